@@ -1,0 +1,69 @@
+# Two commands for a new user: `make demo` and `make test`. Everything they need is installed by
+# `make setup`, which only installs what is missing (a second run does nothing).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+APT_PACKAGES := libhdf5-dev hdf5-tools libclang-dev pkg-config valgrind
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CARGO ?= cargo
+
+.PHONY: help setup system-packages demo test lint unit-tests no-std-check loom-check interop bench
+
+help:
+	@echo "make setup   install missing system packages and the Python reference tools (.venv)"
+	@echo "make demo    setup, release build, run the demo into ./demo-out/"
+	@echo "make test    setup, fmt, clippy -D warnings, cargo tests, no_std and loom checks, interop tests"
+	@echo "make bench   criterion benches and comparison scripts (figures for docs/benchmarks.md)"
+
+setup: system-packages $(VENV_STAMP)
+
+# dpkg is asked first, so `apt-get update` only runs when something is missing.
+system-packages:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV_STAMP): tests/interop/requirements.txt
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
+	@touch $@
+
+demo: setup
+	$(CARGO) build --release --workspace --bins
+	@./scripts/demo.sh
+
+test: setup lint unit-tests no-std-check loom-check interop
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit-tests:
+	$(CARGO) test --workspace
+
+# acq-core must build into a #![no_std] staticlib with panic=abort and no global allocator:
+# any use of std or alloc in it (or in its normal dependencies) fails this link.
+no-std-check:
+	$(CARGO) build --release --manifest-path acq-core/no-std-check/Cargo.toml \
+	  --target-dir target/no-std-check
+
+# The ring's algorithm under the loom model checker (its own target dir: --cfg loom rebuilds deps).
+loom-check:
+	RUSTFLAGS="--cfg loom" $(CARGO) test --release -p acq-core --test loom \
+	  --target-dir target/loom
+
+interop: $(VENV_STAMP)
+	$(CARGO) build --workspace --bins
+	$(VENV)/bin/python -m pytest -q tests/interop
+
+bench: setup
+	$(CARGO) bench -p benches

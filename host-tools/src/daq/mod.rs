@@ -1,0 +1,1 @@
+//! H5DAQ-style DAQ jobs and the daemon that writes them to HDF5.
