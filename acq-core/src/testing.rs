@@ -1,0 +1,340 @@
+//! An in-memory [`Detector`] for tests of the engine and of code built on it (feature `testing`).
+//!
+//! It allocates nothing. Frames complete on each [`poll`](Detector::poll) (`frames_per_poll`) or
+//! by [`TestDetector::complete`]; their content is a pure function of (frame, channel, bin), see
+//! [`mca_word`] and [`scaler_word`]. It models the SDK's circular buffer: a frame older than
+//! `frames_complete - buffer_frames` has been overwritten, and reading it fails with an overrun
+//! error. Faults can be injected into any call.
+
+use heapless::{String, Vec};
+
+use crate::detector::{
+    AcqParams, Detector, DetectorError, DetectorInfo, DetectorState, ErrorClass, Progress,
+    ERR_FLAG_CIRC_OVERRUN,
+};
+
+/// MCA word of `(frame, chan, bin)`.
+pub fn mca_word(frame: u64, chan: u32, bin: u32) -> u32 {
+    (frame as u32)
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(chan.wrapping_mul(40_503))
+        .wrapping_add(bin)
+}
+
+/// Scaler `scaler` of `(frame, chan)`.
+pub fn scaler_word(frame: u64, chan: u32, scaler: u32) -> u32 {
+    (frame as u32)
+        .wrapping_mul(9)
+        .wrapping_add(chan * 100 + scaler)
+}
+
+/// The call a fault is injected into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    Configure,
+    Arm,
+    SoftTrigger,
+    Poll,
+    ReadMca,
+    ReadScalers,
+    Release,
+    Stop,
+}
+
+/// An error of the test detector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestError {
+    pub code: i32,
+    pub name: &'static str,
+    pub message: String<64>,
+    pub class: ErrorClass,
+}
+
+impl TestError {
+    fn new(code: i32, name: &'static str, message: &str, class: ErrorClass) -> Self {
+        let mut text = String::new();
+        for ch in message.chars() {
+            if text.push(ch).is_err() {
+                break;
+            }
+        }
+        TestError {
+            code,
+            name,
+            message: text,
+            class,
+        }
+    }
+}
+
+impl DetectorError for TestError {
+    fn code(&self) -> i32 {
+        self.code
+    }
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn message(&self) -> &str {
+        &self.message
+    }
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+}
+
+/// A fault to inject: the `nth` call (0-based) of `call` fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InjectedFault {
+    pub call: Call,
+    pub nth: u64,
+    pub code: i32,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct TestDetector {
+    info: DetectorInfo,
+    params: Option<AcqParams>,
+    state: DetectorState,
+    /// Frames `[0, frames_complete)` exist.
+    frames_complete: u64,
+    /// Frames completed automatically on each poll while running.
+    pub frames_per_poll: u64,
+    /// Frames released so far (releases must be in order).
+    released: u64,
+    fault: Option<InjectedFault>,
+    calls: [u64; 8],
+}
+
+impl TestDetector {
+    /// A detector with `n_channels` x `n_bins` frames and an SDK buffer of `buffer_frames`.
+    pub fn new(n_channels: u32, n_bins: u32, buffer_frames: u64) -> Self {
+        let mut event_widths = Vec::new();
+        for chan in 0..n_channels.min(crate::geometry::MAX_CHANNELS as u32) {
+            // Capacity is MAX_CHANNELS, so this push cannot fail.
+            let _ = event_widths.push(5 + chan % 4);
+        }
+        TestDetector {
+            info: DetectorInfo {
+                n_channels,
+                n_bins,
+                n_scalers: 9,
+                clock_hz: 80e6,
+                buffer_frames,
+                generation: 0,
+                revision: 0,
+                event_widths,
+            },
+            params: None,
+            state: DetectorState::Idle,
+            frames_complete: 0,
+            frames_per_poll: 0,
+            released: 0,
+            fault: None,
+            calls: [0; 8],
+        }
+    }
+
+    /// Makes the next `n` frames complete (capped at the configured frame count).
+    pub fn complete(&mut self, n: u64) {
+        if self.state != DetectorState::Running && self.state != DetectorState::Armed {
+            return;
+        }
+        self.frames_complete += n;
+        if let Some(p) = self.params {
+            if p.n_frames > 0 && self.frames_complete >= p.n_frames {
+                self.frames_complete = p.n_frames;
+                self.state = DetectorState::Done;
+            } else {
+                self.state = DetectorState::Running;
+            }
+        }
+    }
+
+    pub fn inject(&mut self, fault: InjectedFault) {
+        self.fault = Some(fault);
+    }
+
+    pub fn frames_released(&self) -> u64 {
+        self.released
+    }
+
+    /// Frames overwritten before they were released.
+    fn overruns(&self) -> u64 {
+        self.frames_complete
+            .saturating_sub(self.info.buffer_frames)
+            .saturating_sub(self.released)
+    }
+
+    fn oldest_intact(&self) -> u64 {
+        self.frames_complete.saturating_sub(self.info.buffer_frames)
+    }
+
+    fn enter(&mut self, call: Call) -> Result<(), TestError> {
+        let count = &mut self.calls[call as usize];
+        let nth = *count;
+        *count += 1;
+        match self.fault {
+            Some(f) if f.call == call && f.nth == nth => Err(TestError::new(
+                f.code,
+                "XSP3_ERROR",
+                "injected fault",
+                ErrorClass::Fatal,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_range(
+        &self,
+        first: u64,
+        n: u32,
+        dst_len: usize,
+        per_frame: usize,
+    ) -> Result<(), TestError> {
+        if first + n as u64 > self.frames_complete {
+            return Err(TestError::new(
+                -103,
+                "X3S_E_NOT_READY",
+                "frame not complete",
+                ErrorClass::Fatal,
+            ));
+        }
+        if first < self.oldest_intact() {
+            return Err(TestError::new(
+                -104,
+                "X3S_E_OVERRUN",
+                "frame overwritten",
+                ErrorClass::Overrun,
+            ));
+        }
+        if dst_len < n as usize * per_frame {
+            return Err(TestError::new(
+                -102,
+                "X3S_E_BUFSIZE",
+                "buffer too small",
+                ErrorClass::Fatal,
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Detector for TestDetector {
+    type Error = TestError;
+
+    fn info(&self) -> &DetectorInfo {
+        &self.info
+    }
+
+    fn configure(&mut self, params: &AcqParams) -> Result<(), TestError> {
+        self.enter(Call::Configure)?;
+        if params.exposure_ticks == 0 {
+            return Err(TestError::new(
+                -6,
+                "XSP3_RANGE_CHECK",
+                "exposure of 0 ticks",
+                ErrorClass::Fatal,
+            ));
+        }
+        self.params = Some(*params);
+        self.state = DetectorState::Idle;
+        Ok(())
+    }
+
+    fn arm(&mut self) -> Result<(), TestError> {
+        self.enter(Call::Arm)?;
+        if self.params.is_none() {
+            return Err(TestError::new(
+                -100,
+                "X3S_E_STATE",
+                "not configured",
+                ErrorClass::Fatal,
+            ));
+        }
+        self.frames_complete = 0;
+        self.released = 0;
+        self.state = DetectorState::Armed;
+        Ok(())
+    }
+
+    fn soft_trigger(&mut self) -> Result<(), TestError> {
+        self.enter(Call::SoftTrigger)?;
+        self.complete(1);
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Result<Progress, TestError> {
+        self.enter(Call::Poll)?;
+        if self.frames_per_poll > 0 {
+            self.complete(self.frames_per_poll);
+        }
+        let overrun_count = self.overruns();
+        Ok(Progress {
+            frames_complete: self.frames_complete,
+            err_flags: if overrun_count > 0 {
+                ERR_FLAG_CIRC_OVERRUN
+            } else {
+                0
+            },
+            overrun_count,
+            state: self.state,
+        })
+    }
+
+    fn read_mca(&mut self, first: u64, n: u32, dst: &mut [u32]) -> Result<(), TestError> {
+        self.enter(Call::ReadMca)?;
+        let (nch, nbins) = (self.info.n_channels, self.info.n_bins);
+        self.check_range(first, n, dst.len(), (nch * nbins) as usize)?;
+        let mut words = dst.iter_mut();
+        for frame in first..first + n as u64 {
+            for chan in 0..nch {
+                for bin in 0..nbins {
+                    if let Some(w) = words.next() {
+                        *w = mca_word(frame, chan, bin);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_scalers(&mut self, first: u64, n: u32, dst: &mut [u32]) -> Result<(), TestError> {
+        self.enter(Call::ReadScalers)?;
+        let nch = self.info.n_channels;
+        self.check_range(first, n, dst.len(), nch as usize * 9)?;
+        let mut words = dst.iter_mut();
+        for frame in first..first + n as u64 {
+            for chan in 0..nch {
+                for scaler in 0..9 {
+                    if let Some(w) = words.next() {
+                        *w = scaler_word(frame, chan, scaler);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, first: u64, n: u32) -> Result<(), TestError> {
+        self.enter(Call::Release)?;
+        if first + n as u64 > self.frames_complete {
+            return Err(TestError::new(
+                -101,
+                "X3S_E_ARG",
+                "release beyond progress",
+                ErrorClass::Fatal,
+            ));
+        }
+        self.released = self.released.max(first + n as u64);
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<(), TestError> {
+        self.enter(Call::Stop)?;
+        if matches!(self.state, DetectorState::Armed | DetectorState::Running) {
+            self.state = DetectorState::Done;
+        }
+        Ok(())
+    }
+}
