@@ -379,7 +379,7 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
             .read_mca(first, n as u32, mca)
             .and_then(|()| self.detector.read_scalers(first, n as u32, scalers));
         if let Err(e) = read {
-            drop(grant);
+            // The grant is dropped uncommitted: nothing of this batch reaches the consumers.
             return match e.class() {
                 ErrorClass::Overrun => self.lost_during_read(first, n as u64),
                 ErrorClass::Fatal => Err(self.record_fault("read", &e)),
