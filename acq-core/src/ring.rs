@@ -452,6 +452,12 @@ impl<'r, 'a, W: Wait, const C: usize> Producer<'r, 'a, W, C> {
         if max_frames == 0 {
             return None;
         }
+        self.wait_for_room();
+        self.grant(max_frames)
+    }
+
+    /// Waits until at least one slot is free (moving idle lossy consumers as needed).
+    pub fn wait_for_room(&mut self) {
         let target = self.head + 1;
         if self.limit < target {
             // Once the limit reaches `target` it stays there: consumers only move forward.
@@ -461,7 +467,6 @@ impl<'r, 'a, W: Wait, const C: usize> Producer<'r, 'a, W, C> {
                 .wait_while(&|| this.writable_limit(target) < target);
             self.limit = self.writable_limit(target);
         }
-        self.grant(max_frames)
     }
 
     /// The frame shape of the ring's slots.
@@ -656,9 +661,10 @@ impl<'r, 'a, W: Wait, const C: usize> Consumer<'r, 'a, W, C> {
     }
 
     fn read_lossless(&mut self, max_frames: u64) -> Option<ReadGrant<'_, 'r, 'a, W, C>> {
-        if self.head_seen <= self.position {
+        if self.head_seen - self.position < max_frames {
             // Acquire: pairs with the producer's Release store of `head`, making the slot
-            // contents of all frames below it visible.
+            // contents of all frames below it visible. Reloaded only when the cached value
+            // cannot satisfy the request.
             self.head_seen = self.ring.head.load(Ordering::Acquire);
         }
         let n = (self.head_seen - self.position)

@@ -102,6 +102,8 @@ pub struct TestDetector {
     pub frames_per_poll: u64,
     /// Frames released so far (releases must be in order).
     released: u64,
+    /// Frames overwritten before they were released, since arm.
+    overruns: u64,
     fault: Option<InjectedFault>,
     calls: [u64; 8],
 }
@@ -130,6 +132,7 @@ impl TestDetector {
             frames_complete: 0,
             frames_per_poll: 0,
             released: 0,
+            overruns: 0,
             fault: None,
             calls: [0; 8],
         }
@@ -140,6 +143,7 @@ impl TestDetector {
         if self.state != DetectorState::Running && self.state != DetectorState::Armed {
             return;
         }
+        let intact_before = self.oldest_intact().max(self.released);
         self.frames_complete += n;
         if let Some(p) = self.params {
             if p.n_frames > 0 && self.frames_complete >= p.n_frames {
@@ -149,6 +153,8 @@ impl TestDetector {
                 self.state = DetectorState::Running;
             }
         }
+        // Like the SDK's counter: frames overwritten before release, accumulated.
+        self.overruns += self.oldest_intact().saturating_sub(intact_before);
     }
 
     pub fn inject(&mut self, fault: InjectedFault) {
@@ -157,13 +163,6 @@ impl TestDetector {
 
     pub fn frames_released(&self) -> u64 {
         self.released
-    }
-
-    /// Frames overwritten before they were released.
-    fn overruns(&self) -> u64 {
-        self.frames_complete
-            .saturating_sub(self.info.buffer_frames)
-            .saturating_sub(self.released)
     }
 
     fn oldest_intact(&self) -> u64 {
@@ -254,6 +253,7 @@ impl Detector for TestDetector {
         }
         self.frames_complete = 0;
         self.released = 0;
+        self.overruns = 0;
         self.state = DetectorState::Armed;
         Ok(())
     }
@@ -269,7 +269,7 @@ impl Detector for TestDetector {
         if self.frames_per_poll > 0 {
             self.complete(self.frames_per_poll);
         }
-        let overrun_count = self.overruns();
+        let overrun_count = self.overruns;
         Ok(Progress {
             frames_complete: self.frames_complete,
             err_flags: if overrun_count > 0 {

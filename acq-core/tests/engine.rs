@@ -1,0 +1,426 @@
+//! The acquisition engine against the in-memory test detector: every state transition, lost-frame
+//! ranges, ring-full behaviour and detector faults.
+
+use acq_core::detector::{AcqParams, GapMode, TriggerMode};
+use acq_core::engine::{
+    Acquisition, Action, EngineError, EngineState, LostRange, StepOutcome, MAX_LOST_RANGES,
+};
+use acq_core::geometry::{FrameMeta, Geometry};
+use acq_core::ring::{
+    Consumer, FrameRing, Policy, Producer, RingConfig, SlotMemory, SlotMemorySize,
+};
+use acq_core::testing::{mca_word, scaler_word, Call, InjectedFault, TestDetector};
+use acq_core::wait::BusyWait;
+
+const NCH: u32 = 2;
+const NBINS: u32 = 8;
+
+fn params(n_frames: u64, trigger: TriggerMode) -> AcqParams {
+    AcqParams {
+        n_frames,
+        exposure_ticks: 80_000,
+        gap: GapMode::Ns25,
+        trigger,
+        debounce_ticks: 0,
+    }
+}
+
+struct Buffers {
+    mca: Vec<u32>,
+    scalers: Vec<u32>,
+    meta: Vec<FrameMeta>,
+}
+
+impl Buffers {
+    fn new(slots: usize) -> Self {
+        let size = SlotMemorySize::new(Geometry::new(NCH, NBINS).unwrap(), slots);
+        Buffers {
+            mca: vec![0; size.mca_words],
+            scalers: vec![0; size.scaler_words],
+            meta: vec![FrameMeta::default(); slots],
+        }
+    }
+}
+
+fn ring(b: &mut Buffers, slots: usize, batch: usize) -> FrameRing<'_, BusyWait, 1> {
+    FrameRing::new(
+        Geometry::new(NCH, NBINS).unwrap(),
+        RingConfig { slots, batch },
+        [Policy::Lossless],
+        SlotMemory {
+            mca: &mut b.mca,
+            scalers: &mut b.scalers,
+            meta: &mut b.meta,
+        },
+        BusyWait,
+    )
+    .unwrap()
+}
+
+type Engine = Acquisition<TestDetector, fn() -> u64>;
+
+fn clock() -> u64 {
+    1_700_000_000_000_000_000
+}
+
+fn engine(buffer_frames: u64, batch: usize) -> Engine {
+    Acquisition::new(
+        TestDetector::new(NCH, NBINS, buffer_frames),
+        clock as fn() -> u64,
+        batch,
+    )
+    .unwrap()
+}
+
+/// Drains the consumer, checking every frame's content; returns the frame numbers seen.
+fn drain(consumer: &mut Consumer<'_, '_, BusyWait, 1>, seen: &mut Vec<FrameMeta>) {
+    while let Some(grant) = consumer.read(64) {
+        let n = grant.len();
+        let mw = (NCH * NBINS) as usize;
+        for (i, meta) in grant.meta().iter().enumerate() {
+            let f = meta.frame_number;
+            let mca = &grant.mca()[i * mw..(i + 1) * mw];
+            for (k, &w) in mca.iter().enumerate() {
+                let (chan, bin) = (k as u32 / NBINS, k as u32 % NBINS);
+                assert_eq!(w, mca_word(f, chan, bin), "frame {f} chan {chan} bin {bin}");
+            }
+            let sc = &grant.scalers()[i * 9 * NCH as usize..(i + 1) * 9 * NCH as usize];
+            for (k, &w) in sc.iter().enumerate() {
+                assert_eq!(w, scaler_word(f, k as u32 / 9, k as u32 % 9));
+            }
+            assert_eq!(meta.timestamp_ns, clock());
+            seen.push(*meta);
+        }
+        grant.release(n);
+    }
+}
+
+fn run_to_done(
+    engine: &mut Engine,
+    producer: &mut Producer<'_, '_, BusyWait, 1>,
+    consumer: &mut Consumer<'_, '_, BusyWait, 1>,
+    seen: &mut Vec<FrameMeta>,
+) {
+    for _ in 0..100_000 {
+        let outcome = engine.step(producer).unwrap();
+        drain(consumer, seen);
+        if outcome == StepOutcome::Done {
+            return;
+        }
+    }
+    panic!("acquisition did not finish: {:?}", engine.stats());
+}
+
+/// Completes one frame at a time and steps until the engine has nothing to do, so the detector
+/// never outruns the reader.
+fn run_paced(
+    engine: &mut Engine,
+    producer: &mut Producer<'_, '_, BusyWait, 1>,
+    consumer: &mut Consumer<'_, '_, BusyWait, 1>,
+    seen: &mut Vec<FrameMeta>,
+) {
+    engine.detector_mut().frames_per_poll = 0;
+    for _ in 0..100_000 {
+        loop {
+            let outcome = engine.step(producer).unwrap();
+            drain(consumer, seen);
+            match outcome {
+                StepOutcome::Done => return,
+                StepOutcome::Idle => break,
+                _ => {}
+            }
+        }
+        engine.detector_mut().complete(1);
+    }
+    panic!("acquisition did not finish: {:?}", engine.stats());
+}
+
+#[test]
+fn a_clean_acquisition_delivers_every_frame_once_in_order() {
+    let mut b = Buffers::new(64);
+    let ring = ring(&mut b, 64, 16);
+    let (mut producer, [mut consumer]) = ring.split().unwrap();
+    // Two polls per step complete 6 frames; a step reads up to 16: the engine keeps up.
+    let mut e = engine(64, 16);
+    e.detector_mut().frames_per_poll = 3;
+    assert_eq!(e.state(), EngineState::Idle);
+    e.configure(&params(100, TriggerMode::Internal)).unwrap();
+    assert_eq!(e.state(), EngineState::Configured);
+    e.arm().unwrap();
+    assert_eq!(e.state(), EngineState::Armed);
+    let mut seen = Vec::new();
+    assert!(matches!(
+        e.step(&mut producer).unwrap(),
+        StepOutcome::Moved(3)
+    ));
+    assert_eq!(e.state(), EngineState::Running);
+    run_to_done(&mut e, &mut producer, &mut consumer, &mut seen);
+    assert_eq!(e.state(), EngineState::Done);
+    let numbers: Vec<u64> = seen.iter().map(|m| m.frame_number).collect();
+    assert_eq!(numbers, (0..100).collect::<Vec<_>>());
+    assert!(seen.iter().all(|m| m.flags & FrameMeta::LOST_BEFORE == 0));
+    assert_eq!(seen[99].flags & FrameMeta::LAST, FrameMeta::LAST);
+    assert_eq!(
+        seen.iter()
+            .filter(|m| m.flags & FrameMeta::LAST != 0)
+            .count(),
+        1
+    );
+    let stats = e.stats();
+    assert_eq!((stats.frames_read, stats.frames_lost), (100, 0));
+    assert_eq!(e.detector().frames_released(), 100);
+    // Done is sticky and re-arming starts over.
+    assert_eq!(e.step(&mut producer).unwrap(), StepOutcome::Done);
+    e.arm().unwrap();
+    assert_eq!(e.stats().frames_read, 0);
+}
+
+fn invalid<T>(from: EngineState, action: Action) -> Result<T, EngineError> {
+    Err(EngineError::InvalidTransition { from, action })
+}
+
+#[test]
+fn invalid_transitions_are_errors() {
+    let mut b = Buffers::new(8);
+    let ring = ring(&mut b, 8, 4);
+    let (mut producer, _consumers) = ring.split().unwrap();
+    let mut e = engine(64, 4);
+    assert_eq!(e.arm(), invalid(EngineState::Idle, Action::Arm));
+    assert_eq!(
+        e.step(&mut producer),
+        invalid(EngineState::Idle, Action::Step)
+    );
+    e.configure(&params(10, TriggerMode::Internal)).unwrap();
+    assert_eq!(
+        e.step(&mut producer),
+        invalid(EngineState::Configured, Action::Step)
+    );
+    assert_eq!(
+        e.soft_trigger(),
+        invalid(EngineState::Configured, Action::SoftTrigger)
+    );
+    e.arm().unwrap();
+    assert_eq!(e.arm(), invalid(EngineState::Armed, Action::Arm));
+    assert_eq!(
+        e.soft_trigger(),
+        invalid(EngineState::Armed, Action::SoftTrigger)
+    );
+    assert_eq!(
+        e.configure(&params(5, TriggerMode::Internal)),
+        invalid(EngineState::Armed, Action::Configure)
+    );
+    // Stop is harmless anywhere.
+    e.stop().unwrap();
+    e.stop().unwrap();
+}
+
+#[test]
+fn software_triggers_make_one_frame_each() {
+    let mut b = Buffers::new(8);
+    let ring = ring(&mut b, 8, 4);
+    let (mut producer, [mut consumer]) = ring.split().unwrap();
+    let mut e = engine(64, 4);
+    e.configure(&params(3, TriggerMode::Software)).unwrap();
+    e.arm().unwrap();
+    assert_eq!(e.step(&mut producer).unwrap(), StepOutcome::Idle);
+    let mut seen = Vec::new();
+    for i in 1..=3u64 {
+        e.soft_trigger().unwrap();
+        assert_eq!(e.step(&mut producer).unwrap(), StepOutcome::Moved(1));
+        drain(&mut consumer, &mut seen);
+        assert_eq!(seen.len() as u64, i);
+    }
+    assert_eq!(e.step(&mut producer).unwrap(), StepOutcome::Done);
+}
+
+#[test]
+fn overwritten_frames_become_lost_ranges_and_flag_the_next_frame() {
+    let mut b = Buffers::new(64);
+    let ring = ring(&mut b, 64, 4);
+    let (mut producer, [mut consumer]) = ring.split().unwrap();
+    let mut e = engine(8, 4);
+    e.configure(&params(40, TriggerMode::Internal)).unwrap();
+    e.arm().unwrap();
+    e.detector_mut().complete(20);
+    assert_eq!(e.step(&mut producer).unwrap(), StepOutcome::Lost(12));
+    let mut seen = Vec::new();
+    run_paced(&mut e, &mut producer, &mut consumer, &mut seen);
+    let stats = e.stats();
+    assert_eq!(stats.frames_lost, 12);
+    assert_eq!(stats.frames_read, 28);
+    assert_eq!(
+        stats.lost_ranges.as_slice(),
+        &[LostRange {
+            first: 0,
+            count: 12
+        }]
+    );
+    assert!(stats.sdk_overruns > 0);
+    assert_eq!(seen[0].frame_number, 12);
+    assert_eq!(
+        seen[0].flags & FrameMeta::LOST_BEFORE,
+        FrameMeta::LOST_BEFORE
+    );
+    assert!(seen[1..]
+        .iter()
+        .all(|m| m.flags & FrameMeta::LOST_BEFORE == 0));
+    assert_eq!(seen.len() as u64 + stats.frames_lost, 40);
+}
+
+#[test]
+fn a_full_ring_stops_reading_and_the_sdk_buffer_absorbs_it() {
+    let mut b = Buffers::new(4);
+    let ring = ring(&mut b, 4, 2);
+    let (mut producer, [mut consumer]) = ring.split().unwrap();
+    let mut e = engine(6, 2);
+    e.configure(&params(30, TriggerMode::Internal)).unwrap();
+    e.arm().unwrap();
+    e.detector_mut().complete(5);
+    assert_eq!(e.step(&mut producer).unwrap(), StepOutcome::Moved(2));
+    assert_eq!(e.step(&mut producer).unwrap(), StepOutcome::Moved(2));
+    assert_eq!(e.step(&mut producer).unwrap(), StepOutcome::RingFull);
+    assert_eq!(e.step(&mut producer).unwrap(), StepOutcome::RingFull);
+    assert_eq!(e.stats().ring_full_steps, 2);
+    assert_eq!(ring.stats().full_events, 1);
+    assert_eq!(
+        e.stats().frames_lost,
+        0,
+        "the SDK buffer still holds frame 4"
+    );
+    // The SDK runs on while the ring is full: frames 4..=5 are overwritten.
+    e.detector_mut().complete(7);
+    assert_eq!(e.step(&mut producer).unwrap(), StepOutcome::Lost(2));
+    let mut seen = Vec::new();
+    drain(&mut consumer, &mut seen);
+    run_paced(&mut e, &mut producer, &mut consumer, &mut seen);
+    assert_eq!(
+        e.stats().lost_ranges.as_slice(),
+        &[LostRange { first: 4, count: 2 }]
+    );
+    assert_eq!(seen.len(), 28);
+    assert_eq!(seen[4].frame_number, 6);
+    assert_eq!(
+        seen[4].flags & FrameMeta::LOST_BEFORE,
+        FrameMeta::LOST_BEFORE
+    );
+}
+
+#[test]
+fn lost_ranges_beyond_capacity_are_still_counted() {
+    let mut b = Buffers::new(4);
+    let ring = ring(&mut b, 4, 1);
+    let (mut producer, [mut consumer]) = ring.split().unwrap();
+    let mut e = engine(1, 1);
+    e.configure(&params(0, TriggerMode::Internal)).unwrap();
+    e.arm().unwrap();
+    let mut seen = Vec::new();
+    // Each round: 2 frames complete, the older one is overwritten (buffer of 1), one is read.
+    for _ in 0..MAX_LOST_RANGES + 10 {
+        e.detector_mut().complete(2);
+        assert_eq!(e.step(&mut producer).unwrap(), StepOutcome::Lost(1));
+        assert_eq!(e.step(&mut producer).unwrap(), StepOutcome::Moved(1));
+        drain(&mut consumer, &mut seen);
+    }
+    let stats = e.stats();
+    assert_eq!(stats.lost_ranges.len(), MAX_LOST_RANGES);
+    assert_eq!(stats.lost_ranges_overflow, 10);
+    assert_eq!(stats.frames_lost, MAX_LOST_RANGES as u64 + 10);
+    // Unbounded acquisition: stop, drain, done.
+    e.stop().unwrap();
+    assert_eq!(e.step(&mut producer).unwrap(), StepOutcome::Done);
+}
+
+#[test]
+fn detector_faults_stop_the_acquisition_with_code_and_message() {
+    for call in [Call::Poll, Call::ReadMca, Call::ReadScalers, Call::Release] {
+        let mut b = Buffers::new(8);
+        let ring = ring(&mut b, 8, 4);
+        let (mut producer, _c) = ring.split().unwrap();
+        let mut e = engine(64, 4);
+        e.detector_mut().frames_per_poll = 1;
+        e.detector_mut().inject(InjectedFault {
+            call,
+            nth: 0,
+            code: -1,
+        });
+        e.configure(&params(10, TriggerMode::Internal)).unwrap();
+        e.arm().unwrap();
+        let err = e.step(&mut producer).unwrap_err();
+        assert!(
+            matches!(err, EngineError::Detector { code: -1, .. }),
+            "{call:?}: {err:?}"
+        );
+        assert_eq!(e.state(), EngineState::Fault);
+        let fault = e.fault().unwrap();
+        assert_eq!(fault.message.as_str(), "injected fault");
+        assert_eq!(fault.name.as_str(), "XSP3_ERROR");
+        assert_eq!(e.step(&mut producer), Err(EngineError::Faulted));
+        // A failed read publishes nothing; a failed release comes after a complete read.
+        let published = if call == Call::Release { 1 } else { 0 };
+        assert_eq!(ring.stats().committed, published, "{call:?}");
+        // Configure is the way out of Fault.
+        e.configure(&params(10, TriggerMode::Internal)).unwrap();
+        assert!(e.fault().is_none());
+    }
+}
+
+#[test]
+fn configure_and_arm_failures_fault() {
+    let mut e = engine(64, 4);
+    let mut bad = params(10, TriggerMode::Internal);
+    bad.exposure_ticks = 0;
+    assert!(matches!(
+        e.configure(&bad),
+        Err(EngineError::Detector {
+            operation: "configure",
+            code: -6
+        })
+    ));
+    assert_eq!(e.fault().unwrap().name.as_str(), "XSP3_RANGE_CHECK");
+    e.detector_mut().inject(InjectedFault {
+        call: Call::Arm,
+        nth: 0,
+        code: -9,
+    });
+    e.configure(&params(10, TriggerMode::Internal)).unwrap();
+    assert!(matches!(
+        e.arm(),
+        Err(EngineError::Detector {
+            operation: "arm",
+            code: -9
+        })
+    ));
+    assert_eq!(e.state(), EngineState::Fault);
+}
+
+#[test]
+fn a_ring_of_another_geometry_is_refused() {
+    let g = Geometry::new(1, NBINS).unwrap();
+    let size = SlotMemorySize::new(g, 4);
+    let (mut mca, mut sc, mut meta) = (
+        vec![0; size.mca_words],
+        vec![0; size.scaler_words],
+        vec![FrameMeta::default(); 4],
+    );
+    let memory = SlotMemory {
+        mca: &mut mca,
+        scalers: &mut sc,
+        meta: &mut meta,
+    };
+    let ring = FrameRing::new(
+        g,
+        RingConfig { slots: 4, batch: 1 },
+        [Policy::Lossless],
+        memory,
+        BusyWait,
+    )
+    .unwrap();
+    let (mut producer, _c) = ring.split().unwrap();
+    let mut e = engine(64, 4);
+    e.configure(&params(10, TriggerMode::Internal)).unwrap();
+    e.arm().unwrap();
+    assert!(matches!(
+        e.step(&mut producer),
+        Err(EngineError::RingGeometry { .. })
+    ));
+}
