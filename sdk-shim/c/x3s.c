@@ -1,0 +1,899 @@
+/*
+ * x3s.c: the shim. Written only in terms of xsp3_* calls, so the same code runs over the
+ * simulated SDK (xsp3_sim.c) and over the real libxspress3.
+ *
+ * Build switches (set by build.rs):
+ *   X3S_USE_VENDOR_SDK      include the vendor's <xspress3.h> instead of our xsp3_api.h
+ *   X3S_WITH_SIM            the simulated SDK is linked in (x3s_open passes it its parameters)
+ *   X3S_XSP3_CLOSE_ARGS     1 or 2: the xsp3_close signature of the SDK at hand
+ *   X3S_XSP3_PROGRESS_ARGS  3 or 4: xsp3_scaler_check_progress_details without / with furthest
+ *
+ * Locking: the SDK's error-message buffer is one static global that is not thread-safe, so every
+ * SDK call, and the copy of its message when it fails, happens under g_sdk_mu. The message is
+ * copied into the device (under d->err_mu) at failure time.
+ *
+ * Allocation: x3s_open allocates the device; x3s_arm and everything after it allocate nothing.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "x3s.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef X3S_USE_VENDOR_SDK
+#include <xspress3.h>
+#ifndef X3S_XSP3_CLOSE_ARGS
+#define X3S_XSP3_CLOSE_ARGS 2
+#endif
+#ifndef X3S_XSP3_PROGRESS_ARGS
+#define X3S_XSP3_PROGRESS_ARGS 4
+#endif
+#else
+#include "xsp3_api.h"
+#endif
+
+#ifdef X3S_WITH_SIM
+#include "xsp3_sim.h"
+#endif
+
+#include "x3s_sim_content.h"
+
+/* Hardware register facts (reference section 2.2), private to the shim. */
+#define X3S_TIMA_SRC_FIXED 0u
+#define X3S_TIMA_SRC_INTERNAL 1u
+#define X3S_TIMA_SRC_TTL_VETO_ONLY 4u
+#define X3S_TIMA_F0_INV (1u << 3)
+#define X3S_TIMA_VETO_INV (1u << 4)
+#define X3S_TIMA_DEBOUNCE(x) (((uint32_t)(x) & 0xFFu) << 16)
+#define X3S_ITFG_BURST 0
+#define X3S_ITFG_SOFTWARE 1
+#define X3S_ITFG_HARDWARE 2
+#define X3S_ITFG_SOFTWARE_ONLY_FIRST 5
+#define X3S_ITFG_HARDWARE_ONLY_FIRST 6
+#define X3S_GEN_MINI 2
+#define X3S_GEN_4 3
+#define X3S_CLK_XTAL 1
+#define X3S_CLK_CDCM61004 0x10
+#define X3S_CLK_LMK61E2 0x11
+#define X3S_CLK_MASTER_NO_DITHER 3 /* MASTER (1 << 0) | NO_DITHER (1 << 1) */
+#define X3S_RUN_SCALERS_HIST_CIRC (0x4 | 0x8 | 0x100)
+#define X3S_FLAGS_OVERRUN (0x10000u | 0x1000000u) /* CircBuffOverRun(Scalars) */
+#define X3S_FLAGS_BENIGN (0x1u | 0x2u)            /* Playback, Scope: modes, not errors */
+#define X3S_MAX_BINS 4096
+
+struct x3s_dev {
+    int path;
+    uint32_t n_cards;
+    uint32_t progress_timeout_ms;
+    x3s_info info;
+
+    int configured;
+    x3s_acq_params acq;
+    uint32_t state;
+    int sdk_stopped;
+    int32_t fault_code;
+    uint64_t frames_complete;
+    uint64_t furthest;
+    uint64_t overrun_count;
+    int64_t first_overrun;
+    uint32_t err_flags;
+    uint64_t stall_since_ns;
+    uint64_t stall_value;
+
+    pthread_mutex_t err_mu;
+    int32_t err_code;
+    char err_msg[X3S_MAX_MSG];
+};
+
+static pthread_mutex_t g_sdk_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Thread_local int32_t t_open_code;
+static _Thread_local char t_open_msg[X3S_MAX_MSG];
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Records an error of d (or of this thread's x3s_open when d is NULL). Returns code. */
+static int32_t set_error(x3s_dev *d, int32_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int32_t set_error(x3s_dev *d, int32_t code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (d) {
+        pthread_mutex_lock(&d->err_mu);
+        d->err_code = code;
+        vsnprintf(d->err_msg, sizeof d->err_msg, fmt, ap);
+        pthread_mutex_unlock(&d->err_mu);
+    } else {
+        t_open_code = code;
+        vsnprintf(t_open_msg, sizeof t_open_msg, fmt, ap);
+    }
+    va_end(ap);
+    return code;
+}
+
+/* Called with g_sdk_mu held, right after the failing call: the SDK's text is still current. */
+static void capture_sdk_error(x3s_dev *d, int64_t rc, const char *what)
+{
+    const char *m = xsp3_get_error_message();
+    set_error(d, (int32_t)rc, "%s failed (%s): %s", what, x3s_strerror((int32_t)rc),
+              m && m[0] ? m : "(no message from the SDK)");
+}
+
+/* One SDK call under the lock; a failure's message is captured before the lock is released. */
+#define SDK(d, rc, what, call)                                                                     \
+    do {                                                                                           \
+        pthread_mutex_lock(&g_sdk_mu);                                                             \
+        (rc) = (call);                                                                             \
+        if ((rc) < 0)                                                                              \
+            capture_sdk_error((d), (rc), (what));                                                  \
+        pthread_mutex_unlock(&g_sdk_mu);                                                           \
+    } while (0)
+
+static int64_t sdk_progress(x3s_dev *d, uint32_t *flags, int64_t *furthest, int capture)
+{
+    Xsp3ErrFlag f = (Xsp3ErrFlag)0;
+    int64_t rc;
+    int64_t far = 0;
+    pthread_mutex_lock(&g_sdk_mu);
+#if X3S_XSP3_PROGRESS_ARGS == 3
+    rc = xsp3_scaler_check_progress_details(d->path, &f, 1);
+    far = rc;
+#else
+    rc = xsp3_scaler_check_progress_details(d->path, &f, 1, &far);
+#endif
+    if (rc < 0 && capture)
+        capture_sdk_error(d, rc, "xsp3_scaler_check_progress_details");
+    pthread_mutex_unlock(&g_sdk_mu);
+    if (flags)
+        *flags = (uint32_t)f;
+    if (furthest)
+        *furthest = far < rc ? rc : far;
+    return rc;
+}
+
+static int sdk_close(int path)
+{
+    int rc;
+    pthread_mutex_lock(&g_sdk_mu);
+#if X3S_XSP3_CLOSE_ARGS == 1
+    rc = xsp3_close(path);
+#else
+    rc = xsp3_close(path, Xsp3UnlinkAll);
+#endif
+    pthread_mutex_unlock(&g_sdk_mu);
+    return rc;
+}
+
+uint32_t x3s_abi_version(void)
+{
+    return ((uint32_t)X3S_ABI_MAJOR << 16) | X3S_ABI_MINOR;
+}
+
+void x3s_sim_default_params(x3s_sim_params *p)
+{
+    if (p)
+        x3s_sim_params_defaults(p);
+}
+
+void x3s_default_open_params(x3s_open_params *p)
+{
+    if (!p)
+        return;
+    memset(p, 0, sizeof *p);
+    p->n_cards = 1;
+    p->n_channels = -1;
+    p->num_tf = 16384;
+    p->debug = -1;
+    x3s_sim_default_params(&p->sim);
+}
+
+const char *x3s_strerror(int32_t code)
+{
+    switch (code) {
+    case 0: return "XSP3_OK";
+    case -1: return "XSP3_ERROR";
+    case -2: return "XSP3_INVALID_PATH";
+    case -3: return "XSP3_ILLEGAL_CARD";
+    case -4: return "XSP3_ILLEGAL_SUBPATH";
+    case -5: return "XSP3_INVALID_DMA_STREAM";
+    case -6: return "XSP3_RANGE_CHECK";
+    case -7: return "XSP3_INVALID_SCOPE_MOD";
+    case -8: return "XSP3_OUT_OF_MEMORY";
+    case -9: return "XSP3_ERR_DEV_NOT_FOUND";
+    case -10: return "XSP3_CANNOT_OPEN_FILE";
+    case -11: return "XSP3_FILE_READ_FAILED";
+    case -12: return "XSP3_FILE_WRITE_FAILED";
+    case -13: return "XSP3_FILE_RENAME_FAILED";
+    case -14: return "XSP3_LOG_FILE_MISSING";
+    case -20: return "XSP3_WOULD_BLOCK";
+    case X3S_E_STATE: return "X3S_E_STATE";
+    case X3S_E_ARG: return "X3S_E_ARG";
+    case X3S_E_BUFSIZE: return "X3S_E_BUFSIZE";
+    case X3S_E_NOT_READY: return "X3S_E_NOT_READY";
+    case X3S_E_OVERRUN: return "X3S_E_OVERRUN";
+    case X3S_E_TIMEOUT: return "X3S_E_TIMEOUT";
+    case X3S_E_BACKEND: return "X3S_E_BACKEND";
+    default: return code > 0 ? "X3S_OK" : "X3S_E_UNKNOWN";
+    }
+}
+
+int32_t x3s_last_error(x3s_dev *d, char *buf, size_t len)
+{
+    int32_t code;
+    if (!d) {
+        code = t_open_code;
+        if (buf && len)
+            snprintf(buf, len, "%s", t_open_msg);
+        return code;
+    }
+    pthread_mutex_lock(&d->err_mu);
+    code = d->err_code;
+    if (buf && len)
+        snprintf(buf, len, "%s", d->err_msg);
+    pthread_mutex_unlock(&d->err_mu);
+    return code;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Open and close.
+ */
+
+static int32_t open_fail(x3s_dev *d, int path, int64_t rc)
+{
+    /* The message is already in the device; move it to the thread's open error. */
+    if (d) {
+        set_error(NULL, d->err_code, "%s", d->err_msg);
+        pthread_mutex_destroy(&d->err_mu);
+        free(d);
+    }
+    if (path >= 0)
+        sdk_close(path);
+    return (int32_t)rc;
+}
+
+int32_t x3s_open(const x3s_open_params *p, x3s_dev **out)
+{
+    if (out)
+        *out = NULL;
+    if (!p || !out)
+        return set_error(NULL, X3S_E_ARG, "x3s_open: params and out must not be NULL");
+    if (p->n_cards < 1 || p->num_tf < 1 || p->n_channels == 0 || p->n_channels < -1)
+        return set_error(NULL, X3S_E_ARG,
+                         "x3s_open: %" PRId32 " cards, %" PRId32 " channels, %" PRId32
+                         " frames: need >= 1 card, >= 1 frame and channels -1 or >= 1",
+                         p->n_cards, p->n_channels, p->num_tf);
+    x3s_dev *d = calloc(1, sizeof *d);
+    if (!d)
+        return set_error(NULL, XSP3_OUT_OF_MEMORY, "x3s_open: out of memory");
+    pthread_mutex_init(&d->err_mu, NULL);
+    d->path = -1;
+    d->n_cards = (uint32_t)p->n_cards;
+    d->progress_timeout_ms = p->progress_timeout_ms;
+    d->first_overrun = -1;
+    d->state = X3S_STATE_IDLE;
+    strcpy(d->err_msg, "no error");
+
+    int64_t rc;
+    pthread_mutex_lock(&g_sdk_mu);
+#ifdef X3S_WITH_SIM
+    xsp3_sim_set_params(&p->sim);
+    d->info.simulated = 1;
+#endif
+    rc = xsp3_config(p->n_cards, p->num_tf, (char *)p->base_ip, -1, NULL, p->n_channels, 1, NULL,
+                     p->debug, 0);
+    if (rc < 0)
+        capture_sdk_error(d, rc, "xsp3_config");
+    pthread_mutex_unlock(&g_sdk_mu);
+    if (rc < 0)
+        return open_fail(d, -1, rc);
+    d->path = (int)rc;
+
+    SDK(d, rc, "xsp3_get_generation", xsp3_get_generation(d->path, 0));
+    if (rc < 0)
+        return open_fail(d, d->path, rc);
+    d->info.generation = (int32_t)rc;
+    int clk = rc == X3S_GEN_MINI ? X3S_CLK_CDCM61004 : rc == X3S_GEN_4 ? X3S_CLK_LMK61E2 : X3S_CLK_XTAL;
+    for (uint32_t card = 0; card < d->n_cards; card++) {
+        SDK(d, rc, "xsp3_clocks_setup",
+            xsp3_clocks_setup(d->path, (int)card, clk, X3S_CLK_MASTER_NO_DITHER, 0));
+        if (rc < 0)
+            return open_fail(d, d->path, rc);
+    }
+    if (p->settings_dir) {
+        SDK(d, rc, "xsp3_restore_settings",
+            xsp3_restore_settings(d->path, (char *)p->settings_dir, 0));
+        if (rc < 0)
+            return open_fail(d, d->path, rc);
+    }
+    SDK(d, rc, "xsp3_format_run", xsp3_format_run(d->path, -1, 0, 0, 0, 0, 0, 12));
+    if (rc < 0)
+        return open_fail(d, d->path, rc);
+    if (rc < 1)
+        return open_fail(d, d->path,
+                         set_error(d, X3S_E_BACKEND, "xsp3_format_run: no frame fits the buffer"));
+    d->info.ring_frames = (uint64_t)rc;
+    SDK(d, rc, "xsp3_set_run_flags", xsp3_set_run_flags(d->path, X3S_RUN_SCALERS_HIST_CIRC));
+    if (rc < 0)
+        return open_fail(d, d->path, rc);
+    SDK(d, rc, "xsp3_get_num_chan", xsp3_get_num_chan(d->path));
+    if (rc < 0)
+        return open_fail(d, d->path, rc);
+    if (rc < 1 || rc > X3S_MAX_CHANNELS)
+        return open_fail(d, d->path,
+                         set_error(d, X3S_E_BACKEND, "xsp3_get_num_chan: %" PRId64 " channels",
+                                   rc));
+    d->info.n_channels = (uint32_t)rc;
+    SDK(d, rc, "xsp3_get_bins_per_mca", xsp3_get_bins_per_mca(d->path));
+    if (rc < 0)
+        return open_fail(d, d->path, rc);
+    if (rc < 1 || rc > X3S_MAX_BINS)
+        return open_fail(d, d->path,
+                         set_error(d, X3S_E_BACKEND, "xsp3_get_bins_per_mca: %" PRId64 " bins",
+                                   rc));
+    d->info.n_bins = (uint32_t)rc;
+    d->info.n_scalers = X3S_N_SCALERS;
+    SDK(d, rc, "xsp3_get_revision", xsp3_get_revision(d->path));
+    if (rc < 0)
+        return open_fail(d, d->path, rc);
+    d->info.revision = (int32_t)rc;
+
+    double period;
+    pthread_mutex_lock(&g_sdk_mu);
+    period = xsp3_get_clock_period(d->path, 0);
+    pthread_mutex_unlock(&g_sdk_mu);
+    if (!(period > 0.0) || period > 1e-3)
+        return open_fail(d, d->path,
+                         set_error(d, X3S_E_BACKEND, "xsp3_get_clock_period: %g s", period));
+    d->info.clock_hz = 1.0 / period;
+
+    for (uint32_t c = 0; c < d->info.n_channels; c++) {
+        Xspress3_TriggerB tb;
+        memset(&tb, 0, sizeof tb);
+        SDK(d, rc, "xsp3_get_trigger_b", xsp3_get_trigger_b(d->path, c, &tb));
+        if (rc < 0)
+            return open_fail(d, d->path, rc);
+        /* With variable-width CFD the effective width is event_time - 3 (as EPICS does). */
+        int w = tb.enb_variable_width ? tb.event_time - 3 : tb.event_time;
+        d->info.event_widths[c] = w > 0 ? (uint32_t)w : 0u;
+    }
+    *out = d;
+    return X3S_OK;
+}
+
+int32_t x3s_close(x3s_dev *d)
+{
+    if (!d)
+        return X3S_OK;
+    int64_t rc;
+    SDK(d, rc, "xsp3_histogram_stop", xsp3_histogram_stop(d->path, -1));
+    (void)rc; /* closing anyway */
+    int crc = sdk_close(d->path);
+    pthread_mutex_destroy(&d->err_mu);
+    free(d);
+    return crc < 0 ? crc : X3S_OK;
+}
+
+int32_t x3s_get_info(x3s_dev *d, x3s_info *out)
+{
+    if (!d || !out)
+        return set_error(d, X3S_E_ARG, "x3s_get_info: NULL argument");
+    *out = d->info;
+    return X3S_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Settings.
+ */
+
+static int busy(const x3s_dev *d)
+{
+    return d->state == X3S_STATE_ARMED || d->state == X3S_STATE_RUNNING;
+}
+
+int32_t x3s_set_window(x3s_dev *d, int32_t chan, uint32_t win, uint32_t low, uint32_t high)
+{
+    if (!d)
+        return X3S_E_ARG;
+    if (busy(d))
+        return set_error(d, X3S_E_STATE, "x3s_set_window: not allowed while armed or running");
+    if (chan < -1 || chan >= (int32_t)d->info.n_channels || win > 1 || low > high ||
+        high >= d->info.n_bins)
+        return set_error(d, X3S_E_ARG,
+                         "x3s_set_window: channel %" PRId32 " window %" PRIu32 " [%" PRIu32
+                         ", %" PRIu32 "]: need channel -1..%" PRIu32
+                         ", window 0 or 1, low <= high < %" PRIu32,
+                         chan, win, low, high, d->info.n_channels - 1, d->info.n_bins);
+    uint32_t c0 = chan < 0 ? 0 : (uint32_t)chan;
+    uint32_t c1 = chan < 0 ? d->info.n_channels : c0 + 1;
+    for (uint32_t c = c0; c < c1; c++) {
+        int64_t rc;
+        SDK(d, rc, "xsp3_set_window", xsp3_set_window(d->path, (int)c, (int)win, (int)low, (int)high));
+        if (rc < 0)
+            return (int32_t)rc;
+    }
+    return X3S_OK;
+}
+
+int32_t x3s_set_good_threshold(x3s_dev *d, int32_t chan, uint32_t thr)
+{
+    if (!d)
+        return X3S_E_ARG;
+    if (busy(d))
+        return set_error(d, X3S_E_STATE,
+                         "x3s_set_good_threshold: not allowed while armed or running");
+    if (chan < -1 || chan >= (int32_t)d->info.n_channels || thr >= d->info.n_bins)
+        return set_error(d, X3S_E_ARG,
+                         "x3s_set_good_threshold: channel %" PRId32 " threshold %" PRIu32
+                         ": need channel -1..%" PRIu32 " and threshold < %" PRIu32,
+                         chan, thr, d->info.n_channels - 1, d->info.n_bins);
+    uint32_t c0 = chan < 0 ? 0 : (uint32_t)chan;
+    uint32_t c1 = chan < 0 ? d->info.n_channels : c0 + 1;
+    for (uint32_t c = c0; c < c1; c++) {
+        int64_t rc;
+        SDK(d, rc, "xsp3_set_good_thres", xsp3_set_good_thres(d->path, (int)c, thr));
+        if (rc < 0)
+            return (int32_t)rc;
+    }
+    return X3S_OK;
+}
+
+int32_t x3s_configure(x3s_dev *d, const x3s_acq_params *a)
+{
+    if (!d)
+        return X3S_E_ARG;
+    if (!a)
+        return set_error(d, X3S_E_ARG, "x3s_configure: params must not be NULL");
+    if (busy(d))
+        return set_error(d, X3S_E_STATE,
+                         "x3s_configure: not allowed while armed or running (stop first)");
+    if (a->exposure_ticks < 1 || a->gap_mode > 3 || a->trigger > X3S_TRIG_GATE ||
+        a->debounce_ticks > 255 || a->invert_f0 > 1 || a->invert_veto > 1 ||
+        a->n_frames > (uint64_t)INT32_MAX)
+        return set_error(d, X3S_E_ARG,
+                         "x3s_configure: n_frames %" PRIu64 ", exposure %" PRIu32
+                         " ticks, gap mode %" PRIu32 ", trigger %" PRIu32 ", debounce %" PRIu32
+                         ": need n_frames <= 2^31-1, exposure >= 1, gap 0..3, trigger 0..5, "
+                         "debounce 0..255, inversions 0 or 1",
+                         a->n_frames, a->exposure_ticks, a->gap_mode, a->trigger,
+                         a->debounce_ticks);
+    d->acq = *a;
+    d->configured = 1;
+    return X3S_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Run control.
+ */
+
+int32_t x3s_arm(x3s_dev *d)
+{
+    if (!d)
+        return X3S_E_ARG;
+    if (busy(d))
+        return set_error(d, X3S_E_STATE, "x3s_arm: already armed (stop first)");
+    if (!d->configured)
+        return set_error(d, X3S_E_STATE, "x3s_arm: configure an acquisition first");
+    const x3s_acq_params *a = &d->acq;
+    int64_t rc;
+    SDK(d, rc, "xsp3_histogram_stop", xsp3_histogram_stop(d->path, -1));
+    if (rc < 0)
+        return (int32_t)rc;
+    SDK(d, rc, "xsp3_histogram_clear",
+        xsp3_histogram_clear(d->path, 0, (int)d->info.n_channels, 0, (int)d->info.ring_frames));
+    if (rc < 0)
+        return (int32_t)rc;
+
+    uint32_t inv = (a->invert_f0 ? X3S_TIMA_F0_INV : 0u) | (a->invert_veto ? X3S_TIMA_VETO_INV : 0u);
+    int tf = a->n_frames == 0 ? INT32_MAX : (int)a->n_frames;
+    int itfg_mode = X3S_ITFG_BURST;
+    int software = 0;
+    switch (a->trigger) {
+    case X3S_TRIG_INTERNAL: itfg_mode = X3S_ITFG_BURST; break;
+    case X3S_TRIG_SOFTWARE: itfg_mode = X3S_ITFG_SOFTWARE; software = 1; break;
+    case X3S_TRIG_SOFTWARE_FIRST: itfg_mode = X3S_ITFG_SOFTWARE_ONLY_FIRST; software = 1; break;
+    case X3S_TRIG_EXTERNAL: itfg_mode = X3S_ITFG_HARDWARE; break;
+    case X3S_TRIG_EXTERNAL_FIRST: itfg_mode = X3S_ITFG_HARDWARE_ONLY_FIRST; break;
+    default: break; /* gate: no ITFG */
+    }
+    if (a->trigger == X3S_TRIG_GATE) {
+        SDK(d, rc, "xsp3_set_glob_timeA",
+            xsp3_set_glob_timeA(d->path, -1,
+                                X3S_TIMA_SRC_TTL_VETO_ONLY | X3S_TIMA_DEBOUNCE(a->debounce_ticks) |
+                                    inv));
+        if (rc < 0)
+            return (int32_t)rc;
+        SDK(d, rc, "xsp3_set_glob_timeFixed", xsp3_set_glob_timeFixed(d->path, -1, 0));
+        if (rc < 0)
+            return (int32_t)rc;
+    } else {
+        SDK(d, rc, "xsp3_set_glob_timeA",
+            xsp3_set_glob_timeA(d->path, -1,
+                                X3S_TIMA_SRC_INTERNAL | X3S_TIMA_DEBOUNCE(a->debounce_ticks) | inv));
+        if (rc < 0)
+            return (int32_t)rc;
+        SDK(d, rc, "xsp3_itfg_setup",
+            xsp3_itfg_setup(d->path, 0, tf, a->exposure_ticks, itfg_mode, (int)a->gap_mode));
+        if (rc < 0)
+            return (int32_t)rc;
+    }
+
+    d->frames_complete = 0;
+    d->furthest = 0;
+    d->overrun_count = 0;
+    d->first_overrun = -1;
+    d->err_flags = 0;
+    d->fault_code = 0;
+    d->sdk_stopped = 0;
+    d->stall_since_ns = mono_ns();
+    d->stall_value = 0;
+
+    if (software) {
+        /* Cards other than the first run; the first waits for continue/pause. */
+        for (uint32_t card = 1; card < d->n_cards; card++) {
+            SDK(d, rc, "xsp3_histogram_start", xsp3_histogram_start(d->path, (int)card));
+            if (rc < 0)
+                return (int32_t)rc;
+        }
+        SDK(d, rc, "xsp3_histogram_arm", xsp3_histogram_arm(d->path, 0));
+    } else {
+        SDK(d, rc, "xsp3_histogram_start", xsp3_histogram_start(d->path, -1));
+    }
+    if (rc < 0)
+        return (int32_t)rc;
+    d->state = a->trigger == X3S_TRIG_INTERNAL ? X3S_STATE_RUNNING : X3S_STATE_ARMED;
+    return X3S_OK;
+}
+
+int32_t x3s_soft_trigger(x3s_dev *d)
+{
+    if (!d)
+        return X3S_E_ARG;
+    if (!busy(d) ||
+        (d->acq.trigger != X3S_TRIG_SOFTWARE && d->acq.trigger != X3S_TRIG_SOFTWARE_FIRST))
+        return set_error(d, X3S_E_STATE,
+                         "x3s_soft_trigger: needs an armed acquisition in a software trigger mode");
+    int64_t rc;
+    SDK(d, rc, "xsp3_histogram_continue", xsp3_histogram_continue(d->path, 0));
+    if (rc < 0)
+        return (int32_t)rc;
+    SDK(d, rc, "xsp3_histogram_pause", xsp3_histogram_pause(d->path, 0));
+    if (rc < 0)
+        return (int32_t)rc;
+    return X3S_OK;
+}
+
+int32_t x3s_stop(x3s_dev *d)
+{
+    if (!d)
+        return X3S_E_ARG;
+    if (d->state == X3S_STATE_IDLE)
+        return X3S_OK;
+    int64_t rc;
+    SDK(d, rc, "xsp3_histogram_stop", xsp3_histogram_stop(d->path, -1));
+    if (rc < 0)
+        return (int32_t)rc;
+    d->sdk_stopped = 1;
+    if (busy(d))
+        d->state = X3S_STATE_DONE;
+    return X3S_OK;
+}
+
+static void fill_progress(const x3s_dev *d, x3s_progress *out)
+{
+    if (!out)
+        return;
+    out->frames_complete = d->frames_complete;
+    out->furthest_frame = d->furthest;
+    out->overrun_count = d->overrun_count;
+    out->first_overrun = d->first_overrun;
+    out->err_flags = d->err_flags;
+    out->state = d->state;
+}
+
+static int32_t fault(x3s_dev *d, int32_t code)
+{
+    d->state = X3S_STATE_FAULT;
+    d->fault_code = code;
+    return code;
+}
+
+static void describe_flags(uint32_t flags, char *buf, size_t len)
+{
+    static const struct {
+        uint32_t bit;
+        const char *name;
+    } names[] = {
+        {0x4, "HistFramesOverRun"},   {0x8, "HistFramesMissing"},
+        {0x10, "ScalarOverRun"},      {0x20, "ScalarMissing"},
+        {0x40, "DiagHistOverRun"},    {0x200, "DescOverrun"},
+        {0x400, "TFMismatch"},        {0x800, "DescSofEof"},
+        {0x1000, "DescCount"},        {0x2000, "SocketError"},
+        {0x10000, "CircBuffOverRun"}, {0x20000, "DescOverrunScalars"},
+        {0x40000, "TFMismatchScalars"}, {0x80000, "DescSofEofScalars"},
+        {0x100000, "DescCountScalars"}, {0x200000, "SocketErrorScalars"},
+        {0x1000000, "CircBuffOverRunScalars"},
+    };
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if ((flags & names[i].bit) && used < len) {
+            int n = snprintf(buf + used, len - used, "%s%s", used ? "|" : "", names[i].name);
+            if (n > 0)
+                used += (size_t)n;
+        }
+    }
+}
+
+int32_t x3s_poll(x3s_dev *d, x3s_progress *out)
+{
+    if (!d)
+        return X3S_E_ARG;
+    if (d->state == X3S_STATE_IDLE) {
+        fill_progress(d, out);
+        return X3S_OK;
+    }
+    if (d->state == X3S_STATE_FAULT) {
+        fill_progress(d, out);
+        return d->fault_code;
+    }
+    uint32_t flags = 0;
+    int64_t furthest = 0;
+    int64_t rc = sdk_progress(d, &flags, &furthest, 1);
+    d->err_flags = flags;
+    if (rc < 0) {
+        fill_progress(d, out);
+        return fault(d, (int32_t)rc);
+    }
+    int64_t first = -1;
+    int64_t overruns;
+    SDK(d, overruns, "xsp3_histogram_get_circ_overrun",
+        xsp3_histogram_get_circ_overrun(d->path, -1, &first));
+    if (overruns < 0) {
+        fill_progress(d, out);
+        return fault(d, (int32_t)overruns);
+    }
+    uint64_t frames = (uint64_t)rc;
+    uint64_t far = (uint64_t)furthest;
+    if (d->acq.n_frames > 0) {
+        if (frames > d->acq.n_frames)
+            frames = d->acq.n_frames;
+        if (far > d->acq.n_frames)
+            far = d->acq.n_frames;
+    }
+    d->frames_complete = frames;
+    d->furthest = far;
+    d->overrun_count = (uint64_t)overruns;
+    d->first_overrun = overruns > 0 ? first : -1;
+
+    uint32_t fatal = flags & ~(X3S_FLAGS_OVERRUN | X3S_FLAGS_BENIGN);
+    if (fatal) {
+        char names[256];
+        describe_flags(fatal, names, sizeof names);
+        set_error(d, XSP3_ERROR, "x3s_poll: SDK error flags 0x%" PRIx32 " (%s) at frame %" PRIu64,
+                  flags, names, frames);
+        fill_progress(d, out);
+        return fault(d, XSP3_ERROR);
+    }
+
+    /* Watchdog: the detector is ahead but frames_complete has not moved for the timeout. */
+    uint64_t now = mono_ns();
+    if (frames != d->stall_value || far <= frames) {
+        d->stall_value = frames;
+        d->stall_since_ns = now;
+    } else if (d->progress_timeout_ms > 0 &&
+               now - d->stall_since_ns > (uint64_t)d->progress_timeout_ms * 1000000ull) {
+        set_error(d, X3S_E_TIMEOUT,
+                  "x3s_poll: progress stalled: frames_complete stuck at %" PRIu64
+                  " for more than %" PRIu32 " ms while the detector reached frame %" PRIu64,
+                  frames, d->progress_timeout_ms, far);
+        fill_progress(d, out);
+        return fault(d, X3S_E_TIMEOUT);
+    }
+
+    if (d->acq.n_frames > 0 && frames >= d->acq.n_frames) {
+        if (!d->sdk_stopped) {
+            SDK(d, rc, "xsp3_histogram_stop", xsp3_histogram_stop(d->path, -1));
+            if (rc < 0) {
+                fill_progress(d, out);
+                return fault(d, (int32_t)rc);
+            }
+            d->sdk_stopped = 1;
+        }
+        d->state = X3S_STATE_DONE;
+    } else if (d->state == X3S_STATE_ARMED && frames > 0) {
+        d->state = X3S_STATE_RUNNING;
+    }
+    fill_progress(d, out);
+    return X3S_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Readout.
+ */
+
+/* Common checks of a read or release of [first, first + n). */
+static int32_t check_range(x3s_dev *d, const char *fn, uint64_t first, uint32_t n)
+{
+    if (d->state == X3S_STATE_IDLE)
+        return set_error(d, X3S_E_STATE, "%s: no acquisition has been armed", fn);
+    if (first > UINT64_MAX - n)
+        return set_error(d, X3S_E_ARG, "%s: first %" PRIu64 " + n %" PRIu32 " overflows", fn,
+                         first, n);
+    if (n > d->info.ring_frames)
+        return set_error(d, X3S_E_ARG, "%s: %" PRIu32 " frames exceed the %" PRIu64
+                         "-frame SDK buffer", fn, n, d->info.ring_frames);
+    if (first + n > d->frames_complete) {
+        /* Maybe more is complete than the last poll saw. */
+        int64_t rc = sdk_progress(d, NULL, NULL, 0);
+        if (rc > 0) {
+            uint64_t f = (uint64_t)rc;
+            if (d->acq.n_frames > 0 && f > d->acq.n_frames)
+                f = d->acq.n_frames;
+            if (f > d->frames_complete)
+                d->frames_complete = f;
+        }
+        if (first + n > d->frames_complete)
+            return set_error(d, X3S_E_NOT_READY,
+                             "%s: frames [%" PRIu64 ", %" PRIu64
+                             ") are not complete (frames_complete = %" PRIu64 ")",
+                             fn, first, first + n, d->frames_complete);
+    }
+    return X3S_OK;
+}
+
+/* Frame `first` is overwritten once frame first + ring_frames has completed. */
+static int32_t check_overrun(x3s_dev *d, const char *fn, uint64_t first, uint64_t complete)
+{
+    if (first + d->info.ring_frames < complete)
+        return set_error(d, X3S_E_OVERRUN,
+                         "%s: frame %" PRIu64 " was overwritten in the %" PRIu64
+                         "-frame SDK circular buffer (the SDK has completed %" PRIu64 " frames)",
+                         fn, first, d->info.ring_frames, complete);
+    return X3S_OK;
+}
+
+/* After a copy: if the SDK moved on far enough meanwhile, the copy may be torn. */
+static int32_t recheck_overrun(x3s_dev *d, const char *fn, uint64_t first)
+{
+    int64_t rc = sdk_progress(d, NULL, NULL, 0);
+    if (rc < 0)
+        return X3S_OK; /* a fault stops production; nothing was overwritten by it */
+    return check_overrun(d, fn, first, (uint64_t)rc);
+}
+
+typedef int (*read_fn)(x3s_dev *d, uint32_t *dst, unsigned tf, unsigned n);
+
+static int read_mca_chunk(x3s_dev *d, uint32_t *dst, unsigned tf, unsigned n)
+{
+    int64_t rc;
+    SDK(d, rc, "xsp3_histogram_read4d",
+        xsp3_histogram_read4d(d->path, dst, 0, 0, 0, tf, d->info.n_bins, 1, d->info.n_channels, n));
+    return (int)rc;
+}
+
+static int read_scaler_chunk(x3s_dev *d, uint32_t *dst, unsigned tf, unsigned n)
+{
+    int64_t rc;
+    SDK(d, rc, "xsp3_scaler_read",
+        xsp3_scaler_read(d->path, dst, 0, 0, tf, X3S_N_SCALERS, d->info.n_channels, n));
+    return (int)rc;
+}
+
+static int32_t read_frames(x3s_dev *d, const char *fn, uint64_t first, uint32_t n, uint32_t *dst,
+                           size_t dst_words, size_t words_per_frame, read_fn chunk)
+{
+    if (!d)
+        return X3S_E_ARG;
+    int32_t rc = check_range(d, fn, first, n);
+    if (rc < 0)
+        return rc;
+    if (n == 0)
+        return 0;
+    if (!dst)
+        return set_error(d, X3S_E_ARG, "%s: dst must not be NULL", fn);
+    if (dst_words / words_per_frame < n)
+        return set_error(d, X3S_E_BUFSIZE,
+                         "%s: %" PRIu32 " frames need %zu words, the buffer has %zu", fn, n,
+                         (size_t)n * words_per_frame, dst_words);
+    rc = check_overrun(d, fn, first, d->frames_complete);
+    if (rc < 0)
+        return rc;
+    /* Split at the wrap of the SDK buffer, so every call addresses contiguous slots. */
+    uint64_t ring = d->info.ring_frames;
+    uint32_t done = 0;
+    while (done < n) {
+        uint64_t f = first + done;
+        uint64_t room = ring - f % ring;
+        uint32_t k = (uint64_t)(n - done) < room ? n - done : (uint32_t)room;
+        int r = chunk(d, dst + (size_t)done * words_per_frame, (unsigned)(f % ring), k);
+        if (r < 0)
+            return r;
+        done += k;
+    }
+    rc = recheck_overrun(d, fn, first);
+    if (rc < 0)
+        return rc;
+    return (int32_t)n;
+}
+
+int32_t x3s_read_mca(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst, size_t dst_words)
+{
+    if (!d)
+        return X3S_E_ARG;
+    return read_frames(d, "x3s_read_mca", first, n, dst, dst_words,
+                       (size_t)d->info.n_channels * d->info.n_bins, read_mca_chunk);
+}
+
+int32_t x3s_read_scalers(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst,
+                         size_t dst_words)
+{
+    if (!d)
+        return X3S_E_ARG;
+    return read_frames(d, "x3s_read_scalers", first, n, dst, dst_words,
+                       (size_t)d->info.n_channels * X3S_N_SCALERS, read_scaler_chunk);
+}
+
+int32_t x3s_release(x3s_dev *d, uint64_t first, uint32_t n)
+{
+    if (!d)
+        return X3S_E_ARG;
+    int32_t rc = check_range(d, "x3s_release", first, n);
+    if (rc < 0)
+        return rc;
+    uint64_t ring = d->info.ring_frames;
+    uint32_t done = 0;
+    while (done < n) {
+        uint64_t f = first + done;
+        uint64_t room = ring - f % ring;
+        uint32_t k = (uint64_t)(n - done) < room ? n - done : (uint32_t)room;
+        int64_t r;
+        /* The SDK takes the low 32 bits of the extended frame number. */
+        SDK(d, r, "xsp3_histogram_circ_ack",
+            xsp3_histogram_circ_ack(d->path, 0, (unsigned)f, d->info.n_channels, k));
+        if (r < 0)
+            return (int32_t)r;
+        done += k;
+    }
+    return (int32_t)n;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The simulator's content, without a device.
+ */
+
+int32_t x3s_sim_expected_frame(const x3s_sim_params *sim, uint32_t n_channels,
+                               uint32_t exposure_ticks, const uint32_t *windows,
+                               const uint32_t *good_thres, uint64_t frame, uint32_t *mca,
+                               size_t mca_words, uint32_t *scalers, size_t scaler_words)
+{
+    if (!sim || n_channels < 1 || n_channels > X3S_MAX_CHANNELS || sim->content > X3S_SIM_PATTERN)
+        return X3S_E_ARG;
+    if ((mca && mca_words < (size_t)n_channels * X3S_SIM_BINS) ||
+        (scalers && scaler_words < (size_t)n_channels * X3S_N_SCALERS))
+        return X3S_E_BUFSIZE;
+    uint32_t tmp[X3S_SIM_BINS];
+    for (uint32_t c = 0; c < n_channels; c++) {
+        uint32_t *spec = mca ? mca + (size_t)c * X3S_SIM_BINS : tmp;
+        x3s_sim_gen_mca(sim, frame, c, spec);
+        if (scalers) {
+            uint32_t win[4] = {0, X3S_SIM_BINS - 1, 0, X3S_SIM_BINS - 1};
+            if (windows)
+                memcpy(win, windows + (size_t)c * 4, sizeof win);
+            uint32_t good = good_thres ? good_thres[c] : 0;
+            x3s_sim_gen_scalers(sim, exposure_ticks, win, good, spec,
+                                scalers + (size_t)c * X3S_N_SCALERS);
+        }
+    }
+    return X3S_OK;
+}
