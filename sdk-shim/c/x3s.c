@@ -85,6 +85,8 @@ struct x3s_dev {
     uint32_t err_flags;
     uint64_t stall_since_ns;
     uint64_t stall_value;
+    int32_t pending_fault;         /* a progress query inside a read failed; x3s_poll reports it */
+    char fault_msg[X3S_MAX_MSG];   /* the text of the fault, kept for every later x3s_poll */
 
     pthread_mutex_t err_mu;
     int32_t err_code;
@@ -140,7 +142,11 @@ static void capture_sdk_error(x3s_dev *d, int64_t rc, const char *what)
         pthread_mutex_unlock(&g_sdk_mu);                                                           \
     } while (0)
 
-static int64_t sdk_progress(x3s_dev *d, uint32_t *flags, int64_t *furthest, int capture)
+/*
+ * The SDK's progress. A failure is a fault of the acquisition whichever call saw it: its text is
+ * kept in d->fault_msg and x3s_poll reports it (pending_fault) even if a read saw it first.
+ */
+static int64_t sdk_progress(x3s_dev *d, uint32_t *flags, int64_t *furthest)
 {
     Xsp3ErrFlag f = (Xsp3ErrFlag)0;
     int64_t rc;
@@ -152,8 +158,13 @@ static int64_t sdk_progress(x3s_dev *d, uint32_t *flags, int64_t *furthest, int 
 #else
     rc = xsp3_scaler_check_progress_details(d->path, &f, 1, &far);
 #endif
-    if (rc < 0 && capture)
+    if (rc < 0) {
         capture_sdk_error(d, rc, "xsp3_scaler_check_progress_details");
+        pthread_mutex_lock(&d->err_mu);
+        memcpy(d->fault_msg, d->err_msg, sizeof d->fault_msg);
+        pthread_mutex_unlock(&d->err_mu);
+        d->pending_fault = (int32_t)rc;
+    }
     pthread_mutex_unlock(&g_sdk_mu);
     if (flags)
         *flags = (uint32_t)f;
@@ -534,6 +545,7 @@ int32_t x3s_arm(x3s_dev *d)
     d->first_overrun = -1;
     d->err_flags = 0;
     d->fault_code = 0;
+    d->pending_fault = 0;
     d->sdk_stopped = 0;
     d->stall_since_ns = mono_ns();
     d->stall_value = 0;
@@ -601,11 +613,24 @@ static void fill_progress(const x3s_dev *d, x3s_progress *out)
     out->state = d->state;
 }
 
+/* Enters FAULT with the current error text as the fault's text. */
 static int32_t fault(x3s_dev *d, int32_t code)
 {
     d->state = X3S_STATE_FAULT;
     d->fault_code = code;
+    d->pending_fault = 0;
+    pthread_mutex_lock(&d->err_mu);
+    memcpy(d->fault_msg, d->err_msg, sizeof d->fault_msg);
+    pthread_mutex_unlock(&d->err_mu);
     return code;
+}
+
+/* Reports the fault again, with its own text (later calls may have recorded other errors). */
+static int32_t sticky_fault(x3s_dev *d, x3s_progress *out)
+{
+    set_error(d, d->fault_code, "%s", d->fault_msg);
+    fill_progress(d, out);
+    return d->fault_code;
 }
 
 static void describe_flags(uint32_t flags, char *buf, size_t len)
@@ -643,13 +668,17 @@ int32_t x3s_poll(x3s_dev *d, x3s_progress *out)
         fill_progress(d, out);
         return X3S_OK;
     }
-    if (d->state == X3S_STATE_FAULT) {
+    if (d->state == X3S_STATE_FAULT)
+        return sticky_fault(d, out);
+    if (d->pending_fault) {
+        int32_t code = d->pending_fault;
+        set_error(d, code, "%s", d->fault_msg);
         fill_progress(d, out);
-        return d->fault_code;
+        return fault(d, code);
     }
     uint32_t flags = 0;
     int64_t furthest = 0;
-    int64_t rc = sdk_progress(d, &flags, &furthest, 1);
+    int64_t rc = sdk_progress(d, &flags, &furthest);
     d->err_flags = flags;
     if (rc < 0) {
         fill_progress(d, out);
@@ -735,7 +764,7 @@ static int32_t check_range(x3s_dev *d, const char *fn, uint64_t first, uint32_t 
                          "-frame SDK buffer", fn, n, d->info.ring_frames);
     if (first + n > d->frames_complete) {
         /* Maybe more is complete than the last poll saw. */
-        int64_t rc = sdk_progress(d, NULL, NULL, 0);
+        int64_t rc = sdk_progress(d, NULL, NULL);
         if (rc > 0) {
             uint64_t f = (uint64_t)rc;
             if (d->acq.n_frames > 0 && f > d->acq.n_frames)
@@ -766,7 +795,7 @@ static int32_t check_overrun(x3s_dev *d, const char *fn, uint64_t first, uint64_
 /* After a copy: if the SDK moved on far enough meanwhile, the copy may be torn. */
 static int32_t recheck_overrun(x3s_dev *d, const char *fn, uint64_t first)
 {
-    int64_t rc = sdk_progress(d, NULL, NULL, 0);
+    int64_t rc = sdk_progress(d, NULL, NULL);
     if (rc < 0)
         return X3S_OK; /* a fault stops production; nothing was overwritten by it */
     return check_overrun(d, fn, first, (uint64_t)rc);

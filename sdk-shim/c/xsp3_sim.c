@@ -83,6 +83,7 @@ struct sim_path {
     int64_t first_overrun;
     uint32_t err_flags;
     int32_t fault_code; /* 0: healthy */
+    int fault_reported; /* the progress query returned the fault once; now it returns flags only */
     char fault_msg[256];
 };
 
@@ -770,6 +771,7 @@ static int begin_run(int path, int card, const char *fn)
     sp->first_overrun = -1;
     sp->err_flags = 0;
     sp->fault_code = 0;
+    sp->fault_reported = 0;
     sp->fault_msg[0] = '\0';
     sp->target = src == XSP3_GTIMA_SRC_INTERNAL ? sp->itfg_frames : UNBOUNDED;
     if (src == XSP3_GTIMA_SRC_INTERNAL)
@@ -881,7 +883,10 @@ int64_t xsp3_scaler_check_progress_details(int path, Xsp3ErrFlag *flags, int qui
         *furthest_frame = (int64_t)sp->furthest;
 #endif
     int64_t rc = (int64_t)sp->produced;
-    if (sp->fault_code != 0) {
+    if (sp->fault_code != 0 && !sp->fault_reported) {
+        /* The first query after a fault fails with its message; later ones return the frames
+         * completed before it, with the error flags still set. */
+        sp->fault_reported = 1;
         rc = sp->fault_code;
         set_msg("%s", sp->fault_msg);
     }
