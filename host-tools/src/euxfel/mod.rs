@@ -25,5 +25,5 @@ pub use collection::{
     split_ranges, DataCollection, KeyData, OpenOptions, Section, SourceData, TrainSelection,
 };
 pub use error::{Error, Result};
-pub use file_access::{FileAccess, FilenameInfo};
+pub use file_access::{set_max_open_files, FileAccess, FilenameInfo};
 pub use h5::{DType, StrData};

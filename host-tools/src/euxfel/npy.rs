@@ -1,0 +1,80 @@
+//! Writer of NumPy `.npy` files (format version 1.0), readable with `numpy.load`.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::display::shape_repr;
+use super::error::{Error, Result};
+
+/// The header for an array of `descr` (e.g. `<u2`) and `shape`, C order.
+pub fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dict = format!(
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': {}, }}",
+        shape_repr(shape)
+    );
+    // magic(6) + version(2) + len(2) + dict + padding + '\n' is a multiple of 64.
+    let base = 10 + dict.len() + 1;
+    let pad = (64 - base % 64) % 64;
+    let mut h = Vec::with_capacity(base + pad);
+    h.extend_from_slice(b"\x93NUMPY\x01\x00");
+    let hlen = (dict.len() + pad + 1) as u16;
+    h.extend_from_slice(&hlen.to_le_bytes());
+    h.extend_from_slice(dict.as_bytes());
+    h.extend(std::iter::repeat_n(b' ', pad));
+    h.push(b'\n');
+    h
+}
+
+/// Write raw little-endian data of `descr` and `shape` to `path`.
+pub fn write_raw(path: &Path, descr: &str, shape: &[usize], data: &[u8]) -> Result<()> {
+    let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = std::io::BufWriter::new(f);
+    w.write_all(&header(descr, shape))
+        .and_then(|_| w.write_all(data))
+        .and_then(|_| w.flush())
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Write strings as a fixed-width unicode array (`<U{n}`, UTF-32LE), which
+/// `numpy.load` opens without pickle.
+pub fn write_strings(path: &Path, shape: &[usize], strings: &[String]) -> Result<()> {
+    let width = strings
+        .iter()
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut data = Vec::with_capacity(strings.len() * width * 4);
+    for s in strings {
+        let mut n = 0;
+        for c in s.chars() {
+            data.extend_from_slice(&(c as u32).to_le_bytes());
+            n += 1;
+        }
+        for _ in n..width {
+            data.extend_from_slice(&0u32.to_le_bytes());
+        }
+    }
+    write_raw(path, &format!("<U{width}"), shape, &data)
+}
+
+/// Write u64 values as a 1-D `<u8` array.
+pub fn write_u64(path: &Path, values: &[u64]) -> Result<()> {
+    let mut data = Vec::with_capacity(values.len() * 8);
+    for v in values {
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    write_raw(path, "<u8", &[values.len()], &data)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn header_is_aligned() {
+        for shape in [&[][..], &[3][..], &[480, 1000][..]] {
+            let h = super::header("<f4", shape);
+            assert_eq!(h.len() % 64, 0);
+            assert_eq!(*h.last().unwrap_or(&0), b'\n');
+        }
+    }
+}
