@@ -673,24 +673,27 @@ int32_t x3s_poll(x3s_dev *d, x3s_progress *out)
     if (d->pending_fault) {
         int32_t code = d->pending_fault;
         set_error(d, code, "%s", d->fault_msg);
+        fault(d, code);
         fill_progress(d, out);
-        return fault(d, code);
+        return d->fault_code;
     }
     uint32_t flags = 0;
     int64_t furthest = 0;
     int64_t rc = sdk_progress(d, &flags, &furthest);
     d->err_flags = flags;
     if (rc < 0) {
+        fault(d, (int32_t)rc);
         fill_progress(d, out);
-        return fault(d, (int32_t)rc);
+        return d->fault_code;
     }
     int64_t first = -1;
     int64_t overruns;
     SDK(d, overruns, "xsp3_histogram_get_circ_overrun",
         xsp3_histogram_get_circ_overrun(d->path, -1, &first));
     if (overruns < 0) {
+        fault(d, (int32_t)overruns);
         fill_progress(d, out);
-        return fault(d, (int32_t)overruns);
+        return d->fault_code;
     }
     uint64_t frames = (uint64_t)rc;
     uint64_t far = (uint64_t)furthest;
@@ -711,8 +714,9 @@ int32_t x3s_poll(x3s_dev *d, x3s_progress *out)
         describe_flags(fatal, names, sizeof names);
         set_error(d, XSP3_ERROR, "x3s_poll: SDK error flags 0x%" PRIx32 " (%s) at frame %" PRIu64,
                   flags, names, frames);
+        fault(d, XSP3_ERROR);
         fill_progress(d, out);
-        return fault(d, XSP3_ERROR);
+        return d->fault_code;
     }
 
     /* Watchdog: the detector is ahead but frames_complete has not moved for the timeout. */
@@ -726,16 +730,18 @@ int32_t x3s_poll(x3s_dev *d, x3s_progress *out)
                   "x3s_poll: progress stalled: frames_complete stuck at %" PRIu64
                   " for more than %" PRIu32 " ms while the detector reached frame %" PRIu64,
                   frames, d->progress_timeout_ms, far);
+        fault(d, X3S_E_TIMEOUT);
         fill_progress(d, out);
-        return fault(d, X3S_E_TIMEOUT);
+        return d->fault_code;
     }
 
     if (d->acq.n_frames > 0 && frames >= d->acq.n_frames) {
         if (!d->sdk_stopped) {
             SDK(d, rc, "xsp3_histogram_stop", xsp3_histogram_stop(d->path, -1));
             if (rc < 0) {
+                fault(d, (int32_t)rc);
                 fill_progress(d, out);
-                return fault(d, (int32_t)rc);
+                return d->fault_code;
             }
             d->sdk_stopped = 1;
         }

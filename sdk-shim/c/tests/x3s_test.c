@@ -1,0 +1,257 @@
+/*
+ * x3s_test.c: the shim's C API over the simulated SDK, for valgrind memcheck
+ * (sdk-shim/scripts/memcheck.sh).
+ *
+ * Linked with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc: every allocation made by the shim
+ * and the simulator goes through the counters below, which prove that nothing is allocated
+ * between x3s_arm and x3s_close.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "x3s.h"
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t m);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t m);
+void *__wrap_realloc(void *p, size_t n);
+
+static unsigned long g_allocs;
+
+void *__wrap_malloc(size_t n)
+{
+    __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED);
+    return __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t m)
+{
+    __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED);
+    return __real_calloc(n, m);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+    __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED);
+    return __real_realloc(p, n);
+}
+
+static unsigned long allocs(void)
+{
+    return __atomic_load_n(&g_allocs, __ATOMIC_RELAXED);
+}
+
+static int g_failures;
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
+            g_failures++;                                                                          \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_RC(expr, want)                                                                       \
+    do {                                                                                           \
+        int32_t rc_ = (expr);                                                                      \
+        if (rc_ != (want)) {                                                                       \
+            fprintf(stderr, "%s:%d: %s returned %d (%s), want %d (%s)\n", __FILE__, __LINE__,      \
+                    #expr, rc_, x3s_strerror(rc_), (want), x3s_strerror(want));                   \
+            g_failures++;                                                                          \
+        }                                                                                          \
+    } while (0)
+
+static void sleep_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* Polls until frames_complete >= n or a failure; bounded by a poll count. */
+static int32_t wait_frames(x3s_dev *d, uint64_t n, x3s_progress *p)
+{
+    for (int i = 0; i < 100000; i++) {
+        int32_t rc = x3s_poll(d, p);
+        if (rc < 0 || p->frames_complete >= n)
+            return rc;
+        sleep_us(200);
+    }
+    return X3S_E_TIMEOUT;
+}
+
+enum { NCH = 4, NBINS = 4096, NSC = 9, NTF = 32, NF = 40 };
+
+static uint32_t g_mca[8 * NCH * NBINS];
+static uint32_t g_sc[8 * NCH * NSC];
+static uint32_t g_emca[NCH * NBINS];
+static uint32_t g_esc[NCH * NSC];
+
+static void open_sim(x3s_open_params *p)
+{
+    x3s_default_open_params(p);
+    p->num_tf = NTF;
+    p->sim.n_channels = NCH;
+    p->sim.seed = 1234;
+}
+
+/* A software-triggered acquisition read in batches of 8 across the buffer wrap, checked against
+ * the content formula; no allocation between arm and close. */
+static void test_software_cycle(uint32_t trigger)
+{
+    x3s_open_params op;
+    open_sim(&op);
+    op.sim.ext_trigger_hz = 250.0; /* slow enough for the reader under valgrind */
+    x3s_dev *d = NULL;
+    unsigned long at_start = allocs();
+    CHECK_RC(x3s_open(&op, &d), 0);
+    if (!d)
+        return;
+    CHECK(allocs() > at_start); /* the counters see the shim's and the simulator's allocations */
+    x3s_info info;
+    CHECK_RC(x3s_get_info(d, &info), 0);
+    CHECK(info.n_channels == NCH && info.n_bins == NBINS && info.ring_frames == NTF);
+    CHECK(info.simulated == 1 && info.event_widths[3] == 9);
+    CHECK_RC(x3s_set_window(d, -1, 0, 600, 700), 0);
+    CHECK_RC(x3s_set_good_threshold(d, 2, 100), 0);
+    uint32_t windows[NCH][4];
+    uint32_t good[NCH] = {0, 0, 100, 0};
+    for (int c = 0; c < NCH; c++) {
+        windows[c][0] = 600;
+        windows[c][1] = 700;
+        windows[c][2] = 0;
+        windows[c][3] = NBINS - 1;
+    }
+    x3s_acq_params a = {NF, 2000, 0, trigger, 0, 0, 0};
+    CHECK_RC(x3s_configure(d, &a), 0);
+
+    unsigned long before = allocs();
+    CHECK_RC(x3s_arm(d), 0);
+    x3s_progress p;
+    for (uint64_t first = 0; first < NF; first += 8) {
+        if (trigger == X3S_TRIG_SOFTWARE)
+            for (int k = 0; k < 8; k++)
+                CHECK_RC(x3s_soft_trigger(d), 0);
+        CHECK_RC(wait_frames(d, first + 8, &p), 0);
+        CHECK_RC(x3s_read_mca(d, first, 8, g_mca, sizeof g_mca / 4), 8);
+        CHECK_RC(x3s_read_scalers(d, first, 8, g_sc, sizeof g_sc / 4), 8);
+        CHECK_RC(x3s_release(d, first, 8), 8);
+        for (uint64_t f = first; f < first + 8; f++) {
+            CHECK_RC(x3s_sim_expected_frame(&op.sim, NCH, a.exposure_ticks, &windows[0][0], good, f,
+                                            g_emca, NCH * NBINS, g_esc, NCH * NSC),
+                     0);
+            size_t i = (size_t)(f - first);
+            CHECK(memcmp(g_mca + i * NCH * NBINS, g_emca, sizeof g_emca) == 0);
+            CHECK(memcmp(g_sc + i * NCH * NSC, g_esc, sizeof g_esc) == 0);
+        }
+    }
+    CHECK_RC(x3s_poll(d, &p), 0);
+    CHECK(p.state == X3S_STATE_DONE && p.frames_complete == NF && p.overrun_count == 0);
+    /* Errors after arm: reported, and still no allocation. */
+    CHECK_RC(x3s_read_mca(d, NF, 1, g_mca, sizeof g_mca / 4), X3S_E_NOT_READY);
+    CHECK_RC(x3s_read_mca(d, 0, 1, g_mca, 10), X3S_E_BUFSIZE);
+    CHECK_RC(x3s_configure(d, &a), 0); /* DONE: allowed */
+    CHECK_RC(x3s_stop(d), 0);
+    CHECK_RC(x3s_stop(d), 0);
+    char msg[X3S_MAX_MSG];
+    CHECK_RC(x3s_last_error(d, msg, sizeof msg), X3S_E_BUFSIZE);
+    CHECK(strstr(msg, "buffer has 10") != NULL);
+    CHECK(allocs() == before);
+    if (allocs() != before)
+        fprintf(stderr, "%lu allocations after x3s_arm\n", allocs() - before);
+    CHECK_RC(x3s_close(d), 0);
+}
+
+/* Overrun when nothing is released; frames outside the buffer read as X3S_E_OVERRUN. */
+static void test_overrun(void)
+{
+    x3s_open_params op;
+    open_sim(&op);
+    x3s_dev *d = NULL;
+    CHECK_RC(x3s_open(&op, &d), 0);
+    if (!d)
+        return;
+    x3s_acq_params a = {100, 800, 0, X3S_TRIG_INTERNAL, 0, 0, 0};
+    CHECK_RC(x3s_configure(d, &a), 0);
+    CHECK_RC(x3s_arm(d), 0);
+    CHECK_RC(x3s_arm(d), X3S_E_STATE);
+    x3s_progress p;
+    CHECK_RC(wait_frames(d, 100, &p), 0);
+    CHECK(p.overrun_count == 100 - NTF && p.first_overrun == 0 && (p.err_flags & 0x10000));
+    CHECK_RC(x3s_read_mca(d, 67, 1, g_mca, sizeof g_mca / 4), X3S_E_OVERRUN);
+    CHECK_RC(x3s_read_scalers(d, 68, 8, g_sc, sizeof g_sc / 4), 8);
+    CHECK_RC(x3s_close(d), 0);
+}
+
+/* Injected faults, each with its message. */
+static void test_faults(void)
+{
+    x3s_open_params op;
+    char msg[X3S_MAX_MSG];
+    open_sim(&op);
+    op.sim.fail_open = 1;
+    x3s_dev *d = (x3s_dev *)&op; /* must be reset to NULL */
+    CHECK_RC(x3s_open(&op, &d), -9);
+    CHECK(d == NULL);
+    CHECK_RC(x3s_last_error(NULL, msg, sizeof msg), -9);
+    CHECK(strstr(msg, "device-not-found") != NULL);
+
+    open_sim(&op);
+    op.sim.error_at_frame = 7;
+    op.sim.error_code = -11;
+    CHECK_RC(x3s_open(&op, &d), 0);
+    if (!d)
+        return;
+    x3s_acq_params a = {50, 800, 1, X3S_TRIG_INTERNAL, 0, 0, 0};
+    CHECK_RC(x3s_configure(d, &a), 0);
+    CHECK_RC(x3s_arm(d), 0);
+    x3s_progress p;
+    CHECK_RC(wait_frames(d, 50, &p), -11);
+    CHECK(p.state == X3S_STATE_FAULT);
+    CHECK_RC(x3s_last_error(d, msg, sizeof msg), -11);
+    CHECK(strstr(msg, "injected error at frame 7") != NULL);
+    /* Truncation keeps the terminator. */
+    char tiny[8];
+    x3s_last_error(d, tiny, sizeof tiny);
+    CHECK(strlen(tiny) == 7);
+    CHECK_RC(x3s_read_mca(d, 0, 7, g_mca, sizeof g_mca / 4), 7);
+    CHECK_RC(x3s_close(d), 0);
+
+    open_sim(&op);
+    op.sim.stall_at_frame = 2;
+    op.progress_timeout_ms = 10;
+    CHECK_RC(x3s_open(&op, &d), 0);
+    if (!d)
+        return;
+    CHECK_RC(x3s_configure(d, &a), 0);
+    CHECK_RC(x3s_arm(d), 0);
+    CHECK_RC(wait_frames(d, 50, &p), X3S_E_TIMEOUT);
+    CHECK_RC(x3s_last_error(d, msg, sizeof msg), X3S_E_TIMEOUT);
+    CHECK(strstr(msg, "stalled") != NULL);
+    CHECK_RC(x3s_close(d), 0);
+
+    CHECK_RC(x3s_open(NULL, &d), X3S_E_ARG);
+    CHECK_RC(x3s_close(NULL), 0);
+}
+
+int main(void)
+{
+    CHECK(x3s_abi_version() == ((X3S_ABI_MAJOR << 16) | X3S_ABI_MINOR));
+    CHECK(strcmp(x3s_strerror(-6), "XSP3_RANGE_CHECK") == 0);
+    CHECK(strcmp(x3s_strerror(X3S_E_OVERRUN), "X3S_E_OVERRUN") == 0);
+    test_software_cycle(X3S_TRIG_SOFTWARE);
+    test_software_cycle(X3S_TRIG_EXTERNAL);
+    test_overrun();
+    test_faults();
+    if (g_failures) {
+        fprintf(stderr, "x3s_test: %d checks failed\n", g_failures);
+        return 1;
+    }
+    printf("x3s_test: all checks passed\n");
+    return 0;
+}
