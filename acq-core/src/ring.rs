@@ -627,10 +627,13 @@ impl<'r, 'a, W: Wait, const C: usize> Consumer<'r, 'a, W, C> {
 
     /// Committed frames this consumer has not read yet.
     pub fn available(&self) -> u64 {
-        // Acquire on head: see `read`. Relaxed on our own cursor (only moved forward by the
-        // producer for lossy consumers; a stale value only overstates what is available).
+        // Cursor first, with Acquire: if the producer moved this (lossy) consumer, its CAS
+        // released after its own `head` store, so the `head` we load next is at least the
+        // position we were moved to. The other order can pair a stale head with a fresh
+        // position and under-report (found by the loom model).
+        let position = self.slot().cursor.load(Ordering::Acquire) >> 1;
+        // Acquire: pairs with the producer's Release store of `head`.
         let head = self.ring.head.load(Ordering::Acquire);
-        let position = self.slot().cursor.load(Ordering::Relaxed) >> 1;
         head.saturating_sub(position)
     }
 
@@ -643,10 +646,19 @@ impl<'r, 'a, W: Wait, const C: usize> Consumer<'r, 'a, W, C> {
     /// number available (fewer than `min_frames`, possibly 0, only when closed).
     pub fn wait_available(&self, min_frames: u64) -> u64 {
         let min_frames = min_frames.max(1);
-        self.ring
-            .wait
-            .wait_while(&|| self.available() < min_frames && !self.ring.is_closed());
-        self.available()
+        loop {
+            self.ring
+                .wait
+                .wait_while(&|| self.available() < min_frames && !self.ring.is_closed());
+            // `closed` before counting: once closed, `head` is final and the count exact.
+            let closed = self.ring.is_closed();
+            let available = self.available();
+            // A lossy consumer can be skipped between the wait and the count; wait again
+            // unless the ring is closed.
+            if available >= min_frames || closed {
+                return available;
+            }
+        }
     }
 
     /// Up to `max_frames` contiguous committed frames, or `None` when there are none. Never blocks.
@@ -678,23 +690,23 @@ impl<'r, 'a, W: Wait, const C: usize> Consumer<'r, 'a, W, C> {
 
     fn read_lossy(&mut self, max_frames: u64) -> Option<ReadGrant<'_, 'r, 'a, W, C>> {
         let slot = &self.ring.consumers[self.index];
-        // Relaxed: the CAS below revalidates the value.
-        let mut cursor = slot.cursor.load(Ordering::Relaxed);
+        // Acquire (here and on CAS failure): see `available`; the `head` loaded after it is at
+        // least the position the producer may have moved us to.
+        let mut cursor = slot.cursor.load(Ordering::Acquire);
         loop {
             let position = cursor >> 1;
             // Acquire: as in `read_lossless`.
             let head = self.ring.head.load(Ordering::Acquire);
-            if head == position {
-                self.position = position;
+            if head <= position {
                 return None;
             }
-            // Acquire on success: if the producer moved us, we see its counter updates; the set
-            // flag stops it from moving us (and writing our slots) until we release.
+            // Acquire on success: as above; the set flag stops the producer from moving us (and
+            // writing our slots) until we release.
             match slot.cursor.compare_exchange_weak(
                 cursor,
                 cursor | READING,
                 Ordering::Acquire,
-                Ordering::Relaxed,
+                Ordering::Acquire,
             ) {
                 Ok(_) => {
                     self.position = position;
@@ -726,8 +738,8 @@ impl<'r, 'a, W: Wait, const C: usize> Consumer<'r, 'a, W, C> {
         if slot.policy != Policy::Lossy {
             return 0;
         }
-        // Relaxed: revalidated by the CAS.
-        let mut cursor = slot.cursor.load(Ordering::Relaxed);
+        // Acquire (here and on CAS failure): see `available`.
+        let mut cursor = slot.cursor.load(Ordering::Acquire);
         loop {
             let position = cursor >> 1;
             // Acquire: see `read_lossless`.
@@ -742,7 +754,7 @@ impl<'r, 'a, W: Wait, const C: usize> Consumer<'r, 'a, W, C> {
                 cursor,
                 target << 1,
                 Ordering::AcqRel,
-                Ordering::Relaxed,
+                Ordering::Acquire,
             ) {
                 Ok(_) => {
                     // Relaxed: a counter.
