@@ -1,0 +1,814 @@
+//! [`DaqJob`]: a group of datasets filled by a getter on a schedule, and its row buffer.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::column::{Column, Dtype, Entry};
+use super::error::DaqError;
+use super::log::{self, Level};
+
+/// Default HDF5 chunk length along the append axis (the reference's 2**6).
+pub const DEFAULT_CHUNK_LENGTH: usize = 64;
+/// Default limit of buffered rows per job; further samples are dropped and counted.
+pub const DEFAULT_MAX_BUFFER_ROWS: usize = 10_000_000;
+
+/// One dataset of a job: `/<group>/<name>`, element type and the shape of one entry
+/// (empty for scalars; the file's shape is `(rows, *shape)`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetSpec {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    /// Written as the dataset's `units` attribute when set.
+    pub unit: Option<String>,
+}
+
+impl DatasetSpec {
+    /// A scalar dataset.
+    pub fn scalar(name: impl Into<String>, dtype: Dtype) -> Self {
+        DatasetSpec {
+            name: name.into(),
+            dtype,
+            shape: Vec::new(),
+            unit: None,
+        }
+    }
+    /// A dataset whose entries have `shape`.
+    pub fn array(name: impl Into<String>, dtype: Dtype, shape: &[usize]) -> Self {
+        DatasetSpec {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            unit: None,
+        }
+    }
+    /// Sets the `units` attribute.
+    pub fn with_unit(mut self, unit: impl Into<String>) -> Self {
+        self.unit = Some(unit.into());
+        self
+    }
+    /// Elements per entry.
+    pub fn entry_len(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// When a job's getter runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadMode {
+    /// Every period, on a fixed grid from the start (missed slots are skipped and counted).
+    Periodic(Duration),
+    /// Again as soon as the getter returns; the getter is expected to block (socket, pipe).
+    Constant,
+    /// Once per [`Trigger::trigger`] call.
+    Triggered,
+}
+
+/// What a getter returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reading {
+    /// Nothing this time (the reference's `None`).
+    Skip,
+    /// One entry per dataset; the job stamps the time.
+    Row(Vec<Entry>),
+    /// Time (Unix seconds) and one entry per dataset, for jobs with getter-provided time.
+    TimedRow(f64, Vec<Entry>),
+    /// Bulk mode: many rows; `columns[i]` holds `time.len()` entries of dataset `i`, flattened.
+    Rows {
+        time: Vec<f64>,
+        columns: Vec<Column>,
+    },
+}
+
+/// A getter's error: anything that can be displayed.
+pub type GetterError = Box<dyn std::error::Error + Send + Sync>;
+/// The getter closure.
+pub type Getter = Box<dyn FnMut() -> Result<Reading, GetterError> + Send>;
+/// Called on every error once `consecutive` has reached the job's limit.
+pub type ErrorHandler = Box<dyn FnMut(&ErrorReport<'_>) + Send>;
+
+/// What the error handler is told.
+#[derive(Debug)]
+pub struct ErrorReport<'a> {
+    pub group: &'a str,
+    pub consecutive: u64,
+    pub total: u64,
+    pub error: &'a str,
+}
+
+/// An attribute value (group, root or user attributes).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum AttrValue {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+/// Wakes a worker thread; shared by the worker and every trigger of its jobs.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    pub(crate) generation: Mutex<u64>,
+    pub(crate) cv: Condvar,
+}
+
+impl Wake {
+    pub(crate) fn notify(&self) {
+        let mut g = lock(&self.generation);
+        *g = g.wrapping_add(1);
+        self.cv.notify_all();
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the buffers stay valid
+/// because every mutation keeps them consistent before it can panic).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Requests reads of a [`ReadMode::Triggered`] job (cheap to clone, usable from any thread).
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub(crate) shared: Arc<JobShared>,
+}
+
+impl Trigger {
+    /// Requests one read; reads requested faster than the getter runs are all performed.
+    pub fn trigger(&self) {
+        self.shared.pending.fetch_add(1, Ordering::SeqCst);
+        if let Some(w) = lock(&self.shared.wake).as_ref() {
+            w.notify();
+        }
+    }
+}
+
+/// Counters of one job, readable while it runs.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub reads: AtomicU64,
+    pub rows: AtomicU64,
+    pub skipped: AtomicU64,
+    pub deduplicated: AtomicU64,
+    pub dropped: AtomicU64,
+    pub errors: AtomicU64,
+    pub consecutive_errors: AtomicU64,
+    pub missed_periods: AtomicU64,
+    pub written: AtomicU64,
+}
+
+/// State shared between a job's worker, the daemon's writer and triggers.
+#[derive(Debug)]
+pub(crate) struct JobShared {
+    pub(crate) buffer: Mutex<JobBuffer>,
+    pub(crate) counters: Counters,
+    pub(crate) last_error: Mutex<Option<String>>,
+    pub(crate) pending: AtomicU64,
+    pub(crate) wake: Mutex<Option<Arc<Wake>>>,
+}
+
+/// A snapshot of a job's counters.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobStatus {
+    pub group: String,
+    /// Getter calls.
+    pub reads: u64,
+    /// Rows accepted into the buffer.
+    pub rows: u64,
+    /// Rows appended to files.
+    pub written: u64,
+    /// Rows waiting in the buffer.
+    pub buffered: u64,
+    pub skipped: u64,
+    pub deduplicated: u64,
+    /// Rows dropped because the buffer was full.
+    pub dropped: u64,
+    pub errors: u64,
+    pub consecutive_errors: u64,
+    /// Periodic slots skipped because the getter overran its period.
+    pub missed_periods: u64,
+    pub last_error: Option<String>,
+}
+
+/// A job: a group of datasets, a getter and a read schedule. Built with [`DaqJob::new`] and the
+/// `with_*` methods, then handed to a [`super::DaqDaemon`].
+pub struct DaqJob {
+    pub(crate) group: String,
+    pub(crate) datasets: Vec<DatasetSpec>,
+    pub(crate) getter: Getter,
+    pub(crate) mode: ReadMode,
+    pub(crate) thread_id: Option<u32>,
+    pub(crate) provide_time: bool,
+    pub(crate) bulk: bool,
+    pub(crate) error_limit: u64,
+    pub(crate) error_handler: Option<ErrorHandler>,
+    pub(crate) error_delay: Duration,
+    pub(crate) attrs: Vec<(String, AttrValue)>,
+    pub(crate) chunk_length: usize,
+    pub(crate) on_stop: Option<Box<dyn FnMut() + Send>>,
+    pub(crate) shared: Arc<JobShared>,
+}
+
+impl std::fmt::Debug for DaqJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaqJob")
+            .field("group", &self.group)
+            .field("datasets", &self.datasets)
+            .field("mode", &self.mode)
+            .field("thread_id", &self.thread_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks an HDF5 object name: non-empty, no `/`, not `.`.
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), DaqError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
+        return Err(DaqError::Invalid(format!(
+            "{what} {name:?}: must be non-empty and contain no '/' or NUL"
+        )));
+    }
+    Ok(())
+}
+
+impl DaqJob {
+    /// A periodic job (1 s, like the reference) with automatic time and de-duplication off.
+    /// Fails when the group or a dataset name is invalid, repeated, or `time`.
+    pub fn new<F>(group: &str, datasets: Vec<DatasetSpec>, getter: F) -> Result<DaqJob, DaqError>
+    where
+        F: FnMut() -> Result<Reading, GetterError> + Send + 'static,
+    {
+        check_name("group", group)?;
+        if datasets.is_empty() {
+            return Err(DaqError::Invalid(format!("job {group:?}: no datasets")));
+        }
+        for (i, d) in datasets.iter().enumerate() {
+            check_name(&format!("job {group:?}: dataset"), &d.name)?;
+            if d.name == "time" {
+                return Err(DaqError::Invalid(format!(
+                    "job {group:?}: dataset name \"time\" is reserved for the time column"
+                )));
+            }
+            if datasets[..i].iter().any(|o| o.name == d.name) {
+                return Err(DaqError::Invalid(format!(
+                    "job {group:?}: dataset {:?} appears twice",
+                    d.name
+                )));
+            }
+            if d.shape.contains(&0) {
+                return Err(DaqError::Invalid(format!(
+                    "job {group:?}: dataset {:?} has a zero-length axis in shape {:?}",
+                    d.name, d.shape
+                )));
+            }
+        }
+        let buffer = JobBuffer::new(&datasets, DEFAULT_MAX_BUFFER_ROWS);
+        Ok(DaqJob {
+            group: group.to_string(),
+            datasets,
+            getter: Box::new(getter),
+            mode: ReadMode::Periodic(Duration::from_secs(1)),
+            thread_id: None,
+            provide_time: false,
+            bulk: false,
+            error_limit: 2,
+            error_handler: None,
+            error_delay: Duration::from_secs(1),
+            attrs: Vec::new(),
+            chunk_length: DEFAULT_CHUNK_LENGTH,
+            on_stop: None,
+            shared: Arc::new(JobShared {
+                buffer: Mutex::new(buffer),
+                counters: Counters::default(),
+                last_error: Mutex::new(None),
+                pending: AtomicU64::new(0),
+                wake: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Sets the read mode. A periodic job needs a non-zero period.
+    pub fn with_mode(mut self, mode: ReadMode) -> Result<Self, DaqError> {
+        if let ReadMode::Periodic(p) = mode {
+            if p.is_zero() {
+                return Err(DaqError::Invalid(format!(
+                    "job {:?}: the read period must be > 0",
+                    self.group
+                )));
+            }
+        }
+        self.mode = mode;
+        Ok(self)
+    }
+    /// Jobs with the same thread id run on one thread, so their getters never overlap.
+    pub fn with_thread_id(mut self, id: u32) -> Self {
+        self.thread_id = Some(id);
+        self
+    }
+    /// The getter returns [`Reading::TimedRow`] (time first) instead of the job stamping it.
+    pub fn with_provided_time(mut self, on: bool) -> Self {
+        self.provide_time = on;
+        self
+    }
+    /// Bulk mode: the getter returns [`Reading::Rows`]; implies provided time, no de-duplication.
+    pub fn with_bulk(mut self, on: bool) -> Self {
+        self.bulk = on;
+        if on {
+            self.provide_time = true;
+            lock(&self.shared.buffer).dedup = false;
+        }
+        self
+    }
+    /// De-duplication: of a run of identical rows only the first and the last are kept (the
+    /// last one's time follows the run). Ignored in bulk mode.
+    pub fn with_dedup(self, on: bool) -> Self {
+        lock(&self.shared.buffer).dedup = on && !self.bulk;
+        self
+    }
+    /// After `limit` consecutive errors (getter errors, panics, or rows that do not fit the
+    /// datasets) `handler` is called, and again on every further error until a read succeeds.
+    pub fn with_error_handler<H>(mut self, limit: u64, handler: H) -> Self
+    where
+        H: FnMut(&ErrorReport<'_>) + Send + 'static,
+    {
+        self.error_limit = limit.max(1);
+        self.error_handler = Some(Box::new(handler));
+        self
+    }
+    /// In constant mode, the pause after an error before the next read (default 1 s).
+    pub fn with_error_delay(mut self, d: Duration) -> Self {
+        self.error_delay = d;
+        self
+    }
+    /// Attributes of the job's group.
+    pub fn with_attrs(mut self, attrs: Vec<(String, AttrValue)>) -> Self {
+        self.attrs = attrs;
+        self
+    }
+    /// HDF5 chunk length along the append axis (default 64).
+    pub fn with_chunk_length(mut self, n: usize) -> Self {
+        self.chunk_length = n.max(1);
+        self
+    }
+    /// Limit of buffered rows; samples beyond it are dropped and counted (default 10 M).
+    pub fn with_max_buffer_rows(self, n: usize) -> Self {
+        lock(&self.shared.buffer).max_rows = n.max(1);
+        self
+    }
+    /// Called once when the daemon stops (before it waits for the job's thread), e.g. to end
+    /// an external process the getter is blocked on.
+    pub fn with_on_stop<F: FnMut() + Send + 'static>(mut self, f: F) -> Self {
+        self.on_stop = Some(Box::new(f));
+        self
+    }
+
+    /// The group name.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+    /// The datasets (without `time`).
+    pub fn datasets(&self) -> &[DatasetSpec] {
+        &self.datasets
+    }
+    /// The read mode.
+    pub fn mode(&self) -> ReadMode {
+        self.mode
+    }
+    /// The thread id, if any.
+    pub fn thread_id(&self) -> Option<u32> {
+        self.thread_id
+    }
+    /// A handle to trigger reads.
+    pub fn trigger(&self) -> Trigger {
+        Trigger {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+    /// A handle to this job's buffer and counters that stays valid after the job moves into a
+    /// daemon.
+    pub fn handle(&self) -> JobHandle {
+        JobHandle {
+            group: self.group.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Runs the getter once and buffers its result; `now` stamps automatic time.
+    pub fn read_once(&mut self, now: &dyn Fn() -> f64) {
+        let shared = Arc::clone(&self.shared);
+        let c = &shared.counters;
+        c.reads.fetch_add(1, Ordering::Relaxed);
+        let result = catch_unwind(AssertUnwindSafe(|| (self.getter)()));
+        let t = now();
+        let outcome = match result {
+            Err(_) => Err("getter panicked".to_string()),
+            Ok(Err(e)) => Err(format!("getter failed: {e}")),
+            Ok(Ok(Reading::Skip)) => {
+                c.skipped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Ok(reading)) => self.buffer_reading(reading, t),
+        };
+        match outcome {
+            Ok(()) => c.consecutive_errors.store(0, Ordering::Relaxed),
+            Err(msg) => self.record_error(msg),
+        }
+    }
+
+    fn buffer_reading(&mut self, reading: Reading, t_auto: f64) -> Result<(), String> {
+        let shared = Arc::clone(&self.shared);
+        let c = &shared.counters;
+        let mut buf = lock(&shared.buffer);
+        let outcome = match reading {
+            Reading::Skip => return Ok(()),
+            Reading::Row(entries) => {
+                if self.provide_time || self.bulk {
+                    return Err("getter returned a row without time, but the job expects the getter to provide the time".into());
+                }
+                buf.push_row(t_auto, &entries, &self.datasets)?
+            }
+            Reading::TimedRow(t, entries) => {
+                if !self.provide_time || self.bulk {
+                    return Err("getter returned a time, but the job stamps the time itself (enable provided time)".into());
+                }
+                if !t.is_finite() {
+                    return Err(format!("getter returned time {t}"));
+                }
+                buf.push_row(t, &entries, &self.datasets)?
+            }
+            Reading::Rows { time, columns } => {
+                if !self.bulk {
+                    return Err("getter returned bulk rows, but the job is not in bulk mode".into());
+                }
+                buf.push_rows(&time, &columns, &self.datasets)?
+            }
+        };
+        drop(buf);
+        match outcome {
+            Pushed::Rows(n) => {
+                c.rows.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Pushed::Deduplicated => {
+                c.deduplicated.fetch_add(1, Ordering::Relaxed);
+            }
+            Pushed::Dropped(n) => {
+                c.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn record_error(&mut self, msg: String) {
+        let c = &self.shared.counters;
+        let total = c.errors.fetch_add(1, Ordering::Relaxed) + 1;
+        let consecutive = c.consecutive_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        log::emit(
+            Level::Warn,
+            format_args!(
+                "job {}: {msg} (consecutive errors: {consecutive})",
+                self.group
+            ),
+        );
+        if consecutive >= self.error_limit {
+            if let Some(h) = self.error_handler.as_mut() {
+                let report = ErrorReport {
+                    group: &self.group,
+                    consecutive,
+                    total,
+                    error: msg.as_str(),
+                };
+                if catch_unwind(AssertUnwindSafe(|| h(&report))).is_err() {
+                    log::emit(
+                        Level::Error,
+                        format_args!("job {}: the error handler panicked", self.group),
+                    );
+                }
+            }
+        }
+        *lock(&self.shared.last_error) = Some(msg);
+    }
+}
+
+/// A handle on a job's buffer and counters.
+#[derive(Debug, Clone)]
+pub struct JobHandle {
+    pub(crate) group: String,
+    pub(crate) shared: Arc<JobShared>,
+}
+
+impl JobHandle {
+    /// The job's counters now.
+    pub fn status(&self) -> JobStatus {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        JobStatus {
+            group: self.group.clone(),
+            reads: get(&c.reads),
+            rows: get(&c.rows),
+            written: get(&c.written),
+            buffered: lock(&self.shared.buffer).rows() as u64,
+            skipped: get(&c.skipped),
+            deduplicated: get(&c.deduplicated),
+            dropped: get(&c.dropped),
+            errors: get(&c.errors),
+            consecutive_errors: get(&c.consecutive_errors),
+            missed_periods: get(&c.missed_periods),
+            last_error: lock(&self.shared.last_error).clone(),
+        }
+    }
+
+    /// Removes buffered rows: all of them when `all`, otherwise all but a de-duplication run's
+    /// last row, which may still have its time updated.
+    pub fn drain(&self, all: bool) -> Drained {
+        lock(&self.shared.buffer).drain(all)
+    }
+}
+
+/// Rows taken out of a job's buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drained {
+    pub time: Vec<f64>,
+    /// One column per dataset, `time.len() * entry_len` elements each.
+    pub columns: Vec<Column>,
+}
+
+impl Drained {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.time.len()
+    }
+}
+
+#[derive(Debug)]
+enum Pushed {
+    Rows(usize),
+    Deduplicated,
+    Dropped(usize),
+}
+
+/// The rows a job has read and the daemon has not written yet.
+#[derive(Debug)]
+pub(crate) struct JobBuffer {
+    time: Vec<f64>,
+    columns: Vec<Column>,
+    entry_lens: Vec<usize>,
+    dtypes: Vec<Dtype>,
+    pub(crate) dedup: bool,
+    pub(crate) max_rows: usize,
+    run_len: u32,
+    have_last: bool,
+    last_bytes: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl JobBuffer {
+    pub(crate) fn new(datasets: &[DatasetSpec], max_rows: usize) -> Self {
+        JobBuffer {
+            time: Vec::new(),
+            columns: datasets
+                .iter()
+                .map(|d| Column::with_capacity(d.dtype, 0))
+                .collect(),
+            entry_lens: datasets.iter().map(DatasetSpec::entry_len).collect(),
+            dtypes: datasets.iter().map(|d| d.dtype).collect(),
+            dedup: false,
+            max_rows,
+            run_len: 0,
+            have_last: false,
+            last_bytes: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.time.len()
+    }
+
+    fn rollback(&mut self, lens: &[usize]) {
+        for (c, &l) in self.columns.iter_mut().zip(lens) {
+            c.truncate(l);
+        }
+    }
+
+    fn push_row(
+        &mut self,
+        t: f64,
+        entries: &[Entry],
+        specs: &[DatasetSpec],
+    ) -> Result<Pushed, String> {
+        if entries.len() != self.columns.len() {
+            return Err(format!(
+                "getter returned {} entries, the job has {} datasets ({})",
+                entries.len(),
+                self.columns.len(),
+                specs
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if self.time.len() >= self.max_rows {
+            return Ok(Pushed::Dropped(1));
+        }
+        let lens: Vec<usize> = self.columns.iter().map(Column::len).collect();
+        for (i, entry) in entries.iter().enumerate() {
+            let want = self.entry_lens[i];
+            let res = match entry {
+                super::column::Entry::Scalar(s) if want == 1 && specs[i].shape.is_empty() => {
+                    self.columns[i].push_scalar(*s)
+                }
+                super::column::Entry::Scalar(_) => Err(format!(
+                    "an array of shape {:?} is expected, got a scalar",
+                    specs[i].shape
+                )),
+                super::column::Entry::Array(a) if a.len() == want => self.columns[i].extend_from(a),
+                super::column::Entry::Array(a) => Err(format!(
+                    "{} elements (shape {:?}) are expected, got {}",
+                    want,
+                    specs[i].shape,
+                    a.len()
+                )),
+            };
+            if let Err(e) = res {
+                self.rollback(&lens);
+                return Err(format!("dataset {}: {e}", specs[i].name));
+            }
+        }
+        let had_rows = !self.time.is_empty();
+        self.time.push(t);
+        if !self.dedup {
+            return Ok(Pushed::Rows(1));
+        }
+        self.scratch.clear();
+        for (i, c) in self.columns.iter().enumerate() {
+            c.row_bytes(lens[i]..lens[i] + self.entry_lens[i], &mut self.scratch);
+        }
+        if self.have_last && self.scratch == self.last_bytes {
+            if self.run_len >= 2 && had_rows {
+                // Same as the run's current last row: drop the new row, move the time.
+                self.rollback(&lens);
+                self.time.pop();
+                if let Some(last) = self.time.last_mut() {
+                    *last = t;
+                }
+                return Ok(Pushed::Deduplicated);
+            }
+            self.run_len = self.run_len.saturating_add(1).max(2);
+        } else {
+            self.run_len = 1;
+            std::mem::swap(&mut self.last_bytes, &mut self.scratch);
+            self.have_last = true;
+        }
+        Ok(Pushed::Rows(1))
+    }
+
+    fn push_rows(
+        &mut self,
+        time: &[f64],
+        columns: &[Column],
+        specs: &[DatasetSpec],
+    ) -> Result<Pushed, String> {
+        let n = time.len();
+        if columns.len() != self.columns.len() {
+            return Err(format!(
+                "getter returned {} columns, the job has {} datasets",
+                columns.len(),
+                self.columns.len()
+            ));
+        }
+        if let Some(bad) = time.iter().find(|t| !t.is_finite()) {
+            return Err(format!("getter returned time {bad}"));
+        }
+        for (i, c) in columns.iter().enumerate() {
+            if c.len() != n * self.entry_lens[i] {
+                return Err(format!(
+                    "dataset {}: {} rows need {} elements, got {}",
+                    specs[i].name,
+                    n,
+                    n * self.entry_lens[i],
+                    c.len()
+                ));
+            }
+        }
+        if self.time.len() + n > self.max_rows {
+            return Ok(Pushed::Dropped(n));
+        }
+        let lens: Vec<usize> = self.columns.iter().map(Column::len).collect();
+        for (i, c) in columns.iter().enumerate() {
+            if let Err(e) = self.columns[i].extend_from(c) {
+                self.rollback(&lens);
+                return Err(format!("dataset {}: {e}", specs[i].name));
+            }
+        }
+        self.time.extend_from_slice(time);
+        Ok(Pushed::Rows(n))
+    }
+
+    pub(crate) fn drain(&mut self, all: bool) -> Drained {
+        let n = self.time.len();
+        let keep = usize::from(!all && self.dedup && self.run_len >= 2 && n > 0);
+        let split = n - keep;
+        let tail_time = self.time.split_off(split);
+        let time = std::mem::replace(&mut self.time, tail_time);
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for (i, c) in self.columns.iter_mut().enumerate() {
+            let tail = c.split_off(split * self.entry_lens[i]);
+            let mut head = std::mem::replace(c, tail);
+            // Keep the next buffer's allocation near the size just used.
+            if head.is_empty() {
+                head = Column::with_capacity(self.dtypes[i], 0);
+            }
+            columns.push(head);
+        }
+        Drained { time, columns }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specs() -> Vec<DatasetSpec> {
+        vec![
+            DatasetSpec::scalar("a", Dtype::F64),
+            DatasetSpec::array("b", Dtype::U16, &[2]),
+        ]
+    }
+
+    #[test]
+    fn dedup_keeps_first_and_last_of_a_run() {
+        let specs = specs();
+        let mut b = JobBuffer::new(&specs, 100);
+        b.dedup = true;
+        let row = |a: f64, x: u16| vec![Entry::from(a), Entry::from(vec![x, x])];
+        // d0 d0 d0 d0 d1 d1 d1 d2 d3 d3 d3 -> d0 d0 d1 d1 d2 d3 d3 (the reference's example)
+        let seq = [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 3.0, 3.0, 3.0];
+        for (i, v) in seq.iter().enumerate() {
+            b.push_row(i as f64, &row(*v, *v as u16), &specs).unwrap();
+        }
+        let d = b.drain(true);
+        assert_eq!(d.time, vec![0.0, 3.0, 4.0, 6.0, 7.0, 8.0, 10.0]);
+        assert_eq!(
+            d.columns[0],
+            Column::F64(vec![0.0, 0.0, 1.0, 1.0, 2.0, 3.0, 3.0])
+        );
+        assert_eq!(
+            d.columns[1],
+            Column::U16(vec![0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 3, 3, 3, 3])
+        );
+    }
+
+    #[test]
+    fn dedup_holds_back_the_open_run_across_drains() {
+        let specs = specs();
+        let mut b = JobBuffer::new(&specs, 100);
+        b.dedup = true;
+        let row = vec![Entry::from(5.0), Entry::from(vec![1u16, 2])];
+        for t in 0..3 {
+            b.push_row(f64::from(t), &row, &specs).unwrap();
+        }
+        let d = b.drain(false);
+        assert_eq!(
+            d.time,
+            vec![0.0],
+            "the run's last row stays for its time to move on"
+        );
+        b.push_row(3.0, &row, &specs).unwrap();
+        b.push_row(4.0, &row, &specs).unwrap();
+        let d = b.drain(true);
+        assert_eq!(d.time, vec![4.0]);
+        assert_eq!(d.columns[1], Column::U16(vec![1, 2]));
+    }
+
+    #[test]
+    fn wrong_rows_are_rejected_without_partial_writes() {
+        let specs = specs();
+        let mut b = JobBuffer::new(&specs, 100);
+        assert!(b.push_row(0.0, &[Entry::from(1.0)], &specs).is_err());
+        let err = b.push_row(0.0, &[Entry::from(1.0), Entry::from(vec![1u16])], &specs);
+        assert!(err.unwrap_err().contains("dataset b"));
+        assert!(b
+            .push_row(0.0, &[Entry::from(1.0), Entry::from(7.0)], &specs)
+            .is_err());
+        assert_eq!(b.rows(), 0);
+        assert_eq!(
+            b.columns[0].len(),
+            0,
+            "the first dataset's value was rolled back"
+        );
+        let mut small = JobBuffer::new(&specs, 1);
+        let ok = vec![Entry::from(1.0), Entry::from(vec![1u16, 2])];
+        assert!(matches!(
+            small.push_row(0.0, &ok, &specs),
+            Ok(Pushed::Rows(1))
+        ));
+        assert!(matches!(
+            small.push_row(1.0, &ok, &specs),
+            Ok(Pushed::Dropped(1))
+        ));
+    }
+}

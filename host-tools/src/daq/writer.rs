@@ -1,0 +1,680 @@
+//! The file side of the daemon: which file rows go to, rollover by calendar time and by size,
+//! file names, chaining ids, run/file attributes, renaming, and the two crash-safety modes.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hdf5::File;
+
+use super::column::Column;
+use super::error::DaqError;
+use super::hdf::{self, Filters, JobLayout};
+use super::job::{AttrValue, Drained};
+use super::log::daq_log;
+use super::time::{compact_stamp, parse_compact_stamp, Rollover};
+
+/// How the file is kept between writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Open, append, flush and close at every write (the reference's way): a kill between writes
+    /// leaves a closed, consistent file that any reader opens.
+    Close,
+    /// Keep the file open in SWMR-write mode and flush after every write: readers can follow it
+    /// live (`swmr=True`); after a kill it opens in SWMR-read mode, or normally after
+    /// `h5daq recover` (h5clear -s), with everything up to the last flush.
+    Swmr,
+}
+
+impl WriteMode {
+    /// `close` or `swmr`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteMode::Close => "close",
+            WriteMode::Swmr => "swmr",
+        }
+    }
+}
+
+impl std::str::FromStr for WriteMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "close" => Ok(WriteMode::Close),
+            "swmr" => Ok(WriteMode::Swmr),
+            other => Err(format!("unknown write mode {other:?} (use close or swmr)")),
+        }
+    }
+}
+
+/// Settings of the file side.
+#[derive(Debug, Clone)]
+pub struct FileSettings {
+    pub directory: PathBuf,
+    pub prefix: String,
+    pub rollover: Rollover,
+    pub max_file_bytes: Option<u64>,
+    pub filters: Filters,
+    pub mode: WriteMode,
+    /// Root attributes written when a file is created (besides the run/file ones).
+    pub attrs: Vec<(String, AttrValue)>,
+}
+
+/// The file being written.
+#[derive(Debug)]
+struct Current {
+    path: PathBuf,
+    from: f64,
+    to: f64,
+    file_id: u64,
+    rows: u64,
+    /// The open file in SWMR mode.
+    handle: Option<File>,
+}
+
+/// What one write did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteReport {
+    pub rows: u64,
+    /// Rows written per job, in job order.
+    pub per_job: Vec<u64>,
+    pub files_closed: Vec<PathBuf>,
+    pub current: Option<PathBuf>,
+    pub seconds: f64,
+}
+
+/// Rows per job not yet in a file, the current file and the run's file list.
+pub(crate) struct FileWriter {
+    settings: FileSettings,
+    jobs: Vec<JobLayout>,
+    pending: Vec<Drained>,
+    current: Option<Current>,
+    next_from: f64,
+    run_start: f64,
+    previous_id: u64,
+    next_id: u64,
+    rng: Rng,
+    finished: Vec<PathBuf>,
+    chunk_cache: usize,
+}
+
+/// The file name `{prefix}_{from}_{to}.h5` with `%Y%m%dT%H%M%S.mmmZ` stamps.
+pub fn file_name(prefix: &str, from: f64, to: f64) -> String {
+    format!("{prefix}_{}_{}.h5", compact_stamp(from), compact_stamp(to))
+}
+
+/// Parses `{prefix}_{from}_{to}.h5` (optionally `_{n}` before `.h5`) into `(from, to)`.
+pub fn parse_file_name(prefix: &str, name: &str) -> Option<(f64, f64)> {
+    let rest = name
+        .strip_prefix(prefix)?
+        .strip_prefix('_')?
+        .strip_suffix(".h5")?;
+    let from = parse_compact_stamp(rest.get(..20)?)?;
+    let rest = rest.get(20..)?.strip_prefix('_')?;
+    let to = parse_compact_stamp(rest.get(..20)?)?;
+    let tail = rest.get(20..)?;
+    if !(tail.is_empty()
+        || tail
+            .strip_prefix('_')
+            .is_some_and(|n| n.parse::<u32>().is_ok()))
+    {
+        return None;
+    }
+    Some((from, to))
+}
+
+/// A free path for `name` in `dir`: `name`, else `stem_1.h5`, `stem_2.h5`, ...
+fn free_path(dir: &Path, name: &str, except: Option<&Path>) -> PathBuf {
+    let p = dir.join(name);
+    if !p.exists() || Some(p.as_path()) == except {
+        return p;
+    }
+    let stem = name.strip_suffix(".h5").unwrap_or(name);
+    (1u32..)
+        .map(|i| dir.join(format!("{stem}_{i}.h5")))
+        .find(|p| !p.exists() || Some(p.as_path()) == except)
+        .unwrap_or(p)
+}
+
+/// xorshift64*: jitter and file ids (not cryptographic; ids only need to be distinct).
+#[derive(Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn seeded() -> Rng {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        if let Ok(bytes) = std::fs::read("/proc/sys/kernel/random/uuid") {
+            for b in bytes {
+                seed = (seed ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+            }
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Rng(seed ^ nanos ^ u64::from(std::process::id()).rotate_left(32) | 1)
+    }
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [0, 1).
+    pub(crate) fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn id(&mut self) -> u64 {
+        loop {
+            let v = self.next_u64();
+            if v != 0 {
+                return v;
+            }
+        }
+    }
+}
+
+fn write_rows(file: &File, jobs: &[JobLayout], rows: &[(usize, Drained)]) -> Result<u64, DaqError> {
+    let mut n = 0;
+    for (j, d) in rows {
+        hdf::append(file, &jobs[*j], d)?;
+        n += d.rows() as u64;
+    }
+    file.flush()
+        .map_err(DaqError::hdf5(format!("{}: flush", file.filename())))?;
+    Ok(n)
+}
+
+/// Splits rows into those with `time < boundary` and the rest.
+fn split_before(d: Drained, boundary: f64, entry_lens: &[usize]) -> (Drained, Drained) {
+    if d.time.iter().all(|&t| t < boundary) {
+        let empty = empty_like(&d);
+        return (d, empty);
+    }
+    if d.time.iter().all(|&t| t >= boundary) {
+        let empty = empty_like(&d);
+        return (empty, d);
+    }
+    let mut a = empty_like(&d);
+    let mut b = empty_like(&d);
+    for (i, &t) in d.time.iter().enumerate() {
+        let dst = if t < boundary { &mut a } else { &mut b };
+        dst.time.push(t);
+        for (j, c) in d.columns.iter().enumerate() {
+            let e = entry_lens[j];
+            dst.columns[j].extend_range(c, i * e..(i + 1) * e);
+        }
+    }
+    (a, b)
+}
+
+fn empty_like(d: &Drained) -> Drained {
+    Drained {
+        time: Vec::new(),
+        columns: d
+            .columns
+            .iter()
+            .map(|c| Column::with_capacity(c.dtype(), 0))
+            .collect(),
+    }
+}
+
+fn append_drained(dst: &mut Drained, src: Drained) {
+    if dst.time.is_empty() {
+        *dst = src;
+        return;
+    }
+    dst.time.extend_from_slice(&src.time);
+    for (d, s) in dst.columns.iter_mut().zip(&src.columns) {
+        d.extend_range(s, 0..s.len());
+    }
+}
+
+impl FileWriter {
+    pub(crate) fn new(settings: FileSettings, jobs: Vec<JobLayout>, run_start: f64) -> Self {
+        let mut rng = Rng::seeded();
+        let next_id = rng.id();
+        let chunk_cache = jobs
+            .iter()
+            .map(JobLayout::max_chunk_bytes)
+            .max()
+            .unwrap_or(0)
+            * 2;
+        let pending = jobs
+            .iter()
+            .map(|j| Drained {
+                time: Vec::new(),
+                columns: j
+                    .datasets
+                    .iter()
+                    .map(|d| Column::with_capacity(d.dtype, 0))
+                    .collect(),
+            })
+            .collect();
+        FileWriter {
+            settings,
+            jobs,
+            pending,
+            current: None,
+            next_from: run_start,
+            run_start,
+            previous_id: 0,
+            next_id,
+            rng,
+            finished: Vec::new(),
+            chunk_cache,
+        }
+    }
+
+    pub(crate) fn current_path(&self) -> Option<&Path> {
+        self.current.as_ref().map(|c| c.path.as_path())
+    }
+
+    pub(crate) fn finished(&self) -> &[PathBuf] {
+        &self.finished
+    }
+
+    pub(crate) fn pending_rows(&self) -> u64 {
+        self.pending.iter().map(|d| d.rows() as u64).sum()
+    }
+
+    fn root_attrs(&self, from: f64) -> Vec<(String, AttrValue)> {
+        let s = &self.settings;
+        let mut v = vec![
+            ("run_start".to_string(), AttrValue::Float(self.run_start)),
+            ("run_end".to_string(), AttrValue::Float(f64::NAN)),
+            ("file_start".to_string(), AttrValue::Float(from)),
+            ("file_end".to_string(), AttrValue::Float(f64::NAN)),
+            (
+                "rollover_interval".to_string(),
+                AttrValue::Str(s.rollover.to_string()),
+            ),
+            (
+                "max_file_bytes".to_string(),
+                AttrValue::Int(s.max_file_bytes.map_or(0, |b| b as i64)),
+            ),
+            (
+                "write_mode".to_string(),
+                AttrValue::Str(s.mode.name().to_string()),
+            ),
+            (
+                "software".to_string(),
+                AttrValue::Str(format!("h5daq {}", env!("CARGO_PKG_VERSION"))),
+            ),
+        ];
+        // The u64 ids are written separately; user attributes come last (the config rejects
+        // reserved names).
+        v.extend(s.attrs.iter().cloned());
+        v
+    }
+
+    fn open_new(&mut self) -> Result<(), DaqError> {
+        let from = self.next_from;
+        let to = self.settings.rollover.next_after(from);
+        let name = file_name(&self.settings.prefix, from, to - 0.001);
+        let path = free_path(&self.settings.directory, &name, None);
+        let file_id = self.next_id;
+        let attrs = self.root_attrs(from);
+        let file = hdf::create(
+            &path,
+            &self.jobs,
+            self.settings.filters,
+            &attrs,
+            self.chunk_cache,
+        )?;
+        let ids = [
+            ("previous_file_id", self.previous_id),
+            ("file_id", file_id),
+            ("following_file_id", 0),
+        ];
+        for (k, v) in ids {
+            hdf::set_attr_u64(&file, k, v)
+                .map_err(DaqError::hdf5(format!("{}: attribute {k}", path.display())))?;
+        }
+        let handle = match self.settings.mode {
+            WriteMode::Close => {
+                file.close()
+                    .map_err(DaqError::hdf5(format!("{}: close", path.display())))?;
+                None
+            }
+            WriteMode::Swmr => {
+                file.start_swmr()
+                    .map_err(DaqError::hdf5(format!("{}: start SWMR", path.display())))?;
+                file.flush()
+                    .map_err(DaqError::hdf5(format!("{}: flush", path.display())))?;
+                Some(file)
+            }
+        };
+        daq_log!(
+            Info,
+            "new file {} (rollover at {})",
+            path.display(),
+            compact_stamp(to)
+        );
+        self.next_id = self.rng.id();
+        self.current = Some(Current {
+            path,
+            from,
+            to,
+            file_id,
+            rows: 0,
+            handle,
+        });
+        Ok(())
+    }
+
+    /// Appends rows `(job index, rows)` to the current file (opening and closing it in close
+    /// mode, flushing it in SWMR mode).
+    fn append_all(&mut self, rows: &[(usize, Drained)]) -> Result<u64, DaqError> {
+        let Some(cur) = self.current.as_mut() else {
+            return Err(DaqError::State("no current file".into()));
+        };
+        if rows.iter().all(|(_, d)| d.rows() == 0) {
+            return Ok(0);
+        }
+        let n = match &cur.handle {
+            Some(f) => write_rows(f, &self.jobs, rows)?,
+            None => {
+                let f = hdf::open_rw(&cur.path, self.chunk_cache)?;
+                let r = write_rows(&f, &self.jobs, rows);
+                let c = f
+                    .close()
+                    .map_err(DaqError::hdf5(format!("{}: close", cur.path.display())));
+                let n = r?;
+                c?;
+                n
+            }
+        };
+        cur.rows += n;
+        Ok(n)
+    }
+
+    /// Writes pending rows plus `new` (one `Drained` per job, in job order).
+    pub(crate) fn write(&mut self, now: f64, new: Vec<Drained>) -> Result<WriteReport, DaqError> {
+        let t0 = Instant::now();
+        for (p, d) in self.pending.iter_mut().zip(new) {
+            append_drained(p, d);
+        }
+        let entry_lens: Vec<Vec<usize>> = self
+            .jobs
+            .iter()
+            .map(|j| j.datasets.iter().map(|d| d.entry_len()).collect())
+            .collect();
+        let mut report = WriteReport {
+            per_job: vec![0; self.jobs.len()],
+            ..Default::default()
+        };
+        loop {
+            if self.current.is_none() {
+                self.open_new()?;
+            }
+            let to = self.current.as_ref().map_or(f64::INFINITY, |c| c.to);
+            if to <= now {
+                // Rollover due: rows before the boundary go to this file.
+                let mut early = Vec::new();
+                for (j, p) in self.pending.iter_mut().enumerate() {
+                    let d = std::mem::replace(
+                        p,
+                        Drained {
+                            time: vec![],
+                            columns: vec![],
+                        },
+                    );
+                    let (a, b) = split_before(d, to, &entry_lens[j]);
+                    *p = b;
+                    early.push((j, a));
+                }
+                let res = self.append_all(&early);
+                if let Err(e) = res {
+                    // Put the rows back in front of the later ones.
+                    for (j, a) in early {
+                        let later = std::mem::replace(&mut self.pending[j], a);
+                        append_drained(&mut self.pending[j], later);
+                    }
+                    return Err(e);
+                }
+                report.rows += res.unwrap_or(0);
+                for (j, a) in &early {
+                    report.per_job[*j] += a.rows() as u64;
+                }
+                let closed = self.finalize(to, false, false)?;
+                report.files_closed.push(closed);
+                // The next file starts at the boundary of the interval holding the earliest
+                // remaining row (no empty files for intervals without data), at most now.
+                let earliest = self
+                    .pending
+                    .iter()
+                    .flat_map(|p| p.time.iter().copied())
+                    .fold(now, f64::min)
+                    .max(to);
+                let mut from = to;
+                loop {
+                    let next = self.settings.rollover.next_after(from);
+                    if next > earliest {
+                        break;
+                    }
+                    from = next;
+                }
+                self.next_from = from;
+                continue;
+            }
+            let all: Vec<(usize, Drained)> = self
+                .pending
+                .iter_mut()
+                .enumerate()
+                .map(|(j, p)| {
+                    let e = empty_like(p);
+                    (j, std::mem::replace(p, e))
+                })
+                .collect();
+            match self.append_all(&all) {
+                Ok(n) => {
+                    report.rows += n;
+                    for (j, a) in &all {
+                        report.per_job[*j] += a.rows() as u64;
+                    }
+                }
+                Err(e) => {
+                    for (j, d) in all {
+                        self.pending[j] = d;
+                    }
+                    return Err(e);
+                }
+            }
+            break;
+        }
+        // Rollover by size: close now; the next write opens the next file.
+        if let (Some(limit), Some(cur)) = (self.settings.max_file_bytes, self.current.as_ref()) {
+            let size = std::fs::metadata(&cur.path).map(|m| m.len()).unwrap_or(0);
+            if size >= limit {
+                let end = now.max(cur.from);
+                let closed = self.finalize(end, true, false)?;
+                report.files_closed.push(closed);
+                self.next_from = end;
+            }
+        }
+        report.current = self.current.as_ref().map(|c| c.path.clone());
+        report.seconds = t0.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Closes the current file: writes `file_end`, `following_file_id` (and `run_end` when the
+    /// run ends), renames it to its real end when `rename`. Returns the final path.
+    fn finalize(&mut self, end: f64, rename: bool, run_end: bool) -> Result<PathBuf, DaqError> {
+        let Some(cur) = self.current.take() else {
+            return Err(DaqError::State("no current file".into()));
+        };
+        let path = cur.path.clone();
+        if let Some(h) = cur.handle {
+            h.close()
+                .map_err(DaqError::hdf5(format!("{}: close", path.display())))?;
+        }
+        let following = if run_end { 0 } else { self.next_id };
+        {
+            let f = hdf::open_rw(&path, self.chunk_cache)?;
+            let ctx = |k: &str| format!("{}: attribute {k}", path.display());
+            hdf::set_attr(&f, "file_end", &AttrValue::Float(end))
+                .map_err(DaqError::hdf5(ctx("file_end")))?;
+            if run_end {
+                hdf::set_attr(&f, "run_end", &AttrValue::Float(end))
+                    .map_err(DaqError::hdf5(ctx("run_end")))?;
+            }
+            hdf::set_attr_u64(&f, "following_file_id", following)
+                .map_err(DaqError::hdf5(ctx("following_file_id")))?;
+            f.close()
+                .map_err(DaqError::hdf5(format!("{}: close", path.display())))?;
+        }
+        self.previous_id = cur.file_id;
+        let final_path = if rename {
+            let name = file_name(&self.settings.prefix, cur.from, end);
+            let target = free_path(&self.settings.directory, &name, Some(&path));
+            if target != path {
+                std::fs::rename(&path, &target).map_err(DaqError::io(&path))?;
+            }
+            target
+        } else {
+            path
+        };
+        daq_log!(Info, "closed {} ({} rows)", final_path.display(), cur.rows);
+        self.finished.push(final_path.clone());
+        Ok(final_path)
+    }
+
+    /// The final write: everything pending plus `new`, then the current file is closed with
+    /// `file_end = run_end = now`, renamed to the real end, and `run_end` is written into the
+    /// run's earlier files (best effort; failures are logged).
+    pub(crate) fn finish(&mut self, now: f64, new: Vec<Drained>) -> Result<WriteReport, DaqError> {
+        let mut report = self.write(now, new)?;
+        if self.current.is_none() {
+            self.open_new()?;
+        }
+        let end = now.max(self.current.as_ref().map_or(now, |c| c.from));
+        let last = self.finalize(end, true, true)?;
+        report.files_closed.push(last.clone());
+        report.current = None;
+        for p in &self.finished {
+            if *p == last {
+                continue;
+            }
+            let res = hdf::open_rw(p, self.chunk_cache).and_then(|f| {
+                hdf::set_attr(&f, "run_end", &AttrValue::Float(end)).map_err(DaqError::hdf5(
+                    format!("{}: attribute run_end", p.display()),
+                ))
+            });
+            if let Err(e) = res {
+                daq_log!(Warn, "could not write run_end into {}: {e}", p.display());
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What [`recover`] did to one file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recovered {
+    pub original: PathBuf,
+    pub path: PathBuf,
+    /// The superblock's open-for-write flag had to be cleared (h5clear -s).
+    pub cleared_flags: bool,
+    pub file_end: f64,
+}
+
+/// Finishes a file left by a killed daemon: clears the superblock's status flags with
+/// `h5clear -s` when the file does not open, sets `file_end` to the latest stored time (or
+/// `file_start`), marks it `recovered`, and renames `{prefix}_{from}_{to}.h5` to the real end.
+/// Files whose `file_end` is already set are left alone (`Ok(None)`).
+pub fn recover(path: &Path, prefix: &str) -> Result<Option<Recovered>, DaqError> {
+    let mut cleared = false;
+    let file = match hdf::open_rw(path, 0) {
+        Ok(f) => f,
+        Err(first) => {
+            let out = std::process::Command::new("h5clear")
+                .arg("-s")
+                .arg(path)
+                .output();
+            match out {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => {
+                    return Err(DaqError::Invalid(format!(
+                        "{}: does not open ({first}) and h5clear -s failed: {}",
+                        path.display(),
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    )))
+                }
+                Err(e) => {
+                    return Err(DaqError::Invalid(format!(
+                        "{}: does not open ({first}); h5clear (Debian package hdf5-tools) is needed to clear its status flags: {e}",
+                        path.display()
+                    )))
+                }
+            }
+            cleared = true;
+            hdf::open_rw(path, 0)?
+        }
+    };
+    let ctx = |k: &str| format!("{}: {k}", path.display());
+    if hdf::read_f64_attr(&file, "file_end").is_some_and(|v| !v.is_nan()) && !cleared {
+        return Ok(None);
+    }
+    let start = hdf::read_f64_attr(&file, "file_start").unwrap_or(f64::NAN);
+    let latest = hdf::max_time(&file).map_err(DaqError::hdf5(ctx("read time")))?;
+    let end = match latest {
+        Some(t) if start.is_nan() || t >= start => t,
+        _ => start,
+    };
+    hdf::set_attr(&file, "file_end", &AttrValue::Float(end))
+        .map_err(DaqError::hdf5(ctx("attribute file_end")))?;
+    hdf::set_attr(&file, "recovered", &AttrValue::Bool(true))
+        .map_err(DaqError::hdf5(ctx("attribute recovered")))?;
+    file.close().map_err(DaqError::hdf5(ctx("close")))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let mut new_path = path.to_path_buf();
+    if let (Some((from, _)), Some(dir)) = (parse_file_name(prefix, name), path.parent()) {
+        if end.is_finite() {
+            let target = free_path(dir, &file_name(prefix, from, end), Some(path));
+            if target != path {
+                std::fs::rename(path, &target).map_err(DaqError::io(path))?;
+            }
+            new_path = target;
+        }
+    }
+    Ok(Some(Recovered {
+        original: path.to_path_buf(),
+        path: new_path,
+        cleared_flags: cleared,
+        file_end: end,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let n = file_name("DAQ", 1_795_287_050.612, 1_795_305_599.999);
+        assert_eq!(n, "DAQ_20261121T185050.612Z_20261121T235959.999Z.h5");
+        assert_eq!(
+            parse_file_name("DAQ", &n),
+            Some((1_795_287_050.612, 1_795_305_599.999))
+        );
+        let n1 = "DAQ_20261121T185050.612Z_20261121T235959.999Z_3.h5";
+        assert!(parse_file_name("DAQ", n1).is_some());
+        assert!(parse_file_name("DAQ", "DAQ_x.h5").is_none());
+        assert!(parse_file_name("OTHER", &n).is_none());
+    }
+
+    #[test]
+    fn split_by_time() {
+        let d = Drained {
+            time: vec![1.0, 5.0, 2.0, 7.0],
+            columns: vec![Column::U16(vec![1, 1, 5, 5, 2, 2, 7, 7])],
+        };
+        let (a, b) = split_before(d, 4.0, &[2]);
+        assert_eq!(a.time, vec![1.0, 2.0]);
+        assert_eq!(a.columns[0], Column::U16(vec![1, 1, 2, 2]));
+        assert_eq!(b.time, vec![5.0, 7.0]);
+        assert_eq!(b.columns[0], Column::U16(vec![5, 5, 7, 7]));
+    }
+}
