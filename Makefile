@@ -50,11 +50,14 @@ lint:
 unit-tests:
 	$(CARGO) test --workspace
 
-# acq-core must build into a #![no_std] staticlib with panic=abort and no global allocator:
-# any use of std or alloc in it (or in its normal dependencies) fails this link.
+# acq-core must build into a #![no_std] staticlib with panic=abort and no global allocator (any
+# use of std or alloc in it or its dependencies fails that build); a C program then runs it.
+NO_STD_DIR := target/no-std-check
 no-std-check:
-	$(CARGO) build --release --manifest-path acq-core/no-std-check/Cargo.toml \
-	  --target-dir target/no-std-check
+	$(CARGO) build --release --manifest-path acq-core/no-std-check/Cargo.toml --target-dir $(NO_STD_DIR)
+	cc -o $(NO_STD_DIR)/selftest acq-core/no-std-check/src/main.c \
+	  $(NO_STD_DIR)/release/libacq_core_no_std_check.a -Wl,--gc-sections
+	./$(NO_STD_DIR)/selftest
 
 # The ring's algorithm under the loom model checker (its own target dir: --cfg loom rebuilds deps).
 loom-check:
