@@ -27,6 +27,9 @@ fn base_build() -> cc::Build {
     let mut b = cc::Build::new();
     b.include("c")
         .std("c11")
+        // Optimised even in debug builds: the simulator must never be a benchmark's or a test's
+        // bottleneck. Debug info follows the profile.
+        .opt_level(2)
         .warnings(true)
         .extra_warnings(true)
         .warnings_into_errors(true)
