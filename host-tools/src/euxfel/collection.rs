@@ -552,6 +552,7 @@ impl KeyData {
     fn find_chunks(&self) -> Result<Vec<DataChunk>> {
         let sel: std::collections::HashSet<u64> = self.train_ids.iter().copied().collect();
         let group = self.index_group();
+        let path = self.hdf5_data_path();
         let mut out = Vec::new();
         for f in &self.files {
             if f.train_ids.is_empty() {
@@ -559,6 +560,7 @@ impl KeyData {
             }
             let ix = f.get_index(&self.source, &group)?;
             let (firsts, counts) = (&ix.0, &ix.1);
+            let mut rows_cache: Option<u64> = None;
             let include: Vec<bool> = f
                 .train_ids
                 .iter()
@@ -574,6 +576,38 @@ impl KeyData {
                 let s = i;
                 while i < include.len() && include[i] {
                     i += 1;
+                }
+                let total = counts[s..i]
+                    .iter()
+                    .try_fold(0u64, |a, &c| a.checked_add(c))
+                    .and_then(|t| t.checked_add(firsts[s]));
+                let end = match total {
+                    Some(e) => e,
+                    None => {
+                        return Err(Error::structure(
+                            &f.path,
+                            format!("INDEX/{}/{group}: first + count overflows", self.source),
+                        ))
+                    }
+                };
+                if end > 0 {
+                    let rows = match rows_cache {
+                        Some(r) => r,
+                        None => {
+                            let h = f.file()?;
+                            let r = h.dataset(&path)?.shape().first().copied().unwrap_or(0) as u64;
+                            rows_cache = Some(r);
+                            r
+                        }
+                    };
+                    if end > rows {
+                        return Err(Error::structure(
+                            &f.path,
+                            format!(
+                                "{path}: index refers to data ({end}) outside dataset ({rows})"
+                            ),
+                        ));
+                    }
                 }
                 out.push(DataChunk {
                     file: f.clone(),
@@ -1477,7 +1511,7 @@ impl DataCollection {
         let fpt = counts.iter().next().copied().unwrap_or(0);
         let (_, shape) = f0.key_dtype_shape(source, "image.data")?;
         let dims = shape[shape.len().saturating_sub(2)..].to_vec();
-        Ok((dims, fpt, fpt * self.train_ids.len() as u64))
+        Ok((dims, fpt, fpt.saturating_mul(self.train_ids.len() as u64)))
     }
 }
 

@@ -85,8 +85,57 @@ impl DType {
             TypeDescriptor::Float(FloatSize::U8) => DType::Float(8),
             TypeDescriptor::VarLenAscii | TypeDescriptor::VarLenUnicode => DType::VlenStr,
             TypeDescriptor::FixedAscii(n) | TypeDescriptor::FixedUnicode(n) => DType::FixedStr(*n),
+            TypeDescriptor::Compound(c) => DType::Other(compound_repr(c)),
             other => DType::Other(format!("{other}")),
         }
+    }
+}
+
+/// numpy's protocol string of a field type (`<f8`, `|u1`, `O`, `|S10`).
+fn field_descr(t: &TypeDescriptor) -> String {
+    match DType::from_descriptor(t) {
+        DType::VlenStr => "O".into(),
+        DType::Other(s) => s,
+        d => d.npy_descr().unwrap_or_else(|| d.numpy_name()),
+    }
+}
+
+/// `str(np.dtype)` of a structured dtype as h5py builds it: the list form when the
+/// fields are packed in order, else the dict form with offsets and itemsize.
+fn compound_repr(c: &hdf5::types::CompoundType) -> String {
+    let mut fields: Vec<&hdf5::types::CompoundField> = c.fields.iter().collect();
+    fields.sort_by_key(|f| f.index);
+    let mut packed = true;
+    let mut off = 0usize;
+    for f in &fields {
+        if f.offset != off {
+            packed = false;
+        }
+        off = f.offset + f.ty.size();
+    }
+    if off != c.size {
+        packed = false;
+    }
+    if packed {
+        let parts: Vec<String> = fields
+            .iter()
+            .map(|f| format!("('{}', '{}')", f.name, field_descr(&f.ty)))
+            .collect();
+        format!("[{}]", parts.join(", "))
+    } else {
+        let names: Vec<String> = fields.iter().map(|f| format!("'{}'", f.name)).collect();
+        let formats: Vec<String> = fields
+            .iter()
+            .map(|f| format!("'{}'", field_descr(&f.ty)))
+            .collect();
+        let offsets: Vec<String> = fields.iter().map(|f| f.offset.to_string()).collect();
+        format!(
+            "{{'names': [{}], 'formats': [{}], 'offsets': [{}], 'itemsize': {}}}",
+            names.join(", "),
+            formats.join(", "),
+            offsets.join(", "),
+            c.size
+        )
     }
 }
 

@@ -22,7 +22,8 @@ pub mod npy;
 pub mod runmap;
 
 pub use collection::{
-    split_ranges, DataCollection, KeyData, OpenOptions, Section, SourceData, TrainSelection,
+    split_ranges, DataCollection, Element, KeyData, OpenOptions, RunValue, Section, SourceData,
+    TrainData, TrainSelection, TrainValue,
 };
 pub use error::{Error, Result};
 pub use file_access::{set_max_open_files, FileAccess, FilenameInfo};
