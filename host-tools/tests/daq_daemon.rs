@@ -191,7 +191,7 @@ fn calendar_rollover_with_an_injected_clock_splits_at_midnight_and_chains_files(
     assert_eq!(bl.as_str(), "P06");
     let ri: hdf5::types::VarLenUnicode =
         a.attr("rollover_interval").unwrap().read_scalar().unwrap();
-    assert_eq!(ri.as_str(), "1 days");
+    assert_eq!(ri.as_str(), "1 day");
 }
 
 #[test]

@@ -46,7 +46,6 @@ impl DaqError {
         let path = path.into();
         move |source| DaqError::Io { path, source }
     }
-    #[allow(dead_code)]
     pub(crate) fn zmq(context: impl Into<String>) -> impl FnOnce(zmq::Error) -> DaqError {
         let context = context.into();
         move |source| DaqError::Zmq { context, source }

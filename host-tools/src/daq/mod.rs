@@ -25,15 +25,15 @@
 //! ```
 
 pub mod column;
-// pub mod config;
-// pub mod control;
+pub mod config;
+pub mod control;
 mod daemon;
 mod error;
 pub mod hdf;
 mod job;
 pub mod log;
-// pub mod sources;
-// pub mod sys;
+pub mod sources;
+pub mod sys;
 pub mod time;
 mod writer;
 

@@ -211,7 +211,12 @@ pub struct Rollover {
 
 impl fmt::Display for Rollover {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.count, self.unit.name())
+        let name = self.unit.name();
+        if self.count == 1 {
+            write!(f, "1 {}", &name[..name.len() - 1])
+        } else {
+            write!(f, "{} {name}", self.count)
+        }
     }
 }
 
