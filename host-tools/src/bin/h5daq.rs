@@ -102,10 +102,26 @@ impl From<DaqError> for Failure {
 fn main() -> ExitCode {
     let args = Args::parse();
     let res = match args.cmd {
-        Cmd::Run { config, check, duration } => run(&config, check, duration),
-        Cmd::Status { config, socket, json } => status(config, socket, json),
-        Cmd::Stop { config, socket, timeout } => stop(config, socket, timeout),
-        Cmd::Recover { paths, prefix, force } => recover(&paths, &prefix, force),
+        Cmd::Run {
+            config,
+            check,
+            duration,
+        } => run(&config, check, duration),
+        Cmd::Status {
+            config,
+            socket,
+            json,
+        } => status(config, socket, json),
+        Cmd::Stop {
+            config,
+            socket,
+            timeout,
+        } => stop(config, socket, timeout),
+        Cmd::Recover {
+            paths,
+            prefix,
+            force,
+        } => recover(&paths, &prefix, force),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,7 +144,9 @@ fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure>
     let cfg = DaqConfig::load(config)?;
     if let Some(d) = duration {
         if !(d.is_finite() && d > 0.0) {
-            return Err(Failure::Usage(format!("--duration {d}: must be a positive number")));
+            return Err(Failure::Usage(format!(
+                "--duration {d}: must be a positive number"
+            )));
         }
     }
     let jobs = cfg.build_jobs()?;
@@ -137,7 +155,10 @@ fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure>
             "{}: ok ({} jobs: {})",
             config.display(),
             jobs.len(),
-            jobs.iter().map(|j| j.group()).collect::<Vec<_>>().join(", ")
+            jobs.iter()
+                .map(|j| j.group())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         return Ok(());
     }
@@ -150,20 +171,24 @@ fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure>
     let stop_requested = Arc::new(AtomicBool::new(false));
     let handler: control::Handler = {
         let (daemon, stop_requested) = (Arc::clone(&daemon), Arc::clone(&stop_requested));
-        Arc::new(move |req: &serde_json::Value| match req.get("cmd").and_then(|c| c.as_str()) {
-            Some("status") => {
-                let guard = daemon.lock().unwrap_or_else(|p| p.into_inner());
-                match guard.as_ref() {
-                    Some(d) => serde_json::json!({"ok": true, "status": d.status()}),
-                    None => serde_json::json!({"ok": true, "status": null, "stopping": true}),
+        Arc::new(
+            move |req: &serde_json::Value| match req.get("cmd").and_then(|c| c.as_str()) {
+                Some("status") => {
+                    let guard = daemon.lock().unwrap_or_else(|p| p.into_inner());
+                    match guard.as_ref() {
+                        Some(d) => serde_json::json!({"ok": true, "status": d.status()}),
+                        None => serde_json::json!({"ok": true, "status": null, "stopping": true}),
+                    }
                 }
-            }
-            Some("stop") => {
-                stop_requested.store(true, Ordering::SeqCst);
-                serde_json::json!({"ok": true, "stopping": true, "pid": std::process::id()})
-            }
-            other => serde_json::json!({"ok": false, "error": format!("unknown command {other:?} (use status or stop)")}),
-        })
+                Some("stop") => {
+                    stop_requested.store(true, Ordering::SeqCst);
+                    serde_json::json!({"ok": true, "stopping": true, "pid": std::process::id()})
+                }
+                other => {
+                    serde_json::json!({"ok": false, "error": format!("unknown command {other:?} (use status or stop)")})
+                }
+            },
+        )
     };
     let server = match ControlServer::start(&cfg.control_socket, handler) {
         Ok(s) => s,
@@ -221,8 +246,16 @@ fn socket_path(config: Option<PathBuf>, socket: Option<PathBuf>) -> Result<PathB
 }
 
 fn ask(path: &Path, cmd: &str) -> Result<serde_json::Value, Failure> {
-    control::request(path, &serde_json::json!({ "cmd": cmd }), Duration::from_secs(5)).map_err(|e| {
-        Failure::NoDaemon(format!("no h5daq daemon answers on {}: {e}", path.display()))
+    control::request(
+        path,
+        &serde_json::json!({ "cmd": cmd }),
+        Duration::from_secs(5),
+    )
+    .map_err(|e| {
+        Failure::NoDaemon(format!(
+            "no h5daq daemon answers on {}: {e}",
+            path.display()
+        ))
     })
 }
 
@@ -238,7 +271,10 @@ fn status(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> Resul
     let path = socket_path(config, socket)?;
     let reply = ask(&path, "status")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_else(|_| reply.to_string()));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reply).unwrap_or_else(|_| reply.to_string())
+        );
         return Ok(());
     }
     let Some(st) = reply.get("status").filter(|s| !s.is_null()) else {
@@ -247,7 +283,15 @@ fn status(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> Resul
     };
     let s = |k: &str| st.get(k).cloned().unwrap_or(serde_json::Value::Null);
     let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
-    println!("daemon     {} ({})", s("name"), if s("running") == true { "running" } else { "stopped" });
+    println!(
+        "daemon     {} ({})",
+        s("name"),
+        if s("running") == true {
+            "running"
+        } else {
+            "stopped"
+        }
+    );
     println!("started    {}", fmt_time(num(&s("run_start"))));
     println!("directory  {}", s("directory").as_str().unwrap_or("?"));
     println!("mode       {}", s("mode").as_str().unwrap_or("?"));
@@ -267,7 +311,12 @@ fn status(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> Resul
         "{:<20} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8}  last error",
         "job", "reads", "written", "buffered", "dedup", "dropped", "errors"
     );
-    for j in st.get("jobs").and_then(|j| j.as_array()).into_iter().flatten() {
+    for j in st
+        .get("jobs")
+        .and_then(|j| j.as_array())
+        .into_iter()
+        .flatten()
+    {
         let g = |k: &str| j.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
         println!(
             "{:<20} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8}  {}",
@@ -308,7 +357,9 @@ fn stop(config: Option<PathBuf>, socket: Option<PathBuf>, timeout: f64) -> Resul
 
 fn recover(paths: &[PathBuf], prefix: &str, force: bool) -> Result<(), Failure> {
     if paths.is_empty() {
-        return Err(Failure::Usage("recover: name at least one file or directory".into()));
+        return Err(Failure::Usage(
+            "recover: name at least one file or directory".into(),
+        ));
     }
     let mut files = Vec::new();
     for p in paths {
@@ -336,7 +387,10 @@ fn recover(paths: &[PathBuf], prefix: &str, force: bool) -> Result<(), Failure> 
         } else if p.exists() {
             files.push(p.clone());
         } else {
-            return Err(Failure::Usage(format!("{}: no such file or directory", p.display())));
+            return Err(Failure::Usage(format!(
+                "{}: no such file or directory",
+                p.display()
+            )));
         }
     }
     let mut failed = 0;
@@ -346,7 +400,11 @@ fn recover(paths: &[PathBuf], prefix: &str, force: bool) -> Result<(), Failure> 
                 "recovered {} -> {}{}",
                 r.original.display(),
                 r.path.display(),
-                if r.cleared_flags { " (cleared open-for-write flag)" } else { "" }
+                if r.cleared_flags {
+                    " (cleared open-for-write flag)"
+                } else {
+                    ""
+                }
             ),
             Ok(None) => println!("ok        {}", f.display()),
             Err(e) => {
@@ -356,7 +414,10 @@ fn recover(paths: &[PathBuf], prefix: &str, force: bool) -> Result<(), Failure> 
         }
     }
     if failed > 0 {
-        return Err(Failure::Runtime(format!("{failed} of {} files could not be recovered", files.len())));
+        return Err(Failure::Runtime(format!(
+            "{failed} of {} files could not be recovered",
+            files.len()
+        )));
     }
     Ok(())
 }

@@ -120,10 +120,28 @@ struct RawJob {
 /// The source of a configured job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceConfig {
-    System { fields: Vec<SystemField>, disk: PathBuf },
-    ZmqSub { endpoint: String, topic: String, fields: Vec<JsonField>, time_field: Option<String> },
-    ZmqReq { endpoint: String, request: serde_json::Value, fields: Vec<JsonField>, timeout: Duration },
-    Command { argv: Vec<String>, specs: Vec<DatasetSpec>, format: LineFormat, bulk: bool },
+    System {
+        fields: Vec<SystemField>,
+        disk: PathBuf,
+    },
+    ZmqSub {
+        endpoint: String,
+        topic: String,
+        fields: Vec<JsonField>,
+        time_field: Option<String>,
+    },
+    ZmqReq {
+        endpoint: String,
+        request: serde_json::Value,
+        fields: Vec<JsonField>,
+        timeout: Duration,
+    },
+    Command {
+        argv: Vec<String>,
+        specs: Vec<DatasetSpec>,
+        format: LineFormat,
+        bulk: bool,
+    },
 }
 
 /// A configured job.
@@ -158,19 +176,34 @@ impl Ctx<'_> {
     fn line_col(&self, offset: usize) -> (usize, usize) {
         let before = self.src.get(..offset.min(self.src.len())).unwrap_or("");
         let line = before.matches('\n').count() + 1;
-        let col = before.rfind('\n').map_or(before.chars().count(), |i| before[i + 1..].chars().count()) + 1;
+        let col = before
+            .rfind('\n')
+            .map_or(before.chars().count(), |i| before[i + 1..].chars().count())
+            + 1;
         (line, col)
     }
-    fn err<T>(&self, span: std::ops::Range<usize>, what: &str, msg: impl std::fmt::Display) -> Result<T, DaqError> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        what: &str,
+        msg: impl std::fmt::Display,
+    ) -> Result<T, DaqError> {
         let (l, c) = self.line_col(span.start);
-        Err(DaqError::Config(format!("{}:{l}:{c}: {what}: {msg}", self.path.display())))
+        Err(DaqError::Config(format!(
+            "{}:{l}:{c}: {what}: {msg}",
+            self.path.display()
+        )))
     }
 }
 
 fn seconds(ctx: &Ctx<'_>, v: &Spanned<f64>, what: &str) -> Result<Duration, DaqError> {
     let x = *v.get_ref();
     if !(x.is_finite() && x > 0.0 && x < 1e9) {
-        return ctx.err(v.span(), what, format!("must be a positive number of seconds, got {x}"));
+        return ctx.err(
+            v.span(),
+            what,
+            format!("must be a positive number of seconds, got {x}"),
+        );
     }
     Ok(Duration::from_secs_f64(x))
 }
@@ -181,9 +214,13 @@ fn parse_size(s: &Size) -> Result<u64, String> {
         Size::Bytes(b) => Err(format!("must be > 0, got {b}")),
         Size::Text(t) => {
             let t = t.trim();
-            let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+            let split = t
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(t.len());
             let (num, unit) = t.split_at(split);
-            let n: f64 = num.parse().map_err(|_| format!("{t:?} is not a size like \"100 MB\""))?;
+            let n: f64 = num
+                .parse()
+                .map_err(|_| format!("{t:?} is not a size like \"100 MB\""))?;
             let mult = match unit.trim().to_ascii_lowercase().as_str() {
                 "" | "b" => 1.0,
                 "kb" | "k" => 1e3,
@@ -192,7 +229,11 @@ fn parse_size(s: &Size) -> Result<u64, String> {
                 "kib" => 1024.0,
                 "mib" => 1024.0 * 1024.0,
                 "gib" => 1024.0 * 1024.0 * 1024.0,
-                other => return Err(format!("unknown size unit {other:?} (use B, kB, MB, GB, KiB, MiB, GiB)")),
+                other => {
+                    return Err(format!(
+                        "unknown size unit {other:?} (use B, kB, MB, GB, KiB, MiB, GiB)"
+                    ))
+                }
             };
             let b = n * mult;
             if b < 1.0 {
@@ -203,7 +244,11 @@ fn parse_size(s: &Size) -> Result<u64, String> {
     }
 }
 
-fn attrs(ctx: &Ctx<'_>, t: &Spanned<toml::Table>, what: &str) -> Result<Vec<(String, AttrValue)>, DaqError> {
+fn attrs(
+    ctx: &Ctx<'_>,
+    t: &Spanned<toml::Table>,
+    what: &str,
+) -> Result<Vec<(String, AttrValue)>, DaqError> {
     let mut out = Vec::new();
     for (k, v) in t.get_ref() {
         let a = match v {
@@ -213,7 +258,14 @@ fn attrs(ctx: &Ctx<'_>, t: &Spanned<toml::Table>, what: &str) -> Result<Vec<(Str
             toml::Value::Boolean(b) => AttrValue::Bool(*b),
             toml::Value::Datetime(d) => AttrValue::Str(d.to_string()),
             other => {
-                return ctx.err(t.span(), &format!("{what}.{k}"), format!("attributes must be strings, numbers or booleans, got {}", other.type_str()))
+                return ctx.err(
+                    t.span(),
+                    &format!("{what}.{k}"),
+                    format!(
+                        "attributes must be strings, numbers or booleans, got {}",
+                        other.type_str()
+                    ),
+                )
             }
         };
         out.push((k.clone(), a));
@@ -225,11 +277,16 @@ fn toml_to_json(v: &toml::Value) -> serde_json::Value {
     match v {
         toml::Value::String(s) => serde_json::Value::String(s.clone()),
         toml::Value::Integer(i) => serde_json::Value::from(*i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
         toml::Value::Boolean(b) => serde_json::Value::Bool(*b),
         toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
         toml::Value::Array(a) => serde_json::Value::Array(a.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => serde_json::Value::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+        toml::Value::Table(t) => serde_json::Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -266,7 +323,11 @@ impl DaqConfig {
         if let Some(p) = &rd.file_prefix {
             let v = p.get_ref();
             if v.is_empty() || v.contains(['/', '\0']) || v.starts_with('.') {
-                return ctx.err(p.span(), "daemon.file_prefix", format!("{v:?} is not a plain file name part"));
+                return ctx.err(
+                    p.span(),
+                    "daemon.file_prefix",
+                    format!("{v:?} is not a plain file name part"),
+                );
             }
             d.file_prefix = v.clone();
         }
@@ -276,7 +337,15 @@ impl DaqConfig {
         if let Some(j) = &rd.write_period_jitter {
             let jit = seconds(&ctx, j, "daemon.write_period_jitter")?;
             if jit >= d.write_period {
-                return ctx.err(j.span(), "daemon.write_period_jitter", format!("{} s must be smaller than write_period {} s", jit.as_secs_f64(), d.write_period.as_secs_f64()));
+                return ctx.err(
+                    j.span(),
+                    "daemon.write_period_jitter",
+                    format!(
+                        "{} s must be smaller than write_period {} s",
+                        jit.as_secs_f64(),
+                        d.write_period.as_secs_f64()
+                    ),
+                );
             }
             d.write_jitter = Some(jit);
         }
@@ -296,7 +365,13 @@ impl DaqConfig {
             match *c.get_ref() {
                 0 => d.deflate = None,
                 l @ 1..=9 => d.deflate = Some(l as u8),
-                l => return ctx.err(c.span(), "daemon.compression", format!("deflate level must be 0 (off) to 9, got {l}")),
+                l => {
+                    return ctx.err(
+                        c.span(),
+                        "daemon.compression",
+                        format!("deflate level must be 0 (off) to 9, got {l}"),
+                    )
+                }
             }
         }
         d.shuffle = rd.shuffle.unwrap_or(false);
@@ -308,11 +383,22 @@ impl DaqConfig {
         }
         if let Some(a) = &rd.attrs {
             d.attrs = attrs(&ctx, a, "daemon.attrs")?;
-            if let Some((k, _)) = d.attrs.iter().find(|(k, _)| RESERVED_ATTRS.contains(&k.as_str())) {
-                return ctx.err(a.span(), &format!("daemon.attrs.{k}"), "this attribute is written by the daemon itself; choose another name");
+            if let Some((k, _)) = d
+                .attrs
+                .iter()
+                .find(|(k, _)| RESERVED_ATTRS.contains(&k.as_str()))
+            {
+                return ctx.err(
+                    a.span(),
+                    &format!("daemon.attrs.{k}"),
+                    "this attribute is written by the daemon itself; choose another name",
+                );
             }
         }
-        let control_socket = rd.control_socket.clone().unwrap_or_else(|| d.directory.join("h5daq.sock"));
+        let control_socket = rd
+            .control_socket
+            .clone()
+            .unwrap_or_else(|| d.directory.join("h5daq.sock"));
 
         let mut log = LogConfig::default();
         if let Some(l) = &raw.log {
@@ -345,18 +431,31 @@ impl DaqConfig {
         }
 
         if raw.jobs.is_empty() {
-            return Err(DaqError::Config(format!("{}: no [[job]] tables; declare at least one job", path.display())));
+            return Err(DaqError::Config(format!(
+                "{}: no [[job]] tables; declare at least one job",
+                path.display()
+            )));
         }
         let mut jobs: Vec<JobConfig> = Vec::new();
         for (i, sj) in raw.jobs.iter().enumerate() {
             let j = sj.get_ref();
             let job = parse_job(&ctx, i, j)?;
             if jobs.iter().any(|o| o.group == job.group) {
-                return ctx.err(j.group.span(), &format!("job[{i}].group"), format!("{:?} is used by an earlier job", job.group));
+                return ctx.err(
+                    j.group.span(),
+                    &format!("job[{i}].group"),
+                    format!("{:?} is used by an earlier job", job.group),
+                );
             }
             jobs.push(job);
         }
-        Ok(DaqConfig { path: path.to_path_buf(), daemon: d, log, control_socket, jobs })
+        Ok(DaqConfig {
+            path: path.to_path_buf(),
+            daemon: d,
+            log,
+            control_socket,
+            jobs,
+        })
     }
 
     /// Builds the jobs (opening sockets; commands start at the first read).
@@ -365,7 +464,12 @@ impl DaqConfig {
     }
 }
 
-fn field_specs(ctx: &Ctx<'_>, what: &str, fields: &Spanned<Vec<RawField>>, default_dtype: Dtype) -> Result<Vec<JsonField>, DaqError> {
+fn field_specs(
+    ctx: &Ctx<'_>,
+    what: &str,
+    fields: &Spanned<Vec<RawField>>,
+    default_dtype: Dtype,
+) -> Result<Vec<JsonField>, DaqError> {
     let mut out: Vec<JsonField> = Vec::new();
     if fields.get_ref().is_empty() {
         return ctx.err(fields.span(), what, "needs at least one field");
@@ -373,11 +477,21 @@ fn field_specs(ctx: &Ctx<'_>, what: &str, fields: &Spanned<Vec<RawField>>, defau
     for (k, f) in fields.get_ref().iter().enumerate() {
         let (name, dtype, shape, unit, key) = match f {
             RawField::Name(n) => (n.clone(), None, None, None, None),
-            RawField::Full(x) => (x.name.clone(), x.dtype.clone(), x.shape.clone(), x.unit.clone(), x.key.clone()),
+            RawField::Full(x) => (
+                x.name.clone(),
+                x.dtype.clone(),
+                x.shape.clone(),
+                x.unit.clone(),
+                x.key.clone(),
+            ),
         };
         let fw = format!("{what}[{k}] ({name:?})");
         if name.is_empty() || name.contains('/') || name == "time" || name == "." {
-            return ctx.err(fields.span(), &fw, "a dataset name must be non-empty, contain no '/' and not be \"time\"");
+            return ctx.err(
+                fields.span(),
+                &fw,
+                "a dataset name must be non-empty, contain no '/' and not be \"time\"",
+            );
         }
         if out.iter().any(|o| o.spec.name == name) {
             return ctx.err(fields.span(), &fw, "appears twice");
@@ -391,11 +505,18 @@ fn field_specs(ctx: &Ctx<'_>, what: &str, fields: &Spanned<Vec<RawField>>, defau
         };
         let shape = shape.unwrap_or_default();
         if shape.contains(&0) {
-            return ctx.err(fields.span(), &format!("{fw}.shape"), format!("{shape:?} has a zero-length axis"));
+            return ctx.err(
+                fields.span(),
+                &format!("{fw}.shape"),
+                format!("{shape:?} has a zero-length axis"),
+            );
         }
         let mut spec = DatasetSpec::array(name.clone(), dtype, &shape);
         spec.unit = unit;
-        out.push(JsonField { spec, key: key.unwrap_or(name) });
+        out.push(JsonField {
+            spec,
+            key: key.unwrap_or(name),
+        });
     }
     Ok(out)
 }
@@ -404,7 +525,11 @@ fn parse_job(ctx: &Ctx<'_>, i: usize, j: &RawJob) -> Result<JobConfig, DaqError>
     let w = |f: &str| format!("job[{i}].{f}");
     let group = j.group.get_ref().clone();
     if group.is_empty() || group.contains('/') || group == "." {
-        return ctx.err(j.group.span(), &w("group"), format!("{group:?} must be non-empty and contain no '/'"));
+        return ctx.err(
+            j.group.span(),
+            &w("group"),
+            format!("{group:?} must be non-empty and contain no '/'"),
+        );
     }
     let period = match &j.period {
         Some(p) => seconds(ctx, p, &w("period"))?,
@@ -412,12 +537,24 @@ fn parse_job(ctx: &Ctx<'_>, i: usize, j: &RawJob) -> Result<JobConfig, DaqError>
     };
     let chunk_length = match &j.chunk_length {
         Some(c) if *c.get_ref() >= 1 && *c.get_ref() <= 1 << 24 => *c.get_ref() as usize,
-        Some(c) => return ctx.err(c.span(), &w("chunk_length"), format!("must be 1..=16777216, got {}", c.get_ref())),
+        Some(c) => {
+            return ctx.err(
+                c.span(),
+                &w("chunk_length"),
+                format!("must be 1..=16777216, got {}", c.get_ref()),
+            )
+        }
         None => super::job::DEFAULT_CHUNK_LENGTH,
     };
     let error_limit = match &j.error_limit {
         Some(c) if *c.get_ref() >= 1 => *c.get_ref() as u64,
-        Some(c) => return ctx.err(c.span(), &w("error_limit"), format!("must be >= 1, got {}", c.get_ref())),
+        Some(c) => {
+            return ctx.err(
+                c.span(),
+                &w("error_limit"),
+                format!("must be >= 1, got {}", c.get_ref()),
+            )
+        }
         None => 2,
     };
     let attrs = match &j.attrs {
@@ -445,7 +582,10 @@ fn parse_job(ctx: &Ctx<'_>, i: usize, j: &RawJob) -> Result<JobConfig, DaqError>
         ("command", j.command.as_ref().map(Spanned::span)),
         ("delimiter", j.delimiter.as_ref().map(|_| j.source.span())),
         ("comment", j.comment.as_ref().map(|_| j.source.span())),
-        ("provide_time", j.provide_time.as_ref().map(|_| j.source.span())),
+        (
+            "provide_time",
+            j.provide_time.as_ref().map(|_| j.source.span()),
+        ),
         ("bulk", j.bulk.as_ref().map(|_| j.source.span())),
     ];
     for (k, span) in present {
@@ -458,14 +598,29 @@ fn parse_job(ctx: &Ctx<'_>, i: usize, j: &RawJob) -> Result<JobConfig, DaqError>
     let need_fields = |what: &str| -> Result<&Spanned<Vec<RawField>>, DaqError> {
         match &j.fields {
             Some(f) => Ok(f),
-            None => ctx.err(j.source.span(), &w("fields"), format!("source {what:?} needs a list of fields")),
+            None => ctx.err(
+                j.source.span(),
+                &w("fields"),
+                format!("source {what:?} needs a list of fields"),
+            ),
         }
     };
     let need_endpoint = || -> Result<String, DaqError> {
         match &j.endpoint {
             Some(e) if e.get_ref().contains("://") => Ok(e.get_ref().clone()),
-            Some(e) => ctx.err(e.span(), &w("endpoint"), format!("{:?} is not a ZeroMQ endpoint like \"tcp://127.0.0.1:5556\"", e.get_ref())),
-            None => ctx.err(j.source.span(), &w("endpoint"), format!("source {src:?} needs an endpoint")),
+            Some(e) => ctx.err(
+                e.span(),
+                &w("endpoint"),
+                format!(
+                    "{:?} is not a ZeroMQ endpoint like \"tcp://127.0.0.1:5556\"",
+                    e.get_ref()
+                ),
+            ),
+            None => ctx.err(
+                j.source.span(),
+                &w("endpoint"),
+                format!("source {src:?} needs an endpoint"),
+            ),
         }
     };
     let source = match src {
@@ -481,8 +636,16 @@ fn parse_job(ctx: &Ctx<'_>, i: usize, j: &RawJob) -> Result<JobConfig, DaqError>
                         };
                         match name.parse::<SystemField>() {
                             Ok(sf) if !v.contains(&sf) => v.push(sf),
-                            Ok(_) => return ctx.err(f.span(), &format!("{}[{k}]", w("fields")), format!("{name:?} appears twice")),
-                            Err(e) => return ctx.err(f.span(), &format!("{}[{k}]", w("fields")), e),
+                            Ok(_) => {
+                                return ctx.err(
+                                    f.span(),
+                                    &format!("{}[{k}]", w("fields")),
+                                    format!("{name:?} appears twice"),
+                                )
+                            }
+                            Err(e) => {
+                                return ctx.err(f.span(), &format!("{}[{k}]", w("fields")), e)
+                            }
                         }
                     }
                     if v.is_empty() {
@@ -491,7 +654,10 @@ fn parse_job(ctx: &Ctx<'_>, i: usize, j: &RawJob) -> Result<JobConfig, DaqError>
                     v
                 }
             };
-            SourceConfig::System { fields, disk: j.disk.clone().unwrap_or_else(|| PathBuf::from(".")) }
+            SourceConfig::System {
+                fields,
+                disk: j.disk.clone().unwrap_or_else(|| PathBuf::from(".")),
+            }
         }
         "zmq_sub" => SourceConfig::ZmqSub {
             endpoint: need_endpoint()?,
@@ -504,35 +670,71 @@ fn parse_job(ctx: &Ctx<'_>, i: usize, j: &RawJob) -> Result<JobConfig, DaqError>
                 Some(r) => {
                     let v = toml_to_json(r.get_ref());
                     if !v.is_object() {
-                        return ctx.err(r.span(), &w("request"), "must be a table, e.g. { cmd = \"status\" }");
+                        return ctx.err(
+                            r.span(),
+                            &w("request"),
+                            "must be a table, e.g. { cmd = \"status\" }",
+                        );
                     }
                     v
                 }
                 None if src == "xsp3_status" => serde_json::json!({"cmd": "status"}),
-                None => return ctx.err(j.source.span(), &w("request"), "source \"zmq_req\" needs a request table"),
+                None => {
+                    return ctx.err(
+                        j.source.span(),
+                        &w("request"),
+                        "source \"zmq_req\" needs a request table",
+                    )
+                }
             };
             let timeout = match &j.timeout {
                 Some(t) => seconds(ctx, t, &w("timeout"))?,
                 None => period.min(Duration::from_secs(1)),
             };
-            SourceConfig::ZmqReq { endpoint: need_endpoint()?, request, fields: field_specs(ctx, &w("fields"), need_fields(src)?, Dtype::F64)?, timeout }
+            SourceConfig::ZmqReq {
+                endpoint: need_endpoint()?,
+                request,
+                fields: field_specs(ctx, &w("fields"), need_fields(src)?, Dtype::F64)?,
+                timeout,
+            }
         }
         _ => {
-            let argv = match &j.command {
-                Some(c) => match c.get_ref() {
-                    RawCommand::Shell(s) if !s.trim().is_empty() => vec!["/bin/sh".to_string(), "-c".to_string(), s.clone()],
-                    RawCommand::Argv(v) if !v.is_empty() && !v[0].is_empty() => v.clone(),
-                    _ => return ctx.err(c.span(), &w("command"), "must be a non-empty string (run by /bin/sh -c) or array of arguments"),
-                },
-                None => return ctx.err(j.source.span(), &w("command"), "source \"command\" needs a command"),
-            };
-            let specs = field_specs(ctx, &w("fields"), need_fields(src)?, Dtype::F64)?.into_iter().map(|f| f.spec).collect();
+            let argv =
+                match &j.command {
+                    Some(c) => match c.get_ref() {
+                        RawCommand::Shell(s) if !s.trim().is_empty() => {
+                            vec!["/bin/sh".to_string(), "-c".to_string(), s.clone()]
+                        }
+                        RawCommand::Argv(v) if !v.is_empty() && !v[0].is_empty() => v.clone(),
+                        _ => return ctx.err(
+                            c.span(),
+                            &w("command"),
+                            "must be a non-empty string (run by /bin/sh -c) or array of arguments",
+                        ),
+                    },
+                    None => {
+                        return ctx.err(
+                            j.source.span(),
+                            &w("command"),
+                            "source \"command\" needs a command",
+                        )
+                    }
+                };
+            let specs = field_specs(ctx, &w("fields"), need_fields(src)?, Dtype::F64)?
+                .into_iter()
+                .map(|f| f.spec)
+                .collect();
             let format = LineFormat {
                 delimiter: j.delimiter.clone(),
                 comment: j.comment.clone().unwrap_or_else(|| "#".into()),
                 provide_time: j.provide_time.unwrap_or(false),
             };
-            SourceConfig::Command { argv, specs, format, bulk: j.bulk.unwrap_or(false) }
+            SourceConfig::Command {
+                argv,
+                specs,
+                format,
+                bulk: j.bulk.unwrap_or(false),
+            }
         }
     };
     Ok(JobConfig {
@@ -555,15 +757,38 @@ impl JobConfig {
             SourceConfig::System { fields, disk } => {
                 system::job(g, fields, disk.clone())?.with_mode(ReadMode::Periodic(self.period))?
             }
-            SourceConfig::ZmqSub { endpoint, topic, fields, time_field } => {
-                zmq_json::subscriber_job(g, endpoint, topic, fields.clone(), time_field.clone())?
-            }
-            SourceConfig::ZmqReq { endpoint, request, fields, timeout } => {
-                zmq_json::request_job(g, endpoint, request.clone(), fields.clone(), self.period, *timeout)?
-            }
-            SourceConfig::Command { argv, specs, format, bulk } => {
-                command::job(g, argv.clone(), specs.clone(), format.clone(), *bulk, self.period)?
-            }
+            SourceConfig::ZmqSub {
+                endpoint,
+                topic,
+                fields,
+                time_field,
+            } => zmq_json::subscriber_job(g, endpoint, topic, fields.clone(), time_field.clone())?,
+            SourceConfig::ZmqReq {
+                endpoint,
+                request,
+                fields,
+                timeout,
+            } => zmq_json::request_job(
+                g,
+                endpoint,
+                request.clone(),
+                fields.clone(),
+                self.period,
+                *timeout,
+            )?,
+            SourceConfig::Command {
+                argv,
+                specs,
+                format,
+                bulk,
+            } => command::job(
+                g,
+                argv.clone(),
+                specs.clone(),
+                format.clone(),
+                *bulk,
+                self.period,
+            )?,
         };
         let group = self.group.clone();
         let mut job = job
@@ -573,7 +798,10 @@ impl JobConfig {
             .with_error_handler(self.error_limit, move |r| {
                 super::log::emit(
                     Level::Error,
-                    format_args!("job {group}: {} consecutive errors (last: {})", r.consecutive, r.error),
+                    format_args!(
+                        "job {group}: {} consecutive errors (last: {})",
+                        r.consecutive, r.error
+                    ),
                 )
             });
         if let Some(t) = self.thread_id {

@@ -24,7 +24,9 @@ pub struct ControlServer {
 
 impl std::fmt::Debug for ControlServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlServer").field("path", &self.path).finish()
+        f.debug_struct("ControlServer")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -32,7 +34,13 @@ impl ControlServer {
     /// Binds `path`. A stale socket file (nobody answering) is replaced; a live one is an error.
     pub fn start(path: &Path, handler: Handler) -> Result<ControlServer, DaqError> {
         if path.exists() {
-            if request(path, &serde_json::json!({"cmd": "status"}), Duration::from_secs(1)).is_ok() {
+            if request(
+                path,
+                &serde_json::json!({"cmd": "status"}),
+                Duration::from_secs(1),
+            )
+            .is_ok()
+            {
                 return Err(DaqError::State(format!(
                     "{}: another h5daq daemon answers on this control socket",
                     path.display()
@@ -61,7 +69,11 @@ impl ControlServer {
                 }
             })
             .map_err(|e| DaqError::State(format!("control thread: {e}")))?;
-        Ok(ControlServer { path: path.to_path_buf(), stop, thread: Some(thread) })
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// The socket path.
@@ -89,8 +101,12 @@ fn serve(conn: UnixStream, handler: &Handler) {
     let reply = match reader.read_line(&mut line) {
         Ok(_) => match serde_json::from_str::<serde_json::Value>(line.trim()) {
             Ok(req) if req.is_object() => handler(&req),
-            Ok(other) => serde_json::json!({"ok": false, "error": format!("request is not a JSON object: {other}")}),
-            Err(e) => serde_json::json!({"ok": false, "error": format!("request is not JSON: {e}")}),
+            Ok(other) => {
+                serde_json::json!({"ok": false, "error": format!("request is not a JSON object: {other}")})
+            }
+            Err(e) => {
+                serde_json::json!({"ok": false, "error": format!("request is not JSON: {e}")})
+            }
         },
         Err(e) => serde_json::json!({"ok": false, "error": format!("read: {e}")}),
     };
@@ -106,13 +122,19 @@ pub fn request(
     timeout: Duration,
 ) -> Result<serde_json::Value, DaqError> {
     let conn = UnixStream::connect(path).map_err(DaqError::io(path))?;
-    conn.set_read_timeout(Some(timeout)).map_err(DaqError::io(path))?;
-    conn.set_write_timeout(Some(timeout)).map_err(DaqError::io(path))?;
+    conn.set_read_timeout(Some(timeout))
+        .map_err(DaqError::io(path))?;
+    conn.set_write_timeout(Some(timeout))
+        .map_err(DaqError::io(path))?;
     let mut line = req.to_string();
     line.push('\n');
-    (&conn).write_all(line.as_bytes()).map_err(DaqError::io(path))?;
+    (&conn)
+        .write_all(line.as_bytes())
+        .map_err(DaqError::io(path))?;
     let mut reply = String::new();
-    BufReader::new((&conn).take(16 << 20)).read_line(&mut reply).map_err(DaqError::io(path))?;
+    BufReader::new((&conn).take(16 << 20))
+        .read_line(&mut reply)
+        .map_err(DaqError::io(path))?;
     serde_json::from_str(reply.trim())
         .map_err(|e| DaqError::Invalid(format!("{}: reply is not JSON: {e}", path.display())))
 }

@@ -55,7 +55,10 @@ pub fn kill_process_group(pgid: u32, sig: i32) -> std::io::Result<()> {
     let pgid = c_int::try_from(pgid)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "pgid out of range"))?;
     if pgid <= 1 {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "refusing pgid <= 1"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "refusing pgid <= 1",
+        ));
     }
     // SAFETY: plain system call with integer arguments; a negative pid addresses the group.
     let rc = unsafe { kill(-pgid, sig) };
@@ -85,14 +88,25 @@ pub fn disk_usage(path: &Path) -> std::io::Result<(u64, u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
-    let mut buf = StatVfs { f_bsize: 0, f_frsize: 0, f_blocks: 0, f_bfree: 0, f_bavail: 0, rest: [0; 16] };
+    let mut buf = StatVfs {
+        f_bsize: 0,
+        f_frsize: 0,
+        f_blocks: 0,
+        f_bfree: 0,
+        f_bavail: 0,
+        rest: [0; 16],
+    };
     // SAFETY: `c` is a NUL-terminated path; `buf` is larger than glibc's struct statvfs on this
     // target, whose first five fields have the layout declared above.
     let rc = unsafe { statvfs(c.as_ptr(), &mut buf) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let unit = if buf.f_frsize > 0 { buf.f_frsize } else { buf.f_bsize };
+    let unit = if buf.f_frsize > 0 {
+        buf.f_frsize
+    } else {
+        buf.f_bsize
+    };
     Ok((buf.f_blocks * unit, buf.f_bfree * unit, buf.f_bavail * unit))
 }
 
@@ -100,7 +114,10 @@ pub fn disk_usage(path: &Path) -> std::io::Result<(u64, u64, u64)> {
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 pub fn disk_usage(_path: &Path) -> std::io::Result<(u64, u64, u64)> {
     let _ = (CString::default(), std::ptr::null::<c_char>());
-    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "disk usage needs 64-bit Linux"))
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "disk usage needs 64-bit Linux",
+    ))
 }
 
 #[cfg(test)]
@@ -110,7 +127,10 @@ mod tests {
     #[test]
     fn disk_usage_is_plausible() {
         let (total, free, avail) = disk_usage(Path::new("/")).unwrap();
-        assert!(total > 0 && free <= total && avail <= free, "{total} {free} {avail}");
+        assert!(
+            total > 0 && free <= total && avail <= free,
+            "{total} {free} {avail}"
+        );
         assert!(disk_usage(Path::new("/no/such/dir")).is_err());
     }
 }

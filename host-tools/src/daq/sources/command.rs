@@ -29,7 +29,11 @@ pub struct LineFormat {
 
 impl Default for LineFormat {
     fn default() -> Self {
-        LineFormat { delimiter: None, comment: "#".into(), provide_time: false }
+        LineFormat {
+            delimiter: None,
+            comment: "#".into(),
+            provide_time: false,
+        }
     }
 }
 
@@ -58,8 +62,14 @@ pub fn parse_line(
     };
     let mut it = toks.into_iter();
     let time = if fmt.provide_time {
-        let t = it.next().ok_or_else(|| format!("line {line:?}: no time field"))?;
-        Some(t.trim().parse::<f64>().map_err(|_| format!("line {line:?}: time {t:?} is not a number"))?)
+        let t = it
+            .next()
+            .ok_or_else(|| format!("line {line:?}: no time field"))?;
+        Some(
+            t.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("line {line:?}: time {t:?} is not a number"))?,
+        )
     } else {
         None
     };
@@ -68,12 +78,17 @@ pub fn parse_line(
         let n = s.entry_len();
         let mut col = Column::with_capacity(s.dtype, n);
         for _ in 0..n {
-            let tok = it.next().ok_or_else(|| {
-                format!("line {line:?}: too few fields for dataset {:?}", s.name)
+            let tok = it
+                .next()
+                .ok_or_else(|| format!("line {line:?}: too few fields for dataset {:?}", s.name))?;
+            let v = parse_token(tok, s.dtype).ok_or_else(|| {
+                format!(
+                    "line {line:?}: dataset {:?}: {tok:?} is not a number",
+                    s.name
+                )
             })?;
-            let v = parse_token(tok, s.dtype)
-                .ok_or_else(|| format!("line {line:?}: dataset {:?}: {tok:?} is not a number", s.name))?;
-            col.push_scalar(v).map_err(|e| format!("line {line:?}: dataset {:?}: {e}", s.name))?;
+            col.push_scalar(v)
+                .map_err(|e| format!("line {line:?}: dataset {:?}: {e}", s.name))?;
         }
         entries.push(if s.shape.is_empty() {
             match col.get(0) {
@@ -170,9 +185,15 @@ pub fn job(
             *guard = Some(spawn(&argv)?);
             daq_log!(Info, "job {name}: started {argv:?}");
         }
-        let Some(run) = guard.as_mut() else { return Ok(Reading::Skip) };
+        let Some(run) = guard.as_mut() else {
+            return Ok(Reading::Skip);
+        };
         // Bounded so that a stop (which takes this lock) waits at most this long.
-        let wait = if bulk { period.min(Duration::from_millis(500)) } else { Duration::from_millis(100) };
+        let wait = if bulk {
+            period.min(Duration::from_millis(500))
+        } else {
+            Duration::from_millis(100)
+        };
         let first = match run.lines.recv_timeout(wait) {
             Ok(l) => Some(l),
             Err(RecvTimeoutError::Timeout) => None,
@@ -189,8 +210,10 @@ pub fn job(
         }
         drop(guard);
         let mut time = Vec::new();
-        let mut cols: Vec<Column> =
-            specs2.iter().map(|s| Column::with_capacity(s.dtype, 0)).collect();
+        let mut cols: Vec<Column> = specs2
+            .iter()
+            .map(|s| Column::with_capacity(s.dtype, 0))
+            .collect();
         let mut single = None;
         for l in lines {
             if l.trim().is_empty() {
@@ -200,7 +223,14 @@ pub fn job(
                 daq_log!(Info, "job {name}: {l}");
                 continue;
             }
-            let (t, entries) = parse_line(&l, &specs2, &LineFormat { provide_time, ..fmt.clone() })?;
+            let (t, entries) = parse_line(
+                &l,
+                &specs2,
+                &LineFormat {
+                    provide_time,
+                    ..fmt.clone()
+                },
+            )?;
             if bulk {
                 time.push(t.unwrap_or(f64::NAN));
                 for (c, e) in cols.iter_mut().zip(entries) {
@@ -220,7 +250,10 @@ pub fn job(
             if time.is_empty() {
                 Reading::Skip
             } else {
-                Reading::Rows { time, columns: cols }
+                Reading::Rows {
+                    time,
+                    columns: cols,
+                }
             }
         } else {
             single.unwrap_or(Reading::Skip)
@@ -254,11 +287,21 @@ mod tests {
         assert_eq!(t, None);
         assert_eq!(e[0], Entry::Scalar(Scalar::Float(1.5)));
         assert_eq!(e[1], Entry::Array(Column::I32(vec![3, -4])));
-        let ft = LineFormat { provide_time: true, delimiter: Some(",".into()), ..f.clone() };
+        let ft = LineFormat {
+            provide_time: true,
+            delimiter: Some(",".into()),
+            ..f.clone()
+        };
         let (t, _) = parse_line("100.25,1,2,3", &specs, &ft).unwrap();
         assert_eq!(t, Some(100.25));
-        assert!(parse_line("1 2", &specs, &f).unwrap_err().contains("too few"));
-        assert!(parse_line("1 2 3 4", &specs, &f).unwrap_err().contains("extra"));
-        assert!(parse_line("1 x 3", &specs, &f).unwrap_err().contains("\"x\""));
+        assert!(parse_line("1 2", &specs, &f)
+            .unwrap_err()
+            .contains("too few"));
+        assert!(parse_line("1 2 3 4", &specs, &f)
+            .unwrap_err()
+            .contains("extra"));
+        assert!(parse_line("1 x 3", &specs, &f)
+            .unwrap_err()
+            .contains("\"x\""));
     }
 }

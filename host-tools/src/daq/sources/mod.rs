@@ -68,10 +68,11 @@ pub fn entries_from_json(
 ) -> Result<Vec<Entry>, String> {
     let mut out = Vec::with_capacity(fields.len());
     for f in fields {
-        let v = lookup(obj, &f.key).ok_or_else(|| format!("the message has no field {:?}", f.key))?;
+        let v =
+            lookup(obj, &f.key).ok_or_else(|| format!("the message has no field {:?}", f.key))?;
         if f.spec.shape.is_empty() {
-            let s = json_scalar(v)
-                .ok_or_else(|| format!("field {:?}: {v} is not a number", f.key))?;
+            let s =
+                json_scalar(v).ok_or_else(|| format!("field {:?}: {v} is not a number", f.key))?;
             out.push(Entry::Scalar(s));
         } else {
             let mut flat = Vec::new();
@@ -87,5 +88,6 @@ pub fn entries_from_json(
 /// Reads a time (Unix seconds) from a JSON field.
 pub fn time_from_json(obj: &serde_json::Value, key: &str) -> Result<f64, String> {
     let v = lookup(obj, key).ok_or_else(|| format!("the message has no time field {key:?}"))?;
-    v.as_f64().ok_or_else(|| format!("time field {key:?}: {v} is not a number"))
+    v.as_f64()
+        .ok_or_else(|| format!("time field {key:?}: {v} is not a number"))
 }

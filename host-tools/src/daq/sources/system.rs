@@ -68,12 +68,15 @@ impl SystemField {
 impl std::str::FromStr for SystemField {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        ALL_FIELDS.into_iter().find(|f| f.name() == s).ok_or_else(|| {
-            format!(
-                "unknown system field {s:?} (use {})",
-                ALL_FIELDS.map(SystemField::name).join(", ")
-            )
-        })
+        ALL_FIELDS
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown system field {s:?} (use {})",
+                    ALL_FIELDS.map(SystemField::name).join(", ")
+                )
+            })
     }
 }
 
@@ -128,12 +131,20 @@ pub fn sample(fields: &[SystemField], disk: &Path) -> Result<Vec<f64>, String> {
     } else {
         [0.0; 3]
     };
-    let mem = if need(&[SystemField::MemTotal, SystemField::MemAvailable, SystemField::MemUsedFraction]) {
+    let mem = if need(&[
+        SystemField::MemTotal,
+        SystemField::MemAvailable,
+        SystemField::MemUsedFraction,
+    ]) {
         meminfo()?
     } else {
         (0.0, 0.0)
     };
-    let dsk = if need(&[SystemField::DiskTotal, SystemField::DiskFree, SystemField::DiskUsedFraction]) {
+    let dsk = if need(&[
+        SystemField::DiskTotal,
+        SystemField::DiskFree,
+        SystemField::DiskUsedFraction,
+    ]) {
         let (t, _, a) = disk_usage(disk).map_err(|e| format!("{}: {e}", disk.display()))?;
         (t as f64, a as f64)
     } else {
@@ -159,7 +170,10 @@ pub fn sample(fields: &[SystemField], disk: &Path) -> Result<Vec<f64>, String> {
 /// The default fields: all of them, `cpu_temp` only where the host has a thermal zone.
 pub fn default_fields() -> Vec<SystemField> {
     let temp = cpu_temperature().is_some();
-    ALL_FIELDS.into_iter().filter(|f| *f != SystemField::CpuTemp || temp).collect()
+    ALL_FIELDS
+        .into_iter()
+        .filter(|f| *f != SystemField::CpuTemp || temp)
+        .collect()
 }
 
 /// A job sampling `fields` (float64 datasets named after the fields).

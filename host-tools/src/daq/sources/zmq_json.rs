@@ -46,13 +46,19 @@ pub fn subscriber_job(
     time_key: Option<String>,
 ) -> Result<DaqJob, DaqError> {
     let ctx = zmq::Context::new();
-    let sock = ctx.socket(zmq::SUB).map_err(DaqError::zmq(format!("job {group}: SUB socket")))?;
+    let sock = ctx
+        .socket(zmq::SUB)
+        .map_err(DaqError::zmq(format!("job {group}: SUB socket")))?;
     sock.set_linger(0).map_err(DaqError::zmq("set linger"))?;
-    sock.set_rcvtimeo(100).map_err(DaqError::zmq("set receive timeout"))?;
-    sock.connect(endpoint)
-        .map_err(DaqError::zmq(format!("job {group}: connect to {endpoint:?}")))?;
+    sock.set_rcvtimeo(100)
+        .map_err(DaqError::zmq("set receive timeout"))?;
+    sock.connect(endpoint).map_err(DaqError::zmq(format!(
+        "job {group}: connect to {endpoint:?}"
+    )))?;
     sock.set_subscribe(topic.as_bytes())
-        .map_err(DaqError::zmq(format!("job {group}: subscribe to {topic:?}")))?;
+        .map_err(DaqError::zmq(format!(
+            "job {group}: subscribe to {topic:?}"
+        )))?;
     let specs = fields.iter().map(|f| f.spec.clone()).collect();
     let provided = time_key.is_some();
     let job = DaqJob::new(group, specs, move || {
@@ -69,7 +75,10 @@ pub fn subscriber_job(
             None => Reading::Row(entries),
         })
     })?;
-    Ok(job.with_mode(ReadMode::Constant)?.with_provided_time(provided).with_error_delay(Duration::from_millis(100)))
+    Ok(job
+        .with_mode(ReadMode::Constant)?
+        .with_provided_time(provided)
+        .with_error_delay(Duration::from_millis(100)))
 }
 
 /// A REQ socket polling `endpoint` every `period` with `request`.
@@ -95,7 +104,9 @@ pub fn request_job(
         }
     };
     // Fail early on a malformed endpoint.
-    let first = connect().map_err(DaqError::zmq(format!("job {group}: connect to {endpoint:?}")))?;
+    let first = connect().map_err(DaqError::zmq(format!(
+        "job {group}: connect to {endpoint:?}"
+    )))?;
     let mut sock = Some(first);
     let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
     let specs = fields.iter().map(|f| f.spec.clone()).collect();
@@ -104,8 +115,11 @@ pub fn request_job(
             Some(s) => s,
             None => connect().map_err(|e| format!("connect to {endpoint:?}: {e}"))?,
         };
-        s.send(&body[..], 0).map_err(|e| format!("send to {endpoint:?}: {e}"))?;
-        let ready = s.poll(zmq::POLLIN, timeout_ms).map_err(|e| format!("poll: {e}"))?;
+        s.send(&body[..], 0)
+            .map_err(|e| format!("send to {endpoint:?}: {e}"))?;
+        let ready = s
+            .poll(zmq::POLLIN, timeout_ms)
+            .map_err(|e| format!("poll: {e}"))?;
         if ready == 0 {
             // Dropping the socket abandons the request (lazy pirate).
             return Err(format!(
@@ -118,7 +132,10 @@ pub fn request_job(
         sock = Some(s);
         let obj = parse_message(&frames)?;
         if obj.get("ok") != Some(&serde_json::Value::Bool(true)) {
-            let why = obj.get("error").map(|e| e.to_string()).unwrap_or_else(|| obj.to_string());
+            let why = obj
+                .get("error")
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| obj.to_string());
             return Err(format!("{endpoint:?} replied not ok: {why}").into());
         }
         Ok(Reading::Row(entries_from_json(&obj, &fields)?))
