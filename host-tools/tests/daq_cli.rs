@@ -178,16 +178,35 @@ fn config_errors_name_the_line_and_the_field() {
 }
 
 #[test]
-fn the_example_config_checks() {
+fn the_example_config_runs_as_is() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/h5daq.toml");
     let dir = tempfile::tempdir().unwrap();
-    let out = h5daq(dir.path(), &["run", example.to_str().unwrap(), "--check"]);
+    let ex = example.to_str().unwrap();
+    let out = h5daq(dir.path(), &["run", ex, "--check"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (4 jobs"));
+    let out = h5daq(dir.path(), &["run", ex, "--duration", "2.5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = h5_files(&dir.path().join("daq-out"));
+    assert_eq!(files.len(), 1);
+    let f = hdf5::File::open(&files[0]).unwrap();
+    assert!(f.dataset("system/load1").unwrap().shape()[0] >= 2);
+    assert!(f.dataset("counter/count").unwrap().shape()[0] >= 10);
+    let answer: Vec<f64> = f.dataset("constant/answer").unwrap().read_raw().unwrap();
+    assert_eq!(
+        answer,
+        vec![42.0, 42.0],
+        "de-duplicated to the first and last row"
+    );
+    assert!(dir.path().join("daq-out/h5daq.log").exists());
 }
 
 #[test]

@@ -1,0 +1,253 @@
+"""h5py and pyzmq against the real h5daq binary: layout, dtypes, chunking, filters, attributes,
+time values, rollover chains, live SWMR reading, ZeroMQ sources."""
+
+import json
+import re
+import signal
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+import zmq
+
+from daq_helpers import h5_files, run_h5daq, start_h5daq, wait_for
+
+NAME = re.compile(r"^DAQ_(\d{8}T\d{6}\.\d{3}Z)_(\d{8}T\d{6}\.\d{3}Z)\.h5$")
+
+
+def stamp_to_unix(s: str) -> float:
+    import datetime
+
+    dt = datetime.datetime.strptime(s, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    return dt.timestamp()
+
+
+CONFIG = """
+[daemon]
+name = "interop"
+directory = "out"
+write_period = 0.3
+rollover = "ROLLOVER"
+compression = 3
+shuffle = true
+mode = "MODE"
+[daemon.attrs]
+measurement = "interop"
+run_id = 7
+temperature_setpoint = 21.5
+
+[[job]]
+group = "system"
+source = "system"
+period = 0.1
+fields = ["load1", "mem_used_fraction", "disk_free"]
+
+[[job]]
+group = "lines"
+source = "command"
+command = "i=0; while true; do echo $i $((i % 3)) $i.5 1 2 3 4 5 6; i=$((i+1)); sleep 0.02; done"
+chunk_length = 32
+fields = [
+  { name = "n", dtype = "int64" },
+  { name = "small", dtype = "uint8" },
+  { name = "x", dtype = "float32", unit = "mm" },
+  { name = "img", dtype = "int16", shape = [2, 3] },
+]
+[job.attrs]
+device = "counter-1"
+"""
+
+
+def run_config(tmp_path, duration, rollover="1 day", mode="close"):
+    (tmp_path / "daq.toml").write_text(CONFIG.replace("ROLLOVER", rollover).replace("MODE", mode))
+    t_start = time.time()
+    res = run_h5daq(tmp_path, "run", "daq.toml", "--duration", str(duration))
+    t_end = time.time()
+    assert res.returncode == 0, res.stderr
+    return h5_files(tmp_path / "out"), t_start, t_end
+
+
+@pytest.mark.parametrize("mode", ["close", "swmr"])
+def test_layout_dtypes_chunks_filters_and_attributes(tmp_path, mode):
+    files, t_start, t_end = run_config(tmp_path, 2.0, mode=mode)
+    assert len(files) == 1
+    m = NAME.match(files[0].name)
+    assert m, files[0].name
+    with h5py.File(files[0], "r") as f:
+        assert set(f.keys()) == {"system", "lines"}
+        assert set(f["system"].keys()) == {"time", "load1", "mem_used_fraction", "disk_free"}
+        assert set(f["lines"].keys()) == {"time", "n", "small", "x", "img"}
+        lines = f["lines"]
+        n = lines["time"].shape[0]
+        assert n > 30
+        expect = {"time": np.float64, "n": np.int64, "small": np.uint8, "x": np.float32, "img": np.int16}
+        for key, dt in expect.items():
+            ds = lines[key]
+            assert ds.dtype == dt, key
+            assert ds.shape[0] == n, key
+            assert ds.maxshape[0] is None, key
+            assert ds.fletcher32, key
+            assert ds.compression == "gzip" and ds.compression_opts == 3, key
+            assert ds.shuffle, key
+        assert lines["img"].shape == (n, 2, 3)
+        assert lines["img"].maxshape == (None, 2, 3)
+        assert lines["img"].chunks == (32, 2, 3)
+        assert lines["n"].chunks == (32,)
+        assert lines["time"].chunks == (32,)
+        assert f["system/load1"].chunks == (64,)
+        assert f["system/time"].dtype == np.float64
+        # Values: consecutive lines, derived columns consistent.
+        nn = lines["n"][:]
+        assert (np.diff(nn) == 1).all()
+        assert (lines["small"][:] == nn % 3).all()
+        assert np.allclose(lines["x"][:], nn + 0.5)
+        assert (lines["img"][0] == [[1, 2, 3], [4, 5, 6]]).all()
+        assert lines["x"].attrs["units"] == "mm"
+        assert lines.attrs["device"] == "counter-1"
+        # Time: true UTC Unix seconds, within a second of the wall clock.
+        for g in ("system", "lines"):
+            t = f[g]["time"][:]
+            assert t.min() >= t_start - 1.0 and t.max() <= t_end + 1.0, (t.min(), t.max(), t_start, t_end)
+            assert (np.diff(t) >= 0).all()
+        a = f.attrs
+        assert a["name"] == "interop" and a["measurement"] == "interop"
+        assert a["run_id"] == 7 and a["run_id"].dtype == np.int64
+        assert a["temperature_setpoint"] == 21.5
+        assert a["write_period"] == 0.3
+        assert a["write_mode"] == mode
+        assert a["rollover_interval"] == "1 day"
+        for k in ("run_start", "run_end", "file_start", "file_end"):
+            assert np.isfinite(a[k]), k
+            assert t_start - 1 <= a[k] <= t_end + 1, k
+        assert a["file_start"] == a["run_start"] and a["file_end"] == a["run_end"]
+        assert a["file_id"].dtype == np.uint64 and a["file_id"] != 0
+        assert a["previous_file_id"] == 0 and a["following_file_id"] == 0
+        # The name carries the real start and end.
+        assert abs(stamp_to_unix(m.group(1)) - a["file_start"]) < 0.002
+        assert abs(stamp_to_unix(m.group(2)) - a["file_end"]) < 0.002
+
+
+def test_rollover_by_seconds_chains_files(tmp_path):
+    files, t_start, t_end = run_config(tmp_path, 3.2, rollover="1 second")
+    assert len(files) >= 3, files
+    prev = None
+    total = 0
+    all_n = []
+    for p in files:
+        m = NAME.match(p.name)
+        with h5py.File(p, "r") as f:
+            a = f.attrs
+            t = f["lines/time"][:]
+            all_n.extend(f["lines/n"][:].tolist())
+            if len(t):
+                assert t.min() >= a["file_start"] - 1e-6 and t.max() < a["file_end"] + 1e-6
+            assert a["run_end"] == pytest.approx(t_end, abs=1.5)
+            if prev is not None:
+                assert a["previous_file_id"] == prev["file_id"]
+                assert prev["following_file_id"] == a["file_id"]
+                assert a["file_start"] == pytest.approx(prev["file_end"])
+                # Boundaries fall on whole seconds.
+                assert a["file_start"] == round(a["file_start"])
+            prev = dict(a)
+            total += len(t)
+        assert m
+    assert prev["following_file_id"] == 0
+    assert all_n == list(range(all_n[0], all_n[0] + len(all_n))), "no row lost or repeated across files"
+
+
+def test_live_swmr_reader_follows_the_daemon(tmp_path):
+    (tmp_path / "daq.toml").write_text(CONFIG.replace("ROLLOVER", "1 day").replace("MODE", "swmr"))
+    proc = start_h5daq(tmp_path, "run", "daq.toml")
+    try:
+        out = tmp_path / "out"
+        wait_for(lambda: out.exists() and h5_files(out), what="the first file")
+        path = h5_files(out)[0]
+        time.sleep(0.8)
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            ds = f["lines/n"]
+            ds.refresh()
+            first = ds.shape[0]
+            time.sleep(1.0)
+            ds.refresh()
+            later = ds.shape[0]
+            assert later > first, (first, later)
+            assert (np.diff(ds[:later]) == 1).all()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out_text, err_text = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err_text
+    files = h5_files(tmp_path / "out")
+    with h5py.File(files[0], "r") as f:
+        assert np.isfinite(f.attrs["file_end"])
+
+
+def test_pyzmq_publisher_and_status_responder(tmp_path):
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub_port = pub.bind_to_random_port("tcp://127.0.0.1")
+    rep = ctx.socket(zmq.REP)
+    rep_port = rep.bind_to_random_port("tcp://127.0.0.1")
+    stop = threading.Event()
+    served = []
+
+    def responder():
+        poller = zmq.Poller()
+        poller.register(rep, zmq.POLLIN)
+        while not stop.is_set():
+            if poller.poll(100):
+                req = json.loads(rep.recv())
+                served.append(req)
+                rep.send_json({"ok": True, "frames_acquired": 5 * len(served), "state": "acquiring"})
+
+    th = threading.Thread(target=responder)
+    th.start()
+    cfg = f"""
+[daemon]
+directory = "out"
+write_period = 0.3
+[[job]]
+group = "env"
+source = "zmq_sub"
+endpoint = "tcp://127.0.0.1:{pub_port}"
+topic = "env"
+time_field = "t"
+fields = [{{ name = "temperature", dtype = "float32", key = "sensor.temp" }}]
+[[job]]
+group = "xspress3"
+source = "xsp3_status"
+endpoint = "tcp://127.0.0.1:{rep_port}"
+period = 0.1
+fields = [{{ name = "frames_acquired", dtype = "uint32" }}]
+"""
+    (tmp_path / "daq.toml").write_text(cfg)
+    proc = start_h5daq(tmp_path, "run", "daq.toml", "--duration", "2.5")
+    try:
+        t0 = time.monotonic()
+        i = 0
+        while time.monotonic() - t0 < 2.0:
+            # Topic-prefixed single frame; and a message on another topic that must be ignored.
+            pub.send_string("env " + json.dumps({"t": 1.7e9 + i, "sensor": {"temp": 20.0 + i}}))
+            pub.send_string("other " + json.dumps({"t": 0, "sensor": {"temp": -1}}))
+            i += 1
+            time.sleep(0.02)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        stop.set()
+        th.join()
+        pub.close(0)
+        rep.close(0)
+        ctx.term()
+    assert proc.returncode == 0, err
+    with h5py.File(h5_files(tmp_path / "out")[0], "r") as f:
+        temp = f["env/temperature"][:]
+        t = f["env/time"][:]
+        assert len(temp) > 30
+        assert (temp >= 20).all(), "messages of other topics were ignored"
+        assert np.allclose(t - 1.7e9, temp - 20.0), "getter-provided time from the JSON field"
+        frames = f["xspress3/frames_acquired"][:]
+        assert frames.dtype == np.uint32
+        assert len(frames) >= 10
+        assert (np.diff(frames) == 5).all()
+    assert all(r == {"cmd": "status"} for r in served)
