@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use host_tools::euxfel::display::{info, InfoOptions};
+use host_tools::euxfel::display::{info_into, InfoOptions};
 use host_tools::euxfel::{DataCollection, FileAccess, OpenOptions};
 
 #[derive(Parser, Debug)]
@@ -42,6 +42,10 @@ struct Args {
     /// Neither read nor write the run map cache (karabo_data_map.json).
     #[arg(long = "no-cache")]
     no_cache: bool,
+    /// For one run or file: print a JSON description instead (train IDs, sources,
+    /// and per key dtype, shape, entry shape; per index group data counts).
+    #[arg(long)]
+    json: bool,
 }
 
 fn to_glob(p: &str) -> String {
@@ -83,7 +87,55 @@ impl Ctx {
         }
     }
 
+    fn dc_json(&mut self, dc: &DataCollection) -> Res<()> {
+        let e = |e: host_tools::euxfel::Error| e.to_string();
+        let mut sources = serde_json::Map::new();
+        for name in dc.all_sources() {
+            let sd = dc.source(&name).map_err(e)?;
+            let mut keys = serde_json::Map::new();
+            for k in sd.keys(true).map_err(e)? {
+                let kd = sd.key(&k).map_err(e)?;
+                keys.insert(
+                    k.clone(),
+                    serde_json::json!({
+                        "dtype": kd.dtype.numpy_name(),
+                        "shape": kd.shape(),
+                        "entry_shape": kd.entry_shape,
+                    }),
+                );
+            }
+            let mut counts = serde_json::Map::new();
+            for g in sd.index_groups().map_err(e)? {
+                counts.insert(
+                    g.clone(),
+                    serde_json::json!(sd.data_counts(Some(&g)).map_err(e)?),
+                );
+            }
+            sources.insert(
+                name.clone(),
+                serde_json::json!({
+                    "section": sd.section.as_str(),
+                    "keys": keys,
+                    "data_counts": counts,
+                }),
+            );
+        }
+        let v = serde_json::json!({
+            "train_ids": *dc.train_ids,
+            "control_sources": dc.control_sources(),
+            "instrument_sources": dc.instrument_sources(),
+            "legacy_sources": dc.legacy_sources(),
+            "sources": sources,
+        });
+        self.out = v.to_string();
+        self.out.push('\n');
+        Ok(())
+    }
+
     fn dc_info(&mut self, dc: &DataCollection) -> Res<()> {
+        if self.args.json {
+            return self.dc_json(dc);
+        }
         let detail: Vec<String> = self.args.detail.iter().map(|p| to_glob(p)).collect();
         let src_pats: Vec<String> = if self.args.source.is_empty() {
             detail.clone()
@@ -110,7 +162,7 @@ impl Ctx {
             dc
         };
         self.line("");
-        let text = info(
+        info_into(
             dcs,
             &InfoOptions {
                 details_for_sources: detail,
@@ -118,10 +170,9 @@ impl Ctx {
                 group_sources: !self.args.no_group,
                 with_aggregators: self.args.aggregators,
             },
+            &mut self.out,
         )
-        .map_err(|e| e.to_string())?;
-        self.out.push_str(&text);
-        Ok(())
+        .map_err(|e| e.to_string())
     }
 
     /// One run summary line, trains counted from the shortest group of sequence files.

@@ -48,6 +48,13 @@ pub fn shape_repr(shape: &[usize]) -> String {
 /// Render the info text.
 pub fn info(dc: &DataCollection, opts: &InfoOptions) -> Result<String> {
     let mut out = String::new();
+    info_into(dc, opts, &mut out)?;
+    Ok(out)
+}
+
+/// Render the info text into `out`; on error, `out` holds what was rendered before it
+/// (EXtra-data prints line by line, so a failure leaves the same partial output).
+pub fn info_into(dc: &DataCollection, opts: &InfoOptions, out: &mut String) -> Result<()> {
     let detail_pats: Vec<Pattern> = opts
         .details_for_sources
         .iter()
@@ -127,20 +134,12 @@ pub fn info(dc: &DataCollection, opts: &InfoOptions) -> Result<String> {
         .ok();
         s
     };
-    list_sources(dc, &inst, &mut out, group_sources, opts, &show_detail, true)?;
+    list_sources(dc, &inst, out, group_sources, opts, &show_detail, true)?;
     writeln!(out).ok();
 
     let ctrl = dc.control_sources();
     writeln!(out, "{} control sources:", ctrl.len()).ok();
-    list_sources(
-        dc,
-        &ctrl,
-        &mut out,
-        group_sources,
-        opts,
-        &show_detail,
-        false,
-    )?;
+    list_sources(dc, &ctrl, out, group_sources, opts, &show_detail, false)?;
     writeln!(out).ok();
 
     if !legacy.is_empty() {
@@ -170,7 +169,7 @@ pub fn info(dc: &DataCollection, opts: &InfoOptions) -> Result<String> {
         }
         writeln!(out).ok();
     }
-    Ok(out)
+    Ok(())
 }
 
 fn list_sources(

@@ -1,0 +1,165 @@
+"""Train IDs, sources, keys, shapes, dtypes, data counts and data bytes: ours vs EXtra-data."""
+import json
+
+import numpy as np
+import pytest
+
+from euxfel_helpers import make_examples, make_rust_fixture, run, rust_bin
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="session")
+def examples(tmp_path_factory):
+    return make_examples(tmp_path_factory.mktemp("xd_examples_data"))
+
+
+@pytest.fixture(scope="session")
+def rust_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rust_fixtures_data")
+    return {
+        "r05": make_rust_fixture(root / "r05", "--format", "0.5", "--trains", "30"),
+        "r10_legacy": make_rust_fixture(
+            root / "r10_legacy", "--format", "1.0", "--legacy-index", "--modules", "2",
+        ),
+        "r12_padded": make_rust_fixture(
+            root / "r12_padded", "--format", "1.2", "--pad-train-ids", "11",
+            "--pad-sources", "5", "--sequences", "3", "--trains", "20",
+        ),
+        "r13": make_rust_fixture(root / "r13", "--format", "1.3", "--sequences", "1"),
+    }
+
+
+def open_xd(path):
+    import extra_data
+
+    return extra_data.RunDirectory(str(path)) if path.is_dir() else extra_data.H5File(str(path))
+
+
+def our_json(path):
+    code, out, err = run([rust_bin("lsxfel"), "--no-cache", "--json", str(path)])
+    assert code == 0, err
+    return json.loads(out)
+
+
+def compare_structure(path):
+    xd = open_xd(path)
+    ours = our_json(path)
+    assert ours["train_ids"] == [int(t) for t in xd.train_ids]
+    assert set(ours["control_sources"]) == set(xd.control_sources)
+    assert set(ours["instrument_sources"]) == set(xd.instrument_sources)
+    assert ours["legacy_sources"] == dict(xd.legacy_sources)
+    for src, info in ours["sources"].items():
+        sd = xd[src]
+        assert set(info["keys"]) == set(sd.keys()), src
+        for key, k in info["keys"].items():
+            kd = sd[key]
+            assert k["dtype"] == str(kd.dtype), (src, key)
+            assert tuple(k["shape"]) == kd.shape, (src, key)
+            assert tuple(k["entry_shape"]) == kd.entry_shape, (src, key)
+        assert set(info["data_counts"]) == set(sd.index_groups), src
+        for group, counts in info["data_counts"].items():
+            expected = sd.data_counts(labelled=False, index_group=group or None)
+            assert counts == [int(c) for c in expected], (src, group)
+    return xd
+
+
+@pytest.mark.parametrize("name", ["fxe05", "fxe12", "spb10", "sa3_13", "agipd_old", "modern_proc"])
+def test_structure_extra_data_examples(examples, name):
+    compare_structure(examples[name])
+
+
+@pytest.mark.parametrize("name", ["r05", "r10_legacy", "r12_padded", "r13"])
+def test_structure_rust_fixtures(rust_runs, name):
+    compare_structure(rust_runs[name])
+
+
+def extract(tmp_path, path, source, key, *extra):
+    out = tmp_path / "out"
+    code, so, se = run([rust_bin("xfel-extract"), "--no-cache", "--json", str(path), source, key,
+                        "--out", str(out), *extra])
+    assert code == 0, se
+    summary = json.loads(so)
+    return np.load(out / "data.npy"), np.load(out / "train_ids.npy"), summary
+
+
+def check_key(tmp_path, kd_xd, path, source, key, extra=()):
+    data, tids, summary = extract(tmp_path, path, source, key, *extra)
+    expected = kd_xd.ndarray()
+    if expected.dtype == object:
+        assert data.tolist() == [str(x) for x in expected.tolist()]
+    else:
+        assert data.dtype == expected.dtype
+        assert data.shape == expected.shape
+        assert data.tobytes() == expected.tobytes()
+    assert np.array_equal(tids, kd_xd.train_id_coordinates())
+    assert tids.dtype == np.uint64
+    return data
+
+
+EXAMPLE_KEYS = [
+    ("fxe12", "SA1_XTD2_XGM/DOOCS/MAIN:output", "data.intensityTD", ()),
+    ("fxe12", "SA1_XTD2_XGM/DOOCS/MAIN", "beamPosition.ixPos.value", ()),
+    ("fxe12", "SA1_XTD2_XGM/DOOCS/MAIN", "state.value", ()),
+    ("fxe12", "FXE_DET_LPD1M-1/DET/2CH0:xtdf", "image.pulseId", ()),
+    ("fxe12", "FXE_DET_LPD1M-1/DET/2CH0:xtdf", "image.data", ("--trains", "10398:10402")),
+    ("fxe12", "FXE_XAD_GEC/CAM/CAMERA_NODATA:daqOutput", "data.image.pixels", ()),
+    ("fxe05", "SPB_XTD9_XGM/DOOCS/MAIN:output", "data.xTD", ("--trains", "10390:10410")),
+    ("fxe05", "FXE_DET_LPD1M-1/DET/15CH0:xtdf", "image.cellId", ()),
+    ("spb10", "SPB_DET_AGIPD1M-1/DET/3CH0:xtdf", "image.cellId", ()),
+    ("spb10", "SPB_DET_AGIPD1M-1/DET/3CH0:xtdf", "header.pulseCount", ()),
+    ("sa3_13", "SA3_XTD10_MCP/ADC/1:channel_3.output", "data.rawData", ()),
+    ("sa3_13", "SA3_XTD10_XGM/XGM/DOOCS:output", "data.intensityTD", ()),
+    ("agipd_old", "SPB_DET_AGIPD1M-1/DET/7CH0:xtdf", "image.pulseId", ()),
+    ("modern_proc", "SPB_DET_AGIPD1M-1/CORR/0CH0:output", "image.cellId", ()),
+]
+
+
+def xd_key(xd, source, key, extra):
+    from extra_data import by_id, by_index
+
+    kd = xd[source, key]
+    if extra:
+        a, b = extra[1].split(":")
+        sl = slice(int(a) if a else None, int(b) if b else None)
+        kd = kd.select_trains(by_index[sl] if "--by-index" in extra else by_id[sl])
+    return kd
+
+
+@pytest.mark.parametrize("name,source,key,extra", EXAMPLE_KEYS)
+def test_bytes_equal_extra_data_examples(examples, tmp_path, name, source, key, extra):
+    xd = open_xd(examples[name])
+    check_key(tmp_path, xd_key(xd, source, key, extra), examples[name], source, key, extra)
+
+
+RUST_KEYS = [
+    ("SA1_XTD2_XGM/DOOCS/MAIN:output", "data.intensityTD", ()),
+    ("SA1_XTD2_XGM/DOOCS/MAIN", "beamPosition.iyPos.value", ()),
+    ("SA1_XTD2_XGM/DOOCS/MAIN", "state.value", ()),
+    ("FXE_XAD_GEC/CAM/CAMERA:daqOutput", "data.image.pixels", ("--trains", "10010:10030")),
+    ("FXE_DET_LPD1M-1/DET/1CH0:xtdf", "image.data", ()),
+    ("FXE_DET_LPD1M-1/DET/1CH0:xtdf", "image.data", ("--trains", "3:-2", "--by-index")),
+    ("FXE_DET_LPD1M-1/DET/0CH0:xtdf", "detector.data", ()),
+]
+
+
+@pytest.mark.parametrize("name", ["r05", "r10_legacy", "r12_padded", "r13"])
+@pytest.mark.parametrize("source,key,extra", RUST_KEYS)
+def test_bytes_equal_rust_fixtures(rust_runs, tmp_path, name, source, key, extra):
+    xd = open_xd(rust_runs[name])
+    data = check_key(tmp_path, xd_key(xd, source, key, extra), rust_runs[name], source, key, extra)
+    if data.dtype != np.dtype("<U3") and data.dtype.kind in "uif" and data.size:
+        assert np.count_nonzero(data) > 0, "fixture data must hold real values"
+
+
+def test_extract_errors_list_near_matches(examples, tmp_path):
+    code, out, err = run([rust_bin("xfel-extract"), str(examples["fxe12"]),
+                          "SA1_XTD2_XGM/DOOCS/MAIN:outptu", "data.intensityTD",
+                          "--out", str(tmp_path / "o")])
+    assert code != 0
+    assert "SA1_XTD2_XGM/DOOCS/MAIN:output" in err
+    code, out, err = run([rust_bin("xfel-extract"), str(examples["fxe12"]),
+                          "SA1_XTD2_XGM/DOOCS/MAIN:output", "data.intensityDT",
+                          "--out", str(tmp_path / "o")])
+    assert code != 0
+    assert "data.intensityTD" in err
