@@ -920,13 +920,14 @@ int32_t x3s_sim_expected_frame(const x3s_sim_params *sim, uint32_t n_channels,
     uint32_t tmp[X3S_SIM_BINS];
     for (uint32_t c = 0; c < n_channels; c++) {
         uint32_t *spec = mca ? mca + (size_t)c * X3S_SIM_BINS : tmp;
-        x3s_sim_gen_mca(sim, frame, c, spec);
+        if (mca || sim->content != X3S_SIM_PATTERN)
+            x3s_sim_gen_mca(sim, NULL, frame, c, spec);
         if (scalers) {
             uint32_t win[4] = {0, X3S_SIM_BINS - 1, 0, X3S_SIM_BINS - 1};
             if (windows)
                 memcpy(win, windows + (size_t)c * 4, sizeof win);
             uint32_t good = good_thres ? good_thres[c] : 0;
-            x3s_sim_gen_scalers(sim, exposure_ticks, win, good, spec,
+            x3s_sim_gen_scalers(sim, frame, c, exposure_ticks, win, good, spec,
                                 scalers + (size_t)c * X3S_N_SCALERS);
         }
     }

@@ -47,17 +47,19 @@ uint64_t x3s_sim_splitmix64(uint64_t x)
 
 static void gen_pattern(uint64_t frame, uint32_t chan, uint32_t *dst)
 {
-    /* (frame + 3 chan + bin) mod 256: a word pattern the compiler vectorises. */
+    /* (frame + 3 chan + bin) mod 256: one 256-word period, then copies of it. */
     uint32_t base = (uint32_t)((frame + 3u * (uint64_t)chan) & 0xFFu);
-    for (uint32_t b = 0; b < X3S_SIM_BINS; b++)
+    for (uint32_t b = 0; b < 256u; b++)
         dst[b] = (base + b) & 0xFFu;
+    for (uint32_t b = 256u; b < X3S_SIM_BINS; b += 256u)
+        memcpy(dst + b, dst, 256u * sizeof *dst);
 }
 
-static void gen_spectrum(const x3s_sim_params *p, uint64_t frame, uint32_t chan, uint32_t *dst)
+void x3s_sim_table_row(const x3s_sim_params *p, uint32_t chan, uint32_t *lam, uint32_t *s)
 {
     /* Expected counts lambda(chan, bin): background plus parabolic peaks. */
     for (uint32_t b = 0; b < X3S_SIM_BINS; b++)
-        dst[b] = p->background;
+        lam[b] = p->background;
     for (size_t i = 0; i < sizeof k_peaks / sizeof k_peaks[0]; i++) {
         uint64_t amp = (uint64_t)k_peaks[i].amplitude * p->amplitude_percent * (8u + chan % 4u) /
                        800u;
@@ -68,54 +70,102 @@ static void gen_spectrum(const x3s_sim_params *p, uint64_t frame, uint32_t chan,
             if (b < 0 || b >= (int64_t)X3S_SIM_BINS)
                 continue;
             int64_t d = b - c;
-            dst[b] += (uint32_t)(amp * (uint64_t)(w2 - d * d) / (uint64_t)w2);
+            lam[b] += (uint32_t)(amp * (uint64_t)(w2 - d * d) / (uint64_t)w2);
         }
     }
-    /* Poisson-like noise: a triangular deviate of variance ~lambda from one hash per bin. */
+    /* Half width of the noise: s = (5 floor(sqrt(lambda))) >> 1. */
+    for (uint32_t b = 0; b < X3S_SIM_BINS; b++)
+        s[b] = (5u * (uint32_t)sqrt((double)lam[b])) >> 1;
+}
+
+void x3s_sim_table_init(const x3s_sim_params *p, x3s_sim_table *t)
+{
+    for (uint32_t c = 0; c < 4u; c++)
+        x3s_sim_table_row(p, c, t->lam[c], t->s[c]);
+}
+
+/* Poisson-like noise: a triangular deviate of variance ~lambda from one hash per bin. */
+static void gen_spectrum(const x3s_sim_params *p, const uint32_t *lam, const uint32_t *s,
+                         uint64_t frame, uint32_t chan, uint32_t *dst)
+{
     uint64_t key = x3s_sim_splitmix64(x3s_sim_splitmix64(p->seed) + (frame << 8) + chan);
     for (uint32_t b = 0; b < X3S_SIM_BINS; b++) {
-        uint64_t lam = dst[b];
         uint64_t u = x3s_sim_splitmix64(key + b);
-        uint64_t r = (uint64_t)sqrt((double)lam);
-        uint64_t s = (5u * r) >> 1;
-        uint64_t tri = ((u & 0xFFFFu) + ((u >> 16) & 0xFFFFu)) * s >> 16; /* 0 .. 2s-1 */
-        int64_t v = (int64_t)lam + (int64_t)tri - (int64_t)s;
+        uint64_t tri = ((u & 0xFFFFu) + ((u >> 16) & 0xFFFFu)) * s[b] >> 16; /* 0 .. 2s-1 */
+        int64_t v = (int64_t)lam[b] + (int64_t)tri - (int64_t)s[b];
         dst[b] = v > 0 ? (uint32_t)v : 0u;
     }
 }
 
-void x3s_sim_gen_mca(const x3s_sim_params *p, uint64_t frame, uint32_t chan, uint32_t *dst)
+void x3s_sim_gen_mca(const x3s_sim_params *p, const x3s_sim_table *t, uint64_t frame,
+                     uint32_t chan, uint32_t *dst)
 {
-    if (p->content == X3S_SIM_PATTERN)
+    if (p->content == X3S_SIM_PATTERN) {
         gen_pattern(frame, chan, dst);
-    else
-        gen_spectrum(p, frame, chan, dst);
+    } else if (t) {
+        gen_spectrum(p, t->lam[chan % 4u], t->s[chan % 4u], frame, chan, dst);
+    } else {
+        uint32_t lam[X3S_SIM_BINS];
+        uint32_t s[X3S_SIM_BINS];
+        x3s_sim_table_row(p, chan, lam, s);
+        gen_spectrum(p, lam, s, frame, chan, dst);
+    }
 }
 
-static uint64_t window_sum(const uint32_t *mca, uint32_t low, uint32_t high)
+/* Sum of (k mod 256) for k in [0, n). */
+static uint64_t pattern_prefix(uint64_t n)
+{
+    uint64_t r = n % 256u;
+    return n / 256u * 32640u + r * (r - 1u) / 2u; /* 32640 = 0 + 1 + ... + 255 */
+}
+
+/* Sum of mca[low..=high] (0 when low > high) from the prefix sums pre[i] = sum(mca[0..i)). */
+static uint64_t range_sum(const uint64_t *pre, uint32_t low, uint32_t high)
 {
     if (high >= X3S_SIM_BINS)
         high = X3S_SIM_BINS - 1u;
-    uint64_t s = 0;
-    for (uint32_t b = low; b <= high && b < X3S_SIM_BINS; b++)
-        s += mca[b];
-    return s;
+    return low > high ? 0u : pre[high + 1u] - pre[low];
 }
 
-void x3s_sim_gen_scalers(const x3s_sim_params *p, uint32_t exposure_ticks, const uint32_t win[4],
-                         uint32_t good_thres, const uint32_t *mca, uint32_t *sc)
+/* The same sum over the pattern (frame + 3 chan + bin) mod 256, in closed form. */
+static uint64_t pattern_sum(uint32_t base, uint32_t low, uint32_t high)
 {
-    uint64_t total = window_sum(mca, 0u, X3S_SIM_BINS - 1u);
-    uint64_t good = good_thres < X3S_SIM_BINS ? window_sum(mca, good_thres, X3S_SIM_BINS - 1u) : 0u;
+    if (high >= X3S_SIM_BINS)
+        high = X3S_SIM_BINS - 1u;
+    return low > high ? 0u : pattern_prefix((uint64_t)base + high + 1u) - pattern_prefix((uint64_t)base + low);
+}
+
+void x3s_sim_gen_scalers(const x3s_sim_params *p, uint64_t frame, uint32_t chan,
+                         uint32_t exposure_ticks, const uint32_t win[4], uint32_t good_thres,
+                         const uint32_t *mca, uint32_t *sc)
+{
+    uint64_t total, good, win0, win1;
+    uint32_t last = X3S_SIM_BINS - 1u;
+    if (p->content == X3S_SIM_PATTERN) {
+        uint32_t base = (uint32_t)((frame + 3u * (uint64_t)chan) & 0xFFu);
+        total = pattern_sum(base, 0u, last);
+        good = pattern_sum(base, good_thres, last);
+        win0 = pattern_sum(base, win[0], win[1]);
+        win1 = pattern_sum(base, win[2], win[3]);
+    } else {
+        uint64_t pre[X3S_SIM_BINS + 1];
+        pre[0] = 0;
+        for (uint32_t b = 0; b < X3S_SIM_BINS; b++)
+            pre[b + 1] = pre[b] + mca[b];
+        total = pre[X3S_SIM_BINS];
+        good = range_sum(pre, good_thres, last);
+        win0 = range_sum(pre, win[0], win[1]);
+        win1 = range_sum(pre, win[2], win[3]);
+    }
     uint64_t pileup = total * p->pileup_ppm / 1000000u;
     uint64_t resets = (uint64_t)exposure_ticks * p->reset_rate_hz / X3S_SIM_CLOCK_HZ;
-    sc[0] = exposure_ticks;                             /* Time */
-    sc[1] = (uint32_t)(resets * p->reset_ticks);        /* ResetTicks */
-    sc[2] = (uint32_t)resets;                           /* ResetCount */
-    sc[3] = (uint32_t)(total + pileup);                 /* AllEvent */
-    sc[4] = (uint32_t)good;                             /* AllGood */
-    sc[5] = (uint32_t)window_sum(mca, win[0], win[1]);  /* InWindow0 */
-    sc[6] = (uint32_t)window_sum(mca, win[2], win[3]);  /* InWindow1 */
-    sc[7] = (uint32_t)pileup;                           /* PileUp */
-    sc[8] = exposure_ticks;                             /* TotalTicks */
+    sc[0] = exposure_ticks;                      /* Time */
+    sc[1] = (uint32_t)(resets * p->reset_ticks); /* ResetTicks */
+    sc[2] = (uint32_t)resets;                    /* ResetCount */
+    sc[3] = (uint32_t)(total + pileup);          /* AllEvent */
+    sc[4] = (uint32_t)good;                      /* AllGood */
+    sc[5] = (uint32_t)win0;                      /* InWindow0 */
+    sc[6] = (uint32_t)win1;                      /* InWindow1 */
+    sc[7] = (uint32_t)pileup;                    /* PileUp */
+    sc[8] = exposure_ticks;                      /* TotalTicks */
 }

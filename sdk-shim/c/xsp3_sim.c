@@ -59,6 +59,7 @@ struct sim_path {
     uint32_t *slot_acks;
     uint32_t (*win)[4];
     uint32_t *good;
+    x3s_sim_table *table; /* spectrum content tables, computed once at config */
 
     /* Timing as programmed. */
     uint32_t glob_a;
@@ -342,6 +343,7 @@ static void free_path(struct sim_path *sp)
     free(sp->slot_acks);
     free(sp->win);
     free(sp->good);
+    free(sp->table);
     free(sp);
 }
 
@@ -406,13 +408,15 @@ int xsp3_config(int ncards, int num_tf, char *baseIPaddress, int basePort, char 
     sp->slot_acks = calloc(sp->num_tf, sizeof *sp->slot_acks);
     sp->win = calloc(sp->nch, sizeof *sp->win);
     sp->good = calloc(sp->nch, sizeof *sp->good);
-    if (!sp->slot_frame || !sp->slot_acks || !sp->win || !sp->good) {
+    sp->table = malloc(sizeof *sp->table);
+    if (!sp->slot_frame || !sp->slot_acks || !sp->win || !sp->good || !sp->table) {
         free_path(sp);
         set_msg("xsp3_config: out of memory for %d frames", num_tf);
         return XSP3_OUT_OF_MEMORY;
     }
     for (uint32_t s = 0; s < sp->num_tf; s++)
         sp->slot_frame[s] = SLOT_EMPTY;
+    x3s_sim_table_init(&sp->p, sp->table);
     for (uint32_t c = 0; c < sp->nch; c++) {
         sp->win[c][0] = 0;
         sp->win[c][1] = X3S_SIM_BINS - 1;
@@ -948,9 +952,9 @@ int xsp3_histogram_read4d(int path, uint32_t *buffer, unsigned eng, unsigned aux
             if (f == SLOT_EMPTY) {
                 memset(dst, 0, sizeof *dst * num_eng);
             } else if (whole) {
-                x3s_sim_gen_mca(&sp->p, f, chan + c, dst);
+                x3s_sim_gen_mca(&sp->p, sp->table, f, chan + c, dst);
             } else {
-                x3s_sim_gen_mca(&sp->p, f, chan + c, tmp);
+                x3s_sim_gen_mca(&sp->p, sp->table, f, chan + c, tmp);
                 memcpy(dst, tmp + eng, sizeof *dst * num_eng);
             }
         }
@@ -973,25 +977,25 @@ int xsp3_scaler_read(int path, uint32_t *dest, unsigned scaler, unsigned chan, u
     }
     uint32_t mca[X3S_SIM_BINS];
     uint32_t sc[XSP3_SW_NUM_SCALERS];
+    int pattern = sp->p.content == X3S_SIM_PATTERN;
     for (unsigned i = 0; i < dt; i++) {
-        uint32_t win[4];
-        uint32_t good;
-        uint32_t exposure;
-        uint64_t f;
+        pthread_mutex_lock(&sp->mu);
+        uint64_t f = sp->slot_frame[(t + i) % sp->num_tf];
+        uint32_t exposure = sp->exposure_ticks;
+        pthread_mutex_unlock(&sp->mu);
         for (unsigned c = 0; c < n_chan; c++) {
-            pthread_mutex_lock(&sp->mu);
-            f = sp->slot_frame[(t + i) % sp->num_tf];
-            memcpy(win, sp->win[chan + c], sizeof win);
-            good = sp->good[chan + c];
-            exposure = sp->exposure_ticks;
-            pthread_mutex_unlock(&sp->mu);
             uint32_t *dst = dest + ((size_t)i * n_chan + c) * n_scalers;
             if (f == SLOT_EMPTY) {
                 memset(dst, 0, sizeof *dst * n_scalers);
                 continue;
             }
-            x3s_sim_gen_mca(&sp->p, f, chan + c, mca);
-            x3s_sim_gen_scalers(&sp->p, exposure, win, good, mca, sc);
+            /* Windows and thresholds only change while stopped (the shim enforces it). */
+            uint32_t win[4];
+            memcpy(win, sp->win[chan + c], sizeof win);
+            uint32_t good = sp->good[chan + c];
+            if (!pattern)
+                x3s_sim_gen_mca(&sp->p, sp->table, f, chan + c, mca);
+            x3s_sim_gen_scalers(&sp->p, f, chan + c, exposure, win, good, pattern ? NULL : mca, sc);
             memcpy(dst, sc + scaler, sizeof *dst * n_scalers);
         }
     }
