@@ -149,6 +149,8 @@ pub struct FileAccess {
     pub mtime: f64,
     pub size: u64,
     format_version: OnceLock<String>,
+    /// Map used by the pure-Rust reader (None: the file needs libhdf5).
+    raw_map: OnceLock<Option<Arc<memmap2::Mmap>>>,
     handle: Mutex<Option<Arc<H5File>>>,
     index_cache: Mutex<HashMap<(String, String), IndexPair>>,
     keys_cache: Mutex<HashMap<String, Arc<BTreeSet<String>>>>,
@@ -191,6 +193,7 @@ impl FileAccess {
             mtime,
             size,
             format_version: OnceLock::new(),
+            raw_map: OnceLock::new(),
             handle: Mutex::new(None),
             index_cache: Mutex::new(HashMap::new()),
             keys_cache: Mutex::new(HashMap::new()),
@@ -203,6 +206,24 @@ impl FileAccess {
             fa.validity_flag = c.flag;
             return Ok(Arc::new(fa));
         }
+        let map = map_file(&path)?;
+        let raw = if raw_disabled() {
+            None
+        } else {
+            read_meta_raw(&path, &map)?
+        };
+        if let Some(m) = raw {
+            let _ = fa.format_version.set(m.fv);
+            fa.train_ids = m.train_ids;
+            fa.validity_flag = m.flag;
+            fa.control_sources = m.sources.0;
+            fa.instrument_sources = m.sources.1;
+            fa.legacy_sources = m.sources.2;
+            let _ = fa.raw_map.set(Some(map));
+            return Ok(Arc::new(fa));
+        }
+        let _ = fa.raw_map.set(None);
+        drop(map);
         let h = Arc::new(H5File::open(&path)?);
         let fv = read_format_version(&h)?;
         let _ = fa.format_version.set(fv.clone());
@@ -273,6 +294,11 @@ impl FileAccess {
         if let Ok(mut g) = self.handle.lock() {
             *g = None;
         }
+    }
+
+    /// Whether the open-time metadata was read by the pure-Rust reader (no libhdf5).
+    pub fn read_without_libhdf5(&self) -> bool {
+        matches!(self.raw_map.get(), Some(Some(_)))
     }
 
     /// Whether the HDF5 handle is currently open.
@@ -371,8 +397,15 @@ impl FileAccess {
                 return Ok(v.clone());
             }
         }
-        let h = self.file()?;
         let n = self.train_ids.len();
+        if let Some(v) = self.get_index_raw(source, group, n) {
+            let v = Arc::new(v);
+            if let Ok(mut c) = self.index_cache.lock() {
+                c.insert(k, v.clone());
+            }
+            return Ok(v);
+        }
+        let h = self.file()?;
         let base = if group.is_empty() {
             format!("INDEX/{source}")
         } else {
@@ -411,6 +444,43 @@ impl FileAccess {
             c.insert(k, v.clone());
         }
         Ok(v)
+    }
+
+    /// The index through the pure-Rust reader, if the file's structures allow it.
+    fn get_index_raw(&self, source: &str, group: &str, n: usize) -> Option<(Vec<u64>, Vec<u64>)> {
+        if raw_disabled() {
+            return None;
+        }
+        let map = self
+            .raw_map
+            .get_or_init(|| map_file(&self.path).ok())
+            .clone()?;
+        let f = super::rawh5::RawFile::new(&map).ok()?;
+        let base = if group.is_empty() {
+            format!("INDEX/{source}")
+        } else {
+            format!("INDEX/{source}/{group}")
+        };
+        let n64 = n as u64;
+        let first = f.read_ints(&format!("{base}/first"), Some(n64)).ok()?;
+        let count = match f.read_ints(&format!("{base}/count"), Some(n64)) {
+            Ok(c) => c,
+            Err(super::rawh5::RawError::NotFound(_)) => {
+                let last = f.read_ints(&format!("{base}/last"), Some(n64)).ok()?;
+                let status = f.read_ints(&format!("{base}/status"), Some(n64)).ok()?;
+                first
+                    .iter()
+                    .zip(&last)
+                    .zip(&status)
+                    .map(|((&f, &l), &s)| l.wrapping_sub(f).wrapping_add(1).wrapping_mul(s))
+                    .collect()
+            }
+            Err(_) => return None,
+        };
+        if first.len() < n || count.len() < n {
+            return None; // let the libhdf5 path report it
+        }
+        Some((first, count))
     }
 
     fn section_of(&self, source: &str) -> Result<&'static str> {
@@ -545,15 +615,30 @@ type Sources = (BTreeSet<String>, BTreeSet<String>, BTreeMap<String, String>);
 
 /// Parse the source list into control, instrument and legacy sources.
 fn read_data_sources(h: &H5File, fv: &str) -> Result<Sources> {
-    let path = if fv == "0.5" {
-        "METADATA/dataSourceId"
-    } else {
-        "METADATA/dataSources/dataSourceId"
-    };
+    let path = source_list_path(fv);
     if !h.has(path) {
         return Err(Error::structure(&h.path, format!("{path} not found")));
     }
     let ids = h.read_strings(path)?;
+    parse_source_ids(&h.path, &ids, |p| soft_link_target(h, p))
+}
+
+fn source_list_path(fv: &str) -> &'static str {
+    if fv == "0.5" {
+        "METADATA/dataSourceId"
+    } else {
+        "METADATA/dataSources/dataSourceId"
+    }
+}
+
+/// Parse source list entries (EXtra-data's `_read_data_sources`): empty padding
+/// entries ignored, INSTRUMENT entries give `device:pipeline`, soft-linked instrument
+/// groups are legacy names.
+fn parse_source_ids(
+    path: &Path,
+    ids: &[String],
+    mut soft_link: impl FnMut(&str) -> Option<String>,
+) -> Result<Sources> {
     let mut control = BTreeSet::new();
     let mut instrument = BTreeSet::new();
     let mut legacy = BTreeMap::new();
@@ -568,7 +653,7 @@ fn read_data_sources(h: &H5File, fv: &str) -> Result<Sources> {
                 let chan = chan_grp.split_once('/').map_or(chan_grp, |(c, _)| c);
                 let source = format!("{device}:{chan}");
                 if !instrument.contains(&source) {
-                    if let Some(target) = soft_link_target(h, &format!("INSTRUMENT/{source}")) {
+                    if let Some(target) = soft_link(&format!("INSTRUMENT/{source}")) {
                         // '/INSTRUMENT/X/Y' -> 'X/Y'
                         let t = target.trim_start_matches('/');
                         let canon = t.split_once('/').map_or("", |(_, r)| r).to_string();
@@ -583,7 +668,7 @@ fn read_data_sources(h: &H5File, fv: &str) -> Result<Sources> {
             "Karabo_TimerServer" => {}
             other => {
                 return Err(Error::UnknownCategory {
-                    path: h.path.clone(),
+                    path: path.into(),
                     category: other.to_string(),
                     entry: id.clone(),
                 })
@@ -591,6 +676,121 @@ fn read_data_sources(h: &H5File, fv: &str) -> Result<Sources> {
         }
     }
     Ok((control, instrument, legacy))
+}
+
+/// Metadata read at open time.
+struct OpenMeta {
+    fv: String,
+    train_ids: Vec<u64>,
+    flag: Vec<bool>,
+    sources: Sources,
+}
+
+/// Read the open-time metadata straight from the mapped bytes (pure Rust).
+/// `Ok(None)`: a structure the raw reader does not handle; use libhdf5.
+fn read_meta_raw(path: &Path, map: &[u8]) -> Result<Option<OpenMeta>> {
+    use super::rawh5::{Link, RawError, RawFile};
+    let inner = || -> std::result::Result<Result<OpenMeta>, RawError> {
+        let f = RawFile::new(map)?;
+        let fv = match f.read_strings("METADATA/dataFormatVersion") {
+            Ok(v) => v.into_iter().next().unwrap_or_default(),
+            Err(RawError::NotFound(_)) => "0.5".to_string(),
+            Err(e) => return Err(e),
+        };
+        let tids: Vec<u64> = match f.read_ints("INDEX/trainId", None) {
+            Ok(t) => t.into_iter().filter(|&t| t != 0).collect(),
+            Err(RawError::NotFound(_)) => {
+                return Ok(Err(Error::structure(
+                    path,
+                    "INDEX/trainId dataset not found",
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let lp = source_list_path(&fv);
+        let ids = match f.read_strings(lp) {
+            Ok(v) => v,
+            Err(RawError::NotFound(_)) => {
+                return Ok(Err(Error::structure(path, format!("{lp} not found"))))
+            }
+            Err(e) => return Err(e),
+        };
+        // Soft-link lookups must not silently fail on unsupported structures.
+        let mut link_err: Option<RawError> = None;
+        let sources = parse_source_ids(path, &ids, |p| match f.link(p) {
+            Ok(Link::Soft(t)) => Some(t),
+            Ok(Link::Hard(_)) | Err(RawError::NotFound(_)) => None,
+            Err(e) => {
+                link_err = Some(e);
+                None
+            }
+        });
+        if let Some(e) = link_err {
+            return Err(e);
+        }
+        let sources = match sources {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        let n = tids.len();
+        let flag = if fv == "0.5" {
+            guess_valid_trains(&tids)
+        } else {
+            let fl = match f.read_ints("INDEX/flag", Some(n as u64)) {
+                Ok(v) => v,
+                Err(RawError::NotFound(_)) => {
+                    return Ok(Err(Error::structure(path, "INDEX/flag dataset not found")))
+                }
+                Err(e) => return Err(e),
+            };
+            if fl.len() < n {
+                return Ok(Err(Error::structure(
+                    path,
+                    format!("INDEX/flag has {} entries for {n} train IDs", fl.len()),
+                )));
+            }
+            let mut v: Vec<bool> = fl.iter().map(|&x| x != 0).collect();
+            if fv == "1.1" {
+                v.iter_mut().for_each(|x| *x = !*x);
+            }
+            v
+        };
+        Ok(Ok(OpenMeta {
+            fv,
+            train_ids: tids,
+            flag,
+            sources,
+        }))
+    };
+    match inner() {
+        Ok(Ok(m)) => Ok(Some(m)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
+/// `EUXFEL_NO_RAW` set: always use libhdf5 (for comparisons and benchmarks).
+fn raw_disabled() -> bool {
+    std::env::var_os("EUXFEL_NO_RAW").is_some()
+}
+
+/// Map a file read-only.
+pub(crate) fn map_file(path: &Path) -> Result<Arc<memmap2::Mmap>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len == 0 {
+        return Err(Error::NotHdf5 {
+            path: path.into(),
+            msg: "file is empty".into(),
+        });
+    }
+    // SAFETY: read-only private map of a closed run file. Every access goes through
+    // bounds-checked slices of the map (RawFile::slice / H5File::bytes), so no read
+    // goes past the length mapped here; files are assumed not to be truncated while
+    // open, as EXtra-data assumes (a concurrent truncation could raise SIGBUS).
+    unsafe { memmap2::Mmap::map(&f) }
+        .map(Arc::new)
+        .map_err(|e| Error::io(path, e))
 }
 
 /// If `path` is a soft link, its target path.

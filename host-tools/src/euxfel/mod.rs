@@ -19,6 +19,7 @@ mod file_access;
 pub mod fnmatch;
 mod h5;
 pub mod npy;
+pub mod rawh5;
 pub mod runmap;
 
 pub use collection::{

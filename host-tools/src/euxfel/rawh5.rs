@@ -1,0 +1,710 @@
+//! A small pure-Rust reader of the HDF5 structures EuXFEL files use for their
+//! metadata and index, walked straight from the memory-mapped bytes.
+//!
+//! Supported: superblock v0/v1 with 8-byte offsets and lengths, version-1 object
+//! headers (with continuation blocks), "old-style" groups (symbol table: v1 B-tree
+//! of SNOD nodes + local heap), hard and soft links in them, dataspace v1/v2,
+//! fixed-point / float / fixed string / variable-length string datatypes, layout
+//! message v3 (compact, contiguous, chunked with a v1 B-tree chunk index), and
+//! variable-length strings in global heap collections. This is what h5py and the
+//! EuXFEL DAQ write with the default (earliest) library version bounds.
+//!
+//! Anything else (v2/v3 superblocks, v2 object headers, link messages, filters,
+//! other chunk indexes, big-endian data) returns [`RawError::Unsupported`] and the
+//! caller falls back to libhdf5. Corrupt input returns [`RawError::Corrupt`]: every
+//! read is bounds-checked against the mapped length, and every walk is bounded, so
+//! no input can make this code panic, loop forever or read outside the map.
+
+use std::collections::HashMap;
+
+/// Why the raw reader could not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawError {
+    /// A structure this reader does not handle; use libhdf5.
+    Unsupported(String),
+    /// The bytes are inconsistent or point outside the file.
+    Corrupt(String),
+    /// The object does not exist.
+    NotFound(String),
+}
+
+type R<T> = Result<T, RawError>;
+
+fn corrupt<T>(m: impl Into<String>) -> R<T> {
+    Err(RawError::Corrupt(m.into()))
+}
+fn unsupported<T>(m: impl Into<String>) -> R<T> {
+    Err(RawError::Unsupported(m.into()))
+}
+
+const UNDEF: u64 = u64::MAX;
+/// Bound on nodes visited in one B-tree walk (corrupt cyclic trees).
+const MAX_NODES: usize = 1 << 20;
+
+/// Element type of a dataset, as far as this reader understands it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawType {
+    /// Integer: size in bytes, signed.
+    Int {
+        size: usize,
+        signed: bool,
+    },
+    Float {
+        size: usize,
+    },
+    FixedString {
+        size: usize,
+    },
+    VlenString,
+}
+
+/// Where a dataset's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawLayout {
+    Compact(Vec<u8>),
+    /// Contiguous at an address (UNDEF = not allocated), size in bytes.
+    Contiguous {
+        addr: u64,
+        size: u64,
+    },
+    /// Chunked: chunk dims (without the element-size dim), B-tree address.
+    Chunked {
+        chunk: Vec<u64>,
+        btree: u64,
+    },
+}
+
+/// A dataset's header information.
+#[derive(Debug, Clone)]
+pub struct RawDataset {
+    pub shape: Vec<u64>,
+    pub dtype: RawType,
+    pub layout: RawLayout,
+    pub filtered: bool,
+}
+
+/// What a group member is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    Hard(u64),
+    Soft(String),
+}
+
+/// A parsed file: the bytes and the root group's object header address.
+pub struct RawFile<'a> {
+    b: &'a [u8],
+    root: u64,
+    base: u64,
+}
+
+impl<'a> RawFile<'a> {
+    /// Parse the superblock.
+    pub fn new(b: &'a [u8]) -> R<RawFile<'a>> {
+        const SIG: [u8; 8] = [0x89, b'H', b'D', b'F', b'\r', b'\n', 0x1a, b'\n'];
+        let mut off = 0usize;
+        loop {
+            if off + 8 > b.len() {
+                return corrupt("no HDF5 signature");
+            }
+            if b[off..off + 8] == SIG {
+                break;
+            }
+            off = if off == 0 { 512 } else { off * 2 };
+        }
+        let sb = &b[off..];
+        let ver = *sb
+            .get(8)
+            .ok_or(RawError::Corrupt("short superblock".into()))?;
+        if ver > 1 {
+            return unsupported(format!("superblock version {ver}"));
+        }
+        if sb.get(13) != Some(&8) || sb.get(14) != Some(&8) {
+            return unsupported("offset/length size other than 8");
+        }
+        let mut p = 24;
+        if ver == 1 {
+            p += 4;
+        }
+        let f = RawFile {
+            b,
+            root: 0,
+            base: 0,
+        };
+        let base = f.u64_at((off + p) as u64)?;
+        // root group symbol table entry after base, free-space, EOF, driver addresses
+        let entry = off + p + 32;
+        let root = f.u64_at(entry as u64 + 8)?;
+        Ok(RawFile { b, root, base })
+    }
+
+    fn slice(&self, addr: u64, len: u64) -> R<&'a [u8]> {
+        let a = addr
+            .checked_add(self.base)
+            .ok_or(RawError::Corrupt("address overflow".into()))?;
+        let end = a
+            .checked_add(len)
+            .ok_or(RawError::Corrupt("length overflow".into()))?;
+        if end > self.b.len() as u64 {
+            return corrupt(format!(
+                "data at {a} + {len} bytes is outside the file ({} bytes)",
+                self.b.len()
+            ));
+        }
+        Ok(&self.b[a as usize..end as usize])
+    }
+
+    fn u64_at(&self, addr: u64) -> R<u64> {
+        let s = self.slice(addr, 8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    /// Checked view of file bytes (absolute addresses, as in the HDF5 structures).
+    pub fn bytes(&self, addr: u64, len: u64) -> R<&'a [u8]> {
+        self.slice(addr, len)
+    }
+
+    /// The messages of a v1 object header: (type, data).
+    fn messages(&self, addr: u64) -> R<Vec<(u16, &'a [u8])>> {
+        let h = self.slice(addr, 16)?;
+        if h[0] != 1 {
+            if self.slice(addr, 4)? == b"OHDR" {
+                return unsupported("version 2 object header");
+            }
+            return corrupt(format!("bad object header version {} at {addr}", h[0]));
+        }
+        let nmsg = u16::from_le_bytes([h[2], h[3]]) as usize;
+        let size = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as u64;
+        let mut blocks = vec![(addr + 16, size)];
+        let mut out = Vec::new();
+        let mut bi = 0;
+        while bi < blocks.len() {
+            if bi > 64 || out.len() > nmsg + 64 {
+                return corrupt("too many object header continuation blocks");
+            }
+            let (start, len) = blocks[bi];
+            let blk = self.slice(start, len)?;
+            let mut p = 0usize;
+            while p + 8 <= blk.len() {
+                let t = u16::from_le_bytes([blk[p], blk[p + 1]]);
+                let sz = u16::from_le_bytes([blk[p + 2], blk[p + 3]]) as usize;
+                let d0 = p + 8;
+                let d1 = d0 + sz;
+                if d1 > blk.len() {
+                    return corrupt(format!(
+                        "object header message overruns its block at {start}"
+                    ));
+                }
+                let data = &blk[d0..d1];
+                if t == 0x10 {
+                    if data.len() < 16 {
+                        return corrupt("short continuation message");
+                    }
+                    let a = u64::from_le_bytes(data[0..8].try_into().unwrap_or([0; 8]));
+                    let l = u64::from_le_bytes(data[8..16].try_into().unwrap_or([0; 8]));
+                    blocks.push((a, l));
+                } else if t != 0 {
+                    out.push((t, data));
+                }
+                p = d1.div_ceil(8) * 8;
+            }
+            bi += 1;
+        }
+        Ok(out)
+    }
+
+    /// Members of a group: name -> link.
+    pub fn members(&self, group_addr: u64) -> R<HashMap<String, Link>> {
+        let msgs = self.messages(group_addr)?;
+        let st = msgs.iter().find(|(t, _)| *t == 0x11);
+        let Some((_, st)) = st else {
+            if msgs.iter().any(|(t, _)| *t == 0x06 || *t == 0x02) {
+                return unsupported("new-style (link message) group");
+            }
+            return corrupt(format!("object at {group_addr} is not a group"));
+        };
+        if st.len() < 16 {
+            return corrupt("short symbol table message");
+        }
+        let btree = u64::from_le_bytes(st[0..8].try_into().unwrap_or([0; 8]));
+        let heap = u64::from_le_bytes(st[8..16].try_into().unwrap_or([0; 8]));
+        // Local heap.
+        let hh = self.slice(heap, 32)?;
+        if &hh[0..4] != b"HEAP" {
+            return corrupt(format!("bad local heap signature at {heap}"));
+        }
+        let heap_size = u64::from_le_bytes(hh[8..16].try_into().unwrap_or([0; 8]));
+        let heap_data = u64::from_le_bytes(hh[24..32].try_into().unwrap_or([0; 8]));
+        let hdata = self.slice(heap_data, heap_size)?;
+        let name_at = |off: u64| -> R<String> {
+            let s = hdata
+                .get(off as usize..)
+                .ok_or(RawError::Corrupt("name offset outside local heap".into()))?;
+            let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
+            Ok(String::from_utf8_lossy(&s[..end]).into_owned())
+        };
+        let mut out = HashMap::new();
+        let mut stack = vec![(btree, 0usize)];
+        let mut visited = 0usize;
+        while let Some((node, depth)) = stack.pop() {
+            visited += 1;
+            if visited > MAX_NODES || depth > 64 {
+                return corrupt("group B-tree too large or cyclic");
+            }
+            let hdr = self.slice(node, 24)?;
+            if &hdr[0..4] != b"TREE" || hdr[4] != 0 {
+                return corrupt(format!("bad group B-tree node at {node}"));
+            }
+            let level = hdr[5];
+            let used = u16::from_le_bytes([hdr[6], hdr[7]]) as u64;
+            // keys (8 bytes) and children (8 bytes) interleaved: key0 child0 key1 ...
+            let body = self.slice(node + 24, (used * 2 + 1) * 8)?;
+            for i in 0..used as usize {
+                let c = u64::from_le_bytes(
+                    body[(i * 2 + 1) * 8..(i * 2 + 2) * 8]
+                        .try_into()
+                        .unwrap_or([0; 8]),
+                );
+                if level > 0 {
+                    stack.push((c, depth + 1));
+                } else {
+                    // Symbol node.
+                    let sh = self.slice(c, 8)?;
+                    if &sh[0..4] != b"SNOD" {
+                        return corrupt(format!("bad symbol node at {c}"));
+                    }
+                    let n = u16::from_le_bytes([sh[6], sh[7]]) as u64;
+                    let ents = self.slice(c + 8, n * 40)?;
+                    for e in ents.chunks_exact(40) {
+                        let name_off = u64::from_le_bytes(e[0..8].try_into().unwrap_or([0; 8]));
+                        let obj = u64::from_le_bytes(e[8..16].try_into().unwrap_or([0; 8]));
+                        let cache = u32::from_le_bytes(e[16..20].try_into().unwrap_or([0; 4]));
+                        let name = name_at(name_off)?;
+                        let link = if cache == 2 {
+                            let voff = u32::from_le_bytes(e[24..28].try_into().unwrap_or([0; 4]));
+                            Link::Soft(name_at(voff as u64)?)
+                        } else {
+                            Link::Hard(obj)
+                        };
+                        out.insert(name, link);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolve a '/'-separated path to an object address, following soft links.
+    pub fn resolve(&self, path: &str) -> R<u64> {
+        self.resolve_depth(path, 0)
+    }
+
+    fn resolve_depth(&self, path: &str, depth: usize) -> R<u64> {
+        if depth > 16 {
+            return corrupt("too many soft link levels");
+        }
+        let mut cur = self.root;
+        let mut walked = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            let m = self.members(cur)?;
+            match m.get(part) {
+                Some(Link::Hard(a)) => cur = *a,
+                Some(Link::Soft(t)) => {
+                    let target = if t.starts_with('/') {
+                        t.clone()
+                    } else {
+                        format!("{walked}/{t}")
+                    };
+                    cur = self.resolve_depth(&target, depth + 1)?;
+                }
+                None => return Err(RawError::NotFound(path.to_string())),
+            }
+            walked.push('/');
+            walked.push_str(part);
+        }
+        Ok(cur)
+    }
+
+    /// The link named by the last component of `path` (not followed).
+    pub fn link(&self, path: &str) -> R<Link> {
+        let (parent, leaf) = path
+            .trim_matches('/')
+            .rsplit_once('/')
+            .unwrap_or(("", path));
+        let g = self.resolve(parent)?;
+        self.members(g)?
+            .remove(leaf)
+            .ok_or_else(|| RawError::NotFound(path.to_string()))
+    }
+
+    /// Dataset header of the object at `path`.
+    pub fn dataset(&self, path: &str) -> R<RawDataset> {
+        let addr = self.resolve(path)?;
+        let msgs = self.messages(addr)?;
+        let mut shape = None;
+        let mut dtype = None;
+        let mut layout = None;
+        let mut filtered = false;
+        for (t, d) in &msgs {
+            match t {
+                0x01 => shape = Some(parse_dataspace(d)?),
+                0x03 => dtype = Some(parse_datatype(d)?),
+                0x08 => layout = Some(parse_layout(d)?),
+                0x0B => filtered = true,
+                _ => {}
+            }
+        }
+        match (shape, dtype, layout) {
+            (Some(shape), Some(dtype), Some(layout)) => Ok(RawDataset {
+                shape,
+                dtype,
+                layout,
+                filtered,
+            }),
+            _ => corrupt(format!(
+                "{path}: not a dataset (missing dataspace, datatype or layout)"
+            )),
+        }
+    }
+
+    /// Raw bytes of the first `n_rows` rows of a dataset (`row_bytes` each); unallocated
+    /// chunks read as zeros. Filtered data is unsupported.
+    pub fn read_rows(&self, ds: &RawDataset, n_rows: u64, row_bytes: u64) -> R<Vec<u8>> {
+        if ds.filtered {
+            return unsupported("filtered dataset");
+        }
+        let rows = ds.shape.first().copied().unwrap_or(1);
+        let n_rows = n_rows.min(rows);
+        let total = n_rows
+            .checked_mul(row_bytes)
+            .ok_or(RawError::Corrupt("size overflow".into()))?;
+        if total > self.b.len() as u64 {
+            return corrupt(format!(
+                "{total} bytes requested from a {}-byte file",
+                self.b.len()
+            ));
+        }
+        let mut out = vec![0u8; total as usize];
+        match &ds.layout {
+            RawLayout::Compact(d) => {
+                let n = (total as usize).min(d.len());
+                out[..n].copy_from_slice(&d[..n]);
+            }
+            RawLayout::Contiguous { addr, .. } => {
+                if *addr != UNDEF && total > 0 {
+                    out.copy_from_slice(self.slice(*addr, total)?);
+                }
+            }
+            RawLayout::Chunked { chunk, btree } => {
+                if chunk.len() != ds.shape.len() || chunk.is_empty() {
+                    return corrupt("chunk rank differs from dataset rank");
+                }
+                if chunk[1..] != ds.shape[1..] {
+                    return unsupported("chunks not spanning the trailing dimensions");
+                }
+                let crows = chunk[0];
+                if crows == 0 {
+                    return corrupt("zero chunk size");
+                }
+                if *btree == UNDEF {
+                    return Ok(out);
+                }
+                for (row0, addr, size) in self.chunk_list(*btree, chunk.len())? {
+                    if row0 >= n_rows {
+                        continue;
+                    }
+                    let nr = crows.min(n_rows - row0);
+                    let nb = nr * row_bytes;
+                    if nb > size {
+                        return corrupt(format!("chunk at {addr} holds {size} bytes, need {nb}"));
+                    }
+                    let src = self.slice(addr, nb)?;
+                    let o = (row0 * row_bytes) as usize;
+                    out.get_mut(o..o + nb as usize)
+                        .ok_or(RawError::Corrupt("chunk offset outside dataset".into()))?
+                        .copy_from_slice(src);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Leaves of a chunk B-tree: (first row, address, stored size).
+    fn chunk_list(&self, root: u64, rank: usize) -> R<Vec<(u64, u64, u64)>> {
+        let key_len = 8 + 8 * (rank as u64 + 1);
+        let mut out = Vec::new();
+        let mut stack = vec![(root, 0usize)];
+        let mut visited = 0usize;
+        while let Some((node, depth)) = stack.pop() {
+            visited += 1;
+            if visited > MAX_NODES || depth > 64 {
+                return corrupt("chunk B-tree too large or cyclic");
+            }
+            let hdr = self.slice(node, 24)?;
+            if &hdr[0..4] != b"TREE" || hdr[4] != 1 {
+                return corrupt(format!("bad chunk B-tree node at {node}"));
+            }
+            let level = hdr[5];
+            let used = u16::from_le_bytes([hdr[6], hdr[7]]) as u64;
+            let body = self.slice(node + 24, used * (key_len + 8) + key_len)?;
+            for i in 0..used {
+                let k = (i * (key_len + 8)) as usize;
+                let size = u32::from_le_bytes(body[k..k + 4].try_into().unwrap_or([0; 4])) as u64;
+                let mask = u32::from_le_bytes(body[k + 4..k + 8].try_into().unwrap_or([0; 4]));
+                let row0 = u64::from_le_bytes(body[k + 8..k + 16].try_into().unwrap_or([0; 8]));
+                let c = k + key_len as usize;
+                let child = u64::from_le_bytes(body[c..c + 8].try_into().unwrap_or([0; 8]));
+                if level > 0 {
+                    stack.push((child, depth + 1));
+                } else {
+                    if mask != 0 {
+                        return unsupported("chunk with filter mask");
+                    }
+                    out.push((row0, child, size));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read a 1-D integer dataset (first `n` values) as u64 (sign-extended for signed).
+    pub fn read_ints(&self, path: &str, n: Option<u64>) -> R<Vec<u64>> {
+        let ds = self.dataset(path)?;
+        if ds.shape.len() != 1 {
+            return corrupt(format!("{path}: expected 1-D, got {:?}", ds.shape));
+        }
+        let RawType::Int { size, signed } = ds.dtype else {
+            return unsupported(format!("{path}: not an integer dataset"));
+        };
+        let rows = n.unwrap_or(ds.shape[0]).min(ds.shape[0]);
+        let bytes = self.read_rows(&ds, rows, size as u64)?;
+        Ok(bytes
+            .chunks_exact(size)
+            .map(|c| {
+                let mut a = [0u8; 8];
+                a[..size].copy_from_slice(c);
+                if signed && c[size - 1] & 0x80 != 0 {
+                    for x in a.iter_mut().skip(size) {
+                        *x = 0xff;
+                    }
+                }
+                u64::from_le_bytes(a)
+            })
+            .collect())
+    }
+
+    /// Read a 1-D string dataset (vlen or fixed).
+    pub fn read_strings(&self, path: &str) -> R<Vec<String>> {
+        let ds = self.dataset(path)?;
+        let rows = match ds.shape.len() {
+            0 => 1,
+            1 => ds.shape[0],
+            _ => return unsupported(format!("{path}: {}-D strings", ds.shape.len())),
+        };
+        match ds.dtype {
+            RawType::FixedString { size } => {
+                let b = self.read_rows(&ds, rows, size as u64)?;
+                Ok(b.chunks_exact(size.max(1))
+                    .map(|c| {
+                        let e = c.iter().position(|&x| x == 0).unwrap_or(c.len());
+                        String::from_utf8_lossy(&c[..e]).into_owned()
+                    })
+                    .collect())
+            }
+            RawType::VlenString => {
+                let b = self.read_rows(&ds, rows, 16)?;
+                let mut heaps: HashMap<u64, HashMap<u16, (u64, u64)>> = HashMap::new();
+                let mut out = Vec::with_capacity(rows as usize);
+                for e in b.chunks_exact(16) {
+                    let len = u32::from_le_bytes(e[0..4].try_into().unwrap_or([0; 4])) as u64;
+                    let coll = u64::from_le_bytes(e[4..12].try_into().unwrap_or([0; 8]));
+                    let idx = u32::from_le_bytes(e[12..16].try_into().unwrap_or([0; 4]));
+                    if len == 0 || coll == 0 || coll == UNDEF {
+                        out.push(String::new());
+                        continue;
+                    }
+                    let objs = match heaps.entry(coll) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(self.global_heap(coll)?)
+                        }
+                    };
+                    let &(addr, size) = objs.get(&(idx as u16)).ok_or(RawError::Corrupt(
+                        format!("global heap object {idx} not in {coll}"),
+                    ))?;
+                    let data = self.slice(addr, size.min(len))?;
+                    let end = data.iter().position(|&x| x == 0).unwrap_or(data.len());
+                    out.push(String::from_utf8_lossy(&data[..end]).into_owned());
+                }
+                Ok(out)
+            }
+            _ => unsupported(format!("{path}: not a string dataset")),
+        }
+    }
+
+    /// Objects of a global heap collection: index -> (data address, size).
+    fn global_heap(&self, addr: u64) -> R<HashMap<u16, (u64, u64)>> {
+        let h = self.slice(addr, 16)?;
+        if &h[0..4] != b"GCOL" {
+            return corrupt(format!("bad global heap signature at {addr}"));
+        }
+        let size = u64::from_le_bytes(h[8..16].try_into().unwrap_or([0; 8]));
+        let body = self.slice(addr, size)?;
+        let mut p = 16usize;
+        let mut out = HashMap::new();
+        while p + 16 <= body.len() {
+            let idx = u16::from_le_bytes([body[p], body[p + 1]]);
+            let osz = u64::from_le_bytes(body[p + 8..p + 16].try_into().unwrap_or([0; 8]));
+            if idx == 0 {
+                break;
+            }
+            out.insert(idx, (addr + p as u64 + 16, osz));
+            let adv = 16u64
+                .checked_add(osz.div_ceil(8) * 8)
+                .ok_or(RawError::Corrupt("global heap object size overflow".into()))?;
+            p = p
+                .checked_add(adv as usize)
+                .ok_or(RawError::Corrupt("global heap overflow".into()))?;
+        }
+        Ok(out)
+    }
+}
+
+fn le_u64(d: &[u8], at: usize) -> R<u64> {
+    d.get(at..at + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
+        .ok_or(RawError::Corrupt("short message".into()))
+}
+
+fn parse_dataspace(d: &[u8]) -> R<Vec<u64>> {
+    let ver = *d
+        .first()
+        .ok_or(RawError::Corrupt("empty dataspace".into()))?;
+    let rank = *d
+        .get(1)
+        .ok_or(RawError::Corrupt("short dataspace".into()))? as usize;
+    let start = match ver {
+        1 => 8,
+        2 => 4,
+        v => return unsupported(format!("dataspace version {v}")),
+    };
+    if ver == 2 && d.get(3) == Some(&2) {
+        return Ok(vec![0]); // null dataspace
+    }
+    (0..rank).map(|i| le_u64(d, start + i * 8)).collect()
+}
+
+fn parse_datatype(d: &[u8]) -> R<RawType> {
+    if d.len() < 8 {
+        return corrupt("short datatype");
+    }
+    let class = d[0] & 0x0f;
+    let bits0 = d[1];
+    let size = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
+    match class {
+        0 => {
+            if bits0 & 1 != 0 {
+                return unsupported("big-endian integer");
+            }
+            if ![1, 2, 4, 8].contains(&size) {
+                return unsupported(format!("integer of {size} bytes"));
+            }
+            Ok(RawType::Int {
+                size,
+                signed: bits0 & 0x08 != 0,
+            })
+        }
+        1 => {
+            if bits0 & 1 != 0 || bits0 & 0x40 != 0 {
+                return unsupported("non-little-endian float");
+            }
+            Ok(RawType::Float { size })
+        }
+        3 => Ok(RawType::FixedString { size }),
+        9 => {
+            if bits0 & 0x0f == 1 {
+                Ok(RawType::VlenString)
+            } else {
+                unsupported("variable-length sequence")
+            }
+        }
+        c => unsupported(format!("datatype class {c}")),
+    }
+}
+
+fn parse_layout(d: &[u8]) -> R<RawLayout> {
+    let ver = *d.first().ok_or(RawError::Corrupt("empty layout".into()))?;
+    if ver != 3 {
+        return unsupported(format!("layout message version {ver}"));
+    }
+    match d.get(1) {
+        Some(0) => {
+            let n = d
+                .get(2..4)
+                .map(|s| u16::from_le_bytes([s[0], s[1]]) as usize)
+                .ok_or(RawError::Corrupt("short compact layout".into()))?;
+            let data = d
+                .get(4..4 + n)
+                .ok_or(RawError::Corrupt("short compact data".into()))?;
+            Ok(RawLayout::Compact(data.to_vec()))
+        }
+        Some(1) => Ok(RawLayout::Contiguous {
+            addr: le_u64(d, 2)?,
+            size: le_u64(d, 10)?,
+        }),
+        Some(2) => {
+            let dims = *d
+                .get(2)
+                .ok_or(RawError::Corrupt("short chunked layout".into()))?
+                as usize;
+            let btree = le_u64(d, 3)?;
+            if dims < 2 {
+                return corrupt("chunked layout with rank 0");
+            }
+            let mut chunk = Vec::with_capacity(dims - 1);
+            for i in 0..dims - 1 {
+                let o = 11 + i * 4;
+                let s = d
+                    .get(o..o + 4)
+                    .ok_or(RawError::Corrupt("short chunk dims".into()))?;
+                chunk.push(u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as u64);
+            }
+            Ok(RawLayout::Chunked { chunk, btree })
+        }
+        Some(c) => unsupported(format!("layout class {c}")),
+        None => corrupt("short layout"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut rng = 0x1234_5678_9abc_def0u64;
+        for len in [0usize, 7, 8, 64, 512, 4096] {
+            for _ in 0..50 {
+                let mut b: Vec<u8> = (0..len)
+                    .map(|_| {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        rng as u8
+                    })
+                    .collect();
+                if len >= 16 {
+                    b[..8].copy_from_slice(&[0x89, b'H', b'D', b'F', b'\r', b'\n', 0x1a, b'\n']);
+                    b[8] = 0;
+                    b[13] = 8;
+                    b[14] = 8;
+                }
+                if let Ok(f) = RawFile::new(&b) {
+                    let _ = f.read_ints("INDEX/trainId", None);
+                    let _ = f.read_strings("METADATA/dataSources/dataSourceId");
+                }
+            }
+        }
+    }
+}
