@@ -1,0 +1,189 @@
+//! FrameRing benchmarks (issue acq-core).
+//!
+//! `ring_throughput`: 4-channel x 4096-bin frames (64 KiB of MCA + 144 B of scalers each). A
+//! producer thread copies each frame from a source buffer into its slot (the one copy the SDK
+//! forces) and commits in batches of 64; two lossless consumer threads read every frame, check
+//! its frame number and read its first and last MCA word, and release. Beside it, `memcpy` copies
+//! the same bytes in the same batches into a destination as large as the ring, on one thread.
+//! Both report bytes of MCA + scalers, so criterion's throughput figures compare directly.
+//!
+//! `ring_overhead`: 1-channel x 64-bin frames, one thread, grant(1) / commit(1) / read(1) /
+//! release(1) per frame with nothing copied: the ring's own cost per frame.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use acq_core::geometry::{FrameMeta, Geometry};
+use acq_core::ring::{FrameRing, Policy, RingConfig, SlotMemory, SlotMemorySize};
+use acq_core::wait::ParkWait;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+const SLOTS: usize = 1024;
+const BATCH: usize = 64;
+const FRAMES_PER_ITER: u64 = 4096;
+
+struct Storage {
+    mca: Vec<u32>,
+    scalers: Vec<u32>,
+    meta: Vec<FrameMeta>,
+}
+
+impl Storage {
+    fn new(geometry: Geometry, slots: usize) -> Self {
+        let size = SlotMemorySize::new(geometry, slots);
+        Storage {
+            mca: vec![1; size.mca_words],
+            scalers: vec![1; size.scaler_words],
+            meta: vec![FrameMeta::default(); size.meta_records],
+        }
+    }
+
+    fn memory(&mut self) -> SlotMemory<'_> {
+        SlotMemory {
+            mca: &mut self.mca,
+            scalers: &mut self.scalers,
+            meta: &mut self.meta,
+        }
+    }
+}
+
+/// Moves `frames` frames through a fresh ring with two consumer threads; returns the elapsed time.
+fn ring_run(geometry: Geometry, storage: &mut Storage, source: &[u32], frames: u64) -> Duration {
+    let ring = FrameRing::new(
+        geometry,
+        RingConfig {
+            slots: SLOTS,
+            batch: BATCH,
+        },
+        [Policy::Lossless, Policy::Lossless],
+        storage.memory(),
+        ParkWait::new(),
+    )
+    .expect("ring");
+    let (mut producer, consumers) = ring.split().expect("split");
+    let mw = geometry.mca_words();
+    let sw = geometry.scaler_words();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for mut consumer in consumers {
+            s.spawn(move || {
+                let mut expected = 0u64;
+                let mut sum = 0u64;
+                while consumer.wait_available(BATCH as u64) > 0 {
+                    let Some(grant) = consumer.read(BATCH) else {
+                        continue;
+                    };
+                    let mca = grant.mca();
+                    for (i, meta) in grant.meta().iter().enumerate() {
+                        assert_eq!(meta.frame_number, expected);
+                        sum += (mca[i * mw] + mca[(i + 1) * mw - 1]) as u64;
+                        expected += 1;
+                    }
+                    let n = grant.len();
+                    grant.release(n);
+                }
+                black_box(sum);
+            });
+        }
+        let mut sent = 0u64;
+        while sent < frames {
+            let mut grant = producer
+                .grant_blocking((frames - sent).min(BATCH as u64) as usize)
+                .expect("grant");
+            let n = grant.len();
+            let (mca, scalers, meta) = grant.parts_mut();
+            mca.copy_from_slice(&source[..n * mw]);
+            scalers.copy_from_slice(&source[..n * sw]);
+            for (i, m) in meta.iter_mut().enumerate() {
+                m.frame_number = sent + i as u64;
+            }
+            grant.commit(n);
+            sent += n as u64;
+        }
+        producer.close();
+    });
+    start.elapsed()
+}
+
+fn memcpy_run(geometry: Geometry, storage: &mut Storage, source: &[u32], frames: u64) -> Duration {
+    let mw = geometry.mca_words();
+    let sw = geometry.scaler_words();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < frames {
+        let n = (frames - sent).min(BATCH as u64) as usize;
+        let slot = (sent % SLOTS as u64) as usize;
+        storage.mca[slot * mw..(slot + n) * mw].copy_from_slice(&source[..n * mw]);
+        storage.scalers[slot * sw..(slot + n) * sw].copy_from_slice(&source[..n * sw]);
+        sent += n as u64;
+    }
+    black_box(&storage.mca);
+    start.elapsed()
+}
+
+fn ring_throughput(c: &mut Criterion) {
+    let geometry = Geometry::new(4, 4096).expect("geometry");
+    let source: Vec<u32> = (0..BATCH * geometry.mca_words())
+        .map(|i| i as u32)
+        .collect();
+    let mut storage = Storage::new(geometry, SLOTS);
+    let mut group = c.benchmark_group("ring_throughput_4x4096");
+    group.throughput(Throughput::Bytes(
+        FRAMES_PER_ITER * geometry.frame_bytes() as u64,
+    ));
+    group.sample_size(20);
+    group.bench_function("ring_1p_2c", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| ring_run(geometry, &mut storage, &source, FRAMES_PER_ITER))
+                .sum()
+        })
+    });
+    group.bench_function("memcpy", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| memcpy_run(geometry, &mut storage, &source, FRAMES_PER_ITER))
+                .sum()
+        })
+    });
+    group.finish();
+}
+
+fn overhead_loop<W: acq_core::wait::Wait>(c: &mut Criterion, name: &str, wait: W) {
+    let geometry = Geometry::new(1, 64).expect("geometry");
+    let mut storage = Storage::new(geometry, 1024);
+    let ring = FrameRing::new(
+        geometry,
+        RingConfig {
+            slots: 1024,
+            batch: 1,
+        },
+        [Policy::Lossless],
+        storage.memory(),
+        wait,
+    )
+    .expect("ring");
+    let (mut producer, [mut consumer]) = ring.split().expect("split");
+    let mut group = c.benchmark_group("ring_overhead_1x64");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            let grant = producer.grant(1).expect("room");
+            grant.commit(1);
+            let grant = consumer.read(1).expect("frame");
+            black_box(grant.meta()[0].frame_number);
+            grant.release(1);
+        })
+    });
+    group.finish();
+}
+
+/// The ring's own cost per frame with the host's wait strategy, and with the notifying part
+/// taken out (bare-metal `BusyWait`) to show what waking costs.
+fn ring_overhead(c: &mut Criterion) {
+    overhead_loop(c, "park_wait", ParkWait::new());
+    overhead_loop(c, "busy_wait", acq_core::wait::BusyWait);
+}
+
+criterion_group!(benches, ring_throughput, ring_overhead);
+criterion_main!(benches);
