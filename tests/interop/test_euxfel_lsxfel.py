@@ -122,6 +122,11 @@ def test_lsxfel_run_map_is_shared(examples, tmp_path):
     assert entry is not None and len(entry["train_ids"]) == 400
     # EXtra-data opens with our cache and prints the same.
     assert run([py_tool("lsxfel"), str(run_dir)])[1] == out
+    # Byte for byte the file EXtra-data writes (same field order, floats, indent).
+    ours_text = cache.read_bytes()
+    cache.unlink()
+    assert run([py_tool("lsxfel"), str(run_dir)])[0] == 0
+    assert cache.read_bytes() == ours_text
 
     # EXtra-data's cache read by us: prove it is used by editing a cached source list
     # (size and mtime still match, so the entry stays valid for both tools).

@@ -594,8 +594,12 @@ impl KeyData {
                     let rows = match rows_cache {
                         Some(r) => r,
                         None => {
-                            let h = f.file()?;
-                            let r = h.dataset(&path)?.shape().first().copied().unwrap_or(0) as u64;
+                            let r = f
+                                .dataset_dtype_shape(path.trim_start_matches('/'))?
+                                .1
+                                .first()
+                                .copied()
+                                .unwrap_or(0) as u64;
                             rows_cache = Some(r);
                             r
                         }

@@ -534,13 +534,53 @@ impl FileAccess {
         key: &str,
     ) -> Result<(DType, Vec<usize>)> {
         let section = self.section_of(source)?;
-        let h = self.file()?;
         let p = format!("{section}/{source}/{}", key.replace('.', "/"));
-        let ds = h.dataset(&p)?;
+        self.dataset_dtype_shape(&p)
+    }
+
+    /// dtype and shape of the dataset at `path`, from the map when possible.
+    pub fn dataset_dtype_shape(self: &Arc<Self>, p: &str) -> Result<(DType, Vec<usize>)> {
+        if !raw_disabled() {
+            if let Some(map) = self
+                .raw_map
+                .get_or_init(|| map_file(&self.path).ok())
+                .clone()
+            {
+                use super::rawh5::{RawFile, RawType};
+                if let Ok(ds) = RawFile::new(&map).and_then(|f| f.dataset(p)) {
+                    let dt = match ds.dtype {
+                        RawType::Int { size, signed: true } => Some(DType::Int(size)),
+                        RawType::Int {
+                            size,
+                            signed: false,
+                        } => Some(DType::UInt(size)),
+                        RawType::Float { size } if size == 4 || size == 8 => {
+                            Some(DType::Float(size))
+                        }
+                        RawType::FixedString { size } => Some(DType::FixedStr(size)),
+                        RawType::VlenString => Some(DType::VlenStr),
+                        _ => None,
+                    };
+                    // Booleans are enums (handled by libhdf5 below); shapes need usize.
+                    if let Some(dt) = dt {
+                        if let Ok(shape) = ds
+                            .shape
+                            .iter()
+                            .map(|&d| usize::try_from(d))
+                            .collect::<std::result::Result<Vec<usize>, _>>()
+                        {
+                            return Ok((dt, shape));
+                        }
+                    }
+                }
+            }
+        }
+        let h = self.file()?;
+        let ds = h.dataset(p)?;
         let d = ds
             .dtype()
             .and_then(|t| t.to_descriptor())
-            .map_err(|e| Error::h5(&self.path, &p, e))?;
+            .map_err(|e| Error::h5(&self.path, p, e))?;
         Ok((DType::from_descriptor(&d), ds.shape()))
     }
 

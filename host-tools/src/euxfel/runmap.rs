@@ -57,7 +57,13 @@ impl RunFilesMap {
                         continue;
                     }
                     if let Ok((mtime, size)) = stat_mtime_size(&directory.join(&e.filename)) {
-                        if mtime == e.mtime && size == e.size {
+                        // serde_json's float parser may be 1 ULP off the correctly rounded
+                        // value Python writes and reads; accept a few ULPs and keep the
+                        // exact stat value, so a rewrite stays valid for EXtra-data.
+                        let tol = mtime.abs() * 4.0 * f64::EPSILON;
+                        if (mtime - e.mtime).abs() <= tol && size == e.size {
+                            let mut e = e;
+                            e.mtime = mtime;
                             files_data.insert(e.filename.clone(), e);
                         }
                     }
@@ -174,12 +180,50 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     Err(std::io::Error::other("could not create a temporary file"))
 }
 
-/// JSON in the layout of Python's `json.dump(obj, indent=2)` (", " is not used
-/// with indent; separators are "," and ": ").
+/// JSON in the layout of Python's `json.dump(obj, indent=2)` with EXtra-data's
+/// field order.
 fn to_python_json(entries: &[&MapEntry]) -> std::io::Result<String> {
-    let v = serde_json::to_value(entries).map_err(std::io::Error::other)?;
-    let mut out = String::new();
-    write_value(&v, 0, &mut out);
+    use serde_json::Value;
+    let mut out = String::from("[");
+    for (i, e) in entries.iter().enumerate() {
+        out.push_str(if i == 0 { "\n  {\n" } else { ",\n  {\n" });
+        let fields: Vec<(&str, Value)> = vec![
+            ("filename", Value::String(e.filename.clone())),
+            ("mtime", Value::Null), // written with Python's float repr below
+            ("size", Value::from(e.size)),
+            ("train_ids", Value::from(e.train_ids.clone())),
+            ("control_sources", Value::from(e.control_sources.clone())),
+            (
+                "instrument_sources",
+                Value::from(e.instrument_sources.clone()),
+            ),
+            (
+                "legacy_sources",
+                serde_json::to_value(&e.legacy_sources).map_err(std::io::Error::other)?,
+            ),
+            (
+                "suspect_train_indices",
+                Value::from(e.suspect_train_indices.clone()),
+            ),
+        ];
+        let n = fields.len();
+        for (j, (k, v)) in fields.into_iter().enumerate() {
+            out.push_str("    ");
+            out.push_str(&Value::String(k.to_string()).to_string());
+            out.push_str(": ");
+            if k == "mtime" {
+                out.push_str(&python_float_repr(e.mtime));
+            } else {
+                write_value(&v, 4, &mut out);
+            }
+            if j + 1 < n {
+                out.push(',');
+            }
+            out.push('\n');
+        }
+        out.push_str("  }");
+    }
+    out.push_str(if entries.is_empty() { "]" } else { "\n]" });
     Ok(out)
 }
 
@@ -217,15 +261,6 @@ fn write_value(v: &serde_json::Value, ind: usize, out: &mut String) {
             }
             out.push_str(&pad(ind));
             out.push('}');
-        }
-        Value::Number(num) => {
-            // Python writes floats with repr(): always with '.0' or an exponent.
-            if num.is_f64() {
-                let f = num.as_f64().unwrap_or(0.0);
-                out.push_str(&python_float_repr(f));
-            } else {
-                out.push_str(&num.to_string());
-            }
         }
         other => out.push_str(&other.to_string()),
     }
