@@ -57,8 +57,34 @@ fn raw_reader_matches_libhdf5_and_open_files_are_bounded() {
         }
     }
 
+    // Data reads: the map path and the libhdf5 path give the same bytes.
+    let dir = td.path().join("r3");
+    let opts0 = OpenOptions {
+        use_cache: false,
+        ..OpenOptions::default()
+    };
+    let dc = DataCollection::open_run(&dir, &opts0).expect("open");
+    for (src, key) in [
+        ("FXE_DET_LPD1M-1/DET/1CH0:xtdf", "image.data"),
+        ("SA1_XTD2_XGM/DOOCS/MAIN:output", "data.intensityTD"),
+        ("SA1_XTD2_XGM/DOOCS/MAIN", "beamPosition.ixPos.value"),
+        ("FXE_XAD_GEC/CAM/CAMERA:daqOutput", "data.image.pixels"),
+    ] {
+        let kd = dc.key(src, key).expect("key");
+        let n = kd.nbytes().expect("fixed size") as usize;
+        let mut a = vec![0u8; n];
+        kd.read_into_bytes(&mut a).expect("map read");
+        std::env::set_var("EUXFEL_NO_RAW", "1");
+        let mut b = vec![1u8; n];
+        kd.read_into_bytes(&mut b).expect("libhdf5 read");
+        std::env::remove_var("EUXFEL_NO_RAW");
+        assert_eq!(a, b, "{src} {key}");
+        assert!(a.iter().any(|&x| x != 0));
+    }
+
     // At most 2 libhdf5 handles open while reading keys from 8 files.
     set_max_open_files(2);
+    std::env::set_var("EUXFEL_NO_RAW", "1");
     let dir = td.path().join("r2");
     let opts = OpenOptions {
         use_cache: false,

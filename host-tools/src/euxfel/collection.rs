@@ -714,10 +714,16 @@ impl KeyData {
             if n == 0 {
                 continue;
             }
-            let h = c.file.file()?;
-            let ds = h.dataset(&path)?;
             let nb = n as usize * eb;
-            h.read_rows_raw(&ds, &path, c.first, n, eb, &mut out[off..off + nb])?;
+            let dst = &mut out[off..off + nb];
+            if !c
+                .file
+                .read_rows_mapped(path.trim_start_matches('/'), c.first, n, eb, dst)?
+            {
+                let h = c.file.file()?;
+                let ds = h.dataset(&path)?;
+                h.read_rows_raw(&ds, &path, c.first, n, eb, dst)?;
+            }
             off += nb;
         }
         Ok(())

@@ -538,6 +538,38 @@ impl FileAccess {
         self.dataset_dtype_shape(&p)
     }
 
+    /// Read rows of a fixed-size dataset straight from the map (pure Rust).
+    /// `Ok(false)`: the layout needs libhdf5 (filters, other structures).
+    pub(crate) fn read_rows_mapped(
+        &self,
+        p: &str,
+        start: u64,
+        count: u64,
+        row_bytes: usize,
+        out: &mut [u8],
+    ) -> Result<bool> {
+        use super::rawh5::{RawError, RawFile};
+        if raw_disabled() {
+            return Ok(false);
+        }
+        let Some(map) = self
+            .raw_map
+            .get_or_init(|| map_file(&self.path).ok())
+            .clone()
+        else {
+            return Ok(false);
+        };
+        let r = RawFile::new(&map).and_then(|f| {
+            f.dataset(p)
+                .and_then(|ds| f.read_row_range(&ds, start, count, row_bytes as u64, out))
+        });
+        match r {
+            Ok(()) => Ok(true),
+            Err(RawError::Corrupt(m)) => Err(Error::structure(&self.path, format!("{p}: {m}"))),
+            Err(_) => Ok(false),
+        }
+    }
+
     /// dtype and shape of the dataset at `path`, from the map when possible.
     pub fn dataset_dtype_shape(self: &Arc<Self>, p: &str) -> Result<(DType, Vec<usize>)> {
         if !raw_disabled() {

@@ -430,6 +430,89 @@ impl<'a> RawFile<'a> {
         Ok(out)
     }
 
+    /// Copy rows `[start, start + count)` of an unfiltered fixed-size dataset into
+    /// `out` (`row_bytes` per row) straight from the map. Unallocated chunks read as
+    /// zeros (the default fill value of the files handled here).
+    pub fn read_row_range(
+        &self,
+        ds: &RawDataset,
+        start: u64,
+        count: u64,
+        row_bytes: u64,
+        out: &mut [u8],
+    ) -> R<()> {
+        if ds.filtered {
+            return unsupported("filtered dataset");
+        }
+        match ds.dtype {
+            RawType::Int { .. } | RawType::Float { .. } | RawType::FixedString { .. } => {}
+            RawType::VlenString => return unsupported("variable-length strings"),
+        }
+        let rows = ds.shape.first().copied().unwrap_or(0);
+        let end = start
+            .checked_add(count)
+            .ok_or(RawError::Corrupt("row range overflow".into()))?;
+        if end > rows {
+            return corrupt(format!(
+                "rows {start}..{end} outside the dataset ({rows} rows)"
+            ));
+        }
+        if out.len() as u64 != count.saturating_mul(row_bytes) {
+            return corrupt("buffer size does not match the rows");
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        match &ds.layout {
+            RawLayout::Compact(d) => {
+                let a = (start * row_bytes) as usize;
+                let src = d
+                    .get(a..a + out.len())
+                    .ok_or(RawError::Corrupt("compact data too short".into()))?;
+                out.copy_from_slice(src);
+            }
+            RawLayout::Contiguous { addr, .. } => {
+                if *addr == UNDEF {
+                    out.fill(0);
+                } else {
+                    out.copy_from_slice(self.slice(addr + start * row_bytes, count * row_bytes)?);
+                }
+            }
+            RawLayout::Chunked { chunk, btree } => {
+                if chunk.len() != ds.shape.len() || chunk.is_empty() {
+                    return corrupt("chunk rank differs from dataset rank");
+                }
+                if chunk[1..] != ds.shape[1..] {
+                    return unsupported("chunks not spanning the trailing dimensions");
+                }
+                let crows = chunk[0];
+                if crows == 0 {
+                    return corrupt("zero chunk size");
+                }
+                out.fill(0);
+                if *btree == UNDEF {
+                    return Ok(());
+                }
+                for (row0, addr, size) in self.chunk_list(*btree, chunk.len())? {
+                    let row1 = row0.saturating_add(crows);
+                    if row1 <= start || row0 >= end {
+                        continue;
+                    }
+                    let lo = row0.max(start);
+                    let hi = row1.min(end);
+                    let in_chunk = (lo - row0) * row_bytes;
+                    let nb = (hi - lo) * row_bytes;
+                    if in_chunk + nb > size {
+                        return corrupt(format!("chunk at {addr} holds {size} bytes"));
+                    }
+                    let o = ((lo - start) * row_bytes) as usize;
+                    out[o..o + nb as usize].copy_from_slice(self.slice(addr + in_chunk, nb)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Leaves of a chunk B-tree: (first row, address, stored size).
     fn chunk_list(&self, root: u64, rank: usize) -> R<Vec<(u64, u64, u64)>> {
         let key_len = 8 + 8 * (rank as u64 + 1);
