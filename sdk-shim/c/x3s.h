@@ -9,8 +9,8 @@
  *      MCA     [frame][chan][bin]     u32 (xsp3_histogram_read4d with one aux bin)
  *      scalers [frame][chan][scaler]  u32 (xsp3_scaler_read, 9 scalers in SDK order)
  *  - The text of a device's last error is captured at failure time and read with x3s_last_error.
- *  - A device handle is used by one thread at a time, except x3s_last_error and x3s_poll, which
- *    may be called from another thread.
+ *  - A device handle is used by one thread at a time; only x3s_last_error may be called from
+ *    another thread concurrently. Different handles may be used from different threads.
  */
 #ifndef X3S_H
 #define X3S_H

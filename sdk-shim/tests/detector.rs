@@ -708,3 +708,40 @@ fn a_fault_first_seen_by_a_read_is_reported_by_the_next_poll() {
         .contains("injected error at frame 2"));
     det.read_mca(0, 2, &mut buf).unwrap();
 }
+
+#[test]
+fn each_device_and_thread_keeps_its_own_error_text() {
+    // The SDK's message buffer is one static global; the shim copies it under a lock at failure
+    // time. Threads failing concurrently must each see their own text.
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            s.spawn(move || {
+                for round in 0..50u64 {
+                    // Open failures: per-thread text.
+                    let mut p = sim_params(1, 4);
+                    p.sim.fail_open = true;
+                    let ip = format!("10.0.{t}.{round}");
+                    p.base_ip = Some(ip.clone());
+                    let e = Xspress3::open(&p).unwrap_err();
+                    assert!(e.message().contains(&format!("{ip} ")), "thread {t}: {e}");
+                    // Device failures: per-device text.
+                    let mut p = sim_params(1, 8);
+                    let k = t * 3 + round % 3 + 1;
+                    p.sim.error_at_frame = Some(k);
+                    let mut det = Xspress3::open(&p).unwrap();
+                    det.configure(&acq(TriggerMode::Software, 20, 100)).unwrap();
+                    det.arm().unwrap();
+                    for _ in 0..=k {
+                        det.soft_trigger().unwrap();
+                    }
+                    let e = det.poll().unwrap_err();
+                    assert!(
+                        e.message()
+                            .contains(&format!("injected error at frame {k}:")),
+                        "thread {t}: {e}"
+                    );
+                }
+            });
+        }
+    });
+}
