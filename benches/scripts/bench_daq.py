@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""h5daq comparison: rows/s appended by h5daq's write path (criterion, `daq_write`) beside an
+h5py reproduction of the reference's (sdaq) write path, in one run; plus h5daq's scheduler
+jitter (`daq_jitter`). Prints a Markdown table for docs/benchmarks.md.
+
+The reference write path (sdaq DAQDaemon._write_hdf5, reproduced here because sdaq is not on
+PyPI): every write period `h5py.File(path, 'a', libver='latest')`, `swmr_mode = True`, per
+dataset `resize(n + k, axis=0)` and a slice assignment, then `flush()` and `close()`.
+Datasets are chunked (64, ...) with fletcher32, no compression, as in both tools' defaults.
+
+Usage: .venv/bin/python benches/scripts/bench_daq.py [--seconds S] [--skip-rust]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+CASES = [
+    # name, entry shape, dtype, rows per write (the criterion bench uses the same)
+    ("scalar_f64", (), np.float64, 100_000),
+    ("f32x1000", (1000,), np.float32, 1000),
+]
+UNITS = {"elem/s": 1.0, "Kelem/s": 1e3, "Melem/s": 1e6, "Gelem/s": 1e9}
+
+
+def reference_write_path(shape, dtype, rows, seconds):
+    """Rows/s of the reference's write procedure: median over writes of `rows` rows each."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "ref.hdf5")
+        data = (np.arange(rows * int(np.prod(shape, dtype=np.int64))) * 0.5).astype(dtype)
+        data = data.reshape((rows, *shape))
+        times = []
+        base = 0
+        t_end = time.perf_counter() + seconds
+        while time.perf_counter() < t_end or len(times) < 5:
+            t_col = 1.8e9 + (base + np.arange(rows)) * 1e-6
+            base += rows
+            t0 = time.perf_counter()
+            f = h5py.File(path, "a", libver="latest")
+            try:
+                f.swmr_mode = True
+            except (ValueError, OSError):
+                pass
+            try:
+                for label, arr, dshape, dt in (
+                    ("time", t_col, (), np.float64),
+                    ("value", data, shape, dtype),
+                ):
+                    key = f"job/{label}"
+                    if key not in f:
+                        f.create_dataset(
+                            key,
+                            shape=(0, *dshape),
+                            dtype=dt,
+                            maxshape=(None, *dshape),
+                            chunks=(64, *dshape),
+                            fletcher32=True,
+                        )
+                    ds = f[key]
+                    n = ds.shape[0]
+                    ds.resize(n + rows, axis=0)
+                    ds[n:n + rows] = arr
+            finally:
+                f.flush()
+                f.close()
+            times.append(time.perf_counter() - t0)
+        return rows / statistics.median(times), len(times)
+
+
+def run(cmd):
+    print("$", " ".join(cmd), file=sys.stderr, flush=True)
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.stderr.write(res.stdout[-4000:] + res.stderr[-4000:])
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    return res.stdout
+
+
+def rust_throughputs(seconds):
+    out = run([
+        "cargo", "bench", "-p", "benches", "--bench", "daq_write", "--",
+        "--warm-up-time", "1", "--measurement-time", str(seconds),
+    ])
+    found = {}
+    name = None
+    for line in out.splitlines():
+        m = re.match(r"^(daq/\S+)", line)
+        if m:
+            name = m.group(1)
+        m = re.search(r"thrpt:\s+\[\S+ \S+ (\S+) (\S+) ", line)
+        if m and name:
+            found[name] = float(m.group(1)) * UNITS[m.group(2)]
+    return found
+
+
+def rust_jitter():
+    out = run(["cargo", "bench", "-p", "benches", "--bench", "daq_jitter"])
+    for line in out.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    raise SystemExit("daq_jitter printed no JSON line")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5.0, help="measurement time per case")
+    ap.add_argument("--skip-rust", action="store_true", help="only the h5py reproduction")
+    args = ap.parse_args()
+
+    ref = {name: reference_write_path(shape, dt, rows, args.seconds) for name, shape, dt, rows in CASES}
+    rust = {} if args.skip_rust else rust_throughputs(args.seconds)
+    jit = None if args.skip_rust else rust_jitter()
+
+    load = os.getloadavg()
+    print(f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}; "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+          f"h5py {h5py.__version__} (HDF5 {h5py.version.hdf5_version}), h5daq on HDF5 1.10.8.")
+    print()
+    print("| case | rows per write | h5daq append (open file) | h5daq write period (open+append+close) | reference path (h5py) | ratio write period / reference |")
+    print("|---|---|---|---|---|---|")
+    for name, shape, dt, rows in CASES:
+        r_ref, n_ref = ref[name]
+        a = rust.get(f"daq/append/{name}")
+        w = rust.get(f"daq/write_period/{name}")
+        fmt = lambda v: "-" if v is None else f"{v:,.0f} rows/s"
+        ratio = "-" if w is None else f"{w / r_ref:.1f}x"
+        print(f"| {name} {shape or '()'} {np.dtype(dt).name} | {rows:,} | {fmt(a)} | {fmt(w)} | {fmt(r_ref)} ({n_ref} writes) | {ratio} |")
+    if jit:
+        print()
+        print(f"Scheduler jitter, 10 ms periodic job, {jit['reads']} reads ({jit['missed']} missed slots), "
+              f"|start - grid slot|: p50 {jit['p50_us']:.0f} us, p90 {jit['p90_us']:.0f} us, "
+              f"p99 {jit['p99_us']:.0f} us, max {jit['max_us']:.0f} us.")
+
+
+if __name__ == "__main__":
+    main()
