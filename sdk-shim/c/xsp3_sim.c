@@ -60,6 +60,7 @@ struct sim_path {
     uint32_t (*win)[4];
     uint32_t *good;
     x3s_sim_table *table; /* spectrum content tables, computed once at config */
+    uint32_t *event_width; /* per channel, from the parameters or the settings directory */
 
     /* Timing as programmed. */
     uint32_t glob_a;
@@ -300,6 +301,29 @@ static void advance(struct sim_path *sp, uint64_t now)
         sp->run = RUN_FINISHED;
 }
 
+/*
+ * Whether frames complete with the passing of time alone (then the thread wakes periodically).
+ * Otherwise they come from calls (continue/pause, acks at full speed) that signal the thread.
+ */
+static int frames_can_come_by_time(const struct sim_path *sp)
+{
+    if (sp->run != RUN_RUNNING || sp->fault_code != 0 || sp->p.full_speed)
+        return 0;
+    uint32_t src = XSP3_GLOB_TIMA_TF_SRC(sp->glob_a);
+    int ext = sp->p.ext_trigger_hz > 0.0;
+    if (src == XSP3_GTIMA_SRC_TTL_VETO_ONLY || src == XSP3_GTIMA_SRC_TTL_BOTH)
+        return ext;
+    if (src != XSP3_GTIMA_SRC_INTERNAL)
+        return 0;
+    switch (sp->trig_mode) {
+    case XSP3_ITFG_TRIG_MODE_BURST: return 1;
+    case XSP3_ITFG_TRIG_MODE_HARDWARE:
+    case XSP3_ITFG_TRIG_MODE_HARDWARE_ONLY_FIRST: return ext;
+    case XSP3_ITFG_TRIG_MODE_SOFTWARE_ONLY_FIRST: return sp->first_trig;
+    default: return 0;
+    }
+}
+
 /* The acquisition thread: advances the detector in real time. Sleeps between frames. */
 static void *sim_thread(void *arg)
 {
@@ -308,14 +332,11 @@ static void *sim_thread(void *arg)
     while (!sp->quit) {
         uint64_t now = mono_ns();
         advance(sp, now);
-        uint32_t src = XSP3_GLOB_TIMA_TF_SRC(sp->glob_a);
-        int timed = sp->run == RUN_RUNNING && sp->fault_code == 0 && !sp->p.full_speed &&
-                    (src != XSP3_GTIMA_SRC_INTERNAL || sp->trig_mode != XSP3_ITFG_TRIG_MODE_SOFTWARE) &&
-                    src != XSP3_GTIMA_SRC_FIXED;
-        if (!timed) {
+        if (!frames_can_come_by_time(sp)) {
             pthread_cond_wait(&sp->cv, &sp->mu);
             continue;
         }
+        uint32_t src = XSP3_GLOB_TIMA_TF_SRC(sp->glob_a);
         /* Wake once per frame period, but at most every millisecond and at least every 100 ms. */
         double period = src == XSP3_GTIMA_SRC_INTERNAL ? itfg_period_ns(sp) : 0.0;
         if (sp->p.ext_trigger_hz > 0.0 && 1e9 / sp->p.ext_trigger_hz > period)
@@ -344,6 +365,7 @@ static void free_path(struct sim_path *sp)
     free(sp->win);
     free(sp->good);
     free(sp->table);
+    free(sp->event_width);
     free(sp);
 }
 
@@ -409,7 +431,9 @@ int xsp3_config(int ncards, int num_tf, char *baseIPaddress, int basePort, char 
     sp->win = calloc(sp->nch, sizeof *sp->win);
     sp->good = calloc(sp->nch, sizeof *sp->good);
     sp->table = malloc(sizeof *sp->table);
-    if (!sp->slot_frame || !sp->slot_acks || !sp->win || !sp->good || !sp->table) {
+    sp->event_width = calloc(sp->nch, sizeof *sp->event_width);
+    if (!sp->slot_frame || !sp->slot_acks || !sp->win || !sp->good || !sp->table ||
+        !sp->event_width) {
         free_path(sp);
         set_msg("xsp3_config: out of memory for %d frames", num_tf);
         return XSP3_OUT_OF_MEMORY;
@@ -418,6 +442,7 @@ int xsp3_config(int ncards, int num_tf, char *baseIPaddress, int basePort, char 
         sp->slot_frame[s] = SLOT_EMPTY;
     x3s_sim_table_init(&sp->p, sp->table);
     for (uint32_t c = 0; c < sp->nch; c++) {
+        sp->event_width[c] = p.event_width + c % 4u;
         sp->win[c][0] = 0;
         sp->win[c][1] = X3S_SIM_BINS - 1;
         sp->win[c][2] = 0;
@@ -514,18 +539,50 @@ int xsp3_clocks_setup(int path, int card, int clk_src, int flags, int tp_type)
     return sp->p.mini ? (int)X3S_SIM_CLOCK_HZ : XSP3_OK;
 }
 
+/*
+ * The simulator's settings: the directory must be readable. If it holds a file
+ * xsp3_sim_event_widths.txt (whitespace-separated tick counts, one per channel from channel 0),
+ * those are the channels' calibrated event widths.
+ */
 int xsp3_restore_settings(int path, char *dir, int force_mismatch)
 {
     (void)force_mismatch;
     struct sim_path *sp = get_path(path, "xsp3_restore_settings");
     if (!sp)
         return XSP3_INVALID_PATH;
-    if (dir && dir[0] && access(dir, R_OK | X_OK) != 0) {
+    if (!dir || !dir[0])
+        return XSP3_OK;
+    if (access(dir, R_OK | X_OK) != 0) {
         set_msg("xsp3_restore_settings: cannot open settings directory %s: %s", dir,
                 strerror(errno));
         return XSP3_CANNOT_OPEN_FILE;
     }
-    return XSP3_OK;
+    char name[4096];
+    int n = snprintf(name, sizeof name, "%s/xsp3_sim_event_widths.txt", dir);
+    if (n < 0 || (size_t)n >= sizeof name) {
+        set_msg("xsp3_restore_settings: settings path too long: %s", dir);
+        return XSP3_RANGE_CHECK;
+    }
+    FILE *f = fopen(name, "r");
+    if (!f)
+        return XSP3_OK; /* no event-width calibration: keep the parameters' widths */
+    int rc = XSP3_OK;
+    for (uint32_t c = 0; c < sp->nch; c++) {
+        long w;
+        int got = fscanf(f, "%ld", &w);
+        if (got == EOF)
+            break;
+        if (got != 1 || w < 0 || w > 1000) {
+            set_msg("xsp3_restore_settings: %s: event width of channel %u is not a tick count "
+                    "in 0..1000",
+                    name, c);
+            rc = XSP3_FILE_READ_FAILED;
+            break;
+        }
+        sp->event_width[c] = (uint32_t)w;
+    }
+    fclose(f);
+    return rc;
 }
 
 int xsp3_format_run(int path, int chan, int aux1_mode, int aux1_thres, int aux2_cont, int flags,
@@ -613,7 +670,7 @@ int xsp3_get_trigger_b(int path, unsigned chan, Xspress3_TriggerB *trig_b)
         return XSP3_RANGE_CHECK;
     }
     memset(trig_b, 0, sizeof *trig_b);
-    trig_b->event_time = (int)(sp->p.event_width + chan % 4u);
+    trig_b->event_time = (int)sp->event_width[chan];
     return XSP3_OK;
 }
 

@@ -594,7 +594,7 @@ fn injected_slow_rx_surfaces_with_its_message() {
 }
 
 #[test]
-fn a_missing_settings_directory_is_reported() {
+fn settings_directory_is_checked_and_gives_event_widths() {
     let mut p = sim_params(2, 16);
     p.settings_dir = Some("/nonexistent/xspress3/settings".into());
     let e = Xspress3::open(&p).unwrap_err();
@@ -603,8 +603,26 @@ fn a_missing_settings_directory_is_reported() {
         e.message().contains("/nonexistent/xspress3/settings"),
         "{e}"
     );
-    p.settings_dir = Some(std::env::temp_dir().display().to_string());
-    Xspress3::open(&p).unwrap();
+    // A readable directory without calibration keeps the parameters' widths (6 + c % 4).
+    let dir = std::env::temp_dir().join(format!("x3s-settings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    p.settings_dir = Some(dir.display().to_string());
+    assert_eq!(
+        &Xspress3::open(&p).unwrap().info().event_widths[..],
+        &[6, 7]
+    );
+    // With the simulator's calibration file, the channels' event widths come from the settings.
+    let file = dir.join("xsp3_sim_event_widths.txt");
+    std::fs::write(&file, "11 4\n9\n").unwrap();
+    assert_eq!(
+        &Xspress3::open(&p).unwrap().info().event_widths[..],
+        &[11, 4]
+    );
+    std::fs::write(&file, "11 x\n").unwrap();
+    let e = Xspress3::open(&p).unwrap_err();
+    assert_eq!(e.name(), "XSP3_FILE_READ_FAILED");
+    assert!(e.message().contains("channel 1"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
