@@ -226,10 +226,18 @@ impl Xspress3 {
         X3sError::from_parts(code, msg)
     }
 
-    /// Stops and closes, reporting a failure that `Drop` would swallow.
+    /// Stops and closes, reporting a failure that `Drop` would have to swallow.
     pub fn close(mut self) -> Result<(), X3sError> {
         let rc = self.dev.stop();
-        self.check(rc).map(|_| ())
+        self.check(rc)?;
+        let rc = self.dev.close();
+        if rc < 0 {
+            return Err(X3sError::new(
+                rc,
+                "x3s_close: the SDK failed to close the system",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -221,11 +221,22 @@ impl Device {
     }
 }
 
+impl Device {
+    /// Closes the device now, returning `x3s_close`'s code (Drop would have to ignore it).
+    pub fn close(self) -> i32 {
+        let ptr = self.ptr;
+        core::mem::forget(self);
+        // SAFETY: ptr came from a successful x3s_open; `self` was forgotten, so Drop will not
+        // close it a second time and nothing can use it afterwards.
+        unsafe { raw::x3s_close(ptr.as_ptr()) }
+    }
+}
+
 impl Drop for Device {
     fn drop(&mut self) {
         // SAFETY: self.ptr came from a successful x3s_open and is closed exactly once, here;
         // nothing uses it afterwards.
-        // A failed close has nowhere to report to from Drop; `Xspress3::close` reports it.
+        // A failed close has nowhere to go from Drop; `Device::close` returns it.
         let _ = unsafe { raw::x3s_close(self.ptr.as_ptr()) };
     }
 }
