@@ -152,7 +152,9 @@ fn sim_engine(c: &mut Criterion) {
                         continue;
                     }
                     shim_only.read_mca(next, k, &mut mca).expect("read_mca");
-                    shim_only.read_scalers(next, k, &mut sc).expect("read_scalers");
+                    shim_only
+                        .read_scalers(next, k, &mut sc)
+                        .expect("read_scalers");
                     shim_only.release(next, k).expect("release");
                     next += u64::from(k);
                 }
