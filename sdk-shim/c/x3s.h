@@ -155,19 +155,35 @@ int32_t x3s_get_info(x3s_dev *d, x3s_info *out);
 int32_t x3s_set_window(x3s_dev *d, int32_t chan, uint32_t win, uint32_t low, uint32_t high);
 /* AllGood counts events in bins >= thr. chan -1: all. Not while armed. */
 int32_t x3s_set_good_threshold(x3s_dev *d, int32_t chan, uint32_t thr);
-/* Validates and stores the next acquisition. Nothing starts. */
+/* Validates and stores the next acquisition. Nothing starts.
+ * X3S_E_STATE while armed or running; X3S_E_ARG for values out of range. */
 int32_t x3s_configure(x3s_dev *d, const x3s_acq_params *a);
-/* Starts (internal, external, gate) or arms (software) the configured acquisition. */
+/* Starts (internal, external, gate) or arms (software) the configured acquisition; progress
+ * restarts at 0. X3S_E_STATE if not configured or already armed. Allocates nothing, nor does any
+ * call after it. SDK: histogram_stop, histogram_clear, set_glob_timeA (+ itfg_setup or
+ * set_glob_timeFixed), histogram_start or histogram_arm. */
 int32_t x3s_arm(x3s_dev *d);
 /* One software frame. Software modes only, while armed or running. */
 int32_t x3s_soft_trigger(x3s_dev *d);
-/* Non-blocking progress check. */
+/* Non-blocking progress check. Fails (and enters X3S_STATE_FAULT, sticky: later polls return
+ * the same code and text) on an SDK error, on SDK error flags other than the circular-buffer
+ * overrun flags, or on the stall watchdog (X3S_E_TIMEOUT). Overruns are reported, not failed. */
 int32_t x3s_poll(x3s_dev *d, x3s_progress *out);
-/* Copies frames [first, first + n). Returns n. */
+/*
+ * Copies frames [first, first + n) of all channels into dst (dst_words u32). Returns n.
+ *  X3S_E_STATE     nothing armed yet
+ *  X3S_E_NOT_READY first + n > frames_complete
+ *  X3S_E_OVERRUN   frame `first` was overwritten in the SDK buffer (checked before and after the
+ *                  copy, so a copy torn by the SDK moving on is refused too)
+ *  X3S_E_BUFSIZE   dst_words < n * n_channels * n_bins (n_channels * 9 for scalers)
+ *  X3S_E_ARG       n > ring_frames, or first + n overflows
+ */
 int32_t x3s_read_mca(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst, size_t dst_words);
 int32_t x3s_read_scalers(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst,
                          size_t dst_words);
-/* Gives frames [first, first + n) back to the SDK's circular buffer. */
+/* Gives frames [first, first + n) back to the SDK's circular buffer (xsp3_histogram_circ_ack;
+ * mandatory on the Mini). Frames already overwritten are ignored. X3S_E_NOT_READY beyond
+ * frames_complete. */
 int32_t x3s_release(x3s_dev *d, uint64_t first, uint32_t n);
 /* Stops the acquisition; completed frames stay readable. Idempotent. */
 int32_t x3s_stop(x3s_dev *d);
