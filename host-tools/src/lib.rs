@@ -2,6 +2,10 @@
 //!
 //! - [`euxfel`]: European XFEL run data (read, list, validate, extract).
 //! - [`daq`]: H5DAQ-style scheduled jobs appending sampled values to HDF5 groups.
+//! - [`stream`]: the Xspress3 frame stream (wire format, sender, receiver).
+//! - [`xspress3`]: the Xspress3 acquisition file layout, writer and reader.
 
 pub mod daq;
 pub mod euxfel;
+pub mod stream;
+pub mod xspress3;
