@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Whole-process comparison of our EuXFEL tools with EXtra-data, in one run.
+
+1. lsxfel on a fixture run of 340 files (16 modules x 20 sequences x 250 trains, plus
+   20 aggregator files): EXtra-data's lsxfel vs ours, cold (no karabo_data_map.json)
+   and warm (run map present). Outputs must be identical.
+2. Read throughput of a large uncompressed key: our KeyData::read_into (criterion
+   bench `euxfel_read`) vs h5py `read_direct` into a preallocated numpy array, one
+   read per file, as EXtra-data's KeyData.ndarray does.
+
+Run from the repository root:  .venv/bin/python benches/scripts/bench_lsxfel.py
+Options: --reps N (default 5), --dir DIR (fixture location, default target/euxfel-bench),
+--json (machine-readable summary on stdout), --skip-read.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+VENV_BIN = Path(sys.executable).parent
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sh(cmd, **kw):
+    return subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def build():
+    log("building release binaries (host-tools, fixtures)...")
+    sh(["cargo", "build", "--release", "-p", "host-tools", "--bin", "lsxfel",
+        "-p", "fixtures", "--bin", "make-fixtures"], cwd=REPO)
+
+
+def make_fixture(out, *args, expect):
+    if out.is_dir() and len(list(out.glob("*.h5"))) == expect:
+        return
+    if out.exists():
+        shutil.rmtree(out)
+    log(f"writing fixture {out} ...")
+    sh([TARGET / "release" / "make-fixtures", out, "--progress", *args], stdout=subprocess.DEVNULL)
+    assert len(list(out.glob("*.h5"))) == expect
+
+
+def timed(cmd):
+    t0 = time.perf_counter()
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"{cmd} failed: {r.stderr}")
+    return dt, r.stdout
+
+
+def bench_lsxfel(run_dir, reps):
+    ours = TARGET / "release" / "lsxfel"
+    theirs = VENV_BIN / "lsxfel"
+    cache = run_dir / "karabo_data_map.json"
+    res = {k: [] for k in ("xd_cold", "xd_warm", "rs_cold", "rs_warm")}
+    outputs = {}
+    for i in range(reps):
+        for tool, name in ((theirs, "xd"), (ours, "rs")):
+            cache.unlink(missing_ok=True)
+            dt, out = timed([tool, run_dir])
+            res[f"{name}_cold"].append(dt)
+            outputs[name] = out
+            assert cache.exists(), f"{name} did not write the run map"
+            dt, out = timed([tool, run_dir])
+            res[f"{name}_warm"].append(dt)
+        log(f"  rep {i + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in res.items()))
+    if outputs["xd"] != outputs["rs"]:
+        raise SystemExit("lsxfel outputs differ between EXtra-data and ours")
+    med = {k: statistics.median(v) for k, v in res.items()}
+    return med
+
+
+def h5py_read_direct(run_dir, source, key, reps):
+    import h5py
+    import numpy as np
+    import extra_data
+
+    dc = extra_data.RunDirectory(str(run_dir))
+    kd = dc[source, key]
+    path = kd.hdf5_data_path
+    chunks = [(c.file.filename, c.slice) for c in kd._data_chunks_nonempty]
+    out = np.empty(kd.shape, dtype=kd.dtype)
+    files = {fn: h5py.File(fn, "r") for fn, _ in chunks}
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        pos = 0
+        for fn, sl in chunks:
+            n = sl.stop - sl.start
+            files[fn][path].read_direct(out, source_sel=np.s_[sl], dest_sel=np.s_[pos:pos + n])
+            pos += n
+        times.append(time.perf_counter() - t0)
+    nbytes = out.nbytes
+    return nbytes, nbytes / statistics.median(times) / 2**30
+
+
+def rust_read_into(run_dir, source, key):
+    env = dict(os.environ, EUXFEL_BENCH_RUN=str(run_dir), EUXFEL_BENCH_SOURCE=source,
+               EUXFEL_BENCH_KEY=key)
+    r = subprocess.run(
+        ["cargo", "bench", "-p", "benches", "--bench", "euxfel_read", "--",
+         "--noplot", "euxfel_keydata"],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-2000:])
+    m = re.search(r"euxfel_keydata/read_into\s+time:.*?\n\s+thrpt:\s+\[\S+ \S+ (\S+) (\S+)", r.stdout)
+    if not m:
+        raise RuntimeError("could not find the throughput in the criterion output:\n" + r.stdout)
+    val, unit = float(m.group(1)), m.group(2)
+    scale = {"GiB/s": 1.0, "MiB/s": 1 / 1024, "KiB/s": 1 / 2**20, "B/s": 1 / 2**30}[unit]
+    return val * scale
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--dir", type=Path, default=TARGET / "euxfel-bench")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--skip-read", action="store_true")
+    a = ap.parse_args()
+    build()
+    run_dir = a.dir / "r0450"
+    make_fixture(run_dir, "--modules", "16", "--sequences", "20", "--trains", "250",
+                 "--frames", "4", "--frame-height", "16", "--frame-width", "16", expect=340)
+    log(f"lsxfel on {run_dir} (340 files), {a.reps} repetitions ...")
+    med = bench_lsxfel(run_dir, a.reps)
+    summary = {
+        "files": 340,
+        "lsxfel_median_s": med,
+        "cold_speedup": med["xd_cold"] / med["rs_cold"],
+        "warm_speedup": med["xd_warm"] / med["rs_warm"],
+    }
+    if not a.skip_read:
+        read_dir = a.dir / "r0451"
+        make_fixture(read_dir, "--modules", "1", "--sequences", "4", "--trains", "100",
+                     "--frames", "32", "--frame-height", "128", "--frame-width", "128",
+                     "--run", "451", expect=8)
+        src, key = "FXE_DET_LPD1M-1/DET/0CH0:xtdf", "image.data"
+        log(f"read throughput of {src} {key} ...")
+        nbytes, h5py_gib = h5py_read_direct(read_dir, src, key, a.reps)
+        rs_gib = rust_read_into(read_dir, src, key)
+        summary.update({
+            "read_bytes": nbytes,
+            "h5py_read_direct_GiB_s": h5py_gib,
+            "keydata_read_into_GiB_s": rs_gib,
+            "read_ratio": rs_gib / h5py_gib,
+        })
+    if a.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        m = summary["lsxfel_median_s"]
+        print("| measurement | EXtra-data | ours | ratio |")
+        print("|---|---|---|---|")
+        print(f"| lsxfel cold (no run map), 340 files | {m['xd_cold']:.3f} s | {m['rs_cold']:.3f} s "
+              f"| {summary['cold_speedup']:.1f}x |")
+        print(f"| lsxfel warm (run map), 340 files | {m['xd_warm']:.3f} s | {m['rs_warm']:.3f} s "
+              f"| {summary['warm_speedup']:.1f}x |")
+        if "read_ratio" in summary:
+            print(f"| read {summary['read_bytes'] / 2**20:.0f} MiB uncompressed key "
+                  f"(h5py read_direct vs KeyData::read_into) | {summary['h5py_read_direct_GiB_s']:.2f} GiB/s "
+                  f"| {summary['keydata_read_into_GiB_s']:.2f} GiB/s | {summary['read_ratio']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
