@@ -1,0 +1,217 @@
+//! The real lsxfel and xfel-extract binaries on fixture runs.
+
+use std::path::Path;
+use std::process::Command;
+
+use fixtures::euxfel::{make_run, Format, RunSpec};
+
+fn run(bin: &str, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(bin).args(args).output().expect("spawn");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn fixture(dir: &Path) {
+    let spec = RunSpec {
+        format: Format::V1_3,
+        trains_per_sequence: 10,
+        sequences: 2,
+        modules: 2,
+        frames: 2,
+        frame_height: 4,
+        frame_width: 6,
+        ..RunSpec::default()
+    };
+    make_run(dir, &spec).expect("fixture");
+}
+
+const LSXFEL: &str = env!("CARGO_BIN_EXE_lsxfel");
+const EXTRACT: &str = env!("CARGO_BIN_EXE_xfel-extract");
+
+#[test]
+fn lsxfel_run_file_and_errors() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let rd = td.path().join("r0450");
+    fixture(&rd);
+    let rs = rd.to_str().expect("utf8");
+    let (code, out, err) = run(LSXFEL, &[rs]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("r0450 : Run directory\n\n# of trains:    20\n"),
+        "{out}"
+    );
+    assert!(out.contains(
+        "2 XTDF detector modules of FXE_DET_LPD1M-1/DET/*\n  e.g. module 0 : 4 x 6 pixels\n"
+    ));
+    assert!(out.contains("  2 frames per train, up to 40 frames total\n"));
+    assert!(out.contains("  - SA1_XTD2_XGM/DOOCS/MAIN:output\n"));
+    // The run map was written and is used on the next call (same output).
+    assert!(rd.join("karabo_data_map.json").exists());
+    assert_eq!(run(LSXFEL, &[rs]).1, out);
+
+    let (code, out, _) = run(
+        LSXFEL,
+        &[rs, "--detail", "SA1_XTD2_XGM/DOOCS/MAIN", "--no-cache"],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("Showing 2 / 10 sources\n"));
+    assert!(out.contains("      - beamPosition.ixPos\t[float32]\n"));
+    assert!(
+        out.contains("    - Additional run keys (1 entry per run):\n      - classId\t[string]\n")
+    );
+    assert!(out.contains("      - data.intensityTD\t[float32, entry shape (1000,)]\n"));
+
+    let f = rd.join("RAW-R0450-DA01-S00001.h5");
+    let (code, out, _) = run(LSXFEL, &[f.to_str().expect("utf8")]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("RAW-R0450-DA01-S00001.h5 : Data file\n\n# of trains:    10\n"));
+    let (code, out, _) = run(LSXFEL, &[rs, f.to_str().expect("utf8")]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "r0450 : Run of   20 trains, with   4 detector files and   2 others\n\
+         RAW-R0450-DA01-S00001.h5 : Data file\n  10 trains, 8 sources\n"
+    );
+
+    let missing = td.path().join("nope");
+    let (code, out, _) = run(LSXFEL, &[missing.to_str().expect("utf8")]);
+    assert_eq!(code, 2);
+    assert!(out.ends_with(": File/folder not found\n"));
+    let (code, _, err) = run(LSXFEL, &[rs, "--source", "NOTHING"]);
+    assert_eq!(code, 1);
+    assert_eq!(err, "No matches for pattern ('*NOTHING*', '*')\n");
+
+    // A broken file in a run is skipped with a message naming it.
+    std::fs::write(rd.join("RAW-R0450-DA02-S00000.h5"), b"garbage").expect("write");
+    let (code, out, err) = run(LSXFEL, &[rs, "--no-cache"]);
+    assert_eq!(code, 0);
+    assert!(
+        err.contains("Skipping file RAW-R0450-DA02-S00000.h5"),
+        "{err}"
+    );
+    assert!(out.contains("# of trains:    20\n"));
+}
+
+fn npy_header(p: &Path) -> (String, usize) {
+    let b = std::fs::read(p).expect("read npy");
+    assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
+    let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+    assert_eq!((10 + hl) % 64, 0);
+    (
+        String::from_utf8_lossy(&b[10..10 + hl]).into_owned(),
+        b.len() - 10 - hl,
+    )
+}
+
+#[test]
+fn xfel_extract_writes_npy() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let rd = td.path().join("run");
+    fixture(&rd);
+    let rs = rd.to_str().expect("utf8");
+    let out = td.path().join("out");
+    let os = out.to_str().expect("utf8");
+    let (code, so, err) = run(
+        EXTRACT,
+        &[
+            rs,
+            "FXE_DET_LPD1M-1/DET/1CH0:xtdf",
+            "image.data",
+            "--out",
+            os,
+            "--trains",
+            "10008:10012",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&so).expect("json");
+    assert_eq!(v["shape"], serde_json::json!([8, 1, 4, 6]));
+    assert_eq!(v["dtype"], "uint16");
+    let (h, n) = npy_header(&out.join("data.npy"));
+    assert!(
+        h.starts_with("{'descr': '<u2', 'fortran_order': False, 'shape': (8, 1, 4, 6), }"),
+        "{h}"
+    );
+    assert_eq!(n, 8 * 24 * 2);
+    let (h, n) = npy_header(&out.join("train_ids.npy"));
+    assert!(
+        h.contains("'descr': '<u8'") && h.contains("'shape': (8,)"),
+        "{h}"
+    );
+    assert_eq!(n, 64);
+    let b = std::fs::read(out.join("train_ids.npy")).expect("read");
+    let tids: Vec<u64> = b[b.len() - 64..]
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8")))
+        .collect();
+    assert_eq!(
+        tids,
+        vec![10008, 10008, 10009, 10009, 10010, 10010, 10011, 10011]
+    );
+
+    // Strings, by index.
+    let (code, _, err) = run(
+        EXTRACT,
+        &[
+            rs,
+            "SA1_XTD2_XGM/DOOCS/MAIN",
+            "state",
+            "--out",
+            os,
+            "--trains",
+            "2:5",
+            "--by-index",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (h, n) = npy_header(&out.join("data.npy"));
+    assert!(
+        h.contains("'descr': '<U3'") && h.contains("'shape': (3,)"),
+        "{h}"
+    );
+    assert_eq!(n, 3 * 3 * 4);
+
+    // Unknown source and key: exit 1, near matches listed.
+    let (code, _, err) = run(
+        EXTRACT,
+        &[
+            rs,
+            "SA1_XTD2_XGM/DOOCS/MAIM:output",
+            "data.xTD",
+            "--out",
+            os,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("SA1_XTD2_XGM/DOOCS/MAIN:output"), "{err}");
+    let (code, _, err) = run(
+        EXTRACT,
+        &[
+            rs,
+            "SA1_XTD2_XGM/DOOCS/MAIN:output",
+            "data.xDT",
+            "--out",
+            os,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("data.xTD"), "{err}");
+    let (code, _, err) = run(
+        EXTRACT,
+        &[
+            rs,
+            "SA1_XTD2_XGM/DOOCS/MAIN:output",
+            "data.xTD",
+            "--out",
+            os,
+            "--trains",
+            "a:b",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("\"a\" is not an integer"), "{err}");
+}
