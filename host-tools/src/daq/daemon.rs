@@ -556,6 +556,10 @@ struct Slot {
 }
 
 fn worker(jobs: Vec<DaqJob>, wake: Arc<Wake>, shared: Arc<Shared>) {
+    if jobs.iter().any(|j| matches!(j.mode, ReadMode::Periodic(_))) {
+        // Timer-driven reads: ask for a short slice so a wake-up preempts CPU-bound threads.
+        let _ = super::sys::request_short_slice(Duration::from_micros(100));
+    }
     let start = Instant::now();
     let mut slots: Vec<Slot> = jobs
         .into_iter()

@@ -120,6 +120,81 @@ pub fn disk_usage(_path: &Path) -> std::io::Result<(u64, u64, u64)> {
     ))
 }
 
+/// `struct sched_attr` of sched_setattr(2).
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    sched_policy: u32,
+    sched_flags: u64,
+    sched_nice: i32,
+    sched_priority: u32,
+    sched_runtime: u64,
+    sched_deadline: u64,
+    sched_period: u64,
+    sched_util_min: u32,
+    sched_util_max: u32,
+}
+
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+extern "C" {
+    fn syscall(num: std::os::raw::c_long, ...) -> std::os::raw::c_long;
+}
+
+/// Asks the kernel's EEVDF scheduler (Linux >= 6.12) for a short time slice for the calling
+/// thread (normal policy, no privilege needed): a thread that wakes on a timer then runs ahead of
+/// CPU-bound threads instead of waiting for their slice (3 ms by default) to end. Best effort:
+/// returns false where the kernel does not support it.
+pub fn request_short_slice(slice: std::time::Duration) -> bool {
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    {
+        #[cfg(target_arch = "x86_64")]
+        const SYS_SCHED_SETATTR: std::os::raw::c_long = 314;
+        #[cfg(target_arch = "aarch64")]
+        const SYS_SCHED_SETATTR: std::os::raw::c_long = 274;
+        let attr = SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            sched_policy: 0, // SCHED_OTHER
+            sched_flags: 0,
+            sched_nice: 0,
+            sched_priority: 0,
+            sched_runtime: slice.as_nanos().clamp(100_000, 100_000_000) as u64,
+            sched_deadline: 0,
+            sched_period: 0,
+            sched_util_min: 0,
+            sched_util_max: 0,
+        };
+        // SAFETY: sched_setattr(pid 0 = this thread, a valid `struct sched_attr` whose `size`
+        // field holds its size, flags 0); the kernel only reads the struct.
+        let rc = unsafe {
+            syscall(
+                SYS_SCHED_SETATTR,
+                0 as c_int,
+                &attr as *const SchedAttr,
+                0 as c_int,
+            )
+        };
+        rc == 0
+    }
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
+    {
+        let _ = slice;
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
