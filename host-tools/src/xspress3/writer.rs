@@ -175,7 +175,7 @@ impl AcqFileWriter {
             frames_flushed: 0,
             last_flush: Instant::now(),
             scratch: Scratch {
-                scalers: vec![Vec::with_capacity(cap); N_SCALERS],
+                scalers: (0..N_SCALERS).map(|_| Vec::with_capacity(cap)).collect(),
                 dtc: Vec::with_capacity(cap),
                 saturated: Vec::with_capacity(cap),
                 ocr: Vec::with_capacity(cap),
