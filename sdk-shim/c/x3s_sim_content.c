@@ -26,8 +26,8 @@ void x3s_sim_params_defaults(x3s_sim_params *p)
     p->seed = 1;
     p->n_channels = 4;
     p->content = X3S_SIM_SPECTRUM;
-    p->background = 2;
-    p->amplitude_percent = 100;
+    p->background = 0;
+    p->amplitude_percent = 3;
     p->pileup_ppm = 2000;
     p->reset_rate_hz = 1000;
     p->reset_ticks = 200;
