@@ -63,6 +63,9 @@ def make_examples(root):
     paths["modern_proc"] = root / "modern_proc"
     paths["modern_proc"].mkdir()
     me.make_modern_spb_proc_run(str(paths["modern_proc"]))
+    paths["reduced_spb"] = root / "reduced_spb"
+    paths["reduced_spb"].mkdir()
+    me.make_reduced_spb_run(str(paths["reduced_spb"]))
     return paths
 
 

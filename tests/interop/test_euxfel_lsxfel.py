@@ -48,6 +48,7 @@ OPTION_SETS = [
     ["--source", "*XGM*:output", "--counts"],
     ["--detail", "*/DET/*", "-g"],
     ["--source", "nomatch"],
+    ["-x"],
 ]
 
 
@@ -55,6 +56,15 @@ OPTION_SETS = [
 @pytest.mark.parametrize("opts", OPTION_SETS, ids=lambda o: " ".join(o) or "plain")
 def test_lsxfel_same_output_extra_data_examples(examples, name, opts):
     assert_same([str(examples[name]), *opts])
+
+
+@pytest.mark.parametrize(
+    "opts", [[], ["--counts"], ["-x"], ["-x", "-g"], ["-x", "--no-group"]],
+    ids=lambda o: " ".join(o) or "plain",
+)
+def test_lsxfel_same_output_auxiliary_sources(examples, opts):
+    """REDUCTION / ERRATA sources (make_reduced_spb_run), listed with -x."""
+    assert_same([str(examples["reduced_spb"]), *opts])
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,8 @@ struct Args {
     /// single run or file.
     #[arg(short = 'g', long = "aggregators")]
     aggregators: bool,
-    /// Include auxiliary sources (REDUCTION, ERRATA) alongside regular sources.
-    /// Accepted for compatibility; auxiliary sections are not read yet, so this adds nothing.
+    /// Include auxiliary sources (REDUCTION, ERRATA) alongside regular sources. Only
+    /// used when inspecting a single run or file.
     #[arg(short = 'x', long = "auxiliary")]
     auxiliary: bool,
     /// Neither read nor write the run map cache (karabo_data_map.json).
@@ -169,6 +169,7 @@ impl Ctx {
                 counts: self.args.counts,
                 group_sources: !self.args.no_group,
                 with_aggregators: self.args.aggregators,
+                with_auxiliary: self.args.auxiliary,
             },
             &mut self.out,
         )
@@ -394,7 +395,6 @@ fn is_detector_file(f: &str) -> Option<bool> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let _ = args.auxiliary;
     let mut ctx = Ctx {
         args,
         out: String::new(),

@@ -1503,6 +1503,60 @@ impl DataCollection {
             .map(move |&t| self.train_from_id(t).map(|d| (t, d)))
     }
 
+    /// Auxiliary (REDUCTION / ERRATA) sources, named like EXtra-data's
+    /// `AuxiliaryIndexer`: `AGGREGATOR@source` unless exactly one aggregator has the
+    /// source and it ends with a regular source of one of that aggregator's files.
+    /// Returns section -> (display name -> aggregator of its first file).
+    pub fn auxiliary_sources(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+        // (source, section) -> aggregator -> files
+        type ByAgg = BTreeMap<String, Vec<Arc<FileAccess>>>;
+        let mut by_src: BTreeMap<(String, String), ByAgg> = BTreeMap::new();
+        let mut files: Vec<&Arc<FileAccess>> = self.files.iter().collect();
+        files.sort_by_key(|f| f.filename());
+        for f in files {
+            let agg = f.aggregator().unwrap_or_else(|| "None".into());
+            for (section, srcs) in f.auxiliary_sources()? {
+                for s in srcs {
+                    by_src
+                        .entry((s, section.clone()))
+                        .or_default()
+                        .entry(agg.clone())
+                        .or_default()
+                        .push(f.clone());
+                }
+            }
+        }
+        let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for ((src, section), by_agg) in by_src {
+            let mut with_prefix = true;
+            if by_agg.len() == 1 {
+                if let Some(fs) = by_agg.values().next() {
+                    if fs.iter().any(|f| {
+                        f.all_sources()
+                            .iter()
+                            .any(|real| src.ends_with(real.as_str()))
+                    }) {
+                        with_prefix = false;
+                    }
+                }
+            }
+            let m = out.entry(section).or_default();
+            for (agg, fs) in by_agg {
+                let name = if with_prefix {
+                    format!("{agg}@{src}")
+                } else {
+                    src.clone()
+                };
+                let first_agg = fs
+                    .first()
+                    .and_then(|f| f.aggregator())
+                    .unwrap_or_else(|| "None".into());
+                m.insert(name, first_agg);
+            }
+        }
+        Ok(out)
+    }
+
     /// `detector_info`: pixel dims (last two of image.data), frames per train
     /// (from the first file by name), total frames estimate.
     pub fn detector_info(&self, source: &str) -> Result<(Vec<usize>, u64, u64)> {

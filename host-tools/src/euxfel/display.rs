@@ -15,6 +15,8 @@ pub struct InfoOptions {
     pub counts: bool,
     pub group_sources: bool,
     pub with_aggregators: bool,
+    /// List auxiliary (REDUCTION, ERRATA) sources at the end.
+    pub with_auxiliary: bool,
 }
 
 /// Python's `str(timedelta(seconds=s))`.
@@ -168,6 +170,29 @@ pub fn info_into(dc: &DataCollection, opts: &InfoOptions, out: &mut String) -> R
             writeln!(out, " - {d}/* -> {canon_det}/* ({})", srcs.len()).ok();
         }
         writeln!(out).ok();
+    }
+    if opts.with_auxiliary {
+        let aux = dc.auxiliary_sources()?;
+        for (n, (label, section)) in [("reduction", "REDUCTION"), ("errata", "ERRATA")]
+            .into_iter()
+            .enumerate()
+        {
+            if n > 0 {
+                writeln!(out).ok();
+            }
+            let empty = BTreeMap::new();
+            let srcs = aux.get(section).unwrap_or(&empty);
+            writeln!(out, "{} {label} sources:", srcs.len()).ok();
+            for (s, agg) in srcs {
+                // EXtra-data prints '  - {agg_str} {s}': two spaces without aggregators.
+                let agg_str = if opts.with_aggregators {
+                    format!(" [{agg}]")
+                } else {
+                    String::new()
+                };
+                writeln!(out, "  - {agg_str} {s}").ok();
+            }
+        }
     }
     Ok(())
 }

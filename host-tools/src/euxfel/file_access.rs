@@ -570,6 +570,73 @@ impl FileAccess {
         }
     }
 
+    /// Auxiliary sources (`METADATA/auxiliarySources/<SECTION>`, format 2025+):
+    /// section -> source names (entry minus the section prefix and the index group).
+    pub fn auxiliary_sources(self: &Arc<Self>) -> Result<BTreeMap<String, BTreeSet<String>>> {
+        const BASE: &str = "METADATA/auxiliarySources";
+        let mut lists: Option<Vec<(String, Vec<String>)>> = None;
+        if !raw_disabled() {
+            if let Some(map) = self
+                .raw_map
+                .get_or_init(|| map_file(&self.path).ok())
+                .clone()
+            {
+                use super::rawh5::{RawError, RawFile};
+                let r = RawFile::new(&map).and_then(|f| match f.resolve(BASE) {
+                    Err(RawError::NotFound(_)) => Ok(Vec::new()),
+                    Err(e) => Err(e),
+                    Ok(addr) => {
+                        let mut names: Vec<String> = f.members(addr)?.into_keys().collect();
+                        names.sort();
+                        names
+                            .into_iter()
+                            .map(|n| {
+                                let v = f.read_strings(&format!("{BASE}/{n}"))?;
+                                Ok((n, v))
+                            })
+                            .collect()
+                    }
+                });
+                lists = r.ok();
+            }
+        }
+        let lists = match lists {
+            Some(l) => l,
+            None => {
+                let h = self.file()?;
+                if !h.has(BASE) {
+                    Vec::new()
+                } else {
+                    let g = h.group(BASE)?;
+                    let mut names = g
+                        .member_names()
+                        .map_err(|e| Error::h5(&self.path, BASE, e))?;
+                    names.sort();
+                    let mut out = Vec::new();
+                    for n in names {
+                        let v = h.read_strings(&format!("{BASE}/{n}"))?;
+                        out.push((n, v));
+                    }
+                    out
+                }
+            }
+        };
+        let mut res = BTreeMap::new();
+        for (section, ids) in lists {
+            let mut set = BTreeSet::new();
+            for id in ids {
+                if id.is_empty() {
+                    continue;
+                }
+                let rest = id.get(section.len() + 1..).unwrap_or("");
+                let src = rest.rsplit_once('/').map_or("", |(s, _)| s);
+                set.insert(src.to_string());
+            }
+            res.insert(section, set);
+        }
+        Ok(res)
+    }
+
     /// dtype and shape of the dataset at `path`, from the map when possible.
     pub fn dataset_dtype_shape(self: &Arc<Self>, p: &str) -> Result<(DType, Vec<usize>)> {
         if !raw_disabled() {
