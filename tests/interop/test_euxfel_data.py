@@ -76,6 +76,11 @@ def test_structure_rust_fixtures(rust_runs, name):
 
 def extract(tmp_path, path, source, key, *extra):
     out = tmp_path / "out"
+    # '--trains=-4:' so that a negative start is not taken for an option.
+    args, it = [], iter(extra)
+    for a in it:
+        args.append(f"--trains={next(it)}" if a == "--trains" else a)
+    extra = args
     code, so, se = run([rust_bin("xfel-extract"), "--no-cache", "--json", str(path), source, key,
                         "--out", str(out), *extra])
     assert code == 0, se
@@ -120,9 +125,13 @@ def xd_key(xd, source, key, extra):
 
     kd = xd[source, key]
     if extra:
-        a, b = extra[1].split(":")
-        sl = slice(int(a) if a else None, int(b) if b else None)
-        kd = kd.select_trains(by_index[sl] if "--by-index" in extra else by_id[sl])
+        sel = extra[1]
+        if ":" in sel:
+            a, b = sel.split(":")
+            sel = slice(int(a) if a else None, int(b) if b else None)
+        else:
+            sel = [int(x) for x in sel.split(",")]
+        kd = kd.select_trains(by_index[sel] if "--by-index" in extra else by_id[sel])
     return kd
 
 
@@ -163,3 +172,21 @@ def test_extract_errors_list_near_matches(examples, tmp_path):
                           "--out", str(tmp_path / "o")])
     assert code != 0
     assert "data.intensityTD" in err
+
+
+TRAIN_SELECTIONS = [
+    ("10005:10010",), (":10003",), ("10477:",), ("5:10002",), ("10470:99999",),
+    ("20000:30000",), ("1:5",), ("10001,10003,10479,5",), ("3:9", "--by-index"),
+    ("-4:", "--by-index"), (":-470", "--by-index"), ("0,5,-1", "--by-index"),
+    ("10398:10402",),
+]
+
+
+@pytest.mark.parametrize("sel", TRAIN_SELECTIONS, ids=lambda s: " ".join(s))
+def test_train_selection_semantics_match_extra_data(examples, tmp_path, sel):
+    """by_id / by_index selections (xfel-extract --trains) select the same trains."""
+    extra = ("--trains", *sel)
+    xd = open_xd(examples["fxe12"])
+    for source, key in [("SA1_XTD2_XGM/DOOCS/MAIN:output", "data.trainId"),
+                        ("FXE_DET_LPD1M-1/DET/0CH0:xtdf", "image.cellId")]:
+        check_key(tmp_path / key, xd_key(xd, source, key, extra), examples["fxe12"], source, key, extra)
