@@ -1,5 +1,6 @@
 """Train IDs, sources, keys, shapes, dtypes, data counts and data bytes: ours vs EXtra-data."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -190,3 +191,36 @@ def test_train_selection_semantics_match_extra_data(examples, tmp_path, sel):
     for source, key in [("SA1_XTD2_XGM/DOOCS/MAIN:output", "data.trainId"),
                         ("FXE_DET_LPD1M-1/DET/0CH0:xtdf", "image.cellId")]:
         check_key(tmp_path / key, xd_key(xd, source, key, extra), examples["fxe12"], source, key, extra)
+
+
+def test_filtered_bigendian_and_odd_types_take_the_safe_path(rust_runs, tmp_path):
+    """Datasets the map path must not touch (gzip, shuffle+gzip, big-endian, fixed-length
+    strings, bool, misaligned contiguous) read the same as EXtra-data."""
+    import h5py
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(rust_runs["r13"], run_dir)
+    da = run_dir / "RAW-R0450-DA01-S00000.h5"
+    grp = "INSTRUMENT/SA1_XTD2_XGM/DOOCS/MAIN:output/data"
+    rng = np.random.default_rng(5)
+    with h5py.File(da, "r+") as f:
+        n = f[grp + "/trainId"].shape[0]
+        f.create_dataset(grp + "/gz", data=rng.integers(1, 1000, (n, 7), dtype="u2"),
+                         compression="gzip", chunks=(8, 7))
+        f.create_dataset(grp + "/shufgz", data=rng.random((n, 3)).astype("f4"),
+                         compression="gzip", shuffle=True, chunks=(4, 3))
+        f.create_dataset(grp + "/bigend", data=rng.random((n, 2)).astype(">f8"))
+        f.create_dataset(grp + "/fixstr", data=np.array([b"ab%d" % i for i in range(n)], dtype="S5"))
+        f.create_dataset(grp + "/flag", data=rng.integers(0, 2, n).astype(bool))
+        f.create_dataset(grp + "/odd3", data=np.arange(n * 3, dtype="u1").reshape(n, 3))
+        f.create_dataset(grp + "/misaligned", data=rng.random(n).astype("f8"))
+    xd = open_xd(run_dir)
+    src = "SA1_XTD2_XGM/DOOCS/MAIN:output"
+    for key in ["data.gz", "data.shufgz", "data.bigend", "data.flag", "data.odd3", "data.misaligned"]:
+        data, tids, summary = extract(tmp_path / key, run_dir, src, key)
+        expected = xd[src, key].ndarray()
+        assert data.shape == expected.shape, key
+        assert np.array_equal(data, expected), key
+        assert np.array_equal(tids, xd[src, key].train_id_coordinates())
+    data, _, _ = extract(tmp_path / "fixstr", run_dir, src, "data.fixstr")
+    assert data.tobytes() == xd[src, "data.fixstr"].ndarray().tobytes()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use host_tools::euxfel::{npy, DataCollection, OpenOptions, TrainSelection};
+use host_tools::euxfel::{npy, DType, DataCollection, OpenOptions, TrainSelection};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,7 +25,8 @@ struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Trains to select: 'A:B' (train IDs, B exclusive; either may be empty) or a
-    /// comma-separated list 'A,B,C'. With --by-index they are positions instead.
+    /// comma-separated list 'A,B,C'. With --by-index they are positions instead
+    /// (negative from the end; write --trains=-4: so the value is not taken for an option).
     #[arg(long)]
     trains: Option<String>,
     /// Interpret --trains as positions in the run (Python slice semantics), not train IDs.
@@ -95,7 +96,8 @@ fn run(a: &Args) -> Result<String, String> {
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
     let data_path = a.out.join("data.npy");
     let shape = kd.shape();
-    if kd.dtype.is_string() {
+    if kd.dtype == DType::VlenStr {
+        // Variable-length strings: a fixed-width unicode array (numpy.load needs no pickle).
         let s = kd.read_strings().map_err(|e| e.to_string())?;
         npy::write_strings(&data_path, &shape, &s).map_err(|e| e.to_string())?;
     } else {
