@@ -110,11 +110,12 @@ fn run(a: &Args) -> Result<String, String> {
             )
         })?;
         let nbytes = kd.nbytes().unwrap_or(0) as usize;
-        let mut buf = vec![0u8; nbytes];
+        let mut buf: Vec<u8> = host_tools::euxfel::alloc_vec(nbytes, &kd.source, &kd.key)
+            .map_err(|e| e.to_string())?;
         kd.read_into_bytes(&mut buf).map_err(|e| e.to_string())?;
         npy::write_raw(&data_path, &descr, &shape, &buf).map_err(|e| e.to_string())?;
     }
-    let tids = kd.train_id_coordinates();
+    let tids = kd.train_id_coordinates().map_err(|e| e.to_string())?;
     npy::write_u64(&a.out.join("train_ids.npy"), &tids).map_err(|e| e.to_string())?;
     let summary = serde_json::json!({
         "source": kd.source,

@@ -474,6 +474,21 @@ impl DataChunk {
     }
 }
 
+/// A zeroed vector of `n` elements; an allocation failure (e.g. sizes from a corrupt
+/// file) is an error, not an abort.
+pub fn alloc_vec<T: bytemuck::Zeroable + Clone>(
+    n: usize,
+    source: &str,
+    key: &str,
+) -> Result<Vec<T>> {
+    let mut v: Vec<T> = Vec::new();
+    v.try_reserve_exact(n).map_err(|e| {
+        Error::Invalid(format!("{source} {key}: cannot allocate {n} elements: {e}"))
+    })?;
+    v.resize(n, T::zeroed());
+    Ok(v)
+}
+
 /// Element types that can be read into typed buffers.
 pub trait Element: bytemuck::Pod {
     fn matches(d: &DType) -> bool;
@@ -627,7 +642,9 @@ impl KeyData {
 
     /// Number of entries of the selection.
     pub fn len(&self) -> u64 {
-        self.chunks.iter().map(DataChunk::total).sum()
+        self.chunks
+            .iter()
+            .fold(0u64, |a, c| a.saturating_add(c.total()))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -646,9 +663,10 @@ impl KeyData {
     }
 
     /// Size in bytes of the selected data (fixed-size types).
+    /// `None` for variable-size types or if the size overflows.
     pub fn nbytes(&self) -> Option<u64> {
-        let per: u64 = self.entry_shape.iter().product::<usize>() as u64;
-        self.dtype.item_size().map(|s| s as u64 * per * self.len())
+        let eb = self.entry_bytes().ok()? as u64;
+        eb.checked_mul(self.len())
     }
 
     /// Entries per selected train (0 where the source has no data).
@@ -671,14 +689,15 @@ impl KeyData {
     }
 
     /// One train ID per entry, matching the first axis of the data.
-    pub fn train_id_coordinates(&self) -> Vec<u64> {
-        let mut out = Vec::with_capacity(self.len() as usize);
+    pub fn train_id_coordinates(&self) -> Result<Vec<u64>> {
+        let mut out: Vec<u64> = alloc_vec(self.len() as usize, &self.source, &self.key)?;
+        out.clear();
         for c in &self.chunks {
             for (&t, &n) in c.train_ids.iter().zip(&c.counts) {
                 out.extend(std::iter::repeat_n(t, n as usize));
             }
         }
-        out
+        Ok(out)
     }
 
     /// Bytes per entry for fixed-size types.
@@ -691,14 +710,24 @@ impl KeyData {
                 self.dtype.numpy_name()
             ))
         })?;
-        Ok(isz * self.entry_shape.iter().product::<usize>())
+        self.entry_shape
+            .iter()
+            .try_fold(isz, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} {}: entry shape {:?} is too large",
+                    self.source, self.key, self.entry_shape
+                ))
+            })
     }
 
     /// Read the selected data into `out` (raw little-endian bytes, C order), one
     /// read per contiguous run of data (never one per train).
     pub fn read_into_bytes(&self, out: &mut [u8]) -> Result<()> {
         let eb = self.entry_bytes()?;
-        let need = eb as u64 * self.len();
+        let need = (eb as u64).checked_mul(self.len()).ok_or_else(|| {
+            Error::Invalid(format!("{} {}: data size overflows", self.source, self.key))
+        })?;
         if out.len() as u64 != need {
             return Err(Error::Invalid(format!(
                 "{} {}: buffer has {} bytes, data needs {need}",
@@ -746,8 +775,17 @@ impl KeyData {
     /// Read into a new `ndarray::ArrayD<T>` of shape [`KeyData::shape`].
     pub fn ndarray<T: Element>(&self) -> Result<ndarray::ArrayD<T>> {
         let shape = self.shape();
-        let n: usize = shape.iter().product();
-        let mut v = vec![T::zeroed(); n];
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|n| n.checked_mul(std::mem::size_of::<T>()).is_some())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} {}: shape {shape:?} is too large",
+                    self.source, self.key
+                ))
+            })?;
+        let mut v: Vec<T> = alloc_vec(n, &self.source, &self.key)?;
         self.read_into(&mut v)?;
         ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v)
             .map_err(|e| Error::Invalid(e.to_string()))

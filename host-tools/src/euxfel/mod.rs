@@ -23,8 +23,8 @@ pub mod rawh5;
 pub mod runmap;
 
 pub use collection::{
-    split_ranges, DataCollection, Element, KeyData, OpenOptions, RunValue, Section, SourceData,
-    TrainData, TrainSelection, TrainValue,
+    alloc_vec, split_ranges, DataCollection, Element, KeyData, OpenOptions, RunValue, Section,
+    SourceData, TrainData, TrainSelection, TrainValue,
 };
 pub use error::{Error, Result};
 pub use file_access::{set_max_open_files, FileAccess, FilenameInfo};
