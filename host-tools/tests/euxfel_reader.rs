@@ -256,6 +256,34 @@ fn train_selection_by_id_and_index() {
         Err(Error::TrainId(10000))
     ));
     assert_eq!(sel.trains().count(), 4);
+    // Per-train values equal the rows of the bulk read.
+    let bulk = ok(ok(sel.key(XGM_OUT, "data.intensityTD")).ndarray::<f32>());
+    for (i, item) in sel.trains().enumerate() {
+        let (tid, data) = ok(item);
+        assert_eq!(tid, 10018 + i as u64);
+        match &data[XGM_OUT]["data.intensityTD"] {
+            host_tools::euxfel::TrainValue::Array { shape, bytes, .. } => {
+                assert_eq!(shape, &vec![1, 1000]);
+                let row: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                assert_eq!(
+                    row,
+                    bulk.index_axis(ndarray::Axis(0), i)
+                        .iter()
+                        .copied()
+                        .collect::<Vec<_>>()
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match &data[XGM]["state.value"] {
+            host_tools::euxfel::TrainValue::Strings(s) => assert_eq!(s.len(), 1),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(data[MOD0].len(), 14, "all detector keys have data");
+    }
 }
 
 #[test]

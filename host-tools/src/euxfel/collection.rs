@@ -869,6 +869,32 @@ pub enum TrainValue {
     Strings(Vec<String>),
 }
 
+/// Iterator over the trains of a collection (see [`DataCollection::trains`]).
+pub struct TrainIter<'a> {
+    dc: &'a DataCollection,
+    keys: Option<Vec<(String, bool, KeyData)>>,
+    pos: usize,
+}
+
+impl Iterator for TrainIter<'_> {
+    type Item = Result<(u64, TrainData)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let &tid = self.dc.train_ids.get(self.pos)?;
+        self.pos += 1;
+        if self.keys.is_none() {
+            match self.dc.all_key_data() {
+                Ok(k) => self.keys = Some(k),
+                Err(e) => {
+                    self.pos = self.dc.train_ids.len();
+                    return Some(Err(e));
+                }
+            }
+        }
+        let keys = self.keys.as_deref().unwrap_or(&[]);
+        Some(self.dc.train_values(keys, tid).map(|d| (tid, d)))
+    }
+}
+
 /// A collection of EuXFEL data (EXtra-data's `DataCollection`).
 #[derive(Debug, Clone)]
 pub struct DataCollection {
@@ -1483,62 +1509,87 @@ impl DataCollection {
         Some((*p.first()?, *r.first()?))
     }
 
+    /// KeyData of every selected key, built once for per-train access.
+    fn all_key_data(&self) -> Result<Vec<(String, bool, KeyData)>> {
+        let mut v = Vec::new();
+        for (name, sd) in &self.sources {
+            for k in sd.keys(true)? {
+                v.push((name.clone(), sd.is_control(), sd.key(&k)?));
+            }
+        }
+        Ok(v)
+    }
+
+    /// One train's values from prepared KeyData (control: the train's row; instrument:
+    /// all its entries; keys without data for the train are omitted).
+    fn train_values(&self, keys: &[(String, bool, KeyData)], tid: u64) -> Result<TrainData> {
+        let mut out: TrainData = self
+            .sources
+            .keys()
+            .map(|s| (s.clone(), BTreeMap::new()))
+            .collect();
+        for (name, is_control, kd) in keys {
+            let Some((f, first, count)) = kd.train_rows(tid) else {
+                continue;
+            };
+            if count == 0 {
+                continue;
+            }
+            let count = if *is_control { 1 } else { count };
+            let path = kd.hdf5_data_path();
+            let v = if kd.dtype == DType::VlenStr {
+                let h = f.file()?;
+                let ds = h.dataset(&path)?;
+                TrainValue::Strings(read_strings_ds(
+                    &ds,
+                    &f.path,
+                    &path,
+                    Some((first as usize, (first + count) as usize)),
+                )?)
+            } else {
+                let eb = kd.entry_bytes()?;
+                let mut buf: Vec<u8> = alloc_vec(eb * count as usize, &kd.source, &kd.key)?;
+                if !f.read_rows_mapped(path.trim_start_matches('/'), first, count, eb, &mut buf)? {
+                    let h = f.file()?;
+                    let ds = h.dataset(&path)?;
+                    h.read_rows_raw(&ds, &path, first, count, eb, &mut buf)?;
+                }
+                let mut shape = vec![count as usize];
+                shape.extend(&kd.entry_shape);
+                if *is_control {
+                    shape.remove(0);
+                }
+                TrainValue::Array {
+                    dtype: kd.dtype.clone(),
+                    shape,
+                    bytes: buf,
+                }
+            };
+            if let Some(m) = out.get_mut(name) {
+                m.insert(kd.key.clone(), v);
+            }
+        }
+        Ok(out)
+    }
+
     /// Data of the selected sources for one train: source -> key -> value.
     pub fn train_from_id(&self, tid: u64) -> Result<TrainData> {
         if self.train_ids.binary_search(&tid).is_err() {
             return Err(Error::TrainId(tid));
         }
-        let mut out = BTreeMap::new();
-        for (name, sd) in &self.sources {
-            let mut m = BTreeMap::new();
-            for k in sd.keys(true)? {
-                let kd = sd
-                    .key(&k)?
-                    .select_trains(&TrainSelection::IdList(vec![tid]))?;
-                let Some((f, first, count)) = kd.train_rows(tid) else {
-                    continue;
-                };
-                if count == 0 {
-                    continue;
-                }
-                let count = if sd.is_control() { 1 } else { count };
-                let h = f.file()?;
-                let path = kd.hdf5_data_path();
-                let ds = h.dataset(&path)?;
-                let v = if kd.dtype.is_string() {
-                    TrainValue::Strings(read_strings_ds(
-                        &ds,
-                        &f.path,
-                        &path,
-                        Some((first as usize, (first + count) as usize)),
-                    )?)
-                } else {
-                    let eb = kd.entry_bytes()?;
-                    let mut buf = vec![0u8; eb * count as usize];
-                    h.read_rows_raw(&ds, &path, first, count, eb, &mut buf)?;
-                    let mut shape = vec![count as usize];
-                    shape.extend(&kd.entry_shape);
-                    if sd.is_control() {
-                        shape.remove(0);
-                    }
-                    TrainValue::Array {
-                        dtype: kd.dtype.clone(),
-                        shape,
-                        bytes: buf,
-                    }
-                };
-                m.insert(k, v);
-            }
-            out.insert(name.clone(), m);
-        }
-        Ok(out)
+        let keys = self.all_key_data()?;
+        self.train_values(&keys, tid)
     }
 
-    /// Iterate over trains: `(train_id, data)`, data as from [`DataCollection::train_from_id`].
-    pub fn trains(&self) -> impl Iterator<Item = Result<(u64, TrainData)>> + '_ {
-        self.train_ids
-            .iter()
-            .map(move |&t| self.train_from_id(t).map(|d| (t, d)))
+    /// Iterate over trains: `(train_id, data)`, data as from
+    /// [`DataCollection::train_from_id`]. The per-key index is prepared once, on the
+    /// first step; each step then reads only that train's rows.
+    pub fn trains(&self) -> TrainIter<'_> {
+        TrainIter {
+            dc: self,
+            keys: None,
+            pos: 0,
+        }
     }
 
     /// Auxiliary (REDUCTION / ERRATA) sources, named like EXtra-data's

@@ -24,7 +24,7 @@ pub mod runmap;
 
 pub use collection::{
     alloc_vec, split_ranges, DataCollection, Element, KeyData, OpenOptions, RunValue, Section,
-    SourceData, TrainData, TrainSelection, TrainValue,
+    SourceData, TrainData, TrainIter, TrainSelection, TrainValue,
 };
 pub use error::{Error, Result};
 pub use file_access::{set_max_open_files, FileAccess, FilenameInfo};
