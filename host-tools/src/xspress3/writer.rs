@@ -97,6 +97,22 @@ pub enum WriteError {
     },
     #[error("{0}")]
     Name(#[from] layout::NameError),
+    #[error(
+        "disk full: {free} bytes free in {dir}, the writer keeps {reserve} in reserve to close \
+         its files cleanly; stopped after {frames} frames"
+    )]
+    DiskFull {
+        dir: PathBuf,
+        free: u64,
+        reserve: u64,
+        frames: u64,
+    },
+    #[error("cannot check free space in {dir}: {source}")]
+    FreeSpace {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 struct OpenFile {
@@ -149,6 +165,11 @@ pub struct AcqFileWriter {
     frames_flushed: u64,
     last_flush: Instant,
     scratch: Scratch,
+    /// Bytes kept free on the output filesystem: HDF5 cannot close a file consistently once
+    /// the disk is full, so the writer stops before that.
+    reserve_bytes: u64,
+    /// The first write error, recorded in the files at the end.
+    error: Option<String>,
 }
 
 fn h5err(path: &Path, what: impl Into<String>) -> impl FnOnce(hdf5::Error) -> WriteError {
@@ -182,7 +203,12 @@ impl AcqFileWriter {
                 frame_number: Vec::with_capacity(chunk),
                 timestamp: Vec::with_capacity(chunk),
             },
+            reserve_bytes: 0,
+            error: None,
         };
+        let columns = N_SCALERS * 4 + 8 + 8 + 1 + 8 + 8;
+        let batch_bytes = chunk * (writer.desc.geometry.mca_words() * 4 + nch * columns);
+        writer.reserve_bytes = 2 * batch_bytes as u64 + (1 << 20);
         writer.open_next()?;
         Ok(writer)
     }
@@ -230,12 +256,17 @@ impl AcqFileWriter {
             return Err(WriteError::Exists { path });
         }
         let mut builder = File::with_options();
-        builder.with_fapl(|p| {
-            p.libver_bounds(
-                hdf5::file::LibraryVersion::V110,
-                hdf5::file::LibraryVersion::V110,
-            )
-        });
+        if self.config.swmr {
+            // SWMR needs the 1.10 format. Without SWMR the default (oldest) format is kept: its
+            // superblock has no "open for writing" flag, so a file flushed before a crash opens
+            // as it is.
+            builder.with_fapl(|p| {
+                p.libver_bounds(
+                    hdf5::file::LibraryVersion::V110,
+                    hdf5::file::LibraryVersion::V110,
+                )
+            });
+        }
         let file = if self.config.overwrite {
             builder.create(&path)
         } else {
@@ -364,10 +395,24 @@ impl AcqFileWriter {
         scalers: &[u32],
         meta: &[FrameMeta],
     ) -> Result<(), WriteError> {
+        let result = self.write_batch_inner(mca, scalers, meta);
+        if let Err(e) = &result {
+            self.error.get_or_insert_with(|| e.to_string());
+        }
+        result
+    }
+
+    fn write_batch_inner(
+        &mut self,
+        mca: &[u32],
+        scalers: &[u32],
+        meta: &[FrameMeta],
+    ) -> Result<(), WriteError> {
         let n = meta.len();
         let g = self.desc.geometry;
         check_len(n, "MCA", mca.len(), n * g.mca_words())?;
         check_len(n, "scaler", scalers.len(), n * g.scaler_words())?;
+        self.check_free_space()?;
         let mut done = 0;
         while done < n {
             let room = match self.config.frames_per_file {
@@ -411,38 +456,37 @@ impl AcqFileWriter {
         };
         let start = f.rows as usize;
         let end = start + n;
-        let path = f.path.clone();
-        let err = |what: &str| h5err(&path, what.to_string());
-        for ds in f.all_datasets() {
-            let mut shape = ds.shape();
-            shape[0] = end;
-            ds.resize(shape).map_err(err("extend datasets"))?;
+        let result = write_part_rows(f, &self.scratch, mca, chunk, (nch, nbins));
+        if let Err(e) = result {
+            // Take back the rows of the failed batch so readers never see half-written frames.
+            for ds in f.all_datasets() {
+                let mut shape = ds.shape();
+                shape[0] = start;
+                let _ = ds.resize(shape);
+            }
+            return Err(e);
         }
-        if n == chunk && start % chunk == 0 {
-            write_chunk(&f.data, start, mca).map_err(err("direct chunk write of data"))?;
-        } else {
-            let view = ArrayView3::from_shape((n, nch, nbins), mca)
-                .map_err(|e| err("data view")(hdf5::Error::from(e.to_string())))?;
-            f.data
-                .write_slice(view, ndarray::s![start..end, .., ..])
-                .map_err(err("write data"))?;
-        }
-        let s = &self.scratch;
-        for (ds, column) in f.scalers.iter().zip(&s.scalers) {
-            write_rows(ds, start, column, nch).map_err(err("write scalers"))?;
-        }
-        write_rows(&f.dtc, start, &s.dtc, nch).map_err(err("write dead_time_correction"))?;
-        write_rows(&f.saturated, start, &s.saturated, nch)
-            .map_err(err("write dead_time_saturated"))?;
-        write_rows(&f.ocr, start, &s.ocr, nch).map_err(err("write output_count_rate"))?;
-        f.frame_number
-            .write_slice(&s.frame_number, start..end)
-            .map_err(err("write frame_number"))?;
-        f.timestamp
-            .write_slice(&s.timestamp, start..end)
-            .map_err(err("write timestamp"))?;
         f.rows = end as u64;
         self.frames_written += n as u64;
+        Ok(())
+    }
+
+    /// Refuses to write when the output filesystem is nearly full (see `reserve_bytes`).
+    fn check_free_space(&self) -> Result<(), WriteError> {
+        let dir = &self.config.dir;
+        let st = rustix::fs::statvfs(dir).map_err(|e| WriteError::FreeSpace {
+            dir: dir.clone(),
+            source: e.into(),
+        })?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < self.reserve_bytes {
+            return Err(WriteError::DiskFull {
+                dir: dir.clone(),
+                free,
+                reserve: self.reserve_bytes,
+                frames: self.frames_written,
+            });
+        }
         Ok(())
     }
 
@@ -509,8 +553,12 @@ impl AcqFileWriter {
     /// file of the acquisition. Returns the files with their frame counts.
     pub fn finish(mut self, drops: &DropRecord) -> Result<Vec<(PathBuf, u64)>, WriteError> {
         if let Some(f) = self.current.take() {
-            f.file.flush().map_err(h5err(&f.path, "flush"))?;
-            self.finished_files.push((f.path, f.rows));
+            let OpenFile {
+                path, file, rows, ..
+            } = f;
+            file.flush().map_err(h5err(&path, "flush"))?;
+            file.close().map_err(h5err(&path, "close"))?;
+            self.finished_files.push((path, rows));
         }
         let total = self.frames_written;
         let n_files = self.finished_files.len();
@@ -519,8 +567,15 @@ impl AcqFileWriter {
             let det = file
                 .group(layout::DETECTOR)
                 .map_err(h5err(path, "open detector group"))?;
-            write_final(&det, drops, *rows, total, index, n_files)
-                .map_err(h5err(path, "write final attributes"))?;
+            let end = FinalRecord {
+                drops,
+                rows: *rows,
+                total,
+                index,
+                n_files,
+                error: self.error.as_deref(),
+            };
+            write_final(&det, &end).map_err(h5err(path, "write final attributes"))?;
             file.close().map_err(h5err(path, "close"))?;
         }
         Ok(self.finished_files)
@@ -545,23 +600,74 @@ fn check_len(
     }
 }
 
-fn write_final(
-    det: &Group,
-    drops: &DropRecord,
+/// Writes one part (at most a chunk) of frames at the file's current end: extends every dataset,
+/// writes `data` (as one direct chunk write when it is a whole aligned chunk) and the columns.
+fn write_part_rows(
+    f: &OpenFile,
+    scratch: &Scratch,
+    mca: &[u32],
+    chunk: usize,
+    (nch, nbins): (usize, usize),
+) -> Result<(), WriteError> {
+    let n = scratch.frame_number.len();
+    let start = f.rows as usize;
+    let end = start + n;
+    let err = |what: &str| h5err(&f.path, what.to_string());
+    for ds in f.all_datasets() {
+        let mut shape = ds.shape();
+        shape[0] = end;
+        ds.resize(shape).map_err(err("extend datasets"))?;
+    }
+    if n == chunk && start % chunk == 0 {
+        write_chunk(&f.data, start, mca).map_err(err("direct chunk write of data"))?;
+    } else {
+        let view = ArrayView3::from_shape((n, nch, nbins), mca)
+            .map_err(|e| err("data view")(hdf5::Error::from(e.to_string())))?;
+        f.data
+            .write_slice(view, ndarray::s![start..end, .., ..])
+            .map_err(err("write data"))?;
+    }
+    for (ds, column) in f.scalers.iter().zip(&scratch.scalers) {
+        write_rows(ds, start, column, nch).map_err(err("write scalers"))?;
+    }
+    write_rows(&f.dtc, start, &scratch.dtc, nch).map_err(err("write dead_time_correction"))?;
+    write_rows(&f.saturated, start, &scratch.saturated, nch)
+        .map_err(err("write dead_time_saturated"))?;
+    write_rows(&f.ocr, start, &scratch.ocr, nch).map_err(err("write output_count_rate"))?;
+    f.frame_number
+        .write_slice(&scratch.frame_number, start..end)
+        .map_err(err("write frame_number"))?;
+    f.timestamp
+        .write_slice(&scratch.timestamp, start..end)
+        .map_err(err("write timestamp"))?;
+    Ok(())
+}
+
+/// What the end of an acquisition records in each of its files.
+struct FinalRecord<'a> {
+    drops: &'a DropRecord,
     rows: u64,
     total: u64,
     index: usize,
     n_files: usize,
-) -> hdf5::Result<()> {
-    set_scalar(det, "frames_in_file", rows)?;
-    set_scalar(det, "frames_written_total", total)?;
-    set_scalar(det, "file_index", index as u32)?;
-    set_scalar(det, "file_count", n_files as u32)?;
+    error: Option<&'a str>,
+}
+
+fn write_final(det: &Group, end: &FinalRecord<'_>) -> hdf5::Result<()> {
+    let drops = end.drops;
+    set_scalar(det, "frames_in_file", end.rows)?;
+    set_scalar(det, "frames_written_total", end.total)?;
+    set_scalar(det, "file_index", end.index as u32)?;
+    set_scalar(det, "file_count", end.n_files as u32)?;
+    if let Some(e) = end.error {
+        set_str(det, "write_error", e)?;
+    }
     set_scalar(det, "frames_lost", drops.frames_lost)?;
     set_scalar(det, "lost_ranges_overflow", drops.lost_ranges_overflow)?;
     set_scalar(det, "sdk_overruns", drops.sdk_overruns)?;
     set_scalar(det, "stream_gaps", drops.stream_gaps)?;
-    set_scalar(det, "complete", (drops.frames_lost == 0) as u8)?;
+    let complete = drops.frames_lost == 0 && drops.stream_gaps == 0 && end.error.is_none();
+    set_scalar(det, "complete", complete as u8)?;
     let ranges: Vec<u64> = drops
         .lost_ranges
         .iter()
