@@ -70,6 +70,17 @@ fn every_format_version_reads_the_same_structure() {
         assert_eq!(dc.detector_sources().len(), 2);
         let fa = ok(FileAccess::open(&files[0]));
         assert_eq!(ok(fa.format_version()), format.as_str());
+        let ts = ok(dc.train_timestamps());
+        assert_eq!(ts.len(), 40);
+        if format == Format::V0_5 {
+            assert!(ts.iter().all(Option::is_none));
+        } else {
+            assert_eq!(ts[0], Some(1_700_000_000_000_000_000 + 10000 * 100_000_000));
+            assert_eq!(
+                ts[39],
+                Some(1_700_000_000_000_000_000 + 10039 * 100_000_000)
+            );
+        }
         assert_eq!(fa.validity_flag, vec![true; 20]);
 
         let kd = ok(dc.key(XGM_OUT, "data.intensityTD"));

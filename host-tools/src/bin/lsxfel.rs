@@ -122,6 +122,7 @@ impl Ctx {
         }
         let v = serde_json::json!({
             "train_ids": *dc.train_ids,
+            "train_timestamps": dc.train_timestamps().map_err(e)?,
             "control_sources": dc.control_sources(),
             "instrument_sources": dc.instrument_sources(),
             "legacy_sources": dc.legacy_sources(),

@@ -1646,6 +1646,45 @@ impl DataCollection {
         Ok(out)
     }
 
+    /// Timestamp of each train (ns since the Unix epoch, UTC) from `INDEX/timestamp`;
+    /// `None` where no file has one (format 0.5) or it is 0 (EXtra-data's NaT).
+    pub fn train_timestamps(&self) -> Result<Vec<Option<u64>>> {
+        let pos: HashMap<u64, usize> = self
+            .train_ids
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t, i))
+            .collect();
+        let mut out: Vec<Option<u64>> = vec![None; self.train_ids.len()];
+        let mut missing = self.train_ids.len();
+        for f in &self.files {
+            if missing == 0 {
+                break;
+            }
+            let wanted = f.train_ids.iter().zip(&f.validity_flag).any(|(t, &v)| {
+                pos.get(t).is_some_and(|&i| out[i].is_none()) && (v || self.inc_suspect_trains)
+            });
+            if !wanted {
+                continue;
+            }
+            let Some(ts) = f.timestamps()? else {
+                continue;
+            };
+            for ((t, &v), &s) in f.train_ids.iter().zip(&f.validity_flag).zip(&ts) {
+                if !(v || self.inc_suspect_trains) {
+                    continue;
+                }
+                if let Some(&i) = pos.get(t) {
+                    if out[i].is_none() && s != 0 {
+                        out[i] = Some(s);
+                        missing -= 1;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// `detector_info`: pixel dims (last two of image.data), frames per train
     /// (from the first file by name), total frames estimate.
     pub fn detector_info(&self, source: &str) -> Result<(Vec<usize>, u64, u64)> {

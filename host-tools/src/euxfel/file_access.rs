@@ -570,6 +570,57 @@ impl FileAccess {
         }
     }
 
+    /// `INDEX/timestamp` (ns since the Unix epoch, UTC) for this file's trains, or
+    /// `None` if the file has none (format 0.5).
+    pub fn timestamps(self: &Arc<Self>) -> Result<Option<Vec<u64>>> {
+        const P: &str = "INDEX/timestamp";
+        // Raw reads are by position in INDEX/trainId (zeros included), so read the
+        // full datasets and keep the entries of non-zero train IDs.
+        if !raw_disabled() {
+            if let Some(map) = self
+                .raw_map
+                .get_or_init(|| map_file(&self.path).ok())
+                .clone()
+            {
+                use super::rawh5::{RawError, RawFile};
+                let r = RawFile::new(&map).and_then(|f| {
+                    let tids = f.read_ints("INDEX/trainId", None)?;
+                    match f.read_ints(P, None) {
+                        Ok(ts) => Ok(Some((tids, ts))),
+                        Err(RawError::NotFound(_)) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                });
+                match r {
+                    Ok(None) => return Ok(None),
+                    Ok(Some((tids, ts))) => {
+                        return Ok(Some(
+                            tids.iter()
+                                .zip(ts.iter().chain(std::iter::repeat(&0)))
+                                .filter(|(&t, _)| t != 0)
+                                .map(|(_, &s)| s)
+                                .collect(),
+                        ))
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        let h = self.file()?;
+        if !h.has(P) {
+            return Ok(None);
+        }
+        let tids = h.read_u64("INDEX/trainId", None)?;
+        let ts = h.read_u64(P, None)?;
+        Ok(Some(
+            tids.iter()
+                .zip(ts.iter().chain(std::iter::repeat(&0)))
+                .filter(|(&t, _)| t != 0)
+                .map(|(_, &s)| s)
+                .collect(),
+        ))
+    }
+
     /// Auxiliary sources (`METADATA/auxiliarySources/<SECTION>`, format 2025+):
     /// section -> source names (entry minus the section prefix and the index group).
     pub fn auxiliary_sources(self: &Arc<Self>) -> Result<BTreeMap<String, BTreeSet<String>>> {
