@@ -1,7 +1,8 @@
 //! h5daq scheduler jitter: a 10 ms periodic job runs for 20 s (`DAQ_JITTER_SECONDS` to change)
 //! with the daemon writing every second; each read's start is compared with its slot on the
 //! grid `start + k * 10 ms`. Prints p50 / p90 / p99 / max in microseconds and one JSON line
-//! (`benches/scripts/bench_daq.py` reads it). Not a criterion bench: the figure is a
+//! (`benches/scripts/bench_daq.py` reads it). `DAQ_JITTER_DUMP=1` lists the reads later than
+//! 1 ms on stderr. Not a criterion bench: the figure is a
 //! distribution over one long run, not a per-iteration time.
 
 use std::sync::{Arc, Mutex};
@@ -52,22 +53,48 @@ fn main() {
         eprintln!("no reads");
         std::process::exit(1);
     };
-    // Lateness behind the grid `start + k * period`: reads never start early, so each read's
-    // offset modulo the period, taken relative to the earliest offset seen (the grid's phase
-    // relative to the first read), is its lateness. Reads later than a whole period show up in
-    // `missed` (the scheduler skips and counts those slots).
+    // Lateness behind the grid `start + k * period`. The grid's phase is not observable from
+    // the getter, so it is estimated: offsets modulo the period are centred on their circular
+    // mean; the on-time phase is the earliest read within a quarter period before the median
+    // (reads never start early, and most start on time); each read's lateness is its offset
+    // after that phase, modulo the period. Reads later than a whole period are skipped slots,
+    // counted in `missed` by the scheduler.
     let p = period.as_secs_f64();
     let offs: Vec<f64> = v
         .iter()
         .map(|t| t.duration_since(t0).as_secs_f64().rem_euclid(p))
         .collect();
-    // Offsets just below p are reads slightly early relative to t0's phase: fold them down.
-    let folded: Vec<f64> = offs
+    let w = std::f64::consts::TAU / p;
+    let (sin, cos) = offs.iter().fold((0.0, 0.0), |(s, c), o| {
+        (s + (o * w).sin(), c + (o * w).cos())
+    });
+    let mean = (sin.atan2(cos) / w).rem_euclid(p);
+    let centred: Vec<f64> = offs
         .iter()
-        .map(|o| if *o > p / 2.0 { o - p } else { *o })
+        .map(|o| (o - mean + p / 2.0).rem_euclid(p))
         .collect();
-    let phase = folded.iter().copied().fold(f64::INFINITY, f64::min);
-    let mut lat: Vec<f64> = folded.iter().map(|o| (o - phase) * 1e6).collect();
+    let mut sorted = centred.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let phase = centred
+        .iter()
+        .copied()
+        .filter(|c| *c >= median - p / 4.0 && *c <= median)
+        .fold(median, f64::min);
+    let mut lat: Vec<f64> = centred
+        .iter()
+        .map(|c| (c - phase).rem_euclid(p) * 1e6)
+        .collect();
+    if std::env::var_os("DAQ_JITTER_DUMP").is_some() {
+        // The reads later than 1 ms, with their time since the first read (seconds).
+        for (t, l) in v.iter().zip(&lat).filter(|(_, l)| **l > 1000.0) {
+            eprintln!(
+                "late {:8.3} s  {:6.0} us",
+                t.duration_since(t0).as_secs_f64(),
+                l
+            );
+        }
+    }
     lat.sort_by(f64::total_cmp);
     let q = |f: f64| lat[((lat.len() - 1) as f64 * f).round() as usize];
     println!(
