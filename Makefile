@@ -11,12 +11,13 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: help setup system-packages demo test lint unit-tests no-std-check loom-check interop bench
+.PHONY: help setup system-packages demo test lint unit-tests no-std-check loom-check shim-memcheck \
+	shim-vendor-check interop bench
 
 help:
 	@echo "make setup   install missing system packages and the Python reference tools (.venv)"
 	@echo "make demo    setup, release build, run the demo into ./demo-out/"
-	@echo "make test    setup, fmt, clippy -D warnings, cargo tests, no_std and loom checks, interop tests"
+	@echo "make test    setup, fmt, clippy -D warnings, cargo tests, no_std, loom and valgrind checks, interop tests"
 	@echo "make bench   criterion benches and comparison scripts (figures for docs/benchmarks.md)"
 
 setup: system-packages $(VENV_STAMP)
@@ -41,7 +42,7 @@ demo: setup
 	$(CARGO) build --release --workspace --bins
 	@./scripts/demo.sh
 
-test: setup lint unit-tests no-std-check loom-check interop
+test: setup lint unit-tests no-std-check loom-check shim-memcheck interop
 
 lint:
 	$(CARGO) fmt --all --check
@@ -63,6 +64,14 @@ no-std-check:
 loom-check:
 	RUSTFLAGS="--cfg loom" $(CARGO) test --release -p acq-core --test loom \
 	  --target-dir target/loom
+
+# The C shim and the simulated SDK under valgrind memcheck: zero errors, no malloc after arm.
+shim-memcheck:
+	sdk-shim/scripts/memcheck.sh
+
+# The shim built with XSPRESS3_SDK_DIR against stand-in SDKs (new and old signatures).
+shim-vendor-check:
+	sdk-shim/scripts/vendor-build-check.sh
 
 interop: $(VENV_STAMP)
 	$(CARGO) build --workspace --bins
