@@ -105,3 +105,51 @@ fn raw_reader_matches_libhdf5_and_open_files_are_bounded() {
     assert_eq!(kd.shape(), vec![30, 1000]);
     assert!(dc.files.iter().filter(|f| f.is_open()).count() <= 2);
 }
+
+/// Partly written chunked datasets: unallocated chunks read as zeros, like libhdf5.
+#[test]
+fn sparse_chunks_read_as_zeros() {
+    use host_tools::euxfel::rawh5::RawFile;
+    let td = tempfile::tempdir().expect("tempdir");
+    let p = td.path().join("sparse.h5");
+    {
+        let f = hdf5::File::create(&p).expect("create");
+        let ds = f
+            .new_dataset::<u32>()
+            .shape((40, 3))
+            .chunk((4, 3))
+            .create("d")
+            .expect("dataset");
+        let block: Vec<u32> = (1..=24).collect();
+        let arr = ndarray::Array2::from_shape_vec((8, 3), block).expect("shape");
+        ds.write_slice(&arr, (10..18, ..))
+            .expect("write rows 10..18");
+        let arr2 = ndarray::Array2::from_elem((2, 3), 7u32);
+        ds.write_slice(&arr2, (33..35, ..))
+            .expect("write rows 33..35");
+    }
+    let expected: Vec<u32> = hdf5::File::open(&p)
+        .and_then(|f| f.dataset("d"))
+        .and_then(|d| d.read_raw())
+        .expect("read");
+    let bytes = std::fs::read(&p).expect("bytes");
+    let f = RawFile::new(&bytes).expect("raw");
+    let ds = f.dataset("d").expect("ds");
+    for (start, count) in [(0u64, 40u64), (5, 10), (9, 1), (12, 22), (36, 4), (0, 0)] {
+        let mut out = vec![0xffu8; count as usize * 12];
+        f.read_row_range(&ds, start, count, 12, &mut out)
+            .expect("read_row_range");
+        let got: Vec<u32> = out
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let s = start as usize * 3;
+        assert_eq!(
+            got,
+            expected[s..s + count as usize * 3],
+            "rows {start}+{count}"
+        );
+    }
+    let mut out = vec![0u8; 12];
+    assert!(f.read_row_range(&ds, 40, 1, 12, &mut out).is_err());
+}

@@ -42,7 +42,7 @@ struct Args {
     /// Neither read nor write the run map cache (karabo_data_map.json).
     #[arg(long = "no-cache")]
     no_cache: bool,
-    /// For one run or file: print a JSON description instead (train IDs, sources,
+    /// For one run or file: print a JSON description instead (train IDs and timestamps, sources,
     /// and per key dtype, shape, entry shape; per index group data counts).
     #[arg(long)]
     json: bool,

@@ -35,7 +35,7 @@ struct Args {
     /// Neither read nor write the run map cache (karabo_data_map.json).
     #[arg(long)]
     no_cache: bool,
-    /// Print a JSON summary (source, key, dtype, shape, entries, trains, files) on stdout.
+    /// Print a JSON summary (source, key, dtype, shape, entries, trains, output paths) on stdout.
     #[arg(long)]
     json: bool,
 }

@@ -489,15 +489,21 @@ impl<'a> RawFile<'a> {
                 if crows == 0 {
                     return corrupt("zero chunk size");
                 }
-                out.fill(0);
                 if *btree == UNDEF {
+                    out.fill(0);
                     return Ok(());
                 }
-                for (row0, addr, size) in self.chunk_list(*btree, chunk.len())? {
+                let mut chunks: Vec<(u64, u64, u64)> = self
+                    .chunk_list(*btree, chunk.len())?
+                    .into_iter()
+                    .filter(|&(row0, _, _)| row0 < end && row0.saturating_add(crows) > start)
+                    .collect();
+                chunks.sort_unstable_by_key(|c| c.0);
+                // Rows not covered by an allocated chunk read as zeros; only those
+                // gaps are zeroed (no second pass over the whole buffer).
+                let mut covered = 0usize;
+                for (row0, addr, size) in chunks {
                     let row1 = row0.saturating_add(crows);
-                    if row1 <= start || row0 >= end {
-                        continue;
-                    }
                     let lo = row0.max(start);
                     let hi = row1.min(end);
                     let in_chunk = (lo - row0) * row_bytes;
@@ -506,8 +512,14 @@ impl<'a> RawFile<'a> {
                         return corrupt(format!("chunk at {addr} holds {size} bytes"));
                     }
                     let o = ((lo - start) * row_bytes) as usize;
+                    if o < covered {
+                        return corrupt("overlapping chunks");
+                    }
+                    out[covered..o].fill(0);
                     out[o..o + nb as usize].copy_from_slice(self.slice(addr + in_chunk, nb)?);
+                    covered = o + nb as usize;
                 }
+                out[covered..].fill(0);
             }
         }
         Ok(())
