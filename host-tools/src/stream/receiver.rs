@@ -175,6 +175,9 @@ pub struct SeriesSummary {
     pub series_end_received: bool,
     /// Why the series ended other than by `series_end`, if it did.
     pub end_note: Option<String>,
+    /// The receiver was stopped (signal) before `series_end`: the series is incomplete on
+    /// purpose, which alone does not count as data lost.
+    pub interrupted: bool,
     /// The sender's `series_end.error`.
     pub sender_error: Option<String>,
     pub errors: Vec<String>,
@@ -187,12 +190,11 @@ impl SeriesSummary {
     /// Whether any frame of the series is missing or anything failed.
     pub fn data_lost(&self) -> bool {
         !self.errors.is_empty()
-            || self.end_note.is_some()
+            || (self.end_note.is_some() && !self.interrupted)
             || self.msg_missing > 0
             || self.frames_lost_upstream > 0
             || self.sender_stream_drops > 0
             || self.frames_discarded > 0
-            || self.frames_lost > 0
     }
 }
 
@@ -389,6 +391,7 @@ impl Receiver {
                 self.summary.stopped_by = StopReason::Signal;
                 self.finish_open(
                     "the receiver was stopped (signal) before series_end",
+                    true,
                     events,
                 );
                 break;
@@ -422,7 +425,7 @@ impl Receiver {
                     if self.series.is_some() {
                         self.summary.ended_mid_series = true;
                     }
-                    self.finish_open("the socket failed before series_end", events);
+                    self.finish_open("the socket failed before series_end", false, events);
                     break;
                 }
             }
@@ -468,7 +471,7 @@ impl Receiver {
             let note = format!("no message for {timeout:?} before series_end");
             let message = format!("stream {}: {note}", self.config.endpoint);
             self.error(message, events);
-            self.finish_open(&note, events);
+            self.finish_open(&note, false, events);
         } else if self.config.once && self.summary.series.is_empty() {
             let message = format!(
                 "stream {}: no series received within {timeout:?}",
@@ -573,7 +576,7 @@ impl Receiver {
 
     fn on_header(&mut self, header: Header, events: &mut dyn FnMut(&Event)) {
         if self.series.is_some() {
-            self.finish_open("a new header arrived before series_end", events);
+            self.finish_open("a new header arrived before series_end", false, events);
             if self.config.once {
                 return;
             }
@@ -761,8 +764,10 @@ impl Receiver {
         self.finish_series(Some(end), None, events);
     }
 
-    fn finish_open(&mut self, note: &str, events: &mut dyn FnMut(&Event)) {
-        if self.series.is_some() {
+    /// Finishes the open series, if any, without `series_end`; `interrupted`: on purpose (stop).
+    fn finish_open(&mut self, note: &str, interrupted: bool, events: &mut dyn FnMut(&Event)) {
+        if let Some(s) = self.series.as_mut() {
+            s.summary.interrupted = interrupted;
             self.finish_series(None, Some(note.to_string()), events);
         }
     }
@@ -831,7 +836,9 @@ impl Receiver {
                         String::new()
                     }
                 );
-                s.summary.errors.push(message.clone());
+                if !s.summary.interrupted {
+                    s.summary.errors.push(message.clone());
+                }
                 s.report(message, events);
             }
         }
