@@ -3,9 +3,12 @@
 //! Frames arrive in batches straight from ring memory (or a receiver's message buffers). A batch
 //! that is one whole `data` chunk, aligned to a chunk boundary, goes to disk with one HDF5 direct
 //! chunk write from that memory; anything else goes through an ordinary hyperslab write, still
-//! without a copy. Scalers are de-interleaved into the nine named datasets, and the dead-time
-//! correction and output count rate are derived, in buffers sized once at creation. Datasets grow
-//! by one resize per batch, never per frame.
+//! without a copy. `data` grows by one resize per batch, never per frame.
+//!
+//! The per-frame columns (the nine scalers de-interleaved, the derived dead-time correction and
+//! output count rate, frame numbers, timestamps) collect in buffers sized once at creation and are
+//! written one whole column chunk at a time, and at every flush: a batch then costs two HDF5 calls
+//! instead of thirty, and after a flush every dataset has the same length.
 //!
 //! A failure leaves what was written readable: the file is flushed every `flush_interval` (and
 //! SWMR readers can follow it with `--swmr`), and the drop record and final attributes are written
@@ -118,7 +121,10 @@ pub enum WriteError {
 struct OpenFile {
     path: PathBuf,
     file: File,
+    /// Frames in `data`.
     rows: u64,
+    /// Frames in the column datasets (`rows` minus the frames waiting in `Scratch`).
+    column_rows: u64,
     data: Dataset,
     scalers: Vec<Dataset>,
     dtc: Dataset,
@@ -128,22 +134,7 @@ struct OpenFile {
     timestamp: Dataset,
 }
 
-impl OpenFile {
-    fn all_datasets(&self) -> impl Iterator<Item = &Dataset> {
-        [
-            &self.data,
-            &self.dtc,
-            &self.saturated,
-            &self.ocr,
-            &self.frame_number,
-            &self.timestamp,
-        ]
-        .into_iter()
-        .chain(self.scalers.iter())
-    }
-}
-
-/// Per-batch scratch, sized for one chunk of frames at creation.
+/// Per-frame columns not yet written: at most one column chunk plus one batch, allocated once.
 struct Scratch {
     scalers: Vec<Vec<u32>>,
     dtc: Vec<f64>,
@@ -158,6 +149,8 @@ pub struct AcqFileWriter {
     config: OutputConfig,
     desc: AcqDescription,
     chunk: usize,
+    /// Rows per chunk of the column datasets (a multiple of `chunk`).
+    column_chunk: usize,
     current: Option<OpenFile>,
     next_index: u32,
     finished_files: Vec<(PathBuf, u64)>,
@@ -183,12 +176,15 @@ impl AcqFileWriter {
     pub fn create(config: OutputConfig, desc: AcqDescription) -> Result<Self, WriteError> {
         layout::check_name(&config.name)?;
         let chunk = chunk_frames(desc.geometry);
+        let column_chunk = chunk.max(1024);
         let nch = desc.geometry.n_channels();
-        let cap = chunk * nch;
+        let rows = column_chunk + chunk;
+        let cap = rows * nch;
         let mut writer = AcqFileWriter {
             config,
             desc,
             chunk,
+            column_chunk,
             current: None,
             next_index: 0,
             finished_files: Vec::new(),
@@ -200,8 +196,8 @@ impl AcqFileWriter {
                 dtc: Vec::with_capacity(cap),
                 saturated: Vec::with_capacity(cap),
                 ocr: Vec::with_capacity(cap),
-                frame_number: Vec::with_capacity(chunk),
-                timestamp: Vec::with_capacity(chunk),
+                frame_number: Vec::with_capacity(rows),
+                timestamp: Vec::with_capacity(rows),
             },
             reserve_bytes: 0,
             error: None,
@@ -301,8 +297,7 @@ impl AcqFileWriter {
         self.describe(&det).map_err(err("detector attributes"))?;
 
         let chunk = self.chunk;
-        // Scalers and derived values: (rows, nch) chunks of at least 1024 rows.
-        let row_chunk = chunk.max(1024);
+        let row_chunk = self.column_chunk;
         let data = extensible::<u32>(&det, layout::DATA, &[nch, nbins], chunk)
             .map_err(err("create data"))?;
         set_str(&data, "units", "counts").map_err(err("data attributes"))?;
@@ -342,6 +337,7 @@ impl AcqFileWriter {
             path: path.to_path_buf(),
             file,
             rows: 0,
+            column_rows: 0,
             data,
             scalers,
             dtc,
@@ -448,26 +444,62 @@ impl AcqFileWriter {
     ) -> Result<(), WriteError> {
         let n = meta.len();
         let g = self.desc.geometry;
-        let (nch, nbins) = (g.n_channels(), g.n_bins());
-        self.derive(scalers, meta);
         let chunk = self.chunk;
         let Some(f) = self.current.as_mut() else {
             return Ok(());
         };
         let start = f.rows as usize;
-        let end = start + n;
-        let result = write_part_rows(f, &self.scratch, mca, chunk, (nch, nbins));
-        if let Err(e) = result {
+        if let Err(e) = write_data(f, mca, n, chunk, (g.n_channels(), g.n_bins())) {
             // Take back the rows of the failed batch so readers never see half-written frames.
-            for ds in f.all_datasets() {
-                let mut shape = ds.shape();
-                shape[0] = start;
-                let _ = ds.resize(shape);
-            }
+            let _ = f.data.resize((start, g.n_channels(), g.n_bins()));
             return Err(e);
         }
-        f.rows = end as u64;
+        f.rows += n as u64;
         self.frames_written += n as u64;
+        self.derive(scalers, meta);
+        if self.scratch.frame_number.len() >= self.column_chunk {
+            self.write_columns()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered per-frame columns to the current file.
+    fn write_columns(&mut self) -> Result<(), WriteError> {
+        let Some(f) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let s = &mut self.scratch;
+        let n = s.frame_number.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let nch = self.desc.geometry.n_channels();
+        let start = f.column_rows as usize;
+        let end = start + n;
+        let err = |what: &str| h5err(&f.path, what.to_string());
+        for (ds, column) in f.scalers.iter().zip(&s.scalers) {
+            append_rows(ds, start, column, nch).map_err(err("write scalers"))?;
+        }
+        append_rows(&f.dtc, start, &s.dtc, nch).map_err(err("write dead_time_correction"))?;
+        append_rows(&f.saturated, start, &s.saturated, nch)
+            .map_err(err("write dead_time_saturated"))?;
+        append_rows(&f.ocr, start, &s.ocr, nch).map_err(err("write output_count_rate"))?;
+        for (ds, column, what) in [
+            (&f.frame_number, &s.frame_number, "write frame_number"),
+            (&f.timestamp, &s.timestamp, "write timestamp"),
+        ] {
+            ds.resize(end).map_err(err(what))?;
+            ds.write_slice(column, start..end).map_err(err(what))?;
+        }
+        f.column_rows = end as u64;
+        for column in s.scalers.iter_mut() {
+            column.clear();
+        }
+        s.dtc.clear();
+        s.saturated.clear();
+        s.ocr.clear();
+        s.frame_number.clear();
+        s.timestamp.clear();
         Ok(())
     }
 
@@ -490,18 +522,10 @@ impl AcqFileWriter {
         Ok(())
     }
 
-    /// Fills the scratch columns for a part of at most one chunk.
+    /// Appends the columns of a part to the buffers.
     fn derive(&mut self, scalers: &[u32], meta: &[FrameMeta]) {
         let nch = self.desc.geometry.n_channels();
         let s = &mut self.scratch;
-        for column in s.scalers.iter_mut() {
-            column.clear();
-        }
-        s.dtc.clear();
-        s.saturated.clear();
-        s.ocr.clear();
-        s.frame_number.clear();
-        s.timestamp.clear();
         for (i, m) in meta.iter().enumerate() {
             s.frame_number.push(m.frame_number);
             s.timestamp.push(m.timestamp_ns);
@@ -532,6 +556,7 @@ impl AcqFileWriter {
 
     /// Flushes the current file: everything written so far survives a crash.
     pub fn flush(&mut self) -> Result<(), WriteError> {
+        self.write_columns()?;
         if let Some(f) = &self.current {
             f.file.flush().map_err(h5err(&f.path, "flush"))?;
         }
@@ -541,6 +566,7 @@ impl AcqFileWriter {
     }
 
     fn roll_over(&mut self) -> Result<(), WriteError> {
+        self.write_columns()?;
         if let Some(f) = self.current.take() {
             f.file.flush().map_err(h5err(&f.path, "flush"))?;
             self.finished_files.push((f.path, f.rows));
@@ -552,6 +578,7 @@ impl AcqFileWriter {
     /// Closes the current file and writes the final attributes and the drop record into every
     /// file of the acquisition. Returns the files with their frame counts.
     pub fn finish(mut self, drops: &DropRecord) -> Result<Vec<(PathBuf, u64)>, WriteError> {
+        self.write_columns()?;
         if let Some(f) = self.current.take() {
             let OpenFile {
                 path, file, rows, ..
@@ -600,47 +627,30 @@ fn check_len(
     }
 }
 
-/// Writes one part (at most a chunk) of frames at the file's current end: extends every dataset,
-/// writes `data` (as one direct chunk write when it is a whole aligned chunk) and the columns.
-fn write_part_rows(
+/// Writes `n` frames of `data` at the file's end: one resize, then one direct chunk write when
+/// they are a whole aligned chunk, else a hyperslab write.
+fn write_data(
     f: &OpenFile,
-    scratch: &Scratch,
     mca: &[u32],
+    n: usize,
     chunk: usize,
     (nch, nbins): (usize, usize),
 ) -> Result<(), WriteError> {
-    let n = scratch.frame_number.len();
     let start = f.rows as usize;
     let end = start + n;
     let err = |what: &str| h5err(&f.path, what.to_string());
-    for ds in f.all_datasets() {
-        let mut shape = ds.shape();
-        shape[0] = end;
-        ds.resize(shape).map_err(err("extend datasets"))?;
-    }
+    f.data
+        .resize((end, nch, nbins))
+        .map_err(err("extend data"))?;
     if n == chunk && start % chunk == 0 {
-        write_chunk(&f.data, start, mca).map_err(err("direct chunk write of data"))?;
+        write_chunk(&f.data, start, mca).map_err(err("direct chunk write of data"))
     } else {
         let view = ArrayView3::from_shape((n, nch, nbins), mca)
             .map_err(|e| err("data view")(hdf5::Error::from(e.to_string())))?;
         f.data
             .write_slice(view, ndarray::s![start..end, .., ..])
-            .map_err(err("write data"))?;
+            .map_err(err("write data"))
     }
-    for (ds, column) in f.scalers.iter().zip(&scratch.scalers) {
-        write_rows(ds, start, column, nch).map_err(err("write scalers"))?;
-    }
-    write_rows(&f.dtc, start, &scratch.dtc, nch).map_err(err("write dead_time_correction"))?;
-    write_rows(&f.saturated, start, &scratch.saturated, nch)
-        .map_err(err("write dead_time_saturated"))?;
-    write_rows(&f.ocr, start, &scratch.ocr, nch).map_err(err("write output_count_rate"))?;
-    f.frame_number
-        .write_slice(&scratch.frame_number, start..end)
-        .map_err(err("write frame_number"))?;
-    f.timestamp
-        .write_slice(&scratch.timestamp, start..end)
-        .map_err(err("write timestamp"))?;
-    Ok(())
 }
 
 /// What the end of an acquisition records in each of its files.
@@ -703,14 +713,15 @@ fn extensible<T: H5Type>(
         .create(name)
 }
 
-/// Writes `rows * width` values as rows `start..` of a (N, width) dataset.
-fn write_rows<T: H5Type>(
+/// Appends `values.len() / width` rows at row `start` of a (N, width) dataset.
+fn append_rows<T: H5Type>(
     ds: &Dataset,
     start: usize,
     values: &[T],
     width: usize,
 ) -> hdf5::Result<()> {
     let rows = values.len() / width;
+    ds.resize((start + rows, width))?;
     let view: ArrayView<'_, T, _> = ArrayView2::from_shape((rows, width), values)
         .map_err(|e| hdf5::Error::from(e.to_string()))?;
     ds.write_slice(view, ndarray::s![start..start + rows, ..])
