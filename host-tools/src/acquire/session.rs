@@ -121,8 +121,6 @@ pub enum SessionError {
     Monitor(#[from] super::monitor::MonitorError),
     #[error("ring: {0}")]
     Ring(acq_core::ring::RingError),
-    #[error("detector: {message}")]
-    Engine { message: String },
 }
 
 /// Counters the sink threads publish.
