@@ -782,3 +782,73 @@ fn stream_delivers_every_frame_over_push() {
     assert_eq!(end["frames_lost"], 0);
     assert!(wait_exit(&mut child.0, Duration::from_secs(20)).success());
 }
+
+#[test]
+fn pub_stream_counts_what_a_slow_subscriber_misses() {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let ctx = zmq::Context::new();
+    let sub = ctx.socket(zmq::SUB).unwrap();
+    sub.set_rcvhwm(1).unwrap();
+    sub.set_subscribe(b"").unwrap();
+    sub.set_rcvtimeo(2_000).unwrap();
+    sub.connect(&endpoint).unwrap();
+    // A slow subscriber: one message every 2 ms until the stream has been quiet for 2 s.
+    let reader = std::thread::spawn(move || {
+        let mut numbers = Vec::new();
+        while let Ok(parts) = sub.recv_multipart(0) {
+            let h: Value = serde_json::from_slice(&parts[0]).unwrap();
+            if h["htype"] == "image" {
+                numbers.push(h["msg_number"].as_u64().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        numbers
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut child = Guard(
+        Command::new(BIN)
+            .args([
+                "run",
+                "-q",
+                "--json",
+                "--frames",
+                "3000",
+                "--exposure",
+                "10us",
+            ])
+            .args([
+                "--sim",
+                "full_speed=1",
+                "--stream",
+                &endpoint,
+                "--stream-type",
+                "pub",
+            ])
+            .args(["--stream-hwm", "4"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_exit(&mut child.0, Duration::from_secs(60)).success());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    let (sent, drops) = (
+        summary["frames_sent"].as_u64().unwrap(),
+        summary["stream_drops"].as_u64().unwrap(),
+    );
+    assert!(
+        drops > 0,
+        "a slow subscriber causes counted drops: {summary}"
+    );
+    assert_eq!(sent + drops, 3000, "{summary}");
+    let numbers = reader.join().unwrap();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicates"
+    );
+    assert!(numbers.len() as u64 <= sent);
+    // Refused frames used up their numbers, so the subscriber sees them as gaps.
+    let gaps: u64 = numbers.windows(2).map(|w| w[1] - w[0] - 1).sum();
+    assert!(gaps > 0, "no gaps in {} numbers", numbers.len());
+}

@@ -46,7 +46,10 @@ pub struct StreamSender {
     config: StreamConfig,
     geometry: Geometry,
     exptime: f64,
+    /// Number of the next image message; refused images use up a number too, so receivers see
+    /// PUB drops as gaps.
     msg_number: u64,
+    sent: u64,
     drops: u64,
     json: Vec<u8>,
 }
@@ -90,6 +93,7 @@ impl StreamSender {
             geometry,
             exptime,
             msg_number: 0,
+            sent: 0,
             drops: 0,
             json: Vec::with_capacity(512),
         })
@@ -97,7 +101,7 @@ impl StreamSender {
 
     /// Image messages sent so far.
     pub fn sent(&self) -> u64 {
-        self.msg_number
+        self.sent
     }
 
     /// Frames a PUB socket refused.
@@ -170,8 +174,9 @@ impl StreamSender {
             ];
             let result = self.send_parts(&parts, cancel, "send image");
             self.json = json;
+            self.msg_number += 1;
             match result {
-                Ok(true) => self.msg_number += 1,
+                Ok(true) => self.sent += 1,
                 Ok(false) => self.drops += 1,
                 Err(e) => return Err(e),
             }
