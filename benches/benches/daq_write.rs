@@ -151,5 +151,93 @@ fn bench_write_period(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_append, bench_write_period);
+/// The per-sample path: getter call, time stamp, conversion into the job's buffer (one row per
+/// call, as a periodic or constant job does), then the drain the writer makes.
+fn bench_sample(c: &mut Criterion) {
+    let mut g = c.benchmark_group("daq/sample");
+    let rows = 100_000u64;
+    let mut x = 0.0f64;
+    let mut job = DaqJob::new(
+        "job",
+        vec![DatasetSpec::scalar("value", Dtype::F64)],
+        move || {
+            x += 1.0;
+            Ok(Reading::Row(vec![x.into()]))
+        },
+    )
+    .expect("job");
+    let handle = job.handle();
+    let clock = host_tools::daq::SystemClock;
+    let now = move || host_tools::daq::Clock::now(&clock);
+    g.throughput(Throughput::Elements(rows));
+    g.bench_function("scalar_f64", |b| {
+        b.iter(|| {
+            for _ in 0..rows {
+                job.read_once(&now);
+            }
+            std::hint::black_box(handle.drain(true));
+        })
+    });
+    g.finish();
+}
+
+/// The fixed cost of a close-mode write: open an existing DAQ file for writing, flush, close.
+fn bench_open_close(c: &mut Criterion) {
+    let mut g = c.benchmark_group("daq/open_close");
+    let dir = scratch("open_close");
+    let path = dir.join("oc.h5");
+    let layout = JobLayout {
+        group: "job".into(),
+        datasets: vec![DatasetSpec::scalar("value", Dtype::F64)],
+        chunk_length: 64,
+        attrs: vec![],
+    };
+    let f = hdf::create(
+        &path,
+        std::slice::from_ref(&layout),
+        Filters {
+            deflate: None,
+            shuffle: false,
+        },
+        &[],
+        1 << 20,
+    )
+    .expect("create");
+    let rows = Drained {
+        time: vec![1.8e9; 1_000_000],
+        columns: vec![Column::F64(vec![1.0; 1_000_000])],
+    };
+    hdf::append(&f, &layout, &rows).expect("append");
+    f.close().expect("close");
+    let batch = Drained {
+        time: vec![1.8e9; 100_000],
+        columns: vec![Column::F64(vec![2.0; 100_000])],
+    };
+    g.throughput(Throughput::Elements(100_000));
+    g.bench_function("open_append_100k_close", |b| {
+        b.iter(|| {
+            let f = hdf::open_rw(&path, 1 << 20).expect("open");
+            hdf::append(&f, &layout, &batch).expect("append");
+            f.flush().expect("flush");
+            f.close().expect("close");
+        })
+    });
+    g.bench_function("1M_rows_file", |b| {
+        b.iter(|| {
+            let f = hdf::open_rw(&path, 1 << 20).expect("open");
+            f.flush().expect("flush");
+            f.close().expect("close");
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(
+    benches,
+    bench_sample,
+    bench_append,
+    bench_write_period,
+    bench_open_close
+);
 criterion_main!(benches);
