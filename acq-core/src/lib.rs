@@ -13,6 +13,9 @@
 //! - [`deadtime`]: dead-time correction and count-rate maths.
 #![cfg_attr(not(any(test, loom)), no_std)]
 
+#[cfg(all(feature = "std", not(any(test, loom))))]
+extern crate std;
+
 pub mod deadtime;
 pub mod detector;
 pub mod engine;

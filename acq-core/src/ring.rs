@@ -106,6 +106,38 @@ impl SlotMemorySize {
     }
 }
 
+/// Slot memory allocated once on the heap (feature `std`), for hosts that size the ring at
+/// configure time.
+#[cfg(feature = "std")]
+#[derive(Debug)]
+pub struct SlotBuffers {
+    pub mca: std::vec::Vec<u32>,
+    pub scalers: std::vec::Vec<u32>,
+    pub meta: std::vec::Vec<FrameMeta>,
+}
+
+#[cfg(feature = "std")]
+impl SlotBuffers {
+    /// Zeroed memory for `slots` frames of `geometry`.
+    pub fn new(geometry: Geometry, slots: usize) -> Self {
+        let size = SlotMemorySize::new(geometry, slots);
+        SlotBuffers {
+            mca: std::vec![0; size.mca_words],
+            scalers: std::vec![0; size.scaler_words],
+            meta: std::vec![FrameMeta::default(); size.meta_records],
+        }
+    }
+
+    /// The buffers lent to a ring.
+    pub fn memory(&mut self) -> SlotMemory<'_> {
+        SlotMemory {
+            mca: &mut self.mca,
+            scalers: &mut self.scalers,
+            meta: &mut self.meta,
+        }
+    }
+}
+
 /// Const-constructible storage for a ring in a `static`. The sizes are totals over all slots:
 /// `MCA_WORDS >= SLOTS * n_channels * n_bins`, `SCALER_WORDS >= SLOTS * n_channels * 9`.
 ///

@@ -338,3 +338,69 @@ impl Detector for TestDetector {
         Ok(())
     }
 }
+
+#[cfg(feature = "std")]
+pub use self::counting::CountingAllocator;
+
+#[cfg(feature = "std")]
+mod counting {
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::alloc::{GlobalAlloc, Layout, System};
+
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+    /// A global allocator that counts allocations while armed, to prove a hot path allocates
+    /// nothing. Install it in a test binary of its own (so no other test allocates meanwhile):
+    /// `#[global_allocator] static A: CountingAllocator = CountingAllocator;`
+    pub struct CountingAllocator;
+
+    impl CountingAllocator {
+        /// Starts counting from zero.
+        pub fn arm() {
+            ALLOCATIONS.store(0, Ordering::SeqCst);
+            ARMED.store(true, Ordering::SeqCst);
+        }
+
+        /// Stops counting; returns the allocations since `arm`.
+        pub fn disarm() -> u64 {
+            ARMED.store(false, Ordering::SeqCst);
+            ALLOCATIONS.load(Ordering::SeqCst)
+        }
+
+        /// Proves the instrument: one boxed value while armed must count as one allocation.
+        /// Returns what it counted.
+        pub fn self_test() -> u64 {
+            Self::arm();
+            let probe = core::hint::black_box(std::boxed::Box::new(7u64));
+            let counted = Self::disarm();
+            drop(probe);
+            counted
+        }
+    }
+
+    // SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
+    // GlobalAlloc contract; counting only touches atomics and never allocates.
+    unsafe impl GlobalAlloc for CountingAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if ARMED.load(Ordering::Relaxed) {
+                ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            }
+            // SAFETY: the caller upholds `alloc`'s contract, which we forward.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` came from `System` through this allocator with this `layout`.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if ARMED.load(Ordering::Relaxed) {
+                ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            }
+            // SAFETY: as for `dealloc`; the caller upholds `realloc`'s contract.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+}

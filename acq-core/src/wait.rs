@@ -38,8 +38,6 @@ pub use self::park::ParkWait;
 
 #[cfg(feature = "std")]
 mod park {
-    extern crate std;
-
     use core::sync::atomic::{AtomicU32, Ordering};
     use core::time::Duration;
     use std::sync::{Condvar, Mutex, PoisonError};

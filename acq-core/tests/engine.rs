@@ -6,9 +6,7 @@ use acq_core::engine::{
     Acquisition, Action, EngineError, EngineState, LostRange, StepOutcome, MAX_LOST_RANGES,
 };
 use acq_core::geometry::{FrameMeta, Geometry};
-use acq_core::ring::{
-    Consumer, FrameRing, Policy, Producer, RingConfig, SlotMemory, SlotMemorySize,
-};
+use acq_core::ring::{Consumer, FrameRing, Policy, Producer, RingConfig, SlotBuffers};
 use acq_core::testing::{mca_word, scaler_word, Call, InjectedFault, TestDetector};
 use acq_core::wait::BusyWait;
 
@@ -25,33 +23,12 @@ fn params(n_frames: u64, trigger: TriggerMode) -> AcqParams {
     }
 }
 
-struct Buffers {
-    mca: Vec<u32>,
-    scalers: Vec<u32>,
-    meta: Vec<FrameMeta>,
-}
-
-impl Buffers {
-    fn new(slots: usize) -> Self {
-        let size = SlotMemorySize::new(Geometry::new(NCH, NBINS).unwrap(), slots);
-        Buffers {
-            mca: vec![0; size.mca_words],
-            scalers: vec![0; size.scaler_words],
-            meta: vec![FrameMeta::default(); slots],
-        }
-    }
-}
-
-fn ring(b: &mut Buffers, slots: usize, batch: usize) -> FrameRing<'_, BusyWait, 1> {
+fn ring(b: &mut SlotBuffers, slots: usize, batch: usize) -> FrameRing<'_, BusyWait, 1> {
     FrameRing::new(
         Geometry::new(NCH, NBINS).unwrap(),
         RingConfig { slots, batch },
         [Policy::Lossless],
-        SlotMemory {
-            mca: &mut b.mca,
-            scalers: &mut b.scalers,
-            meta: &mut b.meta,
-        },
+        b.memory(),
         BusyWait,
     )
     .unwrap()
@@ -137,7 +114,7 @@ fn run_paced(
 
 #[test]
 fn a_clean_acquisition_delivers_every_frame_once_in_order() {
-    let mut b = Buffers::new(64);
+    let mut b = SlotBuffers::new(Geometry::new(NCH, NBINS).unwrap(), 64);
     let ring = ring(&mut b, 64, 16);
     let (mut producer, [mut consumer]) = ring.split().unwrap();
     // Two polls per step complete 6 frames; a step reads up to 16: the engine keeps up.
@@ -181,7 +158,7 @@ fn invalid<T>(from: EngineState, action: Action) -> Result<T, EngineError> {
 
 #[test]
 fn invalid_transitions_are_errors() {
-    let mut b = Buffers::new(8);
+    let mut b = SlotBuffers::new(Geometry::new(NCH, NBINS).unwrap(), 8);
     let ring = ring(&mut b, 8, 4);
     let (mut producer, _consumers) = ring.split().unwrap();
     let mut e = engine(64, 4);
@@ -216,7 +193,7 @@ fn invalid_transitions_are_errors() {
 
 #[test]
 fn software_triggers_make_one_frame_each() {
-    let mut b = Buffers::new(8);
+    let mut b = SlotBuffers::new(Geometry::new(NCH, NBINS).unwrap(), 8);
     let ring = ring(&mut b, 8, 4);
     let (mut producer, [mut consumer]) = ring.split().unwrap();
     let mut e = engine(64, 4);
@@ -235,7 +212,7 @@ fn software_triggers_make_one_frame_each() {
 
 #[test]
 fn overwritten_frames_become_lost_ranges_and_flag_the_next_frame() {
-    let mut b = Buffers::new(64);
+    let mut b = SlotBuffers::new(Geometry::new(NCH, NBINS).unwrap(), 64);
     let ring = ring(&mut b, 64, 4);
     let (mut producer, [mut consumer]) = ring.split().unwrap();
     let mut e = engine(8, 4);
@@ -269,7 +246,7 @@ fn overwritten_frames_become_lost_ranges_and_flag_the_next_frame() {
 
 #[test]
 fn a_full_ring_stops_reading_and_the_sdk_buffer_absorbs_it() {
-    let mut b = Buffers::new(4);
+    let mut b = SlotBuffers::new(Geometry::new(NCH, NBINS).unwrap(), 4);
     let ring = ring(&mut b, 4, 2);
     let (mut producer, [mut consumer]) = ring.split().unwrap();
     let mut e = engine(6, 2);
@@ -307,7 +284,7 @@ fn a_full_ring_stops_reading_and_the_sdk_buffer_absorbs_it() {
 
 #[test]
 fn lost_ranges_beyond_capacity_are_still_counted() {
-    let mut b = Buffers::new(4);
+    let mut b = SlotBuffers::new(Geometry::new(NCH, NBINS).unwrap(), 4);
     let ring = ring(&mut b, 4, 1);
     let (mut producer, [mut consumer]) = ring.split().unwrap();
     let mut e = engine(1, 1);
@@ -333,7 +310,7 @@ fn lost_ranges_beyond_capacity_are_still_counted() {
 #[test]
 fn detector_faults_stop_the_acquisition_with_code_and_message() {
     for call in [Call::Poll, Call::ReadMca, Call::ReadScalers, Call::Release] {
-        let mut b = Buffers::new(8);
+        let mut b = SlotBuffers::new(Geometry::new(NCH, NBINS).unwrap(), 8);
         let ring = ring(&mut b, 8, 4);
         let (mut producer, _c) = ring.split().unwrap();
         let mut e = engine(64, 4);
@@ -396,22 +373,12 @@ fn configure_and_arm_failures_fault() {
 #[test]
 fn a_ring_of_another_geometry_is_refused() {
     let g = Geometry::new(1, NBINS).unwrap();
-    let size = SlotMemorySize::new(g, 4);
-    let (mut mca, mut sc, mut meta) = (
-        vec![0; size.mca_words],
-        vec![0; size.scaler_words],
-        vec![FrameMeta::default(); 4],
-    );
-    let memory = SlotMemory {
-        mca: &mut mca,
-        scalers: &mut sc,
-        meta: &mut meta,
-    };
+    let mut b = SlotBuffers::new(g, 4);
     let ring = FrameRing::new(
         g,
         RingConfig { slots: 4, batch: 1 },
         [Policy::Lossless],
-        memory,
+        b.memory(),
         BusyWait,
     )
     .unwrap();

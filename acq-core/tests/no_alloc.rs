@@ -2,41 +2,14 @@
 //! allocations after initialisation, proven by a counting global allocator. This file holds one
 //! test so that nothing else runs (and allocates) while the counter is armed.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 
 use acq_core::detector::{AcqParams, GapMode, TriggerMode};
 use acq_core::engine::{Acquisition, StepOutcome};
-use acq_core::geometry::{FrameMeta, Geometry};
-use acq_core::ring::{FrameRing, Policy, RingConfig, SlotMemory, SlotMemorySize};
-use acq_core::testing::{mca_word, TestDetector};
+use acq_core::geometry::Geometry;
+use acq_core::ring::{FrameRing, Policy, RingConfig, SlotBuffers};
+use acq_core::testing::{mca_word, CountingAllocator, TestDetector};
 use acq_core::wait::ParkWait;
-
-struct CountingAllocator;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        System.realloc(ptr, layout, new_size)
-    }
-}
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
@@ -45,28 +18,16 @@ const FRAMES: u64 = 1_000_000;
 
 #[test]
 fn a_million_frames_allocate_nothing_after_initialisation() {
-    // The instrument works: one allocation while armed is seen.
-    COUNTING.store(true, Ordering::SeqCst);
-    let probe = std::hint::black_box(Box::new(7u64));
-    COUNTING.store(false, Ordering::SeqCst);
-    drop(probe);
-    assert_eq!(ALLOCATIONS.swap(0, Ordering::SeqCst), 1);
+    assert_eq!(CountingAllocator::self_test(), 1, "the instrument counts");
 
     let geometry = Geometry::new(1, 16).unwrap();
     let slots = 4096;
-    let size = SlotMemorySize::new(geometry, slots);
-    let mut mca = vec![0u32; size.mca_words];
-    let mut scalers = vec![0u32; size.scaler_words];
-    let mut meta = vec![FrameMeta::default(); size.meta_records];
+    let mut buffers = SlotBuffers::new(geometry, slots);
     let ring = FrameRing::new(
         geometry,
         RingConfig { slots, batch: 256 },
         [Policy::Lossless, Policy::Lossy],
-        SlotMemory {
-            mca: &mut mca,
-            scalers: &mut scalers,
-            meta: &mut meta,
-        },
+        buffers.memory(),
         ParkWait::new(),
     )
     .unwrap();
@@ -87,7 +48,7 @@ fn a_million_frames_allocate_nothing_after_initialisation() {
     let (mut producer, [mut writer, mut monitor]) = ring.split().unwrap();
     let start = Barrier::new(3);
 
-    let (written, monitored) = std::thread::scope(|s| {
+    let (written, monitored, allocations) = std::thread::scope(|s| {
         let writer = s.spawn(|| {
             start.wait();
             let mut expected = 0u64;
@@ -119,7 +80,7 @@ fn a_million_frames_allocate_nothing_after_initialisation() {
             looked
         });
         start.wait();
-        COUNTING.store(true, Ordering::SeqCst);
+        CountingAllocator::arm();
         loop {
             match engine.step(&mut producer).unwrap() {
                 StepOutcome::Done => break,
@@ -130,15 +91,10 @@ fn a_million_frames_allocate_nothing_after_initialisation() {
         producer.close();
         let written = writer.join().unwrap();
         let monitored = monitor.join().unwrap();
-        COUNTING.store(false, Ordering::SeqCst);
-        (written, monitored)
+        (written, monitored, CountingAllocator::disarm())
     });
 
-    assert_eq!(
-        ALLOCATIONS.load(Ordering::SeqCst),
-        0,
-        "heap allocations in the hot path"
-    );
+    assert_eq!(allocations, 0, "heap allocations in the hot path");
     assert_eq!(written, FRAMES);
     assert_eq!(engine.stats().frames_read, FRAMES);
     let stats = ring.stats();

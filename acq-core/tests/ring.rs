@@ -2,35 +2,8 @@
 //! lossy skipping, counters, static storage and threads.
 
 use acq_core::geometry::{FrameMeta, Geometry};
-use acq_core::ring::{
-    FrameRing, Policy, RingConfig, RingError, SlotMemory, SlotMemorySize, StaticFrameStorage,
-};
+use acq_core::ring::{FrameRing, Policy, RingConfig, RingError, SlotBuffers, StaticFrameStorage};
 use acq_core::wait::{BusyWait, ParkWait};
-
-struct Buffers {
-    mca: Vec<u32>,
-    scalers: Vec<u32>,
-    meta: Vec<FrameMeta>,
-}
-
-impl Buffers {
-    fn new(geometry: Geometry, slots: usize) -> Self {
-        let size = SlotMemorySize::new(geometry, slots);
-        Buffers {
-            mca: vec![0; size.mca_words],
-            scalers: vec![0; size.scaler_words],
-            meta: vec![FrameMeta::default(); size.meta_records],
-        }
-    }
-
-    fn memory(&mut self) -> SlotMemory<'_> {
-        SlotMemory {
-            mca: &mut self.mca,
-            scalers: &mut self.scalers,
-            meta: &mut self.meta,
-        }
-    }
-}
 
 fn geometry() -> Geometry {
     Geometry::new(2, 4).unwrap()
@@ -76,7 +49,7 @@ fn assert_frames(mca: &[u32], scalers: &[u32], meta: &[FrameMeta], first: u64) {
 #[test]
 fn construction_validates_batch_and_storage() {
     let g = geometry();
-    let mut b = Buffers::new(g, 8);
+    let mut b = SlotBuffers::new(g, 8);
     let cfg = |slots, batch| RingConfig { slots, batch };
     assert_eq!(
         FrameRing::new(g, cfg(8, 3), [Policy::Lossless], b.memory(), BusyWait).err(),
@@ -103,7 +76,7 @@ fn construction_validates_batch_and_storage() {
 #[test]
 fn grants_never_straddle_the_wrap_and_batches_stay_contiguous() {
     let g = geometry();
-    let mut b = Buffers::new(g, 8);
+    let mut b = SlotBuffers::new(g, 8);
     let ring = FrameRing::new(
         g,
         RingConfig { slots: 8, batch: 4 },
@@ -136,7 +109,7 @@ fn grants_never_straddle_the_wrap_and_batches_stay_contiguous() {
 #[test]
 fn lossless_consumer_holds_the_producer_and_full_episodes_count_once() {
     let g = geometry();
-    let mut b = Buffers::new(g, 4);
+    let mut b = SlotBuffers::new(g, 4);
     let ring = FrameRing::new(
         g,
         RingConfig { slots: 4, batch: 2 },
@@ -166,7 +139,7 @@ fn lossless_consumer_holds_the_producer_and_full_episodes_count_once() {
 #[test]
 fn lossy_consumer_is_skipped_and_counts_what_it_missed() {
     let g = geometry();
-    let mut b = Buffers::new(g, 4);
+    let mut b = SlotBuffers::new(g, 4);
     let ring = FrameRing::new(
         g,
         RingConfig { slots: 4, batch: 1 },
@@ -200,7 +173,7 @@ fn lossy_consumer_is_skipped_and_counts_what_it_missed() {
 #[test]
 fn a_reading_lossy_consumer_is_not_overwritten() {
     let g = geometry();
-    let mut b = Buffers::new(g, 2);
+    let mut b = SlotBuffers::new(g, 2);
     let ring = FrameRing::new(
         g,
         RingConfig { slots: 2, batch: 1 },
@@ -224,7 +197,7 @@ fn a_reading_lossy_consumer_is_not_overwritten() {
 #[test]
 fn skip_to_latest_keeps_only_the_newest_frames() {
     let g = geometry();
-    let mut b = Buffers::new(g, 8);
+    let mut b = SlotBuffers::new(g, 8);
     let ring = FrameRing::new(
         g,
         RingConfig { slots: 8, batch: 1 },
@@ -248,7 +221,7 @@ fn skip_to_latest_keeps_only_the_newest_frames() {
 #[test]
 fn closing_lets_consumers_drain_then_finish() {
     let g = geometry();
-    let mut b = Buffers::new(g, 4);
+    let mut b = SlotBuffers::new(g, 4);
     let ring = FrameRing::new(
         g,
         RingConfig { slots: 4, batch: 2 },
@@ -295,7 +268,7 @@ fn static_storage_backs_a_ring() {
 fn threads_see_every_frame_in_order() {
     const FRAMES: u64 = 20_000;
     let g = geometry();
-    let mut b = Buffers::new(g, 64);
+    let mut b = SlotBuffers::new(g, 64);
     let ring = FrameRing::new(
         g,
         RingConfig {

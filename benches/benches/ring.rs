@@ -13,8 +13,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use acq_core::geometry::{FrameMeta, Geometry};
-use acq_core::ring::{FrameRing, Policy, RingConfig, SlotMemory, SlotMemorySize};
+use acq_core::geometry::Geometry;
+use acq_core::ring::{FrameRing, Policy, RingConfig, SlotBuffers};
 use acq_core::wait::ParkWait;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -22,33 +22,13 @@ const SLOTS: usize = 1024;
 const BATCH: usize = 64;
 const FRAMES_PER_ITER: u64 = 4096;
 
-struct Storage {
-    mca: Vec<u32>,
-    scalers: Vec<u32>,
-    meta: Vec<FrameMeta>,
-}
-
-impl Storage {
-    fn new(geometry: Geometry, slots: usize) -> Self {
-        let size = SlotMemorySize::new(geometry, slots);
-        Storage {
-            mca: vec![1; size.mca_words],
-            scalers: vec![1; size.scaler_words],
-            meta: vec![FrameMeta::default(); size.meta_records],
-        }
-    }
-
-    fn memory(&mut self) -> SlotMemory<'_> {
-        SlotMemory {
-            mca: &mut self.mca,
-            scalers: &mut self.scalers,
-            meta: &mut self.meta,
-        }
-    }
-}
-
 /// Moves `frames` frames through a fresh ring with two consumer threads; returns the elapsed time.
-fn ring_run(geometry: Geometry, storage: &mut Storage, source: &[u32], frames: u64) -> Duration {
+fn ring_run(
+    geometry: Geometry,
+    storage: &mut SlotBuffers,
+    source: &[u32],
+    frames: u64,
+) -> Duration {
     let ring = FrameRing::new(
         geometry,
         RingConfig {
@@ -105,7 +85,12 @@ fn ring_run(geometry: Geometry, storage: &mut Storage, source: &[u32], frames: u
     start.elapsed()
 }
 
-fn memcpy_run(geometry: Geometry, storage: &mut Storage, source: &[u32], frames: u64) -> Duration {
+fn memcpy_run(
+    geometry: Geometry,
+    storage: &mut SlotBuffers,
+    source: &[u32],
+    frames: u64,
+) -> Duration {
     let mw = geometry.mca_words();
     let sw = geometry.scaler_words();
     let start = Instant::now();
@@ -126,7 +111,7 @@ fn ring_throughput(c: &mut Criterion) {
     let source: Vec<u32> = (0..BATCH * geometry.mca_words())
         .map(|i| i as u32)
         .collect();
-    let mut storage = Storage::new(geometry, SLOTS);
+    let mut storage = SlotBuffers::new(geometry, SLOTS);
     let mut group = c.benchmark_group("ring_throughput_4x4096");
     group.throughput(Throughput::Bytes(
         FRAMES_PER_ITER * geometry.frame_bytes() as u64,
@@ -151,7 +136,7 @@ fn ring_throughput(c: &mut Criterion) {
 
 fn overhead_loop<W: acq_core::wait::Wait>(c: &mut Criterion, name: &str, wait: W) {
     let geometry = Geometry::new(1, 64).expect("geometry");
-    let mut storage = Storage::new(geometry, 1024);
+    let mut storage = SlotBuffers::new(geometry, 1024);
     let ring = FrameRing::new(
         geometry,
         RingConfig {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use acq_core::detector::{AcqParams, Detector, GapMode, TriggerMode};
 use acq_core::engine::{Acquisition, StepOutcome};
-use acq_core::geometry::{FrameMeta, Geometry};
-use acq_core::ring::{FrameRing, Policy, RingConfig, SlotMemory, SlotMemorySize};
+use acq_core::geometry::Geometry;
+use acq_core::ring::{FrameRing, Policy, RingConfig, SlotBuffers};
 use acq_core::wait::ParkWait;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sdk_shim::{OpenParams, SimContent, Xspress3};
@@ -21,28 +21,11 @@ const BINS: u32 = 4096;
 const SLOTS: usize = 1024;
 const BATCH: usize = 64;
 
-struct Storage {
-    mca: Vec<u32>,
-    scalers: Vec<u32>,
-    meta: Vec<FrameMeta>,
-}
-
-impl Storage {
-    fn new(geometry: Geometry) -> Self {
-        let size = SlotMemorySize::new(geometry, SLOTS);
-        Storage {
-            mca: vec![0; size.mca_words],
-            scalers: vec![0; size.scaler_words],
-            meta: vec![FrameMeta::default(); size.meta_records],
-        }
-    }
-}
-
 /// One acquisition of FRAMES frames through the engine into a fresh ring; returns its duration.
 fn run_once(
     engine: &mut Acquisition<Xspress3, impl acq_core::engine::Clock>,
     geometry: Geometry,
-    storage: &mut Storage,
+    storage: &mut SlotBuffers,
 ) -> Duration {
     let ring = FrameRing::new(
         geometry,
@@ -51,11 +34,7 @@ fn run_once(
             batch: BATCH,
         },
         [Policy::Lossless],
-        SlotMemory {
-            mca: &mut storage.mca,
-            scalers: &mut storage.scalers,
-            meta: &mut storage.meta,
-        },
+        storage.memory(),
         ParkWait::new(),
     )
     .expect("ring");
@@ -116,7 +95,7 @@ fn sim_engine(c: &mut Criterion) {
                 debounce_ticks: 0,
             })
             .expect("configure");
-        let mut storage = Storage::new(geometry);
+        let mut storage = SlotBuffers::new(geometry, SLOTS);
         group.bench_function(
             BenchmarkId::new("sim+shim+engine", format!("{nch}ch")),
             |b| {

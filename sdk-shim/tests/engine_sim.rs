@@ -3,46 +3,16 @@
 //! allocator; the C side is covered by c/tests/x3s_test.c). One test in this file, so nothing
 //! else allocates while the counter is armed.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::Instant;
 
 use acq_core::detector::{AcqParams, Detector, GapMode, TriggerMode};
 use acq_core::engine::{Acquisition, EngineState, StepOutcome};
 use acq_core::geometry::{FrameMeta, Geometry};
-use acq_core::ring::{FrameRing, Policy, RingConfig, SlotMemory, SlotMemorySize};
+use acq_core::ring::{FrameRing, Policy, RingConfig, SlotBuffers};
+use acq_core::testing::CountingAllocator;
 use acq_core::wait::ParkWait;
 use sdk_shim::{FrameSettings, OpenParams, SimContent, Xspress3};
-
-struct CountingAllocator;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call unchanged to the system allocator; only counts.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: the caller upholds GlobalAlloc::alloc's contract, which System shares.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: ptr was allocated by System with this layout (every allocation goes there).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: as for dealloc; the caller upholds realloc's contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
@@ -54,12 +24,7 @@ const EXPOSURE: u32 = 8_000;
 
 #[test]
 fn the_engine_moves_100k_simulated_frames_losslessly_without_allocating() {
-    // The instrument works: one allocation while armed is seen.
-    COUNTING.store(true, Ordering::SeqCst);
-    let probe = std::hint::black_box(Box::new(7u64));
-    COUNTING.store(false, Ordering::SeqCst);
-    drop(probe);
-    assert_eq!(ALLOCATIONS.swap(0, Ordering::SeqCst), 1);
+    assert_eq!(CountingAllocator::self_test(), 1, "the instrument counts");
 
     let mut params = OpenParams {
         num_tf: 4096,
@@ -76,19 +41,12 @@ fn the_engine_moves_100k_simulated_frames_losslessly_without_allocating() {
     let geometry = Geometry::new(NCH, BINS as u32).unwrap();
     let slots = 1024;
     let batch = 64;
-    let size = SlotMemorySize::new(geometry, slots);
-    let mut mca = vec![0u32; size.mca_words];
-    let mut scalers = vec![0u32; size.scaler_words];
-    let mut meta = vec![FrameMeta::default(); size.meta_records];
+    let mut buffers = SlotBuffers::new(geometry, slots);
     let ring = FrameRing::new(
         geometry,
         RingConfig { slots, batch },
         [Policy::Lossless],
-        SlotMemory {
-            mca: &mut mca,
-            scalers: &mut scalers,
-            meta: &mut meta,
-        },
+        buffers.memory(),
         ParkWait::new(),
     )
     .unwrap();
@@ -161,7 +119,7 @@ fn the_engine_moves_100k_simulated_frames_losslessly_without_allocating() {
         start.wait();
         // Counting starts once the consumer thread runs (spawning it allocates) and covers arm,
         // every step, the end of the acquisition and the join.
-        COUNTING.store(true, Ordering::SeqCst);
+        CountingAllocator::arm();
         engine.arm().unwrap();
         loop {
             match engine.step(&mut producer).unwrap() {
@@ -174,13 +132,7 @@ fn the_engine_moves_100k_simulated_frames_losslessly_without_allocating() {
         producer.close();
         writer.join().unwrap()
     });
-    COUNTING.store(false, Ordering::SeqCst);
-
-    assert_eq!(
-        ALLOCATIONS.load(Ordering::SeqCst),
-        0,
-        "heap allocations after arm"
-    );
+    assert_eq!(CountingAllocator::disarm(), 0, "heap allocations after arm");
     assert_eq!(received, FRAMES);
     assert_eq!(engine.state(), EngineState::Done);
     let stats = engine.stats();

@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use acq_core::detector::Detector;
 use acq_core::engine::{Acquisition, Clock, EngineError, EngineState, LostRange, StepOutcome};
-use acq_core::geometry::FrameMeta;
-use acq_core::ring::{FrameRing, Policy, RingConfig, SlotMemory, SlotMemorySize};
+use acq_core::ring::{FrameRing, Policy, RingConfig, SlotBuffers};
 use acq_core::wait::ParkWait;
 use serde::Serialize;
 
@@ -191,10 +190,7 @@ pub fn run_session<D: Detector, K: Clock>(
         .map(|endpoint| Monitor::bind(zmq, endpoint, geometry, exptime))
         .transpose()?;
 
-    let size = SlotMemorySize::new(geometry, slots);
-    let mut mca = vec![0u32; size.mca_words];
-    let mut scalers = vec![0u32; size.scaler_words];
-    let mut meta = vec![FrameMeta::default(); size.meta_records];
+    let mut buffers = SlotBuffers::new(geometry, slots);
     let lossless_if = |present: bool| {
         if present {
             Policy::Lossless
@@ -210,11 +206,7 @@ pub fn run_session<D: Detector, K: Clock>(
             lossless_if(sender.is_some()),
             Policy::Lossy,
         ],
-        SlotMemory {
-            mca: &mut mca,
-            scalers: &mut scalers,
-            meta: &mut meta,
-        },
+        buffers.memory(),
         ParkWait::new(),
     )
     .map_err(SessionError::Ring)?;
