@@ -54,6 +54,16 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// The simulator's frame settings with default windows and thresholds.
+fn settings(exposure_ticks: u32) -> FrameSettings<'static> {
+    FrameSettings {
+        n_channels: NCH as u32,
+        exposure_ticks,
+        windows: None,
+        good_thres: None,
+    }
+}
+
 /// Checks every frame of `file` against the simulator's content formula, and the derived
 /// datasets against the dead-time maths, to 1e-12.
 fn assert_simulated_content(file: &AcqFile, exposure_ticks: u32, first_frame: u64) {
@@ -351,12 +361,7 @@ fn kill_nine_leaves_a_readable_file(swmr: bool) {
     );
     let data = det.dataset("data").unwrap();
     let sim = SimParams::default();
-    let settings = FrameSettings {
-        n_channels: NCH as u32,
-        exposure_ticks: 80_000,
-        windows: None,
-        good_thres: None,
-    };
+    let settings = settings(80_000);
     let mut mca = vec![0u32; NCH * NBINS];
     for row in [0, flushed as usize / 2, flushed as usize - 1] {
         assert_eq!(frames[row], row as u64);
@@ -447,12 +452,7 @@ fn disk_full_stops_the_writer_exits_1_and_keeps_flushed_frames() {
         .read_slice(ndarray::s![last..last + 1, .., ..])
         .unwrap();
     let mut mca = vec![0u32; NCH * NBINS];
-    let settings = FrameSettings {
-        n_channels: NCH as u32,
-        exposure_ticks: 8_000,
-        windows: None,
-        good_thres: None,
-    };
+    let settings = settings(8_000);
     SimParams::default()
         .expected_frame(&settings, last as u64, Some(&mut mca), None)
         .unwrap();
@@ -489,12 +489,7 @@ fn monitor_hands_out_the_latest_frame() {
     req.set_linger(0).unwrap();
     req.connect(&endpoint).unwrap();
     let sim = SimParams::default();
-    let settings = FrameSettings {
-        n_channels: NCH as u32,
-        exposure_ticks: 80_000,
-        windows: None,
-        good_thres: None,
-    };
+    let settings = settings(80_000);
     let mut previous = None;
     let mut seen_frames = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -752,12 +747,7 @@ fn stream_delivers_every_frame_over_push() {
     assert_eq!(header["n_channels"], NCH);
     assert_eq!(header["scaler_names"][8], "total_ticks");
     let sim = SimParams::default();
-    let settings = FrameSettings {
-        n_channels: NCH as u32,
-        exposure_ticks: 8_000,
-        windows: None,
-        good_thres: None,
-    };
+    let settings = settings(8_000);
     let (mut mca, mut scalers) = (vec![0u32; NCH * NBINS], vec![0u32; NCH * 9]);
     for i in 0..500u64 {
         let parts = pull.recv_multipart(0).expect("image");
