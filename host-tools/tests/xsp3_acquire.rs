@@ -842,3 +842,26 @@ fn pub_stream_counts_what_a_slow_subscriber_misses() {
     let gaps: u64 = numbers.windows(2).map(|w| w[1] - w[0] - 1).sum();
     assert!(gaps > 0, "no gaps in {} numbers", numbers.len());
 }
+
+#[test]
+fn software_triggers_are_paced_so_a_small_sdk_buffer_loses_nothing() {
+    let out = acquire(&[
+        "--frames",
+        "5000",
+        "--trigger",
+        "software",
+        "--exposure",
+        "10us",
+        "--sdk-buffer",
+        "512",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["frames_acquired"], 5000, "{summary}");
+    assert_eq!(summary["frames_lost"], 0, "{summary}");
+}

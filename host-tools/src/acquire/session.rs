@@ -307,11 +307,13 @@ pub fn run_session<D: Detector, K: Clock>(
                     break;
                 }
             }
-            while control
+            // One trigger per pass: a burst of queued triggers would outrun the SDK's buffer
+            // before the engine reads a frame.
+            let trigger = control
                 .soft_triggers
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-                .is_ok()
-            {
+                .is_ok();
+            if trigger {
                 if let Err(e) = engine.soft_trigger() {
                     engine_failure = Some(engine_error(engine, &e));
                     break;
@@ -319,7 +321,9 @@ pub fn run_session<D: Detector, K: Clock>(
             }
             match engine.step(&mut producer) {
                 Ok(StepOutcome::Moved(_)) | Ok(StepOutcome::Lost(_)) => {}
-                Ok(StepOutcome::Idle) | Ok(StepOutcome::RingFull) => std::thread::sleep(IDLE_SLEEP),
+                Ok(StepOutcome::Idle) if !trigger => std::thread::sleep(IDLE_SLEEP),
+                Ok(StepOutcome::Idle) => {}
+                Ok(StepOutcome::RingFull) => std::thread::sleep(IDLE_SLEEP),
                 Ok(StepOutcome::Done) => break,
                 Err(e) => engine_failure = Some(engine_error(engine, &e)),
             }
