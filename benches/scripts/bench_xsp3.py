@@ -124,7 +124,8 @@ def stream_run(frames, rss=False):
     rout, _ = receiver.communicate(timeout=120)
     if proc.returncode != 0 or receiver.returncode != 0:
         sys.exit(f"stream run failed: acquire {proc.returncode} {out} / receive {receiver.returncode} {rout}")
-    return json.loads(out), json.loads(rout) if rout.strip() else {}, samples
+    lines = [line for line in rout.splitlines() if line.strip()]
+    return json.loads(out), json.loads(lines[-1]) if lines else {}, samples
 
 
 def main():
@@ -161,9 +162,11 @@ def main():
         frames = int(max(20_000, 20_000 * args.seconds))
         acq, recv, _ = stream_run(frames)
         rate = acq["frames_sent"] / acq["elapsed_s"]
+        missing = sum(s["msg_missing"] for s in recv.get("series", []))
         rows.append(("stream into xsp3-receive --print, loopback TCP",
-                     f"{rate / 1e3:.1f} kHz, {acq['frames_sent']} frames, "
-                     f"{acq['frames_lost']} lost, receiver gaps {recv.get('stream_gaps', 'n/a')}",
+                     f"{rate / 1e3:.1f} kHz, {acq['frames_sent']} sent, "
+                     f"{recv.get('frames_received', 0)} received, {missing} missing, "
+                     f"{acq['frames_lost']} lost in the SDK",
                      "target 20 kHz", f"{rate / 20e3:.2f}x target"))
         acq, recv, samples = stream_run(args.rss_frames, rss=True)
         if len(samples) >= 2:
