@@ -77,5 +77,11 @@ interop: $(VENV_STAMP)
 	$(CARGO) build --workspace --bins
 	$(VENV)/bin/python -m pytest -q tests/interop
 
+# Criterion benches, then the whole-process comparison scripts (each measures its baseline in the
+# same run). Figures go into docs/benchmarks.md with the command that made them.
 bench: setup
+	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p benches
+	$(VENV)/bin/python benches/scripts/bench_xsp3.py
+	$(VENV)/bin/python benches/scripts/bench_lsxfel.py
+	$(VENV)/bin/python benches/scripts/bench_daq.py
