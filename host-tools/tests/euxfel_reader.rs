@@ -374,6 +374,12 @@ fn bad_files_give_errors_naming_the_file() {
             }
         }
     }
+    // The map walk refuses truncated files itself (superblock end-of-file address).
+    let cut = &data[..data.len() - 1];
+    assert!(matches!(
+        host_tools::euxfel::rawh5::RawFile::new(cut),
+        Err(host_tools::euxfel::rawh5::RawError::Corrupt(_))
+    ));
     // A run directory with only bad files.
     let bad = tempfile::tempdir().expect("tempdir");
     std::fs::write(bad.path().join("RAW-R0001-DA01-S00000.h5"), b"nope").expect("write");

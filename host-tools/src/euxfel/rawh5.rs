@@ -131,6 +131,15 @@ impl<'a> RawFile<'a> {
             base: 0,
         };
         let base = f.u64_at((off + p) as u64)?;
+        // End-of-file address: a shorter file is truncated (libhdf5 refuses it too).
+        let eof = f.u64_at((off + p + 16) as u64)?;
+        if eof != UNDEF && base.saturating_add(eof) > b.len() as u64 {
+            return corrupt(format!(
+                "truncated file: {} bytes, superblock says {}",
+                b.len(),
+                base.saturating_add(eof)
+            ));
+        }
         // root group symbol table entry after base, free-space, EOF, driver addresses
         let entry = off + p + 32;
         let root = f.u64_at(entry as u64 + 8)?;
