@@ -2,11 +2,13 @@
 //! acquisition file layout with the same [`AcqFileWriter`] `xsp3-acquire` uses (docs/protocol.md,
 //! section "xsp3-receive").
 //!
-//! One thread: the socket is read with a short receive timeout (so a stop request, the idle
-//! timeout and the periodic flush are noticed without spinning), images are copied straight from
-//! the ZMQ message into a contiguous batch of `chunk_frames` frames, and a full batch, aligned to
-//! a chunk boundary, is one HDF5 direct chunk write. The batch buffers are allocated once per
-//! series.
+//! The receiving thread reads the socket with a short receive timeout (so a stop request, the
+//! idle timeout and the periodic flush are noticed without spinning) and copies each image
+//! straight from the ZMQ message into a contiguous batch of `chunk_frames` frames; a writer
+//! thread per series writes full batches, cut to end on chunk boundaries, so each is one HDF5
+//! direct chunk write. The few batch buffers are allocated once per series and cycle between the
+//! two threads; when all wait to be written, receiving waits too and PULL's back-pressure
+//! reaches the sender.
 //!
 //! Nothing from the network can make the receiver panic or write outside its root:
 //!
@@ -22,6 +24,8 @@
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use acq_core::detector::{AcqParams, GapMode, TriggerMode};
@@ -31,7 +35,7 @@ use hdf5::types::VarLenUnicode;
 use serde::{Deserialize, Serialize};
 
 use super::protocol::{self, Header, ImageHeader, Message, ProtocolError, SeriesEnd};
-use crate::xspress3::layout::{self, chunk_frames};
+use crate::xspress3::layout;
 use crate::xspress3::{AcqDescription, AcqFileWriter, DropRecord, OutputConfig};
 
 /// The socket type a receiver connects with.
@@ -180,7 +184,10 @@ pub struct SeriesSummary {
     pub interrupted: bool,
     /// The sender's `series_end.error`.
     pub sender_error: Option<String>,
+    /// The first errors of the series.
     pub errors: Vec<String>,
+    /// Errors counted but not listed.
+    pub errors_not_listed: u64,
     pub elapsed_s: f64,
     pub frames_per_s: f64,
     pub mb_per_s: f64,
@@ -255,6 +262,8 @@ const RATE_EVERY: Duration = Duration::from_secs(1);
 /// Largest message part accepted: the largest frame (256 x 4096 u32) and some room. ZMQ drops
 /// the connection of a peer that sends more.
 const MAX_PART_BYTES: i64 = 8 << 20;
+/// Batch buffers per series: one being filled, the others queued for or in the writer thread.
+const BATCHES: usize = 4;
 /// Lost ranges kept per series; more are counted in `lost_ranges_overflow`.
 const MAX_LOST_RANGES: usize = 4096;
 /// Error lines reported per series (and outside series); the rest are only counted.
@@ -276,12 +285,41 @@ struct Batch {
     len: usize,
 }
 
-struct FileSink {
+/// Work for a series' writer thread.
+enum Job {
+    Write(Batch),
+    Flush,
+}
+
+/// What a writer thread hands back when its series ends.
+struct WriterEnd {
     writer: AcqFileWriter,
-    batch: Batch,
-    /// Frames that make the next batch end on a chunk boundary.
+    /// Frames of batches not written after a write error.
+    discarded: u64,
+}
+
+/// A series' files. The writer runs on its own thread so that receiving and copying overlap with
+/// HDF5 writes; [`BATCHES`] batch buffers, allocated when the series opens, cycle between the
+/// two threads. When every buffer is waiting to be written the receiving thread waits too, and
+/// the back-pressure reaches the sender through the socket (PULL).
+struct FileSink {
+    geometry: Geometry,
+    jobs: Option<mpsc::SyncSender<Job>>,
+    free: mpsc::Receiver<Batch>,
+    /// The batch being filled.
+    filling: Option<Batch>,
+    thread: Option<JoinHandle<WriterEnd>>,
+    /// The writer thread's first error.
+    failure: Arc<Mutex<Option<String>>>,
+    failure_reported: bool,
+    chunk: usize,
+    /// Whether file boundaries fall on chunk boundaries (no rollover, or a multiple of a chunk),
+    /// so that batches can be cut to end on one.
+    aligned: bool,
+    submitted: u64,
+    /// Frames that make the batch being filled end on a chunk boundary.
     target: usize,
-    last_write: Instant,
+    last_submit: Instant,
 }
 
 struct Series {
@@ -554,8 +592,7 @@ impl Receiver {
         );
         match self.series.as_mut() {
             Some(s) => {
-                s.summary.errors.push(message.clone());
-                s.report(message, events);
+                s.fail(message, events);
             }
             None => self.error(message, events),
         }
@@ -611,7 +648,7 @@ impl Receiver {
                      this series: {e}",
                     name.escape_debug()
                 )),
-                Ok(()) => match open_sink(w, &name, desc) {
+                Ok(()) => match FileSink::open(w, &name, desc) {
                     Ok(s) => {
                         summary.written_as = Some(name);
                         sink = Some(s);
@@ -647,8 +684,7 @@ impl Receiver {
             last_frames: 0,
         };
         for e in errors {
-            series.summary.errors.push(e.clone());
-            series.report(e, events);
+            series.fail(e, events);
         }
         self.series = Some(series);
     }
@@ -687,8 +723,7 @@ impl Receiver {
                 header.shape,
                 header.scaler_shape
             );
-            s.summary.errors.push(message.clone());
-            s.report(message, events);
+            s.fail(message, events);
             return;
         }
         if header.msg_number < s.next_msg {
@@ -702,8 +737,7 @@ impl Receiver {
                 header.frame,
                 s.next_msg - 1
             );
-            s.summary.errors.push(message.clone());
-            s.report(message, events);
+            s.fail(message, events);
             return;
         }
         if header.msg_number > s.next_msg {
@@ -735,24 +769,24 @@ impl Receiver {
             }
             return;
         };
-        let b = &mut sink.batch;
-        let (mw, sw) = (g.mca_words(), g.scaler_words());
-        let i = b.len;
-        copy_le(&mut b.mca[i * mw..(i + 1) * mw], &self.parts.kept[1]);
-        copy_le(&mut b.scalers[i * sw..(i + 1) * sw], &self.parts.kept[2]);
-        b.meta[i] = FrameMeta {
+        let meta = FrameMeta {
             frame_number: header.frame,
             timestamp_ns: header.timestamp_ns,
             flags: header.flags,
             sdk_err_flags: 0,
         };
-        b.len += 1;
-        if b.len >= sink.target {
-            if let Err(message) = s.write_batch() {
-                let message = format!("stream {}: {message}", self.config.endpoint);
-                s.summary.errors.push(message.clone());
-                s.report(message, events);
-            }
+        let pushed = sink.push(&self.parts.kept[1], &self.parts.kept[2], meta);
+        let ep = &self.config.endpoint;
+        if let Err(message) = pushed {
+            s.summary.frames_discarded += 1;
+            s.close_broken_sink(format!("stream {ep}: {message}"), events);
+        } else if let Some(failure) = sink.new_failure() {
+            let message = format!(
+                "stream {ep}: series {}: write error, the rest of the series is discarded: \
+                 {failure}",
+                s.summary.index
+            );
+            s.fail(message, events);
         }
     }
 
@@ -850,13 +884,24 @@ impl Receiver {
             );
             s.report(message, events);
         }
-        if let Some(mut sink) = s.sink.take() {
-            if sink.batch.len > 0 {
-                let flushed = s.write_sink(&mut sink);
-                if let Err(message) = flushed {
-                    s.summary.errors.push(format!("stream {ep}: {message}"));
-                }
+        let closed = s.sink.take().map(FileSink::close);
+        if let Some(Err(message)) = &closed {
+            s.write_failed = true;
+            s.fail(
+                format!("stream {ep}: series {}: {message}", s.summary.index),
+                events,
+            );
+        }
+        if let Some(Ok((end, failure))) = closed {
+            if let Some(failure) = failure {
+                let message = format!(
+                    "stream {ep}: series {}: write error, the rest of the series is discarded: \
+                     {failure}",
+                    s.summary.index
+                );
+                s.fail(message, events);
             }
+            s.summary.frames_discarded += end.discarded;
             let mut sdk = ranges.clone();
             sdk.sort_by_key(|r| r.first);
             for &(first, end) in &s.spans {
@@ -883,15 +928,16 @@ impl Receiver {
                 sdk_overruns,
                 stream_gaps,
             };
-            s.summary.frames_written = sink.writer.frames_written();
-            match sink.writer.finish(&drops) {
+            s.summary.frames_written = end.writer.frames_written();
+            match end.writer.finish(&drops) {
                 Ok(files) => {
                     for (path, _) in &files {
                         if let Err(e) = annotate(path, &self.config.software, &s.summary) {
-                            s.summary.errors.push(format!(
+                            let message = format!(
                                 "stream {ep}: {}: receiver attributes: {e}",
                                 path.display()
-                            ));
+                            );
+                            s.fail(message, events);
                         }
                     }
                     s.summary.files = files
@@ -899,10 +945,10 @@ impl Receiver {
                         .map(|(path, frames)| FileSummary { path, frames })
                         .collect();
                 }
-                Err(e) => s
-                    .summary
-                    .errors
-                    .push(format!("stream {ep}: series {}: {e}", s.summary.index)),
+                Err(e) => {
+                    let message = format!("stream {ep}: series {}: {e}", s.summary.index);
+                    s.fail(message, events);
+                }
             }
         }
         let secs = s.started.elapsed().as_secs_f64().max(1e-9);
@@ -918,7 +964,8 @@ impl Receiver {
         self.summary.series.push(s.summary);
     }
 
-    /// Writes a partly filled batch that has waited longer than the flush interval, and flushes.
+    /// Submits a partly filled batch that has waited longer than the flush interval, and has the
+    /// file flushed.
     fn flush_if_due(&mut self, events: &mut dyn FnMut(&Event)) {
         let ReceiveMode::Write(w) = &self.config.mode else {
             return;
@@ -927,29 +974,27 @@ impl Receiver {
         let Some(s) = self.series.as_mut() else {
             return;
         };
-        let due = s
-            .sink
-            .as_ref()
-            .is_some_and(|k| k.batch.len > 0 && k.last_write.elapsed() >= interval);
-        if !due {
+        let Some(sink) = s.sink.as_mut() else {
             return;
-        }
-        let result = s.write_batch().and_then(|()| match s.sink.as_mut() {
-            Some(k) => k
-                .writer
-                .flush()
-                .map_err(|e| format!("series {}: {e}", s.summary.index)),
-            None => Ok(()),
-        });
-        if let Err(message) = result {
+        };
+        if let Err(message) = sink.flush_if_due(interval) {
             let message = format!("stream {}: {message}", self.config.endpoint);
-            s.summary.errors.push(message.clone());
-            s.report(message, events);
+            s.close_broken_sink(message, events);
         }
     }
 }
 
 impl Series {
+    /// Records an error of the series (the first few are kept) and reports it.
+    fn fail(&mut self, message: String, events: &mut dyn FnMut(&Event)) {
+        if self.summary.errors.len() < MAX_REPORTED_ERRORS {
+            self.summary.errors.push(message.clone());
+        } else {
+            self.summary.errors_not_listed += 1;
+        }
+        self.report(message, events);
+    }
+
     fn report(&mut self, message: String, events: &mut dyn FnMut(&Event)) {
         if self.reported < MAX_REPORTED_ERRORS {
             self.reported += 1;
@@ -965,50 +1010,14 @@ impl Series {
         }
     }
 
-    /// Writes the batch; on failure the sink is closed (what was written stays readable) and the
-    /// rest of the series is discarded.
-    fn write_batch(&mut self) -> Result<(), String> {
-        let Some(mut sink) = self.sink.take() else {
-            return Ok(());
-        };
-        match self.write_sink(&mut sink) {
-            Ok(()) => {
-                self.sink = Some(sink);
-                Ok(())
-            }
-            Err(message) => {
-                self.write_failed = true;
-                let _ = sink.writer.finish(&DropRecord {
-                    frames_lost: self.summary.frames_discarded,
-                    ..DropRecord::default()
-                });
-                Err(message)
-            }
+    /// The writer thread is gone (it can only panic): closes what it left, discards the rest
+    /// of the series.
+    fn close_broken_sink(&mut self, message: String, events: &mut dyn FnMut(&Event)) {
+        self.write_failed = true;
+        if let Some(sink) = self.sink.take() {
+            drop(sink.close());
         }
-    }
-
-    fn write_sink(&mut self, sink: &mut FileSink) -> Result<(), String> {
-        let b = &mut sink.batch;
-        let n = b.len;
-        let Some(g) = self.geometry else {
-            return Ok(());
-        };
-        let result = sink.writer.write_batch(
-            &b.mca[..n * g.mca_words()],
-            &b.scalers[..n * g.scaler_words()],
-            &b.meta[..n],
-        );
-        b.len = 0;
-        sink.last_write = Instant::now();
-        let chunk = sink.writer.chunk_frames();
-        sink.target = chunk - (sink.writer.frames_written() % chunk as u64) as usize;
-        result.map_err(|e| {
-            self.summary.frames_discarded += n as u64;
-            format!(
-                "series {}: write error, the rest of the series is discarded: {e}",
-                self.summary.index
-            )
-        })
+        self.fail(message, events);
     }
 }
 
@@ -1149,32 +1158,180 @@ fn describe(h: &Header) -> Result<AcqDescription, String> {
     })
 }
 
-fn open_sink(w: &WriteConfig, name: &str, desc: AcqDescription) -> Result<FileSink, String> {
-    let geometry = desc.geometry;
-    let writer = AcqFileWriter::create(
-        OutputConfig {
-            dir: w.root.clone(),
-            name: name.to_string(),
-            frames_per_file: w.frames_per_file,
-            overwrite: w.overwrite,
-            swmr: w.swmr,
-            flush_interval: w.flush_interval,
-        },
-        desc,
-    )
-    .map_err(|e| e.to_string())?;
-    let chunk = chunk_frames(geometry);
-    Ok(FileSink {
-        writer,
-        batch: Batch {
-            mca: vec![0; chunk * geometry.mca_words()],
-            scalers: vec![0; chunk * geometry.scaler_words()],
-            meta: vec![FrameMeta::default(); chunk],
-            len: 0,
-        },
-        target: chunk,
-        last_write: Instant::now(),
-    })
+impl FileSink {
+    /// Creates the first file (so an existing file or a bad directory fails here, before any
+    /// frame) and starts the writer thread.
+    fn open(w: &WriteConfig, name: &str, desc: AcqDescription) -> Result<FileSink, String> {
+        let geometry = desc.geometry;
+        let mut writer = AcqFileWriter::create(
+            OutputConfig {
+                dir: w.root.clone(),
+                name: name.to_string(),
+                frames_per_file: w.frames_per_file,
+                overwrite: w.overwrite,
+                swmr: w.swmr,
+                flush_interval: w.flush_interval,
+            },
+            desc,
+        )
+        .map_err(|e| e.to_string())?;
+        let chunk = writer.chunk_frames();
+        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(BATCHES + 1);
+        let (free_tx, free_rx) = mpsc::sync_channel::<Batch>(BATCHES);
+        for _ in 0..BATCHES {
+            let batch = Batch {
+                mca: vec![0; chunk * geometry.mca_words()],
+                scalers: vec![0; chunk * geometry.scaler_words()],
+                meta: vec![FrameMeta::default(); chunk],
+                len: 0,
+            };
+            // Cannot fail: the channel has room for every batch and its receiver is alive.
+            let _ = free_tx.send(batch);
+        }
+        let failure = Arc::new(Mutex::new(None));
+        let thread_failure = Arc::clone(&failure);
+        let thread = std::thread::Builder::new()
+            .name("xsp3-receive writer".into())
+            .spawn(move || {
+                let mut discarded = 0u64;
+                let mut broken = false;
+                let (mw, sw) = (geometry.mca_words(), geometry.scaler_words());
+                for job in jobs_rx {
+                    let result = match job {
+                        Job::Write(mut batch) => {
+                            let n = batch.len;
+                            let result = if broken {
+                                discarded += n as u64;
+                                Ok(())
+                            } else {
+                                writer.write_batch(
+                                    &batch.mca[..n * mw],
+                                    &batch.scalers[..n * sw],
+                                    &batch.meta[..n],
+                                )
+                            };
+                            if result.is_err() {
+                                discarded += n as u64;
+                            }
+                            batch.len = 0;
+                            let _ = free_tx.send(batch);
+                            result
+                        }
+                        Job::Flush if !broken => writer.flush(),
+                        Job::Flush => Ok(()),
+                    };
+                    if let Err(e) = result {
+                        broken = true;
+                        *thread_failure
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+                    }
+                }
+                WriterEnd { writer, discarded }
+            })
+            .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+        Ok(FileSink {
+            geometry,
+            jobs: Some(jobs_tx),
+            free: free_rx,
+            filling: None,
+            thread: Some(thread),
+            failure,
+            failure_reported: false,
+            chunk,
+            aligned: w.frames_per_file.is_none_or(|f| f % chunk as u64 == 0),
+            submitted: 0,
+            target: chunk,
+            last_submit: Instant::now(),
+        })
+    }
+
+    /// Copies one frame (payloads already checked against the geometry) into the batch, and
+    /// submits the batch when it is full. Waits for a free batch if every one is being written.
+    fn push(&mut self, mca: &[u8], scalers: &[u8], meta: FrameMeta) -> Result<(), String> {
+        if self.filling.is_none() {
+            let batch = self
+                .free
+                .recv()
+                .map_err(|_| "the writer thread ended unexpectedly".to_string())?;
+            self.filling = Some(batch);
+        }
+        let Some(b) = self.filling.as_mut() else {
+            return Ok(());
+        };
+        let (mw, sw) = (self.geometry.mca_words(), self.geometry.scaler_words());
+        let i = b.len;
+        copy_le(&mut b.mca[i * mw..(i + 1) * mw], mca);
+        copy_le(&mut b.scalers[i * sw..(i + 1) * sw], scalers);
+        b.meta[i] = meta;
+        b.len += 1;
+        if b.len >= self.target {
+            self.submit()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the batch being filled (if it has frames) to the writer thread.
+    fn submit(&mut self) -> Result<(), String> {
+        let Some(batch) = self.filling.take_if(|b| b.len > 0) else {
+            return Ok(());
+        };
+        let n = batch.len as u64;
+        self.send(Job::Write(batch))?;
+        self.submitted += n;
+        self.last_submit = Instant::now();
+        let chunk = self.chunk as u64;
+        self.target = if self.aligned {
+            (chunk - self.submitted % chunk) as usize
+        } else {
+            self.chunk
+        };
+        Ok(())
+    }
+
+    fn send(&mut self, job: Job) -> Result<(), String> {
+        let jobs = self.jobs.as_ref().ok_or("the writer is closed")?;
+        jobs.send(job)
+            .map_err(|_| "the writer thread ended unexpectedly".to_string())
+    }
+
+    fn flush_if_due(&mut self, interval: Duration) -> Result<(), String> {
+        let pending = self.filling.as_ref().is_some_and(|b| b.len > 0);
+        if pending && self.last_submit.elapsed() >= interval {
+            self.submit()?;
+            self.send(Job::Flush)?;
+        }
+        Ok(())
+    }
+
+    /// The writer thread's error, once.
+    fn new_failure(&mut self) -> Option<String> {
+        if self.failure_reported {
+            return None;
+        }
+        let failure = self
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.failure_reported = failure.is_some();
+        failure
+    }
+
+    /// Submits what is left, waits for the writer thread and returns its writer (to finish) and
+    /// its error if it was not reported yet.
+    fn close(mut self) -> Result<(WriterEnd, Option<String>), String> {
+        let submitted = self.submit();
+        self.jobs = None;
+        let end = self
+            .thread
+            .take()
+            .map(JoinHandle::join)
+            .ok_or("the writer thread is gone")?
+            .map_err(|_| "the writer thread panicked; the file may lack its final attributes")?;
+        submitted?;
+        Ok((end, self.new_failure()))
+    }
 }
 
 /// Adds the receiver's own attributes to a finished file: who received it and how the series
