@@ -809,3 +809,82 @@ fn usage_and_start_errors_have_their_exit_codes() {
     assert_eq!(done.status.code(), Some(3), "{}", done.show());
     assert!(done.stderr.contains("bogus://nowhere"), "{}", done.show());
 }
+
+/// --timeout in the middle of a series finishes the file (readable, with what arrived) and
+/// fails; rollover with --frames-per-file works as in xsp3-acquire.
+#[test]
+fn timeout_mid_series_finishes_the_file_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let tx = Sender::bind(zmq::PUSH);
+    let receiver = receive(&[
+        "--connect",
+        &tx.endpoint,
+        "--root",
+        dir.path().to_str().unwrap(),
+        "--frames-per-file",
+        "2",
+        "--timeout",
+        "1s",
+        "--json",
+        "-q",
+    ]);
+    tx.header(&header("cut", SMALL, 8));
+    for i in 0..5 {
+        tx.image(SMALL, i, i);
+    }
+    let done = receiver.wait();
+    assert_eq!(done.status.code(), Some(1), "{}", done.show());
+    let summary = done.summary();
+    assert_eq!(summary["stopped_by"], "timeout");
+    assert_eq!(summary["ended_mid_series"], true);
+    let parts: Vec<Vec<u64>> = (0..3)
+        .map(|i| {
+            let path = dir.path().join(format!("cut_{i:05}.h5"));
+            assert!(det_str(&path, "end_note").contains("no message for"));
+            assert_eq!(det_attr::<u64>(&path, "frames_lost"), 3);
+            read_acq_file(&path).unwrap().frame_number.to_vec()
+        })
+        .collect();
+    assert_eq!(parts, [vec![0, 1], vec![2, 3], vec![4]]);
+}
+
+/// A file that exists is not replaced without --overwrite: the series is refused and reported,
+/// the file is left as it was; with --overwrite it is replaced.
+#[test]
+fn existing_files_need_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let existing = dir.path().join("taken.h5");
+    std::fs::write(&existing, b"not hdf5").unwrap();
+    for overwrite in [false, true] {
+        let tx = Sender::bind(zmq::PUSH);
+        let mut args = vec![
+            "--connect",
+            &tx.endpoint,
+            "--root",
+            dir.path().to_str().unwrap(),
+            "--once",
+            "--timeout",
+            "60s",
+            "-q",
+        ];
+        if overwrite {
+            args.push("--overwrite");
+        }
+        let receiver = receive(&args);
+        let mut h = header("taken", SMALL, 1);
+        h.overwritable = true; // the sender's wish alone does not replace a file
+        tx.header(&h);
+        tx.image(SMALL, 0, 0);
+        tx.end(&series_end(1));
+        let done = receiver.wait();
+        if overwrite {
+            assert!(done.status.success(), "{}", done.show());
+            let file = read_acq_file(&existing).unwrap();
+            assert_eq!(file.frame_number.to_vec(), [0]);
+        } else {
+            assert_eq!(done.status.code(), Some(1), "{}", done.show());
+            assert!(done.stderr.contains("--overwrite"), "{}", done.show());
+            assert_eq!(std::fs::read(&existing).unwrap(), b"not hdf5");
+        }
+    }
+}
