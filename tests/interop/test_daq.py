@@ -251,3 +251,39 @@ fields = [{{ name = "frames_acquired", dtype = "uint32" }}]
         assert len(frames) >= 10
         assert (np.diff(frames) == 5).all()
     assert all(r == {"cmd": "status"} for r in served)
+
+
+def test_uncompressed_bulk_rows_written_as_whole_chunks_pass_fletcher32(tmp_path):
+    """Without compression h5daq writes whole chunks directly (H5Dwrite_chunk with its own
+    Fletcher-32); h5py verifies every chunk's checksum when it reads them."""
+    cfg = """
+[daemon]
+directory = "out"
+write_period = 0.2
+[[job]]
+group = "bulk"
+source = "command"
+command = "awk 'BEGIN { for (i = 0; i < 50000; i++) print 1700000000 + i * 0.001, i, i % 251, i, i + 1, i + 2 }'; sleep 100"
+bulk = true
+period = 0.1
+chunk_length = 100
+fields = [
+  { name = "n", dtype = "int64" },
+  { name = "b", dtype = "uint8" },
+  { name = "v", dtype = "float32", shape = [3] },
+]
+"""
+    (tmp_path / "daq.toml").write_text(cfg)
+    res = run_h5daq(tmp_path, "run", "daq.toml", "--duration", "3")
+    assert res.returncode == 0, res.stderr
+    with h5py.File(h5_files(tmp_path / "out")[0], "r") as f:
+        n = f["bulk/n"][:]
+        assert len(n) == 50000
+        assert (n == np.arange(50000)).all()
+        assert (f["bulk/b"][:] == np.arange(50000) % 251).all()
+        v = f["bulk/v"][:]
+        assert v.shape == (50000, 3)
+        assert (v[:, 2] == np.arange(50000, dtype=np.float32) + 2).all()
+        assert np.allclose(f["bulk/time"][:], 1.7e9 + np.arange(50000) * 0.001)
+        for key in ("n", "b", "v", "time"):
+            assert f["bulk"][key].fletcher32 and f["bulk"][key].compression is None

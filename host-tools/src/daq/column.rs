@@ -93,7 +93,7 @@ impl fmt::Display for Scalar {
 }
 
 /// An element type of a [`Column`].
-pub trait Elem: Copy + PartialEq + hdf5::H5Type + Send + 'static {
+pub trait Elem: Copy + PartialEq + hdf5::H5Type + bytemuck::Pod + Send + 'static {
     /// The dtype of this element type.
     const DTYPE: Dtype;
     /// Converts a scalar, or `None` when the value does not fit (out of range, not integral).
