@@ -888,3 +888,39 @@ fn existing_files_need_overwrite() {
         }
     }
 }
+
+/// A symbolic link inside the root does not lead files out of it.
+#[test]
+fn symbolic_links_in_the_root_are_not_followed() {
+    let base = tempfile::tempdir().unwrap();
+    let (root, outside) = (base.path().join("root"), base.path().join("outside"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.join("target.h5"), root.join("file.h5")).unwrap();
+    let tx = Sender::bind(zmq::PUSH);
+    let receiver = receive(&[
+        "--connect",
+        &tx.endpoint,
+        "--root",
+        root.to_str().unwrap(),
+        "--overwrite",
+        "--timeout",
+        "3s",
+        "-q",
+    ]);
+    for name in ["link/evil", "link/deeper/evil", "file"] {
+        tx.header(&header(name, SMALL, 1));
+        tx.image(SMALL, 0, 0);
+        tx.end(&series_end(1));
+    }
+    let done = receiver.wait();
+    assert_eq!(done.status.code(), Some(1), "{}", done.show());
+    assert_eq!(
+        done.stderr.matches("is a symbolic link").count(),
+        3,
+        "{}",
+        done.show()
+    );
+    assert!(tree(&outside).is_empty(), "{:?}", tree(&outside));
+}

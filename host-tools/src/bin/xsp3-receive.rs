@@ -281,7 +281,7 @@ impl Output {
             if s.failed() { "failed" } else { "done" },
             s.elapsed_s,
             s.stopped_by,
-            s.series.len(),
+            s.series_ended,
             s.frames_received,
             s.bytes_received as f64 / 1e6
         );

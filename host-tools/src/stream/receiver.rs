@@ -227,7 +227,11 @@ pub struct Summary {
     pub socket: Option<SocketKind>,
     pub stopped_by: StopReason,
     pub elapsed_s: f64,
+    /// The series, oldest first (the last [`MAX_SERIES_LISTED`]).
     pub series: Vec<SeriesSummary>,
+    /// Series that ended, and those of them that lost data (also those no longer listed).
+    pub series_ended: u64,
+    pub series_failed: u64,
     pub messages: u64,
     pub frames_received: u64,
     pub bytes_received: u64,
@@ -251,7 +255,7 @@ impl Summary {
             || self.malformed_messages > 0
             || self.orphan_images > 0
             || self.ended_mid_series
-            || self.series.iter().any(SeriesSummary::data_lost)
+            || self.series_failed > 0
     }
 }
 
@@ -262,6 +266,8 @@ const RATE_EVERY: Duration = Duration::from_secs(1);
 /// Largest message part accepted: the largest frame (256 x 4096 u32) and some room. ZMQ drops
 /// the connection of a peer that sends more.
 const MAX_PART_BYTES: i64 = 8 << 20;
+/// Series kept in the summary of a long-running receiver; older ones are only counted.
+pub const MAX_SERIES_LISTED: usize = 1000;
 /// Batch buffers per series: one being filled, the others queued for or in the writer thread.
 const BATCHES: usize = 4;
 /// Lost ranges kept per series; more are counted in `lost_ranges_overflow`.
@@ -440,7 +446,7 @@ impl Receiver {
                     let before = self.summary.bytes_received;
                     self.dispatch(events);
                     rate_bytes += self.summary.bytes_received - before;
-                    if self.config.once && !self.summary.series.is_empty() {
+                    if self.config.once && self.summary.series_ended > 0 {
                         self.summary.stopped_by = StopReason::Once;
                         break;
                     }
@@ -510,7 +516,7 @@ impl Receiver {
             let message = format!("stream {}: {note}", self.config.endpoint);
             self.error(message, events);
             self.finish_open(&note, false, events);
-        } else if self.config.once && self.summary.series.is_empty() {
+        } else if self.config.once && self.summary.series_ended == 0 {
             let message = format!(
                 "stream {}: no series received within {timeout:?}",
                 self.config.endpoint
@@ -642,7 +648,7 @@ impl Receiver {
             (_, Err(problem), _) => errors.push(format!(
                 "stream {ep}: series {index}: header refused, its images are discarded: {problem}"
             )),
-            (ReceiveMode::Write(w), Ok(desc), Some(name)) => match layout::check_name(&name) {
+            (ReceiveMode::Write(w), Ok(desc), Some(name)) => match check_target(w, &name) {
                 Err(e) => errors.push(format!(
                     "stream {ep}: series {index}: file name `{}` refused, nothing is written for \
                      this series: {e}",
@@ -961,6 +967,13 @@ impl Receiver {
             }
         }
         events(&Event::SeriesEnd(s.summary.clone()));
+        self.summary.series_ended += 1;
+        if s.summary.data_lost() {
+            self.summary.series_failed += 1;
+        }
+        if self.summary.series.len() >= MAX_SERIES_LISTED {
+            self.summary.series.remove(0);
+        }
         self.summary.series.push(s.summary);
     }
 
@@ -1332,6 +1345,42 @@ impl FileSink {
         submitted?;
         Ok((end, self.new_failure()))
     }
+}
+
+/// Checks a base name before anything is created: [`layout::check_name`] (relative, no `..`),
+/// and no symbolic link on the way (an existing directory of the name, or with `--overwrite` the
+/// first file itself), so that nothing is written outside the root even if a link was planted in
+/// it.
+fn check_target(w: &WriteConfig, name: &str) -> Result<(), String> {
+    layout::check_name(name).map_err(|e| e.to_string())?;
+    let relative = std::path::Path::new(name);
+    let mut path = w.root.clone();
+    let dirs = relative
+        .parent()
+        .map(|p| p.components().count())
+        .unwrap_or(0);
+    for component in relative.components().take(dirs) {
+        path.push(component);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a symbolic link; files stay inside the root",
+                    path.display()
+                ))
+            }
+            Ok(_) => {}
+            Err(_) => return Ok(()),
+        }
+    }
+    let first = layout::file_name(name, w.frames_per_file.map(|_| 0));
+    let file = w.root.join(first);
+    if std::fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!(
+            "{} is a symbolic link; files stay inside the root",
+            file.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Adds the receiver's own attributes to a finished file: who received it and how the series
