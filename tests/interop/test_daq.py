@@ -253,13 +253,15 @@ fields = [{{ name = "frames_acquired", dtype = "uint32" }}]
     assert all(r == {"cmd": "status"} for r in served)
 
 
-def test_uncompressed_bulk_rows_written_as_whole_chunks_pass_fletcher32(tmp_path):
+@pytest.mark.parametrize("mode", ["close", "swmr"])
+def test_uncompressed_bulk_rows_written_as_whole_chunks_pass_fletcher32(tmp_path, mode):
     """Without compression h5daq writes whole chunks directly (H5Dwrite_chunk with its own
     Fletcher-32); h5py verifies every chunk's checksum when it reads them."""
     cfg = """
 [daemon]
 directory = "out"
 write_period = 0.2
+mode = "MODE"
 [[job]]
 group = "bulk"
 source = "command"
@@ -273,7 +275,7 @@ fields = [
   { name = "v", dtype = "float32", shape = [3] },
 ]
 """
-    (tmp_path / "daq.toml").write_text(cfg)
+    (tmp_path / "daq.toml").write_text(cfg.replace("MODE", mode))
     res = run_h5daq(tmp_path, "run", "daq.toml", "--duration", "3")
     assert res.returncode == 0, res.stderr
     with h5py.File(h5_files(tmp_path / "out")[0], "r") as f:
