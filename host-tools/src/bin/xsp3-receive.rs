@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use host_tools::acquire::units::parse_duration;
-use host_tools::stream::receiver::{Event, RateReport, SeriesSummary, Summary};
+use host_tools::stream::receiver::{Event, RateReport, SeriesSummary, StopReason, Summary};
 use host_tools::stream::{ReceiveMode, Receiver, ReceiverConfig, SocketKind, WriteConfig};
 
 const EXIT_FAILED: u8 = 1;
@@ -26,8 +26,8 @@ write every series into the acquisition file layout under --root, with the same 
 xsp3-acquire uses. Runs for successive series until --once, --timeout or Ctrl-C.\n\n\
 File names: --file NAME if given, else the header's `filename`; a series whose header has an \
 empty filename (and no --file) is received and counted but not written. Names are relative to \
---root; an absolute name or one with a `..` component is refused (the series is not written, \
-the receiver reports it and goes on). Existing files are replaced only with --overwrite.\n\n\
+--root; an absolute name, one with a `..` component or one that passes a symbolic link is \
+refused (the series is not written, the receiver reports it and goes on). Existing files are replaced only with --overwrite.\n\n\
 Malformed messages are skipped, counted and reported; the receiver keeps running. Gaps in \
 msg_number, frames the sender lost or refused, and a series that ends without series_end are \
 recorded in the file (frames_lost, lost_frame_ranges, stream_gaps).\n\n\
@@ -221,12 +221,16 @@ impl Output {
         let mut o = std::io::stdout().lock();
         let _ = writeln!(
             o,
-            "series {}: {} frames received ({:.1} frames/s, {:.1} MB/s), {} written{}",
+            "series {}: {} frames received ({:.1} frames/s, {:.1} MB/s){}{}",
             s.index,
             s.frames_received,
             s.frames_per_s,
             s.mb_per_s,
-            s.frames_written,
+            match (&s.written_as, self.print) {
+                (_, true) => String::new(),
+                (Some(_), false) => format!(", {} written", s.frames_written),
+                (None, false) => ", not written".to_string(),
+            },
             if s.series_end_received {
                 ""
             } else {
@@ -277,10 +281,15 @@ impl Output {
         let mut o = std::io::stdout().lock();
         let _ = writeln!(
             o,
-            "xsp3-receive: {} after {:.2} s ({:?}): {} series, {} frames, {:.1} MB",
+            "xsp3-receive: {} after {:.2} s (stopped by {}): {} series, {} frames, {:.1} MB",
             if s.failed() { "failed" } else { "done" },
             s.elapsed_s,
-            s.stopped_by,
+            match s.stopped_by {
+                StopReason::Once => "--once",
+                StopReason::Signal => "signal",
+                StopReason::Timeout => "--timeout",
+                StopReason::SocketError => "socket error",
+            },
             s.series_ended,
             s.frames_received,
             s.bytes_received as f64 / 1e6
