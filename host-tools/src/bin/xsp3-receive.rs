@@ -71,8 +71,9 @@ struct Cli {
     /// Exit when no message arrived for this long, e.g. 10s (non-zero if mid-series).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
-    /// Messages queued before PULL applies back-pressure (or SUB drops).
-    #[arg(long, default_value_t = 10_000)]
+    /// Messages ZMQ queues in the receiver before PULL applies back-pressure (or SUB drops);
+    /// each holds one frame (64 KiB at 4 x 4096), so this bounds the receiver's memory.
+    #[arg(long, default_value_t = 1000)]
     hwm: i32,
     /// JSON Lines on stdout: one object per finished series (and per second with --print), then
     /// the summary.
