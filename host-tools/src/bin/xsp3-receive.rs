@@ -216,7 +216,7 @@ impl Output {
 
     fn series_end(&self, s: &SeriesSummary) {
         if self.json {
-            json_line(&Event::SeriesEnd(s.clone()));
+            json_line(&Event::SeriesEnd(Box::new(s.clone())));
             return;
         }
         let mut o = std::io::stdout().lock();
@@ -250,6 +250,13 @@ impl Output {
                 o,
                 "  sender   {} frames lost before the stream, {} refused by PUB",
                 s.frames_lost_upstream, s.sender_stream_drops
+            );
+        }
+        if s.writer_waits > 0 {
+            let _ = writeln!(
+                o,
+                "  writer   receiving waited for the disk {} times",
+                s.writer_waits
             );
         }
         if s.frames_discarded > 0 {

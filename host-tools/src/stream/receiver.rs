@@ -122,7 +122,7 @@ pub enum Event {
     /// About once a second while messages arrive.
     Rate(RateReport),
     /// A series ended (by `series_end` or otherwise); its final account.
-    SeriesEnd(SeriesSummary),
+    SeriesEnd(Box<SeriesSummary>),
     /// A problem worth a line: a refused header, a malformed message, a write error.
     Error { message: String },
 }
@@ -173,6 +173,9 @@ pub struct SeriesSummary {
     /// Images received but not used: malformed for this series, out of order, or received after
     /// a write error.
     pub frames_discarded: u64,
+    /// Times receiving waited because every batch buffer was waiting to be written: the writer
+    /// (disk) was slower than the stream at those moments.
+    pub writer_waits: u64,
     /// Frames missing from the file in total (what the file's `frames_lost` says); 0 in print
     /// mode and for series that were not written.
     pub frames_lost: u64,
@@ -323,6 +326,8 @@ struct FileSink {
     /// so that batches can be cut to end on one.
     aligned: bool,
     submitted: u64,
+    /// Times the receiving thread waited for the writer (every batch buffer was full).
+    writer_waits: u64,
     /// Frames that make the batch being filled end on a chunk boundary.
     target: usize,
     last_submit: Instant,
@@ -890,6 +895,9 @@ impl Receiver {
             );
             s.report(message, events);
         }
+        if let Some(sink) = &s.sink {
+            s.summary.writer_waits = sink.writer_waits;
+        }
         let closed = s.sink.take().map(FileSink::close);
         if let Some(Err(message)) = &closed {
             s.write_failed = true;
@@ -966,7 +974,7 @@ impl Receiver {
                 self.summary.errors.push(e.clone());
             }
         }
-        events(&Event::SeriesEnd(s.summary.clone()));
+        events(&Event::SeriesEnd(Box::new(s.summary.clone())));
         self.summary.series_ended += 1;
         if s.summary.data_lost() {
             self.summary.series_failed += 1;
@@ -1254,6 +1262,7 @@ impl FileSink {
             chunk,
             aligned: w.frames_per_file.is_none_or(|f| f % chunk as u64 == 0),
             submitted: 0,
+            writer_waits: 0,
             target: chunk,
             last_submit: Instant::now(),
         })
@@ -1263,10 +1272,15 @@ impl FileSink {
     /// submits the batch when it is full. Waits for a free batch if every one is being written.
     fn push(&mut self, mca: &[u8], scalers: &[u8], meta: FrameMeta) -> Result<(), String> {
         if self.filling.is_none() {
-            let batch = self
-                .free
-                .recv()
-                .map_err(|_| "the writer thread ended unexpectedly".to_string())?;
+            let batch = match self.free.try_recv() {
+                Ok(batch) => batch,
+                Err(_) => {
+                    self.writer_waits += 1;
+                    self.free
+                        .recv()
+                        .map_err(|_| "the writer thread ended unexpectedly".to_string())?
+                }
+            };
             self.filling = Some(batch);
         }
         let Some(b) = self.filling.as_mut() else {
