@@ -865,3 +865,46 @@ fn software_triggers_are_paced_so_a_small_sdk_buffer_loses_nothing() {
     assert_eq!(summary["frames_acquired"], 5000, "{summary}");
     assert_eq!(summary["frames_lost"], 0, "{summary}");
 }
+
+#[test]
+fn pub_stream_waits_for_a_waiting_subscriber_so_it_gets_the_header() {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let ctx = zmq::Context::new();
+    let sub = ctx.socket(zmq::SUB).unwrap();
+    sub.set_subscribe(b"").unwrap();
+    sub.set_rcvtimeo(10_000).unwrap();
+    // The subscriber is up (and reconnecting) before the acquisition binds.
+    sub.connect(&endpoint).unwrap();
+    let mut child = Guard(
+        Command::new(BIN)
+            .args([
+                "run",
+                "-q",
+                "--frames",
+                "200",
+                "--exposure",
+                "1ms",
+                "--stream",
+                &endpoint,
+            ])
+            .args(["--stream-type", "pub", "--stream-wait", "5s"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let htype = |parts: &[Vec<u8>]| -> Value { serde_json::from_slice(&parts[0]).unwrap() };
+    let first = htype(&sub.recv_multipart(0).expect("header"));
+    assert_eq!(first["htype"], "header", "{first}");
+    for i in 0..200u64 {
+        let h = htype(&sub.recv_multipart(0).expect("image"));
+        assert_eq!(
+            (h["htype"].as_str(), h["msg_number"].as_u64()),
+            (Some("image"), Some(i))
+        );
+    }
+    assert_eq!(
+        htype(&sub.recv_multipart(0).unwrap())["htype"],
+        "series_end"
+    );
+    assert!(wait_exit(&mut child.0, Duration::from_secs(30)).success());
+}

@@ -269,6 +269,7 @@ impl Daemon {
                 endpoint: endpoint.clone(),
                 kind: stream_kind,
                 high_water_mark: 1000,
+                subscriber_wait: Duration::from_secs(1),
             }),
         };
         let params = AcqParams {

@@ -184,6 +184,14 @@ pub fn run_session<D: Detector, K: Clock>(
         .clone()
         .map(|s| StreamSender::bind(zmq, s, geometry, exptime))
         .transpose()?;
+    if let Some(tx) = &sender {
+        if !tx.wait_for_subscriber()? && config.status_every.is_some() {
+            eprintln!(
+                "xsp3-acquire: no subscriber on {} yet; PUB sends to whoever joins later",
+                tx.endpoint()
+            );
+        }
+    }
     let mut monitor = config
         .monitor
         .as_deref()

@@ -131,6 +131,10 @@ struct SinkArgs {
     /// Messages queued per receiver before PUSH waits or PUB refuses.
     #[arg(long, default_value_t = 1000)]
     stream_hwm: i32,
+    /// With --stream-type pub: wait this long for a first subscriber before starting, so a
+    /// receiver that is already running gets the header.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    stream_wait: Duration,
     /// Bind the live monitor (REP, latest frame on request) here, e.g. tcp://127.0.0.1:9998.
     #[arg(long, value_name = "ENDPOINT")]
     monitor: Option<String>,
@@ -372,6 +376,7 @@ fn session_config(
             endpoint: endpoint.clone(),
             kind: sinks.stream_type.into(),
             high_water_mark: sinks.stream_hwm,
+            subscriber_wait: sinks.stream_wait,
         }),
         monitor: sinks.monitor.clone(),
         ring_frames,
@@ -450,6 +455,7 @@ fn serve_main(args: ServeArgs) -> Result<(), Failure> {
             endpoint,
             kind: args.stream_type.into(),
             high_water_mark: 1000,
+            subscriber_wait: Duration::from_secs(1),
         }),
         monitor: args.monitor,
         out_dir: args.out,

@@ -113,7 +113,7 @@ pub enum ProtocolError {
         frame: u64,
         what: &'static str,
         got: usize,
-        expected: usize,
+        expected: u128,
     },
     #[error("image {frame}: unsupported type `{dtype}` / compression `{compression}`")]
     Encoding {
@@ -141,21 +141,11 @@ pub fn decode(parts: &[Vec<u8>]) -> Result<Message, ProtocolError> {
             )))
         }
         "image" => {
-            expect_parts("image", parts.len(), 3)?;
-            let header: ImageHeader = serde_json::from_slice(first).map_err(json)?;
-            if header.dtype != "uint32" || header.compression != "none" {
-                return Err(ProtocolError::Encoding {
-                    frame: header.frame,
-                    dtype: header.dtype,
-                    compression: header.compression,
-                });
-            }
-            let mca = words(&header, "MCA", &parts[1], header.shape)?;
-            let scalers = words(&header, "scaler", &parts[2], header.scaler_shape)?;
+            let header = image_header(parts)?;
             Ok(Message::Image {
+                mca: words(&parts[1]),
+                scalers: words(&parts[2]),
                 header,
-                mca,
-                scalers,
             })
         }
         "series_end" => {
@@ -180,25 +170,46 @@ fn expect_parts(htype: &'static str, got: usize, expected: usize) -> Result<(), 
     }
 }
 
-fn words(
-    header: &ImageHeader,
-    what: &'static str,
-    bytes: &[u8],
-    shape: [u32; 2],
-) -> Result<Vec<u32>, ProtocolError> {
-    let expected = shape[0] as usize * shape[1] as usize * 4;
-    if bytes.len() != expected {
-        return Err(ProtocolError::PayloadSize {
+/// Checks an image message without converting its payload: part count, JSON, encoding, and
+/// the sizes of the MCA and scaler parts against their shapes. A receiver that copies the payload
+/// straight into its own buffers calls this instead of [`decode`].
+pub fn image_header<P: std::ops::Deref<Target = [u8]>>(
+    parts: &[P],
+) -> Result<ImageHeader, ProtocolError> {
+    expect_parts("image", parts.len(), 3)?;
+    let header: ImageHeader =
+        serde_json::from_slice(&parts[0]).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    if header.dtype != "uint32" || header.compression != "none" {
+        return Err(ProtocolError::Encoding {
             frame: header.frame,
-            what,
-            got: bytes.len(),
-            expected,
+            dtype: header.dtype,
+            compression: header.compression,
         });
     }
-    Ok(bytes
+    for (what, part, shape) in [
+        ("MCA", &parts[1][..], header.shape),
+        ("scaler", &parts[2][..], header.scaler_shape),
+    ] {
+        // u128: two u32 factors and 4 (at most 2^66) cannot overflow it, whatever a peer sends.
+        let expected = shape[0] as u128 * shape[1] as u128 * 4;
+        if part.len() as u128 != expected {
+            return Err(ProtocolError::PayloadSize {
+                frame: header.frame,
+                what,
+                got: part.len(),
+                expected,
+            });
+        }
+    }
+    Ok(header)
+}
+
+/// Little-endian u32 words of a part whose length [`image_header`] checked.
+fn words(bytes: &[u8]) -> Vec<u32> {
+    bytes
         .chunks_exact(4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -264,6 +275,11 @@ mod tests {
         ));
         assert!(matches!(
             decode(&[image_json(1, [2, 3]), vec![0; 5], vec![0; 72]]),
+            Err(ProtocolError::PayloadSize { what: "MCA", .. })
+        ));
+        // A hostile shape whose byte count overflows 32-bit and 64-bit usize arithmetic alike.
+        assert!(matches!(
+            decode(&[image_json(1, [u32::MAX, u32::MAX]), vec![0; 8], vec![0; 8]]),
             Err(ProtocolError::PayloadSize { what: "MCA", .. })
         ));
         // A header missing required fields.

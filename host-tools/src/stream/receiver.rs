@@ -1042,43 +1042,17 @@ impl Series {
     }
 }
 
-/// Validates an image message as [`protocol::decode`] does, without converting its payload: the
-/// receiver copies the payload straight from the message into its batch.
+/// Checks an image message with [`protocol::image_header`]; the payload stays in the message,
+/// from which the receiver copies it straight into its batch.
 fn check_image(parts: &Parts) -> Result<ImageHeader, ProtocolError> {
-    if parts.n != 3 {
+    if parts.n != parts.kept.len() {
         return Err(ProtocolError::Parts {
             htype: "image",
             got: parts.n,
-            expected: 3,
+            expected: parts.kept.len(),
         });
     }
-    let header: ImageHeader =
-        serde_json::from_slice(&parts.kept[0]).map_err(|e| ProtocolError::Json(e.to_string()))?;
-    if header.dtype != "uint32" || header.compression != "none" {
-        return Err(ProtocolError::Encoding {
-            frame: header.frame,
-            dtype: header.dtype,
-            compression: header.compression,
-        });
-    }
-    for (what, part, shape) in [
-        ("MCA", &parts.kept[1], header.shape),
-        ("scaler", &parts.kept[2], header.scaler_shape),
-    ] {
-        let expected = (shape[0] as usize)
-            .checked_mul(shape[1] as usize)
-            .and_then(|w| w.checked_mul(4))
-            .unwrap_or(usize::MAX);
-        if part.len() != expected {
-            return Err(ProtocolError::PayloadSize {
-                frame: header.frame,
-                what,
-                got: part.len(),
-                expected,
-            });
-        }
-    }
-    Ok(header)
+    protocol::image_header(&parts.kept)
 }
 
 /// Copies little-endian u32 words from `bytes` (exactly `4 * dst.len()` long) into `dst`.

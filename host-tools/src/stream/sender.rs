@@ -3,6 +3,8 @@
 //! PUSH (the default) is lossless: when receivers fall behind, sends wait, the ring fills and the
 //! backlog ends up in the SDK's buffer, where any overrun is counted. PUB is lossy: the socket is
 //! set to refuse (not silently drop) at its high-water mark, and each refused frame is counted.
+//! PUB is implemented with an XPUB socket, which sees subscriptions, so a session can wait for its
+//! first subscriber before arming: a receiver started first then gets the header too.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -23,6 +25,8 @@ pub struct StreamConfig {
     pub kind: StreamKind,
     /// Messages queued per peer before PUSH waits or PUB refuses.
     pub high_water_mark: i32,
+    /// PUB only: how long to wait for a first subscriber before the acquisition starts.
+    pub subscriber_wait: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +76,7 @@ impl StreamSender {
         };
         let mut socket = match config.kind {
             StreamKind::Push => ctx.socket(zmq::PUSH),
-            StreamKind::Pub => ctx.socket(zmq::PUB),
+            StreamKind::Pub => ctx.socket(zmq::XPUB),
         }
         .map_err(err("create"))?;
         socket
@@ -97,6 +101,32 @@ impl StreamSender {
             drops: 0,
             json: Vec::with_capacity(512),
         })
+    }
+
+    /// PUB: waits up to `subscriber_wait` for a subscription; true once one arrived. PUSH: true
+    /// at once (its sends wait for a receiver anyway).
+    pub fn wait_for_subscriber(&self) -> Result<bool, StreamError> {
+        if self.config.kind == StreamKind::Push {
+            return Ok(true);
+        }
+        let wait_ms = self
+            .config
+            .subscriber_wait
+            .as_millis()
+            .min(i64::MAX as u128) as i64;
+        if self
+            .socket
+            .poll(zmq::POLLIN, wait_ms)
+            .map_err(self.zmq_err("wait for a subscriber"))?
+            == 0
+        {
+            return Ok(false);
+        }
+        // The subscription message itself (0x01 + topic) carries nothing we need.
+        self.socket
+            .recv_bytes(0)
+            .map_err(self.zmq_err("receive a subscription"))?;
+        Ok(true)
     }
 
     /// Image messages sent so far.
