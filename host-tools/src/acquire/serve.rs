@@ -296,6 +296,8 @@ impl Daemon {
                 None => format!("configure: {e}"),
             })?;
         let session = SessionConfig {
+            series_name: req.file.clone().unwrap_or_default(),
+            series_overwritable: req.overwrite,
             output,
             stream,
             monitor: self.config.monitor.clone(),

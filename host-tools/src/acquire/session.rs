@@ -29,6 +29,11 @@ use crate::xspress3::{AcqDescription, AcqFileWriter, DropRecord, OutputConfig};
 /// The sinks and sizes of a session.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
+    /// Base file name announced to stream receivers (the stream header's `filename`), whether
+    /// or not this process writes files itself; "" for none.
+    pub series_name: String,
+    /// Whether receivers may replace an existing file of that name.
+    pub series_overwritable: bool,
     pub output: Option<OutputConfig>,
     pub stream: Option<StreamConfig>,
     pub monitor: Option<String>,
@@ -433,12 +438,8 @@ fn stream_header(desc: &AcqDescription, config: &SessionConfig) -> Header {
     Header {
         htype: "header".into(),
         protocol: crate::stream::protocol::PROTOCOL.into(),
-        filename: config
-            .output
-            .as_ref()
-            .map(|o| o.name.clone())
-            .unwrap_or_default(),
-        overwritable: config.output.as_ref().is_some_and(|o| o.overwrite),
+        filename: config.series_name.clone(),
+        overwritable: config.series_overwritable,
         n_channels: desc.geometry.n_channels() as u32,
         n_bins: desc.geometry.n_bins() as u32,
         n_frames: desc.params.n_frames,

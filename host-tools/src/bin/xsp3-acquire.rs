@@ -107,7 +107,7 @@ struct SinkArgs {
     /// Write HDF5 files into this directory (created if missing).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Base file name inside --out.
+    /// Base file name inside --out, also announced to stream receivers.
     #[arg(long, value_name = "NAME", default_value = "xspress3")]
     file: String,
     /// Start a new file every N frames (NAME_00000.h5, NAME_00001.h5, ...).
@@ -371,6 +371,8 @@ fn session_config(
         return Err(usage("--frames-per-file must be at least 1"));
     }
     Ok(SessionConfig {
+        series_name: sinks.file.clone(),
+        series_overwritable: sinks.overwrite,
         output,
         stream: sinks.stream.as_ref().map(|endpoint| StreamConfig {
             endpoint: endpoint.clone(),
