@@ -113,6 +113,15 @@ fn triggered_job(group: &str, value: Arc<Mutex<f64>>) -> DaqJob {
 
 #[test]
 fn calendar_rollover_with_an_injected_clock_splits_at_midnight_and_chains_files() {
+    midnight_rollover(WriteMode::Close);
+}
+
+#[test]
+fn calendar_rollover_in_swmr_mode() {
+    midnight_rollover(WriteMode::Swmr);
+}
+
+fn midnight_rollover(mode: WriteMode) {
     let dir = tempfile::tempdir().unwrap();
     let t0 = parse_compact_stamp("20261121T235958.250Z").unwrap();
     let clock = Arc::new(ManualClock::new(t0));
@@ -121,6 +130,7 @@ fn calendar_rollover_with_an_injected_clock_splits_at_midnight_and_chains_files(
     let c = DaemonConfig {
         clock: clock.clone(),
         auto_write: false,
+        mode,
         attrs: vec![("beamline".into(), AttrValue::Str("P06".into()))],
         ..cfg(dir.path())
     };
@@ -555,4 +565,56 @@ fn swmr_mode_writes_the_same_layout_and_threads_share_ids() {
         let v: Vec<f32> = a.read_raw().unwrap();
         assert_eq!(&v[..6], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     }
+}
+
+#[test]
+fn a_failed_write_keeps_its_rows_and_retries_them_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_795_000_000.0));
+    let value = Arc::new(Mutex::new(0.0));
+    let job = triggered_job("r", Arc::clone(&value));
+    let c = DaemonConfig {
+        clock: clock.clone(),
+        auto_write: false,
+        ..cfg(dir.path())
+    };
+    let mut d = DaqDaemon::new(c, vec![job]).unwrap();
+    d.start().unwrap();
+    let (trig, h) = (d.trigger("r").unwrap(), d.job_handles()[0].clone());
+    let mut n = 0u64;
+    let mut sample = |k: u64| {
+        for _ in 0..k {
+            n += 1;
+            *value.lock().unwrap() = n as f64;
+            clock.advance(1.0);
+            trig.trigger();
+            wait_for("read", || h.status().rows == n);
+        }
+    };
+    sample(2);
+    d.write_now().unwrap();
+    let path = d.status().current_file.unwrap();
+    let away = dir.path().join("away");
+    std::fs::rename(&path, &away).unwrap();
+    sample(2);
+    let err = d.write_now().unwrap_err().to_string();
+    assert!(err.contains("DAQ_"), "the error names the file: {err}");
+    let st = d.status();
+    assert_eq!((st.write_errors, st.rows_pending_retry), (1, 2));
+    sample(1);
+    std::fs::rename(&away, &path).unwrap();
+    let r = d.write_now().unwrap();
+    assert_eq!(r.rows, 2, "the retried rows first");
+    assert_eq!(
+        h.status().buffered,
+        1,
+        "new rows waited in the job's buffer"
+    );
+    let r = d.write_now().unwrap();
+    assert_eq!(r.rows, 1);
+    let report = d.stop().unwrap();
+    let f = hdf5::File::open(&report.files[0]).unwrap();
+    let v: Vec<f32> = f.dataset("r/v").unwrap().read_raw().unwrap();
+    assert_eq!(v, vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(h.status().written, 5);
 }

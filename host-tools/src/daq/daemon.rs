@@ -484,7 +484,14 @@ fn count_written(shared: &Shared, report: &WriteReport) {
 
 fn do_write(shared: &Shared) -> Result<WriteReport, DaqError> {
     let mut w = lock(&shared.writer);
-    let drained: Vec<_> = shared.handles.iter().map(|h| h.drain(false)).collect();
+    // After a failed write the writer still holds those rows: retry them alone and leave new
+    // rows in the jobs' buffers, whose limit then bounds memory (excess samples are dropped
+    // and counted there) while the file system is failing.
+    let drained: Vec<_> = if w.pending_rows() == 0 {
+        shared.handles.iter().map(|h| h.drain(false)).collect()
+    } else {
+        shared.handles.iter().map(|h| h.drain_none()).collect()
+    };
     let now = shared.clock.now();
     let res = w.write(now, drained);
     drop(w);
