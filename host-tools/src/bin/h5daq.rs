@@ -285,7 +285,7 @@ fn status(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> Resul
     let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
     println!(
         "daemon     {} ({})",
-        s("name"),
+        s("name").as_str().unwrap_or(""),
         if s("running") == true {
             "running"
         } else {
