@@ -478,3 +478,46 @@ fn a_status_source_without_a_server_counts_errors_and_keeps_running() {
         "the handler ran: {text}"
     );
 }
+
+#[test]
+fn json_log_lines_go_to_a_file_with_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = COUNTER.replace("MODE", "close").replace(
+        "[log]\nlevel = \"debug\"",
+        "[log]\nlevel = \"debug\"\nformat = \"json\"\nconsole = false\nfile = \"logs/daq.log\"\nmax_file_size = 600\nkeep = 2",
+    );
+    write_config(dir.path(), &cfg);
+    let out = h5daq(dir.path(), &["run", "daq.toml", "--duration", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("wrote"),
+        "console = false"
+    );
+    let logs = dir.path().join("logs");
+    let mut lines = Vec::new();
+    for name in ["daq.log", "daq.log.1", "daq.log.2"] {
+        let p = logs.join(name);
+        assert!(p.exists(), "{name} (rotated at 600 bytes, 2 kept)");
+        lines.extend(
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(String::from),
+        );
+    }
+    assert!(!logs.join("daq.log.3").exists());
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+        assert!(["error", "warn", "info", "debug"].contains(&v["level"].as_str().unwrap()));
+        assert!(v["msg"].is_string());
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("wrote")),
+        "debug lines present"
+    );
+}
