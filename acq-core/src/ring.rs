@@ -233,21 +233,23 @@ pub struct RingStats<const C: usize> {
     pub committed: u64,
     /// Times the producer found the ring full (each episode counts once).
     pub full_events: u64,
-    /// Most frames ever waiting for the slowest consumer.
+    /// Most frames ever waiting for the slowest lossless consumer.
     pub high_water: u64,
     pub consumers: [ConsumerStats; C],
 }
 
 impl<const C: usize> RingStats<C> {
-    /// Frames committed but not yet released by the slowest consumer.
+    /// Frames committed but not yet released by the slowest lossless consumer: what holds the
+    /// producer back. Lossy consumers are left out (the producer skips them when it needs room).
     pub fn fill(&self) -> u64 {
         let oldest = self
             .consumers
             .iter()
+            .filter(|c| c.policy == Policy::Lossless)
             .map(|c| c.position)
             .min()
             .unwrap_or(self.committed);
-        self.committed - oldest
+        self.committed.saturating_sub(oldest)
     }
 }
 
@@ -564,6 +566,7 @@ impl<'r, 'a, W: Wait, const C: usize> Producer<'r, 'a, W, C> {
         let oldest = ring
             .consumers
             .iter()
+            .filter(|c| c.policy == Policy::Lossless)
             // Relaxed: only for the high-water statistic.
             .map(|c| c.cursor.load(Ordering::Relaxed) >> 1)
             .min()

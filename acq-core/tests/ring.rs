@@ -155,6 +155,8 @@ fn lossy_consumer_is_skipped_and_counts_what_it_missed() {
     }
     let stats = ring.stats();
     assert_eq!(stats.consumers[1].dropped, 6);
+    // The monitor lags by four frames, but only lossless consumers count as fill.
+    assert_eq!((stats.fill(), stats.high_water), (0, 1));
     assert_eq!(monitor.available(), 4);
     // Positions 6..10 sit at slots 2, 3, 0, 1: two reads across the wrap.
     for first in [6, 8] {
