@@ -9,5 +9,6 @@
 pub mod acquire;
 pub mod daq;
 pub mod euxfel;
+mod h5attrs;
 pub mod stream;
 pub mod xspress3;

@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 use acq_core::detector::{AcqParams, GapMode, TriggerMode};
 use acq_core::engine::LostRange;
 use acq_core::geometry::{FrameMeta, Geometry, Scaler, N_SCALERS};
-use hdf5::types::VarLenUnicode;
 use serde::{Deserialize, Serialize};
 
 use super::protocol::{self, Header, ImageHeader, Message, ProtocolError, SeriesEnd};
+use crate::h5attrs::{set_scalar, set_str};
 use crate::xspress3::layout;
 use crate::xspress3::{AcqDescription, AcqFileWriter, DropRecord, OutputConfig};
 
@@ -1376,34 +1376,15 @@ fn check_target(w: &WriteConfig, name: &str) -> Result<(), String> {
 fn annotate(path: &std::path::Path, receiver: &str, s: &SeriesSummary) -> hdf5::Result<()> {
     let file = hdf5::File::open_rw(path)?;
     let det = file.group(layout::DETECTOR)?;
-    set_attr_str(&det, "receiver", receiver)?;
-    set_attr(&det, "series_end_received", s.series_end_received as u8)?;
-    set_attr(&det, "sender_stream_drops", s.sender_stream_drops)?;
-    set_attr(&det, "frames_discarded", s.frames_discarded)?;
-    set_attr(&det, "msg_missing", s.msg_missing)?;
+    set_str(&det, "receiver", receiver)?;
+    set_scalar(&det, "series_end_received", s.series_end_received as u8)?;
+    set_scalar(&det, "sender_stream_drops", s.sender_stream_drops)?;
+    set_scalar(&det, "frames_discarded", s.frames_discarded)?;
+    set_scalar(&det, "msg_missing", s.msg_missing)?;
     if let Some(note) = &s.end_note {
-        set_attr_str(&det, "end_note", note)?;
+        set_str(&det, "end_note", note)?;
     }
     file.close()
-}
-
-fn set_attr_str(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
-    let v: VarLenUnicode = value
-        .parse()
-        .map_err(|e| hdf5::Error::from(format!("attribute {name}: {e}")))?;
-    if loc.attr_names()?.iter().any(|n| n == name) {
-        loc.delete_attr(name)?;
-    }
-    loc.new_attr::<VarLenUnicode>()
-        .create(name)?
-        .write_scalar(&v)
-}
-
-fn set_attr<T: hdf5::H5Type>(loc: &hdf5::Location, name: &str, value: T) -> hdf5::Result<()> {
-    if loc.attr_names()?.iter().any(|n| n == name) {
-        loc.delete_attr(name)?;
-    }
-    loc.new_attr::<T>().create(name)?.write_scalar(&value)
 }
 
 #[cfg(test)]

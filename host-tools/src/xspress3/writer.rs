@@ -21,11 +21,11 @@ use acq_core::deadtime::{channel_scalers, dead_time, output_count_rate};
 use acq_core::detector::AcqParams;
 use acq_core::engine::LostRange;
 use acq_core::geometry::{FrameMeta, Geometry, Scaler, N_SCALERS};
-use hdf5::types::VarLenUnicode;
-use hdf5::{Dataset, File, Group, H5Type, Location};
+use hdf5::{Dataset, File, Group, H5Type};
 use ndarray::{ArrayView, ArrayView2, ArrayView3};
 
 use super::layout::{self, chunk_frames};
+use crate::h5attrs::{set_scalar, set_str};
 
 /// Where and how files are written.
 #[derive(Clone, Debug)]
@@ -754,23 +754,4 @@ fn write_chunk(ds: &Dataset, start: usize, words: &[u32]) -> hdf5::Result<()> {
         )));
     }
     Ok(())
-}
-
-fn set_str(loc: &Location, name: &str, value: &str) -> hdf5::Result<()> {
-    let v: VarLenUnicode = value
-        .parse()
-        .map_err(|e| hdf5::Error::from(format!("attribute {name}: {e}")))?;
-    if loc.attr_names()?.iter().any(|n| n == name) {
-        loc.delete_attr(name)?;
-    }
-    loc.new_attr::<VarLenUnicode>()
-        .create(name)?
-        .write_scalar(&v)
-}
-
-fn set_scalar<T: H5Type>(loc: &Location, name: &str, value: T) -> hdf5::Result<()> {
-    if loc.attr_names()?.iter().any(|n| n == name) {
-        loc.delete_attr(name)?;
-    }
-    loc.new_attr::<T>().create(name)?.write_scalar(&value)
 }
