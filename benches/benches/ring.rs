@@ -11,100 +11,14 @@
 //! release(1) per frame with nothing copied: the ring's own cost per frame.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use acq_core::geometry::Geometry;
 use acq_core::ring::{FrameRing, Policy, RingConfig, SlotBuffers};
 use acq_core::wait::ParkWait;
+use benches::ring::{memcpy_run, ring_run, BATCH, SLOTS};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-const SLOTS: usize = 1024;
-const BATCH: usize = 64;
 const FRAMES_PER_ITER: u64 = 4096;
-
-/// Moves `frames` frames through a fresh ring with two consumer threads; returns the elapsed time.
-fn ring_run(
-    geometry: Geometry,
-    storage: &mut SlotBuffers,
-    source: &[u32],
-    frames: u64,
-) -> Duration {
-    let ring = FrameRing::new(
-        geometry,
-        RingConfig {
-            slots: SLOTS,
-            batch: BATCH,
-        },
-        [Policy::Lossless, Policy::Lossless],
-        storage.memory(),
-        ParkWait::new(),
-    )
-    .expect("ring");
-    let (mut producer, consumers) = ring.split().expect("split");
-    let mw = geometry.mca_words();
-    let sw = geometry.scaler_words();
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for mut consumer in consumers {
-            s.spawn(move || {
-                let mut expected = 0u64;
-                let mut sum = 0u64;
-                while consumer.wait_available(BATCH as u64) > 0 {
-                    let Some(grant) = consumer.read(BATCH) else {
-                        continue;
-                    };
-                    let mca = grant.mca();
-                    for (i, meta) in grant.meta().iter().enumerate() {
-                        assert_eq!(meta.frame_number, expected);
-                        sum += (mca[i * mw] + mca[(i + 1) * mw - 1]) as u64;
-                        expected += 1;
-                    }
-                    let n = grant.len();
-                    grant.release(n);
-                }
-                black_box(sum);
-            });
-        }
-        let mut sent = 0u64;
-        while sent < frames {
-            let mut grant = producer
-                .grant_blocking((frames - sent).min(BATCH as u64) as usize)
-                .expect("grant");
-            let n = grant.len();
-            let (mca, scalers, meta) = grant.parts_mut();
-            mca.copy_from_slice(&source[..n * mw]);
-            scalers.copy_from_slice(&source[..n * sw]);
-            for (i, m) in meta.iter_mut().enumerate() {
-                m.frame_number = sent + i as u64;
-            }
-            grant.commit(n);
-            sent += n as u64;
-        }
-        producer.close();
-    });
-    start.elapsed()
-}
-
-fn memcpy_run(
-    geometry: Geometry,
-    storage: &mut SlotBuffers,
-    source: &[u32],
-    frames: u64,
-) -> Duration {
-    let mw = geometry.mca_words();
-    let sw = geometry.scaler_words();
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < frames {
-        let n = (frames - sent).min(BATCH as u64) as usize;
-        let slot = (sent % SLOTS as u64) as usize;
-        storage.mca[slot * mw..(slot + n) * mw].copy_from_slice(&source[..n * mw]);
-        storage.scalers[slot * sw..(slot + n) * sw].copy_from_slice(&source[..n * sw]);
-        sent += n as u64;
-    }
-    black_box(&storage.mca);
-    start.elapsed()
-}
 
 fn ring_throughput(c: &mut Criterion) {
     let geometry = Geometry::new(4, 4096).expect("geometry");
@@ -120,7 +34,7 @@ fn ring_throughput(c: &mut Criterion) {
     group.bench_function("ring_1p_2c", |b| {
         b.iter_custom(|iters| {
             (0..iters)
-                .map(|_| ring_run(geometry, &mut storage, &source, FRAMES_PER_ITER))
+                .map(|_| ring_run(geometry, &mut storage, &source, FRAMES_PER_ITER).0)
                 .sum()
         })
     });
