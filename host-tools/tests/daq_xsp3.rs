@@ -2,29 +2,16 @@
 //! binaries together, real sockets on 127.0.0.1, the HDF5 file read back.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
+mod common;
+use common::{local_endpoint, req_socket, send_signal, wait_exit, Guard};
+
 const H5DAQ: &str = env!("CARGO_BIN_EXE_h5daq");
 const ACQUIRE: &str = env!("CARGO_BIN_EXE_xsp3-acquire");
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn request(req: &zmq::Socket, value: Value) -> Value {
     req.send(value.to_string().as_bytes(), 0).unwrap();
@@ -46,7 +33,7 @@ fn h5_files(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn h5daq_records_the_status_of_a_running_acquisition() {
     let dir = tempfile::tempdir().unwrap();
-    let control = format!("tcp://127.0.0.1:{}", free_port());
+    let control = local_endpoint();
     let _serve = Guard(
         Command::new(ACQUIRE)
             .args(["serve", "-q", "--control", &control])
@@ -55,10 +42,7 @@ fn h5daq_records_the_status_of_a_running_acquisition() {
             .unwrap(),
     );
     let ctx = zmq::Context::new();
-    let req = ctx.socket(zmq::REQ).unwrap();
-    req.set_rcvtimeo(10_000).unwrap();
-    req.set_linger(0).unwrap();
-    req.connect(&control).unwrap();
+    let req = req_socket(&ctx, &control, 10_000);
     let reply = request(
         &req,
         json!({"cmd": "configure", "frames": 0, "exposure": "1ms"}),
@@ -92,20 +76,8 @@ fields = ["frames_acquired", "frames_lost", "rate_hz"]
             .unwrap(),
     );
     std::thread::sleep(Duration::from_millis(2000));
-    let ok = Command::new("kill")
-        .args(["-INT", &daq.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = daq.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "h5daq did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    send_signal(&daq.0, "INT");
+    let status = wait_exit(&mut daq.0, Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
     assert_eq!(request(&req, json!({"cmd": "stop"}))["ok"], true);
     request(&req, json!({"cmd": "shutdown"}));

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use acq_core::deadtime::{dead_time, output_count_rate};
 use host_tools::xspress3::{read_acq_file, AcqFile};
 use sdk_shim::{FrameSettings, SimParams};
+
+mod common;
+use common::{local_endpoint, req_socket, send_signal, wait_exit, Guard};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xsp3-acquire");
@@ -21,37 +24,6 @@ fn acquire(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run xsp3-acquire")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A child process killed when the test ends, whatever happens.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "process did not exit within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The simulator's frame settings with default windows and thresholds.
@@ -290,15 +262,6 @@ fn sigterm_stops_drains_and_exits_0() {
     assert_simulated_content(&file, 80_000, 0);
 }
 
-fn send_signal(child: &Child, signal: &str) {
-    let ok = Command::new("kill")
-        .args([format!("-{signal}"), child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{signal}");
-}
-
 /// Reads status lines until one says at least `min` frames were flushed; returns that count.
 fn wait_flushed(child: &mut Child, min: u64) -> u64 {
     let stderr = child.stderr.take().expect("stderr");
@@ -465,8 +428,7 @@ fn disk_full_stops_the_writer_exits_1_and_keeps_flushed_frames() {
 
 #[test]
 fn monitor_hands_out_the_latest_frame() {
-    let port = free_port();
-    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let endpoint = local_endpoint();
     let mut child = Guard(
         Command::new(BIN)
             .args([
@@ -484,10 +446,7 @@ fn monitor_hands_out_the_latest_frame() {
             .unwrap(),
     );
     let ctx = zmq::Context::new();
-    let req = ctx.socket(zmq::REQ).unwrap();
-    req.set_rcvtimeo(5000).unwrap();
-    req.set_linger(0).unwrap();
-    req.connect(&endpoint).unwrap();
+    let req = req_socket(&ctx, &endpoint, 5000);
     let sim = SimParams::default();
     let settings = settings(80_000);
     let mut previous = None;
@@ -533,7 +492,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(out: &Path, extra: &[&str]) -> Daemon {
-        let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+        let endpoint = local_endpoint();
         let child = Guard(
             Command::new(BIN)
                 .args(["serve", "-q", "--control", &endpoint, "--out"])
@@ -544,10 +503,7 @@ impl Daemon {
                 .unwrap(),
         );
         let ctx = zmq::Context::new();
-        let req = ctx.socket(zmq::REQ).unwrap();
-        req.set_rcvtimeo(10_000).unwrap();
-        req.set_linger(0).unwrap();
-        req.connect(&endpoint).unwrap();
+        let req = req_socket(&ctx, &endpoint, 10_000);
         Daemon {
             _child: child,
             req,
@@ -720,8 +676,7 @@ fn control_socket_answers_every_bad_request_with_an_error_and_keeps_serving() {
 
 #[test]
 fn stream_delivers_every_frame_over_push() {
-    let port = free_port();
-    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let endpoint = local_endpoint();
     let mut child = Guard(
         Command::new(BIN)
             .args([
@@ -775,7 +730,7 @@ fn stream_delivers_every_frame_over_push() {
 
 #[test]
 fn pub_stream_counts_what_a_slow_subscriber_misses() {
-    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let endpoint = local_endpoint();
     let ctx = zmq::Context::new();
     let sub = ctx.socket(zmq::SUB).unwrap();
     sub.set_rcvhwm(1).unwrap();
@@ -868,7 +823,7 @@ fn software_triggers_are_paced_so_a_small_sdk_buffer_loses_nothing() {
 
 #[test]
 fn pub_stream_waits_for_a_waiting_subscriber_so_it_gets_the_header() {
-    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let endpoint = local_endpoint();
     let ctx = zmq::Context::new();
     let sub = ctx.socket(zmq::SUB).unwrap();
     sub.set_subscribe(b"").unwrap();

@@ -2,7 +2,6 @@
 //! sent from Rust sockets, on 127.0.0.1.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,15 +13,13 @@ use host_tools::stream::protocol::{Header, ImageHeader, SeriesEnd, PROTOCOL};
 use host_tools::xspress3::layout;
 use host_tools::xspress3::read_acq_file;
 
+mod common;
+use common::free_port;
+
 const RECEIVE: &str = env!("CARGO_BIN_EXE_xsp3-receive");
 const ACQUIRE: &str = env!("CARGO_BIN_EXE_xsp3-acquire");
 /// Bounds every child process and every wait in these tests.
 const LIMIT: Duration = Duration::from_secs(90);
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
 
 /// A child process, killed when dropped, whose output is collected as it comes.
 struct Proc {
