@@ -254,53 +254,29 @@ impl<'a> RawFile<'a> {
             Ok(String::from_utf8_lossy(&s[..end]).into_owned())
         };
         let mut out = HashMap::new();
-        let mut stack = vec![(btree, 0usize)];
-        let mut visited = 0usize;
-        while let Some((node, depth)) = stack.pop() {
-            visited += 1;
-            if visited > MAX_NODES || depth > 64 {
-                return corrupt("group B-tree too large or cyclic");
+        // Group B-tree keys are 8-byte heap offsets; each leaf entry points at a symbol node.
+        self.walk_btree_v1(btree, 0, 8, |_key, snod| {
+            let sh = self.slice(snod, 8)?;
+            if &sh[0..4] != b"SNOD" {
+                return corrupt(format!("bad symbol node at {snod}"));
             }
-            let hdr = self.slice(node, 24)?;
-            if &hdr[0..4] != b"TREE" || hdr[4] != 0 {
-                return corrupt(format!("bad group B-tree node at {node}"));
-            }
-            let level = hdr[5];
-            let used = u16::from_le_bytes([hdr[6], hdr[7]]) as u64;
-            // keys (8 bytes) and children (8 bytes) interleaved: key0 child0 key1 ...
-            let body = self.slice(node + 24, (used * 2 + 1) * 8)?;
-            for i in 0..used as usize {
-                let c = u64::from_le_bytes(
-                    body[(i * 2 + 1) * 8..(i * 2 + 2) * 8]
-                        .try_into()
-                        .unwrap_or([0; 8]),
-                );
-                if level > 0 {
-                    stack.push((c, depth + 1));
+            let n = u16::from_le_bytes([sh[6], sh[7]]) as u64;
+            let ents = self.slice(snod + 8, n * 40)?;
+            for e in ents.chunks_exact(40) {
+                let name_off = u64::from_le_bytes(e[0..8].try_into().unwrap_or([0; 8]));
+                let obj = u64::from_le_bytes(e[8..16].try_into().unwrap_or([0; 8]));
+                let cache = u32::from_le_bytes(e[16..20].try_into().unwrap_or([0; 4]));
+                let name = name_at(name_off)?;
+                let link = if cache == 2 {
+                    let voff = u32::from_le_bytes(e[24..28].try_into().unwrap_or([0; 4]));
+                    Link::Soft(name_at(voff as u64)?)
                 } else {
-                    // Symbol node.
-                    let sh = self.slice(c, 8)?;
-                    if &sh[0..4] != b"SNOD" {
-                        return corrupt(format!("bad symbol node at {c}"));
-                    }
-                    let n = u16::from_le_bytes([sh[6], sh[7]]) as u64;
-                    let ents = self.slice(c + 8, n * 40)?;
-                    for e in ents.chunks_exact(40) {
-                        let name_off = u64::from_le_bytes(e[0..8].try_into().unwrap_or([0; 8]));
-                        let obj = u64::from_le_bytes(e[8..16].try_into().unwrap_or([0; 8]));
-                        let cache = u32::from_le_bytes(e[16..20].try_into().unwrap_or([0; 4]));
-                        let name = name_at(name_off)?;
-                        let link = if cache == 2 {
-                            let voff = u32::from_le_bytes(e[24..28].try_into().unwrap_or([0; 4]));
-                            Link::Soft(name_at(voff as u64)?)
-                        } else {
-                            Link::Hard(obj)
-                        };
-                        out.insert(name, link);
-                    }
-                }
+                    Link::Hard(obj)
+                };
+                out.insert(name, link);
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -536,40 +512,61 @@ impl<'a> RawFile<'a> {
 
     /// Leaves of a chunk B-tree: (first row, address, stored size).
     fn chunk_list(&self, root: u64, rank: usize) -> R<Vec<(u64, u64, u64)>> {
+        // Chunk keys: size (4), filter mask (4), then rank + 1 offsets of 8 bytes.
         let key_len = 8 + 8 * (rank as u64 + 1);
         let mut out = Vec::new();
+        self.walk_btree_v1(root, 1, key_len, |key, chunk| {
+            let size = u32::from_le_bytes(key[0..4].try_into().unwrap_or([0; 4])) as u64;
+            let mask = u32::from_le_bytes(key[4..8].try_into().unwrap_or([0; 4]));
+            let row0 = u64::from_le_bytes(key[8..16].try_into().unwrap_or([0; 8]));
+            if mask != 0 {
+                return unsupported("chunk with filter mask");
+            }
+            out.push((row0, chunk, size));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Walks a version-1 B-tree (`node_type` 0: group, 1: chunk) whose keys are `key_len`
+    /// bytes, following internal nodes and calling `leaf(key, child)` for every entry of a leaf
+    /// node. Bounded against corrupt files: at most `MAX_NODES` nodes, 64 levels, and every node
+    /// read through the bounds-checked `slice`.
+    fn walk_btree_v1(
+        &self,
+        root: u64,
+        node_type: u8,
+        key_len: u64,
+        mut leaf: impl FnMut(&[u8], u64) -> R<()>,
+    ) -> R<()> {
+        let what = if node_type == 0 { "group" } else { "chunk" };
         let mut stack = vec![(root, 0usize)];
         let mut visited = 0usize;
         while let Some((node, depth)) = stack.pop() {
             visited += 1;
             if visited > MAX_NODES || depth > 64 {
-                return corrupt("chunk B-tree too large or cyclic");
+                return corrupt(format!("{what} B-tree too large or cyclic"));
             }
             let hdr = self.slice(node, 24)?;
-            if &hdr[0..4] != b"TREE" || hdr[4] != 1 {
-                return corrupt(format!("bad chunk B-tree node at {node}"));
+            if &hdr[0..4] != b"TREE" || hdr[4] != node_type {
+                return corrupt(format!("bad {what} B-tree node at {node}"));
             }
             let level = hdr[5];
             let used = u16::from_le_bytes([hdr[6], hdr[7]]) as u64;
+            // Keys and children interleaved: key0 child0 key1 child1 ... key[used].
             let body = self.slice(node + 24, used * (key_len + 8) + key_len)?;
             for i in 0..used {
                 let k = (i * (key_len + 8)) as usize;
-                let size = u32::from_le_bytes(body[k..k + 4].try_into().unwrap_or([0; 4])) as u64;
-                let mask = u32::from_le_bytes(body[k + 4..k + 8].try_into().unwrap_or([0; 4]));
-                let row0 = u64::from_le_bytes(body[k + 8..k + 16].try_into().unwrap_or([0; 8]));
                 let c = k + key_len as usize;
                 let child = u64::from_le_bytes(body[c..c + 8].try_into().unwrap_or([0; 8]));
                 if level > 0 {
                     stack.push((child, depth + 1));
                 } else {
-                    if mask != 0 {
-                        return unsupported("chunk with filter mask");
-                    }
-                    out.push((row0, child, size));
+                    leaf(&body[k..c], child)?;
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Read a 1-D integer dataset (first `n` values) as u64 (sign-extended for signed).
