@@ -5,14 +5,9 @@ import shutil
 import numpy as np
 import pytest
 
-from euxfel_helpers import make_examples, make_rust_fixture, run, rust_bin
+from euxfel_helpers import make_rust_fixture, run, rust_bin
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-@pytest.fixture(scope="session")
-def examples(tmp_path_factory):
-    return make_examples(tmp_path_factory.mktemp("xd_examples_data"))
 
 
 @pytest.fixture(scope="session")

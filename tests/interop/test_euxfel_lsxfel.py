@@ -7,12 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from euxfel_helpers import lsxfel_both, make_examples, make_rust_fixture, py_tool, run, rust_bin
-
-
-@pytest.fixture(scope="session")
-def examples(tmp_path_factory):
-    return make_examples(tmp_path_factory.mktemp("xd_examples"))
+from euxfel_helpers import lsxfel_both, make_rust_fixture, py_tool, run, rust_bin
 
 
 @pytest.fixture(scope="session")
