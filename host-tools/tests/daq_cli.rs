@@ -189,6 +189,16 @@ fn the_example_config_runs_as_is() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (4 jobs"));
+    // The example rolls over hourly, aligned to the calendar: a run that crosses the hour
+    // rightly makes two files. Start clear of the boundary so this run makes one.
+    let into_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 3600;
+    if into_hour > 3600 - 10 {
+        std::thread::sleep(Duration::from_secs(3600 - into_hour + 1));
+    }
     let out = h5daq(dir.path(), &["run", ex, "--duration", "2.5"]);
     assert!(
         out.status.success(),
