@@ -87,6 +87,14 @@ pub enum GapMode {
 }
 
 impl GapMode {
+    /// Every gap mode, shortest first.
+    pub const ALL: [GapMode; 4] = [GapMode::Ns25, GapMode::Ns200, GapMode::Ns500, GapMode::Us1];
+
+    /// The mode whose gap is `nanos` nanoseconds.
+    pub fn from_nanos(nanos: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.nanos() == nanos)
+    }
+
     /// The gap in nanoseconds.
     pub const fn nanos(self) -> u32 {
         match self {

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use host_tools::daq::{DaemonConfig, DaqDaemon, DaqJob, DatasetSpec, Dtype, ReadMode, Reading};
+use h5daq::{DaemonConfig, DaqDaemon, DaqJob, DatasetSpec, Dtype, ReadMode, Reading};
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing special. Keep short

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use host_tools::daq::hdf::{self, Filters, JobLayout};
-use host_tools::daq::{
+use h5daq::hdf::{self, Filters, JobLayout};
+use h5daq::{
     Column, DaemonConfig, DaqDaemon, DaqJob, DatasetSpec, Drained, Dtype, ReadMode, Reading,
 };
 
@@ -167,8 +167,8 @@ fn bench_sample(c: &mut Criterion) {
     )
     .expect("job");
     let handle = job.handle();
-    let clock = host_tools::daq::SystemClock;
-    let now = move || host_tools::daq::Clock::now(&clock);
+    let clock = h5daq::SystemClock;
+    let now = move || h5daq::Clock::now(&clock);
     g.throughput(Throughput::Elements(rows));
     g.bench_function("scalar_f64", |b| {
         b.iter(|| {

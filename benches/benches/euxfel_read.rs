@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use euxfel::{DataCollection, OpenOptions};
 use fixtures::euxfel::{make_run, Format, RunSpec};
-use host_tools::euxfel::{DataCollection, OpenOptions};
 
 struct Target {
     _tmp: Option<tempfile::TempDir>,

@@ -38,8 +38,8 @@ def sh(cmd, **kw):
 
 
 def build():
-    log("building release binaries (host-tools, fixtures)...")
-    sh(["cargo", "build", "--release", "-p", "host-tools", "--bin", "lsxfel",
+    log("building release binaries (euxfel, fixtures)...")
+    sh(["cargo", "build", "--release", "-p", "euxfel", "--bin", "lsxfel",
         "-p", "fixtures", "--bin", "make-fixtures"], cwd=REPO)
 
 

@@ -1,0 +1,161 @@
+//! xfel-extract: write one key of EuXFEL run data as NumPy .npy files.
+//!
+//! `DIR/data.npy` holds the selected data (first axis = entries), `DIR/train_ids.npy`
+//! one train ID per entry (uint64). Strings are written as a fixed-width unicode array.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use euxfel::{npy, DType, DataCollection, OpenOptions, TrainSelection};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "xfel-extract",
+    about = "Extract one key of EuXFEL run data to NumPy .npy files (data.npy, train_ids.npy)"
+)]
+struct Args {
+    /// Run directory or single .h5 file.
+    run: PathBuf,
+    /// Source name, e.g. SA1_XTD2_XGM/DOOCS/MAIN:output.
+    source: String,
+    /// Key name, e.g. data.intensityTD (control keys may omit '.value').
+    key: String,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Trains to select: 'A:B' (train IDs, B exclusive; either may be empty) or a
+    /// comma-separated list 'A,B,C'. With --by-index they are positions instead
+    /// (negative from the end; write --trains=-4: so the value is not taken for an option).
+    #[arg(long)]
+    trains: Option<String>,
+    /// Interpret --trains as positions in the run (Python slice semantics), not train IDs.
+    #[arg(long)]
+    by_index: bool,
+    /// Neither read nor write the run map cache (karabo_data_map.json).
+    #[arg(long)]
+    no_cache: bool,
+    /// Print a JSON summary (source, key, dtype, shape, entries, trains, output paths) on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_trains(s: &str, by_index: bool) -> Result<TrainSelection, String> {
+    let bad = |v: &str| format!("--trains: {v:?} is not an integer");
+    if let Some((a, b)) = s.split_once(':') {
+        if by_index {
+            let p = |v: &str| -> Result<Option<i64>, String> {
+                if v.is_empty() {
+                    Ok(None)
+                } else {
+                    v.trim().parse().map(Some).map_err(|_| bad(v))
+                }
+            };
+            Ok(TrainSelection::IndexRange(p(a)?, p(b)?, None))
+        } else {
+            let p = |v: &str| -> Result<Option<u64>, String> {
+                if v.is_empty() {
+                    Ok(None)
+                } else {
+                    v.trim().parse().map(Some).map_err(|_| bad(v))
+                }
+            };
+            Ok(TrainSelection::IdRange(p(a)?, p(b)?))
+        }
+    } else if by_index {
+        let v: Result<Vec<i64>, _> = s
+            .split(',')
+            .map(|x| x.trim().parse().map_err(|_| bad(x)))
+            .collect();
+        Ok(TrainSelection::IndexList(v?))
+    } else {
+        let v: Result<Vec<u64>, _> = s
+            .split(',')
+            .map(|x| x.trim().parse().map_err(|_| bad(x)))
+            .collect();
+        Ok(TrainSelection::IdList(v?))
+    }
+}
+
+fn run(a: &Args) -> Result<String, String> {
+    let opts = OpenOptions {
+        use_cache: !a.no_cache,
+        ..OpenOptions::default()
+    };
+    let dc = if a.run.is_dir() {
+        DataCollection::open_run(&a.run, &opts)
+    } else {
+        DataCollection::open_file(&a.run)
+    }
+    .map_err(|e| e.to_string())?;
+    let mut kd = dc.key(&a.source, &a.key).map_err(|e| e.to_string())?;
+    if let Some(t) = &a.trains {
+        let sel = parse_trains(t, a.by_index)?;
+        kd = kd.select_trains(&sel).map_err(|e| e.to_string())?;
+    }
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let data_path = a.out.join("data.npy");
+    let shape = kd.shape();
+    if kd.dtype == DType::VlenStr {
+        // Variable-length strings: a fixed-width unicode array (numpy.load needs no pickle).
+        let s = kd.read_strings().map_err(|e| e.to_string())?;
+        npy::write_strings(&data_path, &shape, &s).map_err(|e| e.to_string())?;
+    } else {
+        let descr = kd.dtype.npy_descr().ok_or_else(|| {
+            format!(
+                "{} {}: dtype {} cannot be written as .npy",
+                kd.source,
+                kd.key,
+                kd.dtype.numpy_name()
+            )
+        })?;
+        let nbytes = kd.nbytes().unwrap_or(0) as usize;
+        let mut buf: Vec<u8> =
+            euxfel::alloc_vec(nbytes, &kd.source, &kd.key).map_err(|e| e.to_string())?;
+        kd.read_into_bytes(&mut buf).map_err(|e| e.to_string())?;
+        npy::write_raw(&data_path, &descr, &shape, &buf).map_err(|e| e.to_string())?;
+    }
+    let tids = kd.train_id_coordinates().map_err(|e| e.to_string())?;
+    npy::write_u64(&a.out.join("train_ids.npy"), &tids).map_err(|e| e.to_string())?;
+    let summary = serde_json::json!({
+        "source": kd.source,
+        "key": kd.key,
+        "dtype": kd.dtype.numpy_name(),
+        "shape": shape,
+        "entries": kd.len(),
+        "trains": kd.train_ids.len(),
+        "data": path_str(&data_path),
+        "train_ids": path_str(&a.out.join("train_ids.npy")),
+    });
+    if a.json {
+        Ok(summary.to_string())
+    } else {
+        Ok(format!(
+            "{} {}: {} entries, dtype {}, shape {:?} -> {}",
+            kd.source,
+            kd.key,
+            kd.len(),
+            kd.dtype.numpy_name(),
+            shape,
+            a.out.display()
+        ))
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    match run(&a) {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xfel-extract: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! h5daq: an H5DAQ-style DAQ daemon. Jobs declared in a TOML file sample values on a schedule
+//! and are appended to HDF5 groups; `status` and `stop` talk to a running daemon over its local
+//! control socket; `recover` finishes files left by a killed daemon.
+//!
+//! Exit codes: 0 success; 1 runtime failure (HDF5, file system, a job source); 2 bad command
+//! line or config file; 3 no daemon answers on the control socket.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use h5daq::config::DaqConfig;
+use h5daq::control::{self, ControlServer};
+use h5daq::{parse_file_name, sys, DaqDaemon, DaqError};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "h5daq",
+    version,
+    about = "H5DAQ-style DAQ daemon: scheduled jobs appended to HDF5 files",
+    long_about = "H5DAQ-style DAQ daemon: jobs declared in a TOML config sample values on a \
+                  schedule; every write period their rows are appended to /<group>/<dataset> and \
+                  /<group>/time of DAQ_{from}_{to}.h5, rolled over by calendar time and size. \
+                  See docs/daq.md for the config reference.\n\nExit codes: 0 ok, 1 runtime \
+                  failure, 2 bad command line or config, 3 no daemon answers."
+)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a daemon from a config file until Ctrl-C, SIGTERM or `h5daq stop`; then make the
+    /// final write, rename the last file to the real end time and exit 0.
+    Run {
+        /// The TOML config file (see examples/h5daq.toml).
+        config: PathBuf,
+        /// Only check the config (and that every job can be built), then exit.
+        #[arg(long)]
+        check: bool,
+        /// Stop by itself after this many seconds (for demos and tests).
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
+    },
+    /// Show a running daemon's state: files, writes, per-job counters.
+    Status {
+        /// Find the control socket from this config file.
+        #[arg(short, long, conflicts_with = "socket")]
+        config: Option<PathBuf>,
+        /// The control socket (default: ./h5daq.sock).
+        #[arg(short, long)]
+        socket: Option<PathBuf>,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running daemon to stop (final write and rename), and wait until it has.
+    Stop {
+        /// Find the control socket from this config file.
+        #[arg(short, long, conflicts_with = "socket")]
+        config: Option<PathBuf>,
+        /// The control socket (default: ./h5daq.sock).
+        #[arg(short, long)]
+        socket: Option<PathBuf>,
+        /// Seconds to wait for the daemon to finish.
+        #[arg(long, default_value_t = 30.0)]
+        timeout: f64,
+    },
+    /// Finish files left by a killed daemon: clear the HDF5 open-for-write flag (h5clear -s)
+    /// where needed, set file_end to the last stored time, rename to the real end time.
+    Recover {
+        /// Files, or directories whose {prefix}_*.h5 files are checked.
+        paths: Vec<PathBuf>,
+        /// File name prefix.
+        #[arg(long, default_value = "DAQ")]
+        prefix: String,
+        /// Also when a daemon answers on <directory>/h5daq.sock (it may be writing the files).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+enum Failure {
+    Usage(String),
+    Runtime(String),
+    NoDaemon(String),
+}
+
+impl From<DaqError> for Failure {
+    fn from(e: DaqError) -> Self {
+        match e {
+            DaqError::Config(m) | DaqError::Invalid(m) => Failure::Usage(m),
+            other => Failure::Runtime(other.to_string()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let res = match args.cmd {
+        Cmd::Run {
+            config,
+            check,
+            duration,
+        } => run(&config, check, duration),
+        Cmd::Status {
+            config,
+            socket,
+            json,
+        } => status(config, socket, json),
+        Cmd::Stop {
+            config,
+            socket,
+            timeout,
+        } => stop(config, socket, timeout),
+        Cmd::Recover {
+            paths,
+            prefix,
+            force,
+        } => recover(&paths, &prefix, force),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            eprintln!("h5daq: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(m)) => {
+            eprintln!("h5daq: {m}");
+            ExitCode::from(1)
+        }
+        Err(Failure::NoDaemon(m)) => {
+            eprintln!("h5daq: {m}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure> {
+    let cfg = DaqConfig::load(config)?;
+    if let Some(d) = duration {
+        if !(d.is_finite() && d > 0.0) {
+            return Err(Failure::Usage(format!(
+                "--duration {d}: must be a positive number"
+            )));
+        }
+    }
+    let jobs = cfg.build_jobs()?;
+    if check {
+        println!(
+            "{}: ok ({} jobs: {})",
+            config.display(),
+            jobs.len(),
+            jobs.iter()
+                .map(|j| j.group())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(());
+    }
+    h5daq::log::init(cfg.log.clone())?;
+    sys::install_stop_handlers();
+    let d = &cfg.daemon;
+    let mut daemon = DaqDaemon::new(d.clone(), jobs)?;
+    daemon.start()?;
+    let daemon = Arc::new(Mutex::new(Some(daemon)));
+    let stop_requested = Arc::new(AtomicBool::new(false));
+    let handler: control::Handler = {
+        let (daemon, stop_requested) = (Arc::clone(&daemon), Arc::clone(&stop_requested));
+        Arc::new(
+            move |req: &serde_json::Value| match req.get("cmd").and_then(|c| c.as_str()) {
+                Some("status") => {
+                    let guard = daemon.lock().unwrap_or_else(|p| p.into_inner());
+                    match guard.as_ref() {
+                        Some(d) => serde_json::json!({"ok": true, "status": d.status()}),
+                        None => serde_json::json!({"ok": true, "status": null, "stopping": true}),
+                    }
+                }
+                Some("stop") => {
+                    stop_requested.store(true, Ordering::SeqCst);
+                    serde_json::json!({"ok": true, "stopping": true, "pid": std::process::id()})
+                }
+                other => {
+                    serde_json::json!({"ok": false, "error": format!("unknown command {other:?} (use status or stop)")})
+                }
+            },
+        )
+    };
+    let server = match ControlServer::start(&cfg.control_socket, handler) {
+        Ok(s) => s,
+        Err(e) => {
+            // Leave nothing half-done: stop the daemon cleanly before reporting.
+            if let Some(d) = daemon.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = d.stop();
+            }
+            return Err(e.into());
+        }
+    };
+    println!(
+        "h5daq: {} jobs writing to {} every {} s (rollover {}{}, mode {}); control socket {}; Ctrl-C to stop",
+        cfg.jobs.len(),
+        d.directory.display(),
+        d.write_period.as_secs_f64(),
+        d.rollover,
+        d.max_file_bytes.map(|b| format!(" or {b} bytes")).unwrap_or_default(),
+        d.mode.name(),
+        server.path().display()
+    );
+    let t0 = Instant::now();
+    let reason = loop {
+        if let Some(sig) = sys::stop_signal() {
+            break format!("signal {sig}");
+        }
+        if stop_requested.load(Ordering::SeqCst) {
+            break "stop request".to_string();
+        }
+        if duration.is_some_and(|s| t0.elapsed().as_secs_f64() >= s) {
+            break "--duration elapsed".to_string();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("h5daq: stopping ({reason}): final write");
+    let taken = daemon.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let report = match taken {
+        Some(d) => d.stop().map_err(|e| Failure::Runtime(e.to_string()))?,
+        None => return Err(Failure::Runtime("the daemon was already stopped".into())),
+    };
+    drop(server);
+    println!("h5daq: {} rows written; files:", report.rows_written);
+    for f in &report.files {
+        println!("  {}", f.display());
+    }
+    Ok(())
+}
+
+fn socket_path(config: Option<PathBuf>, socket: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    match (config, socket) {
+        (_, Some(s)) => Ok(s),
+        (Some(c), None) => Ok(DaqConfig::load(&c)?.control_socket),
+        (None, None) => Ok(PathBuf::from("h5daq.sock")),
+    }
+}
+
+fn ask(path: &Path, cmd: &str) -> Result<serde_json::Value, Failure> {
+    control::request(
+        path,
+        &serde_json::json!({ "cmd": cmd }),
+        Duration::from_secs(5),
+    )
+    .map_err(|e| {
+        Failure::NoDaemon(format!(
+            "no h5daq daemon answers on {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+fn fmt_time(t: f64) -> String {
+    if t.is_finite() {
+        h5daq::time::iso_stamp(t)
+    } else {
+        "-".into()
+    }
+}
+
+fn status(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> Result<(), Failure> {
+    let path = socket_path(config, socket)?;
+    let reply = ask(&path, "status")?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reply).unwrap_or_else(|_| reply.to_string())
+        );
+        return Ok(());
+    }
+    let Some(st) = reply.get("status").filter(|s| !s.is_null()) else {
+        println!("daemon on {} is stopping", path.display());
+        return Ok(());
+    };
+    let s = |k: &str| st.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    println!(
+        "daemon     {} ({})",
+        s("name").as_str().unwrap_or(""),
+        if s("running") == true {
+            "running"
+        } else {
+            "stopped"
+        }
+    );
+    println!("started    {}", fmt_time(num(&s("run_start"))));
+    println!("directory  {}", s("directory").as_str().unwrap_or("?"));
+    println!("mode       {}", s("mode").as_str().unwrap_or("?"));
+    println!("file       {}", s("current_file").as_str().unwrap_or("-"));
+    println!(
+        "writes     {} ({} failed), {} rows written, {} closed files, last write {:.1} ms",
+        s("writes"),
+        s("write_errors"),
+        s("rows_written"),
+        s("files_closed"),
+        num(&s("last_write_seconds")) * 1e3
+    );
+    if let Some(e) = s("last_write_error").as_str() {
+        println!("last error {e}");
+    }
+    println!(
+        "{:<20} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8}  last error",
+        "job", "reads", "written", "buffered", "dedup", "dropped", "errors"
+    );
+    for j in st
+        .get("jobs")
+        .and_then(|j| j.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let g = |k: &str| j.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        println!(
+            "{:<20} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8}  {}",
+            j.get("group").and_then(|v| v.as_str()).unwrap_or("?"),
+            g("reads"),
+            g("written"),
+            g("buffered"),
+            g("deduplicated"),
+            g("dropped"),
+            g("errors"),
+            j.get("last_error").and_then(|v| v.as_str()).unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+fn stop(config: Option<PathBuf>, socket: Option<PathBuf>, timeout: f64) -> Result<(), Failure> {
+    let path = socket_path(config, socket)?;
+    let reply = ask(&path, "stop")?;
+    if reply.get("ok") != Some(&serde_json::Value::Bool(true)) {
+        return Err(Failure::Runtime(format!("the daemon refused: {reply}")));
+    }
+    println!("h5daq: stop requested; waiting for the final write");
+    let t0 = Instant::now();
+    // The daemon removes its socket once the final write and rename are done.
+    while path.exists() {
+        if t0.elapsed().as_secs_f64() > timeout {
+            return Err(Failure::Runtime(format!(
+                "the daemon did not finish within {timeout} s ({} still exists)",
+                path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("h5daq: stopped");
+    Ok(())
+}
+
+fn recover(paths: &[PathBuf], prefix: &str, force: bool) -> Result<(), Failure> {
+    if paths.is_empty() {
+        return Err(Failure::Usage(
+            "recover: name at least one file or directory".into(),
+        ));
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let sock = p.join("h5daq.sock");
+            if !force && sock.exists() && ask(&sock, "status").is_ok() {
+                return Err(Failure::Usage(format!(
+                    "{}: a daemon is running there ({}); stop it first or use --force",
+                    p.display(),
+                    sock.display()
+                )));
+            }
+            let rd = std::fs::read_dir(p)
+                .map_err(|e| Failure::Runtime(format!("{}: {e}", p.display())))?;
+            let mut v: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| parse_file_name(prefix, n).is_some())
+                })
+                .collect();
+            v.sort();
+            files.extend(v);
+        } else if p.exists() {
+            files.push(p.clone());
+        } else {
+            return Err(Failure::Usage(format!(
+                "{}: no such file or directory",
+                p.display()
+            )));
+        }
+    }
+    let mut failed = 0;
+    for f in &files {
+        match h5daq::recover(f, prefix) {
+            Ok(Some(r)) => println!(
+                "recovered {} -> {}{}",
+                r.original.display(),
+                r.path.display(),
+                if r.cleared_flags {
+                    " (cleared open-for-write flag)"
+                } else {
+                    ""
+                }
+            ),
+            Ok(None) => println!("ok        {}", f.display()),
+            Err(e) => {
+                failed += 1;
+                eprintln!("failed    {}: {e}", f.display());
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Failure::Runtime(format!(
+            "{failed} of {} files could not be recovered",
+            files.len()
+        )));
+    }
+    Ok(())
+}

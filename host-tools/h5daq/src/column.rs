@@ -1,0 +1,439 @@
+//! Typed column storage: the element types a DAQ dataset can hold, and the values a getter returns.
+
+use std::fmt;
+
+/// Element type of a dataset (numpy names in parentheses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    F64,
+    F32,
+    I64,
+    I32,
+    I16,
+    I8,
+    U64,
+    U32,
+    U16,
+    U8,
+}
+
+impl Dtype {
+    /// numpy-style name: `float64`, `int32`, `uint8`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F64 => "float64",
+            Dtype::F32 => "float32",
+            Dtype::I64 => "int64",
+            Dtype::I32 => "int32",
+            Dtype::I16 => "int16",
+            Dtype::I8 => "int8",
+            Dtype::U64 => "uint64",
+            Dtype::U32 => "uint32",
+            Dtype::U16 => "uint16",
+            Dtype::U8 => "uint8",
+        }
+    }
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F64 | Dtype::I64 | Dtype::U64 => 8,
+            Dtype::F32 | Dtype::I32 | Dtype::U32 => 4,
+            Dtype::I16 | Dtype::U16 => 2,
+            Dtype::I8 | Dtype::U8 => 1,
+        }
+    }
+}
+
+impl fmt::Display for Dtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Dtype {
+    type Err = String;
+    /// Accepts numpy names (`float32`), short names (`f32`, `i16`, `u8`) and `double`/`float`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "f64" | "float64" | "double" | "<f8" => Dtype::F64,
+            "f32" | "float32" | "float" | "<f4" => Dtype::F32,
+            "i64" | "int64" | "<i8" => Dtype::I64,
+            "i32" | "int32" | "<i4" => Dtype::I32,
+            "i16" | "int16" | "<i2" => Dtype::I16,
+            "i8" | "int8" | "|i1" => Dtype::I8,
+            "u64" | "uint64" | "<u8" => Dtype::U64,
+            "u32" | "uint32" | "<u4" => Dtype::U32,
+            "u16" | "uint16" | "<u2" => Dtype::U16,
+            "u8" | "uint8" | "|u1" => Dtype::U8,
+            other => {
+                return Err(format!(
+                    "unknown dtype {other:?} (use float64, float32, int64, int32, int16, int8, uint64, uint32, uint16 or uint8)"
+                ))
+            }
+        })
+    }
+}
+
+/// A scalar a getter returns; converted to the dataset's dtype when buffered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scalar {
+    Float(f64),
+    Int(i64),
+    UInt(u64),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Float(v) => write!(f, "{v}"),
+            Scalar::Int(v) => write!(f, "{v}"),
+            Scalar::UInt(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// An element type of a [`Column`].
+pub trait Elem: Copy + PartialEq + hdf5::H5Type + bytemuck::Pod + Send + 'static {
+    /// The dtype of this element type.
+    const DTYPE: Dtype;
+    /// Converts a scalar, or `None` when the value does not fit (out of range, not integral).
+    fn from_scalar(s: Scalar) -> Option<Self>;
+    /// The element as a scalar.
+    fn to_scalar(self) -> Scalar;
+    /// Appends the element's bytes (for equality of rows, bitwise: NaN equals NaN).
+    fn push_bytes(self, out: &mut Vec<u8>);
+}
+
+macro_rules! float_elem {
+    ($t:ty, $d:ident) => {
+        impl Elem for $t {
+            const DTYPE: Dtype = Dtype::$d;
+            fn from_scalar(s: Scalar) -> Option<Self> {
+                Some(match s {
+                    Scalar::Float(v) => v as $t,
+                    Scalar::Int(v) => v as $t,
+                    Scalar::UInt(v) => v as $t,
+                })
+            }
+            fn to_scalar(self) -> Scalar {
+                Scalar::Float(f64::from(self))
+            }
+            fn push_bytes(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_ne_bytes());
+            }
+        }
+    };
+}
+float_elem!(f64, F64);
+float_elem!(f32, F32);
+
+macro_rules! int_elem {
+    ($t:ty, $d:ident, $scalar:ident, $wide:ty) => {
+        impl Elem for $t {
+            const DTYPE: Dtype = Dtype::$d;
+            fn from_scalar(s: Scalar) -> Option<Self> {
+                match s {
+                    Scalar::Float(v) => {
+                        if v.is_finite()
+                            && v.fract() == 0.0
+                            && v >= <$t>::MIN as f64
+                            && v <= <$t>::MAX as f64
+                        {
+                            Some(v as $t)
+                        } else {
+                            None
+                        }
+                    }
+                    Scalar::Int(v) => <$t>::try_from(v).ok(),
+                    Scalar::UInt(v) => <$t>::try_from(v).ok(),
+                }
+            }
+            fn to_scalar(self) -> Scalar {
+                Scalar::$scalar(<$wide>::from(self))
+            }
+            fn push_bytes(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_ne_bytes());
+            }
+        }
+    };
+}
+int_elem!(i64, I64, Int, i64);
+int_elem!(i32, I32, Int, i64);
+int_elem!(i16, I16, Int, i64);
+int_elem!(i8, I8, Int, i64);
+int_elem!(u64, U64, UInt, u64);
+int_elem!(u32, U32, UInt, u64);
+int_elem!(u16, U16, UInt, u64);
+int_elem!(u8, U8, UInt, u64);
+
+/// A typed, growable run of elements: one dataset's buffered rows (flattened, row-major), or
+/// one array entry a getter returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Column {
+    F64(Vec<f64>),
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    I16(Vec<i16>),
+    I8(Vec<i8>),
+    U64(Vec<u64>),
+    U32(Vec<u32>),
+    U16(Vec<u16>),
+    U8(Vec<u8>),
+}
+
+/// Runs `$body` with `$v` bound to the typed vector inside a [`Column`] (by whatever reference
+/// `$col` is).
+macro_rules! with_column {
+    ($col:expr, $v:ident => $body:expr) => {
+        match $col {
+            $crate::Column::F64($v) => $body,
+            $crate::Column::F32($v) => $body,
+            $crate::Column::I64($v) => $body,
+            $crate::Column::I32($v) => $body,
+            $crate::Column::I16($v) => $body,
+            $crate::Column::I8($v) => $body,
+            $crate::Column::U64($v) => $body,
+            $crate::Column::U32($v) => $body,
+            $crate::Column::U16($v) => $body,
+            $crate::Column::U8($v) => $body,
+        }
+    };
+}
+pub(crate) use with_column;
+
+impl Column {
+    /// An empty column of `dtype` with room for `capacity` elements.
+    pub fn with_capacity(dtype: Dtype, capacity: usize) -> Column {
+        match dtype {
+            Dtype::F64 => Column::F64(Vec::with_capacity(capacity)),
+            Dtype::F32 => Column::F32(Vec::with_capacity(capacity)),
+            Dtype::I64 => Column::I64(Vec::with_capacity(capacity)),
+            Dtype::I32 => Column::I32(Vec::with_capacity(capacity)),
+            Dtype::I16 => Column::I16(Vec::with_capacity(capacity)),
+            Dtype::I8 => Column::I8(Vec::with_capacity(capacity)),
+            Dtype::U64 => Column::U64(Vec::with_capacity(capacity)),
+            Dtype::U32 => Column::U32(Vec::with_capacity(capacity)),
+            Dtype::U16 => Column::U16(Vec::with_capacity(capacity)),
+            Dtype::U8 => Column::U8(Vec::with_capacity(capacity)),
+        }
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> Dtype {
+        match self {
+            Column::F64(_) => Dtype::F64,
+            Column::F32(_) => Dtype::F32,
+            Column::I64(_) => Dtype::I64,
+            Column::I32(_) => Dtype::I32,
+            Column::I16(_) => Dtype::I16,
+            Column::I8(_) => Dtype::I8,
+            Column::U64(_) => Dtype::U64,
+            Column::U32(_) => Dtype::U32,
+            Column::U16(_) => Dtype::U16,
+            Column::U8(_) => Dtype::U8,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        with_column!(self, v => v.len())
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as a scalar.
+    pub fn get(&self, i: usize) -> Option<Scalar> {
+        with_column!(self, v => v.get(i).map(|x| x.to_scalar()))
+    }
+
+    /// Shortens to `len` elements.
+    pub fn truncate(&mut self, len: usize) {
+        with_column!(self, v => v.truncate(len))
+    }
+
+    /// Removes all elements, keeping the allocation.
+    pub fn clear(&mut self) {
+        with_column!(self, v => v.clear())
+    }
+
+    /// Moves the elements from `at` on into a new column of the same type.
+    pub fn split_off(&mut self, at: usize) -> Column {
+        match self {
+            Column::F64(v) => Column::F64(v.split_off(at)),
+            Column::F32(v) => Column::F32(v.split_off(at)),
+            Column::I64(v) => Column::I64(v.split_off(at)),
+            Column::I32(v) => Column::I32(v.split_off(at)),
+            Column::I16(v) => Column::I16(v.split_off(at)),
+            Column::I8(v) => Column::I8(v.split_off(at)),
+            Column::U64(v) => Column::U64(v.split_off(at)),
+            Column::U32(v) => Column::U32(v.split_off(at)),
+            Column::U16(v) => Column::U16(v.split_off(at)),
+            Column::U8(v) => Column::U8(v.split_off(at)),
+        }
+    }
+
+    /// Appends a scalar converted to this column's type.
+    pub fn push_scalar(&mut self, s: Scalar) -> Result<(), String> {
+        with_column!(self, v => push_conv(v, s))
+    }
+
+    /// Appends all elements of `src`, converting element-wise when the types differ.
+    /// On a failed conversion nothing is appended.
+    pub fn extend_from(&mut self, src: &Column) -> Result<(), String> {
+        let before = self.len();
+        let res = with_column!(self, dst => extend_conv(dst, src));
+        if res.is_err() {
+            self.truncate(before);
+        }
+        res
+    }
+
+    /// Appends elements `range` of `src` (same type required; used to split drained rows).
+    pub fn extend_range(&mut self, src: &Column, range: std::ops::Range<usize>) {
+        macro_rules! arm {
+            ($($var:ident),*) => {
+                match (self, src) {
+                    $((Column::$var(d), Column::$var(s)) => d.extend_from_slice(&s[range]),)*
+                    (d, s) => {
+                        // Different types never happen inside one job; convert to stay total.
+                        for i in range {
+                            if let Some(x) = s.get(i) {
+                                let _ = d.push_scalar(x);
+                            }
+                        }
+                    }
+                }
+            };
+        }
+        arm!(F64, F32, I64, I32, I16, I8, U64, U32, U16, U8)
+    }
+
+    /// Appends the bytes of elements `range` (row equality for de-duplication).
+    pub fn row_bytes(&self, range: std::ops::Range<usize>, out: &mut Vec<u8>) {
+        with_column!(self, v => {
+            if let Some(s) = v.get(range) {
+                for x in s {
+                    x.push_bytes(out);
+                }
+            }
+        })
+    }
+}
+
+fn push_conv<T: Elem>(v: &mut Vec<T>, s: Scalar) -> Result<(), String> {
+    match T::from_scalar(s) {
+        Some(x) => {
+            v.push(x);
+            Ok(())
+        }
+        None => Err(format!("value {s} does not fit {}", T::DTYPE)),
+    }
+}
+
+fn extend_conv<T: Elem>(dst: &mut Vec<T>, src: &Column) -> Result<(), String> {
+    macro_rules! same {
+        ($s:expr) => {{
+            // Same element type: a plain copy.
+            let any: &dyn std::any::Any = $s;
+            if let Some(s) = any.downcast_ref::<Vec<T>>() {
+                dst.extend_from_slice(s);
+                return Ok(());
+            }
+            for x in $s.iter() {
+                push_conv(dst, x.to_scalar())?;
+            }
+            Ok(())
+        }};
+    }
+    with_column!(src, s => same!(s))
+}
+
+/// One dataset's entry in a sample: a scalar for scalar datasets, or an array (flattened,
+/// row-major, `shape.iter().product()` elements) for datasets with an entry shape.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    Scalar(Scalar),
+    Array(Column),
+}
+
+impl From<f64> for Entry {
+    fn from(v: f64) -> Self {
+        Entry::Scalar(Scalar::Float(v))
+    }
+}
+impl From<f32> for Entry {
+    fn from(v: f32) -> Self {
+        Entry::Scalar(Scalar::Float(f64::from(v)))
+    }
+}
+impl From<i64> for Entry {
+    fn from(v: i64) -> Self {
+        Entry::Scalar(Scalar::Int(v))
+    }
+}
+impl From<i32> for Entry {
+    fn from(v: i32) -> Self {
+        Entry::Scalar(Scalar::Int(i64::from(v)))
+    }
+}
+impl From<u64> for Entry {
+    fn from(v: u64) -> Self {
+        Entry::Scalar(Scalar::UInt(v))
+    }
+}
+impl From<u32> for Entry {
+    fn from(v: u32) -> Self {
+        Entry::Scalar(Scalar::UInt(u64::from(v)))
+    }
+}
+impl From<Vec<f64>> for Entry {
+    fn from(v: Vec<f64>) -> Self {
+        Entry::Array(Column::F64(v))
+    }
+}
+impl From<Vec<f32>> for Entry {
+    fn from(v: Vec<f32>) -> Self {
+        Entry::Array(Column::F32(v))
+    }
+}
+impl From<Vec<i64>> for Entry {
+    fn from(v: Vec<i64>) -> Self {
+        Entry::Array(Column::I64(v))
+    }
+}
+impl From<Vec<u16>> for Entry {
+    fn from(v: Vec<u16>) -> Self {
+        Entry::Array(Column::U16(v))
+    }
+}
+impl From<Column> for Entry {
+    fn from(v: Column) -> Self {
+        Entry::Array(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions() {
+        let mut c = Column::with_capacity(Dtype::U8, 4);
+        assert!(c.push_scalar(Scalar::Int(200)).is_ok());
+        assert!(c.push_scalar(Scalar::Int(300)).is_err());
+        assert!(c.push_scalar(Scalar::Float(1.5)).is_err());
+        assert!(c.push_scalar(Scalar::Float(3.0)).is_ok());
+        assert_eq!(c, Column::U8(vec![200, 3]));
+        let mut f = Column::with_capacity(Dtype::F32, 4);
+        f.extend_from(&Column::I64(vec![1, 2])).unwrap();
+        f.extend_from(&Column::F32(vec![0.5])).unwrap();
+        assert_eq!(f, Column::F32(vec![1.0, 2.0, 0.5]));
+        let mut i = Column::with_capacity(Dtype::I16, 4);
+        assert!(i.extend_from(&Column::I64(vec![1, 100_000])).is_err());
+        assert!(i.is_empty(), "a failed conversion appends nothing");
+    }
+}

@@ -1,0 +1,668 @@
+//! [`DaqDaemon`]: runs the jobs' read schedules on worker threads and writes their buffers to
+//! HDF5 every write period.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::error::DaqError;
+use super::hdf::{Filters, JobLayout};
+use super::job::{lock, AttrValue, DaqJob, JobHandle, JobStatus, ReadMode, Trigger, Wake};
+use super::log::daq_log;
+use super::time::{iso_stamp, Clock, Rollover, SystemClock, Unit};
+use super::writer::{FileSettings, FileWriter, Rng, WriteMode, WriteReport};
+
+/// Daemon settings. [`Default`] gives the reference's defaults: write every 60 s, daily
+/// rollover, files `DAQ_{from}_{to}.h5` in the current directory, no compression.
+#[derive(Clone)]
+pub struct DaemonConfig {
+    /// Written as the root attribute `name`.
+    pub name: String,
+    /// Created (with parents) when missing.
+    pub directory: PathBuf,
+    pub file_prefix: String,
+    pub write_period: Duration,
+    /// Each interval is drawn uniformly from `[period - jitter, period + jitter]`.
+    pub write_jitter: Option<Duration>,
+    pub rollover: Rollover,
+    /// Also roll over once a file reaches this size.
+    pub max_file_bytes: Option<u64>,
+    /// deflate level 1-9.
+    pub deflate: Option<u8>,
+    pub shuffle: bool,
+    pub mode: WriteMode,
+    /// Extra root attributes.
+    pub attrs: Vec<(String, AttrValue)>,
+    /// Time source for sample stamps and rollover.
+    pub clock: Arc<dyn Clock>,
+    /// Run the periodic writer thread (turn off to drive writes with [`DaqDaemon::write_now`]).
+    pub auto_write: bool,
+}
+
+impl std::fmt::Debug for DaemonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonConfig")
+            .field("name", &self.name)
+            .field("directory", &self.directory)
+            .field("write_period", &self.write_period)
+            .field("rollover", &self.rollover)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            name: String::new(),
+            directory: PathBuf::from("."),
+            file_prefix: "DAQ".to_string(),
+            write_period: Duration::from_secs(60),
+            write_jitter: None,
+            rollover: Rollover {
+                count: 1,
+                unit: Unit::Days,
+            },
+            max_file_bytes: None,
+            deflate: None,
+            shuffle: false,
+            mode: WriteMode::Close,
+            attrs: Vec::new(),
+            clock: Arc::new(SystemClock),
+            auto_write: true,
+        }
+    }
+}
+
+/// Root attribute names the daemon writes itself.
+pub const RESERVED_ATTRS: &[&str] = &[
+    "name",
+    "write_period",
+    "write_period_jitter",
+    "rollover_interval",
+    "max_file_bytes",
+    "write_mode",
+    "software",
+    "run_start",
+    "run_end",
+    "file_start",
+    "file_end",
+    "previous_file_id",
+    "file_id",
+    "following_file_id",
+    "recovered",
+];
+
+/// The daemon's state for `status`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DaemonStatus {
+    pub name: String,
+    pub running: bool,
+    pub directory: PathBuf,
+    pub mode: String,
+    pub run_start: f64,
+    pub run_start_iso: String,
+    pub current_file: Option<PathBuf>,
+    pub files_closed: usize,
+    pub writes: u64,
+    pub write_errors: u64,
+    pub last_write_error: Option<String>,
+    pub last_write_seconds: f64,
+    pub rows_written: u64,
+    pub rows_pending_retry: u64,
+    pub jobs: Vec<JobStatus>,
+}
+
+/// What [`DaqDaemon::stop`] leaves behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopReport {
+    /// Every file of the run, in order, with its final name.
+    pub files: Vec<PathBuf>,
+    pub rows_written: u64,
+}
+
+#[derive(Default)]
+struct WriteStats {
+    writes: u64,
+    errors: u64,
+    last_error: Option<String>,
+    last_seconds: f64,
+    rows: u64,
+}
+
+struct Shared {
+    writer: Mutex<FileWriter>,
+    stats: Mutex<WriteStats>,
+    handles: Vec<JobHandle>,
+    clock: Arc<dyn Clock>,
+    stop: AtomicBool,
+    writer_wake: Wake,
+}
+
+/// Runs jobs and writes their data. See the crate docs.
+pub struct DaqDaemon {
+    cfg: DaemonConfig,
+    jobs: Vec<DaqJob>,
+    shared: Option<Arc<Shared>>,
+    workers: Vec<(Arc<Wake>, JoinHandle<()>)>,
+    writer_thread: Option<JoinHandle<()>>,
+    on_stop: Vec<Box<dyn FnMut() + Send>>,
+    handles: Vec<JobHandle>,
+    triggers: BTreeMap<String, Trigger>,
+    run_start: f64,
+    running: bool,
+}
+
+impl std::fmt::Debug for DaqDaemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaqDaemon")
+            .field("cfg", &self.cfg)
+            .field("running", &self.running)
+            .finish()
+    }
+}
+
+impl DaqDaemon {
+    /// Checks the settings and the jobs (group names must be unique).
+    pub fn new(cfg: DaemonConfig, jobs: Vec<DaqJob>) -> Result<DaqDaemon, DaqError> {
+        if cfg.write_period.is_zero() {
+            return Err(DaqError::Invalid("write_period must be > 0".into()));
+        }
+        if let Some(j) = cfg.write_jitter {
+            if j >= cfg.write_period {
+                return Err(DaqError::Invalid(format!(
+                    "write_period_jitter {} s must be smaller than write_period {} s",
+                    j.as_secs_f64(),
+                    cfg.write_period.as_secs_f64()
+                )));
+            }
+        }
+        if let Some(l) = cfg.deflate {
+            if !(1..=9).contains(&l) {
+                return Err(DaqError::Invalid(format!("deflate level {l}: use 1-9")));
+            }
+        }
+        if cfg.file_prefix.is_empty()
+            || cfg.file_prefix.contains(['/', '\0'])
+            || cfg.file_prefix.starts_with('.')
+        {
+            return Err(DaqError::Invalid(format!(
+                "file_prefix {:?}: must be a plain, non-empty file name part",
+                cfg.file_prefix
+            )));
+        }
+        if let Some(0) = cfg.max_file_bytes {
+            return Err(DaqError::Invalid("max_file_size must be > 0".into()));
+        }
+        for (k, _) in &cfg.attrs {
+            if RESERVED_ATTRS.contains(&k.as_str()) {
+                return Err(DaqError::Invalid(format!(
+                    "attribute {k:?} is written by the daemon itself; choose another name"
+                )));
+            }
+        }
+        if jobs.is_empty() {
+            return Err(DaqError::Invalid("no jobs".into()));
+        }
+        for (i, j) in jobs.iter().enumerate() {
+            if jobs[..i].iter().any(|o| o.group == j.group) {
+                return Err(DaqError::Invalid(format!(
+                    "two jobs write group {:?}",
+                    j.group
+                )));
+            }
+        }
+        let handles = jobs.iter().map(DaqJob::handle).collect();
+        let triggers = jobs
+            .iter()
+            .map(|j| (j.group.clone(), j.trigger()))
+            .collect();
+        Ok(DaqDaemon {
+            cfg,
+            jobs,
+            shared: None,
+            workers: Vec::new(),
+            writer_thread: None,
+            on_stop: Vec::new(),
+            handles,
+            triggers,
+            run_start: f64::NAN,
+            running: false,
+        })
+    }
+
+    /// Creates the output directory, starts the jobs' threads and the periodic writer. The first
+    /// file is created at once, so a bad directory fails here and not a write period later.
+    pub fn start(&mut self) -> Result<(), DaqError> {
+        if self.running || self.shared.is_some() {
+            return Err(DaqError::State("the daemon was already started".into()));
+        }
+        std::fs::create_dir_all(&self.cfg.directory).map_err(DaqError::io(&self.cfg.directory))?;
+        let run_start = self.cfg.clock.now();
+        self.run_start = run_start;
+        let mut attrs = vec![
+            ("name".to_string(), AttrValue::Str(self.cfg.name.clone())),
+            (
+                "write_period".to_string(),
+                AttrValue::Float(self.cfg.write_period.as_secs_f64()),
+            ),
+            (
+                "write_period_jitter".to_string(),
+                AttrValue::Float(self.cfg.write_jitter.map_or(0.0, |j| j.as_secs_f64())),
+            ),
+        ];
+        attrs.extend(self.cfg.attrs.iter().cloned());
+        let settings = FileSettings {
+            directory: self.cfg.directory.clone(),
+            prefix: self.cfg.file_prefix.clone(),
+            rollover: self.cfg.rollover,
+            max_file_bytes: self.cfg.max_file_bytes,
+            filters: Filters {
+                deflate: self.cfg.deflate,
+                shuffle: self.cfg.shuffle,
+            },
+            mode: self.cfg.mode,
+            attrs,
+        };
+        let layouts: Vec<JobLayout> = self
+            .jobs
+            .iter()
+            .map(|j| JobLayout {
+                group: j.group.clone(),
+                datasets: j.datasets.clone(),
+                chunk_length: j.chunk_length,
+                attrs: j.attrs.clone(),
+            })
+            .collect();
+        let mut writer = FileWriter::new(settings, layouts, run_start);
+        let empty = self.handles.iter().map(|h| h.drain(true)).collect();
+        writer.write(run_start, empty)?;
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(writer),
+            stats: Mutex::new(WriteStats::default()),
+            handles: self.handles.clone(),
+            clock: Arc::clone(&self.cfg.clock),
+            stop: AtomicBool::new(false),
+            writer_wake: Wake::default(),
+        });
+
+        // Group jobs by thread id; jobs without one get a thread each.
+        let mut groups: BTreeMap<Option<u32>, Vec<Vec<DaqJob>>> = BTreeMap::new();
+        for mut job in std::mem::take(&mut self.jobs) {
+            if let Some(f) = job.on_stop.take() {
+                self.on_stop.push(f);
+            }
+            let slot = groups.entry(job.thread_id).or_default();
+            if job.thread_id.is_some() && !slot.is_empty() {
+                slot[0].push(job);
+            } else {
+                slot.push(vec![job]);
+            }
+        }
+        for (id, sets) in groups {
+            for jobs in sets {
+                let wake = Arc::new(Wake::default());
+                for j in &jobs {
+                    *lock(&j.shared.wake) = Some(Arc::clone(&wake));
+                }
+                let name = match id {
+                    Some(i) => format!("daq-thread-{i}"),
+                    None => format!("daq-{}", jobs[0].group),
+                };
+                let (sh, w) = (Arc::clone(&shared), Arc::clone(&wake));
+                let h = std::thread::Builder::new()
+                    .name(name.chars().take(15).collect())
+                    .spawn(move || worker(jobs, w, sh))
+                    .map_err(|e| DaqError::State(format!("cannot start a job thread: {e}")))?;
+                self.workers.push((wake, h));
+            }
+        }
+        if self.cfg.auto_write {
+            let sh = Arc::clone(&shared);
+            let (period, jitter) = (self.cfg.write_period, self.cfg.write_jitter);
+            let h = std::thread::Builder::new()
+                .name("daq-writer".into())
+                .spawn(move || writer_loop(sh, period, jitter))
+                .map_err(|e| DaqError::State(format!("cannot start the writer thread: {e}")))?;
+            self.writer_thread = Some(h);
+        }
+        self.shared = Some(shared);
+        self.running = true;
+        daq_log!(
+            Info,
+            "daemon {:?} started at {} with {} jobs into {}",
+            self.cfg.name,
+            iso_stamp(run_start),
+            self.handles.len(),
+            self.cfg.directory.display()
+        );
+        Ok(())
+    }
+
+    /// Writes buffered rows now (as the periodic writer does).
+    pub fn write_now(&self) -> Result<WriteReport, DaqError> {
+        let shared = self
+            .shared
+            .as_ref()
+            .ok_or_else(|| DaqError::State("not started".into()))?;
+        do_write(shared)
+    }
+
+    /// A handle to trigger the reads of job `group`.
+    pub fn trigger(&self, group: &str) -> Option<Trigger> {
+        self.triggers.get(group).cloned()
+    }
+
+    /// Handles to every job's counters and buffer.
+    pub fn job_handles(&self) -> &[JobHandle] {
+        &self.handles
+    }
+
+    /// A snapshot of the daemon's state.
+    pub fn status(&self) -> DaemonStatus {
+        let (current, closed, pending) = match &self.shared {
+            Some(s) => {
+                let w = lock(&s.writer);
+                (
+                    w.current_path().map(PathBuf::from),
+                    w.finished().len(),
+                    w.pending_rows(),
+                )
+            }
+            None => (None, 0, 0),
+        };
+        let st = self.shared.as_ref().map(|s| {
+            let st = lock(&s.stats);
+            (
+                st.writes,
+                st.errors,
+                st.last_error.clone(),
+                st.last_seconds,
+                st.rows,
+            )
+        });
+        let (writes, errors, last_error, last_seconds, rows) = st.unwrap_or((0, 0, None, 0.0, 0));
+        DaemonStatus {
+            name: self.cfg.name.clone(),
+            running: self.running,
+            directory: self.cfg.directory.clone(),
+            mode: self.cfg.mode.name().to_string(),
+            run_start: self.run_start,
+            run_start_iso: if self.run_start.is_finite() {
+                iso_stamp(self.run_start)
+            } else {
+                String::new()
+            },
+            current_file: current,
+            files_closed: closed,
+            writes,
+            write_errors: errors,
+            last_write_error: last_error,
+            last_write_seconds: last_seconds,
+            rows_written: rows,
+            rows_pending_retry: pending,
+            jobs: self.handles.iter().map(JobHandle::status).collect(),
+        }
+    }
+
+    /// Stops the jobs (running their stop hooks), then makes the final write: every buffered
+    /// row, `file_end`/`run_end`, and the rename of the last file to the real end time.
+    pub fn stop(mut self) -> Result<StopReport, DaqError> {
+        let shared = self
+            .shared
+            .take()
+            .ok_or_else(|| DaqError::State("not started".into()))?;
+        shared.stop.store(true, Ordering::SeqCst);
+        for f in &mut self.on_stop {
+            f();
+        }
+        for (wake, _) in &self.workers {
+            wake.notify();
+        }
+        shared.writer_wake.notify();
+        for (_, h) in self.workers.drain(..) {
+            if h.join().is_err() {
+                daq_log!(Error, "a job thread panicked");
+            }
+        }
+        if let Some(h) = self.writer_thread.take() {
+            let _ = h.join();
+        }
+        self.running = false;
+        let now = shared.clock.now();
+        let drained = shared.handles.iter().map(|h| h.drain(true)).collect();
+        let mut w = lock(&shared.writer);
+        let report = w.finish(now, drained)?;
+        count_written(&shared, &report);
+        let rows = lock(&shared.stats).rows;
+        for f in &report.files_closed {
+            daq_log!(Info, "file {}", f.display());
+        }
+        daq_log!(Info, "daemon stopped at {}", iso_stamp(now));
+        Ok(StopReport {
+            files: w.finished().to_vec(),
+            rows_written: rows,
+        })
+    }
+}
+
+impl Drop for DaqDaemon {
+    fn drop(&mut self) {
+        // A daemon dropped without stop(): end the threads; buffered rows are not written.
+        if let Some(s) = self.shared.take() {
+            s.stop.store(true, Ordering::SeqCst);
+            for f in &mut self.on_stop {
+                f();
+            }
+            for (wake, _) in &self.workers {
+                wake.notify();
+            }
+            s.writer_wake.notify();
+            for (_, h) in self.workers.drain(..) {
+                let _ = h.join();
+            }
+            if let Some(h) = self.writer_thread.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn count_written(shared: &Shared, report: &WriteReport) {
+    for (h, n) in shared.handles.iter().zip(&report.per_job) {
+        h.shared.counters.written.fetch_add(*n, Ordering::Relaxed);
+    }
+    let mut st = lock(&shared.stats);
+    st.rows += report.rows;
+    st.last_seconds = report.seconds;
+}
+
+fn do_write(shared: &Shared) -> Result<WriteReport, DaqError> {
+    let mut w = lock(&shared.writer);
+    // After a failed write the writer still holds those rows: retry them alone and leave new
+    // rows in the jobs' buffers, whose limit then bounds memory (excess samples are dropped
+    // and counted there) while the file system is failing.
+    let drained: Vec<_> = if w.pending_rows() == 0 {
+        shared.handles.iter().map(|h| h.drain(false)).collect()
+    } else {
+        shared.handles.iter().map(|h| h.drain_none()).collect()
+    };
+    let now = shared.clock.now();
+    let res = w.write(now, drained);
+    drop(w);
+    match &res {
+        Ok(r) => count_written(shared, r),
+        Err(e) => {
+            let mut st = lock(&shared.stats);
+            st.errors += 1;
+            st.last_error = Some(e.to_string());
+        }
+    }
+    lock(&shared.stats).writes += 1;
+    res
+}
+
+fn writer_loop(shared: Arc<Shared>, period: Duration, jitter: Option<Duration>) {
+    let mut rng = Rng::seeded();
+    let mut next = Instant::now();
+    loop {
+        let step = match jitter {
+            Some(j) => {
+                let p = period.as_secs_f64() + (rng.unit() * 2.0 - 1.0) * j.as_secs_f64();
+                Duration::from_secs_f64(p.max(0.001))
+            }
+            None => period,
+        };
+        next += step;
+        // Wait for the next write or for stop.
+        let mut g = lock(&shared.writer_wake.generation);
+        loop {
+            if shared.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= next {
+                break;
+            }
+            g = match shared.writer_wake.cv.wait_timeout(g, next - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        drop(g);
+        match do_write(&shared) {
+            Ok(r) => daq_log!(
+                Debug,
+                "wrote {} rows in {:.1} ms{}",
+                r.rows,
+                r.seconds * 1e3,
+                if r.files_closed.is_empty() {
+                    ""
+                } else {
+                    " (rollover)"
+                }
+            ),
+            Err(e) => daq_log!(Error, "write failed (rows kept for the next write): {e}"),
+        }
+        let now = Instant::now();
+        if next < now {
+            // A write overran its period: continue from now instead of writing back-to-back.
+            next = now;
+        }
+    }
+}
+
+struct Slot {
+    job: DaqJob,
+    next: Instant,
+}
+
+fn worker(jobs: Vec<DaqJob>, wake: Arc<Wake>, shared: Arc<Shared>) {
+    if jobs.iter().any(|j| matches!(j.mode, ReadMode::Periodic(_))) {
+        // Timer-driven reads: ask for a short slice so a wake-up preempts CPU-bound threads.
+        let _ = super::sys::request_short_slice(Duration::from_micros(100));
+    }
+    let start = Instant::now();
+    let mut slots: Vec<Slot> = jobs
+        .into_iter()
+        .map(|job| Slot { job, next: start })
+        .collect();
+    let clock = Arc::clone(&shared.clock);
+    let now_fn = move || clock.now();
+    loop {
+        let generation = *lock(&wake.generation);
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut pause: Option<Duration> = None;
+        let mut busy = false;
+        for s in &mut slots {
+            if shared.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            match s.job.mode {
+                ReadMode::Periodic(p) => {
+                    if Instant::now() >= s.next {
+                        s.job.read_once(&now_fn);
+                        s.next += p;
+                        let now = Instant::now();
+                        if s.next <= now {
+                            // Overran: skip the missed slots, keep the grid.
+                            let behind = (now - s.next).as_secs_f64() / p.as_secs_f64();
+                            let missed = behind.floor() as u32 + 1;
+                            s.next += p * missed;
+                            s.job
+                                .shared
+                                .counters
+                                .missed_periods
+                                .fetch_add(u64::from(missed), Ordering::Relaxed);
+                        }
+                    }
+                }
+                ReadMode::Constant => {
+                    let job_shared = Arc::clone(&s.job.shared);
+                    let c = &job_shared.counters;
+                    let errors = c.errors.load(Ordering::Relaxed);
+                    let skipped = c.skipped.load(Ordering::Relaxed);
+                    s.job.read_once(&now_fn);
+                    busy = true;
+                    if c.errors.load(Ordering::Relaxed) > errors {
+                        pause = Some(pause.map_or(s.job.error_delay, |p| p.max(s.job.error_delay)));
+                    } else if c.skipped.load(Ordering::Relaxed) > skipped {
+                        // A getter with nothing to return must not turn this into a spin loop.
+                        pause = Some(pause.unwrap_or(Duration::from_millis(1)));
+                    }
+                }
+                ReadMode::Triggered => {
+                    let n = s.job.shared.pending.swap(0, Ordering::SeqCst);
+                    for _ in 0..n {
+                        s.job.read_once(&now_fn);
+                    }
+                }
+            }
+        }
+        if busy && pause.is_none() {
+            continue;
+        }
+        let earliest = slots
+            .iter()
+            .filter(|s| matches!(s.job.mode, ReadMode::Periodic(_)))
+            .map(|s| s.next)
+            .min();
+        let now = Instant::now();
+        let mut timeout = earliest.map(|e| e.saturating_duration_since(now));
+        if let Some(p) = pause {
+            timeout = Some(timeout.map_or(p, |t| t.min(p)));
+        }
+        if timeout == Some(Duration::ZERO) {
+            continue;
+        }
+        let mut g = lock(&wake.generation);
+        let deadline = timeout.map(|t| now + t);
+        while *g == generation && !shared.stop.load(Ordering::SeqCst) {
+            match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break;
+                    }
+                    g = match wake.cv.wait_timeout(g, d - now) {
+                        Ok((g, _)) => g,
+                        Err(p) => p.into_inner().0,
+                    };
+                }
+                None => {
+                    g = match wake.cv.wait(g) {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                }
+            }
+        }
+    }
+}

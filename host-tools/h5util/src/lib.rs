@@ -1,0 +1,20 @@
+//! libhdf5 calls that the `hdf5` crate does not wrap, in one place.
+//!
+//! Every direct `hdf5-sys` call of the workspace lives here, behind a safe function whose
+//! `unsafe` block states the invariant that makes it sound, and every call is made under the
+//! `hdf5` crate's global library lock ([`hdf5::sync::sync`]), as the crate's own calls are.
+//!
+//! - [`attrs`]: attributes written as h5py writes them, replacing an existing one.
+//! - [`write_chunk`]: `H5Dwrite_chunk`, one whole pre-filtered chunk straight from memory.
+//! - [`read_rows_native`]: a hyperslab of leading-dimension rows into a caller buffer, in the
+//!   dataset's native memory type.
+//! - [`soft_link_target`]: where a soft link points.
+
+pub mod attrs;
+mod chunk;
+mod links;
+mod read;
+
+pub use chunk::write_chunk;
+pub use links::soft_link_target;
+pub use read::{read_rows_native, ReadError};

@@ -1,0 +1,107 @@
+//! Plumbing shared by the integration tests that run the real binaries on 127.0.0.1.
+
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `tcp://127.0.0.1:PORT` on a free port.
+pub fn local_endpoint() -> String {
+    format!("tcp://127.0.0.1:{}", free_port())
+}
+
+/// A child process killed when the test ends, whatever happens.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for `child` to exit; panics after `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `kill -SIGNAL` the child.
+pub fn send_signal(child: &Child, signal: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -{signal}");
+}
+
+#[cfg(feature = "zmq")]
+/// A REQ socket connected to `endpoint` that gives up on a reply after `timeout_ms`.
+pub fn req_socket(ctx: &zmq::Context, endpoint: &str, timeout_ms: i32) -> zmq::Socket {
+    let req = ctx.socket(zmq::REQ).expect("REQ socket");
+    req.set_rcvtimeo(timeout_ms).expect("receive timeout");
+    req.set_linger(0).expect("linger");
+    req.connect(endpoint).expect("connect");
+    req
+}
+
+/// The path of binary `bin` of workspace package `package`, built first (a no-op when it is up
+/// to date) with the profile and target directory of the running test.
+///
+/// Cargo gives a test the binaries of its own package only (`CARGO_BIN_EXE_*`); tests that run
+/// two tools together (a sender and a receiver, a sampler and a daemon) use this for the other.
+pub fn workspace_bin(package: &str, bin: &str) -> std::path::PathBuf {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<HashMap<String, std::path::PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(format!("{package}/{bin}"))
+        .or_insert_with(|| build_bin(package, bin))
+        .clone()
+}
+
+fn build_bin(package: &str, bin: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // <target>/<profile>/deps/<test>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable under <target>/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("target directory");
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "-p", package, "--bin", bin, "--target-dir"])
+        .arg(target_dir);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(
+        status.success(),
+        "cargo build -p {package} --bin {bin} failed"
+    );
+    let path = profile_dir.join(bin);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}

@@ -1,0 +1,275 @@
+//! Sends a series of frames on a ZMQ socket in the protocol of [`super::protocol`].
+//!
+//! PUSH (the default) is lossless: when receivers fall behind, sends wait, the ring fills and the
+//! backlog ends up in the SDK's buffer, where any overrun is counted. PUB is lossy: the socket is
+//! set to refuse (not silently drop) at its high-water mark, and each refused frame is counted.
+//! PUB is implemented with an XPUB socket, which sees subscriptions, so a session can wait for its
+//! first subscriber before arming: a receiver started first then gets the header too.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use acq_core::geometry::{FrameMeta, Geometry};
+
+use xspress3::protocol::{Header, ImageHeader, SeriesEnd};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    Push,
+    Pub,
+}
+
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    pub endpoint: String,
+    pub kind: StreamKind,
+    /// Messages queued per peer before PUSH waits or PUB refuses.
+    pub high_water_mark: i32,
+    /// PUB only: how long to wait for a first subscriber before the acquisition starts.
+    pub subscriber_wait: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("stream socket {endpoint}: {what}: {source}")]
+    Zmq {
+        endpoint: String,
+        what: &'static str,
+        #[source]
+        source: zmq::Error,
+    },
+    #[error("stream socket {endpoint}: {0} frames could not be sent before the stop", .unsent)]
+    Unsent { endpoint: String, unsent: u64 },
+}
+
+/// How long a blocked PUSH send waits before it checks whether the session was cancelled.
+const SEND_SLICE: Duration = Duration::from_millis(100);
+
+pub struct StreamSender {
+    socket: zmq::Socket,
+    config: StreamConfig,
+    geometry: Geometry,
+    exptime: f64,
+    /// Number of the next image message; refused images use up a number too, so receivers see
+    /// PUB drops as gaps.
+    msg_number: u64,
+    sent: u64,
+    drops: u64,
+    json: Vec<u8>,
+}
+
+impl StreamSender {
+    /// Binds the socket.
+    pub fn bind(
+        ctx: &zmq::Context,
+        config: StreamConfig,
+        geometry: Geometry,
+        exptime: f64,
+    ) -> Result<Self, StreamError> {
+        let err = |what: &'static str| {
+            let endpoint = config.endpoint.clone();
+            move |source| StreamError::Zmq {
+                endpoint,
+                what,
+                source,
+            }
+        };
+        let mut socket = match config.kind {
+            StreamKind::Push => ctx.socket(zmq::PUSH),
+            StreamKind::Pub => ctx.socket(zmq::XPUB),
+        }
+        .map_err(err("create"))?;
+        socket
+            .set_sndhwm(config.high_water_mark)
+            .map_err(err("set high-water mark"))?;
+        socket.set_linger(2000).map_err(err("set linger"))?;
+        if config.kind == StreamKind::Pub {
+            refuse_at_high_water_mark(&mut socket).map_err(err("set no-drop"))?;
+        } else {
+            socket
+                .set_sndtimeo(SEND_SLICE.as_millis() as i32)
+                .map_err(err("set send timeout"))?;
+        }
+        socket.bind(&config.endpoint).map_err(err("bind"))?;
+        Ok(StreamSender {
+            socket,
+            config,
+            geometry,
+            exptime,
+            msg_number: 0,
+            sent: 0,
+            drops: 0,
+            json: Vec::with_capacity(512),
+        })
+    }
+
+    /// PUB: waits up to `subscriber_wait` for a subscription; true once one arrived. PUSH: true
+    /// at once (its sends wait for a receiver anyway).
+    pub fn wait_for_subscriber(&self) -> Result<bool, StreamError> {
+        if self.config.kind == StreamKind::Push {
+            return Ok(true);
+        }
+        let wait_ms = self
+            .config
+            .subscriber_wait
+            .as_millis()
+            .min(i64::MAX as u128) as i64;
+        if self
+            .socket
+            .poll(zmq::POLLIN, wait_ms)
+            .map_err(self.zmq_err("wait for a subscriber"))?
+            == 0
+        {
+            return Ok(false);
+        }
+        // The subscription message itself (0x01 + topic) carries nothing we need.
+        self.socket
+            .recv_bytes(0)
+            .map_err(self.zmq_err("receive a subscription"))?;
+        Ok(true)
+    }
+
+    /// Image messages sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Frames a PUB socket refused.
+    pub fn drops(&self) -> u64 {
+        self.drops
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.config.endpoint
+    }
+
+    fn zmq_err(&self, what: &'static str) -> impl FnOnce(zmq::Error) -> StreamError {
+        let endpoint = self.config.endpoint.clone();
+        move |source| StreamError::Zmq {
+            endpoint,
+            what,
+            source,
+        }
+    }
+
+    pub fn send_header(&mut self, header: &Header, cancel: &AtomicBool) -> Result<(), StreamError> {
+        let json = serde_json::to_vec(header).unwrap_or_default();
+        self.send_parts(&[&json], cancel, "send header").map(|_| ())
+    }
+
+    pub fn send_series_end(
+        &mut self,
+        end: &SeriesEnd,
+        cancel: &AtomicBool,
+    ) -> Result<(), StreamError> {
+        let json = serde_json::to_vec(end).unwrap_or_default();
+        self.send_parts(&[&json], cancel, "send series_end")
+            .map(|_| ())
+    }
+
+    /// Sends one image message per frame of the batch.
+    pub fn send_frames(
+        &mut self,
+        mca: &[u32],
+        scalers: &[u32],
+        meta: &[FrameMeta],
+        cancel: &AtomicBool,
+    ) -> Result<(), StreamError> {
+        let (mw, sw) = (self.geometry.mca_words(), self.geometry.scaler_words());
+        let shape = [
+            self.geometry.n_channels() as u32,
+            self.geometry.n_bins() as u32,
+        ];
+        for (i, m) in meta.iter().enumerate() {
+            let header = ImageHeader {
+                htype: "image".into(),
+                frame: m.frame_number,
+                msg_number: self.msg_number,
+                shape,
+                scaler_shape: [shape[0], 9],
+                dtype: "uint32".into(),
+                compression: "none".into(),
+                exptime: self.exptime,
+                timestamp_ns: m.timestamp_ns,
+                flags: m.flags,
+            };
+            self.json.clear();
+            // Serialising a struct of numbers and fixed strings into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut self.json, &header);
+            let json = std::mem::take(&mut self.json);
+            let parts: [&[u8]; 3] = [
+                &json,
+                bytemuck::cast_slice(&mca[i * mw..(i + 1) * mw]),
+                bytemuck::cast_slice(&scalers[i * sw..(i + 1) * sw]),
+            ];
+            let result = self.send_parts(&parts, cancel, "send image");
+            self.json = json;
+            self.msg_number += 1;
+            match result {
+                Ok(true) => self.sent += 1,
+                Ok(false) => self.drops += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a multipart message. `Ok(false)`: a PUB socket refused it at its high-water mark.
+    fn send_parts(
+        &self,
+        parts: &[&[u8]],
+        cancel: &AtomicBool,
+        what: &'static str,
+    ) -> Result<bool, StreamError> {
+        let last = parts.len() - 1;
+        for (i, part) in parts.iter().enumerate() {
+            let more = if i < last { zmq::SNDMORE } else { 0 };
+            loop {
+                let flags = match self.config.kind {
+                    StreamKind::Pub => more | zmq::DONTWAIT,
+                    StreamKind::Push => more,
+                };
+                match self.socket.send(*part, flags) {
+                    Ok(()) => break,
+                    // PUB at its high-water mark refuses whole messages (at the first part).
+                    Err(zmq::Error::EAGAIN) if self.config.kind == StreamKind::Pub && i == 0 => {
+                        return Ok(false)
+                    }
+                    // PUSH waits for a receiver, in slices so a stop can interrupt it.
+                    Err(zmq::Error::EAGAIN) if self.config.kind == StreamKind::Push => {
+                        if cancel.load(Ordering::Relaxed) {
+                            return Err(StreamError::Unsent {
+                                endpoint: self.config.endpoint.clone(),
+                                unsent: 1,
+                            });
+                        }
+                    }
+                    Err(e) => return Err(self.zmq_err(what)(e)),
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Sets `ZMQ_XPUB_NODROP` (which `zmq` does not wrap): a PUB socket at its high-water mark then
+/// refuses a message with EAGAIN instead of dropping it silently, so the drop can be counted.
+fn refuse_at_high_water_mark(socket: &mut zmq::Socket) -> Result<(), zmq::Error> {
+    let on: i32 = 1;
+    // SAFETY: `as_mut_ptr` is the live libzmq socket owned by `socket` (borrowed mutably for the
+    // call); the option value is a 4-byte int read only during the call, as libzmq documents.
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            socket.as_mut_ptr(),
+            zmq_sys::ZMQ_XPUB_NODROP as i32,
+            (&on as *const i32).cast(),
+            std::mem::size_of::<i32>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // SAFETY: zmq_errno only reads libzmq's thread-local error number.
+        Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
+    }
+}
