@@ -91,6 +91,18 @@ fn lib_file(dir: &Path, name: &str, ext: &str) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// The file name of a versioned `lib<name>.so.*` in dir, if there is one.
+fn versioned_so(dir: &Path, name: &str) -> Option<String> {
+    let prefix = format!("lib{name}.so.");
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    names.sort();
+    names.pop()
+}
+
 /// Compiles `source` with the vendor build's flags; true when it compiles cleanly.
 fn compiles(vendor: &cc::Build, name: &str, source: &str) -> bool {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -144,7 +156,7 @@ fn build_vendor(dir: &Path) {
     shim.compile("x3s");
 
     // libxspress3 leaves libimg_mod's (_os_datmod, _os_link, munlink) and libm's (exp, sqrt)
-    // symbols unresolved and names neither as needed: link both, after it.
+    // symbols unresolved. A static libxspress3 is linked whenever there is no shared one.
     let lib = &layout.lib;
     let force_static = env::var_os("XSPRESS3_SDK_STATIC").is_some();
     let kind = |name: &str| -> Option<&'static str> {
@@ -164,12 +176,13 @@ fn build_vendor(dir: &Path) {
         )
     };
     println!("cargo:rustc-link-lib={k}=xspress3");
-    // Linked without --as-needed: the references come from libxspress3, not from our objects,
-    // and the linker would otherwise drop both, leaving the program unable to load.
-    match kind("img_mod") {
-        Some("dylib") => println!("cargo:rustc-link-lib=dylib=img_mod"),
-        Some(k) => println!("cargo:rustc-link-lib={k}=img_mod"),
-        None => println!(
+    // libxspress3 needs libimg_mod and libm but does not record them (no DT_NEEDED): link both
+    // after it. x3s.c references one symbol of each, so --as-needed keeps them (x3s_sdk_needs_*).
+    match (kind("img_mod"), versioned_so(lib, "img_mod")) {
+        (Some(k), _) => println!("cargo:rustc-link-lib={k}=img_mod"),
+        // Some drops ship only libimg_mod.so.1.0.0, without the unversioned name.
+        (None, Some(f)) => println!("cargo:rustc-link-lib=dylib:+verbatim={f}"),
+        (None, None) => println!(
             "cargo:warning=no libimg_mod.so or libimg_mod.a in {}: libxspress3 needs it \
              (_os_datmod, _os_link), so the link will likely fail",
             lib.display()
@@ -177,7 +190,23 @@ fn build_vendor(dir: &Path) {
     }
     println!("cargo:rustc-link-lib=dylib=m");
     println!("cargo:rustc-link-lib=dylib=rt");
+    // The static libraries of the SDKs that ship no shared ones (2021 to 2023-01) are not
+    // position-independent (R_X86_64_32 relocations), so a program linking them cannot be a PIE.
+    // This makes this package's own examples and tests non-PIE; other binaries that link the
+    // shim statically need `-C link-arg=-no-pie` too (DEP_X3S_NO_PIE=1 tells their build scripts).
+    if k == "static" {
+        println!("cargo:rustc-link-arg=-no-pie");
+        println!("cargo:no_pie=1");
+    }
     println!("cargo:rustc-cfg=x3s_real_sdk");
+    // What was chosen, for whoever needs to check a build (OUT_DIR/x3s_vendor_sdk.txt).
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let summary = format!(
+        "include={}\nlib={}\nxsp3_close_args={close}\nlibxspress3={k}\n",
+        layout.include.display(),
+        lib.display()
+    );
+    fs::write(out.join("x3s_vendor_sdk.txt"), summary).expect("cannot write to OUT_DIR");
     println!("cargo:rerun-if-changed={}", layout.include.join("xspress3.h").display());
     println!("cargo:rerun-if-changed={}", lib.display());
 }
