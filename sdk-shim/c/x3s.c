@@ -860,10 +860,11 @@ static int32_t check_range(x3s_dev *d, const char *fn, uint64_t first, uint32_t 
     return X3S_OK;
 }
 
-/* Frame `first` is overwritten once frame first + ring_frames has completed. */
+/* Frame `first` is overwritten once the next frame in its slot has completed (normally frame
+ * first + ring_frames; sooner just before a wrap of the SDK's 32-bit frame address). */
 static int32_t check_overrun(x3s_dev *d, const char *fn, uint64_t first, uint64_t complete)
 {
-    if (first + d->info.ring_frames < complete)
+    if (x3s_sdk_overwriter(first, d->info.ring_frames) < complete)
         return set_error(d, X3S_E_OVERRUN,
                          "%s: frame %" PRIu64 " was overwritten in the %" PRIu64
                          "-frame SDK circular buffer (the SDK has completed %" PRIu64 " frames)",

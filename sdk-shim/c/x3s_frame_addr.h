@@ -7,7 +7,7 @@
  * buffer depth (reference section 2.4; EPICS and Odin pass the frame number itself). So frame f
  * lives in slot (f mod 2^32) mod depth. When the depth does not divide 2^32, that differs from
  * f mod depth from frame 2^32 on: passing f mod depth to some calls and f to others addresses
- * different slots there.
+ * different slots there. And at 2^32 the slots restart at 0 (x3s_sdk_overwriter).
  */
 #ifndef X3S_FRAME_ADDR_H
 #define X3S_FRAME_ADDR_H
@@ -38,6 +38,19 @@ static inline uint32_t x3s_sdk_run(uint64_t frame, uint32_t n, uint64_t ring)
     if (to_wrap < room)
         room = to_wrap;
     return (uint64_t)n < room ? n : (uint32_t)room;
+}
+
+/*
+ * The first frame after `frame` that the SDK puts in the same slot, overwriting it: frame + ring,
+ * or, when the 32-bit address wraps before that (at W, the next multiple of 2^32), W + slot: at
+ * the wrap the slots restart at 0, so with a depth that does not divide 2^32 the frames just
+ * before W are overwritten sooner than `ring` frames later.
+ */
+static inline uint64_t x3s_sdk_overwriter(uint64_t frame, uint64_t ring)
+{
+    uint64_t wrap = (frame | (uint64_t)UINT32_MAX) + 1u;
+    uint64_t next = frame + ring;
+    return next < wrap ? next : wrap + x3s_sdk_slot(frame, ring);
 }
 
 #endif
