@@ -145,7 +145,7 @@ fn build_vendor(dir: &Path) {
     let mut vendor = base_build();
     vendor
         .flag("-isystem")
-        .flag(layout.include.to_str().expect("XSPRESS3_SDK_DIR is not UTF-8"))
+        .flag(&layout.include)
         .define("linux", "1")
         .define("X3S_USE_VENDOR_SDK", None);
     let close = detect_close_args(&vendor, &layout.include);
@@ -207,7 +207,10 @@ fn build_vendor(dir: &Path) {
         lib.display()
     );
     fs::write(out.join("x3s_vendor_sdk.txt"), summary).expect("cannot write to OUT_DIR");
-    println!("cargo:rerun-if-changed={}", layout.include.join("xspress3.h").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        layout.include.join("xspress3.h").display()
+    );
     println!("cargo:rerun-if-changed={}", lib.display());
 }
 
