@@ -5,8 +5,8 @@
  * Build switches (set by build.rs):
  *   X3S_USE_VENDOR_SDK      include the vendor's <xspress3.h> instead of our xsp3_api.h
  *   X3S_WITH_SIM            the simulated SDK is linked in (x3s_open passes it its parameters)
- *   X3S_XSP3_CLOSE_ARGS     1 or 2: the xsp3_close signature of the SDK at hand
- *   X3S_XSP3_PROGRESS_ARGS  3 or 4: xsp3_scaler_check_progress_details without / with furthest
+ *   X3S_XSP3_CLOSE_ARGS     1 or 2: the number of parameters of the xsp3_close prototype in the
+ *                           header at hand (build.rs finds it by trial compilation)
  *
  * Locking: the SDK's error-message buffer is one static global that is not thread-safe, so every
  * SDK call, and the copy of its message when it fails, happens under g_sdk_mu. The message is
@@ -14,6 +14,11 @@
  *
  * Allocation: x3s_open allocates the device; x3s_arm and everything after it allocate nothing.
  */
+/*
+ * _DEFAULT_SOURCE as well as POSIX 2008: the vendor's headers use BSD types (struct timeval as a
+ * complete type) that glibc exposes only with _DEFAULT_SOURCE.
+ */
+#define _DEFAULT_SOURCE
 #define _POSIX_C_SOURCE 200809L
 
 #include "x3s.h"
@@ -29,13 +34,32 @@
 #ifdef X3S_USE_VENDOR_SDK
 #include <xspress3.h>
 #ifndef X3S_XSP3_CLOSE_ARGS
-#define X3S_XSP3_CLOSE_ARGS 2
-#endif
-#ifndef X3S_XSP3_PROGRESS_ARGS
-#define X3S_XSP3_PROGRESS_ARGS 4
+#error "X3S_XSP3_CLOSE_ARGS must be set (build.rs detects it from the header)"
 #endif
 #else
 #include "xsp3_api.h"
+#endif
+
+#include "x3s_frame_addr.h"
+
+/*
+ * xsp3_is_xsp3m_plus (second-generation Mini, "Mk2") is referenced weakly: SDKs before 2024 do not
+ * declare it, and the 2024-05 SDK declares it in its header while its libxspress3.so does not
+ * define it. A weak reference links against all of them; at run time a library without the call
+ * (which also cannot drive a Mk2) reads as "not Mk2". This declaration matches the SDK's.
+ */
+extern int xsp3_is_xsp3m_plus(int path) __attribute__((weak));
+
+#ifdef X3S_USE_VENDOR_SDK
+#include <math.h>
+/*
+ * libxspress3 uses libimg_mod (munlink, _os_link, ...) and libm (exp, sqrt) without recording
+ * them as needed libraries. Linkers that apply --as-needed only to references from the program's
+ * own objects (rust-lld does) would drop both, and the program would not load. x3s_open reads this
+ * table, so our objects reference one symbol of each (munlink is declared by the SDK's datamod.h).
+ */
+static int (*volatile const x3s_sdk_needs_img_mod)(void *) = munlink;
+static double (*volatile const x3s_sdk_needs_libm)(double) = exp;
 #endif
 
 #ifdef X3S_WITH_SIM
@@ -61,7 +85,11 @@
 #define X3S_CLK_XTAL 1
 #define X3S_CLK_CDCM61004 0x10
 #define X3S_CLK_LMK61E2 0x11
+#define X3S_CLK_MIDPLN_LMK61E2 0x21 /* XSP4_CLK_SRC_MIDPLN_LMK61E2: the midplane's clock */
 #define X3S_CLK_MASTER_NO_DITHER 3 /* MASTER (1 << 0) | NO_DITHER (1 << 1) */
+#define X3S_CLK_NO_DITHER 2        /* NO_DITHER (1 << 1) */
+#define X3S_SYNC_MIDPLANE 4        /* XSP3_SYNC_MIDPLANE; XSP3_SYNC_MODE(x) is x & 0xFF */
+#define X3S_XSP3_UNLINK_ALL 2      /* Xsp3UnlinkAll */
 #define X3S_RUN_SCALERS_HIST_CIRC (0x4 | 0x8 | 0x100)
 #define X3S_FLAGS_OVERRUN (0x10000u | 0x1000000u) /* CircBuffOverRun(Scalars) */
 #define X3S_FLAGS_BENIGN (0x1u | 0x2u)            /* Playback, Scope: modes, not errors */
@@ -152,12 +180,7 @@ static int64_t sdk_progress(x3s_dev *d, uint32_t *flags, int64_t *furthest)
     int64_t rc;
     int64_t far = 0;
     pthread_mutex_lock(&g_sdk_mu);
-#if X3S_XSP3_PROGRESS_ARGS == 3
-    rc = xsp3_scaler_check_progress_details(d->path, &f, 1);
-    far = rc;
-#else
     rc = xsp3_scaler_check_progress_details(d->path, &f, 1, &far);
-#endif
     if (rc < 0) {
         capture_sdk_error(d, rc, "xsp3_scaler_check_progress_details");
         pthread_mutex_lock(&d->err_mu);
@@ -173,12 +196,35 @@ static int64_t sdk_progress(x3s_dev *d, uint32_t *flags, int64_t *furthest)
     return rc;
 }
 
+/*
+ * xsp3_close always receives Xsp3UnlinkAll as its second argument, whatever the header declares.
+ *
+ * Headers and libraries disagree: the 2023-01 static library and the 2024-05 and later shared
+ * libraries read a second (unlink) argument, while the 2023-01, 2024-07 and 2025 headers declare
+ * xsp3_close(int path); older libraries take one argument. Calling in the header's one-argument
+ * form would leave the library reading whatever the %esi register happens to hold, so whether the
+ * SDK's shared-memory modules are unlinked on close would be arbitrary. So with a one-argument
+ * prototype the shim calls through a two-argument function type. In the x86-64 System V ABI (the
+ * only ABI the SDK ships for) the first integer arguments travel in registers (%edi, %esi), the
+ * caller owns the call's set-up and clean-up and %esi is a scratch register: a one-argument
+ * library never reads %esi, so the extra argument is invisible to it, and a two-argument library
+ * gets a defined value. (ISO C leaves a call through a mismatched function type undefined; this
+ * relies on the ABI, hence the architecture check.)
+ */
 static int sdk_close(int path)
 {
     int rc;
     pthread_mutex_lock(&g_sdk_mu);
 #if X3S_XSP3_CLOSE_ARGS == 1
+#if defined(__x86_64__)
+    {
+        typedef int (*close2_fn)(int, int);
+        close2_fn close2 = (close2_fn)(void (*)(void))xsp3_close;
+        rc = close2(path, X3S_XSP3_UNLINK_ALL);
+    }
+#else
     rc = xsp3_close(path);
+#endif
 #else
     rc = xsp3_close(path, Xsp3UnlinkAll);
 #endif
@@ -296,6 +342,10 @@ int32_t x3s_open(const x3s_open_params *p, x3s_dev **out)
     strcpy(d->err_msg, "no error");
 
     int64_t rc;
+#ifdef X3S_USE_VENDOR_SDK
+    if (!x3s_sdk_needs_img_mod || !x3s_sdk_needs_libm)
+        return open_fail(d, -1, set_error(d, X3S_E_BACKEND, "x3s_open: libimg_mod or libm missing"));
+#endif
     pthread_mutex_lock(&g_sdk_mu);
 #ifdef X3S_WITH_SIM
     xsp3_sim_set_params(&p->sim);
@@ -314,12 +364,35 @@ int32_t x3s_open(const x3s_open_params *p, x3s_dev **out)
     if (rc < 0)
         return open_fail(d, d->path, rc);
     d->info.generation = (int32_t)rc;
-    int clk = rc == X3S_GEN_MINI ? X3S_CLK_CDCM61004 : rc == X3S_GEN_4 ? X3S_CLK_LMK61E2 : X3S_CLK_XTAL;
-    for (uint32_t card = 0; card < d->n_cards; card++) {
-        SDK(d, rc, "xsp3_clocks_setup",
-            xsp3_clocks_setup(d->path, (int)card, clk, X3S_CLK_MASTER_NO_DITHER, 0));
+    if (rc == X3S_GEN_MINI && xsp3_is_xsp3m_plus) {
+        SDK(d, rc, "xsp3_is_xsp3m_plus", xsp3_is_xsp3m_plus(d->path));
         if (rc < 0)
             return open_fail(d, d->path, rc);
+        d->info.mini_plus = rc == 1;
+    }
+    if (d->info.mini_plus) {
+        /*
+         * Second-generation Mini (Mk2): its clock comes from the midplane, and the boxes sync over
+         * the midplane, as Quantum Detectors' Odin (LibXspressWrapper::setup_clocks) does: all
+         * cards, MIDPLN_LMK61E2, no dither, then sync mode MIDPLANE without global reset.
+         */
+        SDK(d, rc, "xsp3_clocks_setup",
+            xsp3_clocks_setup(d->path, -1, X3S_CLK_MIDPLN_LMK61E2, X3S_CLK_NO_DITHER, 0));
+        if (rc < 0)
+            return open_fail(d, d->path, rc);
+        SDK(d, rc, "xsp3_set_sync_mode", xsp3_set_sync_mode(d->path, X3S_SYNC_MIDPLANE, 0, 0));
+        if (rc < 0)
+            return open_fail(d, d->path, rc);
+    } else {
+        int clk = d->info.generation == X3S_GEN_MINI ? X3S_CLK_CDCM61004
+                  : d->info.generation == X3S_GEN_4  ? X3S_CLK_LMK61E2
+                                                     : X3S_CLK_XTAL;
+        for (uint32_t card = 0; card < d->n_cards; card++) {
+            SDK(d, rc, "xsp3_clocks_setup",
+                xsp3_clocks_setup(d->path, (int)card, clk, X3S_CLK_MASTER_NO_DITHER, 0));
+            if (rc < 0)
+                return open_fail(d, d->path, rc);
+        }
     }
     if (p->settings_dir) {
         SDK(d, rc, "xsp3_restore_settings",
@@ -371,7 +444,7 @@ int32_t x3s_open(const x3s_open_params *p, x3s_dev **out)
     for (uint32_t c = 0; c < d->info.n_channels; c++) {
         Xspress3_TriggerB tb;
         memset(&tb, 0, sizeof tb);
-        SDK(d, rc, "xsp3_get_trigger_b", xsp3_get_trigger_b(d->path, c, &tb));
+        SDK(d, rc, "xsp3_get_trigger_b", xsp3_get_trigger_b(d->path, (int)c, &tb));
         if (rc < 0)
             return open_fail(d, d->path, rc);
         /* With variable-width CFD the effective width is event_time - 3 (as EPICS does). */
@@ -787,10 +860,11 @@ static int32_t check_range(x3s_dev *d, const char *fn, uint64_t first, uint32_t 
     return X3S_OK;
 }
 
-/* Frame `first` is overwritten once frame first + ring_frames has completed. */
+/* Frame `first` is overwritten once the next frame in its slot has completed (normally frame
+ * first + ring_frames; sooner just before a wrap of the SDK's 32-bit frame address). */
 static int32_t check_overrun(x3s_dev *d, const char *fn, uint64_t first, uint64_t complete)
 {
-    if (first + d->info.ring_frames < complete)
+    if (x3s_sdk_overwriter(first, d->info.ring_frames) < complete)
         return set_error(d, X3S_E_OVERRUN,
                          "%s: frame %" PRIu64 " was overwritten in the %" PRIu64
                          "-frame SDK circular buffer (the SDK has completed %" PRIu64 " frames)",
@@ -844,14 +918,13 @@ static int32_t read_frames(x3s_dev *d, const char *fn, uint64_t first, uint32_t 
     rc = check_overrun(d, fn, first, d->frames_complete);
     if (rc < 0)
         return rc;
-    /* Split at the wrap of the SDK buffer, so every call addresses contiguous slots. */
+    /* Split where the SDK's addresses wrap, so every call addresses contiguous slots. */
     uint64_t ring = d->info.ring_frames;
     uint32_t done = 0;
     while (done < n) {
         uint64_t f = first + done;
-        uint64_t room = ring - f % ring;
-        uint32_t k = (uint64_t)(n - done) < room ? n - done : (uint32_t)room;
-        int r = chunk(d, dst + (size_t)done * words_per_frame, (unsigned)(f % ring), k);
+        uint32_t k = x3s_sdk_run(f, n - done, ring);
+        int r = chunk(d, dst + (size_t)done * words_per_frame, x3s_sdk_tf(f), k);
         if (r < 0)
             return r;
         done += k;
@@ -890,12 +963,11 @@ int32_t x3s_release(x3s_dev *d, uint64_t first, uint32_t n)
     uint32_t done = 0;
     while (done < n) {
         uint64_t f = first + done;
-        uint64_t room = ring - f % ring;
-        uint32_t k = (uint64_t)(n - done) < room ? n - done : (uint32_t)room;
+        uint32_t k = x3s_sdk_run(f, n - done, ring);
         int64_t r;
-        /* The SDK takes the low 32 bits of the extended frame number. */
+        /* The same address as the reads (x3s_frame_addr.h). */
         SDK(d, r, "xsp3_histogram_circ_ack",
-            xsp3_histogram_circ_ack(d->path, 0, (unsigned)f, d->info.n_channels, k));
+            xsp3_histogram_circ_ack(d->path, 0, x3s_sdk_tf(f), d->info.n_channels, k));
         if (r < 0)
             return (int32_t)r;
         done += k;

@@ -23,7 +23,7 @@ extern "C" {
 #endif
 
 #define X3S_ABI_MAJOR 1
-#define X3S_ABI_MINOR 0
+#define X3S_ABI_MINOR 1
 
 /* ---- Shim error codes (the XSP3 codes 0..-20 pass through unchanged). ---- */
 #define X3S_OK 0
@@ -73,6 +73,10 @@ typedef struct x3s_sim_params {
     uint32_t content;           /* [X3S_SIM_SPECTRUM] or X3S_SIM_PATTERN */
     uint32_t full_speed;        /* [0] 1: timed frames complete as fast as free slots allow */
     uint32_t mini;              /* [0] 1: Xspress3 Mini: an overrun stops with an error */
+    uint32_t mini_plus;         /* [0] 1 (with mini): second-generation Mini (Mk2): it needs
+                                   the midplane clock and midplane sync */
+    uint64_t frame_base;        /* [0] test knob: each run's first frame number (e.g. near 2^32,
+                                   to test the frame addressing without 2^32 frames) */
     double ext_trigger_hz;      /* [0] rate of TTL triggers / gates; 0: none arrive */
     uint32_t background;        /* [2] mean background counts per bin */
     uint32_t amplitude_percent; /* [100] peak height scale */
@@ -111,6 +115,7 @@ typedef struct x3s_info {
     int32_t generation; /* XspressGeneration: 0 Xspress3, 2 Mini, 3 Xspress4 */
     int32_t revision;
     uint32_t simulated; /* 1 when the simulated SDK is behind the shim */
+    uint32_t mini_plus; /* 1: second-generation Mini (Mk2, xsp3_is_xsp3m_plus), midplane clock */
     double clock_hz;
     uint64_t ring_frames; /* frames the SDK circular buffer holds */
     uint32_t event_widths[X3S_MAX_CHANNELS];

@@ -9,9 +9,12 @@
  *   - the check that x3s.c compiles with -Wall -Wextra -Werror against these declarations.
  * With XSPRESS3_SDK_DIR set, x3s.c includes the vendor's xspress3.h instead and this file is unused.
  *
- * Version skew the shim isolates (chosen at build time by build.rs):
- *   X3S_XSP3_CLOSE_ARGS         1: xsp3_close(path); 2: xsp3_close(path, Xsp3Unlink)   (default 2)
- *   X3S_XSP3_PROGRESS_ARGS      3: check_progress_details without furthest; 4: with    (default 4)
+ * Names: where a name below is the vendor's, it has the vendor's meaning and value. Names that
+ * are the project's own, or whose value differs between SDK generations, are marked "(ours)".
+ *
+ * Version skew the shim isolates (build.rs detects it from the vendor header):
+ *   X3S_XSP3_CLOSE_ARGS   1: xsp3_close(path); 2: xsp3_close(path, Xsp3Unlink)   (default 2)
+ *   xsp3_is_xsp3m_plus    declared from the 2024-05 SDK on; the shim references it weakly.
  */
 #ifndef X3S_XSP3_API_H
 #define X3S_XSP3_API_H
@@ -20,9 +23,6 @@
 
 #ifndef X3S_XSP3_CLOSE_ARGS
 #define X3S_XSP3_CLOSE_ARGS 2
-#endif
-#ifndef X3S_XSP3_PROGRESS_ARGS
-#define X3S_XSP3_PROGRESS_ARGS 4
 #endif
 
 #ifdef __cplusplus
@@ -47,25 +47,35 @@ extern "C" {
 #define XSP3_LOG_FILE_MISSING (-14)
 #define XSP3_WOULD_BLOCK (-20)
 
-/* ---- Sizes and limits. ---- */
+/*
+ * ---- Sizes and limits. ----
+ * (ours) XSP3_MAX_*: the simulator's limits. The vendor's values vary by generation: MAX_PATH is
+ * 20 in the 2021 SDKs and 34 from 2023; MAX_CARDS is 18 in the 2021-11/12 SDKs, 16 otherwise.
+ * The shim itself uses none of them (its own limits are X3S_* in x3s.h).
+ */
 #define XSP3_MAX_PATH 34
 #define XSP3_MAX_CARDS 16
 #define XSP3_MAX_CHANS_PER_CARD 16
 #define XSP3_MAX_CHANS 256
+#define XSP3_MAX_MSG_LEN 1024
 #define XSP3_BINS_PER_MCA 4096
 #define XSP3_SW_NUM_SCALERS 9
-#define XSP3_MAX_MSG_LEN 1024
 
-/* ---- Scaler indices, in the order xsp3_scaler_read returns them per channel. ---- */
-#define XSP3_SCALER_TIME 0
-#define XSP3_SCALER_RESETTICKS 1
-#define XSP3_SCALER_RESETCOUNT 2
-#define XSP3_SCALER_ALLEVENT 3
-#define XSP3_SCALER_ALLGOOD 4
-#define XSP3_SCALER_INWINDOW0 5
-#define XSP3_SCALER_INWINDOW1 6
-#define XSP3_SCALER_PILEUP 7
-#define XSP3_SCALER_TOTALTICKS 8
+/*
+ * ---- Scaler indices, in the order xsp3_scaler_read returns them per channel. ----
+ * These are the vendor's XSP_SW_SCALER_* names. The vendor's XSP3_SCALER_* names stop at PILEUP
+ * (there is no vendor XSP3_SCALER_TOTALTICKS), and its XSP3_SOFT_SCALER_* indices are a different,
+ * internal order: never use them for xsp3_scaler_read data.
+ */
+#define XSP_SW_SCALER_LIVE_TICKS 0
+#define XSP_SW_SCALER_RESET_TICKS 1
+#define XSP_SW_SCALER_NUM_RESETS 2
+#define XSP_SW_SCALER_ALL_EVENT 3
+#define XSP_SW_SCALER_ALL_GOOD 4
+#define XSP_SW_SCALER_IN_WINDOW0 5
+#define XSP_SW_SCALER_IN_WINDOW1 6
+#define XSP_SW_SCALER_PILEUP 7
+#define XSP_SW_SCALER_TOTAL_TICKS 8
 
 /* ---- Run flags (xsp3_set_run_flags). ---- */
 #define XSP3_RUN_FLAGS_PLAYBACK 0x1
@@ -82,8 +92,19 @@ extern "C" {
 #define XSP3_CLK_SRC_FPGA 3
 #define XSP3M_CLK_SRC_CDCM61004 0x10
 #define XSP3M_CLK_SRC_LMK61E2 0x11
+#define XSP4_CLK_SRC_MIDPLN_CDCM61004 0x20
+#define XSP4_CLK_SRC_MIDPLN_LMK61E2 0x21 /* the Mk2 Mini's clock */
 #define XSP3_CLK_FLAGS_MASTER (1 << 0)
 #define XSP3_CLK_FLAGS_NO_DITHER (1 << 1)
+
+/* ---- Box-to-box synchronisation (xsp3_set_sync_mode); the mode is in bits 0..7. ---- */
+#define XSP3_SYNC_MODE(x) ((x) & 0xFF)
+#define XSP3_SYNC_NONE 0
+#define XSP3_SYNC_LEMO_RADIAL 1
+#define XSP3_SYNC_LEMO_DAISYCHAIN 2
+#define XSP3_SYNC_IDC 3
+#define XSP3_SYNC_MIDPLANE 4
+#define XSP3_SYNC_LEMO_DAISYCHAIN_TEE 5
 
 /* ---- Global timing register A (xsp3_set_glob_timeA). ---- */
 #define XSP3_GLOB_TIMA_TF_SRC(x) ((uint32_t)(x) & 7u)
@@ -170,6 +191,7 @@ int xsp3_close(int path, Xsp3Unlink unlink);
 #endif
 char *xsp3_get_error_message(void);
 int xsp3_clocks_setup(int path, int card, int clk_src, int flags, int tp_type);
+int xsp3_set_sync_mode(int path, int sync_mode, int enb_global_reset, int gr_card);
 int xsp3_restore_settings(int path, char *dir, int force_mismatch);
 int xsp3_format_run(int path, int chan, int aux1_mode, int aux1_thres, int aux2_cont, int flags,
                     int aux2_mode, int nbits_eng);
@@ -178,10 +200,12 @@ int xsp3_set_run_flags(int path, int flags);
 /* ---- Information. ---- */
 int xsp3_get_num_chan(int path);
 int xsp3_get_bins_per_mca(int path);
-int xsp3_get_generation(int path, int card);
+XspressGeneration xsp3_get_generation(int path, int card);
+/* 1: a second-generation Mini (Mk2). Declared from the 2024-05 SDK on. */
+int xsp3_is_xsp3m_plus(int path);
 int xsp3_get_revision(int path);
 double xsp3_get_clock_period(int path, int card);
-int xsp3_get_trigger_b(int path, unsigned chan, Xspress3_TriggerB *trig_b);
+int xsp3_get_trigger_b(int path, int chan, Xspress3_TriggerB *trig_b);
 
 /* ---- Windows and thresholds. ---- */
 int xsp3_set_window(int path, int chan, int win, int low, int high);
@@ -199,13 +223,9 @@ int xsp3_histogram_continue(int path, int card);
 int xsp3_histogram_pause(int path, int card);
 int xsp3_histogram_stop(int path, int card);
 
-/* ---- Readout. Frame numbers passed to the read calls are taken modulo the buffer depth. ---- */
-#if X3S_XSP3_PROGRESS_ARGS == 3
-int xsp3_scaler_check_progress_details(int path, Xsp3ErrFlag *flags, int quiet);
-#else
+/* ---- Readout. Frame numbers passed to the read and ack calls: x3s_frame_addr.h. ---- */
 int64_t xsp3_scaler_check_progress_details(int path, Xsp3ErrFlag *flags, int quiet,
                                            int64_t *furthest_frame);
-#endif
 /* C order [tf][chan][aux][eng], u32. */
 int xsp3_histogram_read4d(int path, uint32_t *buffer, unsigned eng, unsigned aux, unsigned chan,
                           unsigned tf, unsigned num_eng, unsigned num_aux, unsigned num_chan,

@@ -16,6 +16,10 @@
  *  - Everything is allocated in xsp3_config; nothing after.
  *  - Fault injection: device not found at config, an error at frame k, a stalled progress counter,
  *    a slow RX.
+ *  - Frame f lives in slot x3s_sdk_slot(f, num_tf) (x3s_frame_addr.h), the SDK's addressing; a
+ *    run may start at frame sim.frame_base instead of 0 to reach frame 2^32 in a test.
+ *  - The clock and sync programming is recorded (xsp3_sim_get_clock_setup); the clock source
+ *    must be the one the simulated box has (Mk2 Mini: the midplane's).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -29,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "x3s_frame_addr.h"
 #include "x3s_sim_content.h"
 #include "xsp3_api.h"
 #include "xsp3_sim.h"
@@ -61,6 +66,12 @@ struct sim_path {
     uint32_t *good;
     x3s_sim_table *table; /* spectrum content tables, computed once at config */
     uint32_t *event_width; /* per channel, from the parameters or the settings directory */
+
+    /* Clock and sync as programmed (-1: never). */
+    int clk_src;
+    int clk_flags;
+    int clk_card;
+    int sync_mode;
 
     /* Timing as programmed. */
     uint32_t glob_a;
@@ -231,35 +242,39 @@ static void advance(struct sim_path *sp, uint64_t now)
 {
     if (sp->run != RUN_RUNNING || sp->fault_code != 0)
         return;
+    uint64_t base = sp->p.frame_base;
     uint64_t due = detector_frames(sp, now);
+    due = due > UNBOUNDED - base ? UNBOUNDED : due + base;
     if (due > sp->target)
         due = sp->target;
     uint64_t rx_cap = UNBOUNDED;
-    if (sp->p.slow_rx_hz > 0.0)
+    if (sp->p.slow_rx_hz > 0.0) {
         rx_cap = frames_in((double)(now - sp->t0_ns), 1e9 / sp->p.slow_rx_hz);
+        rx_cap = rx_cap > UNBOUNDED - base ? UNBOUNDED : rx_cap + base;
+    }
     int full = sp->p.full_speed != 0;
     int circular = (sp->run_flags & XSP3_RUN_FLAGS_CIRCULAR_BUFFER) != 0;
     int blocked = 0;
 
     while (sp->produced < due && sp->produced < rx_cap) {
         uint64_t f = sp->produced;
-        if (sp->p.stall_at_frame >= 0 && f >= (uint64_t)sp->p.stall_at_frame) {
+        if (sp->p.stall_at_frame >= 0 && f - base >= (uint64_t)sp->p.stall_at_frame) {
             blocked = 1;
             break;
         }
-        if (sp->p.error_at_frame >= 0 && f == (uint64_t)sp->p.error_at_frame) {
+        if (sp->p.error_at_frame >= 0 && f - base == (uint64_t)sp->p.error_at_frame) {
             fault(sp, sp->p.error_code, Xsp3ErrFlag_SocketError,
                   "xsp3_sim: injected error at frame %llu: socket error on the 10G data link",
                   (unsigned long long)f);
             break;
         }
-        if (!circular && f >= sp->num_tf) {
+        if (!circular && f - base >= sp->num_tf) {
             fault(sp, XSP3_ERROR, Xsp3ErrFlag_HistFramesOverRun,
                   "xsp3_sim: frame %llu does not fit the %u-frame buffer (not in circular mode)",
                   (unsigned long long)f, sp->num_tf);
             break;
         }
-        uint64_t slot = f % sp->num_tf;
+        uint64_t slot = x3s_sdk_slot(f, sp->num_tf);
         uint64_t prev = sp->slot_frame[slot];
         if (prev != SLOT_EMPTY && sp->slot_acks[slot] < sp->nch) {
             if (full) {
@@ -409,10 +424,12 @@ int xsp3_config(int ncards, int num_tf, char *baseIPaddress, int basePort, char 
         return XSP3_RANGE_CHECK;
     }
     if (p.content > X3S_SIM_PATTERN || p.error_code >= 0 || p.ext_trigger_hz < 0.0 ||
-        p.slow_rx_hz < 0.0) {
+        p.slow_rx_hz < 0.0 || (p.mini_plus && !p.mini) || p.frame_base > (UINT64_MAX >> 1)) {
         set_msg("xsp3_config: invalid simulator parameters (content %u, error_code %d, "
-                "ext_trigger_hz %g, slow_rx_hz %g)",
-                p.content, p.error_code, p.ext_trigger_hz, p.slow_rx_hz);
+                "ext_trigger_hz %g, slow_rx_hz %g, mini %u, mini_plus %u, frame_base %llu; "
+                "mini_plus needs mini)",
+                p.content, p.error_code, p.ext_trigger_hz, p.slow_rx_hz, p.mini, p.mini_plus,
+                (unsigned long long)p.frame_base);
         return XSP3_RANGE_CHECK;
     }
 
@@ -450,6 +467,10 @@ int xsp3_config(int ncards, int num_tf, char *baseIPaddress, int basePort, char 
     }
     sp->first_overrun = -1;
     sp->target = UNBOUNDED;
+    sp->clk_src = -1;
+    sp->clk_flags = -1;
+    sp->clk_card = -2;
+    sp->sync_mode = -1;
 
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -495,7 +516,10 @@ int xsp3_close(int path, Xsp3Unlink unlink)
 #endif
 {
 #if X3S_XSP3_CLOSE_ARGS != 1
-    (void)unlink; /* no shared memory to unlink */
+    /* No shared memory to unlink; but the shim's policy is to always pass Xsp3UnlinkAll. */
+    int bad_unlink = unlink != Xsp3UnlinkAll;
+#else
+    int bad_unlink = 0;
 #endif
     struct sim_path *sp = NULL;
     pthread_mutex_lock(&g_paths_mu);
@@ -516,12 +540,23 @@ int xsp3_close(int path, Xsp3Unlink unlink)
     pthread_cond_destroy(&sp->cv);
     pthread_mutex_destroy(&sp->mu);
     free_path(sp);
+    if (bad_unlink) {
+#if X3S_XSP3_CLOSE_ARGS != 1
+        set_msg("xsp3_close: path %d closed, but the unlink argument was %d, not Xsp3UnlinkAll",
+                path, (int)unlink);
+#endif
+        return XSP3_RANGE_CHECK;
+    }
     return XSP3_OK;
+}
+
+static const char *box_name(const struct sim_path *sp)
+{
+    return sp->p.mini_plus ? "Xspress3 Mini Mk2" : sp->p.mini ? "Xspress3 Mini" : "Xspress3";
 }
 
 int xsp3_clocks_setup(int path, int card, int clk_src, int flags, int tp_type)
 {
-    (void)flags;
     (void)tp_type;
     struct sim_path *sp = get_path(path, "xsp3_clocks_setup");
     if (!sp)
@@ -529,12 +564,20 @@ int xsp3_clocks_setup(int path, int card, int clk_src, int flags, int tp_type)
     int rc = check_card(sp, card, "xsp3_clocks_setup");
     if (rc < 0)
         return rc;
-    int want = sp->p.mini ? XSP3M_CLK_SRC_CDCM61004 : XSP3_CLK_SRC_XTAL;
+    /* A Mk2 Mini takes its clock from the midplane; the first-generation Mini has a CDCM61004. */
+    int want = sp->p.mini_plus ? XSP4_CLK_SRC_MIDPLN_LMK61E2
+               : sp->p.mini    ? XSP3M_CLK_SRC_CDCM61004
+                               : XSP3_CLK_SRC_XTAL;
     if (clk_src != want && clk_src != XSP3_CLK_SRC_INT) {
         set_msg("xsp3_clocks_setup: clock source 0x%x is not fitted (this %s uses 0x%x)", clk_src,
-                sp->p.mini ? "Xspress3 Mini" : "Xspress3", want);
+                box_name(sp), want);
         return XSP3_RANGE_CHECK;
     }
+    pthread_mutex_lock(&sp->mu);
+    sp->clk_src = clk_src;
+    sp->clk_flags = flags;
+    sp->clk_card = card;
+    pthread_mutex_unlock(&sp->mu);
     /* Xspress3 returns 0; the Mini returns the measured frequency. */
     return sp->p.mini ? (int)X3S_SIM_CLOCK_HZ : XSP3_OK;
 }
@@ -544,6 +587,50 @@ int xsp3_clocks_setup(int path, int card, int clk_src, int flags, int tp_type)
  * xsp3_sim_event_widths.txt (whitespace-separated tick counts, one per channel from channel 0),
  * those are the channels' calibrated event widths.
  */
+int xsp3_set_sync_mode(int path, int sync_mode, int enb_global_reset, int gr_card)
+{
+    struct sim_path *sp = get_path(path, "xsp3_set_sync_mode");
+    if (!sp)
+        return XSP3_INVALID_PATH;
+    if ((sync_mode & 0xFF) > XSP3_SYNC_LEMO_DAISYCHAIN_TEE || enb_global_reset < 0 ||
+        enb_global_reset > 1 || gr_card < 0 || gr_card >= (int)sp->n_cards) {
+        set_msg("xsp3_set_sync_mode: mode %d, global reset %d from card %d: out of range",
+                sync_mode, enb_global_reset, gr_card);
+        return XSP3_RANGE_CHECK;
+    }
+    pthread_mutex_lock(&sp->mu);
+    sp->sync_mode = sync_mode;
+    pthread_mutex_unlock(&sp->mu);
+    return XSP3_OK;
+}
+
+int xsp3_is_xsp3m_plus(int path)
+{
+    struct sim_path *sp = get_path(path, "xsp3_is_xsp3m_plus");
+    if (!sp)
+        return XSP3_INVALID_PATH;
+    return sp->p.mini_plus ? 1 : 0;
+}
+
+int xsp3_sim_get_clock_setup(int path, int *clk_src, int *clk_flags, int *clk_card,
+                             int *sync_mode)
+{
+    struct sim_path *sp = get_path(path, "xsp3_sim_get_clock_setup");
+    if (!sp)
+        return XSP3_INVALID_PATH;
+    pthread_mutex_lock(&sp->mu);
+    if (clk_src)
+        *clk_src = sp->clk_src;
+    if (clk_flags)
+        *clk_flags = sp->clk_flags;
+    if (clk_card)
+        *clk_card = sp->clk_card;
+    if (sync_mode)
+        *sync_mode = sp->sync_mode;
+    pthread_mutex_unlock(&sp->mu);
+    return XSP3_OK;
+}
+
 int xsp3_restore_settings(int path, char *dir, int force_mismatch)
 {
     (void)force_mismatch;
@@ -636,7 +723,7 @@ int xsp3_get_bins_per_mca(int path)
     return sp ? (int)X3S_SIM_BINS : XSP3_INVALID_PATH;
 }
 
-int xsp3_get_generation(int path, int card)
+XspressGeneration xsp3_get_generation(int path, int card)
 {
     struct sim_path *sp = get_path(path, "xsp3_get_generation");
     if (!sp)
@@ -660,13 +747,13 @@ double xsp3_get_clock_period(int path, int card)
     return 1.0 / (double)X3S_SIM_CLOCK_HZ;
 }
 
-int xsp3_get_trigger_b(int path, unsigned chan, Xspress3_TriggerB *trig_b)
+int xsp3_get_trigger_b(int path, int chan, Xspress3_TriggerB *trig_b)
 {
     struct sim_path *sp = get_path(path, "xsp3_get_trigger_b");
     if (!sp)
         return XSP3_INVALID_PATH;
-    if (chan >= sp->nch || !trig_b) {
-        set_msg("xsp3_get_trigger_b: channel %u outside 0..%u", chan, sp->nch - 1);
+    if (chan < 0 || chan >= (int)sp->nch || !trig_b) {
+        set_msg("xsp3_get_trigger_b: channel %d outside 0..%u", chan, sp->nch - 1);
         return XSP3_RANGE_CHECK;
     }
     memset(trig_b, 0, sizeof *trig_b);
@@ -826,15 +913,15 @@ static int begin_run(int path, int card, const char *fn)
     sp->first_trig = 0;
     sp->cont_pending = 0;
     sp->sw_frames = 0;
-    sp->produced = 0;
-    sp->furthest = 0;
+    sp->produced = sp->p.frame_base;
+    sp->furthest = sp->p.frame_base;
     sp->overrun_count = 0;
     sp->first_overrun = -1;
     sp->err_flags = 0;
     sp->fault_code = 0;
     sp->fault_reported = 0;
     sp->fault_msg[0] = '\0';
-    sp->target = src == XSP3_GTIMA_SRC_INTERNAL ? sp->itfg_frames : UNBOUNDED;
+    sp->target = src == XSP3_GTIMA_SRC_INTERNAL ? sp->p.frame_base + sp->itfg_frames : UNBOUNDED;
     if (src == XSP3_GTIMA_SRC_INTERNAL)
         sp->exposure_ticks = sp->col_time;
     else if (sp->p.ext_trigger_hz > 0.0)
@@ -924,12 +1011,8 @@ int xsp3_histogram_stop(int path, int card)
  * Readout.
  */
 
-#if X3S_XSP3_PROGRESS_ARGS == 3
-int xsp3_scaler_check_progress_details(int path, Xsp3ErrFlag *flags, int quiet)
-#else
 int64_t xsp3_scaler_check_progress_details(int path, Xsp3ErrFlag *flags, int quiet,
                                            int64_t *furthest_frame)
-#endif
 {
     (void)quiet;
     struct sim_path *sp = get_path(path, "xsp3_scaler_check_progress_details");
@@ -939,10 +1022,8 @@ int64_t xsp3_scaler_check_progress_details(int path, Xsp3ErrFlag *flags, int qui
     advance(sp, mono_ns());
     if (flags)
         *flags = (Xsp3ErrFlag)sp->err_flags;
-#if X3S_XSP3_PROGRESS_ARGS != 3
     if (furthest_frame)
         *furthest_frame = (int64_t)sp->furthest;
-#endif
     int64_t rc = (int64_t)sp->produced;
     if (sp->fault_code != 0 && !sp->fault_reported) {
         /* The first query after a fault fails with its message; later ones return the frames
@@ -952,11 +1033,7 @@ int64_t xsp3_scaler_check_progress_details(int path, Xsp3ErrFlag *flags, int qui
         set_msg("%s", sp->fault_msg);
     }
     pthread_mutex_unlock(&sp->mu);
-#if X3S_XSP3_PROGRESS_ARGS == 3
-    return rc > INT_MAX ? INT_MAX : (int)rc;
-#else
     return rc;
-#endif
 }
 
 int64_t xsp3_histogram_get_circ_overrun(int path, int chan, int64_t *first)
@@ -980,7 +1057,7 @@ int64_t xsp3_histogram_get_circ_overrun(int path, int chan, int64_t *first)
 static uint64_t occupant(struct sim_path *sp, unsigned tf)
 {
     pthread_mutex_lock(&sp->mu);
-    uint64_t f = sp->slot_frame[tf % sp->num_tf];
+    uint64_t f = sp->slot_frame[x3s_sdk_slot(tf, sp->num_tf)];
     pthread_mutex_unlock(&sp->mu);
     return f;
 }
@@ -1037,7 +1114,7 @@ int xsp3_scaler_read(int path, uint32_t *dest, unsigned scaler, unsigned chan, u
     int pattern = sp->p.content == X3S_SIM_PATTERN;
     for (unsigned i = 0; i < dt; i++) {
         pthread_mutex_lock(&sp->mu);
-        uint64_t f = sp->slot_frame[(t + i) % sp->num_tf];
+        uint64_t f = sp->slot_frame[x3s_sdk_slot((uint32_t)(t + i), sp->num_tf)];
         uint32_t exposure = sp->exposure_ticks;
         pthread_mutex_unlock(&sp->mu);
         for (unsigned c = 0; c < n_chan; c++) {
@@ -1075,7 +1152,7 @@ int xsp3_histogram_circ_ack(int path, unsigned chan, unsigned tf, unsigned num_c
     pthread_mutex_lock(&sp->mu);
     for (unsigned i = 0; i < num_tf; i++) {
         unsigned f = tf + i;
-        uint32_t slot = f % sp->num_tf;
+        uint64_t slot = x3s_sdk_slot(f, sp->num_tf);
         /* Only the frame that occupies the slot (low 32 bits of its number) is acknowledged. */
         if (sp->slot_frame[slot] == SLOT_EMPTY || (unsigned)sp->slot_frame[slot] != f)
             continue;

@@ -27,6 +27,7 @@ pub struct Xspress3 {
     dev: Device,
     info: DetectorInfo,
     simulated: bool,
+    mini_plus: bool,
     sim: SimParams,
     windows: Vec<[u32; 4]>,
     good_thres: Vec<u32>,
@@ -121,6 +122,7 @@ impl Xspress3 {
                 event_widths,
             },
             simulated: ri.simulated != 0,
+            mini_plus: ri.mini_plus != 0,
             sim: params.sim.clone(),
             windows: vec![[0, last, 0, last]; n],
             good_thres: vec![0; n],
@@ -141,6 +143,12 @@ impl Xspress3 {
     /// Whether the simulated SDK is behind the shim.
     pub fn is_simulated(&self) -> bool {
         self.simulated
+    }
+
+    /// Whether the system is a second-generation Xspress3 Mini (Mk2, `xsp3_is_xsp3m_plus`),
+    /// which the shim clocks and syncs from the midplane.
+    pub fn is_mini_plus(&self) -> bool {
+        self.mini_plus
     }
 
     /// The simulator parameters this device was opened with.

@@ -24,6 +24,12 @@ pub struct SimParams {
     pub full_speed: bool,
     /// Xspress3 Mini semantics: an overrun stops the run with an error.
     pub mini: bool,
+    /// With `mini`: a second-generation Mini (Mk2, `xsp3_is_xsp3m_plus`), which accepts only the
+    /// midplane clock.
+    pub mini_plus: bool,
+    /// Test knob: each run's first frame number (the frame addressing near 2^32 without running
+    /// 2^32 frames). 0 by default.
+    pub frame_base: u64,
     /// Rate of TTL triggers / gates in the external and gate modes; 0: none arrive.
     pub ext_trigger_hz: f64,
     pub background: u32,
@@ -71,6 +77,8 @@ impl SimParams {
             },
             full_speed: r.full_speed != 0,
             mini: r.mini != 0,
+            mini_plus: r.mini_plus != 0,
+            frame_base: r.frame_base,
             ext_trigger_hz: r.ext_trigger_hz,
             background: r.background,
             amplitude_percent: r.amplitude_percent,
@@ -96,6 +104,8 @@ impl SimParams {
             },
             full_speed: self.full_speed.into(),
             mini: self.mini.into(),
+            mini_plus: self.mini_plus.into(),
+            frame_base: self.frame_base,
             ext_trigger_hz: self.ext_trigger_hz,
             background: self.background,
             amplitude_percent: self.amplitude_percent,
@@ -225,9 +235,9 @@ impl OpenParams {
     /// Sets one parameter by name. Simulator keys may carry a `sim.` prefix. Keys: `n_cards`,
     /// `n_channels`, `num_tf`, `base_ip`, `settings_dir`, `debug`, `progress_timeout_ms`, and
     /// the simulator's `seed`, `channels` (box size), `content` (`spectrum`|`pattern`),
-    /// `full_speed`, `mini`, `ext_trigger_hz`, `background`, `amplitude_percent`, `pileup_ppm`,
-    /// `reset_rate_hz`, `reset_ticks`, `event_width`, `fail_open`, `error_at_frame`,
-    /// `error_code`, `stall_at_frame`, `slow_rx_hz`.
+    /// `full_speed`, `mini`, `mini_plus`, `frame_base`, `ext_trigger_hz`, `background`,
+    /// `amplitude_percent`, `pileup_ppm`, `reset_rate_hz`, `reset_ticks`, `event_width`,
+    /// `fail_open`, `error_at_frame`, `error_code`, `stall_at_frame`, `slow_rx_hz`.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ParamError> {
         let k = key.trim();
         let s = &mut self.sim;
@@ -256,6 +266,8 @@ impl OpenParams {
             }
             "full_speed" => s.full_speed = parse_bool(k, value)?,
             "mini" => s.mini = parse_bool(k, value)?,
+            "mini_plus" => s.mini_plus = parse_bool(k, value)?,
+            "frame_base" => s.frame_base = parse(k, value, "a frame number")?,
             "ext_trigger_hz" => s.ext_trigger_hz = parse(k, value, "a rate in Hz")?,
             "background" => s.background = parse(k, value, "counts per bin")?,
             "amplitude_percent" => s.amplitude_percent = parse(k, value, "a percentage")?,

@@ -14,6 +14,8 @@
 #include <time.h>
 
 #include "x3s.h"
+#include "x3s_frame_addr.h"
+#include "xsp3_sim.h"
 
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t n, size_t m);
@@ -239,6 +241,114 @@ static void test_faults(void)
     CHECK_RC(x3s_close(NULL), 0);
 }
 
+/* The SDK's frame address (x3s_frame_addr.h) where the buffer depth does not divide 2^32. */
+static void test_frame_address(void)
+{
+    const uint64_t two32 = 1ull << 32;
+    CHECK(x3s_sdk_tf(two32 + 7) == 7u);
+    CHECK(x3s_sdk_slot(5, 3) == 2);
+    /* From frame 2^32 on, the address (low 32 bits) modulo the depth is not the frame modulo the
+     * depth: a shim that passed f % depth to one call and f to another would mix up slots. */
+    CHECK(x3s_sdk_slot(two32, 3) == 0 && two32 % 3 == 1);
+    CHECK(x3s_sdk_slot(two32 - 1, 3) == (two32 - 1) % 3);
+    /* A run stops at the end of the buffer and at the wrap of the 32-bit address. */
+    CHECK(x3s_sdk_run(0, 10, 3) == 3);
+    CHECK(x3s_sdk_run(4, 10, 3) == 2);
+    CHECK(x3s_sdk_run(two32 - 1, 10, 3) == 1);
+    CHECK(x3s_sdk_run(two32 - 2, 1, 3) == 1);
+    CHECK(x3s_sdk_run(two32, 10, 3) == 3);
+    CHECK(x3s_sdk_run(two32 - 2, 10, 1u << 20) == 2);
+    /* The next frame in a frame's slot: ring frames later, or sooner at the 2^32 wrap. */
+    CHECK(x3s_sdk_overwriter(10, 3) == 13);
+    CHECK(x3s_sdk_overwriter(two32 - 1, 3) == two32);     /* slot 0, and 2^32 takes slot 0 */
+    CHECK(x3s_sdk_overwriter(two32 - 2, 3) == two32 + 2); /* slot 2 */
+    CHECK(x3s_sdk_overwriter(two32 - 3, 3) == two32 + 1); /* slot 1 */
+    CHECK(x3s_sdk_overwriter(two32 - 4, 1u << 20) == two32 - 4 + (1u << 20));
+}
+
+/*
+ * Frames on both sides of 2^32 with a 3-frame buffer (3 does not divide 2^32): the simulated SDK
+ * starts the run at frame 2^32 - 5 and places frames by the SDK's rule; every read and release
+ * must address the same slots, or content is wrong, releases miss and the full-speed detector
+ * (which waits for releases) stalls.
+ */
+static void test_frames_across_2_32(void)
+{
+    enum { RING = 3, N = 12 };
+    const uint64_t base = (1ull << 32) - 5;
+    x3s_open_params op;
+    open_sim(&op);
+    op.num_tf = RING;
+    op.sim.full_speed = 1;
+    op.sim.frame_base = base;
+    x3s_dev *d = NULL;
+    CHECK_RC(x3s_open(&op, &d), 0);
+    if (!d)
+        return;
+    x3s_acq_params a = {0, 800, 0, X3S_TRIG_INTERNAL, 0, 0, 0};
+    CHECK_RC(x3s_configure(d, &a), 0);
+    CHECK_RC(x3s_arm(d), 0);
+    x3s_progress p;
+    /* One frame at a time: at the wrap, frame 2^32 - 1 and 2^32 share slot 0, so frame 2^32
+     * only completes once 2^32 - 1 is released. */
+    for (uint64_t f = base; f < base + N; f++) {
+        CHECK_RC(wait_frames(d, f + 1, &p), 0);
+        CHECK_RC(x3s_read_mca(d, f, 1, g_mca, sizeof g_mca / 4), 1);
+        CHECK_RC(x3s_read_scalers(d, f, 1, g_sc, sizeof g_sc / 4), 1);
+        CHECK_RC(x3s_sim_expected_frame(&op.sim, NCH, a.exposure_ticks, NULL, NULL, f, g_emca,
+                                        NCH * NBINS, g_esc, NCH * NSC),
+                 0);
+        CHECK(memcmp(g_mca, g_emca, sizeof g_emca) == 0);
+        CHECK(memcmp(g_sc, g_esc, sizeof g_esc) == 0);
+        CHECK_RC(x3s_release(d, f, 1), 1);
+    }
+    CHECK_RC(wait_frames(d, base + N + 1, &p), 0);
+    CHECK(p.overrun_count == 0 && p.err_flags == 0);
+    CHECK_RC(x3s_stop(d), 0);
+    CHECK_RC(x3s_close(d), 0);
+}
+
+/* The clock (and sync) the simulated SDK was given by x3s_open, for each kind of box. */
+static void check_clock(uint32_t mini, uint32_t mini_plus, int want_clk, int want_flags,
+                        int want_card, int want_sync)
+{
+    x3s_open_params op;
+    open_sim(&op);
+    op.sim.mini = mini;
+    op.sim.mini_plus = mini_plus;
+    x3s_dev *d = NULL;
+    CHECK_RC(x3s_open(&op, &d), 0);
+    if (!d)
+        return;
+    x3s_info info;
+    CHECK_RC(x3s_get_info(d, &info), 0);
+    CHECK(info.mini_plus == mini_plus && info.generation == (mini ? 2 : 0));
+    /* The device's path is private; it is the one open path of the simulator. */
+    int found = 0;
+    for (int path = 0; path < 64; path++) {
+        int clk, flags, card, sync;
+        if (xsp3_sim_get_clock_setup(path, &clk, &flags, &card, &sync) != 0)
+            continue;
+        found++;
+        if (clk != want_clk || flags != want_flags || card != want_card || sync != want_sync) {
+            fprintf(stderr, "%s:%d: mini %u mini_plus %u: clock 0x%x flags %d card %d sync %d, "
+                    "want 0x%x %d %d %d\n", __FILE__, __LINE__, mini, mini_plus, clk, flags,
+                    card, sync, want_clk, want_flags, want_card, want_sync);
+            g_failures++;
+        }
+    }
+    CHECK(found == 1);
+    CHECK_RC(x3s_close(d), 0);
+}
+
+static void test_clocks(void)
+{
+    check_clock(0, 0, 0x01, 3, 0, -1); /* Xspress3: XTAL, master, no dither, per card */
+    check_clock(1, 0, 0x10, 3, 0, -1); /* Mini: CDCM61004 */
+    /* Mini Mk2: the midplane's LMK61E2 on all cards, no dither, then midplane sync. */
+    check_clock(1, 1, 0x21, 2, -1, 4);
+}
+
 int main(void)
 {
     CHECK(x3s_abi_version() == ((X3S_ABI_MAJOR << 16) | X3S_ABI_MINOR));
@@ -248,6 +358,9 @@ int main(void)
     test_software_cycle(X3S_TRIG_EXTERNAL);
     test_overrun();
     test_faults();
+    test_frame_address();
+    test_frames_across_2_32();
+    test_clocks();
     if (g_failures) {
         fprintf(stderr, "x3s_test: %d checks failed\n", g_failures);
         return 1;
