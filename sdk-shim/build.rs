@@ -75,7 +75,9 @@ impl SdkLayout {
             }
         }
         Err(format!(
-            "XSPRESS3_SDK_DIR={}: no xspress3.h in include/, in the directory itself or in              xspress3Support/ (expected include/ + lib/, or the EPICS module's xspress3Support/              with os/linux-x86_64/)",
+            "XSPRESS3_SDK_DIR={}: no xspress3.h in include/, in the directory itself or in \
+             xspress3Support/ (expected include/ + lib/, or the EPICS module's xspress3Support/ \
+             with os/linux-x86_64/)",
             dir.display()
         ))
     }
