@@ -194,7 +194,7 @@ impl FileAccess {
     }
 
     /// Run a metadata rule (raw walk first, libhdf5 where it cannot answer).
-    fn read_meta<T>(
+    pub(crate) fn read_meta<T>(
         self: &Arc<Self>,
         rule: impl Fn(&dyn MetaReader) -> MetaResult<T>,
     ) -> Result<T> {

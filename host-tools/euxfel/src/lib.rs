@@ -39,6 +39,7 @@ mod runmap;
 mod selection;
 mod source_data;
 mod trains;
+pub mod validation;
 mod warning;
 
 pub use data_collection::{DataCollection, DetectorInfo};
