@@ -3,9 +3,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use super::collection::{detector_source_match, DataCollection, SourceData};
+use super::data_collection::DataCollection;
 use super::error::Result;
 use super::fnmatch::Pattern;
+use super::names::detector_source_match;
+use super::source_data::SourceData;
+use super::warning::Warning;
 
 /// Options of [`info`].
 #[derive(Debug, Clone, Default)]
@@ -20,7 +23,7 @@ pub struct InfoOptions {
 }
 
 /// Python's `str(timedelta(seconds=s))`.
-pub fn timedelta_str(secs: u64) -> String {
+fn timedelta_str(secs: u64) -> String {
     let days = secs / 86400;
     let rem = secs % 86400;
     let hms = format!("{}:{:02}:{:02}", rem / 3600, (rem % 3600) / 60, rem % 60);
@@ -32,7 +35,7 @@ pub fn timedelta_str(secs: u64) -> String {
 }
 
 /// Python's `tuple.__repr__` for a shape.
-pub fn shape_repr(shape: &[usize]) -> String {
+pub(crate) fn shape_repr(shape: &[usize]) -> String {
     match shape.len() {
         0 => "()".into(),
         1 => format!("({},)", shape[0]),
@@ -47,16 +50,23 @@ pub fn shape_repr(shape: &[usize]) -> String {
     }
 }
 
-/// Render the info text.
-pub fn info(dc: &DataCollection, opts: &InfoOptions) -> Result<String> {
+/// Render the info text, and the warnings met on the way.
+pub fn info(dc: &DataCollection, opts: &InfoOptions) -> Result<(String, Vec<Warning>)> {
     let mut out = String::new();
-    info_into(dc, opts, &mut out)?;
-    Ok(out)
+    let mut warnings = Vec::new();
+    info_into(dc, opts, &mut out, &mut warnings)?;
+    Ok((out, warnings))
 }
 
-/// Render the info text into `out`; on error, `out` holds what was rendered before it
-/// (EXtra-data prints line by line, so a failure leaves the same partial output).
-pub fn info_into(dc: &DataCollection, opts: &InfoOptions, out: &mut String) -> Result<()> {
+/// Render the info text into `out` and the warnings met on the way into `warnings`;
+/// on error, both hold what came before it (EXtra-data prints line by line, so a
+/// failure leaves the same partial output).
+pub fn info_into(
+    dc: &DataCollection,
+    opts: &InfoOptions,
+    out: &mut String,
+    warnings: &mut Vec<Warning>,
+) -> Result<()> {
     let detail_pats: Vec<Pattern> = opts
         .details_for_sources
         .iter()
@@ -99,8 +109,16 @@ pub fn info_into(dc: &DataCollection, opts: &InfoOptions, out: &mut String) -> R
         for (det, mods) in &by_det {
             writeln!(out, "{} XTDF detector modules of {det}/*", mods.len()).ok();
             if let Some((modno, src)) = mods.iter().next() {
-                let (dims, fpt, total) = dc.detector_info(src)?;
-                let dims_s = dims
+                let info = dc.detector_info(src)?;
+                if info.frame_counts.len() > 1 {
+                    warnings.push(Warning::VaryingFramesPerTrain {
+                        source_name: src.clone(),
+                        counts: info.frame_counts.clone(),
+                    });
+                }
+                let (fpt, total) = (info.frames_per_train, info.total_frames);
+                let dims_s = info
+                    .dims
                     .iter()
                     .map(|d| d.to_string())
                     .collect::<Vec<_>>()
@@ -400,12 +418,12 @@ fn piece_split(s: &str) -> Vec<String> {
 
 /// Grouping of similar source names (EXtra-data's `SourceGroup`).
 #[derive(Debug, Default)]
-pub struct SourceGroup {
+struct SourceGroup {
     entries: Vec<Vec<String>>,
 }
 
 impl SourceGroup {
-    pub fn split_name(name: &str) -> Vec<String> {
+    fn split_name(name: &str) -> Vec<String> {
         let mut components: Vec<String> = name.split('/').map(str::to_string).collect();
         let lastc = components.pop().unwrap_or_default();
         let (last, pipeline) = match lastc.split_once(':') {
@@ -447,7 +465,7 @@ impl SourceGroup {
     }
 
     /// Try to add a name; false if it does not fit the group.
-    pub fn add(&mut self, name: &str) -> bool {
+    fn add(&mut self, name: &str) -> bool {
         let split = Self::split_name(name);
         if self.entries.is_empty() {
             self.entries.push(split);
@@ -510,7 +528,7 @@ impl SourceGroup {
     }
 
     /// The group as one line, e.g. `SA3_XTD10_IMGFEL/CAM/BEAMVIEW{2-3}:daqOutput`.
-    pub fn render(&self) -> String {
+    fn render(&self) -> String {
         let mut res = String::new();
         let n = self.entries.first().map_or(0, Vec::len);
         for i in 0..n {

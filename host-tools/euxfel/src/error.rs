@@ -1,7 +1,8 @@
-//! Error type of the EuXFEL module. Every variant names the file, dataset,
-//! source or key involved.
+//! Error type of the crate. Every variant names the file, dataset, source or key
+//! involved, so a caller can print it as it is.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Errors from reading EuXFEL run data.
 #[derive(Debug, thiserror::Error)]
@@ -16,9 +17,23 @@ pub enum Error {
     /// The file is not an HDF5 file (no signature), or libhdf5 could not open it.
     #[error("{path}: cannot open as HDF5: {msg}")]
     NotHdf5 { path: PathBuf, msg: String },
-    /// A mandatory object is missing or has the wrong form.
+    /// A mandatory object of the EuXFEL layout is missing.
+    #[error("{path}: {object} not found")]
+    Missing { path: PathBuf, object: String },
+    /// An object exists but has the wrong form (shape, length, value).
     #[error("{path}: {msg}")]
     FileStructure { path: PathBuf, msg: String },
+    /// The index points at rows past the end of a dataset.
+    #[error(
+        "{path}: {object}: index refers to rows {start}..{end} outside the dataset ({rows} rows)"
+    )]
+    IndexOutsideData {
+        path: PathBuf,
+        object: String,
+        start: u64,
+        end: u64,
+        rows: u64,
+    },
     /// An HDF5 call failed on an object.
     #[error("{path}: {object}: {msg}")]
     Hdf5 {
@@ -42,6 +57,13 @@ pub enum Error {
         category: String,
         entry: String,
     },
+    /// A data type this code cannot convert.
+    #[error("{path}: {object}: unsupported data type {dtype}")]
+    UnsupportedType {
+        path: PathBuf,
+        object: String,
+        dtype: String,
+    },
     /// No source of that name.
     #[error("this data has no source named {source_name:?}{hint}")]
     SourceName { source_name: String, hint: String },
@@ -52,9 +74,21 @@ pub enum Error {
         key: String,
         hint: String,
     },
+    /// A control source without a RUN section.
+    #[error("{source_name} has no RUN values")]
+    NoRunValues { source_name: String },
     /// A train ID that is not in the data.
     #[error("train ID {0} not found in this data")]
     TrainId(u64),
+    /// A train position outside the selection.
+    #[error("train index {index} is out of range for {n_trains} trains")]
+    TrainIndex { index: i64, n_trains: usize },
+    /// A slice with step 0.
+    #[error("slice step cannot be zero")]
+    SliceStepZero,
+    /// Invalid arguments to a split into parts.
+    #[error("{0}")]
+    SplitArguments(&'static str),
     /// Two files hold the same train for the same source.
     #[error("{count} sources have conflicting data (same train ID in different files): {sources}")]
     SourceConflict { count: usize, sources: String },
@@ -67,25 +101,67 @@ pub enum Error {
     /// No files to open.
     #[error("no HDF5 files found in {dir} with glob pattern {pattern:?}")]
     NoFiles { dir: PathBuf, pattern: String },
-    /// Every file given failed to open.
-    #[error("all HDF5 files specified are unusable: {0}")]
-    AllUnusable(String),
-    /// Invalid argument (selection, buffer size, ...).
-    #[error("{0}")]
-    Invalid(String),
-    /// A data type this code cannot convert.
-    #[error("{path}: {object}: unsupported data type {dtype}")]
-    UnsupportedType {
-        path: PathBuf,
-        object: String,
+    /// Every file given failed to open; the error of each.
+    #[error("all HDF5 files specified are unusable: {}", join_errors(.0))]
+    AllUnusable(Vec<(PathBuf, Arc<Error>)>),
+    /// A key whose elements have no fixed size (strings) read as bytes.
+    #[error("{source_name} {key}: dtype {dtype} has no fixed size; use read_strings")]
+    VariableSize {
+        source_name: String,
+        key: String,
         dtype: String,
+    },
+    /// A typed read whose element type differs from the key's dtype.
+    #[error("{source_name} {key}: dtype is {dtype}, not {requested}")]
+    DTypeMismatch {
+        source_name: String,
+        key: String,
+        dtype: String,
+        requested: &'static str,
+    },
+    /// A caller buffer of the wrong size.
+    #[error("{object}: buffer has {got} bytes, data needs {needed}")]
+    BufferSize {
+        object: String,
+        got: usize,
+        needed: u64,
+    },
+    /// Sizes (from the file) too large to address or to allocate.
+    #[error("{object}: {what} is too large ({size})")]
+    TooLarge {
+        object: String,
+        what: &'static str,
+        size: String,
     },
 }
 
-/// Result alias of this module.
+fn join_errors(errors: &[(PathBuf, Arc<Error>)]) -> String {
+    errors
+        .iter()
+        .map(|(_, e)| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// The files left out of a collection that could not be built (every file
+    /// failed to open), as the warnings a partial failure would have given.
+    pub fn skipped_files(&self) -> Vec<crate::Warning> {
+        match self {
+            Error::AllUnusable(failed) => failed
+                .iter()
+                .map(|(path, error)| crate::Warning::SkippedFile {
+                    path: path.clone(),
+                    error: error.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
@@ -96,6 +172,12 @@ impl Error {
         Error::FileStructure {
             path: path.into(),
             msg: msg.into(),
+        }
+    }
+    pub(crate) fn missing(path: impl Into<PathBuf>, object: impl Into<String>) -> Self {
+        Error::Missing {
+            path: path.into(),
+            object: object.into(),
         }
     }
     pub(crate) fn h5(path: impl Into<PathBuf>, object: &str, e: impl std::fmt::Display) -> Self {

@@ -137,14 +137,14 @@ fn one(t: &Tok, ch: char) -> bool {
     }
 }
 
-/// Convenience: match `s` against glob `pat`.
-pub fn fnmatch(s: &str, pat: &str) -> bool {
-    Pattern::new(pat).matches(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fnmatch(s: &str, pat: &str) -> bool {
+        Pattern::new(pat).matches(s)
+    }
+
     #[test]
     fn globs() {
         assert!(fnmatch("SA1_XTD2_XGM/DOOCS/MAIN", "*XGM/*"));

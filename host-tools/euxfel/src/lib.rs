@@ -1,31 +1,56 @@
-//! European XFEL HDF5 run data: file access, collections, key data, run map.
+//! European XFEL HDF5 run data, compatible with EXtra-data: open runs and files,
+//! select sources, keys and trains, read data.
 //!
 //! The structure follows EXtra-data (one object per concern):
 //!
 //! - [`FileAccess`]: one HDF5 file: format version, train IDs, flags, sources,
-//!   per-source index (read from a memory map where the layout allows it), keys.
+//!   per-source index, keys. Metadata and index are read by one set of rules
+//!   (`meta`) over two readers: a pure-Rust walk of the memory-mapped file
+//!   (`rawh5`) and libhdf5 (`h5`) where the walk does not apply.
 //! - [`DataCollection`]: a set of files (a run, a file, several paths): union of
-//!   train IDs, sources, selection by globs and by trains, splitting.
+//!   train IDs, sources, selection by globs and by trains, union, splitting.
 //! - [`SourceData`] / [`KeyData`]: one source / one key of a collection: shapes,
 //!   dtypes, data counts, reads into caller buffers or `ndarray::ArrayD`.
-//! - [`runmap`]: the `karabo_data_map.json` cache shared with EXtra-data.
+//! - [`TrainSelection`]: EXtra-data's `by_id` / `by_index` selections.
 //! - [`display`]: `lsxfel` / `DataCollection::info()` output.
 //! - [`npy`]: NumPy `.npy` writer used by `xfel-extract`.
+//!
+//! The library never prints: conditions EXtra-data warns about come back as
+//! [`Warning`]s ([`DataCollection::warnings`], [`KeyData::warnings`],
+//! [`display::info`]), failures as [`Error`]s.
 
-mod collection;
+mod data_collection;
 pub mod display;
+mod dtype;
 mod error;
 mod file_access;
-pub mod fnmatch;
+mod file_map;
+mod filename;
+mod fnmatch;
 mod h5;
+mod key_data;
+mod meta;
+mod names;
 pub mod npy;
-pub mod rawh5;
-pub mod runmap;
+mod open;
+mod open_files;
+mod rawh5;
+mod runmap;
+mod selection;
+mod source_data;
+mod trains;
+pub mod validation;
+mod warning;
 
-pub use collection::{
-    alloc_vec, split_ranges, DataCollection, Element, KeyData, OpenOptions, RunValue, Section,
-    SourceData, TrainData, TrainIter, TrainSelection, TrainValue,
-};
+pub use data_collection::{DataCollection, DetectorInfo};
+pub use dtype::DType;
 pub use error::{Error, Result};
-pub use file_access::{set_max_open_files, FileAccess, FilenameInfo};
-pub use h5::{DType, StrData};
+pub use file_access::{FileAccess, IndexPair};
+pub use filename::FilenameInfo;
+pub use key_data::{Element, KeyData};
+pub use open::OpenOptions;
+pub use open_files::set_max_open_files;
+pub use selection::{split_ranges, TrainSelection};
+pub use source_data::{RunValue, Section, SourceData};
+pub use trains::{TrainData, TrainIter, TrainValue};
+pub use warning::Warning;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use euxfel::display::{info_into, InfoOptions};
-use euxfel::{DataCollection, FileAccess, OpenOptions};
+use euxfel::{DataCollection, FileAccess, OpenOptions, Warning};
 
 #[derive(Parser, Debug)]
 #[command(name = "lsxfel", about = "Summarise XFEL data in files or folders")]
@@ -163,7 +163,8 @@ impl Ctx {
             dc
         };
         self.line("");
-        info_into(
+        let mut warnings = Vec::new();
+        let r = info_into(
             dcs,
             &InfoOptions {
                 details_for_sources: detail,
@@ -173,8 +174,10 @@ impl Ctx {
                 with_auxiliary: self.args.auxiliary,
             },
             &mut self.out,
-        )
-        .map_err(|e| e.to_string())
+            &mut warnings,
+        );
+        print_warnings(&warnings);
+        r.map_err(|e| e.to_string())
     }
 
     /// One run summary line, trains counted from the shortest group of sequence files.
@@ -255,8 +258,11 @@ impl Ctx {
                 let contents = sorted_listing(path)?;
                 if contents.iter().any(|f| f.ends_with(".h5")) {
                     self.line(&format!("{base} : Run directory"));
-                    let dc =
-                        DataCollection::open_run(path, &self.opts()).map_err(|e| e.to_string())?;
+                    let dc = DataCollection::open_run(path, &self.opts()).map_err(|e| {
+                        print_warnings(&e.skipped_files());
+                        e.to_string()
+                    })?;
+                    print_warnings(dc.warnings());
                     self.dc_info(&dc)?;
                 } else if contents.iter().any(|f| is_run_name(f)) {
                     self.line(&format!("{base} : Proposal data directory"));
@@ -336,6 +342,12 @@ impl Ctx {
             }
             Ok(code)
         }
+    }
+}
+
+fn print_warnings(warnings: &[Warning]) {
+    for w in warnings {
+        eprintln!("{w}");
     }
 }
 

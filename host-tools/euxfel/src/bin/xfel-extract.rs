@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use euxfel::{npy, DType, DataCollection, OpenOptions, TrainSelection};
+use euxfel::{npy, DType, DataCollection, OpenOptions, TrainSelection, Warning};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -87,11 +87,16 @@ fn run(a: &Args) -> Result<String, String> {
     } else {
         DataCollection::open_file(&a.run)
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| {
+        print_warnings(&e.skipped_files());
+        e.to_string()
+    })?;
+    print_warnings(dc.warnings());
     let mut kd = dc.key(&a.source, &a.key).map_err(|e| e.to_string())?;
     if let Some(t) = &a.trains {
         let sel = parse_trains(t, a.by_index)?;
         kd = kd.select_trains(&sel).map_err(|e| e.to_string())?;
+        print_warnings(kd.warnings());
     }
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
     let data_path = a.out.join("data.npy");
@@ -109,10 +114,7 @@ fn run(a: &Args) -> Result<String, String> {
                 kd.dtype.numpy_name()
             )
         })?;
-        let nbytes = kd.nbytes().unwrap_or(0) as usize;
-        let mut buf: Vec<u8> =
-            euxfel::alloc_vec(nbytes, &kd.source, &kd.key).map_err(|e| e.to_string())?;
-        kd.read_into_bytes(&mut buf).map_err(|e| e.to_string())?;
+        let buf = kd.read_bytes().map_err(|e| e.to_string())?;
         npy::write_raw(&data_path, &descr, &shape, &buf).map_err(|e| e.to_string())?;
     }
     let tids = kd.train_id_coordinates().map_err(|e| e.to_string())?;
@@ -139,6 +141,12 @@ fn run(a: &Args) -> Result<String, String> {
             shape,
             a.out.display()
         ))
+    }
+}
+
+fn print_warnings(warnings: &[Warning]) {
+    for w in warnings {
+        eprintln!("{w}");
     }
 }
 

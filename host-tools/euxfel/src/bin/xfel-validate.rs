@@ -1,0 +1,143 @@
+//! xfel-validate: check EuXFEL files and run directories, with the checks, output
+//! and exit codes of EXtra-data's `extra-data-validate`, plus cross-file checks.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use euxfel::validation::{
+    check_names, problems_text, validate_file, validate_run, Checks, Problem, Progress, Report,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "xfel-validate",
+    about = "Validate EuXFEL HDF5 files or run directories (EXtra-data's extra-data-validate checks \
+             and cross-file checks). Exit status: 0 no problems, 1 problems found or bad arguments, \
+             2 usage error."
+)]
+struct Args {
+    /// HDF5 file or run directory of HDF5 files.
+    #[arg(required_unless_present = "list")]
+    path: Option<PathBuf>,
+    /// List available checks (options for --skip).
+    #[arg(short = 'l', long = "list")]
+    list: bool,
+    /// Skip a named check (may be used several times).
+    #[arg(long)]
+    skip: Vec<String>,
+    /// Print the result as JSON (path, run, problems) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Files checked at the same time (0: one per CPU).
+    #[arg(short = 'j', long = "jobs", default_value_t = 0)]
+    jobs: usize,
+}
+
+/// EXtra-data's `progress_bar`: `Progress: i/N [###   ]`, at most 50 wide.
+fn progress_line(p: &Progress<'_>) -> String {
+    let line = format!("Progress: {}/{} []", p.done, p.total);
+    let columns: usize = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(80);
+    let length = columns.saturating_sub(line.len()).min(50);
+    let filled = length * p.done / p.total.max(1);
+    let mut s = format!(
+        "Progress: {}/{} [{}{}]\n{} problems",
+        p.done,
+        p.total,
+        "#".repeat(filled),
+        " ".repeat(length - filled),
+        p.problems
+    );
+    if let Some(last) = p.last_bad {
+        s.push_str(&format!(" in {} files (last: {last})", p.bad_files));
+    }
+    s
+}
+
+fn json(report: &Report, problems: &[Problem]) -> String {
+    serde_json::json!({
+        "path": report.path,
+        "run": report.run,
+        "files": report.files.len(),
+        "ok": problems.is_empty(),
+        "problems": problems,
+    })
+    .to_string()
+}
+
+fn run(a: &Args) -> u8 {
+    if a.list {
+        println!("Available checks:");
+        for name in check_names() {
+            println!("  {name}");
+        }
+        return 0;
+    }
+    let checks = match Checks::skipping(&a.skip) {
+        Ok(c) => c,
+        Err(unknown) => {
+            println!("Unknown names passed to --skip: {}", unknown.join(", "));
+            return 1;
+        }
+    };
+    let Some(path) = a.path.as_deref() else {
+        return 1;
+    };
+    let report = if path.is_dir() {
+        if !a.json {
+            println!("Checking run directory: {}", path.display());
+            println!();
+        }
+        let tty = !a.json && std::io::stderr().is_terminal();
+        let shown = |p: Progress<'_>| {
+            if tty {
+                // Clear the two lines of the previous progress, then print this one.
+                eprint!("\x1b[2K\x1b[1A\x1b[2K\r{}", progress_line(&p));
+            }
+        };
+        match validate_run(path, &checks, a.jobs, shown) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("xfel-validate: {e}");
+                return 1;
+            }
+        }
+    } else {
+        if !a.json {
+            println!("Checking file: {}", path.display());
+        }
+        let file = validate_file(path, &checks);
+        if file.summary.is_none() && !a.json {
+            // EXtra-data prints the opening problem alone, without the summary line.
+            println!("{}", problems_text(&file.problems));
+            return 1;
+        }
+        Report {
+            path: path.into(),
+            run: false,
+            files: vec![file],
+            run_problems: Vec::new(),
+        }
+    };
+    let problems = report.problems();
+    if a.json {
+        println!("{}", json(&report, &problems));
+    } else {
+        println!();
+        if problems.is_empty() {
+            println!("No problems found");
+        } else {
+            println!("Validation failed! {} problems:", problems.len());
+            println!("{}", problems_text(&problems));
+        }
+    }
+    u8::from(!problems.is_empty())
+}
+
+fn main() -> ExitCode {
+    ExitCode::from(run(&Args::parse()))
+}

@@ -1,0 +1,68 @@
+//! The one read-only memory map of a file, shared by the pure-Rust reader
+//! ([`crate::rawh5`]) and the libhdf5 handle's bulk reads ([`crate::h5`]).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+use super::error::Error;
+use super::rawh5::{RawError, RawFile, HDF5_SIGNATURE};
+
+/// A file mapped read-only; clones share the map.
+#[derive(Clone)]
+pub(crate) struct FileMap(Arc<Mmap>);
+
+impl FileMap {
+    /// Map a file read-only. An empty file is not HDF5 (and cannot be mapped).
+    pub fn open(path: &Path) -> Result<FileMap, Error> {
+        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len == 0 {
+            return Err(Error::NotHdf5 {
+                path: path.into(),
+                msg: "file is empty".into(),
+            });
+        }
+        // SAFETY: a read-only private map of a closed run file. Every access goes
+        // through bounds-checked slices of the map (`FileMap::bytes`, `RawFile::slice`),
+        // so no read goes past the length mapped here. Files are assumed not to be
+        // truncated while open, as EXtra-data assumes (a concurrent truncation could
+        // raise SIGBUS).
+        unsafe { Mmap::map(&f) }
+            .map(|m| FileMap(Arc::new(m)))
+            .map_err(|e| Error::io(path, e))
+    }
+
+    /// Length of the mapped file in bytes.
+    pub fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    /// `len` bytes at `offset`, if they lie inside the file.
+    pub fn bytes(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let end = offset.checked_add(len)?;
+        if end > self.len() {
+            return None;
+        }
+        self.0.get(offset as usize..end as usize)
+    }
+
+    /// Whether the HDF5 signature is at 0, 512, 1024, 2048, ... (where libhdf5 looks).
+    pub fn has_hdf5_signature(&self) -> bool {
+        let mut off = 0u64;
+        while let Some(b) = self.bytes(off, 8) {
+            if b == HDF5_SIGNATURE {
+                return true;
+            }
+            off = if off == 0 { 512 } else { off * 2 };
+        }
+        false
+    }
+
+    /// The pure-Rust reader over the map (an error if the superblock is one it does
+    /// not read, or the file is shorter than the superblock says).
+    pub fn raw(&self) -> Result<RawFile<'_>, RawError> {
+        RawFile::new(&self.0)
+    }
+}

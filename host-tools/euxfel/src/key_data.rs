@@ -1,0 +1,433 @@
+//! One key of one source (EXtra-data's `KeyData`): shape, dtype, data counts, and
+//! reads into caller buffers or `ndarray::ArrayD`, one read per contiguous run of
+//! data.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::dtype::DType;
+use super::error::{Error, Result};
+use super::file_access::FileAccess;
+use super::h5::read_strings_ds;
+use super::selection::{select_train_ids, TrainSelection};
+use super::source_data::{RunValue, Section, SourceData};
+use super::warning::Warning;
+
+/// A contiguous run of data in one file.
+#[derive(Debug, Clone)]
+struct DataChunk {
+    file: Arc<FileAccess>,
+    first: u64,
+    train_ids: Vec<u64>,
+    counts: Vec<u64>,
+}
+
+impl DataChunk {
+    fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// A zeroed vector of `n` elements for `object`; an allocation failure (e.g. sizes
+/// from a corrupt file) is an error, not an abort.
+pub(crate) fn zeroed_vec<T: bytemuck::Zeroable + Clone>(n: usize, object: &str) -> Result<Vec<T>> {
+    let mut v: Vec<T> = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::TooLarge {
+        object: object.into(),
+        what: "allocation",
+        size: format!("{n} elements of {} bytes", std::mem::size_of::<T>()),
+    })?;
+    v.resize(n, T::zeroed());
+    Ok(v)
+}
+
+/// Element types that can be read into typed buffers.
+pub trait Element: bytemuck::Pod {
+    fn matches(d: &DType) -> bool;
+}
+macro_rules! elem {
+    ($t:ty, $p:pat) => {
+        impl Element for $t {
+            fn matches(d: &DType) -> bool {
+                matches!(d, $p)
+            }
+        }
+    };
+}
+elem!(u8, DType::UInt(1) | DType::Bool);
+elem!(i8, DType::Int(1));
+elem!(u16, DType::UInt(2));
+elem!(i16, DType::Int(2));
+elem!(u32, DType::UInt(4));
+elem!(i32, DType::Int(4));
+elem!(u64, DType::UInt(8));
+elem!(i64, DType::Int(8));
+elem!(f32, DType::Float(4));
+elem!(f64, DType::Float(8));
+
+/// One key of one source (EXtra-data's `KeyData`).
+#[derive(Debug, Clone)]
+pub struct KeyData {
+    pub source: String,
+    pub key: String,
+    pub section: Section,
+    pub files: Vec<Arc<FileAccess>>,
+    pub train_ids: Arc<Vec<u64>>,
+    pub inc_suspect_trains: bool,
+    pub dtype: DType,
+    pub entry_shape: Vec<usize>,
+    chunks: Vec<DataChunk>,
+    warnings: Vec<Warning>,
+}
+
+impl KeyData {
+    pub(crate) fn new(sd: &SourceData, key: String) -> Result<KeyData> {
+        let f0 = sd.first_file()?;
+        let (dtype, shape) = f0.key_dtype_shape(&sd.source, &key)?;
+        let mut kd = KeyData {
+            source: sd.source.clone(),
+            key,
+            section: sd.section,
+            files: sd.files.clone(),
+            train_ids: sd.train_ids.clone(),
+            inc_suspect_trains: sd.inc_suspect_trains,
+            dtype,
+            entry_shape: shape.get(1..).map(|s| s.to_vec()).unwrap_or_default(),
+            chunks: Vec::new(),
+            warnings: Vec::new(),
+        };
+        kd.chunks = kd.find_chunks()?;
+        Ok(kd)
+    }
+
+    /// Warnings of the train selection that made this KeyData (see
+    /// [`KeyData::select_trains`]).
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// Index group: first dot component for instrument keys, "" for control.
+    pub fn index_group(&self) -> String {
+        match self.section {
+            Section::Control => String::new(),
+            Section::Instrument => self.key.split('.').next().unwrap_or("").to_string(),
+        }
+    }
+
+    /// `/CONTROL/<src>/<key path>` or `/INSTRUMENT/...`.
+    pub fn hdf5_data_path(&self) -> String {
+        format!(
+            "/{}/{}/{}",
+            self.section.as_str(),
+            self.source,
+            self.key.replace('.', "/")
+        )
+    }
+
+    fn find_chunks(&self) -> Result<Vec<DataChunk>> {
+        let sel: std::collections::HashSet<u64> = self.train_ids.iter().copied().collect();
+        let group = self.index_group();
+        let path = self.hdf5_data_path();
+        let mut out = Vec::new();
+        for f in &self.files {
+            if f.train_ids.is_empty() {
+                continue;
+            }
+            let ix = f.get_index(&self.source, &group)?;
+            let (firsts, counts) = (&ix.0, &ix.1);
+            let mut rows_cache: Option<u64> = None;
+            let include: Vec<bool> = f
+                .train_ids
+                .iter()
+                .zip(&f.validity_flag)
+                .map(|(t, &v)| sel.contains(t) && (self.inc_suspect_trains || v))
+                .collect();
+            let mut i = 0;
+            while i < include.len() {
+                if !include[i] {
+                    i += 1;
+                    continue;
+                }
+                let s = i;
+                while i < include.len() && include[i] {
+                    i += 1;
+                }
+                let total = counts[s..i]
+                    .iter()
+                    .try_fold(0u64, |a, &c| a.checked_add(c))
+                    .and_then(|t| t.checked_add(firsts[s]));
+                let end = match total {
+                    Some(e) => e,
+                    None => {
+                        return Err(Error::structure(
+                            &f.path,
+                            format!("INDEX/{}/{group}: first + count overflows", self.source),
+                        ))
+                    }
+                };
+                if end > 0 {
+                    let rows = match rows_cache {
+                        Some(r) => r,
+                        None => {
+                            let r = f
+                                .dataset_dtype_shape(path.trim_start_matches('/'))?
+                                .1
+                                .first()
+                                .copied()
+                                .unwrap_or(0) as u64;
+                            rows_cache = Some(r);
+                            r
+                        }
+                    };
+                    if end > rows {
+                        return Err(Error::IndexOutsideData {
+                            path: f.path.clone(),
+                            object: path.clone(),
+                            start: firsts[s],
+                            end,
+                            rows,
+                        });
+                    }
+                }
+                out.push(DataChunk {
+                    file: f.clone(),
+                    first: firsts[s],
+                    train_ids: f.train_ids[s..i].to_vec(),
+                    counts: counts[s..i].to_vec(),
+                });
+            }
+        }
+        out.sort_by_key(|c| c.train_ids[0]);
+        Ok(out)
+    }
+
+    /// Number of entries of the selection.
+    pub fn len(&self) -> u64 {
+        self.chunks
+            .iter()
+            .fold(0u64, |a, c| a.saturating_add(c.total()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `(entries,) + entry_shape`.
+    pub fn shape(&self) -> Vec<usize> {
+        let mut s = vec![self.len() as usize];
+        s.extend(&self.entry_shape);
+        s
+    }
+
+    pub fn ndim(&self) -> usize {
+        1 + self.entry_shape.len()
+    }
+
+    /// Size in bytes of the selected data (fixed-size types).
+    /// `None` for variable-size types or if the size overflows.
+    pub fn nbytes(&self) -> Option<u64> {
+        let eb = self.entry_bytes().ok()? as u64;
+        eb.checked_mul(self.len())
+    }
+
+    /// Entries per selected train (0 where the source has no data).
+    pub fn data_counts(&self) -> Result<Vec<u64>> {
+        let pos: HashMap<u64, usize> = self
+            .train_ids
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t, i))
+            .collect();
+        let mut res = vec![0u64; self.train_ids.len()];
+        for c in &self.chunks {
+            for (t, &n) in c.train_ids.iter().zip(&c.counts) {
+                if let Some(&i) = pos.get(t) {
+                    res[i] = n;
+                }
+            }
+        }
+        Ok(res)
+    }
+
+    /// One train ID per entry, matching the first axis of the data.
+    pub fn train_id_coordinates(&self) -> Result<Vec<u64>> {
+        let mut out: Vec<u64> = zeroed_vec(self.len() as usize, &self.object())?;
+        out.clear();
+        for c in &self.chunks {
+            for (&t, &n) in c.train_ids.iter().zip(&c.counts) {
+                out.extend(std::iter::repeat_n(t, n as usize));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `source key`, to name this key in errors.
+    fn object(&self) -> String {
+        format!("{} {}", self.source, self.key)
+    }
+
+    /// Bytes per entry for fixed-size types.
+    pub fn entry_bytes(&self) -> Result<usize> {
+        let isz = self.dtype.item_size().ok_or_else(|| Error::VariableSize {
+            source_name: self.source.clone(),
+            key: self.key.clone(),
+            dtype: self.dtype.numpy_name(),
+        })?;
+        self.entry_shape
+            .iter()
+            .try_fold(isz, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::TooLarge {
+                object: self.object(),
+                what: "entry shape",
+                size: format!("{:?}", self.entry_shape),
+            })
+    }
+
+    /// Read the selected data into `out` (raw little-endian bytes, C order), one
+    /// read per contiguous run of data (never one per train).
+    pub fn read_into_bytes(&self, out: &mut [u8]) -> Result<()> {
+        let eb = self.entry_bytes()?;
+        let needed = (eb as u64)
+            .checked_mul(self.len())
+            .ok_or_else(|| Error::TooLarge {
+                object: self.object(),
+                what: "data size",
+                size: format!("{} entries of {eb} bytes", self.len()),
+            })?;
+        if out.len() as u64 != needed {
+            return Err(Error::BufferSize {
+                object: self.object(),
+                got: out.len(),
+                needed,
+            });
+        }
+        let path = self.hdf5_data_path();
+        let mut off = 0usize;
+        for c in &self.chunks {
+            let n = c.total();
+            if n == 0 {
+                continue;
+            }
+            let nb = n as usize * eb;
+            c.file
+                .read_rows(&path, c.first, n, eb, &mut out[off..off + nb])?;
+            off += nb;
+        }
+        Ok(())
+    }
+
+    /// Read the selected data into a new buffer of [`KeyData::nbytes`] bytes (raw
+    /// little-endian, C order). Sizes from a corrupt file that cannot be allocated
+    /// are an error, not an abort.
+    pub fn read_bytes(&self) -> Result<Vec<u8>> {
+        let eb = self.entry_bytes()?;
+        let n = usize::try_from(self.len())
+            .ok()
+            .and_then(|n| n.checked_mul(eb))
+            .ok_or_else(|| Error::TooLarge {
+                object: self.object(),
+                what: "data size",
+                size: format!("{} entries of {eb} bytes", self.len()),
+            })?;
+        let mut buf = zeroed_vec(n, &self.object())?;
+        self.read_into_bytes(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Read into a typed caller buffer; `T` must match the dtype.
+    pub fn read_into<T: Element>(&self, out: &mut [T]) -> Result<()> {
+        if !T::matches(&self.dtype) {
+            return Err(Error::DTypeMismatch {
+                source_name: self.source.clone(),
+                key: self.key.clone(),
+                dtype: self.dtype.numpy_name(),
+                requested: std::any::type_name::<T>(),
+            });
+        }
+        self.read_into_bytes(bytemuck::cast_slice_mut(out))
+    }
+
+    /// Read into a new `ndarray::ArrayD<T>` of shape [`KeyData::shape`].
+    pub fn ndarray<T: Element>(&self) -> Result<ndarray::ArrayD<T>> {
+        let shape = self.shape();
+        let too_large = || Error::TooLarge {
+            object: self.object(),
+            what: "shape",
+            size: format!("{shape:?}"),
+        };
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|n| n.checked_mul(std::mem::size_of::<T>()).is_some())
+            .ok_or_else(too_large)?;
+        let mut v: Vec<T> = zeroed_vec(n, &self.object())?;
+        self.read_into(&mut v)?;
+        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v).map_err(|_| too_large())
+    }
+
+    /// Read string data (vlen or fixed) as Strings, one per element.
+    pub fn read_strings(&self) -> Result<Vec<String>> {
+        let path = self.hdf5_data_path();
+        let mut out = Vec::new();
+        for c in &self.chunks {
+            let n = c.total();
+            if n == 0 {
+                continue;
+            }
+            let h = c.file.file()?;
+            let ds = h.dataset(&path)?;
+            let rows = ds.shape().first().copied().unwrap_or(0) as u64;
+            let end = c.first.saturating_add(n);
+            if end > rows {
+                return Err(Error::IndexOutsideData {
+                    path: c.file.path.clone(),
+                    object: path.clone(),
+                    start: c.first,
+                    end,
+                    rows,
+                });
+            }
+            out.extend(read_strings_ds(
+                &ds,
+                &c.file.path,
+                &path,
+                Some((c.first as usize, (c.first + n) as usize)),
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Restrict to a train selection. The new KeyData's [`KeyData::warnings`] are
+    /// those of this selection.
+    pub fn select_trains(&self, sel: &TrainSelection) -> Result<KeyData> {
+        let mut warnings = Vec::new();
+        let tids = Arc::new(select_train_ids(&self.train_ids, sel, &mut warnings)?);
+        let mut kd = KeyData {
+            train_ids: tids,
+            warnings,
+            ..self.clone()
+        };
+        kd.chunks = kd.find_chunks()?;
+        Ok(kd)
+    }
+
+    /// The RUN value of this key (control sources).
+    pub fn run_value(&self, sd: &SourceData) -> Result<RunValue> {
+        sd.run_value(&self.key)
+    }
+
+    /// Locate the rows of one train: (file, first row, count).
+    pub(crate) fn train_rows(&self, tid: u64) -> Option<(Arc<FileAccess>, u64, u64)> {
+        for c in &self.chunks {
+            if let Ok(i) = c.train_ids.binary_search(&tid) {
+                let off: u64 = c.counts[..i].iter().sum();
+                return Some((c.file.clone(), c.first + off, c.counts[i]));
+            }
+            if let Some(i) = c.train_ids.iter().position(|&t| t == tid) {
+                let off: u64 = c.counts[..i].iter().sum();
+                return Some((c.file.clone(), c.first + off, c.counts[i]));
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,158 @@
+//! Opening collections: a run directory (with the run map cache), one file, or a
+//! list of files; files are opened in parallel.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::data_collection::DataCollection;
+use super::error::{Error, Result};
+use super::file_access::{CachedInfo, FileAccess};
+use super::fnmatch::Pattern;
+use super::runmap::RunFilesMap;
+use super::warning::Warning;
+
+/// Options for opening runs and files.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// fnmatch glob on file names (run directories only).
+    pub include: String,
+    /// Read and write `karabo_data_map.json`.
+    pub use_cache: bool,
+    /// Threads used to open files (0 = number of CPUs).
+    pub threads: usize,
+    /// Include trains flagged as suspect (EXtra-data's default: true).
+    pub inc_suspect_trains: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            include: "*".into(),
+            use_cache: true,
+            threads: 0,
+            inc_suspect_trains: true,
+        }
+    }
+}
+
+/// Open files on `threads` threads (0: one per CPU); results in input order.
+fn open_parallel(
+    paths: &[PathBuf],
+    cache: &HashMap<PathBuf, CachedInfo>,
+    threads: usize,
+) -> Vec<Result<Arc<FileAccess>>> {
+    let nthreads = if threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        threads
+    }
+    .min(paths.len().max(1));
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(p) = paths.get(i) else {
+                break done;
+            };
+            done.push((i, FileAccess::open_with_cache(p, cache.get(p).cloned())));
+        }
+    };
+    let mut results = if nthreads <= 1 {
+        work()
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..nthreads).map(|_| s.spawn(work)).collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    };
+    results.sort_unstable_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+impl DataCollection {
+    /// Open a run directory (EXtra-data's `RunDirectory`). Files that cannot be
+    /// opened are left out, each with a [`Warning::SkippedFile`] in
+    /// [`DataCollection::warnings`].
+    pub fn open_run(dir: impl AsRef<Path>, opts: &OpenOptions) -> Result<DataCollection> {
+        let dir = dir.as_ref();
+        let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        let pat = Pattern::new(&opts.include);
+        let mut names: Vec<String> = Vec::new();
+        for e in rd {
+            let e = e.map_err(|e| Error::io(dir, e))?;
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.ends_with(".h5") && n.to_lowercase() != "overview.h5" && pat.matches(&n) {
+                names.push(n);
+            }
+        }
+        names.sort();
+        if names.is_empty() {
+            return Err(Error::NoFiles {
+                dir: dir.into(),
+                pattern: opts.include.clone(),
+            });
+        }
+        let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+        let mut map = if opts.use_cache {
+            Some(RunFilesMap::load(dir))
+        } else {
+            None
+        };
+        let dc = Self::from_paths_inner(&paths, map.as_ref(), opts, true)?;
+        if let Some(m) = map.as_mut() {
+            m.save(&dc.files);
+        }
+        Ok(dc)
+    }
+
+    /// Open one file (EXtra-data's `H5File`).
+    pub fn open_file(path: impl AsRef<Path>) -> Result<DataCollection> {
+        let f = FileAccess::open(path)?;
+        Self::from_files(vec![f], true, true)
+    }
+
+    /// Open several files (EXtra-data's `DataCollection.from_paths`).
+    pub fn from_paths(paths: &[PathBuf], opts: &OpenOptions) -> Result<DataCollection> {
+        Self::from_paths_inner(paths, None, opts, false)
+    }
+
+    fn from_paths_inner(
+        paths: &[PathBuf],
+        map: Option<&RunFilesMap>,
+        opts: &OpenOptions,
+        is_single_run: bool,
+    ) -> Result<DataCollection> {
+        let mut cache = HashMap::new();
+        if let Some(m) = map {
+            for p in paths {
+                if let Some(ci) = m.get(p) {
+                    cache.insert(p.clone(), ci);
+                }
+            }
+        }
+        let results = open_parallel(paths, &cache, opts.threads);
+        let mut files = Vec::new();
+        let mut failed = Vec::new();
+        for (p, r) in paths.iter().zip(results) {
+            match r {
+                Ok(f) => files.push(f),
+                Err(e) => failed.push((p.clone(), Arc::new(e))),
+            }
+        }
+        if files.is_empty() {
+            return Err(Error::AllUnusable(failed));
+        }
+        let mut dc = Self::from_files(files, opts.inc_suspect_trains, is_single_run)?;
+        dc.warnings = failed
+            .into_iter()
+            .map(|(path, error)| Warning::SkippedFile { path, error })
+            .collect();
+        Ok(dc)
+    }
+}
