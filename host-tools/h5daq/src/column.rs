@@ -2,6 +2,17 @@
 
 use std::fmt;
 
+use crate::error::ParseError;
+
+/// A value that does not fit a dataset's element type (out of range, or not integral for an
+/// integer type).
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error("value {value} does not fit {dtype}")]
+pub struct ConvertError {
+    pub value: Scalar,
+    pub dtype: Dtype,
+}
+
 /// Element type of a dataset (numpy names in parentheses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dtype {
@@ -51,9 +62,9 @@ impl fmt::Display for Dtype {
 }
 
 impl std::str::FromStr for Dtype {
-    type Err = String;
+    type Err = ParseError;
     /// Accepts numpy names (`float32`), short names (`f32`, `i16`, `u8`) and `double`/`float`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         Ok(match s {
             "f64" | "float64" | "double" | "<f8" => Dtype::F64,
             "f32" | "float32" | "float" | "<f4" => Dtype::F32,
@@ -66,8 +77,10 @@ impl std::str::FromStr for Dtype {
             "u16" | "uint16" | "<u2" => Dtype::U16,
             "u8" | "uint8" | "|u1" => Dtype::U8,
             other => {
-                return Err(format!(
-                    "unknown dtype {other:?} (use float64, float32, int64, int32, int16, int8, uint64, uint32, uint16 or uint8)"
+                return Err(ParseError::unknown(
+                    "dtype",
+                    other,
+                    "float64, float32, int64, int32, int16, int8, uint64, uint32, uint16 or uint8",
                 ))
             }
         })
@@ -277,13 +290,13 @@ impl Column {
     }
 
     /// Appends a scalar converted to this column's type.
-    pub fn push_scalar(&mut self, s: Scalar) -> Result<(), String> {
+    pub fn push_scalar(&mut self, s: Scalar) -> Result<(), ConvertError> {
         with_column!(self, v => push_conv(v, s))
     }
 
     /// Appends all elements of `src`, converting element-wise when the types differ.
     /// On a failed conversion nothing is appended.
-    pub fn extend_from(&mut self, src: &Column) -> Result<(), String> {
+    pub fn extend_from(&mut self, src: &Column) -> Result<(), ConvertError> {
         let before = self.len();
         let res = with_column!(self, dst => extend_conv(dst, src));
         if res.is_err() {
@@ -324,17 +337,20 @@ impl Column {
     }
 }
 
-fn push_conv<T: Elem>(v: &mut Vec<T>, s: Scalar) -> Result<(), String> {
+fn push_conv<T: Elem>(v: &mut Vec<T>, s: Scalar) -> Result<(), ConvertError> {
     match T::from_scalar(s) {
         Some(x) => {
             v.push(x);
             Ok(())
         }
-        None => Err(format!("value {s} does not fit {}", T::DTYPE)),
+        None => Err(ConvertError {
+            value: s,
+            dtype: T::DTYPE,
+        }),
     }
 }
 
-fn extend_conv<T: Elem>(dst: &mut Vec<T>, src: &Column) -> Result<(), String> {
+fn extend_conv<T: Elem>(dst: &mut Vec<T>, src: &Column) -> Result<(), ConvertError> {
     macro_rules! same {
         ($s:expr) => {{
             // Same element type: a plain copy.

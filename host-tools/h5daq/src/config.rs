@@ -1,5 +1,7 @@
 //! The `h5daq run CONFIG.toml` file: daemon settings, logging and jobs from built-in sources.
-//! Errors name the file, the line and the field. See `docs/daq.md` for the reference.
+//! The settings common to every job are read here; each source reads and checks its own keys
+//! (see [`crate::sources`]). Errors name the file, the line, the setting and the value. See
+//! `docs/daq.md` for the reference.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,17 +9,49 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::column::Dtype;
-use super::daemon::{DaemonConfig, RESERVED_ATTRS};
-use super::error::DaqError;
-use super::job::{AttrValue, DaqJob, DatasetSpec, ReadMode};
-use super::log::{Format, Level, LogConfig};
-use super::sources::command::{self, LineFormat};
-use super::sources::system::{self, SystemField};
-use super::sources::zmq_json;
-use super::sources::JsonField;
-use super::time::Rollover;
-use super::writer::WriteMode;
+use crate::daemon::{DaemonConfig, RESERVED_ATTRS};
+use crate::job::{AttrValue, DaqJob};
+use crate::log::{Format, Level, LogConfig};
+use crate::setting::{self, shown, value_position, SettingError};
+use crate::sources::command::CommandConfig;
+use crate::sources::system::SystemConfig;
+use crate::sources::zmq_json::{ReqConfig, SubConfig};
+use crate::time::Rollover;
+use crate::writer::WriteMode;
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a daemon/log key of the wrong type or unknown.
+    #[error("{}{}: syntax: {message}", path.display(), at(*position))]
+    Syntax {
+        path: PathBuf,
+        /// Line and column, 1-based.
+        position: Option<(usize, usize)>,
+        message: String,
+    },
+    /// A setting is invalid, missing or unknown.
+    #[error("{}{}: {problem}", path.display(), at(*position))]
+    Setting {
+        path: PathBuf,
+        position: Option<(usize, usize)>,
+        problem: Box<SettingError>,
+    },
+    /// The file declares no job.
+    #[error("{}: no [[job]] tables; declare at least one job", path.display())]
+    NoJobs { path: PathBuf },
+}
+
+fn at(position: Option<(usize, usize)>) -> String {
+    position.map_or(String::new(), |(l, c)| format!(":{l}:{c}"))
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,14 +61,7 @@ struct RawConfig {
     #[serde(default)]
     log: Option<Spanned<RawLog>>,
     #[serde(default, rename = "job")]
-    jobs: Vec<Spanned<RawJob>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Size {
-    Bytes(i64),
-    Text(String),
+    jobs: Vec<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,10 +70,10 @@ struct RawDaemon {
     name: Option<String>,
     directory: Option<PathBuf>,
     file_prefix: Option<Spanned<String>>,
-    write_period: Option<Spanned<f64>>,
-    write_period_jitter: Option<Spanned<f64>>,
+    write_period: Option<Spanned<toml::Value>>,
+    write_period_jitter: Option<Spanned<toml::Value>>,
     rollover: Option<Spanned<String>>,
-    max_file_size: Option<Spanned<Size>>,
+    max_file_size: Option<Spanned<toml::Value>>,
     compression: Option<Spanned<i64>>,
     shuffle: Option<bool>,
     mode: Option<Spanned<String>>,
@@ -61,87 +88,42 @@ struct RawLog {
     format: Option<Spanned<String>>,
     console: Option<bool>,
     file: Option<PathBuf>,
-    max_file_size: Option<Spanned<Size>>,
+    max_file_size: Option<Spanned<toml::Value>>,
     keep: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RawField {
-    Name(String),
-    Full(RawFieldFull),
-}
+/// The keys every job takes; all other keys of a `[[job]]` table belong to its source.
+const COMMON_KEYS: [&str; 8] = [
+    "group",
+    "source",
+    "period",
+    "thread_id",
+    "dedup",
+    "chunk_length",
+    "error_limit",
+    "attrs",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawFieldFull {
-    name: String,
-    dtype: Option<String>,
-    shape: Option<Vec<usize>>,
-    unit: Option<String>,
-    key: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RawCommand {
-    Shell(String),
-    Argv(Vec<String>),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawJob {
-    group: Spanned<String>,
-    source: Spanned<String>,
-    period: Option<Spanned<f64>>,
+struct CommonSettings {
+    group: String,
+    source: String,
+    period: Option<toml::Value>,
     thread_id: Option<u32>,
     dedup: Option<bool>,
-    chunk_length: Option<Spanned<i64>>,
-    error_limit: Option<Spanned<i64>>,
-    attrs: Option<Spanned<toml::Table>>,
-    fields: Option<Spanned<Vec<RawField>>>,
-    // system
-    disk: Option<PathBuf>,
-    // zmq_sub, zmq_req / xsp3_status
-    endpoint: Option<Spanned<String>>,
-    topic: Option<String>,
-    time_field: Option<String>,
-    request: Option<Spanned<toml::Value>>,
-    timeout: Option<Spanned<f64>>,
-    // command
-    command: Option<Spanned<RawCommand>>,
-    delimiter: Option<String>,
-    comment: Option<String>,
-    provide_time: Option<bool>,
-    bulk: Option<bool>,
+    chunk_length: Option<i64>,
+    error_limit: Option<i64>,
+    attrs: Option<toml::Table>,
 }
 
-/// The source of a configured job.
+/// The source of a configured job, with its checked settings.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceConfig {
-    System {
-        fields: Vec<SystemField>,
-        disk: PathBuf,
-    },
-    ZmqSub {
-        endpoint: String,
-        topic: String,
-        fields: Vec<JsonField>,
-        time_field: Option<String>,
-    },
-    ZmqReq {
-        endpoint: String,
-        request: serde_json::Value,
-        fields: Vec<JsonField>,
-        timeout: Duration,
-    },
-    Command {
-        argv: Vec<String>,
-        specs: Vec<DatasetSpec>,
-        format: LineFormat,
-        bulk: bool,
-    },
+    System(SystemConfig),
+    ZmqSub(SubConfig),
+    ZmqReq(ReqConfig),
+    Command(CommandConfig),
 }
 
 /// A configured job.
@@ -182,45 +164,44 @@ impl Ctx<'_> {
             + 1;
         (line, col)
     }
-    fn err<T>(
-        &self,
-        span: std::ops::Range<usize>,
-        what: &str,
-        msg: impl std::fmt::Display,
-    ) -> Result<T, DaqError> {
-        let (l, c) = self.line_col(span.start);
-        Err(DaqError::Config(format!(
-            "{}:{l}:{c}: {what}: {msg}",
-            self.path.display()
-        )))
+    fn error(&self, offset: usize, problem: SettingError) -> ConfigError {
+        ConfigError::Setting {
+            path: self.path.to_path_buf(),
+            position: Some(self.line_col(offset)),
+            problem: Box::new(problem),
+        }
+    }
+    /// An error of a job's setting, placed at the setting's value when it is written on a line
+    /// of its own, else at the job's table.
+    fn job_error(&self, span: &std::ops::Range<usize>, i: usize, e: SettingError) -> ConfigError {
+        let key = e
+            .setting()
+            .split(['.', '[', ' '])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let offset = value_position(self.src, span.clone(), &key).unwrap_or(span.start);
+        self.error(offset, e.within(&format!("job[{i}]")))
     }
 }
 
-fn seconds(ctx: &Ctx<'_>, v: &Spanned<f64>, what: &str) -> Result<Duration, DaqError> {
-    let x = *v.get_ref();
-    if !(x.is_finite() && x > 0.0 && x < 1e9) {
-        return ctx.err(
-            v.span(),
-            what,
-            format!("must be a positive number of seconds, got {x}"),
-        );
-    }
-    Ok(Duration::from_secs_f64(x))
+fn seconds(ctx: &Ctx<'_>, v: &Spanned<toml::Value>, what: &str) -> Result<Duration, ConfigError> {
+    setting::seconds(what, v.get_ref()).map_err(|e| ctx.error(v.span().start, e))
 }
 
-fn parse_size(s: &Size) -> Result<u64, String> {
-    match s {
-        Size::Bytes(b) if *b > 0 => Ok(*b as u64),
-        Size::Bytes(b) => Err(format!("must be > 0, got {b}")),
-        Size::Text(t) => {
+fn parse_size(what: &str, v: &toml::Value) -> Result<u64, SettingError> {
+    let bad = |reason: &str| SettingError::invalid(what, shown(v), reason);
+    let bytes = match v {
+        toml::Value::Integer(b) if *b > 0 => return Ok(*b as u64),
+        toml::Value::Integer(_) => return Err(bad("must be > 0")),
+        toml::Value::Float(f) => *f,
+        toml::Value::String(t) => {
             let t = t.trim();
             let split = t
                 .find(|c: char| !(c.is_ascii_digit() || c == '.'))
                 .unwrap_or(t.len());
             let (num, unit) = t.split_at(split);
-            let n: f64 = num
-                .parse()
-                .map_err(|_| format!("{t:?} is not a size like \"100 MB\""))?;
+            let n: f64 = num.parse().map_err(|_| bad("not a size like \"100 MB\""))?;
             let mult = match unit.trim().to_ascii_lowercase().as_str() {
                 "" | "b" => 1.0,
                 "kb" | "k" => 1e3,
@@ -229,28 +210,27 @@ fn parse_size(s: &Size) -> Result<u64, String> {
                 "kib" => 1024.0,
                 "mib" => 1024.0 * 1024.0,
                 "gib" => 1024.0 * 1024.0 * 1024.0,
-                other => {
-                    return Err(format!(
-                        "unknown size unit {other:?} (use B, kB, MB, GB, KiB, MiB, GiB)"
-                    ))
-                }
+                _ => return Err(bad("unknown size unit (use B, kB, MB, GB, KiB, MiB, GiB)")),
             };
-            let b = n * mult;
-            if b < 1.0 {
-                return Err(format!("{t:?} must be at least 1 byte"));
-            }
-            Ok(b as u64)
+            n * mult
         }
+        other => {
+            return Err(SettingError::wrong_type(
+                what,
+                other,
+                "a byte count or a size like \"100 MB\"",
+            ))
+        }
+    };
+    if !(1.0..1.8e19).contains(&bytes) {
+        return Err(bad("must be at least 1 byte"));
     }
+    Ok(bytes as u64)
 }
 
-fn attrs(
-    ctx: &Ctx<'_>,
-    t: &Spanned<toml::Table>,
-    what: &str,
-) -> Result<Vec<(String, AttrValue)>, DaqError> {
+fn attrs(what: &str, t: &toml::Table) -> Result<Vec<(String, AttrValue)>, SettingError> {
     let mut out = Vec::new();
-    for (k, v) in t.get_ref() {
+    for (k, v) in t {
         let a = match v {
             toml::Value::String(s) => AttrValue::Str(s.clone()),
             toml::Value::Integer(i) => AttrValue::Int(*i),
@@ -258,14 +238,11 @@ fn attrs(
             toml::Value::Boolean(b) => AttrValue::Bool(*b),
             toml::Value::Datetime(d) => AttrValue::Str(d.to_string()),
             other => {
-                return ctx.err(
-                    t.span(),
-                    &format!("{what}.{k}"),
-                    format!(
-                        "attributes must be strings, numbers or booleans, got {}",
-                        other.type_str()
-                    ),
-                )
+                return Err(SettingError::wrong_type(
+                    format!("{what}.{k}"),
+                    other,
+                    "an attribute value (a string, number or boolean)",
+                ))
             }
         };
         out.push((k.clone(), a));
@@ -273,179 +250,53 @@ fn attrs(
     Ok(out)
 }
 
-fn toml_to_json(v: &toml::Value) -> serde_json::Value {
-    match v {
-        toml::Value::String(s) => serde_json::Value::String(s.clone()),
-        toml::Value::Integer(i) => serde_json::Value::from(*i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
-            .map_or(serde_json::Value::Null, serde_json::Value::Number),
-        toml::Value::Boolean(b) => serde_json::Value::Bool(*b),
-        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
-        toml::Value::Array(a) => serde_json::Value::Array(a.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => serde_json::Value::Object(
-            t.iter()
-                .map(|(k, v)| (k.clone(), toml_to_json(v)))
-                .collect(),
-        ),
-    }
-}
-
 impl DaqConfig {
     /// Reads and checks a config file.
-    pub fn load(path: &Path) -> Result<DaqConfig, DaqError> {
-        let src = std::fs::read_to_string(path).map_err(DaqError::io(path))?;
+    pub fn load(path: &Path) -> Result<DaqConfig, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         DaqConfig::parse(path, &src)
     }
 
     /// Parses config text; `path` is used in messages.
-    pub fn parse(path: &Path, src: &str) -> Result<DaqConfig, DaqError> {
+    pub fn parse(path: &Path, src: &str) -> Result<DaqConfig, ConfigError> {
         let ctx = Ctx { path, src };
-        let raw: RawConfig = match toml::from_str(src) {
-            Ok(r) => r,
-            Err(e) => {
-                let msg = e.message().trim().to_string();
-                return match e.span() {
-                    Some(s) => ctx.err(s, "syntax", msg),
-                    None => Err(DaqError::Config(format!("{}: {msg}", path.display()))),
-                };
-            }
+        let raw: RawConfig = toml::from_str(src).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            position: e.span().map(|s| ctx.line_col(s.start)),
+            message: e.message().trim().to_string(),
+        })?;
+        let daemon = match &raw.daemon {
+            Some(d) => d.get_ref(),
+            None => &RawDaemon::default(),
         };
-        let mut d = DaemonConfig::default();
-        let rd = raw.daemon.as_ref().map(|s| s.get_ref());
-        let dflt = RawDaemon::default();
-        let rd = rd.unwrap_or(&dflt);
-        if let Some(n) = &rd.name {
-            d.name = n.clone();
-        }
-        if let Some(dir) = &rd.directory {
-            d.directory = dir.clone();
-        }
-        if let Some(p) = &rd.file_prefix {
-            let v = p.get_ref();
-            if v.is_empty() || v.contains(['/', '\0']) || v.starts_with('.') {
-                return ctx.err(
-                    p.span(),
-                    "daemon.file_prefix",
-                    format!("{v:?} is not a plain file name part"),
-                );
-            }
-            d.file_prefix = v.clone();
-        }
-        if let Some(p) = &rd.write_period {
-            d.write_period = seconds(&ctx, p, "daemon.write_period")?;
-        }
-        if let Some(j) = &rd.write_period_jitter {
-            let jit = seconds(&ctx, j, "daemon.write_period_jitter")?;
-            if jit >= d.write_period {
-                return ctx.err(
-                    j.span(),
-                    "daemon.write_period_jitter",
-                    format!(
-                        "{} s must be smaller than write_period {} s",
-                        jit.as_secs_f64(),
-                        d.write_period.as_secs_f64()
-                    ),
-                );
-            }
-            d.write_jitter = Some(jit);
-        }
-        if let Some(r) = &rd.rollover {
-            d.rollover = match r.get_ref().parse::<Rollover>() {
-                Ok(v) => v,
-                Err(e) => return ctx.err(r.span(), "daemon.rollover", e),
-            };
-        }
-        if let Some(s) = &rd.max_file_size {
-            d.max_file_bytes = Some(match parse_size(s.get_ref()) {
-                Ok(v) => v,
-                Err(e) => return ctx.err(s.span(), "daemon.max_file_size", e),
-            });
-        }
-        if let Some(c) = &rd.compression {
-            match *c.get_ref() {
-                0 => d.deflate = None,
-                l @ 1..=9 => d.deflate = Some(l as u8),
-                l => {
-                    return ctx.err(
-                        c.span(),
-                        "daemon.compression",
-                        format!("deflate level must be 0 (off) to 9, got {l}"),
-                    )
-                }
-            }
-        }
-        d.shuffle = rd.shuffle.unwrap_or(false);
-        if let Some(m) = &rd.mode {
-            d.mode = match m.get_ref().parse::<WriteMode>() {
-                Ok(v) => v,
-                Err(e) => return ctx.err(m.span(), "daemon.mode", e),
-            };
-        }
-        if let Some(a) = &rd.attrs {
-            d.attrs = attrs(&ctx, a, "daemon.attrs")?;
-            if let Some((k, _)) = d
-                .attrs
-                .iter()
-                .find(|(k, _)| RESERVED_ATTRS.contains(&k.as_str()))
-            {
-                return ctx.err(
-                    a.span(),
-                    &format!("daemon.attrs.{k}"),
-                    "this attribute is written by the daemon itself; choose another name",
-                );
-            }
-        }
-        let control_socket = rd
+        let d = parse_daemon(&ctx, daemon)?;
+        let control_socket = daemon
             .control_socket
             .clone()
             .unwrap_or_else(|| d.directory.join("h5daq.sock"));
-
-        let mut log = LogConfig::default();
-        if let Some(l) = &raw.log {
-            let l = l.get_ref();
-            if let Some(v) = &l.level {
-                log.level = match v.get_ref().parse::<Level>() {
-                    Ok(x) => x,
-                    Err(e) => return ctx.err(v.span(), "log.level", e),
-                };
-            }
-            if let Some(v) = &l.format {
-                log.format = match v.get_ref().parse::<Format>() {
-                    Ok(x) => x,
-                    Err(e) => return ctx.err(v.span(), "log.format", e),
-                };
-            }
-            if let Some(c) = l.console {
-                log.console = c;
-            }
-            log.file = l.file.clone();
-            if let Some(s) = &l.max_file_size {
-                log.max_bytes = match parse_size(s.get_ref()) {
-                    Ok(v) => v,
-                    Err(e) => return ctx.err(s.span(), "log.max_file_size", e),
-                };
-            }
-            if let Some(k) = l.keep {
-                log.keep = k;
-            }
-        }
-
+        let log = match &raw.log {
+            Some(l) => parse_log(&ctx, l.get_ref())?,
+            None => LogConfig::default(),
+        };
         if raw.jobs.is_empty() {
-            return Err(DaqError::Config(format!(
-                "{}: no [[job]] tables; declare at least one job",
-                path.display()
-            )));
+            return Err(ConfigError::NoJobs {
+                path: path.to_path_buf(),
+            });
         }
         let mut jobs: Vec<JobConfig> = Vec::new();
-        for (i, sj) in raw.jobs.iter().enumerate() {
-            let j = sj.get_ref();
-            let job = parse_job(&ctx, i, j)?;
+        for (i, table) in raw.jobs.iter().enumerate() {
+            let span = table.span();
+            let job = parse_job(table.get_ref()).map_err(|e| ctx.job_error(&span, i, e))?;
             if jobs.iter().any(|o| o.group == job.group) {
-                return ctx.err(
-                    j.group.span(),
-                    &format!("job[{i}].group"),
-                    format!("{:?} is used by an earlier job", job.group),
+                let e = SettingError::invalid(
+                    "group",
+                    format!("{:?}", job.group),
+                    "is used by an earlier job",
                 );
+                return Err(ctx.job_error(&span, i, e));
             }
             jobs.push(job);
         }
@@ -459,290 +310,187 @@ impl DaqConfig {
     }
 
     /// Builds the jobs (opening sockets; commands start at the first read).
-    pub fn build_jobs(&self) -> Result<Vec<DaqJob>, DaqError> {
+    pub fn build_jobs(&self) -> Result<Vec<DaqJob>, crate::DaqError> {
         self.jobs.iter().map(JobConfig::build).collect()
     }
 }
 
-fn field_specs(
-    ctx: &Ctx<'_>,
-    what: &str,
-    fields: &Spanned<Vec<RawField>>,
-    default_dtype: Dtype,
-) -> Result<Vec<JsonField>, DaqError> {
-    let mut out: Vec<JsonField> = Vec::new();
-    if fields.get_ref().is_empty() {
-        return ctx.err(fields.span(), what, "needs at least one field");
+fn parse_daemon(ctx: &Ctx<'_>, rd: &RawDaemon) -> Result<DaemonConfig, ConfigError> {
+    let mut d = DaemonConfig::default();
+    if let Some(n) = &rd.name {
+        d.name = n.clone();
     }
-    for (k, f) in fields.get_ref().iter().enumerate() {
-        let (name, dtype, shape, unit, key) = match f {
-            RawField::Name(n) => (n.clone(), None, None, None, None),
-            RawField::Full(x) => (
-                x.name.clone(),
-                x.dtype.clone(),
-                x.shape.clone(),
-                x.unit.clone(),
-                x.key.clone(),
-            ),
-        };
-        let fw = format!("{what}[{k}] ({name:?})");
-        if name.is_empty() || name.contains('/') || name == "time" || name == "." {
-            return ctx.err(
-                fields.span(),
-                &fw,
-                "a dataset name must be non-empty, contain no '/' and not be \"time\"",
-            );
-        }
-        if out.iter().any(|o| o.spec.name == name) {
-            return ctx.err(fields.span(), &fw, "appears twice");
-        }
-        let dtype = match dtype {
-            None => default_dtype,
-            Some(s) => match s.parse::<Dtype>() {
-                Ok(d) => d,
-                Err(e) => return ctx.err(fields.span(), &format!("{fw}.dtype"), e),
-            },
-        };
-        let shape = shape.unwrap_or_default();
-        if shape.contains(&0) {
-            return ctx.err(
-                fields.span(),
-                &format!("{fw}.shape"),
-                format!("{shape:?} has a zero-length axis"),
-            );
-        }
-        let mut spec = DatasetSpec::array(name.clone(), dtype, &shape);
-        spec.unit = unit;
-        out.push(JsonField {
-            spec,
-            key: key.unwrap_or(name),
-        });
+    if let Some(dir) = &rd.directory {
+        d.directory = dir.clone();
     }
-    Ok(out)
+    if let Some(p) = &rd.file_prefix {
+        let v = p.get_ref();
+        if v.is_empty() || v.contains(['/', '\0']) || v.starts_with('.') {
+            let e = SettingError::invalid(
+                "daemon.file_prefix",
+                format!("{v:?}"),
+                "not a plain file name part",
+            );
+            return Err(ctx.error(p.span().start, e));
+        }
+        d.file_prefix = v.clone();
+    }
+    if let Some(p) = &rd.write_period {
+        d.write_period = seconds(ctx, p, "daemon.write_period")?;
+    }
+    if let Some(j) = &rd.write_period_jitter {
+        let jit = seconds(ctx, j, "daemon.write_period_jitter")?;
+        if jit >= d.write_period {
+            let e = SettingError::invalid(
+                "daemon.write_period_jitter",
+                shown(j.get_ref()),
+                format!(
+                    "must be smaller than write_period ({} s)",
+                    d.write_period.as_secs_f64()
+                ),
+            );
+            return Err(ctx.error(j.span().start, e));
+        }
+        d.write_jitter = Some(jit);
+    }
+    if let Some(r) = &rd.rollover {
+        d.rollover = r.get_ref().parse::<Rollover>().map_err(|e| {
+            let e =
+                SettingError::invalid("daemon.rollover", format!("{:?}", r.get_ref()), e.problem);
+            ctx.error(r.span().start, e)
+        })?;
+    }
+    if let Some(s) = &rd.max_file_size {
+        let b = parse_size("daemon.max_file_size", s.get_ref())
+            .map_err(|e| ctx.error(s.span().start, e))?;
+        d.max_file_bytes = Some(b);
+    }
+    if let Some(c) = &rd.compression {
+        match *c.get_ref() {
+            0 => d.deflate = None,
+            l @ 1..=9 => d.deflate = Some(l as u8),
+            l => {
+                let e = SettingError::invalid(
+                    "daemon.compression",
+                    l,
+                    "the deflate level must be 0 (off) to 9",
+                );
+                return Err(ctx.error(c.span().start, e));
+            }
+        }
+    }
+    d.shuffle = rd.shuffle.unwrap_or(false);
+    if let Some(m) = &rd.mode {
+        d.mode = m.get_ref().parse::<WriteMode>().map_err(|e| {
+            let e = SettingError::invalid("daemon.mode", format!("{:?}", m.get_ref()), e.problem);
+            ctx.error(m.span().start, e)
+        })?;
+    }
+    if let Some(a) = &rd.attrs {
+        d.attrs = attrs("daemon.attrs", a.get_ref()).map_err(|e| ctx.error(a.span().start, e))?;
+        if let Some((k, _)) = d
+            .attrs
+            .iter()
+            .find(|(k, _)| RESERVED_ATTRS.contains(&k.as_str()))
+        {
+            let e = SettingError::invalid(
+                format!("daemon.attrs.{k}"),
+                "",
+                "this attribute is written by the daemon itself; choose another name",
+            );
+            return Err(ctx.error(a.span().start, e));
+        }
+    }
+    Ok(d)
 }
 
-fn parse_job(ctx: &Ctx<'_>, i: usize, j: &RawJob) -> Result<JobConfig, DaqError> {
-    let w = |f: &str| format!("job[{i}].{f}");
-    let group = j.group.get_ref().clone();
-    if group.is_empty() || group.contains('/') || group == "." {
-        return ctx.err(
-            j.group.span(),
-            &w("group"),
-            format!("{group:?} must be non-empty and contain no '/'"),
-        );
+fn parse_log(ctx: &Ctx<'_>, l: &RawLog) -> Result<LogConfig, ConfigError> {
+    let mut log = LogConfig::default();
+    if let Some(v) = &l.level {
+        log.level = v.get_ref().parse::<Level>().map_err(|e| {
+            let e = SettingError::invalid("log.level", format!("{:?}", v.get_ref()), e.problem);
+            ctx.error(v.span().start, e)
+        })?;
     }
-    let period = match &j.period {
-        Some(p) => seconds(ctx, p, &w("period"))?,
+    if let Some(v) = &l.format {
+        log.format = v.get_ref().parse::<Format>().map_err(|e| {
+            let e = SettingError::invalid("log.format", format!("{:?}", v.get_ref()), e.problem);
+            ctx.error(v.span().start, e)
+        })?;
+    }
+    if let Some(c) = l.console {
+        log.console = c;
+    }
+    log.file = l.file.clone();
+    if let Some(s) = &l.max_file_size {
+        log.max_bytes = parse_size("log.max_file_size", s.get_ref())
+            .map_err(|e| ctx.error(s.span().start, e))?;
+    }
+    if let Some(k) = l.keep {
+        log.keep = k;
+    }
+    Ok(log)
+}
+
+/// Reads one `[[job]]` table: the common settings here, the rest by the job's source.
+fn parse_job(table: &toml::Table) -> Result<JobConfig, SettingError> {
+    let (common, own): (toml::Table, toml::Table) = table
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(k, _)| COMMON_KEYS.contains(&k.as_str()));
+    let c: CommonSettings = setting::from_table(&common, "a job")?;
+    let group = c.group;
+    if group.is_empty() || group.contains(['/', '\0']) || group == "." || group == ".." {
+        return Err(SettingError::invalid(
+            "group",
+            format!("{group:?}"),
+            "must be non-empty and contain no '/'",
+        ));
+    }
+    let period = match &c.period {
+        Some(p) => setting::seconds("period", p)?,
         None => Duration::from_secs(1),
     };
-    let chunk_length = match &j.chunk_length {
-        Some(c) if *c.get_ref() >= 1 && *c.get_ref() <= 1 << 24 => *c.get_ref() as usize,
-        Some(c) => {
-            return ctx.err(
-                c.span(),
-                &w("chunk_length"),
-                format!("must be 1..=16777216, got {}", c.get_ref()),
-            )
+    let chunk_length = match c.chunk_length {
+        Some(n) if (1..=1 << 24).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(SettingError::invalid(
+                "chunk_length",
+                n,
+                "must be 1..=16777216",
+            ))
         }
-        None => super::job::DEFAULT_CHUNK_LENGTH,
+        None => crate::job::DEFAULT_CHUNK_LENGTH,
     };
-    let error_limit = match &j.error_limit {
-        Some(c) if *c.get_ref() >= 1 => *c.get_ref() as u64,
-        Some(c) => {
-            return ctx.err(
-                c.span(),
-                &w("error_limit"),
-                format!("must be >= 1, got {}", c.get_ref()),
-            )
-        }
+    let error_limit = match c.error_limit {
+        Some(n) if n >= 1 => n as u64,
+        Some(n) => return Err(SettingError::invalid("error_limit", n, "must be >= 1")),
         None => 2,
     };
-    let attrs = match &j.attrs {
-        Some(a) => attrs(ctx, a, &w("attrs"))?,
+    let attrs = match &c.attrs {
+        Some(a) => attrs("attrs", a)?,
         None => Vec::new(),
     };
-    let src = j.source.get_ref().as_str();
-    // Which keys each source takes; any other source-specific key is an error naming it.
-    let allowed: &[&str] = match src {
-        "system" => &["disk"],
-        "zmq_sub" => &["endpoint", "topic", "time_field"],
-        "zmq_req" | "xsp3_status" => &["endpoint", "request", "timeout"],
-        "command" => &["command", "delimiter", "comment", "provide_time", "bulk"],
+    let source = match c.source.as_str() {
+        "system" => SourceConfig::System(SystemConfig::from_table(&own)?),
+        "zmq_sub" => SourceConfig::ZmqSub(SubConfig::from_table(&own)?),
+        "zmq_req" => SourceConfig::ZmqReq(ReqConfig::from_table(&own, false)?),
+        "xsp3_status" => SourceConfig::ZmqReq(ReqConfig::from_table(&own, true)?),
+        "command" => SourceConfig::Command(CommandConfig::from_table(&own)?),
         other => {
-            return ctx.err(j.source.span(), &w("source"), format!("unknown source {other:?} (use system, zmq_sub, zmq_req, xsp3_status or command)"));
-        }
-    };
-    let present: [(&str, Option<std::ops::Range<usize>>); 11] = [
-        ("disk", j.disk.as_ref().map(|_| j.source.span())),
-        ("endpoint", j.endpoint.as_ref().map(Spanned::span)),
-        ("topic", j.topic.as_ref().map(|_| j.source.span())),
-        ("time_field", j.time_field.as_ref().map(|_| j.source.span())),
-        ("request", j.request.as_ref().map(Spanned::span)),
-        ("timeout", j.timeout.as_ref().map(Spanned::span)),
-        ("command", j.command.as_ref().map(Spanned::span)),
-        ("delimiter", j.delimiter.as_ref().map(|_| j.source.span())),
-        ("comment", j.comment.as_ref().map(|_| j.source.span())),
-        (
-            "provide_time",
-            j.provide_time.as_ref().map(|_| j.source.span()),
-        ),
-        ("bulk", j.bulk.as_ref().map(|_| j.source.span())),
-    ];
-    for (k, span) in present {
-        if let Some(span) = span {
-            if !allowed.contains(&k) {
-                return ctx.err(span, &w(k), format!("not a setting of source {src:?}"));
-            }
-        }
-    }
-    let need_fields = |what: &str| -> Result<&Spanned<Vec<RawField>>, DaqError> {
-        match &j.fields {
-            Some(f) => Ok(f),
-            None => ctx.err(
-                j.source.span(),
-                &w("fields"),
-                format!("source {what:?} needs a list of fields"),
-            ),
-        }
-    };
-    let need_endpoint = || -> Result<String, DaqError> {
-        match &j.endpoint {
-            Some(e) if e.get_ref().contains("://") => Ok(e.get_ref().clone()),
-            Some(e) => ctx.err(
-                e.span(),
-                &w("endpoint"),
-                format!(
-                    "{:?} is not a ZeroMQ endpoint like \"tcp://127.0.0.1:5556\"",
-                    e.get_ref()
-                ),
-            ),
-            None => ctx.err(
-                j.source.span(),
-                &w("endpoint"),
-                format!("source {src:?} needs an endpoint"),
-            ),
-        }
-    };
-    let source = match src {
-        "system" => {
-            let fields = match &j.fields {
-                None => system::default_fields(),
-                Some(f) => {
-                    let mut v = Vec::new();
-                    for (k, x) in f.get_ref().iter().enumerate() {
-                        let name = match x {
-                            RawField::Name(n) => n.as_str(),
-                            RawField::Full(x) => x.name.as_str(),
-                        };
-                        match name.parse::<SystemField>() {
-                            Ok(sf) if !v.contains(&sf) => v.push(sf),
-                            Ok(_) => {
-                                return ctx.err(
-                                    f.span(),
-                                    &format!("{}[{k}]", w("fields")),
-                                    format!("{name:?} appears twice"),
-                                )
-                            }
-                            Err(e) => {
-                                return ctx.err(f.span(), &format!("{}[{k}]", w("fields")), e)
-                            }
-                        }
-                    }
-                    if v.is_empty() {
-                        return ctx.err(f.span(), &w("fields"), "needs at least one field");
-                    }
-                    v
-                }
-            };
-            SourceConfig::System {
-                fields,
-                disk: j.disk.clone().unwrap_or_else(|| PathBuf::from(".")),
-            }
-        }
-        "zmq_sub" => SourceConfig::ZmqSub {
-            endpoint: need_endpoint()?,
-            topic: j.topic.clone().unwrap_or_default(),
-            fields: field_specs(ctx, &w("fields"), need_fields(src)?, Dtype::F64)?,
-            time_field: j.time_field.clone(),
-        },
-        "zmq_req" | "xsp3_status" => {
-            let request = match &j.request {
-                Some(r) => {
-                    let v = toml_to_json(r.get_ref());
-                    if !v.is_object() {
-                        return ctx.err(
-                            r.span(),
-                            &w("request"),
-                            "must be a table, e.g. { cmd = \"status\" }",
-                        );
-                    }
-                    v
-                }
-                None if src == "xsp3_status" => serde_json::json!({"cmd": "status"}),
-                None => {
-                    return ctx.err(
-                        j.source.span(),
-                        &w("request"),
-                        "source \"zmq_req\" needs a request table",
-                    )
-                }
-            };
-            let timeout = match &j.timeout {
-                Some(t) => seconds(ctx, t, &w("timeout"))?,
-                None => period.min(Duration::from_secs(1)),
-            };
-            SourceConfig::ZmqReq {
-                endpoint: need_endpoint()?,
-                request,
-                fields: field_specs(ctx, &w("fields"), need_fields(src)?, Dtype::F64)?,
-                timeout,
-            }
-        }
-        _ => {
-            let argv =
-                match &j.command {
-                    Some(c) => match c.get_ref() {
-                        RawCommand::Shell(s) if !s.trim().is_empty() => {
-                            vec!["/bin/sh".to_string(), "-c".to_string(), s.clone()]
-                        }
-                        RawCommand::Argv(v) if !v.is_empty() && !v[0].is_empty() => v.clone(),
-                        _ => return ctx.err(
-                            c.span(),
-                            &w("command"),
-                            "must be a non-empty string (run by /bin/sh -c) or array of arguments",
-                        ),
-                    },
-                    None => {
-                        return ctx.err(
-                            j.source.span(),
-                            &w("command"),
-                            "source \"command\" needs a command",
-                        )
-                    }
-                };
-            let specs = field_specs(ctx, &w("fields"), need_fields(src)?, Dtype::F64)?
-                .into_iter()
-                .map(|f| f.spec)
-                .collect();
-            let format = LineFormat {
-                delimiter: j.delimiter.clone(),
-                comment: j.comment.clone().unwrap_or_else(|| "#".into()),
-                provide_time: j.provide_time.unwrap_or(false),
-            };
-            SourceConfig::Command {
-                argv,
-                specs,
-                format,
-                bulk: j.bulk.unwrap_or(false),
-            }
+            return Err(SettingError::invalid(
+                "source",
+                format!("{other:?}"),
+                "unknown source (use system, zmq_sub, zmq_req, xsp3_status or command)",
+            ))
         }
     };
     Ok(JobConfig {
         group,
         source,
         period,
-        thread_id: j.thread_id,
-        dedup: j.dedup.unwrap_or(false),
+        thread_id: c.thread_id,
+        dedup: c.dedup.unwrap_or(false),
         chunk_length,
         error_limit,
         attrs,
@@ -751,44 +499,13 @@ fn parse_job(ctx: &Ctx<'_>, i: usize, j: &RawJob) -> Result<JobConfig, DaqError>
 
 impl JobConfig {
     /// Builds the job.
-    pub fn build(&self) -> Result<DaqJob, DaqError> {
+    pub fn build(&self) -> Result<DaqJob, crate::DaqError> {
         let g = self.group.as_str();
         let job = match &self.source {
-            SourceConfig::System { fields, disk } => {
-                system::job(g, fields, disk.clone())?.with_mode(ReadMode::Periodic(self.period))?
-            }
-            SourceConfig::ZmqSub {
-                endpoint,
-                topic,
-                fields,
-                time_field,
-            } => zmq_json::subscriber_job(g, endpoint, topic, fields.clone(), time_field.clone())?,
-            SourceConfig::ZmqReq {
-                endpoint,
-                request,
-                fields,
-                timeout,
-            } => zmq_json::request_job(
-                g,
-                endpoint,
-                request.clone(),
-                fields.clone(),
-                self.period,
-                *timeout,
-            )?,
-            SourceConfig::Command {
-                argv,
-                specs,
-                format,
-                bulk,
-            } => command::job(
-                g,
-                argv.clone(),
-                specs.clone(),
-                format.clone(),
-                *bulk,
-                self.period,
-            )?,
+            SourceConfig::System(s) => s.job(g, self.period)?,
+            SourceConfig::ZmqSub(s) => s.job(g)?,
+            SourceConfig::ZmqReq(s) => s.job(g, self.period)?,
+            SourceConfig::Command(s) => s.job(g, self.period)?,
         };
         let group = self.group.clone();
         let mut job = job
@@ -796,7 +513,7 @@ impl JobConfig {
             .with_chunk_length(self.chunk_length)
             .with_attrs(self.attrs.clone())
             .with_error_handler(self.error_limit, move |r| {
-                super::log::emit(
+                crate::log::emit(
                     Level::Error,
                     format_args!(
                         "job {group}: {} consecutive errors (last: {})",

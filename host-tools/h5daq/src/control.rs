@@ -41,10 +41,9 @@ impl ControlServer {
             )
             .is_ok()
             {
-                return Err(DaqError::State(format!(
-                    "{}: another h5daq daemon answers on this control socket",
-                    path.display()
-                )));
+                return Err(DaqError::SocketInUse {
+                    path: path.to_path_buf(),
+                });
             }
             std::fs::remove_file(path).map_err(DaqError::io(path))?;
         }
@@ -68,7 +67,7 @@ impl ControlServer {
                     }
                 }
             })
-            .map_err(|e| DaqError::State(format!("control thread: {e}")))?;
+            .map_err(DaqError::thread("the control socket thread"))?;
         Ok(ControlServer {
             path: path.to_path_buf(),
             stop,
@@ -135,6 +134,8 @@ pub fn request(
     BufReader::new((&conn).take(16 << 20))
         .read_line(&mut reply)
         .map_err(DaqError::io(path))?;
-    serde_json::from_str(reply.trim())
-        .map_err(|e| DaqError::Invalid(format!("{}: reply is not JSON: {e}", path.display())))
+    serde_json::from_str(reply.trim()).map_err(|source| DaqError::ControlReply {
+        path: path.to_path_buf(),
+        source,
+    })
 }

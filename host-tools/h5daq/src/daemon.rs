@@ -14,6 +14,7 @@ use super::error::DaqError;
 use super::hdf::{Filters, JobLayout};
 use super::job::{lock, AttrValue, DaqJob, JobHandle, JobStatus, ReadMode, Trigger, Wake};
 use super::log::daq_log;
+use super::setting::SettingError;
 use super::time::{iso_stamp, Clock, Rollover, SystemClock, Unit};
 use super::writer::{FileSettings, FileWriter, Rng, WriteMode, WriteReport};
 
@@ -170,51 +171,65 @@ impl std::fmt::Debug for DaqDaemon {
 impl DaqDaemon {
     /// Checks the settings and the jobs (group names must be unique).
     pub fn new(cfg: DaemonConfig, jobs: Vec<DaqJob>) -> Result<DaqDaemon, DaqError> {
+        let secs = |d: Duration| format!("{} s", d.as_secs_f64());
         if cfg.write_period.is_zero() {
-            return Err(DaqError::Invalid("write_period must be > 0".into()));
+            return Err(SettingError::invalid("write_period", "0 s", "must be > 0").into());
         }
         if let Some(j) = cfg.write_jitter {
             if j >= cfg.write_period {
-                return Err(DaqError::Invalid(format!(
-                    "write_period_jitter {} s must be smaller than write_period {} s",
-                    j.as_secs_f64(),
-                    cfg.write_period.as_secs_f64()
-                )));
+                return Err(SettingError::invalid(
+                    "write_period_jitter",
+                    secs(j),
+                    format!(
+                        "must be smaller than write_period ({})",
+                        secs(cfg.write_period)
+                    ),
+                )
+                .into());
             }
         }
         if let Some(l) = cfg.deflate {
             if !(1..=9).contains(&l) {
-                return Err(DaqError::Invalid(format!("deflate level {l}: use 1-9")));
+                return Err(SettingError::invalid("deflate", l, "use 1-9").into());
             }
         }
         if cfg.file_prefix.is_empty()
             || cfg.file_prefix.contains(['/', '\0'])
             || cfg.file_prefix.starts_with('.')
         {
-            return Err(DaqError::Invalid(format!(
-                "file_prefix {:?}: must be a plain, non-empty file name part",
-                cfg.file_prefix
-            )));
+            return Err(SettingError::invalid(
+                "file_prefix",
+                format!("{:?}", cfg.file_prefix),
+                "must be a plain, non-empty file name part",
+            )
+            .into());
         }
         if let Some(0) = cfg.max_file_bytes {
-            return Err(DaqError::Invalid("max_file_size must be > 0".into()));
+            return Err(SettingError::invalid("max_file_bytes", 0, "must be > 0").into());
         }
         for (k, _) in &cfg.attrs {
             if RESERVED_ATTRS.contains(&k.as_str()) {
-                return Err(DaqError::Invalid(format!(
-                    "attribute {k:?} is written by the daemon itself; choose another name"
-                )));
+                return Err(SettingError::invalid(
+                    format!("attrs.{k}"),
+                    "",
+                    "this attribute is written by the daemon itself; choose another name",
+                )
+                .into());
             }
         }
         if jobs.is_empty() {
-            return Err(DaqError::Invalid("no jobs".into()));
+            return Err(
+                SettingError::invalid("jobs", "[]", "a daemon needs at least one job").into(),
+            );
         }
         for (i, j) in jobs.iter().enumerate() {
             if jobs[..i].iter().any(|o| o.group == j.group) {
-                return Err(DaqError::Invalid(format!(
-                    "two jobs write group {:?}",
-                    j.group
-                )));
+                return Err(SettingError::invalid(
+                    format!("jobs[{i}].group"),
+                    format!("{:?}", j.group),
+                    "another job writes this group",
+                )
+                .into());
             }
         }
         let handles = jobs.iter().map(DaqJob::handle).collect();
@@ -240,7 +255,7 @@ impl DaqDaemon {
     /// file is created at once, so a bad directory fails here and not a write period later.
     pub fn start(&mut self) -> Result<(), DaqError> {
         if self.running || self.shared.is_some() {
-            return Err(DaqError::State("the daemon was already started".into()));
+            return Err(DaqError::AlreadyStarted);
         }
         std::fs::create_dir_all(&self.cfg.directory).map_err(DaqError::io(&self.cfg.directory))?;
         let run_start = self.cfg.clock.now();
@@ -318,7 +333,7 @@ impl DaqDaemon {
                 let h = std::thread::Builder::new()
                     .name(name.chars().take(15).collect())
                     .spawn(move || worker(jobs, w, sh))
-                    .map_err(|e| DaqError::State(format!("cannot start a job thread: {e}")))?;
+                    .map_err(DaqError::thread("a job thread"))?;
                 self.workers.push((wake, h));
             }
         }
@@ -328,7 +343,7 @@ impl DaqDaemon {
             let h = std::thread::Builder::new()
                 .name("daq-writer".into())
                 .spawn(move || writer_loop(sh, period, jitter))
-                .map_err(|e| DaqError::State(format!("cannot start the writer thread: {e}")))?;
+                .map_err(DaqError::thread("the writer thread"))?;
             self.writer_thread = Some(h);
         }
         self.shared = Some(shared);
@@ -346,10 +361,7 @@ impl DaqDaemon {
 
     /// Writes buffered rows now (as the periodic writer does).
     pub fn write_now(&self) -> Result<WriteReport, DaqError> {
-        let shared = self
-            .shared
-            .as_ref()
-            .ok_or_else(|| DaqError::State("not started".into()))?;
+        let shared = self.shared.as_ref().ok_or(DaqError::NotStarted)?;
         do_write(shared)
     }
 
@@ -413,10 +425,7 @@ impl DaqDaemon {
     /// Stops the jobs (running their stop hooks), then makes the final write: every buffered
     /// row, `file_end`/`run_end`, and the rename of the last file to the real end time.
     pub fn stop(mut self) -> Result<StopReport, DaqError> {
-        let shared = self
-            .shared
-            .take()
-            .ok_or_else(|| DaqError::State("not started".into()))?;
+        let shared = self.shared.take().ok_or(DaqError::NotStarted)?;
         shared.stop.store(true, Ordering::SeqCst);
         for f in &mut self.on_stop {
             f();
@@ -565,7 +574,7 @@ struct Slot {
 fn worker(jobs: Vec<DaqJob>, wake: Arc<Wake>, shared: Arc<Shared>) {
     if jobs.iter().any(|j| matches!(j.mode, ReadMode::Periodic(_))) {
         // Timer-driven reads: ask for a short slice so a wake-up preempts CPU-bound threads.
-        let _ = super::sys::request_short_slice(Duration::from_micros(100));
+        let _ = crate::sys::request_short_slice(Duration::from_micros(100));
     }
     let start = Instant::now();
     let mut slots: Vec<Slot> = jobs

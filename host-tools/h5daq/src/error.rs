@@ -2,15 +2,18 @@
 
 use std::path::PathBuf;
 
-/// Errors of jobs, the daemon, the config and the sources.
+use crate::config::ConfigError;
+use crate::setting::SettingError;
+
+/// Errors of jobs, the daemon, the config and the files.
 #[derive(Debug, thiserror::Error)]
 pub enum DaqError {
-    /// An invalid argument or setting; the message names it and the offending value.
-    #[error("{0}")]
-    Invalid(String),
-    /// A config file error: the message names the file, the line and the field.
-    #[error("{0}")]
-    Config(String),
+    /// The config file is unreadable or wrong; the message names the file, line and setting.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A job or daemon setting passed to the builders is invalid.
+    #[error(transparent)]
+    Setting(#[from] SettingError),
     /// An HDF5 call failed.
     #[error("{context}: {source}")]
     Hdf5 {
@@ -32,9 +35,69 @@ pub enum DaqError {
         #[source]
         source: zmq::Error,
     },
-    /// The daemon is not in a state for this call.
-    #[error("{0}")]
-    State(String),
+    /// [`crate::DaqDaemon::start`] was called twice.
+    #[error("the daemon was already started")]
+    AlreadyStarted,
+    /// The call needs a started daemon.
+    #[error("the daemon is not running")]
+    NotStarted,
+    /// The writer has no open file to append to or close.
+    #[error("no DAQ file is open")]
+    NoOpenFile,
+    /// A thread could not be started.
+    #[error("cannot start {what}: {source}")]
+    Thread {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another daemon answers on the control socket.
+    #[error("{}: another h5daq daemon answers on this control socket", path.display())]
+    SocketInUse { path: PathBuf },
+    /// The control socket's reply is not JSON.
+    #[error("{}: the reply is not JSON: {source}", path.display())]
+    ControlReply {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Rows handed to [`crate::hdf::append`] do not match the dataset's entry shape.
+    #[error("{file}: /{group}/{dataset}: {elements} elements for {rows} rows of shape {shape:?}")]
+    RowShape {
+        file: String,
+        group: String,
+        dataset: String,
+        elements: usize,
+        rows: usize,
+        shape: Vec<usize>,
+    },
+    /// A file left by a killed daemon does not open, and its status flags cannot be cleared.
+    #[error("{}: does not open ({open_error}) and h5clear -s failed: {reason}", path.display())]
+    Unrecoverable {
+        path: PathBuf,
+        open_error: String,
+        reason: String,
+    },
+}
+
+/// A name that is not one of the accepted ones, or a value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {given:?}: {problem}")]
+pub struct ParseError {
+    /// What was parsed: `dtype`, `log level`, `rollover`, ...
+    pub what: &'static str,
+    pub given: String,
+    pub problem: String,
+}
+
+impl ParseError {
+    pub(crate) fn unknown(what: &'static str, given: &str, allowed: &str) -> Self {
+        ParseError {
+            what,
+            given: given.to_string(),
+            problem: format!("unknown (use {allowed})"),
+        }
+    }
 }
 
 impl DaqError {
@@ -49,5 +112,9 @@ impl DaqError {
     pub(crate) fn zmq(context: impl Into<String>) -> impl FnOnce(zmq::Error) -> DaqError {
         let context = context.into();
         move |source| DaqError::Zmq { context, source }
+    }
+    pub(crate) fn thread(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaqError {
+        let what = what.into();
+        move |source| DaqError::Thread { what, source }
     }
 }

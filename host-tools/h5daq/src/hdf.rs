@@ -192,7 +192,7 @@ fn create_dataset<T: hdf5::H5Type>(
 }
 
 /// Writes (creating or replacing) an attribute.
-pub fn set_attr(loc: &Location, name: &str, value: &AttrValue) -> hdf5::Result<()> {
+pub(crate) fn set_attr(loc: &Location, name: &str, value: &AttrValue) -> hdf5::Result<()> {
     if loc.attr_names()?.iter().any(|n| n == name) {
         loc.delete_attr(name)?;
     }
@@ -213,7 +213,7 @@ pub fn set_attr(loc: &Location, name: &str, value: &AttrValue) -> hdf5::Result<(
 }
 
 /// Writes an unsigned 64-bit attribute (file ids).
-pub fn set_attr_u64(loc: &Location, name: &str, value: u64) -> hdf5::Result<()> {
+pub(crate) fn set_attr_u64(loc: &Location, name: &str, value: u64) -> hdf5::Result<()> {
     if loc.attr_names()?.iter().any(|n| n == name) {
         loc.delete_attr(name)?;
     }
@@ -240,12 +240,14 @@ pub fn append(file: &File, job: &JobLayout, rows: &Drained) -> Result<(), DaqErr
     append_slice(&time, n, &[], &rows.time).map_err(DaqError::hdf5(ctx("time: append")))?;
     for (spec, col) in job.datasets.iter().zip(&rows.columns) {
         if col.len() != k * spec.entry_len() {
-            return Err(DaqError::Invalid(ctx(&format!(
-                "{}: {} elements for {k} rows of shape {:?}",
-                spec.name,
-                col.len(),
-                spec.shape
-            ))));
+            return Err(DaqError::RowShape {
+                file: fname.clone(),
+                group: job.group.clone(),
+                dataset: spec.name.clone(),
+                elements: col.len(),
+                rows: k,
+                shape: spec.shape.clone(),
+            });
         }
         let ds = g
             .dataset(&spec.name)
@@ -265,7 +267,7 @@ fn append_column(ds: &Dataset, n: usize, shape: &[usize], col: &Column) -> hdf5:
 /// wrapping `uint32_t`; each 360-word block is computed here in closed form in u64 (sum1 + S,
 /// sum2 + n * sum1 + sum((n - i) * w_i)) and truncated, which gives the same u32 values and lets
 /// the compiler vectorise the block.
-pub fn fletcher32(data: &[u8]) -> u32 {
+pub(crate) fn fletcher32(data: &[u8]) -> u32 {
     fn fold(x: u32) -> u32 {
         (x & 0xffff) + (x >> 16)
     }
@@ -432,12 +434,12 @@ fn write_rows<T: Elem>(ds: &Dataset, n: usize, shape: &[usize], data: &[T]) -> h
 }
 
 /// Reads a float64 scalar attribute, `None` when absent or of another type.
-pub fn read_f64_attr(loc: &Location, name: &str) -> Option<f64> {
+pub(crate) fn read_f64_attr(loc: &Location, name: &str) -> Option<f64> {
     loc.attr(name).ok()?.read_scalar::<f64>().ok()
 }
 
 /// The largest value of every `/<group>/time` dataset in the file (for recovery).
-pub fn max_time(file: &File) -> hdf5::Result<Option<f64>> {
+pub(crate) fn max_time(file: &File) -> hdf5::Result<Option<f64>> {
     let mut best: Option<f64> = None;
     for g in file.groups()? {
         if let Ok(t) = g.dataset("time") {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::column::{Column, Dtype, Entry};
 use super::error::DaqError;
 use super::log::{self, Level};
+use super::setting::SettingError;
 
 /// Default HDF5 chunk length along the append axis (the reference's 2**6).
 pub const DEFAULT_CHUNK_LENGTH: usize = 64;
@@ -225,11 +226,13 @@ impl std::fmt::Debug for DaqJob {
 }
 
 /// Checks an HDF5 object name: non-empty, no `/`, not `.`.
-pub(crate) fn check_name(what: &str, name: &str) -> Result<(), DaqError> {
+fn check_name(what: &str, name: &str) -> Result<(), SettingError> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
-        return Err(DaqError::Invalid(format!(
-            "{what} {name:?}: must be non-empty and contain no '/' or NUL"
-        )));
+        return Err(SettingError::invalid(
+            what,
+            format!("{name:?}"),
+            "must be non-empty and contain no '/' or NUL",
+        ));
     }
     Ok(())
 }
@@ -242,27 +245,40 @@ impl DaqJob {
         F: FnMut() -> Result<Reading, GetterError> + Send + 'static,
     {
         check_name("group", group)?;
+        let dataset = |i: usize| format!("job {group:?}: datasets[{i}]");
         if datasets.is_empty() {
-            return Err(DaqError::Invalid(format!("job {group:?}: no datasets")));
+            return Err(SettingError::invalid(
+                format!("job {group:?}: datasets"),
+                "[]",
+                "a job needs at least one dataset",
+            )
+            .into());
         }
         for (i, d) in datasets.iter().enumerate() {
-            check_name(&format!("job {group:?}: dataset"), &d.name)?;
+            check_name(&dataset(i), &d.name)?;
             if d.name == "time" {
-                return Err(DaqError::Invalid(format!(
-                    "job {group:?}: dataset name \"time\" is reserved for the time column"
-                )));
+                return Err(SettingError::invalid(
+                    dataset(i),
+                    "\"time\"",
+                    "reserved for the time column",
+                )
+                .into());
             }
             if datasets[..i].iter().any(|o| o.name == d.name) {
-                return Err(DaqError::Invalid(format!(
-                    "job {group:?}: dataset {:?} appears twice",
-                    d.name
-                )));
+                return Err(SettingError::invalid(
+                    dataset(i),
+                    format!("{:?}", d.name),
+                    "appears twice",
+                )
+                .into());
             }
             if d.shape.contains(&0) {
-                return Err(DaqError::Invalid(format!(
-                    "job {group:?}: dataset {:?} has a zero-length axis in shape {:?}",
-                    d.name, d.shape
-                )));
+                return Err(SettingError::invalid(
+                    format!("{}.shape", dataset(i)),
+                    format!("{:?}", d.shape),
+                    "has a zero-length axis",
+                )
+                .into());
             }
         }
         let buffer = JobBuffer::new(&datasets, DEFAULT_MAX_BUFFER_ROWS);
@@ -294,10 +310,12 @@ impl DaqJob {
     pub fn with_mode(mut self, mode: ReadMode) -> Result<Self, DaqError> {
         if let ReadMode::Periodic(p) = mode {
             if p.is_zero() {
-                return Err(DaqError::Invalid(format!(
-                    "job {:?}: the read period must be > 0",
-                    self.group
-                )));
+                return Err(SettingError::invalid(
+                    format!("job {:?}: period", self.group),
+                    "0 s",
+                    "the read period must be > 0",
+                )
+                .into());
             }
         }
         self.mode = mode;
@@ -632,13 +650,15 @@ impl JobBuffer {
             let want = self.entry_lens[i];
             let res = match entry {
                 super::column::Entry::Scalar(s) if want == 1 && specs[i].shape.is_empty() => {
-                    self.columns[i].push_scalar(*s)
+                    self.columns[i].push_scalar(*s).map_err(|e| e.to_string())
                 }
                 super::column::Entry::Scalar(_) => Err(format!(
                     "an array of shape {:?} is expected, got a scalar",
                     specs[i].shape
                 )),
-                super::column::Entry::Array(a) if a.len() == want => self.columns[i].extend_from(a),
+                super::column::Entry::Array(a) if a.len() == want => {
+                    self.columns[i].extend_from(a).map_err(|e| e.to_string())
+                }
                 super::column::Entry::Array(a) => Err(format!(
                     "{} elements (shape {:?}) are expected, got {}",
                     want,

@@ -32,18 +32,20 @@ mod error;
 pub mod hdf;
 mod job;
 pub mod log;
+mod setting;
 pub mod sources;
-pub mod sys;
+mod sys;
 pub mod time;
 mod writer;
 
-pub use column::{Column, Dtype, Entry, Scalar};
+pub use column::{Column, ConvertError, Dtype, Entry, Scalar};
 pub use daemon::{DaemonConfig, DaemonStatus, DaqDaemon, StopReport, RESERVED_ATTRS};
-pub use error::DaqError;
+pub use error::{DaqError, ParseError};
 pub use job::{
     AttrValue, DaqJob, DatasetSpec, Drained, ErrorHandler, ErrorReport, Getter, GetterError,
     JobHandle, JobStatus, ReadMode, Reading, Trigger, DEFAULT_CHUNK_LENGTH,
     DEFAULT_MAX_BUFFER_ROWS,
 };
+pub use setting::SettingError;
 pub use time::{Clock, ManualClock, Rollover, SystemClock, Unit};
 pub use writer::{file_name, parse_file_name, recover, Recovered, WriteMode, WriteReport};

@@ -5,10 +5,9 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use super::error::DaqError;
+use super::error::{DaqError, ParseError};
 use super::time::{iso_stamp, Clock, SystemClock};
 
 /// Severity, most severe first.
@@ -33,15 +32,17 @@ impl Level {
 }
 
 impl std::str::FromStr for Level {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         match s.to_ascii_lowercase().as_str() {
             "error" => Ok(Level::Error),
             "warn" | "warning" => Ok(Level::Warn),
             "info" => Ok(Level::Info),
             "debug" => Ok(Level::Debug),
-            other => Err(format!(
-                "unknown log level {other:?} (use error, warn, info or debug)"
+            _ => Err(ParseError::unknown(
+                "log level",
+                s,
+                "error, warn, info or debug",
             )),
         }
     }
@@ -57,12 +58,12 @@ pub enum Format {
 }
 
 impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         match s {
             "text" => Ok(Format::Text),
             "json" => Ok(Format::Json),
-            other => Err(format!("unknown log format {other:?} (use text or json)")),
+            other => Err(ParseError::unknown("log format", other, "text or json")),
         }
     }
 }
@@ -101,12 +102,6 @@ struct Sink {
 }
 
 static LOGGER: OnceLock<Mutex<Sink>> = OnceLock::new();
-static COUNTS: [AtomicU64; 4] = [
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-];
 
 fn sink() -> &'static Mutex<Sink> {
     LOGGER.get_or_init(|| {
@@ -145,11 +140,6 @@ pub fn init(cfg: LogConfig) -> Result<(), DaqError> {
     Ok(())
 }
 
-/// Messages emitted per level since start: `[error, warn, info, debug]`.
-pub fn counts() -> [u64; 4] {
-    [0, 1, 2, 3].map(|i| COUNTS[i].load(Ordering::Relaxed))
-}
-
 fn json_escape(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
 }
@@ -160,7 +150,6 @@ pub fn emit(level: Level, args: fmt::Arguments<'_>) {
     if level > s.cfg.level {
         return;
     }
-    COUNTS[level as usize].fetch_add(1, Ordering::Relaxed);
     let now = iso_stamp(SystemClock.now());
     let msg = args.to_string();
     let line = match s.cfg.format {

@@ -4,6 +4,8 @@
 //! Times are `f64` Unix seconds, true UTC (the reference stores local-time-shifted values).
 
 use std::fmt;
+
+use crate::error::ParseError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -58,7 +60,7 @@ impl Clock for ManualClock {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -70,7 +72,7 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// The (year, month, day) of a day number since 1970-01-01.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -85,7 +87,7 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// A broken-down UTC time with millisecond resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UtcTime {
+pub(crate) struct UtcTime {
     pub year: i64,
     pub month: u32,
     pub day: u32,
@@ -116,7 +118,7 @@ impl UtcTime {
     }
 
     /// Unix seconds of this time.
-    pub fn to_unix(&self) -> f64 {
+    pub fn to_unix(self) -> f64 {
         let days = days_from_civil(self.year, self.month, self.day);
         let secs = days * 86_400
             + i64::from(self.hour) * 3600
@@ -221,20 +223,25 @@ impl fmt::Display for Rollover {
 }
 
 impl std::str::FromStr for Rollover {
-    type Err = String;
+    type Err = ParseError;
     /// Parses `"1 day"`, `"2 hours"`, `"30min"`, `"1 week"`, `"3 months"`, `"1 year"`, `"10 s"`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         let s = s.trim();
+        let fail = |problem: String| ParseError {
+            what: "rollover",
+            given: s.to_string(),
+            problem,
+        };
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let count: u32 = if num.is_empty() {
             1
         } else {
             num.parse()
-                .map_err(|_| format!("rollover {s:?}: bad count {num:?}"))?
+                .map_err(|_| fail(format!("bad count {num:?}")))?
         };
         if count == 0 {
-            return Err(format!("rollover {s:?}: the count must be >= 1"));
+            return Err(fail("the count must be >= 1".into()));
         }
         let unit = match unit.trim().to_ascii_lowercase().as_str() {
             "y" | "year" | "years" => Unit::Years,
@@ -245,9 +252,9 @@ impl std::str::FromStr for Rollover {
             "m" | "min" | "minute" | "minutes" => Unit::Minutes,
             "s" | "sec" | "second" | "seconds" => Unit::Seconds,
             other => {
-                return Err(format!(
-                    "rollover {s:?}: unknown unit {other:?} (use years, months, weeks, days, hours, minutes or seconds)"
-                ))
+                return Err(fail(format!(
+                    "unknown unit {other:?} (use years, months, weeks, days, hours, minutes or seconds)"
+                )))
             }
         };
         Ok(Rollover { count, unit })

@@ -7,7 +7,7 @@ use std::time::Instant;
 use hdf5::File;
 
 use super::column::Column;
-use super::error::DaqError;
+use super::error::{DaqError, ParseError};
 use super::hdf::{self, Filters, JobLayout};
 use super::job::{AttrValue, Drained};
 use super::log::daq_log;
@@ -36,12 +36,12 @@ impl WriteMode {
 }
 
 impl std::str::FromStr for WriteMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         match s {
             "close" => Ok(WriteMode::Close),
             "swmr" => Ok(WriteMode::Swmr),
-            other => Err(format!("unknown write mode {other:?} (use close or swmr)")),
+            other => Err(ParseError::unknown("write mode", other, "close or swmr")),
         }
     }
 }
@@ -368,7 +368,7 @@ impl FileWriter {
     /// mode, flushing it in SWMR mode).
     fn append_all(&mut self, rows: &[(usize, Drained)]) -> Result<u64, DaqError> {
         let Some(cur) = self.current.as_mut() else {
-            return Err(DaqError::State("no current file".into()));
+            return Err(DaqError::NoOpenFile);
         };
         if rows.iter().all(|(_, d)| d.rows() == 0) {
             return Ok(0);
@@ -503,7 +503,7 @@ impl FileWriter {
     /// run ends), renames it to its real end when `rename`. Returns the final path.
     fn finalize(&mut self, end: f64, rename: bool, run_end: bool) -> Result<PathBuf, DaqError> {
         let Some(cur) = self.current.take() else {
-            return Err(DaqError::State("no current file".into()));
+            return Err(DaqError::NoOpenFile);
         };
         let path = cur.path.clone();
         if let Some(h) = cur.handle {
@@ -596,17 +596,20 @@ pub fn recover(path: &Path, prefix: &str) -> Result<Option<Recovered>, DaqError>
             match out {
                 Ok(o) if o.status.success() => {}
                 Ok(o) => {
-                    return Err(DaqError::Invalid(format!(
-                        "{}: does not open ({first}) and h5clear -s failed: {}",
-                        path.display(),
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    )))
+                    return Err(DaqError::Unrecoverable {
+                        path: path.to_path_buf(),
+                        open_error: first.to_string(),
+                        reason: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                    })
                 }
                 Err(e) => {
-                    return Err(DaqError::Invalid(format!(
-                        "{}: does not open ({first}); h5clear (Debian package hdf5-tools) is needed to clear its status flags: {e}",
-                        path.display()
-                    )))
+                    return Err(DaqError::Unrecoverable {
+                        path: path.to_path_buf(),
+                        open_error: first.to_string(),
+                        reason: format!(
+                            "h5clear (Debian package hdf5-tools) is needed to clear its status flags: {e}"
+                        ),
+                    })
                 }
             }
             cleared = true;

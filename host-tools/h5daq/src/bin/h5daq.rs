@@ -7,14 +7,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use h5daq::config::ConfigError;
 use h5daq::config::DaqConfig;
 use h5daq::control::{self, ControlServer};
-use h5daq::{parse_file_name, sys, DaqDaemon, DaqError};
+use h5daq::{parse_file_name, DaqDaemon, DaqError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -90,13 +91,34 @@ enum Failure {
     NoDaemon(String),
 }
 
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::Read { .. } => Failure::Runtime(e.to_string()),
+            other => Failure::Usage(other.to_string()),
+        }
+    }
+}
+
 impl From<DaqError> for Failure {
     fn from(e: DaqError) -> Self {
         match e {
-            DaqError::Config(m) | DaqError::Invalid(m) => Failure::Usage(m),
+            DaqError::Config(c) => c.into(),
+            DaqError::Setting(s) => Failure::Usage(s.to_string()),
             other => Failure::Runtime(other.to_string()),
         }
     }
+}
+
+/// Makes SIGINT and SIGTERM set `signalled` to the signal's number instead of killing the
+/// process; the main loop then stops the daemon.
+fn install_stop_handlers(signalled: &Arc<AtomicUsize>) -> Result<(), Failure> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_usize(sig, Arc::clone(signalled), sig as usize)
+            .map_err(|e| Failure::Runtime(format!("cannot handle signal {sig}: {e}")))?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -163,7 +185,8 @@ fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure>
         return Ok(());
     }
     h5daq::log::init(cfg.log.clone())?;
-    sys::install_stop_handlers();
+    let signalled = Arc::new(AtomicUsize::new(0));
+    install_stop_handlers(&signalled)?;
     let d = &cfg.daemon;
     let mut daemon = DaqDaemon::new(d.clone(), jobs)?;
     daemon.start()?;
@@ -212,8 +235,9 @@ fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure>
     );
     let t0 = Instant::now();
     let reason = loop {
-        if let Some(sig) = sys::stop_signal() {
-            break format!("signal {sig}");
+        match signalled.load(Ordering::SeqCst) {
+            0 => {}
+            sig => break format!("signal {sig}"),
         }
         if stop_requested.load(Ordering::SeqCst) {
             break "stop request".to_string();

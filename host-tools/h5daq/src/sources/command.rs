@@ -10,11 +10,15 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::column::{Column, Dtype, Entry, Scalar};
+use serde::Deserialize;
+
+use super::parse_fields;
+use crate::column::{Column, ConvertError, Dtype, Entry, Scalar};
 use crate::error::DaqError;
 use crate::job::{lock, DaqJob, DatasetSpec, ReadMode, Reading};
 use crate::log::daq_log;
-use crate::sys::{kill_process_group, SIGKILL, SIGTERM};
+use crate::setting::{self, SettingError};
+use crate::sys::{kill_process_group, Signal};
 
 /// How to parse a command's lines.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +41,141 @@ impl Default for LineFormat {
     }
 }
 
+/// The `[[job]]` settings of `source = "command"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    command: toml::Value,
+    fields: toml::Value,
+    delimiter: Option<String>,
+    comment: Option<String>,
+    provide_time: Option<bool>,
+    bulk: Option<bool>,
+}
+
+/// A checked command job: what to run and how to parse its lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandConfig {
+    pub argv: Vec<String>,
+    pub specs: Vec<DatasetSpec>,
+    pub format: LineFormat,
+    pub bulk: bool,
+}
+
+impl CommandConfig {
+    /// Reads and checks the source's settings (every key of the job table but the common ones).
+    pub fn from_table(table: &toml::Table) -> Result<CommandConfig, SettingError> {
+        let s: Settings = setting::from_table(table, "source \"command\"")?;
+        let argv = match &s.command {
+            toml::Value::String(c) if !c.trim().is_empty() => {
+                vec!["/bin/sh".to_string(), "-c".to_string(), c.clone()]
+            }
+            toml::Value::Array(a) if !a.is_empty() => {
+                let argv: Option<Vec<String>> =
+                    a.iter().map(|x| x.as_str().map(str::to_string)).collect();
+                match argv {
+                    Some(v) if !v[0].is_empty() => v,
+                    _ => {
+                        return Err(SettingError::wrong_type(
+                            "command",
+                            &s.command,
+                            "an array of argument strings with a program first",
+                        ))
+                    }
+                }
+            }
+            other => {
+                return Err(SettingError::wrong_type(
+                    "command",
+                    other,
+                    "a non-empty string (run by /bin/sh -c) or array of arguments",
+                ))
+            }
+        };
+        if let Some(d) = &s.delimiter {
+            if d.is_empty() {
+                return Err(SettingError::invalid(
+                    "delimiter",
+                    "\"\"",
+                    "must not be empty (leave it out to split on whitespace)",
+                ));
+            }
+        }
+        let specs = parse_fields(&s.fields, Dtype::F64)?
+            .into_iter()
+            .map(|f| f.spec)
+            .collect();
+        Ok(CommandConfig {
+            argv,
+            specs,
+            format: LineFormat {
+                delimiter: s.delimiter,
+                comment: s.comment.unwrap_or_else(|| "#".into()),
+                provide_time: s.provide_time.unwrap_or(false),
+            },
+            bulk: s.bulk.unwrap_or(false),
+        })
+    }
+
+    /// The job (the command starts at the first read).
+    pub fn job(&self, group: &str, period: Duration) -> Result<DaqJob, DaqError> {
+        job(
+            group,
+            self.argv.clone(),
+            self.specs.clone(),
+            self.format.clone(),
+            self.bulk,
+            period,
+        )
+    }
+}
+
+/// Why a line is not a row.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LineProblem {
+    #[error("no time field")]
+    NoTime,
+    #[error("time {token:?} is not a number")]
+    BadTime { token: String },
+    #[error("too few fields for dataset {dataset:?}")]
+    TooFew { dataset: String },
+    #[error("dataset {dataset:?}: {token:?} is not a number")]
+    NotNumber { dataset: String, token: String },
+    #[error("dataset {dataset:?}: {source}")]
+    DoesNotFit {
+        dataset: String,
+        #[source]
+        source: ConvertError,
+    },
+    #[error("unexpected extra field {token:?}")]
+    Extra { token: String },
+}
+
+/// A line that is not a row: the line and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line:?}: {problem}")]
+pub struct LineError {
+    pub line: String,
+    pub problem: LineProblem,
+}
+
+/// Why a command read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot start {program:?}: {source}")]
+    Start {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("command {argv:?} ended ({status})")]
+    Ended { argv: Vec<String>, status: String },
+    #[error(transparent)]
+    Line(#[from] LineError),
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+}
+
 fn parse_token(tok: &str, dtype: Dtype) -> Option<Scalar> {
     let tok = tok.trim();
     match dtype {
@@ -50,26 +189,28 @@ fn parse_token(tok: &str, dtype: Dtype) -> Option<Scalar> {
     }
 }
 
-/// Parses one line into (time, entries); the error names the field and token.
+/// Parses one line into (time, entries).
 pub fn parse_line(
     line: &str,
     specs: &[DatasetSpec],
     fmt: &LineFormat,
-) -> Result<(Option<f64>, Vec<Entry>), String> {
+) -> Result<(Option<f64>, Vec<Entry>), LineError> {
+    let fail = |problem| LineError {
+        line: line.to_string(),
+        problem,
+    };
     let toks: Vec<&str> = match &fmt.delimiter {
         None => line.split_whitespace().collect(),
         Some(d) => line.split(d.as_str()).collect(),
     };
     let mut it = toks.into_iter();
     let time = if fmt.provide_time {
-        let t = it
-            .next()
-            .ok_or_else(|| format!("line {line:?}: no time field"))?;
-        Some(
-            t.trim()
-                .parse::<f64>()
-                .map_err(|_| format!("line {line:?}: time {t:?} is not a number"))?,
-        )
+        let t = it.next().ok_or_else(|| fail(LineProblem::NoTime))?;
+        Some(t.trim().parse::<f64>().map_err(|_| {
+            fail(LineProblem::BadTime {
+                token: t.to_string(),
+            })
+        })?)
     } else {
         None
     };
@@ -78,29 +219,33 @@ pub fn parse_line(
         let n = s.entry_len();
         let mut col = Column::with_capacity(s.dtype, n);
         for _ in 0..n {
-            let tok = it
-                .next()
-                .ok_or_else(|| format!("line {line:?}: too few fields for dataset {:?}", s.name))?;
-            let v = parse_token(tok, s.dtype).ok_or_else(|| {
-                format!(
-                    "line {line:?}: dataset {:?}: {tok:?} is not a number",
-                    s.name
-                )
+            let tok = it.next().ok_or_else(|| {
+                fail(LineProblem::TooFew {
+                    dataset: s.name.clone(),
+                })
             })?;
-            col.push_scalar(v)
-                .map_err(|e| format!("line {line:?}: dataset {:?}: {e}", s.name))?;
+            let v = parse_token(tok, s.dtype).ok_or_else(|| {
+                fail(LineProblem::NotNumber {
+                    dataset: s.name.clone(),
+                    token: tok.to_string(),
+                })
+            })?;
+            col.push_scalar(v).map_err(|source| {
+                fail(LineProblem::DoesNotFit {
+                    dataset: s.name.clone(),
+                    source,
+                })
+            })?;
         }
-        entries.push(if s.shape.is_empty() {
-            match col.get(0) {
-                Some(v) => Entry::Scalar(v),
-                None => return Err(format!("line {line:?}: dataset {:?} is empty", s.name)),
-            }
-        } else {
-            Entry::Array(col)
+        entries.push(match (s.shape.is_empty(), col.get(0)) {
+            (true, Some(v)) => Entry::Scalar(v),
+            _ => Entry::Array(col),
         });
     }
     if let Some(extra) = it.next() {
-        return Err(format!("line {line:?}: unexpected extra field {extra:?}"));
+        return Err(fail(LineProblem::Extra {
+            token: extra.to_string(),
+        }));
     }
     Ok((time, entries))
 }
@@ -110,17 +255,29 @@ struct Running {
     lines: Receiver<String>,
 }
 
-fn spawn(argv: &[String]) -> Result<Running, String> {
+fn spawn(argv: &[String]) -> Result<Running, CommandError> {
     use std::os::unix::process::CommandExt;
-    let (prog, args) = argv.split_first().ok_or("empty command")?;
+    let start_error = |source| CommandError::Start {
+        program: argv.first().cloned().unwrap_or_default(),
+        source,
+    };
+    let (prog, args) = argv.split_first().ok_or_else(|| {
+        start_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "empty command",
+        ))
+    })?;
     let mut child = Command::new(prog)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start {prog:?}: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+        .map_err(start_error)?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| start_error(std::io::Error::other("no stdout pipe")))?;
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("daq-cmd-reader".into())
@@ -136,30 +293,30 @@ fn spawn(argv: &[String]) -> Result<Running, String> {
                 }
             }
         })
-        .map_err(|e| format!("reader thread: {e}"))?;
+        .map_err(start_error)?;
     Ok(Running { child, lines: rx })
 }
 
 /// Ends a process group: SIGTERM, up to `grace` to exit, then SIGKILL.
 fn terminate(child: &mut Child, grace: Duration) {
     let pgid = child.id();
-    let _ = kill_process_group(pgid, SIGTERM);
+    let _ = kill_process_group(pgid, Signal::TERM);
     let t0 = Instant::now();
     while t0.elapsed() < grace {
         if let Ok(Some(_)) = child.try_wait() {
             // The leader exited; make sure the rest of its group follows.
-            let _ = kill_process_group(pgid, SIGKILL);
+            let _ = kill_process_group(pgid, Signal::KILL);
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = kill_process_group(pgid, SIGKILL);
+    let _ = kill_process_group(pgid, Signal::KILL);
     let _ = child.wait();
 }
 
 /// A job running `argv` and parsing its stdout. In bulk mode every read takes all lines that
 /// arrived within `period` (the reference's extend mode); otherwise each line is one read.
-pub fn job(
+fn job(
     group: &str,
     argv: Vec<String>,
     specs: Vec<DatasetSpec>,
@@ -168,7 +325,12 @@ pub fn job(
     period: Duration,
 ) -> Result<DaqJob, DaqError> {
     if argv.is_empty() {
-        return Err(DaqError::Invalid(format!("job {group:?}: empty command")));
+        return Err(SettingError::invalid(
+            format!("job {group:?}: command"),
+            "[]",
+            "empty command",
+        )
+        .into());
     }
     let state: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
     let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -199,9 +361,13 @@ pub fn job(
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => {
                 let status = run.child.wait().map(|s| s.to_string()).unwrap_or_default();
-                let _ = kill_process_group(run.child.id(), SIGKILL);
+                let _ = kill_process_group(run.child.id(), Signal::KILL);
                 *guard = None;
-                return Err(format!("command {argv:?} ended ({status})").into());
+                return Err(CommandError::Ended {
+                    argv: argv.clone(),
+                    status,
+                }
+                .into());
             }
         };
         let mut lines: Vec<String> = first.into_iter().collect();
@@ -230,13 +396,14 @@ pub fn job(
                     provide_time,
                     ..fmt.clone()
                 },
-            )?;
+            )
+            .map_err(CommandError::from)?;
             if bulk {
                 time.push(t.unwrap_or(f64::NAN));
                 for (c, e) in cols.iter_mut().zip(entries) {
                     match e {
-                        Entry::Scalar(s) => c.push_scalar(s)?,
-                        Entry::Array(a) => c.extend_from(&a)?,
+                        Entry::Scalar(s) => c.push_scalar(s).map_err(CommandError::from)?,
+                        Entry::Array(a) => c.extend_from(&a).map_err(CommandError::from)?,
                     }
                 }
             } else {
@@ -294,14 +461,17 @@ mod tests {
         };
         let (t, _) = parse_line("100.25,1,2,3", &specs, &ft).unwrap();
         assert_eq!(t, Some(100.25));
-        assert!(parse_line("1 2", &specs, &f)
-            .unwrap_err()
-            .contains("too few"));
-        assert!(parse_line("1 2 3 4", &specs, &f)
-            .unwrap_err()
-            .contains("extra"));
+        assert!(matches!(
+            parse_line("1 2", &specs, &f).unwrap_err().problem,
+            LineProblem::TooFew { .. }
+        ));
+        assert!(matches!(
+            parse_line("1 2 3 4", &specs, &f).unwrap_err().problem,
+            LineProblem::Extra { .. }
+        ));
         assert!(parse_line("1 x 3", &specs, &f)
             .unwrap_err()
+            .to_string()
             .contains("\"x\""));
     }
 }

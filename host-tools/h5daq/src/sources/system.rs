@@ -2,11 +2,98 @@
 //! exposes one), read from /proc, /sys and statvfs.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
 
 use crate::column::{Dtype, Entry};
-use crate::error::DaqError;
-use crate::job::{DaqJob, DatasetSpec, Reading};
+use crate::error::{DaqError, ParseError};
+use crate::job::{DaqJob, DatasetSpec, ReadMode, Reading};
+use crate::setting::{self, shown, SettingError};
 use crate::sys::disk_usage;
+
+/// The `[[job]]` settings of `source = "system"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    fields: Option<toml::Value>,
+    disk: Option<PathBuf>,
+}
+
+/// A checked system job: which values, and the path whose file system is measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemConfig {
+    pub fields: Vec<SystemField>,
+    pub disk: PathBuf,
+}
+
+impl SystemConfig {
+    /// Reads and checks the source's settings; without `fields`, [`default_fields`].
+    pub fn from_table(table: &toml::Table) -> Result<SystemConfig, SettingError> {
+        let s: Settings = setting::from_table(table, "source \"system\"")?;
+        let fields = match &s.fields {
+            None => default_fields(),
+            Some(v) => {
+                let list = v.as_array().ok_or_else(|| {
+                    SettingError::wrong_type("fields", v, "a list of system value names")
+                })?;
+                let mut out = Vec::new();
+                for (k, x) in list.iter().enumerate() {
+                    let at = format!("fields[{k}]");
+                    let name = match x {
+                        toml::Value::String(n) => n.as_str(),
+                        toml::Value::Table(t) => match t.get("name").and_then(|n| n.as_str()) {
+                            Some(n) if t.len() == 1 => n,
+                            _ => {
+                                return Err(SettingError::wrong_type(
+                                    at,
+                                    x,
+                                    "a system value name (the system source takes names only)",
+                                ))
+                            }
+                        },
+                        other => return Err(SettingError::wrong_type(at, other, "a name")),
+                    };
+                    match name.parse::<SystemField>() {
+                        Ok(f) if !out.contains(&f) => out.push(f),
+                        Ok(_) => return Err(SettingError::invalid(at, shown(x), "appears twice")),
+                        Err(e) => return Err(SettingError::invalid(at, shown(x), e.problem)),
+                    }
+                }
+                if out.is_empty() {
+                    return Err(SettingError::invalid(
+                        "fields",
+                        "[]",
+                        "needs at least one field",
+                    ));
+                }
+                out
+            }
+        };
+        Ok(SystemConfig {
+            fields,
+            disk: s.disk.unwrap_or_else(|| PathBuf::from(".")),
+        })
+    }
+
+    /// The job, sampling every `period`.
+    pub fn job(&self, group: &str, period: Duration) -> Result<DaqJob, DaqError> {
+        job(group, &self.fields, self.disk.clone())?.with_mode(ReadMode::Periodic(period))
+    }
+}
+
+/// A system value that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: unexpected content {content:?}")]
+    Content { path: &'static str, content: String },
+}
 
 /// A value the system source can sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,42 +153,57 @@ impl SystemField {
 }
 
 impl std::str::FromStr for SystemField {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         ALL_FIELDS
             .into_iter()
             .find(|f| f.name() == s)
             .ok_or_else(|| {
-                format!(
-                    "unknown system field {s:?} (use {})",
-                    ALL_FIELDS.map(SystemField::name).join(", ")
+                ParseError::unknown(
+                    "system field",
+                    s,
+                    &ALL_FIELDS.map(SystemField::name).join(", "),
                 )
             })
     }
 }
 
-fn load_avg() -> Result<[f64; 3], String> {
-    let s = std::fs::read_to_string("/proc/loadavg").map_err(|e| format!("/proc/loadavg: {e}"))?;
+fn read(path: &'static str) -> Result<String, SystemError> {
+    std::fs::read_to_string(path).map_err(|source| SystemError::Read {
+        path: path.to_string(),
+        source,
+    })
+}
+
+fn load_avg() -> Result<[f64; 3], SystemError> {
+    let s = read("/proc/loadavg")?;
     let mut it = s.split_whitespace().map(str::parse::<f64>);
     let mut out = [0.0; 3];
     for o in &mut out {
         *o = it
             .next()
             .and_then(Result::ok)
-            .ok_or_else(|| format!("/proc/loadavg: unexpected content {s:?}"))?;
+            .ok_or_else(|| SystemError::Content {
+                path: "/proc/loadavg",
+                content: s.clone(),
+            })?;
     }
     Ok(out)
 }
 
-fn meminfo() -> Result<(f64, f64), String> {
-    let s = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
+fn meminfo() -> Result<(f64, f64), SystemError> {
+    let s = read("/proc/meminfo")?;
     let field = |name: &str| -> Option<f64> {
         let line = s.lines().find(|l| l.starts_with(name))?;
         let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024.0)
     };
-    let total = field("MemTotal:").ok_or("/proc/meminfo: no MemTotal")?;
-    let avail = field("MemAvailable:").ok_or("/proc/meminfo: no MemAvailable")?;
+    let missing = |what: &str| SystemError::Content {
+        path: "/proc/meminfo",
+        content: format!("no {what} line"),
+    };
+    let total = field("MemTotal:").ok_or_else(|| missing("MemTotal"))?;
+    let avail = field("MemAvailable:").ok_or_else(|| missing("MemAvailable"))?;
     Ok((total, avail))
 }
 
@@ -124,7 +226,7 @@ pub fn cpu_temperature() -> Option<f64> {
 }
 
 /// One sample of `fields`; `disk` is the path whose file system is measured.
-pub fn sample(fields: &[SystemField], disk: &Path) -> Result<Vec<f64>, String> {
+pub fn sample(fields: &[SystemField], disk: &Path) -> Result<Vec<f64>, SystemError> {
     let need = |f: &[SystemField]| fields.iter().any(|x| f.contains(x));
     let load = if need(&[SystemField::Load1, SystemField::Load5, SystemField::Load15]) {
         load_avg()?
@@ -145,7 +247,10 @@ pub fn sample(fields: &[SystemField], disk: &Path) -> Result<Vec<f64>, String> {
         SystemField::DiskFree,
         SystemField::DiskUsedFraction,
     ]) {
-        let (t, _, a) = disk_usage(disk).map_err(|e| format!("{}: {e}", disk.display()))?;
+        let (t, _, a) = disk_usage(disk).map_err(|source| SystemError::Read {
+            path: disk.display().to_string(),
+            source,
+        })?;
         (t as f64, a as f64)
     } else {
         (0.0, 0.0)
@@ -177,7 +282,7 @@ pub fn default_fields() -> Vec<SystemField> {
 }
 
 /// A job sampling `fields` (float64 datasets named after the fields).
-pub fn job(group: &str, fields: &[SystemField], disk: PathBuf) -> Result<DaqJob, DaqError> {
+fn job(group: &str, fields: &[SystemField], disk: PathBuf) -> Result<DaqJob, DaqError> {
     let specs = fields
         .iter()
         .map(|f| {
