@@ -1,4 +1,4 @@
-//! Sends a series of frames on a ZMQ socket in the protocol of [`super::protocol`].
+//! Sends a series of frames on a ZMQ socket in the protocol of [`xspress3::protocol`].
 //!
 //! PUSH (the default) is lossless: when receivers fall behind, sends wait, the ring fills and the
 //! backlog ends up in the SDK's buffer, where any overrun is counted. PUB is lossy: the socket is
@@ -13,7 +13,8 @@ use acq_core::geometry::{FrameMeta, Geometry};
 
 use xspress3::protocol::{Header, ImageHeader, SeriesEnd};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The stream's socket type; the names are the command line's and `configure`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum StreamKind {
     Push,
     Pub,

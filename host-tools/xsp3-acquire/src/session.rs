@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use acq_core::detector::Detector;
 use acq_core::engine::{Acquisition, Clock, EngineError, EngineState, LostRange, StepOutcome};
-use acq_core::ring::{FrameRing, Policy, RingConfig, SlotBuffers};
+use acq_core::ring::{Consumer, FrameRing, Policy, Producer, RingConfig, SlotBuffers};
 use acq_core::wait::ParkWait;
 use serde::Serialize;
 
-use super::monitor::Monitor;
+use crate::monitor::Monitor;
 use crate::sender::{StreamConfig, StreamSender};
 use xspress3::layout::chunk_frames;
 use xspress3::protocol::{Header, SeriesEnd};
@@ -122,7 +122,7 @@ pub enum SessionError {
     #[error("{0}")]
     Stream(#[from] crate::sender::StreamError),
     #[error("{0}")]
-    Monitor(#[from] super::monitor::MonitorError),
+    Monitor(#[from] crate::monitor::MonitorError),
     #[error("ring: {0}")]
     Ring(acq_core::ring::RingError),
 }
@@ -165,6 +165,70 @@ fn engine_error<D: Detector, K: Clock>(engine: &Acquisition<D, K>, e: &EngineErr
     }
 }
 
+/// The sinks of a session, opened before the detector is armed.
+struct Sinks {
+    writer: Option<AcqFileWriter>,
+    sender: Option<StreamSender>,
+    monitor: Option<Monitor>,
+}
+
+impl Sinks {
+    /// Opens every sink `config` asks for: everything that can fail at start fails here.
+    fn open(
+        desc: &AcqDescription,
+        config: &SessionConfig,
+        zmq: &zmq::Context,
+    ) -> Result<Sinks, SessionError> {
+        let geometry = desc.geometry;
+        let exptime = desc.params.exposure_ticks as f64 / desc.clock_hz;
+        let writer = config
+            .output
+            .clone()
+            .map(|out| AcqFileWriter::create(out, desc.clone()))
+            .transpose()?;
+        let sender = config
+            .stream
+            .clone()
+            .map(|s| StreamSender::bind(zmq, s, geometry, exptime))
+            .transpose()?;
+        if let Some(tx) = &sender {
+            if !tx.wait_for_subscriber()? && config.status_every.is_some() {
+                eprintln!(
+                    "xsp3-acquire: no subscriber on {} yet; PUB sends to whoever joins later",
+                    tx.endpoint()
+                );
+            }
+        }
+        let monitor = config
+            .monitor
+            .as_deref()
+            .map(|endpoint| Monitor::bind(zmq, endpoint, geometry, exptime))
+            .transpose()?;
+        Ok(Sinks {
+            writer,
+            sender,
+            monitor,
+        })
+    }
+}
+
+/// What the engine loop and the sink threads share.
+#[derive(Default)]
+struct Shared {
+    counters: SinkCounters,
+    /// The engine's drop record, set once the engine loop ended.
+    final_drops: OnceLock<DropRecord>,
+    /// Tells the monitor to stop serving.
+    monitor_done: AtomicBool,
+    /// Tells a blocked stream send to give up (a sink failed, so the ring will not drain).
+    cancel_sends: AtomicBool,
+}
+
+type RingConsumer<'r, 'm> = Consumer<'r, 'm, ParkWait, SINKS>;
+
+/// Sinks on the ring: the writer, the stream and the monitor, in this order.
+const SINKS: usize = 3;
+
 /// Runs one acquisition with `engine` (configured, not armed) to its end.
 pub fn run_session<D: Detector, K: Clock>(
     engine: &mut Acquisition<D, K>,
@@ -176,32 +240,11 @@ pub fn run_session<D: Detector, K: Clock>(
     let geometry = desc.geometry;
     let batch = chunk_frames(geometry);
     let slots = config.ring_frames.max(batch).div_ceil(batch) * batch;
-    let exptime = desc.params.exposure_ticks as f64 / desc.clock_hz;
-
-    // Everything that can fail at start fails here, before the detector is armed.
-    let mut writer = config
-        .output
-        .clone()
-        .map(|out| AcqFileWriter::create(out, desc.clone()))
-        .transpose()?;
-    let mut sender = config
-        .stream
-        .clone()
-        .map(|s| StreamSender::bind(zmq, s, geometry, exptime))
-        .transpose()?;
-    if let Some(tx) = &sender {
-        if !tx.wait_for_subscriber()? && config.status_every.is_some() {
-            eprintln!(
-                "xsp3-acquire: no subscriber on {} yet; PUB sends to whoever joins later",
-                tx.endpoint()
-            );
-        }
-    }
-    let mut monitor = config
-        .monitor
-        .as_deref()
-        .map(|endpoint| Monitor::bind(zmq, endpoint, geometry, exptime))
-        .transpose()?;
+    let Sinks {
+        mut writer,
+        mut sender,
+        mut monitor,
+    } = Sinks::open(desc, config, zmq)?;
 
     let mut buffers = SlotBuffers::new(geometry, slots);
     let lossless_if = |present: bool| {
@@ -226,156 +269,52 @@ pub fn run_session<D: Detector, K: Clock>(
     let (mut producer, [mut writer_end, mut stream_end, mut monitor_end]) =
         ring.split().map_err(SessionError::Ring)?;
 
-    let counters = SinkCounters::default();
-    let final_drops: OnceLock<DropRecord> = OnceLock::new();
-    let monitor_done = AtomicBool::new(false);
-    let cancel_sends = AtomicBool::new(false);
-    let mut files = Vec::new();
+    let shared = Shared::default();
     let header = Header::for_acquisition(desc, &config.series_name, config.series_overwritable);
-
     let started = Instant::now();
-    let mut engine_failure = None;
     std::thread::scope(|s| {
         if let Some(w) = writer.as_mut() {
-            let (counters, writer_end) = (&counters, &mut writer_end);
-            s.spawn(move || {
-                while writer_end.wait_available(batch as u64) > 0 {
-                    let Some(grant) = writer_end.read(batch) else {
-                        continue;
-                    };
-                    if let Err(e) = w.write_batch(grant.mca(), grant.scalers(), grant.meta()) {
-                        counters.fail(format!("writer: {e}"));
-                        return;
-                    }
-                    let n = grant.len();
-                    grant.release(n);
-                    counters
-                        .written
-                        .store(w.frames_written(), Ordering::Relaxed);
-                    counters
-                        .flushed
-                        .store(w.frames_flushed(), Ordering::Relaxed);
-                }
-            });
+            let (writer_end, shared) = (&mut writer_end, &shared);
+            s.spawn(move || write_files(w, writer_end, batch, &shared.counters));
         }
         if let Some(tx) = sender.as_mut() {
-            let (counters, stream_end) = (&counters, &mut stream_end);
-            let (final_drops, cancel, header) = (&final_drops, &cancel_sends, &header);
-            s.spawn(move || {
-                if let Err(e) = tx.send_header(header, cancel) {
-                    counters.fail(format!("stream: {e}"));
-                    return;
-                }
-                while stream_end.wait_available(1) > 0 {
-                    let Some(grant) = stream_end.read(batch) else {
-                        continue;
-                    };
-                    let sent = tx.send_frames(grant.mca(), grant.scalers(), grant.meta(), cancel);
-                    let n = grant.len();
-                    grant.release(n);
-                    counters.sent.store(tx.sent(), Ordering::Relaxed);
-                    counters.stream_drops.store(tx.drops(), Ordering::Relaxed);
-                    if let Err(e) = sent {
-                        counters.fail(format!("stream: {e}"));
-                        return;
-                    }
-                }
-                let drops = final_drops.get().cloned().unwrap_or_default();
-                let end = series_end(&drops, tx, counters);
-                if let Err(e) = tx.send_series_end(&end, cancel) {
-                    counters.fail(format!("stream: {e}"));
-                }
-            });
+            let (stream_end, shared, header) = (&mut stream_end, &shared, &header);
+            s.spawn(move || send_stream(tx, stream_end, batch, header, shared));
         }
         if let Some(m) = monitor.as_mut() {
-            let (counters, monitor_end, done) = (&counters, &mut monitor_end, &monitor_done);
-            s.spawn(move || {
-                let result = m.serve(monitor_end, done);
-                counters
-                    .monitor_requests
-                    .store(m.answered(), Ordering::Relaxed);
-                if let Err(e) = result {
-                    counters.fail(format!("monitor: {e}"));
-                }
-            });
+            let (monitor_end, shared) = (&mut monitor_end, &shared);
+            s.spawn(move || serve_monitor(m, monitor_end, shared));
         }
-
         let mut status = StatusLine::new(config.status_every);
-        let mut last_refresh = Instant::now();
-        let mut stopped = false;
-        match engine.arm() {
-            Ok(()) => control.armed.store(true, Ordering::Release),
-            Err(e) => engine_failure = Some(engine_error(engine, &e)),
+        let publish = |st: Status| {
+            *control
+                .status
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = st;
+        };
+        let failure = drive_engine(engine, &mut producer, control, &shared.counters, |engine| {
+            let st = build_status(engine, &ring.stats(), &shared.counters, started, desc);
+            status.maybe_print(&st);
+            publish(st);
+        });
+        if let Some(e) = failure {
+            shared.counters.fail(e);
         }
-        while engine_failure.is_none() {
-            if counters.failed.load(Ordering::Acquire) && !stopped {
-                // A sink failed: it no longer takes frames, so the session cannot finish normally.
-                let _ = engine.stop();
-                break;
-            }
-            if control.stop.load(Ordering::Relaxed) && !stopped {
-                stopped = true;
-                if let Err(e) = engine.stop() {
-                    engine_failure = Some(engine_error(engine, &e));
-                    break;
-                }
-            }
-            // One trigger per pass: a burst of queued triggers would outrun the SDK's buffer
-            // before the engine reads a frame.
-            let trigger = control
-                .soft_triggers
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-                .is_ok();
-            if trigger {
-                if let Err(e) = engine.soft_trigger() {
-                    engine_failure = Some(engine_error(engine, &e));
-                    break;
-                }
-            }
-            match engine.step(&mut producer) {
-                Ok(StepOutcome::Moved(_)) | Ok(StepOutcome::Lost(_)) => {}
-                Ok(StepOutcome::Idle) if !trigger => std::thread::sleep(IDLE_SLEEP),
-                Ok(StepOutcome::Idle) => {}
-                Ok(StepOutcome::RingFull) => std::thread::sleep(IDLE_SLEEP),
-                Ok(StepOutcome::Done) => break,
-                Err(e) => engine_failure = Some(engine_error(engine, &e)),
-            }
-            if last_refresh.elapsed() >= STATUS_REFRESH {
-                last_refresh = Instant::now();
-                let st = build_status(engine, &ring.stats(), &counters, started, desc);
-                status.maybe_print(&st);
-                *control
-                    .status
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = st;
-            }
-        }
-        if let Some(e) = &engine_failure {
-            counters.fail(e.clone());
-        }
-        let _ = final_drops.set(drop_record(engine.stats()));
+        let _ = shared.final_drops.set(drop_record(engine.stats()));
         // A sink that failed will never drain: unblock the others instead of waiting for it.
-        if counters.failed.load(Ordering::Acquire) {
-            cancel_sends.store(true, Ordering::Relaxed);
+        if shared.counters.failed.load(Ordering::Acquire) {
+            shared.cancel_sends.store(true, Ordering::Relaxed);
         }
         producer.close();
-        monitor_done.store(true, Ordering::Relaxed);
+        shared.monitor_done.store(true, Ordering::Relaxed);
         status.finish();
     });
 
-    if let Some(w) = writer.take() {
-        let drops = final_drops.get().cloned().unwrap_or_default();
-        match w.finish(&drops) {
-            Ok(done) => {
-                files = done
-                    .into_iter()
-                    .map(|(path, frames)| FileSummary { path, frames })
-                    .collect()
-            }
-            Err(e) => counters.fail(format!("writer: {e}")),
-        }
-    }
-    let mut st = build_status(engine, &ring.stats(), &counters, started, desc);
+    let files = match writer.take() {
+        Some(w) => close_files(w, &shared),
+        None => Vec::new(),
+    };
+    let mut st = build_status(engine, &ring.stats(), &shared.counters, started, desc);
     st.state = match (engine.state(), st.errors.is_empty()) {
         (_, false) => "failed".to_string(),
         (EngineState::Done, true) => "done".to_string(),
@@ -395,6 +334,147 @@ pub fn run_session<D: Detector, K: Clock>(
             .collect(),
         files,
     })
+}
+
+/// The engine loop: arms, issues software triggers, moves frames into the ring and stops on
+/// request or when a sink fails; `refresh` publishes the status several times a second. Returns
+/// the engine's failure, if any.
+fn drive_engine<D: Detector, K: Clock>(
+    engine: &mut Acquisition<D, K>,
+    producer: &mut Producer<'_, '_, ParkWait, SINKS>,
+    control: &SessionControl,
+    counters: &SinkCounters,
+    mut refresh: impl FnMut(&Acquisition<D, K>),
+) -> Option<String> {
+    if let Err(e) = engine.arm() {
+        return Some(engine_error(engine, &e));
+    }
+    control.armed.store(true, Ordering::Release);
+    let mut last_refresh = Instant::now();
+    let mut stopped = false;
+    loop {
+        if counters.failed.load(Ordering::Acquire) && !stopped {
+            // A sink failed: it no longer takes frames, so the session cannot finish normally.
+            let _ = engine.stop();
+            return None;
+        }
+        if control.stop.load(Ordering::Relaxed) && !stopped {
+            stopped = true;
+            if let Err(e) = engine.stop() {
+                return Some(engine_error(engine, &e));
+            }
+        }
+        // One trigger per pass: a burst of queued triggers would outrun the SDK's buffer
+        // before the engine reads a frame.
+        let trigger = control
+            .soft_triggers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if trigger {
+            if let Err(e) = engine.soft_trigger() {
+                return Some(engine_error(engine, &e));
+            }
+        }
+        match engine.step(producer) {
+            Ok(StepOutcome::Moved(_)) | Ok(StepOutcome::Lost(_)) => {}
+            Ok(StepOutcome::Idle) if !trigger => std::thread::sleep(IDLE_SLEEP),
+            Ok(StepOutcome::Idle) => {}
+            Ok(StepOutcome::RingFull) => std::thread::sleep(IDLE_SLEEP),
+            Ok(StepOutcome::Done) => return None,
+            Err(e) => return Some(engine_error(engine, &e)),
+        }
+        if last_refresh.elapsed() >= STATUS_REFRESH {
+            last_refresh = Instant::now();
+            refresh(engine);
+        }
+    }
+}
+
+/// The file sink: writes whole batches until the ring is closed and drained.
+fn write_files(
+    w: &mut AcqFileWriter,
+    end: &mut RingConsumer<'_, '_>,
+    batch: usize,
+    counters: &SinkCounters,
+) {
+    while end.wait_available(batch as u64) > 0 {
+        let Some(grant) = end.read(batch) else {
+            continue;
+        };
+        if let Err(e) = w.write_batch(grant.mca(), grant.scalers(), grant.meta()) {
+            counters.fail(format!("writer: {e}"));
+            return;
+        }
+        let n = grant.len();
+        grant.release(n);
+        counters
+            .written
+            .store(w.frames_written(), Ordering::Relaxed);
+        counters
+            .flushed
+            .store(w.frames_flushed(), Ordering::Relaxed);
+    }
+}
+
+/// Closes the files with the engine's drop record; the files written.
+fn close_files(w: AcqFileWriter, shared: &Shared) -> Vec<FileSummary> {
+    let drops = shared.final_drops.get().cloned().unwrap_or_default();
+    match w.finish(&drops) {
+        Ok(done) => done
+            .into_iter()
+            .map(|(path, frames)| FileSummary { path, frames })
+            .collect(),
+        Err(e) => {
+            shared.counters.fail(format!("writer: {e}"));
+            Vec::new()
+        }
+    }
+}
+
+/// The stream sink: the header, every frame the ring holds, then `series_end`.
+fn send_stream(
+    tx: &mut StreamSender,
+    end: &mut RingConsumer<'_, '_>,
+    batch: usize,
+    header: &Header,
+    shared: &Shared,
+) {
+    let (counters, cancel) = (&shared.counters, &shared.cancel_sends);
+    if let Err(e) = tx.send_header(header, cancel) {
+        counters.fail(format!("stream: {e}"));
+        return;
+    }
+    while end.wait_available(1) > 0 {
+        let Some(grant) = end.read(batch) else {
+            continue;
+        };
+        let sent = tx.send_frames(grant.mca(), grant.scalers(), grant.meta(), cancel);
+        let n = grant.len();
+        grant.release(n);
+        counters.sent.store(tx.sent(), Ordering::Relaxed);
+        counters.stream_drops.store(tx.drops(), Ordering::Relaxed);
+        if let Err(e) = sent {
+            counters.fail(format!("stream: {e}"));
+            return;
+        }
+    }
+    let drops = shared.final_drops.get().cloned().unwrap_or_default();
+    let end = series_end(&drops, tx, counters);
+    if let Err(e) = tx.send_series_end(&end, cancel) {
+        counters.fail(format!("stream: {e}"));
+    }
+}
+
+/// The monitor sink: answers requests with the latest frame until the session ends.
+fn serve_monitor(m: &mut Monitor, end: &mut RingConsumer<'_, '_>, shared: &Shared) {
+    let result = m.serve(end, &shared.monitor_done);
+    shared
+        .counters
+        .monitor_requests
+        .store(m.answered(), Ordering::Relaxed);
+    if let Err(e) = result {
+        shared.counters.fail(format!("monitor: {e}"));
+    }
 }
 
 fn drop_record(stats: &acq_core::engine::EngineStats) -> DropRecord {

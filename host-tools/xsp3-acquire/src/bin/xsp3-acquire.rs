@@ -9,15 +9,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use acq_core::detector::{AcqParams, Detector, GapMode, TriggerMode};
-use acq_core::engine::Acquisition;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use sdk_shim::{OpenParams, Xspress3};
-use xsp3_acquire::sender::{StreamConfig, StreamKind};
-use xsp3_acquire::serve::{serve, ServeConfig};
-use xsp3_acquire::{backend_name, describe, run_session, SessionConfig, SessionControl, Summary};
-use xspress3::units::{exposure_ticks, parse_duration};
-use xspress3::OutputConfig;
+use xsp3_acquire::serve::{serve, DefaultStream, ServeConfig};
+use xsp3_acquire::{
+    backend_name, new_engine, prepare, run_session, AcqRequest, RequestError, SessionControl, Site,
+    StreamKind, Summary,
+};
 
 /// Exit codes.
 const EXIT_FAILED: u8 = 1;
@@ -70,72 +68,22 @@ struct DetectorArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Frames to acquire (0: until stopped with Ctrl-C).
-    #[arg(long, default_value_t = 1000)]
-    frames: u64,
-    /// Exposure per frame, e.g. 1ms, 250us, 2s.
-    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
-    exposure: Duration,
-    /// How frames are started.
-    #[arg(long, value_enum, default_value_t = Trigger::Internal)]
-    trigger: Trigger,
-    /// Dead time between internally timed frames.
-    #[arg(long, value_enum, default_value_t = Gap::Ns25)]
-    gap: Gap,
-    /// In-window scaler limits WIN:LOW:HIGH (window 0 or 1, inclusive bins), for all channels.
-    #[arg(long, value_name = "WIN:LOW:HIGH")]
-    window: Vec<String>,
-    /// AllGood threshold (bin) for all channels.
-    #[arg(long)]
-    good_threshold: Option<u32>,
+    #[command(flatten)]
+    request: AcqRequest,
+    /// Write HDF5 files into this directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Bind the live monitor (REP, latest frame on request) here, e.g. tcp://127.0.0.1:9998.
+    #[arg(long, value_name = "ENDPOINT")]
+    monitor: Option<String>,
     #[command(flatten)]
     detector: DetectorArgs,
-    #[command(flatten)]
-    sinks: SinkArgs,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
     /// No status line.
     #[arg(long, short)]
     quiet: bool,
-}
-
-#[derive(Args, Clone)]
-struct SinkArgs {
-    /// Write HDF5 files into this directory (created if missing).
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-    /// Base file name inside --out, also announced to stream receivers.
-    #[arg(long, value_name = "NAME", default_value = "xspress3")]
-    file: String,
-    /// Start a new file every N frames (NAME_00000.h5, NAME_00001.h5, ...).
-    #[arg(long, value_name = "N")]
-    frames_per_file: Option<u64>,
-    /// Replace existing files.
-    #[arg(long)]
-    overwrite: bool,
-    /// Write with SWMR so readers can follow the file live.
-    #[arg(long)]
-    swmr: bool,
-    /// Flush files this often (bounds what a crash can lose).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    flush_interval: Duration,
-    /// Bind the data stream here, e.g. tcp://127.0.0.1:9999.
-    #[arg(long, value_name = "ENDPOINT")]
-    stream: Option<String>,
-    /// push: lossless with back-pressure; pub: lossy, refused frames counted.
-    #[arg(long, value_enum, default_value_t = StreamType::Push)]
-    stream_type: StreamType,
-    /// Messages queued per receiver before PUSH waits or PUB refuses.
-    #[arg(long, default_value_t = 1000)]
-    stream_hwm: i32,
-    /// With --stream-type pub: wait this long for a first subscriber before starting, so a
-    /// receiver that is already running gets the header.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    stream_wait: Duration,
-    /// Bind the live monitor (REP, latest frame on request) here, e.g. tcp://127.0.0.1:9998.
-    #[arg(long, value_name = "ENDPOINT")]
-    monitor: Option<String>,
 }
 
 #[derive(Args)]
@@ -146,8 +94,9 @@ struct ServeArgs {
     /// Default stream endpoint for acquisitions (a `configure` can override it).
     #[arg(long, value_name = "ENDPOINT")]
     stream: Option<String>,
-    #[arg(long, value_enum, default_value_t = StreamType::Push)]
-    stream_type: StreamType,
+    /// The default stream's type (a `configure` can override it).
+    #[arg(long, value_enum, default_value_t = AcqRequest::DEFAULT.stream_type)]
+    stream_type: StreamKind,
     /// Bind the live monitor here for every acquisition.
     #[arg(long, value_name = "ENDPOINT")]
     monitor: Option<String>,
@@ -159,67 +108,6 @@ struct ServeArgs {
     /// No status line.
     #[arg(long, short)]
     quiet: bool,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Trigger {
-    Internal,
-    Software,
-    SoftwareFirst,
-    External,
-    ExternalFirst,
-    Gate,
-}
-
-impl From<Trigger> for TriggerMode {
-    fn from(t: Trigger) -> Self {
-        match t {
-            Trigger::Internal => TriggerMode::Internal,
-            Trigger::Software => TriggerMode::Software,
-            Trigger::SoftwareFirst => TriggerMode::SoftwareFirst,
-            Trigger::External => TriggerMode::External,
-            Trigger::ExternalFirst => TriggerMode::ExternalFirst,
-            Trigger::Gate => TriggerMode::Gate,
-        }
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Gap {
-    #[value(name = "25ns")]
-    Ns25,
-    #[value(name = "200ns")]
-    Ns200,
-    #[value(name = "500ns")]
-    Ns500,
-    #[value(name = "1us")]
-    Us1,
-}
-
-impl From<Gap> for GapMode {
-    fn from(g: Gap) -> Self {
-        match g {
-            Gap::Ns25 => GapMode::Ns25,
-            Gap::Ns200 => GapMode::Ns200,
-            Gap::Ns500 => GapMode::Ns500,
-            Gap::Us1 => GapMode::Us1,
-        }
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum StreamType {
-    Push,
-    Pub,
-}
-
-impl From<StreamType> for StreamKind {
-    fn from(s: StreamType) -> Self {
-        match s {
-            StreamType::Push => StreamKind::Push,
-            StreamType::Pub => StreamKind::Pub,
-        }
-    }
 }
 
 /// A failure with the exit code it maps to.
@@ -280,26 +168,6 @@ fn open_detector(args: &DetectorArgs) -> Result<Xspress3, Failure> {
     })
 }
 
-fn parse_window(text: &str) -> Result<(u32, u32, u32), Failure> {
-    let parts: Vec<&str> = text.split(':').collect();
-    let bad = || {
-        usage(format!(
-            "--window {text}: expected WIN:LOW:HIGH, e.g. 0:500:700"
-        ))
-    };
-    let [win, low, high] = parts.as_slice() else {
-        return Err(bad());
-    };
-    let p = |s: &str| s.trim().parse::<u32>().map_err(|_| bad());
-    let (win, low, high) = (p(win)?, p(low)?, p(high)?);
-    if win > 1 || low > high {
-        return Err(usage(format!(
-            "--window {text}: window must be 0 or 1 and LOW <= HIGH"
-        )));
-    }
-    Ok((win, low, high))
-}
-
 fn wall_clock_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -314,74 +182,35 @@ fn stop_on_signals(control: &SessionControl) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Default base file name of `run`: files are `xspress3.h5` unless `--file` says otherwise.
+const RUN_FILE: &str = "xspress3";
+
 fn run(args: RunArgs) -> Result<Summary, Failure> {
-    let mut dev = open_detector(&args.detector)?;
-    for w in &args.window {
-        let (win, low, high) = parse_window(w)?;
-        dev.set_window(None, win, low, high)
-            .map_err(|e| usage(format!("--window {w}: {}", e.message())))?;
-    }
-    if let Some(thr) = args.good_threshold {
-        dev.set_good_threshold(None, thr)
-            .map_err(|e| usage(format!("--good-threshold {thr}: {}", e.message())))?;
-    }
-    let clock_hz = dev.info().clock_hz;
-    let params = AcqParams {
-        n_frames: args.frames,
-        exposure_ticks: exposure_ticks(args.exposure, clock_hz).map_err(usage)?,
-        gap: args.gap.into(),
-        trigger: args.trigger.into(),
-        debounce_ticks: 0,
-    };
-    let desc = describe(&dev, params).map_err(|e| start(format!("detector geometry: {e}")))?;
-    let mut engine = Acquisition::new(dev, wall_clock_ns as fn() -> u64, 256)
+    let dev = open_detector(&args.detector)?;
+    let mut engine = new_engine(dev, wall_clock_ns as fn() -> u64)
         .map_err(|e| start(format!("detector: {e}")))?;
-    engine
-        .configure(&params)
-        .map_err(|e| usage(format!("configure: {e}")))?;
+    let mut request = args.request;
+    request.file.get_or_insert_with(|| RUN_FILE.to_string());
+    let site = Site {
+        out_dir: args.out,
+        monitor: args.monitor,
+        ring_frames: args.detector.ring_frames,
+        status_every: (!args.quiet).then_some(Duration::from_secs(1)),
+    };
+    let (desc, config) = prepare(&mut engine, &request, &site).map_err(|e| match e {
+        RequestError::Detector { .. } | RequestError::Engine(_) => start(e.to_string()),
+        _ => usage(e.to_string()),
+    })?;
     let control = SessionControl::default();
     stop_on_signals(&control)?;
-    if params.trigger.is_software() {
+    if request.trigger.is_software() {
         // `run` issues the software triggers itself: one per frame requested.
         control
             .soft_triggers
-            .store(args.frames.max(1), std::sync::atomic::Ordering::Relaxed);
+            .store(request.frames.max(1), std::sync::atomic::Ordering::Relaxed);
     }
-    let config = session_config(&args.sinks, args.detector.ring_frames, !args.quiet)?;
     let zmq = zmq::Context::new();
     run_session(&mut engine, &desc, &config, &control, &zmq).map_err(|e| start(e.to_string()))
-}
-
-fn session_config(
-    sinks: &SinkArgs,
-    ring_frames: usize,
-    status: bool,
-) -> Result<SessionConfig, Failure> {
-    let output = sinks.out.as_ref().map(|dir| OutputConfig {
-        dir: dir.clone(),
-        name: sinks.file.clone(),
-        frames_per_file: sinks.frames_per_file,
-        overwrite: sinks.overwrite,
-        swmr: sinks.swmr,
-        flush_interval: sinks.flush_interval,
-    });
-    if sinks.frames_per_file == Some(0) {
-        return Err(usage("--frames-per-file must be at least 1"));
-    }
-    Ok(SessionConfig {
-        series_name: sinks.file.clone(),
-        series_overwritable: sinks.overwrite,
-        output,
-        stream: sinks.stream.as_ref().map(|endpoint| StreamConfig {
-            endpoint: endpoint.clone(),
-            kind: sinks.stream_type.into(),
-            high_water_mark: sinks.stream_hwm,
-            subscriber_wait: sinks.stream_wait,
-        }),
-        monitor: sinks.monitor.clone(),
-        ring_frames,
-        status_every: status.then_some(Duration::from_secs(1)),
-    })
 }
 
 fn print_summary(summary: &Summary, json: bool) {
@@ -451,16 +280,16 @@ fn serve_main(args: ServeArgs) -> Result<(), Failure> {
     let shutdown: Arc<AtomicBool> = Arc::clone(&control.stop);
     let config = ServeConfig {
         control_endpoint: args.control,
-        default_stream: args.stream.map(|endpoint| StreamConfig {
+        default_stream: args.stream.map(|endpoint| DefaultStream {
             endpoint,
-            kind: args.stream_type.into(),
-            high_water_mark: 1000,
-            subscriber_wait: Duration::from_secs(1),
+            kind: args.stream_type,
         }),
-        monitor: args.monitor,
-        out_dir: args.out,
-        ring_frames: args.detector.ring_frames,
-        status_lines: !args.quiet,
+        site: Site {
+            out_dir: args.out,
+            monitor: args.monitor,
+            ring_frames: args.detector.ring_frames,
+            status_every: (!args.quiet).then_some(Duration::from_secs(1)),
+        },
     };
     serve(dev, wall_clock_ns, config, shutdown).map_err(|e| start(e.to_string()))
 }
