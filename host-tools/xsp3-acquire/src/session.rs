@@ -26,21 +26,21 @@ use xspress3::layout::chunk_frames;
 use xspress3::protocol::{Header, SeriesEnd};
 use xspress3::{AcqDescription, AcqFileWriter, DropRecord, OutputConfig};
 
-/// The sinks and sizes of a session.
+/// The sinks and sizes of a session, made by [`crate::prepare`].
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
     /// Base file name announced to stream receivers (the stream header's `filename`), whether
     /// or not this process writes files itself; "" for none.
-    pub series_name: String,
+    pub(crate) series_name: String,
     /// Whether receivers may replace an existing file of that name.
-    pub series_overwritable: bool,
-    pub output: Option<OutputConfig>,
-    pub stream: Option<StreamConfig>,
-    pub monitor: Option<String>,
+    pub(crate) series_overwritable: bool,
+    pub(crate) output: Option<OutputConfig>,
+    pub(crate) stream: Option<StreamConfig>,
+    pub(crate) monitor: Option<String>,
     /// Ring capacity in frames (rounded up to a whole number of write batches).
-    pub ring_frames: usize,
+    pub(crate) ring_frames: usize,
     /// Print a status line this often (a live line on a TTY, log lines otherwise).
-    pub status_every: Option<Duration>,
+    pub(crate) status_every: Option<Duration>,
 }
 
 /// Shared between the session and whoever controls it (signal handler, control socket).
