@@ -11,7 +11,8 @@ pub use monitor::MonitorError;
 pub use request::{prepare, AcqRequest, RequestError, Site, Span, Window, WindowSyntaxError};
 pub use sender::{StreamError, StreamKind};
 pub use session::{
-    run_session, FileSummary, SessionConfig, SessionControl, SessionError, Status, Summary,
+    run_session, DetectorFailure, FileSummary, Outcome, SessionConfig, SessionControl,
+    SessionError, Status, Summary,
 };
 
 use acq_core::detector::{AcqParams, Detector};

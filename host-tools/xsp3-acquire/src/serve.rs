@@ -135,10 +135,17 @@ pub fn serve(
             daemon.stop_and_join();
             return Ok(());
         }
-        if socket.poll(zmq::POLLIN, 50).map_err(err("poll"))? == 0 {
-            continue;
+        // A signal interrupts the poll (EINTR): look at the shutdown flag again.
+        match socket.poll(zmq::POLLIN, 50) {
+            Ok(0) | Err(zmq::Error::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(err("poll")(e)),
         }
-        let request = socket.recv_bytes(0).map_err(err("receive"))?;
+        let request = match socket.recv_bytes(0) {
+            Ok(request) => request,
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => return Err(err("receive")(e)),
+        };
         let (reply, quit) = daemon.handle(&request);
         socket
             .send(reply.to_string().as_bytes(), 0)
@@ -289,7 +296,11 @@ impl Daemon {
         }
         match self.engine.as_ref().map(|e| e.state()) {
             Some(EngineState::Fault) => "fault".into(),
-            Some(EngineState::Done) => "done".into(),
+            // "done", or "incomplete" when frames were lost.
+            Some(EngineState::Done) => self
+                .last
+                .as_ref()
+                .map_or_else(|| "done".into(), |s| s.status.state.clone()),
             Some(EngineState::Configured) => "configured".into(),
             _ if self.pending.is_some() => "configured".into(),
             _ => "idle".into(),
@@ -302,10 +313,11 @@ impl Daemon {
         let state = match &self.session {
             Some((_, control)) => {
                 let st = control.snapshot();
+                let stopping = st.state == "stopping";
                 if let Ok(Value::Object(fields)) = serde_json::to_value(&st) {
                     out.extend(fields);
                 }
-                "running".to_string()
+                if stopping { "stopping" } else { "running" }.to_string()
             }
             None => {
                 if let Some(summary) = &self.last {

@@ -204,26 +204,98 @@ fn bad_arguments_exit_2_with_a_message() {
     }
 }
 
+/// A string attribute of the detector group.
+fn det_str(path: &Path, name: &str) -> String {
+    let file = hdf5::File::open(path).unwrap();
+    let det = file.group("entry/instrument/xspress3").unwrap();
+    let value: hdf5::types::VarLenUnicode = det.attr(name).unwrap().read_scalar().unwrap();
+    value.as_str().to_string()
+}
+
+/// A numeric attribute of the detector group.
+fn det_num<T: hdf5::H5Type>(path: &Path, name: &str) -> T {
+    let file = hdf5::File::open(path).unwrap();
+    let det = file.group("entry/instrument/xspress3").unwrap();
+    det.attr(name).unwrap().read_scalar().unwrap()
+}
+
 #[test]
-fn a_detector_fault_fails_the_run_with_its_message() {
+fn a_detector_fault_keeps_every_frame_before_it_and_exits_4() {
+    // Fast frames, so the fault finds a backlog in the SDK buffer: it is read and written too.
     let dir = tempfile::tempdir().unwrap();
     let out = acquire(&[
         "--frames",
-        "200",
+        "20000",
         "--exposure",
-        "100us",
+        "10us",
         "--sim",
-        "error_at_frame=50",
+        "error_at_frame=5000",
         "--out",
         dir.path().to_str().unwrap(),
+        "--json",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("injected error at frame 50"), "{text}");
-    // Frames before the fault were written and the file is complete and readable.
-    let file = read_acq_file(&dir.path().join("xspress3.h5")).unwrap();
-    assert!(file.frame_number.len() <= 50);
-    assert_simulated_content(&file, 8_000, 0);
+    assert_eq!(out.status.code(), Some(4), "data lost");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["state"], "failed", "{summary}");
+    assert_eq!(summary["complete"], false);
+    assert_eq!(summary["frames_acquired"], 5000, "{summary}");
+    assert_eq!(summary["frames_written"], 5000, "{summary}");
+    assert_eq!(summary["detector_error"]["frame"], 5000, "{summary}");
+    let message = summary["detector_error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("injected error at frame 5000"),
+        "{message}"
+    );
+    let path = dir.path().join("xspress3.h5");
+    let file = read_acq_file(&path).unwrap();
+    assert!(file.frame_number.iter().copied().eq(0..5000u64));
+    // The last frame before the fault is the simulator's frame 4999, intact.
+    let mut mca = vec![0u32; NCH * NBINS];
+    SimParams::default()
+        .expected_frame(&settings(800), 4999, Some(&mut mca), None)
+        .unwrap();
+    let last = file.data.slice(ndarray::s![4999, .., ..]);
+    assert!(last.iter().copied().eq(mca.iter().copied()));
+    assert_eq!(det_num::<u8>(&path, "complete"), 0);
+    assert_eq!(det_num::<u64>(&path, "acquisition_error_frame"), 5000);
+    assert!(det_str(&path, "acquisition_error").contains("injected error at frame 5000"));
+}
+
+#[test]
+fn a_detector_fault_is_in_series_end_with_its_frame() {
+    let endpoint = local_endpoint();
+    let mut child = Guard(
+        Command::new(BIN)
+            .args(["run", "-q", "--frames", "400", "--exposure", "100us"])
+            .args(["--sim", "error_at_frame=300", "--stream", &endpoint])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ctx = zmq::Context::new();
+    let pull = ctx.socket(zmq::PULL).unwrap();
+    pull.set_rcvtimeo(20_000).unwrap();
+    pull.connect(&endpoint).unwrap();
+    let mut images = 0;
+    let end = loop {
+        let parts = pull.recv_multipart(0).expect("message");
+        let h: Value = serde_json::from_slice(&parts[0]).unwrap();
+        match h["htype"].as_str() {
+            Some("image") => images += 1,
+            Some("series_end") => break h,
+            _ => {}
+        }
+    };
+    assert_eq!(images, 300, "{end}");
+    assert_eq!(end["frames_sent"], 300, "{end}");
+    assert_eq!(end["error_frame"], 300, "{end}");
+    assert!(end["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("injected error at frame 300")));
+    assert_eq!(
+        wait_exit(&mut child.0, Duration::from_secs(20)).code(),
+        Some(4)
+    );
 }
 
 #[test]
@@ -370,7 +442,7 @@ impl Drop for SmallDisk {
 }
 
 #[test]
-fn disk_full_stops_the_writer_exits_1_and_keeps_flushed_frames() {
+fn disk_full_stops_the_writer_exits_4_and_keeps_flushed_frames() {
     let disk = SmallDisk::mount(16);
     let out = acquire(&[
         "--frames",
@@ -384,7 +456,7 @@ fn disk_full_stops_the_writer_exits_1_and_keeps_flushed_frames() {
     ]);
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(4),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -773,10 +845,16 @@ fn pub_stream_counts_what_a_slow_subscriber_misses() {
             .spawn()
             .unwrap(),
     );
-    assert!(wait_exit(&mut child.0, Duration::from_secs(60)).success());
+    // PUB refusals are data lost: exit 4.
+    assert_eq!(
+        wait_exit(&mut child.0, Duration::from_secs(60)).code(),
+        Some(4)
+    );
     let mut stdout = String::new();
     std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
     let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["state"], "incomplete", "{summary}");
+    assert_eq!(summary["frames_lost_total"], summary["stream_drops"]);
     let (sent, drops) = (
         summary["frames_sent"].as_u64().unwrap(),
         summary["stream_drops"].as_u64().unwrap(),

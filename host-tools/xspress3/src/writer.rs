@@ -163,6 +163,9 @@ pub struct AcqFileWriter {
     reserve_bytes: u64,
     /// The first write error, recorded in the files at the end.
     error: Option<String>,
+    /// A failure of the source (detector, or the sender of a stream) and the first frame it
+    /// cost, recorded in the files at the end.
+    acquisition_error: Option<(String, u64)>,
 }
 
 fn h5err(path: &Path, what: impl Into<String>) -> impl FnOnce(hdf5::Error) -> WriteError {
@@ -201,6 +204,7 @@ impl AcqFileWriter {
             },
             reserve_bytes: 0,
             error: None,
+            acquisition_error: None,
         };
         let columns = N_SCALERS * 4 + 8 + 8 + 1 + 8 + 8;
         let batch_bytes = chunk * (writer.desc.geometry.mca_words() * 4 + nch * columns);
@@ -575,6 +579,15 @@ impl AcqFileWriter {
         self.open_next()
     }
 
+    /// Records that the source of the frames failed: `message`, and `frame`, the first frame the
+    /// failure cost. The files get `acquisition_error`, `acquisition_error_frame` and
+    /// `complete = 0`. The first failure recorded is kept.
+    pub fn record_acquisition_error(&mut self, message: &str, frame: u64) {
+        if self.acquisition_error.is_none() {
+            self.acquisition_error = Some((message.to_string(), frame));
+        }
+    }
+
     /// Closes the current file and writes the final attributes and the drop record into every
     /// file of the acquisition. Returns the files with their frame counts.
     pub fn finish(mut self, drops: &DropRecord) -> Result<Vec<(PathBuf, u64)>, WriteError> {
@@ -601,6 +614,10 @@ impl AcqFileWriter {
                 index,
                 n_files,
                 error: self.error.as_deref(),
+                acquisition_error: self
+                    .acquisition_error
+                    .as_ref()
+                    .map(|(m, f)| (m.as_str(), *f)),
             };
             write_final(&det, &end).map_err(h5err(path, "write final attributes"))?;
             file.close().map_err(h5err(path, "close"))?;
@@ -661,6 +678,7 @@ struct FinalRecord<'a> {
     index: usize,
     n_files: usize,
     error: Option<&'a str>,
+    acquisition_error: Option<(&'a str, u64)>,
 }
 
 fn write_final(det: &Group, end: &FinalRecord<'_>) -> hdf5::Result<()> {
@@ -672,11 +690,18 @@ fn write_final(det: &Group, end: &FinalRecord<'_>) -> hdf5::Result<()> {
     if let Some(e) = end.error {
         set_str(det, "write_error", e)?;
     }
+    if let Some((message, frame)) = end.acquisition_error {
+        set_str(det, "acquisition_error", message)?;
+        set_scalar(det, "acquisition_error_frame", frame)?;
+    }
     set_scalar(det, "frames_lost", drops.frames_lost)?;
     set_scalar(det, "lost_ranges_overflow", drops.lost_ranges_overflow)?;
     set_scalar(det, "sdk_overruns", drops.sdk_overruns)?;
     set_scalar(det, "stream_gaps", drops.stream_gaps)?;
-    let complete = drops.frames_lost == 0 && drops.stream_gaps == 0 && end.error.is_none();
+    let complete = drops.frames_lost == 0
+        && drops.stream_gaps == 0
+        && end.error.is_none()
+        && end.acquisition_error.is_none();
     set_scalar(det, "complete", complete as u8)?;
     let ranges: Vec<u64> = drops
         .lost_ranges

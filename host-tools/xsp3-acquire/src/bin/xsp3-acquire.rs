@@ -3,24 +3,27 @@
 //! `run` does one acquisition and exits with a summary; `serve` is a daemon driven over a ZMQ
 //! control socket. Both feed an HDF5 writer, a ZMQ data stream and a live monitor at once.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use acq_core::detector::TriggerMode;
 use clap::{Args, Parser, Subcommand};
 use sdk_shim::{OpenParams, Xspress3};
 use xsp3_acquire::serve::{serve, DefaultStream, ServeConfig};
 use xsp3_acquire::{
-    backend_name, new_engine, prepare, run_session, AcqRequest, RequestError, SessionControl, Site,
-    StreamKind, Summary,
+    backend_name, new_engine, prepare, run_session, AcqRequest, Outcome, RequestError,
+    SessionControl, Site, StreamKind, Summary,
 };
 
 /// Exit codes.
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_START: u8 = 3;
+const EXIT_DATA_LOST: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -28,8 +31,10 @@ const EXIT_START: u8 = 3;
     about = "Xspress3 acquisition: SDK -> zero-copy ring -> HDF5 writer, ZMQ stream and live monitor",
     long_about = "Xspress3 acquisition: SDK -> zero-copy ring -> HDF5 writer, ZMQ stream and live monitor.\n\n\
 The default backend is the simulated SDK, so every command works without hardware.\n\n\
-Exit codes: 0 success; 1 the acquisition failed or lost data to a sink error (the summary says \
-which stage); 2 bad arguments; 3 could not start (detector, existing file, socket bind)."
+Exit codes: 0 every frame acquired reached every sink; 1 something failed but no frame was lost \
+(e.g. the monitor socket); 2 bad arguments; 3 could not start (detector, existing file, socket \
+bind); 4 data lost: frames were lost at some stage (SDK overrun, PUB refusal, a stream that could \
+not deliver, a write error) or the detector failed. The summary says which stage and which frames."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -203,12 +208,16 @@ fn run(args: RunArgs) -> Result<Summary, Failure> {
     })?;
     let control = SessionControl::default();
     stop_on_signals(&control)?;
-    if request.trigger.is_software() {
-        // `run` issues the software triggers itself: one per frame requested.
-        control
-            .soft_triggers
-            .store(request.frames.max(1), std::sync::atomic::Ordering::Relaxed);
-    }
+    // `run` issues the software triggers itself: one per frame requested in `software`, the
+    // first only in `software_first`.
+    let triggers = match request.trigger {
+        TriggerMode::Software => request.frames.max(1),
+        TriggerMode::SoftwareFirst => 1,
+        _ => 0,
+    };
+    control
+        .soft_triggers
+        .store(triggers, std::sync::atomic::Ordering::Relaxed);
     let zmq = zmq::Context::new();
     run_session(&mut engine, &desc, &config, &control, &zmq).map_err(|e| start(e.to_string()))
 }
@@ -228,6 +237,23 @@ fn print_summary(summary: &Summary, json: bool) {
         s.elapsed_s,
         backend_name()
     );
+    if summary.outcome() == Outcome::DataLost {
+        // The line a user must not miss: bold red on a terminal.
+        let (on, off) = if std::io::stdout().is_terminal() {
+            ("\x1b[1;31m", "\x1b[0m")
+        } else {
+            ("", "")
+        };
+        let detector = match &summary.detector_error {
+            Some(d) => format!(", detector failed at frame {}", d.frame),
+            None => String::new(),
+        };
+        println!(
+            "{on}  DATA LOST: {} frames ({} before readout, {} refused by PUB, {} not delivered \
+             to the stream, {} not written){detector}{off}",
+            s.frames_lost_total, s.frames_lost, s.stream_drops, s.stream_unsent, s.frames_unwritten
+        );
+    }
     println!(
         "  frames   {} acquired, {} written, {} sent, {} lost before readout",
         s.frames_acquired, s.frames_written, s.frames_sent, s.frames_lost
@@ -242,6 +268,18 @@ fn print_summary(summary: &Summary, json: bool) {
     }
     for range in &summary.lost_ranges {
         println!("  lost     frames {}..{}", range[0], range[0] + range[1]);
+    }
+    for range in &summary.unsent_ranges {
+        println!("  unsent   frames {}..{}", range[0], range[0] + range[1]);
+    }
+    for range in &summary.unwritten_ranges {
+        println!("  unwritten frames {}..{}", range[0], range[0] + range[1]);
+    }
+    if s.triggers_ignored > 0 {
+        println!(
+            "  triggers {} ignored (more than the acquisition could use)",
+            s.triggers_ignored
+        );
     }
     for f in &summary.files {
         println!("  file     {} ({} frames)", f.path.display(), f.frames);
@@ -258,14 +296,15 @@ fn main() -> ExitCode {
             let json = args.json;
             run(args).map(|summary| {
                 print_summary(&summary, json);
-                summary.failed()
+                summary.outcome()
             })
         }
-        Command::Serve(args) => serve_main(args).map(|()| false),
+        Command::Serve(args) => serve_main(args).map(|()| Outcome::Complete),
     };
     match result {
-        Ok(false) => ExitCode::SUCCESS,
-        Ok(true) => ExitCode::from(EXIT_FAILED),
+        Ok(Outcome::Complete) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(EXIT_FAILED),
+        Ok(Outcome::DataLost) => ExitCode::from(EXIT_DATA_LOST),
         Err(f) => {
             eprintln!("xsp3-acquire: {}", f.message);
             ExitCode::from(f.code)
