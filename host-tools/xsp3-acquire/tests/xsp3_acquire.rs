@@ -2,28 +2,21 @@
 //! real ZMQ sockets on 127.0.0.1.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use acq_core::deadtime::{dead_time, output_count_rate};
 use sdk_shim::{FrameSettings, SimParams};
 use xspress3::{read_acq_file, AcqFile};
 
+mod common;
+
+use common::{acquire, det_num, det_str, Daemon, BIN};
 use serde_json::{json, Value};
 use test_support::{local_endpoint, req_socket, send_signal, wait_exit, Guard};
 
-const BIN: &str = env!("CARGO_BIN_EXE_xsp3-acquire");
 const NCH: usize = 4;
 const NBINS: usize = 4096;
-
-fn acquire(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(["run", "-q"])
-        .args(args)
-        .output()
-        .expect("run xsp3-acquire")
-}
 
 /// The simulator's frame settings with default windows and thresholds.
 fn settings(exposure_ticks: u32) -> FrameSettings<'static> {
@@ -202,21 +195,6 @@ fn bad_arguments_exit_2_with_a_message() {
         );
         assert!(err.contains(needle), "{args:?}: {err}");
     }
-}
-
-/// A string attribute of the detector group.
-fn det_str(path: &Path, name: &str) -> String {
-    let file = hdf5::File::open(path).unwrap();
-    let det = file.group("entry/instrument/xspress3").unwrap();
-    let value: hdf5::types::VarLenUnicode = det.attr(name).unwrap().read_scalar().unwrap();
-    value.as_str().to_string()
-}
-
-/// A numeric attribute of the detector group.
-fn det_num<T: hdf5::H5Type>(path: &Path, name: &str) -> T {
-    let file = hdf5::File::open(path).unwrap();
-    let det = file.group("entry/instrument/xspress3").unwrap();
-    det.attr(name).unwrap().read_scalar().unwrap()
 }
 
 #[test]
@@ -553,69 +531,6 @@ fn monitor_hands_out_the_latest_frame() {
     assert_eq!(seen_frames, 3, "the monitor answered with frames");
     send_signal(&child.0, "INT");
     assert!(wait_exit(&mut child.0, Duration::from_secs(20)).success());
-}
-
-struct Daemon {
-    _child: Guard,
-    req: zmq::Socket,
-    _ctx: zmq::Context,
-}
-
-impl Daemon {
-    fn start(out: &Path, extra: &[&str]) -> Daemon {
-        let endpoint = local_endpoint();
-        let child = Guard(
-            Command::new(BIN)
-                .args(["serve", "-q", "--control", &endpoint, "--out"])
-                .arg(out)
-                .args(extra)
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let ctx = zmq::Context::new();
-        let req = req_socket(&ctx, &endpoint, 10_000);
-        Daemon {
-            _child: child,
-            req,
-            _ctx: ctx,
-        }
-    }
-
-    fn send_raw(&self, request: &[u8]) -> Value {
-        self.req.send(request, 0).unwrap();
-        let reply = self.req.recv_bytes(0).expect("control reply");
-        serde_json::from_slice(&reply).expect("JSON reply")
-    }
-
-    fn send(&self, request: Value) -> Value {
-        self.send_raw(request.to_string().as_bytes())
-    }
-
-    fn ok(&self, request: Value) -> Value {
-        let reply = self.send(request.clone());
-        assert_eq!(reply["ok"], true, "{request} -> {reply}");
-        reply
-    }
-
-    fn error(&self, request: Value, needle: &str) {
-        let reply = self.send(request.clone());
-        assert_eq!(reply["ok"], false, "{request} -> {reply}");
-        let e = reply["error"].as_str().unwrap_or_default();
-        assert!(e.contains(needle), "{request} -> {e}");
-    }
-
-    fn wait_state(&self, state: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let st = self.ok(json!({"cmd": "status"}));
-            if st["state"] == state {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "never reached {state}: {st}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 #[test]
