@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::session::SessionConfig;
 use crate::StreamKind;
-use xspress3::layout::{check_name, NameError};
+use xspress3::layout::{check_name, confine, file_name, NameError};
 use xspress3::units::{exposure_ticks, parse_duration, DurationError, ExposureError};
 use xspress3::{AcqDescription, OutputConfig};
 
@@ -327,6 +327,14 @@ pub fn prepare<K: Clock>(
             None => RequestError::Engine(e),
         })?;
     let name = request.file.clone().unwrap_or_default();
+    if let (Some(dir), false) = (&site.out_dir, name.is_empty()) {
+        // The first part; the writer checks every part again when it starts.
+        let first = file_name(&name, request.frames_per_file.map(|_| 0));
+        confine(dir, &first).map_err(|source| RequestError::File {
+            name: name.clone(),
+            source,
+        })?;
+    }
     let output = site
         .out_dir
         .as_ref()

@@ -27,6 +27,9 @@ pub struct ServeConfig {
     pub control_endpoint: String,
     /// The stream of a `configure` that names none (`"stream": null` asks for none).
     pub default_stream: Option<DefaultStream>,
+    /// Further stream endpoints a `configure` may ask for; any other is refused, so a control
+    /// client cannot bind sockets (or ipc paths) the operator did not allow.
+    pub allowed_streams: Vec<String>,
     /// Where files go (`out_dir`; without it, no files are written), the monitor, ring and
     /// status lines: the same for every acquisition.
     pub site: Site,
@@ -67,6 +70,8 @@ enum CommandError {
     Request(#[from] RequestError),
     #[error("this daemon writes no files: start it with --out DIR")]
     NoOutDir,
+    #[error("stream `{0}` is not allowed: this daemon streams only to {1} (see --stream and --allow-stream)")]
+    StreamNotAllowed(String, String),
     #[error("cannot configure while an acquisition runs; stop it first")]
     ConfigureWhileRunning,
     #[error("an acquisition is already running")]
@@ -206,6 +211,29 @@ impl Daemon {
         if request.file.is_some() && self.config.site.out_dir.is_none() {
             return Err(CommandError::NoOutDir);
         }
+        if let Some(endpoint) = &request.stream {
+            let mut allowed = self
+                .config
+                .default_stream
+                .iter()
+                .map(|d| &d.endpoint)
+                .chain(&self.config.allowed_streams);
+            if !allowed.any(|a| a == endpoint) {
+                let list: Vec<&str> = self
+                    .config
+                    .default_stream
+                    .iter()
+                    .map(|d| d.endpoint.as_str())
+                    .chain(self.config.allowed_streams.iter().map(String::as_str))
+                    .collect();
+                let list = if list.is_empty() {
+                    "nowhere".to_string()
+                } else {
+                    list.join(", ")
+                };
+                return Err(CommandError::StreamNotAllowed(endpoint.clone(), list));
+            }
+        }
         let engine = self
             .engine
             .as_mut()
@@ -221,6 +249,11 @@ impl Daemon {
             return Err(CommandError::AlreadyRunning);
         }
         let (desc, session) = self.pending.clone().ok_or(CommandError::NotConfigured)?;
+        // `overwrite` is for the acquisition it was configured for: arming again keeps the files
+        // of that one (the next arm refuses to start over them).
+        if let Some((_, pending)) = &mut self.pending {
+            pending.forbid_overwrite();
+        }
         let mut engine = self
             .engine
             .take()

@@ -48,6 +48,16 @@ pub struct SessionConfig {
     pub(crate) status_every: Option<Duration>,
 }
 
+impl SessionConfig {
+    /// The same sinks, but files and receivers must not replace existing files.
+    pub(crate) fn forbid_overwrite(&mut self) {
+        self.series_overwritable = false;
+        if let Some(out) = &mut self.output {
+            out.overwrite = false;
+        }
+    }
+}
+
 /// Shared between the session and whoever controls it (signal handler, control socket).
 #[derive(Debug, Default)]
 pub struct SessionControl {

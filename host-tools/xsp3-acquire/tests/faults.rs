@@ -114,8 +114,8 @@ fn sigterm_stops_a_run_whose_push_receiver_is_paused() {
 #[test]
 fn serve_stops_an_acquisition_whose_stream_has_no_receiver() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), &[]);
     let stream = local_endpoint();
+    let d = Daemon::start(dir.path(), &["--allow-stream", &stream]);
     d.ok(
         json!({"cmd": "configure", "frames": 0, "exposure": "1ms", "file": "nobody",
                 "stream": stream}),
@@ -138,11 +138,9 @@ fn serve_stops_an_acquisition_whose_stream_has_no_receiver() {
 fn serve_shutdown_and_sigterm_work_while_a_stream_waits_for_a_receiver() {
     for how in ["shutdown", "TERM"] {
         let dir = tempfile::tempdir().unwrap();
-        let mut d = Daemon::start(dir.path(), &[]);
-        d.ok(
-            json!({"cmd": "configure", "frames": 0, "exposure": "1ms", "file": "wait",
-                    "stream": local_endpoint()}),
-        );
+        let stream = local_endpoint();
+        let mut d = Daemon::start(dir.path(), &["--stream", &stream]);
+        d.ok(json!({"cmd": "configure", "frames": 0, "exposure": "1ms", "file": "wait"}));
         d.ok(json!({"cmd": "arm"}));
         std::thread::sleep(Duration::from_millis(500));
         if how == "shutdown" {
@@ -294,4 +292,89 @@ fn swmr_rows(path: &std::path::Path) -> Option<u64> {
     let file = hdf5::File::open_as(path, hdf5::file::OpenMode::ReadSWMR).ok()?;
     let data = file.dataset("entry/instrument/xspress3/data").ok()?;
     Some(data.shape()[0] as u64)
+}
+
+#[test]
+fn serve_confines_files_to_out_and_streams_to_what_the_operator_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("link")).unwrap();
+    let allowed = local_endpoint();
+    let d = Daemon::start(dir.path(), &["--allow-stream", &allowed]);
+    d.error(
+        json!({"cmd": "configure", "frames": 3, "file": "link/inside"}),
+        "symbolic link",
+    );
+    let ipc = format!("ipc://{}/control-chosen", elsewhere.path().display());
+    d.error(
+        json!({"cmd": "configure", "frames": 3, "stream": ipc}),
+        "not allowed",
+    );
+    d.ok(json!({"cmd": "configure", "frames": 3, "file": "inside", "stream": null}));
+    d.ok(json!({"cmd": "arm"}));
+    d.wait_state("done");
+    assert!(dir.path().join("inside.h5").exists());
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    d.ok(json!({"cmd": "configure", "frames": 3, "stream": allowed}));
+}
+
+#[test]
+fn a_second_arm_never_replaces_the_files_of_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    std::fs::write(dir.path().join("again.h5"), b"an older acquisition").unwrap();
+    d.ok(json!({"cmd": "configure", "frames": 5, "file": "again", "overwrite": true}));
+    d.ok(json!({"cmd": "arm"}));
+    d.wait_state("done");
+    let path = dir.path().join("again.h5");
+    let first = std::fs::read(&path).unwrap();
+    assert_eq!(det_num::<u64>(&path, "frames_in_file"), 5);
+    // The same configure armed again: its overwrite was for the first acquisition only.
+    d.error(json!({"cmd": "arm"}), "again.h5 exists");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        first,
+        "the first file is intact"
+    );
+    // A new configure that asks for it may replace it.
+    d.ok(json!({"cmd": "configure", "frames": 7, "file": "again", "overwrite": true}));
+    d.ok(json!({"cmd": "arm"}));
+    d.wait_state("done");
+    assert_eq!(det_num::<u64>(&path, "frames_in_file"), 7);
+}
+
+#[test]
+fn every_rollover_part_is_checked_before_arming_and_stale_parts_go_with_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    let part = |i: u32| dir.path().join(format!("e_{i:05}.h5"));
+    std::fs::write(part(1), b"an older part").unwrap();
+    d.ok(json!({"cmd": "configure", "frames": 10, "frames_per_file": 5, "file": "e"}));
+    d.error(json!({"cmd": "arm"}), "e_00001.h5 exists");
+    assert!(!part(0).exists(), "nothing was started");
+    // A part the acquisition cannot reach does not stop it.
+    d.ok(json!({"cmd": "configure", "frames": 5, "frames_per_file": 5, "file": "e"}));
+    d.ok(json!({"cmd": "arm"}));
+    d.wait_state("done");
+    assert!(part(0).exists());
+    // A longer run, then a shorter one with overwrite: no stale later part remains.
+    d.ok(
+        json!({"cmd": "configure", "frames": 15, "frames_per_file": 5, "file": "e",
+                "overwrite": true}),
+    );
+    d.ok(json!({"cmd": "arm"}));
+    d.wait_state("done");
+    assert!(part(2).exists());
+    d.ok(
+        json!({"cmd": "configure", "frames": 5, "frames_per_file": 5, "file": "e",
+                "overwrite": true}),
+    );
+    d.ok(json!({"cmd": "arm"}));
+    d.wait_state("done");
+    assert!(part(0).exists());
+    assert!(
+        !part(1).exists() && !part(2).exists(),
+        "stale parts removed"
+    );
+    assert_eq!(det_num::<u32>(&part(0), "file_count"), 1);
 }

@@ -85,6 +85,12 @@ pub enum WriteError {
     },
     #[error("{path} exists; pass --overwrite to replace it")]
     Exists { path: PathBuf },
+    #[error("cannot remove the earlier part {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot create directory {path}: {source}")]
     Dir {
         path: PathBuf,
@@ -176,8 +182,15 @@ fn h5err(path: &Path, what: impl Into<String>) -> impl FnOnce(hdf5::Error) -> Wr
 
 impl AcqFileWriter {
     /// Checks the name, creates the output directory and the first file.
+    ///
+    /// Every file the acquisition may write is checked first: without `overwrite`, an existing
+    /// file of the name, or any existing rollover part it may reach (`NAME_NNNNN.h5` below
+    /// `ceil(frames / frames_per_file)`, any index when the frame count is unbounded), refuses the
+    /// start. With `overwrite`, parts of an earlier acquisition of the name are removed, so no
+    /// stale later part survives a shorter run.
     pub fn create(config: OutputConfig, desc: AcqDescription) -> Result<Self, WriteError> {
         layout::check_name(&config.name)?;
+        claim_parts(&config, desc.params.n_frames)?;
         let chunk = chunk_frames(desc.geometry);
         let column_chunk = chunk.max(1024);
         let nch = desc.geometry.n_channels();
@@ -236,15 +249,16 @@ impl AcqFileWriter {
             .collect()
     }
 
-    fn path_for(&self, index: u32) -> PathBuf {
+    fn path_for(&self, index: u32) -> Result<PathBuf, WriteError> {
         let part = self.config.frames_per_file.map(|_| index);
-        self.config
-            .dir
-            .join(layout::file_name(&self.config.name, part))
+        Ok(layout::confine(
+            &self.config.dir,
+            &layout::file_name(&self.config.name, part),
+        )?)
     }
 
     fn open_next(&mut self) -> Result<(), WriteError> {
-        let path = self.path_for(self.next_index);
+        let path = self.path_for(self.next_index)?;
         self.next_index += 1;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|source| WriteError::Dir {
@@ -624,6 +638,34 @@ impl AcqFileWriter {
         }
         Ok(self.finished_files)
     }
+}
+
+/// See [`AcqFileWriter::create`].
+fn claim_parts(config: &OutputConfig, n_frames: u64) -> Result<(), WriteError> {
+    let Some(per_file) = config.frames_per_file.filter(|&n| n > 0) else {
+        let path = layout::confine(&config.dir, &layout::file_name(&config.name, None))?;
+        if !config.overwrite && path.exists() {
+            return Err(WriteError::Exists { path });
+        }
+        return Ok(());
+    };
+    let reachable = match n_frames {
+        0 => u64::MAX,
+        n => n.div_ceil(per_file),
+    };
+    for (index, path) in layout::existing_parts(&config.dir, &config.name) {
+        // Confined like the parts that will be written: a planted link is refused, not followed.
+        layout::confine(&config.dir, &layout::file_name(&config.name, Some(index)))?;
+        if config.overwrite {
+            std::fs::remove_file(&path).map_err(|source| WriteError::Remove {
+                path: path.clone(),
+                source,
+            })?;
+        } else if u64::from(index) < reachable {
+            return Err(WriteError::Exists { path });
+        }
+    }
+    Ok(())
 }
 
 fn check_len(

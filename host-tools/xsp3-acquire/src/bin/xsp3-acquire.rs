@@ -99,6 +99,10 @@ struct ServeArgs {
     /// Default stream endpoint for acquisitions (a `configure` can override it).
     #[arg(long, value_name = "ENDPOINT")]
     stream: Option<String>,
+    /// A further stream endpoint a `configure` may ask for (repeatable); any endpoint other than
+    /// these and --stream is refused.
+    #[arg(long, value_name = "ENDPOINT")]
+    allow_stream: Vec<String>,
     /// The default stream's type (a `configure` can override it).
     #[arg(long, value_enum, default_value_t = AcqRequest::DEFAULT.stream_type)]
     stream_type: StreamKind,
@@ -323,6 +327,7 @@ fn serve_main(args: ServeArgs) -> Result<(), Failure> {
             endpoint,
             kind: args.stream_type,
         }),
+        allowed_streams: args.allow_stream,
         site: Site {
             out_dir: args.out,
             monitor: args.monitor,
