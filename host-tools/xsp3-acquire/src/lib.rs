@@ -6,6 +6,7 @@ mod request;
 mod sender;
 pub mod serve;
 mod session;
+mod strict_json;
 
 pub use monitor::MonitorError;
 pub use request::{prepare, AcqRequest, RequestError, Site, Span, Window, WindowSyntaxError};

@@ -201,8 +201,17 @@ impl AcqRequest {
         stream_wait: Span(Duration::from_secs(1)),
     };
 
+    /// The shortest exposure accepted. The SDK documents no minimum frame time, but below a
+    /// microsecond frames complete faster than any read-out takes them (MAX IV measured
+    /// 40-70 us per read call) and the frame generator's 25 ns-1 us gap is a large part of
+    /// each frame: such a setting is a typo (`1ns` for `1us`), not an experiment.
+    pub const MIN_EXPOSURE: Duration = Duration::from_micros(1);
+
     /// Checks every value against the detector; the parameters the engine is configured with.
     pub fn validate(&self, info: &DetectorInfo) -> Result<AcqParams, RequestError> {
+        if self.exposure.0 < Self::MIN_EXPOSURE {
+            return Err(RequestError::ExposureTooShort(self.exposure));
+        }
         let n_bins = info.n_bins;
         for &w in &self.windows {
             if w.window > 1 || w.low > w.high || w.high >= n_bins {
@@ -245,6 +254,8 @@ impl Default for AcqRequest {
 pub enum RequestError {
     #[error(transparent)]
     Exposure(#[from] ExposureError),
+    #[error("exposure {0} is shorter than the shortest frame accepted, 1us")]
+    ExposureTooShort(Span),
     #[error("window {window}: window is 0 or 1, and 0 <= low <= high < {n_bins}")]
     Window { window: Window, n_bins: u32 },
     #[error("good_threshold {value} is outside 0..{n_bins}")]
@@ -608,7 +619,11 @@ mod tests {
             (with(|r| r.file = Some("../x".into())), ".."),
             (
                 with(|r| r.exposure = Span(Duration::ZERO)),
-                "shorter than one clock tick",
+                "exposure 0s is shorter",
+            ),
+            (
+                with(|r| r.exposure = Span(Duration::from_nanos(999))),
+                "exposure 999ns is shorter",
             ),
         ] {
             assert!(err.as_ref().is_err_and(|e| e.contains(needle)), "{err:?}");

@@ -18,8 +18,9 @@ use clap::ValueEnum;
 use sdk_shim::Xspress3;
 use serde_json::{json, Map, Value};
 
+use crate::monitor::Monitor;
 use crate::request::{prepare, AcqRequest, RequestError, Site};
-use crate::session::{run_session, SessionConfig, SessionControl, SessionError, Summary};
+use crate::session::{run_session_with, SessionConfig, SessionControl, SessionError, Summary};
 use crate::StreamKind;
 use xspress3::AcqDescription;
 
@@ -53,6 +54,8 @@ pub enum ServeError {
     },
     #[error("detector: {0}")]
     Detector(EngineError),
+    #[error(transparent)]
+    Monitor(#[from] crate::monitor::MonitorError),
 }
 
 /// Why a control request was refused; the reply's `error`.
@@ -91,7 +94,7 @@ enum CommandError {
 }
 
 type Engine = Acquisition<Xspress3, fn() -> u64>;
-type SessionResult = (Engine, Result<Summary, SessionError>);
+type SessionResult = (Engine, Option<Monitor>, Result<Summary, SessionError>);
 
 struct Daemon {
     config: ServeConfig,
@@ -100,6 +103,9 @@ struct Daemon {
     pending: Option<(AcqDescription, SessionConfig)>,
     last: Option<Summary>,
     last_error: Option<String>,
+    /// The live monitor, bound for the daemon's whole life: lent to each session, answered by
+    /// the control loop in between.
+    monitor: Option<Monitor>,
     zmq: zmq::Context,
 }
 
@@ -124,6 +130,10 @@ pub fn serve(
     socket.set_linger(0).map_err(err("set linger"))?;
     socket.bind(&endpoint).map_err(err("bind"))?;
     let engine = crate::new_engine(dev, clock).map_err(ServeError::Detector)?;
+    let monitor = match &config.site.monitor {
+        Some(endpoint) => Some(Monitor::bind(&zmq, endpoint, engine.geometry(), 0.0)?),
+        None => None,
+    };
     let mut daemon = Daemon {
         config,
         engine: Some(engine),
@@ -131,6 +141,7 @@ pub fn serve(
         pending: None,
         last: None,
         last_error: None,
+        monitor,
         zmq,
     };
     eprintln!("xsp3-acquire: serving on {endpoint}");
@@ -141,10 +152,22 @@ pub fn serve(
             return Ok(());
         }
         // A signal interrupts the poll (EINTR): look at the shutdown flag again.
-        match socket.poll(zmq::POLLIN, 50) {
+        let mut items = vec![socket.as_poll_item(zmq::POLLIN)];
+        if let Some(m) = &daemon.monitor {
+            items.push(m.socket().as_poll_item(zmq::POLLIN));
+        }
+        match zmq::poll(&mut items, 50) {
             Ok(0) | Err(zmq::Error::EINTR) => continue,
             Ok(_) => {}
             Err(e) => return Err(err("poll")(e)),
+        }
+        let control_ready = items[0].is_readable();
+        drop(items);
+        if let Some(m) = daemon.monitor.as_mut() {
+            m.answer_waiting()?;
+        }
+        if !control_ready {
+            continue;
         }
         let request = match socket.recv_bytes(0) {
             Ok(request) => request,
@@ -168,7 +191,7 @@ fn error(e: CommandError) -> Value {
 
 impl Daemon {
     fn handle(&mut self, request: &[u8]) -> (Value, bool) {
-        let value: Value = match serde_json::from_slice(request) {
+        let value: Value = match crate::strict_json::parse(request) {
             Ok(v) => v,
             Err(e) => return (error(CommandError::Malformed(e)), false),
         };
@@ -238,7 +261,12 @@ impl Daemon {
             .engine
             .as_mut()
             .ok_or(CommandError::DetectorUnavailable)?;
-        let (desc, session) = prepare(engine, &request, &self.config.site)?;
+        // The daemon keeps its monitor across acquisitions: the session does not bind one.
+        let site = Site {
+            monitor: None,
+            ..self.config.site.clone()
+        };
+        let (desc, session) = prepare(engine, &request, &site)?;
         let exposure_ticks = desc.params.exposure_ticks;
         self.pending = Some((desc, session));
         Ok(json!({"ok": true, "state": "configured", "exposure_ticks": exposure_ticks}))
@@ -261,9 +289,11 @@ impl Daemon {
         let control = Arc::new(SessionControl::default());
         let zmq = self.zmq.clone();
         let ctl = Arc::clone(&control);
+        let mut monitor = self.monitor.take();
         let handle = std::thread::spawn(move || {
-            let result = run_session(&mut engine, &desc, &session, &ctl, &zmq);
-            (engine, result)
+            let result =
+                run_session_with(&mut engine, &desc, &session, &ctl, &zmq, monitor.as_mut());
+            (engine, monitor, result)
         });
         self.session = Some((handle, control));
         self.last_error = None;
@@ -381,8 +411,9 @@ impl Daemon {
             return;
         };
         match handle.join() {
-            Ok((engine, result)) => {
+            Ok((engine, monitor, result)) => {
                 self.engine = Some(engine);
+                self.monitor = monitor;
                 match result {
                     Ok(summary) => {
                         self.last_error = (!summary.status.errors.is_empty())

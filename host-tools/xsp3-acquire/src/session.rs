@@ -333,14 +333,31 @@ pub fn run_session<D: Detector, K: Clock>(
     control: &SessionControl,
     zmq: &zmq::Context,
 ) -> Result<Summary, SessionError> {
+    run_session_with(engine, desc, config, control, zmq, None)
+}
+
+/// [`run_session`], with the monitor socket of a daemon that keeps it across acquisitions
+/// (`config.monitor` is then `None`).
+pub(crate) fn run_session_with<D: Detector, K: Clock>(
+    engine: &mut Acquisition<D, K>,
+    desc: &AcqDescription,
+    config: &SessionConfig,
+    control: &SessionControl,
+    zmq: &zmq::Context,
+    kept_monitor: Option<&mut Monitor>,
+) -> Result<Summary, SessionError> {
     let geometry = desc.geometry;
     let batch = chunk_frames(geometry);
     let slots = config.ring_frames.max(batch).div_ceil(batch) * batch;
     let Sinks {
         mut writer,
         mut sender,
-        mut monitor,
+        monitor: mut own_monitor,
     } = Sinks::open(desc, config, zmq)?;
+    let mut monitor = own_monitor.as_mut().or(kept_monitor);
+    if let Some(m) = monitor.as_mut() {
+        m.begin(desc.params.exposure_ticks as f64 / desc.clock_hz);
+    }
 
     let mut buffers = SlotBuffers::new(geometry, slots);
     let lossless_if = |present: bool| {
@@ -385,7 +402,7 @@ pub fn run_session<D: Detector, K: Clock>(
             let (end, shared, header) = (&mut stream_end, &shared, &header);
             sinks.push(s.spawn(move || send_stream(tx, end, batch, header, shared)));
         }
-        if let Some(m) = monitor.as_mut() {
+        if let Some(m) = monitor {
             let (end, shared) = (&mut monitor_end, &shared);
             sinks.push(s.spawn(move || serve_monitor(m, end, shared)));
         }

@@ -378,3 +378,93 @@ fn every_rollover_part_is_checked_before_arming_and_stale_parts_go_with_overwrit
     );
     assert_eq!(det_num::<u32>(&part(0), "file_count"), 1);
 }
+
+#[test]
+fn a_clean_close_reports_every_written_frame_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = acquire(
+        &["--frames", "100", "--exposure", "100us", "--json", "--out"]
+            .into_iter()
+            .chain([dir.path().to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{summary}");
+    assert_eq!(summary["frames_written"], 100);
+    assert_eq!(summary["frames_flushed"], 100, "{summary}");
+    assert_eq!(summary["complete"], true);
+}
+
+#[test]
+fn a_stalled_detector_fails_by_default_instead_of_hanging() {
+    let mut child = Guard(
+        Command::new(BIN)
+            .args([
+                "run",
+                "-q",
+                "--json",
+                "--frames",
+                "1000",
+                "--exposure",
+                "1ms",
+            ])
+            .args(["--sim", "stall_at_frame=100"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(wait_exit(&mut child.0, HANG_GUARD).code(), Some(4));
+    let summary = summary_of(&mut child);
+    assert_eq!(summary["frames_acquired"], 100, "{summary}");
+    let message = summary["detector_error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("progress stalled"), "{summary}");
+}
+
+#[test]
+fn exposures_shorter_than_the_detector_can_do_are_refused() {
+    let out = acquire(&["--exposure", "12.5ns", "--frames", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shortest frame"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    d.error(
+        json!({"cmd": "configure", "exposure": 12.5e-9}),
+        "shorter than the shortest frame",
+    );
+}
+
+#[test]
+fn duplicate_json_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    d.ok(json!({"cmd": "configure", "frames": 3}));
+    let reply = d.send_raw(br#"{"cmd":"status","cmd":"arm"}"#);
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert!(reply["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("duplicate key `cmd`")));
+    assert_eq!(d.ok(json!({"cmd": "status"}))["state"], "configured");
+}
+
+#[test]
+fn the_monitor_answers_between_acquisitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let monitor = local_endpoint();
+    let d = Daemon::start(dir.path(), &["--monitor", &monitor]);
+    let ctx = zmq::Context::new();
+    let req = test_support::req_socket(&ctx, &monitor, 10_000);
+    let ask = || -> Value {
+        req.send("give us a frame please!", 0).unwrap();
+        let parts = req.recv_multipart(0).expect("monitor reply");
+        serde_json::from_slice(&parts[0]).unwrap()
+    };
+    assert_eq!(ask()["htype"], "none", "before any acquisition");
+    d.ok(json!({"cmd": "configure", "frames": 5, "exposure": "1ms"}));
+    d.ok(json!({"cmd": "arm"}));
+    d.wait_state("done");
+    let after = ask();
+    assert_eq!(after["htype"], "image", "{after}");
+    assert_eq!(after["frame"], 4, "the last frame stays on show: {after}");
+}

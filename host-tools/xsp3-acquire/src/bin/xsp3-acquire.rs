@@ -16,7 +16,7 @@ use sdk_shim::{OpenParams, Xspress3};
 use xsp3_acquire::serve::{serve, DefaultStream, ServeConfig};
 use xsp3_acquire::{
     backend_name, new_engine, prepare, run_session, AcqRequest, Outcome, RequestError,
-    SessionControl, Site, StreamKind, Summary,
+    SessionControl, Site, Span, StreamKind, Summary,
 };
 
 /// Exit codes.
@@ -69,6 +69,10 @@ struct DetectorArgs {
     /// File of simulated-SDK parameters, `key = value` per line.
     #[arg(long, value_name = "FILE")]
     sim_config: Option<PathBuf>,
+    /// Fail the acquisition when the detector runs ahead but no frame completes for this long
+    /// (a stalled readout); 0 turns the watchdog off.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    progress_timeout: Span,
 }
 
 #[derive(Args)]
@@ -140,7 +144,16 @@ fn start(message: impl Into<String>) -> Failure {
 }
 
 fn open_detector(args: &DetectorArgs) -> Result<Xspress3, Failure> {
-    let mut params = OpenParams::default();
+    let mut params = OpenParams {
+        progress_timeout_ms: u32::try_from(args.progress_timeout.0.as_millis()).map_err(|_| {
+            usage(format!(
+                "--progress-timeout {}: at most {} ms",
+                args.progress_timeout,
+                u32::MAX
+            ))
+        })?,
+        ..OpenParams::default()
+    };
     if let Some(path) = &args.sim_config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| usage(format!("--sim-config {}: {e}", path.display())))?;
