@@ -45,6 +45,16 @@ pub enum TriggerMode {
 }
 
 impl TriggerMode {
+    /// Every trigger mode.
+    pub const ALL: [TriggerMode; 6] = [
+        TriggerMode::Internal,
+        TriggerMode::Software,
+        TriggerMode::SoftwareFirst,
+        TriggerMode::External,
+        TriggerMode::ExternalFirst,
+        TriggerMode::Gate,
+    ];
+
     /// The command-line / JSON name of the mode.
     pub const fn name(self) -> &'static str {
         match self {
@@ -59,16 +69,7 @@ impl TriggerMode {
 
     /// Parses a name as produced by [`TriggerMode::name`].
     pub fn from_name(name: &str) -> Option<Self> {
-        [
-            TriggerMode::Internal,
-            TriggerMode::Software,
-            TriggerMode::SoftwareFirst,
-            TriggerMode::External,
-            TriggerMode::ExternalFirst,
-            TriggerMode::Gate,
-        ]
-        .into_iter()
-        .find(|m| m.name() == name)
+        Self::ALL.into_iter().find(|m| m.name() == name)
     }
 
     /// Whether frames in this mode need [`Detector::soft_trigger`].
@@ -93,6 +94,21 @@ impl GapMode {
     /// The mode whose gap is `nanos` nanoseconds.
     pub fn from_nanos(nanos: u32) -> Option<Self> {
         Self::ALL.into_iter().find(|g| g.nanos() == nanos)
+    }
+
+    /// The command-line name of the mode: the gap with its unit (`25ns`, `1us`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            GapMode::Ns25 => "25ns",
+            GapMode::Ns200 => "200ns",
+            GapMode::Ns500 => "500ns",
+            GapMode::Us1 => "1us",
+        }
+    }
+
+    /// Parses a name as produced by [`GapMode::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.name() == name)
     }
 
     /// The gap in nanoseconds.

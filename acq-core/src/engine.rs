@@ -14,6 +14,9 @@
 //! - the ring is full: we stop reading and let the SDK's buffer absorb the backlog
 //!   ([`StepOutcome::RingFull`], and the ring counts the episode);
 //! - the detector fails: the engine goes to `Fault`, keeping the code, its name and the message.
+//!   Frames the detector completed before the failure are still in its buffer:
+//!   [`Acquisition::salvage`] moves them into the ring, so a fault costs only the frames it
+//!   prevented, never the ones already taken.
 
 use heapless::{String, Vec};
 
@@ -193,6 +196,8 @@ pub struct Acquisition<D: Detector, K: Clock> {
     stop_requested: bool,
     stats: EngineStats,
     fault: Option<Fault>,
+    /// Frames per salvage read after a fault during an acquisition; 0: nothing left to salvage.
+    salvage_batch: usize,
 }
 
 impl<D: Detector, K: Clock> Acquisition<D, K> {
@@ -218,6 +223,7 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
             stop_requested: false,
             stats: EngineStats::default(),
             fault: None,
+            salvage_batch: 0,
         })
     }
 
@@ -268,6 +274,7 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
             Action::Configure,
         )?;
         self.fault = None;
+        self.salvage_batch = 0;
         if let Err(e) = self.detector.configure(params) {
             return Err(self.record_fault("configure", &e));
         }
@@ -404,29 +411,7 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
         let valid = n - torn;
         let valid_first = first + torn as u64;
 
-        let now = self.clock.now_ns();
-        let overrun_flag = if progress.err_flags & OVERRUN_FLAGS != 0 {
-            FrameMeta::SDK_OVERRUN
-        } else {
-            0
-        };
-        let last_frame = self.params.map(|p| p.n_frames).filter(|&n| n > 0);
-        for (i, m) in meta.iter_mut().take(valid).enumerate() {
-            let frame_number = valid_first + i as u64;
-            let mut flags = overrun_flag;
-            if i == 0 && self.lost_before_next {
-                flags |= FrameMeta::LOST_BEFORE;
-            }
-            if last_frame == Some(frame_number + 1) {
-                flags |= FrameMeta::LAST;
-            }
-            *m = FrameMeta {
-                frame_number,
-                timestamp_ns: now,
-                flags,
-                sdk_err_flags: progress.err_flags,
-            };
-        }
+        self.stamp(&mut meta[..valid], valid_first, progress.err_flags);
         grant.commit(valid);
         if valid > 0 {
             self.lost_before_next = false;
@@ -439,6 +424,89 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
             }
         }
         Ok(StepOutcome::Moved(valid))
+    }
+
+    /// After a detector fault during an acquisition, moves frames the detector completed before
+    /// it into the ring, one read per call: `Moved(n)`, `RingFull` (call again once a consumer
+    /// released slots) or `Done` when nothing more can be read. Reads start at the next frame and
+    /// halve their size whenever the backend refuses them (it refuses frames that never
+    /// completed), so what is read is exactly what the backend still vouches for.
+    pub fn salvage<W: Wait, const C: usize>(
+        &mut self,
+        producer: &mut Producer<'_, '_, W, C>,
+    ) -> Result<StepOutcome, EngineError> {
+        if self.state != EngineState::Fault {
+            return Err(EngineError::InvalidTransition {
+                from: self.state,
+                action: Action::Step,
+            });
+        }
+        let remaining = match self.params.map(|p| p.n_frames) {
+            Some(n) if n > 0 => n.saturating_sub(self.next_frame),
+            _ => u64::MAX,
+        };
+        loop {
+            let want = (self.salvage_batch as u64).min(remaining) as usize;
+            if want == 0 {
+                self.salvage_batch = 0;
+                return Ok(StepOutcome::Done);
+            }
+            let Some(mut grant) = producer.grant(want) else {
+                return Ok(StepOutcome::RingFull);
+            };
+            let n = grant.len();
+            let first = self.next_frame;
+            let (mca, scalers, meta) = grant.parts_mut();
+            let read = self
+                .detector
+                .read_mca(first, n as u32, mca)
+                .and_then(|()| self.detector.read_scalers(first, n as u32, scalers));
+            if read.is_err() {
+                self.salvage_batch = n / 2;
+                continue;
+            }
+            self.stamp(meta, first, self.stats.sdk_err_flags);
+            grant.commit(n);
+            self.lost_before_next = false;
+            self.next_frame = first + n as u64;
+            self.stats.frames_read += n as u64;
+            // The detector is stopped; a failing release cannot cost a frame any more.
+            let _ = self.detector.release(first, n as u32);
+            return Ok(StepOutcome::Moved(n));
+        }
+    }
+
+    /// The frame the engine reads next: after the end of an acquisition, the first frame it never
+    /// moved or counted lost.
+    pub fn next_frame(&self) -> u64 {
+        self.next_frame
+    }
+
+    /// Fills the metadata of frames `first..` that are about to be committed.
+    fn stamp(&self, meta: &mut [FrameMeta], first: u64, err_flags: u32) {
+        let now = self.clock.now_ns();
+        let overrun_flag = if err_flags & OVERRUN_FLAGS != 0 {
+            FrameMeta::SDK_OVERRUN
+        } else {
+            0
+        };
+        let last_frame = self.params.map(|p| p.n_frames).filter(|&n| n > 0);
+        for (i, m) in meta.iter_mut().enumerate() {
+            let frame_number = first + i as u64;
+            let mut flags = overrun_flag;
+            if i == 0 && self.lost_before_next {
+                flags |= FrameMeta::LOST_BEFORE;
+            }
+            if last_frame == Some(frame_number + 1) {
+                flags |= FrameMeta::LAST;
+            }
+            *m = FrameMeta {
+                frame_number,
+                timestamp_ns: now,
+                flags,
+                sdk_err_flags: err_flags,
+            };
+        }
     }
 
     fn require(&self, allowed: bool, action: Action) -> Result<(), EngineError> {
@@ -544,6 +612,7 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
         if matches!(self.state, EngineState::Armed | EngineState::Running) {
             // Best effort: the fault being reported matters more than a failing stop.
             let _ = self.detector.stop();
+            self.salvage_batch = self.batch;
         }
         self.state = EngineState::Fault;
         let error = EngineError::Detector {

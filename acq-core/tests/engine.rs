@@ -391,3 +391,50 @@ fn a_ring_of_another_geometry_is_refused() {
         Err(EngineError::RingGeometry { .. })
     ));
 }
+
+#[test]
+fn frames_completed_before_a_fault_are_salvaged_and_nothing_more() {
+    let mut b = SlotBuffers::new(Geometry::new(NCH, NBINS).unwrap(), 64);
+    let ring = ring(&mut b, 64, 4);
+    let (mut producer, [mut consumer]) = ring.split().unwrap();
+    let mut e = engine(1024, 4);
+    // Each poll completes 7 frames, more than one read of 4 takes: a backlog builds up.
+    e.detector_mut().frames_per_poll = 7;
+    e.detector_mut().inject(InjectedFault {
+        call: Call::Poll,
+        nth: 6,
+        code: -1,
+    });
+    e.configure(&params(100, TriggerMode::Internal)).unwrap();
+    e.arm().unwrap();
+    let mut seen = Vec::new();
+    let err = loop {
+        match e.step(&mut producer) {
+            Ok(_) => drain(&mut consumer, &mut seen),
+            Err(err) => break err,
+        }
+    };
+    assert!(matches!(err, EngineError::Detector { code: -1, .. }));
+    let before_salvage = e.stats().frames_read;
+    let completed = e.stats().frames_complete;
+    assert!(
+        before_salvage < completed,
+        "a backlog was left at the fault"
+    );
+    loop {
+        match e.salvage(&mut producer).unwrap() {
+            StepOutcome::Moved(_) => drain(&mut consumer, &mut seen),
+            StepOutcome::RingFull => drain(&mut consumer, &mut seen),
+            StepOutcome::Done => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    drain(&mut consumer, &mut seen);
+    let frames: Vec<u64> = seen.iter().map(|m| m.frame_number).collect();
+    assert_eq!(frames, (0..completed).collect::<Vec<_>>());
+    assert_eq!(e.next_frame(), completed);
+    assert_eq!(e.stats().frames_lost, 0);
+    assert_eq!(e.state(), EngineState::Fault);
+    assert_eq!(e.step(&mut producer), Err(EngineError::Faulted));
+    assert_eq!(e.salvage(&mut producer), Ok(StepOutcome::Done));
+}

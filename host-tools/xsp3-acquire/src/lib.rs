@@ -1,16 +1,26 @@
 //! The rack-server acquisition process behind `xsp3-acquire`: sessions (engine, ring and sinks),
 //! the live monitor, the control daemon and the frame-stream sender.
 
-pub mod monitor;
-pub mod sender;
+mod monitor;
+mod request;
+mod sender;
 pub mod serve;
-pub mod session;
+mod session;
+mod strict_json;
 
-pub use session::{run_session, FileSummary, SessionConfig, SessionControl, Status, Summary};
+pub use monitor::MonitorError;
+pub use request::{prepare, AcqRequest, RequestError, Site, Span, Window, WindowSyntaxError};
+pub use sender::{StreamError, StreamKind};
+pub use session::{
+    run_session, DetectorFailure, FileSummary, Outcome, SessionConfig, SessionControl,
+    SessionError, Status, Summary,
+};
 
 use acq_core::detector::{AcqParams, Detector};
+use acq_core::engine::{Acquisition, Clock, EngineError};
 use acq_core::geometry::{Geometry, GeometryError};
 use sdk_shim::Xspress3;
+use sender::StreamConfig;
 
 use xspress3::AcqDescription;
 
@@ -28,8 +38,19 @@ pub fn software_name() -> String {
     format!("xsp3-acquire {}", env!("CARGO_PKG_VERSION"))
 }
 
+/// Frames the engine reads from the SDK in one call at most.
+const READ_BATCH: usize = 256;
+
+/// The acquisition engine over `dev`, timestamping frames with `clock`.
+pub fn new_engine<K: Clock>(
+    dev: Xspress3,
+    clock: K,
+) -> Result<Acquisition<Xspress3, K>, EngineError> {
+    Acquisition::new(dev, clock, READ_BATCH)
+}
+
 /// What files and stream headers record about an acquisition with `params` on `dev`.
-pub fn describe(dev: &Xspress3, params: AcqParams) -> Result<AcqDescription, GeometryError> {
+fn describe(dev: &Xspress3, params: AcqParams) -> Result<AcqDescription, GeometryError> {
     let info = dev.info();
     Ok(AcqDescription {
         geometry: Geometry::new(info.n_channels, info.n_bins)?,

@@ -69,6 +69,29 @@ impl Monitor {
         self.answered
     }
 
+    /// Starts an acquisition with `exptime` per frame: no frame of it yet.
+    pub fn begin(&mut self, exptime: f64) {
+        self.exptime = exptime;
+        self.latest_frame = None;
+        self.answered = 0;
+    }
+
+    /// Between acquisitions: answers a waiting request, if any, with the last frame seen (or
+    /// `htype: "none"`), without waiting. True when one was answered.
+    pub fn answer_waiting(&mut self) -> Result<bool, MonitorError> {
+        if self.socket.poll(zmq::POLLIN, 0).map_err(self.err("poll"))? == 0 {
+            return Ok(false);
+        }
+        self.socket.recv_multipart(0).map_err(self.err("receive"))?;
+        self.reply()?;
+        Ok(true)
+    }
+
+    /// The socket, for a caller that polls it with others.
+    pub fn socket(&self) -> &zmq::Socket {
+        &self.socket
+    }
+
     /// Serves requests until `done` is set.
     pub fn serve<W: Wait, const C: usize>(
         &mut self,
@@ -88,6 +111,8 @@ impl Monitor {
             self.refresh(consumer);
             self.reply()?;
         }
+        // The last frame stays on show between acquisitions.
+        self.refresh(consumer);
         Ok(())
     }
 

@@ -1,19 +1,23 @@
-//! Sends a series of frames on a ZMQ socket in the protocol of [`super::protocol`].
+//! Sends a series of frames on a ZMQ socket in the protocol of [`xspress3::protocol`].
 //!
 //! PUSH (the default) is lossless: when receivers fall behind, sends wait, the ring fills and the
 //! backlog ends up in the SDK's buffer, where any overrun is counted. PUB is lossy: the socket is
 //! set to refuse (not silently drop) at its high-water mark, and each refused frame is counted.
 //! PUB is implemented with an XPUB socket, which sees subscriptions, so a session can wait for its
 //! first subscriber before arming: a receiver started first then gets the header too.
+//!
+//! A blocked send never blocks forever once the session is stopping: see [`SendGate`]. Control
+//! messages (`header`, `series_end`) are never refused by PUB: they wait for room.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use acq_core::geometry::{FrameMeta, Geometry};
 
 use xspress3::protocol::{Header, ImageHeader, SeriesEnd};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The stream's socket type; the names are the command line's and `configure`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum StreamKind {
     Push,
     Pub,
@@ -38,12 +42,52 @@ pub enum StreamError {
         #[source]
         source: zmq::Error,
     },
-    #[error("stream socket {endpoint}: {0} frames could not be sent before the stop", .unsent)]
-    Unsent { endpoint: String, unsent: u64 },
+    #[error("stream socket {endpoint}: the receiver took nothing; gave up sending {what}")]
+    GaveUp {
+        endpoint: String,
+        what: &'static str,
+    },
 }
 
-/// How long a blocked PUSH send waits before it checks whether the session was cancelled.
+/// How long a blocked PUSH send waits before it asks the gate whether to give up.
 const SEND_SLICE: Duration = Duration::from_millis(100);
+/// How often a PUB control message refused at the high-water mark is tried again.
+const CONTROL_RETRY: Duration = Duration::from_millis(5);
+/// Once a stop was requested, the stream gives up when no message could be sent for this long...
+pub const STOP_STALL: Duration = Duration::from_secs(1);
+/// ... or this long after the stop, whichever comes first.
+pub const STOP_DRAIN: Duration = Duration::from_secs(5);
+/// A PUB control message waits at most this long for room (a subscriber that reads nothing for
+/// that long will not read it anyway).
+pub const CONTROL_WAIT: Duration = Duration::from_secs(5);
+
+/// Tells blocked sends when to give up: after a stop, once the peer made no progress for
+/// [`STOP_STALL`] or [`STOP_DRAIN`] has passed since the stop. Until then a PUSH send waits for
+/// its receiver: lossless.
+#[derive(Debug, Default)]
+pub struct SendGate {
+    stopped_at: OnceLock<Instant>,
+}
+
+impl SendGate {
+    /// Starts the stop clock (the first call counts).
+    pub fn stop(&self) {
+        let _ = self.stopped_at.set(Instant::now());
+    }
+
+    fn give_up(&self, last_progress: Instant) -> bool {
+        self.stopped_at.get().is_some_and(|&stopped| {
+            stopped.elapsed() >= STOP_DRAIN || last_progress.elapsed() >= STOP_STALL
+        })
+    }
+}
+
+/// A batch that was sent only in part: its first `done` frames went out (or were refused by PUB).
+#[derive(Debug)]
+pub struct PartialSend {
+    pub done: usize,
+    pub error: StreamError,
+}
 
 pub struct StreamSender {
     socket: zmq::Socket,
@@ -56,6 +100,8 @@ pub struct StreamSender {
     sent: u64,
     drops: u64,
     json: Vec<u8>,
+    /// When a message was last accepted by the socket.
+    last_progress: Instant,
 }
 
 impl StreamSender {
@@ -100,6 +146,7 @@ impl StreamSender {
             sent: 0,
             drops: 0,
             json: Vec::with_capacity(512),
+            last_progress: Instant::now(),
         })
     }
 
@@ -152,19 +199,39 @@ impl StreamSender {
         }
     }
 
-    pub fn send_header(&mut self, header: &Header, cancel: &AtomicBool) -> Result<(), StreamError> {
+    /// Sends the series' header; waits for room even on PUB (bounded by [`CONTROL_WAIT`]).
+    pub fn send_header(&mut self, header: &Header, gate: &SendGate) -> Result<(), StreamError> {
         let json = serde_json::to_vec(header).unwrap_or_default();
-        self.send_parts(&[&json], cancel, "send header").map(|_| ())
+        self.send_control(&json, gate, "send header")
     }
 
-    pub fn send_series_end(
-        &mut self,
-        end: &SeriesEnd,
-        cancel: &AtomicBool,
-    ) -> Result<(), StreamError> {
+    /// Sends `series_end`; waits for room even on PUB (bounded by [`CONTROL_WAIT`]).
+    pub fn send_series_end(&mut self, end: &SeriesEnd, gate: &SendGate) -> Result<(), StreamError> {
         let json = serde_json::to_vec(end).unwrap_or_default();
-        self.send_parts(&[&json], cancel, "send series_end")
-            .map(|_| ())
+        self.send_control(&json, gate, "send series_end")
+    }
+
+    fn send_control(
+        &mut self,
+        json: &[u8],
+        gate: &SendGate,
+        what: &'static str,
+    ) -> Result<(), StreamError> {
+        let deadline = Instant::now() + CONTROL_WAIT;
+        self.last_progress = Instant::now();
+        loop {
+            if self.send_parts(&[json], gate, what)? {
+                return Ok(());
+            }
+            // Refused by PUB at its high-water mark: control messages wait for room.
+            if Instant::now() >= deadline || gate.give_up(self.last_progress) {
+                return Err(StreamError::GaveUp {
+                    endpoint: self.config.endpoint.clone(),
+                    what,
+                });
+            }
+            std::thread::sleep(CONTROL_RETRY);
+        }
     }
 
     /// Sends one image message per frame of the batch.
@@ -173,8 +240,8 @@ impl StreamSender {
         mca: &[u32],
         scalers: &[u32],
         meta: &[FrameMeta],
-        cancel: &AtomicBool,
-    ) -> Result<(), StreamError> {
+        gate: &SendGate,
+    ) -> Result<(), PartialSend> {
         let (mw, sw) = (self.geometry.mca_words(), self.geometry.scaler_words());
         let shape = [
             self.geometry.n_channels() as u32,
@@ -202,23 +269,25 @@ impl StreamSender {
                 bytemuck::cast_slice(&mca[i * mw..(i + 1) * mw]),
                 bytemuck::cast_slice(&scalers[i * sw..(i + 1) * sw]),
             ];
-            let result = self.send_parts(&parts, cancel, "send image");
+            let result = self.send_parts(&parts, gate, "send image");
             self.json = json;
-            self.msg_number += 1;
             match result {
                 Ok(true) => self.sent += 1,
                 Ok(false) => self.drops += 1,
-                Err(e) => return Err(e),
+                // The message number stays unused: a receiver sees a gap only for frames that
+                // were refused, and `series_end` lists the rest as unsent.
+                Err(error) => return Err(PartialSend { done: i, error }),
             }
+            self.msg_number += 1;
         }
         Ok(())
     }
 
     /// Sends a multipart message. `Ok(false)`: a PUB socket refused it at its high-water mark.
     fn send_parts(
-        &self,
+        &mut self,
         parts: &[&[u8]],
-        cancel: &AtomicBool,
+        gate: &SendGate,
         what: &'static str,
     ) -> Result<bool, StreamError> {
         let last = parts.len() - 1;
@@ -237,10 +306,10 @@ impl StreamSender {
                     }
                     // PUSH waits for a receiver, in slices so a stop can interrupt it.
                     Err(zmq::Error::EAGAIN) if self.config.kind == StreamKind::Push => {
-                        if cancel.load(Ordering::Relaxed) {
-                            return Err(StreamError::Unsent {
+                        if gate.give_up(self.last_progress) {
+                            return Err(StreamError::GaveUp {
                                 endpoint: self.config.endpoint.clone(),
-                                unsent: 1,
+                                what,
                             });
                         }
                     }
@@ -248,6 +317,7 @@ impl StreamSender {
                 }
             }
         }
+        self.last_progress = Instant::now();
         Ok(true)
     }
 }

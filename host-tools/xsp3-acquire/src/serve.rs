@@ -8,33 +8,39 @@
 //! The control loop runs on the calling thread; each armed acquisition runs in a session thread
 //! that owns the engine and gives it back when it ends.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use acq_core::detector::{AcqParams, Detector, GapMode, TriggerMode};
-use acq_core::engine::{Acquisition, EngineState};
-use acq_core::geometry::Geometry;
+use acq_core::engine::{Acquisition, EngineError, EngineState};
+use clap::ValueEnum;
 use sdk_shim::Xspress3;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::session::{run_session, SessionConfig, SessionControl, SessionError, Summary};
-use crate::sender::{StreamConfig, StreamKind};
-use xspress3::layout::check_name;
-use xspress3::units::{exposure_ticks, parse_duration};
-use xspress3::{AcqDescription, OutputConfig};
+use crate::monitor::Monitor;
+use crate::request::{prepare, AcqRequest, RequestError, Site};
+use crate::session::{run_session_with, SessionConfig, SessionControl, SessionError, Summary};
+use crate::StreamKind;
+use xspress3::AcqDescription;
 
 pub struct ServeConfig {
     pub control_endpoint: String,
-    pub default_stream: Option<StreamConfig>,
-    pub monitor: Option<String>,
-    /// Where `configure`'s file names are created; without it, no files are written.
-    pub out_dir: Option<PathBuf>,
-    pub ring_frames: usize,
-    pub status_lines: bool,
+    /// The stream of a `configure` that names none (`"stream": null` asks for none).
+    pub default_stream: Option<DefaultStream>,
+    /// Further stream endpoints a `configure` may ask for; any other is refused, so a control
+    /// client cannot bind sockets (or ipc paths) the operator did not allow.
+    pub allowed_streams: Vec<String>,
+    /// Where files go (`out_dir`; without it, no files are written), the monitor, ring and
+    /// status lines: the same for every acquisition.
+    pub site: Site,
+}
+
+/// The daemon's `--stream` and `--stream-type`.
+#[derive(Clone, Debug)]
+pub struct DefaultStream {
+    pub endpoint: String,
+    pub kind: StreamKind,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,50 +53,48 @@ pub enum ServeError {
         source: zmq::Error,
     },
     #[error("detector: {0}")]
-    Detector(String),
+    Detector(EngineError),
+    #[error(transparent)]
+    Monitor(#[from] crate::monitor::MonitorError),
+}
+
+/// Why a control request was refused; the reply's `error`.
+#[derive(Debug, thiserror::Error)]
+enum CommandError {
+    #[error("malformed JSON: {0}")]
+    Malformed(serde_json::Error),
+    #[error("request needs a string field `cmd`")]
+    NoCommand,
+    #[error("unknown command `{0}` (configure, arm, trigger, stop, status, shutdown)")]
+    Unknown(String),
+    #[error("configure: {0}")]
+    Configure(serde_json::Error),
+    #[error("{0}")]
+    Request(#[from] RequestError),
+    #[error("this daemon writes no files: start it with --out DIR")]
+    NoOutDir,
+    #[error("stream `{0}` is not allowed: this daemon streams only to {1} (see --stream and --allow-stream)")]
+    StreamNotAllowed(String, String),
+    #[error("cannot configure while an acquisition runs; stop it first")]
+    ConfigureWhileRunning,
+    #[error("an acquisition is already running")]
+    AlreadyRunning,
+    #[error("not configured: send configure first")]
+    NotConfigured,
+    #[error("detector unavailable")]
+    DetectorUnavailable,
+    #[error("arm: {0}")]
+    Arm(String),
+    #[error("count {0}: give an integer in 1..=1000000")]
+    TriggerCount(Value),
+    #[error("no acquisition is running: arm first")]
+    NotRunning,
+    #[error("trigger needs a software trigger mode (software or software_first)")]
+    NotSoftwareTriggered,
 }
 
 type Engine = Acquisition<Xspress3, fn() -> u64>;
-type SessionResult = (Engine, Result<Summary, SessionError>);
-
-/// The parameters of a `configure` request. Unknown fields are refused.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Configure {
-    cmd: String,
-    #[serde(default = "default_frames")]
-    frames: u64,
-    /// Seconds (number) or a duration string such as "1ms".
-    #[serde(default)]
-    exposure: Option<Value>,
-    #[serde(default)]
-    trigger: Option<String>,
-    #[serde(default)]
-    gap_ns: Option<u32>,
-    /// `[[win, low, high], ...]`, applied to all channels.
-    #[serde(default)]
-    windows: Vec<[u32; 3]>,
-    #[serde(default)]
-    good_threshold: Option<u32>,
-    /// Base file name inside the daemon's output directory; absent: no file.
-    #[serde(default)]
-    file: Option<String>,
-    #[serde(default)]
-    frames_per_file: Option<u64>,
-    #[serde(default)]
-    overwrite: bool,
-    #[serde(default)]
-    swmr: bool,
-    /// Stream endpoint for this acquisition (overrides the daemon's default); `null`: none.
-    #[serde(default)]
-    stream: Option<Option<String>>,
-    #[serde(default)]
-    stream_type: Option<String>,
-}
-
-fn default_frames() -> u64 {
-    1000
-}
+type SessionResult = (Engine, Option<Monitor>, Result<Summary, SessionError>);
 
 struct Daemon {
     config: ServeConfig,
@@ -99,6 +103,9 @@ struct Daemon {
     pending: Option<(AcqDescription, SessionConfig)>,
     last: Option<Summary>,
     last_error: Option<String>,
+    /// The live monitor, bound for the daemon's whole life: lent to each session, answered by
+    /// the control loop in between.
+    monitor: Option<Monitor>,
     zmq: zmq::Context,
 }
 
@@ -122,8 +129,11 @@ pub fn serve(
     let socket = zmq.socket(zmq::REP).map_err(err("create"))?;
     socket.set_linger(0).map_err(err("set linger"))?;
     socket.bind(&endpoint).map_err(err("bind"))?;
-    let engine =
-        Acquisition::new(dev, clock, 256).map_err(|e| ServeError::Detector(e.to_string()))?;
+    let engine = crate::new_engine(dev, clock).map_err(ServeError::Detector)?;
+    let monitor = match &config.site.monitor {
+        Some(endpoint) => Some(Monitor::bind(&zmq, endpoint, engine.geometry(), 0.0)?),
+        None => None,
+    };
     let mut daemon = Daemon {
         config,
         engine: Some(engine),
@@ -131,6 +141,7 @@ pub fn serve(
         pending: None,
         last: None,
         last_error: None,
+        monitor,
         zmq,
     };
     eprintln!("xsp3-acquire: serving on {endpoint}");
@@ -140,10 +151,29 @@ pub fn serve(
             daemon.stop_and_join();
             return Ok(());
         }
-        if socket.poll(zmq::POLLIN, 50).map_err(err("poll"))? == 0 {
+        // A signal interrupts the poll (EINTR): look at the shutdown flag again.
+        let mut items = vec![socket.as_poll_item(zmq::POLLIN)];
+        if let Some(m) = &daemon.monitor {
+            items.push(m.socket().as_poll_item(zmq::POLLIN));
+        }
+        match zmq::poll(&mut items, 50) {
+            Ok(0) | Err(zmq::Error::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(err("poll")(e)),
+        }
+        let control_ready = items[0].is_readable();
+        drop(items);
+        if let Some(m) = daemon.monitor.as_mut() {
+            m.answer_waiting()?;
+        }
+        if !control_ready {
             continue;
         }
-        let request = socket.recv_bytes(0).map_err(err("receive"))?;
+        let request = match socket.recv_bytes(0) {
+            Ok(request) => request,
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => return Err(err("receive")(e)),
+        };
         let (reply, quit) = daemon.handle(&request);
         socket
             .send(reply.to_string().as_bytes(), 0)
@@ -155,18 +185,18 @@ pub fn serve(
     }
 }
 
-fn error(message: impl Into<String>) -> Value {
-    json!({"ok": false, "error": message.into()})
+fn error(e: CommandError) -> Value {
+    json!({"ok": false, "error": e.to_string()})
 }
 
 impl Daemon {
     fn handle(&mut self, request: &[u8]) -> (Value, bool) {
-        let value: Value = match serde_json::from_slice(request) {
+        let value: Value = match crate::strict_json::parse(request) {
             Ok(v) => v,
-            Err(e) => return (error(format!("malformed JSON: {e}")), false),
+            Err(e) => return (error(CommandError::Malformed(e)), false),
         };
         let Some(cmd) = value.get("cmd").and_then(Value::as_str) else {
-            return (error("request needs a string field `cmd`"), false);
+            return (error(CommandError::NoCommand), false);
         };
         let reply = match cmd {
             "configure" => self.configure(&value),
@@ -175,9 +205,7 @@ impl Daemon {
             "stop" => self.stop(),
             "status" => Ok(self.status()),
             "shutdown" => return (json!({"ok": true, "state": "shutdown"}), true),
-            other => Err(format!(
-                "unknown command `{other}` (configure, arm, trigger, stop, status, shutdown)"
-            )),
+            other => Err(CommandError::Unknown(other.to_string())),
         };
         (reply.unwrap_or_else(error), false)
     }
@@ -186,143 +214,86 @@ impl Daemon {
         self.session.is_some()
     }
 
-    fn configure(&mut self, value: &Value) -> Result<Value, String> {
+    fn configure(&mut self, value: &Value) -> Result<Value, CommandError> {
         if self.running() {
-            return Err("cannot configure while an acquisition runs; stop it first".into());
+            return Err(CommandError::ConfigureWhileRunning);
         }
-        let req: Configure =
-            serde_json::from_value(value.clone()).map_err(|e| format!("configure: {e}"))?;
-        debug_assert_eq!(req.cmd, "configure");
-        let engine = self.engine.as_mut().ok_or("detector unavailable")?;
-        let info = engine.detector().info().clone();
-        let geometry =
-            Geometry::new(info.n_channels, info.n_bins).map_err(|e| format!("detector: {e}"))?;
-        let exposure = match &req.exposure {
-            None => Duration::from_millis(1),
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                .ok_or_else(|| format!("exposure {n} is not a valid number of seconds"))?,
-            Some(Value::String(s)) => parse_duration(s).map_err(|e| format!("exposure: {e}"))?,
-            Some(other) => {
-                return Err(format!(
-                    "exposure {other}: give seconds or a string like \"1ms\""
-                ))
-            }
-        };
-        let trigger = match req.trigger.as_deref() {
-            None => TriggerMode::Internal,
-            Some(name) => TriggerMode::from_name(name).ok_or_else(|| {
-                format!("trigger `{name}`: use internal, software, software_first, external, external_first or gate")
-            })?,
-        };
-        let gap = match req.gap_ns {
-            None | Some(25) => GapMode::Ns25,
-            Some(200) => GapMode::Ns200,
-            Some(500) => GapMode::Ns500,
-            Some(1000) => GapMode::Us1,
-            Some(other) => return Err(format!("gap_ns {other}: use 25, 200, 500 or 1000")),
-        };
-        let n_bins = geometry.n_bins() as u32;
-        for &[win, low, high] in &req.windows {
-            if win > 1 || low > high || high >= n_bins {
-                return Err(format!(
-                    "window [{win}, {low}, {high}]: window is 0 or 1, and 0 <= low <= high < {n_bins}"
-                ));
+        let mut fields = value.as_object().cloned().unwrap_or_default();
+        fields.remove("cmd");
+        if let (false, Some(default)) = (fields.contains_key("stream"), &self.config.default_stream)
+        {
+            fields.insert("stream".into(), default.endpoint.clone().into());
+            if let Some(kind) = default.kind.to_possible_value() {
+                fields
+                    .entry("stream_type")
+                    .or_insert_with(|| kind.get_name().into());
             }
         }
-        if let Some(thr) = req.good_threshold {
-            if thr >= n_bins {
-                return Err(format!("good_threshold {thr} is outside 0..{n_bins}"));
+        let request: AcqRequest =
+            serde_json::from_value(Value::Object(fields)).map_err(CommandError::Configure)?;
+        if request.file.is_some() && self.config.site.out_dir.is_none() {
+            return Err(CommandError::NoOutDir);
+        }
+        if let Some(endpoint) = &request.stream {
+            let mut allowed = self
+                .config
+                .default_stream
+                .iter()
+                .map(|d| &d.endpoint)
+                .chain(&self.config.allowed_streams);
+            if !allowed.any(|a| a == endpoint) {
+                let list: Vec<&str> = self
+                    .config
+                    .default_stream
+                    .iter()
+                    .map(|d| d.endpoint.as_str())
+                    .chain(self.config.allowed_streams.iter().map(String::as_str))
+                    .collect();
+                let list = if list.is_empty() {
+                    "nowhere".to_string()
+                } else {
+                    list.join(", ")
+                };
+                return Err(CommandError::StreamNotAllowed(endpoint.clone(), list));
             }
         }
-        if req.frames_per_file == Some(0) {
-            return Err("frames_per_file must be at least 1".into());
-        }
-        let output = match (&req.file, &self.config.out_dir) {
-            (None, _) => None,
-            (Some(_), None) => {
-                return Err("this daemon writes no files: start it with --out DIR".into())
-            }
-            (Some(name), Some(dir)) => {
-                check_name(name).map_err(|e| format!("file: {e}"))?;
-                Some(OutputConfig {
-                    dir: dir.clone(),
-                    name: name.clone(),
-                    frames_per_file: req.frames_per_file,
-                    overwrite: req.overwrite,
-                    swmr: req.swmr,
-                    flush_interval: Duration::from_secs(1),
-                })
-            }
+        let engine = self
+            .engine
+            .as_mut()
+            .ok_or(CommandError::DetectorUnavailable)?;
+        // The daemon keeps its monitor across acquisitions: the session does not bind one.
+        let site = Site {
+            monitor: None,
+            ..self.config.site.clone()
         };
-        let stream_kind = match req.stream_type.as_deref() {
-            None | Some("push") => StreamKind::Push,
-            Some("pub") => StreamKind::Pub,
-            Some(other) => return Err(format!("stream_type `{other}`: use push or pub")),
-        };
-        let stream = match &req.stream {
-            None => self.config.default_stream.clone(),
-            Some(None) => None,
-            Some(Some(endpoint)) => Some(StreamConfig {
-                endpoint: endpoint.clone(),
-                kind: stream_kind,
-                high_water_mark: 1000,
-                subscriber_wait: Duration::from_secs(1),
-            }),
-        };
-        let params = AcqParams {
-            n_frames: req.frames,
-            exposure_ticks: exposure_ticks(exposure, info.clock_hz)?,
-            gap,
-            trigger,
-            debounce_ticks: 0,
-        };
-        let dev = engine.detector_mut();
-        for &[win, low, high] in &req.windows {
-            dev.set_window(None, win, low, high)
-                .map_err(|e| format!("window: {}", e.message()))?;
-        }
-        if let Some(thr) = req.good_threshold {
-            dev.set_good_threshold(None, thr)
-                .map_err(|e| format!("good_threshold: {}", e.message()))?;
-        }
-        let desc = super::describe(dev, params).map_err(|e| format!("detector: {e}"))?;
-        engine
-            .configure(&params)
-            .map_err(|e| match engine.fault() {
-                Some(f) => format!("configure: {} ({}): {}", f.name, f.code, f.message),
-                None => format!("configure: {e}"),
-            })?;
-        let session = SessionConfig {
-            series_name: req.file.clone().unwrap_or_default(),
-            series_overwritable: req.overwrite,
-            output,
-            stream,
-            monitor: self.config.monitor.clone(),
-            ring_frames: self.config.ring_frames,
-            status_every: self.config.status_lines.then_some(Duration::from_secs(1)),
-        };
+        let (desc, session) = prepare(engine, &request, &site)?;
+        let exposure_ticks = desc.params.exposure_ticks;
         self.pending = Some((desc, session));
-        Ok(json!({"ok": true, "state": "configured", "exposure_ticks": params.exposure_ticks}))
+        Ok(json!({"ok": true, "state": "configured", "exposure_ticks": exposure_ticks}))
     }
 
-    fn arm(&mut self) -> Result<Value, String> {
+    fn arm(&mut self) -> Result<Value, CommandError> {
         if self.running() {
-            return Err("an acquisition is already running".into());
+            return Err(CommandError::AlreadyRunning);
         }
-        let (desc, session) = self
-            .pending
-            .clone()
-            .ok_or("not configured: send configure first")?;
-        let mut engine = self.engine.take().ok_or("detector unavailable")?;
+        let (desc, session) = self.pending.clone().ok_or(CommandError::NotConfigured)?;
+        // `overwrite` is for the acquisition it was configured for: arming again keeps the files
+        // of that one (the next arm refuses to start over them).
+        if let Some((_, pending)) = &mut self.pending {
+            pending.forbid_overwrite();
+        }
+        let mut engine = self
+            .engine
+            .take()
+            .ok_or(CommandError::DetectorUnavailable)?;
         let control = Arc::new(SessionControl::default());
         let zmq = self.zmq.clone();
         let ctl = Arc::clone(&control);
+        let mut monitor = self.monitor.take();
         let handle = std::thread::spawn(move || {
-            let result = run_session(&mut engine, &desc, &session, &ctl, &zmq);
-            (engine, result)
+            let result =
+                run_session_with(&mut engine, &desc, &session, &ctl, &zmq, monitor.as_mut());
+            (engine, monitor, result)
         });
         self.session = Some((handle, control));
         self.last_error = None;
@@ -339,7 +310,7 @@ impl Daemon {
             if self.session.as_ref().is_some_and(|(h, _)| h.is_finished()) {
                 self.reap();
                 return match &self.last_error {
-                    Some(e) => Err(format!("arm: {e}")),
+                    Some(e) => Err(CommandError::Arm(e.clone())),
                     None => Ok(json!({"ok": true, "state": "done"})),
                 };
             }
@@ -350,31 +321,29 @@ impl Daemon {
         }
     }
 
-    fn trigger(&mut self, value: &Value) -> Result<Value, String> {
+    fn trigger(&mut self, value: &Value) -> Result<Value, CommandError> {
         let count = match value.get("count") {
             None => 1,
             Some(v) => v
                 .as_u64()
                 .filter(|&n| (1..=1_000_000).contains(&n))
-                .ok_or_else(|| format!("count {v}: give an integer in 1..=1000000"))?,
+                .ok_or_else(|| CommandError::TriggerCount(v.clone()))?,
         };
         let Some((_, control)) = &self.session else {
-            return Err("no acquisition is running: arm first".into());
+            return Err(CommandError::NotRunning);
         };
         let software = self
             .pending
             .as_ref()
             .is_some_and(|(d, _)| d.params.trigger.is_software());
         if !software {
-            return Err(
-                "trigger needs a software trigger mode (software or software_first)".into(),
-            );
+            return Err(CommandError::NotSoftwareTriggered);
         }
         control.soft_triggers.fetch_add(count, Ordering::AcqRel);
         Ok(json!({"ok": true, "queued": count}))
     }
 
-    fn stop(&mut self) -> Result<Value, String> {
+    fn stop(&mut self) -> Result<Value, CommandError> {
         match &self.session {
             Some((_, control)) => {
                 control.stop.store(true, Ordering::Relaxed);
@@ -390,7 +359,11 @@ impl Daemon {
         }
         match self.engine.as_ref().map(|e| e.state()) {
             Some(EngineState::Fault) => "fault".into(),
-            Some(EngineState::Done) => "done".into(),
+            // "done", or "incomplete" when frames were lost.
+            Some(EngineState::Done) => self
+                .last
+                .as_ref()
+                .map_or_else(|| "done".into(), |s| s.status.state.clone()),
             Some(EngineState::Configured) => "configured".into(),
             _ if self.pending.is_some() => "configured".into(),
             _ => "idle".into(),
@@ -403,10 +376,11 @@ impl Daemon {
         let state = match &self.session {
             Some((_, control)) => {
                 let st = control.snapshot();
+                let stopping = st.state == "stopping";
                 if let Ok(Value::Object(fields)) = serde_json::to_value(&st) {
                     out.extend(fields);
                 }
-                "running".to_string()
+                if stopping { "stopping" } else { "running" }.to_string()
             }
             None => {
                 if let Some(summary) = &self.last {
@@ -437,8 +411,9 @@ impl Daemon {
             return;
         };
         match handle.join() {
-            Ok((engine, result)) => {
+            Ok((engine, monitor, result)) => {
                 self.engine = Some(engine);
+                self.monitor = monitor;
                 match result {
                     Ok(summary) => {
                         self.last_error = (!summary.status.errors.is_empty())

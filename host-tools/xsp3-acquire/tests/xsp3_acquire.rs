@@ -2,28 +2,21 @@
 //! real ZMQ sockets on 127.0.0.1.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use acq_core::deadtime::{dead_time, output_count_rate};
 use sdk_shim::{FrameSettings, SimParams};
 use xspress3::{read_acq_file, AcqFile};
 
+mod common;
+
+use common::{acquire, det_num, det_str, Daemon, BIN};
 use serde_json::{json, Value};
 use test_support::{local_endpoint, req_socket, send_signal, wait_exit, Guard};
 
-const BIN: &str = env!("CARGO_BIN_EXE_xsp3-acquire");
 const NCH: usize = 4;
 const NBINS: usize = 4096;
-
-fn acquire(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(["run", "-q"])
-        .args(args)
-        .output()
-        .expect("run xsp3-acquire")
-}
 
 /// The simulator's frame settings with default windows and thresholds.
 fn settings(exposure_ticks: u32) -> FrameSettings<'static> {
@@ -205,25 +198,82 @@ fn bad_arguments_exit_2_with_a_message() {
 }
 
 #[test]
-fn a_detector_fault_fails_the_run_with_its_message() {
+fn a_detector_fault_keeps_every_frame_before_it_and_exits_4() {
+    // Fast frames, so the fault finds a backlog in the SDK buffer: it is read and written too.
     let dir = tempfile::tempdir().unwrap();
     let out = acquire(&[
         "--frames",
-        "200",
+        "20000",
         "--exposure",
-        "100us",
+        "10us",
         "--sim",
-        "error_at_frame=50",
+        "error_at_frame=5000",
         "--out",
         dir.path().to_str().unwrap(),
+        "--json",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("injected error at frame 50"), "{text}");
-    // Frames before the fault were written and the file is complete and readable.
-    let file = read_acq_file(&dir.path().join("xspress3.h5")).unwrap();
-    assert!(file.frame_number.len() <= 50);
-    assert_simulated_content(&file, 8_000, 0);
+    assert_eq!(out.status.code(), Some(4), "data lost");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["state"], "failed", "{summary}");
+    assert_eq!(summary["complete"], false);
+    assert_eq!(summary["frames_acquired"], 5000, "{summary}");
+    assert_eq!(summary["frames_written"], 5000, "{summary}");
+    assert_eq!(summary["detector_error"]["frame"], 5000, "{summary}");
+    let message = summary["detector_error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("injected error at frame 5000"),
+        "{message}"
+    );
+    let path = dir.path().join("xspress3.h5");
+    let file = read_acq_file(&path).unwrap();
+    assert!(file.frame_number.iter().copied().eq(0..5000u64));
+    // The last frame before the fault is the simulator's frame 4999, intact.
+    let mut mca = vec![0u32; NCH * NBINS];
+    SimParams::default()
+        .expected_frame(&settings(800), 4999, Some(&mut mca), None)
+        .unwrap();
+    let last = file.data.slice(ndarray::s![4999, .., ..]);
+    assert!(last.iter().copied().eq(mca.iter().copied()));
+    assert_eq!(det_num::<u8>(&path, "complete"), 0);
+    assert_eq!(det_num::<u64>(&path, "acquisition_error_frame"), 5000);
+    assert!(det_str(&path, "acquisition_error").contains("injected error at frame 5000"));
+}
+
+#[test]
+fn a_detector_fault_is_in_series_end_with_its_frame() {
+    let endpoint = local_endpoint();
+    let mut child = Guard(
+        Command::new(BIN)
+            .args(["run", "-q", "--frames", "400", "--exposure", "100us"])
+            .args(["--sim", "error_at_frame=300", "--stream", &endpoint])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ctx = zmq::Context::new();
+    let pull = ctx.socket(zmq::PULL).unwrap();
+    pull.set_rcvtimeo(20_000).unwrap();
+    pull.connect(&endpoint).unwrap();
+    let mut images = 0;
+    let end = loop {
+        let parts = pull.recv_multipart(0).expect("message");
+        let h: Value = serde_json::from_slice(&parts[0]).unwrap();
+        match h["htype"].as_str() {
+            Some("image") => images += 1,
+            Some("series_end") => break h,
+            _ => {}
+        }
+    };
+    assert_eq!(images, 300, "{end}");
+    assert_eq!(end["frames_sent"], 300, "{end}");
+    assert_eq!(end["error_frame"], 300, "{end}");
+    assert!(end["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("injected error at frame 300")));
+    assert_eq!(
+        wait_exit(&mut child.0, Duration::from_secs(20)).code(),
+        Some(4)
+    );
 }
 
 #[test]
@@ -370,7 +420,7 @@ impl Drop for SmallDisk {
 }
 
 #[test]
-fn disk_full_stops_the_writer_exits_1_and_keeps_flushed_frames() {
+fn disk_full_stops_the_writer_exits_4_and_keeps_flushed_frames() {
     let disk = SmallDisk::mount(16);
     let out = acquire(&[
         "--frames",
@@ -384,7 +434,7 @@ fn disk_full_stops_the_writer_exits_1_and_keeps_flushed_frames() {
     ]);
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(4),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -483,69 +533,6 @@ fn monitor_hands_out_the_latest_frame() {
     assert!(wait_exit(&mut child.0, Duration::from_secs(20)).success());
 }
 
-struct Daemon {
-    _child: Guard,
-    req: zmq::Socket,
-    _ctx: zmq::Context,
-}
-
-impl Daemon {
-    fn start(out: &Path, extra: &[&str]) -> Daemon {
-        let endpoint = local_endpoint();
-        let child = Guard(
-            Command::new(BIN)
-                .args(["serve", "-q", "--control", &endpoint, "--out"])
-                .arg(out)
-                .args(extra)
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let ctx = zmq::Context::new();
-        let req = req_socket(&ctx, &endpoint, 10_000);
-        Daemon {
-            _child: child,
-            req,
-            _ctx: ctx,
-        }
-    }
-
-    fn send_raw(&self, request: &[u8]) -> Value {
-        self.req.send(request, 0).unwrap();
-        let reply = self.req.recv_bytes(0).expect("control reply");
-        serde_json::from_slice(&reply).expect("JSON reply")
-    }
-
-    fn send(&self, request: Value) -> Value {
-        self.send_raw(request.to_string().as_bytes())
-    }
-
-    fn ok(&self, request: Value) -> Value {
-        let reply = self.send(request.clone());
-        assert_eq!(reply["ok"], true, "{request} -> {reply}");
-        reply
-    }
-
-    fn error(&self, request: Value, needle: &str) {
-        let reply = self.send(request.clone());
-        assert_eq!(reply["ok"], false, "{request} -> {reply}");
-        let e = reply["error"].as_str().unwrap_or_default();
-        assert!(e.contains(needle), "{request} -> {e}");
-    }
-
-    fn wait_state(&self, state: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let st = self.ok(json!({"cmd": "status"}));
-            if st["state"] == state {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "never reached {state}: {st}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 #[test]
 fn control_socket_runs_software_triggered_acquisitions() {
     let dir = tempfile::tempdir().unwrap();
@@ -615,7 +602,7 @@ fn control_socket_answers_every_bad_request_with_an_error_and_keeps_serving() {
     for (request, needle) in [
         (
             json!({"cmd": "configure", "exposure": "0ns"}),
-            "shorter than one clock tick",
+            "shorter than the shortest frame accepted",
         ),
         (json!({"cmd": "configure", "exposure": -1}), "exposure"),
         (json!({"cmd": "configure", "exposure": [1]}), "exposure"),
@@ -773,10 +760,16 @@ fn pub_stream_counts_what_a_slow_subscriber_misses() {
             .spawn()
             .unwrap(),
     );
-    assert!(wait_exit(&mut child.0, Duration::from_secs(60)).success());
+    // PUB refusals are data lost: exit 4.
+    assert_eq!(
+        wait_exit(&mut child.0, Duration::from_secs(60)).code(),
+        Some(4)
+    );
     let mut stdout = String::new();
     std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
     let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["state"], "incomplete", "{summary}");
+    assert_eq!(summary["frames_lost_total"], summary["stream_drops"]);
     let (sent, drops) = (
         summary["frames_sent"].as_u64().unwrap(),
         summary["stream_drops"].as_u64().unwrap(),

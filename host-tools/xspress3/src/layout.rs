@@ -56,6 +56,8 @@ pub enum NameError {
     ParentDir(String),
     #[error("file name `{0}` contains a NUL or control character")]
     Control(String),
+    #[error("{} is a symbolic link; files stay inside the output directory", .0.display())]
+    Symlink(std::path::PathBuf),
 }
 
 /// Checks a base name that may come from a remote peer: it must stay inside the output root.
@@ -74,6 +76,54 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
         return Err(NameError::ParentDir(name.to_string()));
     }
     Ok(())
+}
+
+/// The one rule for where a file may go: `file` (a name checked by [`check_name`], with its
+/// `.h5` ending) under `root`, with no symbolic link on the way. Every directory of `file` that
+/// exists under `root`, and the file itself if it exists, must not be a symbolic link, so nothing
+/// is written or replaced outside the root even if a link was planted in it. The root itself is
+/// the operator's choice and may be a link. Returns the path to use.
+pub fn confine(root: &std::path::Path, file: &str) -> Result<std::path::PathBuf, NameError> {
+    check_name(file)?;
+    let mut path = root.to_path_buf();
+    for component in std::path::Path::new(file).components() {
+        path.push(component);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => return Err(NameError::Symlink(path)),
+            Ok(_) => {}
+            // Nothing exists below a missing component.
+            Err(_) => break,
+        }
+    }
+    Ok(root.join(file))
+}
+
+/// Parts `NAME_NNNNN.h5` of a rolled-over acquisition that exist under `root`, by index.
+pub fn existing_parts(root: &std::path::Path, name: &str) -> Vec<(u32, std::path::PathBuf)> {
+    let base = root.join(name);
+    let (Some(dir), Some(stem)) = (base.parent(), base.file_name().and_then(|s| s.to_str())) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let prefix = format!("{stem}_");
+    let mut parts: Vec<(u32, std::path::PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let file = e.file_name();
+            let index = file
+                .to_str()?
+                .strip_prefix(&prefix)?
+                .strip_suffix(".h5")
+                .filter(|digits| digits.len() == 5 && digits.bytes().all(|b| b.is_ascii_digit()))?
+                .parse()
+                .ok()?;
+            Some((index, e.path()))
+        })
+        .collect();
+    parts.sort();
+    parts
 }
 
 #[cfg(test)]
@@ -121,5 +171,51 @@ mod tests {
         assert_eq!(file_name("scan", None), "scan.h5");
         assert_eq!(file_name("scan", Some(0)), "scan_00000.h5");
         assert_eq!(file_name("scan", Some(12)), "scan_00012.h5");
+    }
+
+    #[test]
+    fn confinement_refuses_symbolic_links_on_the_way() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::os::unix::fs::symlink(elsewhere.path(), r.join("link")).unwrap();
+        std::fs::create_dir(r.join("real")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("f.h5"), r.join("real/f.h5")).unwrap();
+        assert_eq!(confine(r, "real/new.h5"), Ok(r.join("real/new.h5")));
+        assert_eq!(confine(r, "missing/a/b.h5"), Ok(r.join("missing/a/b.h5")));
+        assert_eq!(
+            confine(r, "link/inside.h5"),
+            Err(NameError::Symlink(r.join("link")))
+        );
+        assert_eq!(
+            confine(r, "real/f.h5"),
+            Err(NameError::Symlink(r.join("real/f.h5")))
+        );
+        assert!(matches!(
+            confine(r, "../x.h5"),
+            Err(NameError::ParentDir(_))
+        ));
+    }
+
+    #[test]
+    fn existing_parts_are_found_by_index() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir(r.join("sub")).unwrap();
+        for f in [
+            "sub/e_00002.h5",
+            "sub/e_00000.h5",
+            "sub/e.h5",
+            "sub/e_1.h5",
+            "sub/ee_00001.h5",
+        ] {
+            std::fs::write(r.join(f), b"").unwrap();
+        }
+        let parts: Vec<u32> = existing_parts(r, "sub/e")
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(parts, [0, 2]);
+        assert!(existing_parts(r, "nothing/here").is_empty());
     }
 }

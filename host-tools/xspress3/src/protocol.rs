@@ -81,9 +81,19 @@ pub struct SeriesEnd {
     pub sdk_overruns: u64,
     /// Image messages a PUB socket refused at its high-water mark.
     pub stream_drops: u64,
+    /// Frames acquired that the sender could not deliver (its peer took nothing after a stop, or
+    /// the stream failed); they have no image message.
+    #[serde(default)]
+    pub frames_unsent: u64,
+    /// `[first, count]` pairs of those frames.
+    #[serde(default)]
+    pub unsent_ranges: Vec<[u64; 2]>,
     /// Why the series ended early, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With a detector failure: the first frame it cost (every frame before it was read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_frame: Option<u64>,
 }
 
 /// A decoded message.

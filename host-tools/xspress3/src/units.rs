@@ -2,8 +2,34 @@
 
 use std::time::Duration;
 
+/// A duration a user typed that is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{0}` is not a duration (examples: 1ms, 250us, 2s)")]
+    NotANumber(String),
+    #[error("`{text}`: unknown unit `{unit}` (use ns, us, ms, s, min)")]
+    UnknownUnit { text: String, unit: String },
+    #[error("`{0}` is not a non-negative duration")]
+    Negative(String),
+    #[error("`{0}` is too long")]
+    TooLong(String),
+}
+
+/// An exposure the detector cannot time.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ExposureError {
+    #[error("exposure {exposure:?} is shorter than one clock tick ({:.1} ns)", 1e9 / .clock_hz)]
+    BelowOneTick { exposure: Duration, clock_hz: f64 },
+    #[error(
+        "exposure {exposure:?} exceeds the longest frame ({:.1} s at {:.0} Hz)",
+        u32::MAX as f64 / .clock_hz,
+        .clock_hz
+    )]
+    AboveLongestFrame { exposure: Duration, clock_hz: f64 },
+}
+
 /// Parses `<number><unit>` with unit `ns`, `us`, `ms`, `s` or `min`; a bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
     let split = t
         .find(|c: char| {
@@ -13,7 +39,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = t.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("`{text}` is not a duration (examples: 1ms, 250us, 2s)"))?;
+        .map_err(|_| DurationError::NotANumber(text.to_string()))?;
     let scale = match unit.trim() {
         "ns" => 1e-9,
         "us" | "µs" => 1e-6,
@@ -21,34 +47,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => 1.0,
         "min" => 60.0,
         other => {
-            return Err(format!(
-                "`{text}`: unknown unit `{other}` (use ns, us, ms, s, min)"
-            ))
+            return Err(DurationError::UnknownUnit {
+                text: text.to_string(),
+                unit: other.to_string(),
+            })
         }
     };
     let seconds = value * scale;
     if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("`{text}` is not a non-negative duration"));
+        return Err(DurationError::Negative(text.to_string()));
     }
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+    Duration::try_from_secs_f64(seconds).map_err(|_| DurationError::TooLong(text.to_string()))
 }
 
 /// Exposure in clock ticks, rounded to the nearest tick; at least 1 and at most `u32::MAX`
 /// (53.7 s at 80 MHz).
-pub fn exposure_ticks(exposure: Duration, clock_hz: f64) -> Result<u32, String> {
+pub fn exposure_ticks(exposure: Duration, clock_hz: f64) -> Result<u32, ExposureError> {
     let ticks = (exposure.as_secs_f64() * clock_hz).round();
     if ticks < 1.0 {
-        return Err(format!(
-            "exposure {exposure:?} is shorter than one clock tick ({:.1} ns)",
-            1e9 / clock_hz
-        ));
+        return Err(ExposureError::BelowOneTick { exposure, clock_hz });
     }
     if ticks > u32::MAX as f64 {
-        return Err(format!(
-            "exposure {exposure:?} exceeds the longest frame ({:.1} s at {:.0} Hz)",
-            u32::MAX as f64 / clock_hz,
-            clock_hz
-        ));
+        return Err(ExposureError::AboveLongestFrame { exposure, clock_hz });
     }
     Ok(ticks as u32)
 }

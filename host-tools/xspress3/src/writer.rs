@@ -85,6 +85,12 @@ pub enum WriteError {
     },
     #[error("{path} exists; pass --overwrite to replace it")]
     Exists { path: PathBuf },
+    #[error("cannot remove the earlier part {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot create directory {path}: {source}")]
     Dir {
         path: PathBuf,
@@ -163,6 +169,9 @@ pub struct AcqFileWriter {
     reserve_bytes: u64,
     /// The first write error, recorded in the files at the end.
     error: Option<String>,
+    /// A failure of the source (detector, or the sender of a stream) and the first frame it
+    /// cost, recorded in the files at the end.
+    acquisition_error: Option<(String, u64)>,
 }
 
 fn h5err(path: &Path, what: impl Into<String>) -> impl FnOnce(hdf5::Error) -> WriteError {
@@ -173,8 +182,15 @@ fn h5err(path: &Path, what: impl Into<String>) -> impl FnOnce(hdf5::Error) -> Wr
 
 impl AcqFileWriter {
     /// Checks the name, creates the output directory and the first file.
+    ///
+    /// Every file the acquisition may write is checked first: without `overwrite`, an existing
+    /// file of the name, or any existing rollover part it may reach (`NAME_NNNNN.h5` below
+    /// `ceil(frames / frames_per_file)`, any index when the frame count is unbounded), refuses the
+    /// start. With `overwrite`, parts of an earlier acquisition of the name are removed, so no
+    /// stale later part survives a shorter run.
     pub fn create(config: OutputConfig, desc: AcqDescription) -> Result<Self, WriteError> {
         layout::check_name(&config.name)?;
+        claim_parts(&config, desc.params.n_frames)?;
         let chunk = chunk_frames(desc.geometry);
         let column_chunk = chunk.max(1024);
         let nch = desc.geometry.n_channels();
@@ -201,6 +217,7 @@ impl AcqFileWriter {
             },
             reserve_bytes: 0,
             error: None,
+            acquisition_error: None,
         };
         let columns = N_SCALERS * 4 + 8 + 8 + 1 + 8 + 8;
         let batch_bytes = chunk * (writer.desc.geometry.mca_words() * 4 + nch * columns);
@@ -232,15 +249,16 @@ impl AcqFileWriter {
             .collect()
     }
 
-    fn path_for(&self, index: u32) -> PathBuf {
+    fn path_for(&self, index: u32) -> Result<PathBuf, WriteError> {
         let part = self.config.frames_per_file.map(|_| index);
-        self.config
-            .dir
-            .join(layout::file_name(&self.config.name, part))
+        Ok(layout::confine(
+            &self.config.dir,
+            &layout::file_name(&self.config.name, part),
+        )?)
     }
 
     fn open_next(&mut self) -> Result<(), WriteError> {
-        let path = self.path_for(self.next_index);
+        let path = self.path_for(self.next_index)?;
         self.next_index += 1;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|source| WriteError::Dir {
@@ -575,6 +593,15 @@ impl AcqFileWriter {
         self.open_next()
     }
 
+    /// Records that the source of the frames failed: `message`, and `frame`, the first frame the
+    /// failure cost. The files get `acquisition_error`, `acquisition_error_frame` and
+    /// `complete = 0`. The first failure recorded is kept.
+    pub fn record_acquisition_error(&mut self, message: &str, frame: u64) {
+        if self.acquisition_error.is_none() {
+            self.acquisition_error = Some((message.to_string(), frame));
+        }
+    }
+
     /// Closes the current file and writes the final attributes and the drop record into every
     /// file of the acquisition. Returns the files with their frame counts.
     pub fn finish(mut self, drops: &DropRecord) -> Result<Vec<(PathBuf, u64)>, WriteError> {
@@ -601,12 +628,44 @@ impl AcqFileWriter {
                 index,
                 n_files,
                 error: self.error.as_deref(),
+                acquisition_error: self
+                    .acquisition_error
+                    .as_ref()
+                    .map(|(m, f)| (m.as_str(), *f)),
             };
             write_final(&det, &end).map_err(h5err(path, "write final attributes"))?;
             file.close().map_err(h5err(path, "close"))?;
         }
         Ok(self.finished_files)
     }
+}
+
+/// See [`AcqFileWriter::create`].
+fn claim_parts(config: &OutputConfig, n_frames: u64) -> Result<(), WriteError> {
+    let Some(per_file) = config.frames_per_file.filter(|&n| n > 0) else {
+        let path = layout::confine(&config.dir, &layout::file_name(&config.name, None))?;
+        if !config.overwrite && path.exists() {
+            return Err(WriteError::Exists { path });
+        }
+        return Ok(());
+    };
+    let reachable = match n_frames {
+        0 => u64::MAX,
+        n => n.div_ceil(per_file),
+    };
+    for (index, path) in layout::existing_parts(&config.dir, &config.name) {
+        // Confined like the parts that will be written: a planted link is refused, not followed.
+        layout::confine(&config.dir, &layout::file_name(&config.name, Some(index)))?;
+        if config.overwrite {
+            std::fs::remove_file(&path).map_err(|source| WriteError::Remove {
+                path: path.clone(),
+                source,
+            })?;
+        } else if u64::from(index) < reachable {
+            return Err(WriteError::Exists { path });
+        }
+    }
+    Ok(())
 }
 
 fn check_len(
@@ -661,6 +720,7 @@ struct FinalRecord<'a> {
     index: usize,
     n_files: usize,
     error: Option<&'a str>,
+    acquisition_error: Option<(&'a str, u64)>,
 }
 
 fn write_final(det: &Group, end: &FinalRecord<'_>) -> hdf5::Result<()> {
@@ -672,11 +732,18 @@ fn write_final(det: &Group, end: &FinalRecord<'_>) -> hdf5::Result<()> {
     if let Some(e) = end.error {
         set_str(det, "write_error", e)?;
     }
+    if let Some((message, frame)) = end.acquisition_error {
+        set_str(det, "acquisition_error", message)?;
+        set_scalar(det, "acquisition_error_frame", frame)?;
+    }
     set_scalar(det, "frames_lost", drops.frames_lost)?;
     set_scalar(det, "lost_ranges_overflow", drops.lost_ranges_overflow)?;
     set_scalar(det, "sdk_overruns", drops.sdk_overruns)?;
     set_scalar(det, "stream_gaps", drops.stream_gaps)?;
-    let complete = drops.frames_lost == 0 && drops.stream_gaps == 0 && end.error.is_none();
+    let complete = drops.frames_lost == 0
+        && drops.stream_gaps == 0
+        && end.error.is_none()
+        && end.acquisition_error.is_none();
     set_scalar(det, "complete", complete as u8)?;
     let ranges: Vec<u64> = drops
         .lost_ranges
