@@ -5,6 +5,7 @@ commands on the serve process's control socket (docs/tango.md). One lock seriali
 the control socket; a thread polls `status` ten times a second, drives the state machine and
 pushes change events on `State` and `nFramesAcquired`.
 """
+import os
 import threading
 import time
 
@@ -96,6 +97,9 @@ class Xspress3DS(Device):
         self._destination = ""
         self._overwritable = False
         self._write_hdf5 = True
+        # The Tango database stores an empty string property as " ".
+        out = self.OutputDirectory.strip()
+        self._output_directory = os.path.abspath(out) if out else ""
         n = self.Channels
         self._windows = {1: [[0, mapping.N_BINS - 1]] * n, 2: [[0, mapping.N_BINS - 1]] * n}
         self._armed = None
@@ -142,7 +146,7 @@ class Xspress3DS(Device):
             extra += ["--channels", str(self.Channels)]
         argv = serve_argv(self.ServerBinary, self.ControlEndpoint, self.BindAddress,
                           self.StreamerPort, self.StreamerType, self.MonitorPort,
-                          self.OutputDirectory, extra)
+                          self._output_directory, extra)
         self._process = ServeProcess(argv)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -330,7 +334,7 @@ class Xspress3DS(Device):
     @DestinationFileName.write
     def DestinationFileName(self, value):
         if value:
-            mapping.relative_file_name(value, self.OutputDirectory)
+            mapping.relative_file_name(value, self._output_directory)
         self._destination = value
 
     @attribute(dtype=bool)
@@ -499,9 +503,9 @@ class Xspress3DS(Device):
             "windows": mapping.common_windows(self._windows[1], self._windows[2]),
         }
         if self._write_hdf5 and self._destination:
-            name = mapping.relative_file_name(self._destination, self.OutputDirectory)
-            if not self._overwritable and self.OutputDirectory:
-                name = mapping.unused_name(name, self.OutputDirectory)
+            name = mapping.relative_file_name(self._destination, self._output_directory)
+            if not self._overwritable and self._output_directory:
+                name = mapping.unused_name(name, self._output_directory)
             req["file"] = name
             req["overwrite"] = self._overwritable
         return req

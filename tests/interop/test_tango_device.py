@@ -332,3 +332,24 @@ def test_stays_usable_after_acquisitions_in_a_row(dev):
         dev.SoftwareTrigger()
         wait_state(dev, DevState.STANDBY)
         assert dev.nFramesAcquired == n
+
+
+def test_failed_acquisition_gives_fault_with_the_error(tmp_path):
+    with device_context(tmp_path, ServerArgs=["--sim", "error_at_frame=20"]) as dev:
+        dev.ExposureTime = 0.001
+        dev.nTriggers, dev.nFramesPerTrigger = 1, 1000
+        dev.Arm()
+        dev.SoftwareTrigger()
+        wait_state(dev, DevState.FAULT)
+        assert dev.status().startswith("acquisition failed: ")
+        assert dev.nFramesAcquired == 20
+        dev.Init()
+        assert dev.state() == DevState.STANDBY
+
+
+def test_serve_refusals_reach_the_client(tmp_path):
+    with device_context(tmp_path, OutputDirectory="") as dev:
+        dev.DestinationFileName = "scan"
+        why = refused(dev.Arm)
+        assert "xsp3-acquire serve: configure: this daemon writes no files" in why
+        assert dev.state() == DevState.STANDBY
