@@ -353,3 +353,25 @@ def test_serve_refusals_reach_the_client(tmp_path):
         why = refused(dev.Arm)
         assert "xsp3-acquire serve: configure: this daemon writes no files" in why
         assert dev.state() == DevState.STANDBY
+
+
+@pytest.mark.parametrize("mode, n_trig, n_fpt, serve_mode", [
+    ("EXTERNAL_MULTI", 40, 1, "external"),
+    ("EXTERNAL_MULTI", 1, 40, "external_first"),
+    ("EXTERNAL_MULTI_GATE", 8, 5, "gate"),
+])
+def test_external_trigger_modes(tmp_path, mode, n_trig, n_fpt, serve_mode):
+    # The simulated SDK delivers TTL triggers (and gates) at 400 Hz.
+    with device_context(tmp_path, ServerArgs=["--sim", "ext_trigger_hz=400"]) as dev:
+        dev.TriggerMode = mode
+        dev.ExposureTime = 0.001
+        dev.nTriggers, dev.nFramesPerTrigger = n_trig, n_fpt
+        dev.DestinationFileName = "ext"
+        dev.Arm()
+        assert dev.ReadyForSwTrigger is False
+        assert "TriggerMode " + mode in refused(dev.SoftwareTrigger)
+        wait_state(dev, DevState.STANDBY)
+        assert dev.nFramesAcquired == 40
+        g = xspress3_group(tmp_path / "ext.h5")
+        assert g.attrs["trigger_mode"] in (serve_mode, serve_mode.encode())
+        assert g["data"].shape == (40, NCH, 4096)
