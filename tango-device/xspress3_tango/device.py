@@ -5,6 +5,7 @@ commands on the serve process's control socket (docs/tango.md). One lock seriali
 the control socket; a thread polls `status` ten times a second, drives the state machine and
 pushes change events on `State` and `nFramesAcquired`.
 """
+import collections
 import os
 import threading
 import time
@@ -86,7 +87,7 @@ class Xspress3DS(Device):
     def init_device(self):
         super().init_device()
         self._lock = threading.RLock()
-        self._events = []
+        self._events = collections.deque()
         self._set_state(DevState.INIT, "initialising")
         self._status = {}
         self._exposure_time = 0.1
@@ -172,8 +173,11 @@ class Xspress3DS(Device):
     def _push_events(self):
         """Pushes the events queued under the lock, after releasing it: pushing waits for the
         Tango device monitor, which a client request holds while it waits for the lock."""
-        while self._events:
-            name, value = self._events.pop(0)
+        while True:
+            try:
+                name, value = self._events.popleft()
+            except IndexError:  # empty (another thread may have taken the last one)
+                return
             self.push_change_event(name, value)
 
     def _poll_loop(self):
