@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-pub use source::{Frame, Source, StatusFn, StatusSource};
+pub use source::{connect_endpoint, Frame, Source, StatusFn, StatusSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ViewerError {

@@ -88,6 +88,20 @@ impl Source {
     }
 }
 
+/// The endpoint to connect to for a socket bound at `bind_endpoint`: a wildcard host (`*`,
+/// `0.0.0.0`, `[::]`) becomes the loopback address, anything else is returned as it is.
+pub fn connect_endpoint(bind_endpoint: &str) -> String {
+    for wildcard in ["tcp://*:", "tcp://0.0.0.0:"] {
+        if let Some(port) = bind_endpoint.strip_prefix(wildcard) {
+            return format!("tcp://127.0.0.1:{port}");
+        }
+    }
+    if let Some(port) = bind_endpoint.strip_prefix("tcp://[::]:") {
+        return format!("tcp://[::1]:{port}");
+    }
+    bind_endpoint.to_string()
+}
+
 /// One frame as the monitor served it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Frame {
@@ -399,6 +413,21 @@ mod tests {
         assert_eq!(frame.shape, [2, 3]);
         assert_eq!(frame.spectra, vec![vec![0, 1, 2], vec![3, 4, 5]]);
         assert_eq!(frame.exptime, 0.5);
+    }
+
+    #[test]
+    fn wildcard_binds_are_reached_on_loopback() {
+        assert_eq!(connect_endpoint("tcp://*:9998"), "tcp://127.0.0.1:9998");
+        assert_eq!(
+            connect_endpoint("tcp://0.0.0.0:9998"),
+            "tcp://127.0.0.1:9998"
+        );
+        assert_eq!(connect_endpoint("tcp://[::]:9998"), "tcp://[::1]:9998");
+        assert_eq!(
+            connect_endpoint("tcp://10.0.0.2:9998"),
+            "tcp://10.0.0.2:9998"
+        );
+        assert_eq!(connect_endpoint("inproc://monitor"), "inproc://monitor");
     }
 
     #[test]
