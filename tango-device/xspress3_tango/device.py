@@ -135,6 +135,13 @@ class Xspress3DS(Device):
         self._stop_polling.set()
         self._poller.join()
         if self._process is not None:
+            # `shutdown` is answered at once; the process then finishes a running acquisition,
+            # closes its files and exits, which terminate() waits for.
+            if self._process.exit_code() is None:
+                try:
+                    self._control.request("shutdown")
+                except (ControlError, Unreachable) as e:
+                    self.warn_stream(f"shutdown of the serve process: {e}")
             self._process.terminate()
             self._process = None
         self._control.close()

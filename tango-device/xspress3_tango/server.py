@@ -47,14 +47,15 @@ class ServeProcess:
         return f"xsp3-acquire serve (pid {self.pid}) {why}" + (f": {tail}" if tail else "")
 
     def terminate(self, timeout_s=10.0):
-        """SIGTERM (the daemon stops a running acquisition and closes its files), then SIGKILL."""
-        if self.exit_code() is None:
-            self.process.terminate()
+        """Waits for the process to exit, else SIGTERM, then SIGKILL."""
+        for stop in (None, self.process.terminate, self.process.kill):
+            if stop is not None:
+                stop()
             try:
                 self.process.wait(timeout_s)
+                break
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                continue
         self._reader.join(timeout_s)
 
 

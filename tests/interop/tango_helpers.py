@@ -1,15 +1,11 @@
 """Helpers for the Tango device tests: a device in a DeviceTestContext driving a real
 `xsp3-acquire serve`, and waiting on its attributes without wall-clock assertions."""
-import time
-
 import tango
 from tango.test_context import DeviceTestContext
 
+from waiting import wait_for
 from xsp3_helpers import free_port, rust_bin
 from xspress3_tango import Xspress3DS
-
-# Upper bound on waiting for the detector; a test fails on the condition, never on a duration.
-PATIENCE_S = 60
 
 
 def device_context(out_dir, start_server=True, **properties):
@@ -25,17 +21,6 @@ def device_context(out_dir, start_server=True, **properties):
     }
     props.update(properties)
     return DeviceTestContext(Xspress3DS, properties=props, process=True, timeout=30)
-
-
-def wait_for(what, predicate, patience=PATIENCE_S):
-    deadline = time.monotonic() + patience
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 def wait_state(dev, state):

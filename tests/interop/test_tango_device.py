@@ -12,7 +12,8 @@ import pytest
 import tango
 from tango import DevState
 
-from tango_helpers import device_context, refused, wait_for, wait_state
+from tango_helpers import device_context, refused, wait_state
+from waiting import wait_for
 from xsp3_helpers import dead_time_correction, frame, free_port, rust_bin
 
 NCH = 4
@@ -375,3 +376,21 @@ def test_external_trigger_modes(tmp_path, mode, n_trig, n_fpt, serve_mode):
         g = xspress3_group(tmp_path / "ext.h5")
         assert g.attrs["trigger_mode"] in (serve_mode, serve_mode.encode())
         assert g["data"].shape == (40, NCH, 4096)
+
+
+def test_device_shutdown_finishes_the_running_acquisition(tmp_path):
+    with device_context(tmp_path) as dev:
+        pid = dev.ServerPid
+        dev.ExposureTime = 0.001
+        dev.nTriggers, dev.nFramesPerTrigger = 1, 1_000_000
+        dev.DestinationFileName = "interrupted"
+        dev.Arm()
+        dev.SoftwareTrigger()
+        wait_for("some frames", lambda: dev.nFramesAcquired > 100)
+    # The device server is gone; it stopped the serve process through `shutdown`, which closed
+    # the file with its final attributes (written only when an acquisition finishes).
+    wait_for("the serve process to exit", lambda: not os.path.exists(f"/proc/{pid}"))
+    g = xspress3_group(tmp_path / "interrupted.h5")
+    n = g["data"].shape[0]
+    assert n > 100 and g.attrs["frames_in_file"] == n
+    np.testing.assert_array_equal(g["data"][n - 1], frame(SEED, n - 1, NCH))

@@ -10,7 +10,7 @@ import pytest
 import zmq
 
 from cdp import Browser
-from tango_helpers import wait_for
+from waiting import wait_for
 from xsp3_helpers import frame, free_port, rust_bin
 
 NCH = 4
