@@ -394,3 +394,23 @@ def test_device_shutdown_finishes_the_running_acquisition(tmp_path):
     n = g["data"].shape[0]
     assert n > 100 and g.attrs["frames_in_file"] == n
     np.testing.assert_array_equal(g["data"][n - 1], frame(SEED, n - 1, NCH))
+
+
+def test_event_widths_property_overrides_the_calibration(tmp_path):
+    widths = [10, 11, 12, 13]
+    with device_context(tmp_path, EventWidths=widths) as dev:
+        assert [dev.read_attribute(f"EventWidth_Ch{c}").value for c in range(NCH)] == widths
+        dev.ExposureTime = 0.001
+        dev.nTriggers, dev.nFramesPerTrigger = 1, 4
+        dev.DestinationFileName = "widths"
+        dev.Arm()
+        dev.SoftwareTrigger()
+        wait_state(dev, DevState.STANDBY)
+        g = xspress3_group(tmp_path / "widths.h5")
+        assert list(g["event_width"][:]) == EVENT_WIDTHS  # the file keeps the calibrated ones
+        sc = np.stack([g[s][3, :] for s in ("time", "reset_ticks", "reset_count", "all_events",
+                                            "all_good", "in_window_0", "in_window_1", "pileup",
+                                            "total_ticks")], axis=1)
+        np.testing.assert_allclose(dev.DeadTimeCorrection, dead_time_correction(sc, widths))
+        np.testing.assert_allclose(dev.command_inout("ReadDtcCounts_Window2", [1, 4, 4]),
+                                   [sc[1, 6] * dead_time_correction(sc, widths)[1]])
