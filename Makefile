@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := libhdf5-dev hdf5-tools libclang-dev pkg-config valgrind
+APT_PACKAGES := libhdf5-dev hdf5-tools libclang-dev pkg-config valgrind chromium
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 PYTHON ?= python3
@@ -33,9 +33,10 @@ system-packages:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-$(VENV_STAMP): tests/interop/requirements.txt
+$(VENV_STAMP): tests/interop/requirements.txt tango-device/pyproject.toml
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e tango-device
 	@touch $@
 
 demo: setup

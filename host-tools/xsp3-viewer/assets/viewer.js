@@ -1,0 +1,229 @@
+// The live page: asks /api/live about 12 times a second, plots the newest frame with uPlot and
+// fills the tables. The frame is only sent when it changed (`since`), so an idle page is cheap.
+"use strict";
+
+const PERIOD_MS = 80;
+const LOSS_COUNTERS = ["frames_lost", "sdk_overruns", "stream_drops", "ring_full_events"];
+const COUNTERS = [
+  ["state", "state"], ["frames_requested", "frames requested"],
+  ["frames_acquired", "frames acquired"], ["frames_written", "frames written"],
+  ["frames_flushed", "frames flushed"], ["frames_sent", "frames sent"],
+  ["frames_lost", "frames lost (SDK)"], ["sdk_overruns", "SDK overruns"],
+  ["stream_drops", "stream drops"], ["ring_fill", "ring fill"],
+  ["ring_high_water", "ring high water"], ["ring_full_events", "ring full events"],
+  ["rate_hz", "rate (frames/s)"], ["mb_per_s", "MB/s"], ["elapsed_s", "elapsed (s)"],
+  ["monitor_requests", "monitor requests"], ["last_error", "last error"],
+];
+const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+  "#7f7f7f", "#bcbd22", "#17becf"];
+
+const viewer = {
+  version: null,     // frame version the page has
+  frame: null,       // {number, shape, exptime, received_ms, spectra}
+  meta: null,        // everything else from /api/live
+  plot: null,
+  plotKey: null,     // channels/bins/log the plot was built for
+  updates: 0,        // successful /api/live answers
+  rate: 0,           // of those, per second (last second)
+  errors: 0,
+};
+window.xsp3Viewer = viewer;
+
+const $ = (id) => document.getElementById(id);
+
+function selectedChannel() {
+  const v = $("channel").value;
+  return v === "all" ? null : Number(v);
+}
+
+// Window limits per channel: the status's own (per channel) or the viewer's --window (all).
+function windowsOf(channel) {
+  const status = viewer.meta && viewer.meta.status;
+  if (status && Array.isArray(status.windows) && status.windows[channel]) {
+    const [l0, h0, l1, h1] = status.windows[channel];
+    return [[0, l0, h0], [1, l1, h1]];
+  }
+  return (viewer.meta && viewer.meta.windows) || [];
+}
+
+viewer.windowsDrawn = function () {
+  if (!viewer.frame || !$("windows").checked) return [];
+  const sel = selectedChannel();
+  const channels = sel === null ? [...Array(viewer.frame.shape[0]).keys()] : [sel];
+  return channels.flatMap((c) => windowsOf(c).map(([win, lo, hi]) => ({channel: c, win, lo, hi})));
+};
+
+function drawWindows(u) {
+  const ctx = u.ctx;
+  ctx.save();
+  for (const w of viewer.windowsDrawn()) {
+    ctx.strokeStyle = w.win === 0 ? "rgba(0,120,0,0.8)" : "rgba(200,100,0,0.8)";
+    ctx.setLineDash([6, 4]);
+    ctx.lineWidth = 1.5;
+    for (const bin of [w.lo, w.hi]) {
+      const x = Math.round(u.valToPos(bin, "x", true));
+      ctx.beginPath();
+      ctx.moveTo(x, u.bbox.top);
+      ctx.lineTo(x, u.bbox.top + u.bbox.height);
+      ctx.stroke();
+    }
+  }
+  ctx.restore();
+}
+
+function plotData() {
+  const f = viewer.frame;
+  const log = $("log").checked;
+  const x = Array.from({length: f.shape[1]}, (_, i) => i);
+  // A log axis cannot show 0: those bins are left out of the line.
+  const ys = f.spectra.map((s) => (log ? s.map((v) => (v > 0 ? v : null)) : s));
+  return [x, ...ys];
+}
+
+// Makes the plot for the frame's shape and the scale, with the frame's data; false if the
+// plot already fitted.
+function buildPlot() {
+  const f = viewer.frame;
+  const log = $("log").checked;
+  const key = `${f.shape[0]}x${f.shape[1]}:${log}`;
+  if (viewer.plot && viewer.plotKey === key) return false;
+  if (viewer.plot) viewer.plot.destroy();
+  const series = [{label: "bin"}];
+  for (let c = 0; c < f.shape[0]; c++) {
+    series.push({label: `ch ${c}`, stroke: COLOURS[c % COLOURS.length], width: 1,
+      points: {show: false}});
+  }
+  const opts = {
+    width: Math.max(600, window.innerWidth - 40), height: 420,
+    scales: {x: {time: false}, y: log ? {distr: 3} : {}},
+    axes: [{label: "bin"}, {label: "counts"}],
+    series,
+    hooks: {draw: [drawWindows]},
+  };
+  viewer.plot = new uPlot(opts, plotData(), $("plot"));
+  viewer.plotKey = key;
+  const select = $("channel");
+  const keep = select.value;
+  select.length = 1;
+  for (let c = 0; c < f.shape[0]; c++) select.add(new Option(`ch ${c}`, String(c)));
+  select.value = keep !== "all" && Number(keep) < f.shape[0] ? keep : "all";
+  showSelected();
+  return true;
+}
+
+function showSelected() {
+  if (!viewer.plot) return;
+  const sel = selectedChannel();
+  for (let c = 0; c < viewer.frame.shape[0]; c++) {
+    viewer.plot.setSeries(c + 1, {show: sel === null || sel === c});
+  }
+}
+
+// What the plot shows now: [bins, ch0, ch1, ...] as uPlot holds it.
+viewer.plotted = function () {
+  return viewer.plot ? viewer.plot.data : null;
+};
+
+function sumRange(s, lo, hi) {
+  let total = 0;
+  for (let b = lo; b <= hi && b < s.length; b++) total += s[b];
+  return total;
+}
+
+function fillChannels() {
+  const f = viewer.frame;
+  const body = $("channels").tBodies[0];
+  body.textContent = "";
+  f.spectra.forEach((s, c) => {
+    const counts = s.reduce((a, b) => a + b, 0);
+    const row = body.insertRow();
+    const wins = windowsOf(c);
+    const win = (n) => {
+      const w = wins.find(([k]) => k === n);
+      return w ? String(sumRange(s, w[1], w[2])) : "-";
+    };
+    const rate = f.exptime > 0 ? (counts / f.exptime).toExponential(3) : "-";
+    // The monitor reply carries spectra only; the scalers behind the correction are not in it.
+    const cells = [String(c), String(counts), rate, win(0), win(1), "n/a"];
+    for (const text of cells) row.insertCell().textContent = text;
+    row.dataset.channel = String(c);
+  });
+}
+
+function fillCounters() {
+  const m = viewer.meta;
+  const status = m.status || {};
+  const body = $("counters").tBodies[0];
+  body.textContent = "";
+  for (const [key, label] of COUNTERS) {
+    if (!(key in status)) continue;
+    const row = body.insertRow();
+    row.id = `counter-${key}`;
+    row.insertCell().textContent = label;
+    row.cells[0].className = "name";
+    let value = status[key];
+    if (key === "ring_fill" && "ring_slots" in status) value = `${value} / ${status.ring_slots}`;
+    if (typeof value === "number" && !Number.isInteger(value)) value = value.toFixed(2);
+    const cell = row.insertCell();
+    cell.textContent = String(value);
+    cell.dataset.value = String(status[key]);
+    if (LOSS_COUNTERS.includes(key) && status[key] > 0) cell.className = "loss-nonzero";
+  }
+  let state = status.state || (m.monitor.ok ? "monitor answering" : "no acquisition");
+  if (!m.status && !m.status_source) state = m.monitor.ok ? "running" : "idle";
+  if (m.status_error) state = "absent";
+  const el = $("state");
+  el.textContent = state;
+  el.className = state;
+  const notes = [`monitor ${m.monitor.endpoint}: ${m.monitor.ok ? "answering" : m.monitor.error || "not asked yet"}`];
+  if (m.status_source) notes.push(`status (${m.status_source}): ${m.status_error || "ok"}`);
+  if (!m.monitor.ok && viewer.frame) notes.push(`showing the last frame, ${viewer.frame.number}`);
+  $("health").textContent = notes.join(" | ");
+}
+
+function apply(answer) {
+  viewer.meta = answer.meta;
+  if (answer.frame) {
+    viewer.version = answer.frame.version;
+    viewer.frame = answer.frame.frame;
+    if (!buildPlot()) viewer.plot.setData(plotData());
+    fillChannels();
+    $("frame-number").textContent = String(viewer.frame.number);
+  }
+  fillCounters();
+}
+
+let windowStart = performance.now();
+let windowUpdates = 0;
+
+async function tick() {
+  const started = performance.now();
+  try {
+    const since = viewer.version === null ? "" : `?since=${viewer.version}`;
+    const response = await fetch(`/api/live${since}`, {cache: "no-store"});
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    apply(await response.json());
+    viewer.updates += 1;
+    windowUpdates += 1;
+  } catch (e) {
+    viewer.errors += 1;
+    $("state").textContent = "viewer unreachable";
+    $("state").className = "absent";
+  }
+  const now = performance.now();
+  if (now - windowStart >= 1000) {
+    viewer.rate = (windowUpdates * 1000) / (now - windowStart);
+    $("update-rate").textContent = `${viewer.rate.toFixed(1)} updates/s`;
+    windowStart = now;
+    windowUpdates = 0;
+  }
+  setTimeout(tick, Math.max(0, PERIOD_MS - (now - started)));
+}
+
+$("channel").addEventListener("change", showSelected);
+$("windows").addEventListener("change", () => viewer.plot && viewer.plot.redraw(false));
+$("log").addEventListener("change", () => {
+  if (!viewer.frame) return;
+  buildPlot();
+});
+tick();
