@@ -77,7 +77,7 @@ shim-vendor-check:
 
 interop: $(VENV_STAMP)
 	$(CARGO) build --workspace --bins
-	$(VENV)/bin/python -m pytest -q tests/interop
+	$(VENV)/bin/python -m pytest -q tests/interop tango-device/tests
 
 # Criterion benches, then the whole-process comparison scripts (each measures its baseline in the
 # same run). Figures go into docs/benchmarks.md with the command that made them.
