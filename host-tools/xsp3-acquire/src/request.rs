@@ -239,6 +239,8 @@ impl AcqRequest {
             gap: self.gap,
             trigger: self.trigger,
             debounce_ticks: 0,
+            invert_f0: false,
+            invert_veto: false,
         })
     }
 }

@@ -277,8 +277,8 @@ impl Header {
         }
     }
 
-    /// The acquisition this header describes, checked field by field. The debounce is not on
-    /// the wire: it comes back as 0.
+    /// The acquisition this header describes, checked field by field. The debounce and the
+    /// input inversions are not on the wire: they come back as 0 and false.
     pub fn description(&self) -> Result<AcqDescription, HeaderError> {
         if self.protocol != PROTOCOL {
             return Err(HeaderError::Protocol(self.protocol.clone()));
@@ -327,6 +327,8 @@ impl Header {
                 gap,
                 trigger,
                 debounce_ticks: 0,
+                invert_f0: false,
+                invert_veto: false,
             },
             clock_hz: self.clock_hz,
             event_widths: self.event_widths.clone(),
@@ -375,6 +377,8 @@ mod tests {
                 gap: GapMode::Ns200,
                 trigger: TriggerMode::Gate,
                 debounce_ticks: 0,
+                invert_f0: false,
+                invert_veto: false,
             },
             clock_hz: 80e6,
             event_widths: vec![6, 7],
