@@ -6,15 +6,17 @@ mod request;
 mod sender;
 pub mod serve;
 mod session;
+mod settings;
 mod strict_json;
 
 pub use monitor::MonitorError;
-pub use request::{prepare, AcqRequest, RequestError, Site, Span, Window, WindowSyntaxError};
+pub use request::{prepare, AcqRequest, RequestError, Site, Span};
 pub use sender::{StreamError, StreamKind};
 pub use session::{
     run_session, DetectorFailure, FileSummary, Outcome, SessionConfig, SessionControl,
     SessionError, Status, Summary,
 };
+pub use settings::{ChannelValue, EventWidth, GoodThreshold, SettingSyntaxError, Window};
 
 use acq_core::detector::{AcqParams, Detector};
 use acq_core::engine::{Acquisition, Clock, EngineError};

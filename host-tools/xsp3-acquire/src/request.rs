@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use acq_core::detector::{AcqParams, Detector, DetectorInfo, GapMode, TriggerMode};
+use acq_core::detector::{AcqParams, Detector, DetectorInfo, GapMode, SettingError, TriggerMode};
 use acq_core::engine::{Acquisition, Clock, EngineError};
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::error::ErrorKind;
@@ -19,6 +19,10 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use crate::session::SessionConfig;
+use crate::settings::{
+    channel_settings, event_widths_from_json, good_thresholds_from_json, EventWidth, GoodThreshold,
+    Window,
+};
 use crate::StreamKind;
 use xspress3::layout::{check_name, confine, file_name, NameError};
 use xspress3::units::{exposure_ticks, parse_duration, DurationError, ExposureError};
@@ -74,53 +78,6 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
-/// An in-window scaler's limits, applied to every channel: `WIN:LOW:HIGH` on the command line,
-/// `[win, low, high]` in JSON. Bins are inclusive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(from = "[u32; 3]")]
-pub struct Window {
-    /// 0 or 1.
-    pub window: u32,
-    pub low: u32,
-    pub high: u32,
-}
-
-impl From<[u32; 3]> for Window {
-    fn from([window, low, high]: [u32; 3]) -> Self {
-        Window { window, low, high }
-    }
-}
-
-impl fmt::Display for Window {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.window, self.low, self.high)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("`{0}`: expected WIN:LOW:HIGH, e.g. 0:500:700")]
-pub struct WindowSyntaxError(String);
-
-impl FromStr for Window {
-    type Err = WindowSyntaxError;
-
-    fn from_str(text: &str) -> Result<Self, WindowSyntaxError> {
-        let bad = || WindowSyntaxError(text.to_string());
-        let mut numbers = text.split(':').map(|p| p.trim().parse::<u32>());
-        match (
-            numbers.next(),
-            numbers.next(),
-            numbers.next(),
-            numbers.next(),
-        ) {
-            (Some(Ok(window)), Some(Ok(low)), Some(Ok(high)), None) => {
-                Ok(Window { window, low, high })
-            }
-            _ => Err(bad()),
-        }
-    }
-}
-
 /// One acquisition as a user asks for it. The same fields are `run`'s options (`--frames`,
 /// `--window`, ...) and `configure`'s JSON fields (`frames`, `windows`, `gap_ns`, ...).
 #[derive(Args, Clone, Debug, PartialEq, Deserialize)]
@@ -141,12 +98,31 @@ pub struct AcqRequest {
     #[arg(long, default_value = AcqRequest::DEFAULT.gap.name(), value_parser = Names::GAP)]
     #[serde(rename = "gap_ns", deserialize_with = "gap_from_json")]
     pub gap: GapMode,
-    /// In-window scaler limits WIN:LOW:HIGH (window 0 or 1, inclusive bins), for all channels.
-    #[arg(long = "window", value_name = "WIN:LOW:HIGH")]
+    /// In-window scaler limits (window 0 or 1, inclusive bins) of channel CH, or of every
+    /// channel without CH; repeatable, applied in order.
+    #[arg(long = "window", value_name = "[CH:]WIN:LOW:HIGH")]
     pub windows: Vec<Window>,
-    /// AllGood threshold (bin) for all channels.
+    /// AllGood threshold (bin) of channel CH, or of every channel; repeatable.
+    #[arg(long = "good-threshold", value_name = "[CH:]BIN")]
+    #[serde(
+        rename = "good_threshold",
+        deserialize_with = "good_thresholds_from_json"
+    )]
+    pub good_thresholds: Vec<GoodThreshold>,
+    /// Event width in clock ticks for dead-time correction of channel CH, or of every channel,
+    /// instead of the calibrated one (MAX IV's EventWidths); repeatable.
+    #[arg(long = "event-width", value_name = "[CH:]TICKS")]
+    #[serde(rename = "event_width", deserialize_with = "event_widths_from_json")]
+    pub event_widths: Vec<EventWidth>,
+    /// Debounce of the trigger inputs in clock ticks (0..255): shorter pulses are ignored.
+    #[arg(long, value_name = "TICKS", default_value_t = AcqRequest::DEFAULT.debounce)]
+    pub debounce: u8,
+    /// The frame-zero (F0) trigger input is active low.
     #[arg(long)]
-    pub good_threshold: Option<u32>,
+    pub invert_f0: bool,
+    /// The veto / gate trigger input is active low.
+    #[arg(long)]
+    pub invert_veto: bool,
     /// Base file name inside the output directory, also announced to stream receivers
     /// (`run`: xspress3 if not given).
     #[arg(long, value_name = "NAME")]
@@ -189,7 +165,11 @@ impl AcqRequest {
         trigger: TriggerMode::Internal,
         gap: GapMode::Ns25,
         windows: Vec::new(),
-        good_threshold: None,
+        good_thresholds: Vec::new(),
+        event_widths: Vec::new(),
+        debounce: 0,
+        invert_f0: false,
+        invert_veto: false,
         file: None,
         frames_per_file: None,
         overwrite: false,
@@ -212,14 +192,8 @@ impl AcqRequest {
         if self.exposure.0 < Self::MIN_EXPOSURE {
             return Err(RequestError::ExposureTooShort(self.exposure));
         }
-        let n_bins = info.n_bins;
-        for &w in &self.windows {
-            if w.window > 1 || w.low > w.high || w.high >= n_bins {
-                return Err(RequestError::Window { window: w, n_bins });
-            }
-        }
-        if let Some(value) = self.good_threshold.filter(|&t| t >= n_bins) {
-            return Err(RequestError::GoodThreshold { value, n_bins });
+        for setting in self.channel_settings() {
+            setting.check(info)?;
         }
         if self.frames_per_file == Some(0) {
             return Err(RequestError::FramesPerFile);
@@ -238,10 +212,15 @@ impl AcqRequest {
             exposure_ticks: exposure_ticks(self.exposure.0, info.clock_hz)?,
             gap: self.gap,
             trigger: self.trigger,
-            debounce_ticks: 0,
-            invert_f0: false,
-            invert_veto: false,
+            debounce_ticks: self.debounce,
+            invert_f0: self.invert_f0,
+            invert_veto: self.invert_veto,
         })
+    }
+
+    /// The per-channel settings, in the order they are applied.
+    pub fn channel_settings(&self) -> Vec<acq_core::detector::ChannelSetting> {
+        channel_settings(&self.windows, &self.good_thresholds, &self.event_widths)
     }
 }
 
@@ -258,10 +237,8 @@ pub enum RequestError {
     Exposure(#[from] ExposureError),
     #[error("exposure {0} is shorter than the shortest frame accepted, 1us")]
     ExposureTooShort(Span),
-    #[error("window {window}: window is 0 or 1, and 0 <= low <= high < {n_bins}")]
-    Window { window: Window, n_bins: u32 },
-    #[error("good_threshold {value} is outside 0..{n_bins}")]
-    GoodThreshold { value: u32, n_bins: u32 },
+    #[error(transparent)]
+    Setting(#[from] SettingError),
     #[error("frames_per_file must be at least 1")]
     FramesPerFile,
     #[error("file `{name}`: {source}")]
@@ -314,13 +291,11 @@ pub fn prepare<K: Clock>(
         }
     };
     let dev = engine.detector_mut();
-    for w in &request.windows {
-        dev.set_window(None, w.window, w.low, w.high)
-            .map_err(refused("window"))?;
-    }
-    if let Some(thr) = request.good_threshold {
-        dev.set_good_threshold(None, thr)
-            .map_err(refused("good_threshold"))?;
+    for setting in request.channel_settings() {
+        dev.apply(&setting).map_err(|e| match e {
+            sdk_shim::SettingsError::Invalid(e) => RequestError::Setting(e),
+            sdk_shim::SettingsError::Refused { setting, error } => refused(setting.name())(*error),
+        })?;
     }
     let desc = crate::describe(dev, params).map_err(|e| RequestError::Detector {
         setting: "geometry",
@@ -517,7 +492,12 @@ mod tests {
             "--gap=1us",
             "--window=0:10:20",
             "--window=1:30:40",
+            "--window=3:1:50:60",
             "--good-threshold=7",
+            "--good-threshold=2:9",
+            "--event-width=1:11",
+            "--debounce=80",
+            "--invert-veto",
             "--file=scan",
             "--stream=tcp://127.0.0.1:1",
             "--stream-type=pub",
@@ -525,14 +505,38 @@ mod tests {
         .map_err(|e| e.to_string());
         let from_json = json(serde_json::json!({
             "frames": 5, "exposure": 250e-6, "trigger": "software_first", "gap_ns": 1000,
-            "windows": [[0, 10, 20], [1, 30, 40]], "good_threshold": 7, "file": "scan",
+            "windows": [[0, 10, 20], [1, 30, 40], [3, 1, 50, 60]],
+            "good_threshold": [7, [2, 9]], "event_width": [1, 11], "debounce": 80,
+            "invert_veto": true, "file": "scan",
             "stream": "tcp://127.0.0.1:1", "stream_type": "pub",
         }))
         .map_err(|e| e.to_string());
         assert_eq!(from_cli, from_json);
+        let settings: Vec<String> = from_cli
+            .as_ref()
+            .map(|r| r.channel_settings().iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
         assert_eq!(
-            from_cli.map(|r| (r.trigger, r.gap)),
-            Ok((TriggerMode::SoftwareFirst, GapMode::Us1))
+            settings,
+            [
+                "window 0:10:20",
+                "window 1:30:40",
+                "window 3:1:50:60",
+                "good_threshold 7",
+                "good_threshold 2:9",
+                "event_width 1:11"
+            ]
+        );
+        assert_eq!(
+            from_cli.map(|r| (r.trigger, r.gap, r.debounce, r.invert_f0, r.invert_veto)),
+            Ok((TriggerMode::SoftwareFirst, GapMode::Us1, 80, false, true))
+        );
+        // A bare number is still every channel's threshold, as before.
+        assert_eq!(
+            json(serde_json::json!({"good_threshold": 7}))
+                .map(|r| r.channel_settings().len())
+                .ok(),
+            Some(1)
         );
     }
 
@@ -544,7 +548,12 @@ mod tests {
                 "--trigger sometimes: use internal",
             ),
             (&["--gap=7ns"][..], "--gap 7ns: use 25ns, 200ns, 500ns, 1us"),
-            (&["--window=1:2"][..], "1:2"),
+            (
+                &["--window=1:2"][..],
+                "--window `1:2`: expected [CH:]WIN:LOW:HIGH",
+            ),
+            (&["--good-threshold=a"][..], "--good-threshold `a`"),
+            (&["--debounce=256"][..], "256"),
             (&["--exposure=fast"][..], "fast"),
         ] {
             let err = cli(args).map(|_| ()).map_err(|e| e.to_string());
@@ -573,6 +582,14 @@ mod tests {
                 "stream_wait `soon`",
             ),
             (serde_json::json!({"speed": 1}), "unknown field `speed`"),
+            (
+                serde_json::json!({"windows": [[1, 2]]}),
+                "windows: [1, 2]: each is [WIN, LOW, HIGH] or [CH, WIN, LOW, HIGH]",
+            ),
+            (
+                serde_json::json!({"event_width": "wide"}),
+                "event_width: needs N (every channel), [CH, N], or a list of these",
+            ),
         ] {
             let err = json(value.clone()).map(|_| ()).map_err(|e| e.to_string());
             assert!(
@@ -606,16 +623,24 @@ mod tests {
         );
         for (err, needle) in [
             (
-                with(|r| r.windows = vec![Window::from([0, 10, 4096])]),
-                "window 0:10:4096",
+                with(|r| r.windows = vec!["0:10:4096".parse().unwrap()]),
+                "window 0:10:4096: bins must lie in 0..=4095",
             ),
             (
-                with(|r| r.windows = vec![Window::from([2, 1, 2])]),
-                "window 2:1:2",
+                with(|r| r.windows = vec!["2:1:2".parse().unwrap()]),
+                "window 2:1:2: no such window",
             ),
             (
-                with(|r| r.good_threshold = Some(4096)),
+                with(|r| r.windows = vec!["4:0:1:2".parse().unwrap()]),
+                "window 4:0:1:2: no such channel (the detector has channels 0..=3)",
+            ),
+            (
+                with(|r| r.good_thresholds = vec!["4096".parse().unwrap()]),
                 "good_threshold 4096",
+            ),
+            (
+                with(|r| r.event_widths = vec!["1:1001".parse().unwrap()]),
+                "event_width 1:1001: event width beyond 1000 clock ticks",
             ),
             (with(|r| r.frames_per_file = Some(0)), "frames_per_file"),
             (with(|r| r.file = Some("../x".into())), ".."),

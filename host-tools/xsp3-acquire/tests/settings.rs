@@ -1,0 +1,155 @@
+//! Per-channel detector settings and trigger inputs through the real binary: `run`'s options and
+//! `configure`'s JSON reach the detector, and the file shows each channel's own settings.
+
+use acq_core::deadtime::dead_time;
+use xspress3::read_acq_file;
+
+mod common;
+
+use common::{acquire, Daemon};
+use serde_json::json;
+
+const NCH: usize = 4;
+
+/// The window attribute of the detector group, per channel `[low0, high0, low1, high1]`.
+fn windows_attr(path: &std::path::Path) -> Vec<[u32; 4]> {
+    let file = hdf5::File::open(path).unwrap();
+    let det = file.group("entry/instrument/xspress3").unwrap();
+    let flat: Vec<u32> = det.attr("windows").unwrap().read_raw().unwrap();
+    flat.chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect()
+}
+
+fn attr_u32(path: &std::path::Path, name: &str) -> Vec<u32> {
+    let file = hdf5::File::open(path).unwrap();
+    let det = file.group("entry/instrument/xspress3").unwrap();
+    det.attr(name).unwrap().read_raw().unwrap()
+}
+
+#[test]
+fn run_applies_per_channel_windows_thresholds_and_event_widths() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = acquire(&[
+        "--frames",
+        "6",
+        "--exposure",
+        "1ms",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--window",
+        "0:600:700",
+        "--window",
+        "2:0:1100:1300",
+        "--window",
+        "3:1:0:99",
+        "--good-threshold",
+        "40",
+        "--good-threshold",
+        "1:900",
+        "--event-width",
+        "2:14",
+        "--debounce",
+        "80",
+        "--invert-f0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.path().join("xspress3.h5");
+    let windows = windows_attr(&path);
+    assert_eq!(
+        windows,
+        [
+            [600, 700, 0, 4095],
+            [600, 700, 0, 4095],
+            [1100, 1300, 0, 4095],
+            [600, 700, 0, 99]
+        ]
+    );
+    let thresholds = attr_u32(&path, "good_thresholds");
+    assert_eq!(thresholds, [40, 900, 40, 40]);
+    let file = read_acq_file(&path).unwrap();
+    assert_eq!(file.event_width.to_vec(), [6, 7, 14, 9]);
+    assert_eq!(attr_u32(&path, "debounce_ticks"), [80]);
+    assert_eq!(attr_u32(&path, "invert_f0"), [1]);
+    assert_eq!(attr_u32(&path, "invert_veto"), [0]);
+    for row in 0..6 {
+        for chan in 0..NCH {
+            let m = file.data.slice(ndarray::s![row, chan, ..]);
+            let sum =
+                |lo: u32, hi: u32| -> u32 { m.slice(ndarray::s![lo as usize..=hi as usize]).sum() };
+            let w = windows[chan];
+            assert_eq!(file.scalers[5][[row, chan]], sum(w[0], w[1]), "c{chan}");
+            assert_eq!(file.scalers[6][[row, chan]], sum(w[2], w[3]), "c{chan}");
+            assert_eq!(file.scalers[4][[row, chan]], sum(thresholds[chan], 4095));
+            // The dead-time correction uses the overridden width.
+            let sc: [u32; 9] = std::array::from_fn(|s| file.scalers[s][[row, chan]]);
+            let want = dead_time(&sc, file.event_width[chan]).map_or(f64::NAN, |d| d.correction);
+            assert_eq!(file.dead_time_correction[[row, chan]], want);
+        }
+    }
+}
+
+#[test]
+fn bad_settings_are_refused_before_anything_runs() {
+    for (args, needle) in [
+        (
+            &["--window", "4:0:1:2"][..],
+            "window 4:0:1:2: no such channel (the detector has channels 0..=3)",
+        ),
+        (
+            &["--good-threshold", "2:4096"][..],
+            "good_threshold 2:4096: bins must lie in 0..=4095",
+        ),
+        (
+            &["--event-width", "1001"][..],
+            "event_width 1001: event width beyond 1000 clock ticks",
+        ),
+        (&["--window", "0:1"][..], "--window `0:1`: expected"),
+        (&["--debounce", "300"][..], "300"),
+    ] {
+        let out = acquire(&[&["--frames", "2"][..], args].concat());
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn configure_takes_the_same_settings_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    d.ok(
+        json!({"cmd": "configure", "frames": 3, "exposure": "1ms", "file": "js",
+                "windows": [[0, 600, 700], [1, 0, 630, 650]],
+                "good_threshold": [100, [3, 2000]], "event_width": [[0, 20]],
+                "debounce": 5, "invert_veto": true}),
+    );
+    d.ok(json!({"cmd": "arm"}));
+    d.wait_state("done");
+    let path = dir.path().join("js.h5");
+    assert_eq!(
+        windows_attr(&path),
+        [
+            [600, 700, 0, 4095],
+            [630, 650, 0, 4095],
+            [600, 700, 0, 4095],
+            [600, 700, 0, 4095]
+        ]
+    );
+    assert_eq!(attr_u32(&path, "good_thresholds"), [100, 100, 100, 2000]);
+    assert_eq!(
+        read_acq_file(&path).unwrap().event_width.to_vec(),
+        [20, 7, 8, 9]
+    );
+    assert_eq!(attr_u32(&path, "invert_veto"), [1]);
+    d.error(
+        json!({"cmd": "configure", "event_width": [[9, 5]]}),
+        "event_width 9:5: no such channel",
+    );
+    d.error(
+        json!({"cmd": "configure", "windows": [[0, 1]]}),
+        "windows: [0, 1]",
+    );
+}
