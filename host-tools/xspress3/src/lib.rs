@@ -3,6 +3,7 @@
 //! users type (durations, exposures).
 
 pub mod layout;
+pub mod nexus;
 pub mod protocol;
 pub mod reader;
 pub mod units;

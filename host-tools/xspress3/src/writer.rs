@@ -15,7 +15,7 @@
 //! by [`AcqFileWriter::finish`], which reopens each file without SWMR to do so.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use acq_core::deadtime::{channel_scalers, dead_time, output_count_rate};
 use acq_core::detector::AcqParams;
@@ -25,6 +25,7 @@ use hdf5::{Dataset, File, Group, H5Type};
 use ndarray::{ArrayView, ArrayView2, ArrayView3};
 
 use super::layout::{self, chunk_frames};
+use super::nexus;
 use h5util::attrs::{set_scalar, set_str};
 
 /// Where and how files are written.
@@ -163,6 +164,8 @@ pub struct AcqFileWriter {
     frames_written: u64,
     frames_flushed: u64,
     last_flush: Instant,
+    /// When the writer was created: every part's NXentry `start_time`.
+    started: SystemTime,
     scratch: Scratch,
     /// Bytes kept free on the output filesystem: HDF5 cannot close a file consistently once
     /// the disk is full, so the writer stops before that.
@@ -207,6 +210,7 @@ impl AcqFileWriter {
             frames_written: 0,
             frames_flushed: 0,
             last_flush: Instant::now(),
+            started: SystemTime::now(),
             scratch: Scratch {
                 scalers: (0..N_SCALERS).map(|_| Vec::with_capacity(cap)).collect(),
                 dtc: Vec::with_capacity(cap),
@@ -322,8 +326,12 @@ impl AcqFileWriter {
         set_str(&data, "interpretation", "spectrum").map_err(err("data attributes"))?;
         let scalers = Scaler::ALL
             .iter()
-            .map(|s| extensible::<u32>(&det, s.name(), &[nch], row_chunk))
-            .collect::<Result<Vec<_>, _>>()
+            .map(|&s| {
+                let ds = extensible::<u32>(&det, s.name(), &[nch], row_chunk)?;
+                set_str(&ds, "units", &nexus::scaler_units(s, self.desc.clock_hz))?;
+                Ok(ds)
+            })
+            .collect::<hdf5::Result<Vec<_>>>()
             .map_err(err("create scaler datasets"))?;
         let dtc = extensible::<f64>(&det, layout::DEAD_TIME_CORRECTION, &[nch], row_chunk)
             .map_err(err("create dead_time_correction"))?;
@@ -347,10 +355,27 @@ impl AcqFileWriter {
         set_str(&timestamp, "units", "ns").map_err(err("timestamp attributes"))?;
         set_str(&timestamp, "epoch", "1970-01-01T00:00:00Z")
             .map_err(err("timestamp attributes"))?;
-        det.new_dataset_builder()
+        let width = det
+            .new_dataset_builder()
             .with_data(&self.desc.event_widths)
             .create(layout::EVENT_WIDTH)
             .map_err(err("create event_width"))?;
+        set_str(&width, "units", &nexus::tick_units(self.desc.clock_hz))
+            .map_err(err("event_width attributes"))?;
+        let count_time = det
+            .new_dataset::<f64>()
+            .create(layout::COUNT_TIME)
+            .and_then(|ds| {
+                ds.write_scalar(
+                    &(f64::from(self.desc.params.exposure_ticks) / self.desc.clock_hz),
+                )?;
+                Ok(ds)
+            })
+            .map_err(err("create count_time"))?;
+        set_str(&count_time, "units", "s").map_err(err("count_time attributes"))?;
+        let bins: Vec<u32> = (0..nbins as u32).collect();
+        nexus::write_plottable(&file, &entry, nch, &bins, self.started)
+            .map_err(err("NXdata group and default attributes"))?;
         Ok(OpenFile {
             path: path.to_path_buf(),
             file,
@@ -384,6 +409,9 @@ impl AcqFileWriter {
         set_scalar(det, "frames_requested", d.params.n_frames)?;
         set_str(det, "trigger_mode", d.params.trigger.name())?;
         set_scalar(det, "gap_ns", d.params.gap.nanos())?;
+        set_scalar(det, "debounce_ticks", u32::from(d.params.debounce_ticks))?;
+        set_scalar(det, "invert_f0", u32::from(d.params.invert_f0))?;
+        set_scalar(det, "invert_veto", u32::from(d.params.invert_veto))?;
         set_scalar(det, "chunk_frames", self.chunk as u32)?;
         let windows: Vec<u32> = d.windows.iter().flatten().copied().collect();
         if windows.len() == d.geometry.n_channels() * 4 {
@@ -616,6 +644,7 @@ impl AcqFileWriter {
         }
         let total = self.frames_written;
         let n_files = self.finished_files.len();
+        let ended = SystemTime::now();
         for (index, (path, rows)) in self.finished_files.iter().enumerate() {
             let file = File::open_rw(path).map_err(h5err(path, "reopen to finish"))?;
             let det = file
@@ -634,6 +663,11 @@ impl AcqFileWriter {
                     .map(|(m, f)| (m.as_str(), *f)),
             };
             write_final(&det, &end).map_err(h5err(path, "write final attributes"))?;
+            let entry = file
+                .group(layout::ENTRY)
+                .map_err(h5err(path, "open entry group"))?;
+            nexus::set_time(&entry, layout::END_TIME, ended)
+                .map_err(h5err(path, "write end_time"))?;
             file.close().map_err(h5err(path, "close"))?;
         }
         Ok(self.finished_files)

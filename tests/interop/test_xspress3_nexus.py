@@ -1,0 +1,118 @@
+"""The Xspress3 file as NeXus tools see it: nexusformat finds something to plot through the
+`default` attributes, punx (a NeXus validator, with the NXDL definitions it ships) finds no errors
+or warnings, units and times are where the base classes put them; and per-channel detector
+settings given on the command line shape each channel's scalers, checked with numpy against the
+spectra in the file."""
+import datetime
+import os
+import re
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+from nexusformat.nexus import nxload
+
+from xsp3_helpers import SCALERS, dead_time_correction, frame, rust_bin, scalers
+
+NCH = 4
+SEED = 1
+
+
+def acquire(*args, timeout=120):
+    r = subprocess.run([rust_bin("xsp3-acquire"), "run", "-q", *map(str, args)],
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def punx_summary(path):
+    """punx's summary counts by status, from `punx validate`."""
+    punx = os.path.join(os.path.dirname(sys.executable), "punx")
+    r = subprocess.run([punx, "validate", str(path)], capture_output=True, text=True,
+                       timeout=300, cwd=os.path.dirname(str(path)))
+    assert r.returncode == 0, r.stderr
+    counts = dict(re.findall(r"^(OK|NOTE|WARN|ERROR|TODO|UNUSED|COMMENT|OPTIONAL)\s+(\d+)\s",
+                             r.stdout, re.M))
+    assert "OK" in counts, r.stdout[-2000:]
+    return {k: int(v) for k, v in counts.items()}, r.stdout
+
+
+def test_nexusformat_finds_the_spectra_to_plot(tmp_path):
+    acquire("--frames", 12, "--exposure", "1ms", "--out", tmp_path, "--file", "nx")
+    root = nxload(str(tmp_path / "nx.h5"))
+    data = root.plottable_data
+    assert data is not None and data.nxclass == "NXdata"
+    assert data.nxpath == "/entry/data"
+    assert data.nxsignal.nxname == "data" and data.nxsignal.shape == (12, NCH, 4096)
+    assert [a.nxname for a in data.nxaxes] == ["frame_number", "channel", "bin"]
+    np.testing.assert_array_equal(data.nxaxes[0].nxvalue, np.arange(12))
+    np.testing.assert_array_equal(data.nxaxes[1].nxvalue, np.arange(NCH))
+    np.testing.assert_array_equal(data.nxaxes[2].nxvalue, np.arange(4096))
+    # The signal is the detector's data itself (a link), frame for frame the simulator's.
+    with h5py.File(tmp_path / "nx.h5", "r") as f:
+        assert f.attrs["default"] == "entry" and f["entry"].attrs["default"] == "data"
+        assert f["entry/data/data"].id == f["entry/instrument/xspress3/data"].id
+        for i in (0, 11):
+            np.testing.assert_array_equal(f["entry/data/data"][i], frame(SEED, i, NCH))
+
+
+def test_units_and_times_follow_the_base_classes(tmp_path):
+    before = datetime.datetime.now(datetime.timezone.utc)
+    acquire("--frames", 5, "--exposure", "2ms", "--out", tmp_path, "--file", "u")
+    after = datetime.datetime.now(datetime.timezone.utc)
+    with h5py.File(tmp_path / "u.h5", "r") as f:
+        det = f["entry/instrument/xspress3"]
+        for name in ("time", "reset_ticks", "total_ticks", "event_width"):
+            assert det[name].attrs["units"] == "12.5 ns", name
+        for name in ("reset_count", "all_events", "all_good", "in_window_0", "in_window_1",
+                     "pileup"):
+            assert det[name].attrs["units"] == "counts", name
+        # 12.5 ns ticks: the Time scaler is the exposure.
+        assert det["time"][0, 0] * 12.5e-9 == 2e-3
+        assert det["count_time"][()] == 2e-3 and det["count_time"].attrs["units"] == "s"
+        start = datetime.datetime.fromisoformat(f["entry/start_time"][()].decode())
+        end = datetime.datetime.fromisoformat(f["entry/end_time"][()].decode())
+    assert before - datetime.timedelta(seconds=1) <= start <= end <= after
+
+
+def test_punx_finds_no_errors_or_warnings(tmp_path):
+    acquire("--frames", 8, "--exposure", "1ms", "--out", tmp_path, "--file", "v")
+    counts, text = punx_summary(tmp_path / "v.h5")
+    assert counts.get("ERROR", 0) == 0 and counts.get("WARN", 0) == 0, text[-4000:]
+    assert "NeXus default plot" in text and "found by v3: /entry/data@signal" in text
+
+
+def test_rolled_over_parts_each_have_their_plottable_data(tmp_path):
+    acquire("--frames", 40, "--exposure", "200us", "--out", tmp_path, "--frames-per-file", 16)
+    for i, n in enumerate([16, 16, 8]):
+        root = nxload(str(tmp_path / f"xspress3_{i:05d}.h5"))
+        data = root.plottable_data
+        assert data.nxsignal.shape == (n, NCH, 4096)
+        np.testing.assert_array_equal(data.nxaxes[0].nxvalue, np.arange(16 * i, 16 * i + n))
+        assert root.entry.end_time.nxvalue >= root.entry.start_time.nxvalue
+
+
+def test_per_channel_settings_shape_each_channels_scalers(tmp_path):
+    acquire("--frames", 10, "--exposure", "1ms", "--out", tmp_path, "--file", "s",
+            "--window", "0:600:700", "--window", "2:0:1100:1300", "--window", "3:1:0:99",
+            "--good-threshold", "40", "--good-threshold", "1:900", "--event-width", "2:14")
+    windows = np.array([[600, 700, 0, 4095], [600, 700, 0, 4095], [1100, 1300, 0, 4095],
+                        [600, 700, 0, 99]])
+    good = np.array([40, 900, 40, 40])
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        det = f["entry/instrument/xspress3"]
+        np.testing.assert_array_equal(det.attrs["windows"], windows)
+        np.testing.assert_array_equal(det.attrs["good_thresholds"], good)
+        widths = det["event_width"][()]
+        np.testing.assert_array_equal(widths, [6, 7, 14, 9])
+        data = det["data"][()]
+        for i in range(10):
+            expected = frame(SEED, i, NCH)
+            np.testing.assert_array_equal(data[i], expected)
+            sc = np.stack([det[name][i] for name in SCALERS], axis=1)
+            want = np.concatenate([scalers(expected[c:c + 1], 80000, windows[c:c + 1],
+                                           good=good[c]) for c in range(NCH)])
+            np.testing.assert_array_equal(sc, want)
+            np.testing.assert_allclose(det["dead_time_correction"][i],
+                                       dead_time_correction(sc, widths), rtol=1e-12)
