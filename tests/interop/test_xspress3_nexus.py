@@ -116,3 +116,72 @@ def test_per_channel_settings_shape_each_channels_scalers(tmp_path):
             np.testing.assert_array_equal(sc, want)
             np.testing.assert_allclose(det["dead_time_correction"][i],
                                        dead_time_correction(sc, widths), rtol=1e-12)
+
+
+def roi_expected(data, ranges, dtc):
+    """ROI sums of (N, nch, bins) spectra over per-channel inclusive ranges (None: 0), and the
+    sums times the dead-time correction."""
+    sums = np.zeros(data.shape[:2], dtype=np.uint64)
+    for c, r in enumerate(ranges):
+        if r is not None:
+            sums[:, c] = data[:, c, r[0]:r[1] + 1].astype(np.uint64).sum(axis=1)
+    return sums, sums.astype(np.float64) * dtc
+
+
+ROI_ARGS = ["--roi", "Fe:630:650", "--roi", "Fe:3:600:700", "--roi", "Cu:1:790:820"]
+ROI_RANGES = {"Fe": [(630, 650), (630, 650), (630, 650), (600, 700)],
+              "Cu": [None, (790, 820), None, None]}
+
+
+def test_roi_datasets_match_numpy_sums_of_the_spectra(tmp_path):
+    acquire("--frames", 30, "--exposure", "1ms", "--out", tmp_path, "--file", "r", *ROI_ARGS)
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        det = f["entry/instrument/xspress3"]
+        data = det["data"][()]
+        for i in range(30):
+            np.testing.assert_array_equal(data[i], frame(SEED, i, NCH))
+        sc = np.stack([det[name][()] for name in SCALERS], axis=2)
+        dtc = np.stack([dead_time_correction(sc[i], det["event_width"][()])
+                        for i in range(30)])
+        for name, ranges in ROI_RANGES.items():
+            sums, corrected = roi_expected(data, ranges, dtc)
+            np.testing.assert_array_equal(det[f"roi_{name}"][()], sums)
+            np.testing.assert_allclose(det[f"roi_{name}_dtc"][()], corrected, rtol=1e-12)
+            want = [[-1, -1] if r is None else list(r) for r in ranges]
+            np.testing.assert_array_equal(det[f"roi_{name}"].attrs["ranges"], want)
+
+
+def test_roi_values_travel_with_every_frame_of_the_stream():
+    import json
+    import zmq
+    from xsp3_helpers import free_port
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([rust_bin("xsp3-acquire"), "run", "-q", "--frames", "20",
+                             "--exposure", "1ms", "--stream", endpoint, *ROI_ARGS],
+                            stdout=subprocess.PIPE, text=True)
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVTIMEO, 20000)
+    pull.setsockopt(zmq.LINGER, 0)
+    pull.connect(endpoint)
+    try:
+        header = json.loads(pull.recv_multipart()[0])
+        assert [r["name"] for r in header["rois"]] == ["Fe", "Cu"]
+        assert header["rois"][1]["ranges"] == [None, [790, 820], None, None]
+        widths = np.array(header["event_widths"])
+        for i in range(20):
+            parts = pull.recv_multipart()
+            meta = json.loads(parts[0])
+            mca = np.frombuffer(parts[1], dtype="<u4").reshape(meta["shape"])
+            sc = np.frombuffer(parts[2], dtype="<u4").reshape(meta["scaler_shape"])
+            np.testing.assert_array_equal(mca, frame(SEED, i, NCH))
+            dtc = dead_time_correction(sc, widths)
+            for values in meta["rois"]:
+                sums, corrected = roi_expected(mca[None], ROI_RANGES[values["name"]], dtc)
+                np.testing.assert_array_equal(values["counts"], sums[0])
+                np.testing.assert_allclose(values["dtc"], corrected[0], rtol=1e-12)
+        assert json.loads(pull.recv_multipart()[0])["htype"] == "series_end"
+    finally:
+        pull.close()
+        ctx.term()
+        assert proc.wait(timeout=60) == 0

@@ -52,7 +52,11 @@ pub fn new_engine<K: Clock>(
 }
 
 /// What files and stream headers record about an acquisition with `params` on `dev`.
-fn describe(dev: &Xspress3, params: AcqParams) -> Result<AcqDescription, GeometryError> {
+fn describe(
+    dev: &Xspress3,
+    params: AcqParams,
+    rois: Vec<xspress3::roi::Roi>,
+) -> Result<AcqDescription, GeometryError> {
     let info = dev.info();
     Ok(AcqDescription {
         geometry: Geometry::new(info.n_channels, info.n_bins)?,
@@ -61,6 +65,7 @@ fn describe(dev: &Xspress3, params: AcqParams) -> Result<AcqDescription, Geometr
         event_widths: info.event_widths.iter().copied().collect(),
         windows: dev.windows().to_vec(),
         good_thresholds: dev.good_thresholds().to_vec(),
+        rois,
         backend: backend_name().to_string(),
         software: software_name(),
     })

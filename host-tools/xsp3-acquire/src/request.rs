@@ -25,6 +25,7 @@ use crate::settings::{
 };
 use crate::StreamKind;
 use xspress3::layout::{check_name, confine, file_name, NameError};
+use xspress3::roi::{self, Roi, RoiError, RoiSpec};
 use xspress3::units::{exposure_ticks, parse_duration, DurationError, ExposureError};
 use xspress3::{AcqDescription, OutputConfig};
 
@@ -114,6 +115,11 @@ pub struct AcqRequest {
     #[arg(long = "event-width", value_name = "[CH:]TICKS")]
     #[serde(rename = "event_width", deserialize_with = "event_widths_from_json")]
     pub event_widths: Vec<EventWidth>,
+    /// Software region of interest NAME: bins LOW..=HIGH of channel CH (every channel without
+    /// CH), summed per frame from the full spectrum; repeatable (one NAME may take a range per
+    /// channel). Written as roi_NAME and roi_NAME_dtc, sent with every frame, in status.
+    #[arg(long = "roi", value_name = "NAME:[CH:]LOW:HIGH")]
+    pub rois: Vec<RoiSpec>,
     /// Debounce of the trigger inputs in clock ticks (0..255): shorter pulses are ignored.
     #[arg(long, value_name = "TICKS", default_value_t = AcqRequest::DEFAULT.debounce)]
     pub debounce: u8,
@@ -167,6 +173,7 @@ impl AcqRequest {
         windows: Vec::new(),
         good_thresholds: Vec::new(),
         event_widths: Vec::new(),
+        rois: Vec::new(),
         debounce: 0,
         invert_f0: false,
         invert_veto: false,
@@ -195,6 +202,7 @@ impl AcqRequest {
         for setting in self.channel_settings() {
             setting.check(info)?;
         }
+        self.rois(info)?;
         if self.frames_per_file == Some(0) {
             return Err(RequestError::FramesPerFile);
         }
@@ -218,6 +226,11 @@ impl AcqRequest {
         })
     }
 
+    /// The ROIs for a detector like `info`'s.
+    pub fn rois(&self, info: &DetectorInfo) -> Result<Vec<Roi>, RoiError> {
+        roi::build(&self.rois, info.n_channels, info.n_bins)
+    }
+
     /// The per-channel settings, in the order they are applied.
     pub fn channel_settings(&self) -> Vec<acq_core::detector::ChannelSetting> {
         channel_settings(&self.windows, &self.good_thresholds, &self.event_widths)
@@ -239,6 +252,8 @@ pub enum RequestError {
     ExposureTooShort(Span),
     #[error(transparent)]
     Setting(#[from] SettingError),
+    #[error(transparent)]
+    Roi(#[from] RoiError),
     #[error("frames_per_file must be at least 1")]
     FramesPerFile,
     #[error("file `{name}`: {source}")]
@@ -282,6 +297,7 @@ pub fn prepare<K: Clock>(
     site: &Site,
 ) -> Result<(AcqDescription, SessionConfig), RequestError> {
     let params = request.validate(engine.detector().info())?;
+    let rois = request.rois(engine.detector().info())?;
     let refused = |setting| {
         move |e: sdk_shim::X3sError| RequestError::Detector {
             setting,
@@ -297,7 +313,7 @@ pub fn prepare<K: Clock>(
             sdk_shim::SettingsError::Refused { setting, error } => refused(setting.name())(*error),
         })?;
     }
-    let desc = crate::describe(dev, params).map_err(|e| RequestError::Detector {
+    let desc = crate::describe(dev, params, rois).map_err(|e| RequestError::Detector {
         setting: "geometry",
         name: "geometry".into(),
         code: 0,

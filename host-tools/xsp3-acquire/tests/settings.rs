@@ -153,3 +153,62 @@ fn configure_takes_the_same_settings_as_json() {
         "windows: [0, 1]",
     );
 }
+
+#[test]
+fn rois_are_summed_into_the_file_and_shown_in_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    d.ok(json!({"cmd": "configure", "frames": 4, "exposure": "1ms", "file": "roi",
+                "trigger": "software", "rois": ["Fe:630:650", "Fe:3:600:700", "Cu:1:790:820"]}));
+    d.ok(json!({"cmd": "arm"}));
+    d.ok(json!({"cmd": "trigger", "count": 4}));
+    let st = d.wait_state("done");
+    assert_eq!(st["rois_frame"], 3, "{st}");
+    let path = dir.path().join("roi.h5");
+    let file = read_acq_file(&path).unwrap();
+    let h5 = hdf5::File::open(&path).unwrap();
+    let det = h5.group("entry/instrument/xspress3").unwrap();
+    let ranges = [
+        [Some((630, 650)), Some((630, 650)), Some((630, 650)), Some((600, 700))],
+        [None, Some((790, 820)), None, None],
+    ];
+    for (k, name) in ["Fe", "Cu"].iter().enumerate() {
+        let sums: ndarray::Array2<u64> = det
+            .dataset(&format!("roi_{name}"))
+            .unwrap()
+            .read_2d()
+            .unwrap();
+        let dtc: ndarray::Array2<f64> = det
+            .dataset(&format!("roi_{name}_dtc"))
+            .unwrap()
+            .read_2d()
+            .unwrap();
+        assert_eq!(sums.dim(), (4, NCH));
+        for row in 0..4 {
+            for chan in 0..NCH {
+                let want = ranges[k][chan].map_or(0, |(lo, hi)| {
+                    file.data
+                        .slice(ndarray::s![row, chan, lo..=hi])
+                        .iter()
+                        .map(|&v| u64::from(v))
+                        .sum()
+                });
+                assert_eq!(sums[[row, chan]], want, "{name} f{row} c{chan}");
+                let k_dtc = file.dead_time_correction[[row, chan]];
+                assert_eq!(dtc[[row, chan]], want as f64 * k_dtc);
+            }
+        }
+        // The status shows the last frame's values, counts and corrected.
+        let values = &st["rois"][k];
+        assert_eq!(values["name"], *name);
+        for chan in 0..NCH {
+            assert_eq!(values["counts"][chan], sums[[3, chan]], "{st}");
+            assert_eq!(values["dtc"][chan].as_f64(), Some(dtc[[3, chan]]));
+        }
+    }
+    d.error(
+        json!({"cmd": "configure", "rois": ["Fe:4:1:2"]}),
+        "roi Fe:4:1:2: no such channel",
+    );
+    d.error(json!({"cmd": "configure", "rois": ["a b:1:2"]}), "roi `a b`");
+}

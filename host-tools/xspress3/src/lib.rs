@@ -6,6 +6,7 @@ pub mod layout;
 pub mod nexus;
 pub mod protocol;
 pub mod reader;
+pub mod roi;
 pub mod units;
 pub mod writer;
 

@@ -13,6 +13,8 @@ use acq_core::detector::{AcqParams, GapMode, TriggerMode};
 use acq_core::geometry::{Geometry, Scaler};
 use serde::{Deserialize, Serialize};
 
+use crate::roi::Roi;
+pub use crate::roi::RoiValues;
 use crate::AcqDescription;
 
 /// Version string carried in every header.
@@ -40,6 +42,9 @@ pub struct Header {
     /// Per channel `[low0, high0, low1, high1]`.
     pub windows: Vec<[u32; 4]>,
     pub good_thresholds: Vec<u32>,
+    /// Software ROIs: name and per channel `[low, high]` or null.
+    #[serde(default)]
+    pub rois: Vec<Roi>,
     pub backend: String,
     pub software: String,
     #[serde(rename = "type")]
@@ -64,6 +69,9 @@ pub struct ImageHeader {
     pub timestamp_ns: u64,
     /// `FrameMeta` flags (1: frames lost before this one, 2: SDK overrun, 4: last frame).
     pub flags: u32,
+    /// The frame's ROI values, in the header's ROI order (absent without ROIs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rois: Vec<RoiValues>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -248,6 +256,8 @@ pub enum HeaderError {
         len: usize,
         channels: usize,
     },
+    #[error("roi `{}`: {reason}", .name.escape_debug())]
+    Roi { name: String, reason: String },
 }
 
 impl Header {
@@ -271,6 +281,7 @@ impl Header {
             event_widths: desc.event_widths.clone(),
             windows: desc.windows.clone(),
             good_thresholds: desc.good_thresholds.clone(),
+            rois: desc.rois.clone(),
             backend: desc.backend.clone(),
             software: desc.software.clone(),
             dtype: "uint32".into(),
@@ -319,6 +330,7 @@ impl Header {
                 });
             }
         }
+        self.check_rois(channels)?;
         Ok(AcqDescription {
             geometry,
             params: AcqParams {
@@ -334,9 +346,41 @@ impl Header {
             event_widths: self.event_widths.clone(),
             windows: self.windows.clone(),
             good_thresholds: self.good_thresholds.clone(),
+            rois: self.rois.clone(),
             backend: self.backend.clone(),
             software: self.software.clone(),
         })
+    }
+
+    /// A ROI from a peer: a valid name and a range inside the spectrum for each channel.
+    fn check_rois(&self, channels: usize) -> Result<(), HeaderError> {
+        for roi in &self.rois {
+            let bad = |reason: String| HeaderError::Roi {
+                name: roi.name.clone(),
+                reason,
+            };
+            if format!("{}:0:0", roi.name)
+                .parse::<crate::roi::RoiSpec>()
+                .is_err()
+            {
+                return Err(bad("not a ROI name".into()));
+            }
+            if roi.ranges.len() != channels {
+                return Err(bad(format!(
+                    "{} ranges for {channels} channels",
+                    roi.ranges.len()
+                )));
+            }
+            if let Some([low, high]) = roi
+                .ranges
+                .iter()
+                .flatten()
+                .find(|[l, h]| l > h || *h >= self.n_bins)
+            {
+                return Err(bad(format!("range [{low}, {high}] outside the spectrum")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -364,6 +408,7 @@ mod tests {
             exptime: 0.001,
             timestamp_ns: 5,
             flags: 0,
+            rois: Vec::new(),
         })
         .unwrap()
     }
@@ -384,6 +429,10 @@ mod tests {
             event_widths: vec![6, 7],
             windows: vec![[0, 15, 1, 14], [2, 13, 3, 12]],
             good_thresholds: vec![0, 4],
+            rois: vec![Roi {
+                name: "Fe".into(),
+                ranges: vec![Some([3, 9]), None],
+            }],
             backend: "simulated SDK".into(),
             software: "xsp3-acquire 0.1.0".into(),
         }

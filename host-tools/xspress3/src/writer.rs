@@ -26,6 +26,7 @@ use ndarray::{ArrayView, ArrayView2, ArrayView3};
 
 use super::layout::{self, chunk_frames};
 use super::nexus;
+use super::roi::Roi;
 use h5util::attrs::{set_scalar, set_str};
 
 /// Where and how files are written.
@@ -54,6 +55,8 @@ pub struct AcqDescription {
     pub windows: Vec<[u32; 4]>,
     /// Per channel AllGood threshold.
     pub good_thresholds: Vec<u32>,
+    /// Software regions of interest, summed per frame and channel from the spectra.
+    pub rois: Vec<Roi>,
     /// "simulated SDK" or "libxspress3".
     pub backend: String,
     /// Who wrote the file, e.g. "xsp3-acquire 0.1.0".
@@ -139,6 +142,8 @@ struct OpenFile {
     ocr: Dataset,
     frame_number: Dataset,
     timestamp: Dataset,
+    /// Per ROI: the sums and the dead-time-corrected sums.
+    rois: Vec<(Dataset, Dataset)>,
 }
 
 /// Per-frame columns not yet written: at most one column chunk plus one batch, allocated once.
@@ -149,6 +154,8 @@ struct Scratch {
     ocr: Vec<f64>,
     frame_number: Vec<u64>,
     timestamp: Vec<u64>,
+    /// Per ROI: sums and dead-time-corrected sums, `[frame][chan]`.
+    rois: Vec<(Vec<u64>, Vec<f64>)>,
 }
 
 /// See the module documentation.
@@ -199,6 +206,7 @@ impl AcqFileWriter {
         let nch = desc.geometry.n_channels();
         let rows = column_chunk + chunk;
         let cap = rows * nch;
+        let desc_rois = desc.rois.len();
         let mut writer = AcqFileWriter {
             config,
             desc,
@@ -218,6 +226,9 @@ impl AcqFileWriter {
                 ocr: Vec::with_capacity(cap),
                 frame_number: Vec::with_capacity(rows),
                 timestamp: Vec::with_capacity(rows),
+                rois: (0..desc_rois)
+                    .map(|_| (Vec::with_capacity(cap), Vec::with_capacity(cap)))
+                    .collect(),
             },
             reserve_bytes: 0,
             error: None,
@@ -228,6 +239,11 @@ impl AcqFileWriter {
         writer.reserve_bytes = 2 * batch_bytes as u64 + (1 << 20);
         writer.open_next()?;
         Ok(writer)
+    }
+
+    /// The acquisition the files describe.
+    pub fn description(&self) -> &AcqDescription {
+        &self.desc
     }
 
     /// Frames per `data` chunk; batches of this size, aligned, are written as whole chunks.
@@ -376,6 +392,34 @@ impl AcqFileWriter {
         let bins: Vec<u32> = (0..nbins as u32).collect();
         nexus::write_plottable(&file, &entry, nch, &bins, self.started)
             .map_err(err("NXdata group and default attributes"))?;
+        let rois = self
+            .desc
+            .rois
+            .iter()
+            .map(|roi| {
+                let sums = extensible::<u64>(&det, &roi.dataset(), &[nch], row_chunk)?;
+                set_str(&sums, "units", "counts")?;
+                // Per channel [low, high]; -1, -1 where the ROI has no range.
+                let ranges: Vec<i64> = roi
+                    .ranges
+                    .iter()
+                    .flat_map(|r| r.map_or([-1, -1], |[l, h]| [i64::from(l), i64::from(h)]))
+                    .collect();
+                sums.new_attr::<i64>()
+                    .shape((nch, 2))
+                    .create("ranges")?
+                    .write_raw(&ranges)?;
+                let dtc = extensible::<f64>(&det, &roi.dtc_dataset(), &[nch], row_chunk)?;
+                set_str(&dtc, "units", "counts")?;
+                set_str(
+                    &dtc,
+                    "formula",
+                    &format!("{} * dead_time_correction", roi.dataset()),
+                )?;
+                Ok((sums, dtc))
+            })
+            .collect::<hdf5::Result<Vec<_>>>()
+            .map_err(err("create ROI datasets"))?;
         Ok(OpenFile {
             path: path.to_path_buf(),
             file,
@@ -388,6 +432,7 @@ impl AcqFileWriter {
             ocr,
             frame_number,
             timestamp,
+            rois,
         })
     }
 
@@ -503,6 +548,7 @@ impl AcqFileWriter {
         f.rows += n as u64;
         self.frames_written += n as u64;
         self.derive(scalers, meta);
+        self.derive_rois(mca, n);
         if self.scratch.frame_number.len() >= self.column_chunk {
             self.write_columns()?;
         }
@@ -536,6 +582,13 @@ impl AcqFileWriter {
         ] {
             ds.resize(end).map_err(err(what))?;
             ds.write_slice(column, start..end).map_err(err(what))?;
+        }
+        for ((sums_ds, dtc_ds), (sums, dtc)) in f.rois.iter().zip(s.rois.iter_mut()) {
+            append_rows(sums_ds, start, sums, nch).map_err(err("write ROI sums"))?;
+            append_rows(dtc_ds, start, dtc, nch)
+                .map_err(err("write ROI dead-time-corrected sums"))?;
+            sums.clear();
+            dtc.clear();
         }
         f.column_rows = end as u64;
         for column in s.scalers.iter_mut() {
@@ -596,6 +649,27 @@ impl AcqFileWriter {
                 }
                 s.ocr
                     .push(output_count_rate(sc, self.desc.clock_hz).unwrap_or(f64::NAN));
+            }
+        }
+    }
+
+    /// Appends the ROI sums of a part (after `derive`, whose dead-time corrections they use).
+    fn derive_rois(&mut self, mca: &[u32], n: usize) {
+        let g = self.desc.geometry;
+        let nch = g.n_channels();
+        let s = &mut self.scratch;
+        let first = s.dtc.len() - n * nch;
+        for (roi, (sums, dtc)) in self.desc.rois.iter().zip(s.rois.iter_mut()) {
+            for i in 0..n {
+                let start = sums.len();
+                roi.sums(
+                    &mca[i * g.mca_words()..(i + 1) * g.mca_words()],
+                    g.n_bins(),
+                    sums,
+                );
+                for (chan, &sum) in sums[start..].iter().enumerate() {
+                    dtc.push(sum as f64 * s.dtc[first + i * nch + chan]);
+                }
             }
         }
     }
