@@ -282,6 +282,78 @@ impl TriggerSource {
     }
 }
 
+/// What is recorded of each spectrum: `n_bins` detector bins from `first_bin`, summed in groups
+/// of `rebin` adjacent bins (`--bins LOW:HIGH`, `--rebin N`). The ring, the files and the stream
+/// hold `n_bins / rebin` bins per channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recording {
+    pub first_bin: u32,
+    pub n_bins: u32,
+    pub rebin: u32,
+}
+
+/// A recording the detector cannot make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordingError {
+    pub recording: Recording,
+    pub detector_bins: u32,
+}
+
+impl core::fmt::Display for RecordingError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let r = self.recording;
+        write!(
+            f,
+            "bins {}:{} rebin {}: the bins must lie in 0..={} and their count be a multiple of \
+             the rebin factor (>= 1)",
+            r.first_bin,
+            (r.first_bin + r.n_bins).saturating_sub(1),
+            r.rebin,
+            self.detector_bins.saturating_sub(1)
+        )
+    }
+}
+
+impl core::error::Error for RecordingError {}
+
+impl Recording {
+    /// The whole spectrum of a detector with `n_bins` bins.
+    pub const fn full(n_bins: u32) -> Self {
+        Recording {
+            first_bin: 0,
+            n_bins,
+            rebin: 1,
+        }
+    }
+
+    /// Bins per channel that are recorded.
+    pub const fn recorded_bins(&self) -> u32 {
+        self.n_bins / self.rebin
+    }
+
+    /// The first detector bin of recorded bin `i`.
+    pub const fn detector_bin(&self, i: u32) -> u32 {
+        self.first_bin + i * self.rebin
+    }
+
+    /// Checks the recording against a detector of `detector_bins` bins.
+    pub const fn check(&self, detector_bins: u32) -> Result<(), RecordingError> {
+        let ok = self.rebin >= 1
+            && self.n_bins >= self.rebin
+            && self.n_bins % self.rebin == 0
+            && self.first_bin < detector_bins
+            && self.n_bins <= detector_bins - self.first_bin;
+        if ok {
+            Ok(())
+        } else {
+            Err(RecordingError {
+                recording: *self,
+                detector_bins,
+            })
+        }
+    }
+}
+
 /// Largest event width accepted, in clock ticks (12.5 us at 80 MHz; calibrated widths are 4 to
 /// 12 ticks).
 pub const MAX_EVENT_WIDTH: u32 = 1000;
@@ -493,6 +565,12 @@ pub trait Detector {
     type Error: DetectorError;
 
     fn info(&self) -> &DetectorInfo;
+    /// What [`Detector::read_mca`] returns of each spectrum (the frame geometry is
+    /// `n_channels x recording().recorded_bins()`); the whole spectrum unless the backend reduces
+    /// it.
+    fn recording(&self) -> Recording {
+        Recording::full(self.info().n_bins)
+    }
     /// Validates and stores the next acquisition's parameters. Nothing starts.
     fn configure(&mut self, params: &AcqParams) -> Result<(), Self::Error>;
     /// Starts the acquisition (or arms it for software / hardware triggers). Progress restarts at 0.
@@ -501,7 +579,8 @@ pub trait Detector {
     fn soft_trigger(&mut self) -> Result<(), Self::Error>;
     /// Non-blocking progress check.
     fn poll(&mut self) -> Result<Progress, Self::Error>;
-    /// Copies the MCA of frames `[first, first + n)` into `dst` (`n * n_channels * n_bins` words).
+    /// Copies the MCA of frames `[first, first + n)` into `dst` (`n * n_channels *
+    /// recording().recorded_bins()` words).
     fn read_mca(&mut self, first: u64, n: u32, dst: &mut [u32]) -> Result<(), Self::Error>;
     /// Copies the scalers of frames `[first, first + n)` into `dst` (`n * n_channels * 9` words).
     fn read_scalers(&mut self, first: u64, n: u32, dst: &mut [u32]) -> Result<(), Self::Error>;

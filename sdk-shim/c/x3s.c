@@ -98,6 +98,14 @@ struct x3s_dev {
     uint32_t progress_timeout_ms;
     x3s_info info;
     x3s_chan_settings chans[X3S_MAX_CHANNELS];
+    /* What x3s_read_mca returns (x3s_set_recording): detector bins [rec_first, rec_first +
+     * rec_bins), summed by rec_rebin, read through `scratch` (scratch_frames frames) when
+     * rec_rebin > 1. */
+    uint32_t rec_first;
+    uint32_t rec_bins;
+    uint32_t rec_rebin;
+    uint32_t *scratch;
+    uint32_t scratch_frames;
 
     int configured;
     x3s_acq_params acq;
@@ -456,6 +464,9 @@ int32_t x3s_open(const x3s_open_params *p, x3s_dev **out)
                          set_error(d, X3S_E_BACKEND, "xsp3_get_bins_per_mca: %" PRId64 " bins",
                                    rc));
     d->info.n_bins = (uint32_t)rc;
+    d->rec_first = 0;
+    d->rec_bins = d->info.n_bins;
+    d->rec_rebin = 1;
     d->info.n_scalers = X3S_N_SCALERS;
     SDK(d, rc, "xsp3_get_revision", xsp3_get_revision(d->path));
     if (rc < 0)
@@ -508,6 +519,7 @@ int32_t x3s_close(x3s_dev *d)
     (void)rc; /* closing anyway */
     int crc = sdk_close(d->path);
     pthread_mutex_destroy(&d->err_mu);
+    free(d->scratch);
     free(d);
     return crc < 0 ? crc : X3S_OK;
 }
@@ -596,6 +608,39 @@ int32_t x3s_set_event_width(x3s_dev *d, int32_t chan, uint32_t ticks)
         d->chans[c].event_width = ticks;
         d->info.event_widths[c] = ticks;
     }
+    return X3S_OK;
+}
+
+/* The read buffer of a rebinned recording: about 4 MiB, one frame at least. */
+#define X3S_SCRATCH_WORDS (1u << 20)
+
+int32_t x3s_set_recording(x3s_dev *d, uint32_t first_bin, uint32_t n_bins, uint32_t rebin)
+{
+    if (!d)
+        return X3S_E_ARG;
+    if (busy(d))
+        return set_error(d, X3S_E_STATE, "x3s_set_recording: not allowed while armed or running");
+    if (rebin < 1 || n_bins < rebin || n_bins % rebin != 0 || first_bin >= d->info.n_bins ||
+        n_bins > d->info.n_bins - first_bin)
+        return set_error(d, X3S_E_ARG,
+                         "x3s_set_recording: %" PRIu32 " bins from bin %" PRIu32
+                         " summed by %" PRIu32 ": need bins within 0..%" PRIu32
+                         " and a bin count that is a multiple of rebin >= 1",
+                         n_bins, first_bin, rebin, d->info.n_bins - 1);
+    free(d->scratch);
+    d->scratch = NULL;
+    d->scratch_frames = 0;
+    if (rebin > 1) {
+        size_t frame_words = (size_t)d->info.n_channels * n_bins;
+        size_t frames = X3S_SCRATCH_WORDS / frame_words;
+        d->scratch_frames = frames < 1 ? 1 : (uint32_t)frames;
+        d->scratch = calloc((size_t)d->scratch_frames * frame_words, sizeof *d->scratch);
+        if (!d->scratch)
+            return set_error(d, XSP3_OUT_OF_MEMORY, "x3s_set_recording: out of memory");
+    }
+    d->rec_first = first_bin;
+    d->rec_bins = n_bins;
+    d->rec_rebin = rebin;
     return X3S_OK;
 }
 
@@ -964,12 +1009,38 @@ static int32_t recheck_overrun(x3s_dev *d, const char *fn, uint64_t first)
 
 typedef int (*read_fn)(x3s_dev *d, uint32_t *dst, unsigned tf, unsigned n);
 
+/* Reads the recorded bin range straight into dst, or through the scratch buffer and sums groups
+ * of rec_rebin bins into dst. */
 static int read_mca_chunk(x3s_dev *d, uint32_t *dst, unsigned tf, unsigned n)
 {
     int64_t rc;
-    SDK(d, rc, "xsp3_histogram_read4d",
-        xsp3_histogram_read4d(d->path, dst, 0, 0, 0, tf, d->info.n_bins, 1, d->info.n_channels, n));
-    return (int)rc;
+    unsigned nch = d->info.n_channels;
+    if (d->rec_rebin == 1) {
+        SDK(d, rc, "xsp3_histogram_read4d",
+            xsp3_histogram_read4d(d->path, dst, d->rec_first, 0, 0, tf, d->rec_bins, 1, nch, n));
+        return (int)rc;
+    }
+    size_t out_bins = d->rec_bins / d->rec_rebin;
+    for (unsigned done = 0; done < n;) {
+        unsigned k = n - done < d->scratch_frames ? n - done : d->scratch_frames;
+        SDK(d, rc, "xsp3_histogram_read4d",
+            xsp3_histogram_read4d(d->path, d->scratch, d->rec_first, 0, 0, tf + done,
+                                  d->rec_bins, 1, nch, k));
+        if (rc < 0)
+            return (int)rc;
+        const uint32_t *in = d->scratch;
+        uint32_t *out = dst + (size_t)done * nch * out_bins;
+        for (size_t spectrum = 0; spectrum < (size_t)k * nch; spectrum++) {
+            for (size_t b = 0; b < out_bins; b++) {
+                uint32_t sum = 0;
+                for (uint32_t j = 0; j < d->rec_rebin; j++)
+                    sum += *in++;
+                *out++ = sum;
+            }
+        }
+        done += k;
+    }
+    return X3S_OK;
 }
 
 static int read_scaler_chunk(x3s_dev *d, uint32_t *dst, unsigned tf, unsigned n)
@@ -1021,7 +1092,7 @@ int32_t x3s_read_mca(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst, size
     if (!d)
         return X3S_E_ARG;
     return read_frames(d, "x3s_read_mca", first, n, dst, dst_words,
-                       (size_t)d->info.n_channels * d->info.n_bins, read_mca_chunk);
+                       (size_t)d->info.n_channels * (d->rec_bins / d->rec_rebin), read_mca_chunk);
 }
 
 int32_t x3s_read_scalers(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst,

@@ -23,7 +23,7 @@ extern "C" {
 #endif
 
 #define X3S_ABI_MAJOR 2
-#define X3S_ABI_MINOR 0
+#define X3S_ABI_MINOR 1
 
 /* ---- Shim error codes (the XSP3 codes 0..-20 pass through unchanged). ---- */
 #define X3S_OK 0
@@ -188,6 +188,14 @@ int32_t x3s_set_good_threshold(x3s_dev *d, int32_t chan, uint32_t thr);
 int32_t x3s_set_event_width(x3s_dev *d, int32_t chan, uint32_t ticks);
 /* The settings of channel chan. */
 int32_t x3s_get_chan_settings(x3s_dev *d, uint32_t chan, x3s_chan_settings *out);
+/*
+ * What x3s_read_mca returns of each spectrum: the n_bins detector bins from first_bin (read from
+ * the SDK as that range alone), summed in groups of rebin adjacent bins; n_bins % rebin == 0.
+ * x3s_read_mca then copies n_channels * n_bins / rebin words per frame. Default (and 0, n_bins,
+ * 1): the whole spectrum. With rebin > 1 this allocates a read buffer of at most 4 MiB here;
+ * nothing after x3s_arm. Not while armed.
+ */
+int32_t x3s_set_recording(x3s_dev *d, uint32_t first_bin, uint32_t n_bins, uint32_t rebin);
 /* Validates and stores the next acquisition. Nothing starts.
  * X3S_E_STATE while armed or running; X3S_E_ARG for values out of range. */
 int32_t x3s_configure(x3s_dev *d, const x3s_acq_params *a);
@@ -204,7 +212,8 @@ int32_t x3s_soft_trigger(x3s_dev *d);
  * overrun flags, or on the stall watchdog (X3S_E_TIMEOUT). Overruns are reported, not failed. */
 int32_t x3s_poll(x3s_dev *d, x3s_progress *out);
 /*
- * Copies frames [first, first + n) of all channels into dst (dst_words u32). Returns n.
+ * Copies frames [first, first + n) of all channels into dst (dst_words u32), the spectra as
+ * x3s_set_recording reduces them. Returns n.
  *  X3S_E_STATE     nothing armed yet
  *  X3S_E_NOT_READY first + n > frames_complete
  *  X3S_E_OVERRUN   frame `first` was overwritten in the SDK buffer (checked before and after the

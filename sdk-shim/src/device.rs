@@ -4,7 +4,7 @@ use std::ffi::CString;
 
 use acq_core::detector::{
     AcqParams, ChannelSetting, Channels, Detector, DetectorInfo, DetectorState, Progress,
-    TriggerMode,
+    Recording, TriggerMode,
 };
 
 use crate::error::{SettingsError, X3sError};
@@ -41,6 +41,7 @@ pub struct Xspress3 {
     windows: Vec<[u32; 4]>,
     good_thres: Vec<u32>,
     calibrated_event_widths: Vec<u32>,
+    recording: Recording,
     acq: Option<AcqParams>,
 }
 
@@ -157,6 +158,7 @@ impl Xspress3 {
             windows,
             good_thres,
             calibrated_event_widths,
+            recording: Recording::full(ri.n_bins),
             acq: None,
         })
     }
@@ -255,6 +257,17 @@ impl Xspress3 {
         })
     }
 
+    /// Records `recording.n_bins` bins from `recording.first_bin` of each spectrum, summed by
+    /// `recording.rebin`: what `read_mca` returns from now on (the SDK reads only that range).
+    pub fn set_recording(&mut self, recording: Recording) -> Result<(), X3sError> {
+        let rc = self
+            .dev
+            .set_recording(recording.first_bin, recording.n_bins, recording.rebin);
+        self.check(rc)?;
+        self.recording = recording;
+        Ok(())
+    }
+
     /// Channels of each card (card 0 first); channels are numbered across the cards, so card
     /// `k`'s first channel is the sum of the counts before it. Card 0 is the clock and timing
     /// master.
@@ -339,6 +352,10 @@ impl Detector for Xspress3 {
 
     fn info(&self) -> &DetectorInfo {
         &self.info
+    }
+
+    fn recording(&self) -> Recording {
+        self.recording
     }
 
     fn configure(&mut self, params: &AcqParams) -> Result<(), X3sError> {

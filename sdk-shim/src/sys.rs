@@ -174,6 +174,11 @@ impl Device {
         unsafe { raw::x3s_set_event_width(self.ptr.as_ptr(), chan, ticks) }
     }
 
+    pub fn set_recording(&mut self, first_bin: u32, n_bins: u32, rebin: u32) -> i32 {
+        // SAFETY: self.ptr is a live device, used by this thread only (&mut self).
+        unsafe { raw::x3s_set_recording(self.ptr.as_ptr(), first_bin, n_bins, rebin) }
+    }
+
     pub fn chan_settings(&mut self, chan: u32) -> (i32, x3s_chan_settings) {
         let mut out = x3s_chan_settings::default();
         // SAFETY: self.ptr is a live device; `out` is a valid out-param.

@@ -388,3 +388,55 @@ fn a_multi_card_mini_flags_only_card_zero_as_clock_master() {
     det.release(0, 2).unwrap();
     det.stop().unwrap();
 }
+
+#[test]
+fn a_recording_returns_the_bin_range_summed_by_the_rebin_factor() {
+    use acq_core::detector::Recording;
+    for (first_bin, n_bins, rebin) in [(600, 256, 4), (1000, 100, 1), (0, 4096, 16)] {
+        let mut det = Xspress3::open(&sim_params(3, 64)).unwrap();
+        let rec = Recording {
+            first_bin,
+            n_bins,
+            rebin,
+        };
+        det.set_recording(rec).unwrap();
+        assert_eq!(det.recording(), rec);
+        let out_bins = (n_bins / rebin) as usize;
+        det.configure(&acq(TriggerMode::Software, 3, 8000)).unwrap();
+        det.arm().unwrap();
+        for _ in 0..3 {
+            det.soft_trigger().unwrap();
+        }
+        poll_until(&mut det, |p| p.frames_complete == 3).unwrap();
+        let mut mca = vec![0u32; 3 * 3 * out_bins];
+        det.read_mca(0, 3, &mut mca).unwrap();
+        for f in 0..3usize {
+            let (full, _) = expected(&det, f as u64);
+            for c in 0..3usize {
+                let want: Vec<u32> = (0..out_bins)
+                    .map(|b| {
+                        let lo = c * N_BINS + first_bin as usize + b * rebin as usize;
+                        full[lo..lo + rebin as usize].iter().sum()
+                    })
+                    .collect();
+                let got = &mca[(f * 3 + c) * out_bins..(f * 3 + c + 1) * out_bins];
+                assert_eq!(got, &want[..], "{rec:?} f{f} c{c}");
+            }
+        }
+        // One word short of the reduced frames is refused.
+        let e = det.read_mca(0, 3, &mut mca[1..]).unwrap_err();
+        assert_eq!(e.code(), codes::BUFSIZE);
+        det.stop().unwrap();
+    }
+    let mut det = Xspress3::open(&sim_params(2, 16)).unwrap();
+    for (first_bin, n_bins, rebin) in [(4000, 200, 1), (0, 100, 3), (0, 16, 0), (4096, 1, 1)] {
+        let rec = Recording {
+            first_bin,
+            n_bins,
+            rebin,
+        };
+        let e = det.set_recording(rec).unwrap_err();
+        assert_eq!(e.code(), codes::ARG, "{rec:?}");
+        assert!(rec.check(4096).is_err(), "{rec:?}");
+    }
+}

@@ -185,3 +185,23 @@ def test_roi_values_travel_with_every_frame_of_the_stream():
         pull.close()
         ctx.term()
         assert proc.wait(timeout=60) == 0
+
+
+def test_bins_and_rebin_record_the_reduced_spectrum_numpy_computes(tmp_path):
+    acquire("--frames", 12, "--exposure", "1ms", "--out", tmp_path, "--file", "b",
+            "--bins", "512:1535", "--rebin", "8", "--roi", "Fe:624:655")
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        det = f["entry/instrument/xspress3"]
+        assert det.attrs["first_bin"] == 512 and det.attrs["rebin"] == 8
+        data = det["data"][()]
+        assert data.shape == (12, NCH, 128)
+        for i in range(12):
+            full = frame(SEED, i, NCH).astype(np.uint64)
+            reduced = full[:, 512:1536].reshape(NCH, 128, 8).sum(axis=2)
+            np.testing.assert_array_equal(data[i], reduced)
+            np.testing.assert_array_equal(det["roi_Fe"][i], full[:, 624:656].sum(axis=1))
+    root = nxload(str(tmp_path / "b.h5"))
+    axis = root.plottable_data.nxaxes[2].nxvalue
+    np.testing.assert_array_equal(axis, 512 + 8 * np.arange(128))
+    counts, text = punx_summary(tmp_path / "b.h5")
+    assert counts.get("ERROR", 0) == 0 and counts.get("WARN", 0) == 0, text[-4000:]

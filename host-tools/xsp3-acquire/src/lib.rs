@@ -58,8 +58,10 @@ fn describe(
     rois: Vec<xspress3::roi::Roi>,
 ) -> Result<AcqDescription, GeometryError> {
     let info = dev.info();
+    let recording = dev.recording();
     Ok(AcqDescription {
-        geometry: Geometry::new(info.n_channels, info.n_bins)?,
+        geometry: Geometry::new(info.n_channels, recording.recorded_bins())?,
+        recording,
         params,
         clock_hz: info.clock_hz,
         event_widths: info.event_widths.iter().copied().collect(),

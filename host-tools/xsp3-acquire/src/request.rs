@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use acq_core::detector::{AcqParams, Detector, DetectorInfo, GapMode, SettingError, TriggerMode};
+use acq_core::detector::{
+    AcqParams, Detector, DetectorInfo, GapMode, Recording, RecordingError, SettingError,
+    TriggerMode,
+};
 use acq_core::engine::{Acquisition, Clock, EngineError};
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::error::ErrorKind;
@@ -120,6 +123,13 @@ pub struct AcqRequest {
     /// channel). Written as roi_NAME and roi_NAME_dtc, sent with every frame, in status.
     #[arg(long = "roi", value_name = "NAME:[CH:]LOW:HIGH")]
     pub rois: Vec<RoiSpec>,
+    /// Record only detector bins LOW..=HIGH of each spectrum (the SDK reads only those; the
+    /// ring, files and stream hold only them).
+    #[arg(long, value_name = "LOW:HIGH")]
+    pub bins: Option<BinRange>,
+    /// Sum N adjacent recorded bins into one (the bin count must be a multiple of N).
+    #[arg(long, value_name = "N", default_value_t = AcqRequest::DEFAULT.rebin)]
+    pub rebin: u32,
     /// Debounce of the trigger inputs in clock ticks (0..255): shorter pulses are ignored.
     #[arg(long, value_name = "TICKS", default_value_t = AcqRequest::DEFAULT.debounce)]
     pub debounce: u8,
@@ -174,6 +184,8 @@ impl AcqRequest {
         good_thresholds: Vec::new(),
         event_widths: Vec::new(),
         rois: Vec::new(),
+        bins: None,
+        rebin: 1,
         debounce: 0,
         invert_f0: false,
         invert_veto: false,
@@ -226,9 +238,29 @@ impl AcqRequest {
         })
     }
 
+    /// What is recorded of each spectrum on a detector like `info`'s.
+    pub fn recording(&self, info: &DetectorInfo) -> Result<Recording, RecordingError> {
+        let (first_bin, n_bins) = match self.bins {
+            Some(BinRange { low, high }) => (low, (high + 1).saturating_sub(low)),
+            None => (0, info.n_bins),
+        };
+        let recording = Recording {
+            first_bin,
+            n_bins,
+            rebin: self.rebin,
+        };
+        recording.check(info.n_bins).map(|()| recording)
+    }
+
     /// The ROIs for a detector like `info`'s.
-    pub fn rois(&self, info: &DetectorInfo) -> Result<Vec<Roi>, RoiError> {
-        roi::build(&self.rois, info.n_channels, info.n_bins)
+    pub fn rois(&self, info: &DetectorInfo) -> Result<Vec<Roi>, RequestError> {
+        let recording = self.recording(info)?;
+        Ok(roi::build(
+            &self.rois,
+            info.n_channels,
+            info.n_bins,
+            &recording,
+        )?)
     }
 
     /// The per-channel settings, in the order they are applied.
@@ -254,6 +286,8 @@ pub enum RequestError {
     Setting(#[from] SettingError),
     #[error(transparent)]
     Roi(#[from] RoiError),
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
     #[error("frames_per_file must be at least 1")]
     FramesPerFile,
     #[error("file `{name}`: {source}")]
@@ -298,6 +332,7 @@ pub fn prepare<K: Clock>(
 ) -> Result<(AcqDescription, SessionConfig), RequestError> {
     let params = request.validate(engine.detector().info())?;
     let rois = request.rois(engine.detector().info())?;
+    let recording = request.recording(engine.detector().info())?;
     let refused = |setting| {
         move |e: sdk_shim::X3sError| RequestError::Detector {
             setting,
@@ -307,6 +342,7 @@ pub fn prepare<K: Clock>(
         }
     };
     let dev = engine.detector_mut();
+    dev.set_recording(recording).map_err(refused("bins"))?;
     for setting in request.channel_settings() {
         dev.apply(&setting).map_err(|e| match e {
             sdk_shim::SettingsError::Invalid(e) => RequestError::Setting(e),
@@ -367,6 +403,37 @@ pub fn prepare<K: Clock>(
     };
     Ok((desc, session))
 }
+
+/// A detector bin range `LOW:HIGH` (inclusive) on the command line, `[low, high]` in JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "[u32; 2]")]
+pub struct BinRange {
+    pub low: u32,
+    pub high: u32,
+}
+
+impl From<[u32; 2]> for BinRange {
+    fn from([low, high]: [u32; 2]) -> Self {
+        BinRange { low, high }
+    }
+}
+
+impl FromStr for BinRange {
+    type Err = BinRangeError;
+
+    fn from_str(text: &str) -> Result<Self, BinRangeError> {
+        let bad = || BinRangeError(text.to_string());
+        let (low, high) = text.split_once(':').ok_or_else(bad)?;
+        Ok(BinRange {
+            low: low.trim().parse().map_err(|_| bad())?,
+            high: high.trim().parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("--bins `{0}`: expected LOW:HIGH, e.g. 500:1523")]
+pub struct BinRangeError(String);
 
 /// Command-line values of the modes named in acq-core's tables (`software-first` is accepted
 /// for `software_first`).
@@ -514,6 +581,9 @@ mod tests {
             "--event-width=1:11",
             "--debounce=80",
             "--invert-veto",
+            "--bins=100:355",
+            "--rebin=2",
+            "--roi=Fe:3:120:139",
             "--file=scan",
             "--stream=tcp://127.0.0.1:1",
             "--stream-type=pub",
@@ -523,7 +593,8 @@ mod tests {
             "frames": 5, "exposure": 250e-6, "trigger": "software_first", "gap_ns": 1000,
             "windows": [[0, 10, 20], [1, 30, 40], [3, 1, 50, 60]],
             "good_threshold": [7, [2, 9]], "event_width": [1, 11], "debounce": 80,
-            "invert_veto": true, "file": "scan",
+            "invert_veto": true, "bins": [100, 355], "rebin": 2, "rois": ["Fe:3:120:139"],
+            "file": "scan",
             "stream": "tcp://127.0.0.1:1", "stream_type": "pub",
         }))
         .map_err(|e| e.to_string());
@@ -542,6 +613,16 @@ mod tests {
                 "good_threshold 2:9",
                 "event_width 1:11"
             ]
+        );
+        assert_eq!(
+            from_cli.as_ref().map(|r| (r.bins, r.rebin)),
+            Ok((
+                Some(BinRange {
+                    low: 100,
+                    high: 355
+                }),
+                2
+            ))
         );
         assert_eq!(
             from_cli.map(|r| (r.trigger, r.gap, r.debounce, r.invert_f0, r.invert_veto)),

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use acq_core::geometry::{FrameMeta, Geometry};
 
+use acq_core::detector::Recording;
 use xspress3::protocol::{Header, ImageHeader, RoiValues, SeriesEnd};
 use xspress3::roi::{self, Roi};
 
@@ -98,6 +99,7 @@ pub struct StreamSender {
     /// Software ROIs sent with every frame, and the event widths of their dead-time correction.
     rois: Vec<Roi>,
     event_widths: Vec<u32>,
+    recording: Recording,
     /// Number of the next image message; refused images use up a number too, so receivers see
     /// PUB drops as gaps.
     msg_number: u64,
@@ -148,6 +150,7 @@ impl StreamSender {
             exptime,
             rois: Vec::new(),
             event_widths: Vec::new(),
+            recording: Recording::full(geometry.n_bins() as u32),
             msg_number: 0,
             sent: 0,
             drops: 0,
@@ -290,11 +293,17 @@ impl StreamSender {
         Ok(())
     }
 
-    /// Sends every frame's values of `rois` (dead-time corrected with `event_widths`) in its
-    /// image header.
-    pub fn with_rois(mut self, rois: Vec<Roi>, event_widths: Vec<u32>) -> Self {
+    /// Sends every frame's values of `rois` (dead-time corrected with `event_widths`, summed
+    /// from spectra recorded as `recording`) in its image header.
+    pub fn with_rois(
+        mut self,
+        rois: Vec<Roi>,
+        event_widths: Vec<u32>,
+        recording: Recording,
+    ) -> Self {
         self.rois = rois;
         self.event_widths = event_widths;
+        self.recording = recording;
         self
     }
 
@@ -306,7 +315,7 @@ impl StreamSender {
         roi::frame_values(
             &self.rois,
             &self.event_widths,
-            self.geometry.n_bins(),
+            &self.recording,
             mca,
             scalers,
         )

@@ -303,8 +303,9 @@ impl Sinks {
             .stream
             .clone()
             .map(|s| {
-                StreamSender::bind(zmq, s, geometry, exptime)
-                    .map(|tx| tx.with_rois(desc.rois.clone(), desc.event_widths.clone()))
+                StreamSender::bind(zmq, s, geometry, exptime).map(|tx| {
+                    tx.with_rois(desc.rois.clone(), desc.event_widths.clone(), desc.recording)
+                })
             })
             .transpose()?;
         if let Some(tx) = &sender {
@@ -711,7 +712,7 @@ fn last_roi_values(
     let values = xspress3::roi::frame_values(
         &desc.rois,
         &desc.event_widths,
-        g.n_bins(),
+        &desc.recording,
         mca.get(i * g.mca_words()..(i + 1) * g.mca_words())?,
         scalers.get(i * g.scaler_words()..(i + 1) * g.scaler_words())?,
     );

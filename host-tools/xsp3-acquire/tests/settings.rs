@@ -158,8 +158,10 @@ fn configure_takes_the_same_settings_as_json() {
 fn rois_are_summed_into_the_file_and_shown_in_status() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(dir.path(), &[]);
-    d.ok(json!({"cmd": "configure", "frames": 4, "exposure": "1ms", "file": "roi",
-                "trigger": "software", "rois": ["Fe:630:650", "Fe:3:600:700", "Cu:1:790:820"]}));
+    d.ok(
+        json!({"cmd": "configure", "frames": 4, "exposure": "1ms", "file": "roi",
+                "trigger": "software", "rois": ["Fe:630:650", "Fe:3:600:700", "Cu:1:790:820"]}),
+    );
     d.ok(json!({"cmd": "arm"}));
     d.ok(json!({"cmd": "trigger", "count": 4}));
     let st = d.wait_state("done");
@@ -169,7 +171,12 @@ fn rois_are_summed_into_the_file_and_shown_in_status() {
     let h5 = hdf5::File::open(&path).unwrap();
     let det = h5.group("entry/instrument/xspress3").unwrap();
     let ranges = [
-        [Some((630, 650)), Some((630, 650)), Some((630, 650)), Some((600, 700))],
+        [
+            Some((630, 650)),
+            Some((630, 650)),
+            Some((630, 650)),
+            Some((600, 700)),
+        ],
         [None, Some((790, 820)), None, None],
     ];
     for (k, name) in ["Fe", "Cu"].iter().enumerate() {
@@ -210,5 +217,85 @@ fn rois_are_summed_into_the_file_and_shown_in_status() {
         json!({"cmd": "configure", "rois": ["Fe:4:1:2"]}),
         "roi Fe:4:1:2: no such channel",
     );
-    d.error(json!({"cmd": "configure", "rois": ["a b:1:2"]}), "roi `a b`");
+    d.error(
+        json!({"cmd": "configure", "rois": ["a b:1:2"]}),
+        "roi `a b`",
+    );
+}
+
+#[test]
+fn bins_and_rebin_reduce_what_is_recorded_and_rois_still_sum_the_full_spectrum() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = acquire(&[
+        "--frames",
+        "5",
+        "--exposure",
+        "1ms",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--bins",
+        "600:855",
+        "--rebin",
+        "4",
+        "--roi",
+        "Fe:620:659",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.path().join("xspress3.h5");
+    let file = read_acq_file(&path).unwrap();
+    assert_eq!(file.data.dim(), (5, NCH, 64));
+    assert_eq!(attr_u32(&path, "first_bin"), [600]);
+    assert_eq!(attr_u32(&path, "rebin"), [4]);
+    assert_eq!(attr_u32(&path, "n_bins"), [64]);
+    let h5 = hdf5::File::open(&path).unwrap();
+    let bins: Vec<u32> = h5.dataset("entry/data/bin").unwrap().read_raw().unwrap();
+    assert_eq!(bins, (0..64).map(|i| 600 + 4 * i).collect::<Vec<_>>());
+    let fe: ndarray::Array2<u64> = h5
+        .dataset("entry/instrument/xspress3/roi_Fe")
+        .unwrap()
+        .read_2d()
+        .unwrap();
+    let sim = sdk_shim::SimParams::default();
+    let settings = sdk_shim::FrameSettings {
+        n_channels: NCH as u32,
+        exposure_ticks: 80_000,
+        windows: None,
+        good_thres: None,
+    };
+    let mut full = vec![0u32; NCH * 4096];
+    for f in 0..5 {
+        sim.expected_frame(&settings, f as u64, Some(&mut full), None)
+            .unwrap();
+        for c in 0..NCH {
+            let spectrum = &full[c * 4096..(c + 1) * 4096];
+            for b in 0..64 {
+                let want: u32 = spectrum[600 + 4 * b..604 + 4 * b].iter().sum();
+                assert_eq!(file.data[[f, c, b]], want, "f{f} c{c} b{b}");
+            }
+            let roi: u64 = spectrum[620..=659].iter().map(|&v| u64::from(v)).sum();
+            assert_eq!(fe[[f, c]], roi);
+        }
+    }
+    for (args, needle) in [
+        (
+            &["--bins", "600:699", "--rebin", "3"][..],
+            "bins 600:699 rebin 3",
+        ),
+        (&["--bins", "4000:4200"][..], "bins 4000:4200 rebin 1"),
+        (&["--bins", "x"][..], "--bins `x`: expected LOW:HIGH"),
+        (
+            &["--bins", "600:855", "--roi", "Fe:100:200"][..],
+            "roi Fe:100:200: with --bins/--rebin",
+        ),
+    ] {
+        let out = acquire(&[&["--frames", "2"][..], args].concat());
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
 }

@@ -216,6 +216,8 @@ fn header(name: &str, g: Geo, n_frames: u64) -> Header {
         overwritable: false,
         n_channels: g.nch,
         n_bins: g.nbins,
+        first_bin: 0,
+        rebin: 1,
         n_frames,
         exposure_ticks: 80_000,
         exptime: 0.001,

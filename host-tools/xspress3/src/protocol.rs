@@ -9,8 +9,8 @@
 //! `exptime`) so its receivers keep working for the first two parts; `msg_number` counts image
 //! messages from 0 so a receiver can detect gaps; there is no pickle.
 
-use acq_core::detector::{AcqParams, GapMode, TriggerMode};
-use acq_core::geometry::{Geometry, Scaler};
+use acq_core::detector::{AcqParams, GapMode, Recording, TriggerMode};
+use acq_core::geometry::{Geometry, Scaler, MAX_BINS};
 use serde::{Deserialize, Serialize};
 
 use crate::roi::Roi;
@@ -28,7 +28,14 @@ pub struct Header {
     pub filename: String,
     pub overwritable: bool,
     pub n_channels: u32,
+    /// Bins per channel of the spectra sent (recorded bins).
     pub n_bins: u32,
+    /// The detector bin of the first bin sent (`--bins`); 0 by default.
+    #[serde(default)]
+    pub first_bin: u32,
+    /// Detector bins summed into each bin sent (`--rebin`); 1 by default.
+    #[serde(default = "one")]
+    pub rebin: u32,
     /// Frames requested; 0 for an unbounded acquisition.
     pub n_frames: u64,
     pub exposure_ticks: u32,
@@ -258,6 +265,12 @@ pub enum HeaderError {
     },
     #[error("roi `{}`: {reason}", .name.escape_debug())]
     Roi { name: String, reason: String },
+    #[error("first_bin {first_bin}, n_bins {n_bins}, rebin {rebin}: not a range of the spectrum")]
+    Recording {
+        first_bin: u32,
+        n_bins: u32,
+        rebin: u32,
+    },
 }
 
 impl Header {
@@ -271,6 +284,8 @@ impl Header {
             overwritable,
             n_channels: desc.geometry.n_channels() as u32,
             n_bins: desc.geometry.n_bins() as u32,
+            first_bin: desc.recording.first_bin,
+            rebin: desc.recording.rebin,
             n_frames: desc.params.n_frames,
             exposure_ticks: desc.params.exposure_ticks,
             exptime: desc.params.exposure_ticks as f64 / desc.clock_hz,
@@ -331,8 +346,21 @@ impl Header {
             }
         }
         self.check_rois(channels)?;
+        let recording = Recording {
+            first_bin: self.first_bin,
+            n_bins: self.n_bins.saturating_mul(self.rebin),
+            rebin: self.rebin,
+        };
+        recording
+            .check(MAX_BINS as u32)
+            .map_err(|_| HeaderError::Recording {
+                first_bin: self.first_bin,
+                n_bins: self.n_bins,
+                rebin: self.rebin,
+            })?;
         Ok(AcqDescription {
             geometry,
+            recording,
             params: AcqParams {
                 n_frames: self.n_frames,
                 exposure_ticks: self.exposure_ticks,
@@ -384,6 +412,10 @@ impl Header {
     }
 }
 
+fn one() -> u32 {
+    1
+}
+
 /// Little-endian u32 words of a part whose length [`image_header`] checked.
 fn words(bytes: &[u8]) -> Vec<u32> {
     bytes
@@ -416,6 +448,11 @@ mod tests {
     fn description() -> AcqDescription {
         AcqDescription {
             geometry: Geometry::new(2, 16).unwrap(),
+            recording: Recording {
+                first_bin: 100,
+                n_bins: 32,
+                rebin: 2,
+            },
             params: AcqParams {
                 n_frames: 10,
                 exposure_ticks: 80_000,

@@ -9,6 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use acq_core::deadtime::{channel_scalers, dead_time};
+use acq_core::detector::Recording;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// One `NAME:[CH:]LOW:HIGH` as a user gives it.
@@ -33,6 +34,16 @@ pub enum RoiError {
     Channel { spec: RoiSpec, last: u32 },
     #[error("roi {spec}: bins must lie in 0..={last} with LOW <= HIGH")]
     Bins { spec: RoiSpec, last: u32 },
+    #[error(
+        "roi {spec}: with --bins/--rebin a ROI is summed from the recorded bins, so it must lie \
+         in bins {first}..={last} and start and end on a rebin boundary (groups of {rebin})"
+    )]
+    NotRecorded {
+        spec: RoiSpec,
+        first: u32,
+        last: u32,
+        rebin: u32,
+    },
 }
 
 impl fmt::Display for RoiSpec {
@@ -97,15 +108,22 @@ impl Roi {
         format!("roi_{}_dtc", self.name)
     }
 
-    /// The sums of one frame's spectra (`[chan][bin]`, `n_bins` per channel) into `out`
-    /// (one per channel).
-    pub fn sums(&self, frame_mca: &[u32], n_bins: usize, out: &mut Vec<u64>) {
+    /// The sums of one frame's recorded spectra (`[chan][bin]`, as `recording` made them) into
+    /// `out` (one per channel). The ranges are detector bins that [`build`] checked to be whole
+    /// recorded bins, so the sums equal those of the full spectrum.
+    pub fn sums(&self, frame_mca: &[u32], recording: &Recording, out: &mut Vec<u64>) {
+        let n_bins = recording.recorded_bins() as usize;
+        let rebin = recording.rebin.max(1);
         for (chan, range) in self.ranges.iter().enumerate() {
             let sum = match range {
-                Some([low, high]) => frame_mca
-                    .get(chan * n_bins + *low as usize..=chan * n_bins + *high as usize)
-                    .map_or(0, |bins| bins.iter().map(|&v| u64::from(v)).sum()),
-                None => 0,
+                Some([low, high]) if *low >= recording.first_bin => {
+                    let lo = ((low - recording.first_bin) / rebin) as usize;
+                    let hi = ((high + 1 - recording.first_bin) / rebin) as usize;
+                    frame_mca
+                        .get(chan * n_bins + lo..chan * n_bins + hi)
+                        .map_or(0, |bins| bins.iter().map(|&v| u64::from(v)).sum())
+                }
+                _ => 0,
             };
             out.push(sum);
         }
@@ -127,7 +145,7 @@ pub struct RoiValues {
 pub fn frame_values(
     rois: &[Roi],
     event_widths: &[u32],
-    n_bins: usize,
+    recording: &Recording,
     mca: &[u32],
     scalers: &[u32],
 ) -> Vec<RoiValues> {
@@ -140,7 +158,7 @@ pub fn frame_values(
     rois.iter()
         .map(|roi| {
             let mut counts = Vec::with_capacity(roi.ranges.len());
-            roi.sums(mca, n_bins, &mut counts);
+            roi.sums(mca, recording, &mut counts);
             let dtc = counts
                 .iter()
                 .enumerate()
@@ -161,9 +179,14 @@ pub fn frame_values(
         .collect()
 }
 
-/// The ROIs of `specs` for a detector of `n_channels` x `n_bins`, in the order their names
-/// first appear.
-pub fn build(specs: &[RoiSpec], n_channels: u32, n_bins: u32) -> Result<Vec<Roi>, RoiError> {
+/// The ROIs of `specs` for a detector of `n_channels` x `n_bins` recording `recording`, in the
+/// order their names first appear.
+pub fn build(
+    specs: &[RoiSpec],
+    n_channels: u32,
+    n_bins: u32,
+    recording: &Recording,
+) -> Result<Vec<Roi>, RoiError> {
     let mut rois: Vec<Roi> = Vec::new();
     for spec in specs {
         if spec.channel.is_some_and(|c| c >= n_channels) {
@@ -176,6 +199,20 @@ pub fn build(specs: &[RoiSpec], n_channels: u32, n_bins: u32) -> Result<Vec<Roi>
             return Err(RoiError::Bins {
                 spec: spec.clone(),
                 last: n_bins.saturating_sub(1),
+            });
+        }
+        let (first, rebin) = (recording.first_bin, recording.rebin.max(1));
+        let end = first + recording.n_bins;
+        if spec.low < first
+            || spec.high >= end
+            || (spec.low - first) % rebin != 0
+            || (spec.high + 1 - first) % rebin != 0
+        {
+            return Err(RoiError::NotRecorded {
+                spec: spec.clone(),
+                first,
+                last: end.saturating_sub(1),
+                rebin,
             });
         }
         let index = match rois.iter().position(|r| r.name == spec.name) {
@@ -231,6 +268,7 @@ mod tests {
             ],
             3,
             4096,
+            &Recording::full(4096),
         )
         .unwrap();
         assert_eq!(rois.len(), 2);
@@ -242,8 +280,8 @@ mod tests {
         assert_eq!(rois[1].dataset(), "roi_Cu");
         let mca: Vec<u32> = (0..3 * 4096).map(|i| (i % 4096) as u32).collect();
         let mut out = Vec::new();
-        rois[0].sums(&mca, 4096, &mut out);
-        rois[1].sums(&mca, 4096, &mut out);
+        rois[0].sums(&mca, &Recording::full(4096), &mut out);
+        rois[1].sums(&mca, &Recording::full(4096), &mut out);
         let range_sum = |lo: u64, hi: u64| (lo..=hi).sum::<u64>();
         assert_eq!(
             out,
@@ -259,17 +297,42 @@ mod tests {
     }
 
     #[test]
+    fn with_a_recording_rois_sum_whole_recorded_bins() {
+        let rec = Recording {
+            first_bin: 600,
+            n_bins: 200,
+            rebin: 4,
+        };
+        let rois = build(&[spec("Fe:620:659")], 2, 4096, &rec).unwrap();
+        // Recorded bin i holds detector bins 600 + 4i ..= 603 + 4i; here its value is i.
+        let mca: Vec<u32> = (0..2 * 50).map(|i| (i % 50) as u32).collect();
+        let mut out = Vec::new();
+        rois[0].sums(&mca, &rec, &mut out);
+        assert_eq!(out, [(5..15).sum::<u64>(), (5..15).sum::<u64>()]);
+        for bad in ["Fe:598:659", "Fe:621:659", "Fe:620:660", "Fe:700:900"] {
+            let e = build(&[spec(bad)], 2, 4096, &rec).unwrap_err();
+            assert!(matches!(e, RoiError::NotRecorded { .. }), "{bad}: {e}");
+        }
+        let e = build(&[spec("Fe:598:659")], 2, 4096, &rec).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "roi Fe:598:659: with --bins/--rebin a ROI is summed from the recorded bins, so it \
+             must lie in bins 600..=799 and start and end on a rebin boundary (groups of 4)"
+        );
+    }
+
+    #[test]
     fn specs_outside_the_detector_are_refused_naming_them() {
-        let e = build(&[spec("Fe:4:1:2")], 4, 4096).unwrap_err();
+        let e = build(&[spec("Fe:4:1:2")], 4, 4096, &Recording::full(4096)).unwrap_err();
         assert_eq!(
             e.to_string(),
             "roi Fe:4:1:2: no such channel (the detector has channels 0..=3)"
         );
-        let e = build(&[spec("Fe:10:4096")], 4, 4096).unwrap_err();
+        let e = build(&[spec("Fe:10:4096")], 4, 4096, &Recording::full(4096)).unwrap_err();
         assert_eq!(
             e.to_string(),
             "roi Fe:10:4096: bins must lie in 0..=4095 with LOW <= HIGH"
         );
-        assert!(build(&[spec("Fe:20:10")], 4, 4096).is_err());
+        assert!(build(&[spec("Fe:20:10")], 4, 4096, &Recording::full(4096)).is_err());
     }
 }

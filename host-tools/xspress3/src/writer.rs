@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use acq_core::deadtime::{channel_scalers, dead_time, output_count_rate};
-use acq_core::detector::AcqParams;
+use acq_core::detector::{AcqParams, Recording};
 use acq_core::engine::LostRange;
 use acq_core::geometry::{FrameMeta, Geometry, Scaler, N_SCALERS};
 use hdf5::{Dataset, File, Group, H5Type};
@@ -46,7 +46,10 @@ pub struct OutputConfig {
 /// Facts about the acquisition, written as attributes of the detector group.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AcqDescription {
+    /// Channels and recorded bins per frame.
     pub geometry: Geometry,
+    /// The detector bins the recorded bins are made of (`--bins`, `--rebin`).
+    pub recording: Recording,
     pub params: AcqParams,
     pub clock_hz: f64,
     /// One per channel.
@@ -389,7 +392,9 @@ impl AcqFileWriter {
             })
             .map_err(err("create count_time"))?;
         set_str(&count_time, "units", "s").map_err(err("count_time attributes"))?;
-        let bins: Vec<u32> = (0..nbins as u32).collect();
+        let bins: Vec<u32> = (0..nbins as u32)
+            .map(|i| self.desc.recording.detector_bin(i))
+            .collect();
         nexus::write_plottable(&file, &entry, nch, &bins, self.started)
             .map_err(err("NXdata group and default attributes"))?;
         let rois = self
@@ -444,6 +449,8 @@ impl AcqFileWriter {
         set_str(det, "software", &d.software)?;
         set_scalar(det, "n_channels", d.geometry.n_channels() as u32)?;
         set_scalar(det, "n_bins", d.geometry.n_bins() as u32)?;
+        set_scalar(det, "first_bin", d.recording.first_bin)?;
+        set_scalar(det, "rebin", d.recording.rebin)?;
         set_scalar(det, "clock_hz", d.clock_hz)?;
         set_scalar(det, "exposure_ticks", d.params.exposure_ticks)?;
         set_scalar(
@@ -664,7 +671,7 @@ impl AcqFileWriter {
                 let start = sums.len();
                 roi.sums(
                     &mca[i * g.mca_words()..(i + 1) * g.mca_words()],
-                    g.n_bins(),
+                    &self.desc.recording,
                     sums,
                 );
                 for (chan, &sum) in sums[start..].iter().enumerate() {
