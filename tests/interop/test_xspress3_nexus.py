@@ -205,3 +205,28 @@ def test_bins_and_rebin_record_the_reduced_spectrum_numpy_computes(tmp_path):
     np.testing.assert_array_equal(axis, 512 + 8 * np.arange(128))
     counts, text = punx_summary(tmp_path / "b.h5")
     assert counts.get("ERROR", 0) == 0 and counts.get("WARN", 0) == 0, text[-4000:]
+
+
+def test_the_receiver_writes_the_same_reduced_spectra_and_rois(tmp_path):
+    from xsp3_helpers import free_port
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    recv = subprocess.Popen([rust_bin("xsp3-receive"), "--connect", endpoint, "--root",
+                             str(tmp_path / "recv"), "--once"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        acquire("--frames", 20, "--exposure", "1ms", "--out", tmp_path, "--file", "sent",
+                "--stream", endpoint, "--bins", "600:855", "--rebin", "4",
+                "--roi", "Fe:620:659", "--roi", "Cu:1:792:855")
+        assert recv.wait(timeout=60) == 0, recv.stderr.read()
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+    with h5py.File(tmp_path / "sent.h5", "r") as a, h5py.File(tmp_path / "recv/sent.h5", "r") as b:
+        da, db = a["entry/instrument/xspress3"], b["entry/instrument/xspress3"]
+        for name in ("data", "roi_Fe", "roi_Cu", "roi_Fe_dtc", "dead_time_correction"):
+            np.testing.assert_array_equal(da[name][()], db[name][()], err_msg=name)
+        for attr in ("first_bin", "rebin", "n_bins"):
+            assert da.attrs[attr] == db.attrs[attr], attr
+        np.testing.assert_array_equal(a["entry/data/bin"][()], b["entry/data/bin"][()])
+        np.testing.assert_array_equal(db["roi_Cu"].attrs["ranges"],
+                                      [[-1, -1], [792, 855], [-1, -1], [-1, -1]])

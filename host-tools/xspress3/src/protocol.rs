@@ -345,7 +345,6 @@ impl Header {
                 });
             }
         }
-        self.check_rois(channels)?;
         let recording = Recording {
             first_bin: self.first_bin,
             n_bins: self.n_bins.saturating_mul(self.rebin),
@@ -358,6 +357,7 @@ impl Header {
                 n_bins: self.n_bins,
                 rebin: self.rebin,
             })?;
+        self.check_rois(channels, &recording)?;
         Ok(AcqDescription {
             geometry,
             recording,
@@ -380,8 +380,10 @@ impl Header {
         })
     }
 
-    /// A ROI from a peer: a valid name and a range inside the spectrum for each channel.
-    fn check_rois(&self, channels: usize) -> Result<(), HeaderError> {
+    /// A ROI from a peer: a valid name and, per channel, a range of whole recorded bins.
+    fn check_rois(&self, channels: usize, recording: &Recording) -> Result<(), HeaderError> {
+        let (first, rebin) = (recording.first_bin, recording.rebin.max(1));
+        let end = first + recording.n_bins;
         for roi in &self.rois {
             let bad = |reason: String| HeaderError::Roi {
                 name: roi.name.clone(),
@@ -399,13 +401,16 @@ impl Header {
                     roi.ranges.len()
                 )));
             }
-            if let Some([low, high]) = roi
-                .ranges
-                .iter()
-                .flatten()
-                .find(|[l, h]| l > h || *h >= self.n_bins)
-            {
-                return Err(bad(format!("range [{low}, {high}] outside the spectrum")));
+            if let Some([low, high]) = roi.ranges.iter().flatten().find(|[l, h]| {
+                l > h
+                    || *l < first
+                    || *h >= end
+                    || (l - first) % rebin != 0
+                    || (h + 1 - first) % rebin != 0
+            }) {
+                return Err(bad(format!(
+                    "range [{low}, {high}] is not whole recorded bins of {first}..{end} by {rebin}"
+                )));
             }
         }
         Ok(())
@@ -468,7 +473,7 @@ mod tests {
             good_thresholds: vec![0, 4],
             rois: vec![Roi {
                 name: "Fe".into(),
-                ranges: vec![Some([3, 9]), None],
+                ranges: vec![Some([104, 111]), None],
             }],
             backend: "simulated SDK".into(),
             software: "xsp3-acquire 0.1.0".into(),
@@ -516,6 +521,20 @@ mod tests {
         bad(|h| h.good_thresholds.push(1), "good_thresholds has 3");
         bad(|h| h.protocol = "xsp3-stream/9".into(), "xsp3-stream/9");
         bad(|h| h.dtype = "float64".into(), "float64");
+        bad(|h| h.rebin = 0, "first_bin 100, n_bins 16, rebin 0");
+        bad(|h| h.first_bin = 4090, "first_bin 4090");
+        bad(
+            |h| h.rois[0].ranges[1] = Some([105, 111]),
+            "roi `Fe`: range [105, 111] is not whole recorded bins",
+        );
+        bad(
+            |h| h.rois[0].ranges.pop().map_or((), drop),
+            "1 ranges for 2",
+        );
+        bad(
+            |h| h.rois[0].name = "a/b".into(),
+            "roi `a/b`: not a ROI name",
+        );
     }
 
     #[test]
