@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use acq_core::detector::{
     AcqParams, Detector, DetectorInfo, GapMode, Recording, RecordingError, SettingError,
-    TriggerMode,
+    TriggerCountError, TriggerMode,
 };
 use acq_core::engine::{Acquisition, Clock, EngineError};
 use clap::builder::{PossibleValue, TypedValueParser};
@@ -98,6 +98,14 @@ pub struct AcqRequest {
     #[arg(long, default_value = AcqRequest::DEFAULT.trigger.name(), value_parser = Names::TRIGGER)]
     #[serde(deserialize_with = "trigger_from_json")]
     pub trigger: TriggerMode,
+    /// MAX IV's nTriggers: with --frames-per-trigger instead of --frames, one of the two 1
+    /// (each trigger starts one frame, or the first starts them all); the trigger source is
+    /// --trigger's (software, external, gate, internal), the mode follows from the counts.
+    #[arg(long, value_name = "N")]
+    pub triggers: Option<u64>,
+    /// MAX IV's nFramesPerTrigger (see --triggers).
+    #[arg(long, value_name = "N")]
+    pub frames_per_trigger: Option<u64>,
     /// Dead time between internally timed frames.
     #[arg(long, default_value = AcqRequest::DEFAULT.gap.name(), value_parser = Names::GAP)]
     #[serde(rename = "gap_ns", deserialize_with = "gap_from_json")]
@@ -179,6 +187,8 @@ impl AcqRequest {
         frames: 1000,
         exposure: Span(Duration::from_millis(1)),
         trigger: TriggerMode::Internal,
+        triggers: None,
+        frames_per_trigger: None,
         gap: GapMode::Ns25,
         windows: Vec::new(),
         good_thresholds: Vec::new(),
@@ -227,15 +237,38 @@ impl AcqRequest {
         if self.stream_hwm < 0 {
             return Err(RequestError::StreamHwm(self.stream_hwm));
         }
+        let (trigger, n_frames) = self.trigger_plan()?;
         Ok(AcqParams {
-            n_frames: self.frames,
+            n_frames,
             exposure_ticks: exposure_ticks(self.exposure.0, info.clock_hz)?,
             gap: self.gap,
-            trigger: self.trigger,
+            trigger,
             debounce_ticks: self.debounce,
             invert_f0: self.invert_f0,
             invert_veto: self.invert_veto,
         })
+    }
+
+    /// The trigger mode and frame count: `trigger` and `frames`, or with `triggers` /
+    /// `frames_per_trigger` MAX IV's plan for `trigger`'s source (`frames`, if also given, must
+    /// be their product).
+    pub fn trigger_plan(&self) -> Result<(TriggerMode, u64), RequestError> {
+        if self.triggers.is_none() && self.frames_per_trigger.is_none() {
+            return Ok((self.trigger, self.frames));
+        }
+        let (n_triggers, per_trigger) = (
+            self.triggers.unwrap_or(1),
+            self.frames_per_trigger.unwrap_or(1),
+        );
+        let plan = self.trigger.source().plan(n_triggers, per_trigger)?;
+        if self.frames != Self::DEFAULT.frames && self.frames != plan.n_frames {
+            return Err(RequestError::FramesAndTriggers {
+                frames: self.frames,
+                n_triggers,
+                per_trigger,
+            });
+        }
+        Ok((plan.trigger, plan.n_frames))
     }
 
     /// What is recorded of each spectrum on a detector like `info`'s.
@@ -288,6 +321,17 @@ pub enum RequestError {
     Roi(#[from] RoiError),
     #[error(transparent)]
     Recording(#[from] RecordingError),
+    #[error(transparent)]
+    Triggers(#[from] TriggerCountError),
+    #[error(
+        "frames {frames} differs from triggers {n_triggers} x frames_per_trigger {per_trigger}: \
+         give frames, or the two counts"
+    )]
+    FramesAndTriggers {
+        frames: u64,
+        n_triggers: u64,
+        per_trigger: u64,
+    },
     #[error("frames_per_file must be at least 1")]
     FramesPerFile,
     #[error("file `{name}`: {source}")]
@@ -583,6 +627,8 @@ mod tests {
             "--invert-veto",
             "--bins=100:355",
             "--rebin=2",
+            "--triggers=1",
+            "--frames-per-trigger=5",
             "--roi=Fe:3:120:139",
             "--file=scan",
             "--stream=tcp://127.0.0.1:1",
@@ -593,7 +639,7 @@ mod tests {
             "frames": 5, "exposure": 250e-6, "trigger": "software_first", "gap_ns": 1000,
             "windows": [[0, 10, 20], [1, 30, 40], [3, 1, 50, 60]],
             "good_threshold": [7, [2, 9]], "event_width": [1, 11], "debounce": 80,
-            "invert_veto": true, "bins": [100, 355], "rebin": 2, "rois": ["Fe:3:120:139"],
+            "invert_veto": true, "bins": [100, 355], "rebin": 2, "triggers": 1, "frames_per_trigger": 5, "rois": ["Fe:3:120:139"],
             "file": "scan",
             "stream": "tcp://127.0.0.1:1", "stream_type": "pub",
         }))
@@ -613,6 +659,10 @@ mod tests {
                 "good_threshold 2:9",
                 "event_width 1:11"
             ]
+        );
+        assert_eq!(
+            from_cli.as_ref().map(|r| r.trigger_plan().ok()),
+            Ok(Some((TriggerMode::SoftwareFirst, 5)))
         );
         assert_eq!(
             from_cli.as_ref().map(|r| (r.bins, r.rebin)),

@@ -299,3 +299,66 @@ fn bins_and_rebin_reduce_what_is_recorded_and_rois_still_sum_the_full_spectrum()
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn max_iv_trigger_counts_choose_the_mode_and_the_frame_count() {
+    for (counts, frames, mode) in [
+        (
+            &["--triggers", "1", "--frames-per-trigger", "6"][..],
+            6,
+            "software_first",
+        ),
+        (&["--triggers", "4"][..], 4, "software"),
+        (&["--triggers", "5", "--frames", "5"][..], 5, "software"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = acquire(
+            &[
+                &[
+                    "--trigger",
+                    "software",
+                    "--exposure",
+                    "1ms",
+                    "--out",
+                    dir.path().to_str().unwrap(),
+                ][..],
+                counts,
+            ]
+            .concat(),
+        );
+        assert!(
+            out.status.success(),
+            "{counts:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = dir.path().join("xspress3.h5");
+        assert_eq!(read_acq_file(&path).unwrap().frame_number.len(), frames);
+        assert_eq!(common::det_str(&path, "trigger_mode"), mode, "{counts:?}");
+    }
+    for (args, needle) in [
+        (
+            &[
+                "--trigger",
+                "software",
+                "--triggers",
+                "3",
+                "--frames-per-trigger",
+                "2",
+            ][..],
+            "n_triggers 3 x frames_per_trigger 2: one of the two must be 1",
+        ),
+        (
+            &["--trigger", "software", "--triggers", "4", "--frames", "5"][..],
+            "frames 5 differs from triggers 4 x frames_per_trigger 1",
+        ),
+        (
+            &["--trigger", "gate", "--frames-per-trigger", "2"][..],
+            "frames_per_trigger 2: each gate is one frame",
+        ),
+    ] {
+        let out = acquire(args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

@@ -227,8 +227,8 @@ fn run(args: RunArgs) -> Result<Summary, Failure> {
     stop_on_signals(&control)?;
     // `run` issues the software triggers itself: one per frame requested in `software`, the
     // first only in `software_first`.
-    let triggers = match request.trigger {
-        TriggerMode::Software => request.frames.max(1),
+    let triggers = match desc.params.trigger {
+        TriggerMode::Software => desc.params.n_frames.max(1),
         TriggerMode::SoftwareFirst => 1,
         _ => 0,
     };
