@@ -44,7 +44,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// One acquisition, then exit with a summary.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// A daemon controlled over a ZMQ REP socket with JSON commands (configure, arm, trigger,
     /// stop, status, shutdown).
     Serve(ServeArgs),
@@ -311,7 +311,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => {
             let json = args.json;
-            run(args).map(|summary| {
+            run(*args).map(|summary| {
                 print_summary(&summary, json);
                 summary.outcome()
             })
