@@ -203,10 +203,8 @@ pub struct Acquisition<D: Detector, K: Clock> {
 impl<D: Detector, K: Clock> Acquisition<D, K> {
     /// An idle engine over `detector`, reading at most `batch` frames per step.
     pub fn new(detector: D, clock: K, batch: usize) -> Result<Self, EngineError> {
-        let info = detector.info();
-        let geometry =
-            Geometry::new(info.n_channels, info.n_bins).map_err(EngineError::Geometry)?;
-        let buffer_frames = match info.buffer_frames {
+        let geometry = Self::geometry_of(&detector)?;
+        let buffer_frames = match detector.info().buffer_frames {
             0 => u64::MAX,
             n => n,
         };
@@ -225,6 +223,12 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
             fault: None,
             salvage_batch: 0,
         })
+    }
+
+    /// Frames of `detector`'s channels and recorded bins.
+    fn geometry_of(detector: &D) -> Result<Geometry, EngineError> {
+        let bins = detector.recording().recorded_bins();
+        Geometry::new(detector.info().n_channels, bins).map_err(EngineError::Geometry)
     }
 
     pub fn state(&self) -> EngineState {
@@ -275,6 +279,8 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
         )?;
         self.fault = None;
         self.salvage_batch = 0;
+        // The detector's recording may have changed since the last acquisition.
+        self.geometry = Self::geometry_of(&self.detector)?;
         if let Err(e) = self.detector.configure(params) {
             return Err(self.record_fault("configure", &e));
         }

@@ -20,6 +20,8 @@ fn params(n_frames: u64, trigger: TriggerMode) -> AcqParams {
         gap: GapMode::Ns25,
         trigger,
         debounce_ticks: 0,
+        invert_f0: false,
+        invert_veto: false,
     }
 }
 

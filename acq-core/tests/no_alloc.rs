@@ -42,6 +42,8 @@ fn a_million_frames_allocate_nothing_after_initialisation() {
             gap: GapMode::Ns25,
             trigger: TriggerMode::Internal,
             debounce_ticks: 0,
+            invert_f0: false,
+            invert_veto: false,
         })
         .unwrap();
     engine.arm().unwrap();

@@ -93,6 +93,8 @@ fn sim_engine(c: &mut Criterion) {
                 gap: GapMode::Ns25,
                 trigger: TriggerMode::Internal,
                 debounce_ticks: 0,
+                invert_f0: false,
+                invert_veto: false,
             })
             .expect("configure");
         let mut storage = SlotBuffers::new(geometry, SLOTS);
@@ -120,6 +122,8 @@ fn sim_engine(c: &mut Criterion) {
                         gap: GapMode::Ns25,
                         trigger: TriggerMode::Internal,
                         debounce_ticks: 0,
+                        invert_f0: false,
+                        invert_veto: false,
                     })
                     .expect("configure");
                 shim_only.arm().expect("arm");

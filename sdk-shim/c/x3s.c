@@ -69,12 +69,8 @@ static double (*volatile const x3s_sdk_needs_libm)(double) = exp;
 #include "x3s_sim_content.h"
 
 /* Hardware register facts (reference section 2.2), private to the shim. */
-#define X3S_TIMA_SRC_FIXED 0u
-#define X3S_TIMA_SRC_INTERNAL 1u
-#define X3S_TIMA_SRC_TTL_VETO_ONLY 4u
-#define X3S_TIMA_F0_INV (1u << 3)
-#define X3S_TIMA_VETO_INV (1u << 4)
-#define X3S_TIMA_DEBOUNCE(x) (((uint32_t)(x) & 0xFFu) << 16)
+#define X3S_GTIMA_SRC_INTERNAL 1
+#define X3S_GTIMA_SRC_TTL_VETO_ONLY 4
 #define X3S_ITFG_BURST 0
 #define X3S_ITFG_SOFTWARE 1
 #define X3S_ITFG_HARDWARE 2
@@ -83,6 +79,7 @@ static double (*volatile const x3s_sdk_needs_libm)(double) = exp;
 #define X3S_GEN_MINI 2
 #define X3S_GEN_4 3
 #define X3S_CLK_XTAL 1
+#define X3S_CLK_EXT 2 /* XSP3_CLK_SRC_EXT: the clock LEMO, driven by the master card */
 #define X3S_CLK_CDCM61004 0x10
 #define X3S_CLK_LMK61E2 0x11
 #define X3S_CLK_MIDPLN_LMK61E2 0x21 /* XSP4_CLK_SRC_MIDPLN_LMK61E2: the midplane's clock */
@@ -100,6 +97,15 @@ struct x3s_dev {
     uint32_t n_cards;
     uint32_t progress_timeout_ms;
     x3s_info info;
+    x3s_chan_settings chans[X3S_MAX_CHANNELS];
+    /* What x3s_read_mca returns (x3s_set_recording): detector bins [rec_first, rec_first +
+     * rec_bins), summed by rec_rebin, read through `scratch` (scratch_frames frames) when
+     * rec_rebin > 1. */
+    uint32_t rec_first;
+    uint32_t rec_bins;
+    uint32_t rec_rebin;
+    uint32_t *scratch;
+    uint32_t scratch_frames;
 
     int configured;
     x3s_acq_params acq;
@@ -325,11 +331,11 @@ int32_t x3s_open(const x3s_open_params *p, x3s_dev **out)
         *out = NULL;
     if (!p || !out)
         return set_error(NULL, X3S_E_ARG, "x3s_open: params and out must not be NULL");
-    if (p->n_cards < 1 || p->num_tf < 1 || p->n_channels == 0 || p->n_channels < -1)
+    if (p->n_cards < 1 || p->n_cards > X3S_MAX_CARDS || p->num_tf < 1 || p->n_channels == 0 || p->n_channels < -1)
         return set_error(NULL, X3S_E_ARG,
                          "x3s_open: %" PRId32 " cards, %" PRId32 " channels, %" PRId32
-                         " frames: need >= 1 card, >= 1 frame and channels -1 or >= 1",
-                         p->n_cards, p->n_channels, p->num_tf);
+                         " frames: need 1..%d cards, >= 1 frame and channels -1 or >= 1",
+                         p->n_cards, p->n_channels, p->num_tf, X3S_MAX_CARDS);
     x3s_dev *d = calloc(1, sizeof *d);
     if (!d)
         return set_error(NULL, XSP3_OUT_OF_MEMORY, "x3s_open: out of memory");
@@ -384,12 +390,21 @@ int32_t x3s_open(const x3s_open_params *p, x3s_dev **out)
         if (rc < 0)
             return open_fail(d, d->path, rc);
     } else {
-        int clk = d->info.generation == X3S_GEN_MINI ? X3S_CLK_CDCM61004
-                  : d->info.generation == X3S_GEN_4  ? X3S_CLK_LMK61E2
-                                                     : X3S_CLK_XTAL;
+        /*
+         * Card 0 is the clock master (MASTER: its clock drives the other cards). On an Xspress3
+         * it runs from its crystal and the other cards take its clock from the clock LEMO
+         * (XSP3_CLK_SRC_EXT, "slave boards" in the manual); Mini and Xspress4 cards use their ADC
+         * board's clock chip, only card 0 flagged master. No dither throughout, as EPICS does.
+         */
         for (uint32_t card = 0; card < d->n_cards; card++) {
+            int master = card == 0;
+            int clk = d->info.generation == X3S_GEN_MINI ? X3S_CLK_CDCM61004
+                      : d->info.generation == X3S_GEN_4  ? X3S_CLK_LMK61E2
+                      : master                           ? X3S_CLK_XTAL
+                                                         : X3S_CLK_EXT;
             SDK(d, rc, "xsp3_clocks_setup",
-                xsp3_clocks_setup(d->path, (int)card, clk, X3S_CLK_MASTER_NO_DITHER, 0));
+                xsp3_clocks_setup(d->path, (int)card, clk,
+                                  master ? X3S_CLK_MASTER_NO_DITHER : X3S_CLK_NO_DITHER, 0));
             if (rc < 0)
                 return open_fail(d, d->path, rc);
         }
@@ -418,6 +433,29 @@ int32_t x3s_open(const x3s_open_params *p, x3s_dev **out)
                          set_error(d, X3S_E_BACKEND, "xsp3_get_num_chan: %" PRId64 " channels",
                                    rc));
     d->info.n_channels = (uint32_t)rc;
+    SDK(d, rc, "xsp3_get_num_cards", xsp3_get_num_cards(d->path));
+    if (rc < 0)
+        return open_fail(d, d->path, rc);
+    if (rc != (int64_t)d->n_cards)
+        return open_fail(d, d->path,
+                         set_error(d, X3S_E_BACKEND,
+                                   "xsp3_get_num_cards: %" PRId64 " cards, %" PRIu32 " configured",
+                                   rc, d->n_cards));
+    d->info.n_cards = d->n_cards;
+    uint32_t card_sum = 0;
+    for (uint32_t card = 0; card < d->n_cards; card++) {
+        SDK(d, rc, "xsp3_get_num_chan_used", xsp3_get_num_chan_used(d->path, (int)card));
+        if (rc < 0)
+            return open_fail(d, d->path, rc);
+        d->info.card_channels[card] = (uint32_t)rc;
+        card_sum += (uint32_t)rc;
+    }
+    if (card_sum != d->info.n_channels)
+        return open_fail(d, d->path,
+                         set_error(d, X3S_E_BACKEND,
+                                   "xsp3_get_num_chan_used: the cards' channels add up to %" PRIu32
+                                   ", but the system has %" PRIu32,
+                                   card_sum, d->info.n_channels));
     SDK(d, rc, "xsp3_get_bins_per_mca", xsp3_get_bins_per_mca(d->path));
     if (rc < 0)
         return open_fail(d, d->path, rc);
@@ -426,6 +464,9 @@ int32_t x3s_open(const x3s_open_params *p, x3s_dev **out)
                          set_error(d, X3S_E_BACKEND, "xsp3_get_bins_per_mca: %" PRId64 " bins",
                                    rc));
     d->info.n_bins = (uint32_t)rc;
+    d->rec_first = 0;
+    d->rec_bins = d->info.n_bins;
+    d->rec_rebin = 1;
     d->info.n_scalers = X3S_N_SCALERS;
     SDK(d, rc, "xsp3_get_revision", xsp3_get_revision(d->path));
     if (rc < 0)
@@ -449,7 +490,21 @@ int32_t x3s_open(const x3s_open_params *p, x3s_dev **out)
             return open_fail(d, d->path, rc);
         /* With variable-width CFD the effective width is event_time - 3 (as EPICS does). */
         int w = tb.enb_variable_width ? tb.event_time - 3 : tb.event_time;
-        d->info.event_widths[c] = w > 0 ? (uint32_t)w : 0u;
+        x3s_chan_settings *cs = &d->chans[c];
+        cs->event_width_calibrated = w > 0 ? (uint32_t)w : 0u;
+        cs->event_width = cs->event_width_calibrated;
+        d->info.event_widths[c] = cs->event_width;
+        /* The windows and threshold the settings directory (or the SDK's defaults) left. */
+        for (int win = 0; win < 2; win++) {
+            SDK(d, rc, "xsp3_get_window",
+                xsp3_get_window(d->path, (int)c, win, &cs->window_low[win],
+                                &cs->window_high[win]));
+            if (rc < 0)
+                return open_fail(d, d->path, rc);
+        }
+        SDK(d, rc, "xsp3_get_good_thres", xsp3_get_good_thres(d->path, (int)c, &cs->good_threshold));
+        if (rc < 0)
+            return open_fail(d, d->path, rc);
     }
     *out = d;
     return X3S_OK;
@@ -464,6 +519,7 @@ int32_t x3s_close(x3s_dev *d)
     (void)rc; /* closing anyway */
     int crc = sdk_close(d->path);
     pthread_mutex_destroy(&d->err_mu);
+    free(d->scratch);
     free(d);
     return crc < 0 ? crc : X3S_OK;
 }
@@ -505,6 +561,8 @@ int32_t x3s_set_window(x3s_dev *d, int32_t chan, uint32_t win, uint32_t low, uin
         SDK(d, rc, "xsp3_set_window", xsp3_set_window(d->path, (int)c, (int)win, (int)low, (int)high));
         if (rc < 0)
             return (int32_t)rc;
+        d->chans[c].window_low[win] = low;
+        d->chans[c].window_high[win] = high;
     }
     return X3S_OK;
 }
@@ -528,7 +586,73 @@ int32_t x3s_set_good_threshold(x3s_dev *d, int32_t chan, uint32_t thr)
         SDK(d, rc, "xsp3_set_good_thres", xsp3_set_good_thres(d->path, (int)c, thr));
         if (rc < 0)
             return (int32_t)rc;
+        d->chans[c].good_threshold = thr;
     }
+    return X3S_OK;
+}
+
+int32_t x3s_set_event_width(x3s_dev *d, int32_t chan, uint32_t ticks)
+{
+    if (!d)
+        return X3S_E_ARG;
+    if (busy(d))
+        return set_error(d, X3S_E_STATE, "x3s_set_event_width: not allowed while armed or running");
+    if (chan < -1 || chan >= (int32_t)d->info.n_channels || ticks > X3S_MAX_EVENT_WIDTH)
+        return set_error(d, X3S_E_ARG,
+                         "x3s_set_event_width: channel %" PRId32 " width %" PRIu32
+                         " ticks: need channel -1..%" PRIu32 " and width <= %d",
+                         chan, ticks, d->info.n_channels - 1, X3S_MAX_EVENT_WIDTH);
+    uint32_t c0 = chan < 0 ? 0 : (uint32_t)chan;
+    uint32_t c1 = chan < 0 ? d->info.n_channels : c0 + 1;
+    for (uint32_t c = c0; c < c1; c++) {
+        d->chans[c].event_width = ticks;
+        d->info.event_widths[c] = ticks;
+    }
+    return X3S_OK;
+}
+
+/* The read buffer of a rebinned recording: about 4 MiB, one frame at least. */
+#define X3S_SCRATCH_WORDS (1u << 20)
+
+int32_t x3s_set_recording(x3s_dev *d, uint32_t first_bin, uint32_t n_bins, uint32_t rebin)
+{
+    if (!d)
+        return X3S_E_ARG;
+    if (busy(d))
+        return set_error(d, X3S_E_STATE, "x3s_set_recording: not allowed while armed or running");
+    if (rebin < 1 || n_bins < rebin || n_bins % rebin != 0 || first_bin >= d->info.n_bins ||
+        n_bins > d->info.n_bins - first_bin)
+        return set_error(d, X3S_E_ARG,
+                         "x3s_set_recording: %" PRIu32 " bins from bin %" PRIu32
+                         " summed by %" PRIu32 ": need bins within 0..%" PRIu32
+                         " and a bin count that is a multiple of rebin >= 1",
+                         n_bins, first_bin, rebin, d->info.n_bins - 1);
+    free(d->scratch);
+    d->scratch = NULL;
+    d->scratch_frames = 0;
+    if (rebin > 1) {
+        size_t frame_words = (size_t)d->info.n_channels * n_bins;
+        size_t frames = X3S_SCRATCH_WORDS / frame_words;
+        d->scratch_frames = frames < 1 ? 1 : (uint32_t)frames;
+        d->scratch = calloc((size_t)d->scratch_frames * frame_words, sizeof *d->scratch);
+        if (!d->scratch)
+            return set_error(d, XSP3_OUT_OF_MEMORY, "x3s_set_recording: out of memory");
+    }
+    d->rec_first = first_bin;
+    d->rec_bins = n_bins;
+    d->rec_rebin = rebin;
+    return X3S_OK;
+}
+
+int32_t x3s_get_chan_settings(x3s_dev *d, uint32_t chan, x3s_chan_settings *out)
+{
+    if (!d)
+        return X3S_E_ARG;
+    if (!out || chan >= d->info.n_channels)
+        return set_error(d, X3S_E_ARG, "x3s_get_chan_settings: channel %" PRIu32
+                         " (the system has %" PRIu32 ") or NULL output", chan,
+                         d->info.n_channels);
+    *out = d->chans[chan];
     return X3S_OK;
 }
 
@@ -578,7 +702,6 @@ int32_t x3s_arm(x3s_dev *d)
     if (rc < 0)
         return (int32_t)rc;
 
-    uint32_t inv = (a->invert_f0 ? X3S_TIMA_F0_INV : 0u) | (a->invert_veto ? X3S_TIMA_VETO_INV : 0u);
     int tf = a->n_frames == 0 ? INT32_MAX : (int)a->n_frames;
     int itfg_mode = X3S_ITFG_BURST;
     int software = 0;
@@ -590,27 +713,30 @@ int32_t x3s_arm(x3s_dev *d)
     case X3S_TRIG_EXTERNAL_FIRST: itfg_mode = X3S_ITFG_HARDWARE_ONLY_FIRST; break;
     default: break; /* gate: no ITFG */
     }
-    if (a->trigger == X3S_TRIG_GATE) {
-        SDK(d, rc, "xsp3_set_glob_timeA",
-            xsp3_set_glob_timeA(d->path, -1,
-                                X3S_TIMA_SRC_TTL_VETO_ONLY | X3S_TIMA_DEBOUNCE(a->debounce_ticks) |
-                                    inv));
-        if (rc < 0)
-            return (int32_t)rc;
-        SDK(d, rc, "xsp3_set_glob_timeFixed", xsp3_set_glob_timeFixed(d->path, -1, 0));
-        if (rc < 0)
-            return (int32_t)rc;
-    } else {
-        SDK(d, rc, "xsp3_set_glob_timeA",
-            xsp3_set_glob_timeA(d->path, -1,
-                                X3S_TIMA_SRC_INTERNAL | X3S_TIMA_DEBOUNCE(a->debounce_ticks) | inv));
-        if (rc < 0)
-            return (int32_t)rc;
+    int gate = a->trigger == X3S_TRIG_GATE;
+    if (!gate) {
+        /* Card 0's time-frame generator times the frames of every card. */
         SDK(d, rc, "xsp3_itfg_setup",
             xsp3_itfg_setup(d->path, 0, tf, a->exposure_ticks, itfg_mode, (int)a->gap_mode));
         if (rc < 0)
             return (int32_t)rc;
     }
+    /*
+     * The whole system's time framing in one call (the manual: it replaces per-card
+     * xsp3_set_glob_timeA; Odin uses it): card 0 takes its frames from the ITFG or the TTL veto
+     * input, with the user's inversions and debounce; the library sets the other cards to follow
+     * card 0.
+     */
+    Xsp3Timing timing;
+    memset(&timing, 0, sizeof timing);
+    timing.t_src = gate ? X3S_GTIMA_SRC_TTL_VETO_ONLY : X3S_GTIMA_SRC_INTERNAL;
+    timing.fixed = 0;
+    timing.inv_f0 = a->invert_f0 != 0;
+    timing.inv_veto = a->invert_veto != 0;
+    timing.debounce = (int)a->debounce_ticks;
+    SDK(d, rc, "xsp3_set_timing", xsp3_set_timing(d->path, &timing));
+    if (rc < 0)
+        return (int32_t)rc;
 
     d->frames_complete = 0;
     d->furthest = 0;
@@ -623,17 +749,17 @@ int32_t x3s_arm(x3s_dev *d)
     d->stall_since_ns = mono_ns();
     d->stall_value = 0;
 
-    if (software) {
-        /* Cards other than the first run; the first waits for continue/pause. */
-        for (uint32_t card = 1; card < d->n_cards; card++) {
-            SDK(d, rc, "xsp3_histogram_start", xsp3_histogram_start(d->path, (int)card));
-            if (rc < 0)
-                return (int32_t)rc;
-        }
-        SDK(d, rc, "xsp3_histogram_arm", xsp3_histogram_arm(d->path, 0));
-    } else {
-        SDK(d, rc, "xsp3_histogram_start", xsp3_histogram_start(d->path, -1));
+    /* The following cards first, so they are running before card 0 times the first frame (as
+     * Odin does); then card 0, armed for software triggers (continue/pause) or started. */
+    for (uint32_t card = 1; card < d->n_cards; card++) {
+        SDK(d, rc, "xsp3_histogram_start", xsp3_histogram_start(d->path, (int)card));
+        if (rc < 0)
+            return (int32_t)rc;
     }
+    if (software)
+        SDK(d, rc, "xsp3_histogram_arm", xsp3_histogram_arm(d->path, 0));
+    else
+        SDK(d, rc, "xsp3_histogram_start", xsp3_histogram_start(d->path, 0));
     if (rc < 0)
         return (int32_t)rc;
     d->state = a->trigger == X3S_TRIG_INTERNAL ? X3S_STATE_RUNNING : X3S_STATE_ARMED;
@@ -883,12 +1009,38 @@ static int32_t recheck_overrun(x3s_dev *d, const char *fn, uint64_t first)
 
 typedef int (*read_fn)(x3s_dev *d, uint32_t *dst, unsigned tf, unsigned n);
 
+/* Reads the recorded bin range straight into dst, or through the scratch buffer and sums groups
+ * of rec_rebin bins into dst. */
 static int read_mca_chunk(x3s_dev *d, uint32_t *dst, unsigned tf, unsigned n)
 {
     int64_t rc;
-    SDK(d, rc, "xsp3_histogram_read4d",
-        xsp3_histogram_read4d(d->path, dst, 0, 0, 0, tf, d->info.n_bins, 1, d->info.n_channels, n));
-    return (int)rc;
+    unsigned nch = d->info.n_channels;
+    if (d->rec_rebin == 1) {
+        SDK(d, rc, "xsp3_histogram_read4d",
+            xsp3_histogram_read4d(d->path, dst, d->rec_first, 0, 0, tf, d->rec_bins, 1, nch, n));
+        return (int)rc;
+    }
+    size_t out_bins = d->rec_bins / d->rec_rebin;
+    for (unsigned done = 0; done < n;) {
+        unsigned k = n - done < d->scratch_frames ? n - done : d->scratch_frames;
+        SDK(d, rc, "xsp3_histogram_read4d",
+            xsp3_histogram_read4d(d->path, d->scratch, d->rec_first, 0, 0, tf + done,
+                                  d->rec_bins, 1, nch, k));
+        if (rc < 0)
+            return (int)rc;
+        const uint32_t *in = d->scratch;
+        uint32_t *out = dst + (size_t)done * nch * out_bins;
+        for (size_t spectrum = 0; spectrum < (size_t)k * nch; spectrum++) {
+            for (size_t b = 0; b < out_bins; b++) {
+                uint32_t sum = 0;
+                for (uint32_t j = 0; j < d->rec_rebin; j++)
+                    sum += *in++;
+                *out++ = sum;
+            }
+        }
+        done += k;
+    }
+    return X3S_OK;
 }
 
 static int read_scaler_chunk(x3s_dev *d, uint32_t *dst, unsigned tf, unsigned n)
@@ -940,7 +1092,7 @@ int32_t x3s_read_mca(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst, size
     if (!d)
         return X3S_E_ARG;
     return read_frames(d, "x3s_read_mca", first, n, dst, dst_words,
-                       (size_t)d->info.n_channels * d->info.n_bins, read_mca_chunk);
+                       (size_t)d->info.n_channels * (d->rec_bins / d->rec_rebin), read_mca_chunk);
 }
 
 int32_t x3s_read_scalers(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst,
@@ -976,8 +1128,23 @@ int32_t x3s_release(x3s_dev *d, uint64_t first, uint32_t n)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * The simulator's content, without a device.
+ * The simulator.
  */
+
+int32_t x3s_sim_get_record(x3s_dev *d, x3s_sim_record *out)
+{
+    if (!d)
+        return X3S_E_ARG;
+    if (!out)
+        return set_error(d, X3S_E_ARG, "x3s_sim_get_record: out must not be NULL");
+#ifdef X3S_WITH_SIM
+    int64_t rc;
+    SDK(d, rc, "xsp3_sim_get_record", xsp3_sim_get_record(d->path, out));
+    return rc < 0 ? (int32_t)rc : X3S_OK;
+#else
+    return set_error(d, X3S_E_BACKEND, "x3s_sim_get_record: the shim runs over the real SDK");
+#endif
+}
 
 int32_t x3s_sim_expected_frame(const x3s_sim_params *sim, uint32_t n_channels,
                                uint32_t exposure_ticks, const uint32_t *windows,

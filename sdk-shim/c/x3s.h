@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define X3S_ABI_MAJOR 1
+#define X3S_ABI_MAJOR 2
 #define X3S_ABI_MINOR 1
 
 /* ---- Shim error codes (the XSP3 codes 0..-20 pass through unchanged). ---- */
@@ -37,6 +37,8 @@ extern "C" {
 
 /* ---- Limits. ---- */
 #define X3S_MAX_CHANNELS 256
+#define X3S_MAX_CARDS 16
+#define X3S_MAX_EVENT_WIDTH 1000 /* clock ticks (12.5 us at 80 MHz) */
 #define X3S_N_SCALERS 9
 #define X3S_MAX_MSG 512
 
@@ -107,7 +109,11 @@ typedef struct x3s_open_params {
     x3s_sim_params sim;
 } x3s_open_params;
 
-/* Static facts about an opened device. */
+/*
+ * Static facts about an opened device. A multi-card system's channels are numbered across its
+ * cards: card 0's first, then card 1's, ... (card_channels). Card 0 is the clock and timing
+ * master; the other cards follow it.
+ */
 typedef struct x3s_info {
     uint32_t n_channels;
     uint32_t n_bins;
@@ -118,8 +124,21 @@ typedef struct x3s_info {
     uint32_t mini_plus; /* 1: second-generation Mini (Mk2, xsp3_is_xsp3m_plus), midplane clock */
     double clock_hz;
     uint64_t ring_frames; /* frames the SDK circular buffer holds */
+    uint32_t n_cards;
+    uint32_t card_channels[X3S_MAX_CARDS]; /* channels of each card */
+    /* Per channel, in clock ticks: the event width dead-time correction uses (the calibrated
+     * one unless x3s_set_event_width overrode it). */
     uint32_t event_widths[X3S_MAX_CHANNELS];
 } x3s_info;
+
+/* A channel's settings as they stand (read back from the SDK at x3s_open, then as set). */
+typedef struct x3s_chan_settings {
+    uint32_t window_low[2];  /* in-window scalers 0 and 1, inclusive bins */
+    uint32_t window_high[2];
+    uint32_t good_threshold; /* AllGood counts events in bins >= this */
+    uint32_t event_width;    /* in effect for dead-time correction, clock ticks */
+    uint32_t event_width_calibrated; /* from the SDK's calibration (xsp3_get_trigger_b) */
+} x3s_chan_settings;
 
 /* One acquisition. */
 typedef struct x3s_acq_params {
@@ -127,9 +146,9 @@ typedef struct x3s_acq_params {
     uint32_t exposure_ticks; /* per frame, clock ticks; >= 1 */
     uint32_t gap_mode;       /* XSP3_ITFG_GAP_MODE_*: 0..3 */
     uint32_t trigger;        /* X3S_TRIG_* */
-    uint32_t debounce_ticks; /* TTL debounce, 0..255 */
-    uint32_t invert_f0;
-    uint32_t invert_veto;
+    uint32_t debounce_ticks; /* trigger-input debounce, 0..255 clock ticks */
+    uint32_t invert_f0;      /* 1: the frame-zero input is active low */
+    uint32_t invert_veto;    /* 1: the veto / gate input is active low */
 } x3s_acq_params;
 
 /* Result of x3s_poll. */
@@ -160,13 +179,31 @@ int32_t x3s_get_info(x3s_dev *d, x3s_info *out);
 int32_t x3s_set_window(x3s_dev *d, int32_t chan, uint32_t win, uint32_t low, uint32_t high);
 /* AllGood counts events in bins >= thr. chan -1: all. Not while armed. */
 int32_t x3s_set_good_threshold(x3s_dev *d, int32_t chan, uint32_t thr);
+/*
+ * The event width (clock ticks, <= X3S_MAX_EVENT_WIDTH) that dead-time correction uses for chan
+ * (-1: all), overriding the calibrated one, as MAX IV's EventWidths property does. It is a
+ * parameter of the correction, not written to the detector: the SDK's trigger settings (and so
+ * what the hardware counts) stay as calibrated. Not while armed.
+ */
+int32_t x3s_set_event_width(x3s_dev *d, int32_t chan, uint32_t ticks);
+/* The settings of channel chan. */
+int32_t x3s_get_chan_settings(x3s_dev *d, uint32_t chan, x3s_chan_settings *out);
+/*
+ * What x3s_read_mca returns of each spectrum: the n_bins detector bins from first_bin (read from
+ * the SDK as that range alone), summed in groups of rebin adjacent bins; n_bins % rebin == 0.
+ * x3s_read_mca then copies n_channels * n_bins / rebin words per frame. Default (and 0, n_bins,
+ * 1): the whole spectrum. With rebin > 1 this allocates a read buffer of at most 4 MiB here;
+ * nothing after x3s_arm. Not while armed.
+ */
+int32_t x3s_set_recording(x3s_dev *d, uint32_t first_bin, uint32_t n_bins, uint32_t rebin);
 /* Validates and stores the next acquisition. Nothing starts.
  * X3S_E_STATE while armed or running; X3S_E_ARG for values out of range. */
 int32_t x3s_configure(x3s_dev *d, const x3s_acq_params *a);
 /* Starts (internal, external, gate) or arms (software) the configured acquisition; progress
  * restarts at 0. X3S_E_STATE if not configured or already armed. Allocates nothing, nor does any
- * call after it. SDK: histogram_stop, histogram_clear, set_glob_timeA (+ itfg_setup or
- * set_glob_timeFixed), histogram_start or histogram_arm. */
+ * call after it. SDK: histogram_stop, histogram_clear, itfg_setup on card 0 (not for gate),
+ * set_timing (card 0 the source, the other cards following it), histogram_start of cards
+ * 1..n-1, then histogram_start or (software) histogram_arm of card 0. */
 int32_t x3s_arm(x3s_dev *d);
 /* One software frame. Software modes only, while armed or running. */
 int32_t x3s_soft_trigger(x3s_dev *d);
@@ -175,7 +212,8 @@ int32_t x3s_soft_trigger(x3s_dev *d);
  * overrun flags, or on the stall watchdog (X3S_E_TIMEOUT). Overruns are reported, not failed. */
 int32_t x3s_poll(x3s_dev *d, x3s_progress *out);
 /*
- * Copies frames [first, first + n) of all channels into dst (dst_words u32). Returns n.
+ * Copies frames [first, first + n) of all channels into dst (dst_words u32), the spectra as
+ * x3s_set_recording reduces them. Returns n.
  *  X3S_E_STATE     nothing armed yet
  *  X3S_E_NOT_READY first + n > frames_complete
  *  X3S_E_OVERRUN   frame `first` was overwritten in the SDK buffer (checked before and after the
@@ -211,6 +249,39 @@ const char *x3s_strerror(int32_t code);
  *  scalers:    >= n_channels * 9 words, or NULL
  * Returns 0, or X3S_E_ARG / X3S_E_BUFSIZE.
  */
+/* What the simulated SDK was given, per card and per channel (x3s_sim_get_record). */
+typedef struct x3s_sim_card_record {
+    int32_t clk_src;   /* xsp3_clocks_setup's source; -1: never called */
+    int32_t clk_flags;
+    uint32_t time_a;   /* global timing register A as xsp3_set_timing left it */
+    uint32_t time_fixed;
+    int32_t itfg_trig_mode; /* xsp3_itfg_setup; -1: never called */
+    int32_t itfg_gap_mode;
+    uint32_t itfg_col_time;
+    uint32_t itfg_frames;
+    uint32_t run;       /* 0 stopped, 1 started (histogram_start), 2 armed (histogram_arm) */
+    uint32_t start_seq; /* order of the card's last start or arm among all cards' (1, 2, ...) */
+} x3s_sim_card_record;
+
+typedef struct x3s_sim_record {
+    uint32_t n_cards;
+    uint32_t n_channels;
+    int32_t sync_mode;     /* xsp3_set_sync_mode; -1: never called */
+    uint32_t timing_calls; /* xsp3_set_timing calls; the last one's fields follow */
+    int32_t t_src;
+    uint32_t fixed;
+    int32_t inv_f0;
+    int32_t inv_veto;
+    int32_t debounce;
+    int32_t override_debounce_other;
+    x3s_sim_card_record cards[X3S_MAX_CARDS];
+    uint32_t windows[X3S_MAX_CHANNELS][4]; /* low0, high0, low1, high1 */
+    uint32_t good_thres[X3S_MAX_CHANNELS];
+} x3s_sim_record;
+
+/* Copies what the simulated SDK behind d was given. X3S_E_BACKEND over the real SDK. */
+int32_t x3s_sim_get_record(x3s_dev *d, x3s_sim_record *out);
+
 int32_t x3s_sim_expected_frame(const x3s_sim_params *sim, uint32_t n_channels,
                                uint32_t exposure_ticks, const uint32_t *windows,
                                const uint32_t *good_thres, uint64_t frame, uint32_t *mca,

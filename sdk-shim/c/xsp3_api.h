@@ -106,7 +106,7 @@ extern "C" {
 #define XSP3_SYNC_MIDPLANE 4
 #define XSP3_SYNC_LEMO_DAISYCHAIN_TEE 5
 
-/* ---- Global timing register A (xsp3_set_glob_timeA). ---- */
+/* ---- Global timing register A of each card (set through xsp3_set_timing). ---- */
 #define XSP3_GLOB_TIMA_TF_SRC(x) ((uint32_t)(x) & 7u)
 #define XSP3_GTIMA_SRC_FIXED 0
 #define XSP3_GTIMA_SRC_SOFTWARE 0
@@ -165,6 +165,24 @@ typedef enum {
     Xsp3ErrFlag_CircBuffOverRunScalars = 0x1000000
 } Xsp3ErrFlag;
 
+/*
+ * Time framing of a whole system (xsp3_set_timing): the source of card 0's frames and its inputs'
+ * polarity and debounce; the library sets the other cards to follow card 0. Field order and types
+ * are the SDK's (the same in every generation since 2021).
+ */
+typedef struct {
+    int t_src;                   /* XSP3_GTIMA_SRC_* of card 0 */
+    uint32_t fixed;              /* the first time frame, usually 0 */
+    int inv_f0;                  /* frame-zero input active low */
+    int inv_veto;                /* veto input active low: count while it is low */
+    int loop_io;                 /* test mode: TTL inputs looped to the outputs */
+    int debounce;                /* card 0's trigger-input debounce, clock cycles */
+    int override_debounce_other; /* the other cards' debounce, if not 0 */
+    uint32_t card0_a_extra;      /* extra bits for card 0's register A, usually 0 */
+    uint32_t cardn_a_extra;      /* extra bits for the other cards' register A, usually 0 */
+    int padding[2];
+} Xsp3Timing;
+
 /* ---- Shared-memory unlink policy of the two-argument xsp3_close. ---- */
 typedef enum { Xsp3UnlinkNone = 0, Xsp3UnlinkCreated = 1, Xsp3UnlinkAll = 2 } Xsp3Unlink;
 
@@ -199,6 +217,9 @@ int xsp3_set_run_flags(int path, int flags);
 
 /* ---- Information. ---- */
 int xsp3_get_num_chan(int path);
+int xsp3_get_num_cards(int path);
+/* Channels in use on card `card`; a system's channels are numbered across its cards in order. */
+int xsp3_get_num_chan_used(int path, int card);
 int xsp3_get_bins_per_mca(int path);
 XspressGeneration xsp3_get_generation(int path, int card);
 /* 1: a second-generation Mini (Mk2). Declared from the 2024-05 SDK on. */
@@ -209,11 +230,12 @@ int xsp3_get_trigger_b(int path, int chan, Xspress3_TriggerB *trig_b);
 
 /* ---- Windows and thresholds. ---- */
 int xsp3_set_window(int path, int chan, int win, int low, int high);
+int xsp3_get_window(int path, int chan, int win, uint32_t *low, uint32_t *high);
 int xsp3_set_good_thres(int path, int chan, uint32_t good_thres);
+int xsp3_get_good_thres(int path, int chan, uint32_t *good_thres);
 
 /* ---- Timing and run control (card -1 means all cards). ---- */
-int xsp3_set_glob_timeA(int path, int card, uint32_t time_a);
-int xsp3_set_glob_timeFixed(int path, int card, uint32_t time_fixed);
+int xsp3_set_timing(int path, Xsp3Timing *setup);
 int xsp3_itfg_setup(int path, int card, int num_tf, uint32_t col_time, int trig_mode,
                     int gap_mode);
 int xsp3_histogram_clear(int path, int first_chan, int num_chan, int first_frame, int num_frames);

@@ -18,8 +18,13 @@
  *    a slow RX.
  *  - Frame f lives in slot x3s_sdk_slot(f, num_tf) (x3s_frame_addr.h), the SDK's addressing; a
  *    run may start at frame sim.frame_base instead of 0 to reach frame 2^32 in a test.
- *  - The clock and sync programming is recorded (xsp3_sim_get_clock_setup); the clock source
- *    must be the one the simulated box has (Mk2 Mini: the midplane's).
+ *  - Every setting given is recorded (xsp3_sim_get_record): clocks, sync, timing and ITFG per
+ *    card, windows and thresholds per channel, the order cards were started in. The clock
+ *    source must be the one the simulated box has (Mk2 Mini: the midplane's; an Xspress3's
+ *    other cards: card 0's over the clock LEMO), and only card 0 may be clock master.
+ *  - Multi-card systems: the channels are shared out over the cards and numbered across them.
+ *    Card 0 times every card: it starts the run, and the other cards must be running and
+ *    following its timing by then.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -46,6 +51,22 @@
 #define SIM_DEFAULT_IP "192.168.0.2"
 
 enum run_state { RUN_STOPPED = 0, RUN_RUNNING = 1, RUN_FINISHED = 2 };
+enum card_run { CARD_STOPPED = 0, CARD_STARTED = 1, CARD_ARMED = 2 };
+
+/* One card as programmed. Card 0 is the master: its timing and ITFG make the frames. */
+struct sim_card {
+    int clk_src; /* -1: never set */
+    int clk_flags;
+    uint32_t time_a; /* global timing register A */
+    uint32_t time_fixed;
+    int itfg_set;
+    uint64_t itfg_frames;
+    uint32_t col_time;
+    int trig_mode;
+    int gap_mode;
+    enum card_run run;
+    uint32_t start_seq;
+};
 
 struct sim_path {
     pthread_mutex_t mu;
@@ -55,6 +76,9 @@ struct sim_path {
 
     x3s_sim_params p;
     uint32_t n_cards;
+    uint32_t card_nch[XSP3_MAX_CARDS]; /* channels of each card, numbered across the cards */
+    struct sim_card cards[XSP3_MAX_CARDS];
+    uint32_t start_counter;
     uint32_t nch;
     uint32_t num_tf;
     uint32_t run_flags;
@@ -67,19 +91,10 @@ struct sim_path {
     x3s_sim_table *table; /* spectrum content tables, computed once at config */
     uint32_t *event_width; /* per channel, from the parameters or the settings directory */
 
-    /* Clock and sync as programmed (-1: never). */
-    int clk_src;
-    int clk_flags;
-    int clk_card;
+    /* Sync and whole-system timing as programmed (-1: never). */
     int sync_mode;
-
-    /* Timing as programmed. */
-    uint32_t glob_a;
-    int itfg_set;
-    uint64_t itfg_frames;
-    uint32_t col_time;
-    int trig_mode;
-    int gap_mode;
+    uint32_t timing_calls;
+    Xsp3Timing timing;
 
     /* The current run. */
     enum run_state run;
@@ -171,7 +186,7 @@ static uint64_t gap_ns(int gap_mode)
 /* ITFG frame period in ns: exposure ticks at 12.5 ns plus the gap. */
 static double itfg_period_ns(const struct sim_path *sp)
 {
-    return (double)sp->col_time * 12.5 + (double)gap_ns(sp->gap_mode);
+    return (double)sp->cards[0].col_time * 12.5 + (double)gap_ns(sp->cards[0].gap_mode);
 }
 
 static uint64_t frames_in(double elapsed_ns, double period_ns)
@@ -189,7 +204,7 @@ static uint64_t detector_frames(const struct sim_path *sp, uint64_t now)
 {
     double elapsed = (double)(now - sp->t0_ns);
     double ext_period = sp->p.ext_trigger_hz > 0.0 ? 1e9 / sp->p.ext_trigger_hz : 0.0;
-    uint32_t src = XSP3_GLOB_TIMA_TF_SRC(sp->glob_a);
+    uint32_t src = XSP3_GLOB_TIMA_TF_SRC(sp->cards[0].time_a);
     int full = sp->p.full_speed != 0;
 
     if (src == XSP3_GTIMA_SRC_TTL_VETO_ONLY || src == XSP3_GTIMA_SRC_TTL_BOTH) {
@@ -201,7 +216,7 @@ static uint64_t detector_frames(const struct sim_path *sp, uint64_t now)
         return sp->sw_frames; /* software timed: one frame per continue/pause */
 
     double period = full ? 0.0 : itfg_period_ns(sp);
-    switch (sp->trig_mode) {
+    switch (sp->cards[0].trig_mode) {
     case XSP3_ITFG_TRIG_MODE_BURST:
         return full ? UNBOUNDED : frames_in(elapsed, period);
     case XSP3_ITFG_TRIG_MODE_HARDWARE:
@@ -324,13 +339,13 @@ static int frames_can_come_by_time(const struct sim_path *sp)
 {
     if (sp->run != RUN_RUNNING || sp->fault_code != 0 || sp->p.full_speed)
         return 0;
-    uint32_t src = XSP3_GLOB_TIMA_TF_SRC(sp->glob_a);
+    uint32_t src = XSP3_GLOB_TIMA_TF_SRC(sp->cards[0].time_a);
     int ext = sp->p.ext_trigger_hz > 0.0;
     if (src == XSP3_GTIMA_SRC_TTL_VETO_ONLY || src == XSP3_GTIMA_SRC_TTL_BOTH)
         return ext;
     if (src != XSP3_GTIMA_SRC_INTERNAL)
         return 0;
-    switch (sp->trig_mode) {
+    switch (sp->cards[0].trig_mode) {
     case XSP3_ITFG_TRIG_MODE_BURST: return 1;
     case XSP3_ITFG_TRIG_MODE_HARDWARE:
     case XSP3_ITFG_TRIG_MODE_HARDWARE_ONLY_FIRST: return ext;
@@ -351,7 +366,7 @@ static void *sim_thread(void *arg)
             pthread_cond_wait(&sp->cv, &sp->mu);
             continue;
         }
-        uint32_t src = XSP3_GLOB_TIMA_TF_SRC(sp->glob_a);
+        uint32_t src = XSP3_GLOB_TIMA_TF_SRC(sp->cards[0].time_a);
         /* Wake once per frame period, but at most every millisecond and at least every 100 ms. */
         double period = src == XSP3_GTIMA_SRC_INTERNAL ? itfg_period_ns(sp) : 0.0;
         if (sp->p.ext_trigger_hz > 0.0 && 1e9 / sp->p.ext_trigger_hz > period)
@@ -419,6 +434,12 @@ int xsp3_config(int ncards, int num_tf, char *baseIPaddress, int basePort, char 
         set_msg("xsp3_config: num_tf %d: the frame count must be given explicitly", num_tf);
         return XSP3_RANGE_CHECK;
     }
+    if (p.n_channels < (uint32_t)ncards ||
+        (p.n_channels + (uint32_t)ncards - 1) / (uint32_t)ncards > XSP3_MAX_CHANS_PER_CARD) {
+        set_msg("xsp3_config: %u channels on %d cards: each card has 1..%d channels",
+                p.n_channels, ncards, XSP3_MAX_CHANS_PER_CARD);
+        return XSP3_RANGE_CHECK;
+    }
     if (nchan == 0 || nchan < -1 || nchan > (int)p.n_channels) {
         set_msg("xsp3_config: %d channels requested, the system has %u", nchan, p.n_channels);
         return XSP3_RANGE_CHECK;
@@ -467,9 +488,20 @@ int xsp3_config(int ncards, int num_tf, char *baseIPaddress, int basePort, char 
     }
     sp->first_overrun = -1;
     sp->target = UNBOUNDED;
-    sp->clk_src = -1;
-    sp->clk_flags = -1;
-    sp->clk_card = -2;
+    for (uint32_t card = 0; card < sp->n_cards; card++) {
+        sp->cards[card].clk_src = -1;
+        sp->cards[card].clk_flags = -1;
+        sp->cards[card].trig_mode = -1;
+        sp->cards[card].gap_mode = -1;
+    }
+    /* The box's channels are shared out over its cards, the first cards taking any remainder;
+     * the channels in use fill the cards in order, so they are numbered across the cards. */
+    uint32_t left = sp->nch;
+    for (uint32_t card = 0; card < sp->n_cards; card++) {
+        uint32_t fitted = p.n_channels / sp->n_cards + (card < p.n_channels % sp->n_cards);
+        sp->card_nch[card] = left < fitted ? left : fitted;
+        left -= sp->card_nch[card];
+    }
     sp->sync_mode = -1;
 
     pthread_condattr_t ca;
@@ -555,6 +587,16 @@ static const char *box_name(const struct sim_path *sp)
     return sp->p.mini_plus ? "Xspress3 Mini Mk2" : sp->p.mini ? "Xspress3 Mini" : "Xspress3";
 }
 
+/* The clock a card of this box must be given (card 0 is the master). */
+static int fitted_clock(const struct sim_path *sp, uint32_t card)
+{
+    if (sp->p.mini_plus)
+        return XSP4_CLK_SRC_MIDPLN_LMK61E2; /* the Mk2 Mini's clock comes from the midplane */
+    if (sp->p.mini)
+        return XSP3M_CLK_SRC_CDCM61004;
+    return card == 0 ? XSP3_CLK_SRC_XTAL : XSP3_CLK_SRC_EXT; /* followers: the clock LEMO */
+}
+
 int xsp3_clocks_setup(int path, int card, int clk_src, int flags, int tp_type)
 {
     (void)tp_type;
@@ -564,19 +606,28 @@ int xsp3_clocks_setup(int path, int card, int clk_src, int flags, int tp_type)
     int rc = check_card(sp, card, "xsp3_clocks_setup");
     if (rc < 0)
         return rc;
-    /* A Mk2 Mini takes its clock from the midplane; the first-generation Mini has a CDCM61004. */
-    int want = sp->p.mini_plus ? XSP4_CLK_SRC_MIDPLN_LMK61E2
-               : sp->p.mini    ? XSP3M_CLK_SRC_CDCM61004
-                               : XSP3_CLK_SRC_XTAL;
-    if (clk_src != want && clk_src != XSP3_CLK_SRC_INT) {
-        set_msg("xsp3_clocks_setup: clock source 0x%x is not fitted (this %s uses 0x%x)", clk_src,
-                box_name(sp), want);
-        return XSP3_RANGE_CHECK;
+    uint32_t c0 = card < 0 ? 0 : (uint32_t)card;
+    uint32_t c1 = card < 0 ? sp->n_cards : c0 + 1;
+    for (uint32_t c = c0; c < c1; c++) {
+        int want = fitted_clock(sp, c);
+        if (clk_src != want && clk_src != XSP3_CLK_SRC_INT) {
+            set_msg("xsp3_clocks_setup: card %u: clock source 0x%x is not what this %s card "
+                    "uses (0x%x)",
+                    c, clk_src, box_name(sp), want);
+            return XSP3_RANGE_CHECK;
+        }
+        if (c > 0 && (flags & XSP3_CLK_FLAGS_MASTER)) {
+            set_msg("xsp3_clocks_setup: card %u flagged clock master: card 0 is the master of "
+                    "this %u-card system",
+                    c, sp->n_cards);
+            return XSP3_RANGE_CHECK;
+        }
     }
     pthread_mutex_lock(&sp->mu);
-    sp->clk_src = clk_src;
-    sp->clk_flags = flags;
-    sp->clk_card = card;
+    for (uint32_t c = c0; c < c1; c++) {
+        sp->cards[c].clk_src = clk_src;
+        sp->cards[c].clk_flags = flags;
+    }
     pthread_mutex_unlock(&sp->mu);
     /* Xspress3 returns 0; the Mini returns the measured frequency. */
     return sp->p.mini ? (int)X3S_SIM_CLOCK_HZ : XSP3_OK;
@@ -612,21 +663,41 @@ int xsp3_is_xsp3m_plus(int path)
     return sp->p.mini_plus ? 1 : 0;
 }
 
-int xsp3_sim_get_clock_setup(int path, int *clk_src, int *clk_flags, int *clk_card,
-                             int *sync_mode)
+int xsp3_sim_get_record(int path, x3s_sim_record *out)
 {
-    struct sim_path *sp = get_path(path, "xsp3_sim_get_clock_setup");
+    struct sim_path *sp = get_path(path, "xsp3_sim_get_record");
     if (!sp)
         return XSP3_INVALID_PATH;
+    memset(out, 0, sizeof *out);
     pthread_mutex_lock(&sp->mu);
-    if (clk_src)
-        *clk_src = sp->clk_src;
-    if (clk_flags)
-        *clk_flags = sp->clk_flags;
-    if (clk_card)
-        *clk_card = sp->clk_card;
-    if (sync_mode)
-        *sync_mode = sp->sync_mode;
+    out->n_cards = sp->n_cards;
+    out->n_channels = sp->nch;
+    out->sync_mode = sp->sync_mode;
+    out->timing_calls = sp->timing_calls;
+    out->t_src = sp->timing.t_src;
+    out->fixed = sp->timing.fixed;
+    out->inv_f0 = sp->timing.inv_f0;
+    out->inv_veto = sp->timing.inv_veto;
+    out->debounce = sp->timing.debounce;
+    out->override_debounce_other = sp->timing.override_debounce_other;
+    for (uint32_t c = 0; c < sp->n_cards; c++) {
+        const struct sim_card *k = &sp->cards[c];
+        x3s_sim_card_record *r = &out->cards[c];
+        r->clk_src = k->clk_src;
+        r->clk_flags = k->clk_flags;
+        r->time_a = k->time_a;
+        r->time_fixed = k->time_fixed;
+        r->itfg_trig_mode = k->itfg_set ? k->trig_mode : -1;
+        r->itfg_gap_mode = k->itfg_set ? k->gap_mode : -1;
+        r->itfg_col_time = k->col_time;
+        r->itfg_frames = (uint32_t)k->itfg_frames;
+        r->run = (uint32_t)k->run;
+        r->start_seq = k->start_seq;
+    }
+    for (uint32_t c = 0; c < sp->nch; c++) {
+        memcpy(out->windows[c], sp->win[c], sizeof out->windows[c]);
+        out->good_thres[c] = sp->good[c];
+    }
     pthread_mutex_unlock(&sp->mu);
     return XSP3_OK;
 }
@@ -717,6 +788,24 @@ int xsp3_get_num_chan(int path)
     return sp ? (int)sp->nch : XSP3_INVALID_PATH;
 }
 
+int xsp3_get_num_cards(int path)
+{
+    struct sim_path *sp = get_path(path, "xsp3_get_num_cards");
+    return sp ? (int)sp->n_cards : XSP3_INVALID_PATH;
+}
+
+int xsp3_get_num_chan_used(int path, int card)
+{
+    struct sim_path *sp = get_path(path, "xsp3_get_num_chan_used");
+    if (!sp)
+        return XSP3_INVALID_PATH;
+    if (card < 0 || card >= (int)sp->n_cards) {
+        set_msg("xsp3_get_num_chan_used: illegal card %d (system has %u)", card, sp->n_cards);
+        return XSP3_ILLEGAL_CARD;
+    }
+    return (int)sp->card_nch[card];
+}
+
 int xsp3_get_bins_per_mca(int path)
 {
     struct sim_path *sp = get_path(path, "xsp3_get_bins_per_mca");
@@ -783,6 +872,37 @@ int xsp3_set_window(int path, int chan, int win, int low, int high)
     return XSP3_OK;
 }
 
+int xsp3_get_window(int path, int chan, int win, uint32_t *low, uint32_t *high)
+{
+    struct sim_path *sp = get_path(path, "xsp3_get_window");
+    if (!sp)
+        return XSP3_INVALID_PATH;
+    if (chan < 0 || chan >= (int)sp->nch || win < 0 || win > 1 || !low || !high) {
+        set_msg("xsp3_get_window: channel %d window %d: out of range", chan, win);
+        return XSP3_RANGE_CHECK;
+    }
+    pthread_mutex_lock(&sp->mu);
+    *low = sp->win[chan][2 * win];
+    *high = sp->win[chan][2 * win + 1];
+    pthread_mutex_unlock(&sp->mu);
+    return XSP3_OK;
+}
+
+int xsp3_get_good_thres(int path, int chan, uint32_t *good_thres)
+{
+    struct sim_path *sp = get_path(path, "xsp3_get_good_thres");
+    if (!sp)
+        return XSP3_INVALID_PATH;
+    if (chan < 0 || chan >= (int)sp->nch || !good_thres) {
+        set_msg("xsp3_get_good_thres: channel %d: out of range", chan);
+        return XSP3_RANGE_CHECK;
+    }
+    pthread_mutex_lock(&sp->mu);
+    *good_thres = sp->good[chan];
+    pthread_mutex_unlock(&sp->mu);
+    return XSP3_OK;
+}
+
 int xsp3_set_good_thres(int path, int chan, uint32_t good_thres)
 {
     struct sim_path *sp = get_path(path, "xsp3_set_good_thres");
@@ -802,33 +922,54 @@ int xsp3_set_good_thres(int path, int chan, uint32_t good_thres)
  * Timing and run control.
  */
 
-int xsp3_set_glob_timeA(int path, int card, uint32_t time_a)
+static int src_simulated(int src)
 {
-    struct sim_path *sp = get_path(path, "xsp3_set_glob_timeA");
-    if (!sp)
-        return XSP3_INVALID_PATH;
-    int rc = check_card(sp, card, "xsp3_set_glob_timeA");
-    if (rc < 0)
-        return rc;
-    uint32_t src = XSP3_GLOB_TIMA_TF_SRC(time_a);
-    if (src != XSP3_GTIMA_SRC_FIXED && src != XSP3_GTIMA_SRC_INTERNAL &&
-        src != XSP3_GTIMA_SRC_TTL_VETO_ONLY && src != XSP3_GTIMA_SRC_TTL_BOTH) {
-        set_msg("xsp3_set_glob_timeA: time-frame source %u is not simulated", src);
-        return XSP3_RANGE_CHECK;
-    }
-    pthread_mutex_lock(&sp->mu);
-    sp->glob_a = time_a;
-    pthread_mutex_unlock(&sp->mu);
-    return XSP3_OK;
+    return src == XSP3_GTIMA_SRC_FIXED || src == XSP3_GTIMA_SRC_INTERNAL ||
+           src == XSP3_GTIMA_SRC_TTL_VETO_ONLY || src == XSP3_GTIMA_SRC_TTL_BOTH;
 }
 
-int xsp3_set_glob_timeFixed(int path, int card, uint32_t time_fixed)
+/*
+ * The simulator's model of the whole-system timing: card 0 takes its frames from t_src, with the
+ * inversions and debounce; every other card counts while its veto input is asserted, which card
+ * 0 drives (TTL veto only, with override_debounce_other or else the same debounce; the user's
+ * inversions apply to the user's signals at card 0, not to that daisy chain).
+ */
+int xsp3_set_timing(int path, Xsp3Timing *setup)
 {
-    (void)time_fixed;
-    struct sim_path *sp = get_path(path, "xsp3_set_glob_timeFixed");
+    struct sim_path *sp = get_path(path, "xsp3_set_timing");
     if (!sp)
         return XSP3_INVALID_PATH;
-    return check_card(sp, card, "xsp3_set_glob_timeFixed");
+    if (!setup || !src_simulated(setup->t_src) || setup->inv_f0 < 0 || setup->inv_f0 > 1 ||
+        setup->inv_veto < 0 || setup->inv_veto > 1 || setup->debounce < 0 ||
+        setup->debounce > 255 || setup->override_debounce_other < 0 ||
+        setup->override_debounce_other > 255 || setup->loop_io != 0 ||
+        setup->card0_a_extra != 0 || setup->cardn_a_extra != 0) {
+        set_msg("xsp3_set_timing: source %d, inversions %d/%d, debounce %d/%d, loop_io %d, extra "
+                "bits 0x%x/0x%x: out of range or not simulated",
+                setup ? setup->t_src : -1, setup ? setup->inv_f0 : -1,
+                setup ? setup->inv_veto : -1, setup ? setup->debounce : -1,
+                setup ? setup->override_debounce_other : -1, setup ? setup->loop_io : -1,
+                setup ? setup->card0_a_extra : 0, setup ? setup->cardn_a_extra : 0);
+        return XSP3_RANGE_CHECK;
+    }
+    int other = setup->override_debounce_other ? setup->override_debounce_other : setup->debounce;
+    pthread_mutex_lock(&sp->mu);
+    sp->timing = *setup;
+    sp->timing_calls++;
+    for (uint32_t c = 0; c < sp->n_cards; c++) {
+        struct sim_card *k = &sp->cards[c];
+        if (c == 0)
+            k->time_a = XSP3_GLOB_TIMA_TF_SRC(setup->t_src) |
+                        (setup->inv_f0 ? XSP3_GLOB_TIMA_F0_INV : 0u) |
+                        (setup->inv_veto ? XSP3_GLOB_TIMA_VETO_INV : 0u) |
+                        XSP3_GLOB_TIMA_DEBOUNCE(setup->debounce);
+        else
+            k->time_a = XSP3_GLOB_TIMA_TF_SRC(XSP3_GTIMA_SRC_TTL_VETO_ONLY) |
+                        XSP3_GLOB_TIMA_DEBOUNCE(other);
+        k->time_fixed = setup->fixed;
+    }
+    pthread_mutex_unlock(&sp->mu);
+    return XSP3_OK;
 }
 
 int xsp3_itfg_setup(int path, int card, int num_tf, uint32_t col_time, int trig_mode, int gap_mode)
@@ -850,11 +991,15 @@ int xsp3_itfg_setup(int path, int card, int num_tf, uint32_t col_time, int trig_
         return XSP3_RANGE_CHECK;
     }
     pthread_mutex_lock(&sp->mu);
-    sp->itfg_set = 1;
-    sp->itfg_frames = (uint64_t)num_tf;
-    sp->col_time = col_time;
-    sp->trig_mode = trig_mode;
-    sp->gap_mode = gap_mode;
+    uint32_t c0 = card < 0 ? 0 : (uint32_t)card;
+    uint32_t c1 = card < 0 ? sp->n_cards : c0 + 1;
+    for (uint32_t c = c0; c < c1; c++) {
+        sp->cards[c].itfg_set = 1;
+        sp->cards[c].itfg_frames = (uint64_t)num_tf;
+        sp->cards[c].col_time = col_time;
+        sp->cards[c].trig_mode = trig_mode;
+        sp->cards[c].gap_mode = gap_mode;
+    }
     pthread_mutex_unlock(&sp->mu);
     return XSP3_OK;
 }
@@ -887,8 +1032,19 @@ int xsp3_histogram_clear(int path, int first_chan, int num_chan, int first_frame
     return XSP3_OK;
 }
 
-/* histogram_start and histogram_arm: a new run from frame 0. */
-static int begin_run(int path, int card, const char *fn)
+/* Whether card c (not 0) counts on the veto card 0 drives. */
+static int follows_card0(const struct sim_path *sp, uint32_t c)
+{
+    return XSP3_GLOB_TIMA_TF_SRC(sp->cards[c].time_a) == XSP3_GTIMA_SRC_TTL_VETO_ONLY;
+}
+
+/*
+ * histogram_start (how = CARD_STARTED) and histogram_arm (CARD_ARMED). Another card than 0 only
+ * gets ready: it records once card 0, which times every card, starts; so card 0 (or -1, all
+ * cards) begins a new run from frame 0, and then every other card must be running already and
+ * following card 0's timing, or its channels would record nothing.
+ */
+static int begin_run(int path, int card, const char *fn, enum card_run how)
 {
     struct sim_path *sp = get_path(path, fn);
     if (!sp)
@@ -897,8 +1053,30 @@ static int begin_run(int path, int card, const char *fn)
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&sp->mu);
-    uint32_t src = XSP3_GLOB_TIMA_TF_SRC(sp->glob_a);
-    if (src == XSP3_GTIMA_SRC_INTERNAL && !sp->itfg_set) {
+    for (uint32_t c = 1; c < sp->n_cards; c++) {
+        if ((card < 0 || (uint32_t)card == c) && !follows_card0(sp, c)) {
+            pthread_mutex_unlock(&sp->mu);
+            set_msg("%s: card %u does not follow card 0: its time-frame source is %u, not the TTL "
+                    "veto card 0 drives (xsp3_set_timing sets that)",
+                    fn, c, XSP3_GLOB_TIMA_TF_SRC(sp->cards[c].time_a));
+            return XSP3_ERROR;
+        }
+        if (card == 0 && sp->cards[c].run == CARD_STOPPED) {
+            pthread_mutex_unlock(&sp->mu);
+            set_msg("%s: card %u is not running: start the other cards before card 0, whose "
+                    "timing they follow",
+                    fn, c);
+            return XSP3_ERROR;
+        }
+    }
+    if (card > 0) {
+        sp->cards[card].run = how;
+        sp->cards[card].start_seq = ++sp->start_counter;
+        pthread_mutex_unlock(&sp->mu);
+        return XSP3_OK;
+    }
+    uint32_t src = XSP3_GLOB_TIMA_TF_SRC(sp->cards[0].time_a);
+    if (src == XSP3_GTIMA_SRC_INTERNAL && !sp->cards[0].itfg_set) {
         pthread_mutex_unlock(&sp->mu);
         set_msg("%s: the time-frame source is the ITFG but xsp3_itfg_setup was not called", fn);
         return XSP3_ERROR;
@@ -907,6 +1085,11 @@ static int begin_run(int path, int card, const char *fn)
         pthread_mutex_unlock(&sp->mu);
         set_msg("%s: run flags 0x%x: histogramming is not enabled", fn, sp->run_flags);
         return XSP3_ERROR;
+    }
+    uint32_t last = card < 0 ? sp->n_cards : 1;
+    for (uint32_t c = 0; c < last; c++) {
+        sp->cards[c].run = how;
+        sp->cards[c].start_seq = ++sp->start_counter;
     }
     sp->run = RUN_RUNNING;
     sp->t0_ns = mono_ns();
@@ -921,9 +1104,9 @@ static int begin_run(int path, int card, const char *fn)
     sp->fault_code = 0;
     sp->fault_reported = 0;
     sp->fault_msg[0] = '\0';
-    sp->target = src == XSP3_GTIMA_SRC_INTERNAL ? sp->p.frame_base + sp->itfg_frames : UNBOUNDED;
+    sp->target = src == XSP3_GTIMA_SRC_INTERNAL ? sp->p.frame_base + sp->cards[0].itfg_frames : UNBOUNDED;
     if (src == XSP3_GTIMA_SRC_INTERNAL)
-        sp->exposure_ticks = sp->col_time;
+        sp->exposure_ticks = sp->cards[0].col_time;
     else if (sp->p.ext_trigger_hz > 0.0)
         sp->exposure_ticks = (uint32_t)((double)X3S_SIM_CLOCK_HZ / sp->p.ext_trigger_hz);
     else
@@ -935,12 +1118,12 @@ static int begin_run(int path, int card, const char *fn)
 
 int xsp3_histogram_start(int path, int card)
 {
-    return begin_run(path, card, "xsp3_histogram_start");
+    return begin_run(path, card, "xsp3_histogram_start", CARD_STARTED);
 }
 
 int xsp3_histogram_arm(int path, int card)
 {
-    return begin_run(path, card, "xsp3_histogram_arm");
+    return begin_run(path, card, "xsp3_histogram_arm", CARD_ARMED);
 }
 
 int xsp3_histogram_continue(int path, int card)
@@ -958,8 +1141,8 @@ int xsp3_histogram_continue(int path, int card)
         return XSP3_ERROR;
     }
     uint64_t now = mono_ns();
-    if (XSP3_GLOB_TIMA_TF_SRC(sp->glob_a) == XSP3_GTIMA_SRC_INTERNAL &&
-        sp->trig_mode == XSP3_ITFG_TRIG_MODE_SOFTWARE_ONLY_FIRST) {
+    if (XSP3_GLOB_TIMA_TF_SRC(sp->cards[0].time_a) == XSP3_GTIMA_SRC_INTERNAL &&
+        sp->cards[0].trig_mode == XSP3_ITFG_TRIG_MODE_SOFTWARE_ONLY_FIRST) {
         if (!sp->first_trig) {
             sp->first_trig = 1;
             sp->t_first_ns = now;
@@ -1001,7 +1184,11 @@ int xsp3_histogram_stop(int path, int card)
         return rc;
     pthread_mutex_lock(&sp->mu);
     advance(sp, mono_ns());
+    /* Stopping any card ends the run: the simulator does not model a partly stopped system. */
     sp->run = RUN_STOPPED;
+    for (uint32_t c = 0; c < sp->n_cards; c++)
+        if (card < 0 || (uint32_t)card == c)
+            sp->cards[c].run = CARD_STOPPED;
     pthread_cond_signal(&sp->cv);
     pthread_mutex_unlock(&sp->mu);
     return XSP3_OK;

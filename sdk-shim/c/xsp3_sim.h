@@ -9,12 +9,8 @@
 
 void xsp3_sim_set_params(const x3s_sim_params *p);
 
-/*
- * For tests: how path's clock and sync were last programmed: xsp3_clocks_setup's clock source,
- * flags and card, and xsp3_set_sync_mode's mode (-1, or card -2: never called). NULL outputs are
- * skipped. Returns XSP3_OK or XSP3_INVALID_PATH.
- */
-int xsp3_sim_get_clock_setup(int path, int *clk_src, int *clk_flags, int *clk_card,
-                             int *sync_mode);
+/* For tests: everything path was given (see x3s_sim_record). Returns XSP3_OK or
+ * XSP3_INVALID_PATH. */
+int xsp3_sim_get_record(int path, x3s_sim_record *out);
 
 #endif

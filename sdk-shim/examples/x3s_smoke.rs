@@ -50,6 +50,8 @@ fn run() -> Result<(), String> {
         gap: GapMode::Ns25,
         trigger: TriggerMode::Internal,
         debounce_ticks: 0,
+        invert_f0: false,
+        invert_veto: false,
     })
     .map_err(|e| format!("configure: {e}"))?;
     det.arm().map_err(|e| format!("arm: {e}"))?;

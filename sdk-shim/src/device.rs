@@ -2,11 +2,18 @@
 
 use std::ffi::CString;
 
-use acq_core::detector::{AcqParams, Detector, DetectorInfo, DetectorState, Progress, TriggerMode};
+use acq_core::detector::{
+    AcqParams, ChannelSetting, Channels, Detector, DetectorInfo, DetectorState, Progress,
+    Recording, TriggerMode,
+};
 
-use crate::error::X3sError;
+use crate::error::{SettingsError, X3sError};
 use crate::params::{FrameSettings, OpenParams, SimParams};
+use crate::record::SimRecord;
 use crate::sys::{self, raw, Device, OpenStrings};
+
+// The range checks of acq-core and of the C shim agree.
+const _: () = assert!(acq_core::detector::MAX_EVENT_WIDTH == raw::X3S_MAX_EVENT_WIDTH);
 
 /// Everything `x3s_poll` reports (a superset of [`Progress`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,8 +36,12 @@ pub struct Xspress3 {
     simulated: bool,
     mini_plus: bool,
     sim: SimParams,
+    /// Channels of each card; channels are numbered across the cards in order.
+    card_channels: Vec<u32>,
     windows: Vec<[u32; 4]>,
     good_thres: Vec<u32>,
+    calibrated_event_widths: Vec<u32>,
+    recording: Recording,
     acq: Option<AcqParams>,
 }
 
@@ -107,8 +118,27 @@ impl Xspress3 {
             // n_channels <= X3S_MAX_CHANNELS == MAX_CHANNELS, so this never overflows.
             let _ = event_widths.push(w);
         }
+        // The settings the SDK holds after open (restored from the settings directory).
         let n = ri.n_channels as usize;
-        let last = ri.n_bins.saturating_sub(1);
+        let mut windows = Vec::with_capacity(n);
+        let mut good_thres = Vec::with_capacity(n);
+        let mut calibrated_event_widths = Vec::with_capacity(n);
+        for chan in 0..ri.n_channels {
+            let (rc, cs) = dev.chan_settings(chan);
+            if rc < 0 {
+                let (c, msg) = dev.last_error();
+                return Err(X3sError::from_parts(c, msg));
+            }
+            windows.push([
+                cs.window_low[0],
+                cs.window_high[0],
+                cs.window_low[1],
+                cs.window_high[1],
+            ]);
+            good_thres.push(cs.good_threshold);
+            calibrated_event_widths.push(cs.event_width_calibrated);
+        }
+        let n_cards = (ri.n_cards as usize).min(ri.card_channels.len());
         Ok(Xspress3 {
             dev,
             info: DetectorInfo {
@@ -124,8 +154,11 @@ impl Xspress3 {
             simulated: ri.simulated != 0,
             mini_plus: ri.mini_plus != 0,
             sim: params.sim.clone(),
-            windows: vec![[0, last, 0, last]; n],
-            good_thres: vec![0; n],
+            card_channels: ri.card_channels[..n_cards].to_vec(),
+            windows,
+            good_thres,
+            calibrated_event_widths,
+            recording: Recording::full(ri.n_bins),
             acq: None,
         })
     }
@@ -189,12 +222,77 @@ impl Xspress3 {
         Ok(())
     }
 
-    /// Per channel `[low0, high0, low1, high1]` as last set.
+    /// The event width (clock ticks) dead-time correction uses for `chan` (`None`: all
+    /// channels), overriding the calibrated one as MAX IV's `EventWidths` property does. A
+    /// parameter of the correction: the detector's trigger settings stay as calibrated.
+    pub fn set_event_width(&mut self, chan: Option<u32>, ticks: u32) -> Result<(), X3sError> {
+        let c = chan.map_or(-1, |c| i32::try_from(c).unwrap_or(i32::MAX));
+        let rc = self.dev.set_event_width(c, ticks);
+        self.check(rc)?;
+        for (i, w) in self.info.event_widths.iter_mut().enumerate() {
+            if chan.is_none_or(|c| c as usize == i) {
+                *w = ticks;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `setting` against the detector, then applies it.
+    pub fn apply(&mut self, setting: &ChannelSetting) -> Result<(), SettingsError> {
+        setting.check(&self.info)?;
+        let chan = match setting.channels() {
+            Channels::All => None,
+            Channels::One(c) => Some(c),
+        };
+        match *setting {
+            ChannelSetting::Window {
+                window, low, high, ..
+            } => self.set_window(chan, window, low, high),
+            ChannelSetting::GoodThreshold { bin, .. } => self.set_good_threshold(chan, bin),
+            ChannelSetting::EventWidth { ticks, .. } => self.set_event_width(chan, ticks),
+        }
+        .map_err(|error| SettingsError::Refused {
+            setting: *setting,
+            error: Box::new(error),
+        })
+    }
+
+    /// Records `recording.n_bins` bins from `recording.first_bin` of each spectrum, summed by
+    /// `recording.rebin`: what `read_mca` returns from now on (the SDK reads only that range).
+    pub fn set_recording(&mut self, recording: Recording) -> Result<(), X3sError> {
+        let rc = self
+            .dev
+            .set_recording(recording.first_bin, recording.n_bins, recording.rebin);
+        self.check(rc)?;
+        self.recording = recording;
+        Ok(())
+    }
+
+    /// Channels of each card (card 0 first); channels are numbered across the cards, so card
+    /// `k`'s first channel is the sum of the counts before it. Card 0 is the clock and timing
+    /// master.
+    pub fn card_channels(&self) -> &[u32] {
+        &self.card_channels
+    }
+
+    /// Per channel event width from the SDK's calibration, whatever overrides it.
+    pub fn calibrated_event_widths(&self) -> &[u32] {
+        &self.calibrated_event_widths
+    }
+
+    /// What the simulated SDK was given; `X3S_E_BACKEND` over the real SDK.
+    pub fn sim_record(&mut self) -> Result<SimRecord, X3sError> {
+        let (rc, r) = self.dev.sim_record();
+        self.check(rc)?;
+        Ok(SimRecord::from_raw(&r))
+    }
+
+    /// Per channel `[low0, high0, low1, high1]`: as the SDK held them at open, then as set.
     pub fn windows(&self) -> &[[u32; 4]] {
         &self.windows
     }
 
-    /// Per channel AllGood threshold as last set.
+    /// Per channel AllGood threshold: as the SDK held it at open, then as set.
     pub fn good_thresholds(&self) -> &[u32] {
         &self.good_thres
     }
@@ -256,6 +354,10 @@ impl Detector for Xspress3 {
         &self.info
     }
 
+    fn recording(&self) -> Recording {
+        self.recording
+    }
+
     fn configure(&mut self, params: &AcqParams) -> Result<(), X3sError> {
         let a = raw::x3s_acq_params {
             n_frames: params.n_frames,
@@ -263,8 +365,8 @@ impl Detector for Xspress3 {
             gap_mode: params.gap as u32,
             trigger: trigger_code(params.trigger),
             debounce_ticks: u32::from(params.debounce_ticks),
-            invert_f0: 0,
-            invert_veto: 0,
+            invert_f0: params.invert_f0.into(),
+            invert_veto: params.invert_veto.into(),
         };
         let rc = self.dev.configure(&a);
         self.check(rc)?;

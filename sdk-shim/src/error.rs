@@ -1,6 +1,6 @@
 //! The error of every shim call: the code, the code's name and the message captured at failure.
 
-use acq_core::detector::{DetectorError, ErrorClass};
+use acq_core::detector::{ChannelSetting, DetectorError, ErrorClass, SettingError};
 
 use crate::sys::{self, raw};
 
@@ -81,6 +81,20 @@ impl DetectorError for X3sError {
             ErrorClass::Fatal
         }
     }
+}
+
+/// A per-channel setting that was not applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// Outside what the detector has (channels, bins, windows, event-width range).
+    #[error(transparent)]
+    Invalid(#[from] SettingError),
+    /// The shim or the SDK refused it (boxed: an error carries its whole message).
+    #[error("{setting}: {error}")]
+    Refused {
+        setting: ChannelSetting,
+        error: Box<X3sError>,
+    },
 }
 
 /// Shim codes, re-exported with Rust names.

@@ -13,10 +13,11 @@
 mod device;
 pub mod error;
 pub mod params;
+pub mod record;
 pub mod sys;
 
 pub use device::{ProgressDetails, Xspress3};
-pub use error::{codes, X3sError};
+pub use error::{codes, SettingsError, X3sError};
 pub use params::{FrameSettings, OpenParams, ParamError, SimContent, SimParams};
 
 /// Whether this build links the simulated SDK (no `XSPRESS3_SDK_DIR` at build time).

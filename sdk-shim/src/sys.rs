@@ -19,7 +19,10 @@ pub mod raw {
     include!(concat!(env!("OUT_DIR"), "/x3s_bindings.rs"));
 }
 
-pub use raw::{x3s_acq_params, x3s_info, x3s_open_params, x3s_progress, x3s_sim_params};
+pub use raw::{
+    x3s_acq_params, x3s_chan_settings, x3s_info, x3s_open_params, x3s_progress, x3s_sim_params,
+    x3s_sim_record,
+};
 
 /// The ABI version the bindings were generated for.
 pub const ABI_VERSION: u32 = (raw::X3S_ABI_MAJOR << 16) | raw::X3S_ABI_MINOR;
@@ -164,6 +167,32 @@ impl Device {
     pub fn set_good_threshold(&mut self, chan: i32, thr: u32) -> i32 {
         // SAFETY: self.ptr is a live device, used by this thread only (&mut self).
         unsafe { raw::x3s_set_good_threshold(self.ptr.as_ptr(), chan, thr) }
+    }
+
+    pub fn set_event_width(&mut self, chan: i32, ticks: u32) -> i32 {
+        // SAFETY: self.ptr is a live device, used by this thread only (&mut self).
+        unsafe { raw::x3s_set_event_width(self.ptr.as_ptr(), chan, ticks) }
+    }
+
+    pub fn set_recording(&mut self, first_bin: u32, n_bins: u32, rebin: u32) -> i32 {
+        // SAFETY: self.ptr is a live device, used by this thread only (&mut self).
+        unsafe { raw::x3s_set_recording(self.ptr.as_ptr(), first_bin, n_bins, rebin) }
+    }
+
+    pub fn chan_settings(&mut self, chan: u32) -> (i32, x3s_chan_settings) {
+        let mut out = x3s_chan_settings::default();
+        // SAFETY: self.ptr is a live device; `out` is a valid out-param.
+        let rc = unsafe { raw::x3s_get_chan_settings(self.ptr.as_ptr(), chan, &mut out) };
+        (rc, out)
+    }
+
+    /// What the simulated SDK was given (boxed: the record is several kilobytes).
+    pub fn sim_record(&mut self) -> (i32, Box<x3s_sim_record>) {
+        let mut out = Box::<x3s_sim_record>::default();
+        // SAFETY: self.ptr is a live device; `out` points to a valid, exclusively owned
+        // x3s_sim_record, which the callee only writes.
+        let rc = unsafe { raw::x3s_sim_get_record(self.ptr.as_ptr(), &mut *out) };
+        (rc, out)
     }
 
     pub fn configure(&mut self, a: &x3s_acq_params) -> i32 {

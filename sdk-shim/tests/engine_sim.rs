@@ -60,6 +60,8 @@ fn the_engine_moves_100k_simulated_frames_losslessly_without_allocating() {
             gap: GapMode::Ns25,
             trigger: TriggerMode::Internal,
             debounce_ticks: 0,
+            invert_f0: false,
+            invert_veto: false,
         })
         .unwrap();
     // Expected scalers: the simulator's formula, computed before counting starts.

@@ -46,6 +46,8 @@ pub extern "C" fn acq_core_no_std_selftest() -> u32 {
         gap: GapMode::Ns25,
         trigger: TriggerMode::Internal,
         debounce_ticks: 0,
+        invert_f0: false,
+        invert_veto: false,
     };
     if engine.configure(&params).is_err() || engine.arm().is_err() {
         return 6;

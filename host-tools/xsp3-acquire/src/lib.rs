@@ -6,15 +6,17 @@ mod request;
 mod sender;
 pub mod serve;
 mod session;
+mod settings;
 mod strict_json;
 
 pub use monitor::MonitorError;
-pub use request::{prepare, AcqRequest, RequestError, Site, Span, Window, WindowSyntaxError};
+pub use request::{prepare, AcqRequest, RequestError, Site, Span};
 pub use sender::{StreamError, StreamKind};
 pub use session::{
     run_session, DetectorFailure, FileSummary, Outcome, SessionConfig, SessionControl,
     SessionError, Status, Summary,
 };
+pub use settings::{ChannelValue, EventWidth, GoodThreshold, SettingSyntaxError, Window};
 
 use acq_core::detector::{AcqParams, Detector};
 use acq_core::engine::{Acquisition, Clock, EngineError};
@@ -50,15 +52,22 @@ pub fn new_engine<K: Clock>(
 }
 
 /// What files and stream headers record about an acquisition with `params` on `dev`.
-fn describe(dev: &Xspress3, params: AcqParams) -> Result<AcqDescription, GeometryError> {
+fn describe(
+    dev: &Xspress3,
+    params: AcqParams,
+    rois: Vec<xspress3::roi::Roi>,
+) -> Result<AcqDescription, GeometryError> {
     let info = dev.info();
+    let recording = dev.recording();
     Ok(AcqDescription {
-        geometry: Geometry::new(info.n_channels, info.n_bins)?,
+        geometry: Geometry::new(info.n_channels, recording.recorded_bins())?,
+        recording,
         params,
         clock_hz: info.clock_hz,
         event_widths: info.event_widths.iter().copied().collect(),
         windows: dev.windows().to_vec(),
         good_thresholds: dev.good_thresholds().to_vec(),
+        rois,
         backend: backend_name().to_string(),
         software: software_name(),
     })

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use acq_core::detector::{AcqParams, Detector, DetectorInfo, GapMode, TriggerMode};
+use acq_core::detector::{
+    AcqParams, Detector, DetectorInfo, GapMode, Recording, RecordingError, SettingError,
+    TriggerCountError, TriggerMode,
+};
 use acq_core::engine::{Acquisition, Clock, EngineError};
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::error::ErrorKind;
@@ -19,8 +22,13 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use crate::session::SessionConfig;
+use crate::settings::{
+    channel_settings, event_widths_from_json, good_thresholds_from_json, EventWidth, GoodThreshold,
+    Window,
+};
 use crate::StreamKind;
 use xspress3::layout::{check_name, confine, file_name, NameError};
+use xspress3::roi::{self, Roi, RoiError, RoiSpec};
 use xspress3::units::{exposure_ticks, parse_duration, DurationError, ExposureError};
 use xspress3::{AcqDescription, OutputConfig};
 
@@ -74,53 +82,6 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
-/// An in-window scaler's limits, applied to every channel: `WIN:LOW:HIGH` on the command line,
-/// `[win, low, high]` in JSON. Bins are inclusive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(from = "[u32; 3]")]
-pub struct Window {
-    /// 0 or 1.
-    pub window: u32,
-    pub low: u32,
-    pub high: u32,
-}
-
-impl From<[u32; 3]> for Window {
-    fn from([window, low, high]: [u32; 3]) -> Self {
-        Window { window, low, high }
-    }
-}
-
-impl fmt::Display for Window {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.window, self.low, self.high)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("`{0}`: expected WIN:LOW:HIGH, e.g. 0:500:700")]
-pub struct WindowSyntaxError(String);
-
-impl FromStr for Window {
-    type Err = WindowSyntaxError;
-
-    fn from_str(text: &str) -> Result<Self, WindowSyntaxError> {
-        let bad = || WindowSyntaxError(text.to_string());
-        let mut numbers = text.split(':').map(|p| p.trim().parse::<u32>());
-        match (
-            numbers.next(),
-            numbers.next(),
-            numbers.next(),
-            numbers.next(),
-        ) {
-            (Some(Ok(window)), Some(Ok(low)), Some(Ok(high)), None) => {
-                Ok(Window { window, low, high })
-            }
-            _ => Err(bad()),
-        }
-    }
-}
-
 /// One acquisition as a user asks for it. The same fields are `run`'s options (`--frames`,
 /// `--window`, ...) and `configure`'s JSON fields (`frames`, `windows`, `gap_ns`, ...).
 #[derive(Args, Clone, Debug, PartialEq, Deserialize)]
@@ -137,16 +98,55 @@ pub struct AcqRequest {
     #[arg(long, default_value = AcqRequest::DEFAULT.trigger.name(), value_parser = Names::TRIGGER)]
     #[serde(deserialize_with = "trigger_from_json")]
     pub trigger: TriggerMode,
+    /// MAX IV's nTriggers: with --frames-per-trigger instead of --frames, one of the two 1
+    /// (each trigger starts one frame, or the first starts them all); the trigger source is
+    /// --trigger's (software, external, gate, internal), the mode follows from the counts.
+    #[arg(long, value_name = "N")]
+    pub triggers: Option<u64>,
+    /// MAX IV's nFramesPerTrigger (see --triggers).
+    #[arg(long, value_name = "N")]
+    pub frames_per_trigger: Option<u64>,
     /// Dead time between internally timed frames.
     #[arg(long, default_value = AcqRequest::DEFAULT.gap.name(), value_parser = Names::GAP)]
     #[serde(rename = "gap_ns", deserialize_with = "gap_from_json")]
     pub gap: GapMode,
-    /// In-window scaler limits WIN:LOW:HIGH (window 0 or 1, inclusive bins), for all channels.
-    #[arg(long = "window", value_name = "WIN:LOW:HIGH")]
+    /// In-window scaler limits (window 0 or 1, inclusive bins) of channel CH, or of every
+    /// channel without CH; repeatable, applied in order.
+    #[arg(long = "window", value_name = "[CH:]WIN:LOW:HIGH")]
     pub windows: Vec<Window>,
-    /// AllGood threshold (bin) for all channels.
+    /// AllGood threshold (bin) of channel CH, or of every channel; repeatable.
+    #[arg(long = "good-threshold", value_name = "[CH:]BIN")]
+    #[serde(
+        rename = "good_threshold",
+        deserialize_with = "good_thresholds_from_json"
+    )]
+    pub good_thresholds: Vec<GoodThreshold>,
+    /// Event width in clock ticks for dead-time correction of channel CH, or of every channel,
+    /// instead of the calibrated one (MAX IV's EventWidths); repeatable.
+    #[arg(long = "event-width", value_name = "[CH:]TICKS")]
+    #[serde(rename = "event_width", deserialize_with = "event_widths_from_json")]
+    pub event_widths: Vec<EventWidth>,
+    /// Software region of interest NAME: bins LOW..=HIGH of channel CH (every channel without
+    /// CH), summed per frame from the full spectrum; repeatable (one NAME may take a range per
+    /// channel). Written as roi_NAME and roi_NAME_dtc, sent with every frame, in status.
+    #[arg(long = "roi", value_name = "NAME:[CH:]LOW:HIGH")]
+    pub rois: Vec<RoiSpec>,
+    /// Record only detector bins LOW..=HIGH of each spectrum (the SDK reads only those; the
+    /// ring, files and stream hold only them).
+    #[arg(long, value_name = "LOW:HIGH")]
+    pub bins: Option<BinRange>,
+    /// Sum N adjacent recorded bins into one (the bin count must be a multiple of N).
+    #[arg(long, value_name = "N", default_value_t = AcqRequest::DEFAULT.rebin)]
+    pub rebin: u32,
+    /// Debounce of the trigger inputs in clock ticks (0..255): shorter pulses are ignored.
+    #[arg(long, value_name = "TICKS", default_value_t = AcqRequest::DEFAULT.debounce)]
+    pub debounce: u8,
+    /// The frame-zero (F0) trigger input is active low.
     #[arg(long)]
-    pub good_threshold: Option<u32>,
+    pub invert_f0: bool,
+    /// The veto / gate trigger input is active low.
+    #[arg(long)]
+    pub invert_veto: bool,
     /// Base file name inside the output directory, also announced to stream receivers
     /// (`run`: xspress3 if not given).
     #[arg(long, value_name = "NAME")]
@@ -187,9 +187,18 @@ impl AcqRequest {
         frames: 1000,
         exposure: Span(Duration::from_millis(1)),
         trigger: TriggerMode::Internal,
+        triggers: None,
+        frames_per_trigger: None,
         gap: GapMode::Ns25,
         windows: Vec::new(),
-        good_threshold: None,
+        good_thresholds: Vec::new(),
+        event_widths: Vec::new(),
+        rois: Vec::new(),
+        bins: None,
+        rebin: 1,
+        debounce: 0,
+        invert_f0: false,
+        invert_veto: false,
         file: None,
         frames_per_file: None,
         overwrite: false,
@@ -212,15 +221,10 @@ impl AcqRequest {
         if self.exposure.0 < Self::MIN_EXPOSURE {
             return Err(RequestError::ExposureTooShort(self.exposure));
         }
-        let n_bins = info.n_bins;
-        for &w in &self.windows {
-            if w.window > 1 || w.low > w.high || w.high >= n_bins {
-                return Err(RequestError::Window { window: w, n_bins });
-            }
+        for setting in self.channel_settings() {
+            setting.check(info)?;
         }
-        if let Some(value) = self.good_threshold.filter(|&t| t >= n_bins) {
-            return Err(RequestError::GoodThreshold { value, n_bins });
-        }
+        self.rois(info)?;
         if self.frames_per_file == Some(0) {
             return Err(RequestError::FramesPerFile);
         }
@@ -233,13 +237,68 @@ impl AcqRequest {
         if self.stream_hwm < 0 {
             return Err(RequestError::StreamHwm(self.stream_hwm));
         }
+        let (trigger, n_frames) = self.trigger_plan()?;
         Ok(AcqParams {
-            n_frames: self.frames,
+            n_frames,
             exposure_ticks: exposure_ticks(self.exposure.0, info.clock_hz)?,
             gap: self.gap,
-            trigger: self.trigger,
-            debounce_ticks: 0,
+            trigger,
+            debounce_ticks: self.debounce,
+            invert_f0: self.invert_f0,
+            invert_veto: self.invert_veto,
         })
+    }
+
+    /// The trigger mode and frame count: `trigger` and `frames`, or with `triggers` /
+    /// `frames_per_trigger` MAX IV's plan for `trigger`'s source (`frames`, if also given, must
+    /// be their product).
+    pub fn trigger_plan(&self) -> Result<(TriggerMode, u64), RequestError> {
+        if self.triggers.is_none() && self.frames_per_trigger.is_none() {
+            return Ok((self.trigger, self.frames));
+        }
+        let (n_triggers, per_trigger) = (
+            self.triggers.unwrap_or(1),
+            self.frames_per_trigger.unwrap_or(1),
+        );
+        let plan = self.trigger.source().plan(n_triggers, per_trigger)?;
+        if self.frames != Self::DEFAULT.frames && self.frames != plan.n_frames {
+            return Err(RequestError::FramesAndTriggers {
+                frames: self.frames,
+                n_triggers,
+                per_trigger,
+            });
+        }
+        Ok((plan.trigger, plan.n_frames))
+    }
+
+    /// What is recorded of each spectrum on a detector like `info`'s.
+    pub fn recording(&self, info: &DetectorInfo) -> Result<Recording, RecordingError> {
+        let (first_bin, n_bins) = match self.bins {
+            Some(BinRange { low, high }) => (low, (high + 1).saturating_sub(low)),
+            None => (0, info.n_bins),
+        };
+        let recording = Recording {
+            first_bin,
+            n_bins,
+            rebin: self.rebin,
+        };
+        recording.check(info.n_bins).map(|()| recording)
+    }
+
+    /// The ROIs for a detector like `info`'s.
+    pub fn rois(&self, info: &DetectorInfo) -> Result<Vec<Roi>, RequestError> {
+        let recording = self.recording(info)?;
+        Ok(roi::build(
+            &self.rois,
+            info.n_channels,
+            info.n_bins,
+            &recording,
+        )?)
+    }
+
+    /// The per-channel settings, in the order they are applied.
+    pub fn channel_settings(&self) -> Vec<acq_core::detector::ChannelSetting> {
+        channel_settings(&self.windows, &self.good_thresholds, &self.event_widths)
     }
 }
 
@@ -256,10 +315,23 @@ pub enum RequestError {
     Exposure(#[from] ExposureError),
     #[error("exposure {0} is shorter than the shortest frame accepted, 1us")]
     ExposureTooShort(Span),
-    #[error("window {window}: window is 0 or 1, and 0 <= low <= high < {n_bins}")]
-    Window { window: Window, n_bins: u32 },
-    #[error("good_threshold {value} is outside 0..{n_bins}")]
-    GoodThreshold { value: u32, n_bins: u32 },
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+    #[error(transparent)]
+    Roi(#[from] RoiError),
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
+    #[error(transparent)]
+    Triggers(#[from] TriggerCountError),
+    #[error(
+        "frames {frames} differs from triggers {n_triggers} x frames_per_trigger {per_trigger}: \
+         give frames, or the two counts"
+    )]
+    FramesAndTriggers {
+        frames: u64,
+        n_triggers: u64,
+        per_trigger: u64,
+    },
     #[error("frames_per_file must be at least 1")]
     FramesPerFile,
     #[error("file `{name}`: {source}")]
@@ -303,6 +375,8 @@ pub fn prepare<K: Clock>(
     site: &Site,
 ) -> Result<(AcqDescription, SessionConfig), RequestError> {
     let params = request.validate(engine.detector().info())?;
+    let rois = request.rois(engine.detector().info())?;
+    let recording = request.recording(engine.detector().info())?;
     let refused = |setting| {
         move |e: sdk_shim::X3sError| RequestError::Detector {
             setting,
@@ -312,15 +386,14 @@ pub fn prepare<K: Clock>(
         }
     };
     let dev = engine.detector_mut();
-    for w in &request.windows {
-        dev.set_window(None, w.window, w.low, w.high)
-            .map_err(refused("window"))?;
+    dev.set_recording(recording).map_err(refused("bins"))?;
+    for setting in request.channel_settings() {
+        dev.apply(&setting).map_err(|e| match e {
+            sdk_shim::SettingsError::Invalid(e) => RequestError::Setting(e),
+            sdk_shim::SettingsError::Refused { setting, error } => refused(setting.name())(*error),
+        })?;
     }
-    if let Some(thr) = request.good_threshold {
-        dev.set_good_threshold(None, thr)
-            .map_err(refused("good_threshold"))?;
-    }
-    let desc = crate::describe(dev, params).map_err(|e| RequestError::Detector {
+    let desc = crate::describe(dev, params, rois).map_err(|e| RequestError::Detector {
         setting: "geometry",
         name: "geometry".into(),
         code: 0,
@@ -374,6 +447,37 @@ pub fn prepare<K: Clock>(
     };
     Ok((desc, session))
 }
+
+/// A detector bin range `LOW:HIGH` (inclusive) on the command line, `[low, high]` in JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "[u32; 2]")]
+pub struct BinRange {
+    pub low: u32,
+    pub high: u32,
+}
+
+impl From<[u32; 2]> for BinRange {
+    fn from([low, high]: [u32; 2]) -> Self {
+        BinRange { low, high }
+    }
+}
+
+impl FromStr for BinRange {
+    type Err = BinRangeError;
+
+    fn from_str(text: &str) -> Result<Self, BinRangeError> {
+        let bad = || BinRangeError(text.to_string());
+        let (low, high) = text.split_once(':').ok_or_else(bad)?;
+        Ok(BinRange {
+            low: low.trim().parse().map_err(|_| bad())?,
+            high: high.trim().parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("--bins `{0}`: expected LOW:HIGH, e.g. 500:1523")]
+pub struct BinRangeError(String);
 
 /// Command-line values of the modes named in acq-core's tables (`software-first` is accepted
 /// for `software_first`).
@@ -515,7 +619,17 @@ mod tests {
             "--gap=1us",
             "--window=0:10:20",
             "--window=1:30:40",
+            "--window=3:1:50:60",
             "--good-threshold=7",
+            "--good-threshold=2:9",
+            "--event-width=1:11",
+            "--debounce=80",
+            "--invert-veto",
+            "--bins=100:355",
+            "--rebin=2",
+            "--triggers=1",
+            "--frames-per-trigger=5",
+            "--roi=Fe:3:120:139",
             "--file=scan",
             "--stream=tcp://127.0.0.1:1",
             "--stream-type=pub",
@@ -523,14 +637,53 @@ mod tests {
         .map_err(|e| e.to_string());
         let from_json = json(serde_json::json!({
             "frames": 5, "exposure": 250e-6, "trigger": "software_first", "gap_ns": 1000,
-            "windows": [[0, 10, 20], [1, 30, 40]], "good_threshold": 7, "file": "scan",
+            "windows": [[0, 10, 20], [1, 30, 40], [3, 1, 50, 60]],
+            "good_threshold": [7, [2, 9]], "event_width": [1, 11], "debounce": 80,
+            "invert_veto": true, "bins": [100, 355], "rebin": 2, "triggers": 1, "frames_per_trigger": 5, "rois": ["Fe:3:120:139"],
+            "file": "scan",
             "stream": "tcp://127.0.0.1:1", "stream_type": "pub",
         }))
         .map_err(|e| e.to_string());
         assert_eq!(from_cli, from_json);
+        let settings: Vec<String> = from_cli
+            .as_ref()
+            .map(|r| r.channel_settings().iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
         assert_eq!(
-            from_cli.map(|r| (r.trigger, r.gap)),
-            Ok((TriggerMode::SoftwareFirst, GapMode::Us1))
+            settings,
+            [
+                "window 0:10:20",
+                "window 1:30:40",
+                "window 3:1:50:60",
+                "good_threshold 7",
+                "good_threshold 2:9",
+                "event_width 1:11"
+            ]
+        );
+        assert_eq!(
+            from_cli.as_ref().map(|r| r.trigger_plan().ok()),
+            Ok(Some((TriggerMode::SoftwareFirst, 5)))
+        );
+        assert_eq!(
+            from_cli.as_ref().map(|r| (r.bins, r.rebin)),
+            Ok((
+                Some(BinRange {
+                    low: 100,
+                    high: 355
+                }),
+                2
+            ))
+        );
+        assert_eq!(
+            from_cli.map(|r| (r.trigger, r.gap, r.debounce, r.invert_f0, r.invert_veto)),
+            Ok((TriggerMode::SoftwareFirst, GapMode::Us1, 80, false, true))
+        );
+        // A bare number is still every channel's threshold, as before.
+        assert_eq!(
+            json(serde_json::json!({"good_threshold": 7}))
+                .map(|r| r.channel_settings().len())
+                .ok(),
+            Some(1)
         );
     }
 
@@ -542,7 +695,12 @@ mod tests {
                 "--trigger sometimes: use internal",
             ),
             (&["--gap=7ns"][..], "--gap 7ns: use 25ns, 200ns, 500ns, 1us"),
-            (&["--window=1:2"][..], "1:2"),
+            (
+                &["--window=1:2"][..],
+                "--window `1:2`: expected [CH:]WIN:LOW:HIGH",
+            ),
+            (&["--good-threshold=a"][..], "--good-threshold `a`"),
+            (&["--debounce=256"][..], "256"),
             (&["--exposure=fast"][..], "fast"),
         ] {
             let err = cli(args).map(|_| ()).map_err(|e| e.to_string());
@@ -571,6 +729,14 @@ mod tests {
                 "stream_wait `soon`",
             ),
             (serde_json::json!({"speed": 1}), "unknown field `speed`"),
+            (
+                serde_json::json!({"windows": [[1, 2]]}),
+                "windows: [1, 2]: each is [WIN, LOW, HIGH] or [CH, WIN, LOW, HIGH]",
+            ),
+            (
+                serde_json::json!({"event_width": "wide"}),
+                "event_width: needs N (every channel), [CH, N], or a list of these",
+            ),
         ] {
             let err = json(value.clone()).map(|_| ()).map_err(|e| e.to_string());
             assert!(
@@ -604,16 +770,24 @@ mod tests {
         );
         for (err, needle) in [
             (
-                with(|r| r.windows = vec![Window::from([0, 10, 4096])]),
-                "window 0:10:4096",
+                with(|r| r.windows = vec!["0:10:4096".parse().unwrap()]),
+                "window 0:10:4096: bins must lie in 0..=4095",
             ),
             (
-                with(|r| r.windows = vec![Window::from([2, 1, 2])]),
-                "window 2:1:2",
+                with(|r| r.windows = vec!["2:1:2".parse().unwrap()]),
+                "window 2:1:2: no such window",
             ),
             (
-                with(|r| r.good_threshold = Some(4096)),
+                with(|r| r.windows = vec!["4:0:1:2".parse().unwrap()]),
+                "window 4:0:1:2: no such channel (the detector has channels 0..=3)",
+            ),
+            (
+                with(|r| r.good_thresholds = vec!["4096".parse().unwrap()]),
                 "good_threshold 4096",
+            ),
+            (
+                with(|r| r.event_widths = vec!["1:1001".parse().unwrap()]),
+                "event_width 1:1001: event width beyond 1000 clock ticks",
             ),
             (with(|r| r.frames_per_file = Some(0)), "frames_per_file"),
             (with(|r| r.file = Some("../x".into())), ".."),

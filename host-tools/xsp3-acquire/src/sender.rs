@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use acq_core::geometry::{FrameMeta, Geometry};
 
-use xspress3::protocol::{Header, ImageHeader, SeriesEnd};
+use acq_core::detector::Recording;
+use xspress3::protocol::{Header, ImageHeader, RoiValues, SeriesEnd};
+use xspress3::roi::{self, Roi};
 
 /// The stream's socket type; the names are the command line's and `configure`'s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -94,6 +96,10 @@ pub struct StreamSender {
     config: StreamConfig,
     geometry: Geometry,
     exptime: f64,
+    /// Software ROIs sent with every frame, and the event widths of their dead-time correction.
+    rois: Vec<Roi>,
+    event_widths: Vec<u32>,
+    recording: Recording,
     /// Number of the next image message; refused images use up a number too, so receivers see
     /// PUB drops as gaps.
     msg_number: u64,
@@ -142,6 +148,9 @@ impl StreamSender {
             config,
             geometry,
             exptime,
+            rois: Vec::new(),
+            event_widths: Vec::new(),
+            recording: Recording::full(geometry.n_bins() as u32),
             msg_number: 0,
             sent: 0,
             drops: 0,
@@ -259,6 +268,7 @@ impl StreamSender {
                 exptime: self.exptime,
                 timestamp_ns: m.timestamp_ns,
                 flags: m.flags,
+                rois: self.roi_values(&mca[i * mw..(i + 1) * mw], &scalers[i * sw..(i + 1) * sw]),
             };
             self.json.clear();
             // Serialising a struct of numbers and fixed strings into a Vec cannot fail.
@@ -281,6 +291,34 @@ impl StreamSender {
             self.msg_number += 1;
         }
         Ok(())
+    }
+
+    /// Sends every frame's values of `rois` (dead-time corrected with `event_widths`, summed
+    /// from spectra recorded as `recording`) in its image header.
+    pub fn with_rois(
+        mut self,
+        rois: Vec<Roi>,
+        event_widths: Vec<u32>,
+        recording: Recording,
+    ) -> Self {
+        self.rois = rois;
+        self.event_widths = event_widths;
+        self.recording = recording;
+        self
+    }
+
+    /// The ROI values of one frame; empty without ROIs.
+    fn roi_values(&self, mca: &[u32], scalers: &[u32]) -> Vec<RoiValues> {
+        if self.rois.is_empty() {
+            return Vec::new();
+        }
+        roi::frame_values(
+            &self.rois,
+            &self.event_widths,
+            &self.recording,
+            mca,
+            scalers,
+        )
     }
 
     /// Sends a multipart message. `Ok(false)`: a PUB socket refused it at its high-water mark.

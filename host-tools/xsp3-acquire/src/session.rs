@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::monitor::Monitor;
 use crate::sender::{PartialSend, SendGate, StreamConfig, StreamSender};
 use xspress3::layout::chunk_frames;
-use xspress3::protocol::{Header, SeriesEnd};
+use xspress3::protocol::{Header, RoiValues, SeriesEnd};
 use xspress3::{AcqDescription, AcqFileWriter, DropRecord, OutputConfig};
 
 /// The sinks and sizes of a session, made by [`crate::prepare`].
@@ -121,6 +121,11 @@ pub struct Status {
     pub mb_per_s: f64,
     /// True once the session ended with nothing lost and nothing failed.
     pub complete: bool,
+    /// The software ROIs' values of the latest frame the file or the stream took (`rois_frame`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rois: Vec<RoiValues>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rois_frame: Option<u64>,
     pub errors: Vec<String>,
 }
 
@@ -226,6 +231,22 @@ struct SinkCounters {
     errors: Mutex<Vec<String>>,
     unsent: Mutex<FrameRanges>,
     unwritten: Mutex<FrameRanges>,
+    /// The ROI values of the latest frame a sink took, with its frame number.
+    latest_rois: Mutex<Option<(u64, Vec<RoiValues>)>>,
+}
+
+impl SinkCounters {
+    /// Publishes the ROI values of the last frame of a batch the file or the stream took
+    /// (`last`: its ROI values and frame number).
+    fn publish_rois(&self, last: Option<(u64, Vec<RoiValues>)>) {
+        let Some((frame, values)) = last else {
+            return;
+        };
+        let mut latest = lock(&self.latest_rois);
+        if latest.as_ref().is_none_or(|(f, _)| *f <= frame) {
+            *latest = Some((frame, values));
+        }
+    }
 }
 
 impl SinkCounters {
@@ -281,7 +302,11 @@ impl Sinks {
         let sender = config
             .stream
             .clone()
-            .map(|s| StreamSender::bind(zmq, s, geometry, exptime))
+            .map(|s| {
+                StreamSender::bind(zmq, s, geometry, exptime).map(|tx| {
+                    tx.with_rois(desc.rois.clone(), desc.event_widths.clone(), desc.recording)
+                })
+            })
             .transpose()?;
         if let Some(tx) = &sender {
             if !tx.wait_for_subscriber()? && config.status_every.is_some() {
@@ -400,7 +425,7 @@ pub(crate) fn run_session_with<D: Detector, K: Clock>(
         }
         if let Some(tx) = sender.as_mut() {
             let (end, shared, header) = (&mut stream_end, &shared, &header);
-            sinks.push(s.spawn(move || send_stream(tx, end, batch, header, shared)));
+            sinks.push(s.spawn(move || send_stream(tx, end, batch, header, desc, shared)));
         }
         if let Some(m) = monitor {
             let (end, shared) = (&mut monitor_end, &shared);
@@ -644,6 +669,14 @@ fn write_files(
             lock(&counters.unwritten).add_meta(grant.meta());
         } else {
             let mut result = w.write_batch(grant.mca(), grant.scalers(), grant.meta());
+            if result.is_ok() {
+                counters.publish_rois(last_roi_values(
+                    w.description(),
+                    grant.mca(),
+                    grant.scalers(),
+                    grant.meta(),
+                ));
+            }
             if result.is_ok() && n < aligned {
                 // A partial batch is written because it is due: make it visible now.
                 result = w.flush();
@@ -665,6 +698,25 @@ fn write_files(
             .flushed
             .store(w.frames_flushed(), Ordering::Relaxed);
     }
+}
+
+/// The ROI values of the last frame of a batch, with its frame number; `None` without ROIs.
+fn last_roi_values(
+    desc: &AcqDescription,
+    mca: &[u32],
+    scalers: &[u32],
+    meta: &[FrameMeta],
+) -> Option<(u64, Vec<RoiValues>)> {
+    let last = meta.last().filter(|_| !desc.rois.is_empty())?;
+    let (g, i) = (desc.geometry, meta.len() - 1);
+    let values = xspress3::roi::frame_values(
+        &desc.rois,
+        &desc.event_widths,
+        &desc.recording,
+        mca.get(i * g.mca_words()..(i + 1) * g.mca_words())?,
+        scalers.get(i * g.scaler_words()..(i + 1) * g.scaler_words())?,
+    );
+    Some((last.frame_number, values))
 }
 
 /// Closes the files with the engine's drop record; the files written.
@@ -690,6 +742,7 @@ fn send_stream(
     end: &mut RingConsumer<'_, '_>,
     batch: usize,
     header: &Header,
+    desc: &AcqDescription,
     shared: &Shared,
 ) {
     let (counters, gate) = (&shared.counters, &shared.gate);
@@ -712,6 +765,13 @@ fn send_stream(
             counters.fail(format!("stream: {error}"));
             gave_up = true;
             lock(&counters.unsent).add_meta(&grant.meta()[done..]);
+        } else {
+            counters.publish_rois(last_roi_values(
+                desc,
+                grant.mca(),
+                grant.scalers(),
+                grant.meta(),
+            ));
         }
         let n = grant.len();
         grant.release(n);
@@ -787,6 +847,7 @@ fn build_status<D: Detector, K: Clock, const C: usize>(
     let stream_drops = counters.stream_drops.load(Ordering::Relaxed);
     let stream_unsent = lock(&counters.unsent).frames;
     let frames_unwritten = lock(&counters.unwritten).frames;
+    let latest = lock(&counters.latest_rois).clone();
     Status {
         state: format!("{:?}", engine.state()).to_lowercase(),
         elapsed_s: elapsed,
@@ -810,6 +871,8 @@ fn build_status<D: Detector, K: Clock, const C: usize>(
         mb_per_s: e.frames_read as f64 * frame_bytes / elapsed / 1e6,
         complete: false,
         errors: lock(&counters.errors).clone(),
+        rois: latest.as_ref().map(|(_, v)| v.clone()).unwrap_or_default(),
+        rois_frame: latest.as_ref().map(|(f, _)| *f),
     }
 }
 

@@ -498,6 +498,7 @@ mod tests {
             exptime: 0.001,
             timestamp_ns: 5,
             flags: 0,
+            rois: Vec::new(),
         })
         .unwrap()
     }

@@ -216,6 +216,8 @@ fn header(name: &str, g: Geo, n_frames: u64) -> Header {
         overwritable: false,
         n_channels: g.nch,
         n_bins: g.nbins,
+        first_bin: 0,
+        rebin: 1,
         n_frames,
         exposure_ticks: 80_000,
         exptime: 0.001,
@@ -226,6 +228,7 @@ fn header(name: &str, g: Geo, n_frames: u64) -> Header {
         event_widths: vec![6; nch],
         windows: vec![[0, g.nbins - 1, 0, g.nbins - 1]; nch],
         good_thresholds: vec![0; nch],
+        rois: Vec::new(),
         backend: "crafted".into(),
         software: "crafted-sender 1".into(),
         dtype: "uint32".into(),
@@ -258,6 +261,7 @@ fn image_parts(g: Geo, msg_number: u64, frame: u64) -> (Vec<u8>, Vec<u8>, Vec<u8
         exptime: 0.001,
         timestamp_ns: 1_000 + frame,
         flags: 0,
+        rois: Vec::new(),
     })
     .unwrap();
     let mca: Vec<u8> = (0..(g.nch * g.nbins) as usize)

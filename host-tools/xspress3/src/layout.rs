@@ -9,6 +9,20 @@ pub const ENTRY: &str = "entry";
 pub const INSTRUMENT: &str = "entry/instrument";
 /// The NXdetector group holding every dataset.
 pub const DETECTOR: &str = "entry/instrument/xspress3";
+/// The NXdata group NeXus viewers plot (the file's and the entry's `default`): `data` and
+/// `frame_number` linked from the detector, with the `channel` and `bin` axes.
+pub const NXDATA: &str = "entry/data";
+/// Its name inside the entry (the entry's `default` attribute).
+pub const NXDATA_NAME: &str = "data";
+/// Axis of the channels, u32 (n_channels,).
+pub const CHANNEL: &str = "channel";
+/// Axis of the energy bins, u32 (n_bins,): the detector's bin number of each spectrum bin.
+pub const BIN: &str = "bin";
+/// NXentry fields: ISO 8601 times of the acquisition's start and end.
+pub const START_TIME: &str = "start_time";
+pub const END_TIME: &str = "end_time";
+/// f64 scalar: exposure per frame in seconds (NXdetector `count_time`).
+pub const COUNT_TIME: &str = "count_time";
 
 /// Spectra, u32 (N, n_channels, n_bins).
 pub const DATA: &str = "data";

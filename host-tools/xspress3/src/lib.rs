@@ -3,8 +3,10 @@
 //! users type (durations, exposures).
 
 pub mod layout;
+pub mod nexus;
 pub mod protocol;
 pub mod reader;
+pub mod roi;
 pub mod units;
 pub mod writer;
 

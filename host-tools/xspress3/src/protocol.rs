@@ -9,10 +9,12 @@
 //! `exptime`) so its receivers keep working for the first two parts; `msg_number` counts image
 //! messages from 0 so a receiver can detect gaps; there is no pickle.
 
-use acq_core::detector::{AcqParams, GapMode, TriggerMode};
-use acq_core::geometry::{Geometry, Scaler};
+use acq_core::detector::{AcqParams, GapMode, Recording, TriggerMode};
+use acq_core::geometry::{Geometry, Scaler, MAX_BINS};
 use serde::{Deserialize, Serialize};
 
+use crate::roi::Roi;
+pub use crate::roi::RoiValues;
 use crate::AcqDescription;
 
 /// Version string carried in every header.
@@ -26,7 +28,14 @@ pub struct Header {
     pub filename: String,
     pub overwritable: bool,
     pub n_channels: u32,
+    /// Bins per channel of the spectra sent (recorded bins).
     pub n_bins: u32,
+    /// The detector bin of the first bin sent (`--bins`); 0 by default.
+    #[serde(default)]
+    pub first_bin: u32,
+    /// Detector bins summed into each bin sent (`--rebin`); 1 by default.
+    #[serde(default = "one")]
+    pub rebin: u32,
     /// Frames requested; 0 for an unbounded acquisition.
     pub n_frames: u64,
     pub exposure_ticks: u32,
@@ -40,6 +49,9 @@ pub struct Header {
     /// Per channel `[low0, high0, low1, high1]`.
     pub windows: Vec<[u32; 4]>,
     pub good_thresholds: Vec<u32>,
+    /// Software ROIs: name and per channel `[low, high]` or null.
+    #[serde(default)]
+    pub rois: Vec<Roi>,
     pub backend: String,
     pub software: String,
     #[serde(rename = "type")]
@@ -64,6 +76,9 @@ pub struct ImageHeader {
     pub timestamp_ns: u64,
     /// `FrameMeta` flags (1: frames lost before this one, 2: SDK overrun, 4: last frame).
     pub flags: u32,
+    /// The frame's ROI values, in the header's ROI order (absent without ROIs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rois: Vec<RoiValues>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -248,6 +263,14 @@ pub enum HeaderError {
         len: usize,
         channels: usize,
     },
+    #[error("roi `{}`: {reason}", .name.escape_debug())]
+    Roi { name: String, reason: String },
+    #[error("first_bin {first_bin}, n_bins {n_bins}, rebin {rebin}: not a range of the spectrum")]
+    Recording {
+        first_bin: u32,
+        n_bins: u32,
+        rebin: u32,
+    },
 }
 
 impl Header {
@@ -261,6 +284,8 @@ impl Header {
             overwritable,
             n_channels: desc.geometry.n_channels() as u32,
             n_bins: desc.geometry.n_bins() as u32,
+            first_bin: desc.recording.first_bin,
+            rebin: desc.recording.rebin,
             n_frames: desc.params.n_frames,
             exposure_ticks: desc.params.exposure_ticks,
             exptime: desc.params.exposure_ticks as f64 / desc.clock_hz,
@@ -271,14 +296,15 @@ impl Header {
             event_widths: desc.event_widths.clone(),
             windows: desc.windows.clone(),
             good_thresholds: desc.good_thresholds.clone(),
+            rois: desc.rois.clone(),
             backend: desc.backend.clone(),
             software: desc.software.clone(),
             dtype: "uint32".into(),
         }
     }
 
-    /// The acquisition this header describes, checked field by field. The debounce is not on
-    /// the wire: it comes back as 0.
+    /// The acquisition this header describes, checked field by field. The debounce and the
+    /// input inversions are not on the wire: they come back as 0 and false.
     pub fn description(&self) -> Result<AcqDescription, HeaderError> {
         if self.protocol != PROTOCOL {
             return Err(HeaderError::Protocol(self.protocol.clone()));
@@ -319,23 +345,80 @@ impl Header {
                 });
             }
         }
+        let recording = Recording {
+            first_bin: self.first_bin,
+            n_bins: self.n_bins.saturating_mul(self.rebin),
+            rebin: self.rebin,
+        };
+        recording
+            .check(MAX_BINS as u32)
+            .map_err(|_| HeaderError::Recording {
+                first_bin: self.first_bin,
+                n_bins: self.n_bins,
+                rebin: self.rebin,
+            })?;
+        self.check_rois(channels, &recording)?;
         Ok(AcqDescription {
             geometry,
+            recording,
             params: AcqParams {
                 n_frames: self.n_frames,
                 exposure_ticks: self.exposure_ticks,
                 gap,
                 trigger,
                 debounce_ticks: 0,
+                invert_f0: false,
+                invert_veto: false,
             },
             clock_hz: self.clock_hz,
             event_widths: self.event_widths.clone(),
             windows: self.windows.clone(),
             good_thresholds: self.good_thresholds.clone(),
+            rois: self.rois.clone(),
             backend: self.backend.clone(),
             software: self.software.clone(),
         })
     }
+
+    /// A ROI from a peer: a valid name and, per channel, a range of whole recorded bins.
+    fn check_rois(&self, channels: usize, recording: &Recording) -> Result<(), HeaderError> {
+        let (first, rebin) = (recording.first_bin, recording.rebin.max(1));
+        let end = first + recording.n_bins;
+        for roi in &self.rois {
+            let bad = |reason: String| HeaderError::Roi {
+                name: roi.name.clone(),
+                reason,
+            };
+            if format!("{}:0:0", roi.name)
+                .parse::<crate::roi::RoiSpec>()
+                .is_err()
+            {
+                return Err(bad("not a ROI name".into()));
+            }
+            if roi.ranges.len() != channels {
+                return Err(bad(format!(
+                    "{} ranges for {channels} channels",
+                    roi.ranges.len()
+                )));
+            }
+            if let Some([low, high]) = roi.ranges.iter().flatten().find(|[l, h]| {
+                l > h
+                    || *l < first
+                    || *h >= end
+                    || (l - first) % rebin != 0
+                    || (h + 1 - first) % rebin != 0
+            }) {
+                return Err(bad(format!(
+                    "range [{low}, {high}] is not whole recorded bins of {first}..{end} by {rebin}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Little-endian u32 words of a part whose length [`image_header`] checked.
@@ -362,6 +445,7 @@ mod tests {
             exptime: 0.001,
             timestamp_ns: 5,
             flags: 0,
+            rois: Vec::new(),
         })
         .unwrap()
     }
@@ -369,17 +453,28 @@ mod tests {
     fn description() -> AcqDescription {
         AcqDescription {
             geometry: Geometry::new(2, 16).unwrap(),
+            recording: Recording {
+                first_bin: 100,
+                n_bins: 32,
+                rebin: 2,
+            },
             params: AcqParams {
                 n_frames: 10,
                 exposure_ticks: 80_000,
                 gap: GapMode::Ns200,
                 trigger: TriggerMode::Gate,
                 debounce_ticks: 0,
+                invert_f0: false,
+                invert_veto: false,
             },
             clock_hz: 80e6,
             event_widths: vec![6, 7],
             windows: vec![[0, 15, 1, 14], [2, 13, 3, 12]],
             good_thresholds: vec![0, 4],
+            rois: vec![Roi {
+                name: "Fe".into(),
+                ranges: vec![Some([104, 111]), None],
+            }],
             backend: "simulated SDK".into(),
             software: "xsp3-acquire 0.1.0".into(),
         }
@@ -426,6 +521,20 @@ mod tests {
         bad(|h| h.good_thresholds.push(1), "good_thresholds has 3");
         bad(|h| h.protocol = "xsp3-stream/9".into(), "xsp3-stream/9");
         bad(|h| h.dtype = "float64".into(), "float64");
+        bad(|h| h.rebin = 0, "first_bin 100, n_bins 16, rebin 0");
+        bad(|h| h.first_bin = 4090, "first_bin 4090");
+        bad(
+            |h| h.rois[0].ranges[1] = Some([105, 111]),
+            "roi `Fe`: range [105, 111] is not whole recorded bins",
+        );
+        bad(
+            |h| h.rois[0].ranges.pop().map_or((), drop),
+            "1 ranges for 2",
+        );
+        bad(
+            |h| h.rois[0].name = "a/b".into(),
+            "roi `a/b`: not a ROI name",
+        );
     }
 
     #[test]

@@ -15,16 +15,18 @@
 //! by [`AcqFileWriter::finish`], which reopens each file without SWMR to do so.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use acq_core::deadtime::{channel_scalers, dead_time, output_count_rate};
-use acq_core::detector::AcqParams;
+use acq_core::detector::{AcqParams, Recording};
 use acq_core::engine::LostRange;
 use acq_core::geometry::{FrameMeta, Geometry, Scaler, N_SCALERS};
 use hdf5::{Dataset, File, Group, H5Type};
 use ndarray::{ArrayView, ArrayView2, ArrayView3};
 
 use super::layout::{self, chunk_frames};
+use super::nexus;
+use super::roi::Roi;
 use h5util::attrs::{set_scalar, set_str};
 
 /// Where and how files are written.
@@ -44,7 +46,10 @@ pub struct OutputConfig {
 /// Facts about the acquisition, written as attributes of the detector group.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AcqDescription {
+    /// Channels and recorded bins per frame.
     pub geometry: Geometry,
+    /// The detector bins the recorded bins are made of (`--bins`, `--rebin`).
+    pub recording: Recording,
     pub params: AcqParams,
     pub clock_hz: f64,
     /// One per channel.
@@ -53,6 +58,8 @@ pub struct AcqDescription {
     pub windows: Vec<[u32; 4]>,
     /// Per channel AllGood threshold.
     pub good_thresholds: Vec<u32>,
+    /// Software regions of interest, summed per frame and channel from the spectra.
+    pub rois: Vec<Roi>,
     /// "simulated SDK" or "libxspress3".
     pub backend: String,
     /// Who wrote the file, e.g. "xsp3-acquire 0.1.0".
@@ -138,6 +145,8 @@ struct OpenFile {
     ocr: Dataset,
     frame_number: Dataset,
     timestamp: Dataset,
+    /// Per ROI: the sums and the dead-time-corrected sums.
+    rois: Vec<(Dataset, Dataset)>,
 }
 
 /// Per-frame columns not yet written: at most one column chunk plus one batch, allocated once.
@@ -148,6 +157,8 @@ struct Scratch {
     ocr: Vec<f64>,
     frame_number: Vec<u64>,
     timestamp: Vec<u64>,
+    /// Per ROI: sums and dead-time-corrected sums, `[frame][chan]`.
+    rois: Vec<(Vec<u64>, Vec<f64>)>,
 }
 
 /// See the module documentation.
@@ -163,6 +174,8 @@ pub struct AcqFileWriter {
     frames_written: u64,
     frames_flushed: u64,
     last_flush: Instant,
+    /// When the writer was created: every part's NXentry `start_time`.
+    started: SystemTime,
     scratch: Scratch,
     /// Bytes kept free on the output filesystem: HDF5 cannot close a file consistently once
     /// the disk is full, so the writer stops before that.
@@ -196,6 +209,7 @@ impl AcqFileWriter {
         let nch = desc.geometry.n_channels();
         let rows = column_chunk + chunk;
         let cap = rows * nch;
+        let desc_rois = desc.rois.len();
         let mut writer = AcqFileWriter {
             config,
             desc,
@@ -207,6 +221,7 @@ impl AcqFileWriter {
             frames_written: 0,
             frames_flushed: 0,
             last_flush: Instant::now(),
+            started: SystemTime::now(),
             scratch: Scratch {
                 scalers: (0..N_SCALERS).map(|_| Vec::with_capacity(cap)).collect(),
                 dtc: Vec::with_capacity(cap),
@@ -214,6 +229,9 @@ impl AcqFileWriter {
                 ocr: Vec::with_capacity(cap),
                 frame_number: Vec::with_capacity(rows),
                 timestamp: Vec::with_capacity(rows),
+                rois: (0..desc_rois)
+                    .map(|_| (Vec::with_capacity(cap), Vec::with_capacity(cap)))
+                    .collect(),
             },
             reserve_bytes: 0,
             error: None,
@@ -224,6 +242,11 @@ impl AcqFileWriter {
         writer.reserve_bytes = 2 * batch_bytes as u64 + (1 << 20);
         writer.open_next()?;
         Ok(writer)
+    }
+
+    /// The acquisition the files describe.
+    pub fn description(&self) -> &AcqDescription {
+        &self.desc
     }
 
     /// Frames per `data` chunk; batches of this size, aligned, are written as whole chunks.
@@ -322,8 +345,12 @@ impl AcqFileWriter {
         set_str(&data, "interpretation", "spectrum").map_err(err("data attributes"))?;
         let scalers = Scaler::ALL
             .iter()
-            .map(|s| extensible::<u32>(&det, s.name(), &[nch], row_chunk))
-            .collect::<Result<Vec<_>, _>>()
+            .map(|&s| {
+                let ds = extensible::<u32>(&det, s.name(), &[nch], row_chunk)?;
+                set_str(&ds, "units", &nexus::scaler_units(s, self.desc.clock_hz))?;
+                Ok(ds)
+            })
+            .collect::<hdf5::Result<Vec<_>>>()
             .map_err(err("create scaler datasets"))?;
         let dtc = extensible::<f64>(&det, layout::DEAD_TIME_CORRECTION, &[nch], row_chunk)
             .map_err(err("create dead_time_correction"))?;
@@ -347,10 +374,57 @@ impl AcqFileWriter {
         set_str(&timestamp, "units", "ns").map_err(err("timestamp attributes"))?;
         set_str(&timestamp, "epoch", "1970-01-01T00:00:00Z")
             .map_err(err("timestamp attributes"))?;
-        det.new_dataset_builder()
+        let width = det
+            .new_dataset_builder()
             .with_data(&self.desc.event_widths)
             .create(layout::EVENT_WIDTH)
             .map_err(err("create event_width"))?;
+        set_str(&width, "units", &nexus::tick_units(self.desc.clock_hz))
+            .map_err(err("event_width attributes"))?;
+        let count_time = det
+            .new_dataset::<f64>()
+            .create(layout::COUNT_TIME)
+            .and_then(|ds| {
+                ds.write_scalar(
+                    &(f64::from(self.desc.params.exposure_ticks) / self.desc.clock_hz),
+                )?;
+                Ok(ds)
+            })
+            .map_err(err("create count_time"))?;
+        set_str(&count_time, "units", "s").map_err(err("count_time attributes"))?;
+        let bins: Vec<u32> = (0..nbins as u32)
+            .map(|i| self.desc.recording.detector_bin(i))
+            .collect();
+        nexus::write_plottable(&file, &entry, nch, &bins, self.started)
+            .map_err(err("NXdata group and default attributes"))?;
+        let rois = self
+            .desc
+            .rois
+            .iter()
+            .map(|roi| {
+                let sums = extensible::<u64>(&det, &roi.dataset(), &[nch], row_chunk)?;
+                set_str(&sums, "units", "counts")?;
+                // Per channel [low, high]; -1, -1 where the ROI has no range.
+                let ranges: Vec<i64> = roi
+                    .ranges
+                    .iter()
+                    .flat_map(|r| r.map_or([-1, -1], |[l, h]| [i64::from(l), i64::from(h)]))
+                    .collect();
+                sums.new_attr::<i64>()
+                    .shape((nch, 2))
+                    .create("ranges")?
+                    .write_raw(&ranges)?;
+                let dtc = extensible::<f64>(&det, &roi.dtc_dataset(), &[nch], row_chunk)?;
+                set_str(&dtc, "units", "counts")?;
+                set_str(
+                    &dtc,
+                    "formula",
+                    &format!("{} * dead_time_correction", roi.dataset()),
+                )?;
+                Ok((sums, dtc))
+            })
+            .collect::<hdf5::Result<Vec<_>>>()
+            .map_err(err("create ROI datasets"))?;
         Ok(OpenFile {
             path: path.to_path_buf(),
             file,
@@ -363,6 +437,7 @@ impl AcqFileWriter {
             ocr,
             frame_number,
             timestamp,
+            rois,
         })
     }
 
@@ -374,6 +449,8 @@ impl AcqFileWriter {
         set_str(det, "software", &d.software)?;
         set_scalar(det, "n_channels", d.geometry.n_channels() as u32)?;
         set_scalar(det, "n_bins", d.geometry.n_bins() as u32)?;
+        set_scalar(det, "first_bin", d.recording.first_bin)?;
+        set_scalar(det, "rebin", d.recording.rebin)?;
         set_scalar(det, "clock_hz", d.clock_hz)?;
         set_scalar(det, "exposure_ticks", d.params.exposure_ticks)?;
         set_scalar(
@@ -384,6 +461,9 @@ impl AcqFileWriter {
         set_scalar(det, "frames_requested", d.params.n_frames)?;
         set_str(det, "trigger_mode", d.params.trigger.name())?;
         set_scalar(det, "gap_ns", d.params.gap.nanos())?;
+        set_scalar(det, "debounce_ticks", u32::from(d.params.debounce_ticks))?;
+        set_scalar(det, "invert_f0", u32::from(d.params.invert_f0))?;
+        set_scalar(det, "invert_veto", u32::from(d.params.invert_veto))?;
         set_scalar(det, "chunk_frames", self.chunk as u32)?;
         let windows: Vec<u32> = d.windows.iter().flatten().copied().collect();
         if windows.len() == d.geometry.n_channels() * 4 {
@@ -475,6 +555,7 @@ impl AcqFileWriter {
         f.rows += n as u64;
         self.frames_written += n as u64;
         self.derive(scalers, meta);
+        self.derive_rois(mca, n);
         if self.scratch.frame_number.len() >= self.column_chunk {
             self.write_columns()?;
         }
@@ -508,6 +589,13 @@ impl AcqFileWriter {
         ] {
             ds.resize(end).map_err(err(what))?;
             ds.write_slice(column, start..end).map_err(err(what))?;
+        }
+        for ((sums_ds, dtc_ds), (sums, dtc)) in f.rois.iter().zip(s.rois.iter_mut()) {
+            append_rows(sums_ds, start, sums, nch).map_err(err("write ROI sums"))?;
+            append_rows(dtc_ds, start, dtc, nch)
+                .map_err(err("write ROI dead-time-corrected sums"))?;
+            sums.clear();
+            dtc.clear();
         }
         f.column_rows = end as u64;
         for column in s.scalers.iter_mut() {
@@ -572,6 +660,27 @@ impl AcqFileWriter {
         }
     }
 
+    /// Appends the ROI sums of a part (after `derive`, whose dead-time corrections they use).
+    fn derive_rois(&mut self, mca: &[u32], n: usize) {
+        let g = self.desc.geometry;
+        let nch = g.n_channels();
+        let s = &mut self.scratch;
+        let first = s.dtc.len() - n * nch;
+        for (roi, (sums, dtc)) in self.desc.rois.iter().zip(s.rois.iter_mut()) {
+            for i in 0..n {
+                let start = sums.len();
+                roi.sums(
+                    &mca[i * g.mca_words()..(i + 1) * g.mca_words()],
+                    &self.desc.recording,
+                    sums,
+                );
+                for (chan, &sum) in sums[start..].iter().enumerate() {
+                    dtc.push(sum as f64 * s.dtc[first + i * nch + chan]);
+                }
+            }
+        }
+    }
+
     /// Flushes the current file: everything written so far survives a crash.
     pub fn flush(&mut self) -> Result<(), WriteError> {
         self.write_columns()?;
@@ -616,6 +725,7 @@ impl AcqFileWriter {
         }
         let total = self.frames_written;
         let n_files = self.finished_files.len();
+        let ended = SystemTime::now();
         for (index, (path, rows)) in self.finished_files.iter().enumerate() {
             let file = File::open_rw(path).map_err(h5err(path, "reopen to finish"))?;
             let det = file
@@ -634,6 +744,11 @@ impl AcqFileWriter {
                     .map(|(m, f)| (m.as_str(), *f)),
             };
             write_final(&det, &end).map_err(h5err(path, "write final attributes"))?;
+            let entry = file
+                .group(layout::ENTRY)
+                .map_err(h5err(path, "open entry group"))?;
+            nexus::set_time(&entry, layout::END_TIME, ended)
+                .map_err(h5err(path, "write end_time"))?;
             file.close().map_err(h5err(path, "close"))?;
         }
         Ok(self.finished_files)

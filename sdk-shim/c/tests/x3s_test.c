@@ -15,6 +15,7 @@
 
 #include "x3s.h"
 #include "x3s_frame_addr.h"
+#include "xsp3_api.h"
 #include "xsp3_sim.h"
 
 void *__real_malloc(size_t n);
@@ -310,7 +311,7 @@ static void test_frames_across_2_32(void)
 
 /* The clock (and sync) the simulated SDK was given by x3s_open, for each kind of box. */
 static void check_clock(uint32_t mini, uint32_t mini_plus, int want_clk, int want_flags,
-                        int want_card, int want_sync)
+                        int want_sync)
 {
     x3s_open_params op;
     open_sim(&op);
@@ -323,30 +324,164 @@ static void check_clock(uint32_t mini, uint32_t mini_plus, int want_clk, int wan
     x3s_info info;
     CHECK_RC(x3s_get_info(d, &info), 0);
     CHECK(info.mini_plus == mini_plus && info.generation == (mini ? 2 : 0));
-    /* The device's path is private; it is the one open path of the simulator. */
-    int found = 0;
-    for (int path = 0; path < 64; path++) {
-        int clk, flags, card, sync;
-        if (xsp3_sim_get_clock_setup(path, &clk, &flags, &card, &sync) != 0)
-            continue;
-        found++;
-        if (clk != want_clk || flags != want_flags || card != want_card || sync != want_sync) {
-            fprintf(stderr, "%s:%d: mini %u mini_plus %u: clock 0x%x flags %d card %d sync %d, "
-                    "want 0x%x %d %d %d\n", __FILE__, __LINE__, mini, mini_plus, clk, flags,
-                    card, sync, want_clk, want_flags, want_card, want_sync);
-            g_failures++;
-        }
+    static x3s_sim_record r;
+    CHECK_RC(x3s_sim_get_record(d, &r), 0);
+    if (r.cards[0].clk_src != want_clk || r.cards[0].clk_flags != want_flags ||
+        r.sync_mode != want_sync) {
+        fprintf(stderr, "%s:%d: mini %u mini_plus %u: clock 0x%x flags %d sync %d, want 0x%x %d %d\n",
+                __FILE__, __LINE__, mini, mini_plus, r.cards[0].clk_src, r.cards[0].clk_flags,
+                r.sync_mode, want_clk, want_flags, want_sync);
+        g_failures++;
     }
-    CHECK(found == 1);
     CHECK_RC(x3s_close(d), 0);
 }
 
 static void test_clocks(void)
 {
-    check_clock(0, 0, 0x01, 3, 0, -1); /* Xspress3: XTAL, master, no dither, per card */
-    check_clock(1, 0, 0x10, 3, 0, -1); /* Mini: CDCM61004 */
+    check_clock(0, 0, 0x01, 3, -1); /* Xspress3: XTAL, master, no dither */
+    check_clock(1, 0, 0x10, 3, -1); /* Mini: CDCM61004 */
     /* Mini Mk2: the midplane's LMK61E2 on all cards, no dither, then midplane sync. */
-    check_clock(1, 1, 0x21, 2, -1, 4);
+    check_clock(1, 1, 0x21, 2, 4);
+}
+
+/*
+ * A 3-card system: card 0 the clock and timing master, the others following it; channels
+ * numbered across the cards; every per-channel setting and the trigger inputs reach the SDK, and
+ * each channel's scalers follow its own windows and threshold.
+ */
+static void test_multi_card(void)
+{
+    enum { CARDS = 3, CH = 7 };
+    x3s_open_params op;
+    open_sim(&op);
+    op.n_cards = CARDS;
+    op.sim.n_channels = CH;
+    x3s_dev *d = NULL;
+    CHECK_RC(x3s_open(&op, &d), 0);
+    if (!d)
+        return;
+    x3s_info info;
+    CHECK_RC(x3s_get_info(d, &info), 0);
+    CHECK(info.n_cards == CARDS && info.n_channels == CH);
+    CHECK(info.card_channels[0] == 3 && info.card_channels[1] == 2 && info.card_channels[2] == 2);
+
+    static x3s_sim_record r;
+    CHECK_RC(x3s_sim_get_record(d, &r), 0);
+    CHECK(r.n_cards == CARDS);
+    CHECK(r.cards[0].clk_src == 0x01 && r.cards[0].clk_flags == 3); /* XTAL, master */
+    for (int c = 1; c < CARDS; c++)
+        CHECK(r.cards[c].clk_src == 0x02 && r.cards[c].clk_flags == 2); /* EXT, no dither */
+
+    /* Settings read back at open are the SDK's. */
+    x3s_chan_settings cs;
+    CHECK_RC(x3s_get_chan_settings(d, 6, &cs), 0);
+    CHECK(cs.window_low[0] == 0 && cs.window_high[0] == 4095 && cs.good_threshold == 0);
+    CHECK(cs.event_width == cs.event_width_calibrated && cs.event_width == info.event_widths[6]);
+    CHECK_RC(x3s_get_chan_settings(d, CH, &cs), X3S_E_ARG);
+
+    uint32_t win[CH][4];
+    uint32_t thr[CH];
+    for (uint32_t c = 0; c < CH; c++) {
+        win[c][0] = 100 * c;
+        win[c][1] = 100 * c + 250;
+        win[c][2] = 2000 - 50 * c;
+        win[c][3] = 3000;
+        thr[c] = 10 + 30 * c;
+        CHECK_RC(x3s_set_window(d, (int32_t)c, 0, win[c][0], win[c][1]), 0);
+        CHECK_RC(x3s_set_window(d, (int32_t)c, 1, win[c][2], win[c][3]), 0);
+        CHECK_RC(x3s_set_good_threshold(d, (int32_t)c, thr[c]), 0);
+    }
+    CHECK_RC(x3s_set_event_width(d, 4, 11), 0);
+    CHECK_RC(x3s_set_event_width(d, -1, X3S_MAX_EVENT_WIDTH + 1), X3S_E_ARG);
+    CHECK_RC(x3s_set_event_width(d, CH, 5), X3S_E_ARG);
+    CHECK_RC(x3s_get_info(d, &info), 0);
+    CHECK(info.event_widths[4] == 11 && info.event_widths[3] != 11);
+    CHECK_RC(x3s_get_chan_settings(d, 4, &cs), 0);
+    CHECK(cs.event_width == 11 && cs.event_width_calibrated != 11);
+    CHECK(cs.window_low[1] == win[4][2] && cs.good_threshold == thr[4]);
+
+    x3s_acq_params a = {.n_frames = 4, .exposure_ticks = 8000, .gap_mode = 1,
+                        .trigger = X3S_TRIG_SOFTWARE, .debounce_ticks = 80, .invert_f0 = 1,
+                        .invert_veto = 1};
+    CHECK_RC(x3s_configure(d, &a), 0);
+    CHECK_RC(x3s_arm(d), 0);
+    CHECK_RC(x3s_set_event_width(d, 0, 5), X3S_E_STATE);
+    CHECK_RC(x3s_sim_get_record(d, &r), 0);
+    for (uint32_t c = 0; c < CH; c++) {
+        CHECK(memcmp(r.windows[c], win[c], sizeof win[c]) == 0);
+        CHECK(r.good_thres[c] == thr[c]);
+    }
+    CHECK(r.timing_calls == 1 && r.t_src == 1 && r.inv_f0 == 1 && r.inv_veto == 1 &&
+          r.debounce == 80);
+    /* Card 0: the ITFG, inverted F0 and veto, debounce 80; the others: card 0's veto. */
+    CHECK(r.cards[0].time_a == (1u | (1u << 3) | (1u << 4) | (80u << 16)));
+    CHECK(r.cards[0].itfg_trig_mode == 1 && r.cards[0].itfg_gap_mode == 1 &&
+          r.cards[0].itfg_col_time == 8000 && r.cards[0].itfg_frames == 4);
+    for (int c = 1; c < CARDS; c++) {
+        CHECK(r.cards[c].time_a == (4u | (80u << 16)));
+        CHECK(r.cards[c].run == 1 && r.cards[c].start_seq < r.cards[0].start_seq);
+    }
+    CHECK(r.cards[0].run == 2); /* armed for software triggers */
+
+    x3s_progress p;
+    for (uint64_t f = 0; f < 4; f++) {
+        CHECK_RC(x3s_soft_trigger(d), 0);
+        CHECK_RC(wait_frames(d, f + 1, &p), 0);
+        CHECK_RC(x3s_read_scalers(d, f, 1, g_sc, CH * NSC), 1);
+        CHECK_RC(x3s_read_mca(d, f, 1, g_mca, CH * NBINS), 1);
+        for (uint32_t c = 0; c < CH; c++) {
+            const uint32_t *m = g_mca + (size_t)c * NBINS;
+            const uint32_t *sc = g_sc + (size_t)c * NSC;
+            uint64_t w0 = 0, w1 = 0, good = 0;
+            for (uint32_t b = 0; b < NBINS; b++) {
+                w0 += b >= win[c][0] && b <= win[c][1] ? m[b] : 0;
+                w1 += b >= win[c][2] && b <= win[c][3] ? m[b] : 0;
+                good += b >= thr[c] ? m[b] : 0;
+            }
+            CHECK(sc[5] == w0 && sc[6] == w1 && sc[4] == good);
+        }
+        CHECK_RC(x3s_release(d, f, 1), 1);
+    }
+    CHECK_RC(x3s_stop(d), 0);
+    CHECK_RC(x3s_close(d), 0);
+}
+
+/* The simulator refuses a multi-card set-up that does not follow card 0. */
+static void test_multi_card_refusals(void)
+{
+    x3s_open_params op;
+    open_sim(&op);
+    op.n_cards = 2;
+    op.sim.n_channels = 2;
+    x3s_dev *d = NULL;
+    CHECK_RC(x3s_open(&op, &d), 0);
+    if (!d)
+        return;
+    int path = -1;
+    /* The device's path is private; it is the simulator's one open path. */
+    static x3s_sim_record r;
+    for (int p = 0; p < 64 && path < 0; p++)
+        if (xsp3_sim_get_record(p, &r) == 0)
+            path = p;
+    CHECK(path >= 0);
+    CHECK_RC(xsp3_clocks_setup(path, 1, 0x01, 3, 0), -6); /* a second master */
+    CHECK_RC(xsp3_clocks_setup(path, -1, 0x01, 3, 0), -6);
+    CHECK(strstr(xsp3_get_error_message(), "card 1") != NULL);
+    Xsp3Timing t;
+    memset(&t, 0, sizeof t);
+    t.t_src = 1;
+    CHECK_RC(xsp3_set_timing(path, &t), 0);
+    CHECK_RC(xsp3_itfg_setup(path, 0, 4, 800, 0, 0), 0);
+    CHECK_RC(xsp3_histogram_start(path, 0), -1); /* card 1 not started */
+    CHECK(strstr(xsp3_get_error_message(), "card 1 is not running") != NULL);
+    CHECK_RC(xsp3_histogram_start(path, 1), 0);
+    CHECK_RC(xsp3_histogram_start(path, 0), 0);
+    CHECK_RC(xsp3_histogram_stop(path, -1), 0);
+    CHECK_RC(x3s_close(d), 0);
+    op.n_cards = 3; /* 2 channels cannot be shared by 3 cards */
+    CHECK_RC(x3s_open(&op, &d), -6);
+    op.n_cards = X3S_MAX_CARDS + 1;
+    CHECK_RC(x3s_open(&op, &d), X3S_E_ARG);
 }
 
 int main(void)
@@ -361,6 +496,8 @@ int main(void)
     test_frame_address();
     test_frames_across_2_32();
     test_clocks();
+    test_multi_card();
+    test_multi_card_refusals();
     if (g_failures) {
         fprintf(stderr, "x3s_test: %d checks failed\n", g_failures);
         return 1;

@@ -27,6 +27,8 @@ pub fn acq(trigger: TriggerMode, n_frames: u64, exposure_ticks: u32) -> AcqParam
         gap: GapMode::Ns25,
         trigger,
         debounce_ticks: 0,
+        invert_f0: false,
+        invert_veto: false,
     }
 }
 

@@ -44,7 +44,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// One acquisition, then exit with a summary.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// A daemon controlled over a ZMQ REP socket with JSON commands (configure, arm, trigger,
     /// stop, status, shutdown).
     Serve(ServeArgs),
@@ -227,8 +227,8 @@ fn run(args: RunArgs) -> Result<Summary, Failure> {
     stop_on_signals(&control)?;
     // `run` issues the software triggers itself: one per frame requested in `software`, the
     // first only in `software_first`.
-    let triggers = match request.trigger {
-        TriggerMode::Software => request.frames.max(1),
+    let triggers = match desc.params.trigger {
+        TriggerMode::Software => desc.params.n_frames.max(1),
         TriggerMode::SoftwareFirst => 1,
         _ => 0,
     };
@@ -311,7 +311,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => {
             let json = args.json;
-            run(args).map(|summary| {
+            run(*args).map(|summary| {
                 print_summary(&summary, json);
                 summary.outcome()
             })
