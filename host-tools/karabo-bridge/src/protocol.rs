@@ -413,39 +413,43 @@ fn decode_v2(parts: Vec<zmq::Message>) -> Result<Train, DecodeError> {
 /// A msgpack-numpy map (`{b'nd': ..., b'type': ..., b'data': ...}`) as an array or scalar;
 /// any other value as itself.
 fn from_numpy(value: Value) -> Result<Entry, DecodeError> {
-    let Value::Map(entries) = &value else {
-        return Ok(Entry::Value(value));
-    };
-    let get = |name: &[u8]| {
-        entries
+    let is_numpy = match &value {
+        Value::Map(entries) => entries
             .iter()
-            .find(|(k, _)| matches!(k, Value::Binary(b) if b == name))
-            .map(|(_, v)| v)
+            .any(|(k, v)| matches!(k, Value::Binary(b) if b == b"nd") && v.is_bool()),
+        _ => false,
     };
-    let Some(nd) = get(b"nd").and_then(Value::as_bool) else {
+    let Value::Map(entries) = value else {
         return Ok(Entry::Value(value));
     };
-    let descr = get(b"type")
-        .and_then(|t| t.as_str())
-        .ok_or(DecodeError::Field {
-            part: 0,
-            field: "type",
-        })?;
-    let dtype = Dtype::from_descr(descr).ok_or_else(|| DecodeError::Dtype {
+    if !is_numpy {
+        return Ok(Entry::Value(Value::Map(entries)));
+    }
+    let (mut nd, mut descr, mut shape, mut data) = (false, None, None, None);
+    for (k, v) in entries {
+        match (k, v) {
+            (Value::Binary(k), Value::Boolean(b)) if k == b"nd" => nd = b,
+            (Value::Binary(k), v) if k == b"type" => descr = v.as_str().map(str::to_string),
+            (Value::Binary(k), v) if k == b"shape" => shape = Some(v),
+            // The data is moved out of the decoded message, not copied.
+            (Value::Binary(k), Value::Binary(d)) if k == b"data" => data = Some(d),
+            _ => {}
+        }
+    }
+    let descr = descr.ok_or(DecodeError::Field {
+        part: 0,
+        field: "type",
+    })?;
+    let dtype = Dtype::from_descr(&descr).ok_or_else(|| DecodeError::Dtype {
         part: 0,
         dtype: descr.chars().take(64).collect(),
     })?;
-    let data = match get(b"data") {
-        Some(Value::Binary(b)) => b.clone(),
-        _ => {
-            return Err(DecodeError::Field {
-                part: 0,
-                field: "data",
-            })
-        }
-    };
+    let data = data.ok_or(DecodeError::Field {
+        part: 0,
+        field: "data",
+    })?;
     if nd {
-        let shape = shape_of(0, get(b"shape").unwrap_or(&Value::Nil))?;
+        let shape = shape_of(0, shape.as_ref().unwrap_or(&Value::Nil))?;
         Ok(Entry::Array(checked_array(
             0,
             "",
