@@ -458,3 +458,33 @@ def test_receiver_counts_malformed_messages_and_survives():
     # be valid); every crafted one is refused.
     assert s["malformed"] + s["trains"] == len(sent), s
     assert s["malformed"] >= len(bad), s
+
+
+@pytest.mark.parametrize("protocol", ["2.2", "1.0"])
+def test_glimpse_decodes_what_server_in_thread_sends(protocol):
+    """Types a Python server may send besides file data: big-endian and unicode arrays, numpy
+    and Python scalars, nested values."""
+    data = {"SRC/A": {
+        "be": (np.arange(5) * 300).astype(">u2"),
+        "f16": np.array([1.5, -2.0], dtype="f2"),
+        "uni": np.array(["ab", "c"]),
+        "c64": np.array([1 + 2j], dtype="c8"),
+        "n": 7, "x": 2.5, "name": "det", "raw": b"\x00\x01", "flags": [True, False],
+        "nested": {"a": 1},
+        "f32": np.float32(0.25),
+    }}
+    meta = {"SRC/A": {"source": "SRC/A", "timestamp.tid": 99}}
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    with ServerInThread(ep, protocol_version=protocol) as server:
+        server.feed(data, meta)
+        code, out, err = bridge("glimpse", ep, "--json", "--timeout", LIMIT)
+    assert code == 0, err
+    got = json.loads(out)["sources"]["SRC/A"]["data"]
+    assert got["be"]["dtype"] == ">u2" and got["be"]["head"] == [0, 300, 600, 900, 1200]
+    assert got["f16"]["head"] == [1.5, -2.0]
+    assert got["uni"]["dtype"] == "<U2" and got["uni"]["head"] == ["ab", "c"]
+    assert got["c64"]["dtype"] == "complex64"
+    assert got["n"]["value"] == 7 and got["x"]["value"] == 2.5
+    assert got["name"]["value"] == "det" and got["flags"]["value"] == [True, False]
+    assert got["nested"]["value"] == {"a": 1}
+    assert got["f32"]["value"] == 0.25

@@ -1,5 +1,6 @@
 //! numpy element types as the bridge names them: `str(dtype)` in protocol 2.2 (`uint16`,
-//! `float32`, `|S5`) and the array-protocol string `dtype.str` in protocol 1.0 (`<u2`, `<f4`).
+//! `float32`, `|S5`, `>u2` for big-endian) and the array-protocol string `dtype.str` in
+//! protocol 1.0 (`<u2`, `<f4`, `>u2`).
 
 use std::fmt;
 
@@ -17,21 +18,37 @@ pub enum Kind {
     Unicode,
 }
 
-/// A little-endian numpy element type with a fixed size: what the bridge can carry as an array.
+/// A numpy element type with a fixed size: what the bridge can carry as an array. Files and
+/// this crate's server are little-endian; a Python server may send big-endian arrays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dtype {
     pub kind: Kind,
     /// Bytes per element.
     pub size: usize,
+    pub big_endian: bool,
 }
 
 impl Dtype {
+    /// A little-endian type.
     pub const fn new(kind: Kind, size: usize) -> Dtype {
-        Dtype { kind, size }
+        Dtype {
+            kind,
+            size,
+            big_endian: false,
+        }
     }
 
-    /// `str(np.dtype(...))`: the name protocol 2.2 sends.
+    /// Whether byte order applies (multi-byte numbers and UCS-4 strings).
+    fn has_order(&self) -> bool {
+        !matches!(self.kind, Kind::Bool | Kind::Bytes) && self.size > 1
+    }
+
+    /// `str(np.dtype(...))`: the name protocol 2.2 sends (numpy names big-endian types by
+    /// their type string).
     pub fn name(&self) -> String {
+        if self.big_endian && self.has_order() {
+            return self.descr();
+        }
         let bits = self.size * 8;
         match self.kind {
             Kind::Bool => "bool".into(),
@@ -46,21 +63,28 @@ impl Dtype {
 
     /// `np.dtype(...).str`: the type string protocol 1.0 (msgpack-numpy) sends.
     pub fn descr(&self) -> String {
-        let order = if self.size == 1 { '|' } else { '<' };
+        let order = match (self.has_order(), self.big_endian) {
+            (false, _) => '|',
+            (true, false) => '<',
+            (true, true) => '>',
+        };
         match self.kind {
             Kind::Bool => "|b1".into(),
             Kind::Int => format!("{order}i{}", self.size),
             Kind::UInt => format!("{order}u{}", self.size),
-            Kind::Float => format!("<f{}", self.size),
-            Kind::Complex => format!("<c{}", self.size),
+            Kind::Float => format!("{order}f{}", self.size),
+            Kind::Complex => format!("{order}c{}", self.size),
             Kind::Bytes => format!("|S{}", self.size),
-            Kind::Unicode => format!("<U{}", self.size / 4),
+            Kind::Unicode => format!("{order}U{}", self.size / 4),
         }
     }
 
-    /// Parses a protocol 2.2 name; `None` for types this crate does not carry (big-endian,
-    /// objects, datetimes, ...).
+    /// Parses a protocol 2.2 name; `None` for types this crate does not carry (objects,
+    /// datetimes, structured types, ...).
     pub fn from_name(name: &str) -> Option<Dtype> {
+        if name.starts_with('>') {
+            return Dtype::from_descr(name);
+        }
         let sized = |prefix: &str, kind: Kind, sizes: &[usize]| {
             let bits: usize = name.strip_prefix(prefix)?.parse().ok()?;
             (bits % 8 == 0 && sizes.contains(&(bits / 8))).then(|| Dtype::new(kind, bits / 8))
@@ -102,10 +126,18 @@ impl Dtype {
         } else {
             n
         };
-        let dtype = Dtype::new(kind, size);
-        // Only little-endian (or byte-order-free) types, and only the sizes numpy has.
-        let ok_order = order == '<' || (order == '|' && (size == 1 || kind == Kind::Bytes));
-        (ok_order && Dtype::from_name(&dtype.name()) == Some(dtype)).then_some(dtype)
+        let little = Dtype::new(kind, size);
+        // Only the sizes numpy has, and the order numpy writes for them.
+        let known = Dtype::from_name(&little.name()) == Some(little);
+        let dtype = match (order, little.has_order()) {
+            ('<', true) | ('|', false) => little,
+            ('>', true) => Dtype {
+                big_endian: true,
+                ..little
+            },
+            _ => return None,
+        };
+        known.then_some(dtype)
     }
 
     /// The type of an EuXFEL dataset, if the bridge carries it as an array.
@@ -140,6 +172,13 @@ impl Scalar {
     /// `None` for complex numbers, which msgpack cannot pack.
     pub fn item(&self) -> Option<rmpv::Value> {
         use rmpv::Value;
+        if self.dtype.big_endian && self.dtype.has_order() {
+            return Scalar {
+                dtype: Dtype::new(self.dtype.kind, self.dtype.size),
+                bytes: to_little_endian(self.dtype, &self.bytes),
+            }
+            .item();
+        }
         let b = &self.bytes;
         let word = |n: usize| -> Option<u64> {
             let mut w = [0u8; 8];
@@ -176,6 +215,21 @@ impl Scalar {
             Kind::Complex => return None,
         })
     }
+}
+
+/// The elements of `bytes` (of type `dtype`) with their bytes reversed: big-endian to
+/// little-endian. Complex numbers swap each half, UCS-4 strings each character.
+fn to_little_endian(dtype: Dtype, bytes: &[u8]) -> Vec<u8> {
+    let unit = match dtype.kind {
+        Kind::Complex => dtype.size / 2,
+        Kind::Unicode => 4,
+        _ => dtype.size,
+    }
+    .max(1);
+    bytes
+        .chunks(unit)
+        .flat_map(|c| c.iter().rev().copied())
+        .collect()
 }
 
 /// IEEE half precision to double.
@@ -215,11 +269,19 @@ mod tests {
             assert_eq!(d.descr(), descr);
             assert_eq!(Dtype::from_descr(descr), Some(d));
         }
-        for bad in ["uint3", "float128", "object", ">u2", "int", "", "|S", "<Ux"] {
+        for bad in [
+            "uint3", "float128", "object", ">b1", "int", "", "|S", "<Ux", ">u1",
+        ] {
             assert_eq!(Dtype::from_name(bad), None, "{bad}");
         }
-        for bad in [">u2", "<u3", "|u2", "<x4", "<", "O"] {
+        for bad in ["<u3", "|u2", "<x4", "<", "O", ">u1", "<b1"] {
             assert_eq!(Dtype::from_descr(bad), None, "{bad}");
+        }
+        // Big-endian types, which numpy names by their type string.
+        for name in [">u2", ">f8", ">i4", ">c16", ">U2"] {
+            let d = Dtype::from_name(name).unwrap();
+            assert!(d.big_endian);
+            assert_eq!((d.name(), d.descr()), (name.to_string(), name.to_string()));
         }
     }
 
@@ -250,5 +312,10 @@ mod tests {
             Some(rmpv::Value::Binary(b"ab".to_vec()))
         );
         assert_eq!(s(Kind::Complex, &[0; 8]).item(), None);
+        let big = Scalar {
+            dtype: Dtype::from_name(">i2").unwrap(),
+            bytes: (-3i16).to_be_bytes().to_vec(),
+        };
+        assert_eq!(big.item(), Some(rmpv::Value::from(-3)));
     }
 }

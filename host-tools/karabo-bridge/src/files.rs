@@ -42,10 +42,6 @@ impl FileTrains {
         })
     }
 
-    pub fn collection(&self) -> &DataCollection {
-        &self.dc
-    }
-
     /// The detector whose modules are appended, if any.
     pub fn detector(&self) -> Option<&Detector> {
         self.detector.as_ref()

@@ -99,18 +99,6 @@ impl Train {
     pub fn train_id(&self) -> Option<u64> {
         self.sources.values().find_map(SourceTrain::train_id)
     }
-
-    /// Bytes of array data in the train.
-    pub fn array_bytes(&self) -> u64 {
-        self.sources
-            .values()
-            .flat_map(|s| &s.data)
-            .map(|(_, e)| match e {
-                Entry::Array(a) => a.data.len() as u64,
-                _ => 0,
-            })
-            .sum()
-    }
 }
 
 /// The metadata EXtra-data gives every source of a train read from files.

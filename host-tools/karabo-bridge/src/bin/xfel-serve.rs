@@ -236,6 +236,20 @@ fn main() -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(EXIT_START, e),
     };
+    if common.append_detector_modules {
+        match trains.detector() {
+            Some(det) => eprintln!(
+                "xfel-serve: {} modules of {} served as {}",
+                det.modules.len(),
+                det.name,
+                det.append_source()
+            ),
+            None => eprintln!(
+                "xfel-serve: --append-detector-modules: no AGIPD, DSSC or LPD modules in the \
+                 selection; sources are served unchanged"
+            ),
+        }
+    }
     let config = ServeConfig {
         endpoint: endpoint_for(&port, common.bind_all),
         socket: common.socket_type,
