@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use crate::files::{FileTrains, ReadError};
 use crate::protocol::{encode, EncodeError, Protocol, Timestamp};
 
-/// How long one wait on the socket lasts before the stop flag is checked again.
-const POLL_SLICE_MS: i64 = 100;
+/// How long one wait (on the socket, or for the rate limit) lasts before the stop flag is
+/// checked again.
+const POLL_SLICE: Duration = Duration::from_millis(100);
 /// Encoded trains waiting to be sent while the next one is read.
 const READ_AHEAD: usize = 1;
 
@@ -245,11 +246,15 @@ fn send_all(
             }
         };
         if let Some(interval) = interval {
-            let now = Instant::now();
-            if next_due > now {
-                std::thread::sleep(next_due - now);
+            // Sleep in slices so that a stop request is seen even at a low rate.
+            loop {
+                let now = Instant::now();
+                if next_due <= now || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep((next_due - now).min(POLL_SLICE));
             }
-            next_due = next_due.max(now) + interval;
+            next_due = next_due.max(Instant::now()) + interval;
         }
         let ready = match config.socket {
             SocketType::Rep => wait_for_next(socket, ep, stop, summary, events)?,
@@ -290,7 +295,7 @@ fn wait_for(
             return Ok(false);
         }
         let mut items = [socket.as_poll_item(event)];
-        match zmq::poll(&mut items, POLL_SLICE_MS) {
+        match zmq::poll(&mut items, POLL_SLICE.as_millis() as i64) {
             Ok(_) if items[0].get_revents().contains(event) => return Ok(true),
             Ok(_) | Err(zmq::Error::EINTR) => {}
             Err(e) => return Err(zmq_err(ep, "poll")(e)),

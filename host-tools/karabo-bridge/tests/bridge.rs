@@ -184,3 +184,25 @@ fn usage_and_start_errors_have_their_exit_codes() {
     assert_eq!(code(&["files", run, "0", "--protocol", "2.1"]), Some(2));
     assert_eq!(code(&["files", run, "tcp://256.0.0.1:1"]), Some(3));
 }
+
+#[test]
+fn sigterm_stops_a_server_waiting_for_its_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    small_run(dir.path());
+    // One train per 1000 s: after the first, the server sleeps for its rate.
+    let server = Server::start(&[
+        "files",
+        dir.path().to_str().unwrap(),
+        "0",
+        "-z",
+        "PUB",
+        "--rate",
+        "0.001",
+        "--source",
+        "SA1*",
+    ]);
+    test_support::send_signal(&server.child, "TERM");
+    let (code, out) = server.wait();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("xfel-serve: stopped after"), "{out}");
+}
