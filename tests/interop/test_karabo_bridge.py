@@ -347,10 +347,12 @@ def test_glimpse_reads_the_simulator(detector, raw, protocol):
         assert got["sources"][src]["metadata"]["timestamp.tid"] >= 10000000000
 
 
-def test_glimpse_values_equal_what_client_receives(lpd_run):
+@pytest.mark.parametrize("server", ["xfel-serve", "karabo-bridge-serve-files"])
+def test_glimpse_values_equal_what_client_receives(lpd_run, server):
     """The same first train through our receiver and through karabo_bridge.Client."""
-    o1 = ours("files", lpd_run, "0")
-    o2 = ours("files", lpd_run, "0")
+    start = (lambda: ours("files", lpd_run, "0")) if server == "xfel-serve" else (
+        lambda: theirs(lpd_run))
+    o1, o2 = start(), start()
     try:
         code, out, err = bridge("glimpse", o1.endpoint, "--json", "-v", "--timeout", LIMIT)
         data, meta = receive(o2, 1)[0]
@@ -386,6 +388,19 @@ def test_monitor_counts_trains_and_missing_ids():
     s = json.loads(out)
     assert (s["trains"], s["first_train"], s["last_train"]) == (4, 5, 10)
     assert s["missing_trains"] == 2 and s["malformed"] == 0
+
+
+def test_monitor_subscribes_to_a_pub_server(lpd_run):
+    o = ours("files", lpd_run, "0", "-z", "PUB", "--loop", "--rate", "100", "--source", "SA1*")
+    try:
+        code, out, err = bridge("monitor", o.endpoint, "-z", "PUB", "--ntrains", "5", "--json",
+                                "--timeout", LIMIT)
+    finally:
+        o.stop()
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["trains"] == 5 and s["malformed"] == 0
+    assert 10000 <= s["first_train"] <= 10015
 
 
 def malformed_messages():
