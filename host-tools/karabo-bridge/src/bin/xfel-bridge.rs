@@ -256,11 +256,45 @@ fn print_value(ind: &str, key: &str, value: &Value) {
         }
         return;
     }
-    let mut line = format!("{ind} - [{}] {key}, {value}", type_name(value));
+    let mut line = format!(
+        "{ind} - [{}] {key}, {}",
+        type_name(value),
+        python_text(value)
+    );
     if line.chars().count() > 80 {
         line = line.chars().take(77).collect::<String>() + "...";
     }
     println!("{line}");
+}
+
+/// How Python's `str.format` shows a decoded value: strings bare, bytes as `b'...'`.
+fn python_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.as_str().map_or_else(
+            || String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            str::to_string,
+        ),
+        Value::Binary(b) => {
+            let mut out = String::from("b'");
+            for &c in b {
+                match c {
+                    b'\\' => out.push_str("\\\\"),
+                    b'\'' => out.push_str("\\'"),
+                    b'\n' => out.push_str("\\n"),
+                    b'\r' => out.push_str("\\r"),
+                    b'\t' => out.push_str("\\t"),
+                    0x20..=0x7e => out.push(c as char),
+                    _ => out.push_str(&format!("\\x{c:02x}")),
+                }
+            }
+            out.push('\'');
+            out
+        }
+        Value::Boolean(true) => "True".into(),
+        Value::Boolean(false) => "False".into(),
+        Value::Nil => "None".into(),
+        other => other.to_string(),
+    }
 }
 
 fn print_entry(ind: &str, key: &str, entry: &Entry, verbose: bool) {
