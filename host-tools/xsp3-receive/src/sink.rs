@@ -36,10 +36,6 @@ pub enum SinkError {
     /// The writer thread stopped taking or returning batches (it can only have panicked).
     #[error("the writer thread ended unexpectedly")]
     WriterEnded,
-    #[error("the writer is closed")]
-    Closed,
-    #[error("the writer thread is gone")]
-    WriterGone,
     #[error("the writer thread panicked; the file may lack its final attributes")]
     WriterPanicked,
 }
@@ -69,11 +65,11 @@ pub(crate) struct WriterEnd {
 /// writes. See the module documentation.
 pub(crate) struct FileSink {
     geometry: Geometry,
-    jobs: Option<mpsc::SyncSender<Job>>,
+    jobs: mpsc::SyncSender<Job>,
     free: mpsc::Receiver<Batch>,
     /// The batch being filled.
     filling: Option<Batch>,
-    thread: Option<JoinHandle<WriterEnd>>,
+    thread: JoinHandle<WriterEnd>,
     /// The writer thread's first error, until the receiver takes it.
     failure: Arc<Mutex<Option<WriteError>>>,
     chunk: usize,
@@ -130,10 +126,10 @@ impl FileSink {
             .map_err(SinkError::Spawn)?;
         Ok(FileSink {
             geometry,
-            jobs: Some(jobs_tx),
+            jobs: jobs_tx,
             free: free_rx,
             filling: None,
-            thread: Some(thread),
+            thread,
             failure,
             chunk,
             aligned: w.frames_per_file.is_none_or(|f| f % chunk as u64 == 0),
@@ -196,8 +192,7 @@ impl FileSink {
     }
 
     fn send(&mut self, job: Job) -> Result<(), SinkError> {
-        let jobs = self.jobs.as_ref().ok_or(SinkError::Closed)?;
-        jobs.send(job).map_err(|_| SinkError::WriterEnded)
+        self.jobs.send(job).map_err(|_| SinkError::WriterEnded)
     }
 
     /// Submits a partly filled batch that has waited longer than `interval`, and has the file
@@ -223,15 +218,21 @@ impl FileSink {
     /// its error if it was not taken yet.
     pub(crate) fn close(mut self) -> Result<(WriterEnd, Option<WriteError>), SinkError> {
         let submitted = self.submit();
-        self.jobs = None;
-        let end = self
-            .thread
-            .take()
-            .map(JoinHandle::join)
-            .ok_or(SinkError::WriterGone)?
-            .map_err(|_| SinkError::WriterPanicked)?;
+        let FileSink {
+            jobs,
+            thread,
+            failure,
+            ..
+        } = self;
+        // The closed channel ends the writer thread's loop.
+        drop(jobs);
+        let end = thread.join().map_err(|_| SinkError::WriterPanicked)?;
         submitted?;
-        Ok((end, self.take_failure()))
+        let failure = failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        Ok((end, failure))
     }
 }
 

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Karabo Bridge serving throughput: our xfel-serve against EXtra-data's
+karabo-bridge-serve-files on the same runs and options, in one script run.
+
+Cases (fixtures written by make-fixtures under --dir):
+  lpd1     one LPD-like module, 32 frames of 256x256 u16 per train (4 MiB of image.data)
+  append16 16 modules of 8 frames of 256x256 u16, --append-detector-modules (16 MiB per train)
+  control  one control source (an XGM), about 300 bytes per train
+
+Per case, the servers alternate over --rounds rounds (medians reported): trains/s received by
+karabo_bridge.Client (REQ) from karabo-bridge-serve-files and from xfel-serve, and by our
+xfel-bridge monitor from xfel-serve. The limit: a plain libzmq PUSH -> PULL transfer between two
+processes (pyzmq, copy=False) of messages with the parts of one train.
+
+Run from the repository root:  .venv/bin/python benches/scripts/bench_bridge.py
+Options: --dir DIR (fixtures; default $CARGO_TARGET_DIR/bridge-bench), --rounds N (3),
+--cases a,b (all), --json. Builds `cargo build --release -p karabo-bridge -p fixtures --bins`.
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+from karabo_bridge import Client
+
+REPO = Path(__file__).resolve().parents[2]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+VENV_BIN = Path(sys.executable).parent
+
+CASES = {
+    "lpd1": dict(fixture=["--modules", "1", "--sequences", "1", "--trains", "60",
+                          "--frames", "32", "--frame-height", "256", "--frame-width", "256"],
+                 files=2, args=["--source", "*/DET/*"], trains=60),
+    "append16": dict(fixture=["--modules", "16", "--sequences", "1", "--trains", "20",
+                              "--frames", "8", "--frame-height", "256", "--frame-width", "256"],
+                     files=17, args=["--source", "*/DET/*", "--append-detector-modules"],
+                     trains=20),
+    "control": dict(fixture=["--modules", "0", "--sequences", "2", "--trains", "1000"],
+                    files=2, args=["--source", "SA1_XTD2_XGM/DOOCS/MAIN"], trains=2000),
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sh(cmd, **kw):
+    return subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def build():
+    log("building release binaries (karabo-bridge, fixtures)...")
+    sh(["cargo", "build", "--release", "-p", "karabo-bridge", "-p", "fixtures", "--bins"],
+       cwd=REPO)
+
+
+def fixture(out, args, files):
+    if out.is_dir() and len(list(out.glob("*.h5"))) == files:
+        return
+    if out.exists():
+        shutil.rmtree(out)
+    log(f"writing fixture {out} ...")
+    sh([TARGET / "release" / "make-fixtures", out, *args], stdout=subprocess.DEVNULL)
+
+
+class Server:
+    def __init__(self, cmd):
+        self.proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r"Streamer started on: tcp://[^:]+:(\d+)", line)
+        if not m:
+            self.proc.kill()
+            raise RuntimeError(f"{cmd}: {line}")
+        self.endpoint = f"tcp://127.0.0.1:{m.group(1)}"
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def ours(run, args):
+    return Server([TARGET / "release" / "xfel-serve", "files", run, "0", *args])
+
+
+def theirs(run, args):
+    return Server([VENV_BIN / "karabo-bridge-serve-files", run, "tcp://127.0.0.1:0", *args])
+
+
+def client_rate(server, n):
+    """Trains/s of karabo_bridge.Client, timed from the first train on."""
+    with Client(server.endpoint, timeout=600) as c:
+        c.next()
+        t0 = time.perf_counter()
+        for _ in range(n - 1):
+            c.next()
+        return (n - 1) / (time.perf_counter() - t0)
+
+
+def monitor_rate(server, n):
+    """Trains/s of our xfel-bridge monitor (whole process, first train included)."""
+    out = subprocess.run([TARGET / "release" / "xfel-bridge", "monitor", server.endpoint,
+                          "--ntrains", str(n), "--json"], capture_output=True, text=True,
+                         check=True, timeout=1200).stdout
+    s = json.loads(out)
+    return s["trains"] / s["elapsed_s"]
+
+
+def train_part_sizes(server):
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.REQ)
+    s.connect(server.endpoint)
+    s.send(b"next")
+    sizes = [len(p) for p in s.recv_multipart()]
+    s.close(linger=0)
+    ctx.term()
+    return sizes
+
+
+def _pull(endpoint, n, q):
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.PULL)
+    s.connect(endpoint)
+    s.recv_multipart(copy=False)
+    t0 = time.perf_counter()
+    for _ in range(n - 1):
+        s.recv_multipart(copy=False)
+    q.put(time.perf_counter() - t0)
+
+
+def zmq_limit(sizes, n):
+    """Messages/s of a plain libzmq PUSH -> PULL loopback of messages with `sizes` parts."""
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    port = push.bind_to_random_port("tcp://127.0.0.1")
+    q = mp.Queue()
+    p = mp.Process(target=_pull, args=(f"tcp://127.0.0.1:{port}", n, q))
+    p.start()
+    parts = [b"\0" * s for s in sizes]
+    for _ in range(n):
+        push.send_multipart(parts, copy=False)
+    dt = q.get()
+    p.join()
+    push.close(linger=0)
+    ctx.term()
+    return (n - 1) / dt
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", type=Path, default=TARGET / "bridge-bench")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    build()
+    results = {}
+    for name in a.cases.split(","):
+        case = CASES[name]
+        run = a.dir / name
+        fixture(run, case["fixture"], case["files"])
+        n = case["trains"]
+        rates = {"theirs": [], "ours": [], "ours_to_ours": []}
+        for r in range(a.rounds):
+            for who, make, measure in [("theirs", theirs, client_rate),
+                                       ("ours", ours, client_rate),
+                                       ("ours_to_ours", ours, monitor_rate)]:
+                s = make(run, case["args"])
+                try:
+                    rates[who].append(measure(s, n))
+                finally:
+                    s.stop()
+                log(f"{name} round {r + 1} {who}: {rates[who][-1]:.1f} trains/s")
+        s = ours(run, case["args"])
+        try:
+            sizes = train_part_sizes(s)
+        finally:
+            s.stop()
+        limit = zmq_limit(sizes, 200 if sum(sizes) > 1 << 20 else 20000)
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        size = sum(sizes)
+        results[name] = {
+            "train_bytes": size, "parts": len(sizes),
+            **{f"{k}_trains_per_s": v for k, v in med.items()},
+            **{f"{k}_rounds": v for k, v in rates.items()},
+            "ratio": med["ours"] / med["theirs"],
+            "zmq_limit_msgs_per_s": limit,
+        }
+    if a.json:
+        print(json.dumps(results, indent=2))
+        return
+    print("| case | train | serve-files -> Client | xfel-serve -> Client | ratio "
+          "| xfel-serve -> xfel-bridge | libzmq PUSH -> PULL, same parts |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        mb = r["train_bytes"] / 1e6
+        cell = lambda t: f"{t:.1f}/s ({t * mb:.0f} MB/s)"
+        print(f"| {name} | {mb:.3f} MB, {r['parts']} parts | {cell(r['theirs_trains_per_s'])} "
+              f"| {cell(r['ours_trains_per_s'])} | {r['ratio']:.2f}x "
+              f"| {cell(r['ours_to_ours_trains_per_s'])} | {cell(r['zmq_limit_msgs_per_s'])} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,384 @@
+//! xfel-serve: serves EuXFEL files and runs on the Karabo Bridge, as EXtra-data's
+//! `karabo-bridge-serve-files` and `karabo-bridge-serve-run`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use euxfel::{DataCollection, OpenOptions, TrainSelection};
+use karabo_bridge::files::FileTrains;
+use karabo_bridge::lookup::{self, DataOrigin};
+use karabo_bridge::protocol::Protocol;
+use karabo_bridge::serve::{
+    endpoint_for, serve, ServeConfig, ServeEvent, ServeSummary, SocketType,
+};
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_START: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Serve EuXFEL files and runs on the Karabo Bridge",
+    long_about = "Serve EuXFEL files or runs on the Karabo Bridge (ZeroMQ + msgpack), train by train, \
+as EXtra-data's karabo-bridge-serve-files (`xfel-serve files`) and karabo-bridge-serve-run \
+(`xfel-serve run`) do, for karabo_bridge.Client and the C++ client.\n\n\
+A bare port number binds 127.0.0.1 only (EXtra-data binds every interface); --bind-all binds \
+every interface, and a full endpoint (tcp://HOST:PORT, ipc://PATH) is used as given. Port 0 \
+picks a free port; the endpoint is printed as `Streamer started on: ENDPOINT`.\n\n\
+Exit codes: 0 every train sent (or stopped by SIGINT/SIGTERM); 1 a train could not be read or \
+encoded (it is reported and skipped, serving goes on); 2 bad arguments, or `run` without \
+--include (the sources are listed); 3 could not start (data, selection, socket)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a file or run directory (karabo-bridge-serve-files PATH PORT).
+    Files {
+        /// An EuXFEL HDF5 file or a run directory.
+        path: PathBuf,
+        /// TCP port (on 127.0.0.1 unless --bind-all) or ZeroMQ endpoint.
+        port: String,
+        /// Serve only matching sources ('*' is a wildcard).
+        #[arg(long, default_value = "*")]
+        source: String,
+        /// Serve only matching keys of the selected sources.
+        #[arg(long, default_value = "*")]
+        key: String,
+        /// Only trains where every selected source has data.
+        #[arg(long)]
+        require_all: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Serve a run by proposal and run number (karabo-bridge-serve-run PROPOSAL RUN).
+    Run {
+        /// Proposal number (2012, p002012) or proposal directory.
+        proposal: String,
+        /// Run number (243, r0243).
+        run: String,
+        /// TCP port (on 127.0.0.1 unless --bind-all) or ZeroMQ endpoint; 0 picks a free port.
+        #[arg(long, default_value = "0")]
+        port: String,
+        /// Sources to serve, `SRC_GLOB` or `SRC_GLOB[KEY_GLOB]` (repeat). Without it the run's
+        /// sources are listed.
+        #[arg(long, value_name = "PATTERN")]
+        include: Vec<String>,
+        /// Serve trains where some selected sources are missing (default: only trains where
+        /// all have data).
+        #[arg(long)]
+        allow_partial: bool,
+        /// Which data of the run: raw, proc, or all (processed replaces raw sources of the
+        /// same name).
+        #[arg(long, value_enum, default_value = "all")]
+        data: DataOrigin,
+        /// Data root holding INSTRUMENT/CYCLE/pPROPOSAL (default $EXTRA_DATA_DATA_ROOT, else
+        /// /gpfs/exfel/exp).
+        #[arg(long, value_name = "DIR")]
+        data_root: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// ZeroMQ socket type.
+    #[arg(short = 'z', long, value_enum, default_value = "REP")]
+    socket_type: SocketType,
+    /// Karabo Bridge protocol version.
+    #[arg(long, value_enum, default_value = "2.2")]
+    protocol: Protocol,
+    /// Add timestamp, timestamp.sec and timestamp.frac from the machine clock to the metadata.
+    #[arg(long)]
+    dummy_timestamps: bool,
+    /// Stack the AGIPD, DSSC or LPD module sources into one source <DETECTOR>/DET/APPEND.
+    #[arg(long)]
+    append_detector_modules: bool,
+    /// Serve only trains with FIRST <= train ID < STOP (either may be left out: `:STOP`).
+    #[arg(long, value_name = "FIRST:STOP")]
+    train_range: Option<String>,
+    /// Send at most HZ trains per second (no limit by default).
+    #[arg(long, value_name = "HZ")]
+    rate: Option<f64>,
+    /// Start over at the first train after the last.
+    #[arg(long = "loop")]
+    repeat: bool,
+    /// Bind a bare port number on every interface instead of 127.0.0.1.
+    #[arg(long)]
+    bind_all: bool,
+    /// The summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_range(text: &str) -> Result<TrainSelection, String> {
+    let (a, b) = text
+        .split_once(':')
+        .ok_or_else(|| format!("--train-range {text:?}: expected FIRST:STOP"))?;
+    let parse = |s: &str| -> Result<Option<u64>, String> {
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            s.parse()
+                .map(Some)
+                .map_err(|_| format!("--train-range {text:?}: {s:?} is not a train ID"))
+        }
+    };
+    Ok(TrainSelection::IdRange(parse(a)?, parse(b)?))
+}
+
+/// `src_glob[key_glob]` or `src_glob`.
+fn parse_include(pattern: &str) -> Result<(String, String), String> {
+    match pattern.split_once('[') {
+        None => Ok((pattern.to_string(), "*".to_string())),
+        Some((src, rest)) => rest
+            .strip_suffix(']')
+            .map(|key| (src.to_string(), key.to_string()))
+            .ok_or_else(|| format!("Missing final ] in {pattern:?}")),
+    }
+}
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("xfel-serve: {message}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let opts = OpenOptions::default();
+    let (data, port, common) = match cli.command {
+        Command::Files {
+            path,
+            port,
+            source,
+            key,
+            require_all,
+            common,
+        } => {
+            let opened = if path.is_dir() {
+                DataCollection::open_run(&path, &opts)
+            } else {
+                DataCollection::open_file(&path)
+            };
+            let selected = opened
+                .and_then(|dc| dc.select(&[(source, key)], require_all, false))
+                .map_err(|e| e.to_string());
+            (selected, port, common)
+        }
+        Command::Run {
+            proposal,
+            run,
+            port,
+            include,
+            allow_partial,
+            data,
+            data_root,
+            common,
+        } => {
+            let root = lookup::data_root(data_root.as_deref());
+            let dc = match lookup::open_run(&root, &proposal, &run, data, &opts) {
+                Ok(dc) => dc,
+                Err(e) => return fail(EXIT_START, e),
+            };
+            if include.is_empty() {
+                println!("Available sources:");
+                for s in dc.all_sources() {
+                    println!("  {s}");
+                }
+                return fail(
+                    EXIT_USAGE,
+                    "Please select at least one source with --include",
+                );
+            }
+            let patterns: Result<Vec<_>, _> = include.iter().map(|p| parse_include(p)).collect();
+            let patterns = match patterns {
+                Ok(p) => p,
+                Err(e) => return fail(EXIT_USAGE, e),
+            };
+            let selected = dc
+                .select(&patterns, !allow_partial, allow_partial)
+                .map_err(|e| e.to_string());
+            (selected, port, common)
+        }
+    };
+    let mut dc = match data {
+        Ok(dc) => dc,
+        Err(e) => return fail(EXIT_START, e),
+    };
+    if let Some(range) = &common.train_range {
+        let sel = match parse_range(range) {
+            Ok(s) => s,
+            Err(e) => return fail(EXIT_USAGE, e),
+        };
+        dc = match dc.select_trains(&sel) {
+            Ok(dc) => dc,
+            Err(e) => return fail(EXIT_START, e),
+        };
+    }
+    if common.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return fail(
+            EXIT_USAGE,
+            "--rate must be a positive number of trains per second",
+        );
+    }
+    let n_trains = dc.train_ids.len();
+    let trains = match FileTrains::new(dc, common.append_detector_modules) {
+        Ok(t) => t,
+        Err(e) => return fail(EXIT_START, e),
+    };
+    if common.append_detector_modules {
+        match trains.detector() {
+            Some(det) => eprintln!(
+                "xfel-serve: {} modules of {} served as {}",
+                det.modules.len(),
+                det.name,
+                det.append_source()
+            ),
+            None => eprintln!(
+                "xfel-serve: --append-detector-modules: no AGIPD, DSSC or LPD modules in the \
+                 selection; sources are served unchanged"
+            ),
+        }
+    }
+    let config = ServeConfig {
+        endpoint: endpoint_for(&port, common.bind_all),
+        socket: common.socket_type,
+        protocol: common.protocol,
+        dummy_timestamps: common.dummy_timestamps,
+        rate: common.rate,
+        repeat: common.repeat,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            return fail(
+                EXIT_START,
+                format!("cannot install the signal handler: {e}"),
+            );
+        }
+    }
+    let ctx = zmq::Context::new();
+    let mut progress = Progress::new(n_trains);
+    let result = serve(&ctx, trains, &config, &stop, &mut |event| {
+        progress.event(event)
+    });
+    progress.finish();
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_START, e),
+    };
+    report(&summary, common.json);
+    if summary.trains_skipped > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `Sent i/N trains - Train ID ... - x Hz` on a terminal, as EXtra-data prints it (every 5
+/// trains, the rate over the last 10).
+struct Progress {
+    n_trains: usize,
+    tty: bool,
+    times: std::collections::VecDeque<Instant>,
+    last: Option<(u64, u64, f64)>,
+}
+
+impl Progress {
+    fn new(n_trains: usize) -> Progress {
+        Progress {
+            n_trains,
+            tty: std::io::stdout().is_terminal(),
+            times: std::collections::VecDeque::from([Instant::now()]),
+            last: None,
+        }
+    }
+
+    fn event(&mut self, event: ServeEvent<'_>) {
+        match event {
+            ServeEvent::Bound(endpoint) => {
+                println!("Streamer started on: {endpoint}");
+                let _ = std::io::stdout().flush();
+            }
+            ServeEvent::Skipped(e) => eprintln!("xfel-serve: skipped {e}"),
+            ServeEvent::BadRequest(request) => eprintln!(
+                "xfel-serve: Unrecognised request: {:?}",
+                String::from_utf8_lossy(request)
+            ),
+            ServeEvent::Sent { count, train_id } => {
+                let now = Instant::now();
+                let mut rate = self.last.map_or(0.0, |l| l.2);
+                if count % 5 == 0 {
+                    if let Some(first) = self.times.front() {
+                        rate = self.times.len() as f64
+                            / now.duration_since(*first).as_secs_f64().max(1e-9);
+                    }
+                    self.last = Some((count, train_id, rate));
+                    self.print('\r');
+                }
+                self.last = Some((count, train_id, rate));
+                if self.times.len() == 10 {
+                    self.times.pop_front();
+                }
+                self.times.push_back(now);
+            }
+        }
+    }
+
+    fn print(&self, end: char) {
+        if let (true, Some((count, tid, rate))) = (self.tty, self.last) {
+            let mut o = std::io::stdout().lock();
+            let _ = write!(
+                o,
+                "Sent {count}/{} trains - Train ID {tid} - {rate:.1} Hz{end}",
+                self.n_trains
+            );
+            let _ = o.flush();
+        }
+    }
+
+    fn finish(&self) {
+        self.print('\n');
+    }
+}
+
+fn report(s: &ServeSummary, json: bool) {
+    if json {
+        if let Ok(text) = serde_json::to_string(s) {
+            println!("{text}");
+        }
+        return;
+    }
+    let ids = match (s.first_train, s.last_train) {
+        (Some(a), Some(b)) => format!(" (train IDs {a} to {b})"),
+        _ => String::new(),
+    };
+    println!(
+        "xfel-serve: {} {} trains{ids} in {:.2} s: {:.1} trains/s, {:.1} MB/s{}{}",
+        if s.stopped { "stopped after" } else { "sent" },
+        s.trains_sent,
+        s.elapsed_s,
+        s.trains_per_s(),
+        s.bytes_sent as f64 / s.elapsed_s.max(1e-9) / 1e6,
+        if s.trains_skipped > 0 {
+            format!(", {} trains skipped", s.trains_skipped)
+        } else {
+            String::new()
+        },
+        if s.bad_requests > 0 {
+            format!(", {} bad requests", s.bad_requests)
+        } else {
+            String::new()
+        },
+    );
+}

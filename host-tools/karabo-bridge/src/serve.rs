@@ -1,0 +1,330 @@
+//! The bridge server: one ZeroMQ socket (REP, PUB or PUSH) bound like karabo_bridge's `Sender`
+//! (send and receive high-water mark 1, linger 0 while serving, then unlimited so the last
+//! trains queued are delivered), fed by a reader thread that encodes the next train while this
+//! one is sent.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::files::{FileTrains, ReadError};
+use crate::protocol::{encode, EncodeError, Protocol, Timestamp};
+
+/// How long one wait (on the socket, or for the rate limit) lasts before the stop flag is
+/// checked again.
+const POLL_SLICE: Duration = Duration::from_millis(100);
+/// Encoded trains waiting to be sent while the next one is read.
+const READ_AHEAD: usize = 1;
+
+/// The server's socket type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum SocketType {
+    /// Answers each `next` request with one train (the default).
+    Rep,
+    /// Sends to every subscriber; a slow one loses trains (high-water mark 1).
+    Pub,
+    /// Sends to one puller at a time, waiting for one.
+    Push,
+}
+
+/// Where and how to serve.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// A ZeroMQ endpoint to bind, e.g. `tcp://127.0.0.1:4545`.
+    pub endpoint: String,
+    pub socket: SocketType,
+    pub protocol: Protocol,
+    pub dummy_timestamps: bool,
+    /// At most this many trains per second.
+    pub rate: Option<f64>,
+    /// Start over after the last train.
+    pub repeat: bool,
+}
+
+/// The endpoint for a port number (loopback, or every interface with `bind_all`) or an
+/// endpoint given as is. EXtra-data binds every interface for a bare port.
+pub fn endpoint_for(port_or_endpoint: &str, bind_all: bool) -> String {
+    if !port_or_endpoint.is_empty() && port_or_endpoint.bytes().all(|b| b.is_ascii_digit()) {
+        let host = if bind_all { "*" } else { "127.0.0.1" };
+        format!("tcp://{host}:{port_or_endpoint}")
+    } else {
+        port_or_endpoint.to_string()
+    }
+}
+
+/// Why serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("bridge socket {endpoint}: {what}: {source}")]
+    Zmq {
+        endpoint: String,
+        what: &'static str,
+        #[source]
+        source: zmq::Error,
+    },
+    #[error("cannot start the reader thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the reader thread panicked")]
+    ReaderPanicked,
+}
+
+/// A train the server could not send, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("train {train_id}: {source}")]
+    Read {
+        train_id: u64,
+        #[source]
+        source: ReadError,
+    },
+    #[error("train {train_id}: {source}")]
+    Encode {
+        train_id: u64,
+        #[source]
+        source: EncodeError,
+    },
+}
+
+/// Progress while serving.
+pub enum ServeEvent<'a> {
+    /// The socket is bound; the endpoint it reports (with the port picked for port 0).
+    Bound(&'a str),
+    Sent {
+        count: u64,
+        train_id: u64,
+    },
+    /// A train was skipped.
+    Skipped(&'a TrainError),
+    /// A request other than `next` was answered with an error.
+    BadRequest(&'a [u8]),
+}
+
+/// What the server did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ServeSummary {
+    pub endpoint: String,
+    pub trains_sent: u64,
+    pub bytes_sent: u64,
+    pub first_train: Option<u64>,
+    pub last_train: Option<u64>,
+    /// Trains that could not be read or encoded (each reported).
+    pub trains_skipped: u64,
+    pub bad_requests: u64,
+    pub elapsed_s: f64,
+    /// The stop flag ended serving before the last train.
+    pub stopped: bool,
+}
+
+impl ServeSummary {
+    pub fn trains_per_s(&self) -> f64 {
+        self.trains_sent as f64 / self.elapsed_s.max(1e-9)
+    }
+}
+
+/// An encoded train from the reader thread.
+type Encoded = Result<(u64, Vec<zmq::Message>), TrainError>;
+
+fn zmq_err<'a>(
+    endpoint: &'a str,
+    what: &'static str,
+) -> impl FnOnce(zmq::Error) -> ServeError + 'a {
+    move |source| ServeError::Zmq {
+        endpoint: endpoint.to_string(),
+        what,
+        source,
+    }
+}
+
+/// Binds the socket as karabo_bridge's `Sender` does.
+fn bind(ctx: &zmq::Context, config: &ServeConfig) -> Result<zmq::Socket, ServeError> {
+    let ep = config.endpoint.as_str();
+    let socket = ctx
+        .socket(match config.socket {
+            SocketType::Rep => zmq::REP,
+            SocketType::Pub => zmq::PUB,
+            SocketType::Push => zmq::PUSH,
+        })
+        .map_err(zmq_err(ep, "create"))?;
+    socket.set_linger(0).map_err(zmq_err(ep, "set linger"))?;
+    socket.set_sndhwm(1).map_err(zmq_err(ep, "set send HWM"))?;
+    socket
+        .set_rcvhwm(1)
+        .map_err(zmq_err(ep, "set receive HWM"))?;
+    socket.bind(ep).map_err(zmq_err(ep, "bind"))?;
+    Ok(socket)
+}
+
+/// Serves every train of `trains` (again and again with `repeat`) until the end or until `stop`
+/// is set. Returns what was done; a train that cannot be read is reported and skipped.
+pub fn serve(
+    ctx: &zmq::Context,
+    mut trains: FileTrains,
+    config: &ServeConfig,
+    stop: &AtomicBool,
+    events: &mut dyn FnMut(ServeEvent<'_>),
+) -> Result<ServeSummary, ServeError> {
+    let socket = bind(ctx, config)?;
+    let endpoint = socket
+        .get_last_endpoint()
+        .map_err(zmq_err(&config.endpoint, "get endpoint"))?
+        .unwrap_or_else(|raw| String::from_utf8_lossy(&raw).into_owned());
+    events(ServeEvent::Bound(&endpoint));
+    let mut summary = ServeSummary {
+        endpoint,
+        ..ServeSummary::default()
+    };
+    let started = Instant::now();
+    let (tx, rx) = mpsc::sync_channel::<Encoded>(READ_AHEAD);
+    let protocol = config.protocol;
+    let dummy = config.dummy_timestamps;
+    let repeat = config.repeat;
+    let reader_stop_flag = AtomicBool::new(false);
+    let reader_stop = &reader_stop_flag;
+    let result = std::thread::scope(|scope| {
+        // The reader owns the sending end: when it ends, the sender sees the end of the trains.
+        let reader = std::thread::Builder::new()
+            .name("xfel-serve reader".into())
+            .spawn_scoped(scope, move || loop {
+                let mut any = false;
+                trains.for_each(&mut |train_id, train| {
+                    any = true;
+                    let encoded = train
+                        .map_err(|source| TrainError::Read { train_id, source })
+                        .and_then(|train| {
+                            let ts = dummy.then(Timestamp::now);
+                            encode(train, protocol, ts.as_ref())
+                                .map_err(|source| TrainError::Encode { train_id, source })
+                        })
+                        .map(|parts| (train_id, parts));
+                    tx.send(encoded).is_ok() && !reader_stop.load(Ordering::Relaxed)
+                });
+                if !repeat || !any || reader_stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            })
+            .map_err(ServeError::Thread)?;
+        let sent = send_all(&socket, config, &rx, stop, &mut summary, events);
+        // Unblock and end the reader whatever happened to the sender.
+        reader_stop.store(true, Ordering::Relaxed);
+        drop(rx);
+        let joined = reader.join().map_err(|_| ServeError::ReaderPanicked);
+        sent.and(joined)
+    });
+    summary.elapsed_s = started.elapsed().as_secs_f64();
+    result?;
+    if !summary.stopped {
+        // Everything was queued: wait for ZeroMQ to deliver it before the socket closes.
+        socket
+            .set_linger(-1)
+            .map_err(zmq_err(&config.endpoint, "set linger"))?;
+    }
+    Ok(summary)
+}
+
+fn send_all(
+    socket: &zmq::Socket,
+    config: &ServeConfig,
+    rx: &mpsc::Receiver<Encoded>,
+    stop: &AtomicBool,
+    summary: &mut ServeSummary,
+    events: &mut dyn FnMut(ServeEvent<'_>),
+) -> Result<(), ServeError> {
+    let ep = config.endpoint.as_str();
+    let interval = config
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(1.0 / r));
+    let mut next_due = Instant::now();
+    for encoded in rx {
+        let (train_id, parts) = match encoded {
+            Ok(x) => x,
+            Err(e) => {
+                summary.trains_skipped += 1;
+                events(ServeEvent::Skipped(&e));
+                continue;
+            }
+        };
+        if let Some(interval) = interval {
+            // Sleep in slices so that a stop request is seen even at a low rate.
+            loop {
+                let now = Instant::now();
+                if next_due <= now || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep((next_due - now).min(POLL_SLICE));
+            }
+            next_due = next_due.max(Instant::now()) + interval;
+        }
+        let ready = match config.socket {
+            SocketType::Rep => wait_for_next(socket, ep, stop, summary, events)?,
+            SocketType::Push => wait_for(socket, ep, zmq::POLLOUT, stop)?,
+            SocketType::Pub => !stop.load(Ordering::Relaxed),
+        };
+        if !ready {
+            summary.stopped = true;
+            return Ok(());
+        }
+        let bytes: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let n = parts.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            let flags = if i + 1 < n { zmq::SNDMORE } else { 0 };
+            socket.send(part, flags).map_err(zmq_err(ep, "send"))?;
+        }
+        summary.trains_sent += 1;
+        summary.bytes_sent += bytes;
+        summary.first_train.get_or_insert(train_id);
+        summary.last_train = Some(train_id);
+        events(ServeEvent::Sent {
+            count: summary.trains_sent,
+            train_id,
+        });
+    }
+    Ok(())
+}
+
+/// Waits until the socket is ready for `event` or `stop` is set (false).
+fn wait_for(
+    socket: &zmq::Socket,
+    ep: &str,
+    event: zmq::PollEvents,
+    stop: &AtomicBool,
+) -> Result<bool, ServeError> {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let mut items = [socket.as_poll_item(event)];
+        match zmq::poll(&mut items, POLL_SLICE.as_millis() as i64) {
+            Ok(_) if items[0].get_revents().contains(event) => return Ok(true),
+            Ok(_) | Err(zmq::Error::EINTR) => {}
+            Err(e) => return Err(zmq_err(ep, "poll")(e)),
+        }
+    }
+}
+
+/// REP: receives requests until one is `next`; any other is answered with karabo_bridge's
+/// `Error: bad request <request>` (the train waits for the next request).
+fn wait_for_next(
+    socket: &zmq::Socket,
+    ep: &str,
+    stop: &AtomicBool,
+    summary: &mut ServeSummary,
+    events: &mut dyn FnMut(ServeEvent<'_>),
+) -> Result<bool, ServeError> {
+    loop {
+        if !wait_for(socket, ep, zmq::POLLIN, stop)? {
+            return Ok(false);
+        }
+        let request = socket.recv_multipart(0).map_err(zmq_err(ep, "receive"))?;
+        let first = request.first().map(Vec::as_slice).unwrap_or_default();
+        if request.len() == 1 && first == b"next" {
+            return Ok(true);
+        }
+        summary.bad_requests += 1;
+        events(ServeEvent::BadRequest(first));
+        let mut reply = b"Error: bad request ".to_vec();
+        reply.extend_from_slice(first);
+        socket.send(reply, 0).map_err(zmq_err(ep, "send"))?;
+    }
+}

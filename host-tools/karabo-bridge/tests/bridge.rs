@@ -1,0 +1,208 @@
+//! The real `xfel-serve` and `xfel-bridge` on a generated run, on 127.0.0.1: every train the
+//! server sends equals what the reader reads from the files.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use euxfel::{DataCollection, OpenOptions, TrainValue};
+use fixtures::euxfel::{make_run, RunSpec};
+use karabo_bridge::client::{Client, ClientConfig, ClientSocket};
+use karabo_bridge::train::Entry;
+
+const SERVE: &str = env!("CARGO_BIN_EXE_xfel-serve");
+const BRIDGE: &str = env!("CARGO_BIN_EXE_xfel-bridge");
+/// Bounds every wait in these tests.
+const LIMIT: Duration = Duration::from_secs(60);
+/// Held while a fixture file is open for writing and while a child starts: a child forked
+/// meanwhile would inherit the writer's descriptor and its HDF5 file lock, and keep it.
+static FILES: Mutex<()> = Mutex::new(());
+
+fn files_lock() -> std::sync::MutexGuard<'static, ()> {
+    FILES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn small_run(dir: &Path) {
+    let _files = files_lock();
+    let spec = RunSpec {
+        trains_per_sequence: 4,
+        sequences: 2,
+        modules: 2,
+        frames: 3,
+        frame_height: 8,
+        frame_width: 4,
+        ..RunSpec::default()
+    };
+    make_run(dir, &spec).unwrap();
+}
+
+/// A running xfel-serve, killed when dropped, and its endpoint.
+struct Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let files = files_lock();
+        let mut child = Command::new(SERVE)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(files);
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let endpoint = line
+            .strip_prefix("Streamer started on: ")
+            .unwrap_or_else(|| panic!("no endpoint in {line:?}"))
+            .trim()
+            .to_string();
+        Server { child, endpoint }
+    }
+
+    fn wait(mut self) -> (i32, String) {
+        let status = test_support::wait_exit(&mut self.child, LIMIT);
+        let mut out = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut o, &mut out);
+        }
+        (status.code().unwrap_or(-1), out)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(endpoint: &str) -> Client {
+    let ctx = zmq::Context::new();
+    let mut config = ClientConfig::new(endpoint, ClientSocket::Req);
+    config.timeout_ms = Some(LIMIT.as_millis() as i32);
+    Client::connect(&ctx, config).unwrap()
+}
+
+#[test]
+fn every_train_equals_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    small_run(dir.path());
+    let dc = DataCollection::open_run(dir.path(), &OpenOptions::default()).unwrap();
+    let expected: Vec<(u64, euxfel::TrainData)> = dc.trains().map(Result::unwrap).collect();
+    let server = Server::start(&["files", dir.path().to_str().unwrap(), "0"]);
+    assert!(
+        server.endpoint.starts_with("tcp://127.0.0.1:"),
+        "{}",
+        server.endpoint
+    );
+    let mut c = client(&server.endpoint);
+    for (tid, data) in &expected {
+        let got = c.next_train().unwrap().train;
+        assert_eq!(got.train_id(), Some(*tid));
+        for (source, keys) in data {
+            let st = &got.sources[source];
+            for (key, value) in keys {
+                let (TrainValue::Array { bytes, .. }, Some(entry)) = (value, st.get(key)) else {
+                    continue;
+                };
+                match entry {
+                    Entry::Array(a) => assert_eq!(&a.data[..], &bytes[..], "{source} {key}"),
+                    // A 0-d value goes out as its Python value; its bytes are checked by the
+                    // interop tests against EXtra-data's.
+                    Entry::Scalar(_) | Entry::Value(_) => {}
+                }
+            }
+        }
+    }
+    let (code, out) = server.wait();
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("sent 8 trains (train IDs 10000 to 10007)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn monitor_sees_every_train_of_a_push_server_with_a_train_range() {
+    let dir = tempfile::tempdir().unwrap();
+    small_run(dir.path());
+    let server = Server::start(&[
+        "files",
+        dir.path().to_str().unwrap(),
+        "0",
+        "-z",
+        "PUSH",
+        "--train-range",
+        "10002:10006",
+        "--loop",
+        "--source",
+        "SA1*",
+    ]);
+    let _files = files_lock();
+    let out = Command::new(BRIDGE)
+        .args(["monitor", &server.endpoint, "-z", "PUSH", "--ntrains", "9"])
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["trains"], 9);
+    assert_eq!(s["first_train"], 10002);
+    // Four trains, then the loop starts over twice.
+    assert_eq!(s["train_id_regressions"], 2);
+    assert_eq!(s["missing_trains"], 0);
+}
+
+#[test]
+fn usage_and_start_errors_have_their_exit_codes() {
+    let code = |args: &[&str]| {
+        let _files = files_lock();
+        Command::new(SERVE)
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(code(&["files", "/nonexistent/run", "0"]), Some(3));
+    let dir = tempfile::tempdir().unwrap();
+    small_run(dir.path());
+    let run = dir.path().to_str().unwrap();
+    assert_eq!(code(&["files", run, "0", "--source", "NO_SUCH*"]), Some(3));
+    assert_eq!(code(&["files", run, "0", "--train-range", "x"]), Some(2));
+    assert_eq!(code(&["files", run, "0", "--rate", "0"]), Some(2));
+    assert_eq!(code(&["files", run, "0", "--protocol", "2.1"]), Some(2));
+    assert_eq!(code(&["files", run, "tcp://256.0.0.1:1"]), Some(3));
+}
+
+#[test]
+fn sigterm_stops_a_server_waiting_for_its_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    small_run(dir.path());
+    // One train per 1000 s: after the first, the server sleeps for its rate.
+    let server = Server::start(&[
+        "files",
+        dir.path().to_str().unwrap(),
+        "0",
+        "-z",
+        "PUB",
+        "--rate",
+        "0.001",
+        "--source",
+        "SA1*",
+    ]);
+    test_support::send_signal(&server.child, "TERM");
+    let (code, out) = server.wait();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("xfel-serve: stopped after"), "{out}");
+}

@@ -1,0 +1,505 @@
+"""Karabo Bridge interop: our xfel-serve read by karabo_bridge.Client and compared train by
+train with EXtra-data's karabo-bridge-serve-files; our xfel-bridge reading karabo_bridge's own
+servers (SimServerInThread, ServerInThread) and hostile peers.
+
+Build first: cargo build -p karabo-bridge -p fixtures --bins
+"""
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from karabo_bridge import Client, ServerInThread
+from karabo_bridge.server import SimServerInThread
+
+from euxfel_helpers import make_rust_fixture, py_tool, rust_bin
+
+LIMIT = 120  # seconds any one process or wait may take
+
+
+class Server:
+    """A serving process; its endpoint is read from `Streamer started on: ...`."""
+
+    def __init__(self, cmd, env=None):
+        self.proc = subprocess.Popen(
+            [str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env,
+        )
+        line = self.proc.stdout.readline()
+        m = re.search(r"Streamer started on: (tcp://\S+)", line)
+        if not m:
+            self.proc.kill()
+            out, err = self.proc.communicate(timeout=LIMIT)
+            raise AssertionError(f"{cmd}: no endpoint: {line}{out}{err}")
+        # EXtra-data prints the host name for an address bound on every interface.
+        self.endpoint = re.sub(r"tcp://[^:]+:", "tcp://127.0.0.1:", m.group(1))
+
+    def finish(self):
+        """Waits for the process to exit; returns (code, stdout, stderr)."""
+        out, err = self.proc.communicate(timeout=LIMIT)
+        return self.proc.returncode, out, err
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=LIMIT)
+
+
+def ours(*args):
+    return Server([rust_bin("xfel-serve"), *args])
+
+
+def theirs(path, *args):
+    return Server([py_tool("karabo-bridge-serve-files"), path, "tcp://127.0.0.1:0", *args])
+
+
+def receive(server, n, sock="REQ"):
+    """n trains from a server as karabo_bridge.Client decodes them."""
+    with Client(server.endpoint, sock=sock, timeout=LIMIT) as c:
+        return [c.next() for _ in range(n)]
+
+
+def assert_same(a, b, where, skip=lambda path: False):
+    """Decoded bridge dicts equal: keys, value types, array dtypes, shapes and bytes."""
+    if skip(where):
+        return
+    if isinstance(a, dict):
+        assert isinstance(b, dict), where
+        assert sorted(a) == sorted(b), (where, sorted(set(a) ^ set(b)))
+        for k in a:
+            assert_same(a[k], b[k], f"{where}/{k}", skip)
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), (where, a, b)
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]", skip)
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray), (where, type(b))
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), (where, a.dtype, b.dtype, a.shape, b.shape)
+        assert a.tobytes() == b.tobytes(), where
+    else:
+        assert type(a) is type(b), (where, type(a), type(b))
+        assert a == b or (a != a and b != b), (where, a, b)
+
+
+def train_id(train):
+    return next(iter(train[1].values()))["timestamp.tid"]
+
+
+def n_trains(path, source="*", key="*"):
+    from extra_data import H5File, RunDirectory
+
+    dc = RunDirectory(str(path)) if Path(path).is_dir() else H5File(str(path))
+    return len(dc.select(source, key).train_ids)
+
+
+@pytest.fixture(scope="module")
+def lpd_run(tmp_path_factory):
+    """A small LPD run of our generator: 4 modules, control and instrument sources, strings."""
+    return make_rust_fixture(
+        tmp_path_factory.mktemp("kb") / "lpd", "--trains", "8", "--sequences", "2",
+        "--modules", "4", "--frames", "3", "--frame-height", "16", "--frame-width", "16",
+    )
+
+
+@pytest.fixture(scope="module")
+def agipd_run(tmp_path_factory):
+    return make_rust_fixture(
+        tmp_path_factory.mktemp("kb") / "agipd", "--trains", "5", "--sequences", "1",
+        "--modules", "3", "--frames", "2", "--frame-height", "16", "--frame-width", "8",
+        "--detector", "SPB_DET_AGIPD1M-1",
+    )
+
+
+@pytest.fixture(scope="module")
+def lpd_reference(lpd_run):
+    """Every train of the LPD run as karabo-bridge-serve-files sends it, by train ID."""
+    s = theirs(lpd_run)
+    try:
+        return {train_id(t): t for t in receive(s, n_trains(lpd_run))}
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("server_sock,client_sock", [("REP", "REQ"), ("PUSH", "PULL")])
+def test_every_train_equals_serve_files(lpd_run, lpd_reference, server_sock, client_sock):
+    s = ours("files", lpd_run, "0", "-z", server_sock)
+    got = receive(s, len(lpd_reference), client_sock)
+    code, out, err = s.finish()
+    assert code == 0, err
+    assert [train_id(t) for t in got] == sorted(lpd_reference)
+    for t in got:
+        ref = lpd_reference[train_id(t)]
+        assert_same(ref[0], t[0], f"train {train_id(t)} data")
+        assert_same(ref[1], t[1], f"train {train_id(t)} metadata")
+    assert f"sent {len(got)} trains" in out
+
+
+def test_pub_subscriber_gets_equal_trains(lpd_run, lpd_reference):
+    # PUB sends whether or not anyone listens: loop, and compare what the subscriber gets.
+    s = ours("files", lpd_run, "0", "-z", "PUB", "--loop", "--rate", "200")
+    try:
+        got = receive(s, 12, "SUB")
+    finally:
+        s.stop()
+    for t in got:
+        ref = lpd_reference[train_id(t)]
+        assert_same(ref[0], t[0], "data")
+        assert_same(ref[1], t[1], "metadata")
+
+
+def test_extra_data_example_run_with_selection(examples):
+    """EXtra-data's own FXE example run, XGM sources and one key glob."""
+    run = examples["fxe12"]
+    args = ["--source", "SA1_XTD2_XGM/*", "--key", "*.i*"]
+    n = n_trains(run, "SA1_XTD2_XGM/*", "*.i*")
+    t, o = theirs(run, *args), ours("files", run, "0", *args)
+    try:
+        ref, got = receive(t, n), receive(o, n)
+    finally:
+        t.stop()
+        o.stop()
+    assert len(got) == n > 100
+    for a, b in zip(ref, got):
+        assert_same(a, b, f"train {train_id(a)}")
+
+
+@pytest.mark.parametrize("fixture", ["lpd_run", "agipd_run"])
+def test_append_detector_modules(request, fixture):
+    run = request.getfixturevalue(fixture)
+    n = n_trains(run)
+    t = theirs(run, "--append-detector-modules")
+    o = ours("files", run, "0", "--append-detector-modules")
+    plain = ours("files", run, "0")
+    try:
+        ref, got, modules = receive(t, n), receive(o, n), receive(plain, n)
+    finally:
+        for s in (t, o, plain):
+            s.stop()
+    det = "FXE_DET_LPD1M-1" if fixture == "lpd_run" else "SPB_DET_AGIPD1M-1"
+    appended = f"{det}/DET/APPEND"
+
+    def other_module_key(path):
+        # EXtra-data takes the non-stacked keys from an arbitrary module (set order).
+        key = path.rsplit("/", 1)[-1]
+        return f"/{appended}/" in path and key not in ("image.data", "image.gain",
+                                                       "image.mask", "metadata")
+
+    for a, b, plain_train in zip(ref, got, modules):
+        assert appended in b[0] and not any("/DET/0CH" in s for s in b[0])
+        assert_same(a[0], b[0], "data", other_module_key)
+        assert_same(a[1], b[1], "metadata")
+        # Ours takes them from module 0; theirs from one of the modules.
+        mod0 = plain_train[0][f"{det}/DET/0CH0:xtdf"]
+        for key, value in b[0][appended].items():
+            if other_module_key(f"/{appended}/{key}"):
+                assert_same(mod0[key], value, key)
+                assert any(
+                    np.array_equal(plain_train[0][src][key], a[0][appended][key])
+                    for src in plain_train[0] if "/DET/" in src
+                ), key
+        stacked = b[0][appended]["image.data"]
+        assert stacked.shape[-3] == 16
+
+
+def test_protocol_1_0_equals_karabo_bridge_serializer(lpd_run):
+    """Protocol 1.0 (EXtra-data's serve-files has no option for it): karabo_bridge's own
+    ServerInThread fed with EXtra-data's train dicts, as serve_data prepares them."""
+    from extra_data import RunDirectory
+    from extra_data.export import _drop_object_arrays, _iter_trains
+
+    n = n_trains(lpd_run)
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    ref = []
+    with ServerInThread(ep, protocol_version="1.0") as server:
+        with Client(ep, timeout=LIMIT) as c:
+            for _, data in _iter_trains(RunDirectory(str(lpd_run))):
+                _drop_object_arrays(data)
+                server.feed(data)
+                ref.append(c.next())
+    o = ours("files", lpd_run, "0", "--protocol", "1.0")
+    try:
+        got = receive(o, n)
+    finally:
+        o.stop()
+    for a, b in zip(ref, got):
+        assert_same(a[0], b[0], f"train {train_id(a)} data")
+        assert_same(a[1], b[1], f"train {train_id(a)} metadata")
+
+
+@pytest.mark.parametrize("protocol", ["2.2", "1.0"])
+def test_dummy_timestamps(lpd_run, protocol):
+    o = ours("files", lpd_run, "0", "--dummy-timestamps", "--protocol", protocol,
+             "--source", "SA1*")
+    try:
+        before = time.time()
+        data, meta = receive(o, 1)[0]
+        after = time.time()
+    finally:
+        o.stop()
+    for src, m in meta.items():
+        assert before - 5 <= m["timestamp"] <= after + 5
+        assert isinstance(m["timestamp.sec"], str) and isinstance(m["timestamp.frac"], str)
+        assert len(m["timestamp.frac"]) == 18
+        assert float(f"{m['timestamp.sec']}.{m['timestamp.frac']}") == pytest.approx(
+            m["timestamp"])
+        # As karabo_bridge does, 1.0 has them in the data's metadata, 2.2 only in the header.
+        assert ("timestamp" in data[src]["metadata"]) == (protocol == "1.0")
+
+
+def test_rep_answers_bad_requests_and_keeps_the_train(lpd_run):
+    o = ours("files", lpd_run, "0", "--source", "SA1*")
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.RCVTIMEO, LIMIT * 1000)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(o.endpoint)
+    try:
+        sock.send(b"hello")
+        assert sock.recv() == b"Error: bad request hello"
+        sock.send(b"next")
+        parts = sock.recv_multipart()
+        header = msgpack.unpackb(parts[0])
+        assert header["metadata"]["timestamp.tid"] == 10000, "the first train was kept"
+    finally:
+        sock.close()
+        ctx.term()
+        o.stop()
+
+
+def test_serve_run_by_proposal_and_run(tmp_path, lpd_run):
+    root = tmp_path / "root"
+    raw = root / "FXE" / "201830" / "p700000" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "r0450").symlink_to(lpd_run)
+    env = dict(os.environ, EXTRA_DATA_DATA_ROOT=str(root))
+    listing = subprocess.run(
+        [rust_bin("xfel-serve"), "run", "700000", "450"], capture_output=True, text=True,
+        env=env, timeout=LIMIT,
+    )
+    assert listing.returncode == 2
+    assert "Available sources:\n  FXE_DET_LPD1M-1/DET/0CH0:xtdf\n" in listing.stdout
+    assert "Please select at least one source with --include" in listing.stderr
+    include = ["--include", "SA1_XTD2_XGM/DOOCS/MAIN[beamPosition.*]", "--include",
+               "*XGM*:output[data.intensityTD]"]
+    t = Server([py_tool("karabo-bridge-serve-run"), "700000", "450", "--port",
+                "tcp://127.0.0.1:0", *include], env=env)
+    o = Server([rust_bin("xfel-serve"), "run", "700000", "450", *include], env=env)
+    try:
+        ref, got = receive(t, 16), receive(o, 16)
+    finally:
+        t.stop()
+        o.stop()
+    for a, b in zip(ref, got):
+        assert_same(a, b, f"train {train_id(a)}")
+
+
+def free_port():
+    with zmq.Context() as ctx:
+        s = ctx.socket(zmq.REP)
+        port = s.bind_to_random_port("tcp://127.0.0.1")
+        s.close()
+        return port
+
+
+def bridge(*args):
+    r = subprocess.run([rust_bin("xfel-bridge"), *[str(a) for a in args]], capture_output=True,
+                       text=True, timeout=LIMIT)
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("detector,raw,protocol", [
+    ("AGIPDModule", True, "2.2"),
+    ("AGIPD", True, "2.2"),
+    ("AGIPD", False, "2.2"),
+    ("AGIPD", False, "1.0"),
+    ("LPD", True, "2.2"),
+])
+def test_glimpse_reads_the_simulator(detector, raw, protocol):
+    from karabo_bridge.simulation import data_generator
+
+    expected, _ = next(data_generator(detector=detector, raw=raw, datagen="zeros", debug=False))
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    sim = SimServerInThread(ep, sock="REP", protocol_version=protocol, detector=detector,
+                            raw=raw, datagen="zeros", debug=False)
+    sim.start()
+    try:
+        code, out, err = bridge("glimpse", ep, "--json", "--timeout", LIMIT)
+    finally:
+        sim.stop()
+    assert code == 0, err
+    got = json.loads(out)
+    assert sorted(got["sources"]) == sorted(expected)
+    for src, values in expected.items():
+        data = got["sources"][src]["data"]
+        # Protocol 1.0 carries the metadata in the data too, as karabo_bridge's serializer does.
+        assert sorted(set(data) - {"metadata"}) == sorted(values), src
+        for key, v in values.items():
+            if isinstance(v, np.ndarray):
+                assert data[key]["dtype"] == str(v.dtype), key
+                assert data[key]["shape"] == list(v.shape), key
+                assert data[key]["head"] == v.ravel()[:8].tolist(), key
+        assert got["sources"][src]["metadata"]["timestamp.tid"] >= 10000000000
+
+
+@pytest.mark.parametrize("server", ["xfel-serve", "karabo-bridge-serve-files"])
+def test_glimpse_values_equal_what_client_receives(lpd_run, server):
+    """The same first train through our receiver and through karabo_bridge.Client."""
+    start = (lambda: ours("files", lpd_run, "0")) if server == "xfel-serve" else (
+        lambda: theirs(lpd_run))
+    o1, o2 = start(), start()
+    try:
+        code, out, err = bridge("glimpse", o1.endpoint, "--json", "-v", "--timeout", LIMIT)
+        data, meta = receive(o2, 1)[0]
+    finally:
+        o1.stop()
+        o2.stop()
+    assert code == 0, err
+    got = json.loads(out)
+    for src, values in data.items():
+        assert got["sources"][src]["metadata"] == meta[src]
+        for key, v in values.items():
+            g = got["sources"][src]["data"][key]
+            if isinstance(v, np.ndarray):
+                assert (g["dtype"], g["shape"]) == (str(v.dtype), list(v.shape)), key
+                assert g["head"] == v.ravel()[:32].tolist(), key
+            elif isinstance(v, bytes):
+                assert g["value"] == v.decode(), key
+            elif key != "metadata":
+                assert g["value"] == v, key
+
+
+def test_monitor_counts_trains_and_missing_ids():
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    with ServerInThread(ep, sock="PUSH") as server:
+        mon = subprocess.Popen([rust_bin("xfel-bridge"), "monitor", ep, "-z", "PUSH",
+                                "--ntrains", "4", "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for tid in (5, 6, 9, 10):
+            server.feed({"SRC": {"x": np.arange(3, dtype="u2"), "n": tid}},
+                        {"SRC": {"source": "SRC", "timestamp.tid": tid}})
+        out, err = mon.communicate(timeout=LIMIT)
+    assert mon.returncode == 0, err
+    s = json.loads(out)
+    assert (s["trains"], s["first_train"], s["last_train"]) == (4, 5, 10)
+    assert s["missing_trains"] == 2 and s["malformed"] == 0
+
+
+def test_monitor_subscribes_to_a_pub_server(lpd_run):
+    o = ours("files", lpd_run, "0", "-z", "PUB", "--loop", "--rate", "100", "--source", "SA1*")
+    try:
+        code, out, err = bridge("monitor", o.endpoint, "-z", "PUB", "--ntrains", "5", "--json",
+                                "--timeout", LIMIT)
+    finally:
+        o.stop()
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["trains"] == 5 and s["malformed"] == 0
+    assert 10000 <= s["first_train"] <= 10015
+
+
+def malformed_messages():
+    """Messages a broken or hostile peer might send, each with what is wrong with it."""
+    pack = msgpack.packb
+    good_header = pack({"source": "S", "content": "msgpack", "metadata": {"timestamp.tid": 1}})
+    array_header = {"source": "S", "content": "array", "path": "a", "dtype": "uint16",
+                    "shape": [2, 3]}
+    return [
+        [good_header],  # one part that is not a 1.0 map of sources
+        [good_header, pack({}), pack(array_header)],  # odd part count
+        [pack({"source": "S", "content": "pickle"}), b"x"],  # unknown content
+        [good_header, pack({"a": [1, 2, 3]})[:-2]],  # truncated msgpack
+        [good_header, pack({}), pack(array_header), b"\0" * 11],  # shape vs payload
+        [good_header, pack({}), pack({**array_header, "shape": [2**62, 2**62]}), b""],
+        [good_header, pack({}), pack({**array_header, "dtype": "object"}), b"\0" * 12],
+        [pack(array_header), b"\0" * 12],  # array before its source
+        [b"\xc1"],  # reserved msgpack byte
+        [pack({"S": {"a": {b"nd": True, b"type": "<u2", b"kind": b"", b"shape": [10**12],
+                           b"data": b"\0\0"}}})],  # 1.0 array of a huge declared shape
+        [b""],
+    ]
+
+
+def test_receiver_counts_malformed_messages_and_survives():
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 2000)
+    push.bind(ep)
+    mon = subprocess.Popen([rust_bin("xfel-bridge"), "monitor", ep, "-z", "PUSH", "--timeout",
+                            "3", "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    bad = malformed_messages()
+    rng = np.random.default_rng(7)
+    fuzz = []
+    # Valid messages with random bytes changed, cut short, or parts dropped.
+    good = [msgpack.packb({"source": "S", "content": "msgpack",
+                           "metadata": {"timestamp.tid": 3}}),
+            msgpack.packb({"n": 1}),
+            msgpack.packb({"source": "S", "content": "array", "path": "a",
+                           "dtype": "float32", "shape": [4]}),
+            np.arange(4, dtype="f4").tobytes()]
+    for _ in range(300):
+        parts = [bytearray(p) for p in good]
+        i = rng.integers(len(parts))
+        if len(parts[i]):
+            parts[i][rng.integers(len(parts[i]))] = rng.integers(256)
+        if rng.random() < 0.3:
+            parts[i] = parts[i][: rng.integers(len(parts[i]) + 1)]
+        if rng.random() < 0.2:
+            del parts[rng.integers(len(parts))]
+        fuzz.append([bytes(p) for p in parts])
+    valid = [msgpack.packb({"source": "S", "content": "msgpack",
+                            "metadata": {"source": "S", "timestamp.tid": 42}}),
+             msgpack.packb({"n": 1})]
+    sent = bad + fuzz + [valid]
+    try:
+        for msg in sent:
+            push.send_multipart(msg)
+        # The monitor ends 3 s after the last message.
+        out, err = mon.communicate(timeout=LIMIT)
+    finally:
+        push.close()
+        ctx.term()
+    s = json.loads(out)
+    assert mon.returncode == 1, "malformed messages make the exit status 1"
+    assert s["last_train"] == 42, s
+    # Every message is accounted for: a train or a malformed message (a fuzzed one may still
+    # be valid); every crafted one is refused.
+    assert s["malformed"] + s["trains"] == len(sent), s
+    assert s["malformed"] >= len(bad), s
+
+
+@pytest.mark.parametrize("protocol", ["2.2", "1.0"])
+def test_glimpse_decodes_what_server_in_thread_sends(protocol):
+    """Types a Python server may send besides file data: big-endian and unicode arrays, numpy
+    and Python scalars, nested values."""
+    data = {"SRC/A": {
+        "be": (np.arange(5) * 300).astype(">u2"),
+        "f16": np.array([1.5, -2.0], dtype="f2"),
+        "uni": np.array(["ab", "c"]),
+        "c64": np.array([1 + 2j], dtype="c8"),
+        "n": 7, "x": 2.5, "name": "det", "raw": b"\x00\x01", "flags": [True, False],
+        "nested": {"a": 1},
+        "f32": np.float32(0.25),
+    }}
+    meta = {"SRC/A": {"source": "SRC/A", "timestamp.tid": 99}}
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    with ServerInThread(ep, protocol_version=protocol) as server:
+        server.feed(data, meta)
+        code, out, err = bridge("glimpse", ep, "--json", "--timeout", LIMIT)
+    assert code == 0, err
+    got = json.loads(out)["sources"]["SRC/A"]["data"]
+    assert got["be"]["dtype"] == ">u2" and got["be"]["head"] == [0, 300, 600, 900, 1200]
+    assert got["f16"]["head"] == [1.5, -2.0]
+    assert got["uni"]["dtype"] == "<U2" and got["uni"]["head"] == ["ab", "c"]
+    assert got["c64"]["dtype"] == "complex64"
+    assert got["n"]["value"] == 7 and got["x"]["value"] == 2.5
+    assert got["name"]["value"] == "det" and got["flags"]["value"] == [True, False]
+    assert got["nested"]["value"] == {"a": 1}
+    assert got["f32"]["value"] == 0.25
