@@ -328,7 +328,13 @@ impl FileAccess {
         let section = self.section_of(source)?;
         let h = self.file()?;
         let p = format!("{section}/{source}/{}", key.replace('.', "/"));
-        Ok(h.has(&p) && h.h5.dataset(&p).is_ok())
+        if !h.has(&p) || h.h5.group(&p).is_ok() {
+            return Ok(false);
+        }
+        // A key that exists but does not open says why, instead of "no such key".
+        h.h5.dataset(&p)
+            .map(|_| true)
+            .map_err(|e| Error::h5(&self.path, &p, e))
     }
 
     /// dtype and shape of a key's dataset.
@@ -356,11 +362,24 @@ impl FileAccess {
         if !raw_disabled() {
             let map = self.map()?;
             let r = map.raw().and_then(|f| {
-                f.dataset(object)
-                    .and_then(|ds| f.read_row_range(&ds, start, count, row_bytes as u64, out))
+                let ds = f.dataset(object)?;
+                let rows = ds.shape.first().copied().unwrap_or(0);
+                let end = start.saturating_add(count);
+                if count > 0 && end > rows {
+                    return Ok(Err(Error::IndexOutsideData {
+                        path: self.path.clone(),
+                        object: object.into(),
+                        start,
+                        end,
+                        rows,
+                    }));
+                }
+                f.read_row_range(&ds, start, count, row_bytes as u64, out)
+                    .map(Ok)
             });
             match r {
-                Ok(()) => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(())) => return Ok(()),
                 Err(RawError::Corrupt(m)) => {
                     return Err(Error::structure(&self.path, format!("{object}: {m}")))
                 }
@@ -410,25 +429,29 @@ impl FileAccess {
         for k in keys {
             let p = format!("{base}/{}", k.replace('.', "/"));
             let ds = h.dataset(&p)?;
-            let d = ds
-                .dtype()
-                .and_then(|t| t.to_descriptor())
-                .map_err(|e| Error::h5(&self.path, &p, e))?;
-            out.insert(k, (DType::from_descriptor(&d), ds.shape()));
+            let dtype = DType::of_dataset(&ds).map_err(|e| Error::h5(&self.path, &p, e))?;
+            out.insert(k, (dtype, ds.shape()));
         }
         Ok(Some(out))
     }
 }
 
-/// Recursively collect dataset names below `base` (joined by '.').
+/// Recursively collect dataset names below `base` (joined by '.'), through hard
+/// links only, as h5py's `visititems` (soft and external links are not keys).
 fn walk_datasets(h: &H5File, base: &str, prefix: &str, out: &mut BTreeSet<String>) -> Result<()> {
-    use hdf5::LocationType;
+    use hdf5::{LinkType, LocationType};
     let g = h.group(base)?;
-    let names = g.member_names().map_err(|e| Error::h5(&h.path, base, e))?;
+    let mut names = Vec::new();
+    g.iter_visit_default(|name, link| {
+        if link.link_type == LinkType::Hard {
+            names.push(name.to_string());
+        }
+        Ok(())
+    })
+    .map_err(|e| Error::h5(&h.path, base, e))?;
     for name in names {
         let info = match g.loc_info_by_name(&name) {
             Ok(i) => i,
-            // Dangling links are skipped, as h5py's visititems does.
             Err(_) => continue,
         };
         let full = if prefix.is_empty() {

@@ -17,7 +17,11 @@ impl FileMap {
     /// Map a file read-only. An empty file is not HDF5 (and cannot be mapped).
     pub fn open(path: &Path) -> Result<FileMap, Error> {
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::io(path, std::io::ErrorKind::IsADirectory.into()));
+        }
+        let len = meta.len();
         if len == 0 {
             return Err(Error::NotHdf5 {
                 path: path.into(),

@@ -93,6 +93,11 @@ impl H5File {
     /// Where a dataset's raw bytes are, if they can be read from the map:
     /// little-endian fixed-size numeric type, no filters, allocated.
     fn placement(&self, ds: &Dataset) -> Option<Placement> {
+        // A dataset reached through an external link lives in another file: its
+        // offsets are not offsets in this file's map.
+        if ds.filename() != self.h5.filename() {
+            return None;
+        }
         let dt = ds.dtype().ok()?;
         if dt.byte_order() == hdf5::datatype::ByteOrder::BigEndian {
             return None;
@@ -228,13 +233,14 @@ impl H5File {
             ));
         }
         let len = n.map_or(shape[0], |n| n.min(shape[0]));
+        self.check_claim(&ds, name, len, 8)?;
         let dt = ds
             .dtype()
             .and_then(|t| t.to_descriptor())
             .map_err(|e| Error::h5(&self.path, name, e))?;
         match DType::from_descriptor(&dt) {
             DType::UInt(8) | DType::Int(8) => {
-                let mut buf = vec![0u8; len * 8];
+                let mut buf = zeroed_bytes(len * 8, name)?;
                 self.read_rows_raw(&ds, name, 0, len as u64, 8, &mut buf)?;
                 Ok(le_u64s(&buf))
             }
@@ -255,10 +261,31 @@ impl H5File {
         }
     }
 
+    /// Refuse a read of `n` elements of `size` bytes that claims more than the file
+    /// can hold (a corrupt or absurdly resized dataset): an unfiltered dataset's data
+    /// is in the file, a compressed one expands at most ~1000x (deflate's limit).
+    /// Checked before libhdf5 or this code allocates anything for the read.
+    fn check_claim(&self, ds: &Dataset, object: &str, n: usize, size: usize) -> Result<()> {
+        let file_len = self.map.len();
+        let limit = if ds.filters().is_empty() {
+            file_len
+        } else {
+            file_len.saturating_mul(1100)
+        };
+        match n.checked_mul(size) {
+            Some(b) if b as u64 <= limit => Ok(()),
+            _ => Err(Error::TooLarge {
+                object: format!("{}: {object}", self.path.display()),
+                what: "dataset (more than the file holds)",
+                size: format!("{n} elements of {size} bytes, file of {file_len} bytes"),
+            }),
+        }
+    }
+
     /// Read a 1-D (or scalar) string dataset as Strings (bytes decoded as UTF-8, lossy).
     pub fn read_strings(&self, name: &str) -> Result<Vec<String>> {
         let ds = self.dataset(name)?;
-        read_strings_ds(&ds, &self.path, name, None)
+        read_strings_ds(self, &ds, name, None)
     }
 }
 
@@ -280,18 +307,24 @@ pub(crate) fn le_u64s(buf: &[u8]) -> Vec<u64> {
 
 /// Read strings from a dataset, optionally only rows `range`.
 pub(crate) fn read_strings_ds(
+    h: &H5File,
     ds: &Dataset,
-    path: &Path,
     name: &str,
     range: Option<(usize, usize)>,
 ) -> Result<Vec<String>> {
     use hdf5::types::{FixedAscii, FixedUnicode, VarLenAscii, VarLenUnicode};
+    let path = h.path.as_path();
     let desc = ds
         .dtype()
         .and_then(|t| t.to_descriptor())
         .map_err(|e| Error::h5(path, name, e))?;
     let shape = ds.shape();
-    let total: usize = shape.iter().product();
+    let total = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .unwrap_or(usize::MAX);
+    // Whole rows are read (the hyperslab or the dataset), whatever the range.
+    h.check_claim(ds, name, total, desc.size().max(1))?;
     let (lo, hi) = range.unwrap_or((0, shape.first().copied().unwrap_or(total)));
     let err = |e: hdf5::Error| Error::h5(path, name, e);
     macro_rules! rd {
@@ -353,7 +386,7 @@ fn read_fixed(
 ) -> Result<Vec<String>> {
     let per: usize = shape.iter().skip(1).product();
     let rows = hi.saturating_sub(lo);
-    let mut buf = vec![0u8; rows * per * n];
+    let mut buf = zeroed_bytes(rows.saturating_mul(per).saturating_mul(n), name)?;
     if shape.is_empty() {
         return Err(Error::UnsupportedType {
             path: path.into(),
@@ -370,6 +403,18 @@ fn read_fixed(
             String::from_utf8_lossy(&c[..end]).into_owned()
         })
         .collect())
+}
+
+/// A zeroed buffer of `n` bytes for `object`; failing to allocate is an error.
+fn zeroed_bytes(n: usize, object: &str) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::TooLarge {
+        object: object.into(),
+        what: "allocation",
+        size: format!("{n} bytes"),
+    })?;
+    v.resize(n, 0);
+    Ok(v)
 }
 
 /// The libhdf5 path: a hyperslab read into a native-typed memory buffer.

@@ -334,6 +334,8 @@ impl<'a> RawFile<'a> {
                 0x03 => dtype = Some(parse_datatype(d)?),
                 0x08 => layout = Some(parse_layout(d)?),
                 0x0B => filtered = true,
+                // The data is in other files, which this walk does not read.
+                0x07 => return unsupported(format!("{path}: external raw data files")),
                 _ => {}
             }
         }
