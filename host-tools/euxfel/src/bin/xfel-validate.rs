@@ -2,10 +2,11 @@
 //! and exit codes of EXtra-data's `extra-data-validate`, plus cross-file checks.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use euxfel::cli::RunLookup;
 use euxfel::validation::{
     check_names, problems_text, validate_file, validate_run, Checks, Problem, Progress, Report,
 };
@@ -19,8 +20,10 @@ use euxfel::validation::{
 )]
 struct Args {
     /// HDF5 file or run directory of HDF5 files.
-    #[arg(required_unless_present = "list")]
+    #[arg(required_unless_present_any = ["list", "proposal"], conflicts_with = "proposal")]
     path: Option<PathBuf>,
+    #[command(flatten)]
+    lookup: RunLookup,
     /// List available checks (options for --skip).
     #[arg(short = 'l', long = "list")]
     list: bool,
@@ -84,9 +87,22 @@ fn run(a: &Args) -> u8 {
             return 1;
         }
     };
-    let Some(path) = a.path.as_deref() else {
-        return 1;
+    let paths = match a.lookup.directories() {
+        Ok(Some(dirs)) => dirs,
+        Ok(None) => a.path.iter().cloned().collect(),
+        Err(e) => {
+            eprintln!("xfel-validate: {e}");
+            return 1;
+        }
     };
+    // Each directory of the run (raw, proc) in turn; problems in any: exit 1.
+    paths
+        .iter()
+        .map(|p| validate(a, p, &checks))
+        .fold(0, |code, c| code.max(c))
+}
+
+fn validate(a: &Args, path: &Path, checks: &Checks) -> u8 {
     let report = if path.is_dir() {
         if !a.json {
             println!("Checking run directory: {}", path.display());
@@ -99,7 +115,7 @@ fn run(a: &Args) -> u8 {
                 eprint!("\x1b[2K\x1b[1A\x1b[2K\r{}", progress_line(&p));
             }
         };
-        match validate_run(path, &checks, a.jobs, shown) {
+        match validate_run(path, checks, a.jobs, shown) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("xfel-validate: {e}");
@@ -110,7 +126,7 @@ fn run(a: &Args) -> u8 {
         if !a.json {
             println!("Checking file: {}", path.display());
         }
-        let file = validate_file(path, &checks);
+        let file = validate_file(path, checks);
         if file.summary.is_none() && !a.json {
             // EXtra-data prints the opening problem alone, without the summary line.
             println!("{}", problems_text(&file.problems));
