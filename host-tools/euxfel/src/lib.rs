@@ -30,6 +30,7 @@ mod filename;
 mod fnmatch;
 mod h5;
 mod key_data;
+pub mod locality;
 mod meta;
 mod names;
 pub mod npy;
