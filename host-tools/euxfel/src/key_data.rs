@@ -289,6 +289,21 @@ impl KeyData {
         Ok(())
     }
 
+    /// Hand the selected data (raw little-endian bytes, C order) to `f` in order, in
+    /// pieces: slices of the files' maps where the layout allows it, else bounded
+    /// batches read through libhdf5. For streaming a key of any size to a file.
+    pub fn for_each_block(&self, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let eb = self.entry_bytes()?;
+        let path = self.hdf5_data_path();
+        for c in &self.chunks {
+            let n = c.total();
+            if n > 0 {
+                c.file.visit_rows(&path, c.first, n, eb, &mut f)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Read the selected data into a new buffer of [`KeyData::nbytes`] bytes (raw
     /// little-endian, C order). Sizes from a corrupt file that cannot be allocated
     /// are an error, not an abort.

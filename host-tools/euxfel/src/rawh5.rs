@@ -86,6 +86,22 @@ pub struct RawDataset {
     pub filtered: bool,
 }
 
+/// A run of a dataset's bytes: in the map, or zeros (unallocated storage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Bytes(&'a [u8]),
+    Zeros(u64),
+}
+
+impl Piece<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(b) => b.len(),
+            Piece::Zeros(n) => *n as usize,
+        }
+    }
+}
+
 /// What a group member is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
@@ -425,6 +441,35 @@ impl<'a> RawFile<'a> {
         row_bytes: u64,
         out: &mut [u8],
     ) -> R<()> {
+        if out.len() as u64 != count.saturating_mul(row_bytes) {
+            return corrupt("buffer size does not match the rows");
+        }
+        let mut at = 0usize;
+        self.visit_row_range(ds, start, count, row_bytes, &mut |piece| {
+            let n = piece.len();
+            let dst = out
+                .get_mut(at..at + n)
+                .ok_or(RawError::Corrupt("rows longer than the buffer".into()))?;
+            match piece {
+                Piece::Bytes(b) => dst.copy_from_slice(b),
+                Piece::Zeros(_) => dst.fill(0),
+            }
+            at += n;
+            Ok(())
+        })
+    }
+
+    /// Hand rows `[start, start + count)` of an unfiltered fixed-size dataset to
+    /// `f` in order, as slices of the map (no copy) and runs of zeros for
+    /// unallocated chunks. The pieces add up to `count * row_bytes` bytes.
+    pub fn visit_row_range(
+        &self,
+        ds: &RawDataset,
+        start: u64,
+        count: u64,
+        row_bytes: u64,
+        f: &mut dyn FnMut(Piece<'_>) -> R<()>,
+    ) -> R<()> {
         if ds.filtered {
             return unsupported("filtered dataset");
         }
@@ -441,25 +486,28 @@ impl<'a> RawFile<'a> {
                 "rows {start}..{end} outside the dataset ({rows} rows)"
             ));
         }
-        if out.len() as u64 != count.saturating_mul(row_bytes) {
-            return corrupt("buffer size does not match the rows");
-        }
-        if count == 0 {
+        let total = count
+            .checked_mul(row_bytes)
+            .ok_or(RawError::Corrupt("size overflow".into()))?;
+        if total == 0 {
             return Ok(());
         }
         match &ds.layout {
             RawLayout::Compact(d) => {
-                let a = (start * row_bytes) as usize;
+                let a = start.saturating_mul(row_bytes) as usize;
                 let src = d
-                    .get(a..a + out.len())
+                    .get(a..a.saturating_add(total as usize))
                     .ok_or(RawError::Corrupt("compact data too short".into()))?;
-                out.copy_from_slice(src);
+                f(Piece::Bytes(src))
             }
             RawLayout::Contiguous { addr, .. } => {
                 if *addr == UNDEF {
-                    out.fill(0);
+                    f(Piece::Zeros(total))
                 } else {
-                    out.copy_from_slice(self.slice(addr + start * row_bytes, count * row_bytes)?);
+                    let off = addr
+                        .checked_add(start.saturating_mul(row_bytes))
+                        .ok_or(RawError::Corrupt("address overflow".into()))?;
+                    f(Piece::Bytes(self.slice(off, total)?))
                 }
             }
             RawLayout::Chunked { chunk, btree } => {
@@ -474,8 +522,7 @@ impl<'a> RawFile<'a> {
                     return corrupt("zero chunk size");
                 }
                 if *btree == UNDEF {
-                    out.fill(0);
-                    return Ok(());
+                    return f(Piece::Zeros(total));
                 }
                 let mut chunks: Vec<(u64, u64, u64)> = self
                     .chunk_list(*btree, chunk.len())?
@@ -483,30 +530,31 @@ impl<'a> RawFile<'a> {
                     .filter(|&(row0, _, _)| row0 < end && row0.saturating_add(crows) > start)
                     .collect();
                 chunks.sort_unstable_by_key(|c| c.0);
-                // Rows not covered by an allocated chunk read as zeros; only those
-                // gaps are zeroed (no second pass over the whole buffer).
-                let mut covered = 0usize;
+                // Rows not covered by an allocated chunk read as zeros.
+                let mut covered = start;
                 for (row0, addr, size) in chunks {
-                    let row1 = row0.saturating_add(crows);
                     let lo = row0.max(start);
-                    let hi = row1.min(end);
+                    let hi = row0.saturating_add(crows).min(end);
+                    if lo < covered {
+                        return corrupt("overlapping chunks");
+                    }
                     let in_chunk = (lo - row0) * row_bytes;
                     let nb = (hi - lo) * row_bytes;
                     if in_chunk + nb > size {
                         return corrupt(format!("chunk at {addr} holds {size} bytes"));
                     }
-                    let o = ((lo - start) * row_bytes) as usize;
-                    if o < covered {
-                        return corrupt("overlapping chunks");
+                    if lo > covered {
+                        f(Piece::Zeros((lo - covered) * row_bytes))?;
                     }
-                    out[covered..o].fill(0);
-                    out[o..o + nb as usize].copy_from_slice(self.slice(addr + in_chunk, nb)?);
-                    covered = o + nb as usize;
+                    f(Piece::Bytes(self.slice(addr + in_chunk, nb)?))?;
+                    covered = hi;
                 }
-                out[covered..].fill(0);
+                if covered < end {
+                    f(Piece::Zeros((end - covered) * row_bytes))?;
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Leaves of a chunk B-tree: (first row, address, stored size).

@@ -131,8 +131,14 @@ fn run(a: &Args) -> Result<String, String> {
                 kd.dtype.numpy_name()
             )
         })?;
-        let buf = kd.read_bytes().map_err(|e| e.to_string())?;
-        npy::write_raw(&data_path, &descr, &shape, &buf).map_err(|e| e.to_string())?;
+        // Streamed from the files' maps to the output: memory stays bounded.
+        let len = kd
+            .nbytes()
+            .ok_or_else(|| format!("{} {}: data size overflows", kd.source, kd.key))?;
+        npy::write_streamed(&data_path, &descr, &shape, len, |write| {
+            kd.for_each_block(write)
+        })
+        .map_err(|e| e.to_string())?;
     }
     let tids = kd.train_id_coordinates().map_err(|e| e.to_string())?;
     npy::write_u64(&a.out.join("train_ids.npy"), &tids).map_err(|e| e.to_string())?;
