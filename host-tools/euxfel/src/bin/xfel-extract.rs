@@ -16,8 +16,8 @@ use euxfel::{npy, DType, DataCollection, OpenOptions, TrainSelection, Warning};
     about = "Extract one key of EuXFEL run data to NumPy .npy files (data.npy, train_ids.npy)"
 )]
 struct Args {
-    /// [RUN] SOURCE KEY: the run directory or single .h5 file (left out with --proposal
-    /// and --run), the source (e.g. SA1_XTD2_XGM/DOOCS/MAIN:output) and the key (e.g.
+    /// RUN SOURCE KEY: the run directory or single .h5 file (left out with --proposal and
+    /// --run), the source (e.g. SA1_XTD2_XGM/DOOCS/MAIN:output) and the key (e.g.
     /// data.intensityTD; control keys may omit '.value').
     #[arg(num_args = 2..=3, required = true, value_names = ["RUN", "SOURCE", "KEY"])]
     positional: Vec<String>,
