@@ -455,7 +455,7 @@ impl FileAccess {
                         // Nothing handed over yet: libhdf5 reads it all below.
                         (Err(_), None) if !emitted => {}
                         (Err(e), None) => {
-                            return Err(Error::structure(&self.path, format!("{object}: {e:?}")))
+                            return Err(Error::structure(&self.path, format!("{object}: {e}")))
                         }
                     }
                 }

@@ -52,6 +52,11 @@ impl FileMap {
         self.0.get(offset as usize..end as usize)
     }
 
+    /// The whole file.
+    pub fn all(&self) -> &[u8] {
+        &self.0
+    }
+
     /// Whether the HDF5 signature is at 0, 512, 1024, 2048, ... (where libhdf5 looks).
     pub fn has_hdf5_signature(&self) -> bool {
         let mut off = 0u64;

@@ -12,6 +12,7 @@ use hdf5::{Dataset, File, Group};
 use super::dtype::DType;
 use super::error::{Error, Result};
 use super::file_map::FileMap;
+use super::rawh5;
 
 /// One open HDF5 file: the libhdf5 handle and the file's read-only map.
 pub(crate) struct H5File {
@@ -282,6 +283,41 @@ impl H5File {
         }
     }
 
+    /// Before libhdf5 follows the global heap references of a variable-length
+    /// string dataset (`n` elements), check them against the file: a corrupt one
+    /// crashes libhdf5 1.10. The references are checked where they can be found
+    /// without libhdf5 reading them: contiguous or unfiltered chunked storage in
+    /// this file (compact and compressed storage are read unchecked).
+    fn check_vlen_refs(&self, ds: &Dataset, object: &str, n: usize) -> Result<()> {
+        if ds.filename() != self.h5.filename() {
+            return Ok(());
+        }
+        let bad = |m: String| {
+            Error::structure(
+                &self.path,
+                format!("{object}: corrupt variable-length string reference: {m}"),
+            )
+        };
+        let refs: Vec<&[u8]> = if let Some(off) = ds.offset() {
+            let len = (n as u64).saturating_mul(16);
+            vec![self.bytes(object, off, len)?]
+        } else if ds.is_chunked() && ds.filters().is_empty() {
+            let mut v = Vec::new();
+            for i in 0..ds.num_chunks().unwrap_or(0) {
+                if let Some(c) = ds.chunk_info(i) {
+                    v.push(self.bytes(object, c.addr, c.size)?);
+                }
+            }
+            v
+        } else {
+            Vec::new()
+        };
+        for r in refs {
+            rawh5::check_vlen_refs(self.map.all(), r).map_err(|e| bad(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Read a 1-D (or scalar) string dataset as Strings (bytes decoded as UTF-8, lossy).
     pub fn read_strings(&self, name: &str) -> Result<Vec<String>> {
         let ds = self.dataset(name)?;
@@ -345,13 +381,23 @@ pub(crate) fn read_strings_ds(
             Ok(v.iter().map($conv).collect())
         }};
     }
+    if matches!(
+        desc,
+        TypeDescriptor::VarLenAscii | TypeDescriptor::VarLenUnicode
+    ) {
+        h.check_vlen_refs(ds, name, total)?;
+    }
     match desc {
         TypeDescriptor::VarLenAscii => rd!(VarLenAscii, |s: &VarLenAscii| String::from_utf8_lossy(
             s.as_bytes()
         )
         .into_owned()),
+        // Bytes from a file are not trusted to be UTF-8.
         TypeDescriptor::VarLenUnicode => {
-            rd!(VarLenUnicode, |s: &VarLenUnicode| s.as_str().to_owned())
+            rd!(VarLenUnicode, |s: &VarLenUnicode| String::from_utf8_lossy(
+                s.as_bytes()
+            )
+            .into_owned())
         }
         TypeDescriptor::FixedAscii(n) => {
             read_fixed(ds, path, name, n, (lo, hi), &shape).or_else(|_| {
@@ -362,9 +408,9 @@ pub(crate) fn read_strings_ds(
         }
         TypeDescriptor::FixedUnicode(n) => {
             read_fixed(ds, path, name, n, (lo, hi), &shape).or_else(|_| {
-                rd!(FixedUnicode<1024>, |s: &FixedUnicode<1024>| s
-                    .as_str()
-                    .to_owned())
+                rd!(FixedUnicode<1024>, |s: &FixedUnicode<1024>| {
+                    String::from_utf8_lossy(s.as_bytes()).into_owned()
+                })
             })
         }
         other => Err(Error::UnsupportedType {

@@ -28,6 +28,16 @@ pub enum RawError {
     NotFound(String),
 }
 
+impl std::fmt::Display for RawError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RawError::Unsupported(m) => write!(f, "unsupported: {m}"),
+            RawError::Corrupt(m) => write!(f, "{m}"),
+            RawError::NotFound(p) => write!(f, "{p} not found"),
+        }
+    }
+}
+
 type R<T> = Result<T, RawError>;
 
 fn corrupt<T>(m: impl Into<String>) -> R<T> {
@@ -707,6 +717,11 @@ impl<'a> RawFile<'a> {
             if idx == 0 {
                 break;
             }
+            if (p as u64 + 16).saturating_add(osz) > body.len() as u64 {
+                return corrupt(format!(
+                    "global heap object {idx} overruns its collection at {addr}"
+                ));
+            }
             out.insert(idx, (addr + p as u64 + 16, osz));
             let adv = 16u64
                 .checked_add(osz.div_ceil(8) * 8)
@@ -717,6 +732,75 @@ impl<'a> RawFile<'a> {
         }
         Ok(out)
     }
+}
+
+/// Check variable-length data references (16 bytes each: length, global heap
+/// collection address, object index) against the file `b` before libhdf5 follows
+/// them: each non-null reference must name an object of a well-formed collection
+/// inside the file, at least as long as the reference says. libhdf5 1.10 reads
+/// them unchecked (a corrupt one crashes it in `H5HG_read`).
+pub(crate) fn check_vlen_refs(b: &[u8], refs: &[u8]) -> R<()> {
+    let mut off = 0usize;
+    while b.get(off..off + 8) != Some(&HDF5_SIGNATURE[..]) {
+        if off + 8 > b.len() {
+            return corrupt("no HDF5 signature");
+        }
+        off = if off == 0 { 512 } else { off * 2 };
+    }
+    let byte = |i: usize| {
+        b.get(off + i)
+            .copied()
+            .ok_or(RawError::Corrupt("short superblock".into()))
+    };
+    let probe = RawFile {
+        b,
+        root: 0,
+        base: 0,
+    };
+    // Offsets and lengths of 8 bytes (the 16-byte references assume it); base address.
+    let base = match byte(8)? {
+        v @ (0 | 1) => {
+            if byte(13)? != 8 || byte(14)? != 8 {
+                return unsupported("offset/length size other than 8");
+            }
+            probe.u64_at((off + if v == 1 { 28 } else { 24 }) as u64)?
+        }
+        2 | 3 => {
+            if byte(9)? != 8 || byte(10)? != 8 {
+                return unsupported("offset/length size other than 8");
+            }
+            probe.u64_at((off + 12) as u64)?
+        }
+        v => return unsupported(format!("superblock version {v}")),
+    };
+    let f = RawFile { b, root: 0, base };
+    let mut heaps: HashMap<u64, HashMap<u16, (u64, u64)>> = HashMap::new();
+    for e in refs.chunks_exact(16) {
+        let len = u32::from_le_bytes(e[0..4].try_into().unwrap_or([0; 4])) as u64;
+        let coll = u64::from_le_bytes(e[4..12].try_into().unwrap_or([0; 8]));
+        let idx = u32::from_le_bytes(e[12..16].try_into().unwrap_or([0; 4]));
+        if coll == 0 || coll == UNDEF {
+            continue;
+        }
+        let objs = match heaps.entry(coll) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(f.global_heap(coll)?),
+        };
+        let &(addr, size) =
+            u16::try_from(idx)
+                .ok()
+                .and_then(|i| objs.get(&i))
+                .ok_or(RawError::Corrupt(format!(
+                    "global heap object {idx} not in the collection at {coll}"
+                )))?;
+        if len > size {
+            return corrupt(format!(
+                "string of {len} bytes in a global heap object of {size}"
+            ));
+        }
+        f.slice(addr, size)?;
+    }
+    Ok(())
 }
 
 fn le_u64(d: &[u8], at: usize) -> R<u64> {

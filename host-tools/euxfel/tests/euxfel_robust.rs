@@ -211,3 +211,54 @@ fn key_with_slashes_suggests_dots() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A file with HDF5's newest format (which the map walk leaves to libhdf5) whose
+/// variable-length string points at a global heap object that does not exist:
+/// libhdf5 1.10 segfaults following it (`H5HG_read`); the reference is checked
+/// first and the file refused with an error naming it.
+#[test]
+fn corrupt_vlen_string_reference_is_refused_before_libhdf5() {
+    use hdf5::types::VarLenUnicode;
+    let td = tempfile::tempdir().expect("tempdir");
+    let p = td.path().join("RAW-R0001-DA01-S00000.h5");
+    let offset = {
+        let f = hdf5::File::with_options()
+            .with_fapl(|a| a.libver_latest())
+            .create(&p)
+            .expect("create");
+        let s = |v: &[&str]| -> Vec<VarLenUnicode> {
+            v.iter().map(|x| x.parse().expect("string")).collect()
+        };
+        let fv = f
+            .new_dataset_builder()
+            .with_data(&s(&["1.0"]))
+            .create("METADATA/dataFormatVersion")
+            .expect("version");
+        f.new_dataset_builder()
+            .with_data(&s(&["CONTROL/X/Y/Z"]))
+            .create("METADATA/dataSources/dataSourceId")
+            .expect("sources");
+        let tids: Vec<u64> = (1..=10).collect();
+        f.new_dataset_builder()
+            .with_data(&tids)
+            .create("INDEX/trainId")
+            .expect("trainId");
+        f.new_dataset_builder()
+            .with_data(&[1i32; 10])
+            .create("INDEX/flag")
+            .expect("flag");
+        fv.offset().expect("contiguous")
+    };
+    // The reference is (length u32, collection address u64, object index u32).
+    let mut bytes = std::fs::read(&p).expect("read");
+    let at = offset as usize + 12;
+    bytes[at..at + 4].copy_from_slice(&0x4602u32.to_le_bytes());
+    std::fs::write(&p, &bytes).expect("write");
+    let e = FileAccess::open(&p).expect_err("must be refused");
+    assert!(
+        e.to_string()
+            .contains("corrupt variable-length string reference"),
+        "{e}"
+    );
+    assert!(e.to_string().contains(&*p.to_string_lossy()), "{e}");
+}
