@@ -25,10 +25,11 @@ def py_tool(name):
     return str(p) if p.exists() else name
 
 
-def run(cmd, cwd=None, env=None):
+def run(cmd, cwd=None, env=None, timeout=600):
     """Run a command, return (exit code, stdout, stderr)."""
     r = subprocess.run(
-        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True,
+        errors="replace", timeout=timeout,
     )
     return r.returncode, r.stdout, r.stderr
 

@@ -303,10 +303,52 @@ def test_json_output(examples, tmp_path):
     code, out, _ = ours(str(d), "--json")
     assert code == 1
     r = json.loads(out)
-    assert r["run"] is True and r["ok"] is False and r["files"] == len(list(d.glob("*.h5")))
+    assert r["run"] is True and r["ok"] is False
+    assert [f["path"] for f in r["files"]] == [str(p) for p in sorted(d.glob("*.h5"))]
     msgs = {p["msg"].split(" (")[0] for p in r["problems"]}
     assert {"Gaps", "Overlaps"} <= msgs
     assert all(p["check"] == "index_instrument" for p in r["problems"])
     assert all(p["file"].endswith(DA01) for p in r["problems"])
     code, out, _ = ours(str(examples["fxe12"]), "--json")
     assert code == 0 and json.loads(out)["problems"] == []
+
+
+def test_sharded_then_merged_equals_unsharded(rust_runs, examples, tmp_path):
+    """Each shard checks its share of the files; --merge of all shards prints the
+    report of the unsharded run, cross-file checks included (text and --json)."""
+    d = tmp_path / "run"
+    shutil.copytree(rust_runs["r12_padded"], d)
+    names = sorted(p.name for p in d.glob("RAW-*-DA01-*.h5"))
+    with h5py.File(d / names[0], "r") as f0:
+        t0 = f0["INDEX/trainId"][:]
+    # Problems in single files and across files.
+    edit(d / names[1], set_values("INDEX/trainId", lambda a: a.__setitem__(slice(0, len(a)), t0[: len(a)])))
+    edit(d / names[2], set_values("INDEX/trainId", lambda a: a.__setitem__(3, 0)))
+    (d / "RAW-R0450-DA09-S00000.h5").write_bytes(b"garbage")
+    for good in (False, True):
+        run_dir = examples["fxe12"] if good else d
+        code, full, _ = ours(str(run_dir))
+        assert code == int(not good)
+        code, full_json, _ = ours(str(run_dir), "--json")
+        results = []
+        n = 3
+        shard_files = []
+        for i in range(n):
+            code, out, err = ours(str(run_dir), "--shard", f"{i}/{n}", "--json")
+            assert code in (0, 1), err
+            shard = json.loads(out)
+            assert shard["shard"] == {"index": i, "count": n} and shard["run_problems"] == []
+            shard_files.append([f["path"] for f in shard["files"]])
+            p = tmp_path / f"shard{i}-{good}.json"
+            p.write_text(out)
+            results.append(str(p))
+        # Every file in exactly one shard.
+        all_files = sorted(f for fs in shard_files for f in fs)
+        assert all_files == sorted(str(p) for p in run_dir.glob("*.h5"))
+        code, merged, err = ours("--merge", *reversed(results))
+        assert (code, merged) == (int(not good), full), err
+        code, merged_json, _ = ours("--merge", *results, "--json")
+        assert json.loads(merged_json) == json.loads(full_json)
+    # A missing shard is refused.
+    code, _, err = ours("--merge", *results[:2])
+    assert code == 1 and "shard 2/3 are missing" in err

@@ -110,10 +110,9 @@ impl DataCollection {
         let mut cache: HashMap<Vec<usize>, bool> = HashMap::new();
         let mut bad = Vec::new();
         let ptr_of = |f: &Arc<FileAccess>| Arc::as_ptr(f) as usize;
+        // Sources in one file too: a train ID twice in a file is a conflict, as in
+        // EXtra-data.
         for (name, sd) in &self.sources {
-            if sd.files.len() < 2 {
-                continue;
-            }
             let mut key: Vec<usize> = sd.files.iter().map(ptr_of).collect();
             key.sort_unstable();
             let conflict = *cache.entry(key).or_insert_with(|| {

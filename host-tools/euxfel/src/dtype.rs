@@ -9,10 +9,14 @@ pub enum DType {
     Int(usize),
     UInt(usize),
     Float(usize),
+    /// Complex number of n bytes (h5py's compound of floats `r`, `i`).
+    Complex(usize),
     /// Variable-length string (numpy `object` in h5py).
     VlenStr,
     /// Fixed-length byte string of n bytes (numpy `|Sn`).
     FixedStr(usize),
+    /// A numeric type stored big-endian; reads give native (little-endian) values.
+    BigEndian(Box<DType>),
     /// Anything else (compound, arrays, references...), with a description.
     Other(String),
 }
@@ -25,9 +29,22 @@ impl DType {
             DType::Int(n) => format!("int{}", n * 8),
             DType::UInt(n) => format!("uint{}", n * 8),
             DType::Float(n) => format!("float{}", n * 8),
+            DType::Complex(n) => format!("complex{}", n * 8),
             DType::VlenStr => "object".into(),
             DType::FixedStr(n) => format!("|S{n}"),
+            // numpy names non-native byte orders by their protocol string.
+            DType::BigEndian(d) => match d.npy_descr() {
+                Some(p) => format!(">{}", &p[1..]),
+                None => d.numpy_name(),
+            },
             DType::Other(s) => s.clone(),
+        }
+    }
+    /// The type of the values a read gives (big-endian data is converted to native).
+    pub fn native(&self) -> &DType {
+        match self {
+            DType::BigEndian(d) => d,
+            d => d,
         }
     }
     /// numpy array-protocol type string for numeric types (`<u2`, `<f4`, `|b1`).
@@ -39,7 +56,9 @@ impl DType {
             DType::Int(n) => format!("<i{n}"),
             DType::UInt(n) => format!("<u{n}"),
             DType::Float(n) => format!("<f{n}"),
+            DType::Complex(n) => format!("<c{n}"),
             DType::FixedStr(n) => format!("|S{n}"),
+            DType::BigEndian(d) => return d.npy_descr(),
             _ => return None,
         })
     }
@@ -47,13 +66,43 @@ impl DType {
     pub fn item_size(&self) -> Option<usize> {
         match self {
             DType::Bool => Some(1),
-            DType::Int(n) | DType::UInt(n) | DType::Float(n) | DType::FixedStr(n) => Some(*n),
+            DType::Int(n)
+            | DType::UInt(n)
+            | DType::Float(n)
+            | DType::Complex(n)
+            | DType::FixedStr(n) => Some(*n),
+            DType::BigEndian(d) => d.item_size(),
             _ => None,
         }
     }
     pub fn is_string(&self) -> bool {
         matches!(self, DType::VlenStr | DType::FixedStr(_))
     }
+    /// The dtype of a dataset as h5py gives it. Types hdf5-metno has no descriptor
+    /// for are recognised from their size: float16 and long double (numpy's
+    /// `float128`) convert to f64, anything else is opaque bytes (`|Vn`).
+    pub(crate) fn of_dataset(ds: &hdf5::Dataset) -> hdf5::Result<DType> {
+        let t = ds.dtype()?;
+        let d = match t.to_descriptor() {
+            Ok(d) => DType::from_descriptor(&d),
+            Err(_) => match t.size() {
+                n @ (2 | 16) if t.conv_to::<f64>().is_some() => DType::Float(n),
+                n => DType::Other(format!("|V{n}")),
+            },
+        };
+        let numeric = matches!(
+            d,
+            DType::Int(_) | DType::UInt(_) | DType::Float(_) | DType::Complex(_)
+        );
+        Ok(
+            if numeric && t.size() > 1 && t.byte_order() == hdf5::datatype::ByteOrder::BigEndian {
+                DType::BigEndian(Box::new(d))
+            } else {
+                d
+            },
+        )
+    }
+
     pub(crate) fn from_descriptor(d: &TypeDescriptor) -> DType {
         fn isz(s: &IntSize) -> usize {
             match s {
@@ -71,10 +120,31 @@ impl DType {
             TypeDescriptor::Float(FloatSize::U8) => DType::Float(8),
             TypeDescriptor::VarLenAscii | TypeDescriptor::VarLenUnicode => DType::VlenStr,
             TypeDescriptor::FixedAscii(n) | TypeDescriptor::FixedUnicode(n) => DType::FixedStr(*n),
-            TypeDescriptor::Compound(c) => DType::Other(compound_repr(c)),
+            // h5py reads an enum as its base integer type (the names are metadata).
+            TypeDescriptor::Enum(e) if e.signed => DType::Int(isz(&e.size)),
+            TypeDescriptor::Enum(e) => DType::UInt(isz(&e.size)),
+            TypeDescriptor::Compound(c) => match complex_size(c) {
+                Some(n) => DType::Complex(n),
+                None => DType::Other(compound_repr(c)),
+            },
             other => DType::Other(format!("{other}")),
         }
     }
+}
+
+/// h5py's complex numbers: a packed compound of two floats named `r` and `i`.
+fn complex_size(c: &hdf5::types::CompoundType) -> Option<usize> {
+    let [r, i] = c.fields.as_slice() else {
+        return None;
+    };
+    let float = |t: &TypeDescriptor| match t {
+        TypeDescriptor::Float(FloatSize::U4) => Some(4),
+        TypeDescriptor::Float(FloatSize::U8) => Some(8),
+        _ => None,
+    };
+    let n = float(&r.ty)?;
+    (r.name == "r" && i.name == "i" && float(&i.ty) == Some(n) && r.offset == 0 && i.offset == n)
+        .then_some(2 * n)
 }
 
 /// numpy's protocol string of a field type (`<f8`, `|u1`, `O`, `|S10`).

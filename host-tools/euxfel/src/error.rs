@@ -98,6 +98,15 @@ pub enum Error {
         source_glob: String,
         key_glob: String,
     },
+    /// No proposal directory of that name under the data root.
+    #[error("couldn't find proposal dir for {proposal:?} under {root}")]
+    ProposalNotFound { proposal: String, root: PathBuf },
+    /// No run directory where the proposal and run number say it is.
+    #[error("{dir}: no such run directory")]
+    RunNotFound { dir: PathBuf },
+    /// Validation results of shards that do not make up one run.
+    #[error("cannot merge validation results: {0}")]
+    ShardResults(String),
     /// No files to open.
     #[error("no HDF5 files found in {dir} with glob pattern {pattern:?}")]
     NoFiles { dir: PathBuf, pattern: String },

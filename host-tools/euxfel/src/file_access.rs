@@ -17,7 +17,10 @@ use super::filename::FilenameInfo;
 use super::h5::H5File;
 use super::meta::{self, MetaError, MetaReader, MetaResult, RawMeta};
 use super::open_files;
-use super::rawh5::RawError;
+use super::rawh5::{Piece, RawError};
+
+/// Largest batch of rows `visit_rows` reads through libhdf5 at once.
+pub(crate) const BATCH_BYTES: usize = 16 << 20;
 
 static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -328,7 +331,13 @@ impl FileAccess {
         let section = self.section_of(source)?;
         let h = self.file()?;
         let p = format!("{section}/{source}/{}", key.replace('.', "/"));
-        Ok(h.has(&p) && h.h5.dataset(&p).is_ok())
+        if !h.has(&p) || h.h5.group(&p).is_ok() {
+            return Ok(false);
+        }
+        // A key that exists but does not open says why, instead of "no such key".
+        h.h5.dataset(&p)
+            .map(|_| true)
+            .map_err(|e| Error::h5(&self.path, &p, e))
     }
 
     /// dtype and shape of a key's dataset.
@@ -356,11 +365,24 @@ impl FileAccess {
         if !raw_disabled() {
             let map = self.map()?;
             let r = map.raw().and_then(|f| {
-                f.dataset(object)
-                    .and_then(|ds| f.read_row_range(&ds, start, count, row_bytes as u64, out))
+                let ds = f.dataset(object)?;
+                let rows = ds.shape.first().copied().unwrap_or(0);
+                let end = start.saturating_add(count);
+                if count > 0 && end > rows {
+                    return Ok(Err(Error::IndexOutsideData {
+                        path: self.path.clone(),
+                        object: object.into(),
+                        start,
+                        end,
+                        rows,
+                    }));
+                }
+                f.read_row_range(&ds, start, count, row_bytes as u64, out)
+                    .map(Ok)
             });
             match r {
-                Ok(()) => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(())) => return Ok(()),
                 Err(RawError::Corrupt(m)) => {
                     return Err(Error::structure(&self.path, format!("{object}: {m}")))
                 }
@@ -370,6 +392,89 @@ impl FileAccess {
         let h = self.file()?;
         let ds = h.dataset(object)?;
         h.read_rows_raw(&ds, object, start, count, row_bytes, out)
+    }
+
+    /// Hand rows `[start, start + count)` of a fixed-size dataset (`row_bytes` per
+    /// row) to `f` in order, in pieces: slices of the map where the layout allows it
+    /// (no copy), else batches of at most [`BATCH_BYTES`] read through libhdf5 into
+    /// one reused buffer. Memory stays bounded whatever the size of the data.
+    pub(crate) fn visit_rows(
+        self: &Arc<Self>,
+        object: &str,
+        start: u64,
+        count: u64,
+        row_bytes: usize,
+        f: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        if !raw_disabled() {
+            let map = self.map()?;
+            if let Ok(raw) = map.raw() {
+                if let Ok(ds) = raw.dataset(object) {
+                    let rows = ds.shape.first().copied().unwrap_or(0);
+                    let end = start.saturating_add(count);
+                    if end > rows {
+                        return Err(Error::IndexOutsideData {
+                            path: self.path.clone(),
+                            object: object.into(),
+                            start,
+                            end,
+                            rows,
+                        });
+                    }
+                    let zeros = [0u8; 65536];
+                    let (mut emitted, mut stopped) = (false, None);
+                    let r = raw.visit_row_range(&ds, start, count, row_bytes as u64, &mut |p| {
+                        emitted = true;
+                        let r = match p {
+                            Piece::Bytes(b) => f(b),
+                            Piece::Zeros(mut n) => {
+                                let mut r = Ok(());
+                                while n > 0 && r.is_ok() {
+                                    let k = n.min(zeros.len() as u64);
+                                    r = f(&zeros[..k as usize]);
+                                    n -= k;
+                                }
+                                r
+                            }
+                        };
+                        // The caller's error ends the walk; it is returned below.
+                        r.map_err(|e| {
+                            stopped = Some(e);
+                            RawError::NotFound(String::new())
+                        })
+                    });
+                    match (r, stopped) {
+                        (_, Some(e)) => return Err(e),
+                        (Ok(()), None) => return Ok(()),
+                        (Err(RawError::Corrupt(m)), None) => {
+                            return Err(Error::structure(&self.path, format!("{object}: {m}")))
+                        }
+                        // Nothing handed over yet: libhdf5 reads it all below.
+                        (Err(_), None) if !emitted => {}
+                        (Err(e), None) => {
+                            return Err(Error::structure(&self.path, format!("{object}: {e}")))
+                        }
+                    }
+                }
+            }
+        }
+        let h = self.file()?;
+        let ds = h.dataset(object)?;
+        let per_batch = (BATCH_BYTES / row_bytes.max(1)).max(1) as u64;
+        let mut buf = Vec::new();
+        let mut row = start;
+        while row < start + count {
+            let n = per_batch.min(start + count - row);
+            let nb = n as usize * row_bytes;
+            buf.resize(nb, 0);
+            h.read_rows_raw(&ds, object, row, n, row_bytes, &mut buf)?;
+            f(&buf)?;
+            row += n;
+        }
+        Ok(())
     }
 
     /// `INDEX/timestamp` (ns since the Unix epoch, UTC) for this file's trains, or
@@ -410,25 +515,29 @@ impl FileAccess {
         for k in keys {
             let p = format!("{base}/{}", k.replace('.', "/"));
             let ds = h.dataset(&p)?;
-            let d = ds
-                .dtype()
-                .and_then(|t| t.to_descriptor())
-                .map_err(|e| Error::h5(&self.path, &p, e))?;
-            out.insert(k, (DType::from_descriptor(&d), ds.shape()));
+            let dtype = DType::of_dataset(&ds).map_err(|e| Error::h5(&self.path, &p, e))?;
+            out.insert(k, (dtype, ds.shape()));
         }
         Ok(Some(out))
     }
 }
 
-/// Recursively collect dataset names below `base` (joined by '.').
+/// Recursively collect dataset names below `base` (joined by '.'), through hard
+/// links only, as h5py's `visititems` (soft and external links are not keys).
 fn walk_datasets(h: &H5File, base: &str, prefix: &str, out: &mut BTreeSet<String>) -> Result<()> {
-    use hdf5::LocationType;
+    use hdf5::{LinkType, LocationType};
     let g = h.group(base)?;
-    let names = g.member_names().map_err(|e| Error::h5(&h.path, base, e))?;
+    let mut names = Vec::new();
+    g.iter_visit_default(|name, link| {
+        if link.link_type == LinkType::Hard {
+            names.push(name.to_string());
+        }
+        Ok(())
+    })
+    .map_err(|e| Error::h5(&h.path, base, e))?;
     for name in names {
         let info = match g.loc_info_by_name(&name) {
             Ok(i) => i,
-            // Dangling links are skipped, as h5py's visititems does.
             Err(_) => continue,
         };
         let full = if prefix.is_empty() {

@@ -17,7 +17,11 @@ impl FileMap {
     /// Map a file read-only. An empty file is not HDF5 (and cannot be mapped).
     pub fn open(path: &Path) -> Result<FileMap, Error> {
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::io(path, std::io::ErrorKind::IsADirectory.into()));
+        }
+        let len = meta.len();
         if len == 0 {
             return Err(Error::NotHdf5 {
                 path: path.into(),
@@ -46,6 +50,11 @@ impl FileMap {
             return None;
         }
         self.0.get(offset as usize..end as usize)
+    }
+
+    /// The whole file.
+    pub fn all(&self) -> &[u8] {
+        &self.0
     }
 
     /// Whether the HDF5 signature is at 0, 512, 1024, 2048, ... (where libhdf5 looks).

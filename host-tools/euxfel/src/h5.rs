@@ -12,6 +12,7 @@ use hdf5::{Dataset, File, Group};
 use super::dtype::DType;
 use super::error::{Error, Result};
 use super::file_map::FileMap;
+use super::rawh5;
 
 /// One open HDF5 file: the libhdf5 handle and the file's read-only map.
 pub(crate) struct H5File {
@@ -93,6 +94,11 @@ impl H5File {
     /// Where a dataset's raw bytes are, if they can be read from the map:
     /// little-endian fixed-size numeric type, no filters, allocated.
     fn placement(&self, ds: &Dataset) -> Option<Placement> {
+        // A dataset reached through an external link lives in another file: its
+        // offsets are not offsets in this file's map.
+        if ds.filename() != self.h5.filename() {
+            return None;
+        }
         let dt = ds.dtype().ok()?;
         if dt.byte_order() == hdf5::datatype::ByteOrder::BigEndian {
             return None;
@@ -228,13 +234,14 @@ impl H5File {
             ));
         }
         let len = n.map_or(shape[0], |n| n.min(shape[0]));
+        self.check_claim(&ds, name, len, 8)?;
         let dt = ds
             .dtype()
             .and_then(|t| t.to_descriptor())
             .map_err(|e| Error::h5(&self.path, name, e))?;
         match DType::from_descriptor(&dt) {
             DType::UInt(8) | DType::Int(8) => {
-                let mut buf = vec![0u8; len * 8];
+                let mut buf = zeroed_bytes(len * 8, name)?;
                 self.read_rows_raw(&ds, name, 0, len as u64, 8, &mut buf)?;
                 Ok(le_u64s(&buf))
             }
@@ -255,10 +262,66 @@ impl H5File {
         }
     }
 
+    /// Refuse a read of `n` elements of `size` bytes that claims more than the file
+    /// can hold (a corrupt or absurdly resized dataset): an unfiltered dataset's data
+    /// is in the file, a compressed one expands at most ~1000x (deflate's limit).
+    /// Checked before libhdf5 or this code allocates anything for the read.
+    fn check_claim(&self, ds: &Dataset, object: &str, n: usize, size: usize) -> Result<()> {
+        let file_len = self.map.len();
+        let limit = if ds.filters().is_empty() {
+            file_len
+        } else {
+            file_len.saturating_mul(1100)
+        };
+        match n.checked_mul(size) {
+            Some(b) if b as u64 <= limit => Ok(()),
+            _ => Err(Error::TooLarge {
+                object: format!("{}: {object}", self.path.display()),
+                what: "dataset (more than the file holds)",
+                size: format!("{n} elements of {size} bytes, file of {file_len} bytes"),
+            }),
+        }
+    }
+
+    /// Before libhdf5 follows the global heap references of a variable-length
+    /// string dataset (`n` elements), check them against the file: a corrupt one
+    /// crashes libhdf5 1.10. The references are checked where they can be found
+    /// without libhdf5 reading them: contiguous or unfiltered chunked storage in
+    /// this file (compact and compressed storage are read unchecked).
+    fn check_vlen_refs(&self, ds: &Dataset, object: &str, n: usize) -> Result<()> {
+        if ds.filename() != self.h5.filename() {
+            return Ok(());
+        }
+        let bad = |m: String| {
+            Error::structure(
+                &self.path,
+                format!("{object}: corrupt variable-length string reference: {m}"),
+            )
+        };
+        let refs: Vec<&[u8]> = if let Some(off) = ds.offset() {
+            let len = (n as u64).saturating_mul(16);
+            vec![self.bytes(object, off, len)?]
+        } else if ds.is_chunked() && ds.filters().is_empty() {
+            let mut v = Vec::new();
+            for i in 0..ds.num_chunks().unwrap_or(0) {
+                if let Some(c) = ds.chunk_info(i) {
+                    v.push(self.bytes(object, c.addr, c.size)?);
+                }
+            }
+            v
+        } else {
+            Vec::new()
+        };
+        for r in refs {
+            rawh5::check_vlen_refs(self.map.all(), r).map_err(|e| bad(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Read a 1-D (or scalar) string dataset as Strings (bytes decoded as UTF-8, lossy).
     pub fn read_strings(&self, name: &str) -> Result<Vec<String>> {
         let ds = self.dataset(name)?;
-        read_strings_ds(&ds, &self.path, name, None)
+        read_strings_ds(self, &ds, name, None)
     }
 }
 
@@ -280,18 +343,24 @@ pub(crate) fn le_u64s(buf: &[u8]) -> Vec<u64> {
 
 /// Read strings from a dataset, optionally only rows `range`.
 pub(crate) fn read_strings_ds(
+    h: &H5File,
     ds: &Dataset,
-    path: &Path,
     name: &str,
     range: Option<(usize, usize)>,
 ) -> Result<Vec<String>> {
     use hdf5::types::{FixedAscii, FixedUnicode, VarLenAscii, VarLenUnicode};
+    let path = h.path.as_path();
     let desc = ds
         .dtype()
         .and_then(|t| t.to_descriptor())
         .map_err(|e| Error::h5(path, name, e))?;
     let shape = ds.shape();
-    let total: usize = shape.iter().product();
+    let total = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .unwrap_or(usize::MAX);
+    // Whole rows are read (the hyperslab or the dataset), whatever the range.
+    h.check_claim(ds, name, total, desc.size().max(1))?;
     let (lo, hi) = range.unwrap_or((0, shape.first().copied().unwrap_or(total)));
     let err = |e: hdf5::Error| Error::h5(path, name, e);
     macro_rules! rd {
@@ -312,13 +381,23 @@ pub(crate) fn read_strings_ds(
             Ok(v.iter().map($conv).collect())
         }};
     }
+    if matches!(
+        desc,
+        TypeDescriptor::VarLenAscii | TypeDescriptor::VarLenUnicode
+    ) {
+        h.check_vlen_refs(ds, name, total)?;
+    }
     match desc {
         TypeDescriptor::VarLenAscii => rd!(VarLenAscii, |s: &VarLenAscii| String::from_utf8_lossy(
             s.as_bytes()
         )
         .into_owned()),
+        // Bytes from a file are not trusted to be UTF-8.
         TypeDescriptor::VarLenUnicode => {
-            rd!(VarLenUnicode, |s: &VarLenUnicode| s.as_str().to_owned())
+            rd!(VarLenUnicode, |s: &VarLenUnicode| String::from_utf8_lossy(
+                s.as_bytes()
+            )
+            .into_owned())
         }
         TypeDescriptor::FixedAscii(n) => {
             read_fixed(ds, path, name, n, (lo, hi), &shape).or_else(|_| {
@@ -329,9 +408,9 @@ pub(crate) fn read_strings_ds(
         }
         TypeDescriptor::FixedUnicode(n) => {
             read_fixed(ds, path, name, n, (lo, hi), &shape).or_else(|_| {
-                rd!(FixedUnicode<1024>, |s: &FixedUnicode<1024>| s
-                    .as_str()
-                    .to_owned())
+                rd!(FixedUnicode<1024>, |s: &FixedUnicode<1024>| {
+                    String::from_utf8_lossy(s.as_bytes()).into_owned()
+                })
             })
         }
         other => Err(Error::UnsupportedType {
@@ -353,7 +432,7 @@ fn read_fixed(
 ) -> Result<Vec<String>> {
     let per: usize = shape.iter().skip(1).product();
     let rows = hi.saturating_sub(lo);
-    let mut buf = vec![0u8; rows * per * n];
+    let mut buf = zeroed_bytes(rows.saturating_mul(per).saturating_mul(n), name)?;
     if shape.is_empty() {
         return Err(Error::UnsupportedType {
             path: path.into(),
@@ -370,6 +449,18 @@ fn read_fixed(
             String::from_utf8_lossy(&c[..end]).into_owned()
         })
         .collect())
+}
+
+/// A zeroed buffer of `n` bytes for `object`; failing to allocate is an error.
+fn zeroed_bytes(n: usize, object: &str) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::TooLarge {
+        object: object.into(),
+        what: "allocation",
+        size: format!("{n} bytes"),
+    })?;
+    v.resize(n, 0);
+    Ok(v)
 }
 
 /// The libhdf5 path: a hyperslab read into a native-typed memory buffer.

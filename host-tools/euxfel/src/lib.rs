@@ -19,6 +19,7 @@
 //! [`Warning`]s ([`DataCollection::warnings`], [`KeyData::warnings`],
 //! [`display::info`]), failures as [`Error`]s.
 
+pub mod cli;
 mod data_collection;
 pub mod display;
 mod dtype;
@@ -29,12 +30,14 @@ mod filename;
 mod fnmatch;
 mod h5;
 mod key_data;
+pub mod locality;
 mod meta;
 mod names;
 pub mod npy;
 mod open;
 mod open_files;
 mod rawh5;
+mod run_lookup;
 mod runmap;
 mod selection;
 mod source_data;
@@ -50,6 +53,10 @@ pub use filename::FilenameInfo;
 pub use key_data::{Element, KeyData};
 pub use open::OpenOptions;
 pub use open_files::set_max_open_files;
+pub use run_lookup::{
+    data_root, find_proposal, open_run_by_number, run_directories, DataOrigin, DATA_ROOT_ENV,
+    DEFAULT_DATA_ROOT,
+};
 pub use selection::{split_ranges, TrainSelection};
 pub use source_data::{RunValue, Section, SourceData};
 pub use trains::{TrainData, TrainIter, TrainValue};

@@ -150,11 +150,8 @@ impl MetaReader for H5File {
     fn dtype_shape(&self, object: &str) -> MetaResult<(DType, Vec<usize>)> {
         self.require(object)?;
         let ds = self.dataset(object)?;
-        let d = ds
-            .dtype()
-            .and_then(|t| t.to_descriptor())
-            .map_err(|e| Error::h5(&self.path, object, e))?;
-        Ok((DType::from_descriptor(&d), ds.shape()))
+        let dtype = DType::of_dataset(&ds).map_err(|e| Error::h5(&self.path, object, e))?;
+        Ok((dtype, ds.shape()))
     }
 }
 

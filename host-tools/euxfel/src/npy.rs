@@ -35,6 +35,52 @@ pub fn write_raw(path: &Path, descr: &str, shape: &[usize], data: &[u8]) -> Resu
         .map_err(|e| Error::io(path, e))
 }
 
+/// Write an array of `data_len` bytes whose data comes in pieces: `produce` hands
+/// each piece to the writer it is given. Written under a temporary name renamed to
+/// `path` once complete, so a failed write leaves no truncated `.npy` behind.
+pub fn write_streamed(
+    path: &Path,
+    descr: &str,
+    shape: &[usize],
+    data_len: u64,
+    produce: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
+) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = std::path::PathBuf::from(tmp);
+    let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    let mut written = 0u64;
+    let r = w
+        .write_all(&header(descr, shape))
+        .map_err(|e| Error::io(&tmp, e))
+        .and_then(|_| {
+            produce(&mut |piece: &[u8]| {
+                written += piece.len() as u64;
+                w.write_all(piece).map_err(|e| Error::io(&tmp, e))
+            })
+        })
+        .and_then(|_| w.flush().map_err(|e| Error::io(&tmp, e)));
+    let r = r.and_then(|_| {
+        if written == data_len {
+            Ok(())
+        } else {
+            Err(Error::BufferSize {
+                object: path.display().to_string(),
+                got: written as usize,
+                needed: data_len,
+            })
+        }
+    });
+    match r {
+        Ok(()) => std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
 /// Write strings as a fixed-width unicode array (`<U{n}`, UTF-32LE), which
 /// `numpy.load` opens without pickle.
 pub fn write_strings(path: &Path, shape: &[usize], strings: &[String]) -> Result<()> {

@@ -20,7 +20,7 @@ pub struct OpenOptions {
     pub include: String,
     /// Read and write `karabo_data_map.json`.
     pub use_cache: bool,
-    /// Threads used to open files (0 = number of CPUs).
+    /// Threads used to open files (0: 16, or one per CPU if more; opening is I/O-bound).
     pub threads: usize,
     /// Include trains flagged as suspect (EXtra-data's default: true).
     pub inc_suspect_trains: bool,
@@ -37,14 +37,20 @@ impl Default for OpenOptions {
     }
 }
 
-/// Open files on `threads` threads (0: one per CPU); results in input order.
+/// Files opened at the same time by default. Opening is I/O-bound (a few small
+/// reads per file, mostly waiting on the filesystem): a network filesystem rewards
+/// many reads in flight, whatever the number of cores.
+const OPEN_IO_DEPTH: usize = 16;
+
+/// Open files on `threads` threads (0: [`OPEN_IO_DEPTH`], or one per CPU if more);
+/// results in input order.
 fn open_parallel(
     paths: &[PathBuf],
     cache: &HashMap<PathBuf, CachedInfo>,
     threads: usize,
 ) -> Vec<Result<Arc<FileAccess>>> {
     let nthreads = if threads == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
+        std::thread::available_parallelism().map_or(OPEN_IO_DEPTH, |n| n.get().max(OPEN_IO_DEPTH))
     } else {
         threads
     }

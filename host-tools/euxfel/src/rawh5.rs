@@ -28,6 +28,16 @@ pub enum RawError {
     NotFound(String),
 }
 
+impl std::fmt::Display for RawError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RawError::Unsupported(m) => write!(f, "unsupported: {m}"),
+            RawError::Corrupt(m) => write!(f, "{m}"),
+            RawError::NotFound(p) => write!(f, "{p} not found"),
+        }
+    }
+}
+
 type R<T> = Result<T, RawError>;
 
 fn corrupt<T>(m: impl Into<String>) -> R<T> {
@@ -84,6 +94,22 @@ pub struct RawDataset {
     pub dtype: RawType,
     pub layout: RawLayout,
     pub filtered: bool,
+}
+
+/// A run of a dataset's bytes: in the map, or zeros (unallocated storage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Bytes(&'a [u8]),
+    Zeros(u64),
+}
+
+impl Piece<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(b) => b.len(),
+            Piece::Zeros(n) => *n as usize,
+        }
+    }
 }
 
 /// What a group member is.
@@ -334,6 +360,8 @@ impl<'a> RawFile<'a> {
                 0x03 => dtype = Some(parse_datatype(d)?),
                 0x08 => layout = Some(parse_layout(d)?),
                 0x0B => filtered = true,
+                // The data is in other files, which this walk does not read.
+                0x07 => return unsupported(format!("{path}: external raw data files")),
                 _ => {}
             }
         }
@@ -423,6 +451,35 @@ impl<'a> RawFile<'a> {
         row_bytes: u64,
         out: &mut [u8],
     ) -> R<()> {
+        if out.len() as u64 != count.saturating_mul(row_bytes) {
+            return corrupt("buffer size does not match the rows");
+        }
+        let mut at = 0usize;
+        self.visit_row_range(ds, start, count, row_bytes, &mut |piece| {
+            let n = piece.len();
+            let dst = out
+                .get_mut(at..at + n)
+                .ok_or(RawError::Corrupt("rows longer than the buffer".into()))?;
+            match piece {
+                Piece::Bytes(b) => dst.copy_from_slice(b),
+                Piece::Zeros(_) => dst.fill(0),
+            }
+            at += n;
+            Ok(())
+        })
+    }
+
+    /// Hand rows `[start, start + count)` of an unfiltered fixed-size dataset to
+    /// `f` in order, as slices of the map (no copy) and runs of zeros for
+    /// unallocated chunks. The pieces add up to `count * row_bytes` bytes.
+    pub fn visit_row_range(
+        &self,
+        ds: &RawDataset,
+        start: u64,
+        count: u64,
+        row_bytes: u64,
+        f: &mut dyn FnMut(Piece<'_>) -> R<()>,
+    ) -> R<()> {
         if ds.filtered {
             return unsupported("filtered dataset");
         }
@@ -439,25 +496,28 @@ impl<'a> RawFile<'a> {
                 "rows {start}..{end} outside the dataset ({rows} rows)"
             ));
         }
-        if out.len() as u64 != count.saturating_mul(row_bytes) {
-            return corrupt("buffer size does not match the rows");
-        }
-        if count == 0 {
+        let total = count
+            .checked_mul(row_bytes)
+            .ok_or(RawError::Corrupt("size overflow".into()))?;
+        if total == 0 {
             return Ok(());
         }
         match &ds.layout {
             RawLayout::Compact(d) => {
-                let a = (start * row_bytes) as usize;
+                let a = start.saturating_mul(row_bytes) as usize;
                 let src = d
-                    .get(a..a + out.len())
+                    .get(a..a.saturating_add(total as usize))
                     .ok_or(RawError::Corrupt("compact data too short".into()))?;
-                out.copy_from_slice(src);
+                f(Piece::Bytes(src))
             }
             RawLayout::Contiguous { addr, .. } => {
                 if *addr == UNDEF {
-                    out.fill(0);
+                    f(Piece::Zeros(total))
                 } else {
-                    out.copy_from_slice(self.slice(addr + start * row_bytes, count * row_bytes)?);
+                    let off = addr
+                        .checked_add(start.saturating_mul(row_bytes))
+                        .ok_or(RawError::Corrupt("address overflow".into()))?;
+                    f(Piece::Bytes(self.slice(off, total)?))
                 }
             }
             RawLayout::Chunked { chunk, btree } => {
@@ -472,8 +532,7 @@ impl<'a> RawFile<'a> {
                     return corrupt("zero chunk size");
                 }
                 if *btree == UNDEF {
-                    out.fill(0);
-                    return Ok(());
+                    return f(Piece::Zeros(total));
                 }
                 let mut chunks: Vec<(u64, u64, u64)> = self
                     .chunk_list(*btree, chunk.len())?
@@ -481,30 +540,31 @@ impl<'a> RawFile<'a> {
                     .filter(|&(row0, _, _)| row0 < end && row0.saturating_add(crows) > start)
                     .collect();
                 chunks.sort_unstable_by_key(|c| c.0);
-                // Rows not covered by an allocated chunk read as zeros; only those
-                // gaps are zeroed (no second pass over the whole buffer).
-                let mut covered = 0usize;
+                // Rows not covered by an allocated chunk read as zeros.
+                let mut covered = start;
                 for (row0, addr, size) in chunks {
-                    let row1 = row0.saturating_add(crows);
                     let lo = row0.max(start);
-                    let hi = row1.min(end);
+                    let hi = row0.saturating_add(crows).min(end);
+                    if lo < covered {
+                        return corrupt("overlapping chunks");
+                    }
                     let in_chunk = (lo - row0) * row_bytes;
                     let nb = (hi - lo) * row_bytes;
                     if in_chunk + nb > size {
                         return corrupt(format!("chunk at {addr} holds {size} bytes"));
                     }
-                    let o = ((lo - start) * row_bytes) as usize;
-                    if o < covered {
-                        return corrupt("overlapping chunks");
+                    if lo > covered {
+                        f(Piece::Zeros((lo - covered) * row_bytes))?;
                     }
-                    out[covered..o].fill(0);
-                    out[o..o + nb as usize].copy_from_slice(self.slice(addr + in_chunk, nb)?);
-                    covered = o + nb as usize;
+                    f(Piece::Bytes(self.slice(addr + in_chunk, nb)?))?;
+                    covered = hi;
                 }
-                out[covered..].fill(0);
+                if covered < end {
+                    f(Piece::Zeros((end - covered) * row_bytes))?;
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Leaves of a chunk B-tree: (first row, address, stored size).
@@ -657,6 +717,11 @@ impl<'a> RawFile<'a> {
             if idx == 0 {
                 break;
             }
+            if (p as u64 + 16).saturating_add(osz) > body.len() as u64 {
+                return corrupt(format!(
+                    "global heap object {idx} overruns its collection at {addr}"
+                ));
+            }
             out.insert(idx, (addr + p as u64 + 16, osz));
             let adv = 16u64
                 .checked_add(osz.div_ceil(8) * 8)
@@ -667,6 +732,75 @@ impl<'a> RawFile<'a> {
         }
         Ok(out)
     }
+}
+
+/// Check variable-length data references (16 bytes each: length, global heap
+/// collection address, object index) against the file `b` before libhdf5 follows
+/// them: each non-null reference must name an object of a well-formed collection
+/// inside the file, at least as long as the reference says. libhdf5 1.10 reads
+/// them unchecked (a corrupt one crashes it in `H5HG_read`).
+pub(crate) fn check_vlen_refs(b: &[u8], refs: &[u8]) -> R<()> {
+    let mut off = 0usize;
+    while b.get(off..off + 8) != Some(&HDF5_SIGNATURE[..]) {
+        if off + 8 > b.len() {
+            return corrupt("no HDF5 signature");
+        }
+        off = if off == 0 { 512 } else { off * 2 };
+    }
+    let byte = |i: usize| {
+        b.get(off + i)
+            .copied()
+            .ok_or(RawError::Corrupt("short superblock".into()))
+    };
+    let probe = RawFile {
+        b,
+        root: 0,
+        base: 0,
+    };
+    // Offsets and lengths of 8 bytes (the 16-byte references assume it); base address.
+    let base = match byte(8)? {
+        v @ (0 | 1) => {
+            if byte(13)? != 8 || byte(14)? != 8 {
+                return unsupported("offset/length size other than 8");
+            }
+            probe.u64_at((off + if v == 1 { 28 } else { 24 }) as u64)?
+        }
+        2 | 3 => {
+            if byte(9)? != 8 || byte(10)? != 8 {
+                return unsupported("offset/length size other than 8");
+            }
+            probe.u64_at((off + 12) as u64)?
+        }
+        v => return unsupported(format!("superblock version {v}")),
+    };
+    let f = RawFile { b, root: 0, base };
+    let mut heaps: HashMap<u64, HashMap<u16, (u64, u64)>> = HashMap::new();
+    for e in refs.chunks_exact(16) {
+        let len = u32::from_le_bytes(e[0..4].try_into().unwrap_or([0; 4])) as u64;
+        let coll = u64::from_le_bytes(e[4..12].try_into().unwrap_or([0; 8]));
+        let idx = u32::from_le_bytes(e[12..16].try_into().unwrap_or([0; 4]));
+        if coll == 0 || coll == UNDEF {
+            continue;
+        }
+        let objs = match heaps.entry(coll) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(f.global_heap(coll)?),
+        };
+        let &(addr, size) =
+            u16::try_from(idx)
+                .ok()
+                .and_then(|i| objs.get(&i))
+                .ok_or(RawError::Corrupt(format!(
+                    "global heap object {idx} not in the collection at {coll}"
+                )))?;
+        if len > size {
+            return corrupt(format!(
+                "string of {len} bytes in a global heap object of {size}"
+            ));
+        }
+        f.slice(addr, size)?;
+    }
+    Ok(())
 }
 
 fn le_u64(d: &[u8], at: usize) -> R<u64> {

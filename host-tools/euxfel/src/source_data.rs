@@ -125,6 +125,16 @@ impl SourceData {
 
     /// KeyData for a key (control keys may omit `.value`).
     pub fn key(&self, key: &str) -> Result<KeyData> {
+        if key.contains('/') {
+            return Err(Error::KeyName {
+                source_name: self.source.clone(),
+                key: key.into(),
+                hint: format!(
+                    "; keys separate their parts with '.': did you mean {}?",
+                    key.trim_matches('/').replace('/', ".")
+                ),
+            });
+        }
         let mut k = key.to_string();
         if !self.has_key(&k)? {
             if self.is_control() && self.has_key(&format!("{key}.value"))? {
@@ -207,7 +217,7 @@ impl SourceData {
             return Err(Error::structure(&f.path, format!("{p}: empty RUN dataset")));
         }
         if dtype.is_string() {
-            let v = read_strings_ds(&ds, &f.path, &p, Some((0, 1)))?;
+            let v = read_strings_ds(&h, &ds, &p, Some((0, 1)))?;
             return Ok(RunValue::Str(v.into_iter().next().unwrap_or_default()));
         }
         let isz = dtype.item_size().ok_or_else(|| Error::UnsupportedType {

@@ -86,8 +86,8 @@ impl DataCollection {
                 let h = f.file()?;
                 let ds = h.dataset(&path)?;
                 TrainValue::Strings(read_strings_ds(
+                    &h,
                     &ds,
-                    &f.path,
                     &path,
                     Some((first as usize, (first + count) as usize)),
                 )?)

@@ -610,10 +610,84 @@ pub struct Report {
     pub path: PathBuf,
     /// `true` for a run directory.
     pub run: bool,
+    /// The share of the run's files checked, if not all (run checks not done).
+    pub shard: Option<Shard>,
     /// Per file, in file name order.
     pub files: Vec<FileResult>,
     /// Problems of the run checks.
     pub run_problems: Vec<Problem>,
+}
+
+/// Share `index` of `count` (0-based, `I/N` on the command line, as Slurm's
+/// `$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`): the files whose position in
+/// name order is `index` modulo `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Shard, String> {
+        let bad = || format!("{s:?} is not I/N with 0 <= I < N");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// Combine the reports of every shard of one run into the report of the whole
+/// run, run checks included: the same as validating it unsharded.
+pub fn merge(reports: Vec<Report>, checks: &Checks) -> Result<Report, Error> {
+    let Some(first) = reports.first() else {
+        return Err(Error::ShardResults("no results to merge".into()));
+    };
+    let (path, count) = (first.path.clone(), first.shard.map_or(1, |s| s.count));
+    let mut seen = vec![false; count];
+    let mut files = Vec::new();
+    for r in reports {
+        if r.path != path || !r.run {
+            return Err(Error::ShardResults(format!(
+                "results of {} and {} cannot be merged (one run directory only)",
+                path.display(),
+                r.path.display()
+            )));
+        }
+        let shard = r.shard.unwrap_or(Shard { index: 0, count: 1 });
+        if shard.count != count || std::mem::replace(&mut seen[shard.index], true) {
+            return Err(Error::ShardResults(format!(
+                "shard {shard} does not fit the others (of {count}) or comes twice"
+            )));
+        }
+        files.extend(r.files);
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(Error::ShardResults(format!(
+            "the results of shard {missing}/{count} are missing"
+        )));
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let run_problems = run_checks(&path, &files, checks);
+    Ok(Report {
+        path,
+        run: true,
+        shard: None,
+        files,
+        run_problems,
+    })
 }
 
 impl Report {
@@ -641,13 +715,23 @@ fn h5_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 
 /// Validate every `.h5` file of a run directory on `threads` threads (0: one per
 /// CPU), calling `progress` after each file, then run the run checks.
+/// With `shard`, only that share of the files, and no run checks (see [`merge`]).
 pub fn validate_run(
     dir: &Path,
     checks: &Checks,
     threads: usize,
+    shard: Option<Shard>,
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<Report, Error> {
-    let paths = h5_files(dir)?;
+    let mut paths = h5_files(dir)?;
+    if let Some(s) = shard {
+        paths = paths
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % s.count == s.index)
+            .map(|(_, p)| p)
+            .collect();
+    }
     let total = paths.len();
     let nthreads = if threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -697,10 +781,14 @@ pub fn validate_run(
         }
     });
     let files: Vec<FileResult> = slots.into_iter().flatten().collect();
-    let run_problems = run_checks(dir, &files, checks);
+    let run_problems = match shard {
+        Some(_) => Vec::new(),
+        None => run_checks(dir, &files, checks),
+    };
     Ok(Report {
         path: dir.into(),
         run: true,
+        shard,
         files,
         run_problems,
     })

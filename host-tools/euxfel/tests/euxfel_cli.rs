@@ -5,8 +5,15 @@ use std::process::Command;
 
 use fixtures::euxfel::{make_run, Format, RunSpec};
 
+/// Run a binary. Other tests of this process write fixtures at the same time, and a
+/// child inherits their open HDF5 files with libhdf5's lock on them: the children
+/// do not lock (they only read closed files).
 fn run(bin: &str, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(bin).args(args).output().expect("spawn");
+    let o = Command::new(bin)
+        .args(args)
+        .env("HDF5_USE_FILE_LOCKING", "FALSE")
+        .output()
+        .expect("spawn");
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -214,4 +221,118 @@ fn xfel_extract_writes_npy() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("\"a\" is not an integer"), "{err}");
+}
+
+/// `--proposal P --run R [--data raw|proc|all]` under `--data-root` or
+/// `$EXTRA_DATA_DATA_ROOT`, for lsxfel, xfel-validate and xfel-extract.
+#[test]
+fn run_lookup_by_proposal_and_run() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let root = td.path().join("exp");
+    let prop = root.join("FXE/202601/p900123");
+    fixture(&prop.join("raw/r0450"));
+    let root_s = root.to_str().expect("utf8");
+    let (code, out, err) = run(
+        LSXFEL,
+        &[
+            "--proposal",
+            "900123",
+            "--run",
+            "450",
+            "--data-root",
+            root_s,
+            "--no-cache",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("r0450 : Run directory\n\n# of trains:    20\n"),
+        "{out}"
+    );
+    let o = std::process::Command::new(LSXFEL)
+        .args(["--proposal", "p900123", "--run", "r0450", "--no-cache"])
+        .env("EXTRA_DATA_DATA_ROOT", &root)
+        .env("HDF5_USE_FILE_LOCKING", "FALSE")
+        .output()
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), out);
+
+    let validate = env!("CARGO_BIN_EXE_xfel-validate");
+    let (code, out, err) = run(
+        validate,
+        &[
+            "--proposal",
+            "900123",
+            "--run",
+            "450",
+            "--data-root",
+            root_s,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Checking run directory: ") && out.ends_with("No problems found\n"));
+
+    // proc/ holds the XGM source again (here: the same files): with --data all its
+    // sources replace raw's of the same name.
+    let (code, _, err) = run(
+        validate,
+        &[
+            "--proposal",
+            "900123",
+            "--run",
+            "450",
+            "--data",
+            "proc",
+            "--data-root",
+            root_s,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no such run directory"), "{err}");
+    fixture(&prop.join("proc/r0450"));
+    let out_dir = td.path().join("npy");
+    let (code, out, err) = run(
+        EXTRACT,
+        &[
+            "SA1_XTD2_XGM/DOOCS/MAIN:output",
+            "data.intensityTD",
+            "--proposal",
+            "900123",
+            "--run",
+            "450",
+            "--data",
+            "all",
+            "--data-root",
+            root_s,
+            "--out",
+            out_dir.to_str().expect("utf8"),
+            "--json",
+            "--no-cache",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["shape"], serde_json::json!([20, 1000]));
+    let (code, out, _) = run(
+        validate,
+        &[
+            "--proposal",
+            "900123",
+            "--run",
+            "450",
+            "--data",
+            "all",
+            "--data-root",
+            root_s,
+        ],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("No problems found").count(), 2, "{out}");
+    // A missing proposal names it and the root.
+    let (code, _, err) = run(
+        LSXFEL,
+        &["--proposal", "1", "--run", "1", "--data-root", root_s],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("p000001"), "{err}");
 }

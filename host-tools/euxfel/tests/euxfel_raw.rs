@@ -74,10 +74,25 @@ fn raw_reader_matches_libhdf5_and_open_files_are_bounded() {
         let n = kd.nbytes().expect("fixed size") as usize;
         let mut a = vec![0u8; n];
         kd.read_into_bytes(&mut a).expect("map read");
+        // Streamed in pieces (map slices, or libhdf5 batches): the same bytes.
+        let mut streamed = Vec::new();
+        kd.for_each_block(|b| {
+            streamed.extend_from_slice(b);
+            Ok(())
+        })
+        .expect("streamed read");
+        assert!(streamed == a, "{src} {key}: streamed bytes differ");
         std::env::set_var("EUXFEL_NO_RAW", "1");
         let mut b = vec![1u8; n];
         kd.read_into_bytes(&mut b).expect("libhdf5 read");
+        let mut streamed = Vec::new();
+        kd.for_each_block(|b| {
+            streamed.extend_from_slice(b);
+            Ok(())
+        })
+        .expect("streamed libhdf5 read");
         std::env::remove_var("EUXFEL_NO_RAW");
+        assert!(streamed == a, "{src} {key}: streamed libhdf5 bytes differ");
         assert_eq!(a, b, "{src} {key}");
         assert!(a.iter().any(|&x| x != 0));
     }

@@ -1,5 +1,8 @@
 //! EuXFEL reader tests on runs written by the fixtures crate.
 
+/// Irregular and corrupted files (one test binary with these: fewer links per edit).
+mod robust;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

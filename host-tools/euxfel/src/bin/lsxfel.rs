@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use euxfel::cli::RunLookup;
 use euxfel::display::{info_into, InfoOptions};
 use euxfel::{DataCollection, FileAccess, OpenOptions, Warning};
 
@@ -14,7 +15,10 @@ use euxfel::{DataCollection, FileAccess, OpenOptions, Warning};
 #[command(name = "lsxfel", about = "Summarise XFEL data in files or folders")]
 struct Args {
     /// Files/folders to look at (default: the current directory).
+    #[arg(conflicts_with = "proposal")]
     paths: Vec<PathBuf>,
+    #[command(flatten)]
+    lookup: RunLookup,
     /// Filter the list of sources, with wildcard patterns like '*XGM/*:output' or
     /// partial matches like 'XGM'. Can be used more than once.
     #[arg(short = 's', long = "source")]
@@ -235,6 +239,9 @@ impl Ctx {
     }
 
     fn run(&mut self) -> Res<u8> {
+        if let Some(dirs) = self.args.lookup.directories().map_err(|e| e.to_string())? {
+            self.args.paths = dirs;
+        }
         let paths: Vec<String> = if self.args.paths.is_empty() {
             vec![std::env::current_dir()
                 .map_err(|e| e.to_string())?

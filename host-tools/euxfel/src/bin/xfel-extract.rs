@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use euxfel::cli::RunLookup;
 use euxfel::{npy, DType, DataCollection, OpenOptions, TrainSelection, Warning};
 
 #[derive(Parser, Debug)]
@@ -15,12 +16,13 @@ use euxfel::{npy, DType, DataCollection, OpenOptions, TrainSelection, Warning};
     about = "Extract one key of EuXFEL run data to NumPy .npy files (data.npy, train_ids.npy)"
 )]
 struct Args {
-    /// Run directory or single .h5 file.
-    run: PathBuf,
-    /// Source name, e.g. SA1_XTD2_XGM/DOOCS/MAIN:output.
-    source: String,
-    /// Key name, e.g. data.intensityTD (control keys may omit '.value').
-    key: String,
+    /// RUN SOURCE KEY: the run directory or single .h5 file (left out with --proposal and
+    /// --run), the source (e.g. SA1_XTD2_XGM/DOOCS/MAIN:output) and the key (e.g.
+    /// data.intensityTD; control keys may omit '.value').
+    #[arg(num_args = 2..=3, required = true, value_names = ["RUN", "SOURCE", "KEY"])]
+    positional: Vec<String>,
+    #[command(flatten)]
+    lookup: RunLookup,
     /// Output directory (created if missing).
     #[arg(long)]
     out: PathBuf,
@@ -82,17 +84,32 @@ fn run(a: &Args) -> Result<String, String> {
         use_cache: !a.no_cache,
         ..OpenOptions::default()
     };
-    let dc = if a.run.is_dir() {
-        DataCollection::open_run(&a.run, &opts)
-    } else {
-        DataCollection::open_file(&a.run)
+    let by_number = a.lookup.proposal.is_some();
+    let (run, source, key) = match (by_number, a.positional.as_slice()) {
+        (false, [run, source, key]) => (Some(PathBuf::from(run)), source, key),
+        (true, [source, key]) => (None, source, key),
+        (false, _) => {
+            return Err("give RUN SOURCE KEY, or SOURCE KEY with --proposal and --run".into())
+        }
+        (true, _) => return Err("with --proposal and --run, give SOURCE KEY only".into()),
+    };
+    let dc = match &run {
+        Some(run) if run.is_dir() => DataCollection::open_run(run, &opts),
+        Some(run) => DataCollection::open_file(run),
+        None => match (&a.lookup.proposal, &a.lookup.run) {
+            (Some(p), Some(r)) => {
+                let root = euxfel::data_root(a.lookup.data_root.as_deref());
+                euxfel::open_run_by_number(&root, p, r, a.lookup.data, &opts)
+            }
+            _ => return Err("--proposal and --run go together".into()),
+        },
     }
     .map_err(|e| {
         print_warnings(&e.skipped_files());
         e.to_string()
     })?;
     print_warnings(dc.warnings());
-    let mut kd = dc.key(&a.source, &a.key).map_err(|e| e.to_string())?;
+    let mut kd = dc.key(source, key).map_err(|e| e.to_string())?;
     if let Some(t) = &a.trains {
         let sel = parse_trains(t, a.by_index)?;
         kd = kd.select_trains(&sel).map_err(|e| e.to_string())?;
@@ -114,8 +131,14 @@ fn run(a: &Args) -> Result<String, String> {
                 kd.dtype.numpy_name()
             )
         })?;
-        let buf = kd.read_bytes().map_err(|e| e.to_string())?;
-        npy::write_raw(&data_path, &descr, &shape, &buf).map_err(|e| e.to_string())?;
+        // Streamed from the files' maps to the output: memory stays bounded.
+        let len = kd
+            .nbytes()
+            .ok_or_else(|| format!("{} {}: data size overflows", kd.source, kd.key))?;
+        npy::write_streamed(&data_path, &descr, &shape, len, |write| {
+            kd.for_each_block(write)
+        })
+        .map_err(|e| e.to_string())?;
     }
     let tids = kd.train_id_coordinates().map_err(|e| e.to_string())?;
     npy::write_u64(&a.out.join("train_ids.npy"), &tids).map_err(|e| e.to_string())?;

@@ -2,12 +2,14 @@
 //! and exit codes of EXtra-data's `extra-data-validate`, plus cross-file checks.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use euxfel::cli::RunLookup;
 use euxfel::validation::{
-    check_names, problems_text, validate_file, validate_run, Checks, Problem, Progress, Report,
+    check_names, merge, problems_text, validate_file, validate_run, Checks, Problem, Progress,
+    Report, Shard,
 };
 
 #[derive(Parser, Debug)]
@@ -19,8 +21,13 @@ use euxfel::validation::{
 )]
 struct Args {
     /// HDF5 file or run directory of HDF5 files.
-    #[arg(required_unless_present = "list")]
+    #[arg(
+        required_unless_present_any = ["list", "proposal", "merge"],
+        conflicts_with_all = ["proposal", "merge"]
+    )]
     path: Option<PathBuf>,
+    #[command(flatten)]
+    lookup: RunLookup,
     /// List available checks (options for --skip).
     #[arg(short = 'l', long = "list")]
     list: bool,
@@ -33,6 +40,14 @@ struct Args {
     /// Files checked at the same time (0: one per CPU).
     #[arg(short = 'j', long = "jobs", default_value_t = 0)]
     jobs: usize,
+    /// Check share I of N of a run's files (0 <= I < N, e.g. a Slurm array task); the
+    /// run checks are left to --merge.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+    /// Merge the --json results of every shard of a run into the report of the whole
+    /// run (with the run checks), as an unsharded run prints it.
+    #[arg(long, num_args = 1.., value_name = "RESULTS", conflicts_with_all = ["shard", "proposal"])]
+    merge: Vec<PathBuf>,
 }
 
 /// EXtra-data's `progress_bar`: `Progress: i/N [###   ]`, at most 50 wide.
@@ -58,15 +73,24 @@ fn progress_line(p: &Progress<'_>) -> String {
     s
 }
 
-fn json(report: &Report, problems: &[Problem]) -> String {
-    serde_json::json!({
-        "path": report.path,
-        "run": report.run,
-        "files": report.files.len(),
-        "ok": problems.is_empty(),
-        "problems": problems,
-    })
-    .to_string()
+/// `--json`: the report (per-file results with their summaries, which --merge
+/// reads back), with every problem and `ok` at the top for scripts.
+#[derive(serde::Serialize)]
+struct JsonOut<'a> {
+    ok: bool,
+    problems: &'a [Problem],
+    #[serde(flatten)]
+    report: &'a Report,
+}
+
+fn read_results(paths: &[PathBuf]) -> Result<Vec<Report>, String> {
+    paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+        })
+        .collect()
 }
 
 fn run(a: &Args) -> u8 {
@@ -84,9 +108,39 @@ fn run(a: &Args) -> u8 {
             return 1;
         }
     };
-    let Some(path) = a.path.as_deref() else {
-        return 1;
+    if !a.merge.is_empty() {
+        let merged =
+            read_results(&a.merge).and_then(|r| merge(r, &checks).map_err(|e| e.to_string()));
+        return match merged {
+            Ok(report) => {
+                if !a.json {
+                    println!("Checking run directory: {}", report.path.display());
+                    println!();
+                }
+                print_report(a, &report)
+            }
+            Err(e) => {
+                eprintln!("xfel-validate: {e}");
+                1
+            }
+        };
+    }
+    let paths = match a.lookup.directories() {
+        Ok(Some(dirs)) => dirs,
+        Ok(None) => a.path.iter().cloned().collect(),
+        Err(e) => {
+            eprintln!("xfel-validate: {e}");
+            return 1;
+        }
     };
+    // Each directory of the run (raw, proc) in turn; problems in any: exit 1.
+    paths
+        .iter()
+        .map(|p| validate(a, p, &checks))
+        .fold(0, |code, c| code.max(c))
+}
+
+fn validate(a: &Args, path: &Path, checks: &Checks) -> u8 {
     let report = if path.is_dir() {
         if !a.json {
             println!("Checking run directory: {}", path.display());
@@ -99,7 +153,7 @@ fn run(a: &Args) -> u8 {
                 eprint!("\x1b[2K\x1b[1A\x1b[2K\r{}", progress_line(&p));
             }
         };
-        match validate_run(path, &checks, a.jobs, shown) {
+        match validate_run(path, checks, a.jobs, a.shard, shown) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("xfel-validate: {e}");
@@ -110,7 +164,7 @@ fn run(a: &Args) -> u8 {
         if !a.json {
             println!("Checking file: {}", path.display());
         }
-        let file = validate_file(path, &checks);
+        let file = validate_file(path, checks);
         if file.summary.is_none() && !a.json {
             // EXtra-data prints the opening problem alone, without the summary line.
             println!("{}", problems_text(&file.problems));
@@ -119,13 +173,30 @@ fn run(a: &Args) -> u8 {
         Report {
             path: path.into(),
             run: false,
+            shard: None,
             files: vec![file],
             run_problems: Vec::new(),
         }
     };
+    print_report(a, &report)
+}
+
+/// The end of the output (after the `Checking ...` header) and the exit status.
+fn print_report(a: &Args, report: &Report) -> u8 {
     let problems = report.problems();
     if a.json {
-        println!("{}", json(&report, &problems));
+        let out = JsonOut {
+            ok: problems.is_empty(),
+            problems: &problems,
+            report,
+        };
+        match serde_json::to_string(&out) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("xfel-validate: {e}");
+                return 1;
+            }
+        }
     } else {
         println!();
         if problems.is_empty() {
