@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::error::DaqError;
 use super::hdf::{Filters, JobLayout};
-use super::job::{lock, AttrValue, DaqJob, JobHandle, JobStatus, ReadMode, Trigger, Wake};
+use super::job::{lock, AttrValue, DaqJob, Dropped, JobHandle, JobStatus, ReadMode, Trigger, Wake};
 use super::log::daq_log;
 use super::setting::SettingError;
 use super::time::{iso_stamp, Clock, Rollover, SystemClock, Unit};
@@ -115,6 +115,8 @@ pub struct DaemonStatus {
     pub last_write_error: Option<String>,
     pub last_write_seconds: f64,
     pub rows_written: u64,
+    /// Rows dropped, all jobs (each job's status has the reasons).
+    pub rows_dropped: u64,
     pub rows_pending_retry: u64,
     pub jobs: Vec<JobStatus>,
 }
@@ -125,7 +127,29 @@ pub struct StopReport {
     /// Every file of the run, in order, with its final name.
     pub files: Vec<PathBuf>,
     pub rows_written: u64,
+    /// Every job's counters after the final write.
+    pub jobs: Vec<JobStatus>,
+    /// Why the final write or the closing of the last file failed; rows it could not write are
+    /// counted in the jobs' `dropped_by.write_failed`.
+    pub final_error: Option<String>,
+    /// Jobs whose thread did not end within [`STOP_GRACE`] (a getter that blocks); their
+    /// buffered rows were written, the thread was left behind.
+    pub stuck_jobs: Vec<String>,
 }
+
+impl StopReport {
+    /// Rows dropped in the run, all jobs and reasons.
+    pub fn rows_dropped(&self) -> u64 {
+        self.jobs.iter().map(|j| j.dropped).sum()
+    }
+    /// True when every row the sources produced is in a file and nothing failed.
+    pub fn is_lossless(&self) -> bool {
+        self.rows_dropped() == 0 && self.final_error.is_none() && self.stuck_jobs.is_empty()
+    }
+}
+
+/// How long [`DaqDaemon::stop`] waits for a job's thread after its stop hook ran.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct WriteStats {
@@ -133,7 +157,6 @@ struct WriteStats {
     errors: u64,
     last_error: Option<String>,
     last_seconds: f64,
-    rows: u64,
 }
 
 struct Shared {
@@ -294,7 +317,7 @@ impl DaqDaemon {
                 attrs: j.attrs.clone(),
             })
             .collect();
-        let mut writer = FileWriter::new(settings, layouts, run_start);
+        let mut writer = FileWriter::new(settings, layouts, self.handles.clone(), run_start);
         let empty = self.handles.iter().map(|h| h.drain(true)).collect();
         writer.write(run_start, empty)?;
         let shared = Arc::new(Shared {
@@ -390,15 +413,10 @@ impl DaqDaemon {
         };
         let st = self.shared.as_ref().map(|s| {
             let st = lock(&s.stats);
-            (
-                st.writes,
-                st.errors,
-                st.last_error.clone(),
-                st.last_seconds,
-                st.rows,
-            )
+            (st.writes, st.errors, st.last_error.clone(), st.last_seconds)
         });
-        let (writes, errors, last_error, last_seconds, rows) = st.unwrap_or((0, 0, None, 0.0, 0));
+        let (writes, errors, last_error, last_seconds) = st.unwrap_or((0, 0, None, 0.0));
+        let jobs: Vec<JobStatus> = self.handles.iter().map(JobHandle::status).collect();
         DaemonStatus {
             name: self.cfg.name.clone(),
             running: self.running,
@@ -416,14 +434,18 @@ impl DaqDaemon {
             write_errors: errors,
             last_write_error: last_error,
             last_write_seconds: last_seconds,
-            rows_written: rows,
+            rows_written: jobs.iter().map(|j| j.written).sum(),
+            rows_dropped: jobs.iter().map(|j| j.dropped).sum(),
             rows_pending_retry: pending,
-            jobs: self.handles.iter().map(JobHandle::status).collect(),
+            jobs,
         }
     }
 
     /// Stops the jobs (running their stop hooks), then makes the final write: every buffered
-    /// row, `file_end`/`run_end`, and the rename of the last file to the real end time.
+    /// row, `file_end`/`run_end`, and the rename of the last file to the real end time. Returns
+    /// in bounded time: a job thread still busy [`STOP_GRACE`] after its stop hook is left
+    /// behind (named in the report) and its buffered rows are written. Rows the final write
+    /// cannot store are counted as dropped and the report says why ([`StopReport::is_lossless`]).
     pub fn stop(mut self) -> Result<StopReport, DaqError> {
         let shared = self.shared.take().ok_or(DaqError::NotStarted)?;
         shared.stop.store(true, Ordering::SeqCst);
@@ -434,11 +456,7 @@ impl DaqDaemon {
             wake.notify();
         }
         shared.writer_wake.notify();
-        for (_, h) in self.workers.drain(..) {
-            if h.join().is_err() {
-                daq_log!(Error, "a job thread panicked");
-            }
-        }
+        let stuck_jobs = join_bounded(std::mem::take(&mut self.workers), STOP_GRACE);
         if let Some(h) = self.writer_thread.take() {
             let _ = h.join();
         }
@@ -446,18 +464,69 @@ impl DaqDaemon {
         let now = shared.clock.now();
         let drained = shared.handles.iter().map(|h| h.drain(true)).collect();
         let mut w = lock(&shared.writer);
-        let report = w.finish(now, drained)?;
-        count_written(&shared, &report);
-        let rows = lock(&shared.stats).rows;
+        let (report, error) = w.finish(now, drained);
+        lock(&shared.stats).last_seconds = report.seconds;
         for f in &report.files_closed {
             daq_log!(Info, "file {}", f.display());
+        }
+        if let Some(e) = &error {
+            daq_log!(Error, "final write failed: {e}");
+        }
+        let jobs: Vec<JobStatus> = shared.handles.iter().map(JobHandle::status).collect();
+        for j in jobs.iter().filter(|j| j.dropped > 0) {
+            daq_log!(
+                Error,
+                "job {}: {} rows dropped ({})",
+                j.group,
+                j.dropped,
+                drop_summary(&j.dropped_by)
+            );
         }
         daq_log!(Info, "daemon stopped at {}", iso_stamp(now));
         Ok(StopReport {
             files: w.finished().to_vec(),
-            rows_written: rows,
+            rows_written: jobs.iter().map(|j| j.written).sum(),
+            jobs,
+            final_error: error.map(|e| e.to_string()),
+            stuck_jobs,
         })
     }
+}
+
+/// `buffer_full 3, write_failed 10` for the reasons with rows.
+pub(crate) fn drop_summary(d: &Dropped) -> String {
+    d.by_reason()
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{} {n}", r.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Joins the job threads, waiting at most `grace` in all; returns the names of the threads
+/// still running then (they are detached).
+fn join_bounded(workers: Vec<(Arc<Wake>, JoinHandle<()>)>, grace: Duration) -> Vec<String> {
+    let deadline = Instant::now() + grace;
+    let mut stuck = Vec::new();
+    for (_, h) in workers {
+        while !h.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if h.is_finished() {
+            if h.join().is_err() {
+                daq_log!(Error, "a job thread panicked");
+            }
+        } else {
+            let name = h.thread().name().unwrap_or("?").to_string();
+            daq_log!(
+                Error,
+                "job thread {name} did not stop within {} s; its buffered rows are written, the thread is left behind",
+                grace.as_secs_f64()
+            );
+            stuck.push(name);
+        }
+    }
+    stuck
 }
 
 impl Drop for DaqDaemon {
@@ -472,23 +541,12 @@ impl Drop for DaqDaemon {
                 wake.notify();
             }
             s.writer_wake.notify();
-            for (_, h) in self.workers.drain(..) {
-                let _ = h.join();
-            }
+            join_bounded(std::mem::take(&mut self.workers), STOP_GRACE);
             if let Some(h) = self.writer_thread.take() {
                 let _ = h.join();
             }
         }
     }
-}
-
-fn count_written(shared: &Shared, report: &WriteReport) {
-    for (h, n) in shared.handles.iter().zip(&report.per_job) {
-        h.shared.counters.written.fetch_add(*n, Ordering::Relaxed);
-    }
-    let mut st = lock(&shared.stats);
-    st.rows += report.rows;
-    st.last_seconds = report.seconds;
 }
 
 fn do_write(shared: &Shared) -> Result<WriteReport, DaqError> {
@@ -505,7 +563,14 @@ fn do_write(shared: &Shared) -> Result<WriteReport, DaqError> {
     let res = w.write(now, drained);
     drop(w);
     match &res {
-        Ok(r) => count_written(shared, r),
+        Ok(r) => {
+            let mut st = lock(&shared.stats);
+            st.last_seconds = r.seconds;
+            if let Some(m) = &r.short_of_space {
+                st.errors += 1;
+                st.last_error = Some(m.clone());
+            }
+        }
         Err(e) => {
             let mut st = lock(&shared.stats);
             st.errors += 1;
@@ -519,6 +584,7 @@ fn do_write(shared: &Shared) -> Result<WriteReport, DaqError> {
 fn writer_loop(shared: Arc<Shared>, period: Duration, jitter: Option<Duration>) {
     let mut rng = Rng::seeded();
     let mut next = Instant::now();
+    let mut reported: Vec<Dropped> = vec![Dropped::default(); shared.handles.len()];
     loop {
         let step = match jitter {
             Some(j) => {
@@ -545,6 +611,10 @@ fn writer_loop(shared: Arc<Shared>, period: Duration, jitter: Option<Duration>) 
         }
         drop(g);
         match do_write(&shared) {
+            Ok(WriteReport {
+                short_of_space: Some(m),
+                ..
+            }) => daq_log!(Error, "{m}"),
             Ok(r) => daq_log!(
                 Debug,
                 "wrote {} rows in {:.1} ms{}",
@@ -558,10 +628,33 @@ fn writer_loop(shared: Arc<Shared>, period: Duration, jitter: Option<Duration>) 
             ),
             Err(e) => daq_log!(Error, "write failed (rows kept for the next write): {e}"),
         }
+        log_new_drops(&shared.handles, &mut reported);
         let now = Instant::now();
         if next < now {
             // A write overran its period: continue from now instead of writing back-to-back.
             next = now;
+        }
+    }
+}
+
+/// Logs, once per write period, the rows each job dropped since the last report.
+fn log_new_drops(handles: &[JobHandle], reported: &mut [Dropped]) {
+    for (h, last) in handles.iter().zip(reported.iter_mut()) {
+        let now = h.dropped();
+        if now.total() > last.total() {
+            let mut delta = Dropped::default();
+            for ((r, n), (_, m)) in now.by_reason().into_iter().zip(last.by_reason()) {
+                delta.add(r, n - m);
+            }
+            daq_log!(
+                Warn,
+                "job {}: {} rows dropped since the last write ({}); {} in all",
+                h.group,
+                delta.total(),
+                drop_summary(&delta),
+                now.total()
+            );
+            *last = now;
         }
     }
 }
@@ -614,6 +707,13 @@ fn worker(jobs: Vec<DaqJob>, wake: Arc<Wake>, shared: Arc<Shared>) {
                     }
                 }
                 ReadMode::Constant => {
+                    if s.job.backpressure && lock(&s.job.shared.buffer).is_full() {
+                        // Hold the source back until the writer drains the buffer (which wakes
+                        // this thread); the timeout only bounds a missed wake-up.
+                        let wait = Duration::from_millis(500);
+                        pause = Some(pause.map_or(wait, |p| p.min(wait)));
+                        continue;
+                    }
                     let job_shared = Arc::clone(&s.job.shared);
                     let c = &job_shared.counters;
                     let errors = c.errors.load(Ordering::Relaxed);

@@ -41,6 +41,19 @@ pub enum DaqError {
     /// The call needs a started daemon.
     #[error("the daemon is not running")]
     NotStarted,
+    /// A write was not started because the file system lacks the room to finish it.
+    #[error(
+        "{}: no space left on device (ENOSPC): the write needs up to {needed} bytes, {available} are available",
+        directory.display()
+    )]
+    NoSpace {
+        directory: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+    /// The final write stored only part of the rows for lack of space.
+    #[error("{message}")]
+    ShortOfSpace { message: String },
     /// The writer has no open file to append to or close.
     #[error("no DAQ file is open")]
     NoOpenFile,

@@ -14,8 +14,177 @@ use super::setting::SettingError;
 
 /// Default HDF5 chunk length along the append axis (the reference's 2**6).
 pub const DEFAULT_CHUNK_LENGTH: usize = 64;
-/// Default limit of buffered rows per job; further samples are dropped and counted.
+/// Default limit of buffered rows per job.
 pub const DEFAULT_MAX_BUFFER_ROWS: usize = 10_000_000;
+/// Default limit of buffered bytes per job (time and every dataset). Beyond either limit a job
+/// with back-pressure stops reading its source; any other job drops the sample and counts it.
+pub const DEFAULT_MAX_BUFFER_BYTES: usize = 64 << 20;
+/// Longest message kept as a job's last error or last bad input (longer ones are cut).
+pub const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Cuts `msg` to [`MAX_MESSAGE_CHARS`] characters, saying how long it was.
+pub(crate) fn bounded_message(msg: &str) -> String {
+    if msg.len() <= MAX_MESSAGE_CHARS {
+        return msg.to_string();
+    }
+    let cut: String = msg.chars().take(MAX_MESSAGE_CHARS).collect();
+    format!("{cut}... ({} bytes in all)", msg.len())
+}
+
+/// Why rows a source produced did not reach a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// The job's buffer was full (writes failing or too slow) and the source cannot be held back.
+    BufferFull,
+    /// Writing failed and the rows could not be kept for a later write (the final write at stop).
+    WriteFailed,
+    /// The rows were in a file that was deleted or moved while the daemon ran.
+    FileLost,
+    /// Read from the source but not taken into the buffer before stop.
+    UnreadAtStop,
+    /// Dropped by the source's transport (a ZeroMQ socket's queue limit).
+    SourceQueue,
+}
+
+impl DropReason {
+    /// Every reason, in status order.
+    pub const ALL: [DropReason; 5] = [
+        DropReason::BufferFull,
+        DropReason::WriteFailed,
+        DropReason::FileLost,
+        DropReason::UnreadAtStop,
+        DropReason::SourceQueue,
+    ];
+    /// snake_case name (status, log and file attributes: `dropped_<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::BufferFull => "buffer_full",
+            DropReason::WriteFailed => "write_failed",
+            DropReason::FileLost => "file_lost",
+            DropReason::UnreadAtStop => "unread_at_stop",
+            DropReason::SourceQueue => "source_queue",
+        }
+    }
+}
+
+/// Dropped rows per [`DropReason`].
+#[derive(Debug, Default)]
+pub(crate) struct DropCounters([AtomicU64; 5]);
+
+impl DropCounters {
+    pub(crate) fn add(&self, reason: DropReason, n: u64) {
+        self.0[reason as usize].fetch_add(n, Ordering::Relaxed);
+    }
+    fn snapshot(&self) -> Dropped {
+        let g = |r: DropReason| self.0[r as usize].load(Ordering::Relaxed);
+        Dropped {
+            buffer_full: g(DropReason::BufferFull),
+            write_failed: g(DropReason::WriteFailed),
+            file_lost: g(DropReason::FileLost),
+            unread_at_stop: g(DropReason::UnreadAtStop),
+            source_queue: g(DropReason::SourceQueue),
+        }
+    }
+}
+
+/// Dropped rows of a job by reason.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Dropped {
+    pub buffer_full: u64,
+    pub write_failed: u64,
+    pub file_lost: u64,
+    pub unread_at_stop: u64,
+    pub source_queue: u64,
+}
+
+impl Dropped {
+    pub(crate) fn add(&mut self, reason: DropReason, n: u64) {
+        let slot = match reason {
+            DropReason::BufferFull => &mut self.buffer_full,
+            DropReason::WriteFailed => &mut self.write_failed,
+            DropReason::FileLost => &mut self.file_lost,
+            DropReason::UnreadAtStop => &mut self.unread_at_stop,
+            DropReason::SourceQueue => &mut self.source_queue,
+        };
+        *slot += n;
+    }
+    /// All dropped rows.
+    pub fn total(&self) -> u64 {
+        self.buffer_full
+            + self.write_failed
+            + self.file_lost
+            + self.unread_at_stop
+            + self.source_queue
+    }
+    /// `(reason, count)` for each reason.
+    pub fn by_reason(&self) -> [(DropReason, u64); 5] {
+        [
+            (DropReason::BufferFull, self.buffer_full),
+            (DropReason::WriteFailed, self.write_failed),
+            (DropReason::FileLost, self.file_lost),
+            (DropReason::UnreadAtStop, self.unread_at_stop),
+            (DropReason::SourceQueue, self.source_queue),
+        ]
+    }
+}
+
+/// What a source reports besides rows: input it could not use (bad lines, messages that are not
+/// rows) and rows it dropped. Counted, and logged at most once a second per job, so bad input
+/// never pauses a job. Create one, capture a clone in the getter and attach it with
+/// [`DaqJob::with_source_stats`].
+#[derive(Debug, Clone, Default)]
+pub struct SourceStats(Arc<SourceStatsInner>);
+
+#[derive(Debug, Default)]
+struct SourceStatsInner {
+    bad_input: AtomicU64,
+    drops: DropCounters,
+    log: Mutex<BadInputLog>,
+}
+
+#[derive(Debug, Default)]
+struct BadInputLog {
+    last: Option<String>,
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl SourceStats {
+    /// Counts one piece of bad input of job `group`; logs it, or a summary, at most once a second.
+    pub fn bad_input(&self, group: &str, what: &dyn std::fmt::Display) {
+        self.0.bad_input.fetch_add(1, Ordering::Relaxed);
+        let msg = bounded_message(&what.to_string());
+        let mut l = lock(&self.0.log);
+        l.unlogged += 1;
+        let due = l
+            .last_logged
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if due {
+            let n = std::mem::take(&mut l.unlogged);
+            l.last_logged = Some(std::time::Instant::now());
+            if n == 1 {
+                log::emit(Level::Warn, format_args!("job {group}: bad input: {msg}"));
+            } else {
+                log::emit(
+                    Level::Warn,
+                    format_args!("job {group}: {n} bad inputs since the last report (last: {msg})"),
+                );
+            }
+        }
+        l.last = Some(msg);
+    }
+    /// Counts `n` rows the source dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        self.0.drops.add(reason, n);
+    }
+    fn bad_inputs(&self) -> u64 {
+        self.0.bad_input.load(Ordering::Relaxed)
+    }
+    fn last_bad_input(&self) -> Option<String> {
+        lock(&self.0.log).last.clone()
+    }
+}
 
 /// One dataset of a job: `/<group>/<name>`, element type and the shape of one entry
 /// (empty for scalars; the file's shape is `(rows, *shape)`).
@@ -155,7 +324,7 @@ pub(crate) struct Counters {
     pub rows: AtomicU64,
     pub skipped: AtomicU64,
     pub deduplicated: AtomicU64,
-    pub dropped: AtomicU64,
+    pub dropped: DropCounters,
     pub errors: AtomicU64,
     pub consecutive_errors: AtomicU64,
     pub missed_periods: AtomicU64,
@@ -170,6 +339,7 @@ pub(crate) struct JobShared {
     pub(crate) last_error: Mutex<Option<String>>,
     pub(crate) pending: AtomicU64,
     pub(crate) wake: Mutex<Option<Arc<Wake>>>,
+    pub(crate) source: Mutex<SourceStats>,
 }
 
 /// A snapshot of a job's counters.
@@ -186,11 +356,18 @@ pub struct JobStatus {
     pub buffered: u64,
     pub skipped: u64,
     pub deduplicated: u64,
-    /// Rows dropped because the buffer was full.
+    /// Rows dropped, all reasons.
     pub dropped: u64,
+    /// Rows dropped by reason.
+    pub dropped_by: Dropped,
+    /// Input the source could not use (lines or messages that are not rows), counted and
+    /// logged at most once a second; it does not pause the job.
+    pub bad_input: u64,
+    pub last_bad_input: Option<String>,
     pub errors: u64,
     pub consecutive_errors: u64,
-    /// Periodic slots skipped because the getter overran its period.
+    /// Periodic slots skipped because the getter overran its period (a shared thread, a slow
+    /// getter).
     pub missed_periods: u64,
     pub last_error: Option<String>,
 }
@@ -210,6 +387,7 @@ pub struct DaqJob {
     pub(crate) error_delay: Duration,
     pub(crate) attrs: Vec<(String, AttrValue)>,
     pub(crate) chunk_length: usize,
+    pub(crate) backpressure: bool,
     pub(crate) on_stop: Option<Box<dyn FnMut() + Send>>,
     pub(crate) shared: Arc<JobShared>,
 }
@@ -281,7 +459,7 @@ impl DaqJob {
                 .into());
             }
         }
-        let buffer = JobBuffer::new(&datasets, DEFAULT_MAX_BUFFER_ROWS);
+        let buffer = JobBuffer::new(&datasets, DEFAULT_MAX_BUFFER_ROWS, DEFAULT_MAX_BUFFER_BYTES);
         Ok(DaqJob {
             group: group.to_string(),
             datasets,
@@ -295,6 +473,7 @@ impl DaqJob {
             error_delay: Duration::from_secs(1),
             attrs: Vec::new(),
             chunk_length: DEFAULT_CHUNK_LENGTH,
+            backpressure: false,
             on_stop: None,
             shared: Arc::new(JobShared {
                 buffer: Mutex::new(buffer),
@@ -302,6 +481,7 @@ impl DaqJob {
                 last_error: Mutex::new(None),
                 pending: AtomicU64::new(0),
                 wake: Mutex::new(None),
+                source: Mutex::new(SourceStats::default()),
             }),
         })
     }
@@ -371,9 +551,26 @@ impl DaqJob {
         self.chunk_length = n.max(1);
         self
     }
-    /// Limit of buffered rows; samples beyond it are dropped and counted (default 10 M).
+    /// Limit of buffered rows (default 10 M); see [`DEFAULT_MAX_BUFFER_BYTES`].
     pub fn with_max_buffer_rows(self, n: usize) -> Self {
         lock(&self.shared.buffer).max_rows = n.max(1);
+        self
+    }
+    /// Limit of buffered bytes (default [`DEFAULT_MAX_BUFFER_BYTES`]); one row always fits.
+    pub fn with_max_buffer_bytes(self, n: usize) -> Self {
+        lock(&self.shared.buffer).max_bytes = n.max(1);
+        self
+    }
+    /// Back-pressure (constant read mode): while the buffer is full the getter is not called,
+    /// so a source that blocks on its input (a pipe) is read no faster than rows are written,
+    /// instead of rows being dropped.
+    pub fn with_backpressure(mut self, on: bool) -> Self {
+        self.backpressure = on;
+        self
+    }
+    /// Attaches the source's bad-input and drop counters to the job's status.
+    pub fn with_source_stats(self, stats: SourceStats) -> Self {
+        *lock(&self.shared.source) = stats;
         self
     }
     /// Called once when the daemon stops (before it waits for the job's thread), e.g. to end
@@ -473,13 +670,14 @@ impl DaqJob {
                 c.deduplicated.fetch_add(1, Ordering::Relaxed);
             }
             Pushed::Dropped(n) => {
-                c.dropped.fetch_add(n as u64, Ordering::Relaxed);
+                c.dropped.add(DropReason::BufferFull, n as u64);
             }
         }
         Ok(())
     }
 
     fn record_error(&mut self, msg: String) {
+        let msg = bounded_message(&msg);
         let c = &self.shared.counters;
         let total = c.errors.fetch_add(1, Ordering::Relaxed) + 1;
         let consecutive = c.consecutive_errors.fetch_add(1, Ordering::Relaxed) + 1;
@@ -522,6 +720,8 @@ impl JobHandle {
     pub fn status(&self) -> JobStatus {
         let c = &self.shared.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let source = lock(&self.shared.source).clone();
+        let dropped_by = self.dropped();
         JobStatus {
             group: self.group.clone(),
             reads: get(&c.reads),
@@ -530,7 +730,10 @@ impl JobHandle {
             buffered: lock(&self.shared.buffer).rows() as u64,
             skipped: get(&c.skipped),
             deduplicated: get(&c.deduplicated),
-            dropped: get(&c.dropped),
+            dropped: dropped_by.total(),
+            dropped_by,
+            bad_input: source.bad_inputs(),
+            last_bad_input: source.last_bad_input(),
             errors: get(&c.errors),
             consecutive_errors: get(&c.consecutive_errors),
             missed_periods: get(&c.missed_periods),
@@ -541,7 +744,39 @@ impl JobHandle {
     /// Removes buffered rows: all of them when `all`, otherwise all but a de-duplication run's
     /// last row, which may still have its time updated.
     pub fn drain(&self, all: bool) -> Drained {
-        lock(&self.shared.buffer).drain(all)
+        let mut b = lock(&self.shared.buffer);
+        let was_full = b.is_full();
+        let d = b.drain(all);
+        drop(b);
+        if was_full {
+            // A job with back-pressure waits for room: wake its thread.
+            if let Some(w) = lock(&self.shared.wake).as_ref() {
+                w.notify();
+            }
+        }
+        d
+    }
+
+    /// Rows dropped so far, by reason (the job's and its source's counts).
+    pub fn dropped(&self) -> Dropped {
+        let mut d = self.shared.counters.dropped.snapshot();
+        let source = lock(&self.shared.source).clone();
+        for (r, n) in source.0.drops.snapshot().by_reason() {
+            d.add(r, n);
+        }
+        d
+    }
+
+    /// Counts `n` rows appended to a file.
+    pub(crate) fn count_written(&self, n: u64) {
+        self.shared.counters.written.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` of this job's rows as dropped for `reason` (by the daemon's writer).
+    pub(crate) fn count_dropped(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.shared.counters.dropped.add(reason, n);
+        }
     }
 
     /// No rows, shaped like this job's drains.
@@ -589,6 +824,9 @@ pub(crate) struct JobBuffer {
     dtypes: Vec<Dtype>,
     pub(crate) dedup: bool,
     pub(crate) max_rows: usize,
+    pub(crate) max_bytes: usize,
+    /// Bytes of one row: its time and every dataset's entry.
+    row_bytes: usize,
     run_len: u32,
     have_last: bool,
     last_bytes: Vec<u8>,
@@ -596,7 +834,7 @@ pub(crate) struct JobBuffer {
 }
 
 impl JobBuffer {
-    pub(crate) fn new(datasets: &[DatasetSpec], max_rows: usize) -> Self {
+    pub(crate) fn new(datasets: &[DatasetSpec], max_rows: usize, max_bytes: usize) -> Self {
         JobBuffer {
             time: Vec::new(),
             columns: datasets
@@ -607,6 +845,11 @@ impl JobBuffer {
             dtypes: datasets.iter().map(|d| d.dtype).collect(),
             dedup: false,
             max_rows,
+            max_bytes,
+            row_bytes: 8 + datasets
+                .iter()
+                .map(|d| d.entry_len() * d.dtype.size())
+                .sum::<usize>(),
             run_len: 0,
             have_last: false,
             last_bytes: Vec::new(),
@@ -616,6 +859,20 @@ impl JobBuffer {
 
     pub(crate) fn rows(&self) -> usize {
         self.time.len()
+    }
+
+    /// Whether `n` more rows fit; an empty buffer always takes them (a row larger than the
+    /// byte limit is not dropped for ever).
+    fn fits(&self, n: usize) -> bool {
+        let rows = self.time.len();
+        rows == 0
+            || (rows + n <= self.max_rows
+                && (rows + n).saturating_mul(self.row_bytes) <= self.max_bytes)
+    }
+
+    /// True when no further row fits.
+    pub(crate) fn is_full(&self) -> bool {
+        !self.fits(1)
     }
 
     fn rollback(&mut self, lens: &[usize]) {
@@ -642,7 +899,7 @@ impl JobBuffer {
                     .join(", ")
             ));
         }
-        if self.time.len() >= self.max_rows {
+        if !self.fits(1) {
             return Ok(Pushed::Dropped(1));
         }
         let lens: Vec<usize> = self.columns.iter().map(Column::len).collect();
@@ -727,7 +984,7 @@ impl JobBuffer {
                 ));
             }
         }
-        if self.time.len() + n > self.max_rows {
+        if !self.fits(n) {
             return Ok(Pushed::Dropped(n));
         }
         let lens: Vec<usize> = self.columns.iter().map(Column::len).collect();
@@ -775,7 +1032,7 @@ mod tests {
     #[test]
     fn dedup_keeps_first_and_last_of_a_run() {
         let specs = specs();
-        let mut b = JobBuffer::new(&specs, 100);
+        let mut b = JobBuffer::new(&specs, 100, usize::MAX);
         b.dedup = true;
         let row = |a: f64, x: u16| vec![Entry::from(a), Entry::from(vec![x, x])];
         // d0 d0 d0 d0 d1 d1 d1 d2 d3 d3 d3 -> d0 d0 d1 d1 d2 d3 d3 (the reference's example)
@@ -798,7 +1055,7 @@ mod tests {
     #[test]
     fn dedup_holds_back_the_open_run_across_drains() {
         let specs = specs();
-        let mut b = JobBuffer::new(&specs, 100);
+        let mut b = JobBuffer::new(&specs, 100, usize::MAX);
         b.dedup = true;
         let row = vec![Entry::from(5.0), Entry::from(vec![1u16, 2])];
         for t in 0..3 {
@@ -820,7 +1077,7 @@ mod tests {
     #[test]
     fn wrong_rows_are_rejected_without_partial_writes() {
         let specs = specs();
-        let mut b = JobBuffer::new(&specs, 100);
+        let mut b = JobBuffer::new(&specs, 100, usize::MAX);
         assert!(b.push_row(0.0, &[Entry::from(1.0)], &specs).is_err());
         let err = b.push_row(0.0, &[Entry::from(1.0), Entry::from(vec![1u16])], &specs);
         assert!(err.unwrap_err().contains("dataset b"));
@@ -833,7 +1090,7 @@ mod tests {
             0,
             "the first dataset's value was rolled back"
         );
-        let mut small = JobBuffer::new(&specs, 1);
+        let mut small = JobBuffer::new(&specs, 1, usize::MAX);
         let ok = vec![Entry::from(1.0), Entry::from(vec![1u16, 2])];
         assert!(matches!(
             small.push_row(0.0, &ok, &specs),

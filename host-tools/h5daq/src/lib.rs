@@ -42,9 +42,9 @@ pub use column::{Column, ConvertError, Dtype, Entry, Scalar};
 pub use daemon::{DaemonConfig, DaemonStatus, DaqDaemon, StopReport, RESERVED_ATTRS};
 pub use error::{DaqError, ParseError};
 pub use job::{
-    AttrValue, DaqJob, DatasetSpec, Drained, ErrorHandler, ErrorReport, Getter, GetterError,
-    JobHandle, JobStatus, ReadMode, Reading, Trigger, DEFAULT_CHUNK_LENGTH,
-    DEFAULT_MAX_BUFFER_ROWS,
+    AttrValue, DaqJob, DatasetSpec, Drained, DropReason, Dropped, ErrorHandler, ErrorReport,
+    Getter, GetterError, JobHandle, JobStatus, ReadMode, Reading, SourceStats, Trigger,
+    DEFAULT_CHUNK_LENGTH, DEFAULT_MAX_BUFFER_BYTES, DEFAULT_MAX_BUFFER_ROWS,
 };
 pub use setting::SettingError;
 pub use time::{Clock, ManualClock, Rollover, SystemClock, Unit};

@@ -9,7 +9,7 @@ use hdf5::File;
 use super::column::Column;
 use super::error::{DaqError, ParseError};
 use super::hdf::{self, Filters, JobLayout};
-use super::job::{AttrValue, Drained};
+use super::job::{AttrValue, Drained, DropReason, Dropped, JobHandle};
 use super::log::daq_log;
 use super::time::{compact_stamp, parse_compact_stamp, Rollover};
 
@@ -67,8 +67,19 @@ struct Current {
     to: f64,
     file_id: u64,
     rows: u64,
+    /// Rows of each job in this file.
+    rows_per_job: Vec<u64>,
+    /// Device and inode at creation: a file deleted or replaced under the daemon is noticed.
+    identity: (u64, u64),
+    /// The drop counts last written into the file's group attributes, per job.
+    drops_written: Vec<Dropped>,
     /// The open file in SWMR mode.
     handle: Option<File>,
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// What one write did.
@@ -80,12 +91,18 @@ pub struct WriteReport {
     pub files_closed: Vec<PathBuf>,
     pub current: Option<PathBuf>,
     pub seconds: f64,
+    /// Rows kept for the next write because the file system had no room for them (the
+    /// message says how much was free).
+    pub held_back: u64,
+    pub short_of_space: Option<String>,
 }
 
 /// Rows per job not yet in a file, the current file and the run's file list.
 pub(crate) struct FileWriter {
     settings: FileSettings,
     jobs: Vec<JobLayout>,
+    /// The jobs' counters: rows written and dropped are counted here as they happen.
+    handles: Vec<JobHandle>,
     pending: Vec<Drained>,
     current: Option<Current>,
     next_from: f64,
@@ -175,15 +192,66 @@ impl Rng {
     }
 }
 
+/// Appends every job's rows and flushes; if any append or the flush fails, the jobs appended
+/// before it are shrunk back too, so the file holds exactly what it held before the call.
 fn write_rows(file: &File, jobs: &[JobLayout], rows: &[(usize, Drained)]) -> Result<u64, DaqError> {
+    let mut done: Vec<(usize, usize)> = Vec::new();
     let mut n = 0;
-    for (j, d) in rows {
-        hdf::append(file, &jobs[*j], d)?;
+    let mut res = Ok(());
+    for (j, d) in rows.iter().filter(|(_, d)| d.rows() > 0) {
+        let before = match hdf::rows_in(file, &jobs[*j]) {
+            Ok(b) => b,
+            Err(e) => {
+                res = Err(e);
+                break;
+            }
+        };
+        // `append` rolls its own job back on failure.
+        if let Err(e) = hdf::append(file, &jobs[*j], d) {
+            res = Err(e);
+            break;
+        }
+        done.push((*j, before));
         n += d.rows() as u64;
     }
-    file.flush()
-        .map_err(DaqError::hdf5(format!("{}: flush", file.filename())))?;
+    if res.is_ok() {
+        res = file
+            .flush()
+            .map_err(DaqError::hdf5(format!("{}: flush", file.filename())));
+    }
+    if let Err(e) = res {
+        for (j, before) in done {
+            if let Err(r) = hdf::truncate(file, &jobs[j], before) {
+                daq_log!(Error, "{r}");
+            }
+        }
+        // Best effort: the rollback's own metadata.
+        let _ = file.flush();
+        return Err(e);
+    }
     Ok(n)
+}
+
+/// Bytes a write of `rows[j]` rows of each job may add to a file: every chunk it touches in
+/// full (with its checksum) plus room for chunk-index and heap metadata. Deliberately generous:
+/// a write that would not fit is not started.
+fn bytes_needed(jobs: &[JobLayout], rows: &[usize]) -> u64 {
+    const METADATA_MARGIN: u64 = 256 << 10;
+    let mut total = METADATA_MARGIN;
+    for (job, &k) in jobs.iter().zip(rows) {
+        let k = k as u64;
+        if k == 0 {
+            continue;
+        }
+        let time_chunk = job.time_chunk_rows() as u64;
+        total += (k.div_ceil(time_chunk) + 1) * (time_chunk * 8 + 4);
+        for spec in &job.datasets {
+            let entry = (spec.entry_len() * spec.dtype.size()) as u64;
+            let chunk_rows = job.chunk_rows(entry as usize) as u64;
+            total += (k.div_ceil(chunk_rows) + 1) * (chunk_rows * entry + 4);
+        }
+    }
+    total
 }
 
 /// Splits rows into those with `time < boundary` and the rest.
@@ -209,6 +277,21 @@ fn split_before(d: Drained, boundary: f64, entry_lens: &[usize]) -> (Drained, Dr
     (a, b)
 }
 
+/// Splits rows into the first `k` and the rest.
+fn split_rows(mut d: Drained, k: usize, entry_lens: &[usize]) -> (Drained, Drained) {
+    let k = k.min(d.rows());
+    let tail = Drained {
+        time: d.time.split_off(k),
+        columns: d
+            .columns
+            .iter_mut()
+            .zip(entry_lens)
+            .map(|(c, e)| c.split_off(k * e))
+            .collect(),
+    };
+    (d, tail)
+}
+
 fn empty_like(d: &Drained) -> Drained {
     Drained {
         time: Vec::new(),
@@ -232,7 +315,12 @@ fn append_drained(dst: &mut Drained, src: Drained) {
 }
 
 impl FileWriter {
-    pub(crate) fn new(settings: FileSettings, jobs: Vec<JobLayout>, run_start: f64) -> Self {
+    pub(crate) fn new(
+        settings: FileSettings,
+        jobs: Vec<JobLayout>,
+        handles: Vec<JobHandle>,
+        run_start: f64,
+    ) -> Self {
         let mut rng = Rng::seeded();
         let next_id = rng.id();
         let chunk_cache = jobs
@@ -255,6 +343,7 @@ impl FileWriter {
         FileWriter {
             settings,
             jobs,
+            handles,
             pending,
             current: None,
             next_from: run_start,
@@ -316,11 +405,54 @@ impl FileWriter {
         let path = free_path(&self.settings.directory, &name, None);
         let file_id = self.next_id;
         let attrs = self.root_attrs(from);
+        let created = self.create_file(&path, &attrs, file_id);
+        let handle = match created {
+            Ok(h) => h,
+            Err(e) => {
+                // A file that could not be set up completely holds no rows: leave none behind.
+                if let Err(r) = std::fs::remove_file(&path) {
+                    if r.kind() != std::io::ErrorKind::NotFound {
+                        daq_log!(Warn, "could not remove {}: {r}", path.display());
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let identity = identity(&path).unwrap_or_default();
+        daq_log!(
+            Info,
+            "new file {} (rollover at {})",
+            path.display(),
+            compact_stamp(to)
+        );
+        self.next_id = self.rng.id();
+        let n = self.jobs.len();
+        self.current = Some(Current {
+            path,
+            from,
+            to,
+            file_id,
+            rows: 0,
+            rows_per_job: vec![0; n],
+            identity,
+            drops_written: vec![Dropped::default(); n],
+            handle,
+        });
+        Ok(())
+    }
+
+    /// Creates the file with its groups, datasets and attributes; the open handle in SWMR mode.
+    fn create_file(
+        &self,
+        path: &Path,
+        attrs: &[(String, AttrValue)],
+        file_id: u64,
+    ) -> Result<Option<File>, DaqError> {
         let file = hdf::create(
-            &path,
+            path,
             &self.jobs,
             self.settings.filters,
-            &attrs,
+            attrs,
             self.chunk_cache,
         )?;
         let ids = [
@@ -332,36 +464,77 @@ impl FileWriter {
             hdf::set_attr_u64(&file, k, v)
                 .map_err(DaqError::hdf5(format!("{}: attribute {k}", path.display())))?;
         }
-        let handle = match self.settings.mode {
+        match self.settings.mode {
             WriteMode::Close => {
                 file.close()
                     .map_err(DaqError::hdf5(format!("{}: close", path.display())))?;
-                None
+                Ok(None)
             }
             WriteMode::Swmr => {
                 file.start_swmr()
                     .map_err(DaqError::hdf5(format!("{}: start SWMR", path.display())))?;
                 file.flush()
                     .map_err(DaqError::hdf5(format!("{}: flush", path.display())))?;
-                Some(file)
+                Ok(Some(file))
             }
+        }
+    }
+
+    /// A current file that was deleted, moved or replaced since it was created: its rows are
+    /// counted as lost and the next write starts a new file in the same interval, chained to it.
+    fn check_current_file(&mut self) {
+        let Some(cur) = self.current.as_ref() else {
+            return;
+        };
+        if identity(&cur.path) == Some(cur.identity) {
+            return;
+        }
+        let Some(cur) = self.current.take() else {
+            return;
         };
         daq_log!(
-            Info,
-            "new file {} (rollover at {})",
-            path.display(),
-            compact_stamp(to)
+            Error,
+            "{} was deleted or moved while the daemon was writing it; its {} rows are counted as lost (file_lost) and writing goes on in a new file",
+            cur.path.display(),
+            cur.rows
         );
-        self.next_id = self.rng.id();
-        self.current = Some(Current {
-            path,
-            from,
-            to,
-            file_id,
-            rows: 0,
-            handle,
-        });
-        Ok(())
+        for (h, n) in self.handles.iter().zip(&cur.rows_per_job) {
+            h.count_dropped(DropReason::FileLost, *n);
+        }
+        // An open SWMR handle refers to the unlinked file: closing it loses nothing more.
+        drop(cur.handle);
+        self.previous_id = cur.file_id;
+        self.next_from = cur.from;
+    }
+
+    /// How many of each job's pending rows the file system can take: all of them, or the
+    /// largest equal fraction (1/2, 1/4, ...) that fits. A write that cannot finish is not
+    /// started (nothing is cut short); with no room even for a few rows, the error names the
+    /// free space.
+    fn rows_that_fit(&self) -> Result<Vec<usize>, DaqError> {
+        let all: Vec<usize> = self.pending.iter().map(Drained::rows).collect();
+        let dir = &self.settings.directory;
+        let Ok((_, _, available)) = crate::sys::disk_usage(dir) else {
+            return Ok(all);
+        };
+        let needed = bytes_needed(&self.jobs, &all);
+        if needed <= available {
+            return Ok(all);
+        }
+        let mut part = all.clone();
+        while part.iter().any(|&n| n > 1) {
+            for n in &mut part {
+                *n /= 2;
+            }
+            if bytes_needed(&self.jobs, &part) <= available {
+                return Ok(part);
+            }
+        }
+        Err(DaqError::NoSpace {
+            directory: dir.clone(),
+            needed,
+            available,
+        })
     }
 
     /// Appends rows `(job index, rows)` to the current file (opening and closing it in close
@@ -373,11 +546,21 @@ impl FileWriter {
         if rows.iter().all(|(_, d)| d.rows() == 0) {
             return Ok(0);
         }
-        let n = match &cur.handle {
-            Some(f) => write_rows(f, &self.jobs, rows)?,
+        let drops: Vec<Dropped> = self.handles.iter().map(JobHandle::dropped).collect();
+        let write = |f: &File, cur: &mut Current| -> Result<u64, DaqError> {
+            let n = write_rows(f, &self.jobs, rows)?;
+            write_drop_attrs(f, &self.jobs, &drops, &mut cur.drops_written);
+            Ok(n)
+        };
+        let n = match cur.handle.take() {
+            Some(f) => {
+                let r = write(&f, cur);
+                cur.handle = Some(f);
+                r?
+            }
             None => {
                 let f = hdf::open_rw(&cur.path, self.chunk_cache)?;
-                let r = write_rows(&f, &self.jobs, rows);
+                let r = write(&f, cur);
                 let c = f
                     .close()
                     .map_err(DaqError::hdf5(format!("{}: close", cur.path.display())));
@@ -387,6 +570,11 @@ impl FileWriter {
             }
         };
         cur.rows += n;
+        for (j, d) in rows {
+            let k = d.rows() as u64;
+            cur.rows_per_job[*j] += k;
+            self.handles[*j].count_written(k);
+        }
         Ok(n)
     }
 
@@ -396,6 +584,53 @@ impl FileWriter {
         for (p, d) in self.pending.iter_mut().zip(new) {
             append_drained(p, d);
         }
+        self.check_current_file();
+        if self.pending_rows() == 0 {
+            return self.write_pending(now, t0);
+        }
+        let fit = self.rows_that_fit()?;
+        let all: Vec<usize> = self.pending.iter().map(Drained::rows).collect();
+        if fit == all {
+            return self.write_pending(now, t0);
+        }
+        // Write what fits now; the rest stays pending, in order, for the next write.
+        let mut later = Vec::with_capacity(self.jobs.len());
+        for (j, p) in self.pending.iter_mut().enumerate() {
+            let lens: Vec<usize> = self.jobs[j]
+                .datasets
+                .iter()
+                .map(|d| d.entry_len())
+                .collect();
+            let d = std::mem::replace(
+                p,
+                Drained {
+                    time: vec![],
+                    columns: vec![],
+                },
+            );
+            let (head, tail) = split_rows(d, fit[j], &lens);
+            *p = head;
+            later.push(tail);
+        }
+        let (written, total) = (fit.iter().sum::<usize>(), all.iter().sum::<usize>());
+        let available = crate::sys::disk_usage(&self.settings.directory).map_or(0, |u| u.2);
+        let message = format!(
+            "{}: no space left on device (ENOSPC) for all rows: {available} bytes available, {written} of {total} pending rows written, the rest kept for the next write",
+            self.settings.directory.display()
+        );
+        let res = self.write_pending(now, t0);
+        for (p, tail) in self.pending.iter_mut().zip(later) {
+            append_drained(p, tail);
+        }
+        res.map(|mut r| {
+            r.held_back = (total - written) as u64;
+            r.short_of_space = Some(message);
+            r
+        })
+    }
+
+    /// Writes every pending row (rollover by time first, then by size).
+    fn write_pending(&mut self, now: f64, t0: Instant) -> Result<WriteReport, DaqError> {
         let entry_lens: Vec<Vec<usize>> = self
             .jobs
             .iter()
@@ -502,11 +737,11 @@ impl FileWriter {
     /// Closes the current file: writes `file_end`, `following_file_id` (and `run_end` when the
     /// run ends), renames it to its real end when `rename`. Returns the final path.
     fn finalize(&mut self, end: f64, rename: bool, run_end: bool) -> Result<PathBuf, DaqError> {
-        let Some(cur) = self.current.take() else {
+        let Some(mut cur) = self.current.take() else {
             return Err(DaqError::NoOpenFile);
         };
         let path = cur.path.clone();
-        if let Some(h) = cur.handle {
+        if let Some(h) = cur.handle.take() {
             h.close()
                 .map_err(DaqError::hdf5(format!("{}: close", path.display())))?;
         }
@@ -522,6 +757,8 @@ impl FileWriter {
             }
             hdf::set_attr_u64(&f, "following_file_id", following)
                 .map_err(DaqError::hdf5(ctx("following_file_id")))?;
+            let drops: Vec<Dropped> = self.handles.iter().map(JobHandle::dropped).collect();
+            write_drop_attrs(&f, &self.jobs, &drops, &mut cur.drops_written);
             f.close()
                 .map_err(DaqError::hdf5(format!("{}: close", path.display())))?;
         }
@@ -543,14 +780,38 @@ impl FileWriter {
 
     /// The final write: everything pending plus `new`, then the current file is closed with
     /// `file_end = run_end = now`, renamed to the real end, and `run_end` is written into the
-    /// run's earlier files (best effort; failures are logged).
-    pub(crate) fn finish(&mut self, now: f64, new: Vec<Drained>) -> Result<WriteReport, DaqError> {
-        let mut report = self.write(now, new)?;
+    /// run's earlier files (best effort; failures are logged). When the rows cannot be written
+    /// they are counted as dropped (`write_failed`) and the first error is returned beside the
+    /// report; the last file is still closed if it can be.
+    pub(crate) fn finish(
+        &mut self,
+        now: f64,
+        new: Vec<Drained>,
+    ) -> (WriteReport, Option<DaqError>) {
+        let (mut report, mut error) = match self.write(now, new) {
+            Ok(r) => (r, None),
+            Err(e) => (WriteReport::default(), Some(e)),
+        };
+        // A short write (too little space) leaves rows pending too: at stop they are lost.
+        if error.is_none() && self.pending_rows() > 0 {
+            error = Some(DaqError::ShortOfSpace {
+                message: report.short_of_space.take().unwrap_or_default(),
+            });
+        }
+        for (h, p) in self.handles.iter().zip(self.pending.iter_mut()) {
+            h.count_dropped(DropReason::WriteFailed, p.rows() as u64);
+            *p = empty_like(p);
+        }
         if self.current.is_none() {
-            self.open_new()?;
+            if let Err(e) = self.open_new() {
+                return (report, error.or(Some(e)));
+            }
         }
         let end = now.max(self.current.as_ref().map_or(now, |c| c.from));
-        let last = self.finalize(end, true, true)?;
+        let last = match self.finalize(end, true, true) {
+            Ok(p) => p,
+            Err(e) => return (report, error.or(Some(e))),
+        };
         report.files_closed.push(last.clone());
         report.current = None;
         for p in &self.finished {
@@ -566,7 +827,32 @@ impl FileWriter {
                 daq_log!(Warn, "could not write run_end into {}: {e}", p.display());
             }
         }
-        Ok(report)
+        (report, error.take())
+    }
+}
+
+/// Writes a job's drop counts as its group's attributes `dropped_<reason>` (uint64) when they
+/// changed since they were last written into this file. Best effort: a failure is logged and
+/// retried at the next write.
+fn write_drop_attrs(file: &File, jobs: &[JobLayout], drops: &[Dropped], written: &mut [Dropped]) {
+    for ((job, now), last) in jobs.iter().zip(drops).zip(written.iter_mut()) {
+        if now == last {
+            continue;
+        }
+        let res = file.group(&job.group).and_then(|g| {
+            now.by_reason()
+                .into_iter()
+                .try_for_each(|(r, n)| hdf::set_attr_u64(&g, &format!("dropped_{}", r.name()), n))
+        });
+        match res {
+            Ok(()) => *last = *now,
+            Err(e) => daq_log!(
+                Warn,
+                "{}: /{}: could not write the drop counts: {e}",
+                file.filename(),
+                job.group
+            ),
+        }
     }
 }
 

@@ -568,7 +568,7 @@ fn swmr_mode_writes_the_same_layout_and_threads_share_ids() {
 }
 
 #[test]
-fn a_failed_write_keeps_its_rows_and_retries_them_first() {
+fn a_file_moved_away_is_counted_as_lost_and_writing_goes_on_in_a_new_file() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_795_000_000.0));
     let value = Arc::new(Mutex::new(0.0));
@@ -597,24 +597,31 @@ fn a_failed_write_keeps_its_rows_and_retries_them_first() {
     let away = dir.path().join("away");
     std::fs::rename(&path, &away).unwrap();
     sample(2);
-    let err = d.write_now().unwrap_err().to_string();
-    assert!(err.contains("DAQ_"), "the error names the file: {err}");
-    let st = d.status();
-    assert_eq!((st.write_errors, st.rows_pending_retry), (1, 2));
-    sample(1);
-    std::fs::rename(&away, &path).unwrap();
     let r = d.write_now().unwrap();
-    assert_eq!(r.rows, 2, "the retried rows first");
+    assert_eq!(r.rows, 2, "the new rows go to a new file");
+    let st = h.status();
     assert_eq!(
-        h.status().buffered,
-        1,
-        "new rows waited in the job's buffer"
+        st.dropped_by.file_lost, 2,
+        "the moved file's rows are counted"
     );
-    let r = d.write_now().unwrap();
-    assert_eq!(r.rows, 1);
+    assert_eq!((st.written, st.dropped), (4, 2));
     let report = d.stop().unwrap();
+    assert!(!report.is_lossless());
+    assert_eq!(report.files.len(), 1);
     let f = hdf5::File::open(&report.files[0]).unwrap();
     let v: Vec<f32> = f.dataset("r/v").unwrap().read_raw().unwrap();
-    assert_eq!(v, vec![1.0, 2.0, 3.0, 4.0, 5.0]);
-    assert_eq!(h.status().written, 5);
+    assert_eq!(v, vec![3.0, 4.0]);
+    let lost = hdf5::File::open(&away).unwrap();
+    let id = |f: &hdf5::File, k: &str| f.attr(k).unwrap().read_scalar::<u64>().unwrap();
+    assert_eq!(
+        id(&f, "previous_file_id"),
+        id(&lost, "file_id"),
+        "the chain goes on"
+    );
+    let attr = f.group("r").unwrap().attr("dropped_file_lost").unwrap();
+    assert_eq!(
+        attr.read_scalar::<u64>().unwrap(),
+        2,
+        "the file records the loss"
+    );
 }

@@ -59,7 +59,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Ask a running daemon to stop (final write and rename), and wait until it has.
+    /// Ask a running daemon to stop (final write and rename) and wait until it has; exits 1 when
+    /// rows were dropped or the final write failed.
     Stop {
         /// Find the control socket from this config file.
         #[arg(short, long, conflicts_with = "socket")]
@@ -70,6 +71,9 @@ enum Cmd {
         /// Seconds to wait for the daemon to finish.
         #[arg(long, default_value_t = 30.0)]
         timeout: f64,
+        /// Print the daemon's final report as JSON (rows written and dropped per job).
+        #[arg(long)]
+        json: bool,
     },
     /// Finish files left by a killed daemon: clear the HDF5 open-for-write flag (h5clear -s)
     /// where needed, set file_end to the last stored time, rename to the real end time.
@@ -138,7 +142,8 @@ fn main() -> ExitCode {
             config,
             socket,
             timeout,
-        } => stop(config, socket, timeout),
+            json,
+        } => stop(config, socket, timeout, json),
         Cmd::Recover {
             paths,
             prefix,
@@ -192,8 +197,10 @@ fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure>
     daemon.start()?;
     let daemon = Arc::new(Mutex::new(Some(daemon)));
     let stop_requested = Arc::new(AtomicBool::new(false));
+    let outcome = Arc::new(Outcome::default());
     let handler: control::Handler = {
         let (daemon, stop_requested) = (Arc::clone(&daemon), Arc::clone(&stop_requested));
+        let outcome = Arc::clone(&outcome);
         Arc::new(
             move |req: &serde_json::Value| match req.get("cmd").and_then(|c| c.as_str()) {
                 Some("status") => {
@@ -205,7 +212,17 @@ fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure>
                 }
                 Some("stop") => {
                     stop_requested.store(true, Ordering::SeqCst);
-                    serde_json::json!({"ok": true, "stopping": true, "pid": std::process::id()})
+                    let wait = req
+                        .get("wait")
+                        .and_then(|w| w.as_f64())
+                        .filter(|w| *w > 0.0);
+                    match wait {
+                        // Answer once the final write is done, with what it stored and lost.
+                        Some(secs) => outcome.wait(Duration::from_secs_f64(secs.min(3600.0))),
+                        None => {
+                            serde_json::json!({"ok": true, "stopping": true, "pid": std::process::id()})
+                        }
+                    }
                 }
                 other => {
                     serde_json::json!({"ok": false, "error": format!("unknown command {other:?} (use status or stop)")})
@@ -249,16 +266,94 @@ fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure>
     };
     println!("h5daq: stopping ({reason}): final write");
     let taken = daemon.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let report = match taken {
-        Some(d) => d.stop().map_err(|e| Failure::Runtime(e.to_string()))?,
-        None => return Err(Failure::Runtime("the daemon was already stopped".into())),
+    let stopped = match taken {
+        Some(d) => d.stop(),
+        None => Err(DaqError::NotStarted),
     };
+    let report = match stopped {
+        Ok(r) => r,
+        Err(e) => {
+            outcome.set(serde_json::json!({"ok": false, "error": e.to_string()}));
+            drop(server);
+            return Err(Failure::Runtime(e.to_string()));
+        }
+    };
+    outcome.set(serde_json::json!({
+        "ok": true,
+        "stopped": true,
+        "lossless": report.is_lossless(),
+        "rows_written": report.rows_written,
+        "rows_dropped": report.rows_dropped(),
+        "final_error": report.final_error,
+        "stuck_jobs": report.stuck_jobs,
+        "jobs": report.jobs,
+        "files": report.files,
+    }));
+    // Dropping the server waits for a `stop --wait` client to get its answer.
     drop(server);
     println!("h5daq: {} rows written; files:", report.rows_written);
     for f in &report.files {
         println!("  {}", f.display());
     }
-    Ok(())
+    if report.is_lossless() {
+        return Ok(());
+    }
+    Err(Failure::Runtime(loss_message(&report)))
+}
+
+/// What a run lost: rows dropped per job and reason, the final write's error, stuck jobs.
+fn loss_message(report: &h5daq::StopReport) -> String {
+    let mut parts = Vec::new();
+    for j in report.jobs.iter().filter(|j| j.dropped > 0) {
+        let reasons: Vec<String> = j
+            .dropped_by
+            .by_reason()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| format!("{} {n}", r.name()))
+            .collect();
+        parts.push(format!(
+            "job {}: {} rows dropped ({})",
+            j.group,
+            j.dropped,
+            reasons.join(", ")
+        ));
+    }
+    if let Some(e) = &report.final_error {
+        parts.push(format!("final write failed: {e}"));
+    }
+    if !report.stuck_jobs.is_empty() {
+        parts.push(format!(
+            "job threads that did not stop: {}",
+            report.stuck_jobs.join(", ")
+        ));
+    }
+    format!("data was lost: {}", parts.join("; "))
+}
+
+/// The result of the final write, handed from the main thread to a control client waiting in
+/// `stop`.
+#[derive(Default)]
+struct Outcome {
+    value: Mutex<Option<serde_json::Value>>,
+    ready: std::sync::Condvar,
+}
+
+impl Outcome {
+    fn set(&self, v: serde_json::Value) {
+        *self.value.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+        self.ready.notify_all();
+    }
+    fn wait(&self, timeout: Duration) -> serde_json::Value {
+        let guard = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = self
+            .ready
+            .wait_timeout_while(guard, timeout, |v| v.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        guard.clone().unwrap_or_else(|| {
+            serde_json::json!({"ok": false, "error": format!("the final write did not finish within {} s", timeout.as_secs_f64())})
+        })
+    }
 }
 
 fn socket_path(config: Option<PathBuf>, socket: Option<PathBuf>) -> Result<PathBuf, Failure> {
@@ -331,52 +426,153 @@ fn status(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> Resul
     if let Some(e) = s("last_write_error").as_str() {
         println!("last error {e}");
     }
+    println!("dropped    {} rows", s("rows_dropped"));
     println!(
-        "{:<20} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8}  last error",
-        "job", "reads", "written", "buffered", "dedup", "dropped", "errors"
+        "{:<20} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}  last error",
+        "job", "reads", "written", "buffered", "dedup", "dropped", "bad", "missed", "errors"
     );
-    for j in st
+    let jobs: Vec<&serde_json::Value> = st
         .get("jobs")
         .and_then(|j| j.as_array())
         .into_iter()
         .flatten()
-    {
+        .collect();
+    for j in &jobs {
         let g = |k: &str| j.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
         println!(
-            "{:<20} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8}  {}",
+            "{:<20} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
             j.get("group").and_then(|v| v.as_str()).unwrap_or("?"),
             g("reads"),
             g("written"),
             g("buffered"),
             g("deduplicated"),
             g("dropped"),
+            g("bad_input"),
+            g("missed_periods"),
             g("errors"),
             j.get("last_error").and_then(|v| v.as_str()).unwrap_or("-")
         );
     }
+    for j in &jobs {
+        let group = j.get("group").and_then(|v| v.as_str()).unwrap_or("?");
+        let reasons: Vec<String> = j
+            .get("dropped_by")
+            .and_then(|d| d.as_object())
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| v.as_u64().filter(|n| *n > 0).map(|n| format!("{k} {n}")))
+            .collect();
+        if !reasons.is_empty() {
+            println!("{group}: dropped {}", reasons.join(", "));
+        }
+        if let Some(b) = j.get("last_bad_input").and_then(|v| v.as_str()) {
+            println!("{group}: last bad input: {b}");
+        }
+    }
     Ok(())
 }
 
-fn stop(config: Option<PathBuf>, socket: Option<PathBuf>, timeout: f64) -> Result<(), Failure> {
+fn stop(
+    config: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    timeout: f64,
+    json: bool,
+) -> Result<(), Failure> {
+    if !(timeout.is_finite() && timeout > 0.0) {
+        return Err(Failure::Usage(format!(
+            "--timeout {timeout}: must be a positive number of seconds"
+        )));
+    }
     let path = socket_path(config, socket)?;
-    let reply = ask(&path, "stop")?;
-    if reply.get("ok") != Some(&serde_json::Value::Bool(true)) {
-        return Err(Failure::Runtime(format!("the daemon refused: {reply}")));
+    if !json {
+        println!("h5daq: stop requested; waiting for the final write");
     }
-    println!("h5daq: stop requested; waiting for the final write");
-    let t0 = Instant::now();
-    // The daemon removes its socket once the final write and rename are done.
-    while path.exists() {
-        if t0.elapsed().as_secs_f64() > timeout {
-            return Err(Failure::Runtime(format!(
-                "the daemon did not finish within {timeout} s ({} still exists)",
+    // The daemon answers when its final write is done; allow a little longer for the reply.
+    let reply = control::request(
+        &path,
+        &serde_json::json!({"cmd": "stop", "wait": timeout}),
+        Duration::from_secs_f64(timeout + 5.0),
+    )
+    .map_err(|e| match e {
+        DaqError::Io { ref source, .. }
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Failure::Runtime(format!(
+                "the daemon did not finish within {timeout} s ({} still answers)",
                 path.display()
-            )));
+            ))
         }
-        std::thread::sleep(Duration::from_millis(50));
+        other => Failure::NoDaemon(format!(
+            "no h5daq daemon answers on {}: {other}",
+            path.display()
+        )),
+    })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reply).unwrap_or_else(|_| reply.to_string())
+        );
     }
-    println!("h5daq: stopped");
-    Ok(())
+    if reply.get("ok") != Some(&serde_json::Value::Bool(true)) {
+        let why = reply
+            .get("error")
+            .and_then(|e| e.as_str())
+            .map_or_else(|| reply.to_string(), str::to_string);
+        return Err(Failure::Runtime(format!(
+            "the daemon failed to stop cleanly: {why}"
+        )));
+    }
+    let num = |k: &str| reply.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    if reply.get("lossless") == Some(&serde_json::Value::Bool(true)) {
+        if !json {
+            println!(
+                "h5daq: stopped; {} rows written, none dropped",
+                num("rows_written")
+            );
+        }
+        return Ok(());
+    }
+    let mut why = Vec::new();
+    for j in reply
+        .get("jobs")
+        .and_then(|j| j.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let dropped = j.get("dropped").and_then(|v| v.as_u64()).unwrap_or(0);
+        if dropped == 0 {
+            continue;
+        }
+        let reasons: Vec<String> = j
+            .get("dropped_by")
+            .and_then(|d| d.as_object())
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| v.as_u64().filter(|n| *n > 0).map(|n| format!("{k} {n}")))
+            .collect();
+        why.push(format!(
+            "job {}: {dropped} rows dropped ({})",
+            j.get("group").and_then(|g| g.as_str()).unwrap_or("?"),
+            reasons.join(", ")
+        ));
+    }
+    if let Some(e) = reply.get("final_error").and_then(|e| e.as_str()) {
+        why.push(format!("final write failed: {e}"));
+    }
+    if !json {
+        println!(
+            "h5daq: stopped; {} rows written, {} dropped",
+            num("rows_written"),
+            num("rows_dropped")
+        );
+    }
+    Err(Failure::Runtime(format!(
+        "data was lost: {}",
+        why.join("; ")
+    )))
 }
 
 fn recover(paths: &[PathBuf], prefix: &str, force: bool) -> Result<(), Failure> {

@@ -3,10 +3,18 @@
 //! own process group; at stop the group gets SIGTERM, then SIGKILL after 5 s. A command that
 //! exits is an error (counted, handler after the limit) and is started again after the error
 //! delay.
+//!
+//! A reader thread takes the output as bytes (any encoding; invalid UTF-8 is replaced), stamps
+//! each line when it arrives, cuts lines longer than `max_line_length` (counted as bad input,
+//! the rest of the line skipped without buffering it) and hands lines over through a bounded
+//! queue. The job has back-pressure: while its buffer is full it reads no lines, the queue and
+//! then the pipe fill, and the command blocks in its writes; no row is dropped. A line that is
+//! not a row is counted as bad input and the job goes on with the next line.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,10 +23,13 @@ use serde::Deserialize;
 use super::parse_fields;
 use crate::column::{Column, ConvertError, Dtype, Entry, Scalar};
 use crate::error::DaqError;
-use crate::job::{lock, DaqJob, DatasetSpec, ReadMode, Reading};
+use crate::job::{
+    bounded_message, lock, DaqJob, DatasetSpec, DropReason, ReadMode, Reading, SourceStats,
+};
 use crate::log::daq_log;
 use crate::setting::{self, SettingError};
 use crate::sys::{kill_process_group, Signal};
+use crate::time::{Clock, SystemClock};
 
 /// How to parse a command's lines.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +62,15 @@ struct Settings {
     comment: Option<String>,
     provide_time: Option<bool>,
     bulk: Option<bool>,
+    max_line_length: Option<i64>,
 }
+
+/// Default longest line, bytes; longer lines are bad input.
+pub const DEFAULT_MAX_LINE_LENGTH: usize = 1 << 20;
+/// Lines queued between the reader thread and the job.
+const LINE_QUEUE: usize = 1024;
+/// Most lines one bulk read takes.
+const MAX_BULK_LINES: usize = 100_000;
 
 /// A checked command job: what to run and how to parse its lines.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +79,8 @@ pub struct CommandConfig {
     pub specs: Vec<DatasetSpec>,
     pub format: LineFormat,
     pub bulk: bool,
+    /// Longest line in bytes.
+    pub max_line_length: usize,
 }
 
 impl CommandConfig {
@@ -105,7 +126,19 @@ impl CommandConfig {
             .into_iter()
             .map(|f| f.spec)
             .collect();
+        let max_line_length = match s.max_line_length {
+            None => DEFAULT_MAX_LINE_LENGTH,
+            Some(n) if (16..=1 << 30).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(SettingError::invalid(
+                    "max_line_length",
+                    n,
+                    "must be 16 to 1073741824 bytes",
+                ))
+            }
+        };
         Ok(CommandConfig {
+            max_line_length,
             argv,
             specs,
             format: LineFormat {
@@ -119,14 +152,7 @@ impl CommandConfig {
 
     /// The job (the command starts at the first read).
     pub fn job(&self, group: &str, period: Duration) -> Result<DaqJob, DaqError> {
-        job(
-            group,
-            self.argv.clone(),
-            self.specs.clone(),
-            self.format.clone(),
-            self.bulk,
-            period,
-        )
+        job(group, self, period)
     }
 }
 
@@ -250,12 +276,69 @@ pub fn parse_line(
     Ok((time, entries))
 }
 
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
+/// One line of output, stamped when it arrived.
+enum Line {
+    Text { arrived: f64, text: String },
+    TooLong { bytes: usize, head: String },
 }
 
-fn spawn(argv: &[String]) -> Result<Running, CommandError> {
+struct Running {
+    child: Child,
+    lines: Receiver<Line>,
+}
+
+/// Reads `out` line by line into `tx` until end of file, a read error, or a closed queue.
+/// A line is kept up to `max` bytes; the rest of a longer one is skipped as it is read.
+fn read_lines(out: impl Read, tx: SyncSender<Line>, max: usize) {
+    let mut r = BufReader::with_capacity(64 << 10, out);
+    let mut line: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let (done, used) = match r.fill_buf() {
+            Ok([]) => return,
+            Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    let room = max.saturating_sub(line.len()).min(i);
+                    line.extend_from_slice(&buf[..room]);
+                    total += i;
+                    (true, i + 1)
+                }
+                None => {
+                    let room = max.saturating_sub(line.len()).min(buf.len());
+                    line.extend_from_slice(&buf[..room]);
+                    total += buf.len();
+                    (false, buf.len())
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        r.consume(used);
+        if !done {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.strip_suffix('\r').unwrap_or(&text);
+        let msg = if total > max {
+            Line::TooLong {
+                bytes: total,
+                head: text.chars().take(80).collect(),
+            }
+        } else {
+            Line::Text {
+                arrived: SystemClock.now(),
+                text: text.to_string(),
+            }
+        };
+        line.clear();
+        total = 0;
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+fn spawn(argv: &[String], max_line: usize) -> Result<Running, CommandError> {
     use std::os::unix::process::CommandExt;
     let start_error = |source| CommandError::Start {
         program: argv.first().cloned().unwrap_or_default(),
@@ -278,53 +361,65 @@ fn spawn(argv: &[String]) -> Result<Running, CommandError> {
         .stdout
         .take()
         .ok_or_else(|| start_error(std::io::Error::other("no stdout pipe")))?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
+    let (tx, rx) = mpsc::sync_channel(LINE_QUEUE);
+    let spawned = std::thread::Builder::new()
         .name("daq-cmd-reader".into())
-        .spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                match line {
-                    Ok(l) => {
-                        if tx.send(l).is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-        })
-        .map_err(start_error)?;
+        .spawn(move || read_lines(stdout, tx, max_line));
+    if let Err(e) = spawned {
+        terminate(&mut child, Duration::ZERO);
+        return Err(start_error(e));
+    }
     Ok(Running { child, lines: rx })
 }
 
-/// Ends a process group: SIGTERM, up to `grace` to exit, then SIGKILL.
+/// Waits up to `limit` for `child` to exit; true when it has.
+fn exited_within(child: &mut Child, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(Some(_)) | Err(_) = child.try_wait() {
+            return true;
+        }
+        if t0.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Ends a process group: SIGTERM, up to `grace` to exit, then SIGKILL. Bounded: a process that
+/// survives SIGKILL (uninterruptible sleep) is left to the system after 1 s more.
 fn terminate(child: &mut Child, grace: Duration) {
     let pgid = child.id();
     let _ = kill_process_group(pgid, Signal::TERM);
-    let t0 = Instant::now();
-    while t0.elapsed() < grace {
-        if let Ok(Some(_)) = child.try_wait() {
-            // The leader exited; make sure the rest of its group follows.
-            let _ = kill_process_group(pgid, Signal::KILL);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let exited = exited_within(child, grace);
+    // The leader may be gone with the rest of its group still running: signal the group too.
     let _ = kill_process_group(pgid, Signal::KILL);
-    let _ = child.wait();
+    if !exited && !exited_within(child, Duration::from_secs(1)) {
+        daq_log!(Error, "command process {pgid} did not end after SIGKILL");
+    }
 }
 
-/// A job running `argv` and parsing its stdout. In bulk mode every read takes all lines that
-/// arrived within `period` (the reference's extend mode); otherwise each line is one read.
-fn job(
-    group: &str,
-    argv: Vec<String>,
-    specs: Vec<DatasetSpec>,
-    fmt: LineFormat,
-    bulk: bool,
-    period: Duration,
-) -> Result<DaqJob, DaqError> {
-    if argv.is_empty() {
+/// Counts what is left in the queue at stop: rows that were read but not taken.
+fn count_unread(run: &Running, comment: &str, stats: &SourceStats) {
+    let mut n = 0;
+    while let Ok(l) = run.lines.try_recv() {
+        if let Line::Text { text, .. } = l {
+            let t = text.trim();
+            if !t.is_empty() && (comment.is_empty() || !text.starts_with(comment)) {
+                n += 1;
+            }
+        }
+    }
+    if n > 0 {
+        stats.dropped(DropReason::UnreadAtStop, n);
+    }
+}
+
+/// A job running the command and parsing its stdout. In bulk mode every read takes all lines
+/// that arrived within `period` (the reference's extend mode); otherwise each read yields one
+/// row. Each row's time is the line's own (with `provide_time`) or its arrival time.
+fn job(group: &str, cfg: &CommandConfig, period: Duration) -> Result<DaqJob, DaqError> {
+    if cfg.argv.is_empty() {
         return Err(SettingError::invalid(
             format!("job {group:?}: command"),
             "[]",
@@ -333,18 +428,24 @@ fn job(
         .into());
     }
     let state: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
-    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (st, stop2) = (Arc::clone(&state), Arc::clone(&stopped));
-    let (specs2, name) = (specs.clone(), group.to_string());
+    let stopped = Arc::new(AtomicBool::new(false));
+    let stats = SourceStats::default();
+    let (st, stop2, stats2) = (Arc::clone(&state), Arc::clone(&stopped), stats.clone());
+    let (specs, name) = (cfg.specs.clone(), group.to_string());
+    let (argv, bulk, max_line) = (cfg.argv.clone(), cfg.bulk, cfg.max_line_length);
+    // Bulk lines carry their own time (the reference's extend mode).
+    let fmt = LineFormat {
+        provide_time: cfg.format.provide_time || bulk,
+        ..cfg.format.clone()
+    };
     let comment = fmt.comment.clone();
-    let provide_time = fmt.provide_time || bulk;
     let getter = move || -> Result<Reading, crate::job::GetterError> {
-        if stop2.load(std::sync::atomic::Ordering::SeqCst) {
+        if stop2.load(Ordering::SeqCst) {
             return Ok(Reading::Skip);
         }
         let mut guard = lock(&st);
         if guard.is_none() {
-            *guard = Some(spawn(&argv)?);
+            *guard = Some(spawn(&argv, max_line)?);
             daq_log!(Info, "job {name}: started {argv:?}");
         }
         let Some(run) = guard.as_mut() else {
@@ -356,86 +457,122 @@ fn job(
         } else {
             Duration::from_millis(100)
         };
-        let first = match run.lines.recv_timeout(wait) {
-            Ok(l) => Some(l),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = run.child.wait().map(|s| s.to_string()).unwrap_or_default();
-                let _ = kill_process_group(run.child.id(), Signal::KILL);
-                *guard = None;
-                return Err(CommandError::Ended {
-                    argv: argv.clone(),
-                    status,
-                }
-                .into());
-            }
-        };
-        let mut lines: Vec<String> = first.into_iter().collect();
-        if bulk {
-            lines.extend(run.lines.try_iter());
-        }
-        drop(guard);
         let mut time = Vec::new();
-        let mut cols: Vec<Column> = specs2
+        let mut cols: Vec<Column> = specs
             .iter()
             .map(|s| Column::with_capacity(s.dtype, 0))
             .collect();
-        let mut single = None;
-        for l in lines {
-            if l.trim().is_empty() {
-                continue;
-            }
-            if l.starts_with(comment.as_str()) && !comment.is_empty() {
-                daq_log!(Info, "job {name}: {l}");
-                continue;
-            }
-            let (t, entries) = parse_line(
-                &l,
-                &specs2,
-                &LineFormat {
-                    provide_time,
-                    ..fmt.clone()
-                },
-            )
-            .map_err(CommandError::from)?;
-            if bulk {
-                time.push(t.unwrap_or(f64::NAN));
-                for (c, e) in cols.iter_mut().zip(entries) {
-                    match e {
-                        Entry::Scalar(s) => c.push_scalar(s).map_err(CommandError::from)?,
-                        Entry::Array(a) => c.extend_from(&a).map_err(CommandError::from)?,
+        let mut first = true;
+        loop {
+            let next = if first {
+                first = false;
+                run.lines.recv_timeout(wait).map_err(|e| match e {
+                    RecvTimeoutError::Timeout => None,
+                    RecvTimeoutError::Disconnected => Some(()),
+                })
+            } else {
+                run.lines.try_recv().map_err(|e| match e {
+                    TryRecvError::Empty => None,
+                    TryRecvError::Disconnected => Some(()),
+                })
+            };
+            let line = match next {
+                Ok(l) => l,
+                Err(None) => break,
+                Err(Some(())) => {
+                    if !time.is_empty() {
+                        // Hand over what arrived; the end is noticed at the next read.
+                        break;
                     }
+                    // The output ended: the command exited (or closed stdout and is ended).
+                    let exited = exited_within(&mut run.child, Duration::from_millis(100));
+                    let status = if exited {
+                        run.child.wait().map(|s| s.to_string()).unwrap_or_default()
+                    } else {
+                        terminate(&mut run.child, Duration::from_secs(1));
+                        "closed its output".to_string()
+                    };
+                    let _ = kill_process_group(run.child.id(), Signal::KILL);
+                    *guard = None;
+                    return Err(CommandError::Ended {
+                        argv: argv.clone(),
+                        status,
+                    }
+                    .into());
+                }
+            };
+            let (arrived, text) = match line {
+                Line::Text { arrived, text } => (arrived, text),
+                Line::TooLong { bytes, head, .. } => {
+                    stats2.bad_input(
+                        &name,
+                        &format_args!("a line of {bytes} bytes is longer than max_line_length {max_line} (starts {head:?})"),
+                    );
+                    continue;
+                }
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            if !comment.is_empty() && text.starts_with(comment.as_str()) {
+                daq_log!(Info, "job {name}: {}", bounded_message(&text));
+                continue;
+            }
+            let (t, entries) = match parse_line(&text, &specs, &fmt) {
+                Ok(r) => r,
+                Err(e) => {
+                    stats2.bad_input(&name, &e);
+                    continue;
+                }
+            };
+            let t = t.unwrap_or(arrived);
+            if bulk {
+                let before: Vec<usize> = cols.iter().map(Column::len).collect();
+                let pushed = cols.iter_mut().zip(entries).try_for_each(|(c, e)| match e {
+                    Entry::Scalar(s) => c.push_scalar(s),
+                    Entry::Array(a) => c.extend_from(&a),
+                });
+                if let Err(e) = pushed {
+                    for (c, n) in cols.iter_mut().zip(before) {
+                        c.truncate(n);
+                    }
+                    stats2.bad_input(&name, &e);
+                    continue;
+                }
+                time.push(t);
+                if time.len() >= MAX_BULK_LINES {
+                    break;
                 }
             } else {
-                single = Some(match t {
-                    Some(t) => Reading::TimedRow(t, entries),
-                    None => Reading::Row(entries),
-                });
+                return Ok(Reading::TimedRow(t, entries));
             }
         }
-        Ok(if bulk {
-            if time.is_empty() {
-                Reading::Skip
-            } else {
-                Reading::Rows {
-                    time,
-                    columns: cols,
-                }
-            }
+        Ok(if time.is_empty() {
+            Reading::Skip
         } else {
-            single.unwrap_or(Reading::Skip)
+            Reading::Rows {
+                time,
+                columns: cols,
+            }
         })
     };
+    let stats3 = stats.clone();
+    let comment = cfg.format.comment.clone();
     let on_stop = move || {
-        stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        stopped.store(true, Ordering::SeqCst);
         if let Some(mut run) = lock(&state).take() {
+            // Unblock the reader if it waits on a full queue, then end the command.
+            count_unread(&run, &comment, &stats3);
             terminate(&mut run.child, Duration::from_secs(5));
+            count_unread(&run, &comment, &stats3);
         }
     };
-    Ok(DaqJob::new(group, specs, getter)?
+    Ok(DaqJob::new(group, cfg.specs.clone(), getter)?
         .with_mode(ReadMode::Constant)?
         .with_bulk(bulk)
-        .with_provided_time(provide_time)
+        .with_provided_time(true)
+        .with_backpressure(true)
+        .with_source_stats(stats)
         .with_on_stop(on_stop))
 }
 
