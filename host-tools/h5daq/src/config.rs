@@ -93,7 +93,7 @@ struct RawLog {
 }
 
 /// The keys every job takes; all other keys of a `[[job]]` table belong to its source.
-const COMMON_KEYS: [&str; 8] = [
+const COMMON_KEYS: [&str; 9] = [
     "group",
     "source",
     "period",
@@ -101,6 +101,7 @@ const COMMON_KEYS: [&str; 8] = [
     "dedup",
     "chunk_length",
     "error_limit",
+    "buffer_size",
     "attrs",
 ];
 
@@ -114,6 +115,7 @@ struct CommonSettings {
     dedup: Option<bool>,
     chunk_length: Option<i64>,
     error_limit: Option<i64>,
+    buffer_size: Option<toml::Value>,
     attrs: Option<toml::Table>,
 }
 
@@ -136,6 +138,8 @@ pub struct JobConfig {
     pub dedup: bool,
     pub chunk_length: usize,
     pub error_limit: u64,
+    /// Most bytes of rows held between writes.
+    pub buffer_bytes: usize,
     pub attrs: Vec<(String, AttrValue)>,
 }
 
@@ -471,6 +475,11 @@ fn parse_job(table: &toml::Table) -> Result<JobConfig, SettingError> {
         Some(a) => attrs("attrs", a)?,
         None => Vec::new(),
     };
+    let buffer_bytes = match &c.buffer_size {
+        Some(v) => usize::try_from(parse_size("buffer_size", v)?)
+            .map_err(|_| SettingError::invalid("buffer_size", shown(v), "too large"))?,
+        None => crate::job::DEFAULT_MAX_BUFFER_BYTES,
+    };
     let source = match c.source.as_str() {
         "system" => SourceConfig::System(SystemConfig::from_table(&own)?),
         "zmq_sub" => SourceConfig::ZmqSub(SubConfig::from_table(&own)?),
@@ -493,6 +502,7 @@ fn parse_job(table: &toml::Table) -> Result<JobConfig, SettingError> {
         dedup: c.dedup.unwrap_or(false),
         chunk_length,
         error_limit,
+        buffer_bytes,
         attrs,
     })
 }
@@ -511,6 +521,7 @@ impl JobConfig {
         let mut job = job
             .with_dedup(self.dedup)
             .with_chunk_length(self.chunk_length)
+            .with_max_buffer_bytes(self.buffer_bytes)
             .with_attrs(self.attrs.clone())
             .with_error_handler(self.error_limit, move |r| {
                 crate::log::emit(

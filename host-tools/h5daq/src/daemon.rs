@@ -165,6 +165,8 @@ struct Shared {
     handles: Vec<JobHandle>,
     clock: Arc<dyn Clock>,
     stop: AtomicBool,
+    /// Set once the jobs' stop hooks have run: the final reads may start.
+    final_reads: AtomicBool,
     writer_wake: Wake,
 }
 
@@ -326,6 +328,7 @@ impl DaqDaemon {
             handles: self.handles.clone(),
             clock: Arc::clone(&self.cfg.clock),
             stop: AtomicBool::new(false),
+            final_reads: AtomicBool::new(false),
             writer_wake: Wake::default(),
         });
 
@@ -452,6 +455,7 @@ impl DaqDaemon {
         for f in &mut self.on_stop {
             f();
         }
+        shared.final_reads.store(true, Ordering::SeqCst);
         for (wake, _) in &self.workers {
             wake.notify();
         }
@@ -537,6 +541,7 @@ impl Drop for DaqDaemon {
             for f in &mut self.on_stop {
                 f();
             }
+            s.final_reads.store(true, Ordering::SeqCst);
             for (wake, _) in &self.workers {
                 wake.notify();
             }
@@ -676,6 +681,24 @@ fn worker(jobs: Vec<DaqJob>, wake: Arc<Wake>, shared: Arc<Shared>) {
         .collect();
     let clock = Arc::clone(&shared.clock);
     let now_fn = move || clock.now();
+    read_until_stop(&mut slots, &wake, &shared, &now_fn);
+    if slots.iter().any(|s| s.job.final_read) {
+        // The final reads come after the stop hooks (which end the sources' processes).
+        let mut g = lock(&wake.generation);
+        while !shared.final_reads.load(Ordering::SeqCst) {
+            g = match wake.cv.wait(g) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+        }
+        drop(g);
+        for s in slots.iter_mut().filter(|s| s.job.final_read) {
+            s.job.read_final(&now_fn);
+        }
+    }
+}
+
+fn read_until_stop(slots: &mut [Slot], wake: &Wake, shared: &Shared, now_fn: &dyn Fn() -> f64) {
     loop {
         let generation = *lock(&wake.generation);
         if shared.stop.load(Ordering::SeqCst) {
@@ -683,14 +706,14 @@ fn worker(jobs: Vec<DaqJob>, wake: Arc<Wake>, shared: Arc<Shared>) {
         }
         let mut pause: Option<Duration> = None;
         let mut busy = false;
-        for s in &mut slots {
+        for s in slots.iter_mut() {
             if shared.stop.load(Ordering::SeqCst) {
                 return;
             }
             match s.job.mode {
                 ReadMode::Periodic(p) => {
                     if Instant::now() >= s.next {
-                        s.job.read_once(&now_fn);
+                        s.job.read_once(now_fn);
                         s.next += p;
                         let now = Instant::now();
                         if s.next <= now {
@@ -718,7 +741,7 @@ fn worker(jobs: Vec<DaqJob>, wake: Arc<Wake>, shared: Arc<Shared>) {
                     let c = &job_shared.counters;
                     let errors = c.errors.load(Ordering::Relaxed);
                     let skipped = c.skipped.load(Ordering::Relaxed);
-                    s.job.read_once(&now_fn);
+                    s.job.read_once(now_fn);
                     busy = true;
                     if c.errors.load(Ordering::Relaxed) > errors {
                         pause = Some(pause.map_or(s.job.error_delay, |p| p.max(s.job.error_delay)));
@@ -730,7 +753,7 @@ fn worker(jobs: Vec<DaqJob>, wake: Arc<Wake>, shared: Arc<Shared>) {
                 ReadMode::Triggered => {
                     let n = s.job.shared.pending.swap(0, Ordering::SeqCst);
                     for _ in 0..n {
-                        s.job.read_once(&now_fn);
+                        s.job.read_once(now_fn);
                     }
                 }
             }

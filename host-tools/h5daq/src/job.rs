@@ -388,6 +388,7 @@ pub struct DaqJob {
     pub(crate) attrs: Vec<(String, AttrValue)>,
     pub(crate) chunk_length: usize,
     pub(crate) backpressure: bool,
+    pub(crate) final_read: bool,
     pub(crate) on_stop: Option<Box<dyn FnMut() + Send>>,
     pub(crate) shared: Arc<JobShared>,
 }
@@ -474,6 +475,7 @@ impl DaqJob {
             attrs: Vec::new(),
             chunk_length: DEFAULT_CHUNK_LENGTH,
             backpressure: false,
+            final_read: false,
             on_stop: None,
             shared: Arc::new(JobShared {
                 buffer: Mutex::new(buffer),
@@ -568,6 +570,13 @@ impl DaqJob {
         self.backpressure = on;
         self
     }
+    /// At stop, after the stop hooks ran, the getter is called once more to hand over what the
+    /// source still holds (lines already read from a command); those rows are taken even when
+    /// the buffer is full. The getter must return promptly then.
+    pub fn with_final_read(mut self, on: bool) -> Self {
+        self.final_read = on;
+        self
+    }
     /// Attaches the source's bad-input and drop counters to the job's status.
     pub fn with_source_stats(self, stats: SourceStats) -> Self {
         *lock(&self.shared.source) = stats;
@@ -613,6 +622,16 @@ impl DaqJob {
 
     /// Runs the getter once and buffers its result; `now` stamps automatic time.
     pub fn read_once(&mut self, now: &dyn Fn() -> f64) {
+        self.read(now, false);
+    }
+
+    /// The read at stop of a job with [`DaqJob::with_final_read`]: its rows are taken even
+    /// when the buffer is full (the source hands over what it still holds, a bounded amount).
+    pub(crate) fn read_final(&mut self, now: &dyn Fn() -> f64) {
+        self.read(now, true);
+    }
+
+    fn read(&mut self, now: &dyn Fn() -> f64, force: bool) {
         let shared = Arc::clone(&self.shared);
         let c = &shared.counters;
         c.reads.fetch_add(1, Ordering::Relaxed);
@@ -625,7 +644,7 @@ impl DaqJob {
                 c.skipped.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Ok(Ok(reading)) => self.buffer_reading(reading, t),
+            Ok(Ok(reading)) => self.buffer_reading(reading, t, force),
         };
         match outcome {
             Ok(()) => c.consecutive_errors.store(0, Ordering::Relaxed),
@@ -633,17 +652,17 @@ impl DaqJob {
         }
     }
 
-    fn buffer_reading(&mut self, reading: Reading, t_auto: f64) -> Result<(), String> {
+    fn buffer_reading(&mut self, reading: Reading, t_auto: f64, force: bool) -> Result<(), String> {
         let shared = Arc::clone(&self.shared);
         let c = &shared.counters;
         let mut buf = lock(&shared.buffer);
-        let outcome = match reading {
+        let outcomes = match reading {
             Reading::Skip => return Ok(()),
             Reading::Row(entries) => {
                 if self.provide_time || self.bulk {
                     return Err("getter returned a row without time, but the job expects the getter to provide the time".into());
                 }
-                buf.push_row(t_auto, &entries, &self.datasets)?
+                vec![buf.push_row(t_auto, &entries, &self.datasets, force)?]
             }
             Reading::TimedRow(t, entries) => {
                 if !self.provide_time || self.bulk {
@@ -652,25 +671,37 @@ impl DaqJob {
                 if !t.is_finite() {
                     return Err(format!("getter returned time {t}"));
                 }
-                buf.push_row(t, &entries, &self.datasets)?
+                vec![buf.push_row(t, &entries, &self.datasets, force)?]
+            }
+            Reading::Rows { time, columns } if self.bulk => {
+                vec![buf.push_rows(&time, &columns, &self.datasets, force)?]
             }
             Reading::Rows { time, columns } => {
-                if !self.bulk {
-                    return Err("getter returned bulk rows, but the job is not in bulk mode".into());
+                if !self.provide_time {
+                    return Err("getter returned rows with times, but the job stamps the time itself (enable provided time)".into());
                 }
-                buf.push_rows(&time, &columns, &self.datasets)?
+                // One row at a time, so de-duplication applies to each.
+                let lens: Vec<usize> = self.datasets.iter().map(DatasetSpec::entry_len).collect();
+                let mut out = Vec::with_capacity(time.len());
+                for (i, &t) in time.iter().enumerate() {
+                    let entries = row_entries(&columns, &self.datasets, &lens, i)?;
+                    out.push(buf.push_row(t, &entries, &self.datasets, force)?);
+                }
+                out
             }
         };
         drop(buf);
-        match outcome {
-            Pushed::Rows(n) => {
-                c.rows.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Pushed::Deduplicated => {
-                c.deduplicated.fetch_add(1, Ordering::Relaxed);
-            }
-            Pushed::Dropped(n) => {
-                c.dropped.add(DropReason::BufferFull, n as u64);
+        for outcome in outcomes {
+            match outcome {
+                Pushed::Rows(n) => {
+                    c.rows.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Pushed::Deduplicated => {
+                    c.deduplicated.fetch_add(1, Ordering::Relaxed);
+                }
+                Pushed::Dropped(n) => {
+                    c.dropped.add(DropReason::BufferFull, n as u64);
+                }
             }
         }
         Ok(())
@@ -706,6 +737,40 @@ impl DaqJob {
         }
         *lock(&self.shared.last_error) = Some(msg);
     }
+}
+
+/// Row `i` of bulk `columns` as one entry per dataset.
+fn row_entries(
+    columns: &[Column],
+    specs: &[DatasetSpec],
+    lens: &[usize],
+    i: usize,
+) -> Result<Vec<Entry>, String> {
+    if columns.len() != specs.len() {
+        return Err(format!(
+            "getter returned {} columns, the job has {} datasets",
+            columns.len(),
+            specs.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(specs.len());
+    for ((c, spec), &e) in columns.iter().zip(specs).zip(lens) {
+        if c.len() < (i + 1) * e {
+            return Err(format!(
+                "dataset {}: too few elements for row {i}",
+                spec.name
+            ));
+        }
+        out.push(match (spec.shape.is_empty(), c.get(i)) {
+            (true, Some(v)) => Entry::Scalar(v),
+            _ => {
+                let mut col = Column::with_capacity(c.dtype(), e);
+                col.extend_range(c, i * e..(i + 1) * e);
+                Entry::Array(col)
+            }
+        });
+    }
+    Ok(out)
 }
 
 /// A handle on a job's buffer and counters.
@@ -886,6 +951,7 @@ impl JobBuffer {
         t: f64,
         entries: &[Entry],
         specs: &[DatasetSpec],
+        force: bool,
     ) -> Result<Pushed, String> {
         if entries.len() != self.columns.len() {
             return Err(format!(
@@ -899,7 +965,7 @@ impl JobBuffer {
                     .join(", ")
             ));
         }
-        if !self.fits(1) {
+        if !force && !self.fits(1) {
             return Ok(Pushed::Dropped(1));
         }
         let lens: Vec<usize> = self.columns.iter().map(Column::len).collect();
@@ -961,6 +1027,7 @@ impl JobBuffer {
         time: &[f64],
         columns: &[Column],
         specs: &[DatasetSpec],
+        force: bool,
     ) -> Result<Pushed, String> {
         let n = time.len();
         if columns.len() != self.columns.len() {
@@ -984,7 +1051,7 @@ impl JobBuffer {
                 ));
             }
         }
-        if !self.fits(n) {
+        if !force && !self.fits(n) {
             return Ok(Pushed::Dropped(n));
         }
         let lens: Vec<usize> = self.columns.iter().map(Column::len).collect();
@@ -1038,7 +1105,8 @@ mod tests {
         // d0 d0 d0 d0 d1 d1 d1 d2 d3 d3 d3 -> d0 d0 d1 d1 d2 d3 d3 (the reference's example)
         let seq = [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 3.0, 3.0, 3.0];
         for (i, v) in seq.iter().enumerate() {
-            b.push_row(i as f64, &row(*v, *v as u16), &specs).unwrap();
+            b.push_row(i as f64, &row(*v, *v as u16), &specs, false)
+                .unwrap();
         }
         let d = b.drain(true);
         assert_eq!(d.time, vec![0.0, 3.0, 4.0, 6.0, 7.0, 8.0, 10.0]);
@@ -1059,7 +1127,7 @@ mod tests {
         b.dedup = true;
         let row = vec![Entry::from(5.0), Entry::from(vec![1u16, 2])];
         for t in 0..3 {
-            b.push_row(f64::from(t), &row, &specs).unwrap();
+            b.push_row(f64::from(t), &row, &specs, false).unwrap();
         }
         let d = b.drain(false);
         assert_eq!(
@@ -1067,8 +1135,8 @@ mod tests {
             vec![0.0],
             "the run's last row stays for its time to move on"
         );
-        b.push_row(3.0, &row, &specs).unwrap();
-        b.push_row(4.0, &row, &specs).unwrap();
+        b.push_row(3.0, &row, &specs, false).unwrap();
+        b.push_row(4.0, &row, &specs, false).unwrap();
         let d = b.drain(true);
         assert_eq!(d.time, vec![4.0]);
         assert_eq!(d.columns[1], Column::U16(vec![1, 2]));
@@ -1078,11 +1146,16 @@ mod tests {
     fn wrong_rows_are_rejected_without_partial_writes() {
         let specs = specs();
         let mut b = JobBuffer::new(&specs, 100, usize::MAX);
-        assert!(b.push_row(0.0, &[Entry::from(1.0)], &specs).is_err());
-        let err = b.push_row(0.0, &[Entry::from(1.0), Entry::from(vec![1u16])], &specs);
+        assert!(b.push_row(0.0, &[Entry::from(1.0)], &specs, false).is_err());
+        let err = b.push_row(
+            0.0,
+            &[Entry::from(1.0), Entry::from(vec![1u16])],
+            &specs,
+            false,
+        );
         assert!(err.unwrap_err().contains("dataset b"));
         assert!(b
-            .push_row(0.0, &[Entry::from(1.0), Entry::from(7.0)], &specs)
+            .push_row(0.0, &[Entry::from(1.0), Entry::from(7.0)], &specs, false)
             .is_err());
         assert_eq!(b.rows(), 0);
         assert_eq!(
@@ -1093,11 +1166,11 @@ mod tests {
         let mut small = JobBuffer::new(&specs, 1, usize::MAX);
         let ok = vec![Entry::from(1.0), Entry::from(vec![1u16, 2])];
         assert!(matches!(
-            small.push_row(0.0, &ok, &specs),
+            small.push_row(0.0, &ok, &specs, false),
             Ok(Pushed::Rows(1))
         ));
         assert!(matches!(
-            small.push_row(1.0, &ok, &specs),
+            small.push_row(1.0, &ok, &specs, false),
             Ok(Pushed::Dropped(1))
         ));
     }

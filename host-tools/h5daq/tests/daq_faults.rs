@@ -331,3 +331,332 @@ fn disk_full_in_close_mode_keeps_columns_equal_and_counts_every_lost_row() {
 fn disk_full_in_swmr_mode_keeps_columns_equal_and_counts_every_lost_row() {
     disk_full("swmr");
 }
+
+#[test]
+fn a_final_write_that_fails_counts_its_rows_and_stop_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_fs) = TmpFs::mount(&dir.path().join("mnt"), "1m") else {
+        return;
+    };
+    // One write only, at stop: more rows than the file system holds.
+    let config = format!(
+        r#"
+[daemon]
+directory = "mnt/out"
+write_period = 3600
+[[job]]
+group = "b"
+source = "command"
+command = """{ARRAYS}"""
+buffer_size = "8 MB"
+fields = [{{ name = "v", dtype = "float64", shape = [16] }}]
+"#
+    );
+    let mut d = Daemon::start(dir.path(), &config);
+    wait_status(dir.path(), "a full buffer", |s| {
+        num(job(s, "b"), "buffered") > 20_000
+    });
+    let (code, report, stderr) = stop(dir.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    let j = job(&report, "b");
+    let by = &j["dropped_by"];
+    assert!(num(by, "write_failed") > 0, "{j}");
+    assert_eq!(num(j, "rows"), num(j, "written") + num(by, "write_failed"));
+    let (time, values) = stored(&dir.path().join("mnt/out"), "b", "v");
+    assert_counts_up(&values, "b");
+    assert_eq!(time.len() as u64, num(j, "written"));
+    let (exit, _) = d.wait_exit(30);
+    assert_eq!(exit, Some(1));
+    assert!(d.output().contains("write_failed"), "{}", d.output());
+}
+
+fn deleted_file(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[daemon]
+directory = "out"
+write_period = 0.2
+mode = "{mode}"
+[[job]]
+group = "a"
+source = "command"
+command = "i=0; while :; do echo $i; i=$((i+1)); sleep 0.002; done"
+fields = [{{ name = "n", dtype = "int64" }}]
+"#
+    );
+    let mut d = Daemon::start(dir.path(), &config);
+    let st = wait_status(dir.path(), "rows written", |s| num(s, "rows_written") > 50);
+    let first = dir.path().join(st["current_file"].as_str().unwrap());
+    std::fs::remove_file(&first).unwrap();
+    let before = num(&st, "rows_written");
+    wait_status(dir.path(), "rows in a new file", |s| {
+        num(s, "rows_written") > before + 50 && num(job(s, "a"), "dropped") > 0
+    });
+    let (code, report, stderr) = stop(dir.path());
+    assert_eq!(code, Some(1), "the loss is reported: {stderr}");
+    assert!(stderr.contains("file_lost"), "{stderr}");
+    d.wait_exit(30);
+    let j = job(&report, "a");
+    let lost = num(&j["dropped_by"], "file_lost");
+    let (time, values) = stored(&dir.path().join("out"), "a", "n");
+    assert_eq!(time.len() as u64 + lost, num(j, "written"), "{j}");
+    assert_eq!(num(j, "rows"), num(j, "written"), "{j}");
+    // The rows after the deleted ones continue without a gap or repeat.
+    assert_eq!(values.first().copied(), Some(lost as f64));
+    for w in values.windows(2) {
+        assert_eq!(w[1], w[0] + 1.0);
+    }
+}
+
+#[test]
+fn a_deleted_file_in_close_mode_is_counted_and_writing_goes_on() {
+    deleted_file("close");
+}
+
+#[test]
+fn a_deleted_file_in_swmr_mode_is_counted_and_writing_goes_on() {
+    deleted_file("swmr");
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<u64>().ok())
+        .map_or(0, |k| k * 1024)
+}
+
+#[test]
+fn a_command_faster_than_the_writer_is_held_back_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[daemon]
+directory = "out"
+write_period = 0.5
+[[job]]
+group = "s"
+source = "command"
+command = ["seq", "0", "1000000000"]
+buffer_size = "16 MB"
+fields = [{ name = "n", dtype = "int64" }]
+"#;
+    let mut d = Daemon::start(dir.path(), config);
+    let pid = d.child.id();
+    let mut peak = 0;
+    for _ in 0..30 {
+        peak = peak.max(rss_bytes(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, report, stderr) = stop(dir.path());
+    eprintln!("stop: {code:?} {stderr}");
+    d.wait_exit(30);
+    let j = job(&report, "s");
+    let by = &j["dropped_by"];
+    assert_eq!(num(by, "buffer_full"), 0, "held back, not dropped: {j}");
+    assert_eq!(num(j, "rows"), num(j, "written"), "{j}");
+    let (_, values) = stored(&dir.path().join("out"), "s", "n");
+    assert_counts_up(&values, "s");
+    assert!(values.len() > 100_000, "{} rows", values.len());
+    // 16 MB of rows, the line queue and the libraries; without back-pressure it grew to GiB.
+    assert!(peak < 200 << 20, "peak RSS {peak} bytes");
+    // Lines read but not yet taken at stop are counted, and the exit status says so.
+    assert_eq!(code == Some(0), num(j, "dropped") == 0, "{stderr}");
+}
+
+#[test]
+fn bad_lines_are_counted_without_pausing_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 lines/s, every tenth one bad; the command records each line after printing it.
+    let config = r#"
+[daemon]
+directory = "out"
+write_period = 0.3
+[[job]]
+group = "c"
+source = "command"
+command = "i=0; while :; do if [ $((i % 10)) = 5 ]; then echo bad$i; else echo $i; fi; echo $i > last.tmp; mv last.tmp last; i=$((i+1)); sleep 0.01; done"
+fields = [{ name = "n", dtype = "int64" }]
+"#;
+    let mut d = Daemon::start(dir.path(), config);
+    wait_status(dir.path(), "bad lines", |s| {
+        num(job(s, "c"), "bad_input") >= 20
+    });
+    let (_, report, _) = stop(dir.path());
+    d.wait_exit(30);
+    let last: u64 = std::fs::read_to_string(dir.path().join("last"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let j = job(&report, "c");
+    assert_eq!(num(j, "errors"), 0, "bad input is not an error: {j}");
+    assert!(j["last_bad_input"].as_str().unwrap().contains("bad"));
+    let (time, values) = stored(&dir.path().join("out"), "c", "n");
+    let good: Vec<f64> = (0..values.len() as u64 * 2)
+        .filter(|i| i % 10 != 5)
+        .take(values.len())
+        .map(|i| i as f64)
+        .collect();
+    assert_eq!(values, good, "every good line stored once, in order");
+    // Every line the command finished is stored, counted bad or counted unread: nothing waits
+    // behind a pause and is lost at stop.
+    let accounted =
+        values.len() as u64 + num(j, "bad_input") + num(&j["dropped_by"], "unread_at_stop");
+    // Lines 0..=last were printed; the last one may still have been in the pipe at stop.
+    assert!(
+        accounted >= last,
+        "{accounted} of {} lines accounted for",
+        last + 1
+    );
+    for w in time.windows(2) {
+        assert!(w[1] >= w[0], "arrival stamps never go back");
+    }
+}
+
+#[test]
+fn a_bad_line_in_a_bulk_batch_loses_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[daemon]
+directory = "out"
+write_period = 0.2
+[[job]]
+group = "k"
+source = "command"
+command = "awk 'BEGIN { for (i = 0; i < 8000; i++) { if (i == 4000) print \"oops\"; print 1700000000 + i * 0.001, i } }'; sleep 100"
+bulk = true
+period = 0.1
+fields = [{ name = "n", dtype = "int64" }]
+"#;
+    let mut d = Daemon::start(dir.path(), config);
+    wait_status(dir.path(), "8000 rows", |s| {
+        num(job(s, "k"), "rows") == 8000
+    });
+    let (code, report, stderr) = stop(dir.path());
+    d.wait_exit(30);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(num(job(&report, "k"), "bad_input"), 1);
+    let (_, values) = stored(&dir.path().join("out"), "k", "n");
+    assert_counts_up(&values, "k");
+    assert_eq!(values.len(), 8000);
+}
+
+#[test]
+fn non_utf8_output_is_read_and_a_latin1_comment_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[daemon]
+directory = "out"
+write_period = 0.2
+[[job]]
+group = "t"
+source = "command"
+command = "printf '# temperature in \\260C\\n'; i=0; while :; do echo $i; i=$((i+1)); sleep 0.005; done"
+fields = [{ name = "n", dtype = "int64" }]
+"#;
+    let mut d = Daemon::start(dir.path(), config);
+    wait_status(dir.path(), "rows", |s| num(job(s, "t"), "written") > 100);
+    let (code, report, stderr) = stop(dir.path());
+    d.wait_exit(30);
+    let j = job(&report, "t");
+    assert_eq!(num(j, "errors"), 0, "the command ran on: {j}");
+    assert!(
+        d.output().contains("temperature in \u{fffd}C"),
+        "{}",
+        d.output()
+    );
+    let (_, values) = stored(&dir.path().join("out"), "t", "n");
+    assert_counts_up(&values, "t");
+    assert_eq!(code == Some(0), num(j, "dropped") == 0, "{stderr}");
+}
+
+fn silent_after_garbage(dir: &Path) -> (Daemon, u32) {
+    let config = r#"
+[daemon]
+directory = "out"
+write_period = 0.2
+[[job]]
+group = "g"
+source = "command"
+command = "echo $$ > pid; printf '\\377\\376 garbage\\n'; exec sleep 1000"
+fields = [{ name = "n", dtype = "int64" }]
+"#;
+    let d = Daemon::start(dir, config);
+    wait_status(dir, "the garbage line", |s| {
+        num(job(s, "g"), "bad_input") == 1
+    });
+    let pid: u32 = std::fs::read_to_string(dir.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (d, pid)
+}
+
+#[test]
+fn stop_ends_a_silent_command_after_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut d, pid) = silent_after_garbage(dir.path());
+    let (code, _, stderr) = stop(dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(d.wait_exit(30).0, Some(0));
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the command's process was ended"
+    );
+}
+
+#[test]
+fn sigterm_ends_a_silent_command_after_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut d, pid) = silent_after_garbage(dir.path());
+    test_support::send_signal(&d.child, "TERM");
+    assert_eq!(d.wait_exit(30).0, Some(0), "{}", d.output());
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+fn huge_and_unterminated_lines_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 20 MB bad line within max_line_length, a 400 MB line beyond it, then a good row.
+    let config = r#"
+[daemon]
+directory = "out"
+write_period = 0.2
+[[job]]
+group = "h"
+source = "command"
+max_line_length = 33554432
+command = "head -c 20000000 /dev/zero | tr '\\0' x; echo; head -c 400000000 /dev/zero | tr '\\0' y; echo; echo 7; sleep 100"
+fields = [{ name = "n", dtype = "int64" }]
+"#;
+    let mut d = Daemon::start(dir.path(), config);
+    let pid = d.child.id();
+    let mut peak = 0;
+    let st = {
+        let t0 = Instant::now();
+        loop {
+            peak = peak.max(rss_bytes(pid));
+            // The status answers while the daemon holds the bad lines' messages.
+            let st = status(dir.path());
+            if num(job(&st, "h"), "rows") == 1 {
+                break st;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "{st:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let j = job(&st, "h");
+    assert_eq!(num(j, "bad_input"), 2, "{j}");
+    assert!(j["last_bad_input"].as_str().unwrap().len() < 1000);
+    // 32 MiB for the longest kept line plus the daemon: the 400 MB line is never held.
+    assert!(peak < 250 << 20, "peak RSS {peak} bytes");
+    let (code, _, stderr) = stop(dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    d.wait_exit(30);
+    let (_, values) = stored(&dir.path().join("out"), "h", "n");
+    assert_eq!(values, vec![7.0]);
+    assert!(d.output().len() < 100_000, "the log holds no huge line");
+}

@@ -399,25 +399,107 @@ fn terminate(child: &mut Child, grace: Duration) {
     }
 }
 
-/// Counts what is left in the queue at stop: rows that were read but not taken.
-fn count_unread(run: &Running, comment: &str, stats: &SourceStats) {
-    let mut n = 0;
-    while let Ok(l) = run.lines.try_recv() {
-        if let Line::Text { text, .. } = l {
-            let t = text.trim();
-            if !t.is_empty() && (comment.is_empty() || !text.starts_with(comment)) {
-                n += 1;
+/// Turns lines into rows: comments are logged, blank lines skipped, anything else that is not
+/// a row is counted as bad input.
+struct LineRows {
+    group: String,
+    specs: Vec<DatasetSpec>,
+    format: LineFormat,
+    max_line: usize,
+    stats: SourceStats,
+}
+
+impl LineRows {
+    /// The row of `line` with its time (its own, or its arrival), if it is one.
+    fn row(&self, line: Line) -> Option<(f64, Vec<Entry>)> {
+        let (arrived, text) = match line {
+            Line::Text { arrived, text } => (arrived, text),
+            Line::TooLong { bytes, head } => {
+                self.stats.bad_input(
+                    &self.group,
+                    &format_args!(
+                        "a line of {bytes} bytes is longer than max_line_length {} (starts {head:?})",
+                        self.max_line
+                    ),
+                );
+                return None;
+            }
+        };
+        if text.trim().is_empty() {
+            return None;
+        }
+        let comment = self.format.comment.as_str();
+        if !comment.is_empty() && text.starts_with(comment) {
+            daq_log!(Info, "job {}: {}", self.group, bounded_message(&text));
+            return None;
+        }
+        match parse_line(&text, &self.specs, &self.format) {
+            Ok((t, entries)) => Some((t.unwrap_or(arrived), entries)),
+            Err(e) => {
+                self.stats.bad_input(&self.group, &e);
+                None
             }
         }
     }
-    if n > 0 {
-        stats.dropped(DropReason::UnreadAtStop, n);
+
+    /// Appends a row to bulk columns; a value that does not fit the dtype is bad input.
+    fn push(&self, time: &mut Vec<f64>, cols: &mut [Column], t: f64, entries: Vec<Entry>) {
+        let before: Vec<usize> = cols.iter().map(Column::len).collect();
+        let pushed = cols.iter_mut().zip(entries).try_for_each(|(c, e)| match e {
+            Entry::Scalar(s) => c.push_scalar(s),
+            Entry::Array(a) => c.extend_from(&a),
+        });
+        match pushed {
+            Ok(()) => time.push(t),
+            Err(e) => {
+                for (c, n) in cols.iter_mut().zip(before) {
+                    c.truncate(n);
+                }
+                self.stats.bad_input(&self.group, &e);
+            }
+        }
     }
+
+    fn empty_columns(&self) -> Vec<Column> {
+        self.specs
+            .iter()
+            .map(|s| Column::with_capacity(s.dtype, 0))
+            .collect()
+    }
+}
+
+fn rows_reading(time: Vec<f64>, columns: Vec<Column>) -> Reading {
+    if time.is_empty() {
+        Reading::Skip
+    } else {
+        Reading::Rows { time, columns }
+    }
+}
+
+/// The final read at stop (the command has been ended): every line the reader still holds or
+/// still gets from the pipe, as rows. Lines left when the reader stays blocked are counted.
+fn drain_at_stop(run: Running, rows: &LineRows) -> Reading {
+    let mut time = Vec::new();
+    let mut cols = rows.empty_columns();
+    while let Ok(line) = run.lines.recv_timeout(Duration::from_millis(200)) {
+        if let Some((t, e)) = rows.row(line) {
+            rows.push(&mut time, &mut cols, t, e);
+        }
+    }
+    let mut left = 0;
+    while let Ok(Line::Text { text, .. }) = run.lines.try_recv() {
+        left += u64::from(!text.trim().is_empty());
+    }
+    if left > 0 {
+        rows.stats.dropped(DropReason::UnreadAtStop, left);
+    }
+    rows_reading(time, cols)
 }
 
 /// A job running the command and parsing its stdout. In bulk mode every read takes all lines
 /// that arrived within `period` (the reference's extend mode); otherwise each read yields one
-/// row. Each row's time is the line's own (with `provide_time`) or its arrival time.
+/// row. Each row's time is the line's own (with `provide_time`) or its arrival time. At stop
+/// the command is ended first, then the lines already read are taken (a final read).
 fn job(group: &str, cfg: &CommandConfig, period: Duration) -> Result<DaqJob, DaqError> {
     if cfg.argv.is_empty() {
         return Err(SettingError::invalid(
@@ -430,23 +512,30 @@ fn job(group: &str, cfg: &CommandConfig, period: Duration) -> Result<DaqJob, Daq
     let state: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
     let stopped = Arc::new(AtomicBool::new(false));
     let stats = SourceStats::default();
-    let (st, stop2, stats2) = (Arc::clone(&state), Arc::clone(&stopped), stats.clone());
-    let (specs, name) = (cfg.specs.clone(), group.to_string());
+    let (st, stop2) = (Arc::clone(&state), Arc::clone(&stopped));
     let (argv, bulk, max_line) = (cfg.argv.clone(), cfg.bulk, cfg.max_line_length);
-    // Bulk lines carry their own time (the reference's extend mode).
-    let fmt = LineFormat {
-        provide_time: cfg.format.provide_time || bulk,
-        ..cfg.format.clone()
+    let rows = LineRows {
+        group: group.to_string(),
+        specs: cfg.specs.clone(),
+        // Bulk lines carry their own time (the reference's extend mode).
+        format: LineFormat {
+            provide_time: cfg.format.provide_time || bulk,
+            ..cfg.format.clone()
+        },
+        max_line,
+        stats: stats.clone(),
     };
-    let comment = fmt.comment.clone();
     let getter = move || -> Result<Reading, crate::job::GetterError> {
-        if stop2.load(Ordering::SeqCst) {
-            return Ok(Reading::Skip);
-        }
         let mut guard = lock(&st);
+        if stop2.load(Ordering::SeqCst) {
+            return Ok(match guard.take() {
+                Some(run) => drain_at_stop(run, &rows),
+                None => Reading::Skip,
+            });
+        }
         if guard.is_none() {
             *guard = Some(spawn(&argv, max_line)?);
-            daq_log!(Info, "job {name}: started {argv:?}");
+            daq_log!(Info, "job {}: started {argv:?}", rows.group);
         }
         let Some(run) = guard.as_mut() else {
             return Ok(Reading::Skip);
@@ -458,32 +547,27 @@ fn job(group: &str, cfg: &CommandConfig, period: Duration) -> Result<DaqJob, Daq
             Duration::from_millis(100)
         };
         let mut time = Vec::new();
-        let mut cols: Vec<Column> = specs
-            .iter()
-            .map(|s| Column::with_capacity(s.dtype, 0))
-            .collect();
+        let mut cols = rows.empty_columns();
         let mut first = true;
         loop {
             let next = if first {
                 first = false;
                 run.lines.recv_timeout(wait).map_err(|e| match e {
-                    RecvTimeoutError::Timeout => None,
-                    RecvTimeoutError::Disconnected => Some(()),
+                    RecvTimeoutError::Timeout => false,
+                    RecvTimeoutError::Disconnected => true,
                 })
             } else {
                 run.lines.try_recv().map_err(|e| match e {
-                    TryRecvError::Empty => None,
-                    TryRecvError::Disconnected => Some(()),
+                    TryRecvError::Empty => false,
+                    TryRecvError::Disconnected => true,
                 })
             };
             let line = match next {
                 Ok(l) => l,
-                Err(None) => break,
-                Err(Some(())) => {
-                    if !time.is_empty() {
-                        // Hand over what arrived; the end is noticed at the next read.
-                        break;
-                    }
+                Err(false) => break,
+                // Hand over what arrived; the end is noticed at the next read.
+                Err(true) if !time.is_empty() => break,
+                Err(true) => {
                     // The output ended: the command exited (or closed stdout and is ended).
                     let exited = exited_within(&mut run.child, Duration::from_millis(100));
                     let status = if exited {
@@ -501,70 +585,23 @@ fn job(group: &str, cfg: &CommandConfig, period: Duration) -> Result<DaqJob, Daq
                     .into());
                 }
             };
-            let (arrived, text) = match line {
-                Line::Text { arrived, text } => (arrived, text),
-                Line::TooLong { bytes, head, .. } => {
-                    stats2.bad_input(
-                        &name,
-                        &format_args!("a line of {bytes} bytes is longer than max_line_length {max_line} (starts {head:?})"),
-                    );
-                    continue;
-                }
-            };
-            if text.trim().is_empty() {
+            let Some((t, entries)) = rows.row(line) else {
                 continue;
-            }
-            if !comment.is_empty() && text.starts_with(comment.as_str()) {
-                daq_log!(Info, "job {name}: {}", bounded_message(&text));
-                continue;
-            }
-            let (t, entries) = match parse_line(&text, &specs, &fmt) {
-                Ok(r) => r,
-                Err(e) => {
-                    stats2.bad_input(&name, &e);
-                    continue;
-                }
             };
-            let t = t.unwrap_or(arrived);
-            if bulk {
-                let before: Vec<usize> = cols.iter().map(Column::len).collect();
-                let pushed = cols.iter_mut().zip(entries).try_for_each(|(c, e)| match e {
-                    Entry::Scalar(s) => c.push_scalar(s),
-                    Entry::Array(a) => c.extend_from(&a),
-                });
-                if let Err(e) = pushed {
-                    for (c, n) in cols.iter_mut().zip(before) {
-                        c.truncate(n);
-                    }
-                    stats2.bad_input(&name, &e);
-                    continue;
-                }
-                time.push(t);
-                if time.len() >= MAX_BULK_LINES {
-                    break;
-                }
-            } else {
+            if !bulk {
                 return Ok(Reading::TimedRow(t, entries));
             }
-        }
-        Ok(if time.is_empty() {
-            Reading::Skip
-        } else {
-            Reading::Rows {
-                time,
-                columns: cols,
+            rows.push(&mut time, &mut cols, t, entries);
+            if time.len() >= MAX_BULK_LINES {
+                break;
             }
-        })
+        }
+        Ok(rows_reading(time, cols))
     };
-    let stats3 = stats.clone();
-    let comment = cfg.format.comment.clone();
     let on_stop = move || {
         stopped.store(true, Ordering::SeqCst);
-        if let Some(mut run) = lock(&state).take() {
-            // Unblock the reader if it waits on a full queue, then end the command.
-            count_unread(&run, &comment, &stats3);
+        if let Some(run) = lock(&state).as_mut() {
             terminate(&mut run.child, Duration::from_secs(5));
-            count_unread(&run, &comment, &stats3);
         }
     };
     Ok(DaqJob::new(group, cfg.specs.clone(), getter)?
@@ -572,6 +609,7 @@ fn job(group: &str, cfg: &CommandConfig, period: Duration) -> Result<DaqJob, Daq
         .with_bulk(bulk)
         .with_provided_time(true)
         .with_backpressure(true)
+        .with_final_read(true)
         .with_source_stats(stats)
         .with_on_stop(on_stop))
 }
