@@ -57,9 +57,9 @@ fn at(position: Option<(usize, usize)>) -> String {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
-    daemon: Option<Spanned<RawDaemon>>,
+    daemon: Option<RawDaemon>,
     #[serde(default)]
-    log: Option<Spanned<RawLog>>,
+    log: Option<RawLog>,
     #[serde(default, rename = "job")]
     jobs: Vec<Spanned<toml::Table>>,
 }
@@ -168,6 +168,27 @@ impl Ctx<'_> {
             + 1;
         (line, col)
     }
+    /// The `table.key` whose value is written at `offset` (`key = value` on that line, under
+    /// the last `[table]` header above it).
+    fn setting_at(&self, offset: usize) -> Option<String> {
+        let before = self.src.get(..offset)?;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let key = before[line_start..].split_once('=')?.0.trim();
+        if key.is_empty() {
+            return None;
+        }
+        let table = before[..line_start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        Some(match table {
+            Some(t) if !t.is_empty() => format!("{t}.{key}"),
+            _ => key.to_string(),
+        })
+    }
+
     fn error(&self, offset: usize, problem: SettingError) -> ConfigError {
         ConfigError::Setting {
             path: self.path.to_path_buf(),
@@ -189,8 +210,18 @@ impl Ctx<'_> {
     }
 }
 
-fn seconds(ctx: &Ctx<'_>, v: &Spanned<toml::Value>, what: &str) -> Result<Duration, ConfigError> {
-    setting::seconds(what, v.get_ref()).map_err(|e| ctx.error(v.span().start, e))
+/// Shortest write period: each write opens, appends, flushes and closes the file.
+const MIN_WRITE_PERIOD: f64 = 0.01;
+/// Shortest read period (a thread wakes this often).
+const MIN_READ_PERIOD: f64 = 0.0001;
+
+fn seconds(
+    ctx: &Ctx<'_>,
+    v: &Spanned<toml::Value>,
+    what: &str,
+    min: f64,
+) -> Result<Duration, ConfigError> {
+    setting::seconds(what, v.get_ref(), min).map_err(|e| ctx.error(v.span().start, e))
 }
 
 fn parse_size(what: &str, v: &toml::Value) -> Result<u64, SettingError> {
@@ -267,13 +298,33 @@ impl DaqConfig {
     /// Parses config text; `path` is used in messages.
     pub fn parse(path: &Path, src: &str) -> Result<DaqConfig, ConfigError> {
         let ctx = Ctx { path, src };
-        let raw: RawConfig = toml::from_str(src).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            position: e.span().map(|s| ctx.line_col(s.start)),
-            message: e.message().trim().to_string(),
+        let raw: RawConfig = toml::from_str(src).map_err(|e| {
+            let position = e.span().map(|s| ctx.line_col(s.start));
+            match e.span().and_then(|s| ctx.setting_at(s.start)) {
+                // A value of the wrong type under [daemon] or [log]: name the setting.
+                Some(setting)
+                    if e.message().starts_with("invalid type:")
+                        || e.message().starts_with("invalid value:") =>
+                {
+                    ConfigError::Setting {
+                        path: path.to_path_buf(),
+                        position,
+                        problem: Box::new(SettingError::Type {
+                            setting,
+                            value: setting::serde_value(e.message()),
+                            expected: setting::plain_expected(e.message()),
+                        }),
+                    }
+                }
+                _ => ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    position,
+                    message: e.message().trim().to_string(),
+                },
+            }
         })?;
         let daemon = match &raw.daemon {
-            Some(d) => d.get_ref(),
+            Some(d) => d,
             None => &RawDaemon::default(),
         };
         let d = parse_daemon(&ctx, daemon)?;
@@ -281,8 +332,28 @@ impl DaqConfig {
             .control_socket
             .clone()
             .unwrap_or_else(|| d.directory.join("h5daq.sock"));
+        // sockaddr_un holds 108 bytes with the terminating NUL.
+        let socket_len = control_socket.as_os_str().len();
+        if socket_len > 107 {
+            let (key, at) = match daemon.control_socket {
+                Some(_) => ("daemon.control_socket", "control_socket"),
+                None => ("daemon.directory", "directory"),
+            };
+            let offset = src
+                .find(&format!("{at} ="))
+                .or_else(|| src.find(&format!("{at}=")))
+                .unwrap_or(0);
+            return Err(ctx.error(
+                offset,
+                SettingError::invalid(
+                    key,
+                    format!("{:?}", control_socket.display().to_string()),
+                    format!("the control socket path is {socket_len} bytes; a Unix socket path holds at most 107"),
+                ),
+            ));
+        }
         let log = match &raw.log {
-            Some(l) => parse_log(&ctx, l.get_ref())?,
+            Some(l) => parse_log(&ctx, l)?,
             None => LogConfig::default(),
         };
         if raw.jobs.is_empty() {
@@ -303,6 +374,28 @@ impl DaqConfig {
                 return Err(ctx.job_error(&span, i, e));
             }
             jobs.push(job);
+        }
+        for (i, (job, table)) in jobs.iter().zip(&raw.jobs).enumerate() {
+            let Some(id) = job.thread_id else { continue };
+            let blocking = matches!(
+                job.source,
+                SourceConfig::ZmqSub(_) | SourceConfig::Command(_)
+            );
+            let shared = jobs
+                .iter()
+                .enumerate()
+                .find(|(k, o)| *k != i && o.thread_id == Some(id));
+            if let (true, Some((_, other))) = (blocking, shared) {
+                let e = SettingError::invalid(
+                    "thread_id",
+                    id,
+                    format!(
+                        "this job's source waits for input as it arrives and would hold back job {:?} on the shared thread; give it its own thread_id",
+                        other.group
+                    ),
+                );
+                return Err(ctx.job_error(&table.span(), i, e));
+            }
         }
         Ok(DaqConfig {
             path: path.to_path_buf(),
@@ -340,10 +433,10 @@ fn parse_daemon(ctx: &Ctx<'_>, rd: &RawDaemon) -> Result<DaemonConfig, ConfigErr
         d.file_prefix = v.clone();
     }
     if let Some(p) = &rd.write_period {
-        d.write_period = seconds(ctx, p, "daemon.write_period")?;
+        d.write_period = seconds(ctx, p, "daemon.write_period", MIN_WRITE_PERIOD)?;
     }
     if let Some(j) = &rd.write_period_jitter {
-        let jit = seconds(ctx, j, "daemon.write_period_jitter")?;
+        let jit = seconds(ctx, j, "daemon.write_period_jitter", 0.0)?;
         if jit >= d.write_period {
             let e = SettingError::invalid(
                 "daemon.write_period_jitter",
@@ -452,7 +545,7 @@ fn parse_job(table: &toml::Table) -> Result<JobConfig, SettingError> {
         ));
     }
     let period = match &c.period {
-        Some(p) => setting::seconds("period", p)?,
+        Some(p) => setting::seconds("period", p, MIN_READ_PERIOD)?,
         None => Duration::from_secs(1),
     };
     let chunk_length = match c.chunk_length {
@@ -494,6 +587,20 @@ fn parse_job(table: &toml::Table) -> Result<JobConfig, SettingError> {
             ))
         }
     };
+    if let Some(p) = &c.period {
+        let unused = match &source {
+            SourceConfig::ZmqSub(_) => {
+                Some("source \"zmq_sub\" takes every message as it arrives; it has no period")
+            }
+            SourceConfig::Command(cmd) if !cmd.bulk => Some(
+                "a command's lines are read as they arrive; period applies only with bulk = true",
+            ),
+            _ => None,
+        };
+        if let Some(why) = unused {
+            return Err(SettingError::invalid("period", shown(p), why));
+        }
+    }
     Ok(JobConfig {
         group,
         source,

@@ -257,6 +257,26 @@ impl DaqDaemon {
                 .into());
             }
         }
+        // A constant-mode getter blocks while it waits for input: on a shared thread it would
+        // hold back every other job of that thread (a 10 ms job would lose most of its reads).
+        for (i, j) in jobs.iter().enumerate() {
+            let Some(id) = j.thread_id else { continue };
+            let other = jobs
+                .iter()
+                .enumerate()
+                .find(|(k, o)| *k != i && o.thread_id == Some(id));
+            if let (ReadMode::Constant, Some((_, o))) = (j.mode, other) {
+                return Err(SettingError::invalid(
+                    format!("job {:?}: thread_id", j.group),
+                    id,
+                    format!(
+                        "this job reads constantly (its source blocks while it waits for input) and cannot share a thread with job {:?}; give it its own thread",
+                        o.group
+                    ),
+                )
+                .into());
+            }
+        }
         let handles = jobs.iter().map(DaqJob::handle).collect();
         let triggers = jobs
             .iter()

@@ -84,6 +84,10 @@ pub enum DaqError {
         rows: usize,
         shape: Vec<usize>,
     },
+    /// A 0-byte file: not an HDF5 file, it holds no rows (a start that failed before the file
+    /// was written; current versions remove such a file themselves).
+    #[error("{}: 0 bytes, not an HDF5 file; it holds no rows", path.display())]
+    EmptyFile { path: PathBuf },
     /// A file left by a killed daemon does not open, and its status flags cannot be cleared.
     #[error("{}: does not open ({open_error}) and h5clear -s failed: {reason}", path.display())]
     Unrecoverable {

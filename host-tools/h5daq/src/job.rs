@@ -329,6 +329,7 @@ pub(crate) struct Counters {
     pub consecutive_errors: AtomicU64,
     pub missed_periods: AtomicU64,
     pub written: AtomicU64,
+    pub times_out_of_range: AtomicU64,
 }
 
 /// State shared between a job's worker, the daemon's writer and triggers.
@@ -369,6 +370,8 @@ pub struct JobStatus {
     /// Periodic slots skipped because the getter overran its period (a shared thread, a slow
     /// getter).
     pub missed_periods: u64,
+    /// Rows stored with a (provided) time before their file's start or in the future.
+    pub times_out_of_range: u64,
     pub last_error: Option<String>,
 }
 
@@ -802,6 +805,7 @@ impl JobHandle {
             errors: get(&c.errors),
             consecutive_errors: get(&c.consecutive_errors),
             missed_periods: get(&c.missed_periods),
+            times_out_of_range: get(&c.times_out_of_range),
             last_error: lock(&self.shared.last_error).clone(),
         }
     }
@@ -830,6 +834,14 @@ impl JobHandle {
             d.add(r, n);
         }
         d
+    }
+
+    /// Counts `n` rows stored with a time outside their file's interval.
+    pub(crate) fn count_times_out_of_range(&self, n: u64) {
+        self.shared
+            .counters
+            .times_out_of_range
+            .fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts `n` rows appended to a file.

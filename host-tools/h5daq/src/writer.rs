@@ -106,6 +106,9 @@ pub(crate) struct FileWriter {
     pending: Vec<Drained>,
     current: Option<Current>,
     next_from: f64,
+    /// The calendar boundary the next file keeps (after a size rollover or a lost file, the
+    /// interval goes on).
+    next_to: Option<f64>,
     run_start: f64,
     previous_id: u64,
     next_id: u64,
@@ -347,6 +350,7 @@ impl FileWriter {
             pending,
             current: None,
             next_from: run_start,
+            next_to: None,
             run_start,
             previous_id: 0,
             next_id,
@@ -400,7 +404,11 @@ impl FileWriter {
 
     fn open_new(&mut self) -> Result<(), DaqError> {
         let from = self.next_from;
-        let to = self.settings.rollover.next_after(from);
+        let to = self
+            .next_to
+            .take()
+            .filter(|t| *t > from)
+            .unwrap_or_else(|| self.settings.rollover.next_after(from));
         let name = file_name(&self.settings.prefix, from, to - 0.001);
         let path = free_path(&self.settings.directory, &name, None);
         let file_id = self.next_id;
@@ -505,6 +513,44 @@ impl FileWriter {
         drop(cur.handle);
         self.previous_id = cur.file_id;
         self.next_from = cur.from;
+        self.next_to = Some(cur.to);
+    }
+
+    /// Counts and logs rows whose time lies outside the current file's interval: before its
+    /// start, or more than a second after `now` (provided times from a source's clock). They
+    /// are stored all the same.
+    fn check_times(&self, rows: &[(usize, Drained)], now: f64) {
+        let Some(cur) = self.current.as_ref() else {
+            return;
+        };
+        for (j, d) in rows {
+            let outside: Vec<f64> = d
+                .time
+                .iter()
+                .copied()
+                .filter(|&t| t < cur.from || t > now + 1.0)
+                .collect();
+            if outside.is_empty() {
+                continue;
+            }
+            let (lo, hi) = outside
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &t| {
+                    (a.min(t), b.max(t))
+                });
+            let h = &self.handles[*j];
+            h.count_times_out_of_range(outside.len() as u64);
+            daq_log!(
+                Warn,
+                "job {}: {} rows have times outside {} (from {} to now): {} .. {}; stored all the same",
+                h.group,
+                outside.len(),
+                cur.path.display(),
+                compact_stamp(cur.from),
+                compact_stamp(lo),
+                compact_stamp(hi)
+            );
+        }
     }
 
     /// How many of each job's pending rows the file system can take: all of them, or the
@@ -703,6 +749,7 @@ impl FileWriter {
                     (j, std::mem::replace(p, e))
                 })
                 .collect();
+            self.check_times(&all, now);
             match self.append_all(&all) {
                 Ok(n) => {
                     report.rows += n;
@@ -724,9 +771,11 @@ impl FileWriter {
             let size = std::fs::metadata(&cur.path).map(|m| m.len()).unwrap_or(0);
             if size >= limit {
                 let end = now.max(cur.from);
+                let boundary = cur.to;
                 let closed = self.finalize(end, true, false)?;
                 report.files_closed.push(closed);
                 self.next_from = end;
+                self.next_to = Some(boundary);
             }
         }
         report.current = self.current.as_ref().map(|c| c.path.clone());
@@ -871,6 +920,11 @@ pub struct Recovered {
 /// `file_start`), marks it `recovered`, and renames `{prefix}_{from}_{to}.h5` to the real end.
 /// Files whose `file_end` is already set are left alone (`Ok(None)`).
 pub fn recover(path: &Path, prefix: &str) -> Result<Option<Recovered>, DaqError> {
+    if std::fs::metadata(path).map_err(DaqError::io(path))?.len() == 0 {
+        return Err(DaqError::EmptyFile {
+            path: path.to_path_buf(),
+        });
+    }
     let mut cleared = false;
     let file = match hdf::open_rw(path, 0) {
         Ok(f) => f,

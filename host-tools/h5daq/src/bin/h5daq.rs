@@ -178,14 +178,14 @@ fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure>
     }
     let jobs = cfg.build_jobs()?;
     if check {
+        let groups: Vec<String> = jobs.iter().map(|j| j.group().to_string()).collect();
+        // The daemon's own checks too (settings, threads), without starting anything.
+        DaqDaemon::new(cfg.daemon.clone(), jobs)?;
         println!(
             "{}: ok ({} jobs: {})",
             config.display(),
-            jobs.len(),
-            jobs.iter()
-                .map(|j| j.group())
-                .collect::<Vec<_>>()
-                .join(", ")
+            groups.len(),
+            groups.join(", ")
         );
         return Ok(());
     }
@@ -193,9 +193,8 @@ fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure>
     let signalled = Arc::new(AtomicUsize::new(0));
     install_stop_handlers(&signalled)?;
     let d = &cfg.daemon;
-    let mut daemon = DaqDaemon::new(d.clone(), jobs)?;
-    daemon.start()?;
-    let daemon = Arc::new(Mutex::new(Some(daemon)));
+    let mut new_daemon = DaqDaemon::new(d.clone(), jobs)?;
+    let daemon: Arc<Mutex<Option<DaqDaemon>>> = Arc::new(Mutex::new(None));
     let stop_requested = Arc::new(AtomicBool::new(false));
     let outcome = Arc::new(Outcome::default());
     let handler: control::Handler = {
@@ -207,7 +206,9 @@ fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure>
                     let guard = daemon.lock().unwrap_or_else(|p| p.into_inner());
                     match guard.as_ref() {
                         Some(d) => serde_json::json!({"ok": true, "status": d.status()}),
-                        None => serde_json::json!({"ok": true, "status": null, "stopping": true}),
+                        None => {
+                            serde_json::json!({"ok": true, "status": null, "stopping": stop_requested.load(Ordering::SeqCst)})
+                        }
                     }
                 }
                 Some("stop") => {
@@ -230,16 +231,11 @@ fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure>
             },
         )
     };
-    let server = match ControlServer::start(&cfg.control_socket, handler) {
-        Ok(s) => s,
-        Err(e) => {
-            // Leave nothing half-done: stop the daemon cleanly before reporting.
-            if let Some(d) = daemon.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                let _ = d.stop();
-            }
-            return Err(e.into());
-        }
-    };
+    // The socket first: a second daemon on the same config is refused before it starts a
+    // command or creates a file.
+    let server = ControlServer::start(&cfg.control_socket, handler)?;
+    new_daemon.start()?;
+    *daemon.lock().unwrap_or_else(|p| p.into_inner()) = Some(new_daemon);
     println!(
         "h5daq: {} jobs writing to {} every {} s (rollover {}{}, mode {}); control socket {}; Ctrl-C to stop",
         cfg.jobs.len(),
@@ -397,7 +393,12 @@ fn status(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> Resul
         return Ok(());
     }
     let Some(st) = reply.get("status").filter(|s| !s.is_null()) else {
-        println!("daemon on {} is stopping", path.display());
+        let what = if reply.get("stopping") == Some(&serde_json::Value::Bool(true)) {
+            "stopping"
+        } else {
+            "starting"
+        };
+        println!("daemon on {} is {what}", path.display());
         return Ok(());
     };
     let s = |k: &str| st.get(k).cloned().unwrap_or(serde_json::Value::Null);
@@ -627,6 +628,10 @@ fn recover(paths: &[PathBuf], prefix: &str, force: bool) -> Result<(), Failure> 
                 }
             ),
             Ok(None) => println!("ok        {}", f.display()),
+            Err(DaqError::EmptyFile { .. }) => println!(
+                "empty     {} (0 bytes, no rows: nothing to recover; it can be removed)",
+                f.display()
+            ),
             Err(e) => {
                 failed += 1;
                 eprintln!("failed    {}: {e}", f.display());

@@ -27,7 +27,7 @@ use crate::job::{
     bounded_message, lock, DaqJob, DatasetSpec, DropReason, ReadMode, Reading, SourceStats,
 };
 use crate::log::daq_log;
-use crate::setting::{self, SettingError};
+use crate::setting::{self, shown, SettingError};
 use crate::sys::{kill_process_group, Signal};
 use crate::time::{Clock, SystemClock};
 
@@ -113,6 +113,8 @@ impl CommandConfig {
                 ))
             }
         };
+        check_program(&argv[0])
+            .map_err(|why| SettingError::invalid("command", shown(&s.command), why))?;
         if let Some(d) = &s.delimiter {
             if d.is_empty() {
                 return Err(SettingError::invalid(
@@ -153,6 +155,27 @@ impl CommandConfig {
     /// The job (the command starts at the first read).
     pub fn job(&self, group: &str, period: Duration) -> Result<DaqJob, DaqError> {
         job(group, self, period)
+    }
+}
+
+/// Whether `program` can be started: an executable path, or a name found on `PATH`.
+fn check_program(program: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return if executable(std::path::Path::new(program)) {
+            Ok(())
+        } else {
+            Err(format!("{program:?} is not an executable file"))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| executable(&d.join(program))) {
+        Ok(())
+    } else {
+        Err(format!("program {program:?} is not found on PATH"))
     }
 }
 
