@@ -516,8 +516,8 @@ impl FileWriter {
         self.next_to = Some(cur.to);
     }
 
-    /// Counts and logs rows whose time lies outside the current file's interval: before its
-    /// start, or more than a second after `now` (provided times from a source's clock). They
+    /// Counts and logs rows whose time lies outside the current file's interval by more than a
+    /// second (provided times from a source's clock): before its start, or after `now`. They
     /// are stored all the same.
     fn check_times(&self, rows: &[(usize, Drained)], now: f64) {
         let Some(cur) = self.current.as_ref() else {
@@ -528,7 +528,7 @@ impl FileWriter {
                 .time
                 .iter()
                 .copied()
-                .filter(|&t| t < cur.from || t > now + 1.0)
+                .filter(|&t| t < cur.from - 1.0 || t > now + 1.0)
                 .collect();
             if outside.is_empty() {
                 continue;

@@ -625,3 +625,63 @@ fn a_file_moved_away_is_counted_as_lost_and_writing_goes_on_in_a_new_file() {
         "the file records the loss"
     );
 }
+
+#[test]
+fn a_size_rollover_keeps_the_calendar_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |s: &str| parse_compact_stamp(s).unwrap();
+    let clock = Arc::new(ManualClock::new(at("20261121T103000.000Z")));
+    let value = Arc::new(Mutex::new(0.0));
+    let job = triggered_job("r", Arc::clone(&value));
+    let c = DaemonConfig {
+        clock: clock.clone(),
+        auto_write: false,
+        rollover: "2 hours".parse::<Rollover>().unwrap(),
+        max_file_bytes: Some(1),
+        ..cfg(dir.path())
+    };
+    let mut d = DaqDaemon::new(c, vec![job]).unwrap();
+    d.start().unwrap();
+    let (trig, h) = (d.trigger("r").unwrap(), d.job_handles()[0].clone());
+    let mut n = 0;
+    let mut sample_at = |t: &str| {
+        n += 1;
+        clock.set(at(t));
+        trig.trigger();
+        wait_for("read", || h.status().rows == n);
+    };
+    // 10:30 starts an interval ending at 12:00; the size rollover at 11:15 must keep it.
+    sample_at("20261121T111500.000Z");
+    d.write_now().unwrap();
+    sample_at("20261121T113000.000Z");
+    d.write_now().unwrap();
+    sample_at("20261121T121000.000Z");
+    d.write_now().unwrap();
+    let report = d.stop().unwrap();
+    for p in &report.files {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        let (from, to) = parse_file_name("DAQ", name).unwrap();
+        let noon = at("20261121T120000.000Z");
+        assert!(to < noon || from >= noon, "{name} spans the 12:00 boundary");
+    }
+}
+
+#[test]
+fn a_blocking_job_cannot_share_a_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocking = DaqJob::new("sub", vec![DatasetSpec::scalar("x", Dtype::F64)], || {
+        Ok(Reading::Skip)
+    })
+    .unwrap()
+    .with_mode(ReadMode::Constant)
+    .unwrap()
+    .with_thread_id(3);
+    let fast = triggered_job("fast", Arc::new(Mutex::new(0.0))).with_thread_id(3);
+    let err = DaqDaemon::new(cfg(dir.path()), vec![fast, blocking])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("thread_id") && err.contains("\"fast\""),
+        "{err}"
+    );
+}

@@ -660,3 +660,212 @@ fields = [{ name = "n", dtype = "int64" }]
     assert_eq!(values, vec![7.0]);
     assert!(d.output().len() < 100_000, "the log holds no huge line");
 }
+
+#[test]
+fn a_second_daemon_on_the_same_config_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[daemon]
+directory = "out"
+write_period = 0.2
+[[job]]
+group = "a"
+source = "command"
+command = "echo started >> starts; i=0; while :; do echo $i; i=$((i+1)); sleep 0.01; done"
+fields = [{ name = "n", dtype = "int64" }]
+"#;
+    let mut d = Daemon::start(dir.path(), config);
+    wait_status(dir.path(), "rows", |s| num(s, "rows_written") > 0);
+    let second = h5daq(dir.path(), &["run", "daq.toml", "--duration", "1"]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains("another h5daq daemon"), "{err}");
+    let starts = std::fs::read_to_string(dir.path().join("starts")).unwrap();
+    assert_eq!(
+        starts.lines().count(),
+        1,
+        "the second run started no command"
+    );
+    assert_eq!(h5_files(&dir.path().join("out")).len(), 1, "nor a file");
+    let (code, _, stderr) = stop(dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    d.wait_exit(30);
+}
+
+#[test]
+fn zmq_messages_keep_int64_exact_take_python_nan_and_count_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = zmq::Context::new();
+    let publisher = ctx.socket(zmq::PUB).unwrap();
+    publisher.bind("tcp://127.0.0.1:*").unwrap();
+    let ep = publisher.get_last_endpoint().unwrap().unwrap();
+    let config = format!(
+        r#"
+[daemon]
+directory = "out"
+write_period = 0.2
+[[job]]
+group = "z"
+source = "zmq_sub"
+endpoint = "{ep}"
+fields = [{{ name = "big", dtype = "int64", shape = [2] }}, "t"]
+"#
+    );
+    let mut d = Daemon::start(dir.path(), &config);
+    // Python's json.dumps({"big": [2**53 + 1, -1], "t": float("nan")}) and a bad message.
+    let messages = [
+        r#"{"big": [9007199254740993, -1], "t": NaN}"#,
+        "not json at all",
+        r#"{"big": [1, 2], "t": Infinity}"#,
+    ];
+    let t0 = Instant::now();
+    loop {
+        // Until the subscription is up, messages are lost on the way (PUB/SUB): resend.
+        for m in messages {
+            publisher.send(m.as_bytes(), 0).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let st = status(dir.path());
+        if num(job(&st, "z"), "rows") >= 2 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "{st:#}");
+    }
+    let (_, report, _) = stop(dir.path());
+    d.wait_exit(30);
+    let j = job(&report, "z");
+    assert_eq!(
+        num(j, "errors"),
+        0,
+        "bad messages do not pause the job: {j}"
+    );
+    assert!(num(j, "bad_input") >= 1, "{j}");
+    let f = hdf5::File::open(&h5_files(&dir.path().join("out"))[0]).unwrap();
+    let big: Vec<i64> = f.dataset("z/big").unwrap().read_raw().unwrap();
+    assert_eq!(
+        &big[..2],
+        &[9_007_199_254_740_993, -1],
+        "int64 through no float"
+    );
+    let t: Vec<f64> = f.dataset("z/t").unwrap().read_raw().unwrap();
+    assert!(t[0].is_nan() && t[1] == f64::INFINITY, "{t:?}");
+}
+
+#[test]
+fn out_of_range_values_are_bad_input_and_odd_times_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[daemon]
+directory = "out"
+write_period = 0.2
+[[job]]
+group = "f"
+source = "command"
+provide_time = true
+command = "now=$(date +%s); echo $now 1e40; echo $now 1.5; echo 1000 2.5; sleep 100"
+fields = [{ name = "x", dtype = "float32" }]
+"#;
+    let mut d = Daemon::start(dir.path(), config);
+    let st = wait_status(dir.path(), "two rows written", |s| {
+        num(job(s, "f"), "written") == 2
+    });
+    let j = job(&st, "f");
+    assert_eq!(num(j, "bad_input"), 1, "1e40 does not fit float32: {j}");
+    assert!(j["last_bad_input"].as_str().unwrap().contains("float32"));
+    assert_eq!(num(j, "times_out_of_range"), 1, "the 1970 stamp: {j}");
+    let (code, _, stderr) = stop(dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    d.wait_exit(30);
+    assert!(d.output().contains("outside"), "the log says so");
+    let (_, values) = stored(&dir.path().join("out"), "f", "x");
+    assert_eq!(values, vec![1.5, 2.5]);
+}
+
+#[test]
+fn recover_names_an_empty_file_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "DAQ_20261121T185050.612Z_20261121T235959.999Z.h5";
+    std::fs::write(dir.path().join(name), b"").unwrap();
+    let out = h5daq(dir.path(), &["recover", "."]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("empty") && text.contains(name), "{text}");
+}
+
+#[test]
+fn broken_configs_are_refused_with_the_setting_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = "[[job]]\ngroup = 'a'\n";
+    let long = "d".repeat(120);
+    let cases: Vec<(String, Option<&[&str]>)> = vec![
+        (
+            format!("{job}source = 'command'\ncommand = 'true'\nfields = [{{ name = 'v', shape = [-1] }}]\n"),
+            Some(&["job[0].fields[0] (\"v\").shape = [-1]", "length >= 1"]),
+        ),
+        (
+            format!("{job}source = 'command'\ncommand = 'true'\nfields = [{{ name = 'v', dtyp = 'int8' }}]\n"),
+            Some(&["fields[0] (\"v\").dtyp", "not a setting of a field"]),
+        ),
+        (
+            format!("{job}source = 'command'\ncommand = 'true'\nfields = [{{ name = 'v', shape = [100000, 100000, 100000] }}]\n"),
+            Some(&["shape", "elements per row"]),
+        ),
+        (format!("[daemon]\nmax_file_size = 1.5e6\n{job}source = 'system'\n"), None),
+        (format!("[daemon.attrs]\nsite = 'x'\n{job}source = 'system'\n"), None),
+        (
+            format!("{job}source = 'system'\nthread_id = 'x'\n"),
+            Some(&["job[0].thread_id", "\"x\"", "non-negative integer"]),
+        ),
+        (
+            format!("[daemon]\nshuffle = 'yes'\n{job}source = 'system'\n"),
+            Some(&["daemon.shuffle", "true or false"]),
+        ),
+        (
+            format!("[daemon]\nwrite_period = 1e-9\n{job}source = 'system'\n"),
+            Some(&["daemon.write_period", "at least"]),
+        ),
+        (
+            format!("{job}source = 'zmq_sub'\nendpoint = 'tcp://127.0.0.1:99999'\nfields = ['x']\n"),
+            Some(&["job[0].endpoint", "99999", "port"]),
+        ),
+        (
+            format!("{job}source = 'command'\ncommand = 'true'\ndelimiter = ''\nfields = ['x']\n"),
+            Some(&["job[0].delimiter", "empty"]),
+        ),
+        (
+            format!("{job}source = 'zmq_sub'\nendpoint = 'tcp://127.0.0.1:5556'\nperiod = 1\nfields = ['x']\n"),
+            Some(&["job[0].period", "no period"]),
+        ),
+        (
+            format!("{job}source = 'command'\ncommand = ['no-such-program-h5daq']\nfields = ['x']\n"),
+            Some(&["job[0].command", "not found on PATH"]),
+        ),
+        (
+            format!("[daemon]\ndirectory = '{long}'\n{job}source = 'system'\n"),
+            Some(&["daemon.directory", "107"]),
+        ),
+        (
+            format!("{job}source = 'command'\ncommand = 'true'\nthread_id = 1\nfields = ['x']\n[[job]]\ngroup = 'b'\nsource = 'system'\nthread_id = 1\n"),
+            Some(&["job[0].thread_id", "\"b\""]),
+        ),
+    ];
+    for (text, words) in cases {
+        std::fs::write(dir.path().join("daq.toml"), &text).unwrap();
+        let out = h5daq(dir.path(), &["run", "daq.toml", "--check"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        match words {
+            None => assert!(out.status.success(), "{text:?} is valid: {err}"),
+            Some(words) => {
+                assert_eq!(out.status.code(), Some(2), "{text:?}: {err}");
+                assert!(err.contains("daq.toml:"), "{text:?}: {err}");
+                for w in words {
+                    assert!(err.contains(w), "{text:?}: want {w:?} in {err}");
+                }
+            }
+        }
+    }
+}
