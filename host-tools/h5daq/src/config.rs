@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::daemon::{DaemonConfig, RESERVED_ATTRS};
-use crate::job::{AttrValue, DaqJob};
+use crate::job::{AttrValue, DaqJob, ReadMode};
 use crate::log::{Format, Level, LogConfig};
 use crate::setting::{self, shown, value_position, SettingError};
 use crate::sources::command::CommandConfig;
@@ -77,6 +77,7 @@ struct RawDaemon {
     compression: Option<Spanned<i64>>,
     shuffle: Option<bool>,
     mode: Option<Spanned<String>>,
+    delete_empty_files: Option<bool>,
     control_socket: Option<PathBuf>,
     attrs: Option<Spanned<toml::Table>>,
 }
@@ -93,10 +94,11 @@ struct RawLog {
 }
 
 /// The keys every job takes; all other keys of a `[[job]]` table belong to its source.
-const COMMON_KEYS: [&str; 9] = [
+const COMMON_KEYS: [&str; 10] = [
     "group",
     "source",
     "period",
+    "trigger",
     "thread_id",
     "dedup",
     "chunk_length",
@@ -111,6 +113,7 @@ struct CommonSettings {
     group: String,
     source: String,
     period: Option<toml::Value>,
+    trigger: Option<bool>,
     thread_id: Option<u32>,
     dedup: Option<bool>,
     chunk_length: Option<i64>,
@@ -134,6 +137,8 @@ pub struct JobConfig {
     pub group: String,
     pub source: SourceConfig,
     pub period: Duration,
+    /// Read on `h5daq trigger` (the control socket's `trigger` command) instead of a period.
+    pub trigger: bool,
     pub thread_id: Option<u32>,
     pub dedup: bool,
     pub chunk_length: usize,
@@ -477,6 +482,7 @@ fn parse_daemon(ctx: &Ctx<'_>, rd: &RawDaemon) -> Result<DaemonConfig, ConfigErr
         }
     }
     d.shuffle = rd.shuffle.unwrap_or(false);
+    d.delete_empty_files = rd.delete_empty_files.unwrap_or(false);
     if let Some(m) = &rd.mode {
         d.mode = m.get_ref().parse::<WriteMode>().map_err(|e| {
             let e = SettingError::invalid("daemon.mode", format!("{:?}", m.get_ref()), e.problem);
@@ -587,13 +593,35 @@ fn parse_job(table: &toml::Table) -> Result<JobConfig, SettingError> {
             ))
         }
     };
+    let trigger = c.trigger.unwrap_or(false);
+    if trigger {
+        let continuous = match &source {
+            SourceConfig::ZmqSub(_) => true,
+            SourceConfig::Command(cmd) => !cmd.once,
+            _ => false,
+        };
+        if continuous {
+            return Err(SettingError::invalid(
+                "trigger",
+                true,
+                "this source reads input as it arrives; only sampled sources (system, zmq_req, xsp3_status, command with run = \"once\") read on trigger",
+            ));
+        }
+        if let Some(p) = &c.period {
+            return Err(SettingError::invalid(
+                "period",
+                shown(p),
+                "a job with trigger = true has no period",
+            ));
+        }
+    }
     if let Some(p) = &c.period {
         let unused = match &source {
             SourceConfig::ZmqSub(_) => {
                 Some("source \"zmq_sub\" takes every message as it arrives; it has no period")
             }
-            SourceConfig::Command(cmd) if !cmd.bulk => Some(
-                "a command's lines are read as they arrive; period applies only with bulk = true",
+            SourceConfig::Command(cmd) if !cmd.bulk && !cmd.once => Some(
+                "a command's lines are read as they arrive; period applies only with bulk = true or run = \"once\"",
             ),
             _ => None,
         };
@@ -605,6 +633,7 @@ fn parse_job(table: &toml::Table) -> Result<JobConfig, SettingError> {
         group,
         source,
         period,
+        trigger,
         thread_id: c.thread_id,
         dedup: c.dedup.unwrap_or(false),
         chunk_length,
@@ -641,6 +670,9 @@ impl JobConfig {
             });
         if let Some(t) = self.thread_id {
             job = job.with_thread_id(t);
+        }
+        if self.trigger {
+            job = job.with_mode(ReadMode::Triggered)?;
         }
         Ok(job)
     }

@@ -37,6 +37,8 @@ pub struct DaemonConfig {
     pub deflate: Option<u8>,
     pub shuffle: bool,
     pub mode: WriteMode,
+    /// Remove files that received no rows when they are closed (sdaq does this always).
+    pub delete_empty_files: bool,
     /// Extra root attributes.
     pub attrs: Vec<(String, AttrValue)>,
     /// Time source for sample stamps and rollover.
@@ -73,6 +75,7 @@ impl Default for DaemonConfig {
             deflate: None,
             shuffle: false,
             mode: WriteMode::Close,
+            delete_empty_files: false,
             attrs: Vec::new(),
             clock: Arc::new(SystemClock),
             auto_write: true,
@@ -280,6 +283,7 @@ impl DaqDaemon {
         let handles = jobs.iter().map(DaqJob::handle).collect();
         let triggers = jobs
             .iter()
+            .filter(|j| j.mode == ReadMode::Triggered)
             .map(|j| (j.group.clone(), j.trigger()))
             .collect();
         Ok(DaqDaemon {
@@ -327,6 +331,7 @@ impl DaqDaemon {
                 shuffle: self.cfg.shuffle,
             },
             mode: self.cfg.mode,
+            delete_empty_files: self.cfg.delete_empty_files,
             attrs,
         };
         let layouts: Vec<JobLayout> = self
@@ -411,7 +416,8 @@ impl DaqDaemon {
         do_write(shared)
     }
 
-    /// A handle to trigger the reads of job `group`.
+    /// A handle to trigger the reads of job `group`; `None` unless that job reads on trigger
+    /// ([`ReadMode::Triggered`]).
     pub fn trigger(&self, group: &str) -> Option<Trigger> {
         self.triggers.get(group).cloned()
     }

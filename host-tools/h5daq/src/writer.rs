@@ -55,6 +55,8 @@ pub struct FileSettings {
     pub max_file_bytes: Option<u64>,
     pub filters: Filters,
     pub mode: WriteMode,
+    /// Remove a file that received no rows when it is closed (the chain of ids skips it).
+    pub delete_empty_files: bool,
     /// Root attributes written when a file is created (besides the run/file ones).
     pub attrs: Vec<(String, AttrValue)>,
 }
@@ -719,8 +721,9 @@ impl FileWriter {
                 for (j, a) in &early {
                     report.per_job[*j] += a.rows() as u64;
                 }
-                let closed = self.finalize(to, false, false)?;
-                report.files_closed.push(closed);
+                if let Some(closed) = self.finalize(to, false, false)? {
+                    report.files_closed.push(closed);
+                }
                 // The next file starts at the boundary of the interval holding the earliest
                 // remaining row (no empty files for intervals without data), at most now.
                 let earliest = self
@@ -772,8 +775,9 @@ impl FileWriter {
             if size >= limit {
                 let end = now.max(cur.from);
                 let boundary = cur.to;
-                let closed = self.finalize(end, true, false)?;
-                report.files_closed.push(closed);
+                if let Some(closed) = self.finalize(end, true, false)? {
+                    report.files_closed.push(closed);
+                }
                 self.next_from = end;
                 self.next_to = Some(boundary);
             }
@@ -784,11 +788,35 @@ impl FileWriter {
     }
 
     /// Closes the current file: writes `file_end`, `following_file_id` (and `run_end` when the
-    /// run ends), renames it to its real end when `rename`. Returns the final path.
-    fn finalize(&mut self, end: f64, rename: bool, run_end: bool) -> Result<PathBuf, DaqError> {
+    /// run ends), renames it to its real end when `rename`. Returns the final path, or `None`
+    /// when the file held no rows and `delete_empty_files` removed it.
+    fn finalize(
+        &mut self,
+        end: f64,
+        rename: bool,
+        run_end: bool,
+    ) -> Result<Option<PathBuf>, DaqError> {
         let Some(mut cur) = self.current.take() else {
             return Err(DaqError::NoOpenFile);
         };
+        if self.settings.delete_empty_files && cur.rows == 0 {
+            drop(cur.handle.take());
+            std::fs::remove_file(&cur.path).map_err(DaqError::io(&cur.path))?;
+            daq_log!(Info, "removed {} (no rows)", cur.path.display());
+            // The chain skips the removed file: the file before it points to the next one.
+            if let Some(prev) = self.finished.last() {
+                let following = if run_end { 0 } else { self.next_id };
+                let res = hdf::open_rw(prev, self.chunk_cache).and_then(|f| {
+                    hdf::set_attr_u64(&f, "following_file_id", following).map_err(DaqError::hdf5(
+                        format!("{}: attribute following_file_id", prev.display()),
+                    ))
+                });
+                if let Err(e) = res {
+                    daq_log!(Warn, "{e}");
+                }
+            }
+            return Ok(None);
+        }
         let path = cur.path.clone();
         if let Some(h) = cur.handle.take() {
             h.close()
@@ -824,7 +852,7 @@ impl FileWriter {
         };
         daq_log!(Info, "closed {} ({} rows)", final_path.display(), cur.rows);
         self.finished.push(final_path.clone());
-        Ok(final_path)
+        Ok(Some(final_path))
     }
 
     /// The final write: everything pending plus `new`, then the current file is closed with
@@ -861,10 +889,10 @@ impl FileWriter {
             Ok(p) => p,
             Err(e) => return (report, error.or(Some(e))),
         };
-        report.files_closed.push(last.clone());
+        report.files_closed.extend(last.clone());
         report.current = None;
         for p in &self.finished {
-            if *p == last {
+            if Some(p) == last.as_ref() {
                 continue;
             }
             let res = hdf::open_rw(p, self.chunk_cache).and_then(|f| {

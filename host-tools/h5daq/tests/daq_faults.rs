@@ -869,3 +869,107 @@ fn broken_configs_are_refused_with_the_setting_and_value() {
         }
     }
 }
+
+#[test]
+fn triggers_once_per_period_commands_and_run_attributes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[daemon]
+directory = "out"
+write_period = 0.2
+[[job]]
+group = "sys"
+source = "system"
+trigger = true
+fields = ["load1"]
+[[job]]
+group = "once"
+source = "command"
+run = "once"
+period = 0.1
+command = "echo '# a run'; echo 42"
+fields = [{ name = "v", dtype = "int32" }]
+"#;
+    std::fs::write(dir.path().join("daq.toml"), config).unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "daq.toml",
+            "--attr",
+            "run_id=12",
+            "--attr",
+            "sample=Fe foil",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = dir.path().join("out/h5daq.sock");
+    let t0 = Instant::now();
+    while !sock.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..3 {
+        let out = h5daq(dir.path(), &["trigger", "sys", "-c", "daq.toml"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = h5daq(dir.path(), &["trigger", "once", "-c", "daq.toml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a periodic job is not triggered"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trigger = true"));
+    let st = wait_status(dir.path(), "reads", |s| {
+        num(job(s, "sys"), "rows") == 3 && num(job(s, "once"), "rows") >= 3
+    });
+    assert_eq!(
+        num(job(&st, "once"), "errors"),
+        0,
+        "an exit is the end of a run, not an error"
+    );
+    let (code, _, stderr) = stop(dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(child.wait().unwrap().success());
+    let f = hdf5::File::open(&h5_files(&dir.path().join("out"))[0]).unwrap();
+    assert_eq!(f.dataset("sys/load1").unwrap().shape(), vec![3]);
+    let v: Vec<i32> = f.dataset("once/v").unwrap().read_raw().unwrap();
+    assert!(v.len() >= 3 && v.iter().all(|x| *x == 42), "{v:?}");
+    let run_id: i64 = f.attr("run_id").unwrap().read_scalar().unwrap();
+    assert_eq!(run_id, 12);
+    let sample: hdf5::types::VarLenUnicode = f.attr("sample").unwrap().read_scalar().unwrap();
+    assert_eq!(sample.as_str(), "Fe foil");
+}
+
+#[test]
+fn files_without_rows_can_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[daemon]
+directory = "out"
+write_period = 0.2
+delete_empty_files = true
+[[job]]
+group = "idle"
+source = "system"
+trigger = true
+fields = ["load1"]
+"#;
+    std::fs::write(dir.path().join("daq.toml"), config).unwrap();
+    let out = h5daq(dir.path(), &["run", "daq.toml", "--duration", "0.5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        h5_files(&dir.path().join("out")).is_empty(),
+        "the empty file is gone"
+    );
+}

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use h5daq::config::ConfigError;
 use h5daq::config::DaqConfig;
 use h5daq::control::{self, ControlServer};
-use h5daq::{parse_file_name, DaqDaemon, DaqError};
+use h5daq::{parse_file_name, AttrValue, DaqDaemon, DaqError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,6 +46,10 @@ enum Cmd {
         /// Stop by itself after this many seconds (for demos and tests).
         #[arg(long, value_name = "SECONDS")]
         duration: Option<f64>,
+        /// A root attribute of this run's files (repeatable; over [daemon.attrs]): an integer,
+        /// a number, true/false, or else a string.
+        #[arg(long = "attr", value_name = "KEY=VALUE")]
+        attrs: Vec<String>,
     },
     /// Show a running daemon's state: files, writes, per-job counters.
     Status {
@@ -74,6 +78,17 @@ enum Cmd {
         /// Print the daemon's final report as JSON (rows written and dropped per job).
         #[arg(long)]
         json: bool,
+    },
+    /// Make a running daemon read a job with `trigger = true` once now.
+    Trigger {
+        /// The job's group.
+        job: String,
+        /// Find the control socket from this config file.
+        #[arg(short, long, conflicts_with = "socket")]
+        config: Option<PathBuf>,
+        /// The control socket (default: ./h5daq.sock).
+        #[arg(short, long)]
+        socket: Option<PathBuf>,
     },
     /// Finish files left by a killed daemon: clear the HDF5 open-for-write flag (h5clear -s)
     /// where needed, set file_end to the last stored time, rename to the real end time.
@@ -132,7 +147,8 @@ fn main() -> ExitCode {
             config,
             check,
             duration,
-        } => run(&config, check, duration),
+            attrs,
+        } => run(&config, check, duration, &attrs),
         Cmd::Status {
             config,
             socket,
@@ -144,6 +160,11 @@ fn main() -> ExitCode {
             timeout,
             json,
         } => stop(config, socket, timeout, json),
+        Cmd::Trigger {
+            job,
+            config,
+            socket,
+        } => trigger(&job, config, socket),
         Cmd::Recover {
             paths,
             prefix,
@@ -167,8 +188,42 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure> {
-    let cfg = DaqConfig::load(config)?;
+/// `key=value` from the command line as an attribute: an integer, a number, a boolean, or else
+/// the text.
+fn cli_attr(arg: &str) -> Result<(String, AttrValue), Failure> {
+    let (k, v) = arg
+        .split_once('=')
+        .ok_or_else(|| Failure::Usage(format!("--attr {arg:?}: use KEY=VALUE")))?;
+    let k = k.trim();
+    if k.is_empty() || k.contains(['/', '\0']) {
+        return Err(Failure::Usage(format!(
+            "--attr {arg:?}: the key must be a plain name"
+        )));
+    }
+    if h5daq::RESERVED_ATTRS.contains(&k) {
+        return Err(Failure::Usage(format!(
+            "--attr {arg:?}: {k:?} is written by the daemon itself; choose another name"
+        )));
+    }
+    let value = if let Ok(i) = v.parse::<i64>() {
+        AttrValue::Int(i)
+    } else if let Ok(f) = v.parse::<f64>() {
+        AttrValue::Float(f)
+    } else if let Ok(b) = v.parse::<bool>() {
+        AttrValue::Bool(b)
+    } else {
+        AttrValue::Str(v.to_string())
+    };
+    Ok((k.to_string(), value))
+}
+
+fn run(config: &Path, check: bool, duration: Option<f64>, attrs: &[String]) -> Result<(), Failure> {
+    let mut cfg = DaqConfig::load(config)?;
+    for a in attrs {
+        let (k, v) = cli_attr(a)?;
+        cfg.daemon.attrs.retain(|(old, _)| *old != k);
+        cfg.daemon.attrs.push((k, v));
+    }
     if let Some(d) = duration {
         if !(d.is_finite() && d > 0.0) {
             return Err(Failure::Usage(format!(
@@ -225,8 +280,24 @@ fn run(config: &Path, check: bool, duration: Option<f64>) -> Result<(), Failure>
                         }
                     }
                 }
+                Some("trigger") => {
+                    let job = req.get("job").and_then(|j| j.as_str()).unwrap_or_default();
+                    let guard = daemon.lock().unwrap_or_else(|p| p.into_inner());
+                    match guard.as_ref().map(|d| d.trigger(job)) {
+                        Some(Some(t)) => {
+                            t.trigger();
+                            serde_json::json!({"ok": true, "triggered": job})
+                        }
+                        Some(None) => {
+                            serde_json::json!({"ok": false, "error": format!("no job {job:?} reads on trigger (set trigger = true in its [[job]])")})
+                        }
+                        None => {
+                            serde_json::json!({"ok": false, "error": "the daemon is not running"})
+                        }
+                    }
+                }
                 other => {
-                    serde_json::json!({"ok": false, "error": format!("unknown command {other:?} (use status or stop)")})
+                    serde_json::json!({"ok": false, "error": format!("unknown command {other:?} (use status, stop or trigger)")})
                 }
             },
         )
@@ -574,6 +645,30 @@ fn stop(
         "data was lost: {}",
         why.join("; ")
     )))
+}
+
+fn trigger(job: &str, config: Option<PathBuf>, socket: Option<PathBuf>) -> Result<(), Failure> {
+    let path = socket_path(config, socket)?;
+    let reply = control::request(
+        &path,
+        &serde_json::json!({"cmd": "trigger", "job": job}),
+        Duration::from_secs(5),
+    )
+    .map_err(|e| {
+        Failure::NoDaemon(format!(
+            "no h5daq daemon answers on {}: {e}",
+            path.display()
+        ))
+    })?;
+    if reply.get("ok") == Some(&serde_json::Value::Bool(true)) {
+        println!("h5daq: triggered {job}");
+        return Ok(());
+    }
+    let why = reply
+        .get("error")
+        .and_then(|e| e.as_str())
+        .map_or_else(|| reply.to_string(), str::to_string);
+    Err(Failure::Usage(why))
 }
 
 fn recover(paths: &[PathBuf], prefix: &str, force: bool) -> Result<(), Failure> {

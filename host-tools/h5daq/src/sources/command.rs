@@ -63,6 +63,7 @@ struct Settings {
     provide_time: Option<bool>,
     bulk: Option<bool>,
     max_line_length: Option<i64>,
+    run: Option<String>,
 }
 
 /// Default longest line, bytes; longer lines are bad input.
@@ -79,6 +80,10 @@ pub struct CommandConfig {
     pub specs: Vec<DatasetSpec>,
     pub format: LineFormat,
     pub bulk: bool,
+    /// `run = "once"`: the command runs once per read (every period or trigger) and its output
+    /// lines are that read's rows (the reference's `DAQJobExtern` as sdaq users use it);
+    /// otherwise it runs continuously and every line is a row.
+    pub once: bool,
     /// Longest line in bytes.
     pub max_line_length: usize,
 }
@@ -139,7 +144,26 @@ impl CommandConfig {
                 ))
             }
         };
+        let once = match s.run.as_deref() {
+            None | Some("continuous") => false,
+            Some("once") => true,
+            Some(other) => {
+                return Err(SettingError::invalid(
+                    "run",
+                    format!("{other:?}"),
+                    "use \"continuous\" (a long-running command, a row per line) or \"once\" (run once per period)",
+                ))
+            }
+        };
+        if once && s.bulk == Some(true) {
+            return Err(SettingError::invalid(
+                "bulk",
+                true,
+                "with run = \"once\" every output line of a run is already a row",
+            ));
+        }
         Ok(CommandConfig {
+            once,
             max_line_length,
             argv,
             specs,
@@ -154,7 +178,11 @@ impl CommandConfig {
 
     /// The job (the command starts at the first read).
     pub fn job(&self, group: &str, period: Duration) -> Result<DaqJob, DaqError> {
-        job(group, self, period)
+        if self.once {
+            once_job(group, self, period)
+        } else {
+            job(group, self, period)
+        }
     }
 }
 
@@ -517,6 +545,84 @@ fn drain_at_stop(run: Running, rows: &LineRows) -> Reading {
         rows.stats.dropped(DropReason::UnreadAtStop, left);
     }
     rows_reading(time, cols)
+}
+
+/// A job running the command once per read: its output lines (usually one) are the read's
+/// rows, stamped when they arrived. A run that takes longer than the period (at least 1 s) is
+/// ended and counts as an error, as does a non-zero exit.
+fn once_job(group: &str, cfg: &CommandConfig, period: Duration) -> Result<DaqJob, DaqError> {
+    let stats = SourceStats::default();
+    let rows = LineRows {
+        group: group.to_string(),
+        specs: cfg.specs.clone(),
+        format: cfg.format.clone(),
+        max_line: cfg.max_line_length,
+        stats: stats.clone(),
+    };
+    let argv = cfg.argv.clone();
+    let limit = period.max(Duration::from_secs(1));
+    // The running command's process group, so a stop can end it without waiting for the read.
+    let running = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let running2 = Arc::clone(&running);
+    let getter = move || -> Result<Reading, crate::job::GetterError> {
+        let mut run = spawn(&argv, rows.max_line)?;
+        running2.store(run.child.id(), Ordering::SeqCst);
+        let deadline = Instant::now() + limit;
+        let mut time = Vec::new();
+        let mut cols = rows.empty_columns();
+        let mut timed_out = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match run.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some((t, e)) = rows.row(line) {
+                        rows.push(&mut time, &mut cols, t, e);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let status = if !timed_out && exited_within(&mut run.child, left) {
+            run.child.wait().ok()
+        } else {
+            terminate(&mut run.child, Duration::ZERO);
+            None
+        };
+        running2.store(0, Ordering::SeqCst);
+        let _ = kill_process_group(run.child.id(), Signal::KILL);
+        match status {
+            Some(s) if s.success() => Ok(rows_reading(time, cols)),
+            Some(s) => Err(CommandError::Ended {
+                argv: argv.clone(),
+                status: s.to_string(),
+            }
+            .into()),
+            None => Err(CommandError::Ended {
+                argv: argv.clone(),
+                status: format!(
+                    "ended after {:.1} s, longer than a read may take",
+                    limit.as_secs_f64()
+                ),
+            }
+            .into()),
+        }
+    };
+    let on_stop = move || {
+        let pgid = running.load(Ordering::SeqCst);
+        if pgid > 1 {
+            let _ = kill_process_group(pgid, Signal::KILL);
+        }
+    };
+    Ok(DaqJob::new(group, cfg.specs.clone(), getter)?
+        .with_mode(ReadMode::Periodic(period))?
+        .with_provided_time(true)
+        .with_source_stats(stats)
+        .with_on_stop(on_stop))
 }
 
 /// A job running the command and parsing its stdout. In bulk mode every read takes all lines
