@@ -214,6 +214,8 @@ pub enum ZmqReadError {
     Message(#[from] MessageError),
     #[error(transparent)]
     Json(#[from] JsonError),
+    #[error(transparent)]
+    Binary(#[from] BinaryError),
 }
 
 /// Parses a message into a JSON object: the last frame, or the part after the first space of a
@@ -340,13 +342,180 @@ fn message_row(
     fields: &[JsonField],
     time_key: Option<&str>,
 ) -> Result<(f64, Vec<crate::column::Entry>), ZmqReadError> {
-    let obj = parse_message(&msg.frames)?;
-    let entries = entries_from_json(&obj, fields)?;
+    let (obj, entries) = match binary_header(&msg.frames) {
+        Some((header, raw)) => {
+            let entries = entries_from_binary(&header, raw, fields)?;
+            (header, entries)
+        }
+        None => {
+            let obj = parse_message(&msg.frames)?;
+            let entries = entries_from_json(&obj, fields)?;
+            (obj, entries)
+        }
+    };
     let t = match time_key {
         Some(k) => time_from_json(&obj, k)?,
         None => msg.arrived,
     };
     Ok((t, entries))
+}
+
+/// A binary message: a JSON header object with an `"arrays"` list (one `{"key", "dtype",
+/// "shape"}` per raw frame), then the raw frames in that order (an optional topic frame may
+/// come first). Returns the header and the raw frames.
+fn binary_header(frames: &[Vec<u8>]) -> Option<(serde_json::Value, &[Vec<u8>])> {
+    if frames.len() < 2 {
+        return None;
+    }
+    // The header is the first or, after a topic frame, the second frame.
+    frames.iter().take(2).enumerate().find_map(|(i, f)| {
+        let v = parse_json(f).ok()?;
+        v.get("arrays")?.as_array()?;
+        Some((v, &frames[i + 1..]))
+    })
+}
+
+/// Why a binary message's arrays do not fit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BinaryError {
+    #[error("\"arrays\" entry {0} is not {{\"key\", \"dtype\", \"shape\"}}")]
+    BadEntry(usize),
+    #[error("the header names {arrays} arrays, the message has {frames} raw frames")]
+    FrameCount { arrays: usize, frames: usize },
+    #[error("array {key:?}: dtype {dtype:?} is not a little-endian numeric dtype")]
+    Dtype { key: String, dtype: String },
+    #[error("array {key:?}: {bytes} bytes for shape {shape:?} of {dtype}")]
+    Size {
+        key: String,
+        bytes: usize,
+        shape: Vec<usize>,
+        dtype: crate::column::Dtype,
+    },
+    #[error("array {key:?}: {elements} elements, the field takes {want}")]
+    Elements {
+        key: String,
+        elements: usize,
+        want: usize,
+    },
+}
+
+/// Each field's entry: arrays named in the header from their raw frames (any numeric dtype,
+/// converted exactly to the field's), every other field from the header as in JSON messages.
+fn entries_from_binary(
+    header: &serde_json::Value,
+    raw: &[Vec<u8>],
+    fields: &[JsonField],
+) -> Result<Vec<crate::column::Entry>, ZmqReadError> {
+    use crate::column::{Column, Dtype, Entry};
+    let arrays = header
+        .get("arrays")
+        .and_then(|a| a.as_array())
+        .map_or(&[][..], Vec::as_slice);
+    if arrays.len() != raw.len() {
+        return Err(BinaryError::FrameCount {
+            arrays: arrays.len(),
+            frames: raw.len(),
+        }
+        .into());
+    }
+    let mut decoded: Vec<(&str, Column)> = Vec::with_capacity(arrays.len());
+    for (i, (a, bytes)) in arrays.iter().zip(raw).enumerate() {
+        let key = a.get("key").and_then(|k| k.as_str());
+        let dtype = a.get("dtype").and_then(|d| d.as_str());
+        let shape: Option<Vec<usize>> = a.get("shape").and_then(|s| s.as_array()).and_then(|s| {
+            s.iter()
+                .map(|n| n.as_u64().and_then(|n| usize::try_from(n).ok()))
+                .collect()
+        });
+        let (Some(key), Some(dtype), Some(shape)) = (key, dtype, shape) else {
+            return Err(BinaryError::BadEntry(i).into());
+        };
+        let dt = dtype
+            .trim_start_matches('=')
+            .parse::<Dtype>()
+            .map_err(|_| BinaryError::Dtype {
+                key: key.to_string(),
+                dtype: dtype.to_string(),
+            })?;
+        let elements: usize = shape.iter().product();
+        let col = column_from_le_bytes(dt, bytes)
+            .filter(|c| c.len() == elements)
+            .ok_or_else(|| BinaryError::Size {
+                key: key.to_string(),
+                bytes: bytes.len(),
+                shape: shape.clone(),
+                dtype: dt,
+            })?;
+        decoded.push((key, col));
+    }
+    let mut out = Vec::with_capacity(fields.len());
+    for f in fields {
+        match decoded.iter().find(|(k, _)| *k == f.key) {
+            Some((key, col)) => {
+                let want = f.spec.entry_len();
+                if col.len() != want {
+                    return Err(BinaryError::Elements {
+                        key: key.to_string(),
+                        elements: col.len(),
+                        want,
+                    }
+                    .into());
+                }
+                let mut typed = Column::with_capacity(f.spec.dtype, want);
+                typed
+                    .extend_from(col)
+                    .map_err(|source| JsonError::DoesNotFit {
+                        key: key.to_string(),
+                        source,
+                    })?;
+                out.push(Entry::Array(typed));
+            }
+            None => {
+                let one = entries_from_json(header, std::slice::from_ref(f))?;
+                out.extend(one);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Little-endian elements of `dtype` (numpy's native order on x86 and ARM), copied out of a
+/// frame whatever its alignment; `None` when the length is not a whole number of elements.
+fn column_from_le_bytes(
+    dtype: crate::column::Dtype,
+    bytes: &[u8],
+) -> Option<crate::column::Column> {
+    use crate::column::{Column, Dtype};
+    macro_rules! read {
+        ($t:ty, $var:ident) => {{
+            const N: usize = std::mem::size_of::<$t>();
+            if bytes.len() % N != 0 {
+                return None;
+            }
+            Column::$var(
+                bytes
+                    .chunks_exact(N)
+                    .map(|c| {
+                        let mut a = [0u8; N];
+                        a.copy_from_slice(c);
+                        <$t>::from_le_bytes(a)
+                    })
+                    .collect(),
+            )
+        }};
+    }
+    Some(match dtype {
+        Dtype::F64 => read!(f64, F64),
+        Dtype::F32 => read!(f32, F32),
+        Dtype::I64 => read!(i64, I64),
+        Dtype::I32 => read!(i32, I32),
+        Dtype::I16 => read!(i16, I16),
+        Dtype::I8 => read!(i8, I8),
+        Dtype::U64 => read!(u64, U64),
+        Dtype::U32 => read!(u32, U32),
+        Dtype::U16 => read!(u16, U16),
+        Dtype::U8 => read!(u8, U8),
+    })
 }
 
 /// A SUB socket on `endpoint` (connect), subscribed to `topic`. A thread takes messages off
@@ -540,4 +709,65 @@ fn request_job(
         ))
     })?;
     job.with_mode(ReadMode::Periodic(period))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::column::{Column, Dtype, Entry};
+    use crate::job::DatasetSpec;
+
+    fn fields() -> Vec<JsonField> {
+        vec![
+            JsonField {
+                spec: DatasetSpec::array("s", Dtype::F64, &[3]),
+                key: "s".into(),
+            },
+            JsonField {
+                spec: DatasetSpec::scalar("t", Dtype::F64),
+                key: "t".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn raw_frames_after_a_json_header() {
+        let raw: Vec<u8> = [1.5f32, 2.5, -3.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let header = br#"{"t": NaN, "arrays": [{"key": "s", "dtype": "<f4", "shape": [3]}]}"#;
+        let frames = vec![b"topic".to_vec(), header.to_vec(), raw.clone()];
+        let (h, rest) = binary_header(&frames).unwrap();
+        let e = entries_from_binary(&h, rest, &fields()).unwrap();
+        assert_eq!(e[0], Entry::Array(Column::F64(vec![1.5, 2.5, -3.0])));
+        assert!(matches!(e[1], Entry::Scalar(crate::column::Scalar::Float(x)) if x.is_nan()));
+        let err = |header: &str, raw: Vec<Vec<u8>>| {
+            let h: serde_json::Value = serde_json::from_str(header).unwrap();
+            entries_from_binary(&h, &raw, &fields())
+                .unwrap_err()
+                .to_string()
+        };
+        let h = r#"{"t": 1, "arrays": [{"key": "s", "dtype": "float32", "shape": [3]}]}"#;
+        assert!(err(h, vec![]).contains("1 arrays, the message has 0 raw frames"));
+        assert!(err(h, vec![raw[..8].to_vec()]).contains("8 bytes for shape [3]"));
+        let big_endian = r#"{"t": 1, "arrays": [{"key": "s", "dtype": ">f4", "shape": [3]}]}"#;
+        assert!(err(big_endian, vec![raw.clone()]).contains("little-endian"));
+        let wrong = r#"{"t": 1, "arrays": [{"key": "s", "dtype": "float32", "shape": [1, 2]}]}"#;
+        assert!(err(wrong, vec![raw[..8].to_vec()]).contains("the field takes 3"));
+        assert!(
+            binary_header(&[header.to_vec()]).is_none(),
+            "one frame is JSON"
+        );
+    }
+
+    #[test]
+    fn python_json_constants_outside_strings() {
+        let v = parse_json(br#"{"a": NaN, "b": -Infinity, "c": "NaN Infinity", "d": [Infinity]}"#)
+            .unwrap();
+        assert!(v["a"].is_null());
+        assert_eq!(v["b"], "-Infinity");
+        assert_eq!(v["c"], "NaN Infinity");
+        assert_eq!(v["d"][0], "Infinity");
+    }
 }
