@@ -489,12 +489,12 @@ fn column_from_le_bytes(
     macro_rules! read {
         ($t:ty, $var:ident) => {{
             const N: usize = std::mem::size_of::<$t>();
-            if bytes.len() % N != 0 {
+            let chunks = bytes.chunks_exact(N);
+            if !chunks.remainder().is_empty() {
                 return None;
             }
             Column::$var(
-                bytes
-                    .chunks_exact(N)
+                chunks
                     .map(|c| {
                         let mut a = [0u8; N];
                         a.copy_from_slice(c);
