@@ -17,7 +17,7 @@ use crate::sources::command::CommandConfig;
 use crate::sources::system::SystemConfig;
 use crate::sources::zmq_json::{ReqConfig, SubConfig};
 use crate::time::Rollover;
-use crate::writer::WriteMode;
+use crate::writer::{FileNames, WriteMode};
 
 /// A config file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,7 @@ struct RawDaemon {
     name: Option<String>,
     directory: Option<PathBuf>,
     file_prefix: Option<Spanned<String>>,
+    file_name: Option<Spanned<String>>,
     write_period: Option<Spanned<toml::Value>>,
     write_period_jitter: Option<Spanned<toml::Value>>,
     rollover: Option<Spanned<String>>,
@@ -435,7 +436,22 @@ fn parse_daemon(ctx: &Ctx<'_>, rd: &RawDaemon) -> Result<DaemonConfig, ConfigErr
             );
             return Err(ctx.error(p.span().start, e));
         }
-        d.file_prefix = v.clone();
+        d.file_names = FileNames::prefix(v);
+    }
+    if let Some(f) = &rd.file_name {
+        if rd.file_prefix.is_some() {
+            let e = SettingError::invalid(
+                "daemon.file_name",
+                format!("{:?}", f.get_ref()),
+                "set file_prefix or file_name, not both",
+            );
+            return Err(ctx.error(f.span().start, e));
+        }
+        d.file_names = f.get_ref().parse::<FileNames>().map_err(|e| {
+            let e =
+                SettingError::invalid("daemon.file_name", format!("{:?}", f.get_ref()), e.problem);
+            ctx.error(f.span().start, e)
+        })?;
     }
     if let Some(p) = &rd.write_period {
         d.write_period = seconds(ctx, p, "daemon.write_period", MIN_WRITE_PERIOD)?;

@@ -16,7 +16,7 @@ use super::job::{lock, AttrValue, DaqJob, Dropped, JobHandle, JobStatus, ReadMod
 use super::log::daq_log;
 use super::setting::SettingError;
 use super::time::{iso_stamp, Clock, Rollover, SystemClock, Unit};
-use super::writer::{FileSettings, FileWriter, Rng, WriteMode, WriteReport};
+use super::writer::{FileNames, FileSettings, FileWriter, Rng, WriteMode, WriteReport};
 
 /// Daemon settings. [`Default`] gives the reference's defaults: write every 60 s, daily
 /// rollover, files `DAQ_{from}_{to}.h5` in the current directory, no compression.
@@ -26,7 +26,8 @@ pub struct DaemonConfig {
     pub name: String,
     /// Created (with parents) when missing.
     pub directory: PathBuf,
-    pub file_prefix: String,
+    /// File names: `DAQ_{date_from}_{date_to}.h5` by default.
+    pub file_names: FileNames,
     pub write_period: Duration,
     /// Each interval is drawn uniformly from `[period - jitter, period + jitter]`.
     pub write_jitter: Option<Duration>,
@@ -64,7 +65,7 @@ impl Default for DaemonConfig {
         DaemonConfig {
             name: String::new(),
             directory: PathBuf::from("."),
-            file_prefix: "DAQ".to_string(),
+            file_names: FileNames::default(),
             write_period: Duration::from_secs(60),
             write_jitter: None,
             rollover: Rollover {
@@ -221,16 +222,10 @@ impl DaqDaemon {
                 return Err(SettingError::invalid("deflate", l, "use 1-9").into());
             }
         }
-        if cfg.file_prefix.is_empty()
-            || cfg.file_prefix.contains(['/', '\0'])
-            || cfg.file_prefix.starts_with('.')
-        {
-            return Err(SettingError::invalid(
-                "file_prefix",
-                format!("{:?}", cfg.file_prefix),
-                "must be a plain, non-empty file name part",
-            )
-            .into());
+        if let Err(why) = cfg.file_names.check() {
+            return Err(
+                SettingError::invalid("file_names", format!("{:?}", cfg.file_names), why).into(),
+            );
         }
         if let Some(0) = cfg.max_file_bytes {
             return Err(SettingError::invalid("max_file_bytes", 0, "must be > 0").into());
@@ -323,7 +318,7 @@ impl DaqDaemon {
         attrs.extend(self.cfg.attrs.iter().cloned());
         let settings = FileSettings {
             directory: self.cfg.directory.clone(),
-            prefix: self.cfg.file_prefix.clone(),
+            names: self.cfg.file_names.clone(),
             rollover: self.cfg.rollover,
             max_file_bytes: self.cfg.max_file_bytes,
             filters: Filters {

@@ -48,4 +48,6 @@ pub use job::{
 };
 pub use setting::SettingError;
 pub use time::{Clock, ManualClock, Rollover, SystemClock, Unit};
-pub use writer::{file_name, parse_file_name, recover, Recovered, WriteMode, WriteReport};
+pub use writer::{
+    file_name, parse_file_name, recover, FileNames, Recovered, WriteMode, WriteReport,
+};

@@ -50,7 +50,7 @@ impl std::str::FromStr for WriteMode {
 #[derive(Debug, Clone)]
 pub struct FileSettings {
     pub directory: PathBuf,
-    pub prefix: String,
+    pub names: FileNames,
     pub rollover: Rollover,
     pub max_file_bytes: Option<u64>,
     pub filters: Filters,
@@ -119,42 +119,126 @@ pub(crate) struct FileWriter {
     chunk_cache: usize,
 }
 
+/// How files are named: `{head}{from}{middle}{to}{tail}` with `%Y%m%dT%H%M%S.mmmZ` stamps;
+/// a name already taken gets `_1`, `_2`, ... before `tail`. The default is
+/// `DAQ_{date_from}_{date_to}.h5`; sdaq's `file_format_str` placeholders are the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileNames {
+    head: String,
+    middle: String,
+    tail: String,
+}
+
+impl Default for FileNames {
+    fn default() -> Self {
+        FileNames::prefix("DAQ")
+    }
+}
+
+impl FileNames {
+    /// `{prefix}_{date_from}_{date_to}.h5`.
+    pub fn prefix(prefix: &str) -> FileNames {
+        FileNames {
+            head: format!("{prefix}_"),
+            middle: "_".into(),
+            tail: ".h5".into(),
+        }
+    }
+
+    /// The name of a file from `from` to `to`.
+    pub fn name(&self, from: f64, to: f64) -> String {
+        format!(
+            "{}{}{}{}{}",
+            self.head,
+            compact_stamp(from),
+            self.middle,
+            compact_stamp(to),
+            self.tail
+        )
+    }
+
+    /// `(from, to)` of a name this format makes (with or without a `_{n}` suffix).
+    pub fn parse(&self, name: &str) -> Option<(f64, f64)> {
+        let rest = name.strip_prefix(&self.head)?.strip_suffix(&self.tail)?;
+        let from = parse_compact_stamp(rest.get(..20)?)?;
+        let rest = rest.get(20..)?.strip_prefix(&self.middle)?;
+        let to = parse_compact_stamp(rest.get(..20)?)?;
+        let suffix = rest.get(20..)?;
+        let plain = suffix.is_empty()
+            || suffix
+                .strip_prefix('_')
+                .is_some_and(|n| n.parse::<u32>().is_ok());
+        plain.then_some((from, to))
+    }
+
+    /// Whether the names are plain file names (no `/` or NUL, not hidden).
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        let parts = [&self.head, &self.middle, &self.tail];
+        if parts.iter().any(|p| p.contains(['/', '\0'])) || self.head.starts_with('.') {
+            return Err("file names must be plain names (no '/', not starting with '.')");
+        }
+        Ok(())
+    }
+
+    /// A free path in `dir` for the file from `from` to `to` (`except` counts as free).
+    fn free_path(&self, dir: &Path, from: f64, to: f64, except: Option<&Path>) -> PathBuf {
+        let name = self.name(from, to);
+        let p = dir.join(&name);
+        if !p.exists() || Some(p.as_path()) == except {
+            return p;
+        }
+        let stem = name.strip_suffix(&self.tail).unwrap_or(&name);
+        (1u32..)
+            .map(|i| dir.join(format!("{stem}_{i}{}", self.tail)))
+            .find(|p| !p.exists() || Some(p.as_path()) == except)
+            .unwrap_or(p)
+    }
+}
+
+impl std::str::FromStr for FileNames {
+    type Err = ParseError;
+    /// A format with `{date_from}` and then `{date_to}`, once each, and no `/`, e.g.
+    /// `"DAQ_{date_from}_{date_to}.hdf5"`.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let fail = |problem: &str| ParseError {
+            what: "file name format",
+            given: s.to_string(),
+            problem: problem.to_string(),
+        };
+        if s.contains(['/', '\0']) || s.starts_with('.') {
+            return Err(fail("must be a plain file name"));
+        }
+        let (head, rest) = s
+            .split_once("{date_from}")
+            .ok_or_else(|| fail("needs {date_from}"))?;
+        let (middle, tail) = rest
+            .split_once("{date_to}")
+            .ok_or_else(|| fail("needs {date_to} after {date_from}"))?;
+        if [head, middle, tail]
+            .iter()
+            .any(|p| p.contains('{') || p.contains('}'))
+        {
+            return Err(fail("takes only {date_from} and {date_to}, once each"));
+        }
+        if tail.is_empty() {
+            return Err(fail("needs an extension after {date_to}, e.g. .h5"));
+        }
+        Ok(FileNames {
+            head: head.into(),
+            middle: middle.into(),
+            tail: tail.into(),
+        })
+    }
+}
+
 /// The file name `{prefix}_{from}_{to}.h5` with `%Y%m%dT%H%M%S.mmmZ` stamps.
 pub fn file_name(prefix: &str, from: f64, to: f64) -> String {
-    format!("{prefix}_{}_{}.h5", compact_stamp(from), compact_stamp(to))
+    FileNames::prefix(prefix).name(from, to)
 }
 
 /// Parses `{prefix}_{from}_{to}.h5` (optionally `_{n}` before `.h5`) into `(from, to)`.
 pub fn parse_file_name(prefix: &str, name: &str) -> Option<(f64, f64)> {
-    let rest = name
-        .strip_prefix(prefix)?
-        .strip_prefix('_')?
-        .strip_suffix(".h5")?;
-    let from = parse_compact_stamp(rest.get(..20)?)?;
-    let rest = rest.get(20..)?.strip_prefix('_')?;
-    let to = parse_compact_stamp(rest.get(..20)?)?;
-    let tail = rest.get(20..)?;
-    if !(tail.is_empty()
-        || tail
-            .strip_prefix('_')
-            .is_some_and(|n| n.parse::<u32>().is_ok()))
-    {
-        return None;
-    }
-    Some((from, to))
-}
-
-/// A free path for `name` in `dir`: `name`, else `stem_1.h5`, `stem_2.h5`, ...
-fn free_path(dir: &Path, name: &str, except: Option<&Path>) -> PathBuf {
-    let p = dir.join(name);
-    if !p.exists() || Some(p.as_path()) == except {
-        return p;
-    }
-    let stem = name.strip_suffix(".h5").unwrap_or(name);
-    (1u32..)
-        .map(|i| dir.join(format!("{stem}_{i}.h5")))
-        .find(|p| !p.exists() || Some(p.as_path()) == except)
-        .unwrap_or(p)
+    FileNames::prefix(prefix).parse(name)
 }
 
 /// xorshift64*: jitter and file ids (not cryptographic; ids only need to be distinct).
@@ -411,8 +495,10 @@ impl FileWriter {
             .take()
             .filter(|t| *t > from)
             .unwrap_or_else(|| self.settings.rollover.next_after(from));
-        let name = file_name(&self.settings.prefix, from, to - 0.001);
-        let path = free_path(&self.settings.directory, &name, None);
+        let path = self
+            .settings
+            .names
+            .free_path(&self.settings.directory, from, to - 0.001, None);
         let file_id = self.next_id;
         let attrs = self.root_attrs(from);
         let created = self.create_file(&path, &attrs, file_id);
@@ -841,8 +927,10 @@ impl FileWriter {
         }
         self.previous_id = cur.file_id;
         let final_path = if rename {
-            let name = file_name(&self.settings.prefix, cur.from, end);
-            let target = free_path(&self.settings.directory, &name, Some(&path));
+            let target =
+                self.settings
+                    .names
+                    .free_path(&self.settings.directory, cur.from, end, Some(&path));
             if target != path {
                 std::fs::rename(&path, &target).map_err(DaqError::io(&path))?;
             }
@@ -945,9 +1033,9 @@ pub struct Recovered {
 
 /// Finishes a file left by a killed daemon: clears the superblock's status flags with
 /// `h5clear -s` when the file does not open, sets `file_end` to the latest stored time (or
-/// `file_start`), marks it `recovered`, and renames `{prefix}_{from}_{to}.h5` to the real end.
+/// `file_start`), marks it `recovered`, and renames a file named by `names` to the real end.
 /// Files whose `file_end` is already set are left alone (`Ok(None)`).
-pub fn recover(path: &Path, prefix: &str) -> Result<Option<Recovered>, DaqError> {
+pub fn recover(path: &Path, names: &FileNames) -> Result<Option<Recovered>, DaqError> {
     if std::fs::metadata(path).map_err(DaqError::io(path))?.len() == 0 {
         return Err(DaqError::EmptyFile {
             path: path.to_path_buf(),
@@ -1001,9 +1089,9 @@ pub fn recover(path: &Path, prefix: &str) -> Result<Option<Recovered>, DaqError>
     file.close().map_err(DaqError::hdf5(ctx("close")))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let mut new_path = path.to_path_buf();
-    if let (Some((from, _)), Some(dir)) = (parse_file_name(prefix, name), path.parent()) {
+    if let (Some((from, _)), Some(dir)) = (names.parse(name), path.parent()) {
         if end.is_finite() {
-            let target = free_path(dir, &file_name(prefix, from, end), Some(path));
+            let target = names.free_path(dir, from, end, Some(path));
             if target != path {
                 std::fs::rename(path, &target).map_err(DaqError::io(path))?;
             }
@@ -1034,6 +1122,21 @@ mod tests {
         assert!(parse_file_name("DAQ", n1).is_some());
         assert!(parse_file_name("DAQ", "DAQ_x.h5").is_none());
         assert!(parse_file_name("OTHER", &n).is_none());
+        let sdaq: FileNames = "DAQ_{date_from}_{date_to}.hdf5".parse().unwrap();
+        let n = sdaq.name(1_795_287_050.612, 1_795_305_599.999);
+        assert_eq!(n, "DAQ_20261121T185050.612Z_20261121T235959.999Z.hdf5");
+        assert_eq!(sdaq.parse(&n), Some((1_795_287_050.612, 1_795_305_599.999)));
+        assert!(sdaq
+            .parse("DAQ_20261121T185050.612Z_20261121T235959.999Z_2.hdf5")
+            .is_some());
+        for bad in [
+            "x.h5",
+            "{date_to}_{date_from}.h5",
+            "a/{date_from}{date_to}.h5",
+            "{date_from}{date_to}",
+        ] {
+            assert!(bad.parse::<FileNames>().is_err(), "{bad}");
+        }
     }
 
     #[test]

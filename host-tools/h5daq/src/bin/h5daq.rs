@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use h5daq::config::ConfigError;
 use h5daq::config::DaqConfig;
 use h5daq::control::{self, ControlServer};
-use h5daq::{parse_file_name, AttrValue, DaqDaemon, DaqError};
+use h5daq::{AttrValue, DaqDaemon, DaqError, FileNames};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -93,11 +93,14 @@ enum Cmd {
     /// Finish files left by a killed daemon: clear the HDF5 open-for-write flag (h5clear -s)
     /// where needed, set file_end to the last stored time, rename to the real end time.
     Recover {
-        /// Files, or directories whose {prefix}_*.h5 files are checked.
+        /// Files, or directories whose DAQ files (by --prefix or --format) are checked.
         paths: Vec<PathBuf>,
         /// File name prefix.
-        #[arg(long, default_value = "DAQ")]
+        #[arg(long, default_value = "DAQ", conflicts_with = "format")]
         prefix: String,
+        /// File name format (a config's `file_name`), e.g. "DAQ_{date_from}_{date_to}.hdf5".
+        #[arg(long)]
+        format: Option<String>,
         /// Also when a daemon answers on <directory>/h5daq.sock (it may be writing the files).
         #[arg(long)]
         force: bool,
@@ -168,8 +171,9 @@ fn main() -> ExitCode {
         Cmd::Recover {
             paths,
             prefix,
+            format,
             force,
-        } => recover(&paths, &prefix, force),
+        } => recover(&paths, &prefix, format.as_deref(), force),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -671,7 +675,18 @@ fn trigger(job: &str, config: Option<PathBuf>, socket: Option<PathBuf>) -> Resul
     Err(Failure::Usage(why))
 }
 
-fn recover(paths: &[PathBuf], prefix: &str, force: bool) -> Result<(), Failure> {
+fn recover(
+    paths: &[PathBuf],
+    prefix: &str,
+    format: Option<&str>,
+    force: bool,
+) -> Result<(), Failure> {
+    let names = match format {
+        Some(f) => f
+            .parse::<FileNames>()
+            .map_err(|e| Failure::Usage(format!("--format: {e}")))?,
+        None => FileNames::prefix(prefix),
+    };
     if paths.is_empty() {
         return Err(Failure::Usage(
             "recover: name at least one file or directory".into(),
@@ -695,7 +710,7 @@ fn recover(paths: &[PathBuf], prefix: &str, force: bool) -> Result<(), Failure> 
                 .filter(|f| {
                     f.file_name()
                         .and_then(|n| n.to_str())
-                        .is_some_and(|n| parse_file_name(prefix, n).is_some())
+                        .is_some_and(|n| names.parse(n).is_some())
                 })
                 .collect();
             v.sort();
@@ -711,7 +726,7 @@ fn recover(paths: &[PathBuf], prefix: &str, force: bool) -> Result<(), Failure> 
     }
     let mut failed = 0;
     for f in &files {
-        match h5daq::recover(f, prefix) {
+        match h5daq::recover(f, &names) {
             Ok(Some(r)) => println!(
                 "recovered {} -> {}{}",
                 r.original.display(),
