@@ -295,6 +295,9 @@ fn python_constants_to_json(text: &str) -> String {
     out
 }
 
+/// Messages the SUB socket itself may hold (its receive high-water mark).
+const SOCKET_QUEUE: i32 = 100_000;
+
 /// Messages queued between the receiving thread and the job.
 const MESSAGE_QUEUE: usize = 10_000;
 
@@ -536,6 +539,10 @@ fn subscriber_job(
     sock.set_linger(0).map_err(DaqError::zmq("set linger"))?;
     sock.set_rcvtimeo(100)
         .map_err(DaqError::zmq("set receive timeout"))?;
+    // The receiving thread drains the socket into a counted queue; a deep socket queue covers
+    // the moments that thread does not run (ZeroMQ drops beyond it without counting).
+    sock.set_rcvhwm(SOCKET_QUEUE)
+        .map_err(DaqError::zmq("set receive high-water mark"))?;
     sock.connect(endpoint).map_err(DaqError::zmq(format!(
         "job {group}: connect to {endpoint:?}"
     )))?;
