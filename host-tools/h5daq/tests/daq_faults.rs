@@ -3,6 +3,9 @@
 //! command faster than the disk. Each test checks the rule: every row a source produced is in a
 //! file exactly once with columns of equal length, or counted as dropped with its reason; stop
 //! and SIGTERM end the daemon in bounded time; the exit status says whether data was lost.
+//! Also the rest of the list (a second daemon, ZeroMQ JSON, odd values and times, empty
+//! files, broken configs) and the sdaq features (triggers, run-once commands, run attributes,
+//! removal of empty files).
 //!
 //! The disk-full tests mount a tmpfs and need root (as the CI container runs); elsewhere they
 //! fail with a message saying so, unless H5DAQ_SKIP_TMPFS=1 is set.
