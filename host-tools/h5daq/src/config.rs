@@ -12,12 +12,13 @@ use toml::Spanned;
 use crate::daemon::{DaemonConfig, RESERVED_ATTRS};
 use crate::job::{AttrValue, DaqJob, ReadMode};
 use crate::log::{Format, Level, LogConfig};
+use crate::names::FileNames;
 use crate::setting::{self, shown, value_position, SettingError};
 use crate::sources::command::CommandConfig;
 use crate::sources::system::SystemConfig;
 use crate::sources::zmq_json::{ReqConfig, SubConfig};
 use crate::time::Rollover;
-use crate::writer::{FileNames, WriteMode};
+use crate::writer::WriteMode;
 
 /// A config file that cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -14,9 +14,10 @@ use super::error::DaqError;
 use super::hdf::{Filters, JobLayout};
 use super::job::{lock, AttrValue, DaqJob, Dropped, JobHandle, JobStatus, ReadMode, Trigger, Wake};
 use super::log::daq_log;
+use super::names::FileNames;
 use super::setting::SettingError;
 use super::time::{iso_stamp, Clock, Rollover, SystemClock, Unit};
-use super::writer::{FileNames, FileSettings, FileWriter, Rng, WriteMode, WriteReport};
+use super::writer::{FileSettings, FileWriter, Rng, WriteMode, WriteReport};
 
 /// Daemon settings. [`Default`] gives the reference's defaults: write every 60 s, daily
 /// rollover, files `DAQ_{from}_{to}.h5` in the current directory, no compression.

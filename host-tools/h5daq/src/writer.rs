@@ -1,5 +1,6 @@
 //! The file side of the daemon: which file rows go to, rollover by calendar time and by size,
-//! file names, chaining ids, run/file attributes, renaming, and the two crash-safety modes.
+//! chaining ids, run/file attributes, renaming, the two crash-safety modes, and what a write
+//! does when the disk is full, a write fails or the file disappears (see `docs/daq.md`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,7 +12,8 @@ use super::error::{DaqError, ParseError};
 use super::hdf::{self, Filters, JobLayout};
 use super::job::{AttrValue, Drained, DropReason, Dropped, JobHandle};
 use super::log::daq_log;
-use super::time::{compact_stamp, parse_compact_stamp, Rollover};
+use super::names::FileNames;
+use super::time::{compact_stamp, Rollover};
 
 /// How the file is kept between writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,128 +119,6 @@ pub(crate) struct FileWriter {
     rng: Rng,
     finished: Vec<PathBuf>,
     chunk_cache: usize,
-}
-
-/// How files are named: `{head}{from}{middle}{to}{tail}` with `%Y%m%dT%H%M%S.mmmZ` stamps;
-/// a name already taken gets `_1`, `_2`, ... before `tail`. The default is
-/// `DAQ_{date_from}_{date_to}.h5`; sdaq's `file_format_str` placeholders are the same.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileNames {
-    head: String,
-    middle: String,
-    tail: String,
-}
-
-impl Default for FileNames {
-    fn default() -> Self {
-        FileNames::prefix("DAQ")
-    }
-}
-
-impl FileNames {
-    /// `{prefix}_{date_from}_{date_to}.h5`.
-    pub fn prefix(prefix: &str) -> FileNames {
-        FileNames {
-            head: format!("{prefix}_"),
-            middle: "_".into(),
-            tail: ".h5".into(),
-        }
-    }
-
-    /// The name of a file from `from` to `to`.
-    pub fn name(&self, from: f64, to: f64) -> String {
-        format!(
-            "{}{}{}{}{}",
-            self.head,
-            compact_stamp(from),
-            self.middle,
-            compact_stamp(to),
-            self.tail
-        )
-    }
-
-    /// `(from, to)` of a name this format makes (with or without a `_{n}` suffix).
-    pub fn parse(&self, name: &str) -> Option<(f64, f64)> {
-        let rest = name.strip_prefix(&self.head)?.strip_suffix(&self.tail)?;
-        let from = parse_compact_stamp(rest.get(..20)?)?;
-        let rest = rest.get(20..)?.strip_prefix(&self.middle)?;
-        let to = parse_compact_stamp(rest.get(..20)?)?;
-        let suffix = rest.get(20..)?;
-        let plain = suffix.is_empty()
-            || suffix
-                .strip_prefix('_')
-                .is_some_and(|n| n.parse::<u32>().is_ok());
-        plain.then_some((from, to))
-    }
-
-    /// Whether the names are plain file names (no `/` or NUL, not hidden).
-    pub(crate) fn check(&self) -> Result<(), &'static str> {
-        let parts = [&self.head, &self.middle, &self.tail];
-        if parts.iter().any(|p| p.contains(['/', '\0'])) || self.head.starts_with('.') {
-            return Err("file names must be plain names (no '/', not starting with '.')");
-        }
-        Ok(())
-    }
-
-    /// A free path in `dir` for the file from `from` to `to` (`except` counts as free).
-    fn free_path(&self, dir: &Path, from: f64, to: f64, except: Option<&Path>) -> PathBuf {
-        let name = self.name(from, to);
-        let p = dir.join(&name);
-        if !p.exists() || Some(p.as_path()) == except {
-            return p;
-        }
-        let stem = name.strip_suffix(&self.tail).unwrap_or(&name);
-        (1u32..)
-            .map(|i| dir.join(format!("{stem}_{i}{}", self.tail)))
-            .find(|p| !p.exists() || Some(p.as_path()) == except)
-            .unwrap_or(p)
-    }
-}
-
-impl std::str::FromStr for FileNames {
-    type Err = ParseError;
-    /// A format with `{date_from}` and then `{date_to}`, once each, and no `/`, e.g.
-    /// `"DAQ_{date_from}_{date_to}.hdf5"`.
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        let fail = |problem: &str| ParseError {
-            what: "file name format",
-            given: s.to_string(),
-            problem: problem.to_string(),
-        };
-        if s.contains(['/', '\0']) || s.starts_with('.') {
-            return Err(fail("must be a plain file name"));
-        }
-        let (head, rest) = s
-            .split_once("{date_from}")
-            .ok_or_else(|| fail("needs {date_from}"))?;
-        let (middle, tail) = rest
-            .split_once("{date_to}")
-            .ok_or_else(|| fail("needs {date_to} after {date_from}"))?;
-        if [head, middle, tail]
-            .iter()
-            .any(|p| p.contains('{') || p.contains('}'))
-        {
-            return Err(fail("takes only {date_from} and {date_to}, once each"));
-        }
-        if tail.is_empty() {
-            return Err(fail("needs an extension after {date_to}, e.g. .h5"));
-        }
-        Ok(FileNames {
-            head: head.into(),
-            middle: middle.into(),
-            tail: tail.into(),
-        })
-    }
-}
-
-/// The file name `{prefix}_{from}_{to}.h5` with `%Y%m%dT%H%M%S.mmmZ` stamps.
-pub fn file_name(prefix: &str, from: f64, to: f64) -> String {
-    FileNames::prefix(prefix).name(from, to)
-}
-
-/// Parses `{prefix}_{from}_{to}.h5` (optionally `_{n}` before `.h5`) into `(from, to)`.
-pub fn parse_file_name(prefix: &str, name: &str) -> Option<(f64, f64)> {
-    FileNames::prefix(prefix).parse(name)
 }
 
 /// xorshift64*: jitter and file ids (not cryptographic; ids only need to be distinct).
@@ -1021,123 +901,9 @@ fn write_drop_attrs(file: &File, jobs: &[JobLayout], drops: &[Dropped], written:
     }
 }
 
-/// What [`recover`] did to one file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Recovered {
-    pub original: PathBuf,
-    pub path: PathBuf,
-    /// The superblock's open-for-write flag had to be cleared (h5clear -s).
-    pub cleared_flags: bool,
-    pub file_end: f64,
-}
-
-/// Finishes a file left by a killed daemon: clears the superblock's status flags with
-/// `h5clear -s` when the file does not open, sets `file_end` to the latest stored time (or
-/// `file_start`), marks it `recovered`, and renames a file named by `names` to the real end.
-/// Files whose `file_end` is already set are left alone (`Ok(None)`).
-pub fn recover(path: &Path, names: &FileNames) -> Result<Option<Recovered>, DaqError> {
-    if std::fs::metadata(path).map_err(DaqError::io(path))?.len() == 0 {
-        return Err(DaqError::EmptyFile {
-            path: path.to_path_buf(),
-        });
-    }
-    let mut cleared = false;
-    let file = match hdf::open_rw(path, 0) {
-        Ok(f) => f,
-        Err(first) => {
-            let out = std::process::Command::new("h5clear")
-                .arg("-s")
-                .arg(path)
-                .output();
-            match out {
-                Ok(o) if o.status.success() => {}
-                Ok(o) => {
-                    return Err(DaqError::Unrecoverable {
-                        path: path.to_path_buf(),
-                        open_error: first.to_string(),
-                        reason: String::from_utf8_lossy(&o.stderr).trim().to_string(),
-                    })
-                }
-                Err(e) => {
-                    return Err(DaqError::Unrecoverable {
-                        path: path.to_path_buf(),
-                        open_error: first.to_string(),
-                        reason: format!(
-                            "h5clear (Debian package hdf5-tools) is needed to clear its status flags: {e}"
-                        ),
-                    })
-                }
-            }
-            cleared = true;
-            hdf::open_rw(path, 0)?
-        }
-    };
-    let ctx = |k: &str| format!("{}: {k}", path.display());
-    if hdf::read_f64_attr(&file, "file_end").is_some_and(|v| !v.is_nan()) && !cleared {
-        return Ok(None);
-    }
-    let start = hdf::read_f64_attr(&file, "file_start").unwrap_or(f64::NAN);
-    let latest = hdf::max_time(&file).map_err(DaqError::hdf5(ctx("read time")))?;
-    let end = match latest {
-        Some(t) if start.is_nan() || t >= start => t,
-        _ => start,
-    };
-    hdf::set_attr(&file, "file_end", &AttrValue::Float(end))
-        .map_err(DaqError::hdf5(ctx("attribute file_end")))?;
-    hdf::set_attr(&file, "recovered", &AttrValue::Bool(true))
-        .map_err(DaqError::hdf5(ctx("attribute recovered")))?;
-    file.close().map_err(DaqError::hdf5(ctx("close")))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let mut new_path = path.to_path_buf();
-    if let (Some((from, _)), Some(dir)) = (names.parse(name), path.parent()) {
-        if end.is_finite() {
-            let target = names.free_path(dir, from, end, Some(path));
-            if target != path {
-                std::fs::rename(path, &target).map_err(DaqError::io(path))?;
-            }
-            new_path = target;
-        }
-    }
-    Ok(Some(Recovered {
-        original: path.to_path_buf(),
-        path: new_path,
-        cleared_flags: cleared,
-        file_end: end,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        let n = file_name("DAQ", 1_795_287_050.612, 1_795_305_599.999);
-        assert_eq!(n, "DAQ_20261121T185050.612Z_20261121T235959.999Z.h5");
-        assert_eq!(
-            parse_file_name("DAQ", &n),
-            Some((1_795_287_050.612, 1_795_305_599.999))
-        );
-        let n1 = "DAQ_20261121T185050.612Z_20261121T235959.999Z_3.h5";
-        assert!(parse_file_name("DAQ", n1).is_some());
-        assert!(parse_file_name("DAQ", "DAQ_x.h5").is_none());
-        assert!(parse_file_name("OTHER", &n).is_none());
-        let sdaq: FileNames = "DAQ_{date_from}_{date_to}.hdf5".parse().unwrap();
-        let n = sdaq.name(1_795_287_050.612, 1_795_305_599.999);
-        assert_eq!(n, "DAQ_20261121T185050.612Z_20261121T235959.999Z.hdf5");
-        assert_eq!(sdaq.parse(&n), Some((1_795_287_050.612, 1_795_305_599.999)));
-        assert!(sdaq
-            .parse("DAQ_20261121T185050.612Z_20261121T235959.999Z_2.hdf5")
-            .is_some());
-        for bad in [
-            "x.h5",
-            "{date_to}_{date_from}.h5",
-            "a/{date_from}{date_to}.h5",
-            "{date_from}{date_to}",
-        ] {
-            assert!(bad.parse::<FileNames>().is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn split_by_time() {
