@@ -9,6 +9,13 @@ dataset `resize(n + k, axis=0)` and a slice assignment, then `flush()` and `clos
 Datasets are chunked (64, ...) with fletcher32, no compression, as in both tools' defaults.
 
 Usage: .venv/bin/python benches/scripts/bench_daq.py [--seconds S] [--skip-rust]
+       .venv/bin/python benches/scripts/bench_daq.py --vs-sdaq SDAQ_PYTHON [--seconds S]
+
+`--vs-sdaq` runs whole processes side by side instead: the real sdaq (installed from its
+GitHub repository into the Python environment SDAQ_PYTHON, e.g. a scratch venv) with in-process
+getters, against the h5daq binary fed by a Python producer over ZeroMQ (numpy arrays as raw
+frames; scalars as JSON), and a 10 ms periodic job in each. Rows stored in the files per
+second, dropped rows, and the 10 ms job's interval statistics.
 """
 
 import argparse
@@ -157,11 +164,161 @@ def rust_jitter():
     raise SystemExit("daq_jitter printed no JSON line")
 
 
+SDAQ_CASE = r"""
+import glob, json, logging, os, sys, time
+import h5py, numpy as np, sdaq
+logging.disable(logging.WARNING)
+case, seconds, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+os.makedirs(out, exist_ok=True)
+if case == "f32x1000":
+    row = np.arange(1000, dtype=np.float32)
+    job = sdaq.DAQJob("g", ["v"], lambda: [row], shape=[(0, 1000)], dtype=np.float32,
+                      read_mode="constant", compress=False)
+elif case == "scalar":
+    job = sdaq.DAQJob("g", ["v"], lambda: [1.5], dtype=np.float64, read_mode="constant",
+                      compress=False)
+else:
+    job = sdaq.DAQJob("g", ["v"], lambda: [1.5], dtype=np.float64, read_period=0.01,
+                      compress=False)
+d = sdaq.DAQDaemon([job], write_period=1, directory=out)
+d.start()
+time.sleep(seconds)
+d.stop()
+t = np.concatenate([h5py.File(p, "r")["g/time"][:] for p in sorted(glob.glob(out + "/*"))])
+print(json.dumps({"rows": int(len(t)), "intervals": np.diff(np.sort(t)).tolist() if case == "period" else []}))
+"""
+
+
+def sdaq_case(python, case, seconds):
+    with tempfile.TemporaryDirectory() as d:
+        res = subprocess.run([python, "-c", SDAQ_CASE, case, str(seconds), d + "/out"],
+                             capture_output=True, text=True, timeout=seconds + 120)
+        if res.returncode != 0:
+            raise SystemExit(f"sdaq {case} failed: {res.stderr[-2000:]}")
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def h5daq_binary():
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    exe = target / "release" / "h5daq"
+    if not exe.exists():
+        raise SystemExit(f"{exe} not found: run `cargo build --release -p h5daq --bins` first")
+    return exe
+
+
+def h5daq_case(case, seconds):
+    """Rows stored per second by the h5daq binary: a Python producer sending as fast as it can
+    (ZeroMQ PUB) for `seconds`, or a 10 ms system job; also its drop counters and intervals."""
+    import zmq
+
+    with tempfile.TemporaryDirectory() as d:
+        ctx = zmq.Context()
+        pub = ctx.socket(zmq.PUB)
+        pub.setsockopt(zmq.SNDHWM, 100_000)
+        port = pub.bind_to_random_port("tcp://127.0.0.1")
+        if case == "period":
+            job = 'source = "system"\nperiod = 0.01\nfields = ["load1"]'
+        else:
+            shape = ', shape = [1000]' if case == "f32x1000" else ""
+            dtype = "float32" if case == "f32x1000" else "float64"
+            # A buffer for a whole write period of rows (sdaq's buffers are unbounded).
+            job = (f'source = "zmq_sub"\nendpoint = "tcp://127.0.0.1:{port}"\n'
+                   f'buffer_size = "256 MiB"\n'
+                   f'fields = [{{ name = "v", dtype = "{dtype}"{shape} }}]')
+        cfg = Path(d) / "daq.toml"
+        cfg.write_text(f'[daemon]\ndirectory = "out"\nwrite_period = 1\n[log]\nlevel = "error"\n'
+                       f'[[job]]\ngroup = "g"\n{job}\n')
+        proc = subprocess.Popen([str(h5daq_binary()), "run", "daq.toml"], cwd=d,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        sock = Path(d) / "out" / "h5daq.sock"
+        while not sock.exists():
+            time.sleep(0.01)
+        time.sleep(0.3)  # the subscription reaches the publisher
+        sent = 0
+        t_start = time.perf_counter()
+        t_end = t_start + seconds
+        if case == "f32x1000":
+            row = np.arange(1000, dtype=np.float32)
+            header = json.dumps({"arrays": [{"key": "v", "dtype": "float32", "shape": [1000]}]}).encode()
+            while time.perf_counter() < t_end:
+                for _ in range(100):
+                    pub.send_multipart([header, row])
+                sent += 100
+        elif case == "scalar":
+            msg = json.dumps({"v": 1.5}).encode()
+            while time.perf_counter() < t_end:
+                for _ in range(100):
+                    pub.send(msg)
+                sent += 100
+        else:
+            time.sleep(seconds)
+        # Let what is on the way arrive: until the stored-plus-buffered count stops growing
+        # (the periodic job grows for ever: it is stopped at once).
+        last, t_last = -1, time.perf_counter()
+        while case != "period" and time.perf_counter() - t_last < 0.5:
+            st = subprocess.run([str(h5daq_binary()), "status", "-c", "daq.toml", "--json"], cwd=d,
+                                capture_output=True, text=True, timeout=30)
+            rows = json.loads(st.stdout)["status"]["jobs"][0]["rows"]
+            if rows != last:
+                last, t_last = rows, time.perf_counter()
+            time.sleep(0.1)
+        elapsed = t_last - t_start
+        stop = subprocess.run([str(h5daq_binary()), "stop", "-c", "daq.toml", "--json"], cwd=d,
+                              capture_output=True, text=True, timeout=120)
+        proc.wait(timeout=120)
+        report = json.loads(stop.stdout)
+        pub.close(0)
+        ctx.term()
+        files = sorted((Path(d) / "out").glob("*.h5"))
+        t = np.concatenate([h5py.File(p, "r")["g/time"][:] for p in files])
+        job = report["jobs"][0]
+        return {"rows": int(len(t)), "sent": sent, "elapsed": elapsed, "dropped": job["dropped"],
+                "dropped_by": job["dropped_by"], "missed": job["missed_periods"],
+                "intervals": np.diff(np.sort(t)).tolist() if case == "period" else []}
+
+
+def vs_sdaq(python, seconds):
+    version = subprocess.run([python, "-c", "import h5py, numpy; print(h5py.__version__, numpy.__version__)"],
+                             capture_output=True, text=True).stdout.split()
+    load = os.getloadavg()
+    print(f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}; "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+          f"sdaq 0.0.3 (GitHub HEAD) with h5py {version[0]}, numpy {version[1]}; "
+          f"h5daq release build; {seconds:.0f} s per case, write period 1 s in both.")
+    print()
+    print("| case | sdaq (in-process getter, constant read) | h5daq (Python producer over ZeroMQ; rows stored / time until the last arrived) | ratio |")
+    print("|---|---|---|---|")
+    for case, what in [("f32x1000", "(1000,) float32 rows"), ("scalar", "scalar float64 rows")]:
+        ref = sdaq_case(python, case, seconds)
+        ours = h5daq_case(case, seconds)
+        r_ref, r_ours = ref["rows"] / seconds, ours["rows"] / ours["elapsed"]
+        print(f"| {what} | {r_ref:,.0f} rows/s | {r_ours:,.0f} rows/s ({ours['rows']:,} stored of {ours['sent']:,} sent, "
+              f"{ours['dropped']:,} counted dropped: {ours['dropped_by']}) | {r_ours / r_ref:.1f}x |")
+    ref = sdaq_case(python, "period", seconds)
+    ours = h5daq_case("period", seconds)
+
+    def timing(r):
+        iv = np.array(r["intervals"]) * 1e3
+        slots = iv.sum() / 10.0 + 1
+        return (f"{r['rows']} rows in {slots:.0f} 10 ms slots, interval median {np.median(iv):.2f} ms, "
+                f"p99 {np.percentile(iv, 99):.2f} ms, max {iv.max():.2f} ms")
+
+    print()
+    print(f"10 ms periodic job: sdaq (schedule mode) {timing(ref)}; "
+          f"h5daq (system job) {timing(ours)}, {ours['missed']} missed slots counted.")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0, help="measurement time per case")
     ap.add_argument("--skip-rust", action="store_true", help="only the h5py reproduction")
+    ap.add_argument("--vs-sdaq", metavar="SDAQ_PYTHON",
+                    help="whole-process comparison with the real sdaq installed for this Python")
     args = ap.parse_args()
+    if args.vs_sdaq:
+        vs_sdaq(args.vs_sdaq, args.seconds)
+        return
 
     ref_sample = reference_sample_path(100_000)
     ref = {name: reference_write_path(shape, dt, rows, args.seconds) for name, shape, dt, rows in CASES}

@@ -289,3 +289,63 @@ fields = [
         assert np.allclose(f["bulk/time"][:], 1.7e9 + np.arange(50000) * 0.001)
         for key in ("n", "b", "v", "time"):
             assert f["bulk"][key].fletcher32 and f["bulk"][key].compression is None
+
+
+def test_pyzmq_numpy_arrays_as_raw_frames_and_python_json(tmp_path):
+    """A Python producer sends numpy arrays without text encoding (a JSON header naming dtype
+    and shape, then the raw bytes) and plain json.dumps output with NaN and int64 values."""
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    cfg = f"""
+[daemon]
+directory = "out"
+write_period = 0.2
+[[job]]
+group = "spec"
+source = "zmq_sub"
+endpoint = "tcp://127.0.0.1:{port}"
+fields = [
+  {{ name = "spectrum", dtype = "float32", shape = [1000] }},
+  {{ name = "counts", dtype = "int64", shape = [2] }},
+  "temperature",
+]
+"""
+    (tmp_path / "daq.toml").write_text(cfg)
+    proc = start_h5daq(tmp_path, "run", "daq.toml", "--duration", "2.5")
+    sent = []
+    try:
+        t0 = time.monotonic()
+        i = 0
+        while time.monotonic() - t0 < 2.0:
+            spectrum = np.arange(1000, dtype=np.float32) + i
+            counts = np.array([2**53 + 1 + i, -i], dtype=np.int64)
+            header = {
+                "temperature": float("nan") if i % 2 else 20.0 + i,
+                "arrays": [
+                    {"key": "spectrum", "dtype": str(spectrum.dtype), "shape": list(spectrum.shape)},
+                    {"key": "counts", "dtype": counts.dtype.str, "shape": list(counts.shape)},
+                ],
+            }
+            pub.send_multipart([json.dumps(header).encode(), spectrum, counts])
+            sent.append(i)
+            i += 1
+            time.sleep(0.01)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        pub.close(0)
+        ctx.term()
+    assert proc.returncode == 0, err
+    with h5py.File(h5_files(tmp_path / "out")[0], "r") as f:
+        spectrum = f["spec/spectrum"][:]
+        counts = f["spec/counts"][:]
+        temperature = f["spec/temperature"][:]
+    n = len(spectrum)
+    assert n > 50, "the first messages may precede the subscription"
+    first = int(spectrum[0, 0])
+    k = np.arange(first, first + n)
+    assert (spectrum == np.arange(1000, dtype=np.float32)[None, :] + k[:, None]).all()
+    assert (counts[:, 0] == 2**53 + 1 + k).all(), "int64 stays exact"
+    assert (counts[:, 1] == -k).all()
+    odd = k % 2 == 1
+    assert np.isnan(temperature[odd]).all() and (temperature[~odd] == 20.0 + k[~odd]).all()

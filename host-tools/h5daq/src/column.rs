@@ -122,11 +122,17 @@ macro_rules! float_elem {
         impl Elem for $t {
             const DTYPE: Dtype = Dtype::$d;
             fn from_scalar(s: Scalar) -> Option<Self> {
-                Some(match s {
+                let x = match s {
                     Scalar::Float(v) => v as $t,
                     Scalar::Int(v) => v as $t,
                     Scalar::UInt(v) => v as $t,
-                })
+                };
+                // A finite value beyond the type's range does not fit (it is not infinity).
+                let finite_in = match s {
+                    Scalar::Float(v) => v.is_finite(),
+                    _ => true,
+                };
+                (!(finite_in && x.is_infinite())).then_some(x)
             }
             fn to_scalar(self) -> Scalar {
                 Scalar::Float(f64::from(self))
@@ -448,6 +454,12 @@ mod tests {
         f.extend_from(&Column::I64(vec![1, 2])).unwrap();
         f.extend_from(&Column::F32(vec![0.5])).unwrap();
         assert_eq!(f, Column::F32(vec![1.0, 2.0, 0.5]));
+        assert!(
+            f.push_scalar(Scalar::Float(1e40)).is_err(),
+            "beyond float32"
+        );
+        assert!(f.push_scalar(Scalar::Float(f64::INFINITY)).is_ok());
+        assert!(f.push_scalar(Scalar::Float(f64::NAN)).is_ok());
         let mut i = Column::with_capacity(Dtype::I16, 4);
         assert!(i.extend_from(&Column::I64(vec![1, 100_000])).is_err());
         assert!(i.is_empty(), "a failed conversion appends nothing");

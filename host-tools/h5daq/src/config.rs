@@ -10,8 +10,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::daemon::{DaemonConfig, RESERVED_ATTRS};
-use crate::job::{AttrValue, DaqJob};
+use crate::job::{AttrValue, DaqJob, ReadMode};
 use crate::log::{Format, Level, LogConfig};
+use crate::names::FileNames;
 use crate::setting::{self, shown, value_position, SettingError};
 use crate::sources::command::CommandConfig;
 use crate::sources::system::SystemConfig;
@@ -57,9 +58,9 @@ fn at(position: Option<(usize, usize)>) -> String {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
-    daemon: Option<Spanned<RawDaemon>>,
+    daemon: Option<RawDaemon>,
     #[serde(default)]
-    log: Option<Spanned<RawLog>>,
+    log: Option<RawLog>,
     #[serde(default, rename = "job")]
     jobs: Vec<Spanned<toml::Table>>,
 }
@@ -70,6 +71,7 @@ struct RawDaemon {
     name: Option<String>,
     directory: Option<PathBuf>,
     file_prefix: Option<Spanned<String>>,
+    file_name: Option<Spanned<String>>,
     write_period: Option<Spanned<toml::Value>>,
     write_period_jitter: Option<Spanned<toml::Value>>,
     rollover: Option<Spanned<String>>,
@@ -77,6 +79,7 @@ struct RawDaemon {
     compression: Option<Spanned<i64>>,
     shuffle: Option<bool>,
     mode: Option<Spanned<String>>,
+    delete_empty_files: Option<bool>,
     control_socket: Option<PathBuf>,
     attrs: Option<Spanned<toml::Table>>,
 }
@@ -93,14 +96,16 @@ struct RawLog {
 }
 
 /// The keys every job takes; all other keys of a `[[job]]` table belong to its source.
-const COMMON_KEYS: [&str; 8] = [
+const COMMON_KEYS: [&str; 10] = [
     "group",
     "source",
     "period",
+    "trigger",
     "thread_id",
     "dedup",
     "chunk_length",
     "error_limit",
+    "buffer_size",
     "attrs",
 ];
 
@@ -110,10 +115,12 @@ struct CommonSettings {
     group: String,
     source: String,
     period: Option<toml::Value>,
+    trigger: Option<bool>,
     thread_id: Option<u32>,
     dedup: Option<bool>,
     chunk_length: Option<i64>,
     error_limit: Option<i64>,
+    buffer_size: Option<toml::Value>,
     attrs: Option<toml::Table>,
 }
 
@@ -132,10 +139,14 @@ pub struct JobConfig {
     pub group: String,
     pub source: SourceConfig,
     pub period: Duration,
+    /// Read on `h5daq trigger` (the control socket's `trigger` command) instead of a period.
+    pub trigger: bool,
     pub thread_id: Option<u32>,
     pub dedup: bool,
     pub chunk_length: usize,
     pub error_limit: u64,
+    /// Most bytes of rows held between writes.
+    pub buffer_bytes: usize,
     pub attrs: Vec<(String, AttrValue)>,
 }
 
@@ -164,6 +175,27 @@ impl Ctx<'_> {
             + 1;
         (line, col)
     }
+    /// The `table.key` whose value is written at `offset` (`key = value` on that line, under
+    /// the last `[table]` header above it).
+    fn setting_at(&self, offset: usize) -> Option<String> {
+        let before = self.src.get(..offset)?;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let key = before[line_start..].split_once('=')?.0.trim();
+        if key.is_empty() {
+            return None;
+        }
+        let table = before[..line_start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        Some(match table {
+            Some(t) if !t.is_empty() => format!("{t}.{key}"),
+            _ => key.to_string(),
+        })
+    }
+
     fn error(&self, offset: usize, problem: SettingError) -> ConfigError {
         ConfigError::Setting {
             path: self.path.to_path_buf(),
@@ -185,8 +217,18 @@ impl Ctx<'_> {
     }
 }
 
-fn seconds(ctx: &Ctx<'_>, v: &Spanned<toml::Value>, what: &str) -> Result<Duration, ConfigError> {
-    setting::seconds(what, v.get_ref()).map_err(|e| ctx.error(v.span().start, e))
+/// Shortest write period: each write opens, appends, flushes and closes the file.
+const MIN_WRITE_PERIOD: f64 = 0.01;
+/// Shortest read period (a thread wakes this often).
+const MIN_READ_PERIOD: f64 = 0.0001;
+
+fn seconds(
+    ctx: &Ctx<'_>,
+    v: &Spanned<toml::Value>,
+    what: &str,
+    min: f64,
+) -> Result<Duration, ConfigError> {
+    setting::seconds(what, v.get_ref(), min).map_err(|e| ctx.error(v.span().start, e))
 }
 
 fn parse_size(what: &str, v: &toml::Value) -> Result<u64, SettingError> {
@@ -263,13 +305,33 @@ impl DaqConfig {
     /// Parses config text; `path` is used in messages.
     pub fn parse(path: &Path, src: &str) -> Result<DaqConfig, ConfigError> {
         let ctx = Ctx { path, src };
-        let raw: RawConfig = toml::from_str(src).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            position: e.span().map(|s| ctx.line_col(s.start)),
-            message: e.message().trim().to_string(),
+        let raw: RawConfig = toml::from_str(src).map_err(|e| {
+            let position = e.span().map(|s| ctx.line_col(s.start));
+            match e.span().and_then(|s| ctx.setting_at(s.start)) {
+                // A value of the wrong type under [daemon] or [log]: name the setting.
+                Some(setting)
+                    if e.message().starts_with("invalid type:")
+                        || e.message().starts_with("invalid value:") =>
+                {
+                    ConfigError::Setting {
+                        path: path.to_path_buf(),
+                        position,
+                        problem: Box::new(SettingError::Type {
+                            setting,
+                            value: setting::serde_value(e.message()),
+                            expected: setting::plain_expected(e.message()),
+                        }),
+                    }
+                }
+                _ => ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    position,
+                    message: e.message().trim().to_string(),
+                },
+            }
         })?;
         let daemon = match &raw.daemon {
-            Some(d) => d.get_ref(),
+            Some(d) => d,
             None => &RawDaemon::default(),
         };
         let d = parse_daemon(&ctx, daemon)?;
@@ -277,8 +339,28 @@ impl DaqConfig {
             .control_socket
             .clone()
             .unwrap_or_else(|| d.directory.join("h5daq.sock"));
+        // sockaddr_un holds 108 bytes with the terminating NUL.
+        let socket_len = control_socket.as_os_str().len();
+        if socket_len > 107 {
+            let (key, at) = match daemon.control_socket {
+                Some(_) => ("daemon.control_socket", "control_socket"),
+                None => ("daemon.directory", "directory"),
+            };
+            let offset = src
+                .find(&format!("{at} ="))
+                .or_else(|| src.find(&format!("{at}=")))
+                .unwrap_or(0);
+            return Err(ctx.error(
+                offset,
+                SettingError::invalid(
+                    key,
+                    format!("{:?}", control_socket.display().to_string()),
+                    format!("the control socket path is {socket_len} bytes; a Unix socket path holds at most 107"),
+                ),
+            ));
+        }
         let log = match &raw.log {
-            Some(l) => parse_log(&ctx, l.get_ref())?,
+            Some(l) => parse_log(&ctx, l)?,
             None => LogConfig::default(),
         };
         if raw.jobs.is_empty() {
@@ -299,6 +381,28 @@ impl DaqConfig {
                 return Err(ctx.job_error(&span, i, e));
             }
             jobs.push(job);
+        }
+        for (i, (job, table)) in jobs.iter().zip(&raw.jobs).enumerate() {
+            let Some(id) = job.thread_id else { continue };
+            let blocking = matches!(
+                job.source,
+                SourceConfig::ZmqSub(_) | SourceConfig::Command(_)
+            );
+            let shared = jobs
+                .iter()
+                .enumerate()
+                .find(|(k, o)| *k != i && o.thread_id == Some(id));
+            if let (true, Some((_, other))) = (blocking, shared) {
+                let e = SettingError::invalid(
+                    "thread_id",
+                    id,
+                    format!(
+                        "this job's source waits for input as it arrives and would hold back job {:?} on the shared thread; give it its own thread_id",
+                        other.group
+                    ),
+                );
+                return Err(ctx.job_error(&table.span(), i, e));
+            }
         }
         Ok(DaqConfig {
             path: path.to_path_buf(),
@@ -333,13 +437,28 @@ fn parse_daemon(ctx: &Ctx<'_>, rd: &RawDaemon) -> Result<DaemonConfig, ConfigErr
             );
             return Err(ctx.error(p.span().start, e));
         }
-        d.file_prefix = v.clone();
+        d.file_names = FileNames::prefix(v);
+    }
+    if let Some(f) = &rd.file_name {
+        if rd.file_prefix.is_some() {
+            let e = SettingError::invalid(
+                "daemon.file_name",
+                format!("{:?}", f.get_ref()),
+                "set file_prefix or file_name, not both",
+            );
+            return Err(ctx.error(f.span().start, e));
+        }
+        d.file_names = f.get_ref().parse::<FileNames>().map_err(|e| {
+            let e =
+                SettingError::invalid("daemon.file_name", format!("{:?}", f.get_ref()), e.problem);
+            ctx.error(f.span().start, e)
+        })?;
     }
     if let Some(p) = &rd.write_period {
-        d.write_period = seconds(ctx, p, "daemon.write_period")?;
+        d.write_period = seconds(ctx, p, "daemon.write_period", MIN_WRITE_PERIOD)?;
     }
     if let Some(j) = &rd.write_period_jitter {
-        let jit = seconds(ctx, j, "daemon.write_period_jitter")?;
+        let jit = seconds(ctx, j, "daemon.write_period_jitter", 0.0)?;
         if jit >= d.write_period {
             let e = SettingError::invalid(
                 "daemon.write_period_jitter",
@@ -380,6 +499,7 @@ fn parse_daemon(ctx: &Ctx<'_>, rd: &RawDaemon) -> Result<DaemonConfig, ConfigErr
         }
     }
     d.shuffle = rd.shuffle.unwrap_or(false);
+    d.delete_empty_files = rd.delete_empty_files.unwrap_or(false);
     if let Some(m) = &rd.mode {
         d.mode = m.get_ref().parse::<WriteMode>().map_err(|e| {
             let e = SettingError::invalid("daemon.mode", format!("{:?}", m.get_ref()), e.problem);
@@ -448,7 +568,7 @@ fn parse_job(table: &toml::Table) -> Result<JobConfig, SettingError> {
         ));
     }
     let period = match &c.period {
-        Some(p) => setting::seconds("period", p)?,
+        Some(p) => setting::seconds("period", p, MIN_READ_PERIOD)?,
         None => Duration::from_secs(1),
     };
     let chunk_length = match c.chunk_length {
@@ -471,6 +591,11 @@ fn parse_job(table: &toml::Table) -> Result<JobConfig, SettingError> {
         Some(a) => attrs("attrs", a)?,
         None => Vec::new(),
     };
+    let buffer_bytes = match &c.buffer_size {
+        Some(v) => usize::try_from(parse_size("buffer_size", v)?)
+            .map_err(|_| SettingError::invalid("buffer_size", shown(v), "too large"))?,
+        None => crate::job::DEFAULT_MAX_BUFFER_BYTES,
+    };
     let source = match c.source.as_str() {
         "system" => SourceConfig::System(SystemConfig::from_table(&own)?),
         "zmq_sub" => SourceConfig::ZmqSub(SubConfig::from_table(&own)?),
@@ -485,14 +610,52 @@ fn parse_job(table: &toml::Table) -> Result<JobConfig, SettingError> {
             ))
         }
     };
+    let trigger = c.trigger.unwrap_or(false);
+    if trigger {
+        let continuous = match &source {
+            SourceConfig::ZmqSub(_) => true,
+            SourceConfig::Command(cmd) => !cmd.once,
+            _ => false,
+        };
+        if continuous {
+            return Err(SettingError::invalid(
+                "trigger",
+                true,
+                "this source reads input as it arrives; only sampled sources (system, zmq_req, xsp3_status, command with run = \"once\") read on trigger",
+            ));
+        }
+        if let Some(p) = &c.period {
+            return Err(SettingError::invalid(
+                "period",
+                shown(p),
+                "a job with trigger = true has no period",
+            ));
+        }
+    }
+    if let Some(p) = &c.period {
+        let unused = match &source {
+            SourceConfig::ZmqSub(_) => {
+                Some("source \"zmq_sub\" takes every message as it arrives; it has no period")
+            }
+            SourceConfig::Command(cmd) if !cmd.bulk && !cmd.once => Some(
+                "a command's lines are read as they arrive; period applies only with bulk = true or run = \"once\"",
+            ),
+            _ => None,
+        };
+        if let Some(why) = unused {
+            return Err(SettingError::invalid("period", shown(p), why));
+        }
+    }
     Ok(JobConfig {
         group,
         source,
         period,
+        trigger,
         thread_id: c.thread_id,
         dedup: c.dedup.unwrap_or(false),
         chunk_length,
         error_limit,
+        buffer_bytes,
         attrs,
     })
 }
@@ -511,6 +674,7 @@ impl JobConfig {
         let mut job = job
             .with_dedup(self.dedup)
             .with_chunk_length(self.chunk_length)
+            .with_max_buffer_bytes(self.buffer_bytes)
             .with_attrs(self.attrs.clone())
             .with_error_handler(self.error_limit, move |r| {
                 crate::log::emit(
@@ -523,6 +687,9 @@ impl JobConfig {
             });
         if let Some(t) = self.thread_id {
             job = job.with_thread_id(t);
+        }
+        if self.trigger {
+            job = job.with_mode(ReadMode::Triggered)?;
         }
         Ok(job)
     }

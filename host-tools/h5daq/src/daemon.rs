@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use super::error::DaqError;
 use super::hdf::{Filters, JobLayout};
-use super::job::{lock, AttrValue, DaqJob, JobHandle, JobStatus, ReadMode, Trigger, Wake};
+use super::job::{lock, AttrValue, DaqJob, Dropped, JobHandle, JobStatus, ReadMode, Trigger, Wake};
 use super::log::daq_log;
+use super::names::FileNames;
 use super::setting::SettingError;
 use super::time::{iso_stamp, Clock, Rollover, SystemClock, Unit};
 use super::writer::{FileSettings, FileWriter, Rng, WriteMode, WriteReport};
@@ -26,7 +27,8 @@ pub struct DaemonConfig {
     pub name: String,
     /// Created (with parents) when missing.
     pub directory: PathBuf,
-    pub file_prefix: String,
+    /// File names: `DAQ_{date_from}_{date_to}.h5` by default.
+    pub file_names: FileNames,
     pub write_period: Duration,
     /// Each interval is drawn uniformly from `[period - jitter, period + jitter]`.
     pub write_jitter: Option<Duration>,
@@ -37,6 +39,8 @@ pub struct DaemonConfig {
     pub deflate: Option<u8>,
     pub shuffle: bool,
     pub mode: WriteMode,
+    /// Remove files that received no rows when they are closed (sdaq does this always).
+    pub delete_empty_files: bool,
     /// Extra root attributes.
     pub attrs: Vec<(String, AttrValue)>,
     /// Time source for sample stamps and rollover.
@@ -62,7 +66,7 @@ impl Default for DaemonConfig {
         DaemonConfig {
             name: String::new(),
             directory: PathBuf::from("."),
-            file_prefix: "DAQ".to_string(),
+            file_names: FileNames::default(),
             write_period: Duration::from_secs(60),
             write_jitter: None,
             rollover: Rollover {
@@ -73,6 +77,7 @@ impl Default for DaemonConfig {
             deflate: None,
             shuffle: false,
             mode: WriteMode::Close,
+            delete_empty_files: false,
             attrs: Vec::new(),
             clock: Arc::new(SystemClock),
             auto_write: true,
@@ -115,6 +120,8 @@ pub struct DaemonStatus {
     pub last_write_error: Option<String>,
     pub last_write_seconds: f64,
     pub rows_written: u64,
+    /// Rows dropped, all jobs (each job's status has the reasons).
+    pub rows_dropped: u64,
     pub rows_pending_retry: u64,
     pub jobs: Vec<JobStatus>,
 }
@@ -125,7 +132,29 @@ pub struct StopReport {
     /// Every file of the run, in order, with its final name.
     pub files: Vec<PathBuf>,
     pub rows_written: u64,
+    /// Every job's counters after the final write.
+    pub jobs: Vec<JobStatus>,
+    /// Why the final write or the closing of the last file failed; rows it could not write are
+    /// counted in the jobs' `dropped_by.write_failed`.
+    pub final_error: Option<String>,
+    /// Jobs whose thread did not end within [`STOP_GRACE`] (a getter that blocks); their
+    /// buffered rows were written, the thread was left behind.
+    pub stuck_jobs: Vec<String>,
 }
+
+impl StopReport {
+    /// Rows dropped in the run, all jobs and reasons.
+    pub fn rows_dropped(&self) -> u64 {
+        self.jobs.iter().map(|j| j.dropped).sum()
+    }
+    /// True when every row the sources produced is in a file and nothing failed.
+    pub fn is_lossless(&self) -> bool {
+        self.rows_dropped() == 0 && self.final_error.is_none() && self.stuck_jobs.is_empty()
+    }
+}
+
+/// How long [`DaqDaemon::stop`] waits for a job's thread after its stop hook ran.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct WriteStats {
@@ -133,7 +162,6 @@ struct WriteStats {
     errors: u64,
     last_error: Option<String>,
     last_seconds: f64,
-    rows: u64,
 }
 
 struct Shared {
@@ -142,6 +170,8 @@ struct Shared {
     handles: Vec<JobHandle>,
     clock: Arc<dyn Clock>,
     stop: AtomicBool,
+    /// Set once the jobs' stop hooks have run: the final reads may start.
+    final_reads: AtomicBool,
     writer_wake: Wake,
 }
 
@@ -193,16 +223,10 @@ impl DaqDaemon {
                 return Err(SettingError::invalid("deflate", l, "use 1-9").into());
             }
         }
-        if cfg.file_prefix.is_empty()
-            || cfg.file_prefix.contains(['/', '\0'])
-            || cfg.file_prefix.starts_with('.')
-        {
-            return Err(SettingError::invalid(
-                "file_prefix",
-                format!("{:?}", cfg.file_prefix),
-                "must be a plain, non-empty file name part",
-            )
-            .into());
+        if let Err(why) = cfg.file_names.check() {
+            return Err(
+                SettingError::invalid("file_names", format!("{:?}", cfg.file_names), why).into(),
+            );
         }
         if let Some(0) = cfg.max_file_bytes {
             return Err(SettingError::invalid("max_file_bytes", 0, "must be > 0").into());
@@ -232,9 +256,30 @@ impl DaqDaemon {
                 .into());
             }
         }
+        // A constant-mode getter blocks while it waits for input: on a shared thread it would
+        // hold back every other job of that thread (a 10 ms job would lose most of its reads).
+        for (i, j) in jobs.iter().enumerate() {
+            let Some(id) = j.thread_id else { continue };
+            let other = jobs
+                .iter()
+                .enumerate()
+                .find(|(k, o)| *k != i && o.thread_id == Some(id));
+            if let (ReadMode::Constant, Some((_, o))) = (j.mode, other) {
+                return Err(SettingError::invalid(
+                    format!("job {:?}: thread_id", j.group),
+                    id,
+                    format!(
+                        "this job reads constantly (its source blocks while it waits for input) and cannot share a thread with job {:?}; give it its own thread",
+                        o.group
+                    ),
+                )
+                .into());
+            }
+        }
         let handles = jobs.iter().map(DaqJob::handle).collect();
         let triggers = jobs
             .iter()
+            .filter(|j| j.mode == ReadMode::Triggered)
             .map(|j| (j.group.clone(), j.trigger()))
             .collect();
         Ok(DaqDaemon {
@@ -274,7 +319,7 @@ impl DaqDaemon {
         attrs.extend(self.cfg.attrs.iter().cloned());
         let settings = FileSettings {
             directory: self.cfg.directory.clone(),
-            prefix: self.cfg.file_prefix.clone(),
+            names: self.cfg.file_names.clone(),
             rollover: self.cfg.rollover,
             max_file_bytes: self.cfg.max_file_bytes,
             filters: Filters {
@@ -282,6 +327,7 @@ impl DaqDaemon {
                 shuffle: self.cfg.shuffle,
             },
             mode: self.cfg.mode,
+            delete_empty_files: self.cfg.delete_empty_files,
             attrs,
         };
         let layouts: Vec<JobLayout> = self
@@ -294,7 +340,7 @@ impl DaqDaemon {
                 attrs: j.attrs.clone(),
             })
             .collect();
-        let mut writer = FileWriter::new(settings, layouts, run_start);
+        let mut writer = FileWriter::new(settings, layouts, self.handles.clone(), run_start);
         let empty = self.handles.iter().map(|h| h.drain(true)).collect();
         writer.write(run_start, empty)?;
         let shared = Arc::new(Shared {
@@ -303,6 +349,7 @@ impl DaqDaemon {
             handles: self.handles.clone(),
             clock: Arc::clone(&self.cfg.clock),
             stop: AtomicBool::new(false),
+            final_reads: AtomicBool::new(false),
             writer_wake: Wake::default(),
         });
 
@@ -365,7 +412,8 @@ impl DaqDaemon {
         do_write(shared)
     }
 
-    /// A handle to trigger the reads of job `group`.
+    /// A handle to trigger the reads of job `group`; `None` unless that job reads on trigger
+    /// ([`ReadMode::Triggered`]).
     pub fn trigger(&self, group: &str) -> Option<Trigger> {
         self.triggers.get(group).cloned()
     }
@@ -390,15 +438,10 @@ impl DaqDaemon {
         };
         let st = self.shared.as_ref().map(|s| {
             let st = lock(&s.stats);
-            (
-                st.writes,
-                st.errors,
-                st.last_error.clone(),
-                st.last_seconds,
-                st.rows,
-            )
+            (st.writes, st.errors, st.last_error.clone(), st.last_seconds)
         });
-        let (writes, errors, last_error, last_seconds, rows) = st.unwrap_or((0, 0, None, 0.0, 0));
+        let (writes, errors, last_error, last_seconds) = st.unwrap_or((0, 0, None, 0.0));
+        let jobs: Vec<JobStatus> = self.handles.iter().map(JobHandle::status).collect();
         DaemonStatus {
             name: self.cfg.name.clone(),
             running: self.running,
@@ -416,29 +459,30 @@ impl DaqDaemon {
             write_errors: errors,
             last_write_error: last_error,
             last_write_seconds: last_seconds,
-            rows_written: rows,
+            rows_written: jobs.iter().map(|j| j.written).sum(),
+            rows_dropped: jobs.iter().map(|j| j.dropped).sum(),
             rows_pending_retry: pending,
-            jobs: self.handles.iter().map(JobHandle::status).collect(),
+            jobs,
         }
     }
 
     /// Stops the jobs (running their stop hooks), then makes the final write: every buffered
-    /// row, `file_end`/`run_end`, and the rename of the last file to the real end time.
+    /// row, `file_end`/`run_end`, and the rename of the last file to the real end time. Returns
+    /// in bounded time: a job thread still busy [`STOP_GRACE`] after its stop hook is left
+    /// behind (named in the report) and its buffered rows are written. Rows the final write
+    /// cannot store are counted as dropped and the report says why ([`StopReport::is_lossless`]).
     pub fn stop(mut self) -> Result<StopReport, DaqError> {
         let shared = self.shared.take().ok_or(DaqError::NotStarted)?;
         shared.stop.store(true, Ordering::SeqCst);
         for f in &mut self.on_stop {
             f();
         }
+        shared.final_reads.store(true, Ordering::SeqCst);
         for (wake, _) in &self.workers {
             wake.notify();
         }
         shared.writer_wake.notify();
-        for (_, h) in self.workers.drain(..) {
-            if h.join().is_err() {
-                daq_log!(Error, "a job thread panicked");
-            }
-        }
+        let stuck_jobs = join_bounded(std::mem::take(&mut self.workers), STOP_GRACE);
         if let Some(h) = self.writer_thread.take() {
             let _ = h.join();
         }
@@ -446,18 +490,69 @@ impl DaqDaemon {
         let now = shared.clock.now();
         let drained = shared.handles.iter().map(|h| h.drain(true)).collect();
         let mut w = lock(&shared.writer);
-        let report = w.finish(now, drained)?;
-        count_written(&shared, &report);
-        let rows = lock(&shared.stats).rows;
+        let (report, error) = w.finish(now, drained);
+        lock(&shared.stats).last_seconds = report.seconds;
         for f in &report.files_closed {
             daq_log!(Info, "file {}", f.display());
+        }
+        if let Some(e) = &error {
+            daq_log!(Error, "final write failed: {e}");
+        }
+        let jobs: Vec<JobStatus> = shared.handles.iter().map(JobHandle::status).collect();
+        for j in jobs.iter().filter(|j| j.dropped > 0) {
+            daq_log!(
+                Error,
+                "job {}: {} rows dropped ({})",
+                j.group,
+                j.dropped,
+                drop_summary(&j.dropped_by)
+            );
         }
         daq_log!(Info, "daemon stopped at {}", iso_stamp(now));
         Ok(StopReport {
             files: w.finished().to_vec(),
-            rows_written: rows,
+            rows_written: jobs.iter().map(|j| j.written).sum(),
+            jobs,
+            final_error: error.map(|e| e.to_string()),
+            stuck_jobs,
         })
     }
+}
+
+/// `buffer_full 3, write_failed 10` for the reasons with rows.
+pub(crate) fn drop_summary(d: &Dropped) -> String {
+    d.by_reason()
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{} {n}", r.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Joins the job threads, waiting at most `grace` in all; returns the names of the threads
+/// still running then (they are detached).
+fn join_bounded(workers: Vec<(Arc<Wake>, JoinHandle<()>)>, grace: Duration) -> Vec<String> {
+    let deadline = Instant::now() + grace;
+    let mut stuck = Vec::new();
+    for (_, h) in workers {
+        while !h.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if h.is_finished() {
+            if h.join().is_err() {
+                daq_log!(Error, "a job thread panicked");
+            }
+        } else {
+            let name = h.thread().name().unwrap_or("?").to_string();
+            daq_log!(
+                Error,
+                "job thread {name} did not stop within {} s; its buffered rows are written, the thread is left behind",
+                grace.as_secs_f64()
+            );
+            stuck.push(name);
+        }
+    }
+    stuck
 }
 
 impl Drop for DaqDaemon {
@@ -468,27 +563,17 @@ impl Drop for DaqDaemon {
             for f in &mut self.on_stop {
                 f();
             }
+            s.final_reads.store(true, Ordering::SeqCst);
             for (wake, _) in &self.workers {
                 wake.notify();
             }
             s.writer_wake.notify();
-            for (_, h) in self.workers.drain(..) {
-                let _ = h.join();
-            }
+            join_bounded(std::mem::take(&mut self.workers), STOP_GRACE);
             if let Some(h) = self.writer_thread.take() {
                 let _ = h.join();
             }
         }
     }
-}
-
-fn count_written(shared: &Shared, report: &WriteReport) {
-    for (h, n) in shared.handles.iter().zip(&report.per_job) {
-        h.shared.counters.written.fetch_add(*n, Ordering::Relaxed);
-    }
-    let mut st = lock(&shared.stats);
-    st.rows += report.rows;
-    st.last_seconds = report.seconds;
 }
 
 fn do_write(shared: &Shared) -> Result<WriteReport, DaqError> {
@@ -505,7 +590,14 @@ fn do_write(shared: &Shared) -> Result<WriteReport, DaqError> {
     let res = w.write(now, drained);
     drop(w);
     match &res {
-        Ok(r) => count_written(shared, r),
+        Ok(r) => {
+            let mut st = lock(&shared.stats);
+            st.last_seconds = r.seconds;
+            if let Some(m) = &r.short_of_space {
+                st.errors += 1;
+                st.last_error = Some(m.clone());
+            }
+        }
         Err(e) => {
             let mut st = lock(&shared.stats);
             st.errors += 1;
@@ -519,6 +611,7 @@ fn do_write(shared: &Shared) -> Result<WriteReport, DaqError> {
 fn writer_loop(shared: Arc<Shared>, period: Duration, jitter: Option<Duration>) {
     let mut rng = Rng::seeded();
     let mut next = Instant::now();
+    let mut reported: Vec<Dropped> = vec![Dropped::default(); shared.handles.len()];
     loop {
         let step = match jitter {
             Some(j) => {
@@ -545,6 +638,10 @@ fn writer_loop(shared: Arc<Shared>, period: Duration, jitter: Option<Duration>) 
         }
         drop(g);
         match do_write(&shared) {
+            Ok(WriteReport {
+                short_of_space: Some(m),
+                ..
+            }) => daq_log!(Error, "{m}"),
             Ok(r) => daq_log!(
                 Debug,
                 "wrote {} rows in {:.1} ms{}",
@@ -558,10 +655,33 @@ fn writer_loop(shared: Arc<Shared>, period: Duration, jitter: Option<Duration>) 
             ),
             Err(e) => daq_log!(Error, "write failed (rows kept for the next write): {e}"),
         }
+        log_new_drops(&shared.handles, &mut reported);
         let now = Instant::now();
         if next < now {
             // A write overran its period: continue from now instead of writing back-to-back.
             next = now;
+        }
+    }
+}
+
+/// Logs, once per write period, the rows each job dropped since the last report.
+fn log_new_drops(handles: &[JobHandle], reported: &mut [Dropped]) {
+    for (h, last) in handles.iter().zip(reported.iter_mut()) {
+        let now = h.dropped();
+        if now.total() > last.total() {
+            let mut delta = Dropped::default();
+            for ((r, n), (_, m)) in now.by_reason().into_iter().zip(last.by_reason()) {
+                delta.add(r, n - m);
+            }
+            daq_log!(
+                Warn,
+                "job {}: {} rows dropped since the last write ({}); {} in all",
+                h.group,
+                delta.total(),
+                drop_summary(&delta),
+                now.total()
+            );
+            *last = now;
         }
     }
 }
@@ -583,6 +703,24 @@ fn worker(jobs: Vec<DaqJob>, wake: Arc<Wake>, shared: Arc<Shared>) {
         .collect();
     let clock = Arc::clone(&shared.clock);
     let now_fn = move || clock.now();
+    read_until_stop(&mut slots, &wake, &shared, &now_fn);
+    if slots.iter().any(|s| s.job.final_read) {
+        // The final reads come after the stop hooks (which end the sources' processes).
+        let mut g = lock(&wake.generation);
+        while !shared.final_reads.load(Ordering::SeqCst) {
+            g = match wake.cv.wait(g) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+        }
+        drop(g);
+        for s in slots.iter_mut().filter(|s| s.job.final_read) {
+            s.job.read_final(&now_fn);
+        }
+    }
+}
+
+fn read_until_stop(slots: &mut [Slot], wake: &Wake, shared: &Shared, now_fn: &dyn Fn() -> f64) {
     loop {
         let generation = *lock(&wake.generation);
         if shared.stop.load(Ordering::SeqCst) {
@@ -590,14 +728,14 @@ fn worker(jobs: Vec<DaqJob>, wake: Arc<Wake>, shared: Arc<Shared>) {
         }
         let mut pause: Option<Duration> = None;
         let mut busy = false;
-        for s in &mut slots {
+        for s in slots.iter_mut() {
             if shared.stop.load(Ordering::SeqCst) {
                 return;
             }
             match s.job.mode {
                 ReadMode::Periodic(p) => {
                     if Instant::now() >= s.next {
-                        s.job.read_once(&now_fn);
+                        s.job.read_once(now_fn);
                         s.next += p;
                         let now = Instant::now();
                         if s.next <= now {
@@ -614,11 +752,18 @@ fn worker(jobs: Vec<DaqJob>, wake: Arc<Wake>, shared: Arc<Shared>) {
                     }
                 }
                 ReadMode::Constant => {
+                    if s.job.backpressure && lock(&s.job.shared.buffer).is_full() {
+                        // Hold the source back until the writer drains the buffer (which wakes
+                        // this thread); the timeout only bounds a missed wake-up.
+                        let wait = Duration::from_millis(500);
+                        pause = Some(pause.map_or(wait, |p| p.min(wait)));
+                        continue;
+                    }
                     let job_shared = Arc::clone(&s.job.shared);
                     let c = &job_shared.counters;
                     let errors = c.errors.load(Ordering::Relaxed);
                     let skipped = c.skipped.load(Ordering::Relaxed);
-                    s.job.read_once(&now_fn);
+                    s.job.read_once(now_fn);
                     busy = true;
                     if c.errors.load(Ordering::Relaxed) > errors {
                         pause = Some(pause.map_or(s.job.error_delay, |p| p.max(s.job.error_delay)));
@@ -630,7 +775,7 @@ fn worker(jobs: Vec<DaqJob>, wake: Arc<Wake>, shared: Arc<Shared>) {
                 ReadMode::Triggered => {
                     let n = s.job.shared.pending.swap(0, Ordering::SeqCst);
                     for _ in 0..n {
-                        s.job.read_once(&now_fn);
+                        s.job.read_once(now_fn);
                     }
                 }
             }

@@ -41,6 +41,19 @@ pub enum DaqError {
     /// The call needs a started daemon.
     #[error("the daemon is not running")]
     NotStarted,
+    /// A write was not started because the file system lacks the room to finish it.
+    #[error(
+        "{}: no space left on device (ENOSPC): the write needs up to {needed} bytes, {available} are available",
+        directory.display()
+    )]
+    NoSpace {
+        directory: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+    /// The final write stored only part of the rows for lack of space.
+    #[error("{message}")]
+    ShortOfSpace { message: String },
     /// The writer has no open file to append to or close.
     #[error("no DAQ file is open")]
     NoOpenFile,
@@ -71,6 +84,10 @@ pub enum DaqError {
         rows: usize,
         shape: Vec<usize>,
     },
+    /// A 0-byte file: not an HDF5 file, it holds no rows (a start that failed before the file
+    /// was written; current versions remove such a file themselves).
+    #[error("{}: 0 bytes, not an HDF5 file; it holds no rows", path.display())]
+    EmptyFile { path: PathBuf },
     /// A file left by a killed daemon does not open, and its status flags cannot be cleared.
     #[error("{}: does not open ({open_error}) and h5clear -s failed: {reason}", path.display())]
     Unrecoverable {

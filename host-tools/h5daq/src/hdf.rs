@@ -220,24 +220,64 @@ pub(crate) fn set_attr_u64(loc: &Location, name: &str, value: u64) -> hdf5::Resu
     loc.new_attr::<u64>().create(name)?.write_scalar(&value)
 }
 
-/// Appends drained rows to `/<group>/time` and each dataset. The length of `time` is the
-/// source of truth: every dataset is resized to it plus the new rows, so a retry after a failed
-/// append overwrites a partial write instead of misaligning the columns.
+/// Rows stored for `job`: the shortest of `/<group>/time` and the job's datasets (they are equal
+/// unless a write was cut short without its rollback).
+pub(crate) fn rows_in(file: &File, job: &JobLayout) -> Result<usize, DaqError> {
+    let fname = file.filename();
+    let ctx = |what: &str| format!("{fname}: /{}/{what}", job.group);
+    let g = file
+        .group(&job.group)
+        .map_err(DaqError::hdf5(ctx("open group")))?;
+    let mut n = usize::MAX;
+    for name in std::iter::once("time").chain(job.datasets.iter().map(|d| d.name.as_str())) {
+        let ds = g.dataset(name).map_err(DaqError::hdf5(ctx(name)))?;
+        n = n.min(ds.shape().first().copied().unwrap_or(0));
+    }
+    Ok(n)
+}
+
+/// Shrinks `/<group>/time` and every dataset of `job` to `rows` rows (the rollback of a failed
+/// append: the file then holds what it held before).
+pub(crate) fn truncate(file: &File, job: &JobLayout, rows: usize) -> Result<(), DaqError> {
+    let fname = file.filename();
+    let ctx = |what: &str| format!("{fname}: /{}/{what}: roll back to {rows} rows", job.group);
+    let g = file
+        .group(&job.group)
+        .map_err(DaqError::hdf5(ctx("open group")))?;
+    let mut first_error = None;
+    let entries = std::iter::once(("time", &[][..])).chain(
+        job.datasets
+            .iter()
+            .map(|d| (d.name.as_str(), d.shape.as_slice())),
+    );
+    for (name, shape) in entries {
+        let res = g.dataset(name).and_then(|ds| {
+            if ds.shape().first().copied().unwrap_or(0) == rows {
+                return Ok(());
+            }
+            let mut dims = vec![rows];
+            dims.extend_from_slice(shape);
+            ds.resize(dims)
+        });
+        if let Err(e) = res {
+            first_error.get_or_insert(DaqError::Hdf5 {
+                context: ctx(name),
+                source: e,
+            });
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Appends drained rows to `/<group>/time` and each dataset, after the rows already stored
+/// ([`rows_in`]). If any part fails, every dataset of the job is shrunk back, so the file holds
+/// what it held before (the error is the append's; a failed rollback is logged).
 pub fn append(file: &File, job: &JobLayout, rows: &Drained) -> Result<(), DaqError> {
     let k = rows.rows();
     if k == 0 {
         return Ok(());
     }
     let fname = file.filename();
-    let ctx = |what: &str| format!("{fname}: /{}/{what}", job.group);
-    let g = file
-        .group(&job.group)
-        .map_err(DaqError::hdf5(ctx("open group")))?;
-    let time = g
-        .dataset("time")
-        .map_err(DaqError::hdf5(ctx("time: open")))?;
-    let n = time.shape().first().copied().unwrap_or(0);
-    append_slice(&time, n, &[], &rows.time).map_err(DaqError::hdf5(ctx("time: append")))?;
     for (spec, col) in job.datasets.iter().zip(&rows.columns) {
         if col.len() != k * spec.entry_len() {
             return Err(DaqError::RowShape {
@@ -249,6 +289,28 @@ pub fn append(file: &File, job: &JobLayout, rows: &Drained) -> Result<(), DaqErr
                 shape: spec.shape.clone(),
             });
         }
+    }
+    let n = rows_in(file, job)?;
+    let res = append_at(file, job, rows, n);
+    if res.is_err() {
+        if let Err(e) = truncate(file, job, n) {
+            crate::log::daq_log!(Error, "{e}");
+        }
+    }
+    res
+}
+
+fn append_at(file: &File, job: &JobLayout, rows: &Drained, n: usize) -> Result<(), DaqError> {
+    let fname = file.filename();
+    let ctx = |what: &str| format!("{fname}: /{}/{what}", job.group);
+    let g = file
+        .group(&job.group)
+        .map_err(DaqError::hdf5(ctx("open group")))?;
+    let time = g
+        .dataset("time")
+        .map_err(DaqError::hdf5(ctx("time: open")))?;
+    append_slice(&time, n, &[], &rows.time).map_err(DaqError::hdf5(ctx("time: append")))?;
+    for (spec, col) in job.datasets.iter().zip(&rows.columns) {
         let ds = g
             .dataset(&spec.name)
             .map_err(DaqError::hdf5(ctx(&spec.name)))?;

@@ -11,12 +11,16 @@ use super::column::{Column, Dtype, Entry};
 use super::error::DaqError;
 use super::log::{self, Level};
 use super::setting::SettingError;
+pub(crate) use super::stats::{bounded_message, DropCounters};
+pub use super::stats::{DropReason, Dropped, SourceStats};
 
 /// Default HDF5 chunk length along the append axis (the reference's 2**6).
 pub const DEFAULT_CHUNK_LENGTH: usize = 64;
-/// Default limit of buffered rows per job; further samples are dropped and counted.
+/// Default limit of buffered rows per job.
 pub const DEFAULT_MAX_BUFFER_ROWS: usize = 10_000_000;
-
+/// Default limit of buffered bytes per job (time and every dataset). Beyond either limit a job
+/// with back-pressure stops reading its source; any other job drops the sample and counts it.
+pub const DEFAULT_MAX_BUFFER_BYTES: usize = 64 << 20;
 /// One dataset of a job: `/<group>/<name>`, element type and the shape of one entry
 /// (empty for scalars; the file's shape is `(rows, *shape)`).
 #[derive(Debug, Clone, PartialEq)]
@@ -155,11 +159,12 @@ pub(crate) struct Counters {
     pub rows: AtomicU64,
     pub skipped: AtomicU64,
     pub deduplicated: AtomicU64,
-    pub dropped: AtomicU64,
+    pub dropped: DropCounters,
     pub errors: AtomicU64,
     pub consecutive_errors: AtomicU64,
     pub missed_periods: AtomicU64,
     pub written: AtomicU64,
+    pub times_out_of_range: AtomicU64,
 }
 
 /// State shared between a job's worker, the daemon's writer and triggers.
@@ -170,6 +175,7 @@ pub(crate) struct JobShared {
     pub(crate) last_error: Mutex<Option<String>>,
     pub(crate) pending: AtomicU64,
     pub(crate) wake: Mutex<Option<Arc<Wake>>>,
+    pub(crate) source: Mutex<SourceStats>,
 }
 
 /// A snapshot of a job's counters.
@@ -186,12 +192,21 @@ pub struct JobStatus {
     pub buffered: u64,
     pub skipped: u64,
     pub deduplicated: u64,
-    /// Rows dropped because the buffer was full.
+    /// Rows dropped, all reasons.
     pub dropped: u64,
+    /// Rows dropped by reason.
+    pub dropped_by: Dropped,
+    /// Input the source could not use (lines or messages that are not rows), counted and
+    /// logged at most once a second; it does not pause the job.
+    pub bad_input: u64,
+    pub last_bad_input: Option<String>,
     pub errors: u64,
     pub consecutive_errors: u64,
-    /// Periodic slots skipped because the getter overran its period.
+    /// Periodic slots skipped because the getter overran its period (a shared thread, a slow
+    /// getter).
     pub missed_periods: u64,
+    /// Rows stored with a (provided) time before their file's start or in the future.
+    pub times_out_of_range: u64,
     pub last_error: Option<String>,
 }
 
@@ -210,6 +225,8 @@ pub struct DaqJob {
     pub(crate) error_delay: Duration,
     pub(crate) attrs: Vec<(String, AttrValue)>,
     pub(crate) chunk_length: usize,
+    pub(crate) backpressure: bool,
+    pub(crate) final_read: bool,
     pub(crate) on_stop: Option<Box<dyn FnMut() + Send>>,
     pub(crate) shared: Arc<JobShared>,
 }
@@ -281,7 +298,7 @@ impl DaqJob {
                 .into());
             }
         }
-        let buffer = JobBuffer::new(&datasets, DEFAULT_MAX_BUFFER_ROWS);
+        let buffer = JobBuffer::new(&datasets, DEFAULT_MAX_BUFFER_ROWS, DEFAULT_MAX_BUFFER_BYTES);
         Ok(DaqJob {
             group: group.to_string(),
             datasets,
@@ -295,6 +312,8 @@ impl DaqJob {
             error_delay: Duration::from_secs(1),
             attrs: Vec::new(),
             chunk_length: DEFAULT_CHUNK_LENGTH,
+            backpressure: false,
+            final_read: false,
             on_stop: None,
             shared: Arc::new(JobShared {
                 buffer: Mutex::new(buffer),
@@ -302,6 +321,7 @@ impl DaqJob {
                 last_error: Mutex::new(None),
                 pending: AtomicU64::new(0),
                 wake: Mutex::new(None),
+                source: Mutex::new(SourceStats::default()),
             }),
         })
     }
@@ -371,9 +391,33 @@ impl DaqJob {
         self.chunk_length = n.max(1);
         self
     }
-    /// Limit of buffered rows; samples beyond it are dropped and counted (default 10 M).
+    /// Limit of buffered rows (default 10 M); see [`DEFAULT_MAX_BUFFER_BYTES`].
     pub fn with_max_buffer_rows(self, n: usize) -> Self {
         lock(&self.shared.buffer).max_rows = n.max(1);
+        self
+    }
+    /// Limit of buffered bytes (default [`DEFAULT_MAX_BUFFER_BYTES`]); one row always fits.
+    pub fn with_max_buffer_bytes(self, n: usize) -> Self {
+        lock(&self.shared.buffer).max_bytes = n.max(1);
+        self
+    }
+    /// Back-pressure (constant read mode): while the buffer is full the getter is not called,
+    /// so a source that blocks on its input (a pipe) is read no faster than rows are written,
+    /// instead of rows being dropped.
+    pub fn with_backpressure(mut self, on: bool) -> Self {
+        self.backpressure = on;
+        self
+    }
+    /// At stop, after the stop hooks ran, the getter is called once more to hand over what the
+    /// source still holds (lines already read from a command); those rows are taken even when
+    /// the buffer is full. The getter must return promptly then.
+    pub fn with_final_read(mut self, on: bool) -> Self {
+        self.final_read = on;
+        self
+    }
+    /// Attaches the source's bad-input and drop counters to the job's status.
+    pub fn with_source_stats(self, stats: SourceStats) -> Self {
+        *lock(&self.shared.source) = stats;
         self
     }
     /// Called once when the daemon stops (before it waits for the job's thread), e.g. to end
@@ -416,6 +460,16 @@ impl DaqJob {
 
     /// Runs the getter once and buffers its result; `now` stamps automatic time.
     pub fn read_once(&mut self, now: &dyn Fn() -> f64) {
+        self.read(now, false);
+    }
+
+    /// The read at stop of a job with [`DaqJob::with_final_read`]: its rows are taken even
+    /// when the buffer is full (the source hands over what it still holds, a bounded amount).
+    pub(crate) fn read_final(&mut self, now: &dyn Fn() -> f64) {
+        self.read(now, true);
+    }
+
+    fn read(&mut self, now: &dyn Fn() -> f64, force: bool) {
         let shared = Arc::clone(&self.shared);
         let c = &shared.counters;
         c.reads.fetch_add(1, Ordering::Relaxed);
@@ -428,7 +482,7 @@ impl DaqJob {
                 c.skipped.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Ok(Ok(reading)) => self.buffer_reading(reading, t),
+            Ok(Ok(reading)) => self.buffer_reading(reading, t, force),
         };
         match outcome {
             Ok(()) => c.consecutive_errors.store(0, Ordering::Relaxed),
@@ -436,17 +490,17 @@ impl DaqJob {
         }
     }
 
-    fn buffer_reading(&mut self, reading: Reading, t_auto: f64) -> Result<(), String> {
+    fn buffer_reading(&mut self, reading: Reading, t_auto: f64, force: bool) -> Result<(), String> {
         let shared = Arc::clone(&self.shared);
         let c = &shared.counters;
         let mut buf = lock(&shared.buffer);
-        let outcome = match reading {
+        let outcomes = match reading {
             Reading::Skip => return Ok(()),
             Reading::Row(entries) => {
                 if self.provide_time || self.bulk {
                     return Err("getter returned a row without time, but the job expects the getter to provide the time".into());
                 }
-                buf.push_row(t_auto, &entries, &self.datasets)?
+                vec![buf.push_row(t_auto, &entries, &self.datasets, force)?]
             }
             Reading::TimedRow(t, entries) => {
                 if !self.provide_time || self.bulk {
@@ -455,31 +509,44 @@ impl DaqJob {
                 if !t.is_finite() {
                     return Err(format!("getter returned time {t}"));
                 }
-                buf.push_row(t, &entries, &self.datasets)?
+                vec![buf.push_row(t, &entries, &self.datasets, force)?]
+            }
+            Reading::Rows { time, columns } if self.bulk => {
+                vec![buf.push_rows(&time, &columns, &self.datasets, force)?]
             }
             Reading::Rows { time, columns } => {
-                if !self.bulk {
-                    return Err("getter returned bulk rows, but the job is not in bulk mode".into());
+                if !self.provide_time {
+                    return Err("getter returned rows with times, but the job stamps the time itself (enable provided time)".into());
                 }
-                buf.push_rows(&time, &columns, &self.datasets)?
+                // One row at a time, so de-duplication applies to each.
+                let lens: Vec<usize> = self.datasets.iter().map(DatasetSpec::entry_len).collect();
+                let mut out = Vec::with_capacity(time.len());
+                for (i, &t) in time.iter().enumerate() {
+                    let entries = row_entries(&columns, &self.datasets, &lens, i)?;
+                    out.push(buf.push_row(t, &entries, &self.datasets, force)?);
+                }
+                out
             }
         };
         drop(buf);
-        match outcome {
-            Pushed::Rows(n) => {
-                c.rows.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Pushed::Deduplicated => {
-                c.deduplicated.fetch_add(1, Ordering::Relaxed);
-            }
-            Pushed::Dropped(n) => {
-                c.dropped.fetch_add(n as u64, Ordering::Relaxed);
+        for outcome in outcomes {
+            match outcome {
+                Pushed::Rows(n) => {
+                    c.rows.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Pushed::Deduplicated => {
+                    c.deduplicated.fetch_add(1, Ordering::Relaxed);
+                }
+                Pushed::Dropped(n) => {
+                    c.dropped.add(DropReason::BufferFull, n as u64);
+                }
             }
         }
         Ok(())
     }
 
     fn record_error(&mut self, msg: String) {
+        let msg = bounded_message(&msg);
         let c = &self.shared.counters;
         let total = c.errors.fetch_add(1, Ordering::Relaxed) + 1;
         let consecutive = c.consecutive_errors.fetch_add(1, Ordering::Relaxed) + 1;
@@ -510,6 +577,40 @@ impl DaqJob {
     }
 }
 
+/// Row `i` of bulk `columns` as one entry per dataset.
+fn row_entries(
+    columns: &[Column],
+    specs: &[DatasetSpec],
+    lens: &[usize],
+    i: usize,
+) -> Result<Vec<Entry>, String> {
+    if columns.len() != specs.len() {
+        return Err(format!(
+            "getter returned {} columns, the job has {} datasets",
+            columns.len(),
+            specs.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(specs.len());
+    for ((c, spec), &e) in columns.iter().zip(specs).zip(lens) {
+        if c.len() < (i + 1) * e {
+            return Err(format!(
+                "dataset {}: too few elements for row {i}",
+                spec.name
+            ));
+        }
+        out.push(match (spec.shape.is_empty(), c.get(i)) {
+            (true, Some(v)) => Entry::Scalar(v),
+            _ => {
+                let mut col = Column::with_capacity(c.dtype(), e);
+                col.extend_range(c, i * e..(i + 1) * e);
+                Entry::Array(col)
+            }
+        });
+    }
+    Ok(out)
+}
+
 /// A handle on a job's buffer and counters.
 #[derive(Debug, Clone)]
 pub struct JobHandle {
@@ -522,6 +623,8 @@ impl JobHandle {
     pub fn status(&self) -> JobStatus {
         let c = &self.shared.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let source = lock(&self.shared.source).clone();
+        let dropped_by = self.dropped();
         JobStatus {
             group: self.group.clone(),
             reads: get(&c.reads),
@@ -530,10 +633,14 @@ impl JobHandle {
             buffered: lock(&self.shared.buffer).rows() as u64,
             skipped: get(&c.skipped),
             deduplicated: get(&c.deduplicated),
-            dropped: get(&c.dropped),
+            dropped: dropped_by.total(),
+            dropped_by,
+            bad_input: source.bad_inputs(),
+            last_bad_input: source.last_bad_input(),
             errors: get(&c.errors),
             consecutive_errors: get(&c.consecutive_errors),
             missed_periods: get(&c.missed_periods),
+            times_out_of_range: get(&c.times_out_of_range),
             last_error: lock(&self.shared.last_error).clone(),
         }
     }
@@ -541,7 +648,47 @@ impl JobHandle {
     /// Removes buffered rows: all of them when `all`, otherwise all but a de-duplication run's
     /// last row, which may still have its time updated.
     pub fn drain(&self, all: bool) -> Drained {
-        lock(&self.shared.buffer).drain(all)
+        let mut b = lock(&self.shared.buffer);
+        let was_full = b.is_full();
+        let d = b.drain(all);
+        drop(b);
+        if was_full {
+            // A job with back-pressure waits for room: wake its thread.
+            if let Some(w) = lock(&self.shared.wake).as_ref() {
+                w.notify();
+            }
+        }
+        d
+    }
+
+    /// Rows dropped so far, by reason (the job's and its source's counts).
+    pub fn dropped(&self) -> Dropped {
+        let mut d = self.shared.counters.dropped.snapshot();
+        let source = lock(&self.shared.source).clone();
+        for (r, n) in source.drops().by_reason() {
+            d.add(r, n);
+        }
+        d
+    }
+
+    /// Counts `n` rows stored with a time outside their file's interval.
+    pub(crate) fn count_times_out_of_range(&self, n: u64) {
+        self.shared
+            .counters
+            .times_out_of_range
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` rows appended to a file.
+    pub(crate) fn count_written(&self, n: u64) {
+        self.shared.counters.written.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` of this job's rows as dropped for `reason` (by the daemon's writer).
+    pub(crate) fn count_dropped(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.shared.counters.dropped.add(reason, n);
+        }
     }
 
     /// No rows, shaped like this job's drains.
@@ -589,6 +736,9 @@ pub(crate) struct JobBuffer {
     dtypes: Vec<Dtype>,
     pub(crate) dedup: bool,
     pub(crate) max_rows: usize,
+    pub(crate) max_bytes: usize,
+    /// Bytes of one row: its time and every dataset's entry.
+    row_bytes: usize,
     run_len: u32,
     have_last: bool,
     last_bytes: Vec<u8>,
@@ -596,7 +746,7 @@ pub(crate) struct JobBuffer {
 }
 
 impl JobBuffer {
-    pub(crate) fn new(datasets: &[DatasetSpec], max_rows: usize) -> Self {
+    pub(crate) fn new(datasets: &[DatasetSpec], max_rows: usize, max_bytes: usize) -> Self {
         JobBuffer {
             time: Vec::new(),
             columns: datasets
@@ -607,6 +757,11 @@ impl JobBuffer {
             dtypes: datasets.iter().map(|d| d.dtype).collect(),
             dedup: false,
             max_rows,
+            max_bytes,
+            row_bytes: 8 + datasets
+                .iter()
+                .map(|d| d.entry_len() * d.dtype.size())
+                .sum::<usize>(),
             run_len: 0,
             have_last: false,
             last_bytes: Vec::new(),
@@ -616,6 +771,20 @@ impl JobBuffer {
 
     pub(crate) fn rows(&self) -> usize {
         self.time.len()
+    }
+
+    /// Whether `n` more rows fit; an empty buffer always takes them (a row larger than the
+    /// byte limit is not dropped for ever).
+    fn fits(&self, n: usize) -> bool {
+        let rows = self.time.len();
+        rows == 0
+            || (rows + n <= self.max_rows
+                && (rows + n).saturating_mul(self.row_bytes) <= self.max_bytes)
+    }
+
+    /// True when no further row fits.
+    pub(crate) fn is_full(&self) -> bool {
+        !self.fits(1)
     }
 
     fn rollback(&mut self, lens: &[usize]) {
@@ -629,6 +798,7 @@ impl JobBuffer {
         t: f64,
         entries: &[Entry],
         specs: &[DatasetSpec],
+        force: bool,
     ) -> Result<Pushed, String> {
         if entries.len() != self.columns.len() {
             return Err(format!(
@@ -642,7 +812,7 @@ impl JobBuffer {
                     .join(", ")
             ));
         }
-        if self.time.len() >= self.max_rows {
+        if !force && !self.fits(1) {
             return Ok(Pushed::Dropped(1));
         }
         let lens: Vec<usize> = self.columns.iter().map(Column::len).collect();
@@ -704,6 +874,7 @@ impl JobBuffer {
         time: &[f64],
         columns: &[Column],
         specs: &[DatasetSpec],
+        force: bool,
     ) -> Result<Pushed, String> {
         let n = time.len();
         if columns.len() != self.columns.len() {
@@ -727,7 +898,7 @@ impl JobBuffer {
                 ));
             }
         }
-        if self.time.len() + n > self.max_rows {
+        if !force && !self.fits(n) {
             return Ok(Pushed::Dropped(n));
         }
         let lens: Vec<usize> = self.columns.iter().map(Column::len).collect();
@@ -775,13 +946,14 @@ mod tests {
     #[test]
     fn dedup_keeps_first_and_last_of_a_run() {
         let specs = specs();
-        let mut b = JobBuffer::new(&specs, 100);
+        let mut b = JobBuffer::new(&specs, 100, usize::MAX);
         b.dedup = true;
         let row = |a: f64, x: u16| vec![Entry::from(a), Entry::from(vec![x, x])];
         // d0 d0 d0 d0 d1 d1 d1 d2 d3 d3 d3 -> d0 d0 d1 d1 d2 d3 d3 (the reference's example)
         let seq = [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 3.0, 3.0, 3.0];
         for (i, v) in seq.iter().enumerate() {
-            b.push_row(i as f64, &row(*v, *v as u16), &specs).unwrap();
+            b.push_row(i as f64, &row(*v, *v as u16), &specs, false)
+                .unwrap();
         }
         let d = b.drain(true);
         assert_eq!(d.time, vec![0.0, 3.0, 4.0, 6.0, 7.0, 8.0, 10.0]);
@@ -798,11 +970,11 @@ mod tests {
     #[test]
     fn dedup_holds_back_the_open_run_across_drains() {
         let specs = specs();
-        let mut b = JobBuffer::new(&specs, 100);
+        let mut b = JobBuffer::new(&specs, 100, usize::MAX);
         b.dedup = true;
         let row = vec![Entry::from(5.0), Entry::from(vec![1u16, 2])];
         for t in 0..3 {
-            b.push_row(f64::from(t), &row, &specs).unwrap();
+            b.push_row(f64::from(t), &row, &specs, false).unwrap();
         }
         let d = b.drain(false);
         assert_eq!(
@@ -810,8 +982,8 @@ mod tests {
             vec![0.0],
             "the run's last row stays for its time to move on"
         );
-        b.push_row(3.0, &row, &specs).unwrap();
-        b.push_row(4.0, &row, &specs).unwrap();
+        b.push_row(3.0, &row, &specs, false).unwrap();
+        b.push_row(4.0, &row, &specs, false).unwrap();
         let d = b.drain(true);
         assert_eq!(d.time, vec![4.0]);
         assert_eq!(d.columns[1], Column::U16(vec![1, 2]));
@@ -820,12 +992,17 @@ mod tests {
     #[test]
     fn wrong_rows_are_rejected_without_partial_writes() {
         let specs = specs();
-        let mut b = JobBuffer::new(&specs, 100);
-        assert!(b.push_row(0.0, &[Entry::from(1.0)], &specs).is_err());
-        let err = b.push_row(0.0, &[Entry::from(1.0), Entry::from(vec![1u16])], &specs);
+        let mut b = JobBuffer::new(&specs, 100, usize::MAX);
+        assert!(b.push_row(0.0, &[Entry::from(1.0)], &specs, false).is_err());
+        let err = b.push_row(
+            0.0,
+            &[Entry::from(1.0), Entry::from(vec![1u16])],
+            &specs,
+            false,
+        );
         assert!(err.unwrap_err().contains("dataset b"));
         assert!(b
-            .push_row(0.0, &[Entry::from(1.0), Entry::from(7.0)], &specs)
+            .push_row(0.0, &[Entry::from(1.0), Entry::from(7.0)], &specs, false)
             .is_err());
         assert_eq!(b.rows(), 0);
         assert_eq!(
@@ -833,14 +1010,14 @@ mod tests {
             0,
             "the first dataset's value was rolled back"
         );
-        let mut small = JobBuffer::new(&specs, 1);
+        let mut small = JobBuffer::new(&specs, 1, usize::MAX);
         let ok = vec![Entry::from(1.0), Entry::from(vec![1u16, 2])];
         assert!(matches!(
-            small.push_row(0.0, &ok, &specs),
+            small.push_row(0.0, &ok, &specs, false),
             Ok(Pushed::Rows(1))
         ));
         assert!(matches!(
-            small.push_row(1.0, &ok, &specs),
+            small.push_row(1.0, &ok, &specs, false),
             Ok(Pushed::Dropped(1))
         ));
     }

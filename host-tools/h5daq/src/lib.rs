@@ -32,8 +32,11 @@ mod error;
 pub mod hdf;
 mod job;
 pub mod log;
+mod names;
+mod recover;
 mod setting;
 pub mod sources;
+mod stats;
 mod sys;
 pub mod time;
 mod writer;
@@ -42,10 +45,12 @@ pub use column::{Column, ConvertError, Dtype, Entry, Scalar};
 pub use daemon::{DaemonConfig, DaemonStatus, DaqDaemon, StopReport, RESERVED_ATTRS};
 pub use error::{DaqError, ParseError};
 pub use job::{
-    AttrValue, DaqJob, DatasetSpec, Drained, ErrorHandler, ErrorReport, Getter, GetterError,
-    JobHandle, JobStatus, ReadMode, Reading, Trigger, DEFAULT_CHUNK_LENGTH,
-    DEFAULT_MAX_BUFFER_ROWS,
+    AttrValue, DaqJob, DatasetSpec, Drained, DropReason, Dropped, ErrorHandler, ErrorReport,
+    Getter, GetterError, JobHandle, JobStatus, ReadMode, Reading, SourceStats, Trigger,
+    DEFAULT_CHUNK_LENGTH, DEFAULT_MAX_BUFFER_BYTES, DEFAULT_MAX_BUFFER_ROWS,
 };
+pub use names::{file_name, parse_file_name, FileNames};
+pub use recover::{recover, Recovered};
 pub use setting::SettingError;
 pub use time::{Clock, ManualClock, Rollover, SystemClock, Unit};
-pub use writer::{file_name, parse_file_name, recover, Recovered, WriteMode, WriteReport};
+pub use writer::{WriteMode, WriteReport};

@@ -134,11 +134,10 @@ pub(crate) fn from_table<T: DeserializeOwned>(
             match key {
                 Some(k) => {
                     let value = table.get(k.split('.').next().unwrap_or(&k));
-                    let expected = msg.rsplit_once("expected ").map_or(msg, |(_, x)| x);
                     SettingError::Type {
-                        value: value.map_or_else(|| "the value".into(), shown),
+                        value: value.map_or_else(|| serde_value(msg), shown),
                         setting: k,
-                        expected: expected.to_string(),
+                        expected: plain_expected(msg),
                     }
                 }
                 None => match msg.strip_prefix("missing field `") {
@@ -152,8 +151,34 @@ pub(crate) fn from_table<T: DeserializeOwned>(
         })
 }
 
-/// A duration in seconds: a positive, finite number below 10^9.
-pub(crate) fn seconds(setting: &str, v: &toml::Value) -> Result<std::time::Duration, SettingError> {
+/// What serde's "invalid type: string \"x\", expected u32" expected, in the user's words
+/// rather than Rust's type names.
+pub(crate) fn plain_expected(msg: &str) -> String {
+    let expected = msg.rsplit_once("expected ").map_or(msg, |(_, x)| x).trim();
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a non-negative integer",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "an integer",
+        "f32" | "f64" => "a number",
+        "a boolean" | "bool" => "true or false",
+        "a borrowed string" | "a string" | "string" => "a string",
+        other => other,
+    }
+    .to_string()
+}
+
+/// The value serde's message quotes (`string "x"`, `integer `5``), or "the value".
+pub(crate) fn serde_value(msg: &str) -> String {
+    msg.split_once(": ")
+        .and_then(|(_, rest)| rest.split_once(", expected"))
+        .map_or_else(|| "the value".to_string(), |(v, _)| v.replace('`', ""))
+}
+
+/// A duration in seconds: a finite number from `min` (> 0) to below 10^9.
+pub(crate) fn seconds(
+    setting: &str,
+    v: &toml::Value,
+    min: f64,
+) -> Result<std::time::Duration, SettingError> {
     let x = match v {
         toml::Value::Float(f) => *f,
         toml::Value::Integer(i) => *i as f64,
@@ -170,6 +195,13 @@ pub(crate) fn seconds(setting: &str, v: &toml::Value) -> Result<std::time::Durat
             setting,
             shown(v),
             "must be a positive number of seconds",
+        ));
+    }
+    if x < min {
+        return Err(SettingError::invalid(
+            setting,
+            shown(v),
+            format!("must be at least {min} s"),
         ));
     }
     Ok(std::time::Duration::from_secs_f64(x))

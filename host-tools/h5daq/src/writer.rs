@@ -1,5 +1,6 @@
 //! The file side of the daemon: which file rows go to, rollover by calendar time and by size,
-//! file names, chaining ids, run/file attributes, renaming, and the two crash-safety modes.
+//! chaining ids, run/file attributes, renaming, the two crash-safety modes, and what a write
+//! does when the disk is full, a write fails or the file disappears (see `docs/daq.md`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -9,9 +10,10 @@ use hdf5::File;
 use super::column::Column;
 use super::error::{DaqError, ParseError};
 use super::hdf::{self, Filters, JobLayout};
-use super::job::{AttrValue, Drained};
+use super::job::{AttrValue, Drained, DropReason, Dropped, JobHandle};
 use super::log::daq_log;
-use super::time::{compact_stamp, parse_compact_stamp, Rollover};
+use super::names::FileNames;
+use super::time::{compact_stamp, Rollover};
 
 /// How the file is kept between writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,11 +52,13 @@ impl std::str::FromStr for WriteMode {
 #[derive(Debug, Clone)]
 pub struct FileSettings {
     pub directory: PathBuf,
-    pub prefix: String,
+    pub names: FileNames,
     pub rollover: Rollover,
     pub max_file_bytes: Option<u64>,
     pub filters: Filters,
     pub mode: WriteMode,
+    /// Remove a file that received no rows when it is closed (the chain of ids skips it).
+    pub delete_empty_files: bool,
     /// Root attributes written when a file is created (besides the run/file ones).
     pub attrs: Vec<(String, AttrValue)>,
 }
@@ -67,8 +71,19 @@ struct Current {
     to: f64,
     file_id: u64,
     rows: u64,
+    /// Rows of each job in this file.
+    rows_per_job: Vec<u64>,
+    /// Device and inode at creation: a file deleted or replaced under the daemon is noticed.
+    identity: (u64, u64),
+    /// The drop counts last written into the file's group attributes, per job.
+    drops_written: Vec<Dropped>,
     /// The open file in SWMR mode.
     handle: Option<File>,
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// What one write did.
@@ -80,59 +95,30 @@ pub struct WriteReport {
     pub files_closed: Vec<PathBuf>,
     pub current: Option<PathBuf>,
     pub seconds: f64,
+    /// Rows kept for the next write because the file system had no room for them (the
+    /// message says how much was free).
+    pub held_back: u64,
+    pub short_of_space: Option<String>,
 }
 
 /// Rows per job not yet in a file, the current file and the run's file list.
 pub(crate) struct FileWriter {
     settings: FileSettings,
     jobs: Vec<JobLayout>,
+    /// The jobs' counters: rows written and dropped are counted here as they happen.
+    handles: Vec<JobHandle>,
     pending: Vec<Drained>,
     current: Option<Current>,
     next_from: f64,
+    /// The calendar boundary the next file keeps (after a size rollover or a lost file, the
+    /// interval goes on).
+    next_to: Option<f64>,
     run_start: f64,
     previous_id: u64,
     next_id: u64,
     rng: Rng,
     finished: Vec<PathBuf>,
     chunk_cache: usize,
-}
-
-/// The file name `{prefix}_{from}_{to}.h5` with `%Y%m%dT%H%M%S.mmmZ` stamps.
-pub fn file_name(prefix: &str, from: f64, to: f64) -> String {
-    format!("{prefix}_{}_{}.h5", compact_stamp(from), compact_stamp(to))
-}
-
-/// Parses `{prefix}_{from}_{to}.h5` (optionally `_{n}` before `.h5`) into `(from, to)`.
-pub fn parse_file_name(prefix: &str, name: &str) -> Option<(f64, f64)> {
-    let rest = name
-        .strip_prefix(prefix)?
-        .strip_prefix('_')?
-        .strip_suffix(".h5")?;
-    let from = parse_compact_stamp(rest.get(..20)?)?;
-    let rest = rest.get(20..)?.strip_prefix('_')?;
-    let to = parse_compact_stamp(rest.get(..20)?)?;
-    let tail = rest.get(20..)?;
-    if !(tail.is_empty()
-        || tail
-            .strip_prefix('_')
-            .is_some_and(|n| n.parse::<u32>().is_ok()))
-    {
-        return None;
-    }
-    Some((from, to))
-}
-
-/// A free path for `name` in `dir`: `name`, else `stem_1.h5`, `stem_2.h5`, ...
-fn free_path(dir: &Path, name: &str, except: Option<&Path>) -> PathBuf {
-    let p = dir.join(name);
-    if !p.exists() || Some(p.as_path()) == except {
-        return p;
-    }
-    let stem = name.strip_suffix(".h5").unwrap_or(name);
-    (1u32..)
-        .map(|i| dir.join(format!("{stem}_{i}.h5")))
-        .find(|p| !p.exists() || Some(p.as_path()) == except)
-        .unwrap_or(p)
 }
 
 /// xorshift64*: jitter and file ids (not cryptographic; ids only need to be distinct).
@@ -175,15 +161,66 @@ impl Rng {
     }
 }
 
+/// Appends every job's rows and flushes; if any append or the flush fails, the jobs appended
+/// before it are shrunk back too, so the file holds exactly what it held before the call.
 fn write_rows(file: &File, jobs: &[JobLayout], rows: &[(usize, Drained)]) -> Result<u64, DaqError> {
+    let mut done: Vec<(usize, usize)> = Vec::new();
     let mut n = 0;
-    for (j, d) in rows {
-        hdf::append(file, &jobs[*j], d)?;
+    let mut res = Ok(());
+    for (j, d) in rows.iter().filter(|(_, d)| d.rows() > 0) {
+        let before = match hdf::rows_in(file, &jobs[*j]) {
+            Ok(b) => b,
+            Err(e) => {
+                res = Err(e);
+                break;
+            }
+        };
+        // `append` rolls its own job back on failure.
+        if let Err(e) = hdf::append(file, &jobs[*j], d) {
+            res = Err(e);
+            break;
+        }
+        done.push((*j, before));
         n += d.rows() as u64;
     }
-    file.flush()
-        .map_err(DaqError::hdf5(format!("{}: flush", file.filename())))?;
+    if res.is_ok() {
+        res = file
+            .flush()
+            .map_err(DaqError::hdf5(format!("{}: flush", file.filename())));
+    }
+    if let Err(e) = res {
+        for (j, before) in done {
+            if let Err(r) = hdf::truncate(file, &jobs[j], before) {
+                daq_log!(Error, "{r}");
+            }
+        }
+        // Best effort: the rollback's own metadata.
+        let _ = file.flush();
+        return Err(e);
+    }
     Ok(n)
+}
+
+/// Bytes a write of `rows[j]` rows of each job may add to a file: every chunk it touches in
+/// full (with its checksum) plus room for chunk-index and heap metadata. Deliberately generous:
+/// a write that would not fit is not started.
+fn bytes_needed(jobs: &[JobLayout], rows: &[usize]) -> u64 {
+    const METADATA_MARGIN: u64 = 256 << 10;
+    let mut total = METADATA_MARGIN;
+    for (job, &k) in jobs.iter().zip(rows) {
+        let k = k as u64;
+        if k == 0 {
+            continue;
+        }
+        let time_chunk = job.time_chunk_rows() as u64;
+        total += (k.div_ceil(time_chunk) + 1) * (time_chunk * 8 + 4);
+        for spec in &job.datasets {
+            let entry = (spec.entry_len() * spec.dtype.size()) as u64;
+            let chunk_rows = job.chunk_rows(entry as usize) as u64;
+            total += (k.div_ceil(chunk_rows) + 1) * (chunk_rows * entry + 4);
+        }
+    }
+    total
 }
 
 /// Splits rows into those with `time < boundary` and the rest.
@@ -209,6 +246,21 @@ fn split_before(d: Drained, boundary: f64, entry_lens: &[usize]) -> (Drained, Dr
     (a, b)
 }
 
+/// Splits rows into the first `k` and the rest.
+fn split_rows(mut d: Drained, k: usize, entry_lens: &[usize]) -> (Drained, Drained) {
+    let k = k.min(d.rows());
+    let tail = Drained {
+        time: d.time.split_off(k),
+        columns: d
+            .columns
+            .iter_mut()
+            .zip(entry_lens)
+            .map(|(c, e)| c.split_off(k * e))
+            .collect(),
+    };
+    (d, tail)
+}
+
 fn empty_like(d: &Drained) -> Drained {
     Drained {
         time: Vec::new(),
@@ -232,7 +284,12 @@ fn append_drained(dst: &mut Drained, src: Drained) {
 }
 
 impl FileWriter {
-    pub(crate) fn new(settings: FileSettings, jobs: Vec<JobLayout>, run_start: f64) -> Self {
+    pub(crate) fn new(
+        settings: FileSettings,
+        jobs: Vec<JobLayout>,
+        handles: Vec<JobHandle>,
+        run_start: f64,
+    ) -> Self {
         let mut rng = Rng::seeded();
         let next_id = rng.id();
         let chunk_cache = jobs
@@ -255,9 +312,11 @@ impl FileWriter {
         FileWriter {
             settings,
             jobs,
+            handles,
             pending,
             current: None,
             next_from: run_start,
+            next_to: None,
             run_start,
             previous_id: 0,
             next_id,
@@ -311,16 +370,65 @@ impl FileWriter {
 
     fn open_new(&mut self) -> Result<(), DaqError> {
         let from = self.next_from;
-        let to = self.settings.rollover.next_after(from);
-        let name = file_name(&self.settings.prefix, from, to - 0.001);
-        let path = free_path(&self.settings.directory, &name, None);
+        let to = self
+            .next_to
+            .take()
+            .filter(|t| *t > from)
+            .unwrap_or_else(|| self.settings.rollover.next_after(from));
+        let path = self
+            .settings
+            .names
+            .free_path(&self.settings.directory, from, to - 0.001, None);
         let file_id = self.next_id;
         let attrs = self.root_attrs(from);
+        let created = self.create_file(&path, &attrs, file_id);
+        let handle = match created {
+            Ok(h) => h,
+            Err(e) => {
+                // A file that could not be set up completely holds no rows: leave none behind.
+                if let Err(r) = std::fs::remove_file(&path) {
+                    if r.kind() != std::io::ErrorKind::NotFound {
+                        daq_log!(Warn, "could not remove {}: {r}", path.display());
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let identity = identity(&path).unwrap_or_default();
+        daq_log!(
+            Info,
+            "new file {} (rollover at {})",
+            path.display(),
+            compact_stamp(to)
+        );
+        self.next_id = self.rng.id();
+        let n = self.jobs.len();
+        self.current = Some(Current {
+            path,
+            from,
+            to,
+            file_id,
+            rows: 0,
+            rows_per_job: vec![0; n],
+            identity,
+            drops_written: vec![Dropped::default(); n],
+            handle,
+        });
+        Ok(())
+    }
+
+    /// Creates the file with its groups, datasets and attributes; the open handle in SWMR mode.
+    fn create_file(
+        &self,
+        path: &Path,
+        attrs: &[(String, AttrValue)],
+        file_id: u64,
+    ) -> Result<Option<File>, DaqError> {
         let file = hdf::create(
-            &path,
+            path,
             &self.jobs,
             self.settings.filters,
-            &attrs,
+            attrs,
             self.chunk_cache,
         )?;
         let ids = [
@@ -332,36 +440,115 @@ impl FileWriter {
             hdf::set_attr_u64(&file, k, v)
                 .map_err(DaqError::hdf5(format!("{}: attribute {k}", path.display())))?;
         }
-        let handle = match self.settings.mode {
+        match self.settings.mode {
             WriteMode::Close => {
                 file.close()
                     .map_err(DaqError::hdf5(format!("{}: close", path.display())))?;
-                None
+                Ok(None)
             }
             WriteMode::Swmr => {
                 file.start_swmr()
                     .map_err(DaqError::hdf5(format!("{}: start SWMR", path.display())))?;
                 file.flush()
                     .map_err(DaqError::hdf5(format!("{}: flush", path.display())))?;
-                Some(file)
+                Ok(Some(file))
             }
+        }
+    }
+
+    /// A current file that was deleted, moved or replaced since it was created: its rows are
+    /// counted as lost and the next write starts a new file in the same interval, chained to it.
+    fn check_current_file(&mut self) {
+        let Some(cur) = self.current.as_ref() else {
+            return;
+        };
+        if identity(&cur.path) == Some(cur.identity) {
+            return;
+        }
+        let Some(cur) = self.current.take() else {
+            return;
         };
         daq_log!(
-            Info,
-            "new file {} (rollover at {})",
-            path.display(),
-            compact_stamp(to)
+            Error,
+            "{} was deleted or moved while the daemon was writing it; its {} rows are counted as lost (file_lost) and writing goes on in a new file",
+            cur.path.display(),
+            cur.rows
         );
-        self.next_id = self.rng.id();
-        self.current = Some(Current {
-            path,
-            from,
-            to,
-            file_id,
-            rows: 0,
-            handle,
-        });
-        Ok(())
+        for (h, n) in self.handles.iter().zip(&cur.rows_per_job) {
+            h.count_dropped(DropReason::FileLost, *n);
+        }
+        // An open SWMR handle refers to the unlinked file: closing it loses nothing more.
+        drop(cur.handle);
+        self.previous_id = cur.file_id;
+        self.next_from = cur.from;
+        self.next_to = Some(cur.to);
+    }
+
+    /// Counts and logs rows whose time lies outside the current file's interval by more than a
+    /// second (provided times from a source's clock): before its start, or after `now`. They
+    /// are stored all the same.
+    fn check_times(&self, rows: &[(usize, Drained)], now: f64) {
+        let Some(cur) = self.current.as_ref() else {
+            return;
+        };
+        for (j, d) in rows {
+            let outside: Vec<f64> = d
+                .time
+                .iter()
+                .copied()
+                .filter(|&t| t < cur.from - 1.0 || t > now + 1.0)
+                .collect();
+            if outside.is_empty() {
+                continue;
+            }
+            let (lo, hi) = outside
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &t| {
+                    (a.min(t), b.max(t))
+                });
+            let h = &self.handles[*j];
+            h.count_times_out_of_range(outside.len() as u64);
+            daq_log!(
+                Warn,
+                "job {}: {} rows have times outside {} (from {} to now): {} .. {}; stored all the same",
+                h.group,
+                outside.len(),
+                cur.path.display(),
+                compact_stamp(cur.from),
+                compact_stamp(lo),
+                compact_stamp(hi)
+            );
+        }
+    }
+
+    /// How many of each job's pending rows the file system can take: all of them, or the
+    /// largest equal fraction (1/2, 1/4, ...) that fits. A write that cannot finish is not
+    /// started (nothing is cut short); with no room even for a few rows, the error names the
+    /// free space.
+    fn rows_that_fit(&self) -> Result<Vec<usize>, DaqError> {
+        let all: Vec<usize> = self.pending.iter().map(Drained::rows).collect();
+        let dir = &self.settings.directory;
+        let Ok((_, _, available)) = crate::sys::disk_usage(dir) else {
+            return Ok(all);
+        };
+        let needed = bytes_needed(&self.jobs, &all);
+        if needed <= available {
+            return Ok(all);
+        }
+        let mut part = all.clone();
+        while part.iter().any(|&n| n > 1) {
+            for n in &mut part {
+                *n /= 2;
+            }
+            if bytes_needed(&self.jobs, &part) <= available {
+                return Ok(part);
+            }
+        }
+        Err(DaqError::NoSpace {
+            directory: dir.clone(),
+            needed,
+            available,
+        })
     }
 
     /// Appends rows `(job index, rows)` to the current file (opening and closing it in close
@@ -373,11 +560,21 @@ impl FileWriter {
         if rows.iter().all(|(_, d)| d.rows() == 0) {
             return Ok(0);
         }
-        let n = match &cur.handle {
-            Some(f) => write_rows(f, &self.jobs, rows)?,
+        let drops: Vec<Dropped> = self.handles.iter().map(JobHandle::dropped).collect();
+        let write = |f: &File, cur: &mut Current| -> Result<u64, DaqError> {
+            let n = write_rows(f, &self.jobs, rows)?;
+            write_drop_attrs(f, &self.jobs, &drops, &mut cur.drops_written);
+            Ok(n)
+        };
+        let n = match cur.handle.take() {
+            Some(f) => {
+                let r = write(&f, cur);
+                cur.handle = Some(f);
+                r?
+            }
             None => {
                 let f = hdf::open_rw(&cur.path, self.chunk_cache)?;
-                let r = write_rows(&f, &self.jobs, rows);
+                let r = write(&f, cur);
                 let c = f
                     .close()
                     .map_err(DaqError::hdf5(format!("{}: close", cur.path.display())));
@@ -387,6 +584,11 @@ impl FileWriter {
             }
         };
         cur.rows += n;
+        for (j, d) in rows {
+            let k = d.rows() as u64;
+            cur.rows_per_job[*j] += k;
+            self.handles[*j].count_written(k);
+        }
         Ok(n)
     }
 
@@ -396,6 +598,53 @@ impl FileWriter {
         for (p, d) in self.pending.iter_mut().zip(new) {
             append_drained(p, d);
         }
+        self.check_current_file();
+        if self.pending_rows() == 0 {
+            return self.write_pending(now, t0);
+        }
+        let fit = self.rows_that_fit()?;
+        let all: Vec<usize> = self.pending.iter().map(Drained::rows).collect();
+        if fit == all {
+            return self.write_pending(now, t0);
+        }
+        // Write what fits now; the rest stays pending, in order, for the next write.
+        let mut later = Vec::with_capacity(self.jobs.len());
+        for (j, p) in self.pending.iter_mut().enumerate() {
+            let lens: Vec<usize> = self.jobs[j]
+                .datasets
+                .iter()
+                .map(|d| d.entry_len())
+                .collect();
+            let d = std::mem::replace(
+                p,
+                Drained {
+                    time: vec![],
+                    columns: vec![],
+                },
+            );
+            let (head, tail) = split_rows(d, fit[j], &lens);
+            *p = head;
+            later.push(tail);
+        }
+        let (written, total) = (fit.iter().sum::<usize>(), all.iter().sum::<usize>());
+        let available = crate::sys::disk_usage(&self.settings.directory).map_or(0, |u| u.2);
+        let message = format!(
+            "{}: no space left on device (ENOSPC) for all rows: {available} bytes available, {written} of {total} pending rows written, the rest kept for the next write",
+            self.settings.directory.display()
+        );
+        let res = self.write_pending(now, t0);
+        for (p, tail) in self.pending.iter_mut().zip(later) {
+            append_drained(p, tail);
+        }
+        res.map(|mut r| {
+            r.held_back = (total - written) as u64;
+            r.short_of_space = Some(message);
+            r
+        })
+    }
+
+    /// Writes every pending row (rollover by time first, then by size).
+    fn write_pending(&mut self, now: f64, t0: Instant) -> Result<WriteReport, DaqError> {
         let entry_lens: Vec<Vec<usize>> = self
             .jobs
             .iter()
@@ -438,8 +687,9 @@ impl FileWriter {
                 for (j, a) in &early {
                     report.per_job[*j] += a.rows() as u64;
                 }
-                let closed = self.finalize(to, false, false)?;
-                report.files_closed.push(closed);
+                if let Some(closed) = self.finalize(to, false, false)? {
+                    report.files_closed.push(closed);
+                }
                 // The next file starts at the boundary of the interval holding the earliest
                 // remaining row (no empty files for intervals without data), at most now.
                 let earliest = self
@@ -468,6 +718,7 @@ impl FileWriter {
                     (j, std::mem::replace(p, e))
                 })
                 .collect();
+            self.check_times(&all, now);
             match self.append_all(&all) {
                 Ok(n) => {
                     report.rows += n;
@@ -489,9 +740,12 @@ impl FileWriter {
             let size = std::fs::metadata(&cur.path).map(|m| m.len()).unwrap_or(0);
             if size >= limit {
                 let end = now.max(cur.from);
-                let closed = self.finalize(end, true, false)?;
-                report.files_closed.push(closed);
+                let boundary = cur.to;
+                if let Some(closed) = self.finalize(end, true, false)? {
+                    report.files_closed.push(closed);
+                }
                 self.next_from = end;
+                self.next_to = Some(boundary);
             }
         }
         report.current = self.current.as_ref().map(|c| c.path.clone());
@@ -500,13 +754,37 @@ impl FileWriter {
     }
 
     /// Closes the current file: writes `file_end`, `following_file_id` (and `run_end` when the
-    /// run ends), renames it to its real end when `rename`. Returns the final path.
-    fn finalize(&mut self, end: f64, rename: bool, run_end: bool) -> Result<PathBuf, DaqError> {
-        let Some(cur) = self.current.take() else {
+    /// run ends), renames it to its real end when `rename`. Returns the final path, or `None`
+    /// when the file held no rows and `delete_empty_files` removed it.
+    fn finalize(
+        &mut self,
+        end: f64,
+        rename: bool,
+        run_end: bool,
+    ) -> Result<Option<PathBuf>, DaqError> {
+        let Some(mut cur) = self.current.take() else {
             return Err(DaqError::NoOpenFile);
         };
+        if self.settings.delete_empty_files && cur.rows == 0 {
+            drop(cur.handle.take());
+            std::fs::remove_file(&cur.path).map_err(DaqError::io(&cur.path))?;
+            daq_log!(Info, "removed {} (no rows)", cur.path.display());
+            // The chain skips the removed file: the file before it points to the next one.
+            if let Some(prev) = self.finished.last() {
+                let following = if run_end { 0 } else { self.next_id };
+                let res = hdf::open_rw(prev, self.chunk_cache).and_then(|f| {
+                    hdf::set_attr_u64(&f, "following_file_id", following).map_err(DaqError::hdf5(
+                        format!("{}: attribute following_file_id", prev.display()),
+                    ))
+                });
+                if let Err(e) = res {
+                    daq_log!(Warn, "{e}");
+                }
+            }
+            return Ok(None);
+        }
         let path = cur.path.clone();
-        if let Some(h) = cur.handle {
+        if let Some(h) = cur.handle.take() {
             h.close()
                 .map_err(DaqError::hdf5(format!("{}: close", path.display())))?;
         }
@@ -522,13 +800,17 @@ impl FileWriter {
             }
             hdf::set_attr_u64(&f, "following_file_id", following)
                 .map_err(DaqError::hdf5(ctx("following_file_id")))?;
+            let drops: Vec<Dropped> = self.handles.iter().map(JobHandle::dropped).collect();
+            write_drop_attrs(&f, &self.jobs, &drops, &mut cur.drops_written);
             f.close()
                 .map_err(DaqError::hdf5(format!("{}: close", path.display())))?;
         }
         self.previous_id = cur.file_id;
         let final_path = if rename {
-            let name = file_name(&self.settings.prefix, cur.from, end);
-            let target = free_path(&self.settings.directory, &name, Some(&path));
+            let target =
+                self.settings
+                    .names
+                    .free_path(&self.settings.directory, cur.from, end, Some(&path));
             if target != path {
                 std::fs::rename(&path, &target).map_err(DaqError::io(&path))?;
             }
@@ -538,23 +820,47 @@ impl FileWriter {
         };
         daq_log!(Info, "closed {} ({} rows)", final_path.display(), cur.rows);
         self.finished.push(final_path.clone());
-        Ok(final_path)
+        Ok(Some(final_path))
     }
 
     /// The final write: everything pending plus `new`, then the current file is closed with
     /// `file_end = run_end = now`, renamed to the real end, and `run_end` is written into the
-    /// run's earlier files (best effort; failures are logged).
-    pub(crate) fn finish(&mut self, now: f64, new: Vec<Drained>) -> Result<WriteReport, DaqError> {
-        let mut report = self.write(now, new)?;
+    /// run's earlier files (best effort; failures are logged). When the rows cannot be written
+    /// they are counted as dropped (`write_failed`) and the first error is returned beside the
+    /// report; the last file is still closed if it can be.
+    pub(crate) fn finish(
+        &mut self,
+        now: f64,
+        new: Vec<Drained>,
+    ) -> (WriteReport, Option<DaqError>) {
+        let (mut report, mut error) = match self.write(now, new) {
+            Ok(r) => (r, None),
+            Err(e) => (WriteReport::default(), Some(e)),
+        };
+        // A short write (too little space) leaves rows pending too: at stop they are lost.
+        if error.is_none() && self.pending_rows() > 0 {
+            error = Some(DaqError::ShortOfSpace {
+                message: report.short_of_space.take().unwrap_or_default(),
+            });
+        }
+        for (h, p) in self.handles.iter().zip(self.pending.iter_mut()) {
+            h.count_dropped(DropReason::WriteFailed, p.rows() as u64);
+            *p = empty_like(p);
+        }
         if self.current.is_none() {
-            self.open_new()?;
+            if let Err(e) = self.open_new() {
+                return (report, error.or(Some(e)));
+            }
         }
         let end = now.max(self.current.as_ref().map_or(now, |c| c.from));
-        let last = self.finalize(end, true, true)?;
-        report.files_closed.push(last.clone());
+        let last = match self.finalize(end, true, true) {
+            Ok(p) => p,
+            Err(e) => return (report, error.or(Some(e))),
+        };
+        report.files_closed.extend(last.clone());
         report.current = None;
         for p in &self.finished {
-            if *p == last {
+            if Some(p) == last.as_ref() {
                 continue;
             }
             let res = hdf::open_rw(p, self.chunk_cache).and_then(|f| {
@@ -566,107 +872,38 @@ impl FileWriter {
                 daq_log!(Warn, "could not write run_end into {}: {e}", p.display());
             }
         }
-        Ok(report)
+        (report, error.take())
     }
 }
 
-/// What [`recover`] did to one file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Recovered {
-    pub original: PathBuf,
-    pub path: PathBuf,
-    /// The superblock's open-for-write flag had to be cleared (h5clear -s).
-    pub cleared_flags: bool,
-    pub file_end: f64,
-}
-
-/// Finishes a file left by a killed daemon: clears the superblock's status flags with
-/// `h5clear -s` when the file does not open, sets `file_end` to the latest stored time (or
-/// `file_start`), marks it `recovered`, and renames `{prefix}_{from}_{to}.h5` to the real end.
-/// Files whose `file_end` is already set are left alone (`Ok(None)`).
-pub fn recover(path: &Path, prefix: &str) -> Result<Option<Recovered>, DaqError> {
-    let mut cleared = false;
-    let file = match hdf::open_rw(path, 0) {
-        Ok(f) => f,
-        Err(first) => {
-            let out = std::process::Command::new("h5clear")
-                .arg("-s")
-                .arg(path)
-                .output();
-            match out {
-                Ok(o) if o.status.success() => {}
-                Ok(o) => {
-                    return Err(DaqError::Unrecoverable {
-                        path: path.to_path_buf(),
-                        open_error: first.to_string(),
-                        reason: String::from_utf8_lossy(&o.stderr).trim().to_string(),
-                    })
-                }
-                Err(e) => {
-                    return Err(DaqError::Unrecoverable {
-                        path: path.to_path_buf(),
-                        open_error: first.to_string(),
-                        reason: format!(
-                            "h5clear (Debian package hdf5-tools) is needed to clear its status flags: {e}"
-                        ),
-                    })
-                }
-            }
-            cleared = true;
-            hdf::open_rw(path, 0)?
+/// Writes a job's drop counts as its group's attributes `dropped_<reason>` (uint64) when they
+/// changed since they were last written into this file. Best effort: a failure is logged and
+/// retried at the next write.
+fn write_drop_attrs(file: &File, jobs: &[JobLayout], drops: &[Dropped], written: &mut [Dropped]) {
+    for ((job, now), last) in jobs.iter().zip(drops).zip(written.iter_mut()) {
+        if now == last {
+            continue;
         }
-    };
-    let ctx = |k: &str| format!("{}: {k}", path.display());
-    if hdf::read_f64_attr(&file, "file_end").is_some_and(|v| !v.is_nan()) && !cleared {
-        return Ok(None);
-    }
-    let start = hdf::read_f64_attr(&file, "file_start").unwrap_or(f64::NAN);
-    let latest = hdf::max_time(&file).map_err(DaqError::hdf5(ctx("read time")))?;
-    let end = match latest {
-        Some(t) if start.is_nan() || t >= start => t,
-        _ => start,
-    };
-    hdf::set_attr(&file, "file_end", &AttrValue::Float(end))
-        .map_err(DaqError::hdf5(ctx("attribute file_end")))?;
-    hdf::set_attr(&file, "recovered", &AttrValue::Bool(true))
-        .map_err(DaqError::hdf5(ctx("attribute recovered")))?;
-    file.close().map_err(DaqError::hdf5(ctx("close")))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let mut new_path = path.to_path_buf();
-    if let (Some((from, _)), Some(dir)) = (parse_file_name(prefix, name), path.parent()) {
-        if end.is_finite() {
-            let target = free_path(dir, &file_name(prefix, from, end), Some(path));
-            if target != path {
-                std::fs::rename(path, &target).map_err(DaqError::io(path))?;
-            }
-            new_path = target;
+        let res = file.group(&job.group).and_then(|g| {
+            now.by_reason()
+                .into_iter()
+                .try_for_each(|(r, n)| hdf::set_attr_u64(&g, &format!("dropped_{}", r.name()), n))
+        });
+        match res {
+            Ok(()) => *last = *now,
+            Err(e) => daq_log!(
+                Warn,
+                "{}: /{}: could not write the drop counts: {e}",
+                file.filename(),
+                job.group
+            ),
         }
     }
-    Ok(Some(Recovered {
-        original: path.to_path_buf(),
-        path: new_path,
-        cleared_flags: cleared,
-        file_end: end,
-    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        let n = file_name("DAQ", 1_795_287_050.612, 1_795_305_599.999);
-        assert_eq!(n, "DAQ_20261121T185050.612Z_20261121T235959.999Z.h5");
-        assert_eq!(
-            parse_file_name("DAQ", &n),
-            Some((1_795_287_050.612, 1_795_305_599.999))
-        );
-        let n1 = "DAQ_20261121T185050.612Z_20261121T235959.999Z_3.h5";
-        assert!(parse_file_name("DAQ", n1).is_some());
-        assert!(parse_file_name("DAQ", "DAQ_x.h5").is_none());
-        assert!(parse_file_name("OTHER", &n).is_none());
-    }
 
     #[test]
     fn split_by_time() {

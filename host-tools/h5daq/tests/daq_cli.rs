@@ -531,3 +531,37 @@ fn json_log_lines_go_to_a_file_with_rotation() {
         "debug lines present"
     );
 }
+
+#[test]
+fn sdaq_file_name_format() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "[daemon]\ndirectory = 'out'\nwrite_period = 0.2\nfile_name = 'RUN_{date_from}_{date_to}.hdf5'\n[[job]]\ngroup = 's'\nsource = 'system'\nperiod = 0.1\nfields = ['load1']\n",
+    );
+    let out = h5daq(dir.path(), &["run", "daq.toml", "--duration", "0.5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".hdf5"))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let format: h5daq::FileNames = "RUN_{date_from}_{date_to}.hdf5".parse().unwrap();
+    let (from, to) = format.parse(&names[0]).unwrap();
+    assert!(to > from);
+    let f = hdf5::File::open(dir.path().join("out").join(&names[0])).unwrap();
+    assert!(f.dataset("s/load1").unwrap().shape()[0] >= 2);
+    write_config(
+        dir.path(),
+        "[daemon]\nfile_prefix = 'A'\nfile_name = 'B_{date_from}_{date_to}.h5'\n[[job]]\ngroup = 's'\nsource = 'system'\n",
+    );
+    let out = h5daq(dir.path(), &["run", "daq.toml", "--check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not both"));
+}

@@ -568,7 +568,7 @@ fn swmr_mode_writes_the_same_layout_and_threads_share_ids() {
 }
 
 #[test]
-fn a_failed_write_keeps_its_rows_and_retries_them_first() {
+fn a_file_moved_away_is_counted_as_lost_and_writing_goes_on_in_a_new_file() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_795_000_000.0));
     let value = Arc::new(Mutex::new(0.0));
@@ -597,24 +597,91 @@ fn a_failed_write_keeps_its_rows_and_retries_them_first() {
     let away = dir.path().join("away");
     std::fs::rename(&path, &away).unwrap();
     sample(2);
-    let err = d.write_now().unwrap_err().to_string();
-    assert!(err.contains("DAQ_"), "the error names the file: {err}");
-    let st = d.status();
-    assert_eq!((st.write_errors, st.rows_pending_retry), (1, 2));
-    sample(1);
-    std::fs::rename(&away, &path).unwrap();
     let r = d.write_now().unwrap();
-    assert_eq!(r.rows, 2, "the retried rows first");
+    assert_eq!(r.rows, 2, "the new rows go to a new file");
+    let st = h.status();
     assert_eq!(
-        h.status().buffered,
-        1,
-        "new rows waited in the job's buffer"
+        st.dropped_by.file_lost, 2,
+        "the moved file's rows are counted"
     );
-    let r = d.write_now().unwrap();
-    assert_eq!(r.rows, 1);
+    assert_eq!((st.written, st.dropped), (4, 2));
     let report = d.stop().unwrap();
+    assert!(!report.is_lossless());
+    assert_eq!(report.files.len(), 1);
     let f = hdf5::File::open(&report.files[0]).unwrap();
     let v: Vec<f32> = f.dataset("r/v").unwrap().read_raw().unwrap();
-    assert_eq!(v, vec![1.0, 2.0, 3.0, 4.0, 5.0]);
-    assert_eq!(h.status().written, 5);
+    assert_eq!(v, vec![3.0, 4.0]);
+    let lost = hdf5::File::open(&away).unwrap();
+    let id = |f: &hdf5::File, k: &str| f.attr(k).unwrap().read_scalar::<u64>().unwrap();
+    assert_eq!(
+        id(&f, "previous_file_id"),
+        id(&lost, "file_id"),
+        "the chain goes on"
+    );
+    let attr = f.group("r").unwrap().attr("dropped_file_lost").unwrap();
+    assert_eq!(
+        attr.read_scalar::<u64>().unwrap(),
+        2,
+        "the file records the loss"
+    );
+}
+
+#[test]
+fn a_size_rollover_keeps_the_calendar_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |s: &str| parse_compact_stamp(s).unwrap();
+    let clock = Arc::new(ManualClock::new(at("20261121T103000.000Z")));
+    let value = Arc::new(Mutex::new(0.0));
+    let job = triggered_job("r", Arc::clone(&value));
+    let c = DaemonConfig {
+        clock: clock.clone(),
+        auto_write: false,
+        rollover: "2 hours".parse::<Rollover>().unwrap(),
+        max_file_bytes: Some(1),
+        ..cfg(dir.path())
+    };
+    let mut d = DaqDaemon::new(c, vec![job]).unwrap();
+    d.start().unwrap();
+    let (trig, h) = (d.trigger("r").unwrap(), d.job_handles()[0].clone());
+    let mut n = 0;
+    let mut sample_at = |t: &str| {
+        n += 1;
+        clock.set(at(t));
+        trig.trigger();
+        wait_for("read", || h.status().rows == n);
+    };
+    // 10:30 starts an interval ending at 12:00; the size rollover at 11:15 must keep it.
+    sample_at("20261121T111500.000Z");
+    d.write_now().unwrap();
+    sample_at("20261121T113000.000Z");
+    d.write_now().unwrap();
+    sample_at("20261121T121000.000Z");
+    d.write_now().unwrap();
+    let report = d.stop().unwrap();
+    for p in &report.files {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        let (from, to) = parse_file_name("DAQ", name).unwrap();
+        let noon = at("20261121T120000.000Z");
+        assert!(to < noon || from >= noon, "{name} spans the 12:00 boundary");
+    }
+}
+
+#[test]
+fn a_blocking_job_cannot_share_a_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocking = DaqJob::new("sub", vec![DatasetSpec::scalar("x", Dtype::F64)], || {
+        Ok(Reading::Skip)
+    })
+    .unwrap()
+    .with_mode(ReadMode::Constant)
+    .unwrap()
+    .with_thread_id(3);
+    let fast = triggered_job("fast", Arc::new(Mutex::new(0.0))).with_thread_id(3);
+    let err = DaqDaemon::new(cfg(dir.path()), vec![fast, blocking])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("thread_id") && err.contains("\"fast\""),
+        "{err}"
+    );
 }

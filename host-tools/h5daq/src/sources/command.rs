@@ -3,10 +3,18 @@
 //! own process group; at stop the group gets SIGTERM, then SIGKILL after 5 s. A command that
 //! exits is an error (counted, handler after the limit) and is started again after the error
 //! delay.
+//!
+//! A reader thread takes the output as bytes (any encoding; invalid UTF-8 is replaced), stamps
+//! each line when it arrives, cuts lines longer than `max_line_length` (counted as bad input,
+//! the rest of the line skipped without buffering it) and hands lines over through a bounded
+//! queue. The job has back-pressure: while its buffer is full it reads no lines, the queue and
+//! then the pipe fill, and the command blocks in its writes; no row is dropped. A line that is
+//! not a row is counted as bad input and the job goes on with the next line.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,10 +23,13 @@ use serde::Deserialize;
 use super::parse_fields;
 use crate::column::{Column, ConvertError, Dtype, Entry, Scalar};
 use crate::error::DaqError;
-use crate::job::{lock, DaqJob, DatasetSpec, ReadMode, Reading};
+use crate::job::{
+    bounded_message, lock, DaqJob, DatasetSpec, DropReason, ReadMode, Reading, SourceStats,
+};
 use crate::log::daq_log;
-use crate::setting::{self, SettingError};
+use crate::setting::{self, shown, SettingError};
 use crate::sys::{kill_process_group, Signal};
+use crate::time::{Clock, SystemClock};
 
 /// How to parse a command's lines.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +62,16 @@ struct Settings {
     comment: Option<String>,
     provide_time: Option<bool>,
     bulk: Option<bool>,
+    max_line_length: Option<i64>,
+    run: Option<String>,
 }
+
+/// Default longest line, bytes; longer lines are bad input.
+pub const DEFAULT_MAX_LINE_LENGTH: usize = 1 << 20;
+/// Lines queued between the reader thread and the job.
+const LINE_QUEUE: usize = 1024;
+/// Most lines one bulk read takes.
+const MAX_BULK_LINES: usize = 100_000;
 
 /// A checked command job: what to run and how to parse its lines.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +80,12 @@ pub struct CommandConfig {
     pub specs: Vec<DatasetSpec>,
     pub format: LineFormat,
     pub bulk: bool,
+    /// `run = "once"`: the command runs once per read (every period or trigger) and its output
+    /// lines are that read's rows (the reference's `DAQJobExtern` as sdaq users use it);
+    /// otherwise it runs continuously and every line is a row.
+    pub once: bool,
+    /// Longest line in bytes.
+    pub max_line_length: usize,
 }
 
 impl CommandConfig {
@@ -92,6 +118,8 @@ impl CommandConfig {
                 ))
             }
         };
+        check_program(&argv[0])
+            .map_err(|why| SettingError::invalid("command", shown(&s.command), why))?;
         if let Some(d) = &s.delimiter {
             if d.is_empty() {
                 return Err(SettingError::invalid(
@@ -105,7 +133,38 @@ impl CommandConfig {
             .into_iter()
             .map(|f| f.spec)
             .collect();
+        let max_line_length = match s.max_line_length {
+            None => DEFAULT_MAX_LINE_LENGTH,
+            Some(n) if (16..=1 << 30).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(SettingError::invalid(
+                    "max_line_length",
+                    n,
+                    "must be 16 to 1073741824 bytes",
+                ))
+            }
+        };
+        let once = match s.run.as_deref() {
+            None | Some("continuous") => false,
+            Some("once") => true,
+            Some(other) => {
+                return Err(SettingError::invalid(
+                    "run",
+                    format!("{other:?}"),
+                    "use \"continuous\" (a long-running command, a row per line) or \"once\" (run once per period)",
+                ))
+            }
+        };
+        if once && s.bulk == Some(true) {
+            return Err(SettingError::invalid(
+                "bulk",
+                true,
+                "with run = \"once\" every output line of a run is already a row",
+            ));
+        }
         Ok(CommandConfig {
+            once,
+            max_line_length,
             argv,
             specs,
             format: LineFormat {
@@ -119,14 +178,32 @@ impl CommandConfig {
 
     /// The job (the command starts at the first read).
     pub fn job(&self, group: &str, period: Duration) -> Result<DaqJob, DaqError> {
-        job(
-            group,
-            self.argv.clone(),
-            self.specs.clone(),
-            self.format.clone(),
-            self.bulk,
-            period,
-        )
+        if self.once {
+            once_job(group, self, period)
+        } else {
+            job(group, self, period)
+        }
+    }
+}
+
+/// Whether `program` can be started: an executable path, or a name found on `PATH`.
+fn check_program(program: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return if executable(std::path::Path::new(program)) {
+            Ok(())
+        } else {
+            Err(format!("{program:?} is not an executable file"))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| executable(&d.join(program))) {
+        Ok(())
+    } else {
+        Err(format!("program {program:?} is not found on PATH"))
     }
 }
 
@@ -250,12 +327,69 @@ pub fn parse_line(
     Ok((time, entries))
 }
 
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
+/// One line of output, stamped when it arrived.
+enum Line {
+    Text { arrived: f64, text: String },
+    TooLong { bytes: usize, head: String },
 }
 
-fn spawn(argv: &[String]) -> Result<Running, CommandError> {
+struct Running {
+    child: Child,
+    lines: Receiver<Line>,
+}
+
+/// Reads `out` line by line into `tx` until end of file, a read error, or a closed queue.
+/// A line is kept up to `max` bytes; the rest of a longer one is skipped as it is read.
+fn read_lines(out: impl Read, tx: SyncSender<Line>, max: usize) {
+    let mut r = BufReader::with_capacity(64 << 10, out);
+    let mut line: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let (done, used) = match r.fill_buf() {
+            Ok([]) => return,
+            Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    let room = max.saturating_sub(line.len()).min(i);
+                    line.extend_from_slice(&buf[..room]);
+                    total += i;
+                    (true, i + 1)
+                }
+                None => {
+                    let room = max.saturating_sub(line.len()).min(buf.len());
+                    line.extend_from_slice(&buf[..room]);
+                    total += buf.len();
+                    (false, buf.len())
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        r.consume(used);
+        if !done {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.strip_suffix('\r').unwrap_or(&text);
+        let msg = if total > max {
+            Line::TooLong {
+                bytes: total,
+                head: text.chars().take(80).collect(),
+            }
+        } else {
+            Line::Text {
+                arrived: SystemClock.now(),
+                text: text.to_string(),
+            }
+        };
+        line.clear();
+        total = 0;
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+fn spawn(argv: &[String], max_line: usize) -> Result<Running, CommandError> {
     use std::os::unix::process::CommandExt;
     let start_error = |source| CommandError::Start {
         program: argv.first().cloned().unwrap_or_default(),
@@ -278,53 +412,225 @@ fn spawn(argv: &[String]) -> Result<Running, CommandError> {
         .stdout
         .take()
         .ok_or_else(|| start_error(std::io::Error::other("no stdout pipe")))?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
+    let (tx, rx) = mpsc::sync_channel(LINE_QUEUE);
+    let spawned = std::thread::Builder::new()
         .name("daq-cmd-reader".into())
-        .spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                match line {
-                    Ok(l) => {
-                        if tx.send(l).is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-        })
-        .map_err(start_error)?;
+        .spawn(move || read_lines(stdout, tx, max_line));
+    if let Err(e) = spawned {
+        terminate(&mut child, Duration::ZERO);
+        return Err(start_error(e));
+    }
     Ok(Running { child, lines: rx })
 }
 
-/// Ends a process group: SIGTERM, up to `grace` to exit, then SIGKILL.
+/// Waits up to `limit` for `child` to exit; true when it has.
+fn exited_within(child: &mut Child, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(Some(_)) | Err(_) = child.try_wait() {
+            return true;
+        }
+        if t0.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Ends a process group: SIGTERM, up to `grace` to exit, then SIGKILL. Bounded: a process that
+/// survives SIGKILL (uninterruptible sleep) is left to the system after 1 s more.
 fn terminate(child: &mut Child, grace: Duration) {
     let pgid = child.id();
     let _ = kill_process_group(pgid, Signal::TERM);
-    let t0 = Instant::now();
-    while t0.elapsed() < grace {
-        if let Ok(Some(_)) = child.try_wait() {
-            // The leader exited; make sure the rest of its group follows.
-            let _ = kill_process_group(pgid, Signal::KILL);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let exited = exited_within(child, grace);
+    // The leader may be gone with the rest of its group still running: signal the group too.
     let _ = kill_process_group(pgid, Signal::KILL);
-    let _ = child.wait();
+    if !exited && !exited_within(child, Duration::from_secs(1)) {
+        daq_log!(Error, "command process {pgid} did not end after SIGKILL");
+    }
 }
 
-/// A job running `argv` and parsing its stdout. In bulk mode every read takes all lines that
-/// arrived within `period` (the reference's extend mode); otherwise each line is one read.
-fn job(
-    group: &str,
-    argv: Vec<String>,
+/// Turns lines into rows: comments are logged, blank lines skipped, anything else that is not
+/// a row is counted as bad input.
+struct LineRows {
+    group: String,
     specs: Vec<DatasetSpec>,
-    fmt: LineFormat,
-    bulk: bool,
-    period: Duration,
-) -> Result<DaqJob, DaqError> {
-    if argv.is_empty() {
+    format: LineFormat,
+    max_line: usize,
+    stats: SourceStats,
+}
+
+impl LineRows {
+    /// The row of `line` with its time (its own, or its arrival), if it is one.
+    fn row(&self, line: Line) -> Option<(f64, Vec<Entry>)> {
+        let (arrived, text) = match line {
+            Line::Text { arrived, text } => (arrived, text),
+            Line::TooLong { bytes, head } => {
+                self.stats.bad_input(
+                    &self.group,
+                    &format_args!(
+                        "a line of {bytes} bytes is longer than max_line_length {} (starts {head:?})",
+                        self.max_line
+                    ),
+                );
+                return None;
+            }
+        };
+        if text.trim().is_empty() {
+            return None;
+        }
+        let comment = self.format.comment.as_str();
+        if !comment.is_empty() && text.starts_with(comment) {
+            daq_log!(Info, "job {}: {}", self.group, bounded_message(&text));
+            return None;
+        }
+        match parse_line(&text, &self.specs, &self.format) {
+            Ok((t, entries)) => Some((t.unwrap_or(arrived), entries)),
+            Err(e) => {
+                self.stats.bad_input(&self.group, &e);
+                None
+            }
+        }
+    }
+
+    /// Appends a row to bulk columns; a value that does not fit the dtype is bad input.
+    fn push(&self, time: &mut Vec<f64>, cols: &mut [Column], t: f64, entries: Vec<Entry>) {
+        let before: Vec<usize> = cols.iter().map(Column::len).collect();
+        let pushed = cols.iter_mut().zip(entries).try_for_each(|(c, e)| match e {
+            Entry::Scalar(s) => c.push_scalar(s),
+            Entry::Array(a) => c.extend_from(&a),
+        });
+        match pushed {
+            Ok(()) => time.push(t),
+            Err(e) => {
+                for (c, n) in cols.iter_mut().zip(before) {
+                    c.truncate(n);
+                }
+                self.stats.bad_input(&self.group, &e);
+            }
+        }
+    }
+
+    fn empty_columns(&self) -> Vec<Column> {
+        self.specs
+            .iter()
+            .map(|s| Column::with_capacity(s.dtype, 0))
+            .collect()
+    }
+}
+
+fn rows_reading(time: Vec<f64>, columns: Vec<Column>) -> Reading {
+    if time.is_empty() {
+        Reading::Skip
+    } else {
+        Reading::Rows { time, columns }
+    }
+}
+
+/// The final read at stop (the command has been ended): every line the reader still holds or
+/// still gets from the pipe, as rows. Lines left when the reader stays blocked are counted.
+fn drain_at_stop(run: Running, rows: &LineRows) -> Reading {
+    let mut time = Vec::new();
+    let mut cols = rows.empty_columns();
+    while let Ok(line) = run.lines.recv_timeout(Duration::from_millis(200)) {
+        if let Some((t, e)) = rows.row(line) {
+            rows.push(&mut time, &mut cols, t, e);
+        }
+    }
+    let mut left = 0;
+    while let Ok(Line::Text { text, .. }) = run.lines.try_recv() {
+        left += u64::from(!text.trim().is_empty());
+    }
+    if left > 0 {
+        rows.stats.dropped(DropReason::UnreadAtStop, left);
+    }
+    rows_reading(time, cols)
+}
+
+/// A job running the command once per read: its output lines (usually one) are the read's
+/// rows, stamped when they arrived. A run that takes longer than the period (at least 1 s) is
+/// ended and counts as an error, as does a non-zero exit.
+fn once_job(group: &str, cfg: &CommandConfig, period: Duration) -> Result<DaqJob, DaqError> {
+    let stats = SourceStats::default();
+    let rows = LineRows {
+        group: group.to_string(),
+        specs: cfg.specs.clone(),
+        format: cfg.format.clone(),
+        max_line: cfg.max_line_length,
+        stats: stats.clone(),
+    };
+    let argv = cfg.argv.clone();
+    let limit = period.max(Duration::from_secs(1));
+    // The running command's process group, so a stop can end it without waiting for the read.
+    let running = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let running2 = Arc::clone(&running);
+    let getter = move || -> Result<Reading, crate::job::GetterError> {
+        let mut run = spawn(&argv, rows.max_line)?;
+        running2.store(run.child.id(), Ordering::SeqCst);
+        let deadline = Instant::now() + limit;
+        let mut time = Vec::new();
+        let mut cols = rows.empty_columns();
+        let mut timed_out = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match run.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some((t, e)) = rows.row(line) {
+                        rows.push(&mut time, &mut cols, t, e);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let status = if !timed_out && exited_within(&mut run.child, left) {
+            run.child.wait().ok()
+        } else {
+            terminate(&mut run.child, Duration::ZERO);
+            None
+        };
+        running2.store(0, Ordering::SeqCst);
+        let _ = kill_process_group(run.child.id(), Signal::KILL);
+        match status {
+            Some(s) if s.success() => Ok(rows_reading(time, cols)),
+            Some(s) => Err(CommandError::Ended {
+                argv: argv.clone(),
+                status: s.to_string(),
+            }
+            .into()),
+            None => Err(CommandError::Ended {
+                argv: argv.clone(),
+                status: format!(
+                    "ended after {:.1} s, longer than a read may take",
+                    limit.as_secs_f64()
+                ),
+            }
+            .into()),
+        }
+    };
+    let on_stop = move || {
+        let pgid = running.load(Ordering::SeqCst);
+        if pgid > 1 {
+            let _ = kill_process_group(pgid, Signal::KILL);
+        }
+    };
+    Ok(DaqJob::new(group, cfg.specs.clone(), getter)?
+        .with_mode(ReadMode::Periodic(period))?
+        .with_provided_time(true)
+        .with_source_stats(stats)
+        .with_on_stop(on_stop))
+}
+
+/// A job running the command and parsing its stdout. In bulk mode every read takes all lines
+/// that arrived within `period` (the reference's extend mode); otherwise each read yields one
+/// row. Each row's time is the line's own (with `provide_time`) or its arrival time. At stop
+/// the command is ended first, then the lines already read are taken (a final read).
+fn job(group: &str, cfg: &CommandConfig, period: Duration) -> Result<DaqJob, DaqError> {
+    if cfg.argv.is_empty() {
         return Err(SettingError::invalid(
             format!("job {group:?}: command"),
             "[]",
@@ -333,19 +639,32 @@ fn job(
         .into());
     }
     let state: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
-    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let stats = SourceStats::default();
     let (st, stop2) = (Arc::clone(&state), Arc::clone(&stopped));
-    let (specs2, name) = (specs.clone(), group.to_string());
-    let comment = fmt.comment.clone();
-    let provide_time = fmt.provide_time || bulk;
+    let (argv, bulk, max_line) = (cfg.argv.clone(), cfg.bulk, cfg.max_line_length);
+    let rows = LineRows {
+        group: group.to_string(),
+        specs: cfg.specs.clone(),
+        // Bulk lines carry their own time (the reference's extend mode).
+        format: LineFormat {
+            provide_time: cfg.format.provide_time || bulk,
+            ..cfg.format.clone()
+        },
+        max_line,
+        stats: stats.clone(),
+    };
     let getter = move || -> Result<Reading, crate::job::GetterError> {
-        if stop2.load(std::sync::atomic::Ordering::SeqCst) {
-            return Ok(Reading::Skip);
-        }
         let mut guard = lock(&st);
+        if stop2.load(Ordering::SeqCst) {
+            return Ok(match guard.take() {
+                Some(run) => drain_at_stop(run, &rows),
+                None => Reading::Skip,
+            });
+        }
         if guard.is_none() {
-            *guard = Some(spawn(&argv)?);
-            daq_log!(Info, "job {name}: started {argv:?}");
+            *guard = Some(spawn(&argv, max_line)?);
+            daq_log!(Info, "job {}: started {argv:?}", rows.group);
         }
         let Some(run) = guard.as_mut() else {
             return Ok(Reading::Skip);
@@ -356,86 +675,71 @@ fn job(
         } else {
             Duration::from_millis(100)
         };
-        let first = match run.lines.recv_timeout(wait) {
-            Ok(l) => Some(l),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = run.child.wait().map(|s| s.to_string()).unwrap_or_default();
-                let _ = kill_process_group(run.child.id(), Signal::KILL);
-                *guard = None;
-                return Err(CommandError::Ended {
-                    argv: argv.clone(),
-                    status,
-                }
-                .into());
-            }
-        };
-        let mut lines: Vec<String> = first.into_iter().collect();
-        if bulk {
-            lines.extend(run.lines.try_iter());
-        }
-        drop(guard);
         let mut time = Vec::new();
-        let mut cols: Vec<Column> = specs2
-            .iter()
-            .map(|s| Column::with_capacity(s.dtype, 0))
-            .collect();
-        let mut single = None;
-        for l in lines {
-            if l.trim().is_empty() {
-                continue;
-            }
-            if l.starts_with(comment.as_str()) && !comment.is_empty() {
-                daq_log!(Info, "job {name}: {l}");
-                continue;
-            }
-            let (t, entries) = parse_line(
-                &l,
-                &specs2,
-                &LineFormat {
-                    provide_time,
-                    ..fmt.clone()
-                },
-            )
-            .map_err(CommandError::from)?;
-            if bulk {
-                time.push(t.unwrap_or(f64::NAN));
-                for (c, e) in cols.iter_mut().zip(entries) {
-                    match e {
-                        Entry::Scalar(s) => c.push_scalar(s).map_err(CommandError::from)?,
-                        Entry::Array(a) => c.extend_from(&a).map_err(CommandError::from)?,
-                    }
-                }
+        let mut cols = rows.empty_columns();
+        let mut first = true;
+        loop {
+            let next = if first {
+                first = false;
+                run.lines.recv_timeout(wait).map_err(|e| match e {
+                    RecvTimeoutError::Timeout => false,
+                    RecvTimeoutError::Disconnected => true,
+                })
             } else {
-                single = Some(match t {
-                    Some(t) => Reading::TimedRow(t, entries),
-                    None => Reading::Row(entries),
-                });
+                run.lines.try_recv().map_err(|e| match e {
+                    TryRecvError::Empty => false,
+                    TryRecvError::Disconnected => true,
+                })
+            };
+            let line = match next {
+                Ok(l) => l,
+                Err(false) => break,
+                // Hand over what arrived; the end is noticed at the next read.
+                Err(true) if !time.is_empty() => break,
+                Err(true) => {
+                    // The output ended: the command exited (or closed stdout and is ended).
+                    let exited = exited_within(&mut run.child, Duration::from_millis(100));
+                    let status = if exited {
+                        run.child.wait().map(|s| s.to_string()).unwrap_or_default()
+                    } else {
+                        terminate(&mut run.child, Duration::from_secs(1));
+                        "closed its output".to_string()
+                    };
+                    let _ = kill_process_group(run.child.id(), Signal::KILL);
+                    *guard = None;
+                    return Err(CommandError::Ended {
+                        argv: argv.clone(),
+                        status,
+                    }
+                    .into());
+                }
+            };
+            let Some((t, entries)) = rows.row(line) else {
+                continue;
+            };
+            if !bulk {
+                return Ok(Reading::TimedRow(t, entries));
+            }
+            rows.push(&mut time, &mut cols, t, entries);
+            if time.len() >= MAX_BULK_LINES {
+                break;
             }
         }
-        Ok(if bulk {
-            if time.is_empty() {
-                Reading::Skip
-            } else {
-                Reading::Rows {
-                    time,
-                    columns: cols,
-                }
-            }
-        } else {
-            single.unwrap_or(Reading::Skip)
-        })
+        Ok(rows_reading(time, cols))
     };
     let on_stop = move || {
-        stopped.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(mut run) = lock(&state).take() {
+        stopped.store(true, Ordering::SeqCst);
+        if let Some(run) = lock(&state).as_mut() {
             terminate(&mut run.child, Duration::from_secs(5));
         }
     };
-    Ok(DaqJob::new(group, specs, getter)?
+    Ok(DaqJob::new(group, cfg.specs.clone(), getter)?
         .with_mode(ReadMode::Constant)?
         .with_bulk(bulk)
-        .with_provided_time(provide_time)
+        .with_provided_time(true)
+        .with_backpressure(true)
+        .with_final_read(true)
+        .with_source_stats(stats)
         .with_on_stop(on_stop))
 }
 

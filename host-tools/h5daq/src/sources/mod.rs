@@ -8,7 +8,7 @@ pub mod command;
 pub mod system;
 pub mod zmq_json;
 
-use crate::column::{Column, Dtype, Entry, Scalar};
+use crate::column::{Column, ConvertError, Dtype, Entry, Scalar};
 use crate::job::DatasetSpec;
 use crate::setting::{shown, SettingError};
 
@@ -166,6 +166,12 @@ pub enum JsonError {
     NotNumber { key: String, value: String },
     #[error("field {key:?}: {value} is not an array of numbers")]
     NotNumberArray { key: String, value: String },
+    #[error("field {key:?}: {source}")]
+    DoesNotFit {
+        key: String,
+        #[source]
+        source: ConvertError,
+    },
     #[error("the message has no time field {key:?}")]
     MissingTime { key: String },
     #[error("time field {key:?}: {value} is not a number")]
@@ -193,27 +199,24 @@ fn json_scalar(v: &serde_json::Value) -> Option<Scalar> {
         }
         // JSON has no NaN; `null` stands for a missing reading.
         serde_json::Value::Null => Some(Scalar::Float(f64::NAN)),
+        // Python's json.dumps writes these bare; the message parser quotes them.
+        serde_json::Value::String(s) => match s.as_str() {
+            "Infinity" => Some(Scalar::Float(f64::INFINITY)),
+            "-Infinity" => Some(Scalar::Float(f64::NEG_INFINITY)),
+            "NaN" => Some(Scalar::Float(f64::NAN)),
+            _ => None,
+        },
         _ => None,
     }
 }
 
-fn flatten(v: &serde_json::Value, out: &mut Vec<f64>) -> bool {
+/// Flattens nested arrays of numbers into `out` (the field's dtype: integers stay exact).
+fn flatten(v: &serde_json::Value, out: &mut Column) -> Result<(), Option<ConvertError>> {
     match v {
-        serde_json::Value::Array(a) => a.iter().all(|x| flatten(x, out)),
+        serde_json::Value::Array(a) => a.iter().try_for_each(|x| flatten(x, out)),
         other => match json_scalar(other) {
-            Some(Scalar::Float(f)) => {
-                out.push(f);
-                true
-            }
-            Some(Scalar::Int(i)) => {
-                out.push(i as f64);
-                true
-            }
-            Some(Scalar::UInt(u)) => {
-                out.push(u as f64);
-                true
-            }
-            None => false,
+            Some(s) => out.push_scalar(s).map_err(Some),
+            None => Err(None),
         },
     }
 }
@@ -234,14 +237,22 @@ pub fn entries_from_json(
             })?;
             out.push(Entry::Scalar(s));
         } else {
-            let mut flat = Vec::new();
-            if !flatten(v, &mut flat) {
-                return Err(JsonError::NotNumberArray {
-                    key: f.key.clone(),
-                    value: v.to_string(),
-                });
+            let mut flat = Column::with_capacity(f.spec.dtype, f.spec.entry_len());
+            match flatten(v, &mut flat) {
+                Ok(()) => out.push(Entry::Array(flat)),
+                Err(Some(source)) => {
+                    return Err(JsonError::DoesNotFit {
+                        key: f.key.clone(),
+                        source,
+                    })
+                }
+                Err(None) => {
+                    return Err(JsonError::NotNumberArray {
+                        key: f.key.clone(),
+                        value: crate::job::bounded_message(&v.to_string()),
+                    })
+                }
             }
-            out.push(Entry::Array(Column::F64(flat)));
         }
     }
     Ok(out)
