@@ -9,20 +9,21 @@ use std::path::Path;
 
 use euxfel::DType;
 use hdf5::types::VarLenUnicode;
-use hdf5::{Group, H5Type, Hyperslab, Selection, SliceOrIndex};
+use hdf5::{Group, H5Type};
 
 use crate::detector::DetectorType;
 use crate::error::{Error, Result};
 use crate::fill::FillValue;
 use crate::multimod::MultiModDetector;
 
-/// One mapping of a virtual dataset: rows of a source dataset onto a target hyperslab.
+/// One mapping of a virtual dataset: a block of a source dataset onto a block of the
+/// virtual one, `(start, length)` per dimension.
 struct VirtualMapping {
     file: String,
     dataset: String,
-    src_shape: Vec<usize>,
-    src_sel: Vec<SliceOrIndex>,
-    vds_sel: Vec<SliceOrIndex>,
+    src_shape: Vec<u64>,
+    src_block: Vec<(u64, u64)>,
+    vds_block: Vec<(u64, u64)>,
 }
 
 /// One virtual dataset to write.
@@ -39,24 +40,6 @@ pub struct CxiSummary {
     pub modules: usize,
     /// Virtual dataset name -> (shape, mappings).
     pub datasets: BTreeMap<String, (Vec<usize>, usize)>,
-}
-
-fn full(n: usize) -> SliceOrIndex {
-    SliceOrIndex::SliceCount {
-        start: 0,
-        step: 1,
-        count: n,
-        block: 1,
-    }
-}
-
-fn rows(start: usize, count: usize) -> SliceOrIndex {
-    SliceOrIndex::SliceCount {
-        start,
-        step: 1,
-        count,
-        block: 1,
-    }
 }
 
 /// Writes the virtual CXI file for `det` (overwriting `path`). `fill_values` maps `data`,
@@ -137,23 +120,24 @@ pub fn write_virtual_cxi(
                     .to_string_lossy()
                     .into_owned();
                 for (src, t, n) in mappings {
-                    let mut src_sel = vec![rows(src as usize, n)];
                     let drop_one = cells == 1 && src_shape.len() > 1 && src_shape[1] == 1;
+                    let mut src_block = vec![(src, n as u64)];
                     for (d, &len) in src_shape.iter().enumerate().skip(1) {
-                        src_sel.push(if d == 1 && drop_one {
-                            SliceOrIndex::Index(0)
+                        src_block.push(if d == 1 && drop_one {
+                            (0, 1)
                         } else {
-                            full(len)
+                            (0, len as u64)
                         });
                     }
-                    let mut vds_sel = vec![rows(t * cells, n * cells), SliceOrIndex::Index(ix)];
-                    vds_sel.extend(shape[2..].iter().map(|&l| full(l)));
+                    let mut vds_block =
+                        vec![((t * cells) as u64, (n * cells) as u64), (ix as u64, 1)];
+                    vds_block.extend(shape[2..].iter().map(|&l| (0, l as u64)));
                     maps.push(VirtualMapping {
                         file: file.clone(),
                         dataset: span.dataset.clone(),
-                        src_shape: src_shape.clone(),
-                        src_sel,
-                        vds_sel,
+                        src_shape: src_shape.iter().map(|&d| d as u64).collect(),
+                        src_block,
+                        vds_block,
                     });
                 }
             }
@@ -315,22 +299,27 @@ fn create_virtual_t<T: H5Type + bytemuck::Pod>(
     layout: &Layout,
     fill: Option<FillValue>,
 ) -> Result<hdf5::Dataset> {
-    let mut b = g.new_dataset::<T>().shape(layout.shape.clone());
+    let h5 = |e: &dyn std::fmt::Display| Error::h5(Path::new(""), name, e);
+    let dcpl = hdf5::plist::DatasetCreate::try_new().map_err(|e| h5(&e))?;
+    let vds_shape: Vec<u64> = layout.shape.iter().map(|&d| d as u64).collect();
+    for m in &layout.maps {
+        let mapping = h5util::VirtualMapping {
+            src_file: &m.file,
+            src_dataset: &m.dataset,
+            src_shape: &m.src_shape,
+            src_block: &m.src_block,
+            vds_block: &m.vds_block,
+        };
+        h5util::add_virtual_mapping(&dcpl, &vds_shape, &mapping).map_err(|e| h5(&e))?;
+    }
+    let mut b = g
+        .new_dataset::<T>()
+        .shape(layout.shape.clone())
+        .set_dcpl(&dcpl);
     if let Some(f) = fill {
         let bytes = f.to_bytes(&layout.dtype)?;
         let v: T = bytemuck::pod_read_unaligned(&bytes);
         b = b.fill_value(v);
     }
-    for m in &layout.maps {
-        b = b.virtual_map(
-            &m.file,
-            &m.dataset,
-            m.src_shape.clone(),
-            Selection::from(Hyperslab::from(m.src_sel.clone())),
-            layout.shape.clone(),
-            Selection::from(Hyperslab::from(m.vds_sel.clone())),
-        );
-    }
-    b.create(name)
-        .map_err(|e| Error::h5(Path::new(""), name, e))
+    b.create(name).map_err(|e| h5(&e))
 }
