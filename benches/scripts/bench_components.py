@@ -5,7 +5,8 @@ run with several sequence files (random uint16 data, files in the page cache for
 1. Stacking all modules of a train range into one array: our MultiModKey::read_into_bytes
    (example `stack_read`, in-process, best of --reps) vs EXtra-data's
    LPD1M(run)['image.data'].ndarray() (in-process, best of --reps), and a plain copy of the
-   same bytes; peak RSS of both against the output size.
+   same bytes; memory against the output size (ours: peak RSS, which counts the pages of the
+   memory-mapped run files, and anonymous memory; EXtra-data: peak RSS growth).
 2. Whole-process virtual CXI: xfel-make-virtual-cxi vs extra-data-make-virtual-cxi.
 
 Run from the repository root:  .venv/bin/python benches/scripts/bench_components.py
@@ -121,6 +122,7 @@ def main():
         "ours_gib_s": gib / ours["read_s"],
         "ours_peak_rss_mib": ours["peak_rss_kib_after_read"] / 1024,
         "ours_rss_before_output_mib": ours["peak_rss_kib_before_output"] / 1024,
+        "ours_anon_after_read_mib": ours["rss_anon_kib_after_read"] / 1024,
         "xd_peak_rss_growth_mib": (rss1 - rss0) / 1024,
         "cxi_ours_s": min(cxi_ours),
         "cxi_xd_s": min(cxi_xd),

@@ -10,9 +10,11 @@ use std::time::Instant;
 use euxfel::{DataCollection, OpenOptions, TrainSelection};
 use euxfel_components::{identify_single_detector, DetectorOptions, MultiModDetector};
 
-fn peak_rss_kib() -> Option<u64> {
+/// A `/proc/self/status` field in KiB: `VmHWM` (peak RSS, file-backed pages of the
+/// memory-mapped run files included) or `RssAnon` (current anonymous memory).
+fn status_kib(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -33,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &TrainSelection::IndexRange(Some(a.parse()?), Some(b.parse()?), None),
     )?;
     let key = det.key(kind.main_data_key())?;
-    let rss_before = peak_rss_kib();
+    let rss_before = status_kib("VmHWM:");
     let mut out = key.ndarray_bytes(None, false)?;
     let mut best = f64::INFINITY;
     for _ in 0..reps {
@@ -41,7 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         key.read_into_bytes(&mut out.data, false)?;
         best = best.min(t.elapsed().as_secs_f64());
     }
-    let rss_after_read = peak_rss_kib();
+    let rss_after_read = status_kib("VmHWM:");
+    let anon_after_read = status_kib("RssAnon:");
     let src = out.data.clone();
     let mut best_copy = f64::INFINITY;
     for _ in 0..reps {
@@ -51,11 +54,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "{{\"bytes\": {}, \"shape\": {:?}, \"read_s\": {best}, \"copy_s\": {best_copy}, \
-         \"peak_rss_kib_before_output\": {}, \"peak_rss_kib_after_read\": {}}}",
+         \"peak_rss_kib_before_output\": {}, \"peak_rss_kib_after_read\": {}, \"rss_anon_kib_after_read\": {}}}",
         src.len(),
         out.shape,
         rss_before.unwrap_or(0),
-        rss_after_read.unwrap_or(0)
+        rss_after_read.unwrap_or(0),
+        anon_after_read.unwrap_or(0)
     );
     Ok(())
 }
