@@ -203,7 +203,7 @@ pub fn write_virtual_cxi(
     let cell_layout = layouts
         .get(cell_label)
         .ok_or_else(|| Error::NoSources(cell_label.into()))?;
-    let cellids = create_virtual(&entry, "cellId", cell_layout, None)?;
+    let cellids = create_virtual(path, &entry, "cellId", cell_layout, None)?;
     h5util::attrs::set_str(&cellids, "axes", "experiment_identifier:module_identifier")
         .map_err(|e| h5("cellId", e))?;
     summary.datasets.insert(
@@ -252,7 +252,7 @@ pub fn write_virtual_cxi(
                 (_, d) => FillValue::default_for(d),
             },
         };
-        let ds = create_virtual(&dgrp, out_name, layout, Some(fill))?;
+        let ds = create_virtual(path, &dgrp, out_name, layout, Some(fill))?;
         h5util::attrs::set_str(&ds, "axes", axes).map_err(|e| h5(out_name, e))?;
         summary.datasets.insert(
             format!("entry_1/instrument_1/detector_1/{out_name}"),
@@ -273,33 +273,35 @@ pub fn write_virtual_cxi(
 
 /// Creates one virtual dataset in the element type of `layout.dtype`.
 fn create_virtual(
+    path: &Path,
     g: &Group,
     name: &str,
     layout: &Layout,
     fill: Option<FillValue>,
 ) -> Result<hdf5::Dataset> {
     match layout.dtype {
-        DType::UInt(1) | DType::Bool => create_virtual_t::<u8>(g, name, layout, fill),
-        DType::UInt(2) => create_virtual_t::<u16>(g, name, layout, fill),
-        DType::UInt(4) => create_virtual_t::<u32>(g, name, layout, fill),
-        DType::UInt(8) => create_virtual_t::<u64>(g, name, layout, fill),
-        DType::Int(1) => create_virtual_t::<i8>(g, name, layout, fill),
-        DType::Int(2) => create_virtual_t::<i16>(g, name, layout, fill),
-        DType::Int(4) => create_virtual_t::<i32>(g, name, layout, fill),
-        DType::Int(8) => create_virtual_t::<i64>(g, name, layout, fill),
-        DType::Float(4) => create_virtual_t::<f32>(g, name, layout, fill),
-        DType::Float(8) => create_virtual_t::<f64>(g, name, layout, fill),
+        DType::UInt(1) | DType::Bool => create_virtual_t::<u8>(path, g, name, layout, fill),
+        DType::UInt(2) => create_virtual_t::<u16>(path, g, name, layout, fill),
+        DType::UInt(4) => create_virtual_t::<u32>(path, g, name, layout, fill),
+        DType::UInt(8) => create_virtual_t::<u64>(path, g, name, layout, fill),
+        DType::Int(1) => create_virtual_t::<i8>(path, g, name, layout, fill),
+        DType::Int(2) => create_virtual_t::<i16>(path, g, name, layout, fill),
+        DType::Int(4) => create_virtual_t::<i32>(path, g, name, layout, fill),
+        DType::Int(8) => create_virtual_t::<i64>(path, g, name, layout, fill),
+        DType::Float(4) => create_virtual_t::<f32>(path, g, name, layout, fill),
+        DType::Float(8) => create_virtual_t::<f64>(path, g, name, layout, fill),
         ref d => Err(Error::UnsupportedDtype(d.numpy_name())),
     }
 }
 
 fn create_virtual_t<T: H5Type + bytemuck::Pod>(
+    path: &Path,
     g: &Group,
     name: &str,
     layout: &Layout,
     fill: Option<FillValue>,
 ) -> Result<hdf5::Dataset> {
-    let h5 = |e: &dyn std::fmt::Display| Error::h5(Path::new(""), name, e);
+    let h5 = |e: &dyn std::fmt::Display| Error::h5(path, name, e);
     let dcpl = hdf5::plist::DatasetCreate::try_new().map_err(|e| h5(&e))?;
     let vds_shape: Vec<u64> = layout.shape.iter().map(|&d| d as u64).collect();
     for m in &layout.maps {

@@ -40,6 +40,10 @@ pub enum Error {
     PulseSelection(&'static str),
     #[error("JUNGFRAU needs n_modules (--n-modules) or at least one module to infer it")]
     JungfrauModules,
+    #[error("module number {modno} in a source name is below first_modno {first}")]
+    ModuleBelowFirst { modno: usize, first: usize },
+    #[error("a module reader thread panicked")]
+    ReaderPanicked,
     #[error("Varying number of frames per train: {{{}}}", join(.0))]
     VaryingFramesPerTrain(Vec<u64>),
     #[error("One of parts, trains_per_part, frames_per_part must be specified")]

@@ -337,11 +337,7 @@ impl MultiModKey {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or(Err(Error::PulseSelection(
-                        "a module reader thread panicked",
-                    )))
-                })
+                .map(|h| h.join().unwrap_or(Err(Error::ReaderPanicked)))
                 .collect::<Result<Vec<()>>>()
         })?;
         Ok(())

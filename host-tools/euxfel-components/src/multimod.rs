@@ -130,7 +130,8 @@ impl MultiModDetector {
             let renumber = |m: usize| (m + 1).checked_sub(first).filter(|&n| n > 0);
             let mut renumbered = BTreeMap::new();
             for (s, m) in source_to_modno {
-                renumbered.insert(s, renumber(m).ok_or(Error::JungfrauModules)?);
+                let n = renumber(m).ok_or(Error::ModuleBelowFirst { modno: m, first })?;
+                renumbered.insert(s, n);
             }
             source_to_modno = renumbered;
             n_modules = match opts.n_modules {
