@@ -13,6 +13,8 @@ use super::selection::{select_train_ids, TrainSelection};
 use super::source_data::{RunValue, Section, SourceData};
 use super::warning::Warning;
 
+pub(crate) mod spans;
+
 /// A contiguous run of data in one file.
 #[derive(Debug, Clone)]
 struct DataChunk {

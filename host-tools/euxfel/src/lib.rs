@@ -50,6 +50,7 @@ pub use dtype::DType;
 pub use error::{Error, Result};
 pub use file_access::{FileAccess, IndexPair};
 pub use filename::FilenameInfo;
+pub use key_data::spans::DataSpan;
 pub use key_data::{Element, KeyData};
 pub use open::OpenOptions;
 pub use open_files::set_max_open_files;

@@ -9,12 +9,15 @@
 //! - [`read_rows_native`]: a hyperslab of leading-dimension rows into a caller buffer, in the
 //!   dataset's native memory type.
 //! - [`soft_link_target`]: where a soft link points.
+//! - [`add_virtual_mapping`]: a virtual dataset mapping with its hyperslabs kept as given.
 
 pub mod attrs;
 mod chunk;
 mod links;
 mod read;
+mod vds;
 
 pub use chunk::write_chunk;
 pub use links::soft_link_target;
 pub use read::{read_rows_native, ReadError};
+pub use vds::{add_virtual_mapping, VdsError, VirtualMapping};

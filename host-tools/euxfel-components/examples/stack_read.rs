@@ -1,0 +1,65 @@
+//! Times a stacked read of a detector's main key into one preallocated buffer (the
+//! comparison script `benches/scripts/bench_components.py` runs it), and a plain copy of the
+//! same number of bytes; prints one JSON line with the best times and the peak RSS.
+//!
+//! `cargo run --release -p euxfel-components --example stack_read -- RUN_DIR TRAINS REPS`
+//! (`TRAINS` is a position range `A:B`).
+
+use std::time::Instant;
+
+use euxfel::{DataCollection, OpenOptions, TrainSelection};
+use euxfel_components::{identify_single_detector, DetectorOptions, MultiModDetector};
+
+/// A `/proc/self/status` field in KiB: `VmHWM` (peak RSS, file-backed pages of the
+/// memory-mapped run files included) or `RssAnon` (current anonymous memory).
+fn status_kib(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, run, trains, reps] = args.as_slice() else {
+        return Err("usage: stack_read RUN_DIR A:B REPS".into());
+    };
+    let (a, b) = trains.split_once(':').ok_or("TRAINS is A:B")?;
+    let reps: usize = reps.parse()?;
+    let dc = DataCollection::open_run(run, &OpenOptions::default())?;
+    let (name, kind) = identify_single_detector(&dc, None)?;
+    let opts = DetectorOptions {
+        detector_name: Some(name),
+        ..DetectorOptions::default()
+    };
+    let det = MultiModDetector::new(kind, &dc, &opts)?.select_trains(
+        &TrainSelection::IndexRange(Some(a.parse()?), Some(b.parse()?), None),
+    )?;
+    let key = det.key(kind.main_data_key())?;
+    let rss_before = status_kib("VmHWM:");
+    let mut out = key.ndarray_bytes(None, false)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps {
+        let t = Instant::now();
+        key.read_into_bytes(&mut out.data, false)?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let rss_after_read = status_kib("VmHWM:");
+    let anon_after_read = status_kib("RssAnon:");
+    let src = out.data.clone();
+    let mut best_copy = f64::INFINITY;
+    for _ in 0..reps {
+        let t = Instant::now();
+        out.data.copy_from_slice(std::hint::black_box(&src));
+        best_copy = best_copy.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "{{\"bytes\": {}, \"shape\": {:?}, \"read_s\": {best}, \"copy_s\": {best_copy}, \
+         \"peak_rss_kib_before_output\": {}, \"peak_rss_kib_after_read\": {}, \"rss_anon_kib_after_read\": {}}}",
+        src.len(),
+        out.shape,
+        rss_before.unwrap_or(0),
+        rss_after_read.unwrap_or(0),
+        anon_after_read.unwrap_or(0)
+    );
+    Ok(())
+}

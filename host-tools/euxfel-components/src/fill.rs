@@ -1,0 +1,162 @@
+//! Fill values for missing modules and frames, converted to the data's dtype as
+//! `dtype.type(value)` does in NumPy (out-of-range values are refused, not wrapped).
+
+use euxfel::DType;
+
+use crate::error::{Error, Result};
+
+/// A fill value as given by the user.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FillValue {
+    Int(i128),
+    Float(f64),
+}
+
+impl std::fmt::Display for FillValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FillValue::Int(v) => write!(f, "{v}"),
+            FillValue::Float(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+impl FillValue {
+    /// EXtra-data's default: NaN for floats, 0 for integers.
+    pub fn default_for(dtype: &DType) -> FillValue {
+        match dtype {
+            DType::Float(_) => FillValue::Float(f64::NAN),
+            _ => FillValue::Int(0),
+        }
+    }
+
+    /// Parses a number as `extra-data-make-virtual-cxi` does: a float if Python's `float()`
+    /// takes it (`1`, `1.5`, `nan`, `1e3`), else an integer with a base prefix (`0xffffffff`,
+    /// `0o17`, `0b101`).
+    pub fn parse(s: &str) -> Option<FillValue> {
+        let t = s.trim();
+        let lower = t.to_ascii_lowercase();
+        let unsigned = lower.trim_start_matches(['+', '-']);
+        let float_like = matches!(unsigned, "nan" | "inf" | "infinity")
+            || (!unsigned.is_empty()
+                && unsigned
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | '+' | '-'))
+                && unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.'));
+        if float_like {
+            if let Ok(v) = lower.parse::<f64>() {
+                return Some(FillValue::Float(v));
+            }
+        }
+        let (neg, body) = match lower.strip_prefix('-') {
+            Some(b) => (true, b),
+            None => (false, lower.strip_prefix('+').unwrap_or(&lower)),
+        };
+        let (radix, digits) = if let Some(d) = body.strip_prefix("0x") {
+            (16, d)
+        } else if let Some(d) = body.strip_prefix("0o") {
+            (8, d)
+        } else if let Some(d) = body.strip_prefix("0b") {
+            (2, d)
+        } else {
+            return None;
+        };
+        let v = i128::from_str_radix(&digits.replace('_', ""), radix).ok()?;
+        Some(FillValue::Int(if neg { -v } else { v }))
+    }
+
+    /// The value as one element of `dtype`, little-endian.
+    pub fn to_bytes(self, dtype: &DType) -> Result<Vec<u8>> {
+        let bad = || Error::FillValue {
+            value: self.to_string(),
+            dtype: dtype.numpy_name(),
+        };
+        let int = |lo: i128, hi: i128| -> Result<i128> {
+            let v = match self {
+                FillValue::Int(v) => v,
+                FillValue::Float(f) if f.is_finite() => f.trunc() as i128,
+                FillValue::Float(_) => return Err(bad()),
+            };
+            if v < lo || v > hi {
+                return Err(bad());
+            }
+            Ok(v)
+        };
+        let float = || match self {
+            FillValue::Int(v) => v as f64,
+            FillValue::Float(f) => f,
+        };
+        Ok(match dtype {
+            DType::UInt(1) => (int(0, u8::MAX.into())? as u8).to_le_bytes().to_vec(),
+            DType::UInt(2) => (int(0, u16::MAX.into())? as u16).to_le_bytes().to_vec(),
+            DType::UInt(4) => (int(0, u32::MAX.into())? as u32).to_le_bytes().to_vec(),
+            DType::UInt(8) => (int(0, u64::MAX.into())? as u64).to_le_bytes().to_vec(),
+            DType::Int(1) => (int(i8::MIN.into(), i8::MAX.into())? as i8)
+                .to_le_bytes()
+                .to_vec(),
+            DType::Int(2) => (int(i16::MIN.into(), i16::MAX.into())? as i16)
+                .to_le_bytes()
+                .to_vec(),
+            DType::Int(4) => (int(i32::MIN.into(), i32::MAX.into())? as i32)
+                .to_le_bytes()
+                .to_vec(),
+            DType::Int(8) => (int(i64::MIN.into(), i64::MAX.into())? as i64)
+                .to_le_bytes()
+                .to_vec(),
+            DType::Float(4) => (float() as f32).to_le_bytes().to_vec(),
+            DType::Float(8) => float().to_le_bytes().to_vec(),
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// Fills `buf` with copies of one element.
+pub(crate) fn fill_bytes(buf: &mut [u8], elem: &[u8]) {
+    if elem.iter().all(|&b| b == 0) {
+        buf.fill(0);
+    } else {
+        for c in buf.chunks_exact_mut(elem.len()) {
+            c.copy_from_slice(elem);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_follows_python_float_then_int_base0() {
+        assert_eq!(FillValue::parse("1"), Some(FillValue::Float(1.0)));
+        assert_eq!(FillValue::parse("-2.5"), Some(FillValue::Float(-2.5)));
+        assert!(matches!(FillValue::parse("nan"), Some(FillValue::Float(f)) if f.is_nan()));
+        assert_eq!(
+            FillValue::parse("0xffffffff"),
+            Some(FillValue::Int(0xffff_ffff))
+        );
+        assert_eq!(FillValue::parse("0b101"), Some(FillValue::Int(5)));
+        assert_eq!(FillValue::parse("abc"), None);
+    }
+
+    #[test]
+    fn conversion_checks_range_and_truncates_floats() {
+        assert_eq!(
+            FillValue::Float(1.7).to_bytes(&DType::UInt(2)).unwrap(),
+            vec![1, 0]
+        );
+        assert_eq!(
+            FillValue::Int(0xffff_ffff)
+                .to_bytes(&DType::UInt(4))
+                .unwrap(),
+            vec![255; 4]
+        );
+        assert!(FillValue::Int(-1).to_bytes(&DType::UInt(2)).is_err());
+        assert!(FillValue::Float(f64::NAN)
+            .to_bytes(&DType::UInt(2))
+            .is_err());
+        let nan = FillValue::default_for(&DType::Float(4))
+            .to_bytes(&DType::Float(4))
+            .unwrap();
+        assert!(f32::from_le_bytes([nan[0], nan[1], nan[2], nan[3]]).is_nan());
+    }
+}

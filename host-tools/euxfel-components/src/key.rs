@@ -1,0 +1,628 @@
+//! One key over all modules of a detector (EXtra-data's `MultimodKeyData` and
+//! `XtdfImageMultimodKeyData`): shape `(modules, frames or trains, ...)`, pulse selection,
+//! reads module by module straight into the output buffer, coordinates and availability.
+
+use std::collections::HashMap;
+
+use euxfel::{DType, DataSpan, Element, KeyData};
+
+use crate::error::{Error, Result};
+use crate::fill::{fill_bytes, FillValue};
+use crate::multimod::MultiModDetector;
+
+/// Placeholder for a pulse/cell ID a module did not record (EXtra-data's `NO_PULSE_ID`).
+pub const NO_PULSE_ID: u64 = 9999;
+/// EXtra-data's `MAX_PULSES`: the end of an open pulse slice.
+pub const MAX_PULSES: u64 = 2700;
+
+/// Pulses within each train: positions (`by_index`) or pulse IDs (`by_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pulses {
+    /// `start:stop:step` (step >= 1).
+    Slice {
+        start: u64,
+        stop: u64,
+        step: u64,
+    },
+    List(Vec<u64>),
+}
+
+/// A pulse selection (EXtra-data's `select_pulses` argument).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PulseSelection {
+    All,
+    ByIndex(Pulses),
+    ById(Pulses),
+}
+
+/// A stacked array: raw little-endian bytes in C order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackedArray {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+/// `(source row, target row, rows)`: rows of one data span that land contiguously in the
+/// stacked output.
+type Mapping = (u64, usize, usize);
+
+/// A module number with each of its data spans and their mappings.
+pub(crate) type ModuleMappings = (usize, Vec<(DataSpan, Vec<Mapping>)>);
+
+/// One key over all modules.
+#[derive(Debug, Clone)]
+pub struct MultiModKey {
+    det: MultiModDetector,
+    pub key: String,
+    /// (module number, its key data), in module order.
+    modules: Vec<(usize, KeyData)>,
+    /// XTDF `image.*` keys have one row per frame; other keys one per train.
+    per_frame: bool,
+    /// Raw XTDF data has an axis of length 1 after the frame axis, dropped in the output.
+    extraneous_dim: bool,
+    pulses: PulseSelection,
+    /// Selected frames (per-frame keys with a pulse selection).
+    sel_frames: Option<Vec<bool>>,
+}
+
+impl MultiModKey {
+    pub(crate) fn new(det: MultiModDetector, key: &str) -> Result<MultiModKey> {
+        let mut modules = Vec::with_capacity(det.source_to_modno.len());
+        for (m, s) in det.modno_to_source() {
+            modules.push((m, det.data.key(&s, key)?));
+        }
+        let per_frame = det.kind.is_xtdf() && key.starts_with("image.");
+        let extraneous_dim = per_frame
+            && modules
+                .first()
+                .is_some_and(|(_, kd)| kd.entry_shape.first() == Some(&1));
+        Ok(MultiModKey {
+            det,
+            key: key.to_string(),
+            modules,
+            per_frame,
+            extraneous_dim,
+            pulses: PulseSelection::All,
+            sel_frames: None,
+        })
+    }
+
+    fn eg(&self) -> Result<&KeyData> {
+        self.modules
+            .first()
+            .map(|(_, kd)| kd)
+            .ok_or_else(|| Error::NoSources(self.det.detector_name.clone()))
+    }
+
+    /// Module numbers with data sources, in order.
+    pub fn modules(&self) -> Vec<usize> {
+        self.modules.iter().map(|(m, _)| *m).collect()
+    }
+
+    pub fn dtype(&self) -> Result<DType> {
+        Ok(self.eg()?.dtype.clone())
+    }
+
+    /// Shape of one frame (or train) of one module in the output.
+    pub fn entry_shape(&self) -> Result<Vec<usize>> {
+        let s = &self.eg()?.entry_shape;
+        Ok(if self.extraneous_dim {
+            s[1..].to_vec()
+        } else {
+            s.clone()
+        })
+    }
+
+    /// EXtra-data's dimension names.
+    pub fn dimensions(&self) -> Result<Vec<String>> {
+        let inner = self.entry_shape()?.len();
+        let mut d = vec!["module".to_string()];
+        if self.per_frame {
+            d.push("train_pulse".into());
+            match inner {
+                3 => d.extend(["data_gain", "slow_scan", "fast_scan"].map(String::from)),
+                2 => d.extend(["slow_scan", "fast_scan"].map(String::from)),
+                n => d.extend((0..n).map(|i| format!("dim_{i}"))),
+            }
+        } else {
+            d.push("trainId".into());
+            d.extend((0..inner).map(|i| format!("dim_{i}")));
+        }
+        Ok(d)
+    }
+
+    /// Train ID of each output row, before the pulse selection.
+    fn target_train_ids(&self) -> Vec<u64> {
+        if self.per_frame {
+            self.det.train_ids_perframe()
+        } else {
+            self.det.train_ids().to_vec()
+        }
+    }
+
+    fn n_selected(&self) -> usize {
+        match &self.sel_frames {
+            Some(s) => s.iter().filter(|&&b| b).count(),
+            None => {
+                if self.per_frame {
+                    self.det.frame_counts().iter().sum::<u64>() as usize
+                } else {
+                    self.det.train_ids().len()
+                }
+            }
+        }
+    }
+
+    /// `(modules, rows) + entry_shape`; with `module_gaps`, room for every module of the
+    /// detector.
+    pub fn buffer_shape(&self, module_gaps: bool) -> Result<Vec<usize>> {
+        let m = if module_gaps {
+            self.det.n_modules
+        } else {
+            self.modules.len()
+        };
+        let mut s = vec![m, self.n_selected()];
+        s.extend(self.entry_shape()?);
+        Ok(s)
+    }
+
+    pub fn shape(&self) -> Result<Vec<usize>> {
+        self.buffer_shape(false)
+    }
+
+    /// The same key with a pulse selection (XTDF `image.*` keys).
+    pub fn select_pulses(&self, pulses: PulseSelection) -> Result<MultiModKey> {
+        if !self.per_frame {
+            return Err(Error::PulseSelection(
+                "pulse selection applies to per-pulse (image.*) data of AGIPD, DSSC and LPD",
+            ));
+        }
+        if let PulseSelection::ByIndex(Pulses::Slice { step: 0, .. })
+        | PulseSelection::ById(Pulses::Slice { step: 0, .. }) = &pulses
+        {
+            return Err(Error::PulseSelection(
+                "Pulse selection slice must have positive step",
+            ));
+        }
+        let sel = match &pulses {
+            PulseSelection::All => None,
+            PulseSelection::ByIndex(Pulses::Slice {
+                start: 0,
+                stop: MAX_PULSES,
+                step: 1,
+            }) => None,
+            PulseSelection::ByIndex(p) => Some(select_by_index(p, self.det.frame_counts())),
+            PulseSelection::ById(p) => {
+                let ids = self.inner_ids("pulseId")?;
+                let keep = |id: u64| match p {
+                    Pulses::Slice { start, stop, step } => {
+                        id >= *start && id < *stop && (id - start) % step == 0
+                    }
+                    Pulses::List(v) => v.contains(&id),
+                };
+                Some(ids.into_iter().map(keep).collect())
+            }
+        };
+        Ok(MultiModKey {
+            pulses,
+            sel_frames: sel,
+            ..self.clone()
+        })
+    }
+
+    /// The current pulse selection.
+    pub fn pulses(&self) -> &PulseSelection {
+        &self.pulses
+    }
+
+    /// The same key over a subset of trains.
+    pub fn select_trains(&self, sel: &euxfel::TrainSelection) -> Result<MultiModKey> {
+        let det = self.det.select_trains(sel)?;
+        let k = MultiModKey::new(det, &self.key)?;
+        if self.pulses == PulseSelection::All {
+            Ok(k)
+        } else {
+            k.select_pulses(self.pulses.clone())
+        }
+    }
+
+    /// Train ID of each output row.
+    pub fn train_id_coordinates(&self) -> Vec<u64> {
+        self.apply_sel(self.target_train_ids())
+    }
+
+    /// Pulse ID of each output frame (the same in every module that has it).
+    pub fn pulse_id_coordinates(&self) -> Result<Vec<u64>> {
+        Ok(self.apply_sel(self.inner_ids("pulseId")?))
+    }
+
+    /// Memory cell ID of each output frame.
+    pub fn cell_id_coordinates(&self) -> Result<Vec<u64>> {
+        Ok(self.apply_sel(self.inner_ids("cellId")?))
+    }
+
+    fn apply_sel<T: Copy>(&self, v: Vec<T>) -> Vec<T> {
+        match &self.sel_frames {
+            Some(s) => v
+                .into_iter()
+                .zip(s)
+                .filter(|(_, &k)| k)
+                .map(|(x, _)| x)
+                .collect(),
+            None => v,
+        }
+    }
+
+    /// Where each module has data: shape `(modules, rows)`, row-major.
+    pub fn data_availability(&self, module_gaps: bool) -> Result<(Vec<usize>, Vec<bool>)> {
+        let target = TargetIndex::new(&self.target_train_ids());
+        let n_rows = target.len;
+        let shape = self.buffer_shape(module_gaps)?;
+        let mut out = vec![false; shape[0] * shape[1]];
+        for (i, (m, kd)) in self.modules.iter().enumerate() {
+            let ix = self.module_slot(i, *m, module_gaps);
+            let mut row = vec![false; n_rows];
+            for span in kd.data_spans() {
+                for (_, t, n) in align(&span, &target, kd)? {
+                    row[t..t + n].fill(true);
+                }
+            }
+            let row = self.apply_sel(row);
+            out[ix * shape[1]..(ix + 1) * shape[1]].copy_from_slice(&row);
+        }
+        Ok((shape[..2].to_vec(), out))
+    }
+
+    fn module_slot(&self, i: usize, modno: usize, module_gaps: bool) -> usize {
+        if module_gaps {
+            modno - self.det.kind.modnos_start_at()
+        } else {
+            i
+        }
+    }
+
+    /// Reads into `out`, shaped as [`MultiModKey::buffer_shape`]; rows a module lacks are
+    /// left untouched (the caller has filled them). Modules are read in parallel, each
+    /// with one read per contiguous run of selected rows, straight into `out`.
+    pub fn read_into_bytes(&self, out: &mut [u8], module_gaps: bool) -> Result<()> {
+        let shape = self.buffer_shape(module_gaps)?;
+        let eb = self.eg()?.entry_bytes()?;
+        let needed = shape[0]
+            .checked_mul(shape[1])
+            .and_then(|n| n.checked_mul(eb))
+            .ok_or_else(|| Error::TooLarge {
+                object: self.key.clone(),
+                what: "output",
+            })?;
+        if out.len() != needed {
+            return Err(Error::BufferSize {
+                needed,
+                got: out.len(),
+            });
+        }
+        let module_bytes = shape[1] * eb;
+        if module_bytes == 0 {
+            return Ok(());
+        }
+        let target = TargetIndex::new(&self.target_train_ids());
+        let sel_pos = self.sel_frames.as_ref().map(|s| prefix_positions(s));
+        let mut slots: Vec<Option<&mut [u8]>> = out.chunks_mut(module_bytes).map(Some).collect();
+        let mut jobs: Vec<(&KeyData, &mut [u8])> = Vec::with_capacity(self.modules.len());
+        for (i, (m, kd)) in self.modules.iter().enumerate() {
+            let ix = self.module_slot(i, *m, module_gaps);
+            if let Some(buf) = slots.get_mut(ix).and_then(Option::take) {
+                jobs.push((kd, buf));
+            }
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(jobs.len())
+            .max(1);
+        let per_thread = jobs.len().div_ceil(threads);
+        let sel = self.sel_frames.as_deref();
+        let sel_pos = sel_pos.as_deref();
+        let target = &target;
+        std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .chunks_mut(per_thread.max(1))
+                .map(|group| {
+                    s.spawn(move || -> Result<()> {
+                        for (kd, buf) in group.iter_mut() {
+                            read_module(kd, buf, target, sel, sel_pos, eb)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Err(Error::ReaderPanicked)))
+                .collect::<Result<Vec<()>>>()
+        })?;
+        Ok(())
+    }
+
+    /// Reads into a new array; missing modules and frames hold `fill` (NaN for floats, 0
+    /// for integers by default).
+    pub fn ndarray_bytes(
+        &self,
+        fill: Option<FillValue>,
+        module_gaps: bool,
+    ) -> Result<StackedArray> {
+        let dtype = self.dtype()?;
+        let fill = fill.unwrap_or_else(|| FillValue::default_for(&dtype));
+        let elem = fill.to_bytes(&dtype)?;
+        let shape = self.buffer_shape(module_gaps)?;
+        let n = shape
+            .iter()
+            .try_fold(elem.len(), |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::TooLarge {
+                object: self.key.clone(),
+                what: "output",
+            })?;
+        let mut data: Vec<u8> = Vec::new();
+        data.try_reserve_exact(n).map_err(|_| Error::TooLarge {
+            object: self.key.clone(),
+            what: "output",
+        })?;
+        data.resize(n, 0);
+        fill_bytes(&mut data, &elem);
+        self.read_into_bytes(&mut data, module_gaps)?;
+        Ok(StackedArray { dtype, shape, data })
+    }
+
+    /// Reads into a new typed array; `T` must match the dtype.
+    pub fn ndarray<T: Element>(
+        &self,
+        fill: Option<FillValue>,
+        module_gaps: bool,
+    ) -> Result<ndarray::ArrayD<T>> {
+        let dtype = self.dtype()?;
+        if !T::matches(&dtype) {
+            return Err(Error::UnsupportedDtype(format!(
+                "{} (requested {})",
+                dtype.numpy_name(),
+                std::any::type_name::<T>()
+            )));
+        }
+        let elem = fill
+            .unwrap_or_else(|| FillValue::default_for(&dtype))
+            .to_bytes(&dtype)?;
+        let shape = self.buffer_shape(module_gaps)?;
+        let too_large = || Error::TooLarge {
+            object: self.key.clone(),
+            what: "output",
+        };
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(too_large)?;
+        let mut v: Vec<T> = Vec::new();
+        v.try_reserve_exact(n).map_err(|_| too_large())?;
+        v.resize(n, T::zeroed());
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut v);
+        fill_bytes(bytes, &elem);
+        self.read_into_bytes(bytes, module_gaps)?;
+        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v).map_err(|_| too_large())
+    }
+
+    /// `image.<field>` per frame (all frames), checked to agree across modules (EXtra-data's
+    /// `_collect_inner_ids`).
+    pub(crate) fn inner_ids(&self, field: &str) -> Result<Vec<u64>> {
+        MultiModKey::new(self.det.clone(), &format!("image.{field}"))?.inner_ids_flat()
+    }
+
+    /// This key's values (all rows, every value of a row in order), checked to agree across
+    /// modules: a module without data for a row does not count.
+    pub(crate) fn inner_ids_flat(&self) -> Result<Vec<u64>> {
+        let field = self.key.rsplit('.').next().unwrap_or(&self.key);
+        let per_module = self.module_u64_rows()?;
+        let n = per_module.first().map_or(0, Vec::len);
+        let mut out = vec![0u64; n];
+        for (i, o) in out.iter_mut().enumerate() {
+            let min = per_module.iter().map(|m| m[i]).min().unwrap_or(NO_PULSE_ID);
+            if min == NO_PULSE_ID {
+                return Err(Error::MissingInnerIds(field.into()));
+            }
+            let max = per_module
+                .iter()
+                .map(|m| if m[i] == NO_PULSE_ID { 0 } else { m[i] })
+                .max()
+                .unwrap_or(0);
+            if min != max {
+                return Err(Error::InconsistentInnerIds(field.into()));
+            }
+            *o = min;
+        }
+        Ok(out)
+    }
+
+    /// Each module's integer rows as u64, flattened (`NO_PULSE_ID` where missing).
+    fn module_u64_rows(&self) -> Result<Vec<Vec<u64>>> {
+        let dtype = self.dtype()?;
+        let isz = match dtype {
+            DType::UInt(n) | DType::Int(n) => n,
+            d => return Err(Error::UnsupportedDtype(d.numpy_name())),
+        };
+        let per_row: usize = self.eg()?.entry_shape.iter().product();
+        let eb = isz * per_row;
+        let target = TargetIndex::new(&self.target_train_ids());
+        let signed = matches!(dtype, DType::Int(_));
+        let mut out = Vec::with_capacity(self.modules.len());
+        for (_, kd) in &self.modules {
+            let mut buf = vec![0u8; target.len * eb];
+            let mut have = vec![false; target.len];
+            for span in kd.data_spans() {
+                for (src, t, n) in align(&span, &target, kd)? {
+                    span.read_rows(src, n as u64, eb, &mut buf[t * eb..(t + n) * eb])?;
+                    have[t..t + n].fill(true);
+                }
+            }
+            let vals = buf
+                .chunks_exact(isz)
+                .enumerate()
+                .map(|(i, b)| {
+                    if !have[i / per_row.max(1)] {
+                        return NO_PULSE_ID;
+                    }
+                    let mut le = [0u8; 8];
+                    le[..isz].copy_from_slice(b);
+                    if signed && b[isz - 1] & 0x80 != 0 {
+                        le[isz..].fill(0xff);
+                    }
+                    u64::from_le_bytes(le)
+                })
+                .collect();
+            out.push(vals);
+        }
+        Ok(out)
+    }
+
+    /// Each module's data spans with their mappings into the output rows (before any pulse
+    /// selection): for virtual datasets.
+    pub(crate) fn module_mappings(&self) -> Result<Vec<ModuleMappings>> {
+        let target = TargetIndex::new(&self.target_train_ids());
+        let mut out = Vec::with_capacity(self.modules.len());
+        for (m, kd) in &self.modules {
+            let mut spans = Vec::new();
+            for span in kd.data_spans() {
+                let maps = align(&span, &target, kd)?;
+                spans.push((span, maps));
+            }
+            out.push((*m, spans));
+        }
+        Ok(out)
+    }
+}
+
+/// Per-train position of the output rows.
+struct TargetIndex {
+    /// train ID -> (first row, rows)
+    rows: HashMap<u64, (usize, usize)>,
+    len: usize,
+}
+
+impl TargetIndex {
+    fn new(tids: &[u64]) -> TargetIndex {
+        let mut rows: HashMap<u64, (usize, usize)> = HashMap::new();
+        for (i, &t) in tids.iter().enumerate() {
+            rows.entry(t).and_modify(|e| e.1 += 1).or_insert((i, 1));
+        }
+        TargetIndex {
+            rows,
+            len: tids.len(),
+        }
+    }
+}
+
+/// Where the rows of a span go in the output: one mapping per run of trains that is
+/// contiguous in both (EXtra-data's `_split_align_chunk`).
+fn align(span: &DataSpan, target: &TargetIndex, kd: &KeyData) -> Result<Vec<Mapping>> {
+    let mut out: Vec<Mapping> = Vec::new();
+    let mut src = span.first;
+    for (&tid, &count) in span.train_ids.iter().zip(&span.counts) {
+        if count == 0 {
+            continue;
+        }
+        let Some(&(t0, n)) = target.rows.get(&tid) else {
+            src += count;
+            continue;
+        };
+        if count != n as u64 {
+            return Err(Error::EntriesPerTrain {
+                source_name: kd.source.clone(),
+                key: kd.key.clone(),
+                train_id: tid,
+                train_id_count: count,
+            });
+        }
+        match out.last_mut() {
+            Some((s, t, len)) if *s + *len as u64 == src && *t + *len == t0 => *len += n,
+            _ => out.push((src, t0, n)),
+        }
+        src += count;
+    }
+    Ok(out)
+}
+
+/// For each row, how many selected rows come before it.
+fn prefix_positions(sel: &[bool]) -> Vec<usize> {
+    let mut acc = 0;
+    sel.iter()
+        .map(|&b| {
+            let p = acc;
+            acc += usize::from(b);
+            p
+        })
+        .collect()
+}
+
+/// EXtra-data's `_select_pulse_indices`: positions within each train.
+fn select_by_index(p: &Pulses, frame_counts: &[u64]) -> Vec<bool> {
+    let total: u64 = frame_counts.iter().sum();
+    let mut sel = vec![false; total as usize];
+    let mut cursor = 0usize;
+    for &c in frame_counts {
+        let c = c as usize;
+        let train = &mut sel[cursor..cursor + c];
+        match p {
+            Pulses::Slice { start, stop, step } => {
+                let end = (*stop as usize).min(c);
+                let mut i = *start as usize;
+                while i < end {
+                    train[i] = true;
+                    i += *step as usize;
+                }
+            }
+            Pulses::List(v) => {
+                for &i in v {
+                    if let Some(x) = train.get_mut(i as usize) {
+                        *x = true;
+                    }
+                }
+            }
+        }
+        cursor += c;
+    }
+    sel
+}
+
+fn read_module(
+    kd: &KeyData,
+    buf: &mut [u8],
+    target: &TargetIndex,
+    sel: Option<&[bool]>,
+    sel_pos: Option<&[usize]>,
+    eb: usize,
+) -> Result<()> {
+    for span in kd.data_spans() {
+        for (src, t, n) in align(&span, target, kd)? {
+            match (sel, sel_pos) {
+                (Some(sel), Some(pos)) => {
+                    let mut a = t;
+                    while a < t + n {
+                        if !sel[a] {
+                            a += 1;
+                            continue;
+                        }
+                        let mut b = a;
+                        while b < t + n && sel[b] {
+                            b += 1;
+                        }
+                        let o = pos[a];
+                        span.read_rows(
+                            src + (a - t) as u64,
+                            (b - a) as u64,
+                            eb,
+                            &mut buf[o * eb..(o + b - a) * eb],
+                        )?;
+                        a = b;
+                    }
+                }
+                _ => span.read_rows(src, n as u64, eb, &mut buf[t * eb..(t + n) * eb])?,
+            }
+        }
+    }
+    Ok(())
+}
