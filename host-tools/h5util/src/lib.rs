@@ -9,12 +9,16 @@
 //! - [`read_rows_native`]: a hyperslab of leading-dimension rows into a caller buffer, in the
 //!   dataset's native memory type.
 //! - [`soft_link_target`]: where a soft link points.
+//! - [`read_chunk`], [`copy_rows`], [`copy_object`]: stored chunks as bytes, rows of any
+//!   type between files, whole objects between files (used by the EuXFEL writer).
 
 pub mod attrs;
 mod chunk;
+mod copy;
 mod links;
 mod read;
 
 pub use chunk::write_chunk;
+pub use copy::{copy_object, copy_rows, read_chunk};
 pub use links::soft_link_target;
 pub use read::{read_rows_native, ReadError};
