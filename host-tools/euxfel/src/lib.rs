@@ -34,6 +34,7 @@ mod names;
 pub mod npy;
 mod open;
 mod open_files;
+pub mod overview;
 mod rawh5;
 mod runmap;
 mod selection;
