@@ -13,6 +13,8 @@ from euxfel_helpers import make_rust_fixture, py_tool, run, rust_bin
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
+BIG_KEY_BYTES = 64 << 20
+
 EXAMPLES = ["fxe05", "fxe12", "spb10", "sa3_13", "agipd_old", "modern_proc", "reduced_spb"]
 
 
@@ -34,12 +36,17 @@ def validate(path):
 
 def assert_same_data(src, ours):
     """Train IDs, sources, keys, every key's ndarray() and train_id_coordinates() equal."""
+    from extra_data import by_index
+
     assert list(ours.train_ids) == list(src.train_ids)
     assert ours.all_sources == src.all_sources
     for s in sorted(src.all_sources):
         assert ours[s].keys() == src[s].keys(), s
         for k in sorted(src[s].keys()):
             a, b = src[s, k], ours[s, k]
+            if a.nbytes > BIG_KEY_BYTES:
+                # Bounded memory: the first trains of the big (mock detector) keys.
+                a, b = a.select_trains(by_index[:3]), b.select_trains(by_index[:3])
             va, vb = a.ndarray(), b.ndarray()
             assert va.dtype == vb.dtype, (s, k)
             assert va.shape == vb.shape, (s, k)
@@ -262,3 +269,107 @@ def test_disk_full_leaves_nothing(examples, tmp_path):
         assert list(small.iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)])
+
+
+# --- Xspress3 acquisitions as EuXFEL runs ------------------------------------------------
+
+DET = "entry/instrument/xspress3"
+DEVICE = "XSPRESS3/DET/XSP3"
+
+
+def acquire(tmp_path, frames=50, per_file=20):
+    out = tmp_path / "acq"
+    code, so, se = run([rust_bin("xsp3-acquire"), "run", "--frames", frames, "--exposure", "1ms",
+                        "--channels", "2", "--out", out, "--file", "xsp",
+                        "--frames-per-file", per_file])
+    assert code == 0, se
+    return sorted(out.glob("xsp_*.h5"))
+
+
+def per_frame(parts, name):
+    import h5py
+
+    arrays = []
+    for p in parts:
+        with h5py.File(p, "r") as f:
+            arrays.append(f[f"{DET}/{name}"][()])
+    return np.concatenate(arrays)
+
+
+def test_xspress3_acquisition_converts_and_reads_back_equal(tmp_path):
+    import h5py
+
+    parts = acquire(tmp_path)
+    assert len(parts) == 3
+    # An optional per-frame dataset (ROI sums) is carried over when present.
+    with h5py.File(parts[0], "r") as f:
+        nch = f[DET].attrs["n_channels"]
+    for p in parts:
+        with h5py.File(p, "r+") as f:
+            n = f[f"{DET}/frame_number"].shape[0]
+            f[f"{DET}/roi_sums"] = np.arange(n * nch * 2, dtype=np.uint32).reshape(n, nch, 2) + n
+    out = tmp_path / "run"
+    code, so, se = xw("xspress3", *parts, "-o", out, "--frames-per-train", "4",
+                      "--first-train", "1000", "--run", "7")
+    assert code == 0, se
+    code, text = validate(out)
+    assert code == 0 and "No problems found" in text, text
+    code, so, se = run([py_tool("lsxfel"), out])
+    assert code == 0 and f"{DEVICE}:daqOutput" in so, so + se
+    r = open_xd(out)
+    inst = f"{DEVICE}:daqOutput"
+    assert r.instrument_sources == {inst} and r.control_sources == {DEVICE}
+    fnum = per_frame(parts, "frame_number")
+    want_tids = 1000 + (fnum - fnum[0]) // 4
+    assert list(r.train_ids) == sorted(set(want_tids.tolist()))
+    names = ["data", "time", "reset_ticks", "reset_count", "all_events", "all_good",
+             "in_window_0", "in_window_1", "pileup", "total_ticks", "dead_time_correction",
+             "dead_time_saturated", "output_count_rate", "frame_number", "timestamp", "roi_sums"]
+    for name in names:
+        key = "data.spectra" if name == "data" else f"data.{name}"
+        got, want = r[inst, key].ndarray(), per_frame(parts, name)
+        assert got.dtype == want.dtype, key
+        assert np.array_equal(got, want, equal_nan=got.dtype.kind == "f"), key
+        assert np.array_equal(r[inst, key].train_id_coordinates(), want_tids), key
+    with h5py.File(parts[0], "r") as f:
+        attrs = dict(f[DET].attrs)
+        event_width = f[f"{DET}/event_width"][()]
+    assert r[DEVICE, "exposure_time"].as_single_value() == attrs["exposure_time"]
+    assert r[DEVICE, "n_channels"].run_value() == attrs["n_channels"]
+    assert r[DEVICE, "trigger_mode"].run_value() == attrs["trigger_mode"]
+    assert np.array_equal(r[DEVICE, "event_width"].ndarray()[0], event_width)
+    assert r[DEVICE].device_class == "Xspress3"
+    assert r.run_metadata()["dataFormatVersion"] == "1.3"
+    assert r.run_metadata()["runNumber"] == 7
+
+
+def test_xspress3_train_ids_from_a_timing_dataset(tmp_path):
+    import h5py
+
+    parts = acquire(tmp_path, frames=30, per_file=30)
+    with h5py.File(parts[0], "r+") as f:
+        n = f[f"{DET}/frame_number"].shape[0]
+        tids = 5000 + np.arange(n, dtype=np.uint64) // 3 * 2
+        f[f"{DET}/train_id"] = tids
+    out = tmp_path / "run"
+    code, so, se = xw("xspress3", *parts, "-o", out, "--json")
+    assert code == 0, se
+    assert '"train_ids_from_timing":true' in so
+    r = open_xd(out)
+    assert list(r.train_ids) == sorted(set(tids.tolist()))
+    assert np.array_equal(r[f"{DEVICE}:daqOutput", "data.spectra"].train_id_coordinates(), tids)
+    assert validate(out)[0] == 0
+
+
+def test_xspress3_bad_input(tmp_path):
+    parts = acquire(tmp_path, frames=10, per_file=10)
+    out = tmp_path / "run"
+    code, so, se = xw("xspress3", tmp_path / "missing.h5", "-o", out)
+    assert code == 1 and "missing.h5" in se
+    code, so, se = xw("xspress3", *parts, "-o", out, "--frames-per-train", "0")
+    assert code == 1 and "frames-per-train" in se
+    assert not any(out.glob("*.h5")) if out.exists() else True
+    code, so, se = xw("xspress3", *parts, "-o", out)
+    assert code == 0, se
+    code, so, se = xw("xspress3", *parts, "-o", out)
+    assert code == 1 and "already exists" in se

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use hdf5::types::TypeDescriptor;
 use hdf5::{Dataset, Extent, Group, SimpleExtents};
 
 use crate::error::{h5, Error, Result};
@@ -86,11 +87,27 @@ fn direct_chunk_rows(src: &Dataset, dst: &Dataset) -> Option<u64> {
     let (sc, dc) = (src.chunk()?, dst.chunk()?);
     let shape = dst.shape();
     let whole_rows = sc.get(1..) == shape.get(1..);
+    let dtype = src.dtype().ok()?;
     let same = sc == dc
         && whole_rows
         && src.filters() == dst.filters()
-        && src.dtype().ok()? == dst.dtype().ok()?;
+        && dtype == dst.dtype().ok()?
+        && stored_in_chunks(&dtype.to_descriptor().ok()?);
     same.then(|| sc[0] as u64).filter(|&c| c > 0)
+}
+
+/// Whether values of this type live entirely in the chunk (variable-length values live in the
+/// file's global heap, and a chunk holds only references into the source file's heap).
+fn stored_in_chunks(t: &TypeDescriptor) -> bool {
+    match t {
+        TypeDescriptor::VarLenArray(_)
+        | TypeDescriptor::VarLenAscii
+        | TypeDescriptor::VarLenUnicode
+        | TypeDescriptor::Reference(_) => false,
+        TypeDescriptor::FixedArray(t, _) => stored_in_chunks(t),
+        TypeDescriptor::Compound(c) => c.fields.iter().all(|f| stored_in_chunks(&f.ty)),
+        _ => true,
+    }
 }
 
 fn copy_segment(

@@ -57,6 +57,9 @@ pub enum Error {
     /// A value that cannot be stored as ASCII (source names are ASCII in the format).
     #[error("{what} {value:?} is not ASCII")]
     NotAscii { what: &'static str, value: String },
+    /// An Xspress3 acquisition that cannot be converted.
+    #[error("{path}: {msg}")]
+    Xspress3 { path: PathBuf, msg: String },
     /// An overview file that is not one (no `.source_files`, wrong version, ...).
     #[error("{path}: not a usable virtual overview file: {msg}")]
     NotOverview { path: PathBuf, msg: String },

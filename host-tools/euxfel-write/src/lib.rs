@@ -17,6 +17,7 @@ mod overview;
 mod plan;
 mod vds;
 mod write;
+mod xspress3;
 
 use std::path::Path;
 
@@ -25,6 +26,7 @@ use euxfel::DataCollection;
 pub use error::{Error, Result};
 pub use overview::{check_overview, write_overview};
 pub use write::{Mode, Progress, Summary, WriteOptions};
+pub use xspress3::{convert_xspress3, Xspress3Options, Xspress3Summary};
 
 /// Writes a copy of the selection `dc` to `path` (EXtra-data's `DataCollection.write`).
 pub fn write(

@@ -80,6 +80,8 @@ pub(crate) struct Plan {
     pub files: Vec<Arc<FileAccess>>,
     pub is_single_run: bool,
     pub sources: Vec<SourcePlan>,
+    /// Legacy source names (soft links) selected with their target: (legacy, target index).
+    pub legacy: Vec<(String, usize)>,
 }
 
 impl Plan {
@@ -131,6 +133,14 @@ impl Plan {
         if sources.is_empty() {
             return Err(Error::EmptySelection);
         }
+        let legacy = legacy
+            .into_iter()
+            .filter(|(name, _)| dc.all_sources().contains(name))
+            .filter_map(|(name, target)| {
+                let i = sources.iter().position(|s: &SourcePlan| s.name == target)?;
+                Some((name, i))
+            })
+            .collect();
         let ts = dc.train_timestamps()?;
         let timestamps = if ts.iter().any(Option::is_some) {
             Some(ts.iter().map(|t| t.unwrap_or(0)).collect())
@@ -154,6 +164,7 @@ impl Plan {
             files,
             is_single_run: dc.is_single_run,
             sources,
+            legacy,
         })
     }
 }

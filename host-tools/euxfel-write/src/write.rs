@@ -180,6 +180,19 @@ impl Writer<'_> {
                 })
             })?;
         }
+        for (legacy, i) in &plan.legacy {
+            let target = &plan.sources[*i];
+            for (section, target_path) in [
+                ("INSTRUMENT", target.data_path()),
+                ("INDEX", format!("INDEX/{}", target.name)),
+            ] {
+                let link = format!("{section}/{legacy}");
+                let (parent, name) = link.rsplit_once('/').unwrap_or(("", &link));
+                ensure_group(self.file, parent)
+                    .and_then(|g| g.link_soft(&format!("/{target_path}"), name))
+                    .map_err(h5(self.path, &link))?;
+            }
+        }
         self.summary.sources = plan.sources.len();
         self.summary.trains = plan.train_ids.len();
         Ok(())
@@ -233,6 +246,15 @@ impl Writer<'_> {
             .create_group("METADATA")
             .map_err(h5(self.path, "METADATA"))?;
         let mut ids: Vec<String> = plan.sources.iter().flat_map(|s| s.source_ids()).collect();
+        for (legacy, i) in &plan.legacy {
+            let target = &plan.sources[*i];
+            ids.extend(
+                target
+                    .source_ids()
+                    .iter()
+                    .map(|id| id.replacen(&target.name, legacy, 1)),
+            );
+        }
         ids.sort();
         let lists_group = if format_1 {
             if let (true, Some(f0)) = (plan.is_single_run, plan.files.first()) {

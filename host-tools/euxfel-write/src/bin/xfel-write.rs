@@ -30,6 +30,35 @@ enum Cmd {
     Virtual(SelectArgs),
     /// Write (or --check) the virtual overview file of a run (python -m extra_data.voview).
     Overview(OverviewArgs),
+    /// Convert an xsp3-acquire acquisition (one file or a rollover set) into a EuXFEL run.
+    Xspress3(Xspress3Args),
+}
+
+#[derive(Args, Debug)]
+struct Xspress3Args {
+    /// Acquisition file(s), in frame order (NAME.h5, or NAME_00000.h5 NAME_00001.h5 ...).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Output run directory (created if missing).
+    #[arg(short, long)]
+    out: PathBuf,
+    /// Device name: sources DEVICE (CONTROL) and DEVICE:daqOutput (INSTRUMENT).
+    #[arg(long, default_value = "XSPRESS3/DET/XSP3")]
+    device: String,
+    /// Run number (file name and METADATA).
+    #[arg(long, default_value_t = 1)]
+    run: u32,
+    /// Proposal number (METADATA).
+    #[arg(long, default_value_t = 0)]
+    proposal: u32,
+    /// Train ID of the first frame (without a train_id timing dataset).
+    #[arg(long, default_value_t = 1)]
+    first_train: u64,
+    /// Frames per train (without a train_id timing dataset).
+    #[arg(long, default_value_t = 1)]
+    frames_per_train: u64,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -234,6 +263,39 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Overview(a) => overview(&a),
+        Cmd::Xspress3(a) => {
+            let opts = euxfel_write::Xspress3Options {
+                device: a.device.clone(),
+                proposal: a.proposal,
+                run: a.run,
+                first_train: a.first_train,
+                frames_per_train: a.frames_per_train,
+                overwrite: a.common.overwrite,
+            };
+            let s = euxfel_write::convert_xspress3(&a.files, &a.out, &opts)
+                .map_err(|e| e.to_string())?;
+            if a.common.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "command": "xspress3",
+                        "path": s.path.to_string_lossy(),
+                        "frames": s.frames,
+                        "trains": s.trains,
+                        "keys": s.keys,
+                        "train_ids_from_timing": s.train_ids_from_timing,
+                    })
+                );
+            } else {
+                println!(
+                    "xspress3: {} frames in {} trains -> {}",
+                    s.frames,
+                    s.trains,
+                    s.path.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
