@@ -36,6 +36,7 @@ mod names;
 pub mod npy;
 mod open;
 mod open_files;
+pub mod overview;
 mod rawh5;
 mod run_lookup;
 mod runmap;

@@ -24,6 +24,8 @@ pub struct OpenOptions {
     pub threads: usize,
     /// Include trains flagged as suspect (EXtra-data's default: true).
     pub inc_suspect_trains: bool,
+    /// Open a run from its valid virtual overview file when it has one (see [`crate::overview`]).
+    pub use_overview: bool,
 }
 
 impl Default for OpenOptions {
@@ -33,6 +35,7 @@ impl Default for OpenOptions {
             use_cache: true,
             threads: 0,
             inc_suspect_trains: true,
+            use_overview: true,
         }
     }
 }
@@ -87,6 +90,9 @@ impl DataCollection {
     /// [`DataCollection::warnings`].
     pub fn open_run(dir: impl AsRef<Path>, opts: &OpenOptions) -> Result<DataCollection> {
         let dir = dir.as_ref();
+        if let Some(dc) = super::overview::open_if_valid(dir, opts) {
+            return Ok(dc);
+        }
         let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
         let pat = Pattern::new(&opts.include);
         let mut names: Vec<String> = Vec::new();

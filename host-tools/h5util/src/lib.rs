@@ -10,14 +10,18 @@
 //!   dataset's native memory type.
 //! - [`soft_link_target`]: where a soft link points.
 //! - [`add_virtual_mapping`]: a virtual dataset mapping with its hyperslabs kept as given.
+//! - [`read_chunk`], [`copy_rows`], [`copy_object`]: stored chunks as bytes, rows of any
+//!   type between files, whole objects between files (used by the EuXFEL writer).
 
 pub mod attrs;
 mod chunk;
+mod copy;
 mod links;
 mod read;
 mod vds;
 
 pub use chunk::write_chunk;
+pub use copy::{copy_object, copy_rows, read_chunk};
 pub use links::soft_link_target;
 pub use read::{read_rows_native, ReadError};
 pub use vds::{add_virtual_mapping, VdsError, VirtualMapping};

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Whole-process comparison of xfel-write with EXtra-data's writers, in one run.
+
+On the 340-file fixture run (16 modules x 20 sequences x 250 trains, plus 20 aggregator
+files, the same run as bench_lsxfel.py):
+
+1. copy of one detector module (all its keys): `xfel-write copy` vs EXtra-data's
+   `DataCollection.write` vs `cp` of the module's files (the limit: the same bytes, no HDF5).
+2. copy of all control sources: `xfel-write copy` vs EXtra-data's `write`.
+3. virtual file of the whole run: `xfel-write virtual` vs EXtra-data's `write_virtual`.
+4. overview file: `xfel-write overview` vs `python -m extra_data.voview`.
+5. lsxfel on the run with and without the overview file (ours and EXtra-data's), with the
+   page cache dropped before each run when /proc/sys/vm/drop_caches is writable (reported).
+
+Each figure is the median over --reps runs (outputs removed between runs); every output is
+checked with extra-data-validate once. Ratios are EXtra-data / ours.
+
+Run from the repository root:  .venv/bin/python benches/scripts/bench_xfel_write.py
+Options: --reps N (default 3), --dir DIR (default target/euxfel-bench), --json, --small
+(a 12-file run instead, for checking that the script works).
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+VENV_BIN = Path(sys.executable).parent
+PY = VENV_BIN / "python"
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sh(cmd, **kw):
+    return subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def build():
+    log("building release binaries (euxfel, euxfel-write, fixtures)...")
+    sh(["cargo", "build", "--release", "-p", "euxfel", "--bin", "lsxfel",
+        "-p", "euxfel-write", "--bin", "xfel-write",
+        "-p", "fixtures", "--bin", "make-fixtures"], cwd=REPO)
+
+
+def make_fixture(out, *args, expect):
+    if out.is_dir() and len(list(out.glob("*.h5"))) == expect:
+        return
+    if out.exists():
+        shutil.rmtree(out)
+    log(f"writing fixture {out} ...")
+    sh([TARGET / "release" / "make-fixtures", out, "--progress", *args], stdout=subprocess.DEVNULL)
+    assert len(list(out.glob("*.h5"))) == expect
+
+
+def drop_caches():
+    """Drops the page cache if allowed; returns whether it was."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def timed(cmd, cold=False):
+    dropped = drop_caches() if cold else None
+    t0 = time.perf_counter()
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"{cmd} failed: {r.stderr}")
+    return dt, dropped
+
+
+def xd_script(kind, run_dir, out, select=None):
+    """A python -c script running EXtra-data's writer the way a user would."""
+    sel = f".select({select!r})" if select else ""
+    opener = f"extra_data.RunDirectory({str(run_dir)!r}, _use_voview=False)"
+    return [PY, "-c", f"import extra_data; {opener}{sel}.{kind}({str(out)!r})"]
+
+
+def validate(path):
+    r = subprocess.run([VENV_BIN / "extra-data-validate", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"extra-data-validate {path}:\n{r.stdout}{r.stderr}")
+
+
+def median_runs(name, cmd, out, reps, cold=False):
+    times = []
+    for i in range(reps):
+        if out is not None:
+            if out.is_dir():
+                shutil.rmtree(out)
+            else:
+                out.unlink(missing_ok=True)
+        dt, _ = timed(cmd, cold)
+        times.append(dt)
+        log(f"  {name} rep {i + 1}/{reps}: {dt:.3f} s")
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--dir", type=Path, default=TARGET / "euxfel-bench")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--small", action="store_true")
+    a = ap.parse_args()
+    build()
+    xw = TARGET / "release" / "xfel-write"
+    if a.small:
+        run_dir, nfiles = a.dir / "r0452-small", 12
+        make_fixture(run_dir, "--modules", "4", "--sequences", "2", "--trains", "50",
+                     "--frames", "4", "--frame-height", "16", "--frame-width", "16",
+                     "--run", "452", expect=nfiles)
+    else:
+        run_dir, nfiles = a.dir / "r0450", 340
+        make_fixture(run_dir, "--modules", "16", "--sequences", "20", "--trains", "250",
+                     "--frames", "4", "--frame-height", "16", "--frame-width", "16", expect=nfiles)
+    out_dir = a.dir / "write-out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "overview.h5").unlink(missing_ok=True)
+    module = "FXE_DET_LPD1M-1/DET/0CH0:xtdf"
+    res = {"files": nfiles, "reps": a.reps}
+
+    # 1. One detector module.
+    ours_out, xd_out = out_dir / "module-rs.h5", out_dir / "module-xd.h5"
+    rs = median_runs("copy module (ours)", [xw, "copy", run_dir, "-o", ours_out, "--overwrite",
+                                           "--source", module], ours_out, a.reps)
+    xd = median_runs("copy module (EXtra-data)", xd_script("write", run_dir, xd_out, module),
+                     xd_out, a.reps)
+    files = sorted(run_dir.glob("*-LPD00-*.h5"))
+    cp_dir = out_dir / "cp"
+    cp_dir.mkdir(exist_ok=True)
+    cp = median_runs("cp module files", ["cp", *files, cp_dir], None, a.reps)
+    shutil.rmtree(cp_dir)
+    validate(ours_out)
+    res["copy_module"] = {"ours_s": rs, "extra_data_s": xd, "cp_s": cp,
+                          "speedup": xd / rs, "vs_cp": rs / cp}
+
+    # 2. All control sources.
+    ours_out, xd_out = out_dir / "control-rs.h5", out_dir / "control-xd.h5"
+    import extra_data
+    ctrl = sorted(extra_data.RunDirectory(str(run_dir), _use_voview=False).control_sources)
+    src_args = [x for s in ctrl for x in ("--source", s)]
+    rs = median_runs("copy control (ours)", [xw, "copy", run_dir, "-o", ours_out, "--overwrite",
+                                            *src_args], ours_out, a.reps)
+    sel = [(s, "*") for s in ctrl]
+    xd = median_runs("copy control (EXtra-data)",
+                     [PY, "-c", "import extra_data; extra_data.RunDirectory("
+                      f"{str(run_dir)!r}, _use_voview=False).select({sel!r}).write({str(xd_out)!r})"],
+                     xd_out, a.reps)
+    validate(ours_out)
+    res["copy_control"] = {"ours_s": rs, "extra_data_s": xd, "speedup": xd / rs}
+
+    # 3. Virtual file of the whole run.
+    ours_out, xd_out = out_dir / "virtual-rs.h5", out_dir / "virtual-xd.h5"
+    rs = median_runs("virtual (ours)", [xw, "virtual", run_dir, "-o", ours_out, "--overwrite"],
+                     ours_out, a.reps)
+    xd = median_runs("virtual (EXtra-data)", xd_script("write_virtual", run_dir, xd_out),
+                     xd_out, a.reps)
+    validate(ours_out)
+    res["virtual"] = {"ours_s": rs, "extra_data_s": xd, "speedup": xd / rs}
+
+    # 4. Overview files.
+    ov = run_dir / "overview.h5"
+    xd = median_runs("overview (EXtra-data)", [PY, "-m", "extra_data.voview", run_dir], ov, a.reps)
+    rs = median_runs("overview (ours)", [xw, "overview", run_dir, "--overwrite"], ov, a.reps)
+    validate(ov)
+    res["overview"] = {"ours_s": rs, "extra_data_s": xd, "speedup": xd / rs}
+
+    # 5. lsxfel with and without the overview file (ours is in place now), page cache dropped.
+    lsx = {}
+    for tool, name in ((TARGET / "release" / "lsxfel", "rs"), (VENV_BIN / "lsxfel", "xd")):
+        lsx[f"{name}_with_overview_s"] = median_runs(
+            f"lsxfel {name} with overview", [tool, run_dir], None, a.reps, cold=True)
+    ov.unlink()
+    (run_dir / "karabo_data_map.json").unlink(missing_ok=True)
+    for tool, name in ((TARGET / "release" / "lsxfel", "rs"), (VENV_BIN / "lsxfel", "xd")):
+        lsx[f"{name}_without_overview_s"] = median_runs(
+            f"lsxfel {name} without overview", [tool, "--no-cache", run_dir] if name == "rs"
+            else [tool, run_dir], None, a.reps, cold=True)
+        (run_dir / "karabo_data_map.json").unlink(missing_ok=True)
+    lsx["page_cache_dropped"] = drop_caches()
+    res["lsxfel"] = lsx
+    shutil.rmtree(out_dir)
+
+    if a.json:
+        print(json.dumps(res, indent=2))
+    else:
+        for k, v in res.items():
+            print(f"{k}: {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+//! Writing EuXFEL run data in the layout EXtra-data writes and reads.
+//!
+//! - [`write`]: a real copy of any selection (sources, keys, trains), EXtra-data's
+//!   `DataCollection.write`. Chunks are copied as stored bytes where they line up (no
+//!   decompression or recompression), the rest through a bounded buffer.
+//! - [`write_virtual`]: the same layout with HDF5 virtual datasets into the source files,
+//!   EXtra-data's `write_virtual`.
+//!
+//! Every output is written under a temporary name beside the final one and renamed into
+//! place when complete: a failed write leaves nothing under the final name, and an existing
+//! file is replaced only with [`WriteOptions::overwrite`].
+
+mod copy;
+mod error;
+mod output;
+mod overview;
+mod plan;
+mod vds;
+mod write;
+mod xspress3;
+
+use std::path::Path;
+
+use euxfel::DataCollection;
+
+pub use error::{Error, Result};
+pub use overview::{check_overview, write_overview};
+pub use write::{Mode, Progress, Summary, WriteOptions};
+pub use xspress3::{convert_xspress3, Xspress3Options, Xspress3Summary};
+
+/// Writes a copy of the selection `dc` to `path` (EXtra-data's `DataCollection.write`).
+pub fn write(
+    dc: &DataCollection,
+    path: impl AsRef<Path>,
+    opts: &WriteOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Summary> {
+    write::write_collection(dc, path.as_ref(), Mode::Copy, opts, None, progress)
+}
+
+/// Writes the selection `dc` to `path` as virtual datasets into its files (EXtra-data's
+/// `DataCollection.write_virtual`).
+pub fn write_virtual(
+    dc: &DataCollection,
+    path: impl AsRef<Path>,
+    opts: &WriteOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Summary> {
+    write::write_collection(dc, path.as_ref(), Mode::Virtual, opts, None, progress)
+}

@@ -1,0 +1,375 @@
+"""xfel-write against the real EXtra-data: EXtra-data validates and reads every file we write
+(copies, virtual files, overview files) with the same values as the source run; our reader reads
+EXtra-data's overview files; h5py resolves our virtual sources relative to the file; bad input
+gives clear errors and leaves nothing half-written."""
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from euxfel_helpers import make_rust_fixture, py_tool, run, rust_bin
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+BIG_KEY_BYTES = 64 << 20
+
+EXAMPLES = ["fxe05", "fxe12", "spb10", "sa3_13", "agipd_old", "modern_proc", "reduced_spb"]
+
+
+def xw(*args):
+    return run([rust_bin("xfel-write"), *args])
+
+
+def open_xd(path, **kw):
+    import extra_data
+
+    path = str(path)
+    return extra_data.RunDirectory(path, **kw) if os.path.isdir(path) else extra_data.H5File(path)
+
+
+def validate(path):
+    code, out, err = run([py_tool("extra-data-validate"), str(path)])
+    return code, out + err
+
+
+def assert_same_data(src, ours):
+    """Train IDs, sources, keys, every key's ndarray() and train_id_coordinates() equal."""
+    from extra_data import by_index
+
+    assert list(ours.train_ids) == list(src.train_ids)
+    assert ours.all_sources == src.all_sources
+    for s in sorted(src.all_sources):
+        assert ours[s].keys() == src[s].keys(), s
+        for k in sorted(src[s].keys()):
+            a, b = src[s, k], ours[s, k]
+            if a.nbytes > BIG_KEY_BYTES:
+                # Bounded memory: the first trains of the big (mock detector) keys.
+                a, b = a.select_trains(by_index[:3]), b.select_trains(by_index[:3])
+            va, vb = a.ndarray(), b.ndarray()
+            assert va.dtype == vb.dtype, (s, k)
+            assert va.shape == vb.shape, (s, k)
+            assert np.array_equal(va, vb), (s, k)
+            assert np.array_equal(a.train_id_coordinates(), b.train_id_coordinates()), (s, k)
+
+
+def first_trains(src, n):
+    """Copies of the big example runs are limited to their first trains (the mock detector
+    data is unallocated in the source but real zeros in a copy)."""
+    from extra_data import by_index
+
+    return src.select_trains(by_index[:n])
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_extra_data_validates_and_reads_our_copy(examples, tmp_path, name):
+    out = tmp_path / "copy.h5"
+    code, so, se = xw("copy", examples[name], "-o", out, "--by-index", "--trains", ":20")
+    assert code == 0, se
+    code, text = validate(out)
+    assert code == 0 and "No problems found" in text, text
+    assert_same_data(first_trains(open_xd(examples[name], _use_voview=False), 20), open_xd(out))
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_extra_data_validates_and_reads_our_virtual_file(examples, tmp_path, name):
+    out = tmp_path / "virtual.h5"
+    code, so, se = xw("virtual", examples[name], "-o", out)
+    assert code == 0, se
+    code, text = validate(out)
+    assert code == 0 and "No problems found" in text, text
+    assert_same_data(open_xd(examples[name], _use_voview=False), open_xd(out))
+
+
+@pytest.mark.parametrize("mode", ["copy", "virtual"])
+def test_selections_by_source_key_and_train_id(examples, tmp_path, mode):
+    from extra_data import by_id
+
+    src = open_xd(examples["fxe12"], _use_voview=False)
+    tids = src.train_ids
+    lo, hi = int(tids[5]), int(tids[30])
+    out = tmp_path / "sel.h5"
+    code, so, se = xw(
+        mode, examples["fxe12"], "-o", out,
+        "--source", "SA1_XTD2_XGM/*", "--source", "FXE_DET_LPD1M-1/DET/1CH0:xtdf",
+        "--key", "*", "--trains", f"{lo}:{hi}",
+    )
+    assert code == 0, se
+    code, text = validate(out)
+    assert code == 0, text
+    want = src.select(
+        [("SA1_XTD2_XGM/*", "*"), ("FXE_DET_LPD1M-1/DET/1CH0:xtdf", "*")]
+    ).select_trains(by_id[lo:hi])
+    assert_same_data(want, open_xd(out))
+    # Key globs: only the selected keys are written.
+    out2 = tmp_path / "keys.h5"
+    code, so, se = xw(mode, examples["fxe12"], "-o", out2,
+                      "--source", "SA1_XTD2_XGM/DOOCS/MAIN:output", "--key", "data.intensityTD")
+    assert code == 0, se
+    assert_same_data(src.select("SA1_XTD2_XGM/DOOCS/MAIN:output", "data.intensityTD"), open_xd(out2))
+
+
+def test_excluding_suspect_trains(tmp_path):
+    """--exc-suspect-trains drops trains flagged 0, as inc_suspect_trains=False does."""
+    import h5py
+
+    run_dir = make_rust_fixture(tmp_path / "r", "--format", "1.2", "--trains", "10",
+                                "--sequences", "1", "--modules", "1")
+    for f in sorted(run_dir.glob("*.h5")):
+        with h5py.File(f, "r+") as h:
+            flag = h["INDEX/flag"]
+            flag[3] = 0
+    out = tmp_path / "exc.h5"
+    code, so, se = xw("copy", run_dir, "-o", out, "--exc-suspect-trains", "--no-cache")
+    assert code == 0, se
+    want = open_xd(run_dir, inc_suspect_trains=False, _use_voview=False)
+    ours = open_xd(out)
+    assert_same_data(want, ours)
+    assert len(ours.train_ids) == 9
+
+
+def test_h5py_resolves_virtual_sources_relative_to_the_file(examples, tmp_path):
+    """The run directory and the virtual file move together and stay readable."""
+    import h5py
+
+    moved = tmp_path / "a"
+    shutil.copytree(examples["spb10"], moved / "run")
+    out = moved / "virtual.h5"
+    code, so, se = xw("virtual", moved / "run", "-o", out)
+    assert code == 0, se
+    elsewhere = tmp_path / "b"
+    shutil.move(str(moved), str(elsewhere))
+    src = open_xd(elsewhere / "run", _use_voview=False)
+    key = ("SPB_DET_AGIPD1M-1/DET/0CH0:xtdf", "image.data")
+    with h5py.File(elsewhere / "virtual.h5", "r") as f:
+        ds = f[src[key].hdf5_data_path]
+        assert ds.is_virtual
+        names = {vs.file_name for vs in ds.virtual_sources()}
+        assert all(not os.path.isabs(n) for n in names), names
+        assert np.array_equal(ds[:], src[key].ndarray())
+
+
+def test_extra_data_reads_our_overview_file(examples, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(examples["fxe12"], run_dir)
+    code, so, se = xw("overview", run_dir)
+    assert code == 0, se
+    assert (run_dir / "overview.h5").is_file()
+    code, out, err = run([py_tool("python"), "-m", "extra_data.voview", "--check", run_dir])
+    assert code == 0 and "overview file can be used" in out, out + err
+    code, out, err = xw("overview", run_dir, "--check")
+    assert code == 0 and "overview file can be used" in out, out + err
+    with_ov = open_xd(run_dir)
+    assert [os.path.basename(f.filename) for f in with_ov.files] == ["overview.h5"]
+    assert_same_data(open_xd(run_dir, _use_voview=False), with_ov)
+    code, text = validate(run_dir / "overview.h5")
+    assert code == 0, text
+    # Written again only with --overwrite.
+    code, out, err = xw("overview", run_dir)
+    assert code == 1 and "already exists" in err and "--overwrite" in err
+    code, out, err = xw("overview", run_dir, "--overwrite")
+    assert code == 0, err
+    # A changed file size makes it outdated, for both checkers.
+    with open(sorted(run_dir.glob("RAW-*.h5"))[0], "ab") as f:
+        f.write(b"\0" * 16)
+    code, out, err = xw("overview", run_dir, "--check")
+    assert code == 1 and "outdated" in out
+    code, out, err = run([py_tool("python"), "-m", "extra_data.voview", "--check", run_dir])
+    assert code == 1
+
+
+def test_our_reader_uses_extra_datas_overview_file(tmp_path):
+    """After EXtra-data writes an overview, values that only the overview holds (its copied
+    image.pulseId) are what our reader returns, as RunDirectory does."""
+    import h5py
+
+    run_dir = make_rust_fixture(tmp_path / "r", "--format", "1.2", "--trains", "10",
+                                "--sequences", "1", "--modules", "1")
+    code, out, err = run([py_tool("python"), "-m", "extra_data.voview", run_dir])
+    assert code == 0, err
+    code, out, err = xw("overview", run_dir, "--check")
+    assert code == 0, out + err
+    src, key = "FXE_DET_LPD1M-1/DET/0CH0:xtdf", "image.pulseId"
+    before = open_xd(run_dir, _use_voview=False)[src, key].ndarray()
+    # Same size, new values: the overview stays valid but now differs from the file.
+    path = next(run_dir.glob("*LPD00*.h5"))
+    with h5py.File(path, "r+") as f:
+        ds = f[f"INSTRUMENT/{src}/image/pulseId"]
+        ds[...] = ds[...] + 1000
+    assert not np.array_equal(open_xd(run_dir, _use_voview=False)[src, key].ndarray(), before)
+    assert np.array_equal(open_xd(run_dir)[src, key].ndarray(), before)
+    code, out, err = run([rust_bin("xfel-extract"), "--no-cache", run_dir, src, key,
+                          "--out", tmp_path / "x"])
+    assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "x" / "data.npy"), before)
+
+
+def test_existing_output_is_kept(examples, tmp_path):
+    out = tmp_path / "o.h5"
+    out.write_bytes(b"keep me")
+    code, so, se = xw("copy", examples["sa3_13"], "-o", out)
+    assert code == 1 and "already exists" in se
+    assert out.read_bytes() == b"keep me"
+    code, so, se = xw("copy", examples["sa3_13"], "-o", out, "--overwrite")
+    assert code == 0, se
+    assert validate(out)[0] == 0
+
+
+def test_selection_matching_nothing_is_an_error(examples, tmp_path):
+    out = tmp_path / "o.h5"
+    code, so, se = xw("copy", examples["fxe12"], "-o", out, "--source", "NO_SUCH/*")
+    assert code == 1 and "NO_SUCH" in se, se
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_output_directory(examples, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root ignores directory permissions")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        code, so, se = xw("copy", examples["sa3_13"], "-o", ro / "o.h5")
+        assert code == 1 and str(ro) in se, se
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def test_read_only_output_directory_via_bind_mount_or_chattr(examples, tmp_path):
+    """As root, a read-only filesystem stands in for a read-only directory."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
+                       capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        code, so, se = xw("copy", examples["sa3_13"], "-o", ro / "o.h5")
+        assert code == 1 and "Read-only file system" in se, se
+        assert list(ro.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(ro)])
+
+
+def test_disk_full_leaves_nothing(examples, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)],
+                       capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        code, so, se = xw("copy", examples["sa3_13"], "-o", small / "o.h5")
+        assert code == 1, se
+        assert "No space left on device" in se or "failed" in se, se
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)])
+
+
+# --- Xspress3 acquisitions as EuXFEL runs ------------------------------------------------
+
+DET = "entry/instrument/xspress3"
+DEVICE = "XSPRESS3/DET/XSP3"
+
+
+def acquire(tmp_path, frames=50, per_file=20):
+    out = tmp_path / "acq"
+    code, so, se = run([rust_bin("xsp3-acquire"), "run", "--frames", frames, "--exposure", "1ms",
+                        "--channels", "2", "--out", out, "--file", "xsp",
+                        "--frames-per-file", per_file])
+    assert code == 0, se
+    return sorted(out.glob("xsp_*.h5"))
+
+
+def per_frame(parts, name):
+    import h5py
+
+    arrays = []
+    for p in parts:
+        with h5py.File(p, "r") as f:
+            arrays.append(f[f"{DET}/{name}"][()])
+    return np.concatenate(arrays)
+
+
+def test_xspress3_acquisition_converts_and_reads_back_equal(tmp_path):
+    import h5py
+
+    parts = acquire(tmp_path)
+    assert len(parts) == 3
+    # An optional per-frame dataset (ROI sums) is carried over when present.
+    with h5py.File(parts[0], "r") as f:
+        nch = f[DET].attrs["n_channels"]
+    for p in parts:
+        with h5py.File(p, "r+") as f:
+            n = f[f"{DET}/frame_number"].shape[0]
+            f[f"{DET}/roi_sums"] = np.arange(n * nch * 2, dtype=np.uint32).reshape(n, nch, 2) + n
+    out = tmp_path / "run"
+    code, so, se = xw("xspress3", *parts, "-o", out, "--frames-per-train", "4",
+                      "--first-train", "1000", "--run", "7")
+    assert code == 0, se
+    code, text = validate(out)
+    assert code == 0 and "No problems found" in text, text
+    code, so, se = run([py_tool("lsxfel"), out])
+    assert code == 0 and f"{DEVICE}:daqOutput" in so, so + se
+    r = open_xd(out)
+    inst = f"{DEVICE}:daqOutput"
+    assert r.instrument_sources == {inst} and r.control_sources == {DEVICE}
+    fnum = per_frame(parts, "frame_number")
+    want_tids = 1000 + (fnum - fnum[0]) // 4
+    assert list(r.train_ids) == sorted(set(want_tids.tolist()))
+    names = ["data", "time", "reset_ticks", "reset_count", "all_events", "all_good",
+             "in_window_0", "in_window_1", "pileup", "total_ticks", "dead_time_correction",
+             "dead_time_saturated", "output_count_rate", "frame_number", "timestamp", "roi_sums"]
+    for name in names:
+        key = "data.spectra" if name == "data" else f"data.{name}"
+        got, want = r[inst, key].ndarray(), per_frame(parts, name)
+        assert got.dtype == want.dtype, key
+        assert np.array_equal(got, want, equal_nan=got.dtype.kind == "f"), key
+        assert np.array_equal(r[inst, key].train_id_coordinates(), want_tids), key
+    with h5py.File(parts[0], "r") as f:
+        attrs = dict(f[DET].attrs)
+        event_width = f[f"{DET}/event_width"][()]
+    assert r[DEVICE, "exposure_time"].as_single_value() == attrs["exposure_time"]
+    assert r[DEVICE, "n_channels"].run_value() == attrs["n_channels"]
+    assert r[DEVICE, "trigger_mode"].run_value() == attrs["trigger_mode"]
+    assert np.array_equal(r[DEVICE, "event_width"].ndarray()[0], event_width)
+    assert r[DEVICE].device_class == "Xspress3"
+    assert r.run_metadata()["dataFormatVersion"] == "1.3"
+    assert r.run_metadata()["runNumber"] == 7
+
+
+def test_xspress3_train_ids_from_a_timing_dataset(tmp_path):
+    import h5py
+
+    parts = acquire(tmp_path, frames=30, per_file=30)
+    with h5py.File(parts[0], "r+") as f:
+        n = f[f"{DET}/frame_number"].shape[0]
+        tids = 5000 + np.arange(n, dtype=np.uint64) // 3 * 2
+        f[f"{DET}/train_id"] = tids
+    out = tmp_path / "run"
+    code, so, se = xw("xspress3", *parts, "-o", out, "--json")
+    assert code == 0, se
+    assert '"train_ids_from_timing":true' in so
+    r = open_xd(out)
+    assert list(r.train_ids) == sorted(set(tids.tolist()))
+    assert np.array_equal(r[f"{DEVICE}:daqOutput", "data.spectra"].train_id_coordinates(), tids)
+    assert validate(out)[0] == 0
+
+
+def test_xspress3_bad_input(tmp_path):
+    parts = acquire(tmp_path, frames=10, per_file=10)
+    out = tmp_path / "run"
+    code, so, se = xw("xspress3", tmp_path / "missing.h5", "-o", out)
+    assert code == 1 and "missing.h5" in se
+    code, so, se = xw("xspress3", *parts, "-o", out, "--frames-per-train", "0")
+    assert code == 1 and "frames-per-train" in se
+    assert not any(out.glob("*.h5")) if out.exists() else True
+    code, so, se = xw("xspress3", *parts, "-o", out)
+    assert code == 0, se
+    code, so, se = xw("xspress3", *parts, "-o", out)
+    assert code == 1 and "already exists" in se
