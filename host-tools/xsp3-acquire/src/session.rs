@@ -104,8 +104,10 @@ pub struct Status {
     pub stream_unsent: u64,
     /// Acquired but not written: the file failed.
     pub frames_unwritten: u64,
+    /// Sent to acknowledging receivers and never acknowledged: lost with a receiver that died.
+    pub stream_unacked: u64,
     /// Every frame missing somewhere: `frames_lost + stream_drops + stream_unsent +
-    /// frames_unwritten`. Non-zero means the exit status says "data lost".
+    /// stream_unacked + frames_unwritten`. Non-zero means the exit status says "data lost".
     pub frames_lost_total: u64,
     /// Software triggers not passed to the detector because the acquisition could not use them
     /// (more than its frames, a second one in `software_first`, or after its end).
@@ -140,6 +142,8 @@ pub struct Summary {
     pub unsent_ranges: Vec<[u64; 2]>,
     /// `[first, count]` of frames the file could not take.
     pub unwritten_ranges: Vec<[u64; 2]>,
+    /// `[first, count]` of frames sent to acknowledging receivers and never acknowledged.
+    pub unacked_ranges: Vec<[u64; 2]>,
     /// A detector failure: its message and the first frame it cost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detector_error: Option<DetectorFailure>,
@@ -233,6 +237,8 @@ struct SinkCounters {
     unwritten: Mutex<FrameRanges>,
     /// The ROI values of the latest frame a sink took, with its frame number.
     latest_rois: Mutex<Option<(u64, Vec<RoiValues>)>>,
+    /// Sent, never acknowledged by an acknowledging receiver.
+    unacked: Mutex<FrameRanges>,
 }
 
 impl SinkCounters {
@@ -489,6 +495,7 @@ pub(crate) fn run_session_with<D: Detector, K: Clock>(
             .collect(),
         unsent_ranges: lock(&shared.counters.unsent).ranges.clone(),
         unwritten_ranges: lock(&shared.counters.unwritten).ranges.clone(),
+        unacked_ranges: lock(&shared.counters.unacked).ranges.clone(),
         detector_error: shared.detector_error.get().cloned(),
         files,
         status: st,
@@ -778,6 +785,10 @@ fn send_stream(
         counters.sent.store(tx.sent(), Ordering::Relaxed);
         counters.stream_drops.store(tx.drops(), Ordering::Relaxed);
     }
+    match tx.settle_acks(gate) {
+        Ok((ranges, frames)) => *lock(&counters.unacked) = FrameRanges { ranges, frames },
+        Err(e) => counters.fail(format!("stream: {e}")),
+    }
     let end = series_end(shared, tx);
     if let Err(e) = tx.send_series_end(&end, gate) {
         counters.fail(format!("stream: {e}"));
@@ -814,6 +825,7 @@ fn series_end(shared: &Shared, tx: &StreamSender) -> SeriesEnd {
     let drops = shared.final_drops.get().cloned().unwrap_or_default();
     let errors = lock(&shared.counters.errors).clone();
     let unsent = lock(&shared.counters.unsent);
+    let unacked = lock(&shared.counters.unacked);
     SeriesEnd {
         htype: "series_end".into(),
         frames_sent: tx.sent(),
@@ -829,6 +841,8 @@ fn series_end(shared: &Shared, tx: &StreamSender) -> SeriesEnd {
         stream_drops: tx.drops(),
         frames_unsent: unsent.frames,
         unsent_ranges: unsent.ranges.clone(),
+        frames_unacked: unacked.frames,
+        unacked_ranges: unacked.ranges.clone(),
         error: (!errors.is_empty()).then(|| errors.join("; ")),
         error_frame: shared.detector_error.get().map(|d| d.frame),
     }
@@ -848,6 +862,7 @@ fn build_status<D: Detector, K: Clock, const C: usize>(
     let stream_unsent = lock(&counters.unsent).frames;
     let frames_unwritten = lock(&counters.unwritten).frames;
     let latest = lock(&counters.latest_rois).clone();
+    let stream_unacked = lock(&counters.unacked).frames;
     Status {
         state: format!("{:?}", engine.state()).to_lowercase(),
         elapsed_s: elapsed,
@@ -860,7 +875,12 @@ fn build_status<D: Detector, K: Clock, const C: usize>(
         stream_drops,
         stream_unsent,
         frames_unwritten,
-        frames_lost_total: e.frames_lost + stream_drops + stream_unsent + frames_unwritten,
+        stream_unacked,
+        frames_lost_total: e.frames_lost
+            + stream_drops
+            + stream_unsent
+            + stream_unacked
+            + frames_unwritten,
         triggers_ignored: counters.triggers_ignored.load(Ordering::Relaxed),
         monitor_requests: counters.monitor_requests.load(Ordering::Relaxed),
         ring_slots: ring.slots,
