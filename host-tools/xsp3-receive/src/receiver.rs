@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use xspress3::layout;
 use xspress3::protocol::{self, Header, ImageHeader, Message, ProtocolError, SeriesEnd};
 
 use crate::config::{ReceiveMode, ReceiverConfig, SocketKind};
 use crate::report::{Event, RateReport, SeriesSummary, StopReason, Summary, MAX_SERIES_LISTED};
 use crate::series::{ImageOutcome, Series, MAX_REPORTED_ERRORS};
 use crate::sink::FileSink;
-use crate::target::check_target;
 
 /// How long one blocking receive waits before the loop checks the stop flag and timers.
 const RECV_SLICE: Duration = Duration::from_millis(100);
@@ -350,13 +350,19 @@ impl Receiver {
             (_, Err(problem), _) => errors.push(format!(
                 "stream {ep}: series {index}: header refused, its images are discarded: {problem}"
             )),
-            (ReceiveMode::Write(w), Ok(desc), Some(name)) => match check_target(w, &name) {
+            (ReceiveMode::Write(w), Ok(desc), Some(name)) => match layout::check_name(&name)
+                .and_then(|()| {
+                    layout::confine(
+                        &w.root,
+                        &layout::file_name(&name, w.frames_per_file.map(|_| 0)),
+                    )
+                }) {
                 Err(e) => errors.push(format!(
                     "stream {ep}: series {index}: file name `{}` refused, nothing is written for \
                      this series: {e}",
                     name.escape_debug()
                 )),
-                Ok(()) => match FileSink::open(w, &name, desc) {
+                Ok(_) => match FileSink::open(w, &name, desc) {
                     Ok(s) => {
                         summary.written_as = Some(name);
                         sink = Some(s);

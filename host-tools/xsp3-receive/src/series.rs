@@ -211,6 +211,16 @@ impl Series {
                 self.summary.frames_lost_upstream = e.frames_lost;
                 self.summary.sender_stream_drops = e.stream_drops;
                 self.summary.sender_error = e.error.clone();
+                self.summary.sender_error_frame = e.error_frame;
+                self.summary.sender_frames_unsent = e.frames_unsent;
+                self.summary.frames_unacked = e.frames_unacked;
+                // Frames the sender names as never delivered or never acknowledged.
+                for r in e.unsent_ranges.iter().chain(&e.unacked_ranges) {
+                    ranges.push(LostRange {
+                        first: r[0],
+                        count: r[1],
+                    });
+                }
                 sdk_overruns = e.sdk_overruns;
                 overflow = e.lost_ranges_overflow;
                 ranges.extend(e.lost_ranges.iter().map(|r| LostRange {
@@ -300,6 +310,8 @@ impl Series {
                     .summary
                     .frames_lost_upstream
                     .saturating_add(self.summary.sender_stream_drops)
+                    .saturating_add(self.summary.sender_frames_unsent)
+                    .saturating_add(self.summary.frames_unacked)
                     .saturating_add(self.summary.msg_missing)
                     .saturating_add(self.summary.frames_discarded)
                     .saturating_add(end_missing);
@@ -312,7 +324,14 @@ impl Series {
                     stream_gaps,
                 };
                 self.summary.frames_written = end.writer.frames_written();
-                match end.writer.finish(&drops) {
+                let mut writer = end.writer;
+                if let Some(error) = &self.summary.sender_error {
+                    // The sender's failure, with the first frame it cost: the frames after the
+                    // last one received if the sender did not say.
+                    let frame = self.summary.sender_error_frame.unwrap_or(after_last);
+                    writer.record_acquisition_error(error, frame);
+                }
+                match writer.finish(&drops) {
                     Ok(files) => {
                         for (path, _) in &files {
                             if let Err(e) = annotate(path, software, &self.summary) {

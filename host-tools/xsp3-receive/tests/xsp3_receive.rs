@@ -423,7 +423,7 @@ fn receiver_refuses_hostile_file_names() {
     tx.end(&series_end(2));
     let done = receiver.wait();
 
-    assert_eq!(done.status.code(), Some(1), "{}", done.show());
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
     for name in hostile {
         assert!(
             done.stderr.contains(&format!("file name `{name}` refused")),
@@ -462,7 +462,7 @@ fn receiver_refuses_hostile_file_names() {
     tx.image(SMALL, 0, 0);
     tx.end(&series_end(1));
     let done = receiver.wait();
-    assert_eq!(done.status.code(), Some(1), "{}", done.show());
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
     assert!(
         done.stderr.contains("`../evil2` refused"),
         "{}",
@@ -509,7 +509,7 @@ fn receiver_records_msg_number_gaps() {
     let done = receiver.wait();
     assert_eq!(
         done.status.code(),
-        Some(1),
+        Some(4),
         "data was lost\n{}",
         done.show()
     );
@@ -574,7 +574,7 @@ fn receiver_survives_malformed_messages() {
     let done = receiver.wait();
 
     // Not a crash: a clean exit that reports the losses.
-    assert_eq!(done.status.code(), Some(1), "{}", done.show());
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
     let summary = done.summary();
     assert_eq!(summary["malformed_messages"], 9, "{}", done.show());
     for problem in [
@@ -744,7 +744,7 @@ fn header_mid_series_finishes_the_previous_series() {
     tx.image(SMALL, 1, 1);
     tx.end(&series_end(2));
     let done = receiver.wait();
-    assert_eq!(done.status.code(), Some(1), "{}", done.show());
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
     let first = dir.path().join("first.h5");
     assert_eq!(read_acq_file(&first).unwrap().frame_number.to_vec(), [0, 1]);
     assert_eq!(det_attr::<u8>(&first, "series_end_received"), 0);
@@ -823,7 +823,7 @@ fn timeout_mid_series_finishes_the_file_and_fails() {
         tx.image(SMALL, i, i);
     }
     let done = receiver.wait();
-    assert_eq!(done.status.code(), Some(1), "{}", done.show());
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
     let summary = done.summary();
     assert_eq!(summary["stopped_by"], "timeout");
     assert_eq!(summary["ended_mid_series"], true);
@@ -872,7 +872,7 @@ fn existing_files_need_overwrite() {
             let file = read_acq_file(&existing).unwrap();
             assert_eq!(file.frame_number.to_vec(), [0]);
         } else {
-            assert_eq!(done.status.code(), Some(1), "{}", done.show());
+            assert_eq!(done.status.code(), Some(4), "{}", done.show());
             assert!(done.stderr.contains("--overwrite"), "{}", done.show());
             assert_eq!(std::fs::read(&existing).unwrap(), b"not hdf5");
         }
@@ -905,7 +905,7 @@ fn symbolic_links_in_the_root_are_not_followed() {
         tx.end(&series_end(1));
     }
     let done = receiver.wait();
-    assert_eq!(done.status.code(), Some(1), "{}", done.show());
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
     assert_eq!(
         done.stderr.matches("is a symbolic link").count(),
         3,
@@ -913,4 +913,51 @@ fn symbolic_links_in_the_root_are_not_followed() {
         done.show()
     );
     assert!(tree(&outside).is_empty(), "{:?}", tree(&outside));
+}
+
+/// A detector failure mid-series: the frames before it are written, the file and the exit status
+/// say the series is incomplete and why.
+#[test]
+fn a_sender_error_reaches_the_file_and_the_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let receiver = receive(&[
+        "--connect",
+        &endpoint,
+        "--root",
+        dir.path().to_str().unwrap(),
+        "--once",
+        "--timeout",
+        "20s",
+        "-q",
+    ]);
+    let acquire = Proc::spawn(
+        "xsp3-acquire",
+        acquire_bin(),
+        &[
+            "run",
+            "--frames",
+            "400",
+            "--exposure",
+            "100us",
+            "--sim",
+            "error_at_frame=300",
+            "--stream",
+            &endpoint,
+            "--file",
+            "fault",
+            "-q",
+        ],
+    )
+    .wait();
+    assert_eq!(acquire.status.code(), Some(4), "{}", acquire.show());
+    let done = receiver.wait();
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
+    assert!(done.stdout.contains("sender error"), "{}", done.show());
+    let path = dir.path().join("fault.h5");
+    let file = read_acq_file(&path).unwrap();
+    assert_eq!(file.frame_number.to_vec(), (0..300u64).collect::<Vec<_>>());
+    assert_eq!(det_attr::<u8>(&path, "complete"), 0);
+    assert_eq!(det_attr::<u64>(&path, "acquisition_error_frame"), 300);
+    assert!(det_str(&path, "acquisition_error").contains("injected error at frame 300"));
 }
