@@ -80,6 +80,10 @@ struct Cli {
     /// each holds one frame (64 KiB at 4 x 4096), so this bounds the receiver's memory.
     #[arg(long, default_value_t = 1000)]
     hwm: i32,
+    /// Do not acknowledge written frames on the sender's back channel (acknowledged PUSH,
+    /// docs/protocol.md): behave as a plain PULL client.
+    #[arg(long)]
+    no_ack: bool,
     /// JSON Lines on stdout: one object per finished series (and per second with --print), then
     /// the summary.
     #[arg(long)]
@@ -122,6 +126,8 @@ fn main() -> ExitCode {
         once: cli.once,
         timeout: cli.timeout,
         software: format!("xsp3-receive {}", env!("CARGO_PKG_VERSION")),
+        // Print mode writes nothing, so it has nothing to acknowledge.
+        acknowledge: !cli.no_ack && !cli.print,
     };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
