@@ -25,8 +25,9 @@ use crate::sender::StreamError;
 use xspress3::protocol::BackChannel;
 
 /// At the end of a series, the sender stops waiting for acknowledgements after none came for
-/// this long.
-pub const ACK_STALL: Duration = Duration::from_secs(2);
+/// this long (counted from the end of the series at the earliest: a receiver flushes its file
+/// before it acknowledges).
+pub const ACK_STALL: Duration = Duration::from_secs(5);
 
 /// Sorted, merged `[first, end)` ranges of message numbers.
 #[derive(Debug, Default)]
@@ -86,8 +87,10 @@ impl MsgSet {
 pub struct AckChannel {
     socket: zmq::Socket,
     endpoint: String,
-    /// Receivers that said hello in this series (ROUTER identities).
+    /// Receivers that said hello in this series (ROUTER identities), and the image messages
+    /// each acknowledged.
     receivers: Vec<Vec<u8>>,
+    acked_by: Vec<u64>,
     /// The current series' header, for receivers that join while it runs.
     header: Option<Vec<u8>>,
     acked: MsgSet,
@@ -114,6 +117,7 @@ impl AckChannel {
             socket,
             endpoint,
             receivers: Vec::new(),
+            acked_by: Vec::new(),
             header: None,
             acked: MsgSet::default(),
             last_ack: Instant::now(),
@@ -154,6 +158,7 @@ impl AckChannel {
             match serde_json::from_slice::<BackChannel>(body) {
                 Ok(BackChannel::Hello) if !self.receivers.contains(identity) => {
                     self.receivers.push(identity.clone());
+                    self.acked_by.push(0);
                     let join = BackChannel::Join {
                         next_msg_number: next_msg,
                     };
@@ -164,11 +169,17 @@ impl AckChannel {
                 }
                 Ok(BackChannel::Hello) | Ok(BackChannel::Join { .. }) => {}
                 Ok(BackChannel::Ack { msgs }) => {
-                    if !self.receivers.contains(identity) {
-                        self.receivers.push(identity.clone());
-                    }
+                    let index = match self.receivers.iter().position(|r| r == identity) {
+                        Some(i) => i,
+                        None => {
+                            self.receivers.push(identity.clone());
+                            self.acked_by.push(0);
+                            self.receivers.len() - 1
+                        }
+                    };
                     for [first, count] in msgs {
                         self.acked.insert(first, count);
+                        self.acked_by[index] += count;
                     }
                     self.last_ack = Instant::now();
                 }
@@ -216,6 +227,12 @@ impl AckChannel {
         self.runs.push([msg, frame, 1]);
     }
 
+    /// The last image message went out: the acknowledgement stall is counted from now at the
+    /// earliest.
+    pub fn begin_settling(&mut self) {
+        self.last_ack = Instant::now();
+    }
+
     /// Whether the series can end: every message below `end` acknowledged, no receiver, or no
     /// acknowledgement for [`ACK_STALL`].
     pub fn settled(&self, end: u64) -> bool {
@@ -243,6 +260,11 @@ impl AckChannel {
             }
         }
         (ranges, total)
+    }
+
+    /// Image messages acknowledged by each receiver, in the order they said hello.
+    pub fn acked_by_receiver(&self) -> &[u64] {
+        &self.acked_by
     }
 
     /// The series ended: `series_end` to every receiver.

@@ -203,6 +203,13 @@ impl StreamSender {
         Ok(true)
     }
 
+    /// Image messages each acknowledging receiver acknowledged, in the order they joined.
+    pub fn acked_by_receiver(&self) -> Vec<u64> {
+        self.ack
+            .as_ref()
+            .map_or_else(Vec::new, |a| a.acked_by_receiver().to_vec())
+    }
+
     /// Image messages sent so far.
     pub fn sent(&self) -> u64 {
         self.sent
@@ -255,6 +262,7 @@ impl StreamSender {
             return Ok((Vec::new(), 0));
         };
         let waiting_since = Instant::now();
+        ack.begin_settling();
         loop {
             ack.service(end)?;
             if ack.settled(end) || gate.give_up(waiting_since) {

@@ -144,6 +144,8 @@ pub struct Summary {
     pub unwritten_ranges: Vec<[u64; 2]>,
     /// `[first, count]` of frames sent to acknowledging receivers and never acknowledged.
     pub unacked_ranges: Vec<[u64; 2]>,
+    /// Acknowledged PUSH: the frames each receiver acknowledged, in the order they joined.
+    pub acked_by_receiver: Vec<u64>,
     /// A detector failure: its message and the first frame it cost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detector_error: Option<DetectorFailure>,
@@ -239,6 +241,8 @@ struct SinkCounters {
     latest_rois: Mutex<Option<(u64, Vec<RoiValues>)>>,
     /// Sent, never acknowledged by an acknowledging receiver.
     unacked: Mutex<FrameRanges>,
+    /// Frames each acknowledging receiver acknowledged.
+    acked_by_receiver: Mutex<Vec<u64>>,
 }
 
 impl SinkCounters {
@@ -496,6 +500,7 @@ pub(crate) fn run_session_with<D: Detector, K: Clock>(
         unsent_ranges: lock(&shared.counters.unsent).ranges.clone(),
         unwritten_ranges: lock(&shared.counters.unwritten).ranges.clone(),
         unacked_ranges: lock(&shared.counters.unacked).ranges.clone(),
+        acked_by_receiver: lock(&shared.counters.acked_by_receiver).clone(),
         detector_error: shared.detector_error.get().cloned(),
         files,
         status: st,
@@ -789,6 +794,7 @@ fn send_stream(
         Ok((ranges, frames)) => *lock(&counters.unacked) = FrameRanges { ranges, frames },
         Err(e) => counters.fail(format!("stream: {e}")),
     }
+    *lock(&counters.acked_by_receiver) = tx.acked_by_receiver();
     let end = series_end(shared, tx);
     if let Err(e) = tx.send_series_end(&end, gate) {
         counters.fail(format!("stream: {e}"));

@@ -568,7 +568,7 @@ impl Receiver {
 impl Receiver {
     /// Acknowledged PUSH: says hello when due, takes what the sender sent on the back channel
     /// (join, header, series_end) and acknowledges what the open series has made safe. True
-    /// when a message arrived.
+    /// when a header or series_end arrived.
     fn service_back(&mut self, events: &mut dyn FnMut(&Event)) -> bool {
         let Some(back) = self.back.as_mut() else {
             return false;
@@ -591,12 +591,16 @@ impl Receiver {
                     break;
                 }
             };
-            any = true;
             if let Ok(BackChannel::Join { next_msg_number }) = serde_json::from_slice(&bytes) {
                 back.joined = true;
                 back.joined_at = next_msg_number;
                 continue;
             }
+            if !back.joined {
+                // Whatever answers on that port without a join is not an xsp3 sender.
+                continue;
+            }
+            any = true;
             self.summary.messages += 1;
             match protocol::decode(&[bytes]) {
                 Ok(Message::Header(h)) => self.on_header(*h, events),
