@@ -10,7 +10,10 @@
 //! and each is counted, never silent:
 //! - the SDK overwrote frames before we read them (its circular buffer is `buffer_frames` deep):
 //!   they are recorded as lost frame ranges and the next frame read carries
-//!   [`FrameMeta::LOST_BEFORE`];
+//!   [`FrameMeta::LOST_BEFORE`]. Frames the SDK overwrote *while* a batch was copied are
+//!   dropped frame by frame after the copy (a poll tells which), and the intact rest of the
+//!   batch is kept: an engine that fell a whole buffer behind thus moves ahead of the SDK's
+//!   write position with each read and catches up, losing exactly the frames overwritten;
 //! - the ring is full: we stop reading and let the SDK's buffer absorb the backlog
 //!   ([`StepOutcome::RingFull`], and the ring counts the episode);
 //! - the detector fails: the engine goes to `Fault`, keeping the code, its name and the message.

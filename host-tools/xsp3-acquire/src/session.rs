@@ -138,6 +138,8 @@ pub struct Summary {
     pub status: Status,
     /// `[first, count]` of frames lost before readout.
     pub lost_ranges: Vec<[u64; 2]>,
+    /// Lost ranges counted in `frames_lost` but not listed (beyond the engine's 64).
+    pub lost_ranges_overflow: u64,
     /// `[first, count]` of frames the stream could not deliver.
     pub unsent_ranges: Vec<[u64; 2]>,
     /// `[first, count]` of frames the file could not take.
@@ -497,6 +499,7 @@ pub(crate) fn run_session_with<D: Detector, K: Clock>(
             .iter()
             .map(|r| [r.first, r.count])
             .collect(),
+        lost_ranges_overflow: engine.stats().lost_ranges_overflow,
         unsent_ranges: lock(&shared.counters.unsent).ranges.clone(),
         unwritten_ranges: lock(&shared.counters.unwritten).ranges.clone(),
         unacked_ranges: lock(&shared.counters.unacked).ranges.clone(),
