@@ -546,3 +546,56 @@ fn after_a_receiver_pause_the_engine_catches_up_and_loses_only_overwritten_frame
         "losses went on until frame {last_lost} of {total}: {lost:?}"
     );
 }
+
+/// Overrun recovery, the issue's own case: the engine falls more than an SDK buffer behind (here
+/// the whole process is suspended for a while, as a loaded host might) and must then catch up
+/// from the oldest intact frame instead of failing every read at the edge of the buffer.
+#[test]
+fn an_engine_one_buffer_behind_catches_up() {
+    let total = 30_000u64;
+    let sdk_buffer = 4096u64;
+    let mut child = Guard(
+        Command::new(BIN)
+            .args([
+                "run",
+                "-q",
+                "--json",
+                "--frames",
+                "30000",
+                "--exposure",
+                "100us",
+            ])
+            .args(["--sim", "content=pattern", "--sdk-buffer", "4096"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    send_signal(&child.0, "STOP");
+    // 1 s at 10 kHz: more than twice the SDK buffer is overwritten meanwhile.
+    std::thread::sleep(Duration::from_millis(1000));
+    send_signal(&child.0, "CONT");
+    assert_eq!(wait_exit(&mut child.0, HANG_GUARD).code(), Some(4));
+    let summary = summary_of(&mut child);
+    let lost: Vec<[u64; 2]> = serde_json::from_value(summary["lost_ranges"].clone()).unwrap();
+    assert_eq!(
+        summary["lost_ranges_overflow"], 0,
+        "every range listed: {summary}"
+    );
+    let lost_frames: u64 = lost.iter().map(|r| r[1]).sum();
+    assert_eq!(summary["frames_lost"], lost_frames, "{summary}");
+    assert!(
+        lost_frames >= 10_000 - sdk_buffer,
+        "the suspension cost frames: {summary}"
+    );
+    assert_eq!(
+        summary["frames_acquired"].as_u64().unwrap() + lost_frames,
+        total,
+        "{summary}"
+    );
+    let last_lost = lost.iter().map(|r| r[0] + r[1]).max().unwrap_or(0);
+    assert!(
+        last_lost + 2 * sdk_buffer < total,
+        "losses went on until frame {last_lost} of {total}: {lost:?}"
+    );
+}
