@@ -83,7 +83,9 @@ impl SessionControl {
 /// What a session is doing, for status lines, the control socket's `status` and the summary.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Status {
-    /// `armed`, `running`, `stopping`, then at the end `done` (every frame acquired reached every
+    /// `armed`, `running`, `draining` (the detector is done, the sinks are not; the control
+    /// socket reports it as `running`), `stopping` (after a stop), then at the end `done` (every
+    /// frame acquired reached every
     /// sink), `incomplete` (frames were lost, see the counters) or `failed` (an error; see
     /// `errors`).
     pub state: String,
@@ -469,10 +471,15 @@ pub(crate) fn run_session_with<D: Detector, K: Clock>(
         shared.ring_closed.store(true, Ordering::Release);
         // The sinks drain what the ring holds; a stop still bounds how long the stream waits.
         while sinks.iter().any(|h| !h.is_finished()) {
-            if control.stop.load(Ordering::Relaxed) {
+            // "stopping" only after a stop: a normal end is still running until the sinks are
+            // done (a control client reads the final counters once the state changes).
+            let state = if control.stop.load(Ordering::Relaxed) {
                 shared.gate.stop();
-            }
-            publish(status_of(engine, "stopping"));
+                "stopping"
+            } else {
+                "draining"
+            };
+            publish(status_of(engine, state));
             std::thread::sleep(STATUS_REFRESH);
         }
     });
