@@ -10,7 +10,10 @@
 //! and each is counted, never silent:
 //! - the SDK overwrote frames before we read them (its circular buffer is `buffer_frames` deep):
 //!   they are recorded as lost frame ranges and the next frame read carries
-//!   [`FrameMeta::LOST_BEFORE`];
+//!   [`FrameMeta::LOST_BEFORE`]. Frames the SDK overwrote *while* a batch was copied are
+//!   dropped frame by frame after the copy (a poll tells which), and the intact rest of the
+//!   batch is kept: an engine that fell a whole buffer behind thus moves ahead of the SDK's
+//!   write position with each read and catches up, losing exactly the frames overwritten;
 //! - the ring is full: we stop reading and let the SDK's buffer absorb the backlog
 //!   ([`StepOutcome::RingFull`], and the ring counts the episode);
 //! - the detector fails: the engine goes to `Fault`, keeping the code, its name and the message.
@@ -394,7 +397,9 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
         if let Err(e) = read {
             // The grant is dropped uncommitted: nothing of this batch reaches the consumers.
             return match e.class() {
-                ErrorClass::Overrun => self.lost_during_read(first, n as u64),
+                ErrorClass::Overrun => {
+                    self.lost_during_read(first, n as u64, progress.frames_complete)
+                }
                 ErrorClass::Fatal => Err(self.record_fault("read", &e)),
             };
         }
@@ -579,10 +584,35 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
     }
 
     /// The backend refused frames `[first, first + n)` as overwritten.
-    fn lost_during_read(&mut self, first: u64, n: u64) -> Result<StepOutcome, EngineError> {
+    ///
+    /// `complete_before` is the progress the read started from. When the SDK overwrote the
+    /// whole batch while it was copied, it completes frames faster than they can be read here,
+    /// and a read from its oldest intact frame would be overwritten the same way: the next read
+    /// starts as many frames further on as the SDK completed during this one. Those frames are
+    /// recorded lost now; the SDK overwrites them during that next read.
+    fn lost_during_read(
+        &mut self,
+        first: u64,
+        n: u64,
+        complete_before: u64,
+    ) -> Result<StepOutcome, EngineError> {
         let progress = self.poll()?;
-        let lost = self.skip_overwritten(progress.frames_complete);
+        let mut lost = self.skip_overwritten(progress.frames_complete);
         if lost > 0 {
+            // Even the batch's last frame was overwritten: the SDK outran the copy.
+            let outrun = self.oldest_intact(progress.frames_complete) >= first + n;
+            let running = progress.state == DetectorState::Running && !self.stop_requested;
+            if outrun && running {
+                let during = progress.frames_complete.saturating_sub(complete_before);
+                let ahead = (self.next_frame + during)
+                    .min(self.bounded(progress.frames_complete).saturating_sub(1));
+                if ahead > self.next_frame {
+                    self.stats
+                        .record_lost(self.next_frame, ahead - self.next_frame);
+                    lost += ahead - self.next_frame;
+                    self.next_frame = ahead;
+                }
+            }
             return Ok(StepOutcome::Lost(lost));
         }
         // The backend knows better than our arithmetic: trust it and skip what it refused.

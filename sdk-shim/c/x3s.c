@@ -998,13 +998,16 @@ static int32_t check_overrun(x3s_dev *d, const char *fn, uint64_t first, uint64_
     return X3S_OK;
 }
 
-/* After a copy: if the SDK moved on far enough meanwhile, the copy may be torn. */
-static int32_t recheck_overrun(x3s_dev *d, const char *fn, uint64_t first)
+/* After a copy: if the SDK overwrote even the last frame meanwhile, the whole copy may be torn.
+ * Frames at the front that the SDK overwrote during the copy are the caller's to drop, frame by
+ * frame (see x3s_read_mca): refusing the whole copy for them would make a reader that is one
+ * buffer behind lose every read, never catching up. */
+static int32_t recheck_overrun(x3s_dev *d, const char *fn, uint64_t last)
 {
     int64_t rc = sdk_progress(d, NULL, NULL);
     if (rc < 0)
         return X3S_OK; /* a fault stops production; nothing was overwritten by it */
-    return check_overrun(d, fn, first, (uint64_t)rc);
+    return check_overrun(d, fn, last, (uint64_t)rc);
 }
 
 typedef int (*read_fn)(x3s_dev *d, uint32_t *dst, unsigned tf, unsigned n);
@@ -1081,7 +1084,7 @@ static int32_t read_frames(x3s_dev *d, const char *fn, uint64_t first, uint32_t 
             return r;
         done += k;
     }
-    rc = recheck_overrun(d, fn, first);
+    rc = recheck_overrun(d, fn, first + n - 1);
     if (rc < 0)
         return rc;
     return (int32_t)n;

@@ -216,8 +216,12 @@ int32_t x3s_poll(x3s_dev *d, x3s_progress *out);
  * x3s_set_recording reduces them. Returns n.
  *  X3S_E_STATE     nothing armed yet
  *  X3S_E_NOT_READY first + n > frames_complete
- *  X3S_E_OVERRUN   frame `first` was overwritten in the SDK buffer (checked before and after the
- *                  copy, so a copy torn by the SDK moving on is refused too)
+ *  X3S_E_OVERRUN   frame `first` was overwritten in the SDK buffer before the copy, or the last
+ *                  frame during it (the whole copy may be torn). Frames at the front that the
+ *                  SDK overwrote while the rest was copied are NOT refused: after the read, poll
+ *                  and drop the frames below the oldest intact one (frames_complete minus the
+ *                  buffer depth), as acq-core's engine does, so a reader one buffer behind keeps
+ *                  the intact tail of each read and catches up
  *  X3S_E_BUFSIZE   dst_words < n * n_channels * n_bins (n_channels * 9 for scalers)
  *  X3S_E_ARG       n > ring_frames, or first + n overflows
  */

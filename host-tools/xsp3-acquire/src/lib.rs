@@ -1,6 +1,7 @@
 //! The rack-server acquisition process behind `xsp3-acquire`: sessions (engine, ring and sinks),
 //! the live monitor, the control daemon and the frame-stream sender.
 
+mod ack;
 mod monitor;
 mod request;
 mod sender;

@@ -18,6 +18,9 @@ use acq_core::detector::Recording;
 use xspress3::protocol::{Header, ImageHeader, RoiValues, SeriesEnd};
 use xspress3::roi::{self, Roi};
 
+use crate::ack::AckChannel;
+use xspress3::protocol::ack_endpoint;
+
 /// The stream's socket type; the names are the command line's and `configure`'s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum StreamKind {
@@ -77,7 +80,7 @@ impl SendGate {
         let _ = self.stopped_at.set(Instant::now());
     }
 
-    fn give_up(&self, last_progress: Instant) -> bool {
+    pub(crate) fn give_up(&self, last_progress: Instant) -> bool {
         self.stopped_at.get().is_some_and(|&stopped| {
             stopped.elapsed() >= STOP_DRAIN || last_progress.elapsed() >= STOP_STALL
         })
@@ -108,6 +111,8 @@ pub struct StreamSender {
     json: Vec<u8>,
     /// When a message was last accepted by the socket.
     last_progress: Instant,
+    /// PUSH: the back channel of acknowledging receivers.
+    ack: Option<AckChannel>,
 }
 
 impl StreamSender {
@@ -143,6 +148,18 @@ impl StreamSender {
                 .map_err(err("set send timeout"))?;
         }
         socket.bind(&config.endpoint).map_err(err("bind"))?;
+        // The back channel is an addition for receivers that acknowledge: if its endpoint is
+        // taken, PUSH works as for plain receivers, and the operator is told.
+        let ack = match (config.kind, ack_endpoint(&config.endpoint)) {
+            (StreamKind::Push, Some(endpoint)) => match AckChannel::bind(ctx, endpoint) {
+                Ok(ack) => Some(ack),
+                Err(e) => {
+                    eprintln!("xsp3-acquire: no acknowledgements on this stream: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
         Ok(StreamSender {
             socket,
             config,
@@ -156,6 +173,7 @@ impl StreamSender {
             drops: 0,
             json: Vec::with_capacity(512),
             last_progress: Instant::now(),
+            ack,
         })
     }
 
@@ -185,6 +203,13 @@ impl StreamSender {
         Ok(true)
     }
 
+    /// Image messages each acknowledging receiver acknowledged, in the order they joined.
+    pub fn acked_by_receiver(&self) -> Vec<u64> {
+        self.ack
+            .as_ref()
+            .map_or_else(Vec::new, |a| a.acked_by_receiver().to_vec())
+    }
+
     /// Image messages sent so far.
     pub fn sent(&self) -> u64 {
         self.sent
@@ -211,13 +236,45 @@ impl StreamSender {
     /// Sends the series' header; waits for room even on PUB (bounded by [`CONTROL_WAIT`]).
     pub fn send_header(&mut self, header: &Header, gate: &SendGate) -> Result<(), StreamError> {
         let json = serde_json::to_vec(header).unwrap_or_default();
+        if let Some(ack) = &mut self.ack {
+            ack.service(self.msg_number)?;
+            ack.start_series(&json)?;
+        }
         self.send_control(&json, gate, "send header")
     }
 
     /// Sends `series_end`; waits for room even on PUB (bounded by [`CONTROL_WAIT`]).
     pub fn send_series_end(&mut self, end: &SeriesEnd, gate: &SendGate) -> Result<(), StreamError> {
         let json = serde_json::to_vec(end).unwrap_or_default();
+        if let Some(ack) = &mut self.ack {
+            ack.end_series(&json)?;
+        }
         self.send_control(&json, gate, "send series_end")
+    }
+
+    /// With acknowledging receivers: waits until every image message sent is acknowledged, the
+    /// acknowledgements stall ([`crate::ack::ACK_STALL`]) or the gate gives up after a stop.
+    /// Returns the frames sent but never acknowledged, as `[first, count]` ranges, and their
+    /// number; nothing without acknowledging receivers.
+    pub fn settle_acks(&mut self, gate: &SendGate) -> Result<(Vec<[u64; 2]>, u64), StreamError> {
+        let end = self.msg_number;
+        let Some(ack) = &mut self.ack else {
+            return Ok((Vec::new(), 0));
+        };
+        let waiting_since = Instant::now();
+        ack.begin_settling();
+        loop {
+            ack.service(end)?;
+            if ack.settled(end) || gate.give_up(waiting_since) {
+                break;
+            }
+            std::thread::sleep(CONTROL_RETRY);
+        }
+        Ok(if ack.in_use() {
+            ack.unacked_frames(end)
+        } else {
+            (Vec::new(), 0)
+        })
     }
 
     fn send_control(
@@ -282,13 +339,24 @@ impl StreamSender {
             let result = self.send_parts(&parts, gate, "send image");
             self.json = json;
             match result {
-                Ok(true) => self.sent += 1,
+                Ok(true) => {
+                    self.sent += 1;
+                    if let Some(ack) = &mut self.ack {
+                        ack.record_sent(self.msg_number, m.frame_number);
+                    }
+                }
                 Ok(false) => self.drops += 1,
                 // The message number stays unused: a receiver sees a gap only for frames that
                 // were refused, and `series_end` lists the rest as unsent.
                 Err(error) => return Err(PartialSend { done: i, error }),
             }
             self.msg_number += 1;
+        }
+        if let Some(ack) = &mut self.ack {
+            ack.service(self.msg_number).map_err(|error| PartialSend {
+                done: meta.len(),
+                error,
+            })?;
         }
         Ok(())
     }
@@ -342,8 +410,12 @@ impl StreamSender {
                     Err(zmq::Error::EAGAIN) if self.config.kind == StreamKind::Pub && i == 0 => {
                         return Ok(false)
                     }
-                    // PUSH waits for a receiver, in slices so a stop can interrupt it.
+                    // PUSH waits for a receiver, in slices so a stop can interrupt it and
+                    // receivers joining meanwhile get their header.
                     Err(zmq::Error::EAGAIN) if self.config.kind == StreamKind::Push => {
+                        if let Some(ack) = &mut self.ack {
+                            ack.service(self.msg_number)?;
+                        }
                         if gate.give_up(self.last_progress) {
                             return Err(StreamError::GaveUp {
                                 endpoint: self.config.endpoint.clone(),

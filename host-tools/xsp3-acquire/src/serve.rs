@@ -380,7 +380,10 @@ impl Daemon {
                 if let Ok(Value::Object(fields)) = serde_json::to_value(&st) {
                     out.extend(fields);
                 }
-                if stopping { "stopping" } else { "running" }.to_string()
+                // `running` until the session has ended, so a client that waits for another
+                // state reads final counters; a stop in progress shows as `stopping: true`.
+                out.insert("stopping".into(), Value::Bool(stopping));
+                "running".to_string()
             }
             None => {
                 if let Some(summary) = &self.last {

@@ -83,7 +83,9 @@ impl SessionControl {
 /// What a session is doing, for status lines, the control socket's `status` and the summary.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Status {
-    /// `armed`, `running`, `stopping`, then at the end `done` (every frame acquired reached every
+    /// `armed`, `running`, `draining` (the detector is done, the sinks are not; the control
+    /// socket reports it as `running`), `stopping` (after a stop), then at the end `done` (every
+    /// frame acquired reached every
     /// sink), `incomplete` (frames were lost, see the counters) or `failed` (an error; see
     /// `errors`).
     pub state: String,
@@ -104,8 +106,10 @@ pub struct Status {
     pub stream_unsent: u64,
     /// Acquired but not written: the file failed.
     pub frames_unwritten: u64,
+    /// Sent to acknowledging receivers and never acknowledged: lost with a receiver that died.
+    pub stream_unacked: u64,
     /// Every frame missing somewhere: `frames_lost + stream_drops + stream_unsent +
-    /// frames_unwritten`. Non-zero means the exit status says "data lost".
+    /// stream_unacked + frames_unwritten`. Non-zero means the exit status says "data lost".
     pub frames_lost_total: u64,
     /// Software triggers not passed to the detector because the acquisition could not use them
     /// (more than its frames, a second one in `software_first`, or after its end).
@@ -136,10 +140,16 @@ pub struct Summary {
     pub status: Status,
     /// `[first, count]` of frames lost before readout.
     pub lost_ranges: Vec<[u64; 2]>,
+    /// Lost ranges counted in `frames_lost` but not listed (beyond the engine's 64).
+    pub lost_ranges_overflow: u64,
     /// `[first, count]` of frames the stream could not deliver.
     pub unsent_ranges: Vec<[u64; 2]>,
     /// `[first, count]` of frames the file could not take.
     pub unwritten_ranges: Vec<[u64; 2]>,
+    /// `[first, count]` of frames sent to acknowledging receivers and never acknowledged.
+    pub unacked_ranges: Vec<[u64; 2]>,
+    /// Acknowledged PUSH: the frames each receiver acknowledged, in the order they joined.
+    pub acked_by_receiver: Vec<u64>,
     /// A detector failure: its message and the first frame it cost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detector_error: Option<DetectorFailure>,
@@ -233,6 +243,10 @@ struct SinkCounters {
     unwritten: Mutex<FrameRanges>,
     /// The ROI values of the latest frame a sink took, with its frame number.
     latest_rois: Mutex<Option<(u64, Vec<RoiValues>)>>,
+    /// Sent, never acknowledged by an acknowledging receiver.
+    unacked: Mutex<FrameRanges>,
+    /// Frames each acknowledging receiver acknowledged.
+    acked_by_receiver: Mutex<Vec<u64>>,
 }
 
 impl SinkCounters {
@@ -457,10 +471,15 @@ pub(crate) fn run_session_with<D: Detector, K: Clock>(
         shared.ring_closed.store(true, Ordering::Release);
         // The sinks drain what the ring holds; a stop still bounds how long the stream waits.
         while sinks.iter().any(|h| !h.is_finished()) {
-            if control.stop.load(Ordering::Relaxed) {
+            // "stopping" only after a stop: a normal end is still running until the sinks are
+            // done (a control client reads the final counters once the state changes).
+            let state = if control.stop.load(Ordering::Relaxed) {
                 shared.gate.stop();
-            }
-            publish(status_of(engine, "stopping"));
+                "stopping"
+            } else {
+                "draining"
+            };
+            publish(status_of(engine, state));
             std::thread::sleep(STATUS_REFRESH);
         }
     });
@@ -487,8 +506,11 @@ pub(crate) fn run_session_with<D: Detector, K: Clock>(
             .iter()
             .map(|r| [r.first, r.count])
             .collect(),
+        lost_ranges_overflow: engine.stats().lost_ranges_overflow,
         unsent_ranges: lock(&shared.counters.unsent).ranges.clone(),
         unwritten_ranges: lock(&shared.counters.unwritten).ranges.clone(),
+        unacked_ranges: lock(&shared.counters.unacked).ranges.clone(),
+        acked_by_receiver: lock(&shared.counters.acked_by_receiver).clone(),
         detector_error: shared.detector_error.get().cloned(),
         files,
         status: st,
@@ -778,6 +800,11 @@ fn send_stream(
         counters.sent.store(tx.sent(), Ordering::Relaxed);
         counters.stream_drops.store(tx.drops(), Ordering::Relaxed);
     }
+    match tx.settle_acks(gate) {
+        Ok((ranges, frames)) => *lock(&counters.unacked) = FrameRanges { ranges, frames },
+        Err(e) => counters.fail(format!("stream: {e}")),
+    }
+    *lock(&counters.acked_by_receiver) = tx.acked_by_receiver();
     let end = series_end(shared, tx);
     if let Err(e) = tx.send_series_end(&end, gate) {
         counters.fail(format!("stream: {e}"));
@@ -814,6 +841,7 @@ fn series_end(shared: &Shared, tx: &StreamSender) -> SeriesEnd {
     let drops = shared.final_drops.get().cloned().unwrap_or_default();
     let errors = lock(&shared.counters.errors).clone();
     let unsent = lock(&shared.counters.unsent);
+    let unacked = lock(&shared.counters.unacked);
     SeriesEnd {
         htype: "series_end".into(),
         frames_sent: tx.sent(),
@@ -829,6 +857,8 @@ fn series_end(shared: &Shared, tx: &StreamSender) -> SeriesEnd {
         stream_drops: tx.drops(),
         frames_unsent: unsent.frames,
         unsent_ranges: unsent.ranges.clone(),
+        frames_unacked: unacked.frames,
+        unacked_ranges: unacked.ranges.clone(),
         error: (!errors.is_empty()).then(|| errors.join("; ")),
         error_frame: shared.detector_error.get().map(|d| d.frame),
     }
@@ -848,6 +878,7 @@ fn build_status<D: Detector, K: Clock, const C: usize>(
     let stream_unsent = lock(&counters.unsent).frames;
     let frames_unwritten = lock(&counters.unwritten).frames;
     let latest = lock(&counters.latest_rois).clone();
+    let stream_unacked = lock(&counters.unacked).frames;
     Status {
         state: format!("{:?}", engine.state()).to_lowercase(),
         elapsed_s: elapsed,
@@ -860,7 +891,12 @@ fn build_status<D: Detector, K: Clock, const C: usize>(
         stream_drops,
         stream_unsent,
         frames_unwritten,
-        frames_lost_total: e.frames_lost + stream_drops + stream_unsent + frames_unwritten,
+        stream_unacked,
+        frames_lost_total: e.frames_lost
+            + stream_drops
+            + stream_unsent
+            + stream_unacked
+            + frames_unwritten,
         triggers_ignored: counters.triggers_ignored.load(Ordering::Relaxed),
         monitor_requests: counters.monitor_requests.load(Ordering::Relaxed),
         ring_slots: ring.slots,

@@ -468,3 +468,134 @@ fn the_monitor_answers_between_acquisitions() {
     assert_eq!(after["htype"], "image", "{after}");
     assert_eq!(after["frame"], 4, "the last frame stays on show: {after}");
 }
+
+/// Overrun recovery: a PUSH receiver that pauses longer than the SDK buffer can hold costs the
+/// frames the SDK overwrote during the pause, and nothing after it: the engine catches up.
+#[test]
+fn after_a_receiver_pause_the_engine_catches_up_and_loses_only_overwritten_frames() {
+    let endpoint = local_endpoint();
+    let total = 8000u64;
+    let sdk_buffer = 1024u64;
+    let ctx = zmq::Context::new();
+    let pull = ctx.socket(zmq::PULL).unwrap();
+    pull.set_rcvhwm(10).unwrap();
+    pull.set_rcvtimeo(30_000).unwrap();
+    pull.connect(&endpoint).unwrap();
+    let mut child = Guard(
+        Command::new(BIN)
+            .args([
+                "run",
+                "-q",
+                "--json",
+                "--frames",
+                "8000",
+                "--exposure",
+                "1ms",
+            ])
+            .args([
+                "--sim",
+                "content=pattern",
+                "--sdk-buffer",
+                "1024",
+                "--ring-frames",
+                "1024",
+            ])
+            .args(["--stream", &endpoint, "--stream-hwm", "10"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut received = Vec::new();
+    let mut paused = false;
+    loop {
+        let parts = pull.recv_multipart(0).expect("a message");
+        let h: Value = serde_json::from_slice(&parts[0]).unwrap();
+        match h["htype"].as_str() {
+            Some("image") => received.push(h["frame"].as_u64().unwrap()),
+            Some("series_end") => break,
+            _ => {}
+        }
+        if received.len() == 100 && !paused {
+            // Three times what the SDK buffer holds at 1 kHz, well beyond buffer and ring.
+            std::thread::sleep(Duration::from_millis(3000));
+            paused = true;
+        }
+    }
+    assert_eq!(wait_exit(&mut child.0, HANG_GUARD).code(), Some(4));
+    let summary = summary_of(&mut child);
+    let lost: Vec<[u64; 2]> = serde_json::from_value(summary["lost_ranges"].clone()).unwrap();
+    let lost_frames: u64 = lost.iter().map(|r| r[1]).sum();
+    assert_eq!(
+        summary["lost_ranges_overflow"], 0,
+        "every range listed: {summary}"
+    );
+    assert_eq!(summary["frames_lost"], lost_frames, "{summary}");
+    assert!(
+        lost_frames > 0,
+        "the pause outlasted the buffers: {summary}"
+    );
+    // Every frame was either received or is in a lost range, and none is both.
+    let is_lost = |f: u64| lost.iter().any(|r| r[0] <= f && f < r[0] + r[1]);
+    assert_eq!(received.len() as u64 + lost_frames, total, "{summary}");
+    assert!(received.iter().all(|&f| !is_lost(f)));
+    // Recovery: the losses end soon after the pause, far from the end of the acquisition (an
+    // engine stuck one buffer behind loses everything until the detector stops).
+    let last_lost = lost.iter().map(|r| r[0] + r[1]).max().unwrap_or(0);
+    assert!(
+        last_lost + 2 * sdk_buffer < total,
+        "losses went on until frame {last_lost} of {total}: {lost:?}"
+    );
+}
+
+/// Overrun recovery, the issue's own case: the engine falls more than an SDK buffer behind (here
+/// the whole process is suspended for a while, as a loaded host might) and must then catch up
+/// from the oldest intact frame instead of failing every read at the edge of the buffer.
+#[test]
+fn an_engine_one_buffer_behind_catches_up() {
+    let total = 30_000u64;
+    let sdk_buffer = 4096u64;
+    let mut child = Guard(
+        Command::new(BIN)
+            .args([
+                "run",
+                "-q",
+                "--json",
+                "--frames",
+                "30000",
+                "--exposure",
+                "100us",
+            ])
+            .args(["--sim", "content=pattern", "--sdk-buffer", "4096"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    send_signal(&child.0, "STOP");
+    // 1 s at 10 kHz: more than twice the SDK buffer is overwritten meanwhile.
+    std::thread::sleep(Duration::from_millis(1000));
+    send_signal(&child.0, "CONT");
+    assert_eq!(wait_exit(&mut child.0, HANG_GUARD).code(), Some(4));
+    let summary = summary_of(&mut child);
+    let lost: Vec<[u64; 2]> = serde_json::from_value(summary["lost_ranges"].clone()).unwrap();
+    assert_eq!(
+        summary["lost_ranges_overflow"], 0,
+        "every range listed: {summary}"
+    );
+    let lost_frames: u64 = lost.iter().map(|r| r[1]).sum();
+    assert_eq!(summary["frames_lost"], lost_frames, "{summary}");
+    assert!(
+        lost_frames >= 10_000 - sdk_buffer,
+        "the suspension cost frames: {summary}"
+    );
+    assert_eq!(
+        summary["frames_acquired"].as_u64().unwrap() + lost_frames,
+        total,
+        "{summary}"
+    );
+    let last_lost = lost.iter().map(|r| r[0] + r[1]).max().unwrap_or(0);
+    assert!(
+        last_lost + 2 * sdk_buffer < total,
+        "losses went on until frame {last_lost} of {total}: {lost:?}"
+    );
+}

@@ -53,4 +53,8 @@ pub struct ReceiverConfig {
     pub timeout: Option<Duration>,
     /// Written into files as the `receiver` attribute, e.g. "xsp3-receive 0.1.0".
     pub software: String,
+    /// PULL: acknowledge written frames on the sender's back channel (docs/protocol.md,
+    /// "Acknowledged PUSH"), so the sender knows what this receiver has taken and a receiver
+    /// may share the stream with others or join a series mid-way.
+    pub acknowledge: bool,
 }

@@ -13,8 +13,8 @@
 //! Nothing from the network can make the receiver panic or write outside its root:
 //!
 //! - the file name comes from `--file` or else the header and is checked with
-//!   [`xspress3::layout::check_name`] (no absolute paths, no `..`, no symbolic link on the way),
-//!   and every file is created under the root;
+//!   [`xspress3::layout::confine`], the rule `xsp3-acquire serve` uses too (no absolute paths,
+//!   no `..`, no symbolic link on the way), and every file is created under the root;
 //! - a malformed message (bad JSON, wrong part count, wrong payload size, unknown encoding, an
 //!   image whose shape differs from its header's) is counted, reported and skipped, and the
 //!   receiver keeps running: a long-running receiver must survive a broken or hostile peer;
@@ -24,18 +24,16 @@
 //!
 //! Modules, one concern each: `config` (what to connect to and do), `receiver` (socket and
 //! receive loop), `series` (gap and loss accounting of one series, its drop record), `sink`
-//! (writer thread and batch buffers), `target` (confinement of file names to the root),
-//! `report` (events and summaries).
+//! (writer thread and batch buffers), `report` (events and summaries).
 
 mod config;
 mod receiver;
 mod report;
 mod series;
 mod sink;
-mod target;
 
 pub use config::{ReceiveMode, ReceiverConfig, SocketKind, WriteConfig};
 pub use receiver::{ReceiveError, Receiver};
 pub use report::{
-    Event, FileSummary, RateReport, SeriesSummary, StopReason, Summary, MAX_SERIES_LISTED,
+    Event, FileSummary, Outcome, RateReport, SeriesSummary, StopReason, Summary, MAX_SERIES_LISTED,
 };

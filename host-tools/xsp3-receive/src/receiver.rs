@@ -6,18 +6,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use xspress3::protocol::{self, Header, ImageHeader, Message, ProtocolError, SeriesEnd};
+use xspress3::layout;
+use xspress3::protocol::{
+    self, ack_endpoint, BackChannel, Header, ImageHeader, Message, ProtocolError, SeriesEnd,
+    HELLO_PERIOD,
+};
 
 use crate::config::{ReceiveMode, ReceiverConfig, SocketKind};
 use crate::report::{Event, RateReport, SeriesSummary, StopReason, Summary, MAX_SERIES_LISTED};
 use crate::series::{ImageOutcome, Series, MAX_REPORTED_ERRORS};
 use crate::sink::FileSink;
-use crate::target::check_target;
 
 /// How long one blocking receive waits before the loop checks the stop flag and timers.
 const RECV_SLICE: Duration = Duration::from_millis(100);
 /// Rate reports this often.
 const RATE_EVERY: Duration = Duration::from_secs(1);
+/// Acknowledged PUSH: how long an image that arrives before its series' header waits for the
+/// header on the back channel (the two sockets are not ordered with each other).
+const HEADER_WAIT: Duration = Duration::from_secs(1);
 /// Largest message part accepted: the largest frame (256 x 4096 u32) and some room. ZMQ drops
 /// the connection of a peer that sends more.
 const MAX_PART_BYTES: i64 = 8 << 20;
@@ -62,10 +68,24 @@ impl Parts {
     }
 }
 
+/// The receiver's end of the sender's back channel (acknowledged PUSH).
+struct Back {
+    socket: zmq::Socket,
+    endpoint: String,
+    last_hello: Instant,
+    /// The sender answered our hello: acknowledged mode, with the message number we joined at
+    /// until a series opens with it.
+    joined: bool,
+    joined_at: u64,
+}
+
 /// A connected receiver. See the crate documentation.
 pub struct Receiver {
     config: ReceiverConfig,
     socket: zmq::Socket,
+    back: Option<Back>,
+    /// The header of the open series (acknowledged PUSH sends it on both sockets).
+    open_header: Option<Header>,
     parts: Parts,
     series: Option<Series>,
     next_index: u64,
@@ -112,6 +132,31 @@ impl Receiver {
                 .set_subscribe(b"")
                 .map_err(zmq_err(ep, "subscribe"))?;
         }
+        let back = match (
+            config.acknowledge && config.kind == SocketKind::Pull,
+            ack_endpoint(ep),
+        ) {
+            (true, Some(endpoint)) => {
+                let back = ctx
+                    .socket(zmq::DEALER)
+                    .map_err(zmq_err(&endpoint, "create"))?;
+                back.set_linger(0)
+                    .map_err(zmq_err(&endpoint, "set linger"))?;
+                back.set_maxmsgsize(MAX_PART_BYTES)
+                    .map_err(zmq_err(&endpoint, "set maximum message size"))?;
+                back.connect(&endpoint)
+                    .map_err(zmq_err(&endpoint, "connect"))?;
+                Some(Back {
+                    socket: back,
+                    endpoint,
+                    // Say hello at once.
+                    last_hello: Instant::now() - HELLO_PERIOD,
+                    joined: false,
+                    joined_at: 0,
+                })
+            }
+            _ => None,
+        };
         socket.connect(ep).map_err(zmq_err(ep, "connect"))?;
         let summary = Summary {
             endpoint: config.endpoint.clone(),
@@ -121,6 +166,8 @@ impl Receiver {
         Ok(Receiver {
             config,
             socket,
+            back,
+            open_header: None,
             parts: Parts::new(),
             series: None,
             next_index: 1,
@@ -146,6 +193,13 @@ impl Receiver {
                 );
                 break;
             }
+            if self.service_back(events) {
+                last_msg = Instant::now();
+                if self.config.once && self.summary.series_ended > 0 {
+                    self.summary.stopped_by = StopReason::Once;
+                    break;
+                }
+            }
             match self.recv() {
                 Ok(true) => {
                     last_msg = Instant::now();
@@ -160,6 +214,7 @@ impl Receiver {
                 }
                 Ok(false) => {
                     self.flush_if_due(events);
+                    self.flush_idle(events);
                     if let Some(timeout) = self.config.timeout {
                         if last_msg.elapsed() >= timeout {
                             self.summary.stopped_by = StopReason::Timeout;
@@ -276,7 +331,10 @@ impl Receiver {
         let owned: Vec<Vec<u8>> = (0..self.parts.n)
             .map(|i| self.parts.kept.get(i).map_or(Vec::new(), |m| m.to_vec()))
             .collect();
+        let acknowledged = self.back.as_ref().is_some_and(|b| b.joined);
         match protocol::decode(&owned) {
+            // Acknowledged: headers and series ends come on the back channel, to every receiver.
+            Ok(Message::Header(_)) | Ok(Message::SeriesEnd(_)) if acknowledged => {}
             Ok(Message::Header(h)) => self.on_header(*h, events),
             Ok(Message::SeriesEnd(end)) => self.on_series_end(end, events),
             // Only reached if the decoder disagrees with the peek above.
@@ -320,6 +378,20 @@ impl Receiver {
     }
 
     fn on_header(&mut self, header: Header, events: &mut dyn FnMut(&Event)) {
+        if self.series.is_some() && self.open_header.as_ref() == Some(&header) {
+            // Acknowledged PUSH: the header of the open series again, on the other socket (we
+            // joined while it started). The series is now an acknowledged one.
+            if let (Some(back), Some(series)) = (
+                self.back.as_mut().filter(|b| b.joined),
+                self.series.as_mut(),
+            ) {
+                if !series.summary.acknowledged {
+                    series.share(0);
+                }
+                back.joined_at = 0;
+            }
+            return;
+        }
         if self.series.is_some() {
             self.finish_open("a new header arrived before series_end", false, events);
             if self.config.once {
@@ -338,25 +410,42 @@ impl Receiver {
         let mut errors = Vec::new();
         let desc = header.description();
         let geometry = desc.as_ref().ok().map(|d| d.geometry);
+        let joined_at = self
+            .back
+            .as_ref()
+            .filter(|b| b.joined)
+            .map_or(0, |b| b.joined_at);
         let name = match &self.config.mode {
             ReceiveMode::Print => None,
             ReceiveMode::Write(w) => w
                 .file
                 .clone()
-                .or_else(|| (!header.filename.is_empty()).then(|| header.filename.clone())),
+                .or_else(|| (!header.filename.is_empty()).then(|| header.filename.clone()))
+                // A receiver that joins a running series (restarted after a crash) writes the
+                // rest into a file of its own, never over the file of the one before it.
+                .map(|name| match joined_at {
+                    0 => name,
+                    k => format!("{name}_from_msg_{k}"),
+                }),
         };
         let mut sink = None;
         match (&self.config.mode, desc, name) {
             (_, Err(problem), _) => errors.push(format!(
                 "stream {ep}: series {index}: header refused, its images are discarded: {problem}"
             )),
-            (ReceiveMode::Write(w), Ok(desc), Some(name)) => match check_target(w, &name) {
+            (ReceiveMode::Write(w), Ok(desc), Some(name)) => match layout::check_name(&name)
+                .and_then(|()| {
+                    layout::confine(
+                        &w.root,
+                        &layout::file_name(&name, w.frames_per_file.map(|_| 0)),
+                    )
+                }) {
                 Err(e) => errors.push(format!(
                     "stream {ep}: series {index}: file name `{}` refused, nothing is written for \
                      this series: {e}",
                     name.escape_debug()
                 )),
-                Ok(()) => match FileSink::open(w, &name, desc) {
+                Ok(_) => match FileSink::open(w, &name, desc) {
                     Ok(s) => {
                         summary.written_as = Some(name);
                         sink = Some(s);
@@ -376,7 +465,12 @@ impl Receiver {
             n_bins: header.n_bins,
             n_frames: header.n_frames,
         });
+        self.open_header = Some(header.clone());
         let mut series = Series::new(summary, geometry, header.n_frames, sink);
+        if let Some(back) = self.back.as_mut().filter(|b| b.joined) {
+            series.share(back.joined_at);
+            back.joined_at = 0;
+        }
         for e in errors {
             series.fail(e, events);
         }
@@ -384,6 +478,9 @@ impl Receiver {
     }
 
     fn on_image(&mut self, header: ImageHeader, events: &mut dyn FnMut(&Event)) {
+        if self.series.is_none() && self.back.is_some() {
+            self.await_header(events);
+        }
         let Some(s) = self.series.as_mut() else {
             self.summary.orphan_images += 1;
             if self.summary.orphan_images == 1 {
@@ -464,6 +561,112 @@ impl Receiver {
         };
         if let Some(s) = self.series.as_mut() {
             s.flush_if_due(w.flush_interval, &self.config.endpoint, events);
+        }
+    }
+}
+
+impl Receiver {
+    /// Acknowledged PUSH: says hello when due, takes what the sender sent on the back channel
+    /// (join, header, series_end) and acknowledges what the open series has made safe. True
+    /// when a header or series_end arrived.
+    fn service_back(&mut self, events: &mut dyn FnMut(&Event)) -> bool {
+        let Some(back) = self.back.as_mut() else {
+            return false;
+        };
+        if self.series.is_none() && back.last_hello.elapsed() >= HELLO_PERIOD {
+            back.last_hello = Instant::now();
+            let hello = serde_json::to_vec(&BackChannel::Hello).unwrap_or_default();
+            // A full queue (sender gone) only delays the next hello.
+            let _ = back.socket.send(hello, zmq::DONTWAIT);
+        }
+        let mut any = false;
+        while let Some(back) = self.back.as_mut() {
+            let bytes = match back.socket.recv_bytes(zmq::DONTWAIT) {
+                Ok(bytes) => bytes,
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => break,
+                Err(e) => {
+                    let message = format!("back channel {}: receive: {e}", back.endpoint);
+                    self.back = None;
+                    self.error(message, events);
+                    break;
+                }
+            };
+            if let Ok(BackChannel::Join { next_msg_number }) = serde_json::from_slice(&bytes) {
+                back.joined = true;
+                back.joined_at = next_msg_number;
+                continue;
+            }
+            if !back.joined {
+                // Whatever answers on that port without a join is not an xsp3 sender.
+                continue;
+            }
+            any = true;
+            self.summary.messages += 1;
+            match protocol::decode(&[bytes]) {
+                Ok(Message::Header(h)) => self.on_header(*h, events),
+                Ok(Message::SeriesEnd(end)) => self.on_series_end(end, events),
+                Ok(Message::Image { .. }) => {
+                    self.malformed("an image on the back channel".into(), events)
+                }
+                Err(e) => self.malformed(format!("back channel: {e}"), events),
+            }
+        }
+        self.send_acks(events);
+        any
+    }
+
+    /// Acknowledges what the open series made safe since the last call.
+    fn send_acks(&mut self, events: &mut dyn FnMut(&Event)) {
+        let (Some(back), Some(series)) = (self.back.as_ref(), self.series.as_mut()) else {
+            return;
+        };
+        if !back.joined {
+            return;
+        }
+        let msgs = series.take_acks();
+        if msgs.is_empty() {
+            return;
+        }
+        let ack = serde_json::to_vec(&BackChannel::Ack { msgs }).unwrap_or_default();
+        if let Err(e) = back.socket.send(ack, 0) {
+            let message = format!("back channel {}: acknowledge: {e}", back.endpoint);
+            self.error(message, events);
+        }
+    }
+
+    /// Acknowledged PUSH, nothing arrived for a receive slice: flushes the open series' file so
+    /// its frames can be acknowledged without waiting for the flush interval.
+    fn flush_idle(&mut self, events: &mut dyn FnMut(&Event)) {
+        if !self.back.as_ref().is_some_and(|b| b.joined) {
+            return;
+        }
+        if let Some(s) = self.series.as_mut() {
+            s.flush_now(&self.config.endpoint, events);
+        }
+    }
+
+    /// Acknowledged PUSH: an image came before its series' header; the header is on its way on
+    /// the back channel (sent first, but on another socket). Waits for it, at most
+    /// [`HEADER_WAIT`].
+    fn await_header(&mut self, events: &mut dyn FnMut(&Event)) {
+        let deadline = Instant::now() + HEADER_WAIT;
+        while self.series.is_none() && Instant::now() < deadline {
+            let Some(back) = self.back.as_ref() else {
+                return;
+            };
+            match back.socket.poll(zmq::POLLIN, 20) {
+                Ok(n) if n > 0 => {
+                    self.service_back(events);
+                }
+                Ok(_) | Err(zmq::Error::EINTR) => {
+                    // Not joined yet (the sender has not seen our hello): say it again.
+                    if let Some(back) = self.back.as_mut().filter(|b| !b.joined) {
+                        back.last_hello = Instant::now() - HELLO_PERIOD;
+                    }
+                    self.service_back(events);
+                }
+                Err(_) => return,
+            }
         }
     }
 }

@@ -89,8 +89,21 @@ pub struct SeriesSummary {
     /// The receiver was stopped (signal) before `series_end`: the series is incomplete on
     /// purpose, which alone does not count as data lost.
     pub interrupted: bool,
-    /// The sender's `series_end.error`.
+    /// The sender's `series_end.error`, and the first frame a detector failure cost
+    /// (`series_end.error_frame`).
     pub sender_error: Option<String>,
+    pub sender_error_frame: Option<u64>,
+    /// Frames the sender acquired but could not deliver (`series_end.frames_unsent`).
+    pub sender_frames_unsent: u64,
+    /// With acknowledged PUSH: frames the sender sent that no receiver acknowledged
+    /// (`series_end.frames_unacked`).
+    pub frames_unacked: u64,
+    /// Acknowledged PUSH: this receiver acknowledged what it wrote and may share the stream
+    /// with others, so `msg_number` gaps are other receivers' messages, not losses.
+    pub acknowledged: bool,
+    /// Acknowledged PUSH: the receiver joined the series at this message number (started
+    /// mid-series).
+    pub joined_at_msg: Option<u64>,
     /// The first errors of the series.
     pub errors: Vec<String>,
     /// Errors counted but not listed.
@@ -109,7 +122,23 @@ impl SeriesSummary {
             || self.frames_lost_upstream > 0
             || self.sender_stream_drops > 0
             || self.frames_discarded > 0
+            || self.sender_error.is_some()
+            || self.sender_frames_unsent > 0
+            || self.frames_unacked > 0
     }
+}
+
+/// How a receiver's run ended, from the point of view of the data (the exit status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every series complete.
+    Complete,
+    /// Something failed but no frame was lost (e.g. a malformed message outside any series, or
+    /// no series at all with `once`).
+    Failed,
+    /// A frame was lost or discarded somewhere, a series could not be written, or one was cut
+    /// short (not by a signal).
+    DataLost,
 }
 
 /// Why the receiver stopped.
@@ -155,13 +184,19 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Exit status 1: a frame was lost or discarded anywhere, a message was malformed, a file
-    /// could not be written, or the receiver stopped in the middle of a series (not by a signal).
+    /// See [`Outcome`].
+    pub fn outcome(&self) -> Outcome {
+        if self.series_failed > 0 || self.orphan_images > 0 || self.ended_mid_series {
+            Outcome::DataLost
+        } else if !self.errors.is_empty() || self.malformed_messages > 0 {
+            Outcome::Failed
+        } else {
+            Outcome::Complete
+        }
+    }
+
+    /// Anything but [`Outcome::Complete`].
     pub fn failed(&self) -> bool {
-        !self.errors.is_empty()
-            || self.malformed_messages > 0
-            || self.orphan_images > 0
-            || self.ended_mid_series
-            || self.series_failed > 0
+        self.outcome() != Outcome::Complete
     }
 }

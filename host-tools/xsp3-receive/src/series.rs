@@ -44,6 +44,11 @@ pub(crate) struct Series {
     started: Instant,
     /// For rate reports.
     last_frames: u64,
+    /// Acknowledged PUSH (`summary.acknowledged`): other receivers may take part of the stream,
+    /// so `msg_number` and frame gaps are theirs; the sender's `series_end` accounts for losses.
+    shared: bool,
+    /// Acknowledged PUSH, series not written: message numbers taken, to acknowledge.
+    taken: Vec<[u64; 2]>,
 }
 
 impl Series {
@@ -69,6 +74,40 @@ impl Series {
             reported: 0,
             started: Instant::now(),
             last_frames: 0,
+            shared: false,
+            taken: Vec::new(),
+        }
+    }
+
+    /// Makes this an acknowledged series that may share its stream with other receivers,
+    /// joined at message `joined_at` (0 from the start).
+    pub(crate) fn share(&mut self, joined_at: u64) {
+        self.shared = true;
+        self.summary.acknowledged = true;
+        self.next_msg = self.next_msg.max(joined_at);
+        if joined_at > 0 {
+            self.summary.joined_at_msg = Some(joined_at);
+        }
+    }
+
+    /// Acknowledged PUSH: the message numbers now safe (written and flushed, or taken when the
+    /// series is not written) that were not acknowledged yet.
+    pub(crate) fn take_acks(&mut self) -> Vec<[u64; 2]> {
+        let mut acks = std::mem::take(&mut self.taken);
+        if let Some(sink) = self.sink.as_mut() {
+            acks.extend(sink.take_flushed_msgs());
+        }
+        acks
+    }
+
+    /// Acknowledged PUSH, stream idle: has what the file holds flushed now, so it can be
+    /// acknowledged.
+    pub(crate) fn flush_now(&mut self, ep: &str, events: &mut dyn FnMut(&Event)) {
+        let Some(sink) = self.sink.as_mut() else {
+            return;
+        };
+        if let Err(e) = sink.flush_now() {
+            self.close_broken_sink(format!("stream {ep}: {e}"), events);
         }
     }
 
@@ -111,7 +150,10 @@ impl Series {
             self.fail(message, events);
             return ImageOutcome::Malformed;
         }
-        if header.msg_number < self.next_msg {
+        if self.shared {
+            // Other receivers take the messages in between; order is still kept per receiver.
+            self.next_msg = self.next_msg.max(header.msg_number.saturating_add(1));
+        } else if header.msg_number < self.next_msg {
             self.summary.frames_discarded += 1;
             let message = format!(
                 "stream {ep}: series {}: image msg_number {} (frame {}) arrived after msg_number {}; \
@@ -124,7 +166,7 @@ impl Series {
             self.fail(message, events);
             return ImageOutcome::Discarded;
         }
-        if header.msg_number > self.next_msg {
+        if !self.shared && header.msg_number > self.next_msg {
             let missing = header.msg_number - self.next_msg;
             self.summary.msg_gaps += 1;
             self.summary.msg_missing = self.summary.msg_missing.saturating_add(missing);
@@ -136,7 +178,7 @@ impl Series {
         }
         self.next_msg = header.msg_number.saturating_add(1);
         let first_expected = self.prev_frame.map_or(0, |p| p.saturating_add(1));
-        if header.frame > first_expected {
+        if header.frame > first_expected && !self.shared {
             self.add_span(first_expected, header.frame);
         } else if header.frame < first_expected {
             self.frames_backwards += 1;
@@ -149,6 +191,8 @@ impl Series {
         let Some(sink) = self.sink.as_mut() else {
             if self.write_failed {
                 self.summary.frames_discarded += 1;
+            } else if self.shared {
+                self.taken.push([header.msg_number, 1]);
             }
             return received;
         };
@@ -158,7 +202,7 @@ impl Series {
             flags: header.flags,
             sdk_err_flags: 0,
         };
-        if let Err(e) = sink.push(mca, scalers, meta) {
+        if let Err(e) = sink.push(header.msg_number, mca, scalers, meta) {
             self.summary.frames_discarded += 1;
             self.close_broken_sink(format!("stream {ep}: {e}"), events);
         } else if let Some(failure) = sink.take_failure() {
@@ -211,13 +255,23 @@ impl Series {
                 self.summary.frames_lost_upstream = e.frames_lost;
                 self.summary.sender_stream_drops = e.stream_drops;
                 self.summary.sender_error = e.error.clone();
+                self.summary.sender_error_frame = e.error_frame;
+                self.summary.sender_frames_unsent = e.frames_unsent;
+                self.summary.frames_unacked = e.frames_unacked;
+                // Frames the sender names as never delivered or never acknowledged.
+                for r in e.unsent_ranges.iter().chain(&e.unacked_ranges) {
+                    ranges.push(LostRange {
+                        first: r[0],
+                        count: r[1],
+                    });
+                }
                 sdk_overruns = e.sdk_overruns;
                 overflow = e.lost_ranges_overflow;
                 ranges.extend(e.lost_ranges.iter().map(|r| LostRange {
                     first: r[0],
                     count: r[1],
                 }));
-                if e.frames_sent > self.next_msg {
+                if e.frames_sent > self.next_msg && !self.shared {
                     // Image messages lost after the last one received.
                     let missing = e.frames_sent - self.next_msg;
                     self.summary.msg_gaps += 1;
@@ -236,7 +290,7 @@ impl Series {
                 // The missing series_end is a gap in the stream; frames after the last one
                 // received are missing if the header promised more.
                 stream_gaps += 1;
-                if self.n_frames > after_last {
+                if self.n_frames > after_last && !self.shared {
                     end_missing = self.n_frames - after_last;
                     self.add_span(after_last, self.n_frames);
                 }
@@ -300,6 +354,8 @@ impl Series {
                     .summary
                     .frames_lost_upstream
                     .saturating_add(self.summary.sender_stream_drops)
+                    .saturating_add(self.summary.sender_frames_unsent)
+                    .saturating_add(self.summary.frames_unacked)
                     .saturating_add(self.summary.msg_missing)
                     .saturating_add(self.summary.frames_discarded)
                     .saturating_add(end_missing);
@@ -312,7 +368,14 @@ impl Series {
                     stream_gaps,
                 };
                 self.summary.frames_written = end.writer.frames_written();
-                match end.writer.finish(&drops) {
+                let mut writer = end.writer;
+                if let Some(error) = &self.summary.sender_error {
+                    // The sender's failure, with the first frame it cost: the frames after the
+                    // last one received if the sender did not say.
+                    let frame = self.summary.sender_error_frame.unwrap_or(after_last);
+                    writer.record_acquisition_error(error, frame);
+                }
+                match writer.finish(&drops) {
                     Ok(files) => {
                         for (path, _) in &files {
                             if let Err(e) = annotate(path, software, &self.summary) {

@@ -7,7 +7,9 @@
 //! once when the series opens; when all of them wait to be written, receiving waits too and
 //! PULL's back-pressure reaches the sender.
 
+use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -82,6 +84,14 @@ pub(crate) struct FileSink {
     /// Frames that make the batch being filled end on a chunk boundary.
     target: usize,
     last_submit: Instant,
+    /// Frames the writer thread has written and flushed (safe from a crash), in push order.
+    flushed: Arc<AtomicU64>,
+    /// Message numbers of the frames pushed and not yet reported flushed, as `[first, count]`
+    /// runs in push order (for acknowledgements).
+    unflushed_msgs: VecDeque<[u64; 2]>,
+    /// Frames pushed in total, and those reported flushed by [`FileSink::take_flushed_msgs`].
+    pushed: u64,
+    reported_flushed: u64,
 }
 
 impl FileSink {
@@ -120,9 +130,20 @@ impl FileSink {
         }
         let failure = Arc::new(Mutex::new(None));
         let thread_failure = Arc::clone(&failure);
+        let flushed = Arc::new(AtomicU64::new(0));
+        let thread_flushed = Arc::clone(&flushed);
         let thread = std::thread::Builder::new()
             .name("xsp3-receive writer".into())
-            .spawn(move || write_jobs(writer, geometry, &jobs_rx, &free_tx, &thread_failure))
+            .spawn(move || {
+                write_jobs(
+                    writer,
+                    geometry,
+                    &jobs_rx,
+                    &free_tx,
+                    &thread_failure,
+                    &thread_flushed,
+                )
+            })
             .map_err(SinkError::Spawn)?;
         Ok(FileSink {
             geometry,
@@ -137,6 +158,10 @@ impl FileSink {
             writer_waits: 0,
             target: chunk,
             last_submit: Instant::now(),
+            flushed,
+            unflushed_msgs: VecDeque::new(),
+            pushed: 0,
+            reported_flushed: 0,
         })
     }
 
@@ -144,10 +169,16 @@ impl FileSink {
     /// submits the batch when it is full. Waits for a free batch if every one is being written.
     pub(crate) fn push(
         &mut self,
+        msg_number: u64,
         mca: &[u8],
         scalers: &[u8],
         meta: FrameMeta,
     ) -> Result<(), SinkError> {
+        match self.unflushed_msgs.back_mut() {
+            Some(run) if run[0] + run[1] == msg_number => run[1] += 1,
+            _ => self.unflushed_msgs.push_back([msg_number, 1]),
+        }
+        self.pushed += 1;
         if self.filling.is_none() {
             let batch = match self.free.try_recv() {
                 Ok(batch) => batch,
@@ -206,6 +237,39 @@ impl FileSink {
         Ok(())
     }
 
+    /// Has everything pushed so far written and flushed now, whatever its age (for a receiver
+    /// that acknowledges: an idle stream gets its acknowledgements at once).
+    pub(crate) fn flush_now(&mut self) -> Result<(), SinkError> {
+        if self.reported_flushed == self.pushed {
+            return Ok(());
+        }
+        self.submit()?;
+        self.send(Job::Flush)
+    }
+
+    /// Message numbers of the frames written and flushed since the last call, as `[first, count]`
+    /// runs.
+    pub(crate) fn take_flushed_msgs(&mut self) -> Vec<[u64; 2]> {
+        let flushed = self.flushed.load(Ordering::Acquire).min(self.pushed);
+        let mut todo = flushed - self.reported_flushed;
+        self.reported_flushed = flushed;
+        let mut out = Vec::new();
+        while todo > 0 {
+            let Some(run) = self.unflushed_msgs.front_mut() else {
+                break;
+            };
+            let n = run[1].min(todo);
+            out.push([run[0], n]);
+            run[0] += n;
+            run[1] -= n;
+            todo -= n;
+            if run[1] == 0 {
+                self.unflushed_msgs.pop_front();
+            }
+        }
+        out
+    }
+
     /// The writer thread's first error, once.
     pub(crate) fn take_failure(&mut self) -> Option<WriteError> {
         self.failure
@@ -244,6 +308,7 @@ fn write_jobs(
     jobs: &mpsc::Receiver<Job>,
     free: &mpsc::SyncSender<Batch>,
     failure: &Mutex<Option<WriteError>>,
+    flushed: &AtomicU64,
 ) -> WriterEnd {
     let mut discarded = 0u64;
     let mut broken = false;
@@ -276,6 +341,8 @@ fn write_jobs(
             broken = true;
             *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
         }
+        // Release: the receiving thread acknowledges these frames as safe on disk.
+        flushed.store(writer.frames_flushed(), Ordering::Release);
     }
     WriterEnd { writer, discarded }
 }

@@ -423,7 +423,7 @@ fn receiver_refuses_hostile_file_names() {
     tx.end(&series_end(2));
     let done = receiver.wait();
 
-    assert_eq!(done.status.code(), Some(1), "{}", done.show());
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
     for name in hostile {
         assert!(
             done.stderr.contains(&format!("file name `{name}` refused")),
@@ -462,7 +462,7 @@ fn receiver_refuses_hostile_file_names() {
     tx.image(SMALL, 0, 0);
     tx.end(&series_end(1));
     let done = receiver.wait();
-    assert_eq!(done.status.code(), Some(1), "{}", done.show());
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
     assert!(
         done.stderr.contains("`../evil2` refused"),
         "{}",
@@ -509,7 +509,7 @@ fn receiver_records_msg_number_gaps() {
     let done = receiver.wait();
     assert_eq!(
         done.status.code(),
-        Some(1),
+        Some(4),
         "data was lost\n{}",
         done.show()
     );
@@ -574,7 +574,7 @@ fn receiver_survives_malformed_messages() {
     let done = receiver.wait();
 
     // Not a crash: a clean exit that reports the losses.
-    assert_eq!(done.status.code(), Some(1), "{}", done.show());
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
     let summary = done.summary();
     assert_eq!(summary["malformed_messages"], 9, "{}", done.show());
     for problem in [
@@ -744,7 +744,7 @@ fn header_mid_series_finishes_the_previous_series() {
     tx.image(SMALL, 1, 1);
     tx.end(&series_end(2));
     let done = receiver.wait();
-    assert_eq!(done.status.code(), Some(1), "{}", done.show());
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
     let first = dir.path().join("first.h5");
     assert_eq!(read_acq_file(&first).unwrap().frame_number.to_vec(), [0, 1]);
     assert_eq!(det_attr::<u8>(&first, "series_end_received"), 0);
@@ -823,7 +823,7 @@ fn timeout_mid_series_finishes_the_file_and_fails() {
         tx.image(SMALL, i, i);
     }
     let done = receiver.wait();
-    assert_eq!(done.status.code(), Some(1), "{}", done.show());
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
     let summary = done.summary();
     assert_eq!(summary["stopped_by"], "timeout");
     assert_eq!(summary["ended_mid_series"], true);
@@ -872,7 +872,7 @@ fn existing_files_need_overwrite() {
             let file = read_acq_file(&existing).unwrap();
             assert_eq!(file.frame_number.to_vec(), [0]);
         } else {
-            assert_eq!(done.status.code(), Some(1), "{}", done.show());
+            assert_eq!(done.status.code(), Some(4), "{}", done.show());
             assert!(done.stderr.contains("--overwrite"), "{}", done.show());
             assert_eq!(std::fs::read(&existing).unwrap(), b"not hdf5");
         }
@@ -905,7 +905,7 @@ fn symbolic_links_in_the_root_are_not_followed() {
         tx.end(&series_end(1));
     }
     let done = receiver.wait();
-    assert_eq!(done.status.code(), Some(1), "{}", done.show());
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
     assert_eq!(
         done.stderr.matches("is a symbolic link").count(),
         3,
@@ -913,4 +913,257 @@ fn symbolic_links_in_the_root_are_not_followed() {
         done.show()
     );
     assert!(tree(&outside).is_empty(), "{:?}", tree(&outside));
+}
+
+/// A detector failure mid-series: the frames before it are written, the file and the exit status
+/// say the series is incomplete and why.
+#[test]
+fn a_sender_error_reaches_the_file_and_the_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let receiver = receive(&[
+        "--connect",
+        &endpoint,
+        "--root",
+        dir.path().to_str().unwrap(),
+        "--once",
+        "--timeout",
+        "20s",
+        "-q",
+    ]);
+    let acquire = Proc::spawn(
+        "xsp3-acquire",
+        acquire_bin(),
+        &[
+            "run",
+            "--frames",
+            "400",
+            "--exposure",
+            "100us",
+            "--sim",
+            "error_at_frame=300",
+            "--stream",
+            &endpoint,
+            "--file",
+            "fault",
+            "-q",
+        ],
+    )
+    .wait();
+    assert_eq!(acquire.status.code(), Some(4), "{}", acquire.show());
+    let done = receiver.wait();
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
+    assert!(done.stdout.contains("sender error"), "{}", done.show());
+    let path = dir.path().join("fault.h5");
+    let file = read_acq_file(&path).unwrap();
+    assert_eq!(file.frame_number.to_vec(), (0..300u64).collect::<Vec<_>>());
+    assert_eq!(det_attr::<u8>(&path, "complete"), 0);
+    assert_eq!(det_attr::<u64>(&path, "acquisition_error_frame"), 300);
+    assert!(det_str(&path, "acquisition_error").contains("injected error at frame 300"));
+}
+
+/// A data endpoint whose acknowledgement back channel (the next port) is free too.
+fn acked_endpoint() -> String {
+    loop {
+        let port = free_port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return format!("tcp://127.0.0.1:{port}");
+        }
+    }
+}
+
+/// Every frame number in the `.h5` files under `root`, file by file (SWMR-read, so the file of a
+/// killed SWMR writer opens too).
+fn frames_under(root: &Path) -> Vec<Vec<u64>> {
+    tree(root)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "h5"))
+        .map(|p| {
+            let file = hdf5::File::open_as(root.join(&p), hdf5::file::OpenMode::ReadSWMR)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let ds = file
+                .dataset("entry/instrument/xspress3/frame_number")
+                .unwrap();
+            ds.read_raw::<u64>().unwrap()
+        })
+        .collect()
+}
+
+/// `[first, count]` ranges as frame numbers.
+fn frames_in(ranges: &serde_json::Value) -> Vec<u64> {
+    ranges
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            let (first, count) = (r[0].as_u64().unwrap(), r[1].as_u64().unwrap());
+            first..first + count
+        })
+        .collect()
+}
+
+/// Acknowledged PUSH: a receiver killed mid-series and another started after it. The sender
+/// names the frames nobody acknowledged; the two files and that gap hold every frame, and no
+/// frame is in both files.
+#[test]
+fn a_receiver_killed_and_restarted_under_acknowledged_push_accounts_for_every_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first_root, second_root) = (dir.path().join("first"), dir.path().join("second"));
+    let endpoint = acked_endpoint();
+    let frames = 3000u64;
+    let acquire = Proc::spawn(
+        "xsp3-acquire",
+        acquire_bin(),
+        &[
+            "run",
+            "--json",
+            "-q",
+            "--frames",
+            "3000",
+            "--exposure",
+            "1ms",
+            "--stream",
+            &endpoint,
+            "--file",
+            "scan",
+        ],
+    );
+    let first = receive(&[
+        "--connect",
+        &endpoint,
+        "--root",
+        first_root.to_str().unwrap(),
+        "--once",
+        "--hwm",
+        "50",
+        "--flush-interval",
+        "100ms",
+    ]);
+    // The once-a-second progress line: frames are flowing (and the file is set up).
+    first.wait_stderr(" frames | ");
+    first.signal("KILL");
+    let killed = first.wait();
+    assert_eq!(killed.status.code(), None, "killed by a signal");
+    let second = receive(&[
+        "--connect",
+        &endpoint,
+        "--root",
+        second_root.to_str().unwrap(),
+        "--once",
+        "--timeout",
+        "30s",
+        "-q",
+    ]);
+    let sent = acquire.wait();
+    assert_eq!(sent.status.code(), Some(4), "{}", sent.show());
+    let summary: serde_json::Value = serde_json::from_str(&sent.stdout).unwrap();
+    let unacked = frames_in(&summary["unacked_ranges"]);
+    assert_eq!(summary["stream_unacked"], unacked.len() as u64, "{summary}");
+    let done = second.wait();
+    assert_eq!(done.status.code(), Some(4), "{}", done.show());
+
+    // The sender's account: what each receiver acknowledged, and what nobody did.
+    let acked_by: Vec<u64> = summary["acked_by_receiver"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    assert_eq!(acked_by.len(), 2, "{summary}");
+    let second_files = frames_under(&second_root);
+    assert_eq!(
+        second_files.len(),
+        1,
+        "the rest of the series in a new file"
+    );
+    let in_second = &second_files[0];
+    assert_eq!(
+        acked_by[1],
+        in_second.len() as u64,
+        "all it wrote, acknowledged"
+    );
+    assert!(
+        acked_by[0] > 0 && !in_second.is_empty(),
+        "{summary}\n{}",
+        killed.show()
+    );
+    assert!(
+        in_second.iter().all(|f| !unacked.contains(f)),
+        "a frame written by the second receiver is not in the gap"
+    );
+    assert_eq!(
+        acked_by[0] + acked_by[1] + unacked.len() as u64,
+        frames,
+        "the two receivers and the recorded gap account for every frame: {summary}"
+    );
+    let second_file = tree(&second_root)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "h5"))
+        .unwrap();
+    let second_file = second_root.join(second_file);
+    assert!(second_file.to_str().unwrap().contains("scan_from_msg_"));
+    assert_eq!(det_attr::<u8>(&second_file, "complete"), 0);
+    assert_eq!(
+        det_attr::<u64>(&second_file, "frames_lost"),
+        unacked.len() as u64
+    );
+}
+
+/// Acknowledged PUSH: two receivers share one stream (PUSH balances the frames): no frame lost,
+/// none written twice.
+#[test]
+fn two_receivers_share_one_stream_with_no_frame_lost_or_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = [dir.path().join("a"), dir.path().join("b")];
+    let endpoint = acked_endpoint();
+    let receivers: Vec<Proc> = roots
+        .iter()
+        .map(|root| {
+            receive(&[
+                "--connect",
+                &endpoint,
+                "--root",
+                root.to_str().unwrap(),
+                "--once",
+                "--timeout",
+                "30s",
+                "-q",
+                "--json",
+            ])
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Proc::spawn(
+        "xsp3-acquire",
+        acquire_bin(),
+        &[
+            "run",
+            "--json",
+            "-q",
+            "--frames",
+            "2000",
+            "--exposure",
+            "200us",
+            "--stream",
+            &endpoint,
+            "--file",
+            "shared",
+        ],
+    )
+    .wait();
+    assert_eq!(sent.status.code(), Some(0), "{}", sent.show());
+    let mut all = Vec::new();
+    for (r, root) in receivers.into_iter().zip(&roots) {
+        let done = r.wait();
+        assert_eq!(done.status.code(), Some(0), "{}", done.show());
+        let files = frames_under(root);
+        assert!(!files.concat().is_empty(), "both receivers took part");
+        all.extend(files.concat());
+    }
+    all.sort();
+    assert_eq!(
+        all,
+        (0..2000).collect::<Vec<_>>(),
+        "every frame exactly once"
+    );
 }

@@ -103,12 +103,52 @@ pub struct SeriesEnd {
     /// `[first, count]` pairs of those frames.
     #[serde(default)]
     pub unsent_ranges: Vec<[u64; 2]>,
+    /// With acknowledging receivers (docs/protocol.md, "Acknowledged PUSH"): frames sent that no
+    /// receiver acknowledged (lost with a receiver that died).
+    #[serde(default)]
+    pub frames_unacked: u64,
+    /// `[first, count]` pairs of those frames.
+    #[serde(default)]
+    pub unacked_ranges: Vec<[u64; 2]>,
     /// Why the series ended early, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// With a detector failure: the first frame it cost (every frame before it was read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_frame: Option<u64>,
+}
+
+/// How often an acknowledging receiver says hello on the back channel while no series runs
+/// (docs/protocol.md, "Acknowledged PUSH").
+pub const HELLO_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The back channel of acknowledged PUSH (docs/protocol.md): one-part JSON messages between a
+/// receiver's DEALER and the sender's ROUTER. `header` and `series_end` travel on it too, in
+/// their stream form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "htype", rename_all = "snake_case")]
+pub enum BackChannel {
+    /// Receiver to sender: I am here (at start, then every [`HELLO_PERIOD`] while idle).
+    Hello,
+    /// Sender to a receiver it had not seen in this series: the next image message's number.
+    /// While a series runs, its `header` follows.
+    Join { next_msg_number: u64 },
+    /// Receiver to sender: image messages written, as `[first msg_number, count]`.
+    Ack { msgs: Vec<[u64; 2]> },
+}
+
+/// The back-channel endpoint of a data endpoint: the next TCP port, or the ipc/inproc name with
+/// `.ack` appended. `None` for a TCP endpoint without a numeric port below 65535.
+pub fn ack_endpoint(data: &str) -> Option<String> {
+    if let Some(rest) = data.strip_prefix("tcp://") {
+        let (host, port) = rest.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        return Some(format!("tcp://{host}:{}", port.checked_add(1)?));
+    }
+    if data.starts_with("ipc://") || data.starts_with("inproc://") {
+        return Some(format!("{data}.ack"));
+    }
+    None
 }
 
 /// A decoded message.
@@ -592,5 +632,33 @@ mod tests {
             decode(&[br#"{"htype":"header"}"#.to_vec()]),
             Err(ProtocolError::Json(_))
         ));
+    }
+
+    #[test]
+    fn ack_endpoints_follow_the_data_endpoint() {
+        assert_eq!(
+            ack_endpoint("tcp://127.0.0.1:9999").as_deref(),
+            Some("tcp://127.0.0.1:10000")
+        );
+        assert_eq!(
+            ack_endpoint("ipc:///tmp/x").as_deref(),
+            Some("ipc:///tmp/x.ack")
+        );
+        assert_eq!(ack_endpoint("tcp://*:65535"), None);
+        assert_eq!(ack_endpoint("tcp://host:port"), None);
+    }
+
+    #[test]
+    fn back_channel_messages_are_tagged_json() {
+        let ack: BackChannel = serde_json::from_str(r#"{"htype":"ack","msgs":[[0,5]]}"#).unwrap();
+        assert_eq!(ack, BackChannel::Ack { msgs: vec![[0, 5]] });
+        assert_eq!(
+            serde_json::to_string(&BackChannel::Join { next_msg_number: 7 }).unwrap(),
+            r#"{"htype":"join","next_msg_number":7}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<BackChannel>(r#"{"htype":"hello"}"#).unwrap(),
+            BackChannel::Hello
+        );
     }
 }

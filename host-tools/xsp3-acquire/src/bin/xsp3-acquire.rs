@@ -267,8 +267,13 @@ fn print_summary(summary: &Summary, json: bool) {
         };
         println!(
             "{on}  DATA LOST: {} frames ({} before readout, {} refused by PUB, {} not delivered \
-             to the stream, {} not written){detector}{off}",
-            s.frames_lost_total, s.frames_lost, s.stream_drops, s.stream_unsent, s.frames_unwritten
+             to the stream, {} never acknowledged by a receiver, {} not written){detector}{off}",
+            s.frames_lost_total,
+            s.frames_lost,
+            s.stream_drops,
+            s.stream_unsent,
+            s.stream_unacked,
+            s.frames_unwritten
         );
     }
     println!(
@@ -288,6 +293,9 @@ fn print_summary(summary: &Summary, json: bool) {
     }
     for range in &summary.unsent_ranges {
         println!("  unsent   frames {}..{}", range[0], range[0] + range[1]);
+    }
+    for range in &summary.unacked_ranges {
+        println!("  unacked  frames {}..{}", range[0], range[0] + range[1]);
     }
     for range in &summary.unwritten_ranges {
         println!("  unwritten frames {}..{}", range[0], range[0] + range[1]);

@@ -1,7 +1,7 @@
 //! xsp3-receive: receives the Xspress3 frame stream of `xsp3-acquire` and writes each series into
 //! the same HDF5 layout, or prints rates with `--print`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use xsp3_receive::{
-    Event, RateReport, ReceiveMode, Receiver, ReceiverConfig, SeriesSummary, SocketKind,
+    Event, Outcome, RateReport, ReceiveMode, Receiver, ReceiverConfig, SeriesSummary, SocketKind,
     StopReason, Summary, WriteConfig,
 };
 use xspress3::units::parse_duration;
@@ -18,6 +18,7 @@ use xspress3::units::parse_duration;
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_START: u8 = 3;
+const EXIT_DATA_LOST: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -33,10 +34,12 @@ refused (the series is not written, the receiver reports it and goes on). Existi
 Malformed messages are skipped, counted and reported; the receiver keeps running. Gaps in \
 msg_number, frames the sender lost or refused, and a series that ends without series_end are \
 recorded in the file (frames_lost, lost_frame_ranges, stream_gaps).\n\n\
-Exit codes: 0 every series complete; 1 frames lost or discarded (upstream, in the stream, \
-malformed or refused), a file could not be written, or --timeout expired mid-series (or before \
-any series with --once); 2 bad arguments; 3 could not start (socket, output root). SIGINT and \
-SIGTERM finish the open file and exit 0 unless data was lost before."
+Exit codes: 0 every series complete; 1 something failed but no frame was lost (a malformed \
+message outside any series, no series at all with --once and --timeout); 2 bad arguments; 3 could \
+not start (socket, output root); 4 data lost: a frame was lost or discarded anywhere (upstream, \
+in the stream, unacknowledged, malformed, refused name or header, a write error, a sender error), \
+or --timeout expired mid-series. SIGINT and SIGTERM finish the open file and exit 0 unless data \
+was lost before."
 )]
 struct Cli {
     /// Endpoint of the sender's stream, e.g. tcp://127.0.0.1:9999.
@@ -77,6 +80,10 @@ struct Cli {
     /// each holds one frame (64 KiB at 4 x 4096), so this bounds the receiver's memory.
     #[arg(long, default_value_t = 1000)]
     hwm: i32,
+    /// Do not acknowledge written frames on the sender's back channel (acknowledged PUSH,
+    /// docs/protocol.md): behave as a plain PULL client.
+    #[arg(long)]
+    no_ack: bool,
     /// JSON Lines on stdout: one object per finished series (and per second with --print), then
     /// the summary.
     #[arg(long)]
@@ -119,6 +126,8 @@ fn main() -> ExitCode {
         once: cli.once,
         timeout: cli.timeout,
         software: format!("xsp3-receive {}", env!("CARGO_PKG_VERSION")),
+        // Print mode writes nothing, so it has nothing to acknowledge.
+        acknowledge: !cli.no_ack && !cli.print,
     };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -142,10 +151,10 @@ fn main() -> ExitCode {
     };
     let summary = receiver.run(&stop, &mut |e| out.event(e));
     out.summary(&summary);
-    if summary.failed() {
-        ExitCode::from(EXIT_FAILED)
-    } else {
-        ExitCode::SUCCESS
+    match summary.outcome() {
+        Outcome::Complete => ExitCode::SUCCESS,
+        Outcome::Failed => ExitCode::from(EXIT_FAILED),
+        Outcome::DataLost => ExitCode::from(EXIT_DATA_LOST),
     }
 }
 
@@ -270,6 +279,13 @@ impl Output {
         if let Some(e) = &s.sender_error {
             let _ = writeln!(o, "  sender error: {e}");
         }
+        if s.sender_frames_unsent > 0 || s.frames_unacked > 0 {
+            let _ = writeln!(
+                o,
+                "  sender   {} frames not delivered, {} never acknowledged by a receiver",
+                s.sender_frames_unsent, s.frames_unacked
+            );
+        }
     }
 
     fn summary(&self, s: &Summary) {
@@ -289,10 +305,29 @@ impl Output {
             return;
         }
         let mut o = std::io::stdout().lock();
+        if s.outcome() == Outcome::DataLost {
+            // The line a user must not miss: bold red on a terminal.
+            let (on, off) = if std::io::stdout().is_terminal() {
+                ("\x1b[1;31m", "\x1b[0m")
+            } else {
+                ("", "")
+            };
+            let _ = writeln!(
+                o,
+                "{on}xsp3-receive: DATA LOST in {} of {} series (see each series above){off}",
+                s.series_failed
+                    .max(u64::from(s.orphan_images > 0 || s.ended_mid_series)),
+                s.series_ended
+            );
+        }
         let _ = writeln!(
             o,
             "xsp3-receive: {} after {:.2} s (stopped by {}): {} series, {} frames, {:.1} MB",
-            if s.failed() { "failed" } else { "done" },
+            match s.outcome() {
+                Outcome::Complete => "done",
+                Outcome::Failed => "failed",
+                Outcome::DataLost => "incomplete",
+            },
             s.elapsed_s,
             match s.stopped_by {
                 StopReason::Once => "--once",
