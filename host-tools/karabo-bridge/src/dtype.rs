@@ -141,15 +141,17 @@ impl Dtype {
     }
 
     /// The type of an EuXFEL dataset, if the bridge carries it as an array.
+    /// Big-endian datasets travel as their native type: the reader converts their values.
     pub fn from_euxfel(d: &euxfel::DType) -> Option<Dtype> {
         use euxfel::DType as D;
-        Some(match *d {
+        Some(match *d.native() {
             D::Bool => Dtype::new(Kind::Bool, 1),
             D::Int(n) => Dtype::new(Kind::Int, n),
             D::UInt(n) => Dtype::new(Kind::UInt, n),
             D::Float(n) => Dtype::new(Kind::Float, n),
+            D::Complex(n) => Dtype::new(Kind::Complex, n),
             D::FixedStr(n) => Dtype::new(Kind::Bytes, n),
-            D::VlenStr | D::Other(_) => return None,
+            D::VlenStr | D::BigEndian(_) | D::Other(_) => return None,
         })
     }
 }
