@@ -67,8 +67,10 @@ def test_max_iv_attributes_defaults_and_readback(dev):
                                      "all_good", "in_window_0", "in_window_1", "pileup",
                                      "total_ticks"]
     assert dev.LatestFrameNumber == -1
-    for counter in ("FramesWritten", "FramesSent", "FramesLost", "SdkOverruns", "StreamDrops",
-                    "RingFill", "RingHighWater", "RingFullEvents"):
+    for counter in ("FramesWritten", "FramesFlushed", "FramesSent", "FramesLost",
+                    "FramesLostTotal", "SdkOverruns", "StreamDrops", "StreamUnsent",
+                    "FramesUnwritten", "TriggersIgnored", "RingFill", "RingHighWater",
+                    "RingFullEvents"):
         assert dev.read_attribute(counter).value == 0
     # Event widths are known once a file was written, or from the EventWidths property.
     assert "EventWidths property" in refused(lambda: dev.EventWidth_Ch0)
@@ -185,6 +187,7 @@ def test_internally_timed_acquisition_after_one_trigger(dev, tmp_path):
     assert dev.ReadyForSwTrigger is False
     wait_state(dev, DevState.STANDBY)
     assert dev.nFramesAcquired == 300
+    assert (dev.FramesWritten, dev.FramesFlushed, dev.FramesLostTotal) == (300, 300, 0)
     g = xspress3_group(tmp_path / "timed.h5")
     assert g.attrs["trigger_mode"] in ("software_first", b"software_first")
     assert g["data"].shape == (300, NCH, 4096)
@@ -232,6 +235,9 @@ def test_stop_mid_acquisition_closes_the_file(dev, tmp_path):
     dev.SoftwareTrigger()
     wait_for("some frames", lambda: dev.nFramesAcquired > 100)
     frames_seen_running = dev.LatestFrameNumber
+    # A second trigger while the frames run is one the acquisition cannot use: serve counts it.
+    dev.SoftwareTrigger()
+    wait_for("the ignored trigger", lambda: dev.TriggersIgnored == 1)
     dev.Stop()
     assert dev.state() == DevState.STANDBY
     n = dev.nFramesAcquired
