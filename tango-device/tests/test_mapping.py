@@ -71,6 +71,6 @@ def test_event_widths_and_rois():
     with pytest.raises(ValueError, match="EventWidth_Ch1 -1: give a width of zero or more"):
         mapping.check_event_width("EventWidth_Ch1", -1)
     assert mapping.check_rois(["Fe:630:650", "K_a:2:10:20"]) == ["Fe:630:650", "K_a:2:10:20"]
-    for bad in ["Fe", "Fe:1", "Fe:1:2:3:4", "F-e:1:2", ":1:2", "Fe:a:2", "Fe:-1:2"]:
+    for bad in ["Fe", "Fe:1", "Fe:1:2:3:4", "F-e:1:2", ":1:2", "Fe:a:2", "Fe:-1:2", "Fe:²:3"]:
         with pytest.raises(ValueError, match=f"Rois '{bad}': give NAME:\\[CH:\\]LOW:HIGH"):
             mapping.check_rois([bad])

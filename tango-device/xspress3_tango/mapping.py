@@ -138,9 +138,10 @@ def check_rois(specs):
     out = []
     for spec in specs:
         name, _, rest = spec.partition(":")
-        parts = rest.split(":")
+        parts = [p.strip() for p in rest.split(":")]
         if (not name or not all(c.isascii() and (c.isalnum() or c == "_") for c in name)
-                or len(parts) not in (2, 3) or not all(p.strip().isdigit() for p in parts)):
+                or len(parts) not in (2, 3)
+                or not all(p.isascii() and p.isdigit() for p in parts)):
             raise ValueError(f"Rois {spec!r}: give {ROI_SYNTAX}")
         out.append(spec)
     return out
