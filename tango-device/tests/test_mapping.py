@@ -1,27 +1,30 @@
 """The translation of MAX IV's parameters into `configure` requests, without Tango or a server."""
-import numpy as np
 import pytest
 
 from xspress3_tango import mapping
 
 
-@pytest.mark.parametrize("mode, n_trig, n_fpt, expected", [
-    ("SOFTWARE", 1, 50, ("software_first", 50)),
-    ("SOFTWARE", 7, 1, ("software", 7)),
-    ("SOFTWARE", 1, 1, ("software_first", 1)),
-    ("EXTERNAL_MULTI", 1, 20, ("external_first", 20)),
-    ("EXTERNAL_MULTI", 20, 1, ("external", 20)),
-    ("EXTERNAL_MULTI_GATE", 4, 5, ("gate", 20)),
+@pytest.mark.parametrize("mode, n_trig, n_fpt, fields, frames", [
+    ("SOFTWARE", 1, 50, {"trigger": "software", "triggers": 1, "frames_per_trigger": 50}, 50),
+    ("SOFTWARE", 7, 1, {"trigger": "software", "triggers": 7, "frames_per_trigger": 1}, 7),
+    ("EXTERNAL_MULTI", 1, 20, {"trigger": "external", "triggers": 1, "frames_per_trigger": 20},
+     20),
+    ("EXTERNAL_MULTI", 20, 1, {"trigger": "external", "triggers": 20, "frames_per_trigger": 1},
+     20),
+    # One frame per gate, whichever count holds them, with MAX IV's gate debounce.
+    ("EXTERNAL_MULTI_GATE", 1, 5, {"trigger": "gate", "frames": 5, "debounce": 80}, 5),
+    ("EXTERNAL_MULTI_GATE", 5, 1, {"trigger": "gate", "frames": 5, "debounce": 80}, 5),
 ])
-def test_trigger_modes_follow_max_iv(mode, n_trig, n_fpt, expected):
-    assert mapping.trigger_and_frames(mode, n_trig, n_fpt) == expected
+def test_trigger_modes_follow_max_iv(mode, n_trig, n_fpt, fields, frames):
+    assert mapping.trigger_fields(mode, n_trig, n_fpt, 80) == (fields, frames)
 
 
 def test_either_factor_must_be_one():
-    with pytest.raises(ValueError, match="nTriggers 2 with nFramesPerTrigger 3: one of them"):
-        mapping.trigger_and_frames("SOFTWARE", 2, 3)
+    for mode in mapping.TRIGGER_MODES:
+        with pytest.raises(ValueError, match="nTriggers 2 with nFramesPerTrigger 3: one of them"):
+            mapping.trigger_fields(mode, 2, 3, 80)
     with pytest.raises(ValueError, match="TriggerMode 'internal'"):
-        mapping.trigger_and_frames("internal", 1, 1)
+        mapping.trigger_fields("internal", 1, 1, 80)
 
 
 def test_live_time_is_exposure_minus_latency_minus_gap():
@@ -55,18 +58,19 @@ def test_unused_name_inserts_underscores(tmp_path):
     assert mapping.unused_name("scan", tmp_path) == "scan__"
 
 
-def test_windows_are_clipped_and_must_agree():
+def test_windows_are_clipped_and_sent_per_channel():
     assert mapping.clip_window("Window1_Ch0", [-3, 9000]) == [0, 4095]
     with pytest.raises(ValueError, match=r"Window1_Ch0 \[9, 3\]: low must not be above high"):
         mapping.clip_window("Window1_Ch0", [9, 3])
-    same = [[10, 20]] * 3
-    assert mapping.common_windows(same, [[0, 4095]] * 3) == [[0, 10, 20], [1, 0, 4095]]
-    with pytest.raises(ValueError, match=r"Window2 differs between channels \(Ch0=\[0, 1\], "):
-        mapping.common_windows(same, [[0, 1], [0, 2], [0, 1]])
+    assert mapping.channel_windows([[10, 20], [30, 40]], [[0, 4095], [5, 6]]) == [
+        [0, 0, 10, 20], [1, 0, 30, 40], [0, 1, 0, 4095], [1, 1, 5, 6]]
 
 
-def test_dead_time_correction_and_saturation():
-    dtc = mapping.dead_time_correction(np.array([1000, 1000]), np.array([10, 200]),
-                                       np.array([100, 0]), np.array([6, 6]))
-    assert dtc[0] == pytest.approx(1000 / (1000 - (10 * 7 + 100)))
-    assert np.isnan(dtc[1])  # 200 * 7 ticks dead out of 1000: no finite correction
+def test_event_widths_and_rois():
+    assert mapping.check_event_width("EventWidth_Ch1", 0) == 0
+    with pytest.raises(ValueError, match="EventWidth_Ch1 -1: give a width of zero or more"):
+        mapping.check_event_width("EventWidth_Ch1", -1)
+    assert mapping.check_rois(["Fe:630:650", "K_a:2:10:20"]) == ["Fe:630:650", "K_a:2:10:20"]
+    for bad in ["Fe", "Fe:1", "Fe:1:2:3:4", "F-e:1:2", ":1:2", "Fe:a:2", "Fe:-1:2", "Fe:²:3"]:
+        with pytest.raises(ValueError, match=f"Rois '{bad}': give NAME:\\[CH:\\]LOW:HIGH"):
+            mapping.check_rois([bad])

@@ -79,8 +79,12 @@ class Xspress3DS(Device):
         doc="Add the commands ReadRawCounts_Window1/2 and ReadDtcCounts_Window1/2.")
     EventWidths = device_property(
         dtype=(int,), default_value=[],
-        doc="Per-channel event widths overriding the calibrated ones in the device's dead-time "
-            "correction (one per channel).")
+        doc="Per-channel event widths (clock ticks) overriding the calibrated ones in the "
+            "dead-time correction, one per channel (as MAX IV's: otherwise ignored).")
+    GateDebounce = device_property(
+        dtype=int, default_value=80,
+        doc="Debounce of the gate input in clock ticks with TriggerMode EXTERNAL_MULTI_GATE "
+            "(MAX IV's 80: 1 us).")
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -103,6 +107,11 @@ class Xspress3DS(Device):
         self._output_directory = os.path.abspath(out) if out else ""
         n = self.Channels
         self._windows = {1: [[0, mapping.N_BINS - 1]] * n, 2: [[0, mapping.N_BINS - 1]] * n}
+        # Event widths sent with every configure, by channel: the EventWidths property (MAX IV
+        # uses it only when it has one value per channel), then EventWidth_ChN writes.
+        widths = list(self.EventWidths)
+        self._event_width_override = dict(enumerate(widths)) if len(widths) == n else {}
+        self._rois = []
         self._armed = None
         self._sw_triggers = 0
         self._frames_pushed = -1
@@ -110,6 +119,7 @@ class Xspress3DS(Device):
         self._last_event_widths = None
         self._latest = None  # (frame number, spectra)
         self._latest_scalers = None
+        self._latest_dtc = None
         self._process = None
         self.set_change_event("State", True, False)
         self.set_change_event("nFramesAcquired", True, False)
@@ -125,7 +135,10 @@ class Xspress3DS(Device):
         except (RuntimeError, Unreachable, ControlError) as e:
             self._set_state(DevState.FAULT, str(e))
         else:
-            self._set_state(DevState.STANDBY, "ready")
+            ignored = (f"; EventWidths property ignored: {len(widths)} values for {n} channels "
+                       "(MAX IV's rule: one per channel, else the calibrated widths)"
+                       if widths and len(widths) != n else "")
+            self._set_state(DevState.STANDBY, "ready" + ignored)
         self._push_events()
         self._stop_polling = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, daemon=True)
@@ -219,7 +232,8 @@ class Xspress3DS(Device):
         if frames != self._frames_pushed:
             self._frames_pushed = frames
             self._events.append(("nFramesAcquired", frames))
-        if self._armed is not None and status.get("state") != "running":
+        # `stopping` (also at the end of every acquisition): the files are still being closed.
+        if self._armed is not None and status.get("state") not in ("running", "stopping"):
             self._end_of_acquisition(status)
 
     def _end_of_acquisition(self, status):
@@ -276,6 +290,7 @@ class Xspress3DS(Device):
                 return
             spectra = self._rows("data", n - 1, n)[0]
             scalers = np.stack([self._rows(s, n - 1, n)[0] for s in SCALER_NAMES], axis=1)
+            dtc = self._rows("dead_time_correction", n - 1, n)[0]
             with h5py.File(self._last_files[-1], "r") as f:
                 self._last_event_widths = f["entry/instrument/xspress3/event_width"][()]
                 last = int(f["entry/instrument/xspress3/frame_number"][-1])
@@ -284,16 +299,18 @@ class Xspress3DS(Device):
             return
         self._latest = (last, spectra)
         self._latest_scalers = scalers.astype(np.uint32)
+        self._latest_dtc = dtc
 
-    def _event_widths(self):
-        if len(self.EventWidths) == self.Channels:
-            return np.asarray(self.EventWidths)
+    def _event_width(self, ch):
+        """The width the next Arm sends, else the one the last file was corrected with."""
+        if ch in self._event_width_override:
+            return self._event_width_override[ch]
         if self._last_event_widths is not None:
-            return np.asarray(self._last_event_widths)
+            return int(self._last_event_widths[ch])
         _refuse("Xspress3DS_Unknown",
-                "event widths are known after the first acquisition that writes a file (the "
-                "serve process's control socket does not report them), or set the EventWidths "
-                "property", "EventWidth")
+                f"the event width of channel {ch} is known after the first acquisition that "
+                "writes a file (the serve process's control socket does not report it); or write "
+                f"EventWidth_Ch{ch} or set the EventWidths property", f"EventWidth_Ch{ch}")
 
     # ---- MAX IV's attributes ----------------------------------------------------------------
 
@@ -395,8 +412,8 @@ class Xspress3DS(Device):
                                        AttrWriteType.READ_WRITE, 2),
                     r_meth=self.read_window, w_meth=self.write_window)
             self.add_attribute(
-                tango.Attr(f"EventWidth_Ch{ch}", tango.DevShort, AttrWriteType.READ),
-                r_meth=self.read_event_width)
+                tango.Attr(f"EventWidth_Ch{ch}", tango.DevShort, AttrWriteType.READ_WRITE),
+                r_meth=self.read_event_width, w_meth=self.write_event_width)
             self.add_attribute(
                 tango.SpectrumAttr(f"Spectrum_Ch{ch}", tango.DevULong, AttrWriteType.READ,
                                    mapping.N_BINS),
@@ -429,7 +446,11 @@ class Xspress3DS(Device):
 
     def read_event_width(self, attr):
         ch, _ = self._channel_of(attr)
-        attr.set_value(int(self._event_widths()[ch]))
+        attr.set_value(self._event_width(ch))
+
+    def write_event_width(self, attr):
+        ch, name = self._channel_of(attr)
+        self._event_width_override[ch] = mapping.check_event_width(name, attr.get_write_value())
 
     def read_spectrum(self, attr):
         ch, _ = self._channel_of(attr)
@@ -472,16 +493,57 @@ class Xspress3DS(Device):
         return SCALER_NAMES
 
     @attribute(dtype=(float,), max_dim_x=256,
-               doc="Per channel dead-time correction of the frame in Scalers (NaN: saturated)")
+               doc="Per channel dead-time correction of the frame in Scalers, as the file has it "
+                   "(NaN: saturated)")
     def DeadTimeCorrection(self):
-        s = self._latest_scalers
-        if s is None:
-            return np.zeros(0)
-        return mapping.dead_time_correction(s[:, 0], s[:, 3], s[:, 1], self._event_widths())
+        return np.zeros(0) if self._latest_dtc is None else self._latest_dtc
+
+    @attribute(dtype=(str,), max_dim_x=64,
+               doc="Software ROIs NAME:[CH:]LOW:HIGH sent with Arm (serve's `rois`): summed per "
+                   "frame into the file (roi_NAME, roi_NAME_dtc) and read back in RoiCounts")
+    def Rois(self):
+        return self._rois
+
+    @Rois.write
+    def Rois(self, value):
+        self._rois = mapping.check_rois(list(value))
+
+    def _roi_values(self, key, dtype, fill):
+        rois = self._status.get("rois", [])
+        if not rois:
+            return np.zeros((0, 0), dtype=dtype)
+        return np.array([[fill if v is None else v for v in r[key]] for r in rois], dtype=dtype)
+
+    @attribute(dtype=(str,), max_dim_x=64, doc="Names of the rows of RoiCounts and RoiDtcCounts")
+    def RoiNames(self):
+        return [r["name"] for r in self._status.get("rois", [])]
+
+    @attribute(dtype=((int,),), max_dim_x=256, max_dim_y=64,
+               doc="[roi][channel] sums of frame RoiFrame (the latest the file or stream took)")
+    def RoiCounts(self):
+        return self._roi_values("counts", np.int64, 0)
+
+    @attribute(dtype=((float,),), max_dim_x=256, max_dim_y=64,
+               doc="RoiCounts times the dead-time correction (NaN where saturated)")
+    def RoiDtcCounts(self):
+        return self._roi_values("dtc", np.float64, np.nan)
+
+    @attribute(dtype=int, doc="Frame of RoiCounts (-1: none)")
+    def RoiFrame(self):
+        frame = self._status.get("rois_frame")
+        return -1 if frame is None else int(frame)
 
     FramesWritten = _status_counter("frames_written", "Frames written to the file")
     FramesSent = _status_counter("frames_sent", "Frames sent on the data stream")
+    FramesFlushed = _status_counter("frames_flushed", "Frames written and flushed to disk")
     FramesLost = _status_counter("frames_lost", "Frames overwritten in the SDK before readout")
+    FramesLostTotal = _status_counter(
+        "frames_lost_total", "Every frame missing somewhere: FramesLost + StreamDrops + "
+                             "StreamUnsent + FramesUnwritten")
+    StreamUnsent = _status_counter("stream_unsent", "Frames acquired, not delivered to the stream")
+    FramesUnwritten = _status_counter("frames_unwritten", "Frames acquired, not in the file")
+    TriggersIgnored = _status_counter(
+        "triggers_ignored", "Software triggers the acquisition could not use")
     SdkOverruns = _status_counter("sdk_overruns", "SDK circular-buffer overruns")
     StreamDrops = _status_counter("stream_drops", "Frames refused by a PUB stream")
     RingFill = _status_counter("ring_fill", "Frames waiting in the ring")
@@ -504,22 +566,26 @@ class Xspress3DS(Device):
     # ---- MAX IV's commands ------------------------------------------------------------------
 
     def _configure_request(self):
-        trigger, frames = mapping.trigger_and_frames(
-            self._trigger_mode, self._n_triggers, self._frames_per_trigger)
+        """(the `configure` fields, the frames they acquire)."""
+        trigger, frames = mapping.trigger_fields(
+            self._trigger_mode, self._n_triggers, self._frames_per_trigger, self.GateDebounce)
         req = {
-            "frames": frames,
+            **trigger,
             "exposure": mapping.exposure_seconds(self._exposure_time, self._latency_time),
-            "trigger": trigger,
             "gap_ns": mapping.GAP_NS,
-            "windows": mapping.common_windows(self._windows[1], self._windows[2]),
+            "windows": mapping.channel_windows(self._windows[1], self._windows[2]),
         }
+        if self._event_width_override:
+            req["event_width"] = sorted([ch, w] for ch, w in self._event_width_override.items())
+        if self._rois:
+            req["rois"] = self._rois
         if self._write_hdf5 and self._destination:
             name = mapping.relative_file_name(self._destination, self._output_directory)
             if not self._overwritable and self._output_directory:
                 name = mapping.unused_name(name, self._output_directory)
             req["file"] = name
             req["overwrite"] = self._overwritable
-        return req
+        return req, frames
 
     @command
     def Arm(self):
@@ -537,7 +603,7 @@ class Xspress3DS(Device):
         if state == DevState.RUNNING:
             _refuse("Xspress3DS_Running", "an acquisition is running; Stop it first", "Arm")
         try:
-            req = self._configure_request()
+            req, frames = self._configure_request()
         except ValueError as e:
             _refuse("Xspress3DS_BadValue", str(e), "Arm")
         try:
@@ -551,11 +617,11 @@ class Xspress3DS(Device):
         self._sw_triggers = 0
         self._armed = {"mode": self._trigger_mode, "n_triggers": self._n_triggers,
                        "frames_per_trigger": self._frames_per_trigger,
-                       "frames": req["frames"]}
+                       "frames": frames}
         self._latest = None
         self._latest_scalers = None
-        self._set_state(DevState.RUNNING, f"acquiring {req['frames']} frames "
-                                          f"({req['trigger']})")
+        self._latest_dtc = None
+        self._set_state(DevState.RUNNING, f"acquiring {frames} frames ({req['trigger']})")
 
     @command
     def SoftwareTrigger(self):
@@ -619,11 +685,9 @@ class Xspress3DS(Device):
                 return out
             counts = raw[:, channel].astype(np.float64)
             if dtc:
-                rows = {s: self._rows(s, first - 1, last)[:, channel]
-                        for s in ("time", "all_events", "reset_ticks")}
-                factor = mapping.dead_time_correction(
-                    rows["time"], rows["all_events"], rows["reset_ticks"],
-                    self._event_widths()[channel])
+                # The file's correction, made with the event widths of that acquisition; NaN
+                # (saturated) becomes 0 as in MAX IV's device.
+                factor = self._rows("dead_time_correction", first - 1, last)[:, channel]
                 counts = np.nan_to_num(counts * factor)
         except (OSError, KeyError) as e:
             _refuse("Xspress3DS_File", f"{origin}: cannot read {self._last_files}: {e}", origin)

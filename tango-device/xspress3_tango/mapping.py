@@ -6,8 +6,6 @@ text names the attribute, the value and what would be accepted.
 import math
 import os
 
-import numpy as np
-
 TRIGGER_MODES = ("SOFTWARE", "EXTERNAL_MULTI", "EXTERNAL_MULTI_GATE")
 # The time-frame generator gap the device always configures (MAX IV hard-wires 25 ns too).
 GAP_NS = 25
@@ -49,21 +47,28 @@ def clip_window(name, value):
     return [lo, hi]
 
 
-def trigger_and_frames(mode, n_triggers, frames_per_trigger):
-    """(serve trigger mode, frames) as MAX IV arms the SDK: one trigger starting internally timed
-    frames (`*_first`) or one frame per trigger; a gate makes one frame per gate."""
+def trigger_fields(mode, n_triggers, frames_per_trigger, gate_debounce):
+    """The trigger fields of `configure` and the frame count, as MAX IV arms the SDK.
+
+    SOFTWARE and EXTERNAL_MULTI pass `triggers` and `frames_per_trigger` to the serve process,
+    which plans them as MAX IV does: one trigger starting internally timed frames (`*_first`) or
+    one frame per trigger. EXTERNAL_MULTI_GATE makes one frame per gate, nTriggers x
+    nFramesPerTrigger of them, with MAX IV's debounce of the gate input; it is sent as `frames`
+    because serve's own gate plan takes the frames only as nTriggers.
+    MAX IV refuses both counts above 1 in every mode."""
     check_trigger_mode(mode)
     check_count("nTriggers", n_triggers)
     check_count("nFramesPerTrigger", frames_per_trigger)
-    frames = n_triggers * frames_per_trigger
-    if mode == "EXTERNAL_MULTI_GATE":
-        return "gate", frames
     if n_triggers > 1 and frames_per_trigger > 1:
         raise ValueError(
             f"nTriggers {n_triggers} with nFramesPerTrigger {frames_per_trigger}: one of them "
             "must be 1 (as in MAX IV's device)")
-    base = "software" if mode == "SOFTWARE" else "external"
-    return (base + "_first", frames) if n_triggers == 1 else (base, frames)
+    frames = n_triggers * frames_per_trigger
+    if mode == "EXTERNAL_MULTI_GATE":
+        return {"trigger": "gate", "frames": frames, "debounce": gate_debounce}, frames
+    source = "software" if mode == "SOFTWARE" else "external"
+    return {"trigger": source, "triggers": n_triggers,
+            "frames_per_trigger": frames_per_trigger}, frames
 
 
 def exposure_seconds(exposure, latency):
@@ -109,25 +114,34 @@ def unused_name(name, output_directory):
     return name
 
 
-def common_windows(windows1, windows2):
-    """serve applies each window to every channel: all channels must agree."""
+def channel_windows(windows1, windows2):
+    """`windows` of `configure`: `[channel, window, low, high]` for every channel's Window1
+    (window 0) and Window2 (window 1)."""
+    return [[ch, win, lo, hi]
+            for win, per_channel in enumerate((windows1, windows2))
+            for ch, (lo, hi) in enumerate(per_channel)]
+
+
+def check_event_width(name, ticks):
+    """Negative widths are refused here; the serve process refuses widths above its limit."""
+    if ticks < 0:
+        raise ValueError(f"{name} {ticks}: give a width of zero or more clock ticks")
+    return ticks
+
+
+ROI_SYNTAX = "NAME:[CH:]LOW:HIGH (NAME of letters, digits and _), e.g. Fe:630:650 or Fe:2:630:650"
+
+
+def check_rois(specs):
+    """The `Rois` attribute: every spec `NAME:[CH:]LOW:HIGH`. Channels and bins are checked by
+    the serve process against the detector when the device arms."""
     out = []
-    for win, (label, per_channel) in enumerate((("Window1", windows1), ("Window2", windows2))):
-        distinct = {tuple(w) for w in per_channel}
-        if len(distinct) > 1:
-            listing = ", ".join(f"Ch{c}={list(w)}" for c, w in enumerate(per_channel))
-            raise ValueError(
-                f"{label} differs between channels ({listing}): xsp3-acquire serve sets each "
-                "window for all channels at once; give every channel the same window")
-        lo, hi = per_channel[0]
-        out.append([win, lo, hi])
+    for spec in specs:
+        name, _, rest = spec.partition(":")
+        parts = [p.strip() for p in rest.split(":")]
+        if (not name or not all(c.isascii() and (c.isalnum() or c == "_") for c in name)
+                or len(parts) not in (2, 3)
+                or not all(p.isascii() and p.isdigit() for p in parts)):
+            raise ValueError(f"Rois {spec!r}: give {ROI_SYNTAX}")
+        out.append(spec)
     return out
-
-
-def dead_time_correction(time, all_events, reset_ticks, event_width):
-    """Time / (Time - (AllEvents * (EventWidth + 1) + ResetTicks)), per element (numpy arrays)."""
-    time = np.asarray(time, dtype=np.float64)
-    live = time - (np.asarray(all_events, dtype=np.float64) * (np.asarray(event_width) + 1.0)
-                   + np.asarray(reset_ticks, dtype=np.float64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(live > 0, time / live, np.nan)

@@ -14,12 +14,14 @@ from tango import DevState
 
 from tango_helpers import device_context, refused, wait_state
 from waiting import wait_for
-from xsp3_helpers import dead_time_correction, frame, free_port, rust_bin
+from xsp3_helpers import dead_time_correction, frame, free_port, rust_bin, scalers
 
 NCH = 4
 SEED = 1
 # The simulator's event width of channel c is 6 + c % 4 ticks (docs/sdk-sim.md).
 EVENT_WIDTHS = [6 + c for c in range(NCH)]
+SCALER_NAMES = ("time", "reset_ticks", "reset_count", "all_events", "all_good", "in_window_0",
+                "in_window_1", "pileup", "total_ticks")
 
 
 @pytest.fixture
@@ -65,8 +67,10 @@ def test_max_iv_attributes_defaults_and_readback(dev):
                                      "all_good", "in_window_0", "in_window_1", "pileup",
                                      "total_ticks"]
     assert dev.LatestFrameNumber == -1
-    for counter in ("FramesWritten", "FramesSent", "FramesLost", "SdkOverruns", "StreamDrops",
-                    "RingFill", "RingHighWater", "RingFullEvents"):
+    for counter in ("FramesWritten", "FramesFlushed", "FramesSent", "FramesLost",
+                    "FramesLostTotal", "SdkOverruns", "StreamDrops", "StreamUnsent",
+                    "FramesUnwritten", "TriggersIgnored", "RingFill", "RingHighWater",
+                    "RingFullEvents"):
         assert dev.read_attribute(counter).value == 0
     # Event widths are known once a file was written, or from the EventWidths property.
     assert "EventWidths property" in refused(lambda: dev.EventWidth_Ch0)
@@ -85,20 +89,23 @@ def test_bad_values_are_refused_with_the_reason(dev, tmp_path):
         ("Window1_Ch2", [700, 600], "Window1_Ch2 [700, 600]: low must not be above high"),
         ("Window2_Ch0", [5], "Window2_Ch0 [5]: give two bins"),
         ("Window2_Ch0", [1, 2, 3], "X dimesion is greater than the max"),  # Tango itself
+        ("EventWidth_Ch3", -1, "EventWidth_Ch3 -1: give a width of zero or more clock ticks"),
+        ("Rois", ["Fe:600"], "Rois 'Fe:600': give NAME:[CH:]LOW:HIGH"),
+        ("Rois", ["Fe-K:1:2"], "Rois 'Fe-K:1:2': give NAME:[CH:]LOW:HIGH"),
     ]
     for name, value, why in cases:
         assert why in refused(lambda: dev.write_attribute(name, value)), name
     assert dev.ExposureTime == pytest.approx(0.1)
     assert "Arm first" in refused(dev.SoftwareTrigger)
-    dev.nTriggers, dev.nFramesPerTrigger = 2, 3
-    assert "one of them must be 1" in refused(dev.Arm)
+    for mode in ("SOFTWARE", "EXTERNAL_MULTI", "EXTERNAL_MULTI_GATE"):
+        dev.TriggerMode = mode
+        dev.nTriggers, dev.nFramesPerTrigger = 2, 3
+        assert "nTriggers 2 with nFramesPerTrigger 3: one of them must be 1" in refused(dev.Arm)
+    dev.TriggerMode = "SOFTWARE"
     dev.nTriggers = 1
     dev.ExposureTime, dev.LatencyTime = 0.001, 0.002
     assert "leaves no live time" in refused(dev.Arm)
     dev.LatencyTime = 0.0
-    dev.Window1_Ch1 = [10, 20]
-    assert "Window1 differs between channels" in refused(dev.Arm)
-    dev.Window1_Ch1 = [0, 4095]
     for cmd in ("ReadRawCounts_Window1", "ReadDtcCounts_Window2"):
         assert "channel 9 is outside 0..3" in refused(lambda: dev.command_inout(cmd, [9, 1, 2]))
         assert "last frame 1 is before the first 4" in refused(
@@ -180,6 +187,7 @@ def test_internally_timed_acquisition_after_one_trigger(dev, tmp_path):
     assert dev.ReadyForSwTrigger is False
     wait_state(dev, DevState.STANDBY)
     assert dev.nFramesAcquired == 300
+    assert (dev.FramesWritten, dev.FramesFlushed, dev.FramesLostTotal) == (300, 300, 0)
     g = xspress3_group(tmp_path / "timed.h5")
     assert g.attrs["trigger_mode"] in ("software_first", b"software_first")
     assert g["data"].shape == (300, NCH, 4096)
@@ -227,6 +235,9 @@ def test_stop_mid_acquisition_closes_the_file(dev, tmp_path):
     dev.SoftwareTrigger()
     wait_for("some frames", lambda: dev.nFramesAcquired > 100)
     frames_seen_running = dev.LatestFrameNumber
+    # A second trigger while the frames run is one the acquisition cannot use: serve counts it.
+    dev.SoftwareTrigger()
+    wait_for("the ignored trigger", lambda: dev.TriggersIgnored == 1)
     dev.Stop()
     assert dev.state() == DevState.STANDBY
     n = dev.nFramesAcquired
@@ -356,12 +367,13 @@ def test_serve_refusals_reach_the_client(tmp_path):
         assert dev.state() == DevState.STANDBY
 
 
-@pytest.mark.parametrize("mode, n_trig, n_fpt, serve_mode", [
-    ("EXTERNAL_MULTI", 40, 1, "external"),
-    ("EXTERNAL_MULTI", 1, 40, "external_first"),
-    ("EXTERNAL_MULTI_GATE", 8, 5, "gate"),
+@pytest.mark.parametrize("mode, n_trig, n_fpt, serve_mode, debounce", [
+    ("EXTERNAL_MULTI", 40, 1, "external", 0),
+    ("EXTERNAL_MULTI", 1, 40, "external_first", 0),
+    # One frame per gate also with nFramesPerTrigger (MAX IV's), with MAX IV's gate debounce.
+    ("EXTERNAL_MULTI_GATE", 1, 40, "gate", 80),
 ])
-def test_external_trigger_modes(tmp_path, mode, n_trig, n_fpt, serve_mode):
+def test_external_trigger_modes(tmp_path, mode, n_trig, n_fpt, serve_mode, debounce):
     # The simulated SDK delivers TTL triggers (and gates) at 400 Hz.
     with device_context(tmp_path, ServerArgs=["--sim", "ext_trigger_hz=400"]) as dev:
         dev.TriggerMode = mode
@@ -375,6 +387,7 @@ def test_external_trigger_modes(tmp_path, mode, n_trig, n_fpt, serve_mode):
         assert dev.nFramesAcquired == 40
         g = xspress3_group(tmp_path / "ext.h5")
         assert g.attrs["trigger_mode"] in (serve_mode, serve_mode.encode())
+        assert g.attrs["debounce_ticks"] == debounce
         assert g["data"].shape == (40, NCH, 4096)
 
 
@@ -407,10 +420,129 @@ def test_event_widths_property_overrides_the_calibration(tmp_path):
         dev.SoftwareTrigger()
         wait_state(dev, DevState.STANDBY)
         g = xspress3_group(tmp_path / "widths.h5")
-        assert list(g["event_width"][:]) == EVENT_WIDTHS  # the file keeps the calibrated ones
-        sc = np.stack([g[s][3, :] for s in ("time", "reset_ticks", "reset_count", "all_events",
-                                            "all_good", "in_window_0", "in_window_1", "pileup",
-                                            "total_ticks")], axis=1)
+        # Sent per channel in configure: the file's correction uses them, as MAX IV's does.
+        assert list(g["event_width"][:]) == widths
+        sc = np.stack([g[s][3, :] for s in SCALER_NAMES], axis=1)
+        np.testing.assert_allclose(g["dead_time_correction"][3], dead_time_correction(sc, widths))
         np.testing.assert_allclose(dev.DeadTimeCorrection, dead_time_correction(sc, widths))
         np.testing.assert_allclose(dev.command_inout("ReadDtcCounts_Window2", [1, 4, 4]),
                                    [sc[1, 6] * dead_time_correction(sc, widths)[1]])
+
+
+def test_event_widths_property_of_the_wrong_length_is_ignored_as_by_max_iv(tmp_path):
+    with device_context(tmp_path, EventWidths=[10, 11]) as dev:
+        assert dev.state() == DevState.STANDBY
+        assert "EventWidths property ignored: 2 values for 4 channels" in dev.status()
+        assert "known after the first acquisition that writes a file" in refused(
+            lambda: dev.EventWidth_Ch0)
+
+
+def _acquire(dev, name, frames, exposure=0.001):
+    dev.TriggerMode = "SOFTWARE"
+    dev.ExposureTime = exposure
+    dev.nTriggers, dev.nFramesPerTrigger = 1, frames
+    dev.DestinationFileName = name
+    dev.Arm()
+    dev.SoftwareTrigger()
+    wait_state(dev, DevState.STANDBY)
+
+
+def test_per_channel_windows_reach_the_file(dev, tmp_path):
+    windows = [(600, 700, 1100, 1300), (0, 99, 4000, 4095), (2000, 2000, 0, 4095),
+               (10, 3000, 1200, 1201)]
+    for ch, (l0, h0, l1, h1) in enumerate(windows):
+        dev.write_attribute(f"Window1_Ch{ch}", [l0, h0])
+        dev.write_attribute(f"Window2_Ch{ch}", [l1, h1])
+    _acquire(dev, "windows", 5)
+    g = xspress3_group(tmp_path / "windows.h5")
+    np.testing.assert_array_equal(g.attrs["windows"], windows)
+    ticks = int(g.attrs["exposure_ticks"])
+    for i in range(5):
+        expected = scalers(frame(SEED, i, NCH), ticks, windows)
+        np.testing.assert_array_equal(g["in_window_0"][i], expected[:, 5])
+        np.testing.assert_array_equal(g["in_window_1"][i], expected[:, 6])
+    for ch, (l0, h0, l1, h1) in enumerate(windows):
+        assert list(dev.command_inout("ReadRawCounts_Window1", [ch, 1, 5])) == [
+            int(frame(SEED, i, NCH)[ch, l0:h0 + 1].sum()) for i in range(5)]
+        assert list(dev.command_inout("ReadRawCounts_Window2", [ch, 1, 5])) == [
+            int(frame(SEED, i, NCH)[ch, l1:h1 + 1].sum()) for i in range(5)]
+    last = frame(SEED, 4, NCH)
+    assert list(dev.LatestWindow1Counts) == [int(last[c, w[0]:w[1] + 1].sum())
+                                             for c, w in enumerate(windows)]
+    # The windows stay as written for the next acquisition (sent again with every Arm).
+    dev.Window1_Ch1 = [50, 60]
+    _acquire(dev, "windows2", 1)
+    g = xspress3_group(tmp_path / "windows2.h5")
+    assert list(g.attrs["windows"][1]) == [50, 60, 4000, 4095]
+    assert list(g.attrs["windows"][0]) == list(windows[0])
+
+
+def test_per_channel_event_widths_change_the_dead_time_correction(dev, tmp_path):
+    _acquire(dev, "calibrated", 3)
+    assert [dev.read_attribute(f"EventWidth_Ch{c}").value for c in range(NCH)] == EVENT_WIDTHS
+    calibrated = np.array(dev.DeadTimeCorrection)
+    dev.EventWidth_Ch1 = 40
+    dev.EventWidth_Ch3 = 0
+    widths = [EVENT_WIDTHS[0], 40, EVENT_WIDTHS[2], 0]
+    assert [dev.read_attribute(f"EventWidth_Ch{c}").value for c in range(NCH)] == widths
+    _acquire(dev, "widths", 3)
+    g = xspress3_group(tmp_path / "widths.h5")
+    assert list(g["event_width"][:]) == widths
+    expected = [dead_time_correction(scalers(frame(SEED, i, NCH), int(g.attrs["exposure_ticks"])),
+                                     widths) for i in range(3)]
+    np.testing.assert_allclose(g["dead_time_correction"][:], expected)
+    dtc = np.array(dev.DeadTimeCorrection)
+    np.testing.assert_allclose(dtc, expected[2])
+    # The same frame content (frame 2 of each acquisition): a wider event means more dead time.
+    assert dtc[1] > calibrated[1] and dtc[3] < calibrated[3]
+    np.testing.assert_allclose(dtc[[0, 2]], calibrated[[0, 2]])
+    for ch in range(NCH):
+        raw = dev.command_inout("ReadRawCounts_Window1", [ch, 1, 3])
+        np.testing.assert_allclose(dev.command_inout("ReadDtcCounts_Window1", [ch, 1, 3]),
+                                   np.array(raw) * np.array(expected)[:, ch])
+
+
+def test_serve_refuses_per_channel_values_with_its_reason(dev, tmp_path):
+    dev.EventWidth_Ch2 = 2000
+    why = refused(dev.Arm)
+    assert ("xsp3-acquire serve: configure: event_width 2:2000: event width beyond 1000 clock "
+            "ticks") in why, why
+    assert dev.state() == DevState.STANDBY
+    dev.EventWidth_Ch2 = 8
+    dev.Rois = ["Fe:9:600:700"]
+    why = refused(dev.Arm)
+    assert "xsp3-acquire serve: configure: roi Fe:9:600:700: no such channel" in why, why
+    dev.Rois = ["Fe:600:5000"]
+    assert "roi Fe:600:5000: bins must lie in 0..=4095" in refused(dev.Arm)
+    assert dev.state() == DevState.STANDBY
+    dev.Rois = []
+    _acquire(dev, "accepted", 2)
+    assert dev.nFramesAcquired == 2
+
+
+def test_roi_sums_read_back_from_the_serve_status(dev, tmp_path):
+    assert (list(dev.RoiNames or []), dev.RoiFrame) == ([], -1)
+    dev.Rois = ["Fe:600:700", "Mn:1:1100:1300", "Mn:3:0:9"]
+    assert list(dev.Rois) == ["Fe:600:700", "Mn:1:1100:1300", "Mn:3:0:9"]
+    _acquire(dev, "rois", 7)
+    assert list(dev.RoiNames) == ["Fe", "Mn"]
+    assert dev.RoiFrame == 6
+    last = frame(SEED, 6, NCH)
+    fe = [int(last[c, 600:701].sum()) for c in range(NCH)]
+    mn = [0, int(last[1, 1100:1301].sum()), 0, int(last[3, 0:10].sum())]
+    np.testing.assert_array_equal(dev.RoiCounts, [fe, mn])
+    g = xspress3_group(tmp_path / "rois.h5")
+    np.testing.assert_array_equal(g["roi_Fe"][6], fe)
+    np.testing.assert_allclose(dev.RoiDtcCounts,
+                               np.array([fe, mn]) * g["dead_time_correction"][6])
+    # Live while running: the frame of the sums moves on.
+    dev.nFramesPerTrigger = 1_000_000
+    dev.DestinationFileName = "rois_live"
+    dev.Arm()
+    dev.SoftwareTrigger()
+    wait_for("ROI sums of the running acquisition", lambda: dev.RoiFrame > 50)
+    first = dev.RoiFrame
+    wait_for("later ROI sums", lambda: dev.RoiFrame > first)
+    counts = dev.RoiCounts
+    assert counts.shape == (2, NCH) and (counts[0] > 0).all()
+    dev.Stop()
