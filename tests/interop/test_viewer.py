@@ -168,7 +168,7 @@ def test_page_plots_the_monitor_frames_live_and_across_acquisitions(serve, viewe
     # The acquisition ends: the page stays on its last frame.
     serve.request(cmd="stop")
     wait_for("the end", lambda: page_state(page)["state"] == "done")
-    ended = wait_for("the monitor gone", lambda: (s := page_state(page))["health"].find(
+    ended = wait_for("the last frame kept", lambda: (s := page_state(page))["health"].find(
         "showing the last frame") >= 0 and s)
     updates = ended["updates"]
     still = wait_for("more page updates", lambda: (s := page_state(page))["updates"] >

@@ -177,7 +177,10 @@ function fillCounters() {
   el.className = state;
   const notes = [`monitor ${m.monitor.endpoint}: ${m.monitor.ok ? "answering" : m.monitor.error || "not asked yet"}`];
   if (m.status_source) notes.push(`status (${m.status_source}): ${m.status_error || "ok"}`);
-  if (!m.monitor.ok && viewer.frame) notes.push(`showing the last frame, ${viewer.frame.number}`);
+  // Between acquisitions the monitor either keeps answering with the last frame (serve) or is
+  // gone (run): either way the page shows the last frame it got, and says so.
+  const ended = status.state && status.state !== "running";
+  if ((!m.monitor.ok || ended) && viewer.frame) notes.push(`showing the last frame, ${viewer.frame.number}`);
   $("health").textContent = notes.join(" | ");
 }
 
