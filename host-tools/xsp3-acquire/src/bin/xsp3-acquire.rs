@@ -85,6 +85,10 @@ struct RunArgs {
     /// Bind the live monitor (REP, latest frame on request) here, e.g. tcp://127.0.0.1:9998.
     #[arg(long, value_name = "ENDPOINT")]
     monitor: Option<String>,
+    /// Serve the live spectrum page (docs/viewer.md) on this address, e.g. 127.0.0.1:8080. It
+    /// reads the monitor, so it needs --monitor and never slows the acquisition.
+    #[arg(long, value_name = "IP:PORT", requires = "monitor")]
+    http: Option<String>,
     #[command(flatten)]
     detector: DetectorArgs,
     /// Print the summary as JSON on stdout.
@@ -113,6 +117,11 @@ struct ServeArgs {
     /// Bind the live monitor here for every acquisition.
     #[arg(long, value_name = "ENDPOINT")]
     monitor: Option<String>,
+    /// Serve the live spectrum page (docs/viewer.md) on this address, e.g. 127.0.0.1:8080, for
+    /// the daemon's whole life. It reads the monitor and the control socket, so it needs
+    /// --monitor and never slows an acquisition.
+    #[arg(long, value_name = "IP:PORT", requires = "monitor")]
+    http: Option<String>,
     /// Output directory for acquisitions; `configure` names files inside it.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -215,7 +224,7 @@ fn run(args: RunArgs) -> Result<Summary, Failure> {
     request.file.get_or_insert_with(|| RUN_FILE.to_string());
     let site = Site {
         out_dir: args.out,
-        monitor: args.monitor,
+        monitor: args.monitor.clone(),
         ring_frames: args.detector.ring_frames,
         status_every: (!args.quiet).then_some(Duration::from_secs(1)),
     };
@@ -223,8 +232,22 @@ fn run(args: RunArgs) -> Result<Summary, Failure> {
         RequestError::Detector { .. } | RequestError::Engine(_) => start(e.to_string()),
         _ => usage(e.to_string()),
     })?;
-    let control = SessionControl::default();
+    let control = Arc::new(SessionControl::default());
     stop_on_signals(&control)?;
+    // Kept alive until the session ends: dropping it stops the page.
+    let _viewer = match (&args.http, &args.monitor) {
+        (Some(http), Some(monitor)) => {
+            let (status_of, windows) = (Arc::clone(&control), desc.windows.clone());
+            let source = xsp3_viewer::Source::monitor(xsp3_viewer::connect_endpoint(monitor))
+                .with_status_fn(move || {
+                    let mut status = serde_json::to_value(status_of.snapshot()).unwrap_or_default();
+                    status["windows"] = serde_json::json!(windows);
+                    status
+                });
+            Some(xsp3_viewer::serve(http, source).map_err(|e| start(e.to_string()))?)
+        }
+        _ => None,
+    };
     // `run` issues the software triggers itself: one per frame requested in `software`, the
     // first only in `software_first`.
     let triggers = match desc.params.trigger {
@@ -341,6 +364,15 @@ fn serve_main(args: ServeArgs) -> Result<(), Failure> {
     let dev = open_detector(&args.detector)?;
     let control = SessionControl::default();
     stop_on_signals(&control)?;
+    // Kept alive for the daemon's life: dropping it stops the page.
+    let _viewer = match (&args.http, &args.monitor) {
+        (Some(http), Some(monitor)) => {
+            let source = xsp3_viewer::Source::monitor(xsp3_viewer::connect_endpoint(monitor))
+                .with_control(xsp3_viewer::connect_endpoint(&args.control));
+            Some(xsp3_viewer::serve(http, source).map_err(|e| start(e.to_string()))?)
+        }
+        _ => None,
+    };
     let shutdown: Arc<AtomicBool> = Arc::clone(&control.stop);
     let config = ServeConfig {
         control_endpoint: args.control,
