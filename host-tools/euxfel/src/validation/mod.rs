@@ -1,0 +1,490 @@
+//! Validation of EuXFEL files and run directories: EXtra-data's checks
+//! (`extra_data.validation`, same names, messages and extra fields) and the
+//! cross-file checks it lacks.
+//!
+//! Each file is checked on its own ([`validate_file`]), in parallel over the files
+//! of a run ([`validate_run`]); the run checks then work on the per-file
+//! [`FileSummary`]s only, never on the files themselves.
+//!
+//! Where EXtra-data's validator crashes or misreports, the real problem is
+//! reported instead: a control index whose `count` length differs from `first`
+//! (EXtra-data raises a numpy broadcast error) gives "Index first & count have
+//! different number of entries"; index datasets padded with zero entries past the
+//! last train (EXtra-data's own legacy AGIPD example) are not a problem; a read
+//! that fails inside a check gives a "Could not read dataset" problem.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::Error;
+use super::file_access::FileAccess;
+
+mod file_checks;
+mod run_checks;
+
+use file_checks::{
+    control_timestamps_order, index_control, index_instrument, train_ids_nonzero, train_ids_order,
+    train_ids_unique,
+};
+use run_checks::{
+    format_versions, run_json_cache, run_map_entries, sequence_gaps, source_conflicts,
+};
+
+/// EXtra-data's checks on each file, in its order.
+const XD_FILE_CHECKS: [&str; 5] = [
+    "train_ids_nonzero",
+    "train_ids_order",
+    "index_control",
+    "index_instrument",
+    "control_timestamps_order",
+];
+/// EXtra-data's checks on a run directory.
+const XD_RUN_CHECKS: [&str; 1] = ["run_json_cache"];
+/// Checks EXtra-data lacks: on each file, then on the run.
+const EXTRA_FILE_CHECKS: [&str; 1] = ["train_ids_unique"];
+const EXTRA_RUN_CHECKS: [&str; 4] = [
+    "source_conflicts",
+    "run_map_entries",
+    "sequence_gaps",
+    "format_versions",
+];
+
+/// Every check name, in the order `--list` prints them (EXtra-data's first).
+pub fn check_names() -> Vec<&'static str> {
+    XD_FILE_CHECKS
+        .iter()
+        .chain(&XD_RUN_CHECKS)
+        .chain(&EXTRA_FILE_CHECKS)
+        .chain(&EXTRA_RUN_CHECKS)
+        .copied()
+        .collect()
+}
+
+/// Which checks to run.
+#[derive(Debug, Clone, Default)]
+pub struct Checks {
+    skip: BTreeSet<String>,
+}
+
+impl Checks {
+    /// All checks except `skip`; unknown names are returned as the error (sorted).
+    pub fn skipping(skip: &[String]) -> std::result::Result<Checks, Vec<String>> {
+        let known = check_names();
+        let unknown: BTreeSet<String> = skip
+            .iter()
+            .filter(|s| !known.contains(&s.as_str()))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(unknown.into_iter().collect());
+        }
+        Ok(Checks {
+            skip: skip.iter().cloned().collect(),
+        })
+    }
+
+    fn runs(&self, name: &str) -> bool {
+        !self.skip.contains(name)
+    }
+}
+
+/// One problem: EXtra-data's message and extra fields, and the check that found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Name of the check (`open` for opening a file, `run` for a run without usable files).
+    pub check: String,
+    pub msg: String,
+    /// Extra fields (`file`, `dataset`, ...), printed sorted by name.
+    #[serde(flatten)]
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Problem {
+    fn new(check: &str, msg: impl Into<String>) -> Problem {
+        Problem {
+            check: check.into(),
+            msg: msg.into(),
+            fields: BTreeMap::new(),
+        }
+    }
+
+    fn with(mut self, key: &str, value: impl std::fmt::Display) -> Problem {
+        self.fields.insert(key.into(), value.to_string());
+        self
+    }
+}
+
+/// Problems as EXtra-data prints them (`str(ValidationError)`): per problem an empty
+/// line, the message, then `  key: value` lines sorted by key.
+pub fn problems_text(problems: &[Problem]) -> String {
+    let mut lines = Vec::new();
+    for p in problems {
+        lines.push(String::new());
+        lines.push(p.msg.clone());
+        for (k, v) in &p.fields {
+            lines.push(format!("  {k}: {v}"));
+        }
+    }
+    lines.join("\n")
+}
+
+/// What the run checks need of one opened file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileSummary {
+    /// Absolute path.
+    pub path: PathBuf,
+    pub format_version: String,
+    pub train_ids: Vec<u64>,
+    pub suspect_train_indices: Vec<usize>,
+    pub control_sources: BTreeSet<String>,
+    pub instrument_sources: BTreeSet<String>,
+    pub legacy_sources: BTreeMap<String, String>,
+}
+
+/// The result of checking one file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileResult {
+    /// The path as given (joined to the run directory as given).
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+    /// `None` if the file could not be opened.
+    pub summary: Option<FileSummary>,
+}
+
+/// Open a file as EXtra-data's validator does: a file that cannot be read at all is
+/// "Could not access file" (with the OS error), one that reads but does not open is
+/// "Could not open HDF5 file".
+fn open_file(path: &Path) -> std::result::Result<Arc<FileAccess>, Problem> {
+    FileAccess::open(path).map_err(|e| {
+        let access = std::fs::File::open(path).and_then(|mut f| {
+            let mut b = [0u8; 16];
+            std::io::Read::read(&mut f, &mut b)
+        });
+        match access {
+            Err(os) => Problem::new("open", "Could not access file").with("error", os),
+            Ok(_) => Problem::new("open", "Could not open HDF5 file").with("error", e),
+        }
+        .with("file", path.display())
+    })
+}
+
+/// Check one file.
+pub fn validate_file(path: &Path, checks: &Checks) -> FileResult {
+    let fa = match open_file(path) {
+        Ok(fa) => fa,
+        Err(p) => {
+            return FileResult {
+                path: path.into(),
+                problems: vec![p],
+                summary: None,
+            }
+        }
+    };
+    let mut problems = Vec::new();
+    let file = fa.path.display().to_string();
+    type FileCheck = fn(&Arc<FileAccess>, &mut Vec<Problem>);
+    let all: [(&str, FileCheck); 6] = [
+        ("train_ids_nonzero", train_ids_nonzero),
+        ("train_ids_order", train_ids_order),
+        ("index_control", index_control),
+        ("index_instrument", index_instrument),
+        ("control_timestamps_order", control_timestamps_order),
+        ("train_ids_unique", train_ids_unique),
+    ];
+    for (name, check) in all {
+        if checks.runs(name) {
+            let start = problems.len();
+            check(&fa, &mut problems);
+            for p in &mut problems[start..] {
+                p.check = name.into();
+                p.fields.insert("file".into(), file.clone());
+            }
+        }
+    }
+    let summary = FileSummary {
+        path: fa.path.clone(),
+        format_version: fa.format_version().unwrap_or_default(),
+        train_ids: fa.train_ids.clone(),
+        suspect_train_indices: fa
+            .validity_flag
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| !v)
+            .map(|(i, _)| i)
+            .collect(),
+        control_sources: fa.control_sources.clone(),
+        instrument_sources: fa.instrument_sources.clone(),
+        legacy_sources: fa.legacy_sources.clone(),
+    };
+    fa.close();
+    FileResult {
+        path: path.into(),
+        problems,
+        summary: Some(summary),
+    }
+}
+
+/// Progress of a run validation, reported after each file.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    pub done: usize,
+    pub total: usize,
+    pub problems: usize,
+    pub bad_files: usize,
+    /// Name of the last file with problems.
+    pub last_bad: Option<&'a str>,
+}
+
+/// The result of validating a run directory or a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The path as given.
+    pub path: PathBuf,
+    /// `true` for a run directory.
+    pub run: bool,
+    /// The share of the run's files checked, if not all (run checks not done).
+    pub shard: Option<Shard>,
+    /// Per file, in file name order.
+    pub files: Vec<FileResult>,
+    /// Problems of the run checks.
+    pub run_problems: Vec<Problem>,
+}
+
+/// Share `index` of `count` (0-based, `I/N` on the command line, as Slurm's
+/// `$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`): the files whose position in
+/// name order is `index` modulo `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Shard, String> {
+        let bad = || format!("{s:?} is not I/N with 0 <= I < N");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// Combine the reports of every shard of one run into the report of the whole
+/// run, run checks included: the same as validating it unsharded.
+pub fn merge(reports: Vec<Report>, checks: &Checks) -> Result<Report, Error> {
+    let Some(first) = reports.first() else {
+        return Err(Error::ShardResults("no results to merge".into()));
+    };
+    let (path, count) = (first.path.clone(), first.shard.map_or(1, |s| s.count));
+    let mut seen = vec![false; count];
+    let mut files = Vec::new();
+    for r in reports {
+        if r.path != path || !r.run {
+            return Err(Error::ShardResults(format!(
+                "results of {} and {} cannot be merged (one run directory only)",
+                path.display(),
+                r.path.display()
+            )));
+        }
+        let shard = r.shard.unwrap_or(Shard { index: 0, count: 1 });
+        if shard.count != count || std::mem::replace(&mut seen[shard.index], true) {
+            return Err(Error::ShardResults(format!(
+                "shard {shard} does not fit the others (of {count}) or comes twice"
+            )));
+        }
+        files.extend(r.files);
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(Error::ShardResults(format!(
+            "the results of shard {missing}/{count} are missing"
+        )));
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let run_problems = run_checks(&path, &files, checks);
+    Ok(Report {
+        path,
+        run: true,
+        shard: None,
+        files,
+        run_problems,
+    })
+}
+
+impl Report {
+    /// Every problem: per file in name order, then the run's.
+    pub fn problems(&self) -> Vec<Problem> {
+        self.files
+            .iter()
+            .flat_map(|f| f.problems.iter().cloned())
+            .chain(self.run_problems.iter().cloned())
+            .collect()
+    }
+}
+
+/// The `.h5` files of a run directory, sorted.
+fn h5_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".h5"))
+        .collect();
+    names.sort();
+    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
+
+/// Validate every `.h5` file of a run directory on `threads` threads (0: one per
+/// CPU), calling `progress` after each file, then run the run checks.
+/// With `shard`, only that share of the files, and no run checks (see [`merge`]).
+pub fn validate_run(
+    dir: &Path,
+    checks: &Checks,
+    threads: usize,
+    shard: Option<Shard>,
+    mut progress: impl FnMut(Progress<'_>),
+) -> Result<Report, Error> {
+    let mut paths = h5_files(dir)?;
+    if let Some(s) = shard {
+        paths = paths
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % s.count == s.index)
+            .map(|(_, p)| p)
+            .collect();
+    }
+    let total = paths.len();
+    let nthreads = if threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        threads
+    }
+    .clamp(1, total.max(1));
+    let next = AtomicUsize::new(0);
+    let mut slots: Vec<Option<FileResult>> = vec![None; total];
+    let (mut nproblems, mut bad) = (0usize, Vec::<String>::new());
+    progress(Progress {
+        done: 0,
+        total,
+        problems: 0,
+        bad_files: 0,
+        last_bad: None,
+    });
+    std::thread::scope(|s| {
+        let (tx, rx) = mpsc::channel::<(usize, FileResult)>();
+        for _ in 0..nthreads {
+            let tx = tx.clone();
+            let (next, paths) = (&next, &paths);
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(p) = paths.get(i) else {
+                    break;
+                };
+                if tx.send((i, validate_file(p, checks))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        for (done, (i, r)) in rx.into_iter().enumerate() {
+            if !r.problems.is_empty() {
+                nproblems += r.problems.len();
+                bad.push(file_name(&r.path));
+            }
+            slots[i] = Some(r);
+            progress(Progress {
+                done: done + 1,
+                total,
+                problems: nproblems,
+                bad_files: bad.len(),
+                last_bad: bad.last().map(String::as_str),
+            });
+        }
+    });
+    let files: Vec<FileResult> = slots.into_iter().flatten().collect();
+    let run_problems = match shard {
+        Some(_) => Vec::new(),
+        None => run_checks(dir, &files, checks),
+    };
+    Ok(Report {
+        path: dir.into(),
+        run: true,
+        shard,
+        files,
+        run_problems,
+    })
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The checks on a whole run, from the per-file results.
+pub fn run_checks(dir: &Path, files: &[FileResult], checks: &Checks) -> Vec<Problem> {
+    let summaries: Vec<&FileSummary> = files.iter().filter_map(|f| f.summary.as_ref()).collect();
+    let mut problems = Vec::new();
+    if summaries.is_empty() {
+        problems
+            .push(Problem::new("run", "No usable files found").with("directory", dir.display()));
+    }
+    type RunCheck = fn(&Path, &[&FileSummary], &mut Vec<Problem>);
+    let all: [(&str, RunCheck); 5] = [
+        ("run_json_cache", run_json_cache),
+        ("source_conflicts", source_conflicts),
+        ("run_map_entries", run_map_entries),
+        ("sequence_gaps", sequence_gaps),
+        ("format_versions", format_versions),
+    ];
+    for (name, check) in all {
+        if checks.runs(name) {
+            let start = problems.len();
+            check(dir, &summaries, &mut problems);
+            for p in &mut problems[start..] {
+                p.check = name.into();
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_text_is_extra_data_s() {
+        let p = Problem::new("x", "Bad thing")
+            .with("file", "/a.h5")
+            .with("dataset", "INDEX/trainId");
+        assert_eq!(
+            problems_text(&[p.clone(), p]),
+            "\nBad thing\n  dataset: INDEX/trainId\n  file: /a.h5\n\nBad thing\n  dataset: INDEX/trainId\n  file: /a.h5"
+        );
+    }
+
+    #[test]
+    fn unknown_skip_names_are_refused_sorted() {
+        let skip = ["zz".to_string(), "index_control".into(), "aa".into()];
+        assert_eq!(
+            Checks::skipping(&skip).map(|_| ()),
+            Err(vec!["aa".to_string(), "zz".into()])
+        );
+    }
+}
