@@ -295,7 +295,11 @@ def test_virtual_cxi_equals_extra_data(det_runs, tmp_path, name, args):
             if ds not in fa:
                 continue
             n = fa[ds].shape[0]
-            idx = np.unique(np.linspace(0, n - 1, num=min(n, 40)).astype(int))
+            # Reading big frames through chunked virtual sources is slow in libhdf5
+            # (h5py#1597): fewer samples of big frames.
+            frame_bytes = fa[ds].dtype.itemsize * int(np.prod(fa[ds].shape[1:]))
+            samples = 40 if frame_bytes < 2**22 else 3
+            idx = np.unique(np.linspace(0, n - 1, num=min(n, samples)).astype(int))
             x, y = fa[ds][idx], fb[ds][idx]
             np.testing.assert_array_equal(x, y)
 

@@ -123,24 +123,28 @@ impl DetectorType {
         }
     }
 
-    /// Names of detectors of this type in the collection (raw or corrected sources).
-    pub fn find_detector_names(self, dc: &DataCollection) -> BTreeSet<String> {
+    fn name_regexes(self) -> Vec<Regex> {
         let det = self.det_name_pattern();
-        let res: Vec<Regex> = [RawOrCorrected::Raw, RawOrCorrected::Corrected]
+        [RawOrCorrected::Raw, RawOrCorrected::Corrected]
             .into_iter()
             .filter_map(|k| {
                 Regex::new(&format!("^(?P<detname>{det}){}", self.module_pattern(k))).ok()
             })
-            .collect();
-        let mut names = BTreeSet::new();
-        for s in dc.instrument_sources() {
-            if let Some(c) = res.iter().find_map(|r| r.captures(&s)) {
-                if let Some(m) = c.name("detname") {
-                    names.insert(m.as_str().to_string());
-                }
-            }
-        }
-        names
+            .collect()
+    }
+
+    /// The detector name of a module source of this type (raw or corrected), if it is one.
+    pub fn detector_name_of(self, source: &str) -> Option<String> {
+        detector_name_with(&self.name_regexes(), source)
+    }
+
+    /// Names of detectors of this type in the collection (raw or corrected sources).
+    pub fn find_detector_names(self, dc: &DataCollection) -> BTreeSet<String> {
+        let res = self.name_regexes();
+        dc.instrument_sources()
+            .iter()
+            .filter_map(|s| detector_name_with(&res, s))
+            .collect()
     }
 
     /// The one detector name of this type in the collection.
@@ -254,6 +258,12 @@ impl DetectorType {
     }
 }
 
+fn detector_name_with(res: &[Regex], source: &str) -> Option<String> {
+    res.iter()
+        .find_map(|r| r.captures(source))
+        .and_then(|c| c.name("detname").map(|m| m.as_str().to_string()))
+}
+
 /// Multi-module detectors in the collection: (detector name, type) pairs, sorted
 /// (EXtra-data's `identify_multimod_detectors`). `types` restricts the types checked.
 pub fn identify_multimod_detectors(
@@ -286,5 +296,73 @@ pub fn identify_single_detector(
                 .collect::<Vec<_>>()
                 .join(", "),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_names_match_extra_data_patterns() {
+        use DetectorType::*;
+        let cases = [
+            (
+                "SPB_DET_AGIPD1M-1/DET/0CH0:xtdf",
+                Agipd1M,
+                "SPB_DET_AGIPD1M-1",
+            ),
+            (
+                "SPB_DET_AGIPD1M-1/CORR/15CH0:output",
+                Agipd1M,
+                "SPB_DET_AGIPD1M-1",
+            ),
+            (
+                "HED_DET_AGIPD500K2G/DET/7CH0:xtdf",
+                Agipd500K,
+                "HED_DET_AGIPD500K2G",
+            ),
+            ("SCS_DET_DSSC1M-1/DET/3CH0:xtdf", Dssc1M, "SCS_DET_DSSC1M-1"),
+            ("FXE_DET_LPD1M-1/DET/12CH0:xtdf", Lpd1M, "FXE_DET_LPD1M-1"),
+            (
+                "FXE_DET_LPD_SOLO/DET/0CH0:xtdf",
+                LpdSolo,
+                "FXE_DET_LPD_SOLO",
+            ),
+            (
+                "SPB_IRDA_JF4M/DET/JNGFR03:daqOutput",
+                Jungfrau,
+                "SPB_IRDA_JF4M",
+            ),
+            (
+                "SPB_IRDA_JNGFR/DET/MODULE_1:daqOutput",
+                Jungfrau,
+                "SPB_IRDA_JNGFR",
+            ),
+            (
+                "FXE_XAD_JF1M/DET/RECEIVER-1:display",
+                Jungfrau,
+                "FXE_XAD_JF1M",
+            ),
+            (
+                "HED_IA1_JF500K1/DET/JNGFR01:daqOutput",
+                Jungfrau,
+                "HED_IA1_JF500K1",
+            ),
+        ];
+        for (src, kind, name) in cases {
+            for t in DetectorType::ALL {
+                let want = (t == kind).then(|| name.to_string());
+                assert_eq!(t.detector_name_of(src), want, "{src} as {t:?}");
+            }
+        }
+        // No leading characters, no module channel, or a name that only contains the type.
+        assert_eq!(Agipd1M.detector_name_of("_AGIPD1M/DET/0CH0:xtdf"), None);
+        assert_eq!(Lpd1M.detector_name_of("FXE_DET_LPD1M-1/DET/0:xtdf"), None);
+        assert_eq!(
+            Jungfrau.detector_name_of("SPB_IRDA_JF4M_X/DET/JNGFR03:daqOutput"),
+            None
+        );
+        assert_eq!(DetectorType::from_name("lpdsolo"), Some(LpdSolo));
     }
 }

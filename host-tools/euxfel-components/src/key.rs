@@ -261,7 +261,7 @@ impl MultiModKey {
         let shape = self.buffer_shape(module_gaps)?;
         let mut out = vec![false; shape[0] * shape[1]];
         for (i, (m, kd)) in self.modules.iter().enumerate() {
-            let ix = self.module_slot(i, *m, module_gaps);
+            let ix = self.module_slot(i, *m, module_gaps)?;
             let mut row = vec![false; n_rows];
             for span in kd.data_spans() {
                 for (_, t, n) in align(&span, &target, kd)? {
@@ -274,12 +274,19 @@ impl MultiModKey {
         Ok((shape[..2].to_vec(), out))
     }
 
-    fn module_slot(&self, i: usize, modno: usize, module_gaps: bool) -> usize {
-        if module_gaps {
-            modno - self.det.kind.modnos_start_at()
-        } else {
-            i
+    /// Index of a module in the output: its position, or with `module_gaps` its number
+    /// (which must fit the detector's module count).
+    fn module_slot(&self, i: usize, modno: usize, module_gaps: bool) -> Result<usize> {
+        if !module_gaps {
+            return Ok(i);
         }
+        modno
+            .checked_sub(self.det.kind.modnos_start_at())
+            .filter(|&ix| ix < self.det.n_modules)
+            .ok_or(Error::ModuleOutOfRange {
+                module: modno as i64,
+                modules: self.det.n_modules,
+            })
     }
 
     /// Reads into `out`, shaped as [`MultiModKey::buffer_shape`]; rows a module lacks are
@@ -310,7 +317,7 @@ impl MultiModKey {
         let mut slots: Vec<Option<&mut [u8]>> = out.chunks_mut(module_bytes).map(Some).collect();
         let mut jobs: Vec<(&KeyData, &mut [u8])> = Vec::with_capacity(self.modules.len());
         for (i, (m, kd)) in self.modules.iter().enumerate() {
-            let ix = self.module_slot(i, *m, module_gaps);
+            let ix = self.module_slot(i, *m, module_gaps)?;
             if let Some(buf) = slots.get_mut(ix).and_then(Option::take) {
                 jobs.push((kd, buf));
             }

@@ -61,3 +61,52 @@ impl KeyData {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{DataCollection, OpenOptions, TrainSelection};
+    use fixtures::euxfel::{make_run, RunSpec};
+
+    #[test]
+    fn spans_cover_the_selection_and_read_the_same_rows() {
+        let td = tempfile::tempdir().expect("tempdir");
+        let spec = RunSpec {
+            trains_per_sequence: 4,
+            sequences: 2,
+            modules: 1,
+            frames: 3,
+            frame_height: 2,
+            frame_width: 2,
+            ..RunSpec::default()
+        };
+        make_run(td.path(), &spec).expect("run");
+        let opts = OpenOptions {
+            use_cache: false,
+            ..OpenOptions::default()
+        };
+        let dc = DataCollection::open_run(td.path(), &opts).expect("open");
+        let kd = dc
+            .key("FXE_DET_LPD1M-1/DET/0CH0:xtdf", "image.data")
+            .and_then(|k| k.select_trains(&TrainSelection::IndexRange(Some(2), Some(7), None)))
+            .expect("key");
+        let spans = kd.data_spans();
+        // Trains 10002..10006 cross the sequence boundary: one span per file.
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[0].train_ids, vec![10002, 10003]);
+        assert_eq!((spans[0].first, spans[1].first), (6, 0));
+        assert_eq!(spans[1].counts, vec![3, 3, 3]);
+        assert_eq!(spans[0].dataset_shape().expect("shape"), vec![12, 1, 2, 2]);
+        let eb = kd.entry_bytes().expect("entry bytes");
+        let mut ours = Vec::new();
+        for s in &spans {
+            let n: u64 = s.counts.iter().sum();
+            let mut buf = vec![0u8; n as usize * eb];
+            s.read_rows(s.first, n, eb, &mut buf).expect("read");
+            ours.extend(buf);
+        }
+        assert_eq!(ours, kd.read_bytes().expect("read_bytes"));
+        // Rows 11..13 of a 12-row dataset.
+        let mut past_end = vec![0u8; 2 * eb];
+        assert!(spans[0].read_rows(11, 2, eb, &mut past_end).is_err());
+    }
+}
