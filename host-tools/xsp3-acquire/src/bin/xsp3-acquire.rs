@@ -47,7 +47,7 @@ enum Command {
     Run(Box<RunArgs>),
     /// A daemon controlled over a ZMQ REP socket with JSON commands (configure, arm, trigger,
     /// stop, status, shutdown).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -347,7 +347,7 @@ fn main() -> ExitCode {
                 summary.outcome()
             })
         }
-        Command::Serve(args) => serve_main(args).map(|()| Outcome::Complete),
+        Command::Serve(args) => serve_main(*args).map(|()| Outcome::Complete),
     };
     match result {
         Ok(Outcome::Complete) => ExitCode::SUCCESS,
