@@ -63,3 +63,8 @@ pub use selection::{split_ranges, TrainSelection};
 pub use source_data::{RunValue, Section, SourceData};
 pub use trains::{TrainData, TrainIter, TrainValue};
 pub use warning::Warning;
+
+// The Rust examples in docs/euxfel.md compile: rustdoc runs them as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/euxfel.md")]
+struct DocsEuxfel;

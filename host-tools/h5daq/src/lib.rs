@@ -54,3 +54,8 @@ pub use recover::{recover, Recovered};
 pub use setting::SettingError;
 pub use time::{Clock, ManualClock, Rollover, SystemClock, Unit};
 pub use writer::{WriteMode, WriteReport};
+
+// The Rust examples in docs/daq.md compile: rustdoc runs them as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/daq.md")]
+struct DocsDaq;

@@ -105,3 +105,8 @@ impl Drop for Viewer {
         }
     }
 }
+
+// The Rust examples in docs/viewer.md compile: rustdoc runs them as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/viewer.md")]
+struct DocsViewer;
