@@ -191,7 +191,8 @@ def test_our_reader_uses_extra_datas_overview_file(tmp_path):
     code, out, err = xw("overview", run_dir, "--check")
     assert code == 0, out + err
     src, key = "FXE_DET_LPD1M-1/DET/0CH0:xtdf", "image.pulseId"
-    before = open_xd(run_dir, _use_voview=False)[src, key].ndarray()
+    with open_xd(run_dir, _use_voview=False) as r:
+        before = r[src, key].ndarray()
     # Same size, new values: the overview stays valid but now differs from the file.
     path = next(run_dir.glob("*LPD00*.h5"))
     with h5py.File(path, "r+") as f:
