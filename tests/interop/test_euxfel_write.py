@@ -191,7 +191,8 @@ def test_our_reader_uses_extra_datas_overview_file(tmp_path):
     code, out, err = xw("overview", run_dir, "--check")
     assert code == 0, out + err
     src, key = "FXE_DET_LPD1M-1/DET/0CH0:xtdf", "image.pulseId"
-    before = open_xd(run_dir, _use_voview=False)[src, key].ndarray()
+    with open_xd(run_dir, _use_voview=False) as r:
+        before = r[src, key].ndarray()
     # Same size, new values: the overview stays valid but now differs from the file.
     path = next(run_dir.glob("*LPD00*.h5"))
     with h5py.File(path, "r+") as f:
@@ -373,3 +374,16 @@ def test_xspress3_bad_input(tmp_path):
     assert code == 0, se
     code, so, se = xw("xspress3", *parts, "-o", out)
     assert code == 1 and "already exists" in se
+
+
+def test_train_selection_matching_nothing_is_an_error(examples, tmp_path):
+    out = tmp_path / "o.h5"
+    code, so, se = xw("copy", examples["fxe12"], "-o", out, "--trains", "1:5")
+    assert code == 1 and "no trains" in se, se
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_output_directory_is_named(examples, tmp_path):
+    missing = tmp_path / "no" / "such"
+    code, so, se = xw("copy", examples["sa3_13"], "-o", missing / "o.h5")
+    assert code == 1 and str(missing) in se and "partial" not in se, se

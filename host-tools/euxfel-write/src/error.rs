@@ -28,6 +28,9 @@ pub enum Error {
     /// The selection has no sources.
     #[error("nothing to write: the selection has no sources")]
     EmptySelection,
+    /// The train selection is empty.
+    #[error("nothing to write: the selection has no trains")]
+    NoTrains,
     /// The index of a source points past the end of one of its datasets.
     #[error(
         "{path}: {object}: index refers to rows {start}..{end} outside the dataset ({rows} rows)"

@@ -30,8 +30,8 @@ impl Output {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
-        // Fail early, with the directory's own error, if it is missing or read-only.
-        std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        // Fail early, naming the directory, if it is missing or read-only.
+        std::fs::File::create(&tmp).map_err(io(&dir))?;
         Ok(Output {
             tmp,
             final_path,

@@ -133,6 +133,9 @@ impl Plan {
         if sources.is_empty() {
             return Err(Error::EmptySelection);
         }
+        if train_ids.is_empty() {
+            return Err(Error::NoTrains);
+        }
         let legacy = legacy
             .into_iter()
             .filter(|(name, _)| dc.all_sources().contains(name))

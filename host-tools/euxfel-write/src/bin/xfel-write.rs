@@ -142,7 +142,7 @@ fn parse_trains(s: &str, by_index: bool) -> Result<TrainSelection, String> {
 
 fn print_warnings(warnings: &[Warning]) {
     for w in warnings {
-        eprintln!("xfel-write: warning: {w}");
+        eprintln!("xfel-write: {w}");
     }
 }
 
