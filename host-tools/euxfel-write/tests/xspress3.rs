@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use acq_core::detector::{AcqParams, GapMode, TriggerMode};
+use acq_core::detector::{AcqParams, GapMode, Recording, TriggerMode};
 use acq_core::geometry::{FrameMeta, Geometry};
 use euxfel::{DataCollection, OpenOptions};
 use euxfel_write::{convert_xspress3, Error, Xspress3Options};
@@ -16,17 +16,21 @@ fn acquisition(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let geometry = Geometry::new(2, 16).unwrap();
     let desc = AcqDescription {
         geometry,
+        recording: Recording::full(16),
         params: AcqParams {
             n_frames: FRAMES,
             exposure_ticks: 80_000,
             gap: GapMode::Ns25,
             trigger: TriggerMode::Internal,
             debounce_ticks: 0,
+            invert_f0: false,
+            invert_veto: false,
         },
         clock_hz: 80e6,
         event_widths: vec![6, 7],
         windows: vec![[1, 5, 6, 9]; 2],
         good_thresholds: vec![2, 2],
+        rois: Vec::new(),
         backend: "test".into(),
         software: "test".into(),
     };
