@@ -91,7 +91,7 @@ fn entry(py: Python<'_>, v: &Bound<'_, PyAny>, spec: &DatasetSpec) -> PyResult<E
 
 fn column(flat: &Bound<'_, PyAny>, dt: Dtype) -> PyResult<Column> {
     fn vec<T: numpy::Element + Copy>(a: &Bound<'_, PyAny>) -> PyResult<Vec<T>> {
-        let a: PyReadonlyArray1<'_, T> = a.extract().map_err(Into::<PyErr>::into)?;
+        let a: PyReadonlyArray1<'_, T> = a.extract()?;
         Ok(a.as_array().to_vec())
     }
     Ok(match dt {
