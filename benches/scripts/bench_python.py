@@ -11,6 +11,7 @@ Both reading libraries run in this process (their package names differ). Run fro
 repository root after `make setup`:
 
     .venv/bin/python benches/scripts/bench_python.py [--run DIR] [--reps N] [--seconds S]
+        [--max-bytes N]
 
 Without --run, EXtra-data's example FXE run is written to a temporary directory (a
 quick check, not the figures of docs/benchmarks.md, which need the 340-file fixture
@@ -48,12 +49,12 @@ def bench_open(lib, run, reps):
     return median_time(cold, reps), median_time(lambda: lib.RunDirectory(str(run)), reps)
 
 
-def largest_key(run):
+def largest_key(run, max_bytes):
     best = None
     for src in run.instrument_sources:
         for key in run[src].keys():
             kd = run[src, key]
-            if kd.dtype.hasobject:
+            if kd.dtype.hasobject or kd.nbytes > max_bytes:
                 continue
             if best is None or kd.nbytes > best[2]:
                 best = (src, key, kd.nbytes)
@@ -124,6 +125,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", help="run directory (default: EXtra-data's example FXE run)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--max-bytes", type=float, default=4e9,
+                    help="largest key size for the ndarray() measurement (default 4e9)")
     ap.add_argument("--seconds", type=float, default=1.0, help="duration of each DAQ measurement")
     args = ap.parse_args()
 
@@ -150,7 +153,7 @@ def main():
     xd, pd = opened["extra_data"], opened["photon_daq"]
     log(f"RunDirectory speed-up: cold {xd[0] / pd[0]:.1f}x, warm {xd[1] / pd[1]:.1f}x")
 
-    src, key, nbytes = largest_key(extra_data.RunDirectory(run_dir))
+    src, key, nbytes = largest_key(extra_data.RunDirectory(run_dir), args.max_bytes)
     reads = {name: bench_ndarray(lib, run_dir, src, key, args.reps) for name, lib in libs.items()}
     for name, t in reads.items():
         log(f"ndarray {name:11s} {src} {key} {nbytes / 1e6:.1f} MB: {t * 1e3:8.1f} ms "
