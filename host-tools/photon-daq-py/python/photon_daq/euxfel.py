@@ -412,8 +412,16 @@ class DataCollection:
     # trains
     def _assemble(self, tid, data, flat_keys, keep_dims):
         controls = self.control_sources
+        legacy = self.legacy_sources
         res = {}
         for source in sorted(self.all_sources):
+            if source in legacy:
+                warnings.warn(
+                    f"{source} is a legacy name for {legacy[source]}. "
+                    "Access via this name will be removed for future data.",
+                    DeprecationWarning,
+                    stacklevel=4,
+                )
             is_control = source in controls
             d = {"metadata": {"source": source, "timestamp.tid": tid}}
             for key, v in data.get(source, {}).items():
