@@ -7,6 +7,7 @@ SHELL := /bin/bash
 APT_PACKAGES := libhdf5-dev hdf5-tools libclang-dev pkg-config valgrind chromium
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
+PHOTON_DAQ_STAMP := $(VENV)/.photon_daq
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
@@ -20,7 +21,7 @@ help:
 	@echo "make test    setup, fmt, clippy -D warnings, cargo tests, no_std, loom and valgrind checks, interop tests"
 	@echo "make bench   criterion benches and comparison scripts (figures for docs/benchmarks.md)"
 
-setup: system-packages $(VENV_STAMP)
+setup: system-packages $(VENV_STAMP) $(PHOTON_DAQ_STAMP)
 
 # dpkg is asked first, so `apt-get update` only runs when something is missing.
 system-packages:
@@ -37,6 +38,13 @@ $(VENV_STAMP): tests/interop/requirements.txt tango-device/pyproject.toml
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e tango-device
+	@touch $@
+
+# The Python package photon_daq (host-tools/photon-daq-py), release build, installed editable.
+$(PHOTON_DAQ_STAMP): $(VENV_STAMP) $(shell find host-tools/photon-daq-py/src host-tools/photon-daq-py/python \
+	  host-tools/euxfel/src host-tools/h5daq/src -name '*.rs' -o -name '*.py' 2>/dev/null)
+	cd host-tools/photon-daq-py && VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
+	  maturin develop --release -q
 	@touch $@
 
 demo: setup
@@ -75,9 +83,10 @@ shim-memcheck:
 shim-vendor-check:
 	sdk-shim/scripts/vendor-build-check.sh
 
-interop: $(VENV_STAMP)
+interop: $(VENV_STAMP) $(PHOTON_DAQ_STAMP)
 	$(CARGO) build --workspace --bins
 	$(VENV)/bin/python -m pytest -q tests/interop tango-device/tests
+	$(VENV)/bin/python tests/interop/run_extra_data_suite.py
 
 # Criterion benches, then the whole-process comparison scripts (each measures its baseline in the
 # same run). Figures go into docs/benchmarks.md with the command that made them.

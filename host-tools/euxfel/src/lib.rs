@@ -37,9 +37,11 @@ pub mod npy;
 mod open;
 mod open_files;
 pub mod overview;
+mod owned_trains;
 mod rawh5;
 mod run_lookup;
 mod runmap;
+mod select_exact;
 mod selection;
 mod source_data;
 mod trains;
@@ -59,6 +61,7 @@ pub use run_lookup::{
     data_root, find_proposal, open_run_by_number, run_directories, DataOrigin, DATA_ROOT_ENV,
     DEFAULT_DATA_ROOT,
 };
+pub use owned_trains::OwnedTrains;
 pub use selection::{split_ranges, TrainSelection};
 pub use source_data::{RunValue, Section, SourceData};
 pub use trains::{TrainData, TrainIter, TrainValue};

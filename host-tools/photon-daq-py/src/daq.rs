@@ -1,0 +1,467 @@
+//! `photon_daq._native` classes over h5daq: a job whose getter is a Python callable
+//! and the daemon running such jobs. `photon_daq.daq` gives them sdaq's names and
+//! argument checks.
+//!
+//! The getter runs on the job's Rust thread and takes the GIL only for the call and
+//! the conversion of its result; every blocking call from Python (start, stop, a
+//! write, trigger-and-wait) releases the GIL, so a job waiting for the GIL can
+//! always finish and `stop()` cannot deadlock.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use h5daq::{
+    AttrValue, Clock, Column, DaemonConfig, DaqDaemon, DaqError, DaqJob, DatasetSpec, Dtype, Entry,
+    GetterError, JobHandle, ReadMode, Reading, Rollover, Scalar, SystemClock, Trigger, Unit,
+};
+use numpy::PyReadonlyArray1;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyFloat, PyInt};
+
+fn daq_err(e: DaqError) -> PyErr {
+    match e {
+        DaqError::Setting(_) | DaqError::Config(_) => PyValueError::new_err(e.to_string()),
+        DaqError::Io { .. } => pyo3::exceptions::PyOSError::new_err(e.to_string()),
+        _ => PyRuntimeError::new_err(e.to_string()),
+    }
+}
+
+fn dtype(name: &str) -> PyResult<Dtype> {
+    Ok(match name {
+        "float64" => Dtype::F64,
+        "float32" => Dtype::F32,
+        "int64" => Dtype::I64,
+        "int32" => Dtype::I32,
+        "int16" => Dtype::I16,
+        "int8" => Dtype::I8,
+        "uint64" => Dtype::U64,
+        "uint32" => Dtype::U32,
+        "uint16" => Dtype::U16,
+        "uint8" => Dtype::U8,
+        other => {
+            return Err(PyTypeError::new_err(format!(
+                "dtype {other} is not supported (numeric types only)"
+            )))
+        }
+    })
+}
+
+/// `"{type}: {message}"` of a Python exception, as the job's error text.
+fn err_text(py: Python<'_>, e: PyErr) -> GetterError {
+    let name = e
+        .get_type(py)
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "Exception".into());
+    format!("{name}: {}", e.value(py)).into()
+}
+
+/// One dataset entry from a Python value: a scalar for scalar datasets, else the value
+/// converted by numpy to the dataset's dtype and broadcast to its shape (as sdaq's
+/// buffer assignment does).
+fn entry(py: Python<'_>, v: &Bound<'_, PyAny>, spec: &DatasetSpec) -> PyResult<Entry> {
+    if spec.shape.is_empty() {
+        if v.is_instance_of::<PyBool>() || v.is_instance_of::<PyInt>() {
+            if let Ok(i) = v.extract::<i64>() {
+                return Ok(Entry::Scalar(Scalar::Int(i)));
+            }
+            return Ok(Entry::Scalar(Scalar::UInt(v.extract::<u64>()?)));
+        }
+        if v.is_instance_of::<PyFloat>() {
+            return Ok(Entry::Scalar(Scalar::Float(v.extract::<f64>()?)));
+        }
+    }
+    let np = py.import("numpy")?;
+    let arr = np.call_method1("asarray", (v, spec.dtype.name()))?;
+    let shape = pyo3::types::PyTuple::new(py, &spec.shape)?;
+    let flat = np
+        .call_method1("broadcast_to", (arr, shape))?
+        .call_method0("ravel")?;
+    if spec.shape.is_empty() {
+        return Ok(Entry::Scalar(match spec.dtype {
+            Dtype::F64 | Dtype::F32 => Scalar::Float(flat.get_item(0)?.extract()?),
+            Dtype::U64 => Scalar::UInt(flat.get_item(0)?.extract()?),
+            _ => Scalar::Int(flat.get_item(0)?.extract()?),
+        }));
+    }
+    Ok(Entry::Array(column(&flat, spec.dtype)?))
+}
+
+fn column(flat: &Bound<'_, PyAny>, dt: Dtype) -> PyResult<Column> {
+    fn vec<T: numpy::Element + Copy>(a: &Bound<'_, PyAny>) -> PyResult<Vec<T>> {
+        let a: PyReadonlyArray1<'_, T> = a.extract()?;
+        Ok(a.as_array().to_vec())
+    }
+    Ok(match dt {
+        Dtype::F64 => Column::F64(vec(flat)?),
+        Dtype::F32 => Column::F32(vec(flat)?),
+        Dtype::I64 => Column::I64(vec(flat)?),
+        Dtype::I32 => Column::I32(vec(flat)?),
+        Dtype::I16 => Column::I16(vec(flat)?),
+        Dtype::I8 => Column::I8(vec(flat)?),
+        Dtype::U64 => Column::U64(vec(flat)?),
+        Dtype::U32 => Column::U32(vec(flat)?),
+        Dtype::U16 => Column::U16(vec(flat)?),
+        Dtype::U8 => Column::U8(vec(flat)?),
+    })
+}
+
+/// How a job interprets its getter's result.
+struct Shape {
+    specs: Vec<DatasetSpec>,
+    provide_time: bool,
+    extend_mode: bool,
+}
+
+impl Shape {
+    /// sdaq's rules: `None` or falsy skips; otherwise a sequence of one item per label,
+    /// with the time first when the getter provides it.
+    fn reading(&self, py: Python<'_>, r: &Bound<'_, PyAny>) -> PyResult<Reading> {
+        if r.is_none() || !r.is_truthy()? {
+            return Ok(Reading::Skip);
+        }
+        let items: Vec<Bound<'_, PyAny>> = r.try_iter()?.collect::<PyResult<_>>()?;
+        let timed = self.provide_time || self.extend_mode;
+        let want = self.specs.len() + usize::from(timed);
+        if items.len() != want {
+            return Err(PyValueError::new_err(format!(
+                "getter returned {} items, expected {want}",
+                items.len()
+            )));
+        }
+        if self.extend_mode {
+            let np = py.import("numpy")?;
+            let t = np.call_method1("asarray", (&items[0], "float64"))?;
+            let time: Vec<f64> = column(&t.call_method0("ravel")?, Dtype::F64).and_then(|c| {
+                if let Column::F64(v) = c {
+                    Ok(v)
+                } else {
+                    Err(PyTypeError::new_err("time must be float64"))
+                }
+            })?;
+            let mut columns = Vec::with_capacity(self.specs.len());
+            for (item, spec) in items[1..].iter().zip(&self.specs) {
+                let a = np.call_method1("asarray", (item, spec.dtype.name()))?;
+                columns.push(column(&a.call_method0("ravel")?, spec.dtype)?);
+            }
+            return Ok(Reading::Rows { time, columns });
+        }
+        let (time, values) = if timed {
+            (Some(items[0].extract::<f64>()?), &items[1..])
+        } else {
+            (None, &items[..])
+        };
+        let entries = values
+            .iter()
+            .zip(&self.specs)
+            .map(|(v, s)| entry(py, v, s))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(match time {
+            Some(t) => Reading::TimedRow(t, entries),
+            None => Reading::Row(entries),
+        })
+    }
+}
+
+/// A DAQ job with a Python getter; moved into a daemon when one is built with it.
+#[pyclass(frozen, module = "photon_daq._native")]
+pub struct Job {
+    job: Mutex<Option<DaqJob>>,
+    handle: JobHandle,
+    trigger: Trigger,
+    triggered: bool,
+}
+
+#[pymethods]
+impl Job {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (group, labels, dtypes, shapes, getter, read_mode, read_period,
+        thread_id, provide_time, extend_mode, compress, chunk_length, error_count_limit,
+        handle_error_function, constant_read_error_delay, attrs))]
+    fn new(
+        group: &str,
+        labels: Vec<String>,
+        dtypes: Vec<String>,
+        shapes: Vec<Vec<usize>>,
+        getter: Py<PyAny>,
+        read_mode: &str,
+        read_period: f64,
+        thread_id: Option<u32>,
+        provide_time: bool,
+        extend_mode: bool,
+        compress: bool,
+        chunk_length: usize,
+        error_count_limit: u64,
+        handle_error_function: Option<Py<PyAny>>,
+        constant_read_error_delay: f64,
+        attrs: Vec<(String, Attr)>,
+    ) -> PyResult<Job> {
+        let specs = labels
+            .iter()
+            .zip(&dtypes)
+            .zip(&shapes)
+            .map(|((l, d), s)| Ok(DatasetSpec::array(l.clone(), dtype(d)?, s)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let shape = Shape {
+            specs: specs.clone(),
+            provide_time,
+            extend_mode,
+        };
+        let getter_fn = move || -> Result<Reading, GetterError> {
+            Python::try_attach(|py| match getter.call0(py) {
+                Ok(r) => shape.reading(py, r.bind(py)).map_err(|e| err_text(py, e)),
+                Err(e) => Err(err_text(py, e)),
+            })
+            .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
+        };
+        let mode = match read_mode {
+            "schedule" => {
+                ReadMode::Periodic(Duration::try_from_secs_f64(read_period).map_err(|_| {
+                    PyValueError::new_err(format!("read_period {read_period} is not valid"))
+                })?)
+            }
+            "constant" => ReadMode::Constant,
+            "trigger" => ReadMode::Triggered,
+            other => return Err(PyValueError::new_err(format!("read mode {other:?}"))),
+        };
+        let delay = Duration::try_from_secs_f64(constant_read_error_delay).map_err(|_| {
+            PyValueError::new_err(format!(
+                "constant_read_error_delay {constant_read_error_delay} is not valid"
+            ))
+        })?;
+        let mut job = DaqJob::new(group, specs, getter_fn)
+            .and_then(|j| j.with_mode(mode))
+            .map_err(daq_err)?
+            .with_provided_time(provide_time)
+            .with_bulk(extend_mode)
+            .with_dedup(compress)
+            .with_chunk_length(chunk_length)
+            .with_error_delay(delay)
+            .with_attrs(attrs.into_iter().map(|(k, v)| (k, v.0)).collect());
+        if let Some(id) = thread_id {
+            job = job.with_thread_id(id);
+        }
+        if let Some(handler) = handle_error_function {
+            job = job.with_error_handler(error_count_limit, move |_| {
+                Python::try_attach(|py| {
+                    if let Err(e) = handler.call0(py) {
+                        e.print(py);
+                    }
+                });
+            });
+        }
+        let handle = job.handle();
+        let trigger = job.trigger();
+        Ok(Job {
+            job: Mutex::new(Some(job)),
+            handle,
+            trigger,
+            triggered: mode == ReadMode::Triggered,
+        })
+    }
+
+    /// One read now, finished when this returns: on this thread before the job is in
+    /// a running daemon, else by the job's thread (triggered jobs only) while this waits.
+    fn trigger_read(&self, py: Python<'_>) -> PyResult<()> {
+        let mut slot = self
+            .job
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("job lock poisoned"))?;
+        if let Some(job) = slot.as_mut() {
+            py.detach(|| job.read_once(&|| SystemClock.now()));
+            return Ok(());
+        }
+        drop(slot);
+        if !self.triggered {
+            return Err(PyRuntimeError::new_err(
+                "trigger_read() on a running daemon needs read_mode='trigger'",
+            ));
+        }
+        let done = |h: &JobHandle| {
+            let s = h.status();
+            s.rows + s.skipped + s.deduplicated + s.dropped + s.errors
+        };
+        let before = done(&self.handle);
+        self.trigger.trigger();
+        py.detach(|| {
+            while done(&self.handle) == before {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        Ok(())
+    }
+
+    /// Counters: reads, rows, written, buffered, skipped, deduplicated, dropped, errors.
+    fn status(&self) -> (u64, u64, u64, u64, u64, u64, u64, u64) {
+        let s = self.handle.status();
+        (
+            s.reads,
+            s.rows,
+            s.written,
+            s.buffered,
+            s.skipped,
+            s.deduplicated,
+            s.dropped,
+            s.errors,
+        )
+    }
+}
+
+/// An attribute value from Python (str, bool, int or float).
+pub struct Attr(AttrValue);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Attr {
+    type Error = PyErr;
+    fn extract(v: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if v.is_instance_of::<PyBool>() {
+            return Ok(Attr(AttrValue::Bool(v.extract()?)));
+        }
+        if let Ok(i) = v.extract::<i64>() {
+            return Ok(Attr(AttrValue::Int(i)));
+        }
+        if let Ok(f) = v.extract::<f64>() {
+            return Ok(Attr(AttrValue::Float(f)));
+        }
+        if let Ok(s) = v.extract::<String>() {
+            return Ok(Attr(AttrValue::Str(s)));
+        }
+        Err(PyTypeError::new_err(
+            "attributes must be str, bool, int or float",
+        ))
+    }
+}
+
+/// The h5daq daemon over jobs built from [`Job`]s.
+#[pyclass(frozen, module = "photon_daq._native")]
+pub struct Daemon {
+    daemon: Mutex<Option<DaqDaemon>>,
+}
+
+fn unit(name: &str) -> PyResult<Unit> {
+    Ok(match name {
+        "years" => Unit::Years,
+        "months" => Unit::Months,
+        "weeks" => Unit::Weeks,
+        "days" => Unit::Days,
+        "hours" => Unit::Hours,
+        "minutes" => Unit::Minutes,
+        "seconds" => Unit::Seconds,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown rollover interval {other:?}"
+            )))
+        }
+    })
+}
+
+fn secs(what: &str, s: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(s).map_err(|_| PyValueError::new_err(format!("{what} {s}")))
+}
+
+#[pymethods]
+impl Daemon {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (jobs, name, write_period, write_period_jitter, directory, file_prefix,
+        rollover_unit, rollover_count, deflate, shuffle, attrs))]
+    fn new(
+        jobs: Vec<Py<Job>>,
+        name: String,
+        write_period: f64,
+        write_period_jitter: Option<f64>,
+        directory: PathBuf,
+        file_prefix: String,
+        rollover_unit: &str,
+        rollover_count: u32,
+        deflate: Option<u8>,
+        shuffle: bool,
+        attrs: Vec<(String, Attr)>,
+    ) -> PyResult<Daemon> {
+        let cfg = DaemonConfig {
+            name,
+            directory,
+            file_prefix,
+            write_period: secs("write_period", write_period)?,
+            write_jitter: write_period_jitter
+                .map(|j| secs("write_period_jitter", j))
+                .transpose()?,
+            rollover: Rollover {
+                count: rollover_count,
+                unit: unit(rollover_unit)?,
+            },
+            deflate,
+            shuffle,
+            attrs: attrs.into_iter().map(|(k, v)| (k, v.0)).collect(),
+            ..DaemonConfig::default()
+        };
+        let mut taken = Vec::with_capacity(jobs.len());
+        for j in &jobs {
+            let job = j
+                .get()
+                .job
+                .lock()
+                .map_err(|_| PyRuntimeError::new_err("job lock poisoned"))?
+                .take()
+                .ok_or_else(|| PyValueError::new_err("a job can belong to one daemon only"))?;
+            taken.push(job);
+        }
+        let daemon = DaqDaemon::new(cfg, taken).map_err(daq_err)?;
+        Ok(Daemon {
+            daemon: Mutex::new(Some(daemon)),
+        })
+    }
+
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| match self.daemon.lock() {
+            Ok(mut d) => d.as_mut().ok_or(DaqError::NotStarted)?.start(),
+            Err(_) => Err(DaqError::NotStarted),
+        })
+        .map_err(daq_err)
+    }
+
+    /// Write every buffered row now.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| match self.daemon.lock() {
+            Ok(d) => d
+                .as_ref()
+                .ok_or(DaqError::NotStarted)?
+                .write_now()
+                .map(drop),
+            Err(_) => Err(DaqError::NotStarted),
+        })
+        .map_err(daq_err)
+    }
+
+    /// Stop the jobs and make the final write; returns the run's files. The GIL is
+    /// released while job threads end, so a getter waiting for it can finish.
+    fn stop(&self, py: Python<'_>) -> PyResult<Vec<PathBuf>> {
+        let daemon = self
+            .daemon
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("daemon lock poisoned"))?
+            .take()
+            .ok_or_else(|| daq_err(DaqError::NotStarted))?;
+        py.detach(|| daemon.stop())
+            .map(|r| r.files)
+            .map_err(daq_err)
+    }
+
+    fn is_running(&self) -> bool {
+        self.daemon
+            .lock()
+            .map(|d| d.as_ref().is_some_and(|d| d.status().running))
+            .unwrap_or(false)
+    }
+
+    /// The current file, if one is open.
+    fn current_file(&self) -> Option<PathBuf> {
+        self.daemon
+            .lock()
+            .ok()?
+            .as_ref()
+            .and_then(|d| d.status().current_file)
+    }
+}

@@ -1,0 +1,19 @@
+//! The native module `photon_daq._native`: thin PyO3 classes over the euxfel and
+//! h5daq crates. The visible API (EXtra-data's and sdaq's names) is the Python
+//! package `photon_daq` around it.
+
+use pyo3::prelude::*;
+
+mod daq;
+mod run_data;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<run_data::Collection>()?;
+    m.add_class::<run_data::Key>()?;
+    m.add_class::<run_data::Trains>()?;
+    m.add_function(wrap_pyfunction!(run_data::split_ranges, m)?)?;
+    m.add_class::<daq::Job>()?;
+    m.add_class::<daq::Daemon>()?;
+    Ok(())
+}

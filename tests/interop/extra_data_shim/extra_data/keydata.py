@@ -1,0 +1,12 @@
+"""Names EXtra-data's test modules import from extra_data.keydata; photon_daq has no
+such feature, so using one raises NotImplementedError (the test fails, listed as xfail)."""
+
+
+def _missing(name):
+    def unavailable(*args, **kwargs):
+        raise NotImplementedError(f"extra_data.keydata.{name} is not provided by photon_daq")
+
+    return unavailable
+
+
+expand_indexing = _missing("expand_indexing")

@@ -1,0 +1,156 @@
+"""photon_daq.daq: sdaq's DAQJob/DAQDaemon arguments, errors and attributes, and the
+files h5daq writes from Python getters (read back with h5py)."""
+
+import threading
+
+import h5py
+import numpy as np
+import pytest
+
+daq = pytest.importorskip("photon_daq.daq")
+
+
+def test_job_attributes_like_sdaq():
+    job = daq.DAQJob("g", ["a", "b"], lambda: None, shape=[(0,), (5, 2, 2)],
+                     dtype=[float, np.float32])
+    assert job.group == "g"
+    assert job.label == ["time", "a", "b"]
+    assert job.dtype_list == [np.float64, float, np.float32]
+    assert job.shape_list == [(0,), (0,), (0, 2, 2)]
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    ({"getter": lambda x: None}, TypeError),
+    ({"read_mode": "sometimes"}, KeyError),
+    ({"dtype": np.dtype("f4")}, TypeError),
+    ({"dtype": [float, float]}, ValueError),
+    ({"shape": [(0,), (0,)]}, ValueError),
+    ({"shape": 3}, TypeError),
+])
+def test_job_argument_errors(kwargs, exc):
+    args = dict(group="g", label="a", getter=lambda: None)
+    args.update(kwargs)
+    with pytest.raises(exc):
+        daq.DAQJob(**args)
+
+
+def read_file(files):
+    assert len(files) == 1
+    with h5py.File(files[0], "r") as f:
+        return {g: {k: f[g][k][()] for k in f[g]} for g in f}
+
+
+def test_trigger_reads_write_rows(tmp_path):
+    n = iter(range(100))
+
+    def getter():
+        i = next(n)
+        return [i * 1.5, np.full((2, 2), i, dtype=np.int32)]
+
+    job = daq.DAQJob("g", ["x", "m"], getter, shape=[(0,), (0, 2, 2)],
+                     dtype=[float, np.int32], read_mode="trigger", compress=False)
+    d = daq.DAQDaemon([job], directory=tmp_path, write_period=3600)
+    d.start()
+    for _ in range(5):
+        job.trigger_read()
+    files = d.stop()
+    data = read_file(files)["g"]
+    # start() triggers no read in h5daq; the five trigger_read() calls give five rows.
+    assert data["x"].tolist() == [0.0, 1.5, 3.0, 4.5, 6.0]
+    assert data["m"].dtype == np.int32
+    assert data["m"].shape == (5, 2, 2)
+    assert (data["m"][4] == 4).all()
+    assert data["time"].dtype == np.float64
+    assert np.all(np.diff(data["time"]) >= 0)
+
+
+def test_provide_time_and_skips(tmp_path):
+    values = iter([[10.0, 1.0], None, [], [11.0, 2.0], 0, [12.0, 3.0]])
+    job = daq.DAQJob("g", "v", lambda: next(values), read_mode="trigger",
+                     provide_time=True, compress=False)
+    d = daq.DAQDaemon([job], directory=tmp_path, write_period=3600)
+    d.start()
+    for _ in range(6):
+        job.trigger_read()
+    data = read_file(d.stop())["g"]
+    assert data["time"].tolist() == [10.0, 11.0, 12.0]
+    assert data["v"].tolist() == [1.0, 2.0, 3.0]
+    assert job.status()["skipped"] == 3
+
+
+def test_compress_keeps_first_and_last_of_a_run(tmp_path):
+    values = iter([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0], [4.0, 6.0]])
+    job = daq.DAQJob("g", "v", lambda: next(values), read_mode="trigger", provide_time=True)
+    d = daq.DAQDaemon([job], directory=tmp_path, write_period=3600)
+    d.start()
+    for _ in range(4):
+        job.trigger_read()
+    data = read_file(d.stop())["g"]
+    assert data["v"].tolist() == [5.0, 5.0, 6.0]
+    assert data["time"].tolist() == [1.0, 3.0, 4.0]
+
+
+def test_getter_errors_call_the_handler(tmp_path):
+    calls = []
+    results = iter([RuntimeError("offline")] * 3 + [[1.0]] + [RuntimeError("again")])
+
+    def getter():
+        r = next(results)
+        if isinstance(r, Exception):
+            raise r
+        return r
+
+    job = daq.DAQJob("g", "v", getter, read_mode="trigger",
+                     handle_error_function=lambda: calls.append(1))
+    d = daq.DAQDaemon([job], directory=tmp_path, write_period=3600)
+    d.start()
+    for _ in range(5):
+        job.trigger_read()
+    d.stop()
+    # error_count_limit 2: the handler runs on the 2nd and 3rd consecutive error only.
+    assert len(calls) == 2
+    assert job.status()["errors"] == 4
+
+
+def test_stop_while_python_is_busy_does_not_deadlock(tmp_path):
+    count = [0]
+
+    def getter():
+        count[0] += 1
+        return [float(count[0])]
+
+    stop_spin = threading.Event()
+
+    def spin():
+        while not stop_spin.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        job = daq.DAQJob("g", "v", getter, read_period=0.001, compress=False)
+        d = daq.DAQDaemon([job], directory=tmp_path, write_period=3600)
+        d.start()
+        while count[0] < 20:
+            threading.Event().wait(0.001)
+        files = d.stop()
+    finally:
+        stop_spin.set()
+        spinner.join()
+    data = read_file(files)["g"]
+    assert len(data["v"]) == count[0]
+    assert data["v"].tolist() == [float(i) for i in range(1, count[0] + 1)]
+
+
+def test_file_name_and_root_attrs(tmp_path):
+    job = daq.DAQJob("g", "v", lambda: [1.0], read_mode="trigger")
+    d = daq.DAQDaemon([job], name="bench", directory=tmp_path, write_period=3600,
+                      file_format_str="LAB_{date_from}_{date_to}.hdf5")
+    d.start(attrs={"run_id": 12})
+    job.trigger_read()
+    files = d.stop()
+    name = files[0].rsplit("/", 1)[-1]
+    assert name.startswith("LAB_") and name.endswith(".h5")
+    with h5py.File(files[0], "r") as f:
+        assert f.attrs["name"] == "bench"
+        assert f.attrs["run_id"] == 12
