@@ -383,7 +383,7 @@ impl Daemon {
         let cfg = DaemonConfig {
             name,
             directory,
-            file_prefix,
+            file_names: h5daq::FileNames::prefix(&file_prefix),
             write_period: secs("write_period", write_period)?,
             write_jitter: write_period_jitter
                 .map(|j| secs("write_period_jitter", j))
