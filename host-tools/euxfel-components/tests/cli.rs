@@ -4,6 +4,15 @@ use std::process::Command;
 
 use fixtures::euxfel::{make_run, RunSpec};
 
+/// A command for one of the binaries. The other test of this process writes fixtures at the
+/// same time, and a child inherits its open HDF5 files with libhdf5's lock on them: the children
+/// do not lock (they only read closed files).
+fn reader(exe: &str) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.env("HDF5_USE_FILE_LOCKING", "FALSE");
+    cmd
+}
+
 fn small_run(dir: &std::path::Path) {
     let spec = RunSpec {
         trains_per_sequence: 3,
@@ -24,7 +33,7 @@ fn make_virtual_cxi_writes_and_refuses_bad_arguments() {
     small_run(&run);
     let exe = env!("CARGO_BIN_EXE_xfel-make-virtual-cxi");
     let out = td.path().join("x.cxi");
-    let ok = Command::new(exe)
+    let ok = reader(exe)
         .arg(&run)
         .args(["--min-modules", "1", "--fill-value", "data", "0x10", "-o"])
         .arg(&out)
@@ -44,7 +53,7 @@ fn make_virtual_cxi_writes_and_refuses_bad_arguments() {
         .expect("read")[0];
     assert_eq!(fill, 0x10, "module 5 has no data: fill value");
 
-    let bad = Command::new(exe)
+    let bad = reader(exe)
         .arg(&run)
         .args(["--fill-value", "data", "abc", "-o"])
         .arg(&out)
@@ -55,11 +64,11 @@ fn make_virtual_cxi_writes_and_refuses_bad_arguments() {
         String::from_utf8_lossy(&bad.stderr).trim(),
         "xfel-make-virtual-cxi: --fill-value data: \"abc\" is not a number"
     );
-    let no_out = Command::new(exe).arg(&run).output().expect("run");
+    let no_out = reader(exe).arg(&run).output().expect("run");
     assert_eq!(no_out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no_out.stderr)
         .contains("'-o outfile' option needed when input directory doesn't look like"));
-    let usage = Command::new(exe).output().expect("run");
+    let usage = reader(exe).output().expect("run");
     assert_eq!(usage.status.code(), Some(2));
 }
 
@@ -69,7 +78,7 @@ fn extract_detector_writes_stacked_arrays() {
     let run = td.path().join("run");
     small_run(&run);
     let out = td.path().join("o");
-    let r = Command::new(env!("CARGO_BIN_EXE_xfel-extract-detector"))
+    let r = reader(env!("CARGO_BIN_EXE_xfel-extract-detector"))
         .arg(&run)
         .arg("--out")
         .arg(&out)
@@ -89,7 +98,7 @@ fn extract_detector_writes_stacked_arrays() {
     ] {
         assert!(out.join(format!("{f}.npy")).is_file(), "{f}.npy");
     }
-    let bad = Command::new(env!("CARGO_BIN_EXE_xfel-extract-detector"))
+    let bad = reader(env!("CARGO_BIN_EXE_xfel-extract-detector"))
         .arg(&run)
         .arg("--out")
         .arg(&out)
