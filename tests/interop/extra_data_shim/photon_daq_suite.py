@@ -44,12 +44,7 @@ CORE_TESTS = {
 }
 
 # Node ID (without the parameter part, or with it) -> why photon_daq differs.
-XFAIL = {
-    "test_bad_trains.py::test_exc_trainid": (
-        "euxfel opens a file whose INDEX/trainId repeats a train ID with inc_suspect_trains=True "
-        "(EXtra-data raises ValueError)"
-    ),
-}
+XFAIL: dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(config, items):
