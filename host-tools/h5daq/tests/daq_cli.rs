@@ -1,7 +1,6 @@
 //! The h5daq binary on real config files: config errors, run/status/stop, Ctrl-C, kill -9 and
 //! recovery, external commands (process group ended at stop), ZeroMQ sources.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -44,20 +43,7 @@ fn spawn_run(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let err = child.stderr.take().unwrap();
-    let out = child.stdout.take().unwrap();
-    let tx2 = tx.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx2.send(l);
-        }
-    });
+    let rx = test_support::output_lines(&mut child);
     (child, rx)
 }
 

@@ -10,7 +10,6 @@
 //! The disk-full tests mount a tmpfs and need root (as the CI container runs); elsewhere they
 //! fail with a message saying so, unless H5DAQ_SKIP_TMPFS=1 is set.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -54,19 +53,7 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let (tx, lines) = mpsc::channel();
-        let (err, out) = (child.stderr.take().unwrap(), child.stdout.take().unwrap());
-        let tx2 = tx.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx2.send(l);
-            }
-        });
+        let lines = test_support::output_lines(&mut child);
         let mut d = Daemon {
             child,
             lines,

@@ -105,3 +105,20 @@ fn build_bin(package: &str, bin: &str) -> std::path::PathBuf {
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
+
+/// Every line the child writes on stdout and stderr (both must be piped), in arrival order, on
+/// one channel fed by two reader threads that end with the child's output.
+pub fn output_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader, Read};
+    fn forward(stream: impl Read + Send + 'static, tx: std::sync::mpsc::Sender<String>) {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    forward(child.stderr.take().expect("stderr piped"), tx.clone());
+    forward(child.stdout.take().expect("stdout piped"), tx);
+    rx
+}
