@@ -13,13 +13,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
 .PHONY: help setup system-packages demo test lint unit-tests no-std-check loom-check shim-memcheck \
-	shim-vendor-check interop bench
+	shim-vendor-check interop interop-long bench
 
 help:
 	@echo "make setup   install missing system packages and the Python reference tools (.venv)"
 	@echo "make demo    setup, release build, run the demo into ./demo-out/"
 	@echo "make test    setup, fmt, clippy -D warnings, cargo tests, no_std, loom and valgrind checks, interop tests"
 	@echo "make bench   criterion benches and comparison scripts (figures for docs/benchmarks.md)"
+	@echo "make interop-long  the interop tests at full size: every key side by side, the long corruption fuzz"
 
 setup: system-packages $(VENV_STAMP) $(PHOTON_DAQ_STAMP)
 
@@ -87,6 +88,13 @@ interop: $(VENV_STAMP) $(PHOTON_DAQ_STAMP)
 	$(CARGO) build --workspace --bins
 	$(VENV)/bin/python -m pytest -q tests/interop tango-device/tests
 	$(VENV)/bin/python tests/interop/run_extra_data_suite.py
+
+# The same interop tests at full size (not part of `make test`; tens of minutes on 2 cores): every key
+# of every example run side by side with EXtra-data, and the long corruption fuzz.
+interop-long: $(VENV_STAMP) $(PHOTON_DAQ_STAMP)
+	$(CARGO) build --workspace --bins
+	SIDE_BY_SIDE_KEYS_PER_SOURCE=0 EUXFEL_FUZZ_CASES=1500 \
+	  $(VENV)/bin/python -m pytest -q tests/interop tango-device/tests
 
 # Criterion benches, then the whole-process comparison scripts (each measures its baseline in the
 # same run). Figures go into docs/benchmarks.md with the command that made them.

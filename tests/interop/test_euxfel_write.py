@@ -209,10 +209,10 @@ def test_our_reader_uses_extra_datas_overview_file(tmp_path):
 def test_existing_output_is_kept(examples, tmp_path):
     out = tmp_path / "o.h5"
     out.write_bytes(b"keep me")
-    code, so, se = xw("copy", examples["sa3_13"], "-o", out)
+    code, so, se = xw("copy", examples["agipd_old"], "-o", out)
     assert code == 1 and "already exists" in se
     assert out.read_bytes() == b"keep me"
-    code, so, se = xw("copy", examples["sa3_13"], "-o", out, "--overwrite")
+    code, so, se = xw("copy", examples["agipd_old"], "-o", out, "--overwrite")
     assert code == 0, se
     assert validate(out)[0] == 0
 
