@@ -285,15 +285,9 @@ impl AcqRequest {
         recording.check(info.n_bins).map(|()| recording)
     }
 
-    /// The ROIs for a detector like `info`'s.
+    /// The ROIs for a detector like `info`'s (anywhere in its bins, whatever is recorded).
     pub fn rois(&self, info: &DetectorInfo) -> Result<Vec<Roi>, RequestError> {
-        let recording = self.recording(info)?;
-        Ok(roi::build(
-            &self.rois,
-            info.n_channels,
-            info.n_bins,
-            &recording,
-        )?)
+        Ok(roi::build(&self.rois, info.n_channels, info.n_bins)?)
     }
 
     /// The per-channel settings, in the order they are applied.
@@ -387,6 +381,8 @@ pub fn prepare<K: Clock>(
     };
     let dev = engine.detector_mut();
     dev.set_recording(recording).map_err(refused("bins"))?;
+    let ranges: Vec<_> = rois.iter().map(|r| r.ranges.clone()).collect();
+    dev.set_rois(&ranges).map_err(refused("roi"))?;
     for setting in request.channel_settings() {
         dev.apply(&setting).map_err(|e| match e {
             sdk_shim::SettingsError::Invalid(e) => RequestError::Setting(e),
