@@ -191,10 +191,11 @@ int32_t x3s_set_event_width(x3s_dev *d, int32_t chan, uint32_t ticks);
 int32_t x3s_get_chan_settings(x3s_dev *d, uint32_t chan, x3s_chan_settings *out);
 /*
  * What x3s_read_mca returns of each spectrum: the n_bins detector bins from first_bin (read from
- * the SDK as that range alone), summed in groups of rebin adjacent bins; n_bins % rebin == 0.
- * x3s_read_mca then copies n_channels * n_bins / rebin words per frame. Default (and 0, n_bins,
- * 1): the whole spectrum. With rebin > 1 this allocates a read buffer of at most 4 MiB here;
- * nothing after x3s_arm. Not while armed.
+ * the SDK as that range alone, or with the x3s_set_rois bins), summed in groups of rebin adjacent
+ * bins; n_bins % rebin == 0. x3s_read_mca then copies n_channels * n_bins / rebin words per
+ * frame. Default (and 0, n_bins, 1): the whole spectrum. With rebin > 1 (or ROIs beyond the
+ * recorded bins) this allocates a read buffer of at most 4 MiB here; nothing after x3s_arm. Not
+ * while armed.
  */
 int32_t x3s_set_recording(x3s_dev *d, uint32_t first_bin, uint32_t n_bins, uint32_t rebin);
 /*
