@@ -1129,6 +1129,9 @@ static int read_mca_chunk(x3s_dev *d, uint32_t *dst, uint64_t *rois, unsigned tf
         }
         return X3S_OK;
     }
+    if (!d->scratch) /* its allocation failed in x3s_set_recording / x3s_set_rois */
+        return set_error(d, XSP3_OUT_OF_MEMORY, "x3s_read_mca: no read buffer (set the recording "
+                                                "or the ROIs again)");
     size_t out_bins = d->rec_bins / d->rec_rebin;
     uint32_t rec_offset = d->rec_first - d->span_first;
     for (unsigned done = 0; done < n;) {
