@@ -238,6 +238,42 @@ def test_rois_with_bins_and_rebin_are_sums_of_the_full_spectrum(tmp_path):
             np.testing.assert_array_equal(det[f"roi_{name}"].attrs["ranges"], want)
 
 
+def test_rois_with_bins_and_rebin_travel_with_every_frame_of_the_stream():
+    import json
+    import zmq
+    from xsp3_helpers import free_port
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([rust_bin("xsp3-acquire"), "run", "-q", "--frames", "10",
+                             "--exposure", "1ms", "--stream", endpoint, "--bins", "600:855",
+                             "--rebin", "4", *REC_ROI_ARGS],
+                            stdout=subprocess.PIPE, text=True)
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVTIMEO, 20000)
+    pull.setsockopt(zmq.LINGER, 0)
+    pull.connect(endpoint)
+    try:
+        header = json.loads(pull.recv_multipart()[0])
+        assert [r["name"] for r in header["rois"]] == list(REC_ROI_RANGES)
+        widths = np.array(header["event_widths"])
+        for i in range(10):
+            parts = pull.recv_multipart()
+            meta = json.loads(parts[0])
+            assert meta["shape"] == [NCH, 64]
+            sc = np.frombuffer(parts[2], dtype="<u4").reshape(meta["scaler_shape"])
+            full = frame(SEED, i, NCH)
+            dtc = dead_time_correction(sc, widths)
+            for values in meta["rois"]:
+                sums, corrected = roi_expected(full[None], REC_ROI_RANGES[values["name"]], dtc)
+                np.testing.assert_array_equal(values["counts"], sums[0])
+                np.testing.assert_allclose(values["dtc"], corrected[0], rtol=1e-12)
+        assert json.loads(pull.recv_multipart()[0])["htype"] == "series_end"
+    finally:
+        pull.close()
+        ctx.term()
+        assert proc.wait(timeout=60) == 0
+
+
 def test_the_receiver_writes_the_same_reduced_spectra_and_rois(tmp_path):
     from xsp3_helpers import free_port
     endpoint = f"tcp://127.0.0.1:{free_port()}"
