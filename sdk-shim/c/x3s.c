@@ -636,7 +636,8 @@ static int reads_via_scratch(const x3s_dev *d)
 }
 
 /* Sets the read span to the recording and the ROIs (rec_* and roi_* set) and the scratch buffer
- * it needs. On failure nothing changed but the scratch buffer, which is then gone. */
+ * it needs. On failure the scratch buffer is gone, and reads that need it are refused until a
+ * later call succeeds. */
 static int32_t plan_reads(x3s_dev *d, const char *fn)
 {
     uint32_t lo = d->rec_first, end = d->rec_first + d->rec_bins;
