@@ -582,6 +582,28 @@ pub trait Detector {
     /// Copies the MCA of frames `[first, first + n)` into `dst` (`n * n_channels *
     /// recording().recorded_bins()` words).
     fn read_mca(&mut self, first: u64, n: u32, dst: &mut [u32]) -> Result<(), Self::Error>;
+    /// Software ROIs the backend sums per frame and channel from the full spectrum while it
+    /// reads the MCA ([`Detector::read_mca_rois`]); 0 unless the backend was given some.
+    fn n_rois(&self) -> u32 {
+        0
+    }
+    /// Like [`Detector::read_mca`], and in the same pass the sums of the backend's
+    /// [`n_rois`](Detector::n_rois) ROIs over each frame's full spectrum (before the recording
+    /// reduces it) into `rois` (`n * n_rois * n_channels` words, `[frame][roi][chan]`). A backend
+    /// without ROIs only reads the MCA (`rois` is then empty).
+    fn read_mca_rois(
+        &mut self,
+        first: u64,
+        n: u32,
+        mca: &mut [u32],
+        rois: &mut [u64],
+    ) -> Result<(), Self::Error> {
+        debug_assert!(
+            rois.is_empty(),
+            "a backend with ROIs overrides read_mca_rois"
+        );
+        self.read_mca(first, n, mca)
+    }
     /// Copies the scalers of frames `[first, first + n)` into `dst` (`n * n_channels * 9` words).
     fn read_scalers(&mut self, first: u64, n: u32, dst: &mut [u32]) -> Result<(), Self::Error>;
     /// Gives frames `[first, first + n)` back to the SDK's circular buffer.

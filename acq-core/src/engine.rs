@@ -28,7 +28,7 @@ use crate::detector::{
     ERR_FLAG_CIRC_OVERRUN_SCALERS,
 };
 use crate::geometry::{FrameMeta, Geometry, GeometryError};
-use crate::ring::Producer;
+use crate::ring::{Producer, SlotParts};
 use crate::wait::Wait;
 
 /// Lost frame ranges kept per acquisition; further ranges are only counted.
@@ -231,7 +231,9 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
     /// Frames of `detector`'s channels and recorded bins.
     fn geometry_of(detector: &D) -> Result<Geometry, EngineError> {
         let bins = detector.recording().recorded_bins();
-        Geometry::new(detector.info().n_channels, bins).map_err(EngineError::Geometry)
+        Geometry::new(detector.info().n_channels, bins)
+            .and_then(|g| g.with_rois(detector.n_rois()))
+            .map_err(EngineError::Geometry)
     }
 
     pub fn state(&self) -> EngineState {
@@ -388,11 +390,16 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
         };
         let n = grant.len();
         let first = self.next_frame;
-        let (mca, scalers, meta) = grant.parts_mut();
+        let SlotParts {
+            mca,
+            scalers,
+            rois,
+            meta,
+        } = grant.parts_mut();
 
         let read = self
             .detector
-            .read_mca(first, n as u32, mca)
+            .read_mca_rois(first, n as u32, mca, rois)
             .and_then(|()| self.detector.read_scalers(first, n as u32, scalers));
         if let Err(e) = read {
             // The grant is dropped uncommitted: nothing of this batch reaches the consumers.
@@ -414,8 +421,10 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
         if torn > 0 {
             let mca_words = self.geometry.mca_words();
             let scaler_words = self.geometry.scaler_words();
+            let roi_words = self.geometry.roi_words();
             mca.copy_within(torn * mca_words..n * mca_words, 0);
             scalers.copy_within(torn * scaler_words..n * scaler_words, 0);
+            rois.copy_within(torn * roi_words..n * roi_words, 0);
             self.stats.record_lost(first, torn as u64);
             self.lost_before_next = true;
         }
@@ -467,10 +476,15 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
             };
             let n = grant.len();
             let first = self.next_frame;
-            let (mca, scalers, meta) = grant.parts_mut();
+            let SlotParts {
+                mca,
+                scalers,
+                rois,
+                meta,
+            } = grant.parts_mut();
             let read = self
                 .detector
-                .read_mca(first, n as u32, mca)
+                .read_mca_rois(first, n as u32, mca, rois)
                 .and_then(|()| self.detector.read_scalers(first, n as u32, scalers));
             if read.is_err() {
                 self.salvage_batch = n / 2;

@@ -3,6 +3,7 @@
 //! A frame is what the SDK produces for one time frame of all channels:
 //! - MCA spectra, `[chan][bin]` u32 (the layout of `xsp3_histogram_read4d` with one aux bin),
 //! - scalers, `[chan][scaler]` u32 in SDK order (see [`Scaler`]),
+//! - software ROI sums, `[roi][chan]` u64, summed from the full spectrum while it was read,
 //! - a [`FrameMeta`] record stamped by the engine.
 //!
 //! Every part is plain old data, so it can be written to a file or a socket as bytes without a copy.
@@ -15,6 +16,8 @@ pub const N_SCALERS: usize = 9;
 pub const MAX_CHANNELS: u16 = 256;
 /// Largest spectrum length (12-bit energy).
 pub const MAX_BINS: u16 = 4096;
+/// Largest number of software ROIs a frame carries (their sums have a fixed area per slot).
+pub const MAX_ROIS: u16 = 32;
 
 /// The nine per-channel scalers, in the order the SDK's `xsp3_scaler_read` returns them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +78,7 @@ impl Scaler {
 pub struct Geometry {
     n_channels: u16,
     n_bins: u16,
+    n_rois: u16,
 }
 
 /// A geometry outside the SDK's limits.
@@ -84,6 +88,8 @@ pub enum GeometryError {
     Channels(u32),
     /// `n_bins` not in `1..=4096`.
     Bins(u32),
+    /// More than [`MAX_ROIS`] software ROIs.
+    Rois(u32),
 }
 
 impl core::fmt::Display for GeometryError {
@@ -93,12 +99,13 @@ impl core::fmt::Display for GeometryError {
                 write!(f, "channel count {n} is outside 1..={MAX_CHANNELS}")
             }
             GeometryError::Bins(n) => write!(f, "bin count {n} is outside 1..={MAX_BINS}"),
+            GeometryError::Rois(n) => write!(f, "{n} ROIs: at most {MAX_ROIS} are supported"),
         }
     }
 }
 
 impl Geometry {
-    /// Validates `n_channels` in `1..=256` and `n_bins` in `1..=4096`.
+    /// Validates `n_channels` in `1..=256` and `n_bins` in `1..=4096`; no ROIs.
     pub const fn new(n_channels: u32, n_bins: u32) -> Result<Self, GeometryError> {
         if n_channels == 0 || n_channels > MAX_CHANNELS as u32 {
             return Err(GeometryError::Channels(n_channels));
@@ -109,6 +116,18 @@ impl Geometry {
         Ok(Geometry {
             n_channels: n_channels as u16,
             n_bins: n_bins as u16,
+            n_rois: 0,
+        })
+    }
+
+    /// The same frames with the sums of `n_rois` software ROIs (at most [`MAX_ROIS`]).
+    pub const fn with_rois(self, n_rois: u32) -> Result<Self, GeometryError> {
+        if n_rois > MAX_ROIS as u32 {
+            return Err(GeometryError::Rois(n_rois));
+        }
+        Ok(Geometry {
+            n_rois: n_rois as u16,
+            ..self
         })
     }
 
@@ -124,6 +143,10 @@ impl Geometry {
         N_SCALERS
     }
 
+    pub const fn n_rois(&self) -> usize {
+        self.n_rois as usize
+    }
+
     /// u32 words of MCA data in one frame (`n_channels * n_bins`).
     pub const fn mca_words(&self) -> usize {
         self.n_channels() * self.n_bins()
@@ -132,6 +155,11 @@ impl Geometry {
     /// u32 words of scaler data in one frame (`n_channels * 9`).
     pub const fn scaler_words(&self) -> usize {
         self.n_channels() * N_SCALERS
+    }
+
+    /// u64 words of ROI sums in one frame (`n_rois * n_channels`).
+    pub const fn roi_words(&self) -> usize {
+        self.n_rois() * self.n_channels()
     }
 
     /// Bytes of MCA plus scaler data in one frame.
@@ -178,6 +206,10 @@ mod tests {
         assert_eq!(g.mca_words(), 256 * 4096);
         assert_eq!(g.scaler_words(), 256 * 9);
         assert_eq!(g.frame_bytes(), (256 * 4096 + 256 * 9) * 4);
+        assert_eq!(g.roi_words(), 0);
+        let r = g.with_rois(MAX_ROIS as u32).unwrap();
+        assert_eq!((r.n_rois(), r.roi_words()), (32, 32 * 256));
+        assert_eq!(g.with_rois(33), Err(GeometryError::Rois(33)));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `FrameRing`: a zero-copy ring of preallocated frames, one producer and `C` consumers.
 //!
 //! # Memory
-//! The ring owns no memory. The caller lends it three regions ([`SlotMemory`]) at start-up: MCA
-//! words, scaler words and [`FrameMeta`] records for `slots` frames. They can come from a
+//! The ring owns no memory. The caller lends it four regions ([`SlotMemory`]) at start-up: MCA
+//! words, scaler words, ROI sums (none when the geometry has no ROIs) and [`FrameMeta`] records
+//! for `slots` frames. They can come from a
 //! `static` ([`StaticFrameStorage`], const-constructible) or from a buffer allocated once. The MCA
 //! of consecutive slots is contiguous, and `slots` is a multiple of the write batch, so a batch of
 //! `batch` frames starting at a batch boundary is one `&[u32]` that never straddles the wrap.
@@ -54,7 +55,8 @@ pub struct RingConfig {
 pub enum RingError {
     /// `batch` is 0, or `slots` is not a positive multiple of `batch`.
     Batch { slots: usize, batch: usize },
-    /// A memory region is smaller than the ring needs (`what` is "mca", "scalers" or "meta").
+    /// A memory region is smaller than the ring needs (`what` is "mca", "scalers", "rois" or
+    /// "meta").
     StorageTooSmall {
         what: &'static str,
         needed: usize,
@@ -85,6 +87,8 @@ impl core::fmt::Display for RingError {
 pub struct SlotMemory<'a> {
     pub mca: &'a mut [u32],
     pub scalers: &'a mut [u32],
+    /// ROI sums, `[frame][roi][chan]`; empty when the geometry has no ROIs.
+    pub rois: &'a mut [u64],
     pub meta: &'a mut [FrameMeta],
 }
 
@@ -93,6 +97,7 @@ pub struct SlotMemory<'a> {
 pub struct SlotMemorySize {
     pub mca_words: usize,
     pub scaler_words: usize,
+    pub roi_words: usize,
     pub meta_records: usize,
 }
 
@@ -101,6 +106,7 @@ impl SlotMemorySize {
         SlotMemorySize {
             mca_words: geometry.mca_words() * slots,
             scaler_words: geometry.scaler_words() * slots,
+            roi_words: geometry.roi_words() * slots,
             meta_records: slots,
         }
     }
@@ -113,6 +119,7 @@ impl SlotMemorySize {
 pub struct SlotBuffers {
     pub mca: std::vec::Vec<u32>,
     pub scalers: std::vec::Vec<u32>,
+    pub rois: std::vec::Vec<u64>,
     pub meta: std::vec::Vec<FrameMeta>,
 }
 
@@ -124,6 +131,7 @@ impl SlotBuffers {
         SlotBuffers {
             mca: std::vec![0; size.mca_words],
             scalers: std::vec![0; size.scaler_words],
+            rois: std::vec![0; size.roi_words],
             meta: std::vec![FrameMeta::default(); size.meta_records],
         }
     }
@@ -133,13 +141,15 @@ impl SlotBuffers {
         SlotMemory {
             mca: &mut self.mca,
             scalers: &mut self.scalers,
+            rois: &mut self.rois,
             meta: &mut self.meta,
         }
     }
 }
 
 /// Const-constructible storage for a ring in a `static`. The sizes are totals over all slots:
-/// `MCA_WORDS >= SLOTS * n_channels * n_bins`, `SCALER_WORDS >= SLOTS * n_channels * 9`.
+/// `MCA_WORDS >= SLOTS * n_channels * n_bins`, `SCALER_WORDS >= SLOTS * n_channels * 9`. It
+/// holds no ROI sums, so it serves geometries without ROIs.
 ///
 /// ```
 /// use acq_core::ring::StaticFrameStorage;
@@ -191,6 +201,7 @@ impl<const SLOTS: usize, const MCA_WORDS: usize, const SCALER_WORDS: usize>
             Some(SlotMemory {
                 mca: &mut *self.mca.get(),
                 scalers: &mut *self.scalers.get(),
+                rois: &mut [],
                 meta: &mut *self.meta.get(),
             })
         }
@@ -261,6 +272,7 @@ pub struct FrameRing<'a, W: Wait, const C: usize> {
     batch: usize,
     mca: NonNull<u32>,
     scalers: NonNull<u32>,
+    rois: NonNull<u64>,
     meta: NonNull<FrameMeta>,
     head: CachePadded<AtomicU64>,
     consumers: [ConsumerSlot; C],
@@ -301,6 +313,9 @@ impl<'a, W: Wait, const C: usize> FrameRing<'a, W, C> {
         let need = SlotMemorySize::new(geometry, slots);
         check_len("mca", need.mca_words, memory.mca.len())?;
         check_len("scalers", need.scaler_words, memory.scalers.len())?;
+        if need.roi_words > 0 {
+            check_len("rois", need.roi_words, memory.rois.len())?;
+        }
         check_len("meta", need.meta_records, memory.meta.len())?;
         Ok(FrameRing {
             geometry,
@@ -309,6 +324,7 @@ impl<'a, W: Wait, const C: usize> FrameRing<'a, W, C> {
             // From the whole slices, so the pointers may reach every slot.
             mca: NonNull::from(memory.mca).cast(),
             scalers: NonNull::from(memory.scalers).cast(),
+            rois: NonNull::from(memory.rois).cast(),
             meta: NonNull::from(memory.meta).cast(),
             head: CachePadded(AtomicU64::new(0)),
             consumers: policies.map(|policy| ConsumerSlot {
@@ -406,18 +422,16 @@ impl<'a, W: Wait, const C: usize> FrameRing<'a, W, C> {
 
     /// Pointers to the first frame at `position` in each region. Creating them is safe; the
     /// callers that turn them into slices state why the access is allowed.
-    fn regions(&self, position: u64) -> (*mut u32, *mut u32, *mut FrameMeta) {
+    fn regions(&self, position: u64) -> Regions {
         let slot = self.slot_of(position);
+        let g = self.geometry;
         // `wrapping_add` keeps this safe to call; `slot < slots` keeps the result in bounds.
-        (
-            self.mca
-                .as_ptr()
-                .wrapping_add(slot * self.geometry.mca_words()),
-            self.scalers
-                .as_ptr()
-                .wrapping_add(slot * self.geometry.scaler_words()),
-            self.meta.as_ptr().wrapping_add(slot),
-        )
+        Regions {
+            mca: self.mca.as_ptr().wrapping_add(slot * g.mca_words()),
+            scalers: self.scalers.as_ptr().wrapping_add(slot * g.scaler_words()),
+            rois: self.rois.as_ptr().wrapping_add(slot * g.roi_words()),
+            meta: self.meta.as_ptr().wrapping_add(slot),
+        }
     }
 
     fn close(&self) {
@@ -425,6 +439,14 @@ impl<'a, W: Wait, const C: usize> FrameRing<'a, W, C> {
         self.closed.store(true, Ordering::Release);
         self.wait.notify();
     }
+}
+
+/// The first frame at one position in each region.
+struct Regions {
+    mca: *mut u32,
+    scalers: *mut u32,
+    rois: *mut u64,
+    meta: *mut FrameMeta,
 }
 
 fn check_len(what: &'static str, needed: usize, got: usize) -> Result<(), RingError> {
@@ -586,6 +608,15 @@ impl<W: Wait, const C: usize> Drop for Producer<'_, '_, W, C> {
     }
 }
 
+/// The memory of granted slots, in the layouts of [`Geometry`]: MCA `[frame][chan][bin]`,
+/// scalers `[frame][chan][scaler]`, ROI sums `[frame][roi][chan]`.
+pub struct SlotParts<'g> {
+    pub mca: &'g mut [u32],
+    pub scalers: &'g mut [u32],
+    pub rois: &'g mut [u64],
+    pub meta: &'g mut [FrameMeta],
+}
+
 /// Slots lent to the producer. Fill them, then [`commit`](WriteGrant::commit) some or all;
 /// dropping the grant commits nothing.
 pub struct WriteGrant<'g, 'r, 'a, W: Wait, const C: usize> {
@@ -608,20 +639,21 @@ impl<W: Wait, const C: usize> WriteGrant<'_, '_, '_, W, C> {
         self.producer.head
     }
 
-    /// The granted frames' MCA, scaler and metadata memory, all at once.
-    pub fn parts_mut(&mut self) -> (&mut [u32], &mut [u32], &mut [FrameMeta]) {
+    /// The granted frames' MCA, scaler, ROI-sum and metadata memory, all at once.
+    pub fn parts_mut(&mut self) -> SlotParts<'_> {
         let ring = self.producer.ring;
         let g = ring.geometry;
+        let r = ring.regions(self.producer.head);
         // SAFETY: the grant covers [head, head + len) within one lap (checked in `grant`) and
         // below the writable limit, so no consumer can read these slots until `commit` publishes
         // them; the `&mut self` borrow makes these the only references.
-        let (mca, scalers, meta) = ring.regions(self.producer.head);
         unsafe {
-            (
-                core::slice::from_raw_parts_mut(mca, self.len * g.mca_words()),
-                core::slice::from_raw_parts_mut(scalers, self.len * g.scaler_words()),
-                core::slice::from_raw_parts_mut(meta, self.len),
-            )
+            SlotParts {
+                mca: core::slice::from_raw_parts_mut(r.mca, self.len * g.mca_words()),
+                scalers: core::slice::from_raw_parts_mut(r.scalers, self.len * g.scaler_words()),
+                rois: core::slice::from_raw_parts_mut(r.rois, self.len * g.roi_words()),
+                meta: core::slice::from_raw_parts_mut(r.meta, self.len),
+            }
         }
     }
 
@@ -851,7 +883,7 @@ impl<W: Wait, const C: usize> ReadGrant<'_, '_, '_, W, C> {
         self.consumer.position
     }
 
-    fn pointers(&self) -> (*mut u32, *mut u32, *mut FrameMeta) {
+    fn pointers(&self) -> Regions {
         self.consumer.ring.regions(self.consumer.position)
     }
 
@@ -862,20 +894,27 @@ impl<W: Wait, const C: usize> ReadGrant<'_, '_, '_, W, C> {
         // Acquire) and the producer cannot write them before we release: a lossless cursor
         // bounds its limit, a lossy one carries the READING flag. Shared reads by several
         // consumers are fine.
-        unsafe { core::slice::from_raw_parts(self.pointers().0, words) }
+        unsafe { core::slice::from_raw_parts(self.pointers().mca, words) }
     }
 
     /// Scalers of the granted frames, `[frame][chan][scaler]`.
     pub fn scalers(&self) -> &[u32] {
         let words = self.len * self.consumer.ring.geometry.scaler_words();
         // SAFETY: as in `mca`.
-        unsafe { core::slice::from_raw_parts(self.pointers().1, words) }
+        unsafe { core::slice::from_raw_parts(self.pointers().scalers, words) }
+    }
+
+    /// ROI sums of the granted frames, `[frame][roi][chan]` (empty without ROIs).
+    pub fn rois(&self) -> &[u64] {
+        let words = self.len * self.consumer.ring.geometry.roi_words();
+        // SAFETY: as in `mca`.
+        unsafe { core::slice::from_raw_parts(self.pointers().rois, words) }
     }
 
     /// Metadata of the granted frames.
     pub fn meta(&self) -> &[FrameMeta] {
         // SAFETY: as in `mca`.
-        unsafe { core::slice::from_raw_parts(self.pointers().2, self.len) }
+        unsafe { core::slice::from_raw_parts(self.pointers().meta, self.len) }
     }
 
     /// Hands the first `n` frames back to the producer.

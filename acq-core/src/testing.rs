@@ -21,6 +21,13 @@ pub fn mca_word(frame: u64, chan: u32, bin: u32) -> u32 {
         .wrapping_add(bin)
 }
 
+/// Sum of [`mca_word`] over bins `low..=high` of `(frame, chan)`.
+pub fn roi_sum(frame: u64, chan: u32, [low, high]: [u32; 2]) -> u64 {
+    (low..=high)
+        .map(|bin| u64::from(mca_word(frame, chan, bin)))
+        .sum()
+}
+
 /// Scaler `scaler` of `(frame, chan)`.
 pub fn scaler_word(frame: u64, chan: u32, scaler: u32) -> u32 {
     (frame as u32)
@@ -106,6 +113,8 @@ pub struct TestDetector {
     overruns: u64,
     fault: Option<InjectedFault>,
     calls: [u64; 8],
+    /// One software ROI, the same bins `[low, high]` for every channel.
+    roi: Option<[u32; 2]>,
 }
 
 impl TestDetector {
@@ -135,7 +144,13 @@ impl TestDetector {
             overruns: 0,
             fault: None,
             calls: [0; 8],
+            roi: None,
         }
+    }
+
+    /// Sums bins `[low, high]` of every channel as one ROI from now on (`None`: no ROI).
+    pub fn set_roi(&mut self, roi: Option<[u32; 2]>) {
+        self.roi = roi;
     }
 
     /// Makes the next `n` frames complete (capped at the configured frame count).
@@ -293,6 +308,34 @@ impl Detector for TestDetector {
                     if let Some(w) = words.next() {
                         *w = mca_word(frame, chan, bin);
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn n_rois(&self) -> u32 {
+        u32::from(self.roi.is_some())
+    }
+
+    fn read_mca_rois(
+        &mut self,
+        first: u64,
+        n: u32,
+        mca: &mut [u32],
+        rois: &mut [u64],
+    ) -> Result<(), TestError> {
+        self.read_mca(first, n, mca)?;
+        let Some(range) = self.roi else {
+            return Ok(());
+        };
+        let nch = self.info.n_channels;
+        self.check_range(first, n, rois.len(), nch as usize)?;
+        let mut words = rois.iter_mut();
+        for frame in first..first + n as u64 {
+            for chan in 0..nch {
+                if let Some(w) = words.next() {
+                    *w = roi_sum(frame, chan, range);
                 }
             }
         }

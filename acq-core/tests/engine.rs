@@ -7,7 +7,7 @@ use acq_core::engine::{
 };
 use acq_core::geometry::{FrameMeta, Geometry};
 use acq_core::ring::{Consumer, FrameRing, Policy, Producer, RingConfig, SlotBuffers};
-use acq_core::testing::{mca_word, scaler_word, Call, InjectedFault, TestDetector};
+use acq_core::testing::{mca_word, roi_sum, scaler_word, Call, InjectedFault, TestDetector};
 use acq_core::wait::BusyWait;
 
 const NCH: u32 = 2;
@@ -210,6 +210,62 @@ fn software_triggers_make_one_frame_each() {
         assert_eq!(seen.len() as u64, i);
     }
     assert_eq!(e.step(&mut producer).unwrap(), StepOutcome::Done);
+}
+
+#[test]
+fn roi_sums_travel_with_their_frames_even_when_torn_frames_are_dropped() {
+    let g = Geometry::new(NCH, NBINS).unwrap().with_rois(1).unwrap();
+    let mut b = SlotBuffers::new(g, 64);
+    let ring = FrameRing::new(
+        g,
+        RingConfig {
+            slots: 64,
+            batch: 4,
+        },
+        [Policy::Lossless],
+        b.memory(),
+        BusyWait,
+    )
+    .unwrap();
+    let (mut producer, [mut consumer]) = ring.split().unwrap();
+    let mut e = engine(8, 4);
+    // The engine's frames carry the ROIs the detector sums, so it takes the ring's geometry
+    // only with the ROI.
+    assert_eq!(e.geometry().n_rois(), 0);
+    e.detector_mut().set_roi(Some([2, 5]));
+    e.configure(&params(60, TriggerMode::Internal)).unwrap();
+    assert_eq!(e.geometry(), g);
+    e.arm().unwrap();
+    // Three frames per poll against reads of four: the engine falls behind, and frames the
+    // detector overwrites during a read are dropped from its front.
+    e.detector_mut().frames_per_poll = 3;
+    let mut delivered = 0u64;
+    for _ in 0..10_000 {
+        let outcome = e.step(&mut producer).unwrap();
+        while let Some(grant) = consumer.read(64) {
+            let n = grant.len();
+            assert_eq!(grant.rois().len(), n * NCH as usize);
+            for (i, meta) in grant.meta().iter().enumerate() {
+                for chan in 0..NCH {
+                    assert_eq!(
+                        grant.rois()[i * NCH as usize + chan as usize],
+                        roi_sum(meta.frame_number, chan, [2, 5]),
+                        "frame {} chan {chan}",
+                        meta.frame_number
+                    );
+                }
+            }
+            delivered += n as u64;
+            grant.release(n);
+        }
+        if outcome == StepOutcome::Done {
+            break;
+        }
+    }
+    let stats = e.stats();
+    assert!(stats.frames_lost > 0, "{stats:?}");
+    assert_eq!(delivered, stats.frames_read);
+    assert_eq!(delivered + stats.frames_lost, 60);
 }
 
 #[test]

@@ -9,7 +9,7 @@
 #![cfg(loom)]
 
 use acq_core::geometry::{FrameMeta, Geometry};
-use acq_core::ring::{Consumer, FrameRing, Policy, RingConfig, SlotMemory};
+use acq_core::ring::{Consumer, FrameRing, Policy, RingConfig, SlotMemory, SlotParts};
 use acq_core::wait::Wait;
 
 /// Blocks on a loom condition variable, with the condition checked under the mutex, as
@@ -41,6 +41,7 @@ fn leaked_ring(policies: [Policy; 2]) -> &'static FrameRing<'static, LoomWait, 2
     let memory = SlotMemory {
         mca: Box::leak(vec![0u32; SLOTS].into_boxed_slice()),
         scalers: Box::leak(vec![0u32; SLOTS * 9].into_boxed_slice()),
+        rois: &mut [],
         meta: Box::leak(vec![FrameMeta::default(); SLOTS].into_boxed_slice()),
     };
     let ring = FrameRing::new(
@@ -94,7 +95,7 @@ fn model(policies: [Policy; 2]) {
         while sent < FRAMES {
             let mut grant = producer.grant_blocking(1).unwrap();
             let position = grant.first_position();
-            let (mca, _scalers, meta) = grant.parts_mut();
+            let SlotParts { mca, meta, .. } = grant.parts_mut();
             mca[0] = position as u32 + 100;
             meta[0].frame_number = position;
             grant.commit(1);

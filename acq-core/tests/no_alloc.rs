@@ -1,5 +1,5 @@
-//! 1,000,000 frames through the engine, the ring and two consumer threads with zero heap
-//! allocations after initialisation, proven by a counting global allocator. This file holds one
+//! 1,000,000 frames (with one software ROI's sums) through the engine, the ring and two consumer
+//! threads with zero heap allocations after initialisation, proven by a counting global allocator. This file holds one
 //! test so that nothing else runs (and allocates) while the counter is armed.
 
 use std::sync::Barrier;
@@ -8,7 +8,7 @@ use acq_core::detector::{AcqParams, GapMode, TriggerMode};
 use acq_core::engine::{Acquisition, StepOutcome};
 use acq_core::geometry::Geometry;
 use acq_core::ring::{FrameRing, Policy, RingConfig, SlotBuffers};
-use acq_core::testing::{mca_word, CountingAllocator, TestDetector};
+use acq_core::testing::{mca_word, roi_sum, CountingAllocator, TestDetector};
 use acq_core::wait::ParkWait;
 
 #[global_allocator]
@@ -20,7 +20,7 @@ const FRAMES: u64 = 1_000_000;
 fn a_million_frames_allocate_nothing_after_initialisation() {
     assert_eq!(CountingAllocator::self_test(), 1, "the instrument counts");
 
-    let geometry = Geometry::new(1, 16).unwrap();
+    let geometry = Geometry::new(1, 16).unwrap().with_rois(1).unwrap();
     let slots = 4096;
     let mut buffers = SlotBuffers::new(geometry, slots);
     let ring = FrameRing::new(
@@ -33,6 +33,7 @@ fn a_million_frames_allocate_nothing_after_initialisation() {
     .unwrap();
     let mut detector = TestDetector::new(1, 16, 1 << 40);
     detector.frames_per_poll = 300;
+    detector.set_roi(Some([2, 9]));
     let clock = || 0u64;
     let mut engine = Acquisition::new(detector, clock, 256).unwrap();
     engine
@@ -61,6 +62,7 @@ fn a_million_frames_allocate_nothing_after_initialisation() {
                 for (i, m) in grant.meta().iter().enumerate() {
                     assert_eq!(m.frame_number, expected);
                     assert_eq!(grant.mca()[i * 16 + 3], mca_word(expected, 0, 3));
+                    assert_eq!(grant.rois()[i], roi_sum(expected, 0, [2, 9]));
                     expected += 1;
                 }
                 let n = grant.len();

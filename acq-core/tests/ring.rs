@@ -2,7 +2,9 @@
 //! lossy skipping, counters, static storage and threads.
 
 use acq_core::geometry::{FrameMeta, Geometry};
-use acq_core::ring::{FrameRing, Policy, RingConfig, RingError, SlotBuffers, StaticFrameStorage};
+use acq_core::ring::{
+    FrameRing, Policy, RingConfig, RingError, SlotBuffers, SlotParts, StaticFrameStorage,
+};
 use acq_core::wait::{BusyWait, ParkWait};
 
 fn geometry() -> Geometry {
@@ -19,7 +21,9 @@ fn produce<W: acq_core::wait::Wait, const C: usize>(
     };
     let first = grant.first_position();
     let n = grant.len();
-    let (mca, scalers, meta) = grant.parts_mut();
+    let SlotParts {
+        mca, scalers, meta, ..
+    } = grant.parts_mut();
     let mw = mca.len() / n;
     let sw = scalers.len() / n;
     for i in 0..n {
@@ -104,6 +108,61 @@ fn grants_never_straddle_the_wrap_and_batches_stay_contiguous() {
     let grant = consumer.read(8).unwrap();
     assert_eq!((grant.first_position(), grant.len()), (8, 4));
     assert_frames(grant.mca(), grant.scalers(), grant.meta(), 8);
+}
+
+#[test]
+fn roi_sums_have_their_own_area_per_slot() {
+    let g = geometry().with_rois(3).unwrap();
+    let mut short = SlotBuffers::new(geometry(), 4);
+    let refused = FrameRing::new(
+        g,
+        RingConfig { slots: 4, batch: 2 },
+        [Policy::Lossless],
+        short.memory(),
+        BusyWait,
+    );
+    assert!(matches!(
+        refused,
+        Err(RingError::StorageTooSmall { what: "rois", .. })
+    ));
+    let mut b = SlotBuffers::new(g, 4);
+    assert_eq!(b.rois.len(), 4 * 3 * g.n_channels());
+    let ring = FrameRing::new(
+        g,
+        RingConfig { slots: 4, batch: 2 },
+        [Policy::Lossless],
+        b.memory(),
+        BusyWait,
+    )
+    .unwrap();
+    let (mut producer, [mut consumer]) = ring.split().unwrap();
+    let rw = g.roi_words();
+    // Three laps: every slot's ROI area is written and read back with its own frame.
+    for lap in 0..3u64 {
+        for _ in 0..2 {
+            let mut grant = producer.grant(2).unwrap();
+            let first = grant.first_position();
+            let SlotParts { rois, meta, .. } = grant.parts_mut();
+            assert_eq!(rois.len(), 2 * rw);
+            for (k, m) in meta.iter_mut().enumerate() {
+                let seq = first + k as u64;
+                m.frame_number = seq;
+                for (w, word) in rois[k * rw..(k + 1) * rw].iter_mut().enumerate() {
+                    *word = (seq << 32) + w as u64;
+                }
+            }
+            grant.commit(2);
+        }
+        let grant = consumer.read(4).unwrap();
+        assert_eq!(grant.len(), 4);
+        for (k, m) in grant.meta().iter().enumerate() {
+            assert_eq!(m.frame_number, lap * 4 + k as u64);
+            for w in 0..rw {
+                assert_eq!(grant.rois()[k * rw + w], (m.frame_number << 32) + w as u64);
+            }
+        }
+        grant.release(4);
+    }
 }
 
 #[test]
@@ -313,7 +372,9 @@ fn threads_see_every_frame_in_order() {
             let mut grant = producer.grant_blocking(want).unwrap();
             let first = grant.first_position();
             let n = grant.len();
-            let (mca, scalers, meta) = grant.parts_mut();
+            let SlotParts {
+                mca, scalers, meta, ..
+            } = grant.parts_mut();
             let (mw, sw) = (mca.len() / n, scalers.len() / n);
             for i in 0..n {
                 let seq = first + i as u64;

@@ -3,7 +3,7 @@
 //! delivered + dropped = committed; every frame read carries the content written for it.
 
 use acq_core::geometry::{FrameMeta, Geometry};
-use acq_core::ring::{FrameRing, Policy, RingConfig, SlotMemory, SlotMemorySize};
+use acq_core::ring::{FrameRing, Policy, RingConfig, SlotMemory, SlotMemorySize, SlotParts};
 use acq_core::wait::BusyWait;
 use proptest::prelude::*;
 
@@ -51,7 +51,7 @@ proptest! {
         let mut mca = vec![0u32; size.mca_words];
         let mut scalers = vec![0u32; size.scaler_words];
         let mut meta = vec![FrameMeta::default(); size.meta_records];
-        let memory = SlotMemory { mca: &mut mca, scalers: &mut scalers, meta: &mut meta };
+        let memory = SlotMemory { mca: &mut mca, scalers: &mut scalers, rois: &mut [], meta: &mut meta };
         let ring = FrameRing::new(geometry, RingConfig { slots, batch }, policies, memory, BusyWait)
             .unwrap();
         let (mut producer, mut consumers) = ring.split().unwrap();
@@ -84,7 +84,7 @@ proptest! {
                         let first = grant.first_position();
                         prop_assert_eq!(first, committed);
                         let n = grant.len();
-                        let (m, s, meta) = grant.parts_mut();
+                        let SlotParts { mca: m, scalers: s, meta, .. } = grant.parts_mut();
                         for k in 0..n {
                             let seq = first + k as u64;
                             m[k * 3..k * 3 + 3].fill(seq as u32);

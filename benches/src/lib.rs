@@ -9,7 +9,7 @@ pub mod ring {
     use std::time::{Duration, Instant};
 
     use acq_core::geometry::Geometry;
-    use acq_core::ring::{FrameRing, Policy, RingConfig, SlotBuffers};
+    use acq_core::ring::{FrameRing, Policy, RingConfig, SlotBuffers, SlotParts};
     use acq_core::wait::ParkWait;
 
     /// Ring capacity in frames.
@@ -68,7 +68,9 @@ pub mod ring {
                     .grant_blocking((frames - sent).min(BATCH as u64) as usize)
                     .expect("grant");
                 let n = grant.len();
-                let (mca, scalers, meta) = grant.parts_mut();
+                let SlotParts {
+                    mca, scalers, meta, ..
+                } = grant.parts_mut();
                 mca.copy_from_slice(&source[..n * mw]);
                 scalers.copy_from_slice(&source[..n * sw]);
                 for (i, m) in meta.iter_mut().enumerate() {

@@ -99,11 +99,19 @@ struct x3s_dev {
     x3s_info info;
     x3s_chan_settings chans[X3S_MAX_CHANNELS];
     /* What x3s_read_mca returns (x3s_set_recording): detector bins [rec_first, rec_first +
-     * rec_bins), summed by rec_rebin, read through `scratch` (scratch_frames frames) when
-     * rec_rebin > 1. */
+     * rec_bins), summed by rec_rebin. */
     uint32_t rec_first;
     uint32_t rec_bins;
     uint32_t rec_rebin;
+    /* Software ROIs (x3s_set_rois): per ROI and channel detector bins [low, high], none where
+     * low > high. */
+    uint32_t n_rois;
+    uint32_t roi_ranges[X3S_MAX_ROIS][X3S_MAX_CHANNELS][2];
+    /* What is read from the SDK: detector bins [span_first, span_first + span_bins), the
+     * recorded bins and every ROI; through `scratch` (scratch_frames frames) unless that is
+     * exactly the recording without rebinning. */
+    uint32_t span_first;
+    uint32_t span_bins;
     uint32_t *scratch;
     uint32_t scratch_frames;
 
@@ -467,6 +475,8 @@ int32_t x3s_open(const x3s_open_params *p, x3s_dev **out)
     d->rec_first = 0;
     d->rec_bins = d->info.n_bins;
     d->rec_rebin = 1;
+    d->span_first = 0;
+    d->span_bins = d->info.n_bins;
     d->info.n_scalers = X3S_N_SCALERS;
     SDK(d, rc, "xsp3_get_revision", xsp3_get_revision(d->path));
     if (rc < 0)
@@ -611,8 +621,51 @@ int32_t x3s_set_event_width(x3s_dev *d, int32_t chan, uint32_t ticks)
     return X3S_OK;
 }
 
-/* The read buffer of a rebinned recording: about 4 MiB, one frame at least. */
+/* The read buffer of a rebinned recording or of ROIs beyond it: about 4 MiB, one frame at
+ * least. */
 #define X3S_SCRATCH_WORDS (1u << 20)
+/* Frames read straight into the caller's buffer at a time when ROIs are summed from it: about
+ * 256 KiB, so the sums read spectra still in cache. */
+#define X3S_ROI_CHUNK_WORDS (1u << 16)
+
+/* Whether the SDK reads go through the scratch buffer: the caller's buffer holds only the
+ * recorded bins, unsummed. */
+static int reads_via_scratch(const x3s_dev *d)
+{
+    return d->rec_rebin > 1 || d->span_first != d->rec_first || d->span_bins != d->rec_bins;
+}
+
+/* Sets the read span to the recording and the ROIs (rec_* and roi_* set) and the scratch buffer
+ * it needs. On failure the scratch buffer is gone, and reads that need it are refused until a
+ * later call succeeds. */
+static int32_t plan_reads(x3s_dev *d, const char *fn)
+{
+    uint32_t lo = d->rec_first, end = d->rec_first + d->rec_bins;
+    for (uint32_t r = 0; r < d->n_rois; r++)
+        for (uint32_t c = 0; c < d->info.n_channels; c++) {
+            const uint32_t *range = d->roi_ranges[r][c];
+            if (range[0] > range[1])
+                continue;
+            if (range[0] < lo)
+                lo = range[0];
+            if (range[1] + 1 > end)
+                end = range[1] + 1;
+        }
+    free(d->scratch);
+    d->scratch = NULL;
+    d->scratch_frames = 0;
+    d->span_first = lo;
+    d->span_bins = end - lo;
+    if (reads_via_scratch(d)) {
+        size_t frame_words = (size_t)d->info.n_channels * d->span_bins;
+        size_t frames = X3S_SCRATCH_WORDS / frame_words;
+        d->scratch_frames = frames < 1 ? 1 : (uint32_t)frames;
+        d->scratch = calloc((size_t)d->scratch_frames * frame_words, sizeof *d->scratch);
+        if (!d->scratch)
+            return set_error(d, XSP3_OUT_OF_MEMORY, "%s: out of memory", fn);
+    }
+    return X3S_OK;
+}
 
 int32_t x3s_set_recording(x3s_dev *d, uint32_t first_bin, uint32_t n_bins, uint32_t rebin)
 {
@@ -627,21 +680,37 @@ int32_t x3s_set_recording(x3s_dev *d, uint32_t first_bin, uint32_t n_bins, uint3
                          " summed by %" PRIu32 ": need bins within 0..%" PRIu32
                          " and a bin count that is a multiple of rebin >= 1",
                          n_bins, first_bin, rebin, d->info.n_bins - 1);
-    free(d->scratch);
-    d->scratch = NULL;
-    d->scratch_frames = 0;
-    if (rebin > 1) {
-        size_t frame_words = (size_t)d->info.n_channels * n_bins;
-        size_t frames = X3S_SCRATCH_WORDS / frame_words;
-        d->scratch_frames = frames < 1 ? 1 : (uint32_t)frames;
-        d->scratch = calloc((size_t)d->scratch_frames * frame_words, sizeof *d->scratch);
-        if (!d->scratch)
-            return set_error(d, XSP3_OUT_OF_MEMORY, "x3s_set_recording: out of memory");
-    }
     d->rec_first = first_bin;
     d->rec_bins = n_bins;
     d->rec_rebin = rebin;
-    return X3S_OK;
+    return plan_reads(d, "x3s_set_recording");
+}
+
+int32_t x3s_set_rois(x3s_dev *d, uint32_t n_rois, const uint32_t *ranges)
+{
+    if (!d)
+        return X3S_E_ARG;
+    if (busy(d))
+        return set_error(d, X3S_E_STATE, "x3s_set_rois: not allowed while armed or running");
+    if (n_rois > X3S_MAX_ROIS || (n_rois > 0 && !ranges))
+        return set_error(d, X3S_E_ARG,
+                         "x3s_set_rois: %" PRIu32 " ROIs: need at most %d and their ranges",
+                         n_rois, X3S_MAX_ROIS);
+    uint32_t nch = d->info.n_channels;
+    for (uint32_t i = 0; i < n_rois * nch; i++) {
+        uint32_t lo = ranges[2 * i], hi = ranges[2 * i + 1];
+        if (lo <= hi && hi >= d->info.n_bins)
+            return set_error(d, X3S_E_ARG,
+                             "x3s_set_rois: ROI %" PRIu32 " channel %" PRIu32 ": bins %" PRIu32
+                             "..%" PRIu32 " beyond bin %" PRIu32,
+                             i / nch, i % nch, lo, hi, d->info.n_bins - 1);
+    }
+    d->n_rois = n_rois;
+    for (uint32_t i = 0; i < n_rois * nch; i++) {
+        d->roi_ranges[i / nch][i % nch][0] = ranges[2 * i];
+        d->roi_ranges[i / nch][i % nch][1] = ranges[2 * i + 1];
+    }
+    return plan_reads(d, "x3s_set_rois");
 }
 
 int32_t x3s_get_chan_settings(x3s_dev *d, uint32_t chan, x3s_chan_settings *out)
@@ -1010,30 +1079,78 @@ static int32_t recheck_overrun(x3s_dev *d, const char *fn, uint64_t last)
     return check_overrun(d, fn, last, (uint64_t)rc);
 }
 
-typedef int (*read_fn)(x3s_dev *d, uint32_t *dst, unsigned tf, unsigned n);
+typedef int (*read_fn)(x3s_dev *d, uint32_t *dst, uint64_t *rois, unsigned tf, unsigned n);
 
-/* Reads the recorded bin range straight into dst, or through the scratch buffer and sums groups
- * of rec_rebin bins into dst. */
-static int read_mca_chunk(x3s_dev *d, uint32_t *dst, unsigned tf, unsigned n)
+/* The ROI sums of one channel's spectrum `spectrum` (detector bins from span_first) into
+ * out[roi * n_channels]. */
+static void sum_rois(const x3s_dev *d, const uint32_t *spectrum, uint32_t chan, uint64_t *out)
+{
+    size_t nch = d->info.n_channels;
+    for (uint32_t r = 0; r < d->n_rois; r++) {
+        const uint32_t *range = d->roi_ranges[r][chan];
+        uint64_t sum = 0;
+        if (range[0] <= range[1])
+            for (uint32_t b = range[0]; b <= range[1]; b++)
+                sum += spectrum[b - d->span_first];
+        out[r * nch] = sum;
+    }
+}
+
+/* Reads n frames from SDK frame tf: the recorded bins straight into dst when that is all there
+ * is to read (summing ROIs, when asked, from each cache-sized part just read), else the span
+ * through the scratch buffer, where each spectrum gives its ROI sums and its rebinned recorded
+ * bins in one visit. rois: NULL, or n frames of ROI sums. */
+static int read_mca_chunk(x3s_dev *d, uint32_t *dst, uint64_t *rois, unsigned tf, unsigned n)
 {
     int64_t rc;
     unsigned nch = d->info.n_channels;
-    if (d->rec_rebin == 1) {
-        SDK(d, rc, "xsp3_histogram_read4d",
-            xsp3_histogram_read4d(d->path, dst, d->rec_first, 0, 0, tf, d->rec_bins, 1, nch, n));
-        return (int)rc;
+    size_t frame_rois = (size_t)d->n_rois * nch;
+    if (!reads_via_scratch(d)) {
+        size_t frame_words = (size_t)nch * d->rec_bins;
+        unsigned part = n;
+        if (rois && frame_rois > 0) {
+            size_t fit = X3S_ROI_CHUNK_WORDS / frame_words;
+            part = fit < 1 ? 1 : fit < n ? (unsigned)fit : n;
+        }
+        for (unsigned done = 0; done < n; done += part) {
+            unsigned k = n - done < part ? n - done : part;
+            uint32_t *out = dst + (size_t)done * frame_words;
+            SDK(d, rc, "xsp3_histogram_read4d",
+                xsp3_histogram_read4d(d->path, out, d->rec_first, 0, 0, tf + done, d->rec_bins,
+                                      1, nch, k));
+            if (rc < 0)
+                return (int)rc;
+            if (!rois || frame_rois == 0)
+                continue;
+            for (size_t spectrum = 0; spectrum < (size_t)k * nch; spectrum++) {
+                size_t frame = done + spectrum / nch;
+                uint32_t chan = (uint32_t)(spectrum % nch);
+                sum_rois(d, out + spectrum * d->rec_bins, chan, rois + frame * frame_rois + chan);
+            }
+        }
+        return X3S_OK;
     }
+    if (!d->scratch) /* its allocation failed in x3s_set_recording / x3s_set_rois */
+        return set_error(d, XSP3_OUT_OF_MEMORY, "x3s_read_mca: no read buffer (set the recording "
+                                                "or the ROIs again)");
     size_t out_bins = d->rec_bins / d->rec_rebin;
+    uint32_t rec_offset = d->rec_first - d->span_first;
     for (unsigned done = 0; done < n;) {
         unsigned k = n - done < d->scratch_frames ? n - done : d->scratch_frames;
         SDK(d, rc, "xsp3_histogram_read4d",
-            xsp3_histogram_read4d(d->path, d->scratch, d->rec_first, 0, 0, tf + done,
-                                  d->rec_bins, 1, nch, k));
+            xsp3_histogram_read4d(d->path, d->scratch, d->span_first, 0, 0, tf + done,
+                                  d->span_bins, 1, nch, k));
         if (rc < 0)
             return (int)rc;
-        const uint32_t *in = d->scratch;
         uint32_t *out = dst + (size_t)done * nch * out_bins;
         for (size_t spectrum = 0; spectrum < (size_t)k * nch; spectrum++) {
+            const uint32_t *span = d->scratch + spectrum * d->span_bins;
+            if (rois && frame_rois > 0) {
+                size_t frame = done + spectrum / nch;
+                uint32_t chan = (uint32_t)(spectrum % nch);
+                sum_rois(d, span, chan, rois + frame * frame_rois + chan);
+            }
+            const uint32_t *in = span + rec_offset;
             for (size_t b = 0; b < out_bins; b++) {
                 uint32_t sum = 0;
                 for (uint32_t j = 0; j < d->rec_rebin; j++)
@@ -1046,16 +1163,20 @@ static int read_mca_chunk(x3s_dev *d, uint32_t *dst, unsigned tf, unsigned n)
     return X3S_OK;
 }
 
-static int read_scaler_chunk(x3s_dev *d, uint32_t *dst, unsigned tf, unsigned n)
+static int read_scaler_chunk(x3s_dev *d, uint32_t *dst, uint64_t *rois, unsigned tf, unsigned n)
 {
+    (void)rois; /* scalers carry no ROI sums */
     int64_t rc;
     SDK(d, rc, "xsp3_scaler_read",
         xsp3_scaler_read(d->path, dst, 0, 0, tf, X3S_N_SCALERS, d->info.n_channels, n));
     return (int)rc;
 }
 
+/* Reads frames [first, first + n) with `chunk` into dst (words_per_frame each) and, when rois
+ * is not NULL, their ROI sums into rois (roi_words u64, n_rois * n_channels per frame). */
 static int32_t read_frames(x3s_dev *d, const char *fn, uint64_t first, uint32_t n, uint32_t *dst,
-                           size_t dst_words, size_t words_per_frame, read_fn chunk)
+                           size_t dst_words, size_t words_per_frame, uint64_t *rois,
+                           size_t roi_words, read_fn chunk)
 {
     if (!d)
         return X3S_E_ARG;
@@ -1070,6 +1191,11 @@ static int32_t read_frames(x3s_dev *d, const char *fn, uint64_t first, uint32_t 
         return set_error(d, X3S_E_BUFSIZE,
                          "%s: %" PRIu32 " frames need %zu words, the buffer has %zu", fn, n,
                          (size_t)n * words_per_frame, dst_words);
+    size_t rois_per_frame = (size_t)d->n_rois * d->info.n_channels;
+    if (rois && rois_per_frame > 0 && roi_words / rois_per_frame < n)
+        return set_error(d, X3S_E_BUFSIZE,
+                         "%s: %" PRIu32 " frames need %zu ROI sums, the buffer has %zu", fn, n,
+                         (size_t)n * rois_per_frame, roi_words);
     rc = check_overrun(d, fn, first, d->frames_complete);
     if (rc < 0)
         return rc;
@@ -1079,7 +1205,8 @@ static int32_t read_frames(x3s_dev *d, const char *fn, uint64_t first, uint32_t 
     while (done < n) {
         uint64_t f = first + done;
         uint32_t k = x3s_sdk_run(f, n - done, ring);
-        int r = chunk(d, dst + (size_t)done * words_per_frame, x3s_sdk_tf(f), k);
+        int r = chunk(d, dst + (size_t)done * words_per_frame,
+                      rois ? rois + (size_t)done * rois_per_frame : NULL, x3s_sdk_tf(f), k);
         if (r < 0)
             return r;
         done += k;
@@ -1095,7 +1222,20 @@ int32_t x3s_read_mca(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst, size
     if (!d)
         return X3S_E_ARG;
     return read_frames(d, "x3s_read_mca", first, n, dst, dst_words,
-                       (size_t)d->info.n_channels * (d->rec_bins / d->rec_rebin), read_mca_chunk);
+                       (size_t)d->info.n_channels * (d->rec_bins / d->rec_rebin), NULL, 0,
+                       read_mca_chunk);
+}
+
+int32_t x3s_read_mca_rois(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst, size_t dst_words,
+                          uint64_t *rois, size_t roi_words)
+{
+    if (!d)
+        return X3S_E_ARG;
+    if (!rois && d->n_rois > 0)
+        return set_error(d, X3S_E_ARG, "x3s_read_mca_rois: rois must not be NULL");
+    return read_frames(d, "x3s_read_mca_rois", first, n, dst, dst_words,
+                       (size_t)d->info.n_channels * (d->rec_bins / d->rec_rebin), rois,
+                       roi_words, read_mca_chunk);
 }
 
 int32_t x3s_read_scalers(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst,
@@ -1104,7 +1244,8 @@ int32_t x3s_read_scalers(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst,
     if (!d)
         return X3S_E_ARG;
     return read_frames(d, "x3s_read_scalers", first, n, dst, dst_words,
-                       (size_t)d->info.n_channels * X3S_N_SCALERS, read_scaler_chunk);
+                       (size_t)d->info.n_channels * X3S_N_SCALERS, NULL, 0,
+                       read_scaler_chunk);
 }
 
 int32_t x3s_release(x3s_dev *d, uint64_t first, uint32_t n)

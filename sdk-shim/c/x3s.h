@@ -23,7 +23,7 @@ extern "C" {
 #endif
 
 #define X3S_ABI_MAJOR 2
-#define X3S_ABI_MINOR 1
+#define X3S_ABI_MINOR 2
 
 /* ---- Shim error codes (the XSP3 codes 0..-20 pass through unchanged). ---- */
 #define X3S_OK 0
@@ -38,6 +38,7 @@ extern "C" {
 /* ---- Limits. ---- */
 #define X3S_MAX_CHANNELS 256
 #define X3S_MAX_CARDS 16
+#define X3S_MAX_ROIS 32 /* software ROIs (acq-core's MAX_ROIS) */
 #define X3S_MAX_EVENT_WIDTH 1000 /* clock ticks (12.5 us at 80 MHz) */
 #define X3S_N_SCALERS 9
 #define X3S_MAX_MSG 512
@@ -190,12 +191,23 @@ int32_t x3s_set_event_width(x3s_dev *d, int32_t chan, uint32_t ticks);
 int32_t x3s_get_chan_settings(x3s_dev *d, uint32_t chan, x3s_chan_settings *out);
 /*
  * What x3s_read_mca returns of each spectrum: the n_bins detector bins from first_bin (read from
- * the SDK as that range alone), summed in groups of rebin adjacent bins; n_bins % rebin == 0.
- * x3s_read_mca then copies n_channels * n_bins / rebin words per frame. Default (and 0, n_bins,
- * 1): the whole spectrum. With rebin > 1 this allocates a read buffer of at most 4 MiB here;
- * nothing after x3s_arm. Not while armed.
+ * the SDK as that range alone, or with the x3s_set_rois bins), summed in groups of rebin adjacent
+ * bins; n_bins % rebin == 0. x3s_read_mca then copies n_channels * n_bins / rebin words per
+ * frame. Default (and 0, n_bins, 1): the whole spectrum. With rebin > 1 (or ROIs beyond the
+ * recorded bins) this allocates a read buffer of at most 4 MiB here; nothing after x3s_arm. Not
+ * while armed.
  */
 int32_t x3s_set_recording(x3s_dev *d, uint32_t first_bin, uint32_t n_bins, uint32_t rebin);
+/*
+ * Software ROIs that x3s_read_mca_rois sums per frame and channel from the full spectrum, before
+ * x3s_set_recording's reduction: anywhere in the spectrum, inside, outside or across the recorded
+ * bins. ranges holds n_rois * n_channels pairs [low, high] of detector bins, [roi][chan]; a pair
+ * with low > high gives that channel no range (its sum is 0). At most X3S_MAX_ROIS; 0 removes
+ * them. The SDK is then read over the bins that the recording and the ROIs span together; when
+ * that is more than the recorded bins, or with rebin > 1, through a read buffer of at most 4 MiB
+ * allocated here (nothing after x3s_arm). Not while armed.
+ */
+int32_t x3s_set_rois(x3s_dev *d, uint32_t n_rois, const uint32_t *ranges);
 /* Validates and stores the next acquisition. Nothing starts.
  * X3S_E_STATE while armed or running; X3S_E_ARG for values out of range. */
 int32_t x3s_configure(x3s_dev *d, const x3s_acq_params *a);
@@ -226,6 +238,13 @@ int32_t x3s_poll(x3s_dev *d, x3s_progress *out);
  *  X3S_E_ARG       n > ring_frames, or first + n overflows
  */
 int32_t x3s_read_mca(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst, size_t dst_words);
+/*
+ * x3s_read_mca, and the sums of the x3s_set_rois ROIs of each frame into rois (roi_words u64,
+ * n * n_rois * n_channels of them, [frame][roi][chan]), computed from each spectrum as it is
+ * read. The same errors; X3S_E_BUFSIZE also for roi_words too small.
+ */
+int32_t x3s_read_mca_rois(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst, size_t dst_words,
+                          uint64_t *rois, size_t roi_words);
 int32_t x3s_read_scalers(x3s_dev *d, uint64_t first, uint32_t n, uint32_t *dst,
                          size_t dst_words);
 /* Gives frames [first, first + n) back to the SDK's circular buffer (xsp3_histogram_circ_ack;

@@ -42,6 +42,8 @@ pub struct Xspress3 {
     good_thres: Vec<u32>,
     calibrated_event_widths: Vec<u32>,
     recording: Recording,
+    /// Software ROIs the shim sums from the full spectrum as it reads.
+    n_rois: u32,
     acq: Option<AcqParams>,
 }
 
@@ -159,6 +161,7 @@ impl Xspress3 {
             good_thres,
             calibrated_event_widths,
             recording: Recording::full(ri.n_bins),
+            n_rois: 0,
             acq: None,
         })
     }
@@ -265,6 +268,34 @@ impl Xspress3 {
             .set_recording(recording.first_bin, recording.n_bins, recording.rebin);
         self.check(rc)?;
         self.recording = recording;
+        Ok(())
+    }
+
+    /// Software ROIs that `read_mca_rois` sums per frame and channel from the full spectrum,
+    /// before the recording reduces it: per ROI, per channel detector bins `[low, high]` or
+    /// `None` (that channel's sum is 0). At most `acq_core::geometry::MAX_ROIS`; none removes
+    /// them. The shim then reads the bins the recording and the ROIs span together.
+    pub fn set_rois(&mut self, rois: &[Vec<Option<[u32; 2]>>]) -> Result<(), X3sError> {
+        let n_channels = self.info.n_channels as usize;
+        if let Some(bad) = rois.iter().position(|r| r.len() != n_channels) {
+            return Err(X3sError::new(
+                raw::X3S_E_ARG,
+                &format!(
+                    "set_rois: ROI {bad} has {} channel ranges, the detector {n_channels} channels",
+                    rois[bad].len()
+                ),
+            ));
+        }
+        // A channel without a range is the empty pair low > high.
+        let ranges: Vec<u32> = rois
+            .iter()
+            .flatten()
+            .flat_map(|range| range.unwrap_or([1, 0]))
+            .collect();
+        let n_rois = u32::try_from(rois.len()).unwrap_or(u32::MAX);
+        let rc = self.dev.set_rois(n_rois, &ranges);
+        self.check(rc)?;
+        self.n_rois = n_rois;
         Ok(())
     }
 
@@ -396,6 +427,21 @@ impl Detector for Xspress3 {
 
     fn read_mca(&mut self, first: u64, n: u32, dst: &mut [u32]) -> Result<(), X3sError> {
         let rc = self.dev.read_mca(first, n, dst);
+        self.check(rc).map(|_| ())
+    }
+
+    fn n_rois(&self) -> u32 {
+        self.n_rois
+    }
+
+    fn read_mca_rois(
+        &mut self,
+        first: u64,
+        n: u32,
+        mca: &mut [u32],
+        rois: &mut [u64],
+    ) -> Result<(), X3sError> {
+        let rc = self.dev.read_mca_rois(first, n, mca, rois);
         self.check(rc).map(|_| ())
     }
 

@@ -179,6 +179,20 @@ impl Device {
         unsafe { raw::x3s_set_recording(self.ptr.as_ptr(), first_bin, n_bins, rebin) }
     }
 
+    /// `ranges`: `n_rois * n_channels` pairs `[low, high]`, `[roi][chan]`.
+    pub fn set_rois(&mut self, n_rois: u32, ranges: &[u32]) -> i32 {
+        let (rc, info) = self.info();
+        if rc < 0 {
+            return rc;
+        }
+        if ranges.len() != n_rois as usize * 2 * info.n_channels as usize {
+            return raw::X3S_E_ARG;
+        }
+        // SAFETY: self.ptr is a live device; `ranges` holds exactly the n_rois * n_channels
+        // pairs the callee reads (checked above), and it keeps no pointer after returning.
+        unsafe { raw::x3s_set_rois(self.ptr.as_ptr(), n_rois, ranges.as_ptr()) }
+    }
+
     pub fn chan_settings(&mut self, chan: u32) -> (i32, x3s_chan_settings) {
         let mut out = x3s_chan_settings::default();
         // SAFETY: self.ptr is a live device; `out` is a valid out-param.
@@ -222,6 +236,22 @@ impl Device {
         // exact length in words is passed; the shim writes only within it (X3S_E_BUFSIZE
         // otherwise) and keeps no pointer after returning.
         unsafe { raw::x3s_read_mca(self.ptr.as_ptr(), first, n, dst.as_mut_ptr(), dst.len()) }
+    }
+
+    pub fn read_mca_rois(&mut self, first: u64, n: u32, dst: &mut [u32], rois: &mut [u64]) -> i32 {
+        // SAFETY: as for read_mca, for both buffers: each is exclusively borrowed and its
+        // length is passed.
+        unsafe {
+            raw::x3s_read_mca_rois(
+                self.ptr.as_ptr(),
+                first,
+                n,
+                dst.as_mut_ptr(),
+                dst.len(),
+                rois.as_mut_ptr(),
+                rois.len(),
+            )
+        }
     }
 
     pub fn read_scalers(&mut self, first: u64, n: u32, dst: &mut [u32]) -> i32 {

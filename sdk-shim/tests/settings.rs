@@ -390,6 +390,80 @@ fn a_multi_card_mini_flags_only_card_zero_as_clock_master() {
 }
 
 #[test]
+fn rois_are_summed_from_the_full_spectrum_whatever_is_recorded() {
+    use acq_core::detector::Recording;
+    // Inside the recorded bins off the rebin boundaries, outside them, across their start, and
+    // one channel only.
+    let rois = vec![
+        vec![Some([621, 658]); 3],
+        vec![Some([100, 199]); 3],
+        vec![Some([590, 611]); 3],
+        vec![None, Some([4000, 4095]), None],
+    ];
+    for rec in [
+        Recording {
+            first_bin: 600,
+            n_bins: 256,
+            rebin: 4,
+        },
+        Recording {
+            first_bin: 600,
+            n_bins: 256,
+            rebin: 1,
+        },
+        Recording::full(4096),
+    ] {
+        let mut det = Xspress3::open(&sim_params(3, 64)).unwrap();
+        det.set_rois(&rois).unwrap();
+        det.set_recording(rec).unwrap();
+        assert_eq!(det.n_rois(), 4);
+        det.configure(&acq(TriggerMode::Software, 3, 8000)).unwrap();
+        det.arm().unwrap();
+        for _ in 0..3 {
+            det.soft_trigger().unwrap();
+        }
+        poll_until(&mut det, |p| p.frames_complete == 3).unwrap();
+        let out_bins = rec.recorded_bins() as usize;
+        let mut mca = vec![0u32; 3 * 3 * out_bins];
+        let mut sums = vec![0u64; 3 * 4 * 3];
+        det.read_mca_rois(0, 3, &mut mca, &mut sums).unwrap();
+        for f in 0..3usize {
+            let (full, _) = expected(&det, f as u64);
+            for (r, roi) in rois.iter().enumerate() {
+                for (c, range) in roi.iter().enumerate() {
+                    let want = range.map_or(0, |[lo, hi]| sum(&full[c * N_BINS..], lo, hi));
+                    assert_eq!(sums[(f * 4 + r) * 3 + c], want, "{rec:?} f{f} roi {r} c{c}");
+                }
+            }
+            for c in 0..3usize {
+                let lo = c * N_BINS + rec.first_bin as usize;
+                let got = &mca[(f * 3 + c) * out_bins..(f * 3 + c + 1) * out_bins];
+                let want: Vec<u32> = full[lo..lo + rec.n_bins as usize]
+                    .chunks(rec.rebin as usize)
+                    .map(|g| g.iter().sum())
+                    .collect();
+                assert_eq!(got, &want[..], "{rec:?} f{f} c{c}");
+            }
+        }
+        let e = det
+            .read_mca_rois(0, 3, &mut mca, &mut sums[1..])
+            .unwrap_err();
+        assert_eq!(e.code(), codes::BUFSIZE);
+        det.stop().unwrap();
+    }
+    let mut det = Xspress3::open(&sim_params(2, 16)).unwrap();
+    for bad in [
+        vec![vec![Some([10, 4096]); 2]],
+        vec![vec![Some([10, 20])]],
+        vec![vec![None; 2]; 33],
+    ] {
+        let e = det.set_rois(&bad).unwrap_err();
+        assert_eq!(e.code(), codes::ARG, "{bad:?}");
+    }
+    assert_eq!(det.n_rois(), 0);
+}
+
+#[test]
 fn a_recording_returns_the_bin_range_summed_by_the_rebin_factor() {
     use acq_core::detector::Recording;
     for (first_bin, n_bins, rebin) in [(600, 256, 4), (1000, 100, 1), (0, 4096, 16)] {

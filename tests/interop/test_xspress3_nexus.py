@@ -207,6 +207,73 @@ def test_bins_and_rebin_record_the_reduced_spectrum_numpy_computes(tmp_path):
     assert counts.get("ERROR", 0) == 0 and counts.get("WARN", 0) == 0, text[-4000:]
 
 
+# With --bins 600:855 --rebin 4: inside the recorded bins off the rebin boundaries, below and
+# above them, across their start, and on one channel across their end.
+REC_ROI_ARGS = ["--roi", "In:621:658", "--roi", "Out:100:200", "--roi", "Hi:3000:4095",
+                "--roi", "Mix:590:611", "--roi", "End:2:850:900"]
+REC_ROI_RANGES = {"In": [(621, 658)] * NCH, "Out": [(100, 200)] * NCH,
+                  "Hi": [(3000, 4095)] * NCH, "Mix": [(590, 611)] * NCH,
+                  "End": [None, None, (850, 900), None]}
+
+
+def test_rois_with_bins_and_rebin_are_sums_of_the_full_spectrum(tmp_path):
+    acquire("--frames", 16, "--exposure", "1ms", "--out", tmp_path, "--file", "rr",
+            "--bins", "600:855", "--rebin", "4", *REC_ROI_ARGS)
+    with h5py.File(tmp_path / "rr.h5", "r") as f:
+        det = f["entry/instrument/xspress3"]
+        data = det["data"][()]
+        assert data.shape == (16, NCH, 64)
+        full = np.stack([frame(SEED, i, NCH) for i in range(16)])
+        np.testing.assert_array_equal(
+            data, full[:, :, 600:856].astype(np.uint64).reshape(16, NCH, 64, 4).sum(axis=3))
+        sc = np.stack([det[name][()] for name in SCALERS], axis=2)
+        dtc = np.stack([dead_time_correction(sc[i], det["event_width"][()])
+                        for i in range(16)])
+        for name, ranges in REC_ROI_RANGES.items():
+            sums, corrected = roi_expected(full, ranges, dtc)
+            assert det[f"roi_{name}"].dtype == np.uint64
+            np.testing.assert_array_equal(det[f"roi_{name}"][()], sums, err_msg=name)
+            np.testing.assert_allclose(det[f"roi_{name}_dtc"][()], corrected, rtol=1e-12)
+            want = [[-1, -1] if r is None else list(r) for r in ranges]
+            np.testing.assert_array_equal(det[f"roi_{name}"].attrs["ranges"], want)
+
+
+def test_rois_with_bins_and_rebin_travel_with_every_frame_of_the_stream():
+    import json
+    import zmq
+    from xsp3_helpers import free_port
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([rust_bin("xsp3-acquire"), "run", "-q", "--frames", "10",
+                             "--exposure", "1ms", "--stream", endpoint, "--bins", "600:855",
+                             "--rebin", "4", *REC_ROI_ARGS],
+                            stdout=subprocess.PIPE, text=True)
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVTIMEO, 20000)
+    pull.setsockopt(zmq.LINGER, 0)
+    pull.connect(endpoint)
+    try:
+        header = json.loads(pull.recv_multipart()[0])
+        assert [r["name"] for r in header["rois"]] == list(REC_ROI_RANGES)
+        widths = np.array(header["event_widths"])
+        for i in range(10):
+            parts = pull.recv_multipart()
+            meta = json.loads(parts[0])
+            assert meta["shape"] == [NCH, 64]
+            sc = np.frombuffer(parts[2], dtype="<u4").reshape(meta["scaler_shape"])
+            full = frame(SEED, i, NCH)
+            dtc = dead_time_correction(sc, widths)
+            for values in meta["rois"]:
+                sums, corrected = roi_expected(full[None], REC_ROI_RANGES[values["name"]], dtc)
+                np.testing.assert_array_equal(values["counts"], sums[0])
+                np.testing.assert_allclose(values["dtc"], corrected[0], rtol=1e-12)
+        assert json.loads(pull.recv_multipart()[0])["htype"] == "series_end"
+    finally:
+        pull.close()
+        ctx.term()
+        assert proc.wait(timeout=60) == 0
+
+
 def test_the_receiver_writes_the_same_reduced_spectra_and_rois(tmp_path):
     from xsp3_helpers import free_port
     endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -216,7 +283,7 @@ def test_the_receiver_writes_the_same_reduced_spectra_and_rois(tmp_path):
     try:
         acquire("--frames", 20, "--exposure", "1ms", "--out", tmp_path, "--file", "sent",
                 "--stream", endpoint, "--bins", "600:855", "--rebin", "4",
-                "--roi", "Fe:620:659", "--roi", "Cu:1:792:855")
+                "--roi", "Fe:620:659", "--roi", "Cu:1:500:700")
         assert recv.wait(timeout=60) == 0, recv.stderr.read()
     finally:
         if recv.poll() is None:
@@ -229,4 +296,8 @@ def test_the_receiver_writes_the_same_reduced_spectra_and_rois(tmp_path):
             assert da.attrs[attr] == db.attrs[attr], attr
         np.testing.assert_array_equal(a["entry/data/bin"][()], b["entry/data/bin"][()])
         np.testing.assert_array_equal(db["roi_Cu"].attrs["ranges"],
-                                      [[-1, -1], [792, 855], [-1, -1], [-1, -1]])
+                                      [[-1, -1], [500, 700], [-1, -1], [-1, -1]])
+        # Cu reaches below the recorded bins: the receiver wrote the sender's sums of the full
+        # spectrum, which the stream's spectra alone could not give.
+        full = np.stack([frame(SEED, i, NCH) for i in range(20)]).astype(np.uint64)
+        np.testing.assert_array_equal(db["roi_Cu"][:, 1], full[:, 1, 500:701].sum(axis=1))

@@ -58,7 +58,7 @@ fn acquisition(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
             ..FrameMeta::default()
         })
         .collect();
-    w.write_batch(&mca, &scalers, &meta).unwrap();
+    w.write_batch(&mca, &scalers, &[], &meta).unwrap();
     let files = w.finish(&DropRecord::default()).unwrap();
     files.into_iter().map(|(p, _)| p).collect()
 }

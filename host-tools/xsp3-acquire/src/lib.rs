@@ -61,7 +61,9 @@ fn describe(
     let info = dev.info();
     let recording = dev.recording();
     Ok(AcqDescription {
-        geometry: Geometry::new(info.n_channels, recording.recorded_bins())?,
+        // The ROI count must fit u32: roi::build refuses more than MAX_ROIS names.
+        geometry: Geometry::new(info.n_channels, recording.recorded_bins())?
+            .with_rois(u32::try_from(rois.len()).unwrap_or(u32::MAX))?,
         recording,
         params,
         clock_hz: info.clock_hz,

@@ -127,12 +127,13 @@ pub struct AcqRequest {
     #[serde(rename = "event_width", deserialize_with = "event_widths_from_json")]
     pub event_widths: Vec<EventWidth>,
     /// Software region of interest NAME: bins LOW..=HIGH of channel CH (every channel without
-    /// CH), summed per frame from the full spectrum; repeatable (one NAME may take a range per
-    /// channel). Written as roi_NAME and roi_NAME_dtc, sent with every frame, in status.
+    /// CH), summed per frame from the full spectrum (before --bins/--rebin, so also outside the
+    /// recorded bins); repeatable (one NAME may take a range per channel; at most 32 names).
+    /// Written as roi_NAME and roi_NAME_dtc, sent with every frame, in status.
     #[arg(long = "roi", value_name = "NAME:[CH:]LOW:HIGH")]
     pub rois: Vec<RoiSpec>,
-    /// Record only detector bins LOW..=HIGH of each spectrum (the SDK reads only those; the
-    /// ring, files and stream hold only them).
+    /// Record only detector bins LOW..=HIGH of each spectrum (the SDK reads only those and the
+    /// --roi bins; the ring, files and stream hold only them).
     #[arg(long, value_name = "LOW:HIGH")]
     pub bins: Option<BinRange>,
     /// Sum N adjacent recorded bins into one (the bin count must be a multiple of N).
@@ -285,15 +286,9 @@ impl AcqRequest {
         recording.check(info.n_bins).map(|()| recording)
     }
 
-    /// The ROIs for a detector like `info`'s.
+    /// The ROIs for a detector like `info`'s (anywhere in its bins, whatever is recorded).
     pub fn rois(&self, info: &DetectorInfo) -> Result<Vec<Roi>, RequestError> {
-        let recording = self.recording(info)?;
-        Ok(roi::build(
-            &self.rois,
-            info.n_channels,
-            info.n_bins,
-            &recording,
-        )?)
+        Ok(roi::build(&self.rois, info.n_channels, info.n_bins)?)
     }
 
     /// The per-channel settings, in the order they are applied.
@@ -387,6 +382,8 @@ pub fn prepare<K: Clock>(
     };
     let dev = engine.detector_mut();
     dev.set_recording(recording).map_err(refused("bins"))?;
+    let ranges: Vec<_> = rois.iter().map(|r| r.ranges.clone()).collect();
+    dev.set_rois(&ranges).map_err(refused("roi"))?;
     for setting in request.channel_settings() {
         dev.apply(&setting).map_err(|e| match e {
             sdk_shim::SettingsError::Invalid(e) => RequestError::Setting(e),

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use acq_core::geometry::{FrameMeta, Geometry};
 
-use acq_core::detector::Recording;
 use xspress3::protocol::{Header, ImageHeader, RoiValues, SeriesEnd};
 use xspress3::roi::{self, Roi};
 
@@ -102,7 +101,6 @@ pub struct StreamSender {
     /// Software ROIs sent with every frame, and the event widths of their dead-time correction.
     rois: Vec<Roi>,
     event_widths: Vec<u32>,
-    recording: Recording,
     /// Number of the next image message; refused images use up a number too, so receivers see
     /// PUB drops as gaps.
     msg_number: u64,
@@ -167,7 +165,6 @@ impl StreamSender {
             exptime,
             rois: Vec::new(),
             event_widths: Vec::new(),
-            recording: Recording::full(geometry.n_bins() as u32),
             msg_number: 0,
             sent: 0,
             drops: 0,
@@ -300,15 +297,18 @@ impl StreamSender {
         }
     }
 
-    /// Sends one image message per frame of the batch.
+    /// Sends one image message per frame of the batch, with its ROI values from `rois` (the
+    /// sums `[frame][roi][chan]`; empty without ROIs).
     pub fn send_frames(
         &mut self,
         mca: &[u32],
         scalers: &[u32],
+        rois: &[u64],
         meta: &[FrameMeta],
         gate: &SendGate,
     ) -> Result<(), PartialSend> {
         let (mw, sw) = (self.geometry.mca_words(), self.geometry.scaler_words());
+        let rw = self.rois.len() * self.geometry.n_channels();
         let shape = [
             self.geometry.n_channels() as u32,
             self.geometry.n_bins() as u32,
@@ -325,7 +325,10 @@ impl StreamSender {
                 exptime: self.exptime,
                 timestamp_ns: m.timestamp_ns,
                 flags: m.flags,
-                rois: self.roi_values(&mca[i * mw..(i + 1) * mw], &scalers[i * sw..(i + 1) * sw]),
+                rois: self.roi_values(
+                    rois.get(i * rw..(i + 1) * rw).unwrap_or_default(),
+                    &scalers[i * sw..(i + 1) * sw],
+                ),
             };
             self.json.clear();
             // Serialising a struct of numbers and fixed strings into a Vec cannot fail.
@@ -361,32 +364,20 @@ impl StreamSender {
         Ok(())
     }
 
-    /// Sends every frame's values of `rois` (dead-time corrected with `event_widths`, summed
-    /// from spectra recorded as `recording`) in its image header.
-    pub fn with_rois(
-        mut self,
-        rois: Vec<Roi>,
-        event_widths: Vec<u32>,
-        recording: Recording,
-    ) -> Self {
+    /// Sends every frame's values of `rois` (their sums come with the frames, dead-time
+    /// corrected with `event_widths`) in its image header.
+    pub fn with_rois(mut self, rois: Vec<Roi>, event_widths: Vec<u32>) -> Self {
         self.rois = rois;
         self.event_widths = event_widths;
-        self.recording = recording;
         self
     }
 
-    /// The ROI values of one frame; empty without ROIs.
-    fn roi_values(&self, mca: &[u32], scalers: &[u32]) -> Vec<RoiValues> {
+    /// The ROI values of one frame from its sums `[roi][chan]`; empty without ROIs.
+    fn roi_values(&self, sums: &[u64], scalers: &[u32]) -> Vec<RoiValues> {
         if self.rois.is_empty() {
             return Vec::new();
         }
-        roi::frame_values(
-            &self.rois,
-            &self.event_widths,
-            &self.recording,
-            mca,
-            scalers,
-        )
+        roi::frame_values(&self.rois, &self.event_widths, sums, scalers)
     }
 
     /// Sends a multipart message. `Ok(false)`: a PUB socket refused it at its high-water mark.

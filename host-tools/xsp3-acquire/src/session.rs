@@ -317,9 +317,8 @@ impl Sinks {
             .stream
             .clone()
             .map(|s| {
-                StreamSender::bind(zmq, s, geometry, exptime).map(|tx| {
-                    tx.with_rois(desc.rois.clone(), desc.event_widths.clone(), desc.recording)
-                })
+                StreamSender::bind(zmq, s, geometry, exptime)
+                    .map(|tx| tx.with_rois(desc.rois.clone(), desc.event_widths.clone()))
             })
             .transpose()?;
         if let Some(tx) = &sender {
@@ -690,11 +689,12 @@ fn write_files(
         if failed {
             lock(&counters.unwritten).add_meta(grant.meta());
         } else {
-            let mut result = w.write_batch(grant.mca(), grant.scalers(), grant.meta());
+            let mut result =
+                w.write_batch(grant.mca(), grant.scalers(), grant.rois(), grant.meta());
             if result.is_ok() {
                 counters.publish_rois(last_roi_values(
                     w.description(),
-                    grant.mca(),
+                    grant.rois(),
                     grant.scalers(),
                     grant.meta(),
                 ));
@@ -722,10 +722,11 @@ fn write_files(
     }
 }
 
-/// The ROI values of the last frame of a batch, with its frame number; `None` without ROIs.
+/// The ROI values of the last frame of a batch (from the ROI sums `[frame][roi][chan]` the
+/// detector put in the ring), with its frame number; `None` without ROIs.
 fn last_roi_values(
     desc: &AcqDescription,
-    mca: &[u32],
+    rois: &[u64],
     scalers: &[u32],
     meta: &[FrameMeta],
 ) -> Option<(u64, Vec<RoiValues>)> {
@@ -734,8 +735,7 @@ fn last_roi_values(
     let values = xspress3::roi::frame_values(
         &desc.rois,
         &desc.event_widths,
-        &desc.recording,
-        mca.get(i * g.mca_words()..(i + 1) * g.mca_words())?,
+        rois.get(i * g.roi_words()..(i + 1) * g.roi_words())?,
         scalers.get(i * g.scaler_words()..(i + 1) * g.scaler_words())?,
     );
     Some((last.frame_number, values))
@@ -781,16 +781,20 @@ fn send_stream(
         };
         if gave_up {
             lock(&counters.unsent).add_meta(grant.meta());
-        } else if let Err(PartialSend { done, error }) =
-            tx.send_frames(grant.mca(), grant.scalers(), grant.meta(), gate)
-        {
+        } else if let Err(PartialSend { done, error }) = tx.send_frames(
+            grant.mca(),
+            grant.scalers(),
+            grant.rois(),
+            grant.meta(),
+            gate,
+        ) {
             counters.fail(format!("stream: {error}"));
             gave_up = true;
             lock(&counters.unsent).add_meta(&grant.meta()[done..]);
         } else {
             counters.publish_rois(last_roi_values(
                 desc,
-                grant.mca(),
+                grant.rois(),
                 grant.scalers(),
                 grant.meta(),
             ));

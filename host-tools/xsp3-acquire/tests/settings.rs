@@ -237,8 +237,18 @@ fn bins_and_rebin_reduce_what_is_recorded_and_rois_still_sum_the_full_spectrum()
         "600:855",
         "--rebin",
         "4",
+        // Inside the recorded bins on and off the rebin boundaries, outside them, across their
+        // start, and on one channel beyond their end.
         "--roi",
         "Fe:620:659",
+        "--roi",
+        "In:621:658",
+        "--roi",
+        "Out:100:200",
+        "--roi",
+        "Mix:590:611",
+        "--roi",
+        "Hi:2:4000:4095",
         "--json",
     ]);
     assert!(
@@ -255,11 +265,21 @@ fn bins_and_rebin_reduce_what_is_recorded_and_rois_still_sum_the_full_spectrum()
     let h5 = hdf5::File::open(&path).unwrap();
     let bins: Vec<u32> = h5.dataset("entry/data/bin").unwrap().read_raw().unwrap();
     assert_eq!(bins, (0..64).map(|i| 600 + 4 * i).collect::<Vec<_>>());
-    let fe: ndarray::Array2<u64> = h5
-        .dataset("entry/instrument/xspress3/roi_Fe")
-        .unwrap()
-        .read_2d()
-        .unwrap();
+    // Per ROI: its sums `[frame][chan]` and its bins per channel.
+    type RoiSums = (ndarray::Array2<u64>, [Option<[usize; 2]>; NCH]);
+    let rois: Vec<RoiSums> = [
+        ("Fe", [Some([620, 659]); NCH]),
+        ("In", [Some([621, 658]); NCH]),
+        ("Out", [Some([100, 200]); NCH]),
+        ("Mix", [Some([590, 611]); NCH]),
+        ("Hi", [None, None, Some([4000, 4095]), None]),
+    ]
+    .into_iter()
+    .map(|(name, ranges)| {
+        let ds = format!("entry/instrument/xspress3/roi_{name}");
+        (h5.dataset(&ds).unwrap().read_2d().unwrap(), ranges)
+    })
+    .collect();
     let sim = sdk_shim::SimParams::default();
     let settings = sdk_shim::FrameSettings {
         n_channels: NCH as u32,
@@ -277,8 +297,12 @@ fn bins_and_rebin_reduce_what_is_recorded_and_rois_still_sum_the_full_spectrum()
                 let want: u32 = spectrum[600 + 4 * b..604 + 4 * b].iter().sum();
                 assert_eq!(file.data[[f, c, b]], want, "f{f} c{c} b{b}");
             }
-            let roi: u64 = spectrum[620..=659].iter().map(|&v| u64::from(v)).sum();
-            assert_eq!(fe[[f, c]], roi);
+            for (k, (sums, ranges)) in rois.iter().enumerate() {
+                let want: u64 = ranges[c].map_or(0, |[lo, hi]| {
+                    spectrum[lo..=hi].iter().map(|&v| u64::from(v)).sum()
+                });
+                assert_eq!(sums[[f, c]], want, "roi {k} f{f} c{c}");
+            }
         }
     }
     for (args, needle) in [
@@ -289,8 +313,8 @@ fn bins_and_rebin_reduce_what_is_recorded_and_rois_still_sum_the_full_spectrum()
         (&["--bins", "4000:4200"][..], "bins 4000:4200 rebin 1"),
         (&["--bins", "x"][..], "--bins `x`: expected LOW:HIGH"),
         (
-            &["--bins", "600:855", "--roi", "Fe:100:200"][..],
-            "roi Fe:100:200: with --bins/--rebin",
+            &["--bins", "600:855", "--roi", "Fe:100:4096"][..],
+            "roi Fe:100:4096: bins must lie in 0..=4095",
         ),
     ] {
         let out = acquire(&[&["--frames", "2"][..], args].concat());

@@ -150,6 +150,25 @@ impl Series {
             self.fail(message, events);
             return ImageOutcome::Malformed;
         }
+        // The file's ROI datasets take the sender's sums: they come from the full spectrum, which
+        // the stream does not carry.
+        if header.rois.len() != g.n_rois()
+            || header.rois.iter().any(|r| r.counts.len() != nch as usize)
+        {
+            self.summary.frames_discarded += 1;
+            self.next_msg = self.next_msg.max(header.msg_number.saturating_add(1));
+            let message = format!(
+                "stream {ep}: series {}: image msg_number {} (frame {}) has {} ROI values, the \
+                 header has {} ROIs of {nch} channels; discarded",
+                self.summary.index,
+                header.msg_number,
+                header.frame,
+                header.rois.len(),
+                g.n_rois()
+            );
+            self.fail(message, events);
+            return ImageOutcome::Malformed;
+        }
         if self.shared {
             // Other receivers take the messages in between; order is still kept per receiver.
             self.next_msg = self.next_msg.max(header.msg_number.saturating_add(1));
@@ -202,7 +221,7 @@ impl Series {
             flags: header.flags,
             sdk_err_flags: 0,
         };
-        if let Err(e) = sink.push(header.msg_number, mca, scalers, meta) {
+        if let Err(e) = sink.push(header.msg_number, mca, scalers, &header.rois, meta) {
             self.summary.frames_discarded += 1;
             self.close_broken_sink(format!("stream {ep}: {e}"), events);
         } else if let Some(failure) = sink.take_failure() {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use acq_core::geometry::{FrameMeta, Geometry};
 use h5util::attrs::{set_scalar, set_str};
 use xspress3::layout;
+use xspress3::protocol::RoiValues;
 use xspress3::{AcqDescription, AcqFileWriter, OutputConfig, WriteError};
 
 use crate::config::WriteConfig;
@@ -46,6 +47,8 @@ pub enum SinkError {
 struct Batch {
     mca: Vec<u32>,
     scalers: Vec<u32>,
+    /// ROI sums `[frame][roi][chan]`.
+    rois: Vec<u64>,
     meta: Vec<FrameMeta>,
     len: usize,
 }
@@ -122,6 +125,7 @@ impl FileSink {
             let batch = Batch {
                 mca: vec![0; chunk * geometry.mca_words()],
                 scalers: vec![0; chunk * geometry.scaler_words()],
+                rois: vec![0; chunk * geometry.roi_words()],
                 meta: vec![FrameMeta::default(); chunk],
                 len: 0,
             };
@@ -165,13 +169,15 @@ impl FileSink {
         })
     }
 
-    /// Copies one frame (payloads already checked against the geometry) into the batch, and
-    /// submits the batch when it is full. Waits for a free batch if every one is being written.
+    /// Copies one frame (payloads and ROI values already checked against the geometry) into the
+    /// batch, and submits the batch when it is full. Waits for a free batch if every one is
+    /// being written.
     pub(crate) fn push(
         &mut self,
         msg_number: u64,
         mca: &[u8],
         scalers: &[u8],
+        rois: &[RoiValues],
         meta: FrameMeta,
     ) -> Result<(), SinkError> {
         match self.unflushed_msgs.back_mut() {
@@ -196,6 +202,11 @@ impl FileSink {
         let i = b.len;
         copy_le(&mut b.mca[i * mw..(i + 1) * mw], mca);
         copy_le(&mut b.scalers[i * sw..(i + 1) * sw], scalers);
+        let rw = self.geometry.roi_words();
+        let sums = rois.iter().flat_map(|r| r.counts.iter().copied());
+        for (word, sum) in b.rois[i * rw..(i + 1) * rw].iter_mut().zip(sums) {
+            *word = sum;
+        }
         b.meta[i] = meta;
         b.len += 1;
         if b.len >= self.target {
@@ -312,7 +323,11 @@ fn write_jobs(
 ) -> WriterEnd {
     let mut discarded = 0u64;
     let mut broken = false;
-    let (mw, sw) = (geometry.mca_words(), geometry.scaler_words());
+    let (mw, sw, rw) = (
+        geometry.mca_words(),
+        geometry.scaler_words(),
+        geometry.roi_words(),
+    );
     for job in jobs {
         let result = match job {
             Job::Write(mut batch) => {
@@ -324,6 +339,7 @@ fn write_jobs(
                     writer.write_batch(
                         &batch.mca[..n * mw],
                         &batch.scalers[..n * sw],
+                        &batch.rois[..n * rw],
                         &batch.meta[..n],
                     )
                 };

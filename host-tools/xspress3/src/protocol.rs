@@ -352,8 +352,10 @@ impl Header {
         if self.dtype != "uint32" {
             return Err(HeaderError::Dtype(self.dtype.clone()));
         }
-        let geometry =
-            Geometry::new(self.n_channels, self.n_bins).map_err(|e| HeaderError::Geometry {
+        let n_rois = u32::try_from(self.rois.len()).unwrap_or(u32::MAX);
+        let geometry = Geometry::new(self.n_channels, self.n_bins)
+            .and_then(|g| g.with_rois(n_rois))
+            .map_err(|e| HeaderError::Geometry {
                 n_channels: self.n_channels,
                 n_bins: self.n_bins,
                 reason: e.to_string(),
@@ -397,7 +399,7 @@ impl Header {
                 n_bins: self.n_bins,
                 rebin: self.rebin,
             })?;
-        self.check_rois(channels, &recording)?;
+        self.check_rois(channels)?;
         Ok(AcqDescription {
             geometry,
             recording,
@@ -420,10 +422,10 @@ impl Header {
         })
     }
 
-    /// A ROI from a peer: a valid name and, per channel, a range of whole recorded bins.
-    fn check_rois(&self, channels: usize, recording: &Recording) -> Result<(), HeaderError> {
-        let (first, rebin) = (recording.first_bin, recording.rebin.max(1));
-        let end = first + recording.n_bins;
+    /// A ROI from a peer: a valid name and, per channel, a range of detector bins (anywhere in
+    /// the spectrum: ROIs are summed from the full spectrum, not from the bins sent).
+    fn check_rois(&self, channels: usize) -> Result<(), HeaderError> {
+        let last = MAX_BINS as u32 - 1;
         for roi in &self.rois {
             let bad = |reason: String| HeaderError::Roi {
                 name: roi.name.clone(),
@@ -441,15 +443,14 @@ impl Header {
                     roi.ranges.len()
                 )));
             }
-            if let Some([low, high]) = roi.ranges.iter().flatten().find(|[l, h]| {
-                l > h
-                    || *l < first
-                    || *h >= end
-                    || (l - first) % rebin != 0
-                    || (h + 1 - first) % rebin != 0
-            }) {
+            if let Some([low, high]) = roi
+                .ranges
+                .iter()
+                .flatten()
+                .find(|[l, h]| l > h || *h > last)
+            {
                 return Err(bad(format!(
-                    "range [{low}, {high}] is not whole recorded bins of {first}..{end} by {rebin}"
+                    "range [{low}, {high}] is not bins within 0..={last} with low <= high"
                 )));
             }
         }
@@ -492,7 +493,7 @@ mod tests {
 
     fn description() -> AcqDescription {
         AcqDescription {
-            geometry: Geometry::new(2, 16).unwrap(),
+            geometry: Geometry::new(2, 16).unwrap().with_rois(1).unwrap(),
             recording: Recording {
                 first_bin: 100,
                 n_bins: 32,
@@ -513,7 +514,8 @@ mod tests {
             good_thresholds: vec![0, 4],
             rois: vec![Roi {
                 name: "Fe".into(),
-                ranges: vec![Some([104, 111]), None],
+                // Beyond the bins sent (100..=131): ROIs come from the full spectrum.
+                ranges: vec![Some([90, 111]), None],
             }],
             backend: "simulated SDK".into(),
             software: "xsp3-acquire 0.1.0".into(),
@@ -564,8 +566,8 @@ mod tests {
         bad(|h| h.rebin = 0, "first_bin 100, n_bins 16, rebin 0");
         bad(|h| h.first_bin = 4090, "first_bin 4090");
         bad(
-            |h| h.rois[0].ranges[1] = Some([105, 111]),
-            "roi `Fe`: range [105, 111] is not whole recorded bins",
+            |h| h.rois[0].ranges[1] = Some([105, 4096]),
+            "roi `Fe`: range [105, 4096] is not bins within 0..=4095",
         );
         bad(
             |h| h.rois[0].ranges.pop().map_or((), drop),

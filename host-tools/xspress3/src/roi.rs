@@ -1,5 +1,8 @@
 //! Software regions of interest: `--roi NAME:[CH:]LOW:HIGH` (repeatable) sums the counts of bins
-//! `LOW..=HIGH` of channel `CH` (every channel without it) per frame, from the full spectrum.
+//! `LOW..=HIGH` of channel `CH` (every channel without it) per frame, from the full spectrum:
+//! before `--bins`/`--rebin` reduce it, so a ROI may lie anywhere in the detector's bins. The
+//! detector backend sums them while it reads each frame (`Detector::read_mca_rois`) into the
+//! ring slot's ROI area; the file and the stream take the sums from there.
 //! Several specs of one name make one ROI with a range per channel (a later spec replaces an
 //! earlier one for the channels both cover); a channel no spec of the name covers has no range
 //! and sums to 0. The dead-time-corrected value is the sum times the channel's dead-time
@@ -9,7 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use acq_core::deadtime::{channel_scalers, dead_time};
-use acq_core::detector::Recording;
+use acq_core::geometry::MAX_ROIS;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// One `NAME:[CH:]LOW:HIGH` as a user gives it.
@@ -34,16 +37,8 @@ pub enum RoiError {
     Channel { spec: RoiSpec, last: u32 },
     #[error("roi {spec}: bins must lie in 0..={last} with LOW <= HIGH")]
     Bins { spec: RoiSpec, last: u32 },
-    #[error(
-        "roi {spec}: with --bins/--rebin a ROI is summed from the recorded bins, so it must lie \
-         in bins {first}..={last} and start and end on a rebin boundary (groups of {rebin})"
-    )]
-    NotRecorded {
-        spec: RoiSpec,
-        first: u32,
-        last: u32,
-        rebin: u32,
-    },
+    #[error("roi {spec}: at most {MAX_ROIS} ROI names")]
+    TooMany { spec: RoiSpec },
 }
 
 impl fmt::Display for RoiSpec {
@@ -107,27 +102,6 @@ impl Roi {
     pub fn dtc_dataset(&self) -> String {
         format!("roi_{}_dtc", self.name)
     }
-
-    /// The sums of one frame's recorded spectra (`[chan][bin]`, as `recording` made them) into
-    /// `out` (one per channel). The ranges are detector bins that [`build`] checked to be whole
-    /// recorded bins, so the sums equal those of the full spectrum.
-    pub fn sums(&self, frame_mca: &[u32], recording: &Recording, out: &mut Vec<u64>) {
-        let n_bins = recording.recorded_bins() as usize;
-        let rebin = recording.rebin.max(1);
-        for (chan, range) in self.ranges.iter().enumerate() {
-            let sum = match range {
-                Some([low, high]) if *low >= recording.first_bin => {
-                    let lo = ((low - recording.first_bin) / rebin) as usize;
-                    let hi = ((high + 1 - recording.first_bin) / rebin) as usize;
-                    frame_mca
-                        .get(chan * n_bins + lo..chan * n_bins + hi)
-                        .map_or(0, |bins| bins.iter().map(|&v| u64::from(v)).sum())
-                }
-                _ => 0,
-            };
-            out.push(sum);
-        }
-    }
 }
 
 /// One ROI's values of one frame: per channel the sum and the dead-time-corrected sum (`None`,
@@ -139,14 +113,13 @@ pub struct RoiValues {
     pub dtc: Vec<Option<f64>>,
 }
 
-/// Every ROI's values of one frame: `mca` its spectra `[chan][bin]`, `scalers` its
-/// `[chan][scaler]`, `event_widths` per channel (the dead-time model of the file's
-/// `dead_time_correction`).
+/// Every ROI's values of one frame: `sums` its ROI sums `[roi][chan]` (as the detector made
+/// them), `scalers` its `[chan][scaler]`, `event_widths` per channel (the dead-time model of the
+/// file's `dead_time_correction`).
 pub fn frame_values(
     rois: &[Roi],
     event_widths: &[u32],
-    recording: &Recording,
-    mca: &[u32],
+    sums: &[u64],
     scalers: &[u32],
 ) -> Vec<RoiValues> {
     let correction: Vec<Option<f64>> = (0..event_widths.len())
@@ -155,10 +128,14 @@ pub fn frame_values(
             dead_time(sc, event_widths[chan]).ok().map(|d| d.correction)
         })
         .collect();
+    let nch = event_widths.len();
     rois.iter()
-        .map(|roi| {
-            let mut counts = Vec::with_capacity(roi.ranges.len());
-            roi.sums(mca, recording, &mut counts);
+        .enumerate()
+        .map(|(index, roi)| {
+            let counts = sums
+                .get(index * nch..(index + 1) * nch)
+                .unwrap_or_default()
+                .to_vec();
             let dtc = counts
                 .iter()
                 .enumerate()
@@ -179,14 +156,9 @@ pub fn frame_values(
         .collect()
 }
 
-/// The ROIs of `specs` for a detector of `n_channels` x `n_bins` recording `recording`, in the
-/// order their names first appear.
-pub fn build(
-    specs: &[RoiSpec],
-    n_channels: u32,
-    n_bins: u32,
-    recording: &Recording,
-) -> Result<Vec<Roi>, RoiError> {
+/// The ROIs of `specs` for a detector of `n_channels` x `n_bins`, in the order their names first
+/// appear.
+pub fn build(specs: &[RoiSpec], n_channels: u32, n_bins: u32) -> Result<Vec<Roi>, RoiError> {
     let mut rois: Vec<Roi> = Vec::new();
     for spec in specs {
         if spec.channel.is_some_and(|c| c >= n_channels) {
@@ -201,22 +173,11 @@ pub fn build(
                 last: n_bins.saturating_sub(1),
             });
         }
-        let (first, rebin) = (recording.first_bin, recording.rebin.max(1));
-        let end = first + recording.n_bins;
-        if spec.low < first
-            || spec.high >= end
-            || (spec.low - first) % rebin != 0
-            || (spec.high + 1 - first) % rebin != 0
-        {
-            return Err(RoiError::NotRecorded {
-                spec: spec.clone(),
-                first,
-                last: end.saturating_sub(1),
-                rebin,
-            });
-        }
         let index = match rois.iter().position(|r| r.name == spec.name) {
             Some(i) => i,
+            None if rois.len() >= MAX_ROIS as usize => {
+                return Err(RoiError::TooMany { spec: spec.clone() })
+            }
             None => {
                 rois.push(Roi {
                     name: spec.name.clone(),
@@ -268,7 +229,6 @@ mod tests {
             ],
             3,
             4096,
-            &Recording::full(4096),
         )
         .unwrap();
         assert_eq!(rois.len(), 2);
@@ -278,61 +238,51 @@ mod tests {
         );
         assert_eq!(rois[1].ranges, [None, Some([790, 820]), None]);
         assert_eq!(rois[1].dataset(), "roi_Cu");
-        let mca: Vec<u32> = (0..3 * 4096).map(|i| (i % 4096) as u32).collect();
-        let mut out = Vec::new();
-        rois[0].sums(&mca, &Recording::full(4096), &mut out);
-        rois[1].sums(&mca, &Recording::full(4096), &mut out);
-        let range_sum = |lo: u64, hi: u64| (lo..=hi).sum::<u64>();
-        assert_eq!(
-            out,
-            [
-                range_sum(630, 650),
-                range_sum(630, 650),
-                range_sum(600, 700),
-                0,
-                range_sum(790, 820),
-                0
-            ]
-        );
+        assert_eq!(rois[1].dtc_dataset(), "roi_Cu_dtc");
     }
 
     #[test]
-    fn with_a_recording_rois_sum_whole_recorded_bins() {
-        let rec = Recording {
-            first_bin: 600,
-            n_bins: 200,
-            rebin: 4,
-        };
-        let rois = build(&[spec("Fe:620:659")], 2, 4096, &rec).unwrap();
-        // Recorded bin i holds detector bins 600 + 4i ..= 603 + 4i; here its value is i.
-        let mca: Vec<u32> = (0..2 * 50).map(|i| (i % 50) as u32).collect();
-        let mut out = Vec::new();
-        rois[0].sums(&mca, &rec, &mut out);
-        assert_eq!(out, [(5..15).sum::<u64>(), (5..15).sum::<u64>()]);
-        for bad in ["Fe:598:659", "Fe:621:659", "Fe:620:660", "Fe:700:900"] {
-            let e = build(&[spec(bad)], 2, 4096, &rec).unwrap_err();
-            assert!(matches!(e, RoiError::NotRecorded { .. }), "{bad}: {e}");
-        }
-        let e = build(&[spec("Fe:598:659")], 2, 4096, &rec).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "roi Fe:598:659: with --bins/--rebin a ROI is summed from the recorded bins, so it \
-             must lie in bins 600..=799 and start and end on a rebin boundary (groups of 4)"
-        );
+    fn frame_values_take_the_detectors_sums_and_correct_them() {
+        let rois = build(&[spec("Fe:0:10"), spec("Cu:1:20:30")], 2, 4096).unwrap();
+        // Channel 0 without dead time (correction 1); channel 1 saturated (all time in reset).
+        let mut scalers = vec![0u32; 2 * 9];
+        scalers[0] = 1000;
+        scalers[9] = 1000;
+        scalers[9 + 1] = 1000;
+        let values = frame_values(&rois, &[0, 0], &[5, 6, 0, 9], &scalers);
+        assert_eq!(values[0].name, "Fe");
+        assert_eq!(values[0].counts, [5, 6]);
+        assert_eq!(values[1].counts, [0, 9]);
+        assert_eq!(values[0].dtc[0], Some(5.0));
+        assert_eq!(values[1].dtc[1], None);
+    }
+
+    #[test]
+    fn rois_may_lie_anywhere_in_the_spectrum_up_to_the_limit() {
+        // Bins need not be recorded or on rebin boundaries: the detector sums the full spectrum.
+        let rois = build(&[spec("Lo:0:3"), spec("Hi:4001:4095")], 2, 4096).unwrap();
+        assert_eq!(rois[1].ranges, [Some([4001, 4095]); 2]);
+        let many: Vec<RoiSpec> = (0..=MAX_ROIS).map(|i| spec(&format!("R{i}:1:2"))).collect();
+        let e = build(&many, 2, 4096).unwrap_err();
+        assert_eq!(e.to_string(), "roi R32:1:2: at most 32 ROI names");
+        // More specs of names already seen are fine.
+        let mut same = many[..MAX_ROIS as usize].to_vec();
+        same.push(spec("R0:0:5:6"));
+        assert_eq!(build(&same, 2, 4096).unwrap().len(), MAX_ROIS as usize);
     }
 
     #[test]
     fn specs_outside_the_detector_are_refused_naming_them() {
-        let e = build(&[spec("Fe:4:1:2")], 4, 4096, &Recording::full(4096)).unwrap_err();
+        let e = build(&[spec("Fe:4:1:2")], 4, 4096).unwrap_err();
         assert_eq!(
             e.to_string(),
             "roi Fe:4:1:2: no such channel (the detector has channels 0..=3)"
         );
-        let e = build(&[spec("Fe:10:4096")], 4, 4096, &Recording::full(4096)).unwrap_err();
+        let e = build(&[spec("Fe:10:4096")], 4, 4096).unwrap_err();
         assert_eq!(
             e.to_string(),
             "roi Fe:10:4096: bins must lie in 0..=4095 with LOW <= HIGH"
         );
-        assert!(build(&[spec("Fe:20:10")], 4, 4096, &Recording::full(4096)).is_err());
+        assert!(build(&[spec("Fe:20:10")], 4, 4096).is_err());
     }
 }

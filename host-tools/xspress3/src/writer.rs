@@ -58,7 +58,8 @@ pub struct AcqDescription {
     pub windows: Vec<[u32; 4]>,
     /// Per channel AllGood threshold.
     pub good_thresholds: Vec<u32>,
-    /// Software regions of interest, summed per frame and channel from the spectra.
+    /// Software regions of interest, summed per frame and channel from the full spectra by the
+    /// detector backend (the sums come with each batch).
     pub rois: Vec<Roi>,
     /// "simulated SDK" or "libxspress3".
     pub backend: String,
@@ -481,31 +482,41 @@ impl AcqFileWriter {
         Ok(())
     }
 
-    /// Writes a batch: `meta.len()` frames whose MCA (`[frame][chan][bin]`) and scalers
-    /// (`[frame][chan][scaler]`) are given. Splits it across files at rollover.
+    /// Writes a batch: `meta.len()` frames whose MCA (`[frame][chan][bin]`), scalers
+    /// (`[frame][chan][scaler]`) and ROI sums (`[frame][roi][chan]`, in the description's ROI
+    /// order; empty without ROIs) are given. Splits it across files at rollover.
     pub fn write_batch(
         &mut self,
         mca: &[u32],
         scalers: &[u32],
+        rois: &[u64],
         meta: &[FrameMeta],
     ) -> Result<(), WriteError> {
-        let result = self.write_batch_inner(mca, scalers, meta);
+        let result = self.write_batch_inner(mca, scalers, rois, meta);
         if let Err(e) = &result {
             self.error.get_or_insert_with(|| e.to_string());
         }
         result
     }
 
+    /// ROI sums per frame.
+    fn roi_words(&self) -> usize {
+        self.desc.rois.len() * self.desc.geometry.n_channels()
+    }
+
     fn write_batch_inner(
         &mut self,
         mca: &[u32],
         scalers: &[u32],
+        rois: &[u64],
         meta: &[FrameMeta],
     ) -> Result<(), WriteError> {
         let n = meta.len();
         let g = self.desc.geometry;
+        let rw = self.roi_words();
         check_len(n, "MCA", mca.len(), n * g.mca_words())?;
         check_len(n, "scaler", scalers.len(), n * g.scaler_words())?;
+        check_len(n, "ROI", rois.len(), n * rw)?;
         self.check_free_space()?;
         let mut done = 0;
         while done < n {
@@ -524,6 +535,7 @@ impl AcqFileWriter {
             self.write_part(
                 &mca[done * g.mca_words()..(done + take) * g.mca_words()],
                 &scalers[done * g.scaler_words()..(done + take) * g.scaler_words()],
+                &rois[done * rw..(done + take) * rw],
                 &meta[done..done + take],
             )?;
             done += take;
@@ -538,6 +550,7 @@ impl AcqFileWriter {
         &mut self,
         mca: &[u32],
         scalers: &[u32],
+        rois: &[u64],
         meta: &[FrameMeta],
     ) -> Result<(), WriteError> {
         let n = meta.len();
@@ -555,7 +568,7 @@ impl AcqFileWriter {
         f.rows += n as u64;
         self.frames_written += n as u64;
         self.derive(scalers, meta);
-        self.derive_rois(mca, n);
+        self.derive_rois(rois, n);
         if self.scratch.frame_number.len() >= self.column_chunk {
             self.write_columns()?;
         }
@@ -660,21 +673,18 @@ impl AcqFileWriter {
         }
     }
 
-    /// Appends the ROI sums of a part (after `derive`, whose dead-time corrections they use).
-    fn derive_rois(&mut self, mca: &[u32], n: usize) {
-        let g = self.desc.geometry;
-        let nch = g.n_channels();
+    /// Appends the ROI sums of a part (`[frame][roi][chan]`) and their dead-time-corrected
+    /// values (after `derive`, whose corrections they use).
+    fn derive_rois(&mut self, rois: &[u64], n: usize) {
+        let nch = self.desc.geometry.n_channels();
+        let rw = self.roi_words();
         let s = &mut self.scratch;
         let first = s.dtc.len() - n * nch;
-        for (roi, (sums, dtc)) in self.desc.rois.iter().zip(s.rois.iter_mut()) {
+        for (index, (sums, dtc)) in s.rois.iter_mut().enumerate() {
             for i in 0..n {
-                let start = sums.len();
-                roi.sums(
-                    &mca[i * g.mca_words()..(i + 1) * g.mca_words()],
-                    &self.desc.recording,
-                    sums,
-                );
-                for (chan, &sum) in sums[start..].iter().enumerate() {
+                let frame = &rois[i * rw + index * nch..i * rw + (index + 1) * nch];
+                sums.extend_from_slice(frame);
+                for (chan, &sum) in frame.iter().enumerate() {
                     dtc.push(sum as f64 * s.dtc[first + i * nch + chan]);
                 }
             }

@@ -170,6 +170,84 @@ static void test_software_cycle(uint32_t trigger)
     CHECK_RC(x3s_close(d), 0);
 }
 
+/* Software ROIs with a recording of part of the spectrum (bins 600..855 by 4) and of the whole
+ * spectrum: the sums of ROIs inside, outside and across the recorded bins, off rebin boundaries,
+ * equal the sums over the full spectrum of the content formula; no allocation after arm. */
+enum { NROI = 4 };
+static uint64_t g_rois[8 * NROI * NCH];
+
+static void test_rois(uint32_t first_bin, uint32_t n_bins, uint32_t rebin)
+{
+    x3s_open_params op;
+    open_sim(&op);
+    x3s_dev *d = NULL;
+    CHECK_RC(x3s_open(&op, &d), 0);
+    if (!d)
+        return;
+    /* [roi][chan] {low, high}: inside the recording off its rebin boundaries, below it,
+     * straddling its start, per channel (channel 1 without a range). */
+    uint32_t ranges[NROI][NCH][2];
+    for (int c = 0; c < NCH; c++) {
+        ranges[0][c][0] = 621, ranges[0][c][1] = 658;
+        ranges[1][c][0] = 100, ranges[1][c][1] = 199;
+        ranges[2][c][0] = 590, ranges[2][c][1] = 611;
+        ranges[3][c][0] = 3000 + 10 * (uint32_t)c, ranges[3][c][1] = 4095;
+    }
+    ranges[2][1][0] = 1, ranges[2][1][1] = 0;
+    uint32_t bad[NROI][NCH][2];
+    memcpy(bad, ranges, sizeof bad);
+    bad[3][2][1] = NBINS;
+    CHECK_RC(x3s_set_rois(d, NROI, &bad[0][0][0]), X3S_E_ARG);
+    CHECK_RC(x3s_set_rois(d, X3S_MAX_ROIS + 1, &ranges[0][0][0]), X3S_E_ARG);
+    CHECK_RC(x3s_set_rois(d, NROI, &ranges[0][0][0]), 0);
+    CHECK_RC(x3s_set_recording(d, first_bin, n_bins, rebin), 0);
+    uint32_t windows[NCH][4], good[NCH] = {0};
+    for (int c = 0; c < NCH; c++) {
+        windows[c][0] = 0, windows[c][1] = NBINS - 1;
+        windows[c][2] = 0, windows[c][3] = NBINS - 1;
+    }
+    x3s_acq_params a = {8, 2000, 0, X3S_TRIG_SOFTWARE, 0, 0, 0};
+    CHECK_RC(x3s_configure(d, &a), 0);
+    unsigned long before = allocs();
+    CHECK_RC(x3s_arm(d), 0);
+    CHECK_RC(x3s_set_rois(d, 0, NULL), X3S_E_STATE);
+    for (int k = 0; k < 8; k++)
+        CHECK_RC(x3s_soft_trigger(d), 0);
+    x3s_progress p;
+    CHECK_RC(wait_frames(d, 8, &p), 0);
+    size_t out_bins = n_bins / rebin;
+    CHECK_RC(x3s_read_mca_rois(d, 0, 8, g_mca, sizeof g_mca / 4, g_rois, 8 * NROI * NCH - 1),
+             X3S_E_BUFSIZE);
+    CHECK_RC(x3s_read_mca_rois(d, 0, 8, g_mca, sizeof g_mca / 4, g_rois, 8 * NROI * NCH), 8);
+    for (uint64_t f = 0; f < 8; f++) {
+        CHECK_RC(x3s_sim_expected_frame(&op.sim, NCH, a.exposure_ticks, &windows[0][0], good, f,
+                                        g_emca, NCH * NBINS, g_esc, NCH * NSC),
+                 0);
+        for (int c = 0; c < NCH; c++) {
+            const uint32_t *full = g_emca + (size_t)c * NBINS;
+            const uint32_t *got = g_mca + (f * NCH + (size_t)c) * out_bins;
+            for (size_t b = 0; b < out_bins; b++) {
+                uint32_t want = 0;
+                for (uint32_t j = 0; j < rebin; j++)
+                    want += full[first_bin + b * rebin + j];
+                CHECK(got[b] == want);
+            }
+            for (int r = 0; r < NROI; r++) {
+                uint64_t want = 0;
+                for (uint32_t b = ranges[r][c][0]; b <= ranges[r][c][1]; b++)
+                    want += full[b];
+                CHECK(g_rois[(f * NROI + (size_t)r) * NCH + (size_t)c] == want);
+            }
+        }
+    }
+    /* Without a ROI buffer: the same spectra, refused only when ROIs need one. */
+    CHECK_RC(x3s_read_mca(d, 0, 8, g_mca, sizeof g_mca / 4), 8);
+    CHECK_RC(x3s_read_mca_rois(d, 0, 8, g_mca, sizeof g_mca / 4, NULL, 0), X3S_E_ARG);
+    CHECK(allocs() == before);
+    CHECK_RC(x3s_stop(d), 0);
+    CHECK_RC(x3s_close(d), 0);
+}
+
 /* Overrun when nothing is released; frames outside the buffer read as X3S_E_OVERRUN. */
 static void test_overrun(void)
 {
@@ -491,6 +569,8 @@ int main(void)
     CHECK(strcmp(x3s_strerror(X3S_E_OVERRUN), "X3S_E_OVERRUN") == 0);
     test_software_cycle(X3S_TRIG_SOFTWARE);
     test_software_cycle(X3S_TRIG_EXTERNAL);
+    test_rois(600, 256, 4);
+    test_rois(0, NBINS, 1);
     test_overrun();
     test_faults();
     test_frame_address();
