@@ -3,7 +3,8 @@
 //! The ring itself never blocks: [`grant`](crate::ring::Producer::grant) and
 //! [`read`](crate::ring::Consumer::read) return at once. The blocking helpers take their way of
 //! waiting from a [`Wait`] implementation, chosen by the caller for the platform:
-//! [`ParkWait`] on a host with an OS, [`BusyWait`] on a bare-metal core that has nothing else to do.
+//! `ParkWait` (feature `std`) on a host with an OS, [`BusyWait`] on a bare-metal core that has
+//! nothing else to do.
 
 /// A way of waiting for progress of the other side of a ring.
 pub trait Wait {
