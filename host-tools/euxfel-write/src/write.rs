@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -14,7 +15,7 @@ use hdf5::{Dataset, Group};
 
 use crate::copy::{copy_segments, CopyStats};
 use crate::error::{h5, io, Error, Result};
-use crate::output::Output;
+use crate::output::{Output, Stop};
 use crate::plan::{Plan, SourcePlan};
 use crate::vds::{map_segments, source_file_names};
 
@@ -32,6 +33,9 @@ pub enum Mode {
 pub struct WriteOptions {
     /// Replace an existing output file.
     pub overwrite: bool,
+    /// When set (by a signal handler, say), the write stops at the next chunk or dataset and
+    /// fails with [`Error::Interrupted`], leaving no output and no partial file.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Progress after each dataset.
@@ -60,6 +64,8 @@ pub struct Summary {
     pub bytes: u64,
     /// Virtual dataset mappings.
     pub virtual_mappings: u64,
+    /// Partial files of this output left by earlier writes killed outright, removed.
+    pub stale_partials_removed: Vec<PathBuf>,
 }
 
 /// Extra content of a virtual overview file.
@@ -85,6 +91,7 @@ pub(crate) fn write_collection(
     let plan = Plan::new(dc)?;
     let before = snapshot(&plan.files)?;
     let out = Output::start(path, opts.overwrite)?;
+    let stop = Stop::new(&opts.stop, &out.final_path);
     let mut summary = {
         let file = hdf5::File::create(&out.tmp).map_err(h5(&out.tmp, "/"))?;
         let mut w = Writer {
@@ -92,6 +99,7 @@ pub(crate) fn write_collection(
             path: &out.tmp,
             dir: out.dir().to_path_buf(),
             mode,
+            stop,
             sources: HashMap::new(),
             summary: Summary::default(),
         };
@@ -111,6 +119,8 @@ pub(crate) fn write_collection(
             });
         }
     }
+    stop.check()?;
+    summary.stale_partials_removed = out.stale_removed.clone();
     summary.path = out.commit()?;
     Ok(summary)
 }
@@ -132,6 +142,7 @@ struct Writer<'a> {
     path: &'a Path,
     dir: PathBuf,
     mode: Mode,
+    stop: Stop<'a>,
     /// Source files opened with libhdf5, by path.
     sources: HashMap<PathBuf, hdf5::File>,
     summary: Summary,
@@ -346,6 +357,7 @@ impl Writer<'_> {
         }
         for g in &sp.groups {
             for key in &g.keys {
+                self.stop.check()?;
                 let object = format!("{data_path}/{}", key.replace('.', "/"));
                 let first = self.first_dataset(sp, &object)?;
                 let sources = self.segment_datasets(g, &object)?;
@@ -356,7 +368,7 @@ impl Writer<'_> {
                 let parent = ensure_group(self.file, parent).map_err(h5(self.path, parent))?;
                 if copy {
                     let st: CopyStats = copy_segments(
-                        &parent, name, &first, &sources, g.total, self.path, &object,
+                        &parent, name, &first, &sources, g.total, self.path, &object, self.stop,
                     )?;
                     self.summary.direct_chunks += st.direct_chunks;
                     self.summary.rows_through_memory += st.rows_through_memory;
