@@ -259,7 +259,9 @@ def test_read_only_output_directory_via_bind_mount_or_chattr(examples, tmp_path)
         subprocess.run(["umount", str(ro)])
 
 
-def test_disk_full_leaves_nothing(examples, tmp_path):
+@pytest.mark.parametrize("kind", ["copy", "virtual"])
+def test_disk_full_leaves_nothing(signal_run, tmp_path, kind):
+    """A 256 KiB tmpfs holds neither the copy (30 MB) nor the virtual file (400 KB)."""
     small = tmp_path / "small"
     small.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)],
@@ -267,12 +269,44 @@ def test_disk_full_leaves_nothing(examples, tmp_path):
     if r.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here")
     try:
-        code, so, se = xw("copy", examples["sa3_13"], "-o", small / "o.h5")
+        code, so, se = xw(kind, signal_run, "-o", small / "o.h5", "--no-cache")
         assert code == 1, se
-        assert "No space left on device" in se or "failed" in se, se
+        assert f"{small}: no space left on the file system" in se, se
+        assert "nothing was written" in se, se
         assert list(small.iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)])
+
+
+def test_a_source_file_changing_during_virtual_leaves_nothing(tmp_path):
+    """The run's file grows while `virtual` maps it (the writer is stopped with SIGSTOP once
+    its partial file exists, a file is appended to, and it goes on)."""
+    run_dir = make_rust_fixture(tmp_path / "r", "--format", "1.2", "--trains", "10",
+                                "--sequences", "1", "--modules", "1")
+    victim = sorted(run_dir.glob("*LPD00*.h5"))[0]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "v.h5"
+    p = subprocess.Popen([rust_bin("xfel-write"), "virtual", str(run_dir), "-o", str(out),
+                          "--no-cache"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    grown = False
+    deadline = time.monotonic() + 60
+    while not grown and time.monotonic() < deadline:
+        os.kill(p.pid, signal.SIGSTOP)
+        if p.poll() is not None:
+            break
+        if partials(out_dir, out.name):
+            with open(victim, "ab") as f:
+                f.write(b"\0" * 16)
+            grown = True
+        os.kill(p.pid, signal.SIGCONT)
+        time.sleep(0.001)
+    so, se = p.communicate(timeout=60)
+    assert grown, se
+    assert p.returncode == 1, se
+    assert f"{victim}: changed while being read" in se, se
+    assert list(out_dir.iterdir()) == []
 
 
 # --- Signals: interrupted and killed writes ----------------------------------------------

@@ -28,6 +28,13 @@ pub enum Error {
     /// The write was asked to stop (a signal) before it was complete.
     #[error("{0}: interrupted; the output was not written")]
     Interrupted(PathBuf),
+    /// A write failed on a file system that is (all but) full.
+    #[error("{dir}: no space left on the file system ({available} bytes available); nothing was written: {cause}")]
+    NoSpace {
+        dir: PathBuf,
+        available: u64,
+        cause: Box<Error>,
+    },
     /// The selection has no sources.
     #[error("nothing to write: the selection has no sources")]
     EmptySelection,

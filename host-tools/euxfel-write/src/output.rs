@@ -73,6 +73,41 @@ impl Drop for Output {
     }
 }
 
+/// A failed write on a file system with less space left than this is put down to a full
+/// disk: the largest single write is a block of rows (16 MiB) or one chunk.
+const FULL_BELOW_BYTES: u64 = 17 << 20;
+
+impl Output {
+    /// `e` as [`Error::NoSpace`] when the output's file system is (all but) full, so the user
+    /// reads why rather than which HDF5 call failed. Called before the partial file is removed.
+    pub fn explain(&self, e: Error) -> Error {
+        if !matches!(e, Error::Hdf5 { .. } | Error::Io { .. }) {
+            return e;
+        }
+        let dir = self.dir();
+        match rustix::fs::statvfs(dir) {
+            Ok(s) => {
+                let unit = if s.f_frsize > 0 {
+                    s.f_frsize
+                } else {
+                    s.f_bsize
+                };
+                let available = s.f_bavail.saturating_mul(unit);
+                if available < FULL_BELOW_BYTES {
+                    Error::NoSpace {
+                        dir: dir.to_path_buf(),
+                        available,
+                        cause: Box::new(e),
+                    }
+                } else {
+                    e
+                }
+            }
+            Err(_) => e,
+        }
+    }
+}
+
 fn partial_name(name: &str, pid: u32) -> String {
     format!(".{name}.partial-{pid}")
 }

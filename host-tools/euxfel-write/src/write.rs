@@ -92,7 +92,7 @@ pub(crate) fn write_collection(
     let before = snapshot(&plan.files)?;
     let out = Output::start(path, opts.overwrite)?;
     let stop = Stop::new(&opts.stop, &out.final_path);
-    let mut summary = {
+    let written = (|| {
         let file = hdf5::File::create(&out.tmp).map_err(h5(&out.tmp, "/"))?;
         let mut w = Writer {
             file: &file,
@@ -106,8 +106,9 @@ pub(crate) fn write_collection(
         w.write(&plan, extra, progress)?;
         let summary = w.summary;
         file.close().map_err(h5(&out.tmp, "/"))?;
-        summary
-    };
+        Ok(summary)
+    })();
+    let mut summary = written.map_err(|e| out.explain(e))?;
     // A file that changed under us may have been read half old, half new.
     let after = snapshot(&plan.files)?;
     for ((p, b), (_, a)) in before.iter().zip(&after) {

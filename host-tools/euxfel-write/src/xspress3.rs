@@ -209,7 +209,7 @@ pub fn convert_xspress3(
     let name = format!("RAW-R{:04}-DA01-S00000.h5", opts.run);
     let out = Output::start(&out_dir.join(&name), opts.overwrite)?;
     let stop = Stop::new(&opts.stop, &out.final_path);
-    {
+    let written = (|| {
         let file = hdf5::File::create(&out.tmp).map_err(h5(&out.tmp, "/"))?;
         let w = |obj: &str| h5(&out.tmp, obj);
         let instrument = format!("{}:daqOutput", opts.device);
@@ -345,7 +345,9 @@ pub fn convert_xspress3(
         )
         .map_err(w("/"))?;
         file.close().map_err(w("/"))?;
-    }
+        Ok(())
+    })();
+    written.map_err(|e| out.explain(e))?;
     stop.check()?;
     let stale_partials_removed = out.stale_removed.clone();
     let path = out.commit()?;
