@@ -17,7 +17,7 @@ use crate::copy::{copy_segments, CopyStats};
 use crate::error::{h5, io, Error, Result};
 use crate::output::{Output, Stop};
 use crate::plan::{Plan, SourcePlan};
-use crate::vds::{map_segments, source_file_names};
+use crate::vds::{map_segments, source_file_names, MappedSegment};
 
 /// How the data reaches the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,6 +336,10 @@ impl Writer<'_> {
     }
 
     fn write_source(&mut self, sp: &SourcePlan, done: &mut dyn FnMut(&Summary)) -> Result<()> {
+        // Sources are written one after the other: libhdf5 handles of files this one does
+        // not use are closed, so memory stays bounded over a run of hundreds of files.
+        self.sources
+            .retain(|p, _| sp.files.iter().any(|f| &f.path == p));
         let data_path = sp.data_path();
         let group = ensure_group(self.file, &data_path).map_err(h5(self.path, &data_path))?;
         if self.mode == Mode::Virtual {
@@ -361,13 +365,13 @@ impl Writer<'_> {
                 self.stop.check()?;
                 let object = format!("{data_path}/{}", key.replace('.', "/"));
                 let first = self.first_dataset(sp, &object)?;
-                let sources = self.segment_datasets(g, &object)?;
                 let copy = self.mode == Mode::Copy
                     || (sp.section == Section::Instrument
                         && VIRTUAL_COPY_KEYS.contains(&key.as_str()));
                 let (parent, name) = object.rsplit_once('/').unwrap_or(("", &object));
                 let parent = ensure_group(self.file, parent).map_err(h5(self.path, parent))?;
                 if copy {
+                    let sources = self.segment_datasets(g, &object)?;
                     let st: CopyStats = copy_segments(
                         &parent, name, &first, &sources, g.total, self.path, &object, self.stop,
                     )?;
@@ -375,8 +379,9 @@ impl Writer<'_> {
                     self.summary.rows_through_memory += st.rows_through_memory;
                     self.summary.bytes += st.bytes;
                 } else {
+                    let mapped = mapped_segments(sp, g, key, &object)?;
                     self.summary.virtual_mappings += map_segments(
-                        &parent, name, &first, &sources, g.total, &self.dir, self.path, &object,
+                        &parent, name, &first, &mapped, g.total, &self.dir, self.path, &object,
                     )?;
                 }
                 self.summary.datasets += 1;
@@ -463,6 +468,40 @@ impl Writer<'_> {
         }
         Ok(out)
     }
+}
+
+/// The segments of `key` with their source datasets' shapes, from the index reader (a
+/// virtual mapping needs no libhdf5 handle on the source file).
+fn mapped_segments(
+    sp: &SourcePlan,
+    g: &crate::plan::GroupPlan,
+    key: &str,
+    object: &str,
+) -> Result<Vec<MappedSegment>> {
+    g.segments
+        .iter()
+        .map(|s| {
+            let (_, shape) = s.file.key_dtype_shape(&sp.name, key)?;
+            let rows = shape.first().copied().unwrap_or(0) as u64;
+            let end = s.src_first.saturating_add(s.rows);
+            if end > rows {
+                return Err(Error::IndexOutsideData {
+                    path: s.file.path.clone(),
+                    object: object.into(),
+                    start: s.src_first,
+                    end,
+                    rows,
+                });
+            }
+            Ok(MappedSegment {
+                path: s.file.path.clone(),
+                shape,
+                src_first: s.src_first,
+                rows: s.rows,
+                dst_first: s.dst_first,
+            })
+        })
+        .collect()
 }
 
 /// One segment with its source dataset open.
