@@ -8,7 +8,10 @@
 //!
 //! Every output is written under a temporary name beside the final one and renamed into
 //! place when complete: a failed write leaves nothing under the final name, and an existing
-//! file is replaced only with [`WriteOptions::overwrite`].
+//! file is replaced only with [`WriteOptions::overwrite`]. [`WriteOptions::stop`] (set from a
+//! signal handler) ends a write at its next chunk or dataset with [`Error::Interrupted`]; the
+//! partial file of a process killed outright is removed by the next write of the same output
+//! ([`Summary::stale_partials_removed`]).
 
 mod copy;
 mod error;
