@@ -1,6 +1,6 @@
 //! Writing EuXFEL run data in the layout EXtra-data writes and reads.
 //!
-//! - [`write`]: a real copy of any selection (sources, keys, trains), EXtra-data's
+//! - [`write()`]: a real copy of any selection (sources, keys, trains), EXtra-data's
 //!   `DataCollection.write`. Chunks are copied as stored bytes where they line up (no
 //!   decompression or recompression), the rest through a bounded buffer.
 //! - [`write_virtual`]: the same layout with HDF5 virtual datasets into the source files,
