@@ -335,8 +335,10 @@ def start_and_signal(cmd, out, point, sig, min_bytes=0):
     least `min_bytes`). For the last two the child is stopped (SIGSTOP) while it is looked at,
     so the signal arrives in exactly the state seen. Returns (exit code, stdout, stderr,
     whether the point was reached while the write was still running, its pid)."""
+    # A shell's background job inherits SIGINT ignored; the child gets the default action.
     p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     reached = point == "start"
     deadline = time.monotonic() + 60
     while not reached and time.monotonic() < deadline:
