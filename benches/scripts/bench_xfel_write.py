@@ -9,11 +9,13 @@ files, the same run as bench_lsxfel.py):
 2. copy of all control sources: `xfel-write copy` vs EXtra-data's `write`.
 3. virtual file of the whole run: `xfel-write virtual` vs EXtra-data's `write_virtual`.
 4. overview file: `xfel-write overview` vs `python -m extra_data.voview`.
-5. lsxfel on the run with and without the overview file (ours and EXtra-data's), with the
-   page cache dropped before each run when /proc/sys/vm/drop_caches is writable (reported).
+5. lsxfel on the run with and without the overview file (ours and EXtra-data's), warm (page
+   cache kept) and cold (page cache dropped before each run when /proc/sys/vm/drop_caches is
+   writable, reported).
 
-Each figure is the median over --reps runs (outputs removed between runs); every output is
-checked with extra-data-validate once. Ratios are EXtra-data / ours.
+Each figure is the median over --reps runs (outputs removed between runs), with the 1-minute
+load average before and after its runs (the machine may be shared); every output is checked
+with extra-data-validate once. Ratios are EXtra-data / ours.
 
 Run from the repository root:  .venv/bin/python benches/scripts/bench_xfel_write.py
 Options: --reps N (default 3), --dir DIR (default target/euxfel-bench), --json, --small
@@ -22,6 +24,7 @@ Options: --reps N (default 3), --dir DIR (default target/euxfel-bench), --json, 
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -71,14 +74,23 @@ def drop_caches():
         return False
 
 
+def children_cpu():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def timed(cmd, cold=False):
-    dropped = drop_caches() if cold else None
+    """Wall-clock and CPU (user + system) seconds of one run of `cmd`."""
+    if cold:
+        drop_caches()
+    cpu0 = children_cpu()
     t0 = time.perf_counter()
     r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
     dt = time.perf_counter() - t0
+    cpu = children_cpu() - cpu0
     if r.returncode != 0:
         raise RuntimeError(f"{cmd} failed: {r.stderr}")
-    return dt, dropped
+    return dt, cpu
 
 
 def xd_script(kind, run_dir, out, select=None):
@@ -108,17 +120,27 @@ def validate(path, reference=None):
     raise RuntimeError(f"extra-data-validate {path}:\n" + "\n".join(ours))
 
 
+LOADS = {}
+# Median CPU seconds (user + system) of each measurement: on a loaded machine wall-clock
+# time depends on the share of the CPUs a process gets, CPU time much less.
+CPU = {}
+
+
 def median_runs(name, cmd, out, reps, cold=False):
-    times = []
+    load_before = os.getloadavg()[0]
+    times, cpus = [], []
     for i in range(reps):
         if out is not None:
             if out.is_dir():
                 shutil.rmtree(out)
             else:
                 out.unlink(missing_ok=True)
-        dt, _ = timed(cmd, cold)
+        dt, cpu = timed(cmd, cold)
         times.append(dt)
-        log(f"  {name} rep {i + 1}/{reps}: {dt:.3f} s")
+        cpus.append(cpu)
+        log(f"  {name} rep {i + 1}/{reps}: {dt:.3f} s ({cpu:.3f} s CPU)")
+    CPU[name] = round(statistics.median(cpus), 3)
+    LOADS[name] = (round(load_before, 2), round(os.getloadavg()[0], 2))
     return statistics.median(times)
 
 
@@ -193,21 +215,29 @@ def main():
     validate(ov, ov_xd)
     res["overview"] = {"ours_s": rs, "extra_data_s": xd, "speedup": xd / rs}
 
-    # 5. lsxfel with and without the overview file (ours is in place now), page cache dropped.
+    # 5. lsxfel with and without the overview file (ours is in place now), cold then warm.
+    # EXtra-data's run map cache (karabo_data_map.json) is removed before every run: each
+    # run reads the files (or the overview) itself, as ours does with --no-cache.
+    run_map = run_dir / "karabo_data_map.json"
     lsx = {}
-    for tool, name in ((TARGET / "release" / "lsxfel", "rs"), (VENV_BIN / "lsxfel", "xd")):
-        lsx[f"{name}_with_overview_s"] = median_runs(
-            f"lsxfel {name} with overview", [tool, run_dir], None, a.reps, cold=True)
+    tools = ((TARGET / "release" / "lsxfel", "rs"), (VENV_BIN / "lsxfel", "xd"))
+    for cache, cold in (("cold", True), ("warm", False)):
+        for tool, name in tools:
+            lsx[f"{name}_with_overview_{cache}_s"] = median_runs(
+                f"lsxfel {name} with overview {cache}", [tool, run_dir], run_map, a.reps,
+                cold=cold)
     ov.unlink()
-    (run_dir / "karabo_data_map.json").unlink(missing_ok=True)
-    for tool, name in ((TARGET / "release" / "lsxfel", "rs"), (VENV_BIN / "lsxfel", "xd")):
-        lsx[f"{name}_without_overview_s"] = median_runs(
-            f"lsxfel {name} without overview", [tool, "--no-cache", run_dir] if name == "rs"
-            else [tool, run_dir], None, a.reps, cold=True)
-        (run_dir / "karabo_data_map.json").unlink(missing_ok=True)
+    for cache, cold in (("cold", True), ("warm", False)):
+        for tool, name in tools:
+            lsx[f"{name}_without_overview_{cache}_s"] = median_runs(
+                f"lsxfel {name} without overview {cache}",
+                [tool, "--no-cache", run_dir] if name == "rs" else [tool, run_dir],
+                run_map, a.reps, cold=cold)
     lsx["page_cache_dropped"] = drop_caches()
     res["lsxfel"] = lsx
     shutil.rmtree(out_dir)
+    res["cpu_s"] = CPU
+    res["load_1min_before_after"] = LOADS
 
     if a.json:
         print(json.dumps(res, indent=2))

@@ -2,9 +2,12 @@
 (copies, virtual files, overview files) with the same values as the source run; our reader reads
 EXtra-data's overview files; h5py resolves our virtual sources relative to the file; bad input
 gives clear errors and leaves nothing half-written."""
+import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -256,7 +259,9 @@ def test_read_only_output_directory_via_bind_mount_or_chattr(examples, tmp_path)
         subprocess.run(["umount", str(ro)])
 
 
-def test_disk_full_leaves_nothing(examples, tmp_path):
+@pytest.mark.parametrize("kind", ["copy", "virtual"])
+def test_disk_full_leaves_nothing(signal_run, tmp_path, kind):
+    """A 256 KiB tmpfs holds neither the copy (30 MB) nor the virtual file (400 KB)."""
     small = tmp_path / "small"
     small.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)],
@@ -264,12 +269,147 @@ def test_disk_full_leaves_nothing(examples, tmp_path):
     if r.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here")
     try:
-        code, so, se = xw("copy", examples["sa3_13"], "-o", small / "o.h5")
+        code, so, se = xw(kind, signal_run, "-o", small / "o.h5", "--no-cache")
         assert code == 1, se
-        assert "No space left on device" in se or "failed" in se, se
+        assert f"{small}: no space left on the file system" in se, se
+        assert "nothing was written" in se, se
         assert list(small.iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)])
+
+
+def test_a_source_file_changing_during_virtual_leaves_nothing(tmp_path):
+    """The run's file grows while `virtual` maps it (the writer is stopped with SIGSTOP once
+    its partial file exists, a file is appended to, and it goes on)."""
+    run_dir = make_rust_fixture(tmp_path / "r", "--format", "1.2", "--trains", "10",
+                                "--sequences", "1", "--modules", "1")
+    victim = sorted(run_dir.glob("*LPD00*.h5"))[0]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "v.h5"
+    p = subprocess.Popen([rust_bin("xfel-write"), "virtual", str(run_dir), "-o", str(out),
+                          "--no-cache"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    grown = False
+    deadline = time.monotonic() + 60
+    while not grown and time.monotonic() < deadline:
+        os.kill(p.pid, signal.SIGSTOP)
+        if p.poll() is not None:
+            break
+        if partials(out_dir, out.name):
+            with open(victim, "ab") as f:
+                f.write(b"\0" * 16)
+            grown = True
+        os.kill(p.pid, signal.SIGCONT)
+        time.sleep(0.001)
+    so, se = p.communicate(timeout=60)
+    assert grown, se
+    assert p.returncode == 1, se
+    assert f"{victim}: changed while being read" in se, se
+    assert list(out_dir.iterdir()) == []
+
+
+# --- Signals: interrupted and killed writes ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def signal_run(tmp_path_factory):
+    """A run whose copy takes a few tenths of a second (30 MB, 90 datasets)."""
+    return make_rust_fixture(tmp_path_factory.mktemp("sig") / "r", "--modules", "4",
+                             "--sequences", "2", "--trains", "50", "--frames", "8",
+                             "--frame-height", "64", "--frame-width", "64")
+
+
+def partials(directory, out_name):
+    return sorted(p for p in directory.iterdir() if p.name.startswith(f".{out_name}.partial-"))
+
+
+def write_cmd(kind, run_dir, out):
+    if kind == "overview":
+        return [rust_bin("xfel-write"), "overview", run_dir, "-o", out, "--json"]
+    return [rust_bin("xfel-write"), kind, run_dir, "-o", out, "--no-cache", "--json"]
+
+
+def start_and_signal(cmd, out, point, sig, min_bytes=0):
+    """Starts `cmd` and sends `sig` at `point`: "start" (at once, possibly before the handlers
+    are installed), "created" (the partial file exists) or "bytes" (the partial file holds at
+    least `min_bytes`). For the last two the child is stopped (SIGSTOP) while it is looked at,
+    so the signal arrives in exactly the state seen. Returns (exit code, stdout, stderr,
+    whether the point was reached while the write was still running, its pid)."""
+    # A shell's background job inherits SIGINT ignored; the child gets the default action.
+    p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    reached = point == "start"
+    deadline = time.monotonic() + 60
+    while not reached and time.monotonic() < deadline:
+        os.kill(p.pid, signal.SIGSTOP)
+        if p.poll() is not None:
+            break
+        found = partials(out.parent, out.name)
+        reached = bool(found) and (point == "created" or found[0].stat().st_size >= min_bytes)
+        if not reached:
+            os.kill(p.pid, signal.SIGCONT)
+            time.sleep(0.001)
+    if p.poll() is None:
+        os.kill(p.pid, sig)
+        os.kill(p.pid, signal.SIGCONT)
+    so, se = p.communicate(timeout=60)
+    return p.returncode, so, se, reached, p.pid
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("kind", ["copy", "virtual", "overview"])
+def test_a_signal_mid_write_leaves_no_output_and_no_partial_file(signal_run, tmp_path, kind, sig):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / f"{kind}.h5"
+    # A complete copy's size: the "bytes" point is half of it, well before the end.
+    points = [("start", 0), ("created", 0)]
+    if kind == "copy":
+        code, so, se = xw("copy", signal_run, "-o", tmp_path / "whole.h5", "--no-cache")
+        assert code == 0, se
+        points.append(("bytes", (tmp_path / "whole.h5").stat().st_size // 2))
+    for point, min_bytes in points:
+        code, so, se, reached, _ = start_and_signal(write_cmd(kind, signal_run, out), out,
+                                                    point, sig, min_bytes)
+        assert reached, (point, code, se)
+        assert partials(out_dir, out.name) == [], (point, se)
+        if point == "start":
+            # Before the handlers are installed the default action ends the process.
+            assert code in (-sig, 128 + sig), (point, code, se)
+        else:
+            assert code == 128 + sig, (point, code, se)
+            assert "interrupted; the output was not written" in se, se
+        assert not out.exists(), point
+        assert list(out_dir.iterdir()) == []
+    assert not (signal_run / "overview.h5").exists()
+    assert not any(".partial-" in p.name for p in signal_run.iterdir())
+
+
+def test_a_killed_write_is_cleaned_up_and_reported_by_the_next_one(signal_run, tmp_path):
+    out = tmp_path / "o.h5"
+    code, so, se = xw("copy", signal_run, "-o", tmp_path / "whole.h5", "--no-cache")
+    assert code == 0, se
+    half = (tmp_path / "whole.h5").stat().st_size // 2
+    (tmp_path / "whole.h5").unlink()
+    code, so, se, reached, pid = start_and_signal(write_cmd("copy", signal_run, out), out,
+                                                  "bytes", signal.SIGKILL, half)
+    assert reached and code == -signal.SIGKILL, (code, se)
+    # The partial file's name says which output and which (now gone) process it belongs to.
+    left = partials(tmp_path, out.name)
+    assert [p.name for p in left] == [f".o.h5.partial-{pid}"]
+    assert not out.exists()
+    # Another process's partial file of the same output that is still running is left alone.
+    live = tmp_path / f".o.h5.partial-{os.getpid()}"
+    live.write_bytes(b"")
+    code, so, se = xw("copy", signal_run, "-o", out, "--no-cache", "--json")
+    assert code == 0, se
+    assert f"removed {left[0]}, left by an earlier write that was killed" in se, se
+    assert json.loads(so)["stale_partials_removed"] == [str(left[0])]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "o.h5"]
+    src = open_xd(signal_run, _use_voview=False)
+    key = ("FXE_DET_LPD1M-1/DET/3CH0:xtdf", "image.data")
+    assert np.array_equal(open_xd(out)[key].ndarray(), src[key].ndarray())
 
 
 # --- Xspress3 acquisitions as EuXFEL runs ------------------------------------------------

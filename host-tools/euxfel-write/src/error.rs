@@ -25,6 +25,16 @@ pub enum Error {
     /// The output exists and replacing it was not asked for.
     #[error("{0}: already exists (use --overwrite to replace it)")]
     Exists(PathBuf),
+    /// The write was asked to stop (a signal) before it was complete.
+    #[error("{0}: interrupted; the output was not written")]
+    Interrupted(PathBuf),
+    /// A write failed on a file system that is (all but) full.
+    #[error("{dir}: no space left on the file system ({available} bytes available); nothing was written: {cause}")]
+    NoSpace {
+        dir: PathBuf,
+        available: u64,
+        cause: Box<Error>,
+    },
     /// The selection has no sources.
     #[error("nothing to write: the selection has no sources")]
     EmptySelection,

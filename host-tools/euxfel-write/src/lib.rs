@@ -1,6 +1,6 @@
 //! Writing EuXFEL run data in the layout EXtra-data writes and reads.
 //!
-//! - [`write`]: a real copy of any selection (sources, keys, trains), EXtra-data's
+//! - [`write()`]: a real copy of any selection (sources, keys, trains), EXtra-data's
 //!   `DataCollection.write`. Chunks are copied as stored bytes where they line up (no
 //!   decompression or recompression), the rest through a bounded buffer.
 //! - [`write_virtual`]: the same layout with HDF5 virtual datasets into the source files,
@@ -8,7 +8,10 @@
 //!
 //! Every output is written under a temporary name beside the final one and renamed into
 //! place when complete: a failed write leaves nothing under the final name, and an existing
-//! file is replaced only with [`WriteOptions::overwrite`].
+//! file is replaced only with [`WriteOptions::overwrite`]. [`WriteOptions::stop`] (set from a
+//! signal handler) ends a write at its next chunk or dataset with [`Error::Interrupted`]; the
+//! partial file of a process killed outright is removed by the next write of the same output
+//! ([`Summary::stale_partials_removed`]).
 
 mod copy;
 mod error;

@@ -11,7 +11,16 @@ use hdf5::{Dataset, Group, Hyperslab, Selection, SliceOrIndex};
 
 use crate::error::{h5, Error, Result};
 use crate::output::relative_to;
-use crate::write::SegmentSource;
+
+/// Rows `src_first .. src_first + rows` of the dataset (of `shape`) in file `path` go to
+/// `dst_first ..` of the virtual dataset.
+pub(crate) struct MappedSegment {
+    pub path: PathBuf,
+    pub shape: Vec<usize>,
+    pub src_first: u64,
+    pub rows: u64,
+    pub dst_first: u64,
+}
 
 /// Sorted basenames of a source's files (the `source_files` attribute).
 pub(crate) fn source_file_names(files: &[Arc<FileAccess>]) -> Vec<String> {
@@ -34,7 +43,7 @@ pub(crate) fn map_segments(
     parent: &Group,
     name: &str,
     first: &(PathBuf, Dataset),
-    segments: &[SegmentSource],
+    segments: &[MappedSegment],
     total: u64,
     out_dir: &Path,
     out_path: &Path,
@@ -52,7 +61,7 @@ pub(crate) fn map_segments(
     let src_path = format!("/{}", object.trim_start_matches('/'));
     let mut mappings = Vec::with_capacity(segments.len());
     for seg in segments {
-        let sshape = seg.ds.shape();
+        let sshape = seg.shape.clone();
         if sshape.get(1..) != Some(&entry[..]) {
             return Err(Error::ShapeMismatch {
                 path: seg.path.clone(),

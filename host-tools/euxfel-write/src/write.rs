@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -14,9 +15,9 @@ use hdf5::{Dataset, Group};
 
 use crate::copy::{copy_segments, CopyStats};
 use crate::error::{h5, io, Error, Result};
-use crate::output::Output;
+use crate::output::{Output, Stop};
 use crate::plan::{Plan, SourcePlan};
-use crate::vds::{map_segments, source_file_names};
+use crate::vds::{map_segments, source_file_names, MappedSegment};
 
 /// How the data reaches the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,9 @@ pub enum Mode {
 pub struct WriteOptions {
     /// Replace an existing output file.
     pub overwrite: bool,
+    /// When set (by a signal handler, say), the write stops at the next chunk or dataset and
+    /// fails with [`Error::Interrupted`], leaving no output and no partial file.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Progress after each dataset.
@@ -60,6 +64,8 @@ pub struct Summary {
     pub bytes: u64,
     /// Virtual dataset mappings.
     pub virtual_mappings: u64,
+    /// Partial files of this output left by earlier writes killed outright, removed.
+    pub stale_partials_removed: Vec<PathBuf>,
 }
 
 /// Extra content of a virtual overview file.
@@ -85,21 +91,24 @@ pub(crate) fn write_collection(
     let plan = Plan::new(dc)?;
     let before = snapshot(&plan.files)?;
     let out = Output::start(path, opts.overwrite)?;
-    let mut summary = {
+    let stop = Stop::new(&opts.stop, &out.final_path);
+    let written = (|| {
         let file = hdf5::File::create(&out.tmp).map_err(h5(&out.tmp, "/"))?;
         let mut w = Writer {
             file: &file,
             path: &out.tmp,
             dir: out.dir().to_path_buf(),
             mode,
+            stop,
             sources: HashMap::new(),
             summary: Summary::default(),
         };
         w.write(&plan, extra, progress)?;
         let summary = w.summary;
         file.close().map_err(h5(&out.tmp, "/"))?;
-        summary
-    };
+        Ok(summary)
+    })();
+    let mut summary = written.map_err(|e| out.explain(e))?;
     // A file that changed under us may have been read half old, half new.
     let after = snapshot(&plan.files)?;
     for ((p, b), (_, a)) in before.iter().zip(&after) {
@@ -111,6 +120,8 @@ pub(crate) fn write_collection(
             });
         }
     }
+    stop.check()?;
+    summary.stale_partials_removed = out.stale_removed.clone();
     summary.path = out.commit()?;
     Ok(summary)
 }
@@ -132,6 +143,7 @@ struct Writer<'a> {
     path: &'a Path,
     dir: PathBuf,
     mode: Mode,
+    stop: Stop<'a>,
     /// Source files opened with libhdf5, by path.
     sources: HashMap<PathBuf, hdf5::File>,
     summary: Summary,
@@ -324,6 +336,10 @@ impl Writer<'_> {
     }
 
     fn write_source(&mut self, sp: &SourcePlan, done: &mut dyn FnMut(&Summary)) -> Result<()> {
+        // Sources are written one after the other: libhdf5 handles of files this one does
+        // not use are closed, so memory stays bounded over a run of hundreds of files.
+        self.sources
+            .retain(|p, _| sp.files.iter().any(|f| &f.path == p));
         let data_path = sp.data_path();
         let group = ensure_group(self.file, &data_path).map_err(h5(self.path, &data_path))?;
         if self.mode == Mode::Virtual {
@@ -346,24 +362,26 @@ impl Writer<'_> {
         }
         for g in &sp.groups {
             for key in &g.keys {
+                self.stop.check()?;
                 let object = format!("{data_path}/{}", key.replace('.', "/"));
                 let first = self.first_dataset(sp, &object)?;
-                let sources = self.segment_datasets(g, &object)?;
                 let copy = self.mode == Mode::Copy
                     || (sp.section == Section::Instrument
                         && VIRTUAL_COPY_KEYS.contains(&key.as_str()));
                 let (parent, name) = object.rsplit_once('/').unwrap_or(("", &object));
                 let parent = ensure_group(self.file, parent).map_err(h5(self.path, parent))?;
                 if copy {
+                    let sources = self.segment_datasets(g, &object)?;
                     let st: CopyStats = copy_segments(
-                        &parent, name, &first, &sources, g.total, self.path, &object,
+                        &parent, name, &first, &sources, g.total, self.path, &object, self.stop,
                     )?;
                     self.summary.direct_chunks += st.direct_chunks;
                     self.summary.rows_through_memory += st.rows_through_memory;
                     self.summary.bytes += st.bytes;
                 } else {
+                    let mapped = mapped_segments(sp, g, key, &object)?;
                     self.summary.virtual_mappings += map_segments(
-                        &parent, name, &first, &sources, g.total, &self.dir, self.path, &object,
+                        &parent, name, &first, &mapped, g.total, &self.dir, self.path, &object,
                     )?;
                 }
                 self.summary.datasets += 1;
@@ -450,6 +468,40 @@ impl Writer<'_> {
         }
         Ok(out)
     }
+}
+
+/// The segments of `key` with their source datasets' shapes, from the index reader (a
+/// virtual mapping needs no libhdf5 handle on the source file).
+fn mapped_segments(
+    sp: &SourcePlan,
+    g: &crate::plan::GroupPlan,
+    key: &str,
+    object: &str,
+) -> Result<Vec<MappedSegment>> {
+    g.segments
+        .iter()
+        .map(|s| {
+            let (_, shape) = s.file.key_dtype_shape(&sp.name, key)?;
+            let rows = shape.first().copied().unwrap_or(0) as u64;
+            let end = s.src_first.saturating_add(s.rows);
+            if end > rows {
+                return Err(Error::IndexOutsideData {
+                    path: s.file.path.clone(),
+                    object: object.into(),
+                    start: s.src_first,
+                    end,
+                    rows,
+                });
+            }
+            Ok(MappedSegment {
+                path: s.file.path.clone(),
+                shape,
+                src_first: s.src_first,
+                rows: s.rows,
+                dst_first: s.dst_first,
+            })
+        })
+        .collect()
 }
 
 /// One segment with its source dataset open.

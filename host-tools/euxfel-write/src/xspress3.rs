@@ -16,12 +16,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use hdf5::types::{TypeDescriptor, VarLenUnicode};
 use hdf5::{Dataset, Extent, H5Type, SimpleExtents};
 
 use crate::error::{h5, io, Error, Result};
-use crate::output::Output;
+use crate::output::{Output, Stop};
 use crate::write::ensure_group;
 
 /// How to convert.
@@ -36,6 +38,9 @@ pub struct Xspress3Options {
     /// Frames per train (when the acquisition has no `train_id` dataset); at least 1.
     pub frames_per_train: u64,
     pub overwrite: bool,
+    /// When set, the conversion stops before the next dataset part and fails with
+    /// [`Error::Interrupted`], leaving no output file and no partial file.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Xspress3Options {
@@ -47,6 +52,7 @@ impl Default for Xspress3Options {
             first_train: 1,
             frames_per_train: 1,
             overwrite: false,
+            stop: None,
         }
     }
 }
@@ -61,6 +67,8 @@ pub struct Xspress3Summary {
     pub keys: Vec<String>,
     /// Whether train IDs came from the acquisition's `train_id` dataset.
     pub train_ids_from_timing: bool,
+    /// Partial files of this output left by earlier conversions killed outright, removed.
+    pub stale_partials_removed: Vec<PathBuf>,
 }
 
 /// The acquisition's datasets that are not per frame.
@@ -200,7 +208,8 @@ pub fn convert_xspress3(
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let name = format!("RAW-R{:04}-DA01-S00000.h5", opts.run);
     let out = Output::start(&out_dir.join(&name), opts.overwrite)?;
-    {
+    let stop = Stop::new(&opts.stop, &out.final_path);
+    let written = (|| {
         let file = hdf5::File::create(&out.tmp).map_err(h5(&out.tmp, "/"))?;
         let w = |obj: &str| h5(&out.tmp, obj);
         let instrument = format!("{}:daqOutput", opts.device);
@@ -243,6 +252,7 @@ pub fn convert_xspress3(
                 create_rows_like(&data, &key_name(ds_name), &src0, total).map_err(w(ds_name))?;
             let mut row = 0u64;
             for p in &parts {
+                stop.check()?;
                 let src = p.det.dataset(ds_name).map_err(h5(&p.path, ds_name))?;
                 if src.shape().first().copied() != Some(p.frames as usize) {
                     return Err(Error::Xspress3 {
@@ -335,7 +345,11 @@ pub fn convert_xspress3(
         )
         .map_err(w("/"))?;
         file.close().map_err(w("/"))?;
-    }
+        Ok(())
+    })();
+    written.map_err(|e| out.explain(e))?;
+    stop.check()?;
+    let stale_partials_removed = out.stale_removed.clone();
     let path = out.commit()?;
     Ok(Xspress3Summary {
         path,
@@ -346,6 +360,7 @@ pub fn convert_xspress3(
             .map(|n| format!("data.{}", key_name(n)))
             .collect(),
         train_ids_from_timing: timing,
+        stale_partials_removed,
     })
 }
 

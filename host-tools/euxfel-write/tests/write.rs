@@ -78,10 +78,8 @@ fn copy_and_virtual_read_back_equal_for_every_format() {
             &mut nothing,
         )
         .unwrap();
-        assert!(
-            c.direct_chunks > 0,
-            "{format:?}: no chunk was copied directly"
-        );
+        // 128-byte unfiltered chunks go through memory.
+        assert_eq!(c.direct_chunks, 0, "{format:?}");
         assert_same(
             &dc,
             &DataCollection::open_file(td.path().join("c.h5")).unwrap(),
@@ -99,6 +97,36 @@ fn copy_and_virtual_read_back_equal_for_every_format() {
             &DataCollection::open_file(td.path().join("v.h5")).unwrap(),
         );
     }
+}
+
+#[test]
+fn large_chunks_are_copied_as_stored_bytes() {
+    let td = tempfile::tempdir().unwrap();
+    let spec = RunSpec {
+        format: Format::V1_3,
+        trains_per_sequence: 5,
+        sequences: 2,
+        modules: 1,
+        frames: 1,
+        // One frame per chunk: 256 x 256 u16 = 128 KiB.
+        frame_height: 256,
+        frame_width: 256,
+        ..RunSpec::default()
+    };
+    make_run(&td.path().join("r"), &spec).unwrap();
+    let dc = DataCollection::open_run(td.path().join("r"), &no_cache()).unwrap();
+    let c = euxfel_write::write(
+        &dc,
+        td.path().join("c.h5"),
+        &WriteOptions::default(),
+        &mut nothing,
+    )
+    .unwrap();
+    assert!(c.direct_chunks >= 10, "{c:?}");
+    assert_same(
+        &dc,
+        &DataCollection::open_file(td.path().join("c.h5")).unwrap(),
+    );
 }
 
 #[test]
@@ -139,7 +167,10 @@ fn an_existing_output_is_kept_without_overwrite() {
     let r = euxfel_write::write(&dc, &out, &WriteOptions::default(), &mut nothing);
     assert!(matches!(r, Err(Error::Exists(_))), "{r:?}");
     assert_eq!(std::fs::read(&out).unwrap(), b"keep");
-    let opts = WriteOptions { overwrite: true };
+    let opts = WriteOptions {
+        overwrite: true,
+        ..WriteOptions::default()
+    };
     euxfel_write::write(&dc, &out, &opts, &mut nothing).unwrap();
     assert_same(&dc, &DataCollection::open_file(&out).unwrap());
 }
@@ -170,6 +201,55 @@ fn a_source_file_changing_during_the_write_leaves_no_output() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("r")]);
+}
+
+#[test]
+fn a_stop_request_ends_every_kind_of_write_leaving_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let td = tempfile::tempdir().unwrap();
+    let dir = td.path().join("r");
+    let dc = run(&dir, Format::V1_3);
+    for kind in ["copy", "virtual", "overview"] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let opts = WriteOptions {
+            stop: Some(Arc::clone(&stop)),
+            ..WriteOptions::default()
+        };
+        // As a signal handler would, part-way through.
+        let mut at_second = |p: &euxfel_write::Progress| {
+            if p.datasets_done == 2 {
+                stop.store(true, Ordering::Relaxed);
+            }
+        };
+        let out = td.path().join(format!("{kind}.h5"));
+        let r = match kind {
+            "copy" => euxfel_write::write(&dc, &out, &opts, &mut at_second),
+            "virtual" => euxfel_write::write_virtual(&dc, &out, &opts, &mut at_second),
+            _ => euxfel_write::write_overview(&dir, None, &opts, &mut at_second),
+        };
+        let want = if kind == "overview" {
+            dir.join("overview.h5")
+        } else {
+            out
+        };
+        match r {
+            Err(Error::Interrupted(p)) => assert_eq!(p, want, "{kind}"),
+            other => panic!("{kind}: expected Interrupted, got {other:?}"),
+        }
+        let left: Vec<_> = std::fs::read_dir(td.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("r")], "{kind}");
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                name != "overview.h5" && !name.contains("partial"),
+                "{kind}: {name} left in the run directory"
+            );
+        }
+    }
 }
 
 #[test]

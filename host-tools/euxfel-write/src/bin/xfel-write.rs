@@ -2,11 +2,14 @@
 //! overview files of runs.
 //!
 //! Exit codes: 0 success (for `overview --check`: the overview file matches the run),
-//! 1 failure (for `overview --check`: the overview file is outdated), 2 usage error.
+//! 1 failure (for `overview --check`: the overview file is outdated), 2 usage error,
+//! 128 + N when signal N (SIGINT, SIGTERM) stopped a write.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use euxfel::{DataCollection, OpenOptions, TrainSelection, Warning};
@@ -210,6 +213,67 @@ fn progress_printer() -> impl FnMut(&Progress) {
     }
 }
 
+/// SIGINT and SIGTERM during a write: the first sets `stop`, so the write ends at its next
+/// chunk and removes its partial file; a second one ends the process at once (its partial
+/// file is then removed by the next write of the same output).
+struct Signals {
+    stop: Arc<AtomicBool>,
+    /// The number of the last signal received, 0 for none.
+    which: Arc<AtomicUsize>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        Signals {
+            stop: Arc::new(AtomicBool::new(false)),
+            which: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Installs the handlers; returns the flag the writers watch.
+    fn install(&self) -> Result<Option<Arc<AtomicBool>>, String> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        for sig in [SIGINT, SIGTERM] {
+            // Registered first, so it sees the flag as it was before this signal sets it.
+            signal_hook::flag::register_conditional_shutdown(
+                sig,
+                128 + sig,
+                Arc::clone(&self.stop),
+            )
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&self.stop)))
+            .and_then(|_| {
+                signal_hook::flag::register_usize(sig, Arc::clone(&self.which), sig as usize)
+            })
+            .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+        }
+        Ok(Some(Arc::clone(&self.stop)))
+    }
+
+    /// 128 + the signal's number if a signal arrived.
+    fn exit_code(&self) -> Option<ExitCode> {
+        match self.which.load(Ordering::SeqCst) {
+            0 => None,
+            sig => Some(ExitCode::from(u8::try_from(128 + sig).unwrap_or(u8::MAX))),
+        }
+    }
+}
+
+fn report_stale(removed: &[PathBuf]) {
+    for p in removed {
+        eprintln!(
+            "xfel-write: removed {}, left by an earlier write that was killed",
+            p.display()
+        );
+    }
+}
+
+fn paths_json(paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
 fn summary_json(cmd: &str, s: &Summary) -> serde_json::Value {
     serde_json::json!({
         "command": cmd,
@@ -222,10 +286,12 @@ fn summary_json(cmd: &str, s: &Summary) -> serde_json::Value {
         "rows_through_memory": s.rows_through_memory,
         "bytes": s.bytes,
         "virtual_mappings": s.virtual_mappings,
+        "stale_partials_removed": paths_json(&s.stale_partials_removed),
     })
 }
 
 fn report(cmd: &str, s: &Summary, json: bool) {
+    report_stale(&s.stale_partials_removed);
     if json {
         println!("{}", summary_json(cmd, s));
     } else {
@@ -240,29 +306,31 @@ fn report(cmd: &str, s: &Summary, json: bool) {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode, String> {
+fn run(cli: Cli, signals: &Signals) -> Result<ExitCode, String> {
     match cli.cmd {
         Cmd::Copy(a) => {
-            let dc = open(&a)?;
             let opts = WriteOptions {
                 overwrite: a.common.overwrite,
+                stop: signals.install()?,
             };
+            let dc = open(&a)?;
             let s = euxfel_write::write(&dc, &a.out, &opts, &mut progress_printer())
                 .map_err(|e| e.to_string())?;
             report("copy", &s, a.common.json);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Virtual(a) => {
-            let dc = open(&a)?;
             let opts = WriteOptions {
                 overwrite: a.common.overwrite,
+                stop: signals.install()?,
             };
+            let dc = open(&a)?;
             let s = euxfel_write::write_virtual(&dc, &a.out, &opts, &mut progress_printer())
                 .map_err(|e| e.to_string())?;
             report("virtual", &s, a.common.json);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Overview(a) => overview(&a),
+        Cmd::Overview(a) => overview(&a, signals),
         Cmd::Xspress3(a) => {
             let opts = euxfel_write::Xspress3Options {
                 device: a.device.clone(),
@@ -271,9 +339,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 first_train: a.first_train,
                 frames_per_train: a.frames_per_train,
                 overwrite: a.common.overwrite,
+                stop: signals.install()?,
             };
             let s = euxfel_write::convert_xspress3(&a.files, &a.out, &opts)
                 .map_err(|e| e.to_string())?;
+            report_stale(&s.stale_partials_removed);
             if a.common.json {
                 println!(
                     "{}",
@@ -284,6 +354,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                         "trains": s.trains,
                         "keys": s.keys,
                         "train_ids_from_timing": s.train_ids_from_timing,
+                        "stale_partials_removed": paths_json(&s.stale_partials_removed),
                     })
                 );
             } else {
@@ -299,7 +370,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
-fn overview(a: &OverviewArgs) -> Result<ExitCode, String> {
+fn overview(a: &OverviewArgs, signals: &Signals) -> Result<ExitCode, String> {
     if !a.run.is_dir() {
         return Err(format!("{}: not a run directory", a.run.display()));
     }
@@ -330,6 +401,7 @@ fn overview(a: &OverviewArgs) -> Result<ExitCode, String> {
     }
     let opts = WriteOptions {
         overwrite: a.common.overwrite,
+        stop: signals.install()?,
     };
     let s = euxfel_write::write_overview(&a.run, a.out.as_deref(), &opts, &mut progress_printer())
         .map_err(|e| e.to_string())?;
@@ -339,11 +411,12 @@ fn overview(a: &OverviewArgs) -> Result<ExitCode, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let signals = Signals::new();
+    match run(cli, &signals) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("xfel-write: {e}");
-            ExitCode::FAILURE
+            signals.exit_code().unwrap_or(ExitCode::FAILURE)
         }
     }
 }
