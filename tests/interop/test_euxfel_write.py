@@ -527,3 +527,19 @@ def test_missing_output_directory_is_named(examples, tmp_path):
     missing = tmp_path / "no" / "such"
     code, so, se = xw("copy", examples["sa3_13"], "-o", missing / "o.h5")
     assert code == 1 and str(missing) in se and "partial" not in se, se
+
+
+def test_data_never_written_in_the_source_is_not_materialised(examples, tmp_path):
+    """EXtra-data's legacy AGIPD example declares 8 GB of images it never writes (contiguous,
+    no storage): the copy keeps them unwritten, reading as the same fill value."""
+    import h5py
+    src = examples["agipd_old"]
+    out = tmp_path / "o.h5"
+    code, so, se = xw("copy", src, "-o", out)
+    assert code == 0, se
+    assert out.stat().st_size < 10 * src.stat().st_size
+    key = "INSTRUMENT/SPB_DET_AGIPD1M-1/DET/7CH0:xtdf/image/data"
+    with h5py.File(src) as a, h5py.File(out) as b:
+        assert a[key].id.get_storage_size() == 0 and b[key].id.get_storage_size() == 0
+        assert b[key].fillvalue == a[key].fillvalue
+        np.testing.assert_array_equal(b[key][:3], a[key][:3])
