@@ -19,13 +19,15 @@ Every file is capped at --cap-gb (default 4 GB, so runs are shorter than a minut
 right after its run; `uptime` is recorded with every figure.
 
   --paced      highest zero-loss internal-trigger rate at 4 x 4096 with file + acknowledged
-               stream into xsp3-receive + monitor requests at once, beside `dd conv=fsync`
-               (to-durable) and `dd` (page cache) of the same bytes in the same run
+               stream into xsp3-receive (writing to --receiver-dir, tmpfs by default) + monitor
+               requests at once, beside `dd conv=fsync` (to-durable) and `dd` (page cache) of
+               the same bytes in the same run
   --paced-8ch  the same at 8 channels, 10 kHz (1.31 GB/s)
-  --pause      10 kHz, stream into xsp3-receive that is SIGSTOPped for 2 s: frames lost, the
-               SDK's overrun count, and the time until the receiver is back to the detector rate
-  --ack        flat-out PUSH into xsp3-receive, acknowledged against --no-ack, and two
-               acknowledged receivers sharing the stream
+  --pause      10 kHz, stream into xsp3-receive --print that is SIGSTOPped for 2 s: frames
+               lost, the SDK's overrun count, and the time until the receiver is back to the
+               detector rate
+  --ack        flat-out PUSH into xsp3-receive writing to --receiver-dir, acknowledged against
+               --no-ack, and two acknowledged receivers sharing the stream
 """
 import argparse
 import datetime
@@ -187,9 +189,11 @@ class MonitorClient:
         return self.replies
 
 
-def receiver(endpoint, *extra):
-    """xsp3-receive --print (acknowledges what it takes unless --no-ack) with JSON lines."""
-    return subprocess.Popen([binary("xsp3-receive"), "--connect", endpoint, "--print", "--once",
+def receiver(endpoint, root=None, *extra):
+    """xsp3-receive with JSON lines: writing under `root` (acknowledged unless --no-ack in
+    `extra`), or with --print when `root` is None (which writes, and so acknowledges, nothing)."""
+    sink = ["--root", str(root), "--overwrite"] if root else ["--print"]
+    return subprocess.Popen([binary("xsp3-receive"), "--connect", endpoint, *sink, "--once",
                              "-q", "--json", "--timeout", "60s", *extra],
                             stdout=subprocess.PIPE, text=True)
 
@@ -214,11 +218,11 @@ def acked_endpoint():
             continue
 
 
-def paced_run(work, nch, rate_hz, cap_bytes, max_seconds):
+def paced_run(work, rx_root, nch, rate_hz, cap_bytes, max_seconds):
     """One paced run with file + acknowledged stream + monitor; returns a result dict."""
     frames = int(min(rate_hz * max_seconds, cap_bytes // frame_bytes(nch)))
     stream, monitor = acked_endpoint(), f"tcp://127.0.0.1:{free_port()}"
-    rx = receiver(stream)
+    rx = receiver(stream, rx_root)
     time.sleep(0.3)
     load = uptime()
     exposure_ns = round(1e9 / rate_hz)
@@ -231,7 +235,7 @@ def paced_run(work, nch, rate_hz, cap_bytes, max_seconds):
     out, _ = proc.communicate(timeout=600)
     replies = mon.close()
     rx_code, rx_summary = receiver_summary(rx)
-    for f in work.glob("*.h5"):
+    for f in [*work.glob("*.h5"), *rx_root.glob("*.h5")]:
         f.unlink()
     s = json.loads(out) if out.strip() else {}
     lost = s.get("frames_lost_total", -1)
@@ -258,10 +262,10 @@ def dd_pair(work, nbytes):
     return rates
 
 
-def scenario_paced(work, nch, rates, cap_bytes, max_seconds):
+def scenario_paced(work, rx_root, nch, rates, cap_bytes, max_seconds):
     rows, best = [], None
     for rate in rates:
-        r = paced_run(work, nch, rate, cap_bytes, max_seconds)
+        r = paced_run(work, rx_root, nch, rate, cap_bytes, max_seconds)
         fb = frame_bytes(nch)
         rows.append((f"paced {nch} x 4096, {rate / 1e3:g} kHz, file + acked stream + monitor",
                      f"{r['frames']} frames in {r['elapsed_s']:.1f} s, "
@@ -340,28 +344,32 @@ def scenario_pause(rate_hz, seconds, pause_s):
                                 " rate: no backlog, or not caught up)"), load)]
 
 
-def scenario_ack(frames):
+def scenario_ack(rx_root, frames):
     rows = []
     results = {}
     for label, n_rx, extra in (("acknowledged", 1, []), ("unacknowledged (--no-ack)", 1,
                                                          ["--no-ack"]),
                                ("acknowledged, two receivers", 2, [])):
         stream = acked_endpoint()
-        rxs = [receiver(stream, *extra) for _ in range(n_rx)]
+        roots = [rx_root / f"rx{i}" for i in range(n_rx)]
+        rxs = [receiver(stream, root, *extra) for root in roots]
         time.sleep(0.5)
         load = uptime()
         proc = subprocess.run([binary("xsp3-acquire"), "run", "-q", "--json", "--frames",
                                str(frames), *FAST_SIM, "--stream", stream],
                               capture_output=True, text=True, timeout=600)
         got = [receiver_summary(r) for r in rxs]
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
         s = json.loads(proc.stdout)
         rate = s["frames_sent"] / s["elapsed_s"]
         results[label] = rate
         received = sum(g[1].get("frames_received", 0) for g in got)
-        rows.append((f"PUSH into xsp3-receive --print, {label}, loopback, flat out",
+        rows.append((f"PUSH into xsp3-receive writing to tmpfs, {label}, loopback, flat out",
                      f"{rate / 1e3:.1f} kHz, {s['frames_sent']} sent, {received} received, "
                      f"unacked {s.get('stream_unacked')}, lost {s.get('frames_lost_total')}, "
-                     f"exit {proc.returncode}/{[g[0] for g in got]}", "", load))
+                     f"exit {proc.returncode}/{[g[0] for g in got]}",
+                     "; ".join(e for g in got for e in g[1].get("errors", [])[:1]), load))
         print(rows[-1], file=sys.stderr)
     a, u = results["acknowledged"], results["unacknowledged (--no-ack)"]
     rows.append(("acknowledged vs unacknowledged PUSH", f"{a / 1e3:.1f} vs {u / 1e3:.1f} kHz",
@@ -373,19 +381,24 @@ def paced_main(args):
     work = args.out / "xsp3-paced"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    # Receivers write to tmpfs: on a beamline they run on other hosts with their own disks, and
+    # the shared disk here has room for one capped file at a time.
+    rx_root = args.receiver_dir / f"xsp3-bench-{os.getpid()}"
+    rx_root.mkdir(parents=True)
     cap = int(args.cap_gb * 1e9)
     rows = []
     try:
         if args.paced:
-            rows += scenario_paced(work, 4, args.rates, cap, args.max_seconds)
+            rows += scenario_paced(work, rx_root, 4, args.rates, cap, args.max_seconds)
         if args.paced_8ch:
-            rows += scenario_paced(work, 8, [10_000], cap, args.max_seconds)
+            rows += scenario_paced(work, rx_root, 8, [10_000], cap, args.max_seconds)
         if args.pause:
-            rows += scenario_pause(10_000, 8.0, 2.0)
+            rows += scenario_pause(10_000, args.pause_seconds, 2.0)
         if args.ack:
-            rows += scenario_ack(args.ack_frames)
+            rows += scenario_ack(rx_root, min(args.ack_frames, cap // FRAME_BYTES))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(rx_root, ignore_errors=True)
     lines = [f"Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {platform.node()} "
              f"({os.cpu_count()} cores), command: `{' '.join(sys.argv)}`", "",
              "| run | result | baseline / verdict | uptime at the start |", "|---|---|---|---|"]
@@ -411,7 +424,11 @@ def main():
                     help="paced rates to try, Hz, ascending (comma-separated)")
     ap.add_argument("--cap-gb", type=float, default=4.0, help="largest file of a paced run")
     ap.add_argument("--max-seconds", type=float, default=20.0, help="longest paced run")
-    ap.add_argument("--ack-frames", type=int, default=200_000)
+    ap.add_argument("--ack-frames", type=int, default=200_000,
+                    help="frames per --ack run (capped by --cap-gb)")
+    ap.add_argument("--pause-seconds", type=float, default=10.0, help="length of the --pause run")
+    ap.add_argument("--receiver-dir", type=Path, default=Path("/dev/shm"),
+                    help="where receivers write (tmpfs by default)")
     args = ap.parse_args()
     if args.paced or args.paced_8ch or args.pause or args.ack:
         paced_main(args)
