@@ -244,6 +244,11 @@ def paced_run(work, rx_root, nch, rate_hz, cap_bytes, max_seconds):
             "sent": s.get("frames_sent", 0), "unacked": s.get("stream_unacked", 0),
             "rx_frames": rx_summary.get("frames_received", 0), "monitor_replies": replies,
             "elapsed_s": s.get("elapsed_s", 0.0), "sdk_overruns": s.get("sdk_overruns", 0),
+            # How long after the detector's last frame the run ended (start-up included): a lag
+            # that grows with the rate means the SDK buffer was absorbing a backlog, which a
+            # longer run would overflow.
+            "lag_s": s.get("elapsed_s", 0.0) - frames / rate_hz,
+            "ring_high_water": s.get("ring_high_water", 0),
             "zero_loss": proc.returncode == 0 and rx_code == 0 and lost == 0
             and s.get("frames_written") == frames, "load": load}
 
@@ -269,7 +274,9 @@ def scenario_paced(work, rx_root, nch, rates, cap_bytes, max_seconds):
         fb = frame_bytes(nch)
         rows.append((f"paced {nch} x 4096, {rate / 1e3:g} kHz, file + acked stream + monitor",
                      f"{r['frames']} frames in {r['elapsed_s']:.1f} s, "
-                     f"{rate * fb / 1e9:.2f} GB/s; lost {r['lost']}, written {r['written']}, "
+                     f"{rate * fb / 1e9:.2f} GB/s (run ends {r['lag_s']:.1f} s after the last "
+                     f"frame, ring high water {r['ring_high_water']}); "
+                     f"lost {r['lost']}, written {r['written']}, "
                      f"received {r['rx_frames']}, unacked {r['unacked']}, monitor replies "
                      f"{r['monitor_replies']}; exit {r['code']}/{r['rx_code']}",
                      "zero loss" if r["zero_loss"] else "LOSS", r["load"]))
@@ -292,7 +299,7 @@ def scenario_paced(work, rx_root, nch, rates, cap_bytes, max_seconds):
 
 
 def scenario_pause(rate_hz, seconds, pause_s):
-    """Acknowledged stream into xsp3-receive, which is stopped for pause_s after 2 s."""
+    """Stream into xsp3-receive --print, which is stopped for pause_s after 2 s."""
     frames = int(rate_hz * seconds)
     stream = acked_endpoint()
     rx = receiver(stream)
@@ -320,28 +327,36 @@ def scenario_pause(rate_hz, seconds, pause_s):
     rx.wait(timeout=120)
     reader.join(timeout=10)
     s = json.loads(out)
-    # Caught up: the first rate report after the pause that is back within 10 % of the detector's
-    # rate after it was above it (the receiver drains the backlog faster than the detector runs).
-    catch_up = None
-    seen_above = False
-    for t, ev in rate_lines:
-        if ev.get("event") != "rate" or t <= resumed + 0.05:
-            continue
-        fps = ev.get("frames_per_s", 0)
-        if fps > 1.1 * rate_hz:
-            seen_above = True
-        elif seen_above:
-            catch_up = t - resumed
-            break
+    # Backlog at each rate report: what the detector made since it started (estimated from the
+    # reports before the pause, when the receiver kept up) minus what arrived and what was lost.
+    # Caught up: the first report after the pause whose backlog is under 0.1 s of frames.
+    reports = [(t, ev["frames"]) for t, ev in rate_lines if ev.get("event") == "rate"
+               and ev.get("frames", 0) > 0]
+    before = sorted(t - f / rate_hz for t, f in reports if t < resumed - pause_s - 0.1)
+    catch_up, backlog_after = None, None
+    if before:
+        t0 = before[len(before) // 2]
+        lost = s.get("frames_lost", 0) or 0
+        for t, f in reports:
+            if t <= resumed:
+                continue
+            backlog = rate_hz * (t - t0) - f - lost
+            if backlog_after is None:
+                backlog_after = (t - resumed, backlog)
+            if backlog < 0.1 * rate_hz:
+                catch_up = t - resumed
+                break
     lost_ranges = s.get("lost_ranges", [])
     return [(f"{pause_s:g} s receiver pause (SIGSTOP) at {rate_hz / 1e3:g} kHz, 4 x 4096, default "
-             f"SDK buffer and ring, acked stream",
+             f"SDK buffer (16384) and ring (4096), PUSH into xsp3-receive --print",
              f"{frames} frames: lost {s.get('frames_lost')} in {len(lost_ranges)} range(s) "
              f"{lost_ranges[:3]}, SDK overruns {s.get('sdk_overruns')}, unacked "
              f"{s.get('stream_unacked')}, exit {proc.returncode}",
-             "caught up in " + (f"{catch_up:.1f} s after SIGCONT (1 s rate reports)"
-                                if catch_up is not None else "(no rate report above the detector's"
-                                " rate: no backlog, or not caught up)"), load)]
+             (f"backlog {backlog_after[1]:.0f} frames {backlog_after[0]:.1f} s after SIGCONT; "
+              if backlog_after else "") +
+             ("caught up (backlog < 0.1 s) by " + f"{catch_up:.1f} s after SIGCONT "
+              "(receiver reports once a second)" if catch_up is not None
+              else "not caught up by the end"), load)]
 
 
 def scenario_ack(rx_root, frames):
@@ -397,7 +412,8 @@ def paced_main(args):
         if args.paced_8ch:
             rows += scenario_paced(work, rx_root, 8, [10_000], cap, args.max_seconds)
         if args.pause:
-            rows += scenario_pause(10_000, args.pause_seconds, 2.0)
+            for pause_s in args.pause_lengths:
+                rows += scenario_pause(10_000, args.pause_seconds, pause_s)
         if args.ack:
             rows += scenario_ack(rx_root, min(args.ack_frames, cap // FRAME_BYTES))
     finally:
@@ -431,6 +447,8 @@ def main():
     ap.add_argument("--ack-frames", type=int, default=200_000,
                     help="frames per --ack run (capped by --cap-gb)")
     ap.add_argument("--pause-seconds", type=float, default=10.0, help="length of the --pause run")
+    ap.add_argument("--pause-lengths", type=lambda v: [float(x) for x in v.split(",")],
+                    default=[2.0], help="receiver pauses of --pause, seconds (comma-separated)")
     ap.add_argument("--receiver-dir", type=Path, default=Path("/dev/shm"),
                     help="where receivers write (tmpfs by default)")
     args = ap.parse_args()
