@@ -12,8 +12,12 @@
 //!   they are recorded as lost frame ranges and the next frame read carries
 //!   [`FrameMeta::LOST_BEFORE`]. Frames the SDK overwrote *while* a batch was copied are
 //!   dropped frame by frame after the copy (a poll tells which), and the intact rest of the
-//!   batch is kept: an engine that fell a whole buffer behind thus moves ahead of the SDK's
-//!   write position with each read and catches up, losing exactly the frames overwritten;
+//!   batch is kept and released at once. Near the SDK's write position a batch is copied newest
+//!   piece first, a poll after each piece, so even a copy slower than the detector keeps the
+//!   newest part of each batch: an engine that fell a whole buffer behind catches up, and the
+//!   frames recorded lost are exactly those the SDK overwrote before they were released (none
+//!   given up on a guess of how far the SDK would run, which cost frames still intact when the
+//!   detector stopped);
 //! - the ring is full: we stop reading and let the SDK's buffer absorb the backlog
 //!   ([`StepOutcome::RingFull`], and the ring counts the episode);
 //! - the detector fails: the engine goes to `Fault`, keeping the code, its name and the message.
@@ -33,6 +37,9 @@ use crate::wait::Wait;
 
 /// Lost frame ranges kept per acquisition; further ranges are only counted.
 pub const MAX_LOST_RANGES: usize = 64;
+
+/// Pieces a batch is copied in near the SDK's write position (see `copy_intact`).
+const NEAR_EDGE_PIECES: usize = 8;
 
 /// SDK error flags that mean "frames were overwritten": counted as losses, not faults.
 const OVERRUN_FLAGS: u32 = ERR_FLAG_CIRC_OVERRUN | ERR_FLAG_CIRC_OVERRUN_SCALERS;
@@ -396,38 +403,20 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
             rois,
             meta,
         } = grant.parts_mut();
-
-        let read = self
-            .detector
-            .read_mca_rois(first, n as u32, mca, rois)
-            .and_then(|()| self.detector.read_scalers(first, n as u32, scalers));
-        if let Err(e) = read {
-            // The grant is dropped uncommitted: nothing of this batch reaches the consumers.
-            return match e.class() {
-                ErrorClass::Overrun => {
-                    self.lost_during_read(first, n as u64, progress.frames_complete)
-                }
-                ErrorClass::Fatal => Err(self.record_fault("read", &e)),
-            };
-        }
-
-        // A frame whose slot the SDK reused while we were copying it may be torn: poll again and
-        // count such frames lost instead of passing them on.
-        let after = self.poll()?;
-        let torn = self
-            .oldest_intact(after.frames_complete)
-            .saturating_sub(first)
-            .min(n as u64) as usize;
-        if torn > 0 {
-            let mca_words = self.geometry.mca_words();
-            let scaler_words = self.geometry.scaler_words();
-            let roi_words = self.geometry.roi_words();
-            mca.copy_within(torn * mca_words..n * mca_words, 0);
-            scalers.copy_within(torn * scaler_words..n * scaler_words, 0);
-            rois.copy_within(torn * roi_words..n * roi_words, 0);
-            self.stats.record_lost(first, torn as u64);
-            self.lost_before_next = true;
-        }
+        let torn = match self.copy_intact(first, n, progress.frames_complete, mca, scalers, rois)? {
+            0 => 0,
+            torn => {
+                let mca_words = self.geometry.mca_words();
+                let scaler_words = self.geometry.scaler_words();
+                let roi_words = self.geometry.roi_words();
+                mca.copy_within(torn * mca_words..n * mca_words, 0);
+                scalers.copy_within(torn * scaler_words..n * scaler_words, 0);
+                rois.copy_within(torn * roi_words..n * roi_words, 0);
+                self.stats.record_lost(first, torn as u64);
+                self.lost_before_next = true;
+                torn
+            }
+        };
         let valid = n - torn;
         let valid_first = first + torn as u64;
 
@@ -438,12 +427,100 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
         }
         self.next_frame = first + n as u64;
         self.stats.frames_read += valid as u64;
-        if valid > 0 {
-            if let Err(e) = self.detector.release(valid_first, valid as u32) {
-                return Err(self.record_fault("release", &e));
-            }
+        if valid == 0 {
+            return Ok(StepOutcome::Lost(torn as u64));
         }
         Ok(StepOutcome::Moved(valid))
+    }
+
+    /// Copies frames `[first, first + n)` into `mca` and `scalers`, releases the intact ones back
+    /// to the SDK, and returns how many at the front the SDK overwrote before their copy was
+    /// vouched for.
+    ///
+    /// Near the SDK's write position the batch is copied newest piece first, with a poll after
+    /// each piece: a piece is intact from the oldest frame that poll still finds in the buffer,
+    /// and once a poll finds a piece's start overwritten every older frame is too. So the frames
+    /// given up are exactly those the SDK overwrote (never frames still intact, which a guess at
+    /// how far the SDK will run during the next read would give up), and a copy slower than the
+    /// detector still keeps the newest part of every batch and catches up when the detector is
+    /// slower again. Far from the write position the batch is one piece: one read, one poll.
+    fn copy_intact(
+        &mut self,
+        first: u64,
+        n: usize,
+        complete: u64,
+        mca: &mut [u32],
+        scalers: &mut [u32],
+        rois: &mut [u64],
+    ) -> Result<usize, EngineError> {
+        let (mca_words, scaler_words) = (self.geometry.mca_words(), self.geometry.scaler_words());
+        let roi_words = self.geometry.roi_words();
+        let end = first + n as u64;
+        let small = (n / NEAR_EDGE_PIECES).max(1);
+        // Frames the SDK may still complete before it overwrites `first`.
+        let headroom = first
+            .saturating_add(self.buffer_frames)
+            .saturating_sub(complete);
+        let mut piece = if headroom >= 2 * n as u64 { n } else { small };
+        let mut oldest = self.oldest_intact(complete);
+        // Frames [cursor, end) are copied and vouched for.
+        let mut cursor = end;
+        while cursor > first {
+            let start = cursor.saturating_sub(piece as u64).max(first).max(oldest);
+            if start >= cursor {
+                break;
+            }
+            let (k, at) = ((cursor - start) as usize, (start - first) as usize);
+            let read = self
+                .detector
+                .read_mca_rois(
+                    start,
+                    k as u32,
+                    &mut mca[at * mca_words..(at + k) * mca_words],
+                    &mut rois[at * roi_words..(at + k) * roi_words],
+                )
+                .and_then(|()| {
+                    self.detector.read_scalers(
+                        start,
+                        k as u32,
+                        &mut scalers[at * scaler_words..(at + k) * scaler_words],
+                    )
+                });
+            let refused = match read {
+                Ok(()) => false,
+                Err(e) => match e.class() {
+                    ErrorClass::Overrun => true,
+                    ErrorClass::Fatal => return Err(self.record_fault("read", &e)),
+                },
+            };
+            let complete_now = self.poll()?.frames_complete;
+            let after = self.oldest_intact(complete_now);
+            if refused {
+                piece = small;
+                if after > start && after < cursor {
+                    // The SDK overwrote the front of the piece: copy its intact rest again.
+                    oldest = after;
+                    continue;
+                }
+                // All of the piece is gone, or the backend refused frames a poll still finds:
+                // it knows better than this arithmetic, so they are lost.
+                break;
+            }
+            oldest = after;
+            let vouched = after.clamp(start, cursor);
+            if vouched < cursor {
+                // Released at once: the SDK may then reuse the slots without counting an
+                // overrun, as the frames are safe in the ring.
+                if let Err(e) = self.detector.release(vouched, (cursor - vouched) as u32) {
+                    return Err(self.record_fault("release", &e));
+                }
+            }
+            cursor = vouched;
+            if after > start {
+                break;
+            }
+        }
+        Ok((cursor - first) as usize)
     }
 
     /// After a detector fault during an acquisition, moves frames the detector completed before
@@ -595,45 +672,6 @@ impl<D: Detector, K: Clock> Acquisition<D, K> {
         self.next_frame = oldest;
         self.lost_before_next = true;
         lost
-    }
-
-    /// The backend refused frames `[first, first + n)` as overwritten.
-    ///
-    /// `complete_before` is the progress the read started from. When the SDK overwrote the
-    /// whole batch while it was copied, it completes frames faster than they can be read here,
-    /// and a read from its oldest intact frame would be overwritten the same way: the next read
-    /// starts as many frames further on as the SDK completed during this one. Those frames are
-    /// recorded lost now; the SDK overwrites them during that next read.
-    fn lost_during_read(
-        &mut self,
-        first: u64,
-        n: u64,
-        complete_before: u64,
-    ) -> Result<StepOutcome, EngineError> {
-        let progress = self.poll()?;
-        let mut lost = self.skip_overwritten(progress.frames_complete);
-        if lost > 0 {
-            // Even the batch's last frame was overwritten: the SDK outran the copy.
-            let outrun = self.oldest_intact(progress.frames_complete) >= first + n;
-            let running = progress.state == DetectorState::Running && !self.stop_requested;
-            if outrun && running {
-                let during = progress.frames_complete.saturating_sub(complete_before);
-                let ahead = (self.next_frame + during)
-                    .min(self.bounded(progress.frames_complete).saturating_sub(1));
-                if ahead > self.next_frame {
-                    self.stats
-                        .record_lost(self.next_frame, ahead - self.next_frame);
-                    lost += ahead - self.next_frame;
-                    self.next_frame = ahead;
-                }
-            }
-            return Ok(StepOutcome::Lost(lost));
-        }
-        // The backend knows better than our arithmetic: trust it and skip what it refused.
-        self.stats.record_lost(first, n);
-        self.next_frame = first + n;
-        self.lost_before_next = true;
-        Ok(StepOutcome::Lost(n))
     }
 
     fn is_finished(&self, progress: &Progress) -> bool {

@@ -4,7 +4,13 @@
 //! by [`TestDetector::complete`]; their content is a pure function of (frame, channel, bin), see
 //! [`mca_word`] and [`scaler_word`]. It models the SDK's circular buffer: a frame older than
 //! `frames_complete - buffer_frames` has been overwritten, and reading it fails with an overrun
-//! error. Faults can be injected into any call.
+//! error. Frames may also complete during each MCA read (`frames_per_read_frame`), as when the
+//! detector outruns the copy; like the shim, the read is then refused when even its last frame
+//! was overwritten meanwhile. Faults can be injected into any call.
+//!
+//! With a buffer of at most [`MAX_TRACKED_BUFFER`] frames, acknowledgements are kept per slot as
+//! on the SDK, and the frames overwritten before they were released are recorded as ranges
+//! ([`TestDetector::overwritten`]): the record the engine's lost ranges must equal.
 
 use heapless::{String, Vec};
 
@@ -12,6 +18,7 @@ use crate::detector::{
     AcqParams, Detector, DetectorError, DetectorInfo, DetectorState, ErrorClass, Progress,
     ERR_FLAG_CIRC_OVERRUN,
 };
+use crate::engine::{LostRange, MAX_LOST_RANGES};
 
 /// MCA word of `(frame, chan, bin)`.
 pub fn mca_word(frame: u64, chan: u32, bin: u32) -> u32 {
@@ -89,6 +96,9 @@ impl DetectorError for TestError {
     }
 }
 
+/// The largest SDK buffer whose acknowledgements are tracked per slot.
+pub const MAX_TRACKED_BUFFER: usize = 4096;
+
 /// A fault to inject: the `nth` call (0-based) of `call` fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InjectedFault {
@@ -111,6 +121,11 @@ pub struct TestDetector {
     released: u64,
     /// Frames overwritten before they were released, since arm.
     overruns: u64,
+    /// Frames completed during each read call, per frame it reads.
+    pub frames_per_read_frame: u64,
+    /// Per slot: the frame in it was released (buffers up to `MAX_TRACKED_BUFFER` frames).
+    released_slots: [u64; MAX_TRACKED_BUFFER / 64],
+    overwritten: Vec<LostRange, MAX_LOST_RANGES>,
     fault: Option<InjectedFault>,
     calls: [u64; 8],
     /// One software ROI, the same bins `[low, high]` for every channel.
@@ -142,6 +157,9 @@ impl TestDetector {
             frames_per_poll: 0,
             released: 0,
             overruns: 0,
+            frames_per_read_frame: 0,
+            released_slots: [0; MAX_TRACKED_BUFFER / 64],
+            overwritten: Vec::new(),
             fault: None,
             calls: [0; 8],
             roi: None,
@@ -159,6 +177,7 @@ impl TestDetector {
             return;
         }
         let intact_before = self.oldest_intact().max(self.released);
+        let complete_before = self.frames_complete;
         self.frames_complete += n;
         if let Some(p) = self.params {
             if p.n_frames > 0 && self.frames_complete >= p.n_frames {
@@ -168,8 +187,66 @@ impl TestDetector {
                 self.state = DetectorState::Running;
             }
         }
-        // Like the SDK's counter: frames overwritten before release, accumulated.
-        self.overruns += self.oldest_intact().saturating_sub(intact_before);
+        if !self.tracks_slots() {
+            // Like the SDK's counter: frames overwritten before release, accumulated (releases
+            // taken as in order).
+            self.overruns += self.oldest_intact().saturating_sub(intact_before);
+            return;
+        }
+        let buffer = self.info.buffer_frames;
+        for frame in complete_before..self.frames_complete {
+            if frame >= buffer {
+                let previous = frame - buffer;
+                if !self.slot_released(previous) {
+                    self.overruns += 1;
+                    self.record_overwritten(previous);
+                }
+            }
+            self.set_slot_released(frame, false);
+        }
+    }
+
+    /// Frames overwritten before they were released, as ranges (buffers of at most
+    /// [`MAX_TRACKED_BUFFER`] frames; empty otherwise). Ranges beyond the capacity are dropped.
+    pub fn overwritten(&self) -> &[LostRange] {
+        &self.overwritten
+    }
+
+    fn tracks_slots(&self) -> bool {
+        self.info.buffer_frames > 0 && self.info.buffer_frames <= MAX_TRACKED_BUFFER as u64
+    }
+
+    fn slot_bit(&self, frame: u64) -> (usize, u64) {
+        let slot = (frame % self.info.buffer_frames) as usize;
+        (slot / 64, 1 << (slot % 64))
+    }
+
+    fn slot_released(&self, frame: u64) -> bool {
+        let (word, bit) = self.slot_bit(frame);
+        self.released_slots[word] & bit != 0
+    }
+
+    fn set_slot_released(&mut self, frame: u64, released: bool) {
+        let (word, bit) = self.slot_bit(frame);
+        if released {
+            self.released_slots[word] |= bit;
+        } else {
+            self.released_slots[word] &= !bit;
+        }
+    }
+
+    fn record_overwritten(&mut self, frame: u64) {
+        if let Some(last) = self.overwritten.last_mut() {
+            if last.first + last.count == frame {
+                last.count += 1;
+                return;
+            }
+        }
+        // Beyond the capacity ranges are dropped (documented on `overwritten`).
+        let _ = self.overwritten.push(LostRange {
+            first: frame,
+            count: 1,
+        });
     }
 
     pub fn inject(&mut self, fault: InjectedFault) {
@@ -197,6 +274,19 @@ impl TestDetector {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// After a copy, like the shim: refused when even its last frame was overwritten during it.
+    fn recheck(&self, first: u64, n: u32) -> Result<(), TestError> {
+        if n > 0 && first + u64::from(n) - 1 < self.oldest_intact() {
+            return Err(TestError::new(
+                -104,
+                "X3S_E_OVERRUN",
+                "frames overwritten during the copy",
+                ErrorClass::Overrun,
+            ));
+        }
+        Ok(())
     }
 
     fn check_range(
@@ -269,6 +359,8 @@ impl Detector for TestDetector {
         self.frames_complete = 0;
         self.released = 0;
         self.overruns = 0;
+        self.released_slots = [0; MAX_TRACKED_BUFFER / 64];
+        self.overwritten.clear();
         self.state = DetectorState::Armed;
         Ok(())
     }
@@ -311,7 +403,8 @@ impl Detector for TestDetector {
                 }
             }
         }
-        Ok(())
+        self.complete(u64::from(n) * self.frames_per_read_frame);
+        self.recheck(first, n)
     }
 
     fn n_rois(&self) -> u32 {
@@ -370,6 +463,12 @@ impl Detector for TestDetector {
             ));
         }
         self.released = self.released.max(first + n as u64);
+        if self.tracks_slots() {
+            let oldest = self.oldest_intact();
+            for frame in first.max(oldest)..first + n as u64 {
+                self.set_slot_released(frame, true);
+            }
+        }
         Ok(())
     }
 

@@ -11,6 +11,23 @@ each beside its baseline measured in the same run:
 
 Usage: bench_xsp3.py [--seconds 10] [--out DIR] [--rss-frames 1000000]
 Writes a markdown table to stdout (and to DIR/xsp3.md).
+
+Paced scenarios (issue #11), selected with options; when any is given only those run. The
+simulated detector runs in real time at the given rate (`content=pattern`, no full_speed), like a
+real one, and a run counts as zero-loss only when xsp3-acquire exits 0 with nothing lost anywhere.
+Every file is capped at --cap-gb (default 4 GB, so runs are shorter than a minute) and deleted
+right after its run; `uptime` is recorded with every figure.
+
+  --paced      highest zero-loss internal-trigger rate at 4 x 4096 with file + acknowledged
+               stream into xsp3-receive (writing to --receiver-dir, tmpfs by default) + monitor
+               requests at once, beside `dd conv=fsync` (to-durable) and `dd` (page cache) of
+               the same bytes in the same run
+  --paced-8ch  the same at 8 channels, 10 kHz (1.31 GB/s)
+  --pause      10 kHz, stream into xsp3-receive --print that is SIGSTOPped for 2 s: frames
+               lost, the SDK's overrun count, and the time until the receiver is back to the
+               detector rate
+  --ack        flat-out PUSH into xsp3-receive writing to --receiver-dir, acknowledged against
+               --no-ack, and two acknowledged receivers sharing the stream
 """
 import argparse
 import datetime
@@ -128,6 +145,289 @@ def stream_run(frames, rss=False):
     return json.loads(out), json.loads(lines[-1]) if lines else {}, samples
 
 
+def uptime():
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def frame_bytes(nch):
+    return nch * NBINS * 4 + nch * 9 * 4
+
+
+class MonitorClient:
+    """Requests the latest frame from --monitor every 50 ms, as a live viewer does."""
+
+    def __init__(self, endpoint):
+        import threading
+        import zmq
+        self.replies = 0
+        self.stop = threading.Event()
+
+        def loop():
+            ctx = zmq.Context()
+            sock = ctx.socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVTIMEO, 2000)
+            sock.setsockopt(zmq.REQ_RELAXED, 1)
+            sock.connect(endpoint)
+            while not self.stop.is_set():
+                try:
+                    sock.send(b"give us a frame please!")
+                    sock.recv_multipart()
+                    self.replies += 1
+                except zmq.ZMQError:
+                    pass
+                self.stop.wait(0.05)
+            sock.close()
+            ctx.term()
+
+        self.thread = threading.Thread(target=loop, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=10)
+        return self.replies
+
+
+def receiver(endpoint, root=None, *extra):
+    """xsp3-receive with JSON lines: writing under `root` (acknowledged unless --no-ack in
+    `extra`), or with --print when `root` is None (which writes, and so acknowledges, nothing)."""
+    sink = ["--root", str(root), "--overwrite"] if root else ["--print"]
+    return subprocess.Popen([binary("xsp3-receive"), "--connect", endpoint, *sink, "--once",
+                             "-q", "--json", "--timeout", "60s", *extra],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def receiver_summary(proc):
+    out, _ = proc.communicate(timeout=300)
+    lines = [json.loads(l) for l in out.splitlines() if l.strip().startswith("{")]
+    summary = next((l for l in lines if l.get("event") == "summary" or "frames_received" in l
+                    and "series" in l), {})
+    return proc.returncode, summary
+
+
+def acked_endpoint():
+    """A loopback endpoint whose next port (the acknowledgement back channel) is free too."""
+    while True:
+        port = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return f"tcp://127.0.0.1:{port}"
+        except OSError:
+            continue
+
+
+def paced_run(work, rx_root, nch, rate_hz, cap_bytes, max_seconds):
+    """One paced run with file + acknowledged stream + monitor; returns a result dict."""
+    frames = int(min(rate_hz * max_seconds, cap_bytes // frame_bytes(nch)))
+    stream, monitor = acked_endpoint(), f"tcp://127.0.0.1:{free_port()}"
+    rx = receiver(stream, rx_root)
+    time.sleep(0.3)
+    load = uptime()
+    exposure_ns = round(1e9 / rate_hz)
+    proc = subprocess.Popen([binary("xsp3-acquire"), "run", "-q", "--json", "--frames", str(frames),
+                             "--exposure", f"{exposure_ns}ns", "--channels", str(nch),
+                             "--sim", "content=pattern", "--out", str(work), "--file", "paced",
+                             "--stream", stream, "--monitor", monitor],
+                            stdout=subprocess.PIPE, text=True)
+    mon = MonitorClient(monitor)
+    out, _ = proc.communicate(timeout=600)
+    replies = mon.close()
+    rx_code, rx_summary = receiver_summary(rx)
+    for f in [*work.glob("*.h5"), *rx_root.glob("*.h5")]:
+        f.unlink()
+    s = json.loads(out) if out.strip() else {}
+    lost = s.get("frames_lost_total", -1)
+    return {"rate_hz": rate_hz, "frames": frames, "code": proc.returncode, "rx_code": rx_code,
+            "lost": lost, "written": s.get("frames_written", 0),
+            "sent": s.get("frames_sent", 0), "unacked": s.get("stream_unacked", 0),
+            "rx_frames": rx_summary.get("frames_received", 0), "monitor_replies": replies,
+            "elapsed_s": s.get("elapsed_s", 0.0), "sdk_overruns": s.get("sdk_overruns", 0),
+            # How long after the detector's last frame the run ended (start-up included): a lag
+            # that grows with the rate means the SDK buffer was absorbing a backlog, which a
+            # longer run would overflow.
+            "lag_s": s.get("elapsed_s", 0.0) - frames / rate_hz,
+            "ring_high_water": s.get("ring_high_water", 0),
+            "zero_loss": proc.returncode == 0 and rx_code == 0 and lost == 0
+            and s.get("frames_written") == frames, "load": load}
+
+
+def dd_pair(work, nbytes):
+    """`dd` of nbytes to the disk: to durable (conv=fsync) and to the page cache; bytes/s."""
+    rates = {}
+    for label, extra in (("fsync", ["conv=fsync"]), ("cache", [])):
+        count = max(1, nbytes // (4 << 20))
+        path = work / "dd.bin"
+        t0 = time.perf_counter()
+        subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=4M", f"count={count}", *extra],
+                       check=True, capture_output=True)
+        rates[label] = count * (4 << 20) / (time.perf_counter() - t0)
+        path.unlink()
+    return rates
+
+
+def scenario_paced(work, rx_root, nch, rates, cap_bytes, max_seconds):
+    rows, best = [], None
+    for rate in rates:
+        r = paced_run(work, rx_root, nch, rate, cap_bytes, max_seconds)
+        fb = frame_bytes(nch)
+        rows.append((f"paced {nch} x 4096, {rate / 1e3:g} kHz, file + acked stream + monitor",
+                     f"{r['frames']} frames in {r['elapsed_s']:.1f} s, "
+                     f"{rate * fb / 1e9:.2f} GB/s (run ends {r['lag_s']:.1f} s after the last "
+                     f"frame, ring high water {r['ring_high_water']}); "
+                     f"lost {r['lost']}, written {r['written']}, "
+                     f"received {r['rx_frames']}, unacked {r['unacked']}, monitor replies "
+                     f"{r['monitor_replies']}; exit {r['code']}/{r['rx_code']}",
+                     "zero loss" if r["zero_loss"] else "LOSS", r["load"]))
+        print(rows[-1], file=sys.stderr)
+        if not r["zero_loss"]:
+            break
+        best = r
+    load = uptime()
+    dd = dd_pair(work, cap_bytes)
+    if best:
+        rate_b = best["rate_hz"] * frame_bytes(nch)
+        rows.append((f"highest zero-loss paced rate, {nch} ch", f"{best['rate_hz'] / 1e3:g} kHz = "
+                     f"{rate_b / 1e9:.2f} GB/s", f"dd conv=fsync {dd['fsync'] / 1e9:.2f} GB/s "
+                     f"(page cache {dd['cache'] / 1e9:.2f} GB/s), {cap_bytes / 1e9:g} GB: "
+                     f"**{rate_b / dd['fsync']:.2f}x dd to durable**", load))
+    else:
+        rows.append((f"no zero-loss paced rate, {nch} ch", "", f"dd conv=fsync "
+                     f"{dd['fsync'] / 1e9:.2f} GB/s", load))
+    return rows
+
+
+def scenario_pause(rate_hz, seconds, pause_s):
+    """Stream into xsp3-receive --print, which is stopped for pause_s after 2 s."""
+    frames = int(rate_hz * seconds)
+    stream = acked_endpoint()
+    rx = receiver(stream)
+    time.sleep(0.3)
+    load = uptime()
+    proc = subprocess.Popen([binary("xsp3-acquire"), "run", "-q", "--json", "--frames", str(frames),
+                             "--exposure", f"{round(1e9 / rate_hz)}ns", "--sim", "content=pattern",
+                             "--stream", stream], stdout=subprocess.PIPE, text=True)
+    import threading
+    rate_lines = []
+
+    def read_rates():
+        for line in rx.stdout:
+            if line.startswith("{"):
+                rate_lines.append((time.monotonic(), json.loads(line)))
+
+    reader = threading.Thread(target=read_rates, daemon=True)
+    reader.start()
+    time.sleep(2.0)
+    rx.send_signal(signal.SIGSTOP)
+    time.sleep(pause_s)
+    rx.send_signal(signal.SIGCONT)
+    resumed = time.monotonic()
+    out, _ = proc.communicate(timeout=600)
+    rx.wait(timeout=120)
+    reader.join(timeout=10)
+    s = json.loads(out)
+    # Backlog at each rate report: what the detector made since it started (estimated from the
+    # reports before the pause, when the receiver kept up) minus what arrived and what was lost.
+    # Caught up: the first report after the pause whose backlog is under 0.1 s of frames.
+    reports = [(t, ev["frames"]) for t, ev in rate_lines if ev.get("event") == "rate"
+               and ev.get("frames", 0) > 0]
+    before = sorted(t - f / rate_hz for t, f in reports if t < resumed - pause_s - 0.1)
+    catch_up, backlog_after = None, None
+    if before:
+        t0 = before[len(before) // 2]
+        lost = s.get("frames_lost", 0) or 0
+        for t, f in reports:
+            if t <= resumed:
+                continue
+            backlog = rate_hz * (t - t0) - f - lost
+            if backlog_after is None:
+                backlog_after = (t - resumed, backlog)
+            if backlog < 0.1 * rate_hz:
+                catch_up = t - resumed
+                break
+    lost_ranges = s.get("lost_ranges", [])
+    return [(f"{pause_s:g} s receiver pause (SIGSTOP) at {rate_hz / 1e3:g} kHz, 4 x 4096, default "
+             f"SDK buffer (16384) and ring (4096), PUSH into xsp3-receive --print",
+             f"{frames} frames: lost {s.get('frames_lost')} in {len(lost_ranges)} range(s) "
+             f"{lost_ranges[:3]}, SDK overruns {s.get('sdk_overruns')}, unacked "
+             f"{s.get('stream_unacked')}, exit {proc.returncode}",
+             (f"backlog {backlog_after[1]:.0f} frames {backlog_after[0]:.1f} s after SIGCONT; "
+              if backlog_after else "") +
+             ("caught up (backlog < 0.1 s) by " + f"{catch_up:.1f} s after SIGCONT "
+              "(receiver reports once a second)" if catch_up is not None
+              else "not caught up by the end"), load)]
+
+
+def scenario_ack(rx_root, frames):
+    rows = []
+    results = {}
+    # Alternated and repeated: on a shared machine the load drifts between runs.
+    modes = (("acknowledged", 1, []), ("unacknowledged (--no-ack)", 1, ["--no-ack"]),
+             ("acknowledged, two receivers", 2, []))
+    for label, n_rx, extra in [*modes, *modes]:
+        stream = acked_endpoint()
+        roots = [rx_root / f"rx{i}" for i in range(n_rx)]
+        rxs = [receiver(stream, root, *extra) for root in roots]
+        time.sleep(0.5)
+        load = uptime()
+        proc = subprocess.run([binary("xsp3-acquire"), "run", "-q", "--json", "--frames",
+                               str(frames), *FAST_SIM, "--stream", stream],
+                              capture_output=True, text=True, timeout=600)
+        got = [receiver_summary(r) for r in rxs]
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
+        s = json.loads(proc.stdout)
+        rate = s["frames_sent"] / s["elapsed_s"]
+        results.setdefault(label, []).append(rate)
+        received = sum(g[1].get("frames_received", 0) for g in got)
+        rows.append((f"PUSH into xsp3-receive writing to tmpfs, {label}, loopback, flat out",
+                     f"{rate / 1e3:.1f} kHz, {s['frames_sent']} sent, {received} received, "
+                     f"unacked {s.get('stream_unacked')}, lost {s.get('frames_lost_total')}, "
+                     f"exit {proc.returncode}/{[g[0] for g in got]}",
+                     "; ".join(e for g in got for e in g[1].get("errors", [])[:1]), load))
+        print(rows[-1], file=sys.stderr)
+    a = sum(results["acknowledged"]) / len(results["acknowledged"])
+    u = sum(results["unacknowledged (--no-ack)"]) / len(results["unacknowledged (--no-ack)"])
+    two = sum(results["acknowledged, two receivers"]) / len(results["acknowledged, two receivers"])
+    rows.append(("acknowledged vs unacknowledged PUSH (mean of 2 alternated runs each)",
+                 f"{a / 1e3:.1f} vs {u / 1e3:.1f} kHz; two acknowledged receivers {two / 1e3:.1f} kHz",
+                 f"**{a / u:.2f}x** (target >= 0.9); two receivers {two / u:.2f}x", ""))
+    return rows
+
+
+def paced_main(args):
+    work = args.out / "xsp3-paced"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    # Receivers write to tmpfs: on a beamline they run on other hosts with their own disks, and
+    # the shared disk here has room for one capped file at a time.
+    rx_root = args.receiver_dir / f"xsp3-bench-{os.getpid()}"
+    rx_root.mkdir(parents=True)
+    cap = int(args.cap_gb * 1e9)
+    rows = []
+    try:
+        if args.paced:
+            rows += scenario_paced(work, rx_root, 4, args.rates, cap, args.max_seconds)
+        if args.paced_8ch:
+            rows += scenario_paced(work, rx_root, 8, [10_000], cap, args.max_seconds)
+        if args.pause:
+            for pause_s in args.pause_lengths:
+                rows += scenario_pause(10_000, args.pause_seconds, pause_s)
+        if args.ack:
+            rows += scenario_ack(rx_root, min(args.ack_frames, cap // FRAME_BYTES))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(rx_root, ignore_errors=True)
+    lines = [f"Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {platform.node()} "
+             f"({os.cpu_count()} cores), command: `{' '.join(sys.argv)}`", "",
+             "| run | result | baseline / verdict | uptime at the start |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    text = "\n".join(lines)
+    print(text)
+    (args.out / "xsp3-paced.md").write_text(text + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10)
@@ -135,7 +435,26 @@ def main():
     ap.add_argument("--rss-frames", type=int, default=1_000_000)
     ap.add_argument("--reference-frames", type=int, default=5000)
     ap.add_argument("--skip-stream", action="store_true", help="no xsp3-receive runs")
+    ap.add_argument("--paced", action="store_true", help="paced zero-loss search, 4 channels")
+    ap.add_argument("--paced-8ch", action="store_true", help="paced 8 channels at 10 kHz")
+    ap.add_argument("--pause", action="store_true", help="2 s receiver pause at 10 kHz")
+    ap.add_argument("--ack", action="store_true", help="acknowledged vs unacknowledged PUSH")
+    ap.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",")],
+                    default=[5e3, 10e3, 15e3, 20e3, 25e3, 30e3],
+                    help="paced rates to try, Hz, ascending (comma-separated)")
+    ap.add_argument("--cap-gb", type=float, default=4.0, help="largest file of a paced run")
+    ap.add_argument("--max-seconds", type=float, default=20.0, help="longest paced run")
+    ap.add_argument("--ack-frames", type=int, default=200_000,
+                    help="frames per --ack run (capped by --cap-gb)")
+    ap.add_argument("--pause-seconds", type=float, default=10.0, help="length of the --pause run")
+    ap.add_argument("--pause-lengths", type=lambda v: [float(x) for x in v.split(",")],
+                    default=[2.0], help="receiver pauses of --pause, seconds (comma-separated)")
+    ap.add_argument("--receiver-dir", type=Path, default=Path("/dev/shm"),
+                    help="where receivers write (tmpfs by default)")
     args = ap.parse_args()
+    if args.paced or args.paced_8ch or args.pause or args.ack:
+        paced_main(args)
+        return
     work = args.out / "xsp3"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

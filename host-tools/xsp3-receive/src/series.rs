@@ -84,6 +84,12 @@ impl Series {
     pub(crate) fn share(&mut self, joined_at: u64) {
         self.shared = true;
         self.summary.acknowledged = true;
+        // Gaps seen before the join was confirmed (the header came on the data socket first)
+        // were other receivers' messages too; the sender's `series_end` accounts for losses.
+        self.summary.msg_gaps = 0;
+        self.summary.msg_missing = 0;
+        self.spans.clear();
+        self.spans_overflow = 0;
         self.next_msg = self.next_msg.max(joined_at);
         if joined_at > 0 {
             self.summary.joined_at_msg = Some(joined_at);
@@ -513,5 +519,38 @@ mod tests {
         out.clear();
         carve(u64::MAX - 2, u64::MAX, &[range(u64::MAX - 1, 10)], &mut out);
         assert_eq!(out, vec![range(u64::MAX - 2, 1)]);
+    }
+
+    /// Acknowledged PUSH with a sender flat out: the header reached the data socket before the
+    /// join was confirmed, so the first images were counted as a plain stream's; once the series
+    /// is known to be shared, the gaps seen meanwhile are other receivers' messages.
+    #[test]
+    fn gaps_before_the_join_is_confirmed_are_not_losses() {
+        let geometry = Geometry::new(1, 4).unwrap();
+        let mut series = Series::new(SeriesSummary::default(), Some(geometry), 10, None);
+        let (mca, scalers) = (vec![0u8; 4 * 4], vec![0u8; N_SCALERS * 4]);
+        let mut events = |_: &Event| {};
+        for msg in [0, 2, 4] {
+            let header = ImageHeader {
+                htype: "image".into(),
+                frame: msg,
+                msg_number: msg,
+                shape: [1, 4],
+                scaler_shape: [1, N_SCALERS as u32],
+                dtype: "uint32".into(),
+                compression: "none".into(),
+                exptime: 1e-3,
+                timestamp_ns: 0,
+                flags: 0,
+                rois: Vec::new(),
+            };
+            series.on_image(&header, &mca, &scalers, "test", &mut events);
+        }
+        assert_eq!(series.summary.msg_missing, 2, "a plain stream's gaps");
+        series.share(0);
+        assert_eq!(series.summary.msg_missing, 0);
+        assert_eq!(series.summary.msg_gaps, 0);
+        assert!(series.spans.is_empty());
+        assert!(!series.summary.data_lost(), "{:?}", series.summary);
     }
 }

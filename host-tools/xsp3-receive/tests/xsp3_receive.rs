@@ -1167,3 +1167,99 @@ fn two_receivers_share_one_stream_with_no_frame_lost_or_duplicated() {
         "every frame exactly once"
     );
 }
+
+/// Waits (bounded) until a `.h5` file exists under `root`.
+fn wait_for_h5(root: &Path) {
+    let deadline = Instant::now() + LIMIT;
+    while !tree(root)
+        .iter()
+        .any(|p| p.extension().is_some_and(|e| e == "h5"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no file under {}",
+            root.display()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// SWMR receivers SIGKILLed one after another mid-series, the first ones the moment their file
+/// name appears (before files were built under a staging name, that was mostly before SWMR
+/// writing started, and no reader could open the file): every file opens for an SWMR reader and
+/// together hold at least the frames the receivers acknowledged, as the sender counted them.
+#[test]
+fn swmr_receivers_killed_at_any_moment_leave_readable_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = acked_endpoint();
+    let acquire = Proc::spawn(
+        "xsp3-acquire",
+        acquire_bin(),
+        &[
+            "run",
+            "--json",
+            "-q",
+            "--frames",
+            "5000",
+            "--exposure",
+            "1ms",
+            "--sim",
+            "content=pattern",
+            "--stream",
+            &endpoint,
+            "--file",
+            "scan",
+        ],
+    );
+    let kill_after_ms = [0u64, 0, 0, 200];
+    let roots: Vec<PathBuf> = (0..=kill_after_ms.len())
+        .map(|i| dir.path().join(format!("r{i}")))
+        .collect();
+    for (root, delay) in roots.iter().zip(kill_after_ms) {
+        let r = receive(&[
+            "--connect",
+            &endpoint,
+            "--root",
+            root.to_str().unwrap(),
+            "--swmr",
+            "--flush-interval",
+            "100ms",
+            "-q",
+        ]);
+        wait_for_h5(root);
+        std::thread::sleep(Duration::from_millis(delay));
+        r.signal("KILL");
+        assert_eq!(r.wait().status.code(), None, "killed by a signal");
+    }
+    let last = receive(&[
+        "--connect",
+        &endpoint,
+        "--root",
+        roots[kill_after_ms.len()].to_str().unwrap(),
+        "--swmr",
+        "--once",
+        "--timeout",
+        "30s",
+        "-q",
+    ]);
+    let sent = acquire.wait();
+    assert_eq!(sent.status.code(), Some(4), "{}", sent.show());
+    last.wait();
+    let summary: serde_json::Value = serde_json::from_str(&sent.stdout).unwrap();
+    let acked: u64 = serde_json::from_value::<Vec<u64>>(summary["acked_by_receiver"].clone())
+        .unwrap()
+        .iter()
+        .sum();
+    let mut written = 0;
+    for root in &roots {
+        // frames_under opens every file as an SWMR reader and fails the test if one does not.
+        for frames in frames_under(root) {
+            assert!(frames.windows(2).all(|w| w[0] < w[1]), "frames in order");
+            written += frames.len() as u64;
+        }
+    }
+    assert!(
+        written >= acked && acked > 0,
+        "{written} frames in the files, {acked} acknowledged: {summary}"
+    );
+}

@@ -12,7 +12,9 @@
 //!
 //! A failure leaves what was written readable: the file is flushed every `flush_interval` (and
 //! SWMR readers can follow it with `--swmr`), and the drop record and final attributes are written
-//! by [`AcqFileWriter::finish`], which reopens each file without SWMR to do so.
+//! by [`AcqFileWriter::finish`], which reopens each file without SWMR to do so. Each file is built
+//! under a hidden staging name and renamed once readers can open it, so a kill at any moment never
+//! leaves an unreadable file under the acquisition's name.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -96,6 +98,13 @@ pub enum WriteError {
     #[error("cannot remove the earlier part {path}: {source}")]
     Remove {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot name the new file {to} (built as {from}): {source}")]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -305,19 +314,31 @@ impl AcqFileWriter {
                 )
             });
         }
-        let file = if self.config.overwrite {
-            builder.create(&path)
-        } else {
-            builder.create_excl(&path)
+        // The file is built under a hidden staging name and gets its own name only once its
+        // layout is on disk and, with SWMR, SWMR writing has started: a process killed meanwhile
+        // leaves a `.NAME.h5.creating`, never a file of the acquisition's name that no reader can
+        // open (a truncated file, or a superblock marked "open for writing" but not for SWMR,
+        // which SWMR readers refuse as well as plain ones).
+        let staging = staging_path(&path);
+        let file = builder
+            .create(&staging)
+            .map_err(h5err(&staging, "create"))?;
+        let open = self.build_layout(file, &path).and_then(|open| {
+            if self.config.swmr {
+                open.file
+                    .start_swmr()
+                    .map_err(h5err(&path, "start SWMR writing"))?;
+            } else {
+                open.file.flush().map_err(h5err(&path, "flush"))?;
+            }
+            publish(&staging, &path, self.config.overwrite)?;
+            Ok(open)
+        });
+        if open.is_err() {
+            // Best effort: the error being returned matters more than the staging file.
+            let _ = std::fs::remove_file(&staging);
         }
-        .map_err(h5err(&path, "create"))?;
-        let open = self.build_layout(file, &path)?;
-        if self.config.swmr {
-            open.file
-                .start_swmr()
-                .map_err(h5err(&path, "start SWMR writing"))?;
-        }
-        self.current = Some(open);
+        self.current = Some(open?);
         Ok(())
     }
 
@@ -762,6 +783,35 @@ impl AcqFileWriter {
             file.close().map_err(h5err(path, "close"))?;
         }
         Ok(self.finished_files)
+    }
+}
+
+/// The hidden name a file of the acquisition is built under: `.NAME.h5.creating` beside it.
+fn staging_path(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".creating");
+    path.with_file_name(name)
+}
+
+/// Gives the staged file its name; without `overwrite`, never over an existing file.
+fn publish(staging: &Path, path: &Path, overwrite: bool) -> Result<(), WriteError> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    let flags = if overwrite {
+        RenameFlags::empty()
+    } else {
+        RenameFlags::NOREPLACE
+    };
+    match renameat_with(CWD, staging, CWD, path, flags) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => Err(WriteError::Exists {
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(WriteError::Rename {
+            from: staging.to_path_buf(),
+            to: path.to_path_buf(),
+            source: e.into(),
+        }),
     }
 }
 
