@@ -1,16 +1,39 @@
 //! The binaries on fixture runs: outputs, exit codes and messages.
 
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 
 use fixtures::euxfel::{make_run, RunSpec};
 
-/// A command for one of the binaries. The other test of this process writes fixtures at the
-/// same time, and a child inherits its open HDF5 files with libhdf5's lock on them: the children
-/// do not lock (they only read closed files).
+/// Held while a test writes fixture files and while one starts a child: a child started
+/// meanwhile would inherit the writer's descriptors with libhdf5's lock on them and keep the
+/// files locked against this process's own reads for as long as it runs.
+static FILES: Mutex<()> = Mutex::new(());
+
+fn files_lock() -> MutexGuard<'static, ()> {
+    FILES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A command for one of the binaries. The children do not lock (they only read closed files).
 fn reader(exe: &str) -> Command {
     let mut cmd = Command::new(exe);
     cmd.env("HDF5_USE_FILE_LOCKING", "FALSE");
     cmd
+}
+
+/// `Command::output`, started while no fixture file is open for writing.
+trait OutputLocked {
+    fn output_locked(&mut self) -> std::io::Result<Output>;
+}
+
+impl OutputLocked for Command {
+    fn output_locked(&mut self) -> std::io::Result<Output> {
+        let child = {
+            let _files = files_lock();
+            self.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?
+        };
+        child.wait_with_output()
+    }
 }
 
 fn small_run(dir: &std::path::Path) {
@@ -23,6 +46,7 @@ fn small_run(dir: &std::path::Path) {
         frame_width: 2,
         ..RunSpec::default()
     };
+    let _files = files_lock();
     make_run(dir, &spec).expect("run");
 }
 
@@ -37,7 +61,7 @@ fn make_virtual_cxi_writes_and_refuses_bad_arguments() {
         .arg(&run)
         .args(["--min-modules", "1", "--fill-value", "data", "0x10", "-o"])
         .arg(&out)
-        .output()
+        .output_locked()
         .expect("run");
     assert!(
         ok.status.success(),
@@ -57,18 +81,18 @@ fn make_virtual_cxi_writes_and_refuses_bad_arguments() {
         .arg(&run)
         .args(["--fill-value", "data", "abc", "-o"])
         .arg(&out)
-        .output()
+        .output_locked()
         .expect("run");
     assert_eq!(bad.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&bad.stderr).trim(),
         "xfel-make-virtual-cxi: --fill-value data: \"abc\" is not a number"
     );
-    let no_out = reader(exe).arg(&run).output().expect("run");
+    let no_out = reader(exe).arg(&run).output_locked().expect("run");
     assert_eq!(no_out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no_out.stderr)
         .contains("'-o outfile' option needed when input directory doesn't look like"));
-    let usage = reader(exe).output().expect("run");
+    let usage = reader(exe).output_locked().expect("run");
     assert_eq!(usage.status.code(), Some(2));
 }
 
@@ -98,7 +122,7 @@ fn extract_detector_writes_stacked_arrays() {
         .arg("--out")
         .arg(&out)
         .args(["--pulses", "index:1", "--trains=-2:", "--by-index"])
-        .output()
+        .output_locked()
         .expect("run");
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(
@@ -143,7 +167,7 @@ fn extract_detector_writes_stacked_arrays() {
         .arg("--out")
         .arg(&out)
         .arg(format!("--trains={},{}", first, first + 2))
-        .output()
+        .output_locked()
         .expect("run");
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let j: serde_json::Value = serde_json::from_slice(&r.stdout).expect("json");
@@ -158,7 +182,7 @@ fn extract_detector_writes_stacked_arrays() {
             .arg("--out")
             .arg(&out)
             .args(args)
-            .output()
+            .output_locked()
             .expect("run");
         (
             o.status.code(),
