@@ -3,6 +3,8 @@
 //! reads module by module straight into the output buffer, coordinates and availability.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use euxfel::{DType, DataSpan, Element, KeyData};
 
@@ -293,6 +295,12 @@ impl MultiModKey {
     /// left untouched (the caller has filled them). Modules are read in parallel, each
     /// with one read per contiguous run of selected rows, straight into `out`.
     pub fn read_into_bytes(&self, out: &mut [u8], module_gaps: bool) -> Result<()> {
+        self.read_into(out, module_gaps, None)
+    }
+
+    /// [`MultiModKey::read_into_bytes`] that also writes `fill` (one element) into the rows
+    /// and module slots without data, so `out` needs no filling beforehand.
+    fn read_into(&self, out: &mut [u8], module_gaps: bool, fill: Option<&[u8]>) -> Result<()> {
         let shape = self.buffer_shape(module_gaps)?;
         let eb = self.eg()?.entry_bytes()?;
         let needed = shape[0]
@@ -315,67 +323,99 @@ impl MultiModKey {
         let target = TargetIndex::new(&self.target_train_ids());
         let sel_pos = self.sel_frames.as_ref().map(|s| prefix_positions(s));
         let mut slots: Vec<Option<&mut [u8]>> = out.chunks_mut(module_bytes).map(Some).collect();
-        let mut jobs: Vec<(&KeyData, &mut [u8])> = Vec::with_capacity(self.modules.len());
+        let mut jobs: Vec<Mutex<Option<ModuleJob>>> = Vec::with_capacity(self.modules.len());
         for (i, (m, kd)) in self.modules.iter().enumerate() {
             let ix = self.module_slot(i, *m, module_gaps)?;
             if let Some(buf) = slots.get_mut(ix).and_then(Option::take) {
-                jobs.push((kd, buf));
+                jobs.push(Mutex::new(Some((kd, buf))));
+            }
+        }
+        // Slots of modules without a source (module gaps) hold only the fill value.
+        if let Some(elem) = fill {
+            for buf in slots.into_iter().flatten() {
+                fill_bytes(buf, elem);
             }
         }
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(jobs.len())
             .max(1);
-        let per_thread = jobs.len().div_ceil(threads);
-        let sel = self.sel_frames.as_deref();
-        let sel_pos = sel_pos.as_deref();
-        let target = &target;
+        // Each thread takes the next module when it is done with one: a thread that the
+        // scheduler holds back (a loaded machine) does not leave a fixed share of the modules
+        // waiting behind it.
+        let next = AtomicUsize::new(0);
+        let rows = Rows {
+            target: &target,
+            sel: self.sel_frames.as_deref(),
+            sel_pos: sel_pos.as_deref(),
+            eb,
+            fill,
+        };
+        let work = || -> Result<()> {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else {
+                    return Ok(());
+                };
+                let taken = job.lock().ok().and_then(|mut j| j.take());
+                if let Some((kd, buf)) = taken {
+                    read_module(kd, buf, &rows)?;
+                }
+            }
+        };
         std::thread::scope(|s| {
-            let handles: Vec<_> = jobs
-                .chunks_mut(per_thread.max(1))
-                .map(|group| {
-                    s.spawn(move || -> Result<()> {
-                        for (kd, buf) in group.iter_mut() {
-                            read_module(kd, buf, target, sel, sel_pos, eb)?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
+            let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+            let here = work();
             handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or(Err(Error::ReaderPanicked)))
+                .chain(std::iter::once(here))
                 .collect::<Result<Vec<()>>>()
         })?;
         Ok(())
     }
 
+    /// The output buffer for `shape`, zeroed by the allocator (fresh pages from the kernel
+    /// come zeroed: no pass over the memory before the read).
+    fn zeroed_output<T: bytemuck::Zeroable>(&self, shape: &[usize]) -> Result<Vec<T>> {
+        let too_large = || Error::TooLarge {
+            object: self.key.clone(),
+            what: "output",
+        };
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(too_large)?;
+        bytemuck::allocation::try_zeroed_vec(n).map_err(|()| too_large())
+    }
+
+    /// The fill element, or `None` when it is all zero bytes (a zeroed buffer holds it).
+    fn fill_element(&self, fill: Option<FillValue>) -> Result<Option<Vec<u8>>> {
+        let dtype = self.dtype()?;
+        let elem = fill
+            .unwrap_or_else(|| FillValue::default_for(&dtype))
+            .to_bytes(&dtype)?;
+        Ok(elem.iter().any(|&b| b != 0).then_some(elem))
+    }
+
     /// Reads into a new array; missing modules and frames hold `fill` (NaN for floats, 0
-    /// for integers by default).
+    /// for integers by default). Every byte of the output is written once: by the read or,
+    /// where no module has data, by the fill.
     pub fn ndarray_bytes(
         &self,
         fill: Option<FillValue>,
         module_gaps: bool,
     ) -> Result<StackedArray> {
         let dtype = self.dtype()?;
-        let fill = fill.unwrap_or_else(|| FillValue::default_for(&dtype));
-        let elem = fill.to_bytes(&dtype)?;
-        let shape = self.buffer_shape(module_gaps)?;
-        let n = shape
-            .iter()
-            .try_fold(elem.len(), |a, &d| a.checked_mul(d))
-            .ok_or_else(|| Error::TooLarge {
-                object: self.key.clone(),
-                what: "output",
-            })?;
-        let mut data: Vec<u8> = Vec::new();
-        data.try_reserve_exact(n).map_err(|_| Error::TooLarge {
-            object: self.key.clone(),
-            what: "output",
-        })?;
-        data.resize(n, 0);
-        fill_bytes(&mut data, &elem);
-        self.read_into_bytes(&mut data, module_gaps)?;
+        let elem = self.fill_element(fill)?;
+        let mut shape = self.buffer_shape(module_gaps)?;
+        let eb = dtype
+            .item_size()
+            .ok_or_else(|| Error::UnsupportedDtype(dtype.numpy_name()))?;
+        shape.push(eb);
+        let mut data = self.zeroed_output::<u8>(&shape)?;
+        shape.pop();
+        self.read_into(&mut data, module_gaps, elem.as_deref())?;
         Ok(StackedArray { dtype, shape, data })
     }
 
@@ -393,25 +433,18 @@ impl MultiModKey {
                 std::any::type_name::<T>()
             )));
         }
-        let elem = fill
-            .unwrap_or_else(|| FillValue::default_for(&dtype))
-            .to_bytes(&dtype)?;
+        let elem = self.fill_element(fill)?;
         let shape = self.buffer_shape(module_gaps)?;
-        let too_large = || Error::TooLarge {
+        let mut v = self.zeroed_output::<T>(&shape)?;
+        self.read_into(
+            bytemuck::cast_slice_mut(&mut v),
+            module_gaps,
+            elem.as_deref(),
+        )?;
+        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v).map_err(|_| Error::TooLarge {
             object: self.key.clone(),
             what: "output",
-        };
-        let n = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(too_large)?;
-        let mut v: Vec<T> = Vec::new();
-        v.try_reserve_exact(n).map_err(|_| too_large())?;
-        v.resize(n, T::zeroed());
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut v);
-        fill_bytes(bytes, &elem);
-        self.read_into_bytes(bytes, module_gaps)?;
-        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v).map_err(|_| too_large())
+        })
     }
 
     /// `image.<field>` per frame (all frames), checked to agree across modules (EXtra-data's
@@ -595,17 +628,30 @@ fn select_by_index(p: &Pulses, frame_counts: &[u64]) -> Vec<bool> {
     sel
 }
 
-fn read_module(
-    kd: &KeyData,
-    buf: &mut [u8],
-    target: &TargetIndex,
-    sel: Option<&[bool]>,
-    sel_pos: Option<&[usize]>,
+/// A module's key data and its slot of the output, taken by one reader thread.
+type ModuleJob<'a> = (&'a KeyData, &'a mut [u8]);
+
+/// How the rows of one module land in its slot of the output.
+struct Rows<'a> {
+    target: &'a TargetIndex,
+    /// Selected rows (pulse selection) and, for each row, its position among them.
+    sel: Option<&'a [bool]>,
+    sel_pos: Option<&'a [usize]>,
+    /// Bytes per row.
     eb: usize,
-) -> Result<()> {
+    /// Written into the rows the module has no data for.
+    fill: Option<&'a [u8]>,
+}
+
+/// Reads one module's rows into `buf` (its slot of the output); with `rows.fill`, fills the
+/// output rows it has no data for.
+fn read_module(kd: &KeyData, buf: &mut [u8], rows: &Rows<'_>) -> Result<()> {
+    let eb = rows.eb;
+    // Output rows written, as (first, count), in increasing order.
+    let mut written: Vec<(usize, usize)> = Vec::new();
     for span in kd.data_spans() {
-        for (src, t, n) in align(&span, target, kd)? {
-            match (sel, sel_pos) {
+        for (src, t, n) in align(&span, rows.target, kd)? {
+            match (rows.sel, rows.sel_pos) {
                 (Some(sel), Some(pos)) => {
                     let mut a = t;
                     while a < t + n {
@@ -624,11 +670,28 @@ fn read_module(
                             eb,
                             &mut buf[o * eb..(o + b - a) * eb],
                         )?;
+                        written.push((o, b - a));
                         a = b;
                     }
                 }
-                _ => span.read_rows(src, n as u64, eb, &mut buf[t * eb..(t + n) * eb])?,
+                _ => {
+                    span.read_rows(src, n as u64, eb, &mut buf[t * eb..(t + n) * eb])?;
+                    written.push((t, n));
+                }
             }
+        }
+    }
+    if let Some(elem) = rows.fill {
+        written.sort_unstable();
+        let mut at = 0;
+        for (o, n) in written
+            .into_iter()
+            .chain(std::iter::once((buf.len() / eb, 0)))
+        {
+            if o > at {
+                fill_bytes(&mut buf[at * eb..o * eb], elem);
+            }
+            at = at.max(o + n);
         }
     }
     Ok(())

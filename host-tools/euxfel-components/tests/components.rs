@@ -118,6 +118,25 @@ fn stacked_read_equals_module_reads_with_fill_for_missing_data() {
     assert_eq!(gaps.shape, vec![16, 40, 4, 3]);
     let module_bytes = 40 * 4 * 3 * 2;
     assert!(gaps.data[3 * module_bytes..].iter().all(|&b| b == 0));
+
+    // Filling while reading equals filling everything first and reading over it, with a
+    // pulse selection and module gaps.
+    let odd = key
+        .select_pulses(PulseSelection::ByIndex(Pulses::Slice {
+            start: 1,
+            stop: 20,
+            step: 2,
+        }))
+        .expect("pulses");
+    for (k, gaps) in [(&key, true), (&odd, false), (&odd, true)] {
+        let filled = k
+            .ndarray_bytes(Some(FillValue::Int(0x1234)), gaps)
+            .expect("read");
+        let mut prefilled: Vec<u8> = [0x34u8, 0x12].repeat(filled.data.len() / 2);
+        k.read_into_bytes(&mut prefilled, gaps).expect("read into");
+        assert_eq!(filled.data, prefilled, "module gaps {gaps}");
+        assert!(filled.data.chunks_exact(2).any(|v| v == [0x34, 0x12]));
+    }
 }
 
 #[test]
