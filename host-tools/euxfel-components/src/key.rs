@@ -11,6 +11,7 @@ use euxfel::{DType, DataSpan, Element, KeyData};
 use crate::error::{Error, Result};
 use crate::fill::{fill_bytes, FillValue};
 use crate::multimod::MultiModDetector;
+use crate::output::zeroed_vec;
 
 /// Placeholder for a pulse/cell ID a module did not record (EXtra-data's `NO_PULSE_ID`).
 pub const NO_PULSE_ID: u64 = 9999;
@@ -375,9 +376,9 @@ impl MultiModKey {
         Ok(())
     }
 
-    /// The output buffer for `shape`, zeroed by the allocator (fresh pages from the kernel
-    /// come zeroed: no pass over the memory before the read).
-    fn zeroed_output<T: bytemuck::Zeroable>(&self, shape: &[usize]) -> Result<Vec<T>> {
+    /// The output buffer for `shape`, zeroed (fresh pages from the kernel come zeroed: no
+    /// pass over the memory before the read).
+    fn zeroed_output<T: bytemuck::Pod>(&self, shape: &[usize]) -> Result<Vec<T>> {
         let too_large = || Error::TooLarge {
             object: self.key.clone(),
             what: "output",
@@ -386,7 +387,7 @@ impl MultiModKey {
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .ok_or_else(too_large)?;
-        bytemuck::allocation::try_zeroed_vec(n).map_err(|()| too_large())
+        zeroed_vec(n).ok_or_else(too_large)
     }
 
     /// The fill element, or `None` when it is all zero bytes (a zeroed buffer holds it).

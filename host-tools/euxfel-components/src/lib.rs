@@ -16,6 +16,7 @@ mod error;
 mod fill;
 mod key;
 mod multimod;
+mod output;
 mod stack;
 
 pub use detector::{
