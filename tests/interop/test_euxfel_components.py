@@ -116,6 +116,13 @@ CASES = [
      1, [10001, 10002, 10004], "id:0,3,7", None, False, "image.data"),
     ("lpd_missed", "LPD1M", ["--trains", "10002:", "--module-gaps"],
      1, slice(10002, None), None, None, True, "image.cellId"),
+    ("lpd_missed", "LPD1M", ["--astype", "float32", "--module-gaps"],
+     1, None, None, None, True, "image.data"),
+    # (EXtra-data 1.25's astype with a pulse selection raises TypeError: Cannot cast array
+    # data from dtype('float64') to dtype('uint16'); ours converts, tested in Rust.)
+    ("ours", "LPD1M", ["--astype", "float64", "--trains", "15:25", "--by-index",
+                       "--module-gaps", "--fill-value", "-1"],
+     1, (15, 25), None, -1, True, "image.data"),
     ("ours", "LPD1M", [], 1, None, None, None, False, "image.data"),
     ("ours", "LPD1M", ["--module-gaps", "--fill-value", "0xffff", "--trains", "15:25", "--by-index"],
      1, (15, 25), None, 0xFFFF, True, "image.data"),
@@ -138,7 +145,8 @@ def test_stacked_key_matches_extra_data(det_runs, tmp_path, case):
     kd = det[key]
     if pulses is not None:
         kd = kd.select_pulses(xd_pulses(pulses))
-    ref = kd.ndarray(fill_value=fill, module_gaps=gaps)
+    astype = args[args.index("--astype") + 1] if "--astype" in args else None
+    ref = kd.ndarray(fill_value=fill, module_gaps=gaps, astype=astype)
     assert ours["data"].dtype == ref.dtype
     assert ours["data"].shape == ref.shape
     np.testing.assert_array_equal(ours["data"], ref)

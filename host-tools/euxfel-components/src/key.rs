@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use euxfel::{DType, DataSpan, Element, KeyData};
 
+use crate::astype::{converter, Converter};
 use crate::error::{Error, Result};
 use crate::fill::{fill_bytes, FillValue};
 use crate::multimod::MultiModDetector;
@@ -296,17 +297,36 @@ impl MultiModKey {
     /// left untouched (the caller has filled them). Modules are read in parallel, each
     /// with one read per contiguous run of selected rows, straight into `out`.
     pub fn read_into_bytes(&self, out: &mut [u8], module_gaps: bool) -> Result<()> {
-        self.read_into(out, module_gaps, None)
+        self.read_into(out, module_gaps, None, None)
     }
 
-    /// [`MultiModKey::read_into_bytes`] that also writes `fill` (one element) into the rows
-    /// and module slots without data, so `out` needs no filling beforehand.
-    fn read_into(&self, out: &mut [u8], module_gaps: bool, fill: Option<&[u8]>) -> Result<()> {
+    /// [`MultiModKey::read_into_bytes`] that also writes `fill` (one output element) into the
+    /// rows and module slots without data, so `out` needs no filling beforehand, and with
+    /// `convert` (the conversion and the output element size) converts the values.
+    fn read_into(
+        &self,
+        out: &mut [u8],
+        module_gaps: bool,
+        fill: Option<&[u8]>,
+        convert: Option<(Converter, usize)>,
+    ) -> Result<()> {
         let shape = self.buffer_shape(module_gaps)?;
         let eb = self.eg()?.entry_bytes()?;
+        let out_eb = match convert {
+            Some((_, item)) => {
+                let src_item = self.eg()?.dtype.item_size().unwrap_or(1).max(1);
+                (eb / src_item)
+                    .checked_mul(item)
+                    .ok_or_else(|| Error::TooLarge {
+                        object: self.key.clone(),
+                        what: "output",
+                    })?
+            }
+            None => eb,
+        };
         let needed = shape[0]
             .checked_mul(shape[1])
-            .and_then(|n| n.checked_mul(eb))
+            .and_then(|n| n.checked_mul(out_eb))
             .ok_or_else(|| Error::TooLarge {
                 object: self.key.clone(),
                 what: "output",
@@ -317,7 +337,7 @@ impl MultiModKey {
                 got: out.len(),
             });
         }
-        let module_bytes = shape[1] * eb;
+        let module_bytes = shape[1] * out_eb;
         if module_bytes == 0 {
             return Ok(());
         }
@@ -350,7 +370,9 @@ impl MultiModKey {
             sel: self.sel_frames.as_deref(),
             sel_pos: sel_pos.as_deref(),
             eb,
+            out_eb,
             fill,
+            convert: convert.map(|(c, _)| c),
         };
         let work = || -> Result<()> {
             loop {
@@ -390,12 +412,12 @@ impl MultiModKey {
         zeroed_vec(n).ok_or_else(too_large)
     }
 
-    /// The fill element, or `None` when it is all zero bytes (a zeroed buffer holds it).
-    fn fill_element(&self, fill: Option<FillValue>) -> Result<Option<Vec<u8>>> {
-        let dtype = self.dtype()?;
+    /// The fill element of the output dtype, or `None` when it is all zero bytes (a zeroed
+    /// buffer holds it).
+    fn fill_element(&self, fill: Option<FillValue>, dtype: &DType) -> Result<Option<Vec<u8>>> {
         let elem = fill
-            .unwrap_or_else(|| FillValue::default_for(&dtype))
-            .to_bytes(&dtype)?;
+            .unwrap_or_else(|| FillValue::default_for(dtype))
+            .to_bytes(dtype)?;
         Ok(elem.iter().any(|&b| b != 0).then_some(elem))
     }
 
@@ -407,17 +429,42 @@ impl MultiModKey {
         fill: Option<FillValue>,
         module_gaps: bool,
     ) -> Result<StackedArray> {
-        let dtype = self.dtype()?;
-        let elem = self.fill_element(fill)?;
-        let mut shape = self.buffer_shape(module_gaps)?;
-        let eb = dtype
+        self.ndarray_bytes_as(&self.dtype()?, fill, module_gaps)
+    }
+
+    /// [`MultiModKey::ndarray_bytes`] with the values converted to `astype` (EXtra-data's
+    /// `ndarray(astype=...)`): the data's own dtype, or float32 / float64 from integer or
+    /// float data. The fill value (by default NaN) is one of `astype`.
+    pub fn ndarray_bytes_as(
+        &self,
+        astype: &DType,
+        fill: Option<FillValue>,
+        module_gaps: bool,
+    ) -> Result<StackedArray> {
+        let from = self.dtype()?;
+        let item = astype
             .item_size()
-            .ok_or_else(|| Error::UnsupportedDtype(dtype.numpy_name()))?;
-        shape.push(eb);
+            .ok_or_else(|| Error::UnsupportedDtype(astype.numpy_name()))?;
+        let convert = if *astype == from {
+            None
+        } else {
+            let c = converter(&from, astype).ok_or_else(|| Error::Astype {
+                from: from.numpy_name(),
+                to: astype.numpy_name(),
+            })?;
+            Some((c, item))
+        };
+        let elem = self.fill_element(fill, astype)?;
+        let mut shape = self.buffer_shape(module_gaps)?;
+        shape.push(item);
         let mut data = self.zeroed_output::<u8>(&shape)?;
         shape.pop();
-        self.read_into(&mut data, module_gaps, elem.as_deref())?;
-        Ok(StackedArray { dtype, shape, data })
+        self.read_into(&mut data, module_gaps, elem.as_deref(), convert)?;
+        Ok(StackedArray {
+            dtype: astype.clone(),
+            shape,
+            data,
+        })
     }
 
     /// Reads into a new typed array; `T` must match the dtype.
@@ -434,13 +481,14 @@ impl MultiModKey {
                 std::any::type_name::<T>()
             )));
         }
-        let elem = self.fill_element(fill)?;
+        let elem = self.fill_element(fill, &dtype)?;
         let shape = self.buffer_shape(module_gaps)?;
         let mut v = self.zeroed_output::<T>(&shape)?;
         self.read_into(
             bytemuck::cast_slice_mut(&mut v),
             module_gaps,
             elem.as_deref(),
+            None,
         )?;
         ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v).map_err(|_| Error::TooLarge {
             object: self.key.clone(),
@@ -638,18 +686,41 @@ struct Rows<'a> {
     /// Selected rows (pulse selection) and, for each row, its position among them.
     sel: Option<&'a [bool]>,
     sel_pos: Option<&'a [usize]>,
-    /// Bytes per row.
+    /// Bytes per row in the file and in the output (they differ when converting).
     eb: usize,
+    out_eb: usize,
     /// Written into the rows the module has no data for.
     fill: Option<&'a [u8]>,
+    /// Converts rows read from the file into output rows.
+    convert: Option<Converter>,
 }
+
+/// Rows read at a time for a converting read (the file's bytes go through a buffer of this
+/// size at most, then into the output converted).
+const CONVERT_BATCH_BYTES: usize = 1 << 20;
 
 /// Reads one module's rows into `buf` (its slot of the output); with `rows.fill`, fills the
 /// output rows it has no data for.
 fn read_module(kd: &KeyData, buf: &mut [u8], rows: &Rows<'_>) -> Result<()> {
-    let eb = rows.eb;
+    let (eb, out_eb) = (rows.eb, rows.out_eb);
     // Output rows written, as (first, count), in increasing order.
     let mut written: Vec<(usize, usize)> = Vec::new();
+    let mut staging: Vec<u8> = Vec::new();
+    // `count` rows from file row `src` into output rows from `o`.
+    let mut put = |span: &DataSpan, src: u64, o: usize, count: usize| -> Result<()> {
+        let out = &mut buf[o * out_eb..(o + count) * out_eb];
+        let Some(convert) = rows.convert else {
+            return Ok(span.read_rows(src, count as u64, eb, out)?);
+        };
+        let batch = (CONVERT_BATCH_BYTES / eb.max(1)).max(1);
+        for (i, piece) in out.chunks_mut(batch * out_eb).enumerate() {
+            let n = piece.len() / out_eb;
+            staging.resize(n * eb, 0);
+            span.read_rows(src + (i * batch) as u64, n as u64, eb, &mut staging)?;
+            convert(&staging, piece);
+        }
+        Ok(())
+    };
     for span in kd.data_spans() {
         for (src, t, n) in align(&span, rows.target, kd)? {
             match (rows.sel, rows.sel_pos) {
@@ -664,19 +735,13 @@ fn read_module(kd: &KeyData, buf: &mut [u8], rows: &Rows<'_>) -> Result<()> {
                         while b < t + n && sel[b] {
                             b += 1;
                         }
-                        let o = pos[a];
-                        span.read_rows(
-                            src + (a - t) as u64,
-                            (b - a) as u64,
-                            eb,
-                            &mut buf[o * eb..(o + b - a) * eb],
-                        )?;
-                        written.push((o, b - a));
+                        put(&span, src + (a - t) as u64, pos[a], b - a)?;
+                        written.push((pos[a], b - a));
                         a = b;
                     }
                 }
                 _ => {
-                    span.read_rows(src, n as u64, eb, &mut buf[t * eb..(t + n) * eb])?;
+                    put(&span, src, t, n)?;
                     written.push((t, n));
                 }
             }
@@ -687,10 +752,10 @@ fn read_module(kd: &KeyData, buf: &mut [u8], rows: &Rows<'_>) -> Result<()> {
         let mut at = 0;
         for (o, n) in written
             .into_iter()
-            .chain(std::iter::once((buf.len() / eb, 0)))
+            .chain(std::iter::once((buf.len() / out_eb, 0)))
         {
             if o > at {
-                fill_bytes(&mut buf[at * eb..o * eb], elem);
+                fill_bytes(&mut buf[at * out_eb..o * out_eb], elem);
             }
             at = at.max(o + n);
         }

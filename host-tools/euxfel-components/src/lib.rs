@@ -10,6 +10,7 @@
 //! - [`stack_detector_data`]: one train's module arrays stacked along a new axis.
 //! - [`cxi`]: the virtual CXI file of `extra-data-make-virtual-cxi`.
 
+mod astype;
 pub mod cxi;
 mod detector;
 mod error;

@@ -65,7 +65,7 @@ struct Args {
     min_modules: usize,
     /// With --detector: value for missing modules and frames (default NaN for floats, 0
     /// for integers; decimal, float or 0x hex).
-    #[arg(long, requires = "detector")]
+    #[arg(long, requires = "detector", allow_negative_numbers = true)]
     fill_value: Option<String>,
     /// With --detector: leave room for every module of the detector, missing ones filled.
     #[arg(long, requires = "detector")]
@@ -73,6 +73,10 @@ struct Args {
     /// With --detector=JUNGFRAU: the number of modules (inferred from the sources if not given).
     #[arg(long, requires = "detector")]
     n_modules: Option<usize>,
+    /// With --detector: convert the values to float32 or float64 (missing data NaN unless
+    /// --fill-value is given).
+    #[arg(long, requires = "detector", value_parser = ["float32", "float64"])]
+    astype: Option<String>,
 }
 
 fn parse_trains(s: &str, by_index: bool) -> Result<TrainSelection, String> {
@@ -275,8 +279,13 @@ fn extract_detector(
         ),
         None => None,
     };
+    let astype = match a.astype.as_deref() {
+        Some("float32") => DType::Float(4),
+        Some("float64") => DType::Float(8),
+        _ => mk.dtype().map_err(|e| e.to_string())?,
+    };
     let arr = mk
-        .ndarray_bytes(fill, a.module_gaps)
+        .ndarray_bytes_as(&astype, fill, a.module_gaps)
         .map_err(|e| e.to_string())?;
     let descr = arr
         .dtype
