@@ -2,11 +2,15 @@
 """Multi-module detector comparison with EXtra-data, in one run, on a 16-module LPD fixture
 run with several sequence files (random uint16 data, files in the page cache for both):
 
-1. Stacking all modules of a train range into one array: our MultiModKey::read_into_bytes
-   (example `stack_read`, in-process, best of --reps) vs EXtra-data's
-   LPD1M(run)['image.data'].ndarray() (in-process, best of --reps), and a plain copy of the
-   same bytes; memory against the output size (ours: peak RSS, which counts the pages of the
-   memory-mapped run files, and anonymous memory; EXtra-data: peak RSS growth).
+1. Stacking all modules of a train range into one array: our MultiModKey::ndarray_bytes (a
+   new array each time, as EXtra-data's ndarray() makes one; example `stack_read`,
+   in-process, best of --reps) vs EXtra-data's LPD1M(run)['image.data'].ndarray()
+   (in-process, best of --reps); also our read alone into an existing buffer
+   (read_into_bytes) vs EXtra-data's ndarray(out=existing array), the same read after
+   filling a new buffer (the former ndarray_bytes),
+   and plain copies of the same bytes into an existing and into a new buffer; memory against
+   the output size (ours: peak RSS, which counts the pages of the memory-mapped run files,
+   and anonymous memory, with one output alive; EXtra-data: peak RSS growth).
 2. Whole-process virtual CXI: xfel-make-virtual-cxi vs extra-data-make-virtual-cxi.
 
 Run from the repository root:  .venv/bin/python benches/scripts/bench_components.py
@@ -56,6 +60,7 @@ def main():
     ap.add_argument("--pixels", type=int, default=128)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    load = os.getloadavg()
 
     log("building release binaries...")
     sh(["cargo", "build", "--release", "-p", "fixtures", "--bin", "make-fixtures",
@@ -99,6 +104,14 @@ def main():
             best_xd = min(best_xd, time.perf_counter() - t0)
             del arr
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # Into an existing array (ndarray(out=...)): no allocation, as our read_into_bytes.
+        buf = kd.ndarray()
+        best_xd_out = float("inf")
+        for _ in range(a.reps):
+            t0 = time.perf_counter()
+            kd.ndarray(out=buf)
+            best_xd_out = min(best_xd_out, time.perf_counter() - t0)
+        del buf
 
     # Virtual CXI, whole processes.
     cxi_ours, cxi_xd = [], []
@@ -114,12 +127,18 @@ def main():
                f"of {a.pixels}x{a.pixels} uint16",
         "output_shape": ours["shape"],
         "output_mib": ours["bytes"] / 2**20,
-        "stack_ours_s": ours["read_s"],
+        "stack_ours_s": ours["ndarray_s"],
         "stack_xd_s": best_xd,
-        "stack_ratio": best_xd / ours["read_s"],
-        "plain_copy_s": ours["copy_s"],
-        "ours_vs_copy": ours["read_s"] / ours["copy_s"],
-        "ours_gib_s": gib / ours["read_s"],
+        "stack_ratio": best_xd / ours["ndarray_s"],
+        "ours_gib_s": gib / ours["ndarray_s"],
+        "copy_new_buffer_s": ours["copy_new_s"],
+        "ours_vs_copy_new": ours["ndarray_s"] / ours["copy_new_s"],
+        "ours_prefill_read_s": ours["prefill_read_s"],
+        "read_into_existing_s": ours["read_s"],
+        "xd_into_existing_s": best_xd_out,
+        "read_ratio_xd_out": best_xd_out / ours["read_s"],
+        "copy_existing_buffer_s": ours["copy_s"],
+        "read_vs_copy_existing": ours["read_s"] / ours["copy_s"],
         "ours_peak_rss_mib": ours["peak_rss_kib_after_read"] / 1024,
         "ours_rss_before_output_mib": ours["peak_rss_kib_before_output"] / 1024,
         "ours_anon_after_read_mib": ours["rss_anon_kib_after_read"] / 1024,
@@ -127,6 +146,8 @@ def main():
         "cxi_ours_s": min(cxi_ours),
         "cxi_xd_s": min(cxi_xd),
         "cxi_ratio": min(cxi_xd) / min(cxi_ours),
+        "load_start": " ".join(f"{x:.2f}" for x in load),
+        "load_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
     if a.json:
         print(json.dumps(res))

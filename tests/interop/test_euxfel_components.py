@@ -54,8 +54,12 @@ def det_runs(tmp_path_factory):
     return runs
 
 
-def extract(run_dir, out, *args):
-    code, so, se = run([rust_bin("xfel-extract-detector"), run_dir, "--out", out, *args])
+def extract(run_dir, out, *args, key=None, detector=None):
+    """xfel-extract --detector[=TYPE] RUN [KEY]: every .npy it wrote, by name."""
+    det_opt = f"--detector={detector}" if detector else "--detector"
+    key_arg = [key] if key else []
+    code, so, se = run([rust_bin("xfel-extract"), run_dir, *key_arg, "--out", out, det_opt,
+                        *args])
     assert code == 0, se
     return {p.stem: np.load(p) for p in out.glob("*.npy")}
 
@@ -81,7 +85,8 @@ def xd_pulses(spec):
     return (by_index if kind == "index" else by_id)[sel]
 
 
-# (run, class, our args, EXtra-data: min_modules, trains slice, pulses, fill, module_gaps, key)
+# (run, class, our args, EXtra-data: min_modules, trains (a position slice (a, b) or a list of
+# train IDs), pulses, fill, module_gaps, key)
 CASES = [
     ("lpd_missed", "LPD1M", [], 1, None, None, None, False, "image.data"),
     ("lpd_missed", "LPD1M", ["--module-gaps"], 1, None, None, None, True, "image.data"),
@@ -90,42 +95,58 @@ CASES = [
      1, None, "index:1:8:3", 7, False, "image.data"),
     ("lpd_missed", "LPD1M", ["--pulses", "index:0,4,9,12"],
      1, None, "index:0,4,9,12", None, False, "image.data"),
-    ("lpd_missed", "LPD1M", ["--key", "image.cellId"], 1, None, None, None, False, "image.cellId"),
-    ("lpd_missed", "LPD1M", ["--key", "header.pulseCount"],
+    ("lpd_missed", "LPD1M", [], 1, None, None, None, False, "image.cellId"),
+    ("lpd_missed", "LPD1M", [],
      1, None, None, None, False, "header.pulseCount"),
-    ("fxe_lpd", "LPD1M", ["--trains", "5:7", "--pulses", "index:0:4"],
+    ("fxe_lpd", "LPD1M", ["--trains", "5:7", "--by-index", "--pulses", "index:0:4"],
      1, (5, 7), "index:0:4", None, False, "image.data"),
-    ("spb_agipd_raw", "AGIPD1M", ["--trains", "0:2", "--pulses", "id:0:8:2"],
+    ("spb_agipd_raw", "AGIPD1M", ["--trains", "0:2", "--by-index", "--pulses", "id:0:8:2"],
      1, (0, 2), "id:0:8:2", None, False, "image.data"),
-    ("spb_agipd_corr", "AGIPD1M", ["--trains", "2:4", "--pulses", "id:0:20"],
+    ("spb_agipd_corr", "AGIPD1M", ["--trains", "2:4", "--by-index", "--pulses", "id:0:20"],
      1, (2, 4), "id:0:20", None, False, "image.data"),
-    ("spb_agipd_corr", "AGIPD1M", ["--trains", "0:1", "--key", "image.mask", "--module-gaps"],
+    ("spb_agipd_corr", "AGIPD1M", ["--trains", "0:1", "--by-index", "--module-gaps"],
      1, (0, 1), None, None, True, "image.mask"),
-    ("agipd500k", "AGIPD500K", ["--trains", "0:2", "--pulses", "index:0:3"],
+    ("agipd500k", "AGIPD500K", ["--trains", "0:2", "--by-index", "--pulses", "index:0:3"],
      1, (0, 2), "index:0:3", None, False, "image.data"),
-    ("scs_dssc", "DSSC1M", ["--trains", "62:66", "--pulses", "index:0,5,63"],
+    ("scs_dssc", "DSSC1M", ["--trains", "62:66", "--by-index", "--pulses", "index:0,5,63"],
      1, (62, 66), "index:0,5,63", None, False, "image.data"),
-    ("jungfrau", "JUNGFRAU", ["--trains", "0:1", "--key", "data.gain"],
+    ("jungfrau", "JUNGFRAU", ["--trains", "0:1", "--by-index"],
      1, (0, 1), None, None, False, "data.gain"),
+    ("lpd_missed", "LPD1M", ["--trains", "10001,10002,10004", "--pulses", "id:0,3,7"],
+     1, [10001, 10002, 10004], "id:0,3,7", None, False, "image.data"),
+    ("lpd_missed", "LPD1M", ["--trains", "10002:", "--module-gaps"],
+     1, slice(10002, None), None, None, True, "image.cellId"),
+    ("lpd_missed", "LPD1M", ["--astype", "float32", "--module-gaps"],
+     1, None, None, None, True, "image.data"),
+    # (EXtra-data 1.25's astype with a pulse selection raises TypeError: Cannot cast array
+    # data from dtype('float64') to dtype('uint16'); ours converts, tested in Rust.)
+    ("ours", "LPD1M", ["--astype", "float64", "--trains", "15:25", "--by-index",
+                       "--module-gaps", "--fill-value", "-1"],
+     1, (15, 25), None, -1, True, "image.data"),
     ("ours", "LPD1M", [], 1, None, None, None, False, "image.data"),
-    ("ours", "LPD1M", ["--module-gaps", "--fill-value", "0xffff", "--trains", "15:25"],
+    ("ours", "LPD1M", ["--module-gaps", "--fill-value", "0xffff", "--trains", "15:25", "--by-index"],
      1, (15, 25), None, 0xFFFF, True, "image.data"),
     ("ours", "LPD1M", ["--pulses", "id:4:20:8", "--min-modules", "4"],
      4, None, "id:4:20:8", None, False, "image.data"),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{'-'.join(c[2]) or 'all'}")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[-1]}-{'-'.join(c[2]) or 'all'}")
 def test_stacked_key_matches_extra_data(det_runs, tmp_path, case):
     name, cls, args, min_modules, trains, pulses, fill, gaps, key = case
-    ours = extract(det_runs[name], tmp_path / "o", "--detector", cls, *args)
+    from extra_data import by_id
+
+    ours = extract(det_runs[name], tmp_path / "o", *args, key=key, detector=cls)
     det = xd_detector(cls, det_runs[name], min_modules=min_modules)
-    if trains is not None:
+    if isinstance(trains, tuple):
         det = det.select_trains(np.s_[trains[0]:trains[1]])
+    elif trains is not None:
+        det = det.select_trains(by_id[trains])
     kd = det[key]
     if pulses is not None:
         kd = kd.select_pulses(xd_pulses(pulses))
-    ref = kd.ndarray(fill_value=fill, module_gaps=gaps)
+    astype = args[args.index("--astype") + 1] if "--astype" in args else None
+    ref = kd.ndarray(fill_value=fill, module_gaps=gaps, astype=astype)
     assert ours["data"].dtype == ref.dtype
     assert ours["data"].shape == ref.shape
     np.testing.assert_array_equal(ours["data"], ref)
@@ -163,7 +184,7 @@ def test_one_train_equals_stack_detector_data(det_runs, tmp_path):
         tid, data = r.select("*/DET/*", "image.data").train_from_index(pos)
         stacked = stack_detector_data(data, "image.data")  # (frames, 1, 16, y, x)
         ours = extract(
-            det_runs["ours"], tmp_path / f"t{pos}", "--trains", f"{pos}:{pos + 1}",
+            det_runs["ours"], tmp_path / f"t{pos}", "--trains", f"{pos}:{pos + 1}", "--by-index",
             "--module-gaps",
         )
         assert ours["data"].shape[0] == 16
@@ -182,10 +203,10 @@ def test_inconsistent_frame_counts_error(det_runs, tmp_path):
         xd_detector("LPD1M", det_runs["inconsistent"])
     ref = str(ei.value)
     code, _, se = run([
-        rust_bin("xfel-extract-detector"), det_runs["inconsistent"], "--out", tmp_path / "o",
+        rust_bin("xfel-extract"), det_runs["inconsistent"], "--detector", "--out", tmp_path / "o",
     ])
     assert code == 1
-    ours = se.strip().removeprefix("xfel-extract-detector: ")
+    ours = se.strip().removeprefix("xfel-extract: ")
     assert ours.startswith("Inconsistent frame counts for train 10000: {")
     assert ref.startswith("Inconsistent frame counts for train 10000: {")
     assert numbers(ours) == numbers(ref)
@@ -195,10 +216,10 @@ def test_min_modules_and_no_detector_errors(det_runs, tmp_path):
     with pytest.raises(ValueError) as ei:
         xd_detector("LPD1M", det_runs["lpd_missed"], min_modules=3)
     code, _, se = run([
-        rust_bin("xfel-extract-detector"), det_runs["lpd_missed"], "--out", tmp_path / "o",
+        rust_bin("xfel-extract"), det_runs["lpd_missed"], "--detector", "--out", tmp_path / "o",
         "--min-modules", "3",
     ])
-    assert code == 1 and se.strip() == f"xfel-extract-detector: {ei.value}"
+    assert code == 1 and se.strip() == f"xfel-extract: {ei.value}"
     # No multi-module detector in a run of control data only.
     da = tmp_path / "da"
     da.mkdir()
@@ -221,7 +242,7 @@ def test_raw_fallback_warning_text(det_runs, tmp_path):
         LPD1M(RunDirectory(str(det_runs["lpd_missed"])))
     ref = [str(x.message) for x in w if "raw data" in str(x.message)]
     _, _, se = run([
-        rust_bin("xfel-extract-detector"), det_runs["lpd_missed"], "--out", tmp_path / "o",
+        rust_bin("xfel-extract"), det_runs["lpd_missed"], "--detector", "--out", tmp_path / "o",
     ])
     assert ref and f"warning: {ref[0]}" in se
 

@@ -1,6 +1,9 @@
-//! Times a stacked read of a detector's main key into one preallocated buffer (the
-//! comparison script `benches/scripts/bench_components.py` runs it), and a plain copy of the
-//! same number of bytes; prints one JSON line with the best times and the peak RSS.
+//! Times a stacked read of a detector's main key (the comparison script
+//! `benches/scripts/bench_components.py` runs it): a whole `ndarray_bytes` (a new array each
+//! time, as EXtra-data's `ndarray()` makes one), the read alone into one preallocated buffer,
+//! the same read after filling a new buffer first (what `ndarray_bytes` did before it filled
+//! only the rows without data), and plain copies of the same bytes into an existing and into a
+//! new buffer. Prints one JSON line with the best times and the peak RSS.
 //!
 //! `cargo run --release -p euxfel-components --example stack_read -- RUN_DIR TRAINS REPS`
 //! (`TRAINS` is a position range `A:B`).
@@ -36,15 +39,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let key = det.key(kind.main_data_key())?;
     let rss_before = status_kib("VmHWM:");
-    let mut out = key.ndarray_bytes(None, false)?;
+    let mut best_ndarray = f64::INFINITY;
+    let mut last: Option<euxfel_components::StackedArray> = None;
+    for _ in 0..reps {
+        // The previous array goes first: one output in memory at a time.
+        drop(last.take());
+        let t = Instant::now();
+        let a = key.ndarray_bytes(None, false)?;
+        best_ndarray = best_ndarray.min(t.elapsed().as_secs_f64());
+        last = Some(a);
+    }
+    let mut out = match last {
+        Some(a) => a,
+        None => key.ndarray_bytes(None, false)?,
+    };
+    // Memory with one output alive, before the buffers of the comparisons below.
+    let rss_after_read = status_kib("VmHWM:");
+    let anon_after_read = status_kib("RssAnon:");
+    let mut best_prefill = f64::INFINITY;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let mut v: Vec<u8> = Vec::new();
+        v.try_reserve_exact(out.data.len())?;
+        v.resize(out.data.len(), 0);
+        v.fill(0);
+        key.read_into_bytes(&mut v, false)?;
+        best_prefill = best_prefill.min(t.elapsed().as_secs_f64());
+        drop(std::hint::black_box(v));
+    }
     let mut best = f64::INFINITY;
     for _ in 0..reps {
         let t = Instant::now();
         key.read_into_bytes(&mut out.data, false)?;
         best = best.min(t.elapsed().as_secs_f64());
     }
-    let rss_after_read = status_kib("VmHWM:");
-    let anon_after_read = status_kib("RssAnon:");
     let src = out.data.clone();
     let mut best_copy = f64::INFINITY;
     for _ in 0..reps {
@@ -52,8 +80,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.data.copy_from_slice(std::hint::black_box(&src));
         best_copy = best_copy.min(t.elapsed().as_secs_f64());
     }
+    // The same bytes copied into a new buffer (allocation and first-touch page faults
+    // included, as in ndarray_bytes).
+    let mut best_copy_new = f64::INFINITY;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let c = std::hint::black_box(&src).clone();
+        best_copy_new = best_copy_new.min(t.elapsed().as_secs_f64());
+        drop(std::hint::black_box(c));
+    }
     println!(
-        "{{\"bytes\": {}, \"shape\": {:?}, \"read_s\": {best}, \"copy_s\": {best_copy}, \
+        "{{\"bytes\": {}, \"shape\": {:?}, \"ndarray_s\": {best_ndarray}, \"prefill_read_s\": {best_prefill}, \"read_s\": {best}, \"copy_s\": {best_copy}, \"copy_new_s\": {best_copy_new}, \
          \"peak_rss_kib_before_output\": {}, \"peak_rss_kib_after_read\": {}, \"rss_anon_kib_after_read\": {}}}",
         src.len(),
         out.shape,

@@ -52,6 +52,8 @@ pub enum Error {
     FillValue { value: String, dtype: String },
     #[error("dtype {0} is not a fixed-size number; multi-module reads need one")]
     UnsupportedDtype(String),
+    #[error("cannot convert {from} to {to}: converting reads give float32 or float64")]
+    Astype { from: String, to: String },
     #[error("{object}: {what} is too large")]
     TooLarge { object: String, what: &'static str },
     #[error("requires output buffer of {needed} bytes, got {got}")]

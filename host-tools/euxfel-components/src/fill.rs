@@ -110,20 +110,43 @@ impl FillValue {
     }
 }
 
-/// Fills `buf` with copies of one element.
+/// Fills `buf` (a whole number of elements) with copies of one element: the element
+/// once, then the filled start copied onward in blocks that stay in the cache.
 pub(crate) fn fill_bytes(buf: &mut [u8], elem: &[u8]) {
     if elem.iter().all(|&b| b == 0) {
         buf.fill(0);
-    } else {
-        for c in buf.chunks_exact_mut(elem.len()) {
-            c.copy_from_slice(elem);
-        }
+        return;
+    }
+    let e = elem.len();
+    let Some(first) = buf.get_mut(..e) else {
+        return;
+    };
+    first.copy_from_slice(elem);
+    let block = (64 * 1024 / e).max(1) * e;
+    let mut filled = e;
+    while filled < buf.len() {
+        let k = filled.min(block).min(buf.len() - filled);
+        let (done, rest) = buf.split_at_mut(filled);
+        rest[..k].copy_from_slice(&done[..k]);
+        filled += k;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fill_repeats_the_element_over_any_length() {
+        for n in [0, 1, 3, 16_385, 40_000] {
+            let mut buf = vec![0u8; n * 4];
+            fill_bytes(&mut buf, &[1, 2, 3, 4]);
+            assert!(buf.chunks_exact(4).all(|c| c == [1, 2, 3, 4]), "{n}");
+        }
+        let mut buf = vec![7u8; 10];
+        fill_bytes(&mut buf, &[0, 0]);
+        assert_eq!(buf, vec![0; 10]);
+    }
 
     #[test]
     fn parse_follows_python_float_then_int_base0() {

@@ -3,12 +3,16 @@
 //! reads module by module straight into the output buffer, coordinates and availability.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use euxfel::{DType, DataSpan, Element, KeyData};
 
+use crate::astype::{converter, Converter};
 use crate::error::{Error, Result};
 use crate::fill::{fill_bytes, FillValue};
 use crate::multimod::MultiModDetector;
+use crate::output::zeroed_vec;
 
 /// Placeholder for a pulse/cell ID a module did not record (EXtra-data's `NO_PULSE_ID`).
 pub const NO_PULSE_ID: u64 = 9999;
@@ -293,11 +297,36 @@ impl MultiModKey {
     /// left untouched (the caller has filled them). Modules are read in parallel, each
     /// with one read per contiguous run of selected rows, straight into `out`.
     pub fn read_into_bytes(&self, out: &mut [u8], module_gaps: bool) -> Result<()> {
+        self.read_into(out, module_gaps, None, None)
+    }
+
+    /// [`MultiModKey::read_into_bytes`] that also writes `fill` (one output element) into the
+    /// rows and module slots without data, so `out` needs no filling beforehand, and with
+    /// `convert` (the conversion and the output element size) converts the values.
+    fn read_into(
+        &self,
+        out: &mut [u8],
+        module_gaps: bool,
+        fill: Option<&[u8]>,
+        convert: Option<(Converter, usize)>,
+    ) -> Result<()> {
         let shape = self.buffer_shape(module_gaps)?;
         let eb = self.eg()?.entry_bytes()?;
+        let out_eb = match convert {
+            Some((_, item)) => {
+                let src_item = self.eg()?.dtype.item_size().unwrap_or(1).max(1);
+                (eb / src_item)
+                    .checked_mul(item)
+                    .ok_or_else(|| Error::TooLarge {
+                        object: self.key.clone(),
+                        what: "output",
+                    })?
+            }
+            None => eb,
+        };
         let needed = shape[0]
             .checked_mul(shape[1])
-            .and_then(|n| n.checked_mul(eb))
+            .and_then(|n| n.checked_mul(out_eb))
             .ok_or_else(|| Error::TooLarge {
                 object: self.key.clone(),
                 what: "output",
@@ -308,75 +337,134 @@ impl MultiModKey {
                 got: out.len(),
             });
         }
-        let module_bytes = shape[1] * eb;
+        let module_bytes = shape[1] * out_eb;
         if module_bytes == 0 {
             return Ok(());
         }
         let target = TargetIndex::new(&self.target_train_ids());
         let sel_pos = self.sel_frames.as_ref().map(|s| prefix_positions(s));
         let mut slots: Vec<Option<&mut [u8]>> = out.chunks_mut(module_bytes).map(Some).collect();
-        let mut jobs: Vec<(&KeyData, &mut [u8])> = Vec::with_capacity(self.modules.len());
+        let mut jobs: Vec<Mutex<Option<ModuleJob>>> = Vec::with_capacity(self.modules.len());
         for (i, (m, kd)) in self.modules.iter().enumerate() {
             let ix = self.module_slot(i, *m, module_gaps)?;
             if let Some(buf) = slots.get_mut(ix).and_then(Option::take) {
-                jobs.push((kd, buf));
+                jobs.push(Mutex::new(Some((kd, buf))));
+            }
+        }
+        // Slots of modules without a source (module gaps) hold only the fill value.
+        if let Some(elem) = fill {
+            for buf in slots.into_iter().flatten() {
+                fill_bytes(buf, elem);
             }
         }
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(jobs.len())
             .max(1);
-        let per_thread = jobs.len().div_ceil(threads);
-        let sel = self.sel_frames.as_deref();
-        let sel_pos = sel_pos.as_deref();
-        let target = &target;
+        // Each thread takes the next module when it is done with one: a thread that the
+        // scheduler holds back (a loaded machine) does not leave a fixed share of the modules
+        // waiting behind it.
+        let next = AtomicUsize::new(0);
+        let rows = Rows {
+            target: &target,
+            sel: self.sel_frames.as_deref(),
+            sel_pos: sel_pos.as_deref(),
+            eb,
+            out_eb,
+            fill,
+            convert: convert.map(|(c, _)| c),
+        };
+        let work = || -> Result<()> {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else {
+                    return Ok(());
+                };
+                let taken = job.lock().ok().and_then(|mut j| j.take());
+                if let Some((kd, buf)) = taken {
+                    read_module(kd, buf, &rows)?;
+                }
+            }
+        };
         std::thread::scope(|s| {
-            let handles: Vec<_> = jobs
-                .chunks_mut(per_thread.max(1))
-                .map(|group| {
-                    s.spawn(move || -> Result<()> {
-                        for (kd, buf) in group.iter_mut() {
-                            read_module(kd, buf, target, sel, sel_pos, eb)?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
+            let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+            let here = work();
             handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or(Err(Error::ReaderPanicked)))
+                .chain(std::iter::once(here))
                 .collect::<Result<Vec<()>>>()
         })?;
         Ok(())
     }
 
+    /// The output buffer for `shape`, zeroed (fresh pages from the kernel come zeroed: no
+    /// pass over the memory before the read).
+    fn zeroed_output<T: bytemuck::Pod>(&self, shape: &[usize]) -> Result<Vec<T>> {
+        let too_large = || Error::TooLarge {
+            object: self.key.clone(),
+            what: "output",
+        };
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(too_large)?;
+        zeroed_vec(n).ok_or_else(too_large)
+    }
+
+    /// The fill element of the output dtype, or `None` when it is all zero bytes (a zeroed
+    /// buffer holds it).
+    fn fill_element(&self, fill: Option<FillValue>, dtype: &DType) -> Result<Option<Vec<u8>>> {
+        let elem = fill
+            .unwrap_or_else(|| FillValue::default_for(dtype))
+            .to_bytes(dtype)?;
+        Ok(elem.iter().any(|&b| b != 0).then_some(elem))
+    }
+
     /// Reads into a new array; missing modules and frames hold `fill` (NaN for floats, 0
-    /// for integers by default).
+    /// for integers by default). Every byte of the output is written once: by the read or,
+    /// where no module has data, by the fill.
     pub fn ndarray_bytes(
         &self,
         fill: Option<FillValue>,
         module_gaps: bool,
     ) -> Result<StackedArray> {
-        let dtype = self.dtype()?;
-        let fill = fill.unwrap_or_else(|| FillValue::default_for(&dtype));
-        let elem = fill.to_bytes(&dtype)?;
-        let shape = self.buffer_shape(module_gaps)?;
-        let n = shape
-            .iter()
-            .try_fold(elem.len(), |a, &d| a.checked_mul(d))
-            .ok_or_else(|| Error::TooLarge {
-                object: self.key.clone(),
-                what: "output",
+        self.ndarray_bytes_as(&self.dtype()?, fill, module_gaps)
+    }
+
+    /// [`MultiModKey::ndarray_bytes`] with the values converted to `astype` (EXtra-data's
+    /// `ndarray(astype=...)`): the data's own dtype, or float32 / float64 from integer or
+    /// float data. The fill value (by default NaN) is one of `astype`.
+    pub fn ndarray_bytes_as(
+        &self,
+        astype: &DType,
+        fill: Option<FillValue>,
+        module_gaps: bool,
+    ) -> Result<StackedArray> {
+        let from = self.dtype()?;
+        let item = astype
+            .item_size()
+            .ok_or_else(|| Error::UnsupportedDtype(astype.numpy_name()))?;
+        let convert = if *astype == from {
+            None
+        } else {
+            let c = converter(&from, astype).ok_or_else(|| Error::Astype {
+                from: from.numpy_name(),
+                to: astype.numpy_name(),
             })?;
-        let mut data: Vec<u8> = Vec::new();
-        data.try_reserve_exact(n).map_err(|_| Error::TooLarge {
-            object: self.key.clone(),
-            what: "output",
-        })?;
-        data.resize(n, 0);
-        fill_bytes(&mut data, &elem);
-        self.read_into_bytes(&mut data, module_gaps)?;
-        Ok(StackedArray { dtype, shape, data })
+            Some((c, item))
+        };
+        let elem = self.fill_element(fill, astype)?;
+        let mut shape = self.buffer_shape(module_gaps)?;
+        shape.push(item);
+        let mut data = self.zeroed_output::<u8>(&shape)?;
+        shape.pop();
+        self.read_into(&mut data, module_gaps, elem.as_deref(), convert)?;
+        Ok(StackedArray {
+            dtype: astype.clone(),
+            shape,
+            data,
+        })
     }
 
     /// Reads into a new typed array; `T` must match the dtype.
@@ -393,25 +481,19 @@ impl MultiModKey {
                 std::any::type_name::<T>()
             )));
         }
-        let elem = fill
-            .unwrap_or_else(|| FillValue::default_for(&dtype))
-            .to_bytes(&dtype)?;
+        let elem = self.fill_element(fill, &dtype)?;
         let shape = self.buffer_shape(module_gaps)?;
-        let too_large = || Error::TooLarge {
+        let mut v = self.zeroed_output::<T>(&shape)?;
+        self.read_into(
+            bytemuck::cast_slice_mut(&mut v),
+            module_gaps,
+            elem.as_deref(),
+            None,
+        )?;
+        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v).map_err(|_| Error::TooLarge {
             object: self.key.clone(),
             what: "output",
-        };
-        let n = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(too_large)?;
-        let mut v: Vec<T> = Vec::new();
-        v.try_reserve_exact(n).map_err(|_| too_large())?;
-        v.resize(n, T::zeroed());
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut v);
-        fill_bytes(bytes, &elem);
-        self.read_into_bytes(bytes, module_gaps)?;
-        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v).map_err(|_| too_large())
+        })
     }
 
     /// `image.<field>` per frame (all frames), checked to agree across modules (EXtra-data's
@@ -595,17 +677,53 @@ fn select_by_index(p: &Pulses, frame_counts: &[u64]) -> Vec<bool> {
     sel
 }
 
-fn read_module(
-    kd: &KeyData,
-    buf: &mut [u8],
-    target: &TargetIndex,
-    sel: Option<&[bool]>,
-    sel_pos: Option<&[usize]>,
+/// A module's key data and its slot of the output, taken by one reader thread.
+type ModuleJob<'a> = (&'a KeyData, &'a mut [u8]);
+
+/// How the rows of one module land in its slot of the output.
+struct Rows<'a> {
+    target: &'a TargetIndex,
+    /// Selected rows (pulse selection) and, for each row, its position among them.
+    sel: Option<&'a [bool]>,
+    sel_pos: Option<&'a [usize]>,
+    /// Bytes per row in the file and in the output (they differ when converting).
     eb: usize,
-) -> Result<()> {
+    out_eb: usize,
+    /// Written into the rows the module has no data for.
+    fill: Option<&'a [u8]>,
+    /// Converts rows read from the file into output rows.
+    convert: Option<Converter>,
+}
+
+/// Rows read at a time for a converting read (the file's bytes go through a buffer of this
+/// size at most, then into the output converted).
+const CONVERT_BATCH_BYTES: usize = 1 << 20;
+
+/// Reads one module's rows into `buf` (its slot of the output); with `rows.fill`, fills the
+/// output rows it has no data for.
+fn read_module(kd: &KeyData, buf: &mut [u8], rows: &Rows<'_>) -> Result<()> {
+    let (eb, out_eb) = (rows.eb, rows.out_eb);
+    // Output rows written, as (first, count), in increasing order.
+    let mut written: Vec<(usize, usize)> = Vec::new();
+    let mut staging: Vec<u8> = Vec::new();
+    // `count` rows from file row `src` into output rows from `o`.
+    let mut put = |span: &DataSpan, src: u64, o: usize, count: usize| -> Result<()> {
+        let out = &mut buf[o * out_eb..(o + count) * out_eb];
+        let Some(convert) = rows.convert else {
+            return Ok(span.read_rows(src, count as u64, eb, out)?);
+        };
+        let batch = (CONVERT_BATCH_BYTES / eb.max(1)).max(1);
+        for (i, piece) in out.chunks_mut(batch * out_eb).enumerate() {
+            let n = piece.len() / out_eb;
+            staging.resize(n * eb, 0);
+            span.read_rows(src + (i * batch) as u64, n as u64, eb, &mut staging)?;
+            convert(&staging, piece);
+        }
+        Ok(())
+    };
     for span in kd.data_spans() {
-        for (src, t, n) in align(&span, target, kd)? {
-            match (sel, sel_pos) {
+        for (src, t, n) in align(&span, rows.target, kd)? {
+            match (rows.sel, rows.sel_pos) {
                 (Some(sel), Some(pos)) => {
                     let mut a = t;
                     while a < t + n {
@@ -617,18 +735,29 @@ fn read_module(
                         while b < t + n && sel[b] {
                             b += 1;
                         }
-                        let o = pos[a];
-                        span.read_rows(
-                            src + (a - t) as u64,
-                            (b - a) as u64,
-                            eb,
-                            &mut buf[o * eb..(o + b - a) * eb],
-                        )?;
+                        put(&span, src + (a - t) as u64, pos[a], b - a)?;
+                        written.push((pos[a], b - a));
                         a = b;
                     }
                 }
-                _ => span.read_rows(src, n as u64, eb, &mut buf[t * eb..(t + n) * eb])?,
+                _ => {
+                    put(&span, src, t, n)?;
+                    written.push((t, n));
+                }
             }
+        }
+    }
+    if let Some(elem) = rows.fill {
+        written.sort_unstable();
+        let mut at = 0;
+        for (o, n) in written
+            .into_iter()
+            .chain(std::iter::once((buf.len() / out_eb, 0)))
+        {
+            if o > at {
+                fill_bytes(&mut buf[at * out_eb..o * out_eb], elem);
+            }
+            at = at.max(o + n);
         }
     }
     Ok(())

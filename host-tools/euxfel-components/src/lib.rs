@@ -10,12 +10,14 @@
 //! - [`stack_detector_data`]: one train's module arrays stacked along a new axis.
 //! - [`cxi`]: the virtual CXI file of `extra-data-make-virtual-cxi`.
 
+mod astype;
 pub mod cxi;
 mod detector;
 mod error;
 mod fill;
 mod key;
 mod multimod;
+mod output;
 mod stack;
 
 pub use detector::{

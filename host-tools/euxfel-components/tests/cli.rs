@@ -1,16 +1,39 @@
 //! The binaries on fixture runs: outputs, exit codes and messages.
 
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 
 use fixtures::euxfel::{make_run, RunSpec};
 
-/// A command for one of the binaries. The other test of this process writes fixtures at the
-/// same time, and a child inherits its open HDF5 files with libhdf5's lock on them: the children
-/// do not lock (they only read closed files).
+/// Held while a test writes fixture files and while one starts a child: a child started
+/// meanwhile would inherit the writer's descriptors with libhdf5's lock on them and keep the
+/// files locked against this process's own reads for as long as it runs.
+static FILES: Mutex<()> = Mutex::new(());
+
+fn files_lock() -> MutexGuard<'static, ()> {
+    FILES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A command for one of the binaries. The children do not lock (they only read closed files).
 fn reader(exe: &str) -> Command {
     let mut cmd = Command::new(exe);
     cmd.env("HDF5_USE_FILE_LOCKING", "FALSE");
     cmd
+}
+
+/// `Command::output`, started while no fixture file is open for writing.
+trait OutputLocked {
+    fn output_locked(&mut self) -> std::io::Result<Output>;
+}
+
+impl OutputLocked for Command {
+    fn output_locked(&mut self) -> std::io::Result<Output> {
+        let child = {
+            let _files = files_lock();
+            self.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?
+        };
+        child.wait_with_output()
+    }
 }
 
 fn small_run(dir: &std::path::Path) {
@@ -23,6 +46,7 @@ fn small_run(dir: &std::path::Path) {
         frame_width: 2,
         ..RunSpec::default()
     };
+    let _files = files_lock();
     make_run(dir, &spec).expect("run");
 }
 
@@ -37,7 +61,7 @@ fn make_virtual_cxi_writes_and_refuses_bad_arguments() {
         .arg(&run)
         .args(["--min-modules", "1", "--fill-value", "data", "0x10", "-o"])
         .arg(&out)
-        .output()
+        .output_locked()
         .expect("run");
     assert!(
         ok.status.success(),
@@ -57,37 +81,56 @@ fn make_virtual_cxi_writes_and_refuses_bad_arguments() {
         .arg(&run)
         .args(["--fill-value", "data", "abc", "-o"])
         .arg(&out)
-        .output()
+        .output_locked()
         .expect("run");
     assert_eq!(bad.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&bad.stderr).trim(),
         "xfel-make-virtual-cxi: --fill-value data: \"abc\" is not a number"
     );
-    let no_out = reader(exe).arg(&run).output().expect("run");
+    let no_out = reader(exe).arg(&run).output_locked().expect("run");
     assert_eq!(no_out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no_out.stderr)
         .contains("'-o outfile' option needed when input directory doesn't look like"));
-    let usage = reader(exe).output().expect("run");
+    let usage = reader(exe).output_locked().expect("run");
     assert_eq!(usage.status.code(), Some(2));
+}
+
+/// The array of a `.npy` file (format 1.0: magic, version, u16 header length, header).
+fn npy_payload(path: &std::path::Path) -> Vec<u8> {
+    let b = std::fs::read(path).expect("npy");
+    assert_eq!(&b[..8], b"\x93NUMPY\x01\x00", "{}", path.display());
+    let header = usize::from(u16::from_le_bytes([b[8], b[9]]));
+    b[10 + header..].to_vec()
 }
 
 #[test]
 fn extract_detector_writes_stacked_arrays() {
+    use euxfel::{DataCollection, OpenOptions, TrainSelection};
+    use euxfel_components::{
+        DetectorOptions, DetectorType, MultiModDetector, PulseSelection, Pulses,
+    };
+
     let td = tempfile::tempdir().expect("tempdir");
     let run = td.path().join("run");
     small_run(&run);
     let out = td.path().join("o");
-    let r = reader(env!("CARGO_BIN_EXE_xfel-extract-detector"))
+    let exe = env!("CARGO_BIN_EXE_xfel-extract");
+    let r = reader(exe)
         .arg(&run)
+        .arg("--detector")
         .arg("--out")
         .arg(&out)
-        .args(["--pulses", "index:1"])
-        .output()
+        .args(["--pulses", "index:1", "--trains=-2:", "--by-index"])
+        .output_locked()
         .expect("run");
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    assert!(String::from_utf8_lossy(&r.stdout)
-        .starts_with("FXE_DET_LPD1M-1 image.data: dtype uint16, shape [2, 3, 2, 2]"));
+    assert!(
+        String::from_utf8_lossy(&r.stdout)
+            .starts_with("FXE_DET_LPD1M-1 image.data: dtype uint16, shape [2, 2, 2, 2]"),
+        "{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
     for f in [
         "data",
         "train_ids",
@@ -98,13 +141,73 @@ fn extract_detector_writes_stacked_arrays() {
     ] {
         assert!(out.join(format!("{f}.npy")).is_file(), "{f}.npy");
     }
-    let bad = reader(env!("CARGO_BIN_EXE_xfel-extract-detector"))
+    // The same selection through the library.
+    let dc = DataCollection::open_run(&run, &OpenOptions::default()).expect("open");
+    let key = MultiModDetector::new(DetectorType::Lpd1M, &dc, &DetectorOptions::default())
+        .and_then(|d| d.select_trains(&TrainSelection::IndexRange(Some(-2), None, None)))
+        .and_then(|d| d.key("image.data"))
+        .and_then(|k| k.select_pulses(PulseSelection::ByIndex(Pulses::List(vec![1]))))
+        .expect("key");
+    let want = key.ndarray_bytes(None, false).expect("read");
+    assert_eq!(npy_payload(&out.join("data.npy")), want.data);
+    let tids: Vec<u8> = key
+        .train_id_coordinates()
+        .iter()
+        .flat_map(|t| t.to_le_bytes())
+        .collect();
+    assert_eq!(npy_payload(&out.join("train_ids.npy")), tids);
+
+    // Train IDs, a given type and key, JSON summary.
+    let first = dc.train_ids[0];
+    let r = reader(exe)
         .arg(&run)
+        .arg("image.cellId")
+        .arg("--detector=LPD1M")
+        .arg("--json")
         .arg("--out")
         .arg(&out)
-        .args(["--detector", "AGIPD1M"])
-        .output()
+        .arg(format!("--trains={},{}", first, first + 2))
+        .output_locked()
         .expect("run");
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("This data has no source named"));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).expect("json");
+    assert_eq!(j["type"], "LPD1M");
+    assert_eq!(j["key"], "image.cellId");
+    assert_eq!(j["trains"], 2);
+    assert_eq!(j["shape"], serde_json::json!([2, 4]));
+
+    let fail = |args: &[&str]| {
+        let o = reader(exe)
+            .arg(&run)
+            .arg("--out")
+            .arg(&out)
+            .args(args)
+            .output_locked()
+            .expect("run");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = fail(&["--detector=AGIPD1M"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("This data has no source named"), "{err}");
+    let (code, err) = fail(&["--detector", "AGIPD1M"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err.trim(),
+        "xfel-extract: \"AGIPD1M\" is a detector type, not a key: write --detector=AGIPD1M"
+    );
+    let (code, err) = fail(&["--detector=LPD2"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--detector: unknown type \"LPD2\""), "{err}");
+    let (code, err) = fail(&["--detector", "--pulses", "index:1:2:3:4"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--pulses: cannot parse"), "{err}");
+    // Detector options need --detector; without it the source and key are needed.
+    let (code, _) = fail(&["--pulses", "index:1"]);
+    assert_eq!(code, Some(2));
+    let (code, err) = fail(&["image.data"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("give RUN SOURCE KEY"), "{err}");
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use euxfel::{DataCollection, OpenOptions, TrainSelection};
+use euxfel::{DType, DataCollection, OpenOptions, TrainSelection};
 use euxfel_components::cxi::write_virtual_cxi;
 use euxfel_components::{
     identify_multimod_detectors, identify_single_detector, ComponentWarning, DetectorOptions,
@@ -118,6 +118,55 @@ fn stacked_read_equals_module_reads_with_fill_for_missing_data() {
     assert_eq!(gaps.shape, vec![16, 40, 4, 3]);
     let module_bytes = 40 * 4 * 3 * 2;
     assert!(gaps.data[3 * module_bytes..].iter().all(|&b| b == 0));
+
+    // Filling while reading equals filling everything first and reading over it, with a
+    // pulse selection and module gaps.
+    let odd = key
+        .select_pulses(PulseSelection::ByIndex(Pulses::Slice {
+            start: 1,
+            stop: 20,
+            step: 2,
+        }))
+        .expect("pulses");
+    for (k, gaps) in [(&key, true), (&odd, false), (&odd, true)] {
+        let filled = k
+            .ndarray_bytes(Some(FillValue::Int(0x1234)), gaps)
+            .expect("read");
+        let mut prefilled: Vec<u8> = [0x34u8, 0x12].repeat(filled.data.len() / 2);
+        k.read_into_bytes(&mut prefilled, gaps).expect("read into");
+        assert_eq!(filled.data, prefilled, "module gaps {gaps}");
+        assert!(filled.data.chunks_exact(2).any(|v| v == [0x34, 0x12]));
+    }
+
+    // astype float32: the same values converted, NaN where a module has no data.
+    for (k, gaps) in [(&key, true), (&odd, false)] {
+        let raw = k.ndarray_bytes(None, gaps).expect("read");
+        let avail = k.data_availability(gaps).expect("availability").1;
+        let conv = k
+            .ndarray_bytes_as(&DType::Float(4), None, gaps)
+            .expect("astype");
+        assert_eq!(
+            (conv.dtype.clone(), conv.shape.clone()),
+            (DType::Float(4), raw.shape)
+        );
+        let per_row = conv.data.len() / 4 / avail.len();
+        let want: Vec<u16> = bytemuck::pod_collect_to_vec(&raw.data);
+        let got: Vec<f32> = bytemuck::pod_collect_to_vec(&conv.data);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            if avail[i / per_row] {
+                assert_eq!(*g, f32::from(*w), "element {i}");
+            } else {
+                assert!(g.is_nan(), "element {i}");
+            }
+        }
+    }
+    let e = key
+        .ndarray_bytes_as(&DType::UInt(4), None, false)
+        .expect_err("u16 as u32");
+    assert_eq!(
+        e.to_string(),
+        "cannot convert uint16 to uint32: converting reads give float32 or float64"
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ use fixtures::euxfel::{make_run, Format, RunSpec};
 /// Run a binary. Other tests of this process write fixtures at the same time, and a
 /// child inherits their open HDF5 files with libhdf5's lock on them: the children
 /// do not lock (they only read closed files).
-fn run(bin: &str, args: &[&str]) -> (i32, String, String) {
+fn run(bin: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> (i32, String, String) {
     let o = Command::new(bin)
         .args(args)
         .env("HDF5_USE_FILE_LOCKING", "FALSE")
@@ -36,7 +36,10 @@ fn fixture(dir: &Path) {
 }
 
 const LSXFEL: &str = env!("CARGO_BIN_EXE_lsxfel");
-const EXTRACT: &str = env!("CARGO_BIN_EXE_xfel-extract");
+/// xfel-extract lives in euxfel-components (for its --detector).
+fn extract() -> std::path::PathBuf {
+    test_support::workspace_bin("euxfel-components", "xfel-extract")
+}
 
 #[test]
 fn lsxfel_run_file_and_errors() {
@@ -122,7 +125,7 @@ fn xfel_extract_writes_npy() {
     let out = td.path().join("out");
     let os = out.to_str().expect("utf8");
     let (code, so, err) = run(
-        EXTRACT,
+        extract(),
         &[
             rs,
             "FXE_DET_LPD1M-1/DET/1CH0:xtdf",
@@ -162,7 +165,7 @@ fn xfel_extract_writes_npy() {
 
     // Strings, by index.
     let (code, _, err) = run(
-        EXTRACT,
+        extract(),
         &[
             rs,
             "SA1_XTD2_XGM/DOOCS/MAIN",
@@ -184,7 +187,7 @@ fn xfel_extract_writes_npy() {
 
     // Unknown source and key: exit 1, near matches listed.
     let (code, _, err) = run(
-        EXTRACT,
+        extract(),
         &[
             rs,
             "SA1_XTD2_XGM/DOOCS/MAIM:output",
@@ -196,7 +199,7 @@ fn xfel_extract_writes_npy() {
     assert_eq!(code, 1);
     assert!(err.contains("SA1_XTD2_XGM/DOOCS/MAIN:output"), "{err}");
     let (code, _, err) = run(
-        EXTRACT,
+        extract(),
         &[
             rs,
             "SA1_XTD2_XGM/DOOCS/MAIN:output",
@@ -208,7 +211,7 @@ fn xfel_extract_writes_npy() {
     assert_eq!(code, 1);
     assert!(err.contains("data.xTD"), "{err}");
     let (code, _, err) = run(
-        EXTRACT,
+        extract(),
         &[
             rs,
             "SA1_XTD2_XGM/DOOCS/MAIN:output",
@@ -292,7 +295,7 @@ fn run_lookup_by_proposal_and_run() {
     fixture(&prop.join("proc/r0450"));
     let out_dir = td.path().join("npy");
     let (code, out, err) = run(
-        EXTRACT,
+        extract(),
         &[
             "SA1_XTD2_XGM/DOOCS/MAIN:output",
             "data.intensityTD",

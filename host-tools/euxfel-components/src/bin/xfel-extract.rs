@@ -1,0 +1,395 @@
+//! xfel-extract: write one key of EuXFEL run data as NumPy .npy files.
+//!
+//! `DIR/data.npy` holds the selected data (first axis = entries), `DIR/train_ids.npy`
+//! one train ID per entry (uint64). Strings are written as a fixed-width unicode array.
+//!
+//! With `--detector[=TYPE]` the key is one of a multi-module detector, stacked over its
+//! modules: `data.npy` has shape `(modules, frames or trains, ...)`, `train_ids.npy`,
+//! `pulse_ids.npy` and `cell_ids.npy` (per-pulse `image.*` keys) label the second axis,
+//! `modules.npy` the first, and `availability.npy` is true where a module has data.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use euxfel::cli::RunLookup;
+use euxfel::{npy, DType, DataCollection, OpenOptions, TrainSelection, Warning};
+use euxfel_components::{
+    identify_single_detector, DetectorOptions, DetectorType, FillValue, MultiModDetector,
+    PulseSelection, Pulses,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "xfel-extract",
+    about = "Extract one key of EuXFEL run data to NumPy .npy files (data.npy, train_ids.npy)",
+    after_help = "With --detector: RUN [KEY] (KEY defaults to the detector's main key, \
+                  image.data or data.adc), or [KEY] with --proposal and --run."
+)]
+struct Args {
+    /// RUN SOURCE KEY: the run directory or single .h5 file (left out with --proposal and
+    /// --run), the source (e.g. SA1_XTD2_XGM/DOOCS/MAIN:output) and the key (e.g.
+    /// data.intensityTD; control keys may omit '.value').
+    #[arg(num_args = 0..=3, value_names = ["RUN", "SOURCE", "KEY"])]
+    positional: Vec<String>,
+    #[command(flatten)]
+    lookup: RunLookup,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Trains to select: 'A:B' (train IDs, B exclusive; either may be empty) or a
+    /// comma-separated list 'A,B,C'. With --by-index they are positions instead
+    /// (negative from the end; write --trains=-4: so the value is not taken for an option).
+    #[arg(long)]
+    trains: Option<String>,
+    /// Interpret --trains as positions in the run (Python slice semantics), not train IDs.
+    #[arg(long)]
+    by_index: bool,
+    /// Neither read nor write the run map cache (karabo_data_map.json).
+    #[arg(long)]
+    no_cache: bool,
+    /// Print a JSON summary (source, key, dtype, shape, entries, trains, output paths) on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Stack a key of a multi-module detector over its modules: AGIPD1M, AGIPD500K, DSSC1M,
+    /// LPD1M, LPDSolo or JUNGFRAU, found in the data when no TYPE is given (write
+    /// --detector=TYPE). --trains then selects among the trains the detector keeps.
+    #[arg(long, value_name = "TYPE", num_args = 0..=1, require_equals = true)]
+    detector: Option<Option<String>>,
+    /// With --detector: pulses within each train, 'index:A:B[:STEP]', 'index:I,J,K',
+    /// 'id:A:B[:STEP]' or 'id:I,J,K'.
+    #[arg(long, requires = "detector")]
+    pulses: Option<String>,
+    /// With --detector: keep trains where at least N modules have data.
+    #[arg(long, requires = "detector", default_value_t = 1)]
+    min_modules: usize,
+    /// With --detector: value for missing modules and frames (default NaN for floats, 0
+    /// for integers; decimal, float or 0x hex).
+    #[arg(long, requires = "detector", allow_negative_numbers = true)]
+    fill_value: Option<String>,
+    /// With --detector: leave room for every module of the detector, missing ones filled.
+    #[arg(long, requires = "detector")]
+    module_gaps: bool,
+    /// With --detector=JUNGFRAU: the number of modules (inferred from the sources if not given).
+    #[arg(long, requires = "detector")]
+    n_modules: Option<usize>,
+    /// With --detector: convert the values to float32 or float64 (missing data NaN unless
+    /// --fill-value is given).
+    #[arg(long, requires = "detector", value_parser = ["float32", "float64"])]
+    astype: Option<String>,
+}
+
+fn parse_trains(s: &str, by_index: bool) -> Result<TrainSelection, String> {
+    let bad = |v: &str| format!("--trains: {v:?} is not an integer");
+    if let Some((a, b)) = s.split_once(':') {
+        if by_index {
+            let p = |v: &str| -> Result<Option<i64>, String> {
+                if v.is_empty() {
+                    Ok(None)
+                } else {
+                    v.trim().parse().map(Some).map_err(|_| bad(v))
+                }
+            };
+            Ok(TrainSelection::IndexRange(p(a)?, p(b)?, None))
+        } else {
+            let p = |v: &str| -> Result<Option<u64>, String> {
+                if v.is_empty() {
+                    Ok(None)
+                } else {
+                    v.trim().parse().map(Some).map_err(|_| bad(v))
+                }
+            };
+            Ok(TrainSelection::IdRange(p(a)?, p(b)?))
+        }
+    } else if by_index {
+        let v: Result<Vec<i64>, _> = s
+            .split(',')
+            .map(|x| x.trim().parse().map_err(|_| bad(x)))
+            .collect();
+        Ok(TrainSelection::IndexList(v?))
+    } else {
+        let v: Result<Vec<u64>, _> = s
+            .split(',')
+            .map(|x| x.trim().parse().map_err(|_| bad(x)))
+            .collect();
+        Ok(TrainSelection::IdList(v?))
+    }
+}
+
+fn run(a: &Args) -> Result<String, String> {
+    let opts = OpenOptions {
+        use_cache: !a.no_cache,
+        ..OpenOptions::default()
+    };
+    let by_number = a.lookup.proposal.is_some();
+    let detector = a.detector.is_some();
+    let (run, rest) = match (by_number, a.positional.as_slice()) {
+        (false, [run, rest @ ..]) => (Some(PathBuf::from(run)), rest),
+        (true, rest) => (None, rest),
+        (false, []) => (None, &[][..]),
+    };
+    let usage = match (detector, by_number) {
+        (false, false) => "give RUN SOURCE KEY, or SOURCE KEY with --proposal and --run",
+        (false, true) => "with --proposal and --run, give SOURCE KEY only",
+        (true, false) => "with --detector, give RUN [KEY]",
+        (true, true) => "with --detector, --proposal and --run, give [KEY] only",
+    };
+    let fits = match (detector, rest.len()) {
+        (false, n) => n == 2,
+        (true, n) => n <= 1,
+    };
+    if !fits || (!by_number && run.is_none()) {
+        return Err(usage.into());
+    }
+    let dc = match &run {
+        Some(run) if run.is_dir() => DataCollection::open_run(run, &opts),
+        Some(run) => DataCollection::open_file(run),
+        None => match (&a.lookup.proposal, &a.lookup.run) {
+            (Some(p), Some(r)) => {
+                let root = euxfel::data_root(a.lookup.data_root.as_deref());
+                euxfel::open_run_by_number(&root, p, r, a.lookup.data, &opts)
+            }
+            _ => return Err("--proposal and --run go together".into()),
+        },
+    }
+    .map_err(|e| {
+        print_warnings(&e.skipped_files());
+        e.to_string()
+    })?;
+    print_warnings(dc.warnings());
+    match (&a.detector, rest) {
+        (Some(kind), key) => extract_detector(a, &dc, kind.as_deref(), key.first()),
+        (None, [source, key]) => extract_key(a, &dc, source, key),
+        (None, _) => Err(usage.into()),
+    }
+}
+
+/// One key of one source, entries along the first axis.
+fn extract_key(a: &Args, dc: &DataCollection, source: &str, key: &str) -> Result<String, String> {
+    let mut kd = dc.key(source, key).map_err(|e| e.to_string())?;
+    if let Some(t) = &a.trains {
+        let sel = parse_trains(t, a.by_index)?;
+        kd = kd.select_trains(&sel).map_err(|e| e.to_string())?;
+        print_warnings(kd.warnings());
+    }
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let data_path = a.out.join("data.npy");
+    let shape = kd.shape();
+    if kd.dtype == DType::VlenStr {
+        // Variable-length strings: a fixed-width unicode array (numpy.load needs no pickle).
+        let s = kd.read_strings().map_err(|e| e.to_string())?;
+        npy::write_strings(&data_path, &shape, &s).map_err(|e| e.to_string())?;
+    } else {
+        let descr = kd.dtype.npy_descr().ok_or_else(|| {
+            format!(
+                "{} {}: dtype {} cannot be written as .npy",
+                kd.source,
+                kd.key,
+                kd.dtype.numpy_name()
+            )
+        })?;
+        // Streamed from the files' maps to the output: memory stays bounded.
+        let len = kd
+            .nbytes()
+            .ok_or_else(|| format!("{} {}: data size overflows", kd.source, kd.key))?;
+        npy::write_streamed(&data_path, &descr, &shape, len, |write| {
+            kd.for_each_block(write)
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    let tids = kd.train_id_coordinates().map_err(|e| e.to_string())?;
+    npy::write_u64(&a.out.join("train_ids.npy"), &tids).map_err(|e| e.to_string())?;
+    let summary = serde_json::json!({
+        "source": kd.source,
+        "key": kd.key,
+        "dtype": kd.dtype.numpy_name(),
+        "shape": shape,
+        "entries": kd.len(),
+        "trains": kd.train_ids.len(),
+        "data": path_str(&data_path),
+        "train_ids": path_str(&a.out.join("train_ids.npy")),
+    });
+    if a.json {
+        Ok(summary.to_string())
+    } else {
+        Ok(format!(
+            "{} {}: {} entries, dtype {}, shape {:?} -> {}",
+            kd.source,
+            kd.key,
+            kd.len(),
+            kd.dtype.numpy_name(),
+            shape,
+            a.out.display()
+        ))
+    }
+}
+
+/// A key of a multi-module detector, stacked over its modules, with its coordinates.
+fn extract_detector(
+    a: &Args,
+    dc: &DataCollection,
+    kind: Option<&str>,
+    key: Option<&String>,
+) -> Result<String, String> {
+    // `--detector TYPE` leaves TYPE to the positionals (the value needs '=').
+    if let Some(k) = key.filter(|k| DetectorType::from_name(k).is_some()) {
+        return Err(format!(
+            "{k:?} is a detector type, not a key: write --detector={k}"
+        ));
+    }
+    let (name, kind) = match kind {
+        Some(t) => {
+            let kind = DetectorType::from_name(t).ok_or_else(|| {
+                format!(
+                    "--detector: unknown type {t:?} (AGIPD1M, AGIPD500K, DSSC1M, LPD1M, \
+                     LPDSolo or JUNGFRAU)"
+                )
+            })?;
+            (
+                kind.find_detector_name(dc).map_err(|e| e.to_string())?,
+                kind,
+            )
+        }
+        None => identify_single_detector(dc, None).map_err(|e| e.to_string())?,
+    };
+    let opts = DetectorOptions {
+        detector_name: Some(name),
+        min_modules: a.min_modules,
+        n_modules: a.n_modules,
+        ..DetectorOptions::default()
+    };
+    let mut det = MultiModDetector::new(kind, dc, &opts).map_err(|e| e.to_string())?;
+    for w in det.warnings() {
+        eprintln!("warning: {w}");
+    }
+    if let Some(t) = &a.trains {
+        let sel = parse_trains(t, a.by_index)?;
+        det = det.select_trains(&sel).map_err(|e| e.to_string())?;
+    }
+    let key_name = key.map_or(kind.main_data_key(), String::as_str);
+    let mut mk = det.key(key_name).map_err(|e| e.to_string())?;
+    if let Some(p) = &a.pulses {
+        mk = mk
+            .select_pulses(parse_pulses(p)?)
+            .map_err(|e| e.to_string())?;
+    }
+    let fill = match &a.fill_value {
+        Some(v) => Some(
+            FillValue::parse(v).ok_or_else(|| format!("--fill-value: {v:?} is not a number"))?,
+        ),
+        None => None,
+    };
+    let astype = match a.astype.as_deref() {
+        Some("float32") => DType::Float(4),
+        Some("float64") => DType::Float(8),
+        _ => mk.dtype().map_err(|e| e.to_string())?,
+    };
+    let arr = mk
+        .ndarray_bytes_as(&astype, fill, a.module_gaps)
+        .map_err(|e| e.to_string())?;
+    let descr = arr
+        .dtype
+        .npy_descr()
+        .ok_or_else(|| format!("dtype {} cannot be written as .npy", arr.dtype.numpy_name()))?;
+    let e = |e: euxfel::Error| e.to_string();
+    std::fs::create_dir_all(&a.out).map_err(|err| format!("{}: {err}", a.out.display()))?;
+    let mut written = serde_json::Map::new();
+    let mut put = |name: &str| {
+        let p = a.out.join(name);
+        written.insert(name.trim_end_matches(".npy").into(), path_str(&p).into());
+        p
+    };
+    npy::write_raw(&put("data.npy"), &descr, &arr.shape, &arr.data).map_err(e)?;
+    let tids = mk.train_id_coordinates();
+    npy::write_u64(&put("train_ids.npy"), &tids).map_err(e)?;
+    if kind.is_xtdf() && key_name.starts_with("image.") {
+        let p = mk.pulse_id_coordinates().map_err(|e| e.to_string())?;
+        npy::write_u64(&put("pulse_ids.npy"), &p).map_err(e)?;
+        let c = mk.cell_id_coordinates().map_err(|e| e.to_string())?;
+        npy::write_u64(&put("cell_ids.npy"), &c).map_err(e)?;
+    }
+    let mods: Vec<u64> = mk.modules().into_iter().map(|m| m as u64).collect();
+    npy::write_u64(&put("modules.npy"), &mods).map_err(e)?;
+    let (ashape, avail) = mk
+        .data_availability(a.module_gaps)
+        .map_err(|e| e.to_string())?;
+    let bytes: Vec<u8> = avail.iter().map(|&b| u8::from(b)).collect();
+    npy::write_raw(&put("availability.npy"), "|b1", &ashape, &bytes).map_err(e)?;
+    if a.json {
+        let mut summary = serde_json::json!({
+            "detector": det.detector_name,
+            "type": kind.class_name(),
+            "key": key_name,
+            "dtype": arr.dtype.numpy_name(),
+            "shape": arr.shape,
+            "modules": mods,
+            "trains": det.train_ids().len(),
+        });
+        if let Some(m) = summary.as_object_mut() {
+            m.extend(written);
+        }
+        return Ok(summary.to_string());
+    }
+    Ok(format!(
+        "{} {}: dtype {}, shape {:?} -> {}",
+        det.detector_name,
+        key_name,
+        arr.dtype.numpy_name(),
+        arr.shape,
+        a.out.display()
+    ))
+}
+
+fn parse_pulses(s: &str) -> Result<PulseSelection, String> {
+    let bad = || format!("--pulses: cannot parse {s:?}");
+    let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
+    let num = |v: &str| v.trim().parse::<u64>().map_err(|_| bad());
+    let p = if rest.contains(':') {
+        let parts: Vec<&str> = rest.split(':').collect();
+        if parts.len() > 3 {
+            return Err(bad());
+        }
+        let opt = |i: usize, d: u64| -> Result<u64, String> {
+            match parts.get(i) {
+                Some(v) if !v.is_empty() => num(v),
+                _ => Ok(d),
+            }
+        };
+        Pulses::Slice {
+            start: opt(0, 0)?,
+            stop: opt(1, euxfel_components::MAX_PULSES)?,
+            step: opt(2, 1)?,
+        }
+    } else {
+        Pulses::List(rest.split(',').map(num).collect::<Result<_, _>>()?)
+    };
+    match kind {
+        "index" => Ok(PulseSelection::ByIndex(p)),
+        "id" => Ok(PulseSelection::ById(p)),
+        _ => Err(bad()),
+    }
+}
+
+fn print_warnings(warnings: &[Warning]) {
+    for w in warnings {
+        eprintln!("{w}");
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    match run(&a) {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xfel-extract: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
