@@ -14,8 +14,10 @@ Usage: .venv/bin/python benches/scripts/bench_daq.py [--seconds S] [--skip-rust]
 `--vs-sdaq` runs whole processes side by side instead: the real sdaq (installed from its
 GitHub repository into the Python environment SDAQ_PYTHON, e.g. a scratch venv) with in-process
 getters, against the h5daq binary fed by a Python producer over ZeroMQ (numpy arrays as raw
-frames; scalars as JSON), and a 10 ms periodic job in each. Rows stored in the files per
-second, dropped rows, and the 10 ms job's interval statistics.
+frames sent without a copy, one row per message and 100 rows per message; scalars as JSON),
+and a 10 ms periodic job in each. Every message carries a row sequence number, so rows lost on
+the way are counted (`sequence_gap`). Rows stored in the files per second, dropped rows, and
+the 10 ms job's interval statistics.
 """
 
 import argparse
@@ -40,6 +42,8 @@ CASES = [
     ("scalar_f64", (), np.float64, 100_000),
     ("f32x1000", (1000,), np.float32, 1000),
 ]
+# Rows per message of the batched (1000,) float32 producer.
+BATCH = 100
 UNITS = {"elem/s": 1.0, "Kelem/s": 1e3, "Melem/s": 1e6, "Gelem/s": 1e9}
 
 
@@ -219,11 +223,11 @@ def h5daq_case(case, seconds):
         if case == "period":
             job = 'source = "system"\nperiod = 0.01\nfields = ["load1"]'
         else:
-            shape = ', shape = [1000]' if case == "f32x1000" else ""
-            dtype = "float32" if case == "f32x1000" else "float64"
+            shape = ', shape = [1000]' if case.startswith("f32x1000") else ""
+            dtype = "float32" if case.startswith("f32x1000") else "float64"
             # A buffer for a whole write period of rows (sdaq's buffers are unbounded).
             job = (f'source = "zmq_sub"\nendpoint = "tcp://127.0.0.1:{port}"\n'
-                   f'buffer_size = "256 MiB"\n'
+                   f'buffer_size = "256 MiB"\nsequence_field = "seq"\n'
                    f'fields = [{{ name = "v", dtype = "{dtype}"{shape} }}]')
         cfg = Path(d) / "daq.toml"
         cfg.write_text(f'[daemon]\ndirectory = "out"\nwrite_period = 1\n[log]\nlevel = "error"\n'
@@ -237,19 +241,27 @@ def h5daq_case(case, seconds):
         sent = 0
         t_start = time.perf_counter()
         t_end = t_start + seconds
+        arrays = b'"arrays": [{"key": "v", "dtype": "float32", "shape": [1000]}]'
         if case == "f32x1000":
+            # One row per message; the preallocated array is sent without a copy.
             row = np.arange(1000, dtype=np.float32)
-            header = json.dumps({"arrays": [{"key": "v", "dtype": "float32", "shape": [1000]}]}).encode()
             while time.perf_counter() < t_end:
                 for _ in range(100):
-                    pub.send_multipart([header, row])
-                sent += 100
+                    pub.send(b'{"seq": %d, %s}' % (sent, arrays), zmq.SNDMORE)
+                    pub.send(row, copy=False)
+                    sent += 1
+        elif case == "f32x1000_batch":
+            # BATCH rows per message: a header with "rows", then one (BATCH, 1000) array.
+            rows = np.tile(np.arange(1000, dtype=np.float32), (BATCH, 1))
+            while time.perf_counter() < t_end:
+                pub.send(b'{"rows": %d, "seq": %d, %s}' % (BATCH, sent, arrays), zmq.SNDMORE)
+                pub.send(rows, copy=False)
+                sent += BATCH
         elif case == "scalar":
-            msg = json.dumps({"v": 1.5}).encode()
             while time.perf_counter() < t_end:
                 for _ in range(100):
-                    pub.send(msg)
-                sent += 100
+                    pub.send(b'{"seq": %d, "v": 1.5}' % sent)
+                    sent += 1
         else:
             time.sleep(seconds)
         # Let what is on the way arrive: until the stored-plus-buffered count stops growing
@@ -289,8 +301,14 @@ def vs_sdaq(python, seconds):
     print()
     print("| case | sdaq (in-process getter, constant read) | h5daq (Python producer over ZeroMQ; rows stored / time until the last arrived) | ratio |")
     print("|---|---|---|---|")
-    for case, what in [("f32x1000", "(1000,) float32 rows"), ("scalar", "scalar float64 rows")]:
-        ref = sdaq_case(python, case, seconds)
+    cases = [("f32x1000", "f32x1000", "(1000,) float32 rows, 1 row per message"),
+             ("f32x1000", "f32x1000_batch", f"(1000,) float32 rows, {BATCH} rows per message"),
+             ("scalar", "scalar", "scalar float64 rows")]
+    refs = {}
+    for ref_case, case, what in cases:
+        if ref_case not in refs:
+            refs[ref_case] = sdaq_case(python, ref_case, seconds)
+        ref = refs[ref_case]
         ours = h5daq_case(case, seconds)
         r_ref, r_ours = ref["rows"] / seconds, ours["rows"] / ours["elapsed"]
         print(f"| {what} | {r_ref:,.0f} rows/s | {r_ours:,.0f} rows/s ({ours['rows']:,} stored of {ours['sent']:,} sent, "
