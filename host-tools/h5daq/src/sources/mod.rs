@@ -341,5 +341,21 @@ mod tests {
         assert!(err("f = ['a', 'a']").contains("appears twice"));
         assert!(err("f = []").contains("at least one"));
         assert!(err("f = 3").contains("list of names"));
+        let v = toml::from_str::<toml::Table>(
+            "f = [{ name = 's', dtype = 'S4', truncate = true }, { name = 'v', dtype = 'str' }]",
+        )
+        .unwrap()["f"]
+            .clone();
+        let f = parse_fields(&v, Dtype::F64).unwrap();
+        assert_eq!(f[0].spec.dtype, Dtype::FixedStr(4));
+        assert!(f[0].spec.truncate);
+        assert_eq!(f[1].spec.dtype, Dtype::Str);
+        assert!(
+            err("f = [{ name = 's', dtype = 'str', shape = [2] }]").contains("one string per row")
+        );
+        assert!(err("f = [{ name = 's', dtype = 'str', truncate = true }]")
+            .contains("only fixed-length string fields"));
+        assert!(err("f = [{ name = 's', dtype = 'S4', truncate = 1 }]").contains("true or false"));
+        assert!(err("f = [{ name = 's', dtype = 'S0' }]").contains("S1 to S65536"));
     }
 }
