@@ -1012,10 +1012,25 @@ delimiter = "\t"
 command = ["sh", "-c", "printf '1\\tok\\thello world\\tabcdef\\n2\\ttoolong\\tx\\ty\\n3\\tT\\t20 \\260C\\t\\303\\251t\\303\\251\\n4\\tn\\ta\\000b\\tz\\n5\\t\\t\\t\\n'; sleep 100"]
 fields = [{ name = "n", dtype = "int32" }, { name = "tag", dtype = "S6" },
           { name = "note", dtype = "str" }, { name = "cut", dtype = "S4", truncate = true }]
+[[job]]
+group = "t"
+source = "command"
+run = "once"
+trigger = true
+command = "echo state ready"
+fields = [{ name = "what", dtype = "S5" }, { name = "state", dtype = "str" }]
 "#;
     let mut d = Daemon::start(dir.path(), config);
+    for _ in 0..2 {
+        let out = h5daq(dir.path(), &["trigger", "t", "-c", "daq.toml"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let st = wait_status(dir.path(), "three rows written", |s| {
-        num(job(s, "s"), "written") == 3
+        num(job(s, "s"), "written") == 3 && num(job(s, "t"), "written") == 2
     });
     let j = job(&st, "s");
     assert_eq!(num(j, "bad_input"), 2, "too long, NUL: {j}");
@@ -1047,6 +1062,15 @@ fields = [{ name = "n", dtype = "int32" }, { name = "tag", dtype = "S6" },
         .to_descriptor()
         .unwrap();
     assert_eq!(t, hdf5::types::TypeDescriptor::FixedUnicode(6));
+    let what: Vec<hdf5::types::FixedUnicode<5>> = f.dataset("t/what").unwrap().read_raw().unwrap();
+    assert_eq!(
+        what.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        vec!["state"; 2]
+    );
+    assert_eq!(
+        stored_texts(&dir.path().join("out"), "t", "state"),
+        vec!["ready"; 2]
+    );
 }
 
 #[test]
