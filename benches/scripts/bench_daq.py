@@ -218,7 +218,9 @@ def h5daq_case(case, seconds):
     with tempfile.TemporaryDirectory() as d:
         ctx = zmq.Context()
         pub = ctx.socket(zmq.PUB)
-        pub.setsockopt(zmq.SNDHWM, 100_000)
+        # Batches: a short sender queue (100 messages of BATCH rows); beyond it the PUB socket
+        # drops, which the daemon counts from the sequence numbers.
+        pub.setsockopt(zmq.SNDHWM, 100 if case == "f32x1000_batch" else 100_000)
         port = pub.bind_to_random_port("tcp://127.0.0.1")
         if case == "period":
             job = 'source = "system"\nperiod = 0.01\nfields = ["load1"]'
@@ -240,37 +242,45 @@ def h5daq_case(case, seconds):
         time.sleep(0.3)  # the subscription reaches the publisher
         sent = 0
         t_start = time.perf_counter()
+        wall_start = time.time()
         t_end = t_start + seconds
         arrays = b'"arrays": [{"key": "v", "dtype": "float32", "shape": [1000]}]'
-        if case == "f32x1000":
-            # One row per message; the preallocated array is sent without a copy.
-            row = np.arange(1000, dtype=np.float32)
-            while time.perf_counter() < t_end:
-                for _ in range(100):
-                    pub.send(b'{"seq": %d, %s}' % (sent, arrays), zmq.SNDMORE)
-                    pub.send(row, copy=False)
-                    sent += 1
-        elif case == "f32x1000_batch":
-            # BATCH rows per message: a header with "rows", then one (BATCH, 1000) array.
-            rows = np.tile(np.arange(1000, dtype=np.float32), (BATCH, 1))
-            while time.perf_counter() < t_end:
-                pub.send(b'{"rows": %d, "seq": %d, %s}' % (BATCH, sent, arrays), zmq.SNDMORE)
-                pub.send(rows, copy=False)
-                sent += BATCH
-        elif case == "scalar":
-            while time.perf_counter() < t_end:
-                for _ in range(100):
-                    pub.send(b'{"seq": %d, "v": 1.5}' % sent)
-                    sent += 1
-        else:
+        row = np.arange(1000, dtype=np.float32)
+        rows = np.tile(row, (BATCH, 1))
+
+        def send(seq, last=False):
+            """Sends the message numbered `seq` (the closing one holds -1); returns its rows.
+            Arrays go without a copy."""
+            if case == "f32x1000":
+                pub.send(b'{"seq": %d, %s}' % (seq, arrays), zmq.SNDMORE)
+                pub.send(np.full(1000, -1, np.float32) if last else row, copy=False)
+                return 1
+            if case == "f32x1000_batch":
+                # BATCH rows per message: a header with "rows", then one (BATCH, 1000) array.
+                pub.send(b'{"rows": %d, "seq": %d, %s}' % (BATCH, seq, arrays), zmq.SNDMORE)
+                pub.send(np.full((BATCH, 1000), -1, np.float32) if last else rows, copy=False)
+                return BATCH
+            pub.send(b'{"seq": %d, "v": %s}' % (seq, b"-1" if last else b"1.5"))
+            return 1
+
+        if case == "period":
             time.sleep(seconds)
-        # Let what is on the way arrive: until the stored-plus-buffered count stops growing
-        # (the periodic job grows for ever: it is stopped at once).
+        else:
+            while time.perf_counter() < t_end:
+                for _ in range(100):
+                    sent += send(sent)
+            # One more after a pause, so a loss at the very end shows as a sequence gap (its
+            # rows, -1, are left out of the rate).
+            time.sleep(1.0)
+            sent += send(sent, last=True)
+        # Let what is on the way arrive: until the rows taken plus the rows counted as dropped
+        # stop growing (the periodic job grows for ever: it is stopped at once).
         last, t_last = -1, time.perf_counter()
         while case != "period" and time.perf_counter() - t_last < 0.5:
             st = subprocess.run([str(h5daq_binary()), "status", "-c", "daq.toml", "--json"], cwd=d,
                                 capture_output=True, text=True, timeout=30)
-            rows = json.loads(st.stdout)["status"]["jobs"][0]["rows"]
+            job = json.loads(st.stdout)["status"]["jobs"][0]
+            rows = job["rows"] + job["dropped"]
             if rows != last:
                 last, t_last = rows, time.perf_counter()
             time.sleep(0.1)
@@ -283,8 +293,16 @@ def h5daq_case(case, seconds):
         ctx.term()
         files = sorted((Path(d) / "out").glob("*.h5"))
         t = np.concatenate([h5py.File(p, "r")["g/time"][:] for p in files])
+        if case != "period":
+            # The rate: rows of the timed phase over the time until the last of them arrived.
+            v = np.concatenate([h5py.File(p, "r")["g/v"][:] for p in files]).reshape(len(t), -1)
+            timed = v[:, 0] != -1
+            elapsed = float(t[timed].max() - wall_start) if timed.any() else elapsed
+            rate = int(timed.sum()) / elapsed
+        else:
+            rate = 0.0
         job = report["jobs"][0]
-        return {"rows": int(len(t)), "sent": sent, "elapsed": elapsed, "dropped": job["dropped"],
+        return {"rows": int(len(t)), "rate": rate, "sent": sent, "elapsed": elapsed, "dropped": job["dropped"],
                 "dropped_by": job["dropped_by"], "missed": job["missed_periods"],
                 "intervals": np.diff(np.sort(t)).tolist() if case == "period" else []}
 
@@ -299,20 +317,22 @@ def vs_sdaq(python, seconds):
           f"sdaq 0.0.3 (GitHub HEAD) with h5py {version[0]}, numpy {version[1]}; "
           f"h5daq release build; {seconds:.0f} s per case, write period 1 s in both.")
     print()
-    print("| case | sdaq (in-process getter, constant read) | h5daq (Python producer over ZeroMQ; rows stored / time until the last arrived) | ratio |")
-    print("|---|---|---|---|")
+    print("| case | sdaq (in-process getter, constant read) | h5daq (Python producer over ZeroMQ; rows stored / time until the last arrived) | ratio | load (1 min) sdaq / h5daq |")
+    print("|---|---|---|---|---|")
     cases = [("f32x1000", "f32x1000", "(1000,) float32 rows, 1 row per message"),
              ("f32x1000", "f32x1000_batch", f"(1000,) float32 rows, {BATCH} rows per message"),
              ("scalar", "scalar", "scalar float64 rows")]
     refs = {}
     for ref_case, case, what in cases:
         if ref_case not in refs:
-            refs[ref_case] = sdaq_case(python, ref_case, seconds)
-        ref = refs[ref_case]
+            refs[ref_case] = (os.getloadavg()[0], sdaq_case(python, ref_case, seconds))
+        load_ref, ref = refs[ref_case]
+        load_ours = os.getloadavg()[0]
         ours = h5daq_case(case, seconds)
-        r_ref, r_ours = ref["rows"] / seconds, ours["rows"] / ours["elapsed"]
+        r_ref, r_ours = ref["rows"] / seconds, ours["rate"]
         print(f"| {what} | {r_ref:,.0f} rows/s | {r_ours:,.0f} rows/s ({ours['rows']:,} stored of {ours['sent']:,} sent, "
-              f"{ours['dropped']:,} counted dropped: {ours['dropped_by']}) | {r_ours / r_ref:.1f}x |")
+              f"{ours['dropped']:,} counted dropped: {ours['dropped_by']}) | {r_ours / r_ref:.1f}x | "
+              f"{load_ref:.1f} / {load_ours:.1f} |")
     ref = sdaq_case(python, "period", seconds)
     ours = h5daq_case("period", seconds)
 

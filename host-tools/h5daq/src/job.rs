@@ -543,14 +543,20 @@ impl DaqJob {
                 if !self.provide_time {
                     return Err("getter returned rows with times, but the job stamps the time itself (enable provided time)".into());
                 }
-                // One row at a time, so de-duplication applies to each.
-                let lens: Vec<usize> = self.datasets.iter().map(DatasetSpec::entry_len).collect();
-                let mut out = Vec::with_capacity(time.len());
-                for (i, &t) in time.iter().enumerate() {
-                    let entries = row_entries(&columns, &self.datasets, &lens, i)?;
-                    out.push(buf.push_row(t, &entries, &self.datasets, force)?);
+                if !buf.dedup {
+                    // All rows at once (one copy per column), as in bulk mode.
+                    vec![buf.push_rows(&time, &columns, &self.datasets, force)?]
+                } else {
+                    // One row at a time, so de-duplication applies to each.
+                    let lens: Vec<usize> =
+                        self.datasets.iter().map(DatasetSpec::entry_len).collect();
+                    let mut out = Vec::with_capacity(time.len());
+                    for (i, &t) in time.iter().enumerate() {
+                        let entries = row_entries(&columns, &self.datasets, &lens, i)?;
+                        out.push(buf.push_row(t, &entries, &self.datasets, force)?);
+                    }
+                    out
                 }
-                out
             }
         };
         drop(buf);

@@ -8,7 +8,7 @@
 //!   with `"ok": true`, and the named numeric fields become a row. A request without a reply in
 //!   `timeout` is an error and the socket is recreated (a REQ socket cannot send twice).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -323,6 +323,10 @@ const SOCKET_QUEUE: i32 = 100_000;
 /// Messages queued between the receiving thread and the job.
 const MESSAGE_QUEUE: usize = 10_000;
 
+/// Bytes of the messages queued between the receiving thread and the job (large binary
+/// messages fill this before the message count).
+const MESSAGE_QUEUE_BYTES: usize = 256 << 20;
+
 /// Most rows one batched binary message may carry.
 const MAX_BATCH_ROWS: usize = 1 << 20;
 
@@ -334,6 +338,12 @@ struct Message {
     queue_dropped_before: u64,
 }
 
+impl Message {
+    fn bytes(&self) -> usize {
+        self.frames.iter().map(Vec::len).sum()
+    }
+}
+
 /// Rows a message carries: a batched binary message's `"rows"`, otherwise 1.
 fn message_rows(frames: &[Vec<u8>]) -> u64 {
     binary_header(frames)
@@ -342,11 +352,14 @@ fn message_rows(frames: &[Vec<u8>]) -> u64 {
 }
 
 /// Takes every message off the socket as it arrives (so the socket's own queue never
-/// overflows while the job is busy) into `tx`; the rows of a message that finds `tx` full are
-/// dropped and counted (`source_queue`). Ends when `stop` is set or the job is gone.
+/// overflows while the job is busy) into `tx`; the rows of a message that finds `tx` full, or
+/// the queued bytes (`queued`, which the job lowers as it takes messages) at
+/// [`MESSAGE_QUEUE_BYTES`], are dropped and counted (`source_queue`). Ends when `stop` is set
+/// or the job is gone.
 fn receive(
     sock: zmq::Socket,
     tx: SyncSender<Message>,
+    queued: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     stats: SourceStats,
     group: String,
@@ -367,14 +380,30 @@ fn receive(
             frames,
             queue_dropped_before: dropped_since_last,
         };
-        match tx.try_send(msg) {
-            Ok(()) => dropped_since_last = 0,
-            Err(TrySendError::Full(msg)) => {
-                let rows = message_rows(&msg.frames);
-                dropped_since_last += rows;
-                stats.dropped(DropReason::SourceQueue, rows);
+        let bytes = msg.bytes();
+        // One message is always taken, however large, when nothing is queued.
+        let q = queued.load(Ordering::SeqCst);
+        let room = q == 0 || q + bytes <= MESSAGE_QUEUE_BYTES;
+        let full = if room {
+            queued.fetch_add(bytes, Ordering::SeqCst);
+            match tx.try_send(msg) {
+                Ok(()) => {
+                    dropped_since_last = 0;
+                    None
+                }
+                Err(TrySendError::Full(msg)) => {
+                    queued.fetch_sub(bytes, Ordering::SeqCst);
+                    Some(msg)
+                }
+                Err(TrySendError::Disconnected(_)) => return,
             }
-            Err(TrySendError::Disconnected(_)) => return,
+        } else {
+            Some(msg)
+        };
+        if let Some(msg) = full {
+            let rows = message_rows(&msg.frames);
+            dropped_since_last += rows;
+            stats.dropped(DropReason::SourceQueue, rows);
         }
     }
 }
@@ -726,13 +755,15 @@ fn subscriber_job(group: &str, cfg: &SubConfig) -> Result<DaqJob, DaqError> {
     let stats = SourceStats::default();
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::sync_channel::<Message>(MESSAGE_QUEUE);
+    let queued = Arc::new(AtomicUsize::new(0));
     {
         let (stop, stats, name) = (Arc::clone(&stop), stats.clone(), group.to_string());
+        let queued = Arc::clone(&queued);
         std::thread::Builder::new()
             .name("daq-zmq-sub".into())
             .spawn(move || {
                 let _keep_context_alive = ctx;
-                receive(sock, tx, stop, stats, name)
+                receive(sock, tx, queued, stop, stats, name)
             })
             .map_err(DaqError::thread("a ZeroMQ receiver thread"))?;
     }
@@ -741,6 +772,7 @@ fn subscriber_job(group: &str, cfg: &SubConfig) -> Result<DaqJob, DaqError> {
     let dtypes: Vec<Dtype> = fields.iter().map(|f| f.spec.dtype).collect();
     let mut gaps = SequenceGaps::default();
     let mut take = move |msg: &Message| -> Option<MessageRows> {
+        queued.fetch_sub(msg.bytes(), Ordering::SeqCst);
         let r = message_rows_of(msg, &fields, &keys);
         if keys.sequence.is_some() {
             let gap = gaps.see(r.seq, r.claimed_rows, msg.queue_dropped_before);
