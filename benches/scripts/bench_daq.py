@@ -229,7 +229,7 @@ def h5daq_case(case, seconds):
             dtype = "float32" if case.startswith("f32x1000") else "float64"
             # A buffer for a whole write period of rows (sdaq's buffers are unbounded).
             job = (f'source = "zmq_sub"\nendpoint = "tcp://127.0.0.1:{port}"\n'
-                   f'buffer_size = "256 MiB"\nsequence_field = "seq"\n'
+                   f'buffer_size = "1 GiB"\nsequence_field = "seq"\n'
                    f'fields = [{{ name = "v", dtype = "{dtype}"{shape} }}]')
         cfg = Path(d) / "daq.toml"
         cfg.write_text(f'[daemon]\ndirectory = "out"\nwrite_period = 1\n[log]\nlevel = "error"\n'
@@ -294,10 +294,11 @@ def h5daq_case(case, seconds):
         files = sorted((Path(d) / "out").glob("*.h5"))
         t = np.concatenate([h5py.File(p, "r")["g/time"][:] for p in files])
         if case != "period":
-            # The rate: rows of the timed phase over the time until the last of them arrived.
+            # The rate: rows of the timed phase over the sending time, or until the last of
+            # them arrived if that was later.
             v = np.concatenate([h5py.File(p, "r")["g/v"][:] for p in files]).reshape(len(t), -1)
             timed = v[:, 0] != -1
-            elapsed = float(t[timed].max() - wall_start) if timed.any() else elapsed
+            elapsed = max(float(t[timed].max() - wall_start), seconds) if timed.any() else elapsed
             rate = int(timed.sum()) / elapsed
         else:
             rate = 0.0
