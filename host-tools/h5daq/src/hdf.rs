@@ -328,6 +328,7 @@ fn append_text(ds: &Dataset, n: usize, shape: &[usize], col: &Column) -> hdf5::R
                 .map_err(|e| hdf5::Error::from(format!("string: {e}")))?;
             write_rows(ds, n, shape, &texts)
         }
+        // Only string columns come here (append_column).
         _ => Ok(()),
     }
 }

@@ -428,9 +428,13 @@ struct Received {
 
 /// The rows of a message with their time (the message's own, or its arrival), or bad input.
 fn message_rows_of(msg: &Message, fields: &[JsonField], keys: &MessageKeys) -> Received {
-    let claimed_rows = message_rows(&msg.frames);
+    let mut claimed_rows = 1;
     let (obj, rows) = match binary_header(&msg.frames) {
         Some((header, raw)) => {
+            claimed_rows = header
+                .get("rows")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(1);
             let rows = binary_rows(&header, raw, fields, msg.arrived, keys.time.as_deref());
             (Some(header), rows)
         }
