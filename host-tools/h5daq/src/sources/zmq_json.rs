@@ -1046,6 +1046,64 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_whole_messages_and_counts_their_rows() {
+        let ctx = zmq::Context::new();
+        let pull = ctx.socket(zmq::PULL).unwrap();
+        pull.set_rcvtimeo(20).unwrap();
+        pull.bind("inproc://queue-test").unwrap();
+        let push = ctx.socket(zmq::PUSH).unwrap();
+        push.connect("inproc://queue-test").unwrap();
+        let (tx, rx) = mpsc::sync_channel::<Message>(2);
+        // The byte limit reached: every message is dropped.
+        let queued = Arc::new(AtomicUsize::new(MESSAGE_QUEUE_BYTES));
+        let (stop, stats) = (Arc::new(AtomicBool::new(false)), SourceStats::default());
+        let thread = {
+            let (queued, stop, stats) = (Arc::clone(&queued), Arc::clone(&stop), stats.clone());
+            std::thread::spawn(move || receive(pull, tx, queued, stop, stats, "q".into()))
+        };
+        let batch = br#"{"rows": 5, "arrays": [{"key": "s", "dtype": "f4", "shape": []}]}"#;
+        push.send_multipart([&batch[..], &[0u8; 20][..]], 0)
+            .unwrap();
+        push.send(&b"{}"[..], 0).unwrap();
+        let t0 = std::time::Instant::now();
+        while stats.drops().source_queue < 6 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                stats.drops()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Room again: three messages, the channel takes two, the third is dropped.
+        queued.store(0, Ordering::SeqCst);
+        for _ in 0..3 {
+            push.send(&b"{}"[..], 0).unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        while stats.drops().source_queue < 7 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                stats.drops()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            first.queue_dropped_before, 6,
+            "5 + 1 rows dropped before it"
+        );
+        assert_eq!(
+            queued.load(Ordering::SeqCst),
+            4,
+            "two messages of 2 bytes queued"
+        );
+        stop.store(true, Ordering::SeqCst);
+        thread.join().unwrap();
+        assert_eq!(stats.drops().source_queue, 7);
+    }
+
+    #[test]
     fn sequence_gaps_count_what_was_not_received_once() {
         let mut g = SequenceGaps::default();
         assert_eq!(
