@@ -211,7 +211,7 @@ fn bytes_needed(jobs: &[JobLayout], pending: &[Drained], rows: &[usize]) -> u64 
     let mut total = METADATA_MARGIN;
     for ((job, d), &k) in jobs.iter().zip(pending).zip(rows) {
         for (spec, col) in job.datasets.iter().zip(&d.columns) {
-            if spec.dtype == crate::column::Dtype::Str {
+            if k > 0 && spec.dtype == crate::column::Dtype::Str {
                 let n = k * spec.entry_len();
                 let text = col.heap_bytes(0..n) as u64;
                 total += text + 24 * n as u64 + 4096;
