@@ -14,8 +14,10 @@ Usage: .venv/bin/python benches/scripts/bench_daq.py [--seconds S] [--skip-rust]
 `--vs-sdaq` runs whole processes side by side instead: the real sdaq (installed from its
 GitHub repository into the Python environment SDAQ_PYTHON, e.g. a scratch venv) with in-process
 getters, against the h5daq binary fed by a Python producer over ZeroMQ (numpy arrays as raw
-frames; scalars as JSON), and a 10 ms periodic job in each. Rows stored in the files per
-second, dropped rows, and the 10 ms job's interval statistics.
+frames sent without a copy, one row per message and 100 rows per message; scalars as JSON),
+and a 10 ms periodic job in each. Every message carries a row sequence number, so rows lost on
+the way are counted (`sequence_gap`). Rows stored in the files per second, dropped rows, and
+the 10 ms job's interval statistics.
 """
 
 import argparse
@@ -40,6 +42,8 @@ CASES = [
     ("scalar_f64", (), np.float64, 100_000),
     ("f32x1000", (1000,), np.float32, 1000),
 ]
+# Rows per message of the batched (1000,) float32 producer.
+BATCH = 100
 UNITS = {"elem/s": 1.0, "Kelem/s": 1e3, "Melem/s": 1e6, "Gelem/s": 1e9}
 
 
@@ -214,16 +218,18 @@ def h5daq_case(case, seconds):
     with tempfile.TemporaryDirectory() as d:
         ctx = zmq.Context()
         pub = ctx.socket(zmq.PUB)
-        pub.setsockopt(zmq.SNDHWM, 100_000)
+        # Batches: a short sender queue (100 messages of BATCH rows); beyond it the PUB socket
+        # drops, which the daemon counts from the sequence numbers.
+        pub.setsockopt(zmq.SNDHWM, 100 if case == "f32x1000_batch" else 100_000)
         port = pub.bind_to_random_port("tcp://127.0.0.1")
         if case == "period":
             job = 'source = "system"\nperiod = 0.01\nfields = ["load1"]'
         else:
-            shape = ', shape = [1000]' if case == "f32x1000" else ""
-            dtype = "float32" if case == "f32x1000" else "float64"
+            shape = ', shape = [1000]' if case.startswith("f32x1000") else ""
+            dtype = "float32" if case.startswith("f32x1000") else "float64"
             # A buffer for a whole write period of rows (sdaq's buffers are unbounded).
             job = (f'source = "zmq_sub"\nendpoint = "tcp://127.0.0.1:{port}"\n'
-                   f'buffer_size = "256 MiB"\n'
+                   f'buffer_size = "1 GiB"\nsequence_field = "seq"\n'
                    f'fields = [{{ name = "v", dtype = "{dtype}"{shape} }}]')
         cfg = Path(d) / "daq.toml"
         cfg.write_text(f'[daemon]\ndirectory = "out"\nwrite_period = 1\n[log]\nlevel = "error"\n'
@@ -236,29 +242,45 @@ def h5daq_case(case, seconds):
         time.sleep(0.3)  # the subscription reaches the publisher
         sent = 0
         t_start = time.perf_counter()
+        wall_start = time.time()
         t_end = t_start + seconds
-        if case == "f32x1000":
-            row = np.arange(1000, dtype=np.float32)
-            header = json.dumps({"arrays": [{"key": "v", "dtype": "float32", "shape": [1000]}]}).encode()
-            while time.perf_counter() < t_end:
-                for _ in range(100):
-                    pub.send_multipart([header, row])
-                sent += 100
-        elif case == "scalar":
-            msg = json.dumps({"v": 1.5}).encode()
-            while time.perf_counter() < t_end:
-                for _ in range(100):
-                    pub.send(msg)
-                sent += 100
-        else:
+        arrays = b'"arrays": [{"key": "v", "dtype": "float32", "shape": [1000]}]'
+        row = np.arange(1000, dtype=np.float32)
+        rows = np.tile(row, (BATCH, 1))
+
+        def send(seq, last=False):
+            """Sends the message numbered `seq` (the closing one holds -1); returns its rows.
+            Arrays go without a copy."""
+            if case == "f32x1000":
+                pub.send(b'{"seq": %d, %s}' % (seq, arrays), zmq.SNDMORE)
+                pub.send(np.full(1000, -1, np.float32) if last else row, copy=False)
+                return 1
+            if case == "f32x1000_batch":
+                # BATCH rows per message: a header with "rows", then one (BATCH, 1000) array.
+                pub.send(b'{"rows": %d, "seq": %d, %s}' % (BATCH, seq, arrays), zmq.SNDMORE)
+                pub.send(np.full((BATCH, 1000), -1, np.float32) if last else rows, copy=False)
+                return BATCH
+            pub.send(b'{"seq": %d, "v": %s}' % (seq, b"-1" if last else b"1.5"))
+            return 1
+
+        if case == "period":
             time.sleep(seconds)
-        # Let what is on the way arrive: until the stored-plus-buffered count stops growing
-        # (the periodic job grows for ever: it is stopped at once).
+        else:
+            while time.perf_counter() < t_end:
+                for _ in range(100):
+                    sent += send(sent)
+            # One more after a pause, so a loss at the very end shows as a sequence gap (its
+            # rows, -1, are left out of the rate).
+            time.sleep(1.0)
+            sent += send(sent, last=True)
+        # Let what is on the way arrive: until the rows taken plus the rows counted as dropped
+        # stop growing (the periodic job grows for ever: it is stopped at once).
         last, t_last = -1, time.perf_counter()
         while case != "period" and time.perf_counter() - t_last < 0.5:
             st = subprocess.run([str(h5daq_binary()), "status", "-c", "daq.toml", "--json"], cwd=d,
                                 capture_output=True, text=True, timeout=30)
-            rows = json.loads(st.stdout)["status"]["jobs"][0]["rows"]
+            job = json.loads(st.stdout)["status"]["jobs"][0]
+            rows = job["rows"] + job["dropped"]
             if rows != last:
                 last, t_last = rows, time.perf_counter()
             time.sleep(0.1)
@@ -271,8 +293,17 @@ def h5daq_case(case, seconds):
         ctx.term()
         files = sorted((Path(d) / "out").glob("*.h5"))
         t = np.concatenate([h5py.File(p, "r")["g/time"][:] for p in files])
+        if case != "period":
+            # The rate: rows of the timed phase over the sending time, or until the last of
+            # them arrived if that was later.
+            v = np.concatenate([h5py.File(p, "r")["g/v"][:] for p in files]).reshape(len(t), -1)
+            timed = v[:, 0] != -1
+            elapsed = max(float(t[timed].max() - wall_start), seconds) if timed.any() else elapsed
+            rate = int(timed.sum()) / elapsed
+        else:
+            rate = 0.0
         job = report["jobs"][0]
-        return {"rows": int(len(t)), "sent": sent, "elapsed": elapsed, "dropped": job["dropped"],
+        return {"rows": int(len(t)), "rate": rate, "sent": sent, "elapsed": elapsed, "dropped": job["dropped"],
                 "dropped_by": job["dropped_by"], "missed": job["missed_periods"],
                 "intervals": np.diff(np.sort(t)).tolist() if case == "period" else []}
 
@@ -287,14 +318,22 @@ def vs_sdaq(python, seconds):
           f"sdaq 0.0.3 (GitHub HEAD) with h5py {version[0]}, numpy {version[1]}; "
           f"h5daq release build; {seconds:.0f} s per case, write period 1 s in both.")
     print()
-    print("| case | sdaq (in-process getter, constant read) | h5daq (Python producer over ZeroMQ; rows stored / time until the last arrived) | ratio |")
-    print("|---|---|---|---|")
-    for case, what in [("f32x1000", "(1000,) float32 rows"), ("scalar", "scalar float64 rows")]:
-        ref = sdaq_case(python, case, seconds)
+    print("| case | sdaq (in-process getter, constant read) | h5daq (Python producer over ZeroMQ; rows stored / time until the last arrived) | ratio | load (1 min) sdaq / h5daq |")
+    print("|---|---|---|---|---|")
+    cases = [("f32x1000", "f32x1000", "(1000,) float32 rows, 1 row per message"),
+             ("f32x1000", "f32x1000_batch", f"(1000,) float32 rows, {BATCH} rows per message"),
+             ("scalar", "scalar", "scalar float64 rows")]
+    refs = {}
+    for ref_case, case, what in cases:
+        if ref_case not in refs:
+            refs[ref_case] = (os.getloadavg()[0], sdaq_case(python, ref_case, seconds))
+        load_ref, ref = refs[ref_case]
+        load_ours = os.getloadavg()[0]
         ours = h5daq_case(case, seconds)
-        r_ref, r_ours = ref["rows"] / seconds, ours["rows"] / ours["elapsed"]
+        r_ref, r_ours = ref["rows"] / seconds, ours["rate"]
         print(f"| {what} | {r_ref:,.0f} rows/s | {r_ours:,.0f} rows/s ({ours['rows']:,} stored of {ours['sent']:,} sent, "
-              f"{ours['dropped']:,} counted dropped: {ours['dropped_by']}) | {r_ours / r_ref:.1f}x |")
+              f"{ours['dropped']:,} counted dropped: {ours['dropped_by']}) | {r_ours / r_ref:.1f}x | "
+              f"{load_ref:.1f} / {load_ours:.1f} |")
     ref = sdaq_case(python, "period", seconds)
     ours = h5daq_case("period", seconds)
 

@@ -349,3 +349,120 @@ fields = [
     assert (counts[:, 1] == -k).all()
     odd = k % 2 == 1
     assert np.isnan(temperature[odd]).all() and (temperature[~odd] == 20.0 + k[~odd]).all()
+
+
+def test_string_datasets_from_pyzmq_json_read_back_by_h5py(tmp_path):
+    """Strings in JSON messages go to a fixed-length (S8, numpy bytes) and a variable-length
+    (h5py string_dtype) dataset; h5py reads back exactly what was sent. A string too long for
+    S8 is bad input unless the field says truncate; the other rows are kept."""
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    cfg = f"""
+[daemon]
+directory = "out"
+write_period = 0.2
+[[job]]
+group = "log"
+source = "zmq_sub"
+endpoint = "tcp://127.0.0.1:{port}"
+fields = [
+  {{ name = "i", dtype = "int64" }},
+  {{ name = "tag", dtype = "S8" }},
+  {{ name = "message", dtype = "str" }},
+  {{ name = "short", dtype = "S3", truncate = true }},
+]
+"""
+    (tmp_path / "daq.toml").write_text(cfg)
+    proc = start_h5daq(tmp_path, "run", "daq.toml", "--duration", "2.5")
+
+    def row(i):
+        tag = "toolong!!" if i % 10 == 5 else f"t{i % 7}"
+        return {"i": i, "tag": tag, "message": f"Température {i} °C " + "é" * (i % 13),
+                "short": "αβγ"[: i % 4]}
+
+    try:
+        t0 = time.monotonic()
+        i = 0
+        while time.monotonic() - t0 < 2.0:
+            pub.send_string(json.dumps(row(i), ensure_ascii=i % 2 == 0))
+            i += 1
+            time.sleep(0.01)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        pub.close(0)
+        ctx.term()
+    assert proc.returncode == 0, err
+    with h5py.File(h5_files(tmp_path / "out")[0], "r") as f:
+        assert f["log/tag"].dtype == np.dtype("S8")
+        assert h5py.check_string_dtype(f["log/message"].dtype).encoding == "utf-8"
+        assert h5py.check_string_dtype(f["log/message"].dtype).length is None
+        i = f["log/i"][:]
+        tag = f["log/tag"][:]
+        message = f["log/message"].asstr()[:]
+        short = f["log/short"].asstr()[:]
+    assert len(i) > 50 and len(tag) == len(i) == len(message) == len(short)
+    assert not (i % 10 == 5).any(), "a tag longer than S8 is refused"
+    assert (np.diff(i) >= 1).all()
+    for k, t, m, s in zip(i, tag, message, short):
+        want = row(int(k))
+        assert t == want["tag"].encode()
+        assert m == want["message"]
+        # "αβγ"[:n] in UTF-8 is 2n bytes: cut to 3 bytes keeps one character.
+        assert s == want["short"][:1]
+
+
+def test_pyzmq_batched_numpy_rows_with_sequence_numbers(tmp_path):
+    """One message carries many rows (a header with "rows": N, then N * 1000 float32 as one raw
+    frame, sent without a copy); the sequence field numbers rows, so nothing is lost unseen."""
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    cfg = f"""
+[daemon]
+directory = "out"
+write_period = 0.2
+[[job]]
+group = "spec"
+source = "zmq_sub"
+endpoint = "tcp://127.0.0.1:{port}"
+sequence_field = "seq"
+fields = [{{ name = "spectrum", dtype = "float32", shape = [1000] }}, {{ name = "n", dtype = "uint32" }}]
+"""
+    (tmp_path / "daq.toml").write_text(cfg)
+    proc = start_h5daq(tmp_path, "run", "daq.toml", "--duration", "2.5")
+    batch = 50
+    spectra = np.zeros((batch, 1000), dtype=np.float32)
+    numbers = np.zeros(batch, dtype=np.uint32)
+    seq = 0
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.0:
+            numbers[:] = np.arange(seq, seq + batch)
+            spectra[:] = numbers[:, None]
+            header = {"rows": batch, "seq": seq, "arrays": [
+                {"key": "spectrum", "dtype": "float32", "shape": [1000]},
+                {"key": "n", "dtype": "<u4", "shape": []}]}
+            pub.send(json.dumps(header).encode(), zmq.SNDMORE)
+            pub.send(spectra, zmq.SNDMORE, copy=False)
+            pub.send(numbers, copy=False)
+            seq += batch
+            time.sleep(0.02)
+            # copy=False: the frames are the arrays' memory; make new ones for the next batch.
+            spectra = np.zeros((batch, 1000), dtype=np.float32)
+            numbers = np.zeros(batch, dtype=np.uint32)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        pub.close(0)
+        ctx.term()
+    assert proc.returncode == 0, err
+    with h5py.File(h5_files(tmp_path / "out")[0], "r") as f:
+        n = f["spec/n"][:]
+        spectrum = f["spec/spectrum"][:]
+        t = f["spec/time"][:]
+        gap = int(f["spec"].attrs.get("dropped_sequence_gap", 0))
+    assert len(n) > 10 * batch and len(n) % batch == 0
+    assert gap == 0, "nothing was lost on the way"
+    assert (np.diff(n.astype(np.int64)) == 1).all(), "every row of every batch, in order"
+    assert (spectrum == n[:, None].astype(np.float32)).all()
+    assert (t.reshape(-1, batch) == t.reshape(-1, batch)[:, :1]).all(), "a batch shares its arrival time"

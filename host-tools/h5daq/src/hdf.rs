@@ -1,12 +1,13 @@
 //! HDF5 operations of the DAQ writer: file creation with the job layout, appends, attributes.
 //!
 //! Layout: `/<group>/time` (float64, `(n,)`) and `/<group>/<dataset>` (`(n, *shape)`), all
-//! chunked with an unlimited first axis and fletcher32, optionally shuffle + deflate. Files use
+//! chunked with an unlimited first axis and fletcher32 (except variable-length strings, which
+//! HDF5 cannot checksum), optionally shuffle + deflate. Files use
 //! the HDF5 1.10 format (superblock v3), which SWMR needs and HDF5 >= 1.10 readers open.
 
 use std::path::Path;
 
-use hdf5::types::VarLenUnicode;
+use hdf5::types::{TypeDescriptor, VarLenUnicode};
 use hdf5::{Dataset, Extent, Extents, File, Group, Location, SimpleExtents};
 use ndarray::{ArrayViewD, IxDyn};
 
@@ -58,51 +59,25 @@ impl JobLayout {
     }
 }
 
-macro_rules! with_dtype {
-    ($dtype:expr, $t:ident => $body:expr) => {
-        match $dtype {
-            Dtype::F64 => {
-                type $t = f64;
-                $body
-            }
-            Dtype::F32 => {
-                type $t = f32;
-                $body
-            }
-            Dtype::I64 => {
-                type $t = i64;
-                $body
-            }
-            Dtype::I32 => {
-                type $t = i32;
-                $body
-            }
-            Dtype::I16 => {
-                type $t = i16;
-                $body
-            }
-            Dtype::I8 => {
-                type $t = i8;
-                $body
-            }
-            Dtype::U64 => {
-                type $t = u64;
-                $body
-            }
-            Dtype::U32 => {
-                type $t = u32;
-                $body
-            }
-            Dtype::U16 => {
-                type $t = u16;
-                $body
-            }
-            Dtype::U8 => {
-                type $t = u8;
-                $body
-            }
-        }
-    };
+/// The file type of a dataset of `dtype`: little-endian numbers as on the writing hosts,
+/// fixed-length strings NUL-padded, strings UTF-8 (what h5py writes for `S<n>` with
+/// `string_dtype('utf-8', n)` and for `string_dtype()`).
+fn type_descriptor(dtype: Dtype) -> TypeDescriptor {
+    use hdf5::types::{FloatSize, IntSize};
+    match dtype {
+        Dtype::F64 => TypeDescriptor::Float(FloatSize::U8),
+        Dtype::F32 => TypeDescriptor::Float(FloatSize::U4),
+        Dtype::I64 => TypeDescriptor::Integer(IntSize::U8),
+        Dtype::I32 => TypeDescriptor::Integer(IntSize::U4),
+        Dtype::I16 => TypeDescriptor::Integer(IntSize::U2),
+        Dtype::I8 => TypeDescriptor::Integer(IntSize::U1),
+        Dtype::U64 => TypeDescriptor::Unsigned(IntSize::U8),
+        Dtype::U32 => TypeDescriptor::Unsigned(IntSize::U4),
+        Dtype::U16 => TypeDescriptor::Unsigned(IntSize::U2),
+        Dtype::U8 => TypeDescriptor::Unsigned(IntSize::U1),
+        Dtype::FixedStr(n) => TypeDescriptor::FixedUnicode(n),
+        Dtype::Str => TypeDescriptor::VarLenUnicode,
+    }
 }
 
 fn file_builder(chunk_cache_bytes: usize) -> hdf5::FileBuilder {
@@ -153,12 +128,13 @@ pub fn create(
                 job.group
             ))))?;
         }
-        create_dataset::<f64>(&g, "time", &[], job.time_chunk_rows(), filters)
+        create_dataset(&g, "time", Dtype::F64, &[], job.time_chunk_rows(), filters)
             .map_err(DaqError::hdf5(ctx(&format!("create /{}/time", job.group))))?;
         for d in &job.datasets {
             let rows = job.chunk_rows(d.entry_len() * d.dtype.size());
-            let ds = with_dtype!(d.dtype, T => create_dataset::<T>(&g, &d.name, &d.shape, rows, filters))
-                .map_err(DaqError::hdf5(ctx(&format!("create /{}/{}", job.group, d.name))))?;
+            let ds = create_dataset(&g, &d.name, d.dtype, &d.shape, rows, filters).map_err(
+                DaqError::hdf5(ctx(&format!("create /{}/{}", job.group, d.name))),
+            )?;
             if let Some(u) = &d.unit {
                 set_attr(&ds, "units", &AttrValue::Str(u.clone())).map_err(DaqError::hdf5(ctx(
                     &format!("attribute /{}/{}@units", job.group, d.name),
@@ -169,9 +145,10 @@ pub fn create(
     Ok(file)
 }
 
-fn create_dataset<T: hdf5::H5Type>(
+fn create_dataset(
     g: &Group,
     name: &str,
+    dtype: Dtype,
     shape: &[usize],
     chunk_rows: usize,
     filters: Filters,
@@ -180,7 +157,14 @@ fn create_dataset<T: hdf5::H5Type>(
     ext.extend(shape.iter().map(|&n| Extent::fixed(n)));
     let mut chunk = vec![chunk_rows];
     chunk.extend_from_slice(shape);
-    let mut b = g.new_dataset::<T>().chunk(chunk).fletcher32();
+    let mut b = g
+        .new_dataset_builder()
+        .empty_as(type_descriptor(dtype))
+        .chunk(chunk);
+    // HDF5 cannot checksum variable-length data ("not suitable for filters").
+    if dtype != Dtype::Str {
+        b = b.fletcher32();
+    }
     if let Some(level) = filters.deflate {
         if filters.shuffle {
             b = b.shuffle();
@@ -321,7 +305,32 @@ fn append_at(file: &File, job: &JobLayout, rows: &Drained, n: usize) -> Result<(
 }
 
 fn append_column(ds: &Dataset, n: usize, shape: &[usize], col: &Column) -> hdf5::Result<()> {
-    with_column!(col, v => append_slice(ds, n, shape, v))
+    with_column!(col, v => append_slice(ds, n, shape, v), t => append_text(ds, n, shape, t))
+}
+
+/// Appends the rows of a string column after row `n` (extent grown first, as for numbers).
+fn append_text(ds: &Dataset, n: usize, shape: &[usize], col: &Column) -> hdf5::Result<()> {
+    let entry: usize = shape.iter().product();
+    let k = col.len() / entry.max(1);
+    let mut full = vec![n + k];
+    full.extend_from_slice(shape);
+    ds.resize(full)?;
+    match col {
+        // NUL-padded bytes are the file's own representation: written as they are.
+        Column::FixedStr(_, bytes) => h5util::write_rows_native(ds, n as u64, k as u64, bytes)
+            .map_err(|e| hdf5::Error::from(e.to_string())),
+        Column::Str(v) => {
+            // Strings with a NUL never reach a column (push_text refuses them).
+            let texts = v
+                .iter()
+                .map(|s| s.parse::<VarLenUnicode>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| hdf5::Error::from(format!("string: {e}")))?;
+            write_rows(ds, n, shape, &texts)
+        }
+        // Only string columns come here (append_column).
+        _ => Ok(()),
+    }
 }
 
 /// HDF5's Fletcher-32 (H5_checksum_fletcher32): 16-bit big-endian words, sums reduced every
@@ -467,7 +476,12 @@ fn append_slice<T: Elem>(ds: &Dataset, n: usize, shape: &[usize], data: &[T]) ->
 }
 
 /// Writes rows `n..` from `data` through the normal path (extent already large enough).
-fn write_rows<T: Elem>(ds: &Dataset, n: usize, shape: &[usize], data: &[T]) -> hdf5::Result<()> {
+fn write_rows<T: hdf5::H5Type>(
+    ds: &Dataset,
+    n: usize,
+    shape: &[usize],
+    data: &[T],
+) -> hdf5::Result<()> {
     let entry: usize = shape.iter().product();
     let k = data.len() / entry.max(1);
     if k == 0 {

@@ -30,6 +30,9 @@ pub struct DatasetSpec {
     pub shape: Vec<usize>,
     /// Written as the dataset's `units` attribute when set.
     pub unit: Option<String>,
+    /// For fixed-length strings: cut a longer string to the size (at a UTF-8 character
+    /// boundary) instead of refusing the row.
+    pub truncate: bool,
 }
 
 impl DatasetSpec {
@@ -40,6 +43,7 @@ impl DatasetSpec {
             dtype,
             shape: Vec::new(),
             unit: None,
+            truncate: false,
         }
     }
     /// A dataset whose entries have `shape`.
@@ -49,6 +53,7 @@ impl DatasetSpec {
             dtype,
             shape: shape.to_vec(),
             unit: None,
+            truncate: false,
         }
     }
     /// Sets the `units` attribute.
@@ -56,9 +61,29 @@ impl DatasetSpec {
         self.unit = Some(unit.into());
         self
     }
+    /// Cuts fixed-length strings that are too long instead of refusing them (see
+    /// [`DatasetSpec::truncate`]).
+    pub fn with_truncate(mut self, on: bool) -> Self {
+        self.truncate = on;
+        self
+    }
     /// Elements per entry.
     pub fn entry_len(&self) -> usize {
         self.shape.iter().product()
+    }
+    /// `text` as this dataset stores it: cut to a fixed-length string's size when
+    /// [`DatasetSpec::truncate`] is set, otherwise unchanged.
+    pub fn fit_text<'a>(&self, text: &'a str) -> &'a str {
+        match self.dtype {
+            Dtype::FixedStr(n) if self.truncate && text.len() > n => {
+                let mut end = n;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                &text[..end]
+            }
+            _ => text,
+        }
     }
 }
 
@@ -518,14 +543,20 @@ impl DaqJob {
                 if !self.provide_time {
                     return Err("getter returned rows with times, but the job stamps the time itself (enable provided time)".into());
                 }
-                // One row at a time, so de-duplication applies to each.
-                let lens: Vec<usize> = self.datasets.iter().map(DatasetSpec::entry_len).collect();
-                let mut out = Vec::with_capacity(time.len());
-                for (i, &t) in time.iter().enumerate() {
-                    let entries = row_entries(&columns, &self.datasets, &lens, i)?;
-                    out.push(buf.push_row(t, &entries, &self.datasets, force)?);
+                if !buf.dedup {
+                    // All rows at once (one copy per column), as in bulk mode.
+                    vec![buf.push_rows(&time, &columns, &self.datasets, force)?]
+                } else {
+                    // One row at a time, so de-duplication applies to each.
+                    let lens: Vec<usize> =
+                        self.datasets.iter().map(DatasetSpec::entry_len).collect();
+                    let mut out = Vec::with_capacity(time.len());
+                    for (i, &t) in time.iter().enumerate() {
+                        let entries = row_entries(&columns, &self.datasets, &lens, i)?;
+                        out.push(buf.push_row(t, &entries, &self.datasets, force)?);
+                    }
+                    out
                 }
-                out
             }
         };
         drop(buf);
@@ -739,6 +770,8 @@ pub(crate) struct JobBuffer {
     pub(crate) max_bytes: usize,
     /// Bytes of one row: its time and every dataset's entry.
     row_bytes: usize,
+    /// Bytes of the buffered variable-length strings' text (beyond `row_bytes` per row).
+    text_bytes: usize,
     run_len: u32,
     have_last: bool,
     last_bytes: Vec<u8>,
@@ -762,6 +795,7 @@ impl JobBuffer {
                 .iter()
                 .map(|d| d.entry_len() * d.dtype.size())
                 .sum::<usize>(),
+            text_bytes: 0,
             run_len: 0,
             have_last: false,
             last_bytes: Vec::new(),
@@ -779,7 +813,20 @@ impl JobBuffer {
         let rows = self.time.len();
         rows == 0
             || (rows + n <= self.max_rows
-                && (rows + n).saturating_mul(self.row_bytes) <= self.max_bytes)
+                && (rows + n)
+                    .saturating_mul(self.row_bytes)
+                    .saturating_add(self.text_bytes)
+                    <= self.max_bytes)
+    }
+
+    /// Text bytes of the variable-length strings in rows from `lens` (element counts per
+    /// column) to the end.
+    fn text_bytes_from(&self, lens: &[usize]) -> usize {
+        self.columns
+            .iter()
+            .zip(lens)
+            .map(|(c, &l)| c.heap_bytes(l..c.len()))
+            .sum()
     }
 
     /// True when no further row fits.
@@ -835,6 +882,14 @@ impl JobBuffer {
                     specs[i].shape,
                     a.len()
                 )),
+                super::column::Entry::Text(t) if want == 1 && specs[i].shape.is_empty() => self
+                    .columns[i]
+                    .push_text(specs[i].fit_text(t))
+                    .map_err(|e| e.to_string()),
+                super::column::Entry::Text(_) => Err(format!(
+                    "an array of shape {:?} is expected, got a string",
+                    specs[i].shape
+                )),
             };
             if let Err(e) = res {
                 self.rollback(&lens);
@@ -843,6 +898,8 @@ impl JobBuffer {
         }
         let had_rows = !self.time.is_empty();
         self.time.push(t);
+        let added_text = self.text_bytes_from(&lens);
+        self.text_bytes += added_text;
         if !self.dedup {
             return Ok(Pushed::Rows(1));
         }
@@ -854,6 +911,7 @@ impl JobBuffer {
             if self.run_len >= 2 && had_rows {
                 // Same as the run's current last row: drop the new row, move the time.
                 self.rollback(&lens);
+                self.text_bytes -= added_text;
                 self.time.pop();
                 if let Some(last) = self.time.last_mut() {
                     *last = t;
@@ -909,6 +967,7 @@ impl JobBuffer {
             }
         }
         self.time.extend_from_slice(time);
+        self.text_bytes += self.text_bytes_from(&lens);
         Ok(Pushed::Rows(n))
     }
 
@@ -928,6 +987,7 @@ impl JobBuffer {
             }
             columns.push(head);
         }
+        self.text_bytes = self.text_bytes_from(&vec![0; self.columns.len()]);
         Drained { time, columns }
     }
 }

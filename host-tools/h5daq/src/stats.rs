@@ -33,18 +33,22 @@ pub enum DropReason {
     FileLost,
     /// Read from the source but not taken into the buffer before stop.
     UnreadAtStop,
-    /// Dropped by the source's transport (a ZeroMQ socket's queue limit).
+    /// Dropped at the source's message queue (a ZeroMQ message that found h5daq's queue full).
     SourceQueue,
+    /// Dropped before h5daq received it (by the sender's or the socket's queue limit), seen as a
+    /// gap in the messages' sequence numbers.
+    SequenceGap,
 }
 
 impl DropReason {
     /// Every reason, in status order.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::BufferFull,
         DropReason::WriteFailed,
         DropReason::FileLost,
         DropReason::UnreadAtStop,
         DropReason::SourceQueue,
+        DropReason::SequenceGap,
     ];
     /// snake_case name (status, log and file attributes: `dropped_<name>`).
     pub fn name(self) -> &'static str {
@@ -54,13 +58,14 @@ impl DropReason {
             DropReason::FileLost => "file_lost",
             DropReason::UnreadAtStop => "unread_at_stop",
             DropReason::SourceQueue => "source_queue",
+            DropReason::SequenceGap => "sequence_gap",
         }
     }
 }
 
 /// Dropped rows per [`DropReason`].
 #[derive(Debug, Default)]
-pub(crate) struct DropCounters([AtomicU64; 5]);
+pub(crate) struct DropCounters([AtomicU64; 6]);
 
 impl DropCounters {
     pub(crate) fn add(&self, reason: DropReason, n: u64) {
@@ -74,6 +79,7 @@ impl DropCounters {
             file_lost: g(DropReason::FileLost),
             unread_at_stop: g(DropReason::UnreadAtStop),
             source_queue: g(DropReason::SourceQueue),
+            sequence_gap: g(DropReason::SequenceGap),
         }
     }
 }
@@ -86,6 +92,7 @@ pub struct Dropped {
     pub file_lost: u64,
     pub unread_at_stop: u64,
     pub source_queue: u64,
+    pub sequence_gap: u64,
 }
 
 impl Dropped {
@@ -96,6 +103,7 @@ impl Dropped {
             DropReason::FileLost => &mut self.file_lost,
             DropReason::UnreadAtStop => &mut self.unread_at_stop,
             DropReason::SourceQueue => &mut self.source_queue,
+            DropReason::SequenceGap => &mut self.sequence_gap,
         };
         *slot += n;
     }
@@ -106,15 +114,17 @@ impl Dropped {
             + self.file_lost
             + self.unread_at_stop
             + self.source_queue
+            + self.sequence_gap
     }
     /// `(reason, count)` for each reason.
-    pub fn by_reason(&self) -> [(DropReason, u64); 5] {
+    pub fn by_reason(&self) -> [(DropReason, u64); 6] {
         [
             (DropReason::BufferFull, self.buffer_full),
             (DropReason::WriteFailed, self.write_failed),
             (DropReason::FileLost, self.file_lost),
             (DropReason::UnreadAtStop, self.unread_at_stop),
             (DropReason::SourceQueue, self.source_queue),
+            (DropReason::SequenceGap, self.sequence_gap),
         ]
     }
 }

@@ -201,13 +201,22 @@ fn write_rows(file: &File, jobs: &[JobLayout], rows: &[(usize, Drained)]) -> Res
     Ok(n)
 }
 
-/// Bytes a write of `rows[j]` rows of each job may add to a file: every chunk it touches in
-/// full (with its checksum) plus room for chunk-index and heap metadata. Deliberately generous:
+/// Bytes a write of the first `rows[j]` rows of each job's `pending` rows may add to a file:
+/// every chunk it touches in full (with its checksum), the global heap objects of
+/// variable-length strings (text, a 16-byte header, 8-byte alignment, and a new 4 KiB heap
+/// collection per dataset), plus room for chunk-index and heap metadata. Deliberately generous:
 /// a write that would not fit is not started.
-fn bytes_needed(jobs: &[JobLayout], rows: &[usize]) -> u64 {
+fn bytes_needed(jobs: &[JobLayout], pending: &[Drained], rows: &[usize]) -> u64 {
     const METADATA_MARGIN: u64 = 256 << 10;
     let mut total = METADATA_MARGIN;
-    for (job, &k) in jobs.iter().zip(rows) {
+    for ((job, d), &k) in jobs.iter().zip(pending).zip(rows) {
+        for (spec, col) in job.datasets.iter().zip(&d.columns) {
+            if k > 0 && spec.dtype == crate::column::Dtype::Str {
+                let n = k * spec.entry_len();
+                let text = col.heap_bytes(0..n) as u64;
+                total += text + 24 * n as u64 + 4096;
+            }
+        }
         let k = k as u64;
         if k == 0 {
             continue;
@@ -531,7 +540,7 @@ impl FileWriter {
         let Ok((_, _, available)) = crate::sys::disk_usage(dir) else {
             return Ok(all);
         };
-        let needed = bytes_needed(&self.jobs, &all);
+        let needed = bytes_needed(&self.jobs, &self.pending, &all);
         if needed <= available {
             return Ok(all);
         }
@@ -540,7 +549,7 @@ impl FileWriter {
             for n in &mut part {
                 *n /= 2;
             }
-            if bytes_needed(&self.jobs, &part) <= available {
+            if bytes_needed(&self.jobs, &self.pending, &part) <= available {
                 return Ok(part);
             }
         }

@@ -238,6 +238,27 @@ impl Drop for TmpFs {
 
 const COUNTER: &str = "i=0; while :; do echo $i; i=$((i+1)); done";
 const ARRAYS: &str = r#"awk 'BEGIN { for (i = 0; ; i++) { s = i; for (k = 1; k < 16; k++) s = s " " i; print s } }'"#;
+/// Rows `i text` with a text of 6 to 45 bytes that names `i` (see [`text_of_row`]).
+const TEXTS: &str = r#"awk 'BEGIN { for (i = 0; ; i++) { s = "row-" i "-"; for (k = 0; k < i % 40; k++) s = s "x"; print i, s } }'"#;
+
+fn text_of_row(i: usize) -> String {
+    format!("row-{i}-{}", "x".repeat(i % 40))
+}
+
+/// The variable-length strings of `/<group>/<dataset>` in every file, in file order.
+fn stored_texts(dir: &Path, group: &str, dataset: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in h5_files(dir) {
+        let file = hdf5::File::open(&f).unwrap();
+        let v: Vec<hdf5::types::VarLenUnicode> = file
+            .dataset(&format!("{group}/{dataset}"))
+            .unwrap()
+            .read_raw()
+            .unwrap();
+        out.extend(v.into_iter().map(|s| s.as_str().to_string()));
+    }
+    out
+}
 
 fn disk_full(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -260,6 +281,11 @@ group = "b"
 source = "command"
 command = """{ARRAYS}"""
 fields = [{{ name = "v", dtype = "float64", shape = [16] }}]
+[[job]]
+group = "c"
+source = "command"
+command = """{TEXTS}"""
+fields = [{{ name = "n", dtype = "int64" }}, {{ name = "s", dtype = "str" }}]
 "#
     );
     let mut d = Daemon::start(dir.path(), &config);
@@ -278,7 +304,13 @@ fields = [{{ name = "v", dtype = "float64", shape = [16] }}]
     assert_eq!(exit, Some(1), "{}", d.output());
     assert!(d.output().contains("ENOSPC"), "the log names ENOSPC");
     let out = dir.path().join("mnt/out");
-    for (group, dataset) in [("a", "n"), ("b", "v")] {
+    // Variable-length strings: as many as rows, each in its own row (rolled back with it).
+    let texts = stored_texts(&out, "c", "s");
+    assert_eq!(texts.len() as u64, num(job(&report, "c"), "written"));
+    for (i, t) in texts.iter().enumerate() {
+        assert_eq!(*t, text_of_row(i), "c/s row {i}");
+    }
+    for (group, dataset) in [("a", "n"), ("b", "v"), ("c", "n")] {
         let j = job(&report, group);
         let (time, values) = stored(&out, group, dataset);
         assert_counts_up(&values, group);
@@ -962,4 +994,177 @@ fields = ["load1"]
         h5_files(&dir.path().join("out")).is_empty(),
         "the empty file is gone"
     );
+}
+
+#[test]
+fn string_fields_fixed_and_variable_length_from_a_command() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tab-separated: number, fixed S6 (refused when longer), vlen, fixed S4 cut when longer.
+    // Line 2 is too long for "tag", line 3 has a Latin-1 byte, line 4 a NUL in the text.
+    let config = r#"
+[daemon]
+directory = "out"
+write_period = 0.2
+[[job]]
+group = "s"
+source = "command"
+delimiter = "\t"
+command = ["sh", "-c", "printf '1\\tok\\thello world\\tabcdef\\n2\\ttoolong\\tx\\ty\\n3\\tT\\t20 \\260C\\t\\303\\251t\\303\\251\\n4\\tn\\ta\\000b\\tz\\n5\\t\\t\\t\\n'; sleep 100"]
+fields = [{ name = "n", dtype = "int32" }, { name = "tag", dtype = "S6" },
+          { name = "note", dtype = "str" }, { name = "cut", dtype = "S4", truncate = true }]
+[[job]]
+group = "t"
+source = "command"
+run = "once"
+trigger = true
+command = "echo state ready"
+fields = [{ name = "what", dtype = "S5" }, { name = "state", dtype = "str" }]
+"#;
+    let mut d = Daemon::start(dir.path(), config);
+    for _ in 0..2 {
+        let out = h5daq(dir.path(), &["trigger", "t", "-c", "daq.toml"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let st = wait_status(dir.path(), "three rows written", |s| {
+        num(job(s, "s"), "written") == 3 && num(job(s, "t"), "written") == 2
+    });
+    let j = job(&st, "s");
+    assert_eq!(num(j, "bad_input"), 2, "too long, NUL: {j}");
+    assert_eq!(num(j, "errors"), 0, "{j}");
+    let (code, _, stderr) = stop(dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    d.wait_exit(30);
+    assert!(d.output().contains("does not fit S6"), "{}", d.output());
+    let f = hdf5::File::open(&h5_files(&dir.path().join("out"))[0]).unwrap();
+    let n: Vec<i32> = f.dataset("s/n").unwrap().read_raw().unwrap();
+    assert_eq!(n, vec![1, 3, 5]);
+    let tag: Vec<hdf5::types::FixedUnicode<6>> = f.dataset("s/tag").unwrap().read_raw().unwrap();
+    let tag: Vec<&str> = tag.iter().map(|s| s.as_str()).collect();
+    assert_eq!(tag, vec!["ok", "T", ""]);
+    let note = stored_texts(&dir.path().join("out"), "s", "note");
+    assert_eq!(
+        note,
+        vec!["hello world", "20 \u{FFFD}C", ""],
+        "Latin-1 replaced"
+    );
+    let cut: Vec<hdf5::types::FixedUnicode<4>> = f.dataset("s/cut").unwrap().read_raw().unwrap();
+    let cut: Vec<&str> = cut.iter().map(|s| s.as_str()).collect();
+    assert_eq!(cut, vec!["abcd", "ét", ""], "cut at a character boundary");
+    let t = f
+        .dataset("s/tag")
+        .unwrap()
+        .dtype()
+        .unwrap()
+        .to_descriptor()
+        .unwrap();
+    assert_eq!(t, hdf5::types::TypeDescriptor::FixedUnicode(6));
+    let what: Vec<hdf5::types::FixedUnicode<5>> = f.dataset("t/what").unwrap().read_raw().unwrap();
+    assert_eq!(
+        what.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        vec!["state"; 2]
+    );
+    assert_eq!(
+        stored_texts(&dir.path().join("out"), "t", "state"),
+        vec!["ready"; 2]
+    );
+}
+
+#[test]
+fn zmq_messages_the_socket_dropped_are_counted_from_sequence_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = zmq::Context::new();
+    let publisher = ctx.socket(zmq::PUB).unwrap();
+    publisher.set_sndhwm(100).unwrap();
+    publisher.bind("tcp://127.0.0.1:*").unwrap();
+    let ep = publisher.get_last_endpoint().unwrap().unwrap();
+    let config = format!(
+        r#"
+[daemon]
+directory = "out"
+write_period = 0.2
+[[job]]
+group = "z"
+source = "zmq_sub"
+endpoint = "{ep}"
+socket_queue = 100
+sequence_field = "seq"
+fields = [{{ name = "seq", dtype = "int64" }}]
+"#
+    );
+    let mut d = Daemon::start(dir.path(), &config);
+    let pad = "p".repeat(1000);
+    let msg = |seq: u64| format!(r#"{{"seq": {seq}, "pad": "{pad}"}}"#);
+    // Until the subscription is up: number 0 again and again (a repeated number is not a gap).
+    let t0 = Instant::now();
+    while num(job(&status(dir.path()), "z"), "rows") == 0 {
+        publisher.send(msg(0).as_bytes(), 0).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(t0.elapsed() < Duration::from_secs(20), "no subscription");
+    }
+    // The daemon stalls while 100 MB arrive: the socket queues and the kernel's buffers fill,
+    // and the publisher drops the rest (a PUB socket never blocks).
+    let pid = d.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut seq = 1;
+    for _ in 0..100_000 {
+        publisher.send(msg(seq).as_bytes(), 0).unwrap();
+        seq += 1;
+    }
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // Then slowly, so the last ones arrive and the gap before them is seen.
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..10 {
+        publisher.send(msg(seq).as_bytes(), 0).unwrap();
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let last = seq - 1;
+    let st = wait_status(dir.path(), "the last message", |s| {
+        let j = job(s, "z");
+        num(j, "rows") + num(j, "dropped") >= last
+    });
+    let (code, report, stderr) = stop(dir.path());
+    d.wait_exit(30);
+    assert_eq!(code, Some(1), "rows were lost: {stderr}");
+    assert!(stderr.contains("sequence_gap"), "{stderr}");
+    let j = job(&report, "z");
+    let by = &j["dropped_by"];
+    let gap = num(by, "sequence_gap");
+    assert!(
+        gap > 0,
+        "the stall lost messages: {j} (status before stop: {st})"
+    );
+    let (_, seqs) = stored(&dir.path().join("out"), "z", "seq");
+    let sent: Vec<u64> = seqs.iter().map(|&s| s as u64).filter(|&s| s > 0).collect();
+    assert!(
+        sent.windows(2).all(|w| w[0] < w[1]),
+        "each message at most once, in order"
+    );
+    assert_eq!(sent.last(), Some(&last), "the last message is stored");
+    assert_eq!(
+        sent.len() as u64 + gap + num(by, "source_queue") + num(by, "buffer_full"),
+        last,
+        "every message numbered 1..={last} is stored or counted: {j}"
+    );
+    let f = hdf5::File::open(&h5_files(&dir.path().join("out"))[0]).unwrap();
+    let attr: u64 = f
+        .group("z")
+        .unwrap()
+        .attr("dropped_sequence_gap")
+        .unwrap()
+        .read_scalar()
+        .unwrap();
+    assert_eq!(attr, gap, "the file records the loss");
 }

@@ -8,6 +8,8 @@
 //! - [`write_chunk`]: `H5Dwrite_chunk`, one whole pre-filtered chunk straight from memory.
 //! - [`read_rows_native`]: a hyperslab of leading-dimension rows into a caller buffer, in the
 //!   dataset's native memory type.
+//! - [`write_rows_native`]: the same from bytes, for types known only at run time
+//!   (fixed-length strings of a configured size).
 //! - [`soft_link_target`]: where a soft link points.
 //! - [`add_virtual_mapping`]: a virtual dataset mapping with its hyperslabs kept as given.
 //! - [`read_chunk`], [`copy_rows`], [`copy_object`]: stored chunks as bytes, rows of any
@@ -19,9 +21,11 @@ mod copy;
 mod links;
 mod read;
 mod vds;
+mod write;
 
 pub use chunk::write_chunk;
 pub use copy::{copy_object, copy_rows, read_chunk};
 pub use links::soft_link_target;
 pub use read::{read_rows_native, ReadError};
 pub use vds::{add_virtual_mapping, VdsError, VirtualMapping};
+pub use write::write_rows_native;

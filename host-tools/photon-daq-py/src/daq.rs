@@ -105,6 +105,11 @@ fn column(flat: &Bound<'_, PyAny>, dt: Dtype) -> PyResult<Column> {
         Dtype::U32 => Column::U32(vec(flat)?),
         Dtype::U16 => Column::U16(vec(flat)?),
         Dtype::U8 => Column::U8(vec(flat)?),
+        Dtype::FixedStr(_) | Dtype::Str => {
+            return Err(PyTypeError::new_err(format!(
+                "dtype {dt} is not supported (numeric types only)"
+            )))
+        }
     })
 }
 

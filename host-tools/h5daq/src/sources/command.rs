@@ -293,6 +293,23 @@ pub fn parse_line(
     };
     let mut entries = Vec::with_capacity(specs.len());
     for s in specs {
+        if s.dtype.is_text() {
+            // A string field takes one token as it is (config fields are scalars).
+            let tok = it.next().ok_or_else(|| {
+                fail(LineProblem::TooFew {
+                    dataset: s.name.clone(),
+                })
+            })?;
+            let text = s.fit_text(tok);
+            s.dtype.check_text(text).map_err(|source| {
+                fail(LineProblem::DoesNotFit {
+                    dataset: s.name.clone(),
+                    source,
+                })
+            })?;
+            entries.push(Entry::Text(text.to_string()));
+            continue;
+        }
         let n = s.entry_len();
         let mut col = Column::with_capacity(s.dtype, n);
         for _ in 0..n {
@@ -496,10 +513,10 @@ impl LineRows {
     /// Appends a row to bulk columns; a value that does not fit the dtype is bad input.
     fn push(&self, time: &mut Vec<f64>, cols: &mut [Column], t: f64, entries: Vec<Entry>) {
         let before: Vec<usize> = cols.iter().map(Column::len).collect();
-        let pushed = cols.iter_mut().zip(entries).try_for_each(|(c, e)| match e {
-            Entry::Scalar(s) => c.push_scalar(s),
-            Entry::Array(a) => c.extend_from(&a),
-        });
+        let pushed = cols
+            .iter_mut()
+            .zip(entries)
+            .try_for_each(|(c, e)| c.push_entry(&e));
         match pushed {
             Ok(()) => time.push(t),
             Err(e) => {

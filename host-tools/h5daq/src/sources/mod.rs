@@ -22,9 +22,10 @@ pub struct JsonField {
     pub key: String,
 }
 
-const FIELD_KEYS: &str = "name, dtype, shape, unit, key";
+const FIELD_KEYS: &str = "name, dtype, shape, unit, key, truncate";
 
-/// Parses a `fields` list: names, or tables `{ name, dtype, shape, unit, key }`. Errors name the
+/// Parses a `fields` list: names, or tables `{ name, dtype, shape, unit, key, truncate }`.
+/// String fields (`S<n>`, `str`) are scalars; `truncate` is for `S<n>` only. Errors name the
 /// entry (`fields[1] ("v").shape`) and the value.
 pub(crate) fn parse_fields(
     value: &toml::Value,
@@ -93,6 +94,7 @@ pub(crate) fn parse_fields(
         let mut shape = Vec::new();
         let mut unit = None;
         let mut key = name.clone();
+        let mut truncate = None;
         for (k, v) in table.into_iter().flatten() {
             let setting = format!("{at}.{k}");
             let text = |v: &toml::Value| {
@@ -110,6 +112,12 @@ pub(crate) fn parse_fields(
                 "shape" => shape = parse_shape(&setting, v)?,
                 "unit" => unit = Some(text(v)?),
                 "key" => key = text(v)?,
+                "truncate" => {
+                    truncate =
+                        Some(v.as_bool().ok_or_else(|| {
+                            SettingError::wrong_type(&setting, v, "true or false")
+                        })?)
+                }
                 _ => {
                     return Err(SettingError::Unknown {
                         setting,
@@ -119,7 +127,22 @@ pub(crate) fn parse_fields(
                 }
             }
         }
-        let mut spec = DatasetSpec::array(name, dtype, &shape);
+        if dtype.is_text() && !shape.is_empty() {
+            return Err(SettingError::invalid(
+                format!("{at}.shape"),
+                format!("{shape:?}"),
+                format!("a {dtype} field holds one string per row (leave shape out)"),
+            ));
+        }
+        if truncate.is_some() && !matches!(dtype, Dtype::FixedStr(_)) {
+            return Err(SettingError::invalid(
+                format!("{at}.truncate"),
+                format!("{}", truncate.unwrap_or_default()),
+                format!("only fixed-length string fields (dtype \"S<bytes>\") are cut; this one is {dtype}"),
+            ));
+        }
+        let mut spec =
+            DatasetSpec::array(name, dtype, &shape).with_truncate(truncate.unwrap_or(false));
         spec.unit = unit;
         out.push(JsonField { spec, key });
     }
@@ -164,6 +187,8 @@ pub enum JsonError {
     MissingField { key: String },
     #[error("field {key:?}: {value} is not a number")]
     NotNumber { key: String, value: String },
+    #[error("field {key:?}: {value} is not a string")]
+    NotString { key: String, value: String },
     #[error("field {key:?}: {value} is not an array of numbers")]
     NotNumberArray { key: String, value: String },
     #[error("field {key:?}: {source}")]
@@ -230,7 +255,21 @@ pub fn entries_from_json(
     for f in fields {
         let v =
             lookup(obj, &f.key).ok_or_else(|| JsonError::MissingField { key: f.key.clone() })?;
-        if f.spec.shape.is_empty() {
+        if f.spec.dtype.is_text() {
+            let s = v.as_str().ok_or_else(|| JsonError::NotString {
+                key: f.key.clone(),
+                value: crate::job::bounded_message(&v.to_string()),
+            })?;
+            let text = f.spec.fit_text(s);
+            f.spec
+                .dtype
+                .check_text(text)
+                .map_err(|source| JsonError::DoesNotFit {
+                    key: f.key.clone(),
+                    source,
+                })?;
+            out.push(Entry::Text(text.to_string()));
+        } else if f.spec.shape.is_empty() {
             let s = json_scalar(v).ok_or_else(|| JsonError::NotNumber {
                 key: f.key.clone(),
                 value: v.to_string(),
@@ -302,5 +341,21 @@ mod tests {
         assert!(err("f = ['a', 'a']").contains("appears twice"));
         assert!(err("f = []").contains("at least one"));
         assert!(err("f = 3").contains("list of names"));
+        let v = toml::from_str::<toml::Table>(
+            "f = [{ name = 's', dtype = 'S4', truncate = true }, { name = 'v', dtype = 'str' }]",
+        )
+        .unwrap()["f"]
+            .clone();
+        let f = parse_fields(&v, Dtype::F64).unwrap();
+        assert_eq!(f[0].spec.dtype, Dtype::FixedStr(4));
+        assert!(f[0].spec.truncate);
+        assert_eq!(f[1].spec.dtype, Dtype::Str);
+        assert!(
+            err("f = [{ name = 's', dtype = 'str', shape = [2] }]").contains("one string per row")
+        );
+        assert!(err("f = [{ name = 's', dtype = 'str', truncate = true }]")
+            .contains("only fixed-length string fields"));
+        assert!(err("f = [{ name = 's', dtype = 'S4', truncate = 1 }]").contains("true or false"));
+        assert!(err("f = [{ name = 's', dtype = 'S0' }]").contains("S1 to S65536"));
     }
 }

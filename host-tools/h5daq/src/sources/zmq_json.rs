@@ -8,7 +8,7 @@
 //!   with `"ok": true`, and the named numeric fields become a row. A request without a reply in
 //!   `timeout` is an error and the socket is recreated (a REQ socket cannot send twice).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,8 @@ struct SubSettings {
     fields: toml::Value,
     topic: Option<String>,
     time_field: Option<String>,
+    sequence_field: Option<String>,
+    socket_queue: Option<toml::Value>,
 }
 
 /// The `[[job]]` settings of `source = "zmq_req"` and `"xsp3_status"`.
@@ -80,29 +82,49 @@ pub struct SubConfig {
     pub fields: Vec<JsonField>,
     /// The message field holding the time; `None` stamps arrival.
     pub time_field: Option<String>,
+    /// The message field holding the sender's row sequence number: gaps count as dropped.
+    pub sequence_field: Option<String>,
+    /// Messages the SUB socket holds before ZeroMQ drops (its receive high-water mark).
+    pub socket_queue: i32,
 }
 
 impl SubConfig {
     /// Reads and checks the settings of `source = "zmq_sub"`.
     pub fn from_table(table: &toml::Table) -> Result<SubConfig, SettingError> {
         let s: SubSettings = setting::from_table(table, "source \"zmq_sub\"")?;
+        let socket_queue = match &s.socket_queue {
+            None => SOCKET_QUEUE,
+            Some(v) => match v.as_integer() {
+                Some(n) if (1..=i64::from(i32::MAX)).contains(&n) => n as i32,
+                Some(_) => {
+                    return Err(SettingError::invalid(
+                        "socket_queue",
+                        shown(v),
+                        format!("messages, from 1 to {}", i32::MAX),
+                    ))
+                }
+                None => {
+                    return Err(SettingError::wrong_type(
+                        "socket_queue",
+                        v,
+                        "a number of messages",
+                    ))
+                }
+            },
+        };
         Ok(SubConfig {
             endpoint: endpoint(&s.endpoint)?,
             topic: s.topic.unwrap_or_default(),
             fields: parse_fields(&s.fields, Dtype::F64)?,
             time_field: s.time_field,
+            sequence_field: s.sequence_field,
+            socket_queue,
         })
     }
 
     /// The job (connects the socket).
     pub fn job(&self, group: &str) -> Result<DaqJob, DaqError> {
-        subscriber_job(
-            group,
-            &self.endpoint,
-            &self.topic,
-            self.fields.clone(),
-            self.time_field.clone(),
-        )
+        subscriber_job(group, self)
     }
 }
 
@@ -295,28 +317,54 @@ fn python_constants_to_json(text: &str) -> String {
     out
 }
 
-/// Messages the SUB socket itself may hold (its receive high-water mark).
+/// Messages the SUB socket itself may hold by default (its receive high-water mark).
 const SOCKET_QUEUE: i32 = 100_000;
 
 /// Messages queued between the receiving thread and the job.
 const MESSAGE_QUEUE: usize = 10_000;
 
-/// A message and when it arrived.
+/// Bytes of the messages queued between the receiving thread and the job (large binary
+/// messages fill this before the message count).
+const MESSAGE_QUEUE_BYTES: usize = 256 << 20;
+
+/// Most rows one batched binary message may carry.
+const MAX_BATCH_ROWS: usize = 1 << 20;
+
+/// A message, when it arrived, and how many rows the receiving thread dropped at the full
+/// queue since the message before it (so a sequence gap is not counted twice).
 struct Message {
     arrived: f64,
     frames: Vec<Vec<u8>>,
+    queue_dropped_before: u64,
+}
+
+impl Message {
+    fn bytes(&self) -> usize {
+        self.frames.iter().map(Vec::len).sum()
+    }
+}
+
+/// Rows a message carries: a batched binary message's `"rows"`, otherwise 1.
+fn message_rows(frames: &[Vec<u8>]) -> u64 {
+    binary_header(frames)
+        .and_then(|(h, _)| h.get("rows").and_then(serde_json::Value::as_u64))
+        .unwrap_or(1)
 }
 
 /// Takes every message off the socket as it arrives (so the socket's own queue never
-/// overflows unseen) into `tx`; a message that finds `tx` full is dropped and counted
-/// (`source_queue`). Ends when `stop` is set or the job is gone.
+/// overflows while the job is busy) into `tx`; the rows of a message that finds `tx` full, or
+/// the queued bytes (`queued`, which the job lowers as it takes messages) at
+/// [`MESSAGE_QUEUE_BYTES`], are dropped and counted (`source_queue`). Ends when `stop` is set
+/// or the job is gone.
 fn receive(
     sock: zmq::Socket,
     tx: SyncSender<Message>,
+    queued: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     stats: SourceStats,
     group: String,
 ) {
+    let mut dropped_since_last = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let frames = match sock.recv_multipart(0) {
             Ok(f) => f,
@@ -330,37 +378,129 @@ fn receive(
         let msg = Message {
             arrived: SystemClock.now(),
             frames,
+            queue_dropped_before: dropped_since_last,
         };
-        match tx.try_send(msg) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => stats.dropped(DropReason::SourceQueue, 1),
-            Err(TrySendError::Disconnected(_)) => return,
+        let bytes = msg.bytes();
+        // One message is always taken, however large, when nothing is queued.
+        let q = queued.load(Ordering::SeqCst);
+        let room = q == 0 || q + bytes <= MESSAGE_QUEUE_BYTES;
+        let full = if room {
+            queued.fetch_add(bytes, Ordering::SeqCst);
+            match tx.try_send(msg) {
+                Ok(()) => {
+                    dropped_since_last = 0;
+                    None
+                }
+                Err(TrySendError::Full(msg)) => {
+                    queued.fetch_sub(bytes, Ordering::SeqCst);
+                    Some(msg)
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        } else {
+            Some(msg)
+        };
+        if let Some(msg) = full {
+            let rows = message_rows(&msg.frames);
+            dropped_since_last += rows;
+            stats.dropped(DropReason::SourceQueue, rows);
         }
     }
 }
 
-/// The row of a message with its time (the message's own, or its arrival), or bad input.
-fn message_row(
-    msg: &Message,
-    fields: &[JsonField],
-    time_key: Option<&str>,
-) -> Result<(f64, Vec<crate::column::Entry>), ZmqReadError> {
-    let (obj, entries) = match binary_header(&msg.frames) {
+/// The rows of one message: one row, or the rows of a batched binary message (one column per
+/// field, `time.len()` entries each).
+enum MessageRows {
+    One(f64, Vec<crate::column::Entry>),
+    Batch {
+        time: Vec<f64>,
+        columns: Vec<crate::column::Column>,
+    },
+}
+
+/// A parsed message: its sequence number (when the job has a sequence field and the message
+/// one that could be read), the rows it claims, and its rows or why it has none.
+struct Received {
+    seq: Option<u64>,
+    claimed_rows: u64,
+    rows: Result<MessageRows, ZmqReadError>,
+}
+
+/// The rows of a message with their time (the message's own, or its arrival), or bad input.
+fn message_rows_of(msg: &Message, fields: &[JsonField], keys: &MessageKeys) -> Received {
+    let mut claimed_rows = 1;
+    let (obj, rows) = match binary_header(&msg.frames) {
         Some((header, raw)) => {
-            let entries = entries_from_binary(&header, raw, fields)?;
-            (header, entries)
+            claimed_rows = header
+                .get("rows")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(1);
+            let rows = binary_rows(&header, raw, fields, msg.arrived, keys.time.as_deref());
+            (Some(header), rows)
         }
-        None => {
-            let obj = parse_message(&msg.frames)?;
-            let entries = entries_from_json(&obj, fields)?;
-            (obj, entries)
-        }
+        None => match parse_message(&msg.frames) {
+            Ok(obj) => {
+                let rows = entries_from_json(&obj, fields)
+                    .map_err(ZmqReadError::from)
+                    .and_then(|e| {
+                        let t = match keys.time.as_deref() {
+                            Some(k) => time_from_json(&obj, k)?,
+                            None => msg.arrived,
+                        };
+                        Ok(MessageRows::One(t, e))
+                    });
+                (Some(obj), rows)
+            }
+            Err(e) => (None, Err(e.into())),
+        },
     };
-    let t = match time_key {
-        Some(k) => time_from_json(&obj, k)?,
-        None => msg.arrived,
-    };
-    Ok((t, entries))
+    let seq = keys
+        .sequence
+        .as_deref()
+        .zip(obj.as_ref())
+        .and_then(|(k, o)| super::lookup(o, k))
+        .and_then(serde_json::Value::as_u64);
+    Received {
+        seq,
+        claimed_rows,
+        rows,
+    }
+}
+
+/// The message fields a subscriber reads besides the datasets.
+struct MessageKeys {
+    time: Option<String>,
+    sequence: Option<String>,
+}
+
+/// Counts the rows lost before h5daq received them from the gaps in the sender's row sequence
+/// numbers (a message numbered `s` with `n` rows is followed by `s + n`). Rows the receiving
+/// thread dropped itself, and messages whose number could not be read, are not counted again.
+/// A number below the expected one (a restarted sender) starts the count afresh.
+#[derive(Debug, Default)]
+struct SequenceGaps {
+    next: Option<u64>,
+    /// Rows since the last numbered message already counted elsewhere or not numbered.
+    accounted: u64,
+}
+
+impl SequenceGaps {
+    /// The rows missing before a message numbered `seq` (or none) with `rows` rows, after
+    /// `queue_dropped_before` rows the receiving thread counted.
+    fn see(&mut self, seq: Option<u64>, rows: u64, queue_dropped_before: u64) -> u64 {
+        self.accounted += queue_dropped_before;
+        let Some(seq) = seq else {
+            self.accounted += rows;
+            return 0;
+        };
+        let gap = match self.next {
+            Some(next) if seq >= next => (seq - next).saturating_sub(self.accounted),
+            _ => 0,
+        };
+        self.next = Some(seq.saturating_add(rows));
+        self.accounted = 0;
+        gap
+    }
 }
 
 /// A binary message: a JSON header object with an `"arrays"` list (one `{"key", "dtype",
@@ -387,10 +527,11 @@ pub enum BinaryError {
     FrameCount { arrays: usize, frames: usize },
     #[error("array {key:?}: dtype {dtype:?} is not a little-endian numeric dtype")]
     Dtype { key: String, dtype: String },
-    #[error("array {key:?}: {bytes} bytes for shape {shape:?} of {dtype}")]
+    #[error("array {key:?}: {bytes} bytes for {rows} rows of shape {shape:?} of {dtype}")]
     Size {
         key: String,
         bytes: usize,
+        rows: usize,
         shape: Vec<usize>,
         dtype: crate::column::Dtype,
     },
@@ -400,16 +541,22 @@ pub enum BinaryError {
         elements: usize,
         want: usize,
     },
+    #[error("\"rows\" = {0}: a batch holds 1 to {MAX_BATCH_ROWS} rows")]
+    Rows(String),
+    #[error("field {key:?}: a batched message takes every field from a raw array")]
+    BatchField { key: String },
+    #[error("time field {key:?}: a batched message needs a list of {rows} times")]
+    BatchTime { key: String, rows: usize },
 }
 
-/// Each field's entry: arrays named in the header from their raw frames (any numeric dtype,
-/// converted exactly to the field's), every other field from the header as in JSON messages.
-fn entries_from_binary(
-    header: &serde_json::Value,
+/// The arrays of a binary message, each decoded from its raw frame (`rows` entries of its
+/// shape, little-endian, any numeric dtype).
+fn decode_arrays<'h>(
+    header: &'h serde_json::Value,
     raw: &[Vec<u8>],
-    fields: &[JsonField],
-) -> Result<Vec<crate::column::Entry>, ZmqReadError> {
-    use crate::column::{Column, Dtype, Entry};
+    rows: usize,
+) -> Result<Vec<(&'h str, crate::column::Column)>, BinaryError> {
+    use crate::column::Dtype;
     let arrays = header
         .get("arrays")
         .and_then(|a| a.as_array())
@@ -418,10 +565,9 @@ fn entries_from_binary(
         return Err(BinaryError::FrameCount {
             arrays: arrays.len(),
             frames: raw.len(),
-        }
-        .into());
+        });
     }
-    let mut decoded: Vec<(&str, Column)> = Vec::with_capacity(arrays.len());
+    let mut decoded = Vec::with_capacity(arrays.len());
     for (i, (a, bytes)) in arrays.iter().zip(raw).enumerate() {
         let key = a.get("key").and_then(|k| k.as_str());
         let dtype = a.get("dtype").and_then(|d| d.as_str());
@@ -431,31 +577,63 @@ fn entries_from_binary(
                 .collect()
         });
         let (Some(key), Some(dtype), Some(shape)) = (key, dtype, shape) else {
-            return Err(BinaryError::BadEntry(i).into());
+            return Err(BinaryError::BadEntry(i));
         };
         let dt = dtype
             .trim_start_matches('=')
             .parse::<Dtype>()
-            .map_err(|_| BinaryError::Dtype {
+            .ok()
+            .filter(|d| !d.is_text())
+            .ok_or_else(|| BinaryError::Dtype {
                 key: key.to_string(),
                 dtype: dtype.to_string(),
             })?;
-        let elements: usize = shape.iter().product();
+        let elements = shape
+            .iter()
+            .try_fold(rows, |acc, &n| acc.checked_mul(n))
+            .unwrap_or(usize::MAX);
         let col = column_from_le_bytes(dt, bytes)
             .filter(|c| c.len() == elements)
             .ok_or_else(|| BinaryError::Size {
                 key: key.to_string(),
                 bytes: bytes.len(),
-                shape: shape.clone(),
+                rows,
+                shape,
                 dtype: dt,
             })?;
         decoded.push((key, col));
     }
-    let mut out = Vec::with_capacity(fields.len());
+    Ok(decoded)
+}
+
+/// The rows of a binary message: one row (arrays from raw frames, every other field from the
+/// header as in JSON messages), or with `"rows": N` a batch of N rows in which every field is a
+/// raw array of N entries, stamped with the arrival time or the header's list of N times.
+fn binary_rows(
+    header: &serde_json::Value,
+    raw: &[Vec<u8>],
+    fields: &[JsonField],
+    arrived: f64,
+    time_key: Option<&str>,
+) -> Result<MessageRows, ZmqReadError> {
+    use crate::column::{Column, Entry};
+    let batch = match header.get("rows") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| (1..=MAX_BATCH_ROWS).contains(n))
+                .ok_or_else(|| BinaryError::Rows(v.to_string()))?,
+        ),
+    };
+    let rows = batch.unwrap_or(1);
+    let decoded = decode_arrays(header, raw, rows)?;
+    let mut columns = Vec::with_capacity(fields.len());
+    let mut entries = Vec::with_capacity(fields.len());
     for f in fields {
         match decoded.iter().find(|(k, _)| *k == f.key) {
             Some((key, col)) => {
-                let want = f.spec.entry_len();
+                let want = f.spec.entry_len() * rows;
                 if col.len() != want {
                     return Err(BinaryError::Elements {
                         key: key.to_string(),
@@ -471,19 +649,42 @@ fn entries_from_binary(
                         key: key.to_string(),
                         source,
                     })?;
-                out.push(Entry::Array(typed));
+                if batch.is_some() {
+                    columns.push(typed);
+                } else {
+                    entries.push(Entry::Array(typed));
+                }
             }
-            None => {
-                let one = entries_from_json(header, std::slice::from_ref(f))?;
-                out.extend(one);
+            None if batch.is_some() => {
+                return Err(BinaryError::BatchField { key: f.key.clone() }.into())
             }
+            None => entries.extend(entries_from_json(header, std::slice::from_ref(f))?),
         }
     }
-    Ok(out)
+    let Some(rows) = batch else {
+        let t = match time_key {
+            Some(k) => time_from_json(header, k)?,
+            None => arrived,
+        };
+        return Ok(MessageRows::One(t, entries));
+    };
+    let time = match time_key {
+        None => vec![arrived; rows],
+        Some(k) => super::lookup(header, k)
+            .and_then(|v| v.as_array())
+            .filter(|a| a.len() == rows)
+            .and_then(|a| a.iter().map(serde_json::Value::as_f64).collect())
+            .ok_or_else(|| BinaryError::BatchTime {
+                key: k.to_string(),
+                rows,
+            })?,
+    };
+    Ok(MessageRows::Batch { time, columns })
 }
 
 /// Little-endian elements of `dtype` (numpy's native order on x86 and ARM), copied out of a
-/// frame whatever its alignment; `None` when the length is not a whole number of elements.
+/// frame whatever its alignment; `None` when the length is not a whole number of elements or
+/// the dtype is not numeric.
 fn column_from_le_bytes(
     dtype: crate::column::Dtype,
     bytes: &[u8],
@@ -518,20 +719,16 @@ fn column_from_le_bytes(
         Dtype::U32 => read!(u32, U32),
         Dtype::U16 => read!(u16, U16),
         Dtype::U8 => read!(u8, U8),
+        Dtype::FixedStr(_) | Dtype::Str => return None,
     })
 }
 
-/// A SUB socket on `endpoint` (connect), subscribed to `topic`. A thread takes messages off
-/// the socket as they arrive; each is one row, stamped at arrival unless `time_key` names its
-/// time. A message that is not a row is counted as bad input; at stop the queued messages are
+/// A SUB socket on the config's endpoint (connect), subscribed to its topic. A thread takes
+/// messages off the socket as they arrive; each is one row (or a batch of rows), stamped at
+/// arrival unless a time field names its time. A message that is not a row is counted as bad
+/// input; gaps in the sequence field are counted as dropped; at stop the queued messages are
 /// still stored.
-fn subscriber_job(
-    group: &str,
-    endpoint: &str,
-    topic: &str,
-    fields: Vec<JsonField>,
-    time_key: Option<String>,
-) -> Result<DaqJob, DaqError> {
+fn subscriber_job(group: &str, cfg: &SubConfig) -> Result<DaqJob, DaqError> {
     let ctx = zmq::Context::new();
     let sock = ctx
         .socket(zmq::SUB)
@@ -539,47 +736,70 @@ fn subscriber_job(
     sock.set_linger(0).map_err(DaqError::zmq("set linger"))?;
     sock.set_rcvtimeo(100)
         .map_err(DaqError::zmq("set receive timeout"))?;
-    // The receiving thread drains the socket into a counted queue; a deep socket queue covers
-    // the moments that thread does not run (ZeroMQ drops beyond it without counting).
-    sock.set_rcvhwm(SOCKET_QUEUE)
+    // The receiving thread drains the socket into a counted queue; the socket's queue covers
+    // the moments that thread does not run (beyond it ZeroMQ drops, which only the sequence
+    // field reveals).
+    sock.set_rcvhwm(cfg.socket_queue)
         .map_err(DaqError::zmq("set receive high-water mark"))?;
+    let endpoint = &cfg.endpoint;
     sock.connect(endpoint).map_err(DaqError::zmq(format!(
         "job {group}: connect to {endpoint:?}"
     )))?;
-    sock.set_subscribe(topic.as_bytes())
+    sock.set_subscribe(cfg.topic.as_bytes())
         .map_err(DaqError::zmq(format!(
-            "job {group}: subscribe to {topic:?}"
+            "job {group}: subscribe to {:?}",
+            cfg.topic
         )))?;
+    let fields = cfg.fields.clone();
+    let keys = MessageKeys {
+        time: cfg.time_field.clone(),
+        sequence: cfg.sequence_field.clone(),
+    };
     let specs = fields.iter().map(|f| f.spec.clone()).collect();
     let stats = SourceStats::default();
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::sync_channel::<Message>(MESSAGE_QUEUE);
+    let queued = Arc::new(AtomicUsize::new(0));
     {
         let (stop, stats, name) = (Arc::clone(&stop), stats.clone(), group.to_string());
+        let queued = Arc::clone(&queued);
         std::thread::Builder::new()
             .name("daq-zmq-sub".into())
             .spawn(move || {
                 let _keep_context_alive = ctx;
-                receive(sock, tx, stop, stats, name)
+                receive(sock, tx, queued, stop, stats, name)
             })
             .map_err(DaqError::thread("a ZeroMQ receiver thread"))?;
     }
     let (stop2, stats2, name) = (Arc::clone(&stop), stats.clone(), group.to_string());
+    let (stats3, name3) = (stats.clone(), group.to_string());
+    let dtypes: Vec<Dtype> = fields.iter().map(|f| f.spec.dtype).collect();
+    let mut gaps = SequenceGaps::default();
+    let mut take = move |msg: &Message| -> Option<MessageRows> {
+        queued.fetch_sub(msg.bytes(), Ordering::SeqCst);
+        let r = message_rows_of(msg, &fields, &keys);
+        if keys.sequence.is_some() {
+            let gap = gaps.see(r.seq, r.claimed_rows, msg.queue_dropped_before);
+            if gap > 0 {
+                stats2.dropped(DropReason::SequenceGap, gap);
+            }
+        }
+        match r.rows {
+            Ok(rows) => Some(rows),
+            Err(e) => {
+                stats2.bad_input(&name, &e);
+                None
+            }
+        }
+    };
     let job = DaqJob::new(group, specs, move || {
         if stop2.load(Ordering::SeqCst) {
             // The final read: every message still queued, as rows.
-            let mut time = Vec::new();
-            let mut rows: Vec<Vec<crate::column::Entry>> = Vec::new();
+            let mut rows = Vec::new();
             while let Ok(msg) = rx.try_recv() {
-                match message_row(&msg, &fields, time_key.as_deref()) {
-                    Ok((t, e)) => {
-                        time.push(t);
-                        rows.push(e);
-                    }
-                    Err(e) => stats2.bad_input(&name, &e),
-                }
+                rows.extend(take(&msg));
             }
-            return Ok(rows_of(time, rows, &fields, &stats2, &name));
+            return Ok(rows_of(rows, &dtypes, &stats3, &name3));
         }
         let mut wait = Duration::from_millis(100);
         loop {
@@ -587,12 +807,14 @@ fn subscriber_job(
                 Ok(m) => m,
                 Err(_) => return Ok(Reading::Skip),
             };
-            match message_row(&msg, &fields, time_key.as_deref()) {
-                Ok((t, e)) => return Ok(Reading::TimedRow(t, e)),
-                Err(e) => stats2.bad_input(&name, &e),
+            match take(&msg) {
+                Some(MessageRows::One(t, e)) => return Ok(Reading::TimedRow(t, e)),
+                Some(MessageRows::Batch { time, columns }) => {
+                    return Ok(Reading::Rows { time, columns })
+                }
+                // Go on with the next message without pausing.
+                None => wait = Duration::ZERO,
             }
-            // Go on with the next message without pausing.
-            wait = Duration::ZERO;
         }
     })?;
     Ok(job
@@ -603,29 +825,38 @@ fn subscriber_job(
         .with_on_stop(move || stop.store(true, Ordering::SeqCst)))
 }
 
-/// Rows as a bulk reading (one column per field, flattened); a row whose values do not fit the
-/// fields' dtypes is bad input.
-fn rows_of(
-    time: Vec<f64>,
-    rows: Vec<Vec<crate::column::Entry>>,
-    fields: &[JsonField],
-    stats: &SourceStats,
-    group: &str,
-) -> Reading {
-    use crate::column::{Column, Entry};
-    let mut columns: Vec<Column> = fields
+/// Rows as one bulk reading (one column per field, flattened); a row whose values do not fit
+/// the fields' dtypes is bad input.
+fn rows_of(rows: Vec<MessageRows>, dtypes: &[Dtype], stats: &SourceStats, group: &str) -> Reading {
+    use crate::column::Column;
+    let mut columns: Vec<Column> = dtypes
         .iter()
-        .map(|f| Column::with_capacity(f.spec.dtype, 0))
+        .map(|d| Column::with_capacity(*d, 0))
         .collect();
-    let mut kept = Vec::with_capacity(time.len());
-    for (t, row) in time.into_iter().zip(rows) {
+    let mut kept = Vec::with_capacity(rows.len());
+    for r in rows {
         let before: Vec<usize> = columns.iter().map(Column::len).collect();
-        let pushed = columns.iter_mut().zip(row).try_for_each(|(c, e)| match e {
-            Entry::Scalar(s) => c.push_scalar(s),
-            Entry::Array(a) => c.extend_from(&a),
-        });
+        let (time, pushed) = match r {
+            MessageRows::One(t, row) => (
+                vec![t],
+                columns
+                    .iter_mut()
+                    .zip(row)
+                    .try_for_each(|(c, e)| c.push_entry(&e)),
+            ),
+            MessageRows::Batch {
+                time,
+                columns: cols,
+            } => (
+                time,
+                columns
+                    .iter_mut()
+                    .zip(&cols)
+                    .try_for_each(|(c, src)| c.extend_from(src)),
+            ),
+        };
         match pushed {
-            Ok(()) => kept.push(t),
+            Ok(()) => kept.extend(time),
             Err(e) => {
                 for (c, n) in columns.iter_mut().zip(before) {
                     c.truncate(n);
@@ -737,6 +968,14 @@ mod tests {
         ]
     }
 
+    fn one(rows: Result<MessageRows, ZmqReadError>) -> Vec<Entry> {
+        match rows {
+            Ok(MessageRows::One(_, e)) => e,
+            Ok(MessageRows::Batch { .. }) => panic!("a batch"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     #[test]
     fn raw_frames_after_a_json_header() {
         let raw: Vec<u8> = [1.5f32, 2.5, -3.0]
@@ -746,18 +985,19 @@ mod tests {
         let header = br#"{"t": NaN, "arrays": [{"key": "s", "dtype": "<f4", "shape": [3]}]}"#;
         let frames = vec![b"topic".to_vec(), header.to_vec(), raw.clone()];
         let (h, rest) = binary_header(&frames).unwrap();
-        let e = entries_from_binary(&h, rest, &fields()).unwrap();
+        let e = one(binary_rows(&h, rest, &fields(), 7.0, None));
         assert_eq!(e[0], Entry::Array(Column::F64(vec![1.5, 2.5, -3.0])));
         assert!(matches!(e[1], Entry::Scalar(crate::column::Scalar::Float(x)) if x.is_nan()));
         let err = |header: &str, raw: Vec<Vec<u8>>| {
             let h: serde_json::Value = serde_json::from_str(header).unwrap();
-            entries_from_binary(&h, &raw, &fields())
-                .unwrap_err()
-                .to_string()
+            match binary_rows(&h, &raw, &fields(), 7.0, None) {
+                Ok(_) => panic!("accepted {header}"),
+                Err(e) => e.to_string(),
+            }
         };
         let h = r#"{"t": 1, "arrays": [{"key": "s", "dtype": "float32", "shape": [3]}]}"#;
         assert!(err(h, vec![]).contains("1 arrays, the message has 0 raw frames"));
-        assert!(err(h, vec![raw[..8].to_vec()]).contains("8 bytes for shape [3]"));
+        assert!(err(h, vec![raw[..8].to_vec()]).contains("8 bytes for 1 rows of shape [3]"));
         let big_endian = r#"{"t": 1, "arrays": [{"key": "s", "dtype": ">f4", "shape": [3]}]}"#;
         assert!(err(big_endian, vec![raw.clone()]).contains("little-endian"));
         let wrong = r#"{"t": 1, "arrays": [{"key": "s", "dtype": "float32", "shape": [1, 2]}]}"#;
@@ -766,6 +1006,123 @@ mod tests {
             binary_header(&[header.to_vec()]).is_none(),
             "one frame is JSON"
         );
+    }
+
+    #[test]
+    fn a_batched_header_carries_many_rows() {
+        let s: Vec<u8> = (0..6).flat_map(|x| (x as f32).to_le_bytes()).collect();
+        let t: Vec<u8> = [10i64, 20].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let header = r#"{"rows": 2, "seq": 5, "when": [1.0, 2.0], "arrays": [
+            {"key": "s", "dtype": "float32", "shape": [3]}, {"key": "t", "dtype": "int64", "shape": []}]}"#;
+        let frames = vec![header.as_bytes().to_vec(), s.clone(), t.clone()];
+        assert_eq!(message_rows(&frames), 2);
+        let (h, raw) = binary_header(&frames).unwrap();
+        match binary_rows(&h, raw, &fields(), 7.0, None) {
+            Ok(MessageRows::Batch { time, columns }) => {
+                assert_eq!(time, vec![7.0, 7.0], "stamped at arrival");
+                assert_eq!(columns[0], Column::F64(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]));
+                assert_eq!(columns[1], Column::F64(vec![10.0, 20.0]));
+            }
+            _ => panic!("not a batch"),
+        }
+        match binary_rows(&h, raw, &fields(), 7.0, Some("when")) {
+            Ok(MessageRows::Batch { time, .. }) => assert_eq!(time, vec![1.0, 2.0]),
+            _ => panic!("not a batch"),
+        }
+        let e = |header: &str, raw: &[Vec<u8>]| {
+            let h: serde_json::Value = serde_json::from_str(header).unwrap();
+            match binary_rows(&h, raw, &fields(), 7.0, Some("when")) {
+                Ok(_) => panic!("accepted {header}"),
+                Err(e) => e.to_string(),
+            }
+        };
+        let s_only = r#"{"rows": 2, "t": 1, "when": [1, 2], "arrays": [{"key": "s", "dtype": "float32", "shape": [3]}]}"#;
+        assert!(e(s_only, std::slice::from_ref(&s)).contains("every field from a raw array"));
+        let short_time = r#"{"rows": 2, "when": [1], "arrays": [{"key": "s", "dtype": "float32", "shape": [3]},
+            {"key": "t", "dtype": "int64", "shape": []}]}"#;
+        assert!(e(short_time, &[s.clone(), t.clone()]).contains("list of 2 times"));
+        let zero = r#"{"rows": 0, "arrays": []}"#;
+        assert!(e(zero, &[]).contains("1 to"));
+    }
+
+    #[test]
+    fn a_full_queue_drops_whole_messages_and_counts_their_rows() {
+        let ctx = zmq::Context::new();
+        let pull = ctx.socket(zmq::PULL).unwrap();
+        pull.set_rcvtimeo(20).unwrap();
+        pull.bind("inproc://queue-test").unwrap();
+        let push = ctx.socket(zmq::PUSH).unwrap();
+        push.connect("inproc://queue-test").unwrap();
+        let (tx, rx) = mpsc::sync_channel::<Message>(2);
+        // The byte limit reached: every message is dropped.
+        let queued = Arc::new(AtomicUsize::new(MESSAGE_QUEUE_BYTES));
+        let (stop, stats) = (Arc::new(AtomicBool::new(false)), SourceStats::default());
+        let thread = {
+            let (queued, stop, stats) = (Arc::clone(&queued), Arc::clone(&stop), stats.clone());
+            std::thread::spawn(move || receive(pull, tx, queued, stop, stats, "q".into()))
+        };
+        let batch = br#"{"rows": 5, "arrays": [{"key": "s", "dtype": "f4", "shape": []}]}"#;
+        push.send_multipart([&batch[..], &[0u8; 20][..]], 0)
+            .unwrap();
+        push.send(&b"{}"[..], 0).unwrap();
+        let t0 = std::time::Instant::now();
+        while stats.drops().source_queue < 6 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                stats.drops()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Room again: three messages, the channel takes two, the third is dropped.
+        queued.store(0, Ordering::SeqCst);
+        for _ in 0..3 {
+            push.send(&b"{}"[..], 0).unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        while stats.drops().source_queue < 7 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                stats.drops()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            first.queue_dropped_before, 6,
+            "5 + 1 rows dropped before it"
+        );
+        assert_eq!(
+            queued.load(Ordering::SeqCst),
+            4,
+            "two messages of 2 bytes queued"
+        );
+        stop.store(true, Ordering::SeqCst);
+        thread.join().unwrap();
+        assert_eq!(stats.drops().source_queue, 7);
+    }
+
+    #[test]
+    fn sequence_gaps_count_what_was_not_received_once() {
+        let mut g = SequenceGaps::default();
+        assert_eq!(
+            g.see(Some(100), 1, 0),
+            0,
+            "the first message starts the count"
+        );
+        assert_eq!(g.see(Some(101), 1, 0), 0);
+        assert_eq!(g.see(Some(110), 1, 0), 8, "102..=109 missing");
+        assert_eq!(g.see(Some(120), 1, 3), 6, "3 of 9 counted at the queue");
+        assert_eq!(g.see(None, 1, 0), 0, "an unreadable number");
+        assert_eq!(
+            g.see(Some(125), 4, 0),
+            3,
+            "121..=124 less the unreadable one"
+        );
+        assert_eq!(g.see(Some(129), 1, 0), 0, "a batch of 4 covered 125..=128");
+        assert_eq!(g.see(Some(3), 1, 0), 0, "a restarted sender");
+        assert_eq!(g.see(Some(5), 1, 0), 1);
     }
 
     #[test]
