@@ -143,11 +143,26 @@ function fillChannels() {
       return w ? String(sumRange(s, w[1], w[2])) : "-";
     };
     const rate = f.exptime > 0 ? (counts / f.exptime).toExponential(3) : "-";
-    // The monitor reply carries spectra only; the scalers behind the correction are not in it.
-    const cells = [String(c), String(counts), rate, win(0), win(1), "n/a"];
+    // xsp3-acquire's monitor sends the frame's correction (null: saturated); MAX IV's does not.
+    const dtcs = f.dead_time_correction;
+    const dtc = !dtcs ? "n/a" : dtcs[c] === null ? "saturated" : dtcs[c].toFixed(4);
+    const cells = [String(c), String(counts), rate, win(0), win(1), dtc];
     for (const text of cells) row.insertCell().textContent = text;
     row.dataset.channel = String(c);
   });
+}
+
+// The software ROIs' values of the frame: one row per ROI, counts per channel.
+function fillRois() {
+  const rois = viewer.frame.rois || [];
+  $("rois-panel").hidden = rois.length === 0;
+  const body = $("rois").tBodies[0];
+  body.textContent = "";
+  for (const roi of rois) {
+    const row = body.insertRow();
+    row.insertCell().textContent = roi.name;
+    row.insertCell().textContent = roi.counts.join(" ");
+  }
 }
 
 function fillCounters() {
@@ -191,6 +206,7 @@ function apply(answer) {
     viewer.frame = answer.frame.frame;
     if (!buildPlot()) viewer.plot.setData(plotData());
     fillChannels();
+    fillRois();
     $("frame-number").textContent = String(viewer.frame.number);
   }
   fillCounters();
