@@ -100,6 +100,7 @@ def page_state(page):
             frame: v.frame ? v.frame.number : null,
             exptime: v.frame ? v.frame.exptime : null,
             plotted: v.plotted(),
+            bins_per_point: v.binsPerPoint,
             version: v.version,
             updates: v.updates,
             errors: v.errors,
@@ -118,13 +119,17 @@ def page_state(page):
 
 
 def check_plotted_frame(state):
-    """The page's plot holds exactly the frame the monitor served (by its frame number)."""
+    """The page's plot holds exactly the frame the monitor served (by its frame number): each
+    point the largest count of its `bins_per_point` bins (one point per pixel column)."""
     expected = frame(SEED, state["frame"], NCH)
     plotted = state["plotted"]
+    g = state["bins_per_point"]
+    assert g == -(-4096 // 1240)  # the 1280-pixel window's plot: 1240 pixels for 4096 bins
     assert len(plotted) == 1 + NCH
-    assert plotted[0] == list(range(4096))
+    assert plotted[0] == list(range(0, 4096, g))
     for c in range(NCH):
-        np.testing.assert_array_equal(np.array(plotted[1 + c], dtype=np.uint32), expected[c])
+        np.testing.assert_array_equal(np.array(plotted[1 + c], dtype=np.uint32),
+                                      expected[c].reshape(-1, g).max(axis=1))
     for c, row in enumerate(state["rows"]):
         total = int(expected[c].sum())
         assert row[:2] == [str(c), str(total)]
