@@ -357,7 +357,10 @@ pub fn spawn_poller(
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("xsp3-viewer-poll".into())
-        .spawn(move || poll_loop(source, &shared, &stop))
+        .spawn(move || {
+            crate::priority::lower_this_thread();
+            poll_loop(source, &shared, &stop)
+        })
 }
 
 fn poll_loop(source: Source, shared: &Shared, stop: &AtomicBool) {
