@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import tango
+import zmq
 from tango import DevState
 
 from tango_helpers import device_context, refused, wait_state
@@ -287,6 +288,34 @@ def test_external_serve_process_disappearing_gives_fault(tmp_path):
             wait_state(dev, DevState.FAULT)
             assert f"no reply from {control}" in dev.status()
     finally:
+        serve.kill()
+        serve.wait()
+
+
+def test_readbacks_show_what_an_external_serve_process_uses(tmp_path):
+    """Windows and event widths set on the detector before the device starts (by another client
+    of the serve process) are what the device reads back: serve's status reports them."""
+    control = f"tcp://127.0.0.1:{free_port()}"
+    serve = subprocess.Popen([rust_bin("xsp3-acquire"), "serve", "-q", "--control", control],
+                             stderr=subprocess.DEVNULL)
+    ctx = zmq.Context()
+    req = ctx.socket(zmq.REQ)
+    req.setsockopt(zmq.RCVTIMEO, 20000)
+    req.connect(control)
+    try:
+        req.send_json({"cmd": "configure", "frames": 1, "windows": [[1, 0, 10, 20], [2, 1, 5, 6]],
+                       "event_width": [[3, 15]]})
+        assert req.recv_json()["ok"]
+        with device_context(tmp_path, start_server=False, ControlEndpoint=control,
+                            MonitorPort=0) as dev:
+            assert list(dev.Window1_Ch1) == [10, 20] and list(dev.Window2_Ch1) == [0, 4095]
+            assert list(dev.Window2_Ch2) == [5, 6] and list(dev.Window1_Ch0) == [0, 4095]
+            assert [dev.read_attribute(f"EventWidth_Ch{c}").value for c in range(NCH)] == [
+                6, 7, 8, 15]
+            assert list(dev.CalibratedEventWidths) == EVENT_WIDTHS
+    finally:
+        req.close(0)
+        ctx.term()
         serve.kill()
         serve.wait()
 
