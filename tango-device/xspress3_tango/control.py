@@ -4,6 +4,7 @@ live monitor (REQ/REP, latest frame). docs/protocol.md describes both.
 A REQ socket that got no reply is stuck (it may not send again), so after a timeout the socket is
 closed and a new one connected: the next request starts clean.
 """
+import collections
 import json
 
 import numpy as np
@@ -77,29 +78,54 @@ class ControlClient:
         self._req.close()
 
 
+class LatestFrame(collections.namedtuple(
+        "LatestFrame", "number spectra scalers dead_time_correction rois")):
+    """One monitor reply: the frame number, its spectra `uint32[channels, bins]`, and (from a
+    serve process that sends them) its scalers `uint32[channels, 9]`, dead-time correction
+    `float[channels]` (NaN where saturated) and ROI values (`[{name, counts, dtc}]`), else None."""
+
+
+def parse_monitor_reply(endpoint, parts):
+    """A LatestFrame of a 2-part monitor reply, None before the first frame."""
+    if len(parts) != 2:
+        raise ControlError(f"monitor {endpoint}: {len(parts)} parts, expected 2")
+    try:
+        meta = json.loads(parts[0])
+    except ValueError as e:
+        raise ControlError(f"monitor {endpoint}: header is not JSON: {e}") from None
+    if not isinstance(meta, dict) or meta.get("htype") != "image":
+        return None
+    try:
+        shape = tuple(int(n) for n in meta["shape"])
+        number = int(meta["frame"])
+        scalers = meta.get("scalers")
+        if scalers is not None:
+            scalers = np.array(scalers, dtype=np.uint32).reshape(shape[0], 9)
+        dtc = meta.get("dead_time_correction")
+        if dtc is not None:
+            dtc = np.array([np.nan if v is None else v for v in dtc], dtype=np.float64)
+            if dtc.shape != (shape[0],):
+                raise ValueError(f"{dtc.size} dead-time corrections for {shape[0]} channels")
+    except (KeyError, TypeError, ValueError) as e:
+        raise ControlError(f"monitor {endpoint}: malformed header: {e}") from None
+    mca = np.frombuffer(parts[1], dtype="<u4")
+    if len(shape) != 2 or mca.size != shape[0] * shape[1]:
+        raise ControlError(
+            f"monitor {endpoint}: {len(parts[1])} bytes do not fit shape {list(shape)}")
+    return LatestFrame(number, mca.reshape(shape), scalers, dtc, meta.get("rois"))
+
+
 class MonitorClient:
-    """The latest frame from `--monitor ENDPOINT`. The serve process binds the monitor only while
-    an acquisition runs, so between acquisitions requests time out (Unreachable)."""
+    """The latest frame from `--monitor ENDPOINT` (serve answers between acquisitions too, with
+    the last frame of the previous one)."""
 
     def __init__(self, endpoint, timeout_s=0.5, context=None):
         self.endpoint = endpoint
         self._req = _ReqSocket(context or zmq.Context.instance(), endpoint, timeout_s)
 
     def latest(self):
-        """(frame number, uint32[n_channels, n_bins]) or None before the first frame."""
-        parts = self._req.exchange(b"give us a frame please!")
-        if len(parts) != 2:
-            raise ControlError(f"monitor {self.endpoint}: {len(parts)} parts, expected 2")
-        meta = json.loads(parts[0])
-        if meta.get("htype") != "image":
-            return None
-        shape = tuple(meta["shape"])
-        mca = np.frombuffer(parts[1], dtype="<u4")
-        if mca.size != shape[0] * shape[1]:
-            raise ControlError(
-                f"monitor {self.endpoint}: {len(parts[1])} bytes do not fit shape {list(shape)}"
-            )
-        return int(meta["frame"]), mca.reshape(shape)
+        """A LatestFrame, or None before the first frame."""
+        return parse_monitor_reply(self.endpoint, self._req.exchange(b"give us a frame please!"))
 
     def close(self):
         self._req.close()

@@ -3,7 +3,9 @@
 The device keeps MAX IV's attributes, commands, properties and states, and turns them into JSON
 commands on the serve process's control socket (docs/tango.md). One lock serialises every use of
 the control socket; a thread polls `status` ten times a second, drives the state machine and
-pushes change events on `State` and `nFramesAcquired`.
+pushes change events on `State` and `nFramesAcquired`; while an acquisition runs it also asks the
+monitor for the latest frame (spectra, scalers, dead-time correction, ROI values) and keeps each
+frame's window counts for `ReadRawCounts_*` / `ReadDtcCounts_*`.
 """
 import collections
 import os
@@ -17,7 +19,7 @@ from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command, device_property
 
 from . import mapping
-from .control import ControlClient, ControlError, MonitorClient, Unreachable
+from .control import ControlClient, ControlError, LatestFrame, MonitorClient, Unreachable
 from .server import ServeProcess, serve_argv
 
 SCALER_NAMES = ["time", "reset_ticks", "reset_count", "all_events", "all_good", "in_window_0",
@@ -28,6 +30,9 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 15.0
 # serve's `arm` replies once every sink is ready (a PUB stream waits up to 1 s for a subscriber).
 ARM_TIMEOUT_S = 8.0
+# Frames whose window counts the device keeps from the monitor for ReadRawCounts while running
+# (about 200 bytes each).
+MAX_MONITORED_FRAMES = 20_000
 
 
 def _refuse(reason, desc, origin):
@@ -116,10 +121,9 @@ class Xspress3DS(Device):
         self._sw_triggers = 0
         self._frames_pushed = -1
         self._last_files = []
-        self._last_event_widths = None
-        self._latest = None  # (frame number, spectra)
-        self._latest_scalers = None
-        self._latest_dtc = None
+        self._latest = None  # LatestFrame
+        # frame number -> float[3, channels]: in_window_0, in_window_1, dead-time correction
+        self._monitored = collections.OrderedDict()
         self._process = None
         self.set_change_event("State", True, False)
         self.set_change_event("nFramesAcquired", True, False)
@@ -131,7 +135,8 @@ class Xspress3DS(Device):
         try:
             if self.StartServer:
                 self._start_server()
-            self._control.request("status")
+            self._status = self._control.request("status")
+            self._adopt_detector_windows()
         except (RuntimeError, Unreachable, ControlError) as e:
             self._set_state(DevState.FAULT, str(e))
         else:
@@ -160,6 +165,13 @@ class Xspress3DS(Device):
         self._control.close()
         if self._monitor is not None:
             self._monitor.close()
+
+    def _adopt_detector_windows(self):
+        """The windows the detector holds (serve's `status`) become the attributes' values."""
+        windows = self._status.get("windows")
+        if isinstance(windows, list) and len(windows) == self.Channels:
+            self._windows = {1: [[int(w[0]), int(w[1])] for w in windows],
+                             2: [[int(w[2]), int(w[3])] for w in windows]}
 
     def _start_server(self):
         extra = list(self.ServerArgs)
@@ -204,7 +216,8 @@ class Xspress3DS(Device):
         while not self._stop_polling.wait(POLL_PERIOD_S):
             self._refresh()
             if self.get_state() == DevState.RUNNING:
-                self._poll_monitor()
+                with self._lock:
+                    self._poll_monitor_locked()
 
     def always_executed_hook(self):
         self._refresh()
@@ -239,7 +252,9 @@ class Xspress3DS(Device):
     def _end_of_acquisition(self, status):
         self._armed = None
         self._last_files = [f["path"] for f in status.get("files", [])]
-        self._read_file_tail()
+        # Between acquisitions serve's monitor answers with the last frame of this one.
+        if not self._poll_monitor_locked():
+            self._read_file_tail()
         state = status.get("state")
         if state in ("failed", "fault"):
             why = status.get("last_error") or "; ".join(status.get("errors", [])) or state
@@ -248,15 +263,26 @@ class Xspress3DS(Device):
             self._set_state(DevState.STANDBY, f"acquisition {state}: "
                                               f"{status.get('frames_acquired', 0)} frames")
 
-    def _poll_monitor(self):
+    def _poll_monitor_locked(self):
+        """Asks the monitor for the latest frame; true if one came."""
         if self._monitor is None:
-            return
+            return False
         try:
             latest = self._monitor.latest()
-        except (Unreachable, ControlError, ValueError, KeyError):
-            return  # the monitor exists only while an acquisition runs; keep the last frame
-        if latest is not None:
-            self._latest = latest
+        except (Unreachable, ControlError) as e:
+            self.debug_stream(f"monitor: {e}")
+            return False  # keep the last frame
+        if latest is None:
+            return False
+        self._latest = latest
+        if latest.scalers is not None and latest.dead_time_correction is not None:
+            counts = np.stack([latest.scalers[:, 5], latest.scalers[:, 6],
+                               latest.dead_time_correction]).astype(np.float64)
+            self._monitored[latest.number] = counts
+            self._monitored.move_to_end(latest.number)
+            while len(self._monitored) > MAX_MONITORED_FRAMES:
+                self._monitored.popitem(last=False)
+        return True
 
     # ---- files of the last acquisition ------------------------------------------------------
 
@@ -281,7 +307,7 @@ class Xspress3DS(Device):
         return total
 
     def _read_file_tail(self):
-        """The last frame's spectra and scalers, and the event widths, from the files."""
+        """The last frame's spectra and scalers from the files (without a monitor)."""
         if not self._last_files:
             return
         try:
@@ -292,25 +318,23 @@ class Xspress3DS(Device):
             scalers = np.stack([self._rows(s, n - 1, n)[0] for s in SCALER_NAMES], axis=1)
             dtc = self._rows("dead_time_correction", n - 1, n)[0]
             with h5py.File(self._last_files[-1], "r") as f:
-                self._last_event_widths = f["entry/instrument/xspress3/event_width"][()]
                 last = int(f["entry/instrument/xspress3/frame_number"][-1])
         except (OSError, KeyError) as e:
             self.warn_stream(f"cannot read the acquisition's files {self._last_files}: {e}")
             return
-        self._latest = (last, spectra)
-        self._latest_scalers = scalers.astype(np.uint32)
-        self._latest_dtc = dtc
+        self._latest = LatestFrame(last, spectra, scalers.astype(np.uint32), dtc, None)
 
     def _event_width(self, ch):
-        """The width the next Arm sends, else the one the last file was corrected with."""
+        """The width the next Arm sends, else the one the detector uses now (serve's status)."""
         if ch in self._event_width_override:
             return self._event_width_override[ch]
-        if self._last_event_widths is not None:
-            return int(self._last_event_widths[ch])
+        widths = self._status.get("event_widths")
+        if isinstance(widths, list) and ch < len(widths):
+            return int(widths[ch])
         _refuse("Xspress3DS_Unknown",
-                f"the event width of channel {ch} is known after the first acquisition that "
-                "writes a file (the serve process's control socket does not report it); or write "
-                f"EventWidth_Ch{ch} or set the EventWidths property", f"EventWidth_Ch{ch}")
+                f"the serve process at {self.ControlEndpoint} does not report event widths in "
+                f"its status; write EventWidth_Ch{ch} or set the EventWidths property",
+                f"EventWidth_Ch{ch}")
 
     # ---- MAX IV's attributes ----------------------------------------------------------------
 
@@ -455,48 +479,61 @@ class Xspress3DS(Device):
     def read_spectrum(self, attr):
         ch, _ = self._channel_of(attr)
         latest = self._latest
-        attr.set_value(latest[1][ch] if latest is not None else np.zeros(0, dtype=np.uint32))
+        attr.set_value(latest.spectra[ch] if latest is not None
+                       else np.zeros(0, dtype=np.uint32))
 
     # ---- beyond MAX IV: readback and loss counters ------------------------------------------
 
     @attribute(dtype=int, doc="Frame number of the spectra in Spectrum_ChN (-1: none yet)")
     def LatestFrameNumber(self):
-        return -1 if self._latest is None else int(self._latest[0])
+        return -1 if self._latest is None else int(self._latest.number)
 
     def _window_sums(self, win):
         latest = self._latest
         if latest is None:
             return np.zeros(0, dtype=np.int64)
-        spectra = latest[1]
-        return np.array([int(spectra[c, lo:hi + 1].sum())
+        if latest.scalers is not None:
+            # The detector's own in-window scalers (in_window_0, in_window_1).
+            return latest.scalers[:, 4 + win].astype(np.int64)
+        return np.array([int(latest.spectra[c, lo:hi + 1].sum())
                          for c, (lo, hi) in enumerate(self._windows[win])], dtype=np.int64)
 
     @attribute(dtype=(int,), max_dim_x=256,
-               doc="Per channel: counts of the latest spectrum inside Window1 (ROI sum)")
+               doc="Per channel: the in_window_0 scaler of frame LatestFrameNumber")
     def LatestWindow1Counts(self):
         return self._window_sums(1)
 
     @attribute(dtype=(int,), max_dim_x=256,
-               doc="Per channel: counts of the latest spectrum inside Window2 (ROI sum)")
+               doc="Per channel: the in_window_1 scaler of frame LatestFrameNumber")
     def LatestWindow2Counts(self):
         return self._window_sums(2)
 
     @attribute(dtype=((int,),), max_dim_x=9, max_dim_y=256,
-               doc="Scalers [channel][ScalerNames] of the last frame of the last acquisition "
-                   "that wrote a file")
+               doc="Scalers [channel][ScalerNames] of frame LatestFrameNumber: from the monitor "
+                   "while running, the last frame after")
     def Scalers(self):
-        s = self._latest_scalers
-        return np.zeros((0, 9), dtype=np.int64) if s is None else s.astype(np.int64)
+        latest = self._latest
+        if latest is None or latest.scalers is None:
+            return np.zeros((0, 9), dtype=np.int64)
+        return latest.scalers.astype(np.int64)
 
     @attribute(dtype=(str,), max_dim_x=9)
     def ScalerNames(self):
         return SCALER_NAMES
 
     @attribute(dtype=(float,), max_dim_x=256,
-               doc="Per channel dead-time correction of the frame in Scalers, as the file has it "
-                   "(NaN: saturated)")
+               doc="Per channel dead-time correction of frame LatestFrameNumber with the "
+                   "acquisition's event widths, as the file has it (NaN: saturated)")
     def DeadTimeCorrection(self):
-        return np.zeros(0) if self._latest_dtc is None else self._latest_dtc
+        latest = self._latest
+        if latest is None or latest.dead_time_correction is None:
+            return np.zeros(0)
+        return latest.dead_time_correction
+
+    @attribute(dtype=(int,), max_dim_x=256,
+               doc="Per channel event widths (clock ticks) of the detector's calibration")
+    def CalibratedEventWidths(self):
+        return [int(w) for w in self._status.get("calibrated_event_widths", [])]
 
     @attribute(dtype=(str,), max_dim_x=64,
                doc="Software ROIs NAME:[CH:]LOW:HIGH sent with Arm (serve's `rois`): summed per "
@@ -508,18 +545,26 @@ class Xspress3DS(Device):
     def Rois(self, value):
         self._rois = mapping.check_rois(list(value))
 
+    def _roi_source(self):
+        """(ROI values, frame): the monitor's latest frame, else serve's status (which sums the
+        frames the file or stream took)."""
+        latest = self._latest
+        if latest is not None and latest.rois is not None:
+            return latest.rois, latest.number
+        return self._status.get("rois", []), self._status.get("rois_frame")
+
     def _roi_values(self, key, dtype, fill):
-        rois = self._status.get("rois", [])
+        rois, _ = self._roi_source()
         if not rois:
             return np.zeros((0, 0), dtype=dtype)
         return np.array([[fill if v is None else v for v in r[key]] for r in rois], dtype=dtype)
 
     @attribute(dtype=(str,), max_dim_x=64, doc="Names of the rows of RoiCounts and RoiDtcCounts")
     def RoiNames(self):
-        return [r["name"] for r in self._status.get("rois", [])]
+        return [r["name"] for r in self._roi_source()[0]]
 
     @attribute(dtype=((int,),), max_dim_x=256, max_dim_y=64,
-               doc="[roi][channel] sums of frame RoiFrame (the latest the file or stream took)")
+               doc="[roi][channel] sums of frame RoiFrame")
     def RoiCounts(self):
         return self._roi_values("counts", np.int64, 0)
 
@@ -530,7 +575,7 @@ class Xspress3DS(Device):
 
     @attribute(dtype=int, doc="Frame of RoiCounts (-1: none)")
     def RoiFrame(self):
-        frame = self._status.get("rois_frame")
+        frame = self._roi_source()[1]
         return -1 if frame is None else int(frame)
 
     FramesWritten = _status_counter("frames_written", "Frames written to the file")
@@ -619,8 +664,7 @@ class Xspress3DS(Device):
                        "frames_per_trigger": self._frames_per_trigger,
                        "frames": frames}
         self._latest = None
-        self._latest_scalers = None
-        self._latest_dtc = None
+        self._monitored.clear()
         self._set_state(DevState.RUNNING, f"acquiring {frames} frames ({req['trigger']})")
 
     @command
@@ -678,7 +722,7 @@ class Xspress3DS(Device):
                                            f"{first}", origin)
         out = np.full(last - first + 1, -1.0 if dtc else -1, dtype=float if dtc else np.int64)
         if self._armed is not None or not self._last_files:
-            return out  # frames are readable once the acquisition's files are closed
+            return self._monitored_counts(out, channel, first, last, window, dtc)
         try:
             raw = self._rows(f"in_window_{window - 1}", first - 1, last)
             if raw is None:
@@ -692,6 +736,23 @@ class Xspress3DS(Device):
         except (OSError, KeyError) as e:
             _refuse("Xspress3DS_File", f"{origin}: cannot read {self._last_files}: {e}", origin)
         out[:len(counts)] = counts
+        return out
+
+    def _monitored_counts(self, out, channel, first, last, window, dtc):
+        """While running (or without files): the counts of the frames the monitor served; a frame
+        acquired but not yet seen makes the device ask the monitor once (so a step scan reads
+        each point's frame), the others stay -1."""
+        with self._lock:
+            acquired = int(self._status.get("frames_acquired", 0))
+            wanted = range(first - 1, min(last, acquired))
+            if any(f not in self._monitored for f in wanted):
+                self._poll_monitor_locked()
+            rows = [(i, self._monitored.get(f)) for i, f in enumerate(range(first - 1, last))]
+        for i, row in rows:
+            if row is not None:
+                value = row[window - 1, channel]
+                # NaN (saturated) becomes 0 as in MAX IV's device.
+                out[i] = np.nan_to_num(value * row[2, channel]) if dtc else int(value)
         return out
 
     def ReadRawCounts_Window1(self, arg):

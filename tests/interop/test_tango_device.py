@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import tango
+import zmq
 from tango import DevState
 
 from tango_helpers import device_context, refused, wait_state
@@ -72,8 +73,9 @@ def test_max_iv_attributes_defaults_and_readback(dev):
                     "FramesUnwritten", "TriggersIgnored", "RingFill", "RingHighWater",
                     "RingFullEvents"):
         assert dev.read_attribute(counter).value == 0
-    # Event widths are known once a file was written, or from the EventWidths property.
-    assert "EventWidths property" in refused(lambda: dev.EventWidth_Ch0)
+    # What the detector uses, from serve's status: the calibrated widths until others are set.
+    assert list(dev.CalibratedEventWidths) == EVENT_WIDTHS
+    assert [dev.read_attribute(f"EventWidth_Ch{c}").value for c in range(NCH)] == EVENT_WIDTHS
 
 
 def test_bad_values_are_refused_with_the_reason(dev, tmp_path):
@@ -290,6 +292,34 @@ def test_external_serve_process_disappearing_gives_fault(tmp_path):
         serve.wait()
 
 
+def test_readbacks_show_what_an_external_serve_process_uses(tmp_path):
+    """Windows and event widths set on the detector before the device starts (by another client
+    of the serve process) are what the device reads back: serve's status reports them."""
+    control = f"tcp://127.0.0.1:{free_port()}"
+    serve = subprocess.Popen([rust_bin("xsp3-acquire"), "serve", "-q", "--control", control],
+                             stderr=subprocess.DEVNULL)
+    ctx = zmq.Context()
+    req = ctx.socket(zmq.REQ)
+    req.setsockopt(zmq.RCVTIMEO, 20000)
+    req.connect(control)
+    try:
+        req.send_json({"cmd": "configure", "frames": 1, "windows": [[1, 0, 10, 20], [2, 1, 5, 6]],
+                       "event_width": [[3, 15]]})
+        assert req.recv_json()["ok"]
+        with device_context(tmp_path, start_server=False, ControlEndpoint=control,
+                            MonitorPort=0) as dev:
+            assert list(dev.Window1_Ch1) == [10, 20] and list(dev.Window2_Ch1) == [0, 4095]
+            assert list(dev.Window2_Ch2) == [5, 6] and list(dev.Window1_Ch0) == [0, 4095]
+            assert [dev.read_attribute(f"EventWidth_Ch{c}").value for c in range(NCH)] == [
+                6, 7, 8, 15]
+            assert list(dev.CalibratedEventWidths) == EVENT_WIDTHS
+    finally:
+        req.close(0)
+        ctx.term()
+        serve.kill()
+        serve.wait()
+
+
 def test_serve_process_that_cannot_start_gives_fault(tmp_path):
     with device_context(tmp_path, ServerArgs=["--no-such-option"]) as dev:
         assert dev.state() == DevState.FAULT
@@ -433,8 +463,7 @@ def test_event_widths_property_of_the_wrong_length_is_ignored_as_by_max_iv(tmp_p
     with device_context(tmp_path, EventWidths=[10, 11]) as dev:
         assert dev.state() == DevState.STANDBY
         assert "EventWidths property ignored: 2 values for 4 channels" in dev.status()
-        assert "known after the first acquisition that writes a file" in refused(
-            lambda: dev.EventWidth_Ch0)
+        assert [dev.read_attribute(f"EventWidth_Ch{c}").value for c in range(NCH)] == EVENT_WIDTHS
 
 
 def _acquire(dev, name, frames, exposure=0.001):
@@ -520,7 +549,7 @@ def test_serve_refuses_per_channel_values_with_its_reason(dev, tmp_path):
     assert dev.nFramesAcquired == 2
 
 
-def test_roi_sums_read_back_from_the_serve_status(dev, tmp_path):
+def test_roi_sums_read_back_live_and_after_the_acquisition(dev, tmp_path):
     assert (list(dev.RoiNames or []), dev.RoiFrame) == ([], -1)
     dev.Rois = ["Fe:600:700", "Mn:1:1100:1300", "Mn:3:0:9"]
     assert list(dev.Rois) == ["Fe:600:700", "Mn:1:1100:1300", "Mn:3:0:9"]
@@ -546,3 +575,114 @@ def test_roi_sums_read_back_from_the_serve_status(dev, tmp_path):
     counts = dev.RoiCounts
     assert counts.shape == (2, NCH) and (counts[0] > 0).all()
     dev.Stop()
+
+
+def _check_frame_readback(dev, number, ticks, windows, rois):
+    """Spectra, scalers, dead-time correction, window counts and ROI sums read over Tango are
+    those of frame `number` by the simulator's formula."""
+    f = frame(SEED, number, NCH)
+    sc = scalers(f, ticks, windows)
+    dtc = dead_time_correction(sc, EVENT_WIDTHS)
+    assert dev.LatestFrameNumber == number
+    for ch in range(NCH):
+        np.testing.assert_array_equal(dev.read_attribute(f"Spectrum_Ch{ch}").value, f[ch])
+    np.testing.assert_array_equal(dev.Scalers, sc)
+    np.testing.assert_allclose(dev.DeadTimeCorrection, dtc)
+    assert list(dev.LatestWindow1Counts) == list(sc[:, 5])
+    assert list(dev.LatestWindow2Counts) == list(sc[:, 6])
+    assert dev.RoiFrame == number and list(dev.RoiNames) == [name for name, _ in rois]
+    expected = np.array([[int(f[c, lo:hi + 1].sum()) if (lo, hi) != (None, None) else 0
+                          for c, (lo, hi) in enumerate(ranges)] for _, ranges in rois])
+    np.testing.assert_array_equal(dev.RoiCounts, expected)
+    np.testing.assert_allclose(dev.RoiDtcCounts, expected * dtc)
+    return sc, dtc
+
+
+def test_live_readback_while_a_software_triggered_acquisition_runs(dev, tmp_path):
+    """Each point of a step scan: trigger, then read the frame's values over Tango while the
+    acquisition still runs (MAX IV's device reads them from the SDK; here from the monitor)."""
+    windows = [(600, 700, 1100, 1300), (0, 99, 4000, 4095), (2000, 2000, 0, 4095),
+               (10, 3000, 1200, 1201)]
+    for ch, (l0, h0, l1, h1) in enumerate(windows):
+        dev.write_attribute(f"Window1_Ch{ch}", [l0, h0])
+        dev.write_attribute(f"Window2_Ch{ch}", [l1, h1])
+    dev.Rois = ["Fe:600:700", "Mn:1:1100:1300"]
+    rois = [("Fe", [(600, 700)] * NCH),
+            ("Mn", [(None, None), (1100, 1300), (None, None), (None, None)])]
+    dev.TriggerMode = "SOFTWARE"
+    dev.ExposureTime = 0.002
+    dev.nTriggers, dev.nFramesPerTrigger = 4, 1
+    dev.DestinationFileName = "steps"
+    ticks = round((0.002 - 25e-9) * 80e6)
+    dev.Arm()
+    # The status reports what the detector now uses.
+    for ch, (l0, h0, l1, h1) in enumerate(windows):
+        assert list(dev.read_attribute(f"Window1_Ch{ch}").value) == [l0, h0]
+    seen = []
+    for i in range(3):
+        wait_for(f"ReadyForSwTrigger before trigger {i}", lambda: dev.ReadyForSwTrigger)
+        dev.SoftwareTrigger()
+        wait_for(f"frame {i} read back", lambda: dev.LatestFrameNumber == i)
+        assert dev.state() == DevState.RUNNING and dev.FramesLostTotal == 0
+        sc, dtc = _check_frame_readback(dev, i, ticks, windows, rois)
+        seen.append((sc, dtc))
+        for ch in range(NCH):
+            # Every frame so far, live; the next one is not acquired yet (-1).
+            assert list(dev.command_inout("ReadRawCounts_Window1", [ch, 1, i + 2])) == [
+                int(s[ch, 5]) for s, _ in seen] + [-1]
+            assert list(dev.command_inout("ReadRawCounts_Window2", [ch, i + 1, i + 1])) == [
+                int(sc[ch, 6])]
+            np.testing.assert_allclose(
+                dev.command_inout("ReadDtcCounts_Window1", [ch, 1, i + 1]),
+                [s[ch, 5] * d[ch] for s, d in seen])
+            np.testing.assert_allclose(
+                dev.command_inout("ReadDtcCounts_Window2", [ch, i + 1, i + 2]),
+                [sc[ch, 6] * dtc[ch], -1.0])
+    wait_for("the last trigger", lambda: dev.ReadyForSwTrigger)
+    dev.SoftwareTrigger()
+    wait_state(dev, DevState.STANDBY)
+    # After the end: the last frame, and the counts (now from the file) are the same.
+    _check_frame_readback(dev, 3, ticks, windows, rois)
+    g = xspress3_group(tmp_path / "steps.h5")
+    for ch in range(NCH):
+        assert list(dev.command_inout("ReadRawCounts_Window1", [ch, 1, 3])) == [
+            int(s[ch, 5]) for s, _ in seen] == list(g["in_window_0"][:3, ch])
+
+
+def test_live_window_counts_of_a_fast_acquisition(dev):
+    """Internally timed 1 ms frames without a file: the counts of the frames the monitor served
+    are exact, the others -1; Stop keeps them readable."""
+    dev.TriggerMode = "SOFTWARE"
+    dev.ExposureTime = 0.001
+    dev.nTriggers, dev.nFramesPerTrigger = 1, 1_000_000
+    dev.DestinationFileName = ""
+    ticks = round((0.001 - 25e-9) * 80e6)
+    dev.Arm()
+    dev.SoftwareTrigger()
+    # Status and monitor are two sockets: each has to have seen frames.
+    wait_for("frames on the monitor", lambda: dev.LatestFrameNumber > 20)
+    wait_for("frames in the status", lambda: dev.nFramesAcquired > 20)
+
+    def check(n):
+        counts = [np.array(dev.command_inout(cmd, [ch, 1, n]))
+                  for cmd in ("ReadRawCounts_Window1", "ReadDtcCounts_Window1")
+                  for ch in range(NCH)]
+        raw, dtc = counts[:NCH], counts[NCH:]
+        seen = np.flatnonzero(raw[0] >= 0)
+        assert 0 < len(seen) < n
+        for i in map(int, seen):
+            sc = scalers(frame(SEED, i, NCH), ticks)
+            k = dead_time_correction(sc, EVENT_WIDTHS)
+            for ch in range(NCH):
+                assert raw[ch][i] == sc[ch, 5]
+                assert dtc[ch][i] == pytest.approx(sc[ch, 5] * k[ch])
+        for ch in range(NCH):
+            assert (raw[ch][raw[0] < 0] == -1).all() and (dtc[ch][raw[0] < 0] == -1).all()
+        return raw[0]
+
+    n = dev.nFramesAcquired
+    running = check(n)
+    assert dev.state() == DevState.RUNNING
+    dev.Stop()
+    after = check(n)
+    np.testing.assert_array_equal(after[running >= 0], running[running >= 0])

@@ -11,10 +11,12 @@ import zmq
 
 from cdp import Browser
 from waiting import wait_for
-from xsp3_helpers import frame, free_port, rust_bin
+from xsp3_helpers import dead_time_correction, frame, free_port, rust_bin, scalers
 
 NCH = 4
 SEED = 1
+# The simulator's calibrated event widths (docs/sdk-sim.md).
+EVENT_WIDTHS = [6 + c for c in range(NCH)]
 
 
 class Serve:
@@ -40,7 +42,7 @@ class Serve:
 
     def acquire(self, frames, exposure):
         self.request(cmd="configure", frames=frames, exposure=exposure,
-                     windows=[[0, 600, 700], [1, 1100, 1300]])
+                     windows=[[0, 600, 700], [1, 1100, 1300]], rois=["Fe:2:630:650"])
         self.request(cmd="arm")
 
     def close(self):
@@ -98,12 +100,15 @@ def page_state(page):
             frame: v.frame ? v.frame.number : null,
             exptime: v.frame ? v.frame.exptime : null,
             plotted: v.plotted(),
+            bins_per_point: v.binsPerPoint,
             version: v.version,
             updates: v.updates,
             errors: v.errors,
             state: document.getElementById('state').textContent,
             acquired: v.meta && v.meta.status ? v.meta.status.frames_acquired : null,
             rows: [...document.querySelectorAll('#channels tbody tr')]
+                  .map(r => [...r.cells].map(c => c.textContent)),
+            rois: [...document.querySelectorAll('#rois tbody tr')]
                   .map(r => [...r.cells].map(c => c.textContent)),
             counters: Object.fromEntries([...document.querySelectorAll('#counters tr')]
                   .map(r => [r.id, r.cells[1].dataset.value])),
@@ -114,19 +119,28 @@ def page_state(page):
 
 
 def check_plotted_frame(state):
-    """The page's plot holds exactly the frame the monitor served (by its frame number)."""
+    """The page's plot holds exactly the frame the monitor served (by its frame number): each
+    point the largest count of its `bins_per_point` bins (one point per pixel column)."""
     expected = frame(SEED, state["frame"], NCH)
     plotted = state["plotted"]
+    g = state["bins_per_point"]
+    assert g == -(-4096 // 1240)  # the 1280-pixel window's plot: 1240 pixels for 4096 bins
     assert len(plotted) == 1 + NCH
-    assert plotted[0] == list(range(4096))
+    assert plotted[0] == list(range(0, 4096, g))
     for c in range(NCH):
-        np.testing.assert_array_equal(np.array(plotted[1 + c], dtype=np.uint32), expected[c])
+        np.testing.assert_array_equal(np.array(plotted[1 + c], dtype=np.uint32),
+                                      expected[c].reshape(-1, g).max(axis=1))
     for c, row in enumerate(state["rows"]):
         total = int(expected[c].sum())
         assert row[:2] == [str(c), str(total)]
         assert float(row[2]) == pytest.approx(total / state["exptime"], rel=1e-3)
         assert row[3] == str(int(expected[c, 600:701].sum()))
         assert row[4] == str(int(expected[c, 1100:1301].sum()))
+    # The frame's dead-time correction, from its scalers (sent by the monitor with the frame).
+    ticks = round(state["exptime"] * 80e6)
+    dtc = dead_time_correction(scalers(expected, ticks), EVENT_WIDTHS)
+    assert [float(row[5]) for row in state["rows"]] == pytest.approx(dtc, abs=1e-4)
+    assert state["rois"] == [["Fe", f"0 0 {int(expected[2, 630:651].sum())} 0"]]
 
 
 def test_page_plots_the_monitor_frames_live_and_across_acquisitions(serve, viewer, page,

@@ -2,16 +2,24 @@
 //!
 //! It reads the ring as a lossy consumer, so it never slows the acquisition: between requests
 //! the producer skips it, and on a request it jumps to the newest frame, copies it into a buffer
-//! sized once at start, and releases the slot at once. The reply is two parts: JSON
-//! (`htype: "image"`, `frame`, `shape`, `type`, `exptime`, `frames_seen`) and the MCA bytes. Before
+//! sized once per acquisition, and releases the slot at once. The reply is two parts: JSON
+//! (`htype: "image"`, `frame`, `shape`, `type`, `exptime`, and beyond MAX IV's fields the frame's
+//! `scalers`, `dead_time_correction` and, with software ROIs, `rois`) and the MCA bytes. Before
 //! the first frame the reply is `htype: "none"` with an empty second part.
+//!
+//! Everything beyond the copy (dead-time correction, ROI sums, JSON) is done per request, on the
+//! monitor's own thread: however fast frames come, the monitor's cost follows its clients' rate.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use acq_core::geometry::Geometry;
+use acq_core::deadtime::{channel_scalers, dead_time};
+use acq_core::detector::Recording;
+use acq_core::geometry::{Geometry, N_SCALERS};
 use acq_core::ring::Consumer;
 use acq_core::wait::Wait;
-use serde_json::json;
+use serde_json::{json, Value};
+use xspress3::roi::{frame_values, Roi};
+use xspress3::AcqDescription;
 
 #[derive(Debug, thiserror::Error)]
 #[error("monitor socket {endpoint}: {what}: {source}")]
@@ -30,7 +38,12 @@ pub struct Monitor {
     endpoint: String,
     geometry: Geometry,
     exptime: f64,
+    /// What the dead-time correction and the ROI sums of the acquisition need.
+    event_widths: Vec<u32>,
+    rois: Vec<Roi>,
+    recording: Recording,
     latest: Vec<u32>,
+    latest_scalers: Vec<u32>,
     latest_frame: Option<u64>,
     answered: u64,
 }
@@ -58,7 +71,11 @@ impl Monitor {
             endpoint: endpoint.to_string(),
             geometry,
             exptime,
+            event_widths: Vec::new(),
+            rois: Vec::new(),
+            recording: Recording::full(geometry.n_bins() as u32),
             latest: vec![0; geometry.mca_words()],
+            latest_scalers: vec![0; geometry.scaler_words()],
             latest_frame: None,
             answered: 0,
         })
@@ -69,9 +86,18 @@ impl Monitor {
         self.answered
     }
 
-    /// Starts an acquisition with `exptime` per frame: no frame of it yet.
-    pub fn begin(&mut self, exptime: f64) {
-        self.exptime = exptime;
+    /// Starts the acquisition `desc`: no frame of it yet. Its geometry may differ from the
+    /// last one (`bins`, `rebin`), so the buffers are sized here, before the detector is armed.
+    pub fn begin(&mut self, desc: &AcqDescription) {
+        self.exptime = desc.params.exposure_ticks as f64 / desc.clock_hz;
+        if desc.geometry != self.geometry {
+            self.geometry = desc.geometry;
+            self.latest = vec![0; desc.geometry.mca_words()];
+            self.latest_scalers = vec![0; desc.geometry.scaler_words()];
+        }
+        self.event_widths.clone_from(&desc.event_widths);
+        self.rois.clone_from(&desc.rois);
+        self.recording = desc.recording;
         self.latest_frame = None;
         self.answered = 0;
     }
@@ -120,24 +146,15 @@ impl Monitor {
         consumer.skip_to_latest(1);
         if let Some(grant) = consumer.read(1) {
             self.latest.copy_from_slice(grant.mca());
+            self.latest_scalers.copy_from_slice(grant.scalers());
             self.latest_frame = Some(grant.meta()[0].frame_number);
             grant.release(1);
         }
     }
 
     fn reply(&mut self) -> Result<(), MonitorError> {
-        let shape = [self.geometry.n_channels(), self.geometry.n_bins()];
         let (header, payload): (_, &[u8]) = match self.latest_frame {
-            Some(frame) => (
-                json!({
-                    "htype": "image",
-                    "frame": frame,
-                    "shape": shape,
-                    "type": "uint32",
-                    "exptime": self.exptime,
-                }),
-                bytemuck::cast_slice(&self.latest),
-            ),
+            Some(frame) => (self.image_header(frame), bytemuck::cast_slice(&self.latest)),
             None => (
                 json!({"htype": "none", "shape": [0, 0], "type": "uint32"}),
                 &[],
@@ -150,6 +167,39 @@ impl Monitor {
         self.socket.send(payload, 0).map_err(self.err("send"))?;
         self.answered += 1;
         Ok(())
+    }
+
+    /// The header of the latest frame: MAX IV's fields, then its scalers `[chan][scaler]`, the
+    /// dead-time correction per channel (null where saturated) and the ROI values.
+    fn image_header(&self, frame: u64) -> Value {
+        let channels = self.geometry.n_channels();
+        let scalers: Vec<&[u32]> = self.latest_scalers.chunks_exact(N_SCALERS).collect();
+        let correction: Vec<Option<f64>> = (0..channels)
+            .map(|chan| {
+                let sc = channel_scalers(&self.latest_scalers, chan)?;
+                let width = *self.event_widths.get(chan)?;
+                dead_time(sc, width).ok().map(|d| d.correction)
+            })
+            .collect();
+        let mut header = json!({
+            "htype": "image",
+            "frame": frame,
+            "shape": [channels, self.geometry.n_bins()],
+            "type": "uint32",
+            "exptime": self.exptime,
+            "scalers": scalers,
+            "dead_time_correction": correction,
+        });
+        if !self.rois.is_empty() {
+            header["rois"] = json!(frame_values(
+                &self.rois,
+                &self.event_widths,
+                &self.recording,
+                &self.latest,
+                &self.latest_scalers,
+            ));
+        }
+        header
     }
 
     fn err(&self, what: &'static str) -> impl FnOnce(zmq::Error) -> MonitorError {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use acq_core::detector::Detector;
 use acq_core::engine::{Acquisition, EngineError, EngineState};
 use clap::ValueEnum;
 use sdk_shim::Xspress3;
@@ -106,6 +107,8 @@ struct Daemon {
     /// The live monitor, bound for the daemon's whole life: lent to each session, answered by
     /// the control loop in between.
     monitor: Option<Monitor>,
+    /// Per channel event widths of the SDK's calibration (they never change).
+    calibrated_event_widths: Vec<u32>,
     zmq: zmq::Context,
 }
 
@@ -134,6 +137,7 @@ pub fn serve(
         Some(endpoint) => Some(Monitor::bind(&zmq, endpoint, engine.geometry(), 0.0)?),
         None => None,
     };
+    let calibrated_event_widths = engine.detector().calibrated_event_widths().to_vec();
     let mut daemon = Daemon {
         config,
         engine: Some(engine),
@@ -142,6 +146,7 @@ pub fn serve(
         last: None,
         last_error: None,
         monitor,
+        calibrated_event_widths,
         zmq,
     };
     eprintln!("xsp3-acquire: serving on {endpoint}");
@@ -402,7 +407,28 @@ impl Daemon {
             out.insert("frames_requested".into(), json!(desc.params.n_frames));
             out.insert("trigger".into(), json!(desc.params.trigger.name()));
         }
+        self.detector_settings(&mut out);
         Value::Object(out)
+    }
+
+    /// What the detector uses: per channel `windows` (`[low0, high0, low1, high1]`),
+    /// `event_widths` (those of the dead-time correction) and `calibrated_event_widths`. While
+    /// an acquisition runs the engine is lent to it: its configuration holds the same values.
+    fn detector_settings(&self, out: &mut Map<String, Value>) {
+        let (windows, event_widths) = match (&self.engine, &self.pending) {
+            (Some(engine), _) => {
+                let dev = engine.detector();
+                (dev.windows().to_vec(), dev.info().event_widths.to_vec())
+            }
+            (None, Some((desc, _))) => (desc.windows.clone(), desc.event_widths.clone()),
+            (None, None) => return,
+        };
+        out.insert("windows".into(), json!(windows));
+        out.insert("event_widths".into(), json!(event_widths));
+        out.insert(
+            "calibrated_event_widths".into(),
+            json!(self.calibrated_event_widths),
+        );
     }
 
     /// Collects a finished session: the engine comes back, the summary is kept.

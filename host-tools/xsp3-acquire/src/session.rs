@@ -394,7 +394,7 @@ pub(crate) fn run_session_with<D: Detector, K: Clock>(
     } = Sinks::open(desc, config, zmq)?;
     let mut monitor = own_monitor.as_mut().or(kept_monitor);
     if let Some(m) = monitor.as_mut() {
-        m.begin(desc.params.exposure_ticks as f64 / desc.clock_hz);
+        m.begin(desc);
     }
 
     let mut buffers = SlotBuffers::new(geometry, slots);

@@ -517,13 +517,26 @@ fn monitor_hands_out_the_latest_frame() {
             }
             previous = Some(frame);
             let mut mca = vec![0u32; NCH * NBINS];
-            sim.expected_frame(&settings, frame, Some(&mut mca), None)
+            let mut scalers = vec![0u32; NCH * 9];
+            sim.expected_frame(&settings, frame, Some(&mut mca), Some(&mut scalers))
                 .unwrap();
             assert_eq!(
                 parts[1],
                 bytemuck::cast_slice::<u32, u8>(&mca),
                 "frame {frame}"
             );
+            // The frame's own scalers and dead-time correction (calibrated widths 6 + ch).
+            let rows: Vec<&[u32]> = scalers.chunks_exact(9).collect();
+            assert_eq!(header["scalers"], json!(rows), "frame {frame}");
+            for (ch, row) in rows.iter().enumerate() {
+                let sc: &[u32; 9] = (*row).try_into().unwrap();
+                let expected = dead_time(sc, 6 + ch as u32).unwrap().correction;
+                let got = header["dead_time_correction"][ch].as_f64().unwrap();
+                assert!(
+                    (got - expected).abs() < 1e-12,
+                    "ch {ch}: {got} != {expected}"
+                );
+            }
             seen_frames += 1;
         }
         std::thread::sleep(Duration::from_millis(150));

@@ -1,8 +1,10 @@
-// The live page: asks /api/live about 12 times a second, plots the newest frame with uPlot and
-// fills the tables. The frame is only sent when it changed (`since`), so an idle page is cheap.
+// The live page: asks /api/live 10 times a second, plots the newest frame with uPlot and fills
+// the tables. The frame is only sent when it changed (`since`), so an idle page is cheap, and
+// table cells are only written when their text changes: rebuilding the tables on every update
+// cost a headless Chromium more than plotting the spectra (docs/viewer.md, "Benchmark").
 "use strict";
 
-const PERIOD_MS = 80;
+const PERIOD_MS = 100;
 const LOSS_COUNTERS = ["frames_lost", "sdk_overruns", "stream_drops", "ring_full_events"];
 const COUNTERS = [
   ["state", "state"], ["frames_requested", "frames requested"],
@@ -26,6 +28,7 @@ const viewer = {
   updates: 0,        // successful /api/live answers
   rate: 0,           // of those, per second (last second)
   errors: 0,
+  binsPerPoint: 1,  // detector bins behind each plotted point
 };
 window.xsp3Viewer = viewer;
 
@@ -71,12 +74,35 @@ function drawWindows(u) {
   ctx.restore();
 }
 
+// Bins per plotted point: at most one point per pixel column of the plot. Drawing all 4 x 4096
+// bins on every update doubled the page's CPU time for nothing the screen can show.
+function binsPerPoint(nBins) {
+  return Math.max(1, Math.ceil(nBins / plotWidth()));
+}
+
+function plotWidth() {
+  return Math.max(600, window.innerWidth - 40);
+}
+
+// [x, ch0, ch1, ...]: point i is bins [g*i, g*i + g) (x = g*i), the largest count among them, so
+// peaks keep their height; the tables use every bin.
 function plotData() {
   const f = viewer.frame;
   const log = $("log").checked;
-  const x = Array.from({length: f.shape[1]}, (_, i) => i);
-  // A log axis cannot show 0: those bins are left out of the line.
-  const ys = f.spectra.map((s) => (log ? s.map((v) => (v > 0 ? v : null)) : s));
+  const g = binsPerPoint(f.shape[1]);
+  viewer.binsPerPoint = g;
+  const n = Math.ceil(f.shape[1] / g);
+  const x = Array.from({length: n}, (_, i) => i * g);
+  const ys = f.spectra.map((s) => {
+    const y = new Array(n);
+    for (let i = 0; i < n; i++) {
+      let top = s[i * g];
+      for (let b = i * g + 1; b < Math.min((i + 1) * g, s.length); b++) top = Math.max(top, s[b]);
+      // A log axis cannot show 0: those points are left out of the line.
+      y[i] = log && top <= 0 ? null : top;
+    }
+    return y;
+  });
   return [x, ...ys];
 }
 
@@ -88,19 +114,21 @@ function buildPlot() {
   const key = `${f.shape[0]}x${f.shape[1]}:${log}`;
   if (viewer.plot && viewer.plotKey === key) return false;
   if (viewer.plot) viewer.plot.destroy();
+  const data = plotData();
   const series = [{label: "bin"}];
   for (let c = 0; c < f.shape[0]; c++) {
     series.push({label: `ch ${c}`, stroke: COLOURS[c % COLOURS.length], width: 1,
       points: {show: false}});
   }
   const opts = {
-    width: Math.max(600, window.innerWidth - 40), height: 420,
+    width: plotWidth(), height: 420,
     scales: {x: {time: false}, y: log ? {distr: 3} : {}},
-    axes: [{label: "bin"}, {label: "counts"}],
+    axes: [{label: viewer.binsPerPoint > 1 ? `bin (max of ${viewer.binsPerPoint} bins per point)`
+      : "bin"}, {label: "counts"}],
     series,
     hooks: {draw: [drawWindows]},
   };
-  viewer.plot = new uPlot(opts, plotData(), $("plot"));
+  viewer.plot = new uPlot(opts, data, $("plot"));
   viewer.plotKey = key;
   const select = $("channel");
   const keep = select.value;
@@ -130,50 +158,79 @@ function sumRange(s, lo, hi) {
   return total;
 }
 
+// Writes `text` into `cell` unless it is already there (no layout work for unchanged values).
+function setText(cell, text) {
+  if (cell.textContent !== text) cell.textContent = text;
+}
+
+// The table body's rows, `n` of them with `cells` cells each, made only when the count changes.
+function rows(body, n, cells) {
+  if (body.rows.length !== n || (n > 0 && body.rows[0].cells.length !== cells)) {
+    body.textContent = "";
+    for (let r = 0; r < n; r++) {
+      const row = body.insertRow();
+      for (let c = 0; c < cells; c++) row.insertCell();
+    }
+  }
+  return body.rows;
+}
+
 function fillChannels() {
   const f = viewer.frame;
-  const body = $("channels").tBodies[0];
-  body.textContent = "";
+  const tableRows = rows($("channels").tBodies[0], f.spectra.length, 6);
   f.spectra.forEach((s, c) => {
     const counts = s.reduce((a, b) => a + b, 0);
-    const row = body.insertRow();
     const wins = windowsOf(c);
     const win = (n) => {
       const w = wins.find(([k]) => k === n);
       return w ? String(sumRange(s, w[1], w[2])) : "-";
     };
     const rate = f.exptime > 0 ? (counts / f.exptime).toExponential(3) : "-";
-    // The monitor reply carries spectra only; the scalers behind the correction are not in it.
-    const cells = [String(c), String(counts), rate, win(0), win(1), "n/a"];
-    for (const text of cells) row.insertCell().textContent = text;
+    // xsp3-acquire's monitor sends the frame's correction (null: saturated); MAX IV's does not.
+    const dtcs = f.dead_time_correction;
+    const dtc = !dtcs ? "n/a" : dtcs[c] === null ? "saturated" : dtcs[c].toFixed(4);
+    const cells = [String(c), String(counts), rate, win(0), win(1), dtc];
+    const row = tableRows[c];
+    cells.forEach((text, i) => setText(row.cells[i], text));
     row.dataset.channel = String(c);
+  });
+}
+
+// The software ROIs' values of the frame: one row per ROI, counts per channel.
+function fillRois() {
+  const rois = viewer.frame.rois || [];
+  $("rois-panel").hidden = rois.length === 0;
+  const tableRows = rows($("rois").tBodies[0], rois.length, 2);
+  rois.forEach((roi, r) => {
+    setText(tableRows[r].cells[0], roi.name);
+    setText(tableRows[r].cells[1], roi.counts.join(" "));
   });
 }
 
 function fillCounters() {
   const m = viewer.meta;
   const status = m.status || {};
+  const shown = COUNTERS.filter(([key]) => key in status);
   const body = $("counters").tBodies[0];
-  body.textContent = "";
-  for (const [key, label] of COUNTERS) {
-    if (!(key in status)) continue;
-    const row = body.insertRow();
+  const tableRows = rows(body, shown.length, 2);
+  shown.forEach(([key, label], r) => {
+    const row = tableRows[r];
     row.id = `counter-${key}`;
-    row.insertCell().textContent = label;
+    setText(row.cells[0], label);
     row.cells[0].className = "name";
     let value = status[key];
     if (key === "ring_fill" && "ring_slots" in status) value = `${value} / ${status.ring_slots}`;
     if (typeof value === "number" && !Number.isInteger(value)) value = value.toFixed(2);
-    const cell = row.insertCell();
-    cell.textContent = String(value);
+    const cell = row.cells[1];
+    setText(cell, String(value));
     cell.dataset.value = String(status[key]);
-    if (LOSS_COUNTERS.includes(key) && status[key] > 0) cell.className = "loss-nonzero";
-  }
+    cell.className = LOSS_COUNTERS.includes(key) && status[key] > 0 ? "loss-nonzero" : "";
+  });
   let state = status.state || (m.monitor.ok ? "monitor answering" : "no acquisition");
   if (!m.status && !m.status_source) state = m.monitor.ok ? "running" : "idle";
   if (m.status_error) state = "absent";
   const el = $("state");
-  el.textContent = state;
+  setText(el, state);
   el.className = state;
   const notes = [`monitor ${m.monitor.endpoint}: ${m.monitor.ok ? "answering" : m.monitor.error || "not asked yet"}`];
   if (m.status_source) notes.push(`status (${m.status_source}): ${m.status_error || "ok"}`);
@@ -181,7 +238,7 @@ function fillCounters() {
   // gone (run): either way the page shows the last frame it got, and says so.
   const ended = status.state && status.state !== "running";
   if ((!m.monitor.ok || ended) && viewer.frame) notes.push(`showing the last frame, ${viewer.frame.number}`);
-  $("health").textContent = notes.join(" | ");
+  setText($("health"), notes.join(" | "));
 }
 
 function apply(answer) {
@@ -191,6 +248,7 @@ function apply(answer) {
     viewer.frame = answer.frame.frame;
     if (!buildPlot()) viewer.plot.setData(plotData());
     fillChannels();
+    fillRois();
     $("frame-number").textContent = String(viewer.frame.number);
   }
   fillCounters();

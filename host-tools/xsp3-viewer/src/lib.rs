@@ -3,8 +3,11 @@
 //! count rates, the state, frame counters, ring fill and loss counters.
 //!
 //! It only ever reads the monitor (a lossy consumer of the acquisition's ring) and a status
-//! source, on its own threads, so a browser never slows the acquisition. Embedding it in a
-//! process is one call, kept alive as long as the page should be served:
+//! source, on its own threads, so a browser never makes the acquisition wait. Those threads (and
+//! the HTTP server's own) run at a lower scheduling priority ([`THREAD_NICE`]), so that embedded
+//! in the acquisition process they never take CPU time the acquisition needs, however many
+//! browsers ask. Embedding it in a process is one call, kept alive as long as the page should be
+//! served:
 //!
 //! ```no_run
 //! let viewer = xsp3_viewer::serve(
@@ -16,6 +19,7 @@
 //! ```
 
 mod http;
+mod priority;
 pub mod source;
 
 use std::net::SocketAddr;
@@ -23,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+pub use priority::THREAD_NICE;
 pub use source::{connect_endpoint, Frame, Source, StatusFn, StatusSource};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +56,18 @@ pub fn serve(addr: &str, source: Source) -> Result<Viewer, ViewerError> {
     let socket: SocketAddr = addr
         .parse()
         .map_err(|e| bind_err(format!("{e} (give IP:PORT, e.g. 127.0.0.1:8080)")))?;
-    let server = Arc::new(tiny_http::Server::http(socket).map_err(|e| bind_err(e.to_string()))?);
+    // tiny_http starts its own threads (accepting, reading requests): started from a thread at
+    // the viewer's priority, they inherit it.
+    let server = std::thread::Builder::new()
+        .name("xsp3-viewer-bind".into())
+        .spawn(move || {
+            priority::lower_this_thread();
+            tiny_http::Server::http(socket).map_err(|e| e.to_string())
+        })?
+        .join()
+        .map_err(|_| bind_err("the thread starting the HTTP server panicked".into()))?
+        .map_err(bind_err)?;
+    let server = Arc::new(server);
     let local = http::local_addr(&server).ok_or_else(|| bind_err("not an IP socket".into()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Mutex::new(source::Latest::default()));
@@ -77,7 +93,10 @@ pub fn serve(addr: &str, source: Source) -> Result<Viewer, ViewerError> {
         viewer.threads.push(
             std::thread::Builder::new()
                 .name(format!("xsp3-viewer-http-{i}"))
-                .spawn(move || http::worker(&server, &context, &stop))?,
+                .spawn(move || {
+                    priority::lower_this_thread();
+                    http::worker(&server, &context, &stop)
+                })?,
         );
     }
     Ok(viewer)

@@ -115,6 +115,15 @@ pub struct Frame {
     pub received_ms: u64,
     /// `[channel][bin]` counts.
     pub spectra: Vec<Vec<u32>>,
+    /// Beyond MAX IV's reply (xsp3-acquire sends them): the frame's scalers `[channel][9]` in
+    /// SDK order, its dead-time correction per channel (`None` where saturated) and its ROI
+    /// values (`[{name, counts, dtc}]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scalers: Option<Vec<[u32; 9]>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_time_correction: Option<Vec<Option<f64>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rois: Option<Vec<Value>>,
 }
 
 /// The newest data, shared between the poller and the HTTP threads.
@@ -287,6 +296,28 @@ pub fn parse_monitor_reply(
         .and_then(Value::as_u64)
         .ok_or_else(|| PollError::malformed(endpoint, "frame is not an integer"))?;
     let exptime = meta.get("exptime").and_then(Value::as_f64).unwrap_or(0.0);
+    let scalers = optional(&meta, "scalers", |v| {
+        let rows: Vec<[u32; 9]> = serde_json::from_value(v.clone()).ok()?;
+        (rows.len() == channels).then_some(rows)
+    })
+    .map_err(|()| {
+        PollError::malformed(
+            endpoint,
+            format!("scalers are not {channels} rows of 9 counts"),
+        )
+    })?;
+    let dead_time_correction = optional(&meta, "dead_time_correction", |v| {
+        let values: Vec<Option<f64>> = serde_json::from_value(v.clone()).ok()?;
+        (values.len() == channels).then_some(values)
+    })
+    .map_err(|()| {
+        PollError::malformed(
+            endpoint,
+            format!("dead_time_correction is not {channels} numbers or nulls"),
+        )
+    })?;
+    let rois = optional(&meta, "rois", |v| v.as_array().cloned())
+        .map_err(|()| PollError::malformed(endpoint, "rois is not a list"))?;
     let counts: Vec<u32> = payload
         .chunks_exact(4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -298,8 +329,24 @@ pub fn parse_monitor_reply(
         exptime,
         received_ms: now_ms(),
         spectra,
+        scalers,
+        dead_time_correction,
+        rois,
     };
     Ok(Some((frame, payload.clone())))
+}
+
+/// Field `key` of `meta` through `parse`: `Ok(None)` when absent, `Err(())` when it does not
+/// parse.
+fn optional<T>(
+    meta: &Value,
+    key: &str,
+    parse: impl FnOnce(&Value) -> Option<T>,
+) -> Result<Option<T>, ()> {
+    match meta.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => parse(v).map(Some).ok_or(()),
+    }
 }
 
 /// The poller thread: runs until `stop` is set.
@@ -310,7 +357,10 @@ pub fn spawn_poller(
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("xsp3-viewer-poll".into())
-        .spawn(move || poll_loop(source, &shared, &stop))
+        .spawn(move || {
+            crate::priority::lower_this_thread();
+            poll_loop(source, &shared, &stop)
+        })
 }
 
 fn poll_loop(source: Source, shared: &Shared, stop: &AtomicBool) {
@@ -413,6 +463,23 @@ mod tests {
         assert_eq!(frame.shape, [2, 3]);
         assert_eq!(frame.spectra, vec![vec![0, 1, 2], vec![3, 4, 5]]);
         assert_eq!(frame.exptime, 0.5);
+        assert!(frame.scalers.is_none() && frame.dead_time_correction.is_none());
+    }
+
+    #[test]
+    fn keeps_the_scalers_dead_time_and_rois_of_xsp3_acquire() {
+        let counts: Vec<u8> = (0u32..4).flat_map(u32::to_le_bytes).collect();
+        let sc = [[10, 1, 1, 5, 5, 2, 3, 0, 10], [10, 1, 1, 9, 8, 4, 1, 0, 10]];
+        let parts = reply(
+            json!({"htype": "image", "frame": 3, "shape": [2, 2], "type": "uint32",
+                   "scalers": sc, "dead_time_correction": [1.5, null],
+                   "rois": [{"name": "Fe", "counts": [1, 2], "dtc": [1.5, null]}]}),
+            counts,
+        );
+        let (frame, _) = parse_monitor_reply("m", &parts).unwrap().unwrap();
+        assert_eq!(frame.scalers, Some(sc.to_vec()));
+        assert_eq!(frame.dead_time_correction, Some(vec![Some(1.5), None]));
+        assert_eq!(frame.rois.unwrap()[0]["name"], "Fe");
     }
 
     #[test]
@@ -456,6 +523,22 @@ mod tests {
             (image(json!([1, 1_000_000]), 4), "outside 1..=256 channels"),
             (image(json!([2]), 8), "shape is not [channels, bins]"),
             (vec![b"{}".to_vec()], "1 message parts, expected 2"),
+            (
+                reply(
+                    json!({"htype": "image", "frame": 1, "shape": [2, 1], "type": "uint32",
+                           "scalers": [[1, 2, 3, 4, 5, 6, 7, 8, 9]]}),
+                    vec![0; 8],
+                ),
+                "scalers are not 2 rows of 9 counts",
+            ),
+            (
+                reply(
+                    json!({"htype": "image", "frame": 1, "shape": [1, 1], "type": "uint32",
+                           "dead_time_correction": ["x"]}),
+                    vec![0; 4],
+                ),
+                "dead_time_correction is not 1 numbers or nulls",
+            ),
             (vec![b"no".to_vec(), vec![]], "header is not JSON"),
             (
                 reply(
