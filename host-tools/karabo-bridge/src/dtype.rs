@@ -221,7 +221,7 @@ impl Scalar {
 
 /// The elements of `bytes` (of type `dtype`) with their bytes reversed: big-endian to
 /// little-endian. Complex numbers swap each half, UCS-4 strings each character.
-fn to_little_endian(dtype: Dtype, bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn to_little_endian(dtype: Dtype, bytes: &[u8]) -> Vec<u8> {
     let unit = match dtype.kind {
         Kind::Complex => dtype.size / 2,
         Kind::Unicode => 4,

@@ -9,6 +9,7 @@
 //!   [`append`] stacks detector modules (`--append-detector-modules`).
 //! - [`serve`]: the server socket and its loop; [`client`]: the receiving side.
 //! - [`lookup`]: runs by proposal and run number.
+//! - [`record`]: received trains written as a EuXFEL run (euxfel-write's recorder).
 
 pub mod append;
 pub mod client;
@@ -16,5 +17,6 @@ pub mod dtype;
 pub mod files;
 pub mod lookup;
 pub mod protocol;
+pub mod record;
 pub mod serve;
 pub mod train;
