@@ -734,3 +734,50 @@ def test_record_interrupted(tmp_path, sig):
     assert files == ["RAW-R0001-DA01-S00000.h5"]
     validate(tmp_path / "r")
     assert_recorded(tmp_path / "r", sent)
+
+
+# xsp3-acquire --stream-format karabo: Xspress3 frames as Karabo Bridge trains.
+
+@pytest.mark.parametrize("frames,per_train", [(24, 1), (10, 3)])
+def test_xspress3_trains_equal_the_file(tmp_path, frames, per_train):
+    import h5py
+
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    src = "MID_EXP_XSP3/DET/XSP3:daqOutput"
+    proc = subprocess.Popen(
+        [rust_bin("xsp3-acquire"), "run", "-q", "--frames", str(frames), "--exposure", "1ms",
+         "--out", str(tmp_path), "--file", "acq", "--roi", "Fe:100:199", "--roi", "Cu:1:50:80",
+         "--stream", ep, "--stream-format", "karabo", "--karabo-source", src,
+         "--frames-per-train", str(per_train), "--first-train", "1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    n_trains = -(-frames // per_train)
+    try:
+        with Client(ep, sock="PULL", timeout=LIMIT) as c:
+            got = [c.next() for _ in range(n_trains)]
+    finally:
+        out, err = proc.communicate(timeout=LIMIT)
+    assert proc.returncode == 0, err
+    with h5py.File(tmp_path / "acq.h5", "r") as f:
+        det = f["entry/instrument/xspress3"]
+        names = ["spectra" if k == "data" else k for k in det]
+        file = {("spectra" if k == "data" else k): det[k][()] for k in det
+                if det[k].shape[:1] == (frames,)}
+    assert set(file) >= {"spectra", "roi_Fe", "roi_Cu_dtc", "dead_time_correction"}, names
+    for t, (data, meta) in enumerate(got):
+        assert list(data) == [src]
+        assert meta[src]["timestamp.tid"] == 1000 + t
+        lo, hi = t * per_train, min((t + 1) * per_train, frames)
+        values = data[src]
+        assert sorted(values) == sorted(f"data.{k}" for k in file
+                                        if k != "output_count_rate"), sorted(values)
+        for key, column in file.items():
+            if key == "output_count_rate":
+                continue
+            v = values[f"data.{key}"]
+            # One frame in a train: its values without the frame axis (as EXtra-data).
+            expected = column[lo] if hi - lo == 1 else column[lo:hi]
+            assert v.dtype == expected.dtype and v.shape == expected.shape, (key, v.shape)
+            assert v.tobytes() == expected.tobytes(), (t, key)
+        first_ns = int(file["timestamp"][lo])
+        assert meta[src]["timestamp"] == pytest.approx(first_ns / 1e9)
+        assert meta[src]["timestamp.sec"] == str(first_ns // 10**9)

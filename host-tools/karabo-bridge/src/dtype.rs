@@ -140,6 +140,7 @@ impl Dtype {
         known.then_some(dtype)
     }
 
+    #[cfg(feature = "files")]
     /// The type of an EuXFEL dataset, if the bridge carries it as an array.
     /// Big-endian datasets travel as their native type: the reader converts their values.
     pub fn from_euxfel(d: &euxfel::DType) -> Option<Dtype> {
