@@ -5,12 +5,20 @@ karabo-bridge-serve-files on the same runs and options, in one script run.
 Cases (fixtures written by make-fixtures under --dir):
   lpd1     one LPD-like module, 32 frames of 256x256 u16 per train (4 MiB of image.data)
   append16 16 modules of 8 frames of 256x256 u16, --append-detector-modules (16 MiB per train)
-  control  one control source (an XGM), about 300 bytes per train
+  control  one control source (an XGM), about 400 bytes per train
+  control_numeric  the same without its variable-length string key
 
-Per case, the servers alternate over --rounds rounds (medians reported): trains/s received by
-karabo_bridge.Client (REQ) from karabo-bridge-serve-files and from xfel-serve, and by our
-xfel-bridge monitor from xfel-serve. The limit: a plain libzmq PUSH -> PULL transfer between two
-processes (pyzmq, copy=False) of messages with the parts of one train.
+Per case, the servers alternate over --rounds rounds (medians reported): trains/s that three
+receivers take from karabo-bridge-serve-files and from xfel-serve (REP/REQ, paced only by the
+receiver asking for the next train):
+  client   karabo_bridge.Client.next() in a Python loop (decodes every train)
+  raw      a pyzmq REQ socket, recv_multipart(copy=False), no decoding (the server's own rate
+           as Python sees it)
+  monitor  our xfel-bridge monitor (decodes every train, in Rust)
+and the limits of this machine for the same messages (the parts of one train of xfel-serve,
+real msgpack): a pyzmq REP process answering `next` with those parts, read by the Client
+(the Python client's ceiling) and by the raw REQ socket (libzmq REQ/REP loopback), and a plain
+libzmq PUSH -> PULL transfer between two processes (copy=False).
 
 Run from the repository root:  .venv/bin/python benches/scripts/bench_bridge.py
 Options: --dir DIR (fixtures; default $CARGO_TARGET_DIR/bridge-bench), --rounds N (3),
@@ -45,6 +53,11 @@ CASES = {
                      trains=20),
     "control": dict(fixture=["--modules", "0", "--sequences", "2", "--trains", "1000"],
                     files=2, args=["--source", "SA1_XTD2_XGM/DOOCS/MAIN"], trains=2000),
+    # The same without its one variable-length string key (state.value).
+    "control_numeric": dict(fixture=["--modules", "0", "--sequences", "2", "--trains", "1000"],
+                            files=2, dir="control",
+                            args=["--source", "SA1_XTD2_XGM/DOOCS/MAIN",
+                                  "--key", "beamPosition.*"], trains=2000),
 }
 
 
@@ -114,15 +127,57 @@ def monitor_rate(server, n):
     return s["trains"] / s["elapsed_s"]
 
 
-def train_part_sizes(server):
+def raw_rate(server, n):
+    """Trains/s of a pyzmq REQ socket that does not decode, timed from the first train on."""
     ctx = zmq.Context()
     s = ctx.socket(zmq.REQ)
     s.connect(server.endpoint)
     s.send(b"next")
-    sizes = [len(p) for p in s.recv_multipart()]
+    s.recv_multipart(copy=False)
+    t0 = time.perf_counter()
+    for _ in range(n - 1):
+        s.send(b"next")
+        s.recv_multipart(copy=False)
+    dt = time.perf_counter() - t0
     s.close(linger=0)
     ctx.term()
-    return sizes
+    return (n - 1) / dt
+
+
+def train_parts(server):
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.REQ)
+    s.connect(server.endpoint)
+    s.send(b"next")
+    parts = s.recv_multipart()
+    s.close(linger=0)
+    ctx.term()
+    return parts
+
+
+def _rep_constant(parts, port_q):
+    """A REP server that answers every request with the same train."""
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.REP)
+    port_q.put(s.bind_to_random_port("tcp://127.0.0.1"))
+    frames = [zmq.Frame(p) for p in parts]
+    while True:
+        s.recv()
+        s.send_multipart(frames, copy=False)
+
+
+class ConstantServer:
+    """`_rep_constant` in its own process, with the Server interface."""
+
+    def __init__(self, parts):
+        q = mp.Queue()
+        self.proc = mp.Process(target=_rep_constant, args=(parts, q), daemon=True)
+        self.proc.start()
+        self.endpoint = f"tcp://127.0.0.1:{q.get()}"
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.join()
 
 
 def _pull(endpoint, n, q):
@@ -165,47 +220,58 @@ def main():
     results = {}
     for name in a.cases.split(","):
         case = CASES[name]
-        run = a.dir / name
+        run = a.dir / case.get("dir", name)
         fixture(run, case["fixture"], case["files"])
         n = case["trains"]
-        rates = {"theirs": [], "ours": [], "ours_to_ours": []}
-        for r in range(a.rounds):
-            for who, make, measure in [("theirs", theirs, client_rate),
-                                       ("ours", ours, client_rate),
-                                       ("ours_to_ours", ours, monitor_rate)]:
-                s = make(run, case["args"])
-                try:
-                    rates[who].append(measure(s, n))
-                finally:
-                    s.stop()
-                log(f"{name} round {r + 1} {who}: {rates[who][-1]:.1f} trains/s")
         s = ours(run, case["args"])
         try:
-            sizes = train_part_sizes(s)
+            parts = train_parts(s)
         finally:
             s.stop()
-        limit = zmq_limit(sizes, 200 if sum(sizes) > 1 << 20 else 20000)
+        constant = lambda run, args: ConstantServer(parts)
+        rates = {}
+        for r in range(a.rounds):
+            for server, make in [("theirs", theirs), ("ours", ours), ("limit", constant)]:
+                for receiver, measure in [("client", client_rate), ("raw", raw_rate),
+                                          ("monitor", monitor_rate)]:
+                    s = make(run, case["args"])
+                    try:
+                        rate = measure(s, n)
+                    finally:
+                        s.stop()
+                    rates.setdefault(f"{server}_{receiver}", []).append(rate)
+                    log(f"{name} round {r + 1} {server} -> {receiver}: {rate:.1f} trains/s "
+                        f"(load {os.getloadavg()[0]:.1f})")
+        sizes = [len(p) for p in parts]
+        push_pull = zmq_limit(sizes, 200 if sum(sizes) > 1 << 20 else 20000)
         med = {k: statistics.median(v) for k, v in rates.items()}
-        size = sum(sizes)
         results[name] = {
-            "train_bytes": size, "parts": len(sizes),
+            "train_bytes": sum(sizes), "parts": len(sizes), "trains": n,
             **{f"{k}_trains_per_s": v for k, v in med.items()},
             **{f"{k}_rounds": v for k, v in rates.items()},
-            "ratio": med["ours"] / med["theirs"],
-            "zmq_limit_msgs_per_s": limit,
+            **{f"ratio_{rx}": med[f"ours_{rx}"] / med[f"theirs_{rx}"]
+               for rx in ("client", "raw", "monitor")},
+            "push_pull_limit_msgs_per_s": push_pull,
+            "load_after": os.getloadavg(),
         }
     if a.json:
         print(json.dumps(results, indent=2))
         return
-    print("| case | train | serve-files -> Client | xfel-serve -> Client | ratio "
-          "| xfel-serve -> xfel-bridge | libzmq PUSH -> PULL, same parts |")
-    print("|---|---|---|---|---|---|---|")
+    print("| case | receiver | serve-files | xfel-serve | ratio | limit: constant REP server |")
+    print("|---|---|---|---|---|---|")
     for name, r in results.items():
         mb = r["train_bytes"] / 1e6
         cell = lambda t: f"{t:.1f}/s ({t * mb:.0f} MB/s)"
-        print(f"| {name} | {mb:.3f} MB, {r['parts']} parts | {cell(r['theirs_trains_per_s'])} "
-              f"| {cell(r['ours_trains_per_s'])} | {r['ratio']:.2f}x "
-              f"| {cell(r['ours_to_ours_trains_per_s'])} | {cell(r['zmq_limit_msgs_per_s'])} |")
+        for rx, label in [("client", "karabo_bridge.Client"), ("raw", "pyzmq REQ, no decoding"),
+                          ("monitor", "xfel-bridge monitor")]:
+            rounds = lambda who: ", ".join(f"{v:.0f}" for v in r[f"{who}_{rx}_rounds"])
+            print(f"| {name} ({mb:.3f} MB, {r['parts']} parts) | {label} "
+                  f"| {cell(r[f'theirs_{rx}_trains_per_s'])} ({rounds('theirs')}) "
+                  f"| {cell(r[f'ours_{rx}_trains_per_s'])} ({rounds('ours')}) "
+                  f"| {r[f'ratio_{rx}']:.2f}x "
+                  f"| {cell(r[f'limit_{rx}_trains_per_s'])} ({rounds('limit')}) |")
+        print(f"| {name} | libzmq PUSH -> PULL, same parts | | | "
+              f"| {cell(r['push_pull_limit_msgs_per_s'])} |")
 
 
 if __name__ == "__main__":

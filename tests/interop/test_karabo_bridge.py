@@ -503,3 +503,281 @@ def test_glimpse_decodes_what_server_in_thread_sends(protocol):
     assert got["name"]["value"] == "det" and got["flags"]["value"] == [True, False]
     assert got["nested"]["value"] == {"a": 1}
     assert got["f32"]["value"] == 0.25
+
+
+# xfel-bridge record: received trains as a EuXFEL run that EXtra-data validates and reads.
+
+@pytest.fixture(scope="module")
+def lpd_one(tmp_path_factory):
+    """An LPD run in one sequence file (the generator's CONTROL timestamps start over in each
+    sequence file, which one recorded file would show as decreasing)."""
+    return make_rust_fixture(
+        tmp_path_factory.mktemp("kb") / "lpd1", "--trains", "6", "--sequences", "1",
+        "--modules", "2", "--frames", "3", "--frame-height", "16", "--frame-width", "16",
+    )
+
+
+@pytest.fixture(scope="module")
+def lpd_one_reference(lpd_one):
+    s = theirs(lpd_one)
+    try:
+        return {train_id(t): t for t in receive(s, n_trains(lpd_one))}
+    finally:
+        s.stop()
+
+
+def record(ep, out, *args):
+    """Starts `xfel-bridge record` (JSON summary) into `out`."""
+    return subprocess.Popen(
+        [rust_bin("xfel-bridge"), "record", ep, "-o", str(out), "--json", "--timeout",
+         str(LIMIT), *[str(a) for a in args]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finish_record(proc):
+    out, err = proc.communicate(timeout=LIMIT)
+    return proc.returncode, json.loads(out), err
+
+
+def validate(run_dir):
+    r = subprocess.run([py_tool("extra-data-validate"), str(run_dir)], capture_output=True,
+                       text=True, timeout=LIMIT)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def assert_recorded(run_dir, sent, skip_keys=(), renamed={}):
+    """EXtra-data reads, for every train sent (tid -> bridge data dict), the values sent."""
+    from extra_data import RunDirectory
+
+    run = RunDirectory(str(run_dir))
+    assert list(run.train_ids) == sorted(sent)
+    for tid, data in sent.items():
+        _, got = run.train_from_id(tid)
+        got = {renamed.get(s, s): v for s, v in got.items()}
+        assert sorted(got) == sorted(data), tid
+        for src, values in data.items():
+            for key, v in values.items():
+                if key == "metadata" or key in skip_keys:
+                    continue
+                g = got[src][key]
+                where = f"train {tid} {src} {key}"
+                if isinstance(v, np.ndarray):
+                    assert isinstance(g, np.ndarray), where
+                    assert g.shape == v.shape, where
+                    if v.dtype.byteorder == ">":
+                        v = v.astype(v.dtype.newbyteorder("<"))
+                    assert g.dtype == v.dtype, (where, g.dtype, v.dtype)
+                    assert g.tobytes() == v.tobytes(), where
+                elif isinstance(v, (bytes, str)):
+                    as_bytes = v.encode() if isinstance(v, str) else v
+                    assert (g.encode() if isinstance(g, str) else g) == as_bytes, where
+                else:
+                    assert g == v, (where, g, v)
+
+
+@pytest.mark.parametrize("server_sock", ["REP", "PUSH"])
+def test_record_serve_files_validates_and_reads_back(tmp_path, lpd_one, lpd_one_reference,
+                                                     server_sock):
+    lpd_reference = lpd_one_reference
+    t = theirs(lpd_one, "-z", server_sock)
+    try:
+        proc = record(t.endpoint, tmp_path / "r", "-z", server_sock, "--trains",
+                      len(lpd_reference))
+        code, summary, err = finish_record(proc)
+    finally:
+        t.stop()
+    assert code == 0, (summary, err)
+    assert summary["trains"] == len(lpd_reference)
+    assert summary["dropped_keys"] == [] and summary["refused"] == 0
+    validate(tmp_path / "r")
+    assert_recorded(tmp_path / "r", {tid: t[0] for tid, t in lpd_reference.items()})
+
+
+def test_record_pub_and_protocol_1_0(tmp_path, lpd_one, lpd_one_reference):
+    # PUB: the recorder gets the trains that reach it; a looping server starts over, which
+    # the recorder counts and leaves out.
+    s = ours("files", lpd_one, "0", "-z", "PUB", "--protocol", "1.0", "--loop", "--rate", "50")
+    try:
+        code, summary, err = finish_record(record(s.endpoint, tmp_path / "r", "-z", "PUB",
+                                                  "--trains", 5))
+    finally:
+        s.stop()
+    assert summary["trains"] == 5 and summary["malformed"] == 0, (summary, err)
+    assert code == (0 if summary["out_of_order"] == 0 else 1)
+    validate(tmp_path / "r")
+    from extra_data import RunDirectory
+
+    tids = RunDirectory(str(tmp_path / "r")).train_ids
+    assert_recorded(tmp_path / "r", {tid: lpd_one_reference[tid][0] for tid in tids})
+
+
+@pytest.mark.parametrize("detector,raw,protocol,n", [
+    ("AGIPDModule", True, "2.2", 3),
+    ("AGIPDModule", True, "1.0", 3),
+    # Corrected data exists for the whole detector only: 268 MB a train.
+    ("AGIPD", False, "2.2", 1),
+])
+def test_record_the_simulator(tmp_path, detector, raw, protocol, n):
+    from karabo_bridge.simulation import data_generator
+
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    sim = SimServerInThread(ep, sock="REP", protocol_version=protocol, detector=detector,
+                            raw=raw, datagen="zeros", debug=False)
+    sim.start()
+    try:
+        code, summary, err = finish_record(record(ep, tmp_path / "r", "--trains", n))
+    finally:
+        sim.stop()
+    assert code == 0, (summary, err)
+    validate(tmp_path / "r")
+    # The simulator's trains, regenerated (zeros; IDs count up from its first).
+    first = summary["first_train"]
+    sent = {}
+    for data, meta in data_generator(detector=detector, raw=raw, datagen="zeros",
+                                     debug=False):
+        tid = next(iter(meta.values()))["timestamp.tid"]
+        if tid >= first + n:
+            break
+        if tid >= first:
+            sent[tid] = data
+    # Lists (the module sources, modulesPresent) have no EuXFEL type.
+    lists = {k for d in sent.values() for v in d.values() for k, x in v.items()
+             if isinstance(x, list)}
+    assert sorted(summary["dropped_keys"]) == sorted(f"{s} {k}" for s in sent[first]
+                                                     for k in lists)
+    renamed = {b: a for a, b in summary["renamed"]}
+    assert all(":" not in s for s in renamed.values())
+    assert_recorded(tmp_path / "r", sent, skip_keys=lists, renamed=renamed)
+
+
+@pytest.mark.parametrize("protocol", ["2.2", "1.0"])
+def test_record_types_a_python_server_sends(tmp_path, protocol):
+    rng = np.random.default_rng(16)
+    sent = {}
+    for tid in (50, 51, 55):
+        sent[tid] = {
+            "SRC/CTRL": {"gain.value": int(rng.integers(-9, 9)), "gain.timestamp": tid * 7,
+                         "name.value": f"det {tid}", "temp.value": float(rng.random())},
+            "SRC/OUT:output": {
+                "data.be": rng.integers(0, 60000, 6).astype(">u2"),
+                "data.img": rng.random((3, 4), dtype=np.float32),
+                "data.mask": rng.random(5) > 0.5,
+                "data.small": rng.integers(-100, 100, (2, 2)).astype("i1"),
+                "data.label": np.array([b"ab", b"cde"]),
+                "data.f32": np.float32(rng.random()),
+                "data.u64": np.uint64(2**63 + tid),
+            },
+        }
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    with ServerInThread(ep, protocol_version=protocol) as server:
+        proc = record(ep, tmp_path / "r", "--trains", len(sent))
+        for tid, data in sent.items():
+            meta = {s: {"source": s, "timestamp.tid": tid} for s in data}
+            server.feed(data, meta)
+        code, summary, err = finish_record(proc)
+    assert code == 0, (summary, err)
+    validate(tmp_path / "r")
+    # Python scalars: msgpack ints are stored as int64, floats as float64.
+    assert_recorded(tmp_path / "r", sent)
+    from extra_data import RunDirectory
+
+    run = RunDirectory(str(tmp_path / "r"))
+    assert run.control_sources == {"SRC/CTRL"} and run.instrument_sources == {"SRC/OUT:output"}
+    # 2.2 sends a numpy scalar as its Python value, 1.0 with its type.
+    f32 = np.float32 if protocol == "1.0" else np.float64
+    assert run["SRC/OUT:output", "data.f32"].dtype == f32
+    assert run["SRC/CTRL", "gain.value"].dtype == np.int64
+
+
+def rep_server(n, protocol="2.2"):
+    """A REP socket of this process that answers `next` with trains 1..n; yields after each
+    request so that the test knows how far the client is."""
+    from karabo_bridge.serializer import serialize
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REP)
+    sock.setsockopt(zmq.RCVTIMEO, LIMIT * 1000)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    return ctx, sock, f"tcp://127.0.0.1:{port}", serialize
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_record_interrupted(tmp_path, sig):
+    """SIGINT while waiting for train 4: a valid run of trains 1-3. SIGKILL: no run file."""
+    import signal
+
+    ctx, sock, ep, serialize = rep_server(3)
+    sent = {}
+    try:
+        proc = record(ep, tmp_path / "r")
+        for tid in (1, 2, 3):
+            assert sock.recv() == b"next"
+            data = {"SRC/X:out": {"data.v": np.full(4, tid, dtype=np.uint32)}}
+            sent[tid] = data
+            sock.send_multipart(serialize(data, {"SRC/X:out": {"source": "SRC/X:out",
+                                                               "timestamp.tid": tid}}))
+        # The request for train 4 comes after train 3 was written.
+        assert sock.recv() == b"next"
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=LIMIT)
+    finally:
+        sock.close()
+        ctx.term()
+    files = sorted(p.name for p in (tmp_path / "r").iterdir() if p.suffix == ".h5")
+    if sig == "SIGKILL":
+        assert files == []
+        return
+    assert proc.returncode == 0, err
+    assert json.loads(out)["trains"] == 3
+    assert files == ["RAW-R0001-DA01-S00000.h5"]
+    validate(tmp_path / "r")
+    assert_recorded(tmp_path / "r", sent)
+
+
+# xsp3-acquire --stream-format karabo: Xspress3 frames as Karabo Bridge trains.
+
+@pytest.mark.parametrize("frames,per_train", [(24, 1), (10, 3)])
+def test_xspress3_trains_equal_the_file(tmp_path, frames, per_train):
+    import h5py
+
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    src = "MID_EXP_XSP3/DET/XSP3:daqOutput"
+    proc = subprocess.Popen(
+        [rust_bin("xsp3-acquire"), "run", "-q", "--frames", str(frames), "--exposure", "1ms",
+         "--out", str(tmp_path), "--file", "acq", "--roi", "Fe:100:199", "--roi", "Cu:1:50:80",
+         "--stream", ep, "--stream-format", "karabo", "--karabo-source", src,
+         "--frames-per-train", str(per_train), "--first-train", "1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    n_trains = -(-frames // per_train)
+    try:
+        with Client(ep, sock="PULL", timeout=LIMIT) as c:
+            got = [c.next() for _ in range(n_trains)]
+    finally:
+        out, err = proc.communicate(timeout=LIMIT)
+    assert proc.returncode == 0, err
+    with h5py.File(tmp_path / "acq.h5", "r") as f:
+        det = f["entry/instrument/xspress3"]
+        names = ["spectra" if k == "data" else k for k in det]
+        file = {("spectra" if k == "data" else k): det[k][()] for k in det
+                if det[k].shape[:1] == (frames,)}
+    assert set(file) >= {"spectra", "roi_Fe", "roi_Cu_dtc", "dead_time_correction"}, names
+    for t, (data, meta) in enumerate(got):
+        assert list(data) == [src]
+        assert meta[src]["timestamp.tid"] == 1000 + t
+        lo, hi = t * per_train, min((t + 1) * per_train, frames)
+        values = data[src]
+        assert sorted(values) == sorted(f"data.{k}" for k in file
+                                        if k != "output_count_rate"), sorted(values)
+        for key, column in file.items():
+            if key == "output_count_rate":
+                continue
+            v = values[f"data.{key}"]
+            # One frame in a train: its values without the frame axis (as EXtra-data).
+            expected = column[lo] if hi - lo == 1 else column[lo:hi]
+            assert v.dtype == expected.dtype and v.shape == expected.shape, (key, v.shape)
+            assert v.tobytes() == expected.tobytes(), (t, key)
+        first_ns = int(file["timestamp"][lo])
+        assert meta[src]["timestamp"] == pytest.approx(first_ns / 1e9)
+        assert meta[src]["timestamp.sec"] == str(first_ns // 10**9)

@@ -73,6 +73,9 @@ pub enum Error {
     /// An Xspress3 acquisition that cannot be converted.
     #[error("{path}: {msg}")]
     Xspress3 { path: PathBuf, msg: String },
+    /// A recorded train whose ID is 0 or not above the previous one (INDEX/trainId increases).
+    #[error("train ID {train_id} is not above the previous one ({last:?}); train left out")]
+    TrainOrder { train_id: u64, last: Option<u64> },
     /// An overview file that is not one (no `.source_files`, wrong version, ...).
     #[error("{path}: not a usable virtual overview file: {msg}")]
     NotOverview { path: PathBuf, msg: String },

@@ -18,6 +18,7 @@ mod error;
 mod output;
 mod overview;
 mod plan;
+mod record;
 mod vds;
 mod write;
 mod xspress3;
@@ -28,6 +29,7 @@ use euxfel::DataCollection;
 
 pub use error::{Error, Result};
 pub use overview::{check_overview, write_overview};
+pub use record::{Appended, Cell, Element, RecordOptions, RecordSummary, Recorder, SourceData};
 pub use write::{Mode, Progress, Summary, WriteOptions};
 pub use xspress3::{convert_xspress3, Xspress3Options, Xspress3Summary};
 

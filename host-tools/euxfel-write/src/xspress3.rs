@@ -284,66 +284,19 @@ pub fn convert_xspress3(
             .write(&class, 1)
             .map_err(w("classId"))?;
         write_1d(&class, "timestamp", &train_stamps[..1.min(n)]).map_err(w("classId"))?;
-        // METADATA, format 1.3.
-        let md = file.create_group("METADATA").map_err(w("METADATA"))?;
-        let now = utc_stamp();
-        for (k, v) in [
-            ("dataFormatVersion", "1.3"),
-            ("creationDate", now.as_str()),
-            ("updateDate", now.as_str()),
-            (
-                "daqLibrary",
-                concat!("euxfel_write ", env!("CARGO_PKG_VERSION")),
-            ),
-            ("karaboFramework", "none"),
-            ("runType", "Xspress3 acquisition"),
-            ("sample", ""),
-        ] {
-            Param::Str(v.into()).write_value(&md, k, 1).map_err(w(k))?;
-        }
-        for (k, v) in [
-            ("proposalNumber", opts.proposal),
-            ("runNumber", opts.run),
-            ("sequenceNumber", 0),
-        ] {
-            write_1d(&md, k, &[v]).map_err(w(k))?;
-        }
         let mut ids = vec![
             format!("CONTROL/{}", opts.device),
             format!("INSTRUMENT/{instrument}/data"),
         ];
         ids.sort();
-        let ds = md.create_group("dataSources").map_err(w("dataSources"))?;
-        let split = |i: usize| -> Vec<String> {
-            ids.iter()
-                .map(|s| {
-                    let (a, b) = s.split_once('/').unwrap_or((s, ""));
-                    [a, b][i].to_string()
-                })
-                .collect()
-        };
-        for (k, v) in [
-            ("dataSourceId", ids.clone()),
-            ("root", split(0)),
-            ("deviceId", split(1)),
-        ] {
-            let v: Vec<VarLenUnicode> = v
-                .iter()
-                .map(|s| {
-                    s.parse().map_err(|_| Error::NotAscii {
-                        what: "source name",
-                        value: s.clone(),
-                    })
-                })
-                .collect::<Result<_>>()?;
-            write_1d(&ds, k, &v).map_err(w(k))?;
-        }
-        h5util::attrs::set_str(
+        write_metadata(
             &file,
-            "writer",
-            concat!("euxfel_write ", env!("CARGO_PKG_VERSION")),
-        )
-        .map_err(w("/"))?;
+            &out.tmp,
+            &ids,
+            opts.proposal,
+            opts.run,
+            "Xspress3 acquisition",
+        )?;
         file.close().map_err(w("/"))?;
         Ok(())
     })();
@@ -364,7 +317,74 @@ pub fn convert_xspress3(
     })
 }
 
-fn write_1d<T: H5Type>(g: &hdf5::Group, name: &str, v: &[T]) -> hdf5::Result<Dataset> {
+/// METADATA in format 1.3 (data source IDs `ids`, sorted, as `SECTION/NAME[/GROUP]`) and the
+/// file's `writer` attribute.
+pub(crate) fn write_metadata(
+    file: &hdf5::File,
+    path: &Path,
+    ids: &[String],
+    proposal: u32,
+    run: u32,
+    run_type: &str,
+) -> Result<()> {
+    let w = |obj: &str| h5(path, obj);
+    let md = file.create_group("METADATA").map_err(w("METADATA"))?;
+    let now = utc_stamp();
+    for (k, v) in [
+        ("dataFormatVersion", "1.3"),
+        ("creationDate", now.as_str()),
+        ("updateDate", now.as_str()),
+        (
+            "daqLibrary",
+            concat!("euxfel_write ", env!("CARGO_PKG_VERSION")),
+        ),
+        ("karaboFramework", "none"),
+        ("runType", run_type),
+        ("sample", ""),
+    ] {
+        Param::Str(v.into()).write_value(&md, k, 1).map_err(w(k))?;
+    }
+    for (k, v) in [
+        ("proposalNumber", proposal),
+        ("runNumber", run),
+        ("sequenceNumber", 0),
+    ] {
+        write_1d(&md, k, &[v]).map_err(w(k))?;
+    }
+    let ds = md.create_group("dataSources").map_err(w("dataSources"))?;
+    let split = |i: usize| -> Vec<String> {
+        ids.iter()
+            .map(|s| {
+                let (a, b) = s.split_once('/').unwrap_or((s, ""));
+                [a, b][i].to_string()
+            })
+            .collect()
+    };
+    for (k, v) in [
+        ("dataSourceId", ids.to_vec()),
+        ("root", split(0)),
+        ("deviceId", split(1)),
+    ] {
+        let v: Vec<VarLenUnicode> = v
+            .iter()
+            .map(|s| {
+                s.parse().map_err(|_| Error::NotAscii {
+                    what: "source name",
+                    value: s.clone(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        write_1d(&ds, k, &v).map_err(w(k))?;
+    }
+    h5util::attrs::set_str(
+        file,
+        "writer",
+        concat!("euxfel_write ", env!("CARGO_PKG_VERSION")),
+    )
+    .map_err(w("/"))
+}
+
+pub(crate) fn write_1d<T: H5Type>(g: &hdf5::Group, name: &str, v: &[T]) -> hdf5::Result<Dataset> {
     g.new_dataset_builder().with_data(v).create(name)
 }
 

@@ -22,6 +22,7 @@ pub enum ClientSocket {
 impl ClientSocket {
     /// The client socket matching a server socket type (`REP`, `PUB`, `PUSH`), as
     /// karabo-bridge-glimpse's `-z` maps them.
+    #[cfg(feature = "files")]
     pub fn for_server(server: crate::serve::SocketType) -> ClientSocket {
         match server {
             crate::serve::SocketType::Rep => ClientSocket::Req,

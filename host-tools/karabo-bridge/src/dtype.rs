@@ -140,6 +140,7 @@ impl Dtype {
         known.then_some(dtype)
     }
 
+    #[cfg(feature = "files")]
     /// The type of an EuXFEL dataset, if the bridge carries it as an array.
     /// Big-endian datasets travel as their native type: the reader converts their values.
     pub fn from_euxfel(d: &euxfel::DType) -> Option<Dtype> {
@@ -221,7 +222,7 @@ impl Scalar {
 
 /// The elements of `bytes` (of type `dtype`) with their bytes reversed: big-endian to
 /// little-endian. Complex numbers swap each half, UCS-4 strings each character.
-fn to_little_endian(dtype: Dtype, bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn to_little_endian(dtype: Dtype, bytes: &[u8]) -> Vec<u8> {
     let unit = match dtype.kind {
         Kind::Complex => dtype.size / 2,
         Kind::Unicode => 4,

@@ -9,12 +9,19 @@
 //!   [`append`] stacks detector modules (`--append-detector-modules`).
 //! - [`serve`]: the server socket and its loop; [`client`]: the receiving side.
 //! - [`lookup`]: runs by proposal and run number.
+//! - [`record`]: received trains written as a EuXFEL run (euxfel-write's recorder).
 
+#[cfg(feature = "files")]
 pub mod append;
 pub mod client;
 pub mod dtype;
+#[cfg(feature = "files")]
 pub mod files;
+#[cfg(feature = "files")]
 pub mod lookup;
 pub mod protocol;
+#[cfg(feature = "files")]
+pub mod record;
+#[cfg(feature = "files")]
 pub mod serve;
 pub mod train;

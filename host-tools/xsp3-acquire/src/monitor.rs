@@ -13,7 +13,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use acq_core::deadtime::{channel_scalers, dead_time};
-use acq_core::detector::Recording;
 use acq_core::geometry::{Geometry, N_SCALERS};
 use acq_core::ring::Consumer;
 use acq_core::wait::Wait;
@@ -41,7 +40,8 @@ pub struct Monitor {
     /// What the dead-time correction and the ROI sums of the acquisition need.
     event_widths: Vec<u32>,
     rois: Vec<Roi>,
-    recording: Recording,
+    /// The latest frame's ROI sums `[roi][chan]`, taken from its ring slot.
+    latest_rois: Vec<u64>,
     latest: Vec<u32>,
     latest_scalers: Vec<u32>,
     latest_frame: Option<u64>,
@@ -73,7 +73,7 @@ impl Monitor {
             exptime,
             event_widths: Vec::new(),
             rois: Vec::new(),
-            recording: Recording::full(geometry.n_bins() as u32),
+            latest_rois: Vec::new(),
             latest: vec![0; geometry.mca_words()],
             latest_scalers: vec![0; geometry.scaler_words()],
             latest_frame: None,
@@ -97,7 +97,7 @@ impl Monitor {
         }
         self.event_widths.clone_from(&desc.event_widths);
         self.rois.clone_from(&desc.rois);
-        self.recording = desc.recording;
+        self.latest_rois = vec![0; desc.rois.len() * desc.geometry.n_channels()];
         self.latest_frame = None;
         self.answered = 0;
     }
@@ -147,6 +147,11 @@ impl Monitor {
         if let Some(grant) = consumer.read(1) {
             self.latest.copy_from_slice(grant.mca());
             self.latest_scalers.copy_from_slice(grant.scalers());
+            let rois = grant.rois();
+            // The slot holds as many sums as this acquisition's ROIs (none without ROIs).
+            if rois.len() == self.latest_rois.len() {
+                self.latest_rois.copy_from_slice(rois);
+            }
             self.latest_frame = Some(grant.meta()[0].frame_number);
             grant.release(1);
         }
@@ -194,8 +199,7 @@ impl Monitor {
             header["rois"] = json!(frame_values(
                 &self.rois,
                 &self.event_widths,
-                &self.recording,
-                &self.latest,
+                &self.latest_rois,
                 &self.latest_scalers,
             ));
         }

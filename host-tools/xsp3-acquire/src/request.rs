@@ -21,6 +21,7 @@ use sdk_shim::Xspress3;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
+use crate::sender::{KaraboConfig, StreamFormat};
 use crate::session::SessionConfig;
 use crate::settings::{
     channel_settings, event_widths_from_json, good_thresholds_from_json, EventWidth, GoodThreshold,
@@ -180,6 +181,22 @@ pub struct AcqRequest {
     #[arg(long, default_value_t = AcqRequest::DEFAULT.stream_wait)]
     #[serde(deserialize_with = "stream_wait_from_json")]
     pub stream_wait: Span,
+    /// native: the frame protocol; karabo: Karabo Bridge 2.2 trains for
+    /// `karabo_bridge.Client` (PULL for push, SUB for pub).
+    #[arg(long, value_enum, default_value_t = AcqRequest::DEFAULT.stream_format)]
+    #[serde(deserialize_with = "stream_format_from_json")]
+    pub stream_format: StreamFormat,
+    /// With --stream-format karabo: the source name of the trains
+    /// (XSPRESS3/DET/XSP3:daqOutput if not given).
+    #[arg(long, value_name = "NAME")]
+    pub karabo_source: Option<String>,
+    /// With --stream-format karabo: frames per train (frame f is in train
+    /// first_train + f / N, as xfel-write xspress3 maps them).
+    #[arg(long, value_name = "N", default_value_t = AcqRequest::DEFAULT.frames_per_train)]
+    pub frames_per_train: u64,
+    /// With --stream-format karabo: the train ID of frame 0.
+    #[arg(long, value_name = "ID", default_value_t = AcqRequest::DEFAULT.first_train)]
+    pub first_train: u64,
 }
 
 impl AcqRequest {
@@ -209,7 +226,15 @@ impl AcqRequest {
         stream_type: StreamKind::Push,
         stream_hwm: 1000,
         stream_wait: Span(Duration::from_secs(1)),
+        stream_format: StreamFormat::Native,
+        karabo_source: None,
+        frames_per_train: 1,
+        first_train: 1,
     };
+
+    /// The Karabo Bridge source name when none is given (the instrument source of
+    /// `xfel-write xspress3`'s default device).
+    pub const DEFAULT_KARABO_SOURCE: &'static str = "XSPRESS3/DET/XSP3:daqOutput";
 
     /// The shortest exposure accepted. The SDK documents no minimum frame time, but below a
     /// microsecond frames complete faster than any read-out takes them (MAX IV measured
@@ -237,6 +262,15 @@ impl AcqRequest {
         }
         if self.stream_hwm < 0 {
             return Err(RequestError::StreamHwm(self.stream_hwm));
+        }
+        if self.frames_per_train == 0 {
+            return Err(RequestError::FramesPerTrain);
+        }
+        if self.first_train == 0 {
+            return Err(RequestError::FirstTrain);
+        }
+        if self.karabo_source.as_deref() == Some("") {
+            return Err(RequestError::KaraboSource);
         }
         let (trigger, n_frames) = self.trigger_plan()?;
         Ok(AcqParams {
@@ -337,6 +371,12 @@ pub enum RequestError {
     },
     #[error("stream_hwm {0} is negative")]
     StreamHwm(i32),
+    #[error("frames_per_train must be at least 1")]
+    FramesPerTrain,
+    #[error("first_train must be at least 1 (train ID 0 marks padding in EuXFEL indexes)")]
+    FirstTrain,
+    #[error("karabo_source must not be empty")]
+    KaraboSource,
     /// The detector refused a setting the checks above let through.
     #[error("{setting}: {name} ({code}): {message}")]
     Detector {
@@ -437,6 +477,14 @@ pub fn prepare<K: Clock>(
             kind: request.stream_type,
             high_water_mark: request.stream_hwm,
             subscriber_wait: request.stream_wait.0,
+            karabo: (request.stream_format == StreamFormat::Karabo).then(|| KaraboConfig {
+                source: request
+                    .karabo_source
+                    .clone()
+                    .unwrap_or_else(|| AcqRequest::DEFAULT_KARABO_SOURCE.into()),
+                frames_per_train: request.frames_per_train,
+                first_train: request.first_train,
+            }),
         }),
         monitor: site.monitor.clone(),
         ring_frames: site.ring_frames,
@@ -570,6 +618,18 @@ fn gap_from_json<'de, D: Deserializer<'de>>(d: D) -> Result<GapMode, D::Error> {
     })
 }
 
+fn stream_format_from_json<'de, D: Deserializer<'de>>(d: D) -> Result<StreamFormat, D::Error> {
+    let name = String::deserialize(d)?;
+    StreamFormat::from_str(&name, false).map_err(|_| {
+        let all: Vec<String> = StreamFormat::value_variants()
+            .iter()
+            .filter_map(|k| k.to_possible_value())
+            .map(|v| v.get_name().to_string())
+            .collect();
+        D::Error::custom(format!("stream_format `{name}`: use {}", all.join(" or ")))
+    })
+}
+
 fn stream_kind_from_json<'de, D: Deserializer<'de>>(d: D) -> Result<StreamKind, D::Error> {
     let name = String::deserialize(d)?;
     StreamKind::from_str(&name, false).map_err(|_| {
@@ -630,6 +690,10 @@ mod tests {
             "--file=scan",
             "--stream=tcp://127.0.0.1:1",
             "--stream-type=pub",
+            "--stream-format=karabo",
+            "--karabo-source=SPB_XSP3/DET/A:output",
+            "--frames-per-train=10",
+            "--first-train=7",
         ])
         .map_err(|e| e.to_string());
         let from_json = json(serde_json::json!({
@@ -639,6 +703,8 @@ mod tests {
             "invert_veto": true, "bins": [100, 355], "rebin": 2, "triggers": 1, "frames_per_trigger": 5, "rois": ["Fe:3:120:139"],
             "file": "scan",
             "stream": "tcp://127.0.0.1:1", "stream_type": "pub",
+            "stream_format": "karabo", "karabo_source": "SPB_XSP3/DET/A:output",
+            "frames_per_train": 10, "first_train": 7,
         }))
         .map_err(|e| e.to_string());
         assert_eq!(from_cli, from_json);
@@ -719,6 +785,10 @@ mod tests {
                 serde_json::json!({"stream_type": "x"}),
                 "stream_type `x`: use push or pub",
             ),
+            (
+                serde_json::json!({"stream_format": "hdf"}),
+                "stream_format `hdf`: use native or karabo",
+            ),
             (serde_json::json!({"exposure": [1]}), "seconds"),
             (serde_json::json!({"exposure": -1}), "exposure -1 is not"),
             (
@@ -787,6 +857,15 @@ mod tests {
                 "event_width 1:1001: event width beyond 1000 clock ticks",
             ),
             (with(|r| r.frames_per_file = Some(0)), "frames_per_file"),
+            (with(|r| r.frames_per_train = 0), "frames_per_train"),
+            (
+                with(|r| r.first_train = 0),
+                "first_train must be at least 1",
+            ),
+            (
+                with(|r| r.karabo_source = Some(String::new())),
+                "karabo_source",
+            ),
             (with(|r| r.file = Some("../x".into())), ".."),
             (
                 with(|r| r.exposure = Span(Duration::ZERO)),

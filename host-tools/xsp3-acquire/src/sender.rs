@@ -8,12 +8,21 @@
 //!
 //! A blocked send never blocks forever once the session is stopping: see [`SendGate`]. Control
 //! messages (`header`, `series_end`) are never refused by PUB: they wait for room.
+//!
+//! With [`StreamFormat::Karabo`] the same socket carries Karabo Bridge 2.2 trains instead (see
+//! [`KaraboTrains`]): one train per frame or per N frames, read by `karabo_bridge.Client` (PULL
+//! for PUSH, SUB for PUB); no header or `series_end`, no acknowledgements.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use acq_core::geometry::{FrameMeta, Geometry};
 
+use acq_core::deadtime::{channel_scalers, dead_time};
+use acq_core::geometry::{Scaler, N_SCALERS};
+use karabo_bridge::dtype::{Dtype, Kind};
+use karabo_bridge::train::{Array, Entry, Payload, SourceTrain, Train};
+use rmpv::Value;
 use xspress3::protocol::{Header, ImageHeader, RoiValues, SeriesEnd};
 use xspress3::roi::{self, Roi};
 
@@ -27,10 +36,33 @@ pub enum StreamKind {
     Pub,
 }
 
+/// What the stream carries; the names are the command line's and `configure`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StreamFormat {
+    /// The frame protocol of `xspress3::protocol` (header, images, series_end).
+    Native,
+    /// Karabo Bridge 2.2 trains (EuXFEL's `karabo_bridge.Client`).
+    Karabo,
+}
+
+/// The trains of [`StreamFormat::Karabo`]: frame `f` belongs to train
+/// `first_train + f / frames_per_train`, as `xfel-write xspress3` maps frames to trains.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KaraboConfig {
+    /// The source name, e.g. `XSPRESS3/DET/XSP3:daqOutput`.
+    pub source: String,
+    /// At least 1.
+    pub frames_per_train: u64,
+    /// At least 1.
+    pub first_train: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct StreamConfig {
     pub endpoint: String,
     pub kind: StreamKind,
+    /// `Some`: Karabo Bridge trains instead of the native frame stream.
+    pub karabo: Option<KaraboConfig>,
     /// Messages queued per peer before PUSH waits or PUB refuses.
     pub high_water_mark: i32,
     /// PUB only: how long to wait for a first subscriber before the acquisition starts.
@@ -111,6 +143,8 @@ pub struct StreamSender {
     last_progress: Instant,
     /// PUSH: the back channel of acknowledging receivers.
     ack: Option<AckChannel>,
+    /// Karabo Bridge format: the train being filled.
+    karabo: Option<KaraboTrains>,
 }
 
 impl StreamSender {
@@ -149,6 +183,7 @@ impl StreamSender {
         // The back channel is an addition for receivers that acknowledge: if its endpoint is
         // taken, PUSH works as for plain receivers, and the operator is told.
         let ack = match (config.kind, ack_endpoint(&config.endpoint)) {
+            _ if config.karabo.is_some() => None,
             (StreamKind::Push, Some(endpoint)) => match AckChannel::bind(ctx, endpoint) {
                 Ok(ack) => Some(ack),
                 Err(e) => {
@@ -158,7 +193,9 @@ impl StreamSender {
             },
             _ => None,
         };
+        let karabo = config.karabo.clone().map(KaraboTrains::new);
         Ok(StreamSender {
+            karabo,
             socket,
             config,
             geometry,
@@ -232,6 +269,9 @@ impl StreamSender {
 
     /// Sends the series' header; waits for room even on PUB (bounded by [`CONTROL_WAIT`]).
     pub fn send_header(&mut self, header: &Header, gate: &SendGate) -> Result<(), StreamError> {
+        if self.karabo.is_some() {
+            return Ok(());
+        }
         let json = serde_json::to_vec(header).unwrap_or_default();
         if let Some(ack) = &mut self.ack {
             ack.service(self.msg_number)?;
@@ -242,6 +282,10 @@ impl StreamSender {
 
     /// Sends `series_end`; waits for room even on PUB (bounded by [`CONTROL_WAIT`]).
     pub fn send_series_end(&mut self, end: &SeriesEnd, gate: &SendGate) -> Result<(), StreamError> {
+        if self.karabo.is_some() {
+            // The last train, however many frames it has.
+            return self.send_train(gate);
+        }
         let json = serde_json::to_vec(end).unwrap_or_default();
         if let Some(ack) = &mut self.ack {
             ack.end_series(&json)?;
@@ -307,6 +351,9 @@ impl StreamSender {
         meta: &[FrameMeta],
         gate: &SendGate,
     ) -> Result<(), PartialSend> {
+        if self.karabo.is_some() {
+            return self.send_frames_as_trains(mca, scalers, rois, meta, gate);
+        }
         let (mw, sw) = (self.geometry.mca_words(), self.geometry.scaler_words());
         let rw = self.rois.len() * self.geometry.n_channels();
         let shape = [
@@ -361,6 +408,77 @@ impl StreamSender {
                 error,
             })?;
         }
+        Ok(())
+    }
+
+    /// Karabo Bridge format: adds each frame to its train and sends every train that is complete
+    /// (or left behind by a frame of a later train).
+    fn send_frames_as_trains(
+        &mut self,
+        mca: &[u32],
+        scalers: &[u32],
+        rois: &[u64],
+        meta: &[FrameMeta],
+        gate: &SendGate,
+    ) -> Result<(), PartialSend> {
+        let (mw, sw) = (self.geometry.mca_words(), self.geometry.scaler_words());
+        let rw = self.rois.len() * self.geometry.n_channels();
+        for (i, m) in meta.iter().enumerate() {
+            let Some(k) = &self.karabo else {
+                return Ok(());
+            };
+            let train = k.train_of(m.frame_number);
+            if k.frames > 0 && k.train_id != train {
+                self.send_train(gate)
+                    .map_err(|error| PartialSend { done: i, error })?;
+            }
+            let (frame_mca, frame_scalers) =
+                (&mca[i * mw..(i + 1) * mw], &scalers[i * sw..(i + 1) * sw]);
+            let values = self.roi_values(
+                rois.get(i * rw..(i + 1) * rw).unwrap_or_default(),
+                frame_scalers,
+            );
+            let Some(k) = &mut self.karabo else {
+                return Ok(());
+            };
+            k.add(
+                train,
+                m,
+                frame_mca,
+                frame_scalers,
+                &self.event_widths,
+                values,
+            );
+            if k.frames >= k.config.frames_per_train {
+                self.send_train(gate)
+                    .map_err(|error| PartialSend { done: i + 1, error })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the train being filled, if it has frames; its frames count as sent, or as dropped
+    /// when PUB refuses it.
+    fn send_train(&mut self, gate: &SendGate) -> Result<(), StreamError> {
+        let Some(k) = &mut self.karabo else {
+            return Ok(());
+        };
+        let frames = k.frames;
+        let Some(train) = k.take(self.geometry) else {
+            return Ok(());
+        };
+        // A train of numbers and arrays has nothing msgpack cannot pack.
+        let parts = karabo_bridge::protocol::encode_v2(train, None).unwrap_or_default();
+        let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+        if slices.is_empty() {
+            return Ok(());
+        }
+        if self.send_parts(&slices, gate, "send train")? {
+            self.sent += frames;
+        } else {
+            self.drops += frames;
+        }
+        self.msg_number += frames;
         Ok(())
     }
 
@@ -442,5 +560,181 @@ fn refuse_at_high_water_mark(socket: &mut zmq::Socket) -> Result<(), zmq::Error>
     } else {
         // SAFETY: zmq_errno only reads libzmq's thread-local error number.
         Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
+    }
+}
+
+/// The source's keys (those of `xfel-write xspress3`'s `<device>:daqOutput`): `data.spectra`
+/// (u32, channels x bins), the nine scalers (u32 per channel, by name),
+/// `data.dead_time_correction` (f64, NaN where saturated), `data.dead_time_saturated` (u8),
+/// `data.frame_number` and `data.timestamp` (u64, ns), `data.roi_NAME` (u64) and
+/// `data.roi_NAME_dtc` (f64) per channel. With one frame in a train the values are those of the
+/// frame; with more, each gets a leading frame axis (as EXtra-data sends instrument data).
+pub struct KaraboTrains {
+    config: KaraboConfig,
+    train_id: u64,
+    /// Frames in the train being filled.
+    frames: u64,
+    first_timestamp_ns: u64,
+    spectra: Vec<u8>,
+    scalers: [Vec<u8>; N_SCALERS],
+    dtc: Vec<u8>,
+    saturated: Vec<u8>,
+    frame_number: Vec<u8>,
+    timestamp: Vec<u8>,
+    /// Per ROI: name, sums, corrected sums.
+    rois: Vec<(String, Vec<u8>, Vec<u8>)>,
+}
+
+impl KaraboTrains {
+    fn new(config: KaraboConfig) -> Self {
+        KaraboTrains {
+            config,
+            train_id: 0,
+            frames: 0,
+            first_timestamp_ns: 0,
+            spectra: Vec::new(),
+            scalers: Default::default(),
+            dtc: Vec::new(),
+            saturated: Vec::new(),
+            frame_number: Vec::new(),
+            timestamp: Vec::new(),
+            rois: Vec::new(),
+        }
+    }
+
+    fn train_of(&self, frame_number: u64) -> u64 {
+        self.config
+            .first_train
+            .saturating_add(frame_number / self.config.frames_per_train.max(1))
+    }
+
+    fn add(
+        &mut self,
+        train: u64,
+        m: &FrameMeta,
+        mca: &[u32],
+        scalers: &[u32],
+        event_widths: &[u32],
+        rois: Vec<RoiValues>,
+    ) {
+        if self.frames == 0 {
+            self.train_id = train;
+            self.first_timestamp_ns = m.timestamp_ns;
+        }
+        self.frames += 1;
+        self.spectra.extend_from_slice(bytemuck::cast_slice(mca));
+        let nch = scalers.len() / N_SCALERS;
+        for chan in 0..nch {
+            let Some(sc) = channel_scalers(scalers, chan) else {
+                continue;
+            };
+            for (column, value) in self.scalers.iter_mut().zip(sc) {
+                column.extend_from_slice(&value.to_le_bytes());
+            }
+            let width = event_widths.get(chan).copied().unwrap_or(0);
+            let (dtc, saturated) = match dead_time(sc, width) {
+                Ok(d) => (d.correction, 0u8),
+                Err(_) => (f64::NAN, 1),
+            };
+            self.dtc.extend_from_slice(&dtc.to_le_bytes());
+            self.saturated.push(saturated);
+        }
+        self.frame_number
+            .extend_from_slice(&m.frame_number.to_le_bytes());
+        self.timestamp
+            .extend_from_slice(&m.timestamp_ns.to_le_bytes());
+        if self.rois.len() != rois.len() {
+            self.rois = rois
+                .iter()
+                .map(|r| (r.name.clone(), Vec::new(), Vec::new()))
+                .collect();
+        }
+        for ((_, sums, dtc), r) in self.rois.iter_mut().zip(rois) {
+            for c in r.counts {
+                sums.extend_from_slice(&c.to_le_bytes());
+            }
+            for d in r.dtc {
+                dtc.extend_from_slice(&d.unwrap_or(f64::NAN).to_le_bytes());
+            }
+        }
+    }
+
+    /// The train filled so far (`None` without frames); starts an empty one.
+    fn take(&mut self, geometry: Geometry) -> Option<Train> {
+        if self.frames == 0 {
+            return None;
+        }
+        let frames = std::mem::take(&mut self.frames) as usize;
+        let nch = geometry.n_channels();
+        // EXtra-data drops the entry axis of a train with one entry.
+        let shape = |entry: &[usize]| -> Vec<usize> {
+            let mut s = if frames == 1 { vec![] } else { vec![frames] };
+            s.extend_from_slice(entry);
+            s
+        };
+        let array = |kind, size, entry: &[usize], bytes: &mut Vec<u8>| {
+            Entry::Array(Array {
+                dtype: Dtype::new(kind, size),
+                shape: shape(entry),
+                data: Payload::Owned(std::mem::take(bytes)),
+            })
+        };
+        let mut data = vec![(
+            "data.spectra".to_string(),
+            array(Kind::UInt, 4, &[nch, geometry.n_bins()], &mut self.spectra),
+        )];
+        for (scaler, column) in Scaler::ALL.iter().zip(self.scalers.iter_mut()) {
+            data.push((
+                format!("data.{}", scaler.name()),
+                array(Kind::UInt, 4, &[nch], column),
+            ));
+        }
+        data.push((
+            "data.dead_time_correction".into(),
+            array(Kind::Float, 8, &[nch], &mut self.dtc),
+        ));
+        data.push((
+            "data.dead_time_saturated".into(),
+            array(Kind::UInt, 1, &[nch], &mut self.saturated),
+        ));
+        data.push((
+            "data.frame_number".into(),
+            array(Kind::UInt, 8, &[], &mut self.frame_number),
+        ));
+        data.push((
+            "data.timestamp".into(),
+            array(Kind::UInt, 8, &[], &mut self.timestamp),
+        ));
+        for (name, sums, dtc) in &mut self.rois {
+            let n = sums.len() / 8 / frames;
+            data.push((format!("data.roi_{name}"), array(Kind::UInt, 8, &[n], sums)));
+            data.push((
+                format!("data.roi_{name}_dtc"),
+                array(Kind::Float, 8, &[n], dtc),
+            ));
+        }
+        data.sort_by(|a, b| a.0.cmp(&b.0));
+        // The frame time of the train's first frame, as karabo_bridge's metadata gives it.
+        let (sec, ns) = (
+            self.first_timestamp_ns / 1_000_000_000,
+            self.first_timestamp_ns % 1_000_000_000,
+        );
+        let source = self.config.source.clone();
+        let metadata = vec![
+            ("source".to_string(), Value::from(source.as_str())),
+            (
+                "timestamp".into(),
+                Value::F64(self.first_timestamp_ns as f64 / 1e9),
+            ),
+            ("timestamp.sec".into(), Value::from(sec.to_string())),
+            (
+                "timestamp.frac".into(),
+                Value::from(format!("{ns:09}000000000")),
+            ),
+            ("timestamp.tid".into(), Value::from(self.train_id)),
+        ];
+        let mut train = Train::default();
+        train.sources.insert(source, SourceTrain { metadata, data });
+        Some(train)
     }
 }

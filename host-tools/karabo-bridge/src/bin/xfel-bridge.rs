@@ -1,6 +1,9 @@
 //! xfel-bridge: receives Karabo Bridge streams: `glimpse` prints one train, `monitor` counts
-//! trains, rates and missing train IDs.
+//! trains, rates and missing train IDs, `record` writes the trains as a EuXFEL run.
 
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,6 +12,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use karabo_bridge::client::{Client, ClientConfig, ClientError, ClientSocket, Received};
 use karabo_bridge::dtype::{Dtype, Kind, Scalar};
+use karabo_bridge::record::{record_train, RecordError};
 use karabo_bridge::serve::SocketType;
 use karabo_bridge::train::{Array, Entry, SourceTrain};
 use rmpv::Value;
@@ -74,6 +78,27 @@ enum Command {
         #[arg(long, value_name = "N")]
         ntrains: Option<u64>,
     },
+    /// Write the received trains into a EuXFEL run directory (until --trains N, --timeout or
+    /// SIGINT); EXtra-data reads it.
+    Record {
+        #[command(flatten)]
+        connect: Connect,
+        /// The run directory (created); the file is RAW-R<run>-DA01-S00000.h5.
+        #[arg(short, long, value_name = "RUN_DIR")]
+        output: PathBuf,
+        /// Stop after N trains recorded.
+        #[arg(long, value_name = "N")]
+        trains: Option<u64>,
+        /// Proposal number in METADATA.
+        #[arg(long, default_value_t = 0)]
+        proposal: u32,
+        /// Run number in METADATA and the file name.
+        #[arg(long, default_value_t = 1)]
+        run: u32,
+        /// Replace an existing file of the same name.
+        #[arg(long)]
+        overwrite: bool,
+    },
 }
 
 fn connect(ctx: &zmq::Context, c: &Connect) -> Result<Client, ClientError> {
@@ -122,7 +147,9 @@ fn main() -> ExitCode {
         }
     }
     let ctx = zmq::Context::new();
-    let (Command::Glimpse { connect: c, .. } | Command::Monitor { connect: c, .. }) = &cli.command;
+    let (Command::Glimpse { connect: c, .. }
+    | Command::Monitor { connect: c, .. }
+    | Command::Record { connect: c, .. }) = &cli.command;
     let mut client = match connect(&ctx, c) {
         Ok(client) => client,
         Err(e) => {
@@ -137,6 +164,27 @@ fn main() -> ExitCode {
         }
         Command::Monitor { connect, ntrains } => {
             monitor(&mut client, connect, *ntrains, &stop, timeout)
+        }
+        Command::Record {
+            connect,
+            output,
+            trains,
+            proposal,
+            run,
+            overwrite,
+        } => {
+            let opts = euxfel_write::RecordOptions {
+                proposal: *proposal,
+                run: *run,
+                overwrite: *overwrite,
+            };
+            match euxfel_write::Recorder::create(output, &opts) {
+                Ok(rec) => record(&mut client, rec, connect, *trains, &stop, timeout),
+                Err(e) => {
+                    eprintln!("xfel-bridge: {e}");
+                    return ExitCode::from(EXIT_START);
+                }
+            }
         }
     };
     match result {
@@ -528,4 +576,166 @@ fn monitor(
     }
     let complete = ntrains.is_none_or(|n| s.trains >= n) || stop.load(Ordering::Relaxed);
     Ok(s.malformed == 0 && complete)
+}
+
+/// What the recorder saw and wrote.
+#[derive(Default, serde::Serialize)]
+struct RecordSummary {
+    /// The run file written (absent when nothing was).
+    path: Option<PathBuf>,
+    trains: u64,
+    bytes: u64,
+    first_train: Option<u64>,
+    last_train: Option<u64>,
+    /// Train IDs skipped between consecutive recorded trains.
+    missing_trains: u64,
+    /// Trains left out because their ID was 0 or not above the previous one.
+    out_of_order: u64,
+    without_train_id: u64,
+    malformed: u64,
+    /// Source-trains left out because the source's keys or shapes changed.
+    refused: u64,
+    /// `source key` of values the format cannot hold (left out of every train).
+    dropped_keys: BTreeSet<String>,
+    /// INSTRUMENT sources without a `:` in their name, stored as `<name>:output`.
+    renamed: Vec<(String, String)>,
+    errors: Vec<String>,
+    elapsed_s: f64,
+}
+
+impl RecordSummary {
+    fn error(&mut self, e: String) {
+        eprintln!("xfel-bridge: {e}");
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(e);
+        }
+    }
+}
+
+/// Receives trains into `rec` until `ntrains`, the timeout or a signal, then completes the run
+/// file. Ok(false): something was left out, or no train came.
+fn record(
+    client: &mut Client,
+    mut rec: euxfel_write::Recorder,
+    c: &Connect,
+    ntrains: Option<u64>,
+    stop: &AtomicBool,
+    timeout: Option<Duration>,
+) -> Result<bool, ClientError> {
+    let started = Instant::now();
+    let mut s = RecordSummary::default();
+    let progress = std::io::stderr().is_terminal();
+    let mut last_report = Instant::now();
+    let mut window = 0u64;
+    let mut last_msg = Instant::now();
+    let mut write_error = None;
+    while ntrains.is_none_or(|n| s.trains < n) {
+        match next(client, stop, timeout, last_msg) {
+            Ok(Next::End) => break,
+            Ok(Next::Malformed(e)) => {
+                last_msg = Instant::now();
+                s.malformed += 1;
+                s.error(e);
+            }
+            Ok(Next::Train(r)) => {
+                last_msg = Instant::now();
+                match record_train(&mut rec, &r.train) {
+                    Ok(t) => {
+                        s.trains += 1;
+                        s.bytes += r.bytes;
+                        window += 1;
+                        if let Some(last) = s.last_train {
+                            s.missing_trains += t.train_id - last - 1;
+                        }
+                        s.first_train.get_or_insert(t.train_id);
+                        s.last_train = Some(t.train_id);
+                        s.dropped_keys.extend(t.dropped);
+                        for (src, why) in t.refused {
+                            s.refused += 1;
+                            s.error(format!("train {}: {src} left out: {why}", t.train_id));
+                        }
+                    }
+                    Err(RecordError::NoTrainId) => {
+                        s.without_train_id += 1;
+                        s.error(RecordError::NoTrainId.to_string());
+                    }
+                    Err(e @ RecordError::Order(_)) => {
+                        s.out_of_order += 1;
+                        s.error(e.to_string());
+                    }
+                    Err(RecordError::Write(e)) => {
+                        write_error = Some(e);
+                        break;
+                    }
+                }
+            }
+            // A broken connection ends the recording; what came is still written.
+            Err(e) => {
+                s.error(e.to_string());
+                break;
+            }
+        }
+        if progress && last_report.elapsed() >= Duration::from_secs(1) {
+            eprintln!(
+                "Recorded {} trains - Train ID {} - {:.1} Hz",
+                s.trains,
+                s.last_train.map_or("-".into(), |t| t.to_string()),
+                window as f64 / last_report.elapsed().as_secs_f64()
+            );
+            window = 0;
+            last_report = Instant::now();
+        }
+    }
+    let written = match write_error {
+        // The temporary file is removed when `rec` is dropped.
+        Some(e) => Err(e),
+        None => rec.finish(),
+    };
+    match written {
+        Ok(w) => {
+            for (from, to) in &w.renamed {
+                eprintln!("xfel-bridge: {from} stored as {to} (EuXFEL instrument sources are DEVICE:OUTPUT)");
+            }
+            s.path = Some(w.path);
+            s.renamed = w.renamed;
+        }
+        Err(e) => s.error(format!("no run written: {e}")),
+    }
+    s.elapsed_s = started.elapsed().as_secs_f64();
+    if c.json {
+        if let Ok(text) = serde_json::to_string(&s) {
+            println!("{text}");
+        }
+    } else {
+        println!(
+            "xfel-bridge: {} trains ({} to {}) in {:.2} s, {:.1} MB -> {}; {} trains missing, \
+             {} out of order, {} malformed, {} source-trains left out, keys not stored: {}",
+            s.trains,
+            s.first_train.map_or("-".into(), |t| t.to_string()),
+            s.last_train.map_or("-".into(), |t| t.to_string()),
+            s.elapsed_s,
+            s.bytes as f64 / 1e6,
+            s.path
+                .as_ref()
+                .map_or("nothing written".into(), |p| p.display().to_string()),
+            s.missing_trains,
+            s.out_of_order,
+            s.malformed,
+            s.refused,
+            if s.dropped_keys.is_empty() {
+                "none".to_string()
+            } else {
+                s.dropped_keys
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+    }
+    let complete = ntrains.is_none_or(|n| s.trains >= n) || stop.load(Ordering::Relaxed);
+    Ok(s.path.is_some()
+        && complete
+        && s.malformed + s.out_of_order + s.without_train_id + s.refused == 0
+        && s.errors.is_empty())
 }
