@@ -103,6 +103,13 @@ impl H5File {
         if dt.byte_order() == hdf5::datatype::ByteOrder::BigEndian {
             return None;
         }
+        // A compound's members may differ in byte order: its stored bytes are used only
+        // if they already are the layout a read gives.
+        if matches!(dt.to_descriptor(), Ok(TypeDescriptor::Compound(_)))
+            && !h5util::stored_layout_is_native(ds).unwrap_or(false)
+        {
+            return None;
+        }
         if !ds.filters().is_empty() {
             return None;
         }
