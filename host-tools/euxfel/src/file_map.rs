@@ -52,6 +52,37 @@ impl FileMap {
         self.0.get(offset as usize..end as usize)
     }
 
+    /// Drop the pages of `range` (byte offsets in the file) from this process's
+    /// resident set once a stream has consumed them, so that streaming a key of any
+    /// size keeps the process's memory bounded. The page cache keeps them; a later
+    /// access faults the same bytes back in. Advisory: failures are ignored.
+    pub fn release(&self, range: std::ops::Range<u64>) {
+        let end = range.end.min(self.len());
+        if range.start >= end {
+            return;
+        }
+        // SAFETY: the map is a shared, read-only mapping of a file that is not
+        // modified while open (the invariant of `FileMap::open`). MADV_DONTNEED on it
+        // only removes page table entries: any slice of the map still borrowed
+        // elsewhere reads the same file bytes again on its next access (faulted back
+        // in from the page cache), so no borrowed memory changes value. The range is
+        // inside the map (clamped above; memmap2 aligns its start to the page).
+        let _ = unsafe {
+            self.0.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                range.start as usize,
+                (end - range.start) as usize,
+            )
+        };
+    }
+
+    /// Offset in the file of a slice of this map, `None` if it is not one.
+    pub fn offset_of(&self, b: &[u8]) -> Option<u64> {
+        let base = self.0.as_ptr() as usize;
+        let p = b.as_ptr() as usize;
+        (p >= base && p + b.len() <= base + self.0.len()).then(|| (p - base) as u64)
+    }
+
     /// The whole file.
     pub fn all(&self) -> &[u8] {
         &self.0
