@@ -330,6 +330,8 @@ def main():
     if a.json:
         print(json.dumps(summary, indent=2))
     else:
+        print("| measurement | EXtra-data | ours | ratio |")
+        print("|---|---|---|---|")
         if "cold" in summary:
             c = summary["cold"]["median_s"]
             print(f"| lsxfel, page caches dropped, no run map, 340 files | {c['xd_nomap']:.3f} s "
@@ -356,8 +358,6 @@ def main():
         for k in ("cold", "validate", "big"):
             if k in summary:
                 print(f"\nuptime after {k}: {summary[k]['uptime']}")
-        print("| measurement | EXtra-data | ours | ratio |")
-        print("|---|---|---|---|")
         if "lsxfel_median_s" in summary:
             m = summary["lsxfel_median_s"]
             print(f"| lsxfel cold (no run map), 340 files | {m['xd_cold']:.3f} s | {m['rs_cold']:.3f} s "

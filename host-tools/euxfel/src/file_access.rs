@@ -366,6 +366,7 @@ impl FileAccess {
     ) -> Result<()> {
         if !raw_disabled() {
             let map = self.map()?;
+            map.advise_bulk_reads();
             let r = map.raw().and_then(|f| {
                 let ds = f.dataset(object)?;
                 let rows = ds.shape.first().copied().unwrap_or(0);
@@ -413,6 +414,7 @@ impl FileAccess {
         }
         if !raw_disabled() {
             let map = self.map()?;
+            map.advise_bulk_reads();
             if let Ok(raw) = map.raw() {
                 if let Ok(ds) = raw.dataset(object) {
                     let rows = ds.shape.first().copied().unwrap_or(0);

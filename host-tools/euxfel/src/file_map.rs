@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use memmap2::Mmap;
+use memmap2::{Advice, Mmap};
 
 use super::error::Error;
 use super::rawh5::{RawError, RawFile, HDF5_SIGNATURE};
@@ -33,9 +33,19 @@ impl FileMap {
         // so no read goes past the length mapped here. Files are assumed not to be
         // truncated while open, as EXtra-data assumes (a concurrent truncation could
         // raise SIGBUS).
-        unsafe { Mmap::map(&f) }
-            .map(|m| FileMap(Arc::new(m)))
-            .map_err(|e| Error::io(path, e))
+        let m = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
+        // Opening reads a few scattered metadata and index pages: without this, each
+        // first fault reads the device's whole read-ahead window around it (8 MiB
+        // here, the whole of most files). Bulk data reads ask for read-ahead again
+        // ([`FileMap::advise_bulk_reads`]). Advisory: a failure changes only speed.
+        let _ = m.advise(Advice::Random);
+        Ok(FileMap(Arc::new(m)))
+    }
+
+    /// Read-ahead for the bulk data reads that follow (a key streamed or read in
+    /// runs of rows): sequential access, large read-ahead. Advisory.
+    pub fn advise_bulk_reads(&self) {
+        let _ = self.0.advise(Advice::Sequential);
     }
 
     /// Length of the mapped file in bytes.

@@ -44,7 +44,7 @@ impl Default for OpenOptions {
 /// Files opened at the same time by default. Opening is I/O-bound (a few small
 /// reads per file, mostly waiting on the filesystem): a network filesystem rewards
 /// many reads in flight, whatever the number of cores.
-const OPEN_IO_DEPTH: usize = 16;
+const OPEN_IO_DEPTH: usize = 64;
 
 /// Open files on `threads` threads (0: [`OPEN_IO_DEPTH`], or one per CPU if more);
 /// results in input order.
