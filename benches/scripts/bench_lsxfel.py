@@ -7,11 +7,20 @@
 2. Read throughput of a large uncompressed key: our KeyData::read_into (criterion
    bench `euxfel_read`) vs h5py `read_direct` into a preallocated numpy array, one
    read per file, as EXtra-data's KeyData.ndarray does.
+3. (--big) Issue 14's "reading speed", whole processes on a big key (--big-gb, default
+   2 GiB of one module's image.data, 8 files): `xfel-extract` streaming to .npy in
+   /dev/shm vs EXtra-data's `ndarray()` (the call alone and its whole process), and a
+   plain copy of the same files (`cat` to /dev/shm, the limit); page cache warm; peak
+   RSS of each process. The fixture is deleted afterwards unless --keep.
+4. (--cold) As root: lsxfel on the 340-file run with page caches dropped before every
+   run (`sync; echo 3 > /proc/sys/vm/drop_caches`), without and with the run map.
+5. (--validate) xfel-validate vs extra-data-validate on the 340-file run (warm).
 
 Run from the repository root:  .venv/bin/python benches/scripts/bench_lsxfel.py
 Options: --reps N (default 5), --dir DIR (fixture location, default target/euxfel-bench),
 --read-rounds N (alternating h5py / Rust read measurements, default 3), --json
-(machine-readable summary on stdout), --skip-read, --skip-lsxfel.
+(machine-readable summary on stdout), --skip-read, --skip-lsxfel, --big, --cold,
+--validate.
 """
 import argparse
 import json
@@ -39,8 +48,8 @@ def sh(cmd, **kw):
 
 def build():
     log("building release binaries (euxfel, fixtures)...")
-    sh(["cargo", "build", "--release", "-p", "euxfel", "--bin", "lsxfel",
-        "-p", "fixtures", "--bin", "make-fixtures"], cwd=REPO)
+    sh(["cargo", "build", "--release", "-p", "euxfel", "--bin", "lsxfel", "--bin", "xfel-extract",
+        "--bin", "xfel-validate", "-p", "fixtures", "--bin", "make-fixtures"], cwd=REPO)
 
 
 def make_fixture(out, *args, expect):
@@ -60,6 +69,113 @@ def timed(cmd):
     if r.returncode != 0:
         raise RuntimeError(f"{cmd} failed: {r.stderr}")
     return dt, r.stdout
+
+
+def uptime():
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def drop_caches():
+    sh(["sync"])
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def bench_cold_open(run_dir, reps):
+    """lsxfel with page caches dropped before every run, no run map and run map present."""
+    ours = TARGET / "release" / "lsxfel"
+    theirs = VENV_BIN / "lsxfel"
+    cache = run_dir / "karabo_data_map.json"
+    res = {k: [] for k in ("xd_nomap", "rs_nomap", "xd_map", "rs_map")}
+    for i in range(reps):
+        for tool, name in ((theirs, "xd"), (ours, "rs")):
+            cache.unlink(missing_ok=True)
+            drop_caches()
+            dt, _ = timed([tool, run_dir])
+            res[f"{name}_nomap"].append(dt)
+            drop_caches()
+            dt, _ = timed([tool, run_dir])
+            res[f"{name}_map"].append(dt)
+        log(f"  cold rep {i + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in res.items()))
+    return {k: statistics.median(v) for k, v in res.items()}
+
+
+def bench_validate(run_dir, reps):
+    ours = TARGET / "release" / "xfel-validate"
+    theirs = VENV_BIN / "extra-data-validate"
+    res = {"xd": [], "rs": []}
+    outs = {}
+    timed([theirs, run_dir])  # warm the page cache
+    for i in range(reps):
+        for tool, name in ((theirs, "xd"), (ours, "rs")):
+            dt, out = timed([tool, run_dir])
+            res[name].append(dt)
+            outs[name] = out
+        log(f"  validate rep {i + 1}/{reps}: xd {res['xd'][-1]:.3f}s, rs {res['rs'][-1]:.3f}s")
+    if outs["xd"].strip().splitlines()[-1] != outs["rs"].strip().splitlines()[-1]:
+        raise SystemExit(f"validation results differ:\n{outs['xd']}\n{outs['rs']}")
+    return {k: statistics.median(v) for k, v in res.items()}
+
+
+XD_NDARRAY = """
+import resource, sys, time
+import extra_data
+t0 = time.perf_counter()
+kd = extra_data.RunDirectory(sys.argv[1])[sys.argv[2], sys.argv[3]]
+t1 = time.perf_counter()
+a = kd.ndarray()
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1, a.nbytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def child_run(cmd):
+    """Run `cmd` (output discarded); return (seconds, peak RSS MiB, stdout)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(p.pid, 0)
+    dt = time.perf_counter() - t0
+    out = p.stdout.read().decode()
+    err = p.stderr.read().decode()
+    p.stdout.close()
+    p.stderr.close()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd} failed ({p.returncode}): {err[-2000:]}")
+    return dt, ru.ru_maxrss / 1024, out
+
+
+def bench_big_read(run_dir, source, key, rounds):
+    """Whole processes on a big key, page cache warm, alternating tools each round."""
+    shm = Path("/dev/shm") / f"euxfel-bench-{os.getpid()}"
+    shm.mkdir()
+    files = sorted(run_dir.glob("*.h5"))
+    extract = TARGET / "release" / "xfel-extract"
+    res = {k: [] for k in ("copy", "rs_extract", "xd_ndarray", "xd_process")}
+    rss = {"rs_extract": 0.0, "xd_process": 0.0}
+    nbytes = None
+    try:
+        for f in files:  # warm the page cache
+            sh(["cat", f], stdout=subprocess.DEVNULL)
+        for r in range(rounds):
+            dt, _, _ = child_run(["sh", "-c", 'cat "$@" > "$0"', shm / "copy", *files])
+            res["copy"].append(dt)
+            (shm / "copy").unlink()
+            dt, m, _ = child_run([extract, "--no-cache", run_dir, source, key, "--out", shm / "out"])
+            res["rs_extract"].append(dt)
+            rss["rs_extract"] = max(rss["rs_extract"], m)
+            shutil.rmtree(shm / "out")
+            dt, m, out = child_run([sys.executable, "-c", XD_NDARRAY, run_dir, source, key])
+            _, nd, nbytes, _ = out.split()
+            res["xd_ndarray"].append(float(nd))
+            res["xd_process"].append(dt)
+            rss["xd_process"] = max(rss["xd_process"], m)
+            log(f"  big read round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in res.items()))
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+    copied = sum(f.stat().st_size for f in files)
+    return {"key_bytes": int(nbytes), "copied_bytes": copied,
+            "median_s": {k: statistics.median(v) for k, v in res.items()},
+            "peak_rss_mib": rss}
 
 
 def bench_lsxfel(run_dir, reps):
@@ -134,9 +250,48 @@ def main():
     ap.add_argument("--skip-read", action="store_true")
     ap.add_argument("--skip-lsxfel", action="store_true")
     ap.add_argument("--read-rounds", type=int, default=3)
+    ap.add_argument("--big", action="store_true")
+    ap.add_argument("--big-gb", type=float, default=2.0)
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--cold", action="store_true")
+    ap.add_argument("--validate", action="store_true")
     a = ap.parse_args()
+    if a.cold and os.geteuid() != 0:
+        raise SystemExit("--cold drops the page caches: run as root")
     build()
-    summary = {}
+    summary = {"uptime_start": uptime()}
+    ls_dir = a.dir / "r0450"
+    if a.cold or a.validate:
+        make_fixture(ls_dir, "--modules", "16", "--sequences", "20", "--trains", "250",
+                     "--frames", "4", "--frame-height", "16", "--frame-width", "16", expect=340)
+    if a.cold:
+        log(f"lsxfel with dropped page caches on {ls_dir} (340 files), {a.reps} repetitions ...")
+        med = bench_cold_open(ls_dir, a.reps)
+        summary["cold"] = {"median_s": med, "uptime": uptime(),
+                           "speedup_nomap": med["xd_nomap"] / med["rs_nomap"],
+                           "speedup_map": med["xd_map"] / med["rs_map"]}
+    if a.validate:
+        log(f"xfel-validate vs extra-data-validate on {ls_dir}, {a.reps} repetitions ...")
+        med = bench_validate(ls_dir, a.reps)
+        summary["validate"] = {"median_s": med, "uptime": uptime(),
+                               "speedup": med["xd"] / med["rs"]}
+    if a.big:
+        big_dir = a.dir / "r0452"
+        # 8 files of 250 trains x 16 frames of 256 x W uint16.
+        width = max(16, int(a.big_gb * 2**30 / (8 * 250 * 16 * 256 * 2)))
+        make_fixture(big_dir, "--modules", "1", "--sequences", "8", "--trains", "250",
+                     "--frames", "16", "--frame-height", "256", "--frame-width", str(width),
+                     "--run", "452", expect=16)
+        try:
+            log(f"big key read on {big_dir}, {a.read_rounds} rounds ...")
+            summary["big"] = bench_big_read(big_dir, "FXE_DET_LPD1M-1/DET/0CH0:xtdf",
+                                            "image.data", a.read_rounds)
+            summary["big"]["uptime"] = uptime()
+        finally:
+            if not a.keep:
+                shutil.rmtree(big_dir, ignore_errors=True)
+    if a.big or a.cold or a.validate:
+        a.skip_lsxfel = a.skip_read = True
     if not a.skip_lsxfel:
         run_dir = a.dir / "r0450"
         make_fixture(run_dir, "--modules", "16", "--sequences", "20", "--trains", "250",
@@ -177,6 +332,32 @@ def main():
     else:
         print("| measurement | EXtra-data | ours | ratio |")
         print("|---|---|---|---|")
+        if "cold" in summary:
+            c = summary["cold"]["median_s"]
+            print(f"| lsxfel, page caches dropped, no run map, 340 files | {c['xd_nomap']:.3f} s "
+                  f"| {c['rs_nomap']:.3f} s | {summary['cold']['speedup_nomap']:.1f}x |")
+            print(f"| lsxfel, page caches dropped, run map, 340 files | {c['xd_map']:.3f} s "
+                  f"| {c['rs_map']:.3f} s | {summary['cold']['speedup_map']:.1f}x |")
+        if "validate" in summary:
+            v = summary["validate"]["median_s"]
+            print(f"| validate 340 files (extra-data-validate vs xfel-validate) | {v['xd']:.3f} s "
+                  f"| {v['rs']:.3f} s | {summary['validate']['speedup']:.1f}x |")
+        if "big" in summary:
+            b = summary["big"]
+            m = b["median_s"]
+            print(f"| big key {b['key_bytes'] / 2**30:.2f} GiB: ndarray() call vs xfel-extract "
+                  f"process | {m['xd_ndarray']:.3f} s | {m['rs_extract']:.3f} s "
+                  f"| {m['xd_ndarray'] / m['rs_extract']:.2f}x |")
+            print(f"| big key: EXtra-data whole process vs xfel-extract process | {m['xd_process']:.3f} s "
+                  f"| {m['rs_extract']:.3f} s | {m['xd_process'] / m['rs_extract']:.2f}x |")
+            print(f"| plain copy of the files ({b['copied_bytes'] / 2**30:.2f} GiB, cat to /dev/shm) "
+                  f"vs xfel-extract | {m['copy']:.3f} s | {m['rs_extract']:.3f} s "
+                  f"| {m['copy'] / m['rs_extract']:.2f}x |")
+            r = b["peak_rss_mib"]
+            print(f"| peak RSS | {r['xd_process']:.0f} MiB | {r['rs_extract']:.0f} MiB | |")
+        for k in ("cold", "validate", "big"):
+            if k in summary:
+                print(f"\nuptime after {k}: {summary[k]['uptime']}")
         if "lsxfel_median_s" in summary:
             m = summary["lsxfel_median_s"]
             print(f"| lsxfel cold (no run map), 340 files | {m['xd_cold']:.3f} s | {m['rs_cold']:.3f} s "

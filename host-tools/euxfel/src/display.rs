@@ -226,6 +226,8 @@ fn list_sources(
 ) -> Result<()> {
     let mut group = SourceGroup::default();
     for s in srcs {
+        // Details of a big run read every key's index: Ctrl-C is noticed per source.
+        crate::interrupt::check()?;
         let detail = show_detail(s);
         let solo = !group_sources || detail;
         if solo {

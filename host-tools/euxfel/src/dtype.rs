@@ -17,8 +17,143 @@ pub enum DType {
     FixedStr(usize),
     /// A numeric type stored big-endian; reads give native (little-endian) values.
     BigEndian(Box<DType>),
-    /// Anything else (compound, arrays, references...), with a description.
+    /// A compound that is not h5py's complex: numpy's structured dtype, as h5py
+    /// builds it (the file's member offsets and size, members in native byte order).
+    Compound(Compound),
+    /// Anything else (arrays, references, opaque...), with a description.
     Other(String),
+}
+
+/// The fields of a structured element, in the file's member order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compound {
+    /// Bytes per element (numpy's `itemsize`), padding included.
+    pub size: usize,
+    pub fields: Vec<CompoundField>,
+}
+
+/// One field of a [`Compound`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompoundField {
+    pub name: String,
+    /// Byte offset in the element.
+    pub offset: usize,
+    pub dtype: DType,
+    /// Shape of an array field (`[]` for a scalar field).
+    pub shape: Vec<usize>,
+}
+
+impl CompoundField {
+    /// Bytes the field takes, or `None` for variable-size members.
+    fn size(&self) -> Option<usize> {
+        self.shape
+            .iter()
+            .try_fold(self.dtype.item_size()?, |a, &d| a.checked_mul(d))
+    }
+}
+
+impl Compound {
+    /// numpy's protocol form for an `.npy` header: a list of `(name, format[, shape])`
+    /// with `('', '|Vn')` padding where the fields leave gaps, which `numpy.load` turns
+    /// back into the same offsets and itemsize. `None` if a field has no fixed-size
+    /// format or the fields are not in increasing, non-overlapping order.
+    fn npy_descr(&self) -> Option<String> {
+        let mut parts = Vec::with_capacity(self.fields.len());
+        let mut at = 0usize;
+        for f in &self.fields {
+            if f.offset < at {
+                return None;
+            }
+            if f.offset > at {
+                parts.push(format!("('', '|V{}')", f.offset - at));
+            }
+            let descr = f.dtype.npy_descr()?;
+            parts.push(field_entry(&f.name, &descr, &f.shape));
+            at = f.offset.checked_add(f.size()?)?;
+        }
+        if at > self.size {
+            return None;
+        }
+        if at < self.size {
+            parts.push(format!("('', '|V{}')", self.size - at));
+        }
+        Some(format!("[{}]", parts.join(", ")))
+    }
+
+    /// `str(np.dtype)` of the structured dtype h5py builds: the list form when the
+    /// fields are packed in order, else the dict form with offsets and itemsize.
+    fn numpy_name(&self) -> String {
+        let mut packed = true;
+        let mut at = 0usize;
+        for f in &self.fields {
+            if f.offset != at {
+                packed = false;
+            }
+            at = f.offset.saturating_add(f.size().unwrap_or(usize::MAX));
+        }
+        if packed && at == self.size {
+            let parts: Vec<String> = self
+                .fields
+                .iter()
+                .map(|f| field_entry(&f.name, &field_format(&f.dtype), &f.shape))
+                .collect();
+            format!("[{}]", parts.join(", "))
+        } else {
+            let names: Vec<String> = self
+                .fields
+                .iter()
+                .map(|f| format!("'{}'", f.name))
+                .collect();
+            let formats: Vec<String> = self
+                .fields
+                .iter()
+                .map(|f| match f.shape.as_slice() {
+                    [] => quoted(&field_format(&f.dtype)),
+                    s => format!("({}, {})", quoted(&field_format(&f.dtype)), tuple_repr(s)),
+                })
+                .collect();
+            let offsets: Vec<String> = self.fields.iter().map(|f| f.offset.to_string()).collect();
+            format!(
+                "{{'names': [{}], 'formats': [{}], 'offsets': [{}], 'itemsize': {}}}",
+                names.join(", "),
+                formats.join(", "),
+                offsets.join(", "),
+                self.size
+            )
+        }
+    }
+}
+
+/// A field as numpy writes it in a list-form dtype: `('x', '<f8')`, `('a', '<u1', (3,))`,
+/// `('inner', [...])` (nested structures are not quoted).
+fn field_entry(name: &str, format: &str, shape: &[usize]) -> String {
+    let format = quoted(format);
+    match shape {
+        [] => format!("('{name}', {format})"),
+        s => format!("('{name}', {format}, {})", tuple_repr(s)),
+    }
+}
+
+fn quoted(format: &str) -> String {
+    if format.starts_with('[') || format.starts_with('{') {
+        format.to_string()
+    } else {
+        format!("'{format}'")
+    }
+}
+
+/// Python's repr of a tuple of sizes: `(3,)`, `(2, 4)`.
+fn tuple_repr(s: &[usize]) -> String {
+    match s {
+        [d] => format!("({d},)"),
+        s => format!(
+            "({})",
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 impl DType {
@@ -37,6 +172,7 @@ impl DType {
                 Some(p) => format!(">{}", &p[1..]),
                 None => d.numpy_name(),
             },
+            DType::Compound(c) => c.numpy_name(),
             DType::Other(s) => s.clone(),
         }
     }
@@ -47,7 +183,8 @@ impl DType {
             d => d,
         }
     }
-    /// numpy array-protocol type string for numeric types (`<u2`, `<f4`, `|b1`).
+    /// numpy array-protocol type string for numeric types (`<u2`, `<f4`, `|b1`), and
+    /// the list form of structured types, as an `.npy` header's `descr` holds them.
     pub fn npy_descr(&self) -> Option<String> {
         Some(match self {
             DType::Bool => "|b1".into(),
@@ -59,6 +196,7 @@ impl DType {
             DType::Complex(n) => format!("<c{n}"),
             DType::FixedStr(n) => format!("|S{n}"),
             DType::BigEndian(d) => return d.npy_descr(),
+            DType::Compound(c) => return c.npy_descr(),
             _ => return None,
         })
     }
@@ -72,6 +210,11 @@ impl DType {
             | DType::Complex(n)
             | DType::FixedStr(n) => Some(*n),
             DType::BigEndian(d) => d.item_size(),
+            DType::Compound(c) => c
+                .fields
+                .iter()
+                .all(|f| f.size().is_some())
+                .then_some(c.size),
             _ => None,
         }
     }
@@ -125,7 +268,7 @@ impl DType {
             TypeDescriptor::Enum(e) => DType::UInt(isz(&e.size)),
             TypeDescriptor::Compound(c) => match complex_size(c) {
                 Some(n) => DType::Complex(n),
-                None => DType::Other(compound_repr(c)),
+                None => DType::Compound(compound_of(c)),
             },
             other => DType::Other(format!("{other}")),
         }
@@ -147,50 +290,126 @@ fn complex_size(c: &hdf5::types::CompoundType) -> Option<usize> {
         .then_some(2 * n)
 }
 
-/// numpy's protocol string of a field type (`<f8`, `|u1`, `O`, `|S10`).
-fn field_descr(t: &TypeDescriptor) -> String {
-    match DType::from_descriptor(t) {
+/// A field's format inside a dtype's name as numpy prints it: `<f8`, `u1`, `?`, `O`,
+/// `S10`, or a nested structure (no `|` for types without a byte order).
+fn field_format(d: &DType) -> String {
+    match d {
+        DType::Bool => "?".into(),
         DType::VlenStr => "O".into(),
-        DType::Other(s) => s,
-        d => d.npy_descr().unwrap_or_else(|| d.numpy_name()),
+        DType::Compound(c) => c.numpy_name(),
+        DType::Other(s) => s.trim_start_matches('|').to_string(),
+        d => {
+            let f = d.npy_descr().unwrap_or_else(|| d.numpy_name());
+            f.trim_start_matches('|').to_string()
+        }
     }
 }
 
-/// `str(np.dtype)` of a structured dtype as h5py builds it: the list form when the
-/// fields are packed in order, else the dict form with offsets and itemsize.
-fn compound_repr(c: &hdf5::types::CompoundType) -> String {
-    let mut fields: Vec<&hdf5::types::CompoundField> = c.fields.iter().collect();
-    fields.sort_by_key(|f| f.index);
-    let mut packed = true;
-    let mut off = 0usize;
-    for f in &fields {
-        if f.offset != off {
-            packed = false;
+/// The structured dtype of an HDF5 compound, fields in the file's member order; array
+/// members become fields with a shape.
+fn compound_of(c: &hdf5::types::CompoundType) -> Compound {
+    let mut members: Vec<&hdf5::types::CompoundField> = c.fields.iter().collect();
+    members.sort_by_key(|f| f.index);
+    let fields = members
+        .into_iter()
+        .map(|f| {
+            let mut ty = &f.ty;
+            let mut shape = Vec::new();
+            while let TypeDescriptor::FixedArray(base, n) = ty {
+                shape.push(*n);
+                ty = base;
+            }
+            CompoundField {
+                name: f.name.clone(),
+                offset: f.offset,
+                dtype: DType::from_descriptor(ty),
+                shape,
+            }
+        })
+        .collect();
+    Compound {
+        size: c.size,
+        fields,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Compound, CompoundField, DType};
+
+    fn field(name: &str, offset: usize, dtype: DType, shape: &[usize]) -> CompoundField {
+        CompoundField {
+            name: name.into(),
+            offset,
+            dtype,
+            shape: shape.to_vec(),
         }
-        off = f.offset + f.ty.size();
     }
-    if off != c.size {
-        packed = false;
+
+    #[test]
+    fn packed_compound_is_named_and_described_as_a_list() {
+        let c = DType::Compound(Compound {
+            size: 28,
+            fields: vec![
+                field("x", 0, DType::Float(8), &[]),
+                field("y", 8, DType::Float(8), &[]),
+                field("t", 16, DType::Float(8), &[]),
+                field("m", 24, DType::Int(4), &[]),
+            ],
+        });
+        let list = "[('x', '<f8'), ('y', '<f8'), ('t', '<f8'), ('m', '<i4')]";
+        assert_eq!(c.numpy_name(), list);
+        assert_eq!(c.npy_descr().as_deref(), Some(list));
+        assert_eq!(c.item_size(), Some(28));
     }
-    if packed {
-        let parts: Vec<String> = fields
-            .iter()
-            .map(|f| format!("('{}', '{}')", f.name, field_descr(&f.ty)))
-            .collect();
-        format!("[{}]", parts.join(", "))
-    } else {
-        let names: Vec<String> = fields.iter().map(|f| format!("'{}'", f.name)).collect();
-        let formats: Vec<String> = fields
-            .iter()
-            .map(|f| format!("'{}'", field_descr(&f.ty)))
-            .collect();
-        let offsets: Vec<String> = fields.iter().map(|f| f.offset.to_string()).collect();
-        format!(
-            "{{'names': [{}], 'formats': [{}], 'offsets': [{}], 'itemsize': {}}}",
-            names.join(", "),
-            formats.join(", "),
-            offsets.join(", "),
-            c.size
-        )
+
+    #[test]
+    fn gaps_become_padding_fields_and_the_name_takes_the_dict_form() {
+        let inner = DType::Compound(Compound {
+            size: 2,
+            fields: vec![
+                field("ok", 0, DType::Bool, &[]),
+                field("n", 1, DType::UInt(1), &[]),
+            ],
+        });
+        let c = DType::Compound(Compound {
+            size: 24,
+            fields: vec![
+                field("a", 0, DType::BigEndian(Box::new(DType::Int(2))), &[]),
+                field("b", 8, DType::Float(8), &[]),
+                field("c", 16, DType::UInt(1), &[3]),
+                field("d", 19, inner, &[]),
+            ],
+        });
+        assert_eq!(
+            c.npy_descr().as_deref(),
+            Some(
+                "[('a', '<i2'), ('', '|V6'), ('b', '<f8'), ('c', '|u1', (3,)), \
+                 ('d', [('ok', '|b1'), ('n', '|u1')]), ('', '|V3')]"
+            )
+        );
+        assert_eq!(
+            c.numpy_name(),
+            "{'names': ['a', 'b', 'c', 'd'], 'formats': ['<i2', '<f8', ('u1', (3,)), \
+             [('ok', '?'), ('n', 'u1')]], 'offsets': [0, 8, 16, 19], 'itemsize': 24}"
+        );
+    }
+
+    #[test]
+    fn compounds_without_a_fixed_layout_cannot_be_written() {
+        let vlen = DType::Compound(Compound {
+            size: 24,
+            fields: vec![field("s", 0, DType::VlenStr, &[])],
+        });
+        assert_eq!(vlen.item_size(), None);
+        assert_eq!(vlen.npy_descr(), None);
+        let overlapping = DType::Compound(Compound {
+            size: 8,
+            fields: vec![
+                field("a", 0, DType::Float(8), &[]),
+                field("b", 4, DType::Int(4), &[]),
+            ],
+        });
+        assert_eq!(overlapping.npy_descr(), None);
     }
 }

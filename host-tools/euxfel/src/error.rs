@@ -135,6 +135,9 @@ pub enum Error {
         got: usize,
         needed: u64,
     },
+    /// SIGINT arrived (see [`crate::catch_interrupt`]); the work stopped early.
+    #[error("interrupted")]
+    Interrupted,
     /// Sizes (from the file) too large to address or to allocate.
     #[error("{object}: {what} is too large ({size})")]
     TooLarge {

@@ -21,6 +21,8 @@ use super::rawh5::{Piece, RawError};
 
 /// Largest batch of rows `visit_rows` reads through libhdf5 at once.
 pub(crate) const BATCH_BYTES: usize = 16 << 20;
+/// Streamed map bytes are dropped from the resident set in runs of this size.
+const RELEASE_BYTES: u64 = 16 << 20;
 
 static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -364,6 +366,7 @@ impl FileAccess {
     ) -> Result<()> {
         if !raw_disabled() {
             let map = self.map()?;
+            map.advise_bulk_reads();
             let r = map.raw().and_then(|f| {
                 let ds = f.dataset(object)?;
                 let rows = ds.shape.first().copied().unwrap_or(0);
@@ -411,6 +414,7 @@ impl FileAccess {
         }
         if !raw_disabled() {
             let map = self.map()?;
+            map.advise_bulk_reads();
             if let Ok(raw) = map.raw() {
                 if let Ok(ds) = raw.dataset(object) {
                     let rows = ds.shape.first().copied().unwrap_or(0);
@@ -426,10 +430,32 @@ impl FileAccess {
                     }
                     let zeros = [0u8; 65536];
                     let (mut emitted, mut stopped) = (false, None);
+                    // Map bytes handed over, released from the resident set in runs
+                    // of RELEASE_BYTES (pieces are often one small chunk each).
+                    let mut consumed: Option<std::ops::Range<u64>> = None;
                     let r = raw.visit_row_range(&ds, start, count, row_bytes as u64, &mut |p| {
                         emitted = true;
                         let r = match p {
-                            Piece::Bytes(b) => f(b),
+                            Piece::Bytes(b) => {
+                                let r = f(b);
+                                if let Some(off) = map.offset_of(b) {
+                                    let piece = off..off + b.len() as u64;
+                                    consumed = match consumed.take() {
+                                        Some(c) if c.end == piece.start => Some(c.start..piece.end),
+                                        Some(c) => {
+                                            map.release(c);
+                                            Some(piece)
+                                        }
+                                        None => Some(piece),
+                                    };
+                                    if let Some(c) =
+                                        consumed.take_if(|c| c.end - c.start >= RELEASE_BYTES)
+                                    {
+                                        map.release(c);
+                                    }
+                                }
+                                r
+                            }
                             Piece::Zeros(mut n) => {
                                 let mut r = Ok(());
                                 while n > 0 && r.is_ok() {
@@ -446,6 +472,9 @@ impl FileAccess {
                             RawError::NotFound(String::new())
                         })
                     });
+                    if let Some(c) = consumed {
+                        map.release(c);
+                    }
                     match (r, stopped) {
                         (_, Some(e)) => return Err(e),
                         (Ok(()), None) => return Ok(()),

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use memmap2::Mmap;
+use memmap2::{Advice, Mmap};
 
 use super::error::Error;
 use super::rawh5::{RawError, RawFile, HDF5_SIGNATURE};
@@ -33,9 +33,19 @@ impl FileMap {
         // so no read goes past the length mapped here. Files are assumed not to be
         // truncated while open, as EXtra-data assumes (a concurrent truncation could
         // raise SIGBUS).
-        unsafe { Mmap::map(&f) }
-            .map(|m| FileMap(Arc::new(m)))
-            .map_err(|e| Error::io(path, e))
+        let m = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
+        // Opening reads a few scattered metadata and index pages: without this, each
+        // first fault reads the device's whole read-ahead window around it (8 MiB
+        // here, the whole of most files). Bulk data reads ask for read-ahead again
+        // ([`FileMap::advise_bulk_reads`]). Advisory: a failure changes only speed.
+        let _ = m.advise(Advice::Random);
+        Ok(FileMap(Arc::new(m)))
+    }
+
+    /// Read-ahead for the bulk data reads that follow (a key streamed or read in
+    /// runs of rows): sequential access, large read-ahead. Advisory.
+    pub fn advise_bulk_reads(&self) {
+        let _ = self.0.advise(Advice::Sequential);
     }
 
     /// Length of the mapped file in bytes.
@@ -50,6 +60,37 @@ impl FileMap {
             return None;
         }
         self.0.get(offset as usize..end as usize)
+    }
+
+    /// Drop the pages of `range` (byte offsets in the file) from this process's
+    /// resident set once a stream has consumed them, so that streaming a key of any
+    /// size keeps the process's memory bounded. The page cache keeps them; a later
+    /// access faults the same bytes back in. Advisory: failures are ignored.
+    pub fn release(&self, range: std::ops::Range<u64>) {
+        let end = range.end.min(self.len());
+        if range.start >= end {
+            return;
+        }
+        // SAFETY: the map is a shared, read-only mapping of a file that is not
+        // modified while open (the invariant of `FileMap::open`). MADV_DONTNEED on it
+        // only removes page table entries: any slice of the map still borrowed
+        // elsewhere reads the same file bytes again on its next access (faulted back
+        // in from the page cache), so no borrowed memory changes value. The range is
+        // inside the map (clamped above; memmap2 aligns its start to the page).
+        let _ = unsafe {
+            self.0.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                range.start as usize,
+                (end - range.start) as usize,
+            )
+        };
+    }
+
+    /// Offset in the file of a slice of this map, `None` if it is not one.
+    pub fn offset_of(&self, b: &[u8]) -> Option<u64> {
+        let base = self.0.as_ptr() as usize;
+        let p = b.as_ptr() as usize;
+        (p >= base && p + b.len() <= base + self.0.len()).then(|| (p - base) as u64)
     }
 
     /// The whole file.

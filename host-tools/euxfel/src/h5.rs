@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use hdf5::dataset::Layout;
 use hdf5::types::TypeDescriptor;
 use hdf5::{Dataset, File, Group};
 
@@ -101,6 +102,13 @@ impl H5File {
         }
         let dt = ds.dtype().ok()?;
         if dt.byte_order() == hdf5::datatype::ByteOrder::BigEndian {
+            return None;
+        }
+        // A compound's members may differ in byte order: its stored bytes are used only
+        // if they already are the layout a read gives.
+        if matches!(dt.to_descriptor(), Ok(TypeDescriptor::Compound(_)))
+            && !h5util::stored_layout_is_native(ds).unwrap_or(false)
+        {
             return None;
         }
         if !ds.filters().is_empty() {
@@ -285,9 +293,12 @@ impl H5File {
 
     /// Before libhdf5 follows the global heap references of a variable-length
     /// string dataset (`n` elements), check them against the file: a corrupt one
-    /// crashes libhdf5 1.10. The references are checked where they can be found
-    /// without libhdf5 reading them: contiguous or unfiltered chunked storage in
-    /// this file (compact and compressed storage are read unchecked).
+    /// crashes libhdf5 1.10 (`H5HG_read`). The references are found without libhdf5
+    /// reading them: contiguous or unfiltered chunked storage from libhdf5's
+    /// addresses, compact storage from the map walk's parse of the object header.
+    /// Where they cannot be found that way (compressed chunks; compact storage in
+    /// object headers the walk does not parse) the dataset is refused, never handed
+    /// to libhdf5 unchecked.
     fn check_vlen_refs(&self, ds: &Dataset, object: &str, n: usize) -> Result<()> {
         if ds.filename() != self.h5.filename() {
             return Ok(());
@@ -298,19 +309,56 @@ impl H5File {
                 format!("{object}: corrupt variable-length string reference: {m}"),
             )
         };
-        let refs: Vec<&[u8]> = if let Some(off) = ds.offset() {
-            let len = (n as u64).saturating_mul(16);
-            vec![self.bytes(object, off, len)?]
-        } else if ds.is_chunked() && ds.filters().is_empty() {
-            let mut v = Vec::new();
-            for i in 0..ds.num_chunks().unwrap_or(0) {
-                if let Some(c) = ds.chunk_info(i) {
-                    v.push(self.bytes(object, c.addr, c.size)?);
-                }
+        let unchecked = |storage: &str| {
+            Error::structure(
+                &self.path,
+                format!(
+                    "{object}: variable-length strings in {storage} cannot be checked before \
+                     libhdf5 reads them (a corrupt reference crashes it); not read"
+                ),
+            )
+        };
+        let compact;
+        let refs: Vec<&[u8]> = match ds.layout() {
+            // Nothing stored: libhdf5 follows no reference.
+            _ if n == 0 || ds.storage_size() == 0 => Vec::new(),
+            Layout::Contiguous => match ds.offset() {
+                Some(off) => vec![self.bytes(object, off, (n as u64).saturating_mul(16))?],
+                None => return Err(unchecked("external storage")),
+            },
+            Layout::Chunked if !ds.filters().is_empty() => {
+                return Err(unchecked("compressed (filtered) storage"))
             }
-            v
-        } else {
-            Vec::new()
+            Layout::Chunked => {
+                let mut v = Vec::new();
+                for i in 0..ds.num_chunks().unwrap_or(0) {
+                    if let Some(c) = ds.chunk_info(i) {
+                        v.push(self.bytes(object, c.addr, c.size)?);
+                    }
+                }
+                v
+            }
+            Layout::Compact => {
+                // The data is inside the object header, which the map walk parses
+                // (version-1 headers).
+                let raw = self
+                    .map
+                    .raw()
+                    .and_then(|f| f.dataset(object))
+                    .map_err(|_| unchecked("compact storage of this object header version"))?;
+                compact = match raw.layout {
+                    rawh5::RawLayout::Compact(d) => d,
+                    _ => return Err(unchecked("storage the map walk sees differently")),
+                };
+                if compact.len() < n.saturating_mul(16) {
+                    return Err(bad(format!(
+                        "compact data of {} bytes for {n} references",
+                        compact.len()
+                    )));
+                }
+                vec![compact.as_slice()]
+            }
+            _ => return Err(unchecked("virtual storage")),
         };
         for r in refs {
             rawh5::check_vlen_refs(self.map.all(), r).map_err(|e| bad(e.to_string()))?;

@@ -9,6 +9,7 @@ use super::dtype::DType;
 use super::error::{Error, Result};
 use super::file_access::FileAccess;
 use super::h5::read_strings_ds;
+use super::interrupt;
 use super::selection::{select_train_ids, TrainSelection};
 use super::source_data::{RunValue, Section, SourceData};
 use super::warning::Warning;
@@ -298,6 +299,7 @@ impl KeyData {
         let eb = self.entry_bytes()?;
         let path = self.hdf5_data_path();
         for c in &self.chunks {
+            interrupt::check()?;
             let n = c.total();
             if n > 0 {
                 c.file.visit_rows(&path, c.first, n, eb, &mut f)?;

@@ -13,7 +13,9 @@
 //!   dtypes, data counts, reads into caller buffers or `ndarray::ArrayD`.
 //! - [`TrainSelection`]: EXtra-data's `by_id` / `by_index` selections.
 //! - [`display`]: `lsxfel` / `DataCollection::info()` output.
-//! - [`npy`]: NumPy `.npy` writer used by `xfel-extract`.
+//! - [`npy`]: NumPy `.npy` writer; [`extract_key`]: one key to `data.npy` and
+//!   `train_ids.npy` (`xfel-extract`).
+//! - [`catch_interrupt`]: Ctrl-C stops the long operations between bounded steps.
 //!
 //! The library never prints: conditions EXtra-data warns about come back as
 //! [`Warning`]s ([`DataCollection::warnings`], [`KeyData::warnings`],
@@ -24,11 +26,13 @@ mod data_collection;
 pub mod display;
 mod dtype;
 mod error;
+mod extract;
 mod file_access;
 mod file_map;
 mod filename;
 mod fnmatch;
 mod h5;
+mod interrupt;
 mod key_data;
 pub mod locality;
 mod meta;
@@ -51,8 +55,10 @@ mod warning;
 pub use data_collection::{DataCollection, DetectorInfo};
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use extract::{extract_key, Extracted};
 pub use file_access::{FileAccess, IndexPair};
 pub use filename::FilenameInfo;
+pub use interrupt::{catch_interrupt, interrupted, EXIT_INTERRUPTED};
 pub use key_data::spans::DataSpan;
 pub use key_data::{Element, KeyData};
 pub use open::OpenOptions;

@@ -5,20 +5,40 @@ use std::path::Path;
 
 use super::display::shape_repr;
 use super::error::{Error, Result};
+use super::interrupt;
 
-/// The header for an array of `descr` (e.g. `<u2`) and `shape`, C order.
+/// Bytes written between two checks for Ctrl-C.
+const WRITE_STEP: usize = 8 << 20;
+
+/// The header for an array of `descr` and `shape`, C order. `descr` is a protocol type
+/// string (`<u2`) or the list form of a structured dtype (`[('x', '<f8'), ...]`), which
+/// the header holds as a Python list, not a string. Format 1.0, or 2.0 when the header
+/// does not fit 1.0's 16-bit length (a structured dtype with very many fields).
 pub fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let descr = if descr.starts_with('[') {
+        descr.to_string()
+    } else {
+        format!("'{descr}'")
+    };
     let dict = format!(
-        "{{'descr': '{descr}', 'fortran_order': False, 'shape': {}, }}",
+        "{{'descr': {descr}, 'fortran_order': False, 'shape': {}, }}",
         shape_repr(shape)
     );
-    // magic(6) + version(2) + len(2) + dict + padding + '\n' is a multiple of 64.
-    let base = 10 + dict.len() + 1;
+    // magic(6) + version(2) + len(2 or 4) + dict + padding + '\n' is a multiple of 64.
+    let v1 = 10 + dict.len() + 1 + 63 <= usize::from(u16::MAX);
+    let prefix = if v1 { 10 } else { 12 };
+    let base = prefix + dict.len() + 1;
     let pad = (64 - base % 64) % 64;
     let mut h = Vec::with_capacity(base + pad);
-    h.extend_from_slice(b"\x93NUMPY\x01\x00");
-    let hlen = (dict.len() + pad + 1) as u16;
-    h.extend_from_slice(&hlen.to_le_bytes());
+    h.extend_from_slice(b"\x93NUMPY");
+    let hlen = dict.len() + pad + 1;
+    if v1 {
+        h.extend_from_slice(&[1, 0]);
+        h.extend_from_slice(&(hlen as u16).to_le_bytes());
+    } else {
+        h.extend_from_slice(&[2, 0]);
+        h.extend_from_slice(&(hlen as u32).to_le_bytes());
+    }
     h.extend_from_slice(dict.as_bytes());
     h.extend(std::iter::repeat_n(b' ', pad));
     h.push(b'\n');
@@ -37,7 +57,8 @@ pub fn write_raw(path: &Path, descr: &str, shape: &[usize], data: &[u8]) -> Resu
 
 /// Write an array of `data_len` bytes whose data comes in pieces: `produce` hands
 /// each piece to the writer it is given. Written under a temporary name renamed to
-/// `path` once complete, so a failed write leaves no truncated `.npy` behind.
+/// `path` once complete, so a failed or interrupted write leaves no truncated `.npy`
+/// behind.
 pub fn write_streamed(
     path: &Path,
     descr: &str,
@@ -56,8 +77,14 @@ pub fn write_streamed(
         .map_err(|e| Error::io(&tmp, e))
         .and_then(|_| {
             produce(&mut |piece: &[u8]| {
-                written += piece.len() as u64;
-                w.write_all(piece).map_err(|e| Error::io(&tmp, e))
+                // A piece can be a whole dataset's map: written in bounded steps so that
+                // Ctrl-C is noticed within one of them.
+                for part in piece.chunks(WRITE_STEP) {
+                    interrupt::check()?;
+                    w.write_all(part).map_err(|e| Error::io(&tmp, e))?;
+                    written += part.len() as u64;
+                }
+                Ok(())
             })
         })
         .and_then(|_| w.flush().map_err(|e| Error::io(&tmp, e)));

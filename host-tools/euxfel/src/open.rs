@@ -10,6 +10,7 @@ use super::data_collection::DataCollection;
 use super::error::{Error, Result};
 use super::file_access::{CachedInfo, FileAccess};
 use super::fnmatch::Pattern;
+use super::interrupt;
 use super::runmap::RunFilesMap;
 use super::warning::Warning;
 
@@ -43,7 +44,7 @@ impl Default for OpenOptions {
 /// Files opened at the same time by default. Opening is I/O-bound (a few small
 /// reads per file, mostly waiting on the filesystem): a network filesystem rewards
 /// many reads in flight, whatever the number of cores.
-const OPEN_IO_DEPTH: usize = 16;
+const OPEN_IO_DEPTH: usize = 64;
 
 /// Open files on `threads` threads (0: [`OPEN_IO_DEPTH`], or one per CPU if more);
 /// results in input order.
@@ -66,6 +67,10 @@ fn open_parallel(
             let Some(p) = paths.get(i) else {
                 break done;
             };
+            // After Ctrl-C the files not yet opened stay unopened (the caller stops).
+            if interrupt::interrupted() {
+                break done;
+            }
             done.push((i, FileAccess::open_with_cache(p, cache.get(p).cloned())));
         }
     };
@@ -149,6 +154,7 @@ impl DataCollection {
             }
         }
         let results = open_parallel(paths, &cache, opts.threads);
+        interrupt::check()?;
         let mut files = Vec::new();
         let mut failed = Vec::new();
         for (p, r) in paths.iter().zip(results) {

@@ -7,7 +7,8 @@
 //! - [`attrs`]: attributes written as h5py writes them, replacing an existing one.
 //! - [`write_chunk`]: `H5Dwrite_chunk`, one whole pre-filtered chunk straight from memory.
 //! - [`read_rows_native`]: a hyperslab of leading-dimension rows into a caller buffer, in the
-//!   dataset's native memory type.
+//!   dataset's native memory type (compounds keep the file's member offsets, as h5py's
+//!   structured dtypes do); [`stored_layout_is_native`]: whether the stored bytes already are.
 //! - [`write_rows_native`]: the same from bytes, for types known only at run time
 //!   (fixed-length strings of a configured size).
 //! - [`soft_link_target`]: where a soft link points.
@@ -26,6 +27,6 @@ mod write;
 pub use chunk::write_chunk;
 pub use copy::{copy_object, copy_rows, read_chunk};
 pub use links::soft_link_target;
-pub use read::{read_rows_native, ReadError};
+pub use read::{read_rows_native, stored_layout_is_native, ReadError};
 pub use vds::{add_virtual_mapping, VdsError, VirtualMapping};
 pub use write::write_rows_native;

@@ -1,10 +1,23 @@
 //! Hyperslab reads of whole leading-dimension rows in the dataset's native memory type.
+//!
+//! The memory type of a compound keeps the file's member offsets and size (as h5py's
+//! structured dtypes do) with every member in its native byte order; libhdf5's own
+//! native compound would re-align the members.
 
 use hdf5::Dataset;
+use hdf5_sys::h5::H5free_memory;
 use hdf5_sys::h5d::{H5Dget_space, H5Dget_type, H5Dread};
+use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::H5P_DEFAULT;
 use hdf5_sys::h5s::{H5S_seloper_t, H5Sclose, H5Screate_simple, H5Sselect_hyperslab};
-use hdf5_sys::h5t::{H5T_direction_t, H5Tclose, H5Tget_native_type, H5Tget_size};
+use hdf5_sys::h5t::{
+    H5T_class_t, H5T_direction_t, H5Tarray_create2, H5Tclose, H5Tcreate, H5Tequal,
+    H5Tget_array_dims2, H5Tget_array_ndims, H5Tget_class, H5Tget_member_name, H5Tget_member_offset,
+    H5Tget_member_type, H5Tget_native_type, H5Tget_nmembers, H5Tget_size, H5Tget_super, H5Tinsert,
+};
+
+/// Deepest nesting of compound and array types followed (a corrupt file's type is bounded).
+const MAX_TYPE_DEPTH: usize = 32;
 
 /// Why a native row read failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -13,6 +26,8 @@ pub enum ReadError {
     Datatype,
     #[error("the datatype has no native memory type")]
     NativeType,
+    #[error("a compound member's native type does not fit the member's place in the file")]
+    MemberLayout,
     #[error("rows {start}..{end} are outside the dataset's {len} rows")]
     OutOfRange { start: u64, end: u64, len: u64 },
     #[error("native element size {elem_size} does not match the buffer ({buf_len} bytes for {elements} elements)")]
@@ -62,11 +77,9 @@ pub fn read_rows_native(
             if ftype < 0 {
                 return Err(ReadError::Datatype);
             }
-            let mtype = H5Tget_native_type(ftype, H5T_direction_t::H5T_DIR_ASCEND);
+            let mtype = memory_type(ftype, 0);
             H5Tclose(ftype);
-            if mtype < 0 {
-                return Err(ReadError::NativeType);
-            }
+            let mtype = mtype?;
             let elem_size = H5Tget_size(mtype);
             if elements.checked_mul(elem_size as u64) != Some(out.len() as u64) {
                 H5Tclose(mtype);
@@ -110,6 +123,127 @@ pub fn read_rows_native(
             Ok(())
         }
     })
+}
+
+/// Whether the dataset's stored element layout is exactly the memory layout
+/// [`read_rows_native`] reads into, so its stored bytes can be used as they are.
+pub fn stored_layout_is_native(ds: &Dataset) -> Result<bool, ReadError> {
+    let ds_id = ds.id();
+    hdf5::sync::sync(|| {
+        // SAFETY: `ds_id` is valid for the borrowed dataset; both type ids are closed on
+        // every path.
+        unsafe {
+            let ftype = H5Dget_type(ds_id);
+            if ftype < 0 {
+                return Err(ReadError::Datatype);
+            }
+            let mtype = memory_type(ftype, 0);
+            let r = mtype.map(|m| {
+                let eq = H5Tequal(ftype, m) > 0;
+                H5Tclose(m);
+                eq
+            });
+            H5Tclose(ftype);
+            r
+        }
+    })
+}
+
+/// The memory type rows of file type `ftype` are read into: libhdf5's native type,
+/// except that compounds keep the file's member offsets and size (h5py's layout),
+/// recursively through compound members and array elements. The caller closes the
+/// returned id.
+///
+/// # Safety
+/// `ftype` is a valid datatype id, and the caller holds the library lock.
+unsafe fn memory_type(ftype: hid_t, depth: usize) -> Result<hid_t, ReadError> {
+    if depth > MAX_TYPE_DEPTH {
+        return Err(ReadError::NativeType);
+    }
+    match H5Tget_class(ftype) {
+        H5T_class_t::H5T_COMPOUND => {
+            let size = H5Tget_size(ftype);
+            let n = H5Tget_nmembers(ftype);
+            if size == 0 || n < 0 {
+                return Err(ReadError::Datatype);
+            }
+            let ctype = H5Tcreate(H5T_class_t::H5T_COMPOUND, size);
+            if ctype < 0 {
+                return Err(ReadError::NativeType);
+            }
+            for i in 0..n as u32 {
+                let r = insert_member(ctype, ftype, i, depth);
+                if let Err(e) = r {
+                    H5Tclose(ctype);
+                    return Err(e);
+                }
+            }
+            Ok(ctype)
+        }
+        H5T_class_t::H5T_ARRAY => {
+            let ndims = H5Tget_array_ndims(ftype);
+            if !(1..=32).contains(&ndims) {
+                return Err(ReadError::Datatype);
+            }
+            let mut dims = vec![0u64; ndims as usize];
+            if H5Tget_array_dims2(ftype, dims.as_mut_ptr()) < 0 {
+                return Err(ReadError::Datatype);
+            }
+            let fbase = H5Tget_super(ftype);
+            if fbase < 0 {
+                return Err(ReadError::Datatype);
+            }
+            let mbase = memory_type(fbase, depth + 1);
+            H5Tclose(fbase);
+            let mbase = mbase?;
+            let atype = H5Tarray_create2(mbase, ndims as u32, dims.as_ptr());
+            H5Tclose(mbase);
+            if atype < 0 {
+                return Err(ReadError::NativeType);
+            }
+            Ok(atype)
+        }
+        _ => {
+            let mtype = H5Tget_native_type(ftype, H5T_direction_t::H5T_DIR_ASCEND);
+            if mtype < 0 {
+                return Err(ReadError::NativeType);
+            }
+            Ok(mtype)
+        }
+    }
+}
+
+/// Insert member `i` of file compound `ftype` into memory compound `ctype`, at the
+/// file's offset, as its memory type (which must keep the member's size).
+///
+/// # Safety
+/// Both ids are valid compound datatypes, `i` < the number of members of `ftype`, and
+/// the caller holds the library lock.
+unsafe fn insert_member(ctype: hid_t, ftype: hid_t, i: u32, depth: usize) -> Result<(), ReadError> {
+    let fmember = H5Tget_member_type(ftype, i);
+    if fmember < 0 {
+        return Err(ReadError::Datatype);
+    }
+    let fsize = H5Tget_size(fmember);
+    let mmember = memory_type(fmember, depth + 1);
+    H5Tclose(fmember);
+    let mmember = mmember?;
+    if H5Tget_size(mmember) != fsize {
+        H5Tclose(mmember);
+        return Err(ReadError::MemberLayout);
+    }
+    let name = H5Tget_member_name(ftype, i);
+    if name.is_null() {
+        H5Tclose(mmember);
+        return Err(ReadError::Datatype);
+    }
+    let r = H5Tinsert(ctype, name, H5Tget_member_offset(ftype, i), mmember);
+    H5free_memory(name.cast());
+    H5Tclose(mmember);
+    if r < 0 {
+        return Err(ReadError::MemberLayout);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

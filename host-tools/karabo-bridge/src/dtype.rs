@@ -152,7 +152,7 @@ impl Dtype {
             D::Float(n) => Dtype::new(Kind::Float, n),
             D::Complex(n) => Dtype::new(Kind::Complex, n),
             D::FixedStr(n) => Dtype::new(Kind::Bytes, n),
-            D::VlenStr | D::BigEndian(_) | D::Other(_) => return None,
+            D::VlenStr | D::BigEndian(_) | D::Compound(_) | D::Other(_) => return None,
         })
     }
 }

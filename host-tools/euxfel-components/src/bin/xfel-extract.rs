@@ -1,7 +1,9 @@
 //! xfel-extract: write one key of EuXFEL run data as NumPy .npy files.
 //!
 //! `DIR/data.npy` holds the selected data (first axis = entries), `DIR/train_ids.npy`
-//! one train ID per entry (uint64). Strings are written as a fixed-width unicode array.
+//! one train ID per entry (uint64). Strings are written as a fixed-width unicode array,
+//! compound keys as structured arrays. Ctrl-C stops a single key's extraction, removes its
+//! outputs and exits 130.
 //!
 //! With `--detector[=TYPE]` the key is one of a multi-module detector, stacked over its
 //! modules: `data.npy` has shape `(modules, frames or trains, ...)`, `train_ids.npy`,
@@ -172,33 +174,8 @@ fn extract_key(a: &Args, dc: &DataCollection, source: &str, key: &str) -> Result
         kd = kd.select_trains(&sel).map_err(|e| e.to_string())?;
         print_warnings(kd.warnings());
     }
-    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
-    let data_path = a.out.join("data.npy");
     let shape = kd.shape();
-    if kd.dtype == DType::VlenStr {
-        // Variable-length strings: a fixed-width unicode array (numpy.load needs no pickle).
-        let s = kd.read_strings().map_err(|e| e.to_string())?;
-        npy::write_strings(&data_path, &shape, &s).map_err(|e| e.to_string())?;
-    } else {
-        let descr = kd.dtype.npy_descr().ok_or_else(|| {
-            format!(
-                "{} {}: dtype {} cannot be written as .npy",
-                kd.source,
-                kd.key,
-                kd.dtype.numpy_name()
-            )
-        })?;
-        // Streamed from the files' maps to the output: memory stays bounded.
-        let len = kd
-            .nbytes()
-            .ok_or_else(|| format!("{} {}: data size overflows", kd.source, kd.key))?;
-        npy::write_streamed(&data_path, &descr, &shape, len, |write| {
-            kd.for_each_block(write)
-        })
-        .map_err(|e| e.to_string())?;
-    }
-    let tids = kd.train_id_coordinates().map_err(|e| e.to_string())?;
-    npy::write_u64(&a.out.join("train_ids.npy"), &tids).map_err(|e| e.to_string())?;
+    let files = euxfel::extract_key(&kd, &a.out).map_err(|e| e.to_string())?;
     let summary = serde_json::json!({
         "source": kd.source,
         "key": kd.key,
@@ -206,8 +183,8 @@ fn extract_key(a: &Args, dc: &DataCollection, source: &str, key: &str) -> Result
         "shape": shape,
         "entries": kd.len(),
         "trains": kd.train_ids.len(),
-        "data": path_str(&data_path),
-        "train_ids": path_str(&a.out.join("train_ids.npy")),
+        "data": path_str(&files.data),
+        "train_ids": path_str(&files.train_ids),
     });
     if a.json {
         Ok(summary.to_string())
@@ -382,10 +359,22 @@ fn path_str(p: &Path) -> String {
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    // The single-key extraction polls for Ctrl-C between blocks; a stacked read does not, so
+    // there Ctrl-C keeps its default (the process ends at once).
+    if a.detector.is_none() {
+        if let Err(e) = euxfel::catch_interrupt() {
+            eprintln!("xfel-extract: Ctrl-C will end the process at once: {e}");
+        }
+    }
     match run(&a) {
         Ok(msg) => {
             println!("{msg}");
             ExitCode::SUCCESS
+        }
+        // Whatever failed after Ctrl-C failed because of it; the outputs are removed.
+        Err(_) if euxfel::interrupted() => {
+            eprintln!("xfel-extract: interrupted");
+            ExitCode::from(euxfel::EXIT_INTERRUPTED)
         }
         Err(e) => {
             eprintln!("xfel-extract: {e}");

@@ -415,11 +415,19 @@ fn is_detector_file(f: &str) -> Option<bool> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = euxfel::catch_interrupt() {
+        eprintln!("lsxfel: Ctrl-C will end the process at once: {e}");
+    }
     let mut ctx = Ctx {
         args,
         out: String::new(),
     };
     let r = ctx.run();
+    if euxfel::interrupted() {
+        // A listing cut short is not printed.
+        eprintln!("lsxfel: interrupted");
+        return ExitCode::from(euxfel::EXIT_INTERRUPTED);
+    }
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(ctx.out.as_bytes());
     let _ = stdout.flush();

@@ -11,6 +11,7 @@ use euxfel::validation::{
     check_names, merge, problems_text, validate_file, validate_run, Checks, Problem, Progress,
     Report, Shard,
 };
+use euxfel::{catch_interrupt, Error, EXIT_INTERRUPTED};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -134,10 +135,14 @@ fn run(a: &Args) -> u8 {
         }
     };
     // Each directory of the run (raw, proc) in turn; problems in any: exit 1.
-    paths
-        .iter()
-        .map(|p| validate(a, p, &checks))
-        .fold(0, |code, c| code.max(c))
+    let mut code = 0;
+    for p in &paths {
+        code = code.max(validate(a, p, &checks));
+        if code == EXIT_INTERRUPTED {
+            break;
+        }
+    }
+    code
 }
 
 fn validate(a: &Args, path: &Path, checks: &Checks) -> u8 {
@@ -155,6 +160,16 @@ fn validate(a: &Args, path: &Path, checks: &Checks) -> u8 {
         };
         match validate_run(path, checks, a.jobs, a.shard, shown) {
             Ok(r) => r,
+            Err(Error::Interrupted) => {
+                // EXtra-data's line; no report of a partial validation.
+                if a.json {
+                    eprintln!("xfel-validate: interrupted");
+                } else {
+                    println!();
+                    println!("^C (validation cancelled)");
+                }
+                return EXIT_INTERRUPTED;
+            }
             Err(e) => {
                 eprintln!("xfel-validate: {e}");
                 return 1;
@@ -210,5 +225,9 @@ fn print_report(a: &Args, report: &Report) -> u8 {
 }
 
 fn main() -> ExitCode {
-    ExitCode::from(run(&Args::parse()))
+    let a = Args::parse();
+    if let Err(e) = catch_interrupt() {
+        eprintln!("xfel-validate: Ctrl-C will end the process at once: {e}");
+    }
+    ExitCode::from(run(&a))
 }

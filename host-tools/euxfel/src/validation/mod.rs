@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::Error;
 use super::file_access::FileAccess;
+use super::interrupt;
 
 mod file_checks;
 mod run_checks;
@@ -395,6 +396,9 @@ pub fn validate_run(
                 let Some(p) = paths.get(i) else {
                     break;
                 };
+                if interrupt::interrupted() {
+                    break;
+                }
                 if tx.send((i, validate_file(p, checks))).is_err() {
                     break;
                 }
@@ -416,6 +420,7 @@ pub fn validate_run(
             });
         }
     });
+    interrupt::check()?;
     let files: Vec<FileResult> = slots.into_iter().flatten().collect();
     let run_problems = match shard {
         Some(_) => Vec::new(),
