@@ -4,7 +4,9 @@
 //! (contiguous, or chunked without filters), with every offset + length checked
 //! against the file length first. Everything else takes libhdf5's own read path.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use hdf5::dataset::Layout;
 use hdf5::types::TypeDescriptor;
@@ -20,6 +22,10 @@ pub(crate) struct H5File {
     pub path: PathBuf,
     pub h5: File,
     map: FileMap,
+    /// String datasets whose global heap references were checked already: the map is
+    /// read-only, so one check per dataset is enough (checking every reference and parsing
+    /// the heap on each per-train read made reading a run's strings quadratic).
+    vlen_checked: Mutex<HashSet<String>>,
 }
 
 /// Where the bytes of a 1-D or N-D dataset are, if they can be read in place.
@@ -48,6 +54,7 @@ impl H5File {
             path: path.into(),
             h5,
             map,
+            vlen_checked: Mutex::default(),
         })
     }
 
@@ -303,6 +310,14 @@ impl H5File {
         if ds.filename() != self.h5.filename() {
             return Ok(());
         }
+        let checked = || {
+            self.vlen_checked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if checked().contains(object) {
+            return Ok(());
+        }
         let bad = |m: String| {
             Error::structure(
                 &self.path,
@@ -363,6 +378,7 @@ impl H5File {
         for r in refs {
             rawh5::check_vlen_refs(self.map.all(), r).map_err(|e| bad(e.to_string()))?;
         }
+        checked().insert(object.to_owned());
         Ok(())
     }
 
