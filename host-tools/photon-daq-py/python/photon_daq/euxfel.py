@@ -154,8 +154,9 @@ def _value(v, is_control, keep_dims):
     return arr
 
 
-# trains() reads this many bytes (estimated) or trains per block, whichever is fewer.
-_TRAIN_BLOCK_BYTES = 64 << 20
+# trains() reads this many bytes (estimated) or trains per block, whichever is fewer
+# (larger blocks were slower: fresh buffers of tens of MB cost page faults per block).
+_TRAIN_BLOCK_BYTES = 8 << 20
 _TRAIN_BLOCK_TRAINS = 512
 # A train without entries for a key (the key is left out of that train's dict).
 _NO_DATA = object()
