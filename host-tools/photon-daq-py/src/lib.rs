@@ -11,7 +11,7 @@ mod run_data;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<run_data::Collection>()?;
     m.add_class::<run_data::Key>()?;
-    m.add_class::<run_data::Trains>()?;
+    m.add_class::<run_data::TrainBlocks>()?;
     m.add_function(wrap_pyfunction!(run_data::split_ranges, m)?)?;
     m.add_class::<daq::Job>()?;
     m.add_class::<daq::Daemon>()?;

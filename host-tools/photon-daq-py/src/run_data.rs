@@ -6,13 +6,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use euxfel::display::{info, InfoOptions};
-use euxfel::{DType, DataCollection, Error, FileAccess, KeyData, OpenOptions, OwnedTrains};
+use euxfel::{DType, DataCollection, Error, FileAccess, KeyData, OpenOptions};
 use euxfel::{TrainData, TrainSelection, TrainValue, Warning};
 use numpy::{IntoPyArray, PyArray1, PyReadwriteArray1};
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use std::sync::Mutex;
 
 pyo3::import_exception!(photon_daq.exceptions, SourceNameError);
 pyo3::import_exception!(photon_daq.exceptions, PropertyNameError);
@@ -321,11 +320,24 @@ impl Collection {
         train_dict(py, data)
     }
 
-    /// An iterator of `(train_id, {source: {key: value}})`.
-    fn trains(&self) -> Trains {
-        Trains {
-            iter: Mutex::new(self.dc.clone().into_trains()),
-        }
+    /// The block reader behind `trains()` (every selected key, timestamps included).
+    fn train_blocks(&self, py: Python<'_>) -> PyResult<TrainBlocks> {
+        let keys = py
+            .detach(|| -> euxfel::Result<Vec<(String, KeyData)>> {
+                let mut keys = Vec::new();
+                for name in self.dc.all_sources() {
+                    let sd = self.dc.source(&name)?;
+                    for k in sd.keys(true)? {
+                        keys.push((name.clone(), sd.key(&k)?));
+                    }
+                }
+                Ok(keys)
+            })
+            .map_err(to_py)?;
+        Ok(TrainBlocks {
+            train_ids: self.dc.train_ids.to_vec(),
+            keys,
+        })
     }
 }
 
@@ -359,37 +371,114 @@ fn train_dict(py: Python<'_>, data: TrainData) -> PyResult<Bound<'_, PyDict>> {
     Ok(out)
 }
 
-/// Iterator behind `DataCollection.trains()`; each step reads one train with the
-/// GIL released.
+/// Reader behind `DataCollection.trains()`: reads a block of trains with one read
+/// per key (not one per key and train) and the GIL released; the Python side slices
+/// each train's values out of the block arrays as views.
 #[pyclass(frozen, module = "photon_daq._native")]
-pub struct Trains {
-    iter: Mutex<OwnedTrains>,
+pub struct TrainBlocks {
+    train_ids: Vec<u64>,
+    /// (source name as selected, possibly a legacy name; its key)
+    keys: Vec<(String, KeyData)>,
+}
+
+/// One key's data for a block of trains: entries per train and the values.
+type KeyBlock = (String, String, Vec<u64>, BlockValues);
+
+enum BlockValues {
+    Array(KeyData, Vec<u8>),
+    Strings(Vec<String>),
+}
+
+impl TrainBlocks {
+    fn read_key(source: &str, kd: &KeyData, tids: &[u64]) -> euxfel::Result<Option<KeyBlock>> {
+        let (Some(&first), Some(&last)) = (tids.first(), tids.last()) else {
+            return Ok(None);
+        };
+        let sel = TrainSelection::IdRange(Some(first), last.checked_add(1));
+        let kb = kd.select_trains(&sel)?;
+        let by_tid: BTreeMap<u64, u64> = kb
+            .train_ids
+            .iter()
+            .copied()
+            .zip(kb.data_counts()?)
+            .collect();
+        // Counts per train of this block (the selection can skip trains of the range).
+        let counts: Vec<u64> = tids
+            .iter()
+            .map(|t| by_tid.get(t).copied().unwrap_or(0))
+            .collect();
+        if counts.iter().all(|&c| c == 0) {
+            return Ok(None);
+        }
+        let values = if kd.dtype == DType::VlenStr {
+            BlockValues::Strings(kb.read_strings()?)
+        } else {
+            let bytes = kb.read_bytes()?;
+            BlockValues::Array(kb, bytes)
+        };
+        Ok(Some((source.to_owned(), kd.key.clone(), counts, values)))
+    }
 }
 
 #[pymethods]
-impl Trains {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
+impl TrainBlocks {
+    /// Estimated bytes per train over all keys, to size the blocks.
+    fn bytes_per_train(&self) -> u64 {
+        let n = self.train_ids.len().max(1) as u64;
+        self.keys
+            .iter()
+            .map(|(_, k)| k.nbytes().unwrap_or(0) / n)
+            .sum()
     }
 
-    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let step = py.detach(|| match self.iter.lock() {
-            Ok(mut it) => it.next(),
-            Err(poisoned) => poisoned.into_inner().next(),
-        });
-        match step {
-            None => Ok(None),
-            Some(r) => {
-                let (tid, data) = r.map_err(to_py)?;
-                Ok(Some(PyTuple::new(
+    /// Keys with data in trains `start..stop` (positions):
+    /// `[(source, key, counts, values)]`, values `(dtype descr, entry shape, uint8
+    /// array of all the block's entries)` or a list of str.
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        start: usize,
+        stop: usize,
+    ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let tids = self
+            .train_ids
+            .get(start..stop.min(self.train_ids.len()))
+            .unwrap_or(&[]);
+        let blocks = py
+            .detach(|| -> euxfel::Result<Vec<KeyBlock>> {
+                let mut out = Vec::with_capacity(self.keys.len());
+                for (source, kd) in &self.keys {
+                    out.extend(Self::read_key(source, kd, tids)?);
+                }
+                Ok(out)
+            })
+            .map_err(to_py)?;
+        blocks
+            .into_iter()
+            .map(|(src, key, counts, values)| {
+                let v = match values {
+                    BlockValues::Array(kb, bytes) => {
+                        let descr = kb
+                            .dtype
+                            .npy_descr()
+                            .unwrap_or_else(|| kb.dtype.numpy_name());
+                        (descr, kb.entry_shape, bytes.into_pyarray(py))
+                            .into_pyobject(py)?
+                            .into_any()
+                    }
+                    BlockValues::Strings(s) => PyList::new(py, s)?.into_any(),
+                };
+                PyTuple::new(
                     py,
                     [
-                        tid.into_pyobject(py)?.into_any(),
-                        train_dict(py, data)?.into_any(),
+                        src.into_pyobject(py)?.into_any(),
+                        key.into_pyobject(py)?.into_any(),
+                        counts.into_pyobject(py)?.into_any(),
+                        v,
                     ],
-                )?))
-            }
-        }
+                )
+            })
+            .collect()
     }
 }
 

@@ -154,6 +154,40 @@ def _value(v, is_control, keep_dims):
     return arr
 
 
+# trains() reads this many bytes (estimated) or trains per block, whichever is fewer
+# (larger blocks were slower: fresh buffers of tens of MB cost page faults per block).
+_TRAIN_BLOCK_BYTES = 8 << 20
+_TRAIN_BLOCK_TRAINS = 512
+# A train without entries for a key (the key is left out of that train's dict).
+_NO_DATA = object()
+
+
+def _block_values(source, key, counts, v, is_control, keep_dims):
+    """``(source, key, [value per train of the block])`` from one block read; the
+    values are views of the block's array, as ``_value`` shapes them."""
+    total = sum(counts)
+    if isinstance(v, list):  # strings: per-train reads give bytes, as h5py does
+        arr = [x.encode("utf-8", "surrogateescape") for x in v]
+    else:
+        descr, entry_shape, raw = v
+        arr = raw.view(np.dtype(descr)).reshape((total, *entry_shape))
+    values = []
+    off = 0
+    for c in counts:
+        if c == 0:
+            values.append(_NO_DATA)
+        elif is_control:
+            values.append(arr[off])
+        elif c == 1 and not keep_dims:
+            values.append(arr[off])
+        elif isinstance(arr, list):
+            values.append(np.array(arr[off:off + c], dtype=object))
+        else:
+            values.append(arr[off:off + c])
+        off += c
+    return source, key, values
+
+
 class _FileRef:
     """What the tests and user code look at on ``DataCollection.files``."""
 
@@ -410,11 +444,10 @@ class DataCollection:
         return self.union(other)
 
     # trains
-    def _assemble(self, tid, data, flat_keys, keep_dims):
-        controls = self.control_sources
-        legacy = self.legacy_sources
+    def _assemble(self, tid, data, flat_keys, sources, legacy):
+        """One train's dict from ``{source: {key: value}}`` (values as returned)."""
         res = {}
-        for source in sorted(self.all_sources):
+        for source in sources:
             if source in legacy:
                 warnings.warn(
                     f"{source} is a legacy name for {legacy[source]}. "
@@ -422,31 +455,38 @@ class DataCollection:
                     DeprecationWarning,
                     stacklevel=4,
                 )
-            is_control = source in controls
             d = {"metadata": {"source": source, "timestamp.tid": tid}}
-            for key, v in data.get(source, {}).items():
-                d[key] = _value(v, is_control, keep_dims)
+            d.update(data.get(source, ()))
             res[source] = d
         if flat_keys:
             res = {(s, k): v for s, d in res.items() for k, v in d.items()}
         return res
 
-    def _missing_data(self, data):
-        """A train lacks data for a selected source or index group."""
+    def _required_data(self):
+        """Per selected source: its index groups (instrument) or whether it has keys
+        (control), which ``require_all`` wants in every train."""
         legacy = self.legacy_sources
+        need = {}
         for source in self.all_sources:
             if source in legacy:
                 continue
-            have = data.get(source, {})
             keys = SourceData(self._native, source).keys()
             if source in self.control_sources:
-                if keys and not have:
-                    return True
+                need[source] = bool(keys)
             else:
-                groups = {k.partition(".")[0] for k in keys}
-                got = {k.partition(".")[0] for k in have}
-                if groups - got:
+                need[source] = {k.partition(".")[0] for k in keys}
+        return need
+
+    @staticmethod
+    def _missing_data(data, need):
+        """A train lacks data for a selected source or index group."""
+        for source, want in need.items():
+            have = data.get(source, {})
+            if want is True:
+                if not have:
                     return True
+            elif want and want - {k.partition(".")[0] for k in have}:
+                return True
         return False
 
     def trains(self, devices=None, train_range=None, *, require_all=False,
@@ -459,10 +499,29 @@ class DataCollection:
         return dc._iter_trains(require_all, flat_keys, keep_dims)
 
     def _iter_trains(self, require_all, flat_keys, keep_dims):
-        for tid, data in self._native.trains():
-            if require_all and self._missing_data(data):
-                continue
-            yield tid, self._assemble(tid, data, flat_keys, keep_dims)
+        reader = self._native.train_blocks()
+        sources = sorted(self.all_sources)
+        legacy = self.legacy_sources
+        controls = self.control_sources
+        need = self._required_data() if require_all else None
+        tids = [int(t) for t in self.train_ids]
+        # Trains per block: one read per key and block, bounded in memory.
+        step = _TRAIN_BLOCK_BYTES // max(1, reader.bytes_per_train())
+        step = max(1, min(_TRAIN_BLOCK_TRAINS, step))
+        for start in range(0, len(tids), step):
+            block = [
+                _block_values(source, key, counts, v, source in controls, keep_dims)
+                for source, key, counts, v in reader.read(start, start + step)
+            ]
+            for i, tid in enumerate(tids[start:start + step]):
+                data = {}
+                for source, key, values in block:
+                    v = values[i]
+                    if v is not _NO_DATA:
+                        data.setdefault(source, {})[key] = v
+                if need is not None and self._missing_data(data, need):
+                    continue
+                yield tid, self._assemble(tid, data, flat_keys, sources, legacy)
 
     def train_from_id(self, train_id, devices=None, *, flat_keys=False, keep_dims=False):
         if train_id not in self.train_ids:
@@ -472,8 +531,14 @@ class DataCollection:
                 train_id, flat_keys=flat_keys, keep_dims=keep_dims
             )
         tid = int(train_id)
-        data = self._native.train_from_id(tid)
-        return tid, self._assemble(tid, data, flat_keys, keep_dims)
+        controls = self.control_sources
+        data = {
+            source: {k: _value(v, source in controls, keep_dims) for k, v in keys.items()}
+            for source, keys in self._native.train_from_id(tid).items()
+        }
+        return tid, self._assemble(
+            tid, data, flat_keys, sorted(self.all_sources), self.legacy_sources
+        )
 
     def train_from_index(self, train_index, devices=None, *, flat_keys=False, keep_dims=False):
         train_id = self.train_ids[train_index]
