@@ -16,8 +16,6 @@ CALLS = Path(__file__).with_name("photon_daq_calls.py")
 # Part of a call name -> why photon_daq differs (docs/python.md). Such calls must differ
 # (a fixed difference leaves this list); all others must match.
 KNOWN_DIFFERENCES = {
-    "S00001.h5 train_from_index": "whole-train reads include the compound-dtype keys",
-    "S00001.h5 trains": "whole-train reads include the compound-dtype keys",
     "AGIPD07-S00000.h5 union": (
         "EXtra-data raises IndexError for a union with an empty collection; photon_daq returns "
         "the union"

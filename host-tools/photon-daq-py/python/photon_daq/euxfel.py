@@ -136,6 +136,13 @@ def _train_ids_list(arr):
     return list(arr)
 
 
+def _numpy_dtype(name):
+    """A dtype name from the native module; compounds come as numpy's list-of-fields form."""
+    if name.startswith("["):
+        return np.dtype(ast.literal_eval(name))
+    return np.dtype(name)
+
+
 def _value(v, is_control, keep_dims):
     """A native train value -> what EXtra-data returns for one train of a key."""
     if isinstance(v, list):  # strings: per-train reads give bytes, as h5py does
@@ -146,7 +153,7 @@ def _value(v, is_control, keep_dims):
             return v[0]
         return np.array(v, dtype=object)
     descr, shape, raw = v
-    arr = raw.view(np.dtype(descr)).reshape(shape)
+    arr = raw.view(_numpy_dtype(descr)).reshape(shape)
     if is_control:
         return arr[()] if arr.ndim == 0 else arr
     if shape[0] == 1 and not keep_dims:
@@ -170,7 +177,7 @@ def _block_values(source, key, counts, v, is_control, keep_dims):
         arr = [x.encode("utf-8", "surrogateescape") for x in v]
     else:
         descr, entry_shape, raw = v
-        arr = raw.view(np.dtype(descr)).reshape((total, *entry_shape))
+        arr = raw.view(_numpy_dtype(descr)).reshape((total, *entry_shape))
     values = []
     off = 0
     for c in counts:
@@ -744,10 +751,7 @@ class KeyData:
 
     @property
     def dtype(self):
-        name = self._native.dtype
-        if name.startswith("["):  # compound: the fields as numpy's list form
-            return np.dtype(ast.literal_eval(name))
-        return np.dtype(name)
+        return _numpy_dtype(self._native.dtype)
 
     @property
     def shape(self):
