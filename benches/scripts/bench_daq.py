@@ -238,6 +238,8 @@ def h5daq_case(case, seconds):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         sock = Path(d) / "out" / "h5daq.sock"
         while not sock.exists():
+            if proc.poll() is not None:  # e.g. a stale binary refusing the config
+                raise SystemExit(f"h5daq exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
             time.sleep(0.01)
         time.sleep(0.3)  # the subscription reaches the publisher
         sent = 0
