@@ -21,6 +21,7 @@ mod chunk;
 mod copy;
 mod links;
 mod read;
+mod rows;
 mod vds;
 mod write;
 

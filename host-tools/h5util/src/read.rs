@@ -6,15 +6,16 @@
 
 use hdf5::Dataset;
 use hdf5_sys::h5::H5free_memory;
-use hdf5_sys::h5d::{H5Dget_space, H5Dget_type, H5Dread};
+use hdf5_sys::h5d::{H5Dget_type, H5Dread};
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5p::H5P_DEFAULT;
-use hdf5_sys::h5s::{H5S_seloper_t, H5Sclose, H5Screate_simple, H5Sselect_hyperslab};
 use hdf5_sys::h5t::{
     H5T_class_t, H5T_direction_t, H5Tarray_create2, H5Tclose, H5Tcreate, H5Tequal,
     H5Tget_array_dims2, H5Tget_array_ndims, H5Tget_class, H5Tget_member_name, H5Tget_member_offset,
     H5Tget_member_type, H5Tget_native_type, H5Tget_nmembers, H5Tget_size, H5Tget_super, H5Tinsert,
 };
+
+use crate::rows::RowSpaces;
 
 /// Deepest nesting of compound and array types followed (a corrupt file's type is bounded).
 const MAX_TYPE_DEPTH: usize = 32;
@@ -89,33 +90,19 @@ pub fn read_rows_native(
                     buf_len: out.len(),
                 });
             }
-            let fspace = H5Dget_space(ds_id);
-            let mut fstart = vec![0u64; shape.len()];
-            fstart[0] = start;
-            let r = H5Sselect_hyperslab(
-                fspace,
-                H5S_seloper_t::H5S_SELECT_SET,
-                fstart.as_ptr(),
-                std::ptr::null(),
-                mdims.as_ptr(),
-                std::ptr::null(),
-            );
-            if r < 0 {
-                H5Sclose(fspace);
+            let Some(spaces) = RowSpaces::select(ds_id, start, &mdims) else {
                 H5Tclose(mtype);
                 return Err(ReadError::Selection);
-            }
-            let mspace = H5Screate_simple(mdims.len() as i32, mdims.as_ptr(), std::ptr::null());
+            };
             let r = H5Dread(
                 ds_id,
                 mtype,
-                mspace,
-                fspace,
+                spaces.memory,
+                spaces.file,
                 H5P_DEFAULT,
                 out.as_mut_ptr().cast(),
             );
-            H5Sclose(mspace);
-            H5Sclose(fspace);
+            drop(spaces);
             H5Tclose(mtype);
             if r < 0 {
                 return Err(ReadError::Read);

@@ -3,13 +3,14 @@
 //! size read from a config).
 
 use hdf5::Dataset;
-use hdf5_sys::h5d::{H5Dget_space, H5Dget_type, H5Dwrite};
+use hdf5_sys::h5d::{H5Dget_type, H5Dwrite};
 use hdf5_sys::h5p::H5P_DEFAULT;
-use hdf5_sys::h5s::{H5S_seloper_t, H5Sclose, H5Screate_simple, H5Sselect_hyperslab};
 use hdf5_sys::h5t::{
     H5T_class_t, H5T_direction_t, H5Tclose, H5Tdetect_class, H5Tget_native_type, H5Tget_size,
     H5Tis_variable_str,
 };
+
+use crate::rows::RowSpaces;
 
 fn err(msg: String) -> hdf5::Error {
     hdf5::Error::from(msg)
@@ -73,43 +74,19 @@ pub fn write_rows_native(ds: &Dataset, start: u64, count: u64, bytes: &[u8]) -> 
                     bytes.len()
                 )));
             }
-            let fspace = H5Dget_space(ds_id);
-            if fspace < 0 {
+            let Some(spaces) = RowSpaces::select(ds_id, start, &mdims) else {
                 H5Tclose(mtype);
-                return Err(err("cannot get the dataset's dataspace".into()));
-            }
-            let mut fstart = vec![0u64; shape.len()];
-            fstart[0] = start;
-            let r = H5Sselect_hyperslab(
-                fspace,
-                H5S_seloper_t::H5S_SELECT_SET,
-                fstart.as_ptr(),
-                std::ptr::null(),
-                mdims.as_ptr(),
-                std::ptr::null(),
-            );
-            if r < 0 {
-                H5Sclose(fspace);
-                H5Tclose(mtype);
-                return Err(err("hyperslab selection failed".into()));
-            }
-            let mspace = H5Screate_simple(mdims.len() as i32, mdims.as_ptr(), std::ptr::null());
-            let r = if mspace < 0 {
-                -1
-            } else {
-                H5Dwrite(
-                    ds_id,
-                    mtype,
-                    mspace,
-                    fspace,
-                    H5P_DEFAULT,
-                    bytes.as_ptr().cast(),
-                )
+                return Err(err(format!("cannot select rows {start}..{end}")));
             };
-            if mspace >= 0 {
-                H5Sclose(mspace);
-            }
-            H5Sclose(fspace);
+            let r = H5Dwrite(
+                ds_id,
+                mtype,
+                spaces.memory,
+                spaces.file,
+                H5P_DEFAULT,
+                bytes.as_ptr().cast(),
+            );
+            drop(spaces);
             H5Tclose(mtype);
             if r < 0 {
                 return Err(err(format!("H5Dwrite of rows {start}..{end} failed")));
