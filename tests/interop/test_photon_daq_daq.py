@@ -55,10 +55,10 @@ def test_trigger_reads_write_rows(tmp_path):
         job.trigger_read()
     files = d.stop()
     data = read_file(files)["g"]
-    # start() triggers no read in h5daq; the five trigger_read() calls give five rows.
-    assert data["x"].tolist() == [0.0, 1.5, 3.0, 4.5, 6.0]
+    # start() reads a trigger job once, as sdaq's does; then the five trigger_read() calls.
+    assert data["x"].tolist() == [0.0, 1.5, 3.0, 4.5, 6.0, 7.5]
     assert data["m"].dtype == np.int32
-    assert data["m"].shape == (5, 2, 2)
+    assert data["m"].shape == (6, 2, 2)
     assert (data["m"][4] == 4).all()
     assert data["time"].dtype == np.float64
     assert np.all(np.diff(data["time"]) >= 0)
@@ -90,26 +90,99 @@ def test_compress_keeps_first_and_last_of_a_run(tmp_path):
     assert data["time"].tolist() == [1.0, 3.0, 4.0]
 
 
-def test_getter_errors_call_the_handler(tmp_path):
+def test_getter_errors_call_the_handler_by_sdaqs_count(tmp_path):
     calls = []
-    results = iter([RuntimeError("offline")] * 3 + [[1.0]] + [RuntimeError("again")])
+    # r: raise, s: skip (None), .: a row. sdaq's count: 1 2 3 0 1 1 2; a skip does not
+    # end a run of errors, so the handler (limit 2) runs on reads 2, 3 and 7.
+    pattern = iter("rrr.rsr")
+    counts = []
 
     def getter():
-        r = next(results)
-        if isinstance(r, Exception):
-            raise r
-        return r
+        c = next(pattern)
+        if c == "r":
+            raise RuntimeError("offline")
+        return None if c == "s" else [1.0]
 
     job = daq.DAQJob("g", "v", getter, read_mode="trigger",
-                     handle_error_function=lambda: calls.append(1))
+                     handle_error_function=lambda: calls.append(job.error_count))
+    d = daq.DAQDaemon([job], directory=tmp_path, write_period=3600)
+    d.start()                       # the first read
+    for _ in range(6):
+        job.trigger_read()
+        counts.append(job.error_count)
+    d.stop()
+    assert counts == [2, 3, 0, 1, 1, 2]
+    assert calls == [2, 3, 2]
+    assert job.status()["errors"] == 5
+
+
+def test_a_row_that_does_not_fit_counts_as_an_error(tmp_path):
+    values = iter([[1.0], [[1.0, 2.0]], [2.0]])
+    job = daq.DAQJob("g", "v", lambda: next(values), read_mode="trigger", compress=False)
     d = daq.DAQDaemon([job], directory=tmp_path, write_period=3600)
     d.start()
-    for _ in range(5):
-        job.trigger_read()
+    job.trigger_read()
+    assert job.error_count == 1
+    job.trigger_read()
+    assert job.error_count == 0
+    assert read_file(d.stop())["g"]["v"].tolist() == [1.0, 2.0]
+
+
+def test_values_are_cast_as_numpy_assigns_them(tmp_path):
+    values = iter([[3.7, -3.7, 2.5, 7], [300, 0, 0.0, 0]])
+    job = daq.DAQJob("g", ["i", "j", "a", "f"], lambda: next(values), read_mode="trigger",
+                     dtype=[np.uint8, np.int16, np.int32, np.float32],
+                     shape=[(0,), (0,), (0, 2), (0,)], compress=False)
+    d = daq.DAQDaemon([job], directory=tmp_path, write_period=3600)
+    d.start()
+    job.trigger_read()              # 300 does not fit uint8: an error, as in numpy
+    data = read_file(d.stop())["g"]
+    assert data["i"].tolist() == [3] and data["j"].tolist() == [-3]
+    assert data["a"].tolist() == [[2, 2]] and data["f"].tolist() == [7.0]
+    assert job.status()["errors"] == 1
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    ({"file_format_str": "DAQ.hdf5"}, KeyError),
+    ({"file_format_str": "{date_to}_{date_from}.h5"}, ValueError),
+    ({"rollover_interval_dict": {"days": 1, "hours": 2}}, KeyError),
+    ({"rollover_interval_dict": {"fortnights": 1}}, KeyError),
+    ({"rollover_interval_dict": {"days": 0}}, KeyError),
+    ({"write_period": "60"}, TypeError),
+    ({"write_period": 10, "write_period_jitter": 10}, ValueError),
+    ({"compression_dict": {"compression": "gzip"}}, KeyError),
+])
+def test_daemon_argument_errors(tmp_path, kwargs, exc):
+    job = daq.DAQJob("g", "v", lambda: None, read_mode="trigger")
+    with pytest.raises(exc):
+        daq.DAQDaemon([job], directory=tmp_path, **kwargs)
+
+
+def test_a_file_without_rows_is_removed(tmp_path):
+    job = daq.DAQJob("g", "v", lambda: None, read_mode="trigger")
+    d = daq.DAQDaemon([job], directory=tmp_path, write_period=3600)
+    d.start()
+    job.trigger_read()
     d.stop()
-    # error_count_limit 2: the handler runs on the 2nd and 3rd consecutive error only.
-    assert len(calls) == 2
-    assert job.status()["errors"] == 4
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dropping_a_running_daemon_ends_its_threads(tmp_path):
+    count = [0]
+
+    def getter():
+        count[0] += 1
+        return [1.0]
+
+    job = daq.DAQJob("g", "v", getter, read_mode="constant", compress=False)
+    d = daq.DAQDaemon([job], directory=tmp_path, write_period=3600)
+    d.start()
+    while count[0] < 10:
+        threading.Event().wait(0.001)
+    del d, job                      # no stop(): the threads end with the GIL released
+    n = count[0]
+    threading.Event().wait(0.05)
+    assert count[0] == n
 
 
 def test_stop_while_python_is_busy_does_not_deadlock(tmp_path):
@@ -150,7 +223,7 @@ def test_file_name_and_root_attrs(tmp_path):
     job.trigger_read()
     files = d.stop()
     name = files[0].rsplit("/", 1)[-1]
-    assert name.startswith("LAB_") and name.endswith(".h5")
+    assert name.startswith("LAB_") and name.endswith(".hdf5")
     with h5py.File(files[0], "r") as f:
         assert f.attrs["name"] == "bench"
         assert f.attrs["run_id"] == 12

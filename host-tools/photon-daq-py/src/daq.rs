@@ -7,18 +7,78 @@
 //! write, trigger-and-wait) releases the GIL, so a job waiting for the GIL can
 //! always finish and `stop()` cannot deadlock.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use h5daq::{
     AttrValue, Clock, Column, DaemonConfig, DaqDaemon, DaqError, DaqJob, DatasetSpec, Dtype, Entry,
     GetterError, JobHandle, ReadMode, Reading, Rollover, Scalar, SystemClock, Trigger, Unit,
 };
-use numpy::PyReadonlyArray1;
+use numpy::{PyReadonlyArray1, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyInt};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyFloat, PyInt, PyModule, PyTuple};
+
+/// A job thread's own Python thread state, kept from its first getter call until the
+/// thread ends. Without it every call would attach a thread that has no state, so
+/// `PyGILState_Ensure` would create one and the release delete it again; Python 3.11
+/// maps and unmaps a frame stack for each, which was half the cost of a row.
+struct KeptThreadState;
+
+thread_local! {
+    static KEPT_THREAD_STATE: RefCell<Option<KeptThreadState>> = const { RefCell::new(None) };
+}
+
+impl KeptThreadState {
+    /// Called attached (inside `Python::attach`): one more `PyGILState_Ensure` than
+    /// releases, so the thread state outlives the caller's attach.
+    fn keep(_py: Python<'_>) {
+        KEPT_THREAD_STATE.with(|k| {
+            if let Ok(mut k) = k.try_borrow_mut() {
+                if k.is_none() {
+                    // SAFETY: the `Python` token proves this thread holds the GIL with a
+                    // thread state; a nested ensure only counts up (`PyGILState_LOCKED`)
+                    // and is balanced by the release in `drop` on this same thread.
+                    let state = unsafe { ffi::PyGILState_Ensure() };
+                    debug_assert!(state == ffi::PyGILState_STATE::PyGILState_LOCKED);
+                    *k = Some(KeptThreadState);
+                }
+            }
+        });
+    }
+}
+
+impl Drop for KeptThreadState {
+    /// At thread exit: attach with the kept state, then give back both ensures, the
+    /// last of which deletes the thread state.
+    fn drop(&mut self) {
+        // SAFETY: `Py_IsInitialized` may be called at any time. When it is true, this
+        // thread still has the state `keep` counted up (nothing else deletes a state
+        // whose count is above zero), so the ensure attaches it (count 2, GIL held) and
+        // the two releases return the count to 0 in the order that keeps the GIL until
+        // the state is deleted: first the nested LOCKED one, then the UNLOCKED one.
+        unsafe {
+            if ffi::Py_IsInitialized() != 0 {
+                let state = ffi::PyGILState_Ensure();
+                ffi::PyGILState_Release(ffi::PyGILState_STATE::PyGILState_LOCKED);
+                ffi::PyGILState_Release(state);
+            }
+        }
+    }
+}
+
+/// The numpy module, imported once.
+fn numpy(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    static NUMPY: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    NUMPY
+        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("numpy")?.unbind()))
+        .map(|m| m.bind(py))
+}
 
 fn daq_err(e: DaqError) -> PyErr {
     match e {
@@ -58,24 +118,21 @@ fn err_text(py: Python<'_>, e: PyErr) -> GetterError {
     format!("{name}: {}", e.value(py)).into()
 }
 
-/// One dataset entry from a Python value: a scalar for scalar datasets, else the value
-/// converted by numpy to the dataset's dtype and broadcast to its shape (as sdaq's
-/// buffer assignment does).
+/// One dataset entry from a Python value, converted as numpy assigns a value to a row
+/// of sdaq's buffer (`buffer[i][pos] = value`): broadcast to the entry's shape, cast
+/// to the dtype (floats truncate into integer types, out-of-range integers are
+/// errors). Values numpy would store unchanged skip numpy.
 fn entry(py: Python<'_>, v: &Bound<'_, PyAny>, spec: &DatasetSpec) -> PyResult<Entry> {
     if spec.shape.is_empty() {
-        if v.is_instance_of::<PyBool>() || v.is_instance_of::<PyInt>() {
-            if let Ok(i) = v.extract::<i64>() {
-                return Ok(Entry::Scalar(Scalar::Int(i)));
-            }
-            return Ok(Entry::Scalar(Scalar::UInt(v.extract::<u64>()?)));
+        if let Some(s) = exact_scalar(v, spec.dtype) {
+            return Ok(Entry::Scalar(s));
         }
-        if v.is_instance_of::<PyFloat>() {
-            return Ok(Entry::Scalar(Scalar::Float(v.extract::<f64>()?)));
-        }
+    } else if let Some(c) = exact_array(v, spec) {
+        return Ok(Entry::Array(c));
     }
-    let np = py.import("numpy")?;
+    let np = numpy(py)?;
     let arr = np.call_method1("asarray", (v, spec.dtype.name()))?;
-    let shape = pyo3::types::PyTuple::new(py, &spec.shape)?;
+    let shape = PyTuple::new(py, &spec.shape)?;
     let flat = np
         .call_method1("broadcast_to", (arr, shape))?
         .call_method0("ravel")?;
@@ -87,6 +144,62 @@ fn entry(py: Python<'_>, v: &Bound<'_, PyAny>, spec: &DatasetSpec) -> PyResult<E
         }));
     }
     Ok(Entry::Array(column(&flat, spec.dtype)?))
+}
+
+/// A Python float or int (bool included) that numpy would store unchanged in `dtype`;
+/// `None` sends the value through numpy (casts, huge integers into floats).
+fn exact_scalar(v: &Bound<'_, PyAny>, dtype: Dtype) -> Option<Scalar> {
+    let float = matches!(dtype, Dtype::F64 | Dtype::F32);
+    if v.is_instance_of::<PyFloat>() {
+        let x: f64 = v.extract().ok()?;
+        // A finite value beyond f32's range: numpy stores inf, h5daq refuses it.
+        let fits = dtype == Dtype::F64 || !x.is_finite() || (x as f32).is_finite();
+        return (float && fits).then_some(Scalar::Float(x));
+    }
+    if v.is_instance_of::<PyInt>() {
+        // Out-of-range integers are errors in both numpy and h5daq.
+        let s = match v.extract::<i64>() {
+            Ok(i) => Scalar::Int(i),
+            Err(_) => Scalar::UInt(v.extract::<u64>().ok()?),
+        };
+        let exact_limit = if dtype == Dtype::F32 {
+            1 << 24
+        } else {
+            1 << 53
+        };
+        return match s {
+            Scalar::Int(i) if float && i.unsigned_abs() > exact_limit => None,
+            Scalar::UInt(_) if float => None,
+            s => Some(s),
+        };
+    }
+    None
+}
+
+/// A C-contiguous numpy array of exactly the dataset's dtype and entry shape, copied
+/// once; `None` for anything else.
+fn exact_array(v: &Bound<'_, PyAny>, spec: &DatasetSpec) -> Option<Column> {
+    fn take<T: numpy::Element + Copy>(v: &Bound<'_, PyAny>, shape: &[usize]) -> Option<Vec<T>> {
+        let a: PyReadonlyArrayDyn<'_, T> = v.extract().ok()?;
+        if a.shape() != shape {
+            return None;
+        }
+        a.as_slice().ok().map(<[T]>::to_vec)
+    }
+    let shape = &spec.shape;
+    Some(match spec.dtype {
+        Dtype::F64 => Column::F64(take(v, shape)?),
+        Dtype::F32 => Column::F32(take(v, shape)?),
+        Dtype::I64 => Column::I64(take(v, shape)?),
+        Dtype::I32 => Column::I32(take(v, shape)?),
+        Dtype::I16 => Column::I16(take(v, shape)?),
+        Dtype::I8 => Column::I8(take(v, shape)?),
+        Dtype::U64 => Column::U64(take(v, shape)?),
+        Dtype::U32 => Column::U32(take(v, shape)?),
+        Dtype::U16 => Column::U16(take(v, shape)?),
+        Dtype::U8 => Column::U8(take(v, shape)?),
+        Dtype::FixedStr(_) | Dtype::Str => return None,
+    })
 }
 
 fn column(flat: &Bound<'_, PyAny>, dt: Dtype) -> PyResult<Column> {
@@ -137,7 +250,7 @@ impl Shape {
             )));
         }
         if self.extend_mode {
-            let np = py.import("numpy")?;
+            let np = numpy(py)?;
             let t = np.call_method1("asarray", (&items[0], "float64"))?;
             let time: Vec<f64> = column(&t.call_method0("ravel")?, Dtype::F64).and_then(|c| {
                 if let Column::F64(v) = c {
@@ -170,6 +283,53 @@ impl Shape {
     }
 }
 
+/// sdaq's `error_count`: one up for every failed read (the getter raised, or its result
+/// did not fit the datasets), back to 0 when a row is stored; a skipped read (`None`)
+/// leaves it as it is. h5daq's own consecutive count restarts at a skip.
+#[derive(Debug, Default)]
+struct ErrorCount {
+    count: AtomicU64,
+    /// The count before the current read returned a row, restored (plus one) if the
+    /// row then does not fit.
+    before_row: AtomicU64,
+    row_returned: AtomicBool,
+}
+
+impl ErrorCount {
+    fn read_started(&self) {
+        self.row_returned.store(false, Ordering::Relaxed);
+    }
+    fn row_returned(&self) {
+        let before = self.count.swap(0, Ordering::Relaxed);
+        self.before_row.store(before, Ordering::Relaxed);
+        self.row_returned.store(true, Ordering::Relaxed);
+    }
+    /// Counts a failed read; returns the new count.
+    fn failed(&self) -> u64 {
+        let base = if self.row_returned.swap(false, Ordering::Relaxed) {
+            self.before_row.load(Ordering::Relaxed)
+        } else {
+            self.count.load(Ordering::Relaxed)
+        };
+        self.count.store(base + 1, Ordering::Relaxed);
+        base + 1
+    }
+}
+
+/// Calls `f` attached to the interpreter. A thread that had no Python thread state
+/// (a job thread) keeps the one made now for its lifetime (see [`KeptThreadState`]).
+fn attached<R>(f: impl FnOnce(Python<'_>) -> R) -> Option<R> {
+    // SAFETY: PyGILState_GetThisThreadState may be called without the GIL; it only
+    // reads this thread's slot of the thread-state key.
+    let fresh = unsafe { ffi::PyGILState_GetThisThreadState() }.is_null();
+    Python::try_attach(|py| {
+        if fresh {
+            KeptThreadState::keep(py);
+        }
+        f(py)
+    })
+}
+
 /// A DAQ job with a Python getter; moved into a daemon when one is built with it.
 #[pyclass(frozen, module = "photon_daq._native")]
 pub struct Job {
@@ -177,6 +337,7 @@ pub struct Job {
     handle: JobHandle,
     trigger: Trigger,
     triggered: bool,
+    errors: Arc<ErrorCount>,
 }
 
 #[pymethods]
@@ -215,12 +376,22 @@ impl Job {
             provide_time,
             extend_mode,
         };
+        let errors = Arc::new(ErrorCount::default());
+        let getter_errors = Arc::clone(&errors);
         let getter_fn = move || -> Result<Reading, GetterError> {
-            Python::try_attach(|py| match getter.call0(py) {
+            getter_errors.read_started();
+            let reading = attached(|py| match getter.call0(py) {
                 Ok(r) => shape.reading(py, r.bind(py)).map_err(|e| err_text(py, e)),
                 Err(e) => Err(err_text(py, e)),
             })
-            .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
+            .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()));
+            if matches!(
+                reading,
+                Ok(Reading::Row(_) | Reading::TimedRow(..) | Reading::Rows { .. })
+            ) {
+                getter_errors.row_returned();
+            }
+            reading
         };
         let mode = match read_mode {
             "schedule" => {
@@ -237,6 +408,7 @@ impl Job {
                 "constant_read_error_delay {constant_read_error_delay} is not valid"
             ))
         })?;
+        let handler_errors = Arc::clone(&errors);
         let mut job = DaqJob::new(group, specs, getter_fn)
             .and_then(|j| j.with_mode(mode))
             .map_err(daq_err)?
@@ -245,18 +417,25 @@ impl Job {
             .with_dedup(compress)
             .with_chunk_length(chunk_length)
             .with_error_delay(delay)
-            .with_attrs(attrs.into_iter().map(|(k, v)| (k, v.0)).collect());
+            // A constant job whose buffer is full waits for the write instead of dropping
+            // rows (sdaq's buffers have no limit; the getter is simply called later).
+            .with_backpressure(mode == ReadMode::Constant)
+            .with_attrs(attrs.into_iter().map(|(k, v)| (k, v.0)).collect())
+            // Called on every error; sdaq's count decides whether the Python handler runs.
+            .with_error_handler(1, move |_| {
+                let count = handler_errors.failed();
+                if let Some(handler) = handle_error_function.as_ref() {
+                    if count >= error_count_limit {
+                        attached(|py| {
+                            if let Err(e) = handler.call0(py) {
+                                e.print(py);
+                            }
+                        });
+                    }
+                }
+            });
         if let Some(id) = thread_id {
             job = job.with_thread_id(id);
-        }
-        if let Some(handler) = handle_error_function {
-            job = job.with_error_handler(error_count_limit, move |_| {
-                Python::try_attach(|py| {
-                    if let Err(e) = handler.call0(py) {
-                        e.print(py);
-                    }
-                });
-            });
         }
         let handle = job.handle();
         let trigger = job.trigger();
@@ -265,6 +444,7 @@ impl Job {
             handle,
             trigger,
             triggered: mode == ReadMode::Triggered,
+            errors,
         })
     }
 
@@ -297,6 +477,19 @@ impl Job {
             }
         });
         Ok(())
+    }
+
+    /// Requests one read of a triggered job in a running daemon and returns at once
+    /// (sdaq's start() reads every triggered job once this way).
+    fn trigger(&self) {
+        if self.triggered {
+            self.trigger.trigger();
+        }
+    }
+
+    /// sdaq's `error_count` (see [`ErrorCount`]).
+    fn error_count(&self) -> u64 {
+        self.errors.count.load(Ordering::Relaxed)
     }
 
     /// Counters: reads, rows, written, buffered, skipped, deduplicated, dropped, errors.
@@ -370,7 +563,7 @@ fn secs(what: &str, s: f64) -> PyResult<Duration> {
 impl Daemon {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (jobs, name, write_period, write_period_jitter, directory, file_prefix,
+    #[pyo3(signature = (jobs, name, write_period, write_period_jitter, directory, file_format,
         rollover_unit, rollover_count, deflate, shuffle, attrs))]
     fn new(
         jobs: Vec<Py<Job>>,
@@ -378,7 +571,7 @@ impl Daemon {
         write_period: f64,
         write_period_jitter: Option<f64>,
         directory: PathBuf,
-        file_prefix: String,
+        file_format: &str,
         rollover_unit: &str,
         rollover_count: u32,
         deflate: Option<u8>,
@@ -388,7 +581,9 @@ impl Daemon {
         let cfg = DaemonConfig {
             name,
             directory,
-            file_names: h5daq::FileNames::prefix(&file_prefix),
+            file_names: file_format
+                .parse::<h5daq::FileNames>()
+                .map_err(|e| PyValueError::new_err(e.to_string()))?,
             write_period: secs("write_period", write_period)?,
             write_jitter: write_period_jitter
                 .map(|j| secs("write_period_jitter", j))
@@ -399,6 +594,8 @@ impl Daemon {
             },
             deflate,
             shuffle,
+            // sdaq removes a file that received no rows.
+            delete_empty_files: true,
             attrs: attrs.into_iter().map(|(k, v)| (k, v.0)).collect(),
             ..DaemonConfig::default()
         };
@@ -468,5 +665,17 @@ impl Daemon {
             .ok()?
             .as_ref()
             .and_then(|d| d.status().current_file)
+    }
+}
+
+impl Drop for Daemon {
+    /// A daemon dropped without `stop()` ends its job threads (h5daq's drop); the GIL is
+    /// released meanwhile, so a getter waiting for it can return.
+    fn drop(&mut self) {
+        let daemon = self.daemon.get_mut().ok().and_then(Option::take);
+        if let Some(d) = daemon {
+            // Without an interpreter to attach to, the closure and `d` drop unattached.
+            Python::try_attach(|py| py.detach(move || drop(d)));
+        }
     }
 }

@@ -2,13 +2,12 @@
 
 The constructors take sdaq's arguments and raise its errors; the getter (a Python
 callable) is called from the job's Rust thread with the GIL taken only for the
-call. Differences from sdaq (docs/python.md): times are true UTC, files end in
-``.h5``, rollover can also be by size, de-duplication compares NaN as equal, and
-values that do not fit a dataset's dtype are errors instead of numpy casts.
+call. Differences from sdaq (docs/python.md): times are true UTC, the last file is
+complete after a crash, a skipped read pauses a 'constant' job for 1 ms, and
+de-duplication compares NaN as equal.
 """
 
 import inspect
-import re
 
 import numpy as np
 
@@ -106,13 +105,14 @@ class DAQJob:
 
     @property
     def error_count(self):
-        return self.status()["errors"]
+        """sdaq's count: failed reads since the last stored row (a skip leaves it)."""
+        return self._native.error_count()
 
     def __repr__(self):
         return f"<DAQJob group={self.group!r} labels={self.label[1:]!r} mode={self.read_mode!r}>"
 
 
-_FORMAT_RE = re.compile(r"^(?P<prefix>[^{}/]*)_\{date_from\}_\{date_to\}\.[A-Za-z0-9]+$")
+ROLLOVER_UNITS = ("years", "months", "weeks", "days", "hours", "minutes", "seconds")
 
 
 class DAQDaemon:
@@ -121,23 +121,41 @@ class DAQDaemon:
     def __init__(self, job_list, name="", write_period=60, write_period_jitter=None,
                  directory=".", file_format_str="DAQ_{date_from}_{date_to}.hdf5",
                  rollover_interval_dict=None, compression_dict=None, attrs=None):
-        m = _FORMAT_RE.match(file_format_str)
-        if m is None:
-            raise ValueError(
-                "file_format_str must be '<prefix>_{date_from}_{date_to}.<ext>'; "
-                "files are written as <prefix>_<from>_<to>.h5"
-            )
-        rollover = rollover_interval_dict or {"days": 1}
+        if not any(k in file_format_str for k in ("{date_from}", "{date_to}")):
+            raise KeyError("file_format_str has to include at least one placeholder of "
+                           f"['{{date_from}}', '{{date_to}}'], given: {file_format_str}")
+        head, _, rest = file_format_str.partition("{date_from}")
+        if "{date_to}" not in rest or "{" in head + rest.replace("{date_to}", "", 1):
+            raise ValueError("file_format_str must hold {date_from} and then {date_to}, once "
+                             f"each (h5daq names every file by both), given: {file_format_str}")
+        if not isinstance(write_period, (int, float)):
+            raise TypeError("write_period must be one of type int or float; "
+                            f"got type: {type(write_period)}")
+        if isinstance(write_period_jitter, (int, float)):
+            if write_period <= write_period_jitter:
+                raise ValueError("write_period must be greater than write_period_jitter; "
+                                 f"got: {write_period}, {write_period_jitter}; respectively")
+        elif write_period_jitter is not None:
+            raise TypeError("write_period_jitter must be one of type int, float or None; "
+                            f"got type: {type(write_period_jitter)}")
+        rollover = dict(rollover_interval_dict or {"days": 1})
         if len(rollover) != 1:
-            raise ValueError("rollover_interval_dict takes exactly one key")
+            raise KeyError(f"interval_dict must have exactly one key: received {rollover}")
         (unit, count), = rollover.items()
-        if not isinstance(count, int) or count < 1:
-            raise ValueError("the rollover interval must be an int >= 1")
+        if unit not in ROLLOVER_UNITS:
+            raise KeyError(f"round_interval_dict key {rollover.keys()} not from "
+                           f"{list(ROLLOVER_UNITS)}")
+        count = int(count)
+        if count < 1:
+            raise KeyError(f"round_interval_dict value has to be >1, given {count}")
         deflate, shuffle = None, False
-        if compression_dict:
-            if compression_dict.get("compression") != "gzip":
-                raise ValueError("only gzip compression is supported")
-            deflate = int(compression_dict.get("compression_opts", 4))
+        if compression_dict is not None:
+            method = compression_dict["compression"]
+            opts = compression_dict["compression_opts"]
+            if method not in (None, "gzip"):
+                raise ValueError(f"compression {method!r}: only gzip (deflate) is supported")
+            if method == "gzip":
+                deflate = 4 if opts is None else int(opts)
             shuffle = bool(compression_dict.get("shuffle", False))
         self.job_list = list(job_list)
         self.name = name
@@ -146,7 +164,7 @@ class DAQDaemon:
         self.attrs = dict(attrs or {})
         self._settings = (name, float(write_period),
                           None if write_period_jitter is None else float(write_period_jitter),
-                          str(directory), m.group("prefix"), unit, count, deflate, shuffle)
+                          str(directory), file_format_str, unit, count, deflate, shuffle)
         self._native = None
         self.files = []
 
@@ -160,6 +178,9 @@ class DAQDaemon:
             [j._native for j in self.job_list], *self._settings, list(all_attrs.items())
         )
         self._native.start()
+        # sdaq's start() reads every 'trigger' job once (without waiting for the read).
+        for j in self.job_list:
+            j._native.trigger()
 
     def flush(self):
         """Write every buffered row now."""
