@@ -104,3 +104,4 @@ bench: setup
 	$(VENV)/bin/python benches/scripts/bench_xsp3.py
 	$(VENV)/bin/python benches/scripts/bench_lsxfel.py
 	$(VENV)/bin/python benches/scripts/bench_daq.py
+	$(VENV)/bin/python benches/scripts/bench_pydaq.py

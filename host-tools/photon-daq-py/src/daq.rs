@@ -22,7 +22,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyFloat, PyInt, PyModule, PyTuple};
+use pyo3::types::{PyBool, PyFloat, PyInt, PyList, PyModule, PyTuple};
 
 /// A job thread's own Python thread state, kept from its first getter call until the
 /// thread ends. Without it every call would attach a thread that has no state, so
@@ -240,7 +240,14 @@ impl Shape {
         if r.is_none() || !r.is_truthy()? {
             return Ok(Reading::Skip);
         }
-        let items: Vec<Bound<'_, PyAny>> = r.try_iter()?.collect::<PyResult<_>>()?;
+        // sdaq takes `list(result)`; a list or tuple is read without an iterator.
+        let items: Vec<Bound<'_, PyAny>> = if let Ok(l) = r.cast::<PyList>() {
+            l.iter().collect()
+        } else if let Ok(t) = r.cast::<PyTuple>() {
+            t.iter().collect()
+        } else {
+            r.try_iter()?.collect::<PyResult<_>>()?
+        };
         let timed = self.provide_time || self.extend_mode;
         let want = self.specs.len() + usize::from(timed);
         if items.len() != want {
