@@ -219,9 +219,13 @@ def test_file_name_and_root_attrs(tmp_path):
     job = daq.DAQJob("g", "v", lambda: [1.0], read_mode="trigger")
     d = daq.DAQDaemon([job], name="bench", directory=tmp_path, write_period=3600,
                       file_format_str="LAB_{date_from}_{date_to}.hdf5")
-    d.start(attrs={"run_id": 12})
+    assert d.status() is False
+    msg = d.start(attrs={"run_id": 12})
+    assert msg == f"Starting the logger daemon in file: {d.counters()['current_file']}"
+    assert d.status() is True and set(d.counters()["jobs"]) == {"g"}
     job.trigger_read()
     files = d.stop()
+    assert d.status() is False
     name = files[0].rsplit("/", 1)[-1]
     assert name.startswith("LAB_") and name.endswith(".hdf5")
     with h5py.File(files[0], "r") as f:

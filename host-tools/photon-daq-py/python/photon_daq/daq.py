@@ -170,7 +170,8 @@ class DAQDaemon:
 
     def start(self, attrs=None):
         """Start the jobs and the periodic writer; ``attrs`` are added to the root
-        attributes."""
+        attributes. Returns sdaq's message naming the file. A daemon runs once (a
+        second start() raises RuntimeError; sdaq starts a new run)."""
         if self._native is not None:
             raise RuntimeError("the daemon was already started")
         all_attrs = dict(self.attrs, **(attrs or {}))
@@ -181,6 +182,7 @@ class DAQDaemon:
         # sdaq's start() reads every 'trigger' job once (without waiting for the read).
         for j in self.job_list:
             j._native.trigger()
+        return f"Starting the logger daemon in file: {self._native.current_file()}"
 
     def flush(self):
         """Write every buffered row now."""
@@ -203,6 +205,11 @@ class DAQDaemon:
         return self._native is not None and self._native.is_running()
 
     def status(self):
+        """Whether the daemon runs (sdaq's ``status()``); see ``counters()``."""
+        return self.is_active
+
+    def counters(self):
+        """The daemon's state and every job's counters (``DAQJob.status()``)."""
         return {
             "running": self.is_active,
             "current_file": None if self._native is None else self._native.current_file(),
