@@ -166,12 +166,12 @@ pytestmark = pytest.mark.skipif(
     not sdaq_available(), reason=f"sdaq is not importable from {SDAQ_PYTHON} (set SDAQ_PYTHON)")
 
 
-def run(python, lib, tmp_path):
+def run(python, lib, tmp_path, scenario=SCENARIO, tz="UTC"):
     out = tmp_path / lib
     out.mkdir()
     script = tmp_path / "scenario.py"
-    script.write_text(SCENARIO)
-    env = dict(os.environ, TZ="UTC")
+    script.write_text(scenario)
+    env = dict(os.environ, TZ=tz)
     r = subprocess.run([python, str(script), lib, str(out)], capture_output=True, text=True,
                        timeout=120, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -289,3 +289,44 @@ def test_same_getter_calls_and_error_handler_calls(both):
         if g in ("schedule", "constant"):
             continue  # polled until they return None: the count depends on timing
         assert our_out["calls"][g] == n, g
+
+
+# One job stamped by the library, outside UTC: the documented time-zone fix.
+TZ_SCENARIO = r'''
+import json, sys, time
+lib, out = sys.argv[1], sys.argv[2]
+if lib == "sdaq":
+    from sdaq import DAQDaemon, DAQJob
+else:
+    from photon_daq.daq import DAQDaemon, DAQJob
+job = DAQJob("g", "v", lambda: [1.0], read_mode="trigger", compress=False)
+daemon = DAQDaemon([job], directory=out, write_period=3600)
+before = time.time()
+daemon.start()
+if getattr(job, "thread", None) is not None:
+    job.thread.join()
+job.trigger_read()
+daemon.stop()
+print(json.dumps({"before": before, "after": time.time()}))
+'''
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/zoneinfo/Europe/Berlin"),
+                    reason="no time-zone data")
+def test_outside_utc_sdaq_times_are_off_by_the_offset_ours_are_utc(tmp_path):
+    stamps = {}
+    for python, lib in ((SDAQ_PYTHON, "sdaq"), (sys.executable, "photon_daq")):
+        path, out = run(python, lib, tmp_path, TZ_SCENARIO, tz="Europe/Berlin")
+        form = re.compile(rf"^DAQ_({STAMP})_({STAMP})\.hdf5$")
+        assert form.match(path.name), path.name
+        with h5py.File(path, "r") as f:
+            t = f["g/time"][()]
+            stamps[lib] = (t, f.attrs["run_start"], out)
+    t, run_start, out = stamps["photon_daq"]
+    assert out["before"] <= run_start <= t[0] <= t[-1] <= out["after"]
+    # sdaq's datetime.utcnow().timestamp() reads UTC as local time: Berlin is UTC+1 or +2.
+    t, run_start, out = stamps["sdaq"]
+    offset = out["before"] - run_start
+    assert round(offset) in (3600, 7200), offset
+    assert np.all(np.abs(out["before"] - t - offset) < 60)
+
