@@ -26,6 +26,8 @@ def test_job_attributes_like_sdaq():
     ({"dtype": [float, float]}, ValueError),
     ({"shape": [(0,), (0,)]}, ValueError),
     ({"shape": 3}, TypeError),
+    ({"chunk_length": 0}, ValueError),
+    ({"initial_buffer_length": 0}, ValueError),
 ])
 def test_job_argument_errors(kwargs, exc):
     args = dict(group="g", label="a", getter=lambda: None)

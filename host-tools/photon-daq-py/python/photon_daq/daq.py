@@ -65,6 +65,10 @@ class DAQJob:
             if not isinstance(s, tuple) or not s:
                 raise TypeError(f"shape must be a non-empty tuple, got {s!r}")
         shapes = [(0,) + tuple(s[1:]) for s in shapes]
+        if initial_buffer_length < 1:
+            raise ValueError(f"initial_buffer_length, has to be >1 : '{initial_buffer_length}'")
+        if chunk_length < 1:
+            raise ValueError(f"chunk_length, has to be > 0 : '{chunk_length}'")
         if extend_mode:
             provide_time, compress = True, False
 
