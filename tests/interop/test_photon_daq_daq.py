@@ -1,6 +1,8 @@
 """photon_daq.daq: sdaq's DAQJob/DAQDaemon arguments, errors and attributes, and the
 files h5daq writes from Python getters (read back with h5py)."""
 
+import subprocess
+import sys
 import threading
 
 import h5py
@@ -233,3 +235,24 @@ def test_file_name_and_root_attrs(tmp_path):
     with h5py.File(files[0], "r") as f:
         assert f.attrs["name"] == "bench"
         assert f.attrs["run_id"] == 12
+
+
+def test_a_daemon_running_at_exit_is_stopped(tmp_path):
+    script = (
+        "import sys\n"
+        "from photon_daq.daq import DAQDaemon, DAQJob\n"
+        "job = DAQJob('g', 'v', lambda: [1.0], read_mode='trigger', compress=False)\n"
+        "d = DAQDaemon([job], directory=sys.argv[1], write_period=3600)\n"
+        "d.start()\n"
+        "for _ in range(3):\n"
+        "    job.trigger_read()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1
+    with h5py.File(files[0], "r") as f:
+        assert len(f["g/v"]) == 4
+        assert f.attrs["run_end"] == f.attrs["file_end"] >= f.attrs["run_start"]
+

@@ -7,7 +7,10 @@ complete after a crash, a skipped read pauses a 'constant' job for 1 ms, and
 de-duplication compares NaN as equal.
 """
 
+import atexit
 import inspect
+import sys
+import weakref
 
 import numpy as np
 
@@ -118,6 +121,19 @@ class DAQJob:
 
 ROLLOVER_UNITS = ("years", "months", "weeks", "days", "hours", "minutes", "seconds")
 
+# Daemons between start() and stop(): stopped (final write, rename) when Python exits.
+_running = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_running_daemons():
+    for d in list(_running):
+        try:
+            d.stop()
+        except (RuntimeError, OSError, ValueError) as e:
+            print(f"photon_daq: stopping the daemon {d.name!r} at exit failed: {e}",
+                  file=sys.stderr)
+
 
 class DAQDaemon:
     """Runs jobs and appends their data to HDF5 files (sdaq's ``DAQDaemon``)."""
@@ -183,6 +199,7 @@ class DAQDaemon:
             [j._native for j in self.job_list], *self._settings, list(all_attrs.items())
         )
         self._native.start()
+        _running.add(self)
         # sdaq's start() reads every 'trigger' job once (without waiting for the read).
         for j in self.job_list:
             j._native.trigger()
@@ -201,6 +218,7 @@ class DAQDaemon:
             raise RuntimeError("the daemon is not running")
         for j in self.job_list:
             j._stopped = True
+        _running.discard(self)
         self.files = [str(p) for p in self._native.stop()]
         return self.files
 
