@@ -256,3 +256,31 @@ def test_a_daemon_running_at_exit_is_stopped(tmp_path):
         assert len(f["g/v"]) == 4
         assert f.attrs["run_end"] == f.attrs["file_end"] >= f.attrs["run_start"]
 
+
+def test_trigger_read_returns_when_its_own_read_is_recorded(tmp_path):
+    def slow():
+        threading.Event().wait(0.05)
+        return [1.0]
+
+    job = daq.DAQJob("g", "v", slow, read_mode="trigger", compress=False)
+    d = daq.DAQDaemon([job], directory=tmp_path / "a", write_period=3600)
+    d.start()                       # its read is still running when trigger_read() starts
+    job.trigger_read()
+    assert job.status()["rows"] == 2
+    d.stop()
+
+    blocks = iter([3, 0, 2])        # extend_mode: a block of rows per read, one empty
+
+    def block():
+        n = next(blocks)
+        return [np.arange(n, dtype=float), np.arange(n)]
+
+    job = daq.DAQJob("g", "v", block, read_mode="trigger", extend_mode=True)
+    d = daq.DAQDaemon([job], directory=tmp_path / "b", write_period=3600)
+    d.start()
+    job.trigger_read()
+    assert job.status()["rows"] == 3
+    job.trigger_read()
+    assert job.status()["rows"] == 5
+    assert read_file(d.stop())["g"]["v"].tolist() == [0, 1, 2, 0, 1]
+

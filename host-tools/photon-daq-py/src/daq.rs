@@ -311,15 +311,69 @@ impl ErrorCount {
         self.before_row.store(before, Ordering::Relaxed);
         self.row_returned.store(true, Ordering::Relaxed);
     }
-    /// Counts a failed read; returns the new count.
-    fn failed(&self) -> u64 {
-        let base = if self.row_returned.swap(false, Ordering::Relaxed) {
+    /// Counts a failed read; returns the new count and whether the getter had returned
+    /// rows (which h5daq then refused).
+    fn failed(&self) -> (u64, bool) {
+        let had_rows = self.row_returned.swap(false, Ordering::Relaxed);
+        let base = if had_rows {
             self.before_row.load(Ordering::Relaxed)
         } else {
             self.count.load(Ordering::Relaxed)
         };
         self.count.store(base + 1, Ordering::Relaxed);
-        base + 1
+        (base + 1, had_rows)
+    }
+}
+
+/// How far a job's reads have got, so that `trigger_read()` returns when its own read
+/// is recorded (rows buffered, or the error counted and handled), and not when an
+/// earlier one is.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Getter calls that have returned.
+    finished: AtomicU64,
+    /// Rows the getter returned, those of them h5daq refused (the error handler ran),
+    /// and the rows of the latest call.
+    rows_returned: AtomicU64,
+    rows_refused: AtomicU64,
+    last_rows: AtomicU64,
+    /// Error handler calls that have returned.
+    handled: AtomicU64,
+    /// Set when the job's daemon has stopped: no read is coming any more.
+    stopped: AtomicBool,
+    /// `finished` at the first trigger, and the triggers since.
+    tickets: Mutex<Option<(u64, u64)>>,
+}
+
+impl Progress {
+    fn getter_returned(&self, rows: u64) {
+        self.rows_returned.fetch_add(rows, Ordering::SeqCst);
+        self.last_rows.store(rows, Ordering::SeqCst);
+        self.finished.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The `finished` count at which the read of the trigger being issued is done. In
+    /// trigger mode no read runs before the first trigger, so `finished` is then a base.
+    fn ticket(&self) -> PyResult<u64> {
+        let mut t = self
+            .tickets
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("job lock poisoned"))?;
+        let (base, issued) = t.get_or_insert((self.finished.load(Ordering::SeqCst), 0));
+        *issued += 1;
+        Ok(*base + *issued)
+    }
+
+    /// Whether read `target` has returned and every row and error so far is recorded.
+    fn settled(&self, h: &JobHandle, target: u64) -> bool {
+        if self.finished.load(Ordering::SeqCst) < target {
+            return false;
+        }
+        let s = h.status();
+        let recorded = s.rows + s.deduplicated + s.dropped_by.buffer_full;
+        let returned =
+            self.rows_returned.load(Ordering::SeqCst) - self.rows_refused.load(Ordering::SeqCst);
+        s.errors == self.handled.load(Ordering::SeqCst) && recorded == returned
     }
 }
 
@@ -345,6 +399,7 @@ pub struct Job {
     trigger: Trigger,
     triggered: bool,
     errors: Arc<ErrorCount>,
+    progress: Arc<Progress>,
 }
 
 #[pymethods]
@@ -385,6 +440,8 @@ impl Job {
         };
         let errors = Arc::new(ErrorCount::default());
         let getter_errors = Arc::clone(&errors);
+        let progress = Arc::new(Progress::default());
+        let getter_progress = Arc::clone(&progress);
         let getter_fn = move || -> Result<Reading, GetterError> {
             getter_errors.read_started();
             let reading = attached(|py| match getter.call0(py) {
@@ -392,12 +449,18 @@ impl Job {
                 Err(e) => Err(err_text(py, e)),
             })
             .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()));
+            let rows = match &reading {
+                Ok(Reading::Row(_) | Reading::TimedRow(..)) => 1,
+                Ok(Reading::Rows { time, .. }) => time.len() as u64,
+                Ok(Reading::Skip) | Err(_) => 0,
+            };
             if matches!(
                 reading,
                 Ok(Reading::Row(_) | Reading::TimedRow(..) | Reading::Rows { .. })
             ) {
                 getter_errors.row_returned();
             }
+            getter_progress.getter_returned(rows);
             reading
         };
         let mode = match read_mode {
@@ -416,6 +479,7 @@ impl Job {
             ))
         })?;
         let handler_errors = Arc::clone(&errors);
+        let handler_progress = Arc::clone(&progress);
         let mut job = DaqJob::new(group, specs, getter_fn)
             .and_then(|j| j.with_mode(mode))
             .map_err(daq_err)?
@@ -430,7 +494,13 @@ impl Job {
             .with_attrs(attrs.into_iter().map(|(k, v)| (k, v.0)).collect())
             // Called on every error; sdaq's count decides whether the Python handler runs.
             .with_error_handler(1, move |_| {
-                let count = handler_errors.failed();
+                let (count, had_rows) = handler_errors.failed();
+                if had_rows {
+                    let rows = handler_progress.last_rows.load(Ordering::SeqCst);
+                    handler_progress
+                        .rows_refused
+                        .fetch_add(rows, Ordering::SeqCst);
+                }
                 if let Some(handler) = handle_error_function.as_ref() {
                     if count >= error_count_limit {
                         attached(|py| {
@@ -440,6 +510,7 @@ impl Job {
                         });
                     }
                 }
+                handler_progress.handled.fetch_add(1, Ordering::SeqCst);
             });
         if let Some(id) = thread_id {
             job = job.with_thread_id(id);
@@ -452,6 +523,7 @@ impl Job {
             trigger,
             triggered: mode == ReadMode::Triggered,
             errors,
+            progress,
         })
     }
 
@@ -472,14 +544,11 @@ impl Job {
                 "trigger_read() on a running daemon needs read_mode='trigger'",
             ));
         }
-        let done = |h: &JobHandle| {
-            let s = h.status();
-            s.rows + s.skipped + s.deduplicated + s.dropped + s.errors
-        };
-        let before = done(&self.handle);
+        let target = self.progress.ticket()?;
         self.trigger.trigger();
+        let p = &self.progress;
         py.detach(|| {
-            while done(&self.handle) == before {
+            while !p.settled(&self.handle, target) && !p.stopped.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_micros(200));
             }
         });
@@ -488,10 +557,12 @@ impl Job {
 
     /// Requests one read of a triggered job in a running daemon and returns at once
     /// (sdaq's start() reads every triggered job once this way).
-    fn trigger(&self) {
+    fn trigger(&self) -> PyResult<()> {
         if self.triggered {
+            self.progress.ticket()?;
             self.trigger.trigger();
         }
+        Ok(())
     }
 
     /// sdaq's `error_count` (see [`ErrorCount`]).
@@ -543,6 +614,9 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Attr {
 #[pyclass(frozen, module = "photon_daq._native")]
 pub struct Daemon {
     daemon: Mutex<Option<DaqDaemon>>,
+    /// The jobs' progress, marked stopped when the daemon stops or is dropped, so a
+    /// `trigger_read()` waiting in another thread returns.
+    progress: Vec<Arc<Progress>>,
 }
 
 fn unit(name: &str) -> PyResult<Unit> {
@@ -620,6 +694,7 @@ impl Daemon {
         let daemon = DaqDaemon::new(cfg, taken).map_err(daq_err)?;
         Ok(Daemon {
             daemon: Mutex::new(Some(daemon)),
+            progress: jobs.iter().map(|j| Arc::clone(&j.get().progress)).collect(),
         })
     }
 
@@ -653,9 +728,9 @@ impl Daemon {
             .map_err(|_| PyRuntimeError::new_err("daemon lock poisoned"))?
             .take()
             .ok_or_else(|| daq_err(DaqError::NotStarted))?;
-        py.detach(|| daemon.stop())
-            .map(|r| r.files)
-            .map_err(daq_err)
+        let result = py.detach(|| daemon.stop());
+        self.mark_stopped();
+        result.map(|r| r.files).map_err(daq_err)
     }
 
     fn is_running(&self) -> bool {
@@ -683,6 +758,15 @@ impl Drop for Daemon {
         if let Some(d) = daemon {
             // Without an interpreter to attach to, the closure and `d` drop unattached.
             Python::try_attach(|py| py.detach(move || drop(d)));
+        }
+        self.mark_stopped();
+    }
+}
+
+impl Daemon {
+    fn mark_stopped(&self) {
+        for p in &self.progress {
+            p.stopped.store(true, Ordering::SeqCst);
         }
     }
 }
