@@ -2,9 +2,10 @@
 
 The constructors take sdaq's arguments and raise its errors; the getter (a Python
 callable) is called from the job's Rust thread with the GIL taken only for the
-call. Differences from sdaq (docs/python.md): times are true UTC, the last file is
-complete after a crash, a skipped read pauses a 'constant' job for 1 ms, and
-de-duplication compares NaN as equal.
+call. The files match sdaq's for the same getters (tests/interop/
+test_sdaq_side_by_side.py); the differences by design (docs/python.md): times are
+true UTC, buffers are bounded, files stay readable after a crash, run_end/file_end
+are always written, de-duplication compares NaN as equal.
 """
 
 import atexit
