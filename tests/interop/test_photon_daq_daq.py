@@ -1,6 +1,8 @@
 """photon_daq.daq: sdaq's DAQJob/DAQDaemon arguments, errors and attributes, and the
 files h5daq writes from Python getters (read back with h5py)."""
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -283,4 +285,36 @@ def test_trigger_read_returns_when_its_own_read_is_recorded(tmp_path):
     job.trigger_read()
     assert job.status()["rows"] == 5
     assert read_file(d.stop())["g"]["v"].tolist() == [0, 1, 2, 0, 1]
+
+
+def test_ctrl_c_ends_a_trigger_read_whose_getter_hangs(tmp_path):
+    script = (
+        "import os, sys, threading\n"
+        "from photon_daq.daq import DAQDaemon, DAQJob\n"
+        "calls = []\n"
+        "def getter():\n"
+        "    calls.append(1)\n"
+        "    if len(calls) > 1:\n"
+        "        threading.Event().wait(60)\n"
+        "    return [1.0]\n"
+        "job = DAQJob('g', 'v', getter, read_mode='trigger')\n"
+        "d = DAQDaemon([job], directory=sys.argv[1], write_period=3600)\n"
+        "d.start()\n"
+        "print('waiting', flush=True)\n"
+        "try:\n"
+        "    job.trigger_read()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        "os._exit(0)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "waiting"
+        threading.Event().wait(0.3)
+        os.kill(p.pid, signal.SIGINT)
+        out, _ = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert out.strip() == "interrupted"
 

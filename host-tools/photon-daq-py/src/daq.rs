@@ -547,11 +547,20 @@ impl Job {
         let target = self.progress.ticket()?;
         self.trigger.trigger();
         let p = &self.progress;
-        py.detach(|| {
-            while !p.settled(&self.handle, target) && !p.stopped.load(Ordering::SeqCst) {
+        let done = || p.settled(&self.handle, target) || p.stopped.load(Ordering::SeqCst);
+        // Polls with the GIL released; every 50 ms Python's signal handlers run, so
+        // Ctrl-C ends a wait for a getter that does not return.
+        while !py.detach(|| {
+            for _ in 0..250 {
+                if done() {
+                    return true;
+                }
                 std::thread::sleep(Duration::from_micros(200));
             }
-        });
+            false
+        }) {
+            py.check_signals()?;
+        }
         Ok(())
     }
 
