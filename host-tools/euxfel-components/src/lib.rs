@@ -27,4 +27,5 @@ pub use error::{Error, Result};
 pub use fill::FillValue;
 pub use key::{MultiModKey, PulseSelection, Pulses, StackedArray, MAX_PULSES, NO_PULSE_ID};
 pub use multimod::{ComponentWarning, DetectorOptions, MultiModDetector};
+pub use output::zeroed_vec;
 pub use stack::{stack_detector_data, ModuleArray, StackOptions};
