@@ -38,6 +38,8 @@ pub enum Error {
     },
     #[error("{0}")]
     PulseSelection(&'static str),
+    #[error("region of interest: {0}")]
+    Roi(String),
     #[error("JUNGFRAU needs n_modules (--n-modules) or at least one module to infer it")]
     JungfrauModules,
     #[error("module number {modno} in a source name is below first_modno {first}")]
