@@ -182,6 +182,44 @@ def test_roi_errors(det_runs, tmp_path):
         assert "panicked" not in se
 
 
+# Our fixture has 6 frames per train: 3 gain stages of 2 pulses.
+PARALLEL_GAIN_CASES = [
+    ([], None),
+    (["--pulses", "index:1:2"], "index:1:2"),
+    (["--pulses", "index:0,1,4"], "index:0,1,4"),
+    (["--pulses", "id:1,4", "--module-gaps", "--trains", "15:25", "--by-index"], "id:1,4"),
+]
+
+
+@pytest.mark.parametrize("args,pulses", PARALLEL_GAIN_CASES, ids=lambda c: str(c))
+def test_parallel_gain_matches_extra_data(det_runs, tmp_path, args, pulses):
+    ours = extract(det_runs["ours"], tmp_path / "o", "--parallel-gain", *args,
+                   key="image.data", detector="LPD1M")
+    det = xd_detector("LPD1M", det_runs["ours"], parallel_gain=True)
+    if "--trains" in args:
+        det = det.select_trains(np.s_[15:25])
+    kd = det["image.data"]
+    if pulses is not None:
+        kd = kd.select_pulses(xd_pulses(pulses))
+    ref = kd.ndarray(module_gaps="--module-gaps" in args)
+    assert ours["data"].shape == ref.shape
+    np.testing.assert_array_equal(ours["data"], ref)
+    np.testing.assert_array_equal(ours["train_ids"], kd.train_id_coordinates())
+    np.testing.assert_array_equal(ours["pulse_ids"], kd.pulse_id_coordinates())
+    np.testing.assert_array_equal(ours["cell_ids"], kd.cell_id_coordinates())
+
+
+def test_parallel_gain_errors(det_runs, tmp_path):
+    # 10 frames per train: not three gain stages.
+    with pytest.raises(ValueError) as xd_err:
+        xd_detector("LPD1M", det_runs["lpd_missed"], parallel_gain=True)
+    for run_name, det, msg in [("lpd_missed", "LPD1M", str(xd_err.value)),
+                               ("scs_dssc", "DSSC1M", "parallel_gain applies to LPD")]:
+        code, _, se = run([rust_bin("xfel-extract"), det_runs[run_name], "--out", tmp_path / "o",
+                           f"--detector={det}", "--parallel-gain"])
+        assert code != 0 and msg in se, se
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[-1]}-{'-'.join(c[2]) or 'all'}")
 def test_stacked_key_matches_extra_data(det_runs, tmp_path, case):
     name, cls, args, min_modules, trains, pulses, fill, gaps, key = case

@@ -38,6 +38,10 @@ pub enum Error {
     },
     #[error("{0}")]
     PulseSelection(&'static str),
+    #[error("parallel_gain=True needs the frames in each train to be divisible by 3")]
+    ParallelGainFrames,
+    #[error("parallel_gain applies to LPD1M and LPDSolo, not {0}")]
+    ParallelGainType(&'static str),
     #[error("region of interest: {0}")]
     Roi(String),
     #[error("JUNGFRAU needs n_modules (--n-modules) or at least one module to infer it")]

@@ -224,7 +224,11 @@ impl MultiModKey {
                 stop: MAX_PULSES,
                 step: 1,
             }) => None,
-            PulseSelection::ByIndex(p) => Some(select_by_index(p, self.det.frame_counts())),
+            PulseSelection::ByIndex(p) => Some(select_by_index(
+                p,
+                self.det.frame_counts(),
+                self.det.parallel_gain(),
+            )),
             PulseSelection::ById(p) => {
                 let ids = self.inner_ids("pulseId")?;
                 let keep = |id: u64| match p {
@@ -250,7 +254,11 @@ impl MultiModKey {
 
     /// The same key over a subset of trains.
     pub fn select_trains(&self, sel: &euxfel::TrainSelection) -> Result<MultiModKey> {
-        let det = self.det.select_trains(sel)?;
+        self.over(self.det.select_trains(sel)?)
+    }
+
+    /// This key, its pulse selection and region of interest over the trains of `det`.
+    fn over(&self, det: MultiModDetector) -> Result<MultiModKey> {
         let k = MultiModKey {
             roi: self.roi.clone(),
             ..MultiModKey::new(det, &self.key)?
@@ -260,6 +268,30 @@ impl MultiModKey {
         } else {
             k.select_pulses(self.pulses.clone())
         }
+    }
+
+    /// One stacked array per train, `(modules, frames of the train, ...)` for `image.*` keys
+    /// and `(modules, 1, ...)` for per-train keys, in train order (the arrays of EXtra-data's
+    /// `det.trains()` for this key). With `require_all`, trains where a module lacks data
+    /// are skipped, as EXtra-data's default; without, its rows hold `fill`. One train is
+    /// read at a time.
+    pub fn trains(
+        &self,
+        fill: Option<FillValue>,
+        require_all: bool,
+    ) -> Result<impl Iterator<Item = Result<(u64, StackedArray)>> + '_> {
+        let parts = self.det.split_trains(None, Some(1), None)?;
+        Ok(parts.into_iter().filter_map(move |det| {
+            let train_id = *det.train_ids().first()?;
+            let read = || -> Result<Option<StackedArray>> {
+                let k = self.over(det)?;
+                if require_all && !k.data_availability(false)?.1.iter().all(|&a| a) {
+                    return Ok(None);
+                }
+                k.ndarray_bytes(fill, false).map(Some)
+            };
+            read().transpose().map(|r| r.map(|a| (train_id, a)))
+        }))
     }
 
     /// Train ID of each output row.
@@ -541,7 +573,14 @@ impl MultiModKey {
     /// modules: a module without data for a row does not count.
     pub(crate) fn inner_ids_flat(&self) -> Result<Vec<u64>> {
         let field = self.key.rsplit('.').next().unwrap_or(&self.key);
-        let per_module = self.module_u64_rows()?;
+        let mut per_module = self.module_u64_rows()?;
+        let frames: u64 = self.det.frame_counts().iter().sum();
+        if self.det.parallel_gain() && self.per_frame {
+            // Only the first gain stage's IDs are valid: they stand for all three.
+            for m in per_module.iter_mut().filter(|m| m.len() as u64 == frames) {
+                repeat_first_stage(m, self.det.frame_counts());
+            }
+        }
         let n = per_module.first().map_or(0, Vec::len);
         let mut out = vec![0u64; n];
         for (i, o) in out.iter_mut().enumerate() {
@@ -683,12 +722,17 @@ fn prefix_positions(sel: &[bool]) -> Vec<usize> {
 }
 
 /// EXtra-data's `_select_pulse_indices`: positions within each train.
-fn select_by_index(p: &Pulses, frame_counts: &[u64]) -> Vec<bool> {
+fn select_by_index(p: &Pulses, frame_counts: &[u64], parallel_gain: bool) -> Vec<bool> {
     let total: u64 = frame_counts.iter().sum();
     let mut sel = vec![false; total as usize];
     let mut cursor = 0usize;
-    for &c in frame_counts {
-        let c = c as usize;
+    // With parallel gain, the selection applies to each third of a train (one gain stage).
+    let stages = if parallel_gain { 3 } else { 1 };
+    for &c in frame_counts
+        .iter()
+        .flat_map(|c| std::iter::repeat_n(c, stages))
+    {
+        let c = (c / stages as u64) as usize;
         let train = &mut sel[cursor..cursor + c];
         match p {
             Pulses::Slice { start, stop, step } => {
@@ -710,6 +754,19 @@ fn select_by_index(p: &Pulses, frame_counts: &[u64]) -> Vec<bool> {
         cursor += c;
     }
     sel
+}
+
+/// Copies the first third of each train's `values` (one per frame) over the other two.
+fn repeat_first_stage(values: &mut [u64], frame_counts: &[u64]) {
+    let mut cursor = 0usize;
+    for &c in frame_counts {
+        let n = (c / 3) as usize;
+        let end = (cursor + c as usize).min(values.len());
+        for i in cursor + n..end {
+            values[i] = values[cursor + (i - cursor) % n.max(1)];
+        }
+        cursor = end;
+    }
 }
 
 /// A module's key data and its slot of the output, taken by one reader thread.

@@ -329,3 +329,47 @@ fn roi_reads_equal_the_region_of_the_whole_read() {
         assert!(matches!(e, Err(Error::Roi(_))), "{bad}: {e:?}");
     }
 }
+
+#[test]
+fn trains_yield_each_trains_rows_of_the_stacked_array() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let dc = run_with_missing_module(td.path());
+    let det = MultiModDetector::new(DetectorType::Lpd1M, &dc, &DetectorOptions::default())
+        .expect("detector");
+    let key = det
+        .key("image.data")
+        .and_then(|k| k.select_pulses(PulseSelection::ByIndex(Pulses::List(vec![0, 3]))))
+        .and_then(|k| k.select_roi("1:3".parse()?))
+        .expect("key");
+    let fill = Some(FillValue::Int(9));
+    let whole = key.ndarray_bytes(fill, false).expect("whole");
+    let frame_bytes = whole.data.len() / (whole.shape[0] * whole.shape[1]);
+    assert_eq!(whole.shape, vec![3, 20, 2, 3]);
+    // Rows of train i of module m in the whole array: 2 selected frames per train.
+    let rows_of = |m: usize, i: usize| {
+        let at = (m * 20 + 2 * i) * frame_bytes;
+        &whole.data[at..at + 2 * frame_bytes]
+    };
+    let all: Vec<_> = key
+        .trains(fill, false)
+        .expect("trains")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("read");
+    assert_eq!(all.len(), 10);
+    for (i, (tid, a)) in all.iter().enumerate() {
+        assert_eq!(*tid, 10000 + i as u64);
+        assert_eq!(a.shape, vec![3, 2, 2, 3]);
+        for m in 0..3 {
+            let got = &a.data[m * 2 * frame_bytes..(m + 1) * 2 * frame_bytes];
+            assert_eq!(got, rows_of(m, i), "train {tid} module {m}");
+        }
+    }
+    // Module 1 has no data for trains 10005..10009: skipped with require_all.
+    let complete: Vec<u64> = key
+        .trains(fill, true)
+        .expect("trains")
+        .map(|r| r.map(|(t, _)| t))
+        .collect::<Result<_, _>>()
+        .expect("read");
+    assert_eq!(complete, (10000..10005).collect::<Vec<u64>>());
+}

@@ -83,6 +83,11 @@ struct Args {
     /// frame's axes ('0:64,::2', '0' for the first row), as EXtra-data's ndarray(roi=...).
     #[arg(long, requires = "detector", allow_hyphen_values = true)]
     roi: Option<String>,
+    /// With --detector=LPD1M or LPDSolo: each train's frames are three gain stages (pulse
+    /// selections apply to each stage; pulse and cell IDs are the first stage's), as
+    /// EXtra-data's parallel_gain=True.
+    #[arg(long, requires = "detector")]
+    parallel_gain: bool,
 }
 
 fn parse_trains(s: &str, by_index: bool) -> Result<TrainSelection, String> {
@@ -237,6 +242,7 @@ fn extract_detector(
         detector_name: Some(name),
         min_modules: a.min_modules,
         n_modules: a.n_modules,
+        parallel_gain: a.parallel_gain,
         ..DetectorOptions::default()
     };
     let mut det = MultiModDetector::new(kind, dc, &opts).map_err(|e| e.to_string())?;
