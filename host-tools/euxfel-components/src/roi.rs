@@ -78,7 +78,7 @@ fn select_axis(axis: Option<&RoiAxis>, len: usize) -> Result<AxisSel> {
             keep: true,
         }),
         Some(RoiAxis::Index(i)) => {
-            let j = if *i < 0 { i + n } else { *i };
+            let j = if *i < 0 { i.saturating_add(n) } else { *i };
             if !(0..n).contains(&j) {
                 return Err(Error::Roi(format!(
                     "index {i} is out of range for an axis of length {len}"
@@ -98,7 +98,7 @@ fn select_axis(axis: Option<&RoiAxis>, len: usize) -> Result<AxisSel> {
             // Python's slice.indices for a positive step.
             let clip = |v: Option<i64>, default: i64| match v {
                 None => default,
-                Some(v) if v < 0 => (v + n).max(0),
+                Some(v) if v < 0 => v.saturating_add(n).max(0),
                 Some(v) => v.min(n),
             };
             let (a, b) = (clip(*start, 0), clip(*stop, n));
@@ -227,6 +227,14 @@ mod tests {
         assert!(plan("0,0,0", &[4, 6]).is_err());
         assert!(plan("a:b", &[4, 6]).is_err());
         assert!(plan("1:2:3:4", &[4, 6]).is_err());
+        // Extreme numbers are errors or clipped, never an overflow.
+        assert!(plan("-9223372036854775808", &[4, 6]).is_err());
+        assert_eq!(
+            plan("-9223372036854775808:9223372036854775807", &[4, 6])
+                .map(|p| p.shape)
+                .ok(),
+            Some(vec![4, 6])
+        );
     }
 
     #[test]
