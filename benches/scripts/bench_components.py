@@ -13,9 +13,15 @@ run with several sequence files (random uint16 data, files in the page cache for
    and anonymous memory, with one output alive; EXtra-data: peak RSS growth).
 2. Whole-process virtual CXI: xfel-make-virtual-cxi vs extra-data-make-virtual-cxi.
 
+Two runs: 128 x 128-pixel frames (16 modules x 3 sequences x 8 trains x 32 frames) and LPD's
+real 256 x 256 (16 x 2 x 4 x 32, fewer trains to bound the disk); the virtual CXI on the first.
+Ours also reports CPU seconds (all threads, user + system) and minor page faults per stacked
+read, and the floor of a new array: the same bytes copied into a buffer allocated as ours.
+
 Run from the repository root:  .venv/bin/python benches/scripts/bench_components.py
-Options: --reps N (default 3), --dir DIR (fixture location, default target/components-bench),
---sequences, --trains (per sequence), --frames, --pixels (frame side), --json.
+Options: --reps N (default 5), --dir DIR (fixtures, default target/components-bench, removed at
+the end unless --keep), --sizes 128,256, --json (also the raw figures as one JSON line).
+Prints a ready-to-paste markdown table on stdout.
 """
 import argparse
 import json
@@ -50,32 +56,27 @@ def timed(cmd):
     return dt
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--dir", type=Path, default=TARGET / "components-bench")
-    ap.add_argument("--sequences", type=int, default=3)
-    ap.add_argument("--trains", type=int, default=8)
-    ap.add_argument("--frames", type=int, default=32)
-    ap.add_argument("--pixels", type=int, default=128)
-    ap.add_argument("--json", action="store_true")
-    a = ap.parse_args()
-    load = os.getloadavg()
+# Fixture layout per frame side: (sequences, trains per sequence, frames per train).
+LAYOUTS = {128: (3, 8, 32), 256: (2, 4, 32)}
 
-    log("building release binaries...")
-    sh(["cargo", "build", "--release", "-p", "fixtures", "--bin", "make-fixtures",
-        "-p", "euxfel-components", "--bin", "xfel-make-virtual-cxi", "--example", "stack_read"],
-       cwd=REPO)
-    run_dir = a.dir / "run"
-    expect = a.sequences * 17
+
+def fixture(a, pixels):
+    seqs, trains, frames = LAYOUTS.get(pixels, (2, 4, 32))
+    run_dir = a.dir / f"run{pixels}"
+    expect = seqs * 17
     if not (run_dir.is_dir() and len(list(run_dir.glob("*.h5"))) == expect):
         if run_dir.exists():
             shutil.rmtree(run_dir)
         log(f"writing fixture {run_dir} ...")
         sh([TARGET / "release" / "make-fixtures", run_dir, "--modules", 16,
-            "--sequences", a.sequences, "--trains", a.trains, "--frames", a.frames,
-            "--frame-height", a.pixels, "--frame-width", a.pixels], stdout=subprocess.DEVNULL)
-    ntrains = a.sequences * a.trains
+            "--sequences", seqs, "--trains", trains, "--frames", frames,
+            "--frame-height", pixels, "--frame-width", pixels], stdout=subprocess.DEVNULL)
+    desc = f"16 modules x {seqs} sequences x {trains} trains x {frames} frames of {pixels}x{pixels} uint16"
+    return run_dir, seqs * trains, desc
+
+
+def stack_case(a, pixels):
+    run_dir, ntrains, desc = fixture(a, pixels)
     # A train range crossing sequence files, leaving one train out at each end.
     first, last = 1, ntrains - 1
 
@@ -87,73 +88,168 @@ def main():
     ).stdout
     ours = json.loads(out)
 
-    # EXtra-data, in-process.
-    import numpy as np
-    from extra_data import RunDirectory
-    from extra_data.components import LPD1M
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        det = LPD1M(RunDirectory(str(run_dir))).select_trains(np.s_[first:last])
-        kd = det["image.data"]
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        best_xd = float("inf")
-        for _ in range(a.reps):
-            t0 = time.perf_counter()
-            arr = kd.ndarray()
-            best_xd = min(best_xd, time.perf_counter() - t0)
-            del arr
-        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        # Into an existing array (ndarray(out=...)): no allocation, as our read_into_bytes.
-        buf = kd.ndarray()
-        best_xd_out = float("inf")
-        for _ in range(a.reps):
-            t0 = time.perf_counter()
-            kd.ndarray(out=buf)
-            best_xd_out = min(best_xd_out, time.perf_counter() - t0)
-        del buf
-
-    # Virtual CXI, whole processes.
-    cxi_ours, cxi_xd = [], []
-    for i in range(a.reps):
-        cxi_xd.append(timed([VENV_BIN / "extra-data-make-virtual-cxi", run_dir, "-o",
-                             a.dir / "xd.cxi"]))
-        cxi_ours.append(timed([TARGET / "release" / "xfel-make-virtual-cxi", run_dir, "-o",
-                               a.dir / "ours.cxi"]))
+    # EXtra-data, in a fresh process of its own (its peak RSS growth is then this run's).
+    xd = json.loads(subprocess.run(
+        [sys.executable, __file__, "--xd", str(run_dir), f"{first}:{last}", "--reps", str(a.reps)],
+        check=True, capture_output=True, text=True,
+    ).stdout)
+    best_xd, best_xd_out = xd["ndarray_s"], xd["ndarray_out_s"]
 
     gib = ours["bytes"] / 2**30
-    res = {
-        "run": f"16 modules x {a.sequences} sequences x {a.trains} trains x {a.frames} frames "
-               f"of {a.pixels}x{a.pixels} uint16",
+    return run_dir, {
+        "run": desc,
+        "trains": f"{first}:{last}",
         "output_shape": ours["shape"],
         "output_mib": ours["bytes"] / 2**20,
         "stack_ours_s": ours["ndarray_s"],
         "stack_xd_s": best_xd,
         "stack_ratio": best_xd / ours["ndarray_s"],
         "ours_gib_s": gib / ours["ndarray_s"],
+        "ours_cpu_s": ours["ndarray_cpu_s"],
+        "ours_faults": ours["ndarray_faults"],
+        "copy_floor_s": ours["copy_floor_s"],
+        "floor_cpu_s": ours["floor_cpu_s"],
+        "ours_vs_floor": ours["ndarray_s"] / ours["copy_floor_s"],
         "copy_new_buffer_s": ours["copy_new_s"],
-        "ours_vs_copy_new": ours["ndarray_s"] / ours["copy_new_s"],
-        "ours_prefill_read_s": ours["prefill_read_s"],
         "read_into_existing_s": ours["read_s"],
+        "read_cpu_s": ours["read_cpu_s"],
         "xd_into_existing_s": best_xd_out,
         "read_ratio_xd_out": best_xd_out / ours["read_s"],
         "copy_existing_buffer_s": ours["copy_s"],
         "read_vs_copy_existing": ours["read_s"] / ours["copy_s"],
         "ours_peak_rss_mib": ours["peak_rss_kib_after_read"] / 1024,
-        "ours_rss_before_output_mib": ours["peak_rss_kib_before_output"] / 1024,
         "ours_anon_after_read_mib": ours["rss_anon_kib_after_read"] / 1024,
-        "xd_peak_rss_growth_mib": (rss1 - rss0) / 1024,
-        "cxi_ours_s": min(cxi_ours),
-        "cxi_xd_s": min(cxi_xd),
-        "cxi_ratio": min(cxi_xd) / min(cxi_ours),
-        "load_start": " ".join(f"{x:.2f}" for x in load),
-        "load_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "xd_peak_rss_growth_mib": xd["rss_growth_kib"] / 1024,
     }
+
+
+def xd_stack(run_dir, trains, reps):
+    """EXtra-data's stacked read of trains A:B (positions), best of reps, as JSON on stdout."""
+    import numpy as np
+    from extra_data import RunDirectory
+    from extra_data.components import LPD1M
+
+    first, last = (int(x) for x in trains.split(":"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = LPD1M(RunDirectory(str(run_dir))).select_trains(np.s_[first:last])
+        kd = det["image.data"]
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            arr = kd.ndarray()
+            best = min(best, time.perf_counter() - t0)
+            del arr
+        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # Into an existing array (ndarray(out=...)): no allocation, as our read_into_bytes.
+        buf = kd.ndarray()
+        best_out = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            kd.ndarray(out=buf)
+            best_out = min(best_out, time.perf_counter() - t0)
+    print(json.dumps({"ndarray_s": best, "ndarray_out_s": best_out,
+                      "rss_growth_kib": rss1 - rss0}))
+
+
+def cxi_case(a, run_dir):
+    cxi_ours, cxi_xd = [], []
+    for _ in range(a.reps):
+        cxi_xd.append(timed([VENV_BIN / "extra-data-make-virtual-cxi", run_dir, "-o",
+                             a.dir / "xd.cxi"]))
+        cxi_ours.append(timed([TARGET / "release" / "xfel-make-virtual-cxi", run_dir, "-o",
+                               a.dir / "ours.cxi"]))
+    return {"cxi_ours_s": min(cxi_ours), "cxi_xd_s": min(cxi_xd),
+            "cxi_ratio": min(cxi_xd) / min(cxi_ours)}
+
+
+ROWS = [
+    ("new array, ours `ndarray_bytes`", "stack_ours_s", "{:.3f} s", ""),
+    ("new array, EXtra-data `ndarray()`", "stack_xd_s", "{:.3f} s", ""),
+    ("ratio", "stack_ratio", "**{:.1f}x**", ">= 5x"),
+    ("ours: CPU seconds per read (2 threads, user + system)", "ours_cpu_s", "{:.3f} s", ""),
+    ("ours: minor page faults per read", "ours_faults", "{:.0f}", ""),
+    ("floor: copy of the bytes into a new buffer allocated as ours", "copy_floor_s", "{:.3f} s", ""),
+    ("floor: its CPU seconds", "floor_cpu_s", "{:.3f} s", ""),
+    ("ours / floor", "ours_vs_floor", "{:.2f}", ""),
+    ("plain `clone()` of the bytes (4 KiB pages)", "copy_new_buffer_s", "{:.3f} s", ""),
+    ("existing array, ours `read_into_bytes`", "read_into_existing_s", "{:.3f} s", ""),
+    ("existing array, ours: CPU seconds per read", "read_cpu_s", "{:.3f} s", ""),
+    ("existing array, EXtra-data `ndarray(out=)`", "xd_into_existing_s", "{:.3f} s", ""),
+    ("ratio", "read_ratio_xd_out", "**{:.1f}x**", ""),
+    ("copy of the bytes into an existing buffer", "copy_existing_buffer_s", "{:.3f} s", ""),
+    ("output size", "output_mib", "{:.0f} MiB", ""),
+    ("memory: ours, anonymous with one output alive", "ours_anon_after_read_mib", "{:.0f} MiB", "output + small"),
+    ("memory: ours, peak RSS (file pages of the maps included)", "ours_peak_rss_mib", "{:.0f} MiB", ""),
+    ("memory: EXtra-data, peak RSS growth", "xd_peak_rss_growth_mib", "{:.0f} MiB", ""),
+]
+
+
+def markdown(cases, cxi, load, a, started):
+    cols = [f"{p} x {p} px" for p, _ in cases]
+    lines = [
+        f"Date {started} UTC; load average (1/5/15 min) at start {load[0]}, at end {load[1]}; "
+        f"warm page cache; best of {a.reps}.",
+        "Command: `" + " ".join(["python", "benches/scripts/bench_components.py"] + sys.argv[1:]) + "`",
+        "",
+    ]
+    for p, r in cases:
+        lines.append(f"- {p} x {p}: {r['run']}; trains {r['trains']} (positions), output "
+                     f"{tuple(r['output_shape'])}")
+    lines += ["", "| figure | " + " | ".join(cols) + " | target |",
+              "|---|" + "---|" * len(cols) + "---|"]
+    for label, k, fmt, target in ROWS:
+        lines.append(f"| {label} | " + " | ".join(fmt.format(r[k]) for _, r in cases)
+                     + f" | {target} |")
+    if cxi:
+        first = cols[0]
+        lines += ["", f"Virtual CXI (whole processes, the {first} run):", "",
+                  "| figure | value | target |", "|---|---|---|",
+                  f"| `xfel-make-virtual-cxi` | {cxi['cxi_ours_s']:.3f} s | |",
+                  f"| `extra-data-make-virtual-cxi` | {cxi['cxi_xd_s']:.3f} s | |",
+                  f"| ratio | **{cxi['cxi_ratio']:.1f}x** | >= 10x |"]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--dir", type=Path, default=TARGET / "components-bench")
+    ap.add_argument("--sizes", default="128,256")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--xd", nargs=2, metavar=("RUN_DIR", "A:B"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.xd:
+        return xd_stack(a.xd[0], a.xd[1], a.reps)
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    load0 = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+    log("building release binaries...")
+    sh(["cargo", "build", "--release", "-p", "fixtures", "--bin", "make-fixtures",
+        "-p", "euxfel-components", "--bin", "xfel-make-virtual-cxi", "--example", "stack_read"],
+       cwd=REPO)
+    a.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cases, cxi = [], None
+        for p in [int(x) for x in a.sizes.split(",") if x]:
+            log(f"stacked read, {p} x {p} frames ...")
+            run_dir, r = stack_case(a, p)
+            cases.append((p, r))
+            if cxi is None:
+                log("virtual CXI ...")
+                cxi = cxi_case(a, run_dir)
+            if not a.keep:
+                shutil.rmtree(run_dir)
+    finally:
+        if not a.keep:
+            shutil.rmtree(a.dir, ignore_errors=True)
+    load1 = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     if a.json:
-        print(json.dumps(res))
-    else:
-        for k, v in res.items():
-            print(f"{k:28} {v:.4g}" if isinstance(v, float) else f"{k:28} {v}")
+        print(json.dumps({"cases": dict((str(p), r) for p, r in cases), "cxi": cxi,
+                          "load_start": load0, "load_end": load1}))
+    print(markdown(cases, cxi, (load0, load1), a, started))
 
 
 if __name__ == "__main__":

@@ -131,6 +131,95 @@ CASES = [
 ]
 
 
+# (run, class, key, roi, our other args, EXtra-data: trains (a position slice), pulses, fill,
+# module_gaps, astype)
+ROI_CASES = [
+    ("ours", "LPD1M", "image.data", "10:20,::3", [], None, None, None, False, None),
+    ("ours", "LPD1M", "image.data", "-5:,7",
+     ["--pulses", "index:1:5", "--module-gaps", "--fill-value", "7",
+      "--trains", "15:25", "--by-index"],
+     (15, 25), "index:1:5", 7, True, None),
+    # (EXtra-data 1.25's astype with a pulse selection raises TypeError, as above.)
+    ("ours", "LPD1M", "image.data", "3:9:2,-4",
+     ["--module-gaps", "--fill-value", "-1", "--astype", "float32", "--trains", "15:25",
+      "--by-index"],
+     (15, 25), None, -1, True, "float32"),
+    ("lpd_missed", "LPD1M", "image.data", "0,::50", ["--module-gaps"],
+     None, None, None, True, None),
+    ("spb_agipd_raw", "AGIPD1M", "image.data", "1,100:110,::7",
+     ["--trains", "0:2", "--by-index", "--pulses", "id:0:8:2"],
+     (0, 2), "id:0:8:2", None, False, None),
+    ("jungfrau", "JUNGFRAU", "data.adc", "0:2,5,::100", ["--trains", "0:2", "--by-index"],
+     (0, 2), None, None, False, None),
+]
+
+
+@pytest.mark.parametrize("case", ROI_CASES, ids=lambda c: f"{c[0]}-{c[3]}-{'-'.join(c[4]) or 'all'}")
+def test_roi_matches_extra_data(det_runs, tmp_path, case):
+    name, cls, key, roi, args, trains, pulses, fill, gaps, astype = case
+    ours = extract(det_runs[name], tmp_path / "o", "--roi", roi, *args, key=key, detector=cls)
+    det = xd_detector(cls, det_runs[name])
+    if trains is not None:
+        det = det.select_trains(np.s_[trains[0]:trains[1]])
+    kd = det[key]
+    if pulses is not None:
+        kd = kd.select_pulses(xd_pulses(pulses))
+    np_roi = eval(f"np.s_[{roi}]")
+    np_roi = np_roi if isinstance(np_roi, tuple) else (np_roi,)
+    ref = kd.ndarray(roi=np_roi, fill_value=fill, module_gaps=gaps, astype=astype)
+    assert ours["data"].dtype == ref.dtype
+    assert ours["data"].shape == ref.shape
+    np.testing.assert_array_equal(ours["data"], ref)
+    np.testing.assert_array_equal(ours["train_ids"], kd.train_id_coordinates())
+
+
+def test_roi_errors(det_runs, tmp_path):
+    for roi, msg in [("300", "out of range"), ("::-1", "step"), ("0,0,0", "too many indices"),
+                     ("a:b", "not a region of interest")]:
+        code, _, se = run([rust_bin("xfel-extract"), det_runs["ours"], "--out", tmp_path / "o",
+                           "--detector=LPD1M", "--roi", roi])
+        assert code != 0 and msg in se, (roi, se)
+        assert "panicked" not in se
+
+
+# Our fixture has 6 frames per train: 3 gain stages of 2 pulses.
+PARALLEL_GAIN_CASES = [
+    ([], None),
+    (["--pulses", "index:1:2"], "index:1:2"),
+    (["--pulses", "index:0,1,4"], "index:0,1,4"),
+    (["--pulses", "id:1,4", "--module-gaps", "--trains", "15:25", "--by-index"], "id:1,4"),
+]
+
+
+@pytest.mark.parametrize("args,pulses", PARALLEL_GAIN_CASES, ids=lambda c: str(c))
+def test_parallel_gain_matches_extra_data(det_runs, tmp_path, args, pulses):
+    ours = extract(det_runs["ours"], tmp_path / "o", "--parallel-gain", *args,
+                   key="image.data", detector="LPD1M")
+    det = xd_detector("LPD1M", det_runs["ours"], parallel_gain=True)
+    if "--trains" in args:
+        det = det.select_trains(np.s_[15:25])
+    kd = det["image.data"]
+    if pulses is not None:
+        kd = kd.select_pulses(xd_pulses(pulses))
+    ref = kd.ndarray(module_gaps="--module-gaps" in args)
+    assert ours["data"].shape == ref.shape
+    np.testing.assert_array_equal(ours["data"], ref)
+    np.testing.assert_array_equal(ours["train_ids"], kd.train_id_coordinates())
+    np.testing.assert_array_equal(ours["pulse_ids"], kd.pulse_id_coordinates())
+    np.testing.assert_array_equal(ours["cell_ids"], kd.cell_id_coordinates())
+
+
+def test_parallel_gain_errors(det_runs, tmp_path):
+    # 10 frames per train: not three gain stages.
+    with pytest.raises(ValueError) as xd_err:
+        xd_detector("LPD1M", det_runs["lpd_missed"], parallel_gain=True)
+    for run_name, det, msg in [("lpd_missed", "LPD1M", str(xd_err.value)),
+                               ("scs_dssc", "DSSC1M", "parallel_gain applies to LPD")]:
+        code, _, se = run([rust_bin("xfel-extract"), det_runs[run_name], "--out", tmp_path / "o",
+                           f"--detector={det}", "--parallel-gain"])
+        assert code != 0 and msg in se, se
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[-1]}-{'-'.join(c[2]) or 'all'}")
 def test_stacked_key_matches_extra_data(det_runs, tmp_path, case):
     name, cls, args, min_modules, trains, pulses, fill, gaps, key = case

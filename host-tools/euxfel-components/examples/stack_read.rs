@@ -21,6 +21,24 @@ fn status_kib(field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Process CPU seconds (user + system, all threads) and minor page faults so far.
+fn usage() -> (f64, i64) {
+    // SAFETY: getrusage writes only into the zeroed struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage for the call's duration.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return (0.0, 0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    (secs(ru.ru_utime) + secs(ru.ru_stime), ru.ru_minflt)
+}
+
+/// CPU seconds and minor faults per repetition between two `usage()` readings.
+fn per_rep(a: (f64, i64), b: (f64, i64), reps: usize) -> (f64, f64) {
+    let n = reps.max(1) as f64;
+    ((b.0 - a.0) / n, (b.1 - a.1) as f64 / n)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, run, trains, reps] = args.as_slice() else {
@@ -41,6 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rss_before = status_kib("VmHWM:");
     let mut best_ndarray = f64::INFINITY;
     let mut last: Option<euxfel_components::StackedArray> = None;
+    let u0 = usage();
     for _ in 0..reps {
         // The previous array goes first: one output in memory at a time.
         drop(last.take());
@@ -49,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         best_ndarray = best_ndarray.min(t.elapsed().as_secs_f64());
         last = Some(a);
     }
+    let (ndarray_cpu, ndarray_faults) = per_rep(u0, usage(), reps);
     let mut out = match last {
         Some(a) => a,
         None => key.ndarray_bytes(None, false)?,
@@ -68,11 +88,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         drop(std::hint::black_box(v));
     }
     let mut best = f64::INFINITY;
+    let u0 = usage();
     for _ in 0..reps {
         let t = Instant::now();
         key.read_into_bytes(&mut out.data, false)?;
         best = best.min(t.elapsed().as_secs_f64());
     }
+    let (read_cpu, read_faults) = per_rep(u0, usage(), reps);
     let src = out.data.clone();
     let mut best_copy = f64::INFINITY;
     for _ in 0..reps {
@@ -89,8 +111,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         best_copy_new = best_copy_new.min(t.elapsed().as_secs_f64());
         drop(std::hint::black_box(c));
     }
+    // The floor of a new array: the same bytes copied into a buffer allocated as ours
+    // (zeroed, huge pages where the kernel allows).
+    let mut best_copy_floor = f64::INFINITY;
+    let u0 = usage();
+    for _ in 0..reps {
+        let t = Instant::now();
+        let mut c: Vec<u8> = euxfel_components::zeroed_vec(src.len()).ok_or("allocation")?;
+        c.copy_from_slice(std::hint::black_box(&src));
+        best_copy_floor = best_copy_floor.min(t.elapsed().as_secs_f64());
+        drop(std::hint::black_box(c));
+    }
+    let (floor_cpu, floor_faults) = per_rep(u0, usage(), reps);
     println!(
         "{{\"bytes\": {}, \"shape\": {:?}, \"ndarray_s\": {best_ndarray}, \"prefill_read_s\": {best_prefill}, \"read_s\": {best}, \"copy_s\": {best_copy}, \"copy_new_s\": {best_copy_new}, \
+         \"copy_floor_s\": {best_copy_floor}, \"ndarray_cpu_s\": {ndarray_cpu}, \"ndarray_faults\": {ndarray_faults}, \
+         \"read_cpu_s\": {read_cpu}, \"read_faults\": {read_faults}, \"floor_cpu_s\": {floor_cpu}, \"floor_faults\": {floor_faults}, \
          \"peak_rss_kib_before_output\": {}, \"peak_rss_kib_after_read\": {}, \"rss_anon_kib_after_read\": {}}}",
         src.len(),
         out.shape,

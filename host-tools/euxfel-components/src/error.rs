@@ -38,6 +38,12 @@ pub enum Error {
     },
     #[error("{0}")]
     PulseSelection(&'static str),
+    #[error("parallel_gain=True needs the frames in each train to be divisible by 3")]
+    ParallelGainFrames,
+    #[error("parallel_gain applies to LPD1M and LPDSolo, not {0}")]
+    ParallelGainType(&'static str),
+    #[error("region of interest: {0}")]
+    Roi(String),
     #[error("JUNGFRAU needs n_modules (--n-modules) or at least one module to infer it")]
     JungfrauModules,
     #[error("module number {modno} in a source name is below first_modno {first}")]

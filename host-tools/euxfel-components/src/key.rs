@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::fill::{fill_bytes, FillValue};
 use crate::multimod::MultiModDetector;
 use crate::output::zeroed_vec;
+use crate::roi::{Roi, RoiPlan};
 
 /// Placeholder for a pulse/cell ID a module did not record (EXtra-data's `NO_PULSE_ID`).
 pub const NO_PULSE_ID: u64 = 9999;
@@ -68,6 +69,8 @@ pub struct MultiModKey {
     pulses: PulseSelection,
     /// Selected frames (per-frame keys with a pulse selection).
     sel_frames: Option<Vec<bool>>,
+    /// Region of interest of each entry (empty: all of it).
+    roi: Roi,
 }
 
 impl MultiModKey {
@@ -89,6 +92,7 @@ impl MultiModKey {
             extraneous_dim,
             pulses: PulseSelection::All,
             sel_frames: None,
+            roi: Roi::default(),
         })
     }
 
@@ -158,8 +162,8 @@ impl MultiModKey {
         }
     }
 
-    /// `(modules, rows) + entry_shape`; with `module_gaps`, room for every module of the
-    /// detector.
+    /// `(modules, rows) + entry_shape`, the entry shape cut to the region of interest; with
+    /// `module_gaps`, room for every module of the detector.
     pub fn buffer_shape(&self, module_gaps: bool) -> Result<Vec<usize>> {
         let m = if module_gaps {
             self.det.n_modules
@@ -167,8 +171,32 @@ impl MultiModKey {
             self.modules.len()
         };
         let mut s = vec![m, self.n_selected()];
-        s.extend(self.entry_shape()?);
+        match self.roi_plan()? {
+            Some(p) => s.extend(p.shape),
+            None => s.extend(self.entry_shape()?),
+        }
         Ok(s)
+    }
+
+    /// The same key read through a region of interest of each entry (EXtra-data's
+    /// `ndarray(roi=...)`): [`MultiModKey::buffer_shape`] and every read give only that
+    /// part of each frame (after the extra axis of raw XTDF data, as EXtra-data applies it).
+    pub fn select_roi(&self, roi: Roi) -> Result<MultiModKey> {
+        let k = MultiModKey {
+            roi,
+            ..self.clone()
+        };
+        k.roi_plan()?;
+        Ok(k)
+    }
+
+    /// Where the region of interest lies in each entry; `None` without one.
+    fn roi_plan(&self) -> Result<Option<RoiPlan>> {
+        if self.roi.0.is_empty() {
+            return Ok(None);
+        }
+        let item = self.eg()?.dtype.item_size().unwrap_or(1).max(1);
+        RoiPlan::new(&self.roi, &self.entry_shape()?, item).map(Some)
     }
 
     pub fn shape(&self) -> Result<Vec<usize>> {
@@ -196,7 +224,11 @@ impl MultiModKey {
                 stop: MAX_PULSES,
                 step: 1,
             }) => None,
-            PulseSelection::ByIndex(p) => Some(select_by_index(p, self.det.frame_counts())),
+            PulseSelection::ByIndex(p) => Some(select_by_index(
+                p,
+                self.det.frame_counts(),
+                self.det.parallel_gain(),
+            )),
             PulseSelection::ById(p) => {
                 let ids = self.inner_ids("pulseId")?;
                 let keep = |id: u64| match p {
@@ -222,13 +254,44 @@ impl MultiModKey {
 
     /// The same key over a subset of trains.
     pub fn select_trains(&self, sel: &euxfel::TrainSelection) -> Result<MultiModKey> {
-        let det = self.det.select_trains(sel)?;
-        let k = MultiModKey::new(det, &self.key)?;
+        self.over(self.det.select_trains(sel)?)
+    }
+
+    /// This key, its pulse selection and region of interest over the trains of `det`.
+    fn over(&self, det: MultiModDetector) -> Result<MultiModKey> {
+        let k = MultiModKey {
+            roi: self.roi.clone(),
+            ..MultiModKey::new(det, &self.key)?
+        };
         if self.pulses == PulseSelection::All {
             Ok(k)
         } else {
             k.select_pulses(self.pulses.clone())
         }
+    }
+
+    /// One stacked array per train, `(modules, frames of the train, ...)` for `image.*` keys
+    /// and `(modules, 1, ...)` for per-train keys, in train order (the arrays of EXtra-data's
+    /// `det.trains()` for this key). With `require_all`, trains where a module lacks data
+    /// are skipped, as EXtra-data's default; without, its rows hold `fill`. One train is
+    /// read at a time.
+    pub fn trains(
+        &self,
+        fill: Option<FillValue>,
+        require_all: bool,
+    ) -> Result<impl Iterator<Item = Result<(u64, StackedArray)>> + '_> {
+        let parts = self.det.split_trains(None, Some(1), None)?;
+        Ok(parts.into_iter().filter_map(move |det| {
+            let train_id = *det.train_ids().first()?;
+            let read = || -> Result<Option<StackedArray>> {
+                let k = self.over(det)?;
+                if require_all && !k.data_availability(false)?.1.iter().all(|&a| a) {
+                    return Ok(None);
+                }
+                k.ndarray_bytes(fill, false).map(Some)
+            };
+            read().transpose().map(|r| r.map(|a| (train_id, a)))
+        }))
     }
 
     /// Train ID of each output row.
@@ -312,17 +375,20 @@ impl MultiModKey {
     ) -> Result<()> {
         let shape = self.buffer_shape(module_gaps)?;
         let eb = self.eg()?.entry_bytes()?;
+        let roi = self.roi_plan()?;
+        // Bytes of the selected part of an entry, before any conversion.
+        let sel_eb = roi.as_ref().map_or(eb, |p| p.entry_bytes);
         let out_eb = match convert {
             Some((_, item)) => {
                 let src_item = self.eg()?.dtype.item_size().unwrap_or(1).max(1);
-                (eb / src_item)
+                (sel_eb / src_item)
                     .checked_mul(item)
                     .ok_or_else(|| Error::TooLarge {
                         object: self.key.clone(),
                         what: "output",
                     })?
             }
-            None => eb,
+            None => sel_eb,
         };
         let needed = shape[0]
             .checked_mul(shape[1])
@@ -373,6 +439,7 @@ impl MultiModKey {
             out_eb,
             fill,
             convert: convert.map(|(c, _)| c),
+            roi: roi.as_ref(),
         };
         let work = || -> Result<()> {
             loop {
@@ -506,7 +573,14 @@ impl MultiModKey {
     /// modules: a module without data for a row does not count.
     pub(crate) fn inner_ids_flat(&self) -> Result<Vec<u64>> {
         let field = self.key.rsplit('.').next().unwrap_or(&self.key);
-        let per_module = self.module_u64_rows()?;
+        let mut per_module = self.module_u64_rows()?;
+        let frames: u64 = self.det.frame_counts().iter().sum();
+        if self.det.parallel_gain() && self.per_frame {
+            // Only the first gain stage's IDs are valid: they stand for all three.
+            for m in per_module.iter_mut().filter(|m| m.len() as u64 == frames) {
+                repeat_first_stage(m, self.det.frame_counts());
+            }
+        }
         let n = per_module.first().map_or(0, Vec::len);
         let mut out = vec![0u64; n];
         for (i, o) in out.iter_mut().enumerate() {
@@ -648,12 +722,17 @@ fn prefix_positions(sel: &[bool]) -> Vec<usize> {
 }
 
 /// EXtra-data's `_select_pulse_indices`: positions within each train.
-fn select_by_index(p: &Pulses, frame_counts: &[u64]) -> Vec<bool> {
+fn select_by_index(p: &Pulses, frame_counts: &[u64], parallel_gain: bool) -> Vec<bool> {
     let total: u64 = frame_counts.iter().sum();
     let mut sel = vec![false; total as usize];
     let mut cursor = 0usize;
-    for &c in frame_counts {
-        let c = c as usize;
+    // With parallel gain, the selection applies to each third of a train (one gain stage).
+    let stages = if parallel_gain { 3 } else { 1 };
+    for &c in frame_counts
+        .iter()
+        .flat_map(|c| std::iter::repeat_n(c, stages))
+    {
+        let c = (c / stages as u64) as usize;
         let train = &mut sel[cursor..cursor + c];
         match p {
             Pulses::Slice { start, stop, step } => {
@@ -677,6 +756,19 @@ fn select_by_index(p: &Pulses, frame_counts: &[u64]) -> Vec<bool> {
     sel
 }
 
+/// Copies the first third of each train's `values` (one per frame) over the other two.
+fn repeat_first_stage(values: &mut [u64], frame_counts: &[u64]) {
+    let mut cursor = 0usize;
+    for &c in frame_counts {
+        let n = (c / 3) as usize;
+        let end = (cursor + c as usize).min(values.len());
+        for i in cursor + n..end {
+            values[i] = values[cursor + (i - cursor) % n.max(1)];
+        }
+        cursor = end;
+    }
+}
+
 /// A module's key data and its slot of the output, taken by one reader thread.
 type ModuleJob<'a> = (&'a KeyData, &'a mut [u8]);
 
@@ -693,10 +785,12 @@ struct Rows<'a> {
     fill: Option<&'a [u8]>,
     /// Converts rows read from the file into output rows.
     convert: Option<Converter>,
+    /// The part of each row that goes into the output.
+    roi: Option<&'a RoiPlan>,
 }
 
-/// Rows read at a time for a converting read (the file's bytes go through a buffer of this
-/// size at most, then into the output converted).
+/// Rows read at a time for a converting or ROI read (the file's bytes go through a buffer of
+/// this size at most, then into the output converted or cut).
 const CONVERT_BATCH_BYTES: usize = 1 << 20;
 
 /// Reads one module's rows into `buf` (its slot of the output); with `rows.fill`, fills the
@@ -705,19 +799,28 @@ fn read_module(kd: &KeyData, buf: &mut [u8], rows: &Rows<'_>) -> Result<()> {
     let (eb, out_eb) = (rows.eb, rows.out_eb);
     // Output rows written, as (first, count), in increasing order.
     let mut written: Vec<(usize, usize)> = Vec::new();
-    let mut staging: Vec<u8> = Vec::new();
+    let (mut staging, mut picked): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
     // `count` rows from file row `src` into output rows from `o`.
     let mut put = |span: &DataSpan, src: u64, o: usize, count: usize| -> Result<()> {
         let out = &mut buf[o * out_eb..(o + count) * out_eb];
-        let Some(convert) = rows.convert else {
+        if rows.convert.is_none() && rows.roi.is_none() {
             return Ok(span.read_rows(src, count as u64, eb, out)?);
-        };
+        }
         let batch = (CONVERT_BATCH_BYTES / eb.max(1)).max(1);
         for (i, piece) in out.chunks_mut(batch * out_eb).enumerate() {
             let n = piece.len() / out_eb;
             staging.resize(n * eb, 0);
             span.read_rows(src + (i * batch) as u64, n as u64, eb, &mut staging)?;
-            convert(&staging, piece);
+            match (rows.roi, rows.convert) {
+                (Some(roi), Some(convert)) => {
+                    picked.resize(n * roi.entry_bytes, 0);
+                    roi.gather(&staging, eb, &mut picked);
+                    convert(&picked, piece);
+                }
+                (Some(roi), None) => roi.gather(&staging, eb, piece),
+                (None, Some(convert)) => convert(&staging, piece),
+                (None, None) => piece.copy_from_slice(&staging),
+            }
         }
         Ok(())
     };

@@ -6,7 +6,8 @@
 //!   each train (consistent across modules), trains with at least `min_modules` modules.
 //! - [`MultiModKey`]: one key over all modules, shape `(modules, frames, ...)`, pulse
 //!   selection, reads straight into the output (modules in parallel), fill values,
-//!   train/pulse/cell coordinates, data availability.
+//!   train/pulse/cell coordinates, data availability, a region of interest ([`Roi`]) of
+//!   each frame.
 //! - [`stack_detector_data`]: one train's module arrays stacked along a new axis.
 //! - [`cxi`]: the virtual CXI file of `extra-data-make-virtual-cxi`.
 
@@ -18,6 +19,7 @@ mod fill;
 mod key;
 mod multimod;
 mod output;
+mod roi;
 mod stack;
 
 pub use detector::{
@@ -27,4 +29,6 @@ pub use error::{Error, Result};
 pub use fill::FillValue;
 pub use key::{MultiModKey, PulseSelection, Pulses, StackedArray, MAX_PULSES, NO_PULSE_ID};
 pub use multimod::{ComponentWarning, DetectorOptions, MultiModDetector};
+pub use output::zeroed_vec;
+pub use roi::{Roi, RoiAxis};
 pub use stack::{stack_detector_data, ModuleArray, StackOptions};

@@ -25,6 +25,9 @@ pub struct DetectorOptions {
     pub n_modules: Option<usize>,
     /// JUNGFRAU: the module number in the source name of the first module.
     pub first_modno: usize,
+    /// LPD: each train's frames are three gain stages one after the other, the same pulses
+    /// in each (EXtra-data's `parallel_gain=True`).
+    pub parallel_gain: bool,
 }
 
 impl Default for DetectorOptions {
@@ -36,6 +39,7 @@ impl Default for DetectorOptions {
             raw: None,
             n_modules: None,
             first_modno: 1,
+            parallel_gain: false,
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct MultiModDetector {
     frame_counts: Vec<u64>,
     /// Frames in one entry (JUNGFRAU burst mode stores several cells per entry).
     frames_per_entry: u64,
+    /// LPD frames as three gain stages per train.
+    parallel_gain: bool,
     warnings: Vec<ComponentWarning>,
 }
 
@@ -121,7 +127,15 @@ impl MultiModDetector {
         }
         let kept_ids: Vec<u64> = keep.iter().map(|&i| dc.train_ids[i]).collect();
         let data = dc.select_trains(&TrainSelection::IdList(kept_ids))?;
-        let frame_counts = keep.iter().map(|&i| frame_counts_all[i]).collect();
+        let frame_counts: Vec<u64> = keep.iter().map(|&i| frame_counts_all[i]).collect();
+        if opts.parallel_gain {
+            if !matches!(kind, DetectorType::Lpd1M | DetectorType::LpdSolo) {
+                return Err(Error::ParallelGainType(kind.class_name()));
+            }
+            if frame_counts.iter().any(|c| c % 3 != 0) {
+                return Err(Error::ParallelGainFrames);
+            }
+        }
 
         let mut n_modules = kind.n_modules();
         let mut frames_per_entry = 1;
@@ -157,12 +171,18 @@ impl MultiModDetector {
             data,
             frame_counts,
             frames_per_entry,
+            parallel_gain: opts.parallel_gain,
             warnings: if fell_back {
                 vec![ComponentWarning::RawFallback]
             } else {
                 Vec::new()
             },
         })
+    }
+
+    /// Whether each train's frames are three gain stages (LPD's `parallel_gain`).
+    pub fn parallel_gain(&self) -> bool {
+        self.parallel_gain
     }
 
     /// What EXtra-data would have warned about.

@@ -10,8 +10,9 @@ use bytemuck::Pod;
 /// Size of a transparent huge page on x86-64 and aarch64 (4 KiB base pages).
 const HUGE_PAGE: usize = 2 << 20;
 
-/// `n` zeroed elements, or `None` if the allocation fails.
-pub(crate) fn zeroed_vec<T: Pod>(n: usize) -> Option<Vec<T>> {
+/// `n` zeroed elements, or `None` if the allocation fails; large buffers are backed by huge
+/// pages where the kernel allows it (the buffer of a new stacked array).
+pub fn zeroed_vec<T: Pod>(n: usize) -> Option<Vec<T>> {
     let mut v: Vec<T> = bytemuck::allocation::try_zeroed_vec(n).ok()?;
     advise_huge_pages(bytemuck::cast_slice_mut(&mut v));
     Some(v)

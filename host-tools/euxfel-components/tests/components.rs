@@ -9,7 +9,7 @@ use euxfel::{DType, DataCollection, OpenOptions, TrainSelection};
 use euxfel_components::cxi::write_virtual_cxi;
 use euxfel_components::{
     identify_multimod_detectors, identify_single_detector, ComponentWarning, DetectorOptions,
-    DetectorType, Error, FillValue, MultiModDetector, PulseSelection, Pulses,
+    DetectorType, Error, FillValue, MultiModDetector, PulseSelection, Pulses, Roi,
 };
 use fixtures::euxfel::{make_run, write_file, Device, FileSpec, Format, RunSpec};
 
@@ -298,4 +298,78 @@ fn virtual_cxi_reads_back_the_stacked_data() {
         tids,
         det.key("image.data").expect("key").train_id_coordinates()
     );
+}
+
+#[test]
+fn roi_reads_equal_the_region_of_the_whole_read() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let dc = run_with_missing_module(td.path());
+    let det = MultiModDetector::new(DetectorType::Lpd1M, &dc, &DetectorOptions::default())
+        .expect("detector");
+    let key = det.key("image.data").expect("key");
+    // Frames are 4 x 3 (the raw axis of length 1 dropped): rows 1..4, columns 0 and 2.
+    let roi: Roi = "1:,::2".parse().expect("roi");
+    let cut = key
+        .select_roi(roi.clone())
+        .and_then(|k| k.select_trains(&TrainSelection::IndexRange(Some(3), Some(8), None)))
+        .expect("roi key");
+    let whole = key
+        .select_trains(&TrainSelection::IndexRange(Some(3), Some(8), None))
+        .and_then(|k| k.ndarray::<u16>(Some(FillValue::Int(5)), true))
+        .expect("whole");
+    assert_eq!(cut.buffer_shape(true).expect("shape"), vec![16, 20, 3, 2]);
+    let part = cut
+        .ndarray::<u16>(Some(FillValue::Int(5)), true)
+        .expect("roi read");
+    let expect = whole.slice(ndarray::s![.., .., 1.., ..;2]);
+    assert_eq!(part.view(), expect.into_dyn());
+    // An index out of range and too many indices are errors, not panics.
+    for bad in ["4", "0,0,0"] {
+        let e = key.select_roi(bad.parse().expect("parse"));
+        assert!(matches!(e, Err(Error::Roi(_))), "{bad}: {e:?}");
+    }
+}
+
+#[test]
+fn trains_yield_each_trains_rows_of_the_stacked_array() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let dc = run_with_missing_module(td.path());
+    let det = MultiModDetector::new(DetectorType::Lpd1M, &dc, &DetectorOptions::default())
+        .expect("detector");
+    let key = det
+        .key("image.data")
+        .and_then(|k| k.select_pulses(PulseSelection::ByIndex(Pulses::List(vec![0, 3]))))
+        .and_then(|k| k.select_roi("1:3".parse()?))
+        .expect("key");
+    let fill = Some(FillValue::Int(9));
+    let whole = key.ndarray_bytes(fill, false).expect("whole");
+    let frame_bytes = whole.data.len() / (whole.shape[0] * whole.shape[1]);
+    assert_eq!(whole.shape, vec![3, 20, 2, 3]);
+    // Rows of train i of module m in the whole array: 2 selected frames per train.
+    let rows_of = |m: usize, i: usize| {
+        let at = (m * 20 + 2 * i) * frame_bytes;
+        &whole.data[at..at + 2 * frame_bytes]
+    };
+    let all: Vec<_> = key
+        .trains(fill, false)
+        .expect("trains")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("read");
+    assert_eq!(all.len(), 10);
+    for (i, (tid, a)) in all.iter().enumerate() {
+        assert_eq!(*tid, 10000 + i as u64);
+        assert_eq!(a.shape, vec![3, 2, 2, 3]);
+        for m in 0..3 {
+            let got = &a.data[m * 2 * frame_bytes..(m + 1) * 2 * frame_bytes];
+            assert_eq!(got, rows_of(m, i), "train {tid} module {m}");
+        }
+    }
+    // Module 1 has no data for trains 10005..10009: skipped with require_all.
+    let complete: Vec<u64> = key
+        .trains(fill, true)
+        .expect("trains")
+        .map(|r| r.map(|(t, _)| t))
+        .collect::<Result<_, _>>()
+        .expect("read");
+    assert_eq!(complete, (10000..10005).collect::<Vec<u64>>());
 }

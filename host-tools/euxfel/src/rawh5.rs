@@ -454,14 +454,14 @@ impl<'a> RawFile<'a> {
         if out.len() as u64 != count.saturating_mul(row_bytes) {
             return corrupt("buffer size does not match the rows");
         }
-        let mut at = 0usize;
+        let (mut at, out_len) = (0usize, out.len());
         self.visit_row_range(ds, start, count, row_bytes, &mut |piece| {
             let n = piece.len();
             let dst = out
                 .get_mut(at..at + n)
                 .ok_or(RawError::Corrupt("rows longer than the buffer".into()))?;
             match piece {
-                Piece::Bytes(b) => dst.copy_from_slice(b),
+                Piece::Bytes(b) => crate::key_data::spans::copy_rows(dst, b, out_len),
                 Piece::Zeros(_) => dst.fill(0),
             }
             at += n;

@@ -18,7 +18,7 @@ use euxfel::cli::RunLookup;
 use euxfel::{npy, DType, DataCollection, OpenOptions, TrainSelection, Warning};
 use euxfel_components::{
     identify_single_detector, DetectorOptions, DetectorType, FillValue, MultiModDetector,
-    PulseSelection, Pulses,
+    PulseSelection, Pulses, Roi,
 };
 
 #[derive(Parser, Debug)]
@@ -79,6 +79,15 @@ struct Args {
     /// --fill-value is given).
     #[arg(long, requires = "detector", value_parser = ["float32", "float64"])]
     astype: Option<String>,
+    /// With --detector: region of interest of each frame, numpy's index syntax on the
+    /// frame's axes ('0:64,::2', '0' for the first row), as EXtra-data's ndarray(roi=...).
+    #[arg(long, requires = "detector", allow_hyphen_values = true)]
+    roi: Option<String>,
+    /// With --detector=LPD1M or LPDSolo: each train's frames are three gain stages (pulse
+    /// selections apply to each stage; pulse and cell IDs are the first stage's), as
+    /// EXtra-data's parallel_gain=True.
+    #[arg(long, requires = "detector")]
+    parallel_gain: bool,
 }
 
 fn parse_trains(s: &str, by_index: bool) -> Result<TrainSelection, String> {
@@ -233,6 +242,7 @@ fn extract_detector(
         detector_name: Some(name),
         min_modules: a.min_modules,
         n_modules: a.n_modules,
+        parallel_gain: a.parallel_gain,
         ..DetectorOptions::default()
     };
     let mut det = MultiModDetector::new(kind, dc, &opts).map_err(|e| e.to_string())?;
@@ -249,6 +259,12 @@ fn extract_detector(
         mk = mk
             .select_pulses(parse_pulses(p)?)
             .map_err(|e| e.to_string())?;
+    }
+    if let Some(r) = &a.roi {
+        let roi: Roi = r.parse().map_err(|e| format!("--roi: {e}"))?;
+        mk = mk
+            .select_roi(roi)
+            .map_err(|e| format!("--roi {r:?}: {e}"))?;
     }
     let fill = match &a.fill_value {
         Some(v) => Some(
