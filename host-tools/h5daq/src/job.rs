@@ -428,7 +428,8 @@ impl DaqJob {
     }
     /// Back-pressure (constant read mode): while the buffer is full the getter is not called,
     /// so a source that blocks on its input (a pipe) is read no faster than rows are written,
-    /// instead of rows being dropped.
+    /// instead of rows being dropped. What one read returns is always taken whole (the buffer
+    /// may exceed its limit by one reading).
     pub fn with_backpressure(mut self, on: bool) -> Self {
         self.backpressure = on;
         self
@@ -507,7 +508,9 @@ impl DaqJob {
                 c.skipped.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Ok(Ok(reading)) => self.buffer_reading(reading, t, force),
+            // A job with back-pressure is read only while its buffer has room, and takes the
+            // whole reading (a batch may overshoot the limit by itself) instead of dropping it.
+            Ok(Ok(reading)) => self.buffer_reading(reading, t, force || self.backpressure),
         };
         match outcome {
             Ok(()) => c.consecutive_errors.store(0, Ordering::Relaxed),
@@ -692,6 +695,11 @@ impl JobHandle {
         d
     }
 
+    /// Hands rows already stored back to the job, whose next drain reuses their memory.
+    pub(crate) fn recycle(&self, d: Drained) {
+        lock(&self.shared.buffer).recycle(d);
+    }
+
     /// Rows dropped so far, by reason (the job's and its source's counts).
     pub fn dropped(&self) -> Dropped {
         let mut d = self.shared.counters.dropped.snapshot();
@@ -776,6 +784,9 @@ pub(crate) struct JobBuffer {
     have_last: bool,
     last_bytes: Vec<u8>,
     scratch: Vec<u8>,
+    /// Rows the writer has stored, handed back ([`JobHandle::recycle`]): the next drain fills
+    /// their allocation instead of a fresh one (no page faults, no growth copies).
+    spare: Option<Drained>,
 }
 
 impl JobBuffer {
@@ -800,6 +811,7 @@ impl JobBuffer {
             have_last: false,
             last_bytes: Vec::new(),
             scratch: Vec::new(),
+            spare: None,
         }
     }
 
@@ -975,20 +987,48 @@ impl JobBuffer {
         let n = self.time.len();
         let keep = usize::from(!all && self.dedup && self.run_len >= 2 && n > 0);
         let split = n - keep;
+        let mut spare = self.spare.take().filter(|d| {
+            d.columns.len() == self.columns.len()
+                && d.columns
+                    .iter()
+                    .zip(&self.dtypes)
+                    .all(|(c, t)| c.dtype() == *t)
+        });
         let tail_time = self.time.split_off(split);
-        let time = std::mem::replace(&mut self.time, tail_time);
+        let time = match spare.as_mut() {
+            Some(sp) => {
+                sp.time.clear();
+                sp.time.extend_from_slice(&tail_time);
+                std::mem::replace(&mut self.time, std::mem::take(&mut sp.time))
+            }
+            None => std::mem::replace(&mut self.time, tail_time),
+        };
         let mut columns = Vec::with_capacity(self.columns.len());
         for (i, c) in self.columns.iter_mut().enumerate() {
             let tail = c.split_off(split * self.entry_lens[i]);
-            let mut head = std::mem::replace(c, tail);
-            // Keep the next buffer's allocation near the size just used.
-            if head.is_empty() {
-                head = Column::with_capacity(self.dtypes[i], 0);
-            }
-            columns.push(head);
+            let next = match spare.as_mut() {
+                Some(sp) => {
+                    let mut s = std::mem::replace(
+                        &mut sp.columns[i],
+                        Column::with_capacity(self.dtypes[i], 0),
+                    );
+                    s.clear();
+                    s.extend_range(&tail, 0..tail.len());
+                    s
+                }
+                None => tail,
+            };
+            columns.push(std::mem::replace(c, next));
         }
         self.text_bytes = self.text_bytes_from(&vec![0; self.columns.len()]);
         Drained { time, columns }
+    }
+
+    /// Keeps `d`'s allocation for the next drain (see [`JobBuffer::spare`]).
+    fn recycle(&mut self, d: Drained) {
+        if self.spare.is_none() && d.time.capacity() > 0 {
+            self.spare = Some(d);
+        }
     }
 }
 
