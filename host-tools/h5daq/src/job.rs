@@ -253,8 +253,13 @@ pub struct DaqJob {
     pub(crate) backpressure: bool,
     pub(crate) final_read: bool,
     pub(crate) on_stop: Option<Box<dyn FnMut() + Send>>,
+    pub(crate) reading_spare: Option<ReadingSpare>,
     pub(crate) shared: Arc<JobShared>,
 }
+
+/// The emptied time and columns of a job's last [`Reading::Rows`], handed back for its getter
+/// to fill again (see [`DaqJob::with_reading_spare`]).
+pub type ReadingSpare = Arc<Mutex<Option<(Vec<f64>, Vec<Column>)>>>;
 
 impl std::fmt::Debug for DaqJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -340,6 +345,7 @@ impl DaqJob {
             backpressure: false,
             final_read: false,
             on_stop: None,
+            reading_spare: None,
             shared: Arc::new(JobShared {
                 buffer: Mutex::new(buffer),
                 counters: Counters::default(),
@@ -441,6 +447,13 @@ impl DaqJob {
         self.final_read = on;
         self
     }
+    /// After buffering a [`Reading::Rows`], the job clears its vectors and leaves them in
+    /// `spare`, where the getter takes them for its next reading: a getter returning many rows
+    /// per read then fills warm memory instead of allocating (and page-faulting) afresh.
+    pub fn with_reading_spare(mut self, spare: ReadingSpare) -> Self {
+        self.reading_spare = Some(spare);
+        self
+    }
     /// Attaches the source's bad-input and drop counters to the job's status.
     pub fn with_source_stats(self, stats: SourceStats) -> Self {
         *lock(&self.shared.source) = stats;
@@ -539,30 +552,18 @@ impl DaqJob {
                 }
                 vec![buf.push_row(t, &entries, &self.datasets, force)?]
             }
-            Reading::Rows { time, columns } if self.bulk => {
-                vec![buf.push_rows(&time, &columns, &self.datasets, force)?]
-            }
             Reading::Rows { time, columns } => {
-                if !self.provide_time {
-                    return Err("getter returned rows with times, but the job stamps the time itself (enable provided time)".into());
+                let pushed = self.push_bulk(&mut buf, &time, &columns, force);
+                drop(buf);
+                if let Some(spare) = &self.reading_spare {
+                    let (mut time, mut columns) = (time, columns);
+                    time.clear();
+                    columns.iter_mut().for_each(Column::clear);
+                    *lock(spare) = Some((time, columns));
                 }
-                if !buf.dedup {
-                    // All rows at once (one copy per column), as in bulk mode.
-                    vec![buf.push_rows(&time, &columns, &self.datasets, force)?]
-                } else {
-                    // One row at a time, so de-duplication applies to each.
-                    let lens: Vec<usize> =
-                        self.datasets.iter().map(DatasetSpec::entry_len).collect();
-                    let mut out = Vec::with_capacity(time.len());
-                    for (i, &t) in time.iter().enumerate() {
-                        let entries = row_entries(&columns, &self.datasets, &lens, i)?;
-                        out.push(buf.push_row(t, &entries, &self.datasets, force)?);
-                    }
-                    out
-                }
+                pushed?
             }
         };
-        drop(buf);
         for outcome in outcomes {
             match outcome {
                 Pushed::Rows(n) => {
@@ -577,6 +578,30 @@ impl DaqJob {
             }
         }
         Ok(())
+    }
+
+    /// Buffers the rows of a [`Reading::Rows`]: all at once (one copy per column), or one at a
+    /// time with de-duplication, so that it applies to each.
+    fn push_bulk(
+        &self,
+        buf: &mut JobBuffer,
+        time: &[f64],
+        columns: &[Column],
+        force: bool,
+    ) -> Result<Vec<Pushed>, String> {
+        if !self.bulk && !self.provide_time {
+            return Err("getter returned rows with times, but the job stamps the time itself (enable provided time)".into());
+        }
+        if self.bulk || !buf.dedup {
+            return Ok(vec![buf.push_rows(time, columns, &self.datasets, force)?]);
+        }
+        let lens: Vec<usize> = self.datasets.iter().map(DatasetSpec::entry_len).collect();
+        let mut out = Vec::with_capacity(time.len());
+        for (i, &t) in time.iter().enumerate() {
+            let entries = row_entries(columns, &self.datasets, &lens, i)?;
+            out.push(buf.push_row(t, &entries, &self.datasets, force)?);
+        }
+        Ok(out)
     }
 
     fn record_error(&mut self, msg: String) {
@@ -1120,5 +1145,78 @@ mod tests {
             small.push_row(1.0, &ok, &specs, false),
             Ok(Pushed::Dropped(1))
         ));
+    }
+
+    fn capacities(d: &Drained) -> (usize, Vec<usize>) {
+        let caps = d
+            .columns
+            .iter()
+            .map(|c| match c {
+                Column::F64(v) => v.capacity(),
+                Column::U16(v) => v.capacity(),
+                _ => 0,
+            })
+            .collect();
+        (d.time.capacity(), caps)
+    }
+
+    #[test]
+    fn a_recycled_drain_is_filled_again_without_new_memory() {
+        let specs = specs();
+        let mut b = JobBuffer::new(&specs, 10_000, usize::MAX);
+        let row = vec![Entry::from(1.0), Entry::from(vec![1u16, 2])];
+        for t in 0..1000 {
+            b.push_row(f64::from(t), &row, &specs, false).unwrap();
+        }
+        let mut first = b.drain(true);
+        // A capacity that growth from empty to 1000 rows would not give.
+        first.time.reserve_exact(10_000);
+        let (time_cap, caps) = capacities(&first);
+        let time_ptr = first.time.as_ptr();
+        b.recycle(first);
+        // The spare becomes the buffer at the next drain, emptied.
+        b.push_row(1000.0, &row, &specs, false).unwrap();
+        let second = b.drain(true);
+        assert_eq!(second.time, vec![1000.0]);
+        for t in 0..1000 {
+            b.push_row(f64::from(t), &row, &specs, false).unwrap();
+        }
+        let third = b.drain(true);
+        assert_eq!(third.rows(), 1000);
+        assert_eq!(third.columns[1].len(), 2000);
+        assert_eq!(third.time.as_ptr(), time_ptr, "the first drain's memory");
+        assert_eq!(capacities(&third), (time_cap, caps));
+    }
+
+    #[test]
+    fn a_job_hands_the_vectors_of_a_bulk_reading_back_to_its_getter() {
+        let spare: ReadingSpare = Arc::default();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let mut job = DaqJob::new("g", vec![DatasetSpec::scalar("a", Dtype::F64)], {
+            let (spare, got) = (Arc::clone(&spare), Arc::clone(&got));
+            move || {
+                let (mut time, mut columns) = lock(&spare)
+                    .take()
+                    .unwrap_or_else(|| (Vec::new(), vec![Column::with_capacity(Dtype::F64, 0)]));
+                lock(&got).push((time.len(), time.capacity()));
+                time.extend([1.0, 2.0, 3.0]);
+                columns[0].extend_from(&Column::F64(vec![4.0, 5.0, 6.0]))?;
+                Ok(Reading::Rows { time, columns })
+            }
+        })
+        .unwrap()
+        .with_provided_time(true)
+        .with_reading_spare(spare);
+        for _ in 0..3 {
+            job.read_once(&|| 0.0);
+        }
+        let got = lock(&got).clone();
+        assert_eq!(got[0], (0, 0), "nothing to reuse at first");
+        assert!(
+            got[1..].iter().all(|&(len, cap)| len == 0 && cap >= 3),
+            "emptied, with their memory: {got:?}"
+        );
+        let d = job.handle().drain(true);
+        assert_eq!(d.columns[0], Column::F64([4.0, 5.0, 6.0].repeat(3)));
     }
 }

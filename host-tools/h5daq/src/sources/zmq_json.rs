@@ -23,7 +23,7 @@ use crate::time::{Clock, SystemClock};
 use super::{entries_from_json, parse_fields, time_from_json, JsonError, JsonField};
 use crate::column::{Column, ConvertError, Dtype};
 use crate::error::DaqError;
-use crate::job::{lock, DaqJob, ReadMode, Reading};
+use crate::job::{lock, DaqJob, ReadMode, Reading, ReadingSpare};
 use crate::setting::{self, shown, SettingError};
 
 /// The `[[job]]` settings of `source = "zmq_sub"`.
@@ -397,6 +397,10 @@ const READ_BYTES: usize = 4 << 20;
 
 /// Most rows one read takes from the queue (see [`READ_BYTES`]).
 const READ_ROWS: usize = 1 << 16;
+
+/// How long a read waits once for more messages when the queue runs dry (a row's time is its
+/// arrival, so this only delays its hand-over to the buffer).
+const GATHER_PAUSE: Duration = Duration::from_millis(1);
 
 /// A message as ZeroMQ received it (its frames are not copied), when it arrived, and how many
 /// rows the receiving thread dropped at the full queue since the message before it (so a
@@ -984,38 +988,55 @@ fn stream_job(group: &str, cfg: &StreamConfig) -> Result<DaqJob, DaqError> {
             stats2.bad_input(&name, &e);
         }
     };
-    let job = DaqJob::new(group, specs, move || {
-        let mut rows = Rows::new(&dtypes);
-        if stop2.load(Ordering::SeqCst) {
-            // The final read: every message still queued.
-            while let Ok(msg) = rx.try_recv() {
-                take(msg, &mut rows);
+    let spare: ReadingSpare = Arc::default();
+    let job = DaqJob::new(group, specs, {
+        let spare = Arc::clone(&spare);
+        move || {
+            // The vectors of the last read, handed back by the job: warm memory, no growth.
+            let mut rows = match lock(&spare).take() {
+                Some((time, columns)) => Rows { time, columns },
+                None => Rows::new(&dtypes),
+            };
+            if stop2.load(Ordering::SeqCst) {
+                // The final read: every message still queued.
+                while let Ok(msg) = rx.try_recv() {
+                    take(msg, &mut rows);
+                }
+            } else {
+                // Wait for one message, then take what is queued behind it up to a read's size.
+                // When the queue runs dry, one short pause lets messages gather: without it a
+                // job faster than its sender is woken for every message (a futex wake and two
+                // context switches each, the largest cost of single-row messages).
+                let mut next = rx.recv_timeout(Duration::from_millis(100)).ok();
+                let mut paused = false;
+                while let Some(msg) = next {
+                    take(msg, &mut rows);
+                    if rows.time.len() >= READ_ROWS || rows.bytes() >= READ_BYTES {
+                        break;
+                    }
+                    next = rx.try_recv().ok();
+                    if next.is_none() && !paused {
+                        paused = true;
+                        std::thread::sleep(GATHER_PAUSE);
+                        next = rx.try_recv().ok();
+                    }
+                }
             }
-        } else {
-            // Wait for one message, then take what is queued behind it up to a read's size.
-            let mut next = rx.recv_timeout(Duration::from_millis(100)).ok();
-            while let Some(msg) = next {
-                take(msg, &mut rows);
-                next = if rows.time.len() < READ_ROWS && rows.bytes() < READ_BYTES {
-                    rx.try_recv().ok()
-                } else {
-                    None
-                };
+            if rows.time.is_empty() {
+                return Ok(Reading::Skip);
             }
+            Ok(Reading::Rows {
+                time: rows.time,
+                columns: rows.columns,
+            })
         }
-        if rows.time.is_empty() {
-            return Ok(Reading::Skip);
-        }
-        Ok(Reading::Rows {
-            time: rows.time,
-            columns: rows.columns,
-        })
     })?;
     let job = job
         .with_mode(ReadMode::Constant)?
         .with_provided_time(true)
         .with_final_read(true)
         .with_source_stats(stats)
+        .with_reading_spare(spare)
         .with_on_stop({
             let mut receiver = Some(receiver);
             move || {
