@@ -476,6 +476,12 @@ impl Queued {
         }
     }
 
+    /// Adds a message of `n` bytes whatever the limits (at stop).
+    fn add_over_limit(&self, n: usize) {
+        let mut q = lock(&self.held);
+        *q = (q.0 + n, q.1 + 1);
+    }
+
     /// Takes a message of `n` bytes off the queue.
     fn remove(&self, n: usize) {
         let mut q = lock(&self.held);
@@ -498,8 +504,11 @@ enum WhenFull {
 /// With [`WhenFull::Drop`] (SUB, so the socket's own queue never overflows while the job is
 /// busy) the rows of a message that finds the queue full are dropped and counted
 /// (`source_queue`); with [`WhenFull::Wait`] the thread waits for room. When `stop` is set it
-/// still takes what the socket holds, without waiting (a message that finds no room then is
-/// counted `unread_at_stop`), and ends; it ends too when the job is gone.
+/// takes what the socket still holds, at most `drain_limit` messages (so a sender that goes on
+/// sending cannot hold the stop up), whatever the queue's limits (the socket held them in
+/// memory already; the final read takes them all), and ends; it ends too when the job is gone
+/// (a message it holds then counts as `unread_at_stop`).
+#[allow(clippy::too_many_arguments)]
 fn receive(
     sock: zmq::Socket,
     tx: Sender<Message>,
@@ -508,13 +517,24 @@ fn receive(
     stats: SourceStats,
     group: String,
     when_full: WhenFull,
+    drain_limit: usize,
 ) {
     let mut dropped_since_last = 0u64;
-    loop {
-        let stopping = stop.load(Ordering::SeqCst);
-        let frames = match recv_frames(&sock, if stopping { zmq::DONTWAIT } else { 0 }) {
+    let message = |frames: Vec<zmq::Message>, dropped_before: u64| Message {
+        arrived: SystemClock.now(),
+        frames,
+        queue_dropped_before: dropped_before,
+    };
+    let deliver = |msg: Message| match tx.send(msg) {
+        Ok(()) => true,
+        Err(mpsc::SendError(msg)) => {
+            stats.dropped(DropReason::UnreadAtStop, message_rows(&msg.frames));
+            false
+        }
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let frames = match recv_frames(&sock, 0) {
             Ok(f) => f,
-            Err(_) if stopping => return,
             Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
             Err(e) => {
                 daq_log!(Error, "job {group}: receive: {e}");
@@ -522,30 +542,37 @@ fn receive(
                 continue;
             }
         };
-        let msg = Message {
-            arrived: SystemClock.now(),
-            frames,
-            queue_dropped_before: dropped_since_last,
-        };
+        let msg = message(frames, dropped_since_last);
         let bytes = msg.bytes();
         let mut room = queued.add(bytes, Duration::ZERO);
         while !room && when_full == WhenFull::Wait && !stop.load(Ordering::SeqCst) {
             room = queued.add(bytes, Duration::from_millis(100));
         }
+        if !room && when_full == WhenFull::Wait {
+            // Stopped while waiting: held in memory anyway, and the final read takes it.
+            queued.add_over_limit(bytes);
+            room = true;
+        }
         if room {
-            if tx.send(msg).is_err() {
-                // The job is gone.
+            if !deliver(msg) {
                 return;
             }
             dropped_since_last = 0;
-            continue;
-        }
-        let rows = message_rows(&msg.frames);
-        if stop.load(Ordering::SeqCst) {
-            stats.dropped(DropReason::UnreadAtStop, rows);
         } else {
+            let rows = message_rows(&msg.frames);
             dropped_since_last += rows;
             stats.dropped(DropReason::SourceQueue, rows);
+        }
+    }
+    for _ in 0..drain_limit {
+        let Ok(frames) = recv_frames(&sock, zmq::DONTWAIT) else {
+            return;
+        };
+        let msg = message(frames, dropped_since_last);
+        dropped_since_last = 0;
+        queued.add_over_limit(msg.bytes());
+        if !deliver(msg) {
+            return;
         }
     }
 }
@@ -961,6 +988,7 @@ fn stream_job(group: &str, cfg: &StreamConfig) -> Result<DaqJob, DaqError> {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<Message>();
     let queued = Arc::new(Queued::new(MESSAGE_QUEUE_BYTES, MESSAGE_QUEUE));
+    let drain_limit = usize::try_from(cfg.socket_queue).unwrap_or(0);
     let receiver = {
         let (stop, stats, name) = (Arc::clone(&stop), stats.clone(), group.to_string());
         let queued = Arc::clone(&queued);
@@ -968,7 +996,7 @@ fn stream_job(group: &str, cfg: &StreamConfig) -> Result<DaqJob, DaqError> {
             .name("daq-zmq-recv".into())
             .spawn(move || {
                 let _keep_context_alive = ctx;
-                receive(sock, tx, queued, stop, stats, name, when_full)
+                receive(sock, tx, queued, stop, stats, name, when_full, drain_limit)
             })
             .map_err(DaqError::thread("a ZeroMQ receiver thread"))?
     };
@@ -1294,7 +1322,16 @@ mod tests {
         let thread = {
             let (queued, stop, stats) = (Arc::clone(&queued), Arc::clone(&stop), stats.clone());
             std::thread::spawn(move || {
-                receive(pull, tx, queued, stop, stats, "q".into(), WhenFull::Drop)
+                receive(
+                    pull,
+                    tx,
+                    queued,
+                    stop,
+                    stats,
+                    "q".into(),
+                    WhenFull::Drop,
+                    10,
+                )
             })
         };
         let batch = br#"{"rows": 5, "arrays": [{"key": "s", "dtype": "f4", "shape": []}]}"#;
@@ -1332,7 +1369,7 @@ mod tests {
         let thread = {
             let (queued, stop, stats) = (Arc::clone(&queued), Arc::clone(&stop), stats.clone());
             std::thread::spawn(move || {
-                receive(pull, tx, queued, stop, stats, "w".into(), WhenFull::Wait)
+                receive(pull, tx, queued, stop, stats, "w".into(), WhenFull::Wait, 1)
             })
         };
         for i in 0..5u8 {
@@ -1350,17 +1387,18 @@ mod tests {
             })
             .collect();
         assert_eq!(got, vec![0, 1, 2, 3, 4], "every message, in order");
-        // At stop, what the socket holds is taken while there is room, and the rest counted,
-        // not lost silently.
-        for i in 0..4u8 {
+        // At stop, the message held and what the socket holds (up to the drain limit, here 1)
+        // are still taken, over the queue's limits: the final read takes them all.
+        for i in 0..5u8 {
             push.send(&[i][..], 0).unwrap();
         }
         wait_for("two queued again", || lock(&queued.held).1 == 2);
+        std::thread::sleep(Duration::from_millis(50));
         stop.store(true, Ordering::SeqCst);
         thread.join().unwrap();
-        assert_eq!(stats.drops().unread_at_stop, 2);
-        assert_eq!(stats.drops().source_queue, 0);
-        assert_eq!(rx.try_iter().count(), 2);
+        assert_eq!(stats.drops().total(), 0);
+        let got: Vec<u8> = rx.try_iter().map(|m| m.frames[0][0]).collect();
+        assert_eq!(got, vec![0, 1, 2, 3], "the fifth is beyond the drain limit");
     }
 
     #[test]
