@@ -11,7 +11,7 @@
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -412,6 +412,14 @@ struct Message {
 }
 
 impl Message {
+    fn arrived_now(frames: Vec<zmq::Message>, queue_dropped_before: u64) -> Message {
+        Message {
+            arrived: SystemClock.now(),
+            frames,
+            queue_dropped_before,
+        }
+    }
+
     fn bytes(&self) -> usize {
         self.frames.iter().map(|f| f.len()).sum()
     }
@@ -434,13 +442,11 @@ fn message_rows<F: Deref<Target = [u8]>>(frames: &[F]) -> u64 {
         .unwrap_or(1)
 }
 
-/// The messages between the receiving thread and the job, limited in count and bytes. A
-/// lossless receiver waits on it for room; the job wakes it as it takes messages.
+/// The messages between a SUB job's receiving thread and the job, limited in count and bytes.
 #[derive(Debug)]
 struct Queued {
     /// Bytes and messages queued.
     held: Mutex<(usize, usize)>,
-    room: Condvar,
     max_bytes: usize,
     max_messages: usize,
 }
@@ -449,66 +455,37 @@ impl Queued {
     fn new(max_bytes: usize, max_messages: usize) -> Queued {
         Queued {
             held: Mutex::new((0, 0)),
-            room: Condvar::new(),
             max_bytes,
             max_messages,
         }
     }
 
     /// Adds a message of `n` bytes if it fits (one message always fits when nothing is
-    /// queued, however large), waiting up to `wait` for room.
-    fn add(&self, n: usize, wait: Duration) -> bool {
-        let fits = |&(b, m): &(usize, usize)| {
-            m == 0 || (m < self.max_messages && b.saturating_add(n) <= self.max_bytes)
-        };
+    /// queued, however large), or over the limits when `always` (at stop).
+    fn add(&self, n: usize, always: bool) -> bool {
         let mut q = lock(&self.held);
-        if !fits(&q) && !wait.is_zero() {
-            q = match self.room.wait_timeout_while(q, wait, |q| !fits(q)) {
-                Ok((q, _)) => q,
-                Err(p) => p.into_inner().0,
-            };
+        let (b, m) = *q;
+        let fits = m == 0 || (m < self.max_messages && b.saturating_add(n) <= self.max_bytes);
+        if fits || always {
+            *q = (b + n, m + 1);
         }
-        if fits(&q) {
-            *q = (q.0 + n, q.1 + 1);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Adds a message of `n` bytes whatever the limits (at stop).
-    fn add_over_limit(&self, n: usize) {
-        let mut q = lock(&self.held);
-        *q = (q.0 + n, q.1 + 1);
+        fits || always
     }
 
     /// Takes a message of `n` bytes off the queue.
     fn remove(&self, n: usize) {
         let mut q = lock(&self.held);
         *q = (q.0.saturating_sub(n), q.1.saturating_sub(1));
-        self.room.notify_one();
     }
 }
 
-/// How the receiving thread treats a full queue.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum WhenFull {
-    /// Drop the message and count its rows (`source_queue`): a SUB socket, whose sender does
-    /// not wait anyway.
-    Drop,
-    /// Wait for room, so the socket's own queue fills and ZeroMQ blocks the sender: PULL.
-    Wait,
-}
-
-/// Takes every message off the socket as it arrives into `tx`, within the limits of `queued`.
-/// With [`WhenFull::Drop`] (SUB, so the socket's own queue never overflows while the job is
-/// busy) the rows of a message that finds the queue full are dropped and counted
-/// (`source_queue`); with [`WhenFull::Wait`] the thread waits for room. When `stop` is set it
-/// takes what the socket still holds, at most `drain_limit` messages (so a sender that goes on
-/// sending cannot hold the stop up), whatever the queue's limits (the socket held them in
-/// memory already; the final read takes them all), and ends; it ends too when the job is gone
-/// (a message it holds then counts as `unread_at_stop`).
-#[allow(clippy::too_many_arguments)]
+/// A SUB job's receiving thread: takes every message off the socket as it arrives into `tx`,
+/// so the socket's own queue (beyond which ZeroMQ drops silently) never overflows while the job
+/// is busy. The rows of a message that finds `queued` full are dropped and counted
+/// (`source_queue`). When `stop` is set it takes what the socket still holds, at most
+/// `drain_limit` messages (so a sender that goes on sending cannot hold the stop up), whatever
+/// the queue's limits (the socket held them in memory already; the final read takes them
+/// all), and ends; it ends too when the job is gone.
 fn receive(
     sock: zmq::Socket,
     tx: Sender<Message>,
@@ -516,22 +493,9 @@ fn receive(
     stop: Arc<AtomicBool>,
     stats: SourceStats,
     group: String,
-    when_full: WhenFull,
     drain_limit: usize,
 ) {
     let mut dropped_since_last = 0u64;
-    let message = |frames: Vec<zmq::Message>, dropped_before: u64| Message {
-        arrived: SystemClock.now(),
-        frames,
-        queue_dropped_before: dropped_before,
-    };
-    let deliver = |msg: Message| match tx.send(msg) {
-        Ok(()) => true,
-        Err(mpsc::SendError(msg)) => {
-            stats.dropped(DropReason::UnreadAtStop, message_rows(&msg.frames));
-            false
-        }
-    };
     while !stop.load(Ordering::SeqCst) {
         let frames = match recv_frames(&sock, 0) {
             Ok(f) => f,
@@ -542,20 +506,10 @@ fn receive(
                 continue;
             }
         };
-        let msg = message(frames, dropped_since_last);
-        let bytes = msg.bytes();
-        let mut room = queued.add(bytes, Duration::ZERO);
-        while !room && when_full == WhenFull::Wait && !stop.load(Ordering::SeqCst) {
-            room = queued.add(bytes, Duration::from_millis(100));
-        }
-        if !room && when_full == WhenFull::Wait {
-            // Stopped while waiting: held in memory anyway, and the final read takes it.
-            queued.add_over_limit(bytes);
-            room = true;
-        }
-        if room {
-            if !deliver(msg) {
-                return;
+        let msg = Message::arrived_now(frames, dropped_since_last);
+        if queued.add(msg.bytes(), false) {
+            if tx.send(msg).is_err() {
+                return; // the job is gone
             }
             dropped_since_last = 0;
         } else {
@@ -568,11 +522,53 @@ fn receive(
         let Ok(frames) = recv_frames(&sock, zmq::DONTWAIT) else {
             return;
         };
-        let msg = message(frames, dropped_since_last);
+        let msg = Message::arrived_now(frames, dropped_since_last);
         dropped_since_last = 0;
-        queued.add_over_limit(msg.bytes());
-        if !deliver(msg) {
+        queued.add(msg.bytes(), true);
+        if tx.send(msg).is_err() {
             return;
+        }
+    }
+}
+
+/// Where a stream job's getter takes its messages from.
+enum Inbox {
+    /// SUB: the queue the receiving thread fills ([`receive`]).
+    Queue {
+        rx: mpsc::Receiver<Message>,
+        queued: Arc<Queued>,
+    },
+    /// PULL: the socket itself, read by the job's thread: while the job takes nothing (its
+    /// buffer is full) the socket's queue fills and ZeroMQ holds the sender back.
+    Socket {
+        sock: zmq::Socket,
+        _context: zmq::Context,
+    },
+}
+
+impl Inbox {
+    /// The next message: when `wait`, waiting up to 100 ms (the socket's receive timeout)
+    /// for one; otherwise only one already there.
+    fn next(&self, wait: bool) -> Result<Option<Message>, zmq::Error> {
+        match self {
+            Inbox::Queue { rx, queued } => {
+                let msg = if wait {
+                    rx.recv_timeout(Duration::from_millis(100)).ok()
+                } else {
+                    rx.try_recv().ok()
+                };
+                if let Some(m) = &msg {
+                    queued.remove(m.bytes());
+                }
+                Ok(msg)
+            }
+            Inbox::Socket { sock, .. } => {
+                match recv_frames(sock, if wait { 0 } else { zmq::DONTWAIT }) {
+                    Ok(frames) => Ok(Some(Message::arrived_now(frames, 0))),
+                    Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
         }
     }
 }
@@ -932,17 +928,19 @@ fn append_le_bytes(col: &mut Column, dtype: Dtype, bytes: &[u8]) -> Result<(), C
     col.extend_from(&decoded)
 }
 
-/// A stream job: a SUB or PULL socket (see [`StreamSocket`]). A thread takes messages off the
-/// socket as they arrive; each is one row (or a batch of rows), stamped at arrival unless a
-/// time field names its time. Each read takes the queued messages up to [`READ_BYTES`] at
-/// once. A message that is not a row is counted as bad input; gaps in the sequence field are
-/// counted as dropped; at stop the queued messages are still stored. A PULL job has
-/// back-pressure: while its buffer is full it takes no messages, so the sender waits.
+/// A stream job: a SUB or PULL socket (see [`StreamSocket`]). SUB: a thread takes messages
+/// off the socket as they arrive ([`receive`]) into a counted queue. PULL: the job's thread
+/// reads the socket itself and has back-pressure: while its buffer is full it takes nothing,
+/// the socket's queue fills and the sender waits. Each message is one row (or a batch of
+/// rows), stamped at arrival unless a time field names its time; each read takes the messages
+/// already there up to [`READ_BYTES`] at once. A message that is not a row is counted as bad
+/// input; gaps in the sequence field are counted as dropped; at stop what is queued (and, up to
+/// `socket_queue` messages, what the socket holds) is still stored.
 fn stream_job(group: &str, cfg: &StreamConfig) -> Result<DaqJob, DaqError> {
     let ctx = zmq::Context::new();
-    let (kind, when_full) = match &cfg.socket {
-        StreamSocket::Sub { .. } => (zmq::SUB, WhenFull::Drop),
-        StreamSocket::Pull { .. } => (zmq::PULL, WhenFull::Wait),
+    let (kind, pull) = match &cfg.socket {
+        StreamSocket::Sub { .. } => (zmq::SUB, false),
+        StreamSocket::Pull { .. } => (zmq::PULL, true),
     };
     let sock = ctx
         .socket(kind)
@@ -986,25 +984,31 @@ fn stream_job(group: &str, cfg: &StreamConfig) -> Result<DaqJob, DaqError> {
     let specs = fields.iter().map(|f| f.spec.clone()).collect();
     let stats = SourceStats::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<Message>();
-    let queued = Arc::new(Queued::new(MESSAGE_QUEUE_BYTES, MESSAGE_QUEUE));
     let drain_limit = usize::try_from(cfg.socket_queue).unwrap_or(0);
-    let receiver = {
+    let (inbox, receiver) = if pull {
+        let inbox = Inbox::Socket {
+            sock,
+            _context: ctx,
+        };
+        (inbox, None)
+    } else {
+        let (tx, rx) = mpsc::channel::<Message>();
+        let queued = Arc::new(Queued::new(MESSAGE_QUEUE_BYTES, MESSAGE_QUEUE));
         let (stop, stats, name) = (Arc::clone(&stop), stats.clone(), group.to_string());
-        let queued = Arc::clone(&queued);
-        std::thread::Builder::new()
+        let q = Arc::clone(&queued);
+        let receiver = std::thread::Builder::new()
             .name("daq-zmq-recv".into())
             .spawn(move || {
                 let _keep_context_alive = ctx;
-                receive(sock, tx, queued, stop, stats, name, when_full, drain_limit)
+                receive(sock, tx, q, stop, stats, name, drain_limit)
             })
-            .map_err(DaqError::thread("a ZeroMQ receiver thread"))?
+            .map_err(DaqError::thread("a ZeroMQ receiver thread"))?;
+        (Inbox::Queue { rx, queued }, Some(receiver))
     };
     let (stop2, stats2, name) = (Arc::clone(&stop), stats.clone(), group.to_string());
     let dtypes: Vec<Dtype> = fields.iter().map(|f| f.spec.dtype).collect();
     let mut gaps = SequenceGaps::default();
     let mut take = move |msg: Message, rows: &mut Rows| {
-        queued.remove(msg.bytes());
         let r = append_message(&msg.frames, msg.arrived, &fields, &keys, rows);
         if keys.sequence.is_some() {
             let gap = gaps.see(r.seq, r.claimed_rows, msg.queue_dropped_before);
@@ -1016,6 +1020,11 @@ fn stream_job(group: &str, cfg: &StreamConfig) -> Result<DaqJob, DaqError> {
             stats2.bad_input(&name, &e);
         }
     };
+    let endpoint = match &cfg.socket {
+        StreamSocket::Sub { endpoint, .. } | StreamSocket::Pull { endpoint, .. } => {
+            endpoint.clone()
+        }
+    };
     let spare: ReadingSpare = Arc::default();
     let job = DaqJob::new(group, specs, {
         let spare = Arc::clone(&spare);
@@ -1025,28 +1034,47 @@ fn stream_job(group: &str, cfg: &StreamConfig) -> Result<DaqJob, DaqError> {
                 Some((time, columns)) => Rows { time, columns },
                 None => Rows::new(&dtypes),
             };
+            let failed = |e| ZmqReadError::Socket {
+                what: "receive from",
+                endpoint: endpoint.clone(),
+                source: e,
+            };
             if stop2.load(Ordering::SeqCst) {
-                // The final read: every message still queued.
-                while let Ok(msg) = rx.try_recv() {
-                    take(msg, &mut rows);
+                // The final read: every message still queued (a SUB job's receiver has
+                // drained its socket), or what the PULL socket holds, at most `socket_queue`
+                // messages (a sender still sending cannot hold the stop up).
+                let limit = if pull { drain_limit } else { usize::MAX };
+                for _ in 0..limit {
+                    match inbox.next(false) {
+                        Ok(Some(msg)) => take(msg, &mut rows),
+                        Ok(None) => break,
+                        Err(e) if rows.time.is_empty() => return Err(failed(e).into()),
+                        Err(_) => break,
+                    }
                 }
             } else {
                 // Wait for one message, then take what is queued behind it up to a read's size.
                 // When the queue runs dry, one short pause lets messages gather: without it a
                 // job faster than its sender is woken for every message (a futex wake and two
                 // context switches each, the largest cost of single-row messages).
-                let mut next = rx.recv_timeout(Duration::from_millis(100)).ok();
+                let mut next = inbox.next(true);
                 let mut paused = false;
-                while let Some(msg) = next {
-                    take(msg, &mut rows);
+                loop {
+                    match next {
+                        Ok(Some(msg)) => take(msg, &mut rows),
+                        Ok(None) => break,
+                        Err(e) if rows.time.is_empty() => return Err(failed(e).into()),
+                        // Keep the rows taken; the error comes back at the next read.
+                        Err(_) => break,
+                    }
                     if rows.time.len() >= READ_ROWS || rows.bytes() >= READ_BYTES {
                         break;
                     }
-                    next = rx.try_recv().ok();
-                    if next.is_none() && !paused {
+                    next = inbox.next(false);
+                    if matches!(next, Ok(None)) && !paused {
                         paused = true;
                         std::thread::sleep(GATHER_PAUSE);
-                        next = rx.try_recv().ok();
+                        next = inbox.next(false);
                     }
                 }
             }
@@ -1066,11 +1094,11 @@ fn stream_job(group: &str, cfg: &StreamConfig) -> Result<DaqJob, DaqError> {
         .with_source_stats(stats)
         .with_reading_spare(spare)
         .with_on_stop({
-            let mut receiver = Some(receiver);
+            let mut receiver = receiver;
             move || {
                 stop.store(true, Ordering::SeqCst);
-                // The receiver takes what the socket still holds and ends (within its 100 ms
-                // receive timeout): the final read then finds every message.
+                // A SUB job's receiver takes what the socket still holds and ends (within its
+                // 100 ms receive timeout): the final read then finds every message.
                 if let Some(r) = receiver.take() {
                     if r.join().is_err() {
                         daq_log!(Error, "the ZeroMQ receiver thread panicked");
@@ -1078,7 +1106,7 @@ fn stream_job(group: &str, cfg: &StreamConfig) -> Result<DaqJob, DaqError> {
                 }
             }
         });
-    Ok(job.with_backpressure(when_full == WhenFull::Wait))
+    Ok(job.with_backpressure(pull))
 }
 
 /// A REQ socket polling `endpoint` every `period` with `request`.
@@ -1321,18 +1349,7 @@ mod tests {
         let (stop, stats) = (Arc::new(AtomicBool::new(false)), SourceStats::default());
         let thread = {
             let (queued, stop, stats) = (Arc::clone(&queued), Arc::clone(&stop), stats.clone());
-            std::thread::spawn(move || {
-                receive(
-                    pull,
-                    tx,
-                    queued,
-                    stop,
-                    stats,
-                    "q".into(),
-                    WhenFull::Drop,
-                    10,
-                )
-            })
+            std::thread::spawn(move || receive(pull, tx, queued, stop, stats, "q".into(), 2))
         };
         let batch = br#"{"rows": 5, "arrays": [{"key": "s", "dtype": "f4", "shape": []}]}"#;
         push.send_multipart([&batch[..], &[0u8; 20][..]], 0)
@@ -1361,44 +1378,59 @@ mod tests {
     }
 
     #[test]
-    fn a_waiting_receiver_holds_messages_back_instead_of_dropping() {
-        let (_ctx, pull, push) = pull_pair("wait-test");
+    fn at_stop_the_receiver_takes_what_the_socket_holds_up_to_its_limit() {
+        let (_ctx, pull, push) = pull_pair("stop-test");
         let (tx, rx) = mpsc::channel::<Message>();
-        let queued = Arc::new(Queued::new(1000, 2));
-        let (stop, stats) = (Arc::new(AtomicBool::new(false)), SourceStats::default());
-        let thread = {
-            let (queued, stop, stats) = (Arc::clone(&queued), Arc::clone(&stop), stats.clone());
-            std::thread::spawn(move || {
-                receive(pull, tx, queued, stop, stats, "w".into(), WhenFull::Wait, 1)
-            })
-        };
+        // A full queue: only the stop's drain takes messages, over the limits.
+        let queued = Arc::new(Queued::new(1, 1));
+        *lock(&queued.held) = (1, 1);
         for i in 0..5u8 {
             push.send(&[i][..], 0).unwrap();
         }
-        // Two queued, the third held by the receiver: nothing dropped.
-        wait_for("two queued", || lock(&queued.held).1 == 2);
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(stats.drops().total(), 0);
-        let got: Vec<u8> = (0..5)
-            .map(|_| {
-                let m = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-                queued.remove(m.bytes());
-                m.frames[0][0]
-            })
-            .collect();
-        assert_eq!(got, vec![0, 1, 2, 3, 4], "every message, in order");
-        // At stop, the message held and what the socket holds (up to the drain limit, here 1)
-        // are still taken, over the queue's limits: the final read takes them all.
-        for i in 0..5u8 {
-            push.send(&[i][..], 0).unwrap();
+        // The messages are in the PULL socket's queue before the receiver starts, stopped.
+        let t0 = std::time::Instant::now();
+        while !pull.get_events().is_ok_and(|e| e.contains(zmq::POLLIN)) {
+            assert!(t0.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
-        wait_for("two queued again", || lock(&queued.held).1 == 2);
-        std::thread::sleep(Duration::from_millis(50));
-        stop.store(true, Ordering::SeqCst);
-        thread.join().unwrap();
-        assert_eq!(stats.drops().total(), 0);
+        let stats = SourceStats::default();
+        let stop = Arc::new(AtomicBool::new(true));
+        receive(
+            pull,
+            tx,
+            Arc::clone(&queued),
+            stop,
+            stats.clone(),
+            "s".into(),
+            3,
+        );
         let got: Vec<u8> = rx.try_iter().map(|m| m.frames[0][0]).collect();
-        assert_eq!(got, vec![0, 1, 2, 3], "the fifth is beyond the drain limit");
+        assert_eq!(
+            got,
+            vec![0, 1, 2],
+            "three taken (the drain limit), in order"
+        );
+        assert_eq!(*lock(&queued.held), (4, 4));
+        assert_eq!(stats.drops().total(), 0);
+    }
+
+    #[test]
+    fn a_pull_inbox_reads_the_socket_itself() {
+        let (ctx, pull, push) = pull_pair("inbox-test");
+        let inbox = Inbox::Socket {
+            sock: pull,
+            _context: ctx,
+        };
+        assert!(matches!(inbox.next(false), Ok(None)), "nothing there");
+        push.send_multipart([&b"h"[..], &b"raw"[..]], 0).unwrap();
+        let msg = loop {
+            if let Some(m) = inbox.next(true).unwrap() {
+                break m;
+            }
+        };
+        assert_eq!(msg.frames.len(), 2, "the frames of one message");
+        assert_eq!(&msg.frames[1][..], b"raw");
+        assert_eq!(msg.bytes(), 4);
     }
 
     #[test]
