@@ -9,15 +9,18 @@ dataset `resize(n + k, axis=0)` and a slice assignment, then `flush()` and `clos
 Datasets are chunked (64, ...) with fletcher32, no compression, as in both tools' defaults.
 
 Usage: .venv/bin/python benches/scripts/bench_daq.py [--seconds S] [--skip-rust]
-       .venv/bin/python benches/scripts/bench_daq.py --vs-sdaq SDAQ_PYTHON [--seconds S]
+       .venv/bin/python benches/scripts/bench_daq.py --vs-sdaq SDAQ_PYTHON [--seconds S] [--rows-per-message N]
 
 `--vs-sdaq` runs whole processes side by side instead: the real sdaq (installed from its
 GitHub repository into the Python environment SDAQ_PYTHON, e.g. a scratch venv) with in-process
 getters, against the h5daq binary fed by a Python producer over ZeroMQ (numpy arrays as raw
-frames sent without a copy, one row per message and 100 rows per message; scalars as JSON),
-and a 10 ms periodic job in each. Every message carries a row sequence number, so rows lost on
-the way are counted (`sequence_gap`). Rows stored in the files per second, dropped rows, and
-the 10 ms job's interval statistics.
+frames sent without a copy, one row per message and `--rows-per-message` rows per message;
+scalars as JSON), and a 10 ms periodic job in each. Each h5daq case runs twice: through
+PUSH/PULL (`zmq_pull`, back-pressure: the producer waits, nothing is lost; the headline) and
+through PUB/SUB flooded by the producer (`zmq_sub`: the daemon's capacity while overloaded,
+the excess counted as dropped). Every message carries a row sequence number, so rows lost on
+the way are counted (`sequence_gap`). Rows stored in the files per second, rows lost, and the
+10 ms job's interval statistics; the end is a ready-to-paste Markdown table.
 """
 
 import argparse
@@ -42,7 +45,7 @@ CASES = [
     ("scalar_f64", (), np.float64, 100_000),
     ("f32x1000", (1000,), np.float32, 1000),
 ]
-# Rows per message of the batched (1000,) float32 producer.
+# Rows per message of the batched (1000,) float32 producer (--rows-per-message).
 BATCH = 100
 UNITS = {"elem/s": 1.0, "Kelem/s": 1e3, "Melem/s": 1e6, "Gelem/s": 1e9}
 
@@ -210,25 +213,32 @@ def h5daq_binary():
     return exe
 
 
-def h5daq_case(case, seconds):
+def h5daq_case(case, seconds, transport="pull", batch=BATCH):
     """Rows stored per second by the h5daq binary: a Python producer sending as fast as it can
-    (ZeroMQ PUB) for `seconds`, or a 10 ms system job; also its drop counters and intervals."""
+    for `seconds` over PUSH/PULL (`transport="pull"`: blocked by back-pressure, lossless) or
+    PUB/SUB (`"pub"`: flooding, the excess dropped and counted), or a 10 ms system job; also
+    its drop counters and intervals."""
     import zmq
 
     with tempfile.TemporaryDirectory() as d:
         ctx = zmq.Context()
-        pub = ctx.socket(zmq.PUB)
-        # Batches: a short sender queue (100 messages of BATCH rows); beyond it the PUB socket
-        # drops, which the daemon counts from the sequence numbers.
-        pub.setsockopt(zmq.SNDHWM, 100 if case == "f32x1000_batch" else 100_000)
-        port = pub.bind_to_random_port("tcp://127.0.0.1")
+        if transport == "pull":
+            sock = ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.SNDHWM, 100)
+        else:
+            sock = ctx.socket(zmq.PUB)
+            # Batches: a short sender queue (100 messages); beyond it the PUB socket drops,
+            # which the daemon counts from the sequence numbers.
+            sock.setsockopt(zmq.SNDHWM, 100 if case == "f32x1000_batch" else 100_000)
+        port = sock.bind_to_random_port("tcp://127.0.0.1")
         if case == "period":
             job = 'source = "system"\nperiod = 0.01\nfields = ["load1"]'
         else:
             shape = ', shape = [1000]' if case.startswith("f32x1000") else ""
             dtype = "float32" if case.startswith("f32x1000") else "float64"
+            source = "zmq_pull" if transport == "pull" else "zmq_sub"
             # A buffer for a whole write period of rows (sdaq's buffers are unbounded).
-            job = (f'source = "zmq_sub"\nendpoint = "tcp://127.0.0.1:{port}"\n'
+            job = (f'source = "{source}"\nendpoint = "tcp://127.0.0.1:{port}"\n'
                    f'buffer_size = "1 GiB"\nsequence_field = "seq"\n'
                    f'fields = [{{ name = "v", dtype = "{dtype}"{shape} }}]')
         cfg = Path(d) / "daq.toml"
@@ -236,33 +246,33 @@ def h5daq_case(case, seconds):
                        f'[[job]]\ngroup = "g"\n{job}\n')
         proc = subprocess.Popen([str(h5daq_binary()), "run", "daq.toml"], cwd=d,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        sock = Path(d) / "out" / "h5daq.sock"
-        while not sock.exists():
+        ctl = Path(d) / "out" / "h5daq.sock"
+        while not ctl.exists():
             if proc.poll() is not None:  # e.g. a stale binary refusing the config
                 raise SystemExit(f"h5daq exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
             time.sleep(0.01)
-        time.sleep(0.3)  # the subscription reaches the publisher
+        time.sleep(0.3)  # the connection (and subscription) is made
         sent = 0
         t_start = time.perf_counter()
         wall_start = time.time()
         t_end = t_start + seconds
         arrays = b'"arrays": [{"key": "v", "dtype": "float32", "shape": [1000]}]'
         row = np.arange(1000, dtype=np.float32)
-        rows = np.tile(row, (BATCH, 1))
+        rows = np.tile(row, (batch, 1))
 
         def send(seq, last=False):
             """Sends the message numbered `seq` (the closing one holds -1); returns its rows.
             Arrays go without a copy."""
             if case == "f32x1000":
-                pub.send(b'{"seq": %d, %s}' % (seq, arrays), zmq.SNDMORE)
-                pub.send(np.full(1000, -1, np.float32) if last else row, copy=False)
+                sock.send(b'{"seq": %d, %s}' % (seq, arrays), zmq.SNDMORE)
+                sock.send(np.full(1000, -1, np.float32) if last else row, copy=False)
                 return 1
             if case == "f32x1000_batch":
-                # BATCH rows per message: a header with "rows", then one (BATCH, 1000) array.
-                pub.send(b'{"rows": %d, "seq": %d, %s}' % (BATCH, seq, arrays), zmq.SNDMORE)
-                pub.send(np.full((BATCH, 1000), -1, np.float32) if last else rows, copy=False)
-                return BATCH
-            pub.send(b'{"seq": %d, "v": %s}' % (seq, b"-1" if last else b"1.5"))
+                # `batch` rows per message: a header with "rows", then one (batch, 1000) array.
+                sock.send(b'{"rows": %d, "seq": %d, %s}' % (batch, seq, arrays), zmq.SNDMORE)
+                sock.send(np.full((batch, 1000), -1, np.float32) if last else rows, copy=False)
+                return batch
+            sock.send(b'{"seq": %d, "v": %s}' % (seq, b"-1" if last else b"1.5"))
             return 1
 
         if case == "period":
@@ -282,22 +292,22 @@ def h5daq_case(case, seconds):
             st = subprocess.run([str(h5daq_binary()), "status", "-c", "daq.toml", "--json"], cwd=d,
                                 capture_output=True, text=True, timeout=30)
             job = json.loads(st.stdout)["status"]["jobs"][0]
-            rows = job["rows"] + job["dropped"]
-            if rows != last:
-                last, t_last = rows, time.perf_counter()
+            taken = job["rows"] + job["dropped"]
+            if taken != last:
+                last, t_last = taken, time.perf_counter()
             time.sleep(0.1)
         elapsed = t_last - t_start
         stop = subprocess.run([str(h5daq_binary()), "stop", "-c", "daq.toml", "--json"], cwd=d,
                               capture_output=True, text=True, timeout=120)
         proc.wait(timeout=120)
         report = json.loads(stop.stdout)
-        pub.close(0)
+        sock.close(0)
         ctx.term()
         files = sorted((Path(d) / "out").glob("*.h5"))
         t = np.concatenate([h5py.File(p, "r")["g/time"][:] for p in files])
         if case != "period":
             # The rate: rows of the timed phase over the sending time, or until the last of
-            # them arrived if that was later.
+            # them arrived if that was later (rows are stamped when they arrive).
             v = np.concatenate([h5py.File(p, "r")["g/v"][:] for p in files]).reshape(len(t), -1)
             timed = v[:, 0] != -1
             elapsed = max(float(t[timed].max() - wall_start), seconds) if timed.any() else elapsed
@@ -305,37 +315,44 @@ def h5daq_case(case, seconds):
         else:
             rate = 0.0
         job = report["jobs"][0]
-        return {"rows": int(len(t)), "rate": rate, "sent": sent, "elapsed": elapsed, "dropped": job["dropped"],
-                "dropped_by": job["dropped_by"], "missed": job["missed_periods"],
+        return {"rows": int(len(t)), "rate": rate, "sent": sent, "elapsed": elapsed,
+                "dropped": job["dropped"], "lost": sent - int(len(t)),
+                "dropped_by": {k: v for k, v in job["dropped_by"].items() if v},
+                "missed": job["missed_periods"],
                 "intervals": np.diff(np.sort(t)).tolist() if case == "period" else []}
 
 
-def vs_sdaq(python, seconds):
+def vs_sdaq(python, seconds, batch=BATCH):
     version = subprocess.run([python, "-c", "import h5py, numpy; print(h5py.__version__, numpy.__version__)"],
                              capture_output=True, text=True).stdout.split()
     load = os.getloadavg()
-    print(f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}; "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
-          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-          f"sdaq 0.0.3 (GitHub HEAD) with h5py {version[0]}, numpy {version[1]}; "
-          f"h5daq release build; {seconds:.0f} s per case, write period 1 s in both.")
-    print()
-    print("| case | sdaq (in-process getter, constant read) | h5daq (Python producer over ZeroMQ; rows stored / time until the last arrived) | ratio | load (1 min) sdaq / h5daq |")
-    print("|---|---|---|---|---|")
-    cases = [("f32x1000", "f32x1000", "(1000,) float32 rows, 1 row per message"),
-             ("f32x1000", "f32x1000_batch", f"(1000,) float32 rows, {BATCH} rows per message"),
-             ("scalar", "scalar", "scalar float64 rows")]
-    refs = {}
+    started = datetime.datetime.now(datetime.timezone.utc)
+    cases = [("f32x1000", "f32x1000", "(1000,) float32, 1 row per message"),
+             ("f32x1000", "f32x1000_batch", f"(1000,) float32, {batch} rows per message"),
+             ("scalar", "scalar", "scalar float64 (JSON), 1 row per message")]
+    refs, lines = {}, []
     for ref_case, case, what in cases:
         if ref_case not in refs:
             refs[ref_case] = (os.getloadavg()[0], sdaq_case(python, ref_case, seconds))
         load_ref, ref = refs[ref_case]
-        load_ours = os.getloadavg()[0]
-        ours = h5daq_case(case, seconds)
-        r_ref, r_ours = ref["rows"] / seconds, ours["rate"]
-        print(f"| {what} | {r_ref:,.0f} rows/s | {r_ours:,.0f} rows/s ({ours['rows']:,} stored of {ours['sent']:,} sent, "
-              f"{ours['dropped']:,} counted dropped: {ours['dropped_by']}) | {r_ours / r_ref:.1f}x | "
-              f"{load_ref:.1f} / {load_ours:.1f} |")
+        r_ref = ref["rows"] / seconds
+        runs = {}
+        for transport in ("pull", "pub"):
+            runs[transport] = (os.getloadavg()[0], h5daq_case(case, seconds, transport, batch))
+            print(f"{what} via {transport}: {runs[transport][1]['rate']:,.0f} rows/s, "
+                  f"{runs[transport][1]['lost']:,} of {runs[transport][1]['sent']:,} lost",
+                  file=sys.stderr, flush=True)
+        (load_pull, pull), (load_pub, pub) = runs["pull"], runs["pub"]
+
+        def lost(r):
+            by = ", ".join(f"`{k}` {v:,}" for k, v in r["dropped_by"].items())
+            counted = "all counted" if r["lost"] == r["dropped"] else f"{r['dropped']:,} counted"
+            return f"{r['lost']:,} of {r['sent']:,}" + (f" ({counted}: {by})" if r["lost"] else "")
+
+        lines.append(
+            f"| {what} | {r_ref:,.0f} rows/s | **{pull['rate']:,.0f} rows/s** | **{pull['rate'] / r_ref:.1f}x** "
+            f"| {lost(pull)} | {pub['rate']:,.0f} rows/s | {pub['rate'] / r_ref:.1f}x | {lost(pub)} "
+            f"| {load_ref:.1f} / {load_pull:.1f} / {load_pub:.1f} |")
     ref = sdaq_case(python, "period", seconds)
     ours = h5daq_case("period", seconds)
 
@@ -345,6 +362,22 @@ def vs_sdaq(python, seconds):
         return (f"{r['rows']} rows in {slots:.0f} 10 ms slots, interval median {np.median(iv):.2f} ms, "
                 f"p99 {np.percentile(iv, 99):.2f} ms, max {iv.max():.2f} ms")
 
+    end_load = os.getloadavg()
+    print(f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}; "
+          f"load average at the start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, at the end "
+          f"{end_load[0]:.2f} {end_load[1]:.2f} {end_load[2]:.2f}; {started:%Y-%m-%d %H:%M} UTC; "
+          f"sdaq 0.0.3 (GitHub HEAD) with h5py {version[0]}, numpy {version[1]}; "
+          f"h5daq release build; {seconds:g} s per case, write period 1 s in both; warm page cache.")
+    print()
+    print(f"Command: `{' '.join([Path(sys.executable).name] + sys.argv)}`")
+    print()
+    print("Target: (1000,) float32 rows/s through PUSH/PULL with a batched producer >= 2x sdaq's "
+          "in-process getter.")
+    print()
+    print("| case | sdaq (in-process getter, constant read) | h5daq, PUSH/PULL (lossless: producer held back) | ratio | rows lost (PUSH/PULL) | h5daq, PUB/SUB flooded (capacity when overloaded) | ratio | rows lost (PUB/SUB) | load (1 min) sdaq / pull / pub |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for line in lines:
+        print(line)
     print()
     print(f"10 ms periodic job: sdaq (schedule mode) {timing(ref)}; "
           f"h5daq (system job) {timing(ours)}, {ours['missed']} missed slots counted.")
@@ -356,9 +389,11 @@ def main():
     ap.add_argument("--skip-rust", action="store_true", help="only the h5py reproduction")
     ap.add_argument("--vs-sdaq", metavar="SDAQ_PYTHON",
                     help="whole-process comparison with the real sdaq installed for this Python")
+    ap.add_argument("--rows-per-message", type=int, default=BATCH,
+                    help="rows per message of the batched (1000,) float32 producer")
     args = ap.parse_args()
     if args.vs_sdaq:
-        vs_sdaq(args.vs_sdaq, args.seconds)
+        vs_sdaq(args.vs_sdaq, args.seconds, args.rows_per_message)
         return
 
     ref_sample = reference_sample_path(100_000)

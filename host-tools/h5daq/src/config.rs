@@ -16,7 +16,7 @@ use crate::names::FileNames;
 use crate::setting::{self, shown, value_position, SettingError};
 use crate::sources::command::CommandConfig;
 use crate::sources::system::SystemConfig;
-use crate::sources::zmq_json::{ReqConfig, SubConfig};
+use crate::sources::zmq_json::{ReqConfig, StreamConfig};
 use crate::time::Rollover;
 use crate::writer::WriteMode;
 
@@ -128,7 +128,8 @@ struct CommonSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceConfig {
     System(SystemConfig),
-    ZmqSub(SubConfig),
+    /// `zmq_sub` and `zmq_pull`.
+    ZmqStream(StreamConfig),
     ZmqReq(ReqConfig),
     Command(CommandConfig),
 }
@@ -386,7 +387,7 @@ impl DaqConfig {
             let Some(id) = job.thread_id else { continue };
             let blocking = matches!(
                 job.source,
-                SourceConfig::ZmqSub(_) | SourceConfig::Command(_)
+                SourceConfig::ZmqStream(_) | SourceConfig::Command(_)
             );
             let shared = jobs
                 .iter()
@@ -596,24 +597,24 @@ fn parse_job(table: &toml::Table) -> Result<JobConfig, SettingError> {
             .map_err(|_| SettingError::invalid("buffer_size", shown(v), "too large"))?,
         None => crate::job::DEFAULT_MAX_BUFFER_BYTES,
     };
-    let source = match c.source.as_str() {
-        "system" => SourceConfig::System(SystemConfig::from_table(&own)?),
-        "zmq_sub" => SourceConfig::ZmqSub(SubConfig::from_table(&own)?),
-        "zmq_req" => SourceConfig::ZmqReq(ReqConfig::from_table(&own, false)?),
-        "xsp3_status" => SourceConfig::ZmqReq(ReqConfig::from_table(&own, true)?),
-        "command" => SourceConfig::Command(CommandConfig::from_table(&own)?),
-        other => {
-            return Err(SettingError::invalid(
+    let source =
+        match c.source.as_str() {
+            "system" => SourceConfig::System(SystemConfig::from_table(&own)?),
+            "zmq_sub" => SourceConfig::ZmqStream(StreamConfig::sub_from_table(&own)?),
+            "zmq_pull" => SourceConfig::ZmqStream(StreamConfig::pull_from_table(&own)?),
+            "zmq_req" => SourceConfig::ZmqReq(ReqConfig::from_table(&own, false)?),
+            "xsp3_status" => SourceConfig::ZmqReq(ReqConfig::from_table(&own, true)?),
+            "command" => SourceConfig::Command(CommandConfig::from_table(&own)?),
+            other => return Err(SettingError::invalid(
                 "source",
                 format!("{other:?}"),
-                "unknown source (use system, zmq_sub, zmq_req, xsp3_status or command)",
-            ))
-        }
-    };
+                "unknown source (use system, zmq_sub, zmq_pull, zmq_req, xsp3_status or command)",
+            )),
+        };
     let trigger = c.trigger.unwrap_or(false);
     if trigger {
         let continuous = match &source {
-            SourceConfig::ZmqSub(_) => true,
+            SourceConfig::ZmqStream(_) => true,
             SourceConfig::Command(cmd) => !cmd.once,
             _ => false,
         };
@@ -634,9 +635,9 @@ fn parse_job(table: &toml::Table) -> Result<JobConfig, SettingError> {
     }
     if let Some(p) = &c.period {
         let unused = match &source {
-            SourceConfig::ZmqSub(_) => {
-                Some("source \"zmq_sub\" takes every message as it arrives; it has no period")
-            }
+            SourceConfig::ZmqStream(_) => Some(
+                "a ZeroMQ stream source (zmq_sub, zmq_pull) takes every message as it arrives; it has no period",
+            ),
             SourceConfig::Command(cmd) if !cmd.bulk && !cmd.once => Some(
                 "a command's lines are read as they arrive; period applies only with bulk = true or run = \"once\"",
             ),
@@ -666,7 +667,7 @@ impl JobConfig {
         let g = self.group.as_str();
         let job = match &self.source {
             SourceConfig::System(s) => s.job(g, self.period)?,
-            SourceConfig::ZmqSub(s) => s.job(g)?,
+            SourceConfig::ZmqStream(s) => s.job(g)?,
             SourceConfig::ZmqReq(s) => s.job(g, self.period)?,
             SourceConfig::Command(s) => s.job(g, self.period)?,
         };

@@ -253,8 +253,13 @@ pub struct DaqJob {
     pub(crate) backpressure: bool,
     pub(crate) final_read: bool,
     pub(crate) on_stop: Option<Box<dyn FnMut() + Send>>,
+    pub(crate) reading_spare: Option<ReadingSpare>,
     pub(crate) shared: Arc<JobShared>,
 }
+
+/// The emptied time and columns of a job's last [`Reading::Rows`], handed back for its getter
+/// to fill again (see [`DaqJob::with_reading_spare`]).
+pub type ReadingSpare = Arc<Mutex<Option<(Vec<f64>, Vec<Column>)>>>;
 
 impl std::fmt::Debug for DaqJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -340,6 +345,7 @@ impl DaqJob {
             backpressure: false,
             final_read: false,
             on_stop: None,
+            reading_spare: None,
             shared: Arc::new(JobShared {
                 buffer: Mutex::new(buffer),
                 counters: Counters::default(),
@@ -428,7 +434,8 @@ impl DaqJob {
     }
     /// Back-pressure (constant read mode): while the buffer is full the getter is not called,
     /// so a source that blocks on its input (a pipe) is read no faster than rows are written,
-    /// instead of rows being dropped.
+    /// instead of rows being dropped. What one read returns is always taken whole (the buffer
+    /// may exceed its limit by one reading).
     pub fn with_backpressure(mut self, on: bool) -> Self {
         self.backpressure = on;
         self
@@ -438,6 +445,13 @@ impl DaqJob {
     /// the buffer is full. The getter must return promptly then.
     pub fn with_final_read(mut self, on: bool) -> Self {
         self.final_read = on;
+        self
+    }
+    /// After buffering a [`Reading::Rows`], the job clears its vectors and leaves them in
+    /// `spare`, where the getter takes them for its next reading: a getter returning many rows
+    /// per read then fills warm memory instead of allocating (and page-faulting) afresh.
+    pub fn with_reading_spare(mut self, spare: ReadingSpare) -> Self {
+        self.reading_spare = Some(spare);
         self
     }
     /// Attaches the source's bad-input and drop counters to the job's status.
@@ -507,7 +521,9 @@ impl DaqJob {
                 c.skipped.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Ok(Ok(reading)) => self.buffer_reading(reading, t, force),
+            // A job with back-pressure is read only while its buffer has room, and takes the
+            // whole reading (a batch may overshoot the limit by itself) instead of dropping it.
+            Ok(Ok(reading)) => self.buffer_reading(reading, t, force || self.backpressure),
         };
         match outcome {
             Ok(()) => c.consecutive_errors.store(0, Ordering::Relaxed),
@@ -536,30 +552,18 @@ impl DaqJob {
                 }
                 vec![buf.push_row(t, &entries, &self.datasets, force)?]
             }
-            Reading::Rows { time, columns } if self.bulk => {
-                vec![buf.push_rows(&time, &columns, &self.datasets, force)?]
-            }
             Reading::Rows { time, columns } => {
-                if !self.provide_time {
-                    return Err("getter returned rows with times, but the job stamps the time itself (enable provided time)".into());
+                let pushed = self.push_bulk(&mut buf, &time, &columns, force);
+                drop(buf);
+                if let Some(spare) = &self.reading_spare {
+                    let (mut time, mut columns) = (time, columns);
+                    time.clear();
+                    columns.iter_mut().for_each(Column::clear);
+                    *lock(spare) = Some((time, columns));
                 }
-                if !buf.dedup {
-                    // All rows at once (one copy per column), as in bulk mode.
-                    vec![buf.push_rows(&time, &columns, &self.datasets, force)?]
-                } else {
-                    // One row at a time, so de-duplication applies to each.
-                    let lens: Vec<usize> =
-                        self.datasets.iter().map(DatasetSpec::entry_len).collect();
-                    let mut out = Vec::with_capacity(time.len());
-                    for (i, &t) in time.iter().enumerate() {
-                        let entries = row_entries(&columns, &self.datasets, &lens, i)?;
-                        out.push(buf.push_row(t, &entries, &self.datasets, force)?);
-                    }
-                    out
-                }
+                pushed?
             }
         };
-        drop(buf);
         for outcome in outcomes {
             match outcome {
                 Pushed::Rows(n) => {
@@ -574,6 +578,30 @@ impl DaqJob {
             }
         }
         Ok(())
+    }
+
+    /// Buffers the rows of a [`Reading::Rows`]: all at once (one copy per column), or one at a
+    /// time with de-duplication, so that it applies to each.
+    fn push_bulk(
+        &self,
+        buf: &mut JobBuffer,
+        time: &[f64],
+        columns: &[Column],
+        force: bool,
+    ) -> Result<Vec<Pushed>, String> {
+        if !self.bulk && !self.provide_time {
+            return Err("getter returned rows with times, but the job stamps the time itself (enable provided time)".into());
+        }
+        if self.bulk || !buf.dedup {
+            return Ok(vec![buf.push_rows(time, columns, &self.datasets, force)?]);
+        }
+        let lens: Vec<usize> = self.datasets.iter().map(DatasetSpec::entry_len).collect();
+        let mut out = Vec::with_capacity(time.len());
+        for (i, &t) in time.iter().enumerate() {
+            let entries = row_entries(columns, &self.datasets, &lens, i)?;
+            out.push(buf.push_row(t, &entries, &self.datasets, force)?);
+        }
+        Ok(out)
     }
 
     fn record_error(&mut self, msg: String) {
@@ -692,6 +720,11 @@ impl JobHandle {
         d
     }
 
+    /// Hands rows already stored back to the job, whose next drain reuses their memory.
+    pub(crate) fn recycle(&self, d: Drained) {
+        lock(&self.shared.buffer).recycle(d);
+    }
+
     /// Rows dropped so far, by reason (the job's and its source's counts).
     pub fn dropped(&self) -> Dropped {
         let mut d = self.shared.counters.dropped.snapshot();
@@ -776,6 +809,9 @@ pub(crate) struct JobBuffer {
     have_last: bool,
     last_bytes: Vec<u8>,
     scratch: Vec<u8>,
+    /// Rows the writer has stored, handed back ([`JobHandle::recycle`]): the next drain fills
+    /// their allocation instead of a fresh one (no page faults, no growth copies).
+    spare: Option<Drained>,
 }
 
 impl JobBuffer {
@@ -800,6 +836,7 @@ impl JobBuffer {
             have_last: false,
             last_bytes: Vec::new(),
             scratch: Vec::new(),
+            spare: None,
         }
     }
 
@@ -975,20 +1012,48 @@ impl JobBuffer {
         let n = self.time.len();
         let keep = usize::from(!all && self.dedup && self.run_len >= 2 && n > 0);
         let split = n - keep;
+        let mut spare = self.spare.take().filter(|d| {
+            d.columns.len() == self.columns.len()
+                && d.columns
+                    .iter()
+                    .zip(&self.dtypes)
+                    .all(|(c, t)| c.dtype() == *t)
+        });
         let tail_time = self.time.split_off(split);
-        let time = std::mem::replace(&mut self.time, tail_time);
+        let time = match spare.as_mut() {
+            Some(sp) => {
+                sp.time.clear();
+                sp.time.extend_from_slice(&tail_time);
+                std::mem::replace(&mut self.time, std::mem::take(&mut sp.time))
+            }
+            None => std::mem::replace(&mut self.time, tail_time),
+        };
         let mut columns = Vec::with_capacity(self.columns.len());
         for (i, c) in self.columns.iter_mut().enumerate() {
             let tail = c.split_off(split * self.entry_lens[i]);
-            let mut head = std::mem::replace(c, tail);
-            // Keep the next buffer's allocation near the size just used.
-            if head.is_empty() {
-                head = Column::with_capacity(self.dtypes[i], 0);
-            }
-            columns.push(head);
+            let next = match spare.as_mut() {
+                Some(sp) => {
+                    let mut s = std::mem::replace(
+                        &mut sp.columns[i],
+                        Column::with_capacity(self.dtypes[i], 0),
+                    );
+                    s.clear();
+                    s.extend_range(&tail, 0..tail.len());
+                    s
+                }
+                None => tail,
+            };
+            columns.push(std::mem::replace(c, next));
         }
         self.text_bytes = self.text_bytes_from(&vec![0; self.columns.len()]);
         Drained { time, columns }
+    }
+
+    /// Keeps `d`'s allocation for the next drain (see [`JobBuffer::spare`]).
+    fn recycle(&mut self, d: Drained) {
+        if self.spare.is_none() && d.time.capacity() > 0 {
+            self.spare = Some(d);
+        }
     }
 }
 
@@ -1080,5 +1145,78 @@ mod tests {
             small.push_row(1.0, &ok, &specs, false),
             Ok(Pushed::Dropped(1))
         ));
+    }
+
+    fn capacities(d: &Drained) -> (usize, Vec<usize>) {
+        let caps = d
+            .columns
+            .iter()
+            .map(|c| match c {
+                Column::F64(v) => v.capacity(),
+                Column::U16(v) => v.capacity(),
+                _ => 0,
+            })
+            .collect();
+        (d.time.capacity(), caps)
+    }
+
+    #[test]
+    fn a_recycled_drain_is_filled_again_without_new_memory() {
+        let specs = specs();
+        let mut b = JobBuffer::new(&specs, 10_000, usize::MAX);
+        let row = vec![Entry::from(1.0), Entry::from(vec![1u16, 2])];
+        for t in 0..1000 {
+            b.push_row(f64::from(t), &row, &specs, false).unwrap();
+        }
+        let mut first = b.drain(true);
+        // A capacity that growth from empty to 1000 rows would not give.
+        first.time.reserve_exact(10_000);
+        let (time_cap, caps) = capacities(&first);
+        let time_ptr = first.time.as_ptr();
+        b.recycle(first);
+        // The spare becomes the buffer at the next drain, emptied.
+        b.push_row(1000.0, &row, &specs, false).unwrap();
+        let second = b.drain(true);
+        assert_eq!(second.time, vec![1000.0]);
+        for t in 0..1000 {
+            b.push_row(f64::from(t), &row, &specs, false).unwrap();
+        }
+        let third = b.drain(true);
+        assert_eq!(third.rows(), 1000);
+        assert_eq!(third.columns[1].len(), 2000);
+        assert_eq!(third.time.as_ptr(), time_ptr, "the first drain's memory");
+        assert_eq!(capacities(&third), (time_cap, caps));
+    }
+
+    #[test]
+    fn a_job_hands_the_vectors_of_a_bulk_reading_back_to_its_getter() {
+        let spare: ReadingSpare = Arc::default();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let mut job = DaqJob::new("g", vec![DatasetSpec::scalar("a", Dtype::F64)], {
+            let (spare, got) = (Arc::clone(&spare), Arc::clone(&got));
+            move || {
+                let (mut time, mut columns) = lock(&spare)
+                    .take()
+                    .unwrap_or_else(|| (Vec::new(), vec![Column::with_capacity(Dtype::F64, 0)]));
+                lock(&got).push((time.len(), time.capacity()));
+                time.extend([1.0, 2.0, 3.0]);
+                columns[0].extend_from(&Column::F64(vec![4.0, 5.0, 6.0]))?;
+                Ok(Reading::Rows { time, columns })
+            }
+        })
+        .unwrap()
+        .with_provided_time(true)
+        .with_reading_spare(spare);
+        for _ in 0..3 {
+            job.read_once(&|| 0.0);
+        }
+        let got = lock(&got).clone();
+        assert_eq!(got[0], (0, 0), "nothing to reuse at first");
+        assert!(
+            got[1..].iter().all(|&(len, cap)| len == 0 && cap >= 3),
+            "emptied, with their memory: {got:?}"
+        );
+        let d = job.handle().drain(true);
+        assert_eq!(d.columns[0], Column::F64([4.0, 5.0, 6.0].repeat(3)));
     }
 }

@@ -731,8 +731,9 @@ impl FileWriter {
             match self.append_all(&all) {
                 Ok(n) => {
                     report.rows += n;
-                    for (j, a) in &all {
-                        report.per_job[*j] += a.rows() as u64;
+                    for (j, a) in all {
+                        report.per_job[j] += a.rows() as u64;
+                        self.handles[j].recycle(a);
                     }
                 }
                 Err(e) => {

@@ -453,6 +453,98 @@ fields = [{{ name = "frames_acquired", dtype = "uint64" }}, "rate"]
     assert!(rate.iter().all(|r| *r == 99.5));
 }
 
+/// `zmq_pull` with a buffer far smaller than what is sent: back-pressure holds the PUSH
+/// sender instead of dropping, so every row is stored exactly once, in order (single-row
+/// messages and batches mixed), and nothing is counted as dropped.
+#[test]
+fn zmq_pull_stores_every_row_once_under_back_pressure() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipc = dir.path().join("rows.ipc");
+    let cfg = format!(
+        r#"
+[daemon]
+directory = "out"
+write_period = 0.05
+[[job]]
+group = "g"
+source = "zmq_pull"
+bind = "ipc://{}"
+buffer_size = "64 KiB"
+sequence_field = "seq"
+fields = [{{ name = "v", dtype = "float32", shape = [100] }}]
+"#,
+        ipc.display()
+    );
+    write_config(dir.path(), &cfg);
+    let (mut child, rx) = spawn_run(dir.path(), &[]);
+    let ctx = zmq::Context::new();
+    let push = ctx.socket(zmq::PUSH).unwrap();
+    push.set_sndhwm(4).unwrap();
+    // A send held back for this long means the daemon stopped reading: the test fails.
+    push.set_sndtimeo(20_000).unwrap();
+    push.connect(&format!("ipc://{}", ipc.display())).unwrap();
+    let arrays = r#""arrays": [{"key": "v", "dtype": "float32", "shape": [100]}]"#;
+    let rows_bytes = |first: usize, n: usize| -> Vec<u8> {
+        (first..first + n)
+            .flat_map(|r| std::iter::repeat_n(r as f32, 100))
+            .flat_map(f32::to_le_bytes)
+            .collect()
+    };
+    // 160 rows fit the buffer; 40 times as many are sent.
+    let total = 6400;
+    let mut sent = 0;
+    while sent < total {
+        let n = if (sent / 37) % 2 == 0 {
+            1
+        } else {
+            37.min(total - sent)
+        };
+        let header = if n == 1 {
+            format!(r#"{{"seq": {sent}, {arrays}}}"#)
+        } else {
+            format!(r#"{{"rows": {n}, "seq": {sent}, {arrays}}}"#)
+        };
+        push.send(header.as_bytes(), zmq::SNDMORE).unwrap();
+        push.send(rows_bytes(sent, n), 0).unwrap();
+        sent += n;
+    }
+    let t0 = Instant::now();
+    let status = loop {
+        let out = h5daq(dir.path(), &["status", "-c", "daq.toml", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let job = v["status"]["jobs"][0].clone();
+        if job["written"].as_u64() == Some(total as u64) || t0.elapsed() > Duration::from_secs(30) {
+            break job;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status["written"], total, "{status}");
+    assert_eq!(status["dropped"], 0, "{status}");
+    let out = h5daq(dir.path(), &["stop", "-c", "daq.toml"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("none dropped"), "{text}");
+    let st = wait_exit(&mut child, 15);
+    let lines: Vec<String> = rx.try_iter().collect();
+    assert!(st.success(), "{}", lines.join("\n"));
+    let files = h5_files(&dir.path().join("out"));
+    assert_eq!(files.len(), 1);
+    let f = hdf5::File::open(&files[0]).unwrap();
+    let v = f.dataset("g/v").unwrap();
+    assert_eq!(v.shape(), vec![total, 100]);
+    let v: Vec<f32> = v.read_raw().unwrap();
+    for (r, row) in v.chunks_exact(100).enumerate() {
+        assert!(
+            row.iter().all(|x| *x == r as f32),
+            "row {r}: {:?}",
+            &row[..3]
+        );
+    }
+    let time: Vec<f64> = f.dataset("g/time").unwrap().read_raw().unwrap();
+    assert_eq!(time.len(), total);
+}
+
 #[test]
 fn a_status_source_without_a_server_counts_errors_and_keeps_running() {
     let dir = tempfile::tempdir().unwrap();

@@ -855,6 +855,22 @@ fn broken_configs_are_refused_with_the_setting_and_value() {
             Some(&["job[0].endpoint", "99999", "port"]),
         ),
         (
+            format!("{job}source = 'zmq_pull'\nbind = 'tcp://127.0.0.1:0'\nfields = ['x']\n"),
+            Some(&["job[0].bind", "port"]),
+        ),
+        (
+            format!("{job}source = 'zmq_pull'\nbind = 'tcp://127.0.0.1:5556'\nendpoint = 'tcp://127.0.0.1:5557'\nfields = ['x']\n"),
+            Some(&["job[0].bind", "not both"]),
+        ),
+        (
+            format!("{job}source = 'zmq_pull'\nfields = ['x']\n"),
+            Some(&["job[0].endpoint", "bind ="]),
+        ),
+        (
+            format!("{job}source = 'zmq_pull'\nbind = 'tcp://127.0.0.1:5556'\ntopic = 'a'\nfields = ['x']\n"),
+            Some(&["job[0].topic", "zmq_pull"]),
+        ),
+        (
             format!("{job}source = 'command'\ncommand = 'true'\ndelimiter = ''\nfields = ['x']\n"),
             Some(&["job[0].delimiter", "empty"]),
         ),

@@ -8,9 +8,10 @@
 //!   with `"ok": true`, and the named numeric fields become a row. A request without a reply in
 //!   `timeout` is an error and the socket is recreated (a REQ socket cannot send twice).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -20,9 +21,9 @@ use crate::log::daq_log;
 use crate::time::{Clock, SystemClock};
 
 use super::{entries_from_json, parse_fields, time_from_json, JsonError, JsonField};
-use crate::column::Dtype;
+use crate::column::{Column, ConvertError, Dtype};
 use crate::error::DaqError;
-use crate::job::{DaqJob, ReadMode, Reading};
+use crate::job::{lock, DaqJob, ReadMode, Reading, ReadingSpare};
 use crate::setting::{self, shown, SettingError};
 
 /// The `[[job]]` settings of `source = "zmq_sub"`.
@@ -47,12 +48,12 @@ struct ReqSettings {
     timeout: Option<toml::Value>,
 }
 
-/// A ZeroMQ endpoint to connect to: `tcp://host:port` (port 1-65535) or `ipc://path` (at most
-/// 107 bytes, a Unix socket path).
-fn endpoint(v: &toml::Value) -> Result<String, SettingError> {
-    let bad = |why: &str| SettingError::invalid("endpoint", shown(v), why);
+/// A ZeroMQ endpoint (the value of `setting`): `tcp://host:port` (port 1-65535) or
+/// `ipc://path` (at most 107 bytes, a Unix socket path).
+fn endpoint(setting: &str, v: &toml::Value) -> Result<String, SettingError> {
+    let bad = |why: &str| SettingError::invalid(setting, shown(v), why);
     let e = v.as_str().ok_or_else(|| {
-        SettingError::wrong_type("endpoint", v, "a string like \"tcp://127.0.0.1:5556\"")
+        SettingError::wrong_type(setting, v, "a string like \"tcp://127.0.0.1:5556\"")
     })?;
     if let Some(rest) = e.strip_prefix("tcp://") {
         let port = rest.rsplit_once(':').map(|(_, p)| p);
@@ -70,61 +71,115 @@ fn endpoint(v: &toml::Value) -> Result<String, SettingError> {
         };
     }
     Err(bad(
-        "not a ZeroMQ endpoint to connect to, like \"tcp://127.0.0.1:5556\" or \"ipc:///tmp/x\"",
+        "not a ZeroMQ endpoint, like \"tcp://127.0.0.1:5556\" or \"ipc:///tmp/x\"",
     ))
 }
 
-/// A checked subscriber job.
+/// The `[[job]]` settings of `source = "zmq_pull"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullSettings {
+    endpoint: Option<toml::Value>,
+    bind: Option<toml::Value>,
+    fields: toml::Value,
+    time_field: Option<String>,
+    sequence_field: Option<String>,
+    socket_queue: Option<toml::Value>,
+}
+
+/// The socket of a ZeroMQ stream source.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SubConfig {
-    pub endpoint: String,
-    pub topic: String,
+pub enum StreamSocket {
+    /// `zmq_sub`: a SUB socket connected to `endpoint`, subscribed to `topic`. Lossy: beyond
+    /// the queues, rows are dropped (and counted).
+    Sub { endpoint: String, topic: String },
+    /// `zmq_pull`: a PULL socket bound to or connected to `endpoint`. Lossless: a full queue
+    /// holds the socket back, so ZeroMQ blocks the PUSH sender.
+    Pull { endpoint: String, bind: bool },
+}
+
+/// A checked stream job (`zmq_sub` or `zmq_pull`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    pub socket: StreamSocket,
     pub fields: Vec<JsonField>,
     /// The message field holding the time; `None` stamps arrival.
     pub time_field: Option<String>,
     /// The message field holding the sender's row sequence number: gaps count as dropped.
     pub sequence_field: Option<String>,
-    /// Messages the SUB socket holds before ZeroMQ drops (its receive high-water mark).
+    /// Messages the socket holds (its receive high-water mark): beyond it a SUB socket drops
+    /// and a PULL socket makes the sender wait.
     pub socket_queue: i32,
 }
 
-impl SubConfig {
+fn socket_queue(v: Option<&toml::Value>, default: i32) -> Result<i32, SettingError> {
+    match v {
+        None => Ok(default),
+        Some(v) => match v.as_integer() {
+            Some(n) if (1..=i64::from(i32::MAX)).contains(&n) => Ok(n as i32),
+            Some(_) => Err(SettingError::invalid(
+                "socket_queue",
+                shown(v),
+                format!("messages, from 1 to {}", i32::MAX),
+            )),
+            None => Err(SettingError::wrong_type(
+                "socket_queue",
+                v,
+                "a number of messages",
+            )),
+        },
+    }
+}
+
+impl StreamConfig {
     /// Reads and checks the settings of `source = "zmq_sub"`.
-    pub fn from_table(table: &toml::Table) -> Result<SubConfig, SettingError> {
+    pub fn sub_from_table(table: &toml::Table) -> Result<StreamConfig, SettingError> {
         let s: SubSettings = setting::from_table(table, "source \"zmq_sub\"")?;
-        let socket_queue = match &s.socket_queue {
-            None => SOCKET_QUEUE,
-            Some(v) => match v.as_integer() {
-                Some(n) if (1..=i64::from(i32::MAX)).contains(&n) => n as i32,
-                Some(_) => {
-                    return Err(SettingError::invalid(
-                        "socket_queue",
-                        shown(v),
-                        format!("messages, from 1 to {}", i32::MAX),
-                    ))
-                }
-                None => {
-                    return Err(SettingError::wrong_type(
-                        "socket_queue",
-                        v,
-                        "a number of messages",
-                    ))
-                }
+        Ok(StreamConfig {
+            socket: StreamSocket::Sub {
+                endpoint: endpoint("endpoint", &s.endpoint)?,
+                topic: s.topic.unwrap_or_default(),
             },
-        };
-        Ok(SubConfig {
-            endpoint: endpoint(&s.endpoint)?,
-            topic: s.topic.unwrap_or_default(),
             fields: parse_fields(&s.fields, Dtype::F64)?,
             time_field: s.time_field,
             sequence_field: s.sequence_field,
-            socket_queue,
+            socket_queue: socket_queue(s.socket_queue.as_ref(), SUB_SOCKET_QUEUE)?,
         })
     }
 
-    /// The job (connects the socket).
+    /// Reads and checks the settings of `source = "zmq_pull"`: exactly one of `bind` and
+    /// `endpoint` (connect).
+    pub fn pull_from_table(table: &toml::Table) -> Result<StreamConfig, SettingError> {
+        let s: PullSettings = setting::from_table(table, "source \"zmq_pull\"")?;
+        let (endpoint, bind) = match (&s.endpoint, &s.bind) {
+            (Some(e), None) => (endpoint("endpoint", e)?, false),
+            (None, Some(b)) => (endpoint("bind", b)?, true),
+            (Some(_), Some(b)) => {
+                return Err(SettingError::invalid(
+                    "bind",
+                    shown(b),
+                    "give either bind (the producer connects) or endpoint (h5daq connects), not both",
+                ))
+            }
+            (None, None) => {
+                return Err(SettingError::missing(
+                    "endpoint",
+                    "source \"zmq_pull\" needs bind = \"tcp://127.0.0.1:PORT\" or endpoint = \"tcp://HOST:PORT\"",
+                ))
+            }
+        };
+        Ok(StreamConfig {
+            socket: StreamSocket::Pull { endpoint, bind },
+            fields: parse_fields(&s.fields, Dtype::F64)?,
+            time_field: s.time_field,
+            sequence_field: s.sequence_field,
+            socket_queue: socket_queue(s.socket_queue.as_ref(), PULL_SOCKET_QUEUE)?,
+        })
+    }
+
+    /// The job (binds or connects the socket).
     pub fn job(&self, group: &str) -> Result<DaqJob, DaqError> {
-        subscriber_job(group, self)
+        stream_job(group, self)
     }
 }
 
@@ -170,7 +225,7 @@ impl ReqConfig {
             None => None,
         };
         Ok(ReqConfig {
-            endpoint: endpoint(&s.endpoint)?,
+            endpoint: endpoint("endpoint", &s.endpoint)?,
             request,
             fields: parse_fields(&s.fields, Dtype::F64)?,
             timeout,
@@ -242,7 +297,9 @@ pub enum ZmqReadError {
 
 /// Parses a message into a JSON object: the last frame, or the part after the first space of a
 /// single `"topic {json}"` frame.
-pub fn parse_message(frames: &[Vec<u8>]) -> Result<serde_json::Value, MessageError> {
+pub fn parse_message<F: Deref<Target = [u8]>>(
+    frames: &[F],
+) -> Result<serde_json::Value, MessageError> {
     let last = frames.last().ok_or(MessageError::Empty)?;
     let v = match parse_json(last) {
         Ok(v) => v,
@@ -317,8 +374,12 @@ fn python_constants_to_json(text: &str) -> String {
     out
 }
 
-/// Messages the SUB socket itself may hold by default (its receive high-water mark).
-const SOCKET_QUEUE: i32 = 100_000;
+/// Messages a SUB socket itself may hold by default (its receive high-water mark).
+const SUB_SOCKET_QUEUE: i32 = 100_000;
+
+/// Messages a PULL socket holds by default before ZeroMQ makes the sender wait (short: the
+/// receiving thread's queue behind it is the buffer).
+const PULL_SOCKET_QUEUE: i32 = 100;
 
 /// Messages queued between the receiving thread and the job.
 const MESSAGE_QUEUE: usize = 10_000;
@@ -330,43 +391,113 @@ const MESSAGE_QUEUE_BYTES: usize = 256 << 20;
 /// Most rows one batched binary message may carry.
 const MAX_BATCH_ROWS: usize = 1 << 20;
 
-/// A message, when it arrived, and how many rows the receiving thread dropped at the full
-/// queue since the message before it (so a sequence gap is not counted twice).
+/// A read takes queued messages until it holds this many bytes of rows (or
+/// [`READ_ROWS`] rows), so one buffer hand-off and one lock cover many messages.
+const READ_BYTES: usize = 4 << 20;
+
+/// Most rows one read takes from the queue (see [`READ_BYTES`]).
+const READ_ROWS: usize = 1 << 16;
+
+/// How long a read waits once for more messages when the queue runs dry (a row's time is its
+/// arrival, so this only delays its hand-over to the buffer).
+const GATHER_PAUSE: Duration = Duration::from_millis(1);
+
+/// A message as ZeroMQ received it (its frames are not copied), when it arrived, and how many
+/// rows the receiving thread dropped at the full queue since the message before it (so a
+/// sequence gap is not counted twice).
 struct Message {
     arrived: f64,
-    frames: Vec<Vec<u8>>,
+    frames: Vec<zmq::Message>,
     queue_dropped_before: u64,
 }
 
 impl Message {
+    fn arrived_now(frames: Vec<zmq::Message>, queue_dropped_before: u64) -> Message {
+        Message {
+            arrived: SystemClock.now(),
+            frames,
+            queue_dropped_before,
+        }
+    }
+
     fn bytes(&self) -> usize {
-        self.frames.iter().map(Vec::len).sum()
+        self.frames.iter().map(|f| f.len()).sum()
     }
 }
 
+/// The frames of one (multipart) message (`flags`: 0 or `zmq::DONTWAIT`; the parts after the
+/// first are there already, ZeroMQ delivers a message whole).
+fn recv_frames(sock: &zmq::Socket, flags: i32) -> Result<Vec<zmq::Message>, zmq::Error> {
+    let mut frames = vec![sock.recv_msg(flags)?];
+    while sock.get_rcvmore()? {
+        frames.push(sock.recv_msg(0)?);
+    }
+    Ok(frames)
+}
+
 /// Rows a message carries: a batched binary message's `"rows"`, otherwise 1.
-fn message_rows(frames: &[Vec<u8>]) -> u64 {
+fn message_rows<F: Deref<Target = [u8]>>(frames: &[F]) -> u64 {
     binary_header(frames)
         .and_then(|(h, _)| h.get("rows").and_then(serde_json::Value::as_u64))
         .unwrap_or(1)
 }
 
-/// Takes every message off the socket as it arrives (so the socket's own queue never
-/// overflows while the job is busy) into `tx`; the rows of a message that finds `tx` full, or
-/// the queued bytes (`queued`, which the job lowers as it takes messages) at
-/// [`MESSAGE_QUEUE_BYTES`], are dropped and counted (`source_queue`). Ends when `stop` is set
-/// or the job is gone.
+/// The messages between a SUB job's receiving thread and the job, limited in count and bytes.
+#[derive(Debug)]
+struct Queued {
+    /// Bytes and messages queued.
+    held: Mutex<(usize, usize)>,
+    max_bytes: usize,
+    max_messages: usize,
+}
+
+impl Queued {
+    fn new(max_bytes: usize, max_messages: usize) -> Queued {
+        Queued {
+            held: Mutex::new((0, 0)),
+            max_bytes,
+            max_messages,
+        }
+    }
+
+    /// Adds a message of `n` bytes if it fits (one message always fits when nothing is
+    /// queued, however large), or over the limits when `always` (at stop).
+    fn add(&self, n: usize, always: bool) -> bool {
+        let mut q = lock(&self.held);
+        let (b, m) = *q;
+        let fits = m == 0 || (m < self.max_messages && b.saturating_add(n) <= self.max_bytes);
+        if fits || always {
+            *q = (b + n, m + 1);
+        }
+        fits || always
+    }
+
+    /// Takes a message of `n` bytes off the queue.
+    fn remove(&self, n: usize) {
+        let mut q = lock(&self.held);
+        *q = (q.0.saturating_sub(n), q.1.saturating_sub(1));
+    }
+}
+
+/// A SUB job's receiving thread: takes every message off the socket as it arrives into `tx`,
+/// so the socket's own queue (beyond which ZeroMQ drops silently) never overflows while the job
+/// is busy. The rows of a message that finds `queued` full are dropped and counted
+/// (`source_queue`). When `stop` is set it takes what the socket still holds, at most
+/// `drain_limit` messages (so a sender that goes on sending cannot hold the stop up), whatever
+/// the queue's limits (the socket held them in memory already; the final read takes them
+/// all), and ends; it ends too when the job is gone.
 fn receive(
     sock: zmq::Socket,
-    tx: SyncSender<Message>,
-    queued: Arc<AtomicUsize>,
+    tx: Sender<Message>,
+    queued: Arc<Queued>,
     stop: Arc<AtomicBool>,
     stats: SourceStats,
     group: String,
+    drain_limit: usize,
 ) {
     let mut dropped_since_last = 0u64;
     while !stop.load(Ordering::SeqCst) {
-        let frames = match sock.recv_multipart(0) {
+        let frames = match recv_frames(&sock, 0) {
             Ok(f) => f,
             Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
             Err(e) => {
@@ -375,85 +506,143 @@ fn receive(
                 continue;
             }
         };
-        let msg = Message {
-            arrived: SystemClock.now(),
-            frames,
-            queue_dropped_before: dropped_since_last,
-        };
-        let bytes = msg.bytes();
-        // One message is always taken, however large, when nothing is queued.
-        let q = queued.load(Ordering::SeqCst);
-        let room = q == 0 || q + bytes <= MESSAGE_QUEUE_BYTES;
-        let full = if room {
-            queued.fetch_add(bytes, Ordering::SeqCst);
-            match tx.try_send(msg) {
-                Ok(()) => {
-                    dropped_since_last = 0;
-                    None
-                }
-                Err(TrySendError::Full(msg)) => {
-                    queued.fetch_sub(bytes, Ordering::SeqCst);
-                    Some(msg)
-                }
-                Err(TrySendError::Disconnected(_)) => return,
+        let msg = Message::arrived_now(frames, dropped_since_last);
+        if queued.add(msg.bytes(), false) {
+            if tx.send(msg).is_err() {
+                return; // the job is gone
             }
+            dropped_since_last = 0;
         } else {
-            Some(msg)
-        };
-        if let Some(msg) = full {
             let rows = message_rows(&msg.frames);
             dropped_since_last += rows;
             stats.dropped(DropReason::SourceQueue, rows);
         }
     }
+    for _ in 0..drain_limit {
+        let Ok(frames) = recv_frames(&sock, zmq::DONTWAIT) else {
+            return;
+        };
+        let msg = Message::arrived_now(frames, dropped_since_last);
+        dropped_since_last = 0;
+        queued.add(msg.bytes(), true);
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
 }
 
-/// The rows of one message: one row, or the rows of a batched binary message (one column per
-/// field, `time.len()` entries each).
-enum MessageRows {
-    One(f64, Vec<crate::column::Entry>),
-    Batch {
-        time: Vec<f64>,
-        columns: Vec<crate::column::Column>,
+/// Where a stream job's getter takes its messages from.
+enum Inbox {
+    /// SUB: the queue the receiving thread fills ([`receive`]).
+    Queue {
+        rx: mpsc::Receiver<Message>,
+        queued: Arc<Queued>,
+    },
+    /// PULL: the socket itself, read by the job's thread: while the job takes nothing (its
+    /// buffer is full) the socket's queue fills and ZeroMQ holds the sender back.
+    Socket {
+        sock: zmq::Socket,
+        _context: zmq::Context,
     },
 }
 
-/// A parsed message: its sequence number (when the job has a sequence field and the message
-/// one that could be read), the rows it claims, and its rows or why it has none.
+impl Inbox {
+    /// The next message: when `wait`, waiting up to 100 ms (the socket's receive timeout)
+    /// for one; otherwise only one already there.
+    fn next(&self, wait: bool) -> Result<Option<Message>, zmq::Error> {
+        match self {
+            Inbox::Queue { rx, queued } => {
+                let msg = if wait {
+                    rx.recv_timeout(Duration::from_millis(100)).ok()
+                } else {
+                    rx.try_recv().ok()
+                };
+                if let Some(m) = &msg {
+                    queued.remove(m.bytes());
+                }
+                Ok(msg)
+            }
+            Inbox::Socket { sock, .. } => {
+                match recv_frames(sock, if wait { 0 } else { zmq::DONTWAIT }) {
+                    Ok(frames) => Ok(Some(Message::arrived_now(frames, 0))),
+                    Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Rows being collected from messages: times and one column per field (flattened).
+#[derive(Debug)]
+struct Rows {
+    time: Vec<f64>,
+    columns: Vec<Column>,
+}
+
+impl Rows {
+    fn new(dtypes: &[Dtype]) -> Rows {
+        Rows {
+            time: Vec::new(),
+            columns: dtypes
+                .iter()
+                .map(|d| Column::with_capacity(*d, 0))
+                .collect(),
+        }
+    }
+
+    /// Bytes held (rows of the columns and their times).
+    fn bytes(&self) -> usize {
+        self.time.len() * 8
+            + self
+                .columns
+                .iter()
+                .map(|c| c.len() * c.dtype().size())
+                .sum::<usize>()
+    }
+}
+
+/// A message taken: its sequence number (when the job has a sequence field and the message
+/// one that could be read), the rows it claims, and whether its rows were appended.
 struct Received {
     seq: Option<u64>,
     claimed_rows: u64,
-    rows: Result<MessageRows, ZmqReadError>,
+    appended: Result<(), ZmqReadError>,
 }
 
-/// The rows of a message with their time (the message's own, or its arrival), or bad input.
-fn message_rows_of(msg: &Message, fields: &[JsonField], keys: &MessageKeys) -> Received {
+/// Appends the rows of a message to `rows` with their time (the message's own, or its
+/// arrival), or leaves `rows` as it was and returns why the message is bad input.
+fn append_message<F: Deref<Target = [u8]>>(
+    frames: &[F],
+    arrived: f64,
+    fields: &[JsonField],
+    keys: &MessageKeys,
+    rows: &mut Rows,
+) -> Received {
     let mut claimed_rows = 1;
-    let (obj, rows) = match binary_header(&msg.frames) {
+    let lens: Vec<usize> = rows.columns.iter().map(Column::len).collect();
+    let (obj, appended) = match binary_header(frames) {
         Some((header, raw)) => {
             claimed_rows = header
                 .get("rows")
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or(1);
-            let rows = binary_rows(&header, raw, fields, msg.arrived, keys.time.as_deref());
-            (Some(header), rows)
+            let r = append_binary(&header, raw, fields, arrived, keys.time.as_deref(), rows);
+            (Some(header), r)
         }
-        None => match parse_message(&msg.frames) {
+        None => match parse_message(frames) {
             Ok(obj) => {
-                let rows = entries_from_json(&obj, fields)
-                    .map_err(ZmqReadError::from)
-                    .and_then(|e| {
-                        let t = match keys.time.as_deref() {
-                            Some(k) => time_from_json(&obj, k)?,
-                            None => msg.arrived,
-                        };
-                        Ok(MessageRows::One(t, e))
-                    });
-                (Some(obj), rows)
+                let r = append_json(&obj, fields, arrived, keys.time.as_deref(), rows);
+                (Some(obj), r)
             }
             Err(e) => (None, Err(e.into())),
         },
     };
+    if appended.is_err() {
+        for (c, n) in rows.columns.iter_mut().zip(lens) {
+            c.truncate(n);
+        }
+    }
     let seq = keys
         .sequence
         .as_deref()
@@ -463,8 +652,31 @@ fn message_rows_of(msg: &Message, fields: &[JsonField], keys: &MessageKeys) -> R
     Received {
         seq,
         claimed_rows,
-        rows,
+        appended,
     }
+}
+
+/// Appends the row of a JSON message (columns are rolled back by the caller on error).
+fn append_json(
+    obj: &serde_json::Value,
+    fields: &[JsonField],
+    arrived: f64,
+    time_key: Option<&str>,
+    rows: &mut Rows,
+) -> Result<(), ZmqReadError> {
+    let entries = entries_from_json(obj, fields)?;
+    let t = match time_key {
+        Some(k) => time_from_json(obj, k)?,
+        None => arrived,
+    };
+    for ((c, e), f) in rows.columns.iter_mut().zip(&entries).zip(fields) {
+        c.push_entry(e).map_err(|source| JsonError::DoesNotFit {
+            key: f.key.clone(),
+            source,
+        })?;
+    }
+    rows.time.push(t);
+    Ok(())
 }
 
 /// The message fields a subscriber reads besides the datasets.
@@ -506,7 +718,7 @@ impl SequenceGaps {
 /// A binary message: a JSON header object with an `"arrays"` list (one `{"key", "dtype",
 /// "shape"}` per raw frame), then the raw frames in that order (an optional topic frame may
 /// come first). Returns the header and the raw frames.
-fn binary_header(frames: &[Vec<u8>]) -> Option<(serde_json::Value, &[Vec<u8>])> {
+fn binary_header<F: Deref<Target = [u8]>>(frames: &[F]) -> Option<(serde_json::Value, &[F])> {
     if frames.len() < 2 {
         return None;
     }
@@ -549,14 +761,16 @@ pub enum BinaryError {
     BatchTime { key: String, rows: usize },
 }
 
-/// The arrays of a binary message, each decoded from its raw frame (`rows` entries of its
-/// shape, little-endian, any numeric dtype).
-fn decode_arrays<'h>(
+/// One raw array of a binary message: the key its header gives, its dtype and its bytes.
+type RawArray<'h, 'f> = (&'h str, Dtype, &'f [u8]);
+
+/// The raw arrays of a binary message, checked against its header, each holding `rows`
+/// entries of its shape, little-endian, any numeric dtype.
+fn raw_arrays<'h, 'f, F: Deref<Target = [u8]>>(
     header: &'h serde_json::Value,
-    raw: &[Vec<u8>],
+    raw: &'f [F],
     rows: usize,
-) -> Result<Vec<(&'h str, crate::column::Column)>, BinaryError> {
-    use crate::column::Dtype;
+) -> Result<Vec<RawArray<'h, 'f>>, BinaryError> {
     let arrays = header
         .get("arrays")
         .and_then(|a| a.as_array())
@@ -567,7 +781,7 @@ fn decode_arrays<'h>(
             frames: raw.len(),
         });
     }
-    let mut decoded = Vec::with_capacity(arrays.len());
+    let mut checked = Vec::with_capacity(arrays.len());
     for (i, (a, bytes)) in arrays.iter().zip(raw).enumerate() {
         let key = a.get("key").and_then(|k| k.as_str());
         let dtype = a.get("dtype").and_then(|d| d.as_str());
@@ -588,35 +802,38 @@ fn decode_arrays<'h>(
                 key: key.to_string(),
                 dtype: dtype.to_string(),
             })?;
-        let elements = shape
+        let bytes: &[u8] = bytes;
+        let expected = shape
             .iter()
             .try_fold(rows, |acc, &n| acc.checked_mul(n))
-            .unwrap_or(usize::MAX);
-        let col = column_from_le_bytes(dt, bytes)
-            .filter(|c| c.len() == elements)
-            .ok_or_else(|| BinaryError::Size {
+            .and_then(|n| n.checked_mul(dt.size()));
+        if expected != Some(bytes.len()) {
+            return Err(BinaryError::Size {
                 key: key.to_string(),
                 bytes: bytes.len(),
                 rows,
                 shape,
                 dtype: dt,
-            })?;
-        decoded.push((key, col));
+            });
+        }
+        checked.push((key, dt, bytes));
     }
-    Ok(decoded)
+    Ok(checked)
 }
 
-/// The rows of a binary message: one row (arrays from raw frames, every other field from the
-/// header as in JSON messages), or with `"rows": N` a batch of N rows in which every field is a
-/// raw array of N entries, stamped with the arrival time or the header's list of N times.
-fn binary_rows(
+/// Appends the rows of a binary message to `rows` (the caller rolls the columns back on
+/// error): one row (arrays from raw frames, every other field from the header as in JSON
+/// messages), or with `"rows": N` a batch of N rows in which every field is a raw array of N
+/// entries, stamped with the arrival time or the header's list of N times. Each raw frame is
+/// copied once, straight into its column.
+fn append_binary<F: Deref<Target = [u8]>>(
     header: &serde_json::Value,
-    raw: &[Vec<u8>],
+    raw: &[F],
     fields: &[JsonField],
     arrived: f64,
     time_key: Option<&str>,
-) -> Result<MessageRows, ZmqReadError> {
-    use crate::column::{Column, Entry};
+    rows: &mut Rows,
+) -> Result<(), ZmqReadError> {
     let batch = match header.get("rows") {
         None => None,
         Some(v) => Some(
@@ -626,130 +843,139 @@ fn binary_rows(
                 .ok_or_else(|| BinaryError::Rows(v.to_string()))?,
         ),
     };
-    let rows = batch.unwrap_or(1);
-    let decoded = decode_arrays(header, raw, rows)?;
-    let mut columns = Vec::with_capacity(fields.len());
-    let mut entries = Vec::with_capacity(fields.len());
-    for f in fields {
-        match decoded.iter().find(|(k, _)| *k == f.key) {
-            Some((key, col)) => {
-                let want = f.spec.entry_len() * rows;
-                if col.len() != want {
+    let n = batch.unwrap_or(1);
+    let arrays = raw_arrays(header, raw, n)?;
+    let time = match (batch, time_key) {
+        (None, Some(k)) => vec![time_from_json(header, k)?],
+        (Some(_), Some(k)) => super::lookup(header, k)
+            .and_then(|v| v.as_array())
+            .filter(|a| a.len() == n)
+            .and_then(|a| a.iter().map(serde_json::Value::as_f64).collect())
+            .ok_or_else(|| BinaryError::BatchTime {
+                key: k.to_string(),
+                rows: n,
+            })?,
+        (_, None) => vec![arrived; n],
+    };
+    for (f, col) in fields.iter().zip(rows.columns.iter_mut()) {
+        match arrays.iter().find(|(k, _, _)| *k == f.key) {
+            Some((key, dtype, bytes)) => {
+                let (elements, want) = (bytes.len() / dtype.size(), f.spec.entry_len() * n);
+                if elements != want {
                     return Err(BinaryError::Elements {
                         key: key.to_string(),
-                        elements: col.len(),
+                        elements,
                         want,
                     }
                     .into());
                 }
-                let mut typed = Column::with_capacity(f.spec.dtype, want);
-                typed
-                    .extend_from(col)
-                    .map_err(|source| JsonError::DoesNotFit {
-                        key: key.to_string(),
-                        source,
-                    })?;
-                if batch.is_some() {
-                    columns.push(typed);
-                } else {
-                    entries.push(Entry::Array(typed));
-                }
+                append_le_bytes(col, *dtype, bytes).map_err(|source| JsonError::DoesNotFit {
+                    key: key.to_string(),
+                    source,
+                })?;
             }
             None if batch.is_some() => {
                 return Err(BinaryError::BatchField { key: f.key.clone() }.into())
             }
-            None => entries.extend(entries_from_json(header, std::slice::from_ref(f))?),
+            None => {
+                let e = entries_from_json(header, std::slice::from_ref(f))?;
+                for e in &e {
+                    col.push_entry(e).map_err(|source| JsonError::DoesNotFit {
+                        key: f.key.clone(),
+                        source,
+                    })?;
+                }
+            }
         }
     }
-    let Some(rows) = batch else {
-        let t = match time_key {
-            Some(k) => time_from_json(header, k)?,
-            None => arrived,
-        };
-        return Ok(MessageRows::One(t, entries));
-    };
-    let time = match time_key {
-        None => vec![arrived; rows],
-        Some(k) => super::lookup(header, k)
-            .and_then(|v| v.as_array())
-            .filter(|a| a.len() == rows)
-            .and_then(|a| a.iter().map(serde_json::Value::as_f64).collect())
-            .ok_or_else(|| BinaryError::BatchTime {
-                key: k.to_string(),
-                rows,
-            })?,
-    };
-    Ok(MessageRows::Batch { time, columns })
+    rows.time.extend_from_slice(&time);
+    Ok(())
 }
 
-/// Little-endian elements of `dtype` (numpy's native order on x86 and ARM), copied out of a
-/// frame whatever its alignment; `None` when the length is not a whole number of elements or
-/// the dtype is not numeric.
-fn column_from_le_bytes(
-    dtype: crate::column::Dtype,
-    bytes: &[u8],
-) -> Option<crate::column::Column> {
-    use crate::column::{Column, Dtype};
-    macro_rules! read {
-        ($t:ty, $var:ident) => {{
+/// Appends the little-endian elements of `dtype` in `bytes` (numpy's native order on x86 and
+/// ARM; any alignment) to `col`: decoded straight into it when the types match, otherwise
+/// converted exactly (a value that does not fit is an error and nothing is appended).
+fn append_le_bytes(col: &mut Column, dtype: Dtype, bytes: &[u8]) -> Result<(), ConvertError> {
+    macro_rules! same {
+        ($t:ty, $v:ident) => {{
             const N: usize = std::mem::size_of::<$t>();
-            let chunks = bytes.chunks_exact(N);
-            if !chunks.remainder().is_empty() {
-                return None;
-            }
-            Column::$var(
-                chunks
-                    .map(|c| {
-                        let mut a = [0u8; N];
-                        a.copy_from_slice(c);
-                        <$t>::from_le_bytes(a)
-                    })
-                    .collect(),
-            )
+            $v.extend(bytes.chunks_exact(N).map(|c| {
+                let mut a = [0u8; N];
+                a.copy_from_slice(c);
+                <$t>::from_le_bytes(a)
+            }));
+            return Ok(());
         }};
     }
-    Some(match dtype {
-        Dtype::F64 => read!(f64, F64),
-        Dtype::F32 => read!(f32, F32),
-        Dtype::I64 => read!(i64, I64),
-        Dtype::I32 => read!(i32, I32),
-        Dtype::I16 => read!(i16, I16),
-        Dtype::I8 => read!(i8, I8),
-        Dtype::U64 => read!(u64, U64),
-        Dtype::U32 => read!(u32, U32),
-        Dtype::U16 => read!(u16, U16),
-        Dtype::U8 => read!(u8, U8),
-        Dtype::FixedStr(_) | Dtype::Str => return None,
-    })
+    match (&mut *col, dtype) {
+        (Column::F64(v), Dtype::F64) => same!(f64, v),
+        (Column::F32(v), Dtype::F32) => same!(f32, v),
+        (Column::I64(v), Dtype::I64) => same!(i64, v),
+        (Column::I32(v), Dtype::I32) => same!(i32, v),
+        (Column::I16(v), Dtype::I16) => same!(i16, v),
+        (Column::I8(v), Dtype::I8) => same!(i8, v),
+        (Column::U64(v), Dtype::U64) => same!(u64, v),
+        (Column::U32(v), Dtype::U32) => same!(u32, v),
+        (Column::U16(v), Dtype::U16) => same!(u16, v),
+        (Column::U8(v), Dtype::U8) => same!(u8, v),
+        _ => {}
+    }
+    if dtype.is_text() {
+        return Err(ConvertError::Text { dtype });
+    }
+    let mut decoded = Column::with_capacity(dtype, bytes.len() / dtype.size());
+    append_le_bytes(&mut decoded, dtype, bytes)?;
+    col.extend_from(&decoded)
 }
 
-/// A SUB socket on the config's endpoint (connect), subscribed to its topic. A thread takes
-/// messages off the socket as they arrive; each is one row (or a batch of rows), stamped at
-/// arrival unless a time field names its time. A message that is not a row is counted as bad
-/// input; gaps in the sequence field are counted as dropped; at stop the queued messages are
-/// still stored.
-fn subscriber_job(group: &str, cfg: &SubConfig) -> Result<DaqJob, DaqError> {
+/// A stream job: a SUB or PULL socket (see [`StreamSocket`]). SUB: a thread takes messages
+/// off the socket as they arrive ([`receive`]) into a counted queue. PULL: the job's thread
+/// reads the socket itself and has back-pressure: while its buffer is full it takes nothing,
+/// the socket's queue fills and the sender waits. Each message is one row (or a batch of
+/// rows), stamped at arrival unless a time field names its time; each read takes the messages
+/// already there up to [`READ_BYTES`] at once. A message that is not a row is counted as bad
+/// input; gaps in the sequence field are counted as dropped; at stop what is queued (and, up to
+/// `socket_queue` messages, what the socket holds) is still stored.
+fn stream_job(group: &str, cfg: &StreamConfig) -> Result<DaqJob, DaqError> {
     let ctx = zmq::Context::new();
+    let (kind, pull) = match &cfg.socket {
+        StreamSocket::Sub { .. } => (zmq::SUB, false),
+        StreamSocket::Pull { .. } => (zmq::PULL, true),
+    };
     let sock = ctx
-        .socket(zmq::SUB)
-        .map_err(DaqError::zmq(format!("job {group}: SUB socket")))?;
+        .socket(kind)
+        .map_err(DaqError::zmq(format!("job {group}: socket")))?;
     sock.set_linger(0).map_err(DaqError::zmq("set linger"))?;
     sock.set_rcvtimeo(100)
         .map_err(DaqError::zmq("set receive timeout"))?;
-    // The receiving thread drains the socket into a counted queue; the socket's queue covers
-    // the moments that thread does not run (beyond it ZeroMQ drops, which only the sequence
-    // field reveals).
+    // SUB: the receiving thread drains the socket into a counted queue; the socket's queue
+    // covers the moments that thread does not run (beyond it ZeroMQ drops, which only the
+    // sequence field reveals). PULL: beyond it ZeroMQ blocks the sender.
     sock.set_rcvhwm(cfg.socket_queue)
         .map_err(DaqError::zmq("set receive high-water mark"))?;
-    let endpoint = &cfg.endpoint;
-    sock.connect(endpoint).map_err(DaqError::zmq(format!(
-        "job {group}: connect to {endpoint:?}"
-    )))?;
-    sock.set_subscribe(cfg.topic.as_bytes())
-        .map_err(DaqError::zmq(format!(
-            "job {group}: subscribe to {:?}",
-            cfg.topic
-        )))?;
+    match &cfg.socket {
+        StreamSocket::Sub { endpoint, topic } => {
+            sock.connect(endpoint).map_err(DaqError::zmq(format!(
+                "job {group}: connect to {endpoint:?}"
+            )))?;
+            sock.set_subscribe(topic.as_bytes())
+                .map_err(DaqError::zmq(format!(
+                    "job {group}: subscribe to {topic:?}"
+                )))?;
+        }
+        StreamSocket::Pull {
+            endpoint,
+            bind: true,
+        } => sock
+            .bind(endpoint)
+            .map_err(DaqError::zmq(format!("job {group}: bind to {endpoint:?}")))?,
+        StreamSocket::Pull {
+            endpoint,
+            bind: false,
+        } => sock.connect(endpoint).map_err(DaqError::zmq(format!(
+            "job {group}: connect to {endpoint:?}"
+        )))?,
+    }
     let fields = cfg.fields.clone();
     let keys = MessageKeys {
         time: cfg.time_field.clone(),
@@ -758,121 +984,129 @@ fn subscriber_job(group: &str, cfg: &SubConfig) -> Result<DaqJob, DaqError> {
     let specs = fields.iter().map(|f| f.spec.clone()).collect();
     let stats = SourceStats::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::sync_channel::<Message>(MESSAGE_QUEUE);
-    let queued = Arc::new(AtomicUsize::new(0));
-    {
+    let drain_limit = usize::try_from(cfg.socket_queue).unwrap_or(0);
+    let (inbox, receiver) = if pull {
+        let inbox = Inbox::Socket {
+            sock,
+            _context: ctx,
+        };
+        (inbox, None)
+    } else {
+        let (tx, rx) = mpsc::channel::<Message>();
+        let queued = Arc::new(Queued::new(MESSAGE_QUEUE_BYTES, MESSAGE_QUEUE));
         let (stop, stats, name) = (Arc::clone(&stop), stats.clone(), group.to_string());
-        let queued = Arc::clone(&queued);
-        std::thread::Builder::new()
-            .name("daq-zmq-sub".into())
+        let q = Arc::clone(&queued);
+        let receiver = std::thread::Builder::new()
+            .name("daq-zmq-recv".into())
             .spawn(move || {
                 let _keep_context_alive = ctx;
-                receive(sock, tx, queued, stop, stats, name)
+                receive(sock, tx, q, stop, stats, name, drain_limit)
             })
             .map_err(DaqError::thread("a ZeroMQ receiver thread"))?;
-    }
+        (Inbox::Queue { rx, queued }, Some(receiver))
+    };
     let (stop2, stats2, name) = (Arc::clone(&stop), stats.clone(), group.to_string());
-    let (stats3, name3) = (stats.clone(), group.to_string());
     let dtypes: Vec<Dtype> = fields.iter().map(|f| f.spec.dtype).collect();
     let mut gaps = SequenceGaps::default();
-    let mut take = move |msg: &Message| -> Option<MessageRows> {
-        queued.fetch_sub(msg.bytes(), Ordering::SeqCst);
-        let r = message_rows_of(msg, &fields, &keys);
+    let mut take = move |msg: Message, rows: &mut Rows| {
+        let r = append_message(&msg.frames, msg.arrived, &fields, &keys, rows);
         if keys.sequence.is_some() {
             let gap = gaps.see(r.seq, r.claimed_rows, msg.queue_dropped_before);
             if gap > 0 {
                 stats2.dropped(DropReason::SequenceGap, gap);
             }
         }
-        match r.rows {
-            Ok(rows) => Some(rows),
-            Err(e) => {
-                stats2.bad_input(&name, &e);
-                None
-            }
+        if let Err(e) = r.appended {
+            stats2.bad_input(&name, &e);
         }
     };
-    let job = DaqJob::new(group, specs, move || {
-        if stop2.load(Ordering::SeqCst) {
-            // The final read: every message still queued, as rows.
-            let mut rows = Vec::new();
-            while let Ok(msg) = rx.try_recv() {
-                rows.extend(take(&msg));
-            }
-            return Ok(rows_of(rows, &dtypes, &stats3, &name3));
+    let endpoint = match &cfg.socket {
+        StreamSocket::Sub { endpoint, .. } | StreamSocket::Pull { endpoint, .. } => {
+            endpoint.clone()
         }
-        let mut wait = Duration::from_millis(100);
-        loop {
-            let msg = match rx.recv_timeout(wait) {
-                Ok(m) => m,
-                Err(_) => return Ok(Reading::Skip),
+    };
+    let spare: ReadingSpare = Arc::default();
+    let job = DaqJob::new(group, specs, {
+        let spare = Arc::clone(&spare);
+        move || {
+            // The vectors of the last read, handed back by the job: warm memory, no growth.
+            let mut rows = match lock(&spare).take() {
+                Some((time, columns)) => Rows { time, columns },
+                None => Rows::new(&dtypes),
             };
-            match take(&msg) {
-                Some(MessageRows::One(t, e)) => return Ok(Reading::TimedRow(t, e)),
-                Some(MessageRows::Batch { time, columns }) => {
-                    return Ok(Reading::Rows { time, columns })
+            let failed = |e| ZmqReadError::Socket {
+                what: "receive from",
+                endpoint: endpoint.clone(),
+                source: e,
+            };
+            if stop2.load(Ordering::SeqCst) {
+                // The final read: every message still queued (a SUB job's receiver has
+                // drained its socket), or what the PULL socket holds, at most `socket_queue`
+                // messages (a sender still sending cannot hold the stop up).
+                let limit = if pull { drain_limit } else { usize::MAX };
+                for _ in 0..limit {
+                    match inbox.next(false) {
+                        Ok(Some(msg)) => take(msg, &mut rows),
+                        Ok(None) => break,
+                        Err(e) if rows.time.is_empty() => return Err(failed(e).into()),
+                        Err(_) => break,
+                    }
                 }
-                // Go on with the next message without pausing.
-                None => wait = Duration::ZERO,
+            } else {
+                // Wait for one message, then take what is queued behind it up to a read's size.
+                // When the queue runs dry, one short pause lets messages gather: without it a
+                // job faster than its sender is woken for every message (a futex wake and two
+                // context switches each, the largest cost of single-row messages).
+                let mut next = inbox.next(true);
+                let mut paused = false;
+                loop {
+                    match next {
+                        Ok(Some(msg)) => take(msg, &mut rows),
+                        Ok(None) => break,
+                        Err(e) if rows.time.is_empty() => return Err(failed(e).into()),
+                        // Keep the rows taken; the error comes back at the next read.
+                        Err(_) => break,
+                    }
+                    if rows.time.len() >= READ_ROWS || rows.bytes() >= READ_BYTES {
+                        break;
+                    }
+                    next = inbox.next(false);
+                    if matches!(next, Ok(None)) && !paused {
+                        paused = true;
+                        std::thread::sleep(GATHER_PAUSE);
+                        next = inbox.next(false);
+                    }
+                }
             }
+            if rows.time.is_empty() {
+                return Ok(Reading::Skip);
+            }
+            Ok(Reading::Rows {
+                time: rows.time,
+                columns: rows.columns,
+            })
         }
     })?;
-    Ok(job
+    let job = job
         .with_mode(ReadMode::Constant)?
         .with_provided_time(true)
         .with_final_read(true)
         .with_source_stats(stats)
-        .with_on_stop(move || stop.store(true, Ordering::SeqCst)))
-}
-
-/// Rows as one bulk reading (one column per field, flattened); a row whose values do not fit
-/// the fields' dtypes is bad input.
-fn rows_of(rows: Vec<MessageRows>, dtypes: &[Dtype], stats: &SourceStats, group: &str) -> Reading {
-    use crate::column::Column;
-    let mut columns: Vec<Column> = dtypes
-        .iter()
-        .map(|d| Column::with_capacity(*d, 0))
-        .collect();
-    let mut kept = Vec::with_capacity(rows.len());
-    for r in rows {
-        let before: Vec<usize> = columns.iter().map(Column::len).collect();
-        let (time, pushed) = match r {
-            MessageRows::One(t, row) => (
-                vec![t],
-                columns
-                    .iter_mut()
-                    .zip(row)
-                    .try_for_each(|(c, e)| c.push_entry(&e)),
-            ),
-            MessageRows::Batch {
-                time,
-                columns: cols,
-            } => (
-                time,
-                columns
-                    .iter_mut()
-                    .zip(&cols)
-                    .try_for_each(|(c, src)| c.extend_from(src)),
-            ),
-        };
-        match pushed {
-            Ok(()) => kept.extend(time),
-            Err(e) => {
-                for (c, n) in columns.iter_mut().zip(before) {
-                    c.truncate(n);
+        .with_reading_spare(spare)
+        .with_on_stop({
+            let mut receiver = receiver;
+            move || {
+                stop.store(true, Ordering::SeqCst);
+                // A SUB job's receiver takes what the socket still holds and ends (within its
+                // 100 ms receive timeout): the final read then finds every message.
+                if let Some(r) = receiver.take() {
+                    if r.join().is_err() {
+                        daq_log!(Error, "the ZeroMQ receiver thread panicked");
+                    }
                 }
-                stats.bad_input(group, &e);
             }
-        }
-    }
-    if kept.is_empty() {
-        Reading::Skip
-    } else {
-        Reading::Rows {
-            time: kept,
-            columns,
-        }
-    }
+        });
+    Ok(job.with_backpressure(pull))
 }
 
 /// A REQ socket polling `endpoint` every `period` with `request`.
@@ -952,7 +1186,7 @@ fn request_job(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::column::{Column, Dtype, Entry};
+    use crate::column::{Column, Dtype};
     use crate::job::DatasetSpec;
 
     fn fields() -> Vec<JsonField> {
@@ -968,12 +1202,28 @@ mod tests {
         ]
     }
 
-    fn one(rows: Result<MessageRows, ZmqReadError>) -> Vec<Entry> {
-        match rows {
-            Ok(MessageRows::One(_, e)) => e,
-            Ok(MessageRows::Batch { .. }) => panic!("a batch"),
-            Err(e) => panic!("{e}"),
+    fn empty() -> Rows {
+        Rows::new(&[Dtype::F64, Dtype::F64])
+    }
+
+    /// Appends a binary message to `rows`; the error text when it is refused (and then `rows`
+    /// must be unchanged).
+    fn append(
+        header: &str,
+        raw: &[Vec<u8>],
+        time_key: Option<&str>,
+        rows: &mut Rows,
+    ) -> Result<(), String> {
+        let h: serde_json::Value = serde_json::from_str(header).unwrap();
+        let before: Vec<usize> = rows.columns.iter().map(Column::len).collect();
+        let r = append_binary(&h, raw, &fields(), 7.0, time_key, rows);
+        if r.is_err() {
+            // What append_message does on error.
+            for (c, n) in rows.columns.iter_mut().zip(before) {
+                c.truncate(n);
+            }
         }
+        r.map_err(|e| e.to_string())
     }
 
     #[test]
@@ -985,15 +1235,16 @@ mod tests {
         let header = br#"{"t": NaN, "arrays": [{"key": "s", "dtype": "<f4", "shape": [3]}]}"#;
         let frames = vec![b"topic".to_vec(), header.to_vec(), raw.clone()];
         let (h, rest) = binary_header(&frames).unwrap();
-        let e = one(binary_rows(&h, rest, &fields(), 7.0, None));
-        assert_eq!(e[0], Entry::Array(Column::F64(vec![1.5, 2.5, -3.0])));
-        assert!(matches!(e[1], Entry::Scalar(crate::column::Scalar::Float(x)) if x.is_nan()));
-        let err = |header: &str, raw: Vec<Vec<u8>>| {
-            let h: serde_json::Value = serde_json::from_str(header).unwrap();
-            match binary_rows(&h, &raw, &fields(), 7.0, None) {
-                Ok(_) => panic!("accepted {header}"),
-                Err(e) => e.to_string(),
-            }
+        let mut rows = empty();
+        append_binary(&h, rest, &fields(), 7.0, None, &mut rows).unwrap();
+        assert_eq!(rows.time, vec![7.0], "stamped at arrival");
+        assert_eq!(rows.columns[0], Column::F64(vec![1.5, 2.5, -3.0]));
+        assert!(matches!(&rows.columns[1], Column::F64(v) if v.len() == 1 && v[0].is_nan()));
+        let mut rows = empty();
+        let mut err = |header: &str, raw: Vec<Vec<u8>>| match append(header, &raw, None, &mut rows)
+        {
+            Ok(()) => panic!("accepted {header}"),
+            Err(e) => e,
         };
         let h = r#"{"t": 1, "arrays": [{"key": "s", "dtype": "float32", "shape": [3]}]}"#;
         assert!(err(h, vec![]).contains("1 arrays, the message has 0 raw frames"));
@@ -1002,10 +1253,30 @@ mod tests {
         assert!(err(big_endian, vec![raw.clone()]).contains("little-endian"));
         let wrong = r#"{"t": 1, "arrays": [{"key": "s", "dtype": "float32", "shape": [1, 2]}]}"#;
         assert!(err(wrong, vec![raw[..8].to_vec()]).contains("the field takes 3"));
+        let no_t = r#"{"arrays": [{"key": "s", "dtype": "float32", "shape": [3]}]}"#;
+        assert!(err(no_t, vec![raw.clone()]).contains("\"t\""));
+        assert_eq!(rows.time.len(), 0);
+        assert!(
+            rows.columns.iter().all(Column::is_empty),
+            "a refused message leaves nothing behind: {:?}",
+            rows.columns
+        );
         assert!(
             binary_header(&[header.to_vec()]).is_none(),
             "one frame is JSON"
         );
+    }
+
+    #[test]
+    fn raw_bytes_of_any_numeric_dtype_are_converted_exactly() {
+        let mut col = Column::with_capacity(Dtype::I64, 0);
+        let big = (1i64 << 53) + 1;
+        append_le_bytes(&mut col, Dtype::I64, &big.to_le_bytes()).unwrap();
+        append_le_bytes(&mut col, Dtype::U8, &[7]).unwrap();
+        assert_eq!(col, Column::I64(vec![big, 7]));
+        let mut narrow = Column::with_capacity(Dtype::I16, 0);
+        assert!(append_le_bytes(&mut narrow, Dtype::I32, &70_000i32.to_le_bytes()).is_err());
+        assert!(narrow.is_empty(), "nothing appended on a failed conversion");
     }
 
     #[test]
@@ -1016,26 +1287,25 @@ mod tests {
             {"key": "s", "dtype": "float32", "shape": [3]}, {"key": "t", "dtype": "int64", "shape": []}]}"#;
         let frames = vec![header.as_bytes().to_vec(), s.clone(), t.clone()];
         assert_eq!(message_rows(&frames), 2);
-        let (h, raw) = binary_header(&frames).unwrap();
-        match binary_rows(&h, raw, &fields(), 7.0, None) {
-            Ok(MessageRows::Batch { time, columns }) => {
-                assert_eq!(time, vec![7.0, 7.0], "stamped at arrival");
-                assert_eq!(columns[0], Column::F64(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]));
-                assert_eq!(columns[1], Column::F64(vec![10.0, 20.0]));
-            }
-            _ => panic!("not a batch"),
-        }
-        match binary_rows(&h, raw, &fields(), 7.0, Some("when")) {
-            Ok(MessageRows::Batch { time, .. }) => assert_eq!(time, vec![1.0, 2.0]),
-            _ => panic!("not a batch"),
-        }
-        let e = |header: &str, raw: &[Vec<u8>]| {
-            let h: serde_json::Value = serde_json::from_str(header).unwrap();
-            match binary_rows(&h, raw, &fields(), 7.0, Some("when")) {
-                Ok(_) => panic!("accepted {header}"),
-                Err(e) => e.to_string(),
-            }
-        };
+        let mut rows = empty();
+        append(header, &[s.clone(), t.clone()], None, &mut rows).unwrap();
+        assert_eq!(rows.time, vec![7.0, 7.0], "stamped at arrival");
+        assert_eq!(
+            rows.columns[0],
+            Column::F64(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+        );
+        assert_eq!(rows.columns[1], Column::F64(vec![10.0, 20.0]));
+        append(header, &[s.clone(), t.clone()], Some("when"), &mut rows).unwrap();
+        assert_eq!(
+            rows.time,
+            vec![7.0, 7.0, 1.0, 2.0],
+            "appended after the first"
+        );
+        let mut e =
+            |header: &str, raw: &[Vec<u8>]| match append(header, raw, Some("when"), &mut rows) {
+                Ok(()) => panic!("accepted {header}"),
+                Err(e) => e,
+            };
         let s_only = r#"{"rows": 2, "t": 1, "when": [1, 2], "arrays": [{"key": "s", "dtype": "float32", "shape": [3]}]}"#;
         assert!(e(s_only, std::slice::from_ref(&s)).contains("every field from a raw array"));
         let short_time = r#"{"rows": 2, "when": [1], "arrays": [{"key": "s", "dtype": "float32", "shape": [3]},
@@ -1043,64 +1313,124 @@ mod tests {
         assert!(e(short_time, &[s.clone(), t.clone()]).contains("list of 2 times"));
         let zero = r#"{"rows": 0, "arrays": []}"#;
         assert!(e(zero, &[]).contains("1 to"));
+        assert_eq!(
+            rows.columns[0].len(),
+            12,
+            "the refused messages left nothing"
+        );
+        assert_eq!(rows.columns[1].len(), 4);
+    }
+
+    fn pull_pair(name: &str) -> (zmq::Context, zmq::Socket, zmq::Socket) {
+        let ctx = zmq::Context::new();
+        let pull = ctx.socket(zmq::PULL).unwrap();
+        pull.set_rcvtimeo(20).unwrap();
+        pull.bind(&format!("inproc://{name}")).unwrap();
+        let push = ctx.socket(zmq::PUSH).unwrap();
+        push.connect(&format!("inproc://{name}")).unwrap();
+        (ctx, pull, push)
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let t0 = std::time::Instant::now();
+        while !done() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]
     fn a_full_queue_drops_whole_messages_and_counts_their_rows() {
-        let ctx = zmq::Context::new();
-        let pull = ctx.socket(zmq::PULL).unwrap();
-        pull.set_rcvtimeo(20).unwrap();
-        pull.bind("inproc://queue-test").unwrap();
-        let push = ctx.socket(zmq::PUSH).unwrap();
-        push.connect("inproc://queue-test").unwrap();
-        let (tx, rx) = mpsc::sync_channel::<Message>(2);
+        let (_ctx, pull, push) = pull_pair("queue-test");
+        let (tx, rx) = mpsc::channel::<Message>();
         // The byte limit reached: every message is dropped.
-        let queued = Arc::new(AtomicUsize::new(MESSAGE_QUEUE_BYTES));
+        let queued = Arc::new(Queued::new(100, 2));
+        *lock(&queued.held) = (100, 1);
         let (stop, stats) = (Arc::new(AtomicBool::new(false)), SourceStats::default());
         let thread = {
             let (queued, stop, stats) = (Arc::clone(&queued), Arc::clone(&stop), stats.clone());
-            std::thread::spawn(move || receive(pull, tx, queued, stop, stats, "q".into()))
+            std::thread::spawn(move || receive(pull, tx, queued, stop, stats, "q".into(), 2))
         };
         let batch = br#"{"rows": 5, "arrays": [{"key": "s", "dtype": "f4", "shape": []}]}"#;
         push.send_multipart([&batch[..], &[0u8; 20][..]], 0)
             .unwrap();
         push.send(&b"{}"[..], 0).unwrap();
-        let t0 = std::time::Instant::now();
-        while stats.drops().source_queue < 6 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "{:?}",
-                stats.drops()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        // Room again: three messages, the channel takes two, the third is dropped.
-        queued.store(0, Ordering::SeqCst);
+        wait_for("6 rows dropped", || stats.drops().source_queue >= 6);
+        // Room again: three messages, the queue takes two, the third is dropped.
+        *lock(&queued.held) = (0, 0);
         for _ in 0..3 {
             push.send(&b"{}"[..], 0).unwrap();
         }
-        let t0 = std::time::Instant::now();
-        while stats.drops().source_queue < 7 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "{:?}",
-                stats.drops()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for("7 rows dropped", || stats.drops().source_queue >= 7);
         let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(
             first.queue_dropped_before, 6,
             "5 + 1 rows dropped before it"
         );
         assert_eq!(
-            queued.load(Ordering::SeqCst),
-            4,
+            *lock(&queued.held),
+            (4, 2),
             "two messages of 2 bytes queued"
         );
         stop.store(true, Ordering::SeqCst);
         thread.join().unwrap();
         assert_eq!(stats.drops().source_queue, 7);
+    }
+
+    #[test]
+    fn at_stop_the_receiver_takes_what_the_socket_holds_up_to_its_limit() {
+        let (_ctx, pull, push) = pull_pair("stop-test");
+        let (tx, rx) = mpsc::channel::<Message>();
+        // A full queue: only the stop's drain takes messages, over the limits.
+        let queued = Arc::new(Queued::new(1, 1));
+        *lock(&queued.held) = (1, 1);
+        for i in 0..5u8 {
+            push.send(&[i][..], 0).unwrap();
+        }
+        // The messages are in the PULL socket's queue before the receiver starts, stopped.
+        let t0 = std::time::Instant::now();
+        while !pull.get_events().is_ok_and(|e| e.contains(zmq::POLLIN)) {
+            assert!(t0.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let stats = SourceStats::default();
+        let stop = Arc::new(AtomicBool::new(true));
+        receive(
+            pull,
+            tx,
+            Arc::clone(&queued),
+            stop,
+            stats.clone(),
+            "s".into(),
+            3,
+        );
+        let got: Vec<u8> = rx.try_iter().map(|m| m.frames[0][0]).collect();
+        assert_eq!(
+            got,
+            vec![0, 1, 2],
+            "three taken (the drain limit), in order"
+        );
+        assert_eq!(*lock(&queued.held), (4, 4));
+        assert_eq!(stats.drops().total(), 0);
+    }
+
+    #[test]
+    fn a_pull_inbox_reads_the_socket_itself() {
+        let (ctx, pull, push) = pull_pair("inbox-test");
+        let inbox = Inbox::Socket {
+            sock: pull,
+            _context: ctx,
+        };
+        assert!(matches!(inbox.next(false), Ok(None)), "nothing there");
+        push.send_multipart([&b"h"[..], &b"raw"[..]], 0).unwrap();
+        let msg = loop {
+            if let Some(m) = inbox.next(true).unwrap() {
+                break m;
+            }
+        };
+        assert_eq!(msg.frames.len(), 2, "the frames of one message");
+        assert_eq!(&msg.frames[1][..], b"raw");
+        assert_eq!(msg.bytes(), 4);
     }
 
     #[test]
