@@ -171,6 +171,82 @@ impl KeyData {
         Ok(count)
     }
 
+    /// Values of this key for the trains `tids` (in order), each as [`KeyData::train_value`]
+    /// gives it, with one read per run of trains whose rows follow each other in one file: a
+    /// control key's values for a block of trains in one read instead of one read (and one
+    /// dataset lookup) per train. Meant for small values; the rows of a run are held at once.
+    pub fn train_values(&self, tids: &[u64]) -> Result<Vec<Option<TrainValue>>> {
+        let spans: Vec<_> = tids.iter().map(|&t| self.train_span(t)).collect();
+        let mut out = Vec::with_capacity(tids.len());
+        let mut i = 0;
+        while i < spans.len() {
+            let Some((f, first, count)) = &spans[i] else {
+                out.push(None);
+                i += 1;
+                continue;
+            };
+            let (mut j, mut end) = (i + 1, first + count);
+            while let Some(Some((g, s, c))) = spans.get(j) {
+                if !Arc::ptr_eq(f, g) || *s != end {
+                    break;
+                }
+                end += c;
+                j += 1;
+            }
+            let counts = spans[i..j].iter().flatten().map(|&(_, _, c)| c);
+            self.read_run(f, *first, end, counts, &mut out)?;
+            i = j;
+        }
+        Ok(out)
+    }
+
+    /// Rows `first..end` of `f`, one value per count of `counts` (which add up to the rows).
+    fn read_run(
+        &self,
+        f: &Arc<FileAccess>,
+        first: u64,
+        end: u64,
+        counts: impl Iterator<Item = u64>,
+        out: &mut Vec<Option<TrainValue>>,
+    ) -> Result<()> {
+        let path = self.hdf5_data_path();
+        if self.dtype == DType::VlenStr {
+            let h = f.file()?;
+            let ds = h.dataset(&path)?;
+            let mut strings =
+                read_strings_ds(&h, &ds, &path, Some((first as usize, end as usize)))?.into_iter();
+            for c in counts {
+                let value: Vec<String> = strings.by_ref().take(c as usize).collect();
+                out.push(Some(TrainValue::Strings(value)));
+            }
+            return Ok(());
+        }
+        let eb = self.entry_bytes()?;
+        let mut buf: Vec<u8> = zeroed_vec(self.span_bytes(end - first)?, &path)?;
+        f.read_rows(&path, first, end - first, eb, &mut buf)?;
+        let mut rest = buf.as_slice();
+        for c in counts {
+            let (bytes, after) = rest.split_at((c as usize * eb).min(rest.len()));
+            rest = after;
+            out.push(Some(self.array_value(c, bytes.to_vec())));
+        }
+        Ok(())
+    }
+
+    /// A train's array value: `count` entries (control: one, its axis dropped).
+    fn array_value(&self, count: u64, bytes: Vec<u8>) -> TrainValue {
+        let mut shape = Vec::with_capacity(self.entry_shape.len() + 1);
+        if self.section == Section::Instrument {
+            shape.push(count as usize);
+        }
+        shape.extend(&self.entry_shape);
+        TrainValue::Array {
+            dtype: self.dtype.clone(),
+            shape,
+            bytes,
+        }
+    }
+
     /// This key's value for train `tid` as [`DataCollection::trains`] gives it (control: the
     /// train's row, its first axis dropped; instrument: all the train's entries); `None`
     /// without entries. Arrays are read with one copy out of the file.
@@ -221,15 +297,6 @@ impl KeyData {
             }
             buf
         };
-        let mut shape = Vec::with_capacity(self.entry_shape.len() + 1);
-        if self.section == Section::Instrument {
-            shape.push(count as usize);
-        }
-        shape.extend(&self.entry_shape);
-        Ok(Some(TrainValue::Array {
-            dtype: self.dtype.clone(),
-            shape,
-            bytes,
-        }))
+        Ok(Some(self.array_value(count, bytes)))
     }
 }

@@ -29,6 +29,16 @@ pub enum ReadError {
     Append(#[from] AppendError),
 }
 
+/// Trains whose small values are read together (one read per key instead of one per train).
+const BLOCK_TRAINS: usize = 64;
+/// A key's values for a block of trains are read together up to this many bytes.
+const BLOCK_BYTES: u64 = 1 << 20;
+/// What one variable-length string is taken to cost in that reckoning.
+const STRING_BYTES: u64 = 64;
+
+/// Per source and key, a block's values read ahead (see [`FileTrains::prefetch`]).
+type Prefetched = Vec<Vec<Option<Vec<Option<TrainValue>>>>>;
+
 /// One selected source and its keys, in name order.
 struct SourceKeys {
     name: String,
@@ -95,31 +105,61 @@ impl FileTrains {
     /// Reads every train in order and hands each to `each` with its ID (or the error reading it,
     /// after which the iteration goes on with the next train). `each` returns false to stop.
     pub fn for_each(&self, each: &mut dyn FnMut(u64, Result<Train, ReadError>) -> bool) {
-        for &tid in self.train_ids.iter() {
-            if !each(tid, self.read(tid)) {
-                break;
+        for block in self.train_ids.chunks(BLOCK_TRAINS) {
+            let mut prefetched = self.prefetch(block);
+            for (i, &tid) in block.iter().enumerate() {
+                if !each(tid, self.read(tid, i, &mut prefetched)) {
+                    return;
+                }
             }
         }
     }
 
-    /// One train: every selected source (sources without data for it carry their metadata
-    /// only), the detector's modules stacked if asked for.
-    fn read(&self, tid: u64) -> Result<Train, ReadError> {
+    /// Per source and key, the values of the trains of `block` if the key is small enough to
+    /// be read for the whole block at once (`None`: read train by train, as is a block read
+    /// that failed, so that the error goes with the train it belongs to).
+    fn prefetch(&self, block: &[u64]) -> Prefetched {
+        self.sources
+            .iter()
+            .map(|src| {
+                src.keys
+                    .iter()
+                    .map(|kd| {
+                        let stacked = src.module.is_some() && is_stacked_key(&kd.key);
+                        let entry_bytes = kd.entry_bytes().map_or(STRING_BYTES, |b| b as u64);
+                        let entries: u64 = block.iter().map(|&t| kd.train_entries(t)).sum();
+                        let small = entries.saturating_mul(entry_bytes) <= BLOCK_BYTES;
+                        (small && !stacked)
+                            .then(|| kd.train_values(block).ok())
+                            .flatten()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// One train (the `i`th of its block): every selected source (sources without data for it
+    /// carry their metadata only), the detector's modules stacked if asked for.
+    fn read(&self, tid: u64, i: usize, prefetched: &mut Prefetched) -> Result<Train, ReadError> {
         let mut train = Train::default();
         let mut stacked: BTreeMap<usize, ModuleArrays<'_>> = BTreeMap::new();
-        for src in &self.sources {
+        for (src, src_prefetched) in self.sources.iter().zip(prefetched.iter_mut()) {
             let metadata = file_metadata(&src.name, tid);
             let mut st = SourceTrain {
                 data: vec![("metadata".into(), Entry::Value(map_of(&metadata)))],
                 metadata,
             };
             let mut objects = Vec::new();
-            for kd in &src.keys {
+            for (kd, block) in src.keys.iter().zip(src_prefetched.iter_mut()) {
                 if let Some(m) = src.module.filter(|_| is_stacked_key(&kd.key)) {
                     defer_stacked(kd, tid, m, &mut st, &mut stacked, &mut objects);
                     continue;
                 }
-                match kd.train_value(tid)? {
+                let value = match block {
+                    Some(values) => values.get_mut(i).and_then(Option::take),
+                    None => kd.train_value(tid)?,
+                };
+                match value {
                     None => {}
                     Some(TrainValue::Array {
                         dtype,
