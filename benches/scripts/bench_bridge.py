@@ -2,10 +2,15 @@
 """Karabo Bridge serving throughput: our xfel-serve against EXtra-data's
 karabo-bridge-serve-files on the same runs and options, in one script run.
 
-Cases (fixtures written by make-fixtures under --dir):
-  lpd1     one LPD-like module, 32 frames of 256x256 u16 per train (4 MiB of image.data)
-  append16 16 modules of 8 frames of 256x256 u16, --append-detector-modules (16 MiB per train)
-  control  one control source (an XGM), about 400 bytes per train
+Cases (fixtures written by make-fixtures under --dir, removed at the end unless --keep):
+  lpd1     one LPD-like module, 32 frames of 256x256 u16 per train (4 MiB of image.data),
+           150 trains
+  append16 16 modules of 8 frames of 256x256 u16, --append-detector-modules (16 MiB per
+           train), 40 trains
+  control  one control source (an XGM), about 400 bytes per train, 2000 trains in 2 files
+           (serve-files, REP with a send high-water mark of 1, now and then drops a reply at
+           thousands of trains/s and the receiver waits for ever: more trains make that likely;
+           a receiver that gets nothing for 60 s counts as failed, "-" in its round)
   control_numeric  the same without its variable-length string key
 
 Per case, the servers alternate over --rounds rounds (medians reported): trains/s that three
@@ -20,11 +25,16 @@ real msgpack): a pyzmq REP process answering `next` with those parts, read by th
 (the Python client's ceiling) and by the raw REQ socket (libzmq REQ/REP loopback), and a plain
 libzmq PUSH -> PULL transfer between two processes (copy=False).
 
+Every measurement streams the whole fixture (at least about a second of serve-files), so one
+descheduling of a process on a loaded machine moves a figure less.
+
 Run from the repository root:  .venv/bin/python benches/scripts/bench_bridge.py
 Options: --dir DIR (fixtures; default $CARGO_TARGET_DIR/bridge-bench), --rounds N (3),
---cases a,b (all), --json. Builds `cargo build --release -p karabo-bridge -p fixtures --bins`.
+--cases a,b (all), --keep (keep the fixtures), --json. Builds `cargo build --release -p
+karabo-bridge -p fixtures --bins`. Prints a markdown table for docs/benchmarks.md at the end.
 """
 import argparse
+import datetime
 import json
 import multiprocessing as mp
 import os
@@ -40,17 +50,19 @@ import zmq
 from karabo_bridge import Client
 
 REPO = Path(__file__).resolve().parents[2]
+# Seconds a receiver waits for a train before the measurement counts as failed.
+WAIT_S = 60
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
 VENV_BIN = Path(sys.executable).parent
 
 CASES = {
-    "lpd1": dict(fixture=["--modules", "1", "--sequences", "1", "--trains", "60",
+    "lpd1": dict(fixture=["--modules", "1", "--sequences", "1", "--trains", "150",
                           "--frames", "32", "--frame-height", "256", "--frame-width", "256"],
-                 files=2, args=["--source", "*/DET/*"], trains=60),
-    "append16": dict(fixture=["--modules", "16", "--sequences", "1", "--trains", "20",
+                 files=2, args=["--source", "*/DET/*"], trains=150),
+    "append16": dict(fixture=["--modules", "16", "--sequences", "1", "--trains", "40",
                               "--frames", "8", "--frame-height", "256", "--frame-width", "256"],
                      files=17, args=["--source", "*/DET/*", "--append-detector-modules"],
-                     trains=20),
+                     trains=40),
     "control": dict(fixture=["--modules", "0", "--sequences", "2", "--trains", "1000"],
                     files=2, args=["--source", "SA1_XTD2_XGM/DOOCS/MAIN"], trains=2000),
     # The same without its one variable-length string key (state.value).
@@ -76,12 +88,16 @@ def build():
 
 
 def fixture(out, args, files):
-    if out.is_dir() and len(list(out.glob("*.h5"))) == files:
+    """Writes the fixture unless one made with the same arguments is there."""
+    stamp = out / "make-fixtures-args.json"
+    if (out.is_dir() and len(list(out.glob("*.h5"))) == files and stamp.is_file()
+            and json.loads(stamp.read_text()) == args):
         return
     if out.exists():
         shutil.rmtree(out)
     log(f"writing fixture {out} ...")
     sh([TARGET / "release" / "make-fixtures", out, *args], stdout=subprocess.DEVNULL)
+    stamp.write_text(json.dumps(args))
 
 
 class Server:
@@ -110,7 +126,7 @@ def theirs(run, args):
 
 def client_rate(server, n):
     """Trains/s of karabo_bridge.Client, timed from the first train on."""
-    with Client(server.endpoint, timeout=600) as c:
+    with Client(server.endpoint, timeout=WAIT_S) as c:
         c.next()
         t0 = time.perf_counter()
         for _ in range(n - 1):
@@ -121,9 +137,11 @@ def client_rate(server, n):
 def monitor_rate(server, n):
     """Trains/s of our xfel-bridge monitor (whole process, first train included)."""
     out = subprocess.run([TARGET / "release" / "xfel-bridge", "monitor", server.endpoint,
-                          "--ntrains", str(n), "--json"], capture_output=True, text=True,
-                         check=True, timeout=1200).stdout
+                          "--ntrains", str(n), "--timeout", str(WAIT_S), "--json"],
+                         capture_output=True, text=True, timeout=1200).stdout
     s = json.loads(out)
+    if s["trains"] < n:
+        raise TimeoutError(f"xfel-bridge monitor got {s['trains']} of {n} trains")
     return s["trains"] / s["elapsed_s"]
 
 
@@ -131,6 +149,7 @@ def raw_rate(server, n):
     """Trains/s of a pyzmq REQ socket that does not decode, timed from the first train on."""
     ctx = zmq.Context()
     s = ctx.socket(zmq.REQ)
+    s.setsockopt(zmq.RCVTIMEO, WAIT_S * 1000)
     s.connect(server.endpoint)
     s.send(b"next")
     s.recv_multipart(copy=False)
@@ -214,64 +233,104 @@ def main():
     ap.add_argument("--dir", type=Path, default=TARGET / "bridge-bench")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--keep", action="store_true", help="keep the fixtures")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     build()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_start = os.getloadavg()
     results = {}
-    for name in a.cases.split(","):
-        case = CASES[name]
-        run = a.dir / case.get("dir", name)
-        fixture(run, case["fixture"], case["files"])
-        n = case["trains"]
-        s = ours(run, case["args"])
-        try:
-            parts = train_parts(s)
-        finally:
-            s.stop()
-        constant = lambda run, args: ConstantServer(parts)
-        rates = {}
-        for r in range(a.rounds):
-            for server, make in [("theirs", theirs), ("ours", ours), ("limit", constant)]:
-                for receiver, measure in [("client", client_rate), ("raw", raw_rate),
-                                          ("monitor", monitor_rate)]:
-                    s = make(run, case["args"])
-                    try:
-                        rate = measure(s, n)
-                    finally:
-                        s.stop()
-                    rates.setdefault(f"{server}_{receiver}", []).append(rate)
-                    log(f"{name} round {r + 1} {server} -> {receiver}: {rate:.1f} trains/s "
-                        f"(load {os.getloadavg()[0]:.1f})")
-        sizes = [len(p) for p in parts]
-        push_pull = zmq_limit(sizes, 200 if sum(sizes) > 1 << 20 else 20000)
-        med = {k: statistics.median(v) for k, v in rates.items()}
-        results[name] = {
-            "train_bytes": sum(sizes), "parts": len(sizes), "trains": n,
-            **{f"{k}_trains_per_s": v for k, v in med.items()},
-            **{f"{k}_rounds": v for k, v in rates.items()},
-            **{f"ratio_{rx}": med[f"ours_{rx}"] / med[f"theirs_{rx}"]
-               for rx in ("client", "raw", "monitor")},
-            "push_pull_limit_msgs_per_s": push_pull,
-            "load_after": os.getloadavg(),
-        }
+    try:
+        for name in a.cases.split(","):
+            results[name] = measure_case(name, a)
+    finally:
+        if not a.keep:
+            for name, case in CASES.items():
+                shutil.rmtree(a.dir / case.get("dir", name), ignore_errors=True)
+            if a.dir.is_dir() and not any(a.dir.iterdir()):
+                a.dir.rmdir()
     if a.json:
         print(json.dumps(results, indent=2))
         return
-    print("| case | receiver | serve-files | xfel-serve | ratio | limit: constant REP server |")
-    print("|---|---|---|---|---|---|")
+    print_table(results)
+    ended = datetime.datetime.now(datetime.timezone.utc)
+    print()
+    print(f"Run {started:%Y-%m-%d %H:%M}-{ended:%H:%M} UTC, {a.rounds} rounds (medians; the "
+          f"rounds in parentheses). Load average (1, 5, 15 min) at the start "
+          f"{', '.join(f'{x:.2f}' for x in load_start)}, at the end "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; 1-minute load during each case: "
+          + "; ".join(f"{n} {min(r['loads']):.1f}-{max(r['loads']):.1f}"
+                      for n, r in results.items()) + ".")
+    print(f"Command: `CARGO_TARGET_DIR={TARGET} {sys.executable} {' '.join(sys.argv)}`")
+
+
+def measure_case(name, a):
+    case = CASES[name]
+    run = a.dir / case.get("dir", name)
+    fixture(run, case["fixture"], case["files"])
+    n = case["trains"]
+    s = ours(run, case["args"])
+    try:
+        parts = train_parts(s)
+    finally:
+        s.stop()
+    constant = lambda run, args: ConstantServer(parts)
+    rates, loads = {}, []
+    for r in range(a.rounds):
+        for server, make in [("theirs", theirs), ("ours", ours), ("limit", constant)]:
+            for receiver, measure in [("client", client_rate), ("raw", raw_rate),
+                                      ("monitor", monitor_rate)]:
+                s = make(run, case["args"])
+                try:
+                    rate = measure(s, n)
+                except (TimeoutError, zmq.Again) as e:
+                    log(f"{name} round {r + 1} {server} -> {receiver}: no train for {WAIT_S} s "
+                        f"({e!r}); counted as failed")
+                    rate = None
+                finally:
+                    s.stop()
+                rates.setdefault(f"{server}_{receiver}", []).append(rate)
+                loads.append(os.getloadavg()[0])
+                if rate is not None:
+                    log(f"{name} round {r + 1} {server} -> {receiver}: {rate:.1f} trains/s "
+                        f"(load {loads[-1]:.1f})")
+    sizes = [len(p) for p in parts]
+    push_pull = zmq_limit(sizes, 200 if sum(sizes) > 1 << 20 else 20000)
+    # Medians of the rounds that did not fail (NaN if all did).
+    med = {k: statistics.median([x for x in v if x is not None] or [float("nan")])
+           for k, v in rates.items()}
+    return {
+        "train_bytes": sum(sizes), "parts": len(sizes), "trains": n,
+        **{f"{k}_trains_per_s": v for k, v in med.items()},
+        **{f"{k}_rounds": v for k, v in rates.items()},
+        **{f"ratio_{rx}": med[f"ours_{rx}"] / med[f"theirs_{rx}"]
+           for rx in ("client", "raw", "monitor")},
+        "push_pull_limit_msgs_per_s": push_pull,
+        "loads": loads,
+    }
+
+
+def print_table(results):
+    print("| case | receiver | serve-files | xfel-serve | ratio (target >= 5x) "
+          "| limit: constant REP server | xfel-serve / limit | 5 x serve-files / limit |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         mb = r["train_bytes"] / 1e6
         cell = lambda t: f"{t:.1f}/s ({t * mb:.0f} MB/s)"
         for rx, label in [("client", "karabo_bridge.Client"), ("raw", "pyzmq REQ, no decoding"),
                           ("monitor", "xfel-bridge monitor")]:
-            rounds = lambda who: ", ".join(f"{v:.0f}" for v in r[f"{who}_{rx}_rounds"])
+            rounds = lambda who: ", ".join("-" if v is None else f"{v:.0f}"
+                                           for v in r[f"{who}_{rx}_rounds"])
+            theirs_, ours_, limit = (r[f"{w}_{rx}_trains_per_s"]
+                                     for w in ("theirs", "ours", "limit"))
             print(f"| {name} ({mb:.3f} MB, {r['parts']} parts) | {label} "
-                  f"| {cell(r[f'theirs_{rx}_trains_per_s'])} ({rounds('theirs')}) "
-                  f"| {cell(r[f'ours_{rx}_trains_per_s'])} ({rounds('ours')}) "
+                  f"| {cell(theirs_)} ({rounds('theirs')}) "
+                  f"| {cell(ours_)} ({rounds('ours')}) "
                   f"| {r[f'ratio_{rx}']:.2f}x "
-                  f"| {cell(r[f'limit_{rx}_trains_per_s'])} ({rounds('limit')}) |")
+                  f"| {cell(limit)} ({rounds('limit')}) "
+                  f"| {ours_ / limit:.2f} | {5 * theirs_ / limit:.2f} |")
         print(f"| {name} | libzmq PUSH -> PULL, same parts | | | "
-              f"| {cell(r['push_pull_limit_msgs_per_s'])} |")
+              f"| {cell(r['push_pull_limit_msgs_per_s'])} | | |")
 
 
 if __name__ == "__main__":

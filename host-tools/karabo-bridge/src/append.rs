@@ -4,6 +4,7 @@
 //! `image.mask` along axis -3 over 16 modules, missing modules filled with NaN or 0).
 
 use std::collections::BTreeMap;
+use std::mem::MaybeUninit;
 
 use euxfel::DataCollection;
 use rmpv::Value;
@@ -56,6 +57,20 @@ pub enum AppendError {
         key: String,
         shape: Vec<usize>,
     },
+    #[error("train {train_id}: {key}: 16 module arrays of shape {shape:?} are too large")]
+    TooLarge {
+        train_id: u64,
+        key: String,
+        shape: Vec<usize>,
+    },
+    #[error("train {train_id}: {key}: module {module} gave {got} bytes, its array has {expected}")]
+    Size {
+        train_id: u64,
+        key: String,
+        module: usize,
+        got: usize,
+        expected: usize,
+    },
 }
 
 /// The detector whose modules are appended.
@@ -67,6 +82,14 @@ pub struct Detector {
 }
 
 impl Detector {
+    /// The module number of `source` if it is one of this detector's modules.
+    pub fn module_of(&self, source: &str) -> Option<usize> {
+        self.modules
+            .iter()
+            .find(|(_, s)| *s == source)
+            .map(|(&m, _)| m)
+    }
+
     /// The appended source's name.
     pub fn append_source(&self) -> String {
         format!("{}/DET/APPEND", self.name)
@@ -178,32 +201,66 @@ fn check_frame_counts(dc: &DataCollection, det: &Detector) -> Result<(), AppendE
     Ok(())
 }
 
+/// Whether `key` of a module source is stacked (and so read straight into the stacked array).
+pub fn is_stacked_key(key: &str) -> bool {
+    STACKED_KEYS.contains(&key)
+}
+
+/// Bytes of an array (C order) not read yet.
+pub trait ArrayBytes {
+    /// Hands the bytes to `f` in order, in pieces.
+    fn visit(
+        &self,
+        f: &mut dyn FnMut(&[u8]) -> Result<(), euxfel::Error>,
+    ) -> Result<(), euxfel::Error>;
+}
+
+/// One module's array of a stacked key in one train: dtype and shape as the module source
+/// would send it, the bytes read only when stacked.
+pub struct ModuleArray<'a> {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Box<dyn ArrayBytes + 'a>,
+}
+
+/// A module's stacked keys with data in one train: key -> array.
+pub type ModuleArrays<'a> = BTreeMap<String, ModuleArray<'a>>;
+
 /// Replaces the detector's module sources of `train` by the appended source. The appended
 /// source carries the other keys of the lowest-numbered module with `image.data` in this train
-/// (EXtra-data takes an arbitrary module's).
-pub fn append_modules(train: &mut Train, det: &Detector, train_id: u64) -> Result<(), AppendError> {
+/// (EXtra-data takes an arbitrary module's); `stacked` holds the modules' stacked keys (module
+/// number -> arrays), whose places among a module's values hold a placeholder.
+pub fn append_modules(
+    train: &mut Train,
+    det: &Detector,
+    train_id: u64,
+    stacked: &BTreeMap<usize, ModuleArrays<'_>>,
+) -> Result<(), AppendError> {
     let mut modules: BTreeMap<usize, SourceTrain> = BTreeMap::new();
     for (&m, source) in &det.modules {
         if let Some(st) = train.sources.remove(source) {
             modules.insert(m, st);
         }
     }
+    let has = |m: usize, key: &str| stacked.get(&m).is_some_and(|a| a.contains_key(key));
     let reference = modules
-        .iter()
-        .find(|(_, st)| st.get("image.data").is_some())
-        .or_else(|| modules.iter().next())
-        .map(|(&m, _)| m);
+        .keys()
+        .find(|&&m| has(m, "image.data"))
+        .or_else(|| modules.keys().next())
+        .copied();
     let Some(reference) = reference else {
         return Ok(());
     };
-    let mut stacked = Vec::new();
+    let mut arrays = Vec::new();
     for key in STACKED_KEYS {
-        let present = modules
-            .get(&reference)
-            .is_some_and(|st| st.get(key).is_some());
-        if key == "image.data" || present {
-            if let Some(array) = stack(&modules, key, train_id)? {
-                stacked.push((key, array));
+        if key == "image.data" || has(reference, key) {
+            let of_key: BTreeMap<usize, &ModuleArray<'_>> = stacked
+                .iter()
+                .filter(|(m, _)| modules.contains_key(m))
+                .filter_map(|(&m, a)| Some((m, a.get(key)?)))
+                .collect();
+            if let Some(array) = stack(&of_key, key, train_id)? {
+                arrays.push((key, array));
             }
         }
     }
@@ -221,7 +278,7 @@ pub fn append_modules(train: &mut Train, det: &Detector, train_id: u64) -> Resul
             *entry = Entry::Value(crate::train::map_of(&appended.metadata));
         }
     }
-    for (key, array) in stacked {
+    for (key, array) in arrays {
         match appended.data.iter_mut().find(|(k, _)| k == key) {
             Some((_, entry)) => *entry = Entry::Array(array),
             None => appended.data.push((key.to_string(), Entry::Array(array))),
@@ -242,23 +299,17 @@ fn fill_bytes(dtype: Dtype) -> Vec<u8> {
 }
 
 /// `stack_detector_data(modules, key)` for one train: the module arrays stacked on axis -3 of a
-/// 16-module result. `None` if no module has the key.
+/// 16-module result, each module read straight into its places (one copy out of the file, no
+/// pass over the buffer before). `None` if no module has the key.
 fn stack(
-    modules: &BTreeMap<usize, SourceTrain>,
+    arrays: &BTreeMap<usize, &ModuleArray<'_>>,
     key: &str,
     train_id: u64,
 ) -> Result<Option<Array>, AppendError> {
-    let arrays: Vec<(usize, &Array)> = modules
-        .iter()
-        .filter_map(|(&m, st)| match st.get(key) {
-            Some(Entry::Array(a)) => Some((m, a)),
-            _ => None,
-        })
-        .collect();
-    let Some(&(first, a0)) = arrays.first() else {
+    let Some((&first, a0)) = arrays.first_key_value() else {
         return Ok(None);
     };
-    for &(m, a) in &arrays {
+    for (&m, a) in arrays {
         if a.dtype != a0.dtype || a.shape != a0.shape {
             return Err(AppendError::Mismatch {
                 train_id,
@@ -285,36 +336,101 @@ fn stack(
             shape: a0.shape.clone(),
         });
     }
+    let too_large = || AppendError::TooLarge {
+        train_id,
+        key: key.into(),
+        shape: a0.shape.clone(),
+    };
     // Result shape: the module shape with 16 inserted before its last two axes; in C order each
     // of the `outer` leading blocks holds one `inner`-byte block per module.
     let axis = rank - 2;
+    let module_bytes = Array::expected_len(a0.dtype, &a0.shape).ok_or_else(too_large)?;
     let outer: usize = a0.shape[..axis].iter().product();
-    let inner = a0.data.len() / outer.max(1);
+    let inner = module_bytes.checked_div(outer).unwrap_or(0);
+    let total = module_bytes
+        .checked_mul(STACKED_MODULES)
+        .ok_or_else(too_large)?;
     let mut shape = a0.shape.clone();
     shape.insert(axis, STACKED_MODULES);
-    let fill = fill_bytes(a0.dtype);
-    let mut out = Vec::with_capacity(a0.data.len() * STACKED_MODULES);
-    let mut by_module: [Option<&Array>; STACKED_MODULES] = [None; STACKED_MODULES];
-    for &(m, a) in &arrays {
-        by_module[m] = Some(a);
-    }
-    for o in 0..outer {
-        for module in &by_module {
-            match module {
-                Some(a) => out.extend_from_slice(&a.data[o * inner..(o + 1) * inner]),
+    let mut out: Vec<u8> = Vec::new();
+    out.try_reserve_exact(total).map_err(|_| too_large())?;
+    if inner > 0 {
+        let places = &mut out.spare_capacity_mut()[..total];
+        let fill = fill_bytes(a0.dtype);
+        for m in 0..STACKED_MODULES {
+            match arrays.get(&m) {
+                Some(a) => {
+                    let got = read_module(a, places, m, inner, module_bytes)?;
+                    if got != module_bytes {
+                        return Err(AppendError::Size {
+                            train_id,
+                            key: key.into(),
+                            module: m,
+                            got,
+                            expected: module_bytes,
+                        });
+                    }
+                }
                 None => {
-                    for _ in 0..inner / fill.len().max(1) {
-                        out.extend_from_slice(&fill);
+                    for o in 0..outer {
+                        let at = (o * STACKED_MODULES + m) * inner;
+                        for elem in places[at..at + inner].chunks_exact_mut(fill.len()) {
+                            write_bytes(elem, &fill);
+                        }
                     }
                 }
             }
         }
     }
+    // SAFETY: `out` has capacity `total`, and every byte of its first `total` was written
+    // above: the places of module m are the `inner` bytes at (o * 16 + m) * inner for o in
+    // 0..outer (outer * inner = module_bytes, total = 16 * module_bytes); a module with data
+    // wrote its module_bytes bytes into them in order (fewer or more is an error above), a
+    // module without data had each of them filled. With inner == 0, total is 0.
+    unsafe { out.set_len(total) };
     Ok(Some(Array {
         dtype: a0.dtype,
         shape,
         data: Payload::Owned(out),
     }))
+}
+
+/// Copies `src` into the first `src.len()` bytes of `dst` (a loop the compiler makes a memcpy).
+fn write_bytes(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = MaybeUninit::new(s);
+    }
+}
+
+/// Reads module `m`'s array (at most `module_bytes`, in `inner`-byte blocks) into its places
+/// of the stacked array, block o at (o * 16 + m) * inner; returns the bytes it gave.
+fn read_module(
+    array: &ModuleArray<'_>,
+    places: &mut [MaybeUninit<u8>],
+    m: usize,
+    inner: usize,
+    module_bytes: usize,
+) -> Result<usize, euxfel::Error> {
+    let mut pos = 0usize;
+    array.bytes.visit(&mut |mut piece| {
+        if pos + piece.len() > module_bytes {
+            return Err(euxfel::Error::BufferSize {
+                object: format!("module {m}"),
+                got: module_bytes,
+                needed: (pos + piece.len()) as u64,
+            });
+        }
+        while !piece.is_empty() {
+            let (o, within) = (pos / inner, pos % inner);
+            let n = (inner - within).min(piece.len());
+            let at = (o * STACKED_MODULES + m) * inner + within;
+            write_bytes(&mut places[at..at + n], &piece[..n]);
+            piece = &piece[n..];
+            pos += n;
+        }
+        Ok(())
+    })?;
+    Ok(pos)
 }
 
 #[cfg(test)]
@@ -341,44 +457,100 @@ mod tests {
         assert!(class_matches(CLASSES[3], "FXE_DET_LPD1M-1"));
     }
 
-    fn module(shape: &[usize], fill: u16) -> SourceTrain {
-        let n: usize = shape.iter().product();
-        let data = (0..n as u16)
-            .flat_map(|i| (i + fill).to_le_bytes())
-            .collect();
-        SourceTrain {
-            metadata: Vec::new(),
-            data: vec![(
-                "image.data".into(),
-                Entry::Array(Array {
-                    dtype: Dtype::new(Kind::UInt, 2),
-                    shape: shape.to_vec(),
-                    data: Payload::Owned(data),
-                }),
-            )],
+    /// Bytes handed over in pieces of `piece` bytes (not aligned with frames or elements).
+    struct Pieces {
+        bytes: Vec<u8>,
+        piece: usize,
+    }
+
+    impl ArrayBytes for Pieces {
+        fn visit(
+            &self,
+            f: &mut dyn FnMut(&[u8]) -> Result<(), euxfel::Error>,
+        ) -> Result<(), euxfel::Error> {
+            self.bytes.chunks(self.piece).try_for_each(f)
         }
+    }
+
+    fn module(shape: &[usize], first: u16, piece: usize) -> ModuleArray<'static> {
+        let n: usize = shape.iter().product();
+        let bytes = (0..n as u16)
+            .flat_map(|i| (i + first).to_le_bytes())
+            .collect();
+        ModuleArray {
+            dtype: Dtype::new(Kind::UInt, 2),
+            shape: shape.to_vec(),
+            bytes: Box::new(Pieces { bytes, piece }),
+        }
+    }
+
+    fn words(a: &Array) -> Vec<u16> {
+        a.data
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect()
     }
 
     #[test]
     fn stacking_interleaves_modules_on_axis_minus_3() {
-        // Two frames of 1 x 2 pixels from modules 0 and 2; module 1 (and 3..16) missing.
-        let modules = BTreeMap::from([(0, module(&[2, 1, 2], 0)), (2, module(&[2, 1, 2], 100))]);
-        let a = stack(&modules, "image.data", 7).unwrap().unwrap();
+        // Two frames of 1 x 2 pixels from modules 0 and 2; module 1 (and 3..16) missing. The
+        // pieces (3 bytes) straddle elements and frames.
+        let (m0, m2) = (module(&[2, 1, 2], 0, 3), module(&[2, 1, 2], 100, 3));
+        let a = stack(&BTreeMap::from([(0, &m0), (2, &m2)]), "image.data", 7)
+            .unwrap()
+            .unwrap();
         assert_eq!(a.shape, vec![2, 16, 1, 2]);
-        let words: Vec<u16> = a
-            .data
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        assert_eq!(words.len(), 2 * 16 * 2);
-        assert_eq!(&words[0..6], &[0, 1, 0, 0, 100, 101]);
-        assert_eq!(&words[32..38], &[2, 3, 0, 0, 102, 103]);
-        assert!(words[6..32].iter().all(|&w| w == 0));
+        let w = words(&a);
+        assert_eq!(w.len(), 2 * 16 * 2);
+        assert_eq!(&w[0..6], &[0, 1, 0, 0, 100, 101]);
+        assert_eq!(&w[32..38], &[2, 3, 0, 0, 102, 103]);
+        assert!(w[6..32].iter().all(|&w| w == 0));
         // Different shapes are refused, never stacked wrongly.
-        let bad = BTreeMap::from([(0, module(&[2, 1, 2], 0)), (1, module(&[3, 1, 2], 0))]);
+        let m1 = module(&[3, 1, 2], 0, 3);
         assert!(matches!(
-            stack(&bad, "image.data", 7),
+            stack(&BTreeMap::from([(0, &m0), (1, &m1)]), "image.data", 7),
             Err(AppendError::Mismatch { module: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn missing_float_modules_are_nan_and_a_short_module_is_an_error() {
+        let one = ModuleArray {
+            dtype: Dtype::new(Kind::Float, 4),
+            shape: vec![1, 2],
+            bytes: Box::new(Pieces {
+                bytes: [1.5f32, 2.5].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                piece: 8,
+            }),
+        };
+        let a = stack(&BTreeMap::from([(15, &one)]), "image.data", 7)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.shape, vec![16, 1, 2]);
+        let v: Vec<f32> = a
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert!(v[..30].iter().all(|x| x.is_nan()));
+        assert_eq!(&v[30..], &[1.5, 2.5]);
+        // A module whose bytes fall short of (or exceed) its shape is an error, not garbage.
+        let mut short = module(&[2, 1, 2], 0, 2);
+        short.shape = vec![3, 1, 2];
+        assert!(matches!(
+            stack(&BTreeMap::from([(4, &short)]), "image.data", 7),
+            Err(AppendError::Size {
+                module: 4,
+                got: 8,
+                expected: 12,
+                ..
+            })
+        ));
+        let mut long = module(&[2, 1, 2], 0, 2);
+        long.shape = vec![1, 1, 2];
+        assert!(matches!(
+            stack(&BTreeMap::from([(4, &long)]), "image.data", 7),
+            Err(AppendError::Read(euxfel::Error::BufferSize { .. }))
         ));
     }
 }

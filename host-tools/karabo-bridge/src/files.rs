@@ -2,13 +2,21 @@
 //! (a `metadata` dict per source; control keys one value per train; instrument keys all entries
 //! of the train, the first axis dropped when there is exactly one), optionally the detector
 //! modules appended, then arrays of Python objects (strings) dropped with their `.timestamp`.
+//!
+//! Each array is read with one copy out of the file into the buffer that is sent: a key's
+//! entries into a buffer of its exact size (never zero-filled first), appended detector
+//! modules straight into their places in the stacked array.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use euxfel::{DataCollection, TrainValue};
+use euxfel::{DataCollection, KeyData, TrainValue};
 use rmpv::Value;
 
-use crate::append::{append_modules, find_detector, AppendError, Detector};
+use crate::append::{
+    append_modules, find_detector, is_stacked_key, AppendError, ArrayBytes, Detector, ModuleArray,
+    ModuleArrays,
+};
 use crate::dtype::{Dtype, Kind, Scalar};
 use crate::train::{file_metadata, map_of, Array, Entry, Payload, SourceTrain, Train};
 
@@ -21,24 +29,71 @@ pub enum ReadError {
     Append(#[from] AppendError),
 }
 
+/// Trains whose small values are read together (one read per key instead of one per train).
+const BLOCK_TRAINS: usize = 64;
+/// A key's values for a block of trains are read together up to this many bytes.
+const BLOCK_BYTES: u64 = 1 << 20;
+/// What one variable-length string is taken to cost in that reckoning.
+const STRING_BYTES: u64 = 64;
+
+/// Per source and key, a block's values read ahead (see [`FileTrains::prefetch`]).
+type Prefetched = Vec<Vec<Option<Vec<Option<TrainValue>>>>>;
+
+/// One selected source and its keys, in name order.
+struct SourceKeys {
+    name: String,
+    control: bool,
+    keys: Vec<KeyData>,
+    /// Its module number if its stacked keys go into the appended detector source.
+    module: Option<usize>,
+}
+
 /// The trains of a collection, ready to send.
 pub struct FileTrains {
-    dc: DataCollection,
+    train_ids: Arc<Vec<u64>>,
+    sources: Vec<SourceKeys>,
     detector: Option<Detector>,
-    control: HashSet<String>,
-    /// (source, key) of string keys -> whether one entry is one string (a scalar).
-    string_scalar: HashMap<(String, String), bool>,
+}
+
+/// A key's rows of one train, read when they are stacked.
+struct TrainRows<'a> {
+    key: &'a KeyData,
+    train_id: u64,
+}
+
+impl ArrayBytes for TrainRows<'_> {
+    fn visit(
+        &self,
+        f: &mut dyn FnMut(&[u8]) -> Result<(), euxfel::Error>,
+    ) -> Result<(), euxfel::Error> {
+        self.key.visit_train_bytes(self.train_id, f).map(|_| ())
+    }
 }
 
 impl FileTrains {
     /// `append`: stack the modules of the detector in the data (if there is one).
     pub fn new(dc: DataCollection, append: bool) -> Result<FileTrains, AppendError> {
         let detector = if append { find_detector(&dc)? } else { None };
+        let mut keys: BTreeMap<String, Vec<KeyData>> = BTreeMap::new();
+        for kd in dc.selected_keys()? {
+            keys.entry(kd.source.clone()).or_default().push(kd);
+        }
+        let control = dc.control_sources();
+        // Every selected source, in name order; one without keys still sends its metadata.
+        let sources = dc
+            .all_sources()
+            .into_iter()
+            .map(|name| SourceKeys {
+                control: control.contains(&name),
+                keys: keys.remove(&name).unwrap_or_default(),
+                module: detector.as_ref().and_then(|d| d.module_of(&name)),
+                name,
+            })
+            .collect();
         Ok(FileTrains {
-            control: dc.control_sources().into_iter().collect(),
-            dc,
+            train_ids: dc.train_ids.clone(),
+            sources,
             detector,
-            string_scalar: HashMap::new(),
         })
     }
 
@@ -49,80 +104,134 @@ impl FileTrains {
 
     /// Reads every train in order and hands each to `each` with its ID (or the error reading it,
     /// after which the iteration goes on with the next train). `each` returns false to stop.
-    pub fn for_each(&mut self, each: &mut dyn FnMut(u64, Result<Train, ReadError>) -> bool) {
-        // The iterator borrows its collection while `convert` updates the string-key cache.
-        let dc = self.dc.clone();
-        for (&tid, item) in dc.train_ids.iter().zip(dc.trains()) {
-            let result = item
-                .map_err(ReadError::from)
-                .and_then(|(tid, data)| self.convert(tid, data));
-            if !each(tid, result) {
-                break;
+    pub fn for_each(&self, each: &mut dyn FnMut(u64, Result<Train, ReadError>) -> bool) {
+        for block in self.train_ids.chunks(BLOCK_TRAINS) {
+            let mut prefetched = self.prefetch(block);
+            for (i, &tid) in block.iter().enumerate() {
+                if !each(tid, self.read(tid, i, &mut prefetched)) {
+                    return;
+                }
             }
         }
     }
 
-    fn is_string_scalar(&mut self, source: &str, key: &str) -> Result<bool, euxfel::Error> {
-        let id = (source.to_string(), key.to_string());
-        if let Some(&s) = self.string_scalar.get(&id) {
-            return Ok(s);
-        }
-        let scalar = self.dc.key(source, key)?.entry_shape.is_empty();
-        self.string_scalar.insert(id, scalar);
-        Ok(scalar)
+    /// Per source and key, the values of the trains of `block` if the key is small enough to
+    /// be read for the whole block at once (`None`: read train by train, as is a block read
+    /// that failed, so that the error goes with the train it belongs to).
+    fn prefetch(&self, block: &[u64]) -> Prefetched {
+        self.sources
+            .iter()
+            .map(|src| {
+                src.keys
+                    .iter()
+                    .map(|kd| {
+                        let stacked = src.module.is_some() && is_stacked_key(&kd.key);
+                        let entry_bytes = kd.entry_bytes().map_or(STRING_BYTES, |b| b as u64);
+                        let entries: u64 = block.iter().map(|&t| kd.train_entries(t)).sum();
+                        let small = entries.saturating_mul(entry_bytes) <= BLOCK_BYTES;
+                        (small && !stacked)
+                            .then(|| kd.train_values(block).ok())
+                            .flatten()
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
-    fn convert(&mut self, tid: u64, data: euxfel::TrainData) -> Result<Train, ReadError> {
+    /// One train (the `i`th of its block): every selected source (sources without data for it
+    /// carry their metadata only), the detector's modules stacked if asked for.
+    fn read(&self, tid: u64, i: usize, prefetched: &mut Prefetched) -> Result<Train, ReadError> {
         let mut train = Train::default();
-        for (source, keys) in data {
-            let is_control = self.control.contains(&source);
-            let metadata = file_metadata(&source, tid);
+        let mut stacked: BTreeMap<usize, ModuleArrays<'_>> = BTreeMap::new();
+        for (src, src_prefetched) in self.sources.iter().zip(prefetched.iter_mut()) {
+            let metadata = file_metadata(&src.name, tid);
             let mut st = SourceTrain {
                 data: vec![("metadata".into(), Entry::Value(map_of(&metadata)))],
                 metadata,
             };
             let mut objects = Vec::new();
-            for (key, value) in keys {
+            for (kd, block) in src.keys.iter().zip(src_prefetched.iter_mut()) {
+                if let Some(m) = src.module.filter(|_| is_stacked_key(&kd.key)) {
+                    defer_stacked(kd, tid, m, &mut st, &mut stacked, &mut objects);
+                    continue;
+                }
+                let value = match block {
+                    Some(values) => values.get_mut(i).and_then(Option::take),
+                    None => kd.train_value(tid)?,
+                };
                 match value {
-                    TrainValue::Array {
+                    None => {}
+                    Some(TrainValue::Array {
                         dtype,
                         mut shape,
                         bytes,
-                    } => {
+                    }) => {
                         // Types numpy would hold as objects (or this crate cannot name) are
                         // dropped like object arrays.
                         let Some(dtype) = Dtype::from_euxfel(&dtype) else {
-                            objects.push(key);
+                            objects.push(kd.key.clone());
                             continue;
                         };
-                        if !is_control && shape.first() == Some(&1) {
+                        if !src.control && shape.first() == Some(&1) {
                             shape.remove(0);
                         }
-                        st.data.push((key, entry(dtype, shape, bytes)));
+                        st.data.push((kd.key.clone(), entry(dtype, shape, bytes)));
                     }
-                    TrainValue::Strings(strings) => {
-                        let single = match strings.as_slice() {
-                            [s] if self.is_string_scalar(&source, &key)? => Some(s),
-                            _ => None,
-                        };
-                        match single {
-                            // h5py reads one variable-length string as bytes.
-                            Some(s) => st
-                                .data
-                                .push((key, Entry::Value(Value::Binary(s.as_bytes().to_vec())))),
-                            None => objects.push(key),
-                        }
-                    }
+                    Some(TrainValue::Strings(strings)) => match strings.as_slice() {
+                        // h5py reads one variable-length string as bytes.
+                        [s] if kd.entry_shape.is_empty() => st.data.push((
+                            kd.key.clone(),
+                            Entry::Value(Value::Binary(s.as_bytes().to_vec())),
+                        )),
+                        _ => objects.push(kd.key.clone()),
+                    },
                 }
             }
             drop_timestamps_of(&mut st, &objects);
-            train.sources.insert(source, st);
+            train.sources.insert(src.name.clone(), st);
         }
         if let Some(det) = &self.detector {
-            append_modules(&mut train, det, tid)?;
+            append_modules(&mut train, det, tid, &stacked)?;
         }
         Ok(train)
     }
+}
+
+/// A stacked key of a detector module: its dtype and shape now, its bytes when it is stacked
+/// (straight into the stacked array). It keeps its place among the source's values.
+fn defer_stacked<'a>(
+    kd: &'a KeyData,
+    tid: u64,
+    module: usize,
+    st: &mut SourceTrain,
+    stacked: &mut BTreeMap<usize, ModuleArrays<'a>>,
+    objects: &mut Vec<String>,
+) {
+    let count = kd.train_entries(tid);
+    if count == 0 {
+        return;
+    }
+    let Some(dtype) = Dtype::from_euxfel(&kd.dtype) else {
+        objects.push(kd.key.clone());
+        return;
+    };
+    let mut shape = Vec::with_capacity(kd.entry_shape.len() + 1);
+    if count != 1 {
+        shape.push(count as usize);
+    }
+    shape.extend(&kd.entry_shape);
+    st.data.push((kd.key.clone(), Entry::Value(Value::Nil)));
+    stacked.entry(module).or_default().insert(
+        kd.key.clone(),
+        ModuleArray {
+            dtype,
+            shape,
+            bytes: Box::new(TrainRows {
+                key: kd,
+                train_id: tid,
+            }),
+        },
+    );
 }
 
 /// One value: a numpy scalar for a 0-d entry (a fixed-length string as bytes), else an array.

@@ -177,7 +177,7 @@ fn bind(ctx: &zmq::Context, config: &ServeConfig) -> Result<zmq::Socket, ServeEr
 /// is set. Returns what was done; a train that cannot be read is reported and skipped.
 pub fn serve(
     ctx: &zmq::Context,
-    mut trains: FileTrains,
+    trains: FileTrains,
     config: &ServeConfig,
     stop: &AtomicBool,
     events: &mut dyn FnMut(ServeEvent<'_>),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use euxfel::{DataCollection, OpenOptions, TrainValue};
 use fixtures::euxfel::{make_run, RunSpec};
 use karabo_bridge::client::{Client, ClientConfig, ClientSocket};
+use karabo_bridge::dtype::{Dtype, Scalar};
 use karabo_bridge::train::Entry;
 
 const SERVE: &str = env!("CARGO_BIN_EXE_xfel-serve");
@@ -115,14 +116,24 @@ fn every_train_equals_the_files() {
         for (source, keys) in data {
             let st = &got.sources[source];
             for (key, value) in keys {
-                let (TrainValue::Array { bytes, .. }, Some(entry)) = (value, st.get(key)) else {
+                let (TrainValue::Array { dtype, bytes, .. }, Some(entry)) = (value, st.get(key))
+                else {
                     continue;
                 };
                 match entry {
                     Entry::Array(a) => assert_eq!(&a.data[..], &bytes[..], "{source} {key}"),
-                    // A 0-d value goes out as its Python value; its bytes are checked by the
-                    // interop tests against EXtra-data's.
-                    Entry::Scalar(_) | Entry::Value(_) => {}
+                    // A 0-d value (control data, read for blocks of trains) goes out as its
+                    // Python value: this train's row, not a neighbour's.
+                    Entry::Value(v) => {
+                        let dtype = Dtype::from_euxfel(dtype).unwrap();
+                        let bytes = bytes.clone();
+                        assert_eq!(
+                            Some(v),
+                            Scalar { dtype, bytes }.item().as_ref(),
+                            "{source} {key}"
+                        );
+                    }
+                    Entry::Scalar(_) => panic!("{source} {key}: a numpy scalar in protocol 2.2"),
                 }
             }
         }
