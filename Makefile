@@ -105,3 +105,8 @@ bench: setup
 	$(VENV)/bin/python benches/scripts/bench_lsxfel.py
 	$(VENV)/bin/python benches/scripts/bench_daq.py
 	$(VENV)/bin/python benches/scripts/bench_pydaq.py
+	$(VENV)/bin/python benches/scripts/bench_xfel_write.py
+	$(VENV)/bin/python benches/scripts/bench_bridge.py
+	$(VENV)/bin/python benches/scripts/bench_components.py
+	$(VENV)/bin/python benches/scripts/bench_python.py
+	$(VENV)/bin/python benches/scripts/bench_viewer.py
