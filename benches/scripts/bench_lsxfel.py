@@ -48,9 +48,10 @@ def sh(cmd, **kw):
 
 
 def build():
-    log("building release binaries (euxfel, fixtures)...")
-    sh(["cargo", "build", "--release", "-p", "euxfel", "--bin", "lsxfel", "--bin", "xfel-extract",
-        "--bin", "xfel-validate", "-p", "fixtures", "--bin", "make-fixtures"], cwd=REPO)
+    log("building release binaries (euxfel, euxfel-components, fixtures)...")
+    sh(["cargo", "build", "--release", "-p", "euxfel", "--bin", "lsxfel", "--bin", "xfel-validate",
+        "-p", "euxfel-components", "--bin", "xfel-extract", "-p", "fixtures", "--bin", "make-fixtures"],
+       cwd=REPO)
 
 
 def make_fixture(out, *args, expect):
