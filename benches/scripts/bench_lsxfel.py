@@ -13,14 +13,18 @@
    plain copy of the same files (`cat` to /dev/shm, the limit); page cache warm; peak
    RSS of each process. The fixture is deleted afterwards unless --keep.
 4. (--cold) As root: lsxfel on the 340-file run with page caches dropped before every
-   run (`sync; echo 3 > /proc/sys/vm/drop_caches`), without and with the run map.
+   run (`sync; echo 3 > /proc/sys/vm/drop_caches`), without and with the run map; both
+   tools' outputs compared, MB read from disk (getrusage) reported beside the times.
 5. (--validate) xfel-validate vs extra-data-validate on the 340-file run (warm).
 
 Run from the repository root:  .venv/bin/python benches/scripts/bench_lsxfel.py
 Options: --reps N (default 5), --dir DIR (fixture location, default target/euxfel-bench),
 --read-rounds N (alternating h5py / Rust read measurements, default 3), --json
-(machine-readable summary on stdout), --skip-read, --skip-lsxfel, --big, --cold,
---validate.
+(machine-readable summary on stdout instead of the markdown table), --skip-read,
+--skip-lsxfel, --big, --cold, --validate.
+
+Without --json it ends with a ready-to-paste markdown table: figures, ratios, targets,
+the load average of each part, the date and the command.
 """
 import argparse
 import json
