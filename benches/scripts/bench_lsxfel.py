@@ -13,19 +13,24 @@
    plain copy of the same files (`cat` to /dev/shm, the limit); page cache warm; peak
    RSS of each process. The fixture is deleted afterwards unless --keep.
 4. (--cold) As root: lsxfel on the 340-file run with page caches dropped before every
-   run (`sync; echo 3 > /proc/sys/vm/drop_caches`), without and with the run map.
+   run (`sync; echo 3 > /proc/sys/vm/drop_caches`), without and with the run map; both
+   tools' outputs compared, MB read from disk (getrusage) reported beside the times.
 5. (--validate) xfel-validate vs extra-data-validate on the 340-file run (warm).
 
 Run from the repository root:  .venv/bin/python benches/scripts/bench_lsxfel.py
 Options: --reps N (default 5), --dir DIR (fixture location, default target/euxfel-bench),
 --read-rounds N (alternating h5py / Rust read measurements, default 3), --json
-(machine-readable summary on stdout), --skip-read, --skip-lsxfel, --big, --cold,
---validate.
+(machine-readable summary on stdout instead of the markdown table), --skip-read,
+--skip-lsxfel, --big, --cold, --validate.
+
+Without --json it ends with a ready-to-paste markdown table: figures, ratios, targets,
+the load average of each part, the date and the command.
 """
 import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -47,9 +52,10 @@ def sh(cmd, **kw):
 
 
 def build():
-    log("building release binaries (euxfel, fixtures)...")
-    sh(["cargo", "build", "--release", "-p", "euxfel", "--bin", "lsxfel", "--bin", "xfel-extract",
-        "--bin", "xfel-validate", "-p", "fixtures", "--bin", "make-fixtures"], cwd=REPO)
+    log("building release binaries (euxfel, euxfel-components, fixtures)...")
+    sh(["cargo", "build", "--release", "-p", "euxfel", "--bin", "lsxfel", "--bin", "xfel-validate",
+        "-p", "euxfel-components", "--bin", "xfel-extract", "-p", "fixtures", "--bin", "make-fixtures"],
+       cwd=REPO)
 
 
 def make_fixture(out, *args, expect):
@@ -80,23 +86,46 @@ def drop_caches():
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
+def cold_run(cmd):
+    """Run `cmd` after dropping the page caches; return (seconds, stdout)."""
+    drop_caches()
+    t0 = time.perf_counter()
+    p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = p.communicate()
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd} failed ({p.returncode}): {err.decode()[-2000:]}")
+    return dt, out.decode()
+
+
 def bench_cold_open(run_dir, reps):
-    """lsxfel with page caches dropped before every run, no run map and run map present."""
+    """lsxfel with page caches dropped before every run, no run map and run map present.
+
+    Both tools list the same run in alternation; the outputs must be identical. The
+    blocks read from disk (getrusage of the children) are reported beside the times."""
     ours = TARGET / "release" / "lsxfel"
     theirs = VENV_BIN / "lsxfel"
     cache = run_dir / "karabo_data_map.json"
     res = {k: [] for k in ("xd_nomap", "rs_nomap", "xd_map", "rs_map")}
+    read_mb = {k: [] for k in res}
+    outs = {}
     for i in range(reps):
         for tool, name in ((theirs, "xd"), (ours, "rs")):
             cache.unlink(missing_ok=True)
-            drop_caches()
-            dt, _ = timed([tool, run_dir])
-            res[f"{name}_nomap"].append(dt)
-            drop_caches()
-            dt, _ = timed([tool, run_dir])
-            res[f"{name}_map"].append(dt)
+            for case in ("nomap", "map"):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_inblock
+                dt, out = cold_run([tool, run_dir])
+                blocks = resource.getrusage(resource.RUSAGE_CHILDREN).ru_inblock - before
+                res[f"{name}_{case}"].append(dt)
+                read_mb[f"{name}_{case}"].append(blocks * 512 / 1e6)
+                outs[(name, case)] = out
         log(f"  cold rep {i + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in res.items()))
-    return {k: statistics.median(v) for k, v in res.items()}
+    for case in ("nomap", "map"):
+        if outs[("xd", case)] != outs[("rs", case)]:
+            raise SystemExit(f"cold lsxfel outputs differ between EXtra-data and ours ({case})")
+    return ({k: statistics.median(v) for k, v in res.items()},
+            {k: statistics.median(v) for k, v in read_mb.items()},
+            {k: [round(x, 4) for x in v] for k, v in res.items()})
 
 
 def bench_validate(run_dir, reps):
@@ -266,8 +295,8 @@ def main():
                      "--frames", "4", "--frame-height", "16", "--frame-width", "16", expect=340)
     if a.cold:
         log(f"lsxfel with dropped page caches on {ls_dir} (340 files), {a.reps} repetitions ...")
-        med = bench_cold_open(ls_dir, a.reps)
-        summary["cold"] = {"median_s": med, "uptime": uptime(),
+        med, read_mb, runs = bench_cold_open(ls_dir, a.reps)
+        summary["cold"] = {"median_s": med, "read_mb": read_mb, "runs_s": runs, "uptime": uptime(),
                            "speedup_nomap": med["xd_nomap"] / med["rs_nomap"],
                            "speedup_map": med["xd_map"] / med["rs_map"]}
     if a.validate:
@@ -330,45 +359,63 @@ def main():
     if a.json:
         print(json.dumps(summary, indent=2))
     else:
-        print("| measurement | EXtra-data | ours | ratio |")
-        print("|---|---|---|---|")
-        if "cold" in summary:
-            c = summary["cold"]["median_s"]
-            print(f"| lsxfel, page caches dropped, no run map, 340 files | {c['xd_nomap']:.3f} s "
-                  f"| {c['rs_nomap']:.3f} s | {summary['cold']['speedup_nomap']:.1f}x |")
-            print(f"| lsxfel, page caches dropped, run map, 340 files | {c['xd_map']:.3f} s "
-                  f"| {c['rs_map']:.3f} s | {summary['cold']['speedup_map']:.1f}x |")
-        if "validate" in summary:
-            v = summary["validate"]["median_s"]
-            print(f"| validate 340 files (extra-data-validate vs xfel-validate) | {v['xd']:.3f} s "
-                  f"| {v['rs']:.3f} s | {summary['validate']['speedup']:.1f}x |")
-        if "big" in summary:
-            b = summary["big"]
-            m = b["median_s"]
-            print(f"| big key {b['key_bytes'] / 2**30:.2f} GiB: ndarray() call vs xfel-extract "
-                  f"process | {m['xd_ndarray']:.3f} s | {m['rs_extract']:.3f} s "
-                  f"| {m['xd_ndarray'] / m['rs_extract']:.2f}x |")
-            print(f"| big key: EXtra-data whole process vs xfel-extract process | {m['xd_process']:.3f} s "
-                  f"| {m['rs_extract']:.3f} s | {m['xd_process'] / m['rs_extract']:.2f}x |")
-            print(f"| plain copy of the files ({b['copied_bytes'] / 2**30:.2f} GiB, cat to /dev/shm) "
-                  f"vs xfel-extract | {m['copy']:.3f} s | {m['rs_extract']:.3f} s "
-                  f"| {m['copy'] / m['rs_extract']:.2f}x |")
-            r = b["peak_rss_mib"]
-            print(f"| peak RSS | {r['xd_process']:.0f} MiB | {r['rs_extract']:.0f} MiB | |")
-        for k in ("cold", "validate", "big"):
-            if k in summary:
-                print(f"\nuptime after {k}: {summary[k]['uptime']}")
-        if "lsxfel_median_s" in summary:
-            m = summary["lsxfel_median_s"]
-            print(f"| lsxfel cold (no run map), 340 files | {m['xd_cold']:.3f} s | {m['rs_cold']:.3f} s "
-                  f"| {summary['cold_speedup']:.1f}x |")
-            print(f"| lsxfel warm (run map), 340 files | {m['xd_warm']:.3f} s | {m['rs_warm']:.3f} s "
-                  f"| {summary['warm_speedup']:.1f}x |")
-        if "read_ratio" in summary:
-            print(f"| read {summary['read_bytes'] / 2**20:.0f} MiB uncompressed key "
-                  f"(h5py read_direct vs KeyData::read_into) | {summary['h5py_read_direct_GiB_s']:.2f} GiB/s "
-                  f"| {summary['keydata_read_into_GiB_s']:.2f} GiB/s | {summary['read_ratio']:.2f}x |")
-            print("\nread ratio per round: " + ", ".join(f"{r:.2f}x" for r in summary["read_ratio_per_round"]))
+        print_table(summary)
+
+
+def print_table(summary):
+    """A ready-to-paste markdown table: figures, ratios, targets, load, date, command."""
+    rows = []
+    if "cold" in summary:
+        c, mb = summary["cold"]["median_s"], summary["cold"]["read_mb"]
+        load = summary["cold"]["uptime"].split("load average:")[-1].strip()
+        rows.append(("lsxfel, 340 files, page caches dropped, no run map (MB read: "
+                     f"{mb['xd_nomap']:.0f} / {mb['rs_nomap']:.0f})", c["xd_nomap"], c["rs_nomap"],
+                     c["xd_nomap"] / c["rs_nomap"], ">= 20x", load))
+        rows.append(("lsxfel, 340 files, page caches dropped, run map present (MB read: "
+                     f"{mb['xd_map']:.0f} / {mb['rs_map']:.0f})", c["xd_map"], c["rs_map"],
+                     c["xd_map"] / c["rs_map"], "", load))
+    if "validate" in summary:
+        v = summary["validate"]["median_s"]
+        load = summary["validate"]["uptime"].split("load average:")[-1].strip()
+        rows.append(("`extra-data-validate` vs `xfel-validate`, 340 files, warm", v["xd"], v["rs"],
+                     summary["validate"]["speedup"], ">= 20x", load))
+    if "big" in summary:
+        b = summary["big"]
+        m, r = b["median_s"], b["peak_rss_mib"]
+        load = b["uptime"].split("load average:")[-1].strip()
+        gib = b["key_bytes"] / 2**30
+        rows.append((f"big key {gib:.2f} GiB, warm: `ndarray()` call vs whole `xfel-extract` process",
+                     m["xd_ndarray"], m["rs_extract"], m["xd_ndarray"] / m["rs_extract"], ">= 2x", load))
+        rows.append(("big key: whole EXtra-data process vs `xfel-extract`", m["xd_process"],
+                     m["rs_extract"], m["xd_process"] / m["rs_extract"], "", load))
+        rows.append((f"big key: plain copy (`cat` of {b['copied_bytes'] / 2**30:.2f} GiB to /dev/shm, "
+                     "first column) vs `xfel-extract`", m["copy"], m["rs_extract"],
+                     m["copy"] / m["rs_extract"], "the limit", load))
+        rows.append((f"big key: peak RSS, MiB ({r['xd_process']:.0f} / {r['rs_extract']:.0f})",
+                     None, None, None, "bounded", load))
+    if "lsxfel_median_s" in summary:
+        m = summary["lsxfel_median_s"]
+        rows.append(("lsxfel, 340 files, warm, no run map", m["xd_cold"], m["rs_cold"],
+                     summary["cold_speedup"], "", ""))
+        rows.append(("lsxfel, 340 files, warm, run map present", m["xd_warm"], m["rs_warm"],
+                     summary["warm_speedup"], "", ""))
+    if "read_ratio" in summary:
+        rows.append((f"read {summary['read_bytes'] / 2**20:.0f} MiB key, GiB/s (h5py `read_direct` vs "
+                     "`KeyData::read_into`)", summary["h5py_read_direct_GiB_s"],
+                     summary["keydata_read_into_GiB_s"], summary["read_ratio"], "", ""))
+    print("| measurement | EXtra-data | ours | ratio | target | load average (1, 5, 15 min) |")
+    print("|---|---|---|---|---|---|")
+    for name, xd, rs, ratio, target, load in rows:
+        f = (lambda x: "" if x is None else f"{x:.3f}")
+        rt = "" if ratio is None else f"**{ratio:.1f}x**"
+        print(f"| {name} | {f(xd)} | {f(rs)} | {rt} | {target} | {load} |")
+    print(f"\nDate: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load at the start: "
+          f"{summary['uptime_start'].split('load average:')[-1].strip()}. "
+          "Times in seconds, medians over the repetitions (read rate in GiB/s).")
+    print(f"Command: `.venv/bin/python {' '.join(sys.argv)}`")
+    if "cold" in summary:
+        print("Cold runs (s): " + "; ".join(f"{k} " + ", ".join(f"{x:.3f}" for x in v)
+                                            for k, v in summary["cold"]["runs_s"].items()))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@
 //! read is bounds-checked against the mapped length, and every walk is bounded, so
 //! no input can make this code panic, loop forever or read outside the map.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 /// Why the raw reader could not answer.
@@ -119,16 +120,31 @@ pub enum Link {
     Soft(String),
 }
 
+/// Asks the byte source to start reading a range the walk will need soon.
+pub(crate) trait Prefetch {
+    /// Start reading `len` bytes at file offset `offset`; returns at once.
+    fn prefetch(&self, offset: u64, len: u64);
+}
+
+/// Bytes asked for at each top-level group found outside the file's head: libhdf5
+/// writes a group created late (METADATA in EuXFEL files) with its members' headers,
+/// small data and string heap next to it, which the walk then reads page by page.
+const TOP_GROUP_PREFETCH: u64 = 48 << 10;
+
 /// A parsed file: the bytes and the root group's object header address.
 pub struct RawFile<'a> {
     b: &'a [u8],
     root: u64,
     base: u64,
+    prefetch: Option<&'a dyn Prefetch>,
+    /// The root group's members were prefetched (a walk lists the root many times).
+    top_prefetched: Cell<bool>,
 }
 
 impl<'a> RawFile<'a> {
-    /// Parse the superblock.
-    pub fn new(b: &'a [u8]) -> R<RawFile<'a>> {
+    /// Parse the superblock. With `prefetch`, the first listing of the root group
+    /// asks for the neighbourhood of each top-level group before the walk goes there.
+    pub(crate) fn new(b: &'a [u8], prefetch: Option<&'a dyn Prefetch>) -> R<RawFile<'a>> {
         let mut off = 0usize;
         loop {
             if off + 8 > b.len() {
@@ -153,11 +169,7 @@ impl<'a> RawFile<'a> {
         if ver == 1 {
             p += 4;
         }
-        let f = RawFile {
-            b,
-            root: 0,
-            base: 0,
-        };
+        let f = RawFile::bare(b, 0);
         let base = f.u64_at((off + p) as u64)?;
         // End-of-file address: a shorter file is truncated (libhdf5 refuses it too).
         let eof = f.u64_at((off + p + 16) as u64)?;
@@ -171,7 +183,22 @@ impl<'a> RawFile<'a> {
         // root group symbol table entry after base, free-space, EOF, driver addresses
         let entry = off + p + 32;
         let root = f.u64_at(entry as u64 + 8)?;
-        Ok(RawFile { b, root, base })
+        Ok(RawFile {
+            root,
+            prefetch,
+            ..RawFile::bare(b, base)
+        })
+    }
+
+    /// A reader of `b` with addresses relative to `base`, no root and no prefetch.
+    fn bare(b: &'a [u8], base: u64) -> RawFile<'a> {
+        RawFile {
+            b,
+            root: 0,
+            base,
+            prefetch: None,
+            top_prefetched: Cell::new(false),
+        }
     }
 
     fn slice(&self, addr: u64, len: u64) -> R<&'a [u8]> {
@@ -300,6 +327,17 @@ impl<'a> RawFile<'a> {
             }
             Ok(())
         })?;
+        if group_addr == self.root && !self.top_prefetched.replace(true) {
+            if let Some(p) = self.prefetch {
+                for link in out.values() {
+                    if let Link::Hard(a) = link {
+                        if let Some(at) = a.checked_add(self.base) {
+                            p.prefetch(at, TOP_GROUP_PREFETCH);
+                        }
+                    }
+                }
+            }
+        }
         Ok(out)
     }
 
@@ -752,11 +790,7 @@ pub(crate) fn check_vlen_refs(b: &[u8], refs: &[u8]) -> R<()> {
             .copied()
             .ok_or(RawError::Corrupt("short superblock".into()))
     };
-    let probe = RawFile {
-        b,
-        root: 0,
-        base: 0,
-    };
+    let probe = RawFile::bare(b, 0);
     // Offsets and lengths of 8 bytes (the 16-byte references assume it); base address.
     let base = match byte(8)? {
         v @ (0 | 1) => {
@@ -773,7 +807,7 @@ pub(crate) fn check_vlen_refs(b: &[u8], refs: &[u8]) -> R<()> {
         }
         v => return unsupported(format!("superblock version {v}")),
     };
-    let f = RawFile { b, root: 0, base };
+    let f = RawFile::bare(b, base);
     let mut heaps: HashMap<u64, HashMap<u16, (u64, u64)>> = HashMap::new();
     for e in refs.chunks_exact(16) {
         let len = u32::from_le_bytes(e[0..4].try_into().unwrap_or([0; 4])) as u64;

@@ -27,9 +27,9 @@ fn truncated_file_is_corrupt() {
     let td = tempfile::tempdir().expect("tempdir");
     let files = small_run(td.path());
     let data = std::fs::read(&files[1]).expect("read");
-    assert!(RawFile::new(&data).is_ok());
+    assert!(RawFile::new(&data, None).is_ok());
     assert!(matches!(
-        RawFile::new(&data[..data.len() - 1]),
+        RawFile::new(&data[..data.len() - 1], None),
         Err(RawError::Corrupt(_))
     ));
 }
@@ -53,7 +53,7 @@ fn garbage_never_panics() {
                 b[13] = 8;
                 b[14] = 8;
             }
-            if let Ok(f) = RawFile::new(&b) {
+            if let Ok(f) = RawFile::new(&b, None) {
                 let _ = f.read_ints("INDEX/trainId", None);
                 let _ = f.read_strings("METADATA/dataSources/dataSourceId");
             }
@@ -87,7 +87,7 @@ fn sparse_chunks_read_as_zeros() {
         .and_then(|d| d.read_raw())
         .expect("read");
     let bytes = std::fs::read(&p).expect("bytes");
-    let f = RawFile::new(&bytes).expect("raw");
+    let f = RawFile::new(&bytes, None).expect("raw");
     let ds = f.dataset("d").expect("ds");
     for (start, count) in [(0u64, 40u64), (5, 10), (9, 1), (12, 22), (36, 4), (0, 0)] {
         let mut out = vec![0xffu8; count as usize * 12];
@@ -116,7 +116,7 @@ fn fuzzed_files_never_crash_the_raw_index_reader() {
     let files = small_run(td.path());
     let orig = std::fs::read(&files[1]).expect("read");
     // The unmodified file reads.
-    let f = RawFile::new(&orig).expect("parse");
+    let f = RawFile::new(&orig, None).expect("parse");
     assert_eq!(f.read_ints("INDEX/trainId", None).expect("tids").len(), 20);
     let mut rng = fixtures::euxfel::Rng::new(99);
     let mut failures = 0;
@@ -137,7 +137,7 @@ fn fuzzed_files_never_crash_the_raw_index_reader() {
             let cut = (rng.next_u64() as usize) % data.len();
             data.truncate(cut);
         }
-        let Ok(f) = RawFile::new(&data) else {
+        let Ok(f) = RawFile::new(&data, None) else {
             failures += 1;
             continue;
         };

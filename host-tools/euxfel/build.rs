@@ -1,0 +1,116 @@
+//! `lsxfel` links libhdf5 statically, without its S3 and HDFS file drivers.
+//!
+//! Debian's shared libhdf5 needs libcurl for its read-only S3 driver, and libcurl
+//! brings some 30 more libraries (TLS, Kerberos, LDAP, SSH, ...): loading them from a
+//! cold page cache read 21 MB and took 70-150 ms here before `main` ran, more than
+//! the whole listing of a 340-file run. lsxfel reads files through its own walk and
+//! uses libhdf5 only as a fallback, never the S3 or HDFS drivers, so it gets the
+//! static archive minus those drivers' objects, and loads only libc, libm, libz and
+//! libsz. The archive's objects override the shared library's definitions (linked
+//! as whole-archive), so the shared library is left unused and not loaded.
+//!
+//! Where no static archive is found next to the shared library that hdf5-sys links
+//! (`HDF5_DIR`, else pkg-config, as hdf5-sys looks), lsxfel links libhdf5
+//! dynamically like every other binary, with a build warning.
+//!
+//! lsxfel is also linked without DWARF debug info (the symbol table stays, so
+//! profiles still name functions): with the release profile's line tables the file
+//! is 27 MB instead of 7, and the 8 MiB read-around of each first page fault in its
+//! code read debug sections too (3-7 MB more per cold start here).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Binaries linked against the static archive (and without debug info).
+const STATIC_HDF5_BINS: &[&str] = &["lsxfel"];
+/// Archive members of the drivers lsxfel never uses; only they need libcurl and libcrypto.
+const DROPPED_MEMBERS: &[&str] = &["H5FDros3.o", "H5FDs3comms.o", "H5FDhdfs.o"];
+/// Libraries needed only by the dropped members.
+const DROPPED_LIBS: &[&str] = &["curl", "crypto", "hdfs", "jvm"];
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=HDF5_DIR");
+    for bin in STATIC_HDF5_BINS {
+        println!("cargo:rustc-link-arg-bin={bin}=-Wl,--strip-debug");
+    }
+    match static_hdf5() {
+        Ok((archive, libs)) => {
+            for bin in STATIC_HDF5_BINS {
+                let arg = |a: &str| println!("cargo:rustc-link-arg-bin={bin}={a}");
+                arg("-Wl,--whole-archive");
+                arg(&archive.to_string_lossy());
+                arg("-Wl,--no-whole-archive");
+                for l in &libs {
+                    arg(&format!("-l{l}"));
+                }
+            }
+        }
+        Err(why) => {
+            println!("cargo:warning=lsxfel links the shared libhdf5 (slower cold start): {why}")
+        }
+    }
+}
+
+/// The trimmed archive in OUT_DIR and the libraries it needs.
+fn static_hdf5() -> Result<(PathBuf, Vec<String>), String> {
+    let dir = hdf5_lib_dir()?;
+    let src = dir.join("libhdf5.a");
+    if !src.is_file() {
+        return Err(format!("no {}", src.display()));
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?)
+        .join("libhdf5_local_drivers.a");
+    std::fs::copy(&src, &out).map_err(|e| format!("copy {}: {e}", src.display()))?;
+    let ar = std::env::var("AR").unwrap_or_else(|_| "ar".into());
+    let members = run(Command::new(&ar).arg("t").arg(&out))?;
+    let drop: Vec<&str> = members
+        .lines()
+        .map(str::trim)
+        .filter(|m| DROPPED_MEMBERS.contains(m))
+        .collect();
+    if !drop.is_empty() {
+        run(Command::new(&ar).arg("d").arg(&out).args(&drop))?;
+    }
+    Ok((out, extra_libs(&dir)))
+}
+
+/// The directory of the libhdf5 that hdf5-sys links.
+fn hdf5_lib_dir() -> Result<PathBuf, String> {
+    if let Some(d) = std::env::var_os("HDF5_DIR") {
+        return Ok(Path::new(&d).join("lib"));
+    }
+    let libs = run(Command::new("pkg-config").args(["--libs", "hdf5"]))?;
+    libs.split_whitespace()
+        .find_map(|f| f.strip_prefix("-L"))
+        .map(PathBuf::from)
+        .ok_or_else(|| format!("no -L in `pkg-config --libs hdf5`: {libs}"))
+}
+
+/// The libraries libhdf5 was built against ("Extra libraries" in its
+/// libhdf5.settings), less those only the dropped drivers use. Unused ones are not
+/// recorded in the binary (the link is --as-needed).
+fn extra_libs(dir: &Path) -> Vec<String> {
+    let settings = std::fs::read_to_string(dir.join("libhdf5.settings")).unwrap_or_default();
+    let listed = settings
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Extra libraries:"))
+        .unwrap_or("-lsz -lz -ldl -lm");
+    listed
+        .split_whitespace()
+        .filter_map(|f| f.strip_prefix("-l"))
+        .filter(|l| !DROPPED_LIBS.contains(l))
+        .map(str::to_string)
+        .collect()
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let o = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
