@@ -161,9 +161,11 @@ def _value(v, is_control, keep_dims):
     return arr
 
 
-# trains() reads this many bytes (estimated) or trains per block, whichever is fewer
-# (larger blocks were slower: fresh buffers of tens of MB cost page faults per block).
-_TRAIN_BLOCK_BYTES = 8 << 20
+# trains() reads this many bytes (estimated) or trains per block, whichever is fewer.
+# A big key's block buffer is then above glibc's largest mmap threshold (32 MB): it
+# comes from the kernel zeroed, and pages of unallocated chunks are never touched;
+# heap buffers reused below that size would be zero-filled on every block.
+_TRAIN_BLOCK_BYTES = 64 << 20
 _TRAIN_BLOCK_TRAINS = 512
 # A train without entries for a key (the key is left out of that train's dict).
 _NO_DATA = object()
