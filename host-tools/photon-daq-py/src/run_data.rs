@@ -20,7 +20,7 @@ pyo3::import_exception!(photon_daq.exceptions, FileStructureError);
 
 /// EXtra-data's exception for each error, built from the error's fields so the
 /// text is EXtra-data's (not the Rust message).
-fn to_py(e: Error) -> PyErr {
+pub(crate) fn to_py(e: Error) -> PyErr {
     match e {
         Error::SourceName { source_name, .. } => SourceNameError::new_err((source_name,)),
         Error::KeyName {

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _native
+from . import euxfel_validation as validation  # noqa: F401  (photon_daq.euxfel.validation)
 from .exceptions import PropertyNameError, SourceNameError, TrainIDError
 
 __all__ = [
