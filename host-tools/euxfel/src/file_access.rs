@@ -436,17 +436,40 @@ impl FileAccess {
                     ));
                 }
                 let mut at = 0usize;
-                f.visit_row_range(&ds, start, count, row_bytes as u64, &mut |piece| {
+                // In a big read, file pages copied out leave the resident set in
+                // runs of up to RELEASE_BYTES, so memory stays the output's size
+                // (small reads, e.g. per-block, keep them for the next read).
+                let big = out.len() as u64 >= RELEASE_BYTES;
+                let mut consumed: Option<std::ops::Range<u64>> = None;
+                let r = f.visit_row_range(&ds, start, count, row_bytes as u64, &mut |piece| {
                     let n = piece.len();
                     if let Piece::Bytes(b) = piece {
                         out.get_mut(at..at + n)
                             .ok_or(RawError::Corrupt("rows longer than the buffer".into()))?
                             .copy_from_slice(b);
+                        if let Some(off) = map.offset_of(b).filter(|_| big) {
+                            let piece = off..off + b.len() as u64;
+                            consumed = match consumed.take() {
+                                Some(c) if c.end == piece.start => Some(c.start..piece.end),
+                                Some(c) => {
+                                    map.release(c);
+                                    Some(piece)
+                                }
+                                None => Some(piece),
+                            };
+                            if let Some(c) = consumed.take_if(|c| c.end - c.start >= RELEASE_BYTES)
+                            {
+                                map.release(c);
+                            }
+                        }
                     }
                     at += n;
                     Ok(())
-                })
-                .map(Ok)
+                });
+                if let Some(c) = consumed {
+                    map.release(c);
+                }
+                r.map(Ok)
             });
             match r {
                 Ok(Err(e)) => return Err(e),

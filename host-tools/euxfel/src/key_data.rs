@@ -390,6 +390,14 @@ impl KeyData {
         self.read_into_bytes(bytemuck::cast_slice_mut(out))
     }
 
+    /// [`KeyData::read_into`] into a buffer that already holds zeros (fresh
+    /// `calloc`/`numpy.zeros` memory): rows of unallocated chunks are skipped, so
+    /// their pages are never touched. Any other content stays there instead.
+    pub fn read_into_zeroed<T: Element>(&self, out: &mut [T]) -> Result<()> {
+        self.check_element::<T>()?;
+        self.read_to(bytemuck::cast_slice_mut(out), true)
+    }
+
     fn check_element<T: Element>(&self) -> Result<()> {
         if T::matches(&self.dtype) {
             return Ok(());

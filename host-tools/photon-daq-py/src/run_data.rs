@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use euxfel::display::{info, InfoOptions};
 use euxfel::{DType, DataCollection, Error, FileAccess, KeyData, OpenOptions};
 use euxfel::{TrainData, TrainSelection, TrainValue, Warning};
-use numpy::{IntoPyArray, PyArray1, PyReadwriteArray1};
+use numpy::ndarray::IxDyn;
+use numpy::{IntoPyArray, PyArray, PyArray1, PyArrayMethods, PyReadwriteArray1};
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -50,6 +51,19 @@ pub(crate) fn to_py(e: Error) -> PyErr {
         | Error::SplitArguments(_)
         | Error::SourceConflict { .. }
         | Error::BufferSize { .. } => PyValueError::new_err(e.to_string()),
+        _ => PyRuntimeError::new_err(e.to_string()),
+    }
+}
+
+/// A write error: reading errors as [`to_py`] gives them, file errors as OSError.
+fn write_to_py(e: euxfel_write::Error) -> PyErr {
+    use euxfel_write::Error as W;
+    match e {
+        W::Read(e) => to_py(e),
+        W::EmptySelection | W::NoTrains => PyValueError::new_err(e.to_string()),
+        W::Io { .. } | W::NoSpace { .. } | W::Exists(_) | W::Hdf5 { .. } => {
+            PyOSError::new_err(e.to_string())
+        }
         _ => PyRuntimeError::new_err(e.to_string()),
     }
 }
@@ -290,6 +304,25 @@ impl Collection {
         py.detach(|| self.dc.union(&refs))
             .map(|dc| Collection { dc })
             .map_err(to_py)
+    }
+
+    /// EXtra-data's `write` (a copy) or, with `virtual_`, `write_virtual`: the
+    /// selection into one file, replacing it if it exists (as h5py's mode "w").
+    #[pyo3(signature = (path, virtual_))]
+    fn write(&self, py: Python<'_>, path: PathBuf, virtual_: bool) -> PyResult<()> {
+        let opts = euxfel_write::WriteOptions {
+            overwrite: true,
+            stop: None,
+        };
+        py.detach(|| {
+            if virtual_ {
+                euxfel_write::write_virtual(&self.dc, &path, &opts, &mut |_| {})
+            } else {
+                euxfel_write::write(&self.dc, &path, &opts, &mut |_| {})
+            }
+        })
+        .map(|_| ())
+        .map_err(write_to_py)
     }
 
     /// The text of `info()` and its warnings.
@@ -549,13 +582,22 @@ pub struct Key {
     kd: KeyData,
 }
 
-/// Typed read into a new array handed to numpy without a copy.
+/// Typed read into a new `numpy.zeros` array: numpy's calloc gives pages that are
+/// zero until written (unallocated chunks are not written) and asks for huge pages
+/// for big arrays (fewer page faults than 4 KiB pages of a Rust buffer).
 fn read_typed<'py, T: euxfel::Element + numpy::Element>(
     py: Python<'py>,
     kd: &KeyData,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let a = py.detach(|| kd.ndarray::<T>()).map_err(to_py)?;
-    Ok(a.into_pyarray(py).into_any())
+    let arr = PyArray::<T, IxDyn>::zeros(py, kd.shape(), false);
+    {
+        let mut rw = arr.readwrite();
+        let buf = rw
+            .as_slice_mut()
+            .map_err(|_| PyRuntimeError::new_err("numpy.zeros gave a non-contiguous array"))?;
+        py.detach(|| kd.read_into_zeroed(buf)).map_err(to_py)?;
+    }
+    Ok(arr.into_any())
 }
 
 #[pymethods]

@@ -45,10 +45,15 @@ CORE_TESTS = {
 
 # Non-core modules whose tests (all of them) run in the normal suite: the features
 # photon_daq has now; known differences are in XFAIL.
-FULL_MODULES = {"test_validation.py"}
+FULL_MODULES = {"test_validation.py", "test_writer.py"}
 
 # Node ID (without the parameter part, or with it) -> why photon_daq differs.
-XFAIL: dict[str, str] = {}
+XFAIL: dict[str, str] = {
+    "test_writer.py::test_write_virtual": (
+        "ends with DataCollection.get_run_value (RUN values are not in photon_daq yet); "
+        "the virtual file itself is checked before that and in test_photon_daq_write.py"
+    ),
+}
 if os.geteuid() == 0:
     # Not a difference: EXtra-data gives the same message when run as root.
     XFAIL["test_validation.py::test_file_error"] = (

@@ -563,6 +563,25 @@ class DataCollection:
             f"sources and {len(self.train_ids)} trains>"
         )
 
+    def get_series(self, source, key):
+        """A pandas Series of a 1D key (:meth:`KeyData.series`)."""
+        return self[source, key].series()
+
+    def get_array(self, source, key, extra_dims=None, roi=(), name=None):
+        """A labelled array of a key (:meth:`KeyData.xarray`)."""
+        if isinstance(roi, by_index):
+            roi = roi.value
+        return self[source, key].xarray(extra_dims=extra_dims, roi=roi, name=name)
+
+    def write(self, filename):
+        """Write the selected data to one new HDF5 file (a copy; chunks copied as
+        stored where they line up). An existing file is replaced."""
+        self._native.write(os.fspath(filename), False)
+
+    def write_virtual(self, filename):
+        """Write one file of virtual datasets pointing into this data's files."""
+        self._native.write(os.fspath(filename), True)
+
     def info(self, details_for_sources=(), *, counts=False, group_sources=True,
              with_aggregators=False, with_auxiliary=False):
         if isinstance(details_for_sources, str):
