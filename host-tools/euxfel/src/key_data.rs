@@ -495,3 +495,50 @@ impl KeyData {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{DataCollection, OpenOptions};
+    use fixtures::euxfel::{make_run, RunSpec};
+
+    // A key over two sequence files: any entry range reads what the whole read
+    // has at those positions; a zeroed buffer reads like any other.
+    #[test]
+    fn read_entries_and_read_into_zeroed_match_the_whole_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = RunSpec {
+            trains_per_sequence: 10,
+            sequences: 2,
+            modules: 1,
+            frames: 3,
+            frame_height: 4,
+            frame_width: 4,
+            ..RunSpec::default()
+        };
+        make_run(dir.path(), &spec).expect("fixture");
+        let opts = OpenOptions {
+            use_cache: false,
+            ..OpenOptions::default()
+        };
+        let dc = DataCollection::open_run(dir.path(), &opts).expect("open");
+        let kd = dc
+            .key("FXE_DET_LPD1M-1/DET/0CH0:xtdf", "image.data")
+            .expect("key");
+        let all = kd.read_bytes().expect("read");
+        let eb = kd.entry_bytes().expect("entry bytes");
+        let n = kd.len();
+        assert_eq!(n, 60);
+        for (a, b) in [(0, n), (0, 1), (5, 37), (29, 31), (59, 60), (30, 30)] {
+            let part = kd.read_entries(a..b).expect("entries");
+            assert_eq!(part, all[a as usize * eb..b as usize * eb], "{a}..{b}");
+        }
+        assert!(kd.read_entries(10..61).is_err());
+        let mut zeroed = vec![0u16; all.len() / 2];
+        kd.read_into_zeroed(&mut zeroed).expect("zeroed read");
+        assert_eq!(bytemuck::cast_slice::<u16, u8>(&zeroed), &all[..]);
+        let counts = kd.train_counts_in_data_order();
+        assert_eq!(counts.len(), 20);
+        assert!(counts.iter().all(|&(_, c)| c == 3));
+        assert!(counts.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+}
