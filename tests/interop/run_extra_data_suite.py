@@ -21,6 +21,7 @@ SHIM = HERE / "extra_data_shim"
 MODULES = [
     "test_reader_mockdata.py", "test_keydata.py", "test_bad_trains.py",
     "test_sourcedata.py", "test_display.py", "test_slice_objs.py", "test_open_run.py",
+    "test_validation.py", "test_writer.py",
 ]
 
 

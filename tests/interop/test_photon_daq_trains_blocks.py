@@ -39,3 +39,41 @@ def test_trains_blocks_match_extra_data(examples, monkeypatch, block_trains, kee
     assert len(theirs) == len(ours) == 57
     for a, b in zip(theirs, ours):
         assert_same_train(a, b)
+
+
+
+LPD = "FXE_DET_LPD1M-1/DET/0CH0:xtdf"
+
+
+def lpd_and_xgm(run):
+    return run.select([(LPD, "*"), ("SA1_XTD2_XGM/DOOCS/MAIN", "*")]).select_trains(np.s_[3:20])
+
+
+def two_modules(run):
+    return run.select("SPB_DET_AGIPD1M-1/DET/[01]CH0:xtdf", "*").select_trains(np.s_[:30])
+
+
+def xgm_then_camera(run):
+    """A union where the XGM has no data in the later trains (counts of 0)."""
+    xgm = run.select("SPB_XTD9_XGM/DOOCS/MAIN:output", "*").select_trains(np.s_[:10])
+    cam = run.select("SPB_IRU_CAM/CAM/SIDEMIC:daqOutput", "*").select_trains(np.s_[5:20])
+    return xgm.union(cam)
+
+
+# A detector module of many entries per train, mostly unallocated chunks (zeros
+# that are never written into the fresh block buffers); a run whose detector
+# modules have a different number of pulses in each train; sources without data
+# in some trains of a block.
+@pytest.mark.parametrize("run,selection", [
+    ("fxe12", lpd_and_xgm), ("reduced_spb", two_modules), ("spb10", xgm_then_camera),
+])
+@pytest.mark.parametrize("block_trains", [1, 3, 512])
+def test_trains_blocks_detector_match_extra_data(examples, monkeypatch, run, selection,
+                                                 block_trains):
+    monkeypatch.setattr(pd_euxfel, "_TRAIN_BLOCK_TRAINS", block_trains)
+    path = str(examples[run])
+    theirs, ours = (list(selection(lib.RunDirectory(path)).trains())
+                    for lib in (extra_data, pd_euxfel))
+    assert len(theirs) == len(ours) > 0
+    for a, b in zip(theirs, ours):
+        assert_same_train(a, b)

@@ -17,7 +17,7 @@ use super::filename::FilenameInfo;
 use super::h5::H5File;
 use super::meta::{self, MetaError, MetaReader, MetaResult, RawMeta};
 use super::open_files;
-use super::rawh5::{Piece, RawError};
+use super::rawh5::{Piece, RawDataset, RawError, RawFile};
 
 /// Largest batch of rows `visit_rows` reads through libhdf5 at once.
 pub(crate) const BATCH_BYTES: usize = 16 << 20;
@@ -65,6 +65,10 @@ pub struct FileAccess {
     handle: Mutex<Option<Arc<H5File>>>,
     index_cache: Mutex<HashMap<(String, String), IndexPair>>,
     keys_cache: Mutex<HashMap<String, Arc<BTreeSet<String>>>>,
+    /// Dataset headers found by the raw walk, by path: resolving a path walks the
+    /// group B-trees, which cost more than a small read (trains() reads each key
+    /// once per block). The map, whose addresses they hold, lives as long as this.
+    raw_datasets: Mutex<HashMap<String, Arc<RawDataset>>>,
 }
 
 impl std::fmt::Debug for FileAccess {
@@ -150,6 +154,7 @@ impl FileAccess {
             handle: Mutex::new(None),
             index_cache: Mutex::new(HashMap::new()),
             keys_cache: Mutex::new(HashMap::new()),
+            raw_datasets: Mutex::new(HashMap::new()),
         };
         if let Some(c) = cache {
             fa.train_ids = c.train_ids;
@@ -353,6 +358,20 @@ impl FileAccess {
         self.dataset_dtype_shape(&p)
     }
 
+    /// The raw walk's header of dataset `object`, resolved once per file.
+    fn raw_dataset(
+        &self,
+        raw: &RawFile<'_>,
+        object: &str,
+    ) -> std::result::Result<Arc<RawDataset>, RawError> {
+        if let Some(ds) = lock(&self.raw_datasets).get(object) {
+            return Ok(ds.clone());
+        }
+        let ds = Arc::new(raw.dataset(object)?);
+        lock(&self.raw_datasets).insert(object.to_string(), ds.clone());
+        Ok(ds)
+    }
+
     /// Read rows `[start, start + count)` of a fixed-size dataset into `out`
     /// (`row_bytes` per row): straight from the map where the layout allows it,
     /// else through libhdf5.
@@ -364,11 +383,37 @@ impl FileAccess {
         row_bytes: usize,
         out: &mut [u8],
     ) -> Result<()> {
+        self.read_rows_to(object, start, count, row_bytes, out, false)
+    }
+
+    /// [`FileAccess::read_rows`] into a buffer that already holds zeros: rows of
+    /// unallocated chunks are skipped, so fresh zeroed memory (pages the kernel has
+    /// not mapped yet) is never touched for them.
+    pub(crate) fn read_rows_into_zeroed(
+        self: &Arc<Self>,
+        object: &str,
+        start: u64,
+        count: u64,
+        row_bytes: usize,
+        out: &mut [u8],
+    ) -> Result<()> {
+        self.read_rows_to(object, start, count, row_bytes, out, true)
+    }
+
+    fn read_rows_to(
+        self: &Arc<Self>,
+        object: &str,
+        start: u64,
+        count: u64,
+        row_bytes: usize,
+        out: &mut [u8],
+        out_zeroed: bool,
+    ) -> Result<()> {
         if !raw_disabled() {
             let map = self.map()?;
             map.advise_bulk_reads();
             let r = map.raw().and_then(|f| {
-                let ds = f.dataset(object)?;
+                let ds = self.raw_dataset(&f, object)?;
                 let rows = ds.shape.first().copied().unwrap_or(0);
                 let end = start.saturating_add(count);
                 if count > 0 && end > rows {
@@ -380,8 +425,51 @@ impl FileAccess {
                         rows,
                     }));
                 }
-                f.read_row_range(&ds, start, count, row_bytes as u64, out)
-                    .map(Ok)
+                if !out_zeroed {
+                    return f
+                        .read_row_range(&ds, start, count, row_bytes as u64, out)
+                        .map(Ok);
+                }
+                if out.len() as u64 != count.saturating_mul(row_bytes as u64) {
+                    return Err(RawError::Corrupt(
+                        "buffer size does not match the rows".into(),
+                    ));
+                }
+                let mut at = 0usize;
+                // In a big read, file pages copied out leave the resident set in
+                // runs of up to RELEASE_BYTES, so memory stays the output's size
+                // (small reads, e.g. per-block, keep them for the next read).
+                let big = out.len() as u64 >= RELEASE_BYTES;
+                let mut consumed: Option<std::ops::Range<u64>> = None;
+                let r = f.visit_row_range(&ds, start, count, row_bytes as u64, &mut |piece| {
+                    let n = piece.len();
+                    if let Piece::Bytes(b) = piece {
+                        out.get_mut(at..at + n)
+                            .ok_or(RawError::Corrupt("rows longer than the buffer".into()))?
+                            .copy_from_slice(b);
+                        if let Some(off) = map.offset_of(b).filter(|_| big) {
+                            let piece = off..off + b.len() as u64;
+                            consumed = match consumed.take() {
+                                Some(c) if c.end == piece.start => Some(c.start..piece.end),
+                                Some(c) => {
+                                    map.release(c);
+                                    Some(piece)
+                                }
+                                None => Some(piece),
+                            };
+                            if let Some(c) = consumed.take_if(|c| c.end - c.start >= RELEASE_BYTES)
+                            {
+                                map.release(c);
+                            }
+                        }
+                    }
+                    at += n;
+                    Ok(())
+                });
+                if let Some(c) = consumed {
+                    map.release(c);
+                }
+                r.map(Ok)
             });
             match r {
                 Ok(Err(e)) => return Err(e),
@@ -416,7 +504,7 @@ impl FileAccess {
             let map = self.map()?;
             map.advise_bulk_reads();
             if let Ok(raw) = map.raw() {
-                if let Ok(ds) = raw.dataset(object) {
+                if let Ok(ds) = self.raw_dataset(&raw, object) {
                     let rows = ds.shape.first().copied().unwrap_or(0);
                     let end = start.saturating_add(count);
                     if end > rows {

@@ -34,14 +34,13 @@ impl DataChunk {
 /// A zeroed vector of `n` elements for `object`; an allocation failure (e.g. sizes
 /// from a corrupt file) is an error, not an abort.
 pub(crate) fn zeroed_vec<T: bytemuck::Zeroable + Clone>(n: usize, object: &str) -> Result<Vec<T>> {
-    let mut v: Vec<T> = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| Error::TooLarge {
+    // alloc_zeroed: large buffers come from the kernel already zeroed, no fill,
+    // and pages nothing is written to are never faulted in.
+    bytemuck::allocation::try_zeroed_vec(n).map_err(|()| Error::TooLarge {
         object: object.into(),
         what: "allocation",
         size: format!("{n} elements of {} bytes", std::mem::size_of::<T>()),
-    })?;
-    v.resize(n, T::zeroed());
-    Ok(v)
+    })
 }
 
 /// Element types that can be read into typed buffers.
@@ -262,6 +261,12 @@ impl KeyData {
     /// Read the selected data into `out` (raw little-endian bytes, C order), one
     /// read per contiguous run of data (never one per train).
     pub fn read_into_bytes(&self, out: &mut [u8]) -> Result<()> {
+        self.read_to(out, false)
+    }
+
+    /// Read into `out`, which holds zeros when `out_zeroed` (then rows of unallocated
+    /// chunks are not written).
+    fn read_to(&self, out: &mut [u8], out_zeroed: bool) -> Result<()> {
         let eb = self.entry_bytes()?;
         let needed = (eb as u64)
             .checked_mul(self.len())
@@ -285,8 +290,12 @@ impl KeyData {
                 continue;
             }
             let nb = n as usize * eb;
-            c.file
-                .read_rows(&path, c.first, n, eb, &mut out[off..off + nb])?;
+            let dst = &mut out[off..off + nb];
+            if out_zeroed {
+                c.file.read_rows_into_zeroed(&path, c.first, n, eb, dst)?;
+            } else {
+                c.file.read_rows(&path, c.first, n, eb, dst)?;
+            }
             off += nb;
         }
         Ok(())
@@ -322,21 +331,83 @@ impl KeyData {
                 size: format!("{} entries of {eb} bytes", self.len()),
             })?;
         let mut buf = zeroed_vec(n, &self.object())?;
-        self.read_into_bytes(&mut buf)?;
+        self.read_to(&mut buf, true)?;
         Ok(buf)
+    }
+
+    /// `(train ID, entries)` of each chunk train of the selection, in the order of
+    /// the data (the first axis of [`KeyData::read_bytes`]).
+    pub fn train_counts_in_data_order(&self) -> Vec<(u64, u64)> {
+        self.chunks
+            .iter()
+            .flat_map(|c| c.train_ids.iter().copied().zip(c.counts.iter().copied()))
+            .collect()
+    }
+
+    /// Entries `entries` (positions on the first axis of [`KeyData::read_bytes`])
+    /// into a new zeroed buffer, one read per contiguous run of data. For reading
+    /// a key block by block without a train selection per block.
+    pub fn read_entries(&self, entries: std::ops::Range<u64>) -> Result<Vec<u8>> {
+        let eb = self.entry_bytes()?;
+        let len = self.len();
+        if entries.start > entries.end || entries.end > len {
+            return Err(Error::TooLarge {
+                object: self.object(),
+                what: "entry range",
+                size: format!("{}..{} of {len} entries", entries.start, entries.end),
+            });
+        }
+        let nbytes = usize::try_from(entries.end - entries.start)
+            .ok()
+            .and_then(|n| n.checked_mul(eb))
+            .ok_or_else(|| Error::TooLarge {
+                object: self.object(),
+                what: "data size",
+                size: format!("{} entries of {eb} bytes", entries.end - entries.start),
+            })?;
+        let mut out = zeroed_vec(nbytes, &self.object())?;
+        let path = self.hdf5_data_path();
+        let (mut at, mut off) = (0u64, 0usize);
+        for c in &self.chunks {
+            let (c_start, c_end) = (at, at + c.total());
+            at = c_end;
+            let (a, b) = (entries.start.max(c_start), entries.end.min(c_end));
+            if a >= b {
+                continue;
+            }
+            let nb = (b - a) as usize * eb;
+            let dst = &mut out[off..off + nb];
+            c.file
+                .read_rows_into_zeroed(&path, c.first + (a - c_start), b - a, eb, dst)?;
+            off += nb;
+        }
+        Ok(out)
     }
 
     /// Read into a typed caller buffer; `T` must match the dtype.
     pub fn read_into<T: Element>(&self, out: &mut [T]) -> Result<()> {
-        if !T::matches(&self.dtype) {
-            return Err(Error::DTypeMismatch {
-                source_name: self.source.clone(),
-                key: self.key.clone(),
-                dtype: self.dtype.numpy_name(),
-                requested: std::any::type_name::<T>(),
-            });
-        }
+        self.check_element::<T>()?;
         self.read_into_bytes(bytemuck::cast_slice_mut(out))
+    }
+
+    /// [`KeyData::read_into`] into a buffer that already holds zeros (fresh
+    /// `calloc`/`numpy.zeros` memory): rows of unallocated chunks are skipped, so
+    /// their pages are never touched. Any other content stays there instead.
+    pub fn read_into_zeroed<T: Element>(&self, out: &mut [T]) -> Result<()> {
+        self.check_element::<T>()?;
+        self.read_to(bytemuck::cast_slice_mut(out), true)
+    }
+
+    fn check_element<T: Element>(&self) -> Result<()> {
+        if T::matches(&self.dtype) {
+            return Ok(());
+        }
+        Err(Error::DTypeMismatch {
+            source_name: self.source.clone(),
+            key: self.key.clone(),
+            dtype: self.dtype.numpy_name(),
+            requested: std::any::type_name::<T>(),
+        })
     }
 
     /// Read into a new `ndarray::ArrayD<T>` of shape [`KeyData::shape`].
@@ -352,8 +423,9 @@ impl KeyData {
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .filter(|n| n.checked_mul(std::mem::size_of::<T>()).is_some())
             .ok_or_else(too_large)?;
+        self.check_element::<T>()?;
         let mut v: Vec<T> = zeroed_vec(n, &self.object())?;
-        self.read_into(&mut v)?;
+        self.read_to(bytemuck::cast_slice_mut(&mut v), true)?;
         ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v).map_err(|_| too_large())
     }
 
@@ -421,5 +493,52 @@ impl KeyData {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{DataCollection, OpenOptions};
+    use fixtures::euxfel::{make_run, RunSpec};
+
+    // A key over two sequence files: any entry range reads what the whole read
+    // has at those positions; a zeroed buffer reads like any other.
+    #[test]
+    fn read_entries_and_read_into_zeroed_match_the_whole_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = RunSpec {
+            trains_per_sequence: 10,
+            sequences: 2,
+            modules: 1,
+            frames: 3,
+            frame_height: 4,
+            frame_width: 4,
+            ..RunSpec::default()
+        };
+        make_run(dir.path(), &spec).expect("fixture");
+        let opts = OpenOptions {
+            use_cache: false,
+            ..OpenOptions::default()
+        };
+        let dc = DataCollection::open_run(dir.path(), &opts).expect("open");
+        let kd = dc
+            .key("FXE_DET_LPD1M-1/DET/0CH0:xtdf", "image.data")
+            .expect("key");
+        let all = kd.read_bytes().expect("read");
+        let eb = kd.entry_bytes().expect("entry bytes");
+        let n = kd.len();
+        assert_eq!(n, 60);
+        for (a, b) in [(0, n), (0, 1), (5, 37), (29, 31), (59, 60), (30, 30)] {
+            let part = kd.read_entries(a..b).expect("entries");
+            assert_eq!(part, all[a as usize * eb..b as usize * eb], "{a}..{b}");
+        }
+        assert!(kd.read_entries(10..61).is_err());
+        let mut zeroed = vec![0u16; all.len() / 2];
+        kd.read_into_zeroed(&mut zeroed).expect("zeroed read");
+        assert_eq!(bytemuck::cast_slice::<u16, u8>(&zeroed), &all[..]);
+        let counts = kd.train_counts_in_data_order();
+        assert_eq!(counts.len(), 20);
+        assert!(counts.iter().all(|&(_, c)| c == 3));
+        assert!(counts.windows(2).all(|w| w[0].0 < w[1].0));
     }
 }

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 mod daq;
 mod run_data;
+mod validation;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -13,6 +14,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<run_data::Key>()?;
     m.add_class::<run_data::TrainBlocks>()?;
     m.add_function(wrap_pyfunction!(run_data::split_ranges, m)?)?;
+    m.add_function(wrap_pyfunction!(validation::check_names, m)?)?;
+    m.add_function(wrap_pyfunction!(validation::validate_file, m)?)?;
+    m.add_function(wrap_pyfunction!(validation::validate_run, m)?)?;
     m.add_class::<daq::Job>()?;
     m.add_class::<daq::Daemon>()?;
     Ok(())

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use euxfel::display::{info, InfoOptions};
 use euxfel::{DType, DataCollection, Error, FileAccess, KeyData, OpenOptions};
 use euxfel::{TrainData, TrainSelection, TrainValue, Warning};
-use numpy::{IntoPyArray, PyArray1, PyReadwriteArray1};
+use numpy::ndarray::IxDyn;
+use numpy::{IntoPyArray, PyArray, PyArray1, PyArrayMethods, PyReadwriteArray1};
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -20,7 +21,7 @@ pyo3::import_exception!(photon_daq.exceptions, FileStructureError);
 
 /// EXtra-data's exception for each error, built from the error's fields so the
 /// text is EXtra-data's (not the Rust message).
-fn to_py(e: Error) -> PyErr {
+pub(crate) fn to_py(e: Error) -> PyErr {
     match e {
         Error::SourceName { source_name, .. } => SourceNameError::new_err((source_name,)),
         Error::KeyName {
@@ -50,6 +51,19 @@ fn to_py(e: Error) -> PyErr {
         | Error::SplitArguments(_)
         | Error::SourceConflict { .. }
         | Error::BufferSize { .. } => PyValueError::new_err(e.to_string()),
+        _ => PyRuntimeError::new_err(e.to_string()),
+    }
+}
+
+/// A write error: reading errors as [`to_py`] gives them, file errors as OSError.
+fn write_to_py(e: euxfel_write::Error) -> PyErr {
+    use euxfel_write::Error as W;
+    match e {
+        W::Read(e) => to_py(e),
+        W::EmptySelection | W::NoTrains => PyValueError::new_err(e.to_string()),
+        W::Io { .. } | W::NoSpace { .. } | W::Exists(_) | W::Hdf5 { .. } => {
+            PyOSError::new_err(e.to_string())
+        }
         _ => PyRuntimeError::new_err(e.to_string()),
     }
 }
@@ -292,6 +306,25 @@ impl Collection {
             .map_err(to_py)
     }
 
+    /// EXtra-data's `write` (a copy) or, with `virtual_`, `write_virtual`: the
+    /// selection into one file, replacing it if it exists (as h5py's mode "w").
+    #[pyo3(signature = (path, virtual_))]
+    fn write(&self, py: Python<'_>, path: PathBuf, virtual_: bool) -> PyResult<()> {
+        let opts = euxfel_write::WriteOptions {
+            overwrite: true,
+            stop: None,
+        };
+        py.detach(|| {
+            if virtual_ {
+                euxfel_write::write_virtual(&self.dc, &path, &opts, &mut |_| {})
+            } else {
+                euxfel_write::write(&self.dc, &path, &opts, &mut |_| {})
+            }
+        })
+        .map(|_| ())
+        .map_err(write_to_py)
+    }
+
     /// The text of `info()` and its warnings.
     fn info(
         &self,
@@ -323,12 +356,12 @@ impl Collection {
     /// The block reader behind `trains()` (every selected key, timestamps included).
     fn train_blocks(&self, py: Python<'_>) -> PyResult<TrainBlocks> {
         let keys = py
-            .detach(|| -> euxfel::Result<Vec<(String, KeyData)>> {
+            .detach(|| -> euxfel::Result<Vec<BlockKey>> {
                 let mut keys = Vec::new();
                 for name in self.dc.all_sources() {
                     let sd = self.dc.source(&name)?;
                     for k in sd.keys(true)? {
-                        keys.push((name.clone(), sd.key(&k)?));
+                        keys.push(BlockKey::new(name.clone(), sd.key(&k)?));
                     }
                 }
                 Ok(keys)
@@ -377,46 +410,111 @@ fn train_dict(py: Python<'_>, data: TrainData) -> PyResult<Bound<'_, PyDict>> {
 #[pyclass(frozen, module = "photon_daq._native")]
 pub struct TrainBlocks {
     train_ids: Vec<u64>,
-    /// (source name as selected, possibly a legacy name; its key)
-    keys: Vec<(String, KeyData)>,
+    keys: Vec<BlockKey>,
+}
+
+struct BlockKey {
+    /// Source name as selected (possibly a legacy name).
+    source: String,
+    kd: KeyData,
+    /// Where a block's entries are without a train selection per block (which
+    /// costs a pass over all the key's trains): the trains with data in data
+    /// order and their cumulative entry offsets (one more). `None` for strings
+    /// and for data whose train IDs do not increase.
+    entries: Option<(Vec<u64>, Vec<u64>)>,
+}
+
+impl BlockKey {
+    fn new(source: String, kd: KeyData) -> BlockKey {
+        let runs = kd.train_counts_in_data_order();
+        let increasing = runs.windows(2).all(|w| w[0].0 < w[1].0);
+        let entries = (kd.dtype != DType::VlenStr && increasing).then(|| {
+            let mut cum = Vec::with_capacity(runs.len() + 1);
+            cum.push(0u64);
+            for &(_, n) in &runs {
+                cum.push(cum[cum.len() - 1].saturating_add(n));
+            }
+            (runs.into_iter().map(|(t, _)| t).collect(), cum)
+        });
+        BlockKey {
+            source,
+            kd,
+            entries,
+        }
+    }
 }
 
 /// One key's data for a block of trains: entries per train and the values.
 type KeyBlock = (String, String, Vec<u64>, BlockValues);
 
 enum BlockValues {
-    Array(KeyData, Vec<u8>),
+    /// numpy dtype descr, entry shape, the block's entries as bytes.
+    Array(String, Vec<usize>, Vec<u8>),
     Strings(Vec<String>),
 }
 
 impl TrainBlocks {
-    fn read_key(source: &str, kd: &KeyData, tids: &[u64]) -> euxfel::Result<Option<KeyBlock>> {
+    fn read_key(bk: &BlockKey, tids: &[u64]) -> euxfel::Result<Option<KeyBlock>> {
         let (Some(&first), Some(&last)) = (tids.first(), tids.last()) else {
             return Ok(None);
         };
-        let sel = TrainSelection::IdRange(Some(first), last.checked_add(1));
-        let kb = kd.select_trains(&sel)?;
-        let by_tid: BTreeMap<u64, u64> = kb
-            .train_ids
-            .iter()
-            .copied()
-            .zip(kb.data_counts()?)
-            .collect();
-        // Counts per train of this block (the selection can skip trains of the range).
-        let counts: Vec<u64> = tids
-            .iter()
-            .map(|t| by_tid.get(t).copied().unwrap_or(0))
-            .collect();
-        if counts.iter().all(|&c| c == 0) {
-            return Ok(None);
-        }
-        let values = if kd.dtype == DType::VlenStr {
-            BlockValues::Strings(kb.read_strings()?)
-        } else {
-            let bytes = kb.read_bytes()?;
-            BlockValues::Array(kb, bytes)
+        let kd = &bk.kd;
+        let descr = || {
+            kd.dtype
+                .npy_descr()
+                .unwrap_or_else(|| kd.dtype.numpy_name())
         };
-        Ok(Some((source.to_owned(), kd.key.clone(), counts, values)))
+        let (counts, values) = match &bk.entries {
+            Some((data_tids, cum)) => {
+                let a = data_tids.partition_point(|&t| t < first);
+                let b = data_tids.partition_point(|&t| t <= last);
+                if cum[a] == cum[b] {
+                    return Ok(None);
+                }
+                // Both lists increase: one merge pass gives each block train's count.
+                let mut counts = vec![0u64; tids.len()];
+                let mut j = a;
+                for (c, &t) in counts.iter_mut().zip(tids) {
+                    while j < b && data_tids[j] < t {
+                        j += 1;
+                    }
+                    if j < b && data_tids[j] == t {
+                        *c = cum[j + 1] - cum[j];
+                        j += 1;
+                    }
+                }
+                let bytes = kd.read_entries(cum[a]..cum[b])?;
+                (
+                    counts,
+                    BlockValues::Array(descr(), kd.entry_shape.clone(), bytes),
+                )
+            }
+            None => {
+                let sel = TrainSelection::IdRange(Some(first), last.checked_add(1));
+                let kb = kd.select_trains(&sel)?;
+                let by_tid: BTreeMap<u64, u64> = kb
+                    .train_ids
+                    .iter()
+                    .copied()
+                    .zip(kb.data_counts()?)
+                    .collect();
+                // Counts per train of this block (the selection can skip trains of the range).
+                let counts: Vec<u64> = tids
+                    .iter()
+                    .map(|t| by_tid.get(t).copied().unwrap_or(0))
+                    .collect();
+                if counts.iter().all(|&c| c == 0) {
+                    return Ok(None);
+                }
+                let values = if kd.dtype == DType::VlenStr {
+                    BlockValues::Strings(kb.read_strings()?)
+                } else {
+                    BlockValues::Array(descr(), kd.entry_shape.clone(), kb.read_bytes()?)
+                };
+                (counts, values)
+            }
+        };
+        Ok(Some((bk.source.clone(), kd.key.clone(), counts, values)))
     }
 }
 
@@ -427,7 +525,7 @@ impl TrainBlocks {
         let n = self.train_ids.len().max(1) as u64;
         self.keys
             .iter()
-            .map(|(_, k)| k.nbytes().unwrap_or(0) / n)
+            .map(|bk| bk.kd.nbytes().unwrap_or(0) / n)
             .sum()
     }
 
@@ -447,8 +545,8 @@ impl TrainBlocks {
         let blocks = py
             .detach(|| -> euxfel::Result<Vec<KeyBlock>> {
                 let mut out = Vec::with_capacity(self.keys.len());
-                for (source, kd) in &self.keys {
-                    out.extend(Self::read_key(source, kd, tids)?);
+                for bk in &self.keys {
+                    out.extend(Self::read_key(bk, tids)?);
                 }
                 Ok(out)
             })
@@ -457,12 +555,8 @@ impl TrainBlocks {
             .into_iter()
             .map(|(src, key, counts, values)| {
                 let v = match values {
-                    BlockValues::Array(kb, bytes) => {
-                        let descr = kb
-                            .dtype
-                            .npy_descr()
-                            .unwrap_or_else(|| kb.dtype.numpy_name());
-                        (descr, kb.entry_shape, bytes.into_pyarray(py))
+                    BlockValues::Array(descr, entry_shape, bytes) => {
+                        (descr, entry_shape, bytes.into_pyarray(py))
                             .into_pyobject(py)?
                             .into_any()
                     }
@@ -488,13 +582,22 @@ pub struct Key {
     kd: KeyData,
 }
 
-/// Typed read into a new array handed to numpy without a copy.
+/// Typed read into a new `numpy.zeros` array: numpy's calloc gives pages that are
+/// zero until written (unallocated chunks are not written) and asks for huge pages
+/// for big arrays (fewer page faults than 4 KiB pages of a Rust buffer).
 fn read_typed<'py, T: euxfel::Element + numpy::Element>(
     py: Python<'py>,
     kd: &KeyData,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let a = py.detach(|| kd.ndarray::<T>()).map_err(to_py)?;
-    Ok(a.into_pyarray(py).into_any())
+    let arr = PyArray::<T, IxDyn>::zeros(py, kd.shape(), false);
+    {
+        let mut rw = arr.readwrite();
+        let buf = rw
+            .as_slice_mut()
+            .map_err(|_| PyRuntimeError::new_err("numpy.zeros gave a non-contiguous array"))?;
+        py.detach(|| kd.read_into_zeroed(buf)).map_err(to_py)?;
+    }
+    Ok(arr.into_any())
 }
 
 #[pymethods]

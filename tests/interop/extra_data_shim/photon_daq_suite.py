@@ -43,8 +43,23 @@ CORE_TESTS = {
     "test_open_run.py": {"test_open_run_daemonized"},
 }
 
+# Non-core modules whose tests (all of them) run in the normal suite: the features
+# photon_daq has now; known differences are in XFAIL.
+FULL_MODULES = {"test_validation.py", "test_writer.py"}
+
 # Node ID (without the parameter part, or with it) -> why photon_daq differs.
-XFAIL: dict[str, str] = {}
+XFAIL: dict[str, str] = {
+    "test_writer.py::test_write_virtual": (
+        "ends with DataCollection.get_run_value (RUN values are not in photon_daq yet); "
+        "the virtual file itself is checked before that and in test_photon_daq_write.py"
+    ),
+}
+if os.geteuid() == 0:
+    # Not a difference: EXtra-data gives the same message when run as root.
+    XFAIL["test_validation.py::test_file_error"] = (
+        "run as root, the test's unreadable file (mode 066) is readable, so the check "
+        "reports 'Could not open HDF5 file' (an empty file), as EXtra-data does as root"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -52,7 +67,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
         name = getattr(item, "originalname", item.name)
-        if not RUN_ALL and name not in CORE_TESTS.get(module, ()):
+        if not (RUN_ALL or module in FULL_MODULES or name in CORE_TESTS.get(module, ())):
             drop.append(item)
             continue
         short = f"{module}::{item.name}"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _native
+from . import euxfel_validation as validation  # noqa: F401  (photon_daq.euxfel.validation)
 from .exceptions import PropertyNameError, SourceNameError, TrainIDError
 
 __all__ = [
@@ -161,9 +162,11 @@ def _value(v, is_control, keep_dims):
     return arr
 
 
-# trains() reads this many bytes (estimated) or trains per block, whichever is fewer
-# (larger blocks were slower: fresh buffers of tens of MB cost page faults per block).
-_TRAIN_BLOCK_BYTES = 8 << 20
+# trains() reads this many bytes (estimated) or trains per block, whichever is fewer.
+# A big key's block buffer is then above glibc's largest mmap threshold (32 MB): it
+# comes from the kernel zeroed, and pages of unallocated chunks are never touched;
+# heap buffers reused below that size would be zero-filled on every block.
+_TRAIN_BLOCK_BYTES = 64 << 20
 _TRAIN_BLOCK_TRAINS = 512
 # A train without entries for a key (the key is left out of that train's dict).
 _NO_DATA = object()
@@ -559,6 +562,25 @@ class DataCollection:
             f"<extra_data.DataCollection for {len(self.all_sources)} "
             f"sources and {len(self.train_ids)} trains>"
         )
+
+    def get_series(self, source, key):
+        """A pandas Series of a 1D key (:meth:`KeyData.series`)."""
+        return self[source, key].series()
+
+    def get_array(self, source, key, extra_dims=None, roi=(), name=None):
+        """A labelled array of a key (:meth:`KeyData.xarray`)."""
+        if isinstance(roi, by_index):
+            roi = roi.value
+        return self[source, key].xarray(extra_dims=extra_dims, roi=roi, name=name)
+
+    def write(self, filename):
+        """Write the selected data to one new HDF5 file (a copy; chunks copied as
+        stored where they line up). An existing file is replaced."""
+        self._native.write(os.fspath(filename), False)
+
+    def write_virtual(self, filename):
+        """Write one file of virtual datasets pointing into this data's files."""
+        self._native.write(os.fspath(filename), True)
 
     def info(self, details_for_sources=(), *, counts=False, group_sources=True,
              with_aggregators=False, with_auxiliary=False):
