@@ -42,8 +42,9 @@ $(VENV_STAMP): tests/interop/requirements.txt tango-device/pyproject.toml
 	@touch $@
 
 # The Python package photon_daq (host-tools/photon-daq-py), release build, installed editable.
-$(PHOTON_DAQ_STAMP): $(VENV_STAMP) $(shell find host-tools/photon-daq-py/src host-tools/photon-daq-py/python \
-	  host-tools/euxfel/src host-tools/h5daq/src -name '*.rs' -o -name '*.py' 2>/dev/null)
+# It depends on several host-tools crates: any of their sources (or the lock file) rebuilds it.
+$(PHOTON_DAQ_STAMP): $(VENV_STAMP) Cargo.lock $(shell find host-tools acq-core sdk-shim \
+	  \( -name '*.rs' -o -name '*.py' -o -name Cargo.toml \) -not -path '*/target/*' 2>/dev/null)
 	cd host-tools/photon-daq-py && VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
 	  maturin develop --release -q
 	@touch $@
