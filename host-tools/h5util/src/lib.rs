@@ -5,7 +5,8 @@
 //! `hdf5` crate's global library lock ([`hdf5::sync::sync`]), as the crate's own calls are.
 //!
 //! - [`attrs`]: attributes written as h5py writes them, replacing an existing one.
-//! - [`write_chunk`]: `H5Dwrite_chunk`, one whole pre-filtered chunk straight from memory.
+//! - [`write_chunk`]: `H5Dwrite_chunk`, one whole pre-filtered chunk straight from memory;
+//!   [`write_chunks`]: a run of them along the first dimension in one call.
 //! - [`read_rows_native`]: a hyperslab of leading-dimension rows into a caller buffer, in the
 //!   dataset's native memory type (compounds keep the file's member offsets, as h5py's
 //!   structured dtypes do); [`stored_layout_is_native`]: whether the stored bytes already are.
@@ -25,7 +26,7 @@ mod rows;
 mod vds;
 mod write;
 
-pub use chunk::write_chunk;
+pub use chunk::{write_chunk, write_chunks};
 pub use copy::{copy_object, copy_rows, read_chunk};
 pub use links::soft_link_target;
 pub use read::{read_rows_native, stored_layout_is_native, ReadError};
