@@ -49,6 +49,15 @@ pub(crate) struct CopyStats {
     pub bytes: u64,
 }
 
+/// Buffers reused from key to key of a copy: touched (page-faulted) once, not once per key.
+#[derive(Default)]
+pub(crate) struct CopyBuffers {
+    /// Rows gathered for one write ([`Gather`]).
+    gather: Vec<u8>,
+    /// One stored chunk, or a block of rows read by libhdf5.
+    block: Vec<u8>,
+}
+
 /// Creates `parent/name` with `total` rows like `first` and copies every segment into it,
 /// checking `stop` before every chunk or block.
 #[allow(clippy::too_many_arguments)]
@@ -61,6 +70,7 @@ pub(crate) fn copy_segments(
     out_path: &Path,
     object: &str,
     stop: Stop,
+    buffers: &mut CopyBuffers,
 ) -> Result<CopyStats> {
     let (first_path, src0) = first;
     let shape0 = src0.shape();
@@ -109,8 +119,8 @@ pub(crate) fn copy_segments(
         && dst
             .chunk()
             .is_some_and(|c| c.get(1..) == dst.shape().get(1..));
-    let mut gather = Gather::new(row_bytes, chunk_rows, direct);
-    let mut buf = Vec::new();
+    let mut gather = Gather::new(row_bytes, chunk_rows, direct, &mut buffers.gather);
+    let buf = &mut buffers.block;
     for seg in segments {
         let shape = seg.ds.shape();
         if shape.get(1..) != Some(&entry[..]) {
@@ -121,7 +131,7 @@ pub(crate) fn copy_segments(
                 found: shape.get(1..).map(<[usize]>::to_vec).unwrap_or_default(),
             });
         }
-        copy_segment(seg, &dst, total, &mut gather, &mut buf, &mut stats, &at)?;
+        copy_segment(seg, &dst, total, &mut gather, buf, &mut stats, &at)?;
     }
     gather.flush(&dst, &mut stats, &at)?;
     Ok(stats)
@@ -199,7 +209,7 @@ fn rows_from_map(src: &Dataset, dst: &Dataset) -> hdf5::Result<bool> {
 /// Consecutive output rows waiting in memory for one libhdf5 write. A write ends on an
 /// output chunk boundary (or the end of the data) so that no output chunk is written, and
 /// compressed, twice; the buffer is reused from write to write.
-struct Gather {
+struct Gather<'a> {
     row_bytes: u64,
     chunk_rows: u64,
     /// Rows per write: about [`GATHER_BYTES`], a whole number of output chunks.
@@ -210,11 +220,12 @@ struct Gather {
     /// First output row of the rows held.
     start: u64,
     rows: u64,
-    buf: Vec<u8>,
+    buf: &'a mut Vec<u8>,
 }
 
-impl Gather {
-    fn new(row_bytes: u64, chunk_rows: u64, direct: bool) -> Gather {
+impl<'a> Gather<'a> {
+    fn new(row_bytes: u64, chunk_rows: u64, direct: bool, buf: &'a mut Vec<u8>) -> Gather<'a> {
+        buf.clear();
         let block_rows = (GATHER_BYTES / row_bytes.max(1))
             .max(1)
             .div_ceil(chunk_rows)
@@ -226,7 +237,7 @@ impl Gather {
             block_rows,
             start: 0,
             rows: 0,
-            buf: Vec::new(),
+            buf,
         }
     }
 
@@ -320,7 +331,7 @@ fn copy_segment(
     seg: &SegmentSource,
     dst: &Dataset,
     total: u64,
-    gather: &mut Gather,
+    gather: &mut Gather<'_>,
     buf: &mut Vec<u8>,
     stats: &mut CopyStats,
     at: &Place,

@@ -13,7 +13,7 @@ use euxfel::{DataCollection, FileAccess, Section};
 use hdf5::types::{VarLenAscii, VarLenUnicode};
 use hdf5::{Dataset, Group};
 
-use crate::copy::{copy_segments, CopyStats};
+use crate::copy::{copy_segments, CopyBuffers, CopyStats};
 use crate::error::{h5, io, Error, Result};
 use crate::output::{Output, Stop};
 use crate::plan::{Plan, SourcePlan};
@@ -140,6 +140,7 @@ pub(crate) fn write_collection(
             mode,
             stop,
             sources: HashMap::new(),
+            buffers: CopyBuffers::default(),
             summary: Summary::default(),
         };
         w.write(&plan, extra, progress)?;
@@ -201,6 +202,7 @@ struct Writer<'a> {
     stop: Stop<'a>,
     /// Source files opened with libhdf5, by path.
     sources: HashMap<PathBuf, hdf5::File>,
+    buffers: CopyBuffers,
     summary: Summary,
 }
 
@@ -428,7 +430,15 @@ impl Writer<'_> {
                 if copy {
                     let sources = self.segment_datasets(g, &object)?;
                     let st: CopyStats = copy_segments(
-                        &parent, name, &first, &sources, g.total, self.path, &object, self.stop,
+                        &parent,
+                        name,
+                        &first,
+                        &sources,
+                        g.total,
+                        self.path,
+                        &object,
+                        self.stop,
+                        &mut self.buffers,
                     )?;
                     self.summary.direct_chunks += st.direct_chunks;
                     self.summary.rows_through_memory += st.rows_through_memory;
