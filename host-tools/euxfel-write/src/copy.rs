@@ -157,11 +157,19 @@ fn direct_chunk_rows(src: &Dataset, dst: &Dataset) -> Option<u64> {
 }
 
 /// Whether `src` has no storage allocated at all (no chunk, or contiguous space never written)
-/// and the same fill value as `dst`, so its rows already read the same from `dst`.
-fn never_written(src: &Dataset, dst: &Dataset) -> hdf5::Result<bool> {
-    // Finding one chunk stops at the first; the storage size walks every chunk.
-    if src.is_chunked() && src.chunk_info(0).is_some() {
-        return Ok(false);
+/// and the same fill value as `dst`, so its rows already read the same from `dst`. `row` is
+/// the segment's first row: if its chunk exists (one index lookup), the answer is no without
+/// the storage size, which walks every chunk.
+fn never_written(src: &Dataset, dst: &Dataset, row: u64) -> hdf5::Result<bool> {
+    if let Some(chunk) = src.chunk() {
+        let c = chunk.first().copied().unwrap_or(1).max(1) as u64;
+        let mut offset = vec![0u64; chunk.len()];
+        if let Some(first) = offset.first_mut() {
+            *first = row / c * c;
+        }
+        if h5util::chunk_allocated(src, &offset)? {
+            return Ok(false);
+        }
     }
     Ok(src.storage_size() == 0 && src.fill_value()? == dst.fill_value()?)
 }
@@ -338,7 +346,7 @@ fn copy_segment(
 ) -> Result<()> {
     let ndim = dst.ndim();
     let (mut s, mut d, end) = (seg.src_first, seg.dst_first, seg.dst_first + seg.rows);
-    if never_written(&seg.ds, dst).map_err(h5(&seg.path, at.object))? {
+    if never_written(&seg.ds, dst, s).map_err(h5(&seg.path, at.object))? {
         // Every row reads as the fill value, which the output shares: writing it would only
         // allocate storage (EXtra-data's legacy AGIPD example: 8 GB of zeros from 480 kB).
         return Ok(());

@@ -15,7 +15,8 @@
 //! - [`soft_link_target`]: where a soft link points.
 //! - [`add_virtual_mapping`]: a virtual dataset mapping with its hyperslabs kept as given.
 //! - [`read_chunk`], [`copy_rows`], [`copy_object`]: stored chunks as bytes, rows of any
-//!   type between files, whole objects between files (used by the EuXFEL writer).
+//!   type between files, whole objects between files (used by the EuXFEL writer);
+//!   [`chunk_allocated`]: whether one chunk has storage.
 
 pub mod attrs;
 mod chunk;
@@ -27,7 +28,7 @@ mod vds;
 mod write;
 
 pub use chunk::{write_chunk, write_chunks};
-pub use copy::{copy_object, copy_rows, read_chunk};
+pub use copy::{chunk_allocated, copy_object, copy_rows, read_chunk};
 pub use links::soft_link_target;
 pub use read::{read_rows_native, stored_layout_is_native, ReadError};
 pub use vds::{add_virtual_mapping, VdsError, VirtualMapping};
