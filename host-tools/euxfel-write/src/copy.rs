@@ -105,20 +105,24 @@ pub(crate) fn copy_segments(
         .create(name)
         .map_err(h5(out_path, object))?;
     let mut stats = CopyStats::default();
+    let layout = Layout::of(&dst).map_err(h5(out_path, object))?;
+    let chunk_rows = layout
+        .chunk
+        .as_ref()
+        .and_then(|c| c.first().copied())
+        .unwrap_or(1)
+        .max(1) as u64;
+    let direct = layout.filters.is_empty()
+        && layout
+            .chunk
+            .as_ref()
+            .is_some_and(|c| c.get(1..) == layout.shape.get(1..));
     let at = Place {
         out_path,
         object,
         stop,
+        layout: &layout,
     };
-    let chunk_rows = dst
-        .chunk()
-        .and_then(|c| c.first().copied())
-        .unwrap_or(1)
-        .max(1) as u64;
-    let direct = dst.filters().is_empty()
-        && dst
-            .chunk()
-            .is_some_and(|c| c.get(1..) == dst.shape().get(1..));
     let mut gather = Gather::new(row_bytes, chunk_rows, direct, &mut buffers.gather);
     let buf = &mut buffers.block;
     for seg in segments {
@@ -137,31 +141,55 @@ pub(crate) fn copy_segments(
     Ok(stats)
 }
 
-/// The output's rows per chunk if `seg` can be copied as stored chunks into `dst`.
-fn direct_chunk_rows(src: &Dataset, dst: &Dataset) -> Option<u64> {
-    let (sc, dc) = (src.chunk()?, dst.chunk()?);
-    let shape = dst.shape();
-    let whole_rows = sc.get(1..) == shape.get(1..);
-    let dtype = src.dtype().ok()?;
-    let filters = src.filters();
+/// The creation properties that decide how a dataset's rows are copied, queried once (each
+/// query of the `hdf5` crate copies the dataset's creation property list).
+struct Layout {
+    chunk: Option<Vec<usize>>,
+    filters: Vec<hdf5::filters::Filter>,
+    dtype: hdf5::Datatype,
+    /// The library's default fill value (zeros).
+    default_fill: bool,
+    shape: Vec<usize>,
+}
+
+impl Layout {
+    fn of(ds: &Dataset) -> hdf5::Result<Layout> {
+        let dcpl = ds.dcpl()?;
+        Ok(Layout {
+            chunk: dcpl.chunk(),
+            filters: dcpl.filters(),
+            dtype: ds.dtype()?,
+            default_fill: dcpl.fill_value_defined() == FillValue::Default,
+            shape: ds.shape(),
+        })
+    }
+}
+
+/// The output's rows per chunk if a source dataset (`src`) can be copied as stored chunks
+/// into the output (`dst`).
+fn direct_chunk_rows(src: &Layout, dst: &Layout) -> Option<u64> {
+    let (sc, dc) = (src.chunk.as_ref()?, dst.chunk.as_ref()?);
+    let whole_rows = sc.get(1..) == dst.shape.get(1..);
     let chunk_bytes = sc
         .iter()
-        .fold(dtype.size() as u64, |a, &d| a.saturating_mul(d as u64));
+        .fold(src.dtype.size() as u64, |a, &d| a.saturating_mul(d as u64));
     let same = sc == dc
         && whole_rows
-        && filters == dst.filters()
-        && dtype == dst.dtype().ok()?
-        && stored_in_chunks(&dtype.to_descriptor().ok()?);
-    let worth_it = !filters.is_empty() || chunk_bytes >= DIRECT_MIN_UNFILTERED_CHUNK_BYTES;
-    (same && worth_it).then(|| sc[0] as u64).filter(|&c| c > 0)
+        && src.filters == dst.filters
+        && src.dtype == dst.dtype
+        && stored_in_chunks(&src.dtype.to_descriptor().ok()?);
+    let worth_it = !src.filters.is_empty() || chunk_bytes >= DIRECT_MIN_UNFILTERED_CHUNK_BYTES;
+    (same && worth_it)
+        .then(|| sc.first().copied().unwrap_or(0) as u64)
+        .filter(|&c| c > 0)
 }
 
 /// Whether `src` has no storage allocated at all (no chunk, or contiguous space never written)
 /// and the same fill value as `dst`, so its rows already read the same from `dst`. `row` is
 /// the segment's first row: if its chunk exists (one index lookup), the answer is no without
 /// the storage size, which walks every chunk.
-fn never_written(src: &Dataset, dst: &Dataset, row: u64) -> hdf5::Result<bool> {
-    if let Some(chunk) = src.chunk() {
+fn never_written(src: &Dataset, layout: &Layout, dst: &Dataset, row: u64) -> hdf5::Result<bool> {
+    if let Some(chunk) = &layout.chunk {
         let c = chunk.first().copied().unwrap_or(1).max(1) as u64;
         let mut offset = vec![0u64; chunk.len()];
         if let Some(first) = offset.first_mut() {
@@ -193,25 +221,26 @@ struct Place<'a> {
     out_path: &'a Path,
     object: &'a str,
     stop: Stop<'a>,
+    /// The output dataset's creation properties.
+    layout: &'a Layout,
 }
 
 /// Whether rows of `src` can be read from its file's memory map and written to `dst` as they
 /// are: little-endian integers or floats (stored bytes are the native memory layout on this
 /// little-endian host), no filters, the same type as `dst`, and unallocated chunks reading as
 /// zeros (the map reader's rule: the library default fill value).
-fn rows_from_map(src: &Dataset, dst: &Dataset) -> hdf5::Result<bool> {
-    if cfg!(target_endian = "big") || !src.filters().is_empty() {
+fn rows_from_map(src: &Layout, dst: &Layout) -> hdf5::Result<bool> {
+    if cfg!(target_endian = "big") || !src.filters.is_empty() {
         return Ok(false);
     }
-    let dtype = src.dtype()?;
     let numeric = matches!(
-        dtype.to_descriptor()?,
+        src.dtype.to_descriptor()?,
         TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) | TypeDescriptor::Float(_)
     );
     Ok(numeric
-        && dtype.byte_order() == hdf5::datatype::ByteOrder::LittleEndian
-        && dtype == dst.dtype()?
-        && src.dcpl()?.fill_value_defined() == FillValue::Default)
+        && src.dtype.byte_order() == hdf5::datatype::ByteOrder::LittleEndian
+        && src.dtype == dst.dtype
+        && src.default_fill)
 }
 
 /// Consecutive output rows waiting in memory for one libhdf5 write. A write ends on an
@@ -344,14 +373,15 @@ fn copy_segment(
     stats: &mut CopyStats,
     at: &Place,
 ) -> Result<()> {
-    let ndim = dst.ndim();
+    let ndim = at.layout.shape.len();
     let (mut s, mut d, end) = (seg.src_first, seg.dst_first, seg.dst_first + seg.rows);
-    if never_written(&seg.ds, dst, s).map_err(h5(&seg.path, at.object))? {
+    let layout = Layout::of(&seg.ds).map_err(h5(&seg.path, at.object))?;
+    if never_written(&seg.ds, &layout, dst, s).map_err(h5(&seg.path, at.object))? {
         // Every row reads as the fill value, which the output shares: writing it would only
         // allocate storage (EXtra-data's legacy AGIPD example: 8 GB of zeros from 480 kB).
         return Ok(());
     }
-    if let Some(c) = direct_chunk_rows(&seg.ds, dst) {
+    if let Some(c) = direct_chunk_rows(&layout, at.layout) {
         if s % c == 0 && d % c == 0 {
             gather.flush(dst, stats, at)?;
             let mut offset = vec![0u64; ndim];
@@ -377,7 +407,7 @@ fn copy_segment(
     if d == end {
         return Ok(());
     }
-    if rows_from_map(&seg.ds, dst).map_err(h5(&seg.path, at.object))? {
+    if rows_from_map(&layout, at.layout).map_err(h5(&seg.path, at.object))? {
         return gather.add(seg, s, d..end, dst, stats, at);
     }
     // Other types (strings, big-endian, filtered sources) through libhdf5, in blocks ending
