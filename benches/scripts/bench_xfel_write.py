@@ -12,6 +12,9 @@ files, the same run as bench_lsxfel.py):
 5. lsxfel on the run with and without the overview file (ours and EXtra-data's), warm (page
    cache kept) and cold (page cache dropped before each run when /proc/sys/vm/drop_caches is
    writable, reported).
+6. The realistic case: one module of 1 MiB frames (512 x 1024 u16, one frame per chunk; 2
+   files, 128 frames), unfiltered and gzip-compressed (the stored-bytes path): `xfel-write
+   copy` vs EXtra-data's `write` vs `cp`.
 
 Each figure is the median over --reps runs (outputs removed between runs), with the 1-minute
 load average before and after its runs (the machine may be shared); every output is checked
@@ -19,9 +22,14 @@ with extra-data-validate once. Ratios are EXtra-data / ours.
 
 Run from the repository root:  .venv/bin/python benches/scripts/bench_xfel_write.py
 Options: --reps N (default 3), --dir DIR (default target/euxfel-bench), --json, --small
-(a 10-file run instead, for checking that the script works).
+(a 10-file run and smaller frames instead, for checking that the script works).
+
+At the end it prints a markdown table ready for docs/benchmarks.md (figures, ratios,
+targets, load averages, date, the command). The fixtures stay in --dir for the next run
+(the copies and other outputs are removed).
 """
 import argparse
+import datetime
 import json
 import os
 import resource
@@ -126,6 +134,42 @@ LOADS = {}
 CPU = {}
 
 
+def ours_summary(cmd):
+    """The --json summary of one more run of our `cmd` (how the copy went: staged in
+    memory, rows from the maps, stored chunks)."""
+    r = subprocess.run([str(c) for c in cmd] + ["--json"], capture_output=True, text=True,
+                       check=True)
+    return json.loads(r.stdout)
+
+
+def compress_module(src_dir, dst_dir):
+    """A copy of run `src_dir` whose image.data datasets are gzip-compressed (level 1, the
+    same one-frame chunks), written with h5py."""
+    import h5py
+
+    if dst_dir.exists():
+        shutil.rmtree(dst_dir)
+    shutil.copytree(src_dir, dst_dir, ignore=shutil.ignore_patterns("karabo_data_map.json"))
+    for f in sorted(dst_dir.glob("*.h5")):
+        with h5py.File(f, "r+") as h:
+            def visit(name, obj):
+                if name.endswith("image/data") and isinstance(obj, h5py.Dataset):
+                    found.append(name)
+            found = []
+            h.visititems(visit)
+            for name in found:
+                ds = h[name]
+                data, chunks, maxshape = ds[()], ds.chunks, ds.maxshape
+                del h[name]
+                h.create_dataset(name, data=data, chunks=chunks, maxshape=maxshape,
+                                 compression="gzip", compression_opts=1)
+        if found:
+            # Space of the deleted datasets is not reclaimed in place: repack.
+            packed = f.with_suffix(".packed")
+            sh(["h5repack", f, packed])
+            packed.replace(f)
+
+
 def median_runs(name, cmd, out, reps, cold=False):
     load_before = os.getloadavg()[0]
     times, cpus = [], []
@@ -158,10 +202,24 @@ def main():
         make_fixture(run_dir, "--modules", "4", "--sequences", "2", "--trains", "50",
                      "--frames", "4", "--frame-height", "16", "--frame-width", "16",
                      "--run", "452", expect=nfiles)
+        big_dir = a.dir / "r0453-small-big"
+        make_fixture(big_dir, "--modules", "1", "--sequences", "2", "--trains", "4",
+                     "--frames", "4", "--frame-height", "128", "--frame-width", "256",
+                     "--run", "453", expect=4)
     else:
         run_dir, nfiles = a.dir / "r0450", 340
         make_fixture(run_dir, "--modules", "16", "--sequences", "20", "--trains", "250",
                      "--frames", "4", "--frame-height", "16", "--frame-width", "16", expect=nfiles)
+        big_dir = a.dir / "r0451-big"
+        make_fixture(big_dir, "--modules", "1", "--sequences", "2", "--trains", "16",
+                     "--frames", "4", "--frame-height", "512", "--frame-width", "1024",
+                     "--run", "451", expect=4)
+    big_gz_dir = big_dir.with_name(big_dir.name + "-gzip")
+    if not (big_gz_dir.is_dir() and len(list(big_gz_dir.glob("*.h5"))) == 4):
+        log(f"writing {big_gz_dir} (image.data gzip-compressed) ...")
+        compress_module(big_dir, big_gz_dir)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    frame = "128 x 256 u16 (64 KiB)" if a.small else "512 x 1024 u16 (1 MiB)"
     out_dir = a.dir / "write-out"
     out_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "overview.h5").unlink(missing_ok=True)
@@ -170,8 +228,9 @@ def main():
 
     # 1. One detector module.
     ours_out, xd_out = out_dir / "module-rs.h5", out_dir / "module-xd.h5"
-    rs = median_runs("copy module (ours)", [xw, "copy", run_dir, "-o", ours_out, "--overwrite",
-                                           "--source", module], ours_out, a.reps)
+    ours_cmd = [xw, "copy", run_dir, "-o", ours_out, "--overwrite", "--source", module]
+    rs = median_runs("copy module (ours)", ours_cmd, ours_out, a.reps)
+    how = ours_summary(ours_cmd)
     xd = median_runs("copy module (EXtra-data)", xd_script("write", run_dir, xd_out, module),
                      xd_out, a.reps)
     files = sorted(run_dir.glob("*-LPD00-*.h5"))
@@ -181,7 +240,9 @@ def main():
     shutil.rmtree(cp_dir)
     validate(ours_out, xd_out)
     res["copy_module"] = {"ours_s": rs, "extra_data_s": xd, "cp_s": cp,
-                          "speedup": xd / rs, "vs_cp": rs / cp}
+                          "speedup": xd / rs, "vs_cp": rs / cp,
+                          "staged": how["staged"], "rows_from_map": how["rows_from_map"],
+                          "direct_chunks": how["direct_chunks"]}
 
     # 2. All control sources.
     ours_out, xd_out = out_dir / "control-rs.h5", out_dir / "control-xd.h5"
@@ -235,15 +296,104 @@ def main():
                 run_map, a.reps, cold=cold)
     lsx["page_cache_dropped"] = drop_caches()
     res["lsxfel"] = lsx
+
+    # 6. The realistic case: 1 MiB frames, unfiltered and compressed.
+    for kind, d in (("big", big_dir), ("big_gzip", big_gz_dir)):
+        ours_out, xd_out = out_dir / f"{kind}-rs.h5", out_dir / f"{kind}-xd.h5"
+        ours_cmd = [xw, "copy", d, "-o", ours_out, "--overwrite", "--source", module]
+        rs = median_runs(f"copy {kind} module (ours)", ours_cmd, ours_out, a.reps)
+        how = ours_summary(ours_cmd)
+        xd = median_runs(f"copy {kind} module (EXtra-data)", xd_script("write", d, xd_out, module),
+                         xd_out, a.reps)
+        files = sorted(d.glob("*-LPD00-*.h5"))
+        cp_dir = out_dir / "cp"
+        cp_dir.mkdir(exist_ok=True)
+        cp = median_runs(f"cp {kind} module files", ["cp", *files, cp_dir], None, a.reps)
+        shutil.rmtree(cp_dir)
+        validate(ours_out, xd_out)
+        res[f"copy_{kind}"] = {"ours_s": rs, "extra_data_s": xd, "cp_s": cp,
+                               "speedup": xd / rs, "vs_cp": rs / cp,
+                               "bytes": sum(f.stat().st_size for f in files),
+                               "staged": how["staged"], "direct_chunks": how["direct_chunks"],
+                               "rows_from_map": how["rows_from_map"]}
+        ours_out.unlink(missing_ok=True)
+        xd_out.unlink(missing_ok=True)
+
     shutil.rmtree(out_dir)
     res["cpu_s"] = CPU
     res["load_1min_before_after"] = LOADS
+    res["started_utc"] = started.strftime("%Y-%m-%d %H:%M")
+    res["big_frame"] = frame
 
     if a.json:
         print(json.dumps(res, indent=2))
     else:
         for k, v in res.items():
             print(f"{k}: {v}")
+    print()
+    print(markdown(res, " ".join(["benches/scripts/bench_xfel_write.py", *sys.argv[1:]])))
+
+
+def markdown(res, command):
+    """The results as a table for docs/benchmarks.md."""
+    cpu, loads = res["cpu_s"], res["load_1min_before_after"]
+
+    def load(*names):
+        vals = [v for n in names for v in loads.get(n, ())]
+        return f"{min(vals):.1f}-{max(vals):.1f}" if vals else ""
+
+    def row(what, xd_name, rs_name, r, target):
+        xd_cpu, rs_cpu = cpu.get(xd_name), cpu.get(rs_name)
+        cpu_ratio = f"{xd_cpu / rs_cpu:.1f}x" if xd_cpu and rs_cpu else ""
+        met = "" if not target else (" met" if r["speedup"] >= 10 else ": **missed**")
+        return (f"| {what} | {r['extra_data_s']:.3f} s ({xd_cpu:.2f} s CPU) | "
+                f"{r['ours_s']:.3f} s ({rs_cpu:.2f} s CPU) | {r['speedup']:.1f}x | {cpu_ratio} | "
+                f"{target}{met} | {load(xd_name, rs_name)} |")
+
+    def cp_row(what, key, cp_name):
+        r = res[key]
+        return (f"| {what} | | `cp` {r['cp_s']:.3f} s | ours {r['vs_cp']:.1f}x slower than `cp` "
+                f"| | limit | {load(cp_name)} |")
+
+    m, b, g = res["copy_module"], res["copy_big"], res["copy_big_gzip"]
+    how = lambda r: ("built in memory" if r["staged"] else "written chunk by chunk") + (
+        f", {r['rows_from_map']} rows from the maps" if r["rows_from_map"] else "") + (
+        f", {r['direct_chunks']} stored chunks" if r["direct_chunks"] else "")
+    lines = [
+        f"Run {res['started_utc']} UTC, {res['files']} files, medians of {res['reps']}, warm "
+        f"page cache for the copies. Command: `{command}`",
+        "",
+        "| measurement | EXtra-data | ours | ratio (wall) | ratio (CPU) | target | load (1 min) |",
+        "|---|---|---|---|---|---|---|",
+        row(f"copy one detector module, 512-byte frames ({how(m)})",
+            "copy module (EXtra-data)", "copy module (ours)", m, ">= 10x"),
+        cp_row("the same module's files with `cp`", "copy_module", "cp module files"),
+        row("copy all control sources", "copy control (EXtra-data)", "copy control (ours)",
+            res["copy_control"], ">= 10x"),
+        row("virtual file of the whole run", "virtual (EXtra-data)", "virtual (ours)",
+            res["virtual"], ">= 10x"),
+        row("overview file", "overview (EXtra-data)", "overview (ours)", res["overview"],
+            ">= 10x"),
+        row(f"copy one module of {res['big_frame']} frames, unfiltered, {b['bytes'] >> 20} MiB "
+            f"({how(b)})",
+            "copy big module (EXtra-data)", "copy big module (ours)", b, ""),
+        cp_row("the same files with `cp`", "copy_big", "cp big module files"),
+        row(f"copy one module of {res['big_frame']} frames, gzip chunks, {g['bytes'] >> 20} MiB "
+            f"({how(g)})",
+            "copy big_gzip module (EXtra-data)", "copy big_gzip module (ours)", g, ""),
+        cp_row("the same files with `cp`", "copy_big_gzip", "cp big_gzip module files"),
+    ]
+    lsx = res["lsxfel"]
+    for cache in ("cold", "warm"):
+        for ov in ("with", "without"):
+            xd, rs = lsx[f"xd_{ov}_overview_{cache}_s"], lsx[f"rs_{ov}_overview_{cache}_s"]
+            names = [f"lsxfel {n} {ov} overview {cache}" for n in ("xd", "rs")]
+            lines.append(f"| lsxfel {ov} the overview file, {cache} | {xd:.3f} s | {rs:.3f} s | "
+                         f"{xd / rs:.1f}x | | | {load(*names)} |")
+    if not lsx["page_cache_dropped"]:
+        lines.append("")
+        lines.append("(page cache could not be dropped: the cold lsxfel rows are warm)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -259,9 +259,10 @@ def test_read_only_output_directory_via_bind_mount_or_chattr(examples, tmp_path)
         subprocess.run(["umount", str(ro)])
 
 
-@pytest.mark.parametrize("kind", ["copy", "virtual"])
+@pytest.mark.parametrize("kind", ["copy", "copy-unstaged", "virtual"])
 def test_disk_full_leaves_nothing(signal_run, tmp_path, kind):
-    """A 256 KiB tmpfs holds neither the copy (30 MB) nor the virtual file (400 KB)."""
+    """A 256 KiB tmpfs holds neither the copy (30 MB; built in memory and written at the end,
+    or written chunk by chunk) nor the virtual file (400 KB)."""
     small = tmp_path / "small"
     small.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)],
@@ -269,7 +270,9 @@ def test_disk_full_leaves_nothing(signal_run, tmp_path, kind):
     if r.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here")
     try:
-        code, so, se = xw(kind, signal_run, "-o", small / "o.h5", "--no-cache")
+        extra = UNSTAGED if kind == "copy-unstaged" else ()
+        code, so, se = xw(kind.split("-")[0], signal_run, "-o", small / "o.h5", "--no-cache",
+                          *extra)
         assert code == 1, se
         assert f"{small}: no space left on the file system" in se, se
         assert "nothing was written" in se, se
@@ -323,10 +326,15 @@ def partials(directory, out_name):
     return sorted(p for p in directory.iterdir() if p.name.startswith(f".{out_name}.partial-"))
 
 
-def write_cmd(kind, run_dir, out):
+def write_cmd(kind, run_dir, out, *extra):
     if kind == "overview":
-        return [rust_bin("xfel-write"), "overview", run_dir, "-o", out, "--json"]
-    return [rust_bin("xfel-write"), kind, run_dir, "-o", out, "--no-cache", "--json"]
+        return [rust_bin("xfel-write"), "overview", run_dir, "-o", out, "--json", *extra]
+    return [rust_bin("xfel-write"), kind, run_dir, "-o", out, "--no-cache", "--json", *extra]
+
+
+# A copy of this size is built in memory and its partial file stays empty until the end:
+# the "bytes" point (a partial file half written) needs the copy written chunk by chunk.
+UNSTAGED = ("--stage-max-bytes", "0")
 
 
 def start_and_signal(cmd, out, point, sig, min_bytes=0):
@@ -370,8 +378,9 @@ def test_a_signal_mid_write_leaves_no_output_and_no_partial_file(signal_run, tmp
         assert code == 0, se
         points.append(("bytes", (tmp_path / "whole.h5").stat().st_size // 2))
     for point, min_bytes in points:
-        code, so, se, reached, _ = start_and_signal(write_cmd(kind, signal_run, out), out,
-                                                    point, sig, min_bytes)
+        extra = UNSTAGED if point == "bytes" else ()
+        code, so, se, reached, _ = start_and_signal(write_cmd(kind, signal_run, out, *extra),
+                                                    out, point, sig, min_bytes)
         assert reached, (point, code, se)
         assert partials(out_dir, out.name) == [], (point, se)
         if point == "start":
@@ -392,8 +401,8 @@ def test_a_killed_write_is_cleaned_up_and_reported_by_the_next_one(signal_run, t
     assert code == 0, se
     half = (tmp_path / "whole.h5").stat().st_size // 2
     (tmp_path / "whole.h5").unlink()
-    code, so, se, reached, pid = start_and_signal(write_cmd("copy", signal_run, out), out,
-                                                  "bytes", signal.SIGKILL, half)
+    code, so, se, reached, pid = start_and_signal(write_cmd("copy", signal_run, out, *UNSTAGED),
+                                                  out, "bytes", signal.SIGKILL, half)
     assert reached and code == -signal.SIGKILL, (code, se)
     # The partial file's name says which output and which (now gone) process it belongs to.
     left = partials(tmp_path, out.name)

@@ -12,6 +12,9 @@
 //! signal handler) ends a write at its next chunk or dataset with [`Error::Interrupted`]; the
 //! partial file of a process killed outright is removed by the next write of the same output
 //! ([`Summary::stale_partials_removed`]).
+//!
+//! Small copies (source files up to [`WriteOptions::stage_max_bytes`], 64 MiB by default)
+//! are built in memory and written out in one go, instead of one small write per chunk.
 
 mod copy;
 mod error;
@@ -30,7 +33,7 @@ use euxfel::DataCollection;
 pub use error::{Error, Result};
 pub use overview::{check_overview, write_overview};
 pub use record::{Appended, Cell, Element, RecordOptions, RecordSummary, Recorder, SourceData};
-pub use write::{Mode, Progress, Summary, WriteOptions};
+pub use write::{Mode, Progress, Summary, WriteOptions, DEFAULT_STAGE_MAX_BYTES};
 pub use xspress3::{convert_xspress3, Xspress3Options, Xspress3Summary};
 
 /// Writes a copy of the selection `dc` to `path` (EXtra-data's `DataCollection.write`).

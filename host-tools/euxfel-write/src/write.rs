@@ -3,7 +3,7 @@
 //! timestamp, flag and regenerated first/count; METADATA with sorted source lists; RUN
 //! copied per source), with the data either copied or mapped virtually.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use euxfel::{DataCollection, FileAccess, Section};
 use hdf5::types::{VarLenAscii, VarLenUnicode};
 use hdf5::{Dataset, Group};
 
-use crate::copy::{copy_segments, CopyStats};
+use crate::copy::{copy_segments, CopyBuffers, CopyStats};
 use crate::error::{h5, io, Error, Result};
 use crate::output::{Output, Stop};
 use crate::plan::{Plan, SourcePlan};
@@ -28,14 +28,35 @@ pub enum Mode {
     Virtual,
 }
 
+/// Copies whose sources' files add up to at most this many bytes are staged in memory
+/// (see [`WriteOptions::stage_max_bytes`]).
+pub const DEFAULT_STAGE_MAX_BYTES: u64 = 64 << 20;
+
+/// Memory of a staged copy grows in steps of this size.
+const STAGE_INCREMENT_BYTES: usize = 4 << 20;
+
 /// Options of a write.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WriteOptions {
     /// Replace an existing output file.
     pub overwrite: bool,
     /// When set (by a signal handler, say), the write stops at the next chunk or dataset and
     /// fails with [`Error::Interrupted`], leaving no output and no partial file.
     pub stop: Option<Arc<AtomicBool>>,
+    /// A copy whose source files add up to at most this many bytes is built in memory and
+    /// written to its (partial) file in one go when complete, instead of one small write
+    /// per chunk; its partial file stays empty until then. 0: never.
+    pub stage_max_bytes: u64,
+}
+
+impl Default for WriteOptions {
+    fn default() -> WriteOptions {
+        WriteOptions {
+            overwrite: false,
+            stop: None,
+            stage_max_bytes: DEFAULT_STAGE_MAX_BYTES,
+        }
+    }
 }
 
 /// Progress after each dataset.
@@ -60,12 +81,18 @@ pub struct Summary {
     pub direct_chunks: u64,
     /// Rows copied through memory (unaligned runs, differing filters, strings).
     pub rows_through_memory: u64,
+    /// Of `rows_through_memory`, those read from the source files' memory maps (unfiltered
+    /// little-endian numbers) rather than through libhdf5.
+    pub rows_from_map: u64,
     /// Bytes moved (see [`Progress::bytes`]).
     pub bytes: u64,
     /// Virtual dataset mappings.
     pub virtual_mappings: u64,
     /// Partial files of this output left by earlier writes killed outright, removed.
     pub stale_partials_removed: Vec<PathBuf>,
+    /// The copy was built in memory and written out at the end
+    /// ([`WriteOptions::stage_max_bytes`]).
+    pub staged: bool,
 }
 
 /// Extra content of a virtual overview file.
@@ -90,10 +117,22 @@ pub(crate) fn write_collection(
 ) -> Result<Summary> {
     let plan = Plan::new(dc)?;
     let before = snapshot(&plan.files)?;
+    let staged = mode == Mode::Copy
+        && opts.stage_max_bytes > 0
+        && copy_size_bound(&plan, &before) <= opts.stage_max_bytes;
     let out = Output::start(path, opts.overwrite)?;
     let stop = Stop::new(&opts.stop, &out.final_path);
     let written = (|| {
-        let file = hdf5::File::create(&out.tmp).map_err(h5(&out.tmp, "/"))?;
+        let file = if staged {
+            // The core driver keeps the whole file in memory (grown 4 MiB at a time) and
+            // writes it out once when the file is closed.
+            hdf5::File::with_options()
+                .with_fapl(|p| p.core_options(STAGE_INCREMENT_BYTES, true))
+                .create(&out.tmp)
+        } else {
+            hdf5::File::create(&out.tmp)
+        }
+        .map_err(h5(&out.tmp, "/"))?;
         let mut w = Writer {
             file: &file,
             path: &out.tmp,
@@ -101,6 +140,7 @@ pub(crate) fn write_collection(
             mode,
             stop,
             sources: HashMap::new(),
+            buffers: CopyBuffers::default(),
             summary: Summary::default(),
         };
         w.write(&plan, extra, progress)?;
@@ -121,12 +161,28 @@ pub(crate) fn write_collection(
         }
     }
     stop.check()?;
+    summary.staged = staged;
     summary.stale_partials_removed = out.stale_removed.clone();
     summary.path = out.commit()?;
     Ok(summary)
 }
 
 type Stat = (u64, Option<SystemTime>);
+
+/// A bound on the size of a copy of `plan`: the total size of the files of its sources (a
+/// copy holds at most their data, chunk for chunk, and less metadata).
+fn copy_size_bound(plan: &Plan, sizes: &[(PathBuf, Stat)]) -> u64 {
+    let used: HashSet<&Path> = plan
+        .sources
+        .iter()
+        .flat_map(|s| &s.files)
+        .map(|f| f.path.as_path())
+        .collect();
+    sizes
+        .iter()
+        .filter(|(p, _)| used.contains(p.as_path()))
+        .fold(0u64, |a, (_, (len, _))| a.saturating_add(*len))
+}
 
 fn snapshot(files: &[Arc<FileAccess>]) -> Result<Vec<(PathBuf, Stat)>> {
     files
@@ -146,6 +202,7 @@ struct Writer<'a> {
     stop: Stop<'a>,
     /// Source files opened with libhdf5, by path.
     sources: HashMap<PathBuf, hdf5::File>,
+    buffers: CopyBuffers,
     summary: Summary,
 }
 
@@ -373,10 +430,19 @@ impl Writer<'_> {
                 if copy {
                     let sources = self.segment_datasets(g, &object)?;
                     let st: CopyStats = copy_segments(
-                        &parent, name, &first, &sources, g.total, self.path, &object, self.stop,
+                        &parent,
+                        name,
+                        &first,
+                        &sources,
+                        g.total,
+                        self.path,
+                        &object,
+                        self.stop,
+                        &mut self.buffers,
                     )?;
                     self.summary.direct_chunks += st.direct_chunks;
                     self.summary.rows_through_memory += st.rows_through_memory;
+                    self.summary.rows_from_map += st.rows_from_map;
                     self.summary.bytes += st.bytes;
                 } else {
                     let mapped = mapped_segments(sp, g, key, &object)?;
@@ -459,6 +525,7 @@ impl Writer<'_> {
                 });
             }
             out.push(SegmentSource {
+                file: s.file.clone(),
                 path: s.file.path.clone(),
                 ds,
                 src_first: s.src_first,
@@ -506,6 +573,8 @@ fn mapped_segments(
 
 /// One segment with its source dataset open.
 pub(crate) struct SegmentSource {
+    /// The source file as the index reader knows it (its memory map).
+    pub file: Arc<FileAccess>,
     pub path: PathBuf,
     pub ds: Dataset,
     pub src_first: u64,

@@ -78,11 +78,26 @@ fn copy_and_virtual_read_back_equal_for_every_format() {
             &mut nothing,
         )
         .unwrap();
-        // 128-byte unfiltered chunks go through memory.
+        // 128-byte unfiltered chunks go through memory, read from the files' maps; the
+        // small copy is staged in memory.
         assert_eq!(c.direct_chunks, 0, "{format:?}");
+        assert!(c.rows_from_map > 0, "{format:?}: {c:?}");
+        assert!(c.staged, "{format:?}");
         assert_same(
             &dc,
             &DataCollection::open_file(td.path().join("c.h5")).unwrap(),
+        );
+        // Written chunk by chunk straight to the file: the same data.
+        let opts = WriteOptions {
+            stage_max_bytes: 0,
+            ..WriteOptions::default()
+        };
+        let c0 = euxfel_write::write(&dc, td.path().join("c0.h5"), &opts, &mut nothing).unwrap();
+        assert!(!c0.staged, "{format:?}");
+        assert_eq!(c0.rows_from_map, c.rows_from_map, "{format:?}");
+        assert_same(
+            &dc,
+            &DataCollection::open_file(td.path().join("c0.h5")).unwrap(),
         );
         let v = euxfel_write::write_virtual(
             &dc,
@@ -123,6 +138,71 @@ fn large_chunks_are_copied_as_stored_bytes() {
     )
     .unwrap();
     assert!(c.direct_chunks >= 10, "{c:?}");
+    assert_same(
+        &dc,
+        &DataCollection::open_file(td.path().join("c.h5")).unwrap(),
+    );
+}
+
+#[test]
+fn segments_that_cannot_be_read_from_the_map_go_through_libhdf5() {
+    let td = tempfile::tempdir().unwrap();
+    let dir = td.path().join("r");
+    let spec = RunSpec {
+        format: Format::V1_3,
+        trains_per_sequence: 6,
+        sequences: 3,
+        modules: 1,
+        frames: 3,
+        frame_height: 4,
+        frame_width: 4,
+        ..RunSpec::default()
+    };
+    make_run(&dir, &spec).unwrap();
+    // In the middle sequence file, two keys are rewritten with the same values: one
+    // compressed, one with a user-defined fill value. Neither is read from the map; the
+    // rows of the files before and after are.
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("LPD00"))
+        .collect();
+    files.sort();
+    let src = "INSTRUMENT/FXE_DET_LPD1M-1/DET/0CH0:xtdf/image";
+    {
+        let f = hdf5::File::open_rw(&files[1]).unwrap();
+        let g = f.group(src).unwrap();
+        let data: ndarray::ArrayD<u16> = g.dataset("data").unwrap().read_dyn().unwrap();
+        g.unlink("data").unwrap();
+        g.new_dataset_builder()
+            .with_data(&data)
+            .chunk(data.shape().to_vec())
+            .deflate(4)
+            .create("data")
+            .unwrap();
+        let pulses: ndarray::ArrayD<u64> = g.dataset("pulseId").unwrap().read_dyn().unwrap();
+        let mut chunk = pulses.shape().to_vec();
+        chunk[0] = 2;
+        g.unlink("pulseId").unwrap();
+        g.new_dataset_builder()
+            .with_data(&pulses)
+            .chunk(chunk)
+            .fill_value(7u64)
+            .create("pulseId")
+            .unwrap();
+    }
+    let dc = DataCollection::open_run(&dir, &no_cache()).unwrap();
+    let c = euxfel_write::write(
+        &dc,
+        td.path().join("c.h5"),
+        &WriteOptions::default(),
+        &mut nothing,
+    )
+    .unwrap();
+    assert!(
+        c.rows_from_map > 0 && c.rows_from_map < c.rows_through_memory,
+        "{c:?}"
+    );
     assert_same(
         &dc,
         &DataCollection::open_file(td.path().join("c.h5")).unwrap(),

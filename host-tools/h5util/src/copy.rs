@@ -76,6 +76,36 @@ pub fn read_chunk(ds: &Dataset, offset: &[u64], buf: &mut Vec<u8>) -> hdf5::Resu
     })
 }
 
+/// Whether the chunk of `ds` that starts at `offset` (one coordinate per dimension, on a chunk
+/// boundary) has storage allocated: one index lookup, where counting a dataset's chunks walks
+/// all of them.
+pub fn chunk_allocated(ds: &Dataset, offset: &[u64]) -> hdf5::Result<bool> {
+    if offset.len() != ds.ndim() {
+        return Err(err(format!(
+            "chunk lookup: {} offsets for a {}-dimensional dataset",
+            offset.len(),
+            ds.ndim()
+        )));
+    }
+    let offset: Vec<hsize_t> = offset.iter().map(|&o| o as hsize_t).collect();
+    let id = ds.id();
+    hdf5::sync::sync(|| {
+        let (mut mask, mut addr, mut size): (u32, haddr_t, hsize_t) = (0, 0, 0);
+        // SAFETY: `id` is a valid open dataset for the borrowed `ds`; `offset` has one entry
+        // per dimension (checked above); the three out-pointers point at live locals.
+        let rc = unsafe {
+            H5Dget_chunk_info_by_coord(id, offset.as_ptr(), &mut mask, &mut addr, &mut size)
+        };
+        if rc < 0 {
+            return Err(err(format!(
+                "H5Dget_chunk_info_by_coord at row {} failed",
+                offset[0]
+            )));
+        }
+        Ok(addr != hdf5_sys::h5::HADDR_UNDEF)
+    })
+}
+
 /// Copies rows `src_start .. src_start + count` of `src` (all of every other dimension) to
 /// rows `dst_start ..` of `dst`, through a buffer in the native memory type of `src`'s type.
 /// Works for every type libhdf5 can convert, variable-length strings included (their memory
@@ -274,6 +304,9 @@ mod tests {
         assert_eq!(back.row(3).to_vec(), vec![3, 4, 5]);
         assert_eq!(read_chunk(&ds, &[4, 0], &mut buf).unwrap(), None);
         assert!(read_chunk(&ds, &[0], &mut buf).is_err());
+        assert!(chunk_allocated(&ds, &[0, 0]).unwrap());
+        assert!(!chunk_allocated(&ds, &[4, 0]).unwrap());
+        assert!(chunk_allocated(&ds, &[0]).is_err());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! `hdf5` crate's global library lock ([`hdf5::sync::sync`]), as the crate's own calls are.
 //!
 //! - [`attrs`]: attributes written as h5py writes them, replacing an existing one.
-//! - [`write_chunk`]: `H5Dwrite_chunk`, one whole pre-filtered chunk straight from memory.
+//! - [`write_chunk`]: `H5Dwrite_chunk`, one whole pre-filtered chunk straight from memory;
+//!   [`write_chunks`]: a run of them along the first dimension in one call.
 //! - [`read_rows_native`]: a hyperslab of leading-dimension rows into a caller buffer, in the
 //!   dataset's native memory type (compounds keep the file's member offsets, as h5py's
 //!   structured dtypes do); [`stored_layout_is_native`]: whether the stored bytes already are.
@@ -14,7 +15,8 @@
 //! - [`soft_link_target`]: where a soft link points.
 //! - [`add_virtual_mapping`]: a virtual dataset mapping with its hyperslabs kept as given.
 //! - [`read_chunk`], [`copy_rows`], [`copy_object`]: stored chunks as bytes, rows of any
-//!   type between files, whole objects between files (used by the EuXFEL writer).
+//!   type between files, whole objects between files (used by the EuXFEL writer);
+//!   [`chunk_allocated`]: whether one chunk has storage.
 
 pub mod attrs;
 mod chunk;
@@ -25,8 +27,8 @@ mod rows;
 mod vds;
 mod write;
 
-pub use chunk::write_chunk;
-pub use copy::{copy_object, copy_rows, read_chunk};
+pub use chunk::{write_chunk, write_chunks};
+pub use copy::{chunk_allocated, copy_object, copy_rows, read_chunk};
 pub use links::soft_link_target;
 pub use read::{read_rows_native, stored_layout_is_native, ReadError};
 pub use vds::{add_virtual_mapping, VdsError, VirtualMapping};

@@ -90,6 +90,10 @@ struct SelectArgs {
     /// Neither read nor write the run map cache (karabo_data_map.json).
     #[arg(long)]
     no_cache: bool,
+    /// copy: build the output in memory and write it out in one go when the selected
+    /// sources' files add up to at most this many bytes (0: never; write chunk by chunk).
+    #[arg(long, default_value_t = euxfel_write::DEFAULT_STAGE_MAX_BYTES)]
+    stage_max_bytes: u64,
     #[command(flatten)]
     common: Common,
 }
@@ -284,8 +288,10 @@ fn summary_json(cmd: &str, s: &Summary) -> serde_json::Value {
         "rows": s.rows,
         "direct_chunks": s.direct_chunks,
         "rows_through_memory": s.rows_through_memory,
+        "rows_from_map": s.rows_from_map,
         "bytes": s.bytes,
         "virtual_mappings": s.virtual_mappings,
+        "staged": s.staged,
         "stale_partials_removed": paths_json(&s.stale_partials_removed),
     })
 }
@@ -312,6 +318,7 @@ fn run(cli: Cli, signals: &Signals) -> Result<ExitCode, String> {
             let opts = WriteOptions {
                 overwrite: a.common.overwrite,
                 stop: signals.install()?,
+                stage_max_bytes: a.stage_max_bytes,
             };
             let dc = open(&a)?;
             let s = euxfel_write::write(&dc, &a.out, &opts, &mut progress_printer())
@@ -323,6 +330,7 @@ fn run(cli: Cli, signals: &Signals) -> Result<ExitCode, String> {
             let opts = WriteOptions {
                 overwrite: a.common.overwrite,
                 stop: signals.install()?,
+                ..WriteOptions::default()
             };
             let dc = open(&a)?;
             let s = euxfel_write::write_virtual(&dc, &a.out, &opts, &mut progress_printer())
@@ -402,6 +410,7 @@ fn overview(a: &OverviewArgs, signals: &Signals) -> Result<ExitCode, String> {
     let opts = WriteOptions {
         overwrite: a.common.overwrite,
         stop: signals.install()?,
+        ..WriteOptions::default()
     };
     let s = euxfel_write::write_overview(&a.run, a.out.as_deref(), &opts, &mut progress_printer())
         .map_err(|e| e.to_string())?;
