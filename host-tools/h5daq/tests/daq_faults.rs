@@ -491,13 +491,13 @@ fields = [{ name = "n", dtype = "int64" }]
 /// early whenever its buffer is half full (it is not held back for the period), RSS stays
 /// bounded, and a slow job beside it keeps the write period (nothing of it is written before
 /// stop).
-#[test]
-fn a_fast_job_with_a_small_buffer_is_written_early_and_keeps_its_rate() {
+fn fast_job_written_early(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let config = r#"
 [daemon]
 directory = "out"
 write_period = 60
+mode = "MODE"
 [[job]]
 group = "fast"
 source = "command"
@@ -509,8 +509,9 @@ group = "slow"
 source = "command"
 command = ["sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done"]
 fields = [{ name = "n", dtype = "int64" }]
-"#;
-    let mut d = Daemon::start(dir.path(), config);
+"#
+    .replace("MODE", mode);
+    let mut d = Daemon::start(dir.path(), &config);
     let pid = d.child.id();
     // 1 MB holds 65,536 rows of 16 bytes: without early writes the job would stop there for
     // the rest of the minute.
@@ -564,6 +565,16 @@ fields = [{ name = "n", dtype = "int64" }]
         num(&report, "rows_dropped") == 0,
         "{stderr}"
     );
+}
+
+#[test]
+fn a_fast_job_in_close_mode_is_written_early_and_keeps_its_rate() {
+    fast_job_written_early("close");
+}
+
+#[test]
+fn a_fast_job_in_swmr_mode_is_written_early_and_keeps_its_rate() {
+    fast_job_written_early("swmr");
 }
 
 #[test]
