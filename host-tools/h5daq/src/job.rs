@@ -1150,6 +1150,61 @@ mod tests {
     }
 
     #[test]
+    fn high_water_is_half_of_the_row_or_byte_limit() {
+        let specs = specs();
+        let row = |x: u16| vec![Entry::from(1.0), Entry::from(vec![x, x])];
+        // By rows: 10 of at most 20.
+        let mut b = JobBuffer::new(&specs, 20, usize::MAX);
+        assert!(!b.above_high_water(), "an empty buffer asks for nothing");
+        for i in 0..10 {
+            assert!(!b.above_high_water(), "{i} rows");
+            b.push_row(0.0, &row(i), &specs, false).unwrap();
+        }
+        assert!(b.above_high_water());
+        assert!(!b.is_full());
+        b.drain(true);
+        assert!(!b.above_high_water());
+        // By bytes: a row is 8 (time) + 8 + 2 * 2 = 20 bytes; 5 rows of at most 200 bytes.
+        let mut b = JobBuffer::new(&specs, usize::MAX, 200);
+        for i in 0..4 {
+            b.push_row(0.0, &row(i), &specs, false).unwrap();
+        }
+        assert!(!b.above_high_water());
+        b.push_row(0.0, &row(4), &specs, false).unwrap();
+        assert!(b.above_high_water());
+    }
+
+    #[test]
+    fn a_reading_past_the_high_water_mark_wakes_the_writer_once() {
+        let mut n = 0.0;
+        let mut job = DaqJob::new("g", vec![DatasetSpec::scalar("a", Dtype::F64)], move || {
+            n += 1.0;
+            Ok(Reading::Row(vec![Entry::from(n)]))
+        })
+        .unwrap()
+        .with_max_buffer_rows(4);
+        let writer = Arc::new(Wake::default());
+        *lock(&job.shared.writer_wake) = Some(Arc::clone(&writer));
+        let generation = || *lock(&writer.generation);
+        job.read_once(&|| 0.0);
+        assert_eq!(generation(), 0);
+        job.read_once(&|| 0.0);
+        assert_eq!(generation(), 1, "2 of 4 rows: an early write is asked for");
+        job.read_once(&|| 0.0);
+        assert_eq!(
+            generation(),
+            1,
+            "asked once until the writer takes the rows"
+        );
+        let h = job.handle();
+        assert!(h.take_flush_request());
+        h.drain(true);
+        job.read_once(&|| 0.0);
+        job.read_once(&|| 0.0);
+        assert_eq!(generation(), 2);
+    }
+
+    #[test]
     fn dedup_keeps_first_and_last_of_a_run() {
         let specs = specs();
         let mut b = JobBuffer::new(&specs, 100, usize::MAX);
