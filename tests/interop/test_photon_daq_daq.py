@@ -318,3 +318,33 @@ def test_ctrl_c_ends_a_trigger_read_whose_getter_hangs(tmp_path):
         p.kill()
     assert out.strip() == "interrupted"
 
+
+
+def test_a_constant_job_is_written_early_at_a_long_write_period(tmp_path):
+    # (1000,) float32 rows: a job buffer holds 16,743 of them (64 MiB). With write_period=60 a
+    # full buffer used to wait for the period; past half of it the rows are written at once.
+    counter = iter(range(10**9))
+    row = np.zeros(1000, dtype=np.float32)
+
+    def getter():
+        row[0] = next(counter)
+        return [row]
+
+    job = daq.DAQJob("g", "v", getter, read_mode="constant", compress=False,
+                     dtype=np.float32, shape=(0, 1000))
+    d = daq.DAQDaemon([job], directory=tmp_path, write_period=60)
+    d.start()
+    for _ in range(300):  # at most 30 s
+        if job.status()["written"] >= 25_000:
+            break
+        threading.Event().wait(0.1)
+    status = job.status()
+    files = d.stop()
+    assert status["written"] >= 25_000, status
+    assert status["early_writes"] >= 2, status
+    final = job.status()
+    assert final["dropped"] == 0 and final["written"] == final["rows"], final
+    stored = np.concatenate([h5py.File(f, "r")["g/v"][:, 0] for f in files])
+    # Every row once, in order (the counter is exact in float32 below 2**24).
+    assert np.array_equal(stored, np.arange(len(stored), dtype=np.float32))
+    assert len(stored) == final["rows"]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use super::error::DaqError;
 use super::hdf::{Filters, JobLayout};
-use super::job::{lock, AttrValue, DaqJob, Dropped, JobHandle, JobStatus, ReadMode, Trigger, Wake};
+use super::job::{
+    lock, AttrValue, DaqJob, Drained, Dropped, JobHandle, JobStatus, ReadMode, Trigger, Wake,
+};
 use super::log::daq_log;
 use super::names::FileNames;
 use super::setting::SettingError;
@@ -116,6 +118,9 @@ pub struct DaemonStatus {
     pub current_file: Option<PathBuf>,
     pub files_closed: usize,
     pub writes: u64,
+    /// Writes made before the write period was up because a job's buffer passed half of its
+    /// limit (included in `writes`; each job's status counts its own).
+    pub early_writes: u64,
     pub write_errors: u64,
     pub last_write_error: Option<String>,
     pub last_write_seconds: f64,
@@ -159,6 +164,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 #[derive(Default)]
 struct WriteStats {
     writes: u64,
+    early_writes: u64,
     errors: u64,
     last_error: Option<String>,
     last_seconds: f64,
@@ -172,7 +178,8 @@ struct Shared {
     stop: AtomicBool,
     /// Set once the jobs' stop hooks have run: the final reads may start.
     final_reads: AtomicBool,
-    writer_wake: Wake,
+    /// Wakes the writer at stop and when a job asks for an early write.
+    writer_wake: Arc<Wake>,
 }
 
 /// Runs jobs and writes their data. See the crate docs.
@@ -350,8 +357,14 @@ impl DaqDaemon {
             clock: Arc::clone(&self.cfg.clock),
             stop: AtomicBool::new(false),
             final_reads: AtomicBool::new(false),
-            writer_wake: Wake::default(),
+            writer_wake: Arc::new(Wake::default()),
         });
+        if self.cfg.auto_write {
+            // Only a writer thread acts on early-write requests.
+            for h in &self.handles {
+                *lock(&h.shared.writer_wake) = Some(Arc::clone(&shared.writer_wake));
+            }
+        }
 
         // Group jobs by thread id; jobs without one get a thread each.
         let mut groups: BTreeMap<Option<u32>, Vec<Vec<DaqJob>>> = BTreeMap::new();
@@ -438,9 +451,16 @@ impl DaqDaemon {
         };
         let st = self.shared.as_ref().map(|s| {
             let st = lock(&s.stats);
-            (st.writes, st.errors, st.last_error.clone(), st.last_seconds)
+            (
+                st.writes,
+                st.early_writes,
+                st.errors,
+                st.last_error.clone(),
+                st.last_seconds,
+            )
         });
-        let (writes, errors, last_error, last_seconds) = st.unwrap_or((0, 0, None, 0.0));
+        let (writes, early_writes, errors, last_error, last_seconds) =
+            st.unwrap_or((0, 0, 0, None, 0.0));
         let jobs: Vec<JobStatus> = self.handles.iter().map(JobHandle::status).collect();
         DaemonStatus {
             name: self.cfg.name.clone(),
@@ -456,6 +476,7 @@ impl DaqDaemon {
             current_file: current,
             files_closed: closed,
             writes,
+            early_writes,
             write_errors: errors,
             last_write_error: last_error,
             last_write_seconds: last_seconds,
@@ -576,22 +597,78 @@ impl Drop for DaqDaemon {
     }
 }
 
+/// Why the writer writes now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum WriteKind {
+    /// The write period is up: every job's rows.
+    Periodic,
+    /// A job's buffer passed its high-water mark: the rows of the jobs that asked, only.
+    Early,
+}
+
+/// The periodic write: every job's rows (which answers their early-write requests too).
 fn do_write(shared: &Shared) -> Result<WriteReport, DaqError> {
-    let mut w = lock(&shared.writer);
+    let w = lock(&shared.writer);
     // After a failed write the writer still holds those rows: retry them alone and leave new
     // rows in the jobs' buffers, whose limit then bounds memory (excess samples are dropped
     // and counted there) while the file system is failing.
-    let drained: Vec<_> = if w.pending_rows() == 0 {
-        shared.handles.iter().map(|h| h.drain(false)).collect()
-    } else {
-        shared.handles.iter().map(|h| h.drain_none()).collect()
-    };
+    let retrying = w.pending_rows() > 0;
+    let drained = shared
+        .handles
+        .iter()
+        .map(|h| {
+            h.take_flush_request();
+            if retrying {
+                h.drain_none()
+            } else {
+                h.drain(false)
+            }
+        })
+        .collect();
+    write_rows(shared, w, drained, &[])
+}
+
+/// An early write: the rows of the jobs whose buffer passed its high-water mark, only. `None`
+/// when no job asks any more, or when the writer still holds the rows of a failed write (only
+/// the periodic write retries them).
+fn do_early_write(shared: &Shared) -> Result<Option<WriteReport>, DaqError> {
+    let w = lock(&shared.writer);
+    if w.pending_rows() > 0 {
+        return Ok(None);
+    }
+    let mut asking = Vec::new();
+    let drained = shared
+        .handles
+        .iter()
+        .map(|h| {
+            if h.take_flush_request() {
+                asking.push(h);
+                h.drain(false)
+            } else {
+                h.drain_none()
+            }
+        })
+        .collect();
+    if asking.is_empty() {
+        return Ok(None);
+    }
+    write_rows(shared, w, drained, &asking).map(Some)
+}
+
+/// Writes `drained` (one entry per job) and counts the write; `early` are the jobs an early
+/// write is for (empty for a periodic write).
+fn write_rows(
+    shared: &Shared,
+    mut w: MutexGuard<'_, FileWriter>,
+    drained: Vec<Drained>,
+    early: &[&JobHandle],
+) -> Result<WriteReport, DaqError> {
     let now = shared.clock.now();
     let res = w.write(now, drained);
     drop(w);
+    let mut st = lock(&shared.stats);
     match &res {
         Ok(r) => {
-            let mut st = lock(&shared.stats);
             st.last_seconds = r.seconds;
             if let Some(m) = &r.short_of_space {
                 st.errors += 1;
@@ -599,12 +676,15 @@ fn do_write(shared: &Shared) -> Result<WriteReport, DaqError> {
             }
         }
         Err(e) => {
-            let mut st = lock(&shared.stats);
             st.errors += 1;
             st.last_error = Some(e.to_string());
         }
     }
-    lock(&shared.stats).writes += 1;
+    st.writes += 1;
+    if !early.is_empty() {
+        st.early_writes += 1;
+        early.iter().for_each(|h| h.count_early_write());
+    }
     res
 }
 
@@ -612,41 +692,64 @@ fn writer_loop(shared: Arc<Shared>, period: Duration, jitter: Option<Duration>) 
     let mut rng = Rng::seeded();
     let mut next = Instant::now();
     let mut reported: Vec<Dropped> = vec![Dropped::default(); shared.handles.len()];
+    let mut kind = WriteKind::Periodic;
     loop {
-        let step = match jitter {
-            Some(j) => {
-                let p = period.as_secs_f64() + (rng.unit() * 2.0 - 1.0) * j.as_secs_f64();
-                Duration::from_secs_f64(p.max(0.001))
-            }
-            None => period,
-        };
-        next += step;
-        // Wait for the next write or for stop.
+        if kind == WriteKind::Periodic {
+            let step = match jitter {
+                Some(j) => {
+                    let p = period.as_secs_f64() + (rng.unit() * 2.0 - 1.0) * j.as_secs_f64();
+                    Duration::from_secs_f64(p.max(0.001))
+                }
+                None => period,
+            };
+            next += step;
+        }
+        // Wait for the next write period, an early-write request, or stop. The requests are
+        // checked under the wake's lock, which a job takes to notify after setting its flag.
         let mut g = lock(&shared.writer_wake.generation);
-        loop {
+        kind = loop {
             if shared.stop.load(Ordering::SeqCst) {
                 return;
             }
             let now = Instant::now();
             if now >= next {
-                break;
+                break WriteKind::Periodic;
+            }
+            if shared.handles.iter().any(JobHandle::flush_wanted) {
+                break WriteKind::Early;
             }
             g = match shared.writer_wake.cv.wait_timeout(g, next - now) {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
-        }
+        };
         drop(g);
-        match do_write(&shared) {
-            Ok(WriteReport {
+        let res = match kind {
+            WriteKind::Periodic => do_write(&shared).map(Some),
+            WriteKind::Early => do_early_write(&shared),
+        };
+        match res {
+            Ok(None) => {
+                if lock(&shared.writer).pending_rows() > 0 {
+                    // A failed write's rows wait for the periodic retry, and so do the early
+                    // requests (no wake-up per row while the file system is failing).
+                    wait_until(&shared, next);
+                }
+            }
+            Ok(Some(WriteReport {
                 short_of_space: Some(m),
                 ..
-            }) => daq_log!(Error, "{m}"),
-            Ok(r) => daq_log!(
+            })) => daq_log!(Error, "{m}"),
+            Ok(Some(r)) => daq_log!(
                 Debug,
-                "wrote {} rows in {:.1} ms{}",
+                "wrote {} rows in {:.1} ms{}{}",
                 r.rows,
                 r.seconds * 1e3,
+                if kind == WriteKind::Early {
+                    " (early: a job's buffer passed half of its limit)"
+                } else {
+                    ""
+                },
                 if r.files_closed.is_empty() {
                     ""
                 } else {
@@ -657,14 +760,29 @@ fn writer_loop(shared: Arc<Shared>, period: Duration, jitter: Option<Duration>) 
         }
         log_new_drops(&shared.handles, &mut reported);
         let now = Instant::now();
-        if next < now {
+        if kind == WriteKind::Periodic && next < now {
             // A write overran its period: continue from now instead of writing back-to-back.
             next = now;
         }
     }
 }
 
-/// Logs, once per write period, the rows each job dropped since the last report.
+/// Sleeps until `deadline` or stop, ignoring early-write requests.
+fn wait_until(shared: &Shared, deadline: Instant) {
+    let mut g = lock(&shared.writer_wake.generation);
+    while !shared.stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        g = match shared.writer_wake.cv.wait_timeout(g, deadline - now) {
+            Ok((g, _)) => g,
+            Err(p) => p.into_inner().0,
+        };
+    }
+}
+
+/// Logs, after each write, the rows each job dropped since the last report.
 fn log_new_drops(handles: &[JobHandle], reported: &mut [Dropped]) {
     for (h, last) in handles.iter().zip(reported.iter_mut()) {
         let now = h.dropped();

@@ -1,7 +1,7 @@
 //! [`DaqJob`]: a group of datasets filled by a getter on a schedule, and its row buffer.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ pub const DEFAULT_CHUNK_LENGTH: usize = 64;
 pub const DEFAULT_MAX_BUFFER_ROWS: usize = 10_000_000;
 /// Default limit of buffered bytes per job (time and every dataset). Beyond either limit a job
 /// with back-pressure stops reading its source; any other job drops the sample and counts it.
+/// Once a job's buffer holds half of either limit, the daemon's writer writes that job's rows
+/// at once (an early write) instead of waiting for the write period.
 pub const DEFAULT_MAX_BUFFER_BYTES: usize = 64 << 20;
 /// One dataset of a job: `/<group>/<name>`, element type and the shape of one entry
 /// (empty for scalars; the file's shape is `(rows, *shape)`).
@@ -190,6 +192,7 @@ pub(crate) struct Counters {
     pub missed_periods: AtomicU64,
     pub written: AtomicU64,
     pub times_out_of_range: AtomicU64,
+    pub early_writes: AtomicU64,
 }
 
 /// State shared between a job's worker, the daemon's writer and triggers.
@@ -201,6 +204,12 @@ pub(crate) struct JobShared {
     pub(crate) pending: AtomicU64,
     pub(crate) wake: Mutex<Option<Arc<Wake>>>,
     pub(crate) source: Mutex<SourceStats>,
+    /// The daemon's writer, woken when the buffer passes its high-water mark (none when the
+    /// daemon writes only on [`super::DaqDaemon::write_now`]).
+    pub(crate) writer_wake: Mutex<Option<Arc<Wake>>>,
+    /// Set when the buffer passed its high-water mark; the writer clears it when it takes the
+    /// rows.
+    pub(crate) flush_wanted: AtomicBool,
 }
 
 /// A snapshot of a job's counters.
@@ -232,6 +241,9 @@ pub struct JobStatus {
     pub missed_periods: u64,
     /// Rows stored with a (provided) time before their file's start or in the future.
     pub times_out_of_range: u64,
+    /// Writes of this job's rows before the write period was up, because its buffer passed
+    /// half of its limit.
+    pub early_writes: u64,
     pub last_error: Option<String>,
 }
 
@@ -353,6 +365,8 @@ impl DaqJob {
                 pending: AtomicU64::new(0),
                 wake: Mutex::new(None),
                 source: Mutex::new(SourceStats::default()),
+                writer_wake: Mutex::new(None),
+                flush_wanted: AtomicBool::new(false),
             }),
         })
     }
@@ -535,36 +549,10 @@ impl DaqJob {
         let shared = Arc::clone(&self.shared);
         let c = &shared.counters;
         let mut buf = lock(&shared.buffer);
-        let outcomes = match reading {
-            Reading::Skip => return Ok(()),
-            Reading::Row(entries) => {
-                if self.provide_time || self.bulk {
-                    return Err("getter returned a row without time, but the job expects the getter to provide the time".into());
-                }
-                vec![buf.push_row(t_auto, &entries, &self.datasets, force)?]
-            }
-            Reading::TimedRow(t, entries) => {
-                if !self.provide_time || self.bulk {
-                    return Err("getter returned a time, but the job stamps the time itself (enable provided time)".into());
-                }
-                if !t.is_finite() {
-                    return Err(format!("getter returned time {t}"));
-                }
-                vec![buf.push_row(t, &entries, &self.datasets, force)?]
-            }
-            Reading::Rows { time, columns } => {
-                let pushed = self.push_bulk(&mut buf, &time, &columns, force);
-                drop(buf);
-                if let Some(spare) = &self.reading_spare {
-                    let (mut time, mut columns) = (time, columns);
-                    time.clear();
-                    columns.iter_mut().for_each(Column::clear);
-                    *lock(spare) = Some((time, columns));
-                }
-                pushed?
-            }
-        };
-        for outcome in outcomes {
+        let outcomes = self.push_reading(&mut buf, reading, t_auto, force);
+        let high = buf.above_high_water();
+        drop(buf);
+        for outcome in outcomes? {
             match outcome {
                 Pushed::Rows(n) => {
                     c.rows.fetch_add(n as u64, Ordering::Relaxed);
@@ -577,7 +565,68 @@ impl DaqJob {
                 }
             }
         }
+        if high {
+            self.request_flush();
+        }
         Ok(())
+    }
+
+    /// Buffers one reading; the caller holds the buffer's lock.
+    fn push_reading(
+        &self,
+        buf: &mut JobBuffer,
+        reading: Reading,
+        t_auto: f64,
+        force: bool,
+    ) -> Result<Vec<Pushed>, String> {
+        match reading {
+            Reading::Skip => Ok(Vec::new()),
+            Reading::Row(entries) => {
+                if self.provide_time || self.bulk {
+                    return Err("getter returned a row without time, but the job expects the getter to provide the time".into());
+                }
+                Ok(vec![buf.push_row(
+                    t_auto,
+                    &entries,
+                    &self.datasets,
+                    force,
+                )?])
+            }
+            Reading::TimedRow(t, entries) => {
+                if !self.provide_time || self.bulk {
+                    return Err("getter returned a time, but the job stamps the time itself (enable provided time)".into());
+                }
+                if !t.is_finite() {
+                    return Err(format!("getter returned time {t}"));
+                }
+                Ok(vec![buf.push_row(t, &entries, &self.datasets, force)?])
+            }
+            Reading::Rows { time, columns } => {
+                let pushed = self.push_bulk(buf, &time, &columns, force);
+                if let Some(spare) = &self.reading_spare {
+                    let (mut time, mut columns) = (time, columns);
+                    time.clear();
+                    columns.iter_mut().for_each(Column::clear);
+                    *lock(spare) = Some((time, columns));
+                }
+                pushed
+            }
+        }
+    }
+
+    /// Asks the writer for an early write of this job's rows (once per crossing of the
+    /// high-water mark: the flag stays set until the writer takes the rows).
+    fn request_flush(&self) {
+        let shared = &self.shared;
+        if shared.flush_wanted.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(w) = lock(&shared.writer_wake).as_ref() {
+            // The flag is set before the wake-up, so a writer that checks it under the wake's
+            // lock cannot miss it.
+            shared.flush_wanted.store(true, Ordering::SeqCst);
+            w.notify();
+        }
     }
 
     /// Buffers the rows of a [`Reading::Rows`]: all at once (one copy per column), or one at a
@@ -700,6 +749,7 @@ impl JobHandle {
             consecutive_errors: get(&c.consecutive_errors),
             missed_periods: get(&c.missed_periods),
             times_out_of_range: get(&c.times_out_of_range),
+            early_writes: get(&c.early_writes),
             last_error: lock(&self.shared.last_error).clone(),
         }
     }
@@ -718,6 +768,24 @@ impl JobHandle {
             }
         }
         d
+    }
+
+    /// Whether the buffer passed its high-water mark since the writer last took its rows.
+    pub(crate) fn flush_wanted(&self) -> bool {
+        self.shared.flush_wanted.load(Ordering::SeqCst)
+    }
+
+    /// Clears the early-write request; true when there was one.
+    pub(crate) fn take_flush_request(&self) -> bool {
+        self.shared.flush_wanted.swap(false, Ordering::SeqCst)
+    }
+
+    /// Counts one early write of this job's rows.
+    pub(crate) fn count_early_write(&self) {
+        self.shared
+            .counters
+            .early_writes
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Hands rows already stored back to the job, whose next drain reuses their memory.
@@ -869,6 +937,19 @@ impl JobBuffer {
     /// True when no further row fits.
     pub(crate) fn is_full(&self) -> bool {
         !self.fits(1)
+    }
+
+    /// True when the buffer holds at least half of its row or byte limit: the writer should
+    /// take its rows now, while the other half still takes new ones.
+    pub(crate) fn above_high_water(&self) -> bool {
+        let rows = self.time.len();
+        rows > 0
+            && (rows.saturating_mul(2) >= self.max_rows
+                || rows
+                    .saturating_mul(self.row_bytes)
+                    .saturating_add(self.text_bytes)
+                    .saturating_mul(2)
+                    >= self.max_bytes)
     }
 
     fn rollback(&mut self, lens: &[usize]) {
@@ -1066,6 +1147,61 @@ mod tests {
             DatasetSpec::scalar("a", Dtype::F64),
             DatasetSpec::array("b", Dtype::U16, &[2]),
         ]
+    }
+
+    #[test]
+    fn high_water_is_half_of_the_row_or_byte_limit() {
+        let specs = specs();
+        let row = |x: u16| vec![Entry::from(1.0), Entry::from(vec![x, x])];
+        // By rows: 10 of at most 20.
+        let mut b = JobBuffer::new(&specs, 20, usize::MAX);
+        assert!(!b.above_high_water(), "an empty buffer asks for nothing");
+        for i in 0..10 {
+            assert!(!b.above_high_water(), "{i} rows");
+            b.push_row(0.0, &row(i), &specs, false).unwrap();
+        }
+        assert!(b.above_high_water());
+        assert!(!b.is_full());
+        b.drain(true);
+        assert!(!b.above_high_water());
+        // By bytes: a row is 8 (time) + 8 + 2 * 2 = 20 bytes; 5 rows of at most 200 bytes.
+        let mut b = JobBuffer::new(&specs, usize::MAX, 200);
+        for i in 0..4 {
+            b.push_row(0.0, &row(i), &specs, false).unwrap();
+        }
+        assert!(!b.above_high_water());
+        b.push_row(0.0, &row(4), &specs, false).unwrap();
+        assert!(b.above_high_water());
+    }
+
+    #[test]
+    fn a_reading_past_the_high_water_mark_wakes_the_writer_once() {
+        let mut n = 0.0;
+        let mut job = DaqJob::new("g", vec![DatasetSpec::scalar("a", Dtype::F64)], move || {
+            n += 1.0;
+            Ok(Reading::Row(vec![Entry::from(n)]))
+        })
+        .unwrap()
+        .with_max_buffer_rows(4);
+        let writer = Arc::new(Wake::default());
+        *lock(&job.shared.writer_wake) = Some(Arc::clone(&writer));
+        let generation = || *lock(&writer.generation);
+        job.read_once(&|| 0.0);
+        assert_eq!(generation(), 0);
+        job.read_once(&|| 0.0);
+        assert_eq!(generation(), 1, "2 of 4 rows: an early write is asked for");
+        job.read_once(&|| 0.0);
+        assert_eq!(
+            generation(),
+            1,
+            "asked once until the writer takes the rows"
+        );
+        let h = job.handle();
+        assert!(h.take_flush_request());
+        h.drain(true);
+        job.read_once(&|| 0.0);
+        job.read_once(&|| 0.0);
+        assert_eq!(generation(), 2);
     }
 
     #[test]

@@ -487,6 +487,96 @@ fields = [{ name = "n", dtype = "int64" }]
     assert_eq!(code == Some(0), num(j, "dropped") == 0, "{stderr}");
 }
 
+/// A fast command with a small buffer and a one-minute write period: its rows are written
+/// early whenever its buffer is half full (it is not held back for the period), RSS stays
+/// bounded, and a slow job beside it keeps the write period (nothing of it is written before
+/// stop).
+fn fast_job_written_early(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[daemon]
+directory = "out"
+write_period = 60
+mode = "MODE"
+[[job]]
+group = "fast"
+source = "command"
+command = ["seq", "0", "1000000000"]
+buffer_size = "1 MB"
+fields = [{ name = "n", dtype = "int64" }]
+[[job]]
+group = "slow"
+source = "command"
+command = ["sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done"]
+fields = [{ name = "n", dtype = "int64" }]
+"#
+    .replace("MODE", mode);
+    let mut d = Daemon::start(dir.path(), &config);
+    let pid = d.child.id();
+    // 1 MB holds 65,536 rows of 16 bytes: without early writes the job would stop there for
+    // the rest of the minute.
+    let mut peak = 0;
+    let st = wait_status(dir.path(), "300,000 rows of fast written", |st| {
+        num(job(st, "fast"), "written") >= 300_000
+    });
+    peak = peak.max(rss_bytes(pid));
+    let fast = job(&st, "fast");
+    assert!(num(fast, "early_writes") >= 4, "{fast}");
+    assert!(
+        num(&st, "early_writes") >= num(fast, "early_writes"),
+        "{st}"
+    );
+    let slow = job(&st, "slow");
+    assert_eq!(
+        num(slow, "written"),
+        0,
+        "the slow job waits for the period: {slow}"
+    );
+    assert_eq!(num(slow, "early_writes"), 0, "{slow}");
+    assert!(num(slow, "rows") > 0, "{slow}");
+    let text = h5daq(dir.path(), &["status", "-c", "daq.toml"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    let writes = text.lines().find(|l| l.starts_with("writes")).unwrap_or("");
+    assert!(
+        writes.contains(" early,") && !writes.contains("(0 early"),
+        "text status: {text}"
+    );
+    for _ in 0..10 {
+        peak = peak.max(rss_bytes(pid));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, report, stderr) = stop(dir.path());
+    d.wait_exit(30);
+    for group in ["fast", "slow"] {
+        let j = job(&report, group);
+        assert_eq!(num(&j["dropped_by"], "buffer_full"), 0, "{j}");
+        assert_eq!(num(j, "rows"), num(j, "written"), "{j}");
+        let (time, values) = stored(&dir.path().join("out"), group, "n");
+        assert_counts_up(&values, group);
+        assert!(
+            time.windows(2).all(|w| w[0] <= w[1]),
+            "{group}: time goes back"
+        );
+    }
+    // Two half-full 1 MB buffers at most, the line queue and the libraries.
+    assert!(peak < 150 << 20, "peak RSS {peak} bytes");
+    assert_eq!(
+        code == Some(0),
+        num(&report, "rows_dropped") == 0,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_fast_job_in_close_mode_is_written_early_and_keeps_its_rate() {
+    fast_job_written_early("close");
+}
+
+#[test]
+fn a_fast_job_in_swmr_mode_is_written_early_and_keeps_its_rate() {
+    fast_job_written_early("swmr");
+}
+
 #[test]
 fn bad_lines_are_counted_without_pausing_the_job() {
     let dir = tempfile::tempdir().unwrap();

@@ -579,8 +579,9 @@ impl Job {
         self.errors.count.load(Ordering::Relaxed)
     }
 
-    /// Counters: reads, rows, written, buffered, skipped, deduplicated, dropped, errors.
-    fn status(&self) -> (u64, u64, u64, u64, u64, u64, u64, u64) {
+    /// Counters: reads, rows, written, buffered, skipped, deduplicated, dropped, errors,
+    /// early writes (of a buffer half full before the write period was up).
+    fn status(&self) -> (u64, u64, u64, u64, u64, u64, u64, u64, u64) {
         let s = self.handle.status();
         (
             s.reads,
@@ -591,6 +592,7 @@ impl Job {
             s.deduplicated,
             s.dropped,
             s.errors,
+            s.early_writes,
         )
     }
 }

@@ -492,8 +492,9 @@ fn status(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> Resul
     println!("mode       {}", s("mode").as_str().unwrap_or("?"));
     println!("file       {}", s("current_file").as_str().unwrap_or("-"));
     println!(
-        "writes     {} ({} failed), {} rows written, {} closed files, last write {:.1} ms",
+        "writes     {} ({} early, {} failed), {} rows written, {} closed files, last write {:.1} ms",
         s("writes"),
+        s("early_writes"),
         s("write_errors"),
         s("rows_written"),
         s("files_closed"),

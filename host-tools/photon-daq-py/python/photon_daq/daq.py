@@ -108,7 +108,7 @@ class DAQJob:
 
     def status(self):
         names = ("reads", "rows", "written", "buffered", "skipped", "deduplicated",
-                 "dropped", "errors")
+                 "dropped", "errors", "early_writes")
         return dict(zip(names, self._native.status()))
 
     @property
