@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::data_collection::DataCollection;
 use super::error::{Error, Result};
@@ -50,7 +50,7 @@ const OPEN_IO_DEPTH: usize = 64;
 /// results in input order.
 fn open_parallel(
     paths: &[PathBuf],
-    cache: &HashMap<PathBuf, CachedInfo>,
+    cache: HashMap<PathBuf, CachedInfo>,
     threads: usize,
 ) -> Vec<Result<Arc<FileAccess>>> {
     let nthreads = if threads == 0 {
@@ -59,6 +59,8 @@ fn open_parallel(
         threads
     }
     .min(paths.len().max(1));
+    // Each file's entry moves to the thread opening it (no copy of its train IDs).
+    let cache = Mutex::new(cache);
     let next = AtomicUsize::new(0);
     let work = || {
         let mut done = Vec::new();
@@ -71,7 +73,8 @@ fn open_parallel(
             if interrupt::interrupted() {
                 break done;
             }
-            done.push((i, FileAccess::open_with_cache(p, cache.get(p).cloned())));
+            let cached = cache.lock().ok().and_then(|mut c| c.remove(p));
+            done.push((i, FileAccess::open_with_cache(p, cached)));
         }
     };
     let mut results = if nthreads <= 1 {
@@ -116,12 +119,16 @@ impl DataCollection {
             });
         }
         let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
-        let mut map = if opts.use_cache {
-            Some(RunFilesMap::load(dir))
-        } else {
-            None
-        };
-        let dc = Self::from_paths_inner(&paths, map.as_ref(), opts, true)?;
+        let mut map = opts.use_cache.then(|| RunFilesMap::read(dir));
+        let mut cache = HashMap::new();
+        if let Some(m) = map.as_mut() {
+            for (name, p) in names.iter().zip(&paths) {
+                if let Some(ci) = m.take(name) {
+                    cache.insert(p.clone(), ci);
+                }
+            }
+        }
+        let dc = Self::from_paths_inner(&paths, cache, opts, true)?;
         if let Some(m) = map.as_mut() {
             m.save(&dc.files);
         }
@@ -136,24 +143,16 @@ impl DataCollection {
 
     /// Open several files (EXtra-data's `DataCollection.from_paths`).
     pub fn from_paths(paths: &[PathBuf], opts: &OpenOptions) -> Result<DataCollection> {
-        Self::from_paths_inner(paths, None, opts, false)
+        Self::from_paths_inner(paths, HashMap::new(), opts, false)
     }
 
     fn from_paths_inner(
         paths: &[PathBuf],
-        map: Option<&RunFilesMap>,
+        cache: HashMap<PathBuf, CachedInfo>,
         opts: &OpenOptions,
         is_single_run: bool,
     ) -> Result<DataCollection> {
-        let mut cache = HashMap::new();
-        if let Some(m) = map {
-            for p in paths {
-                if let Some(ci) = m.get(p) {
-                    cache.insert(p.clone(), ci);
-                }
-            }
-        }
-        let results = open_parallel(paths, &cache, opts.threads);
+        let results = open_parallel(paths, cache, opts.threads);
         interrupt::check()?;
         let mut files = Vec::new();
         let mut failed = Vec::new();
