@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::file_access::{stat_mtime_size, CachedInfo, FileAccess};
 
+mod scan;
+
 /// File name of the cache in the run directory.
 pub const MAP_FILE: &str = "karabo_data_map.json";
 
@@ -51,10 +53,14 @@ pub(crate) fn stat_matches(entry_mtime: f64, entry_size: u64, mtime: f64, size: 
     (mtime - entry_mtime).abs() <= tol && size == entry_size
 }
 
-/// The entries of a map file's text. A whole typed parse first (no intermediate
+/// The entries of a map file's text. The scanner of the map's plain layout first,
+/// then a whole typed parse (no intermediate
 /// JSON tree); when it fails, entry by entry, so that one bad entry does not drop
 /// the rest.
 fn parse_entries(text: &[u8]) -> Vec<MapEntry> {
+    if let Some(entries) = scan::entries(text) {
+        return entries;
+    }
     if let Ok(entries) = serde_json::from_slice::<Vec<MapEntry>>(text) {
         return entries;
     }
