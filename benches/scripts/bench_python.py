@@ -107,21 +107,30 @@ def child(code, *args):
     return r.stdout.split()
 
 
+# Warm opens per library and repetition (a warm open takes milliseconds: one sample
+# is at the mercy of the machine's load).
+WARM_SAMPLES = 5
+
+
 def bench_open(run_dir, reps, cold):
     """Median seconds of RunDirectory() per library: cold (caches dropped, no run
-    map) when `cold`, and warm (run map written by a first open, caches warm)."""
+    map) when `cold`, and warm (run map written by a first open, caches warm). The
+    libraries alternate within each repetition, so both see the same load."""
     cache = run_dir / "karabo_data_map.json"
-    res = {}
-    for name, mod in LIB_MODULE.items():
-        times = {"cold": [], "warm": []}
-        for _ in range(reps):
+    times = {name: {"cold": [], "warm": []} for name in LIB_MODULE}
+    for _ in range(reps):
+        for name, mod in LIB_MODULE.items():
             if cold:
                 cache.unlink(missing_ok=True)
                 drop_caches()
-                times["cold"].append(float(child(CHILD_OPEN, mod, run_dir)[0]))
+                times[name]["cold"].append(float(child(CHILD_OPEN, mod, run_dir)[0]))
             child(CHILD_OPEN, mod, run_dir)  # writes the run map, warms the caches
-            times["warm"].append(float(child(CHILD_OPEN, mod, run_dir)[0]))
-        res[name] = {k: statistics.median(v) for k, v in times.items() if v}
+        for _ in range(WARM_SAMPLES):
+            for name, mod in LIB_MODULE.items():
+                times[name]["warm"].append(float(child(CHILD_OPEN, mod, run_dir)[0]))
+    res = {}
+    for name in LIB_MODULE:
+        res[name] = {k: statistics.median(v) for k, v in times[name].items() if v}
         log(f"RunDirectory {name:11s} " + ", ".join(f"{k} {v * 1e3:8.1f} ms"
                                                     for k, v in res[name].items()))
     return res

@@ -14,6 +14,74 @@ use super::selection::{select_train_ids, split_ranges, TrainSelection};
 use super::source_data::{Section, SourceData};
 use super::warning::Warning;
 
+/// The train IDs a file contributes: all, or only those not flagged suspect.
+fn file_train_ids(f: &FileAccess, inc_suspect_trains: bool) -> std::borrow::Cow<'_, [u64]> {
+    if inc_suspect_trains {
+        std::borrow::Cow::Borrowed(&f.train_ids)
+    } else {
+        std::borrow::Cow::Owned(f.valid_train_ids())
+    }
+}
+
+fn strictly_increasing(ids: &[u64]) -> bool {
+    ids.windows(2).all(|w| w[0] < w[1])
+}
+
+/// The sorted distinct train IDs of all files. Files of a run hold increasing IDs,
+/// and the files of one sequence the same ones: those are appended or recognised as
+/// already present without sorting; anything else falls back to sort + dedup.
+fn sorted_union<S: AsRef<[u64]>>(per_file: &[S]) -> Vec<u64> {
+    let mut order: Vec<&[u64]> = per_file
+        .iter()
+        .map(|s| s.as_ref())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if order.iter().all(|s| strictly_increasing(s)) {
+        order.sort_by_key(|s| s[0]);
+        let mut out: Vec<u64> = Vec::new();
+        let merged = order.iter().all(|s| {
+            match out.last() {
+                Some(&last) if s[0] <= last => {
+                    // Already present as a contiguous run of the output?
+                    let at = out.partition_point(|&t| t < s[0]);
+                    out.get(at..at + s.len()) == Some(*s)
+                }
+                _ => {
+                    out.extend_from_slice(s);
+                    true
+                }
+            }
+        });
+        if merged {
+            return out;
+        }
+    }
+    let mut all: Vec<u64> = order.concat();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// Whether a train ID occurs twice among the files of one source (within a file or
+/// across files). Files with increasing IDs and disjoint ranges are checked without
+/// sorting the IDs.
+fn has_repeated_train<S: AsRef<[u64]>>(per_file: &[S]) -> bool {
+    let mut order: Vec<&[u64]> = per_file
+        .iter()
+        .map(|s| s.as_ref())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if order.iter().all(|s| strictly_increasing(s)) {
+        order.sort_by_key(|s| s[0]);
+        if order.windows(2).all(|w| w[0][w[0].len() - 1] < w[1][0]) {
+            return false;
+        }
+    }
+    let mut all: Vec<u64> = order.concat();
+    all.sort_unstable();
+    all.windows(2).any(|w| w[0] == w[1])
+}
+
 /// A collection of EuXFEL data (EXtra-data's `DataCollection`).
 #[derive(Debug, Clone)]
 pub struct DataCollection {
@@ -46,17 +114,11 @@ impl DataCollection {
         inc_suspect_trains: bool,
         is_single_run: bool,
     ) -> Result<DataCollection> {
-        let mut tids: Vec<u64> = Vec::new();
-        for f in &files {
-            if inc_suspect_trains {
-                tids.extend(&f.train_ids);
-            } else {
-                tids.extend(f.valid_train_ids());
-            }
-        }
-        tids.sort_unstable();
-        tids.dedup();
-        let train_ids = Arc::new(tids);
+        let per_file: Vec<std::borrow::Cow<'_, [u64]>> = files
+            .iter()
+            .map(|f| file_train_ids(f, inc_suspect_trains))
+            .collect();
+        let train_ids = Arc::new(sorted_union(&per_file));
         let mut by_src: BTreeMap<(String, Section), Vec<Arc<FileAccess>>> = BTreeMap::new();
         let mut legacy = BTreeMap::new();
         for f in &files {
@@ -116,16 +178,12 @@ impl DataCollection {
             let mut key: Vec<usize> = sd.files.iter().map(ptr_of).collect();
             key.sort_unstable();
             let conflict = *cache.entry(key).or_insert_with(|| {
-                let mut all: Vec<u64> = Vec::new();
-                for f in &sd.files {
-                    if self.inc_suspect_trains {
-                        all.extend(&f.train_ids);
-                    } else {
-                        all.extend(f.valid_train_ids());
-                    }
-                }
-                all.sort_unstable();
-                all.windows(2).any(|w| w[0] == w[1])
+                let per_file: Vec<_> = sd
+                    .files
+                    .iter()
+                    .map(|f| file_train_ids(f, self.inc_suspect_trains))
+                    .collect();
+                has_repeated_train(&per_file)
             });
             if conflict {
                 bad.push(name.clone());
@@ -587,5 +645,45 @@ impl DataCollection {
     /// it, or train IDs outside the data when selecting trains.
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{has_repeated_train, sorted_union};
+
+    fn by_sorting(per_file: &[Vec<u64>]) -> (Vec<u64>, bool) {
+        let mut all = per_file.concat();
+        all.sort_unstable();
+        let repeated = all.windows(2).any(|w| w[0] == w[1]);
+        all.dedup();
+        (all, repeated)
+    }
+
+    // The fast paths give what sorting gives, for run-like layouts and for the
+    // irregular ones that fall back.
+    #[test]
+    fn union_and_repeats_match_sorting() {
+        let cases: Vec<Vec<Vec<u64>>> = vec![
+            vec![],
+            vec![vec![], vec![5, 6]],
+            // Two modules over two sequences (same IDs per sequence), any order.
+            vec![vec![3, 4, 5], vec![1, 2], vec![1, 2], vec![3, 4, 5]],
+            // A file with a gap that another file fills.
+            vec![vec![1, 3, 5], vec![2, 4]],
+            // Overlapping but not equal, a subset that is not contiguous.
+            vec![vec![1, 2, 3], vec![2, 3, 4]],
+            vec![vec![1, 2, 3, 4], vec![2, 4]],
+            vec![vec![1, 2, 3, 4], vec![2, 3]],
+            // Unsorted and repeated within one file.
+            vec![vec![3, 1, 2]],
+            vec![vec![1, 2, 2, 3]],
+            vec![vec![u64::MAX], vec![0, u64::MAX]],
+        ];
+        for c in &cases {
+            let (union, repeated) = by_sorting(c);
+            assert_eq!(sorted_union(c), union, "{c:?}");
+            assert_eq!(has_repeated_train(c), repeated, "{c:?}");
+        }
     }
 }

@@ -26,9 +26,12 @@ const RELEASE_BYTES: u64 = 16 << 20;
 
 static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Cached metadata from the run map (or from opening the file).
+/// Cached metadata from the run map, trusted only if the file's stat matches.
 #[derive(Debug, Clone)]
 pub(crate) struct CachedInfo {
+    /// The mtime and size the map recorded.
+    pub mtime: f64,
+    pub size: u64,
     pub train_ids: Vec<u64>,
     pub control_sources: BTreeSet<String>,
     pub instrument_sources: BTreeSet<String>,
@@ -156,7 +159,8 @@ impl FileAccess {
             keys_cache: Mutex::new(HashMap::new()),
             raw_datasets: Mutex::new(HashMap::new()),
         };
-        if let Some(c) = cache {
+        if let Some(c) = cache.filter(|c| super::runmap::stat_matches(c.mtime, c.size, mtime, size))
+        {
             fa.train_ids = c.train_ids;
             fa.control_sources = c.control_sources;
             fa.instrument_sources = c.instrument_sources;

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::data_collection::DataCollection;
 use super::error::{Error, Result};
@@ -46,11 +47,17 @@ impl Default for OpenOptions {
 /// many reads in flight, whatever the number of cores.
 const OPEN_IO_DEPTH: usize = 64;
 
+/// An open from the run map that takes longer than this waited on the filesystem
+/// (a warm one is a stat of a few microseconds): the other threads are started then.
+const SLOW_CACHED_OPEN: Duration = Duration::from_micros(500);
+
 /// Open files on `threads` threads (0: [`OPEN_IO_DEPTH`], or one per CPU if more);
-/// results in input order.
+/// results in input order. When every file has a run map entry, the calling thread
+/// starts alone and starts the others only once an open waits on the filesystem:
+/// with warm caches, starting 64 threads costs more than the 340 stats they share.
 fn open_parallel(
     paths: &[PathBuf],
-    cache: &HashMap<PathBuf, CachedInfo>,
+    cache: HashMap<PathBuf, CachedInfo>,
     threads: usize,
 ) -> Vec<Result<Arc<FileAccess>>> {
     let nthreads = if threads == 0 {
@@ -59,30 +66,45 @@ fn open_parallel(
         threads
     }
     .min(paths.len().max(1));
+    let all_cached = threads == 0 && cache.len() == paths.len();
+    // Each file's entry moves to the thread opening it (no copy of its train IDs).
+    let cache = Mutex::new(cache);
     let next = AtomicUsize::new(0);
-    let work = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(p) = paths.get(i) else {
-                break done;
-            };
-            // After Ctrl-C the files not yet opened stay unopened (the caller stops).
-            if interrupt::interrupted() {
-                break done;
-            }
-            done.push((i, FileAccess::open_with_cache(p, cache.get(p).cloned())));
+    // One file per call; None when there is nothing left (or after Ctrl-C, when the
+    // files not yet opened stay unopened: the caller stops).
+    let open_next = || {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let p = paths.get(i)?;
+        if interrupt::interrupted() {
+            return None;
         }
+        let cached = cache.lock().ok().and_then(|mut c| c.remove(p));
+        Some((i, FileAccess::open_with_cache(p, cached)))
     };
+    let work = || std::iter::from_fn(open_next).collect::<Vec<_>>();
     let mut results = if nthreads <= 1 {
         work()
     } else {
         std::thread::scope(|s| {
-            let handles: Vec<_> = (0..nthreads).map(|_| s.spawn(work)).collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
+            let mut done = Vec::new();
+            if all_cached {
+                loop {
+                    let t0 = Instant::now();
+                    let Some(r) = open_next() else {
+                        return done;
+                    };
+                    done.push(r);
+                    if t0.elapsed() > SLOW_CACHED_OPEN {
+                        break;
+                    }
+                }
+            }
+            let handles: Vec<_> = (1..nthreads).map(|_| s.spawn(work)).collect();
+            done.extend(work());
+            for h in handles {
+                done.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            done
         })
     };
     results.sort_unstable_by_key(|(i, _)| *i);
@@ -116,12 +138,16 @@ impl DataCollection {
             });
         }
         let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
-        let mut map = if opts.use_cache {
-            Some(RunFilesMap::load(dir))
-        } else {
-            None
-        };
-        let dc = Self::from_paths_inner(&paths, map.as_ref(), opts, true)?;
+        let mut map = opts.use_cache.then(|| RunFilesMap::read(dir));
+        let mut cache = HashMap::new();
+        if let Some(m) = map.as_mut() {
+            for (name, p) in names.iter().zip(&paths) {
+                if let Some(ci) = m.take(name) {
+                    cache.insert(p.clone(), ci);
+                }
+            }
+        }
+        let dc = Self::from_paths_inner(&paths, cache, opts, true)?;
         if let Some(m) = map.as_mut() {
             m.save(&dc.files);
         }
@@ -136,24 +162,16 @@ impl DataCollection {
 
     /// Open several files (EXtra-data's `DataCollection.from_paths`).
     pub fn from_paths(paths: &[PathBuf], opts: &OpenOptions) -> Result<DataCollection> {
-        Self::from_paths_inner(paths, None, opts, false)
+        Self::from_paths_inner(paths, HashMap::new(), opts, false)
     }
 
     fn from_paths_inner(
         paths: &[PathBuf],
-        map: Option<&RunFilesMap>,
+        cache: HashMap<PathBuf, CachedInfo>,
         opts: &OpenOptions,
         is_single_run: bool,
     ) -> Result<DataCollection> {
-        let mut cache = HashMap::new();
-        if let Some(m) = map {
-            for p in paths {
-                if let Some(ci) = m.get(p) {
-                    cache.insert(p.clone(), ci);
-                }
-            }
-        }
-        let results = open_parallel(paths, &cache, opts.threads);
+        let results = open_parallel(paths, cache, opts.threads);
         interrupt::check()?;
         let mut files = Vec::new();
         let mut failed = Vec::new();

@@ -5,7 +5,7 @@
 //! trusted only if the file's size and mtime match. Written atomically (temp file
 //! in the same directory + rename); permission errors are ignored.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +13,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::file_access::{stat_mtime_size, CachedInfo, FileAccess};
+
+mod scan;
 
 /// File name of the cache in the run directory.
 pub const MAP_FILE: &str = "karabo_data_map.json";
@@ -34,56 +36,91 @@ pub struct MapEntry {
 #[derive(Debug)]
 pub struct RunFilesMap {
     pub directory: PathBuf,
-    /// Valid entries by file name.
+    /// Entries by file name: after [`RunFilesMap::load`] only those matching their
+    /// files; after [`RunFilesMap::read`] all, each checked when its file is opened.
     pub files_data: BTreeMap<String, MapEntry>,
+    /// Names whose entries [`RunFilesMap::take`] handed to an opening file, with the
+    /// size and mtime they recorded (the opened file is the entry from then on).
+    taken: HashMap<String, (f64, u64)>,
+}
+
+/// Whether a map entry's mtime and size describe a file with this stat.
+pub(crate) fn stat_matches(entry_mtime: f64, entry_size: u64, mtime: f64, size: u64) -> bool {
+    // serde_json's float parser may be 1 ULP off the correctly rounded value Python
+    // writes and reads; accept a few ULPs (the stat value is kept, so a rewrite
+    // stays valid for EXtra-data).
+    let tol = mtime.abs() * 4.0 * f64::EPSILON;
+    (mtime - entry_mtime).abs() <= tol && size == entry_size
+}
+
+/// The entries of a map file's text. The scanner of the map's plain layout first,
+/// then a whole typed parse (no intermediate
+/// JSON tree); when it fails, entry by entry, so that one bad entry does not drop
+/// the rest.
+fn parse_entries(text: &[u8]) -> Vec<MapEntry> {
+    if let Some(entries) = scan::entries(text) {
+        return entries;
+    }
+    if let Ok(entries) = serde_json::from_slice::<Vec<MapEntry>>(text) {
+        return entries;
+    }
+    match serde_json::from_slice::<Vec<serde_json::Value>>(text) {
+        Ok(items) => items
+            .into_iter()
+            .filter_map(|it| serde_json::from_value::<MapEntry>(it).ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 impl RunFilesMap {
-    /// Load `<dir>/karabo_data_map.json`, keeping only entries whose size and
-    /// mtime match the files (stale or incomplete entries are dropped silently).
-    pub fn load(dir: &Path) -> RunFilesMap {
+    /// Read `<dir>/karabo_data_map.json` without checking entries against the files:
+    /// opening checks each file's entry with the stat it makes anyway (one stat per
+    /// file, not two). Entries with a `/` in their name are dropped.
+    pub fn read(dir: &Path) -> RunFilesMap {
         let directory = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-        let mut files_data = BTreeMap::new();
-        if let Ok(text) = std::fs::read_to_string(directory.join(MAP_FILE)) {
-            // Entries are parsed one by one so that one bad entry does not drop the rest.
-            if let Ok(serde_json::Value::Array(items)) =
-                serde_json::from_str::<serde_json::Value>(&text)
-            {
-                for it in items {
-                    let Ok(e) = serde_json::from_value::<MapEntry>(it) else {
-                        continue;
-                    };
-                    if e.filename.contains('/') {
-                        continue;
-                    }
-                    if let Ok((mtime, size)) = stat_mtime_size(&directory.join(&e.filename)) {
-                        // serde_json's float parser may be 1 ULP off the correctly rounded
-                        // value Python writes and reads; accept a few ULPs and keep the
-                        // exact stat value, so a rewrite stays valid for EXtra-data.
-                        let tol = mtime.abs() * 4.0 * f64::EPSILON;
-                        if (mtime - e.mtime).abs() <= tol && size == e.size {
-                            let mut e = e;
-                            e.mtime = mtime;
-                            files_data.insert(e.filename.clone(), e);
-                        }
-                    }
-                }
-            }
-        }
+        let files_data = match std::fs::read(directory.join(MAP_FILE)) {
+            Ok(text) => parse_entries(&text)
+                .into_iter()
+                .filter(|e| !e.filename.contains('/'))
+                .map(|e| (e.filename.clone(), e))
+                .collect(),
+            Err(_) => BTreeMap::new(),
+        };
         RunFilesMap {
             directory,
             files_data,
+            taken: HashMap::new(),
         }
     }
 
-    /// Cached info for a file of this directory, if a valid entry exists.
-    pub(crate) fn get(&self, path: &Path) -> Option<CachedInfo> {
-        let abs = std::path::absolute(path).ok()?;
-        if abs.parent()? != self.directory {
-            return None;
-        }
-        let name = abs.file_name()?.to_string_lossy().into_owned();
-        let e = self.files_data.get(&name)?;
+    /// Load `<dir>/karabo_data_map.json`, keeping only entries whose size and
+    /// mtime match the files (stale or incomplete entries are dropped silently).
+    pub fn load(dir: &Path) -> RunFilesMap {
+        let mut map = Self::read(dir);
+        map.retain_matching();
+        map
+    }
+
+    /// Drop entries whose file is missing or has another size or mtime; keep the
+    /// exact stat mtime in the others.
+    fn retain_matching(&mut self) {
+        let dir = &self.directory;
+        self.files_data
+            .retain(|name, e| match stat_mtime_size(&dir.join(name)) {
+                Ok((mtime, size)) if stat_matches(e.mtime, e.size, mtime, size) => {
+                    e.mtime = mtime;
+                    true
+                }
+                _ => false,
+            });
+    }
+
+    /// Hand the entry of file `name` (of this directory) to the file being opened,
+    /// as the metadata it is opened with when its size and mtime match.
+    pub(crate) fn take(&mut self, name: &str) -> Option<CachedInfo> {
+        let e = self.files_data.remove(name)?;
+        self.taken.insert(e.filename.clone(), (e.mtime, e.size));
         let mut flag = vec![true; e.train_ids.len()];
         for &i in &e.suspect_train_indices {
             if let Some(f) = flag.get_mut(i) {
@@ -91,49 +128,43 @@ impl RunFilesMap {
             }
         }
         Some(CachedInfo {
-            train_ids: e.train_ids.clone(),
-            control_sources: e.control_sources.iter().cloned().collect::<BTreeSet<_>>(),
-            instrument_sources: e.instrument_sources.iter().cloned().collect(),
-            legacy_sources: e.legacy_sources.clone(),
+            mtime: e.mtime,
+            size: e.size,
+            train_ids: e.train_ids,
+            control_sources: e.control_sources.into_iter().collect(),
+            instrument_sources: e.instrument_sources.into_iter().collect(),
+            legacy_sources: e.legacy_sources,
             flag,
         })
     }
 
-    /// Add entries for files that lacked one and write the map if anything changed.
-    /// Returns whether the map was written.
+    /// Write the map if an opened file of this directory had no entry, or one that
+    /// does not match it (EXtra-data's `RunFilesMap.save`). Returns whether the map
+    /// was written.
     pub fn save(&mut self, files: &[Arc<FileAccess>]) -> bool {
-        let mut need = false;
-        for f in files {
-            if f.path.parent() != Some(self.directory.as_path()) {
-                continue;
-            }
+        let ours: Vec<&Arc<FileAccess>> = files
+            .iter()
+            .filter(|f| f.path.parent() == Some(self.directory.as_path()))
+            .collect();
+        let need = ours.iter().any(|f| {
             let name = f.filename();
-            if self.files_data.contains_key(&name) {
-                continue;
-            }
-            need = true;
-            self.files_data.insert(
-                name.clone(),
-                MapEntry {
-                    filename: name,
-                    mtime: f.mtime,
-                    size: f.size,
-                    train_ids: f.train_ids.clone(),
-                    control_sources: f.control_sources.iter().cloned().collect(),
-                    instrument_sources: f.instrument_sources.iter().cloned().collect(),
-                    legacy_sources: f.legacy_sources.clone(),
-                    suspect_train_indices: f
-                        .validity_flag
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, &v)| !v)
-                        .map(|(i, _)| i)
-                        .collect(),
-                },
-            );
-        }
+            let recorded = match self.taken.get(&name) {
+                Some(&(mtime, size)) => Some((mtime, size)),
+                None => self.files_data.get(&name).map(|e| (e.mtime, e.size)),
+            };
+            !recorded.is_some_and(|(mtime, size)| stat_matches(mtime, size, f.mtime, f.size))
+        });
         if !need {
             return false;
+        }
+        // Entries of files not opened now are kept only while they match their files.
+        for f in &ours {
+            self.files_data.remove(&f.filename());
+        }
+        self.retain_matching();
+        for f in ours {
+            let name = f.filename();
+            self.files_data.insert(name.clone(), entry_of(name, f));
         }
         self.write().is_ok()
     }
@@ -153,6 +184,26 @@ impl RunFilesMap {
                 Err(e)
             }
         }
+    }
+}
+
+/// The map entry describing an opened file.
+fn entry_of(filename: String, f: &FileAccess) -> MapEntry {
+    MapEntry {
+        filename,
+        mtime: f.mtime,
+        size: f.size,
+        train_ids: f.train_ids.clone(),
+        control_sources: f.control_sources.iter().cloned().collect(),
+        instrument_sources: f.instrument_sources.iter().cloned().collect(),
+        legacy_sources: f.legacy_sources.clone(),
+        suspect_train_indices: f
+            .validity_flag
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| !v)
+            .map(|(i, _)| i)
+            .collect(),
     }
 }
 
@@ -314,5 +365,79 @@ mod tests {
         assert_eq!(python_float_repr(0.5), "0.5");
         assert_eq!(python_float_repr(0.0001), "0.0001");
         assert_eq!(python_float_repr(1e-5), "1e-05");
+    }
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::{RunFilesMap, MAP_FILE};
+    use crate::{DataCollection, OpenOptions};
+    use fixtures::euxfel::{make_run, RunSpec};
+    use serde_json::Value;
+
+    fn entries(dir: &std::path::Path) -> Vec<Value> {
+        let text = std::fs::read_to_string(dir.join(MAP_FILE)).expect("map");
+        match serde_json::from_str(&text).expect("json") {
+            Value::Array(a) => a,
+            other => panic!("not a list: {other}"),
+        }
+    }
+
+    fn write_entries(dir: &std::path::Path, e: &[Value]) {
+        let text = serde_json::to_string(e).expect("json");
+        std::fs::write(dir.join(MAP_FILE), text).expect("write map");
+    }
+
+    // An entry is used only while its file's size and mtime match; stale, broken and
+    // orphaned entries are replaced or dropped when the map is rewritten.
+    #[test]
+    fn entries_are_trusted_only_when_the_file_matches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = RunSpec {
+            trains_per_sequence: 5,
+            sequences: 2,
+            modules: 1,
+            frames: 1,
+            frame_height: 2,
+            frame_width: 2,
+            ..RunSpec::default()
+        };
+        make_run(dir.path(), &spec).expect("fixture");
+        let opts = OpenOptions::default();
+        let truth = DataCollection::open_run(dir.path(), &opts).expect("open");
+        let written = entries(dir.path());
+        assert_eq!(written.len(), truth.files.len());
+        let first = truth.train_ids[0];
+
+        // A matching entry is believed: its (made-up) train IDs are what opens.
+        let mut e = written.clone();
+        e[0]["train_ids"] = serde_json::json!([1, 2, 3, 4, 5]);
+        write_entries(dir.path(), &e);
+        let dc = DataCollection::open_run(dir.path(), &opts).expect("open");
+        assert_eq!(dc.train_ids[0], 1);
+
+        // A size that differs: the file is read, and the entry rewritten from it.
+        e[0]["size"] = Value::from(e[0]["size"].as_u64().expect("size") + 1);
+        // An unparsable entry and one for a file that is gone.
+        e[1]["train_ids"] = Value::from("x");
+        let mut orphan = written[0].clone();
+        orphan["filename"] = Value::from("RAW-R0450-GONE-S00000.h5");
+        e.push(orphan);
+        write_entries(dir.path(), &e);
+        let dc = DataCollection::open_run(dir.path(), &opts).expect("open");
+        assert_eq!(dc.train_ids, truth.train_ids);
+        assert_eq!(dc.train_ids[0], first);
+        let mut rewritten = entries(dir.path());
+        let mut expected = written.clone();
+        let key = |v: &Value| v["filename"].as_str().unwrap_or_default().to_string();
+        rewritten.sort_by_key(key);
+        expected.sort_by_key(key);
+        assert_eq!(rewritten, expected);
+
+        // validate's view: only matching entries.
+        e[0] = written[0].clone();
+        write_entries(dir.path(), &e);
+        let loaded = RunFilesMap::load(dir.path());
+        assert_eq!(loaded.files_data.len(), written.len() - 1);
     }
 }
