@@ -263,7 +263,10 @@ class MultimodDetectorBase:
         self.n_modules = native.n_modules
         self.source_to_modno = dict(native.source_to_modno)
         self.modno_to_source = {m: s for s, m in self.source_to_modno.items()}
-        self.data = DataCollection(native.data())
+        # As EXtra-data: only the module sources, all their keys.
+        self.data = DataCollection(native.data()).select(
+            [(s, "*") for s in self.source_to_modno]
+        )
         self.train_ids_perframe = native.train_ids_perframe()
 
     def _with_native(self, native):
