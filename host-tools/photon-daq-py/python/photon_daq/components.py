@@ -64,12 +64,19 @@ def _native_pulses(pulses):
     return kind, [int(p) for p in v]
 
 
-def _roi_text(roi):
-    """A tuple of ints and slices as numpy's index syntax without brackets."""
+def _roi_text(roi, ndim):
+    """A tuple of ints, slices and at most one Ellipsis over ``ndim`` axes as numpy's
+    index syntax without brackets."""
     if isinstance(roi, by_index):
         roi = roi.value
     if not isinstance(roi, tuple):
         roi = (roi,)
+    if any(r is Ellipsis for r in roi):
+        i = next(i for i, r in enumerate(roi) if r is Ellipsis)
+        rest = roi[:i] + roi[i + 1:]
+        if any(r is Ellipsis for r in rest):
+            raise IndexError("an index can only have a single ellipsis ('...')")
+        roi = roi[:i] + (slice(None),) * max(ndim - len(rest), 0) + roi[i + 1:]
     parts = []
     for r in roi:
         if isinstance(r, slice):
@@ -106,8 +113,13 @@ class MultimodKeyData:
     def ndim(self):
         return len(self.shape)
 
+    def _roi(self, roi):
+        if isinstance(roi, tuple) and roi == ():
+            return self._native
+        return self._native.select_roi(_roi_text(roi, len(self._native.entry_shape)))
+
     def buffer_shape(self, module_gaps=False, roi=()):
-        native = self._native.select_roi(_roi_text(roi)) if roi != () else self._native
+        native = self._roi(roi)
         return tuple(native.shape(module_gaps))
 
     @property
@@ -140,7 +152,7 @@ class MultimodKeyData:
     def ndarray(self, *, fill_value=None, out=None, roi=(), astype=None, module_gaps=False):
         """The data as a plain numpy array ``(modules, entries, ...)``; missing data
         holds ``fill_value`` (NaN for floats, 0 for integers by default)."""
-        native = self._native.select_roi(_roi_text(roi)) if roi != () else self._native
+        native = self._roi(roi)
         shape = tuple(native.shape(module_gaps))
         if out is not None and out.shape != shape:
             raise ValueError(f"requires output array of shape {shape}")
@@ -288,7 +300,12 @@ class MultimodDetectorBase:
 
     @property
     def frames_per_train(self):
-        return self._native.frames_per_train()
+        try:
+            return np.uint64(self._native.frames_per_train())
+        except ValueError:
+            # EXtra-data's message shows the set of numpy counts.
+            counts = set(np.unique(self._native.frame_counts())) - {0}
+            raise ValueError(f"Varying number of frames per train: {counts}") from None
 
     def __getitem__(self, item):
         return MultimodKeyData(self, self._native.key(item))
