@@ -96,6 +96,7 @@ def det_calls(out, cmod, lib, path):
         call(out, "get_array", lambda: (xa.dims, digest(xa.values),
                                         [digest(np.asarray(xa.coords[c])) for c in xa.dims]))
     else:
+        call(out, "cell_ids", lambda: digest(det.cell_ids()))
         xa = det.get_array(main)
         call(out, "get_array", lambda: (xa.dims, digest(xa.values)))
     sel = run.select([(s, main) for s in det.source_to_modno])

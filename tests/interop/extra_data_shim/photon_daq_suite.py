@@ -60,7 +60,6 @@ _COMPONENTS_XFAIL = {
     "test_iterate_pulse_index": "det.trains() (per-train dicts of labelled arrays) is not bound yet",
     "test_iterate_lpd_parallel_gain": "det.trains() (per-train dicts of labelled arrays) is not bound yet",
     "test_iterate_jungfrau": "det.trains() (per-train dicts of labelled arrays) is not bound yet",
-    "test_jungfrau_cell_ids": "JUNGFRAU.cell_ids() is not bound yet",
     "test_write_virtual_cxi": "write_virtual_cxi() is in the crate (xfel-make-virtual-cxi) but not bound",
     "test_write_virtual_cxi_some_modules": "write_virtual_cxi() is in the crate but not bound",
     "test_write_virtual_cxi_raw_data": "write_virtual_cxi() is in the crate but not bound",

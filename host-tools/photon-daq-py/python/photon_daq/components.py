@@ -438,6 +438,19 @@ class JUNGFRAU(MultimodDetectorBase):
         arr = super().get_array(key, fill_value=fill_value, roi=roi, astype=astype)
         return self._label_dims(arr)
 
+    def cell_ids(self):
+        """Memory cell of each frame slot, from the first train (the same in all modules)."""
+        missing = 255  # fits data.memoryCell's uint8
+        cells = self.select_trains(np.s_[:1])["data.memoryCell"].ndarray(
+            fill_value=missing)[:, 0]
+        lowest = cells.min(axis=0)
+        if (lowest == missing).any():
+            raise Exception("Failed to find memoryCell")
+        cells[cells == missing] = 0
+        if (lowest != cells.max(axis=0)).any():
+            raise Exception("Inconsistent memoryCell for different modules")
+        return lowest
+
 
 _CLASSES = {c._kind: c for c in (AGIPD1M, AGIPD500K, DSSC1M, LPD1M, LPDSolo, JUNGFRAU)}
 
