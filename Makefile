@@ -43,7 +43,7 @@ $(VENV_STAMP): tests/interop/requirements.txt tango-device/pyproject.toml
 
 # The Python package photon_daq (host-tools/photon-daq-py), release build, installed editable.
 $(PHOTON_DAQ_STAMP): $(VENV_STAMP) $(shell find host-tools/photon-daq-py/src host-tools/photon-daq-py/python \
-	  host-tools/euxfel/src host-tools/h5daq/src -name '*.rs' -o -name '*.py' 2>/dev/null)
+	  host-tools/euxfel/src host-tools/euxfel-components/src host-tools/h5daq/src -name '*.rs' -o -name '*.py' 2>/dev/null)
 	cd host-tools/photon-daq-py && VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
 	  maturin develop --release -q
 	@touch $@
