@@ -21,7 +21,7 @@ SHIM = HERE / "extra_data_shim"
 MODULES = [
     "test_reader_mockdata.py", "test_keydata.py", "test_bad_trains.py",
     "test_sourcedata.py", "test_display.py", "test_slice_objs.py", "test_open_run.py",
-    "test_validation.py", "test_writer.py",
+    "test_validation.py", "test_writer.py", "test_components.py",
 ]
 
 
@@ -36,12 +36,17 @@ def main():
                         ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copytree(tests, root / "extra_data" / "tests",
                         ignore=shutil.ignore_patterns("__pycache__"))
+        modules = list(MODULES)
+        if importlib.util.find_spec("dask") is None:
+            # EXtra-data's test_components.py imports dask at the top (make setup installs it).
+            print("dask is not installed: test_components.py left out (make setup)")
+            modules.remove("test_components.py")
         env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
         args = [
             sys.executable, "-m", "pytest", "-p", "photon_daq_suite", "-p", "no:cacheprovider",
             "-o", "xfail_strict=true", "--rootdir", str(root), "-q", "-rfEX",
             *sys.argv[1:],
-            *[str(root / "extra_data" / "tests" / m) for m in MODULES],
+            *[str(root / "extra_data" / "tests" / m) for m in modules],
         ]
         return subprocess.call(args, cwd=root, env=env)
 

@@ -4,6 +4,7 @@
 
 use pyo3::prelude::*;
 
+mod components;
 mod daq;
 mod run_data;
 mod validation;
@@ -17,6 +18,13 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validation::check_names, m)?)?;
     m.add_function(wrap_pyfunction!(validation::validate_file, m)?)?;
     m.add_function(wrap_pyfunction!(validation::validate_run, m)?)?;
+    m.add_class::<components::Detector>()?;
+    m.add_class::<components::ModKey>()?;
+    m.add_function(wrap_pyfunction!(components::stack_detector_data, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        components::identify_multimod_detectors,
+        m
+    )?)?;
     m.add_class::<daq::Job>()?;
     m.add_class::<daq::Daemon>()?;
     Ok(())

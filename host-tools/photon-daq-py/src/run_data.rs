@@ -84,7 +84,7 @@ fn warnings_text(w: &[Warning]) -> Vec<String> {
 /// A train selection passed from Python as `(kind, value)`: `("id_range", (start,
 /// stop))`, `("id_list", [ids])`, `("index_range", (start, stop, step))`,
 /// `("index_list", [positions])`.
-fn train_selection(kind: &str, value: &Bound<'_, PyAny>) -> PyResult<TrainSelection> {
+pub(crate) fn train_selection(kind: &str, value: &Bound<'_, PyAny>) -> PyResult<TrainSelection> {
     Ok(match kind {
         "id_range" => {
             let (a, b): (Option<u64>, Option<u64>) = value.extract()?;
@@ -121,6 +121,16 @@ pub fn split_ranges(
 #[pyclass(frozen, module = "photon_daq._native")]
 pub struct Collection {
     dc: DataCollection,
+}
+
+impl Collection {
+    pub(crate) fn data(&self) -> &DataCollection {
+        &self.dc
+    }
+
+    pub(crate) fn from_data(dc: DataCollection) -> Collection {
+        Collection { dc }
+    }
 }
 
 type Opened = (Collection, Vec<String>);

@@ -45,7 +45,30 @@ CORE_TESTS = {
 
 # Non-core modules whose tests (all of them) run in the normal suite: the features
 # photon_daq has now; known differences are in XFAIL.
-FULL_MODULES = {"test_validation.py", "test_writer.py"}
+FULL_MODULES = {"test_validation.py", "test_writer.py", "test_components.py"}
+
+_COMPONENTS_XFAIL = {
+    "test_xtdf_masked_data": "masked_data() (the correction mask) is not in photon_daq.components yet",
+    "test_jungfrau_masked_data": "masked_data() (the correction mask) is not in photon_daq.components yet",
+    "test_masked_data_raw_error": "masked_data() (the correction mask) is not in photon_daq.components yet",
+    "test_get_dask_array": "get_dask_array()/dask_array() are not in photon_daq.components",
+    "test_get_dask_array_reduced_data": "get_dask_array()/dask_array() are not in photon_daq.components",
+    "test_get_dask_array_lpd_parallelgain": "get_dask_array()/dask_array() are not in photon_daq.components",
+    "test_get_dask_array_jungfrau": "get_dask_array()/dask_array() are not in photon_daq.components",
+    "test_iterate": "det.trains() (per-train dicts of labelled arrays) is not bound yet",
+    "test_iterate_pulse_id": "det.trains() (per-train dicts of labelled arrays) is not bound yet",
+    "test_iterate_pulse_index": "det.trains() (per-train dicts of labelled arrays) is not bound yet",
+    "test_iterate_lpd_parallel_gain": "det.trains() (per-train dicts of labelled arrays) is not bound yet",
+    "test_iterate_jungfrau": "det.trains() (per-train dicts of labelled arrays) is not bound yet",
+    "test_write_virtual_cxi": "write_virtual_cxi() is in the crate (xfel-make-virtual-cxi) but not bound",
+    "test_write_virtual_cxi_some_modules": "write_virtual_cxi() is in the crate but not bound",
+    "test_write_virtual_cxi_raw_data": "write_virtual_cxi() is in the crate but not bound",
+    "test_write_virtual_cxi_reduced_data": "write_virtual_cxi() is in the crate but not bound",
+    "test_write_virtual_cxi_jungfrau": "write_virtual_cxi() is in the crate but not bound",
+    "test_write_virtual_cxi_jungfrau_some_modules": "write_virtual_cxi() is in the crate but not bound",
+    "test_write_selected_frames": "write_frames() (a file of selected frames) is not in photon_daq",
+    "test_write_selected_frames_proc": "write_frames() (a file of selected frames) is not in photon_daq",
+}
 
 # Node ID (without the parameter part, or with it) -> why photon_daq differs.
 XFAIL: dict[str, str] = {
@@ -54,6 +77,7 @@ XFAIL: dict[str, str] = {
         "the virtual file itself is checked before that and in test_photon_daq_write.py"
     ),
 }
+XFAIL.update({f"test_components.py::{t}": r for t, r in _COMPONENTS_XFAIL.items()})
 if os.geteuid() == 0:
     # Not a difference: EXtra-data gives the same message when run as root.
     XFAIL["test_validation.py::test_file_error"] = (

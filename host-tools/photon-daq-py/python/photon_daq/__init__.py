@@ -2,9 +2,11 @@
 
 - :mod:`photon_daq.euxfel`: EXtra-data's API (``open_run``, ``RunDirectory``,
   ``H5File``, ``DataCollection``/``SourceData``/``KeyData``) over the euxfel crate.
+- :mod:`photon_daq.components`: EXtra-data's multi-module detectors (``AGIPD1M``,
+  ``LPD1M``, ``JUNGFRAU``..., ``stack_detector_data``) over euxfel-components.
 """
 
-from . import exceptions
+from . import components, exceptions
 from .euxfel import (
     DataCollection,
     H5File,
@@ -24,6 +26,7 @@ from .exceptions import (
 )
 
 __all__ = [
+    "components",
     "exceptions",
     "DataCollection",
     "H5File",

@@ -1,12 +1,15 @@
-"""Names EXtra-data's test modules import from extra_data.components; photon_daq has no
-such feature, so using one raises NotImplementedError (the test fails, listed as xfail)."""
+"""extra_data.components is photon_daq.components (EXtra-data's multi-module detector
+classes over the euxfel-components crate)."""
 
-
-def _missing(name):
-    def unavailable(*args, **kwargs):
-        raise NotImplementedError(f"extra_data.components.{name} is not provided by photon_daq")
-
-    return unavailable
-
-
-AGIPD1M = _missing("AGIPD1M")
+from photon_daq.components import (  # noqa: F401
+    AGIPD1M,
+    AGIPD500K,
+    DSSC1M,
+    JUNGFRAU,
+    LPD1M,
+    LPDSolo,
+    MultimodKeyData,
+    XtdfImageMultimodKeyData,
+    identify_multimod_detectors,
+    stack_detector_data,
+)
