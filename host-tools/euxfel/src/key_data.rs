@@ -541,4 +541,47 @@ mod tests {
         assert!(counts.iter().all(|&(_, c)| c == 3));
         assert!(counts.windows(2).all(|w| w[0].0 < w[1].0));
     }
+
+    // A train's large array (read piecewise from the file map) equals the
+    // train's part of the whole read, in every train of both sequence files.
+    #[test]
+    fn large_train_values_equal_the_whole_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = RunSpec {
+            trains_per_sequence: 3,
+            sequences: 2,
+            modules: 1,
+            frames: 2,
+            frame_height: 128,
+            frame_width: 256,
+            ..RunSpec::default()
+        };
+        make_run(dir.path(), &spec).expect("fixture");
+        let opts = OpenOptions {
+            use_cache: false,
+            ..OpenOptions::default()
+        };
+        let dc = DataCollection::open_run(dir.path(), &opts).expect("open");
+        let kd = dc
+            .key("FXE_DET_LPD1M-1/DET/0CH0:xtdf", "image.data")
+            .expect("key");
+        let all = kd.read_bytes().expect("read");
+        let eb = kd.entry_bytes().expect("entry bytes");
+        let mut at = 0usize;
+        for (tid, count) in kd.train_counts_in_data_order() {
+            let n = count as usize * eb;
+            assert!(
+                n >= 64 << 10,
+                "train {tid}: {n} bytes, not a piecewise read"
+            );
+            match kd.train_value(tid).expect("train value") {
+                Some(crate::TrainValue::Array { bytes, .. }) => {
+                    assert_eq!(bytes, all[at..at + n], "train {tid}")
+                }
+                other => panic!("train {tid}: {other:?}"),
+            }
+            at += n;
+        }
+        assert_eq!(at, all.len());
+    }
 }
