@@ -322,7 +322,7 @@ impl Collection {
     fn write(&self, py: Python<'_>, path: PathBuf, virtual_: bool) -> PyResult<()> {
         let opts = euxfel_write::WriteOptions {
             overwrite: true,
-            stop: None,
+            ..euxfel_write::WriteOptions::default()
         };
         py.detach(|| {
             if virtual_ {
