@@ -94,7 +94,7 @@ interop: $(VENV_STAMP) $(PHOTON_DAQ_STAMP)
 # of every example run side by side with EXtra-data, and the long corruption fuzz.
 interop-long: $(VENV_STAMP) $(PHOTON_DAQ_STAMP)
 	$(CARGO) build --workspace --bins
-	SIDE_BY_SIDE_KEYS_PER_SOURCE=0 EUXFEL_FUZZ_CASES=1500 \
+	INTEROP_LONG=1 SIDE_BY_SIDE_KEYS_PER_SOURCE=0 EUXFEL_FUZZ_CASES=1500 \
 	  $(VENV)/bin/python -m pytest -q tests/interop tango-device/tests
 
 # Criterion benches, then the whole-process comparison scripts (each measures its baseline in the

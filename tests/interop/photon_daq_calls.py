@@ -19,7 +19,7 @@ MAX_BYTES = 50_000_000
 # Keys per source whose values are compared: evenly spaced over the sorted keys, so every source
 # and both ends of its key list are covered in `make test`; 0 compares every key
 # (`make interop-long`). EXtra-data's SA3 example file alone has 3797 keys.
-KEYS_PER_SOURCE = int(os.environ.get("SIDE_BY_SIDE_KEYS_PER_SOURCE", "16"))
+KEYS_PER_SOURCE = int(os.environ.get("SIDE_BY_SIDE_KEYS_PER_SOURCE", "8"))
 
 
 def sample_keys(keys):
