@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""photon_daq (Python over the Rust crates) against EXtra-data and sdaq, in one run.
+"""photon_daq.euxfel (Python over the Rust crates) against EXtra-data, in one run.
 
 EuXFEL part (against EXtra-data, both installed in this Python):
 1. RunDirectory() of the 340-file fixture run (16 modules x 20 sequences x 250 trains
@@ -15,13 +15,12 @@ EuXFEL part (against EXtra-data, both installed in this Python):
    chunks; a small camera), in this process, warm.
 The script ends with a ready-to-paste markdown table.
 
-DAQ part: a DAQJob in 'constant' mode with a trivial getter (reads per second), and
-with (1000,) float32 rows; sdaq's DAQJob the same way when `import sdaq` works.
+The DAQJob figures against sdaq are benches/scripts/bench_pydaq.py's.
 
 Run from the repository root after `make setup` (root for the cold figures):
 
     .venv/bin/python benches/scripts/bench_python.py [--reps N] [--dir DIR]
-        [--big-gb G] [--skip-open] [--skip-ndarray] [--skip-trains] [--seconds S]
+        [--big-gb G] [--skip-open] [--skip-ndarray] [--skip-trains]
 """
 import argparse
 import os
@@ -30,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -205,50 +203,6 @@ def euxfel_table(results, args, load):
     return "\n".join(rows)
 
 
-def bench_daq_job(make_job, seconds):
-    """Reads per second of a constant-mode job over `seconds`."""
-    count = [0]
-    job, start, stop = make_job(count)
-    start()
-    time.sleep(seconds)
-    stop()
-    return count[0] / seconds
-
-
-def photon_daq_job(payload):
-    from photon_daq.daq import DAQDaemon, DAQJob
-
-    def make(count):
-        def getter():
-            count[0] += 1
-            return [payload]
-
-        shape = (0,) if not hasattr(payload, "shape") else (0,) + payload.shape
-        job = DAQJob("bench", "v", getter, read_mode="constant", shape=shape, compress=False)
-        tmp = tempfile.mkdtemp(prefix="bench-python-daq-")
-        daemon = DAQDaemon([job], directory=tmp, write_period=1)
-        return job, daemon.start, daemon.stop
-
-    return make
-
-
-def sdaq_job(payload):
-    import sdaq
-
-    def make(count):
-        def getter():
-            count[0] += 1
-            return [payload]
-
-        shape = (0,) if not hasattr(payload, "shape") else (0,) + payload.shape
-        job = sdaq.DAQJob("bench", "v", getter, read_mode="constant", shape=shape, compress=False)
-        tmp = tempfile.mkdtemp(prefix="bench-python-sdaq-")
-        daemon = sdaq.DAQDaemon([job], directory=tmp, write_period=1)
-        return job, daemon.start, daemon.stop
-
-    return make
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=3)
@@ -259,10 +213,8 @@ def main():
     ap.add_argument("--skip-open", action="store_true")
     ap.add_argument("--skip-ndarray", action="store_true")
     ap.add_argument("--skip-trains", action="store_true")
-    ap.add_argument("--seconds", type=float, default=1.0, help="duration of each DAQ measurement")
     args = ap.parse_args()
 
-    import numpy as np
     import extra_data
     import photon_daq.euxfel as pd_euxfel
 
@@ -303,19 +255,6 @@ def main():
             results["trains"] = bench_trains(libs, fxe, args.reps)
     load_end = uptime()
 
-    row = np.arange(1000, dtype=np.float32)
-    makers = {"photon_daq": photon_daq_job}
-    try:
-        import sdaq  # noqa: F401
-
-        makers["sdaq"] = sdaq_job
-    except ImportError:
-        log("sdaq is not importable: DAQ figures for photon_daq only")
-    for name, maker in makers.items():
-        for label, payload in (("scalar", 1.0), ("(1000,) float32", row)):
-            rate = bench_daq_job(maker(payload), args.seconds)
-            log(f"DAQJob {name:10s} {label:16s}: {rate:10.0f} reads/s "
-                f"(active threads {threading.active_count()})")
     log("")
     log("## photon_daq against EXtra-data (paste into docs/benchmarks.md)")
     log("")
