@@ -261,6 +261,17 @@ impl FileAccess {
         self.filename_info().map(|i| i.aggregator)
     }
 
+    /// Indices (into `train_ids`) of the trains whose validity flag is false: what
+    /// EXtra-data's run map stores as `suspect_train_indices`.
+    pub fn suspect_train_indices(&self) -> Vec<usize> {
+        self.validity_flag
+            .iter()
+            .enumerate()
+            .filter(|(_, &valid)| !valid)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Format version: `METADATA/dataFormatVersion[0]`, or "0.5" when absent.
     pub fn format_version(self: &Arc<Self>) -> Result<String> {
         if let Some(v) = self.format_version.get() {

@@ -197,13 +197,7 @@ fn entry_of(filename: String, f: &FileAccess) -> MapEntry {
         control_sources: f.control_sources.iter().cloned().collect(),
         instrument_sources: f.instrument_sources.iter().cloned().collect(),
         legacy_sources: f.legacy_sources.clone(),
-        suspect_train_indices: f
-            .validity_flag
-            .iter()
-            .enumerate()
-            .filter(|(_, &v)| !v)
-            .map(|(i, _)| i)
-            .collect(),
+        suspect_train_indices: f.suspect_train_indices(),
     }
 }
 

@@ -210,13 +210,7 @@ pub fn validate_file(path: &Path, checks: &Checks) -> FileResult {
         path: fa.path.clone(),
         format_version: fa.format_version().unwrap_or_default(),
         train_ids: fa.train_ids.clone(),
-        suspect_train_indices: fa
-            .validity_flag
-            .iter()
-            .enumerate()
-            .filter(|(_, &v)| !v)
-            .map(|(i, _)| i)
-            .collect(),
+        suspect_train_indices: fa.suspect_train_indices(),
         control_sources: fa.control_sources.clone(),
         instrument_sources: fa.instrument_sources.clone(),
         legacy_sources: fa.legacy_sources.clone(),
