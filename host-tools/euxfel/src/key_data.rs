@@ -498,8 +498,21 @@ impl KeyData {
 
 #[cfg(test)]
 mod tests {
-    use crate::{DataCollection, OpenOptions};
+    use crate::{DataCollection, KeyData, OpenOptions};
     use fixtures::euxfel::{make_run, RunSpec};
+
+    /// `image.data` of the one LPD module of a run made from `spec` in `dir`.
+    fn lpd_image_data(dir: &std::path::Path, spec: RunSpec) -> KeyData {
+        make_run(dir, &spec).expect("fixture");
+        let opts = OpenOptions {
+            use_cache: false,
+            ..OpenOptions::default()
+        };
+        DataCollection::open_run(dir, &opts)
+            .expect("open")
+            .key("FXE_DET_LPD1M-1/DET/0CH0:xtdf", "image.data")
+            .expect("key")
+    }
 
     // A key over two sequence files: any entry range reads what the whole read
     // has at those positions; a zeroed buffer reads like any other.
@@ -515,15 +528,7 @@ mod tests {
             frame_width: 4,
             ..RunSpec::default()
         };
-        make_run(dir.path(), &spec).expect("fixture");
-        let opts = OpenOptions {
-            use_cache: false,
-            ..OpenOptions::default()
-        };
-        let dc = DataCollection::open_run(dir.path(), &opts).expect("open");
-        let kd = dc
-            .key("FXE_DET_LPD1M-1/DET/0CH0:xtdf", "image.data")
-            .expect("key");
+        let kd = lpd_image_data(dir.path(), spec);
         let all = kd.read_bytes().expect("read");
         let eb = kd.entry_bytes().expect("entry bytes");
         let n = kd.len();
@@ -556,22 +561,14 @@ mod tests {
             frame_width: 256,
             ..RunSpec::default()
         };
-        make_run(dir.path(), &spec).expect("fixture");
-        let opts = OpenOptions {
-            use_cache: false,
-            ..OpenOptions::default()
-        };
-        let dc = DataCollection::open_run(dir.path(), &opts).expect("open");
-        let kd = dc
-            .key("FXE_DET_LPD1M-1/DET/0CH0:xtdf", "image.data")
-            .expect("key");
+        let kd = lpd_image_data(dir.path(), spec);
         let all = kd.read_bytes().expect("read");
         let eb = kd.entry_bytes().expect("entry bytes");
         let mut at = 0usize;
         for (tid, count) in kd.train_counts_in_data_order() {
             let n = count as usize * eb;
             assert!(
-                n >= 64 << 10,
+                n >= crate::trains::PIECEWISE_MIN_BYTES,
                 "train {tid}: {n} bytes, not a piecewise read"
             );
             match kd.train_value(tid).expect("train value") {

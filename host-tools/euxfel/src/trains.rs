@@ -121,7 +121,7 @@ impl DataCollection {
 /// Reads of at least this many bytes hand the file's bytes over in pieces (appended to an
 /// unfilled buffer: no zero-fill before the copy). Smaller reads go through a zeroed buffer,
 /// which costs less than the piecewise walk for a few bytes (a control value per train).
-const PIECEWISE_MIN_BYTES: usize = 64 << 10;
+pub(crate) const PIECEWISE_MIN_BYTES: usize = 64 << 10;
 
 impl KeyData {
     /// Where a whole-train read of train `tid` lies: (file, first row, rows). Control keys
