@@ -20,46 +20,55 @@ fn err(msg: String) -> hdf5::Error {
     hdf5::Error::from(msg)
 }
 
-/// Reads the stored bytes of the chunk of `ds` that starts at `offset` (one coordinate per
-/// dimension, on a chunk boundary) into `buf`, as the filters left them (no decompression).
-/// Returns the chunk's filter mask, or `None` if the chunk was never written.
-pub fn read_chunk(ds: &Dataset, offset: &[u64], buf: &mut Vec<u8>) -> hdf5::Result<Option<u32>> {
+/// `offset` as libhdf5 takes it, checked to have one coordinate per dimension of `ds`.
+fn chunk_coords(ds: &Dataset, offset: &[u64], what: &str) -> hdf5::Result<Vec<hsize_t>> {
     if offset.len() != ds.ndim() {
         return Err(err(format!(
-            "direct chunk read: {} offsets for a {}-dimensional dataset",
+            "{what}: {} offsets for a {}-dimensional dataset",
             offset.len(),
             ds.ndim()
         )));
     }
-    let offset: Vec<hsize_t> = offset.iter().map(|&o| o as hsize_t).collect();
+    Ok(offset.iter().map(|&o| o as hsize_t).collect())
+}
+
+/// The stored size of the chunk of dataset `id` at `offset`, `None` if it was never written.
+/// Called with the library lock held.
+fn stored_chunk_size(id: hid_t, offset: &[hsize_t]) -> hdf5::Result<Option<hsize_t>> {
+    let (mut mask, mut addr, mut size): (u32, haddr_t, hsize_t) = (0, 0, 0);
+    // SAFETY: `id` is a valid open dataset (the callers' borrowed `Dataset`); `offset` has
+    // one entry per dimension (`chunk_coords`); the three out-pointers point at live locals.
+    let rc =
+        unsafe { H5Dget_chunk_info_by_coord(id, offset.as_ptr(), &mut mask, &mut addr, &mut size) };
+    if rc < 0 {
+        return Err(err(format!(
+            "H5Dget_chunk_info_by_coord at row {} failed",
+            offset[0]
+        )));
+    }
+    Ok((addr != hdf5_sys::h5::HADDR_UNDEF).then_some(size))
+}
+
+/// Reads the stored bytes of the chunk of `ds` that starts at `offset` (one coordinate per
+/// dimension, on a chunk boundary) into `buf`, as the filters left them (no decompression).
+/// Returns the chunk's filter mask, or `None` if the chunk was never written.
+pub fn read_chunk(ds: &Dataset, offset: &[u64], buf: &mut Vec<u8>) -> hdf5::Result<Option<u32>> {
+    let offset = chunk_coords(ds, offset, "direct chunk read")?;
     let id = ds.id();
     hdf5::sync::sync(|| {
-        let mut mask: u32 = 0;
-        let mut addr: haddr_t = 0;
-        let mut size: hsize_t = 0;
-        // SAFETY: `id` is a valid open dataset for the borrowed `ds`; `offset` has one entry
-        // per dimension (checked above); the three out-pointers point at live locals.
-        let rc = unsafe {
-            H5Dget_chunk_info_by_coord(id, offset.as_ptr(), &mut mask, &mut addr, &mut size)
-        };
-        if rc < 0 {
-            return Err(err(format!(
-                "H5Dget_chunk_info_by_coord at row {} failed",
-                offset[0]
-            )));
-        }
-        if addr == hdf5_sys::h5::HADDR_UNDEF {
+        let Some(size) = stored_chunk_size(id, &offset)? else {
             return Ok(None);
-        }
+        };
         let len = usize::try_from(size).map_err(|_| err(format!("chunk of {size} bytes")))?;
         buf.clear();
         buf.try_reserve_exact(len)
             .map_err(|_| err(format!("cannot allocate a chunk of {len} bytes")))?;
         buf.resize(len, 0);
         let mut filters: u32 = 0;
-        // SAFETY: as above for `id` and `offset`; `buf` holds exactly the chunk's stored size
-        // as libhdf5 reported it for this offset just before, which is what H5Dread_chunk
-        // writes (the dataset is not modified in between: we hold the library lock).
+        // SAFETY: `id` and `offset` as in `stored_chunk_size`; `buf` holds exactly the
+        // chunk's stored size as libhdf5 reported it for this offset just before, which is
+        // what H5Dread_chunk writes (the dataset is not modified in between: we hold the
+        // library lock).
         let rc = unsafe {
             H5Dread_chunk(
                 id,
@@ -80,30 +89,9 @@ pub fn read_chunk(ds: &Dataset, offset: &[u64], buf: &mut Vec<u8>) -> hdf5::Resu
 /// boundary) has storage allocated: one index lookup, where counting a dataset's chunks walks
 /// all of them.
 pub fn chunk_allocated(ds: &Dataset, offset: &[u64]) -> hdf5::Result<bool> {
-    if offset.len() != ds.ndim() {
-        return Err(err(format!(
-            "chunk lookup: {} offsets for a {}-dimensional dataset",
-            offset.len(),
-            ds.ndim()
-        )));
-    }
-    let offset: Vec<hsize_t> = offset.iter().map(|&o| o as hsize_t).collect();
+    let offset = chunk_coords(ds, offset, "chunk lookup")?;
     let id = ds.id();
-    hdf5::sync::sync(|| {
-        let (mut mask, mut addr, mut size): (u32, haddr_t, hsize_t) = (0, 0, 0);
-        // SAFETY: `id` is a valid open dataset for the borrowed `ds`; `offset` has one entry
-        // per dimension (checked above); the three out-pointers point at live locals.
-        let rc = unsafe {
-            H5Dget_chunk_info_by_coord(id, offset.as_ptr(), &mut mask, &mut addr, &mut size)
-        };
-        if rc < 0 {
-            return Err(err(format!(
-                "H5Dget_chunk_info_by_coord at row {} failed",
-                offset[0]
-            )));
-        }
-        Ok(addr != hdf5_sys::h5::HADDR_UNDEF)
-    })
+    hdf5::sync::sync(|| Ok(stored_chunk_size(id, &offset)?.is_some()))
 }
 
 /// Copies rows `src_start .. src_start + count` of `src` (all of every other dimension) to
