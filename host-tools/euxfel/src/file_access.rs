@@ -12,12 +12,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::dtype::DType;
 use super::error::{Error, Result};
-use super::file_map::FileMap;
+use super::file_map::{FileMap, MetadataReads};
 use super::filename::FilenameInfo;
 use super::h5::H5File;
 use super::meta::{self, MetaError, MetaReader, MetaResult, RawMeta};
 use super::open_files;
 use super::rawh5::{Piece, RawDataset, RawError, RawFile};
+use super::read_plan::ReadPlan;
 
 /// Largest batch of rows `visit_rows` reads through libhdf5 at once.
 pub(crate) const BATCH_BYTES: usize = 16 << 20;
@@ -132,13 +133,17 @@ fn read_with<T>(
 impl FileAccess {
     /// Open a file and read its metadata (train IDs, sources, flags).
     pub fn open(path: impl AsRef<Path>) -> Result<Arc<FileAccess>> {
-        Self::open_with_cache(path.as_ref(), None)
+        Self::open_with_cache(path.as_ref(), None, MetadataReads::Generic).map(|(f, _)| f)
     }
 
+    /// Open a file from its run map entry when that matches the file, else by
+    /// reading its metadata with `reads`; with [`MetadataReads::Record`], also the
+    /// plan made from that reading (for the other files of its aggregator).
     pub(crate) fn open_with_cache(
         path: &Path,
         cache: Option<CachedInfo>,
-    ) -> Result<Arc<FileAccess>> {
+        reads: MetadataReads<'_>,
+    ) -> Result<(Arc<FileAccess>, Option<ReadPlan>)> {
         let path = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
         let (mtime, size) = stat_mtime_size(&path)?;
         let mut fa = FileAccess {
@@ -166,9 +171,9 @@ impl FileAccess {
             fa.instrument_sources = c.instrument_sources;
             fa.legacy_sources = c.legacy_sources;
             fa.validity_flag = c.flag;
-            return Ok(Arc::new(fa));
+            return Ok((Arc::new(fa), None));
         }
-        let map = FileMap::open(&fa.path)?;
+        let map = FileMap::open_with(&fa.path, reads)?;
         let mut opened: Option<Arc<H5File>> = None;
         let m = read_with(
             &fa.path,
@@ -179,7 +184,9 @@ impl FileAccess {
                 Ok(h)
             },
             meta::open_meta,
-        )?;
+        );
+        let plan = map.finish_recording();
+        let m = m?;
         let _ = fa.format_version.set(m.format_version);
         fa.train_ids = m.train_ids;
         fa.validity_flag = m.flag;
@@ -193,7 +200,7 @@ impl FileAccess {
             *lock(&fa.handle) = Some(h);
             open_files::touch(fa.id, &fa);
         }
-        Ok(fa)
+        Ok((fa, plan))
     }
 
     /// The file's memory map (made on first use for files opened from the run map).

@@ -1,13 +1,16 @@
 //! The one read-only memory map of a file, shared by the pure-Rust reader
 //! ([`crate::rawh5`]) and the libhdf5 handle's bulk reads ([`crate::h5`]).
 
+use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use memmap2::{Advice, Mmap};
 
 use super::error::Error;
 use super::rawh5::{Prefetch, RawError, RawFile, HDF5_SIGNATURE};
+use super::read_plan::ReadPlan;
 
 /// Bytes at the start of a file asked for in one read when it is opened: the
 /// superblock, the root group and, in files written by libhdf5 with default
@@ -17,11 +20,39 @@ const HEAD_PREFETCH: usize = 32 << 10;
 
 /// A file mapped read-only; clones share the map.
 #[derive(Clone)]
-pub(crate) struct FileMap(Arc<Mmap>);
+pub(crate) struct FileMap(Arc<Mapped>);
+
+struct Mapped {
+    map: Mmap,
+    /// Ranges asked for at open from a [`ReadPlan`] (empty: the generic prefetch).
+    planned: Vec<Range<u64>>,
+    /// The metadata walk's accesses are recorded to make a plan (until
+    /// [`FileMap::finish_recording`]).
+    recording: AtomicBool,
+    /// The accesses `(offset, len)` recorded.
+    accessed: Mutex<Vec<(u64, u64)>>,
+}
+
+/// How the reads of a file's metadata are prefetched when it is mapped.
+#[derive(Clone, Copy)]
+pub(crate) enum MetadataReads<'a> {
+    /// The head of the file, then the neighbourhood of each top-level group.
+    Generic,
+    /// As `Generic`, and the walk's accesses are recorded to make a plan.
+    Record,
+    /// The ranges of a plan made from another file of the same aggregator; the
+    /// generic prefetch covers only top-level groups the plan missed.
+    Planned(&'a ReadPlan),
+}
 
 impl FileMap {
     /// Map a file read-only. An empty file is not HDF5 (and cannot be mapped).
     pub fn open(path: &Path) -> Result<FileMap, Error> {
+        Self::open_with(path, MetadataReads::Generic)
+    }
+
+    /// Map a file read-only, with the given prefetch of its metadata.
+    pub fn open_with(path: &Path, reads: MetadataReads<'_>) -> Result<FileMap, Error> {
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let meta = f.metadata().map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {
@@ -45,26 +76,56 @@ impl FileMap {
         // here, the whole of most files). Bulk data reads ask for read-ahead again
         // ([`FileMap::advise_bulk_reads`]). Advisory: a failure changes only speed.
         let _ = m.advise(Advice::Random);
-        // The head of the file in one request, queued now (MADV_WILLNEED returns at
-        // once) rather than page by page as the walk faults: fewer, larger reads cost
-        // less per byte (here each request is also an exit of the virtual machine).
-        // The walk then asks for the neighbourhood of each top-level group outside the
-        // head ([`Prefetch`]). Hints per object (each group member's header, each
-        // index chunk) were measured slower: a madvise call per object costs more
-        // than the fault it saves at this disk's ~0.15 ms latency.
-        let _ = m.advise_range(Advice::WillNeed, 0, HEAD_PREFETCH.min(m.len()));
-        Ok(FileMap(Arc::new(m)))
+        let planned = match reads {
+            MetadataReads::Planned(plan) => plan.ranges_for(len),
+            MetadataReads::Generic | MetadataReads::Record => Vec::new(),
+        };
+        if planned.is_empty() {
+            // The head of the file in one request, queued now (MADV_WILLNEED returns
+            // at once) rather than page by page as the walk faults: fewer, larger
+            // reads cost less per byte (here each request is also an exit of the
+            // virtual machine). The walk then asks for the neighbourhood of each
+            // top-level group outside the head ([`Prefetch`]). Hints per object (each
+            // group member's header, each index chunk) were measured slower: a
+            // madvise call per object costs more than the fault it saves at this
+            // disk's ~0.15 ms latency.
+            let _ = m.advise_range(Advice::WillNeed, 0, HEAD_PREFETCH.min(m.len()));
+        }
+        for r in &planned {
+            let _ = m.advise_range(
+                Advice::WillNeed,
+                r.start as usize,
+                (r.end - r.start) as usize,
+            );
+        }
+        Ok(FileMap(Arc::new(Mapped {
+            map: m,
+            planned,
+            recording: AtomicBool::new(matches!(reads, MetadataReads::Record)),
+            accessed: Mutex::new(Vec::new()),
+        })))
+    }
+
+    /// The plan made from the accesses recorded since the map was opened with
+    /// [`MetadataReads::Record`]; recording stops (`None` if it was not on).
+    pub fn finish_recording(&self) -> Option<ReadPlan> {
+        if !self.0.recording.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        let accessed =
+            std::mem::take(&mut *self.0.accessed.lock().unwrap_or_else(|e| e.into_inner()));
+        Some(ReadPlan::from_accesses(self.len(), &accessed))
     }
 
     /// Read-ahead for the bulk data reads that follow (a key streamed or read in
     /// runs of rows): sequential access, large read-ahead. Advisory.
     pub fn advise_bulk_reads(&self) {
-        let _ = self.0.advise(Advice::Sequential);
+        let _ = self.0.map.advise(Advice::Sequential);
     }
 
     /// Length of the mapped file in bytes.
     pub fn len(&self) -> u64 {
-        self.0.len() as u64
+        self.0.map.len() as u64
     }
 
     /// `len` bytes at `offset`, if they lie inside the file.
@@ -73,7 +134,7 @@ impl FileMap {
         if end > self.len() {
             return None;
         }
-        self.0.get(offset as usize..end as usize)
+        self.0.map.get(offset as usize..end as usize)
     }
 
     /// Drop the pages of `range` (byte offsets in the file) from this process's
@@ -92,7 +153,7 @@ impl FileMap {
         // in from the page cache), so no borrowed memory changes value. The range is
         // inside the map (clamped above; memmap2 aligns its start to the page).
         let _ = unsafe {
-            self.0.unchecked_advise_range(
+            self.0.map.unchecked_advise_range(
                 memmap2::UncheckedAdvice::DontNeed,
                 range.start as usize,
                 (end - range.start) as usize,
@@ -102,14 +163,14 @@ impl FileMap {
 
     /// Offset in the file of a slice of this map, `None` if it is not one.
     pub fn offset_of(&self, b: &[u8]) -> Option<u64> {
-        let base = self.0.as_ptr() as usize;
+        let base = self.0.map.as_ptr() as usize;
         let p = b.as_ptr() as usize;
-        (p >= base && p + b.len() <= base + self.0.len()).then(|| (p - base) as u64)
+        (p >= base && p + b.len() <= base + self.0.map.len()).then(|| (p - base) as u64)
     }
 
     /// The whole file.
     pub fn all(&self) -> &[u8] {
-        &self.0
+        &self.0.map
     }
 
     /// Whether the HDF5 signature is at 0, 512, 1024, 2048, ... (where libhdf5 looks).
@@ -127,21 +188,34 @@ impl FileMap {
     /// The pure-Rust reader over the map (an error if the superblock is one it does
     /// not read, or the file is shorter than the superblock says).
     pub fn raw(&self) -> Result<RawFile<'_>, RawError> {
-        RawFile::new(&self.0, Some(self))
+        RawFile::new(&self.0.map, Some(self))
     }
 }
 
 impl Prefetch for FileMap {
-    /// `MADV_WILLNEED`: the kernel queues the read and returns. A range starting in
-    /// the head is left alone: its object was written early, next to the head that
-    /// was asked for at open, and is read there. Advisory: a failure changes only
-    /// speed.
+    /// `MADV_WILLNEED`: the kernel queues the read and returns. A range starting
+    /// where the open already asked for (the head, or a planned range) is left
+    /// alone: its object is read there. Advisory: a failure changes only speed.
     fn prefetch(&self, offset: u64, len: u64) {
         let end = offset.saturating_add(len).min(self.len());
-        if offset >= HEAD_PREFETCH as u64 && offset < end {
-            let _ = self
-                .0
-                .advise_range(Advice::WillNeed, offset as usize, (end - offset) as usize);
+        let asked = if self.0.planned.is_empty() {
+            offset < HEAD_PREFETCH as u64
+        } else {
+            self.0.planned.iter().any(|r| r.contains(&offset))
+        };
+        if !asked && offset < end {
+            let _ =
+                self.0
+                    .map
+                    .advise_range(Advice::WillNeed, offset as usize, (end - offset) as usize);
+        }
+    }
+
+    fn accessed(&self, offset: u64, len: u64) {
+        if self.0.recording.load(Ordering::Relaxed) {
+            if let Ok(mut a) = self.0.accessed.lock() {
+                a.push((offset, len));
+            }
         }
     }
 }

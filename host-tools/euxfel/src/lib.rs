@@ -43,6 +43,7 @@ mod open_files;
 pub mod overview;
 mod owned_trains;
 mod rawh5;
+mod read_plan;
 mod run_lookup;
 mod runmap;
 mod select_exact;

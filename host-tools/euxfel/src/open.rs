@@ -4,14 +4,16 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::data_collection::DataCollection;
 use super::error::{Error, Result};
 use super::file_access::{CachedInfo, FileAccess};
+use super::file_map::MetadataReads;
 use super::fnmatch::Pattern;
 use super::interrupt;
+use super::read_plan::{self, ReadPlan};
 use super::runmap::RunFilesMap;
 use super::warning::Warning;
 
@@ -51,10 +53,107 @@ const OPEN_IO_DEPTH: usize = 64;
 /// (a warm one is a stat of a few microseconds): the other threads are started then.
 const SLOW_CACHED_OPEN: Duration = Duration::from_micros(500);
 
+/// How a file is opened by [`open_parallel`].
+#[derive(Clone, Copy)]
+enum Role {
+    /// On its own: from its run map entry, or the only file of its aggregator.
+    Alone,
+    /// The first file of aggregator `n` to open: its accesses make the plan.
+    Leader(usize),
+    /// Another file of aggregator `n`: opened with the leader's plan.
+    Follower(usize),
+}
+
+/// The read plan of one aggregator, published once its leader is open.
+#[derive(Default)]
+struct PlanSlot {
+    plan: Mutex<Option<Option<ReadPlan>>>,
+    ready: Condvar,
+}
+
+impl PlanSlot {
+    fn publish(&self, plan: Option<ReadPlan>) {
+        let mut g = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            *g = Some(plan);
+        }
+        self.ready.notify_all();
+    }
+
+    /// Blocks until the leader has published (it was taken from the queue before
+    /// any follower, and never waits itself, so this ends).
+    fn wait(&self) -> Option<ReadPlan> {
+        let mut g = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        while g.is_none() {
+            g = self.ready.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.clone().flatten()
+    }
+}
+
+/// Publishes "no plan" for a leader that ends without one (an error, a panic, an
+/// interrupt), so that its followers never wait for ever.
+struct PublishOnDrop<'a>(Option<&'a PlanSlot>);
+
+impl Drop for PublishOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0 {
+            slot.publish(None);
+        }
+    }
+}
+
+/// The order files are opened in: the first file of each aggregator without a
+/// run map entry (its leader), then the others; and the number of aggregators.
+fn open_order(
+    paths: &[PathBuf],
+    cache: &HashMap<PathBuf, CachedInfo>,
+) -> (Vec<(usize, Role)>, usize) {
+    let mut families: HashMap<&str, (usize, usize)> = HashMap::new(); // name -> (id, files)
+    let mut family_of = Vec::with_capacity(paths.len());
+    for p in paths {
+        let name = p.file_name().and_then(|n| n.to_str());
+        let fam = match name {
+            Some(n) if !cache.contains_key(p) => {
+                let next = families.len();
+                let e = families.entry(read_plan::family(n)).or_insert((next, 0));
+                e.1 += 1;
+                Some(e.0)
+            }
+            _ => None,
+        };
+        family_of.push(fam);
+    }
+    let shared: Vec<bool> = {
+        let mut v = vec![false; families.len()];
+        for &(id, n) in families.values() {
+            v[id] = n > 1;
+        }
+        v
+    };
+    let mut led = vec![false; families.len()];
+    let mut leaders = Vec::new();
+    let mut others = Vec::new();
+    for (i, fam) in family_of.into_iter().enumerate() {
+        match fam {
+            Some(f) if shared[f] && !led[f] => {
+                led[f] = true;
+                leaders.push((i, Role::Leader(f)));
+            }
+            Some(f) if shared[f] => others.push((i, Role::Follower(f))),
+            _ => others.push((i, Role::Alone)),
+        }
+    }
+    leaders.extend(others);
+    (leaders, families.len())
+}
+
 /// Open files on `threads` threads (0: [`OPEN_IO_DEPTH`], or one per CPU if more);
 /// results in input order. When every file has a run map entry, the calling thread
 /// starts alone and starts the others only once an open waits on the filesystem:
 /// with warm caches, starting 64 threads costs more than the 340 stats they share.
+/// Otherwise the first file of each aggregator is opened first and its accesses
+/// become the read plan of the aggregator's other files ([`crate::read_plan`]).
 fn open_parallel(
     paths: &[PathBuf],
     cache: HashMap<PathBuf, CachedInfo>,
@@ -67,19 +166,43 @@ fn open_parallel(
     }
     .min(paths.len().max(1));
     let all_cached = threads == 0 && cache.len() == paths.len();
+    let (order, n_families) = open_order(paths, &cache);
+    let slots: Vec<PlanSlot> = (0..n_families).map(|_| PlanSlot::default()).collect();
     // Each file's entry moves to the thread opening it (no copy of its train IDs).
     let cache = Mutex::new(cache);
     let next = AtomicUsize::new(0);
     // One file per call; None when there is nothing left (or after Ctrl-C, when the
     // files not yet opened stay unopened: the caller stops).
     let open_next = || {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let p = paths.get(i)?;
+        let &(i, role) = order.get(next.fetch_add(1, Ordering::Relaxed))?;
+        let leader_slot = match role {
+            Role::Leader(f) => slots.get(f),
+            _ => None,
+        };
+        let _unblock_followers = PublishOnDrop(leader_slot);
+        let p = &paths[i];
         if interrupt::interrupted() {
             return None;
         }
         let cached = cache.lock().ok().and_then(|mut c| c.remove(p));
-        Some((i, FileAccess::open_with_cache(p, cached)))
+        let r = match role {
+            Role::Alone => FileAccess::open_with_cache(p, cached, MetadataReads::Generic),
+            Role::Leader(f) => {
+                let r = FileAccess::open_with_cache(p, cached, MetadataReads::Record);
+                if let (Some(slot), Ok((_, plan))) = (slots.get(f), &r) {
+                    slot.publish(plan.clone());
+                }
+                r
+            }
+            Role::Follower(f) => {
+                let plan = slots.get(f).and_then(PlanSlot::wait);
+                let reads = plan
+                    .as_ref()
+                    .map_or(MetadataReads::Generic, MetadataReads::Planned);
+                FileAccess::open_with_cache(p, cached, reads)
+            }
+        };
+        Some((i, r.map(|(f, _)| f)))
     };
     let work = || std::iter::from_fn(open_next).collect::<Vec<_>>();
     let mut results = if nthreads <= 1 {
@@ -190,5 +313,73 @@ impl DataCollection {
             .map(|(path, error)| Warning::SkippedFile { path, error })
             .collect();
         Ok(dc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles(order: &[(usize, Role)]) -> Vec<(usize, char, Option<usize>)> {
+        order
+            .iter()
+            .map(|&(i, r)| match r {
+                Role::Alone => (i, 'a', None),
+                Role::Leader(f) => (i, 'l', Some(f)),
+                Role::Follower(f) => (i, 'f', Some(f)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn leaders_open_first_and_cached_files_alone() {
+        let names = [
+            "RAW-R0001-AGIPD00-S00000.h5",
+            "RAW-R0001-AGIPD00-S00001.h5",
+            "RAW-R0001-DA01-S00000.h5",
+            "RAW-R0001-DA01-S00001.h5",
+            "RAW-R0001-DA01-S00002.h5",
+            "RAW-R0001-DA02-S00000.h5",
+            "odd.h5",
+        ];
+        let paths: Vec<PathBuf> = names.iter().map(|n| Path::new("/r").join(n)).collect();
+        let (order, n) = open_order(&paths, &HashMap::new());
+        assert_eq!(n, 4);
+        assert_eq!(
+            roles(&order),
+            vec![
+                (0, 'l', Some(0)),
+                (2, 'l', Some(1)),
+                (1, 'f', Some(0)),
+                (3, 'f', Some(1)),
+                (4, 'f', Some(1)),
+                (5, 'a', None),
+                (6, 'a', None),
+            ]
+        );
+        // A file with a run map entry is opened from it: it neither leads nor follows.
+        let entry = CachedInfo {
+            mtime: 0.0,
+            size: 0,
+            train_ids: Vec::new(),
+            control_sources: Default::default(),
+            instrument_sources: Default::default(),
+            legacy_sources: Default::default(),
+            flag: Vec::new(),
+        };
+        let cache = HashMap::from([(paths[2].clone(), entry)]);
+        let (order, _) = open_order(&paths, &cache);
+        assert_eq!(
+            roles(&order),
+            vec![
+                (0, 'l', Some(0)),
+                (3, 'l', Some(1)),
+                (1, 'f', Some(0)),
+                (2, 'a', None),
+                (4, 'f', Some(1)),
+                (5, 'a', None),
+                (6, 'a', None),
+            ]
+        );
     }
 }

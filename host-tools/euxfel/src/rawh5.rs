@@ -124,6 +124,9 @@ pub enum Link {
 pub(crate) trait Prefetch {
     /// Start reading `len` bytes at file offset `offset`; returns at once.
     fn prefetch(&self, offset: u64, len: u64);
+
+    /// The walk is about to read `len` bytes at file offset `offset`.
+    fn accessed(&self, offset: u64, len: u64);
 }
 
 /// Bytes asked for at each top-level group found outside the file's head: libhdf5
@@ -213,6 +216,9 @@ impl<'a> RawFile<'a> {
                 "data at {a} + {len} bytes is outside the file ({} bytes)",
                 self.b.len()
             ));
+        }
+        if let Some(p) = self.prefetch {
+            p.accessed(a, len);
         }
         Ok(&self.b[a as usize..end as usize])
     }

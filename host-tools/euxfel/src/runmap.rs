@@ -226,89 +226,102 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
 }
 
 /// JSON in the layout of Python's `json.dump(obj, indent=2)` with EXtra-data's
-/// field order.
+/// field order, written straight into one string (a 340-file run's map is about
+/// 1 MB, written by every listing that opens the run without one).
 fn to_python_json(entries: &[&MapEntry]) -> std::io::Result<String> {
-    use serde_json::Value;
-    let mut out = String::from("[");
+    let train_count: usize = entries.iter().map(|e| e.train_ids.len()).sum();
+    let mut out = String::with_capacity(512 * entries.len() + 16 * train_count);
+    out.push('[');
     for (i, e) in entries.iter().enumerate() {
         out.push_str(if i == 0 { "\n  {\n" } else { ",\n  {\n" });
-        let fields: Vec<(&str, Value)> = vec![
-            ("filename", Value::String(e.filename.clone())),
-            ("mtime", Value::Null), // written with Python's float repr below
-            ("size", Value::from(e.size)),
-            ("train_ids", Value::from(e.train_ids.clone())),
-            ("control_sources", Value::from(e.control_sources.clone())),
-            (
-                "instrument_sources",
-                Value::from(e.instrument_sources.clone()),
-            ),
-            (
-                "legacy_sources",
-                serde_json::to_value(&e.legacy_sources).map_err(std::io::Error::other)?,
-            ),
-            (
-                "suspect_train_indices",
-                Value::from(e.suspect_train_indices.clone()),
-            ),
-        ];
-        let n = fields.len();
-        for (j, (k, v)) in fields.into_iter().enumerate() {
-            out.push_str("    ");
-            out.push_str(&Value::String(k.to_string()).to_string());
-            out.push_str(": ");
-            if k == "mtime" {
-                out.push_str(&python_float_repr(e.mtime));
-            } else {
-                write_value(&v, 4, &mut out);
+        field(&mut out, "filename", false);
+        push_json_string(&mut out, &e.filename);
+        field(&mut out, "mtime", true);
+        out.push_str(&python_float_repr(e.mtime));
+        field(&mut out, "size", true);
+        push_int(&mut out, e.size);
+        field(&mut out, "train_ids", true);
+        push_list(&mut out, &e.train_ids, |o, t| push_int(o, *t));
+        field(&mut out, "control_sources", true);
+        push_list(&mut out, &e.control_sources, |o, s| push_json_string(o, s));
+        field(&mut out, "instrument_sources", true);
+        push_list(&mut out, &e.instrument_sources, |o, s| {
+            push_json_string(o, s)
+        });
+        field(&mut out, "legacy_sources", true);
+        if e.legacy_sources.is_empty() {
+            out.push_str("{}");
+        } else {
+            out.push_str("{\n");
+            for (j, (k, v)) in e.legacy_sources.iter().enumerate() {
+                if j > 0 {
+                    out.push_str(",\n");
+                }
+                out.push_str("      ");
+                push_json_string(&mut out, k);
+                out.push_str(": ");
+                push_json_string(&mut out, v);
             }
-            if j + 1 < n {
-                out.push(',');
-            }
-            out.push('\n');
+            out.push_str("\n    }");
         }
-        out.push_str("  }");
+        field(&mut out, "suspect_train_indices", true);
+        push_list(&mut out, &e.suspect_train_indices, |o, &t| {
+            push_int(o, t as u64)
+        });
+        out.push_str("\n  }");
     }
     out.push_str(if entries.is_empty() { "]" } else { "\n]" });
     Ok(out)
 }
 
-fn write_value(v: &serde_json::Value, ind: usize, out: &mut String) {
-    use serde_json::Value;
-    let pad = |n: usize| " ".repeat(n);
-    match v {
-        Value::Array(a) if a.is_empty() => out.push_str("[]"),
-        Value::Object(o) if o.is_empty() => out.push_str("{}"),
-        Value::Array(a) => {
-            out.push_str("[\n");
-            for (i, x) in a.iter().enumerate() {
-                out.push_str(&pad(ind + 2));
-                write_value(x, ind + 2, out);
-                if i + 1 < a.len() {
-                    out.push(',');
-                }
-                out.push('\n');
-            }
-            out.push_str(&pad(ind));
-            out.push(']');
-        }
-        Value::Object(o) => {
-            out.push_str("{\n");
-            let n = o.len();
-            for (i, (k, x)) in o.iter().enumerate() {
-                out.push_str(&pad(ind + 2));
-                out.push_str(&serde_json::Value::String(k.clone()).to_string());
-                out.push_str(": ");
-                write_value(x, ind + 2, out);
-                if i + 1 < n {
-                    out.push(',');
-                }
-                out.push('\n');
-            }
-            out.push_str(&pad(ind));
-            out.push('}');
-        }
-        other => out.push_str(&other.to_string()),
+/// The start of an entry's field: `"name": ` at the entry's indent, after a comma
+/// unless it is the first.
+fn field(out: &mut String, name: &str, after_another: bool) {
+    if after_another {
+        out.push_str(",\n");
     }
+    out.push_str("    ");
+    push_json_string(out, name);
+    out.push_str(": ");
+}
+
+/// A list inside an entry: `[]`, or one item per line at indent 6.
+fn push_list<T>(out: &mut String, items: &[T], item: impl Fn(&mut String, &T)) {
+    if items.is_empty() {
+        out.push_str("[]");
+        return;
+    }
+    out.push_str("[\n");
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(",\n");
+        }
+        out.push_str("      ");
+        item(out, x);
+    }
+    out.push_str("\n    ]");
+}
+
+/// A decimal integer (`write!` costs several times more: the train ID lists are
+/// most of a map).
+fn push_int(out: &mut String, v: impl Into<u64>) {
+    let mut v: u64 = v.into();
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+}
+
+/// A JSON string literal, escaped as serde_json escapes it.
+fn push_json_string(out: &mut String, s: &str) {
+    out.push_str(&serde_json::Value::String(s.to_owned()).to_string());
 }
 
 /// Python's `repr(float)` for finite values: shortest round-trip digits,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use euxfel::{
     split_ranges, DataCollection, Error, FileAccess, OpenOptions, TrainSelection, Warning,
 };
-use fixtures::euxfel::{make_run, Format, RunSpec};
+use fixtures::euxfel::{make_run, write_file, Device, FileSpec, Format, RunSpec};
 
 fn spec(format: Format) -> RunSpec {
     RunSpec {
@@ -339,6 +339,78 @@ fn source_conflicts_are_detected() {
             assert!(sources.contains(XGM_OUT));
         }
         other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+/// A run opened without its map opens the first file of each aggregator first and
+/// prefetches the others where that one's metadata was. A sibling laid out
+/// differently, or a leader that cannot be read, changes only speed: every file
+/// reads as it does alone.
+#[test]
+fn sibling_read_plans_never_change_what_is_read() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let s = RunSpec {
+        sequences: 3,
+        modules: 1,
+        ..spec(Format::V1_2)
+    };
+    let files = make(td.path(), &s);
+    // DA01's second sequence file: other sources, ten times the trains, padded
+    // index and source lists, so its objects lie elsewhere than in its leader.
+    let odd = td.path().join("RAW-R0450-DA01-S00001.h5");
+    let mut fs = FileSpec::new(Format::V1_2, 20000, 200);
+    fs.train_id_len = 256;
+    fs.source_list_len = 9;
+    fs.sequence = 1;
+    let devices = [
+        Device::Xgm {
+            name: "SA3_XTD10_XGM/XGM/DOOCS".into(),
+        },
+        Device::Camera {
+            name: "SPB_IRU_CAM/CAM/SIDEMIC".into(),
+            with_data: true,
+            height: 6,
+            width: 5,
+        },
+    ];
+    if let Err(e) = write_file(&odd, &fs, &devices) {
+        panic!("fixture: {e}");
+    }
+    // The LPD module's leader is truncated: it is skipped, its followers still open.
+    let leader = td.path().join("RAW-R0450-LPD00-S00000.h5");
+    let bytes = std::fs::read(&leader).expect("read");
+    std::fs::write(&leader, &bytes[..bytes.len() / 3]).expect("write");
+
+    let alone: Vec<_> = files
+        .iter()
+        .filter(|p| **p != leader)
+        .map(|p| ok(FileAccess::open(p)))
+        .collect();
+    let mut tids: Vec<u64> = alone.iter().flat_map(|f| f.train_ids.clone()).collect();
+    tids.sort_unstable();
+    tids.dedup();
+    let control: BTreeSet<String> = alone
+        .iter()
+        .flat_map(|f| f.control_sources.clone())
+        .collect();
+    let instrument: BTreeSet<String> = alone
+        .iter()
+        .flat_map(|f| f.instrument_sources.clone())
+        .collect();
+    assert!(control.contains("SA3_XTD10_XGM/XGM/DOOCS"), "{control:?}");
+    for threads in [0, 1, 3] {
+        let opts = OpenOptions {
+            threads,
+            ..no_cache()
+        };
+        let dc = ok(DataCollection::open_run(td.path(), &opts));
+        assert_eq!(*dc.train_ids, tids, "threads {threads}");
+        assert_eq!(dc.control_sources(), control, "threads {threads}");
+        assert_eq!(dc.instrument_sources(), instrument, "threads {threads}");
+        match dc.warnings() {
+            [Warning::SkippedFile { path, .. }] => assert_eq!(path, &leader),
+            other => panic!("threads {threads}: {other:?}"),
+        }
     }
 }
 

@@ -271,6 +271,10 @@ impl Ctx {
                     })?;
                     print_warnings(dc.warnings());
                     self.dc_info(&dc)?;
+                    // The process ends after the listing: at exit the kernel releases
+                    // every file's map in one pass, cheaper than unmapping and freeing
+                    // hundreds of them one by one here.
+                    std::mem::forget(dc);
                 } else if contents.iter().any(|f| is_run_name(f)) {
                     self.line(&format!("{base} : Proposal data directory"));
                     self.line("");
