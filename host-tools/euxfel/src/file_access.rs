@@ -467,7 +467,7 @@ impl FileAccess {
                     let n = piece.len();
                     if let Piece::Bytes(b) = piece {
                         out.get_mut(at..at + n)
-                            .ok_or(RawError::Corrupt("rows longer than the buffer".into()))?
+                            .ok_or_else(|| RawError::Corrupt("rows longer than the buffer".into()))?
                             .copy_from_slice(b);
                         if let Some(off) = map.offset_of(b).filter(|_| big) {
                             let piece = off..off + b.len() as u64;

@@ -161,7 +161,7 @@ impl<'a> RawFile<'a> {
         let sb = &b[off..];
         let ver = *sb
             .get(8)
-            .ok_or(RawError::Corrupt("short superblock".into()))?;
+            .ok_or_else(|| RawError::Corrupt("short superblock".into()))?;
         if ver > 1 {
             return unsupported(format!("superblock version {ver}"));
         }
@@ -207,10 +207,10 @@ impl<'a> RawFile<'a> {
     fn slice(&self, addr: u64, len: u64) -> R<&'a [u8]> {
         let a = addr
             .checked_add(self.base)
-            .ok_or(RawError::Corrupt("address overflow".into()))?;
+            .ok_or_else(|| RawError::Corrupt("address overflow".into()))?;
         let end = a
             .checked_add(len)
-            .ok_or(RawError::Corrupt("length overflow".into()))?;
+            .ok_or_else(|| RawError::Corrupt("length overflow".into()))?;
         if end > self.b.len() as u64 {
             return corrupt(format!(
                 "data at {a} + {len} bytes is outside the file ({} bytes)",
@@ -305,7 +305,7 @@ impl<'a> RawFile<'a> {
         let name_at = |off: u64| -> R<String> {
             let s = hdata
                 .get(off as usize..)
-                .ok_or(RawError::Corrupt("name offset outside local heap".into()))?;
+                .ok_or_else(|| RawError::Corrupt("name offset outside local heap".into()))?;
             let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
             Ok(String::from_utf8_lossy(&s[..end]).into_owned())
         };
@@ -432,7 +432,7 @@ impl<'a> RawFile<'a> {
         let n_rows = n_rows.min(rows);
         let total = n_rows
             .checked_mul(row_bytes)
-            .ok_or(RawError::Corrupt("size overflow".into()))?;
+            .ok_or_else(|| RawError::Corrupt("size overflow".into()))?;
         if total > self.b.len() as u64 {
             return corrupt(format!(
                 "{total} bytes requested from a {}-byte file",
@@ -476,7 +476,7 @@ impl<'a> RawFile<'a> {
                     let src = self.slice(addr, nb)?;
                     let o = (row0 * row_bytes) as usize;
                     out.get_mut(o..o + nb as usize)
-                        .ok_or(RawError::Corrupt("chunk offset outside dataset".into()))?
+                        .ok_or_else(|| RawError::Corrupt("chunk offset outside dataset".into()))?
                         .copy_from_slice(src);
                 }
             }
@@ -503,7 +503,7 @@ impl<'a> RawFile<'a> {
             let n = piece.len();
             let dst = out
                 .get_mut(at..at + n)
-                .ok_or(RawError::Corrupt("rows longer than the buffer".into()))?;
+                .ok_or_else(|| RawError::Corrupt("rows longer than the buffer".into()))?;
             match piece {
                 Piece::Bytes(b) => crate::key_data::spans::copy_rows(dst, b, out_len),
                 Piece::Zeros(_) => dst.fill(0),
@@ -534,7 +534,7 @@ impl<'a> RawFile<'a> {
         let rows = ds.shape.first().copied().unwrap_or(0);
         let end = start
             .checked_add(count)
-            .ok_or(RawError::Corrupt("row range overflow".into()))?;
+            .ok_or_else(|| RawError::Corrupt("row range overflow".into()))?;
         if end > rows {
             return corrupt(format!(
                 "rows {start}..{end} outside the dataset ({rows} rows)"
@@ -542,7 +542,7 @@ impl<'a> RawFile<'a> {
         }
         let total = count
             .checked_mul(row_bytes)
-            .ok_or(RawError::Corrupt("size overflow".into()))?;
+            .ok_or_else(|| RawError::Corrupt("size overflow".into()))?;
         if total == 0 {
             return Ok(());
         }
@@ -551,7 +551,7 @@ impl<'a> RawFile<'a> {
                 let a = start.saturating_mul(row_bytes) as usize;
                 let src = d
                     .get(a..a.saturating_add(total as usize))
-                    .ok_or(RawError::Corrupt("compact data too short".into()))?;
+                    .ok_or_else(|| RawError::Corrupt("compact data too short".into()))?;
                 f(Piece::Bytes(src))
             }
             RawLayout::Contiguous { addr, .. } => {
@@ -560,7 +560,7 @@ impl<'a> RawFile<'a> {
                 } else {
                     let off = addr
                         .checked_add(start.saturating_mul(row_bytes))
-                        .ok_or(RawError::Corrupt("address overflow".into()))?;
+                        .ok_or_else(|| RawError::Corrupt("address overflow".into()))?;
                     f(Piece::Bytes(self.slice(off, total)?))
                 }
             }
@@ -732,9 +732,9 @@ impl<'a> RawFile<'a> {
                             v.insert(self.global_heap(coll)?)
                         }
                     };
-                    let &(addr, size) = objs.get(&(idx as u16)).ok_or(RawError::Corrupt(
-                        format!("global heap object {idx} not in {coll}"),
-                    ))?;
+                    let &(addr, size) = objs.get(&(idx as u16)).ok_or_else(|| {
+                        RawError::Corrupt(format!("global heap object {idx} not in {coll}"))
+                    })?;
                     let data = self.slice(addr, size.min(len))?;
                     let end = data.iter().position(|&x| x == 0).unwrap_or(data.len());
                     out.push(String::from_utf8_lossy(&data[..end]).into_owned());
@@ -769,10 +769,10 @@ impl<'a> RawFile<'a> {
             out.insert(idx, (addr + p as u64 + 16, osz));
             let adv = 16u64
                 .checked_add(osz.div_ceil(8) * 8)
-                .ok_or(RawError::Corrupt("global heap object size overflow".into()))?;
+                .ok_or_else(|| RawError::Corrupt("global heap object size overflow".into()))?;
             p = p
                 .checked_add(adv as usize)
-                .ok_or(RawError::Corrupt("global heap overflow".into()))?;
+                .ok_or_else(|| RawError::Corrupt("global heap overflow".into()))?;
         }
         Ok(out)
     }
@@ -794,7 +794,7 @@ pub(crate) fn check_vlen_refs(b: &[u8], refs: &[u8]) -> R<()> {
     let byte = |i: usize| {
         b.get(off + i)
             .copied()
-            .ok_or(RawError::Corrupt("short superblock".into()))
+            .ok_or_else(|| RawError::Corrupt("short superblock".into()))
     };
     let probe = RawFile::bare(b, 0);
     // Offsets and lengths of 8 bytes (the 16-byte references assume it); base address.
@@ -826,13 +826,14 @@ pub(crate) fn check_vlen_refs(b: &[u8], refs: &[u8]) -> R<()> {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => v.insert(f.global_heap(coll)?),
         };
-        let &(addr, size) =
-            u16::try_from(idx)
-                .ok()
-                .and_then(|i| objs.get(&i))
-                .ok_or(RawError::Corrupt(format!(
+        let &(addr, size) = u16::try_from(idx)
+            .ok()
+            .and_then(|i| objs.get(&i))
+            .ok_or_else(|| {
+                RawError::Corrupt(format!(
                     "global heap object {idx} not in the collection at {coll}"
-                )))?;
+                ))
+            })?;
         if len > size {
             return corrupt(format!(
                 "string of {len} bytes in a global heap object of {size}"
@@ -846,16 +847,16 @@ pub(crate) fn check_vlen_refs(b: &[u8], refs: &[u8]) -> R<()> {
 fn le_u64(d: &[u8], at: usize) -> R<u64> {
     d.get(at..at + 8)
         .map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
-        .ok_or(RawError::Corrupt("short message".into()))
+        .ok_or_else(|| RawError::Corrupt("short message".into()))
 }
 
 fn parse_dataspace(d: &[u8]) -> R<Vec<u64>> {
     let ver = *d
         .first()
-        .ok_or(RawError::Corrupt("empty dataspace".into()))?;
+        .ok_or_else(|| RawError::Corrupt("empty dataspace".into()))?;
     let rank = *d
         .get(1)
-        .ok_or(RawError::Corrupt("short dataspace".into()))? as usize;
+        .ok_or_else(|| RawError::Corrupt("short dataspace".into()))? as usize;
     let start = match ver {
         1 => 8,
         2 => 4,
@@ -906,7 +907,9 @@ fn parse_datatype(d: &[u8]) -> R<RawType> {
 }
 
 fn parse_layout(d: &[u8]) -> R<RawLayout> {
-    let ver = *d.first().ok_or(RawError::Corrupt("empty layout".into()))?;
+    let ver = *d
+        .first()
+        .ok_or_else(|| RawError::Corrupt("empty layout".into()))?;
     if ver != 3 {
         return unsupported(format!("layout message version {ver}"));
     }
@@ -915,10 +918,10 @@ fn parse_layout(d: &[u8]) -> R<RawLayout> {
             let n = d
                 .get(2..4)
                 .map(|s| u16::from_le_bytes([s[0], s[1]]) as usize)
-                .ok_or(RawError::Corrupt("short compact layout".into()))?;
+                .ok_or_else(|| RawError::Corrupt("short compact layout".into()))?;
             let data = d
                 .get(4..4 + n)
-                .ok_or(RawError::Corrupt("short compact data".into()))?;
+                .ok_or_else(|| RawError::Corrupt("short compact data".into()))?;
             Ok(RawLayout::Compact(data.to_vec()))
         }
         Some(1) => Ok(RawLayout::Contiguous {
@@ -928,7 +931,7 @@ fn parse_layout(d: &[u8]) -> R<RawLayout> {
         Some(2) => {
             let dims = *d
                 .get(2)
-                .ok_or(RawError::Corrupt("short chunked layout".into()))?
+                .ok_or_else(|| RawError::Corrupt("short chunked layout".into()))?
                 as usize;
             let btree = le_u64(d, 3)?;
             if dims < 2 {
@@ -939,7 +942,7 @@ fn parse_layout(d: &[u8]) -> R<RawLayout> {
                 let o = 11 + i * 4;
                 let s = d
                     .get(o..o + 4)
-                    .ok_or(RawError::Corrupt("short chunk dims".into()))?;
+                    .ok_or_else(|| RawError::Corrupt("short chunk dims".into()))?;
                 chunk.push(u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as u64);
             }
             Ok(RawLayout::Chunked { chunk, btree })
