@@ -16,7 +16,10 @@ run with several sequence files (random uint16 data, files in the page cache for
 Two runs: 128 x 128-pixel frames (16 modules x 3 sequences x 8 trains x 32 frames) and LPD's
 real 256 x 256 (16 x 2 x 4 x 32, fewer trains to bound the disk); the virtual CXI on the first.
 Ours also reports CPU seconds (all threads, user + system) and minor page faults per stacked
-read, and the floor of a new array: the same bytes copied into a buffer allocated as ours.
+read (medians), the transparent huge page counters of /proc/vmstat around its reads, and what
+any new array costs here: the kernel's zeroing of a new buffer's pages alone, and the floor,
+the same bytes copied into a buffer allocated as ours by as many threads as ours reads with
+(one thread too).
 
 Run from the repository root:  .venv/bin/python benches/scripts/bench_components.py
 Options: --reps N (default 5), --dir DIR (fixtures, default target/components-bench, removed at
@@ -101,15 +104,24 @@ def stack_case(a, pixels):
         "trains": f"{first}:{last}",
         "output_shape": ours["shape"],
         "output_mib": ours["bytes"] / 2**20,
+        "threads": ours["threads"],
         "stack_ours_s": ours["ndarray_s"],
         "stack_xd_s": best_xd,
         "stack_ratio": best_xd / ours["ndarray_s"],
         "ours_gib_s": gib / ours["ndarray_s"],
         "ours_cpu_s": ours["ndarray_cpu_s"],
         "ours_faults": ours["ndarray_faults"],
+        "ours_thp": "{:.0f} / {:.0f} / {:.0f}".format(
+            ours["ndarray_thp_fault_alloc"], ours["ndarray_thp_fault_fallback"],
+            ours["ndarray_compact_stall"]),
+        "zero_s": ours["zero_s"],
+        "zero_cpu_s": ours["zero_cpu_s"],
+        "floor_par_s": ours["floor_par_s"],
+        "floor_par_cpu_s": ours["floor_par_cpu_s"],
+        "ours_vs_floor": ours["ndarray_s"] / ours["floor_par_s"],
+        "xd_vs_floor": best_xd / ours["floor_par_s"],
         "copy_floor_s": ours["copy_floor_s"],
-        "floor_cpu_s": ours["floor_cpu_s"],
-        "ours_vs_floor": ours["ndarray_s"] / ours["copy_floor_s"],
+        "floor_cpu_s": ours["copy_floor_cpu_s"],
         "copy_new_buffer_s": ours["copy_new_s"],
         "read_into_existing_s": ours["read_s"],
         "read_cpu_s": ours["read_cpu_s"],
@@ -168,17 +180,26 @@ ROWS = [
     ("new array, ours `ndarray_bytes`", "stack_ours_s", "{:.3f} s", ""),
     ("new array, EXtra-data `ndarray()`", "stack_xd_s", "{:.3f} s", ""),
     ("ratio", "stack_ratio", "**{:.1f}x**", ">= 5x"),
-    ("ours: CPU seconds per read (2 threads, user + system)", "ours_cpu_s", "{:.3f} s", ""),
-    ("ours: minor page faults per read", "ours_faults", "{:.0f}", ""),
-    ("floor: copy of the bytes into a new buffer allocated as ours", "copy_floor_s", "{:.3f} s", ""),
-    ("floor: its CPU seconds", "floor_cpu_s", "{:.3f} s", ""),
+    ("ours: CPU seconds per read (median; all threads, user + system)", "ours_cpu_s", "{:.3f} s", ""),
+    ("ours: minor page faults per read (median)", "ours_faults", "{:.0f}", ""),
+    ("ours: huge pages at faults / fallbacks to 4 KiB / compaction stalls per read (system-wide)",
+     "ours_thp", "{}", ""),
+    ("kernel zeroing of a new buffer alone (first touch, one write per page, {threads} threads)",
+     "zero_s", "{:.3f} s", ""),
+    ("its CPU seconds", "zero_cpu_s", "{:.3f} s", ""),
+    ("floor: copy of the bytes into a new buffer allocated as ours, {threads} threads (each its half, as ours)",
+     "floor_par_s", "{:.3f} s", ""),
+    ("floor: its CPU seconds", "floor_par_cpu_s", "{:.3f} s", ""),
     ("ours / floor", "ours_vs_floor", "{:.2f}", ""),
-    ("plain `clone()` of the bytes (4 KiB pages)", "copy_new_buffer_s", "{:.3f} s", ""),
+    ("EXtra-data / floor: the most a new array can reach here", "xd_vs_floor", "**{:.1f}x**", ""),
+    ("floor, 1 thread", "copy_floor_s", "{:.3f} s", ""),
+    ("floor, 1 thread: its CPU seconds", "floor_cpu_s", "{:.3f} s", ""),
+    ("plain `clone()` of the bytes (4 KiB pages, 1 thread)", "copy_new_buffer_s", "{:.3f} s", ""),
     ("existing array, ours `read_into_bytes`", "read_into_existing_s", "{:.3f} s", ""),
-    ("existing array, ours: CPU seconds per read", "read_cpu_s", "{:.3f} s", ""),
+    ("existing array, ours: CPU seconds per read (median)", "read_cpu_s", "{:.3f} s", ""),
     ("existing array, EXtra-data `ndarray(out=)`", "xd_into_existing_s", "{:.3f} s", ""),
     ("ratio", "read_ratio_xd_out", "**{:.1f}x**", ""),
-    ("copy of the bytes into an existing buffer", "copy_existing_buffer_s", "{:.3f} s", ""),
+    ("copy of the bytes into an existing buffer (1 thread)", "copy_existing_buffer_s", "{:.3f} s", ""),
     ("output size", "output_mib", "{:.0f} MiB", ""),
     ("memory: ours, anonymous with one output alive", "ours_anon_after_read_mib", "{:.0f} MiB", "output + small"),
     ("memory: ours, peak RSS (file pages of the maps included)", "ours_peak_rss_mib", "{:.0f} MiB", ""),
@@ -186,11 +207,21 @@ ROWS = [
 ]
 
 
+def thp_setting(name):
+    """The selected value of a transparent huge page setting (`[madvise]`), or `?`."""
+    try:
+        text = Path(f"/sys/kernel/mm/transparent_hugepage/{name}").read_text()
+    except OSError:
+        return "?"
+    return next((w.strip("[]") for w in text.split() if w.startswith("[")), "?")
+
+
 def markdown(cases, cxi, load, a, started):
     cols = [f"{p} x {p} px" for p, _ in cases]
     lines = [
         f"Date {started} UTC; load average (1/5/15 min) at start {load[0]}, at end {load[1]}; "
-        f"warm page cache; best of {a.reps}.",
+        f"warm page cache; best of {a.reps}; {os.cpu_count()} CPUs, Linux {os.uname().release}, "
+        f"transparent huge pages `{thp_setting('enabled')}`, defrag `{thp_setting('defrag')}`.",
         "Command: `" + " ".join(["python", "benches/scripts/bench_components.py"] + sys.argv[1:]) + "`",
         "",
     ]
@@ -199,7 +230,9 @@ def markdown(cases, cxi, load, a, started):
                      f"{tuple(r['output_shape'])}")
     lines += ["", "| figure | " + " | ".join(cols) + " | target |",
               "|---|" + "---|" * len(cols) + "---|"]
+    threads = "/".join(sorted({str(r["threads"]) for _, r in cases}))
     for label, k, fmt, target in ROWS:
+        label = label.format(threads=threads)
         lines.append(f"| {label} | " + " | ".join(fmt.format(r[k]) for _, r in cases)
                      + f" | {target} |")
     if cxi:
