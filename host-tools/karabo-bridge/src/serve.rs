@@ -15,11 +15,16 @@ use crate::protocol::{encode, EncodeError, Protocol, Timestamp};
 /// How long one wait (on the socket, or for the rate limit) lasts before the stop flag is
 /// checked again.
 const POLL_SLICE: Duration = Duration::from_millis(100);
-/// How long the REP sender keeps asking for the next request without sleeping. A request
-/// answered within this time finds the sender awake: a sleeping sender costs a round trip two
-/// thread wake-ups, each from an idle CPU on a VM (profiled: as long as the server's own work
-/// per control train). Longer than one round trip of a Python client (about 100-150 us).
+/// How long the REP sender keeps asking for the next request without sleeping after a small
+/// reply. A request answered within this time finds the sender awake: a sleeping sender costs
+/// a round trip two thread wake-ups, each from an idle CPU on a VM (profiled: as long as the
+/// server's own work per control train). Longer than one round trip of a Python client (about
+/// 100-150 us).
 const REQUEST_SPIN: Duration = Duration::from_micros(300);
+/// Replies of at least this size are not followed by the spin: their round trip is long
+/// enough that the wake-ups hardly count, and the CPU is wanted by ZeroMQ's I/O thread sending
+/// them and by the reader (measured: spinning after 4 MB trains lost a quarter of the rate).
+const SPIN_BELOW_BYTES: u64 = 256 << 10;
 /// Batches of encoded trains waiting to be sent while the next batch is read.
 const READ_AHEAD: usize = 1;
 /// A batch ends at this many trains or once it holds this many bytes (so one large train is a
@@ -276,6 +281,7 @@ fn send_all(
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(1.0 / r));
     let mut next_due = Instant::now();
+    let mut spin = REQUEST_SPIN;
     for encoded in rx.iter().flatten() {
         let (train_id, parts) = match encoded {
             Ok(x) => x,
@@ -297,7 +303,7 @@ fn send_all(
             next_due = next_due.max(Instant::now()) + interval;
         }
         let ready = match config.socket {
-            SocketType::Rep => wait_for_next(socket, ep, stop, summary, events)?,
+            SocketType::Rep => wait_for_next(socket, ep, spin, stop, summary, events)?,
             SocketType::Push => wait_for(socket, ep, zmq::POLLOUT, stop)?,
             SocketType::Pub => !stop.load(Ordering::Relaxed),
         };
@@ -311,6 +317,11 @@ fn send_all(
             let flags = if i + 1 < n { zmq::SNDMORE } else { 0 };
             socket.send(part, flags).map_err(zmq_err(ep, "send"))?;
         }
+        spin = if bytes < SPIN_BELOW_BYTES {
+            REQUEST_SPIN
+        } else {
+            Duration::ZERO
+        };
         summary.trains_sent += 1;
         summary.bytes_sent += bytes;
         summary.first_train.get_or_insert(train_id);
@@ -348,12 +359,13 @@ fn wait_for(
 fn wait_for_next(
     socket: &zmq::Socket,
     ep: &str,
+    spin: Duration,
     stop: &AtomicBool,
     summary: &mut ServeSummary,
     events: &mut dyn FnMut(ServeEvent<'_>),
 ) -> Result<bool, ServeError> {
     loop {
-        let Some(request) = next_request(socket, ep, stop)? else {
+        let Some(request) = next_request(socket, ep, spin, stop)? else {
             return Ok(false);
         };
         let first = request.first().map(Vec::as_slice).unwrap_or_default();
@@ -368,14 +380,15 @@ fn wait_for_next(
     }
 }
 
-/// The next request, or `None` once `stop` is set. Asks without blocking for `REQUEST_SPIN`
-/// first (yielding the CPU between tries), then sleeps in `poll` slices.
+/// The next request, or `None` once `stop` is set. Asks without blocking for `spin` first
+/// (yielding the CPU between tries), then sleeps in `poll` slices.
 fn next_request(
     socket: &zmq::Socket,
     ep: &str,
+    spin: Duration,
     stop: &AtomicBool,
 ) -> Result<Option<Vec<Vec<u8>>>, ServeError> {
-    let spin_until = Instant::now() + REQUEST_SPIN;
+    let spin_until = Instant::now() + spin;
     loop {
         match socket.recv_multipart(zmq::DONTWAIT) {
             Ok(request) => return Ok(Some(request)),
