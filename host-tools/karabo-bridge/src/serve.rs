@@ -15,8 +15,8 @@ use crate::protocol::{encode, EncodeError, Protocol, Timestamp};
 /// How long one wait (on the socket, or for the rate limit) lasts before the stop flag is
 /// checked again.
 const POLL_SLICE: Duration = Duration::from_millis(100);
-/// How long the REP sender keeps asking for the next request without sleeping after a small
-/// reply. A request answered within this time finds the sender awake: a sleeping sender costs
+/// How long the REP sender keeps asking for the next request (the PUSH sender for room for
+/// the next train) without sleeping after a small train. A request answered within this time finds the sender awake: a sleeping sender costs
 /// a round trip two thread wake-ups, each from an idle CPU on a VM (profiled: as long as the
 /// server's own work per control train). Longer than one round trip of a Python client (about
 /// 100-150 us).
@@ -304,7 +304,7 @@ fn send_all(
         }
         let ready = match config.socket {
             SocketType::Rep => wait_for_next(socket, ep, spin, stop, summary, events)?,
-            SocketType::Push => wait_for(socket, ep, zmq::POLLOUT, stop)?,
+            SocketType::Push => wait_writable(socket, ep, spin, stop)?,
             SocketType::Pub => !stop.load(Ordering::Relaxed),
         };
         if !ready {
@@ -350,6 +350,33 @@ fn wait_for(
             Ok(_) if items[0].get_revents().contains(event) => return Ok(true),
             Ok(_) | Err(zmq::Error::EINTR) => {}
             Err(e) => return Err(zmq_err(ep, "poll")(e)),
+        }
+    }
+}
+
+/// PUSH: waits until a train can be queued or `stop` is set (false). With a send high-water
+/// mark of 1 the socket takes the next train once libzmq's I/O thread has taken this one, so a
+/// fast puller makes this a hand-off between two threads per train, as a REP round trip is:
+/// asks without sleeping for `spin` first, as `next_request` does.
+fn wait_writable(
+    socket: &zmq::Socket,
+    ep: &str,
+    spin: Duration,
+    stop: &AtomicBool,
+) -> Result<bool, ServeError> {
+    let spin_until = Instant::now() + spin;
+    loop {
+        let events = socket.get_events().map_err(zmq_err(ep, "get events"))?;
+        if events.contains(zmq::POLLOUT) {
+            return Ok(true);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        if Instant::now() < spin_until {
+            std::thread::yield_now();
+        } else {
+            return wait_for(socket, ep, zmq::POLLOUT, stop);
         }
     }
 }
