@@ -25,13 +25,21 @@ real msgpack): a pyzmq REP process answering `next` with those parts, read by th
 (the Python client's ceiling) and by the raw REQ socket (libzmq REQ/REP loopback), and a plain
 libzmq PUSH -> PULL transfer between two processes (copy=False).
 
+The same with `-z PUSH` for both servers (same options), no round trip per train: receivers
+karabo_bridge.Client(sock="PULL"), a raw pyzmq PULL socket (high-water mark 1, as the Client)
+and `xfel-bridge monitor -z PUSH`; the limit is a pyzmq PUSH process sending those parts for
+ever. A PUSH file server ends by itself after its last train: the receiver counts the trains
+(giving up after 60 s without one), the server's own count of trains sent must equal it
+(otherwise the round counts as failed), and the server must end within 30 s.
+
 Every measurement streams the whole fixture (at least about a second of serve-files), so one
 descheduling of a process on a loaded machine moves a figure less.
 
 Run from the repository root:  .venv/bin/python benches/scripts/bench_bridge.py
 Options: --dir DIR (fixtures; default $CARGO_TARGET_DIR/bridge-bench), --rounds N (3),
---cases a,b (all), --keep (keep the fixtures), --json. Builds `cargo build --release -p
-karabo-bridge -p fixtures --bins`. Prints a markdown table for docs/benchmarks.md at the end.
+--cases a,b (all), --sockets REP,PUSH (both), --keep (keep the fixtures), --json. Builds
+`cargo build --release -p karabo-bridge -p fixtures --bins`. Prints a markdown table for
+docs/benchmarks.md at the end.
 """
 import argparse
 import datetime
@@ -52,6 +60,8 @@ from karabo_bridge import Client
 REPO = Path(__file__).resolve().parents[2]
 # Seconds a receiver waits for a train before the measurement counts as failed.
 WAIT_S = 60
+# Seconds a PUSH server may take to end by itself after its receiver got the last train.
+END_S = 30
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
 VENV_BIN = Path(sys.executable).parent
 
@@ -115,6 +125,18 @@ class Server:
         self.proc.kill()
         self.proc.wait()
 
+    def sent(self):
+        """Trains the server says it sent, once it has ended by itself (PUSH: after the last
+        train); None if it did not end within END_S."""
+        try:
+            out, _ = self.proc.communicate(timeout=END_S)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            return None
+        # xfel-serve: "xfel-serve: sent N trains ..."; serve-files: "Sent N/M trains ..." last.
+        counts = re.findall(r"(?:xfel-serve: sent |Sent )(\d+)[ /]", out)
+        return int(counts[-1]) if counts else None
+
 
 def ours(run, args):
     return Server([TARGET / "release" / "xfel-serve", "files", run, "0", *args])
@@ -134,10 +156,10 @@ def client_rate(server, n):
         return (n - 1) / (time.perf_counter() - t0)
 
 
-def monitor_rate(server, n):
+def monitor_rate(server, n, connect=()):
     """Trains/s of our xfel-bridge monitor (whole process, first train included)."""
     out = subprocess.run([TARGET / "release" / "xfel-bridge", "monitor", server.endpoint,
-                          "--ntrains", str(n), "--timeout", str(WAIT_S), "--json"],
+                          *connect, "--ntrains", str(n), "--timeout", str(WAIT_S), "--json"],
                          capture_output=True, text=True, timeout=1200).stdout
     s = json.loads(out)
     if s["trains"] < n:
@@ -163,6 +185,38 @@ def raw_rate(server, n):
     return (n - 1) / dt
 
 
+def client_pull_rate(server, n):
+    """karabo_bridge.Client with PULL (decodes every train), timed from the first train on."""
+    with Client(server.endpoint, sock="PULL", timeout=WAIT_S) as c:
+        c.next()
+        t0 = time.perf_counter()
+        for _ in range(n - 1):
+            c.next()
+        return (n - 1) / (time.perf_counter() - t0)
+
+
+def raw_pull_rate(server, n):
+    """A pyzmq PULL socket (high-water mark 1, as the Client), no decoding."""
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.PULL)
+    s.set_hwm(1)
+    s.setsockopt(zmq.RCVTIMEO, WAIT_S * 1000)
+    s.connect(server.endpoint)
+    try:
+        s.recv_multipart(copy=False)
+        t0 = time.perf_counter()
+        for _ in range(n - 1):
+            s.recv_multipart(copy=False)
+        return (n - 1) / (time.perf_counter() - t0)
+    finally:
+        s.close(linger=0)
+        ctx.term()
+
+
+def monitor_pull_rate(server, n):
+    return monitor_rate(server, n, ["-z", "PUSH"])
+
+
 def train_parts(server):
     ctx = zmq.Context()
     s = ctx.socket(zmq.REQ)
@@ -185,12 +239,23 @@ def _rep_constant(parts, port_q):
         s.send_multipart(frames, copy=False)
 
 
-class ConstantServer:
-    """`_rep_constant` in its own process, with the Server interface."""
+def _push_constant(parts, port_q):
+    """A PUSH server (send high-water mark 1, as xfel-serve) sending the same train for ever."""
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.PUSH)
+    s.set_hwm(1)
+    port_q.put(s.bind_to_random_port("tcp://127.0.0.1"))
+    frames = [zmq.Frame(p) for p in parts]
+    while True:
+        s.send_multipart(frames, copy=False)
 
-    def __init__(self, parts):
+
+class ConstantServer:
+    """`_rep_constant` or `_push_constant` in its own process, with the Server interface."""
+
+    def __init__(self, parts, target=_rep_constant):
         q = mp.Queue()
-        self.proc = mp.Process(target=_rep_constant, args=(parts, q), daemon=True)
+        self.proc = mp.Process(target=target, args=(parts, q), daemon=True)
         self.proc.start()
         self.endpoint = f"tcp://127.0.0.1:{q.get()}"
 
@@ -233,6 +298,7 @@ def main():
     ap.add_argument("--dir", type=Path, default=TARGET / "bridge-bench")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--sockets", default="REP,PUSH", help="server socket types: REP, PUSH")
     ap.add_argument("--keep", action="store_true", help="keep the fixtures")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -252,7 +318,7 @@ def main():
     if a.json:
         print(json.dumps(results, indent=2))
         return
-    print_table(results)
+    print_table(results, a.sockets.split(","))
     ended = datetime.datetime.now(datetime.timezone.utc)
     print()
     print(f"Run {started:%Y-%m-%d %H:%M}-{ended:%H:%M} UTC, {a.rounds} rounds (medians; the "
@@ -262,6 +328,16 @@ def main():
           + "; ".join(f"{n} {min(r['loads']):.1f}-{max(r['loads']):.1f}"
                       for n, r in results.items()) + ".")
     print(f"Command: `CARGO_TARGET_DIR={TARGET} {sys.executable} {' '.join(sys.argv)}`")
+
+
+RECEIVERS = {
+    "REP": [("client", client_rate, "karabo_bridge.Client"),
+            ("raw", raw_rate, "pyzmq REQ, no decoding"),
+            ("monitor", monitor_rate, "xfel-bridge monitor")],
+    "PUSH": [("client", client_pull_rate, "karabo_bridge.Client PULL"),
+             ("raw", raw_pull_rate, "pyzmq PULL, no decoding"),
+             ("monitor", monitor_pull_rate, "xfel-bridge monitor -z PUSH")],
+}
 
 
 def measure_case(name, a):
@@ -274,26 +350,38 @@ def measure_case(name, a):
         parts = train_parts(s)
     finally:
         s.stop()
-    constant = lambda run, args: ConstantServer(parts)
     rates, loads = {}, []
     for r in range(a.rounds):
-        for server, make in [("theirs", theirs), ("ours", ours), ("limit", constant)]:
-            for receiver, measure in [("client", client_rate), ("raw", raw_rate),
-                                      ("monitor", monitor_rate)]:
-                s = make(run, case["args"])
-                try:
-                    rate = measure(s, n)
-                except (TimeoutError, zmq.Again) as e:
-                    log(f"{name} round {r + 1} {server} -> {receiver}: no train for {WAIT_S} s "
-                        f"({e!r}); counted as failed")
-                    rate = None
-                finally:
-                    s.stop()
-                rates.setdefault(f"{server}_{receiver}", []).append(rate)
-                loads.append(os.getloadavg()[0])
-                if rate is not None:
-                    log(f"{name} round {r + 1} {server} -> {receiver}: {rate:.1f} trains/s "
-                        f"(load {loads[-1]:.1f})")
+        for sock in a.sockets.split(","):
+            args = case["args"] + (["-z", sock] if sock != "REP" else [])
+            limit = _rep_constant if sock == "REP" else _push_constant
+            servers = [("theirs", lambda: theirs(run, args)), ("ours", lambda: ours(run, args)),
+                       ("limit", lambda: ConstantServer(parts, limit))]
+            for server, make in servers:
+                for receiver, measure, _ in RECEIVERS[sock]:
+                    key = f"{sock}_{server}_{receiver}"
+                    s = make()
+                    try:
+                        rate = measure(s, n)
+                        # PUSH: the file server ends by itself once its last train is queued;
+                        # it must have sent exactly the trains the receiver counted.
+                        if sock == "PUSH" and server != "limit":
+                            sent = s.sent()
+                            if sent != n:
+                                log(f"{name} round {r + 1} {key}: the server sent {sent} trains, "
+                                    f"the receiver got {n}; counted as failed")
+                                rate = None
+                    except (TimeoutError, zmq.Again) as e:
+                        log(f"{name} round {r + 1} {key}: no train for {WAIT_S} s ({e!r}); "
+                            f"counted as failed")
+                        rate = None
+                    finally:
+                        s.stop()
+                    rates.setdefault(key, []).append(rate)
+                    loads.append(os.getloadavg()[0])
+                    if rate is not None:
+                        log(f"{name} round {r + 1} {key}: {rate:.1f} trains/s "
+                            f"(load {loads[-1]:.1f})")
     sizes = [len(p) for p in parts]
     push_pull = zmq_limit(sizes, 200 if sum(sizes) > 1 << 20 else 20000)
     # Medians of the rounds that did not fail (NaN if all did).
@@ -303,33 +391,32 @@ def measure_case(name, a):
         "train_bytes": sum(sizes), "parts": len(sizes), "trains": n,
         **{f"{k}_trains_per_s": v for k, v in med.items()},
         **{f"{k}_rounds": v for k, v in rates.items()},
-        **{f"ratio_{rx}": med[f"ours_{rx}"] / med[f"theirs_{rx}"]
-           for rx in ("client", "raw", "monitor")},
         "push_pull_limit_msgs_per_s": push_pull,
         "loads": loads,
     }
 
 
-def print_table(results):
-    print("| case | receiver | serve-files | xfel-serve | ratio (target >= 5x) "
-          "| limit: constant REP server | xfel-serve / limit | 5 x serve-files / limit |")
-    print("|---|---|---|---|---|---|---|---|")
+def print_table(results, sockets):
+    print("| case | pattern | receiver | serve-files | xfel-serve | ratio (target >= 5x) "
+          "| limit: constant server | xfel-serve / limit | 5 x serve-files / limit |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         mb = r["train_bytes"] / 1e6
         cell = lambda t: f"{t:.1f}/s ({t * mb:.0f} MB/s)"
-        for rx, label in [("client", "karabo_bridge.Client"), ("raw", "pyzmq REQ, no decoding"),
-                          ("monitor", "xfel-bridge monitor")]:
-            rounds = lambda who: ", ".join("-" if v is None else f"{v:.0f}"
-                                           for v in r[f"{who}_{rx}_rounds"])
-            theirs_, ours_, limit = (r[f"{w}_{rx}_trains_per_s"]
-                                     for w in ("theirs", "ours", "limit"))
-            print(f"| {name} ({mb:.3f} MB, {r['parts']} parts) | {label} "
-                  f"| {cell(theirs_)} ({rounds('theirs')}) "
-                  f"| {cell(ours_)} ({rounds('ours')}) "
-                  f"| {r[f'ratio_{rx}']:.2f}x "
-                  f"| {cell(limit)} ({rounds('limit')}) "
-                  f"| {ours_ / limit:.2f} | {5 * theirs_ / limit:.2f} |")
-        print(f"| {name} | libzmq PUSH -> PULL, same parts | | | "
+        for sock in sockets:
+            for rx, _, label in RECEIVERS[sock]:
+                key = lambda who: f"{sock}_{who}_{rx}"
+                rounds = lambda who: ", ".join("-" if v is None else f"{v:.0f}"
+                                               for v in r[f"{key(who)}_rounds"])
+                theirs_, ours_, limit = (r[f"{key(w)}_trains_per_s"]
+                                         for w in ("theirs", "ours", "limit"))
+                print(f"| {name} ({mb:.3f} MB, {r['parts']} parts) | {sock} | {label} "
+                      f"| {cell(theirs_)} ({rounds('theirs')}) "
+                      f"| {cell(ours_)} ({rounds('ours')}) "
+                      f"| {ours_ / theirs_:.2f}x "
+                      f"| {cell(limit)} ({rounds('limit')}) "
+                      f"| {ours_ / limit:.2f} | {5 * theirs_ / limit:.2f} |")
+        print(f"| {name} | | libzmq PUSH -> PULL, same parts, no server | | | "
               f"| {cell(r['push_pull_limit_msgs_per_s'])} | | |")
 
 

@@ -83,7 +83,21 @@ fn str_key(s: &str) -> Value {
     Value::from(s)
 }
 
-/// Encodes a train as protocol 2.2 message parts. Arrays are moved, not copied: an owned
+/// Parts below this size are copied into the ZeroMQ message (as pyzmq's `copy_threshold` does):
+/// a zero-copy message costs libzmq an allocation of its own and a free callback, more than
+/// copying a few kilobytes.
+const COPY_BELOW: usize = 64 << 10;
+
+/// An owned buffer as a ZeroMQ message: moved if it is large, copied if it is small.
+fn message(bytes: Vec<u8>) -> zmq::Message {
+    if bytes.len() < COPY_BELOW {
+        zmq::Message::from(&bytes[..])
+    } else {
+        zmq::Message::from(bytes)
+    }
+}
+
+/// Encodes a train as protocol 2.2 message parts. Large arrays are moved, not copied: an owned
 /// payload becomes a ZeroMQ message without a copy.
 pub fn encode_v2(train: Train, ts: Option<&Timestamp>) -> Result<Vec<zmq::Message>, EncodeError> {
     let mut parts = Vec::new();
@@ -108,8 +122,8 @@ pub fn encode_v2(train: Train, ts: Option<&Timestamp>) -> Result<Vec<zmq::Messag
                 Entry::Array(a) => arrays.push((key, a)),
             }
         }
-        parts.push(zmq::Message::from(pack(&header)));
-        parts.push(zmq::Message::from(pack(&Value::Map(values))));
+        parts.push(message(pack(&header)));
+        parts.push(message(pack(&Value::Map(values))));
         for (key, a) in arrays {
             let header = Value::Map(vec![
                 (str_key("source"), Value::from(source.as_str())),
@@ -121,9 +135,9 @@ pub fn encode_v2(train: Train, ts: Option<&Timestamp>) -> Result<Vec<zmq::Messag
                     Value::Array(a.shape.iter().map(|&d| Value::from(d as u64)).collect()),
                 ),
             ]);
-            parts.push(zmq::Message::from(pack(&header)));
+            parts.push(message(pack(&header)));
             parts.push(match a.data {
-                Payload::Owned(v) => zmq::Message::from(v),
+                Payload::Owned(v) => message(v),
                 Payload::Message(m) => m,
             });
         }
@@ -197,7 +211,7 @@ pub fn encode_v1(train: &Train, ts: Option<&Timestamp>) -> zmq::Message {
         }
         sources.push((Value::from(source.as_str()), Value::Map(values)));
     }
-    zmq::Message::from(pack(&Value::Map(sources)))
+    message(pack(&Value::Map(sources)))
 }
 
 /// Encodes a train in `protocol`.

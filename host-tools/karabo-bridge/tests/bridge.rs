@@ -221,3 +221,34 @@ fn sigterm_stops_a_server_waiting_for_its_rate() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("xfel-serve: stopped after"), "{out}");
 }
+
+#[test]
+fn sigterm_stops_a_rep_server_whose_client_went_away() {
+    let dir = tempfile::tempdir().unwrap();
+    small_run(dir.path());
+    let server = Server::start(&["files", dir.path().to_str().unwrap(), "0"]);
+    {
+        // Two small trains: the server then waits for a request that never comes, first
+        // asking without sleeping, then in poll slices.
+        let mut c = client(&server.endpoint);
+        for _ in 0..2 {
+            c.next_train().unwrap();
+        }
+    }
+    test_support::send_signal(&server.child, "TERM");
+    let (code, out) = server.wait();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("xfel-serve: stopped after 2 trains"), "{out}");
+}
+
+#[test]
+fn sigterm_stops_a_push_server_without_a_puller() {
+    let dir = tempfile::tempdir().unwrap();
+    small_run(dir.path());
+    // No puller ever connects: the server waits for room for its first train.
+    let server = Server::start(&["files", dir.path().to_str().unwrap(), "0", "-z", "PUSH"]);
+    test_support::send_signal(&server.child, "TERM");
+    let (code, out) = server.wait();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("xfel-serve: stopped after 0 trains"), "{out}");
+}

@@ -315,6 +315,8 @@ impl Progress {
                 "xfel-serve: Unrecognised request: {:?}",
                 String::from_utf8_lossy(request)
             ),
+            // Off a terminal nothing is printed: no clock reading per train.
+            ServeEvent::Sent { .. } if !self.tty => {}
             ServeEvent::Sent { count, train_id } => {
                 let now = Instant::now();
                 let mut rate = self.last.map_or(0.0, |l| l.2);
