@@ -13,15 +13,16 @@
 //! (`HDF5_DIR`, else pkg-config, as hdf5-sys looks), lsxfel links libhdf5
 //! dynamically like every other binary, with a build warning.
 //!
-//! lsxfel is also linked without DWARF debug info (the symbol table stays, so
-//! profiles still name functions): with the release profile's line tables the file
-//! is 27 MB instead of 7, and the 8 MiB read-around of each first page fault in its
-//! code read debug sections too (3-7 MB more per cold start here).
+//! lsxfel is also linked without DWARF debug info and symbol table: with the release
+//! profile's line tables the file is 27 MB instead of 6, and the 8 MiB read-around of
+//! each first page fault in its code reads whatever the file holds (debug sections
+//! cost 3-7 MB more per cold start here, the symbol table 1 MB). For profiling, build
+//! with `LSXFEL_SYMBOLS=1` in the environment to keep the symbol table.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Binaries linked against the static archive (and without debug info).
+/// Binaries linked against the static archive (and without debug info or symbols).
 const STATIC_HDF5_BINS: &[&str] = &["lsxfel"];
 /// Archive members of the drivers lsxfel never uses; only they need libcurl and libcrypto.
 const DROPPED_MEMBERS: &[&str] = &["H5FDros3.o", "H5FDs3comms.o", "H5FDhdfs.o"];
@@ -31,8 +32,14 @@ const DROPPED_LIBS: &[&str] = &["curl", "crypto", "hdfs", "jvm"];
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=HDF5_DIR");
+    println!("cargo:rerun-if-env-changed=LSXFEL_SYMBOLS");
+    let strip = if std::env::var_os("LSXFEL_SYMBOLS").is_some() {
+        "-Wl,--strip-debug"
+    } else {
+        "-Wl,--strip-all"
+    };
     for bin in STATIC_HDF5_BINS {
-        println!("cargo:rustc-link-arg-bin={bin}=-Wl,--strip-debug");
+        println!("cargo:rustc-link-arg-bin={bin}={strip}");
     }
     match static_hdf5() {
         Ok((archive, libs)) => {
