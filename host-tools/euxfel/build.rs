@@ -5,8 +5,9 @@
 //! cold page cache read 21 MB and took 70-150 ms here before `main` ran, more than
 //! the whole listing of a 340-file run. lsxfel reads files through its own walk and
 //! uses libhdf5 only as a fallback, never the S3 or HDFS drivers, so it gets the
-//! static archive minus those drivers' objects, and loads only libc, libm, libz and
-//! libsz. The archive's objects override the shared library's definitions (linked
+//! static archive minus those drivers' objects, with zlib and szip from their
+//! static archives too where the system has them: it loads only libc, libm and
+//! libgcc_s. The archive's objects override the shared library's definitions (linked
 //! as whole-archive), so the shared library is left unused and not loaded.
 //!
 //! Where no static archive is found next to the shared library that hdf5-sys links
@@ -49,7 +50,7 @@ fn main() {
                 arg(&archive.to_string_lossy());
                 arg("-Wl,--no-whole-archive");
                 for l in &libs {
-                    arg(&format!("-l{l}"));
+                    arg(l);
                 }
             }
         }
@@ -94,21 +95,52 @@ fn hdf5_lib_dir() -> Result<PathBuf, String> {
         .ok_or_else(|| format!("no -L in `pkg-config --libs hdf5`: {libs}"))
 }
 
-/// The libraries libhdf5 was built against ("Extra libraries" in its
-/// libhdf5.settings), less those only the dropped drivers use. Unused ones are not
-/// recorded in the binary (the link is --as-needed).
+/// Compression libraries linked from their static archives where the system has
+/// them (each with the libraries it needs after it): each shared library is one
+/// more file the loader opens and reads before `main`, 1 ms of a cold start here
+/// for these three. libsz.a is libaec's szip interface and calls into libaec.
+const STATIC_LIBS: &[(&str, &[&str])] = &[("sz", &["aec"]), ("z", &[])];
+
+/// Linker arguments for the libraries libhdf5 was built against ("Extra
+/// libraries" in its libhdf5.settings), less those only the dropped drivers use:
+/// `-lNAME`, or the path of a static archive ([`STATIC_LIBS`]). Unused ones are
+/// not recorded in the binary (the link is --as-needed).
 fn extra_libs(dir: &Path) -> Vec<String> {
     let settings = std::fs::read_to_string(dir.join("libhdf5.settings")).unwrap_or_default();
     let listed = settings
         .lines()
         .find_map(|l| l.trim().strip_prefix("Extra libraries:"))
         .unwrap_or("-lsz -lz -ldl -lm");
-    listed
+    let mut args = Vec::new();
+    for l in listed
         .split_whitespace()
         .filter_map(|f| f.strip_prefix("-l"))
         .filter(|l| !DROPPED_LIBS.contains(l))
-        .map(str::to_string)
-        .collect()
+    {
+        let archives: Option<Vec<PathBuf>> = STATIC_LIBS
+            .iter()
+            .find(|(name, _)| *name == l)
+            .and_then(|(name, needs)| {
+                std::iter::once(name)
+                    .chain(needs.iter())
+                    .map(|n| static_archive(n))
+                    .collect()
+            });
+        match archives {
+            Some(paths) => args.extend(paths.iter().map(|p| p.to_string_lossy().into_owned())),
+            None => args.push(format!("-l{l}")),
+        }
+    }
+    args
+}
+
+/// The static archive `libNAME.a` the C compiler would link, if there is one.
+fn static_archive(name: &str) -> Option<PathBuf> {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = run(Command::new(cc).arg(format!("-print-file-name=lib{name}.a"))).ok()?;
+    let path = PathBuf::from(out.trim());
+    // Without one, cc prints the bare name back.
+    (path.is_absolute() && path.is_file()).then_some(path)
 }
 
 fn run(cmd: &mut Command) -> Result<String, String> {

@@ -171,10 +171,10 @@ impl RunFilesMap {
 
     fn write(&self) -> std::io::Result<()> {
         let entries: Vec<&MapEntry> = self.files_data.values().collect();
-        let text = to_python_json(&entries)?;
+        let text = to_python_json(&entries);
         let target = self.directory.join(MAP_FILE);
         let mut tmp = tempfile_in(&self.directory)?;
-        tmp.1.write_all(text.as_bytes())?;
+        tmp.1.write_all(&text)?;
         tmp.1.flush()?;
         drop(tmp.1);
         match std::fs::rename(&tmp.0, &target) {
@@ -226,139 +226,104 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
 }
 
 /// JSON in the layout of Python's `json.dump(obj, indent=2)` with EXtra-data's
-/// field order, written straight into one string (a 340-file run's map is about
-/// 1 MB, written by every listing that opens the run without one).
-fn to_python_json(entries: &[&MapEntry]) -> std::io::Result<String> {
-    // Large maps are rendered in parallel parts (about 1 ms of 2 for 340 files).
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    let part_len = entries.len().div_ceil(threads).max(PARALLEL_RENDER_MIN);
-    let parts: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = entries
-            .chunks(part_len)
-            .enumerate()
-            .skip(1)
-            .map(|(i, part)| s.spawn(move || render_entries(part, i > 0)))
-            .collect();
-        let mut parts = vec![render_entries(
-            &entries[..part_len.min(entries.len())],
-            false,
-        )];
-        parts.extend(
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
-        );
-        parts
-    });
-    let mut out = String::with_capacity(parts.iter().map(String::len).sum::<usize>() + 3);
-    out.push('[');
-    for p in &parts {
-        out.push_str(p);
-    }
-    out.push_str(if entries.is_empty() { "]" } else { "\n]" });
-    Ok(out)
-}
-
-/// Entries rendered in parallel below this many per part are not worth a thread.
-const PARALLEL_RENDER_MIN: usize = 64;
-
-/// The entries of a map, each after a comma unless it is the first of the map.
-fn render_entries(entries: &[&MapEntry], after_another: bool) -> String {
-    let train_count: usize = entries.iter().map(|e| e.train_ids.len()).sum();
-    let mut out = String::with_capacity(512 * entries.len() + 16 * train_count);
+/// field order, written straight into one buffer (a 340-file run's map is about
+/// 1.2 MB, written by every listing that opens the run without one).
+fn to_python_json(entries: &[&MapEntry]) -> Vec<u8> {
+    let ints: usize = entries
+        .iter()
+        .map(|e| e.train_ids.len() + e.suspect_train_indices.len())
+        .sum();
+    let mut out = Vec::with_capacity(512 * entries.len() + INT_LINE_MAX * ints + 3);
+    out.push(b'[');
     for (i, e) in entries.iter().enumerate() {
-        out.push_str(if i == 0 && !after_another {
-            "\n  {\n"
-        } else {
-            ",\n  {\n"
-        });
+        out.extend_from_slice(if i == 0 { b"\n  {\n" } else { b",\n  {\n" });
         field(&mut out, "filename", false);
         push_json_string(&mut out, &e.filename);
         field(&mut out, "mtime", true);
-        out.push_str(&python_float_repr(e.mtime));
+        out.extend_from_slice(python_float_repr(e.mtime).as_bytes());
         field(&mut out, "size", true);
-        push_int(&mut out, e.size);
+        out.extend_from_slice(itoa::Buffer::new().format(e.size).as_bytes());
         field(&mut out, "train_ids", true);
-        push_list(&mut out, &e.train_ids, |o, t| push_int(o, *t));
+        push_int_list(&mut out, e.train_ids.iter().copied());
         field(&mut out, "control_sources", true);
-        push_list(&mut out, &e.control_sources, |o, s| push_json_string(o, s));
+        push_string_list(&mut out, &e.control_sources);
         field(&mut out, "instrument_sources", true);
-        push_list(&mut out, &e.instrument_sources, |o, s| {
-            push_json_string(o, s)
-        });
+        push_string_list(&mut out, &e.instrument_sources);
         field(&mut out, "legacy_sources", true);
         if e.legacy_sources.is_empty() {
-            out.push_str("{}");
+            out.extend_from_slice(b"{}");
         } else {
-            out.push_str("{\n");
+            out.extend_from_slice(b"{\n");
             for (j, (k, v)) in e.legacy_sources.iter().enumerate() {
                 if j > 0 {
-                    out.push_str(",\n");
+                    out.extend_from_slice(b",\n");
                 }
-                out.push_str("      ");
+                out.extend_from_slice(b"      ");
                 push_json_string(&mut out, k);
-                out.push_str(": ");
+                out.extend_from_slice(b": ");
                 push_json_string(&mut out, v);
             }
-            out.push_str("\n    }");
+            out.extend_from_slice(b"\n    }");
         }
         field(&mut out, "suspect_train_indices", true);
-        push_list(&mut out, &e.suspect_train_indices, |o, &t| {
-            push_int(o, t as u64)
-        });
-        out.push_str("\n  }");
+        push_int_list(&mut out, e.suspect_train_indices.iter().map(|&t| t as u64));
+        out.extend_from_slice(b"\n  }");
     }
+    out.extend_from_slice(if entries.is_empty() { b"]" } else { b"\n]" });
     out
 }
 
 /// The start of an entry's field: `"name": ` at the entry's indent, after a comma
 /// unless it is the first.
-fn field(out: &mut String, name: &str, after_another: bool) {
+fn field(out: &mut Vec<u8>, name: &str, after_another: bool) {
     if after_another {
-        out.push_str(",\n");
+        out.extend_from_slice(b",\n");
     }
-    out.push_str("    ");
+    out.extend_from_slice(b"    ");
     push_json_string(out, name);
-    out.push_str(": ");
+    out.extend_from_slice(b": ");
 }
 
-/// A list inside an entry: `[]`, or one item per line at indent 6.
-fn push_list<T>(out: &mut String, items: &[T], item: impl Fn(&mut String, &T)) {
-    if items.is_empty() {
-        out.push_str("[]");
+/// Separator and indent before an item of a list inside an entry.
+const ITEM_PREFIX: &[u8; 8] = b",\n      ";
+/// The longest line of an integer list: the prefix and a u64's 20 digits.
+const INT_LINE_MAX: usize = ITEM_PREFIX.len() + 20;
+
+/// A list of integers inside an entry: `[]`, or one per line at indent 6 (the
+/// train ID lists are most of a map).
+fn push_int_list(out: &mut Vec<u8>, items: impl ExactSizeIterator<Item = u64>) {
+    if items.len() == 0 {
+        out.extend_from_slice(b"[]");
         return;
     }
-    out.push_str("[\n");
-    for (i, x) in items.iter().enumerate() {
-        if i > 0 {
-            out.push_str(",\n");
-        }
-        out.push_str("      ");
-        item(out, x);
+    out.push(b'[');
+    let mut digits = itoa::Buffer::new();
+    for (i, v) in items.enumerate() {
+        // The first item has no comma before it.
+        out.extend_from_slice(&ITEM_PREFIX[usize::from(i == 0)..]);
+        out.extend_from_slice(digits.format(v).as_bytes());
     }
-    out.push_str("\n    ]");
+    out.extend_from_slice(b"\n    ]");
 }
 
-/// A decimal integer (`write!` costs several times more: the train ID lists are
-/// most of a map).
-fn push_int(out: &mut String, v: impl Into<u64>) {
-    let mut v: u64 = v.into();
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+/// A list of strings inside an entry: `[]`, or one per line at indent 6.
+fn push_string_list(out: &mut Vec<u8>, items: &[String]) {
+    if items.is_empty() {
+        out.extend_from_slice(b"[]");
+        return;
     }
-    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+    out.push(b'[');
+    for (i, s) in items.iter().enumerate() {
+        out.extend_from_slice(&ITEM_PREFIX[usize::from(i == 0)..]);
+        push_json_string(out, s);
+    }
+    out.extend_from_slice(b"\n    ]");
 }
 
 /// A JSON string literal, escaped as serde_json escapes it.
-fn push_json_string(out: &mut String, s: &str) {
-    out.push_str(&serde_json::Value::String(s.to_owned()).to_string());
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail, and a str always serializes.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// Python's `repr(float)` for finite values: shortest round-trip digits,
@@ -401,7 +366,7 @@ fn python_float_repr(f: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{python_float_repr, render_entries, to_python_json, MapEntry};
+    use super::{python_float_repr, to_python_json, MapEntry};
 
     fn entry(i: usize) -> MapEntry {
         MapEntry {
@@ -428,7 +393,7 @@ mod tests {
     #[test]
     fn map_text_is_pythons_indent_2_layout() {
         let e = [entry(1), entry(2)];
-        let text = to_python_json(&e.iter().collect::<Vec<_>>()).expect("json");
+        let text = String::from_utf8(to_python_json(&e.iter().collect::<Vec<_>>())).expect("utf-8");
         let expected = r#"[
   {
     "filename": "RAW-R0001-DA01-S00001.h5",
@@ -467,18 +432,31 @@ mod tests {
   }
 ]"#;
         assert_eq!(text, expected);
-        assert_eq!(to_python_json(&[]).expect("json"), "[]");
+        assert_eq!(to_python_json(&[]), b"[]");
     }
 
-    // Large maps are rendered in parallel parts: the text is the same as in one part.
+    // Integer lists: the first item without a comma, the widest u64, zero; and a
+    // large map parses back to what was rendered.
     #[test]
-    fn parallel_parts_join_to_the_single_part_text() {
-        let e: Vec<MapEntry> = (0..301).map(entry).collect();
-        let refs: Vec<&MapEntry> = e.iter().collect();
-        let whole = format!("[{}\n]", render_entries(&refs, false));
-        assert_eq!(to_python_json(&refs).expect("json"), whole);
-        let parsed: serde_json::Value = serde_json::from_str(&whole).expect("valid JSON");
-        assert_eq!(parsed.as_array().map(Vec::len), Some(301));
+    fn integer_lists_and_large_maps_parse_back() {
+        let mut e = entry(2);
+        e.train_ids = vec![0, u64::MAX, 7];
+        e.suspect_train_indices = vec![1];
+        let text = String::from_utf8(to_python_json(&[&e])).expect("utf-8");
+        assert!(text
+            .contains("\"train_ids\": [\n      0,\n      18446744073709551615,\n      7\n    ],"));
+        assert!(text.contains("\"suspect_train_indices\": [\n      1\n    ]\n  }\n]"));
+        let many: Vec<MapEntry> = (0..301).map(entry).collect();
+        let refs: Vec<&MapEntry> = many.iter().collect();
+        let parsed: serde_json::Value =
+            serde_json::from_slice(&to_python_json(&refs)).expect("valid JSON");
+        let arr = parsed.as_array().expect("a list");
+        assert_eq!(arr.len(), 301);
+        for (p, e) in arr.iter().zip(&many) {
+            assert_eq!(p["filename"], e.filename.as_str());
+            assert_eq!(p["size"], e.size);
+            assert_eq!(p["train_ids"], serde_json::json!(e.train_ids));
+        }
     }
 
     #[test]
