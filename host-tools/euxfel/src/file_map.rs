@@ -2,6 +2,7 @@
 //! ([`crate::rawh5`]) and the libhdf5 handle's bulk reads ([`crate::h5`]).
 
 use std::ops::Range;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,10 +54,25 @@ impl FileMap {
 
     /// Map a file read-only, with the given prefetch of its metadata.
     pub fn open_with(path: &Path, reads: MetadataReads<'_>) -> Result<FileMap, Error> {
-        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // Non-blocking: opening a FIFO for reading otherwise waits for a writer for ever.
+        // Regular files ignore the flag.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| {
+                // A socket cannot be opened at all (ENXIO): say what it is instead.
+                match std::fs::metadata(path).ok().and_then(|m| special_file(&m)) {
+                    Some(kind) => not_regular(path, kind),
+                    None => Error::io(path, e),
+                }
+            })?;
         let meta = f.metadata().map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {
             return Err(Error::io(path, std::io::ErrorKind::IsADirectory.into()));
+        }
+        if let Some(kind) = special_file(&meta) {
+            return Err(not_regular(path, kind));
         }
         let len = meta.len();
         if len == 0 {
@@ -189,6 +205,31 @@ impl FileMap {
     /// not read, or the file is shorter than the superblock says).
     pub fn raw(&self) -> Result<RawFile<'_>, RawError> {
         RawFile::new(&self.0.map, Some(self))
+    }
+}
+
+/// What a file that is neither a regular file nor a directory is.
+fn special_file(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let ft = meta.file_type();
+    if ft.is_file() || ft.is_dir() {
+        None
+    } else if ft.is_fifo() {
+        Some("a FIFO")
+    } else if ft.is_socket() {
+        Some("a socket")
+    } else if ft.is_char_device() {
+        Some("a character device")
+    } else if ft.is_block_device() {
+        Some("a block device")
+    } else {
+        Some("an unknown file type")
+    }
+}
+
+fn not_regular(path: &Path, kind: &str) -> Error {
+    Error::NotHdf5 {
+        path: path.into(),
+        msg: format!("not a regular file ({kind})"),
     }
 }
 

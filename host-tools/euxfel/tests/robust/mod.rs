@@ -196,6 +196,55 @@ fn directory_named_h5_is_skipped_clearly() {
     }
 }
 
+/// A FIFO, a device and a socket named like data files are skipped at once, each named
+/// with what it is: opening a FIFO for reading would otherwise wait for a writer for ever.
+#[test]
+fn special_files_named_h5_are_skipped_without_blocking() {
+    let td = tempfile::tempdir().expect("tempdir");
+    da_file(td.path());
+    let fifo = td.path().join("RAW-R0450-DA02-S00000.h5");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    std::os::unix::fs::symlink("/dev/null", td.path().join("RAW-R0450-DA03-S00000.h5"))
+        .expect("symlink");
+    let _socket =
+        std::os::unix::net::UnixListener::bind(td.path().join("RAW-R0450-DA04-S00000.h5"))
+            .expect("bind");
+    let opts = euxfel::OpenOptions {
+        use_cache: false,
+        ..Default::default()
+    };
+    let dc = DataCollection::open_run(td.path(), &opts).expect("open");
+    let skipped: Vec<String> = dc
+        .warnings()
+        .iter()
+        .map(|w| match w {
+            euxfel::Warning::SkippedFile { path, error } => format!(
+                "{}: {error}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(skipped.len(), 3, "{skipped:?}");
+    for (file, kind) in [
+        ("DA02", "(a FIFO)"),
+        ("DA03", "(a character device)"),
+        ("DA04", "(a socket)"),
+    ] {
+        assert!(
+            skipped
+                .iter()
+                .any(|s| s.contains(file) && s.contains(&format!("not a regular file {kind}"))),
+            "{skipped:?}"
+        );
+    }
+    assert_eq!(dc.files.len(), 1);
+}
+
 /// A key written with '/' gets a hint to the '.' form, not a libhdf5 message.
 #[test]
 fn key_with_slashes_suggests_dots() {
