@@ -243,6 +243,11 @@ fn special_files_named_h5_are_skipped_without_blocking() {
         );
     }
     assert_eq!(dc.files.len(), 1);
+    // The validator reports the FIFO as a file it cannot open, without waiting either.
+    let r = euxfel::validation::validate_file(&fifo, &euxfel::validation::Checks::default());
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert_eq!(r.problems[0].msg, "Could not open HDF5 file");
+    assert!(r.problems[0].fields["error"].contains("not a regular file (a FIFO)"));
 }
 
 /// A key written with '/' gets a hint to the '.' form, not a libhdf5 message.
