@@ -173,17 +173,16 @@ impl RunFilesMap {
         let entries: Vec<&MapEntry> = self.files_data.values().collect();
         let text = to_python_json(&entries);
         let target = self.directory.join(MAP_FILE);
-        let mut tmp = tempfile_in(&self.directory)?;
-        tmp.1.write_all(&text)?;
-        tmp.1.flush()?;
-        drop(tmp.1);
-        match std::fs::rename(&tmp.0, &target) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp.0);
-                Err(e)
-            }
+        let (tmp, mut f) = tempfile_in(&self.directory)?;
+        // A write that fails (a full disk, a file size limit) leaves no partial file behind.
+        let written = f.write_all(&text).and_then(|()| f.flush()).and_then(|()| {
+            drop(f);
+            std::fs::rename(&tmp, &target)
+        });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
+        written
     }
 }
 

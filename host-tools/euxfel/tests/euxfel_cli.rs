@@ -339,3 +339,38 @@ fn run_lookup_by_proposal_and_run() {
     assert_eq!(code, 1);
     assert!(err.contains("p000001"), "{err}");
 }
+
+/// A run map that cannot be written whole (here a file size limit, as a full disk) is not
+/// left behind half-written, neither as the map nor as its temporary file; the listing
+/// itself is unaffected. Without the limit, the map is written.
+#[test]
+fn lsxfel_leaves_no_partial_run_map() {
+    let td = tempfile::tempdir().expect("tempdir");
+    fixture(td.path());
+    let dir = td.path().to_str().expect("utf-8 path");
+    // SIGXFSZ ignored: the write fails with EFBIG instead of killing the process.
+    let o = Command::new("bash")
+        .args([
+            "-c",
+            "trap '' XFSZ; ulimit -f 1; exec \"$0\" \"$1\"",
+            LSXFEL,
+            dir,
+        ])
+        .env("HDF5_USE_FILE_LOCKING", "FALSE")
+        .output()
+        .expect("spawn");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("Run directory"), "{out}");
+    let names = || -> Vec<String> {
+        std::fs::read_dir(td.path())
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".h5"))
+            .collect()
+    };
+    assert_eq!(names(), Vec::<String>::new());
+    let (code, _, err) = run(LSXFEL, &[dir]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(names(), vec!["karabo_data_map.json".to_string()]);
+}
