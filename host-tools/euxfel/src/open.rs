@@ -222,7 +222,12 @@ fn open_parallel(
                     }
                 }
             }
-            let handles: Vec<_> = (1..nthreads).map(|_| s.spawn(work)).collect();
+            // A thread that cannot be started (a process or address-space limit, as on
+            // shared cluster nodes) is not needed: the threads started, the calling
+            // thread among them, share its files.
+            let handles: Vec<_> = (1..nthreads)
+                .map_while(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
+                .collect();
             done.extend(work());
             for h in handles {
                 done.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));

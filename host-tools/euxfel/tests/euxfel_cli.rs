@@ -374,3 +374,39 @@ fn lsxfel_leaves_no_partial_run_map() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(names(), vec!["karabo_data_map.json".to_string()]);
 }
+
+/// Where threads cannot be started (a process limit, as on shared cluster nodes), a run
+/// is opened by the threads there are: the listing is complete, no panic. The limit is
+/// RLIMIT_NPROC of an unprivileged user (root is exempt from it), so this runs as root.
+#[test]
+fn lsxfel_lists_a_run_when_threads_cannot_start() {
+    // SAFETY: geteuid has no preconditions and only reads the process's credentials.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run lsxfel as an unprivileged user");
+        return;
+    }
+    let td = tempfile::tempdir().expect("tempdir");
+    fixture(td.path());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dir = td.path().to_str().expect("utf-8 path");
+    let (code, unlimited, err) = run(LSXFEL, &[dir]);
+    assert_eq!(code, 0, "{err}");
+    // The process and three threads: the other threads of the pool fail to start.
+    let o = Command::new("prlimit")
+        .args([
+            "--nproc=4",
+            "--",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+        ])
+        .args(["--clear-groups", LSXFEL, dir])
+        .env("HDF5_USE_FILE_LOCKING", "FALSE")
+        .output()
+        .expect("spawn prlimit");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), unlimited);
+}
