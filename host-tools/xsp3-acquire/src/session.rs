@@ -430,40 +430,54 @@ pub(crate) fn run_session_with<D: Detector, K: Clock>(
         st
     };
     let mut status = StatusLine::new(config.status_every);
+    // Why the acquisition could not start or go on, other than the detector (written into the
+    // files, which otherwise look complete).
+    let mut engine_failure = None;
     std::thread::scope(|s| {
         let mut sinks = Vec::new();
+        // A sink whose thread cannot start (a process limit) fails the acquisition before the
+        // detector is armed: no frame is taken that a sink would not see.
+        let mut not_started = Vec::new();
         if let (Some(w), Some(flush)) = (writer.as_mut(), flush_interval) {
             let (end, shared) = (&mut writer_end, &shared);
-            sinks.push(s.spawn(move || write_files(w, end, batch, flush, shared)));
+            let sink = move || write_files(w, end, batch, flush, shared);
+            start_sink(s, "file writer", sink, &mut sinks, &mut not_started);
         }
         if let Some(tx) = sender.as_mut() {
             let (end, shared, header) = (&mut stream_end, &shared, &header);
-            sinks.push(s.spawn(move || send_stream(tx, end, batch, header, desc, shared)));
+            let sink = move || send_stream(tx, end, batch, header, desc, shared);
+            start_sink(s, "stream", sink, &mut sinks, &mut not_started);
         }
         if let Some(m) = monitor {
             let (end, shared) = (&mut monitor_end, &shared);
-            sinks.push(s.spawn(move || serve_monitor(m, end, shared)));
+            let sink = move || serve_monitor(m, end, shared);
+            start_sink(s, "monitor", sink, &mut sinks, &mut not_started);
         }
         let mut publish = |st: Status| {
             status.maybe_print(&st);
             *lock(&control.status) = st;
         };
-        let failure = drive_engine(
-            engine,
-            &mut producer,
-            control,
-            &shared,
-            |engine: &Acquisition<D, K>| {
-                let state = if control.stop.load(Ordering::Relaxed) {
-                    "stopping".to_string()
-                } else {
-                    format!("{:?}", engine.state()).to_lowercase()
-                };
-                publish(status_of(engine, &state))
-            },
-        );
+        let failure = if !not_started.is_empty() {
+            Some(not_started.join("; "))
+        } else {
+            drive_engine(
+                engine,
+                &mut producer,
+                control,
+                &shared,
+                |engine: &Acquisition<D, K>| {
+                    let state = if control.stop.load(Ordering::Relaxed) {
+                        "stopping".to_string()
+                    } else {
+                        format!("{:?}", engine.state()).to_lowercase()
+                    };
+                    publish(status_of(engine, &state))
+                },
+            )
+        };
         if let Some(e) = failure {
-            lock(&shared.counters.errors).push(e);
+            lock(&shared.counters.errors).push(e.clone());
+            engine_failure = Some(e);
         }
         let _ = shared.final_drops.set(drop_record(engine.stats()));
         producer.close();
@@ -489,6 +503,8 @@ pub(crate) fn run_session_with<D: Detector, K: Clock>(
     if let Some(mut w) = writer.take() {
         if let Some(d) = shared.detector_error.get() {
             w.record_acquisition_error(&d.message, d.frame);
+        } else if let Some(e) = &engine_failure {
+            w.record_acquisition_error(e, engine.stats().frames_read);
         }
         files = close_files(w, &shared);
         flushed = Some(files.iter().map(|f| f.frames).sum::<u64>());
@@ -542,6 +558,20 @@ fn usable_triggers(params: Option<&acq_core::detector::AcqParams>) -> u64 {
 /// request or when a sink fails; after a detector fault it salvages the frames the detector
 /// completed before it. `refresh` publishes the status several times a second. Returns the
 /// engine's failure, if any.
+/// Starts a sink's thread, or records why it could not start.
+fn start_sink<'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    sink: impl FnOnce() + Send + 'scope,
+    sinks: &mut Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
+    not_started: &mut Vec<String>,
+) {
+    match std::thread::Builder::new().spawn_scoped(s, sink) {
+        Ok(h) => sinks.push(h),
+        Err(e) => not_started.push(format!("cannot start the {name} thread: {e}")),
+    }
+}
+
 fn drive_engine<D: Detector, K: Clock>(
     engine: &mut Acquisition<D, K>,
     producer: &mut RingProducer<'_, '_>,

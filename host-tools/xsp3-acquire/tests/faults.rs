@@ -599,3 +599,37 @@ fn an_engine_one_buffer_behind_catches_up() {
         "losses went on until frame {last_lost} of {total}: {lost:?}"
     );
 }
+
+/// A sink whose thread cannot start (a process limit on a shared node) fails the run before
+/// the detector is armed, with a clear error and a file that says so (`complete = 0`), never
+/// a panic. RLIMIT_NPROC binds only unprivileged users, so the run is made one (needs root).
+#[test]
+fn a_sink_thread_that_cannot_start_fails_the_run_cleanly() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+        eprintln!("skipped: needs root to run xsp3-acquire as an unprivileged user");
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // The process itself and one thread (the simulated SDK's): the file writer's cannot start.
+    let o = Command::new("prlimit")
+        .args(["--nproc=2", "--", "setpriv", "--reuid=65534", "--regid=65534"])
+        .args(["--clear-groups", BIN, "run", "-q", "--json", "--frames", "20"])
+        .args(["--file", "t", "--out"])
+        .arg(td.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let errors = summary["errors"].to_string();
+    assert!(errors.contains("cannot start the file writer thread"), "{summary}");
+    let f = hdf5::File::open(td.path().join("t.h5")).unwrap();
+    let det = f.group("entry/instrument/xspress3").unwrap();
+    let complete: u8 = det.attr("complete").unwrap().read_scalar().unwrap();
+    assert_eq!(complete, 0);
+    let frames: u64 = det.attr("frames_in_file").unwrap().read_scalar().unwrap();
+    assert_eq!(frames, 0);
+}
