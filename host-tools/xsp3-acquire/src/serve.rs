@@ -287,19 +287,45 @@ impl Daemon {
         if let Some((_, pending)) = &mut self.pending {
             pending.forbid_overwrite();
         }
-        let mut engine = self
+        let engine = self
             .engine
             .take()
             .ok_or(CommandError::DetectorUnavailable)?;
         let control = Arc::new(SessionControl::default());
         let zmq = self.zmq.clone();
         let ctl = Arc::clone(&control);
-        let mut monitor = self.monitor.take();
-        let handle = std::thread::spawn(move || {
-            let result =
-                run_session_with(&mut engine, &desc, &session, &ctl, &zmq, monitor.as_mut());
-            (engine, monitor, result)
-        });
+        // The engine and monitor go to the thread once it runs: a thread that cannot start (a
+        // process limit) leaves them with the daemon, which refuses this arm and stays usable.
+        let (hand_over, handed) = std::sync::mpsc::sync_channel::<(Engine, Option<Monitor>)>(1);
+        let spawned = std::thread::Builder::new()
+            .name("acquisition".into())
+            .spawn(move || {
+                let Ok((mut engine, mut monitor)) = handed.recv() else {
+                    // The daemon sends right after the start; reaped as a failed thread.
+                    unreachable!("the daemon hands the engine over once the thread started")
+                };
+                let result =
+                    run_session_with(&mut engine, &desc, &session, &ctl, &zmq, monitor.as_mut());
+                (engine, monitor, result)
+            });
+        let monitor = self.monitor.take();
+        let handle = match spawned {
+            Ok(handle) => handle,
+            Err(e) => {
+                self.engine = Some(engine);
+                self.monitor = monitor;
+                return Err(CommandError::Arm(format!(
+                    "cannot start the acquisition thread: {e}"
+                )));
+            }
+        };
+        if let Err(back) = hand_over.send((engine, monitor)) {
+            // Only if the thread ended before receiving, which it does not do.
+            (self.engine, self.monitor) = (Some(back.0 .0), back.0 .1);
+            return Err(CommandError::Arm(
+                "the acquisition thread ended at its start".into(),
+            ));
+        }
         self.session = Some((handle, control));
         self.last_error = None;
         // Report start-up failures (existing file, socket in use) in the reply.

@@ -606,7 +606,11 @@ fn an_engine_one_buffer_behind_catches_up() {
 #[test]
 fn a_sink_thread_that_cannot_start_fails_the_run_cleanly() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+    if std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        != 0
+    {
         eprintln!("skipped: needs root to run xsp3-acquire as an unprivileged user");
         return;
     }
@@ -614,8 +618,22 @@ fn a_sink_thread_that_cannot_start_fails_the_run_cleanly() {
     std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     // The process itself and one thread (the simulated SDK's): the file writer's cannot start.
     let o = Command::new("prlimit")
-        .args(["--nproc=2", "--", "setpriv", "--reuid=65534", "--regid=65534"])
-        .args(["--clear-groups", BIN, "run", "-q", "--json", "--frames", "20"])
+        .args([
+            "--nproc=2",
+            "--",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+        ])
+        .args([
+            "--clear-groups",
+            BIN,
+            "run",
+            "-q",
+            "--json",
+            "--frames",
+            "20",
+        ])
         .args(["--file", "t", "--out"])
         .arg(td.path())
         .output()
@@ -625,11 +643,47 @@ fn a_sink_thread_that_cannot_start_fails_the_run_cleanly() {
     assert!(!err.contains("panicked"), "{err}");
     let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
     let errors = summary["errors"].to_string();
-    assert!(errors.contains("cannot start the file writer thread"), "{summary}");
+    assert!(
+        errors.contains("cannot start the file writer thread"),
+        "{summary}"
+    );
     let f = hdf5::File::open(td.path().join("t.h5")).unwrap();
     let det = f.group("entry/instrument/xspress3").unwrap();
     let complete: u8 = det.attr("complete").unwrap().read_scalar().unwrap();
     assert_eq!(complete, 0);
     let frames: u64 = det.attr("frames_in_file").unwrap().read_scalar().unwrap();
     assert_eq!(frames, 0);
+}
+
+/// The daemon whose acquisition thread cannot start refuses the arm, keeps its detector and
+/// still answers (status, shutdown). Needs root, as above.
+#[test]
+fn serve_refuses_an_arm_whose_thread_cannot_start_and_stays_usable() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        != 0
+    {
+        eprintln!("skipped: needs root to run xsp3-acquire as an unprivileged user");
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // The process, ZeroMQ's two threads and the simulated SDK's: none left for the acquisition.
+    let launcher = [
+        "prlimit",
+        "--nproc=4",
+        "--",
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let mut d = Daemon::start_with(&launcher, td.path(), &[]);
+    d.ok(json!({"cmd": "configure", "frames": 10, "file": "d"}));
+    d.error(json!({"cmd": "arm"}), "cannot start the acquisition thread");
+    assert_eq!(d.ok(json!({"cmd": "status"}))["state"], "configured");
+    d.ok(json!({"cmd": "shutdown"}));
+    assert_eq!(wait_exit(&mut d.child.0, HANG_GUARD).code(), Some(0));
 }

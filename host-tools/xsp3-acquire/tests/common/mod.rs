@@ -29,10 +29,22 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(out: &Path, extra: &[&str]) -> Daemon {
+        Self::start_with(&[], out, extra)
+    }
+
+    /// The daemon started through `launcher` (a command and its arguments, e.g. prlimit).
+    pub fn start_with(launcher: &[&str], out: &Path, extra: &[&str]) -> Daemon {
         let endpoint = local_endpoint();
+        let mut cmd = match launcher.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         let child = Guard(
-            Command::new(BIN)
-                .args(["serve", "-q", "--control", &endpoint, "--out"])
+            cmd.args(["serve", "-q", "--control", &endpoint, "--out"])
                 .arg(out)
                 .args(extra)
                 .stderr(Stdio::null())
