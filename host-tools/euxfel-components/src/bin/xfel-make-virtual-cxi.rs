@@ -61,6 +61,19 @@ fn default_output(run_dir: &std::path::Path) -> Option<PathBuf> {
     )
 }
 
+/// `os.access(path, mode)`, as EXtra-data checks the run and output directories: the
+/// permissions of this process's real user (root may write where the mode bits say
+/// read-only; nobody may write on a read-only file system).
+fn access(path: &std::path::Path, mode: libc::c_int) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c_path` is a NUL-terminated string that lives across the call; access(2)
+    // only reads it.
+    unsafe { libc::access(c_path.as_ptr(), mode) == 0 }
+}
+
 fn run(a: &Args) -> Result<String, String> {
     let run_dir = std::path::absolute(&a.run_dir).map_err(|e| e.to_string())?;
     let out = match &a.output {
@@ -79,7 +92,7 @@ fn run(a: &Args) -> Result<String, String> {
             .ok_or_else(|| format!("--fill-value {ds}: {v:?} is not a number"))?;
         fills.insert(ds.clone(), value);
     }
-    if std::fs::read_dir(&run_dir).is_err() {
+    if !access(&run_dir, libc::R_OK) {
         return Err(format!(
             "ERROR: Don't have read access to {}",
             run_dir.display()
@@ -89,9 +102,7 @@ fn run(a: &Args) -> Result<String, String> {
         .ok()
         .and_then(|p| p.parent().map(|p| p.to_path_buf()))
         .unwrap_or_default();
-    let writable =
-        std::fs::metadata(&out_dir).is_ok_and(|m| m.is_dir() && !m.permissions().readonly());
-    if !writable {
+    if !access(&out_dir, libc::W_OK) {
         return Err(format!(
             "ERROR: Don't have write access to {}",
             out_dir.display()
