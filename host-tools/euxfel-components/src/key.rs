@@ -793,6 +793,21 @@ struct Rows<'a> {
 /// this size at most, then into the output converted or cut).
 const CONVERT_BATCH_BYTES: usize = 1 << 20;
 
+/// Bytes an unconverted read copies between two looks at the Ctrl-C flag: large enough that
+/// a read stays one copy per file chunk of any usual size, small enough that Ctrl-C ends a
+/// stacked read of many GB within a fraction of a second.
+const INTERRUPT_STEP_BYTES: usize = 256 << 20;
+
+/// `Err(Interrupted)` once SIGINT arrived in a command that catches it
+/// ([`euxfel::catch_interrupt`]): every reader thread stops at its next step.
+fn check_interrupt() -> Result<()> {
+    if euxfel::interrupted() {
+        Err(euxfel::Error::Interrupted.into())
+    } else {
+        Ok(())
+    }
+}
+
 /// Reads one module's rows into `buf` (its slot of the output); with `rows.fill`, fills the
 /// output rows it has no data for.
 fn read_module(kd: &KeyData, buf: &mut [u8], rows: &Rows<'_>) -> Result<()> {
@@ -804,10 +819,17 @@ fn read_module(kd: &KeyData, buf: &mut [u8], rows: &Rows<'_>) -> Result<()> {
     let mut put = |span: &DataSpan, src: u64, o: usize, count: usize| -> Result<()> {
         let out = &mut buf[o * out_eb..(o + count) * out_eb];
         if rows.convert.is_none() && rows.roi.is_none() {
-            return Ok(span.read_rows(src, count as u64, eb, out)?);
+            let batch = (INTERRUPT_STEP_BYTES / eb.max(1)).max(1);
+            for (i, piece) in out.chunks_mut(batch * eb).enumerate() {
+                check_interrupt()?;
+                let n = (piece.len() / eb) as u64;
+                span.read_rows(src + (i * batch) as u64, n, eb, piece)?;
+            }
+            return Ok(());
         }
         let batch = (CONVERT_BATCH_BYTES / eb.max(1)).max(1);
         for (i, piece) in out.chunks_mut(batch * out_eb).enumerate() {
+            check_interrupt()?;
             let n = piece.len() / out_eb;
             staging.resize(n * eb, 0);
             span.read_rows(src + (i * batch) as u64, n as u64, eb, &mut staging)?;

@@ -2,13 +2,14 @@
 //!
 //! `DIR/data.npy` holds the selected data (first axis = entries), `DIR/train_ids.npy`
 //! one train ID per entry (uint64). Strings are written as a fixed-width unicode array,
-//! compound keys as structured arrays. Ctrl-C stops a single key's extraction, removes its
-//! outputs and exits 130.
+//! compound keys as structured arrays. Ctrl-C stops an extraction, removes its outputs and
+//! exits 130.
 //!
 //! With `--detector[=TYPE]` the key is one of a multi-module detector, stacked over its
 //! modules: `data.npy` has shape `(modules, frames or trains, ...)`, `train_ids.npy`,
 //! `pulse_ids.npy` and `cell_ids.npy` (per-pulse `image.*` keys) label the second axis,
-//! `modules.npy` the first, and `availability.npy` is true where a module has data.
+//! `modules.npy` the first, and `availability.npy` is true where a module has data. They are
+//! written as `NAME.partial` and renamed into place together once all are complete.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -284,30 +285,25 @@ fn extract_detector(
         .dtype
         .npy_descr()
         .ok_or_else(|| format!("dtype {} cannot be written as .npy", arr.dtype.numpy_name()))?;
-    let e = |e: euxfel::Error| e.to_string();
-    std::fs::create_dir_all(&a.out).map_err(|err| format!("{}: {err}", a.out.display()))?;
-    let mut written = serde_json::Map::new();
-    let mut put = |name: &str| {
-        let p = a.out.join(name);
-        written.insert(name.trim_end_matches(".npy").into(), path_str(&p).into());
-        p
-    };
-    npy::write_raw(&put("data.npy"), &descr, &arr.shape, &arr.data).map_err(e)?;
+    let mut outputs = StagedOutputs::new(&a.out)?;
+    outputs.write("data.npy", &descr, &arr.shape, &arr.data)?;
+    let u64_bytes = |v: &[u64]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
     let tids = mk.train_id_coordinates();
-    npy::write_u64(&put("train_ids.npy"), &tids).map_err(e)?;
+    outputs.write("train_ids.npy", "<u8", &[tids.len()], &u64_bytes(&tids))?;
     if kind.is_xtdf() && key_name.starts_with("image.") {
         let p = mk.pulse_id_coordinates().map_err(|e| e.to_string())?;
-        npy::write_u64(&put("pulse_ids.npy"), &p).map_err(e)?;
+        outputs.write("pulse_ids.npy", "<u8", &[p.len()], &u64_bytes(&p))?;
         let c = mk.cell_id_coordinates().map_err(|e| e.to_string())?;
-        npy::write_u64(&put("cell_ids.npy"), &c).map_err(e)?;
+        outputs.write("cell_ids.npy", "<u8", &[c.len()], &u64_bytes(&c))?;
     }
     let mods: Vec<u64> = mk.modules().into_iter().map(|m| m as u64).collect();
-    npy::write_u64(&put("modules.npy"), &mods).map_err(e)?;
+    outputs.write("modules.npy", "<u8", &[mods.len()], &u64_bytes(&mods))?;
     let (ashape, avail) = mk
         .data_availability(a.module_gaps)
         .map_err(|e| e.to_string())?;
     let bytes: Vec<u8> = avail.iter().map(|&b| u8::from(b)).collect();
-    npy::write_raw(&put("availability.npy"), "|b1", &ashape, &bytes).map_err(e)?;
+    outputs.write("availability.npy", "|b1", &ashape, &bytes)?;
+    let written = outputs.commit()?;
     if a.json {
         let mut summary = serde_json::json!({
             "detector": det.detector_name,
@@ -331,6 +327,95 @@ fn extract_detector(
         arr.shape,
         a.out.display()
     ))
+}
+
+/// The `.npy` files of a stacked extraction, each written as `NAME.partial` in the output
+/// directory and all renamed into place once every one is complete and Ctrl-C has not come.
+/// Dropped before that, it removes its `.partial` files and the directory if it made it: a
+/// failure or Ctrl-C leaves no truncated file, and an earlier extraction's files stay as they
+/// were instead of being mixed with new ones.
+struct StagedOutputs {
+    dir: PathBuf,
+    created_dir: bool,
+    /// (`.partial` path, final path) of each file written.
+    staged: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Bytes written between two looks at the Ctrl-C flag.
+const WRITE_STEP: usize = 8 << 20;
+
+impl StagedOutputs {
+    fn new(dir: &Path) -> Result<StagedOutputs, String> {
+        let created_dir = !dir.exists();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("output directory {}: {e}", dir.display()))?;
+        Ok(StagedOutputs {
+            dir: dir.to_path_buf(),
+            created_dir,
+            staged: Vec::new(),
+        })
+    }
+
+    /// Writes `NAME.partial`: an array of `descr` and `shape` holding `data` (little-endian).
+    fn write(
+        &mut self,
+        name: &str,
+        descr: &str,
+        shape: &[usize],
+        data: &[u8],
+    ) -> Result<(), String> {
+        use std::io::Write;
+        let path = self.dir.join(name);
+        let partial = self.dir.join(format!("{name}.partial"));
+        let err = |e: std::io::Error| format!("{}: {e}", path.display());
+        let f = std::fs::File::create(&partial).map_err(err)?;
+        self.staged.push((partial, path.clone()));
+        let mut w = std::io::BufWriter::new(f);
+        w.write_all(&npy::header(descr, shape)).map_err(err)?;
+        for step in data.chunks(WRITE_STEP) {
+            if euxfel::interrupted() {
+                return Err(euxfel::Error::Interrupted.to_string());
+            }
+            w.write_all(step).map_err(err)?;
+        }
+        w.into_inner()
+            .map_err(|e| err(e.into_error()))?
+            .sync_all()
+            .map_err(err)
+    }
+
+    /// Renames every file into place; returns their final paths by name without `.npy`.
+    fn commit(mut self) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        if euxfel::interrupted() {
+            return Err(euxfel::Error::Interrupted.to_string());
+        }
+        let mut written = serde_json::Map::new();
+        for (partial, path) in std::mem::take(&mut self.staged) {
+            if let Err(e) = std::fs::rename(&partial, &path) {
+                let _ = std::fs::remove_file(&partial);
+                return Err(format!("{}: {e}", path.display()));
+            }
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let stem = name
+                .unwrap_or_default()
+                .trim_end_matches(".npy")
+                .to_string();
+            written.insert(stem, path_str(&path).into());
+        }
+        Ok(written)
+    }
+}
+
+impl Drop for StagedOutputs {
+    fn drop(&mut self) {
+        for (partial, _) in &self.staged {
+            let _ = std::fs::remove_file(partial);
+        }
+        if self.created_dir && !self.staged.is_empty() {
+            // Only removes it if empty: files someone else put there meanwhile stay.
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
 }
 
 fn parse_pulses(s: &str) -> Result<PulseSelection, String> {
@@ -375,12 +460,9 @@ fn path_str(p: &Path) -> String {
 
 fn main() -> ExitCode {
     let a = Args::parse();
-    // The single-key extraction polls for Ctrl-C between blocks; a stacked read does not, so
-    // there Ctrl-C keeps its default (the process ends at once).
-    if a.detector.is_none() {
-        if let Err(e) = euxfel::catch_interrupt() {
-            eprintln!("xfel-extract: Ctrl-C will end the process at once: {e}");
-        }
+    // Extractions poll for Ctrl-C between bounded steps of their reads and writes.
+    if let Err(e) = euxfel::catch_interrupt() {
+        eprintln!("xfel-extract: Ctrl-C will end the process at once: {e}");
     }
     match run(&a) {
         Ok(msg) => {
