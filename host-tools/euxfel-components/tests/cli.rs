@@ -88,6 +88,21 @@ fn make_virtual_cxi_writes_and_refuses_bad_arguments() {
         String::from_utf8_lossy(&bad.stderr).trim(),
         "xfel-make-virtual-cxi: --fill-value data: \"abc\" is not a number"
     );
+    // A negative value is a value (argparse takes it too), refused by the dtype, not the parser.
+    let negative = reader(exe)
+        .arg(&run)
+        .args(["--min-modules", "1", "--fill-value", "data", "-1", "-o"])
+        .arg(&out)
+        .output_locked()
+        .expect("run");
+    assert_eq!(
+        negative.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&negative.stderr)
+    );
+    assert!(String::from_utf8_lossy(&negative.stderr)
+        .contains("xfel-make-virtual-cxi: fill value -1 does not fit dtype uint16"));
     let no_out = reader(exe).arg(&run).output_locked().expect("run");
     assert_eq!(no_out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no_out.stderr)

@@ -36,7 +36,8 @@ struct Args {
     /// Define fill value (V) for individual dataset (DS). Datasets are "data", "gain" and
     /// "mask". (defaults: data: nan (proc, float32) or 0 (raw, uint16); gain: 0; mask:
     /// 0xffffffff)
-    #[arg(long, num_args = 2, value_names = ["DS", "V"], action = clap::ArgAction::Append)]
+    #[arg(long, num_args = 2, value_names = ["DS", "V"], action = clap::ArgAction::Append,
+          allow_negative_numbers = true)]
     fill_value: Vec<String>,
     /// Exclude suspect trains. This tries to avoid some issues with incorrect train IDs in
     /// the data, but may mean less data is available.
