@@ -103,6 +103,18 @@ fn make_virtual_cxi_writes_and_refuses_bad_arguments() {
     );
     assert!(String::from_utf8_lossy(&negative.stderr)
         .contains("xfel-make-virtual-cxi: fill value -1 does not fit dtype uint16"));
+    // As argparse's type=int: any integer parses; the detector refuses it (exit 1).
+    let min_modules = reader(exe)
+        .arg(&run)
+        .args(["--min-modules", "-1", "-o"])
+        .arg(&out)
+        .output_locked()
+        .expect("run");
+    assert_eq!(min_modules.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&min_modules.stderr).trim(),
+        "xfel-make-virtual-cxi: min_modules must be a positive integer, not -1"
+    );
     let no_out = reader(exe).arg(&run).output_locked().expect("run");
     assert_eq!(no_out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no_out.stderr)

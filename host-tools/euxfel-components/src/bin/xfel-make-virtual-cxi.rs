@@ -27,8 +27,8 @@ struct Args {
     output: Option<PathBuf>,
     /// Include trains where at least N modules have data (default: half+1 of all detector
     /// modules).
-    #[arg(long, value_name = "N")]
-    min_modules: Option<usize>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    min_modules: Option<i64>,
     /// Number of detector modules in the experiment setup. Should be used only for
     /// JUNGFRAU data.
     #[arg(long, value_name = "N")]
@@ -127,9 +127,13 @@ fn run(a: &Args) -> Result<String, String> {
         det_opts.n_modules = a.n_modules;
         n_modules = a.n_modules.unwrap_or(0);
     }
-    det_opts.min_modules =
-        a.min_modules
-            .unwrap_or(if n_modules == 0 { 1 } else { n_modules / 2 + 1 });
+    // Any integer is an argument (as argparse's type=int); the detector refuses those < 1.
+    det_opts.min_modules = match a.min_modules {
+        Some(n) => usize::try_from(n)
+            .map_err(|_| format!("min_modules must be a positive integer, not {n}"))?,
+        None if n_modules == 0 => 1,
+        None => n_modules / 2 + 1,
+    };
     let det = MultiModDetector::new(kind, &dc, &det_opts).map_err(|e| e.to_string())?;
     for w in det.warnings() {
         eprintln!("warning: {w}");
