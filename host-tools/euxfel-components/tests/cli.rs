@@ -202,6 +202,30 @@ fn extract_detector_writes_stacked_arrays() {
     assert_eq!(j["key"], "image.cellId");
     assert_eq!(j["trains"], 2);
     assert_eq!(j["shape"], serde_json::json!([2, 4]));
+    // The module numbers, not the path of modules.npy (which is under "files").
+    assert_eq!(j["modules"], serde_json::json!([0, 1]));
+    assert_eq!(
+        j["files"]["modules"],
+        serde_json::json!(out.join("modules.npy").to_string_lossy())
+    );
+    assert_eq!(
+        j["data"],
+        serde_json::json!(out.join("data.npy").to_string_lossy())
+    );
+
+    // With module gaps, modules.npy labels every slot of the first axis.
+    let r = reader(exe)
+        .arg(&run)
+        .args(["--detector", "--module-gaps", "--json", "--out"])
+        .arg(&out)
+        .output_locked()
+        .expect("run");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).expect("json");
+    assert_eq!(j["shape"][0], 16);
+    let slots: Vec<u8> = (0..16u64).flat_map(|m| m.to_le_bytes()).collect();
+    assert_eq!(npy_payload(&out.join("modules.npy")), slots);
+    assert_eq!(j["modules"], serde_json::json!((0..16).collect::<Vec<_>>()));
 
     let fail = |args: &[&str]| {
         let o = reader(exe)

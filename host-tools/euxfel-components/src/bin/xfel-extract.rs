@@ -8,7 +8,8 @@
 //! With `--detector[=TYPE]` the key is one of a multi-module detector, stacked over its
 //! modules: `data.npy` has shape `(modules, frames or trains, ...)`, `train_ids.npy`,
 //! `pulse_ids.npy` and `cell_ids.npy` (per-pulse `image.*` keys) label the second axis,
-//! `modules.npy` the first, and `availability.npy` is true where a module has data. They are
+//! `modules.npy` the first (with `--module-gaps` every slot's module number), and
+//! `availability.npy` is true where a module has data. They are
 //! written as `NAME.partial` and renamed into place together once all are complete.
 
 use std::path::{Path, PathBuf};
@@ -296,7 +297,13 @@ fn extract_detector(
         let c = mk.cell_id_coordinates().map_err(|e| e.to_string())?;
         outputs.write("cell_ids.npy", "<u8", &[c.len()], &u64_bytes(&c))?;
     }
-    let mods: Vec<u64> = mk.modules().into_iter().map(|m| m as u64).collect();
+    // The module number of each index of the first axis: with gaps, every module slot.
+    let mods: Vec<u64> = if a.module_gaps {
+        let first = det.kind.modnos_start_at();
+        (first..first + det.n_modules).map(|m| m as u64).collect()
+    } else {
+        mk.modules().into_iter().map(|m| m as u64).collect()
+    };
     outputs.write("modules.npy", "<u8", &[mods.len()], &u64_bytes(&mods))?;
     let (ashape, avail) = mk
         .data_availability(a.module_gaps)
@@ -315,7 +322,14 @@ fn extract_detector(
             "trains": det.train_ids().len(),
         });
         if let Some(m) = summary.as_object_mut() {
-            m.extend(written);
+            // The paths under "files" ("modules" is taken by the numbers); data and train
+            // IDs also at the top, where the single-key summary has them.
+            for name in ["data", "train_ids"] {
+                if let Some(p) = written.get(name) {
+                    m.insert(name.into(), p.clone());
+                }
+            }
+            m.insert("files".into(), written.into());
         }
         return Ok(summary.to_string());
     }
