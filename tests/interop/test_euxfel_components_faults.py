@@ -198,3 +198,86 @@ def test_cxi_after_the_cxi_or_the_run_moved(tmp_path):
     for p in (ours, theirs):
         with h5py.File(elsewhere / p.name, "r") as f:
             assert (f[data][:] == 7).all()
+
+
+def _mixed_run(root, name, module1, second_sequence=False):
+    """Two LPD modules of 4 trains; module 1 written with the class `module1`, in its second
+    sequence file only if `second_sequence`."""
+    from extra_data.tests.mockdata import write_file
+    from extra_data.tests.mockdata.detectors import LPDModule
+
+    d = root / name
+    d.mkdir()
+    for m in range(2):
+        src = f"FXE_DET_LPD1M-1/DET/{m}CH0"
+        seqs = [(0, LPDModule), (1, module1 if m else LPDModule)] if second_sequence else \
+            [(0, module1 if m else LPDModule)]
+        for seq, cls in seqs:
+            path = d / f"RAW-R0450-LPD{m:02}-S{seq:05}.h5"
+            write_file(str(path), [cls(src, frames_per_train=2)], ntrains=4,
+                       firsttrain=10000 + 4 * seq, chunksize=4, format_version="1.0")
+            with h5py.File(path, "r+") as f:
+                ds = f[f"INSTRUMENT/{src}:xtdf/image/data"]
+                ds[...] = (np.arange(ds.size) % 1000 + 1).reshape(ds.shape)
+    return d
+
+
+@pytest.fixture(scope="module")
+def mixed_runs(tmp_path_factory):
+    from extra_data.tests.mockdata.detectors import LPDModule
+
+    class Float32(LPDModule):
+        @property
+        def image_keys(self):
+            return [(k, "f4" if k == "data" else t, s, o) for k, t, s, o in super().image_keys]
+
+    class Wider(LPDModule):
+        image_dims = (1, 256, 257)
+
+    root = tmp_path_factory.mktemp("mixed")
+    return {
+        "dtype": _mixed_run(root, "dtype", Float32),
+        "shape": _mixed_run(root, "shape", Wider),
+        "sequence_shape": _mixed_run(root, "sequence_shape", Wider, second_sequence=True),
+    }
+
+
+def test_modules_of_different_dtypes(mixed_runs, tmp_path):
+    """Stacking refuses them (it read module 1's float32 bytes as uint16: made-up values with
+    exit 0); the virtual CXI file maps them, libhdf5 converting, as EXtra-data's does."""
+    run_dir = mixed_runs["dtype"]
+    code, so, se = run([EXTRACT, run_dir, "--detector", "--out", tmp_path / "ex"])
+    assert code == 1, (so, se)
+    assert se.strip().endswith(
+        "FXE_DET_LPD1M-1/DET/1CH0:xtdf image.data: dtype float32, entry shape [1, 256, 256]; "
+        "module FXE_DET_LPD1M-1/DET/0CH0:xtdf has uint16, [1, 256, 256]: the modules cannot "
+        "be stacked"), se
+    assert not (tmp_path / "ex").exists()
+    ours, theirs = tmp_path / "ours.cxi", tmp_path / "theirs.cxi"
+    assert run([CXI, run_dir, "--min-modules", "1", "-o", ours])[0] == 0
+    assert run([py_tool("extra-data-make-virtual-cxi"), run_dir, "--min-modules", "1",
+                "-o", theirs])[0] == 0
+    data = "entry_1/instrument_1/detector_1/data"
+    with h5py.File(ours, "r") as f, h5py.File(theirs, "r") as g:
+        assert f[data].dtype == g[data].dtype == np.uint16
+        np.testing.assert_array_equal(f[data][:, :2], g[data][:, :2])
+        assert f[data][0, 1].max() > 0
+
+
+@pytest.mark.parametrize("name,what", [
+    ("shape", "FXE_DET_LPD1M-1/DET/1CH0:xtdf image.data: dtype uint16, entry shape "
+              "[1, 256, 257]; module FXE_DET_LPD1M-1/DET/0CH0:xtdf has uint16, [1, 256, 256]: "
+              "the modules cannot be stacked"),
+    ("sequence_shape", "RAW-R0450-LPD01-S00001.h5: /INSTRUMENT/FXE_DET_LPD1M-1/DET/1CH0:xtdf/"
+                       "image/data: shape [8, 1, 256, 257], but the entries of this key are "
+                       "[1, 256, 256] in its other files"),
+])
+def test_modules_of_different_shapes(mixed_runs, tmp_path, name, what):
+    """Refused by both tools (the stacked read placed module 1's rows misaligned, exit 0;
+    EXtra-data: `Can't broadcast`), with an error naming the module or file."""
+    run_dir = mixed_runs[name]
+    code, so, se = run([EXTRACT, run_dir, "--detector", "--out", tmp_path / "ex"])
+    assert code == 1 and what in se, (so, se)
+    code, so, se = run([CXI, run_dir, "--min-modules", "1", "-o", tmp_path / "x.cxi"])
+    assert code == 1 and what in se, (so, se)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -89,6 +89,26 @@ pub enum Error {
         got: usize,
         needed: usize,
     },
+    #[error(
+        "{source_name} {key}: dtype {dtype}, entry shape {shape:?}; module {first_source} has \
+         {first_dtype}, {first_shape:?}: the modules cannot be stacked"
+    )]
+    ModulesDiffer {
+        source_name: String,
+        key: String,
+        dtype: String,
+        shape: Vec<usize>,
+        first_source: String,
+        first_dtype: String,
+        first_shape: Vec<usize>,
+    },
+    #[error("{path}: {dataset}: shape {shape:?}, but the entries of this key are {entry:?} in its other files")]
+    SpanShape {
+        path: PathBuf,
+        dataset: String,
+        shape: Vec<usize>,
+        entry: Vec<usize>,
+    },
     #[error("axis {axis} is out of bounds for an array of dimension {ndim}")]
     Axis { axis: isize, ndim: usize },
     // virtual CXI
