@@ -89,19 +89,9 @@ pub enum Error {
         got: usize,
         needed: usize,
     },
-    #[error(
-        "{source_name} {key}: dtype {dtype}, entry shape {shape:?}; module {first_source} has \
-         {first_dtype}, {first_shape:?}: the modules cannot be stacked"
-    )]
-    ModulesDiffer {
-        source_name: String,
-        key: String,
-        dtype: String,
-        shape: Vec<usize>,
-        first_source: String,
-        first_dtype: String,
-        first_shape: Vec<usize>,
-    },
+    /// `module`: "SOURCE KEY: dtype D, entry shape S"; `first`: "SOURCE has D, S".
+    #[error("{module}; module {first}: the modules cannot be stacked")]
+    ModulesDiffer { module: String, first: String },
     #[error("{path}: {dataset}: shape {shape:?}, but the entries of this key are {entry:?} in its other files")]
     SpanShape {
         path: PathBuf,

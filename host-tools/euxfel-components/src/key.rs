@@ -105,13 +105,19 @@ impl MultiModKey {
         for (_, kd) in &self.modules {
             if (dtype_too && kd.dtype != eg.dtype) || kd.entry_shape != eg.entry_shape {
                 return Err(Error::ModulesDiffer {
-                    source_name: kd.source.clone(),
-                    key: self.key.clone(),
-                    dtype: kd.dtype.numpy_name(),
-                    shape: kd.entry_shape.clone(),
-                    first_source: eg.source.clone(),
-                    first_dtype: eg.dtype.numpy_name(),
-                    first_shape: eg.entry_shape.clone(),
+                    module: format!(
+                        "{} {}: dtype {}, entry shape {:?}",
+                        kd.source,
+                        self.key,
+                        kd.dtype.numpy_name(),
+                        kd.entry_shape
+                    ),
+                    first: format!(
+                        "{} has {}, {:?}",
+                        eg.source,
+                        eg.dtype.numpy_name(),
+                        eg.entry_shape
+                    ),
                 });
             }
         }
