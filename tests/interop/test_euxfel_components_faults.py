@@ -283,3 +283,19 @@ def test_modules_of_different_shapes(mixed_runs, tmp_path, name, what):
     code, so, se = run([CXI, run_dir, "--min-modules", "1", "-o", tmp_path / "x.cxi"])
     assert code == 1 and what in se, (so, se)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_run_dir_with_dot_dot_as_extra_data(tmp_path):
+    """`.../proc/r0012/../r0012` is `.../proc/r0012` (os.path.abspath): the default output
+    and the mapped file names are those of the plain path (ours kept the `..`, so the default
+    output rule refused it)."""
+    proc = tmp_path / "p900001" / "proc"
+    (tmp_path / "p900001" / "scratch").mkdir(parents=True)
+    make_rust_fixture(proc / "r0012", "--modules", "2", "--trains", "3", "--sequences", "1",
+                      "--frames", "2", "--frame-height", "2", "--frame-width", "2")
+    code, so, se = run([CXI, proc / "r0012" / ".." / "r0012", "--min-modules", "1"])
+    assert code == 0, se
+    out = tmp_path / "p900001" / "scratch" / "r0012_proc_detectors_virt.cxi"
+    with h5py.File(out, "r") as f:
+        files = {s.file_name for s in f["entry_1/instrument_1/detector_1/data"].virtual_sources()}
+    assert files == {str(p) for p in (proc / "r0012").glob("*LPD*.h5")}

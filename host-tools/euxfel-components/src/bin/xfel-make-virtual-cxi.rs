@@ -45,6 +45,23 @@ struct Args {
     exc_suspect_trains: bool,
 }
 
+/// `path` with `.` and `..` components resolved by their names, as Python's
+/// `os.path.abspath` does (EXtra-data's run path, and so its mapped file names).
+fn normalize(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// `<proposal>/scratch/r0123_proc_detectors_virt.cxi` for `<proposal>/proc/r0123`.
 fn default_output(run_dir: &std::path::Path) -> Option<PathBuf> {
     let run = run_dir.file_name()?.to_str()?;
@@ -76,7 +93,9 @@ fn access(path: &std::path::Path, mode: libc::c_int) -> bool {
 }
 
 fn run(a: &Args) -> Result<String, String> {
-    let run_dir = std::path::absolute(&a.run_dir).map_err(|e| e.to_string())?;
+    let run_dir = std::path::absolute(&a.run_dir)
+        .map(|p| normalize(&p))
+        .map_err(|e| format!("{}: {e}", a.run_dir.display()))?;
     let out = match &a.output {
         Some(o) => o.clone(),
         None => default_output(&run_dir).ok_or(
