@@ -384,6 +384,9 @@ CXI_CASES = [
     ("lpd_missed", ["--min-modules", "1", "--fill-value", "data", "5"]),
     ("spb_agipd_raw", []),
     ("spb_agipd_corr", ["--fill-value", "mask", "0x0f", "--fill-value", "gain", "2"]),
+    # A negative number is a value, underscores as Python reads numbers.
+    ("spb_agipd_corr", ["--fill-value", "data", "-1", "--fill-value", "mask", "0x_1_0",
+                        "--fill-value", "gain", "1_0"]),
     ("agipd500k", []),
     ("scs_dssc", ["--exc-suspect-trains"]),
     ("jungfrau", []),
