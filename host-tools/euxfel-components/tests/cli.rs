@@ -262,3 +262,44 @@ fn extract_detector_writes_stacked_arrays() {
     assert_eq!(code, Some(1));
     assert!(err.contains("give RUN SOURCE KEY"), "{err}");
 }
+
+/// EXtra-data's older interface, still accepted (hidden from its help): `PROPOSAL_DIR
+/// RUN_NUMBER` is `PROPOSAL_DIR/proc/r%04d`, written by default to
+/// `PROPOSAL_DIR/scratch/r%04d_detectors_virt.cxi`.
+#[test]
+fn make_virtual_cxi_takes_a_proposal_dir_and_run_number() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let proposal = td.path().join("p900001");
+    small_run(&proposal.join("proc").join("r0012"));
+    std::fs::create_dir(proposal.join("scratch")).expect("scratch");
+    let exe = env!("CARGO_BIN_EXE_xfel-make-virtual-cxi");
+    let ok = reader(exe)
+        .arg(&proposal)
+        .args(["12", "--min-modules", "1"])
+        .output_locked()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = proposal.join("scratch").join("r0012_detectors_virt.cxi");
+    let f = hdf5::File::open(&out).expect("cxi");
+    assert_eq!(
+        f.dataset("entry_1/instrument_1/detector_1/data")
+            .expect("data")
+            .shape()[1],
+        16
+    );
+    let bad = reader(exe)
+        .arg(&proposal)
+        .args(["twelve", "-o"])
+        .arg(td.path().join("x.cxi"))
+        .output_locked()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr).trim(),
+        "xfel-make-virtual-cxi: invalid run number: \"twelve\""
+    );
+}

@@ -21,6 +21,10 @@ use euxfel_components::{identify_single_detector, DetectorOptions, FillValue, Mu
 struct Args {
     /// Path to an EuXFEL run directory.
     run_dir: PathBuf,
+    /// EXtra-data's older interface: with a run number, RUN_DIR is the proposal directory
+    /// and the run is PROPOSAL/proc/r%04d (hidden, as in EXtra-data's help).
+    #[arg(hide = true)]
+    run_number: Option<String>,
     /// Filename or path for the CXI output file. By default, it is written in the
     /// proposal's scratch directory.
     #[arg(short, long)]
@@ -93,15 +97,37 @@ fn access(path: &std::path::Path, mode: libc::c_int) -> bool {
 }
 
 fn run(a: &Args) -> Result<String, String> {
-    let run_dir = std::path::absolute(&a.run_dir)
-        .map(|p| normalize(&p))
-        .map_err(|e| format!("{}: {e}", a.run_dir.display()))?;
-    let out = match &a.output {
-        Some(o) => o.clone(),
-        None => default_output(&run_dir).ok_or(
-            "ERROR: '-o outfile' option needed when input directory doesn't look like \
-             .../proc/r0123",
-        )?,
+    let absolute = |p: &std::path::Path| {
+        std::path::absolute(p)
+            .map(|p| normalize(&p))
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let (run_dir, out) = match &a.run_number {
+        Some(n) => {
+            let n: u64 = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("invalid run number: {n:?}"))?;
+            let run = format!("r{n:04}");
+            let proposal = absolute(&a.run_dir)?;
+            let out = a.output.clone().unwrap_or_else(|| {
+                proposal
+                    .join("scratch")
+                    .join(format!("{run}_detectors_virt.cxi"))
+            });
+            (proposal.join("proc").join(run), out)
+        }
+        None => {
+            let run_dir = absolute(&a.run_dir)?;
+            let out = match &a.output {
+                Some(o) => o.clone(),
+                None => default_output(&run_dir).ok_or(
+                    "ERROR: '-o outfile' option needed when input directory doesn't look like \
+                     .../proc/r0123",
+                )?,
+            };
+            (run_dir, out)
+        }
     };
     let mut fills = BTreeMap::new();
     for pair in a.fill_value.chunks(2) {
