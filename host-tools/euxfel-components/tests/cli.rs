@@ -249,6 +249,13 @@ fn extract_detector_writes_stacked_arrays() {
         err.trim(),
         "xfel-extract: \"AGIPD1M\" is a detector type, not a key: write --detector=AGIPD1M"
     );
+    // (It was ignored; EXtra-data's LPD1M() takes no n_modules.)
+    let (code, err) = fail(&["--detector", "--n-modules", "3"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err.trim(),
+        "xfel-extract: --n-modules applies to JUNGFRAU only: LPD1M has 16 modules"
+    );
     let (code, err) = fail(&["--detector=LPD2"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("--detector: unknown type \"LPD2\""), "{err}");

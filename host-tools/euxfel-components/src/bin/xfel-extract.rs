@@ -240,6 +240,13 @@ fn extract_detector(
         }
         None => identify_single_detector(dc, None).map_err(|e| e.to_string())?,
     };
+    if a.n_modules.is_some() && kind != DetectorType::Jungfrau {
+        return Err(format!(
+            "--n-modules applies to JUNGFRAU only: {} has {} modules",
+            kind.class_name(),
+            kind.n_modules()
+        ));
+    }
     let opts = DetectorOptions {
         detector_name: Some(name),
         min_modules: a.min_modules,
