@@ -213,6 +213,30 @@ fn extract_detector_writes_stacked_arrays() {
         serde_json::json!(out.join("data.npy").to_string_lossy())
     );
 
+    // A per-train key into the same directory: no pulse or cell IDs of the earlier
+    // extraction are left beside its data.
+    let r = reader(exe)
+        .arg(&run)
+        .args(["header.pulseCount", "--detector", "--out"])
+        .arg(&out)
+        .output_locked()
+        .expect("run");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .expect("out")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "availability.npy",
+            "data.npy",
+            "modules.npy",
+            "train_ids.npy"
+        ]
+    );
+
     // With module gaps, modules.npy labels every slot of the first axis.
     let r = reader(exe)
         .arg(&run)

@@ -405,15 +405,19 @@ impl StagedOutputs {
             .map_err(err)
     }
 
-    /// Renames every file into place; returns their final paths by name without `.npy`.
+    /// Renames every file into place, and removes the coordinates of an earlier extraction
+    /// that this one has not (pulse and cell IDs of a per-train key): they would label data
+    /// they do not belong to. Returns the final paths by name without `.npy`.
     fn commit(mut self) -> Result<serde_json::Map<String, serde_json::Value>, String> {
         if euxfel::interrupted() {
             return Err(euxfel::Error::Interrupted.to_string());
         }
+        let staged = std::mem::take(&mut self.staged);
         let mut written = serde_json::Map::new();
-        for (partial, path) in std::mem::take(&mut self.staged) {
-            if let Err(e) = std::fs::rename(&partial, &path) {
-                let _ = std::fs::remove_file(&partial);
+        for (i, (partial, path)) in staged.iter().enumerate() {
+            if let Err(e) = std::fs::rename(partial, path) {
+                // The ones not renamed yet are removed on drop.
+                self.staged = staged[i..].to_vec();
                 return Err(format!("{}: {e}", path.display()));
             }
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -421,7 +425,13 @@ impl StagedOutputs {
                 .unwrap_or_default()
                 .trim_end_matches(".npy")
                 .to_string();
-            written.insert(stem, path_str(&path).into());
+            written.insert(stem, path_str(path).into());
+        }
+        for name in ["pulse_ids", "cell_ids"] {
+            let stale = self.dir.join(format!("{name}.npy"));
+            if !written.contains_key(name) && stale.is_file() {
+                std::fs::remove_file(&stale).map_err(|e| format!("{}: {e}", stale.display()))?;
+            }
         }
         Ok(written)
     }
