@@ -53,11 +53,11 @@ def test_cxi_on_a_full_disk_fails_and_leaves_nothing(lpd16, small_disk):
 
 
 def test_extract_detector_on_a_full_disk_fails_and_leaves_nothing(lpd16, small_disk):
-    out = small_disk / "ex"
+    out = small_disk / "a" / "b" / "ex"
     code, so, se = run([EXTRACT, lpd16, "--detector", "--out", out])
     assert code == 1, (so, se)
     assert str(out / "data.npy") in se and "No space left on device" in se, se
-    # The directory it created goes too.
+    # The directories it created go too.
     assert list(small_disk.iterdir()) == [], se
 
 

@@ -352,14 +352,16 @@ fn extract_detector(
 
 /// The `.npy` files of a stacked extraction, each written as `NAME.partial` in the output
 /// directory and all renamed into place once every one is complete and Ctrl-C has not come.
-/// Dropped before that, it removes its `.partial` files and the directory if it made it: a
+/// Dropped before that, it removes its `.partial` files and the directories it made: a
 /// failure or Ctrl-C leaves no truncated file, and an earlier extraction's files stay as they
 /// were instead of being mixed with new ones.
 struct StagedOutputs {
     dir: PathBuf,
-    created_dir: bool,
+    /// Directories made for the output, innermost first.
+    created_dirs: Vec<PathBuf>,
     /// (`.partial` path, final path) of each file written.
     staged: Vec<(PathBuf, PathBuf)>,
+    committed: bool,
 }
 
 /// Bytes written between two looks at the Ctrl-C flag.
@@ -367,14 +369,22 @@ const WRITE_STEP: usize = 8 << 20;
 
 impl StagedOutputs {
     fn new(dir: &Path) -> Result<StagedOutputs, String> {
-        let created_dir = !dir.exists();
+        let created_dirs: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        let mut outputs = StagedOutputs {
+            dir: dir.to_path_buf(),
+            created_dirs,
+            staged: Vec::new(),
+            committed: false,
+        };
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("output directory {}: {e}", dir.display()))?;
-        Ok(StagedOutputs {
-            dir: dir.to_path_buf(),
-            created_dir,
-            staged: Vec::new(),
-        })
+        // (Dropped on an error, it removes what create_dir_all made before failing.)
+        outputs.created_dirs.retain(|d| d.is_dir());
+        Ok(outputs)
     }
 
     /// Writes `NAME.partial`: an array of `descr` and `shape` holding `data` (little-endian).
@@ -433,18 +443,22 @@ impl StagedOutputs {
                 std::fs::remove_file(&stale).map_err(|e| format!("{}: {e}", stale.display()))?;
             }
         }
+        self.committed = true;
         Ok(written)
     }
 }
 
 impl Drop for StagedOutputs {
     fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
         for (partial, _) in &self.staged {
             let _ = std::fs::remove_file(partial);
         }
-        if self.created_dir && !self.staged.is_empty() {
-            // Only removes it if empty: files someone else put there meanwhile stay.
-            let _ = std::fs::remove_dir(&self.dir);
+        for d in &self.created_dirs {
+            // Only removes empty ones: files someone else put there meanwhile stay.
+            let _ = std::fs::remove_dir(d);
         }
     }
 }
