@@ -147,16 +147,34 @@ def _opened_a_module_file(pid):
         return False
 
 
-def test_ctrl_c_during_a_stacked_extract_leaves_nothing(lpd_large, tmp_path):
+def _resident_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0
+
+
+@pytest.mark.parametrize("when", ["opening", "reading"])
+def test_ctrl_c_during_a_stacked_extract_leaves_nothing(lpd_large, tmp_path, when):
+    """SIGINT once a module file is open (the run is being opened), or once the process holds
+    over 100 MiB (the 200 MiB stacked read or its write is under way)."""
     out = tmp_path / "ex"
     p = subprocess.Popen([str(EXTRACT), str(lpd_large), "--detector", "--no-cache",
                           "--out", str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = {"opening": _opened_a_module_file,
+               "reading": lambda pid: _resident_mib(pid) > 100}[when]
     try:
-        for _ in range(2000):
-            if _opened_a_module_file(p.pid) or p.poll() is not None:
+        for _ in range(20000):
+            if started(p.pid) or p.poll() is not None:
                 break
-            time.sleep(0.005)
+            time.sleep(0.001)
+        if p.poll() is not None:
+            pytest.skip("the extraction ended before the signal could be sent")
         p.send_signal(signal.SIGINT)
         so, se = p.communicate(timeout=120)
     finally:
