@@ -317,3 +317,25 @@ def test_run_dir_with_dot_dot_as_extra_data(tmp_path):
     with h5py.File(out, "r") as f:
         files = {s.file_name for s in f["entry_1/instrument_1/detector_1/data"].virtual_sources()}
     assert files == {str(p) for p in (proc / "r0012").glob("*LPD*.h5")}
+
+
+def test_ctrl_c_during_make_virtual_cxi_leaves_nothing(lpd_large, tmp_path):
+    """SIGINT once a module file is open: exit 130, neither the CXI file nor its .partial."""
+    out = tmp_path / "x.cxi"
+    p = subprocess.Popen([str(CXI), str(lpd_large), "--min-modules", "1", "-o", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(20000):
+            if _opened_a_module_file(p.pid) or p.poll() is not None:
+                break
+            time.sleep(0.001)
+        if p.poll() is not None:
+            pytest.skip("the command ended before the signal could be sent")
+        p.send_signal(signal.SIGINT)
+        so, se = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, (p.returncode, se)
+    assert "xfel-make-virtual-cxi: interrupted" in se, se
+    assert list(tmp_path.iterdir()) == []

@@ -169,6 +169,10 @@ pub fn write_virtual_cxi(
     // no file at `path` looking complete, and an earlier file there stays until replaced.
     let partial = partial_path(path);
     let written = write_partial(&partial, path, &contents).and_then(|summary| {
+        // A command that catches Ctrl-C (euxfel::catch_interrupt) writes nothing after it.
+        if euxfel::interrupted() {
+            return Err(euxfel::Error::Interrupted.into());
+        }
         std::fs::rename(&partial, path)
             .map_err(|e| Error::h5(path, "renaming the complete file into place", e))?;
         Ok(summary)
