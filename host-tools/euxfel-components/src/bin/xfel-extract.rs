@@ -28,7 +28,9 @@ use euxfel_components::{
     name = "xfel-extract",
     about = "Extract one key of EuXFEL run data to NumPy .npy files (data.npy, train_ids.npy)",
     after_help = "With --detector: RUN [KEY] (KEY defaults to the detector's main key, \
-                  image.data or data.adc), or [KEY] with --proposal and --run."
+                  image.data or data.adc), or [KEY] with --proposal and --run.\n\n\
+                  Exit codes: 0 written, 1 error, 2 bad arguments, 130 Ctrl-C (after an error or \
+                  Ctrl-C nothing of this extraction is left)."
 )]
 struct Args {
     /// RUN SOURCE KEY: the run directory or single .h5 file (left out with --proposal and
@@ -52,7 +54,8 @@ struct Args {
     /// Neither read nor write the run map cache (karabo_data_map.json).
     #[arg(long)]
     no_cache: bool,
-    /// Print a JSON summary (source, key, dtype, shape, entries, trains, output paths) on stdout.
+    /// Print a JSON summary (source, key, dtype, shape, entries, trains, output paths) on stdout;
+    /// with --detector: detector, type, key, dtype, shape, modules, trains, files.
     #[arg(long)]
     json: bool,
     /// Stack a key of a multi-module detector over its modules: AGIPD1M, AGIPD500K, DSSC1M,
