@@ -5,7 +5,7 @@
 //! `data_1`, `experiment_identifier`, `data_gain`, created with HDF5 1.10 format bounds.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use euxfel::DType;
 use hdf5::types::VarLenUnicode;
@@ -152,11 +152,109 @@ pub fn write_virtual_cxi(
         );
     }
 
-    let h5 = |obj: &str, e: hdf5::Error| Error::h5(path, obj, e);
+    refuse_source_as_output(det, path)?;
+    let contents = Contents {
+        det,
+        tids: &tids,
+        pulse_ids: &pulse_ids,
+        experiment_ids: &experiment_ids,
+        pulse_label,
+        cell_label,
+        image_label,
+        layouts: &layouts,
+        fill_values,
+    };
+    // Written under a temporary name and renamed once closed without error: a failed write
+    // (a full disk, often noticed only when libhdf5 flushes its metadata at the close) leaves
+    // no file at `path` looking complete, and an earlier file there stays until replaced.
+    let partial = partial_path(path);
+    let written = write_partial(&partial, path, &contents).and_then(|summary| {
+        // A command that catches Ctrl-C (euxfel::catch_interrupt) writes nothing after it.
+        if euxfel::interrupted() {
+            return Err(euxfel::Error::Interrupted.into());
+        }
+        std::fs::rename(&partial, path)
+            .map_err(|e| Error::h5(path, "renaming the complete file into place", e))?;
+        Ok(summary)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
+}
+
+/// What goes into the file, worked out from the run before it is created.
+struct Contents<'a> {
+    det: &'a MultiModDetector,
+    tids: &'a [u64],
+    pulse_ids: &'a [u64],
+    experiment_ids: &'a [VarLenUnicode],
+    pulse_label: &'a str,
+    cell_label: &'a str,
+    image_label: &'a str,
+    layouts: &'a BTreeMap<String, Layout>,
+    fill_values: &'a BTreeMap<String, FillValue>,
+}
+
+/// `PATH.partial`, beside `path`.
+fn partial_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".partial");
+    PathBuf::from(p)
+}
+
+/// An output that is one of the files it maps would be replaced by a file mapping itself.
+fn refuse_source_as_output(det: &MultiModDetector, path: &Path) -> Result<()> {
+    let Ok(out) = std::fs::canonicalize(path) else {
+        return Ok(());
+    };
+    let is_source = det
+        .data
+        .files
+        .iter()
+        .any(|f| std::fs::canonicalize(&f.path).is_ok_and(|p| p == out));
+    if is_source {
+        return Err(Error::h5(
+            path,
+            "/",
+            "is one of the run's files; the virtual CXI file must go elsewhere",
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `partial` with the whole file, closes it and reports errors of the close (errors
+/// name `path`, the file the user asked for).
+fn write_partial(partial: &Path, path: &Path, c: &Contents<'_>) -> Result<CxiSummary> {
     let f = hdf5::File::with_options()
         .with_fapl(|p| p.libver_v110())
-        .create(path)
-        .map_err(|e| h5("/", e))?;
+        .create(partial)
+        .map_err(|e| Error::h5(path, "/", e))?;
+    let summary = write_objects(&f, path, c)?;
+    // Every group and dataset handle is closed by now, so this close really writes the
+    // file's metadata and says whether that worked.
+    f.close()
+        .map_err(|e| Error::h5(path, "closing the file", e))?;
+    Ok(summary)
+}
+
+/// The objects of the file, in `f`; their handles are closed on return.
+fn write_objects(f: &hdf5::File, path: &Path, c: &Contents<'_>) -> Result<CxiSummary> {
+    let Contents {
+        det,
+        tids,
+        pulse_ids,
+        experiment_ids,
+        pulse_label,
+        cell_label,
+        image_label,
+        layouts,
+        fill_values,
+    } = *c;
+    let nframes = tids.len();
+    let nmodules = det.n_modules;
+    let start_at = det.kind.modnos_start_at();
+    let h5 = |obj: &str, e: hdf5::Error| Error::h5(path, obj, e);
     f.new_dataset::<i64>()
         .shape(1)
         .create("cxi_version")
@@ -167,7 +265,7 @@ pub fn write_virtual_cxi(
         .new_dataset::<VarLenUnicode>()
         .shape(nframes)
         .create("experiment_identifier")
-        .and_then(|d| d.write_raw(&experiment_ids))
+        .and_then(|d| d.write_raw(experiment_ids))
         .map_err(|e| h5("entry_1/experiment_identifier", e))?;
     if let Some(f0) = det.data.files.first() {
         if let Some((proposal, run)) = f0.run_ident()? {
@@ -187,13 +285,13 @@ pub fn write_virtual_cxi(
         .new_dataset::<u64>()
         .shape(nframes)
         .create(pulse_label)
-        .and_then(|d| d.write_raw(&pulse_ids))
+        .and_then(|d| d.write_raw(pulse_ids))
         .map_err(|e| h5(pulse_label, e))?;
     entry
         .new_dataset::<u64>()
         .shape(nframes)
         .create("trainId")
-        .and_then(|d| d.write_raw(&tids))
+        .and_then(|d| d.write_raw(tids))
         .map_err(|e| h5("trainId", e))?;
     let mut summary = CxiSummary {
         frames: nframes,

@@ -89,6 +89,16 @@ pub enum Error {
         got: usize,
         needed: usize,
     },
+    /// `module`: "SOURCE KEY: dtype D, entry shape S"; `first`: "SOURCE has D, S".
+    #[error("{module}; module {first}: the modules cannot be stacked")]
+    ModulesDiffer { module: String, first: String },
+    #[error("{path}: {dataset}: shape {shape:?}, but the entries of this key are {entry:?} in its other files")]
+    SpanShape {
+        path: PathBuf,
+        dataset: String,
+        shape: Vec<usize>,
+        entry: Vec<usize>,
+    },
     #[error("axis {axis} is out of bounds for an array of dimension {ndim}")]
     Axis { axis: isize, ndim: usize },
     // virtual CXI

@@ -41,10 +41,12 @@ impl FillValue {
             || (!unsigned.is_empty()
                 && unsigned
                     .chars()
-                    .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | '+' | '-'))
+                    .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | '+' | '-' | '_'))
                 && unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.'));
         if float_like {
-            if let Ok(v) = lower.parse::<f64>() {
+            let v = without_digit_separators(&lower, false, |c| c.is_ascii_digit())
+                .and_then(|t| t.parse::<f64>().ok());
+            if let Some(v) = v {
                 return Some(FillValue::Float(v));
             }
         }
@@ -61,7 +63,8 @@ impl FillValue {
         } else {
             return None;
         };
-        let v = i128::from_str_radix(&digits.replace('_', ""), radix).ok()?;
+        let digits = without_digit_separators(digits, true, |c| c.is_digit(radix))?;
+        let v = i128::from_str_radix(&digits, radix).ok()?;
         Some(FillValue::Int(if neg { -v } else { v }))
     }
 
@@ -108,6 +111,30 @@ impl FillValue {
             _ => return Err(bad()),
         })
     }
+}
+
+/// `s` without the underscores Python's number literals allow (PEP 515): each one between
+/// two digits, or with `leading` also first (after an integer's base prefix: `0x_ff`).
+fn without_digit_separators(
+    s: &str,
+    leading: bool,
+    digit: impl Fn(char) -> bool,
+) -> Option<String> {
+    let chars: Vec<char> = s.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c != '_' {
+            continue;
+        }
+        let before = match i.checked_sub(1) {
+            Some(j) => digit(chars[j]),
+            None => leading,
+        };
+        let after = chars.get(i + 1).is_some_and(|&n| digit(n));
+        if !before || !after {
+            return None;
+        }
+    }
+    Some(chars.into_iter().filter(|&c| c != '_').collect())
 }
 
 /// Fills `buf` (a whole number of elements) with copies of one element: the element
@@ -159,6 +186,22 @@ mod tests {
         );
         assert_eq!(FillValue::parse("0b101"), Some(FillValue::Int(5)));
         assert_eq!(FillValue::parse("abc"), None);
+    }
+
+    #[test]
+    fn parse_takes_underscores_where_python_does() {
+        assert_eq!(FillValue::parse("1_000"), Some(FillValue::Float(1000.0)));
+        assert_eq!(
+            FillValue::parse("1_0.2_5e1_0"),
+            Some(FillValue::Float(10.25e10))
+        );
+        assert_eq!(FillValue::parse("0x_ff"), Some(FillValue::Int(255)));
+        assert_eq!(FillValue::parse("0b1_0"), Some(FillValue::Int(2)));
+        for bad in [
+            "1__0", "_1", "1_", "1_.5", "1._5", "0xf__f", "0xff_", "0x", "0x__f", "_",
+        ] {
+            assert_eq!(FillValue::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

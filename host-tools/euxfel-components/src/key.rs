@@ -96,6 +96,34 @@ impl MultiModKey {
         })
     }
 
+    /// Every module is read with the first module's dtype and entry shape: one whose files
+    /// differ would be reinterpreted, not converted. (EXtra-data converts a dtype on reading
+    /// and fails on a shape: `Can't broadcast`.) Virtual datasets check only the shape:
+    /// libhdf5 converts the dtype of a source, as in EXtra-data's file.
+    fn check_modules_alike(&self, dtype_too: bool) -> Result<()> {
+        let eg = self.eg()?;
+        for (_, kd) in &self.modules {
+            if (dtype_too && kd.dtype != eg.dtype) || kd.entry_shape != eg.entry_shape {
+                return Err(Error::ModulesDiffer {
+                    module: format!(
+                        "{} {}: dtype {}, entry shape {:?}",
+                        kd.source,
+                        self.key,
+                        kd.dtype.numpy_name(),
+                        kd.entry_shape
+                    ),
+                    first: format!(
+                        "{} has {}, {:?}",
+                        eg.source,
+                        eg.dtype.numpy_name(),
+                        eg.entry_shape
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn eg(&self) -> Result<&KeyData> {
         self.modules
             .first()
@@ -373,6 +401,7 @@ impl MultiModKey {
         fill: Option<&[u8]>,
         convert: Option<(Converter, usize)>,
     ) -> Result<()> {
+        self.check_modules_alike(true)?;
         let shape = self.buffer_shape(module_gaps)?;
         let eb = self.eg()?.entry_bytes()?;
         let roi = self.roi_plan()?;
@@ -603,6 +632,7 @@ impl MultiModKey {
 
     /// Each module's integer rows as u64, flattened (`NO_PULSE_ID` where missing).
     fn module_u64_rows(&self) -> Result<Vec<Vec<u64>>> {
+        self.check_modules_alike(true)?;
         let dtype = self.dtype()?;
         let isz = match dtype {
             DType::UInt(n) | DType::Int(n) => n,
@@ -617,6 +647,7 @@ impl MultiModKey {
             let mut buf = vec![0u8; target.len * eb];
             let mut have = vec![false; target.len];
             for span in kd.data_spans() {
+                check_span_shape(&span, kd)?;
                 for (src, t, n) in align(&span, &target, kd)? {
                     span.read_rows(src, n as u64, eb, &mut buf[t * eb..(t + n) * eb])?;
                     have[t..t + n].fill(true);
@@ -645,11 +676,13 @@ impl MultiModKey {
     /// Each module's data spans with their mappings into the output rows (before any pulse
     /// selection): for virtual datasets.
     pub(crate) fn module_mappings(&self) -> Result<Vec<ModuleMappings>> {
+        self.check_modules_alike(false)?;
         let target = TargetIndex::new(&self.target_train_ids());
         let mut out = Vec::with_capacity(self.modules.len());
         for (m, kd) in &self.modules {
             let mut spans = Vec::new();
             for span in kd.data_spans() {
+                check_span_shape(&span, kd)?;
                 let maps = align(&span, &target, kd)?;
                 spans.push((span, maps));
             }
@@ -793,6 +826,36 @@ struct Rows<'a> {
 /// this size at most, then into the output converted or cut).
 const CONVERT_BATCH_BYTES: usize = 1 << 20;
 
+/// Bytes an unconverted read copies between two looks at the Ctrl-C flag: large enough that
+/// a read stays one copy per file chunk of any usual size, small enough that Ctrl-C ends a
+/// stacked read of many GB within a fraction of a second.
+const INTERRUPT_STEP_BYTES: usize = 256 << 20;
+
+/// `Err(Interrupted)` once SIGINT arrived in a command that catches it
+/// ([`euxfel::catch_interrupt`]): every reader thread stops at its next step.
+fn check_interrupt() -> Result<()> {
+    if euxfel::interrupted() {
+        Err(euxfel::Error::Interrupted.into())
+    } else {
+        Ok(())
+    }
+}
+
+/// A sequence file whose dataset has other entries than the key's (from its first file)
+/// would be read as rows of the wrong size.
+fn check_span_shape(span: &DataSpan, kd: &KeyData) -> Result<()> {
+    let shape = span.dataset_shape()?;
+    if shape.get(1..) != Some(&kd.entry_shape[..]) {
+        return Err(Error::SpanShape {
+            path: span.file.path.clone(),
+            dataset: span.dataset.clone(),
+            shape,
+            entry: kd.entry_shape.clone(),
+        });
+    }
+    Ok(())
+}
+
 /// Reads one module's rows into `buf` (its slot of the output); with `rows.fill`, fills the
 /// output rows it has no data for.
 fn read_module(kd: &KeyData, buf: &mut [u8], rows: &Rows<'_>) -> Result<()> {
@@ -804,10 +867,17 @@ fn read_module(kd: &KeyData, buf: &mut [u8], rows: &Rows<'_>) -> Result<()> {
     let mut put = |span: &DataSpan, src: u64, o: usize, count: usize| -> Result<()> {
         let out = &mut buf[o * out_eb..(o + count) * out_eb];
         if rows.convert.is_none() && rows.roi.is_none() {
-            return Ok(span.read_rows(src, count as u64, eb, out)?);
+            let batch = (INTERRUPT_STEP_BYTES / eb.max(1)).max(1);
+            for (i, piece) in out.chunks_mut(batch * eb).enumerate() {
+                check_interrupt()?;
+                let n = (piece.len() / eb) as u64;
+                span.read_rows(src + (i * batch) as u64, n, eb, piece)?;
+            }
+            return Ok(());
         }
         let batch = (CONVERT_BATCH_BYTES / eb.max(1)).max(1);
         for (i, piece) in out.chunks_mut(batch * out_eb).enumerate() {
+            check_interrupt()?;
             let n = piece.len() / out_eb;
             staging.resize(n * eb, 0);
             span.read_rows(src + (i * batch) as u64, n as u64, eb, &mut staging)?;
@@ -825,6 +895,7 @@ fn read_module(kd: &KeyData, buf: &mut [u8], rows: &Rows<'_>) -> Result<()> {
         Ok(())
     };
     for span in kd.data_spans() {
+        check_span_shape(&span, kd)?;
         for (src, t, n) in align(&span, rows.target, kd)? {
             match (rows.sel, rows.sel_pos) {
                 (Some(sel), Some(pos)) => {

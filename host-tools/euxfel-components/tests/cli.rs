@@ -88,6 +88,33 @@ fn make_virtual_cxi_writes_and_refuses_bad_arguments() {
         String::from_utf8_lossy(&bad.stderr).trim(),
         "xfel-make-virtual-cxi: --fill-value data: \"abc\" is not a number"
     );
+    // A negative value is a value (argparse takes it too), refused by the dtype, not the parser.
+    let negative = reader(exe)
+        .arg(&run)
+        .args(["--min-modules", "1", "--fill-value", "data", "-1", "-o"])
+        .arg(&out)
+        .output_locked()
+        .expect("run");
+    assert_eq!(
+        negative.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&negative.stderr)
+    );
+    assert!(String::from_utf8_lossy(&negative.stderr)
+        .contains("xfel-make-virtual-cxi: fill value -1 does not fit dtype uint16"));
+    // As argparse's type=int: any integer parses; the detector refuses it (exit 1).
+    let min_modules = reader(exe)
+        .arg(&run)
+        .args(["--min-modules", "-1", "-o"])
+        .arg(&out)
+        .output_locked()
+        .expect("run");
+    assert_eq!(min_modules.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&min_modules.stderr).trim(),
+        "xfel-make-virtual-cxi: min_modules must be a positive integer, not -1"
+    );
     let no_out = reader(exe).arg(&run).output_locked().expect("run");
     assert_eq!(no_out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no_out.stderr)
@@ -175,6 +202,54 @@ fn extract_detector_writes_stacked_arrays() {
     assert_eq!(j["key"], "image.cellId");
     assert_eq!(j["trains"], 2);
     assert_eq!(j["shape"], serde_json::json!([2, 4]));
+    // The module numbers, not the path of modules.npy (which is under "files").
+    assert_eq!(j["modules"], serde_json::json!([0, 1]));
+    assert_eq!(
+        j["files"]["modules"],
+        serde_json::json!(out.join("modules.npy").to_string_lossy())
+    );
+    assert_eq!(
+        j["data"],
+        serde_json::json!(out.join("data.npy").to_string_lossy())
+    );
+
+    // A per-train key into the same directory: no pulse or cell IDs of the earlier
+    // extraction are left beside its data.
+    let r = reader(exe)
+        .arg(&run)
+        .args(["header.pulseCount", "--detector", "--out"])
+        .arg(&out)
+        .output_locked()
+        .expect("run");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .expect("out")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "availability.npy",
+            "data.npy",
+            "modules.npy",
+            "train_ids.npy"
+        ]
+    );
+
+    // With module gaps, modules.npy labels every slot of the first axis.
+    let r = reader(exe)
+        .arg(&run)
+        .args(["--detector", "--module-gaps", "--json", "--out"])
+        .arg(&out)
+        .output_locked()
+        .expect("run");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).expect("json");
+    assert_eq!(j["shape"][0], 16);
+    let slots: Vec<u8> = (0..16u64).flat_map(|m| m.to_le_bytes()).collect();
+    assert_eq!(npy_payload(&out.join("modules.npy")), slots);
+    assert_eq!(j["modules"], serde_json::json!((0..16).collect::<Vec<_>>()));
 
     let fail = |args: &[&str]| {
         let o = reader(exe)
@@ -198,6 +273,13 @@ fn extract_detector_writes_stacked_arrays() {
         err.trim(),
         "xfel-extract: \"AGIPD1M\" is a detector type, not a key: write --detector=AGIPD1M"
     );
+    // (It was ignored; EXtra-data's LPD1M() takes no n_modules.)
+    let (code, err) = fail(&["--detector", "--n-modules", "3"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err.trim(),
+        "xfel-extract: --n-modules applies to JUNGFRAU only: LPD1M has 16 modules"
+    );
     let (code, err) = fail(&["--detector=LPD2"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("--detector: unknown type \"LPD2\""), "{err}");
@@ -210,4 +292,45 @@ fn extract_detector_writes_stacked_arrays() {
     let (code, err) = fail(&["image.data"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("give RUN SOURCE KEY"), "{err}");
+}
+
+/// EXtra-data's older interface, still accepted (hidden from its help): `PROPOSAL_DIR
+/// RUN_NUMBER` is `PROPOSAL_DIR/proc/r%04d`, written by default to
+/// `PROPOSAL_DIR/scratch/r%04d_detectors_virt.cxi`.
+#[test]
+fn make_virtual_cxi_takes_a_proposal_dir_and_run_number() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let proposal = td.path().join("p900001");
+    small_run(&proposal.join("proc").join("r0012"));
+    std::fs::create_dir(proposal.join("scratch")).expect("scratch");
+    let exe = env!("CARGO_BIN_EXE_xfel-make-virtual-cxi");
+    let ok = reader(exe)
+        .arg(&proposal)
+        .args(["12", "--min-modules", "1"])
+        .output_locked()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = proposal.join("scratch").join("r0012_detectors_virt.cxi");
+    let f = hdf5::File::open(&out).expect("cxi");
+    assert_eq!(
+        f.dataset("entry_1/instrument_1/detector_1/data")
+            .expect("data")
+            .shape()[1],
+        16
+    );
+    let bad = reader(exe)
+        .arg(&proposal)
+        .args(["twelve", "-o"])
+        .arg(td.path().join("x.cxi"))
+        .output_locked()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr).trim(),
+        "xfel-make-virtual-cxi: invalid run number: \"twelve\""
+    );
 }

@@ -2,13 +2,15 @@
 //!
 //! `DIR/data.npy` holds the selected data (first axis = entries), `DIR/train_ids.npy`
 //! one train ID per entry (uint64). Strings are written as a fixed-width unicode array,
-//! compound keys as structured arrays. Ctrl-C stops a single key's extraction, removes its
-//! outputs and exits 130.
+//! compound keys as structured arrays. Ctrl-C stops an extraction, removes its outputs and
+//! exits 130.
 //!
 //! With `--detector[=TYPE]` the key is one of a multi-module detector, stacked over its
 //! modules: `data.npy` has shape `(modules, frames or trains, ...)`, `train_ids.npy`,
 //! `pulse_ids.npy` and `cell_ids.npy` (per-pulse `image.*` keys) label the second axis,
-//! `modules.npy` the first, and `availability.npy` is true where a module has data.
+//! `modules.npy` the first (with `--module-gaps` every slot's module number), and
+//! `availability.npy` is true where a module has data. They are
+//! written as `NAME.partial` and renamed into place together once all are complete.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,7 +28,9 @@ use euxfel_components::{
     name = "xfel-extract",
     about = "Extract one key of EuXFEL run data to NumPy .npy files (data.npy, train_ids.npy)",
     after_help = "With --detector: RUN [KEY] (KEY defaults to the detector's main key, \
-                  image.data or data.adc), or [KEY] with --proposal and --run."
+                  image.data or data.adc), or [KEY] with --proposal and --run.\n\n\
+                  Exit codes: 0 written, 1 error, 2 bad arguments, 130 Ctrl-C (after an error or \
+                  Ctrl-C nothing of this extraction is left)."
 )]
 struct Args {
     /// RUN SOURCE KEY: the run directory or single .h5 file (left out with --proposal and
@@ -50,7 +54,8 @@ struct Args {
     /// Neither read nor write the run map cache (karabo_data_map.json).
     #[arg(long)]
     no_cache: bool,
-    /// Print a JSON summary (source, key, dtype, shape, entries, trains, output paths) on stdout.
+    /// Print a JSON summary (source, key, dtype, shape, entries, trains, output paths) on stdout;
+    /// with --detector: detector, type, key, dtype, shape, modules, trains, files.
     #[arg(long)]
     json: bool,
     /// Stack a key of a multi-module detector over its modules: AGIPD1M, AGIPD500K, DSSC1M,
@@ -238,6 +243,13 @@ fn extract_detector(
         }
         None => identify_single_detector(dc, None).map_err(|e| e.to_string())?,
     };
+    if a.n_modules.is_some() && kind != DetectorType::Jungfrau {
+        return Err(format!(
+            "--n-modules applies to JUNGFRAU only: {} has {} modules",
+            kind.class_name(),
+            kind.n_modules()
+        ));
+    }
     let opts = DetectorOptions {
         detector_name: Some(name),
         min_modules: a.min_modules,
@@ -284,30 +296,31 @@ fn extract_detector(
         .dtype
         .npy_descr()
         .ok_or_else(|| format!("dtype {} cannot be written as .npy", arr.dtype.numpy_name()))?;
-    let e = |e: euxfel::Error| e.to_string();
-    std::fs::create_dir_all(&a.out).map_err(|err| format!("{}: {err}", a.out.display()))?;
-    let mut written = serde_json::Map::new();
-    let mut put = |name: &str| {
-        let p = a.out.join(name);
-        written.insert(name.trim_end_matches(".npy").into(), path_str(&p).into());
-        p
-    };
-    npy::write_raw(&put("data.npy"), &descr, &arr.shape, &arr.data).map_err(e)?;
+    let mut outputs = StagedOutputs::new(&a.out)?;
+    outputs.write("data.npy", &descr, &arr.shape, &arr.data)?;
+    let u64_bytes = |v: &[u64]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
     let tids = mk.train_id_coordinates();
-    npy::write_u64(&put("train_ids.npy"), &tids).map_err(e)?;
+    outputs.write("train_ids.npy", "<u8", &[tids.len()], &u64_bytes(&tids))?;
     if kind.is_xtdf() && key_name.starts_with("image.") {
         let p = mk.pulse_id_coordinates().map_err(|e| e.to_string())?;
-        npy::write_u64(&put("pulse_ids.npy"), &p).map_err(e)?;
+        outputs.write("pulse_ids.npy", "<u8", &[p.len()], &u64_bytes(&p))?;
         let c = mk.cell_id_coordinates().map_err(|e| e.to_string())?;
-        npy::write_u64(&put("cell_ids.npy"), &c).map_err(e)?;
+        outputs.write("cell_ids.npy", "<u8", &[c.len()], &u64_bytes(&c))?;
     }
-    let mods: Vec<u64> = mk.modules().into_iter().map(|m| m as u64).collect();
-    npy::write_u64(&put("modules.npy"), &mods).map_err(e)?;
+    // The module number of each index of the first axis: with gaps, every module slot.
+    let mods: Vec<u64> = if a.module_gaps {
+        let first = det.kind.modnos_start_at();
+        (first..first + det.n_modules).map(|m| m as u64).collect()
+    } else {
+        mk.modules().into_iter().map(|m| m as u64).collect()
+    };
+    outputs.write("modules.npy", "<u8", &[mods.len()], &u64_bytes(&mods))?;
     let (ashape, avail) = mk
         .data_availability(a.module_gaps)
         .map_err(|e| e.to_string())?;
     let bytes: Vec<u8> = avail.iter().map(|&b| u8::from(b)).collect();
-    npy::write_raw(&put("availability.npy"), "|b1", &ashape, &bytes).map_err(e)?;
+    outputs.write("availability.npy", "|b1", &ashape, &bytes)?;
+    let written = outputs.commit()?;
     if a.json {
         let mut summary = serde_json::json!({
             "detector": det.detector_name,
@@ -319,7 +332,14 @@ fn extract_detector(
             "trains": det.train_ids().len(),
         });
         if let Some(m) = summary.as_object_mut() {
-            m.extend(written);
+            // The paths under "files" ("modules" is taken by the numbers); data and train
+            // IDs also at the top, where the single-key summary has them.
+            for name in ["data", "train_ids"] {
+                if let Some(p) = written.get(name) {
+                    m.insert(name.into(), p.clone());
+                }
+            }
+            m.insert("files".into(), written.into());
         }
         return Ok(summary.to_string());
     }
@@ -331,6 +351,119 @@ fn extract_detector(
         arr.shape,
         a.out.display()
     ))
+}
+
+/// The `.npy` files of a stacked extraction, each written as `NAME.partial` in the output
+/// directory and all renamed into place once every one is complete and Ctrl-C has not come.
+/// Dropped before that, it removes its `.partial` files and the directories it made: a
+/// failure or Ctrl-C leaves no truncated file, and an earlier extraction's files stay as they
+/// were instead of being mixed with new ones.
+struct StagedOutputs {
+    dir: PathBuf,
+    /// Directories made for the output, innermost first.
+    created_dirs: Vec<PathBuf>,
+    /// (`.partial` path, final path) of each file written.
+    staged: Vec<(PathBuf, PathBuf)>,
+    committed: bool,
+}
+
+/// Bytes written between two looks at the Ctrl-C flag.
+const WRITE_STEP: usize = 8 << 20;
+
+impl StagedOutputs {
+    fn new(dir: &Path) -> Result<StagedOutputs, String> {
+        let created_dirs: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        let mut outputs = StagedOutputs {
+            dir: dir.to_path_buf(),
+            created_dirs,
+            staged: Vec::new(),
+            committed: false,
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("output directory {}: {e}", dir.display()))?;
+        // (Dropped on an error, it removes what create_dir_all made before failing.)
+        outputs.created_dirs.retain(|d| d.is_dir());
+        Ok(outputs)
+    }
+
+    /// Writes `NAME.partial`: an array of `descr` and `shape` holding `data` (little-endian).
+    fn write(
+        &mut self,
+        name: &str,
+        descr: &str,
+        shape: &[usize],
+        data: &[u8],
+    ) -> Result<(), String> {
+        use std::io::Write;
+        let path = self.dir.join(name);
+        let partial = self.dir.join(format!("{name}.partial"));
+        let err = |e: std::io::Error| format!("{}: {e}", path.display());
+        let f = std::fs::File::create(&partial).map_err(err)?;
+        self.staged.push((partial, path.clone()));
+        let mut w = std::io::BufWriter::new(f);
+        w.write_all(&npy::header(descr, shape)).map_err(err)?;
+        for step in data.chunks(WRITE_STEP) {
+            if euxfel::interrupted() {
+                return Err(euxfel::Error::Interrupted.to_string());
+            }
+            w.write_all(step).map_err(err)?;
+        }
+        w.into_inner()
+            .map_err(|e| err(e.into_error()))?
+            .sync_all()
+            .map_err(err)
+    }
+
+    /// Renames every file into place, and removes the coordinates of an earlier extraction
+    /// that this one has not (pulse and cell IDs of a per-train key): they would label data
+    /// they do not belong to. Returns the final paths by name without `.npy`.
+    fn commit(mut self) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        if euxfel::interrupted() {
+            return Err(euxfel::Error::Interrupted.to_string());
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let mut written = serde_json::Map::new();
+        for (i, (partial, path)) in staged.iter().enumerate() {
+            if let Err(e) = std::fs::rename(partial, path) {
+                // The ones not renamed yet are removed on drop.
+                self.staged = staged[i..].to_vec();
+                return Err(format!("{}: {e}", path.display()));
+            }
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let stem = name
+                .unwrap_or_default()
+                .trim_end_matches(".npy")
+                .to_string();
+            written.insert(stem, path_str(path).into());
+        }
+        for name in ["pulse_ids", "cell_ids"] {
+            let stale = self.dir.join(format!("{name}.npy"));
+            if !written.contains_key(name) && stale.is_file() {
+                std::fs::remove_file(&stale).map_err(|e| format!("{}: {e}", stale.display()))?;
+            }
+        }
+        self.committed = true;
+        Ok(written)
+    }
+}
+
+impl Drop for StagedOutputs {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        for (partial, _) in &self.staged {
+            let _ = std::fs::remove_file(partial);
+        }
+        for d in &self.created_dirs {
+            // Only removes empty ones: files someone else put there meanwhile stay.
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }
 
 fn parse_pulses(s: &str) -> Result<PulseSelection, String> {
@@ -375,12 +508,9 @@ fn path_str(p: &Path) -> String {
 
 fn main() -> ExitCode {
     let a = Args::parse();
-    // The single-key extraction polls for Ctrl-C between blocks; a stacked read does not, so
-    // there Ctrl-C keeps its default (the process ends at once).
-    if a.detector.is_none() {
-        if let Err(e) = euxfel::catch_interrupt() {
-            eprintln!("xfel-extract: Ctrl-C will end the process at once: {e}");
-        }
+    // Extractions poll for Ctrl-C between bounded steps of their reads and writes.
+    if let Err(e) = euxfel::catch_interrupt() {
+        eprintln!("xfel-extract: Ctrl-C will end the process at once: {e}");
     }
     match run(&a) {
         Ok(msg) => {
