@@ -483,7 +483,10 @@ impl MultiModKey {
             }
         };
         std::thread::scope(|s| {
-            let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+            // A thread that cannot start (a process limit) leaves its modules to the others.
+            let handles: Vec<_> = (1..threads)
+                .map_while(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
+                .collect();
             let here = work();
             handles
                 .into_iter()

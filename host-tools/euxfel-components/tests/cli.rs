@@ -334,3 +334,58 @@ fn make_virtual_cxi_takes_a_proposal_dir_and_run_number() {
         "xfel-make-virtual-cxi: invalid run number: \"twelve\""
     );
 }
+
+/// Where no thread can be started (a process limit, as on shared cluster nodes), a stacked
+/// extract is read by the calling thread alone: the same arrays, no panic. RLIMIT_NPROC binds
+/// only unprivileged users (root is exempt), so this needs root.
+#[test]
+fn extract_detector_without_threads() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        != 0
+    {
+        eprintln!("skipped: needs root to run xfel-extract as an unprivileged user");
+        return;
+    }
+    let td = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let run = td.path().join("run");
+    small_run(&run);
+    let exe = env!("CARGO_BIN_EXE_xfel-extract");
+    let extract = |launcher: &[&str], out: &str| {
+        let mut cmd = match launcher.split_first() {
+            Some((first, rest)) => {
+                let mut c = reader(first);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => reader(exe),
+        };
+        let r = cmd
+            .arg(&run)
+            .args(["image.data", "--detector", "--out"])
+            .arg(td.path().join(out))
+            .output_locked()
+            .expect("run");
+        let err = String::from_utf8_lossy(&r.stderr).into_owned();
+        assert!(r.status.success(), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        std::fs::read(td.path().join(out).join("data.npy")).expect("data.npy")
+    };
+    let threads = extract(&[], "threads");
+    let one = extract(
+        &[
+            "prlimit",
+            "--nproc=1",
+            "--",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+        "one",
+    );
+    assert_eq!(one, threads);
+}
