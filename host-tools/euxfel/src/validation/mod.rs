@@ -91,6 +91,11 @@ impl Checks {
     fn runs(&self, name: &str) -> bool {
         !self.skip.contains(name)
     }
+
+    /// The names of the skipped checks, sorted.
+    pub fn skipped(&self) -> Vec<String> {
+        self.skip.iter().cloned().collect()
+    }
 }
 
 /// One problem: EXtra-data's message and extra fields, and the check that found it.
@@ -243,6 +248,14 @@ pub struct Report {
     pub run: bool,
     /// The share of the run's files checked, if not all (run checks not done).
     pub shard: Option<Shard>,
+    /// The run directory as an absolute path (`None` for a single file): shards of
+    /// the same path given from different working directories are different runs.
+    pub directory: Option<PathBuf>,
+    /// The number of `.h5` files of the whole run directory, every shard included.
+    pub run_files: usize,
+    /// The checks skipped (`--skip`), sorted: shards made with different ones
+    /// cannot be merged.
+    pub skipped: Vec<String>,
     /// Per file, in file name order.
     pub files: Vec<FileResult>,
     /// Problems of the run checks.
@@ -281,41 +294,111 @@ impl std::fmt::Display for Shard {
 }
 
 /// Combine the reports of every shard of one run into the report of the whole
-/// run, run checks included: the same as validating it unsharded.
+/// run, run checks included: the same as validating it unsharded. Results that do
+/// not make up exactly one run, each file checked once with the same checks
+/// (`checks`, or those of the shards if `checks` skips none), are refused.
 pub fn merge(reports: Vec<Report>, checks: &Checks) -> Result<Report, Error> {
+    let refuse = |msg: String| Err(Error::ShardResults(msg));
     let Some(first) = reports.first() else {
-        return Err(Error::ShardResults("no results to merge".into()));
+        return refuse("no results to merge".into());
     };
-    let (path, count) = (first.path.clone(), first.shard.map_or(1, |s| s.count));
+    let (path, directory, run_files, skipped) = (
+        first.path.clone(),
+        first.directory.clone(),
+        first.run_files,
+        first.skipped.clone(),
+    );
+    let count = first.shard.map_or(1, |s| s.count);
+    if !checks.skip.is_empty() && checks.skipped() != skipped {
+        return refuse(format!(
+            "the results were made skipping [{}], not [{}] as --skip asks",
+            skipped.join(", "),
+            checks.skipped().join(", ")
+        ));
+    }
     let mut seen = vec![false; count];
     let mut files = Vec::new();
     for r in reports {
-        if r.path != path || !r.run {
-            return Err(Error::ShardResults(format!(
-                "results of {} and {} cannot be merged (one run directory only)",
-                path.display(),
+        if !r.run {
+            return refuse(format!(
+                "the results of {} are of a file, not of a run directory's shard",
                 r.path.display()
-            )));
+            ));
+        }
+        if r.path != path || r.directory != directory {
+            let dir = |r: &Report| {
+                r.directory
+                    .as_ref()
+                    .unwrap_or(&r.path)
+                    .display()
+                    .to_string()
+            };
+            return refuse(format!(
+                "results of {} and {} cannot be merged (the shards of one run directory only)",
+                directory.as_ref().unwrap_or(&path).display(),
+                dir(&r)
+            ));
+        }
+        if r.run_files != run_files {
+            return refuse(format!(
+                "the run had {run_files} files for one shard, {} for another: its files \
+                 changed between the shards",
+                r.run_files
+            ));
+        }
+        if r.skipped != skipped {
+            return refuse(format!(
+                "results made skipping [{}] and [{}] cannot be merged (use the same --skip \
+                 for every shard)",
+                skipped.join(", "),
+                r.skipped.join(", ")
+            ));
         }
         let shard = r.shard.unwrap_or(Shard { index: 0, count: 1 });
-        if shard.count != count || std::mem::replace(&mut seen[shard.index], true) {
-            return Err(Error::ShardResults(format!(
-                "shard {shard} does not fit the others (of {count}) or comes twice"
-            )));
+        match seen.get_mut(shard.index) {
+            Some(s) if shard.count == count && !*s => *s = true,
+            _ => {
+                return refuse(format!(
+                    "shard {shard} does not fit the others (of {count}) or comes twice"
+                ))
+            }
         }
-        files.extend(r.files);
+        files.extend(r.files.into_iter().map(|f| (shard.index, f)));
     }
     if let Some(missing) = seen.iter().position(|s| !s) {
-        return Err(Error::ShardResults(format!(
+        return refuse(format!(
             "the results of shard {missing}/{count} are missing"
-        )));
+        ));
     }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    let run_problems = run_checks(&path, &files, checks);
+    files.sort_by(|a, b| a.1.path.cmp(&b.1.path));
+    // Each file where its shard takes it, and as many as the run has: the files did
+    // not change between the shards.
+    let misplaced = files.iter().enumerate().find(|(i, (s, _))| i % count != *s);
+    if let Some((_, (s, f))) = misplaced {
+        return refuse(format!(
+            "{} is not a file of shard {s}/{count}: the run's files changed between the shards",
+            f.path.display()
+        ));
+    }
+    if files.len() != run_files {
+        return refuse(format!(
+            "the shards hold {} files, the run {run_files}: the run's files changed between \
+             the shards",
+            files.len()
+        ));
+    }
+    let files: Vec<FileResult> = files.into_iter().map(|(_, f)| f).collect();
+    let checks = Checks {
+        skip: skipped.iter().cloned().collect(),
+    };
+    let run_problems = run_checks(&path, &files, &checks);
     Ok(Report {
         path,
         run: true,
         shard: None,
+        directory,
+        run_files,
+        skipped,
         files,
         run_problems,
     })
@@ -355,6 +438,7 @@ pub fn validate_run(
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<Report, Error> {
     let mut paths = h5_files(dir)?;
+    let run_files = paths.len();
     if let Some(s) = shard {
         paths = paths
             .into_iter()
@@ -424,6 +508,9 @@ pub fn validate_run(
         path: dir.into(),
         run: true,
         shard,
+        directory: Some(std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?),
+        run_files,
+        skipped: checks.skipped(),
         files,
         run_problems,
     })

@@ -1,0 +1,256 @@
+//! The real xfel-validate on fixture runs: `--shard`/`--merge` results that do not
+//! make up one run, output that cannot be written, `--json` for several directories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use fixtures::euxfel::{make_run, Format, RunSpec};
+
+const VALIDATE: &str = env!("CARGO_BIN_EXE_xfel-validate");
+
+/// Run xfel-validate in `cwd`; (exit code, stdout, stderr). The children do not
+/// lock HDF5 files (other tests of this process write fixtures meanwhile).
+fn validate_in(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(VALIDATE)
+        .args(args)
+        .current_dir(cwd)
+        .env("HDF5_USE_FILE_LOCKING", "FALSE")
+        .output()
+        .expect("spawn");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A run of 2 sequences of 2 modules and the control files: 6 files.
+fn fixture(dir: &Path) {
+    let spec = RunSpec {
+        format: Format::V1_3,
+        trains_per_sequence: 5,
+        sequences: 2,
+        modules: 2,
+        frames: 1,
+        frame_height: 2,
+        frame_width: 3,
+        ..RunSpec::default()
+    };
+    make_run(dir, &spec).expect("fixture");
+}
+
+/// `--shard i/n --json` of `run` (relative to `cwd`) for each `i`, written to
+/// `<out>/<tag><i>.json`; the paths.
+fn shards(cwd: &Path, run: &str, n: usize, extra: &[&str], out: &Path, tag: &str) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let shard = format!("{i}/{n}");
+            let mut args = vec![run, "--shard", &shard, "--json"];
+            args.extend(extra);
+            let (code, json, err) = validate_in(cwd, &args);
+            assert!(code == 0 || code == 1, "{err}");
+            let p = out.join(format!("{tag}{i}.json"));
+            std::fs::write(&p, json).expect("write shard");
+            p.to_str().expect("utf8").to_string()
+        })
+        .collect()
+}
+
+fn merge(cwd: &Path, results: &[String], extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["--merge"];
+    args.extend(results.iter().map(String::as_str));
+    args.extend(extra);
+    validate_in(cwd, &args)
+}
+
+/// Shards of different runs, option sets or file lists, and results that are not
+/// shards, are refused with a message naming the reason: never merged into a
+/// report of a run that was not checked, and never a panic.
+#[test]
+fn merge_refuses_results_that_are_not_one_run() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (td.path().join("a"), td.path().join("b"));
+    fixture(&a.join("r0450"));
+    fixture(&b.join("r0450"));
+    let out = td.path().join("results");
+    std::fs::create_dir(&out).expect("mkdir");
+
+    // More shards than files: the empty ones merge too, into the unsharded report.
+    let (code, full, err) = validate_in(&a, &["r0450"]);
+    assert_eq!(code, 0, "{err}");
+    let many = shards(&a, "r0450", 9, &[], &out, "many");
+    assert_eq!(merge(&a, &many, &[]), (0, full, String::new()));
+
+    let refused = |results: &[String], extra: &[&str], why: &str| {
+        let (code, merged, err) = merge(&a, results, extra);
+        assert_eq!((code, merged.as_str()), (1, ""), "{why}: {err}");
+        assert!(err.contains(why), "{why}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    // Different --skip in the shards, or in the merge.
+    let plain = shards(&a, "r0450", 2, &[], &out, "plain");
+    let skip = shards(&a, "r0450", 2, &["--skip", "index_control"], &out, "skip");
+    refused(
+        &[plain[0].clone(), skip[1].clone()],
+        &[],
+        "use the same --skip for every shard",
+    );
+    refused(
+        &skip,
+        &["--skip", "sequence_gaps"],
+        "not [sequence_gaps] as --skip asks",
+    );
+    let (code, _, err) = merge(&a, &skip, &["--skip", "index_control"]);
+    assert_eq!(code, 0, "{err}");
+
+    // The same relative path, another run (another working directory).
+    let other = shards(&b, "r0450", 2, &[], &out, "other");
+    refused(
+        &[plain[0].clone(), other[1].clone()],
+        &[],
+        "(the shards of one run directory only)",
+    );
+    // A file added between the shards.
+    let grown = a.join("r0450/RAW-R0450-DA09-S00000.h5");
+    std::fs::copy(a.join("r0450/RAW-R0450-DA01-S00000.h5"), &grown).expect("copy");
+    let late = shards(&a, "r0450", 2, &[], &out, "late");
+    std::fs::remove_file(&grown).expect("rm");
+    refused(
+        &[plain[0].clone(), late[1].clone()],
+        &[],
+        "changed between the shards",
+    );
+
+    // Edited or cut results: a shard index out of range, zero shards, cut JSON.
+    let text = std::fs::read_to_string(&plain[1]).expect("read");
+    let edit = |name: &str, from: &str, to: &str| {
+        assert!(text.contains(from), "{text}");
+        let p = out.join(name);
+        std::fs::write(&p, text.replace(from, to)).expect("write");
+        p.to_str().expect("utf8").to_string()
+    };
+    let past = edit(
+        "past.json",
+        r#""shard":{"index":1,"count":2}"#,
+        r#""shard":{"index":7,"count":2}"#,
+    );
+    refused(&[plain[0].clone(), past], &[], "shard 7/2 does not fit");
+    let zero = edit(
+        "zero.json",
+        r#""shard":{"index":1,"count":2}"#,
+        r#""shard":{"index":0,"count":0}"#,
+    );
+    refused(&[zero], &[], "shard 0/0 does not fit");
+    let cut = out.join("cut.json");
+    std::fs::write(&cut, &text[..text.len() / 2]).expect("write");
+    let cut = cut.to_str().expect("utf8").to_string();
+    refused(
+        &[plain[0].clone(), cut.clone()],
+        &[],
+        &format!("{cut}: not the --json result of an xfel-validate shard"),
+    );
+
+    // The result of a single file.
+    let (_, one, _) = validate_in(&a, &["r0450/RAW-R0450-DA01-S00000.h5", "--json"]);
+    let one_p = out.join("one.json");
+    std::fs::write(&one_p, one).expect("write");
+    refused(
+        &[one_p.to_str().expect("utf8").to_string()],
+        &[],
+        "are of a file, not of a run directory's shard",
+    );
+}
+
+/// `--shard` takes one run directory: a file (or a missing path) and the two
+/// directories of `--data all` are refused instead of checked whole.
+#[test]
+fn shard_of_a_file_or_of_two_directories_is_refused() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let prop = td.path().join("exp/FXE/202601/p900123");
+    fixture(&prop.join("raw/r0450"));
+    fixture(&prop.join("proc/r0450"));
+    let file = prop.join("raw/r0450/RAW-R0450-DA01-S00000.h5");
+    let file = file.to_str().expect("utf8");
+    let (code, out, err) = validate_in(td.path(), &[file, "--shard", "0/2", "--json"]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(
+        err.contains(&format!("--shard takes a run directory: {file} is not one")),
+        "{err}"
+    );
+    let lookup = [
+        "--proposal",
+        "900123",
+        "--run",
+        "450",
+        "--data-root",
+        "exp",
+        "--data",
+        "all",
+    ];
+    let (code, out, err) = validate_in(td.path(), &[&lookup[..], &["--shard", "0/2"]].concat());
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(
+        err.contains("--shard takes one run directory, not 2"),
+        "{err}"
+    );
+
+    // --json for raw and proc: one document, with every report.
+    let (code, out, err) = validate_in(td.path(), &[&lookup[..], &["--json"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(doc["ok"], true);
+    let paths: Vec<PathBuf> = doc["reports"]
+        .as_array()
+        .expect("reports")
+        .iter()
+        .map(|r| PathBuf::from(r["path"].as_str().expect("path")))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            PathBuf::from("exp/FXE/202601/p900123/raw/r0450"),
+            PathBuf::from("exp/FXE/202601/p900123/proc/r0450")
+        ]
+    );
+}
+
+/// A report that cannot be written (a full disk, a reader that left) ends with
+/// exit 1 and, for a full disk, a message; never a panic or exit 0.
+#[test]
+fn unwritable_output_is_an_error_not_a_panic() {
+    let td = tempfile::tempdir().expect("tempdir");
+    fixture(&td.path().join("r0450"));
+    for json in [false, true] {
+        let mut args = vec!["r0450"];
+        if json {
+            args.push("--json");
+        }
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let o = Command::new(VALIDATE)
+            .args(&args)
+            .current_dir(td.path())
+            .stdout(full)
+            .output()
+            .expect("spawn");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("cannot write the report: No space left on device"),
+            "{err}"
+        );
+
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let o = Command::new(VALIDATE)
+            .args(&args)
+            .current_dir(td.path())
+            .stdout(Stdio::from(writer))
+            .output()
+            .expect("spawn");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!((o.status.code(), err.as_ref()), (Some(1), ""));
+    }
+}
