@@ -193,6 +193,19 @@ def two_d_first(f):
 BROKEN["index_2d"] = (DA01, two_d_first)
 
 
+def signed_negative_count(f):
+    """An index count stored as int64 with a negative entry: EXtra-data prints it
+    as -5, not as its uint64 bits."""
+    p = index_path(XGM_OUT, "data") + "/count"
+    a = f[p][:].astype("i8")
+    a[1] = -5
+    del f[p]
+    f[p] = a
+
+
+BROKEN["index_signed_negative"] = (DA01, signed_negative_count)
+
+
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_broken_runs_and_files(examples, tmp_path, name):
     d = copy_run(examples, tmp_path)
