@@ -6,6 +6,7 @@
 //! Each file is checked in a child process (this binary with `--check-one`), which
 //! is killed after `--timeout` seconds: a hanging filesystem cannot hang the check.
 
+use std::fmt::Write as _;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -33,12 +34,21 @@ struct Args {
     /// Search directories passed as input recursively for HDF5 files.
     #[arg(short = 'r', long = "recursive")]
     recursive: bool,
-    /// Timeout for the access check of one file, in seconds.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    /// Timeout for the access check of one file, in seconds (0 or less: none may
+    /// take any time; inf: no limit).
+    #[arg(long, default_value_t = 5.0, value_name = "SECS", value_parser = parse_timeout)]
     timeout: f64,
     /// Check one file and print each stage (used by this tool itself).
     #[arg(long, hide = true, value_name = "PATH")]
     check_one: Option<PathBuf>,
+}
+
+/// A number of seconds; NaN is not one.
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if !t.is_nan() => Ok(t),
+        _ => Err(format!("{s:?} is not a number of seconds")),
+    }
 }
 
 /// Python's exception class name for an I/O error, as EXtra-data prints it.
@@ -200,7 +210,12 @@ fn collect(a: &Args) -> Vec<PathBuf> {
             .collect();
         entries.sort();
         for p in entries {
-            if p.is_dir() && recursive {
+            // As Python's `glob('**/*.h5')`: symbolic links to directories are not
+            // followed (a link to a parent would recurse without end).
+            let linked = p
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink());
+            if p.is_dir() && recursive && !linked {
                 walk(&p, recursive, out);
             } else if p.extension().is_some_and(|e| e == "h5") {
                 out.push(p);
@@ -224,8 +239,7 @@ fn run(a: &Args) -> u8 {
     }
     let paths = collect(a);
     if paths.is_empty() {
-        println!("No HDF5 files to check");
-        return 0;
+        return emit("No HDF5 files to check\n").map_or(1, |()| 0);
     }
     let exe = match std::env::current_exe() {
         Ok(e) => e,
@@ -234,7 +248,8 @@ fn run(a: &Args) -> u8 {
             return 1;
         }
     };
-    let timeout = Duration::from_secs_f64(a.timeout.max(0.0));
+    // Past what a Duration holds (inf): no limit.
+    let timeout = Duration::try_from_secs_f64(a.timeout.max(0.0)).unwrap_or(Duration::MAX);
     // EXtra-data uses min(32, cpus / 4) threads (and fails below 4 CPUs); at least 1 here.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let nthreads = (cpus / 4).clamp(1, 32).min(paths.len());
@@ -258,18 +273,19 @@ fn run(a: &Args) -> u8 {
             });
         }
     });
-    println!();
+    let mut text = String::from("\n");
     let states = states.into_inner().unwrap_or_else(|e| e.into_inner());
     let times: Vec<f64> = states
         .iter()
         .filter_map(|(_, s)| s.strip_prefix("readable_").and_then(|t| t.parse().ok()))
         .collect();
     if times.is_empty() {
-        println!("no files are readable");
+        text.push_str("no files are readable\n");
     } else {
         let avg = times.iter().sum::<f64>() / times.len() as f64;
         let max = times.iter().cloned().fold(f64::MIN, f64::max);
-        println!(
+        let _ = writeln!(
+            text,
             "average access time: {}s, max access time: {}s",
             g3(avg),
             g3(max)
@@ -284,7 +300,7 @@ fn run(a: &Args) -> u8 {
         })
         .collect();
     if shown.is_empty() {
-        println!("all files readable");
+        text.push_str("all files readable\n");
     } else {
         shown.sort();
         let col = shown
@@ -294,10 +310,24 @@ fn run(a: &Args) -> u8 {
             .unwrap_or(0)
             + 3;
         for (p, s) in shown {
-            println!("{p:<col$} {s}");
+            let _ = writeln!(text, "{p:<col$} {s}");
         }
     }
-    u8::from(times.len() != paths.len())
+    emit(&text).map_or(1, |()| u8::from(times.len() != paths.len()))
+}
+
+/// Write `text` to stdout now; a failed write (a full disk, a closed pipe) is an
+/// error, so that a cut list never ends with exit 0.
+fn emit(text: &str) -> Result<(), ()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            // A reader that left (`| head`) needs no message.
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("xfel-readable: cannot write the result: {e}");
+            }
+        })
 }
 
 fn main() -> ExitCode {
