@@ -141,6 +141,17 @@ fn merge_refuses_results_that_are_not_one_run() {
         r#""shard":{"index":0,"count":0}"#,
     );
     refused(&[zero], &[], "shard 0/0 does not fit");
+    // A count no run has (2^60 shards): one missing shard, not 2^60 bytes of memory.
+    let huge = edit(
+        "huge.json",
+        r#""shard":{"index":1,"count":2}"#,
+        r#""shard":{"index":1,"count":1152921504606846976}"#,
+    );
+    refused(
+        &[huge],
+        &[],
+        "the results of shard 0/1152921504606846976 are missing",
+    );
     let cut = out.join("cut.json");
     std::fs::write(&cut, &text[..text.len() / 2]).expect("write");
     let cut = cut.to_str().expect("utf8").to_string();

@@ -316,7 +316,8 @@ pub fn merge(reports: Vec<Report>, checks: &Checks) -> Result<Report, Error> {
             checks.skipped().join(", ")
         ));
     }
-    let mut seen = vec![false; count];
+    // A set, not a vector of `count` flags: `count` comes from a file.
+    let mut seen = BTreeSet::new();
     let mut files = Vec::new();
     for r in reports {
         if !r.run {
@@ -355,17 +356,15 @@ pub fn merge(reports: Vec<Report>, checks: &Checks) -> Result<Report, Error> {
             ));
         }
         let shard = r.shard.unwrap_or(Shard { index: 0, count: 1 });
-        match seen.get_mut(shard.index) {
-            Some(s) if shard.count == count && !*s => *s = true,
-            _ => {
-                return refuse(format!(
-                    "shard {shard} does not fit the others (of {count}) or comes twice"
-                ))
-            }
+        if shard.count != count || shard.index >= count || !seen.insert(shard.index) {
+            return refuse(format!(
+                "shard {shard} does not fit the others (of {count}) or comes twice"
+            ));
         }
         files.extend(r.files.into_iter().map(|f| (shard.index, f)));
     }
-    if let Some(missing) = seen.iter().position(|s| !s) {
+    // The first index not seen is at most the number of shards seen.
+    if let Some(missing) = (0..count).find(|i| !seen.contains(i)) {
         return refuse(format!(
             "the results of shard {missing}/{count} are missing"
         ));
