@@ -252,6 +252,25 @@ def test_run_map_disagreeing_with_files(examples, tmp_path):
     assert code == 1
     assert "Data map cache entry disagrees on legacy_sources" in out
 
+    # A relative path: EXtra-data names the cache file as given.
+    tc, to, _ = run([py_tool("extra-data-validate"), d.name], cwd=tmp_path)
+    oc, oo, oe = run([rust_bin("xfel-validate"), d.name, *SKIP_EXTRAS], cwd=tmp_path)
+    assert (oc, parse(oo)) == (tc, parse(to)), oo + oe
+    assert f"  cache_file: {d.name}/karabo_data_map.json" in oo
+    # Shards of the relative path merged from another working directory: the run
+    # map is still read and its problems reported, as in the unsharded run.
+    code, full, _ = run([rust_bin("xfel-validate"), d.name], cwd=tmp_path)
+    results = []
+    for i in range(2):
+        code, out, err = run(
+            [rust_bin("xfel-validate"), d.name, "--shard", f"{i}/2", "--json"], cwd=tmp_path
+        )
+        assert code in (0, 1), err
+        results.append(tmp_path / f"shard{i}.json")
+        results[-1].write_text(out)
+    code, merged, err = run([rust_bin("xfel-validate"), "--merge", *results], cwd="/")
+    assert (code, merged) == (1, full), err
+
 
 def test_crash_and_misreport_of_extra_data_are_real_problems(examples, tmp_path):
     """Where EXtra-data crashes (control count shorter than first) or misreports

@@ -103,7 +103,10 @@ fn locality_of_odd_pseudo_files_and_unwritable_output() {
         "Unknown locality: {'ONLINE\\nNEARLINE', 'error: Is a directory (os error 21)', \
          'error: stream did not contain valid UTF-8'}"
     );
-    assert!(out.contains(&format!("Only on tape:\n  {ds}/d.h5\n")), "{out}");
+    assert!(
+        out.contains(&format!("Only on tape:\n  {ds}/d.h5\n")),
+        "{out}"
+    );
 
     let (code, _, err) = run(LOCALITY, &[ds], true);
     assert_eq!(code, 1 | 4 | 8);

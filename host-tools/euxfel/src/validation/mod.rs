@@ -390,7 +390,9 @@ pub fn merge(reports: Vec<Report>, checks: &Checks) -> Result<Report, Error> {
     let checks = Checks {
         skip: skipped.iter().cloned().collect(),
     };
-    let run_problems = run_checks(&path, &files, &checks);
+    // The run map is read where the shards found the run, whatever the working
+    // directory of the merge.
+    let run_problems = run_checks(&path, directory.as_deref(), &files, &checks);
     Ok(Report {
         path,
         run: true,
@@ -501,13 +503,13 @@ pub fn validate_run(
     let files: Vec<FileResult> = slots.into_iter().flatten().collect();
     let run_problems = match shard {
         Some(_) => Vec::new(),
-        None => run_checks(dir, &files, checks),
+        None => run_checks(dir, None, &files, checks),
     };
     Ok(Report {
         path: dir.into(),
         run: true,
         shard,
-        directory: Some(std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?),
+        directory: Some(std::path::absolute(dir).map_err(|e| Error::io(dir, e))?),
         run_files,
         skipped: checks.skipped(),
         files,
@@ -521,15 +523,32 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The checks on a whole run, from the per-file results.
-pub fn run_checks(dir: &Path, files: &[FileResult], checks: &Checks) -> Vec<Problem> {
+/// A run directory as given (for the problems' fields) and where it is (to read
+/// its run map).
+pub(crate) struct RunDir<'a> {
+    pub given: &'a Path,
+    pub absolute: &'a Path,
+}
+
+/// The checks on a whole run, from the per-file results; `absolute`: where the
+/// directory `dir` is (else `dir` is read from the working directory).
+pub fn run_checks(
+    dir: &Path,
+    absolute: Option<&Path>,
+    files: &[FileResult],
+    checks: &Checks,
+) -> Vec<Problem> {
+    let run_dir = RunDir {
+        given: dir,
+        absolute: absolute.unwrap_or(dir),
+    };
     let summaries: Vec<&FileSummary> = files.iter().filter_map(|f| f.summary.as_ref()).collect();
     let mut problems = Vec::new();
     if summaries.is_empty() {
         problems
             .push(Problem::new("run", "No usable files found").with("directory", dir.display()));
     }
-    type RunCheck = fn(&Path, &[&FileSummary], &mut Vec<Problem>);
+    type RunCheck = fn(&RunDir<'_>, &[&FileSummary], &mut Vec<Problem>);
     let all: [(&str, RunCheck); 5] = [
         ("run_json_cache", run_json_cache),
         ("source_conflicts", source_conflicts),
@@ -540,7 +559,7 @@ pub fn run_checks(dir: &Path, files: &[FileResult], checks: &Checks) -> Vec<Prob
     for (name, check) in all {
         if checks.runs(name) {
             let start = problems.len();
-            check(dir, &summaries, &mut problems);
+            check(&run_dir, &summaries, &mut problems);
             for p in &mut problems[start..] {
                 p.check = name.into();
             }
