@@ -265,3 +265,46 @@ fn unwritable_output_is_an_error_not_a_panic() {
         assert_eq!((o.status.code(), err.as_ref()), (Some(1), ""));
     }
 }
+
+/// A file whose name is not UTF-8 is checked like any other (it was reported
+/// missing, then unreadable by libhdf5), and `--json` still writes the report.
+#[test]
+fn file_names_that_are_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+
+    let td = tempfile::tempdir().expect("tempdir");
+    let run = td.path().join("r0450");
+    fixture(&run);
+    let odd = run.join(std::ffi::OsStr::from_bytes(
+        b"RAW-R0450-DA01-S00001-\xff.h5",
+    ));
+    std::fs::rename(run.join("RAW-R0450-DA01-S00001.h5"), &odd).expect("rename");
+    let (code, out, err) = validate_in(td.path(), &["r0450"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.ends_with("\nNo problems found\n"), "{out}");
+    let (code, out, err) = validate_in(td.path(), &["r0450", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(doc["ok"], true);
+    assert!(
+        out.contains("RAW-R0450-DA01-S00001-\u{fffd}.h5"),
+        "the name with U+FFFD: {out}"
+    );
+    let o = Command::new(VALIDATE)
+        .arg(&odd)
+        .env("HDF5_USE_FILE_LOCKING", "FALSE")
+        .output()
+        .expect("spawn");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.ends_with("\nNo problems found\n"), "{out}");
+
+    // Its dCache pseudo-file is found under the same bytes.
+    let pseudo = b".(get)(RAW-R0450-DA01-S00001-\xff.h5)(locality)";
+    std::fs::write(run.join(std::ffi::OsStr::from_bytes(pseudo)), "NEARLINE\n").expect("write");
+    let o = Command::new(env!("CARGO_BIN_EXE_xfel-locality"))
+        .arg(&odd)
+        .output()
+        .expect("spawn");
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+}

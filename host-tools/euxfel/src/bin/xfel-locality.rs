@@ -21,7 +21,7 @@ use euxfel::locality::{get_locality, locality_code};
 )]
 struct Args {
     /// Run directory of HDF5 files (or one file).
-    path: String,
+    path: PathBuf,
 }
 
 /// Exit status bit when the output could not be written (a full disk, a closed
@@ -88,13 +88,13 @@ fn run(a: &Args) -> u8 {
 }
 
 fn check(a: &Args, out: &mut Out) -> u8 {
-    let base = PathBuf::from(&a.path);
+    let base = &a.path;
     if !base.exists() {
-        out.write(&format!("Path '{}' is not found\n", a.path));
+        out.write(&format!("Path '{}' is not found\n", a.path.display()));
         return 255;
     }
     let mut files: Vec<PathBuf> = if base.is_dir() {
-        std::fs::read_dir(&base)
+        std::fs::read_dir(base)
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok())
@@ -107,7 +107,11 @@ fn check(a: &Args, out: &mut Out) -> u8 {
         Vec::new()
     };
     files.sort();
-    out.write(&format!("Checking {} files in {}\n", files.len(), a.path));
+    out.write(&format!(
+        "Checking {} files in {}\n",
+        files.len(),
+        a.path.display()
+    ));
     let mut by_loc: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for f in &files {
         // A pseudo-file that cannot be read makes the locality unknown.

@@ -138,10 +138,35 @@ pub fn problems_text(problems: &[Problem]) -> String {
     lines.join("\n")
 }
 
+/// Paths in `--json` as text: a name that is not UTF-8 is written with U+FFFD in
+/// place of its bad bytes (JSON holds text only) instead of failing the report.
+mod lossy_path {
+    use std::path::{Path, PathBuf};
+
+    pub fn serialize<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string_lossy())
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: serde::Serializer>(
+            p: &Option<PathBuf>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match p {
+                Some(p) => super::serialize(p, s),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
 /// What the run checks need of one opened file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileSummary {
     /// Absolute path.
+    #[serde(serialize_with = "lossy_path::serialize")]
     pub path: PathBuf,
     pub format_version: String,
     pub train_ids: Vec<u64>,
@@ -155,6 +180,7 @@ pub struct FileSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileResult {
     /// The path as given (joined to the run directory as given).
+    #[serde(serialize_with = "lossy_path::serialize")]
     pub path: PathBuf,
     pub problems: Vec<Problem>,
     /// `None` if the file could not be opened.
@@ -243,6 +269,7 @@ pub struct Progress<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// The path as given.
+    #[serde(serialize_with = "lossy_path::serialize")]
     pub path: PathBuf,
     /// `true` for a run directory.
     pub run: bool,
@@ -250,6 +277,7 @@ pub struct Report {
     pub shard: Option<Shard>,
     /// The run directory as an absolute path (`None` for a single file): shards of
     /// the same path given from different working directories are different runs.
+    #[serde(serialize_with = "lossy_path::option::serialize")]
     pub directory: Option<PathBuf>,
     /// The number of `.h5` files of the whole run directory, every shard included.
     pub run_files: usize,
@@ -418,11 +446,12 @@ impl Report {
 
 /// The `.h5` files of a run directory, sorted.
 fn h5_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
+    // Names as the OS gives them: one that is not UTF-8 is still a file to check.
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".h5"))
+        .map(|e| e.file_name())
+        .filter(|n| n.as_encoded_bytes().ends_with(b".h5"))
         .collect();
     names.sort();
     Ok(names.into_iter().map(|n| dir.join(n)).collect())
