@@ -182,7 +182,7 @@ fn shard_of_a_file_or_of_two_directories_is_refused() {
     fixture(&prop.join("proc/r0450"));
     let file = prop.join("raw/r0450/RAW-R0450-DA01-S00000.h5");
     let file = file.to_str().expect("utf8");
-    let (code, out, err) = validate_in(td.path(), &[file, "--shard", "0/2", "--json"]);
+    let (code, out, err) = validate_in(td.path(), &[file, "--shard", "0/2"]);
     assert_eq!((code, out.as_str()), (1, ""), "{err}");
     assert!(
         err.contains(&format!("--shard takes a run directory: {file} is not one")),
@@ -307,4 +307,57 @@ fn file_names_that_are_not_utf8() {
         .output()
         .expect("spawn");
     assert_eq!(o.status.code(), Some(1), "{o:?}");
+}
+
+/// With `--json`, a failure without a report is still one document on stdout
+/// (`{"ok": false, "error": ...}`), and `--merge` says why a shard failed.
+#[test]
+fn json_on_failure_paths() {
+    let td = tempfile::tempdir().expect("tempdir");
+    fixture(&td.path().join("r0450"));
+    let doc = |args: &[&str], code: i32, error: &str| {
+        let (c, out, err) = validate_in(td.path(), args);
+        assert_eq!(c, code, "{args:?}: {out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+        assert_eq!(
+            v,
+            serde_json::json!({"ok": false, "error": error}),
+            "{args:?}"
+        );
+        assert!(err.contains(error), "{err}");
+        out
+    };
+    doc(
+        &[
+            "--proposal",
+            "9",
+            "--run",
+            "1",
+            "--data-root",
+            "exp",
+            "--json",
+        ],
+        1,
+        "couldn't find proposal dir for \"p000009\" under exp",
+    );
+    doc(
+        &["r0450", "--skip", "nope", "--json"],
+        1,
+        "Unknown names passed to --skip: nope",
+    );
+    let failed = doc(
+        &["r0450/missing", "--shard", "0/2", "--json"],
+        1,
+        "--shard takes a run directory: r0450/missing is not one",
+    );
+    std::fs::write(td.path().join("failed.json"), failed).expect("write");
+    let (code, ok, _) = validate_in(td.path(), &["r0450", "--shard", "1/2", "--json"]);
+    assert_eq!(code, 0);
+    std::fs::write(td.path().join("ok.json"), ok).expect("write");
+    let (code, out, err) = validate_in(td.path(), &["--merge", "ok.json", "failed.json"]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(
+        err.contains("failed.json: the shard failed: --shard takes a run directory"),
+        "{err}"
+    );
 }

@@ -110,6 +110,30 @@ struct JsonRuns<'a> {
     reports: &'a [Report],
 }
 
+/// `--json` when there is no report (a run not found, results that cannot be
+/// merged, Ctrl-C): still one document for scripts, `{"ok": false, "error": ...}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JsonError {
+    ok: bool,
+    error: String,
+}
+
+/// A failure without a report: the message on stderr, and with `--json` the
+/// document saying so on stdout; exit status `code`.
+fn fail(a: &Args, msg: &str, code: u8) -> Result<u8, u8> {
+    eprintln!("xfel-validate: {msg}");
+    if a.json {
+        let doc = JsonError {
+            ok: false,
+            error: msg.into(),
+        };
+        if let Ok(s) = serde_json::to_string(&doc) {
+            emit(&format!("{s}\n"))?;
+        }
+    }
+    Ok(code)
+}
+
 fn read_results(paths: &[PathBuf]) -> Result<Vec<Report>, String> {
     paths
         .iter()
@@ -121,7 +145,13 @@ fn read_results(paths: &[PathBuf]) -> Result<Vec<Report>, String> {
                 )
             };
             let text = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            serde_json::from_slice(&text).map_err(|e| bad(&e))
+            serde_json::from_slice(&text).map_err(|e| {
+                // The --json of a shard that failed says why.
+                match serde_json::from_slice::<JsonError>(&text) {
+                    Ok(failed) => format!("{}: the shard failed: {}", p.display(), failed.error),
+                    Err(_) => bad(&e),
+                }
+            })
         })
         .collect()
 }
@@ -145,10 +175,11 @@ fn try_run(a: &Args) -> Result<u8, u8> {
     let checks = match Checks::skipping(&a.skip) {
         Ok(c) => c,
         Err(unknown) => {
-            emit(&format!(
-                "Unknown names passed to --skip: {}\n",
-                unknown.join(", ")
-            ))?;
+            let msg = format!("Unknown names passed to --skip: {}", unknown.join(", "));
+            if a.json {
+                return fail(a, &msg, 1);
+            }
+            emit(&format!("{msg}\n"))?;
             return Ok(1);
         }
     };
@@ -165,37 +196,28 @@ fn try_run(a: &Args) -> Result<u8, u8> {
                 }
                 print_reports(a, &[report])
             }
-            Err(e) => {
-                eprintln!("xfel-validate: {e}");
-                Ok(1)
-            }
+            Err(e) => fail(a, &e, 1),
         };
     }
     let paths = match a.lookup.directories() {
         Ok(Some(dirs)) => dirs,
         Ok(None) => a.path.iter().cloned().collect(),
-        Err(e) => {
-            eprintln!("xfel-validate: {e}");
-            return Ok(1);
-        }
+        Err(e) => return fail(a, &e.to_string(), 1),
     };
     if a.shard.is_some() {
         // A share of one run's files: --merge takes the shards of one directory.
         match paths.as_slice() {
             [p] if p.is_dir() => {}
             [p] => {
-                eprintln!(
-                    "xfel-validate: --shard takes a run directory: {} is not one",
-                    p.display()
-                );
-                return Ok(1);
+                let msg = format!("--shard takes a run directory: {} is not one", p.display());
+                return fail(a, &msg, 1);
             }
             _ => {
-                eprintln!(
-                    "xfel-validate: --shard takes one run directory, not {} (use --data raw or proc)",
+                let msg = format!(
+                    "--shard takes one run directory, not {} (use --data raw or proc)",
                     paths.len()
                 );
-                return Ok(1);
+                return fail(a, &msg, 1);
             }
         }
     }
@@ -233,16 +255,12 @@ fn validate(a: &Args, path: &Path, checks: &Checks) -> Result<Result<Report, u8>
             Err(Error::Interrupted) => {
                 // EXtra-data's line; no report of a partial validation.
                 if a.json {
-                    eprintln!("xfel-validate: interrupted");
-                } else {
-                    emit("\n^C (validation cancelled)\n")?;
+                    return fail(a, "interrupted", EXIT_INTERRUPTED).map(Err);
                 }
+                emit("\n^C (validation cancelled)\n")?;
                 Ok(Err(EXIT_INTERRUPTED))
             }
-            Err(e) => {
-                eprintln!("xfel-validate: {e}");
-                Ok(Err(1))
-            }
+            Err(e) => fail(a, &e.to_string(), 1).map(Err),
         };
     }
     if !a.json {
