@@ -115,3 +115,68 @@ fn locality_of_odd_pseudo_files_and_unwritable_output() {
         "{err}"
     );
 }
+
+/// The children of a process (of all its threads), from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+    {
+        let Ok(task) = task else { continue };
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        found.extend(
+            list.split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    found
+}
+
+/// SIGTERM (a Slurm job's end) and SIGINT while a check hangs on a file (a FIFO
+/// whose open blocks): the check's process is killed with the tool, not left
+/// behind blocked on the file; exit 128 + the signal, no list of the files.
+#[test]
+fn readable_stopped_by_a_signal_kills_its_hanging_check() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let fifo = td.path().join("RAW-R0001-DA01-S00000.h5");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        let tool = Command::new(READABLE)
+            .args([td.path().to_str().expect("utf8"), "--timeout", "inf"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Its check process appears once it started on the FIFO (bounded wait).
+        let mut check = None;
+        for _ in 0..600 {
+            check = children(tool.id()).first().copied();
+            if check.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let check = check.expect("a check process");
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), tool.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let o = tool.wait_with_output().expect("wait");
+        let alive = Path::new(&format!("/proc/{check}")).exists();
+        if alive {
+            let _ = Command::new("kill")
+                .args(["-9", &check.to_string()])
+                .status();
+        }
+        assert!(!alive, "SIG{signal}: check process {check} left behind");
+        assert_eq!(o.status.code(), Some(code), "SIG{signal}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "xfel-readable: interrupted\n"
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "\n");
+    }
+}

@@ -10,8 +10,9 @@ use std::fmt::Write as _;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -150,8 +151,27 @@ fn g3(x: f64) -> String {
     }
 }
 
+/// Set by SIGTERM (a job ended by Slurm); SIGINT sets euxfel's interrupt flag.
+static TERMINATED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// The signal that asks the tool to stop (its exit status is 128 + it), if one came.
+fn stop_signal() -> Option<i32> {
+    if euxfel::interrupted() {
+        Some(signal_hook::consts::SIGINT)
+    } else if TERMINATED.get().is_some_and(|f| f.load(Ordering::Relaxed)) {
+        Some(signal_hook::consts::SIGTERM)
+    } else {
+        None
+    }
+}
+
+/// How often a wait for a check polls for SIGINT/SIGTERM.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
 /// Run the check of one file in a child process; (result character, last line).
-fn monitor(exe: &Path, path: &Path, timeout: Duration) -> (char, String) {
+/// `None` if SIGINT or SIGTERM came meanwhile: the child is killed, not left
+/// hanging on the file after this process ends.
+fn monitor(exe: &Path, path: &Path, timeout: Duration) -> Option<(char, String)> {
     let child = Command::new(exe)
         .arg("--check-one")
         .arg(path)
@@ -160,7 +180,7 @@ fn monitor(exe: &Path, path: &Path, timeout: Duration) -> (char, String) {
         .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) => return ('E', format!("check command fails to start: {e}")),
+        Err(e) => return Some(('E', format!("check command fails to start: {e}"))),
     };
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let (tx, rx) = mpsc::channel();
@@ -176,7 +196,21 @@ fn monitor(exe: &Path, path: &Path, timeout: Duration) -> (char, String) {
             let _ = tx.send(());
         });
     }
-    let done = rx.recv_timeout(timeout).is_ok();
+    let start = Instant::now();
+    let done = loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left.min(STOP_POLL)) {
+            // The reader saw the end of the child's output.
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break true,
+            Err(mpsc::RecvTimeoutError::Timeout) if stop_signal().is_some() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if left <= STOP_POLL => break false,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    };
     if !done {
         let _ = child.kill();
     }
@@ -186,7 +220,7 @@ fn monitor(exe: &Path, path: &Path, timeout: Duration) -> (char, String) {
         .unwrap_or_else(|e| e.into_inner())
         .last()
         .cloned();
-    match (done, last) {
+    Some(match (done, last) {
         (false, Some(l)) => ('T', l),
         (false, None) => ('T', "Status unknown, no output from check command".into()),
         (true, Some(l)) if l.starts_with("readable") => ('.', l),
@@ -197,7 +231,7 @@ fn monitor(exe: &Path, path: &Path, timeout: Duration) -> (char, String) {
                 _ => ('E', l),
             }
         }
-    }
+    })
 }
 
 fn collect(a: &Args) -> Vec<PathBuf> {
@@ -258,11 +292,16 @@ fn run(a: &Args) -> u8 {
     std::thread::scope(|s| {
         for _ in 0..nthreads {
             s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if stop_signal().is_some() {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(p) = paths.get(i) else {
                     break;
                 };
-                let (c, state) = monitor(&exe, p, timeout);
+                let Some((c, state)) = monitor(&exe, p, timeout) else {
+                    break;
+                };
                 let mut out = std::io::stdout().lock();
                 let _ = write!(out, "{c}");
                 let _ = out.flush();
@@ -273,6 +312,12 @@ fn run(a: &Args) -> u8 {
             });
         }
     });
+    if let Some(sig) = stop_signal() {
+        // The other checks were not done: no list that reads as complete.
+        let _ = emit("\n");
+        eprintln!("xfel-readable: interrupted");
+        return 128 + sig as u8;
+    }
     let mut text = String::from("\n");
     let states = states.into_inner().unwrap_or_else(|e| e.into_inner());
     let times: Vec<f64> = states
@@ -331,7 +376,18 @@ fn emit(text: &str) -> Result<(), ()> {
 }
 
 fn main() -> ExitCode {
-    ExitCode::from(run(&Args::parse()))
+    let a = Args::parse();
+    if a.check_one.is_none() {
+        // Stop the checks (and kill their processes) on Ctrl-C or a job's end.
+        let term = TERMINATED.get_or_init(|| Arc::new(AtomicBool::new(false)));
+        let caught = euxfel::catch_interrupt().and_then(|()| {
+            signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(term))
+        });
+        if let Err(e) = caught {
+            eprintln!("xfel-readable: signals will end the process at once: {e}");
+        }
+    }
+    ExitCode::from(run(&a))
 }
 
 #[cfg(test)]
