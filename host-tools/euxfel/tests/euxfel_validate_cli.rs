@@ -361,3 +361,40 @@ fn json_on_failure_paths() {
         "{err}"
     );
 }
+
+/// `--data-root` wins over `$EXTRA_DATA_DATA_ROOT`, which wins over the default;
+/// an empty one is the working directory, as for EXtra-data.
+#[test]
+fn data_root_option_environment_and_empty() {
+    let td = tempfile::tempdir().expect("tempdir");
+    fixture(&td.path().join("FXE/202601/p900123/raw/r0450"));
+    let with_env = |env: &str, args: &[&str]| {
+        let o = Command::new(VALIDATE)
+            .args(["--proposal", "900123", "--run", "450"])
+            .args(args)
+            .current_dir(td.path())
+            .env("EXTRA_DATA_DATA_ROOT", env)
+            .env("HDF5_USE_FILE_LOCKING", "FALSE")
+            .output()
+            .expect("spawn");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let root = td.path().to_str().expect("utf8");
+    let found = |(code, out, err): (Option<i32>, String, String)| {
+        assert_eq!(code, Some(0), "{out}{err}");
+        assert!(out.ends_with("No problems found\n"), "{out}");
+    };
+    found(with_env("/nonexistent-root", &["--data-root", root]));
+    found(with_env(root, &[]));
+    found(with_env("", &[]));
+    let (code, _, err) = with_env(root, &["--data-root", "/nonexistent-root"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("couldn't find proposal dir for \"p900123\" under /nonexistent-root"),
+        "{err}"
+    );
+}
