@@ -161,6 +161,16 @@ fn merge_refuses_results_that_are_not_one_run() {
         &format!("{cut}: not the --json result of an xfel-validate shard"),
     );
 
+    // An empty result: a shard killed at its time limit before its report.
+    let empty = out.join("empty.json");
+    std::fs::write(&empty, "").expect("write");
+    let empty = empty.to_str().expect("utf8").to_string();
+    refused(
+        &[plain[0].clone(), empty.clone()],
+        &[],
+        &format!("{empty}: empty: its shard did not finish"),
+    );
+
     // The result of a single file.
     let (_, one, _) = validate_in(&a, &["r0450/RAW-R0450-DA01-S00000.h5", "--json"]);
     let one_p = out.join("one.json");

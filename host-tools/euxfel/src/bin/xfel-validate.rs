@@ -145,6 +145,12 @@ fn read_results(paths: &[PathBuf]) -> Result<Vec<Report>, String> {
                 )
             };
             let text = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            if text.trim_ascii().is_empty() {
+                return Err(format!(
+                    "{}: empty: its shard did not finish (killed, or failed before its report)",
+                    p.display()
+                ));
+            }
             serde_json::from_slice(&text).map_err(|e| {
                 // The --json of a shard that failed says why.
                 match serde_json::from_slice::<JsonError>(&text) {
