@@ -206,6 +206,18 @@ def signed_negative_count(f):
 BROKEN["index_signed_negative"] = (DA01, signed_negative_count)
 
 
+def negative_train_id(f):
+    """INDEX/trainId stored as int64 ending with -1: out of order for EXtra-data,
+    not a huge unsigned ID."""
+    a = f["INDEX/trainId"][:].astype("i8")
+    a[-1] = -1
+    del f["INDEX/trainId"]
+    f["INDEX/trainId"] = a
+
+
+BROKEN["tid_negative_int64"] = (DA01, negative_train_id)
+
+
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_broken_runs_and_files(examples, tmp_path, name):
     d = copy_run(examples, tmp_path)

@@ -36,9 +36,13 @@ fn read<T>(
     }
 }
 
-fn all_train_ids(fa: &Arc<FileAccess>, problems: &mut Vec<Problem>) -> Option<Vec<u64>> {
+/// `INDEX/trainId` as numpy holds it: stored as int64, a negative ID is negative
+/// (out of order after positive ones), not a huge unsigned one.
+fn all_train_ids(fa: &Arc<FileAccess>, problems: &mut Vec<Problem>) -> Option<Vec<i128>> {
     read(fa, "INDEX/trainId", problems, |r| {
-        r.read_ints("INDEX/trainId", None)
+        let signed = is_signed(&r.dtype_shape("INDEX/trainId")?.0);
+        let ids = r.read_ints("INDEX/trainId", None)?;
+        Ok(ids.into_iter().map(|t| index_value(t, signed)).collect())
     })
 }
 
@@ -60,7 +64,7 @@ pub(super) fn train_ids_order(fa: &Arc<FileAccess>, problems: &mut Vec<Problem>)
     let Some(tids) = all_train_ids(fa, problems) else {
         return;
     };
-    let nonzero: Vec<u64> = tids.into_iter().filter(|&t| t != 0).collect();
+    let nonzero: Vec<i128> = tids.into_iter().filter(|&t| t != 0).collect();
     if let Some(pos) = nonzero.windows(2).position(|w| w[1] <= w[0]) {
         problems.push(
             Problem::new(
@@ -80,9 +84,9 @@ pub(super) fn train_ids_unique(fa: &Arc<FileAccess>, problems: &mut Vec<Problem>
     let Some(tids) = all_train_ids(fa, problems) else {
         return;
     };
-    let mut sorted: Vec<u64> = tids.into_iter().filter(|&t| t != 0).collect();
+    let mut sorted: Vec<i128> = tids.into_iter().filter(|&t| t != 0).collect();
     sorted.sort_unstable();
-    let dups: BTreeSet<u64> = sorted
+    let dups: BTreeSet<i128> = sorted
         .windows(2)
         .filter(|w| w[0] == w[1])
         .map(|w| w[0])
