@@ -23,7 +23,7 @@ use euxfel::{Error, FileAccess};
 #[command(
     name = "xfel-readable",
     about = "Check whether European XFEL data files are readable. Exit status: 0 if all files \
-             are readable, 1 otherwise."
+             are readable, 1 otherwise, 2 usage error, 130/143 stopped by SIGINT/SIGTERM."
 )]
 struct Args {
     /// Folders of input data (or files) to check.

@@ -18,8 +18,8 @@ use euxfel::{catch_interrupt, Error, EXIT_INTERRUPTED};
 #[command(
     name = "xfel-validate",
     about = "Validate EuXFEL HDF5 files or run directories (EXtra-data's extra-data-validate checks \
-             and cross-file checks). Exit status: 0 no problems, 1 problems found or bad arguments, \
-             2 usage error."
+             and cross-file checks). Exit status: 0 no problems, 1 problems found, bad arguments or a \
+             report that could not be written, 2 usage error, 130 interrupted (Ctrl-C)."
 )]
 struct Args {
     /// HDF5 file or run directory of HDF5 files.
