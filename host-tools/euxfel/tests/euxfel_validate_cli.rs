@@ -408,3 +408,41 @@ fn data_root_option_environment_and_empty() {
         "{err}"
     );
 }
+
+/// A run map cut short (or a directory in its place) is never used by the
+/// readers: `run_map_entries` says so instead of "No problems found".
+#[test]
+fn unreadable_run_map_is_a_problem() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let run = td.path().join("r0450");
+    fixture(&run);
+    let map = run.join("karabo_data_map.json");
+    // A good map (lsxfel writes one) is no problem.
+    let lsxfel = Command::new(env!("CARGO_BIN_EXE_lsxfel"))
+        .arg(&run)
+        .env("HDF5_USE_FILE_LOCKING", "FALSE")
+        .output()
+        .expect("lsxfel");
+    assert!(lsxfel.status.success());
+    let good = std::fs::read(&map).expect("lsxfel wrote the run map");
+    let (code, out, err) = validate_in(td.path(), &["r0450"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    std::fs::write(&map, &good[..good.len() / 2]).expect("cut");
+    let (code, out, _) = validate_in(td.path(), &["r0450", "--json"]);
+    assert_eq!(code, 1);
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let problems = doc["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 1, "{out}");
+    assert_eq!(problems[0]["check"], "run_map_entries");
+    assert_eq!(problems[0]["msg"], "Data map cache file cannot be read");
+    assert_eq!(problems[0]["cache_file"], "r0450/karabo_data_map.json");
+    let (code, _, _) = validate_in(td.path(), &["r0450", "--skip", "run_map_entries"]);
+    assert_eq!(code, 0);
+
+    std::fs::remove_file(&map).expect("rm");
+    std::fs::create_dir(&map).expect("mkdir");
+    let (code, out, _) = validate_in(td.path(), &["r0450"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("Data map cache file cannot be read\n  cache_file: r0450/karabo_data_map.json\n  error: Is a directory"), "{out}");
+}

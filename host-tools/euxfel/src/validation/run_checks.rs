@@ -44,12 +44,34 @@ pub(super) fn run_json_cache(
     }
 }
 
-/// What run_json_cache does not compare: legacy names and suspect trains.
+/// A run map that is there but cannot be read as a JSON list (cut short, a
+/// directory): the reader ignores it, as EXtra-data does, so it is never used.
+fn unreadable_map(dir: &RunDir<'_>) -> Option<String> {
+    let text = match std::fs::read(dir.absolute.join(MAP_FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(e.to_string()),
+    };
+    serde_json::from_slice::<Vec<serde_json::Value>>(&text)
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// What run_json_cache does not compare: legacy names and suspect trains; and a
+/// run map that cannot be read.
 pub(super) fn run_map_entries(
     dir: &RunDir<'_>,
     files: &[&FileSummary],
     problems: &mut Vec<Problem>,
 ) {
+    if let Some(error) = unreadable_map(dir) {
+        problems.push(
+            Problem::new("", "Data map cache file cannot be read")
+                .with("cache_file", cache_file(dir).display())
+                .with("error", error),
+        );
+        return;
+    }
     let map = RunFilesMap::load(dir.absolute);
     for f in files {
         let Some(e) = map_entry(&map, f) else {
