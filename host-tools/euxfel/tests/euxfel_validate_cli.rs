@@ -121,6 +121,16 @@ fn merge_refuses_results_that_are_not_one_run() {
         "changed between the shards",
     );
 
+    // The run directory gone (or not mounted where the merge runs): the run map
+    // checks cannot run, so no report; without those checks the merge works.
+    let map_skips = ["--skip", "run_json_cache", "--skip", "run_map_entries"];
+    let no_map = shards(&a, "r0450", 2, &map_skips, &out, "nomap");
+    std::fs::rename(a.join("r0450"), a.join("moved")).expect("mv");
+    refused(&plain, &[], "r0450 is not here: the run map checks read it");
+    let (code, _, err) = merge(&a, &no_map, &[]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::rename(a.join("moved"), a.join("r0450")).expect("mv");
+
     // Edited or cut results: a shard index out of range, zero shards, cut JSON.
     let text = std::fs::read_to_string(&plain[1]).expect("read");
     let edit = |name: &str, from: &str, to: &str| {

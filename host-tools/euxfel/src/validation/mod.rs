@@ -418,6 +418,16 @@ pub fn merge(reports: Vec<Report>, checks: &Checks) -> Result<Report, Error> {
     let checks = Checks {
         skip: skipped.iter().cloned().collect(),
     };
+    // The run map checks read the run directory itself: without it they would
+    // pass silently.
+    let reads_map = checks.runs("run_json_cache") || checks.runs("run_map_entries");
+    if let Some(d) = directory.as_ref().filter(|d| reads_map && !d.is_dir()) {
+        return refuse(format!(
+            "the run directory {} is not here: the run map checks read it (merge where the \
+             shards ran, or skip run_json_cache and run_map_entries in every shard)",
+            d.display()
+        ));
+    }
     // The run map is read where the shards found the run, whatever the working
     // directory of the merge.
     let run_problems = run_checks(&path, directory.as_deref(), &files, &checks);
