@@ -193,6 +193,31 @@ def two_d_first(f):
 BROKEN["index_2d"] = (DA01, two_d_first)
 
 
+def signed_negative_count(f):
+    """An index count stored as int64 with a negative entry: EXtra-data prints it
+    as -5, not as its uint64 bits."""
+    p = index_path(XGM_OUT, "data") + "/count"
+    a = f[p][:].astype("i8")
+    a[1] = -5
+    del f[p]
+    f[p] = a
+
+
+BROKEN["index_signed_negative"] = (DA01, signed_negative_count)
+
+
+def negative_train_id(f):
+    """INDEX/trainId stored as int64 ending with -1: out of order for EXtra-data,
+    not a huge unsigned ID."""
+    a = f["INDEX/trainId"][:].astype("i8")
+    a[-1] = -1
+    del f["INDEX/trainId"]
+    f["INDEX/trainId"] = a
+
+
+BROKEN["tid_negative_int64"] = (DA01, negative_train_id)
+
+
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_broken_runs_and_files(examples, tmp_path, name):
     d = copy_run(examples, tmp_path)
@@ -238,6 +263,25 @@ def test_run_map_disagreeing_with_files(examples, tmp_path):
     code, out, _ = ours(str(d))
     assert code == 1
     assert "Data map cache entry disagrees on legacy_sources" in out
+
+    # A relative path: EXtra-data names the cache file as given.
+    tc, to, _ = run([py_tool("extra-data-validate"), d.name], cwd=tmp_path)
+    oc, oo, oe = run([rust_bin("xfel-validate"), d.name, *SKIP_EXTRAS], cwd=tmp_path)
+    assert (oc, parse(oo)) == (tc, parse(to)), oo + oe
+    assert f"  cache_file: {d.name}/karabo_data_map.json" in oo
+    # Shards of the relative path merged from another working directory: the run
+    # map is still read and its problems reported, as in the unsharded run.
+    code, full, _ = run([rust_bin("xfel-validate"), d.name], cwd=tmp_path)
+    results = []
+    for i in range(2):
+        code, out, err = run(
+            [rust_bin("xfel-validate"), d.name, "--shard", f"{i}/2", "--json"], cwd=tmp_path
+        )
+        assert code in (0, 1), err
+        results.append(tmp_path / f"shard{i}.json")
+        results[-1].write_text(out)
+    code, merged, err = run([rust_bin("xfel-validate"), "--merge", *results], cwd="/")
+    assert (code, merged) == (1, full), err
 
 
 def test_crash_and_misreport_of_extra_data_are_real_problems(examples, tmp_path):

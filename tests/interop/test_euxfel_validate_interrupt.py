@@ -5,6 +5,7 @@ To interrupt at a known point without timing, a FIFO stands in for one file: the
 command blocks opening it (the kernel shows `wait_for_partner`), SIGINT arrives
 there, and the test then opens the other end so the command can go on and notice.
 """
+import json
 import os
 import shutil
 import signal
@@ -100,6 +101,15 @@ def test_xfel_validate_interrupted(run_with_fifo):
     # EXtra-data's line, and no report of the files not validated.
     assert so.rstrip().splitlines()[-1] == "^C (validation cancelled)", so
     assert "problems" not in so
+
+
+def test_xfel_validate_json_interrupted(run_with_fifo):
+    """With --json: one document saying so, never a report of part of the run."""
+    run_dir, fifo = run_with_fifo
+    code, so, se = interrupt_at_fifo(
+        [rust_bin("xfel-validate"), "-j", "1", "--json", run_dir], fifo, os.O_WRONLY)
+    assert code == 130, (so, se)
+    assert json.loads(so) == {"ok": False, "error": "interrupted"}
 
 
 def test_lsxfel_interrupted(run_with_fifo):

@@ -80,3 +80,16 @@ def test_readable(examples, tmp_path):
     }
     code, out, _ = run([rust_bin("xfel-readable"), str(tmp_path / "empty_dir_missing")])
     assert (code, out) == (0, "No HDF5 files to check\n")
+
+
+@pytest.mark.parametrize("content", ["", "online\n", "ONLINE\nNEARLINE\n", " NEARLINE \r\n", "it's\n"])
+def test_locality_odd_pseudo_file_contents_same_as_extra_data(tmp_path, content):
+    """Pseudo-files EXtra-data reads without failing: the same counts, lists and
+    unknown localities (printed as Python's repr), the same exit code."""
+    for name in ("a.h5", "b.h5"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / ".(get)(a.h5)(locality)").write_text(content)
+    tc, to, te = run([py_tool("extra-data-locality"), str(tmp_path)])
+    oc, oo, oe = run([rust_bin("xfel-locality"), str(tmp_path)])
+    assert final(oo) == final(to), f"ours:\n{oo}\n{oe}\ntheirs:\n{to}\n{te}"
+    assert oc == tc

@@ -46,7 +46,19 @@ impl H5File {
                 msg: "no HDF5 signature".into(),
             });
         }
-        let h5 = File::open(path).map_err(|e| Error::NotHdf5 {
+        let h5 = if path.to_str().is_some() {
+            File::open(path)
+        } else {
+            // hdf5-metno takes UTF-8 names only: a name that is not is opened through
+            // its descriptor's /proc path (libhdf5 opens its own descriptor from it,
+            // so this one may close afterwards).
+            let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            File::open(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&f)
+            ))
+        }
+        .map_err(|e| Error::NotHdf5 {
             path: path.into(),
             msg: e.to_string(),
         })?;

@@ -16,11 +16,11 @@ pub const ONDISK: u8 = 4;
 /// other than a missing pseudo-file is returned as it is.
 pub fn get_locality(path: &Path) -> std::io::Result<String> {
     let dir = path.parent().unwrap_or(Path::new(""));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    match std::fs::read_to_string(dir.join(format!(".(get)({name})(locality)"))) {
+    // The name as the OS gives it (not UTF-8 for some files).
+    let mut pseudo = std::ffi::OsString::from(".(get)(");
+    pseudo.push(path.file_name().unwrap_or_default());
+    pseudo.push(")(locality)");
+    match std::fs::read_to_string(dir.join(pseudo)) {
         Ok(s) => Ok(s.trim().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok("NOT_ON_DCACHE".into()),
         Err(e) => Err(e),

@@ -48,12 +48,18 @@ impl std::str::FromStr for DataOrigin {
 }
 
 /// The data root: `option`, else `$EXTRA_DATA_DATA_ROOT`, else `/gpfs/exfel/exp`.
+/// An empty one is the working directory (EXtra-data globs `*/*/p…` there).
 pub fn data_root(option: Option<&Path>) -> PathBuf {
-    match option {
+    let root = match option {
         Some(p) => p.to_path_buf(),
         None => std::env::var_os(DATA_ROOT_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_ROOT)),
+    };
+    if root.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        root
     }
 }
 
@@ -208,5 +214,6 @@ mod tests {
             Err(Error::RunNotFound { .. })
         ));
         assert_eq!(data_root(Some(Path::new("/x"))), PathBuf::from("/x"));
+        assert_eq!(data_root(Some(Path::new(""))), PathBuf::from("."));
     }
 }

@@ -6,11 +6,13 @@
 //! Each file is checked in a child process (this binary with `--check-one`), which
 //! is killed after `--timeout` seconds: a hanging filesystem cannot hang the check.
 
+use std::fmt::Write as _;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -21,7 +23,7 @@ use euxfel::{Error, FileAccess};
 #[command(
     name = "xfel-readable",
     about = "Check whether European XFEL data files are readable. Exit status: 0 if all files \
-             are readable, 1 otherwise."
+             are readable, 1 otherwise, 2 usage error, 130/143 stopped by SIGINT/SIGTERM."
 )]
 struct Args {
     /// Folders of input data (or files) to check.
@@ -33,12 +35,21 @@ struct Args {
     /// Search directories passed as input recursively for HDF5 files.
     #[arg(short = 'r', long = "recursive")]
     recursive: bool,
-    /// Timeout for the access check of one file, in seconds.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    /// Timeout for the access check of one file, in seconds (0 or less: none may
+    /// take any time; inf: no limit).
+    #[arg(long, default_value_t = 5.0, value_name = "SECS", value_parser = parse_timeout)]
     timeout: f64,
     /// Check one file and print each stage (used by this tool itself).
     #[arg(long, hide = true, value_name = "PATH")]
     check_one: Option<PathBuf>,
+}
+
+/// A number of seconds; NaN is not one.
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if !t.is_nan() => Ok(t),
+        _ => Err(format!("{s:?} is not a number of seconds")),
+    }
 }
 
 /// Python's exception class name for an I/O error, as EXtra-data prints it.
@@ -140,8 +151,27 @@ fn g3(x: f64) -> String {
     }
 }
 
+/// Set by SIGTERM (a job ended by Slurm); SIGINT sets euxfel's interrupt flag.
+static TERMINATED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// The signal that asks the tool to stop (its exit status is 128 + it), if one came.
+fn stop_signal() -> Option<i32> {
+    if euxfel::interrupted() {
+        Some(signal_hook::consts::SIGINT)
+    } else if TERMINATED.get().is_some_and(|f| f.load(Ordering::Relaxed)) {
+        Some(signal_hook::consts::SIGTERM)
+    } else {
+        None
+    }
+}
+
+/// How often a wait for a check polls for SIGINT/SIGTERM.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
 /// Run the check of one file in a child process; (result character, last line).
-fn monitor(exe: &Path, path: &Path, timeout: Duration) -> (char, String) {
+/// `None` if SIGINT or SIGTERM came meanwhile: the child is killed, not left
+/// hanging on the file after this process ends.
+fn monitor(exe: &Path, path: &Path, timeout: Duration) -> Option<(char, String)> {
     let child = Command::new(exe)
         .arg("--check-one")
         .arg(path)
@@ -150,7 +180,7 @@ fn monitor(exe: &Path, path: &Path, timeout: Duration) -> (char, String) {
         .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) => return ('E', format!("check command fails to start: {e}")),
+        Err(e) => return Some(('E', format!("check command fails to start: {e}"))),
     };
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let (tx, rx) = mpsc::channel();
@@ -166,7 +196,21 @@ fn monitor(exe: &Path, path: &Path, timeout: Duration) -> (char, String) {
             let _ = tx.send(());
         });
     }
-    let done = rx.recv_timeout(timeout).is_ok();
+    let start = Instant::now();
+    let done = loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left.min(STOP_POLL)) {
+            // The reader saw the end of the child's output.
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break true,
+            Err(mpsc::RecvTimeoutError::Timeout) if stop_signal().is_some() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if left <= STOP_POLL => break false,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    };
     if !done {
         let _ = child.kill();
     }
@@ -176,7 +220,7 @@ fn monitor(exe: &Path, path: &Path, timeout: Duration) -> (char, String) {
         .unwrap_or_else(|e| e.into_inner())
         .last()
         .cloned();
-    match (done, last) {
+    Some(match (done, last) {
         (false, Some(l)) => ('T', l),
         (false, None) => ('T', "Status unknown, no output from check command".into()),
         (true, Some(l)) if l.starts_with("readable") => ('.', l),
@@ -187,7 +231,7 @@ fn monitor(exe: &Path, path: &Path, timeout: Duration) -> (char, String) {
                 _ => ('E', l),
             }
         }
-    }
+    })
 }
 
 fn collect(a: &Args) -> Vec<PathBuf> {
@@ -200,7 +244,12 @@ fn collect(a: &Args) -> Vec<PathBuf> {
             .collect();
         entries.sort();
         for p in entries {
-            if p.is_dir() && recursive {
+            // As Python's `glob('**/*.h5')`: symbolic links to directories are not
+            // followed (a link to a parent would recurse without end).
+            let linked = p
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink());
+            if p.is_dir() && recursive && !linked {
                 walk(&p, recursive, out);
             } else if p.extension().is_some_and(|e| e == "h5") {
                 out.push(p);
@@ -224,8 +273,7 @@ fn run(a: &Args) -> u8 {
     }
     let paths = collect(a);
     if paths.is_empty() {
-        println!("No HDF5 files to check");
-        return 0;
+        return emit("No HDF5 files to check\n").map_or(1, |()| 0);
     }
     let exe = match std::env::current_exe() {
         Ok(e) => e,
@@ -234,7 +282,8 @@ fn run(a: &Args) -> u8 {
             return 1;
         }
     };
-    let timeout = Duration::from_secs_f64(a.timeout.max(0.0));
+    // Past what a Duration holds (inf): no limit.
+    let timeout = Duration::try_from_secs_f64(a.timeout.max(0.0)).unwrap_or(Duration::MAX);
     // EXtra-data uses min(32, cpus / 4) threads (and fails below 4 CPUs); at least 1 here.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let nthreads = (cpus / 4).clamp(1, 32).min(paths.len());
@@ -243,11 +292,16 @@ fn run(a: &Args) -> u8 {
     std::thread::scope(|s| {
         for _ in 0..nthreads {
             s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if stop_signal().is_some() {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(p) = paths.get(i) else {
                     break;
                 };
-                let (c, state) = monitor(&exe, p, timeout);
+                let Some((c, state)) = monitor(&exe, p, timeout) else {
+                    break;
+                };
                 let mut out = std::io::stdout().lock();
                 let _ = write!(out, "{c}");
                 let _ = out.flush();
@@ -258,18 +312,25 @@ fn run(a: &Args) -> u8 {
             });
         }
     });
-    println!();
+    if let Some(sig) = stop_signal() {
+        // The other checks were not done: no list that reads as complete.
+        let _ = emit("\n");
+        eprintln!("xfel-readable: interrupted");
+        return 128 + sig as u8;
+    }
+    let mut text = String::from("\n");
     let states = states.into_inner().unwrap_or_else(|e| e.into_inner());
     let times: Vec<f64> = states
         .iter()
         .filter_map(|(_, s)| s.strip_prefix("readable_").and_then(|t| t.parse().ok()))
         .collect();
     if times.is_empty() {
-        println!("no files are readable");
+        text.push_str("no files are readable\n");
     } else {
         let avg = times.iter().sum::<f64>() / times.len() as f64;
         let max = times.iter().cloned().fold(f64::MIN, f64::max);
-        println!(
+        let _ = writeln!(
+            text,
             "average access time: {}s, max access time: {}s",
             g3(avg),
             g3(max)
@@ -284,7 +345,7 @@ fn run(a: &Args) -> u8 {
         })
         .collect();
     if shown.is_empty() {
-        println!("all files readable");
+        text.push_str("all files readable\n");
     } else {
         shown.sort();
         let col = shown
@@ -294,14 +355,39 @@ fn run(a: &Args) -> u8 {
             .unwrap_or(0)
             + 3;
         for (p, s) in shown {
-            println!("{p:<col$} {s}");
+            let _ = writeln!(text, "{p:<col$} {s}");
         }
     }
-    u8::from(times.len() != paths.len())
+    emit(&text).map_or(1, |()| u8::from(times.len() != paths.len()))
+}
+
+/// Write `text` to stdout now; a failed write (a full disk, a closed pipe) is an
+/// error, so that a cut list never ends with exit 0.
+fn emit(text: &str) -> Result<(), ()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            // A reader that left (`| head`) needs no message.
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("xfel-readable: cannot write the result: {e}");
+            }
+        })
 }
 
 fn main() -> ExitCode {
-    ExitCode::from(run(&Args::parse()))
+    let a = Args::parse();
+    if a.check_one.is_none() {
+        // Stop the checks (and kill their processes) on Ctrl-C or a job's end.
+        let term = TERMINATED.get_or_init(|| Arc::new(AtomicBool::new(false)));
+        let caught = euxfel::catch_interrupt().and_then(|()| {
+            signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(term))
+        });
+        if let Err(e) = caught {
+            eprintln!("xfel-readable: signals will end the process at once: {e}");
+        }
+    }
+    ExitCode::from(run(&a))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! xfel-validate: check EuXFEL files and run directories, with the checks, output
 //! and exit codes of EXtra-data's `extra-data-validate`, plus cross-file checks.
 
-use std::io::IsTerminal;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -17,8 +18,8 @@ use euxfel::{catch_interrupt, Error, EXIT_INTERRUPTED};
 #[command(
     name = "xfel-validate",
     about = "Validate EuXFEL HDF5 files or run directories (EXtra-data's extra-data-validate checks \
-             and cross-file checks). Exit status: 0 no problems, 1 problems found or bad arguments, \
-             2 usage error."
+             and cross-file checks). Exit status: 0 no problems, 1 problems found, bad arguments or a \
+             report that could not be written, 2 usage error, 130 interrupted (Ctrl-C)."
 )]
 struct Args {
     /// HDF5 file or run directory of HDF5 files.
@@ -74,6 +75,22 @@ fn progress_line(p: &Progress<'_>) -> String {
     s
 }
 
+/// Write `text` to stdout now; a failed write (a full disk, a closed pipe) is an
+/// error, so that a cut report never ends with exit 0.
+fn emit(text: &str) -> Result<(), u8> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // A reader that left (`| head`) needs no message.
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("xfel-validate: cannot write the report: {e}");
+            }
+            Err(1)
+        }
+    }
+}
+
 /// `--json`: the report (per-file results with their summaries, which --merge
 /// reads back), with every problem and `ok` at the top for scripts.
 #[derive(serde::Serialize)]
@@ -84,29 +101,92 @@ struct JsonOut<'a> {
     report: &'a Report,
 }
 
+/// `--json` for several run directories (`--data all`): one document, with every
+/// problem and `ok` at the top as for one.
+#[derive(serde::Serialize)]
+struct JsonRuns<'a> {
+    ok: bool,
+    problems: &'a [Problem],
+    reports: &'a [Report],
+}
+
+/// `--json` when there is no report (a run not found, results that cannot be
+/// merged, Ctrl-C): still one document for scripts, `{"ok": false, "error": ...}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JsonError {
+    ok: bool,
+    error: String,
+}
+
+/// A failure without a report: the message on stderr, and with `--json` the
+/// document saying so on stdout; exit status `code`.
+fn fail(a: &Args, msg: &str, code: u8) -> Result<u8, u8> {
+    eprintln!("xfel-validate: {msg}");
+    if a.json {
+        let doc = JsonError {
+            ok: false,
+            error: msg.into(),
+        };
+        if let Ok(s) = serde_json::to_string(&doc) {
+            emit(&format!("{s}\n"))?;
+        }
+    }
+    Ok(code)
+}
+
 fn read_results(paths: &[PathBuf]) -> Result<Vec<Report>, String> {
     paths
         .iter()
         .map(|p| {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+            let bad = |e: &dyn std::fmt::Display| {
+                format!(
+                    "{}: not the --json result of an xfel-validate shard ({e})",
+                    p.display()
+                )
+            };
+            let text = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            if text.trim_ascii().is_empty() {
+                return Err(format!(
+                    "{}: empty: its shard did not finish (killed, or failed before its report)",
+                    p.display()
+                ));
+            }
+            serde_json::from_slice(&text).map_err(|e| {
+                // The --json of a shard that failed says why.
+                match serde_json::from_slice::<JsonError>(&text) {
+                    Ok(failed) => format!("{}: the shard failed: {}", p.display(), failed.error),
+                    Err(_) => bad(&e),
+                }
+            })
         })
         .collect()
 }
 
 fn run(a: &Args) -> u8 {
+    match try_run(a) {
+        Ok(code) | Err(code) => code,
+    }
+}
+
+/// The exit status; `Err` once the output could not be written.
+fn try_run(a: &Args) -> Result<u8, u8> {
     if a.list {
-        println!("Available checks:");
+        let mut s = String::from("Available checks:\n");
         for name in check_names() {
-            println!("  {name}");
+            let _ = writeln!(s, "  {name}");
         }
-        return 0;
+        emit(&s)?;
+        return Ok(0);
     }
     let checks = match Checks::skipping(&a.skip) {
         Ok(c) => c,
         Err(unknown) => {
-            println!("Unknown names passed to --skip: {}", unknown.join(", "));
-            return 1;
+            let msg = format!("Unknown names passed to --skip: {}", unknown.join(", "));
+            if a.json {
+                return fail(a, &msg, 1);
+            }
+            emit(&format!("{msg}\n"))?;
+            return Ok(1);
         }
     };
     if !a.merge.is_empty() {
@@ -115,41 +195,59 @@ fn run(a: &Args) -> u8 {
         return match merged {
             Ok(report) => {
                 if !a.json {
-                    println!("Checking run directory: {}", report.path.display());
-                    println!();
+                    emit(&format!(
+                        "Checking run directory: {}\n\n",
+                        report.path.display()
+                    ))?;
                 }
-                print_report(a, &report)
+                print_reports(a, &[report])
             }
-            Err(e) => {
-                eprintln!("xfel-validate: {e}");
-                1
-            }
+            Err(e) => fail(a, &e, 1),
         };
     }
     let paths = match a.lookup.directories() {
         Ok(Some(dirs)) => dirs,
         Ok(None) => a.path.iter().cloned().collect(),
-        Err(e) => {
-            eprintln!("xfel-validate: {e}");
-            return 1;
-        }
+        Err(e) => return fail(a, &e.to_string(), 1),
     };
-    // Each directory of the run (raw, proc) in turn; problems in any: exit 1.
-    let mut code = 0;
-    for p in &paths {
-        code = code.max(validate(a, p, &checks));
-        if code == EXIT_INTERRUPTED {
-            break;
+    if a.shard.is_some() {
+        // A share of one run's files: --merge takes the shards of one directory.
+        match paths.as_slice() {
+            [p] if p.is_dir() => {}
+            [p] => {
+                let msg = format!("--shard takes a run directory: {} is not one", p.display());
+                return fail(a, &msg, 1);
+            }
+            _ => {
+                let msg = format!(
+                    "--shard takes one run directory, not {} (use --data raw or proc)",
+                    paths.len()
+                );
+                return fail(a, &msg, 1);
+            }
         }
     }
-    code
+    // Each directory of the run (raw, proc) in turn; problems in any: exit 1.
+    let (mut reports, mut code) = (Vec::new(), 0);
+    for p in &paths {
+        match validate(a, p, &checks)? {
+            Ok(r) if a.json => reports.push(r),
+            Ok(r) => code = code.max(print_reports(a, &[r])?),
+            Err(c) => return Ok(c.max(code)),
+        }
+    }
+    if a.json {
+        code = print_reports(a, &reports)?;
+    }
+    Ok(code)
 }
 
-fn validate(a: &Args, path: &Path, checks: &Checks) -> u8 {
-    let report = if path.is_dir() {
+/// The report of a file or run directory (its `Checking ...` header printed), or
+/// the exit status if there is none to print.
+fn validate(a: &Args, path: &Path, checks: &Checks) -> Result<Result<Report, u8>, u8> {
+    if path.is_dir() {
         if !a.json {
-            println!("Checking run directory: {}", path.display());
-            println!();
+            emit(&format!("Checking run directory: {}\n\n", path.display()))?;
         }
         let tty = !a.json && std::io::stderr().is_terminal();
         let shown = |p: Progress<'_>| {
@@ -158,70 +256,79 @@ fn validate(a: &Args, path: &Path, checks: &Checks) -> u8 {
                 eprint!("\x1b[2K\x1b[1A\x1b[2K\r{}", progress_line(&p));
             }
         };
-        match validate_run(path, checks, a.jobs, a.shard, shown) {
-            Ok(r) => r,
+        return match validate_run(path, checks, a.jobs, a.shard, shown) {
+            Ok(r) => Ok(Ok(r)),
             Err(Error::Interrupted) => {
                 // EXtra-data's line; no report of a partial validation.
                 if a.json {
-                    eprintln!("xfel-validate: interrupted");
-                } else {
-                    println!();
-                    println!("^C (validation cancelled)");
+                    return fail(a, "interrupted", EXIT_INTERRUPTED).map(Err);
                 }
-                return EXIT_INTERRUPTED;
+                emit("\n^C (validation cancelled)\n")?;
+                Ok(Err(EXIT_INTERRUPTED))
             }
-            Err(e) => {
-                eprintln!("xfel-validate: {e}");
-                return 1;
-            }
-        }
-    } else {
-        if !a.json {
-            println!("Checking file: {}", path.display());
-        }
-        let file = validate_file(path, checks);
-        if file.summary.is_none() && !a.json {
-            // EXtra-data prints the opening problem alone, without the summary line.
-            println!("{}", problems_text(&file.problems));
-            return 1;
-        }
-        Report {
-            path: path.into(),
-            run: false,
-            shard: None,
-            files: vec![file],
-            run_problems: Vec::new(),
-        }
-    };
-    print_report(a, &report)
+            Err(e) => fail(a, &e.to_string(), 1).map(Err),
+        };
+    }
+    if !a.json {
+        emit(&format!("Checking file: {}\n", path.display()))?;
+    }
+    let file = validate_file(path, checks);
+    if file.summary.is_none() && !a.json {
+        // EXtra-data prints the opening problem alone, without the summary line.
+        emit(&format!("{}\n", problems_text(&file.problems)))?;
+        return Ok(Err(1));
+    }
+    Ok(Ok(Report {
+        path: path.into(),
+        run: false,
+        shard: None,
+        directory: None,
+        run_files: 1,
+        skipped: checks.skipped(),
+        files: vec![file],
+        run_problems: Vec::new(),
+    }))
 }
 
-/// The end of the output (after the `Checking ...` header) and the exit status.
-fn print_report(a: &Args, report: &Report) -> u8 {
-    let problems = report.problems();
+/// The end of the output and the exit status: in text, the result of each report
+/// (after its `Checking ...` header); in JSON, one document for all.
+fn print_reports(a: &Args, reports: &[Report]) -> Result<u8, u8> {
+    let problems: Vec<Problem> = reports.iter().flat_map(Report::problems).collect();
+    let code = u8::from(!problems.is_empty());
     if a.json {
-        let out = JsonOut {
-            ok: problems.is_empty(),
-            problems: &problems,
-            report,
+        let ok = problems.is_empty();
+        let json = match reports {
+            [report] => serde_json::to_string(&JsonOut {
+                ok,
+                problems: &problems,
+                report,
+            }),
+            _ => serde_json::to_string(&JsonRuns {
+                ok,
+                problems: &problems,
+                reports,
+            }),
         };
-        match serde_json::to_string(&out) {
-            Ok(s) => println!("{s}"),
+        return match json {
+            Ok(s) => emit(&format!("{s}\n")).map(|()| code),
             Err(e) => {
                 eprintln!("xfel-validate: {e}");
-                return 1;
+                Ok(1)
             }
-        }
-    } else {
-        println!();
+        };
+    }
+    let mut s = String::new();
+    for report in reports {
+        let problems = report.problems();
+        s.push('\n');
         if problems.is_empty() {
-            println!("No problems found");
+            s.push_str("No problems found\n");
         } else {
-            println!("Validation failed! {} problems:", problems.len());
-            println!("{}", problems_text(&problems));
+            let _ = writeln!(s, "Validation failed! {} problems:", problems.len());
+            let _ = writeln!(s, "{}", problems_text(&problems));
         }
     }
-    u8::from(!problems.is_empty())
+    emit(&s).map(|()| code)
 }
 
 fn main() -> ExitCode {

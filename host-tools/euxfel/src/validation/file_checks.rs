@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::Problem;
 use crate::display::shape_repr;
+use crate::dtype::DType;
 use crate::error::Error;
 use crate::file_access::FileAccess;
 use crate::meta::{MetaError, MetaReader, MetaResult};
@@ -35,9 +36,13 @@ fn read<T>(
     }
 }
 
-fn all_train_ids(fa: &Arc<FileAccess>, problems: &mut Vec<Problem>) -> Option<Vec<u64>> {
+/// `INDEX/trainId` as numpy holds it: stored as int64, a negative ID is negative
+/// (out of order after positive ones), not a huge unsigned one.
+fn all_train_ids(fa: &Arc<FileAccess>, problems: &mut Vec<Problem>) -> Option<Vec<i128>> {
     read(fa, "INDEX/trainId", problems, |r| {
-        r.read_ints("INDEX/trainId", None)
+        let signed = is_signed(&r.dtype_shape("INDEX/trainId")?.0);
+        let ids = r.read_ints("INDEX/trainId", None)?;
+        Ok(ids.into_iter().map(|t| index_value(t, signed)).collect())
     })
 }
 
@@ -59,7 +64,7 @@ pub(super) fn train_ids_order(fa: &Arc<FileAccess>, problems: &mut Vec<Problem>)
     let Some(tids) = all_train_ids(fa, problems) else {
         return;
     };
-    let nonzero: Vec<u64> = tids.into_iter().filter(|&t| t != 0).collect();
+    let nonzero: Vec<i128> = tids.into_iter().filter(|&t| t != 0).collect();
     if let Some(pos) = nonzero.windows(2).position(|w| w[1] <= w[0]) {
         problems.push(
             Problem::new(
@@ -79,9 +84,9 @@ pub(super) fn train_ids_unique(fa: &Arc<FileAccess>, problems: &mut Vec<Problem>
     let Some(tids) = all_train_ids(fa, problems) else {
         return;
     };
-    let mut sorted: Vec<u64> = tids.into_iter().filter(|&t| t != 0).collect();
+    let mut sorted: Vec<i128> = tids.into_iter().filter(|&t| t != 0).collect();
     sorted.sort_unstable();
-    let dups: BTreeSet<u64> = sorted
+    let dups: BTreeSet<i128> = sorted
         .windows(2)
         .filter(|w| w[0] == w[1])
         .map(|w| w[0])
@@ -103,24 +108,58 @@ struct IndexArrays {
     count: Vec<u64>,
     first_shape: Vec<usize>,
     count_shape: Vec<usize>,
+    /// Stored as signed integers: the values are their two's complement, and
+    /// negative ones are compared and printed as numpy does (`128 + -5 < 256`).
+    first_signed: bool,
+    count_signed: bool,
+}
+
+fn is_signed(dtype: &DType) -> bool {
+    match dtype {
+        DType::Int(_) => true,
+        DType::BigEndian(inner) => is_signed(inner),
+        _ => false,
+    }
+}
+
+/// `first + count` as numpy computes it: uint64 sums (`wrap`) wrap around.
+fn index_end(first: i128, count: i128, wrap: bool) -> i128 {
+    let end = first + count;
+    if wrap {
+        end % (1i128 << 64)
+    } else {
+        end
+    }
+}
+
+/// An index value as numpy holds it: a stored int64 is read back from its bits.
+fn index_value(v: u64, signed: bool) -> i128 {
+    if signed {
+        i128::from(v as i64)
+    } else {
+        i128::from(v)
+    }
 }
 
 /// First and count (or first/last/status) of `INDEX/<base>`, whole. Arrays that
 /// are not 1-D are returned empty with their shapes.
 fn index_arrays(r: &dyn MetaReader, base: &str) -> MetaResult<IndexArrays> {
     let first_path = format!("{base}/first");
-    let first_shape = r.dtype_shape(&first_path)?.1;
+    let (first_dtype, first_shape) = r.dtype_shape(&first_path)?;
     let (count_path, legacy) = match r.dtype_shape(&format!("{base}/count")) {
         Ok(_) => (format!("{base}/count"), false),
         Err(MetaError::NotFound(_)) => (format!("{base}/last"), true),
         Err(e) => return Err(e),
     };
-    let mut count_shape = r.dtype_shape(&count_path)?.1;
+    let (count_dtype, mut count_shape) = r.dtype_shape(&count_path)?;
     let mut arrays = IndexArrays {
         first: Vec::new(),
         count: Vec::new(),
         first_shape,
         count_shape: count_shape.clone(),
+        first_signed: is_signed(&first_dtype),
+        // A legacy count is computed from last and status in uint64, as numpy does.
+        count_signed: !legacy && is_signed(&count_dtype),
     };
     if arrays.first_shape.len() != 1 || count_shape.len() != 1 {
         return Ok(arrays);
@@ -150,17 +189,24 @@ fn index_arrays(r: &dyn MetaReader, base: &str) -> MetaResult<IndexArrays> {
 
 /// Largest `first + count` over the file's trains (numpy's wrapping uint64 sum), if
 /// it is past `rows`; `None` when the arrays cannot be combined (lengths differ).
-fn end_outside(ix: &IndexArrays, ntrains: usize, rows: u64) -> Option<u64> {
+fn end_outside(ix: &IndexArrays, ntrains: usize, rows: u64) -> Option<i128> {
     let n = ntrains.min(ix.first.len());
     if ix.count.len().min(ntrains) != n {
         return None;
     }
+    let wrap = !ix.first_signed && !ix.count_signed;
     let max_end = ix.first[..n]
         .iter()
         .zip(&ix.count[..n])
-        .map(|(&f, &c)| f.wrapping_add(c))
+        .map(|(&f, &c)| {
+            index_end(
+                index_value(f, ix.first_signed),
+                index_value(c, ix.count_signed),
+                wrap,
+            )
+        })
         .max()?;
-    (max_end > rows).then_some(max_end)
+    (max_end > i128::from(rows)).then_some(max_end)
 }
 
 /// The file's trains as the index checks see them.
@@ -218,12 +264,24 @@ fn check_index(ix: &IndexArrays, trains: Trains, dataset: &str, problems: &mut V
         }
         ix.first.len()
     };
-    check_index_contiguous(&ix.first[..n], &ix.count[..n], dataset, problems);
+    let first: Vec<i128> = ix.first[..n]
+        .iter()
+        .map(|&v| index_value(v, ix.first_signed))
+        .collect();
+    let count: Vec<i128> = ix.count[..n]
+        .iter()
+        .map(|&v| index_value(v, ix.count_signed))
+        .collect();
+    let wrap = !ix.first_signed && !ix.count_signed;
+    check_index_contiguous(&first, &count, wrap, dataset, problems);
 }
 
+/// `wrap`: first and count are both unsigned, and numpy's uint64 `first + count`
+/// wraps around.
 fn check_index_contiguous(
-    first: &[u64],
-    count: &[u64],
+    first: &[i128],
+    count: &[i128],
+    wrap: bool,
     dataset: &str,
     problems: &mut Vec<Problem>,
 ) {
@@ -235,7 +293,7 @@ fn check_index_contiguous(
     }
     // numpy computes these gaps in float64 (int64 - uint64); i128 is exact.
     let gaps: Vec<i128> = (0..first.len().saturating_sub(1))
-        .map(|i| first[i + 1] as i128 - first[i].wrapping_add(count[i]) as i128)
+        .map(|i| first[i + 1] - index_end(first[i], count[i], wrap))
         .collect();
     let report = |pred: fn(&i128) -> bool, what: &str, op: &str, problems: &mut Vec<Problem>| {
         let n = gaps.iter().filter(|g| pred(g)).count();
@@ -393,6 +451,8 @@ mod tests {
             count: count.to_vec(),
             first_shape: vec![first.len()],
             count_shape: vec![count.len()],
+            first_signed: false,
+            count_signed: false,
         }
     }
 
@@ -421,6 +481,20 @@ mod tests {
                 "Gaps (1) in index, e.g. at 0 (1 + 2 < 4)",
                 "Overlaps (2) in index, e.g. at 1 (4 + 1 > 4)",
             ]
+        );
+    }
+
+    #[test]
+    fn negative_signed_counts_are_printed_as_numpy_does() {
+        let mut ix = arrays(&[0, 128, 256, 384], &[128, (-5i64) as u64, 128, 128]);
+        assert_eq!(
+            msgs(&ix, FOUR),
+            ["Gaps (1) in index, e.g. at 1 (128 + 18446744073709551611 < 256)"]
+        );
+        ix.count_signed = true;
+        assert_eq!(
+            msgs(&ix, FOUR),
+            ["Gaps (1) in index, e.g. at 1 (128 + -5 < 256)"]
         );
     }
 

@@ -92,6 +92,11 @@ impl Checks {
     fn runs(&self, name: &str) -> bool {
         !self.skip.contains(name)
     }
+
+    /// The names of the skipped checks, sorted.
+    pub fn skipped(&self) -> Vec<String> {
+        self.skip.iter().cloned().collect()
+    }
 }
 
 /// One problem: EXtra-data's message and extra fields, and the check that found it.
@@ -134,10 +139,35 @@ pub fn problems_text(problems: &[Problem]) -> String {
     lines.join("\n")
 }
 
+/// Paths in `--json` as text: a name that is not UTF-8 is written with U+FFFD in
+/// place of its bad bytes (JSON holds text only) instead of failing the report.
+mod lossy_path {
+    use std::path::{Path, PathBuf};
+
+    pub fn serialize<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string_lossy())
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: serde::Serializer>(
+            p: &Option<PathBuf>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match p {
+                Some(p) => super::serialize(p, s),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
 /// What the run checks need of one opened file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileSummary {
     /// Absolute path.
+    #[serde(serialize_with = "lossy_path::serialize")]
     pub path: PathBuf,
     pub format_version: String,
     pub train_ids: Vec<u64>,
@@ -151,6 +181,7 @@ pub struct FileSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileResult {
     /// The path as given (joined to the run directory as given).
+    #[serde(serialize_with = "lossy_path::serialize")]
     pub path: PathBuf,
     pub problems: Vec<Problem>,
     /// `None` if the file could not be opened.
@@ -244,11 +275,21 @@ pub struct Progress<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// The path as given.
+    #[serde(serialize_with = "lossy_path::serialize")]
     pub path: PathBuf,
     /// `true` for a run directory.
     pub run: bool,
     /// The share of the run's files checked, if not all (run checks not done).
     pub shard: Option<Shard>,
+    /// The run directory as an absolute path (`None` for a single file): shards of
+    /// the same path given from different working directories are different runs.
+    #[serde(serialize_with = "lossy_path::option::serialize")]
+    pub directory: Option<PathBuf>,
+    /// The number of `.h5` files of the whole run directory, every shard included.
+    pub run_files: usize,
+    /// The checks skipped (`--skip`), sorted: shards made with different ones
+    /// cannot be merged.
+    pub skipped: Vec<String>,
     /// Per file, in file name order.
     pub files: Vec<FileResult>,
     /// Problems of the run checks.
@@ -287,41 +328,122 @@ impl std::fmt::Display for Shard {
 }
 
 /// Combine the reports of every shard of one run into the report of the whole
-/// run, run checks included: the same as validating it unsharded.
+/// run, run checks included: the same as validating it unsharded. Results that do
+/// not make up exactly one run, each file checked once with the same checks
+/// (`checks`, or those of the shards if `checks` skips none), are refused.
 pub fn merge(reports: Vec<Report>, checks: &Checks) -> Result<Report, Error> {
+    let refuse = |msg: String| Err(Error::ShardResults(msg));
     let Some(first) = reports.first() else {
-        return Err(Error::ShardResults("no results to merge".into()));
+        return refuse("no results to merge".into());
     };
-    let (path, count) = (first.path.clone(), first.shard.map_or(1, |s| s.count));
-    let mut seen = vec![false; count];
+    let (path, directory, run_files, skipped) = (
+        first.path.clone(),
+        first.directory.clone(),
+        first.run_files,
+        first.skipped.clone(),
+    );
+    let count = first.shard.map_or(1, |s| s.count);
+    if !checks.skip.is_empty() && checks.skipped() != skipped {
+        return refuse(format!(
+            "the results were made skipping [{}], not [{}] as --skip asks",
+            skipped.join(", "),
+            checks.skipped().join(", ")
+        ));
+    }
+    // A set, not a vector of `count` flags: `count` comes from a file.
+    let mut seen = BTreeSet::new();
     let mut files = Vec::new();
     for r in reports {
-        if r.path != path || !r.run {
-            return Err(Error::ShardResults(format!(
-                "results of {} and {} cannot be merged (one run directory only)",
-                path.display(),
+        if !r.run {
+            return refuse(format!(
+                "the results of {} are of a file, not of a run directory's shard",
                 r.path.display()
-            )));
+            ));
+        }
+        if r.path != path || r.directory != directory {
+            let dir = |r: &Report| {
+                r.directory
+                    .as_ref()
+                    .unwrap_or(&r.path)
+                    .display()
+                    .to_string()
+            };
+            return refuse(format!(
+                "results of {} and {} cannot be merged (the shards of one run directory only)",
+                directory.as_ref().unwrap_or(&path).display(),
+                dir(&r)
+            ));
+        }
+        if r.run_files != run_files {
+            return refuse(format!(
+                "the run had {run_files} files for one shard, {} for another: its files \
+                 changed between the shards",
+                r.run_files
+            ));
+        }
+        if r.skipped != skipped {
+            return refuse(format!(
+                "results made skipping [{}] and [{}] cannot be merged (use the same --skip \
+                 for every shard)",
+                skipped.join(", "),
+                r.skipped.join(", ")
+            ));
         }
         let shard = r.shard.unwrap_or(Shard { index: 0, count: 1 });
-        if shard.count != count || std::mem::replace(&mut seen[shard.index], true) {
-            return Err(Error::ShardResults(format!(
+        if shard.count != count || shard.index >= count || !seen.insert(shard.index) {
+            return refuse(format!(
                 "shard {shard} does not fit the others (of {count}) or comes twice"
-            )));
+            ));
         }
-        files.extend(r.files);
+        files.extend(r.files.into_iter().map(|f| (shard.index, f)));
     }
-    if let Some(missing) = seen.iter().position(|s| !s) {
-        return Err(Error::ShardResults(format!(
+    // The first index not seen is at most the number of shards seen.
+    if let Some(missing) = (0..count).find(|i| !seen.contains(i)) {
+        return refuse(format!(
             "the results of shard {missing}/{count} are missing"
-        )));
+        ));
     }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    let run_problems = run_checks(&path, &files, checks);
+    files.sort_by(|a, b| a.1.path.cmp(&b.1.path));
+    // Each file where its shard takes it, and as many as the run has: the files did
+    // not change between the shards.
+    let misplaced = files.iter().enumerate().find(|(i, (s, _))| i % count != *s);
+    if let Some((_, (s, f))) = misplaced {
+        return refuse(format!(
+            "{} is not a file of shard {s}/{count}: the run's files changed between the shards",
+            f.path.display()
+        ));
+    }
+    if files.len() != run_files {
+        return refuse(format!(
+            "the shards hold {} files, the run {run_files}: the run's files changed between \
+             the shards",
+            files.len()
+        ));
+    }
+    let files: Vec<FileResult> = files.into_iter().map(|(_, f)| f).collect();
+    let checks = Checks {
+        skip: skipped.iter().cloned().collect(),
+    };
+    // The run map checks read the run directory itself: without it they would
+    // pass silently.
+    let reads_map = checks.runs("run_json_cache") || checks.runs("run_map_entries");
+    if let Some(d) = directory.as_ref().filter(|d| reads_map && !d.is_dir()) {
+        return refuse(format!(
+            "the run directory {} is not here: the run map checks read it (merge where the \
+             shards ran, or skip run_json_cache and run_map_entries in every shard)",
+            d.display()
+        ));
+    }
+    // The run map is read where the shards found the run, whatever the working
+    // directory of the merge.
+    let run_problems = run_checks(&path, directory.as_deref(), &files, &checks);
     Ok(Report {
         path,
         run: true,
         shard: None,
+        directory,
+        run_files,
+        skipped,
         files,
         run_problems,
     })
@@ -340,11 +462,12 @@ impl Report {
 
 /// The `.h5` files of a run directory, sorted.
 fn h5_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
+    // Names as the OS gives them: one that is not UTF-8 is still a file to check.
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".h5"))
+        .map(|e| e.file_name())
+        .filter(|n| n.as_encoded_bytes().ends_with(b".h5"))
         .collect();
     names.sort();
     Ok(names.into_iter().map(|n| dir.join(n)).collect())
@@ -361,6 +484,7 @@ pub fn validate_run(
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<Report, Error> {
     let mut paths = h5_files(dir)?;
+    let run_files = paths.len();
     if let Some(s) = shard {
         paths = paths
             .into_iter()
@@ -424,12 +548,15 @@ pub fn validate_run(
     let files: Vec<FileResult> = slots.into_iter().flatten().collect();
     let run_problems = match shard {
         Some(_) => Vec::new(),
-        None => run_checks(dir, &files, checks),
+        None => run_checks(dir, None, &files, checks),
     };
     Ok(Report {
         path: dir.into(),
         run: true,
         shard,
+        directory: Some(std::path::absolute(dir).map_err(|e| Error::io(dir, e))?),
+        run_files,
+        skipped: checks.skipped(),
         files,
         run_problems,
     })
@@ -441,15 +568,32 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The checks on a whole run, from the per-file results.
-pub fn run_checks(dir: &Path, files: &[FileResult], checks: &Checks) -> Vec<Problem> {
+/// A run directory as given (for the problems' fields) and where it is (to read
+/// its run map).
+pub(crate) struct RunDir<'a> {
+    pub given: &'a Path,
+    pub absolute: &'a Path,
+}
+
+/// The checks on a whole run, from the per-file results; `absolute`: where the
+/// directory `dir` is (else `dir` is read from the working directory).
+pub fn run_checks(
+    dir: &Path,
+    absolute: Option<&Path>,
+    files: &[FileResult],
+    checks: &Checks,
+) -> Vec<Problem> {
+    let run_dir = RunDir {
+        given: dir,
+        absolute: absolute.unwrap_or(dir),
+    };
     let summaries: Vec<&FileSummary> = files.iter().filter_map(|f| f.summary.as_ref()).collect();
     let mut problems = Vec::new();
     if summaries.is_empty() {
         problems
             .push(Problem::new("run", "No usable files found").with("directory", dir.display()));
     }
-    type RunCheck = fn(&Path, &[&FileSummary], &mut Vec<Problem>);
+    type RunCheck = fn(&RunDir<'_>, &[&FileSummary], &mut Vec<Problem>);
     let all: [(&str, RunCheck); 5] = [
         ("run_json_cache", run_json_cache),
         ("source_conflicts", source_conflicts),
@@ -460,7 +604,7 @@ pub fn run_checks(dir: &Path, files: &[FileResult], checks: &Checks) -> Vec<Prob
     for (name, check) in all {
         if checks.runs(name) {
             let start = problems.len();
-            check(dir, &summaries, &mut problems);
+            check(&run_dir, &summaries, &mut problems);
             for p in &mut problems[start..] {
                 p.check = name.into();
             }

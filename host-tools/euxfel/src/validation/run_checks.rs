@@ -3,9 +3,9 @@
 //! `source_conflicts`, `run_map_entries`, `sequence_gaps`, `format_versions`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::PathBuf;
 
-use super::{file_name, FileSummary, Problem};
+use super::{file_name, FileSummary, Problem, RunDir};
 use crate::filename::FilenameInfo;
 use crate::runmap::{MapEntry, RunFilesMap, MAP_FILE};
 
@@ -17,8 +17,17 @@ fn map_entry<'a>(map: &'a RunFilesMap, f: &FileSummary) -> Option<&'a MapEntry> 
     map.files_data.get(&file_name(&f.path))
 }
 
-pub(super) fn run_json_cache(dir: &Path, files: &[&FileSummary], problems: &mut Vec<Problem>) {
-    let map = RunFilesMap::load(dir);
+/// The run map's file as EXtra-data names it: in the directory as given.
+fn cache_file(dir: &RunDir<'_>) -> PathBuf {
+    dir.given.join(MAP_FILE)
+}
+
+pub(super) fn run_json_cache(
+    dir: &RunDir<'_>,
+    files: &[&FileSummary],
+    problems: &mut Vec<Problem>,
+) {
+    let map = RunFilesMap::load(dir.absolute);
     for f in files {
         let Some(e) = map_entry(&map, f) else {
             continue;
@@ -28,16 +37,42 @@ pub(super) fn run_json_cache(dir: &Path, files: &[&FileSummary], problems: &mut 
         if ctrl != f.control_sources || inst != f.instrument_sources || e.train_ids != f.train_ids {
             problems.push(
                 Problem::new("", "Incorrect data map cache entry")
-                    .with("cache_file", map.directory.join(MAP_FILE).display())
+                    .with("cache_file", cache_file(dir).display())
                     .with("data_file", f.path.display()),
             );
         }
     }
 }
 
-/// What run_json_cache does not compare: legacy names and suspect trains.
-pub(super) fn run_map_entries(dir: &Path, files: &[&FileSummary], problems: &mut Vec<Problem>) {
-    let map = RunFilesMap::load(dir);
+/// A run map that is there but cannot be read as a JSON list (cut short, a
+/// directory): the reader ignores it, as EXtra-data does, so it is never used.
+fn unreadable_map(dir: &RunDir<'_>) -> Option<String> {
+    let text = match std::fs::read(dir.absolute.join(MAP_FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(e.to_string()),
+    };
+    serde_json::from_slice::<Vec<serde_json::Value>>(&text)
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// What run_json_cache does not compare: legacy names and suspect trains; and a
+/// run map that cannot be read.
+pub(super) fn run_map_entries(
+    dir: &RunDir<'_>,
+    files: &[&FileSummary],
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(error) = unreadable_map(dir) {
+        problems.push(
+            Problem::new("", "Data map cache file cannot be read")
+                .with("cache_file", cache_file(dir).display())
+                .with("error", error),
+        );
+        return;
+    }
+    let map = RunFilesMap::load(dir.absolute);
     for f in files {
         let Some(e) = map_entry(&map, f) else {
             continue;
@@ -55,7 +90,7 @@ pub(super) fn run_map_entries(dir: &Path, files: &[&FileSummary], problems: &mut
                     "",
                     format!("Data map cache entry disagrees on {}", differ.join(", ")),
                 )
-                .with("cache_file", map.directory.join(MAP_FILE).display())
+                .with("cache_file", cache_file(dir).display())
                 .with("data_file", f.path.display()),
             );
         }
@@ -64,7 +99,11 @@ pub(super) fn run_map_entries(dir: &Path, files: &[&FileSummary], problems: &mut
 
 /// The same train of the same source in two files: EXtra-data refuses to open
 /// the run ("sources have conflicting data").
-pub(super) fn source_conflicts(_dir: &Path, files: &[&FileSummary], problems: &mut Vec<Problem>) {
+pub(super) fn source_conflicts(
+    _dir: &RunDir<'_>,
+    files: &[&FileSummary],
+    problems: &mut Vec<Problem>,
+) {
     let mut by_source: BTreeMap<&str, Vec<&FileSummary>> = BTreeMap::new();
     for f in files {
         for s in f.control_sources.iter().chain(&f.instrument_sources) {
@@ -107,7 +146,7 @@ pub(super) fn source_conflicts(_dir: &Path, files: &[&FileSummary], problems: &m
 }
 
 /// Sequence files missing between the first and the last of one aggregator.
-pub(super) fn sequence_gaps(dir: &Path, files: &[&FileSummary], problems: &mut Vec<Problem>) {
+pub(super) fn sequence_gaps(dir: &RunDir<'_>, files: &[&FileSummary], problems: &mut Vec<Problem>) {
     let mut seqs: BTreeMap<(String, u32, String), BTreeSet<u32>> = BTreeMap::new();
     for f in files {
         if let Some(info) = FilenameInfo::parse(&file_name(&f.path)) {
@@ -137,14 +176,18 @@ pub(super) fn sequence_gaps(dir: &Path, files: &[&FileSummary], problems: &mut V
                         missing[0]
                     ),
                 )
-                .with("directory", dir.display()),
+                .with("directory", dir.given.display()),
             );
         }
     }
 }
 
 /// Files of one run written with different format versions.
-pub(super) fn format_versions(dir: &Path, files: &[&FileSummary], problems: &mut Vec<Problem>) {
+pub(super) fn format_versions(
+    dir: &RunDir<'_>,
+    files: &[&FileSummary],
+    problems: &mut Vec<Problem>,
+) {
     let mut by_version: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for f in files {
         by_version
@@ -162,7 +205,7 @@ pub(super) fn format_versions(dir: &Path, files: &[&FileSummary], problems: &mut
                 "",
                 format!("Files have different format versions: {}", parts.join(", ")),
             )
-            .with("directory", dir.display()),
+            .with("directory", dir.given.display()),
         );
     }
 }
