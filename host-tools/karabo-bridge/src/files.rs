@@ -44,6 +44,9 @@ struct SourceKeys {
     name: String,
     control: bool,
     keys: Vec<KeyData>,
+    /// Keys of types without a fixed size that are not strings (variable-length arrays,
+    /// opaque data): numpy objects in EXtra-data, dropped like object arrays, never read.
+    objects: Vec<String>,
     /// Its module number if its stacked keys go into the appended detector source.
     module: Option<usize>,
 }
@@ -72,9 +75,10 @@ impl ArrayBytes for TrainRows<'_> {
 
 impl FileTrains {
     /// `append`: stack the modules of the detector in the data (if there is one).
-    pub fn new(dc: DataCollection, append: bool) -> Result<FileTrains, AppendError> {
+    pub fn new(dc: DataCollection, append: bool) -> Result<FileTrains, ReadError> {
         let detector = if append { find_detector(&dc)? } else { None };
         let mut keys: BTreeMap<String, Vec<KeyData>> = BTreeMap::new();
+        // A failure here is the data's, not --append-detector-modules' (ReadError::Data).
         for kd in dc.selected_keys()? {
             keys.entry(kd.source.clone()).or_default().push(kd);
         }
@@ -83,11 +87,19 @@ impl FileTrains {
         let sources = dc
             .all_sources()
             .into_iter()
-            .map(|name| SourceKeys {
-                control: control.contains(&name),
-                keys: keys.remove(&name).unwrap_or_default(),
-                module: detector.as_ref().and_then(|d| d.module_of(&name)),
-                name,
+            .map(|name| {
+                let (keys, objects): (Vec<KeyData>, Vec<KeyData>) = keys
+                    .remove(&name)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .partition(|kd| kd.dtype.is_string() || kd.dtype.item_size().is_some());
+                SourceKeys {
+                    control: control.contains(&name),
+                    keys,
+                    objects: objects.into_iter().map(|kd| kd.key).collect(),
+                    module: detector.as_ref().and_then(|d| d.module_of(&name)),
+                    name,
+                }
             })
             .collect();
         Ok(FileTrains {
@@ -149,7 +161,7 @@ impl FileTrains {
                 data: vec![("metadata".into(), Entry::Value(map_of(&metadata)))],
                 metadata,
             };
-            let mut objects = Vec::new();
+            let mut objects = src.objects.clone();
             for (kd, block) in src.keys.iter().zip(src_prefetched.iter_mut()) {
                 if let Some(m) = src.module.filter(|_| is_stacked_key(&kd.key)) {
                     defer_stacked(kd, tid, m, &mut st, &mut stacked, &mut objects);

@@ -252,3 +252,110 @@ fn sigterm_stops_a_push_server_without_a_puller() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("xfel-serve: stopped after 0 trains"), "{out}");
 }
+
+/// The server's standard error and exit code, once it has ended.
+fn finish(mut server: Server) -> (i32, String, String) {
+    let mut err = String::new();
+    if let Some(mut e) = server.child.stderr.take() {
+        let (code, out) = server.wait();
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        return (code, out, err);
+    }
+    let (code, out) = server.wait();
+    (code, out, err)
+}
+
+#[test]
+fn a_file_that_cannot_be_opened_is_reported_and_sets_the_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    small_run(dir.path());
+    let broken = dir.path().join("RAW-R0450-DA01-S00001.h5");
+    let len = std::fs::metadata(&broken).unwrap().len();
+    {
+        let _files = files_lock();
+        let f = std::fs::OpenOptions::new().write(true).open(&broken).unwrap();
+        f.set_len(len / 2).unwrap();
+    }
+    let server = Server::start(&[
+        "files",
+        dir.path().to_str().unwrap(),
+        "0",
+        "-z",
+        "PUB",
+        "--json",
+    ]);
+    let (code, out, err) = finish(server);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("Skipping file RAW-R0450-DA01-S00001.h5"),
+        "{err}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["files_skipped"], 1, "{out}");
+    assert_eq!(summary["trains_sent"], 8, "{out}");
+}
+
+/// The names of a process's threads (Linux truncates them to 15 bytes).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|n| n.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn sigterm_stops_a_server_whose_last_trains_are_not_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let _files = files_lock();
+        // Two trains of 2 MiB from one module.
+        let spec = RunSpec {
+            trains_per_sequence: 2,
+            sequences: 1,
+            modules: 1,
+            frames: 16,
+            frame_height: 256,
+            frame_width: 256,
+            ..RunSpec::default()
+        };
+        make_run(dir.path(), &spec).unwrap();
+    }
+    let server = Server::start(&[
+        "files",
+        dir.path().to_str().unwrap(),
+        "0",
+        "-z",
+        "PUSH",
+        "--source",
+        "*0CH0*",
+    ]);
+    // A puller that takes nothing, with a small kernel buffer: the first train fills what it
+    // holds, the second stays queued in the server once the server has sent it.
+    let ctx = zmq::Context::new();
+    let puller = ctx.socket(zmq::PULL).unwrap();
+    puller.set_rcvhwm(1).unwrap();
+    puller.set_rcvbuf(4096).unwrap();
+    puller.set_linger(0).unwrap();
+    puller.connect(&server.endpoint).unwrap();
+    // Every train is sent; the server waits for their delivery, on a thread of its own.
+    let pid = server.child.id();
+    let started = std::time::Instant::now();
+    while !thread_names(pid).iter().any(|n| n.starts_with("xfel-serve deli")) {
+        assert!(
+            started.elapsed() < LIMIT,
+            "the server never waited for delivery: {:?}",
+            thread_names(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    test_support::send_signal(&server.child, "TERM");
+    let (code, out, err) = finish(server);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("xfel-serve: stopped after 2 trains"), "{out}");
+    assert!(out.contains("may not have been delivered"), "{out}");
+}

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use euxfel::{DataCollection, OpenOptions, TrainSelection};
+use euxfel::{DataCollection, OpenOptions, TrainSelection, Warning};
 use karabo_bridge::files::FileTrains;
 use karabo_bridge::lookup::{self, DataOrigin};
 use karabo_bridge::protocol::Protocol;
 use karabo_bridge::serve::{
-    endpoint_for, serve, ServeConfig, ServeEvent, ServeSummary, SocketType,
+    deliver, endpoint_for, serve, ServeConfig, ServeEvent, ServeSummary, SocketType,
 };
 
 const EXIT_FAILED: u8 = 1;
@@ -31,8 +31,9 @@ as EXtra-data's karabo-bridge-serve-files (`xfel-serve files`) and karabo-bridge
 A bare port number binds 127.0.0.1 only (EXtra-data binds every interface); --bind-all binds \
 every interface, and a full endpoint (tcp://HOST:PORT, ipc://PATH) is used as given. Port 0 \
 picks a free port; the endpoint is printed as `Streamer started on: ENDPOINT`.\n\n\
-Exit codes: 0 every train sent (or stopped by SIGINT/SIGTERM); 1 a train could not be read or \
-encoded (it is reported and skipped, serving goes on); 2 bad arguments, or `run` without \
+Exit codes: 0 every train sent (or stopped by SIGINT/SIGTERM); 1 a file of the data could not \
+be opened, or a train could not be read or encoded (each is reported and skipped, serving goes \
+on); 2 bad arguments, or `run` without \
 --include (the sources are listed); 3 could not start (data, selection, socket)."
 )]
 struct Cli {
@@ -156,6 +157,8 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let opts = OpenOptions::default();
+    // Warnings of opening the data (files left out) and of selecting trains, printed below.
+    let mut warnings: Vec<Warning> = Vec::new();
     let (data, port, common) = match cli.command {
         Command::Files {
             path,
@@ -170,9 +173,12 @@ fn main() -> ExitCode {
             } else {
                 DataCollection::open_file(&path)
             };
-            let selected = opened
-                .and_then(|dc| dc.select(&[(source, key)], require_all, false))
-                .map_err(|e| e.to_string());
+            // Errors of opening name the file; those of selecting get the path given.
+            let selected = opened.map_err(|e| e.to_string()).and_then(|dc| {
+                warnings.extend(dc.warnings().iter().cloned());
+                dc.select(&[(source, key)], require_all, false)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            });
             (selected, port, common)
         }
         Command::Run {
@@ -187,7 +193,10 @@ fn main() -> ExitCode {
         } => {
             let root = lookup::data_root(data_root.as_deref());
             let dc = match lookup::open_run(&root, &proposal, &run, data, &opts) {
-                Ok(dc) => dc,
+                Ok((dc, skipped)) => {
+                    warnings.extend(skipped);
+                    dc
+                }
                 Err(e) => return fail(EXIT_START, e),
             };
             if include.is_empty() {
@@ -224,6 +233,12 @@ fn main() -> ExitCode {
             Ok(dc) => dc,
             Err(e) => return fail(EXIT_START, e),
         };
+        warnings.extend(dc.warnings().iter().cloned());
+    }
+    let mut files_skipped = 0;
+    for w in &warnings {
+        eprintln!("xfel-serve: {w}");
+        files_skipped += u64::from(matches!(w, Warning::SkippedFile { .. }));
     }
     if common.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         return fail(
@@ -273,12 +288,18 @@ fn main() -> ExitCode {
         progress.event(event)
     });
     progress.finish();
-    let summary = match result {
+    let mut summary = match result {
         Ok(s) => s,
         Err(e) => return fail(EXIT_START, e),
     };
+    summary.files_skipped = files_skipped;
+    // The summary is printed once the trains sent are delivered, or a signal gave up on them.
+    if !deliver(ctx, &stop) {
+        summary.stopped = true;
+        summary.delivery_interrupted = true;
+    }
     report(&summary, common.json);
-    if summary.trains_skipped > 0 {
+    if summary.trains_skipped > 0 || summary.files_skipped > 0 {
         ExitCode::from(EXIT_FAILED)
     } else {
         ExitCode::SUCCESS
@@ -383,4 +404,16 @@ fn report(s: &ServeSummary, json: bool) {
             String::new()
         },
     );
+    if s.delivery_interrupted {
+        println!(
+            "xfel-serve: stopped while the last trains sent were still queued for a receiver \
+             that did not take them: they may not have been delivered"
+        );
+    }
+    if s.files_skipped > 0 {
+        println!(
+            "xfel-serve: {} files of the data could not be opened and were left out",
+            s.files_skipped
+        );
+    }
 }
