@@ -273,7 +273,10 @@ fn a_file_that_cannot_be_opened_is_reported_and_sets_the_exit_status() {
     let len = std::fs::metadata(&broken).unwrap().len();
     {
         let _files = files_lock();
-        let f = std::fs::OpenOptions::new().write(true).open(&broken).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&broken)
+            .unwrap();
         f.set_len(len / 2).unwrap();
     }
     let server = Server::start(&[
@@ -345,7 +348,10 @@ fn sigterm_stops_a_server_whose_last_trains_are_not_taken() {
     // Every train is sent; the server waits for their delivery, on a thread of its own.
     let pid = server.child.id();
     let started = std::time::Instant::now();
-    while !thread_names(pid).iter().any(|n| n.starts_with("xfel-serve deli")) {
+    while !thread_names(pid)
+        .iter()
+        .any(|n| n.starts_with("xfel-serve deli"))
+    {
         assert!(
             started.elapsed() < LIMIT,
             "the server never waited for delivery: {:?}",
@@ -358,4 +364,106 @@ fn sigterm_stops_a_server_whose_last_trains_are_not_taken() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("xfel-serve: stopped after 2 trains"), "{out}");
     assert!(out.contains("may not have been delivered"), "{out}");
+}
+
+/// One source of a hand-made train: integer values and uint8 arrays of the given shapes.
+fn hand_source(
+    train: &mut karabo_bridge::train::Train,
+    name: &str,
+    tid: u64,
+    values: &[&str],
+    arrays: &[(&str, Vec<usize>)],
+) {
+    use karabo_bridge::dtype::Kind;
+    use karabo_bridge::train::{Array, Payload, SourceTrain};
+    let mut st = SourceTrain {
+        metadata: karabo_bridge::train::file_metadata(name, tid),
+        data: Vec::new(),
+    };
+    for key in values {
+        st.data
+            .push((key.to_string(), Entry::Value(rmpv::Value::from(tid))));
+    }
+    for (key, shape) in arrays {
+        let len = shape.iter().product::<usize>();
+        st.data.push((
+            key.to_string(),
+            Entry::Array(Array {
+                dtype: Dtype::new(Kind::UInt, 1),
+                shape: shape.clone(),
+                data: Payload::Owned(vec![tid as u8; len]),
+            }),
+        ));
+    }
+    train.sources.insert(name.to_string(), st);
+}
+
+#[test]
+fn record_refuses_sources_the_file_cannot_hold_and_keeps_recording() {
+    use karabo_bridge::protocol::encode_v2;
+    let ctx = zmq::Context::new();
+    let sender = ctx.socket(zmq::PUSH).unwrap();
+    sender.set_linger(0).unwrap();
+    sender.bind("tcp://127.0.0.1:0").unwrap();
+    let endpoint = sender.get_last_endpoint().unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    let recorder = {
+        let _files = files_lock();
+        Command::new(BRIDGE)
+            .args(["record", &endpoint, "-z", "PUSH", "--trains", "3", "--json"])
+            .arg("-o")
+            .arg(&out_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for tid in 1..=3u64 {
+        let mut train = karabo_bridge::train::Train::default();
+        hand_source(
+            &mut train,
+            "GOOD/DEV/X:out",
+            tid,
+            &["n"],
+            &[("data.x", vec![2])],
+        );
+        if tid == 2 {
+            // Each would have ended the recording with an HDF5 error.
+            hand_source(&mut train, "S/D/X:out", tid, &["a", "a.b"], &[]);
+            hand_source(&mut train, "R/D/X:out", tid, &[], &[("d", vec![1; 40])]);
+            hand_source(&mut train, "N/D/X:out", tid, &["a\0b"], &[]);
+            hand_source(
+                &mut train,
+                "E/D/X:out",
+                tid,
+                &[],
+                &[("d", vec![0, 1 << 31, 1 << 31])],
+            );
+            // Read back as part of another source by EuXFEL readers.
+            hand_source(&mut train, "P/Q:out/R", tid, &["b"], &[]);
+            hand_source(&mut train, "C/D", tid, &["v.value"], &[]);
+            hand_source(&mut train, "C/D/E", tid, &["w.value"], &[]);
+        }
+        let parts = encode_v2(train, None).unwrap();
+        let n = parts.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            let more = if i + 1 < n { zmq::SNDMORE } else { 0 };
+            sender.send(part, more).unwrap();
+        }
+    }
+    let mut recorder = recorder;
+    let status = test_support::wait_exit(&mut recorder, LIMIT);
+    let mut out = String::new();
+    std::io::Read::read_to_string(recorder.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let s: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    // Left out, counted: exit status 1, and every other train and source written.
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert_eq!(s["trains"], 3, "{out}");
+    assert_eq!(s["refused"], 6, "{out}");
+    assert!(s["path"].is_string(), "{out}");
+    let dc = DataCollection::open_run(&out_dir, &OpenOptions::default()).unwrap();
+    assert_eq!(*dc.train_ids, vec![1, 2, 3]);
+    let sources: Vec<String> = dc.all_sources().into_iter().collect();
+    assert_eq!(sources, ["C/D", "GOOD/DEV/X:out"], "{out}");
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use karabo_bridge::client::{Client, ClientConfig, ClientError, ClientSocket, Received};
 use karabo_bridge::dtype::{Dtype, Kind, Scalar};
-use karabo_bridge::record::{record_train, RecordError};
+use karabo_bridge::record::{RecordError, Recording};
 use karabo_bridge::serve::SocketType;
 use karabo_bridge::train::{Array, Entry, SourceTrain};
 use rmpv::Value;
@@ -179,7 +179,14 @@ fn main() -> ExitCode {
                 overwrite: *overwrite,
             };
             match euxfel_write::Recorder::create(output, &opts) {
-                Ok(rec) => record(&mut client, rec, connect, *trains, &stop, timeout),
+                Ok(rec) => record(
+                    &mut client,
+                    Recording::new(rec),
+                    connect,
+                    *trains,
+                    &stop,
+                    timeout,
+                ),
                 Err(e) => {
                     eprintln!("xfel-bridge: {e}");
                     return ExitCode::from(EXIT_START);
@@ -616,7 +623,7 @@ impl RecordSummary {
 /// file. Ok(false): something was left out, or no train came.
 fn record(
     client: &mut Client,
-    mut rec: euxfel_write::Recorder,
+    mut rec: Recording,
     c: &Connect,
     ntrains: Option<u64>,
     stop: &AtomicBool,
@@ -639,7 +646,7 @@ fn record(
             }
             Ok(Next::Train(r)) => {
                 last_msg = Instant::now();
-                match record_train(&mut rec, &r.train) {
+                match rec.append(&r.train) {
                     Ok(t) => {
                         s.trains += 1;
                         s.bytes += r.bytes;
@@ -699,6 +706,10 @@ fn record(
             s.path = Some(w.path);
             s.renamed = w.renamed;
         }
+        Err(euxfel_write::Error::NoTrains) => s.error(format!(
+            "no train recorded from {}: nothing written",
+            c.endpoint
+        )),
         Err(e) => s.error(format!("no run written: {e}")),
     }
     s.elapsed_s = started.elapsed().as_secs_f64();
