@@ -300,7 +300,7 @@ fn type_name(v: &Value) -> &'static str {
 
 fn print_value(ind: &str, key: &str, value: &Value) {
     if let Value::Map(entries) = value {
-        println!("{ind} + [dict] {key}");
+        println!("{ind} + [dict] {}", printable(key));
         let inner = format!("{ind}  ");
         for (k, v) in entries {
             print_value(
@@ -312,9 +312,10 @@ fn print_value(ind: &str, key: &str, value: &Value) {
         return;
     }
     let mut line = format!(
-        "{ind} - [{}] {key}, {}",
+        "{ind} - [{}] {}, {}",
         type_name(value),
-        python_text(value)
+        printable(key),
+        printable(&python_text(value))
     );
     if line.chars().count() > 80 {
         line = line.chars().take(77).collect::<String>() + "...";
@@ -348,22 +349,59 @@ fn python_text(value: &Value) -> String {
         Value::Boolean(true) => "True".into(),
         Value::Boolean(false) => "False".into(),
         Value::Nil => "None".into(),
+        Value::F32(f) => float_text(f64::from(*f)).unwrap_or_else(|| value.to_string()),
+        Value::F64(f) => float_text(*f).unwrap_or_else(|| value.to_string()),
         other => other.to_string(),
     }
+}
+
+/// Python's `nan`, `inf` and `-inf` (None for finite numbers).
+fn float_text(f: f64) -> Option<String> {
+    if f.is_nan() {
+        Some("nan".into())
+    } else if f.is_infinite() {
+        Some(if f > 0.0 { "inf" } else { "-inf" }.into())
+    } else {
+        None
+    }
+}
+
+/// Text from the sender with its control characters escaped (a name or string could
+/// otherwise move the cursor, clear or retitle the terminal).
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn print_entry(ind: &str, key: &str, entry: &Entry, verbose: bool) {
     match entry {
         Entry::Value(v) => print_value(ind, key, v),
         Entry::Scalar(s) => println!(
-            "{ind} - [{}] {key}, {}",
+            "{ind} - [{}] {}, {}",
             s.dtype,
+            printable(key),
             scalar_text(s.dtype, &s.bytes)
         ),
         Entry::Array(a) => {
             let n = if verbose { 4 * HEAD } else { HEAD };
-            let head: Vec<String> = head_values(a, n).iter().map(|v| v.to_string()).collect();
+            // JSON has no NaN or infinity: those are shown as Python does.
+            let head: Vec<String> = head_values(a, n)
+                .iter()
+                .zip(head_floats(a, n))
+                .map(|(v, f)| {
+                    f.and_then(float_text)
+                        .unwrap_or_else(|| printable(&v.to_string()))
+                })
+                .collect();
             let total = a.shape.iter().product::<usize>();
+            let key = printable(key);
             println!(
                 "{ind} - [ndarray] {key}, {}, {}, [{}{}]",
                 a.dtype,
@@ -395,7 +433,26 @@ fn scalar_text(dtype: Dtype, bytes: &[u8]) -> String {
         dtype,
         bytes: bytes.to_vec(),
     };
-    s.item().map_or_else(|| "?".into(), |v| v.to_string())
+    s.item().map_or_else(|| "?".into(), |v| python_text(&v))
+}
+
+/// The first `n` elements of a float array as floats (`None` for other types).
+fn head_floats(a: &Array, n: usize) -> Vec<Option<f64>> {
+    a.data
+        .chunks_exact(a.dtype.size.max(1))
+        .take(n)
+        .map(|b| {
+            let s = Scalar {
+                dtype: a.dtype,
+                bytes: b.to_vec(),
+            };
+            match s.item() {
+                Some(Value::F32(f)) => Some(f64::from(f)),
+                Some(Value::F64(f)) => Some(f),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// The first `n` elements of an array as JSON values.
