@@ -8,6 +8,7 @@
 //! modules straight into their places in the stacked array.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use euxfel::{DataCollection, KeyData, TrainValue};
@@ -19,6 +20,11 @@ use crate::append::{
 };
 use crate::dtype::{Dtype, Kind, Scalar};
 use crate::train::{file_metadata, map_of, Array, Entry, Payload, SourceTrain, Train};
+
+/// The ID of the train being read (0 before the first). Data is read from memory maps of the
+/// files: one that shrinks while it is served faults the read (SIGBUS), and `xfel-serve`'s
+/// handler of that signal names this train.
+pub static TRAIN_BEING_READ: AtomicU64 = AtomicU64::new(0);
 
 /// Why a train could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -118,8 +124,12 @@ impl FileTrains {
     /// after which the iteration goes on with the next train). `each` returns false to stop.
     pub fn for_each(&self, each: &mut dyn FnMut(u64, Result<Train, ReadError>) -> bool) {
         for block in self.train_ids.chunks(BLOCK_TRAINS) {
+            if let Some(&first) = block.first() {
+                TRAIN_BEING_READ.store(first, Ordering::Relaxed);
+            }
             let mut prefetched = self.prefetch(block);
             for (i, &tid) in block.iter().enumerate() {
+                TRAIN_BEING_READ.store(tid, Ordering::Relaxed);
                 if !each(tid, self.read(tid, i, &mut prefetched)) {
                     return;
                 }

@@ -467,3 +467,60 @@ fn record_refuses_sources_the_file_cannot_hold_and_keeps_recording() {
     let sources: Vec<String> = dc.all_sources().into_iter().collect();
     assert_eq!(sources, ["C/D", "GOOD/DEV/X:out"], "{out}");
 }
+
+#[test]
+fn a_file_truncated_while_served_ends_the_server_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let _files = files_lock();
+        // 20 trains of 2 MiB from one module, in one file.
+        let spec = RunSpec {
+            trains_per_sequence: 20,
+            sequences: 1,
+            modules: 1,
+            frames: 16,
+            frame_height: 256,
+            frame_width: 256,
+            ..RunSpec::default()
+        };
+        make_run(dir.path(), &spec).unwrap();
+    }
+    let server = Server::start(&[
+        "files",
+        dir.path().to_str().unwrap(),
+        "0",
+        "-z",
+        "PUSH",
+        "--rate",
+        "20",
+        "--source",
+        "*0CH0*",
+    ]);
+    let ctx = zmq::Context::new();
+    let puller = ctx.socket(zmq::PULL).unwrap();
+    puller.set_rcvtimeo(5000).unwrap();
+    puller.set_linger(0).unwrap();
+    puller.connect(&server.endpoint).unwrap();
+    puller.recv_multipart(0).unwrap();
+    // The module's file loses its last three quarters under the server's memory map.
+    let file = dir.path().join("RAW-R0450-LPD00-S00000.h5");
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 4)
+        .unwrap();
+    let mut received = 1;
+    while received < 20 && puller.recv_multipart(0).is_ok() {
+        received += 1;
+    }
+    let (code, out, err) = finish(server);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("xfel-serve: bus error reading train 100")
+            && err.contains("a file of the data shrank while it was served"),
+        "{err}"
+    );
+    assert!(received < 20, "every train came from a truncated file");
+}

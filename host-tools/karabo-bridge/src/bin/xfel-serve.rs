@@ -4,13 +4,13 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use euxfel::{DataCollection, OpenOptions, TrainSelection, Warning};
-use karabo_bridge::files::FileTrains;
+use karabo_bridge::files::{FileTrains, TRAIN_BEING_READ};
 use karabo_bridge::lookup::{self, DataOrigin};
 use karabo_bridge::protocol::Protocol;
 use karabo_bridge::serve::{
@@ -33,7 +33,7 @@ every interface, and a full endpoint (tcp://HOST:PORT, ipc://PATH) is used as gi
 picks a free port; the endpoint is printed as `Streamer started on: ENDPOINT`.\n\n\
 Exit codes: 0 every train sent (or stopped by SIGINT/SIGTERM); 1 a file of the data could not \
 be opened, or a train could not be read or encoded (each is reported and skipped, serving goes \
-on); 2 bad arguments, or `run` without \
+on), or a file shrank while it was served (reported, serving ends); 2 bad arguments, or `run` without \
 --include (the sources are listed); 3 could not start (data, selection, socket)."
 )]
 struct Cli {
@@ -147,6 +147,72 @@ fn parse_include(pattern: &str) -> Result<(String, String), String> {
             .map(|key| (src.to_string(), key.to_string()))
             .ok_or_else(|| format!("Missing final ] in {pattern:?}")),
     }
+}
+
+/// Trains sent so far, for the SIGBUS handler.
+static TRAINS_SENT: AtomicU64 = AtomicU64::new(0);
+
+/// Appends `bytes` to `buf` at `*len`, as far as it holds them (no allocation: this runs in a
+/// signal handler).
+fn push_bytes(buf: &mut [u8], len: &mut usize, bytes: &[u8]) {
+    for &b in bytes {
+        if let Some(slot) = buf.get_mut(*len) {
+            *slot = b;
+            *len += 1;
+        }
+    }
+}
+
+fn push_number(buf: &mut [u8], len: &mut usize, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    push_bytes(buf, len, &digits[i..]);
+}
+
+/// A read from a memory-mapped file that has shrunk since it was opened (truncated or
+/// rewritten while served) faults with SIGBUS: the process cannot go on, but it says why and
+/// where before it ends with exit status 1.
+extern "C" fn on_bus_error(_signal: libc::c_int) {
+    let mut buf = [0u8; 256];
+    let mut len = 0;
+    push_bytes(&mut buf, &mut len, b"xfel-serve: bus error reading train ");
+    push_number(&mut buf, &mut len, TRAIN_BEING_READ.load(Ordering::Relaxed));
+    push_bytes(
+        &mut buf,
+        &mut len,
+        b": a file of the data shrank while it was served (truncated or rewritten); stopped \
+after ",
+    );
+    push_number(&mut buf, &mut len, TRAINS_SENT.load(Ordering::Relaxed));
+    push_bytes(&mut buf, &mut len, b" trains sent\n");
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; `buf` lives on this stack frame and
+    // holds `len` initialised bytes.
+    unsafe {
+        libc::write(2, buf.as_ptr().cast(), len);
+        libc::_exit(i32::from(EXIT_FAILED));
+    }
+}
+
+fn handle_bus_errors() -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is a valid value (no flags, empty mask after sigemptyset);
+    // the handler only calls async-signal-safe functions and never returns.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_bus_error as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
@@ -273,6 +339,12 @@ fn main() -> ExitCode {
         rate: common.rate,
         repeat: common.repeat,
     };
+    if let Err(e) = handle_bus_errors() {
+        return fail(
+            EXIT_START,
+            format!("cannot install the SIGBUS handler: {e}"),
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
@@ -337,8 +409,11 @@ impl Progress {
                 String::from_utf8_lossy(request)
             ),
             // Off a terminal nothing is printed: no clock reading per train.
-            ServeEvent::Sent { .. } if !self.tty => {}
+            ServeEvent::Sent { count, .. } if !self.tty => {
+                TRAINS_SENT.store(count, Ordering::Relaxed);
+            }
             ServeEvent::Sent { count, train_id } => {
+                TRAINS_SENT.store(count, Ordering::Relaxed);
                 let now = Instant::now();
                 let mut rate = self.last.map_or(0.0, |l| l.2);
                 if count % 5 == 0 {
