@@ -524,3 +524,40 @@ fn a_file_truncated_while_served_ends_the_server_with_a_message() {
     );
     assert!(received < 20, "every train came from a truncated file");
 }
+
+#[test]
+fn start_failures_with_json_are_json_objects() {
+    let run = |bin: &str, args: &[&str]| {
+        let _files = files_lock();
+        let out = Command::new(bin)
+            .env("HDF5_USE_FILE_LOCKING", "FALSE")
+            .args(args)
+            .output()
+            .unwrap();
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {out:?}"));
+        (out.status.code(), s)
+    };
+    let (code, s) = run(SERVE, &["files", "/nonexistent/run", "0", "--json"]);
+    assert_eq!((code, &s["exit_code"]), (Some(3), &serde_json::json!(3)));
+    assert!(
+        s["error"].as_str().unwrap().contains("/nonexistent/run"),
+        "{s}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let out_dir = file.join("run");
+    let (code, s) = run(
+        BRIDGE,
+        &[
+            "record",
+            "tcp://127.0.0.1:1",
+            "-o",
+            out_dir.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(3), "{s}");
+    assert!(s["error"].as_str().unwrap().contains("a-file"), "{s}");
+}

@@ -150,12 +150,21 @@ fn main() -> ExitCode {
     let (Command::Glimpse { connect: c, .. }
     | Command::Monitor { connect: c, .. }
     | Command::Record { connect: c, .. }) = &cli.command;
+    // glimpse and record with --json: a start failure is an object on stdout too.
+    let json_errors = c.json && !matches!(cli.command, Command::Monitor { .. });
+    let start_failed = |e: &dyn std::fmt::Display| {
+        eprintln!("xfel-bridge: {e}");
+        if json_errors {
+            println!(
+                "{}",
+                serde_json::json!({"error": e.to_string(), "exit_code": EXIT_START})
+            );
+        }
+        ExitCode::from(EXIT_START)
+    };
     let mut client = match connect(&ctx, c) {
         Ok(client) => client,
-        Err(e) => {
-            eprintln!("xfel-bridge: {e}");
-            return ExitCode::from(EXIT_START);
-        }
+        Err(e) => return start_failed(&e),
     };
     let timeout = c.timeout.map(Duration::from_secs_f64);
     let result = match &cli.command {
@@ -187,10 +196,7 @@ fn main() -> ExitCode {
                     &stop,
                     timeout,
                 ),
-                Err(e) => {
-                    eprintln!("xfel-bridge: {e}");
-                    return ExitCode::from(EXIT_START);
-                }
+                Err(e) => return start_failed(&format!("cannot start the recording: {e}")),
             }
         }
     };

@@ -215,13 +215,24 @@ fn handle_bus_errors() -> std::io::Result<()> {
     Ok(())
 }
 
-fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+/// Reports why serving did not start: on stderr, and with `--json` also as
+/// `{"error": ..., "exit_code": ...}` on stdout so that the output always parses.
+fn fail(json: bool, code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("xfel-serve: {message}");
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error": message.to_string(), "exit_code": code})
+        );
+    }
     ExitCode::from(code)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = match &cli.command {
+        Command::Files { common, .. } | Command::Run { common, .. } => common.json,
+    };
     let opts = OpenOptions::default();
     // Warnings of opening the data (files left out) and of selecting trains, printed below.
     let mut warnings: Vec<Warning> = Vec::new();
@@ -263,14 +274,29 @@ fn main() -> ExitCode {
                     warnings.extend(skipped);
                     dc
                 }
-                Err(e) => return fail(EXIT_START, e),
+                Err(e) => return fail(json, EXIT_START, e),
             };
             if include.is_empty() {
+                if json {
+                    // The sources go with the error object.
+                    let sources: Vec<String> = dc.all_sources().into_iter().collect();
+                    eprintln!("xfel-serve: Please select at least one source with --include");
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "error": "Please select at least one source with --include",
+                            "exit_code": EXIT_USAGE,
+                            "sources": sources,
+                        })
+                    );
+                    return ExitCode::from(EXIT_USAGE);
+                }
                 println!("Available sources:");
                 for s in dc.all_sources() {
                     println!("  {s}");
                 }
                 return fail(
+                    json,
                     EXIT_USAGE,
                     "Please select at least one source with --include",
                 );
@@ -278,7 +304,7 @@ fn main() -> ExitCode {
             let patterns: Result<Vec<_>, _> = include.iter().map(|p| parse_include(p)).collect();
             let patterns = match patterns {
                 Ok(p) => p,
-                Err(e) => return fail(EXIT_USAGE, e),
+                Err(e) => return fail(json, EXIT_USAGE, e),
             };
             let selected = dc
                 .select(&patterns, !allow_partial, allow_partial)
@@ -288,16 +314,16 @@ fn main() -> ExitCode {
     };
     let mut dc = match data {
         Ok(dc) => dc,
-        Err(e) => return fail(EXIT_START, e),
+        Err(e) => return fail(json, EXIT_START, e),
     };
     if let Some(range) = &common.train_range {
         let sel = match parse_range(range) {
             Ok(s) => s,
-            Err(e) => return fail(EXIT_USAGE, e),
+            Err(e) => return fail(json, EXIT_USAGE, e),
         };
         dc = match dc.select_trains(&sel) {
             Ok(dc) => dc,
-            Err(e) => return fail(EXIT_START, e),
+            Err(e) => return fail(json, EXIT_START, e),
         };
         warnings.extend(dc.warnings().iter().cloned());
     }
@@ -308,6 +334,7 @@ fn main() -> ExitCode {
     }
     if common.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         return fail(
+            json,
             EXIT_USAGE,
             "--rate must be a positive number of trains per second",
         );
@@ -315,7 +342,7 @@ fn main() -> ExitCode {
     let n_trains = dc.train_ids.len();
     let trains = match FileTrains::new(dc, common.append_detector_modules) {
         Ok(t) => t,
-        Err(e) => return fail(EXIT_START, e),
+        Err(e) => return fail(json, EXIT_START, e),
     };
     if common.append_detector_modules {
         match trains.detector() {
@@ -341,6 +368,7 @@ fn main() -> ExitCode {
     };
     if let Err(e) = handle_bus_errors() {
         return fail(
+            json,
             EXIT_START,
             format!("cannot install the SIGBUS handler: {e}"),
         );
@@ -349,6 +377,7 @@ fn main() -> ExitCode {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
             return fail(
+                json,
                 EXIT_START,
                 format!("cannot install the signal handler: {e}"),
             );
@@ -362,7 +391,7 @@ fn main() -> ExitCode {
     progress.finish();
     let mut summary = match result {
         Ok(s) => s,
-        Err(e) => return fail(EXIT_START, e),
+        Err(e) => return fail(json, EXIT_START, e),
     };
     summary.files_skipped = files_skipped;
     // The summary is printed once the trains sent are delivered, or a signal gave up on them.
