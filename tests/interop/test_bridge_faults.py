@@ -2,12 +2,14 @@
 files served, messages a misbehaving sender makes for `xfel-bridge record` and `glimpse`, and
 what extra-data-validate says about the runs recorded from them."""
 import json
+import os
 import subprocess
 import sys
 
 import h5py
 import msgpack
 import numpy as np
+import pytest
 import zmq
 from extra_data.tests import make_examples as me
 
@@ -123,3 +125,31 @@ def test_serve_drops_keys_of_types_without_a_fixed_size(tmp_path):
     keys = data["SA1_XTD2_XGM/DOOCS/MAIN"]
     assert "pulseEnergy.photonFlux.value" in keys
     assert not any(k.startswith("ragged.") for k in keys), sorted(keys)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 2 MB tmpfs (needs root to mount)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_record_on_a_full_disk_fails_clearly_and_leaves_nothing(full_disk):
+    big = np.zeros(1 << 18, dtype="u2").tobytes()  # 512 KiB a train
+    messages = [source_parts("BIG/DET/X:out", tid, {}, [("data.x", "uint16", [1 << 18], big)])
+                for tid in range(1, 11)]
+    code, out, err = send_to(["record", "-o", full_disk / "run", "--trains", 10, "--json"],
+                             messages)
+    s = json.loads(out)
+    assert code == 1, (out, err)
+    assert s["path"] is None, out
+    assert "no run written" in s["errors"][-1] and "bytes free in" in s["errors"][-1], out
+    # No temporary file left behind to fill the disk.
+    assert list((full_disk / "run").iterdir()) == []

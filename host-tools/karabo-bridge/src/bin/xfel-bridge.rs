@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -191,6 +192,7 @@ fn main() -> ExitCode {
                 Ok(rec) => record(
                     &mut client,
                     Recording::new(rec),
+                    output,
                     connect,
                     *trains,
                     &stop,
@@ -648,6 +650,16 @@ fn monitor(
     Ok(s.malformed == 0 && complete)
 }
 
+/// Bytes an unprivileged writer may still use on the file system holding `dir`.
+fn free_space(dir: &Path) -> Option<u64> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` is writable; both outlive the call.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// What the recorder saw and wrote.
 #[derive(Default, serde::Serialize)]
 struct RecordSummary {
@@ -684,9 +696,11 @@ impl RecordSummary {
 
 /// Receives trains into `rec` until `ntrains`, the timeout or a signal, then completes the run
 /// file. Ok(false): something was left out, or no train came.
+#[allow(clippy::too_many_arguments)]
 fn record(
     client: &mut Client,
     mut rec: Recording,
+    dir: &Path,
     c: &Connect,
     ntrains: Option<u64>,
     stop: &AtomicBool,
@@ -734,7 +748,8 @@ fn record(
                         s.error(e.to_string());
                     }
                     Err(RecordError::Write(e)) => {
-                        write_error = Some(e);
+                        // Measured while the temporary file still takes its room.
+                        write_error = Some((e, free_space(dir)));
                         break;
                     }
                 }
@@ -756,10 +771,13 @@ fn record(
             last_report = Instant::now();
         }
     }
-    let written = match write_error {
+    let (written, free) = match write_error {
         // The temporary file is removed when `rec` is dropped.
-        Some(e) => Err(e),
-        None => rec.finish(),
+        Some((e, free)) => (Err(e), free),
+        None => {
+            let free = free_space(dir);
+            (rec.finish(), free)
+        }
     };
     match written {
         Ok(w) => {
@@ -773,7 +791,12 @@ fn record(
             "no train recorded from {}: nothing written",
             c.endpoint
         )),
-        Err(e) => s.error(format!("no run written: {e}")),
+        // HDF5's message does not say why a write failed: a full disk is the usual reason.
+        Err(e) => s.error(format!(
+            "no run written: {e} ({} free in {} when it failed)",
+            free.map_or("unknown space".into(), |b| format!("{b} bytes")),
+            dir.display()
+        )),
     }
     s.elapsed_s = started.elapsed().as_secs_f64();
     if c.json {
