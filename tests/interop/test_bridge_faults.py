@@ -153,3 +153,17 @@ def test_record_on_a_full_disk_fails_clearly_and_leaves_nothing(full_disk):
     assert "no run written" in s["errors"][-1] and "bytes free in" in s["errors"][-1], out
     # No temporary file left behind to fill the disk.
     assert list((full_disk / "run").iterdir()) == []
+
+
+def test_serve_start_error_names_the_file_and_not_an_option_not_given(tmp_path):
+    path = tmp_path / "da.h5"
+    me.make_fxe_da_file(str(path))
+    with h5py.File(path, "r+") as f:
+        # A key group without its INDEX group.
+        f["INSTRUMENT/SA1_XTD2_XGM/DOOCS/MAIN:output"].create_dataset("extra/x", data=np.zeros(4))
+    r = subprocess.run([rust_bin("xfel-serve"), "files", str(path), "0", "--json"],
+                       capture_output=True, text=True, timeout=LIMIT)
+    assert r.returncode == 3, r
+    assert "--append-detector-modules" not in r.stderr, r.stderr
+    error = json.loads(r.stdout)["error"]
+    assert str(path) in error and "INDEX/SA1_XTD2_XGM/DOOCS/MAIN:output/extra" in error, error
