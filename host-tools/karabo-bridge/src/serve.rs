@@ -25,6 +25,8 @@ const REQUEST_SPIN: Duration = Duration::from_micros(300);
 /// enough that the wake-ups hardly count, and the CPU is wanted by ZeroMQ's I/O thread sending
 /// them and by the reader (measured: spinning after 4 MB trains lost a quarter of the rate).
 const SPIN_BELOW_BYTES: u64 = 256 << 10;
+/// Largest request a REP server reads.
+const MAX_REQUEST_BYTES: i64 = 64 << 10;
 /// Batches of encoded trains waiting to be sent while the next batch is read.
 const READ_AHEAD: usize = 1;
 /// A batch ends at this many trains or once it holds this many bytes (so one large train is a
@@ -186,6 +188,13 @@ fn bind(ctx: &zmq::Context, config: &ServeConfig) -> Result<zmq::Socket, ServeEr
     socket
         .set_rcvhwm(1)
         .map_err(zmq_err(ep, "set receive HWM"))?;
+    if config.socket == SocketType::Rep {
+        // Requests are `next`: a peer announcing a larger one is disconnected by ZeroMQ
+        // before it is read (a bad request is echoed in the error reply).
+        socket
+            .set_maxmsgsize(MAX_REQUEST_BYTES)
+            .map_err(zmq_err(ep, "set maximum message size"))?;
+    }
     socket.bind(ep).map_err(zmq_err(ep, "bind"))?;
     Ok(socket)
 }

@@ -561,3 +561,26 @@ fn start_failures_with_json_are_json_objects() {
     assert_eq!(code, Some(3), "{s}");
     assert!(s["error"].as_str().unwrap().contains("a-file"), "{s}");
 }
+
+#[test]
+fn a_rep_server_drops_a_peer_sending_a_huge_request() {
+    let dir = tempfile::tempdir().unwrap();
+    small_run(dir.path());
+    let server = Server::start(&["files", dir.path().to_str().unwrap(), "0", "--json"]);
+    let ctx = zmq::Context::new();
+    let hostile = ctx.socket(zmq::REQ).unwrap();
+    hostile.set_linger(0).unwrap();
+    hostile.connect(&server.endpoint).unwrap();
+    // Its reply would echo the 4 MiB.
+    hostile.send(vec![b'x'; 4 << 20], 0).unwrap();
+    let mut c = client(&server.endpoint);
+    for _ in 0..8 {
+        c.next_train().unwrap();
+    }
+    let (code, out, err) = finish(server);
+    assert_eq!(code, 0, "{out}{err}");
+    let s: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(s["bad_requests"], 0, "{out}");
+    assert_eq!(s["trains_sent"], 8, "{out}");
+    assert!(hostile.poll(zmq::POLLIN, 0).unwrap() == 0);
+}

@@ -433,9 +433,11 @@ impl Progress {
                 let _ = std::io::stdout().flush();
             }
             ServeEvent::Skipped(e) => eprintln!("xfel-serve: skipped {e}"),
+            // The first 80 bytes: a request can be up to 64 KiB.
             ServeEvent::BadRequest(request) => eprintln!(
-                "xfel-serve: Unrecognised request: {:?}",
-                String::from_utf8_lossy(request)
+                "xfel-serve: Unrecognised request ({} bytes): {:?}",
+                request.len(),
+                String::from_utf8_lossy(&request[..request.len().min(80)])
             ),
             // Off a terminal nothing is printed: no clock reading per train.
             ServeEvent::Sent { count, .. } if !self.tty => {
