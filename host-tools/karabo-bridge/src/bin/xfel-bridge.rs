@@ -35,8 +35,10 @@ const MAX_ERRORS: usize = 20;
 server, the default), SUB (-z PUB) or PULL (-z PUSH). Malformed messages (odd part counts, \
 unknown content, truncated msgpack, shapes that disagree with the payload) are counted and \
 reported, never fatal.\n\n\
-Exit codes: 0 fine; 1 malformed messages were received, or no train came within --timeout; \
-3 could not connect."
+Exit codes: 0 fine; 1 malformed messages were received, or no train came within --timeout, \
+or (record) a train or source was left out or nothing could be written; 3 could not connect \
+or (record) could not create the output. With --json, glimpse and record print a start failure \
+as {\"error\": ..., \"exit_code\": 3}."
 )]
 struct Cli {
     #[command(subcommand)]
