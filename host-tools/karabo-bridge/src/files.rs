@@ -8,7 +8,7 @@
 //! modules straight into their places in the stacked array.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use euxfel::{DataCollection, KeyData, TrainValue};
@@ -25,6 +25,24 @@ use crate::train::{file_metadata, map_of, Array, Entry, Payload, SourceTrain, Tr
 /// files: one that shrinks while it is served faults the read (SIGBUS), and `xfel-serve`'s
 /// handler of that signal names this train.
 pub static TRAIN_BEING_READ: AtomicU64 = AtomicU64::new(0);
+
+/// The key being read while [`FileTrains::for_each`] reads it (null otherwise), for the same
+/// handler: it names the key, its source and file. It points into the [`FileTrains`] that
+/// `for_each` borrows, and is null again before `for_each` returns.
+pub static KEY_BEING_READ: AtomicPtr<KeyData> = AtomicPtr::new(std::ptr::null_mut());
+
+fn reading(kd: &KeyData) {
+    KEY_BEING_READ.store(std::ptr::from_ref(kd).cast_mut(), Ordering::Relaxed);
+}
+
+/// Clears [`KEY_BEING_READ`] when `for_each` returns, however it returns.
+struct ReadingNothing;
+
+impl Drop for ReadingNothing {
+    fn drop(&mut self) {
+        KEY_BEING_READ.store(std::ptr::null_mut(), Ordering::Relaxed);
+    }
+}
 
 /// Why a train could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +93,7 @@ impl ArrayBytes for TrainRows<'_> {
         &self,
         f: &mut dyn FnMut(&[u8]) -> Result<(), euxfel::Error>,
     ) -> Result<(), euxfel::Error> {
+        reading(self.key);
         self.key.visit_train_bytes(self.train_id, f).map(|_| ())
     }
 }
@@ -123,6 +142,7 @@ impl FileTrains {
     /// Reads every train in order and hands each to `each` with its ID (or the error reading it,
     /// after which the iteration goes on with the next train). `each` returns false to stop.
     pub fn for_each(&self, each: &mut dyn FnMut(u64, Result<Train, ReadError>) -> bool) {
+        let _cleared = ReadingNothing;
         for block in self.train_ids.chunks(BLOCK_TRAINS) {
             if let Some(&first) = block.first() {
                 TRAIN_BEING_READ.store(first, Ordering::Relaxed);
@@ -151,6 +171,7 @@ impl FileTrains {
                         let entry_bytes = kd.entry_bytes().map_or(STRING_BYTES, |b| b as u64);
                         let entries: u64 = block.iter().map(|&t| kd.train_entries(t)).sum();
                         let small = entries.saturating_mul(entry_bytes) <= BLOCK_BYTES;
+                        reading(kd);
                         (small && !stacked)
                             .then(|| kd.train_values(block).ok())
                             .flatten()
@@ -179,7 +200,10 @@ impl FileTrains {
                 }
                 let value = match block {
                     Some(values) => values.get_mut(i).and_then(Option::take),
-                    None => kd.train_value(tid)?,
+                    None => {
+                        reading(kd);
+                        kd.train_value(tid)?
+                    }
                 };
                 match value {
                     None => {}

@@ -2,6 +2,7 @@
 //! `karabo-bridge-serve-files` and `karabo-bridge-serve-run`.
 
 use std::io::{IsTerminal, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,7 +11,7 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use euxfel::{DataCollection, OpenOptions, TrainSelection, Warning};
-use karabo_bridge::files::{FileTrains, TRAIN_BEING_READ};
+use karabo_bridge::files::{FileTrains, KEY_BEING_READ, TRAIN_BEING_READ};
 use karabo_bridge::lookup::{self, DataOrigin};
 use karabo_bridge::protocol::Protocol;
 use karabo_bridge::serve::{
@@ -181,10 +182,29 @@ fn push_number(buf: &mut [u8], len: &mut usize, mut n: u64) {
 /// rewritten while served) faults with SIGBUS: the process cannot go on, but it says why and
 /// where before it ends with exit status 1.
 extern "C" fn on_bus_error(_signal: libc::c_int) {
-    let mut buf = [0u8; 256];
+    let mut buf = [0u8; 1024];
     let mut len = 0;
+    let train_id = TRAIN_BEING_READ.load(Ordering::Relaxed);
     push_bytes(&mut buf, &mut len, b"xfel-serve: bus error reading train ");
-    push_number(&mut buf, &mut len, TRAIN_BEING_READ.load(Ordering::Relaxed));
+    push_number(&mut buf, &mut len, train_id);
+    let key = KEY_BEING_READ.load(Ordering::Relaxed);
+    if !key.is_null() {
+        // SAFETY: non-null only while `FileTrains::for_each` borrows the KeyData it points to;
+        // SIGBUS is raised on the thread whose read faulted, which is inside that call.
+        let key = unsafe { &*key };
+        push_bytes(&mut buf, &mut len, b", key ");
+        push_bytes(&mut buf, &mut len, key.key.as_bytes());
+        push_bytes(&mut buf, &mut len, b" of ");
+        push_bytes(&mut buf, &mut len, key.source.as_bytes());
+        let file = key
+            .files
+            .iter()
+            .find(|f| f.train_ids.binary_search(&train_id).is_ok());
+        if let Some(file) = file {
+            push_bytes(&mut buf, &mut len, b" in ");
+            push_bytes(&mut buf, &mut len, file.path.as_os_str().as_bytes());
+        }
+    }
     push_bytes(
         &mut buf,
         &mut len,
