@@ -8,6 +8,7 @@
 //! modules straight into their places in the stacked array.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use euxfel::{DataCollection, KeyData, TrainValue};
@@ -19,6 +20,29 @@ use crate::append::{
 };
 use crate::dtype::{Dtype, Kind, Scalar};
 use crate::train::{file_metadata, map_of, Array, Entry, Payload, SourceTrain, Train};
+
+/// The ID of the train being read (0 before the first). Data is read from memory maps of the
+/// files: one that shrinks while it is served faults the read (SIGBUS), and `xfel-serve`'s
+/// handler of that signal names this train.
+pub static TRAIN_BEING_READ: AtomicU64 = AtomicU64::new(0);
+
+/// The key being read while [`FileTrains::for_each`] reads it (null otherwise), for the same
+/// handler: it names the key, its source and file. It points into the [`FileTrains`] that
+/// `for_each` borrows, and is null again before `for_each` returns.
+pub static KEY_BEING_READ: AtomicPtr<KeyData> = AtomicPtr::new(std::ptr::null_mut());
+
+fn reading(kd: &KeyData) {
+    KEY_BEING_READ.store(std::ptr::from_ref(kd).cast_mut(), Ordering::Relaxed);
+}
+
+/// Clears [`KEY_BEING_READ`] when `for_each` returns, however it returns.
+struct ReadingNothing;
+
+impl Drop for ReadingNothing {
+    fn drop(&mut self) {
+        KEY_BEING_READ.store(std::ptr::null_mut(), Ordering::Relaxed);
+    }
+}
 
 /// Why a train could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +68,9 @@ struct SourceKeys {
     name: String,
     control: bool,
     keys: Vec<KeyData>,
+    /// Keys of types without a fixed size that are not strings (variable-length arrays,
+    /// opaque data): numpy objects in EXtra-data, dropped like object arrays, never read.
+    objects: Vec<String>,
     /// Its module number if its stacked keys go into the appended detector source.
     module: Option<usize>,
 }
@@ -66,15 +93,17 @@ impl ArrayBytes for TrainRows<'_> {
         &self,
         f: &mut dyn FnMut(&[u8]) -> Result<(), euxfel::Error>,
     ) -> Result<(), euxfel::Error> {
+        reading(self.key);
         self.key.visit_train_bytes(self.train_id, f).map(|_| ())
     }
 }
 
 impl FileTrains {
     /// `append`: stack the modules of the detector in the data (if there is one).
-    pub fn new(dc: DataCollection, append: bool) -> Result<FileTrains, AppendError> {
+    pub fn new(dc: DataCollection, append: bool) -> Result<FileTrains, ReadError> {
         let detector = if append { find_detector(&dc)? } else { None };
         let mut keys: BTreeMap<String, Vec<KeyData>> = BTreeMap::new();
+        // A failure here is the data's, not --append-detector-modules' (ReadError::Data).
         for kd in dc.selected_keys()? {
             keys.entry(kd.source.clone()).or_default().push(kd);
         }
@@ -83,11 +112,19 @@ impl FileTrains {
         let sources = dc
             .all_sources()
             .into_iter()
-            .map(|name| SourceKeys {
-                control: control.contains(&name),
-                keys: keys.remove(&name).unwrap_or_default(),
-                module: detector.as_ref().and_then(|d| d.module_of(&name)),
-                name,
+            .map(|name| {
+                let (keys, objects): (Vec<KeyData>, Vec<KeyData>) = keys
+                    .remove(&name)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .partition(|kd| kd.dtype.is_string() || kd.dtype.item_size().is_some());
+                SourceKeys {
+                    control: control.contains(&name),
+                    keys,
+                    objects: objects.into_iter().map(|kd| kd.key).collect(),
+                    module: detector.as_ref().and_then(|d| d.module_of(&name)),
+                    name,
+                }
             })
             .collect();
         Ok(FileTrains {
@@ -105,9 +142,14 @@ impl FileTrains {
     /// Reads every train in order and hands each to `each` with its ID (or the error reading it,
     /// after which the iteration goes on with the next train). `each` returns false to stop.
     pub fn for_each(&self, each: &mut dyn FnMut(u64, Result<Train, ReadError>) -> bool) {
+        let _cleared = ReadingNothing;
         for block in self.train_ids.chunks(BLOCK_TRAINS) {
+            if let Some(&first) = block.first() {
+                TRAIN_BEING_READ.store(first, Ordering::Relaxed);
+            }
             let mut prefetched = self.prefetch(block);
             for (i, &tid) in block.iter().enumerate() {
+                TRAIN_BEING_READ.store(tid, Ordering::Relaxed);
                 if !each(tid, self.read(tid, i, &mut prefetched)) {
                     return;
                 }
@@ -129,6 +171,7 @@ impl FileTrains {
                         let entry_bytes = kd.entry_bytes().map_or(STRING_BYTES, |b| b as u64);
                         let entries: u64 = block.iter().map(|&t| kd.train_entries(t)).sum();
                         let small = entries.saturating_mul(entry_bytes) <= BLOCK_BYTES;
+                        reading(kd);
                         (small && !stacked)
                             .then(|| kd.train_values(block).ok())
                             .flatten()
@@ -149,7 +192,7 @@ impl FileTrains {
                 data: vec![("metadata".into(), Entry::Value(map_of(&metadata)))],
                 metadata,
             };
-            let mut objects = Vec::new();
+            let mut objects = src.objects.clone();
             for (kd, block) in src.keys.iter().zip(src_prefetched.iter_mut()) {
                 if let Some(m) = src.module.filter(|_| is_stacked_key(&kd.key)) {
                     defer_stacked(kd, tid, m, &mut st, &mut stacked, &mut objects);
@@ -157,7 +200,10 @@ impl FileTrains {
                 }
                 let value = match block {
                     Some(values) => values.get_mut(i).and_then(Option::take),
-                    None => kd.train_value(tid)?,
+                    None => {
+                        reading(kd);
+                        kd.train_value(tid)?
+                    }
                 };
                 match value {
                     None => {}

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use euxfel::{DataCollection, OpenOptions};
+use euxfel::{DataCollection, OpenOptions, Warning};
 
 /// The environment variable EXtra-data reads the data root from.
 pub const DATA_ROOT_ENV: &str = "EXTRA_DATA_DATA_ROOT";
@@ -100,34 +100,44 @@ pub fn run_name(run: &str) -> Result<String, LookupError> {
     Ok(format!("r{n:04}"))
 }
 
-fn open_dir(path: PathBuf, opts: &OpenOptions) -> Result<DataCollection, LookupError> {
+/// Opens a run directory; the files it skipped (unreadable) are added to `skipped`.
+fn open_dir(
+    path: PathBuf,
+    opts: &OpenOptions,
+    skipped: &mut Vec<Warning>,
+) -> Result<DataCollection, LookupError> {
     if !path.is_dir() {
         return Err(LookupError::NoRun { path });
     }
-    DataCollection::open_run(&path, opts).map_err(|source| LookupError::Open { path, source })
+    let dc = DataCollection::open_run(&path, opts)
+        .map_err(|source| LookupError::Open { path, source })?;
+    skipped.extend(dc.warnings().iter().cloned());
+    Ok(dc)
 }
 
 /// Opens a run as `open_run(proposal, run, data=...)`. With [`DataOrigin::All`] the processed
-/// data (if the run has any) replaces raw sources of the same name.
+/// data (if the run has any) replaces raw sources of the same name. Also returns the warnings
+/// of opening it (files that could not be read and were left out), which EXtra-data prints.
 pub fn open_run(
     root: &Path,
     proposal: &str,
     run: &str,
     data: DataOrigin,
     opts: &OpenOptions,
-) -> Result<DataCollection, LookupError> {
+) -> Result<(DataCollection, Vec<Warning>), LookupError> {
     let prop = proposal_dir(root, proposal)?;
     let run = run_name(run)?;
-    match data {
-        DataOrigin::Raw => open_dir(prop.join("raw").join(&run), opts),
-        DataOrigin::Proc => open_dir(prop.join("proc").join(&run), opts),
+    let mut skipped = Vec::new();
+    let dc = match data {
+        DataOrigin::Raw => open_dir(prop.join("raw").join(&run), opts, &mut skipped)?,
+        DataOrigin::Proc => open_dir(prop.join("proc").join(&run), opts, &mut skipped)?,
         DataOrigin::All => {
-            let raw = open_dir(prop.join("raw").join(&run), opts)?;
+            let raw = open_dir(prop.join("raw").join(&run), opts, &mut skipped)?;
             let proc_dir = prop.join("proc").join(&run);
             if !proc_dir.is_dir() {
-                return Ok(raw);
+                return Ok((raw, skipped));
             }
-            let proc = open_dir(proc_dir.clone(), opts)?;
+            let proc = open_dir(proc_dir.clone(), opts, &mut skipped)?;
             let common: Vec<(String, String)> = raw
                 .all_sources()
                 .intersection(&proc.all_sources())
@@ -142,7 +152,7 @@ pub fn open_run(
                 })?
             };
             if raw_only.files.is_empty() {
-                return Ok(proc);
+                return Ok((proc, skipped));
             }
             let mut merged = proc
                 .union(&[&raw_only])
@@ -151,9 +161,10 @@ pub fn open_run(
                     source,
                 })?;
             merged.is_single_run = true;
-            Ok(merged)
+            merged
         }
-    }
+    };
+    Ok((dc, skipped))
 }
 
 #[cfg(test)]

@@ -235,6 +235,8 @@ pub enum DecodeError {
     OddParts(usize),
     #[error("part {part}: not msgpack: {reason}")]
     Msgpack { part: usize, reason: String },
+    #[error("part {part}: more than {max} msgpack values")]
+    TooManyValues { part: usize, max: u64 },
     #[error("part {part}: {extra} bytes after the msgpack value")]
     TrailingBytes { part: usize, extra: usize },
     #[error("part {part}: not a msgpack map")]
@@ -262,7 +264,82 @@ pub enum DecodeError {
     },
 }
 
+/// Most msgpack values decoded from one message part. Each becomes a [`Value`] of 32 bytes or
+/// more, so a part of one-byte values (nils, small integers) would take 30 to 60 times its size
+/// in memory (2 GB for 50 MB of nils): a limit on the part's size is no limit on that.
+pub const MAX_VALUES_PER_PART: u64 = 1 << 22;
+
+/// The big-endian length of `n` bytes at `at`, if the part holds them.
+fn length_at(bytes: &[u8], at: usize, n: usize) -> Option<u64> {
+    let field = bytes.get(at..at.checked_add(n)?)?;
+    Some(field.iter().fold(0u64, |a, &b| a << 8 | u64::from(b)))
+}
+
+/// Counts the msgpack values of `bytes` (without decoding them) until `limit` is passed.
+/// False if it is; a truncated or invalid part counts as within it (decoding reports it).
+fn values_within(bytes: &[u8], limit: u64) -> bool {
+    let (mut at, mut pending, mut count) = (0usize, 1u64, 0u64);
+    while pending > 0 {
+        let Some(&marker) = bytes.get(at) else {
+            return true;
+        };
+        at += 1;
+        pending -= 1;
+        count += 1;
+        if count > limit {
+            return false;
+        }
+        // Bytes after the marker, and the values contained.
+        let (skip, contained) = match marker {
+            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 | 0xc5 | 0xda | 0xc6 | 0xdb => {
+                let n = match marker {
+                    0xc4 | 0xd9 => 1,
+                    0xc5 | 0xda => 2,
+                    _ => 4,
+                };
+                let Some(len) = length_at(bytes, at, n) else {
+                    return true;
+                };
+                (n as u64 + len, 0)
+            }
+            0xc7..=0xc9 => {
+                let n = 1 << (marker - 0xc7);
+                let Some(len) = length_at(bytes, at, n) else {
+                    return true;
+                };
+                (n as u64 + 1 + len, 0)
+            }
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xd4..=0xd8 => (1 + (1u64 << (marker - 0xd4)), 0),
+            0xdc..=0xdf => {
+                let n = if marker & 1 == 0 { 2 } else { 4 };
+                let Some(len) = length_at(bytes, at, n) else {
+                    return true;
+                };
+                (n as u64, if marker >= 0xde { 2 * len } else { len })
+            }
+            // nil, booleans, fixints; 0xc1 is never used (decoding refuses it).
+            _ => (0, 0),
+        };
+        at = at.saturating_add(usize::try_from(skip).unwrap_or(usize::MAX));
+        pending = pending.saturating_add(contained);
+    }
+    true
+}
+
 fn unpack(part: usize, bytes: &[u8]) -> Result<Value, DecodeError> {
+    if !values_within(bytes, MAX_VALUES_PER_PART) {
+        return Err(DecodeError::TooManyValues {
+            part,
+            max: MAX_VALUES_PER_PART,
+        });
+    }
     let mut rd = bytes;
     let value = rmpv::decode::read_value(&mut rd).map_err(|e| DecodeError::Msgpack {
         part,
@@ -703,6 +780,36 @@ mod tests {
             Err(DecodeError::ArrayWithoutSource { part: 0, .. })
         ));
         assert_eq!(decode(Vec::new()), Err(DecodeError::Empty));
+    }
+
+    #[test]
+    fn values_are_counted_before_they_are_decoded() {
+        // 5M nils: 5 MB received, 160 MB or more decoded.
+        let mut nils = vec![0xdd];
+        nils.extend_from_slice(&5_000_000u32.to_be_bytes());
+        nils.resize(5 + 5_000_000, 0xc0);
+        assert_eq!(
+            unpack(1, &nils),
+            Err(DecodeError::TooManyValues {
+                part: 1,
+                max: MAX_VALUES_PER_PART
+            })
+        );
+        // Every kind of value counts once, whatever its size; containers count their items.
+        let mixed = pack(&Value::Map(vec![
+            (str_key("s"), Value::from("x".repeat(300))),
+            (str_key("b"), Value::Binary(vec![0; 70_000])),
+            (str_key("f"), Value::F64(1.5)),
+            (str_key("e"), Value::Ext(3, vec![1, 2, 3])),
+            (
+                str_key("l"),
+                Value::Array((0..20).map(|i| Value::from(i * 1_000_000)).collect()),
+            ),
+        ]));
+        // The map, 5 keys, 4 values, the list and its 20 items.
+        assert!(values_within(&mixed, 31));
+        assert!(!values_within(&mixed, 30));
+        assert!(unpack(0, &mixed).is_ok());
     }
 
     proptest::proptest! {

@@ -5,13 +5,20 @@
 //! msgpack integers become int64 (uint64 above its range), floats float32/float64, booleans
 //! bool, strings and UTF-8 bytes variable-length strings. The `metadata` entry is not stored
 //! (readers make it from the train ID); what the EuXFEL format has no type for (lists, maps,
-//! nil, complex numbers, float16, numpy unicode strings, bytes that are not UTF-8) is left out
-//! and named in [`RecordedTrain::dropped`].
+//! nil, complex numbers, float16, numpy unicode strings, bytes that are not UTF-8, strings with
+//! a NUL byte) is left out and named in [`RecordedTrain::dropped`].
+//!
+//! A writer error ends the recording, so a source the file cannot hold is refused for the
+//! train it comes in ([`RecordedTrain::refused`]) before it reaches the writer: names with a
+//! NUL byte, a key that is also a group of another key (`a` and `a.b`), more dimensions than
+//! HDF5 allows, and names that would share or nest in another source's group or that EuXFEL
+//! readers would split elsewhere (an INSTRUMENT name with `/` after its `:`).
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use euxfel_write::{Cell, Element, Recorder, SourceData};
+use euxfel_write::{Cell, Element, RecordSummary, Recorder, SourceData};
 use rmpv::Value;
 
 use crate::dtype::{to_little_endian, Dtype, Kind};
@@ -115,9 +122,14 @@ fn convert(entry: &Entry) -> Option<Owned<'_>> {
             },
             Value::F32(f) => Some(scalar(Element::Float(4), f.to_le_bytes().to_vec())),
             Value::F64(f) => Some(scalar(Element::Float(8), f.to_le_bytes().to_vec())),
-            Value::String(s) => s.as_str().map(|s| Owned::Text(Cow::Borrowed(s))),
+            // HDF5 strings end at a NUL byte.
+            Value::String(s) => s
+                .as_str()
+                .filter(|s| !s.contains('\0'))
+                .map(|s| Owned::Text(Cow::Borrowed(s))),
             Value::Binary(b) => std::str::from_utf8(b)
                 .ok()
+                .filter(|s| !s.contains('\0'))
                 .map(|s| Owned::Text(Cow::Borrowed(s))),
             _ => None,
         },
@@ -159,29 +171,160 @@ fn source_cells<'a>(
     out
 }
 
-/// Appends `train` to `rec`.
-pub fn record_train(rec: &mut Recorder, train: &Train) -> Result<RecordedTrain, RecordError> {
-    let train_id = train.train_id().ok_or(RecordError::NoTrainId)?;
-    let mut dropped = Vec::new();
-    let owned: Vec<(&str, Vec<(&str, Owned)>)> = train
-        .sources
-        .iter()
-        .map(|(name, st)| (name.as_str(), source_cells(name, st, &mut dropped)))
-        .collect();
-    let sources: Vec<SourceData> = owned
-        .iter()
-        .map(|(name, keys)| SourceData {
-            name,
-            keys: keys.iter().map(|(k, o)| (*k, o.cell())).collect(),
+/// HDF5 allows 32 dimensions; the train axis is one of them.
+const MAX_ENTRY_RANK: usize = 31;
+/// The writer keeps up to 1024 entries of an empty array per chunk, each as if its zero
+/// dimensions were 1, and an HDF5 chunk holds less than 4 GiB.
+const MAX_EMPTY_ENTRY_BYTES: usize = 4 << 20;
+
+/// Where the writer puts a source: its section and name in the file (see euxfel-write's
+/// recorder: all keys `.value`/`.timestamp` is CONTROL; an INSTRUMENT name without `:` gets
+/// `:output`).
+fn stored_place(name: &str, keys: &[(&str, Owned)]) -> Place {
+    let control = !keys.is_empty()
+        && keys
+            .iter()
+            .all(|(k, _)| k.ends_with(".value") || k.ends_with(".timestamp"));
+    if control {
+        ("CONTROL", name.to_string())
+    } else if name.contains(':') {
+        ("INSTRUMENT", name.to_string())
+    } else {
+        ("INSTRUMENT", format!("{name}:output"))
+    }
+}
+
+/// Why the file cannot hold this source's values as they are, if it cannot.
+fn unstorable(name: &str, keys: &[(&str, Owned)]) -> Option<String> {
+    if name.contains('\0') {
+        return Some("a NUL byte in the source name".into());
+    }
+    let names: BTreeSet<&str> = keys.iter().map(|(k, _)| *k).collect();
+    for (key, value) in keys {
+        if key.contains('\0') {
+            return Some(format!("a NUL byte in key {key:?}"));
+        }
+        // `a` and `a.b` would both be `a` in the file, a dataset and a group.
+        let group = key
+            .match_indices('.')
+            .map(|(i, _)| &key[..i])
+            .find(|prefix| names.contains(prefix));
+        if let Some(group) = group {
+            return Some(format!("key {group} is also a group of key {key}"));
+        }
+        if let Owned::Raw { element, shape, .. } = value {
+            if shape.len() > MAX_ENTRY_RANK {
+                return Some(format!(
+                    "{key}: {} dimensions, HDF5 holds {MAX_ENTRY_RANK} per entry",
+                    shape.len()
+                ));
+            }
+            let empty_bytes = shape
+                .iter()
+                .try_fold(element.size(), |a, &d| a.checked_mul(d.max(1)));
+            if shape.contains(&0) && empty_bytes.is_none_or(|b| b >= MAX_EMPTY_ENTRY_BYTES) {
+                return Some(format!(
+                    "{key}: empty array of shape {shape:?} too large to chunk"
+                ));
+            }
+        }
+    }
+    None
+}
+
+type Place = (&'static str, String);
+
+/// Why a source seen for the first time cannot have `place`, if it cannot: a name readers
+/// split elsewhere, or the place of another source, a group inside one or around one.
+fn place_conflict<'a>(
+    place: &Place,
+    taken: impl IntoIterator<Item = (&'a str, &'a Place)>,
+) -> Option<String> {
+    let (section, stored) = place;
+    if *section == "INSTRUMENT" && stored.split_once(':').is_some_and(|(_, c)| c.contains('/')) {
+        return Some("an INSTRUMENT source name with '/' after its ':'".into());
+    }
+    let nested =
+        |a: &str, b: &str| a == b || a.strip_prefix(b).is_some_and(|rest| rest.starts_with('/'));
+    taken
+        .into_iter()
+        .find(|(_, (s, other))| s == section && (nested(stored, other) || nested(other, stored)))
+        .map(|(other, (s, o))| {
+            format!("{section}/{stored} would clash with {s}/{o} of source {other}")
         })
-        .collect();
-    match rec.append(train_id, timestamp_ns(train), &sources) {
-        Ok(a) => Ok(RecordedTrain {
-            train_id,
-            dropped,
-            refused: a.refused,
-        }),
-        Err(e @ euxfel_write::Error::TrainOrder { .. }) => Err(RecordError::Order(e)),
-        Err(e) => Err(RecordError::Write(e)),
+}
+
+/// Received trains being written into a run (`xfel-bridge record`).
+pub struct Recording {
+    rec: Recorder,
+    /// Each source written so far: where the file holds it.
+    places: BTreeMap<String, Place>,
+}
+
+impl Recording {
+    pub fn new(rec: Recorder) -> Recording {
+        Recording {
+            rec,
+            places: BTreeMap::new(),
+        }
+    }
+
+    /// Appends `train`.
+    pub fn append(&mut self, train: &Train) -> Result<RecordedTrain, RecordError> {
+        let train_id = train.train_id().ok_or(RecordError::NoTrainId)?;
+        let mut dropped = Vec::new();
+        let mut refused = Vec::new();
+        let mut owned: Vec<(&str, Vec<(&str, Owned)>)> = Vec::new();
+        // Places of the sources new in this train, taken if the writer accepts them.
+        let mut new_places: Vec<(&str, Place)> = Vec::new();
+        for (name, st) in &train.sources {
+            let keys = source_cells(name, st, &mut dropped);
+            let mut why = unstorable(name, &keys);
+            if why.is_none() && !self.places.contains_key(name.as_str()) {
+                let place = stored_place(name, &keys);
+                let taken = self
+                    .places
+                    .iter()
+                    .map(|(n, p)| (n.as_str(), p))
+                    .chain(new_places.iter().map(|(n, p)| (*n, p)));
+                why = place_conflict(&place, taken);
+                if why.is_none() {
+                    new_places.push((name, place));
+                }
+            }
+            match why {
+                Some(why) => refused.push((name.clone(), why)),
+                None => owned.push((name.as_str(), keys)),
+            }
+        }
+        let sources: Vec<SourceData> = owned
+            .iter()
+            .map(|(name, keys)| SourceData {
+                name,
+                keys: keys.iter().map(|(k, o)| (*k, o.cell())).collect(),
+            })
+            .collect();
+        match self.rec.append(train_id, timestamp_ns(train), &sources) {
+            Ok(a) => {
+                for (name, place) in new_places {
+                    if !a.refused.iter().any(|(r, _)| r == name) {
+                        self.places.insert(name.to_string(), place);
+                    }
+                }
+                refused.extend(a.refused);
+                Ok(RecordedTrain {
+                    train_id,
+                    dropped,
+                    refused,
+                })
+            }
+            Err(e @ euxfel_write::Error::TrainOrder { .. }) => Err(RecordError::Order(e)),
+            Err(e) => Err(RecordError::Write(e)),
+        }
+    }
+
+    /// Completes the run file (see [`Recorder::finish`]).
+    pub fn finish(self) -> euxfel_write::Result<RecordSummary> {
+        self.rec.finish()
     }
 }

@@ -25,6 +25,8 @@ const REQUEST_SPIN: Duration = Duration::from_micros(300);
 /// enough that the wake-ups hardly count, and the CPU is wanted by ZeroMQ's I/O thread sending
 /// them and by the reader (measured: spinning after 4 MB trains lost a quarter of the rate).
 const SPIN_BELOW_BYTES: u64 = 256 << 10;
+/// Largest request a REP server reads.
+const MAX_REQUEST_BYTES: i64 = 64 << 10;
 /// Batches of encoded trains waiting to be sent while the next batch is read.
 const READ_AHEAD: usize = 1;
 /// A batch ends at this many trains or once it holds this many bytes (so one large train is a
@@ -127,10 +129,17 @@ pub struct ServeSummary {
     pub last_train: Option<u64>,
     /// Trains that could not be read or encoded (each reported).
     pub trains_skipped: u64,
+    /// Files of the data that could not be opened and were left out (filled in by the caller,
+    /// which opens the data; each reported).
+    pub files_skipped: u64,
     pub bad_requests: u64,
     pub elapsed_s: f64,
-    /// The stop flag ended serving before the last train.
+    /// The stop flag ended serving before the last train, or while the last trains were
+    /// being delivered.
     pub stopped: bool,
+    /// The stop flag came while trains already sent were still queued for a peer that did not
+    /// take them: those may not have been delivered (see [`deliver`]).
+    pub delivery_interrupted: bool,
 }
 
 impl ServeSummary {
@@ -179,12 +188,20 @@ fn bind(ctx: &zmq::Context, config: &ServeConfig) -> Result<zmq::Socket, ServeEr
     socket
         .set_rcvhwm(1)
         .map_err(zmq_err(ep, "set receive HWM"))?;
+    if config.socket == SocketType::Rep {
+        // Requests are `next`: a peer announcing a larger one is disconnected by ZeroMQ
+        // before it is read (a bad request is echoed in the error reply).
+        socket
+            .set_maxmsgsize(MAX_REQUEST_BYTES)
+            .map_err(zmq_err(ep, "set maximum message size"))?;
+    }
     socket.bind(ep).map_err(zmq_err(ep, "bind"))?;
     Ok(socket)
 }
 
 /// Serves every train of `trains` (again and again with `repeat`) until the end or until `stop`
-/// is set. Returns what was done; a train that cannot be read is reported and skipped.
+/// is set. Returns what was done; a train that cannot be read is reported and skipped. The last
+/// trains may still be queued when it returns: [`deliver`] then waits for them.
 pub fn serve(
     ctx: &zmq::Context,
     trains: FileTrains,
@@ -265,6 +282,32 @@ pub fn serve(
             .map_err(zmq_err(&config.endpoint, "set linger"))?;
     }
     Ok(summary)
+}
+
+/// Ends `ctx` once ZeroMQ has delivered what its closed sockets still hold (the last trains,
+/// queued with an unlimited linger) or once `stop` is set, whichever comes first. Returns false
+/// if `stop` cut the delivery short. A peer that takes no more (a stopped process, a full
+/// receive queue) holds the context's end for ever: its wait runs on a thread of its own so
+/// that a signal still ends the process.
+pub fn deliver(ctx: zmq::Context, stop: &AtomicBool) -> bool {
+    let (done_tx, done) = mpsc::channel::<()>();
+    let waiting = std::thread::Builder::new()
+        .name("xfel-serve delivery".into())
+        .spawn(move || {
+            drop(ctx);
+            let _ = done_tx.send(());
+        });
+    // Without a thread the context was ended (waited for) when the closure was dropped.
+    if waiting.is_err() {
+        return true;
+    }
+    loop {
+        match done.recv_timeout(POLL_SLICE) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return true,
+            Err(mpsc::RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => return false,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
 }
 
 fn send_all(

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use karabo_bridge::client::{Client, ClientConfig, ClientError, ClientSocket, Received};
 use karabo_bridge::dtype::{Dtype, Kind, Scalar};
-use karabo_bridge::record::{record_train, RecordError};
+use karabo_bridge::record::{RecordError, Recording};
 use karabo_bridge::serve::SocketType;
 use karabo_bridge::train::{Array, Entry, SourceTrain};
 use rmpv::Value;
@@ -34,8 +35,10 @@ const MAX_ERRORS: usize = 20;
 server, the default), SUB (-z PUB) or PULL (-z PUSH). Malformed messages (odd part counts, \
 unknown content, truncated msgpack, shapes that disagree with the payload) are counted and \
 reported, never fatal.\n\n\
-Exit codes: 0 fine; 1 malformed messages were received, or no train came within --timeout; \
-3 could not connect."
+Exit codes: 0 fine; 1 malformed messages were received, or no train came within --timeout, \
+or (record) a train or source was left out or nothing could be written; 3 could not connect \
+or (record) could not create the output. With --json, glimpse and record print a start failure \
+as {\"error\": ..., \"exit_code\": 3}."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -150,12 +153,21 @@ fn main() -> ExitCode {
     let (Command::Glimpse { connect: c, .. }
     | Command::Monitor { connect: c, .. }
     | Command::Record { connect: c, .. }) = &cli.command;
+    // glimpse and record with --json: a start failure is an object on stdout too.
+    let json_errors = c.json && !matches!(cli.command, Command::Monitor { .. });
+    let start_failed = |e: &dyn std::fmt::Display| {
+        eprintln!("xfel-bridge: {e}");
+        if json_errors {
+            println!(
+                "{}",
+                serde_json::json!({"error": e.to_string(), "exit_code": EXIT_START})
+            );
+        }
+        ExitCode::from(EXIT_START)
+    };
     let mut client = match connect(&ctx, c) {
         Ok(client) => client,
-        Err(e) => {
-            eprintln!("xfel-bridge: {e}");
-            return ExitCode::from(EXIT_START);
-        }
+        Err(e) => return start_failed(&e),
     };
     let timeout = c.timeout.map(Duration::from_secs_f64);
     let result = match &cli.command {
@@ -179,11 +191,16 @@ fn main() -> ExitCode {
                 overwrite: *overwrite,
             };
             match euxfel_write::Recorder::create(output, &opts) {
-                Ok(rec) => record(&mut client, rec, connect, *trains, &stop, timeout),
-                Err(e) => {
-                    eprintln!("xfel-bridge: {e}");
-                    return ExitCode::from(EXIT_START);
-                }
+                Ok(rec) => record(
+                    &mut client,
+                    Recording::new(rec),
+                    output,
+                    connect,
+                    *trains,
+                    &stop,
+                    timeout,
+                ),
+                Err(e) => return start_failed(&format!("cannot start the recording: {e}")),
             }
         }
     };
@@ -293,7 +310,7 @@ fn type_name(v: &Value) -> &'static str {
 
 fn print_value(ind: &str, key: &str, value: &Value) {
     if let Value::Map(entries) = value {
-        println!("{ind} + [dict] {key}");
+        println!("{ind} + [dict] {}", printable(key));
         let inner = format!("{ind}  ");
         for (k, v) in entries {
             print_value(
@@ -305,9 +322,10 @@ fn print_value(ind: &str, key: &str, value: &Value) {
         return;
     }
     let mut line = format!(
-        "{ind} - [{}] {key}, {}",
+        "{ind} - [{}] {}, {}",
         type_name(value),
-        python_text(value)
+        printable(key),
+        printable(&python_text(value))
     );
     if line.chars().count() > 80 {
         line = line.chars().take(77).collect::<String>() + "...";
@@ -341,22 +359,59 @@ fn python_text(value: &Value) -> String {
         Value::Boolean(true) => "True".into(),
         Value::Boolean(false) => "False".into(),
         Value::Nil => "None".into(),
+        Value::F32(f) => float_text(f64::from(*f)).unwrap_or_else(|| value.to_string()),
+        Value::F64(f) => float_text(*f).unwrap_or_else(|| value.to_string()),
         other => other.to_string(),
     }
+}
+
+/// Python's `nan`, `inf` and `-inf` (None for finite numbers).
+fn float_text(f: f64) -> Option<String> {
+    if f.is_nan() {
+        Some("nan".into())
+    } else if f.is_infinite() {
+        Some(if f > 0.0 { "inf" } else { "-inf" }.into())
+    } else {
+        None
+    }
+}
+
+/// Text from the sender with its control characters escaped (a name or string could
+/// otherwise move the cursor, clear or retitle the terminal).
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn print_entry(ind: &str, key: &str, entry: &Entry, verbose: bool) {
     match entry {
         Entry::Value(v) => print_value(ind, key, v),
         Entry::Scalar(s) => println!(
-            "{ind} - [{}] {key}, {}",
+            "{ind} - [{}] {}, {}",
             s.dtype,
+            printable(key),
             scalar_text(s.dtype, &s.bytes)
         ),
         Entry::Array(a) => {
             let n = if verbose { 4 * HEAD } else { HEAD };
-            let head: Vec<String> = head_values(a, n).iter().map(|v| v.to_string()).collect();
+            // JSON has no NaN or infinity: those are shown as Python does.
+            let head: Vec<String> = head_values(a, n)
+                .iter()
+                .zip(head_floats(a, n))
+                .map(|(v, f)| {
+                    f.and_then(float_text)
+                        .unwrap_or_else(|| printable(&v.to_string()))
+                })
+                .collect();
             let total = a.shape.iter().product::<usize>();
+            let key = printable(key);
             println!(
                 "{ind} - [ndarray] {key}, {}, {}, [{}{}]",
                 a.dtype,
@@ -388,7 +443,26 @@ fn scalar_text(dtype: Dtype, bytes: &[u8]) -> String {
         dtype,
         bytes: bytes.to_vec(),
     };
-    s.item().map_or_else(|| "?".into(), |v| v.to_string())
+    s.item().map_or_else(|| "?".into(), |v| python_text(&v))
+}
+
+/// The first `n` elements of a float array as floats (`None` for other types).
+fn head_floats(a: &Array, n: usize) -> Vec<Option<f64>> {
+    a.data
+        .chunks_exact(a.dtype.size.max(1))
+        .take(n)
+        .map(|b| {
+            let s = Scalar {
+                dtype: a.dtype,
+                bytes: b.to_vec(),
+            };
+            match s.item() {
+                Some(Value::F32(f)) => Some(f64::from(f)),
+                Some(Value::F64(f)) => Some(f),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// The first `n` elements of an array as JSON values.
@@ -578,6 +652,16 @@ fn monitor(
     Ok(s.malformed == 0 && complete)
 }
 
+/// Bytes an unprivileged writer may still use on the file system holding `dir`.
+fn free_space(dir: &Path) -> Option<u64> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` is writable; both outlive the call.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// What the recorder saw and wrote.
 #[derive(Default, serde::Serialize)]
 struct RecordSummary {
@@ -614,9 +698,11 @@ impl RecordSummary {
 
 /// Receives trains into `rec` until `ntrains`, the timeout or a signal, then completes the run
 /// file. Ok(false): something was left out, or no train came.
+#[allow(clippy::too_many_arguments)]
 fn record(
     client: &mut Client,
-    mut rec: euxfel_write::Recorder,
+    mut rec: Recording,
+    dir: &Path,
     c: &Connect,
     ntrains: Option<u64>,
     stop: &AtomicBool,
@@ -639,7 +725,7 @@ fn record(
             }
             Ok(Next::Train(r)) => {
                 last_msg = Instant::now();
-                match record_train(&mut rec, &r.train) {
+                match rec.append(&r.train) {
                     Ok(t) => {
                         s.trains += 1;
                         s.bytes += r.bytes;
@@ -664,7 +750,8 @@ fn record(
                         s.error(e.to_string());
                     }
                     Err(RecordError::Write(e)) => {
-                        write_error = Some(e);
+                        // Measured while the temporary file still takes its room.
+                        write_error = Some((e, free_space(dir)));
                         break;
                     }
                 }
@@ -686,10 +773,13 @@ fn record(
             last_report = Instant::now();
         }
     }
-    let written = match write_error {
+    let (written, free) = match write_error {
         // The temporary file is removed when `rec` is dropped.
-        Some(e) => Err(e),
-        None => rec.finish(),
+        Some((e, free)) => (Err(e), free),
+        None => {
+            let free = free_space(dir);
+            (rec.finish(), free)
+        }
     };
     match written {
         Ok(w) => {
@@ -699,7 +789,16 @@ fn record(
             s.path = Some(w.path);
             s.renamed = w.renamed;
         }
-        Err(e) => s.error(format!("no run written: {e}")),
+        Err(euxfel_write::Error::NoTrains) => s.error(format!(
+            "no train recorded from {}: nothing written",
+            c.endpoint
+        )),
+        // HDF5's message does not say why a write failed: a full disk is the usual reason.
+        Err(e) => s.error(format!(
+            "no run written: {e} ({} free in {} when it failed)",
+            free.map_or("unknown space".into(), |b| format!("{b} bytes")),
+            dir.display()
+        )),
     }
     s.elapsed_s = started.elapsed().as_secs_f64();
     if c.json {

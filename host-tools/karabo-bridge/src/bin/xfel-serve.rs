@@ -2,19 +2,20 @@
 //! `karabo-bridge-serve-files` and `karabo-bridge-serve-run`.
 
 use std::io::{IsTerminal, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use euxfel::{DataCollection, OpenOptions, TrainSelection};
-use karabo_bridge::files::FileTrains;
+use euxfel::{DataCollection, OpenOptions, TrainSelection, Warning};
+use karabo_bridge::files::{FileTrains, KEY_BEING_READ, TRAIN_BEING_READ};
 use karabo_bridge::lookup::{self, DataOrigin};
 use karabo_bridge::protocol::Protocol;
 use karabo_bridge::serve::{
-    endpoint_for, serve, ServeConfig, ServeEvent, ServeSummary, SocketType,
+    deliver, endpoint_for, serve, ServeConfig, ServeEvent, ServeSummary, SocketType,
 };
 
 const EXIT_FAILED: u8 = 1;
@@ -31,8 +32,9 @@ as EXtra-data's karabo-bridge-serve-files (`xfel-serve files`) and karabo-bridge
 A bare port number binds 127.0.0.1 only (EXtra-data binds every interface); --bind-all binds \
 every interface, and a full endpoint (tcp://HOST:PORT, ipc://PATH) is used as given. Port 0 \
 picks a free port; the endpoint is printed as `Streamer started on: ENDPOINT`.\n\n\
-Exit codes: 0 every train sent (or stopped by SIGINT/SIGTERM); 1 a train could not be read or \
-encoded (it is reported and skipped, serving goes on); 2 bad arguments, or `run` without \
+Exit codes: 0 every train sent (or stopped by SIGINT/SIGTERM); 1 a file of the data could not \
+be opened, or a train could not be read or encoded (each is reported and skipped, serving goes \
+on), or a file shrank while it was served (reported, serving ends); 2 bad arguments, or `run` without \
 --include (the sources are listed); 3 could not start (data, selection, socket)."
 )]
 struct Cli {
@@ -148,14 +150,112 @@ fn parse_include(pattern: &str) -> Result<(String, String), String> {
     }
 }
 
-fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+/// Trains sent so far, for the SIGBUS handler.
+static TRAINS_SENT: AtomicU64 = AtomicU64::new(0);
+
+/// Appends `bytes` to `buf` at `*len`, as far as it holds them (no allocation: this runs in a
+/// signal handler).
+fn push_bytes(buf: &mut [u8], len: &mut usize, bytes: &[u8]) {
+    for &b in bytes {
+        if let Some(slot) = buf.get_mut(*len) {
+            *slot = b;
+            *len += 1;
+        }
+    }
+}
+
+fn push_number(buf: &mut [u8], len: &mut usize, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    push_bytes(buf, len, &digits[i..]);
+}
+
+/// A read from a memory-mapped file that has shrunk since it was opened (truncated or
+/// rewritten while served) faults with SIGBUS: the process cannot go on, but it says why and
+/// where before it ends with exit status 1.
+extern "C" fn on_bus_error(_signal: libc::c_int) {
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    let train_id = TRAIN_BEING_READ.load(Ordering::Relaxed);
+    push_bytes(&mut buf, &mut len, b"xfel-serve: bus error reading train ");
+    push_number(&mut buf, &mut len, train_id);
+    let key = KEY_BEING_READ.load(Ordering::Relaxed);
+    if !key.is_null() {
+        // SAFETY: non-null only while `FileTrains::for_each` borrows the KeyData it points to;
+        // SIGBUS is raised on the thread whose read faulted, which is inside that call.
+        let key = unsafe { &*key };
+        push_bytes(&mut buf, &mut len, b", key ");
+        push_bytes(&mut buf, &mut len, key.key.as_bytes());
+        push_bytes(&mut buf, &mut len, b" of ");
+        push_bytes(&mut buf, &mut len, key.source.as_bytes());
+        let file = key
+            .files
+            .iter()
+            .find(|f| f.train_ids.binary_search(&train_id).is_ok());
+        if let Some(file) = file {
+            push_bytes(&mut buf, &mut len, b" in ");
+            push_bytes(&mut buf, &mut len, file.path.as_os_str().as_bytes());
+        }
+    }
+    push_bytes(
+        &mut buf,
+        &mut len,
+        b": a file of the data shrank while it was served (truncated or rewritten); stopped \
+after ",
+    );
+    push_number(&mut buf, &mut len, TRAINS_SENT.load(Ordering::Relaxed));
+    push_bytes(&mut buf, &mut len, b" trains sent\n");
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; `buf` lives on this stack frame and
+    // holds `len` initialised bytes.
+    unsafe {
+        libc::write(2, buf.as_ptr().cast(), len);
+        libc::_exit(i32::from(EXIT_FAILED));
+    }
+}
+
+fn handle_bus_errors() -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is a valid value (no flags, empty mask after sigemptyset);
+    // the handler only calls async-signal-safe functions and never returns.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_bus_error as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Reports why serving did not start: on stderr, and with `--json` also as
+/// `{"error": ..., "exit_code": ...}` on stdout so that the output always parses.
+fn fail(json: bool, code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("xfel-serve: {message}");
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error": message.to_string(), "exit_code": code})
+        );
+    }
     ExitCode::from(code)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = match &cli.command {
+        Command::Files { common, .. } | Command::Run { common, .. } => common.json,
+    };
     let opts = OpenOptions::default();
+    // Warnings of opening the data (files left out) and of selecting trains, printed below.
+    let mut warnings: Vec<Warning> = Vec::new();
     let (data, port, common) = match cli.command {
         Command::Files {
             path,
@@ -170,9 +270,12 @@ fn main() -> ExitCode {
             } else {
                 DataCollection::open_file(&path)
             };
-            let selected = opened
-                .and_then(|dc| dc.select(&[(source, key)], require_all, false))
-                .map_err(|e| e.to_string());
+            // Errors of opening name the file; those of selecting get the path given.
+            let selected = opened.map_err(|e| e.to_string()).and_then(|dc| {
+                warnings.extend(dc.warnings().iter().cloned());
+                dc.select(&[(source, key)], require_all, false)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            });
             (selected, port, common)
         }
         Command::Run {
@@ -187,15 +290,33 @@ fn main() -> ExitCode {
         } => {
             let root = lookup::data_root(data_root.as_deref());
             let dc = match lookup::open_run(&root, &proposal, &run, data, &opts) {
-                Ok(dc) => dc,
-                Err(e) => return fail(EXIT_START, e),
+                Ok((dc, skipped)) => {
+                    warnings.extend(skipped);
+                    dc
+                }
+                Err(e) => return fail(json, EXIT_START, e),
             };
             if include.is_empty() {
+                if json {
+                    // The sources go with the error object.
+                    let sources: Vec<String> = dc.all_sources().into_iter().collect();
+                    eprintln!("xfel-serve: Please select at least one source with --include");
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "error": "Please select at least one source with --include",
+                            "exit_code": EXIT_USAGE,
+                            "sources": sources,
+                        })
+                    );
+                    return ExitCode::from(EXIT_USAGE);
+                }
                 println!("Available sources:");
                 for s in dc.all_sources() {
                     println!("  {s}");
                 }
                 return fail(
+                    json,
                     EXIT_USAGE,
                     "Please select at least one source with --include",
                 );
@@ -203,7 +324,7 @@ fn main() -> ExitCode {
             let patterns: Result<Vec<_>, _> = include.iter().map(|p| parse_include(p)).collect();
             let patterns = match patterns {
                 Ok(p) => p,
-                Err(e) => return fail(EXIT_USAGE, e),
+                Err(e) => return fail(json, EXIT_USAGE, e),
             };
             let selected = dc
                 .select(&patterns, !allow_partial, allow_partial)
@@ -213,20 +334,27 @@ fn main() -> ExitCode {
     };
     let mut dc = match data {
         Ok(dc) => dc,
-        Err(e) => return fail(EXIT_START, e),
+        Err(e) => return fail(json, EXIT_START, e),
     };
     if let Some(range) = &common.train_range {
         let sel = match parse_range(range) {
             Ok(s) => s,
-            Err(e) => return fail(EXIT_USAGE, e),
+            Err(e) => return fail(json, EXIT_USAGE, e),
         };
         dc = match dc.select_trains(&sel) {
             Ok(dc) => dc,
-            Err(e) => return fail(EXIT_START, e),
+            Err(e) => return fail(json, EXIT_START, e),
         };
+        warnings.extend(dc.warnings().iter().cloned());
+    }
+    let mut files_skipped = 0;
+    for w in &warnings {
+        eprintln!("xfel-serve: {w}");
+        files_skipped += u64::from(matches!(w, Warning::SkippedFile { .. }));
     }
     if common.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         return fail(
+            json,
             EXIT_USAGE,
             "--rate must be a positive number of trains per second",
         );
@@ -234,7 +362,7 @@ fn main() -> ExitCode {
     let n_trains = dc.train_ids.len();
     let trains = match FileTrains::new(dc, common.append_detector_modules) {
         Ok(t) => t,
-        Err(e) => return fail(EXIT_START, e),
+        Err(e) => return fail(json, EXIT_START, e),
     };
     if common.append_detector_modules {
         match trains.detector() {
@@ -258,10 +386,18 @@ fn main() -> ExitCode {
         rate: common.rate,
         repeat: common.repeat,
     };
+    if let Err(e) = handle_bus_errors() {
+        return fail(
+            json,
+            EXIT_START,
+            format!("cannot install the SIGBUS handler: {e}"),
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
             return fail(
+                json,
                 EXIT_START,
                 format!("cannot install the signal handler: {e}"),
             );
@@ -273,12 +409,18 @@ fn main() -> ExitCode {
         progress.event(event)
     });
     progress.finish();
-    let summary = match result {
+    let mut summary = match result {
         Ok(s) => s,
-        Err(e) => return fail(EXIT_START, e),
+        Err(e) => return fail(json, EXIT_START, e),
     };
+    summary.files_skipped = files_skipped;
+    // The summary is printed once the trains sent are delivered, or a signal gave up on them.
+    if !deliver(ctx, &stop) {
+        summary.stopped = true;
+        summary.delivery_interrupted = true;
+    }
     report(&summary, common.json);
-    if summary.trains_skipped > 0 {
+    if summary.trains_skipped > 0 || summary.files_skipped > 0 {
         ExitCode::from(EXIT_FAILED)
     } else {
         ExitCode::SUCCESS
@@ -311,13 +453,18 @@ impl Progress {
                 let _ = std::io::stdout().flush();
             }
             ServeEvent::Skipped(e) => eprintln!("xfel-serve: skipped {e}"),
+            // The first 80 bytes: a request can be up to 64 KiB.
             ServeEvent::BadRequest(request) => eprintln!(
-                "xfel-serve: Unrecognised request: {:?}",
-                String::from_utf8_lossy(request)
+                "xfel-serve: Unrecognised request ({} bytes): {:?}",
+                request.len(),
+                String::from_utf8_lossy(&request[..request.len().min(80)])
             ),
             // Off a terminal nothing is printed: no clock reading per train.
-            ServeEvent::Sent { .. } if !self.tty => {}
+            ServeEvent::Sent { count, .. } if !self.tty => {
+                TRAINS_SENT.store(count, Ordering::Relaxed);
+            }
             ServeEvent::Sent { count, train_id } => {
+                TRAINS_SENT.store(count, Ordering::Relaxed);
                 let now = Instant::now();
                 let mut rate = self.last.map_or(0.0, |l| l.2);
                 if count % 5 == 0 {
@@ -383,4 +530,16 @@ fn report(s: &ServeSummary, json: bool) {
             String::new()
         },
     );
+    if s.delivery_interrupted {
+        println!(
+            "xfel-serve: stopped while the last trains sent were still queued for a receiver \
+             that did not take them: they may not have been delivered"
+        );
+    }
+    if s.files_skipped > 0 {
+        println!(
+            "xfel-serve: {} files of the data could not be opened and were left out",
+            s.files_skipped
+        );
+    }
 }

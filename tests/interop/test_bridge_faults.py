@@ -1,0 +1,169 @@
+"""Faults of the Karabo Bridge tools, with the real binaries and EXtra-data: odd keys in the
+files served, messages a misbehaving sender makes for `xfel-bridge record` and `glimpse`, and
+what extra-data-validate says about the runs recorded from them."""
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from extra_data.tests import make_examples as me
+
+from euxfel_helpers import rust_bin
+
+LIMIT = 120  # seconds any one process or wait may take
+
+
+def header(source, tid):
+    meta = {"source": source, "timestamp.tid": tid}
+    return msgpack.packb({"source": source, "content": "msgpack", "metadata": meta})
+
+
+def source_parts(source, tid, values, arrays=()):
+    """Protocol 2.2 parts of one source: its values, then (path, dtype, shape, bytes) arrays."""
+    parts = [header(source, tid), msgpack.packb(values, use_bin_type=True)]
+    for path, dtype, shape, data in arrays:
+        parts.append(msgpack.packb({"source": source, "content": "array", "path": path,
+                                    "dtype": dtype, "shape": shape}))
+        parts.append(data)
+    return parts
+
+
+def good(tid):
+    data = (np.arange(6, dtype="u2") + tid).tobytes()
+    return source_parts("GOOD/DEV/X:out", tid, {"n": tid}, [("data.x", "uint16", [2, 3], data)])
+
+
+def send_to(args, messages):
+    """Runs `xfel-bridge ARGS` against a PUSH socket that sends `messages`."""
+    with zmq.Context() as ctx:
+        sender = ctx.socket(zmq.PUSH)
+        sender.linger = 0
+        port = sender.bind_to_random_port("tcp://127.0.0.1")
+        proc = subprocess.Popen(
+            [rust_bin("xfel-bridge"), args[0], f"tcp://127.0.0.1:{port}", "-z", "PUSH",
+             *[str(a) for a in args[1:]]],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+        )
+        for parts in messages:
+            sender.send_multipart(parts)
+        out, err = proc.communicate(timeout=LIMIT)
+        sender.close()
+    return proc.returncode, out, err
+
+
+def test_record_refuses_what_the_file_cannot_hold_and_the_run_validates(tmp_path):
+    bad = (
+        source_parts("S/D/X:out", 2, {"a": 1, "a.b": 2})
+        + source_parts("N/D/X:out", 2, {"a\0b": 1})
+        + source_parts("R/D/X:out", 2, {}, [("d", "uint8", [1] * 40, b"\1")])
+        + source_parts("P/Q:out/R", 2, {"b": 1})
+        + source_parts("C/D", 2, {"v.value": 1.5})
+        + source_parts("C/D/E", 2, {"w.value": 2.5})
+        + source_parts("T/D/X:out", 2, {"s": "a\0b", "ok": 1})
+    )
+    run = tmp_path / "run"
+    code, out, err = send_to(["record", "-o", run, "--trains", 3, "--json"],
+                             [good(1), good(2) + bad, good(3)])
+    s = json.loads(out)
+    assert code == 1, (out, err)
+    assert (s["trains"], s["refused"]) == (3, 5), out
+    assert s["dropped_keys"] == ["T/D/X:out s"], out
+    # extra-data-validate, from the interpreter running the tests.
+    validate = "import sys; from extra_data.validation import main; sys.exit(main())"
+    v = subprocess.run([sys.executable, "-c", validate, str(run)], capture_output=True,
+                       text=True, timeout=LIMIT)
+    assert v.returncode == 0, v.stdout + v.stderr
+    from extra_data import RunDirectory
+    r = RunDirectory(run)
+    assert sorted(r.all_sources) == ["C/D", "GOOD/DEV/X:out", "T/D/X:out"]
+    # C/D/E would have been read back as a key of C/D.
+    assert r.keys_for_source("C/D") == {"v.value"}
+    np.testing.assert_array_equal(r["GOOD/DEV/X:out", "n"].ndarray(), [1, 2, 3])
+
+
+def test_glimpse_shows_nan_and_escapes_control_characters():
+    parts = source_parts(
+        "CC/X:out\x1b[31m", 1, {"a\x1b[2J": "\x1b]0;title\x07", "f": float("nan")},
+        [("x", "float32", [3], np.array([np.nan, np.inf, 1.5], dtype="f4").tobytes())],
+    )
+    code, out, err = send_to(["glimpse", "--timeout", 30], [parts])
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out, repr(out)
+    assert " - [ndarray] x, float32, (3,), [nan, inf, 1.5]" in out, out
+    assert " - [float] f, nan" in out, out
+    assert r" - [str] a\u{1b}[2J, \u{1b}]0;title\u{7}" in out, out
+
+
+def test_serve_drops_keys_of_types_without_a_fixed_size(tmp_path):
+    path = tmp_path / "da.h5"
+    me.make_fxe_da_file(str(path))
+    with h5py.File(path, "r+") as f:
+        g = f["CONTROL/SA1_XTD2_XGM/DOOCS/MAIN"]
+        n = g["pulseEnergy/photonFlux/value"].shape[0]
+        g.create_dataset("ragged/value", shape=(n,), dtype=h5py.vlen_dtype(np.int32))
+        g.create_dataset("ragged/timestamp", data=np.zeros(n, dtype="u8"))
+    proc = subprocess.Popen(
+        [rust_bin("xfel-serve"), "files", str(path), "0", "--json",
+         "--source", "SA1_XTD2_XGM/DOOCS/MAIN"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    endpoint = proc.stdout.readline().split(": ", 1)[1].strip()
+    from karabo_bridge import Client
+    with Client(endpoint, timeout=LIMIT) as c:
+        for _ in range(n):
+            data, _ = c.next()
+    out, err = proc.communicate(timeout=LIMIT)
+    s = json.loads(out)
+    # Every train (EXtra-data's vlen arrays are numpy objects); before, every train was skipped.
+    assert proc.returncode == 0, err
+    assert (s["trains_sent"], s["trains_skipped"]) == (n, 0), out
+    keys = data["SA1_XTD2_XGM/DOOCS/MAIN"]
+    assert "pulseEnergy.photonFlux.value" in keys
+    assert not any(k.startswith("ragged.") for k in keys), sorted(keys)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 2 MB tmpfs (needs root to mount)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_record_on_a_full_disk_fails_clearly_and_leaves_nothing(full_disk):
+    big = np.zeros(1 << 18, dtype="u2").tobytes()  # 512 KiB a train
+    messages = [source_parts("BIG/DET/X:out", tid, {}, [("data.x", "uint16", [1 << 18], big)])
+                for tid in range(1, 11)]
+    code, out, err = send_to(["record", "-o", full_disk / "run", "--trains", 10, "--json"],
+                             messages)
+    s = json.loads(out)
+    assert code == 1, (out, err)
+    assert s["path"] is None, out
+    assert "no run written" in s["errors"][-1] and "bytes free in" in s["errors"][-1], out
+    # No temporary file left behind to fill the disk.
+    assert list((full_disk / "run").iterdir()) == []
+
+
+def test_serve_start_error_names_the_file_and_not_an_option_not_given(tmp_path):
+    path = tmp_path / "da.h5"
+    me.make_fxe_da_file(str(path))
+    with h5py.File(path, "r+") as f:
+        # A key group without its INDEX group.
+        f["INSTRUMENT/SA1_XTD2_XGM/DOOCS/MAIN:output"].create_dataset("extra/x", data=np.zeros(4))
+    r = subprocess.run([rust_bin("xfel-serve"), "files", str(path), "0", "--json"],
+                       capture_output=True, text=True, timeout=LIMIT)
+    assert r.returncode == 3, r
+    assert "--append-detector-modules" not in r.stderr, r.stderr
+    error = json.loads(r.stdout)["error"]
+    assert str(path) in error and "INDEX/SA1_XTD2_XGM/DOOCS/MAIN:output/extra" in error, error
