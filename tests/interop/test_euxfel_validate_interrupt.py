@@ -1,9 +1,11 @@
 """Ctrl-C (SIGINT) on the long commands: xfel-extract, xfel-validate and lsxfel stop,
 leave no partial output, print one line and exit 130 (128 + SIGINT).
 
-To interrupt at a known point without timing, a FIFO stands in for one file: the
-command blocks opening it (the kernel shows `wait_for_partner`), SIGINT arrives
-there, and the test then opens the other end so the command can go on and notice.
+To interrupt at a known point without timing, a FIFO stands in for one file the command
+opens with a plain blocking open (an output file, or the run map `karabo_data_map.json`;
+data files are opened non-blocking, so a FIFO among them is refused at once): the command
+blocks opening it (the kernel shows `wait_for_partner`), SIGINT arrives there, and the
+test then opens the other end so the command can go on and notice.
 """
 import json
 import os
@@ -71,10 +73,11 @@ def interrupt_at_fifo(cmd, fifo, fifo_mode):
 
 @pytest.fixture
 def run_with_fifo(examples, tmp_path):
-    """A copy of an example run with one more 'file' that is a FIFO (first in name order)."""
+    """A copy of an example run whose run map is a FIFO (read before any data file)."""
     run_dir = tmp_path / "run"
     shutil.copytree(examples["fxe12"], run_dir)
-    fifo = run_dir / "RAW-R0450-AAA00-S00000.h5"
+    fifo = run_dir / "karabo_data_map.json"
+    fifo.unlink(missing_ok=True)
     os.mkfifo(fifo)
     return run_dir, fifo
 
@@ -114,7 +117,7 @@ def test_xfel_validate_json_interrupted(run_with_fifo):
 
 def test_lsxfel_interrupted(run_with_fifo):
     run_dir, fifo = run_with_fifo
-    code, so, se = interrupt_at_fifo([rust_bin("lsxfel"), "--no-cache", run_dir],
+    code, so, se = interrupt_at_fifo([rust_bin("lsxfel"), run_dir],
                                      fifo, os.O_WRONLY)
     assert code == 130, se
     assert se.strip() == "lsxfel: interrupted", se

@@ -376,10 +376,11 @@ fn lsxfel_leaves_no_partial_run_map() {
 }
 
 /// Where threads cannot be started (a process limit, as on shared cluster nodes), a run
-/// is opened by the threads there are: the listing is complete, no panic. The limit is
+/// is opened and validated by the threads there are: the listing and the report are
+/// complete, no panic. The limit is
 /// RLIMIT_NPROC of an unprivileged user (root is exempt from it), so this runs as root.
 #[test]
-fn lsxfel_lists_a_run_when_threads_cannot_start() {
+fn a_run_is_listed_and_validated_when_threads_cannot_start() {
     // SAFETY: geteuid has no preconditions and only reads the process's credentials.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root to run lsxfel as an unprivileged user");
@@ -409,4 +410,25 @@ fn lsxfel_lists_a_run_when_threads_cannot_start() {
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(String::from_utf8_lossy(&o.stdout), unlimited);
+    // xfel-validate with no thread at all validates in its main thread: the same report.
+    // (Without the run map root's lsxfel wrote, which is private to root, as EXtra-data's.)
+    std::fs::remove_file(td.path().join("karabo_data_map.json")).expect("run map");
+    let validate = env!("CARGO_BIN_EXE_xfel-validate");
+    let (code, report, err) = run(validate, &[dir]);
+    assert_eq!(code, 0, "{err}");
+    let o = Command::new("prlimit")
+        .args([
+            "--nproc=1",
+            "--",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+        ])
+        .args(["--clear-groups", validate, dir])
+        .env("HDF5_USE_FILE_LOCKING", "FALSE")
+        .output()
+        .expect("spawn prlimit");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), report);
 }

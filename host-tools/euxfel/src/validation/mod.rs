@@ -512,21 +512,31 @@ pub fn validate_run(
     });
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel::<(usize, FileResult)>();
+        let (next, paths) = (&next, &paths);
+        let worker = |tx: mpsc::Sender<(usize, FileResult)>| loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(p) = paths.get(i) else {
+                break;
+            };
+            if interrupt::interrupted() {
+                break;
+            }
+            if tx.send((i, validate_file(p, checks))).is_err() {
+                break;
+            }
+        };
+        // Threads that cannot start (a process limit) leave their files to the others; with
+        // none, this thread validates them all before it reports.
+        let mut started = 0;
         for _ in 0..nthreads {
             let tx = tx.clone();
-            let (next, paths) = (&next, &paths);
-            s.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(p) = paths.get(i) else {
-                    break;
-                };
-                if interrupt::interrupted() {
-                    break;
-                }
-                if tx.send((i, validate_file(p, checks))).is_err() {
-                    break;
-                }
-            });
+            match std::thread::Builder::new().spawn_scoped(s, move || worker(tx)) {
+                Ok(_) => started += 1,
+                Err(_) => break,
+            }
+        }
+        if started == 0 {
+            worker(tx.clone());
         }
         drop(tx);
         for (done, (i, r)) in rx.into_iter().enumerate() {
@@ -550,6 +560,8 @@ pub fn validate_run(
         Some(_) => Vec::new(),
         None => run_checks(dir, None, &files, checks),
     };
+    // Ctrl-C during the run checks (reading the run map) cancels too: no report.
+    interrupt::check()?;
     Ok(Report {
         path: dir.into(),
         run: true,
