@@ -432,3 +432,27 @@ fn a_run_is_listed_and_validated_when_threads_cannot_start() {
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert_eq!(String::from_utf8_lossy(&o.stdout), report);
 }
+
+/// A listing that cannot be written (a full disk) ends with exit 1 and says so; a reader
+/// that leaves early is not an error message.
+#[test]
+fn lsxfel_listing_that_cannot_be_written_fails() {
+    let td = tempfile::tempdir().expect("tempdir");
+    fixture(td.path());
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let o = Command::new(LSXFEL)
+        .arg(td.path())
+        .env("HDF5_USE_FILE_LOCKING", "FALSE")
+        .stdout(full)
+        .output()
+        .expect("spawn");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("lsxfel: cannot write the listing: No space left"),
+        "{err}"
+    );
+}

@@ -12,7 +12,12 @@ use euxfel::display::{info_into, InfoOptions};
 use euxfel::{DataCollection, FileAccess, OpenOptions, Warning};
 
 #[derive(Parser, Debug)]
-#[command(name = "lsxfel", about = "Summarise XFEL data in files or folders")]
+#[command(
+    name = "lsxfel",
+    about = "Summarise XFEL data in files or folders",
+    after_help = "Exit codes: 0 listed; 1 a path could not be read as XFEL data, or the listing \
+could not be written; 2 a path not found, or a usage error; 130 interrupted (Ctrl-C)."
+)]
 struct Args {
     /// Files/folders to look at (default: the current directory).
     #[arg(conflicts_with = "proposal")]
@@ -433,8 +438,17 @@ fn main() -> ExitCode {
         return ExitCode::from(euxfel::EXIT_INTERRUPTED);
     }
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(ctx.out.as_bytes());
-    let _ = stdout.flush();
+    if let Err(e) = stdout
+        .write_all(ctx.out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        // A listing that did not reach its reader (a full disk) never ends with exit 0; a
+        // reader that left (`| head`) needs no message.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("lsxfel: cannot write the listing: {e}");
+        }
+        return ExitCode::from(1);
+    }
     match r {
         Ok(c) => ExitCode::from(c),
         Err(e) => {
