@@ -33,3 +33,19 @@ pub use links::soft_link_target;
 pub use read::{read_rows_native, stored_layout_is_native, ReadError};
 pub use vds::{add_virtual_mapping, VdsError, VirtualMapping};
 pub use write::write_rows_native;
+
+/// libhdf5's reason for the call that just failed, from its error stack, as h5py words it: ": "
+/// then the outermost description and, in parentheses, the innermost (where the cause is), or
+/// "" when the stack is empty. Call it under the library lock, right after the failed call.
+pub(crate) fn library_reason() -> String {
+    let Some(stack) = hdf5::Error::query().ok().and_then(|e| e.stack()) else {
+        return String::new();
+    };
+    match (stack.first(), stack.last()) {
+        (Some(top), Some(inner)) if top.desc() != inner.desc() => {
+            format!(": {} ({})", top.desc(), inner.desc())
+        }
+        (Some(top), _) => format!(": {}", top.desc()),
+        _ => String::new(),
+    }
+}

@@ -41,8 +41,9 @@ pub enum ReadError {
     Scalar,
     #[error("hyperslab selection failed")]
     Selection,
-    #[error("H5Dread failed")]
-    Read,
+    /// libhdf5's reason follows (e.g. "can't read data (filter returned failure during read)").
+    #[error("H5Dread failed{0}")]
+    Read(String),
 }
 
 /// Reads rows `start .. start + count` of `ds` (all of every other dimension) into `out`, in
@@ -102,10 +103,12 @@ pub fn read_rows_native(
                 H5P_DEFAULT,
                 out.as_mut_ptr().cast(),
             );
+            // Before the closes below: every library call clears the error stack.
+            let failed = (r < 0).then(crate::library_reason);
             drop(spaces);
             H5Tclose(mtype);
-            if r < 0 {
-                return Err(ReadError::Read);
+            if let Some(reason) = failed {
+                return Err(ReadError::Read(reason));
             }
             Ok(())
         }
@@ -236,6 +239,45 @@ unsafe fn insert_member(ctype: hid_t, ftype: hid_t, i: u32, depth: usize) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A chunk whose compressed bytes are damaged: the error carries libhdf5's reason, as
+    /// h5py's message does, not only that H5Dread failed.
+    #[test]
+    fn a_damaged_chunk_reports_the_library_reason() {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gz.h5");
+        let data = ndarray::Array2::from_shape_fn((64, 256), |(r, c)| ((r * c) % 7) as u16);
+        let (addr, size) = {
+            let f = hdf5::File::create(&path).unwrap();
+            let ds = f
+                .new_dataset_builder()
+                .chunk((64, 256))
+                .deflate(4)
+                .with_data(&data)
+                .create("d")
+                .unwrap();
+            let info = ds.chunk_info(0).unwrap();
+            (info.addr, info.size)
+        };
+        let mut raw = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        raw.seek(SeekFrom::Start(addr + size / 2)).unwrap();
+        raw.write_all(&[0xff; 32]).unwrap();
+        drop(raw);
+        let f = hdf5::File::open(&path).unwrap();
+        let ds = f.dataset("d").unwrap();
+        let mut out = vec![0u8; 64 * 256 * 2];
+        match read_rows_native(&ds, 0, 64, &mut out) {
+            Err(ReadError::Read(reason)) => {
+                let msg = ReadError::Read(reason).to_string();
+                assert!(
+                    msg.starts_with("H5Dread failed: can't read data ("),
+                    "{msg}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn rows_read_in_native_order_and_bad_requests_are_refused() {
