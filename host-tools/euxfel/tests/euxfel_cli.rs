@@ -377,15 +377,14 @@ fn lsxfel_leaves_no_partial_run_map() {
 
 /// Where threads cannot be started (a process limit, as on shared cluster nodes), a run
 /// is opened and validated by the threads there are: the listing and the report are
-/// complete, no panic. The limit is
-/// RLIMIT_NPROC of an unprivileged user (root is exempt from it), so this runs as root.
+/// complete, no panic (as an unprivileged user under a process limit: needs root).
 #[test]
 fn a_run_is_listed_and_validated_when_threads_cannot_start() {
-    // SAFETY: geteuid has no preconditions and only reads the process's credentials.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to run lsxfel as an unprivileged user");
+    // The process and three threads: the other threads of the pool fail to start.
+    let Some(user) = test_support::LimitedUser::new() else {
         return;
-    }
+    };
+    let limited = user.prefix(4);
     let td = tempfile::tempdir().expect("tempdir");
     fixture(td.path());
     use std::os::unix::fs::PermissionsExt;
@@ -393,16 +392,9 @@ fn a_run_is_listed_and_validated_when_threads_cannot_start() {
     let dir = td.path().to_str().expect("utf-8 path");
     let (code, unlimited, err) = run(LSXFEL, &[dir]);
     assert_eq!(code, 0, "{err}");
-    // The process and three threads: the other threads of the pool fail to start.
-    let o = Command::new("prlimit")
-        .args([
-            "--nproc=4",
-            "--",
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-        ])
-        .args(["--clear-groups", LSXFEL, dir])
+    let o = Command::new(&limited[0])
+        .args(&limited[1..])
+        .args([LSXFEL, dir])
         .env("HDF5_USE_FILE_LOCKING", "FALSE")
         .output()
         .expect("spawn prlimit");
@@ -416,15 +408,10 @@ fn a_run_is_listed_and_validated_when_threads_cannot_start() {
     let validate = env!("CARGO_BIN_EXE_xfel-validate");
     let (code, report, err) = run(validate, &[dir]);
     assert_eq!(code, 0, "{err}");
-    let o = Command::new("prlimit")
-        .args([
-            "--nproc=1",
-            "--",
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-        ])
-        .args(["--clear-groups", validate, dir])
+    let no_threads = user.prefix(1);
+    let o = Command::new(&no_threads[0])
+        .args(&no_threads[1..])
+        .args([validate, dir])
         .env("HDF5_USE_FILE_LOCKING", "FALSE")
         .output()
         .expect("spawn prlimit");

@@ -122,3 +122,43 @@ pub fn output_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     forward(child.stdout.take().expect("stdout piped"), tx);
     rx
 }
+
+/// Runs programs as an unprivileged user (uid and gid 65534) under a process limit, as on a
+/// shared node. RLIMIT_NPROC counts every process and thread of that user, so the tests of one
+/// binary that use it take turns (one `LimitedUser` at a time); other processes of that user on
+/// the machine would count too.
+pub struct LimitedUser {
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+static LIMITED_USER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl LimitedUser {
+    /// `None`, after a line saying the test is skipped, unless this runs as root (only root can
+    /// change user; root itself is exempt from RLIMIT_NPROC). The programs' files must be
+    /// readable by that user.
+    pub fn new() -> Option<LimitedUser> {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+            eprintln!("skipped: needs root to run a program as an unprivileged user");
+            return None;
+        }
+        let turn = LIMITED_USER.lock().unwrap_or_else(|e| e.into_inner());
+        Some(LimitedUser { _turn: turn })
+    }
+
+    /// The command prefix running a program as that user with at most `nproc` processes and
+    /// threads in all.
+    pub fn prefix(&self, nproc: u32) -> Vec<String> {
+        let prefix = [
+            "prlimit",
+            &format!("--nproc={nproc}"),
+            "--",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ];
+        prefix.iter().map(|s| s.to_string()).collect()
+    }
+}

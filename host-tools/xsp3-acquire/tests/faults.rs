@@ -605,36 +605,19 @@ fn an_engine_one_buffer_behind_catches_up() {
 /// a panic. RLIMIT_NPROC binds only unprivileged users, so the run is made one (needs root).
 #[test]
 fn a_sink_thread_that_cannot_start_fails_the_run_cleanly() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(1)
-        != 0
-    {
-        eprintln!("skipped: needs root to run xsp3-acquire as an unprivileged user");
+    use std::os::unix::fs::PermissionsExt;
+    // The process itself and one thread (the simulated SDK's): the file writer's cannot start.
+    let Some(user) = test_support::LimitedUser::new() else {
         return;
-    }
+    };
+    let limited = user.prefix(2);
     let td = tempfile::tempdir().unwrap();
     std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    // The process itself and one thread (the simulated SDK's): the file writer's cannot start.
-    let o = Command::new("prlimit")
+    let o = Command::new(&limited[0])
+        .args(&limited[1..])
         .args([
-            "--nproc=2",
-            "--",
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
+            BIN, "run", "-q", "--json", "--frames", "20", "--file", "t", "--out",
         ])
-        .args([
-            "--clear-groups",
-            BIN,
-            "run",
-            "-q",
-            "--json",
-            "--frames",
-            "20",
-        ])
-        .args(["--file", "t", "--out"])
         .arg(td.path())
         .output()
         .unwrap();
@@ -659,27 +642,14 @@ fn a_sink_thread_that_cannot_start_fails_the_run_cleanly() {
 /// still answers (status, shutdown). Needs root, as above.
 #[test]
 fn serve_refuses_an_arm_whose_thread_cannot_start_and_stays_usable() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(1)
-        != 0
-    {
-        eprintln!("skipped: needs root to run xsp3-acquire as an unprivileged user");
+    use std::os::unix::fs::PermissionsExt;
+    // The process, ZeroMQ's two threads and the simulated SDK's: none left for the acquisition.
+    let Some(user) = test_support::LimitedUser::new() else {
         return;
-    }
+    };
+    let launcher = user.prefix(4);
     let td = tempfile::tempdir().unwrap();
     std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    // The process, ZeroMQ's two threads and the simulated SDK's: none left for the acquisition.
-    let launcher = [
-        "prlimit",
-        "--nproc=4",
-        "--",
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-    ];
     let mut d = Daemon::start_with(&launcher, td.path(), &[]);
     d.ok(json!({"cmd": "configure", "frames": 10, "file": "d"}));
     d.error(json!({"cmd": "arm"}), "cannot start the acquisition thread");

@@ -33,7 +33,7 @@ impl Daemon {
     }
 
     /// The daemon started through `launcher` (a command and its arguments, e.g. prlimit).
-    pub fn start_with(launcher: &[&str], out: &Path, extra: &[&str]) -> Daemon {
+    pub fn start_with(launcher: &[String], out: &Path, extra: &[&str]) -> Daemon {
         let endpoint = local_endpoint();
         let mut cmd = match launcher.split_first() {
             Some((first, rest)) => {
