@@ -22,8 +22,10 @@ receiver asking for the next train):
   monitor  our xfel-bridge monitor (decodes every train, in Rust)
 and the limits of this machine for the same messages (the parts of one train of xfel-serve,
 real msgpack): a pyzmq REP process answering `next` with those parts, read by the Client
-(the Python client's ceiling) and by the raw REQ socket (libzmq REQ/REP loopback), and a plain
-libzmq PUSH -> PULL transfer between two processes (copy=False).
+(the Python client's ceiling) and by the raw REQ socket, a native REQ/REP pair answering with
+those parts and doing nothing else (benches/examples/zmq_round_trip.rs, the ceiling of any
+REP server with one request in flight), and a plain libzmq PUSH -> PULL transfer between two
+processes (copy=False).
 
 The same with `-z PUSH` for both servers (same options), no round trip per train: receivers
 karabo_bridge.Client(sock="PULL"), a raw pyzmq PULL socket (high-water mark 1, as the Client)
@@ -95,6 +97,7 @@ def build():
     log("building release binaries (karabo-bridge, fixtures)...")
     sh(["cargo", "build", "--release", "-p", "karabo-bridge", "-p", "fixtures", "--bins"],
        cwd=REPO)
+    sh(["cargo", "build", "--release", "-p", "benches", "--example", "zmq_round_trip"], cwd=REPO)
 
 
 def fixture(out, args, files):
@@ -293,6 +296,19 @@ def zmq_limit(sizes, n):
     return (n - 1) / dt
 
 
+def native_round_trips(sizes, n, tries=3):
+    """REQ/REP round trips per second between two native libzmq sockets answering with parts
+    of `sizes` and doing nothing else (examples/zmq_round_trip.rs): the ceiling of any REP
+    server's trains/s to one client here. Best of `tries`."""
+    exe = TARGET / "release" / "examples" / "zmq_round_trip"
+    rates = []
+    for _ in range(tries):
+        out = subprocess.run([str(exe), str(n), *map(str, sizes)], check=True,
+                             capture_output=True, text=True, timeout=300).stdout
+        rates.append(json.loads(out)["round_trips_per_s"])
+    return max(rates)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", type=Path, default=TARGET / "bridge-bench")
@@ -384,6 +400,7 @@ def measure_case(name, a):
                             f"(load {loads[-1]:.1f})")
     sizes = [len(p) for p in parts]
     push_pull = zmq_limit(sizes, 200 if sum(sizes) > 1 << 20 else 20000)
+    rep_native = native_round_trips(sizes, 300 if sum(sizes) > 1 << 20 else 20000)
     # Medians of the rounds that did not fail (NaN if all did).
     med = {k: statistics.median([x for x in v if x is not None] or [float("nan")])
            for k, v in rates.items()}
@@ -392,6 +409,7 @@ def measure_case(name, a):
         **{f"{k}_trains_per_s": v for k, v in med.items()},
         **{f"{k}_rounds": v for k, v in rates.items()},
         "push_pull_limit_msgs_per_s": push_pull,
+        "rep_native_limit_round_trips_per_s": rep_native,
         "loads": loads,
     }
 
@@ -418,6 +436,12 @@ def print_table(results, sockets):
                       f"| {ours_ / limit:.2f} | {5 * theirs_ / limit:.2f} |")
         print(f"| {name} | | libzmq PUSH -> PULL, same parts, no server | | | "
               f"| {cell(r['push_pull_limit_msgs_per_s'])} | | |")
+        if "REP" in sockets:
+            native = r["rep_native_limit_round_trips_per_s"]
+            best_theirs = max(r[f"REP_theirs_{rx}_trains_per_s"] for rx, _, _ in RECEIVERS["REP"])
+            print(f"| {name} | REP | libzmq REQ -> REP round trips, same parts, native sockets, "
+                  f"no server work (best of 3) | {cell(best_theirs)} (best receiver) | | "
+                  f"| {cell(native)} | | {5 * best_theirs / native:.2f} |")
 
 
 if __name__ == "__main__":
