@@ -15,7 +15,7 @@
 //! - [`display`]: `lsxfel` / `DataCollection::info()` output.
 //! - [`npy`]: NumPy `.npy` writer; [`extract_key`]: one key to `data.npy` and
 //!   `train_ids.npy` (`xfel-extract`).
-//! - [`catch_interrupt`]: Ctrl-C stops the long operations between bounded steps.
+//! - [`catch_interrupt`]: Ctrl-C or SIGTERM stops the long operations between bounded steps.
 //!
 //! The library never prints: conditions EXtra-data warns about come back as
 //! [`Warning`]s ([`DataCollection::warnings`], [`KeyData::warnings`],
@@ -59,7 +59,9 @@ pub use error::{Error, Result};
 pub use extract::{extract_key, Extracted};
 pub use file_access::{FileAccess, IndexPair};
 pub use filename::FilenameInfo;
-pub use interrupt::{catch_interrupt, interrupted, EXIT_INTERRUPTED};
+pub use interrupt::{
+    catch_interrupt, interrupted, stop_signal, StopSignal, EXIT_INTERRUPTED, EXIT_TERMINATED,
+};
 pub use key_data::spans::DataSpan;
 pub use key_data::{Element, KeyData};
 pub use open::OpenOptions;

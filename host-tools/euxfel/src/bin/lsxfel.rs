@@ -16,7 +16,8 @@ use euxfel::{DataCollection, FileAccess, OpenOptions, Warning};
     name = "lsxfel",
     about = "Summarise XFEL data in files or folders",
     after_help = "Exit codes: 0 listed; 1 a path could not be read as XFEL data, or the listing \
-could not be written; 2 a path not found, or a usage error; 130 interrupted (Ctrl-C)."
+could not be written; 2 a path not found, or a usage error; 130 interrupted (Ctrl-C, SIGINT); \
+143 terminated (SIGTERM: kill, a Slurm cancel or time limit). A second signal ends it at once."
 )]
 struct Args {
     /// Files/folders to look at (default: the current directory).
@@ -425,17 +426,17 @@ fn is_detector_file(f: &str) -> Option<bool> {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Err(e) = euxfel::catch_interrupt() {
-        eprintln!("lsxfel: Ctrl-C will end the process at once: {e}");
+        eprintln!("lsxfel: Ctrl-C and SIGTERM will end the process at once: {e}");
     }
     let mut ctx = Ctx {
         args,
         out: String::new(),
     };
     let r = ctx.run();
-    if euxfel::interrupted() {
+    if let Some(sig) = euxfel::stop_signal() {
         // A listing cut short is not printed.
-        eprintln!("lsxfel: interrupted");
-        return ExitCode::from(euxfel::EXIT_INTERRUPTED);
+        eprintln!("lsxfel: {}", sig.verb());
+        return ExitCode::from(sig.exit_code());
     }
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout
