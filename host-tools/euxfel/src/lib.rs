@@ -68,8 +68,8 @@ pub use open::OpenOptions;
 pub use open_files::set_max_open_files;
 pub use owned_trains::OwnedTrains;
 pub use run_lookup::{
-    data_root, find_proposal, open_run_by_number, run_directories, DataOrigin, DATA_ROOT_ENV,
-    DEFAULT_DATA_ROOT,
+    data_root, find_proposal, open_run_by_number, run_directories, DataOrigin, MissingOrigin,
+    RunDirectories, RunOrigin, DATA_ROOT_ENV, DEFAULT_DATA_ROOT,
 };
 pub use selection::{split_ranges, TrainSelection};
 pub use source_data::{RunValue, Section, SourceData};

@@ -162,12 +162,15 @@ fn run(a: &Args) -> Result<String, String> {
     let dc = match &run {
         Some(run) if run.is_dir() => DataCollection::open_run(run, &opts),
         Some(run) => DataCollection::open_file(run),
-        None => match (&a.lookup.proposal, &a.lookup.run) {
-            (Some(p), Some(r)) => {
-                let root = euxfel::data_root(a.lookup.data_root.as_deref());
-                euxfel::open_run_by_number(&root, p, r, a.lookup.data, &opts)
+        None => match a.lookup.open(&opts) {
+            Ok(Some((dc, missing))) => {
+                for w in &missing {
+                    eprintln!("{w}");
+                }
+                Ok(dc)
             }
-            _ => return Err("--proposal and --run go together".into()),
+            Ok(None) => return Err("--proposal and --run go together".into()),
+            Err(e) => Err(e),
         },
     }
     .map_err(|e| {

@@ -102,8 +102,8 @@ struct JsonOut<'a> {
     report: &'a Report,
 }
 
-/// `--json` for several run directories (`--data all`): one document, with every
-/// problem and `ok` at the top as for one.
+/// `--json` for several run directories (`--data default` or `all` finding proc and raw):
+/// one document, with every problem and `ok` at the top as for one.
 #[derive(serde::Serialize)]
 struct JsonRuns<'a> {
     ok: bool,
@@ -206,8 +206,13 @@ fn try_run(a: &Args) -> Result<u8, u8> {
             Err(e) => fail(a, &e, 1),
         };
     }
-    let paths = match a.lookup.directories() {
-        Ok(Some(dirs)) => dirs,
+    let paths: Vec<PathBuf> = match a.lookup.directories() {
+        Ok(Some(dirs)) => {
+            for w in &dirs.missing {
+                eprintln!("{w}");
+            }
+            dirs.found.into_iter().map(|o| o.dir).collect()
+        }
         Ok(None) => a.path.iter().cloned().collect(),
         Err(e) => return fail(a, &e.to_string(), 1),
     };
@@ -228,7 +233,8 @@ fn try_run(a: &Args) -> Result<u8, u8> {
             }
         }
     }
-    // Each directory of the run (raw, proc) in turn; problems in any: exit 1.
+    // Each directory of the run (for `--data default`: proc, then raw) in turn; problems in
+    // any: exit 1.
     let (mut reports, mut code) = (Vec::new(), 0);
     for p in &paths {
         match validate(a, p, &checks)? {
