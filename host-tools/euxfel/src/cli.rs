@@ -2,12 +2,8 @@
 
 use std::path::PathBuf;
 
-use super::data_collection::DataCollection;
 use super::error::Result;
-use super::open::OpenOptions;
-use super::run_lookup::{
-    data_root, open_run_by_number, run_directories, DataOrigin, MissingOrigin, RunDirectories,
-};
+use super::run_lookup::{data_root, run_directories, DataOrigin, RunDirectories};
 
 /// `--proposal P --run R [--data default|all|raw|proc|LOCATION] [--data-root DIR]`: a run
 /// found as EXtra-data's `open_run` finds it, instead of a path.
@@ -37,18 +33,6 @@ impl RunLookup {
             (Some(p), Some(r)) => {
                 let root = data_root(self.data_root.as_deref());
                 run_directories(&root, p, r, &self.data).map(Some)
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// The run asked for, opened as `open_run` opens it, with the warnings of locations
-    /// without data; `None` if no proposal was given.
-    pub fn open(&self, opts: &OpenOptions) -> Result<Option<(DataCollection, Vec<MissingOrigin>)>> {
-        match (&self.proposal, &self.run) {
-            (Some(p), Some(r)) => {
-                let root = data_root(self.data_root.as_deref());
-                open_run_by_number(&root, p, r, &self.data, opts).map(Some)
             }
             _ => Ok(None),
         }

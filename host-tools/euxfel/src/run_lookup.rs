@@ -99,11 +99,49 @@ pub struct MissingOrigin {
     pub dir: PathBuf,
 }
 
-/// The run directories of a lookup, in merge order, and the locations that had none.
+/// The run directories of a lookup (at least one), in merge order, and the locations
+/// that had none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDirectories {
-    pub found: Vec<RunOrigin>,
-    pub missing: Vec<MissingOrigin>,
+    first: RunOrigin,
+    later: Vec<RunOrigin>,
+    missing: Vec<MissingOrigin>,
+}
+
+impl RunDirectories {
+    /// The run directories found, in merge order (later ones win).
+    pub fn found(&self) -> Vec<&RunOrigin> {
+        std::iter::once(&self.first).chain(&self.later).collect()
+    }
+
+    /// The locations without data that EXtra-data warns about.
+    pub fn missing(&self) -> &[MissingOrigin] {
+        &self.missing
+    }
+
+    /// The run as `open_run` returns it: the data of each directory in turn, a later
+    /// one's sources replacing an earlier one's of the same name.
+    pub fn open(&self, opts: &OpenOptions) -> Result<DataCollection> {
+        let mut merged = DataCollection::open_run(&self.first.dir, opts)?;
+        for origin in &self.later {
+            let dc = DataCollection::open_run(&origin.dir, opts)?;
+            let common: Vec<(String, String)> = merged
+                .all_sources()
+                .intersection(&dc.all_sources())
+                .map(|s| (s.clone(), "*".to_string()))
+                .collect();
+            let extra = merged.deselect(&common)?;
+            merged = if extra.files.is_empty() {
+                // The earlier sources are all in this location: dropped.
+                dc
+            } else {
+                let mut u = dc.union(&[&extra])?;
+                u.is_single_run = true;
+                u
+            };
+        }
+        Ok(merged)
+    }
 }
 
 /// The data root: `option`, else `$EXTRA_DATA_DATA_ROOT`, else `/gpfs/exfel/exp`.
@@ -206,35 +244,39 @@ pub fn run_directories(
 ) -> Result<RunDirectories> {
     let prop = find_proposal(root, proposal)?;
     let run = run_name(run);
-    let mut found = RunDirectories {
-        found: Vec::new(),
-        missing: Vec::new(),
-    };
-    let mut first_error = None;
+    let (mut found, mut missing, mut absence) = (Vec::new(), Vec::new(), None);
     for origin in data.origins() {
         let dir = prop.join(origin.location).join(&run);
         match absent(&dir)? {
-            None => found.found.push(RunOrigin {
+            None => found.push(RunOrigin {
                 location: origin.location.to_string(),
                 dir,
             }),
-            Some(_) if origin.absence_ok => {}
-            Some(e) if found.found.is_empty() => {
-                first_error = Some(e);
-                break;
-            }
-            Some(_) => found.missing.push(MissingOrigin {
+            Some(e) if origin.absence_ok => absence = Some(e),
+            Some(e) if found.is_empty() => return Err(e),
+            Some(_) => missing.push(MissingOrigin {
                 location: origin.location.to_string(),
                 dir,
             }),
         }
     }
-    first_error.map_or(Ok(found), Err)
+    let mut found = found.into_iter();
+    match found.next() {
+        Some(first) => Ok(RunDirectories {
+            first,
+            later: found.collect(),
+            missing,
+        }),
+        // Every location was allowed to be absent, and was.
+        None => Err(absence.unwrap_or(Error::RunNotFound {
+            dir: prop.join(&run),
+        })),
+    }
 }
 
-/// Open a run by proposal and run number (EXtra-data's `open_run`): the data of each
-/// location in turn, a later location's sources replacing an earlier one's of the same
-/// name. Also returns the locations without data that EXtra-data warns about.
+/// Open a run by proposal and run number (EXtra-data's `open_run`), see
+/// [`RunDirectories::open`]. Also returns the locations without data that EXtra-data
+/// warns about.
 pub fn open_run_by_number(
     root: &Path,
     proposal: &str,
@@ -243,33 +285,7 @@ pub fn open_run_by_number(
     opts: &OpenOptions,
 ) -> Result<(DataCollection, Vec<MissingOrigin>)> {
     let dirs = run_directories(root, proposal, run, data)?;
-    let mut merged: Option<DataCollection> = None;
-    for origin in &dirs.found {
-        let dc = DataCollection::open_run(&origin.dir, opts)?;
-        merged = Some(match merged {
-            None => dc,
-            Some(base) => {
-                let common: Vec<(String, String)> = base
-                    .all_sources()
-                    .intersection(&dc.all_sources())
-                    .map(|s| (s.clone(), "*".to_string()))
-                    .collect();
-                let extra = base.deselect(&common)?;
-                if extra.files.is_empty() {
-                    // The earlier location's sources are all in this one: dropped.
-                    dc
-                } else {
-                    let mut u = dc.union(&[&extra])?;
-                    u.is_single_run = true;
-                    u
-                }
-            }
-        });
-    }
-    let dc = merged.ok_or_else(|| Error::RunNotFound {
-        dir: root.join(proposal),
-    })?;
-    Ok((dc, dirs.missing))
+    Ok((dirs.open(opts)?, dirs.missing))
 }
 
 #[cfg(test)]
@@ -351,16 +367,16 @@ mod tests {
             run_directories(root, "2012", run, &data)
         };
         let found = |r: &RunDirectories| -> Vec<String> {
-            r.found.iter().map(|o| o.location.clone()).collect()
+            r.found().iter().map(|o| o.location.clone()).collect()
         };
         let missing = |r: &RunDirectories| -> Vec<String> {
-            r.missing.iter().map(|o| o.location.clone()).collect()
+            r.missing().iter().map(|o| o.location.clone()).collect()
         };
 
         let r = dirs("1", "default").expect("r1");
         assert_eq!(found(&r), ["proc", "raw"]);
-        assert_eq!(r.found[1].dir, prop.join("raw/r0001"));
-        assert!(r.missing.is_empty());
+        assert_eq!(r.found()[1].dir, prop.join("raw/r0001"));
+        assert!(r.missing().is_empty());
         let r = dirs("1", "all").expect("r1");
         assert_eq!(found(&r), ["raw", "proc"]);
 
@@ -371,7 +387,7 @@ mod tests {
         assert_eq!(found(&r), ["raw"]);
         assert_eq!(missing(&r), ["proc"]);
         assert_eq!(
-            r.missing[0].to_string(),
+            r.missing()[0].to_string(),
             "warning: No data available for this run at origin proc"
         );
         assert!(matches!(dirs("2", "proc"), Err(Error::NoFiles { .. })));
@@ -385,7 +401,7 @@ mod tests {
         );
         assert!(matches!(dirs("3", "raw"), Err(Error::RunNotFound { .. })));
         let r = dirs("3", "usr/Shared/x").expect("custom");
-        assert_eq!(r.found[0].dir, prop.join("usr/Shared/x/r0003"));
+        assert_eq!(r.found()[0].dir, prop.join("usr/Shared/x/r0003"));
         let r = dirs("3", "usr/Shared/x,raw,proc").expect("sequence");
         assert_eq!(found(&r), ["usr/Shared/x", "proc"]);
         assert_eq!(missing(&r), ["raw"]);

@@ -162,12 +162,12 @@ fn run(a: &Args) -> Result<String, String> {
     let dc = match &run {
         Some(run) if run.is_dir() => DataCollection::open_run(run, &opts),
         Some(run) => DataCollection::open_file(run),
-        None => match a.lookup.open(&opts) {
-            Ok(Some((dc, missing))) => {
-                for w in &missing {
+        None => match a.lookup.directories() {
+            Ok(Some(dirs)) => {
+                for w in dirs.missing() {
                     eprintln!("{w}");
                 }
-                Ok(dc)
+                dirs.open(&opts)
             }
             Ok(None) => return Err("--proposal and --run go together".into()),
             Err(e) => Err(e),

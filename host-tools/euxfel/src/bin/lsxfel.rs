@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use euxfel::cli::RunLookup;
 use euxfel::display::{info_into, InfoOptions};
-use euxfel::{DataCollection, FileAccess, OpenOptions, RunOrigin, Warning};
+use euxfel::{DataCollection, FileAccess, OpenOptions, RunDirectories, Warning};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -246,20 +246,18 @@ impl Ctx {
 
     /// A run of several locations (`--data default` or `all` with raw and proc): one
     /// collection, as `open_run` returns it.
-    fn merged_run(&mut self, dirs: &[RunOrigin]) -> Res<u8> {
-        let run = dirs.first().map(|o| basename(&o.dir)).unwrap_or_default();
-        let locations: Vec<&str> = dirs.iter().map(|o| o.location.as_str()).collect();
+    fn merged_run(&mut self, dirs: &RunDirectories) -> Res<u8> {
+        let found = dirs.found();
+        let run = found.first().map(|o| basename(&o.dir)).unwrap_or_default();
+        let locations: Vec<&str> = found.iter().map(|o| o.location.as_str()).collect();
         self.line(&format!(
             "{run} : Run directories {} (merged, later ones win)",
             locations.join(", ")
         ));
-        let opened = self.args.lookup.open(&self.opts()).map_err(|e| {
+        let dc = dirs.open(&self.opts()).map_err(|e| {
             print_warnings(&e.skipped_files());
             e.to_string()
         })?;
-        let Some((dc, _missing_already_printed)) = opened else {
-            return Err("no run to list".into());
-        };
         print_warnings(dc.warnings());
         self.dc_info(&dc)?;
         std::mem::forget(dc);
@@ -268,13 +266,13 @@ impl Ctx {
 
     fn run(&mut self) -> Res<u8> {
         if let Some(dirs) = self.args.lookup.directories().map_err(|e| e.to_string())? {
-            for w in &dirs.missing {
+            for w in dirs.missing() {
                 eprintln!("{w}");
             }
-            match dirs.found.as_slice() {
+            match dirs.found().as_slice() {
                 // One directory: listed as that path would be.
                 [one] => self.args.paths = vec![one.dir.clone()],
-                several => return self.merged_run(several),
+                _ => return self.merged_run(&dirs),
             }
         }
         let paths: Vec<String> = if self.args.paths.is_empty() {

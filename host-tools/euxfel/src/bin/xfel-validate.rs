@@ -208,10 +208,10 @@ fn try_run(a: &Args) -> Result<u8, u8> {
     }
     let paths: Vec<PathBuf> = match a.lookup.directories() {
         Ok(Some(dirs)) => {
-            for w in &dirs.missing {
+            for w in dirs.missing() {
                 eprintln!("{w}");
             }
-            dirs.found.into_iter().map(|o| o.dir).collect()
+            dirs.found().into_iter().map(|o| o.dir.clone()).collect()
         }
         Ok(None) => a.path.iter().cloned().collect(),
         Err(e) => return fail(a, &e.to_string(), 1),
