@@ -315,3 +315,44 @@ fn make_virtual_cxi_after_a_sigkill_overwrites_its_partial_file() {
         .shape();
     assert_eq!(shape, [6, 16, 1, 2, 2]);
 }
+
+/// One key (streamed through `data.npy.partial`): a `.partial` a SIGKILL left, and a
+/// `data.npy` of the killed run's predecessor, are replaced by this run's complete files.
+#[test]
+fn extract_of_one_key_after_a_sigkill_overwrites_its_partial_file() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let run = td.path().join("run");
+    small_run(&run);
+    let extract = |out: &Path| {
+        let _files = files_lock();
+        Command::new(EXTRACT)
+            .arg(&run)
+            .args([
+                "SA1_XTD2_XGM/DOOCS/MAIN:output",
+                "data.intensityTD",
+                "--no-cache",
+                "--out",
+            ])
+            .arg(out)
+            .env("HDF5_USE_FILE_LOCKING", "FALSE")
+            .output()
+            .expect("run")
+    };
+    let clean = td.path().join("clean");
+    let o = extract(&clean);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = td.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    std::fs::write(out.join("data.npy.partial"), vec![0xAB; 1 << 16]).expect("write");
+    std::fs::write(out.join("data.npy"), b"\x93NUMPY").expect("write");
+    let o = extract(&out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(names(&out), ["data.npy", "train_ids.npy"]);
+    for name in names(&clean) {
+        assert_eq!(
+            std::fs::read(out.join(&name)).expect("read"),
+            std::fs::read(clean.join(&name)).expect("read"),
+            "{name}"
+        );
+    }
+}
