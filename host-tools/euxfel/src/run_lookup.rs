@@ -120,11 +120,14 @@ impl RunDirectories {
     }
 
     /// The run as `open_run` returns it: the data of each directory in turn, a later
-    /// one's sources replacing an earlier one's of the same name.
+    /// one's sources replacing an earlier one's of the same name. Its warnings are those
+    /// of opening each directory (files left out), as EXtra-data prints them while opening.
     pub fn open(&self, opts: &OpenOptions) -> Result<DataCollection> {
         let mut merged = DataCollection::open_run(&self.first.dir, opts)?;
+        let mut warnings = merged.warnings.clone();
         for origin in &self.later {
             let dc = DataCollection::open_run(&origin.dir, opts)?;
+            warnings.extend(dc.warnings.iter().cloned());
             let common: Vec<(String, String)> = merged
                 .all_sources()
                 .intersection(&dc.all_sources())
@@ -140,6 +143,7 @@ impl RunDirectories {
                 u
             };
         }
+        merged.warnings = warnings;
         Ok(merged)
     }
 }

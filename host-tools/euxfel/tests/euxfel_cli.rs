@@ -405,6 +405,34 @@ fn run_lookup_by_proposal_and_run() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("raw/r0451: no such run directory"), "{err}");
+    // A file of proc that cannot be read is left out with a warning, though all of proc's
+    // sources give way to raw's.
+    std::fs::write(
+        prop.join("proc/r0450/RAW-R0450-DA09-S00000.h5"),
+        b"not HDF5",
+    )
+    .expect("write");
+    let (code, out, err) = run(
+        LSXFEL,
+        &[
+            "--proposal",
+            "900123",
+            "--run",
+            "450",
+            "--data-root",
+            root_s,
+            "--no-cache",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("r0450 : Run directories proc, raw"),
+        "{out}"
+    );
+    assert!(
+        err.contains("Skipping file RAW-R0450-DA09-S00000.h5"),
+        "{err}"
+    );
     // A missing proposal names it and the root.
     let (code, _, err) = run(
         LSXFEL,
