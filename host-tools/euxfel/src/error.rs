@@ -135,7 +135,7 @@ pub enum Error {
         got: usize,
         needed: u64,
     },
-    /// SIGINT arrived (see [`crate::catch_interrupt`]); the work stopped early.
+    /// SIGINT or SIGTERM arrived (see [`crate::catch_interrupt`]); the work stopped early.
     #[error("interrupted")]
     Interrupted,
     /// Sizes (from the file) too large to address or to allocate.

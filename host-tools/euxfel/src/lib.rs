@@ -15,7 +15,7 @@
 //! - [`display`]: `lsxfel` / `DataCollection::info()` output.
 //! - [`npy`]: NumPy `.npy` writer; [`extract_key`]: one key to `data.npy` and
 //!   `train_ids.npy` (`xfel-extract`).
-//! - [`catch_interrupt`]: Ctrl-C stops the long operations between bounded steps.
+//! - [`catch_interrupt`]: Ctrl-C or SIGTERM stops the long operations between bounded steps.
 //!
 //! The library never prints: conditions EXtra-data warns about come back as
 //! [`Warning`]s ([`DataCollection::warnings`], [`KeyData::warnings`],
@@ -59,15 +59,17 @@ pub use error::{Error, Result};
 pub use extract::{extract_key, Extracted};
 pub use file_access::{FileAccess, IndexPair};
 pub use filename::FilenameInfo;
-pub use interrupt::{catch_interrupt, interrupted, EXIT_INTERRUPTED};
+pub use interrupt::{
+    catch_interrupt, interrupted, stop_signal, StopSignal, EXIT_INTERRUPTED, EXIT_TERMINATED,
+};
 pub use key_data::spans::DataSpan;
 pub use key_data::{Element, KeyData};
 pub use open::OpenOptions;
 pub use open_files::set_max_open_files;
 pub use owned_trains::OwnedTrains;
 pub use run_lookup::{
-    data_root, find_proposal, open_run_by_number, run_directories, DataOrigin, DATA_ROOT_ENV,
-    DEFAULT_DATA_ROOT,
+    data_root, find_proposal, open_run_by_number, run_directories, DataOrigin, MissingOrigin,
+    RunDirectories, RunOrigin, DATA_ROOT_ENV, DEFAULT_DATA_ROOT,
 };
 pub use selection::{split_ranges, TrainSelection};
 pub use source_data::{RunValue, Section, SourceData};

@@ -226,7 +226,7 @@ fn xfel_extract_writes_npy() {
     assert!(err.contains("\"a\" is not an integer"), "{err}");
 }
 
-/// `--proposal P --run R [--data raw|proc|all]` under `--data-root` or
+/// `--proposal P --run R [--data default|all|raw|proc|LOCATION]` under `--data-root` or
 /// `$EXTRA_DATA_DATA_ROOT`, for lsxfel, xfel-validate and xfel-extract.
 #[test]
 fn run_lookup_by_proposal_and_run() {
@@ -331,6 +331,108 @@ fn run_lookup_by_proposal_and_run() {
     );
     assert_eq!(code, 0);
     assert_eq!(out.matches("No problems found").count(), 2, "{out}");
+    // The default (open_run's 'default'): proc and raw merged, listed as one run; a
+    // validation checks proc, then raw.
+    let (code, out, err) = run(
+        LSXFEL,
+        &[
+            "--proposal",
+            "900123",
+            "--run",
+            "450",
+            "--data-root",
+            root_s,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(
+            "r0450 : Run directories proc, raw (merged, later ones win)\n\n# of trains:    20\n"
+        ),
+        "{out}"
+    );
+    let (code, out, _) = run(
+        validate,
+        &[
+            "--proposal",
+            "900123",
+            "--run",
+            "450",
+            "--data-root",
+            root_s,
+        ],
+    );
+    assert_eq!(code, 0);
+    let checked: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("Checking run directory: "))
+        .collect();
+    assert_eq!(
+        checked,
+        [
+            prop.join("proc/r0450").to_str().expect("utf8"),
+            prop.join("raw/r0450").to_str().expect("utf8")
+        ]
+    );
+    // Another location of the proposal, and a run that only it has.
+    fixture(&prop.join("usr/Shared/amore/r0451"));
+    let (code, out, err) = run(
+        LSXFEL,
+        &[
+            "--proposal",
+            "900123",
+            "--run",
+            "451",
+            "--data",
+            "usr/Shared/amore",
+            "--data-root",
+            root_s,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("r0451 : Run directory\n"), "{out}");
+    // open_run's error for the default with neither raw nor proc: raw's.
+    let (code, _, err) = run(
+        LSXFEL,
+        &[
+            "--proposal",
+            "900123",
+            "--run",
+            "451",
+            "--data-root",
+            root_s,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("raw/r0451: no such run directory"), "{err}");
+    // A file of proc that cannot be read is left out with a warning, though all of proc's
+    // sources give way to raw's.
+    std::fs::write(
+        prop.join("proc/r0450/RAW-R0450-DA09-S00000.h5"),
+        b"not HDF5",
+    )
+    .expect("write");
+    let (code, out, err) = run(
+        LSXFEL,
+        &[
+            "--proposal",
+            "900123",
+            "--run",
+            "450",
+            "--data-root",
+            root_s,
+            "--no-cache",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("r0450 : Run directories proc, raw"),
+        "{out}"
+    );
+    assert!(
+        err.contains("Skipping file RAW-R0450-DA09-S00000.h5"),
+        "{err}"
+    );
     // A missing proposal names it and the root.
     let (code, _, err) = run(
         LSXFEL,

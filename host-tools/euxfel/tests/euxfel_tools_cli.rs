@@ -142,7 +142,7 @@ fn readable_stopped_by_a_signal_kills_its_hanging_check() {
     let fifo = td.path().join("RAW-R0001-DA01-S00000.h5");
     let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
     assert!(made.success());
-    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+    for (signal, code, verb) in [("TERM", 143, "terminated"), ("INT", 130, "interrupted")] {
         let tool = Command::new(READABLE)
             .args([td.path().to_str().expect("utf8"), "--timeout", "inf"])
             .stdout(std::process::Stdio::piped())
@@ -175,7 +175,7 @@ fn readable_stopped_by_a_signal_kills_its_hanging_check() {
         assert_eq!(o.status.code(), Some(code), "SIG{signal}");
         assert_eq!(
             String::from_utf8_lossy(&o.stderr),
-            "xfel-readable: interrupted\n"
+            format!("xfel-readable: {verb}\n")
         );
         assert_eq!(String::from_utf8_lossy(&o.stdout), "\n");
     }

@@ -2,8 +2,8 @@
 //!
 //! `DIR/data.npy` holds the selected data (first axis = entries), `DIR/train_ids.npy`
 //! one train ID per entry (uint64). Strings are written as a fixed-width unicode array,
-//! compound keys as structured arrays. Ctrl-C stops an extraction, removes its outputs and
-//! exits 130.
+//! compound keys as structured arrays. Ctrl-C (SIGINT) or SIGTERM stops an extraction,
+//! removes its outputs and exits 130 or 143.
 //!
 //! With `--detector[=TYPE]` the key is one of a multi-module detector, stacked over its
 //! modules: `data.npy` has shape `(modules, frames or trains, ...)`, `train_ids.npy`,
@@ -29,8 +29,10 @@ use euxfel_components::{
     about = "Extract one key of EuXFEL run data to NumPy .npy files (data.npy, train_ids.npy)",
     after_help = "With --detector: RUN [KEY] (KEY defaults to the detector's main key, \
                   image.data or data.adc), or [KEY] with --proposal and --run.\n\n\
-                  Exit codes: 0 written, 1 error, 2 bad arguments, 130 Ctrl-C (after an error or \
-                  Ctrl-C nothing of this extraction is left)."
+                  Exit codes: 0 written, 1 error, 2 bad arguments, 130 interrupted (Ctrl-C, \
+                  SIGINT), 143 terminated (SIGTERM: kill, a Slurm cancel or time limit); after an \
+                  error or a signal nothing of this extraction is left. A second signal ends it at \
+                  once."
 )]
 struct Args {
     /// RUN SOURCE KEY: the run directory or single .h5 file (left out with --proposal and
@@ -160,12 +162,15 @@ fn run(a: &Args) -> Result<String, String> {
     let dc = match &run {
         Some(run) if run.is_dir() => DataCollection::open_run(run, &opts),
         Some(run) => DataCollection::open_file(run),
-        None => match (&a.lookup.proposal, &a.lookup.run) {
-            (Some(p), Some(r)) => {
-                let root = euxfel::data_root(a.lookup.data_root.as_deref());
-                euxfel::open_run_by_number(&root, p, r, a.lookup.data, &opts)
+        None => match a.lookup.directories() {
+            Ok(Some(dirs)) => {
+                for w in dirs.missing() {
+                    eprintln!("{w}");
+                }
+                dirs.open(&opts)
             }
-            _ => return Err("--proposal and --run go together".into()),
+            Ok(None) => return Err("--proposal and --run go together".into()),
+            Err(e) => Err(e),
         },
     }
     .map_err(|e| {
@@ -508,23 +513,25 @@ fn path_str(p: &Path) -> String {
 
 fn main() -> ExitCode {
     let a = Args::parse();
-    // Extractions poll for Ctrl-C between bounded steps of their reads and writes.
+    // Extractions poll for Ctrl-C and SIGTERM between bounded steps of their reads and writes.
     if let Err(e) = euxfel::catch_interrupt() {
-        eprintln!("xfel-extract: Ctrl-C will end the process at once: {e}");
+        eprintln!("xfel-extract: Ctrl-C and SIGTERM will end the process at once: {e}");
     }
     match run(&a) {
         Ok(msg) => {
             println!("{msg}");
             ExitCode::SUCCESS
         }
-        // Whatever failed after Ctrl-C failed because of it; the outputs are removed.
-        Err(_) if euxfel::interrupted() => {
-            eprintln!("xfel-extract: interrupted");
-            ExitCode::from(euxfel::EXIT_INTERRUPTED)
-        }
-        Err(e) => {
-            eprintln!("xfel-extract: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match euxfel::stop_signal() {
+            // Whatever failed after a signal failed because of it; the outputs are removed.
+            Some(sig) => {
+                eprintln!("xfel-extract: {}", sig.verb());
+                ExitCode::from(sig.exit_code())
+            }
+            None => {
+                eprintln!("xfel-extract: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

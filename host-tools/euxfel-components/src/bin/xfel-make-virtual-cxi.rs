@@ -16,7 +16,9 @@ use euxfel_components::{identify_single_detector, DetectorOptions, FillValue, Mu
     about = "Write a virtual CXI file to access the detector data.",
     after_help = "Example:\n\n  xfel-make-virtual-cxi -o ./out_file.h5 --min-modules 15 \\\n    \
                   --fill-value data 0 --fill-value gain 1 /path/to/source/run\n\n\
-                  Exit codes: 0 written, 1 error, 2 bad arguments, 130 Ctrl-C (nothing written)."
+                  Exit codes: 0 written, 1 error, 2 bad arguments, 130 interrupted (Ctrl-C, SIGINT), \
+                  143 terminated (SIGTERM: kill, a Slurm cancel or time limit); after a signal \
+                  nothing is written, a second one ends it at once."
 )]
 struct Args {
     /// Path to an EuXFEL run directory.
@@ -201,23 +203,25 @@ fn run(a: &Args) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let a = Args::parse();
-    // Ctrl-C stops the run's opening between files, or the write before the file is renamed
-    // into place (its .partial removed).
+    // Ctrl-C or SIGTERM stops the run's opening between files, or the write before the file
+    // is renamed into place (its .partial removed).
     if let Err(e) = euxfel::catch_interrupt() {
-        eprintln!("xfel-make-virtual-cxi: Ctrl-C will end the process at once: {e}");
+        eprintln!("xfel-make-virtual-cxi: Ctrl-C and SIGTERM will end the process at once: {e}");
     }
     match run(&a) {
         Ok(msg) => {
             println!("{msg}");
             ExitCode::SUCCESS
         }
-        Err(_) if euxfel::interrupted() => {
-            eprintln!("xfel-make-virtual-cxi: interrupted");
-            ExitCode::from(euxfel::EXIT_INTERRUPTED)
-        }
-        Err(e) => {
-            eprintln!("xfel-make-virtual-cxi: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match euxfel::stop_signal() {
+            Some(sig) => {
+                eprintln!("xfel-make-virtual-cxi: {}", sig.verb());
+                ExitCode::from(sig.exit_code())
+            }
+            None => {
+                eprintln!("xfel-make-virtual-cxi: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

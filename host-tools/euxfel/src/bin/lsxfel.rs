@@ -9,14 +9,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use euxfel::cli::RunLookup;
 use euxfel::display::{info_into, InfoOptions};
-use euxfel::{DataCollection, FileAccess, OpenOptions, Warning};
+use euxfel::{DataCollection, FileAccess, OpenOptions, RunDirectories, Warning};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "lsxfel",
     about = "Summarise XFEL data in files or folders",
     after_help = "Exit codes: 0 listed; 1 a path could not be read as XFEL data, or the listing \
-could not be written; 2 a path not found, or a usage error; 130 interrupted (Ctrl-C)."
+could not be written; 2 a path not found, or a usage error; 130 interrupted (Ctrl-C, SIGINT); \
+143 terminated (SIGTERM: kill, a Slurm cancel or time limit). A second signal ends it at once."
 )]
 struct Args {
     /// Files/folders to look at (default: the current directory).
@@ -243,9 +244,36 @@ impl Ctx {
         Ok(())
     }
 
+    /// A run of several locations (`--data default` or `all` with raw and proc): one
+    /// collection, as `open_run` returns it.
+    fn merged_run(&mut self, dirs: &RunDirectories) -> Res<u8> {
+        let found = dirs.found();
+        let run = found.first().map(|o| basename(&o.dir)).unwrap_or_default();
+        let locations: Vec<&str> = found.iter().map(|o| o.location.as_str()).collect();
+        self.line(&format!(
+            "{run} : Run directories {} (merged, later ones win)",
+            locations.join(", ")
+        ));
+        let dc = dirs.open(&self.opts()).map_err(|e| {
+            print_warnings(&e.skipped_files());
+            e.to_string()
+        })?;
+        print_warnings(dc.warnings());
+        self.dc_info(&dc)?;
+        std::mem::forget(dc);
+        Ok(0)
+    }
+
     fn run(&mut self) -> Res<u8> {
         if let Some(dirs) = self.args.lookup.directories().map_err(|e| e.to_string())? {
-            self.args.paths = dirs;
+            for w in dirs.missing() {
+                eprintln!("{w}");
+            }
+            match dirs.found().as_slice() {
+                // One directory: listed as that path would be.
+                [one] => self.args.paths = vec![one.dir.clone()],
+                _ => return self.merged_run(&dirs),
+            }
         }
         let paths: Vec<String> = if self.args.paths.is_empty() {
             vec![std::env::current_dir()
@@ -425,17 +453,17 @@ fn is_detector_file(f: &str) -> Option<bool> {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Err(e) = euxfel::catch_interrupt() {
-        eprintln!("lsxfel: Ctrl-C will end the process at once: {e}");
+        eprintln!("lsxfel: Ctrl-C and SIGTERM will end the process at once: {e}");
     }
     let mut ctx = Ctx {
         args,
         out: String::new(),
     };
     let r = ctx.run();
-    if euxfel::interrupted() {
+    if let Some(sig) = euxfel::stop_signal() {
         // A listing cut short is not printed.
-        eprintln!("lsxfel: interrupted");
-        return ExitCode::from(euxfel::EXIT_INTERRUPTED);
+        eprintln!("lsxfel: {}", sig.verb());
+        return ExitCode::from(sig.exit_code());
     }
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout

@@ -10,9 +10,9 @@ use std::fmt::Write as _;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -158,20 +158,6 @@ fn g3(x: f64) -> String {
     }
 }
 
-/// Set by SIGTERM (a job ended by Slurm); SIGINT sets euxfel's interrupt flag.
-static TERMINATED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-
-/// The signal that asks the tool to stop (its exit status is 128 + it), if one came.
-fn stop_signal() -> Option<i32> {
-    if euxfel::interrupted() {
-        Some(signal_hook::consts::SIGINT)
-    } else if TERMINATED.get().is_some_and(|f| f.load(Ordering::Relaxed)) {
-        Some(signal_hook::consts::SIGTERM)
-    } else {
-        None
-    }
-}
-
 /// How often a wait for a check polls for SIGINT/SIGTERM.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
@@ -209,7 +195,7 @@ fn monitor(exe: &Path, path: &Path, timeout: Duration) -> Option<(char, String)>
         match rx.recv_timeout(left.min(STOP_POLL)) {
             // The reader saw the end of the child's output.
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break true,
-            Err(mpsc::RecvTimeoutError::Timeout) if stop_signal().is_some() => {
+            Err(mpsc::RecvTimeoutError::Timeout) if euxfel::interrupted() => {
                 let _ = child.kill();
                 let _ = child.wait();
                 return None;
@@ -299,7 +285,7 @@ fn run(a: &Args) -> u8 {
     std::thread::scope(|s| {
         for _ in 0..nthreads {
             s.spawn(|| loop {
-                if stop_signal().is_some() {
+                if euxfel::interrupted() {
                     break;
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -319,11 +305,11 @@ fn run(a: &Args) -> u8 {
             });
         }
     });
-    if let Some(sig) = stop_signal() {
+    if let Some(sig) = euxfel::stop_signal() {
         // The other checks were not done: no list that reads as complete.
         let _ = emit("\n");
-        eprintln!("xfel-readable: interrupted");
-        return 128 + sig as u8;
+        eprintln!("xfel-readable: {}", sig.verb());
+        return sig.exit_code();
     }
     let mut text = String::from("\n");
     let states = states.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -385,12 +371,8 @@ fn emit(text: &str) -> Result<(), ()> {
 fn main() -> ExitCode {
     let a = Args::parse();
     if a.check_one.is_none() {
-        // Stop the checks (and kill their processes) on Ctrl-C or a job's end.
-        let term = TERMINATED.get_or_init(|| Arc::new(AtomicBool::new(false)));
-        let caught = euxfel::catch_interrupt().and_then(|()| {
-            signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(term))
-        });
-        if let Err(e) = caught {
+        // Stop the checks (and kill their processes) on Ctrl-C or a job's end (SIGTERM).
+        if let Err(e) = euxfel::catch_interrupt() {
             eprintln!("xfel-readable: signals will end the process at once: {e}");
         }
     }

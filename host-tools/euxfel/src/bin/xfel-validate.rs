@@ -12,14 +12,15 @@ use euxfel::validation::{
     check_names, merge, problems_text, validate_file, validate_run, Checks, Problem, Progress,
     Report, Shard,
 };
-use euxfel::{catch_interrupt, Error, EXIT_INTERRUPTED};
+use euxfel::{catch_interrupt, stop_signal, Error, StopSignal};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "xfel-validate",
     about = "Validate EuXFEL HDF5 files or run directories (EXtra-data's extra-data-validate checks \
              and cross-file checks). Exit status: 0 no problems, 1 problems found, bad arguments or a \
-             report that could not be written, 2 usage error, 130 interrupted (Ctrl-C)."
+             report that could not be written, 2 usage error, 130 interrupted (Ctrl-C, SIGINT), 143 \
+             terminated (SIGTERM: kill, a Slurm cancel or time limit); a second signal ends it at once."
 )]
 struct Args {
     /// HDF5 file or run directory of HDF5 files.
@@ -101,8 +102,8 @@ struct JsonOut<'a> {
     report: &'a Report,
 }
 
-/// `--json` for several run directories (`--data all`): one document, with every
-/// problem and `ok` at the top as for one.
+/// `--json` for several run directories (`--data default` or `all` finding proc and raw):
+/// one document, with every problem and `ok` at the top as for one.
 #[derive(serde::Serialize)]
 struct JsonRuns<'a> {
     ok: bool,
@@ -205,8 +206,13 @@ fn try_run(a: &Args) -> Result<u8, u8> {
             Err(e) => fail(a, &e, 1),
         };
     }
-    let paths = match a.lookup.directories() {
-        Ok(Some(dirs)) => dirs,
+    let paths: Vec<PathBuf> = match a.lookup.directories() {
+        Ok(Some(dirs)) => {
+            for w in dirs.missing() {
+                eprintln!("{w}");
+            }
+            dirs.found().into_iter().map(|o| o.dir.clone()).collect()
+        }
         Ok(None) => a.path.iter().cloned().collect(),
         Err(e) => return fail(a, &e.to_string(), 1),
     };
@@ -227,7 +233,8 @@ fn try_run(a: &Args) -> Result<u8, u8> {
             }
         }
     }
-    // Each directory of the run (raw, proc) in turn; problems in any: exit 1.
+    // Each directory of the run (for `--data default`: proc, then raw) in turn; problems in
+    // any: exit 1.
     let (mut reports, mut code) = (Vec::new(), 0);
     for p in &paths {
         match validate(a, p, &checks)? {
@@ -259,12 +266,15 @@ fn validate(a: &Args, path: &Path, checks: &Checks) -> Result<Result<Report, u8>
         return match validate_run(path, checks, a.jobs, a.shard, shown) {
             Ok(r) => Ok(Ok(r)),
             Err(Error::Interrupted) => {
-                // EXtra-data's line; no report of a partial validation.
-                if a.json {
-                    return fail(a, "interrupted", EXIT_INTERRUPTED).map(Err);
+                // No report of a partial validation.
+                let sig = stop_signal().unwrap_or(StopSignal::Interrupt);
+                if a.json || sig == StopSignal::Terminate {
+                    // `xfel-validate: terminated` (Python dies of SIGTERM without a word).
+                    return fail(a, sig.verb(), sig.exit_code()).map(Err);
                 }
+                // EXtra-data's line for Ctrl-C.
                 emit("\n^C (validation cancelled)\n")?;
-                Ok(Err(EXIT_INTERRUPTED))
+                Ok(Err(sig.exit_code()))
             }
             Err(e) => fail(a, &e.to_string(), 1).map(Err),
         };
@@ -334,7 +344,7 @@ fn print_reports(a: &Args, reports: &[Report]) -> Result<u8, u8> {
 fn main() -> ExitCode {
     let a = Args::parse();
     if let Err(e) = catch_interrupt() {
-        eprintln!("xfel-validate: Ctrl-C will end the process at once: {e}");
+        eprintln!("xfel-validate: Ctrl-C and SIGTERM will end the process at once: {e}");
     }
     ExitCode::from(run(&a))
 }
