@@ -356,3 +356,53 @@ fn extract_of_one_key_after_a_sigkill_overwrites_its_partial_file() {
         );
     }
 }
+
+/// One key killed (SIGKILL) while its data is written, over the outputs of an earlier extract:
+/// the earlier files are gone and the train IDs written are this run's, so no `data.npy` is
+/// left beside the train IDs of another extract.
+#[test]
+fn extract_of_one_key_killed_mid_data_leaves_no_mismatched_pair() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let run = td.path().join("run");
+    small_run(&run);
+    let clean = td.path().join("clean");
+    let out = td.path().join("out");
+    for (dir, key) in [(&clean, "data.intensityTD"), (&out, "data.xTD")] {
+        let _files = files_lock();
+        let o = Command::new(EXTRACT)
+            .arg(&run)
+            .args(["SA1_XTD2_XGM/DOOCS/MAIN:output", key, "--no-cache", "--out"])
+            .arg(dir)
+            .env("HDF5_USE_FILE_LOCKING", "FALSE")
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // The earlier extract's data (another key) is what must not survive.
+    assert_ne!(
+        std::fs::read(out.join("data.npy")).expect("read"),
+        std::fs::read(clean.join("data.npy")).expect("read")
+    );
+    let fifo = out.join("data.npy.partial");
+    mkfifo(&fifo);
+    let mut child = spawn(
+        EXTRACT,
+        &[
+            run.as_ref(),
+            "SA1_XTD2_XGM/DOOCS/MAIN:output".as_ref(),
+            "data.intensityTD".as_ref(),
+            "--no-cache".as_ref(),
+            "--out".as_ref(),
+            out.as_ref(),
+        ],
+    );
+    wait_blocked(&mut child);
+    signal(&child, libc::SIGKILL);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), None, "killed");
+    assert_eq!(names(&out), ["data.npy.partial", "train_ids.npy"]);
+    assert_eq!(
+        std::fs::read(out.join("train_ids.npy")).expect("read"),
+        std::fs::read(clean.join("train_ids.npy")).expect("read")
+    );
+}

@@ -41,9 +41,17 @@ pub fn extract_key(kd: &KeyData, out: &Path) -> Result<Extracted> {
     r.map(|()| files)
 }
 
+/// The train IDs first, then the data: each file is written under a temporary name and
+/// renamed into place once complete, and the files of an earlier extract go first, so a run
+/// killed between the two renames (SIGKILL) leaves `train_ids.npy` without a `data.npy`,
+/// never a new file beside an old one.
 fn write_both(kd: &KeyData, files: &Extracted) -> Result<()> {
     let shape = kd.shape();
     let tids = kd.train_id_coordinates()?;
+    remove_if_present(&files.data)?;
+    remove_if_present(&files.train_ids)?;
+    npy::write_u64(&files.train_ids, &tids)?;
+    interrupt::check()?;
     if kd.dtype == DType::VlenStr {
         let s = kd.read_strings()?;
         interrupt::check()?;
@@ -63,6 +71,12 @@ fn write_both(kd: &KeyData, files: &Extracted) -> Result<()> {
             kd.for_each_block(write)
         })?;
     }
-    interrupt::check()?;
-    npy::write_u64(&files.train_ids, &tids)
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
 }

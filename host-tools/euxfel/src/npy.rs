@@ -45,14 +45,10 @@ pub fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
     h
 }
 
-/// Write raw little-endian data of `descr` and `shape` to `path`.
+/// Write raw little-endian data of `descr` and `shape` to `path` (under a temporary name,
+/// as [`write_streamed`]).
 pub fn write_raw(path: &Path, descr: &str, shape: &[usize], data: &[u8]) -> Result<()> {
-    let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut w = std::io::BufWriter::new(f);
-    w.write_all(&header(descr, shape))
-        .and_then(|_| w.write_all(data))
-        .and_then(|_| w.flush())
-        .map_err(|e| Error::io(path, e))
+    write_streamed(path, descr, shape, data.len() as u64, |write| write(data))
 }
 
 /// Write an array of `data_len` bytes whose data comes in pieces: `produce` hands
