@@ -150,18 +150,25 @@ def component_runs(tmp_path_factory):
     return paths
 
 
-def results(impl, out, path):
-    subprocess.run([sys.executable, __file__, impl, str(out), str(path)], check=True,
-                   cwd=Path(__file__).parent)
-    with open(out, "rb") as f:
-        return pickle.load(f)
+def results(path, tmp_path):
+    """(EXtra-data's results, photon_daq's), the two processes run at the same time."""
+    outs = [tmp_path / "theirs.pkl", tmp_path / "ours.pkl"]
+    procs = [subprocess.Popen([sys.executable, __file__, impl, str(out), str(path)],
+                              cwd=Path(__file__).parent)
+             for impl, out in zip(["extra_data", "photon_daq"], outs)]
+    codes = [p.wait(timeout=600) for p in procs]
+    assert codes == [0, 0], f"exit codes (extra_data, photon_daq): {codes}"
+    loaded = []
+    for out in outs:
+        with open(out, "rb") as f:
+            loaded.append(pickle.load(f))
+    return loaded
 
 
 @pytest.mark.parametrize("case", list(RUNS))
 def test_same_results(component_runs, tmp_path, case):
     pytest.importorskip("photon_daq")
-    theirs = results("extra_data", tmp_path / "theirs.pkl", component_runs[case])
-    ours = results("photon_daq", tmp_path / "ours.pkl", component_runs[case])
+    theirs, ours = results(component_runs[case], tmp_path)
     assert len(theirs) > 30
     assert sorted(ours) == sorted(theirs)
     different = {k: (theirs[k], ours[k]) for k in theirs if theirs[k] != ours[k]}

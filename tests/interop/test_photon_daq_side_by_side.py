@@ -24,16 +24,23 @@ KNOWN_DIFFERENCES = {
 CASES = ["fxe05", "fxe12", "spb10", "sa3_13", "agipd_old", "modern_proc", "reduced_spb"]
 
 
-def results(impl, out, paths):
-    subprocess.run([sys.executable, str(CALLS), impl, str(out), *map(str, paths)], check=True)
-    with open(out, "rb") as f:
-        return pickle.load(f)
+def results(paths, tmp_path):
+    """(EXtra-data's results, photon_daq's), the two processes run at the same time."""
+    outs = [tmp_path / "theirs.pkl", tmp_path / "ours.pkl"]
+    procs = [subprocess.Popen([sys.executable, str(CALLS), impl, str(out), *map(str, paths)])
+             for impl, out in zip(["extra_data", "photon_daq"], outs)]
+    codes = [p.wait(timeout=600) for p in procs]
+    assert codes == [0, 0], f"exit codes (extra_data, photon_daq): {codes}"
+    loaded = []
+    for out in outs:
+        with open(out, "rb") as f:
+            loaded.append(pickle.load(f))
+    return loaded
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_same_results(examples, tmp_path, case):
-    theirs = results("extra_data", tmp_path / "theirs.pkl", [examples[case]])
-    ours = results("photon_daq", tmp_path / "ours.pkl", [examples[case]])
+    theirs, ours = results([examples[case]], tmp_path)
     assert len(theirs) > 20
     assert sorted(ours) == sorted(theirs)
     different = {k: (theirs[k], ours[k]) for k in theirs if theirs[k] != ours[k]}
