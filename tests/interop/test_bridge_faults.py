@@ -167,3 +167,74 @@ def test_serve_start_error_names_the_file_and_not_an_option_not_given(tmp_path):
     assert "--append-detector-modules" not in r.stderr, r.stderr
     error = json.loads(r.stdout)["error"]
     assert str(path) in error and "INDEX/SA1_XTD2_XGM/DOOCS/MAIN:output/extra" in error, error
+
+
+def corrupt_row(f, path, row):
+    """Rewrites dataset `path` gzip-compressed, one row a chunk; returns the file offset of the
+    middle of row `row`'s chunk, for the caller to overwrite once the file is closed."""
+    data = f[path][()]
+    del f[path]
+    ds = f.create_dataset(path, data=data, chunks=(1,) + data.shape[1:], compression="gzip")
+    info = ds.id.get_chunk_info_by_coord((row,) + (0,) * (data.ndim - 1))
+    return info.byte_offset + info.size // 2
+
+
+def test_serve_sends_each_train_without_only_the_keys_that_cannot_be_read(tmp_path):
+    """A control key shorter than its index, an instrument key cut short and a corrupt chunk:
+    every train is still served with everything else, the keys left out are named with their
+    train IDs in the summary, and the exit status is 1 (EXtra-data's server crashes there;
+    before, every train with any unreadable key was skipped whole)."""
+    path = tmp_path / "da.h5"
+    me.make_fxe_da_file(str(path))
+    src = "SA1_XTD2_XGM/DOOCS/MAIN"
+    with h5py.File(path, "r+") as f:
+        ctrl = f"CONTROL/{src}/pulseEnergy/photonFlux/value"
+        short = f[ctrl][:100]
+        del f[ctrl]
+        f[ctrl] = short
+        inst = f"INSTRUMENT/{src}:output/data/xTD"
+        short = f[inst][:300]
+        del f[inst]
+        f[inst] = short
+        flip_at = corrupt_row(f, f"INSTRUMENT/{src}:output/data/intensityTD", 5)
+        expected_td = f[f"INSTRUMENT/{src}:output/data/intensityTD"][()]
+        tids = f["INDEX/trainId"][()]
+    with open(path, "r+b") as raw:
+        raw.seek(flip_at)
+        raw.write(b"\xff" * 8)
+    proc = subprocess.Popen(
+        [rust_bin("xfel-serve"), "files", str(path), "0", "--json", "--source", f"{src}*"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    endpoint = proc.stdout.readline().split(": ", 1)[1].strip()
+    from karabo_bridge import Client
+    received = {}
+    with Client(endpoint, timeout=LIMIT) as c:
+        for _ in range(len(tids)):
+            data, meta = c.next()
+            received[meta[src]["timestamp.tid"]] = data
+    out, err = proc.communicate(timeout=LIMIT)
+    s = json.loads(out)
+    assert proc.returncode == 1, (out, err)
+    assert sorted(received) == list(tids)
+    first = int(tids[0])
+    for i, tid in enumerate(tids):
+        ctrl, inst = received[tid][src], received[tid][f"{src}:output"]
+        assert ("pulseEnergy.photonFlux.value" in ctrl) == (i < 100), tid
+        assert "pulseEnergy.photonFlux.timestamp" in ctrl
+        assert ("data.xTD" in inst) == (i < 300), tid
+        assert ("data.intensityTD" in inst) == (i != 5), tid
+        assert "data.yTD" in inst and "beamPosition.ixPos.value" in ctrl
+        if i != 5:
+            np.testing.assert_array_equal(inst["data.intensityTD"], expected_td[i])
+    assert (s["trains_sent"], s["trains_skipped"], s["trains_incomplete"]) == (400, 0, 301), out
+    omitted = {(k["source"], k["key"]): k for k in s["keys_omitted"]}
+    assert omitted[(src, "pulseEnergy.photonFlux.value")]["train_ranges"] == \
+        [[first + 100, first + 399]]
+    assert omitted[(f"{src}:output", "data.xTD")]["train_ranges"] == [[first + 300, first + 399]]
+    corrupt = omitted[(f"{src}:output", "data.intensityTD")]
+    assert corrupt["train_ranges"] == [[first + 5, first + 5]]
+    assert str(path) in corrupt["first_error"], corrupt
+    assert len(omitted) == 3, out
+    # One line per key on stderr, not one per train.
+    assert err.count("sent without") == 3, err

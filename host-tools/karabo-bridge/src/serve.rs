@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::files::{FileTrains, ReadError};
+use crate::files::{FileTrains, OmittedKey, ReadError};
 use crate::protocol::{encode, EncodeError, Protocol, Timestamp};
 
 /// How long one wait (on the socket, or for the rate limit) lasts before the stop flag is
@@ -115,6 +115,13 @@ pub enum ServeEvent<'a> {
     },
     /// A train was skipped.
     Skipped(&'a TrainError),
+    /// A train was sent without a key that could not be read for it; `first`: the first time
+    /// this key of this source was left out.
+    KeyOmitted {
+        train_id: u64,
+        omitted: &'a OmittedKey,
+        first: bool,
+    },
     /// A request other than `next` was answered with an error.
     BadRequest(&'a [u8]),
 }
@@ -129,6 +136,12 @@ pub struct ServeSummary {
     pub last_train: Option<u64>,
     /// Trains that could not be read or encoded (each reported).
     pub trains_skipped: u64,
+    /// Their train IDs.
+    pub skipped_train_ranges: TrainRanges,
+    /// Trains sent without some of their keys (keys that could not be read for them).
+    pub trains_incomplete: u64,
+    /// Each key left out of some trains, in the order first seen.
+    pub keys_omitted: Vec<KeyOmitted>,
     /// Files of the data that could not be opened and were left out (filled in by the caller,
     /// which opens the data; each reported).
     pub files_skipped: u64,
@@ -146,10 +159,107 @@ impl ServeSummary {
     pub fn trains_per_s(&self) -> f64 {
         self.trains_sent as f64 / self.elapsed_s.max(1e-9)
     }
+
+    /// Whether anything of the data was left out (a train, a key of a train, a file).
+    pub fn incomplete(&self) -> bool {
+        self.trains_skipped > 0 || self.trains_incomplete > 0 || self.files_skipped > 0
+    }
+
+    /// Counts `omitted` for train `train_id` (sent); true if this key was not left out before.
+    fn omit(&mut self, train_id: u64, omitted: &OmittedKey) -> bool {
+        let known = self
+            .keys_omitted
+            .iter_mut()
+            .find(|k| k.source == omitted.source && k.key == omitted.key);
+        match known {
+            Some(k) => {
+                k.train_ranges.insert(train_id);
+                false
+            }
+            None => {
+                let mut train_ranges = TrainRanges::default();
+                train_ranges.insert(train_id);
+                self.keys_omitted.push(KeyOmitted {
+                    source: omitted.source.clone(),
+                    key: omitted.key.clone(),
+                    train_ranges,
+                    first_error: omitted.error.to_string(),
+                });
+                true
+            }
+        }
+    }
 }
 
-/// An encoded train from the reader thread.
-type Encoded = Result<(u64, Vec<zmq::Message>), TrainError>;
+/// A key of a source left out of the trains it could not be read for.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyOmitted {
+    pub source: String,
+    pub key: String,
+    pub train_ranges: TrainRanges,
+    /// Why, for the first train it was left out of.
+    pub first_error: String,
+}
+
+/// A set of train IDs as sorted, disjoint inclusive ranges `[first, last]` (bounded by the
+/// runs of consecutive IDs, not by the number of trains; a train counted twice, as with
+/// `--loop`, is counted once).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct TrainRanges(Vec<[u64; 2]>);
+
+impl TrainRanges {
+    pub fn insert(&mut self, tid: u64) {
+        // The first range that ends at or after tid - 1 (could take tid at its end).
+        let i = self.0.partition_point(|r| r[1].saturating_add(1) < tid);
+        match self.0.get(i).copied() {
+            Some([a, b]) if a <= tid && tid <= b => {}
+            Some([a, b]) if b.saturating_add(1) == tid => {
+                self.0[i] = [a, tid];
+                // It may now touch the next range.
+                if let Some(&[c, d]) = self.0.get(i + 1) {
+                    if c == tid.saturating_add(1) {
+                        self.0[i] = [a, d];
+                        self.0.remove(i + 1);
+                    }
+                }
+            }
+            Some([a, b]) if a == tid.saturating_add(1) => self.0[i] = [tid, b],
+            _ => self.0.insert(i, [tid, tid]),
+        }
+    }
+
+    /// How many train IDs.
+    pub fn trains(&self) -> u64 {
+        self.0.iter().map(|[a, b]| b - a + 1).sum()
+    }
+
+    pub fn ranges(&self) -> &[[u64; 2]] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TrainRanges {
+    /// `10100-10399, 10500`; more than 8 ranges end in `... (N ranges)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 8;
+        for (i, [a, b]) in self.0.iter().take(SHOWN).enumerate() {
+            let sep = if i > 0 { ", " } else { "" };
+            if a == b {
+                write!(f, "{sep}{a}")?;
+            } else {
+                write!(f, "{sep}{a}-{b}")?;
+            }
+        }
+        if self.0.len() > SHOWN {
+            write!(f, ", ... ({} ranges)", self.0.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// An encoded train from the reader thread, with the keys left out of it.
+type Encoded = Result<(u64, Vec<zmq::Message>, Vec<OmittedKey>), TrainError>;
 
 fn zmq_err<'a>(
     endpoint: &'a str,
@@ -243,13 +353,13 @@ pub fn serve(
                     any = true;
                     let encoded = train
                         .map_err(|source| TrainError::Read { train_id, source })
-                        .and_then(|train| {
+                        .and_then(|read| {
                             let ts = dummy.then(Timestamp::now);
-                            encode(train, protocol, ts.as_ref())
+                            encode(read.train, protocol, ts.as_ref())
                                 .map_err(|source| TrainError::Encode { train_id, source })
-                        })
-                        .map(|parts| (train_id, parts));
-                    if let Ok((_, parts)) = &encoded {
+                                .map(|parts| (train_id, parts, read.omitted))
+                        });
+                    if let Ok((_, parts, _)) = &encoded {
                         batch_bytes += parts.iter().map(|p| p.len() as u64).sum::<u64>();
                     }
                     batch.push(encoded);
@@ -326,10 +436,12 @@ fn send_all(
     let mut next_due = Instant::now();
     let mut spin = REQUEST_SPIN;
     for encoded in rx.iter().flatten() {
-        let (train_id, parts) = match encoded {
+        let (train_id, parts, omitted) = match encoded {
             Ok(x) => x,
             Err(e) => {
                 summary.trains_skipped += 1;
+                let (TrainError::Read { train_id, .. } | TrainError::Encode { train_id, .. }) = e;
+                summary.skipped_train_ranges.insert(train_id);
                 events(ServeEvent::Skipped(&e));
                 continue;
             }
@@ -369,6 +481,15 @@ fn send_all(
         summary.bytes_sent += bytes;
         summary.first_train.get_or_insert(train_id);
         summary.last_train = Some(train_id);
+        summary.trains_incomplete += u64::from(!omitted.is_empty());
+        for o in &omitted {
+            let first = summary.omit(train_id, o);
+            events(ServeEvent::KeyOmitted {
+                train_id,
+                omitted: o,
+                first,
+            });
+        }
         events(ServeEvent::Sent {
             count: summary.trains_sent,
             train_id,
@@ -473,5 +594,25 @@ fn next_request(
         } else if !wait_for(socket, ep, zmq::POLLIN, stop)? {
             return Ok(None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainRanges;
+
+    #[test]
+    fn train_ranges_merge_neighbours_and_count_each_train_once() {
+        let mut r = TrainRanges::default();
+        for t in [5, 6, 7, 10, 9, 1, 7, 8, 3, 2, u64::MAX, 0] {
+            r.insert(t);
+        }
+        assert_eq!(r.ranges(), &[[0, 3], [5, 10], [u64::MAX, u64::MAX]]);
+        assert_eq!(r.trains(), 4 + 6 + 1);
+        assert_eq!(r.to_string(), format!("0-3, 5-10, {}", u64::MAX));
+        let mut many = TrainRanges::default();
+        (0..20).for_each(|i| many.insert(i * 2));
+        assert_eq!(many.ranges().len(), 20);
+        assert!(many.to_string().ends_with(", 14, ... (20 ranges)"));
     }
 }

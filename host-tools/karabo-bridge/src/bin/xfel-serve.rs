@@ -32,10 +32,16 @@ as EXtra-data's karabo-bridge-serve-files (`xfel-serve files`) and karabo-bridge
 A bare port number binds 127.0.0.1 only (EXtra-data binds every interface); --bind-all binds \
 every interface, and a full endpoint (tcp://HOST:PORT, ipc://PATH) is used as given. Port 0 \
 picks a free port; the endpoint is printed as `Streamer started on: ENDPOINT`.\n\n\
-Exit codes: 0 every train sent (or stopped by SIGINT/SIGTERM); 1 a file of the data could not \
-be opened, or a train could not be read or encoded (each is reported and skipped, serving goes \
-on), or a file shrank while it was served (reported, serving ends); 2 bad arguments, or `run` without \
---include (the sources are listed); 3 could not start (data, selection, socket)."
+A key that cannot be read for a train (a dataset shorter than its index, a corrupt chunk) is \
+left out of that train only: the train is sent with its other keys (a detector module's stacked \
+key as a missing module with --append-detector-modules). The summary (and --json: keys_omitted, \
+skipped_train_ranges) names each key left out with the train IDs it is missing from.\n\n\
+Exit codes: 0 every train sent whole (or stopped by SIGINT/SIGTERM); 1 something of the data was \
+left out: a file that could not be opened, a train that could not be read or encoded (skipped), \
+a key that could not be read for some trains (those trains sent without it), each reported and \
+serving going on; or a file shrank while it was served (reported, serving ends); 2 bad \
+arguments, or `run` without --include (the sources are listed); 3 could not start (data, \
+selection, socket)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -420,7 +426,7 @@ fn main() -> ExitCode {
         summary.delivery_interrupted = true;
     }
     report(&summary, common.json);
-    if summary.trains_skipped > 0 || summary.files_skipped > 0 {
+    if summary.incomplete() {
         ExitCode::from(EXIT_FAILED)
     } else {
         ExitCode::SUCCESS
@@ -453,6 +459,17 @@ impl Progress {
                 let _ = std::io::stdout().flush();
             }
             ServeEvent::Skipped(e) => eprintln!("xfel-serve: skipped {e}"),
+            // Once per key: the summary has every train it is missing from.
+            ServeEvent::KeyOmitted {
+                train_id,
+                omitted,
+                first: true,
+            } => eprintln!(
+                "xfel-serve: train {train_id} sent without {} {}: {} (further trains without \
+                 it are counted in the summary)",
+                omitted.source, omitted.key, omitted.error
+            ),
+            ServeEvent::KeyOmitted { .. } => {}
             // The first 80 bytes: a request can be up to 64 KiB.
             ServeEvent::BadRequest(request) => eprintln!(
                 "xfel-serve: Unrecognised request ({} bytes): {:?}",
@@ -520,7 +537,10 @@ fn report(s: &ServeSummary, json: bool) {
         s.trains_per_s(),
         s.bytes_sent as f64 / s.elapsed_s.max(1e-9) / 1e6,
         if s.trains_skipped > 0 {
-            format!(", {} trains skipped", s.trains_skipped)
+            format!(
+                ", {} trains skipped (IDs {})",
+                s.trains_skipped, s.skipped_train_ranges
+            )
         } else {
             String::new()
         },
@@ -530,6 +550,22 @@ fn report(s: &ServeSummary, json: bool) {
             String::new()
         },
     );
+    if s.trains_incomplete > 0 {
+        println!(
+            "xfel-serve: {} trains sent without keys that could not be read:",
+            s.trains_incomplete
+        );
+        for k in &s.keys_omitted {
+            println!(
+                "xfel-serve:   {} {}: left out of {} trains (IDs {}): {}",
+                k.source,
+                k.key,
+                k.train_ranges.trains(),
+                k.train_ranges,
+                k.first_error
+            );
+        }
+    }
     if s.delivery_interrupted {
         println!(
             "xfel-serve: stopped while the last trains sent were still queued for a receiver \
