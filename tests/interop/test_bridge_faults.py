@@ -3,6 +3,7 @@ files served, messages a misbehaving sender makes for `xfel-bridge record` and `
 what extra-data-validate says about the runs recorded from them."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from extra_data import by_id
 from extra_data.tests import make_examples as me
 
 from euxfel_helpers import rust_bin
@@ -141,18 +143,123 @@ def full_disk(tmp_path):
         subprocess.run(["umount", str(mnt)], check=True)
 
 
-def test_record_on_a_full_disk_fails_clearly_and_leaves_nothing(full_disk):
-    big = np.zeros(1 << 18, dtype="u2").tobytes()  # 512 KiB a train
+def test_record_on_a_full_disk_finishes_the_file_with_the_trains_it_holds(full_disk):
+    """One sequence file, trains of 512 KiB into 2 MB: the recording stops while the file can
+    still be finished (before, the disk filled and every train was lost)."""
+    big = np.zeros(1 << 18, dtype="u2").tobytes()
     messages = [source_parts("BIG/DET/X:out", tid, {}, [("data.x", "uint16", [1 << 18], big)])
                 for tid in range(1, 11)]
-    code, out, err = send_to(["record", "-o", full_disk / "run", "--trains", 10, "--json"],
-                             messages)
+    run = full_disk / "run"
+    code, out, err = send_to(["record", "-o", run, "--trains", 10, "--json"], messages)
     s = json.loads(out)
     assert code == 1, (out, err)
-    assert s["path"] is None, out
-    assert "no run written" in s["errors"][-1] and "bytes free in" in s["errors"][-1], out
+    assert [os.path.basename(f) for f in s["files"]] == ["RAW-R0001-DA01-S00000.h5"], out
+    n = s["trains"]
+    assert n >= 1 and s["recorded_train_ranges"] == [[1, n]], out
+    # The train that did not fit is named lost.
+    assert s["lost_train_ranges"] == [[n + 1, n + 1]] and s["lost_trains"] == 1, out
+    assert "recording ended" in s["errors"][-1] and "bytes free" in s["errors"][-1], out
     # No temporary file left behind to fill the disk.
-    assert list((full_disk / "run").iterdir()) == []
+    assert sorted(os.listdir(run)) == ["RAW-R0001-DA01-S00000.h5"]
+    validate_run(run)
+    with h5py.File(run / "RAW-R0001-DA01-S00000.h5", "r") as f:
+        assert list(f["INDEX/trainId"][()]) == list(range(1, n + 1))
+        assert f["INSTRUMENT/BIG/DET/X:out/data/x"].shape == (n, 1 << 18)
+
+
+def validate_run(run):
+    validate = "import sys; from extra_data.validation import main; sys.exit(main())"
+    v = subprocess.run([sys.executable, "-c", validate, str(run)], capture_output=True,
+                       text=True, timeout=LIMIT)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+def serve_files(path, *args):
+    proc = subprocess.Popen(
+        [rust_bin("xfel-serve"), "files", str(path), "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    return proc, proc.stdout.readline().split(": ", 1)[1].strip()
+
+
+def assert_recorded_equal_to_source(run, source_file, tids):
+    """The recorded run holds exactly `tids`, with the source file's values for them."""
+    from extra_data import H5File, RunDirectory
+    rec = RunDirectory(str(run))
+    assert list(rec.train_ids) == list(tids)
+    src = H5File(str(source_file)).select_trains(by_id[list(tids)])
+    for source, key in [("SA1_XTD2_XGM/DOOCS/MAIN", "pulseEnergy.photonFlux.value"),
+                        ("SA1_XTD2_XGM/DOOCS/MAIN:output", "data.intensityTD")]:
+        np.testing.assert_array_equal(rec[source, key].ndarray(), src[source, key].ndarray())
+
+
+def recorded_ids(ranges):
+    return [t for a, b in ranges for t in range(a, b + 1)]
+
+
+def test_record_on_a_full_disk_keeps_its_complete_sequence_files(tmp_path, full_disk):
+    """xfel-serve feeding `record` into a 2 MB file system: the sequence files completed before
+    the disk filled stay, valid and equal to the source; the summary gives the train IDs
+    recorded and lost, and the exit status is 1 (before, everything was lost)."""
+    path = tmp_path / "da.h5"
+    me.make_fxe_da_file(str(path))
+    server, endpoint = serve_files(path, "--source", "SA1_XTD2_XGM/DOOCS/MAIN*")
+    run = full_disk / "run"
+    try:
+        r = subprocess.run([rust_bin("xfel-bridge"), "record", endpoint, "-o", str(run),
+                            "--trains-per-file", "20", "--timeout", "30", "--json"],
+                           capture_output=True, text=True, timeout=LIMIT)
+    finally:
+        server.terminate()
+        server.communicate(timeout=LIMIT)
+    s = json.loads(r.stdout)
+    assert r.returncode == 1, r
+    # The disk filled before the 400 trains: the files then written are all kept, and only the
+    # train that did not fit is lost.
+    assert 20 <= s["trains"] < 400 and len(s["files"]) >= 1, r.stdout
+    assert sorted(os.listdir(run)) == sorted(os.path.basename(f) for f in s["files"])
+    recorded = recorded_ids(s["recorded_train_ranges"])
+    assert recorded == list(range(10000, 10000 + s["trains"]))
+    assert s["lost_train_ranges"] == [[recorded[-1] + 1, recorded[-1] + 1]], r.stdout
+    assert "recording ended" in r.stderr and "bytes free" in s["errors"][-1], r.stderr
+    validate_run(run)
+    # Compared on a copy: EXtra-data keeps files open, which would keep the tmpfs busy.
+    shutil.copytree(run, tmp_path / "copy")
+    assert_recorded_equal_to_source(tmp_path / "copy", path, recorded)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_record_stopped_by_a_signal_finishes_its_files_and_exits_128_plus_n(tmp_path, sig):
+    import signal
+    import time
+    path = tmp_path / "da.h5"
+    me.make_fxe_da_file(str(path))
+    server, endpoint = serve_files(path, "--source", "SA1_XTD2_XGM/DOOCS/MAIN*",
+                                   "--rate", "200")
+    run = tmp_path / "run"
+    try:
+        rec = subprocess.Popen([rust_bin("xfel-bridge"), "record", endpoint, "-o", str(run),
+                                "--trains-per-file", "8", "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Mid-recording: once two sequence files are complete.
+        deadline = time.monotonic() + LIMIT
+        while not (run / "RAW-R0001-DA01-S00001.h5").exists():
+            assert rec.poll() is None and time.monotonic() < deadline, rec.communicate()
+            time.sleep(0.02)
+        rec.send_signal(getattr(signal, sig))
+        out, err = rec.communicate(timeout=LIMIT)
+    finally:
+        server.terminate()
+        server.communicate(timeout=LIMIT)
+    assert rec.returncode == 128 + getattr(signal, sig), (out, err)
+    s = json.loads(out)
+    assert s["lost_trains"] == 0 and s["errors"] == [], out
+    assert len(s["files"]) >= 2 and sorted(os.listdir(run)) == \
+        sorted(os.path.basename(f) for f in s["files"])
+    recorded = recorded_ids(s["recorded_train_ranges"])
+    assert len(recorded) == s["trains"] >= 16
+    validate_run(run)
+    assert_recorded_equal_to_source(run, path, recorded)
 
 
 def test_serve_start_error_names_the_file_and_not_an_option_not_given(tmp_path):

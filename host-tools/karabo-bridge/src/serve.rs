@@ -229,6 +229,29 @@ impl TrainRanges {
         }
     }
 
+    /// The train IDs of `self` that are not in `other`.
+    pub fn without(&self, other: &TrainRanges) -> TrainRanges {
+        let mut out = Vec::new();
+        for &[a, b] in &self.0 {
+            // The first ID of [a, b] not yet handled (None: all of it).
+            let mut from = Some(a);
+            for &[c, d] in &other.0 {
+                let Some(start) = from else { break };
+                if d < start || c > b {
+                    continue;
+                }
+                if c > start {
+                    out.push([start, c - 1]);
+                }
+                from = d.checked_add(1).filter(|&n| n <= b);
+            }
+            if let Some(start) = from {
+                out.push([start, b]);
+            }
+        }
+        TrainRanges(out)
+    }
+
     /// How many train IDs.
     pub fn trains(&self) -> u64 {
         self.0.iter().map(|[a, b]| b - a + 1).sum()
@@ -610,6 +633,17 @@ mod tests {
         assert_eq!(r.ranges(), &[[0, 3], [5, 10], [u64::MAX, u64::MAX]]);
         assert_eq!(r.trains(), 4 + 6 + 1);
         assert_eq!(r.to_string(), format!("0-3, 5-10, {}", u64::MAX));
+        let mut cut = TrainRanges::default();
+        [0, 3, 7, 8, 10, 11, u64::MAX]
+            .iter()
+            .for_each(|&t| cut.insert(t));
+        assert_eq!(
+            r.without(&cut).ranges(),
+            &[[1, 2], [5, 6], [9, 9]],
+            "{r:?} without {cut:?}"
+        );
+        assert_eq!(r.without(&TrainRanges::default()), r);
+        assert_eq!(r.without(&r), TrainRanges::default());
         let mut many = TrainRanges::default();
         (0..20).for_each(|i| many.insert(i * 2));
         assert_eq!(many.ranges().len(), 20);
