@@ -345,3 +345,52 @@ def test_serve_sends_each_train_without_only_the_keys_that_cannot_be_read(tmp_pa
     assert len(omitted) == 3, out
     # One line per key on stderr, not one per train.
     assert err.count("sent without") == 3, err
+
+
+def test_record_over_req_goes_on_when_the_server_is_killed_and_restarted(tmp_path):
+    """A REP server killed (SIGKILL) under `record` and started again on the same port: the
+    recorder asks again on the new connection and records its trains (REQ used to wait for the
+    dead server's reply for ever, as karabo_bridge.Client does)."""
+    import signal
+    import socket
+    import time
+    path = tmp_path / "da.h5"
+    me.make_fxe_da_file(str(path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = "SA1_XTD2_XGM/DOOCS/MAIN"
+
+    def server(train_range):
+        return subprocess.Popen(
+            [rust_bin("xfel-serve"), "files", str(path), str(port), "--source", src,
+             "--rate", "100", "--train-range", train_range],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    run = tmp_path / "run"
+    first = server("10000:10100")
+    assert first.stdout.readline().startswith("Streamer started on")
+    rec = subprocess.Popen([rust_bin("xfel-bridge"), "record", f"tcp://127.0.0.1:{port}",
+                            "-o", str(run), "--trains", "80", "--timeout", "60", "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        # Some trains in (100 a second), a request pending.
+        time.sleep(0.5)
+        first.kill()
+        first.communicate(timeout=LIMIT)
+        second = server("10200:")
+        assert second.stdout.readline().startswith("Streamer started on")
+        out, err = rec.communicate(timeout=LIMIT)
+    finally:
+        rec.kill()
+        if second is not None:
+            second.send_signal(signal.SIGTERM)
+            second.communicate(timeout=LIMIT)
+    s = json.loads(out)
+    assert rec.returncode == 0, (out, err)
+    ranges = s["recorded_train_ranges"]
+    assert s["trains"] == 80 and ranges[-1][1] >= 10200, out
+    assert ranges[0][0] == 10000 and ranges[0][1] < 10100, out
+    assert s["requests_resent"] == 1, out
+    validate_run(run)

@@ -698,6 +698,9 @@ struct RecordSummary {
     dropped_keys: BTreeSet<String>,
     /// INSTRUMENT sources without a `:` in their name, stored as `<name>:output`.
     renamed: Vec<(String, String)>,
+    /// REQ: requests asked again after the server went away while one was pending (a train
+    /// it had sent is then among `missing_trains`).
+    requests_resent: u64,
     errors: Vec<String>,
     elapsed_s: f64,
 }
@@ -792,6 +795,14 @@ fn record(
             window = 0;
             last_report = Instant::now();
         }
+    }
+    s.requests_resent = client.requests_resent;
+    if s.requests_resent > 0 {
+        eprintln!(
+            "xfel-bridge: the server went away {} times while a train was asked for; asked \
+             again on reconnection",
+            s.requests_resent
+        );
     }
     let mut lost = TrainRanges::default();
     if let Some(t) = failed_train {
