@@ -394,3 +394,50 @@ def test_record_over_req_goes_on_when_the_server_is_killed_and_restarted(tmp_pat
     assert ranges[0][0] == 10000 and ranges[0][1] < 10100, out
     assert s["requests_resent"] == 1, out
     validate_run(run)
+
+
+def test_push_counts_a_receiver_killed_mid_stream(tmp_path):
+    """PUSH to a slow receiver killed with SIGKILL: the server waits for the next receiver and
+    goes on (as EXtra-data's), and its summary counts the disconnection with the last train
+    sent by then; the trains queued to the dead receiver (ZeroMQ and TCP buffers) were lost
+    without a word before."""
+    import signal
+    import time
+    path = tmp_path / "da.h5"
+    me.make_fxe_da_file(str(path))
+    src = "SA1_XTD2_XGM/DOOCS/MAIN"
+    # --loop: the dead receiver's queue (1000 messages in karabo_bridge's client, and the
+    # kernel's buffers) could take the whole run.
+    server, endpoint = serve_files(path, "--source", src, "-z", "PUSH", "--json", "--loop")
+    receiver = """
+import sys, time
+from karabo_bridge import Client
+c = Client(sys.argv[1], sock="PULL", timeout=60)
+while True:
+    _, m = c.next()
+    print(m[sys.argv[2]]["timestamp.tid"], flush=True)
+    time.sleep(0.05)
+"""
+    slow = subprocess.Popen([sys.executable, "-c", receiver, endpoint, src],
+                            stdout=subprocess.PIPE, text=True)
+    from karabo_bridge import Client
+    try:
+        killed_last = int(slow.stdout.readline())
+        for _ in range(3):
+            killed_last = int(slow.stdout.readline())
+        slow.kill()
+        slow.communicate(timeout=LIMIT)
+        with Client(endpoint, sock="PULL", timeout=LIMIT) as c:
+            _, meta = c.next()
+            next_first = meta[src]["timestamp.tid"]
+            # The summary while this receiver is still connected.
+            server.send_signal(signal.SIGTERM)
+            out, err = server.communicate(timeout=LIMIT)
+    finally:
+        slow.kill()
+        server.kill()
+    s = json.loads(out.splitlines()[-1])
+    assert s["receivers_disconnected"] == 1, out
+    assert isinstance(s["disconnected_after_train"][0], int), out
+    # Trains were queued to the killed receiver beyond what it took, and lost with it.
+    assert next_first != killed_last + 1, (killed_last, next_first)

@@ -146,6 +146,12 @@ pub struct ServeSummary {
     /// which opens the data; each reported).
     pub files_skipped: u64,
     pub bad_requests: u64,
+    /// PUSH: receivers that disconnected while serving. What was queued to one (in ZeroMQ's
+    /// and the kernel's buffers, up to several MB) went with it: those trains are lost, and
+    /// the server cannot tell how many.
+    pub receivers_disconnected: u64,
+    /// The last train ID sent when each disconnection was seen (the first 100).
+    pub disconnected_after_train: Vec<Option<u64>>,
     pub elapsed_s: f64,
     /// The stop flag ended serving before the last train, or while the last trains were
     /// being delivered.
@@ -281,6 +287,49 @@ impl std::fmt::Display for TrainRanges {
     }
 }
 
+/// Disconnections listed in [`ServeSummary::disconnected_after_train`].
+const MAX_DISCONNECTS_LISTED: usize = 100;
+
+/// Numbers the monitor endpoints of the servers of this process.
+static MONITORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// PUSH: a socket receiving `socket`'s disconnection events.
+fn watch_disconnects(
+    ctx: &zmq::Context,
+    socket: &zmq::Socket,
+    ep: &str,
+) -> Result<zmq::Socket, ServeError> {
+    let at = format!(
+        "inproc://xfel-serve-monitor-{}",
+        MONITORS.fetch_add(1, Ordering::Relaxed)
+    );
+    socket
+        .monitor(&at, zmq::SocketEvent::DISCONNECTED as i32)
+        .map_err(zmq_err(ep, "monitor"))?;
+    let events = ctx
+        .socket(zmq::PAIR)
+        .map_err(zmq_err(ep, "create monitor"))?;
+    events.set_linger(0).map_err(zmq_err(ep, "set linger"))?;
+    events
+        .connect(&at)
+        .map_err(zmq_err(ep, "connect monitor"))?;
+    Ok(events)
+}
+
+/// Counts the disconnections `events` reported since the last call.
+fn count_disconnects(events: &zmq::Socket, summary: &mut ServeSummary) {
+    // Every event is a disconnection (the only one watched): two frames each.
+    while let Ok(event) = events.recv_multipart(zmq::DONTWAIT) {
+        if event.len() != 2 {
+            continue;
+        }
+        summary.receivers_disconnected += 1;
+        if summary.disconnected_after_train.len() < MAX_DISCONNECTS_LISTED {
+            summary.disconnected_after_train.push(summary.last_train);
+        }
+    }
+}
+
 /// An encoded train from the reader thread, with the keys left out of it.
 type Encoded = Result<(u64, Vec<zmq::Message>, Vec<OmittedKey>), TrainError>;
 
@@ -399,7 +448,22 @@ pub fn serve(
                 }
             })
             .map_err(ServeError::Thread)?;
-        let sent = send_all(&socket, config, &rx, stop, &mut summary, events);
+        let disconnects = match config.socket {
+            SocketType::Push => Some(watch_disconnects(ctx, &socket, &config.endpoint)?),
+            _ => None,
+        };
+        let sent = send_all(
+            &socket,
+            config,
+            &rx,
+            stop,
+            &mut summary,
+            events,
+            disconnects.as_ref(),
+        );
+        if let Some(d) = &disconnects {
+            count_disconnects(d, &mut summary);
+        }
         // Unblock and end the reader whatever happened to the sender.
         reader_stop.store(true, Ordering::Relaxed);
         drop(rx);
@@ -450,6 +514,7 @@ fn send_all(
     stop: &AtomicBool,
     summary: &mut ServeSummary,
     events: &mut dyn FnMut(ServeEvent<'_>),
+    disconnects: Option<&zmq::Socket>,
 ) -> Result<(), ServeError> {
     let ep = config.endpoint.as_str();
     let interval = config
@@ -482,7 +547,12 @@ fn send_all(
         }
         let ready = match config.socket {
             SocketType::Rep => wait_for_next(socket, ep, spin, stop, summary, events)?,
-            SocketType::Push => wait_writable(socket, ep, spin, stop)?,
+            SocketType::Push => {
+                if let Some(d) = disconnects {
+                    count_disconnects(d, summary);
+                }
+                wait_writable(socket, ep, spin, stop)?
+            }
             SocketType::Pub => !stop.load(Ordering::Relaxed),
         };
         if !ready {

@@ -566,6 +566,20 @@ fn report(s: &ServeSummary, json: bool) {
             );
         }
     }
+    if s.receivers_disconnected > 0 {
+        let after: Vec<String> = s
+            .disconnected_after_train
+            .iter()
+            .map(|t| t.map_or("none".into(), |t| t.to_string()))
+            .collect();
+        println!(
+            "xfel-serve: {} receivers disconnected while trains were pushed (after train IDs {}): \
+             the trains queued to each (ZeroMQ and TCP buffers, up to several MB) were lost \
+             with it",
+            s.receivers_disconnected,
+            after.join(", ")
+        );
+    }
     if s.delivery_interrupted {
         println!(
             "xfel-serve: stopped while the last trains sent were still queued for a receiver \
