@@ -495,6 +495,7 @@ fn a_file_truncated_while_served_ends_the_server_with_a_message() {
         "20",
         "--source",
         "*0CH0*",
+        "--json",
     ]);
     let ctx = zmq::Context::new();
     let puller = ctx.socket(zmq::PULL).unwrap();
@@ -532,6 +533,12 @@ fn a_file_truncated_while_served_ends_the_server_with_a_message() {
         "{err}"
     );
     assert!(received < 20, "every train came from a truncated file");
+    // With --json the report is an object on stdout too.
+    let s: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(s["exit_code"], 1, "{out}");
+    let error = s["error"].as_str().unwrap();
+    assert!(error.starts_with("bus error reading train 100"), "{out}");
+    assert!(s["trains_sent"].as_u64().unwrap() < 20, "{out}");
 }
 
 #[test]

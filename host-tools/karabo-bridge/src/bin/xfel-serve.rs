@@ -184,14 +184,46 @@ fn push_number(buf: &mut [u8], len: &mut usize, mut n: u64) {
     push_bytes(buf, len, &digits[i..]);
 }
 
+/// Whether the summary goes out as JSON (for the SIGBUS handler: its report is JSON too).
+static JSON_SUMMARY: AtomicBool = AtomicBool::new(false);
+
+/// Appends `bytes` to `buf` as the inside of a JSON string (no allocation: signal handler).
+fn push_json_escaped(buf: &mut [u8], len: &mut usize, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // A file name that is not UTF-8 would make the whole object invalid: its non-ASCII
+    // bytes become '?'.
+    let utf8 = std::str::from_utf8(bytes).is_ok();
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => push_bytes(buf, len, &[b'\\', b]),
+            0..=0x1f => push_bytes(
+                buf,
+                len,
+                &[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 15)],
+                ],
+            ),
+            0x80..=0xff if !utf8 => push_bytes(buf, len, b"?"),
+            _ => push_bytes(buf, len, &[b]),
+        }
+    }
+}
+
 /// A read from a memory-mapped file that has shrunk since it was opened (truncated or
 /// rewritten while served) faults with SIGBUS: the process cannot go on, but it says why and
-/// where before it ends with exit status 1.
+/// where (on stderr, and with --json as `{"error": ..., "exit_code": 1, "trains_sent": N}` on
+/// stdout) before it ends with exit status 1.
 extern "C" fn on_bus_error(_signal: libc::c_int) {
     let mut buf = [0u8; 1024];
     let mut len = 0;
     let train_id = TRAIN_BEING_READ.load(Ordering::Relaxed);
-    push_bytes(&mut buf, &mut len, b"xfel-serve: bus error reading train ");
+    let trains_sent = TRAINS_SENT.load(Ordering::Relaxed);
+    push_bytes(&mut buf, &mut len, b"bus error reading train ");
     push_number(&mut buf, &mut len, train_id);
     let key = KEY_BEING_READ.load(Ordering::Relaxed);
     if !key.is_null() {
@@ -217,12 +249,35 @@ extern "C" fn on_bus_error(_signal: libc::c_int) {
         b": a file of the data shrank while it was served (truncated or rewritten); stopped \
 after ",
     );
-    push_number(&mut buf, &mut len, TRAINS_SENT.load(Ordering::Relaxed));
-    push_bytes(&mut buf, &mut len, b" trains sent\n");
-    // SAFETY: write(2) and _exit(2) are async-signal-safe; `buf` lives on this stack frame and
-    // holds `len` initialised bytes.
+    push_number(&mut buf, &mut len, trains_sent);
+    push_bytes(&mut buf, &mut len, b" trains sent");
+    let message = &buf[..len];
+    let mut line = [0u8; 1100];
+    let mut line_len = 0;
+    push_bytes(&mut line, &mut line_len, b"xfel-serve: ");
+    push_bytes(&mut line, &mut line_len, message);
+    push_bytes(&mut line, &mut line_len, b"\n");
+    // Escaped, a message byte takes up to 6.
+    let mut json = [0u8; 6 * 1024 + 128];
+    let mut json_len = 0;
+    if JSON_SUMMARY.load(Ordering::Relaxed) {
+        push_bytes(&mut json, &mut json_len, b"{\"error\":\"");
+        push_json_escaped(&mut json, &mut json_len, message);
+        push_bytes(
+            &mut json,
+            &mut json_len,
+            b"\",\"exit_code\":1,\"trains_sent\":",
+        );
+        push_number(&mut json, &mut json_len, trains_sent);
+        push_bytes(&mut json, &mut json_len, b"}\n");
+    }
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; `line` and `json` live on this
+    // stack frame and hold `line_len` and `json_len` initialised bytes.
     unsafe {
-        libc::write(2, buf.as_ptr().cast(), len);
+        libc::write(2, line.as_ptr().cast(), line_len);
+        if json_len > 0 {
+            libc::write(1, json.as_ptr().cast(), json_len);
+        }
         libc::_exit(i32::from(EXIT_FAILED));
     }
 }
@@ -392,6 +447,7 @@ fn main() -> ExitCode {
         rate: common.rate,
         repeat: common.repeat,
     };
+    JSON_SUMMARY.store(common.json, Ordering::Relaxed);
     if let Err(e) = handle_bus_errors() {
         return fail(
             json,
