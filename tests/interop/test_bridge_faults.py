@@ -441,3 +441,31 @@ while True:
     assert isinstance(s["disconnected_after_train"][0], int), out
     # Trains were queued to the killed receiver beyond what it took, and lost with it.
     assert next_first != killed_last + 1, (killed_last, next_first)
+
+
+def test_record_past_a_file_size_limit_ends_with_a_summary(tmp_path):
+    """A file-size limit (ulimit -f) crossed while recording: a write error like any other
+    (exit 1, the trains lost named, no partial file left), not death by SIGXFSZ without a
+    summary and with the partial file left behind."""
+    import resource
+    path = tmp_path / "da.h5"
+    me.make_fxe_da_file(str(path))
+    server, endpoint = serve_files(path, "--source", "SA1_XTD2_XGM/DOOCS/MAIN*")
+    run = tmp_path / "run"
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600_000, 600_000))
+
+    try:
+        r = subprocess.run([rust_bin("xfel-bridge"), "record", endpoint, "-o", str(run),
+                            "--timeout", "30", "--json"], capture_output=True, text=True,
+                           timeout=LIMIT, preexec_fn=limit_file_size)
+    finally:
+        server.terminate()
+        server.communicate(timeout=LIMIT)
+    assert r.returncode == 1, r
+    s = json.loads(r.stdout)
+    assert s["files"] == [] and s["lost_trains"] > 0, r.stdout
+    assert s["lost_train_ranges"] == [[10000, 10000 + s["lost_trains"] - 1]], r.stdout
+    assert "write error, recording ended" in s["errors"][-1], r.stdout
+    assert os.listdir(run) == []

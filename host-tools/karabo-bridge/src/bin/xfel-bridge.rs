@@ -160,6 +160,16 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     }
+    // A file-size limit (ulimit -f) would kill the process at the write that crosses it
+    // (SIGXFSZ), leaving neither a finished file nor a summary; handled, the write fails
+    // (EFBIG) and `record` ends as on any write error.
+    if let Err(e) = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(AtomicBool::new(false)),
+    ) {
+        eprintln!("xfel-bridge: cannot install the signal handler: {e}");
+        return ExitCode::from(EXIT_START);
+    }
     let ctx = zmq::Context::new();
     let (Command::Glimpse { connect: c, .. }
     | Command::Monitor { connect: c, .. }
