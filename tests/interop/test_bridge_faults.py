@@ -342,6 +342,8 @@ def test_serve_sends_each_train_without_only_the_keys_that_cannot_be_read(tmp_pa
     corrupt = omitted[(f"{src}:output", "data.intensityTD")]
     assert corrupt["train_ranges"] == [[first + 5, first + 5]]
     assert str(path) in corrupt["first_error"], corrupt
+    # Every key names its file, whether its error does or not.
+    assert all(k["file"] == str(path) for k in s["keys_omitted"]), out
     assert len(omitted) == 3, out
     # One line per key on stderr, not one per train.
     assert err.count("sent without") == 3, err

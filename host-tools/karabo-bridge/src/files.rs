@@ -14,6 +14,7 @@
 //! modules straight into their places in the stacked array.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -64,7 +65,17 @@ pub enum ReadError {
 pub struct OmittedKey {
     pub source: String,
     pub key: String,
+    /// The file holding the key's data for that train (not every error names it).
+    pub file: Option<PathBuf>,
     pub error: ReadError,
+}
+
+/// The file holding `kd`'s data for train `tid`.
+fn file_of(kd: &KeyData, tid: u64) -> Option<PathBuf> {
+    kd.files
+        .iter()
+        .find(|f| f.train_ids.binary_search(&tid).is_ok())
+        .map(|f| f.path.clone())
 }
 
 /// A train read from the files, and the keys that could not be read for it.
@@ -237,6 +248,7 @@ impl FileTrains {
                                 omitted.push(OmittedKey {
                                     source: src.name.clone(),
                                     key: kd.key.clone(),
+                                    file: file_of(kd, tid),
                                     error: e.into(),
                                 });
                                 continue;
@@ -277,9 +289,18 @@ impl FileTrains {
         }
         if let Some(det) = &self.detector {
             for (module, key, error) in append_modules(&mut train, det, tid, &stacked)? {
+                let source = det.modules.get(&module).cloned().unwrap_or_default();
+                let file = self
+                    .sources
+                    .iter()
+                    .filter(|s| s.name == source)
+                    .flat_map(|s| &s.keys)
+                    .find(|kd| kd.key == key)
+                    .and_then(|kd| file_of(kd, tid));
                 omitted.push(OmittedKey {
-                    source: det.modules.get(&module).cloned().unwrap_or_default(),
+                    source,
                     key,
+                    file,
                     error: error.into(),
                 });
             }

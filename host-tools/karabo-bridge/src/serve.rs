@@ -189,6 +189,7 @@ impl ServeSummary {
                     source: omitted.source.clone(),
                     key: omitted.key.clone(),
                     train_ranges,
+                    file: omitted.file.clone(),
                     first_error: omitted.error.to_string(),
                 });
                 true
@@ -203,7 +204,8 @@ pub struct KeyOmitted {
     pub source: String,
     pub key: String,
     pub train_ranges: TrainRanges,
-    /// Why, for the first train it was left out of.
+    /// The file of the first train it was left out of, and why.
+    pub file: Option<std::path::PathBuf>,
     pub first_error: String,
 }
 

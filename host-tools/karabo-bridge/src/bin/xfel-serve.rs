@@ -521,9 +521,12 @@ impl Progress {
                 omitted,
                 first: true,
             } => eprintln!(
-                "xfel-serve: train {train_id} sent without {} {}: {} (further trains without \
-                 it are counted in the summary)",
-                omitted.source, omitted.key, omitted.error
+                "xfel-serve: train {train_id} sent without {} {}{}: {} (further trains \
+                 without it are counted in the summary)",
+                omitted.source,
+                omitted.key,
+                in_file(omitted.file.as_deref()),
+                omitted.error
             ),
             ServeEvent::KeyOmitted { .. } => {}
             // The first 80 bytes: a request can be up to 64 KiB.
@@ -574,6 +577,11 @@ impl Progress {
     }
 }
 
+/// ` in FILE`, or nothing.
+fn in_file(file: Option<&std::path::Path>) -> String {
+    file.map_or(String::new(), |f| format!(" in {}", f.display()))
+}
+
 fn report(s: &ServeSummary, json: bool) {
     if json {
         if let Ok(text) = serde_json::to_string(s) {
@@ -613,9 +621,10 @@ fn report(s: &ServeSummary, json: bool) {
         );
         for k in &s.keys_omitted {
             println!(
-                "xfel-serve:   {} {}: left out of {} trains (IDs {}): {}",
+                "xfel-serve:   {} {}{}: left out of {} trains (IDs {}): {}",
                 k.source,
                 k.key,
+                in_file(k.file.as_deref()),
                 k.train_ranges.trains(),
                 k.train_ranges,
                 k.first_error
