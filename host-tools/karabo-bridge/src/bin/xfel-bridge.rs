@@ -36,7 +36,8 @@ unknown content, truncated msgpack, shapes that disagree with the payload) are c
 reported, never fatal.\n\n\
 Exit codes: 0 fine; 1 malformed messages were received, or no train came within --timeout, \
 or (record) a train or source was left out, or a write error ended the recording (the trains \
-recorded and lost are listed as train ID ranges); 3 could not connect or (record) could not \
+recorded and lost are listed as train ID ranges); 2 bad arguments; 3 could not connect or \
+(record) could not \
 create the output; (record) 128+N stopped by signal N (SIGINT 130, SIGTERM 143), the trains \
 received until then written. With --json, glimpse and record print a start failure \
 as {\"error\": ..., \"exit_code\": 3}."
