@@ -819,13 +819,16 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts `<dir>/RAW-R<run>-DA01-S00000.h5` (under a temporary name), creating `dir`. An
-    /// existing sequence file of the run is an error unless `overwrite`.
+    /// existing sequence file of the run is an error unless `overwrite`, which removes them
+    /// all first: a recording that ends early (killed) must not leave its files mixed with
+    /// later sequence files of an earlier one, which readers would take as one run.
     pub fn create(dir: &Path, opts: &RecordOptions) -> Result<Recorder> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        if !opts.overwrite {
-            if let Some(existing) = sequence_files(dir, opts.run)?.into_iter().next() {
+        for existing in sequence_files(dir, opts.run)? {
+            if !opts.overwrite {
                 return Err(Error::Exists(existing));
             }
+            std::fs::remove_file(&existing).map_err(io(&existing))?;
         }
         let first = SeqFile::create(&dir.join(sequence_name(opts.run, 0)), opts)?;
         Ok(Recorder {
@@ -977,9 +980,6 @@ impl Recorder {
         if !self.ended && self.files.is_empty() {
             return Err(Error::NoTrains);
         }
-        if self.opts.overwrite {
-            self.remove_older_sequences()?;
-        }
         let control_sources = self.layouts.values().filter(|s| s.control).count();
         let renamed = self
             .layouts
@@ -997,19 +997,6 @@ impl Recorder {
             instrument_sources: self.layouts.len() - control_sources,
             renamed,
         })
-    }
-
-    /// With `overwrite`, sequence files of an earlier recording of the run beyond the last one
-    /// written now would be read as part of it: removed.
-    fn remove_older_sequences(&self) -> Result<()> {
-        let ours: Vec<&Path> = self.files.iter().map(|f| f.path.as_path()).collect();
-        for path in sequence_files(&self.dir, self.opts.run)? {
-            let absolute = std::path::absolute(&path).map_err(io(&path))?;
-            if !ours.contains(&absolute.as_path()) {
-                std::fs::remove_file(&path).map_err(io(&path))?;
-            }
-        }
-        Ok(())
     }
 }
 
