@@ -15,7 +15,7 @@ import zmq
 from extra_data import by_id
 from extra_data.tests import make_examples as me
 
-from euxfel_helpers import rust_bin
+from euxfel_helpers import make_rust_fixture, rust_bin
 
 LIMIT = 120  # seconds any one process or wait may take
 
@@ -471,3 +471,47 @@ def test_record_past_a_file_size_limit_ends_with_a_summary(tmp_path):
     assert s["lost_train_ranges"] == [[10000, 10000 + s["lost_trains"] - 1]], r.stdout
     assert "write error, recording ended" in s["errors"][-1], r.stdout
     assert os.listdir(run) == []
+
+
+def test_append_sends_a_module_that_cannot_be_read_as_missing(tmp_path):
+    """--append-detector-modules with one module's image.data cut short: the trains past its end
+    carry that module as a missing one (0, as stack_detector_data fills modules without data),
+    the other module's data intact, and the summary names the module's key, file and trains
+    (before, each such train was skipped whole)."""
+    run = make_rust_fixture(tmp_path / "run", "--trains", "10", "--sequences", "1",
+                            "--modules", "2", "--frames", "2", "--frame-height", "4",
+                            "--frame-width", "4")
+    module1 = run / "RAW-R0450-LPD01-S00000.h5"
+    with h5py.File(module1, "r+") as f:
+        key = "INSTRUMENT/FXE_DET_LPD1M-1/DET/1CH0:xtdf/image/data"
+        kept = f[key][:6]  # 3 trains of 2 frames
+        del f[key]
+        f[key] = kept
+    with h5py.File(run / "RAW-R0450-LPD00-S00000.h5", "r") as f:
+        module0 = f["INSTRUMENT/FXE_DET_LPD1M-1/DET/0CH0:xtdf/image/data"][()]
+    server, endpoint = serve_files(run, "--json", "--append-detector-modules",
+                                   "--source", "*LPD*")
+    from karabo_bridge import Client
+    got = {}
+    with Client(endpoint, timeout=LIMIT) as c:
+        for _ in range(10):
+            data, meta = c.next()
+            src = "FXE_DET_LPD1M-1/DET/APPEND"
+            got[meta[src]["timestamp.tid"]] = data[src]["image.data"]
+    out, err = server.communicate(timeout=LIMIT)
+    assert server.returncode == 1, err
+    assert sorted(got) == list(range(10000, 10010))
+    for i, tid in enumerate(sorted(got)):
+        a = got[tid]
+        assert a.shape == (2, 1, 16, 4, 4), a.shape
+        np.testing.assert_array_equal(a[..., 0, :, :], module0[2 * i:2 * i + 2])
+        if i < 3:
+            np.testing.assert_array_equal(a[..., 1, :, :], kept[2 * i:2 * i + 2])
+        else:
+            assert not a[..., 1, :, :].any(), tid
+    s = json.loads(out.splitlines()[-1])
+    assert (s["trains_sent"], s["trains_skipped"], s["trains_incomplete"]) == (10, 0, 7), out
+    [k] = s["keys_omitted"]
+    assert (k["source"], k["key"], k["file"]) == \
+        ("FXE_DET_LPD1M-1/DET/1CH0:xtdf", "image.data", str(module1)), out
+    assert k["train_ranges"] == [[10003, 10009]], out
