@@ -515,3 +515,40 @@ def test_append_sends_a_module_that_cannot_be_read_as_missing(tmp_path):
     assert (k["source"], k["key"], k["file"]) == \
         ("FXE_DET_LPD1M-1/DET/1CH0:xtdf", "image.data", str(module1)), out
     assert k["train_ranges"] == [[10003, 10009]], out
+
+
+def test_record_stopped_by_a_signal_on_a_full_disk_exits_1_naming_the_trains_lost(
+        tmp_path, full_disk):
+    """SIGINT when the disk has filled up under the recorder (another writer): the file being
+    written cannot be finished, its trains are lost, and the exit status is 1 (the loss), not
+    130, with the lost trains in the summary."""
+    import signal
+    import time
+    path = tmp_path / "da.h5"
+    me.make_fxe_da_file(str(path))
+    server, endpoint = serve_files(path, "--source", "SA1_XTD2_XGM/DOOCS/MAIN", "--rate", "1")
+    run = full_disk / "run"
+    try:
+        rec = subprocess.Popen([rust_bin("xfel-bridge"), "record", endpoint, "-o", str(run),
+                                "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        # The first train is in (buffered), the next one 1 s away: fill the disk, then stop.
+        time.sleep(0.4)
+        fd = os.open(full_disk / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        rec.send_signal(signal.SIGINT)
+        out, err = rec.communicate(timeout=LIMIT)
+    finally:
+        server.terminate()
+        server.communicate(timeout=LIMIT)
+    s = json.loads(out)
+    assert rec.returncode == 1, (out, err)
+    assert s["files"] == [] and s["lost_train_ranges"] == [[10000, 10000]], out
+    assert "write error" in s["errors"][-1], out
+    assert os.listdir(run) == []

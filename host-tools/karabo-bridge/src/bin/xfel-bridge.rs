@@ -39,7 +39,7 @@ or (record) a train or source was left out, or a write error ended the recording
 recorded and lost are listed as train ID ranges); 2 bad arguments; 3 could not connect or \
 (record) could not \
 create the output; (record) 128+N stopped by signal N (SIGINT 130, SIGTERM 143), the trains \
-received until then written. With --json, glimpse and record print a start failure \
+received until then written (1 if trains were lost). With --json, glimpse and record print a start failure \
 as {\"error\": ..., \"exit_code\": 3}."
 )]
 struct Cli {
@@ -192,6 +192,8 @@ fn main() -> ExitCode {
         Err(e) => return start_failed(&e),
     };
     let timeout = c.timeout.map(Duration::from_secs_f64);
+    // record: trains were lost (a write error), which outweighs a signal in the exit status.
+    let mut lost = false;
     let result = match &cli.command {
         Command::Glimpse { connect, verbose } => {
             glimpse(&mut client, connect, *verbose, &stop, timeout)
@@ -223,6 +225,7 @@ fn main() -> ExitCode {
                     *trains,
                     &stop,
                     timeout,
+                    &mut lost,
                 ),
                 Err(e) => return start_failed(&format!("cannot start the recording: {e}")),
             }
@@ -231,7 +234,7 @@ fn main() -> ExitCode {
     let signal = stopped_by.load(Ordering::Relaxed);
     match result {
         // A recording stopped by a signal (its trains written) says so: 128 + N.
-        Ok(_) if signal > 0 && matches!(cli.command, Command::Record { .. }) => {
+        Ok(_) if signal > 0 && !lost && matches!(cli.command, Command::Record { .. }) => {
             ExitCode::from(128u8.saturating_add(u8::try_from(signal).unwrap_or(127)))
         }
         Ok(true) => ExitCode::SUCCESS,
@@ -736,6 +739,7 @@ fn record(
     ntrains: Option<u64>,
     stop: &AtomicBool,
     timeout: Option<Duration>,
+    lost: &mut bool,
 ) -> Result<bool, ClientError> {
     let started = Instant::now();
     let mut s = RecordSummary::default();
@@ -815,9 +819,9 @@ fn record(
             s.requests_resent
         );
     }
-    let mut lost = TrainRanges::default();
+    let mut lost_ids = TrainRanges::default();
     if let Some(t) = failed_train {
-        lost.insert(t);
+        lost_ids.insert(t);
     }
     // HDF5's message does not say why a write failed: a full disk is the usual reason.
     let write_failed = |s: &mut RecordSummary, e: &euxfel_write::Error, free: Option<u64>| {
@@ -841,7 +845,7 @@ fn record(
             for (from, to) in &w.renamed {
                 eprintln!("xfel-bridge: {from} stored as {to} (EuXFEL instrument sources are DEVICE:OUTPUT)");
             }
-            w.lost_trains.iter().for_each(|&t| lost.insert(t));
+            w.lost_trains.iter().for_each(|&t| lost_ids.insert(t));
             s.files = w.files.into_iter().map(|f| f.path).collect();
             s.renamed = w.renamed;
         }
@@ -851,12 +855,13 @@ fn record(
         )),
         Err(e) => s.error(format!("cannot finish the run in {}: {e}", dir.display())),
     }
-    s.recorded_train_ranges = appended.without(&lost);
+    s.recorded_train_ranges = appended.without(&lost_ids);
     s.trains = s.recorded_train_ranges.trains();
     s.first_train = s.recorded_train_ranges.ranges().first().map(|r| r[0]);
     s.last_train = s.recorded_train_ranges.ranges().last().map(|r| r[1]);
-    s.lost_trains = lost.trains();
-    s.lost_train_ranges = lost;
+    s.lost_trains = lost_ids.trains();
+    s.lost_train_ranges = lost_ids;
+    *lost = s.lost_trains > 0;
     s.elapsed_s = started.elapsed().as_secs_f64();
     if c.json {
         if let Ok(text) = serde_json::to_string(&s) {
