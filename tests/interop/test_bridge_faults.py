@@ -552,3 +552,33 @@ def test_record_stopped_by_a_signal_on_a_full_disk_exits_1_naming_the_trains_los
     assert s["files"] == [] and s["lost_train_ranges"] == [[10000, 10000]], out
     assert "write error" in s["errors"][-1], out
     assert os.listdir(run) == []
+
+
+def test_loop_over_trains_that_are_all_skipped_ends(tmp_path):
+    """--loop where no train can be sent (modules whose shapes cannot be stacked): one pass,
+    each train reported once, exit 1. It started over for ever, writing GBs of stderr a
+    minute, and SIGTERM did not stop it."""
+    run = make_rust_fixture(tmp_path / "run", "--trains", "10", "--sequences", "1",
+                            "--modules", "2", "--frames", "2", "--frame-height", "4",
+                            "--frame-width", "4")
+    with h5py.File(run / "RAW-R0450-LPD01-S00000.h5", "r+") as f:
+        key = "INSTRUMENT/FXE_DET_LPD1M-1/DET/1CH0:xtdf/image/data"
+        n = f[key].shape[0]
+        del f[key]
+        f[key] = np.zeros((n, 1, 4, 5), dtype="u2")
+    proc = subprocess.Popen([rust_bin("xfel-serve"), "files", str(run), "0", "--json", "--loop",
+                             "--append-detector-modules", "--source", "*LPD*"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Read a bounded number of lines: the old behaviour never ended.
+    skipped = 0
+    for line in proc.stderr:
+        skipped += "skipped train" in line
+        if skipped > 100:
+            proc.kill()
+            break
+    out = proc.stdout.read()
+    proc.wait(timeout=LIMIT)
+    assert skipped == 10 and proc.returncode == 1, (skipped, proc.returncode)
+    s = json.loads(out.splitlines()[-1])
+    assert (s["trains_sent"], s["trains_skipped"]) == (0, 10), s
+    assert s["skipped_train_ranges"] == [[10000, 10009]], s

@@ -420,11 +420,12 @@ pub fn serve(
         let reader = std::thread::Builder::new()
             .name("xfel-serve reader".into())
             .spawn_scoped(scope, move || loop {
-                let mut any = false;
+                // A pass that has no train to send ends --loop too: starting over would only
+                // skip the same trains again, for ever.
+                let mut any_sendable = false;
                 let mut batch = Vec::new();
                 let mut batch_bytes = 0u64;
                 trains.for_each(&mut |train_id, train| {
-                    any = true;
                     let encoded = train
                         .map_err(|source| TrainError::Read { train_id, source })
                         .and_then(|read| {
@@ -434,6 +435,7 @@ pub fn serve(
                                 .map(|parts| (train_id, parts, read.omitted))
                         });
                     if let Ok((_, parts, _)) = &encoded {
+                        any_sendable = true;
                         batch_bytes += parts.iter().map(|p| p.len() as u64).sum::<u64>();
                     }
                     batch.push(encoded);
@@ -444,7 +446,7 @@ pub fn serve(
                     tx.send(std::mem::take(&mut batch)).is_ok()
                         && !reader_stop.load(Ordering::Relaxed)
                 });
-                let ended = !repeat || !any || reader_stop.load(Ordering::Relaxed);
+                let ended = !repeat || !any_sendable || reader_stop.load(Ordering::Relaxed);
                 if (!batch.is_empty() && tx.send(batch).is_err()) || ended {
                     break;
                 }
@@ -533,6 +535,11 @@ fn send_all(
                 let (TrainError::Read { train_id, .. } | TrainError::Encode { train_id, .. }) = e;
                 summary.skipped_train_ranges.insert(train_id);
                 events(ServeEvent::Skipped(&e));
+                // Trains that are all skipped never wait for a peer, where stop is checked.
+                if stop.load(Ordering::Relaxed) {
+                    summary.stopped = true;
+                    return Ok(());
+                }
                 continue;
             }
         };

@@ -118,7 +118,8 @@ struct Common {
     /// Send at most HZ trains per second (no limit by default).
     #[arg(long, value_name = "HZ")]
     rate: Option<f64>,
-    /// Start over at the first train after the last.
+    /// Start over at the first train after the last (not after a pass in which no train
+    /// could be sent).
     #[arg(long = "loop")]
     repeat: bool,
     /// Bind a bare port number on every interface instead of 127.0.0.1.
