@@ -105,7 +105,7 @@ enum Command {
         /// Run number in METADATA and the file name.
         #[arg(long, default_value_t = 1)]
         run: u32,
-        /// Replace an existing file of the same name.
+        /// Remove the run's existing sequence files first (else they make it fail to start).
         #[arg(long)]
         overwrite: bool,
     },
