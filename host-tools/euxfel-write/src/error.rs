@@ -76,6 +76,16 @@ pub enum Error {
     /// A recorded train whose ID is 0 or not above the previous one (INDEX/trainId increases).
     #[error("train ID {train_id} is not above the previous one ({last:?}); train left out")]
     TrainOrder { train_id: u64, last: Option<u64> },
+    /// Too little space left to write a recorded train and still finish the file.
+    #[error("{dir}: {available} bytes free, {needed} needed to write the next train and still finish the file; recording ended before the file system filled up")]
+    SpaceLow {
+        dir: PathBuf,
+        available: u64,
+        needed: u64,
+    },
+    /// A recording already ended by a write error takes no more trains.
+    #[error("the recording ended after a write error")]
+    RecordingEnded,
     /// An overview file that is not one (no `.source_files`, wrong version, ...).
     #[error("{path}: not a usable virtual overview file: {msg}")]
     NotOverview { path: PathBuf, msg: String },

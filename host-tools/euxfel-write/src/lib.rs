@@ -32,7 +32,9 @@ use euxfel::DataCollection;
 
 pub use error::{Error, Result};
 pub use overview::{check_overview, write_overview};
-pub use record::{Appended, Cell, Element, RecordOptions, RecordSummary, Recorder, SourceData};
+pub use record::{
+    Appended, Cell, Element, RecordOptions, RecordSummary, RecordedFile, Recorder, SourceData,
+};
 pub use write::{Mode, Progress, Summary, WriteOptions, DEFAULT_STAGE_MAX_BYTES};
 pub use xspress3::{convert_xspress3, Xspress3Options, Xspress3Summary};
 

@@ -84,27 +84,25 @@ impl Output {
         if !matches!(e, Error::Hdf5 { .. } | Error::Io { .. }) {
             return e;
         }
-        let dir = self.dir();
-        match rustix::fs::statvfs(dir) {
-            Ok(s) => {
-                let unit = if s.f_frsize > 0 {
-                    s.f_frsize
-                } else {
-                    s.f_bsize
-                };
-                let available = s.f_bavail.saturating_mul(unit);
-                if available < FULL_BELOW_BYTES {
-                    Error::NoSpace {
-                        dir: dir.to_path_buf(),
-                        available,
-                        cause: Box::new(e),
-                    }
-                } else {
-                    e
-                }
-            }
-            Err(_) => e,
+        match self.available_bytes() {
+            Some(available) if available < FULL_BELOW_BYTES => Error::NoSpace {
+                dir: self.dir().to_path_buf(),
+                available,
+                cause: Box::new(e),
+            },
+            _ => e,
         }
+    }
+
+    /// Bytes an unprivileged writer may still use on the output's file system.
+    pub fn available_bytes(&self) -> Option<u64> {
+        let s = rustix::fs::statvfs(self.dir()).ok()?;
+        let unit = if s.f_frsize > 0 {
+            s.f_frsize
+        } else {
+            s.f_bsize
+        };
+        Some(s.f_bavail.saturating_mul(unit))
     }
 }
 

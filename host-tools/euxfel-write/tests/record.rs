@@ -105,10 +105,12 @@ fn recorded_trains_read_back_equal() {
         .unwrap();
     assert_eq!(a.refused.len(), 1);
     let s = rec.finish().unwrap();
+    assert!(s.error.is_none() && s.lost_trains.is_empty());
     assert_eq!(s.trains, trains.len() + 1);
     assert_eq!((s.control_sources, s.instrument_sources), (1, 1));
+    assert_eq!(s.files.len(), 1);
     assert_eq!(
-        s.path,
+        s.files[0].path,
         std::path::absolute(dir.join("RAW-R0007-DA01-S00000.h5")).unwrap()
     );
     // Only the final file is left.
@@ -156,4 +158,92 @@ fn a_recording_without_trains_leaves_nothing() {
     rec.append(1, 0, &[]).unwrap();
     drop(rec);
     assert_eq!(std::fs::read_dir(td.path()).unwrap().count(), 0);
+}
+
+fn scalar_train<'a>(name: &'a str, value: &'a [u8]) -> Vec<SourceData<'a>> {
+    vec![SourceData {
+        name,
+        keys: vec![(
+            "x.value",
+            Cell::Raw {
+                element: Element::Float(8),
+                shape: &[],
+                bytes: value,
+            },
+        )],
+    }]
+}
+
+#[test]
+fn trains_go_into_sequence_files_each_complete_when_full() {
+    let td = tempfile::tempdir().unwrap();
+    let dir = td.path().join("r0003");
+    let opts = RecordOptions {
+        run: 3,
+        trains_per_file: Some(4),
+        ..RecordOptions::default()
+    };
+    let mut rec = Recorder::create(&dir, &opts).unwrap();
+    let name = "SA1_XTD2/MOTOR/Y";
+    for t in 1..=10u64 {
+        let v = f64s(&[t as f64]);
+        rec.append(t * 2, 0, &scalar_train(name, &v)).unwrap();
+        if t == 4 {
+            // The first file is complete (and readable) as soon as it holds its trains.
+            let first = dir.join("RAW-R0003-DA01-S00000.h5");
+            let dc = DataCollection::open_file(&first).unwrap();
+            assert_eq!(*dc.train_ids, vec![2, 4, 6, 8]);
+        }
+    }
+    let s = rec.finish().unwrap();
+    let names: Vec<String> = s
+        .files
+        .iter()
+        .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "RAW-R0003-DA01-S00000.h5",
+            "RAW-R0003-DA01-S00001.h5",
+            "RAW-R0003-DA01-S00002.h5"
+        ]
+    );
+    let spans: Vec<_> = s
+        .files
+        .iter()
+        .map(|f| (f.trains, f.first_train, f.last_train))
+        .collect();
+    assert_eq!(spans, [(4, 2, 8), (4, 10, 16), (2, 18, 20)]);
+    let dc = open(&dir);
+    assert_eq!(*dc.train_ids, (1..=10).map(|t| t * 2).collect::<Vec<u64>>());
+    let values: Vec<f64> = dc
+        .key(name, "x.value")
+        .unwrap()
+        .ndarray::<f64>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(values, (1..=10).map(f64::from).collect::<Vec<f64>>());
+    // A second recording of the run is refused; with overwrite, it replaces every sequence
+    // file of the first (none of the old ones is left to be read as part of the new run).
+    assert!(matches!(
+        Recorder::create(&dir, &opts),
+        Err(Error::Exists(_))
+    ));
+    let mut rec = Recorder::create(
+        &dir,
+        &RecordOptions {
+            overwrite: true,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    let v = f64s(&[99.0]);
+    rec.append(100, 0, &scalar_train(name, &v)).unwrap();
+    let s = rec.finish().unwrap();
+    assert_eq!(s.files.len(), 1);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    assert_eq!(*open(&dir).train_ids, vec![100]);
 }

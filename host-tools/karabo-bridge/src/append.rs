@@ -229,13 +229,15 @@ pub type ModuleArrays<'a> = BTreeMap<String, ModuleArray<'a>>;
 /// Replaces the detector's module sources of `train` by the appended source. The appended
 /// source carries the other keys of the lowest-numbered module with `image.data` in this train
 /// (EXtra-data takes an arbitrary module's); `stacked` holds the modules' stacked keys (module
-/// number -> arrays), whose places among a module's values hold a placeholder.
+/// number -> arrays), whose places among a module's values hold a placeholder. Returns the
+/// stacked keys of modules that could not be read (module, key, why): each is sent as a missing
+/// module.
 pub fn append_modules(
     train: &mut Train,
     det: &Detector,
     train_id: u64,
     stacked: &BTreeMap<usize, ModuleArrays<'_>>,
-) -> Result<(), AppendError> {
+) -> Result<Vec<(usize, String, AppendError)>, AppendError> {
     let mut modules: BTreeMap<usize, SourceTrain> = BTreeMap::new();
     for (&m, source) in &det.modules {
         if let Some(st) = train.sources.remove(source) {
@@ -249,9 +251,10 @@ pub fn append_modules(
         .or_else(|| modules.keys().next())
         .copied();
     let Some(reference) = reference else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let mut arrays = Vec::new();
+    let mut unreadable = Vec::new();
     for key in STACKED_KEYS {
         if key == "image.data" || has(reference, key) {
             let of_key: BTreeMap<usize, &ModuleArray<'_>> = stacked
@@ -259,13 +262,14 @@ pub fn append_modules(
                 .filter(|(m, _)| modules.contains_key(m))
                 .filter_map(|(&m, a)| Some((m, a.get(key)?)))
                 .collect();
-            if let Some(array) = stack(&of_key, key, train_id)? {
+            if let Some((array, failed)) = stack(&of_key, key, train_id)? {
                 arrays.push((key, array));
+                unreadable.extend(failed.into_iter().map(|(m, e)| (m, key.to_string(), e)));
             }
         }
     }
     let Some(mut appended) = modules.remove(&reference) else {
-        return Ok(());
+        return Ok(unreadable);
     };
     let name = det.append_source();
     for (k, v) in appended.metadata.iter_mut() {
@@ -285,7 +289,7 @@ pub fn append_modules(
         }
     }
     train.sources.insert(name, appended);
-    Ok(())
+    Ok(unreadable)
 }
 
 /// The fill value of a missing module: NaN for floats, 0 otherwise, as little-endian bytes.
@@ -300,12 +304,14 @@ fn fill_bytes(dtype: Dtype) -> Vec<u8> {
 
 /// `stack_detector_data(modules, key)` for one train: the module arrays stacked on axis -3 of a
 /// 16-module result, each module read straight into its places (one copy out of the file, no
-/// pass over the buffer before). `None` if no module has the key.
+/// pass over the buffer before). `None` if no module has the key. A module whose bytes cannot
+/// be read (or fall short of its shape) is filled as a missing one and returned with why.
+#[allow(clippy::type_complexity)]
 fn stack(
     arrays: &BTreeMap<usize, &ModuleArray<'_>>,
     key: &str,
     train_id: u64,
-) -> Result<Option<Array>, AppendError> {
+) -> Result<Option<(Array, Vec<(usize, AppendError)>)>, AppendError> {
     let Some((&first, a0)) = arrays.first_key_value() else {
         return Ok(None);
     };
@@ -354,45 +360,52 @@ fn stack(
     shape.insert(axis, STACKED_MODULES);
     let mut out: Vec<u8> = Vec::new();
     out.try_reserve_exact(total).map_err(|_| too_large())?;
+    let mut unreadable = Vec::new();
     if inner > 0 {
         let places = &mut out.spare_capacity_mut()[..total];
         let fill = fill_bytes(a0.dtype);
         for m in 0..STACKED_MODULES {
-            match arrays.get(&m) {
-                Some(a) => {
-                    let got = read_module(a, places, m, inner, module_bytes)?;
-                    if got != module_bytes {
-                        return Err(AppendError::Size {
+            let failed =
+                arrays
+                    .get(&m)
+                    .and_then(|a| match read_module(a, places, m, inner, module_bytes) {
+                        Ok(got) if got == module_bytes => None,
+                        Ok(got) => Some(AppendError::Size {
                             train_id,
                             key: key.into(),
                             module: m,
                             got,
                             expected: module_bytes,
-                        });
-                    }
-                }
-                None => {
-                    for o in 0..outer {
-                        let at = (o * STACKED_MODULES + m) * inner;
-                        for elem in places[at..at + inner].chunks_exact_mut(fill.len()) {
-                            write_bytes(elem, &fill);
-                        }
-                    }
+                        }),
+                        Err(e) => Some(AppendError::Read(e)),
+                    });
+            if arrays.contains_key(&m) && failed.is_none() {
+                continue;
+            }
+            // No data, or data that could not be read (whatever part of it was written is
+            // overwritten): the fill value.
+            for o in 0..outer {
+                let at = (o * STACKED_MODULES + m) * inner;
+                for elem in places[at..at + inner].chunks_exact_mut(fill.len()) {
+                    write_bytes(elem, &fill);
                 }
             }
+            unreadable.extend(failed.map(|e| (m, e)));
         }
     }
     // SAFETY: `out` has capacity `total`, and every byte of its first `total` was written
     // above: the places of module m are the `inner` bytes at (o * 16 + m) * inner for o in
-    // 0..outer (outer * inner = module_bytes, total = 16 * module_bytes); a module with data
-    // wrote its module_bytes bytes into them in order (fewer or more is an error above), a
-    // module without data had each of them filled. With inner == 0, total is 0.
+    // 0..outer (outer * inner = module_bytes, total = 16 * module_bytes); a module read whole
+    // wrote its module_bytes bytes into them in order, every other module (without data, or
+    // whose read failed or gave another size) had each of them filled. With inner == 0, total
+    // is 0.
     unsafe { out.set_len(total) };
-    Ok(Some(Array {
+    let array = Array {
         dtype: a0.dtype,
         shape,
         data: Payload::Owned(out),
-    }))
+    };
+    Ok(Some((array, unreadable)))
 }
 
 /// Copies `src` into the first `src.len()` bytes of `dst` (a loop the compiler makes a memcpy).
@@ -496,9 +509,10 @@ mod tests {
         // Two frames of 1 x 2 pixels from modules 0 and 2; module 1 (and 3..16) missing. The
         // pieces (3 bytes) straddle elements and frames.
         let (m0, m2) = (module(&[2, 1, 2], 0, 3), module(&[2, 1, 2], 100, 3));
-        let a = stack(&BTreeMap::from([(0, &m0), (2, &m2)]), "image.data", 7)
+        let (a, unreadable) = stack(&BTreeMap::from([(0, &m0), (2, &m2)]), "image.data", 7)
             .unwrap()
             .unwrap();
+        assert!(unreadable.is_empty());
         assert_eq!(a.shape, vec![2, 16, 1, 2]);
         let w = words(&a);
         assert_eq!(w.len(), 2 * 16 * 2);
@@ -514,7 +528,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_float_modules_are_nan_and_a_short_module_is_an_error() {
+    fn missing_float_modules_are_nan_and_an_unreadable_module_is_missing() {
         let one = ModuleArray {
             dtype: Dtype::new(Kind::Float, 4),
             shape: vec![1, 2],
@@ -523,9 +537,10 @@ mod tests {
                 piece: 8,
             }),
         };
-        let a = stack(&BTreeMap::from([(15, &one)]), "image.data", 7)
+        let (a, unreadable) = stack(&BTreeMap::from([(15, &one)]), "image.data", 7)
             .unwrap()
             .unwrap();
+        assert!(unreadable.is_empty());
         assert_eq!(a.shape, vec![16, 1, 2]);
         let v: Vec<f32> = a
             .data
@@ -534,23 +549,39 @@ mod tests {
             .collect();
         assert!(v[..30].iter().all(|x| x.is_nan()));
         assert_eq!(&v[30..], &[1.5, 2.5]);
-        // A module whose bytes fall short of (or exceed) its shape is an error, not garbage.
+        // A module whose bytes fall short of (or exceed) its shape is sent as a missing module
+        // and named, never as garbage; the other modules keep their data.
+        let m0 = module(&[3, 1, 2], 0, 2);
         let mut short = module(&[2, 1, 2], 0, 2);
         short.shape = vec![3, 1, 2];
+        let (a, unreadable) = stack(&BTreeMap::from([(0, &m0), (4, &short)]), "image.data", 7)
+            .unwrap()
+            .unwrap();
         assert!(matches!(
-            stack(&BTreeMap::from([(4, &short)]), "image.data", 7),
-            Err(AppendError::Size {
-                module: 4,
-                got: 8,
-                expected: 12,
-                ..
-            })
+            unreadable.as_slice(),
+            [(
+                4,
+                AppendError::Size {
+                    module: 4,
+                    got: 8,
+                    expected: 12,
+                    ..
+                }
+            )]
         ));
-        let mut long = module(&[2, 1, 2], 0, 2);
+        let w = words(&a);
+        assert_eq!(&w[0..2], &[0, 1]);
+        assert!(w[2..32].iter().all(|&w| w == 0));
+        let mut long = module(&[2, 1, 2], 7, 2);
         long.shape = vec![1, 1, 2];
+        let m0 = module(&[1, 1, 2], 0, 2);
+        let (a, unreadable) = stack(&BTreeMap::from([(0, &m0), (4, &long)]), "image.data", 7)
+            .unwrap()
+            .unwrap();
         assert!(matches!(
-            stack(&BTreeMap::from([(4, &long)]), "image.data", 7),
-            Err(AppendError::Read(euxfel::Error::BufferSize { .. }))
+            unreadable.as_slice(),
+            [(4, AppendError::Read(euxfel::Error::BufferSize { .. }))]
         ));
+        assert!(words(&a)[2..].iter().all(|&w| w == 0));
     }
 }

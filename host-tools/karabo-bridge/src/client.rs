@@ -3,6 +3,15 @@
 //! messages: arrays are read in place. Sizes are bounded before anything is allocated: ZeroMQ
 //! drops a peer that announces a part larger than `max_part_bytes`, and a message with more
 //! than `max_parts` parts is drained and refused.
+//!
+//! A REQ client whose server goes away while it waits for a reply would wait for ever, even
+//! once a server is back on the endpoint (the request went to the one that died; ZeroMQ
+//! reconnects but REQ still waits for that reply, as `karabo_bridge.Client` does). Ours
+//! watches its connection (a socket monitor) and asks again on the new connection
+//! (`ZMQ_REQ_RELAXED`; `ZMQ_REQ_CORRELATE` drops a late reply to the old request), at the
+//! next receive timeout.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::protocol::{decode, DecodeError};
 use crate::train::Train;
@@ -90,12 +99,22 @@ pub struct Received {
     pub bytes: u64,
 }
 
+/// Numbers the monitor endpoints of the clients of this process.
+static MONITORS: AtomicU64 = AtomicU64::new(0);
+
 /// A connected client.
 pub struct Client {
     config: ClientConfig,
     socket: zmq::Socket,
     /// REQ: a `next` was sent and its reply not received yet.
     pending: bool,
+    /// REQ: the socket's connection events (disconnected, handshake done).
+    monitor: Option<zmq::Socket>,
+    /// REQ: the connection was lost while `pending`: the request is asked again once a
+    /// connection is made.
+    lost_while_pending: bool,
+    /// REQ: requests sent again after the server went away.
+    pub requests_resent: u64,
 }
 
 impl Client {
@@ -129,12 +148,71 @@ impl Client {
                 .set_rcvtimeo(ms)
                 .map_err(err("set receive timeout"))?;
         }
+        let monitor = if config.socket == ClientSocket::Req {
+            socket
+                .set_req_relaxed(true)
+                .map_err(err("set REQ relaxed"))?;
+            socket
+                .set_req_correlate(true)
+                .map_err(err("set REQ correlate"))?;
+            let at = format!(
+                "inproc://karabo-bridge-client-monitor-{}",
+                MONITORS.fetch_add(1, Ordering::Relaxed)
+            );
+            let events = zmq::SocketEvent::DISCONNECTED as i32
+                | zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32;
+            socket.monitor(&at, events).map_err(err("monitor"))?;
+            let m = ctx.socket(zmq::PAIR).map_err(err("create monitor"))?;
+            m.set_linger(0).map_err(err("set linger"))?;
+            m.connect(&at).map_err(err("connect monitor"))?;
+            Some(m)
+        } else {
+            None
+        };
         socket.connect(&config.endpoint).map_err(err("connect"))?;
         Ok(Client {
             config,
             socket,
             pending: false,
+            monitor,
+            lost_while_pending: false,
+            requests_resent: 0,
         })
+    }
+
+    /// REQ: reads the connection events so far; with `pending`, a connection made after one
+    /// lost sends the request again. Returns whether it did.
+    fn ask_again_if_reconnected(&mut self) -> Result<bool, ClientError> {
+        let Some(monitor) = &self.monitor else {
+            return Ok(false);
+        };
+        let mut resend = false;
+        loop {
+            let event = match monitor.recv_multipart(zmq::DONTWAIT) {
+                Ok(parts) => parts,
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => return Err(self.zmq_err("monitor")(e)),
+            };
+            // Frame 1: event number (u16, native order) and value (u32).
+            let Some(&[a, b]) = event.first().and_then(|f| f.get(..2)) else {
+                continue;
+            };
+            match zmq::SocketEvent::from_raw(u16::from_ne_bytes([a, b])) {
+                zmq::SocketEvent::DISCONNECTED => self.lost_while_pending = self.pending,
+                zmq::SocketEvent::HANDSHAKE_SUCCEEDED if self.lost_while_pending => {
+                    self.lost_while_pending = false;
+                    resend = true;
+                }
+                _ => {}
+            }
+        }
+        if resend {
+            self.socket
+                .send("next", 0)
+                .map_err(self.zmq_err("send request"))?;
+            self.requests_resent += 1;
+        }
+        Ok(resend)
     }
 
     fn zmq_err(&self, what: &'static str) -> impl FnOnce(zmq::Error) -> ClientError {
@@ -149,6 +227,10 @@ impl Client {
     /// Receives the next train's raw parts.
     pub fn next_parts(&mut self) -> Result<Vec<zmq::Message>, ClientError> {
         if self.config.socket == ClientSocket::Req && !self.pending {
+            // Connection events before this request do not concern it (ZeroMQ sends it on
+            // whatever connection comes next).
+            self.ask_again_if_reconnected()?;
+            self.lost_while_pending = false;
             self.socket
                 .send("next", 0)
                 .map_err(self.zmq_err("send request"))?;
@@ -161,10 +243,11 @@ impl Client {
             match self.socket.recv(&mut msg, 0) {
                 Ok(()) => {}
                 Err(zmq::Error::EAGAIN) if parts.is_empty() => {
+                    self.ask_again_if_reconnected()?;
                     return Err(ClientError::Timeout {
                         endpoint: self.config.endpoint.clone(),
                         ms: self.config.timeout_ms.unwrap_or(0),
-                    })
+                    });
                 }
                 Err(zmq::Error::EINTR) if parts.is_empty() => return Err(ClientError::Interrupted),
                 // The rest of a message is already queued: retry an interrupted receive.

@@ -3,11 +3,18 @@
 //! of the train, the first axis dropped when there is exactly one), optionally the detector
 //! modules appended, then arrays of Python objects (strings) dropped with their `.timestamp`.
 //!
+//! A key that cannot be read for a train (its dataset shorter than its index says, a corrupt
+//! chunk) is left out of that train only, and named with it ([`ReadTrain::omitted`]): one bad
+//! key never costs the other keys and sources of the train (EXtra-data's server stops there).
+//! A detector module's stacked key that cannot be read is sent as a missing module (NaN or 0,
+//! as `stack_detector_data` fills modules without data) and named the same way.
+//!
 //! Each array is read with one copy out of the file into the buffer that is sent: a key's
 //! entries into a buffer of its exact size (never zero-filled first), appended detector
 //! modules straight into their places in the stacked array.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -51,6 +58,31 @@ pub enum ReadError {
     Data(#[from] euxfel::Error),
     #[error("{0}")]
     Append(#[from] AppendError),
+}
+
+/// A key of a train that could not be read: the train is sent without it.
+#[derive(Debug)]
+pub struct OmittedKey {
+    pub source: String,
+    pub key: String,
+    /// The file holding the key's data for that train (not every error names it).
+    pub file: Option<PathBuf>,
+    pub error: ReadError,
+}
+
+/// The file holding `kd`'s data for train `tid`.
+fn file_of(kd: &KeyData, tid: u64) -> Option<PathBuf> {
+    kd.files
+        .iter()
+        .find(|f| f.train_ids.binary_search(&tid).is_ok())
+        .map(|f| f.path.clone())
+}
+
+/// A train read from the files, and the keys that could not be read for it.
+#[derive(Debug)]
+pub struct ReadTrain {
+    pub train: Train,
+    pub omitted: Vec<OmittedKey>,
 }
 
 /// Trains whose small values are read together (one read per key instead of one per train).
@@ -139,9 +171,10 @@ impl FileTrains {
         self.detector.as_ref()
     }
 
-    /// Reads every train in order and hands each to `each` with its ID (or the error reading it,
-    /// after which the iteration goes on with the next train). `each` returns false to stop.
-    pub fn for_each(&self, each: &mut dyn FnMut(u64, Result<Train, ReadError>) -> bool) {
+    /// Reads every train in order and hands each to `each` with its ID (or the error that
+    /// stopped it from being read at all, after which the iteration goes on with the next
+    /// train). `each` returns false to stop.
+    pub fn for_each(&self, each: &mut dyn FnMut(u64, Result<ReadTrain, ReadError>) -> bool) {
         let _cleared = ReadingNothing;
         for block in self.train_ids.chunks(BLOCK_TRAINS) {
             if let Some(&first) = block.first() {
@@ -182,9 +215,16 @@ impl FileTrains {
     }
 
     /// One train (the `i`th of its block): every selected source (sources without data for it
-    /// carry their metadata only), the detector's modules stacked if asked for.
-    fn read(&self, tid: u64, i: usize, prefetched: &mut Prefetched) -> Result<Train, ReadError> {
+    /// carry their metadata only), the detector's modules stacked if asked for; keys that
+    /// cannot be read are left out and named.
+    fn read(
+        &self,
+        tid: u64,
+        i: usize,
+        prefetched: &mut Prefetched,
+    ) -> Result<ReadTrain, ReadError> {
         let mut train = Train::default();
+        let mut omitted = Vec::new();
         let mut stacked: BTreeMap<usize, ModuleArrays<'_>> = BTreeMap::new();
         for (src, src_prefetched) in self.sources.iter().zip(prefetched.iter_mut()) {
             let metadata = file_metadata(&src.name, tid);
@@ -202,7 +242,18 @@ impl FileTrains {
                     Some(values) => values.get_mut(i).and_then(Option::take),
                     None => {
                         reading(kd);
-                        kd.train_value(tid)?
+                        match kd.train_value(tid) {
+                            Ok(v) => v,
+                            Err(e) => {
+                                omitted.push(OmittedKey {
+                                    source: src.name.clone(),
+                                    key: kd.key.clone(),
+                                    file: file_of(kd, tid),
+                                    error: e.into(),
+                                });
+                                continue;
+                            }
+                        }
                     }
                 };
                 match value {
@@ -237,9 +288,24 @@ impl FileTrains {
             train.sources.insert(src.name.clone(), st);
         }
         if let Some(det) = &self.detector {
-            append_modules(&mut train, det, tid, &stacked)?;
+            for (module, key, error) in append_modules(&mut train, det, tid, &stacked)? {
+                let source = det.modules.get(&module).cloned().unwrap_or_default();
+                let file = self
+                    .sources
+                    .iter()
+                    .filter(|s| s.name == source)
+                    .flat_map(|s| &s.keys)
+                    .find(|kd| kd.key == key)
+                    .and_then(|kd| file_of(kd, tid));
+                omitted.push(OmittedKey {
+                    source,
+                    key,
+                    file,
+                    error: error.into(),
+                });
+            }
         }
-        Ok(train)
+        Ok(ReadTrain { train, omitted })
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::files::{FileTrains, ReadError};
+use crate::files::{FileTrains, OmittedKey, ReadError};
 use crate::protocol::{encode, EncodeError, Protocol, Timestamp};
 
 /// How long one wait (on the socket, or for the rate limit) lasts before the stop flag is
@@ -115,6 +115,13 @@ pub enum ServeEvent<'a> {
     },
     /// A train was skipped.
     Skipped(&'a TrainError),
+    /// A train was sent without a key that could not be read for it; `first`: the first time
+    /// this key of this source was left out.
+    KeyOmitted {
+        train_id: u64,
+        omitted: &'a OmittedKey,
+        first: bool,
+    },
     /// A request other than `next` was answered with an error.
     BadRequest(&'a [u8]),
 }
@@ -129,10 +136,22 @@ pub struct ServeSummary {
     pub last_train: Option<u64>,
     /// Trains that could not be read or encoded (each reported).
     pub trains_skipped: u64,
+    /// Their train IDs.
+    pub skipped_train_ranges: TrainRanges,
+    /// Trains sent without some of their keys (keys that could not be read for them).
+    pub trains_incomplete: u64,
+    /// Each key left out of some trains, in the order first seen.
+    pub keys_omitted: Vec<KeyOmitted>,
     /// Files of the data that could not be opened and were left out (filled in by the caller,
     /// which opens the data; each reported).
     pub files_skipped: u64,
     pub bad_requests: u64,
+    /// PUSH: receivers that disconnected while serving. What was queued to one (in ZeroMQ's
+    /// and the kernel's buffers, up to several MB) went with it: those trains are lost, and
+    /// the server cannot tell how many.
+    pub receivers_disconnected: u64,
+    /// The last train ID sent when each disconnection was seen (the first 100).
+    pub disconnected_after_train: Vec<Option<u64>>,
     pub elapsed_s: f64,
     /// The stop flag ended serving before the last train, or while the last trains were
     /// being delivered.
@@ -146,10 +165,175 @@ impl ServeSummary {
     pub fn trains_per_s(&self) -> f64 {
         self.trains_sent as f64 / self.elapsed_s.max(1e-9)
     }
+
+    /// Whether anything of the data was left out (a train, a key of a train, a file).
+    pub fn incomplete(&self) -> bool {
+        self.trains_skipped > 0 || self.trains_incomplete > 0 || self.files_skipped > 0
+    }
+
+    /// Counts `omitted` for train `train_id` (sent); true if this key was not left out before.
+    fn omit(&mut self, train_id: u64, omitted: &OmittedKey) -> bool {
+        let known = self
+            .keys_omitted
+            .iter_mut()
+            .find(|k| k.source == omitted.source && k.key == omitted.key);
+        match known {
+            Some(k) => {
+                k.train_ranges.insert(train_id);
+                false
+            }
+            None => {
+                let mut train_ranges = TrainRanges::default();
+                train_ranges.insert(train_id);
+                self.keys_omitted.push(KeyOmitted {
+                    source: omitted.source.clone(),
+                    key: omitted.key.clone(),
+                    train_ranges,
+                    file: omitted.file.clone(),
+                    first_error: omitted.error.to_string(),
+                });
+                true
+            }
+        }
+    }
 }
 
-/// An encoded train from the reader thread.
-type Encoded = Result<(u64, Vec<zmq::Message>), TrainError>;
+/// A key of a source left out of the trains it could not be read for.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyOmitted {
+    pub source: String,
+    pub key: String,
+    pub train_ranges: TrainRanges,
+    /// The file of the first train it was left out of, and why.
+    pub file: Option<std::path::PathBuf>,
+    pub first_error: String,
+}
+
+/// A set of train IDs as sorted, disjoint inclusive ranges `[first, last]` (bounded by the
+/// runs of consecutive IDs, not by the number of trains; a train counted twice, as with
+/// `--loop`, is counted once).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct TrainRanges(Vec<[u64; 2]>);
+
+impl TrainRanges {
+    pub fn insert(&mut self, tid: u64) {
+        // The first range that ends at or after tid - 1 (could take tid at its end).
+        let i = self.0.partition_point(|r| r[1].saturating_add(1) < tid);
+        match self.0.get(i).copied() {
+            Some([a, b]) if a <= tid && tid <= b => {}
+            Some([a, b]) if b.saturating_add(1) == tid => {
+                self.0[i] = [a, tid];
+                // It may now touch the next range.
+                if let Some(&[c, d]) = self.0.get(i + 1) {
+                    if c == tid.saturating_add(1) {
+                        self.0[i] = [a, d];
+                        self.0.remove(i + 1);
+                    }
+                }
+            }
+            Some([a, b]) if a == tid.saturating_add(1) => self.0[i] = [tid, b],
+            _ => self.0.insert(i, [tid, tid]),
+        }
+    }
+
+    /// The train IDs of `self` that are not in `other`.
+    pub fn without(&self, other: &TrainRanges) -> TrainRanges {
+        let mut out = Vec::new();
+        for &[a, b] in &self.0 {
+            // The first ID of [a, b] not yet handled (None: all of it).
+            let mut from = Some(a);
+            for &[c, d] in &other.0 {
+                let Some(start) = from else { break };
+                if d < start || c > b {
+                    continue;
+                }
+                if c > start {
+                    out.push([start, c - 1]);
+                }
+                from = d.checked_add(1).filter(|&n| n <= b);
+            }
+            if let Some(start) = from {
+                out.push([start, b]);
+            }
+        }
+        TrainRanges(out)
+    }
+
+    /// How many train IDs.
+    pub fn trains(&self) -> u64 {
+        self.0.iter().map(|[a, b]| b - a + 1).sum()
+    }
+
+    pub fn ranges(&self) -> &[[u64; 2]] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TrainRanges {
+    /// `10100-10399, 10500`; more than 8 ranges end in `... (N ranges)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 8;
+        for (i, [a, b]) in self.0.iter().take(SHOWN).enumerate() {
+            let sep = if i > 0 { ", " } else { "" };
+            if a == b {
+                write!(f, "{sep}{a}")?;
+            } else {
+                write!(f, "{sep}{a}-{b}")?;
+            }
+        }
+        if self.0.len() > SHOWN {
+            write!(f, ", ... ({} ranges)", self.0.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// Disconnections listed in [`ServeSummary::disconnected_after_train`].
+const MAX_DISCONNECTS_LISTED: usize = 100;
+
+/// Numbers the monitor endpoints of the servers of this process.
+static MONITORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// PUSH: a socket receiving `socket`'s disconnection events.
+fn watch_disconnects(
+    ctx: &zmq::Context,
+    socket: &zmq::Socket,
+    ep: &str,
+) -> Result<zmq::Socket, ServeError> {
+    let at = format!(
+        "inproc://xfel-serve-monitor-{}",
+        MONITORS.fetch_add(1, Ordering::Relaxed)
+    );
+    socket
+        .monitor(&at, zmq::SocketEvent::DISCONNECTED as i32)
+        .map_err(zmq_err(ep, "monitor"))?;
+    let events = ctx
+        .socket(zmq::PAIR)
+        .map_err(zmq_err(ep, "create monitor"))?;
+    events.set_linger(0).map_err(zmq_err(ep, "set linger"))?;
+    events
+        .connect(&at)
+        .map_err(zmq_err(ep, "connect monitor"))?;
+    Ok(events)
+}
+
+/// Counts the disconnections `events` reported since the last call.
+fn count_disconnects(events: &zmq::Socket, summary: &mut ServeSummary) {
+    // Every event is a disconnection (the only one watched): two frames each.
+    while let Ok(event) = events.recv_multipart(zmq::DONTWAIT) {
+        if event.len() != 2 {
+            continue;
+        }
+        summary.receivers_disconnected += 1;
+        if summary.disconnected_after_train.len() < MAX_DISCONNECTS_LISTED {
+            summary.disconnected_after_train.push(summary.last_train);
+        }
+    }
+}
+
+/// An encoded train from the reader thread, with the keys left out of it.
+type Encoded = Result<(u64, Vec<zmq::Message>, Vec<OmittedKey>), TrainError>;
 
 fn zmq_err<'a>(
     endpoint: &'a str,
@@ -236,20 +420,22 @@ pub fn serve(
         let reader = std::thread::Builder::new()
             .name("xfel-serve reader".into())
             .spawn_scoped(scope, move || loop {
-                let mut any = false;
+                // A pass that has no train to send ends --loop too: starting over would only
+                // skip the same trains again, for ever.
+                let mut any_sendable = false;
                 let mut batch = Vec::new();
                 let mut batch_bytes = 0u64;
                 trains.for_each(&mut |train_id, train| {
-                    any = true;
                     let encoded = train
                         .map_err(|source| TrainError::Read { train_id, source })
-                        .and_then(|train| {
+                        .and_then(|read| {
                             let ts = dummy.then(Timestamp::now);
-                            encode(train, protocol, ts.as_ref())
+                            encode(read.train, protocol, ts.as_ref())
                                 .map_err(|source| TrainError::Encode { train_id, source })
-                        })
-                        .map(|parts| (train_id, parts));
-                    if let Ok((_, parts)) = &encoded {
+                                .map(|parts| (train_id, parts, read.omitted))
+                        });
+                    if let Ok((_, parts, _)) = &encoded {
+                        any_sendable = true;
                         batch_bytes += parts.iter().map(|p| p.len() as u64).sum::<u64>();
                     }
                     batch.push(encoded);
@@ -260,13 +446,28 @@ pub fn serve(
                     tx.send(std::mem::take(&mut batch)).is_ok()
                         && !reader_stop.load(Ordering::Relaxed)
                 });
-                let ended = !repeat || !any || reader_stop.load(Ordering::Relaxed);
+                let ended = !repeat || !any_sendable || reader_stop.load(Ordering::Relaxed);
                 if (!batch.is_empty() && tx.send(batch).is_err()) || ended {
                     break;
                 }
             })
             .map_err(ServeError::Thread)?;
-        let sent = send_all(&socket, config, &rx, stop, &mut summary, events);
+        let disconnects = match config.socket {
+            SocketType::Push => Some(watch_disconnects(ctx, &socket, &config.endpoint)?),
+            _ => None,
+        };
+        let sent = send_all(
+            &socket,
+            config,
+            &rx,
+            stop,
+            &mut summary,
+            events,
+            disconnects.as_ref(),
+        );
+        if let Some(d) = &disconnects {
+            count_disconnects(d, &mut summary);
+        }
         // Unblock and end the reader whatever happened to the sender.
         reader_stop.store(true, Ordering::Relaxed);
         drop(rx);
@@ -317,6 +518,7 @@ fn send_all(
     stop: &AtomicBool,
     summary: &mut ServeSummary,
     events: &mut dyn FnMut(ServeEvent<'_>),
+    disconnects: Option<&zmq::Socket>,
 ) -> Result<(), ServeError> {
     let ep = config.endpoint.as_str();
     let interval = config
@@ -326,11 +528,18 @@ fn send_all(
     let mut next_due = Instant::now();
     let mut spin = REQUEST_SPIN;
     for encoded in rx.iter().flatten() {
-        let (train_id, parts) = match encoded {
+        let (train_id, parts, omitted) = match encoded {
             Ok(x) => x,
             Err(e) => {
                 summary.trains_skipped += 1;
+                let (TrainError::Read { train_id, .. } | TrainError::Encode { train_id, .. }) = e;
+                summary.skipped_train_ranges.insert(train_id);
                 events(ServeEvent::Skipped(&e));
+                // Trains that are all skipped never wait for a peer, where stop is checked.
+                if stop.load(Ordering::Relaxed) {
+                    summary.stopped = true;
+                    return Ok(());
+                }
                 continue;
             }
         };
@@ -347,7 +556,12 @@ fn send_all(
         }
         let ready = match config.socket {
             SocketType::Rep => wait_for_next(socket, ep, spin, stop, summary, events)?,
-            SocketType::Push => wait_writable(socket, ep, spin, stop)?,
+            SocketType::Push => {
+                if let Some(d) = disconnects {
+                    count_disconnects(d, summary);
+                }
+                wait_writable(socket, ep, spin, stop)?
+            }
             SocketType::Pub => !stop.load(Ordering::Relaxed),
         };
         if !ready {
@@ -369,6 +583,15 @@ fn send_all(
         summary.bytes_sent += bytes;
         summary.first_train.get_or_insert(train_id);
         summary.last_train = Some(train_id);
+        summary.trains_incomplete += u64::from(!omitted.is_empty());
+        for o in &omitted {
+            let first = summary.omit(train_id, o);
+            events(ServeEvent::KeyOmitted {
+                train_id,
+                omitted: o,
+                first,
+            });
+        }
         events(ServeEvent::Sent {
             count: summary.trains_sent,
             train_id,
@@ -473,5 +696,36 @@ fn next_request(
         } else if !wait_for(socket, ep, zmq::POLLIN, stop)? {
             return Ok(None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainRanges;
+
+    #[test]
+    fn train_ranges_merge_neighbours_and_count_each_train_once() {
+        let mut r = TrainRanges::default();
+        for t in [5, 6, 7, 10, 9, 1, 7, 8, 3, 2, u64::MAX, 0] {
+            r.insert(t);
+        }
+        assert_eq!(r.ranges(), &[[0, 3], [5, 10], [u64::MAX, u64::MAX]]);
+        assert_eq!(r.trains(), 4 + 6 + 1);
+        assert_eq!(r.to_string(), format!("0-3, 5-10, {}", u64::MAX));
+        let mut cut = TrainRanges::default();
+        [0, 3, 7, 8, 10, 11, u64::MAX]
+            .iter()
+            .for_each(|&t| cut.insert(t));
+        assert_eq!(
+            r.without(&cut).ranges(),
+            &[[1, 2], [5, 6], [9, 9]],
+            "{r:?} without {cut:?}"
+        );
+        assert_eq!(r.without(&TrainRanges::default()), r);
+        assert_eq!(r.without(&r), TrainRanges::default());
+        let mut many = TrainRanges::default();
+        (0..20).for_each(|i| many.insert(i * 2));
+        assert_eq!(many.ranges().len(), 20);
+        assert!(many.to_string().ends_with(", 14, ... (20 ranges)"));
     }
 }

@@ -461,7 +461,7 @@ fn record_refuses_sources_the_file_cannot_hold_and_keeps_recording() {
     assert_eq!(status.code(), Some(1), "{out}");
     assert_eq!(s["trains"], 3, "{out}");
     assert_eq!(s["refused"], 6, "{out}");
-    assert!(s["path"].is_string(), "{out}");
+    assert_eq!(s["files"].as_array().map(Vec::len), Some(1), "{out}");
     let dc = DataCollection::open_run(&out_dir, &OpenOptions::default()).unwrap();
     assert_eq!(*dc.train_ids, vec![1, 2, 3]);
     let sources: Vec<String> = dc.all_sources().into_iter().collect();
@@ -495,6 +495,7 @@ fn a_file_truncated_while_served_ends_the_server_with_a_message() {
         "20",
         "--source",
         "*0CH0*",
+        "--json",
     ]);
     let ctx = zmq::Context::new();
     let puller = ctx.socket(zmq::PULL).unwrap();
@@ -532,6 +533,12 @@ fn a_file_truncated_while_served_ends_the_server_with_a_message() {
         "{err}"
     );
     assert!(received < 20, "every train came from a truncated file");
+    // With --json the report is an object on stdout too.
+    let s: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(s["exit_code"], 1, "{out}");
+    let error = s["error"].as_str().unwrap();
+    assert!(error.starts_with("bus error reading train 100"), "{out}");
+    assert!(s["trains_sent"].as_u64().unwrap() < 20, "{out}");
 }
 
 #[test]

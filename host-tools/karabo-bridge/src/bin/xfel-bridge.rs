@@ -3,10 +3,9 @@
 
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use karabo_bridge::client::{Client, ClientConfig, ClientError, ClientSocket, Received};
 use karabo_bridge::dtype::{Dtype, Kind, Scalar};
 use karabo_bridge::record::{RecordError, Recording};
-use karabo_bridge::serve::SocketType;
+use karabo_bridge::serve::{SocketType, TrainRanges};
 use karabo_bridge::train::{Array, Entry, SourceTrain};
 use rmpv::Value;
 
@@ -36,8 +35,11 @@ server, the default), SUB (-z PUB) or PULL (-z PUSH). Malformed messages (odd pa
 unknown content, truncated msgpack, shapes that disagree with the payload) are counted and \
 reported, never fatal.\n\n\
 Exit codes: 0 fine; 1 malformed messages were received, or no train came within --timeout, \
-or (record) a train or source was left out or nothing could be written; 3 could not connect \
-or (record) could not create the output. With --json, glimpse and record print a start failure \
+or (record) a train or source was left out, or a write error ended the recording (the trains \
+recorded and lost are listed as train ID ranges); 2 bad arguments; 3 could not connect or \
+(record) could not \
+create the output; (record) 128+N stopped by signal N (SIGINT 130, SIGTERM 143), the trains \
+received until then written (1 if trains were lost). With --json, glimpse and record print a start failure \
 as {\"error\": ..., \"exit_code\": 3}."
 )]
 struct Cli {
@@ -86,19 +88,24 @@ enum Command {
     Record {
         #[command(flatten)]
         connect: Connect,
-        /// The run directory (created); the file is RAW-R<run>-DA01-S00000.h5.
+        /// The run directory (created); the files are RAW-R<run>-DA01-S<nnnnn>.h5.
         #[arg(short, long, value_name = "RUN_DIR")]
         output: PathBuf,
         /// Stop after N trains recorded.
         #[arg(long, value_name = "N")]
         trains: Option<u64>,
+        /// Trains per sequence file: each file is complete once it holds them, so a write
+        /// error or a crash loses at most the file being written.
+        #[arg(long, value_name = "N", default_value_t = 500,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        trains_per_file: u32,
         /// Proposal number in METADATA.
         #[arg(long, default_value_t = 0)]
         proposal: u32,
         /// Run number in METADATA and the file name.
         #[arg(long, default_value_t = 1)]
         run: u32,
-        /// Replace an existing file of the same name.
+        /// Remove the run's existing sequence files first (else they make it fail to start).
         #[arg(long)]
         overwrite: bool,
     },
@@ -143,11 +150,26 @@ fn next(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let stop = Arc::new(AtomicBool::new(false));
+    // Which signal stopped it (0: none), for record's exit status.
+    let stopped_by = Arc::new(AtomicUsize::new(0));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+        let registered = signal_hook::flag::register(signal, Arc::clone(&stop)).and_then(|_| {
+            signal_hook::flag::register_usize(signal, Arc::clone(&stopped_by), signal as usize)
+        });
+        if let Err(e) = registered {
             eprintln!("xfel-bridge: cannot install the signal handler: {e}");
             return ExitCode::from(EXIT_START);
         }
+    }
+    // A file-size limit (ulimit -f) would kill the process at the write that crosses it
+    // (SIGXFSZ), leaving neither a finished file nor a summary; handled, the write fails
+    // (EFBIG) and `record` ends as on any write error.
+    if let Err(e) = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(AtomicBool::new(false)),
+    ) {
+        eprintln!("xfel-bridge: cannot install the signal handler: {e}");
+        return ExitCode::from(EXIT_START);
     }
     let ctx = zmq::Context::new();
     let (Command::Glimpse { connect: c, .. }
@@ -170,6 +192,8 @@ fn main() -> ExitCode {
         Err(e) => return start_failed(&e),
     };
     let timeout = c.timeout.map(Duration::from_secs_f64);
+    // record: trains were lost (a write error), which outweighs a signal in the exit status.
+    let mut lost = false;
     let result = match &cli.command {
         Command::Glimpse { connect, verbose } => {
             glimpse(&mut client, connect, *verbose, &stop, timeout)
@@ -181,6 +205,7 @@ fn main() -> ExitCode {
             connect,
             output,
             trains,
+            trains_per_file,
             proposal,
             run,
             overwrite,
@@ -189,6 +214,7 @@ fn main() -> ExitCode {
                 proposal: *proposal,
                 run: *run,
                 overwrite: *overwrite,
+                trains_per_file: Some(*trains_per_file as usize),
             };
             match euxfel_write::Recorder::create(output, &opts) {
                 Ok(rec) => record(
@@ -199,12 +225,18 @@ fn main() -> ExitCode {
                     *trains,
                     &stop,
                     timeout,
+                    &mut lost,
                 ),
                 Err(e) => return start_failed(&format!("cannot start the recording: {e}")),
             }
         }
     };
+    let signal = stopped_by.load(Ordering::Relaxed);
     match result {
+        // A recording stopped by a signal (its trains written) says so: 128 + N.
+        Ok(_) if signal > 0 && !lost && matches!(cli.command, Command::Record { .. }) => {
+            ExitCode::from(128u8.saturating_add(u8::try_from(signal).unwrap_or(127)))
+        }
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(EXIT_FAILED),
         Err(e) => {
@@ -652,23 +684,20 @@ fn monitor(
     Ok(s.malformed == 0 && complete)
 }
 
-/// Bytes an unprivileged writer may still use on the file system holding `dir`.
-fn free_space(dir: &Path) -> Option<u64> {
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `st` is writable; both outlive the call.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_bavail.saturating_mul(st.f_frsize))
-}
-
 /// What the recorder saw and wrote.
 #[derive(Default, serde::Serialize)]
 struct RecordSummary {
-    /// The run file written (absent when nothing was).
-    path: Option<PathBuf>,
+    /// The complete sequence files written, in order (none when nothing was).
+    files: Vec<PathBuf>,
+    /// Trains in those files.
     trains: u64,
+    recorded_train_ranges: TrainRanges,
+    /// Trains received and accepted but in no file: the one whose write failed and those of
+    /// a sequence file that could not be finished after it.
+    lost_trains: u64,
+    lost_train_ranges: TrainRanges,
     bytes: u64,
+    /// First and last train recorded.
     first_train: Option<u64>,
     last_train: Option<u64>,
     /// Train IDs skipped between consecutive recorded trains.
@@ -683,6 +712,9 @@ struct RecordSummary {
     dropped_keys: BTreeSet<String>,
     /// INSTRUMENT sources without a `:` in their name, stored as `<name>:output`.
     renamed: Vec<(String, String)>,
+    /// REQ: requests asked again after the server went away while one was pending (a train
+    /// it had sent is then among `missing_trains`).
+    requests_resent: u64,
     errors: Vec<String>,
     elapsed_s: f64,
 }
@@ -696,8 +728,8 @@ impl RecordSummary {
     }
 }
 
-/// Receives trains into `rec` until `ntrains`, the timeout or a signal, then completes the run
-/// file. Ok(false): something was left out, or no train came.
+/// Receives trains into `rec` until `ntrains`, the timeout, a signal or a write error, then
+/// completes the run. Ok(false): something was left out or lost, or no train came.
 #[allow(clippy::too_many_arguments)]
 fn record(
     client: &mut Client,
@@ -707,6 +739,7 @@ fn record(
     ntrains: Option<u64>,
     stop: &AtomicBool,
     timeout: Option<Duration>,
+    lost: &mut bool,
 ) -> Result<bool, ClientError> {
     let started = Instant::now();
     let mut s = RecordSummary::default();
@@ -714,8 +747,13 @@ fn record(
     let mut last_report = Instant::now();
     let mut window = 0u64;
     let mut last_msg = Instant::now();
+    // Trains the writer took, and the one whose write failed.
+    let mut appended = TrainRanges::default();
+    let mut n_appended = 0u64;
+    let mut last_appended: Option<u64> = None;
+    let mut failed_train = None;
     let mut write_error = None;
-    while ntrains.is_none_or(|n| s.trains < n) {
+    while ntrains.is_none_or(|n| n_appended < n) {
         match next(client, stop, timeout, last_msg) {
             Ok(Next::End) => break,
             Ok(Next::Malformed(e)) => {
@@ -727,14 +765,14 @@ fn record(
                 last_msg = Instant::now();
                 match rec.append(&r.train) {
                     Ok(t) => {
-                        s.trains += 1;
+                        n_appended += 1;
+                        appended.insert(t.train_id);
                         s.bytes += r.bytes;
                         window += 1;
-                        if let Some(last) = s.last_train {
+                        if let Some(last) = last_appended {
                             s.missing_trains += t.train_id - last - 1;
                         }
-                        s.first_train.get_or_insert(t.train_id);
-                        s.last_train = Some(t.train_id);
+                        last_appended = Some(t.train_id);
                         s.dropped_keys.extend(t.dropped);
                         for (src, why) in t.refused {
                             s.refused += 1;
@@ -750,8 +788,8 @@ fn record(
                         s.error(e.to_string());
                     }
                     Err(RecordError::Write(e)) => {
-                        // Measured while the temporary file still takes its room.
-                        write_error = Some((e, free_space(dir)));
+                        failed_train = r.train.train_id();
+                        write_error = Some(e);
                         break;
                     }
                 }
@@ -765,41 +803,65 @@ fn record(
         if progress && last_report.elapsed() >= Duration::from_secs(1) {
             eprintln!(
                 "Recorded {} trains - Train ID {} - {:.1} Hz",
-                s.trains,
-                s.last_train.map_or("-".into(), |t| t.to_string()),
+                n_appended,
+                last_appended.map_or("-".into(), |t| t.to_string()),
                 window as f64 / last_report.elapsed().as_secs_f64()
             );
             window = 0;
             last_report = Instant::now();
         }
     }
-    let (written, free) = match write_error {
-        // The temporary file is removed when `rec` is dropped.
-        Some((e, free)) => (Err(e), free),
-        None => {
-            let free = free_space(dir);
-            (rec.finish(), free)
+    s.requests_resent = client.requests_resent;
+    if s.requests_resent > 0 {
+        eprintln!(
+            "xfel-bridge: the server went away {} times while a train was asked for; asked \
+             again on reconnection",
+            s.requests_resent
+        );
+    }
+    let mut lost_ids = TrainRanges::default();
+    if let Some(t) = failed_train {
+        lost_ids.insert(t);
+    }
+    // HDF5's message does not say why a write failed: a full disk is the usual reason.
+    let write_failed = |s: &mut RecordSummary, e: &euxfel_write::Error, free: Option<u64>| {
+        if matches!(e, euxfel_write::Error::SpaceLow { .. }) {
+            // It says how much space there was.
+            s.error(format!("recording ended: {e}"));
+            return;
         }
+        s.error(format!(
+            "write error, recording ended: {e} ({} free in {} when it failed)",
+            free.map_or("unknown space".into(), |b| format!("{b} bytes")),
+            dir.display()
+        ))
     };
-    match written {
+    let ended_by_error = write_error.is_some();
+    match rec.finish() {
         Ok(w) => {
+            for e in write_error.iter().chain(&w.error) {
+                write_failed(&mut s, e, w.free_at_error);
+            }
             for (from, to) in &w.renamed {
                 eprintln!("xfel-bridge: {from} stored as {to} (EuXFEL instrument sources are DEVICE:OUTPUT)");
             }
-            s.path = Some(w.path);
+            w.lost_trains.iter().for_each(|&t| lost_ids.insert(t));
+            s.files = w.files.into_iter().map(|f| f.path).collect();
             s.renamed = w.renamed;
         }
         Err(euxfel_write::Error::NoTrains) => s.error(format!(
             "no train recorded from {}: nothing written",
             c.endpoint
         )),
-        // HDF5's message does not say why a write failed: a full disk is the usual reason.
-        Err(e) => s.error(format!(
-            "no run written: {e} ({} free in {} when it failed)",
-            free.map_or("unknown space".into(), |b| format!("{b} bytes")),
-            dir.display()
-        )),
+        Err(e) => s.error(format!("cannot finish the run in {}: {e}", dir.display())),
     }
+    s.recorded_train_ranges = appended.without(&lost_ids);
+    s.trains = s.recorded_train_ranges.trains();
+    s.first_train = s.recorded_train_ranges.ranges().first().map(|r| r[0]);
+    s.last_train = s.recorded_train_ranges.ranges().last().map(|r| r[1]);
+    s.lost_trains = lost_ids.trains();
+    s.lost_train_ranges = lost_ids;
+    *lost = s.lost_trains > 0;
     s.elapsed_s = started.elapsed().as_secs_f64();
     if c.json {
         if let Ok(text) = serde_json::to_string(&s) {
@@ -814,9 +876,16 @@ fn record(
             s.last_train.map_or("-".into(), |t| t.to_string()),
             s.elapsed_s,
             s.bytes as f64 / 1e6,
-            s.path
-                .as_ref()
-                .map_or("nothing written".into(), |p| p.display().to_string()),
+            match s.files.as_slice() {
+                [] => "nothing written".to_string(),
+                [one] => one.display().to_string(),
+                [first, .., last] => format!(
+                    "{} files, {} to {}",
+                    s.files.len(),
+                    first.display(),
+                    last.display()
+                ),
+            },
             s.missing_trains,
             s.out_of_order,
             s.malformed,
@@ -831,10 +900,23 @@ fn record(
                     .join(", ")
             }
         );
+        if s.lost_trains > 0 || ended_by_error {
+            println!(
+                "xfel-bridge: recorded train IDs {}; lost {} trains (IDs {})",
+                if s.trains > 0 {
+                    s.recorded_train_ranges.to_string()
+                } else {
+                    "none".into()
+                },
+                s.lost_trains,
+                s.lost_train_ranges
+            );
+        }
     }
-    let complete = ntrains.is_none_or(|n| s.trains >= n) || stop.load(Ordering::Relaxed);
-    Ok(s.path.is_some()
+    let complete = ntrains.is_none_or(|n| n_appended >= n) || stop.load(Ordering::Relaxed);
+    Ok(!s.files.is_empty()
         && complete
+        && s.lost_trains == 0
         && s.malformed + s.out_of_order + s.without_train_id + s.refused == 0
         && s.errors.is_empty())
 }

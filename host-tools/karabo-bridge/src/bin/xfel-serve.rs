@@ -32,10 +32,16 @@ as EXtra-data's karabo-bridge-serve-files (`xfel-serve files`) and karabo-bridge
 A bare port number binds 127.0.0.1 only (EXtra-data binds every interface); --bind-all binds \
 every interface, and a full endpoint (tcp://HOST:PORT, ipc://PATH) is used as given. Port 0 \
 picks a free port; the endpoint is printed as `Streamer started on: ENDPOINT`.\n\n\
-Exit codes: 0 every train sent (or stopped by SIGINT/SIGTERM); 1 a file of the data could not \
-be opened, or a train could not be read or encoded (each is reported and skipped, serving goes \
-on), or a file shrank while it was served (reported, serving ends); 2 bad arguments, or `run` without \
---include (the sources are listed); 3 could not start (data, selection, socket)."
+A key that cannot be read for a train (a dataset shorter than its index, a corrupt chunk) is \
+left out of that train only: the train is sent with its other keys (a detector module's stacked \
+key as a missing module with --append-detector-modules). The summary (and --json: keys_omitted, \
+skipped_train_ranges) names each key left out with the train IDs it is missing from.\n\n\
+Exit codes: 0 every train sent whole (or stopped by SIGINT/SIGTERM); 1 something of the data was \
+left out: a file that could not be opened, a train that could not be read or encoded (skipped), \
+a key that could not be read for some trains (those trains sent without it), each reported and \
+serving going on; or a file shrank while it was served (reported, serving ends); 2 bad \
+arguments, or `run` without --include (the sources are listed); 3 could not start (data, \
+selection, socket)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -112,7 +118,8 @@ struct Common {
     /// Send at most HZ trains per second (no limit by default).
     #[arg(long, value_name = "HZ")]
     rate: Option<f64>,
-    /// Start over at the first train after the last.
+    /// Start over at the first train after the last (not after a pass in which no train
+    /// could be sent).
     #[arg(long = "loop")]
     repeat: bool,
     /// Bind a bare port number on every interface instead of 127.0.0.1.
@@ -178,14 +185,46 @@ fn push_number(buf: &mut [u8], len: &mut usize, mut n: u64) {
     push_bytes(buf, len, &digits[i..]);
 }
 
+/// Whether the summary goes out as JSON (for the SIGBUS handler: its report is JSON too).
+static JSON_SUMMARY: AtomicBool = AtomicBool::new(false);
+
+/// Appends `bytes` to `buf` as the inside of a JSON string (no allocation: signal handler).
+fn push_json_escaped(buf: &mut [u8], len: &mut usize, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // A file name that is not UTF-8 would make the whole object invalid: its non-ASCII
+    // bytes become '?'.
+    let utf8 = std::str::from_utf8(bytes).is_ok();
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => push_bytes(buf, len, &[b'\\', b]),
+            0..=0x1f => push_bytes(
+                buf,
+                len,
+                &[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 15)],
+                ],
+            ),
+            0x80..=0xff if !utf8 => push_bytes(buf, len, b"?"),
+            _ => push_bytes(buf, len, &[b]),
+        }
+    }
+}
+
 /// A read from a memory-mapped file that has shrunk since it was opened (truncated or
 /// rewritten while served) faults with SIGBUS: the process cannot go on, but it says why and
-/// where before it ends with exit status 1.
+/// where (on stderr, and with --json as `{"error": ..., "exit_code": 1, "trains_sent": N}` on
+/// stdout) before it ends with exit status 1.
 extern "C" fn on_bus_error(_signal: libc::c_int) {
     let mut buf = [0u8; 1024];
     let mut len = 0;
     let train_id = TRAIN_BEING_READ.load(Ordering::Relaxed);
-    push_bytes(&mut buf, &mut len, b"xfel-serve: bus error reading train ");
+    let trains_sent = TRAINS_SENT.load(Ordering::Relaxed);
+    push_bytes(&mut buf, &mut len, b"bus error reading train ");
     push_number(&mut buf, &mut len, train_id);
     let key = KEY_BEING_READ.load(Ordering::Relaxed);
     if !key.is_null() {
@@ -211,12 +250,35 @@ extern "C" fn on_bus_error(_signal: libc::c_int) {
         b": a file of the data shrank while it was served (truncated or rewritten); stopped \
 after ",
     );
-    push_number(&mut buf, &mut len, TRAINS_SENT.load(Ordering::Relaxed));
-    push_bytes(&mut buf, &mut len, b" trains sent\n");
-    // SAFETY: write(2) and _exit(2) are async-signal-safe; `buf` lives on this stack frame and
-    // holds `len` initialised bytes.
+    push_number(&mut buf, &mut len, trains_sent);
+    push_bytes(&mut buf, &mut len, b" trains sent");
+    let message = &buf[..len];
+    let mut line = [0u8; 1100];
+    let mut line_len = 0;
+    push_bytes(&mut line, &mut line_len, b"xfel-serve: ");
+    push_bytes(&mut line, &mut line_len, message);
+    push_bytes(&mut line, &mut line_len, b"\n");
+    // Escaped, a message byte takes up to 6.
+    let mut json = [0u8; 6 * 1024 + 128];
+    let mut json_len = 0;
+    if JSON_SUMMARY.load(Ordering::Relaxed) {
+        push_bytes(&mut json, &mut json_len, b"{\"error\":\"");
+        push_json_escaped(&mut json, &mut json_len, message);
+        push_bytes(
+            &mut json,
+            &mut json_len,
+            b"\",\"exit_code\":1,\"trains_sent\":",
+        );
+        push_number(&mut json, &mut json_len, trains_sent);
+        push_bytes(&mut json, &mut json_len, b"}\n");
+    }
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; `line` and `json` live on this
+    // stack frame and hold `line_len` and `json_len` initialised bytes.
     unsafe {
-        libc::write(2, buf.as_ptr().cast(), len);
+        libc::write(2, line.as_ptr().cast(), line_len);
+        if json_len > 0 {
+            libc::write(1, json.as_ptr().cast(), json_len);
+        }
         libc::_exit(i32::from(EXIT_FAILED));
     }
 }
@@ -386,6 +448,7 @@ fn main() -> ExitCode {
         rate: common.rate,
         repeat: common.repeat,
     };
+    JSON_SUMMARY.store(common.json, Ordering::Relaxed);
     if let Err(e) = handle_bus_errors() {
         return fail(
             json,
@@ -420,7 +483,7 @@ fn main() -> ExitCode {
         summary.delivery_interrupted = true;
     }
     report(&summary, common.json);
-    if summary.trains_skipped > 0 || summary.files_skipped > 0 {
+    if summary.incomplete() {
         ExitCode::from(EXIT_FAILED)
     } else {
         ExitCode::SUCCESS
@@ -453,6 +516,20 @@ impl Progress {
                 let _ = std::io::stdout().flush();
             }
             ServeEvent::Skipped(e) => eprintln!("xfel-serve: skipped {e}"),
+            // Once per key: the summary has every train it is missing from.
+            ServeEvent::KeyOmitted {
+                train_id,
+                omitted,
+                first: true,
+            } => eprintln!(
+                "xfel-serve: train {train_id} sent without {} {}{}: {} (further trains \
+                 without it are counted in the summary)",
+                omitted.source,
+                omitted.key,
+                in_file(omitted.file.as_deref()),
+                omitted.error
+            ),
+            ServeEvent::KeyOmitted { .. } => {}
             // The first 80 bytes: a request can be up to 64 KiB.
             ServeEvent::BadRequest(request) => eprintln!(
                 "xfel-serve: Unrecognised request ({} bytes): {:?}",
@@ -501,6 +578,11 @@ impl Progress {
     }
 }
 
+/// ` in FILE`, or nothing.
+fn in_file(file: Option<&std::path::Path>) -> String {
+    file.map_or(String::new(), |f| format!(" in {}", f.display()))
+}
+
 fn report(s: &ServeSummary, json: bool) {
     if json {
         if let Ok(text) = serde_json::to_string(s) {
@@ -520,7 +602,10 @@ fn report(s: &ServeSummary, json: bool) {
         s.trains_per_s(),
         s.bytes_sent as f64 / s.elapsed_s.max(1e-9) / 1e6,
         if s.trains_skipped > 0 {
-            format!(", {} trains skipped", s.trains_skipped)
+            format!(
+                ", {} trains skipped (IDs {})",
+                s.trains_skipped, s.skipped_train_ranges
+            )
         } else {
             String::new()
         },
@@ -530,6 +615,37 @@ fn report(s: &ServeSummary, json: bool) {
             String::new()
         },
     );
+    if s.trains_incomplete > 0 {
+        println!(
+            "xfel-serve: {} trains sent without keys that could not be read:",
+            s.trains_incomplete
+        );
+        for k in &s.keys_omitted {
+            println!(
+                "xfel-serve:   {} {}{}: left out of {} trains (IDs {}): {}",
+                k.source,
+                k.key,
+                in_file(k.file.as_deref()),
+                k.train_ranges.trains(),
+                k.train_ranges,
+                k.first_error
+            );
+        }
+    }
+    if s.receivers_disconnected > 0 {
+        let after: Vec<String> = s
+            .disconnected_after_train
+            .iter()
+            .map(|t| t.map_or("none".into(), |t| t.to_string()))
+            .collect();
+        println!(
+            "xfel-serve: {} receivers disconnected while trains were pushed (after train IDs {}): \
+             the trains queued to each (ZeroMQ and TCP buffers, up to several MB) were lost \
+             with it",
+            s.receivers_disconnected,
+            after.join(", ")
+        );
+    }
     if s.delivery_interrupted {
         println!(
             "xfel-serve: stopped while the last trains sent were still queued for a receiver \
