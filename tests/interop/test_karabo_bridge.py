@@ -285,6 +285,14 @@ def test_serve_run_by_proposal_and_run(tmp_path, lpd_run):
     assert listing.returncode == 2
     assert "Available sources:\n  FXE_DET_LPD1M-1/DET/0CH0:xtdf\n" in listing.stdout
     assert "Please select at least one source with --include" in listing.stderr
+    # The run has no proc directory: open_run(data='all') warns so, and so do we.
+    theirs = subprocess.run(
+        [py_tool("karabo-bridge-serve-run"), "700000", "450"], capture_output=True, text=True,
+        env=env, timeout=LIMIT,
+    )
+    warning = "No data available for this run at origin proc"
+    assert warning in theirs.stderr
+    assert f"xfel-serve: warning: {warning}\n" in listing.stderr
     include = ["--include", "SA1_XTD2_XGM/DOOCS/MAIN[beamPosition.*]", "--include",
                "*XGM*:output[data.intensityTD]"]
     t = Server([py_tool("karabo-bridge-serve-run"), "700000", "450", "--port",

@@ -8,7 +8,6 @@
 //! - [`files`]: trains of a [`euxfel::DataCollection`] as EXtra-data's `serve_data` makes them;
 //!   [`append`] stacks detector modules (`--append-detector-modules`).
 //! - [`serve`]: the server socket and its loop; [`client`]: the receiving side.
-//! - [`lookup`]: runs by proposal and run number.
 //! - [`record`]: received trains written as a EuXFEL run (euxfel-write's recorder).
 
 #[cfg(feature = "files")]
@@ -18,7 +17,6 @@ pub mod dtype;
 #[cfg(feature = "files")]
 pub mod files;
 #[cfg(feature = "files")]
-pub mod lookup;
 pub mod protocol;
 #[cfg(feature = "files")]
 pub mod record;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+use euxfel::DataOrigin;
 use euxfel::{DataCollection, OpenOptions, TrainSelection, Warning};
 use karabo_bridge::files::{FileTrains, KEY_BEING_READ, TRAIN_BEING_READ};
-use karabo_bridge::lookup::{self, DataOrigin};
 use karabo_bridge::protocol::Protocol;
 use karabo_bridge::serve::{
     deliver, endpoint_for, serve, ServeConfig, ServeEvent, ServeSummary, SocketType,
@@ -85,9 +85,11 @@ enum Command {
         /// all have data).
         #[arg(long)]
         allow_partial: bool,
-        /// Which data of the run: raw, proc, or all (processed replaces raw sources of the
-        /// same name).
-        #[arg(long, value_enum, default_value = "all")]
+        /// Which data of the run, as EXtra-data's open_run `data=`: all (raw, then proc
+        /// replacing raw sources of the same name; karabo-bridge-serve-run's choice),
+        /// default (proc, then raw replacing), raw, proc, another location of the proposal
+        /// (usr/Shared/x) or a comma list of them.
+        #[arg(long, default_value = "all")]
         data: DataOrigin,
         /// Data root holding INSTRUMENT/CYCLE/pPROPOSAL (default $EXTRA_DATA_DATA_ROOT, else
         /// /gpfs/exfel/exp).
@@ -350,10 +352,14 @@ fn main() -> ExitCode {
             data_root,
             common,
         } => {
-            let root = lookup::data_root(data_root.as_deref());
-            let dc = match lookup::open_run(&root, &proposal, &run, data, &opts) {
-                Ok((dc, skipped)) => {
-                    warnings.extend(skipped);
+            let root = euxfel::data_root(data_root.as_deref());
+            let dc = match euxfel::open_run_by_number(&root, &proposal, &run, &data, &opts) {
+                Ok((dc, missing)) => {
+                    // As open_run warns, before the files left out.
+                    for m in missing {
+                        eprintln!("xfel-serve: {m}");
+                    }
+                    warnings.extend(dc.warnings().iter().cloned());
                     dc
                 }
                 Err(e) => return fail(json, EXIT_START, e),
