@@ -16,7 +16,6 @@ pub mod client;
 pub mod dtype;
 #[cfg(feature = "files")]
 pub mod files;
-#[cfg(feature = "files")]
 pub mod protocol;
 #[cfg(feature = "files")]
 pub mod record;
