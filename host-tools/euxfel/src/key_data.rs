@@ -224,7 +224,9 @@ impl KeyData {
 
     /// One train ID per entry, matching the first axis of the data.
     pub fn train_id_coordinates(&self) -> Result<Vec<u64>> {
-        let mut out: Vec<u64> = zeroed_vec(self.len() as usize, &self.object())?;
+        let n = usize::try_from(self.len()).ok();
+        self.check_chunk_windows(n.and_then(|n| n.checked_mul(8)))?;
+        let mut out: Vec<u64> = zeroed_vec(n.unwrap_or(usize::MAX), &self.object())?;
         out.clear();
         for c in &self.chunks {
             for (&t, &n) in c.train_ids.iter().zip(&c.counts) {

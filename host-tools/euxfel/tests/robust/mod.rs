@@ -389,6 +389,7 @@ fn huge_index_counts_spoil_only_their_own_trains() {
         assert_eq!(got.as_slice().expect("contiguous"), &want[7000..]);
         refused(from(5).ndarray::<f32>().map(|_| ()), tids[5]);
         refused(kd.read_bytes().map(|_| ()), tids[5]);
+        refused(kd.train_id_coordinates().map(|_| ()), tids[5]);
         refused(kd.for_each_block(|_| Ok(())), tids[5]);
         // lsxfel --counts and --detail list the key.
         for opts in [
