@@ -500,12 +500,7 @@ impl KeyData {
 
     /// Rows of this key's dataset in `file`.
     fn dataset_rows(&self, file: &Arc<FileAccess>) -> Result<u64> {
-        let path = self.hdf5_data_path();
-        Ok(file
-            .dataset_dtype_shape(path.trim_start_matches('/'))?
-            .1
-            .first()
-            .map_or(0, |&r| r as u64))
+        file.dataset_rows(&self.hdf5_data_path())
     }
 
     /// Rows `start .. start + count` of `file` for `train`, if they lie in its `rows`
