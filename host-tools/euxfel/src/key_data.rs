@@ -225,7 +225,7 @@ impl KeyData {
     /// One train ID per entry, matching the first axis of the data.
     pub fn train_id_coordinates(&self) -> Result<Vec<u64>> {
         let n = usize::try_from(self.len()).ok();
-        self.check_chunk_windows(n.and_then(|n| n.checked_mul(8)))?;
+        self.check_chunk_windows(n.and_then(|n| n.checked_mul(8)), 0..u64::MAX)?;
         let mut out: Vec<u64> = zeroed_vec(n.unwrap_or(usize::MAX), &self.object())?;
         out.clear();
         for c in &self.chunks {
@@ -307,7 +307,7 @@ impl KeyData {
     pub fn for_each_block(&self, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let eb = self.entry_bytes()?;
         let path = self.hdf5_data_path();
-        self.check_chunk_windows(None)?;
+        self.check_chunk_windows(None, 0..u64::MAX)?;
         for c in &self.chunks {
             interrupt::check()?;
             let n = c.total();
@@ -326,7 +326,7 @@ impl KeyData {
         let n = usize::try_from(self.len())
             .ok()
             .and_then(|n| n.checked_mul(eb));
-        self.check_chunk_windows(n)?;
+        self.check_chunk_windows(n, 0..u64::MAX)?;
         let n = n.ok_or_else(|| Error::TooLarge {
             object: self.object(),
             what: "data size",
@@ -367,6 +367,7 @@ impl KeyData {
                 what: "data size",
                 size: format!("{} entries of {eb} bytes", entries.end - entries.start),
             })?;
+        self.check_chunk_windows(Some(nbytes), entries.clone())?;
         let mut out = zeroed_vec(nbytes, &self.object())?;
         let path = self.hdf5_data_path();
         let (mut at, mut off) = (0u64, 0usize);
@@ -379,8 +380,13 @@ impl KeyData {
             }
             let nb = (b - a) as usize * eb;
             let dst = &mut out[off..off + nb];
-            c.file
-                .read_rows_into_zeroed(&path, c.first + (a - c_start), b - a, eb, dst)?;
+            c.file.read_rows_into_zeroed(
+                &path,
+                c.first.saturating_add(a - c_start),
+                b - a,
+                eb,
+                dst,
+            )?;
             off += nb;
         }
         Ok(out)
@@ -424,7 +430,7 @@ impl KeyData {
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .filter(|n| n.checked_mul(std::mem::size_of::<T>()).is_some());
-        self.check_chunk_windows(n.map(|n| n * std::mem::size_of::<T>()))?;
+        self.check_chunk_windows(n.map(|n| n * std::mem::size_of::<T>()), 0..u64::MAX)?;
         let n = n.ok_or_else(too_large)?;
         self.check_element::<T>()?;
         let mut v: Vec<T> = zeroed_vec(n, &self.object())?;
@@ -539,20 +545,37 @@ impl KeyData {
             .map(|_| ())
     }
 
-    /// Checks every chunk's rows against its dataset before a whole-key read of
-    /// `nbytes` allocates its output (big reads only: a small output is harmless, and
-    /// the read itself refuses rows outside the data). Names the first train whose
-    /// rows, counted from the chunk's start, leave the data.
-    fn check_chunk_windows(&self, nbytes: Option<usize>) -> Result<()> {
+    /// Checks the rows of the chunks holding `entries` (positions on the first axis of
+    /// the whole read) against their datasets before a read of `nbytes` allocates its
+    /// output (big reads only: a small output is harmless, and the read itself refuses
+    /// rows outside the data). Names the first train whose rows, counted from its
+    /// chunk's start, leave the data.
+    fn check_chunk_windows(
+        &self,
+        nbytes: Option<usize>,
+        entries: std::ops::Range<u64>,
+    ) -> Result<()> {
         if nbytes.is_some_and(|n| n < crate::trains::PIECEWISE_MIN_BYTES) {
             return Ok(());
         }
+        let mut pos = 0u64;
         for c in &self.chunks {
-            let rows = self.dataset_rows(&c.file)?;
-            let mut at = c.first;
-            for (&t, &n) in c.train_ids.iter().zip(&c.counts) {
-                at = self.window_in_data(&c.file, rows, (at, n), t)?;
+            let chunk_end = pos.saturating_add(c.total());
+            if pos >= entries.end {
+                break;
             }
+            if chunk_end > entries.start {
+                let rows = self.dataset_rows(&c.file)?;
+                let (mut at, mut train_pos) = (c.first, pos);
+                for (&t, &n) in c.train_ids.iter().zip(&c.counts) {
+                    if train_pos >= entries.end {
+                        break;
+                    }
+                    at = self.window_in_data(&c.file, rows, (at, n), t)?;
+                    train_pos = train_pos.saturating_add(n);
+                }
+            }
+            pos = chunk_end;
         }
         Ok(())
     }

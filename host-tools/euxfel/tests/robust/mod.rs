@@ -390,6 +390,11 @@ fn huge_index_counts_spoil_only_their_own_trains() {
         refused(from(5).ndarray::<f32>().map(|_| ()), tids[5]);
         refused(kd.read_bytes().map(|_| ()), tids[5]);
         refused(kd.train_id_coordinates().map(|_| ()), tids[5]);
+        // Entry ranges (block reads by position): before the bad trains they read, one
+        // reaching into them is refused.
+        let first5: Vec<u8> = (0..5).flat_map(row).copied().collect();
+        assert_eq!(kd.read_entries(0..5).expect("entries 0..5"), first5);
+        refused(kd.read_entries(4..50).map(|_| ()), tids[5]);
         refused(kd.for_each_block(|_| Ok(())), tids[5]);
         // lsxfel --counts and --detail list the key.
         for opts in [
