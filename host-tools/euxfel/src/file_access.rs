@@ -507,6 +507,19 @@ impl FileAccess {
         h.read_rows_raw(&ds, object, start, count, row_bytes, out)
     }
 
+    /// Rows (first dimension) of a dataset: from the cached layout of the pure-Rust
+    /// reader where it parses the dataset, else from libhdf5.
+    pub(crate) fn dataset_rows(self: &Arc<Self>, object: &str) -> Result<u64> {
+        if !raw_disabled() {
+            let map = self.map()?;
+            if let Ok(ds) = map.raw().and_then(|raw| self.raw_dataset(&raw, object)) {
+                return Ok(ds.shape.first().copied().unwrap_or(0));
+            }
+        }
+        let shape = self.dataset_dtype_shape(object.trim_start_matches('/'))?.1;
+        Ok(shape.first().map_or(0, |&r| r as u64))
+    }
+
     /// Hand rows `[start, start + count)` of a fixed-size dataset (`row_bytes` per
     /// row) to `f` in order, in pieces: slices of the map where the layout allows it
     /// (no copy), else batches of at most [`BATCH_BYTES`] read through libhdf5 into

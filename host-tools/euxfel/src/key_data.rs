@@ -16,18 +16,24 @@ use super::warning::Warning;
 
 pub(crate) mod spans;
 
-/// A contiguous run of data in one file.
+/// A run of consecutive selected trains in one file. Whole-key reads take its rows as
+/// one contiguous run from `first` (as EXtra-data's `ndarray` does); a single train is
+/// read from its own `firsts[i]` (as EXtra-data's `train_from_id`), so a corrupt count
+/// spoils only its own train, not the positions of the trains after it.
 #[derive(Debug, Clone)]
 struct DataChunk {
     file: Arc<FileAccess>,
     first: u64,
     train_ids: Vec<u64>,
+    firsts: Vec<u64>,
     counts: Vec<u64>,
 }
 
 impl DataChunk {
+    /// Entries of the chunk, saturating: counts from a corrupt index may add up past
+    /// `u64::MAX`, and such a chunk's rows are refused when read.
     fn total(&self) -> u64 {
-        self.counts.iter().sum()
+        self.counts.iter().fold(0u64, |a, &c| a.saturating_add(c))
     }
 }
 
@@ -152,22 +158,14 @@ impl KeyData {
                 while i < include.len() && include[i] {
                     i += 1;
                 }
-                let total = counts[s..i]
-                    .iter()
-                    .try_fold(0u64, |a, &c| a.checked_add(c))
-                    .and_then(|t| t.checked_add(firsts[s]));
-                // Index windows past the end of the data are found when a read reaches
-                // them (like EXtra-data: shapes, counts and reads of intact trains work).
-                if total.is_none() {
-                    return Err(Error::structure(
-                        &f.path,
-                        format!("INDEX/{}/{group}: first + count overflows", self.source),
-                    ));
-                }
+                // Index windows past the end of the data (or past u64::MAX) are found
+                // when a read reaches them (like EXtra-data: shapes, counts and reads of
+                // the intact trains work).
                 out.push(DataChunk {
                     file: f.clone(),
                     first: firsts[s],
                     train_ids: f.train_ids[s..i].to_vec(),
+                    firsts: firsts[s..i].to_vec(),
                     counts: counts[s..i].to_vec(),
                 });
             }
@@ -226,7 +224,9 @@ impl KeyData {
 
     /// One train ID per entry, matching the first axis of the data.
     pub fn train_id_coordinates(&self) -> Result<Vec<u64>> {
-        let mut out: Vec<u64> = zeroed_vec(self.len() as usize, &self.object())?;
+        let n = usize::try_from(self.len()).ok();
+        self.check_chunk_windows(n.and_then(|n| n.checked_mul(8)), 0..u64::MAX)?;
+        let mut out: Vec<u64> = zeroed_vec(n.unwrap_or(usize::MAX), &self.object())?;
         out.clear();
         for c in &self.chunks {
             for (&t, &n) in c.train_ids.iter().zip(&c.counts) {
@@ -307,6 +307,7 @@ impl KeyData {
     pub fn for_each_block(&self, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let eb = self.entry_bytes()?;
         let path = self.hdf5_data_path();
+        self.check_chunk_windows(None, 0..u64::MAX)?;
         for c in &self.chunks {
             interrupt::check()?;
             let n = c.total();
@@ -324,12 +325,13 @@ impl KeyData {
         let eb = self.entry_bytes()?;
         let n = usize::try_from(self.len())
             .ok()
-            .and_then(|n| n.checked_mul(eb))
-            .ok_or_else(|| Error::TooLarge {
-                object: self.object(),
-                what: "data size",
-                size: format!("{} entries of {eb} bytes", self.len()),
-            })?;
+            .and_then(|n| n.checked_mul(eb));
+        self.check_chunk_windows(n, 0..u64::MAX)?;
+        let n = n.ok_or_else(|| Error::TooLarge {
+            object: self.object(),
+            what: "data size",
+            size: format!("{} entries of {eb} bytes", self.len()),
+        })?;
         let mut buf = zeroed_vec(n, &self.object())?;
         self.read_to(&mut buf, true)?;
         Ok(buf)
@@ -365,11 +367,12 @@ impl KeyData {
                 what: "data size",
                 size: format!("{} entries of {eb} bytes", entries.end - entries.start),
             })?;
+        self.check_chunk_windows(Some(nbytes), entries.clone())?;
         let mut out = zeroed_vec(nbytes, &self.object())?;
         let path = self.hdf5_data_path();
         let (mut at, mut off) = (0u64, 0usize);
         for c in &self.chunks {
-            let (c_start, c_end) = (at, at + c.total());
+            let (c_start, c_end) = (at, at.saturating_add(c.total()));
             at = c_end;
             let (a, b) = (entries.start.max(c_start), entries.end.min(c_end));
             if a >= b {
@@ -377,8 +380,13 @@ impl KeyData {
             }
             let nb = (b - a) as usize * eb;
             let dst = &mut out[off..off + nb];
-            c.file
-                .read_rows_into_zeroed(&path, c.first + (a - c_start), b - a, eb, dst)?;
+            c.file.read_rows_into_zeroed(
+                &path,
+                c.first.saturating_add(a - c_start),
+                b - a,
+                eb,
+                dst,
+            )?;
             off += nb;
         }
         Ok(out)
@@ -421,8 +429,9 @@ impl KeyData {
         let n = shape
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .filter(|n| n.checked_mul(std::mem::size_of::<T>()).is_some())
-            .ok_or_else(too_large)?;
+            .filter(|n| n.checked_mul(std::mem::size_of::<T>()).is_some());
+        self.check_chunk_windows(n.map(|n| n * std::mem::size_of::<T>()), 0..u64::MAX)?;
+        let n = n.ok_or_else(too_large)?;
         self.check_element::<T>()?;
         let mut v: Vec<T> = zeroed_vec(n, &self.object())?;
         self.read_to(bytemuck::cast_slice_mut(&mut v), true)?;
@@ -480,19 +489,95 @@ impl KeyData {
         sd.run_value(&self.key)
     }
 
-    /// Locate the rows of one train: (file, first row, count).
+    /// Locate the rows of one train: (file, the train's own first row, count).
     pub(crate) fn train_rows(&self, tid: u64) -> Option<(Arc<FileAccess>, u64, u64)> {
         for c in &self.chunks {
-            if let Ok(i) = c.train_ids.binary_search(&tid) {
-                let off: u64 = c.counts[..i].iter().sum();
-                return Some((c.file.clone(), c.first + off, c.counts[i]));
-            }
-            if let Some(i) = c.train_ids.iter().position(|&t| t == tid) {
-                let off: u64 = c.counts[..i].iter().sum();
-                return Some((c.file.clone(), c.first + off, c.counts[i]));
+            let i = c
+                .train_ids
+                .binary_search(&tid)
+                .ok()
+                .or_else(|| c.train_ids.iter().position(|&t| t == tid));
+            if let Some(i) = i {
+                return Some((c.file.clone(), c.firsts[i], c.counts[i]));
             }
         }
         None
+    }
+
+    /// Rows of this key's dataset in `file`.
+    fn dataset_rows(&self, file: &Arc<FileAccess>) -> Result<u64> {
+        file.dataset_rows(&self.hdf5_data_path())
+    }
+
+    /// Rows `start .. start + count` of `file` for `train`, if they lie in its `rows`
+    /// rows; else the error naming the file, the dataset and the train.
+    fn window_in_data(
+        &self,
+        file: &Arc<FileAccess>,
+        rows: u64,
+        (start, count): (u64, u64),
+        train: u64,
+    ) -> Result<u64> {
+        match start.checked_add(count) {
+            Some(end) if count == 0 || end <= rows => Ok(end),
+            end => Err(Error::IndexOutsideData {
+                path: file.path.clone(),
+                object: format!("{} (train {train})", self.hdf5_data_path()),
+                start,
+                end: end.unwrap_or(u64::MAX),
+                rows,
+            }),
+        }
+    }
+
+    /// Checks that rows `start .. start + count` of this key in `file` lie in its
+    /// dataset, before a buffer for them is allocated: an index count from a corrupt
+    /// file is refused naming the file, the dataset and `train`, never allocated.
+    pub(crate) fn check_window(
+        &self,
+        file: &Arc<FileAccess>,
+        start: u64,
+        count: u64,
+        train: u64,
+    ) -> Result<()> {
+        let rows = self.dataset_rows(file)?;
+        self.window_in_data(file, rows, (start, count), train)
+            .map(|_| ())
+    }
+
+    /// Checks the rows of the chunks holding `entries` (positions on the first axis of
+    /// the whole read) against their datasets before a read of `nbytes` allocates its
+    /// output (big reads only: a small output is harmless, and the read itself refuses
+    /// rows outside the data). Names the first train whose rows, counted from its
+    /// chunk's start, leave the data.
+    fn check_chunk_windows(
+        &self,
+        nbytes: Option<usize>,
+        entries: std::ops::Range<u64>,
+    ) -> Result<()> {
+        if nbytes.is_some_and(|n| n < crate::trains::PIECEWISE_MIN_BYTES) {
+            return Ok(());
+        }
+        let mut pos = 0u64;
+        for c in &self.chunks {
+            let chunk_end = pos.saturating_add(c.total());
+            if pos >= entries.end {
+                break;
+            }
+            if chunk_end > entries.start {
+                let rows = self.dataset_rows(&c.file)?;
+                let (mut at, mut train_pos) = (c.first, pos);
+                for (&t, &n) in c.train_ids.iter().zip(&c.counts) {
+                    if train_pos >= entries.end {
+                        break;
+                    }
+                    at = self.window_in_data(&c.file, rows, (at, n), t)?;
+                    train_pos = train_pos.saturating_add(n);
+                }
+            }
+            pos = chunk_end;
+        }
+        Ok(())
     }
 }
 

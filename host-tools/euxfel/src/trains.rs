@@ -141,6 +141,22 @@ impl KeyData {
         self.train_span(tid).map_or(0, |(_, _, count)| count)
     }
 
+    /// Bytes of train `tid`'s `count` rows from `first` in `f`, for a buffer about to be
+    /// allocated: a big (or overflowing) size is first checked against the dataset, so a
+    /// count from a corrupt index is refused naming the train, never allocated.
+    fn checked_span_bytes(
+        &self,
+        f: &Arc<FileAccess>,
+        (first, count): (u64, u64),
+        tid: u64,
+    ) -> Result<usize> {
+        let n = self.span_bytes(count);
+        if n.as_ref().map_or(true, |&n| n >= PIECEWISE_MIN_BYTES) {
+            self.check_window(f, first, count, tid)?;
+        }
+        n
+    }
+
     /// Bytes of `count` entries, checked for overflow.
     fn span_bytes(&self, count: u64) -> Result<usize> {
         let eb = self.entry_bytes()?;
@@ -185,32 +201,35 @@ impl KeyData {
                 i += 1;
                 continue;
             };
-            let (mut j, mut end) = (i + 1, first + count);
+            // Saturating: an end past u64::MAX is refused by the read, and no later
+            // train joins the run.
+            let (mut j, mut end) = (i + 1, first.saturating_add(*count));
             while let Some(Some((g, s, c))) = spans.get(j) {
-                if !Arc::ptr_eq(f, g) || *s != end {
+                if !Arc::ptr_eq(f, g) || *s != end || end == u64::MAX {
                     break;
                 }
-                end += c;
+                end = end.saturating_add(*c);
                 j += 1;
             }
             let counts = spans[i..j].iter().flatten().map(|&(_, _, c)| c);
-            self.read_run(f, *first, end, counts, &mut out)?;
+            self.read_run(f, (*first, end, tids[i]), counts, &mut out)?;
             i = j;
         }
         Ok(out)
     }
 
-    /// Rows `first..end` of `f`, one value per count of `counts` (which add up to the rows).
+    /// Rows `first..end` of `f`, one value per count of `counts` (which add up to the rows),
+    /// the first of them train `tid`'s.
     fn read_run(
         &self,
         f: &Arc<FileAccess>,
-        first: u64,
-        end: u64,
+        (first, end, tid): (u64, u64, u64),
         counts: impl Iterator<Item = u64>,
         out: &mut Vec<Option<TrainValue>>,
     ) -> Result<()> {
         let path = self.hdf5_data_path();
         if self.dtype == DType::VlenStr {
+            self.check_window(f, first, end - first, tid)?;
             let h = f.file()?;
             let ds = h.dataset(&path)?;
             let mut strings =
@@ -222,7 +241,8 @@ impl KeyData {
             return Ok(());
         }
         let eb = self.entry_bytes()?;
-        let mut buf: Vec<u8> = zeroed_vec(self.span_bytes(end - first)?, &path)?;
+        let n = self.checked_span_bytes(f, (first, end - first), tid)?;
+        let mut buf: Vec<u8> = zeroed_vec(n, &path)?;
         f.read_rows(&path, first, end - first, eb, &mut buf)?;
         let mut rest = buf.as_slice();
         for c in counts {
@@ -256,6 +276,7 @@ impl KeyData {
         };
         let path = self.hdf5_data_path();
         if self.dtype == DType::VlenStr {
+            self.check_window(&f, first, count, tid)?;
             let h = f.file()?;
             let ds = h.dataset(&path)?;
             let range = (first as usize, (first + count) as usize);
@@ -267,7 +288,7 @@ impl KeyData {
             )?)));
         }
         let eb = self.entry_bytes()?;
-        let n = self.span_bytes(count)?;
+        let n = self.checked_span_bytes(&f, (first, count), tid)?;
         let bytes = if n < PIECEWISE_MIN_BYTES {
             let mut buf: Vec<u8> = zeroed_vec(n, &path)?;
             f.read_rows(&path, first, count, eb, &mut buf)?;

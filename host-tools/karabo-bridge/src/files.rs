@@ -202,7 +202,10 @@ impl FileTrains {
                     .map(|kd| {
                         let stacked = src.module.is_some() && is_stacked_key(&kd.key);
                         let entry_bytes = kd.entry_bytes().map_or(STRING_BYTES, |b| b as u64);
-                        let entries: u64 = block.iter().map(|&t| kd.train_entries(t)).sum();
+                        // Saturating: counts from a corrupt index may add up past u64::MAX.
+                        let entries = block
+                            .iter()
+                            .fold(0u64, |a, &t| a.saturating_add(kd.train_entries(t)));
                         let small = entries.saturating_mul(entry_bytes) <= BLOCK_BYTES;
                         reading(kd);
                         (small && !stacked)

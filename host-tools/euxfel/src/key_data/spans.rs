@@ -93,8 +93,8 @@ fn copy_streaming(dst: &mut [u8], src: &[u8]) {
 }
 
 impl KeyData {
-    /// The contiguous runs of the selected data, in train order (rows checked against the
-    /// dataset's length when the KeyData was made).
+    /// The contiguous runs of the selected data, in train order (rows are checked against
+    /// the dataset's length when read).
     pub fn data_spans(&self) -> Vec<DataSpan> {
         let dataset = self.hdf5_data_path();
         self.chunks

@@ -316,3 +316,99 @@ fn corrupt_vlen_string_reference_is_refused_before_libhdf5() {
     );
     assert!(e.to_string().contains(&*p.to_string_lossy()), "{e}");
 }
+
+/// One huge INDEX count (10^12, 2^63 or u64::MAX) spoils only its own train: like
+/// EXtra-data's `train_from_id` and a selection starting after it, every later train
+/// reads from its own `first`; the bad trains are refused naming the file, the dataset
+/// and the train, before anything is allocated for them; nothing overflows.
+#[test]
+fn huge_index_counts_spoil_only_their_own_trains() {
+    for bad in [[10u64.pow(12), 1 << 63], [u64::MAX, u64::MAX], [1 << 63, 1]] {
+        let td = tempfile::tempdir().expect("tempdir");
+        let f = da_file(td.path());
+        {
+            let h = hdf5::File::open_rw(&f).expect("open");
+            let ds = h
+                .dataset(&format!("INDEX/{XGM_OUT}/data/count"))
+                .expect("count");
+            let mut c: Vec<u64> = ds.read_raw().expect("read");
+            c[5] = bad[0];
+            c[6] = bad[1];
+            ds.write_raw(&c).expect("write");
+        }
+        let want = intensity(&f);
+        let row = |i: usize| bytemuck::cast_slice::<f32, u8>(&want[i * 1000..(i + 1) * 1000]);
+        let dc = DataCollection::open_file(&f).expect("open");
+        let kd = dc.key(XGM_OUT, "data.intensityTD").expect("key");
+        let tids = kd.train_ids.to_vec();
+        let counts = kd.data_counts().expect("counts");
+        assert_eq!(counts[5..7], bad, "{bad:?}");
+        assert!(counts
+            .iter()
+            .enumerate()
+            .all(|(i, &c)| i == 5 || i == 6 || c == 1));
+        let refused = |r: euxfel::Result<_>, tid: u64| match r {
+            Err(Error::IndexOutsideData { path, object, .. }) => {
+                assert_eq!(path, f);
+                assert!(object.contains(&format!("train {tid}")), "{object}");
+                assert!(object.contains("intensityTD"), "{object}");
+            }
+            Err(other) => panic!("train {tid} {bad:?}: {other}"),
+            Ok(_) => panic!("train {tid} {bad:?}: read"),
+        };
+        let is_bad = |i: usize| (i == 5 || i == 6) && bad[i - 5] != 1;
+        for (i, &tid) in tids.iter().enumerate() {
+            let value = kd.train_value(tid);
+            if is_bad(i) {
+                refused(value.map(|_| ()), tid);
+                continue;
+            }
+            match value.expect("intact train") {
+                Some(euxfel::TrainValue::Array { bytes, shape, .. }) => {
+                    assert_eq!(bytes, row(i), "train {i} {bad:?}");
+                    assert_eq!(shape, vec![1, 1000]);
+                }
+                other => panic!("train {i}: {other:?}"),
+            }
+        }
+        // The batched read (xfel-serve's) of the trains after the bad ones.
+        let later = kd.train_values(&tids[7..]).expect("later trains");
+        for (i, v) in (7..).zip(later) {
+            match v {
+                Some(euxfel::TrainValue::Array { bytes, .. }) => assert_eq!(bytes, row(i)),
+                other => panic!("train {i}: {other:?}"),
+            }
+        }
+        // Whole-key reads: from train 7 on they read, from train 5 on they are refused
+        // naming train 5 (not an allocation of the count).
+        let from = |i: i64| {
+            kd.select_trains(&euxfel::TrainSelection::IndexRange(Some(i), None, None))
+                .expect("select")
+        };
+        let got = from(7).ndarray::<f32>().expect("trains 7..");
+        assert_eq!(got.as_slice().expect("contiguous"), &want[7000..]);
+        refused(from(5).ndarray::<f32>().map(|_| ()), tids[5]);
+        refused(kd.read_bytes().map(|_| ()), tids[5]);
+        refused(kd.train_id_coordinates().map(|_| ()), tids[5]);
+        // Entry ranges (block reads by position): before the bad trains they read, one
+        // reaching into them is refused.
+        let first5: Vec<u8> = (0..5).flat_map(row).copied().collect();
+        assert_eq!(kd.read_entries(0..5).expect("entries 0..5"), first5);
+        refused(kd.read_entries(4..50).map(|_| ()), tids[5]);
+        refused(kd.for_each_block(|_| Ok(())), tids[5]);
+        // lsxfel --counts and --detail list the key.
+        for opts in [
+            InfoOptions {
+                counts: true,
+                ..Default::default()
+            },
+            InfoOptions {
+                details_for_sources: vec!["*XGM*".into()],
+                ..Default::default()
+            },
+        ] {
+            let (text, _) = euxfel::display::info(&dc, &opts).expect("info");
+            assert!(text.contains(XGM_OUT), "{text}");
+        }
+    }
+}
