@@ -7,19 +7,18 @@
 //! with a plain blocking open (an output file, or the run map `karabo_data_map.json`): the
 //! command blocks there (the kernel shows `wait_for_partner`) when the signal arrives.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fixtures::euxfel::{make_run, RunSpec};
+use test_support::{fifo, send_signal};
 
 const EXTRACT: &str = env!("CARGO_BIN_EXE_xfel-extract");
 const CXI: &str = env!("CARGO_BIN_EXE_xfel-make-virtual-cxi");
 /// Bound of every wait of these tests.
 const TIMEOUT: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(10);
 
 /// Held while a fixture is written and while a child starts: a child started meanwhile
 /// would inherit the writer's descriptors with libhdf5's lock on them.
@@ -43,11 +42,6 @@ fn small_run(dir: &Path) {
     make_run(dir, &spec).expect("run");
 }
 
-fn mkfifo(path: &Path) {
-    let made = Command::new("mkfifo").arg(path).status().expect("mkfifo");
-    assert!(made.success());
-}
-
 fn spawn(exe: &str, args: &[&Path]) -> Child {
     let _files = files_lock();
     Command::new(exe)
@@ -57,73 +51,6 @@ fn spawn(exe: &str, args: &[&Path]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn")
-}
-
-/// Whether a thread of `pid` waits in the open of a FIFO for the other end.
-fn blocked_on_fifo(pid: u32) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|t| {
-            std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w == "wait_for_partner")
-        })
-}
-
-fn wait_blocked(child: &mut Child) {
-    let start = Instant::now();
-    while !blocked_on_fifo(child.id()) {
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "ended before the FIFO"
-        );
-        assert!(start.elapsed() < TIMEOUT, "never opened the FIFO");
-        std::thread::sleep(POLL);
-    }
-}
-
-fn signal(child: &Child, sig: libc::c_int) {
-    let pid = libc::pid_t::try_from(child.id()).expect("pid");
-    // SAFETY: kill(2) on our own child's pid, which it still is (not yet waited for).
-    let r = unsafe { libc::kill(pid, sig) };
-    assert_eq!(r, 0, "kill");
-}
-
-/// Opens the FIFO's other end each time the command waits for it (reading end if the
-/// command writes it, and drains it), until the command ends; (exit code, stdout, stderr).
-fn serve_until_exit(
-    mut child: Child,
-    fifo: &Path,
-    command_writes: bool,
-) -> (Option<i32>, String, String) {
-    use std::io::Read;
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            panic!("did not stop after the signal");
-        }
-        let end = std::fs::OpenOptions::new()
-            .read(command_writes)
-            .write(!command_writes)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(fifo);
-        if let (Ok(mut f), true) = (end, command_writes) {
-            let mut buf = [0u8; 1 << 16];
-            while child.try_wait().expect("wait").is_none() && start.elapsed() < TIMEOUT {
-                if !matches!(f.read(&mut buf), Ok(n) if n > 0) {
-                    std::thread::sleep(POLL);
-                }
-            }
-        }
-        std::thread::sleep(POLL);
-    }
-    let o = child.wait_with_output().expect("output");
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -150,7 +77,7 @@ fn extract_stops_on_sigterm_and_leaves_nothing() {
         } else {
             "data.npy.partial"
         });
-        mkfifo(&fifo);
+        fifo::make(&fifo);
         let mut cmd: Vec<&Path> = vec![run.as_ref()];
         if detector {
             cmd.push("--detector".as_ref());
@@ -159,9 +86,9 @@ fn extract_stops_on_sigterm_and_leaves_nothing() {
         }
         cmd.extend(["--no-cache".as_ref(), "--out".as_ref(), out.as_path()]);
         let mut child = spawn(EXTRACT, &cmd);
-        wait_blocked(&mut child);
-        signal(&child, libc::SIGTERM);
-        let (status, out_text, err) = serve_until_exit(child, &fifo, true);
+        fifo::wait_blocked(&mut child, TIMEOUT);
+        send_signal(&child, "TERM");
+        let (status, out_text, err) = fifo::serve_until_exit(child, &fifo, true, TIMEOUT);
         assert_eq!(status, Some(143), "{err}");
         // (After the detector's own warnings, if any.)
         assert_eq!(
@@ -183,7 +110,7 @@ fn make_virtual_cxi_stops_on_sigterm_and_writes_nothing() {
     small_run(&run);
     let map = run.join("karabo_data_map.json");
     let _ = std::fs::remove_file(&map);
-    mkfifo(&map);
+    fifo::make(&map);
     let out = td.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
     let cxi = out.join("x.cxi");
@@ -197,9 +124,9 @@ fn make_virtual_cxi_stops_on_sigterm_and_writes_nothing() {
             cxi.as_path(),
         ],
     );
-    wait_blocked(&mut child);
-    signal(&child, libc::SIGTERM);
-    let (status, out_text, err) = serve_until_exit(child, &map, false);
+    fifo::wait_blocked(&mut child, TIMEOUT);
+    send_signal(&child, "TERM");
+    let (status, out_text, err) = fifo::serve_until_exit(child, &map, false, TIMEOUT);
     assert_eq!(status, Some(143), "{err}");
     assert_eq!(err, "xfel-make-virtual-cxi: terminated\n");
     assert_eq!(out_text, "");
@@ -239,7 +166,7 @@ fn extract_after_a_sigkill_overwrites_its_partial_files() {
     let out = td.path().join("killed");
     std::fs::create_dir(&out).expect("mkdir");
     let fifo = out.join("train_ids.npy.partial");
-    mkfifo(&fifo);
+    fifo::make(&fifo);
     let mut child = {
         let _files = files_lock();
         Command::new(EXTRACT)
@@ -250,8 +177,8 @@ fn extract_after_a_sigkill_overwrites_its_partial_files() {
             .spawn()
             .expect("spawn")
     };
-    wait_blocked(&mut child);
-    signal(&child, libc::SIGKILL);
+    fifo::wait_blocked(&mut child, TIMEOUT);
+    send_signal(&child, "KILL");
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), None);
     // What the killed run left: a complete-looking data.npy.partial, and the FIFO (the
@@ -384,7 +311,7 @@ fn extract_of_one_key_killed_mid_data_leaves_no_mismatched_pair() {
         std::fs::read(clean.join("data.npy")).expect("read")
     );
     let fifo = out.join("data.npy.partial");
-    mkfifo(&fifo);
+    fifo::make(&fifo);
     let mut child = spawn(
         EXTRACT,
         &[
@@ -396,8 +323,8 @@ fn extract_of_one_key_killed_mid_data_leaves_no_mismatched_pair() {
             out.as_ref(),
         ],
     );
-    wait_blocked(&mut child);
-    signal(&child, libc::SIGKILL);
+    fifo::wait_blocked(&mut child, TIMEOUT);
+    send_signal(&child, "KILL");
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), None, "killed");
     assert_eq!(names(&out), ["data.npy.partial", "train_ids.npy"]);

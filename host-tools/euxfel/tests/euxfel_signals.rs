@@ -6,13 +6,13 @@
 //! FIFO: the command blocks opening it (the kernel shows `wait_for_partner`), the signal
 //! arrives there, and the test then opens the other end so the command can go on and notice.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fixtures::euxfel::{make_run, Format, RunSpec};
+use test_support::{fifo, send_signal, wait_exit};
 
 const LSXFEL: &str = env!("CARGO_BIN_EXE_lsxfel");
 const VALIDATE: &str = env!("CARGO_BIN_EXE_xfel-validate");
@@ -46,13 +46,8 @@ fn run_with_fifo_map(dir: &Path) -> PathBuf {
     }
     let fifo = dir.join("karabo_data_map.json");
     let _ = std::fs::remove_file(&fifo);
-    mkfifo(&fifo);
+    fifo::make(&fifo);
     fifo
-}
-
-fn mkfifo(path: &Path) {
-    let made = Command::new("mkfifo").arg(path).status().expect("mkfifo");
-    assert!(made.success());
 }
 
 fn spawn(exe: &str, args: &[&str]) -> Child {
@@ -64,77 +59,6 @@ fn spawn(exe: &str, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn")
-}
-
-/// Whether a thread of `pid` waits in the open of a FIFO for the other end.
-fn blocked_on_fifo(pid: u32) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|t| {
-            std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w == "wait_for_partner")
-        })
-}
-
-fn wait_blocked(child: &mut Child) {
-    let start = Instant::now();
-    while !blocked_on_fifo(child.id()) {
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "ended before the FIFO"
-        );
-        assert!(start.elapsed() < TIMEOUT, "never opened the FIFO");
-        std::thread::sleep(POLL);
-    }
-}
-
-fn signal(child: &Child, sig: libc::c_int) {
-    let pid = libc::pid_t::try_from(child.id()).expect("pid");
-    // SAFETY: kill(2) on our own child's pid, which it still is (not yet waited for).
-    let r = unsafe { libc::kill(pid, sig) };
-    assert_eq!(r, 0, "kill");
-}
-
-/// Opens the FIFO's writing end (the command reads the run map) each time the command
-/// waits for it, until the command ends; (exit code, stdout, stderr).
-fn serve_until_exit(mut child: Child, fifo: &Path) -> (Option<i32>, String, String) {
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            panic!("did not stop after the signal");
-        }
-        // ENXIO while no reader has it open; closed at once: the reader sees an empty map.
-        let _ = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(fifo);
-        std::thread::sleep(POLL);
-    }
-    output(child)
-}
-
-fn output(child: Child) -> (Option<i32>, String, String) {
-    let o = child.wait_with_output().expect("output");
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-/// Waits (bounded) for the child to end without serving its FIFO.
-fn ends_by_itself(mut child: Child) -> (Option<i32>, String, String) {
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            panic!("a second signal did not end the process");
-        }
-        std::thread::sleep(POLL);
-    }
-    output(child)
 }
 
 /// The names in `dir` other than the run's `.h5` files.
@@ -154,13 +78,13 @@ fn lsxfel_stops_on_sigterm_and_sigint() {
     let fifo = run_with_fifo_map(td.path());
     let dir = td.path().to_str().expect("utf8");
     for (sig, code, line) in [
-        (libc::SIGTERM, 143, "lsxfel: terminated\n"),
-        (libc::SIGINT, 130, "lsxfel: interrupted\n"),
+        ("TERM", 143, "lsxfel: terminated\n"),
+        ("INT", 130, "lsxfel: interrupted\n"),
     ] {
         let mut child = spawn(LSXFEL, &[dir]);
-        wait_blocked(&mut child);
-        signal(&child, sig);
-        let (status, out, err) = serve_until_exit(child, &fifo);
+        fifo::wait_blocked(&mut child, TIMEOUT);
+        send_signal(&child, sig);
+        let (status, out, err) = fifo::serve_until_exit(child, &fifo, false, TIMEOUT);
         assert_eq!(status, Some(code), "signal {sig}: {err}");
         assert_eq!(err, line);
         // A listing cut short is not printed; no run map (nor its temporary file) written.
@@ -177,9 +101,9 @@ fn xfel_validate_stops_on_sigterm() {
     let dir = td.path().to_str().expect("utf8");
 
     let mut child = spawn(VALIDATE, &["-j", "1", dir]);
-    wait_blocked(&mut child);
-    signal(&child, libc::SIGTERM);
-    let (status, out, err) = serve_until_exit(child, &fifo);
+    fifo::wait_blocked(&mut child, TIMEOUT);
+    send_signal(&child, "TERM");
+    let (status, out, err) = fifo::serve_until_exit(child, &fifo, false, TIMEOUT);
     assert_eq!(status, Some(143), "{out}{err}");
     assert_eq!(err, "xfel-validate: terminated\n");
     // The header only: no report of the files not validated.
@@ -188,9 +112,9 @@ fn xfel_validate_stops_on_sigterm() {
 
     // With --json: one document saying so.
     let mut child = spawn(VALIDATE, &["-j", "1", "--json", dir]);
-    wait_blocked(&mut child);
-    signal(&child, libc::SIGTERM);
-    let (status, out, _) = serve_until_exit(child, &fifo);
+    fifo::wait_blocked(&mut child, TIMEOUT);
+    send_signal(&child, "TERM");
+    let (status, out, _) = fifo::serve_until_exit(child, &fifo, false, TIMEOUT);
     assert_eq!(status, Some(143));
     let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(doc, serde_json::json!({"ok": false, "error": "terminated"}));
@@ -205,19 +129,20 @@ fn a_second_signal_ends_at_once() {
     run_with_fifo_map(td.path());
     let dir = td.path().to_str().expect("utf8");
     for (first, second, code) in [
-        (libc::SIGTERM, libc::SIGTERM, 143),
-        (libc::SIGINT, libc::SIGTERM, 143),
-        (libc::SIGTERM, libc::SIGINT, 130),
+        ("TERM", "TERM", 143),
+        ("INT", "TERM", 143),
+        ("TERM", "INT", 130),
     ] {
         for exe in [LSXFEL, VALIDATE] {
             let mut child = spawn(exe, &[dir]);
-            wait_blocked(&mut child);
-            signal(&child, first);
+            fifo::wait_blocked(&mut child, TIMEOUT);
+            send_signal(&child, first);
             // Still blocked on the FIFO: the first signal only set the flag.
             std::thread::sleep(POLL);
             assert!(child.try_wait().expect("wait").is_none(), "{exe}");
-            signal(&child, second);
-            let (status, _, _) = ends_by_itself(child);
+            send_signal(&child, second);
+            // Ends by itself, the FIFO not served.
+            let status = wait_exit(&mut child, TIMEOUT).code();
             assert_eq!(status, Some(code), "{exe}: {first} then {second}");
         }
     }

@@ -162,3 +162,85 @@ impl LimitedUser {
         prefix.iter().map(|s| s.to_string()).collect()
     }
 }
+
+/// Named pipes that stop a command at a known point: opening a FIFO blocks until the other
+/// end is opened, so a test can signal the command while it waits there, then let it go on.
+pub mod fifo {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::path::Path;
+    use std::process::{Child, Command};
+    use std::time::{Duration, Instant};
+
+    const POLL: Duration = Duration::from_millis(10);
+
+    /// A FIFO at `path`.
+    pub fn make(path: &Path) {
+        let made = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+        assert!(made.success(), "mkfifo {}", path.display());
+    }
+
+    /// Whether a thread of `pid` waits in the open of a FIFO for the other end.
+    fn blocked_on_fifo(pid: u32) -> bool {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|t| {
+                std::fs::read_to_string(t.path().join("wchan"))
+                    .is_ok_and(|w| w == "wait_for_partner")
+            })
+    }
+
+    /// Waits until `child` blocks opening a FIFO; panics if it ends first or after `limit`.
+    pub fn wait_blocked(child: &mut Child, limit: Duration) {
+        let start = Instant::now();
+        while !blocked_on_fifo(child.id()) {
+            assert!(
+                child.try_wait().expect("wait").is_none(),
+                "ended before the FIFO"
+            );
+            assert!(start.elapsed() < limit, "never opened the FIFO");
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Opens the FIFO's other end each time the command waits for it (the reading end,
+    /// drained, if the command writes it; the writing end, closed at once, if it reads it),
+    /// until the command ends; (exit code, stdout, stderr). Kills it and panics after `limit`.
+    pub fn serve_until_exit(
+        mut child: Child,
+        fifo: &Path,
+        command_writes: bool,
+        limit: Duration,
+    ) -> (Option<i32>, String, String) {
+        use std::io::Read;
+        let start = Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                panic!("did not stop after the signal");
+            }
+            // ENXIO for the writing end while no reader has it open.
+            let end = std::fs::OpenOptions::new()
+                .read(command_writes)
+                .write(!command_writes)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(fifo);
+            if let (Ok(mut f), true) = (end, command_writes) {
+                let mut buf = [0u8; 1 << 16];
+                while child.try_wait().expect("wait").is_none() && start.elapsed() < limit {
+                    if !matches!(f.read(&mut buf), Ok(n) if n > 0) {
+                        std::thread::sleep(POLL);
+                    }
+                }
+            }
+            std::thread::sleep(POLL);
+        }
+        let o = child.wait_with_output().expect("output");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+}
