@@ -74,3 +74,21 @@ def make_rust_fixture(out, *args):
     code, so, se = run([rust_bin("make-fixtures"), str(out), *args])
     assert code == 0, se
     return Path(out)
+
+
+def side_by_side(script, args, tmp_path, cwd=None):
+    """(EXtra-data's results, photon_daq's): `python SCRIPT IMPL OUT.pkl ARGS...` for both
+    implementations, run at the same time, each pickling its results to OUT.pkl."""
+    import pickle
+    import sys
+    outs = [tmp_path / "theirs.pkl", tmp_path / "ours.pkl"]
+    procs = [subprocess.Popen([sys.executable, str(script), impl, str(out), *map(str, args)],
+                              cwd=cwd)
+             for impl, out in zip(["extra_data", "photon_daq"], outs)]
+    codes = [p.wait(timeout=600) for p in procs]
+    assert codes == [0, 0], f"exit codes (extra_data, photon_daq): {codes}"
+    loaded = []
+    for out in outs:
+        with open(out, "rb") as f:
+            loaded.append(pickle.load(f))
+    return loaded

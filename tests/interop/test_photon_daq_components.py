@@ -10,13 +10,13 @@ test_photon_daq_side_by_side.py does.
 
 import os
 import pickle
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from euxfel_helpers import side_by_side
 from photon_daq_calls import call, digest
 
 RUNS = {
@@ -150,25 +150,11 @@ def component_runs(tmp_path_factory):
     return paths
 
 
-def results(path, tmp_path):
-    """(EXtra-data's results, photon_daq's), the two processes run at the same time."""
-    outs = [tmp_path / "theirs.pkl", tmp_path / "ours.pkl"]
-    procs = [subprocess.Popen([sys.executable, __file__, impl, str(out), str(path)],
-                              cwd=Path(__file__).parent)
-             for impl, out in zip(["extra_data", "photon_daq"], outs)]
-    codes = [p.wait(timeout=600) for p in procs]
-    assert codes == [0, 0], f"exit codes (extra_data, photon_daq): {codes}"
-    loaded = []
-    for out in outs:
-        with open(out, "rb") as f:
-            loaded.append(pickle.load(f))
-    return loaded
-
-
 @pytest.mark.parametrize("case", list(RUNS))
 def test_same_results(component_runs, tmp_path, case):
     pytest.importorskip("photon_daq")
-    theirs, ours = results(component_runs[case], tmp_path)
+    theirs, ours = side_by_side(__file__, [component_runs[case]], tmp_path,
+                                cwd=Path(__file__).parent)
     assert len(theirs) > 30
     assert sorted(ours) == sorted(theirs)
     different = {k: (theirs[k], ours[k]) for k in theirs if theirs[k] != ours[k]}

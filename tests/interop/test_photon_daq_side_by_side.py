@@ -3,12 +3,11 @@ calls (photon_daq_calls.py, one process per implementation) give the same types,
 reprs, exception classes and messages, warnings, and equal arrays (dtype and
 values) for every key and train selection."""
 
-import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from euxfel_helpers import side_by_side
 
 pytest.importorskip("photon_daq")
 
@@ -24,23 +23,9 @@ KNOWN_DIFFERENCES = {
 CASES = ["fxe05", "fxe12", "spb10", "sa3_13", "agipd_old", "modern_proc", "reduced_spb"]
 
 
-def results(paths, tmp_path):
-    """(EXtra-data's results, photon_daq's), the two processes run at the same time."""
-    outs = [tmp_path / "theirs.pkl", tmp_path / "ours.pkl"]
-    procs = [subprocess.Popen([sys.executable, str(CALLS), impl, str(out), *map(str, paths)])
-             for impl, out in zip(["extra_data", "photon_daq"], outs)]
-    codes = [p.wait(timeout=600) for p in procs]
-    assert codes == [0, 0], f"exit codes (extra_data, photon_daq): {codes}"
-    loaded = []
-    for out in outs:
-        with open(out, "rb") as f:
-            loaded.append(pickle.load(f))
-    return loaded
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_same_results(examples, tmp_path, case):
-    theirs, ours = results([examples[case]], tmp_path)
+    theirs, ours = side_by_side(CALLS, [examples[case]], tmp_path)
     assert len(theirs) > 20
     assert sorted(ours) == sorted(theirs)
     different = {k: (theirs[k], ours[k]) for k in theirs if theirs[k] != ours[k]}
