@@ -84,9 +84,13 @@ impl std::fmt::Debug for FileAccess {
 pub(crate) fn stat_mtime_size(path: &Path) -> Result<(f64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    // Python: st_mtime = sec + nsec * 1e-9 as a double.
-    let mtime = m.mtime() as f64 + m.mtime_nsec() as f64 * 1e-9;
-    Ok((mtime, m.size()))
+    Ok((mtime_seconds(&m), m.size()))
+}
+
+/// st_mtime as Python gives it: sec + nsec * 1e-9 as a double.
+pub(crate) fn mtime_seconds(m: &std::fs::Metadata) -> f64 {
+    use std::os::unix::fs::MetadataExt;
+    m.mtime() as f64 + m.mtime_nsec() as f64 * 1e-9
 }
 
 /// `EUXFEL_NO_RAW` set: always use libhdf5 (for comparisons and benchmarks).
@@ -133,7 +137,7 @@ fn read_with<T>(
 impl FileAccess {
     /// Open a file and read its metadata (train IDs, sources, flags).
     pub fn open(path: impl AsRef<Path>) -> Result<Arc<FileAccess>> {
-        Self::open_with_cache(path.as_ref(), None, MetadataReads::Generic).map(|(f, _)| f)
+        Self::open_with_cache(path.as_ref(), None, MetadataReads::Generic, None).map(|(f, _)| f)
     }
 
     /// Open a file from its run map entry when that matches the file, else by
@@ -143,12 +147,12 @@ impl FileAccess {
         path: &Path,
         cache: Option<CachedInfo>,
         reads: MetadataReads<'_>,
+        mapped: Option<FileMap>,
     ) -> Result<(Arc<FileAccess>, Option<ReadPlan>)> {
         let path = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
-        let (mtime, size) = stat_mtime_size(&path)?;
-        let mut fa = FileAccess {
+        let new = |mtime, size| FileAccess {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            path,
+            path: path.clone(),
             train_ids: Vec::new(),
             validity_flag: Vec::new(),
             control_sources: BTreeSet::new(),
@@ -164,16 +168,24 @@ impl FileAccess {
             keys_cache: Mutex::new(HashMap::new()),
             raw_datasets: Mutex::new(HashMap::new()),
         };
-        if let Some(c) = cache.filter(|c| super::runmap::stat_matches(c.mtime, c.size, mtime, size))
-        {
-            fa.train_ids = c.train_ids;
-            fa.control_sources = c.control_sources;
-            fa.instrument_sources = c.instrument_sources;
-            fa.legacy_sources = c.legacy_sources;
-            fa.validity_flag = c.flag;
-            return Ok((Arc::new(fa), None));
+        if let Some(c) = cache {
+            let (mtime, size) = stat_mtime_size(&path)?;
+            if super::runmap::stat_matches(c.mtime, c.size, mtime, size) {
+                let mut fa = new(mtime, size);
+                fa.train_ids = c.train_ids;
+                fa.control_sources = c.control_sources;
+                fa.instrument_sources = c.instrument_sources;
+                fa.legacy_sources = c.legacy_sources;
+                fa.validity_flag = c.flag;
+                return Ok((Arc::new(fa), None));
+            }
         }
-        let map = FileMap::open_with(&fa.path, reads)?;
+        // The map's own fstat gives the mtime and size: no second stat of the path.
+        let map = match mapped {
+            Some(m) => m,
+            None => FileMap::open_with(&path, reads)?,
+        };
+        let mut fa = new(map.mtime(), map.len());
         let mut opened: Option<Arc<H5File>> = None;
         let m = read_with(
             &fa.path,

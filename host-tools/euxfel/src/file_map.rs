@@ -25,6 +25,8 @@ pub(crate) struct FileMap(Arc<Mapped>);
 
 struct Mapped {
     map: Mmap,
+    /// The file's st_mtime when it was mapped (as Python gives it).
+    mtime: f64,
     /// Ranges asked for at open from a [`ReadPlan`] (empty: the generic prefetch).
     planned: Vec<Range<u64>>,
     /// The metadata walk's accesses are recorded to make a plan (until
@@ -81,6 +83,27 @@ impl FileMap {
                 msg: "file is empty".into(),
             });
         }
+        let planned = match reads {
+            MetadataReads::Planned(plan) => plan.ranges_for(len),
+            MetadataReads::Generic | MetadataReads::Record => Vec::new(),
+        };
+        // The reads the walk will need, queued before the map exists (the kernel
+        // returns at once and reads them meanwhile). Through the descriptor rather
+        // than the map: `posix_fadvise` does not take the process's memory map lock,
+        // which every page fault and mmap of the other opening threads also takes.
+        if planned.is_empty() {
+            // The head of the file in one request rather than page by page as the walk
+            // faults: fewer, larger reads cost less per byte (here each request is also
+            // an exit of the virtual machine). The walk then asks for the neighbourhood
+            // of each top-level group outside the head ([`Prefetch`]). Hints per object
+            // (each group member's header, each index chunk) were measured slower: a
+            // call per object costs more than the fault it saves at this disk's ~0.15
+            // ms latency.
+            will_need(&f, 0, HEAD_PREFETCH.min(len as usize) as u64);
+        }
+        for r in &planned {
+            will_need(&f, r.start, r.end - r.start);
+        }
         // SAFETY: a read-only private map of a closed run file. Every access goes
         // through bounds-checked slices of the map (`FileMap::bytes`, `RawFile::slice`),
         // so no read goes past the length mapped here. Files are assumed not to be
@@ -92,30 +115,9 @@ impl FileMap {
         // here, the whole of most files). Bulk data reads ask for read-ahead again
         // ([`FileMap::advise_bulk_reads`]). Advisory: a failure changes only speed.
         let _ = m.advise(Advice::Random);
-        let planned = match reads {
-            MetadataReads::Planned(plan) => plan.ranges_for(len),
-            MetadataReads::Generic | MetadataReads::Record => Vec::new(),
-        };
-        if planned.is_empty() {
-            // The head of the file in one request, queued now (MADV_WILLNEED returns
-            // at once) rather than page by page as the walk faults: fewer, larger
-            // reads cost less per byte (here each request is also an exit of the
-            // virtual machine). The walk then asks for the neighbourhood of each
-            // top-level group outside the head ([`Prefetch`]). Hints per object (each
-            // group member's header, each index chunk) were measured slower: a
-            // madvise call per object costs more than the fault it saves at this
-            // disk's ~0.15 ms latency.
-            let _ = m.advise_range(Advice::WillNeed, 0, HEAD_PREFETCH.min(m.len()));
-        }
-        for r in &planned {
-            let _ = m.advise_range(
-                Advice::WillNeed,
-                r.start as usize,
-                (r.end - r.start) as usize,
-            );
-        }
         Ok(FileMap(Arc::new(Mapped {
             map: m,
+            mtime: super::file_access::mtime_seconds(&meta),
             planned,
             recording: AtomicBool::new(matches!(reads, MetadataReads::Record)),
             accessed: Mutex::new(Vec::new()),
@@ -137,6 +139,11 @@ impl FileMap {
     /// runs of rows): sequential access, large read-ahead. Advisory.
     pub fn advise_bulk_reads(&self) {
         let _ = self.0.map.advise(Advice::Sequential);
+    }
+
+    /// The file's st_mtime when it was mapped (seconds, as Python's `os.stat`).
+    pub fn mtime(&self) -> f64 {
+        self.0.mtime
     }
 
     /// Length of the mapped file in bytes.
@@ -206,6 +213,19 @@ impl FileMap {
     pub fn raw(&self) -> Result<RawFile<'_>, RawError> {
         RawFile::new(&self.0.map, Some(self))
     }
+}
+
+/// Ask the kernel to read `len` bytes at `offset` of `f` into the page cache
+/// (`POSIX_FADV_WILLNEED`: queued, not waited for). Advisory: a failure changes only
+/// speed.
+fn will_need(f: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a system call on a descriptor `f` owns and keeps open for the call,
+    // with integer arguments only; it touches no memory of this process.
+    let _ = unsafe { libc::posix_fadvise(f.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED) };
 }
 
 /// What a file that is neither a regular file nor a directory is.

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::data_collection::DataCollection;
 use super::error::{Error, Result};
 use super::file_access::{CachedInfo, FileAccess};
-use super::file_map::MetadataReads;
+use super::file_map::{FileMap, MetadataReads};
 use super::fnmatch::Pattern;
 use super::interrupt;
 use super::read_plan::{self, ReadPlan};
@@ -24,7 +24,8 @@ pub struct OpenOptions {
     pub include: String,
     /// Read and write `karabo_data_map.json`.
     pub use_cache: bool,
-    /// Threads used to open files (0: 16, or one per CPU if more; opening is I/O-bound).
+    /// Threads used to open files (0: chosen by the number of files read without a
+    /// read plan; 1: the calling thread only).
     pub threads: usize,
     /// Include trains flagged as suspect (EXtra-data's default: true).
     pub inc_suspect_trains: bool,
@@ -44,10 +45,29 @@ impl Default for OpenOptions {
     }
 }
 
-/// Files opened at the same time by default. Opening is I/O-bound (a few small
-/// reads per file, mostly waiting on the filesystem): a network filesystem rewards
-/// many reads in flight, whatever the number of cores.
+/// Most threads opening files by default. A file opened without a read plan (the
+/// first of its aggregator, or one on its own) is read by a walk whose page faults
+/// follow one another; such walks run side by side up to this many, as a network
+/// filesystem rewards many reads in flight, whatever the number of cores.
 const OPEN_IO_DEPTH: usize = 64;
+
+/// Fewest threads opening files by default (or one per CPU if more). Files opened
+/// with a plan need few: their pages were asked for ahead ([`OPEN_AHEAD_THREADS`]),
+/// and each thread more costs CPU time (its start, its stack and malloc arena, and
+/// the contention of all of them on the process's memory map lock).
+const OPEN_WALKERS: usize = 8;
+
+/// Threads that map files ahead of the threads reading them, asking for each file's
+/// planned pages (or its head) at once: `POSIX_FADV_WILLNEED` returns without
+/// waiting, so the reads of many files are in flight while the walks parse the ones
+/// that came in. Two, because mapping a file and queueing its reads costs CPU time
+/// of its own (tens of microseconds here: an open, an fstat, two fadvise calls, an
+/// mmap and an madvise).
+const OPEN_AHEAD_THREADS: usize = 2;
+
+/// How far (in files) the threads mapping ahead run before the walks at most: it
+/// bounds the pages in flight (a few hundred KiB per file) on runs of thousands of files.
+const OPEN_AHEAD_FILES: usize = 256;
 
 /// An open from the run map that takes longer than this waited on the filesystem
 /// (a warm one is a stat of a few microseconds): the other threads are started then.
@@ -56,7 +76,9 @@ const SLOW_CACHED_OPEN: Duration = Duration::from_micros(500);
 /// How a file is opened by [`open_parallel`].
 #[derive(Clone, Copy)]
 enum Role {
-    /// On its own: from its run map entry, or the only file of its aggregator.
+    /// From its run map entry (read anew if the entry no longer matches the file).
+    Cached,
+    /// The only file of its aggregator: read with the generic prefetch.
     Alone,
     /// The first file of aggregator `n` to open: its accesses make the plan.
     Leader(usize),
@@ -81,11 +103,19 @@ impl PlanSlot {
     }
 
     /// Blocks until the leader has published (it was taken from the queue before
-    /// any follower, and never waits itself, so this ends).
+    /// any follower, and never waits itself, so this ends), or until an interrupt
+    /// (after which leaders not yet taken are never opened): `None` then.
     fn wait(&self) -> Option<ReadPlan> {
         let mut g = self.plan.lock().unwrap_or_else(|e| e.into_inner());
         while g.is_none() {
-            g = self.ready.wait(g).unwrap_or_else(|e| e.into_inner());
+            if interrupt::interrupted() {
+                return None;
+            }
+            g = self
+                .ready
+                .wait_timeout(g, Duration::from_millis(10))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         g.clone().flatten()
     }
@@ -109,21 +139,20 @@ fn open_order(
     paths: &[PathBuf],
     cache: &HashMap<PathBuf, CachedInfo>,
 ) -> (Vec<(usize, Role)>, usize) {
-    let mut families: HashMap<&str, (usize, usize)> = HashMap::new(); // name -> (id, files)
-    let mut family_of = Vec::with_capacity(paths.len());
-    for p in paths {
-        let name = p.file_name().and_then(|n| n.to_str());
-        let fam = match name {
-            Some(n) if !cache.contains_key(p) => {
-                let next = families.len();
-                let e = families.entry(read_plan::family(n)).or_insert((next, 0));
-                e.1 += 1;
-                Some(e.0)
-            }
-            _ => None,
-        };
-        family_of.push(fam);
-    }
+    // Aggregator name -> (id, files).
+    let mut families: HashMap<&str, (usize, usize)> = HashMap::new();
+    // The aggregator of each file without a run map entry (None: a name that is not UTF-8).
+    let family_of: Vec<Option<usize>> = paths
+        .iter()
+        .map(|p| {
+            let name = p.file_name().and_then(|n| n.to_str());
+            let n = name.filter(|_| !cache.contains_key(p))?;
+            let next = families.len();
+            let e = families.entry(read_plan::family(n)).or_insert((next, 0));
+            e.1 += 1;
+            Some(e.0)
+        })
+        .collect();
     let shared: Vec<bool> = {
         let mut v = vec![false; families.len()];
         for &(id, n) in families.values() {
@@ -136,6 +165,7 @@ fn open_order(
     let mut others = Vec::new();
     for (i, fam) in family_of.into_iter().enumerate() {
         match fam {
+            _ if cache.contains_key(&paths[i]) => others.push((i, Role::Cached)),
             Some(f) if shared[f] && !led[f] => {
                 led[f] = true;
                 leaders.push((i, Role::Leader(f)));
@@ -148,28 +178,57 @@ fn open_order(
     (leaders, families.len())
 }
 
-/// Open files on `threads` threads (0: [`OPEN_IO_DEPTH`], or one per CPU if more);
-/// results in input order. When every file has a run map entry, the calling thread
-/// starts alone and starts the others only once an open waits on the filesystem:
-/// with warm caches, starting 64 threads costs more than the 340 stats they share.
-/// Otherwise the first file of each aggregator is opened first and its accesses
-/// become the read plan of the aggregator's other files ([`crate::read_plan`]).
+/// Open files on `threads` threads (1: the calling thread alone; 0: one per file
+/// walked without a plan, between [`OPEN_WALKERS`] (or one per CPU if more) and
+/// [`OPEN_IO_DEPTH`]); results in input order.
+///
+/// When every file has a run map entry, the calling thread starts alone and starts
+/// the others only once an open waits on the filesystem: with warm caches, starting
+/// threads costs more than the stats they share. Otherwise the first file of each
+/// aggregator is opened first and its accesses become the read plan of the
+/// aggregator's other files ([`crate::read_plan`]), and [`OPEN_AHEAD_THREADS`] map
+/// the files ahead of the walks, so that their reads are queued long before a walk
+/// reaches them.
 fn open_parallel(
     paths: &[PathBuf],
     cache: HashMap<PathBuf, CachedInfo>,
     threads: usize,
 ) -> Vec<Result<Arc<FileAccess>>> {
+    let (order, n_families) = open_order(paths, &cache);
+    let unplanned = order
+        .iter()
+        .filter(|(_, r)| matches!(r, Role::Leader(_) | Role::Alone))
+        .count();
+    let threads = std::env::var("EUXFEL_T")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(threads);
     let nthreads = if threads == 0 {
-        std::thread::available_parallelism().map_or(OPEN_IO_DEPTH, |n| n.get().max(OPEN_IO_DEPTH))
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        unplanned.clamp(OPEN_WALKERS.max(cpus), OPEN_IO_DEPTH.max(cpus))
     } else {
         threads
     }
     .min(paths.len().max(1));
     let all_cached = threads == 0 && cache.len() == paths.len();
-    let (order, n_families) = open_order(paths, &cache);
+    let open_ahead = nthreads > 1
+        && order
+            .iter()
+            .any(|(_, r)| matches!(r, Role::Follower(_) | Role::Alone));
     let slots: Vec<PlanSlot> = (0..n_families).map(|_| PlanSlot::default()).collect();
     // Each file's entry moves to the thread opening it (no copy of its train IDs).
     let cache = Mutex::new(cache);
+    // The map of each file opened without a run map entry, by whichever thread gets
+    // to it first: a thread mapping ahead or the walk itself.
+    let mapped: Vec<OnceLock<Mutex<Option<Result<FileMap>>>>> =
+        (0..paths.len()).map(|_| OnceLock::new()).collect();
+    let map_file = |i: usize, reads: MetadataReads<'_>| {
+        mapped[i].get_or_init(|| {
+            let p = &paths[i];
+            let abs = std::path::absolute(p).map_err(|e| Error::io(p, e));
+            Mutex::new(Some(abs.and_then(|abs| FileMap::open_with(&abs, reads))))
+        })
+    };
     let next = AtomicUsize::new(0);
     // One file per call; None when there is nothing left (or after Ctrl-C, when the
     // files not yet opened stay unopened: the caller stops).
@@ -186,25 +245,68 @@ fn open_parallel(
         }
         let cached = cache.lock().ok().and_then(|mut c| c.remove(p));
         let r = match role {
-            Role::Alone => FileAccess::open_with_cache(p, cached, MetadataReads::Generic),
+            Role::Cached => FileAccess::open_with_cache(p, cached, MetadataReads::Generic, None),
             Role::Leader(f) => {
-                let r = FileAccess::open_with_cache(p, cached, MetadataReads::Record);
+                let r = FileAccess::open_with_cache(p, cached, MetadataReads::Record, None);
                 if let (Some(slot), Ok((_, plan))) = (slots.get(f), &r) {
                     slot.publish(plan.clone());
                 }
                 r
             }
-            Role::Follower(f) => {
-                let plan = slots.get(f).and_then(PlanSlot::wait);
+            Role::Alone | Role::Follower(_) => {
+                let plan = match role {
+                    Role::Follower(f) => slots.get(f).and_then(PlanSlot::wait),
+                    _ => None,
+                };
                 let reads = plan
                     .as_ref()
                     .map_or(MetadataReads::Generic, MetadataReads::Planned);
-                FileAccess::open_with_cache(p, cached, reads)
+                let taken = map_file(i, reads)
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                match taken {
+                    Some(Err(e)) => Err(e),
+                    m => FileAccess::open_with_cache(p, cached, reads, m.and_then(Result::ok)),
+                }
             }
         };
         Some((i, r.map(|(f, _)| f)))
     };
     let work = || std::iter::from_fn(open_next).collect::<Vec<_>>();
+    // Maps the files in open order ahead of the walks (which take the maps), at most
+    // OPEN_AHEAD_FILES ahead; a file the walks reached first is left to them.
+    let ahead_cursor = AtomicUsize::new(0);
+    let map_ahead = || {
+        loop {
+            let pos = ahead_cursor.fetch_add(1, Ordering::Relaxed);
+            let Some(&(i, role)) = order.get(pos) else {
+                return;
+            };
+            // A poll, not a wake-up per file: it waits only this far ahead.
+            while pos >= next.load(Ordering::Relaxed) + OPEN_AHEAD_FILES {
+                if interrupt::interrupted() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if interrupt::interrupted() {
+                return;
+            }
+            if pos < next.load(Ordering::Relaxed) {
+                continue;
+            }
+            let plan = match role {
+                Role::Follower(f) => slots.get(f).and_then(PlanSlot::wait),
+                Role::Alone => None,
+                Role::Cached | Role::Leader(_) => continue,
+            };
+            let reads = plan
+                .as_ref()
+                .map_or(MetadataReads::Generic, MetadataReads::Planned);
+            map_file(i, reads);
+        }
+    };
     let mut results = if nthreads <= 1 {
         work()
     } else {
@@ -224,13 +326,19 @@ fn open_parallel(
             }
             // A thread that cannot be started (a process or address-space limit, as on
             // shared cluster nodes) is not needed: the threads started, the calling
-            // thread among them, share its files.
+            // thread among them, share its files, and walks map their files themselves.
+            let ahead: Vec<_> = (0..if open_ahead { OPEN_AHEAD_THREADS } else { 0 })
+                .map_while(|_| std::thread::Builder::new().spawn_scoped(s, map_ahead).ok())
+                .collect();
             let handles: Vec<_> = (1..nthreads)
                 .map_while(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
                 .collect();
             done.extend(work());
             for h in handles {
                 done.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            for h in ahead {
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
             }
             done
         })
@@ -329,6 +437,7 @@ mod tests {
         order
             .iter()
             .map(|&(i, r)| match r {
+                Role::Cached => (i, 'c', None),
                 Role::Alone => (i, 'a', None),
                 Role::Leader(f) => (i, 'l', Some(f)),
                 Role::Follower(f) => (i, 'f', Some(f)),
@@ -380,7 +489,7 @@ mod tests {
                 (0, 'l', Some(0)),
                 (3, 'l', Some(1)),
                 (1, 'f', Some(0)),
-                (2, 'a', None),
+                (2, 'c', None),
                 (4, 'f', Some(1)),
                 (5, 'a', None),
                 (6, 'a', None),

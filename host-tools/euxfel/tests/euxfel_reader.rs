@@ -414,6 +414,78 @@ fn sibling_read_plans_never_change_what_is_read() {
     }
 }
 
+/// The other files of an aggregator are mapped, and their reads queued, ahead of the
+/// threads reading them. A follower that cannot be read (a directory, a FIFO, an empty,
+/// truncated or non-HDF5 file) is left out with the error it gives when opened alone,
+/// with any number of threads, and the other files read as they do alone.
+#[test]
+fn files_opened_ahead_fail_as_they_fail_alone() {
+    let td = tempfile::tempdir().expect("tempdir");
+    let s = RunSpec {
+        sequences: 7,
+        modules: 1,
+        ..spec(Format::V1_2)
+    };
+    let files = make(td.path(), &s);
+    let seq = |n: usize| {
+        files
+            .iter()
+            .find(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.contains("-DA01-") && name.ends_with(&format!("-S{n:05}.h5"))
+            })
+            .unwrap_or_else(|| panic!("no DA01 sequence {n} in {files:?}"))
+            .clone()
+    };
+    let (dir, fifo, empty, truncated, text) = (seq(1), seq(2), seq(3), seq(5), seq(6));
+    for p in [&dir, &fifo, &empty, &text] {
+        std::fs::remove_file(p).expect("remove");
+    }
+    std::fs::create_dir(&dir).expect("mkdir");
+    test_support::fifo::make(&fifo);
+    std::fs::write(&empty, b"").expect("write");
+    std::fs::write(&text, b"not HDF5\n").expect("write");
+    let bytes = std::fs::read(&truncated).expect("read");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).expect("write");
+    let bad = [&dir, &fifo, &empty, &truncated, &text];
+
+    let alone_errors: Vec<(PathBuf, String)> = bad
+        .iter()
+        .map(|p| {
+            let e = FileAccess::open(p).expect_err("a bad file opens alone");
+            ((*p).clone(), e.to_string())
+        })
+        .collect();
+    let good: Vec<_> = files
+        .iter()
+        .filter(|p| !bad.contains(p))
+        .map(|p| ok(FileAccess::open(p)))
+        .collect();
+    let mut tids: Vec<u64> = good.iter().flat_map(|f| f.train_ids.clone()).collect();
+    tids.sort_unstable();
+    tids.dedup();
+    for threads in [0, 1, 2, 3] {
+        let opts = OpenOptions {
+            threads,
+            ..no_cache()
+        };
+        let dc = ok(DataCollection::open_run(td.path(), &opts));
+        assert_eq!(*dc.train_ids, tids, "threads {threads}");
+        let mut skipped: Vec<(PathBuf, String)> = dc
+            .warnings()
+            .iter()
+            .map(|w| match w {
+                Warning::SkippedFile { path, error } => (path.clone(), error.to_string()),
+                other => panic!("threads {threads}: {other:?}"),
+            })
+            .collect();
+        skipped.sort();
+        let mut expected = alone_errors.clone();
+        expected.sort();
+        assert_eq!(skipped, expected, "threads {threads}");
+    }
+}
+
 #[test]
 fn bad_files_give_errors_naming_the_file() {
     let td = tempfile::tempdir().expect("tempdir");
