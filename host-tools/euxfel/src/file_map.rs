@@ -56,19 +56,13 @@ impl FileMap {
 
     /// Map a file read-only, with the given prefetch of its metadata.
     pub fn open_with(path: &Path, reads: MetadataReads<'_>) -> Result<FileMap, Error> {
-        // Non-blocking: opening a FIFO for reading otherwise waits for a writer for ever.
-        // Regular files ignore the flag.
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| {
-                // A socket cannot be opened at all (ENXIO): say what it is instead.
-                match std::fs::metadata(path).ok().and_then(|m| special_file(&m)) {
-                    Some(kind) => not_regular(path, kind),
-                    None => Error::io(path, e),
-                }
-            })?;
+        let f = open_for_reading(path).map_err(|e| {
+            // A socket cannot be opened at all (ENXIO): say what it is instead.
+            match std::fs::metadata(path).ok().and_then(|m| special_file(&m)) {
+                Some(kind) => not_regular(path, kind),
+                None => Error::io(path, e),
+            }
+        })?;
         let meta = f.metadata().map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {
             return Err(Error::io(path, std::io::ErrorKind::IsADirectory.into()));
@@ -213,6 +207,15 @@ impl FileMap {
     pub fn raw(&self) -> Result<RawFile<'_>, RawError> {
         RawFile::new(&self.0.map, Some(self))
     }
+}
+
+/// Open a file for reading without blocking: opening a FIFO for reading otherwise
+/// waits for a writer for ever. Regular files ignore the flag.
+pub(crate) fn open_for_reading(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
 }
 
 /// Ask the kernel to read `len` bytes at `offset` of `f` into the page cache

@@ -14,7 +14,6 @@
 //! that fails inside a check gives a "Could not read dataset" problem.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -193,15 +192,11 @@ pub struct FileResult {
 /// "Could not open HDF5 file".
 fn open_file(path: &Path) -> std::result::Result<Arc<FileAccess>, Problem> {
     FileAccess::open(path).map_err(|e| {
-        // Non-blocking, as the reader opens files: a FIFO must not wait for a writer.
-        let access = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .and_then(|mut f| {
-                let mut b = [0u8; 16];
-                std::io::Read::read(&mut f, &mut b)
-            });
+        // Opened as the reader opens files: a FIFO must not wait for a writer.
+        let access = crate::file_map::open_for_reading(path).and_then(|mut f| {
+            let mut b = [0u8; 16];
+            std::io::Read::read(&mut f, &mut b)
+        });
         match access {
             Err(os) => Problem::new("open", "Could not access file").with("error", os),
             Ok(_) => Problem::new("open", "Could not open HDF5 file").with("error", e),
