@@ -199,10 +199,6 @@ fn open_parallel(
         .iter()
         .filter(|(_, r)| matches!(r, Role::Leader(_) | Role::Alone))
         .count();
-    let threads = std::env::var("EUXFEL_T")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(threads);
     let nthreads = if threads == 0 {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         unplanned.clamp(OPEN_WALKERS.max(cpus), OPEN_IO_DEPTH.max(cpus))
