@@ -140,19 +140,11 @@ impl FileAccess {
         Self::open_with_cache(path.as_ref(), None, MetadataReads::Generic, None).map(|(f, _)| f)
     }
 
-    /// Open a file from its run map entry when that matches the file, else by
-    /// reading its metadata with `reads`; with [`MetadataReads::Record`], also the
-    /// plan made from that reading (for the other files of its aggregator).
-    pub(crate) fn open_with_cache(
-        path: &Path,
-        cache: Option<CachedInfo>,
-        reads: MetadataReads<'_>,
-        mapped: Option<FileMap>,
-    ) -> Result<(Arc<FileAccess>, Option<ReadPlan>)> {
-        let path = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
-        let new = |mtime, size| FileAccess {
+    /// A file whose metadata is not read yet.
+    fn unread(path: PathBuf, mtime: f64, size: u64) -> FileAccess {
+        FileAccess {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            path: path.clone(),
+            path,
             train_ids: Vec::new(),
             validity_flag: Vec::new(),
             control_sources: BTreeSet::new(),
@@ -167,11 +159,23 @@ impl FileAccess {
             index_cache: Mutex::new(HashMap::new()),
             keys_cache: Mutex::new(HashMap::new()),
             raw_datasets: Mutex::new(HashMap::new()),
-        };
+        }
+    }
+
+    /// Open a file from its run map entry when that matches the file, else by
+    /// reading its metadata with `reads`; with [`MetadataReads::Record`], also the
+    /// plan made from that reading (for the other files of its aggregator).
+    pub(crate) fn open_with_cache(
+        path: &Path,
+        cache: Option<CachedInfo>,
+        reads: MetadataReads<'_>,
+        mapped: Option<FileMap>,
+    ) -> Result<(Arc<FileAccess>, Option<ReadPlan>)> {
+        let path = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
         if let Some(c) = cache {
             let (mtime, size) = stat_mtime_size(&path)?;
             if super::runmap::stat_matches(c.mtime, c.size, mtime, size) {
-                let mut fa = new(mtime, size);
+                let mut fa = Self::unread(path, mtime, size);
                 fa.train_ids = c.train_ids;
                 fa.control_sources = c.control_sources;
                 fa.instrument_sources = c.instrument_sources;
@@ -185,7 +189,7 @@ impl FileAccess {
             Some(m) => m,
             None => FileMap::open_with(&path, reads)?,
         };
-        let mut fa = new(map.mtime(), map.len());
+        let mut fa = Self::unread(path, map.mtime(), map.len());
         let mut opened: Option<Arc<H5File>> = None;
         let m = read_with(
             &fa.path,

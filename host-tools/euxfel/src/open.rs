@@ -139,20 +139,21 @@ fn open_order(
     paths: &[PathBuf],
     cache: &HashMap<PathBuf, CachedInfo>,
 ) -> (Vec<(usize, Role)>, usize) {
-    // Aggregator name -> (id, files).
-    let mut families: HashMap<&str, (usize, usize)> = HashMap::new();
-    // The aggregator of each file without a run map entry (None: a name that is not UTF-8).
-    let family_of: Vec<Option<usize>> = paths
-        .iter()
-        .map(|p| {
-            let name = p.file_name().and_then(|n| n.to_str());
-            let n = name.filter(|_| !cache.contains_key(p))?;
-            let next = families.len();
-            let e = families.entry(read_plan::family(n)).or_insert((next, 0));
-            e.1 += 1;
-            Some(e.0)
-        })
-        .collect();
+    let mut families: HashMap<&str, (usize, usize)> = HashMap::new(); // name -> (id, files)
+    let mut family_of = Vec::with_capacity(paths.len());
+    for p in paths {
+        let name = p.file_name().and_then(|n| n.to_str());
+        let fam = match name {
+            Some(n) if !cache.contains_key(p) => {
+                let next = families.len();
+                let e = families.entry(read_plan::family(n)).or_insert((next, 0));
+                e.1 += 1;
+                Some(e.0)
+            }
+            _ => None,
+        };
+        family_of.push(fam);
+    }
     let shared: Vec<bool> = {
         let mut v = vec![false; families.len()];
         for &(id, n) in families.values() {

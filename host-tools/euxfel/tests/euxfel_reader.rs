@@ -45,6 +45,14 @@ fn ok<T>(r: Result<T, Error>) -> T {
     }
 }
 
+/// The sorted train IDs of files opened one by one: what a run of them must have.
+fn union_of_train_ids(files: &[std::sync::Arc<FileAccess>]) -> Vec<u64> {
+    let mut tids: Vec<u64> = files.iter().flat_map(|f| f.train_ids.clone()).collect();
+    tids.sort_unstable();
+    tids.dedup();
+    tids
+}
+
 /// Independent read of a whole dataset through the hdf5 crate.
 fn h5_read<T: hdf5::H5Type + Clone>(path: &Path, ds: &str) -> ndarray::ArrayD<T> {
     let f = hdf5::File::open(path).expect("open");
@@ -386,9 +394,7 @@ fn sibling_read_plans_never_change_what_is_read() {
         .filter(|p| **p != leader)
         .map(|p| ok(FileAccess::open(p)))
         .collect();
-    let mut tids: Vec<u64> = alone.iter().flat_map(|f| f.train_ids.clone()).collect();
-    tids.sort_unstable();
-    tids.dedup();
+    let tids = union_of_train_ids(&alone);
     let control: BTreeSet<String> = alone
         .iter()
         .flat_map(|f| f.control_sources.clone())
@@ -461,9 +467,7 @@ fn files_opened_ahead_fail_as_they_fail_alone() {
         .filter(|p| !bad.contains(p))
         .map(|p| ok(FileAccess::open(p)))
         .collect();
-    let mut tids: Vec<u64> = good.iter().flat_map(|f| f.train_ids.clone()).collect();
-    tids.sort_unstable();
-    tids.dedup();
+    let tids = union_of_train_ids(&good);
     for threads in [0, 1, 2, 3] {
         let opts = OpenOptions {
             threads,
